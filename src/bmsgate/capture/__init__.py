@@ -1,0 +1,1 @@
+"""Reverse-engineering support: capture file readers and protocol guessing."""

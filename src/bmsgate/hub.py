@@ -1,0 +1,227 @@
+"""SnapshotHub: the latest snapshot per battery, its age, staleness, and fan-out to outputs.
+
+Pollers publish; outputs subscribe. A subscription never applies back-pressure: it holds at most one
+pending update per battery (the newest), so a slow output skips intermediate values instead of
+slowing a poller or growing memory. Staleness is a normal state, not an error: when no fresh
+snapshot arrived within a battery's budget, subscribers get an update with ``stale=True`` (once), and
+another when data recovers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Final
+
+from bmsgate.model import BatterySnapshot
+
+__all__ = ["DEFAULT_STALE_AFTER", "HubUpdate", "SnapshotHub", "Subscription"]
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_STALE_AFTER: Final = 60.0
+"""Seconds without a fresh snapshot after which a battery counts as stale (when not configured)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HubUpdate:
+    """What a subscriber receives: the battery's newest snapshot (if any) and whether it is stale."""
+
+    battery_id: str
+    snapshot: BatterySnapshot | None
+    stale: bool
+    received_at: float
+    """Monotonic time at which `snapshot` reached the hub (0.0 when there is none)."""
+
+
+class Subscription:
+    """A subscriber's mailbox: one pending update per battery, newest wins."""
+
+    def __init__(self, hub: SnapshotHub, name: str) -> None:
+        self._hub = hub
+        self.name = name
+        self._pending: dict[str, HubUpdate] = {}
+        self._wakeup = asyncio.Event()
+        self.skipped = 0
+        """Updates overwritten before the subscriber read them (a measure of how far it lags)."""
+
+    def _offer(self, update: HubUpdate) -> None:
+        if self._pending.pop(update.battery_id, None) is not None:
+            self.skipped += 1
+        # Re-inserting moves the battery to the end: batteries are served in arrival order.
+        self._pending[update.battery_id] = update
+        self._wakeup.set()
+
+    async def get(self) -> HubUpdate:
+        """Wait for the next update (oldest battery first)."""
+        while not self._pending:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        battery_id = next(iter(self._pending))
+        return self._pending.pop(battery_id)
+
+    def get_nowait(self) -> HubUpdate | None:
+        """The next pending update, or None."""
+        if not self._pending:
+            return None
+        battery_id = next(iter(self._pending))
+        return self._pending.pop(battery_id)
+
+    def pending(self) -> int:
+        """Number of batteries with an unread update."""
+        return len(self._pending)
+
+    def close(self) -> None:
+        """Stop receiving updates."""
+        self._hub._unsubscribe(self)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> HubUpdate:
+        return await self.get()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+@dataclasses.dataclass(slots=True)
+class _BatteryState:
+    stale_after: float
+    snapshot: BatterySnapshot | None = None
+    received_at: float = 0.0
+    stale: bool = True
+    ever_seen: bool = False
+
+
+class SnapshotHub:
+    """Latest snapshot per battery with freshness, plus subscriptions.
+
+    Args:
+        clock: monotonic clock (injectable for tests).
+        default_stale_after: staleness budget for batteries not registered explicitly.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        default_stale_after: float = DEFAULT_STALE_AFTER,
+    ) -> None:
+        self._clock = clock
+        self._default_stale_after = default_stale_after
+        self._batteries: dict[str, _BatteryState] = {}
+        self._subscriptions: list[Subscription] = []
+
+    # -- registration ---------------------------------------------------------------------------
+
+    def register(self, battery_id: str, *, stale_after: float | None = None) -> None:
+        """Declare a battery (so outputs know it before its first snapshot) and its staleness budget."""
+        budget = self._default_stale_after if stale_after is None else stale_after
+        if budget <= 0:
+            raise ValueError("stale_after must be positive")
+        state = self._batteries.get(battery_id)
+        if state is None:
+            self._batteries[battery_id] = _BatteryState(stale_after=budget)
+        else:
+            state.stale_after = budget
+
+    def battery_ids(self) -> list[str]:
+        """Every known battery, in registration order."""
+        return list(self._batteries)
+
+    # -- producers ------------------------------------------------------------------------------
+
+    def publish(self, snapshot: BatterySnapshot) -> None:
+        """Record a fresh snapshot and hand it to every subscriber."""
+        state = self._batteries.get(snapshot.battery_id)
+        if state is None:
+            state = self._batteries[snapshot.battery_id] = _BatteryState(self._default_stale_after)
+        state.snapshot = snapshot
+        state.received_at = self._clock()
+        was_stale, state.stale = state.stale, False
+        if was_stale and state.ever_seen:
+            _LOGGER.info("%s: fresh data again", snapshot.battery_id)
+        state.ever_seen = True
+        self._fan_out(HubUpdate(snapshot.battery_id, snapshot, False, state.received_at))
+
+    def check_staleness(self) -> list[str]:
+        """Mark batteries whose data aged past their budget as stale; returns the newly stale ids.
+
+        The supervisor calls this periodically (see :meth:`run`); readers never need to, because
+        :meth:`is_stale` always compares against the clock.
+        """
+        now = self._clock()
+        newly_stale = []
+        for battery_id, state in self._batteries.items():
+            if not state.stale and now - state.received_at > state.stale_after:
+                state.stale = True
+                newly_stale.append(battery_id)
+                _LOGGER.warning(
+                    "%s: no fresh data for %.0f s, marking stale", battery_id, now - state.received_at
+                )
+                self._fan_out(HubUpdate(battery_id, state.snapshot, True, state.received_at))
+        return newly_stale
+
+    async def run(self, interval: float = 0.5) -> None:
+        """Check staleness forever (run it as a supervised task)."""
+        while True:
+            self.check_staleness()
+            await asyncio.sleep(interval)
+
+    # -- readers --------------------------------------------------------------------------------
+
+    def latest(self, battery_id: str) -> BatterySnapshot | None:
+        """Newest snapshot, fresh or not (check :meth:`is_stale`)."""
+        state = self._batteries.get(battery_id)
+        return state.snapshot if state else None
+
+    def age(self, battery_id: str) -> float | None:
+        """Seconds since the newest snapshot arrived; None when none ever did."""
+        state = self._batteries.get(battery_id)
+        if state is None or state.snapshot is None:
+            return None
+        return self._clock() - state.received_at
+
+    def is_stale(self, battery_id: str) -> bool:
+        """True when there is no snapshot or it is older than the budget (always against the clock)."""
+        state = self._batteries.get(battery_id)
+        if state is None or state.snapshot is None:
+            return True
+        return self._clock() - state.received_at > state.stale_after
+
+    def stale_after(self, battery_id: str) -> float:
+        """The battery's staleness budget in seconds."""
+        state = self._batteries.get(battery_id)
+        return state.stale_after if state else self._default_stale_after
+
+    def current(self) -> Iterator[HubUpdate]:
+        """The present state of every battery (for outputs that (re)start and must publish everything)."""
+        for battery_id, state in list(self._batteries.items()):
+            yield HubUpdate(battery_id, state.snapshot, self.is_stale(battery_id), state.received_at)
+
+    # -- subscriptions --------------------------------------------------------------------------
+
+    def subscribe(self, name: str = "subscriber", *, replay: bool = True) -> Subscription:
+        """A new subscription; with `replay` it starts with the present state of every battery."""
+        subscription = Subscription(self, name)
+        self._subscriptions.append(subscription)
+        if replay:
+            for update in self.current():
+                if update.snapshot is not None:
+                    subscription._offer(update)
+        return subscription
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+
+    def _fan_out(self, update: HubUpdate) -> None:
+        for subscription in self._subscriptions:
+            subscription._offer(update)

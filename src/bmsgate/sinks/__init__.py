@@ -1,0 +1,1 @@
+"""Outputs fed by the snapshot hub."""

@@ -1,0 +1,1 @@
+"""Byte movers: BLE, serial, simulator, replay."""

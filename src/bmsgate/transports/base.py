@@ -1,0 +1,150 @@
+"""The Transport contract: moves bytes to and from one device, knows no vendor.
+
+A transport is opened, written to, and yields received chunks (one BLE notification, one serial read)
+through :meth:`Transport.receive`. Implementations push chunks with :meth:`Transport._deliver` (safe to
+call from library callbacks on the event loop thread) and report a dropped link with
+:meth:`Transport._connection_lost`. Every library failure surfaces as a `TransportError`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+from types import TracebackType
+from typing import Final, Self
+
+from bmsgate.errors import ConnectError, DeviceTimeout, TransportError
+
+__all__ = ["Transport"]
+
+_MAX_PENDING_CHUNKS: Final = 4096
+"""Chunks buffered while nobody reads; beyond that the oldest are dropped (a silent reader is a bug)."""
+
+
+class Transport(abc.ABC):
+    """Base class for byte movers (BLE, serial, simulator, replay, TCP)."""
+
+    #: short kind name shown in logs and link statistics ("ble", "serial", "simulator", ...)
+    kind: str = "transport"
+
+    def __init__(self, *, battery_id: str | None = None) -> None:
+        self.battery_id = battery_id
+        self._chunks: asyncio.Queue[bytes | TransportError] = asyncio.Queue()
+        self._open = False
+        self.bytes_received = 0
+        self.bytes_sent = 0
+
+    # -- to implement -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _do_open(self) -> None:
+        """Connect; raise `TransportError` (usually `ConnectError`) on failure."""
+
+    @abc.abstractmethod
+    async def _do_close(self) -> None:
+        """Disconnect; must not raise for an already-dropped link."""
+
+    @abc.abstractmethod
+    async def _do_write(self, data: bytes) -> None:
+        """Send bytes; raise `TransportError` on failure."""
+
+    @property
+    def description(self) -> str:
+        """Where this transport goes (address, port), for logs."""
+        return self.kind
+
+    @property
+    def rssi(self) -> int | None:
+        """Signal strength in dBm where the transport knows it."""
+        return None
+
+    # -- public API ---------------------------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        """True between a successful :meth:`open` and :meth:`close` or a dropped link."""
+        return self._open
+
+    async def open(self) -> None:
+        """Connect (no-op when already open)."""
+        if self._open:
+            return
+        self._drain()
+        await self._do_open()
+        self._open = True
+
+    async def close(self) -> None:
+        """Disconnect (no-op when closed)."""
+        was_open, self._open = self._open, False
+        if was_open:
+            await self._do_close()
+
+    async def write(self, data: bytes) -> None:
+        """Send one request frame."""
+        if not self._open:
+            raise ConnectError(f"{self.description}: not connected", battery_id=self.battery_id)
+        await self._do_write(data)
+        self.bytes_sent += len(data)
+
+    async def receive(self, timeout: float | None = None) -> bytes:
+        """The next received chunk.
+
+        Raises:
+            DeviceTimeout: nothing arrived within `timeout` seconds.
+            ConnectError: the link dropped (or is not open and nothing is buffered).
+        """
+        if self._chunks.empty() and not self._open:
+            raise ConnectError(f"{self.description}: not connected", battery_id=self.battery_id)
+        try:
+            async with asyncio.timeout(timeout):
+                item = await self._chunks.get()
+        except TimeoutError:
+            raise DeviceTimeout(
+                f"{self.description}: no data within {timeout:.1f} s", battery_id=self.battery_id
+            ) from None
+        if isinstance(item, TransportError):
+            raise item
+        return item
+
+    def discard_pending(self) -> int:
+        """Drop chunks received but not read (e.g. a late reply to an abandoned request)."""
+        return self._drain()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- for implementations --------------------------------------------------------------------
+
+    def _deliver(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        if self._chunks.qsize() >= _MAX_PENDING_CHUNKS:
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._chunks.get_nowait()
+        self.bytes_received += len(chunk)
+        self._chunks.put_nowait(bytes(chunk))
+
+    def _connection_lost(self, error: TransportError | None = None) -> None:
+        if not self._open:
+            return
+        self._open = False
+        self._chunks.put_nowait(
+            error or ConnectError(f"{self.description}: link dropped", battery_id=self.battery_id)
+        )
+
+    def _drain(self) -> int:
+        dropped = 0
+        while not self._chunks.empty():
+            self._chunks.get_nowait()
+            dropped += 1
+        return dropped
