@@ -163,9 +163,7 @@ class SnapshotHub:
             if not state.stale and now - state.received_at > state.stale_after:
                 state.stale = True
                 newly_stale.append(battery_id)
-                _LOGGER.warning(
-                    "%s: no fresh data for %.0f s, marking stale", battery_id, now - state.received_at
-                )
+                _LOGGER.warning("%s: no fresh data for %.0f s, marking stale", battery_id, now - state.received_at)
                 self._fan_out(HubUpdate(battery_id, state.snapshot, True, state.received_at))
         return newly_stale
 

@@ -70,7 +70,7 @@ class Alarm(enum.StrEnum):
         return self not in _INFORMATIONAL_ALARMS
 
     @property
-    def title(self) -> str:
+    def label(self) -> str:
         """Human-readable name, e.g. ``Cell overvoltage``."""
         return self.value.replace("_", " ").capitalize()
 

@@ -138,9 +138,7 @@ class Transport(abc.ABC):
         if not self._open:
             return
         self._open = False
-        self._chunks.put_nowait(
-            error or ConnectError(f"{self.description}: link dropped", battery_id=self.battery_id)
-        )
+        self._chunks.put_nowait(error or ConnectError(f"{self.description}: link dropped", battery_id=self.battery_id))
 
     def _drain(self) -> int:
         dropped = 0

@@ -1,0 +1,102 @@
+"""Checksum algorithms a protocol definition may name (data chooses among these; it never adds code).
+
+Each algorithm maps the covered bytes to an unsigned integer of `size` bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Final
+
+__all__ = ["CHECKSUMS", "ChecksumAlgorithm", "crc16_modbus"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ChecksumAlgorithm:
+    """A named checksum with its width in bytes."""
+
+    name: str
+    size: int
+    compute: Callable[[bytes | bytearray | memoryview], int]
+    description: str
+
+
+def _sum8(data: bytes | bytearray | memoryview) -> int:
+    return sum(data) & 0xFF
+
+
+def _sum16(data: bytes | bytearray | memoryview) -> int:
+    return sum(data) & 0xFFFF
+
+
+def _sum16_complement(data: bytes | bytearray | memoryview) -> int:
+    return (0x10000 - sum(data)) & 0xFFFF
+
+
+def _sum8_complement(data: bytes | bytearray | memoryview) -> int:
+    return (0x100 - sum(data)) & 0xFF
+
+
+def _xor8(data: bytes | bytearray | memoryview) -> int:
+    value = 0
+    for byte in data:
+        value ^= byte
+    return value
+
+
+def _crc16_table(polynomial: int) -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ polynomial if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC16_MODBUS_TABLE: Final = _crc16_table(0xA001)
+
+
+def crc16_modbus(data: bytes | bytearray | memoryview) -> int:
+    """CRC-16/MODBUS (reflected poly 0x8005, init 0xFFFF); sent low byte first on the wire."""
+    crc = 0xFFFF
+    table = _CRC16_MODBUS_TABLE
+    for byte in data:
+        crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
+    return crc
+
+
+def _crc8_maxim_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8C if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC8_MAXIM_TABLE: Final = _crc8_maxim_table()
+
+
+def _crc8_maxim(data: bytes | bytearray | memoryview) -> int:
+    crc = 0
+    table = _CRC8_MAXIM_TABLE
+    for byte in data:
+        crc = table[crc ^ byte]
+    return crc
+
+
+CHECKSUMS: Final[dict[str, ChecksumAlgorithm]] = {
+    algorithm.name: algorithm
+    for algorithm in (
+        ChecksumAlgorithm("sum8", 1, _sum8, "low byte of the sum of the bytes (JK, Daly A5)"),
+        ChecksumAlgorithm("sum8_complement", 1, _sum8_complement, "0x100 minus the sum, low byte"),
+        ChecksumAlgorithm("sum16", 2, _sum16, "low 16 bits of the sum of the bytes"),
+        ChecksumAlgorithm("sum16_complement", 2, _sum16_complement, "0x10000 minus the sum of the bytes (JBD)"),
+        ChecksumAlgorithm("xor8", 1, _xor8, "XOR of all bytes"),
+        ChecksumAlgorithm("crc16_modbus", 2, crc16_modbus, "CRC-16/MODBUS (Daly, Seplos, ANT)"),
+        ChecksumAlgorithm("crc8_maxim", 1, _crc8_maxim, "CRC-8/MAXIM (Dallas 1-Wire)"),
+    )
+}

@@ -1,0 +1,656 @@
+"""The declarative protocol definition format (YAML), its validation and loading.
+
+A definition is pure data: it is parsed with ``yaml.safe_load`` and validated into the frozen models
+below. Nothing in it can name or run code; algorithms (checksums, value transforms) are chosen from
+fixed sets that ship with bmsgate. The format is documented in docs/protocol-definitions.md.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import string
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bmsgate.errors import DefinitionError
+from bmsgate.model import Alarm
+from bmsgate.protocols.checksums import CHECKSUMS
+
+__all__ = [
+    "BOOL_TARGETS",
+    "DEVICE_TARGETS",
+    "FLOAT_TARGETS",
+    "INT_TARGETS",
+    "LIST_TARGETS",
+    "AdvertisementMatcher",
+    "ChecksumSpec",
+    "CommandSpec",
+    "FieldSpec",
+    "FramingSpec",
+    "GattProfile",
+    "GattSpec",
+    "ProtocolDefinition",
+    "ReplySpec",
+    "RequestSpec",
+    "SerialSpec",
+    "definition_from_mapping",
+    "load_definition",
+    "normalize_uuid",
+    "parse_hex",
+]
+
+FORMAT_VERSION: Final = 1
+
+FLOAT_TARGETS: Final = frozenset(
+    {
+        "voltage",
+        "current",
+        "soc",
+        "soh",
+        "remaining_capacity",
+        "full_capacity",
+        "design_capacity",
+        "mosfet_temperature",
+        "balance_current",
+    }
+)
+INT_TARGETS: Final = frozenset({"cycles"})
+BOOL_TARGETS: Final = frozenset({"charge_enabled", "discharge_enabled", "balancing", "heating"})
+LIST_TARGETS: Final = frozenset({"cell_voltages", "temperatures"})
+DEVICE_TARGETS: Final = frozenset(
+    {
+        "device.manufacturer",
+        "device.model",
+        "device.name",
+        "device.hardware_version",
+        "device.software_version",
+        "device.serial_number",
+        "device.production_date",
+    }
+)
+_SPECIAL_TARGETS: Final = frozenset({"alarms", "balancing_cells"})
+_IDENTIFIER: Final = re.compile(r"^[a-z][a-z0-9_]*$")
+_BLUETOOTH_BASE_UUID: Final = "-0000-1000-8000-00805f9b34fb"
+
+IntegerType = Literal["u8", "s8", "u16", "s16", "u24", "u32", "s32", "u64", "s64"]
+FieldType = Literal["u8", "s8", "u16", "s16", "u24", "u32", "s32", "u64", "s64", "f32", "str"]
+INTEGER_SIZES: Final[dict[str, int]] = {
+    "u8": 1,
+    "s8": 1,
+    "u16": 2,
+    "s16": 2,
+    "u24": 3,
+    "u32": 4,
+    "s32": 4,
+    "u64": 8,
+    "s64": 8,
+    "f32": 4,
+}
+
+
+def parse_hex(value: Any) -> bytes:
+    """Accept ``"DD A5 03"``, ``"dda503"`` or ``"DD:A5:03"`` (and bytes) and return the bytes."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    if not isinstance(value, str):
+        raise ValueError("expected a hex string such as 'DD A5 03 00'")
+    cleaned = re.sub(r"[\s:_-]", "", value)
+    if len(cleaned) % 2 or not all(char in string.hexdigits for char in cleaned):
+        raise ValueError(f"{value!r} is not an even number of hex digits")
+    return bytes.fromhex(cleaned)
+
+
+def normalize_uuid(value: Any) -> str:
+    """Full lowercase 128-bit form of a UUID given as 16-bit (``ff01``), 32-bit or 128-bit text."""
+    if isinstance(value, int):
+        value = f"{value:04x}"
+    if not isinstance(value, str):
+        raise ValueError("expected a UUID such as 'ff01' or '0000ff01-0000-1000-8000-00805f9b34fb'")
+    text = value.strip().lower().removeprefix("0x")
+    if re.fullmatch(r"[0-9a-f]{4}", text):
+        return f"0000{text}{_BLUETOOTH_BASE_UUID}"
+    if re.fullmatch(r"[0-9a-f]{8}", text):
+        return f"{text}{_BLUETOOTH_BASE_UUID}"
+    if re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", text):
+        return text
+    raise ValueError(f"{value!r} is not a 16-bit, 32-bit or 128-bit UUID")
+
+
+HexBytes = Annotated[bytes, BeforeValidator(parse_hex)]
+Uuid = Annotated[str, BeforeValidator(normalize_uuid)]
+Endian = Literal["big", "little"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- discovery ---------------------------------------------------------------------------------------
+
+
+class GattProfile(_Strict):
+    """One service with its notify and write characteristics (several profiles = board variants)."""
+
+    service: Uuid
+    notify: Uuid
+    write: Uuid
+
+
+class GattSpec(_Strict):
+    """How to talk to the BMS over GATT."""
+
+    profiles: list[GattProfile] = Field(min_length=1)
+    write_mode: Literal["auto", "with_response", "without_response"] = "auto"
+    pairing: Literal["none", "optional", "required"] = "none"
+    notification_size: int = Field(default=20, ge=1, le=512)
+    """Payload bytes per notification the real BMS sends (the simulator splits replies like this)."""
+
+
+class AdvertisementMatcher(_Strict):
+    """All given conditions must hold; a definition matches when any of its matchers does."""
+
+    local_name: str | None = None
+    """Glob, case-insensitive, e.g. ``JBD-*``."""
+    service_uuid: Uuid | None = None
+    manufacturer_id: int | None = Field(default=None, ge=0, le=0xFFFF)
+    address_prefix: str | None = None
+    """Leading octets of the MAC address, e.g. ``A4:C1:37``."""
+
+    @field_validator("address_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){0,5}", value):
+            raise ValueError("expected octets like 'A4:C1:37'")
+        return value.upper() if value else value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if all(
+            value is None for value in (self.local_name, self.service_uuid, self.manufacturer_id, self.address_prefix)
+        ):
+            raise ValueError(
+                "a matcher needs at least one of local_name, service_uuid, manufacturer_id, address_prefix"
+            )
+        return self
+
+    def matches(
+        self,
+        *,
+        name: str | None,
+        address: str | None,
+        service_uuids: list[str],
+        manufacturer_ids: list[int],
+    ) -> bool:
+        """True when every condition of this matcher holds for the advertisement."""
+        if self.local_name is not None and not (name and fnmatch.fnmatchcase(name.lower(), self.local_name.lower())):
+            return False
+        if self.service_uuid is not None and self.service_uuid not in {normalize_uuid(uuid) for uuid in service_uuids}:
+            return False
+        if self.manufacturer_id is not None and self.manufacturer_id not in manufacturer_ids:
+            return False
+        return self.address_prefix is None or bool(address and address.upper().startswith(self.address_prefix))
+
+
+class SerialSpec(_Strict):
+    """UART/RS485 line settings."""
+
+    baudrate: int = 9600
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+
+
+# -- framing -----------------------------------------------------------------------------------------
+
+
+class LengthSpec(_Strict):
+    """Where the length field sits; total frame length = field value + `add`."""
+
+    offset: int = Field(ge=0)
+    size: Literal[1, 2] = 1
+    endian: Endian = "big"
+    add: int = 0
+
+
+class KeySpec(_Strict):
+    """Bytes that say which reply a frame is (register echo, frame type, function code)."""
+
+    offset: int = Field(ge=0)
+    size: Literal[1, 2] = 1
+
+
+class StatusSpec(_Strict):
+    """A status byte; values outside `ok` mean the BMS refused the request."""
+
+    offset: int = Field(ge=0)
+    ok: list[int] = Field(default=[0], min_length=1)
+
+
+class ChecksumSpec(_Strict):
+    """Checksum algorithm, covered span [start, end) and position; negative offsets count from the end."""
+
+    algorithm: str
+    start: int = 0
+    end: int
+    at: int
+    endian: Endian = "big"
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, value: str) -> str:
+        if value not in CHECKSUMS:
+            raise ValueError(f"unknown checksum algorithm {value!r}; choose one of {sorted(CHECKSUMS)}")
+        return value
+
+    @property
+    def size(self) -> int:
+        """Width of the checksum in bytes."""
+        return CHECKSUMS[self.algorithm].size
+
+
+class FramingSpec(_Strict):
+    """How replies are delimited and checked. Exactly one of `length` and `fixed_length` is given."""
+
+    start: HexBytes
+    end: HexBytes | None = None
+    length: LengthSpec | None = None
+    fixed_length: int | None = Field(default=None, ge=2)
+    min_length: int = Field(default=1, ge=1)
+    max_length: int = Field(default=512, ge=2, le=65536)
+    key: KeySpec | None = None
+    status: StatusSpec | None = None
+    checksum: ChecksumSpec | None = None
+    request_checksum: ChecksumSpec | None = None
+    """Checksum of request frames when it differs from replies' (defaults to `checksum`)."""
+    payload_offset: int = Field(default=0, ge=0)
+    """Where field offsets count from, in frame bytes."""
+    ignore_chunks: list[HexBytes] = []
+    """Received chunks dropped as a whole (e.g. ``AT\\r\\n`` that some BLE modules interleave)."""
+
+    @field_validator("start")
+    @classmethod
+    def _start_not_empty(cls, value: bytes) -> bytes:
+        if not value:
+            raise ValueError("the start marker needs at least one byte")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if (self.length is None) == (self.fixed_length is None):
+            raise ValueError("give exactly one of 'length' and 'fixed_length'")
+        if self.fixed_length is not None and self.fixed_length > self.max_length:
+            raise ValueError("fixed_length is larger than max_length")
+        if self.min_length > self.max_length:
+            raise ValueError("min_length is larger than max_length")
+        return self
+
+    @property
+    def header_size(self) -> int:
+        """Bytes needed before the total frame length is known."""
+        needed = len(self.start)
+        if self.length is not None:
+            needed = max(needed, self.length.offset + self.length.size)
+        if self.key is not None:
+            needed = max(needed, self.key.offset + self.key.size)
+        if self.status is not None:
+            needed = max(needed, self.status.offset + 1)
+        return needed
+
+    @property
+    def trailer_size(self) -> int:
+        """Checksum and end marker bytes after the payload."""
+        checksum = self.checksum.size if self.checksum and self.checksum.at < 0 else 0
+        return checksum + (len(self.end) if self.end else 0)
+
+
+# -- requests and commands ---------------------------------------------------------------------------
+
+
+class RequestSpec(_Strict):
+    """One request of a poll and the reply it expects."""
+
+    name: str
+    frame: HexBytes
+    reply: int | None = None
+    """Key of the expected reply (framing.key); None when the BMS does not answer."""
+    when: Literal["always", "connect"] = "always"
+    """``connect``: only once per connection (device information)."""
+    required: bool = True
+    """A poll fails without this reply; optional replies are skipped on timeout."""
+    timeout: float | None = Field(default=None, gt=0)
+    streaming: bool = False
+    """The BMS keeps sending this reply after one request; re-send only when no fresh frame came."""
+
+
+_PLACEHOLDER: Final = re.compile(r"\{(?P<name>[a-z][a-z0-9_]*):(?P<type>u8|u16be|u16le|u32be|u32le)\}")
+PLACEHOLDER_SIZES: Final = {"u8": 1, "u16be": 2, "u16le": 2, "u32be": 4, "u32le": 4}
+
+
+class MosfetBits(_Strict):
+    """Value of one command parameter as the OR of bits chosen by the desired MOSFET states."""
+
+    charge_on: int = 0
+    charge_off: int = 0
+    discharge_on: int = 0
+    discharge_off: int = 0
+
+
+class CommandSpec(_Strict):
+    """A write frame template with ``{name:type}`` placeholders (types u8, u16be/le, u32be/le).
+
+    The checksum (if the framing has one) is computed and filled in; write zero bytes where it goes.
+    """
+
+    frame: str
+    reply: int | None = None
+    params: dict[str, MosfetBits] = {}
+    affects: list[Literal["charge", "discharge"]] = []
+
+    @model_validator(mode="after")
+    def _placeholders_known(self) -> Self:
+        names = [match["name"] for match in _PLACEHOLDER.finditer(self.frame)]
+        unknown = set(names) - set(self.params)
+        if unknown:
+            raise ValueError(f"placeholders without params: {sorted(unknown)}")
+        remainder = _PLACEHOLDER.sub("", self.frame)
+        parse_hex(remainder)  # raises ValueError naming the bad text
+        return self
+
+    def template(self) -> list[bytes | tuple[str, str]]:
+        """The frame as literal byte runs and (name, type) placeholders."""
+        parts: list[bytes | tuple[str, str]] = []
+        position = 0
+        for match in _PLACEHOLDER.finditer(self.frame):
+            parts.append(parse_hex(self.frame[position : match.start()]))
+            parts.append((match["name"], match["type"]))
+            position = match.end()
+        parts.append(parse_hex(self.frame[position:]))
+        return [part for part in parts if part != b""]
+
+
+# -- fields ------------------------------------------------------------------------------------------
+
+
+class PackedDate(_Strict):
+    """A date packed into bit ranges of an integer: each part is ``[high_bit, low_bit]`` (+ add)."""
+
+    year: tuple[int, int]
+    month: tuple[int, int]
+    day: tuple[int, int]
+    year_add: int = 2000
+
+
+class FieldSpec(_Strict):
+    """One value in a reply payload and where it goes in the snapshot."""
+
+    target: str
+    at: int = Field(ge=0)
+    type: FieldType = "u16"
+    endian: Endian | None = None
+    scale: float = 1.0
+    add: float = 0.0
+    count: int | str | None = None
+    """List length: a number, ``rest`` (as many as fit) or ``var.NAME``."""
+    limit: str | None = None
+    """``var.NAME``: keep at most that many list items (fixed tables larger than the pack)."""
+    stride: int | None = Field(default=None, ge=1)
+    absent: list[int] = []
+    """Raw values meaning "not present" (dropped from lists, None for scalars)."""
+    bit: int | None = Field(default=None, ge=0, le=63)
+    invert: bool = False
+    flags: dict[int, Alarm] | None = None
+    cells: int | None = Field(default=None, ge=1)
+    """Bitmask of cells; the number of the cell in bit 0 (e.g. 1, or 17 for the second word)."""
+    popcount: bool = False
+    map: dict[int, str | int | float | bool] | None = None
+    date: PackedDate | None = None
+    date_format: str | None = None
+    """For strings: a strptime format such as ``%y%m%d``."""
+    version: Literal["nibbles", "byte_tenths", "major_minor"] | None = None
+    size: int | Literal["rest"] | None = None
+    """String length in bytes."""
+
+    @field_validator("count")
+    @classmethod
+    def _count_form(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("count must be at least 1")
+        if isinstance(value, str) and value != "rest" and not _is_var(value):
+            raise ValueError("count must be a number, 'rest' or 'var.NAME'")
+        return value
+
+    @field_validator("limit")
+    @classmethod
+    def _limit_form(cls, value: str | None) -> str | None:
+        if value is not None and not _is_var(value):
+            raise ValueError("limit must be 'var.NAME'")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _known_target(cls, value: str) -> str:
+        if (
+            value in FLOAT_TARGETS
+            or value in INT_TARGETS
+            or value in BOOL_TARGETS
+            or value in LIST_TARGETS
+            or value in DEVICE_TARGETS
+            or value in _SPECIAL_TARGETS
+        ):
+            return value
+        prefix, _, name = value.partition(".")
+        if prefix in {"extras", "var"} and _IDENTIFIER.match(name):
+            return value
+        raise ValueError(f"unknown target {value!r}; use a snapshot field, device.FIELD, extras.NAME or var.NAME")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        target, kind = self.target, self.type
+        is_list = target in LIST_TARGETS
+        if kind == "str":
+            if self.size is None:
+                raise ValueError("a 'str' field needs a size")
+            if any(v is not None for v in (self.bit, self.flags, self.cells, self.date)):
+                raise ValueError("bit/flags/cells/date do not apply to strings")
+            if not (target in DEVICE_TARGETS or target.startswith("extras.")):
+                raise ValueError("strings can only go to device.* or extras.*")
+        elif self.size is not None:
+            raise ValueError("'size' is only for strings")
+        if kind == "f32" and any(v is not None for v in (self.bit, self.flags, self.cells, self.date)):
+            raise ValueError("bit/flags/cells/date need an integer type")
+        if is_list != (self.count is not None):
+            raise ValueError("list targets (cell_voltages, temperatures) need 'count'; others must not have it")
+        if self.limit is not None and not is_list:
+            raise ValueError("'limit' is only for lists")
+        if (target == "alarms") != (self.flags is not None):
+            raise ValueError("target 'alarms' goes with 'flags' (bit → alarm name), and only it")
+        if (target == "balancing_cells") != (self.cells is not None):
+            raise ValueError("target 'balancing_cells' goes with 'cells' (number of the first cell)")
+        if target == "device.production_date" and self.date is None and self.date_format is None:
+            raise ValueError("a production date needs 'date' (packed bits) or 'date_format'")
+        if self.date_format is not None and kind != "str":
+            raise ValueError("'date_format' is for strings; use 'date' for packed integers")
+        if self.bit is not None and self.bit >= 8 * INTEGER_SIZES.get(kind, 8):
+            raise ValueError(f"bit {self.bit} does not fit in {kind}")
+        if self.version is not None and not (target in DEVICE_TARGETS or target.startswith("extras.")):
+            raise ValueError("'version' formats go to device.* or extras.*")
+        return self
+
+    @property
+    def item_size(self) -> int:
+        """Bytes of one value (strings: their size, 0 for 'rest')."""
+        if self.type == "str":
+            return self.size if isinstance(self.size, int) else 0
+        return INTEGER_SIZES[self.type]
+
+    def variables_used(self) -> list[str]:
+        """Names of ``var.*`` this field reads."""
+        return [value[4:] for value in (self.count, self.limit) if isinstance(value, str) and _is_var(value)]
+
+
+def _is_var(value: str) -> bool:
+    return value.startswith("var.") and bool(_IDENTIFIER.match(value[4:]))
+
+
+class ReplySpec(_Strict):
+    """The field table of one reply type."""
+
+    name: str
+    min_payload: int = Field(default=0, ge=0)
+    fields: list[FieldSpec] = []
+
+
+# -- the definition ----------------------------------------------------------------------------------
+
+
+class ProtocolDefinition(_Strict):
+    """A complete, validated protocol definition."""
+
+    format: Literal[1] = 1
+    name: str
+    title: str
+    manufacturer: str | None = None
+    description: str = ""
+    references: list[str] = []
+    endian: Endian = "big"
+    gatt: GattSpec | None = None
+    match: list[AdvertisementMatcher] = []
+    serial: SerialSpec | None = None
+    framing: FramingSpec
+    requests: list[RequestSpec] = Field(min_length=1)
+    commands: dict[str, CommandSpec] = {}
+    replies: dict[int, ReplySpec]
+
+    source: str = Field(default="<memory>", exclude=True)
+    """Where the definition was loaded from (for error messages)."""
+
+    @field_validator("name")
+    @classmethod
+    def _name_form(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*", value):
+            raise ValueError("use lowercase letters, digits, '-' and '_' (e.g. 'jbd')")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Self:
+        keyed = self.framing.key is not None
+        for index, request in enumerate(self.requests):
+            if request.reply is not None:
+                if request.reply not in self.replies:
+                    raise ValueError(
+                        f"requests[{index}] ({request.name}) expects reply {request.reply:#04x}, "
+                        "which 'replies' does not define"
+                    )
+                if not keyed and len(self.requests) > 1:
+                    raise ValueError("several requests need framing.key to tell their replies apart")
+        defined = {
+            field.target[4:]
+            for reply in self.replies.values()
+            for field in reply.fields
+            if field.target.startswith("var.")
+        }
+        for key, reply in self.replies.items():
+            for index, field in enumerate(reply.fields):
+                for name in field.variables_used():
+                    if name not in defined:
+                        raise ValueError(f"replies[{key:#04x}].fields[{index}] uses var.{name}, which no field sets")
+        return self
+
+    # -- conveniences ---------------------------------------------------------------------------
+
+    @property
+    def possible_alarms(self) -> frozenset[Alarm]:
+        """Every alarm some field of this definition can raise."""
+        return frozenset(
+            alarm for reply in self.replies.values() for field in reply.fields for alarm in (field.flags or {}).values()
+        )
+
+    @property
+    def reported_targets(self) -> frozenset[str]:
+        """Every snapshot target some field fills (used to decide which entities to offer)."""
+        return frozenset(field.target for reply in self.replies.values() for field in reply.fields)
+
+    def matches_advertisement(
+        self,
+        *,
+        name: str | None,
+        address: str | None,
+        service_uuids: list[str],
+        manufacturer_ids: list[int],
+    ) -> bool:
+        """True when any advertisement matcher fits."""
+        return any(
+            matcher.matches(name=name, address=address, service_uuids=service_uuids, manufacturer_ids=manufacturer_ids)
+            for matcher in self.match
+        )
+
+
+def _format_location(location: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in location:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part.startswith(("function-", "constrained-")) or part in {"int", "str", "float", "bool"}:
+            continue
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"
+
+
+def definition_from_mapping(data: Any, *, source: str = "<memory>") -> ProtocolDefinition:
+    """Validate an already-parsed mapping.
+
+    Raises:
+        DefinitionError: naming the source, the field path and the reason.
+    """
+    if not isinstance(data, Mapping):
+        raise DefinitionError("expected a mapping at the top level", source=source)
+    try:
+        return ProtocolDefinition.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = _format_location(tuple(first["loc"]))
+        reason = first["msg"].removeprefix("Value error, ")
+        more = len(exc.errors()) - 1
+        if more:
+            reason += f" (and {more} more problem{'s' if more > 1 else ''})"
+        raise DefinitionError(reason, source=source, field=field) from None
+
+
+def load_definition(path: str | Path) -> ProtocolDefinition:
+    """Load a definition from a YAML file (data only: it can never execute code).
+
+    Raises:
+        DefinitionError: unreadable file, YAML syntax error, or invalid content.
+    """
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DefinitionError(f"cannot read file: {exc.strerror or exc}", source=source) from None
+    return definition_from_text(text, source=source)
+
+
+def definition_from_text(text: str, *, source: str = "<memory>") -> ProtocolDefinition:
+    """Parse and validate YAML text (``yaml.safe_load``: no tags that construct objects)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise DefinitionError(f"{where}invalid YAML: {problem}", source=source) from None
+    return definition_from_mapping(data, source=source)

@@ -1,0 +1,1 @@
+"""Built-in protocol definitions (YAML package data)."""

@@ -1,0 +1,215 @@
+"""Frame checking and reassembly from arbitrary chunks (sans-IO).
+
+`FrameAssembler.feed` accepts chunks of any size (one BLE notification, one serial read, one byte),
+drops noise before a start marker, resynchronises after a corrupt frame, drops whole junk chunks the
+definition lists (``AT\\r\\n``), never grows beyond a bound, and returns only frames whose length,
+end marker and checksum are right.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Final, NamedTuple
+
+from bmsgate.errors import FrameError
+from bmsgate.protocols.checksums import CHECKSUMS
+from bmsgate.protocols.definition import ChecksumSpec, FramingSpec
+
+__all__ = ["AssemblerStats", "Frame", "FrameAssembler", "FrameChecker"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class Frame(NamedTuple):
+    """A complete frame whose length, end marker and checksum were verified."""
+
+    raw: bytes
+    key: int | None
+    """Reply type (framing.key), None when the framing has no key."""
+    status_ok: bool = True
+    """False when the BMS flagged an error in its status byte."""
+
+    def hex(self, sep: str = " ") -> str:
+        """Uppercase hex for logs and reports."""
+        return self.raw.hex(sep).upper() if sep else self.raw.hex().upper()
+
+
+def _span(spec: ChecksumSpec, length: int) -> tuple[int, int, int]:
+    start = spec.start if spec.start >= 0 else length + spec.start
+    end = spec.end if spec.end >= 0 else length + spec.end
+    at = spec.at if spec.at >= 0 else length + spec.at
+    return start, end, at
+
+
+class FrameChecker:
+    """Validates complete frames against a framing spec (compiled once)."""
+
+    def __init__(self, framing: FramingSpec) -> None:
+        self.framing = framing
+        self._start = framing.start
+        self._end = framing.end
+        self._fixed = framing.fixed_length
+        length = framing.length
+        self._length_slice = (length.offset, length.offset + length.size) if length else None
+        self._length_big = length.endian == "big" if length else True
+        self._length_add = length.add if length else 0
+        self._key = (framing.key.offset, framing.key.offset + framing.key.size) if framing.key else None
+        self._status = (framing.status.offset, frozenset(framing.status.ok)) if framing.status else None
+        self._checksum = framing.checksum
+        algorithm = CHECKSUMS[framing.checksum.algorithm] if framing.checksum else None
+        self._checksum_compute = algorithm.compute if algorithm else None
+        self._checksum_size = algorithm.size if algorithm else 0
+        self.min_length = max(framing.min_length, framing.header_size, len(framing.start) + self.trailer)
+        self.max_length = framing.max_length
+        self.header_size = framing.header_size
+
+    @property
+    def trailer(self) -> int:
+        """Bytes after the payload (checksum at a negative position, end marker)."""
+        return self.framing.trailer_size
+
+    def total_length(self, header: bytes | bytearray) -> int:
+        """Total frame length announced by a header of at least `header_size` bytes."""
+        if self._fixed is not None:
+            return self._fixed
+        assert self._length_slice is not None  # guaranteed by FramingSpec validation
+        low, high = self._length_slice
+        value = int.from_bytes(header[low:high], "big" if self._length_big else "little")
+        return value + self._length_add
+
+    def check(self, raw: bytes) -> Frame:
+        """Validate one complete frame.
+
+        Raises:
+            FrameError: naming what is wrong (marker, length, end byte, checksum).
+        """
+        size = len(raw)
+        if not raw.startswith(self._start):
+            raise FrameError(f"frame does not start with {self._start.hex().upper()}: {raw[:8].hex().upper()}")
+        if size < self.header_size:
+            raise FrameError(f"frame of {size} bytes is shorter than its {self.header_size}-byte header")
+        expected = self.total_length(raw)
+        if expected < self.min_length or expected > self.max_length:
+            raise FrameError(f"length field announces {expected} bytes, outside {self.min_length}..{self.max_length}")
+        if size != expected:
+            raise FrameError(f"frame has {size} bytes but its length field announces {expected}")
+        if self._end is not None and not raw.endswith(self._end):
+            raise FrameError(f"frame does not end with {self._end.hex().upper()}: {raw[-4:].hex().upper()}")
+        if self._checksum is not None and self._checksum_compute is not None:
+            start, end, at = _span(self._checksum, size)
+            byteorder = self._checksum.endian
+            received = int.from_bytes(raw[at : at + self._checksum_size], byteorder)
+            computed = self._checksum_compute(raw[start:end])
+            if received != computed:
+                raise FrameError(
+                    f"checksum mismatch: frame says {received:#0{2 + 2 * self._checksum_size}x}, "
+                    f"computed {computed:#0{2 + 2 * self._checksum_size}x}"
+                )
+        key = None
+        if self._key is not None:
+            low, high = self._key
+            key = int.from_bytes(raw[low:high], "big")
+        status_ok = True
+        if self._status is not None:
+            offset, ok = self._status
+            status_ok = raw[offset] in ok
+        return Frame(raw, key, status_ok)
+
+
+@dataclasses.dataclass(slots=True)
+class AssemblerStats:
+    """What the assembler threw away, for link diagnostics."""
+
+    frames: int = 0
+    rejected: int = 0
+    noise_bytes: int = 0
+    junk_chunks: int = 0
+    last_error: str | None = None
+
+
+_DEFAULT_BUFFER_FRAMES: Final = 4
+
+
+class FrameAssembler:
+    """Reassembles frames from chunks. One instance per connection/stream."""
+
+    def __init__(self, framing: FramingSpec, *, checker: FrameChecker | None = None) -> None:
+        self._checker = checker or FrameChecker(framing)
+        self._start = framing.start
+        self._ignore = frozenset(framing.ignore_chunks)
+        self._buffer = bytearray()
+        # Bounded: a frame can never exceed max_length, so more than a few frames' worth of
+        # unconsumed bytes means we are stuck on garbage and should drop it.
+        self._limit = framing.max_length * _DEFAULT_BUFFER_FRAMES
+        self.stats = AssemblerStats()
+
+    def reset(self) -> None:
+        """Forget any partial frame (e.g. before a new request after a timeout)."""
+        self.stats.noise_bytes += len(self._buffer)
+        self._buffer.clear()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes waiting for the rest of a frame."""
+        return len(self._buffer)
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> list[Frame]:
+        """Add received bytes; return every frame completed by them (possibly none)."""
+        chunk = bytes(chunk)
+        if chunk in self._ignore:
+            self.stats.junk_chunks += 1
+            return []
+        buffer = self._buffer
+        buffer += chunk
+        frames: list[Frame] = []
+        checker = self._checker
+        start = self._start
+        while buffer:
+            index = buffer.find(start)
+            if index < 0:
+                self._drop_noise_keeping_marker_prefix()
+                break
+            if index:
+                self.stats.noise_bytes += index
+                del buffer[:index]
+            if len(buffer) < checker.header_size:
+                break
+            total = checker.total_length(buffer)
+            if total < checker.min_length or total > checker.max_length:
+                self._reject(f"implausible length {total}")
+                continue
+            if len(buffer) < total:
+                break
+            candidate = bytes(buffer[:total])
+            try:
+                frame = checker.check(candidate)
+            except FrameError as exc:
+                self._reject(str(exc))
+                continue
+            del buffer[:total]
+            self.stats.frames += 1
+            frames.append(frame)
+        if len(buffer) > self._limit:
+            self.stats.noise_bytes += len(buffer)
+            self.stats.last_error = "buffer overflow: dropped unframed bytes"
+            buffer.clear()
+        return frames
+
+    def _reject(self, reason: str) -> None:
+        # Skip only the first marker byte: the real frame may start inside the bad candidate.
+        self.stats.rejected += 1
+        self.stats.last_error = reason
+        self.stats.noise_bytes += 1
+        del self._buffer[:1]
+        _LOGGER.debug("dropped candidate frame: %s", reason)
+
+    def _drop_noise_keeping_marker_prefix(self) -> None:
+        buffer = self._buffer
+        keep = 0
+        for length in range(min(len(self._start) - 1, len(buffer)), 0, -1):
+            if buffer.endswith(self._start[:length]):
+                keep = length
+                break
+        self.stats.noise_bytes += len(buffer) - keep
+        del buffer[: len(buffer) - keep]

@@ -1,0 +1,153 @@
+"""Human-readable renderings of snapshots (rich renderables and plain text lines).
+
+Shared by `bmsgate read` and the live console output so a battery looks the same everywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from bmsgate.model import BatterySnapshot
+
+__all__ = ["cell_bars", "format_duration", "plain_line", "snapshot_table"]
+
+# The bar spans a LiFePO4 cell's useful range; other chemistries still render, just clipped.
+_BAR_LOW = 2.8
+_BAR_HIGH = 3.65
+_BAR_WIDTH = 24
+
+
+def _fmt(value: float | int | None, unit: str = "", digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, int):
+        return f"{value}{unit}"
+    return f"{value:.{digits}f}{unit}"
+
+
+def format_duration(seconds: float | None) -> str:
+    """``3h 25m`` style; ``—`` for None."""
+    if seconds is None:
+        return "—"
+    minutes = int(seconds // 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m"
+
+
+def snapshot_table(snapshot: BatterySnapshot, *, title: str | None = None) -> Table:
+    """Pack values as a two-column table."""
+    table = Table(title=title or snapshot.battery_id, box=box.SIMPLE_HEAVY, show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    cell_min, cell_max = snapshot.cell_min, snapshot.cell_max
+    rows: list[tuple[str, str]] = [
+        ("Voltage", _fmt(snapshot.voltage, " V")),
+        ("Current", _fmt(snapshot.current, " A")),
+        ("Power", _fmt(snapshot.power, " W", 0)),
+        ("State of charge", _fmt(snapshot.soc, " %", 0)),
+        ("Capacity", f"{_fmt(snapshot.remaining_capacity, ' Ah')} of {_fmt(snapshot.full_capacity, ' Ah')}"),
+        ("Stored energy", _fmt(snapshot.stored_energy, " Wh", 0)),
+        ("Cycles", _fmt(snapshot.cycles)),
+        ("Cells", str(snapshot.cell_count)),
+        (
+            "Cell min / max",
+            f"{_fmt(cell_min.voltage if cell_min else None, ' V', 3)} (#{cell_min.cell if cell_min else '—'}) / "
+            f"{_fmt(cell_max.voltage if cell_max else None, ' V', 3)} (#{cell_max.cell if cell_max else '—'})",
+        ),
+        ("Cell delta", _fmt(None if snapshot.cell_delta is None else snapshot.cell_delta * 1000, " mV", 0)),
+        ("Temperatures", ", ".join(f"{t:.1f} °C" for t in snapshot.temperatures) or "—"),
+        ("MOSFET temperature", _fmt(snapshot.mosfet_temperature, " °C", 1)),
+        (
+            "Charge / discharge FET",
+            f"{_onoff(snapshot.charge_enabled)} / {_onoff(snapshot.discharge_enabled)}",
+        ),
+        (
+            "Balancing",
+            ", ".join(f"#{cell}" for cell in snapshot.balancing_cells)
+            if snapshot.balancing_cells
+            else _onoff(snapshot.balancing_active),
+        ),
+        (
+            "Time to empty / full",
+            f"{format_duration(snapshot.time_to_empty)} / {format_duration(snapshot.time_to_full)}",
+        ),
+        ("Alarms", ", ".join(sorted(alarm.label for alarm in snapshot.alarms)) or "none"),
+    ]
+    device = snapshot.device
+    identity = " · ".join(
+        part
+        for part in (
+            device.model,
+            f"sw {device.software_version}" if device.software_version else None,
+            f"hw {device.hardware_version}" if device.hardware_version else None,
+            f"made {device.production_date.isoformat()}" if device.production_date else None,
+            f"s/n {device.serial_number}" if device.serial_number else None,
+        )
+        if part
+    )
+    if identity:
+        rows.append(("Device", identity))
+    for name, value in rows:
+        style = "bold red" if name == "Alarms" and snapshot.alarms else None
+        table.add_row(name, Text(value, style=style) if style else value)
+    return table
+
+
+def _onoff(value: bool | None) -> str:
+    return "—" if value is None else ("on" if value else "off")
+
+
+def cell_bars(snapshot: BatterySnapshot) -> RenderableType:
+    """One bar per cell; the lowest cell in blue, the highest in red, balancing cells marked."""
+    if not snapshot.cell_voltages:
+        return Text("no cell voltages reported", style="dim")
+    cell_min, cell_max = snapshot.cell_min, snapshot.cell_max
+    balancing = set(snapshot.balancing_cells or ())
+    lines = []
+    for number, voltage in enumerate(snapshot.cell_voltages, start=1):
+        fraction = min(max((voltage - _BAR_LOW) / (_BAR_HIGH - _BAR_LOW), 0.0), 1.0)
+        filled = round(fraction * _BAR_WIDTH)
+        style = "green"
+        if cell_max and number == cell_max.cell and snapshot.cell_count > 1:
+            style = "bold red"
+        elif cell_min and number == cell_min.cell and snapshot.cell_count > 1:
+            style = "bold blue"
+        line = Text(f"{number:>2} ")
+        line.append("█" * filled, style=style)
+        line.append("░" * (_BAR_WIDTH - filled), style="dim")
+        line.append(f" {voltage:.3f} V")
+        if number in balancing:
+            line.append(" ⇄", style="yellow")
+        lines.append(line)
+    return Group(*lines)
+
+
+def plain_line(snapshot: BatterySnapshot, *, age: float | None = None, stale: bool = False) -> str:
+    """One log-friendly line per battery (for non-terminal output and journald)."""
+    cell_min, cell_max = snapshot.cell_min, snapshot.cell_max
+    when = dt.datetime.fromtimestamp(snapshot.timestamp).strftime("%H:%M:%S")
+    parts = [
+        f"{when} {snapshot.battery_id}",
+        f"{_fmt(snapshot.voltage, 'V')}",
+        f"{_fmt(snapshot.current, 'A')}",
+        f"SoC {_fmt(snapshot.soc, '%', 0)}",
+        f"cells {_fmt(cell_min.voltage if cell_min else None, '', 3)}"
+        f"..{_fmt(cell_max.voltage if cell_max else None, 'V', 3)}",
+    ]
+    if snapshot.temperatures:
+        parts.append(f"T {max(snapshot.temperatures):.1f}°C")
+    if snapshot.alarms:
+        parts.append("ALARMS " + ",".join(sorted(alarm.value for alarm in snapshot.alarms)))
+    if stale:
+        parts.append(f"STALE (age {age:.0f}s)" if age is not None else "STALE")
+    return " ".join(parts)

@@ -1,0 +1,376 @@
+"""A virtual battery: plausible pack physics plus a BMS that answers in real protocol bytes (sans-IO).
+
+`PackModel` evolves a pack over (possibly accelerated) time: SoC follows current, cell voltages follow a
+LiFePO4 open-circuit curve with per-cell drift and internal resistance, temperatures follow load, the
+balancer switches on above a cell spread, and protections trip (and open a MOSFET) when limits are
+crossed. `VirtualBms` answers request frames of any protocol definition by encoding the pack's state
+with that definition's own field tables, so every built-in and user protocol can be simulated.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import datetime as dt
+import math
+import random
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Literal
+
+from bmsgate.model import Alarm
+from bmsgate.protocols.codec import CompiledProtocol
+from bmsgate.protocols.definition import PLACEHOLDER_SIZES, CommandSpec
+
+__all__ = ["FaultKind", "PackConfig", "PackModel", "VirtualBms", "lfp_open_circuit_voltage"]
+
+# LiFePO4 open-circuit voltage by SoC (%), a typical cell at 25 °C.
+_LFP_SOC: Final = (0.0, 2.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, 100.0)
+_LFP_VOLTS: Final = (2.50, 2.90, 3.05, 3.20, 3.25, 3.27, 3.29, 3.30, 3.31, 3.32, 3.33, 3.34, 3.36, 3.45, 3.60)
+
+
+def lfp_open_circuit_voltage(soc: float) -> float:
+    """Cell open-circuit voltage (V) for a state of charge (%), clamped to 0..100 %."""
+    soc = min(max(soc, 0.0), 100.0)
+    index = bisect.bisect_right(_LFP_SOC, soc)
+    if index >= len(_LFP_SOC):
+        return _LFP_VOLTS[-1]
+    low_soc, high_soc = _LFP_SOC[index - 1], _LFP_SOC[index]
+    low_v, high_v = _LFP_VOLTS[index - 1], _LFP_VOLTS[index]
+    return low_v + (high_v - low_v) * (soc - low_soc) / (high_soc - low_soc)
+
+
+FaultKind = Literal["none", "overtemperature", "cell_overvoltage", "cell_undervoltage", "short_circuit"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PackConfig:
+    """What the simulated pack looks like and how it behaves.
+
+    Attributes:
+        cells: series cell count (4..32).
+        capacity: Ah.
+        ntc_count: battery temperature sensors.
+        name: advertised / model name.
+        initial_soc: %.
+        current_amplitude: A; the load swings between charging and discharging this hard.
+        current_period: s (simulated) of one charge/discharge cycle.
+        drift_cell: 1-based cell that drifts away from the others (None: no drift).
+        drift_rate: % SoC per simulated hour the drifting cell loses.
+        fault: a fault that develops after `fault_after` simulated seconds.
+        time_scale: simulated seconds per real second (the demo runs the day faster).
+        seed: makes noise reproducible.
+    """
+
+    cells: int = 16
+    capacity: float = 100.0
+    ntc_count: int = 2
+    name: str = "bmsgate-sim"
+    serial_number: str = "SIM0001"
+    initial_soc: float = 60.0
+    current_amplitude: float = 30.0
+    current_period: float = 3600.0
+    drift_cell: int | None = None
+    drift_rate: float = 2.0
+    fault: FaultKind = "none"
+    fault_after: float = 600.0
+    ambient: float = 24.0
+    time_scale: float = 1.0
+    seed: int = 1
+    cycles: int = 12
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.cells <= 32:
+            raise ValueError("cells must be between 1 and 32")
+        if self.capacity <= 0:
+            raise ValueError("capacity must be positive")
+        if not 0 <= self.ntc_count <= 8:
+            raise ValueError("ntc_count must be between 0 and 8")
+        if self.drift_cell is not None and not 1 <= self.drift_cell <= self.cells:
+            raise ValueError("drift_cell must be one of the pack's cells")
+
+
+_CELL_RESISTANCE: Final = 0.0015  # Ω per cell, a typical 100 Ah prismatic cell plus busbar
+_BALANCE_START_DELTA: Final = 0.015
+_BALANCE_MIN_VOLTAGE: Final = 3.35
+_BALANCE_RATE: Final = 0.5  # % SoC per simulated hour that the balancer moves a cell
+_CELL_OVP: Final = 3.65
+_CELL_OVP_RELEASE: Final = 3.50
+_CELL_UVP: Final = 2.60
+_CELL_UVP_RELEASE: Final = 2.90
+_CHARGE_OTP: Final = 55.0
+_OTP_RELEASE: Final = 50.0
+
+
+class PackModel:
+    """Evolves one pack; call :meth:`advance` with elapsed real seconds, read :meth:`state`."""
+
+    def __init__(self, config: PackConfig) -> None:
+        self.config = config
+        self._random = random.Random(config.seed)
+        self.elapsed = 0.0
+        self.soc = config.initial_soc
+        self.cell_offsets = [self._random.uniform(-0.4, 0.4) for _ in range(config.cells)]
+        self.current = 0.0
+        self.temperatures = [config.ambient + 0.5 * index for index in range(config.ntc_count)]
+        self.mosfet_temperature = config.ambient + 2.0
+        self.charge_enabled = True
+        self.discharge_enabled = True
+        self.alarms: set[Alarm] = set()
+        self.balancing_cells: set[int] = set()
+        self.cycles = config.cycles
+        self._throughput = 0.0
+        self.manual_charge_off = False
+        self.manual_discharge_off = False
+        self.production_date = dt.date(2024, 3, 15)
+
+    # -- physics ---------------------------------------------------------------------------------
+
+    def demanded_current(self) -> float:
+        """The load/charger's wish before the BMS's FETs have their say (A, + = charging)."""
+        config = self.config
+        phase = 2 * math.pi * self.elapsed / config.current_period
+        return config.current_amplitude * math.sin(phase) + self._random.uniform(-0.3, 0.3)
+
+    def advance(self, real_seconds: float) -> None:
+        """Move simulated time forward by `real_seconds` × time_scale."""
+        if real_seconds <= 0:
+            return
+        config = self.config
+        step = real_seconds * config.time_scale
+        self.elapsed += step
+        fault_active = config.fault != "none" and self.elapsed >= config.fault_after
+        current = self.demanded_current()
+        if current > 0 and not (self.charge_enabled and not self.manual_charge_off):
+            current = 0.0
+        if current < 0 and not (self.discharge_enabled and not self.manual_discharge_off):
+            current = 0.0
+        if self.soc >= 100.0 and current > 0:
+            current = 0.0
+        self.current = current
+        delta_soc = current * step / 3600.0 / config.capacity * 100.0
+        self.soc = min(max(self.soc + delta_soc, 0.0), 100.0)
+        self._throughput += abs(current) * step / 3600.0
+        if self._throughput >= 2 * config.capacity:
+            self._throughput -= 2 * config.capacity
+            self.cycles += 1
+        if config.drift_cell is not None:
+            self.cell_offsets[config.drift_cell - 1] -= config.drift_rate * step / 3600.0
+        self._balance(step)
+        self._heat(step, fault_active)
+        if fault_active and config.fault == "cell_overvoltage":
+            self.cell_offsets[0] = max(self.cell_offsets[0], 100.0 - self.soc + 1.0)
+        if fault_active and config.fault == "cell_undervoltage":
+            self.cell_offsets[-1] = min(self.cell_offsets[-1], -self.soc - 1.0)
+        self._protect(fault_active)
+
+    def _heat(self, step: float, fault_active: bool) -> None:
+        config = self.config
+        # First-order lag towards ambient plus I²-proportional heating.
+        target = config.ambient + 0.004 * self.current**2
+        if fault_active and config.fault == "overtemperature":
+            target = config.ambient + 45.0
+        blend = 1.0 - math.exp(-step / 300.0)
+        self.temperatures = [
+            temperature + (target + 0.3 * index - temperature) * blend
+            for index, temperature in enumerate(self.temperatures)
+        ]
+        mosfet_target = config.ambient + 2.0 + 0.008 * self.current**2
+        self.mosfet_temperature += (mosfet_target - self.mosfet_temperature) * blend
+
+    def _balance(self, step: float) -> None:
+        voltages = self.cell_voltages()
+        high, low = max(voltages), min(voltages)
+        self.balancing_cells = set()
+        if high - low > _BALANCE_START_DELTA and high > _BALANCE_MIN_VOLTAGE:
+            threshold = low + _BALANCE_START_DELTA / 2
+            for index, voltage in enumerate(voltages):
+                if voltage > threshold:
+                    self.balancing_cells.add(index + 1)
+                    self.cell_offsets[index] -= _BALANCE_RATE * step / 3600.0
+
+    def _protect(self, fault_active: bool) -> None:
+        voltages = self.cell_voltages()
+        alarms = self.alarms
+        if max(voltages) > _CELL_OVP:
+            alarms.add(Alarm.CELL_OVERVOLTAGE)
+        elif max(voltages) < _CELL_OVP_RELEASE:
+            alarms.discard(Alarm.CELL_OVERVOLTAGE)
+        if min(voltages) < _CELL_UVP:
+            alarms.add(Alarm.CELL_UNDERVOLTAGE)
+        elif min(voltages) > _CELL_UVP_RELEASE:
+            alarms.discard(Alarm.CELL_UNDERVOLTAGE)
+        hottest = max(self.temperatures, default=self.config.ambient)
+        if hottest > _CHARGE_OTP:
+            alarms.update({Alarm.CHARGE_OVERTEMPERATURE, Alarm.DISCHARGE_OVERTEMPERATURE})
+        elif hottest < _OTP_RELEASE:
+            alarms.difference_update({Alarm.CHARGE_OVERTEMPERATURE, Alarm.DISCHARGE_OVERTEMPERATURE})
+        if fault_active and self.config.fault == "short_circuit":
+            alarms.add(Alarm.SHORT_CIRCUIT)
+        charge_blockers = {Alarm.CELL_OVERVOLTAGE, Alarm.CHARGE_OVERTEMPERATURE, Alarm.SHORT_CIRCUIT}
+        discharge_blockers = {Alarm.CELL_UNDERVOLTAGE, Alarm.DISCHARGE_OVERTEMPERATURE, Alarm.SHORT_CIRCUIT}
+        self.charge_enabled = not (alarms & charge_blockers) and not self.manual_charge_off
+        self.discharge_enabled = not (alarms & discharge_blockers) and not self.manual_discharge_off
+
+    # -- observation ---------------------------------------------------------------------------
+
+    def cell_voltages(self) -> list[float]:
+        """Per-cell terminal voltage (V): OCV at the cell's own SoC plus I·R."""
+        ir = self.current * _CELL_RESISTANCE
+        return [lfp_open_circuit_voltage(self.soc + offset) + ir for offset in self.cell_offsets]
+
+    def set_mosfets(self, *, charge: bool | None, discharge: bool | None) -> None:
+        """Apply a MOSFET control command (as the app's switches do)."""
+        if charge is not None:
+            self.manual_charge_off = not charge
+        if discharge is not None:
+            self.manual_discharge_off = not discharge
+        self._protect(fault_active=False)
+
+    def state(self) -> dict[str, Any]:
+        """The pack as snapshot targets (the input of `CompiledProtocol.encode_reply`)."""
+        config = self.config
+        cells = [round(voltage, 3) for voltage in self.cell_voltages()]
+        remaining = config.capacity * self.soc / 100.0
+        return {
+            "voltage": round(sum(cells), 2),
+            "current": round(self.current, 2),
+            "soc": round(self.soc),
+            "soh": 98.0,
+            "remaining_capacity": round(remaining, 2),
+            "full_capacity": config.capacity,
+            "design_capacity": config.capacity,
+            "cycles": self.cycles,
+            "cell_voltages": cells,
+            "temperatures": [round(t, 1) for t in self.temperatures],
+            "mosfet_temperature": round(self.mosfet_temperature, 1),
+            "alarms": set(self.alarms),
+            "charge_enabled": self.charge_enabled,
+            "discharge_enabled": self.discharge_enabled,
+            "balancing": bool(self.balancing_cells),
+            "balancing_cells": sorted(self.balancing_cells),
+            "balance_current": 0.06 if self.balancing_cells else 0.0,
+            "heating": False,
+            "var.cell_count": config.cells,
+            "var.ntc_count": config.ntc_count,
+            "var.temperature_count": config.ntc_count,
+            "device.model": f"{config.name}-{config.cells}S-{round(config.capacity)}Ah",
+            "device.name": config.name,
+            "device.hardware_version": "1.1",
+            "device.software_version": "2.1",
+            "device.serial_number": config.serial_number,
+            "device.production_date": self.production_date,
+            "device.manufacturer": "bmsgate simulator",
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _CommandPattern:
+    name: str
+    spec: CommandSpec
+    regex: re.Pattern[bytes]
+    params: tuple[tuple[str, str], ...]
+
+
+class VirtualBms:
+    """Answers a protocol's request frames from a `PackModel` (sans-IO).
+
+    Feed it the bytes the host writes; it returns complete reply frames (the transport splits them
+    into notifications and applies fault injection).
+    """
+
+    def __init__(self, protocol: CompiledProtocol, pack: PackModel) -> None:
+        self.protocol = protocol
+        self.pack = pack
+        self._buffer = bytearray()
+        self._requests = [(request.frame, request.reply) for request in protocol.definition.requests]
+        self._commands = [_compile_command_pattern(name, spec) for name, spec in protocol.definition.commands.items()]
+        self.requests_seen = 0
+
+    def handle_write(self, data: bytes) -> list[bytes]:
+        """Consume written bytes; return the reply frames they trigger (possibly none)."""
+        self._buffer += data
+        replies: list[bytes] = []
+        while self._buffer:
+            matched = self._match_one()
+            if matched is None:
+                break
+            replies.extend(matched)
+        # Unknown bytes must not accumulate forever (a real BMS ignores them).
+        if len(self._buffer) > 256:
+            del self._buffer[:-64]
+        return replies
+
+    def _match_one(self) -> list[bytes] | None:
+        buffer = bytes(self._buffer)
+        best: tuple[int, int, Callable[[], list[bytes]]] | None = None
+        for frame, reply in self._requests:
+            index = buffer.find(frame)
+            if index >= 0 and (best is None or index < best[0]):
+                best = (index, len(frame), self._reply_factory(reply))
+        for pattern in self._commands:
+            found = pattern.regex.search(buffer)
+            if found and (best is None or found.start() < best[0]):
+                best = (found.start(), found.end() - found.start(), self._command_factory(pattern, found))
+        if best is None:
+            return None
+        index, length, produce = best
+        del self._buffer[: index + length]
+        self.requests_seen += 1
+        return produce()
+
+    def _reply_factory(self, reply: int | None) -> Callable[[], list[bytes]]:
+        def produce() -> list[bytes]:
+            if reply is None:
+                return []
+            return [self.protocol.encode_reply(reply, self.pack.state())]
+
+        return produce
+
+    def _command_factory(self, pattern: _CommandPattern, found: re.Match[bytes]) -> Callable[[], list[bytes]]:
+        def produce() -> list[bytes]:
+            values = {}
+            for (name, kind), group in zip(pattern.params, found.groups(), strict=True):
+                values[name] = int.from_bytes(group, "little" if kind.endswith("le") else "big")
+            charge, discharge = _decode_mosfet_params(pattern.spec, values)
+            self.pack.set_mosfets(charge=charge, discharge=discharge)
+            if pattern.spec.reply is None:
+                return []
+            return [self.protocol.encode_reply(pattern.spec.reply, {})]
+
+        return produce
+
+
+def _compile_command_pattern(name: str, spec: CommandSpec) -> _CommandPattern:
+    regex = b""
+    params: list[tuple[str, str]] = []
+    template = spec.template()
+    for index, part in enumerate(template):
+        if isinstance(part, bytes):
+            # Zero bytes right before the end stand for the checksum: accept anything there.
+            is_checksum_slot = set(part) == {0} and index >= len(template) - 2
+            regex += b"." * len(part) if is_checksum_slot else re.escape(part)
+        else:
+            params.append(part)
+            regex += b"(" + b"." * PLACEHOLDER_SIZES[part[1]] + b")"
+    return _CommandPattern(name, spec, re.compile(regex, re.DOTALL), tuple(params))
+
+
+def _decode_mosfet_params(spec: CommandSpec, values: Mapping[str, int]) -> tuple[bool | None, bool | None]:
+    charge: bool | None = None
+    discharge: bool | None = None
+    for name, bits in spec.params.items():
+        value = values.get(name, 0)
+        if bits.charge_off and value & bits.charge_off == bits.charge_off:
+            charge = False
+        elif (bits.charge_on and value & bits.charge_on == bits.charge_on) or (
+            "charge" in spec.affects and bits.charge_off
+        ):
+            charge = True
+        if bits.discharge_off and value & bits.discharge_off == bits.discharge_off:
+            discharge = False
+        elif (bits.discharge_on and value & bits.discharge_on == bits.discharge_on) or (
+            "discharge" in spec.affects and bits.discharge_off
+        ):
+            discharge = True
+    return charge, discharge

@@ -1,0 +1,154 @@
+"""A transport to a virtual BMS, with fault injection (no hardware needed).
+
+Replies are split into notification-sized chunks exactly as a BLE module would send them. Faults are
+probabilities (0..1, drawn from a seeded generator so runs are reproducible): drop a reply, corrupt a
+checksum, delay, cut a frame short, inject ``AT\\r\\n`` noise, drop the link mid-frame, refuse to
+connect, or go silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import time
+from collections.abc import Callable
+
+from bmsgate.errors import ConnectError
+from bmsgate.protocols.codec import CompiledProtocol
+from bmsgate.simulation import PackConfig, PackModel, VirtualBms
+from bmsgate.transports.base import Transport
+
+__all__ = ["FaultPlan", "SimulatorTransport"]
+
+AT_NOISE = b"AT\r\n"
+
+
+@dataclasses.dataclass(slots=True, kw_only=True)
+class FaultPlan:
+    """Fault probabilities per reply (or per connect attempt for `refuse_connect`). Mutable at run time."""
+
+    drop_reply: float = 0.0
+    corrupt_checksum: float = 0.0
+    truncate: float = 0.0
+    delay: float = 0.0
+    """Probability that a reply is late by `delay_seconds`."""
+    delay_seconds: float = 2.0
+    noise: float = 0.0
+    """Probability of an ``AT\\r\\n`` notification before a reply chunk."""
+    disconnect_mid_frame: float = 0.0
+    refuse_connect: float = 0.0
+    silent: bool = False
+    """Accept writes, never answer (a hung BMS)."""
+
+
+class SimulatorTransport(Transport):
+    """Talks to a `VirtualBms` over an imaginary radio."""
+
+    kind = "simulator"
+
+    def __init__(
+        self,
+        protocol: CompiledProtocol,
+        pack: PackConfig | PackModel | None = None,
+        *,
+        faults: FaultPlan | None = None,
+        battery_id: str | None = None,
+        notification_size: int | None = None,
+        chunk_interval: float = 0.0,
+        connect_delay: float = 0.0,
+        rssi: int = -62,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(battery_id=battery_id)
+        model = pack if isinstance(pack, PackModel) else PackModel(pack or PackConfig())
+        self.pack = model
+        self.bms = VirtualBms(protocol, model)
+        self.faults = faults or FaultPlan()
+        gatt = protocol.definition.gatt
+        self._chunk_size = notification_size or (gatt.notification_size if gatt else 64)
+        self._chunk_interval = chunk_interval
+        self._connect_delay = connect_delay
+        self._rssi = rssi
+        self._clock = clock
+        self._last_advance = clock()
+        self._random = random.Random(model.config.seed + 7)
+        # Bumped on close so that replies scheduled for an old connection are never delivered.
+        self._generation = 0
+        self.connects = 0
+        self.writes: list[bytes] = []
+
+    @property
+    def description(self) -> str:
+        """The simulated pack's name."""
+        return f"simulator:{self.bms.protocol.name}:{self.pack.config.name}"
+
+    @property
+    def rssi(self) -> int | None:
+        """A plausible, slightly noisy signal strength."""
+        return self._rssi + self._random.randint(-3, 3) if self.is_open else None
+
+    def _chance(self, probability: float) -> bool:
+        return probability > 0 and self._random.random() < probability
+
+    async def _do_open(self) -> None:
+        if self._connect_delay:
+            await asyncio.sleep(self._connect_delay)
+        if self._chance(self.faults.refuse_connect):
+            raise ConnectError(f"{self.description}: connection refused (injected)", battery_id=self.battery_id)
+        self.connects += 1
+
+    async def _do_close(self) -> None:
+        self._generation += 1
+
+    async def _do_write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        now = self._clock()
+        self.pack.advance(now - self._last_advance)
+        self._last_advance = now
+        replies = self.bms.handle_write(data)
+        if self.faults.silent:
+            return
+        loop = asyncio.get_running_loop()
+        delay = 0.0
+        for reply in replies:
+            chunks, extra_delay = self._shape(reply)
+            delay += extra_delay
+            for chunk, cut_link in chunks:
+                delay += self._chunk_interval
+                loop.call_later(delay, self._emit, chunk, cut_link, self._generation)
+
+    def _shape(self, reply: bytes) -> tuple[list[tuple[bytes, bool]], float]:
+        """Apply faults to one reply: its notifications (True = drop the link there) and extra delay."""
+        faults = self.faults
+        if self._chance(faults.drop_reply):
+            return [], 0.0
+        frame = bytearray(reply)
+        if self._chance(faults.corrupt_checksum):
+            frame[-2 if len(frame) > 2 else -1] ^= 0x5A
+        if self._chance(faults.truncate):
+            frame = frame[: max(1, len(frame) // 2)]
+        size = self._chunk_size
+        chunks = [bytes(frame[i : i + size]) for i in range(0, len(frame), size)]
+        shaped: list[tuple[bytes, bool]] = []
+        for index, chunk in enumerate(chunks):
+            if self._chance(faults.noise):
+                shaped.append((AT_NOISE, False))
+            if index > 0 and self._chance(faults.disconnect_mid_frame):
+                shaped.append((b"", True))
+                break
+            shaped.append((chunk, False))
+        extra_delay = faults.delay_seconds if self._chance(faults.delay) else 0.0
+        return shaped, extra_delay
+
+    def _emit(self, chunk: bytes, cut_link: bool, generation: int) -> None:
+        if generation != self._generation:
+            return
+        if cut_link:
+            self._generation += 1
+            self._connection_lost(
+                ConnectError(f"{self.description}: link dropped mid-frame (injected)", battery_id=self.battery_id)
+            )
+            return
+        if chunk and self.is_open:
+            self._deliver(chunk)
