@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import logging
 import sys
@@ -27,17 +28,11 @@ EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
 
-_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+Handler = Callable[[argparse.Namespace], int]
 
-
-def _command(
-    name: str,
-) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
-    def register(function: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        _COMMANDS[name] = function
-        return function
-
-    return register
+# Modules that add their own subcommands: each has `add_parsers(subparsers)` and sets `handler=`
+# defaults on its parsers, so this file does not grow with every feature.
+_COMMAND_MODULES: Final[tuple[str, ...]] = ()
 
 
 def _stdout() -> Console:
@@ -56,7 +51,6 @@ def _print_json(data: Any) -> None:
 # -- read / decode ------------------------------------------------------------------------------------
 
 
-@_command("read")
 def _read(args: argparse.Namespace) -> int:
     from bmsgate.client import BatteryClient, ClientOptions  # noqa: PLC0415 - keep `--help` fast
     from bmsgate.transports.base import Transport  # noqa: PLC0415
@@ -95,7 +89,6 @@ def _read(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@_command("decode")
 def _decode(args: argparse.Namespace) -> int:
     protocol = _load_protocol(args)
     frames = decode_hex_frames(protocol, args.frames)
@@ -107,7 +100,6 @@ def _decode(args: argparse.Namespace) -> int:
 # -- protocols ----------------------------------------------------------------------------------------
 
 
-@_command("protocols")
 def _protocols(args: argparse.Namespace) -> int:
     from bmsgate.protocols import get_protocol, load_protocol_file  # noqa: PLC0415
 
@@ -169,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     read.add_argument("--capacity", type=float, default=100.0, help="simulated capacity in Ah")
     read.add_argument("--ntc", type=int, default=2, help="simulated temperature sensors")
     read.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each reply")
+    read.set_defaults(handler=_read)
 
     dec = commands.add_parser(
         "decode",
@@ -178,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_protocol_options(dec)
     dec.add_argument("frames", nargs="+", metavar="HEX", help="one reply frame per argument")
     dec.add_argument("--id", default="battery", help="battery id to put in the snapshot")
+    dec.set_defaults(handler=_decode)
 
     protocols = commands.add_parser("protocols", help="list built-in protocols or check a definition file")
     protocols_commands = protocols.add_subparsers(dest="protocols_command", metavar="ACTION")
@@ -185,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     check = protocols_commands.add_parser("check", help="validate a protocol definition file")
     check.add_argument("file")
-    protocols.set_defaults(json=False)
+    protocols.set_defaults(json=False, handler=_protocols)
+    for module_name in _COMMAND_MODULES:
+        importlib.import_module(module_name).add_parsers(commands)
     return parser
 
 
@@ -204,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "decode" and not (args.protocol or args.protocol_file):
         parser.error("decode needs --protocol NAME or --protocol-file FILE")
     try:
-        return _COMMANDS[args.command](args)
+        handler: Handler = args.handler
+        return handler(args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except (ConfigError, DefinitionError) as exc:
