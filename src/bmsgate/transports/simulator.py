@@ -40,6 +40,8 @@ class FaultPlan:
     refuse_connect: float = 0.0
     silent: bool = False
     """Accept writes, never answer (a hung BMS)."""
+    drop_next: int = 0
+    """Drop exactly this many of the next replies (deterministic, for tests)."""
 
 
 class SimulatorTransport(Transport):
@@ -121,6 +123,9 @@ class SimulatorTransport(Transport):
     def _shape(self, reply: bytes) -> tuple[list[tuple[bytes, bool]], float]:
         """Apply faults to one reply: its notifications (True = drop the link there) and extra delay."""
         faults = self.faults
+        if faults.drop_next > 0:
+            faults.drop_next -= 1
+            return [], 0.0
         if self._chance(faults.drop_reply):
             return [], 0.0
         frame = bytearray(reply)

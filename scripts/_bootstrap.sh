@@ -1,0 +1,53 @@
+# Shared set-up for scripts/demo and scripts/test: sourced, not run.
+# Creates .venv next to the project and installs bmsgate into it (editable) with the given extras.
+# Debian packages are installed with apt-get only when something is missing.
+set -euo pipefail
+
+BMSGATE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${BMSGATE_VENV:-$BMSGATE_ROOT/.venv}"
+PYTHON="${PYTHON:-python3}"
+
+_as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo "$@"; else
+        echo "bmsgate: need root (or sudo) to run: $*" >&2; return 1; fi
+}
+
+_apt_updated=0
+apt_install_missing() {
+    # Usage: apt_install_missing PACKAGE:COMMAND ...  (installs PACKAGE when COMMAND is not found)
+    local wanted=()
+    for pair in "$@"; do
+        local package="${pair%%:*}" command="${pair#*:}"
+        if ! command -v "$command" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$command" ]; then wanted+=("$package"); fi
+    done
+    [ "${#wanted[@]}" -eq 0 ] && return 0
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "bmsgate: please install ${wanted[*]} (no apt-get on this system)" >&2; return 1
+    fi
+    echo "bmsgate: installing Debian packages: ${wanted[*]}" >&2
+    if [ "$_apt_updated" -eq 0 ]; then _as_root apt-get update -qq; _apt_updated=1; fi
+    _as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${wanted[@]}" >/dev/null
+}
+
+ensure_venv() {
+    # Usage: ensure_venv EXTRAS   e.g. ensure_venv "dev"
+    local extras="$1"
+    if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        echo "bmsgate: Python 3.11 or newer is required (found: $("$PYTHON" --version 2>&1))" >&2; return 1
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        if ! "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
+            rm -rf "$VENV"
+            local version; version="$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+            apt_install_missing "python3-venv:__none__" "python${version}-venv:__none__" || true
+            "$PYTHON" -m venv "$VENV"
+        fi
+    fi
+    local stamp="$VENV/.bmsgate-installed-$extras"
+    if [ ! -f "$stamp" ] || [ "$BMSGATE_ROOT/pyproject.toml" -nt "$stamp" ]; then
+        echo "bmsgate: installing Python packages into $VENV (extras: $extras)" >&2
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$BMSGATE_ROOT[$extras]"
+        touch "$stamp"
+    fi
+}
