@@ -32,7 +32,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 # Modules that add their own subcommands: each has `add_parsers(subparsers)` and sets `handler=`
 # defaults on its parsers, so this file does not grow with every feature.
-_COMMAND_MODULES: Final[tuple[str, ...]] = ()
+_COMMAND_MODULES: Final[tuple[str, ...]] = ("bmsgate.commands.gateway", "bmsgate.commands.ble")
 
 
 def _stdout() -> Console:
@@ -91,8 +91,12 @@ def _read(args: argparse.Namespace) -> int:
 
 def _decode(args: argparse.Namespace) -> int:
     protocol = _load_protocol(args)
+    variant = getattr(args, "variant", None)
+    if variant is not None and variant not in protocol.variant_names:
+        choices = ", ".join(protocol.variant_names) or "none: it has a single layout"
+        raise ConfigError(f"protocol {protocol.name!r} has no variant {variant!r} ({choices})", key_path="--variant")
     frames = decode_hex_frames(protocol, args.frames)
-    snapshot = decode(protocol, frames, battery_id=args.id)
+    snapshot = decode(protocol, frames, battery_id=args.id, variant=variant)
     _print_json(snapshot.to_dict())
     return EXIT_OK
 
@@ -171,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_protocol_options(dec)
     dec.add_argument("frames", nargs="+", metavar="HEX", help="one reply frame per argument")
     dec.add_argument("--id", default="battery", help="battery id to put in the snapshot")
+    dec.add_argument(
+        "--variant",
+        metavar="NAME",
+        help="force a frame layout (e.g. jk02_24s / jk02_32s for JK) instead of the one the frames select",
+    )
     dec.set_defaults(handler=_decode)
 
     protocols = commands.add_parser("protocols", help="list built-in protocols or check a definition file")
