@@ -1,0 +1,168 @@
+"""`ModbusSink`: the inverter bridge over Modbus — hub → bank → limits → register map → endpoint.
+
+One task refreshes the register image: on every hub update for a bank pack, and at least every
+`refresh_interval` so staleness, ramps and timers advance without new data. The endpoint (server or
+client writer, see server.py) runs beside it and never waits for it; pollers are never waited on
+(the hub subscription keeps only the newest update per battery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from bmsgate.bank import PackInput, aggregate
+from bmsgate.hub import HubUpdate, SnapshotHub, Subscription
+from bmsgate.limits import LimitEngine
+from bmsgate.sinks.modbus.heartbeat import HeartbeatMonitor
+from bmsgate.sinks.modbus.registermap import RegisterKind, RegisterMap, load_register_map
+from bmsgate.sinks.modbus.server import ModbusClientWriter, ModbusEndpoint, ModbusServer, RegisterStore
+from bmsgate.sinks.modbus.settings import ModbusSettings
+from bmsgate.sinks.modbus.status import BankStatus, InverterStatus, initial_status
+
+__all__ = ["ModbusSink", "read_packs"]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def read_packs(hub: SnapshotHub, battery_ids: Sequence[str]) -> list[PackInput]:
+    """The bank's packs as the hub sees them now (staleness always judged against the clock)."""
+    return [
+        PackInput(battery_id, hub.latest(battery_id), hub.is_stale(battery_id), hub.age(battery_id))
+        for battery_id in battery_ids
+    ]
+
+
+class ModbusSink:
+    """Presents the battery bank to an inverter over Modbus.
+
+    Args:
+        settings: the ``outputs.modbus`` configuration.
+        register_map: a compiled map; loaded from ``settings.register_map`` when omitted.
+        clock: monotonic clock (injectable for tests).
+    """
+
+    name = "modbus"
+
+    def __init__(
+        self,
+        settings: ModbusSettings,
+        *,
+        register_map: RegisterMap | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.register_map = register_map or load_register_map(settings.register_map)
+        self._clock = clock
+        self._engine = LimitEngine(settings.limits)
+        self._status = initial_status(settings.batteries)
+        self._last_state: BankStatus | None = None
+        self._heartbeat = 0
+        self._listeners: list[Callable[[InverterStatus], None]] = []
+        self.refreshed = asyncio.Event()
+        """Set after every refresh of the register image (cleared by whoever waits on it)."""
+
+        heartbeat_entry = self.register_map.heartbeat_in
+        self._heartbeat_address = heartbeat_entry.address if heartbeat_entry else None
+        self._monitor: HeartbeatMonitor | None = None
+        if heartbeat_entry is not None and settings.mode != "client":
+            self._monitor = HeartbeatMonitor(settings.heartbeat_in_timeout, clock())
+        self.store = RegisterStore(self.register_map, on_write=self._on_write)
+        self.store.update(self.register_map.encode(self._status))
+        self.endpoint: ModbusEndpoint
+        if settings.mode == "client":
+            self.endpoint = ModbusClientWriter(settings, self._client_image)
+        else:
+            self.endpoint = ModbusServer(settings, self.store)
+
+    # -- what other outputs read --------------------------------------------------------------------
+
+    @property
+    def status(self) -> InverterStatus:
+        """The limits, bank state and limitation reason currently published."""
+        return self._status
+
+    def add_listener(self, callback: Callable[[InverterStatus], None]) -> None:
+        """Call `callback` with every new status (it must return quickly and not raise)."""
+        self._listeners.append(callback)
+
+    # -- running ------------------------------------------------------------------------------------
+
+    async def run(self, hub: SnapshotHub) -> None:
+        """Refresh from `hub` and serve/write until cancelled."""
+        with hub.subscribe(self.name) as subscription:
+            self.refresh(hub)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.endpoint.run(), name=f"{self.name}-endpoint")
+                group.create_task(self._refresh_loop(hub, subscription), name=f"{self.name}-refresh")
+
+    async def _refresh_loop(self, hub: SnapshotHub, subscription: Subscription) -> None:
+        while True:
+            updates: list[HubUpdate] = []
+            try:
+                async with asyncio.timeout(self.settings.refresh_interval):
+                    updates.append(await subscription.get())
+            except TimeoutError:
+                pass
+            while (update := subscription.get_nowait()) is not None:
+                updates.append(update)
+            bank_ids = set(self._battery_ids(hub))
+            fresh = any(u.battery_id in bank_ids and not u.stale and u.snapshot is not None for u in updates)
+            self.refresh(hub, fresh_data=fresh)
+
+    def _battery_ids(self, hub: SnapshotHub) -> Sequence[str]:
+        return self.settings.batteries or hub.battery_ids()
+
+    def refresh(self, hub: SnapshotHub, *, fresh_data: bool = False) -> InverterStatus:
+        """Recompute the bank, limits and registers now.
+
+        Args:
+            hub: where the packs' snapshots come from.
+            fresh_data: a fresh snapshot of a bank pack arrived since the last refresh (advances the
+                outgoing heartbeat).
+
+        Returns:
+            The new status.
+        """
+        now = self._clock()
+        bank = aggregate(read_packs(hub, self._battery_ids(hub)), soc_extreme_band=self.settings.soc_extreme_band)
+        limits = self._engine.update(bank, now)
+        if fresh_data and not bank.stale:
+            self._heartbeat = (self._heartbeat + 1) & 0xFFFF
+        present = self._monitor.check(now) if self._monitor else None
+        self._status = InverterStatus(
+            bank=bank, limits=limits, heartbeat=self._heartbeat, inverter_present=present, updated_at=now
+        )
+        self._log_state()
+        self.store.update(self.register_map.encode(self._status))
+        for listener in self._listeners:
+            listener(self._status)
+        self.refreshed.set()
+        return self._status
+
+    def _log_state(self) -> None:
+        state = self._status.state
+        if state is self._last_state:
+            return
+        level = logging.INFO if state in {BankStatus.OK, BankStatus.STARTING} else logging.WARNING
+        _LOGGER.log(
+            level,
+            "inverter bank %s: %d of %d packs online, limits %s",
+            state.value,
+            self._status.bank.packs_online,
+            self._status.bank.pack_count,
+            self._status.reason.value,
+        )
+        self._last_state = state
+
+    def _on_write(self, address: int, values: Sequence[int]) -> None:
+        if self._monitor is None or self._heartbeat_address is None:
+            return
+        index = self._heartbeat_address - address
+        if 0 <= index < len(values):
+            self._monitor.observe(values[index], self._clock())
+
+    def _client_image(self) -> dict[int, int]:
+        return self.register_map.encode(self._status)[RegisterKind.HOLDING]
