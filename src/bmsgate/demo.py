@@ -70,7 +70,7 @@ def demo_config(
     """The demo's configuration as the mapping a config file would hold."""
     del options  # outputs are added by demo_sink_builders; the mapping holds the batteries
     common = {"type": "simulator", "time_scale": time_scale}
-    batteries = [
+    batteries: list[dict[str, Any]] = [
         {
             "id": "house",
             "name": "House bank",

@@ -95,11 +95,26 @@ def _transport_for(battery: BatteryConfig, protocol: CompiledProtocol) -> Transp
     if isinstance(spec, SerialTransportConfig):
         from bmsgate.transports.serial import SerialTransport  # noqa: PLC0415
 
-        return SerialTransport.from_config(spec, protocol, battery_id=battery.id)  # type: ignore[no-any-return]
+        return SerialTransport(
+            spec.port,
+            protocol,
+            baudrate=spec.baudrate,
+            parity=spec.parity,
+            stopbits=spec.stopbits,
+            battery_id=battery.id,
+        )
     if isinstance(spec, BleTransportConfig):
         from bmsgate.transports.ble import BleTransport  # noqa: PLC0415
 
-        return BleTransport.from_config(spec, protocol, battery_id=battery.id)  # type: ignore[no-any-return]
+        return BleTransport(
+            protocol,
+            spec.address,
+            name=spec.name,
+            adapter=spec.adapter,
+            pin=spec.pin,
+            battery_id=battery.id,
+            connect_timeout=spec.connect_timeout,
+        )
     raise ConfigError(f"unsupported transport {spec!r}", key_path=f"batteries.{battery.id}.transport")
 
 
@@ -182,7 +197,7 @@ def build_gateway(
 async def run_gateway(gateway: Gateway, *, duration: float | None = None) -> None:
     """Run until SIGINT/SIGTERM (or `duration`); shuts down within about two seconds."""
     loop = asyncio.get_running_loop()
-    installed: list[int] = []
+    installed: list[signal.Signals] = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         try:
             loop.add_signal_handler(signum, gateway.supervisor.request_stop)

@@ -1,27 +1,137 @@
-"""Wiring of the network outputs (MQTT/Home Assistant, Modbus, CAN) into a gateway.
+"""Wiring of the network outputs (Home Assistant over MQTT, Modbus, CAN) into a gateway.
 
 Each output package is imported only when the configuration (or the demo) asks for it, so a minimal
-installation never needs their libraries.
+installation never needs their libraries. When both an inverter output and MQTT run, the inverter's
+limits, bank state and limitation reason also appear in Home Assistant.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+from bmsgate.config import GatewayConfig
+from bmsgate.errors import ConfigError
 from bmsgate.gateway import SinkBuilder
+from bmsgate.protocols import CompiledProtocol
+from bmsgate.supervisor import Sink, Supervisor
 
 if TYPE_CHECKING:
     from bmsgate.demo import DemoOptions
 
 __all__ = ["configured_sink_builders", "demo_output_builders"]
 
+_LOGGER = logging.getLogger(__name__)
+
+
+class _InverterStatusRelay:
+    """Lets the MQTT output read whatever inverter output runs (without knowing which)."""
+
+    def __init__(self) -> None:
+        self.sources: list[Any] = []
+
+    def __call__(self) -> Mapping[str, object] | None:
+        for source in self.sources:
+            status = getattr(source, "status", None)
+            if status is not None:
+                data: Mapping[str, object] = status.to_dict()
+                return data
+        return None
+
+
+def _modbus_sinks(settings: Any, config: GatewayConfig, relay: _InverterStatusRelay) -> list[Sink]:
+    from bmsgate.sinks.modbus.sink import ModbusSink  # noqa: PLC0415 - needs the [modbus] extra
+
+    if not settings.batteries:
+        settings = settings.model_copy(update={"batteries": tuple(battery.id for battery in config.batteries)})
+    unknown = set(settings.batteries) - {battery.id for battery in config.batteries}
+    if unknown:
+        raise ConfigError(f"unknown battery ids {sorted(unknown)}", key_path="outputs.modbus.batteries")
+    sink = ModbusSink(settings)
+    relay.sources.append(sink)
+    return [sink]
+
+
+def _mqtt_sinks(
+    settings: Any,
+    config: GatewayConfig,
+    supervisor: Supervisor,
+    protocols: dict[str, CompiledProtocol],
+    relay: _InverterStatusRelay,
+) -> list[Sink]:
+    from bmsgate import __version__  # noqa: PLC0415
+    from bmsgate.sinks.homeassistant.settings import BatteryInfo, LinkStats  # noqa: PLC0415
+    from bmsgate.sinks.homeassistant.sink import HomeAssistantSink  # noqa: PLC0415 - needs the [mqtt] extra
+
+    batteries = []
+    for battery in config.batteries:
+        address = getattr(battery.transport, "address", None)
+        batteries.append(
+            BatteryInfo(
+                battery_id=battery.id,
+                name=battery.display_name,
+                address=address,
+                protocol=protocols[battery.id].name,
+                alarms=protocols[battery.id].possible_alarms,
+            )
+        )
+
+    def link_stats(battery_id: str) -> LinkStats | None:
+        stats = supervisor.link_stats(battery_id)
+        if stats is None:
+            return None
+        return LinkStats(success_rate=stats.success_rate, rssi=stats.rssi, last_error=stats.last_error)
+
+    if "state_dir" not in settings.model_fields_set and config.state_dir is not None:
+        settings = settings.model_copy(update={"state_dir": config.state_dir})
+    return [
+        HomeAssistantSink(
+            settings,
+            batteries,
+            control=supervisor if settings.allow_control else None,
+            link_stats=link_stats,
+            inverter_status=relay,
+            sw_version=__version__,
+        )
+    ]
+
 
 def configured_sink_builders() -> list[SinkBuilder]:
     """Builders that create the outputs a configuration file enables."""
-    return []
+
+    def build(config: GatewayConfig, supervisor: Supervisor, protocols: dict[str, CompiledProtocol]) -> list[Sink]:
+        relay = _InverterStatusRelay()
+        sinks: list[Sink] = []
+        if config.outputs.modbus is not None:
+            sinks += _modbus_sinks(config.outputs.modbus, config, relay)
+        if config.outputs.mqtt is not None:
+            sinks += _mqtt_sinks(config.outputs.mqtt, config, supervisor, protocols, relay)
+        return sinks
+
+    return [build]
 
 
 def demo_output_builders(options: DemoOptions) -> list[SinkBuilder]:
     """Builders for the demo's outputs on localhost."""
-    del options
-    return []
+
+    def build(config: GatewayConfig, supervisor: Supervisor, protocols: dict[str, CompiledProtocol]) -> list[Sink]:
+        relay = _InverterStatusRelay()
+        sinks: list[Sink] = []
+        if options.modbus_tcp is not None:
+            from bmsgate.sinks.modbus.settings import ModbusSettings  # noqa: PLC0415
+
+            host, port = _host_port(options.modbus_tcp, "--modbus-tcp")
+            settings = ModbusSettings(mode="tcp", host=host, port=port, register_map=options.modbus_map)
+            sinks += _modbus_sinks(settings, config, relay)
+            _LOGGER.info("demo: Modbus TCP server on %s:%d (map %s)", host, port, options.modbus_map)
+        return sinks
+
+    return [build]
+
+
+def _host_port(text: str, option: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"expected HOST:PORT, got {text!r}", key_path=option)
+    return host, int(port)

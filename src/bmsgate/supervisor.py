@@ -52,7 +52,7 @@ class BatteryRuntime:
     consecutive_failures: int = 0
 
 
-class _Shutdown(Exception):  # noqa: N818 - a signal, not an error
+class _Shutdown(Exception):
     """Raised inside the TaskGroup to end it."""
 
 
@@ -100,7 +100,7 @@ class Supervisor:
                 except TimeoutError:
                     _LOGGER.info("run time of %.0f s reached", duration or 0.0)
                 _LOGGER.info("shutting down")
-                raise _Shutdown
+                raise _Shutdown  # noqa: TRY301 - ends the TaskGroup, caught right below
         except* _Shutdown:
             pass
 
@@ -126,7 +126,9 @@ class Supervisor:
                 try:
                     snapshot = await self.poll_once(battery)
                 except AuthenticationError as exc:
-                    _LOGGER.error("%s: %s; not retrying until the configuration changes", battery.battery_id, exc)
+                    _LOGGER.error(  # noqa: TRY400 - an expected condition: no traceback
+                        "%s: %s; not retrying until the configuration changes", battery.battery_id, exc
+                    )
                     battery.available = False
                     return
                 except DeviceError as exc:
@@ -152,7 +154,7 @@ class Supervisor:
         else:
             _LOGGER.debug("%s: still unavailable: %s", battery.battery_id, error)
         exponent = min(battery.consecutive_failures - 1, 8)
-        delay = min(battery.poll_interval * 2**exponent, max(self._max_backoff, battery.poll_interval))
+        delay: float = min(battery.poll_interval * 2.0**exponent, max(self._max_backoff, battery.poll_interval))
         return delay * (1 + self._random.uniform(-self._jitter, self._jitter))
 
     def _succeeded(self, battery: BatteryRuntime) -> None:

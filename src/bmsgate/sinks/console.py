@@ -70,9 +70,7 @@ class ConsoleSink:
 
     def render(self, hub: SnapshotHub) -> RenderableType:
         """The whole view (public so tests and screenshots can render it without a terminal)."""
-        panels: list[RenderableType] = []
-        for battery_id in hub.battery_ids():
-            panels.append(self._battery_panel(hub, battery_id))
+        panels: list[RenderableType] = [self._battery_panel(hub, battery_id) for battery_id in hub.battery_ids()]
         if not panels:
             return Text("no batteries configured", style="dim")
         return Group(*panels)
