@@ -107,8 +107,11 @@ def _onoff(value: bool | None) -> str:
     return "—" if value is None else ("on" if value else "off")
 
 
-def cell_bars(snapshot: BatterySnapshot) -> RenderableType:
-    """One bar per cell; the lowest cell in blue, the highest in red, balancing cells marked."""
+def cell_bars(snapshot: BatterySnapshot, *, width: int = _BAR_WIDTH, columns: int = 1) -> RenderableType:
+    """One bar per cell; the lowest cell in blue, the highest in red, balancing cells marked.
+
+    With ``columns > 1`` the bars are laid out top-to-bottom in that many columns (compact views).
+    """
     if not snapshot.cell_voltages:
         return Text("no cell voltages reported", style="dim")
     cell_min, cell_max = snapshot.cell_min, snapshot.cell_max
@@ -116,7 +119,7 @@ def cell_bars(snapshot: BatterySnapshot) -> RenderableType:
     lines = []
     for number, voltage in enumerate(snapshot.cell_voltages, start=1):
         fraction = min(max((voltage - _BAR_LOW) / (_BAR_HIGH - _BAR_LOW), 0.0), 1.0)
-        filled = round(fraction * _BAR_WIDTH)
+        filled = round(fraction * width)
         style = "green"
         if cell_max and number == cell_max.cell and snapshot.cell_count > 1:
             style = "bold red"
@@ -124,12 +127,22 @@ def cell_bars(snapshot: BatterySnapshot) -> RenderableType:
             style = "bold blue"
         line = Text(f"{number:>2} ")
         line.append("█" * filled, style=style)
-        line.append("░" * (_BAR_WIDTH - filled), style="dim")
+        line.append("░" * (width - filled), style="dim")
         line.append(f" {voltage:.3f} V")
         if number in balancing:
             line.append(" ⇄", style="yellow")
         lines.append(line)
-    return Group(*lines)
+    if columns <= 1:
+        return Group(*lines)
+    rows = -(-len(lines) // columns)
+    grid = Table.grid(padding=(0, 3))
+    for _ in range(min(columns, len(lines))):
+        grid.add_column()
+    for row in range(rows):
+        grid.add_row(
+            *[lines[row + rows * column] if row + rows * column < len(lines) else "" for column in range(columns)]
+        )
+    return grid
 
 
 def plain_line(snapshot: BatterySnapshot, *, age: float | None = None, stale: bool = False) -> str:
