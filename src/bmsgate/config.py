@@ -58,6 +58,8 @@ class BleTransportConfig(_Strict):
     pin: str | None = None
     """Pairing passkey where the BMS needs one (use ${ENV_VAR} to keep it out of the file)."""
     connect_timeout: float = Field(default=20.0, gt=0)
+    write_mode: Literal["auto", "with_response", "without_response"] | None = None
+    """Override the protocol's write mode (default: detect from the characteristic, remember what works)."""
 
     @field_validator("address")
     @classmethod

@@ -112,6 +112,7 @@ def _transport_for(battery: BatteryConfig, protocol: CompiledProtocol) -> Transp
             name=spec.name,
             adapter=spec.adapter,
             pin=spec.pin,
+            write_mode=spec.write_mode,
             battery_id=battery.id,
             connect_timeout=spec.connect_timeout,
         )
