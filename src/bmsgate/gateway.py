@@ -132,9 +132,10 @@ def build_gateway(
     extra_sinks: list[Sink] | None = None,
     sink_builders: list[SinkBuilder] | None = None,
     console: Console | None = None,
+    hub: SnapshotHub | None = None,
 ) -> Gateway:
     """Build every part from the configuration (nothing runs yet)."""
-    hub = SnapshotHub()
+    hub = hub or SnapshotHub()
     groups = collections.Counter(group for group in map(_slot_group, config.batteries) if group)
     slots = {
         group: ConnectionSlots(config.scheduler.ble_slots, name=group)
