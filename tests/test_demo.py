@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
+import json
+import re
 import subprocess
 import sys
 
@@ -55,3 +59,49 @@ async def test_drifting_cell_and_fault_develop() -> None:
     assert house.cell_delta is not None and house.cell_delta > 0.005
     assert house.cell_min is not None and house.cell_min.cell == 7
     assert shed.alarms, "the shed battery should have developed its over-temperature fault"
+
+
+async def test_demo_outputs_run_on_localhost() -> None:
+    """The demo's embedded MQTT broker carries HA discovery and states; Modbus TCP serves the bank."""
+    import aiomqtt
+    from pymodbus.client import AsyncModbusTcpClient
+
+    from bmsgate.demo import DemoOptions, demo_sink_builders
+    from bmsgate.sinks.homeassistant.broker import free_port
+
+    mqtt_port, modbus_port = free_port(), free_port()
+    options = DemoOptions(mqtt="", mqtt_bind=f"127.0.0.1:{mqtt_port}", modbus_tcp=f"127.0.0.1:{modbus_port}")
+    config = config_from_mapping(demo_config(poll_interval=0.3, time_scale=60))
+    gateway = build_gateway(config, console=Console(file=io.StringIO()), sink_builders=demo_sink_builders(options))
+    configs: dict[str, bytes] = {}
+    soc_register: list[int] = []
+
+    async def check() -> None:
+        await asyncio.sleep(2.5)
+        async with aiomqtt.Client("127.0.0.1", mqtt_port) as client:
+            await client.subscribe("homeassistant/#")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.5):
+                    async for message in client.messages:
+                        configs[str(message.topic)] = bytes(message.payload)
+        modbus = AsyncModbusTcpClient("127.0.0.1", port=modbus_port)
+        await modbus.connect()
+        try:
+            reply = await modbus.read_holding_registers(0x0100, count=3, slave=1)
+            soc_register.extend(reply.registers)
+        finally:
+            modbus.close()
+        gateway.supervisor.request_stop()
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(check())
+        group.create_task(run_gateway(gateway, duration=20))
+    cell_configs = [
+        topic for topic in configs if re.fullmatch(r"homeassistant/sensor/\w+/house_cell_\d\d/config", topic)
+    ]
+    assert len(cell_configs) == 16
+    discovery = json.loads(configs[cell_configs[0]])
+    assert discovery["device_class"] == "voltage"
+    assert discovery["default_entity_id"].startswith("sensor.bms_house_cell_")
+    assert 0 < soc_register[0] <= 100  # generic map: 0x0100 = bank SoC in %
+    assert 1000 < soc_register[1]  # 0x0101 = bank voltage in 0.01 V

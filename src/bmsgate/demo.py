@@ -24,6 +24,8 @@ class DemoOptions:
 
     mqtt: str | None = ""
     """Broker URL; empty: start an embedded broker on localhost; None: no MQTT."""
+    mqtt_bind: str = "127.0.0.1:1883"
+    """Where the embedded broker listens (0.0.0.0:1883 lets Home Assistant on another machine in)."""
     modbus_tcp: str | None = "127.0.0.1:5020"
     """HOST:PORT of the Modbus TCP server; None: no Modbus."""
     modbus_map: str = "generic"
@@ -41,6 +43,12 @@ class DemoOptions:
         )
         parser.add_argument("--no-mqtt", action="store_true", help="do not publish over MQTT")
         parser.add_argument(
+            "--mqtt-bind",
+            metavar="HOST:PORT",
+            default="127.0.0.1:1883",
+            help="where the embedded broker listens (0.0.0.0:1883 to let Home Assistant on another machine in)",
+        )
+        parser.add_argument(
             "--modbus-tcp", metavar="HOST:PORT", default="127.0.0.1:5020", help="Modbus TCP server address"
         )
         parser.add_argument("--no-modbus", action="store_true", help="no Modbus server")
@@ -53,6 +61,7 @@ class DemoOptions:
         """From parsed arguments."""
         return cls(
             mqtt=None if args.no_mqtt else args.mqtt,
+            mqtt_bind=args.mqtt_bind,
             modbus_tcp=None if args.no_modbus else args.modbus_tcp,
             modbus_map=args.modbus_map,
             can_log=args.can_log,

@@ -7,13 +7,20 @@ limits, bank state and limitation reason also appear in Home Assistant.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import socket
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from pydantic import ValidationError
 
 from bmsgate.config import GatewayConfig
 from bmsgate.errors import ConfigError
 from bmsgate.gateway import SinkBuilder
+from bmsgate.hub import SnapshotHub
 from bmsgate.protocols import CompiledProtocol
 from bmsgate.supervisor import Sink, Supervisor
 
@@ -60,6 +67,16 @@ def _mqtt_sinks(
     protocols: dict[str, CompiledProtocol],
     relay: _InverterStatusRelay,
 ) -> list[Sink]:
+    return [_mqtt_sink(settings, config, supervisor, protocols, relay)]
+
+
+def _mqtt_sink(
+    settings: Any,
+    config: GatewayConfig,
+    supervisor: Supervisor,
+    protocols: dict[str, CompiledProtocol],
+    relay: _InverterStatusRelay,
+) -> Sink:
     from bmsgate import __version__  # noqa: PLC0415
     from bmsgate.sinks.homeassistant.settings import BatteryInfo, LinkStats  # noqa: PLC0415
     from bmsgate.sinks.homeassistant.sink import HomeAssistantSink  # noqa: PLC0415 - needs the [mqtt] extra
@@ -85,16 +102,40 @@ def _mqtt_sinks(
 
     if "state_dir" not in settings.model_fields_set and config.state_dir is not None:
         settings = settings.model_copy(update={"state_dir": config.state_dir})
-    return [
-        HomeAssistantSink(
-            settings,
-            batteries,
-            control=supervisor if settings.allow_control else None,
-            link_stats=link_stats,
-            inverter_status=relay,
-            sw_version=__version__,
-        )
-    ]
+    return HomeAssistantSink(
+        settings,
+        batteries,
+        control=supervisor if settings.allow_control else None,
+        link_stats=link_stats,
+        inverter_status=relay,
+        sw_version=__version__,
+    )
+
+
+class _EmbeddedBrokerSink:
+    """The demo's MQTT output: starts a broker on localhost, then publishes to it (one lifetime)."""
+
+    name = "mqtt"
+
+    def __init__(self, bind: str, build: Callable[[str, Path], Sink]) -> None:
+        self._host, self._port = _host_port(bind, "--mqtt-bind")
+        self._build = build
+
+    async def run(self, hub: SnapshotHub) -> None:
+        from bmsgate.sinks.homeassistant.broker import EmbeddedBroker, free_port  # noqa: PLC0415
+
+        port = self._port
+        if not _port_free(self._host, port):
+            port = free_port(self._host)
+            _LOGGER.info("demo: port %d is taken; the embedded broker uses %d instead", self._port, port)
+        with tempfile.TemporaryDirectory(prefix="bmsgate-demo-") as state_dir:
+            async with EmbeddedBroker(host=self._host, port=port) as broker:
+                _LOGGER.info(
+                    "demo: MQTT broker at %s — point Home Assistant's MQTT integration at this machine, port %d",
+                    broker.url,
+                    port,
+                )
+                await self._build(broker.url, Path(state_dir)).run(hub)
 
 
 def configured_sink_builders() -> list[SinkBuilder]:
@@ -118,6 +159,8 @@ def demo_output_builders(options: DemoOptions) -> list[SinkBuilder]:
     def build(config: GatewayConfig, supervisor: Supervisor, protocols: dict[str, CompiledProtocol]) -> list[Sink]:
         relay = _InverterStatusRelay()
         sinks: list[Sink] = []
+        if options.mqtt is not None:
+            sinks.append(_demo_mqtt(options, config, supervisor, protocols, relay))
         if options.modbus_tcp is not None:
             from bmsgate.sinks.modbus.settings import ModbusSettings  # noqa: PLC0415
 
@@ -128,6 +171,41 @@ def demo_output_builders(options: DemoOptions) -> list[SinkBuilder]:
         return sinks
 
     return [build]
+
+
+def _demo_mqtt(
+    options: DemoOptions,
+    config: GatewayConfig,
+    supervisor: Supervisor,
+    protocols: dict[str, CompiledProtocol],
+    relay: _InverterStatusRelay,
+) -> Sink:
+    from bmsgate.sinks.homeassistant.settings import MqttSettings  # noqa: PLC0415
+
+    def build(url: str, state_dir: Path) -> Sink:
+        try:
+            settings = MqttSettings.model_validate({"url": url, "state_dir": state_dir, "allow_control": True})
+        except ValidationError as exc:
+            raise ConfigError(exc.errors()[0]["msg"], key_path="--mqtt") from None
+        return _mqtt_sink(settings, config, supervisor, protocols, relay)
+
+    if options.mqtt:
+        with contextlib.suppress(OSError):
+            _DEMO_STATE.mkdir(parents=True, exist_ok=True)
+        return build(options.mqtt, _DEMO_STATE)
+    return _EmbeddedBrokerSink(options.mqtt_bind, build)
+
+
+_DEMO_STATE: Final = Path(tempfile.gettempdir()) / "bmsgate-demo-state"
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _host_port(text: str, option: str) -> tuple[str, int]:

@@ -1,0 +1,152 @@
+"""The MQTT adapter: the only module that imports aiomqtt/paho.
+
+It offers one connected session (:func:`connect`) with ``publish``, ``subscribe`` and an incoming
+message iterator, and translates every library or socket failure into :class:`SinkError`. Reconnect
+policy lives in the sink, not here: a session that fails is simply over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+import ssl
+from collections.abc import AsyncIterator
+from typing import Final
+
+import aiomqtt
+
+from bmsgate.errors import SinkError
+from bmsgate.sinks.homeassistant.settings import MqttSettings, TlsSettings
+
+__all__ = ["IncomingMessage", "MqttSession", "connect"]
+
+SINK_NAME: Final = "mqtt"
+_TIMEOUT: Final = 10.0
+"""Seconds to wait for CONNACK, SUBACK or PUBACK before the session counts as broken.
+
+Acknowledgements are awaited under our own ``asyncio.timeout`` with aiomqtt's set to infinity: aiomqtt
+uses ``asyncio.wait_for``, which on Python 3.11 can swallow a cancellation that races with the
+acknowledgement, leaving a task that never stops.
+"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """A message received on a subscribed topic."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+def _error(action: str, exc: BaseException) -> SinkError:
+    return SinkError(f"{action}: {exc}", sink=SINK_NAME)
+
+
+def _ssl_context(tls: TlsSettings) -> ssl.SSLContext:
+    """Build the TLS context (blocking: it reads certificate files)."""
+    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    if tls.cert_file is not None:
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    if tls.insecure:
+        context.check_hostname = False
+    return context
+
+
+class MqttSession:
+    """One connected MQTT session (create it with :func:`connect`)."""
+
+    def __init__(self, client: aiomqtt.Client, qos: int) -> None:
+        self._client = client
+        self.qos = qos
+
+    async def publish(self, topic: str, payload: str | bytes, *, retain: bool, qos: int | None = None) -> None:
+        """Publish one message; with QoS > 0 this waits for the broker's acknowledgement.
+
+        Raises:
+            SinkError: the session is broken.
+        """
+        try:
+            async with asyncio.timeout(_TIMEOUT):
+                await self._client.publish(
+                    topic, payload, qos=self.qos if qos is None else qos, retain=retain, timeout=math.inf
+                )
+        except TimeoutError as exc:
+            raise _error(f"publish to {topic}", exc) from exc
+        except aiomqtt.MqttError as exc:
+            raise _error(f"publish to {topic}", exc) from exc
+
+    async def subscribe(self, *topic_filters: str) -> None:
+        """Subscribe to topic filters (QoS 1).
+
+        Raises:
+            SinkError: the session is broken.
+        """
+        try:
+            async with asyncio.timeout(_TIMEOUT):
+                await self._client.subscribe([(topic, 1) for topic in topic_filters], timeout=math.inf)
+        except TimeoutError as exc:
+            raise _error("subscribe", exc) from exc
+        except aiomqtt.MqttError as exc:
+            raise _error("subscribe", exc) from exc
+
+    async def messages(self) -> AsyncIterator[IncomingMessage]:
+        """Incoming messages until the session breaks.
+
+        Raises:
+            SinkError: the connection was lost.
+        """
+        iterator = self._client.messages.__aiter__()
+        while True:
+            try:
+                message = await iterator.__anext__()
+            except aiomqtt.MqttError as exc:
+                raise _error("connection lost", exc) from exc
+            yield IncomingMessage(str(message.topic), bytes(message.payload), bool(message.retain))
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    settings: MqttSettings, *, will_topic: str, will_payload: str, client_id: str | None = None
+) -> AsyncIterator[MqttSession]:
+    """Connect to the broker with a retained last will; disconnect cleanly on exit.
+
+    Args:
+        settings: connection settings.
+        will_topic: topic of the last will (published by the broker if we vanish).
+        will_payload: its payload.
+        client_id: overrides ``settings.effective_client_id``.
+
+    Raises:
+        SinkError: connecting failed (refused, authentication, TLS, network) or the session broke.
+    """
+    tls_context = None
+    if settings.tls is not None:
+        try:
+            tls_context = await asyncio.to_thread(_ssl_context, settings.tls)
+        except (OSError, ssl.SSLError) as exc:
+            raise _error("TLS set-up", exc) from exc
+    client = aiomqtt.Client(
+        settings.host,
+        settings.port,
+        username=settings.username,
+        password=settings.resolved_password(),
+        identifier=client_id or settings.effective_client_id,
+        will=aiomqtt.Will(will_topic, will_payload, qos=1, retain=True),
+        keepalive=settings.keepalive,
+        clean_session=True,
+        timeout=_TIMEOUT,
+        tls_context=tls_context,
+    )
+    try:
+        await client.__aenter__()
+    except aiomqtt.MqttError as exc:
+        raise _error(f"connect to {settings.display_url()}", exc) from exc
+    try:
+        yield MqttSession(client, settings.qos)
+    finally:
+        # A broken session has nothing left to close; a healthy one says goodbye (no last will).
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.__aexit__(None, None, None)
