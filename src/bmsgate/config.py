@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bmsgate.datafiles import describe_validation_error, parse_yaml, read_text
 from bmsgate.errors import ConfigError
 
 __all__ = [
@@ -292,20 +292,6 @@ def _expand_environment(value: Any, path: str) -> Any:
     return value
 
 
-def _key_path(location: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in location:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif part in {"ble", "serial", "simulator", "replay"} and text.endswith("transport"):
-            continue  # the discriminated union adds the variant name; the user never wrote it
-        elif part.startswith(("function-", "constrained-")):
-            continue
-        else:
-            text += f".{part}" if text else part
-    return text or "(top level)"
-
-
 def config_from_mapping(data: Any, *, source: str = "<config>") -> GatewayConfig:
     """Validate parsed YAML.
 
@@ -318,24 +304,17 @@ def config_from_mapping(data: Any, *, source: str = "<config>") -> GatewayConfig
     try:
         return GatewayConfig.model_validate(expanded)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        path = _key_path(tuple(error["loc"]))
-        message = error["msg"].removeprefix("Value error, ")
-        bad = error.get("input")
-        if error["type"] == "missing":
-            detail = "this key is required"
-        elif error["type"] == "extra_forbidden":
-            detail = "unknown key (check the spelling; see config.example.yaml)"
-        elif isinstance(bad, str | int | float | bool) or bad is None:
-            detail = f"{message} (got {bad!r})"
-        else:
-            detail = message
-        more = len(exc.errors()) - 1
-        if more:
-            detail += f" (and {more} more problem{'s' if more > 1 else ''})"
-        raise ConfigError(detail, key_path=path, source=source) from None
-    except ConfigError:
-        raise
+        # The discriminated transport union adds its tag to locations; the user never wrote it.
+        problem = describe_validation_error(exc, skip=("ble", "serial", "simulator", "replay"))
+    if problem.kind == "missing":
+        detail = "this key is required"
+    elif problem.kind == "extra_forbidden":
+        detail = "unknown key (check the spelling; see config.example.yaml)"
+    elif isinstance(problem.value, str | int | float | bool) or problem.value is None:
+        detail = f"{problem.reason} (got {problem.value!r})"
+    else:
+        detail = problem.reason
+    raise ConfigError(detail + problem.more_text, key_path=problem.location, source=source)
 
 
 def load_config(path: str | Path) -> GatewayConfig:
@@ -345,14 +324,6 @@ def load_config(path: str | Path) -> GatewayConfig:
         ConfigError: unreadable file, YAML syntax error, or invalid content.
     """
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror or exc}", source=source) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(f"{where}invalid YAML: {getattr(exc, 'problem', None) or exc}", source=source) from None
+    text = read_text(path, error=lambda reason: ConfigError(reason, source=source))
+    data = parse_yaml(text, error=lambda reason: ConfigError(reason, source=source))
     return config_from_mapping(data, source=source)

@@ -120,7 +120,7 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(DefinitionError, match="cannot read file"):
+    with pytest.raises(DefinitionError, match="cannot read the file"):
         load_definition(tmp_path / "absent.yaml")
 
 
@@ -145,7 +145,10 @@ def test_user_copy_behaves_like_the_builtin(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("ff01", "0000ff01-0000-1000-8000-00805f9b34fb"), ("0000FF01-0000-1000-8000-00805F9B34FB", "0000ff01-0000-1000-8000-00805f9b34fb")],
+    [
+        ("ff01", "0000ff01-0000-1000-8000-00805f9b34fb"),
+        ("0000FF01-0000-1000-8000-00805F9B34FB", "0000ff01-0000-1000-8000-00805f9b34fb"),
+    ],
 )
 def test_uuid_forms(text: str, expected: str) -> None:
     assert normalize_uuid(text) == expected
@@ -165,5 +168,7 @@ def test_advertisement_matching() -> None:
     common = {"service_uuids": [], "manufacturer_ids": []}
     assert jbd.matches_advertisement(name="JBD-SP04S034", address="11:22:33:44:55:66", **common)
     assert jbd.matches_advertisement(name="my battery", address="A4:C1:37:00:11:22", **common)
-    assert jbd.matches_advertisement(name=None, address="11:22:33:44:55:66", service_uuids=["ff00"], manufacturer_ids=[])
+    assert jbd.matches_advertisement(
+        name=None, address="11:22:33:44:55:66", service_uuids=["ff00"], manufacturer_ids=[]
+    )
     assert not jbd.matches_advertisement(name="JK-B2A24S", address="C8:47:8C:00:11:22", **common)

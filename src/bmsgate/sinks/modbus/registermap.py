@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bmsgate.datafiles import parse_yaml, read_text
 from bmsgate.errors import DefinitionError
+from bmsgate.inverter import BankStatus, FlowDirection, InverterStatus, initial_status
 from bmsgate.model import Alarm
-from bmsgate.sinks.modbus.status import BankStatus, FlowDirection, InverterStatus, initial_status
 
 __all__ = [
     "MAX_WRITE_REGISTERS",
@@ -481,17 +481,11 @@ def load_register_map(name_or_path: str | Path) -> RegisterMap:
     else:
         path = Path(name_or_path)
         source = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise DefinitionError(
-                f"cannot read register map ({exc.strerror}); built-in maps: {', '.join(builtin_map_names())}",
-                source=source,
-            ) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise DefinitionError(f"not valid YAML: {exc}", source=source) from exc
+        builtins = ", ".join(builtin_map_names())
+        text = read_text(
+            path, error=lambda reason: DefinitionError(f"{reason}; built-in maps: {builtins}", source=source)
+        )
+    data = parse_yaml(text, error=lambda reason: DefinitionError(reason, source=source))
     return RegisterMap.from_dict(data, source=source)
 
 
