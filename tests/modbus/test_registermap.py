@@ -186,7 +186,7 @@ def test_map_files(tmp_path: Path) -> None:
         load_register_map(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(DefinitionError, match=r"line 1, column \d+: invalid YAML"):
+    with pytest.raises(DefinitionError, match=r"line \d+, column \d+: invalid YAML"):
         load_register_map(bad)
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text("- just a list\n")
