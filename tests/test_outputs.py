@@ -80,3 +80,22 @@ async def test_modbus_with_an_unknown_battery_is_a_config_error(tmp_path: Path) 
     config = load_config(_write_config(tmp_path / "c.yaml", "mqtt://127.0.0.1:1", free_port(), batteries=["nope"]))
     with pytest.raises(ConfigError, match=r"outputs.modbus.batteries"):
         build_gateway(config, sink_builders=configured_sink_builders())
+
+
+async def test_configured_can_output_writes_the_audit_log(tmp_path: Path) -> None:
+    log = tmp_path / "can.log"
+    data = {
+        "batteries": [
+            {"id": "rack", "protocol": "jbd", "poll_interval": 0.2, "transport": {"type": "simulator", "cells": 16}}
+        ],
+        "outputs": {
+            "console": {"enabled": False},
+            "can": {"interface": "virtual", "channel": "bmsgate-test", "profile": "solark", "log_file": str(log)},
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    gateway = build_gateway(load_config(path), sink_builders=configured_sink_builders())
+    await run_gateway(gateway, duration=2.5)
+    ids = {line.split()[2].split("#")[0] for line in log.read_text().splitlines()}
+    assert {"351", "355", "356", "359", "35C", "35E", "379"} <= ids  # Sol-Ark adds 0x379

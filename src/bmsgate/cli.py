@@ -32,7 +32,11 @@ Handler = Callable[[argparse.Namespace], int]
 
 # Modules that add their own subcommands: each has `add_parsers(subparsers)` and sets `handler=`
 # defaults on its parsers, so this file does not grow with every feature.
-_COMMAND_MODULES: Final[tuple[str, ...]] = ("bmsgate.commands.gateway", "bmsgate.commands.ble", "bmsgate.commands.capture")
+_COMMAND_MODULES: Final[tuple[str, ...]] = (
+    "bmsgate.commands.gateway",
+    "bmsgate.commands.ble",
+    "bmsgate.commands.capture",
+)
 
 
 def _stdout() -> Console:

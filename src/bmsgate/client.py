@@ -141,6 +141,7 @@ class BatteryClient:
         self._assembler: FrameAssembler = protocol.new_assembler()
         self._device: DeviceInfo | None = None
         self._connection_frames: dict[int, Frame] = {}
+        self._backlog: collections.deque[Frame] = collections.deque()
         self._streaming_started = False
         self._lock = asyncio.Lock()
         self.last_snapshot: BatterySnapshot | None = None
@@ -267,7 +268,28 @@ class BatteryClient:
             if request.when == "connect" and request.reply is not None:
                 self._connection_frames[request.reply] = frame
             frames.append(frame)
+            frames.extend(await self._collect_numbered(request, frames))
         return [frame for frame in frames if frame.raw]
+
+    async def _collect_numbered(self, request: RequestSpec, frames: list[Frame]) -> list[Frame]:
+        """The further frames of a reply that arrives as several numbered frames (Daly A5 cells).
+
+        How many come follows from a value decoded earlier in this poll (e.g. the cell count).
+        """
+        expected = self.protocol.frames_expected(request.reply, {})
+        if expected == 1:
+            return []
+        expected = self.protocol.frames_expected(request.reply, self.protocol.variables_of(frames))
+        more: list[Frame] = []
+        timeout = request.timeout or self.options.request_timeout
+        while expected is None or len(more) + 1 < expected:
+            try:
+                more.append(await self._await_reply(request, timeout))
+            except DeviceTimeout:
+                if expected is None or not request.required:
+                    break  # unknown count: the quiet line ends the reply
+                raise
+        return more
 
     async def _exchange(self, request: RequestSpec) -> Frame | None:
         timeout = request.timeout or self.options.request_timeout
@@ -280,6 +302,7 @@ class BatteryClient:
             if not (request.streaming and self._streaming_started and attempt == 0):
                 self.transport.discard_pending()
                 self._assembler.reset()
+                self._backlog.clear()
                 await self.transport.write(request.frame)
                 if request.streaming:
                     self._streaming_started = True
@@ -298,19 +321,9 @@ class BatteryClient:
         deadline = loop.time() + timeout
         rejected_before = self._assembler.stats.rejected
         while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                if self._assembler.stats.rejected > rejected_before:
-                    raise FrameError(
-                        f"{request.name}: only corrupt replies ({self._assembler.stats.last_error})",
-                        battery_id=self.battery_id,
-                    )
-                raise DeviceTimeout(f"{request.name}: no reply within {timeout:.1f} s", battery_id=self.battery_id)
-            try:
-                chunk = await self.transport.receive(timeout=remaining)
-            except DeviceTimeout:
-                continue
-            for frame in self._assembler.feed(chunk):
+            # Frames completed by an earlier chunk come first (one notification may carry several).
+            while self._backlog:
+                frame = self._backlog.popleft()
                 if request.reply is not None and frame.key is not None and frame.key != request.reply:
                     _LOGGER.debug(
                         "%s: ignoring reply %#04x while waiting for %s",
@@ -324,6 +337,19 @@ class BatteryClient:
                         f"{request.name}: the BMS answered with an error status", battery_id=self.battery_id
                     )
                 return frame
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                if self._assembler.stats.rejected > rejected_before:
+                    raise FrameError(
+                        f"{request.name}: only corrupt replies ({self._assembler.stats.last_error})",
+                        battery_id=self.battery_id,
+                    )
+                raise DeviceTimeout(f"{request.name}: no reply within {timeout:.1f} s", battery_id=self.battery_id)
+            try:
+                chunk = await self.transport.receive(timeout=remaining)
+            except DeviceTimeout:
+                continue
+            self._backlog.extend(self._assembler.feed(chunk))
 
     # -- control ------------------------------------------------------------------------------------
 

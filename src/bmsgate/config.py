@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bmsgate.datafiles import describe_validation_error, parse_yaml, read_text
 from bmsgate.errors import ConfigError
+from bmsgate.sinks.can.settings import CanSettings
+from bmsgate.sinks.homeassistant.settings import MqttSettings
+from bmsgate.sinks.modbus.settings import ModbusSettings
 
 __all__ = [
     "BatteryConfig",
@@ -200,33 +203,16 @@ class ConsoleConfig(_Strict):
     """Plain mode: seconds between lines per battery."""
 
 
-class OutputsConfig(BaseModel):
-    """Outputs. Sections for MQTT, Modbus and CAN are validated by their own models."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+class OutputsConfig(_Strict):
+    """Outputs; each network output validates its own section (see its documentation)."""
 
     console: ConsoleConfig = ConsoleConfig()
-    mqtt: Any = None
-    modbus: Any = None
-    can: Any = None
-
-    @field_validator("mqtt", mode="before")
-    @classmethod
-    def _mqtt(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        from bmsgate.sinks.homeassistant.settings import MqttSettings  # noqa: PLC0415 - optional feature
-
-        return MqttSettings.model_validate(value)
-
-    @field_validator("modbus", mode="before")
-    @classmethod
-    def _modbus(cls, value: Any) -> Any:
-        if value is None:
-            return None
-        from bmsgate.sinks.modbus.settings import ModbusSettings  # noqa: PLC0415 - optional feature
-
-        return ModbusSettings.model_validate(value)
+    mqtt: MqttSettings | None = None
+    """Home Assistant over MQTT (docs/home-assistant.md); a ``mqtt://user:pass@host:port`` URL also works."""
+    modbus: ModbusSettings | None = None
+    """The inverter over Modbus RTU/TCP (docs/modbus.md)."""
+    can: CanSettings | None = None
+    """The inverter over CAN (docs/can.md)."""
 
 
 class LoggingConfig(_Strict):

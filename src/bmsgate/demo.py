@@ -4,18 +4,25 @@ Nothing to configure and no hardware or network needed. The packs differ on purp
 protocols (where built in), cell counts and capacities; one has a cell that drifts away from the
 others (watch the balancer and the cell delta), one develops an over-temperature fault (watch the
 alarm, the MOSFET opening and the inverter limits dropping).
+
+The two 48 V packs (house and garage) form the inverter bank fed over Modbus and CAN: a bank is packs
+in parallel, so only packs of the same voltage belong in it. The 12 V and 24S packs are Home
+Assistant-only.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
+from typing import Any, Final
 
 from bmsgate.gateway import SinkBuilder
 from bmsgate.protocols import builtin_names
 
-__all__ = ["DemoOptions", "demo_config", "demo_sink_builders"]
+__all__ = ["BANK", "DemoOptions", "demo_config", "demo_sink_builders"]
+
+BANK: Final = ("house", "garage")
+"""The demo batteries that form the inverter bank."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,7 +107,17 @@ def demo_config(
             "id": "garage",
             "name": "Garage rack",
             "protocol": _pick("jk"),
-            "transport": {**common, "cells": 8, "capacity": 100, "ntc_count": 2, "initial_soc": 45, "seed": 22},
+            "transport": {
+                **common,
+                "cells": 16,
+                "capacity": 200,
+                "ntc_count": 2,
+                "initial_soc": 65,
+                "current_amplitude": 40,
+                "fault": "overtemperature",
+                "fault_after": 40 * time_scale,
+                "seed": 22,
+            },
         },
         {
             "id": "shed",
@@ -113,8 +130,6 @@ def demo_config(
                 "ntc_count": 1,
                 "initial_soc": 88,
                 "current_amplitude": 15,
-                "fault": "overtemperature",
-                "fault_after": 40 * time_scale,
                 "seed": 33,
             },
         },

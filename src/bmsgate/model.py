@@ -118,7 +118,7 @@ class DeviceInfo:
 
     def merged_over(self, older: DeviceInfo | None) -> DeviceInfo:
         """Fields of `self`, falling back to `older` where `self` does not know them."""
-        if older is None:
+        if older is None or older is self or older == self:
             return self
         return DeviceInfo(
             **{

@@ -26,6 +26,8 @@ from bmsgate.supervisor import Sink, Supervisor
 
 if TYPE_CHECKING:
     from bmsgate.demo import DemoOptions
+    from bmsgate.sinks.can.settings import CanSettings
+    from bmsgate.sinks.modbus.settings import ModbusSettings
 
 __all__ = ["configured_sink_builders", "demo_output_builders"]
 
@@ -47,7 +49,7 @@ class _InverterStatusRelay:
         return None
 
 
-def _modbus_sinks(settings: Any, config: GatewayConfig, relay: _InverterStatusRelay) -> list[Sink]:
+def _modbus_sinks(settings: ModbusSettings, config: GatewayConfig, relay: _InverterStatusRelay) -> list[Sink]:
     from bmsgate.sinks.modbus.sink import ModbusSink  # noqa: PLC0415 - needs the [modbus] extra
 
     if not settings.batteries:
@@ -56,6 +58,19 @@ def _modbus_sinks(settings: Any, config: GatewayConfig, relay: _InverterStatusRe
     if unknown:
         raise ConfigError(f"unknown battery ids {sorted(unknown)}", key_path="outputs.modbus.batteries")
     sink = ModbusSink(settings)
+    relay.sources.append(sink)
+    return [sink]
+
+
+def _can_sinks(settings: CanSettings, config: GatewayConfig, relay: _InverterStatusRelay) -> list[Sink]:
+    from bmsgate.sinks.can.sink import CanSink  # noqa: PLC0415 - needs the [can] extra
+
+    if not settings.batteries:
+        settings = settings.model_copy(update={"batteries": tuple(battery.id for battery in config.batteries)})
+    unknown = set(settings.batteries) - {battery.id for battery in config.batteries}
+    if unknown:
+        raise ConfigError(f"unknown battery ids {sorted(unknown)}", key_path="outputs.can.batteries")
+    sink = CanSink(settings)
     relay.sources.append(sink)
     return [sink]
 
@@ -146,6 +161,8 @@ def configured_sink_builders() -> list[SinkBuilder]:
         sinks: list[Sink] = []
         if config.outputs.modbus is not None:
             sinks += _modbus_sinks(config.outputs.modbus, config, relay)
+        if config.outputs.can is not None:
+            sinks += _can_sinks(config.outputs.can, config, relay)
         if config.outputs.mqtt is not None:
             sinks += _mqtt_sinks(config.outputs.mqtt, config, supervisor, protocols, relay)
         return sinks
@@ -155,6 +172,7 @@ def configured_sink_builders() -> list[SinkBuilder]:
 
 def demo_output_builders(options: DemoOptions) -> list[SinkBuilder]:
     """Builders for the demo's outputs on localhost."""
+    from bmsgate.demo import BANK  # noqa: PLC0415 - demo.py imports this module lazily too
 
     def build(config: GatewayConfig, supervisor: Supervisor, protocols: dict[str, CompiledProtocol]) -> list[Sink]:
         relay = _InverterStatusRelay()
@@ -165,9 +183,25 @@ def demo_output_builders(options: DemoOptions) -> list[SinkBuilder]:
             from bmsgate.sinks.modbus.settings import ModbusSettings  # noqa: PLC0415
 
             host, port = _host_port(options.modbus_tcp, "--modbus-tcp")
-            settings = ModbusSettings(mode="tcp", host=host, port=port, register_map=options.modbus_map)
+            settings = ModbusSettings(mode="tcp", host=host, port=port, register_map=options.modbus_map, batteries=BANK)
             sinks += _modbus_sinks(settings, config, relay)
             _LOGGER.info("demo: Modbus TCP server on %s:%d (map %s)", host, port, options.modbus_map)
+        # CAN always runs in the demo, on python-can's virtual bus (no hardware); --can-log records it.
+        from bmsgate.sinks.can.settings import CanSettings  # noqa: PLC0415
+
+        can_settings = CanSettings(
+            interface="virtual",
+            channel="bmsgate-demo",
+            profile=options.can_profile,
+            log_file=Path(options.can_log) if options.can_log else None,
+            batteries=BANK,
+        )
+        sinks += _can_sinks(can_settings, config, relay)
+        _LOGGER.info(
+            "demo: CAN profile %s on a virtual bus%s",
+            options.can_profile,
+            f", frames logged to {options.can_log}" if options.can_log else "",
+        )
         return sinks
 
     return [build]

@@ -254,7 +254,7 @@ class PackModel:
             "var.cell_count": config.cells,
             "var.ntc_count": config.ntc_count,
             "var.temperature_count": config.ntc_count,
-            "device.model": f"{config.name}-{config.cells}S-{round(config.capacity)}Ah",
+            "device.model": f"SIM-{config.cells}S{round(config.capacity)}",
             "device.name": config.name,
             "device.hardware_version": "1.1",
             "device.software_version": "2.1",
@@ -284,8 +284,38 @@ class VirtualBms:
         self.pack = pack
         self._buffer = bytearray()
         self._requests = [(request.frame, request.reply) for request in protocol.definition.requests]
-        self._commands = [_compile_command_pattern(name, spec) for name, spec in protocol.definition.commands.items()]
+        self._commands = [
+            _compile_command_pattern(name, spec, protocol) for name, spec in protocol.definition.commands.items()
+        ]
         self.requests_seen = 0
+        simulator = protocol.definition.simulator
+        self._overrides: dict[str, Any] = dict(simulator.state)
+        self._noise = list(simulator.noise)
+        self._append = dict(simulator.append)
+        self._streaming = {request.reply for request in protocol.definition.requests if request.streaming}
+        self.stream_interval = simulator.stream_interval
+        self.streaming_key: int | None = None
+        """The reply the BMS keeps sending on its own since a streaming request (None: not streaming)."""
+
+    def state(self) -> dict[str, Any]:
+        """The pack's state with the definition's simulator overrides applied."""
+        state = self.pack.state()
+        state.update(self._overrides)
+        return state
+
+    def replies_for(self, key: int) -> list[bytes]:
+        """Every frame that answers one request for reply `key`, as the real module sends them."""
+        frames = self.protocol.encode_replies(key, self.state())
+        tail = self._append.get(key)
+        if tail:
+            frames[-1] += tail
+        return [*self._noise, *frames] if self._noise else frames
+
+    def stream(self) -> list[bytes]:
+        """The frames a streaming BMS sends on its own now (empty when not streaming)."""
+        if self.streaming_key is None:
+            return []
+        return self.replies_for(self.streaming_key)
 
     def handle_write(self, data: bytes) -> list[bytes]:
         """Consume written bytes; return the reply frames they trigger (possibly none)."""
@@ -323,7 +353,9 @@ class VirtualBms:
         def produce() -> list[bytes]:
             if reply is None:
                 return []
-            return [self.protocol.encode_reply(reply, self.pack.state())]
+            if reply in self._streaming:
+                self.streaming_key = reply
+            return self.replies_for(reply)
 
         return produce
 
@@ -341,18 +373,32 @@ class VirtualBms:
         return produce
 
 
-def _compile_command_pattern(name: str, spec: CommandSpec) -> _CommandPattern:
+def _compile_command_pattern(name: str, spec: CommandSpec, protocol: CompiledProtocol) -> _CommandPattern:
+    """A regex matching the command with any parameter values and any checksum bytes.
+
+    Parameters become capture groups in template order; checksum bytes match anything.
+    """
+    template = spec.template()
+    length = sum(len(part) if isinstance(part, bytes) else PLACEHOLDER_SIZES[part[1]] for part in template)
+    framing = protocol.definition.framing
+    checksum = framing.request_checksum or framing.checksum
+    wildcard: set[int] = set()
+    if checksum is not None:
+        start = checksum.at if checksum.at >= 0 else length + checksum.at
+        wildcard = set(range(start, start + checksum.size))
     regex = b""
     params: list[tuple[str, str]] = []
-    template = spec.template()
-    for index, part in enumerate(template):
+    position = 0
+    for part in template:
         if isinstance(part, bytes):
-            # Zero bytes right before the end stand for the checksum: accept anything there.
-            is_checksum_slot = set(part) == {0} and index >= len(template) - 2
-            regex += b"." * len(part) if is_checksum_slot else re.escape(part)
+            for offset, byte in enumerate(part):
+                regex += b"." if position + offset in wildcard else re.escape(bytes([byte]))
+            position += len(part)
         else:
             params.append(part)
-            regex += b"(" + b"." * PLACEHOLDER_SIZES[part[1]] + b")"
+            size = PLACEHOLDER_SIZES[part[1]]
+            regex += b"(" + b"." * size + b")"
+            position += size
     return _CommandPattern(name, spec, re.compile(regex, re.DOTALL), tuple(params))
 
 
@@ -361,13 +407,18 @@ def _decode_mosfet_params(spec: CommandSpec, values: Mapping[str, int]) -> tuple
     discharge: bool | None = None
     for name, bits in spec.params.items():
         value = values.get(name, 0)
-        if bits.charge_off and value & bits.charge_off == bits.charge_off:
+        if bits.charge_on and not bits.charge_off:
+            # An "on" bit alone (JK: 1 = on, 0 = off): its absence means off.
+            charge = value & bits.charge_on == bits.charge_on
+        elif bits.charge_off and value & bits.charge_off == bits.charge_off:
             charge = False
         elif (bits.charge_on and value & bits.charge_on == bits.charge_on) or (
             "charge" in spec.affects and bits.charge_off
         ):
             charge = True
-        if bits.discharge_off and value & bits.discharge_off == bits.discharge_off:
+        if bits.discharge_on and not bits.discharge_off:
+            discharge = value & bits.discharge_on == bits.discharge_on
+        elif bits.discharge_off and value & bits.discharge_off == bits.discharge_off:
             discharge = False
         elif (bits.discharge_on and value & bits.discharge_on == bits.discharge_on) or (
             "discharge" in spec.affects and bits.discharge_off

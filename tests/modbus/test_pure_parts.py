@@ -6,10 +6,10 @@ import pytest
 from pydantic import ValidationError
 
 import bmsgate.sinks.modbus as package
+from bmsgate.inverter import BankStatus, initial_status
 from bmsgate.sinks.modbus.heartbeat import HeartbeatMonitor
 from bmsgate.sinks.modbus.settings import ModbusSettings
 from bmsgate.sinks.modbus.sink import ModbusSink
-from bmsgate.sinks.modbus.status import BankStatus, initial_status
 
 
 def test_heartbeat_monitor_needs_changes_within_the_timeout() -> None:

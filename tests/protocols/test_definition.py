@@ -165,7 +165,7 @@ def test_hex_forms() -> None:
 
 def test_advertisement_matching() -> None:
     jbd = get_protocol("jbd").definition
-    common = {"service_uuids": [], "manufacturer_ids": []}
+    common: dict[str, list[Any]] = {"service_uuids": [], "manufacturer_ids": []}
     assert jbd.matches_advertisement(name="JBD-SP04S034", address="11:22:33:44:55:66", **common)
     assert jbd.matches_advertisement(name="my battery", address="A4:C1:37:00:11:22", **common)
     assert jbd.matches_advertisement(

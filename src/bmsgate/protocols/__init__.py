@@ -54,6 +54,7 @@ def decode(
     battery_id: str = "battery",
     timestamp: float | None = None,
     device: DeviceInfo | None = None,
+    variant: str | None = None,
 ) -> BatterySnapshot:
     """Decode the reply frames of one poll into a snapshot (pure).
 
@@ -64,10 +65,12 @@ def decode(
         FrameError: a raw frame is malformed.
         DecodeError: a frame's content is impossible for its fields.
         ProtocolError: the BMS flagged an error status.
+        ValueError: `variant` is not one of the protocol's `variant_names`.
     """
     return protocol.decode(
         frames,
         battery_id=battery_id,
         timestamp=time.time() if timestamp is None else timestamp,
         device=device,
+        variant=variant,
     )

@@ -8,9 +8,13 @@ user-supplied ones, without protocol-specific code.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import functools
+import itertools
 import math
+import re
 import struct
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,9 +28,11 @@ from bmsgate.protocols.definition import (
     FLOAT_TARGETS,
     INT_TARGETS,
     INTEGER_SIZES,
+    LIST_TARGETS,
     PLACEHOLDER_SIZES,
     CommandSpec,
     FieldSpec,
+    FrameIndexSpec,
     GattProfile,
     ProtocolDefinition,
     ReplySpec,
@@ -49,6 +55,8 @@ _STRUCT_CODES: Final = {
     "f32": "f",
 }
 _SIGNED: Final = {"s8", "s16", "s32", "s64"}
+_LEADING_NUMBER: Final = re.compile(r"\d+")
+_STRING_CACHE_SIZE: Final = 32
 
 # A decode step reads `payload` and writes into the output dict, the device dict or the variables.
 _Step = Callable[[bytes, dict[str, Any], dict[str, Any], dict[str, int]], None]
@@ -124,12 +132,55 @@ def _bits(value: int, high: int, low: int) -> int:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class _Layout:
+    """The compiled field table of one reply in one layout."""
+
+    min_payload: int
+    record: Callable[[bytes, int], tuple[Any, ...]] | None
+    """One unpack of every fixed-offset scalar (compiled once; the fast path)."""
+    plain: tuple[tuple[int, str, float, float], ...]
+    """(record index, snapshot field, scale, add) for plain numbers: handled inline."""
+    sinks: tuple[tuple[int, _Sink], ...]
+    """(record index, sink) for scalars that need a transform (bits, flags, dates, variables...)."""
+    plain_extras: tuple[tuple[int, str, Any, Any], ...]
+    """(record index, extras key, scale, add) for plain numbers into extras (ints stay ints)."""
+    plain_cast: tuple[tuple[int, str, type], ...]
+    """(record index, snapshot field, bool or int) for unscaled flags and counters."""
+    steps: tuple[_Step, ...]
+    """Per-field steps for what the record cannot read (lists, strings, odd sizes, conditions)."""
+    encoders: tuple[_EncodeStep, ...]
+    memo: bool = False
+    """The result depends on the frame's bytes alone and sets only scalars: decode each distinct frame once."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class _CompiledReply:
     key: int
     spec: ReplySpec
-    min_payload: int
-    steps: tuple[_Step, ...]
-    encoders: tuple[_EncodeStep, ...]
+    default: _Layout
+    """The layout of a definition without variants (fields without a `variants` list)."""
+    layouts: dict[str, _Layout]
+    """Per layout name when the definition has variants (empty otherwise)."""
+    per_frame: int = 0
+    """Items each frame of an indexed reply carries (its first list's count)."""
+    frames_var: str | None = None
+    """The variable whose value ÷ per_frame says how many frames answer one request."""
+
+    @property
+    def encoders(self) -> tuple[_EncodeStep, ...]:
+        """Encode steps of the default layout."""
+        return self.default.encoders
+
+    @property
+    def min_payload(self) -> int:
+        """Payload bytes the widest layout needs."""
+        return max([self.default.min_payload, *(layout.min_payload for layout in self.layouts.values())])
+
+
+# Keys of the decode output dict that hold intermediate results, never snapshot fields.
+_POSITIONED: Final = "#positioned"
+_EXTRA_LISTS: Final = "#extra_lists"
+_FRAME: Final = "#frame"
 
 
 class CompiledProtocol:
@@ -142,10 +193,16 @@ class CompiledProtocol:
         self.checker = FrameChecker(framing)
         self._payload_offset = framing.payload_offset
         self._trailer = framing.trailer_size
+        self._variants = definition.variants
+        self._select = definition.variants.select[4:] if definition.variants else ""
+        self._limits: dict[str, str | None] = {}
         self._replies = {key: self._compile_reply(key, spec) for key, spec in definition.replies.items()}
         order = [request.reply for request in definition.requests if request.reply is not None]
         self._order = {key: index for index, key in enumerate(order)}
         self._keyed = framing.key is not None
+        self._list_starts = _list_starts(definition, order)
+        self._memo: dict[int | None, tuple[bytes, _Layout, dict[str, Any], dict[str, Any], dict[str, int]]] = {}
+        self._device_cache: dict[tuple[tuple[str, Any], ...], DeviceInfo] = {}
 
     # -- what the definition says ---------------------------------------------------------------------
 
@@ -169,6 +226,17 @@ class CompiledProtocol:
         """Every alarm this protocol can raise."""
         return self.definition.possible_alarms
 
+    @property
+    def variant_names(self) -> tuple[str, ...]:
+        """Names of the layouts a decoded value chooses between (empty when there is one layout)."""
+        return tuple(self._variants.choices) if self._variants else ()
+
+    def variant_for(self, variables: Mapping[str, int]) -> str | None:
+        """The layout the variables select (None when the definition has a single layout)."""
+        if self._variants is None:
+            return None
+        return self._variants.choose(variables.get(self._select))
+
     def __repr__(self) -> str:
         return f"<CompiledProtocol {self.name} from {self.definition.source}>"
 
@@ -189,17 +257,68 @@ class CompiledProtocol:
         battery_id: str = "battery",
         timestamp: float | None = None,
         device: DeviceInfo | None = None,
+        variant: str | None = None,
     ) -> BatterySnapshot:
         """Decode the reply frames of one poll into one snapshot.
 
         Frames are processed in the definition's request order (so values such as a cell count
         decoded from one reply are available to the next); unknown reply types are ignored.
 
+        Args:
+            frames: the poll's reply frames (raw bytes are checked first).
+            battery_id: put into the snapshot.
+            timestamp: Unix time of the poll (default: now).
+            device: identity known from earlier polls; this poll's values take precedence.
+            variant: force a layout (see `variant_names`) instead of the one a decoded value selects.
+
         Raises:
             FrameError: a raw frame fails its length/marker/checksum check.
             DecodeError: a frame is too short for its fields, or values are impossible.
             ProtocolError: the BMS flagged an error in a reply's status byte.
+            ValueError: `variant` is not one of `variant_names`.
         """
+        if variant is not None and variant not in self.variant_names:
+            raise ValueError(f"{self.name}: unknown variant {variant!r}; choose one of {list(self.variant_names)}")
+        out: dict[str, Any] = {}
+        device_fields: dict[str, Any] = {}
+        variables: dict[str, int] = {}
+        if not self._run(frames, out, device_fields, variables, variant):
+            raise DecodeError(f"{self.name}: none of the frames is a reply this protocol decodes")
+        if _POSITIONED in out:
+            self._place_positioned(out, variables)
+        if _EXTRA_LISTS in out:
+            extras = out.setdefault("extras", {})
+            for name, values in out.pop(_EXTRA_LISTS).items():
+                extras.update(zip(_numbered_keys(name, len(values)), values, strict=True))
+        return self._build_snapshot(out, device_fields, battery_id, timestamp, device)
+
+    def variables_of(self, frames: Iterable[Frame | bytes | bytearray]) -> dict[str, int]:
+        """The ``var.*`` values the frames decoded so far define (best effort; never raises)."""
+        variables: dict[str, int] = {}
+        with contextlib.suppress(ProtocolError, ValueError):
+            self._run(frames, {}, {}, variables, None)
+        return variables
+
+    def frames_expected(self, key: int | None, variables: Mapping[str, int]) -> int | None:
+        """How many frames of reply `key` answer one request (None: unknown until a variable is decoded)."""
+        reply = self._replies.get(key) if key is not None else None
+        if reply is None or reply.spec.index is None:
+            return 1
+        if reply.frames_var is None:
+            return None
+        count = variables.get(reply.frames_var)
+        if count is None:
+            return None
+        return max(1, -(-count // reply.per_frame))
+
+    def _run(
+        self,
+        frames: Iterable[Frame | bytes | bytearray],
+        out: dict[str, Any],
+        device_fields: dict[str, Any],
+        variables: dict[str, int],
+        variant: str | None,
+    ) -> bool:
         checked: list[Frame] = []
         for item in frames:
             frame = item if isinstance(item, Frame) else self.checker.check(bytes(item))
@@ -212,12 +331,12 @@ class CompiledProtocol:
             checked.append(frame)
         if len(checked) > 1:
             order = self._order
-            checked.sort(key=lambda frame: order.get(frame.key, len(order)) if frame.key is not None else 0)
-        out: dict[str, Any] = {}
-        device_fields: dict[str, Any] = {}
-        variables: dict[str, int] = {}
+            ranks = [order.get(frame.key, len(order)) if frame.key is not None else 0 for frame in checked]
+            if any(later < earlier for earlier, later in itertools.pairwise(ranks)):
+                checked = [frame for _, _, frame in sorted(zip(ranks, range(len(ranks)), checked, strict=True))]
         decoded_any = False
         offset, trailer = self._payload_offset, self._trailer
+        variants = self._variants
         for frame in checked:
             if self._keyed:
                 reply = self._replies.get(frame.key) if frame.key is not None else None
@@ -227,17 +346,61 @@ class CompiledProtocol:
                 continue
             raw = frame.raw
             payload = raw[offset : len(raw) - trailer] if trailer else raw[offset:]
-            if len(payload) < reply.min_payload:
+            layout = reply.default
+            if variants is not None:
+                layout = reply.layouts[variant or variants.choose(variables.get(self._select))]
+            if len(payload) < layout.min_payload:
                 raise DecodeError(
                     f"{self.name}: reply {reply.spec.name} has {len(payload)} payload bytes, "
-                    f"needs at least {reply.min_payload}"
+                    f"needs at least {layout.min_payload}"
                 )
-            for step in reply.steps:
-                step(payload, out, device_fields, variables)
             decoded_any = True
-        if not decoded_any:
-            raise DecodeError(f"{self.name}: none of the frames is a reply this protocol decodes")
-        return self._build_snapshot(out, device_fields, battery_id, timestamp, device)
+            if not layout.memo:
+                _apply_layout(layout, payload, out, device_fields, variables)
+                continue
+            # A reply that reads no variable and only sets scalars (device information, re-sent from
+            # the client's connection cache on every poll) decodes once per distinct frame.
+            cached = self._memo.get(frame.key)
+            if cached is None or cached[1] is not layout or cached[0] != raw:
+                fresh: tuple[dict[str, Any], dict[str, Any], dict[str, int]] = ({}, {}, {})
+                _apply_layout(layout, payload, *fresh)
+                cached = self._memo[frame.key] = (raw, layout, *fresh)
+            _, _, memo_out, memo_device, memo_variables = cached
+            for name, value in memo_out.items():
+                if name == "extras":
+                    out.setdefault("extras", {}).update(value)
+                else:
+                    out[name] = value
+            device_fields.update(memo_device)
+            variables.update(memo_variables)
+        return decoded_any
+
+    def _place_positioned(self, out: dict[str, Any], variables: Mapping[str, int]) -> None:
+        """Turn items placed by frame number into ordered lists; a missing frame is an error."""
+        for target, items in out.pop(_POSITIONED).items():
+            limit = self._limits.get(target)
+            size = variables.get(limit, max(items) + 1 if items else 0) if limit else (max(items) + 1 if items else 0)
+            missing = [position for position in range(size) if position not in items]
+            if missing:
+                raise DecodeError(f"{self.name}: {target} item {missing[0] + 1} is missing (its frame did not arrive)")
+            values = [items[position] for position in range(size)]
+            if target.startswith("extras."):
+                out.setdefault(_EXTRA_LISTS, {}).setdefault(target[7:], []).extend(values)
+            else:
+                out.setdefault(target, []).extend(values)
+
+    def _device_info(self, device_fields: dict[str, Any]) -> DeviceInfo:
+        """The device info for these decoded fields; identical fields (every poll) reuse one object."""
+        key = tuple(device_fields.items())
+        info = self._device_cache.get(key)
+        if info is None:
+            if self.definition.manufacturer:
+                device_fields.setdefault("manufacturer", self.definition.manufacturer)
+            info = DeviceInfo(**device_fields)
+            if len(self._device_cache) >= _DEVICE_CACHE_SIZE:
+                self._device_cache.clear()
+            self._device_cache[key] = info
+        return info
 
     def _build_snapshot(
         self,
@@ -255,9 +418,7 @@ class CompiledProtocol:
             out["balancing_cells"] = tuple(sorted(out["balancing_cells"]))
         if "alarms" in out:
             out["alarms"] = frozenset(out["alarms"])
-        if device_fields and self.definition.manufacturer:
-            device_fields.setdefault("manufacturer", self.definition.manufacturer)
-        info = DeviceInfo(**device_fields) if device_fields else None
+        info = self._device_info(device_fields) if device_fields else None
         if info is not None and device is not None:
             info = info.merged_over(device)
         return BatterySnapshot(
@@ -272,25 +433,43 @@ class CompiledProtocol:
     # -- compiling --------------------------------------------------------------------------------
 
     def _compile_reply(self, key: int, spec: ReplySpec) -> _CompiledReply:
-        steps: list[_Step] = []
-        encoders: list[_EncodeStep] = []
-        fixed_end = spec.min_payload
+        compiled: list[tuple[FieldSpec, _Step, _EncodeStep, int]] = []
+        per_frame, frames_var = 0, None
         for index, field in enumerate(spec.fields):
             where = f"{self.definition.source}: replies[{key:#04x}].fields[{index}] ({field.target})"
-            step, encoder, end = _compile_field(field, self.definition.endian, where)
-            steps.append(step)
-            encoders.append(encoder)
-            fixed_end = max(fixed_end, end)
-        return _CompiledReply(key, spec, fixed_end, tuple(steps), tuple(encoders))
+            step, encoder, end = _compile_field(field, self.definition.endian, where, spec.index)
+            if field.when is not None:
+                step, encoder = _conditional(field, step, encoder)
+            compiled.append((field, step, encoder, end))
+            if spec.index is not None and field.count is not None:
+                self._limits[field.target] = field.limit[4:] if field.limit else None
+                if not per_frame and isinstance(field.count, int):
+                    per_frame, frames_var = field.count, field.limit[4:] if field.limit else None
+        source = f"{self.definition.source}: replies[{key:#04x}]"
+        layouts: dict[str, _Layout] = {}
+        if self._variants is not None:
+            for name in self._variants.choices:
+                chosen = [item for item in compiled if item[0].variants is None or name in item[0].variants]
+                layouts[name] = _compile_layout(chosen, spec.min_payload, self.definition.endian, source)
+        common = [item for item in compiled if item[0].variants is None]
+        default = _compile_layout(common, spec.min_payload, self.definition.endian, source)
+        return _CompiledReply(key, spec, default, layouts, per_frame, frames_var)
 
-    # -- encoding (simulator, tests) ------------------------------------------------------------------
-
-    def encode_reply(self, key: int, state: Mapping[str, Any], *, status_ok: bool = True) -> bytes:
+    def encode_reply(
+        self,
+        key: int,
+        state: Mapping[str, Any],
+        *,
+        status_ok: bool = True,
+        variant: str | None = None,
+        frame_index: int = 0,
+    ) -> bytes:
         """Build a complete, valid reply frame of type `key` from snapshot-like `state`.
 
         `state` maps targets (``voltage``, ``cell_voltages``, ``device.model``, ``extras.x``,
         ``var.cell_count``, ``alarms`` as a set of `Alarm`, ``balancing_cells`` as cell numbers) to
-        values; missing values encode as zero / absent.
+        values; missing values encode as zero / absent. The layout is `variant`, else the one the
+        state's selector variable chooses. `frame_index` picks the slice of an indexed reply.
         """
         reply = self._replies[key]
         framing = self.definition.framing
@@ -300,10 +479,19 @@ class CompiledProtocol:
                 values = state.get(field.target) or ()
                 variables.setdefault(field.count[4:], len(values))
         for target, value in state.items():
-            if target.startswith("var."):
+            if target.startswith("var.") and value is not None:
                 variables[target[4:]] = int(value)
+        encoders = reply.default.encoders
+        if self._variants is not None:
+            encoders = reply.layouts[variant or self._variants.choose(variables.get(self._select))].encoders
+        variables[_FRAME] = frame_index
+        for target, start in self._list_starts.get(key, {}).items():
+            # This reply continues a list that earlier replies of the poll began (cells 9-16 after 1-8).
+            variables["@" + target] = start
         payload = bytearray(_payload_size(reply, state, variables))
-        for encoder in reply.encoders:
+        if reply.spec.index is not None:
+            payload[reply.spec.index.at] = (reply.spec.index.base + frame_index) & 0xFF
+        for encoder in encoders:
             encoder(payload, state, variables)
         if framing.fixed_length is not None:
             total = framing.fixed_length
@@ -329,6 +517,18 @@ class CompiledProtocol:
         frame[: len(framing.start)] = framing.start
         _fill_checksum(frame, framing.checksum)
         return bytes(frame)
+
+    def encode_replies(self, key: int, state: Mapping[str, Any], *, variant: str | None = None) -> list[bytes]:
+        """Every frame that answers one request for reply `key` (several for an indexed reply)."""
+        reply = self._replies[key]
+        if reply.spec.index is None or not reply.per_frame:
+            return [self.encode_reply(key, state, variant=variant)]
+        variables = {target[4:]: int(value) for target, value in state.items() if target.startswith("var.")}
+        expected = self.frames_expected(key, variables)
+        if expected is None:
+            first = next(field for field in reply.spec.fields if field.count is not None)
+            expected = max(1, -(-len(_lookup(state, first.target) or ()) // reply.per_frame))
+        return [self.encode_reply(key, state, variant=variant, frame_index=index) for index in range(expected)]
 
     def build_command(self, name: str, *, charge: bool | None, discharge: bool | None) -> bytes:
         """A complete write frame for command `name` with parameters from the desired MOSFET states."""
@@ -364,6 +564,148 @@ class CompiledProtocol:
         if not 0 <= start <= end <= len(frame) or at + algorithm.size > len(frame):
             return False
         return int.from_bytes(frame[at : at + algorithm.size], spec.endian) == algorithm.compute(frame[start:end])
+
+
+@functools.lru_cache(maxsize=256)
+def _numbered_keys(name: str, count: int) -> tuple[str, ...]:
+    """``NAME_1`` .. ``NAME_count``: the extras keys of a list decoded into extras."""
+    return tuple(f"{name}_{number}" for number in range(1, count + 1))
+
+
+def _list_starts(definition: ProtocolDefinition, order: list[int]) -> dict[int, dict[str, int]]:
+    """Per reply, where its part of each list begins when earlier replies (in poll order) fill it first."""
+    starts: dict[int, dict[str, int]] = {}
+    filled: dict[str, int] = {}
+    for key in dict.fromkeys(order):
+        reply = definition.replies.get(key)
+        if reply is None or reply.index is not None:
+            continue
+        counts: dict[str, int] = {}
+        for field in reply.fields:
+            if isinstance(field.count, int):
+                counts[field.target] = counts.get(field.target, 0) + field.count
+        for target in counts:
+            if filled.get(target):
+                starts.setdefault(key, {})[target] = filled[target]
+        for target, count in counts.items():
+            filled[target] = filled.get(target, 0) + count
+    return starts
+
+
+_DEVICE_CACHE_SIZE: Final = 64
+
+
+def _first(item: tuple[int, Any, bytes]) -> int:
+    return item[0]
+
+
+def _apply_layout(
+    layout: _Layout, payload: bytes, out: dict[str, Any], device_fields: dict[str, Any], variables: dict[str, int]
+) -> None:
+    """Run one reply's compiled field table over its payload."""
+    if layout.record is not None:
+        values = layout.record(payload, 0)
+        for index, name, scale, add in layout.plain:
+            out[name] = values[index] * scale + add
+        for index, sink in layout.sinks:
+            sink(values[index], out, device_fields, variables)
+        for index, name, cast in layout.plain_cast:
+            out[name] = cast(values[index])
+        if layout.plain_extras:
+            extras = out.get("extras")
+            if extras is None:
+                extras = out["extras"] = {}
+            for index, name, scale, add in layout.plain_extras:
+                extras[name] = values[index] * scale + add
+    for step in layout.steps:
+        step(payload, out, device_fields, variables)
+
+
+def _memoizable(fields: list[FieldSpec]) -> bool:
+    """Whether a field table's result depends on its bytes alone and only sets scalars."""
+    return bool(fields) and all(
+        not field.variables_used()
+        and field.count is None
+        and field.target not in {"alarms", "balancing_cells"}
+        and field.target not in LIST_TARGETS
+        for field in fields
+    )
+
+
+def _compile_layout(
+    compiled: list[tuple[FieldSpec, _Step, _EncodeStep, int]], min_payload: int, endian: str, where: str
+) -> _Layout:
+    """Gather the fixed-offset scalars of one layout into one `struct` record; the rest stay steps.
+
+    Scalars in the definition's byte order that do not overlap each other are read by one
+    ``unpack_from``; fields at the same offset with the same type share one record slot.
+    """
+    order = ">" if endian == "big" else "<"
+    slots: list[tuple[int, Any, bytes]] = []  # (offset, field type, struct code)
+    members: list[tuple[FieldSpec, int]] = []  # (field, slot index) once the record is final
+    steps: list[_Step] = []
+    candidates: list[tuple[FieldSpec, _Step]] = []
+    for field, step, _encoder, _end in compiled:
+        recordable = (
+            field.count is None
+            and field.type not in {"str", "u24"}
+            and field.when is None
+            and (field.endian or endian) == endian
+        )
+        if recordable:
+            candidates.append((field, step))
+        else:
+            steps.append(step)
+    taken: dict[tuple[int, str], int] = {}
+    busy_until = -1
+    for field, step in sorted(candidates, key=lambda item: item[0].at):
+        slot_key = (field.at, field.type)
+        if slot_key in taken:
+            members.append((field, taken[slot_key]))
+            continue
+        if field.at < busy_until:
+            steps.append(step)  # overlaps a different-typed slot: read it on its own
+            continue
+        taken[slot_key] = len(slots)
+        slots.append((field.at, field.type, _STRUCT_CODES[field.type].encode()))
+        members.append((field, taken[slot_key]))
+        busy_until = field.at + INTEGER_SIZES[field.type]
+    record = None
+    plain: list[tuple[int, str, float, float]] = []
+    plain_extras: list[tuple[int, str, Any, Any]] = []
+    plain_cast: list[tuple[int, str, type]] = []
+    sinks: list[tuple[int, _Sink]] = []
+    if slots:
+        layout = order
+        position = 0
+        for offset, _type, code in sorted(slots, key=_first):
+            if offset > position:
+                layout += f"{offset - position}x"
+            layout += code.decode()
+            position = offset + struct.calcsize(order + code.decode())
+        record = struct.Struct(layout).unpack_from
+        # Slots were numbered in offset order already (candidates are sorted by offset).
+        for field, slot in members:
+            if _is_plain(field):
+                plain.append((slot, field.target, float(field.scale), float(field.add)))
+            elif _plain_cast(field) is not None:
+                plain_cast.append((slot, field.target, _plain_cast(field) or int))
+            elif _is_plain_extra(field):
+                plain_extras.append((slot, field.target[7:], _integral(field.scale), _integral(field.add)))
+            else:
+                sinks.append((slot, _sink(field, f"{where} ({field.target})")))
+    ends = [end for *_rest, end in compiled]
+    return _Layout(
+        min_payload=max([min_payload, *ends]),
+        record=record,
+        plain=tuple(plain),
+        sinks=tuple(sinks),
+        plain_extras=tuple(plain_extras),
+        plain_cast=tuple(plain_cast),
+        steps=tuple(steps),
+        encoders=tuple(item[2] for item in compiled),
+        memo=_memoizable([item[0] for item in compiled]),
+    )
 
 
 def _mosfet_param(bits: Any, *, charge: bool | None, discharge: bool | None) -> int:
@@ -402,7 +744,7 @@ def _payload_size(reply: _CompiledReply, state: Mapping[str, Any], variables: Ma
         if field.type == "str" and field.size == "rest":
             text = state.get(field.target)
             size = max(size, field.at + len(str(text).encode("utf-8")) if text is not None else field.at)
-        elif field.count is not None:
+        elif field.count is not None and not field.target.startswith("extras."):
             count = _encode_count(field, state, variables)
             stride = field.stride or field.item_size
             size = max(size, field.at + stride * count)
@@ -418,7 +760,30 @@ def _encode_count(field: FieldSpec, state: Mapping[str, Any], variables: Mapping
     return int(variables.get(str(field.count)[4:], len(values)))
 
 
-def _compile_field(field: FieldSpec, default_endian: str, where: str) -> tuple[_Step, _EncodeStep, int]:
+def _conditional(field: FieldSpec, step: _Step, encoder: _EncodeStep) -> tuple[_Step, _EncodeStep]:
+    """Wrap a field's steps so that they run only while its `when` condition holds."""
+    condition = field.when
+    assert condition is not None  # only called for conditional fields
+    name = condition.var[4:]
+    holds = condition.holds
+    low = condition.min if condition.min is not None else -math.inf
+    high = condition.max if condition.max is not None else math.inf
+
+    def decode_when(payload: bytes, out: dict[str, Any], device: dict[str, Any], variables: dict[str, int]) -> None:
+        value = variables.get(name)
+        if value is not None and low <= value <= high:
+            step(payload, out, device, variables)
+
+    def encode_when(buffer: bytearray, state: Mapping[str, Any], variables: dict[str, int]) -> None:
+        if holds(variables.get(name)):
+            encoder(buffer, state, variables)
+
+    return decode_when, encode_when
+
+
+def _compile_field(
+    field: FieldSpec, default_endian: str, where: str, index: FrameIndexSpec | None = None
+) -> tuple[_Step, _EncodeStep, int]:
     """Compile one field into (decode step, encode step, bytes of payload it needs)."""
     endian = ">" if (field.endian or default_endian) == "big" else "<"
     target = field.target
@@ -428,35 +793,12 @@ def _compile_field(field: FieldSpec, default_endian: str, where: str) -> tuple[_
     read, size = _raw_reader(field, endian)
     write = _raw_writer(field, endian)
     if field.count is not None:
-        return _compile_list(field, target, at, size, endian, where)
+        return _compile_list(field, target, at, size, endian, where, index)
     scale, add = field.scale, field.add
     absent = frozenset(field.absent)
     end = at + size
 
-    def convert(raw: Any) -> Any:
-        if raw in absent:
-            return None
-        if field.bit is not None:
-            flag = bool((raw >> field.bit) & 1)
-            return flag != field.invert
-        if field.popcount:
-            return int(raw).bit_count()
-        if field.map is not None:
-            return field.map.get(raw, raw)
-        if field.version is not None:
-            return _version_text(field.version, raw)
-        if field.date is not None:
-            return _packed_date(field, raw, where)
-        value = raw * scale + add if (scale != 1.0 or add != 0.0) else raw
-        if target in BOOL_TARGETS:
-            return bool(value) != field.invert
-        if target in INT_TARGETS or target.startswith("var."):
-            return int(value)
-        if target in FLOAT_TARGETS:
-            value = float(value)
-            if not math.isfinite(value):
-                raise DecodeError(f"{where}: value is not a finite number")
-        return value
+    convert = _converter(field, target, where)
 
     if target == "alarms":
         flags = tuple(sorted((field.flags or {}).items()))
@@ -500,36 +842,38 @@ def _compile_field(field: FieldSpec, default_endian: str, where: str) -> tuple[_
 
         return decode_cells, encode_cells, end
 
-    simple = (
-        not absent
-        and field.bit is None
-        and not field.popcount
-        and field.map is None
-        and field.version is None
-        and field.date is None
-        and target in FLOAT_TARGETS
-    )
-    if simple:
-        unpack = struct.Struct(endian + _STRUCT_CODES[field.type]).unpack_from if field.type != "u24" else None
-        if unpack is not None and (scale != 1.0 or add != 0.0):
+    store = _storer(target)
+    unpack = struct.Struct(endian + _STRUCT_CODES[field.type]).unpack_from if field.type != "u24" else None
+    if convert is None and unpack is not None and not absent:
+        # The common case (a plain number): one unpack and one multiply-add, nothing else.
+        if scale != 1.0 or add != 0.0 or target in FLOAT_TARGETS:
+            # Float targets always get a float, even from an unscaled integer (stable JSON types).
+            scale = float(scale)
 
-            def decode_scaled(payload: bytes, out: dict[str, Any], _dev: dict[str, Any], _vars: dict[str, int]) -> None:
-                out[target] = unpack(payload, at)[0] * scale + add
+            def decode_scaled(
+                payload: bytes, out: dict[str, Any], device: dict[str, Any], vars_: dict[str, int]
+            ) -> None:
+                store(unpack(payload, at)[0] * scale + add, out, device, vars_)
 
             step: _Step = decode_scaled
         else:
 
-            def decode_plain(payload: bytes, out: dict[str, Any], _dev: dict[str, Any], _vars: dict[str, int]) -> None:
-                out[target] = convert(read(payload, at))
+            def decode_plain(
+                payload: bytes, out: dict[str, Any], device: dict[str, Any], vars_: dict[str, int]
+            ) -> None:
+                store(unpack(payload, at)[0], out, device, vars_)
 
             step = decode_plain
     else:
+        transform = convert or _scaler(scale, add)
 
-        def decode_value(
-            payload: bytes, out: dict[str, Any], device: dict[str, Any], variables: dict[str, int]
-        ) -> None:
-            value = convert(read(payload, at))
-            _store(target, value, out, device, variables)
+        def decode_value(payload: bytes, out: dict[str, Any], device: dict[str, Any], vars_: dict[str, int]) -> None:
+            raw = read(payload, at)
+            if raw in absent:
+                return
+            value = transform(raw)
+            if value is not None:
+                store(value, out, device, vars_)
 
         step = decode_value
 
@@ -558,6 +902,173 @@ def _compile_field(field: FieldSpec, default_endian: str, where: str) -> tuple[_
             write(buffer, at, _clamp_raw(field, (float(value) - add) / scale))
 
     return step, encode_value, end
+
+
+_Sink = Callable[[Any, dict[str, Any], dict[str, Any], dict[str, int]], None]
+
+
+def _is_plain(field: FieldSpec) -> bool:
+    """A number that goes straight into a snapshot field after scale and add."""
+    return (
+        field.target in FLOAT_TARGETS
+        and not field.absent
+        and field.bit is None
+        and not field.popcount
+        and field.map is None
+        and field.version is None
+        and field.date is None
+        and field.type != "f32"
+    )
+
+
+def _is_plain_extra(field: FieldSpec) -> bool:
+    """An integer that goes into extras after scale and add, with no other transform."""
+    return (
+        field.target.startswith("extras.")
+        and not field.absent
+        and field.bit is None
+        and not field.popcount
+        and field.map is None
+        and field.version is None
+        and field.date is None
+        and field.type != "f32"
+    )
+
+
+def _plain_cast(field: FieldSpec) -> type | None:
+    """`bool` or `int` for an unscaled flag or counter that needs nothing but that cast, else None."""
+    if (
+        field.absent
+        or field.bit is not None
+        or field.invert
+        or field.popcount
+        or field.map is not None
+        or field.version is not None
+        or field.date is not None
+        or field.scale != 1.0
+        or field.add != 0.0
+        or field.type == "f32"
+    ):
+        return None
+    if field.target in BOOL_TARGETS:
+        return bool
+    if field.target in INT_TARGETS:
+        return int
+    return None
+
+
+def _integral(value: float) -> int | float:
+    """`value` as an int when it is whole, so that unscaled integer fields decode to ints."""
+    return int(value) if float(value).is_integer() else value
+
+
+def _sink(field: FieldSpec, where: str) -> _Sink:
+    """What to do with one raw scalar read by the record (everything but plain numbers)."""
+    target = field.target
+    if target == "alarms":
+        flags = tuple(sorted((field.flags or {}).items()))
+
+        def alarms_sink(raw: Any, out: dict[str, Any], _device: dict[str, Any], _vars: dict[str, int]) -> None:
+            if raw:
+                found = out.setdefault("alarms", set())
+                for bit, alarm in flags:
+                    if (raw >> bit) & 1:
+                        found.add(alarm)
+
+        return alarms_sink
+    if target == "balancing_cells":
+        first = field.cells or 1
+
+        def cells_sink(raw: Any, out: dict[str, Any], _device: dict[str, Any], _vars: dict[str, int]) -> None:
+            cells = out.setdefault("balancing_cells", set())
+            while raw:
+                low = raw & -raw
+                cells.add(first + low.bit_length() - 1)
+                raw ^= low
+
+        return cells_sink
+    absent = frozenset(field.absent)
+    transform = _converter(field, target, where) or _scaler(field.scale, field.add)
+    store = _storer(target)
+
+    def value_sink(raw: Any, out: dict[str, Any], device: dict[str, Any], variables: dict[str, int]) -> None:
+        if raw in absent:
+            return
+        value = transform(raw)
+        if value is not None:
+            store(value, out, device, variables)
+
+    return value_sink
+
+
+def _scaler(scale: float, add: float) -> Callable[[Any], Any]:
+    if scale == 1.0 and add == 0.0:
+        return lambda raw: raw
+    return lambda raw: raw * scale + add
+
+
+def _converter(field: FieldSpec, target: str, where: str) -> Callable[[Any], Any] | None:
+    """The raw → value transform of a field, chosen once; None for a plain scaled number."""
+    scale, add, invert = field.scale, field.add, field.invert
+    if field.bit is not None:
+        bit = field.bit
+        return lambda raw: bool((raw >> bit) & 1) != invert
+    if field.popcount:
+        return lambda raw: int(raw).bit_count()
+    if field.map is not None:
+        mapping = field.map
+        return lambda raw: mapping.get(raw, raw)
+    if field.version is not None:
+        style = field.version
+        return lambda raw: _version_text(style, raw)
+    if field.date is not None:
+        return lambda raw: _packed_date(field, raw, where)
+    scaled = _scaler(scale, add)
+    if target in BOOL_TARGETS:
+        return lambda raw: bool(scaled(raw)) != invert
+    if target in INT_TARGETS or target.startswith("var."):
+        return lambda raw: int(scaled(raw))
+    if field.type == "f32":
+
+        def finite(raw: Any) -> float:
+            value = float(scaled(raw))
+            if not math.isfinite(value):
+                raise DecodeError(f"{where}: value is not a finite number")
+            return value
+
+        return finite
+    return None
+
+
+_Store = Callable[[Any, dict[str, Any], dict[str, Any], dict[str, int]], None]
+
+
+def _storer(target: str) -> _Store:
+    """Where a decoded value goes, chosen once per field."""
+    prefix, _, name = target.partition(".")
+    if prefix == "var":
+
+        def to_var(value: Any, _out: dict[str, Any], _device: dict[str, Any], variables: dict[str, int]) -> None:
+            variables[name] = int(value)
+
+        return to_var
+    if prefix == "device":
+
+        def to_device(value: Any, _out: dict[str, Any], device: dict[str, Any], _vars: dict[str, int]) -> None:
+            device[name] = value
+
+        return to_device
+    if prefix == "extras":
+
+        def to_extras(value: Any, out: dict[str, Any], _device: dict[str, Any], _vars: dict[str, int]) -> None:
+            out.setdefault("extras", {})[name] = value
+
+        return to_extras
+
+    def to_snapshot(value: Any, out: dict[str, Any], _device: dict[str, Any], _vars: dict[str, int]) -> None:
+        out[target] = value
+
+    return to_snapshot
 
 
 def _lookup(state: Mapping[str, Any], target: str) -> Any:
@@ -610,25 +1121,52 @@ def _compile_string(field: FieldSpec, target: str, at: int) -> tuple[_Step, _Enc
     fixed = isinstance(size, int)
     end = at + size if isinstance(size, int) else at
     date_format = field.date_format
+    to_var = target.startswith("var.")
+
+    name = target[4:]
+    store = _storer(target)
+    # Identity strings repeat on every poll (the device-info frame is re-decoded each time): parse each
+    # distinct byte string once. Bounded, and a race between threads only recomputes a value.
+    cache: dict[bytes, Any] = {}
+
+    def parse(raw: bytes) -> Any:
+        text = raw.split(b"\x00", 1)[0].decode("ascii", errors="replace").strip()
+        if not text.isprintable():
+            text = "".join(char for char in text if char.isprintable())
+        if not text:
+            return None
+        if to_var:
+            number = _LEADING_NUMBER.match(text)
+            return int(number.group()) if number is not None else None
+        if date_format is not None:
+            try:
+                return dt.datetime.strptime(text, date_format).date()
+            except ValueError:
+                return None
+        return text
 
     def decode_string(payload: bytes, out: dict[str, Any], device: dict[str, Any], variables: dict[str, int]) -> None:
         raw = payload[at : at + size] if isinstance(size, int) else payload[at:]
-        text = raw.split(b"\x00", 1)[0].decode("ascii", errors="replace").strip()
-        text = "".join(char for char in text if char.isprintable())
-        if not text:
-            return
-        value: Any = text
-        if date_format is not None:
-            try:
-                value = dt.datetime.strptime(text, date_format).date()
-            except ValueError:
-                return
-        _store(target, value, out, device, variables)
-
-    def encode_string(buffer: bytearray, state: Mapping[str, Any], _vars: dict[str, int]) -> None:
-        value = _lookup(state, target)
+        try:
+            value = cache[raw]
+        except KeyError:
+            value = parse(raw)
+            if len(cache) >= _STRING_CACHE_SIZE:
+                cache.clear()
+            cache[raw] = value
         if value is None:
             return
+        if to_var:
+            variables[name] = value
+        else:
+            store(value, out, device, variables)
+
+    def encode_string(buffer: bytearray, state: Mapping[str, Any], variables: dict[str, int]) -> None:
+        value = variables.get(target[4:]) if to_var else _lookup(state, target)
+        if value is None:
+            return
+        if to_var and any(buffer[at : at + len(str(value))]):
+            return  # the text another field wrote there already starts with this number
         if date_format is not None and isinstance(value, dt.date):
             value = value.strftime(date_format)
         data = str(value).encode("ascii", errors="replace")
@@ -640,7 +1178,13 @@ def _compile_string(field: FieldSpec, target: str, at: int) -> tuple[_Step, _Enc
 
 
 def _compile_list(
-    field: FieldSpec, target: str, at: int, size: int, endian: str, where: str
+    field: FieldSpec,
+    target: str,
+    at: int,
+    size: int,
+    endian: str,
+    where: str,
+    index: FrameIndexSpec | None = None,
 ) -> tuple[_Step, _EncodeStep, int]:
     scale, add = field.scale, field.add
     absent = frozenset(field.absent)
@@ -662,47 +1206,115 @@ def _compile_list(
     fixed_count = count if isinstance(count, int) else None
     end = at + size * fixed_count if fixed_count is not None else at
     identity = scale == 1.0 and add == 0.0
+    extras_name = target[7:] if target.startswith("extras.") else None
+    as_float = extras_name is None
+    index_at = index.at if index is not None else -1
+    index_base = index.base if index is not None else 0
+    end = max(end, index_at + 1)
 
-    def decode_list(payload: bytes, out: dict[str, Any], _dev: dict[str, Any], variables: dict[str, int]) -> None:
-        if fixed_count is not None:
-            n = fixed_count
-        elif count_var is not None:
-            if count_var not in variables:
-                raise DecodeError(f"{where}: var.{count_var} is not known (its reply was not received)")
-            n = variables[count_var]
-        else:
-            n = max(0, (len(payload) - at) // size)
-        if limit_var is not None and limit_var in variables:
-            n = min(n, variables[limit_var])
-        if n <= 0:
-            out.setdefault(target, [])
-            return
+    def read_values(payload: bytes, n: int) -> list[Any]:
         if at + n * size > len(payload):
             raise DecodeError(f"{where}: {n} values need {at + n * size} payload bytes, frame has {len(payload)}")
         raw = unpacker(n)(payload, at)
-        items = out.setdefault(target, [])
         if absent:
             raw = tuple(value for value in raw if value not in absent)
         if identity:
-            items.extend(raw)
-        else:
-            items.extend([value * scale + add for value in raw])
+            # Snapshot lists hold floats even when the raw unit needs no scaling (stable JSON types).
+            return [float(value) for value in raw] if as_float else list(raw)
+        return [value * scale + add for value in raw]
+
+    if index is None and fixed_count is not None and extras_name is None:
+        # The common table (cell voltages, sensors): one precompiled unpack; the layout's min_payload
+        # already guarantees the bytes are there.
+        unpack_fixed = struct.Struct(f"{endian}{fixed_count}{code}").unpack_from
+
+        def decode_single(payload: bytes, out: dict[str, Any], _dev: dict[str, Any], variables: dict[str, int]) -> None:
+            # One sensor at its own offset (JK's temperatures 3-5): no tuple work.
+            (value,) = unpack_fixed(payload, at)
+            if value in absent or (limit_var is not None and variables.get(limit_var, 1) < 1):
+                return
+            items = out.get(target)
+            if items is None:
+                items = out[target] = []
+            items.append(float(value) if identity else value * scale + add)
+
+        def decode_fixed(payload: bytes, out: dict[str, Any], _dev: dict[str, Any], variables: dict[str, int]) -> None:
+            raw = unpack_fixed(payload, at)
+            if limit_var is not None:
+                limit = variables.get(limit_var)
+                if limit is not None and limit < fixed_count:
+                    raw = raw[: max(limit, 0)]
+            if absent:
+                raw = tuple([value for value in raw if value not in absent])
+                if not raw:
+                    return
+            items = out.get(target)
+            if items is None:
+                items = out[target] = []
+            if identity:
+                items.extend(map(float, raw))
+            else:
+                items.extend([value * scale + add for value in raw])
+
+        step: _Step = decode_single if fixed_count == 1 else decode_fixed
+    elif index is not None:
+        assert fixed_count is not None  # ReplySpec validation
+
+        def decode_positioned(payload: bytes, out: dict[str, Any], _dev: dict[str, Any], _vars: dict[str, int]) -> None:
+            number = payload[index_at] - index_base
+            if number < 0:
+                raise DecodeError(f"{where}: frame number {payload[index_at]} is below {index_base}")
+            first = number * fixed_count
+            placed = out.setdefault(_POSITIONED, {}).setdefault(target, {})
+            for offset, value in enumerate(read_values(payload, fixed_count)):
+                placed[first + offset] = value
+
+        step = decode_positioned
+    else:
+
+        def decode_list(payload: bytes, out: dict[str, Any], _dev: dict[str, Any], variables: dict[str, int]) -> None:
+            if fixed_count is not None:
+                n = fixed_count
+            elif count_var is not None:
+                if count_var not in variables:
+                    raise DecodeError(f"{where}: var.{count_var} is not known (its reply was not received)")
+                n = variables[count_var]
+            else:
+                n = max(0, (len(payload) - at) // size)
+            if limit_var is not None and limit_var in variables:
+                n = min(n, variables[limit_var])
+            if extras_name is not None:
+                items = out.setdefault(_EXTRA_LISTS, {}).setdefault(extras_name, [])
+            else:
+                items = out.setdefault(target, [])
+            if n > 0:
+                items.extend(read_values(payload, n))
+
+        step = decode_list
 
     writer = struct.Struct(endian + code).pack_into
+    cursor = "@" + target
 
     def encode_list(buffer: bytearray, state: Mapping[str, Any], variables: dict[str, int]) -> None:
-        values = list(state.get(target) or ())
-        n = fixed_count if fixed_count is not None else len(values)
-        for index in range(n):
-            if index < len(values):
-                raw = _clamp_raw(field, (float(values[index]) - add) / scale)
+        values = list(_lookup(state, target) or ())
+        # Indexed replies: the frame's slice. Otherwise several fields may fill one list (temperatures in two
+        # places, cells 9-16 after 1-8): continue where the last one stopped.
+        start = variables.get(_FRAME, 0) * (fixed_count or 0) if index is not None else variables.get(cursor, 0)
+        n = fixed_count if fixed_count is not None else max(0, len(values) - start)
+        used = min(n, variables[limit_var]) if limit_var is not None and limit_var in variables else n
+        for offset in range(n):
+            position = start + offset
+            if offset < used and position < len(values):
+                raw = _clamp_raw(field, (float(values[position]) - add) / scale)
             elif absent:
                 raw = min(absent)
             else:
                 raw = 0
-            writer(buffer, at + index * size, raw)
+            writer(buffer, at + offset * size, raw)
+        if index is None:
+            variables[cursor] = start + used
 
-    return decode_list, encode_list, end
+    return step, encode_list, end
 
 
 def compile_definition(definition: ProtocolDefinition) -> CompiledProtocol:

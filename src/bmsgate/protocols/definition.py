@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -25,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from bmsgate.datafiles import describe_validation_error, parse_yaml, read_text
 from bmsgate.errors import DefinitionError
 from bmsgate.model import Alarm
 from bmsgate.protocols.checksums import CHECKSUMS
@@ -38,7 +38,9 @@ __all__ = [
     "AdvertisementMatcher",
     "ChecksumSpec",
     "CommandSpec",
+    "FieldCondition",
     "FieldSpec",
+    "FrameIndexSpec",
     "FramingSpec",
     "GattProfile",
     "GattSpec",
@@ -46,6 +48,9 @@ __all__ = [
     "ReplySpec",
     "RequestSpec",
     "SerialSpec",
+    "SimulatorSpec",
+    "VariantChoice",
+    "VariantSpec",
     "definition_from_mapping",
     "load_definition",
     "normalize_uuid",
@@ -279,6 +284,9 @@ class FramingSpec(_Strict):
     """Where field offsets count from, in frame bytes."""
     ignore_chunks: list[HexBytes] = []
     """Received chunks dropped as a whole (e.g. ``AT\\r\\n`` that some BLE modules interleave)."""
+    excess: Literal["error", "ignore"] = "error"
+    """``ignore``: bytes after a frame's announced end are noise, also when a whole frame is checked
+    (JK firmware that sends 320 bytes for a 300-byte frame, or glues an ack onto its end)."""
 
     @field_validator("start")
     @classmethod
@@ -393,6 +401,27 @@ class PackedDate(_Strict):
     year_add: int = 2000
 
 
+class FieldCondition(_Strict):
+    """Decode a field only while a variable lies in ``[min, max]`` (unknown variable: skip the field)."""
+
+    var: str
+    min: int | None = None
+    max: int | None = None
+
+    @field_validator("var")
+    @classmethod
+    def _var_form(cls, value: str) -> str:
+        if not _is_var(value):
+            raise ValueError("expected 'var.NAME'")
+        return value
+
+    def holds(self, value: int | None) -> bool:
+        """Whether `value` (None = unknown) satisfies the condition."""
+        if value is None:
+            return False
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+
 class FieldSpec(_Strict):
     """One value in a reply payload and where it goes in the snapshot."""
 
@@ -422,6 +451,10 @@ class FieldSpec(_Strict):
     version: Literal["nibbles", "byte_tenths", "major_minor"] | None = None
     size: int | Literal["rest"] | None = None
     """String length in bytes."""
+    variants: list[str] | None = None
+    """Only in these layouts (see `ProtocolDefinition.variants`); None = in every layout."""
+    when: FieldCondition | None = None
+    """Only while a decoded variable lies in a range (e.g. a firmware version)."""
 
     @field_validator("count")
     @classmethod
@@ -459,20 +492,23 @@ class FieldSpec(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         target, kind = self.target, self.type
-        is_list = target in LIST_TARGETS
+        # A list into extras.NAME becomes numbered keys NAME_1, NAME_2, ...
+        is_list = target in LIST_TARGETS or (target.startswith("extras.") and self.count is not None)
         if kind == "str":
             if self.size is None:
                 raise ValueError("a 'str' field needs a size")
             if any(v is not None for v in (self.bit, self.flags, self.cells, self.date)):
                 raise ValueError("bit/flags/cells/date do not apply to strings")
-            if not (target in DEVICE_TARGETS or target.startswith("extras.")):
-                raise ValueError("strings can only go to device.* or extras.*")
+            if not (target in DEVICE_TARGETS or target.startswith(("extras.", "var."))):
+                raise ValueError("strings can only go to device.*, extras.* or var.* (its leading number)")
         elif self.size is not None:
             raise ValueError("'size' is only for strings")
         if kind == "f32" and any(v is not None for v in (self.bit, self.flags, self.cells, self.date)):
             raise ValueError("bit/flags/cells/date need an integer type")
         if is_list != (self.count is not None):
-            raise ValueError("list targets (cell_voltages, temperatures) need 'count'; others must not have it")
+            raise ValueError(
+                "list targets (cell_voltages, temperatures, extras.NAME) need 'count'; others must not have it"
+            )
         if self.limit is not None and not is_list:
             raise ValueError("'limit' is only for lists")
         if (target == "alarms") != (self.flags is not None):
@@ -498,11 +534,25 @@ class FieldSpec(_Strict):
 
     def variables_used(self) -> list[str]:
         """Names of ``var.*`` this field reads."""
-        return [value[4:] for value in (self.count, self.limit) if isinstance(value, str) and _is_var(value)]
+        used = [value[4:] for value in (self.count, self.limit) if isinstance(value, str) and _is_var(value)]
+        if self.when is not None:
+            used.append(self.when.var[4:])
+        return used
 
 
 def _is_var(value: str) -> bool:
     return value.startswith("var.") and bool(_IDENTIFIER.match(value[4:]))
+
+
+class FrameIndexSpec(_Strict):
+    """Several frames of one reply type each carry a slice of its lists, numbered by a byte.
+
+    The frame whose number byte (payload offset `at`) reads ``n`` holds list items from position
+    ``(n - base) × count`` on (Daly A5 cell voltages: three per frame).
+    """
+
+    at: int = Field(ge=0)
+    base: int = Field(default=1, ge=0, le=255)
 
 
 class ReplySpec(_Strict):
@@ -511,6 +561,75 @@ class ReplySpec(_Strict):
     name: str
     min_payload: int = Field(default=0, ge=0)
     fields: list[FieldSpec] = []
+    index: FrameIndexSpec | None = None
+    """Set when one request is answered by several numbered frames of this type."""
+
+    @model_validator(mode="after")
+    def _indexed_lists(self) -> Self:
+        if self.index is not None:
+            for index, field in enumerate(self.fields):
+                if field.count is not None and not isinstance(field.count, int):
+                    raise ValueError(f"fields[{index}]: lists in an indexed reply need a fixed numeric count")
+        return self
+
+
+# -- layouts and simulation --------------------------------------------------------------------------
+
+
+class VariantChoice(_Strict):
+    """The selector range of one layout (inclusive; an open end is unbounded)."""
+
+    min: int | None = None
+    max: int | None = None
+
+
+class VariantSpec(_Strict):
+    """Layouts chosen by a decoded value (e.g. JK's cell-info layout by the firmware version).
+
+    Fields carrying ``variants: [name, ...]`` exist only in those layouts. The first choice whose
+    range holds the selector variable wins; `default` applies while the selector is unknown.
+    """
+
+    select: str
+    default: str
+    choices: dict[str, VariantChoice] = Field(min_length=1)
+
+    @field_validator("select")
+    @classmethod
+    def _select_form(cls, value: str) -> str:
+        if not _is_var(value):
+            raise ValueError("expected 'var.NAME'")
+        return value
+
+    @model_validator(mode="after")
+    def _default_known(self) -> Self:
+        if self.default not in self.choices:
+            raise ValueError(f"default {self.default!r} is not one of the choices {sorted(self.choices)}")
+        return self
+
+    def choose(self, value: int | None) -> str:
+        """The layout for a selector value (None = unknown)."""
+        if value is not None:
+            for name, choice in self.choices.items():
+                if (choice.min is None or value >= choice.min) and (choice.max is None or value <= choice.max):
+                    return name
+        return self.default
+
+
+SimulatorValue = str | int | float | bool | None
+
+
+class SimulatorSpec(_Strict):
+    """How the built-in simulator imitates this BMS beyond its field tables (pure data)."""
+
+    state: dict[str, SimulatorValue | list[SimulatorValue]] = {}
+    """Targets overriding the simulated pack's state (e.g. a firmware version that picks a layout)."""
+    noise: list[HexBytes] = []
+    """Chunks the BLE module sends before each reply (``AT\\r\\n``)."""
+    append: dict[int, HexBytes] = {}
+    """Bytes glued onto the end of replies of a type (an ack some firmware appends)."""
+    stream_interval: float = Field(default=1.0, gt=0)
+    """Seconds between frames of a streaming reply."""
 
 
 # -- the definition ----------------------------------------------------------------------------------
@@ -533,6 +652,8 @@ class ProtocolDefinition(_Strict):
     requests: list[RequestSpec] = Field(min_length=1)
     commands: dict[str, CommandSpec] = {}
     replies: dict[int, ReplySpec]
+    variants: VariantSpec | None = None
+    simulator: SimulatorSpec = SimulatorSpec()
 
     source: str = Field(default="<memory>", exclude=True)
     """Where the definition was loaded from (for error messages)."""
@@ -562,11 +683,23 @@ class ProtocolDefinition(_Strict):
             for field in reply.fields
             if field.target.startswith("var.")
         }
+        layouts = set(self.variants.choices) if self.variants else set()
         for key, reply in self.replies.items():
             for index, field in enumerate(reply.fields):
                 for name in field.variables_used():
                     if name not in defined:
                         raise ValueError(f"replies[{key:#04x}].fields[{index}] uses var.{name}, which no field sets")
+                unknown = set(field.variants or ()) - layouts
+                if unknown:
+                    raise ValueError(
+                        f"replies[{key:#04x}].fields[{index}] names layouts {sorted(unknown)} "
+                        "that 'variants.choices' does not define"
+                    )
+        if self.variants is not None and self.variants.select[4:] not in defined:
+            raise ValueError(f"variants.select uses {self.variants.select}, which no field sets")
+        for key in self.simulator.append:
+            if key not in self.replies:
+                raise ValueError(f"simulator.append names reply {key:#04x}, which 'replies' does not define")
         return self
 
     # -- conveniences ---------------------------------------------------------------------------
@@ -598,18 +731,6 @@ class ProtocolDefinition(_Strict):
         )
 
 
-def _format_location(location: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in location:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif part.startswith(("function-", "constrained-")) or part in {"int", "str", "float", "bool"}:
-            continue
-        else:
-            text += f".{part}" if text else str(part)
-    return text or "(top level)"
-
-
 def definition_from_mapping(data: Any, *, source: str = "<memory>") -> ProtocolDefinition:
     """Validate an already-parsed mapping.
 
@@ -621,13 +742,8 @@ def definition_from_mapping(data: Any, *, source: str = "<memory>") -> ProtocolD
     try:
         return ProtocolDefinition.model_validate({**data, "source": source})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = _format_location(tuple(first["loc"]))
-        reason = first["msg"].removeprefix("Value error, ")
-        more = len(exc.errors()) - 1
-        if more:
-            reason += f" (and {more} more problem{'s' if more > 1 else ''})"
-        raise DefinitionError(reason, source=source, field=field) from None
+        problem = describe_validation_error(exc)
+        raise DefinitionError(problem.reason + problem.more_text, source=source, field=problem.location) from None
 
 
 def load_definition(path: str | Path) -> ProtocolDefinition:
@@ -637,20 +753,11 @@ def load_definition(path: str | Path) -> ProtocolDefinition:
         DefinitionError: unreadable file, YAML syntax error, or invalid content.
     """
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DefinitionError(f"cannot read file: {exc.strerror or exc}", source=source) from None
+    text = read_text(path, error=lambda reason: DefinitionError(reason, source=source))
     return definition_from_text(text, source=source)
 
 
 def definition_from_text(text: str, *, source: str = "<memory>") -> ProtocolDefinition:
     """Parse and validate YAML text (``yaml.safe_load``: no tags that construct objects)."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise DefinitionError(f"{where}invalid YAML: {problem}", source=source) from None
+    data = parse_yaml(text, error=lambda reason: DefinitionError(reason, source=source))
     return definition_from_mapping(data, source=source)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Final, NamedTuple
+from typing import Final, Literal, NamedTuple
 
 from bmsgate.errors import FrameError
 from bmsgate.protocols.checksums import CHECKSUMS
@@ -35,11 +35,16 @@ class Frame(NamedTuple):
         return self.raw.hex(sep).upper() if sep else self.raw.hex().upper()
 
 
-def _span(spec: ChecksumSpec, length: int) -> tuple[int, int, int]:
-    start = spec.start if spec.start >= 0 else length + spec.start
-    end = spec.end if spec.end >= 0 else length + spec.end
-    at = spec.at if spec.at >= 0 else length + spec.at
-    return start, end, at
+def _checksum_slices(spec: ChecksumSpec | None, size: int, fixed_length: int | None) -> tuple[slice, slice]:
+    """Slices of (covered bytes, stored checksum); negative offsets count from the frame's end.
+
+    Python slicing with negative bounds does the counting, so checking a frame needs no arithmetic.
+    """
+    if spec is None:
+        return slice(0, 0), slice(0, 0)
+    stored_end = spec.at + size
+    stored = slice(spec.at, None if spec.at < 0 and stored_end == 0 else stored_end)
+    return slice(spec.start, spec.end), stored
 
 
 class FrameChecker:
@@ -60,9 +65,12 @@ class FrameChecker:
         algorithm = CHECKSUMS[framing.checksum.algorithm] if framing.checksum else None
         self._checksum_compute = algorithm.compute if algorithm else None
         self._checksum_size = algorithm.size if algorithm else 0
+        self._checksum_order: Literal["big", "little"] = framing.checksum.endian if framing.checksum else "big"
+        self._checksum_slices = _checksum_slices(framing.checksum, self._checksum_size, framing.fixed_length)
         self.min_length = max(framing.min_length, framing.header_size, len(framing.start) + self.trailer)
         self.max_length = framing.max_length
         self.header_size = framing.header_size
+        self._excess_ignored = framing.excess == "ignore"
 
     @property
     def trailer(self) -> int:
@@ -92,20 +100,20 @@ class FrameChecker:
         expected = self.total_length(raw)
         if expected < self.min_length or expected > self.max_length:
             raise FrameError(f"length field announces {expected} bytes, outside {self.min_length}..{self.max_length}")
+        if size > expected and self._excess_ignored:
+            raw = raw[:expected]
+            size = expected
         if size != expected:
             raise FrameError(f"frame has {size} bytes but its length field announces {expected}")
         if self._end is not None and not raw.endswith(self._end):
             raise FrameError(f"frame does not end with {self._end.hex().upper()}: {raw[-4:].hex().upper()}")
-        if self._checksum is not None and self._checksum_compute is not None:
-            start, end, at = _span(self._checksum, size)
-            byteorder = self._checksum.endian
-            received = int.from_bytes(raw[at : at + self._checksum_size], byteorder)
-            computed = self._checksum_compute(raw[start:end])
+        if self._checksum_compute is not None:
+            covered, stored = self._checksum_slices
+            received = int.from_bytes(raw[stored], self._checksum_order)
+            computed = self._checksum_compute(raw[covered])
             if received != computed:
-                raise FrameError(
-                    f"checksum mismatch: frame says {received:#0{2 + 2 * self._checksum_size}x}, "
-                    f"computed {computed:#0{2 + 2 * self._checksum_size}x}"
-                )
+                width = 2 + 2 * self._checksum_size
+                raise FrameError(f"checksum mismatch: frame says {received:#0{width}x}, computed {computed:#0{width}x}")
         key = None
         if self._key is not None:
             low, high = self._key

@@ -79,6 +79,7 @@ class SimulatorTransport(Transport):
         self._generation = 0
         self.connects = 0
         self.writes: list[bytes] = []
+        self._streaming = False
 
     @property
     def description(self) -> str:
@@ -102,6 +103,21 @@ class SimulatorTransport(Transport):
 
     async def _do_close(self) -> None:
         self._generation += 1
+        self._streaming = False
+        self.bms.streaming_key = None
+
+    def _stream_tick(self, generation: int) -> None:
+        if generation != self._generation or not self.is_open:
+            return
+        now = self._clock()
+        self.pack.advance(now - self._last_advance)
+        self._last_advance = now
+        if not self.faults.silent:
+            for reply in self.bms.stream():
+                chunks, _delay = self._shape(reply)
+                for chunk, cut_link in chunks:
+                    self._emit(chunk, cut_link, generation)
+        asyncio.get_running_loop().call_later(self.bms.stream_interval, self._stream_tick, generation)
 
     async def _do_write(self, data: bytes) -> None:
         self.writes.append(bytes(data))
@@ -112,6 +128,10 @@ class SimulatorTransport(Transport):
         if self.faults.silent:
             return
         loop = asyncio.get_running_loop()
+        if self.bms.streaming_key is not None and not self._streaming:
+            # A streaming BMS keeps sending on its own until the link closes.
+            self._streaming = True
+            loop.call_later(self.bms.stream_interval, self._stream_tick, self._generation)
         delay = 0.0
         for reply in replies:
             chunks, extra_delay = self._shape(reply)

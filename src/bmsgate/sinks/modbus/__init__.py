@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bmsgate.inverter import BankStatus, FlowDirection, InverterStatus
 from bmsgate.sinks.modbus.registermap import RegisterKind, RegisterMap, builtin_map_names, load_register_map
 from bmsgate.sinks.modbus.settings import ModbusSettings
-from bmsgate.sinks.modbus.status import BankStatus, FlowDirection, InverterStatus
 
 if TYPE_CHECKING:
     from bmsgate.sinks.modbus.sink import ModbusSink

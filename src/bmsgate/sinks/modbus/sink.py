@@ -13,26 +13,16 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from bmsgate.bank import PackInput, aggregate
 from bmsgate.hub import HubUpdate, SnapshotHub, Subscription
-from bmsgate.limits import LimitEngine
+from bmsgate.inverter import BankTracker, InverterStatus, initial_status, read_packs
 from bmsgate.sinks.modbus.heartbeat import HeartbeatMonitor
 from bmsgate.sinks.modbus.registermap import RegisterKind, RegisterMap, load_register_map
 from bmsgate.sinks.modbus.server import ModbusClientWriter, ModbusEndpoint, ModbusServer, RegisterStore
 from bmsgate.sinks.modbus.settings import ModbusSettings
-from bmsgate.sinks.modbus.status import BankStatus, InverterStatus, initial_status
 
 __all__ = ["ModbusSink", "read_packs"]
 
 _LOGGER = logging.getLogger(__name__)
-
-
-def read_packs(hub: SnapshotHub, battery_ids: Sequence[str]) -> list[PackInput]:
-    """The bank's packs as the hub sees them now (staleness always judged against the clock)."""
-    return [
-        PackInput(battery_id, hub.latest(battery_id), hub.is_stale(battery_id), hub.age(battery_id))
-        for battery_id in battery_ids
-    ]
 
 
 class ModbusSink:
@@ -56,9 +46,14 @@ class ModbusSink:
         self.settings = settings
         self.register_map = register_map or load_register_map(settings.register_map)
         self._clock = clock
-        self._engine = LimitEngine(settings.limits)
+        self._tracker = BankTracker(
+            settings.batteries,
+            settings.limits,
+            soc_extreme_band=settings.soc_extreme_band,
+            label=self.name,
+            clock=clock,
+        )
         self._status = initial_status(settings.batteries)
-        self._last_state: BankStatus | None = None
         self._heartbeat = 0
         self._listeners: list[Callable[[InverterStatus], None]] = []
         self.refreshed = asyncio.Event()
@@ -113,7 +108,7 @@ class ModbusSink:
             self.refresh(hub, fresh_data=fresh)
 
     def _battery_ids(self, hub: SnapshotHub) -> Sequence[str]:
-        return self.settings.batteries or hub.battery_ids()
+        return self._tracker.battery_ids(hub)
 
     def refresh(self, hub: SnapshotHub, *, fresh_data: bool = False) -> InverterStatus:
         """Recompute the bank, limits and registers now.
@@ -126,36 +121,19 @@ class ModbusSink:
         Returns:
             The new status.
         """
-        now = self._clock()
-        bank = aggregate(read_packs(hub, self._battery_ids(hub)), soc_extreme_band=self.settings.soc_extreme_band)
-        limits = self._engine.update(bank, now)
+        bank, limits, now = self._tracker.update(hub)
         if fresh_data and not bank.stale:
             self._heartbeat = (self._heartbeat + 1) & 0xFFFF
         present = self._monitor.check(now) if self._monitor else None
         self._status = InverterStatus(
             bank=bank, limits=limits, heartbeat=self._heartbeat, inverter_present=present, updated_at=now
         )
-        self._log_state()
+        self._tracker.log_state(self._status)
         self.store.update(self.register_map.encode(self._status))
         for listener in self._listeners:
             listener(self._status)
         self.refreshed.set()
         return self._status
-
-    def _log_state(self) -> None:
-        state = self._status.state
-        if state is self._last_state:
-            return
-        level = logging.INFO if state in {BankStatus.OK, BankStatus.STARTING} else logging.WARNING
-        _LOGGER.log(
-            level,
-            "inverter bank %s: %d of %d packs online, limits %s",
-            state.value,
-            self._status.bank.packs_online,
-            self._status.bank.pack_count,
-            self._status.reason.value,
-        )
-        self._last_state = state
 
     def _on_write(self, address: int, values: Sequence[int]) -> None:
         if self._monitor is None or self._heartbeat_address is None:
