@@ -13,6 +13,7 @@ import logging
 import random
 from typing import Final, Protocol, runtime_checkable
 
+from bmsgate.backoff import Backoff, exponential_delay
 from bmsgate.client import BatteryClient, LinkStatistics
 from bmsgate.errors import AuthenticationError, DeviceError
 from bmsgate.hub import SnapshotHub
@@ -24,6 +25,7 @@ __all__ = ["BatteryRuntime", "Sink", "Supervisor"]
 _LOGGER = logging.getLogger(__name__)
 _MAX_BACKOFF: Final = 300.0
 _SINK_BACKOFF_START: Final = 1.0
+_SINK_BACKOFF_MAX: Final = 60.0
 _CLOSE_TIMEOUT: Final = 1.0
 
 
@@ -153,9 +155,13 @@ class Supervisor:
             battery.available = False
         else:
             _LOGGER.debug("%s: still unavailable: %s", battery.battery_id, error)
-        exponent = min(battery.consecutive_failures - 1, 8)
-        delay: float = min(battery.poll_interval * 2.0**exponent, max(self._max_backoff, battery.poll_interval))
-        return delay * (1 + self._random.uniform(-self._jitter, self._jitter))
+        return exponential_delay(
+            battery.consecutive_failures - 1,
+            initial=battery.poll_interval,
+            maximum=max(self._max_backoff, battery.poll_interval),
+            jitter=self._jitter,
+            rng=self._random,
+        )
 
     def _succeeded(self, battery: BatteryRuntime) -> None:
         if battery.available is False:
@@ -178,19 +184,16 @@ class Supervisor:
     # -- sinks ------------------------------------------------------------------------------------
 
     async def _run_sink(self, sink: Sink) -> None:
-        backoff = self._sink_backoff
-        failing = False
+        backoff = Backoff(self._sink_backoff, _SINK_BACKOFF_MAX, jitter=self._jitter, rng=self._random)
         while True:
             try:
                 await sink.run(self.hub)
             except Exception as exc:  # noqa: BLE001 - one output's failure must never stop the others
-                if not failing:
+                if not backoff.failures:
                     _LOGGER.warning("output %s failed: %s; retrying", sink.name, exc)
-                    failing = True
                 else:
                     _LOGGER.debug("output %s failed again: %s", sink.name, exc)
-                await asyncio.sleep(backoff * (1 + self._random.uniform(0, self._jitter)))
-                backoff = min(backoff * 2, 60.0)
+                await asyncio.sleep(backoff.next_delay())
                 continue
             return
 

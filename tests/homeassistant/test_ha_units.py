@@ -11,7 +11,6 @@ from pydantic import ValidationError
 
 from bmsgate.sinks.homeassistant.energy import EnergyIntegrator, SinkState, split_trapezoid, write_json_atomic
 from bmsgate.sinks.homeassistant.settings import MqttSettings
-from bmsgate.sinks.homeassistant.sink import Backoff
 
 # -- settings -----------------------------------------------------------------------------------------
 
@@ -152,15 +151,3 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path: Path) -> None:
         write_json_atomic(path, {"a": object()})
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
-
-
-# -- backoff ------------------------------------------------------------------------------------------
-
-
-def test_backoff_doubles_caps_and_jitters() -> None:
-    backoff = Backoff(1.0, 8.0, rng=lambda: 1.0)
-    assert [backoff.next_delay() for _ in range(6)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
-    low = Backoff(1.0, 8.0, rng=lambda: 0.0)
-    assert [low.next_delay() for _ in range(3)] == [0.5, 1.0, 2.0]
-    backoff.reset()
-    assert backoff.next_delay() == 1.0

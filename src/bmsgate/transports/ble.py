@@ -45,6 +45,7 @@ from bleak.exc import (
     BleakGATTProtocolErrorCode,
 )
 
+from bmsgate.backoff import exponential_delay
 from bmsgate.discovery import (
     Advertisement,
     CharacteristicSelection,
@@ -345,9 +346,14 @@ class ReconnectPolicy:
 
     def delay(self, failures: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after `failures` + 1 consecutive failures."""
-        base = min(self.max_delay, self.initial_delay * self.factor ** max(0, failures))
-        spread = (rng or random).uniform(-self.jitter, self.jitter)
-        return max(0.0, base * (1.0 + spread))
+        return exponential_delay(
+            failures,
+            initial=self.initial_delay,
+            maximum=self.max_delay,
+            factor=self.factor,
+            jitter=self.jitter,
+            rng=rng,
+        )
 
 
 # -- scanning ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from bmsgate.backoff import Backoff
 from bmsgate.errors import SinkError
 from bmsgate.hub import SnapshotHub, Subscription
 from bmsgate.inverter import BankTracker, InverterStatus, initial_status
@@ -218,7 +219,7 @@ class CanSink:
                 self._urgent.set()
 
     async def _bus_loop(self, hub: SnapshotHub) -> None:
-        backoff = _INITIAL_BACKOFF
+        backoff = Backoff(_INITIAL_BACKOFF, max(_INITIAL_BACKOFF, self.settings.reopen_backoff_max))
         while True:
             self._healthy = False
             try:
@@ -235,9 +236,8 @@ class CanSink:
                 finally:
                     await bus.close()
             if self._healthy:
-                backoff = _INITIAL_BACKOFF
-            await asyncio.sleep(min(backoff, self.settings.reopen_backoff_max))
-            backoff = min(backoff * 2, self.settings.reopen_backoff_max)
+                backoff.reset()
+            await asyncio.sleep(backoff.next_delay())
 
     def _report_failure(self, exc: BaseException) -> None:
         self.bus_failures += 1

@@ -19,12 +19,12 @@ import contextlib
 import dataclasses
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final, Protocol
 
 from bmsgate import __version__
+from bmsgate.backoff import Backoff
 from bmsgate.errors import CommandRefused, DeviceError, SinkError
 from bmsgate.hub import HubUpdate, SnapshotHub, Subscription
 from bmsgate.model import Alarm, BatterySnapshot, DeviceInfo
@@ -56,7 +56,6 @@ if TYPE_CHECKING:
     from bmsgate.sinks.homeassistant.mqtt import MqttSession
 
 __all__ = [
-    "Backoff",
     "BatteryControl",
     "HomeAssistantSink",
     "InverterStatusProvider",
@@ -89,32 +88,6 @@ class BatteryControl(Protocol):
             DeviceError: the battery could not be reached.
         """
         ...
-
-
-class Backoff:
-    """Exponential reconnect delay, capped and jittered ("equal jitter": between half and all of it).
-
-    Args:
-        initial: first delay, s.
-        maximum: cap, s.
-        rng: uniform random source in [0, 1) (injectable for tests).
-    """
-
-    def __init__(self, initial: float, maximum: float, rng: Callable[[], float] = random.random) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self._rng = rng
-        self.failures = 0
-
-    def next_delay(self) -> float:
-        """The delay before the next attempt (and count one more failure)."""
-        cap = min(self.maximum, self.initial * 2.0 ** min(self.failures, 30))
-        self.failures += 1
-        return cap / 2 + self._rng() * cap / 2
-
-    def reset(self) -> None:
-        """Forget past failures (after a successful connection)."""
-        self.failures = 0
 
 
 @dataclasses.dataclass(slots=True)
@@ -311,7 +284,7 @@ class HomeAssistantSink:
     async def _connection_loop(self) -> None:
         from bmsgate.sinks.homeassistant import mqtt  # noqa: PLC0415 - aiomqtt is an optional extra
 
-        backoff = Backoff(self.settings.reconnect_initial, self.settings.reconnect_max)
+        backoff = Backoff(self.settings.reconnect_initial, self.settings.reconnect_max, jitter=0.25)
         failing_since: str | None = None
         while True:
             try:

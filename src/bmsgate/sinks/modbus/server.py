@@ -29,6 +29,7 @@ from pymodbus.pdu.bit_message import (
 )
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
+from bmsgate.backoff import Backoff
 from bmsgate.errors import SinkError
 from bmsgate.sinks.modbus.registermap import RegisterImage, RegisterKind, RegisterMap, contiguous_runs
 from bmsgate.sinks.modbus.settings import ModbusSettings
@@ -209,7 +210,7 @@ class ModbusServer:
 
     async def run(self) -> None:
         """Serve until cancelled, reopening the port with backoff when it cannot be opened."""
-        backoff = 1.0
+        backoff = Backoff(1.0, _MAX_BACKOFF, jitter=0.1)
         failing = False
         while True:
             try:
@@ -218,11 +219,11 @@ class ModbusServer:
                 if not failing:
                     _LOGGER.warning("Modbus server: %s; retrying", exc)
                     failing = True
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF)
+                await asyncio.sleep(backoff.next_delay())
                 continue
             _LOGGER.info("Modbus server listening on %s (slave id %s)", self.endpoint, self._settings.slave_id)
-            failing, backoff = False, 1.0
+            failing = False
+            backoff.reset()
             try:
                 await asyncio.Future()  # pymodbus relistens by itself after a dropped serial port
             finally:
@@ -311,7 +312,7 @@ class ModbusClientWriter:
         """Write at the configured interval until cancelled; reconnect with backoff."""
         settings = self._settings
         client = self._create()
-        backoff = 1.0
+        backoff = Backoff(1.0, _MAX_BACKOFF, jitter=0.1)
         failing = False
         try:
             while True:
@@ -323,12 +324,12 @@ class ModbusClientWriter:
                         _LOGGER.warning("Modbus client: %s; retrying", exc)
                         failing = True
                     client.close()
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, _MAX_BACKOFF)
+                    await asyncio.sleep(backoff.next_delay())
                     continue
                 if failing:
                     _LOGGER.info("Modbus client: writing to %s again", self.endpoint)
-                failing, backoff = False, 1.0
+                failing = False
+                backoff.reset()
                 self.writes += 1
                 self.written.set()
                 await asyncio.sleep(settings.client_interval)
