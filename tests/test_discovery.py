@@ -171,3 +171,16 @@ def test_tree_json_and_lookup() -> None:
 )
 def test_looks_like_address(text: str, expected: bool) -> None:
     assert looks_like_address(text) is expected
+
+
+def test_renogy_notify_and_write_in_different_services() -> None:
+    # Renogy modules write to ffd1 (service ffd0) and notify on fff1 (service fff0).
+    device = GattTree(
+        (
+            GattService(uuid("ffd0"), 8, (char("ffd1", 10, "write-without-response"),)),
+            GattService(uuid("fff0"), 20, (char("fff1", 22, "notify"),)),
+        )
+    )
+    selection = select_characteristics(device, get_protocol("renogy").gatt_profiles)
+    assert selection is not None
+    assert (selection.notify.handle, selection.write.handle) == (22, 10)

@@ -71,6 +71,11 @@ async def test_configured_outputs_publish_and_serve(tmp_path: Path) -> None:
     assert sorted(key for key in rack_state if key.startswith("cell_") and key[5:].isdigit()) == [
         f"cell_{number:02d}" for number in range(1, 9)
     ]
+    # The Modbus output's limits, bank state and limitation reason reach Home Assistant too.
+    inverter = json.loads(states["bmsgate-test/inverter/state"])
+    assert inverter["state"] in {"ok", "degraded"}
+    assert inverter["limits"]["charge_current"] >= 0
+    assert inverter["reason"]
     assert 0 < registers[0] <= 100
     # Two packs in the bank: voltage is their mean, between a 4S and an 8S pack.
     assert 13 * 100 < registers[1] < 27 * 100

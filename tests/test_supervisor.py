@@ -15,6 +15,7 @@ import pytest
 from bmsgate.client import BatteryClient, ClientOptions
 from bmsgate.hub import SnapshotHub
 from bmsgate.protocols import get_protocol
+from bmsgate.scheduler import ConnectionSlots
 from bmsgate.simulation import PackConfig
 from bmsgate.supervisor import BatteryRuntime, Supervisor
 from bmsgate.transports.simulator import FaultPlan, SimulatorTransport
@@ -156,3 +157,36 @@ def test_sigterm_shuts_down_within_two_seconds() -> None:
                 process.kill()
     assert process.returncode == 0
     assert elapsed < 2.0
+
+
+async def test_eight_batteries_share_three_connection_slots_fairly() -> None:
+    open_now = 0
+    peak = 0
+
+    class CountingTransport(SimulatorTransport):
+        async def _do_open(self) -> None:
+            nonlocal open_now, peak
+            await super()._do_open()
+            open_now += 1
+            peak = max(peak, open_now)
+
+        async def _do_close(self) -> None:
+            nonlocal open_now
+            open_now -= 1
+            await super()._do_close()
+
+    slots = ConnectionSlots(3)
+    options = ClientOptions(request_timeout=0.3, retries=0, connection="per_poll")
+    batteries = []
+    for index in range(8):
+        transport = CountingTransport(JBD, PackConfig(cells=4), battery_id=f"b{index}", connect_delay=0.02)
+        client = BatteryClient(JBD, transport, battery_id=f"b{index}", options=options)
+        batteries.append(BatteryRuntime(f"b{index}", f"b{index}", client, 0.05, stale_after=5.0, slots=slots))
+    supervisor = Supervisor(batteries, [])
+    await supervisor.run(duration=1.5)
+    polls = [battery.client.stats.polls for battery in batteries]
+    assert peak == 3
+    assert slots.peak_in_use == 3
+    assert all(battery.client.stats.failures == 0 for battery in batteries)
+    assert min(polls) >= 3
+    assert max(polls) - min(polls) <= 2  # first come, first served: nobody starves or hogs
