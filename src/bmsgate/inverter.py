@@ -19,7 +19,15 @@ from bmsgate.bank import DEFAULT_SOC_EXTREME_BAND, BankState, PackInput, aggrega
 from bmsgate.hub import SnapshotHub
 from bmsgate.limits import ChargeMode, LimitEngine, LimitReason, Limits, LimitSettings
 
-__all__ = ["BankStatus", "BankTracker", "FlowDirection", "InverterStatus", "initial_status", "read_packs"]
+__all__ = [
+    "InverterLiveness",
+    "BankStatus",
+    "BankTracker",
+    "FlowDirection",
+    "InverterStatus",
+    "initial_status",
+    "read_packs",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -215,3 +223,51 @@ class BankTracker:
             status.reason.value,
         )
         self._last_state = state
+
+
+class InverterLiveness:
+    """Whether the inverter is still there, from its signs of life (pure; time is passed in).
+
+    Every output has its own sign: a CAN keep-alive (0x305) or request (0x301) frame, a Modbus heartbeat
+    register the master rewrites. Presence changes are logged once each.
+
+    Args:
+        timeout: seconds without a sign of life after which the inverter counts as missing.
+        started: monotonic time the watch began (the inverter gets one full timeout to appear).
+        what: names the sign in log lines (``CAN keep-alive``, ``Modbus heartbeat``).
+    """
+
+    def __init__(self, timeout: float, started: float, *, what: str = "sign of life") -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self.timeout = timeout
+        self.what = what
+        self._seen_at = started
+        self._present: bool | None = None
+        self.signs_seen = 0
+
+    @property
+    def present(self) -> bool | None:
+        """True while signs arrive, False once they stopped, None before the first verdict."""
+        return self._present
+
+    def seen(self, now: float) -> None:
+        """Record a sign of life."""
+        self._seen_at = now
+        self.signs_seen += 1
+        self._set(present=True)
+
+    def check(self, now: float) -> bool | None:
+        """Re-evaluate at `now`; returns :attr:`present`."""
+        if now - self._seen_at > self.timeout:
+            self._set(present=False)
+        return self._present
+
+    def _set(self, *, present: bool) -> None:
+        if present == self._present:
+            return
+        if present:
+            _LOGGER.info("inverter %s: %s", "seen" if self._present is None else "back", self.what)
+        else:
+            _LOGGER.warning("inverter missing: no %s for more than %.1f s", self.what, self.timeout)
+        self._present = present

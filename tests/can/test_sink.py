@@ -88,7 +88,7 @@ async def test_stale_sequence_keep_safe_silence() -> None:
 
 
 async def test_keepalive_loss_is_reported(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="bmsgate.sinks.can")
+    caplog.set_level(logging.INFO, logger="bmsgate")
     channel = channel_name()
     hub = make_hub()
     hub.publish(make_snapshot())
@@ -101,8 +101,11 @@ async def test_keepalive_loss_is_reported(caplog: pytest.LogCaptureFixture) -> N
                 assert sink.status.to_dict()["inverter_present"] is True
             await wait_for(lambda: sink.status.inverter_present is False)
             await asyncio.sleep(0.2)
-        messages = [r.message for r in caplog.records if "inverter" in r.message and "CAN:" in r.message]
-        assert messages == ["CAN: inverter seen", "CAN: inverter missing: no keep-alive frame for more than 0.3 s"]
+        messages = [r.message for r in caplog.records if r.message.startswith("inverter ")]
+        assert messages == [
+            "inverter seen: CAN frame 0x305",
+            "inverter missing: no CAN frame 0x305 for more than 0.3 s",
+        ]
     finally:
         simulator.close()
 

@@ -11,11 +11,12 @@ from pydantic import ValidationError
 import bmsgate.sinks.can as package
 from bmsgate.bank import BankState
 from bmsgate.errors import SinkError
+from bmsgate.inverter import InverterLiveness
 from bmsgate.sinks.can.candump import CandumpWriter, candump_line
 from bmsgate.sinks.can.profiles import CanFrame, OutputPhase
 from bmsgate.sinks.can.settings import CanSettings
 from bmsgate.sinks.can.sink import CanSink
-from bmsgate.sinks.can.state import ForceChargeRequest, LivenessMonitor, PhaseTracker
+from bmsgate.sinks.can.state import ForceChargeRequest, PhaseTracker
 
 from .helpers import make_snapshot
 
@@ -39,7 +40,7 @@ def test_phase_sequence_keep_safe_silent(caplog: pytest.LogCaptureFixture) -> No
 
 def test_liveness_logs_once_per_change(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    monitor = LivenessMonitor(timeout=2.0, started=0.0)
+    monitor = InverterLiveness(timeout=2.0, started=0.0)
     assert monitor.check(1.0) is None
     assert monitor.check(2.5) is False
     monitor.seen(3.0)
@@ -47,10 +48,10 @@ def test_liveness_logs_once_per_change(caplog: pytest.LogCaptureFixture) -> None
     assert monitor.check(4.0) is True
     assert monitor.check(6.0) is False
     assert monitor.check(7.0) is False
-    assert [r.message for r in caplog.records].count("CAN: inverter back") == 1
+    assert [r.message for r in caplog.records].count("inverter back: sign of life") == 1
     assert sum("missing" in r.message for r in caplog.records) == 2
     with pytest.raises(ValueError, match="positive"):
-        LivenessMonitor(0.0, 0.0)
+        InverterLiveness(0.0, 0.0)
 
 
 def test_force_charge_hysteresis() -> None:

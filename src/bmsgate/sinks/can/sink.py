@@ -23,13 +23,13 @@ from typing import Final
 from bmsgate.backoff import Backoff
 from bmsgate.errors import SinkError
 from bmsgate.hub import SnapshotHub, Subscription
-from bmsgate.inverter import BankTracker, InverterStatus, initial_status
+from bmsgate.inverter import BankTracker, InverterLiveness, InverterStatus, initial_status
 from bmsgate.model import Alarm
 from bmsgate.sinks.can.bus import FrameBus, open_bus
 from bmsgate.sinks.can.candump import CandumpWriter
 from bmsgate.sinks.can.profiles import CanFrame, CanProfile, OutputPhase, Requests, build_frames, load_profile
 from bmsgate.sinks.can.settings import CanSettings
-from bmsgate.sinks.can.state import ForceChargeRequest, LivenessMonitor, PhaseTracker
+from bmsgate.sinks.can.state import ForceChargeRequest, PhaseTracker
 
 __all__ = ["CanSink"]
 
@@ -84,7 +84,9 @@ class CanSink:
         )
         self._phases = PhaseTracker(settings.silent_after)
         self._liveness = (
-            LivenessMonitor(settings.keepalive_timeout, clock()) if self.profile.liveness_id is not None else None
+            InverterLiveness(settings.keepalive_timeout, clock(), what=f"CAN frame {self.profile.liveness_id:#05x}")
+            if self.profile.liveness_id is not None
+            else None
         )
         self._force_charge = ForceChargeRequest(
             settings.force_charge_soc, settings.force_charge_ii_soc, settings.force_charge_hysteresis

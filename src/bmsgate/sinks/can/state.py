@@ -11,7 +11,7 @@ import logging
 from bmsgate.bank import BankState
 from bmsgate.sinks.can.profiles import OutputPhase, Requests
 
-__all__ = ["ForceChargeRequest", "LivenessMonitor", "PhaseTracker"]
+__all__ = ["ForceChargeRequest", "PhaseTracker"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -69,49 +69,6 @@ class PhaseTracker:
             )
         else:
             _LOGGER.info("CAN output: waiting for the first battery data")
-
-
-class LivenessMonitor:
-    """Tracks the inverter's keep-alive (0x305) or request (0x301) frames.
-
-    Args:
-        timeout: seconds without such a frame after which the inverter counts as missing.
-        started: monotonic time the watch began (the inverter gets one full timeout to appear).
-    """
-
-    def __init__(self, timeout: float, started: float) -> None:
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        self.timeout = timeout
-        self._seen_at = started
-        self._present: bool | None = None
-        self.frames_seen = 0
-
-    @property
-    def present(self) -> bool | None:
-        """True while frames arrive, False once they stopped, None before the first verdict."""
-        return self._present
-
-    def seen(self, now: float) -> None:
-        """Record a frame from the inverter."""
-        self._seen_at = now
-        self.frames_seen += 1
-        self._set(present=True)
-
-    def check(self, now: float) -> bool | None:
-        """Re-evaluate at `now`; returns :attr:`present`."""
-        if now - self._seen_at > self.timeout:
-            self._set(present=False)
-        return self._present
-
-    def _set(self, *, present: bool) -> None:
-        if present == self._present:
-            return
-        if present:
-            _LOGGER.info("CAN: inverter %s", "seen" if self._present is None else "back")
-        else:
-            _LOGGER.warning("CAN: inverter missing: no keep-alive frame for more than %.1f s", self.timeout)
-        self._present = present
 
 
 class ForceChargeRequest:
