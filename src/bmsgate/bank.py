@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
-from bmsgate.model import Alarm, BatterySnapshot
+from bmsgate.model import Alarm, BatterySnapshot, PackQuantities
 
 __all__ = [
     "DEFAULT_SOC_EXTREME_BAND",
@@ -31,8 +31,6 @@ __all__ = [
 
 DEFAULT_SOC_EXTREME_BAND: Final = 5.0
 """Within this many % of empty (full), the bank reports its emptiest (fullest) pack's SoC."""
-
-_IDLE_CURRENT: Final = 0.05
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -47,7 +45,7 @@ class PackInput:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class BankState:
+class BankState(PackQuantities):
     """The virtual battery presented to the inverter.
 
     Measurements come from online (fresh) packs only; they are None when no online pack reports them.
@@ -120,40 +118,11 @@ class BankState:
         return bool(self.online) and bool(self.missing_ids)
 
     @property
-    def power(self) -> float | None:
-        """W, positive while charging."""
-        if self.voltage is None or self.current is None:
-            return None
-        return self.voltage * self.current
-
-    @property
-    def stored_energy(self) -> float | None:
-        """Wh left (remaining Ah times mean voltage)."""
-        if self.remaining_capacity is None or self.voltage is None:
-            return None
-        return self.remaining_capacity * self.voltage
-
-    @property
     def full_energy(self) -> float | None:
         """Wh when full (full Ah times mean voltage)."""
         if self.full_capacity is None or self.voltage is None:
             return None
         return self.full_capacity * self.voltage
-
-    @property
-    def protection_active(self) -> bool:
-        """Any alarm that normally makes a BMS open a MOSFET."""
-        return any(alarm.is_protection for alarm in self.alarms)
-
-    @property
-    def is_charging(self) -> bool | None:
-        """Current flows into the bank (above a 0.05 A dead band)."""
-        return None if self.current is None else self.current > _IDLE_CURRENT
-
-    @property
-    def is_discharging(self) -> bool | None:
-        """Current flows out of the bank (above a 0.05 A dead band)."""
-        return None if self.current is None else self.current < -_IDLE_CURRENT
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (for diagnostics and the Home Assistant sink)."""

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 __all__ = [
     "SNAPSHOT_SCHEMA_VERSION",
+    "PackQuantities",
     "Alarm",
     "BatterySnapshot",
     "CellStat",
@@ -141,8 +142,70 @@ class CellStat:
     cell: int
 
 
+class PackQuantities:
+    """Derived values shared by one pack (`BatterySnapshot`) and a bank of packs (`bmsgate.bank.BankState`).
+
+    The subclass provides the measured attributes; everything here is computed from them, in one place.
+    """
+
+    __slots__ = ()
+
+    voltage: float | None
+    current: float | None
+    remaining_capacity: float | None
+    full_capacity: float | None
+    alarms: frozenset[Alarm]
+
+    @property
+    def power(self) -> float | None:
+        """W, positive while charging (V·I; vendor power fields are often unsigned)."""
+        if self.voltage is None or self.current is None:
+            return None
+        return self.voltage * self.current
+
+    @property
+    def is_charging(self) -> bool | None:
+        """Current flows into the pack (above a 0.05 A dead band)."""
+        return None if self.current is None else self.current > _IDLE_CURRENT
+
+    @property
+    def is_discharging(self) -> bool | None:
+        """Current flows out of the pack (above a 0.05 A dead band)."""
+        return None if self.current is None else self.current < -_IDLE_CURRENT
+
+    @property
+    def time_to_empty(self) -> float | None:
+        """Seconds until empty at the present discharge current; None when not discharging."""
+        current = self.current
+        if self.remaining_capacity is None or current is None or current >= -_IDLE_CURRENT:
+            return None
+        return self.remaining_capacity / -current * 3600.0
+
+    @property
+    def time_to_full(self) -> float | None:
+        """Seconds until full at the present charge current; None when not charging."""
+        current = self.current
+        if self.remaining_capacity is None or self.full_capacity is None or current is None:
+            return None
+        if current <= _IDLE_CURRENT:
+            return None
+        return max(self.full_capacity - self.remaining_capacity, 0.0) / current * 3600.0
+
+    @property
+    def stored_energy(self) -> float | None:
+        """Energy left in the pack, Wh (remaining Ah times present pack voltage)."""
+        if self.remaining_capacity is None or self.voltage is None:
+            return None
+        return self.remaining_capacity * self.voltage
+
+    @property
+    def protection_active(self) -> bool:
+        """Any alarm that normally makes the BMS open a MOSFET."""
+        return any(alarm.is_protection for alarm in self.alarms)
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class BatterySnapshot:
+class BatterySnapshot(PackQuantities):
     """One consistent reading of one battery.
 
     Attributes:
@@ -197,13 +260,6 @@ class BatterySnapshot:
     # -- derived values: the only place they are computed -------------------------------------------
 
     @property
-    def power(self) -> float | None:
-        """W, positive while charging (V·I; vendor power fields are often unsigned)."""
-        if self.voltage is None or self.current is None:
-            return None
-        return self.voltage * self.current
-
-    @property
     def cell_count(self) -> int:
         """Number of cells reported."""
         return len(self.cell_voltages)
@@ -254,46 +310,6 @@ class BatterySnapshot:
     def temperature_min(self) -> float | None:
         """Coldest battery NTC, °C."""
         return min(self.temperatures) if self.temperatures else None
-
-    @property
-    def is_charging(self) -> bool | None:
-        """Current flows into the pack (above a 0.05 A dead band)."""
-        return None if self.current is None else self.current > _IDLE_CURRENT
-
-    @property
-    def is_discharging(self) -> bool | None:
-        """Current flows out of the pack (above a 0.05 A dead band)."""
-        return None if self.current is None else self.current < -_IDLE_CURRENT
-
-    @property
-    def time_to_empty(self) -> float | None:
-        """Seconds until empty at the present discharge current; None when not discharging."""
-        current = self.current
-        if self.remaining_capacity is None or current is None or current >= -_IDLE_CURRENT:
-            return None
-        return self.remaining_capacity / -current * 3600.0
-
-    @property
-    def time_to_full(self) -> float | None:
-        """Seconds until full at the present charge current; None when not charging."""
-        current = self.current
-        if self.remaining_capacity is None or self.full_capacity is None or current is None:
-            return None
-        if current <= _IDLE_CURRENT:
-            return None
-        return max(self.full_capacity - self.remaining_capacity, 0.0) / current * 3600.0
-
-    @property
-    def stored_energy(self) -> float | None:
-        """Energy left in the pack, Wh (remaining Ah times present pack voltage)."""
-        if self.remaining_capacity is None or self.voltage is None:
-            return None
-        return self.remaining_capacity * self.voltage
-
-    @property
-    def protection_active(self) -> bool:
-        """Any alarm that normally makes the BMS open a MOSFET."""
-        return any(alarm.is_protection for alarm in self.alarms)
 
     # -- JSON form --------------------------------------------------------------------------------
 
