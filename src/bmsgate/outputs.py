@@ -13,7 +13,7 @@ import socket
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pydantic import ValidationError
 
@@ -49,15 +49,24 @@ class _InverterStatusRelay:
         return None
 
 
+_BankSettings = TypeVar("_BankSettings", "ModbusSettings", "CanSettings")
+
+
+def _with_bank(settings: _BankSettings, config: GatewayConfig, output: str) -> _BankSettings:
+    """The output's settings with its bank spelled out (default: every battery), checked against the config."""
+    known = [battery.id for battery in config.batteries]
+    if not settings.batteries:
+        return settings.model_copy(update={"batteries": tuple(known)})
+    unknown = set(settings.batteries) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown battery ids {sorted(unknown)}", key_path=f"outputs.{output}.batteries")
+    return settings
+
+
 def _modbus_sinks(settings: ModbusSettings, config: GatewayConfig, relay: _InverterStatusRelay) -> list[Sink]:
     from bmsgate.sinks.modbus.sink import ModbusSink  # noqa: PLC0415 - needs the [modbus] extra
 
-    if not settings.batteries:
-        settings = settings.model_copy(update={"batteries": tuple(battery.id for battery in config.batteries)})
-    unknown = set(settings.batteries) - {battery.id for battery in config.batteries}
-    if unknown:
-        raise ConfigError(f"unknown battery ids {sorted(unknown)}", key_path="outputs.modbus.batteries")
-    sink = ModbusSink(settings)
+    sink = ModbusSink(_with_bank(settings, config, "modbus"))
     relay.sources.append(sink)
     return [sink]
 
@@ -65,12 +74,7 @@ def _modbus_sinks(settings: ModbusSettings, config: GatewayConfig, relay: _Inver
 def _can_sinks(settings: CanSettings, config: GatewayConfig, relay: _InverterStatusRelay) -> list[Sink]:
     from bmsgate.sinks.can.sink import CanSink  # noqa: PLC0415 - needs the [can] extra
 
-    if not settings.batteries:
-        settings = settings.model_copy(update={"batteries": tuple(battery.id for battery in config.batteries)})
-    unknown = set(settings.batteries) - {battery.id for battery in config.batteries}
-    if unknown:
-        raise ConfigError(f"unknown battery ids {sorted(unknown)}", key_path="outputs.can.batteries")
-    sink = CanSink(settings)
+    sink = CanSink(_with_bank(settings, config, "can"))
     relay.sources.append(sink)
     return [sink]
 
