@@ -3,8 +3,7 @@
 This is the library API for scripting::
 
     import asyncio, json
-    from bmsgate import BatteryClient
-    from bmsgate.protocols import get_protocol
+    from bmsgate import BatteryClient, get_protocol
     from bmsgate.transports.simulator import SimulatorTransport
 
     async def main() -> None:
