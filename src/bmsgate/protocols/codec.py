@@ -151,6 +151,8 @@ class _Layout:
     encoders: tuple[_EncodeStep, ...]
     memo: bool = False
     """The result depends on the frame's bytes alone and sets only scalars: decode each distinct frame once."""
+    shifted: tuple[tuple[tuple[tuple[str, int], ...], _Layout], ...] = ()
+    """Fields placed after variable-length lists: ((variable, bytes per unit) terms, their sub-layout)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -440,6 +442,8 @@ class CompiledProtocol:
             step, encoder, end = _compile_field(field, self.definition.endian, where, spec.index)
             if field.when is not None:
                 step, encoder = _conditional(field, step, encoder)
+            if field.shift:
+                encoder = _shifted_encoder(field, encoder)
             compiled.append((field, step, encoder, end))
             if spec.index is not None and field.count is not None:
                 self._limits[field.target] = field.limit[4:] if field.limit else None
@@ -619,6 +623,53 @@ def _apply_layout(
                 extras[name] = values[index] * scale + add
     for step in layout.steps:
         step(payload, out, device_fields, variables)
+    if layout.shifted:
+        _apply_shifted(layout.shifted, payload, out, device_fields, variables)
+
+
+def _shift_offset(terms: tuple[tuple[str, int], ...], variables: Mapping[str, int]) -> int:
+    """Bytes a shifted group moves by: the sum of variable × bytes per unit (DecodeError if one is unknown)."""
+    offset = 0
+    for name, size in terms:
+        value = variables.get(name)
+        if value is None:
+            raise DecodeError(f"var.{name} is not known, so fields shifted by it cannot be placed")
+        offset += value * size
+    return offset
+
+
+def _apply_shifted(
+    groups: tuple[tuple[tuple[tuple[str, int], ...], _Layout], ...],
+    payload: bytes,
+    out: dict[str, Any],
+    device_fields: dict[str, Any],
+    variables: dict[str, int],
+) -> None:
+    """Decode each group of shifted fields from the payload as seen from its (variable) start."""
+    for terms, sub in groups:
+        offset = _shift_offset(terms, variables)
+        if offset < 0 or len(payload) - offset < sub.min_payload:
+            raise DecodeError(
+                f"fields shifted by {offset} bytes need {offset + sub.min_payload} payload bytes, "
+                f"frame has {len(payload)}"
+            )
+        _apply_layout(sub, payload[offset:], out, device_fields, variables)
+
+
+def _shift_terms(field: FieldSpec) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted((name[4:], size) for name, size in (field.shift or {}).items()))
+
+
+def _shifted_encoder(field: FieldSpec, encoder: _EncodeStep) -> _EncodeStep:
+    """Run a field's encoder on the buffer as seen from the field's (variable) start."""
+    terms = _shift_terms(field)
+
+    def encode_shifted(buffer: bytearray, state: Mapping[str, Any], variables: dict[str, int]) -> None:
+        offset = sum(variables.get(name, 0) * size for name, size in terms)
+        with memoryview(buffer) as view, view[offset:] as moved:
+            encoder(moved, state, variables)  # type: ignore[arg-type]
+
+    return encode_shifted
 
 
 def _memoizable(fields: list[FieldSpec]) -> bool:
@@ -633,13 +684,36 @@ def _memoizable(fields: list[FieldSpec]) -> bool:
 
 
 def _compile_layout(
-    compiled: list[tuple[FieldSpec, _Step, _EncodeStep, int]], min_payload: int, endian: str, where: str
+    compiled: list[tuple[FieldSpec, _Step, _EncodeStep, int]],
+    min_payload: int,
+    endian: str,
+    where: str,
+    *,
+    nested: bool = False,
 ) -> _Layout:
     """Gather the fixed-offset scalars of one layout into one `struct` record; the rest stay steps.
 
     Scalars in the definition's byte order that do not overlap each other are read by one
-    ``unpack_from``; fields at the same offset with the same type share one record slot.
+    ``unpack_from``; fields at the same offset with the same type share one record slot. Fields with a
+    `shift` form sub-layouts (one per distinct shift) compiled the same way, relative to their start.
     """
+    shifted: tuple[tuple[tuple[tuple[str, int], ...], _Layout], ...] = ()
+    if not nested and any(item[0].shift for item in compiled):
+        groups: dict[tuple[tuple[str, int], ...], list[tuple[FieldSpec, _Step, _EncodeStep, int]]] = {}
+        for item in compiled:
+            if item[0].shift:
+                groups.setdefault(_shift_terms(item[0]), []).append(item)
+        shifted = tuple(
+            (terms, _compile_layout(items, 0, endian, where, nested=True)) for terms, items in groups.items()
+        )
+        fixed = [item for item in compiled if not item[0].shift]
+        fixed_layout = _compile_layout(fixed, min_payload, endian, where, nested=True)
+        return dataclasses.replace(
+            fixed_layout,
+            encoders=tuple(item[2] for item in compiled),
+            memo=_memoizable([item[0] for item in compiled]),
+            shifted=shifted,
+        )
     order = ">" if endian == "big" else "<"
     slots: list[tuple[int, Any, bytes]] = []  # (offset, field type, struct code)
     members: list[tuple[FieldSpec, int]] = []  # (field, slot index) once the record is final
@@ -741,13 +815,16 @@ def _fill_checksum(frame: bytearray, spec: Any) -> None:
 def _payload_size(reply: _CompiledReply, state: Mapping[str, Any], variables: Mapping[str, int]) -> int:
     size = reply.min_payload
     for field in reply.spec.fields:
+        base = sum(variables.get(name, 0) * step for name, step in _shift_terms(field)) if field.shift else 0
         if field.type == "str" and field.size == "rest":
             text = state.get(field.target)
-            size = max(size, field.at + len(str(text).encode("utf-8")) if text is not None else field.at)
-        elif field.count is not None and not field.target.startswith("extras."):
+            size = max(size, base + field.at + len(str(text).encode("utf-8")) if text is not None else field.at)
+        elif field.count is not None and not (field.target.startswith("extras.") and not field.shift):
             count = _encode_count(field, state, variables)
             stride = field.stride or field.item_size
-            size = max(size, field.at + stride * count)
+            size = max(size, base + field.at + stride * count)
+        elif field.shift:
+            size = max(size, base + field.at + field.item_size)
     return size
 
 
@@ -799,6 +876,26 @@ def _compile_field(
     end = at + size
 
     convert = _converter(field, target, where)
+
+    if target == "alarms" and field.codes is not None:
+        codes = dict(field.codes)
+        ordered = tuple(sorted(codes.items()))
+
+        def decode_codes(payload: bytes, out: dict[str, Any], _dev: dict[str, Any], _vars: dict[str, int]) -> None:
+            alarm = codes.get(read(payload, at))
+            if alarm is not None:
+                out.setdefault("alarms", set()).add(alarm)
+
+        def encode_codes(buffer: bytearray, state: Mapping[str, Any], _vars: dict[str, int]) -> None:
+            # Fields sharing the byte (a MOSFET state read as "on") may have written it already: keep theirs.
+            active = state.get("alarms") or ()
+            if read(buffer, at) == 0:
+                for raw, alarm in ordered:
+                    if alarm in active:
+                        write(buffer, at, raw)
+                        return
+
+        return decode_codes, encode_codes, end
 
     if target == "alarms":
         flags = tuple(sorted((field.flags or {}).items()))
@@ -889,7 +986,12 @@ def _compile_field(
             if absent:
                 write(buffer, at, min(absent))
             return
-        if field.popcount:
+        if field.one_of is not None:
+            if bool(value) != field.invert:
+                write(buffer, at, field.one_of[0])
+            else:
+                write(buffer, at, next(raw for raw in itertools.count() if raw not in field.one_of))
+        elif field.popcount:
             write(buffer, at, (1 << int(value)) - 1)
         elif field.map is not None:
             reverse = {mapped: raw for raw, mapped in field.map.items()}
@@ -939,6 +1041,7 @@ def _plain_cast(field: FieldSpec) -> type | None:
     """`bool` or `int` for an unscaled flag or counter that needs nothing but that cast, else None."""
     if (
         field.absent
+        or field.one_of is not None
         or field.bit is not None
         or field.invert
         or field.popcount
@@ -965,6 +1068,15 @@ def _integral(value: float) -> int | float:
 def _sink(field: FieldSpec, where: str) -> _Sink:
     """What to do with one raw scalar read by the record (everything but plain numbers)."""
     target = field.target
+    if target == "alarms" and field.codes is not None:
+        codes = dict(field.codes)
+
+        def codes_sink(raw: Any, out: dict[str, Any], _device: dict[str, Any], _vars: dict[str, int]) -> None:
+            alarm = codes.get(raw)
+            if alarm is not None:
+                out.setdefault("alarms", set()).add(alarm)
+
+        return codes_sink
     if target == "alarms":
         flags = tuple(sorted((field.flags or {}).items()))
 
@@ -1013,6 +1125,9 @@ def _converter(field: FieldSpec, target: str, where: str) -> Callable[[Any], Any
     if field.bit is not None:
         bit = field.bit
         return lambda raw: bool((raw >> bit) & 1) != invert
+    if field.one_of is not None:
+        accepted = frozenset(field.one_of)
+        return lambda raw: (raw in accepted) != invert
     if field.popcount:
         return lambda raw: int(raw).bit_count()
     if field.map is not None:

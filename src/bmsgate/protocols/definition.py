@@ -287,6 +287,9 @@ class FramingSpec(_Strict):
     excess: Literal["error", "ignore"] = "error"
     """``ignore``: bytes after a frame's announced end are noise, also when a whole frame is checked
     (JK firmware that sends 320 bytes for a 300-byte frame, or glues an ack onto its end)."""
+    check_end: bool = True
+    """``false``: the end marker is written (encoding, trailer size) but not required on received frames,
+    for firmware that announces a wrong length for one reply (ANT's device info); the checksum still holds."""
 
     @field_validator("start")
     @classmethod
@@ -441,6 +444,13 @@ class FieldSpec(_Strict):
     bit: int | None = Field(default=None, ge=0, le=63)
     invert: bool = False
     flags: dict[int, Alarm] | None = None
+    codes: dict[int, Alarm] | None = None
+    """For target `alarms`: an enumerated status value that raises one alarm (``{raw: alarm}``)."""
+    one_of: list[int] | None = Field(default=None, min_length=1)
+    """For boolean targets: true when the raw value is one of these (a status code such as 1 = "on")."""
+    shift: dict[str, int] | None = None
+    """``{var.NAME: bytes per unit}``: the field sits `at` + the sum of variable × bytes (after lists whose
+    length a decoded count sets)."""
     cells: int | None = Field(default=None, ge=1)
     """Bitmask of cells; the number of the cell in bit 0 (e.g. 1, or 17 for the second word)."""
     popcount: bool = False
@@ -470,6 +480,17 @@ class FieldSpec(_Strict):
     def _limit_form(cls, value: str | None) -> str | None:
         if value is not None and not _is_var(value):
             raise ValueError("limit must be 'var.NAME'")
+        return value
+
+    @field_validator("shift")
+    @classmethod
+    def _shift_form(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("shift needs at least one 'var.NAME: bytes' entry")
+            for name in value:
+                if not _is_var(name):
+                    raise ValueError(f"shift keys must be 'var.NAME', not {name!r}")
         return value
 
     @field_validator("target")
@@ -511,8 +532,14 @@ class FieldSpec(_Strict):
             )
         if self.limit is not None and not is_list:
             raise ValueError("'limit' is only for lists")
-        if (target == "alarms") != (self.flags is not None):
-            raise ValueError("target 'alarms' goes with 'flags' (bit → alarm name), and only it")
+        if (target == "alarms") != ((self.flags is not None) or (self.codes is not None)):
+            raise ValueError("target 'alarms' goes with 'flags' (bit → alarm name) or 'codes', and only it")
+        if self.flags is not None and self.codes is not None:
+            raise ValueError("give either 'flags' (bits) or 'codes' (enumerated values), not both")
+        if self.one_of is not None and (
+            target not in BOOL_TARGETS or self.bit is not None or self.map is not None or kind in {"str", "f32"}
+        ):
+            raise ValueError("'one_of' is for boolean targets read from an integer, without 'bit' or 'map'")
         if (target == "balancing_cells") != (self.cells is not None):
             raise ValueError("target 'balancing_cells' goes with 'cells' (number of the first cell)")
         if target == "device.production_date" and self.date is None and self.date_format is None:
@@ -537,6 +564,8 @@ class FieldSpec(_Strict):
         used = [value[4:] for value in (self.count, self.limit) if isinstance(value, str) and _is_var(value)]
         if self.when is not None:
             used.append(self.when.var[4:])
+        if self.shift is not None:
+            used += [name[4:] for name in self.shift]
         return used
 
 
@@ -570,6 +599,8 @@ class ReplySpec(_Strict):
             for index, field in enumerate(self.fields):
                 if field.count is not None and not isinstance(field.count, int):
                     raise ValueError(f"fields[{index}]: lists in an indexed reply need a fixed numeric count")
+                if field.shift is not None:
+                    raise ValueError(f"fields[{index}]: 'shift' is not supported in an indexed reply")
         return self
 
 
@@ -708,7 +739,10 @@ class ProtocolDefinition(_Strict):
     def possible_alarms(self) -> frozenset[Alarm]:
         """Every alarm some field of this definition can raise."""
         return frozenset(
-            alarm for reply in self.replies.values() for field in reply.fields for alarm in (field.flags or {}).values()
+            alarm
+            for reply in self.replies.values()
+            for field in reply.fields
+            for alarm in [*(field.flags or {}).values(), *(field.codes or {}).values()]
         )
 
     @property

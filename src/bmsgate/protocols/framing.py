@@ -53,7 +53,7 @@ class FrameChecker:
     def __init__(self, framing: FramingSpec) -> None:
         self.framing = framing
         self._start = framing.start
-        self._end = framing.end
+        self._end = framing.end if framing.check_end else None
         self._fixed = framing.fixed_length
         length = framing.length
         self._length_slice = (length.offset, length.offset + length.size) if length else None
