@@ -41,8 +41,7 @@ def test_minimal_config_and_defaults() -> None:
     assert config.outputs.console.enabled
 
 
-def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BMSGATE_MQTT_PASSWORD", "secret")
+def test_example_config_is_valid() -> None:
     config = load_config(EXAMPLE)
     assert len(config.batteries) >= 2
 
@@ -128,10 +127,7 @@ def test_yaml_syntax_error(tmp_path: Path) -> None:
         load_config(path)
 
 
-def test_config_check_command(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("BMSGATE_MQTT_PASSWORD", "secret")
+def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "check", str(EXAMPLE)]) == 0
     assert "ok" in capsys.readouterr().out
     bad = tmp_path / "bad.yaml"
@@ -144,3 +140,43 @@ def test_config_check_command(
     assert "batteries[0].transport" in err
     assert "Traceback" not in err
     assert main(["config", "check", str(tmp_path / "absent.yaml")]) == 2
+
+
+def test_non_utf8_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("batteries: []\nname: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml: not a UTF-8 text file \(byte \d+ is 0xe9\)"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda data: data["batteries"][0].update(protocol="nope"), "no built-in protocol 'nope'"),
+        (
+            lambda data: data["batteries"][1].update(transport={"type": "replay", "file": "/nonexistent.jsonl"}),
+            "batteries.shed.transport.file",
+        ),
+        (
+            lambda data: data.update(outputs={"modbus": {"mode": "tcp", "port": 5020, "batteries": ["zzz"]}}),
+            "outputs.modbus.batteries: unknown battery ids ['zzz']",
+        ),
+        (
+            lambda data: data.update(outputs={"modbus": {"mode": "tcp", "register_map": "/nonexistent.yaml"}}),
+            "cannot read the file",
+        ),
+        (
+            lambda data: data.update(outputs={"can": {"interface": "virtual", "silent_after": 20}}),
+            "silent_after (20 s) must be longer than the bank batteries' stale_after (30 s)",
+        ),
+    ],
+)
+def test_config_check_builds_everything_run_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: Any, message: str
+) -> None:
+    data = _base()
+    change(data)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["config", "check", str(path)]) == 2
+    assert message in capsys.readouterr().err

@@ -18,6 +18,7 @@ from typing import Any, Final
 from rich.console import Console
 
 from bmsgate import __version__
+from bmsgate.commands.arguments import int_range, positive_float
 from bmsgate.errors import BmsgateError, ConfigError, DefinitionError
 from bmsgate.protocols import CompiledProtocol, builtin_names, decode, decode_hex_frames, resolve_protocol
 
@@ -144,8 +145,9 @@ def _protocols(args: argparse.Namespace) -> int:
 
 
 def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--protocol", "-p", help=f"built-in protocol ({', '.join(builtin_names())})")
-    parser.add_argument("--protocol-file", metavar="FILE", help="a protocol definition YAML file instead")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--protocol", "-p", help=f"built-in protocol ({', '.join(builtin_names())})")
+    group.add_argument("--protocol-file", metavar="FILE", help="a protocol definition YAML file instead")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,10 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_protocol_options(read)
     read.add_argument("--json", action="store_true", help="print the JSON snapshot")
     read.add_argument("--id", default="battery", help="battery id to put in the snapshot")
-    read.add_argument("--cells", type=int, default=16, help="simulated cell count (default 16)")
-    read.add_argument("--capacity", type=float, default=100.0, help="simulated capacity in Ah")
-    read.add_argument("--ntc", type=int, default=2, help="simulated temperature sensors")
-    read.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each reply")
+    read.add_argument("--cells", type=int_range(1, 32), default=16, help="simulated cell count, 1-32 (default 16)")
+    read.add_argument("--capacity", type=positive_float(10_000), default=100.0, help="simulated capacity in Ah")
+    read.add_argument("--ntc", type=int_range(0, 8), default=2, help="simulated temperature sensors, 0-8")
+    read.add_argument("--timeout", type=positive_float(600), default=2.0, help="seconds to wait for each reply")
     read.set_defaults(handler=_read)
 
     dec = commands.add_parser(

@@ -162,7 +162,7 @@ class BatteryConfig(_Strict):
     """Or a protocol definition YAML file."""
     transport: TransportConfig
     poll_interval: float = Field(default=10.0, ge=0.2, le=3600)
-    stale_after: float | None = Field(default=None, gt=0)
+    stale_after: float | None = Field(default=None, gt=0, le=86_400, allow_inf_nan=False)
     """Seconds without fresh data before outputs treat the battery as stale (default: 3 polls, ≥ 30 s)."""
     options: ClientOptionsConfig = ClientOptionsConfig()
 
@@ -248,6 +248,22 @@ class GatewayConfig(_Strict):
             if battery.id in seen:
                 raise ValueError(f"battery id {battery.id!r} is used twice")
             seen.add(battery.id)
+        return self
+
+    @model_validator(mode="after")
+    def _can_silence_after_staleness(self) -> Self:
+        # The CAN output must send safe frames (zero limits, error flags) before it goes silent, and it
+        # only knows the data is bad once the battery is stale: silence must come later than that.
+        can = self.outputs.can
+        if can is None:
+            return self
+        bank = set(can.batteries) or {battery.id for battery in self.batteries}
+        budgets = [battery.stale_budget for battery in self.batteries if battery.id in bank]
+        if budgets and can.silent_after <= max(budgets):
+            raise ValueError(
+                f"outputs.can.silent_after ({can.silent_after:g} s) must be longer than the bank batteries' "
+                f"stale_after ({max(budgets):g} s), or the inverter would never see the safe frames"
+            )
         return self
 
     def effective_state_dir(self) -> Path:

@@ -31,6 +31,8 @@ def read_text(path: str | Path, *, error: ErrorFactory) -> str:
         return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise error(f"cannot read the file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"not a UTF-8 text file (byte {exc.start} is {exc.object[exc.start]:#04x})") from None
 
 
 def parse_yaml(text: str, *, error: ErrorFactory) -> Any:

@@ -26,7 +26,7 @@ from bmsgate.config import (
     SerialTransportConfig,
     SimulatorTransportConfig,
 )
-from bmsgate.errors import ConfigError
+from bmsgate.errors import CaptureError, ConfigError
 from bmsgate.hub import SnapshotHub
 from bmsgate.protocols import CompiledProtocol, get_protocol, load_protocol_file
 from bmsgate.scheduler import ConnectionSlots
@@ -91,7 +91,10 @@ def _transport_for(battery: BatteryConfig, protocol: CompiledProtocol) -> Transp
     if isinstance(spec, ReplayTransportConfig):
         from bmsgate.transports.replay import ReplayTransport  # noqa: PLC0415
 
-        return ReplayTransport(spec.file, battery_id=battery.id)
+        try:
+            return ReplayTransport(spec.file, battery_id=battery.id)
+        except CaptureError as exc:
+            raise ConfigError(str(exc), key_path=f"batteries.{battery.id}.transport.file") from None
     if isinstance(spec, SerialTransportConfig):
         from bmsgate.transports.serial import SerialTransport  # noqa: PLC0415
 

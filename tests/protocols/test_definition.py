@@ -172,3 +172,10 @@ def test_advertisement_matching() -> None:
         name=None, address="11:22:33:44:55:66", service_uuids=["ff00"], manufacturer_ids=[]
     )
     assert not jbd.matches_advertisement(name="JK-B2A24S", address="C8:47:8C:00:11:22", **common)
+
+
+def test_binary_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.yaml"
+    path.write_bytes(bytes(range(256)))
+    with pytest.raises(DefinitionError, match="not a UTF-8 text file"):
+        load_definition(path)

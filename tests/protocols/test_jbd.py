@@ -182,7 +182,8 @@ def test_error_status_is_a_protocol_error() -> None:
         (CAPTURE_4S_BASIC[:-2] + "78", "does not end with 77"),
         (CAPTURE_4S_BASIC[:-6] + "FA8E77", "checksum mismatch"),
         (CAPTURE_4S_BASIC[:-8], "length field announces"),
-        ("zz", "hex digits"),
+        ("zz", "not a hex digit"),
+        ("ABC", "even number of hex digits"),
     ],
 )
 def test_malformed_hex_frames_are_rejected_with_a_reason(text: str, message: str) -> None:
@@ -216,3 +217,10 @@ def _frame(register: int, payload: bytes) -> bytes:
     body = bytes([0x00, len(payload)]) + payload
     checksum = (0x10000 - sum(body)) & 0xFFFF
     return bytes([0xDD, register]) + body + checksum.to_bytes(2, "big") + b"\x77"
+
+
+def test_impossible_soc_is_a_decode_error() -> None:
+    payload = bytearray(bytes.fromhex(CAPTURE_4S_BASIC)[4:-3])
+    payload[19] = 0xFF  # RSOC 255 %
+    with pytest.raises(DecodeError, match="soc of 255 % is impossible"):
+        decode(JBD, [_frame(0x03, bytes(payload))], timestamp=0)

@@ -27,6 +27,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeRemainingColu
 from rich.table import Table
 from rich.tree import Tree
 
+from bmsgate.commands.arguments import positive_float
 from bmsgate.discovery import (
     Advertisement,
     CharacteristicSelection,
@@ -392,6 +393,12 @@ def _probe(args: argparse.Namespace) -> int:
 # -- parsers ------------------------------------------------------------------------------------------
 
 
+def _address(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give a MAC address such as A4:C1:37:12:34:56, or the advertised name")
+    return text.strip()
+
+
 def add_parsers(subparsers: Any) -> None:
     """Add ``scan`` and ``probe`` to the ``bmsgate`` command line."""
     scan = subparsers.add_parser(
@@ -399,7 +406,9 @@ def add_parsers(subparsers: Any) -> None:
         help="list nearby Bluetooth LE devices and the protocols that match them",
         description="Listen for BLE advertisements and show which built-in protocol definitions match.",
     )
-    scan.add_argument("--duration", type=float, default=10.0, metavar="N", help="seconds to scan (default 10)")
+    scan.add_argument(
+        "--duration", type=positive_float(3600), default=10.0, metavar="N", help="seconds to scan (default 10)"
+    )
     scan.add_argument("--adapter", metavar="HCI", help="Bluetooth adapter, e.g. hci0 (Linux)")
     scan.add_argument("--json", action="store_true", help="print JSON")
     scan.set_defaults(handler=_scan)
@@ -412,10 +421,12 @@ def add_parsers(subparsers: Any) -> None:
             "each protocol whose GATT profile the device offers until one's replies decode."
         ),
     )
-    probe.add_argument("address", metavar="ADDRESS", help="MAC address (or advertised name)")
+    probe.add_argument("address", type=_address, metavar="ADDRESS", help="MAC address (or advertised name)")
     probe.add_argument("--adapter", metavar="HCI", help="Bluetooth adapter, e.g. hci0 (Linux)")
     probe.add_argument("--protocol", "-p", metavar="NAME", help="try only this protocol (name or .yaml file)")
-    probe.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each reply (default 2)")
-    probe.add_argument("--scan-timeout", type=float, default=10.0, help="seconds to look for the device")
+    probe.add_argument(
+        "--timeout", type=positive_float(600), default=2.0, help="seconds to wait for each reply (default 2)"
+    )
+    probe.add_argument("--scan-timeout", type=positive_float(3600), default=10.0, help="seconds to look for the device")
     probe.add_argument("--json", action="store_true", help="print JSON")
     probe.set_defaults(handler=_probe)

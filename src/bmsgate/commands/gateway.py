@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.logging import RichHandler
 
+from bmsgate.commands.arguments import positive_float
 from bmsgate.config import GatewayConfig, config_from_mapping, load_config
 from bmsgate.demo import DemoOptions, demo_config, demo_sink_builders
 from bmsgate.gateway import Gateway, build_gateway, configure_logging, run_gateway
@@ -22,7 +24,7 @@ def add_parsers(commands: Any) -> None:
     """Register the subcommands on the CLI's subparsers."""
     run = commands.add_parser("run", help="run the gateway from a configuration file (production)")
     run.add_argument("-c", "--config", required=True, metavar="FILE", help="YAML configuration file")
-    run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
+    run.add_argument("--duration", type=positive_float(), metavar="SECONDS", help="stop after this many seconds")
     run.set_defaults(handler=_run)
 
     demo = commands.add_parser(
@@ -33,9 +35,15 @@ def add_parsers(commands: Any) -> None:
             "developing fault) with every output on localhost and a live view."
         ),
     )
-    demo.add_argument("--duration", type=float, metavar="SECONDS", help="exit by itself after this many seconds")
-    demo.add_argument("--time-scale", type=float, default=30.0, help="simulated seconds per real second")
-    demo.add_argument("--poll-interval", type=float, default=2.0, help="seconds between polls of each battery")
+    demo.add_argument(
+        "--duration", type=positive_float(), metavar="SECONDS", help="exit by itself after this many seconds"
+    )
+    demo.add_argument(
+        "--time-scale", type=positive_float(10_000), default=30.0, help="simulated seconds per real second"
+    )
+    demo.add_argument(
+        "--poll-interval", type=positive_float(3600), default=2.0, help="seconds between polls of each battery"
+    )
     demo.add_argument("--plain", action="store_true", help="plain log lines instead of the live view")
     DemoOptions.add_arguments(demo)
     demo.set_defaults(handler=_demo)
@@ -89,7 +97,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
+    from bmsgate.outputs import configured_sink_builders  # noqa: PLC0415
+
     gateway_config = load_config(Path(args.file))
+    # Build everything `run` would build (protocols, transports, register maps, CAN profiles, bank
+    # membership) without starting anything, so "ok" here means `run` will start.
+    build_gateway(gateway_config, sink_builders=configured_sink_builders(), console=Console(file=io.StringIO()))
     console = Console(highlight=False)
     outputs = [
         name for name in ("console", "mqtt", "modbus", "can") if getattr(gateway_config.outputs, name, None) is not None

@@ -412,6 +412,11 @@ class CompiledProtocol:
         timestamp: float | None,
         device: DeviceInfo | None,
     ) -> BatterySnapshot:
+        for name in _PERCENT_TARGETS:
+            value = out.get(name)
+            if value is not None and not 0.0 <= value <= 100.0:
+                # A percentage outside 0..100 is impossible content, not a reading to pass on.
+                raise DecodeError(f"{self.name}: {name} of {value:g} % is impossible")
         extras = out.pop("extras", None)
         for name in ("cell_voltages", "temperatures"):
             if name in out:
@@ -596,6 +601,7 @@ def _list_starts(definition: ProtocolDefinition, order: list[int]) -> dict[int, 
     return starts
 
 
+_PERCENT_TARGETS: Final = ("soc", "soh")
 _DEVICE_CACHE_SIZE: Final = 64
 
 

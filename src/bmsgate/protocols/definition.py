@@ -113,7 +113,10 @@ def parse_hex(value: Any) -> bytes:
     if not isinstance(value, str):
         raise ValueError("expected a hex string such as 'DD A5 03 00'")
     cleaned = re.sub(r"[\s:_-]", "", value)
-    if len(cleaned) % 2 or not all(char in string.hexdigits for char in cleaned):
+    bad = next((char for char in cleaned if char not in string.hexdigits), None)
+    if bad is not None:
+        raise ValueError(f"{value!r} is not hex: {bad!r} is not a hex digit")
+    if len(cleaned) % 2:
         raise ValueError(f"{value!r} is not an even number of hex digits")
     return bytes.fromhex(cleaned)
 
