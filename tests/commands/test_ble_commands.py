@@ -66,7 +66,10 @@ def test_scan_table(radio: FakeBluetooth, capsys: pytest.CaptureFixture[str], mo
 def test_scan_bad_adapter_and_duration(radio: FakeBluetooth, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["scan", "--duration", "0.1", "--adapter", "hci9"]) == 1
     assert "hci9" in capsys.readouterr().err
-    assert cli.main(["scan", "--duration", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # argparse rejects it as a usage error
+        cli.main(["scan", "--duration", "0"])
+    assert exit_info.value.code == 2
+    assert "greater than 0" in capsys.readouterr().err
 
 
 def test_scan_nothing_heard(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

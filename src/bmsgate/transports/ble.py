@@ -271,6 +271,10 @@ def _write_refused(exc: BaseException) -> bool:
     )
 
 
+_NO_BLUEZ_MARKER: Final = "org.bluez was not provided"
+"""D-Bus's answer when bluetoothd is not running."""
+
+
 def map_ble_error(
     exc: BaseException,
     *,
@@ -306,6 +310,13 @@ def map_ble_error(
     ):
         return ConnectError(
             f"{where} failed: device not found ({detail}); is it in range, powered, and not connected to a phone?",
+            battery_id=battery_id,
+        )
+    if isinstance(exc, FileNotFoundError | PermissionError) or _NO_BLUEZ_MARKER in detail.lower():
+        # No D-Bus system socket, no bluetoothd, no adapter, or no permission: nothing a retry fixes.
+        return ConnectError(
+            f"{where} failed: no usable Bluetooth adapter ({detail}); is there an adapter, is bluetoothd "
+            "running, and is this user in the 'bluetooth' group? (see docs/deployment.md)",
             battery_id=battery_id,
         )
     if isinstance(exc, EOFError | BrokenPipeError | ConnectionError):
