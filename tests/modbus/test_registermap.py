@@ -65,6 +65,62 @@ def test_generic_map_when_stale() -> None:
     assert status.state is BankStatus.STALE
 
 
+def test_stale_measurements_show_the_last_fresh_bank() -> None:
+    register_map = load_register_map("generic")
+    fresh = status_for(make_snapshot())
+    stale = status_for(make_snapshot(), stale=True)
+    image = register_map.encode(stale, last_fresh=fresh.bank)[H]
+    assert image[0x0100] == 50  # SoC held
+    assert image[0x0101] == 5280  # voltage held
+    assert image[0x0103] == 210  # temperature held
+    assert image[0x010D] == image[0x010E] == 3300  # cell min / max held
+    assert image[0x010F] == 200 and image[0x0110] == 220
+    assert image[0x010A] == 98  # SoH held
+    assert image[0x0105] == image[0x0106] == 0  # limits never held
+    assert image[0x0107] & (1 << 15)  # stale bit
+    assert image[0x0108] == 4  # status stale
+    assert image[0x0109] == 7  # heartbeat as given (the sink freezes it)
+    assert image[0x010B] == 0  # packs online is current, not held
+    assert image[0x0114] == 0  # direction idle
+    assert register_map.encode(stale, last_fresh=fresh.bank)[RegisterKind.INPUT][0x0100] == 50
+    # Without a fresh bank ever seen, measurements read their missing value.
+    bare = register_map.encode(stale)[H]
+    assert bare[0x0100] == bare[0x0101] == bare[0x0103] == bare[0x010D] == 0
+    # A fresh bank is shown as is; last_fresh does not override it.
+    other = status_for(make_snapshot(soc=70.0))
+    assert register_map.encode(other, last_fresh=fresh.bank)[H][0x0100] == 70
+
+
+def test_stale_power_limits_are_zero_and_explicit_stale_values_win() -> None:
+    byd = load_register_map("byd-hvm-fronius")
+    fresh = status_for(make_snapshot())
+    image = byd.encode(status_for(make_snapshot(), stale=True), last_fresh=fresh.bank)[H]
+    assert image[300] == 4  # fault
+    assert image[303] == 5000 and image[308] == 528  # SoC 50.00 %, 52.8 V held
+    assert image[306] == image[307] == 0  # power limits 0, not missing
+    custom = make_map(
+        {"name": "soc", "address": 0, "source": "soc", "stale": 0xFFFF},
+        {"name": "voltage", "address": 1, "source": "voltage", "scale": 0.1},
+    )
+    held = custom.encode(status_for(make_snapshot(), stale=True), last_fresh=fresh.bank)[H]
+    assert held == {0: 0xFFFF, 1: 528}
+
+
+@pytest.mark.parametrize(
+    ("soc", "soh", "generic", "byd"),
+    [(255.0, 300.0, (100, 100), (10000, 10000)), (-5.0, -1.0, (0, 0), (100, 0)), (42.4, 99.5, (42, 100), (4240, 9950))],
+)
+def test_shipped_maps_clamp_out_of_range_percentages(
+    soc: float, soh: float, generic: tuple[int, int], byd: tuple[int, int]
+) -> None:
+    status = status_for(make_snapshot(soc=soc, soh=soh))
+    image = load_register_map("generic").encode(status)
+    assert (image[H][0x0100], image[H][0x010A]) == generic
+    assert image[RegisterKind.INPUT][0x0100] == generic[0]
+    byd_image = load_register_map("byd-hvm-fronius").encode(status)[H]
+    assert (byd_image[303], byd_image[323]) == byd
+
+
 def test_byd_map() -> None:
     register_map = load_register_map("byd-hvm-fronius")
     layout = register_map.layout()[H]
@@ -160,10 +216,12 @@ def test_contiguous_runs() -> None:
         ([{"name": "x", "address": 1, "source": "soc", "colour": "red"}], {}, "registers[0] (x).colour",
          "Extra inputs are not permitted"),
         ([], {}, "registers", "at least 1 item"),
+        ([{"name": "x", "address": 1, "source": "soc", "min": 100, "max": 0}], {}, "registers[0] (x)",
+         "min 100 is above max 0"),
     ],
     ids=["unknown-source", "zero-scale", "overlap", "overlap-u32", "duplicate-name", "text-too-long", "bad-alarm",
          "bit-too-high", "incomplete-values", "values-missing", "constant-without-value", "below-base",
-         "heartbeat-in-input", "unknown-key", "no-registers"],
+         "heartbeat-in-input", "unknown-key", "no-registers", "min-above-max"],
 )  # fmt: skip
 def test_invalid_maps_name_file_entry_and_reason(
     registers: list[dict[str, Any]], top: dict[str, Any], field: str, reason: str

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,18 +16,21 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.framer import FramerType
 
-from bmsgate.errors import SinkError
+from bmsgate.backoff import Backoff
+from bmsgate.errors import ConfigError, SinkError
 from bmsgate.hub import SnapshotHub
-from bmsgate.sinks.modbus.registermap import load_register_map
-from bmsgate.sinks.modbus.server import ModbusServer, RegisterStore
+from bmsgate.sinks.modbus import server as server_module
+from bmsgate.sinks.modbus.registermap import RegisterKind, load_register_map
+from bmsgate.sinks.modbus.server import ModbusServer, RegisterStore, check_tcp_port_free
 from bmsgate.sinks.modbus.settings import ModbusSettings
 from bmsgate.sinks.modbus.sink import ModbusSink
 
 from .helpers import FakeClock, free_port, make_snapshot, modbus_crc, running_sink, wait_refresh
 
-SOC, VOLTAGE, CURRENT, CCL, DCL, ALARMS, STATUS, HEARTBEAT, HEARTBEAT_IN = (
-    0x0100, 0x0101, 0x0102, 0x0105, 0x0106, 0x0107, 0x0108, 0x0109, 0x0117,
+SOC, VOLTAGE, CURRENT, TEMPERATURE, CCL, DCL, ALARMS, STATUS, HEARTBEAT = (
+    0x0100, 0x0101, 0x0102, 0x0103, 0x0105, 0x0106, 0x0107, 0x0108, 0x0109,
 )  # fmt: skip
+CELL_MIN, CELL_MAX, HEARTBEAT_IN = 0x010D, 0x010E, 0x0117
 STALE_BIT, INVERTER_MISSING_BIT = 1 << 15, 1 << 11
 
 
@@ -146,6 +152,60 @@ async def test_stale_transitions(clock: FakeClock) -> None:
         assert (await read(client, CCL))[0] > 0
 
 
+def test_stale_bank_keeps_its_last_measurements(clock: FakeClock) -> None:
+    hub = SnapshotHub(clock=clock)
+    hub.register("a", stale_after=10.0)
+    sink = ModbusSink(tcp_settings(), clock=clock)
+
+    def registers(*addresses: int) -> list[int]:
+        holding = sink.store.snapshot(RegisterKind.HOLDING)
+        return [holding[address] for address in addresses]
+
+    measurements = (SOC, VOLTAGE, TEMPERATURE, CELL_MIN, CELL_MAX)
+    sink.refresh(hub)  # nothing ever arrived: measurements read their missing value
+    assert registers(*measurements, STATUS) == [0, 0, 0, 0, 0, 0]
+
+    hub.publish(make_snapshot(soc=63.0, voltage=53.1))
+    sink.refresh(hub, fresh_data=True)
+    fresh = registers(*measurements)
+    assert fresh == [63, 5310, 210, 3300, 3300]
+    assert registers(CCL, DCL, STATUS) == [1000, 1000, 1]
+
+    clock.advance(11.0)
+    sink.refresh(hub)
+    assert sink.status.bank.stale
+    assert registers(*measurements) == fresh  # last fresh values, not 0
+    ccl, dcl, alarms, status = registers(CCL, DCL, ALARMS, STATUS)
+    assert (ccl, dcl, status) == (0, 0, 4)  # but never presented as fresh
+    assert alarms & STALE_BIT
+    clock.advance(100.0)
+    sink.refresh(hub)
+    assert registers(*measurements) == fresh
+    assert sink.status.bank.soc is None  # the status other outputs read is not altered
+
+    hub.publish(make_snapshot(soc=64.0, voltage=53.2))
+    sink.refresh(hub, fresh_data=True)
+    assert registers(SOC, VOLTAGE, STATUS) == [64, 5320, 1]
+
+
+async def test_stale_measurements_over_tcp(clock: FakeClock) -> None:
+    hub = SnapshotHub(clock=clock)
+    hub.register("a", stale_after=10.0)
+    settings = tcp_settings()
+    async with running_sink(settings, hub, clock) as sink, tcp_client(settings.port) as client:
+        assert await read(client, SOC, 4) == [0, 0, 0, 0]  # no data yet: missing values
+        hub.publish(make_snapshot())
+        await wait_refresh(sink)
+        before = await read(client, SOC, 4)
+        assert before == [50, 5280, 0x10000 - 1230, 210]
+        clock.advance(11.0)
+        await wait_refresh(sink)
+        soc, voltage, current, temperature, _cvl, ccl, dcl, alarms, status = await read(client, SOC, 9)
+        assert [soc, voltage, current, temperature] == before
+        assert (ccl, dcl, status) == (0, 0, 4)
+        assert alarms & STALE_BIT
+
+
 async def test_heartbeat_out_counts_fresh_updates() -> None:
     hub = SnapshotHub()
     settings = tcp_settings()
@@ -204,6 +264,82 @@ async def test_port_in_use_is_a_sink_error_and_the_server_retries() -> None:
             await retrying
     finally:
         await first.stop(handle)
+
+
+def test_check_tcp_port_free() -> None:
+    port = free_port()
+    check_tcp_port_free("127.0.0.1", port)
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        with pytest.raises(ConfigError) as caught:
+            check_tcp_port_free("127.0.0.1", port)
+    assert caught.value.key_path == "--modbus-tcp"
+    assert f"127.0.0.1:{port}" in str(caught.value)
+    assert "in use" in str(caught.value).lower()
+    check_tcp_port_free("127.0.0.1", port)  # free again once closed
+    with pytest.raises(ConfigError, match=re.escape("cannot listen on 192.0.2.1:")):
+        check_tcp_port_free("192.0.2.1", port)  # TEST-NET: not an address of this machine
+
+
+async def test_check_tcp_port_free_sees_a_running_modbus_server() -> None:
+    settings = tcp_settings()
+    server = ModbusServer(settings, RegisterStore(load_register_map("generic")))
+    handle = await server.start()
+    try:
+        with pytest.raises(ConfigError, match=re.escape(f"127.0.0.1:{settings.port}")):
+            check_tcp_port_free(settings.host, settings.port)
+    finally:
+        await server.stop(handle)
+
+
+def pymodbus_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name.startswith("pymodbus")]
+
+
+async def test_busy_port_is_logged_once_without_pymodbus_noise(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "Backoff", lambda *_args, **_kwargs: Backoff(0.01, 0.01))
+    settings = tcp_settings()
+    store = RegisterStore(load_register_map("generic"))
+    first = ModbusServer(settings, store)
+    handle = await first.start()
+    caplog.set_level(logging.INFO)
+    try:
+        retrying = asyncio.create_task(ModbusServer(settings, store).run())
+        await asyncio.sleep(0.2)  # many retries
+        retrying.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await retrying
+    finally:
+        await first.stop(handle)
+    ours = [record for record in caplog.records if record.name == server_module.__name__]
+    assert len(ours) == 1
+    assert ours[0].levelno == logging.WARNING
+    assert "cannot open" in ours[0].getMessage()
+    assert pymodbus_records(caplog) == []
+
+
+def test_pymodbus_logs_only_when_debugging(caplog: pytest.LogCaptureFixture) -> None:
+    from pymodbus.logging import Log
+
+    server_module.quiet_pymodbus_logging()  # idempotent
+    pymodbus_logger = logging.getLogger(server_module.PYMODBUS_LOGGER)
+    assert vars(Log)["_logger"] is pymodbus_logger  # the one logger pymodbus logs through
+    assert sum(type(f).__name__ == "_OnlyWhenDebugging" for f in pymodbus_logger.filters) == 1
+    caplog.set_level(logging.INFO)
+    pymodbus_logger.warning("Failed to start server address already in use")
+    pymodbus_logger.error("some pymodbus error")
+    assert pymodbus_records(caplog) == []
+    caplog.set_level(logging.DEBUG)
+    pymodbus_logger.warning("Failed to start server address already in use")
+    pymodbus_logger.debug("a frame")
+    assert [record.getMessage() for record in pymodbus_records(caplog)] == [
+        "Failed to start server address already in use",
+        "a frame",
+    ]
 
 
 # -- RTU through a socat pty pair --------------------------------------------------------------------------

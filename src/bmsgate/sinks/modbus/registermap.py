@@ -18,6 +18,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bmsgate.bank import BankState
 from bmsgate.datafiles import parse_yaml, read_text
 from bmsgate.errors import DefinitionError
 from bmsgate.inverter import BankStatus, FlowDirection, InverterStatus, initial_status
@@ -47,11 +48,12 @@ class RegisterKind(enum.StrEnum):
 RegisterImage = dict[RegisterKind, dict[int, int]]
 """Register values by table and 0-based protocol address."""
 
-_NumberSource = Callable[[InverterStatus], float | None]
+_NumberSource = Callable[[InverterStatus, BankState], float | None]
+"""Reads a number from a status and the bank whose measurements to show (see :meth:`RegisterMap.encode`)."""
 
 
-def _power(current: float, status: InverterStatus) -> float | None:
-    voltage = status.bank.voltage
+def _power(current: float, measured: BankState) -> float | None:
+    voltage = measured.voltage
     return None if voltage is None else current * voltage
 
 
@@ -60,39 +62,54 @@ def _rated(current: float, status: InverterStatus) -> float | None:
     return None if voltage is None else current * voltage
 
 
+_MEASUREMENTS: Final[Mapping[str, Callable[[BankState], float | None]]] = {
+    "soc": lambda b: b.soc,
+    "soh": lambda b: b.soh,
+    "voltage": lambda b: b.voltage,
+    "current": lambda b: b.current,
+    "power": lambda b: b.power,
+    "temperature": lambda b: b.temperature_mean,
+    "temperature_min": lambda b: b.temperature_min,
+    "temperature_max": lambda b: b.temperature_max,
+    "mosfet_temperature": lambda b: b.mosfet_temperature,
+    "cell_voltage_min": lambda b: b.cell_voltage_min,
+    "cell_voltage_max": lambda b: b.cell_voltage_max,
+    "cell_delta": lambda b: b.cell_delta,
+    "remaining_capacity": lambda b: b.remaining_capacity,
+    "full_capacity": lambda b: b.full_capacity,
+    "remaining_energy": lambda b: b.stored_energy,
+    "full_energy": lambda b: b.full_energy,
+}
+"""Sources measured on the packs: while the bank is stale they show the last fresh bank (if given)."""
+
+_LIVE: Final[Mapping[str, _NumberSource]] = {
+    "pack_count": lambda s, _m: s.bank.pack_count,
+    "packs_online": lambda s, _m: s.bank.packs_online,
+    "charge_voltage_limit": lambda s, _m: s.limits.charge_voltage,
+    "charge_current_limit": lambda s, _m: s.limits.charge_current,
+    "discharge_current_limit": lambda s, _m: s.limits.discharge_current,
+    "charge_power_limit": lambda s, m: _power(s.limits.charge_current, m),
+    "discharge_power_limit": lambda s, m: _power(s.limits.discharge_current, m),
+    "max_charge_current": lambda s, _m: s.limits.max_charge_current,
+    "max_discharge_current": lambda s, _m: s.limits.max_discharge_current,
+    "rated_charge_power": lambda s, _m: _rated(s.limits.max_charge_current, s),
+    "rated_discharge_power": lambda s, _m: _rated(s.limits.max_discharge_current, s),
+    "max_voltage": lambda s, _m: s.limits.max_voltage,
+    "min_voltage": lambda s, _m: s.limits.min_voltage,
+    "charge_enable": lambda s, _m: float(s.limits.charge_allowed),
+    "discharge_enable": lambda s, _m: float(s.limits.discharge_allowed),
+    "heartbeat": lambda s, _m: s.heartbeat,
+}
+"""Sources about the bank now (limits are 0 while stale, counts are current, the heartbeat freezes)."""
+
+
+def _measured(read: Callable[[BankState], float | None]) -> _NumberSource:
+    return lambda _status, measured: read(measured)
+
+
 _NUMBER_SOURCES: Final[Mapping[str, _NumberSource]] = {
-    "soc": lambda s: s.bank.soc,
-    "soh": lambda s: s.bank.soh,
-    "voltage": lambda s: s.bank.voltage,
-    "current": lambda s: s.bank.current,
-    "power": lambda s: s.bank.power,
-    "temperature": lambda s: s.bank.temperature_mean,
-    "temperature_min": lambda s: s.bank.temperature_min,
-    "temperature_max": lambda s: s.bank.temperature_max,
-    "mosfet_temperature": lambda s: s.bank.mosfet_temperature,
-    "cell_voltage_min": lambda s: s.bank.cell_voltage_min,
-    "cell_voltage_max": lambda s: s.bank.cell_voltage_max,
-    "cell_delta": lambda s: s.bank.cell_delta,
-    "remaining_capacity": lambda s: s.bank.remaining_capacity,
-    "full_capacity": lambda s: s.bank.full_capacity,
-    "remaining_energy": lambda s: s.bank.stored_energy,
-    "full_energy": lambda s: s.bank.full_energy,
-    "pack_count": lambda s: s.bank.pack_count,
-    "packs_online": lambda s: s.bank.packs_online,
-    "charge_voltage_limit": lambda s: s.limits.charge_voltage,
-    "charge_current_limit": lambda s: s.limits.charge_current,
-    "discharge_current_limit": lambda s: s.limits.discharge_current,
-    "charge_power_limit": lambda s: _power(s.limits.charge_current, s),
-    "discharge_power_limit": lambda s: _power(s.limits.discharge_current, s),
-    "max_charge_current": lambda s: s.limits.max_charge_current,
-    "max_discharge_current": lambda s: s.limits.max_discharge_current,
-    "rated_charge_power": lambda s: _rated(s.limits.max_charge_current, s),
-    "rated_discharge_power": lambda s: _rated(s.limits.max_discharge_current, s),
-    "max_voltage": lambda s: s.limits.max_voltage,
-    "min_voltage": lambda s: s.limits.min_voltage,
-    "charge_enable": lambda s: float(s.limits.charge_allowed),
-    "discharge_enable": lambda s: float(s.limits.discharge_allowed),
-    "heartbeat": lambda s: s.heartbeat,
+    **{name: _measured(read) for name, read in _MEASUREMENTS.items()},
+    **_LIVE,
 }
 
 _STATE_SOURCES: Final[Mapping[str, tuple[frozenset[str], Callable[[InverterStatus], str]]]] = {
@@ -173,6 +190,8 @@ class _Entry(BaseModel):
                 raise ValueError(f"text must be ASCII of at most {2 * self.length} characters")
         elif self.length is not None:
             raise ValueError("'length' only applies to type ascii")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
         if source == "constant" and self.value is None:
             raise ValueError("source constant needs 'value'")
         if (source == "alarms") != (self.bits is not None):
@@ -232,11 +251,16 @@ class RegisterEntry:
     source: str
     writable: bool
     description: str
-    _encode: Callable[[InverterStatus], list[int]] = dataclasses.field(repr=False, compare=False)
+    _encode: Callable[[InverterStatus, BankState], list[int]] = dataclasses.field(repr=False, compare=False)
 
-    def encode(self, status: InverterStatus) -> list[int]:
-        """The entry's register values for `status`."""
-        return self._encode(status)
+    def encode(self, status: InverterStatus, measured: BankState | None = None) -> list[int]:
+        """The entry's register values for `status`.
+
+        Args:
+            status: the bank, limits and bridge state now.
+            measured: the bank whose measurements to show (default: ``status.bank``).
+        """
+        return self._encode(status, status.bank if measured is None else measured)
 
 
 def _split(raw: int, type_name: str, word_order: str) -> list[int]:
@@ -249,17 +273,21 @@ def _split(raw: int, type_name: str, word_order: str) -> list[int]:
     return words if word_order == "big" else words[::-1]
 
 
-def _number_encoder(entry: _Entry, word_order: str, read: _NumberSource) -> Callable[[InverterStatus], list[int]]:
+_Encoder = Callable[[InverterStatus, BankState], list[int]]
+
+
+def _number_encoder(entry: _Entry, word_order: str, read: _NumberSource) -> _Encoder:
     missing = _split(entry.missing, entry.type, word_order)
     stale = None if entry.stale is None else _split(entry.stale, entry.type, word_order)
     scale, offset, low, high = entry.scale, entry.offset, entry.min, entry.max
 
-    def encode(status: InverterStatus) -> list[int]:
+    def encode(status: InverterStatus, measured: BankState) -> list[int]:
         if stale is not None and status.bank.stale:
             return stale
-        value = read(status)
+        value = read(status, measured)
         if value is None or not math.isfinite(value):
             return missing
+        # Out-of-range readings (a broken BMS's 255 % SoC) are clamped, never passed through.
         if low is not None:
             value = max(value, low)
         if high is not None:
@@ -271,18 +299,18 @@ def _number_encoder(entry: _Entry, word_order: str, read: _NumberSource) -> Call
     return encode
 
 
-def _compile_entry(entry: _Entry, word_order: str) -> Callable[[InverterStatus], list[int]]:
+def _compile_entry(entry: _Entry, word_order: str) -> _Encoder:
     order = entry.word_order or word_order
     if entry.source == "text":
         text = (entry.text or "").encode("ascii").ljust(2 * (entry.length or 0), b"\0")
         words = [text[i] << 8 | text[i + 1] for i in range(0, len(text), 2)]
-        return lambda _status: words
+        return lambda _status, _measured: words
     if entry.source == "constant":
         constant = entry.value or 0.0
-        return _number_encoder(entry, order, lambda _status: constant)
+        return _number_encoder(entry, order, lambda _status, _measured: constant)
     if entry.source == "heartbeat_in":
         initial = _split(math.floor((entry.value or 0.0) + 0.5), entry.type, order)
-        return lambda _status: initial
+        return lambda _status, _measured: initial
     if entry.source == "alarms":
         masks: list[tuple[int, frozenset[Alarm], tuple[Callable[[InverterStatus], bool], ...]]] = []
         for bit, names in (entry.bits or {}).items():
@@ -291,7 +319,7 @@ def _compile_entry(entry: _Entry, word_order: str) -> Callable[[InverterStatus],
             flags = tuple(_FLAGS[name] for name in name_list if name in _FLAGS)
             masks.append((1 << bit, alarms, flags))
 
-        def alarm_bits(status: InverterStatus) -> float:
+        def alarm_bits(status: InverterStatus, _measured: BankState) -> float:
             active = status.bank.alarms
             word = 0
             for mask, alarms, flags in masks:
@@ -304,7 +332,7 @@ def _compile_entry(entry: _Entry, word_order: str) -> Callable[[InverterStatus],
     if entry.source in _STATE_SOURCES:
         table = entry.values or {}
         state_of = _STATE_SOURCES[entry.source][1]
-        return _number_encoder(entry, order, lambda status: table[state_of(status)])
+        return _number_encoder(entry, order, lambda status, _measured: table[state_of(status)])
     return _number_encoder(entry, order, _NUMBER_SOURCES[entry.source])
 
 
@@ -411,11 +439,22 @@ class RegisterMap:
         """Every readable address with its initial value (a fresh copy)."""
         return {kind: dict(table) for kind, table in self._layout.items()}
 
-    def encode(self, status: InverterStatus) -> RegisterImage:
-        """Register values of every computed (not writable) entry for `status`."""
+    def encode(self, status: InverterStatus, *, last_fresh: BankState | None = None) -> RegisterImage:
+        """Register values of every computed (not writable) entry for `status`.
+
+        Args:
+            status: the bank, limits and bridge state now.
+            last_fresh: the last bank that was not stale. While ``status.bank`` is stale, measurement
+                sources (SoC, voltage, temperatures, ...) show this bank's values instead of their
+                ``missing`` value; limits, states, alarm bits and counts always come from `status`, and
+                an entry's ``stale`` value still wins. Without it (no data yet) they read ``missing``.
+        """
+        measured = status.bank
+        if measured.stale and last_fresh is not None and not last_fresh.stale:
+            measured = last_fresh
         image: RegisterImage = {RegisterKind.HOLDING: {}, RegisterKind.INPUT: {}}
         for entry in self._computed:
-            self._store(image, entry, entry.encode(status))
+            self._store(image, entry, entry.encode(status, measured))
         return image
 
     def writable(self) -> Iterator[RegisterEntry]:

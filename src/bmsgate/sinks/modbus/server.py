@@ -7,12 +7,18 @@ The datastore is a plain ``{address: value}`` table per register kind, refreshed
 writer (the sink) between requests — all on one event loop, so a request never sees half an update.
 Reads outside the map's registers and writes to anything but its writable registers are answered
 with the Modbus exception "illegal data address"; unknown function codes with "illegal function".
+
+pymodbus's own log lines (e.g. "Failed to start server ... address already in use" on every retry) are
+dropped unless its logger is enabled for DEBUG: our adapter logs each failure and recovery once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
@@ -30,13 +36,64 @@ from pymodbus.pdu.bit_message import (
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from bmsgate.backoff import Backoff
-from bmsgate.errors import SinkError
+from bmsgate.errors import ConfigError, SinkError
 from bmsgate.sinks.modbus.registermap import RegisterImage, RegisterKind, RegisterMap, contiguous_runs
 from bmsgate.sinks.modbus.settings import ModbusSettings
 
-__all__ = ["ModbusClientWriter", "ModbusEndpoint", "ModbusServer", "RegisterStore"]
+__all__ = ["ModbusClientWriter", "ModbusEndpoint", "ModbusServer", "RegisterStore", "check_tcp_port_free"]
 
 _LOGGER = logging.getLogger(__name__)
+
+PYMODBUS_LOGGER: Final = "pymodbus.logging"
+"""The one logger pymodbus 3.8 logs through."""
+
+
+class _OnlyWhenDebugging(logging.Filter):
+    """Drops pymodbus's records unless its logger is enabled for DEBUG (e.g. the root level is DEBUG).
+
+    pymodbus warns on every retry of a port that cannot be opened or a device that cannot be reached;
+    our adapter already logs such failures once per change, so at INFO and above they are noise.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def quiet_pymodbus_logging() -> None:
+    """Install the filter on pymodbus's logger (idempotent; done when this module is imported)."""
+    logger = logging.getLogger(PYMODBUS_LOGGER)
+    if not any(isinstance(existing, _OnlyWhenDebugging) for existing in logger.filters):
+        logger.addFilter(_OnlyWhenDebugging())
+
+
+quiet_pymodbus_logging()
+
+
+def check_tcp_port_free(host: str, port: int) -> None:
+    """Fail early when a Modbus TCP server could not listen on `host`:`port` (e.g. it is in use).
+
+    Binds (and closes at once) a socket on every address `host` resolves to, with the same
+    ``SO_REUSEADDR`` the server uses, so a port in TIME_WAIT counts as free. Synchronous; meant for
+    start-up checks (the server itself keeps retrying a busy port instead).
+
+    Raises:
+        ConfigError: key path ``--modbus-tcp``; the message names the address and the OS reason.
+    """
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _name, sockaddr in infos:
+            with socket.socket(family, kind, proto) as sock:
+                if os.name == "posix":  # as asyncio does for pymodbus's reuse_address=True
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(sockaddr)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"cannot listen on {address}: {reason}", key_path="--modbus-tcp") from exc
+
 
 _READ_CODES: Final = {3: RegisterKind.HOLDING, 4: RegisterKind.INPUT, 23: RegisterKind.HOLDING}
 _WRITE_CODES: Final = frozenset({6, 16, 22})

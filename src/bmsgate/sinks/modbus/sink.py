@@ -13,10 +13,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from bmsgate.bank import BankState
 from bmsgate.hub import HubUpdate, SnapshotHub, Subscription
 from bmsgate.inverter import BankTracker, InverterStatus, initial_status, read_packs
 from bmsgate.sinks.modbus.heartbeat import HeartbeatMonitor
-from bmsgate.sinks.modbus.registermap import RegisterKind, RegisterMap, load_register_map
+from bmsgate.sinks.modbus.registermap import RegisterImage, RegisterKind, RegisterMap, load_register_map
 from bmsgate.sinks.modbus.server import ModbusClientWriter, ModbusEndpoint, ModbusServer, RegisterStore
 from bmsgate.sinks.modbus.settings import ModbusSettings
 
@@ -54,6 +55,8 @@ class ModbusSink:
             clock=clock,
         )
         self._status = initial_status(settings.batteries)
+        self._last_fresh: BankState | None = None
+        """The last bank that was not stale: its measurements stay on show while the bank is stale."""
         self._heartbeat = 0
         self._listeners: list[Callable[[InverterStatus], None]] = []
         self.refreshed = asyncio.Event()
@@ -65,7 +68,7 @@ class ModbusSink:
         if heartbeat_entry is not None and settings.mode != "client":
             self._monitor = HeartbeatMonitor(settings.heartbeat_in_timeout, clock())
         self.store = RegisterStore(self.register_map, on_write=self._on_write)
-        self.store.update(self.register_map.encode(self._status))
+        self.store.update(self._encode())
         self.endpoint: ModbusEndpoint
         if settings.mode == "client":
             self.endpoint = ModbusClientWriter(settings, self._client_image)
@@ -122,6 +125,8 @@ class ModbusSink:
             The new status.
         """
         bank, limits, now = self._tracker.update(hub)
+        if not bank.stale:
+            self._last_fresh = bank
         if fresh_data and not bank.stale:
             self._heartbeat = (self._heartbeat + 1) & 0xFFFF
         present = self._monitor.check(now) if self._monitor else None
@@ -129,7 +134,7 @@ class ModbusSink:
             bank=bank, limits=limits, heartbeat=self._heartbeat, inverter_present=present, updated_at=now
         )
         self._tracker.log_state(self._status)
-        self.store.update(self.register_map.encode(self._status))
+        self.store.update(self._encode())
         for listener in self._listeners:
             listener(self._status)
         self.refreshed.set()
@@ -142,5 +147,9 @@ class ModbusSink:
         if 0 <= index < len(values):
             self._monitor.observe(values[index], self._clock())
 
+    def _encode(self) -> RegisterImage:
+        # Stale: limits 0 and status/alarm bits say so, measurements keep their last fresh values.
+        return self.register_map.encode(self._status, last_fresh=self._last_fresh)
+
     def _client_image(self) -> dict[int, int]:
-        return self.register_map.encode(self._status)[RegisterKind.HOLDING]
+        return self._encode()[RegisterKind.HOLDING]
