@@ -31,8 +31,11 @@ class DemoOptions:
 
     mqtt: str | None = ""
     """Broker URL; empty: start an embedded broker on localhost; None: no MQTT."""
-    mqtt_bind: str = "127.0.0.1:1883"
-    """Where the embedded broker listens (0.0.0.0:1883 lets Home Assistant on another machine in)."""
+    mqtt_bind: str | None = None
+    """Where the embedded broker listens; None: 127.0.0.1:1883, or any free port if that is taken.
+
+    An address given explicitly must be free (Home Assistant is configured for it): else a start-up error.
+    """
     modbus_tcp: str | None = "127.0.0.1:5020"
     """HOST:PORT of the Modbus TCP server; None: no Modbus."""
     modbus_map: str = "generic"
@@ -42,23 +45,26 @@ class DemoOptions:
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         """The demo's output options."""
-        parser.add_argument(
+        mqtt = parser.add_mutually_exclusive_group()
+        mqtt.add_argument(
             "--mqtt",
             metavar="URL",
             default="",
             help="publish to this broker (mqtt://user:pass@host:port); default: an embedded broker on localhost",
         )
-        parser.add_argument("--no-mqtt", action="store_true", help="do not publish over MQTT")
+        mqtt.add_argument("--no-mqtt", action="store_true", help="do not publish over MQTT")
         parser.add_argument(
             "--mqtt-bind",
             metavar="HOST:PORT",
-            default="127.0.0.1:1883",
-            help="where the embedded broker listens (0.0.0.0:1883 to let Home Assistant on another machine in)",
+            default=None,
+            help="where the embedded broker listens (default 127.0.0.1:1883, another free port if that is taken; "
+            "0.0.0.0:1883 lets Home Assistant on another machine in)",
         )
-        parser.add_argument(
+        modbus = parser.add_mutually_exclusive_group()
+        modbus.add_argument(
             "--modbus-tcp", metavar="HOST:PORT", default="127.0.0.1:5020", help="Modbus TCP server address"
         )
-        parser.add_argument("--no-modbus", action="store_true", help="no Modbus server")
+        modbus.add_argument("--no-modbus", action="store_true", help="no Modbus server")
         parser.add_argument("--modbus-map", metavar="NAME|FILE", default="generic", help="register map")
         parser.add_argument("--can-log", metavar="FILE", help="write every CAN frame sent (candump log format)")
         parser.add_argument("--can-profile", metavar="NAME", default="pylon", help="inverter CAN profile")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ from bmsgate.config import GatewayConfig
 from bmsgate.errors import ConfigError
 from bmsgate.gateway import SinkBuilder
 from bmsgate.hub import SnapshotHub
+from bmsgate.ports import check_tcp_port_free, tcp_port_free
 from bmsgate.protocols import CompiledProtocol
 from bmsgate.supervisor import Sink, Supervisor
 
@@ -136,23 +136,19 @@ class _EmbeddedBrokerSink:
 
     name = "mqtt"
 
-    def __init__(self, bind: str, build: Callable[[str, Path], Sink]) -> None:
-        self._host, self._port = _host_port(bind, "--mqtt-bind")
+    def __init__(self, host: str, port: int, build: Callable[[str, Path], Sink]) -> None:
+        self._host, self._port = host, port
         self._build = build
 
     async def run(self, hub: SnapshotHub) -> None:
-        from bmsgate.sinks.homeassistant.broker import EmbeddedBroker, free_port  # noqa: PLC0415
+        from bmsgate.sinks.homeassistant.broker import EmbeddedBroker  # noqa: PLC0415
 
-        port = self._port
-        if not _port_free(self._host, port):
-            port = free_port(self._host)
-            _LOGGER.info("demo: port %d is taken; the embedded broker uses %d instead", self._port, port)
         with tempfile.TemporaryDirectory(prefix="bmsgate-demo-") as state_dir:
-            async with EmbeddedBroker(host=self._host, port=port) as broker:
+            async with EmbeddedBroker(host=self._host, port=self._port) as broker:
                 _LOGGER.info(
                     "demo: MQTT broker at %s — point Home Assistant's MQTT integration at this machine, port %d",
                     broker.url,
-                    port,
+                    self._port,
                 )
                 await self._build(broker.url, Path(state_dir)).run(hub)
 
@@ -187,6 +183,7 @@ def demo_output_builders(options: DemoOptions) -> list[SinkBuilder]:
             from bmsgate.sinks.modbus.settings import ModbusSettings  # noqa: PLC0415
 
             host, port = _host_port(options.modbus_tcp, "--modbus-tcp")
+            check_tcp_port_free(host, port, key_path="--modbus-tcp")
             settings = ModbusSettings(mode="tcp", host=host, port=port, register_map=options.modbus_map, batteries=BANK)
             sinks += _modbus_sinks(settings, config, relay)
             _LOGGER.info("demo: Modbus TCP server on %s:%d (map %s)", host, port, options.modbus_map)
@@ -201,8 +198,12 @@ def demo_output_builders(options: DemoOptions) -> list[SinkBuilder]:
             batteries=BANK,
         )
         sinks += _can_sinks(can_settings, config, relay)
+        # A simulated inverter on the same virtual bus sends the keep-alives (or Growatt's requests).
+        from bmsgate.sinks.can.simulated import SimulatedInverter  # noqa: PLC0415 - needs the [can] extra
+
+        sinks.append(SimulatedInverter(can_settings))
         _LOGGER.info(
-            "demo: CAN profile %s on a virtual bus%s",
+            "demo: CAN profile %s on a virtual bus with a simulated inverter%s",
             options.can_profile,
             f", frames logged to {options.can_log}" if options.can_log else "",
         )
@@ -231,19 +232,24 @@ def _demo_mqtt(
         with contextlib.suppress(OSError):
             _DEMO_STATE.mkdir(parents=True, exist_ok=True)
         return build(options.mqtt, _DEMO_STATE)
-    return _EmbeddedBrokerSink(options.mqtt_bind, build)
+    if options.mqtt_bind is not None:
+        # Home Assistant is configured for this exact address: taken means a start-up error.
+        host, port = _host_port(options.mqtt_bind, "--mqtt-bind")
+        check_tcp_port_free(host, port, key_path="--mqtt-bind")
+    else:
+        host, port = _DEFAULT_BROKER
+        if not tcp_port_free(host, port):
+            from bmsgate.sinks.homeassistant.broker import free_port  # noqa: PLC0415
+
+            port = free_port(host)
+            _LOGGER.info(
+                "demo: port %d is taken (another broker?); the embedded broker uses %d", _DEFAULT_BROKER[1], port
+            )
+    return _EmbeddedBrokerSink(host, port, build)
 
 
 _DEMO_STATE: Final = Path(tempfile.gettempdir()) / "bmsgate-demo-state"
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
+_DEFAULT_BROKER: Final = ("127.0.0.1", 1883)
 
 
 def _host_port(text: str, option: str) -> tuple[str, int]:

@@ -19,7 +19,7 @@ from bmsgate.model import Alarm
 from bmsgate.sinks.can.bus import CanBus, FrameBus
 from bmsgate.sinks.can.profiles import OutputPhase, load_profile
 from bmsgate.sinks.can.settings import CanSettings
-from bmsgate.sinks.can.sink import CanSink
+from bmsgate.sinks.can.sink import SAFE_HOLD_PERIODS, CanSink
 
 from .helpers import InverterSimulator, channel_name, make_snapshot, running, wait_for
 
@@ -85,6 +85,59 @@ async def test_stale_sequence_keep_safe_silence() -> None:
             assert simulator.signals(0x351)["charge_current_limit"] == 0.0
     finally:
         simulator.close()
+
+
+async def test_safe_frames_come_before_silence_when_the_hub_budget_is_longer(tmp_path: Path) -> None:
+    # Scaled down from the review: the pack's stale_after (2 s) is longer than silent_after (0.4 s). The
+    # output must still go keep -> safe (zero limits, error flags) -> silent, never keep -> silent.
+    log = tmp_path / "can.log"
+    hub = make_hub(stale_after=2.0)
+    hub.publish(make_snapshot())
+    sink = CanSink(settings(channel_name(), silent_after=0.4, log_file=log))
+    phases: list[OutputPhase] = []
+    sink.add_listener(lambda _status: phases.append(sink.phase))
+    async with running(sink, hub):
+        await wait_for(lambda: sink.phase is OutputPhase.SILENT, timeout=3.0)
+        await asyncio.sleep(0.2)
+        sets = sink.frame_sets
+        await asyncio.sleep(0.2)
+        assert sink.frame_sets == sets  # silence
+        assert hub.is_stale("a") is False  # the hub's budget has not even run out yet
+    # 0x351 bytes 2-5: CCL and DCL (0.1 A).
+    limits = [line.split("#")[1][4:] for line in log.read_text().splitlines() if " 351#" in line]
+    full, safe = "E803E803", "00000000"
+    assert limits[0] == full
+    first_safe = limits.index(safe)
+    assert set(limits[:first_safe]) == {full}
+    assert limits[first_safe:] == [safe] * (len(limits) - first_safe)
+    assert len(limits) - first_safe >= SAFE_HOLD_PERIODS  # a few periods of safe frames
+    flags = [line.split("#")[1] for line in log.read_text().splitlines() if " 359#" in line]
+    assert flags[-1] != flags[0]  # error flags set in the safe frames
+    # The phase machine itself never skipped the safe phase.
+    transitions = [phase for phase, _ in itertools.groupby(phases)]
+    assert transitions == [OutputPhase.NORMAL, OutputPhase.SAFE, OutputPhase.SILENT]
+
+
+async def test_safe_phase_starts_at_silent_after_with_the_default_budgets() -> None:
+    # Default silent_after with a hub budget beyond it: the output counts the data as stale at silent_after.
+    clock = [0.0]
+    hub = SnapshotHub(clock=lambda: clock[0])
+    hub.register("a", stale_after=1000.0)
+    hub.publish(make_snapshot())
+    sink = CanSink(settings(channel_name()), clock=lambda: clock[0])
+
+    def phase_at(now: float) -> OutputPhase:
+        clock[0] = now
+        sink.refresh(hub)
+        return sink.phase
+
+    assert phase_at(0.0) is OutputPhase.NORMAL
+    assert phase_at(300.5) is OutputPhase.SAFE
+    assert [f.data[2:].hex() for f in sink.frames if f.arbitration_id == 0x351] == ["00000000"]  # CCL = DCL = 0
+    hold = SAFE_HOLD_PERIODS * max(sink.profile.period, sink.profile.min_interval)
+    assert phase_at(300.5 + hold * 0.9) is OutputPhase.SAFE
+    assert phase_at(300.5 + hold) is OutputPhase.SILENT
+    assert sink.frames == []
 
 
 async def test_keepalive_loss_is_reported(caplog: pytest.LogCaptureFixture) -> None:

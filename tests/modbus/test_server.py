@@ -19,9 +19,10 @@ from pymodbus.framer import FramerType
 from bmsgate.backoff import Backoff
 from bmsgate.errors import ConfigError, SinkError
 from bmsgate.hub import SnapshotHub
+from bmsgate.ports import check_tcp_port_free
 from bmsgate.sinks.modbus import server as server_module
 from bmsgate.sinks.modbus.registermap import RegisterKind, load_register_map
-from bmsgate.sinks.modbus.server import ModbusServer, RegisterStore, check_tcp_port_free
+from bmsgate.sinks.modbus.server import ModbusServer, RegisterStore
 from bmsgate.sinks.modbus.settings import ModbusSettings
 from bmsgate.sinks.modbus.sink import ModbusSink
 
@@ -268,19 +269,19 @@ async def test_port_in_use_is_a_sink_error_and_the_server_retries() -> None:
 
 def test_check_tcp_port_free() -> None:
     port = free_port()
-    check_tcp_port_free("127.0.0.1", port)
+    check_tcp_port_free("127.0.0.1", port, key_path="--modbus-tcp")
     with socket.socket() as busy:
         busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         busy.bind(("127.0.0.1", port))
         busy.listen()
         with pytest.raises(ConfigError) as caught:
-            check_tcp_port_free("127.0.0.1", port)
+            check_tcp_port_free("127.0.0.1", port, key_path="--modbus-tcp")
     assert caught.value.key_path == "--modbus-tcp"
     assert f"127.0.0.1:{port}" in str(caught.value)
     assert "in use" in str(caught.value).lower()
-    check_tcp_port_free("127.0.0.1", port)  # free again once closed
+    check_tcp_port_free("127.0.0.1", port, key_path="--modbus-tcp")  # free again once closed
     with pytest.raises(ConfigError, match=re.escape("cannot listen on 192.0.2.1:")):
-        check_tcp_port_free("192.0.2.1", port)  # TEST-NET: not an address of this machine
+        check_tcp_port_free("192.0.2.1", port, key_path="--modbus-tcp")  # TEST-NET: not an address of this machine
 
 
 async def test_check_tcp_port_free_sees_a_running_modbus_server() -> None:
@@ -289,7 +290,7 @@ async def test_check_tcp_port_free_sees_a_running_modbus_server() -> None:
     handle = await server.start()
     try:
         with pytest.raises(ConfigError, match=re.escape(f"127.0.0.1:{settings.port}")):
-            check_tcp_port_free(settings.host, settings.port)
+            check_tcp_port_free(settings.host, settings.port, key_path="--modbus-tcp")
     finally:
         await server.stop(handle)
 

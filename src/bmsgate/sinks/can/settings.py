@@ -29,14 +29,20 @@ class CanSettings(BaseModel):
         period: s between frame sets, overriding the profile's.
         safe_after: s since a pack's newest snapshot after which the CAN output treats it as stale
             (tighter than the hub's budget); None uses the hub's per-battery budget alone.
-        silent_after: s since the newest data of any pack after which nothing is sent at all.
+        silent_after: s since the newest data of any pack after which nothing is sent at all. It must
+            exceed `safe_after` and should exceed every bank battery's ``stale_after`` (the gateway's
+            configuration checks that): the safe frame set (zero limits, error flags) is what the
+            inverter hears between the two. The output enforces the order regardless: data older than
+            `silent_after` counts as stale for it, and silence only follows a few periods of safe
+            frames (see :class:`~bmsgate.sinks.can.state.PhaseTracker`).
         keepalive_timeout: s without the inverter's keep-alive/request frame before it counts as missing.
         soc_forcing / stop_charge_with_cvl / never_zero_cvl / invalid_markers: override the profile's quirks.
         manufacturer: override the name in 0x35E (at most 8 ASCII characters).
         force_charge_soc: % at or below which 0x35C requests "force charge I".
         force_charge_ii_soc: % at or below which 0x35C requests "force charge II".
         force_charge_hysteresis: % above the threshold before a force-charge request clears.
-        log_file: append every transmitted frame to this file in candump log format.
+        log_file: append every transmitted frame to this file in candump log format (checked when the
+            output is built: an unwritable path is a configuration error).
         dry_run: open no bus at all; only log (requires `log_file` to be useful).
         reopen_backoff_max: s; bus reopen attempts back off up to this long.
         send_timeout: s one frame may wait for room in the transmit queue.
@@ -44,7 +50,7 @@ class CanSettings(BaseModel):
         limits: the limit engine's settings.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     interface: Literal["socketcan", "slcan", "virtual"] = "socketcan"
     channel: str = Field(default="can0", min_length=1)
@@ -73,7 +79,10 @@ class CanSettings(BaseModel):
     @model_validator(mode="after")
     def _budgets_in_order(self) -> Self:
         if self.safe_after is not None and self.silent_after <= self.safe_after:
-            raise ValueError("silent_after must be longer than safe_after")
+            raise ValueError(
+                f"silent_after ({self.silent_after:g} s) must be longer than safe_after ({self.safe_after:g} s), "
+                "or the inverter would never see the safe frames"
+            )
         if self.force_charge_ii_soc > self.force_charge_soc:
             raise ValueError("force_charge_ii_soc must not exceed force_charge_soc")
         return self

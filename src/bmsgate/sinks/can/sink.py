@@ -18,10 +18,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Final
 
 from bmsgate.backoff import Backoff
-from bmsgate.errors import SinkError
+from bmsgate.errors import ConfigError, SinkError
 from bmsgate.hub import SnapshotHub, Subscription
 from bmsgate.inverter import BankTracker, InverterLiveness, InverterStatus, initial_status
 from bmsgate.model import Alarm
@@ -31,13 +32,16 @@ from bmsgate.sinks.can.profiles import CanFrame, CanProfile, OutputPhase, Reques
 from bmsgate.sinks.can.settings import CanSettings
 from bmsgate.sinks.can.state import ForceChargeRequest, PhaseTracker
 
-__all__ = ["CanSink"]
+__all__ = ["SAFE_HOLD_PERIODS", "CanSink"]
 
 _LOGGER = logging.getLogger(__name__)
 
 _INITIAL_BACKOFF: Final = 0.5
 _EPSILON: Final = 1e-6
 _UNDER_VOLTAGE: Final = frozenset({Alarm.CELL_UNDERVOLTAGE, Alarm.PACK_UNDERVOLTAGE})
+
+SAFE_HOLD_PERIODS: Final = 3
+"""Frame periods the safe frame set is sent at least before the output may go silent."""
 
 BusOpener = Callable[[CanSettings], FrameBus]
 
@@ -55,6 +59,8 @@ class CanSink:
 
     Raises:
         DefinitionError: the profile or its DBC file is invalid.
+        ConfigError: ``settings.log_file`` cannot be appended to (missing directory, a directory, no
+            permission).
     """
 
     name = "can"
@@ -69,6 +75,8 @@ class CanSink:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        if settings.log_file is not None:
+            _check_log_file(settings.log_file)
         self.profile = (profile or load_profile(settings.profile)).with_overrides(
             quirks=settings.quirk_overrides, manufacturer=settings.manufacturer, period=settings.period
         )
@@ -82,7 +90,11 @@ class CanSink:
             label=self.name,
             clock=clock,
         )
-        self._phases = PhaseTracker(settings.silent_after)
+        period = max(self.profile.period, self.profile.min_interval)
+        self._phases = PhaseTracker(settings.silent_after, safe_hold=SAFE_HOLD_PERIODS * period)
+        # Data past `silent_after` is stale for this output whatever the hub's budget says: the safe
+        # phase starts at the latest there (and silence only after the safe frames were sent a while).
+        self._max_age = settings.safe_after if settings.safe_after is not None else settings.silent_after
         self._liveness = (
             InverterLiveness(settings.keepalive_timeout, clock(), what=f"CAN frame {self.profile.liveness_id:#05x}")
             if self.profile.liveness_id is not None
@@ -142,9 +154,9 @@ class CanSink:
         Returns:
             The new status.
         """
-        bank, limits, now = self._tracker.update(hub, max_age=self.settings.safe_after)
+        bank, limits, now = self._tracker.update(hub, max_age=self._max_age)
         ages = [age for battery_id in self._tracker.battery_ids(hub) if (age := hub.age(battery_id)) is not None]
-        phase = self._phases.update(bank, min(ages) if ages else None)
+        phase = self._phases.update(bank, min(ages) if ages else None, now=now)
         present = self._liveness.check(now) if self._liveness is not None else None
         self._status = InverterStatus(
             bank=bank,
@@ -311,6 +323,20 @@ class CanSink:
         self.frames_sent += len(frames)
         self.last_sent = frames
         self.sent.set()
+
+
+def _check_log_file(path: Path) -> None:
+    """Fail at start-up, not on every retry, when the candump log cannot be appended to.
+
+    Raises:
+        ConfigError: naming the path and the operating system's reason.
+    """
+    try:
+        with path.open("a", encoding="ascii"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"cannot append to {path}: {reason}", key_path="outputs.can.log_file") from exc
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> bool:

@@ -15,10 +15,7 @@ dropped unless its logger is enabled for DEBUG: our adapter logs each failure an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import socket
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
@@ -36,11 +33,11 @@ from pymodbus.pdu.bit_message import (
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
 from bmsgate.backoff import Backoff
-from bmsgate.errors import ConfigError, SinkError
+from bmsgate.errors import SinkError
 from bmsgate.sinks.modbus.registermap import RegisterImage, RegisterKind, RegisterMap, contiguous_runs
 from bmsgate.sinks.modbus.settings import ModbusSettings
 
-__all__ = ["ModbusClientWriter", "ModbusEndpoint", "ModbusServer", "RegisterStore", "check_tcp_port_free"]
+__all__ = ["ModbusClientWriter", "ModbusEndpoint", "ModbusServer", "RegisterStore"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -67,32 +64,6 @@ def quiet_pymodbus_logging() -> None:
 
 
 quiet_pymodbus_logging()
-
-
-def check_tcp_port_free(host: str, port: int) -> None:
-    """Fail early when a Modbus TCP server could not listen on `host`:`port` (e.g. it is in use).
-
-    Binds (and closes at once) a socket on every address `host` resolves to, with the same
-    ``SO_REUSEADDR`` the server uses, so a port in TIME_WAIT counts as free. Synchronous; meant for
-    start-up checks (the server itself keeps retrying a busy port instead).
-
-    Raises:
-        ConfigError: key path ``--modbus-tcp``; the message names the address and the OS reason.
-    """
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        for family, kind, proto, _name, sockaddr in infos:
-            with socket.socket(family, kind, proto) as sock:
-                if os.name == "posix":  # as asyncio does for pymodbus's reuse_address=True
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                sock.bind(sockaddr)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ConfigError(f"cannot listen on {address}: {reason}", key_path="--modbus-tcp") from exc
 
 
 _READ_CODES: Final = {3: RegisterKind.HOLDING, 4: RegisterKind.INPUT, 23: RegisterKind.HOLDING}

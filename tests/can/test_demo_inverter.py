@@ -1,0 +1,92 @@
+"""The demo's simulated inverter, and the demo's CAN wiring (inverter seen, unwritable --can-log)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from bmsgate.config import config_from_mapping
+from bmsgate.demo import DemoOptions, demo_config, demo_sink_builders
+from bmsgate.errors import ConfigError
+from bmsgate.gateway import build_gateway, run_gateway
+from bmsgate.hub import SnapshotHub
+from bmsgate.sinks.can.profiles import load_profile
+from bmsgate.sinks.can.settings import CanSettings
+from bmsgate.sinks.can.simulated import SimulatedInverter
+from bmsgate.sinks.can.sink import CanSink
+
+from .helpers import InverterSimulator, channel_name, wait_for
+
+
+@pytest.mark.parametrize(("profile", "frame_id"), [("pylon", 0x305), ("sma", 0x305), ("growatt-lv", 0x301)])
+async def test_simulated_inverter_sends_the_profiles_liveness_frame(profile: str, frame_id: int) -> None:
+    channel = channel_name()
+    # The test's listener on the bus (it sends nothing itself).
+    listener = InverterSimulator(channel, load_profile(profile))
+    inverter = SimulatedInverter(CanSettings(interface="virtual", channel=channel, profile=profile), period=0.05)
+    assert inverter.name == "can-inverter" and inverter.frame_id == frame_id
+    try:
+        task = asyncio.create_task(inverter.run(SnapshotHub()))
+        try:
+            await wait_for(lambda: listener.count(frame_id) >= 3)
+            listener.send(0x351, bytes(6))  # the battery side: drained and counted, never piling up
+            await wait_for(lambda: inverter.frames_received >= 1)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert listener.latest_raw[frame_id] == bytes(8)
+        assert inverter.frames_sent >= 3
+    finally:
+        listener.close()
+
+
+def test_simulated_inverter_never_runs_on_a_real_bus() -> None:
+    with pytest.raises(ValueError, match="virtual"):
+        SimulatedInverter(CanSettings(interface="socketcan", channel="can0"))
+    with pytest.raises(ValueError, match="period"):
+        SimulatedInverter(CanSettings(interface="virtual", channel="x"), period=0.0)
+
+
+@pytest.mark.parametrize("profile", ["pylon", "growatt-lv"])
+async def test_demo_can_output_sees_the_simulated_inverter(profile: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bmsgate")
+    options = DemoOptions(mqtt=None, modbus_tcp=None, can_profile=profile)
+    config = config_from_mapping(demo_config(poll_interval=0.3, time_scale=60))
+    gateway = build_gateway(config, console=Console(file=io.StringIO()), sink_builders=demo_sink_builders(options))
+    sinks = gateway.supervisor.sinks
+    assert any(isinstance(sink, SimulatedInverter) for sink in sinks)
+    can_sink = next(sink for sink in sinks if isinstance(sink, CanSink))
+    await run_gateway(gateway, duration=2.5)
+    assert can_sink.inverter_present is True
+    assert can_sink.frame_sets >= 1  # Growatt only answers requests: the simulated inverter asks
+    messages = [record.message for record in caplog.records]
+    assert any(message.startswith("inverter seen: CAN frame") for message in messages)
+    assert not any(message.startswith("inverter missing") for message in messages)
+
+
+@pytest.mark.parametrize("where", ["missing-dir", "directory"])
+def test_demo_build_fails_on_an_unwritable_can_log(tmp_path: Path, where: str) -> None:
+    log = tmp_path / "nonexistent" / "x.log" if where == "missing-dir" else tmp_path
+    options = DemoOptions(mqtt=None, modbus_tcp=None, can_log=str(log))
+    config = config_from_mapping(demo_config(poll_interval=0.3))
+    with pytest.raises(ConfigError, match=r"outputs\.can\.log_file") as error:
+        build_gateway(config, console=Console(file=io.StringIO()), sink_builders=demo_sink_builders(options))
+    assert str(log) in str(error.value)
+
+
+def test_demo_cli_exits_non_zero_on_an_unwritable_can_log(tmp_path: Path) -> None:
+    log = tmp_path / "nonexistent" / "x.log"
+    command = [sys.executable, "-m", "bmsgate.cli", "demo", "--duration", "5", "--plain", "--no-mqtt", "--no-modbus"]
+    result = subprocess.run([*command, "--can-log", str(log)], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    assert "outputs.can.log_file" in result.stderr
+    assert str(log) in result.stderr and "No such file or directory" in result.stderr
