@@ -301,7 +301,7 @@ def test_invalid_profiles_name_file_entry_and_reason(tmp_path: Path, text: str, 
 def test_invalid_files(tmp_path: Path) -> None:
     with pytest.raises(DefinitionError, match="no such profile file"):
         load_profile("no-such-profile")
-    with pytest.raises(DefinitionError, match="not valid YAML"):
+    with pytest.raises(DefinitionError, match="invalid YAML"):
         load_profile(write_profile(tmp_path, "name: [unclosed\n"))
     with pytest.raises(DefinitionError, match="mapping"):
         load_profile(write_profile(tmp_path, "- a list\n"))

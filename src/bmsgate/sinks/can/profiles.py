@@ -25,9 +25,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bmsgate.datafiles import describe_validation_error, parse_yaml, read_text
 from bmsgate.errors import DefinitionError
 from bmsgate.inverter import InverterStatus
 from bmsgate.limits import LimitReason
@@ -613,18 +613,14 @@ def _compile(spec: _ProfileFile, database: DbcDatabase, source: str) -> CanProfi
 
 
 def _parse(text: str, source: str) -> _ProfileFile:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise DefinitionError(f"not valid YAML: {exc}", source=source) from exc
+    data = parse_yaml(text, error=lambda reason: DefinitionError(reason, source=source))
     if not isinstance(data, dict):
         raise DefinitionError("a profile must be a mapping", source=source)
     try:
         return _ProfileFile.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(part) for part in error["loc"])
-        raise DefinitionError(error["msg"], source=source, field=field) from exc
+        problem = describe_validation_error(exc)
+        raise DefinitionError(problem.reason + problem.more_text, source=source, field=problem.location) from None
 
 
 def builtin_profile_names() -> list[str]:
@@ -656,13 +652,12 @@ def load_profile(name_or_path: str | Path) -> CanProfile:
         if not path.is_file():
             known = ", ".join(builtin_profile_names())
             raise DefinitionError(f"no such profile file (built-in profiles: {known})", source=source)
-        spec = _parse(path.read_text(encoding="utf-8"), source)
+        spec = _parse(read_text(path, error=lambda reason: DefinitionError(reason, source=source)), source)
         dbc_path = path.parent / spec.dbc
         dbc_source = str(dbc_path)
-        try:
-            dbc_text = dbc_path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise DefinitionError(f"cannot read DBC file {dbc_path}: {exc}", source=source, field="dbc") from exc
+        dbc_text = read_text(
+            dbc_path, error=lambda reason: DefinitionError(f"DBC file {dbc_path}: {reason}", source=source, field="dbc")
+        )
     return _compile(spec, load_dbc_text(dbc_text, source=dbc_source), source)
 
 

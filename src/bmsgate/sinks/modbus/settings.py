@@ -35,7 +35,7 @@ class ModbusSettings(BaseModel):
         limits: the limit engine's settings.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     mode: Literal["tcp", "rtu", "client"] = "tcp"
     client_transport: Literal["tcp", "rtu"] = "tcp"
