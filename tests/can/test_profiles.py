@@ -306,7 +306,7 @@ def test_invalid_files(tmp_path: Path) -> None:
     with pytest.raises(DefinitionError, match="mapping"):
         load_profile(write_profile(tmp_path, "- a list\n"))
     (tmp_path / "other.yaml").write_text(BASE.replace("mine.dbc", "missing.dbc"), encoding="utf-8")
-    with pytest.raises(DefinitionError, match="cannot read DBC") as info:
+    with pytest.raises(DefinitionError, match=r"DBC file .*missing.dbc: cannot read the file") as info:
         load_profile(tmp_path / "other.yaml")
     assert info.value.field == "dbc"
     overlapping = (
