@@ -65,9 +65,14 @@ async def test_demo_can_output_sees_the_simulated_inverter(profile: str, caplog:
     sinks = gateway.supervisor.sinks
     assert any(isinstance(sink, SimulatedInverter) for sink in sinks)
     can_sink = next(sink for sink in sinks if isinstance(sink, CanSink))
-    await run_gateway(gateway, duration=2.5)
+    running = asyncio.create_task(run_gateway(gateway, duration=30))
+    try:
+        # Growatt only answers requests: the simulated inverter asks. Wait on the condition, not a clock.
+        await wait_for(lambda: can_sink.inverter_present is True and can_sink.frame_sets >= 1, timeout=15.0)
+    finally:
+        gateway.supervisor.request_stop()
+        await running
     assert can_sink.inverter_present is True
-    assert can_sink.frame_sets >= 1  # Growatt only answers requests: the simulated inverter asks
     messages = [record.message for record in caplog.records]
     assert any(message.startswith("inverter seen: CAN frame") for message in messages)
     assert not any(message.startswith("inverter missing") for message in messages)
