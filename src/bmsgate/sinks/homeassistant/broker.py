@@ -75,6 +75,26 @@ async def _wait_listening(host: str, port: int, deadline: float, alive: Any) -> 
             return
 
 
+async def _terminate(process: asyncio.subprocess.Process) -> None:
+    """Terminate `process` and wait for it (killing it after a timeout or when cancelled)."""
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
+    try:
+        async with asyncio.timeout(_STOP_TIMEOUT):
+            await process.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+    except asyncio.CancelledError:
+        # No time left to wait: make sure it does not outlive us (the child watcher reaps it).
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        raise
+
+
 class EmbeddedBroker:
     """A local MQTT broker for the demo.
 
@@ -103,18 +123,25 @@ class EmbeddedBroker:
     async def start(self) -> None:
         """Start the broker and wait until it accepts connections.
 
+        Whatever interrupts the start (an error or a cancellation such as SIGTERM) stops what was
+        started already: ``__aexit__`` does not run when ``__aenter__`` did not finish.
+
         Raises:
             SinkError: no broker implementation is available or it failed to start.
         """
         if self.port == 0:
             self.port = free_port(self.host or "127.0.0.1")
         mosquitto = find_mosquitto() if self.prefer in ("auto", "mosquitto") else None
-        if mosquitto is not None:
-            await self._start_mosquitto(mosquitto)
-        elif self.prefer == "mosquitto":
+        if mosquitto is None and self.prefer == "mosquitto":
             raise SinkError("mosquitto is not installed (apt install mosquitto)", sink=_SINK)
-        else:
-            await self._start_amqtt()
+        try:
+            if mosquitto is not None:
+                await self._start_mosquitto(mosquitto)
+            else:
+                await self._start_amqtt()
+        except BaseException:
+            await self.stop()
+            raise
         _LOGGER.info("embedded MQTT broker (%s) listening on %s:%d", self.kind, self.host, self.port)
 
     async def _start_mosquitto(self, binary: Path) -> None:
@@ -148,7 +175,6 @@ class EmbeddedBroker:
             await _wait_listening(self.host or "127.0.0.1", self.port, deadline, lambda: process.returncode is None)
         except SinkError as exc:
             detail = (directory / "mosquitto.log").read_text(errors="replace").strip()
-            await self.stop()
             raise SinkError(f"{exc}: {detail}", sink=_SINK) from exc
 
     async def _start_amqtt(self) -> None:
@@ -165,25 +191,27 @@ class EmbeddedBroker:
             await broker.start()
         except Exception as exc:  # amqtt raises its own and builtin errors alike
             raise SinkError(f"amqtt failed to start: {exc}", sink=_SINK) from exc
+        except BaseException:
+            # Cancelled half-way: close what is open already (best effort, the start did not finish).
+            with contextlib.suppress(Exception):
+                await broker.shutdown()
+            raise
         self._amqtt = broker
         self.kind = "amqtt"
 
     async def stop(self) -> None:
-        """Stop the broker (idempotent)."""
+        """Stop the broker (idempotent); cancelled while waiting for it, it kills the process instead."""
         process, self._process = self._process, None
-        if process is not None and process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), _STOP_TIMEOUT)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
         broker, self._amqtt = self._amqtt, None
-        if broker is not None:
-            await broker.shutdown()
-        if self._tmpdir is not None:
-            self._tmpdir.cleanup()
-            self._tmpdir = None
+        try:
+            if process is not None:
+                await _terminate(process)
+            if broker is not None:
+                await broker.shutdown()
+        finally:
+            if self._tmpdir is not None:
+                self._tmpdir.cleanup()
+                self._tmpdir = None
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -87,7 +87,7 @@ def default_state_dir() -> Path:
 class TlsSettings(BaseModel):
     """TLS towards the broker. With no CA file the system trust store is used."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     ca_file: Path | None = None
     cert_file: Path | None = None
@@ -109,7 +109,7 @@ class TlsSettings(BaseModel):
 class MqttSettings(BaseModel):
     """Broker connection and Home Assistant discovery settings (``outputs.mqtt``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # -- connection -------------------------------------------------------------------------------
     url: str | None = None

@@ -69,7 +69,15 @@ LinkStatsProvider = Callable[[str], LinkStats | None]
 InverterStatusProvider = Callable[[], Mapping[str, object] | None]
 
 _SYNC_TIMEOUT: Final = 5.0
-_GOODBYE_TIMEOUT: Final = 2.0
+_GOODBYE_TIMEOUT: Final = 1.0
+_STOP_GRACE: Final = 1.5
+"""Seconds the connection loop gets to finish after a cancellation (goodbye, disconnect) before it is
+cancelled again."""
+_STOP_LIMIT: Final = 2.0
+"""Seconds after which a connection loop that still runs despite repeated cancellation is abandoned."""
+_SESSION_STOP_GRACE: Final = 0.25
+_SESSION_STOP_LIMIT: Final = 0.5
+_RECANCEL_INTERVAL: Final = 0.1
 _MIN_INVERTER_PERIOD: Final = 1.0
 _COMMAND_QUEUE: Final = 16
 _SWITCH_KEYS: Final = {"charge_enabled": "charge", "discharge_enabled": "discharge"}
@@ -193,7 +201,7 @@ class HomeAssistantSink:
                 group.create_task(self._consume(subscription), name="ha-consume")
                 group.create_task(self._command_worker(), name="ha-commands")
                 group.create_task(self._persist_loop(), name="ha-persist")
-                group.create_task(self._connection_loop(), name="ha-mqtt")
+                group.create_task(self._mqtt(), name="ha-mqtt")
         finally:
             subscription.close()
             self._save_state()
@@ -281,6 +289,16 @@ class HomeAssistantSink:
 
     # -- broker side -------------------------------------------------------------------------------
 
+    async def _mqtt(self) -> None:
+        """Run the connection loop so that cancelling it always ends it, within about two seconds.
+
+        A plain child task is cancelled once; should that cancellation get lost (on Python 3.11
+        ``asyncio.wait_for`` swallows one that races with the awaited result), the task group would
+        wait for it forever and SIGTERM would hang the process. Here it is cancelled again until it ends.
+        """
+        task = asyncio.create_task(self._connection_loop(), name="ha-connection")
+        await _join(task, grace=_STOP_GRACE, limit=_STOP_LIMIT)
+
     async def _connection_loop(self) -> None:
         from bmsgate.sinks.homeassistant import mqtt  # noqa: PLC0415 - aiomqtt is an optional extra
 
@@ -325,15 +343,11 @@ class HomeAssistantSink:
 
         On Python 3.11 a TaskGroup whose child fails while the parent waits in ``__aexit__`` leaves
         the parent marked as "cancelling" for good (fixed in 3.12); that would break every later
-        session of the reconnect loop, so each session gets a task of its own.
+        session of the reconnect loop, so each session gets a task of its own. When cancelled, the
+        session is stopped within half a second (see :func:`_join`), leaving time for the goodbye.
         """
         task = asyncio.create_task(self._serve(session), name="ha-session")
-        try:
-            await task
-        except asyncio.CancelledError:
-            task.cancel()
-            await asyncio.wait([task])
-            raise
+        await _join(task, grace=_SESSION_STOP_GRACE, limit=_SESSION_STOP_LIMIT)
 
     async def _serve(self, session: MqttSession) -> None:
         self._republish = True
@@ -575,6 +589,39 @@ class HomeAssistantSink:
         # Publish the state as it is now: HA's switch shows what the BMS did, not what was asked.
         battery.state_dirty = battery.snapshot is not None
         self._wake.set()
+
+
+async def _join(task: asyncio.Task[None], *, grace: float, limit: float) -> None:
+    """Await `task`; when cancelled, stop `task` as well (bounded) and end cancelled.
+
+    Unlike ``await task``, a cancellation is not merely forwarded once and then waited out: if `task`
+    carries on regardless, it is cancelled again after `grace` seconds (then every 0.1 s) and
+    abandoned after `limit` seconds, so the caller always ends promptly and always ends cancelled.
+    """
+    try:
+        await asyncio.wait([task])
+    except asyncio.CancelledError:
+        await _stop(task, grace=grace, limit=limit)
+        raise
+    task.result()
+
+
+async def _stop(task: asyncio.Task[None], *, grace: float, limit: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    delay = grace
+    while not task.done():
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            _LOGGER.error("task %s ignored cancellation for %.1f s; leaving it behind", task.get_name(), limit)
+            return
+        task.cancel()
+        # Cancelled again while waiting: the caller is on its way out already and re-raises; stay bounded.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([task], timeout=min(delay, remaining))
+        delay = _RECANCEL_INTERVAL
+    if not task.cancelled() and (error := task.exception()) is not None:
+        _LOGGER.debug("task %s failed while stopping: %r", task.get_name(), error)
 
 
 def _single_sink_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
