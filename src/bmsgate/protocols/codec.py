@@ -321,29 +321,37 @@ class CompiledProtocol:
         variables: dict[str, int],
         variant: str | None,
     ) -> bool:
+        check = self.checker.check
+        keyed = self._keyed
+        order = self._order
+        unknown_rank = len(order)
         checked: list[Frame] = []
+        ranks: list[int] = []
+        in_order = True
         for item in frames:
-            frame = item if isinstance(item, Frame) else self.checker.check(bytes(item))
+            frame = item if item.__class__ is Frame else check(bytes(item))  # type: ignore[arg-type]
             if not frame.status_ok:
                 raise ProtocolError(
                     f"{self.name}: the BMS answered reply {frame.key:#04x} with an error status"
                     if frame.key is not None
                     else f"{self.name}: the BMS answered with an error status"
                 )
+            if keyed:
+                rank = order.get(frame.key, unknown_rank) if frame.key is not None else 0
+                if ranks and rank < ranks[-1]:
+                    in_order = False
+                ranks.append(rank)
             checked.append(frame)
-        if len(checked) > 1:
-            order = self._order
-            ranks = [order.get(frame.key, len(order)) if frame.key is not None else 0 for frame in checked]
-            if any(later < earlier for earlier, later in itertools.pairwise(ranks)):
-                checked = [frame for _, _, frame in sorted(zip(ranks, range(len(ranks)), checked, strict=True))]
+        if not in_order:
+            # Stable: frames of the same reply keep their arrival order (numbered multi-frame replies).
+            checked = [frame for _, _, frame in sorted(zip(ranks, range(len(ranks)), checked, strict=True))]
         decoded_any = False
         offset, trailer = self._payload_offset, self._trailer
         variants = self._variants
+        replies = self._replies
+        single = None if keyed else next(iter(replies.values()), None)
         for frame in checked:
-            if self._keyed:
-                reply = self._replies.get(frame.key) if frame.key is not None else None
-            else:
-                reply = next(iter(self._replies.values()), None)
+            reply = replies.get(frame.key) if keyed else single  # type: ignore[arg-type]
             if reply is None:
                 continue
             raw = frame.raw
@@ -1109,6 +1117,15 @@ def _sink(field: FieldSpec, where: str) -> _Sink:
     transform = _converter(field, target, where) or _scaler(field.scale, field.add)
     store = _storer(target)
 
+    if not absent:
+        # The usual case: no "not present" markers to test for on every poll.
+        def present_sink(raw: Any, out: dict[str, Any], device: dict[str, Any], variables: dict[str, int]) -> None:
+            value = transform(raw)
+            if value is not None:
+                store(value, out, device, variables)
+
+        return present_sink
+
     def value_sink(raw: Any, out: dict[str, Any], device: dict[str, Any], variables: dict[str, int]) -> None:
         if raw in absent:
             return
@@ -1341,7 +1358,7 @@ def _compile_list(
             raw = tuple(value for value in raw if value not in absent)
         if identity:
             # Snapshot lists hold floats even when the raw unit needs no scaling (stable JSON types).
-            return [float(value) for value in raw] if as_float else list(raw)
+            return list(map(float, raw)) if as_float else list(raw)
         return [value * scale + add for value in raw]
 
     if index is None and fixed_count is not None and extras_name is None:

@@ -59,6 +59,7 @@ class FrameChecker:
         self._length_slice = (length.offset, length.offset + length.size) if length else None
         self._length_big = length.endian == "big" if length else True
         self._length_add = length.add if length else 0
+        self._length_order: Literal["big", "little"] = "big" if self._length_big else "little"
         self._key = (framing.key.offset, framing.key.offset + framing.key.size) if framing.key else None
         self._status = (framing.status.offset, frozenset(framing.status.ok)) if framing.status else None
         self._checksum = framing.checksum
@@ -97,7 +98,11 @@ class FrameChecker:
             raise FrameError(f"frame does not start with {self._start.hex().upper()}: {raw[:8].hex().upper()}")
         if size < self.header_size:
             raise FrameError(f"frame of {size} bytes is shorter than its {self.header_size}-byte header")
-        expected = self.total_length(raw)
+        if self._fixed is not None:
+            expected = self._fixed
+        else:
+            low, high = self._length_slice  # type: ignore[misc]  # set whenever the length is not fixed
+            expected = int.from_bytes(raw[low:high], self._length_order) + self._length_add
         if expected < self.min_length or expected > self.max_length:
             raise FrameError(f"length field announces {expected} bytes, outside {self.min_length}..{self.max_length}")
         if size > expected and self._excess_ignored:
