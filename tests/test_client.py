@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from bmsgate.client import BatteryClient, ClientOptions
@@ -173,3 +175,20 @@ async def test_unacknowledged_mosfet_command_is_refused() -> None:
         faults.silent = True
         with pytest.raises(CommandRefused, match="no acknowledgement"):
             await client.set_mosfets(charge=False)
+
+
+async def test_streamed_replies_are_the_newest_not_the_oldest_queued() -> None:
+    # JK streams cell info about once a second; polled less often, frames queue up between polls.
+    # A poll must answer with the newest one, never with a frame that was already old.
+    jk = get_protocol("jk")
+    transport = SimulatorTransport(jk, PackConfig(cells=8, current_amplitude=0.0))
+    transport.bms.stream_interval = 0.05
+    options = ClientOptions(request_timeout=0.5, retries=0)
+    async with BatteryClient(jk, transport, options=options) as client:
+        before = await client.read()
+        await asyncio.sleep(0.3)  # several frames queue up with the old cell voltage...
+        transport.pack.cell_offsets[0] += 30.0  # ...then cell 1 jumps
+        await asyncio.sleep(0.3)  # and several more frames carry the new value
+        after = await client.read()
+    assert after.cell_voltages[0] > before.cell_voltages[0] + 0.01
+    assert after.cell_max is not None and after.cell_max.cell == 1

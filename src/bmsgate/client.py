@@ -298,7 +298,13 @@ class BatteryClient:
         for attempt in range(attempts):
             if attempt:
                 await asyncio.sleep(backoff * 2 ** (attempt - 1))
-            if not (request.streaming and self._streaming_started and attempt == 0):
+            if request.streaming and self._streaming_started and attempt == 0:
+                # The BMS kept streaming since the last poll: the newest frame that already arrived is
+                # this poll's answer. Older ones queued behind it must never be presented as current.
+                newest = self._newest_streamed(request)
+                if newest is not None:
+                    return newest
+            else:
                 self.transport.discard_pending()
                 self._assembler.reset()
                 self._backlog.clear()
@@ -314,6 +320,19 @@ class BatteryClient:
                 _LOGGER.debug("%s: %s attempt %d failed: %s", self.battery_id, request.name, attempt + 1, exc)
         assert last_error is not None  # the loop ran at least once
         raise last_error
+
+    def _newest_streamed(self, request: RequestSpec) -> Frame | None:
+        """Drain what has arrived; keep only the newest frame answering `request` (others are dropped)."""
+        while (chunk := self.transport.receive_nowait()) is not None:
+            self._backlog.extend(self._assembler.feed(chunk))
+        newest: Frame | None = None
+        while self._backlog:
+            frame = self._backlog.popleft()
+            if frame.key is None or frame.key == request.reply:
+                newest = frame
+        if newest is not None and not newest.status_ok:
+            raise ProtocolError(f"{request.name}: the BMS answered with an error status", battery_id=self.battery_id)
+        return newest
 
     async def _await_reply(self, request: RequestSpec, timeout: float) -> Frame:
         loop = asyncio.get_running_loop()

@@ -107,6 +107,19 @@ class Transport(abc.ABC):
             raise item
         return item
 
+    def receive_nowait(self) -> bytes | None:
+        """A chunk that has already arrived, or None (never waits).
+
+        Raises:
+            ConnectError: the link dropped.
+        """
+        if self._chunks.empty():
+            return None
+        item = self._chunks.get_nowait()
+        if isinstance(item, TransportError):
+            raise item
+        return item
+
     def discard_pending(self) -> int:
         """Drop chunks received but not read (e.g. a late reply to an abandoned request)."""
         return self._drain()
