@@ -120,18 +120,12 @@ def _snap(read: Callable[[BatterySnapshot], StateValue | bool]) -> Callable[[Sta
     return lambda inputs: read(inputs.snapshot)
 
 
-def _cell(index: int) -> Callable[[StateInputs], StateValue]:
+def _list_item(attribute: str, index: int) -> Callable[[StateInputs], StateValue]:
+    """The `index`-th value of a snapshot list (cell voltages, temperatures), None when absent."""
+
     def read(inputs: StateInputs) -> StateValue:
-        cells = inputs.snapshot.cell_voltages
-        return cells[index] if index < len(cells) else None
-
-    return read
-
-
-def _temperature(index: int) -> Callable[[StateInputs], StateValue]:
-    def read(inputs: StateInputs) -> StateValue:
-        temps = inputs.snapshot.temperatures
-        return temps[index] if index < len(temps) else None
+        values: tuple[float, ...] = getattr(inputs.snapshot, attribute)
+        return values[index] if index < len(values) else None
 
     return read
 
@@ -485,14 +479,14 @@ def battery_entities(
     rows = list(_HEAD_ROWS)
     rows += [
         EntityDescription(
-            f"cell_{n + 1:02d}", f"Cell {n + 1:02d}", "sensor", _cell(n),
+            f"cell_{n + 1:02d}", f"Cell {n + 1:02d}", "sensor", _list_item("cell_voltages", n),
             device_class="voltage", state_class=_MEASUREMENT, unit=_V, precision=3, digits=4,
         )
         for n in range(cells)
     ]  # fmt: skip
     rows += [
         EntityDescription(
-            f"temperature_{n + 1}", f"Temperature {n + 1}", "sensor", _temperature(n),
+            f"temperature_{n + 1}", f"Temperature {n + 1}", "sensor", _list_item("temperatures", n),
             device_class="temperature", state_class=_MEASUREMENT, unit=_CELSIUS, precision=1, digits=2,
         )
         for n in range(temperatures)
