@@ -23,10 +23,10 @@ import time
 
 import can
 
-from bmsgate.hub import SnapshotHub
+from bmsgate.inverter.can.settings import CanSettings
+from bmsgate.inverter.can.sink import CanSink
 from bmsgate.model import Alarm, BatterySnapshot
-from bmsgate.sinks.can.settings import CanSettings
-from bmsgate.sinks.can.sink import CanSink
+from bmsgate.runtime.hub import SnapshotHub
 
 
 def snapshot(alarms: frozenset[Alarm] = frozenset()) -> BatterySnapshot:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from bmsgate.protocols import decode, get_protocol
-from bmsgate.simulation import PackConfig, PackModel
+from bmsgate.runtime.simulation import PackConfig, PackModel
 
 TARGET_PER_SECOND = 50_000
 RUNS = 9  # best of several short runs: the least disturbed one on a shared, noisy VM

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 
 from bmsgate.protocols import Frame, builtin_names, decode, get_protocol
-from bmsgate.simulation import PackConfig, PackModel, VirtualBms
+from bmsgate.runtime.simulation import PackConfig, PackModel, VirtualBms
 
 JK_TARGET = 50_000
 RUNS = 9  # best of several short runs: the least disturbed one on a shared, noisy VM

@@ -18,11 +18,11 @@ import time
 
 from pymodbus.client import AsyncModbusTcpClient
 
-from bmsgate.hub import SnapshotHub
+from bmsgate.inverter.modbus.server import ModbusServer
+from bmsgate.inverter.modbus.settings import ModbusSettings
+from bmsgate.inverter.modbus.sink import ModbusSink
 from bmsgate.model import BatterySnapshot
-from bmsgate.sinks.modbus.server import ModbusServer
-from bmsgate.sinks.modbus.settings import ModbusSettings
-from bmsgate.sinks.modbus.sink import ModbusSink
+from bmsgate.runtime.hub import SnapshotHub
 
 
 def snapshot(soc: float) -> BatterySnapshot:

@@ -20,10 +20,10 @@ import time
 
 import aiomqtt
 
-from bmsgate.hub import SnapshotHub
+from bmsgate.homeassistant import BatteryInfo, HomeAssistantSink, LinkStats, MqttSettings
+from bmsgate.homeassistant.broker import EmbeddedBroker
 from bmsgate.model import Alarm, BatterySnapshot, DeviceInfo
-from bmsgate.sinks.homeassistant import BatteryInfo, HomeAssistantSink, LinkStats, MqttSettings
-from bmsgate.sinks.homeassistant.broker import EmbeddedBroker
+from bmsgate.runtime.hub import SnapshotHub
 
 CELLS = 16
 

@@ -24,10 +24,10 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from bmsgate.config import config_from_mapping
-from bmsgate.gateway import build_gateway, run_gateway
-from bmsgate.hub import SnapshotHub
+from bmsgate.app.config import config_from_mapping
+from bmsgate.app.gateway import build_gateway, run_gateway
 from bmsgate.model import BatterySnapshot
+from bmsgate.runtime.hub import SnapshotHub
 
 BATTERIES = 8
 TARGET_CPU_MS = 1.0
@@ -90,7 +90,7 @@ def _measure_rss(seconds: float) -> float:
         path = Path(folder) / "config.yaml"
         path.write_text(yaml.safe_dump(_config(1.0)))
         process = subprocess.Popen(
-            [sys.executable, "-m", "bmsgate.cli", "run", "-c", str(path), "--duration", str(seconds)],
+            [sys.executable, "-m", "bmsgate.app.cli.main", "run", "-c", str(path), "--duration", str(seconds)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -18,7 +18,7 @@ def test_all_is_sorted_and_importable() -> None:
 
 def test_importing_bmsgate_needs_no_optional_library() -> None:
     code = (
-        "import sys, bmsgate, bmsgate.config;"
+        "import sys, bmsgate, bmsgate.app.config;"
         "heavy = [m for m in ('bleak', 'aiomqtt', 'pymodbus', 'can', 'cantools', 'serial') if m in sys.modules];"
         "print(heavy)"
     )

@@ -1,10 +1,9 @@
 """bmsgate: make a lithium battery's Bluetooth BMS useful to the rest of a solar installation.
 
 The curated public API; everything else is reachable through its module (``bmsgate.transports.ble``,
-``bmsgate.sinks.homeassistant``, ...). A test keeps this list sorted and importable.
+``bmsgate.homeassistant``, ...). A test keeps this list sorted and importable.
 """
 
-from bmsgate.client import BatteryClient, ClientOptions, LinkStatistics
 from bmsgate.errors import (
     BmsgateError,
     CommandRefused,
@@ -16,9 +15,10 @@ from bmsgate.errors import (
     FrameError,
     TransportError,
 )
-from bmsgate.hub import SnapshotHub
 from bmsgate.model import Alarm, BatterySnapshot, DeviceInfo
 from bmsgate.protocols import CompiledProtocol, decode, get_protocol, load_protocol_file
+from bmsgate.runtime.client import BatteryClient, ClientOptions, LinkStatistics
+from bmsgate.runtime.hub import SnapshotHub
 
 __all__ = [
     "Alarm",

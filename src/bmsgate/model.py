@@ -143,7 +143,7 @@ class CellStat:
 
 
 class PackQuantities:
-    """Derived values shared by one pack (`BatterySnapshot`) and a bank of packs (`bmsgate.bank.BankState`).
+    """Derived values shared by one pack (`BatterySnapshot`) and a bank of packs (`bmsgate.inverter.bank.BankState`).
 
     The subclass provides the measured attributes; everything here is computed from them, in one place.
     """

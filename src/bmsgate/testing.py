@@ -11,7 +11,7 @@ silence, corrupt or dropped notifications, refused connections, required pairing
 `FakeBleakClient` is duck-type compatible with the part of ``bleak.BleakClient`` that
 `bmsgate.transports.ble` uses; `FakeBluetooth` holds the peripherals and makes scanners::
 
-    from bmsgate.client import BatteryClient
+    from bmsgate.runtime.client import BatteryClient
     from bmsgate.protocols import get_protocol
     from bmsgate.testing import FakeBleakClient, FakeBluetooth, FakePeripheral
     from bmsgate.transports.ble import BleTransport
@@ -35,11 +35,11 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
-from bmsgate.discovery import WriteMode
 from bmsgate.errors import ConnectError, TransportError
 from bmsgate.protocols.codec import CompiledProtocol
 from bmsgate.protocols.definition import GattProfile, normalize_uuid
-from bmsgate.simulation import PackConfig, PackModel
+from bmsgate.runtime.simulation import PackConfig, PackModel
+from bmsgate.transports.discovery import WriteMode
 from bmsgate.transports.simulator import FaultPlan, SimulatorTransport
 
 __all__ = [
@@ -227,7 +227,7 @@ class FakePeripheral:
         protocol: the protocol the simulated BMS speaks.
         address: MAC address.
         name: advertised local name (None: advertises without a name).
-        pack: the simulated pack (see `bmsgate.simulation`).
+        pack: the simulated pack (see `bmsgate.runtime.simulation`).
         faults: reply faults (drop, corrupt, truncate, delay, ``AT`` noise, disconnect mid-frame, silence,
             refused connects), exactly as `SimulatorTransport` applies them.
         mtu: negotiated ATT MTU; notifications carry at most ``mtu - 3`` bytes.

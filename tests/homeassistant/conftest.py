@@ -19,10 +19,10 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from bmsgate.hub import SnapshotHub
+from bmsgate.homeassistant import BatteryInfo, HomeAssistantSink, MqttSettings
+from bmsgate.homeassistant.broker import find_mosquitto, free_port
 from bmsgate.model import Alarm, BatterySnapshot, DeviceInfo
-from bmsgate.sinks.homeassistant import BatteryInfo, HomeAssistantSink, MqttSettings
-from bmsgate.sinks.homeassistant.broker import find_mosquitto, free_port
+from bmsgate.runtime.hub import SnapshotHub
 
 MOSQUITTO = find_mosquitto()
 needs_mosquitto = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto binary not installed")

@@ -9,9 +9,9 @@ import asyncio
 import sys
 import time
 
-from bmsgate.hub import SnapshotHub
+from bmsgate.homeassistant import BatteryInfo, HomeAssistantSink, MqttSettings
 from bmsgate.model import BatterySnapshot
-from bmsgate.sinks.homeassistant import BatteryInfo, HomeAssistantSink, MqttSettings
+from bmsgate.runtime.hub import SnapshotHub
 
 
 async def main(url: str, state_dir: str) -> None:

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from bmsgate.model import Alarm, BatterySnapshot, DeviceInfo
-from bmsgate.sinks.homeassistant.discovery import (
+from bmsgate.homeassistant.discovery import (
     DiscoveryContext,
     Registry,
     Topics,
@@ -25,8 +24,8 @@ from bmsgate.sinks.homeassistant.discovery import (
     slug,
     stale_topics,
 )
-from bmsgate.sinks.homeassistant.energy import EnergyTotals
-from bmsgate.sinks.homeassistant.entities import (
+from bmsgate.homeassistant.energy import EnergyTotals
+from bmsgate.homeassistant.entities import (
     CommandResult,
     StateInputs,
     battery_entities,
@@ -34,7 +33,8 @@ from bmsgate.sinks.homeassistant.entities import (
     encode_inverter_state,
     present_entities,
 )
-from bmsgate.sinks.homeassistant.settings import BatteryInfo, LinkStats, MqttSettings
+from bmsgate.homeassistant.settings import BatteryInfo, LinkStats, MqttSettings
+from bmsgate.model import Alarm, BatterySnapshot, DeviceInfo
 
 from .conftest import BATTERY1, snapshot
 

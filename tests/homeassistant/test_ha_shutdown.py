@@ -11,12 +11,12 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from bmsgate.hub import SnapshotHub
-from bmsgate.sinks.homeassistant import HomeAssistantSink
-from bmsgate.sinks.homeassistant import broker as broker_module
-from bmsgate.sinks.homeassistant.broker import EmbeddedBroker, find_mosquitto
-from bmsgate.sinks.homeassistant.mqtt import MqttSession
-from bmsgate.sinks.homeassistant.sink import _join
+from bmsgate.homeassistant import HomeAssistantSink
+from bmsgate.homeassistant import broker as broker_module
+from bmsgate.homeassistant.broker import EmbeddedBroker, find_mosquitto
+from bmsgate.homeassistant.mqtt import MqttSession
+from bmsgate.homeassistant.sink import _join
+from bmsgate.runtime.hub import SnapshotHub
 
 from .conftest import BATTERY1, Mosquitto, settings, snapshot
 

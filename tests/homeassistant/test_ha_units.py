@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bmsgate.sinks.homeassistant.energy import EnergyIntegrator, SinkState, split_trapezoid, write_json_atomic
-from bmsgate.sinks.homeassistant.settings import MqttSettings
+from bmsgate.homeassistant.energy import EnergyIntegrator, SinkState, split_trapezoid, write_json_atomic
+from bmsgate.homeassistant.settings import MqttSettings
 
 # -- settings -----------------------------------------------------------------------------------------
 

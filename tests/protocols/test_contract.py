@@ -24,14 +24,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bmsgate.cli import main
-from bmsgate.client import BatteryClient, ClientOptions
+from bmsgate.app.cli.main import main
 from bmsgate.errors import BmsgateError, DecodeError
 from bmsgate.model import BatterySnapshot
 from bmsgate.protocols import CompiledProtocol, builtin_names, decode, get_protocol, load_protocol_file
 from bmsgate.protocols.checksums import CHECKSUMS
 from bmsgate.protocols.framing import Frame
-from bmsgate.simulation import PackConfig, PackModel, VirtualBms
+from bmsgate.runtime.client import BatteryClient, ClientOptions
+from bmsgate.runtime.simulation import PackConfig, PackModel, VirtualBms
 from bmsgate.transports.simulator import SimulatorTransport
 
 NAMES = builtin_names()
@@ -254,7 +254,7 @@ def _comparable(snapshot: BatterySnapshot) -> dict[str, Any]:
 @pytest.mark.parametrize("name", NAMES)
 def test_user_file_copy_behaves_like_the_builtin(name: str, tmp_path: Path) -> None:
     builtin = get_protocol(name)
-    text = resources.files("bmsgate.protocols.defs").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+    text = resources.files("bmsgate.data.protocols").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
     path = tmp_path / f"my-{name}.yaml"
     path.write_text(text, encoding="utf-8")
     user = load_protocol_file(path)

@@ -10,12 +10,12 @@ import struct
 
 import pytest
 
-from bmsgate.client import BatteryClient
 from bmsgate.errors import DecodeError
 from bmsgate.model import Alarm
 from bmsgate.protocols import decode, get_protocol
 from bmsgate.protocols.checksums import crc16_modbus
-from bmsgate.simulation import PackConfig
+from bmsgate.runtime.client import BatteryClient
+from bmsgate.runtime.simulation import PackConfig
 from bmsgate.transports.simulator import SimulatorTransport
 
 DALY = get_protocol("daly")

@@ -12,7 +12,7 @@ from bmsgate.errors import DefinitionError
 from bmsgate.protocols import definition_from_text, get_protocol, load_definition, load_protocol_file
 from bmsgate.protocols.definition import definition_from_mapping, normalize_uuid, parse_hex
 
-JBD_TEXT = (Path(__file__).parents[2] / "src/bmsgate/protocols/defs/jbd.yaml").read_text()
+JBD_TEXT = (Path(__file__).parents[2] / "src/bmsgate/data/protocols/jbd.yaml").read_text()
 
 
 def _jbd() -> dict[str, Any]:

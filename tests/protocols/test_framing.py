@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from bmsgate.errors import BmsgateError
 from bmsgate.protocols import decode, get_protocol
-from bmsgate.simulation import PackConfig, PackModel
+from bmsgate.runtime.simulation import PackConfig, PackModel
 
 from .test_jbd import CAPTURE_4S_BASIC, VENDOR_17S_BASIC, VENDOR_17S_CELLS
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from bmsgate.cli import main
-from bmsgate.client import BatteryClient
+from bmsgate.app.cli.main import main
 from bmsgate.errors import FrameError
 from bmsgate.model import Alarm
 from bmsgate.protocols import decode, get_protocol
-from bmsgate.simulation import PackConfig
+from bmsgate.runtime.client import BatteryClient
+from bmsgate.runtime.simulation import PackConfig
 from bmsgate.transports.simulator import SimulatorTransport
 
 JK = get_protocol("jk")

@@ -13,7 +13,6 @@ from bleak.exc import (
     BleakGATTProtocolError,
 )
 
-from bmsgate.client import BatteryClient, ClientOptions
 from bmsgate.errors import (
     AuthenticationError,
     ConnectError,
@@ -24,7 +23,8 @@ from bmsgate.errors import (
 from bmsgate.protocols import get_protocol
 from bmsgate.protocols.codec import CompiledProtocol, compile_definition
 from bmsgate.protocols.definition import definition_from_mapping
-from bmsgate.simulation import PackConfig
+from bmsgate.runtime.client import BatteryClient, ClientOptions
+from bmsgate.runtime.simulation import PackConfig
 from bmsgate.testing import FakeBleakClient, FakeBluetooth, FakePeripheral, FaultPlan
 from bmsgate.transports.ble import BleScanner, BleTransport, ReconnectPolicy, map_ble_error
 

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from bmsgate.client import BatteryClient
 from bmsgate.protocols import get_protocol
+from bmsgate.runtime.client import BatteryClient
 from bmsgate.transports.ble import BleScanner, BleTransport
 
 pytestmark = pytest.mark.hardware

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bmsgate.client import BatteryClient, ClientOptions
 from bmsgate.errors import ConnectError
 from bmsgate.protocols import get_protocol
-from bmsgate.simulation import PackConfig, PackModel, VirtualBms
+from bmsgate.runtime.client import BatteryClient, ClientOptions
+from bmsgate.runtime.simulation import PackConfig, PackModel, VirtualBms
 from bmsgate.transports.serial import SerialTransport
 
 pytestmark = pytest.mark.skipif(shutil.which("socat") is None, reason="socat is not installed")

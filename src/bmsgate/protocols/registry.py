@@ -12,7 +12,7 @@ from bmsgate.protocols.definition import definition_from_text, load_definition
 
 __all__ = ["builtin_names", "builtin_protocols", "get_protocol", "load_protocol_file", "resolve_protocol"]
 
-_DEFS_PACKAGE = "bmsgate.protocols.defs"
+_DEFS_DIR = ("data", "protocols")
 
 
 @functools.cache
@@ -21,7 +21,7 @@ def builtin_names() -> tuple[str, ...]:
     return tuple(
         sorted(
             entry.name.removesuffix(".yaml")
-            for entry in resources.files(_DEFS_PACKAGE).iterdir()
+            for entry in resources.files("bmsgate").joinpath(*_DEFS_DIR).iterdir()
             if entry.name.endswith(".yaml")
         )
     )
@@ -39,7 +39,7 @@ def get_protocol(name: str) -> CompiledProtocol:
             f"no built-in protocol {name!r}; available: {', '.join(builtin_names())}",
             source="protocol",
         )
-    resource = resources.files(_DEFS_PACKAGE).joinpath(f"{name}.yaml")
+    resource = resources.files("bmsgate").joinpath(*_DEFS_DIR, f"{name}.yaml")
     definition = definition_from_text(resource.read_text(encoding="utf-8"), source=f"<built-in {name}.yaml>")
     return compile_definition(definition)
 

@@ -45,8 +45,11 @@ from bleak.exc import (
     BleakGATTProtocolErrorCode,
 )
 
-from bmsgate.backoff import exponential_delay
-from bmsgate.discovery import (
+from bmsgate.errors import AuthenticationError, ConnectError, DeviceError, DeviceTimeout, TransportError
+from bmsgate.protocols.codec import CompiledProtocol
+from bmsgate.runtime.backoff import exponential_delay
+from bmsgate.transports.base import Transport
+from bmsgate.transports.discovery import (
     Advertisement,
     CharacteristicSelection,
     GattCharacteristic,
@@ -58,9 +61,6 @@ from bmsgate.discovery import (
     short_uuid,
     write_mode_order,
 )
-from bmsgate.errors import AuthenticationError, ConnectError, DeviceError, DeviceTimeout, TransportError
-from bmsgate.protocols.codec import CompiledProtocol
-from bmsgate.transports.base import Transport
 
 __all__ = [
     "BleConnection",

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from bmsgate.errors import ConnectError
 from bmsgate.protocols.codec import CompiledProtocol
-from bmsgate.simulation import PackConfig, PackModel, VirtualBms
+from bmsgate.runtime.simulation import PackConfig, PackModel, VirtualBms
 from bmsgate.transports.base import Transport
 
 __all__ = ["FaultPlan", "SimulatorTransport"]

@@ -1,0 +1,1 @@
+"""The application: configuration, wiring of outputs, the demo and the command line."""

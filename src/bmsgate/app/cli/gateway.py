@@ -1,0 +1,118 @@
+"""``bmsgate run``, ``bmsgate demo`` and ``bmsgate config check``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from bmsgate.app.cli.arguments import positive_float
+from bmsgate.app.config import GatewayConfig, config_from_mapping, load_config
+from bmsgate.app.demo import DemoOptions, demo_config, demo_sink_builders
+from bmsgate.app.gateway import Gateway, build_gateway, configure_logging, run_gateway
+
+__all__ = ["add_parsers"]
+
+
+def add_parsers(commands: Any) -> None:
+    """Register the subcommands on the CLI's subparsers."""
+    run = commands.add_parser("run", help="run the gateway from a configuration file (production)")
+    run.add_argument("-c", "--config", required=True, metavar="FILE", help="YAML configuration file")
+    run.add_argument("--duration", type=positive_float(), metavar="SECONDS", help="stop after this many seconds")
+    run.set_defaults(handler=_run)
+
+    demo = commands.add_parser(
+        "demo",
+        help="simulated batteries with every output on localhost (no hardware, no configuration)",
+        description=(
+            "Runs several simulated batteries (different protocols and cell counts, one drifting cell, one "
+            "developing fault) with every output on localhost and a live view."
+        ),
+    )
+    demo.add_argument(
+        "--duration", type=positive_float(), metavar="SECONDS", help="exit by itself after this many seconds"
+    )
+    demo.add_argument(
+        "--time-scale", type=positive_float(10_000), default=30.0, help="simulated seconds per real second"
+    )
+    demo.add_argument(
+        "--poll-interval", type=positive_float(3600), default=2.0, help="seconds between polls of each battery"
+    )
+    demo.add_argument("--plain", action="store_true", help="plain log lines instead of the live view")
+    DemoOptions.add_arguments(demo)
+    demo.set_defaults(handler=_demo)
+
+    config = commands.add_parser("config", help="configuration tools")
+    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    check = config_commands.add_parser("check", help="validate a configuration file")
+    check.add_argument("file")
+    check.set_defaults(handler=_config_check)
+
+
+def _console_and_logging(gateway_config: GatewayConfig, debug: bool) -> Console:
+    console = Console()
+    live = gateway_config.outputs.console.enabled and (
+        gateway_config.outputs.console.mode == "live"
+        or (gateway_config.outputs.console.mode == "auto" and console.is_terminal)
+    )
+    if live:
+        # Log records print above the live view instead of tearing it.
+        root = logging.getLogger()
+        for existing in list(root.handlers):
+            root.removeHandler(existing)
+        root.addHandler(RichHandler(console=console, show_path=False, rich_tracebacks=False))
+        root.setLevel(logging.DEBUG if debug else getattr(logging, gateway_config.logging.level))
+    else:
+        configure_logging(gateway_config.logging, debug=debug)
+    return console
+
+
+def _start(gateway_config: GatewayConfig, args: argparse.Namespace, builders: list[Any]) -> int:
+    console = _console_and_logging(gateway_config, args.debug)
+    gateway: Gateway = build_gateway(gateway_config, sink_builders=builders, console=console)
+    asyncio.run(run_gateway(gateway, duration=args.duration))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bmsgate.app.outputs import configured_sink_builders  # noqa: PLC0415 - optional outputs load lazily
+
+    gateway_config = load_config(args.config)
+    return _start(gateway_config, args, configured_sink_builders())
+
+
+def _demo(args: argparse.Namespace) -> int:
+    options = DemoOptions.from_args(args)
+    gateway_config = config_from_mapping(
+        demo_config(time_scale=args.time_scale, poll_interval=args.poll_interval, plain=args.plain, options=options),
+        source="<demo>",
+    )
+    return _start(gateway_config, args, demo_sink_builders(options))
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from bmsgate.app.outputs import configured_sink_builders  # noqa: PLC0415
+
+    gateway_config = load_config(Path(args.file))
+    # Build everything `run` would build (protocols, transports, register maps, CAN profiles, bank
+    # membership) without starting anything, so "ok" here means `run` will start.
+    build_gateway(gateway_config, sink_builders=configured_sink_builders(), console=Console(file=io.StringIO()))
+    console = Console(highlight=False)
+    outputs = [
+        name for name in ("console", "mqtt", "modbus", "can") if getattr(gateway_config.outputs, name, None) is not None
+    ]
+    console.print(f"[green]ok[/green] {args.file}: {len(gateway_config.batteries)} batteries")
+    for battery in gateway_config.batteries:
+        source = battery.protocol or str(battery.protocol_file)
+        console.print(
+            f"  {battery.id:<16} {source:<10} {battery.transport.type:<10} every {battery.poll_interval:g} s, "
+            f"stale after {battery.stale_budget:g} s"
+        )
+    console.print(f"  outputs: {', '.join(outputs)}")
+    return 0

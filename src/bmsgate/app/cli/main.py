@@ -1,0 +1,237 @@
+"""The ``bmsgate`` command line.
+
+Every user error (bad config, bad hex, unreachable battery) ends in one clear line on stderr and a
+non-zero exit status; tracebacks are for bugs only (and shown with ``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from rich.console import Console
+
+from bmsgate import __version__
+from bmsgate.app.cli.arguments import int_range, positive_float
+from bmsgate.errors import BmsgateError, ConfigError, DefinitionError
+from bmsgate.protocols import CompiledProtocol, builtin_names, decode, decode_hex_frames, resolve_protocol
+
+__all__ = ["main"]
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+
+Handler = Callable[[argparse.Namespace], int]
+
+# Modules that add their own subcommands: each has `add_parsers(subparsers)` and sets `handler=`
+# defaults on its parsers, so this file does not grow with every feature.
+_COMMAND_MODULES: Final[tuple[str, ...]] = (
+    "bmsgate.app.cli.gateway",
+    "bmsgate.app.cli.ble",
+    "bmsgate.app.cli.capture",
+)
+
+
+def _stdout() -> Console:
+    return Console(highlight=False)
+
+
+def _load_protocol(args: argparse.Namespace) -> CompiledProtocol:
+    protocol_file = getattr(args, "protocol_file", None)
+    return resolve_protocol(protocol_file or args.protocol)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+# -- read / decode ------------------------------------------------------------------------------------
+
+
+def _read(args: argparse.Namespace) -> int:
+    from bmsgate.runtime.client import BatteryClient, ClientOptions  # noqa: PLC0415 - keep `--help` fast
+    from bmsgate.transports.base import Transport  # noqa: PLC0415
+
+    transport: Transport
+    if args.replay:
+        from bmsgate.transports.replay import ReplayTransport  # noqa: PLC0415
+
+        transport = ReplayTransport(args.replay)
+        name = args.protocol_file or args.protocol or transport.capture.protocol
+        if not name:
+            raise ConfigError("the replay file does not name its protocol; pass --protocol NAME", key_path="--protocol")
+        protocol = resolve_protocol(name)
+    else:
+        from bmsgate.runtime.simulation import PackConfig  # noqa: PLC0415
+        from bmsgate.transports.simulator import SimulatorTransport  # noqa: PLC0415
+
+        protocol = resolve_protocol(args.protocol_file or args.simulate)
+        pack = PackConfig(cells=args.cells, capacity=args.capacity, ntc_count=args.ntc, name="sim-" + protocol.name)
+        transport = SimulatorTransport(protocol, pack)
+    options = ClientOptions(request_timeout=args.timeout, poll_deadline=max(args.timeout * 4, 5.0))
+
+    async def poll() -> Any:
+        async with BatteryClient(protocol, transport, battery_id=args.id, options=options) as client:
+            return await client.read()
+
+    snapshot = asyncio.run(poll())
+    if args.json:
+        _print_json(snapshot.to_dict())
+    else:
+        from bmsgate.app.render import cell_bars, snapshot_table  # noqa: PLC0415
+
+        console = _stdout()
+        console.print(snapshot_table(snapshot, title=f"{snapshot.battery_id} ({protocol.title})"))
+        console.print(cell_bars(snapshot))
+    return EXIT_OK
+
+
+def _decode(args: argparse.Namespace) -> int:
+    protocol = _load_protocol(args)
+    variant = getattr(args, "variant", None)
+    if variant is not None and variant not in protocol.variant_names:
+        choices = ", ".join(protocol.variant_names) or "none: it has a single layout"
+        raise ConfigError(f"protocol {protocol.name!r} has no variant {variant!r} ({choices})", key_path="--variant")
+    frames = decode_hex_frames(protocol, args.frames)
+    snapshot = decode(protocol, frames, battery_id=args.id, variant=variant)
+    _print_json(snapshot.to_dict())
+    return EXIT_OK
+
+
+# -- protocols ----------------------------------------------------------------------------------------
+
+
+def _protocols(args: argparse.Namespace) -> int:
+    from bmsgate.protocols import get_protocol, load_protocol_file  # noqa: PLC0415
+
+    if args.protocols_command == "check":
+        protocol = load_protocol_file(args.file)
+        _stdout().print(
+            f"[green]ok[/green] {args.file}: protocol {protocol.name!r} ({protocol.title}), "
+            f"{len(protocol.requests)} requests, {len(protocol.definition.replies)} reply types"
+        )
+        return EXIT_OK
+    rows = []
+    for name in builtin_names():
+        protocol = get_protocol(name)
+        gatt = protocol.gatt_profiles
+        rows.append(
+            {
+                "name": name,
+                "title": protocol.title,
+                "ble_service": gatt[0].service if gatt else None,
+                "serial": protocol.definition.serial is not None,
+                "alarms": sorted(alarm.value for alarm in protocol.possible_alarms),
+            }
+        )
+    if args.json:
+        _print_json(rows)
+    else:
+        console = _stdout()
+        for row in rows:
+            console.print(f"[bold]{row['name']:<12}[/bold] {row['title']}")
+    return EXIT_OK
+
+
+# -- parser -------------------------------------------------------------------------------------------
+
+
+def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--protocol", "-p", help=f"built-in protocol ({', '.join(builtin_names())})")
+    group.add_argument("--protocol-file", metavar="FILE", help="a protocol definition YAML file instead")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (public for documentation tooling and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="bmsgate",
+        description="Read lithium-battery BMSes over BLE/serial and feed Home Assistant and inverters.",
+    )
+    parser.add_argument("--version", action="version", version=f"bmsgate {__version__}")
+    parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    read = commands.add_parser("read", help="poll one battery once and print it")
+    source = read.add_mutually_exclusive_group(required=True)
+    source.add_argument("--simulate", metavar="PROTOCOL", help="read a built-in simulated battery")
+    source.add_argument("--replay", metavar="FILE", help="replay a recorded conversation (bmsgate-replay file)")
+    _add_protocol_options(read)
+    read.add_argument("--json", action="store_true", help="print the JSON snapshot")
+    read.add_argument("--id", default="battery", help="battery id to put in the snapshot")
+    read.add_argument("--cells", type=int_range(1, 32), default=16, help="simulated cell count, 1-32 (default 16)")
+    read.add_argument("--capacity", type=positive_float(10_000), default=100.0, help="simulated capacity in Ah")
+    read.add_argument("--ntc", type=int_range(0, 8), default=2, help="simulated temperature sensors, 0-8")
+    read.add_argument("--timeout", type=positive_float(600), default=2.0, help="seconds to wait for each reply")
+    read.set_defaults(handler=_read)
+
+    dec = commands.add_parser(
+        "decode",
+        help="decode reply frames given as hex",
+        description="Decode the raw reply frames of one poll (hex, spaces allowed) and print the JSON snapshot.",
+    )
+    _add_protocol_options(dec)
+    dec.add_argument("frames", nargs="+", metavar="HEX", help="one reply frame per argument")
+    dec.add_argument("--id", default="battery", help="battery id to put in the snapshot")
+    dec.add_argument(
+        "--variant",
+        metavar="NAME",
+        help="force a frame layout (e.g. jk02_24s / jk02_32s for JK) instead of the one the frames select",
+    )
+    dec.set_defaults(handler=_decode)
+
+    protocols = commands.add_parser("protocols", help="list built-in protocols or check a definition file")
+    protocols_commands = protocols.add_subparsers(dest="protocols_command", metavar="ACTION")
+    listing = protocols_commands.add_parser("list", help="list the built-in protocols")
+    listing.add_argument("--json", action="store_true")
+    check = protocols_commands.add_parser("check", help="validate a protocol definition file")
+    check.add_argument("file")
+    protocols.set_defaults(json=False, handler=_protocols)
+    for module_name in _COMMAND_MODULES:
+        importlib.import_module(module_name).add_parsers(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bmsgate`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    if args.command == "decode" and not (args.protocol or args.protocol_file):
+        parser.error("decode needs --protocol NAME or --protocol-file FILE")
+    try:
+        handler: Handler = args.handler
+        return handler(args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except (ConfigError, DefinitionError) as exc:
+        _fail(exc, args.debug)
+        return EXIT_USAGE
+    except BmsgateError as exc:
+        _fail(exc, args.debug)
+        return EXIT_FAILURE
+
+
+def _fail(exc: BaseException, debug: bool) -> None:
+    if debug:
+        logging.getLogger("bmsgate").exception("failed")
+    sys.stderr.write(f"bmsgate: error: {exc}\n")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""Turns a validated configuration into running parts: transports, clients, outputs, supervisor.
+
+This is the only place that knows how every piece is built; each piece itself only knows its own job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any, Final
+
+from rich.console import Console
+
+from bmsgate.app.config import (
+    BatteryConfig,
+    BleTransportConfig,
+    GatewayConfig,
+    LoggingConfig,
+    ReplayTransportConfig,
+    SerialTransportConfig,
+    SimulatorTransportConfig,
+)
+from bmsgate.app.console import ConsoleSink
+from bmsgate.errors import CaptureError, ConfigError
+from bmsgate.protocols import CompiledProtocol, get_protocol, load_protocol_file
+from bmsgate.runtime.client import BatteryClient, ClientOptions
+from bmsgate.runtime.hub import SnapshotHub
+from bmsgate.runtime.simulation import PackConfig
+from bmsgate.runtime.slots import ConnectionSlots
+from bmsgate.runtime.supervisor import BatteryRuntime, Sink, Supervisor
+from bmsgate.transports.base import Transport
+
+__all__ = ["Gateway", "build_gateway", "configure_logging", "run_gateway"]
+
+_LOGGER = logging.getLogger(__name__)
+_SHUTDOWN_GRACE: Final = 2.0
+
+# Extra output builders: (config, supervisor) -> sinks. Filled by the output packages' wiring below.
+SinkBuilder = Callable[[GatewayConfig, Supervisor, dict[str, CompiledProtocol]], list[Sink]]
+
+
+class Gateway:
+    """A built gateway: the supervisor plus what outputs need to know."""
+
+    def __init__(self, config: GatewayConfig, supervisor: Supervisor, protocols: dict[str, CompiledProtocol]) -> None:
+        self.config = config
+        self.supervisor = supervisor
+        self.protocols = protocols
+
+    @property
+    def hub(self) -> SnapshotHub:
+        """The snapshot hub."""
+        return self.supervisor.hub
+
+
+def _protocol_for(battery: BatteryConfig) -> CompiledProtocol:
+    if battery.protocol_file is not None:
+        return load_protocol_file(battery.protocol_file)
+    assert battery.protocol is not None  # validated: exactly one of protocol / protocol_file
+    return get_protocol(battery.protocol)
+
+
+def _transport_for(battery: BatteryConfig, protocol: CompiledProtocol) -> Transport:
+    spec = battery.transport
+    if isinstance(spec, SimulatorTransportConfig):
+        from bmsgate.transports.simulator import FaultPlan, SimulatorTransport  # noqa: PLC0415
+
+        pack = PackConfig(
+            cells=spec.cells,
+            capacity=spec.capacity,
+            ntc_count=spec.ntc_count,
+            name=battery.display_name,
+            serial_number=f"SIM-{battery.id.upper()}",
+            initial_soc=spec.initial_soc,
+            current_amplitude=spec.current_amplitude,
+            current_period=spec.current_period,
+            drift_cell=spec.drift_cell,
+            drift_rate=spec.drift_rate,
+            fault=spec.fault,
+            fault_after=spec.fault_after,
+            time_scale=spec.time_scale,
+            seed=spec.seed,
+        )
+        faults = FaultPlan(**spec.faults.model_dump())
+        return SimulatorTransport(protocol, pack, faults=faults, battery_id=battery.id)
+    if isinstance(spec, ReplayTransportConfig):
+        from bmsgate.transports.replay import ReplayTransport  # noqa: PLC0415
+
+        try:
+            return ReplayTransport(spec.file, battery_id=battery.id)
+        except CaptureError as exc:
+            raise ConfigError(str(exc), key_path=f"batteries.{battery.id}.transport.file") from None
+    if isinstance(spec, SerialTransportConfig):
+        from bmsgate.transports.serial import SerialTransport  # noqa: PLC0415
+
+        return SerialTransport(
+            spec.port,
+            protocol,
+            baudrate=spec.baudrate,
+            parity=spec.parity,
+            stopbits=spec.stopbits,
+            battery_id=battery.id,
+        )
+    if isinstance(spec, BleTransportConfig):
+        from bmsgate.transports.ble import BleTransport  # noqa: PLC0415
+
+        return BleTransport(
+            protocol,
+            spec.address,
+            name=spec.name,
+            adapter=spec.adapter,
+            pin=spec.pin,
+            write_mode=spec.write_mode,
+            battery_id=battery.id,
+            connect_timeout=spec.connect_timeout,
+        )
+    raise ConfigError(f"unsupported transport {spec!r}", key_path=f"batteries.{battery.id}.transport")
+
+
+def _slot_group(battery: BatteryConfig) -> str | None:
+    spec = battery.transport
+    if isinstance(spec, BleTransportConfig):
+        return f"ble:{spec.adapter or 'default'}"
+    return None
+
+
+def build_gateway(
+    config: GatewayConfig,
+    *,
+    extra_sinks: list[Sink] | None = None,
+    sink_builders: list[SinkBuilder] | None = None,
+    console: Console | None = None,
+    hub: SnapshotHub | None = None,
+) -> Gateway:
+    """Build every part from the configuration (nothing runs yet)."""
+    hub = hub or SnapshotHub()
+    groups = collections.Counter(group for group in map(_slot_group, config.batteries) if group)
+    slots = {
+        group: ConnectionSlots(config.scheduler.ble_slots, name=group)
+        for group, count in groups.items()
+        if count > config.scheduler.ble_slots
+    }
+    runtimes: list[BatteryRuntime] = []
+    protocols: dict[str, CompiledProtocol] = {}
+    for battery in config.batteries:
+        protocol = _protocol_for(battery)
+        protocols[battery.id] = protocol
+        transport = _transport_for(battery, protocol)
+        group = _slot_group(battery)
+        shared = slots.get(group) if group else None
+        # Time-slicing only works if nobody holds a slot forever: share by connecting per poll.
+        connection = "per_poll" if shared is not None else battery.options.connection
+        options = ClientOptions(
+            request_timeout=battery.options.request_timeout,
+            retries=battery.options.retries,
+            connection=connection,
+            mosfet_sensor=battery.options.mosfet_sensor,
+            poll_deadline=max(15.0, battery.options.request_timeout * 6),
+        )
+        client = BatteryClient(protocol, transport, battery_id=battery.id, options=options)
+        runtimes.append(
+            BatteryRuntime(
+                battery_id=battery.id,
+                name=battery.display_name,
+                client=client,
+                poll_interval=battery.poll_interval,
+                stale_after=battery.stale_budget,
+                slots=shared,
+            )
+        )
+    for group, shared in slots.items():
+        _LOGGER.info(
+            "%s: %d batteries share %d connection slots (connect-read-disconnect in turn)",
+            group,
+            groups[group],
+            shared.limit,
+        )
+    supervisor = Supervisor(runtimes, [], hub=hub)
+    sinks: list[Sink] = []
+    if config.outputs.console.enabled:
+        sinks.append(
+            ConsoleSink(
+                console=console,
+                mode=config.outputs.console.mode,
+                interval=config.outputs.console.interval,
+                names={battery.id: battery.display_name for battery in config.batteries},
+                link_stats=supervisor.link_stats,
+            )
+        )
+    for builder in sink_builders or []:
+        sinks.extend(builder(config, supervisor, protocols))
+    sinks.extend(extra_sinks or [])
+    supervisor.sinks = sinks
+    return Gateway(config, supervisor, protocols)
+
+
+async def run_gateway(gateway: Gateway, *, duration: float | None = None) -> None:
+    """Run until SIGINT/SIGTERM (or `duration`); shuts down within about two seconds."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, gateway.supervisor.request_stop)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-main thread / Windows
+            pass
+    try:
+        await gateway.supervisor.run(duration=duration)
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+class _JournaldFormatter(logging.Formatter):
+    """``<priority>logger: message``; journald adds time and host itself."""
+
+    _PRIORITIES: Final = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = self._PRIORITIES.get(record.levelno, 6)
+        return f"<{priority}>{record.name}: {super().format(record)}"
+
+
+def configure_logging(settings: LoggingConfig, *, debug: bool = False, stream: Any = None) -> None:
+    """Set up the root logger for `run`/`demo` (journald-friendly when under systemd)."""
+    stream = stream or sys.stderr
+    under_journald = bool(os.environ.get("JOURNAL_STREAM")) and not getattr(stream, "isatty", lambda: False)()
+    use_journald = settings.format == "journald" or (settings.format == "auto" and under_journald)
+    handler = logging.StreamHandler(stream)
+    if use_journald:
+        handler.setFormatter(_JournaldFormatter("%(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else getattr(logging, settings.level))

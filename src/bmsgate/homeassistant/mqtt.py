@@ -1,0 +1,210 @@
+"""The MQTT adapter: the only module that imports aiomqtt/paho.
+
+It offers one connected session (:func:`connect`) with ``publish``, ``subscribe`` and an incoming
+message iterator, and translates every library or socket failure into :class:`SinkError`. Reconnect
+policy lives in the sink, not here: a session that fails is simply over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+import ssl
+from collections.abc import AsyncIterator
+from typing import Final
+
+import aiomqtt
+
+from bmsgate.errors import SinkError
+from bmsgate.homeassistant.settings import MqttSettings, TlsSettings
+
+__all__ = ["IncomingMessage", "MqttSession", "connect"]
+
+SINK_NAME: Final = "mqtt"
+_TIMEOUT: Final = 10.0
+"""Seconds to wait for CONNACK, SUBACK or PUBACK before the session counts as broken.
+
+Acknowledgements are awaited under our own ``asyncio.timeout`` with aiomqtt's set to infinity: aiomqtt
+uses ``asyncio.wait_for``, which on Python 3.11 can swallow a cancellation that races with the
+acknowledgement, leaving a task that never stops. The connect itself (which needs aiomqtt's timeout for
+the CONNACK) runs in a task of its own that is never cancelled; see :func:`_enter`.
+"""
+_ABANDON_GRACE: Final = 0.5
+"""Seconds a connect interrupted by cancellation may still take, so its connection can be closed cleanly."""
+_CLOSE_TIMEOUT: Final = 0.5
+"""Seconds to wait for a clean disconnect before the session is dropped anyway."""
+
+_closing: set[asyncio.Task[None]] = set()
+"""Connects abandoned mid-way that close their client once they finish (strong references)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """A message received on a subscribed topic."""
+
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+def _error(action: str, exc: BaseException) -> SinkError:
+    return SinkError(f"{action}: {exc}", sink=SINK_NAME)
+
+
+def _ssl_context(tls: TlsSettings) -> ssl.SSLContext:
+    """Build the TLS context (blocking: it reads certificate files)."""
+    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    if tls.cert_file is not None:
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    if tls.insecure:
+        context.check_hostname = False
+    return context
+
+
+class MqttSession:
+    """One connected MQTT session (create it with :func:`connect`)."""
+
+    def __init__(self, client: aiomqtt.Client, qos: int) -> None:
+        self._client = client
+        self.qos = qos
+
+    async def publish(self, topic: str, payload: str | bytes, *, retain: bool, qos: int | None = None) -> None:
+        """Publish one message; with QoS > 0 this waits for the broker's acknowledgement.
+
+        Raises:
+            SinkError: the session is broken.
+        """
+        try:
+            async with asyncio.timeout(_TIMEOUT):
+                await self._client.publish(
+                    topic, payload, qos=self.qos if qos is None else qos, retain=retain, timeout=math.inf
+                )
+        except TimeoutError as exc:
+            raise _error(f"publish to {topic}", exc) from exc
+        except aiomqtt.MqttError as exc:
+            raise _error(f"publish to {topic}", exc) from exc
+
+    async def subscribe(self, *topic_filters: str) -> None:
+        """Subscribe to topic filters (QoS 1).
+
+        Raises:
+            SinkError: the session is broken.
+        """
+        try:
+            async with asyncio.timeout(_TIMEOUT):
+                await self._client.subscribe([(topic, 1) for topic in topic_filters], timeout=math.inf)
+        except TimeoutError as exc:
+            raise _error("subscribe", exc) from exc
+        except aiomqtt.MqttError as exc:
+            raise _error("subscribe", exc) from exc
+
+    async def messages(self) -> AsyncIterator[IncomingMessage]:
+        """Incoming messages until the session breaks.
+
+        Raises:
+            SinkError: the connection was lost.
+        """
+        iterator = self._client.messages.__aiter__()
+        while True:
+            try:
+                message = await iterator.__anext__()
+            except aiomqtt.MqttError as exc:
+                raise _error("connection lost", exc) from exc
+            yield IncomingMessage(str(message.topic), bytes(message.payload), bool(message.retain))
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    settings: MqttSettings, *, will_topic: str, will_payload: str, client_id: str | None = None
+) -> AsyncIterator[MqttSession]:
+    """Connect to the broker with a retained last will; disconnect cleanly on exit.
+
+    Args:
+        settings: connection settings.
+        will_topic: topic of the last will (published by the broker if we vanish).
+        will_payload: its payload.
+        client_id: overrides ``settings.effective_client_id``.
+
+    Raises:
+        SinkError: connecting failed (refused, authentication, TLS, network) or the session broke.
+    """
+    tls_context = None
+    if settings.tls is not None:
+        try:
+            tls_context = await asyncio.to_thread(_ssl_context, settings.tls)
+        except (OSError, ssl.SSLError) as exc:
+            raise _error("TLS set-up", exc) from exc
+    client = aiomqtt.Client(
+        settings.host,
+        settings.port,
+        username=settings.username,
+        password=settings.resolved_password(),
+        identifier=client_id or settings.effective_client_id,
+        will=aiomqtt.Will(will_topic, will_payload, qos=1, retain=True),
+        keepalive=settings.keepalive,
+        clean_session=True,
+        timeout=_TIMEOUT,
+        tls_context=tls_context,
+    )
+    await _enter(client, settings)
+    # From here on every wait is under our own timeouts (see _TIMEOUT); this one also covers the
+    # DISCONNECT in __aexit__, which is then awaited without asyncio.wait_for.
+    client.timeout = math.inf
+    try:
+        yield MqttSession(client, settings.qos)
+    finally:
+        await _close(client)
+
+
+async def _enter(client: aiomqtt.Client, settings: MqttSettings) -> None:
+    """Connect `client`; a cancellation always propagates and never leaves a connection behind.
+
+    aiomqtt's connect cannot be interrupted safely: it runs the blocking socket connect in a thread
+    (which goes on after a cancellation and opens the socket anyway), waits for the CONNACK with
+    ``asyncio.wait_for`` (which on Python 3.11 returns normally when the CONNACK and the cancellation
+    arrive together: the task then goes on connected, as if it had never been cancelled), and leaves
+    its state broken when interrupted. So the connect runs to its end in a task of its own; a
+    cancellation is raised here at once, and the connection is closed when the connect finishes.
+    """
+    entering = asyncio.create_task(client.__aenter__(), name="mqtt-connect")
+    try:
+        # Not `shield`: its future would keep a failed connect's exception (and paho's unclosed TLS
+        # socket in its traceback) alive past the caller's handling of it.
+        await asyncio.wait([entering])
+    except asyncio.CancelledError:
+        await _abandon(client, entering)
+        raise
+    try:
+        entering.result()
+    except aiomqtt.MqttError as exc:
+        raise _error(f"connect to {settings.display_url()}", exc) from exc
+
+
+async def _abandon(client: aiomqtt.Client, entering: asyncio.Task[aiomqtt.Client]) -> None:
+    """Close `client` once its interrupted connect is over: within a short grace, else in the background."""
+    with contextlib.suppress(asyncio.CancelledError):  # cancelled again: the caller re-raises anyway
+        await asyncio.wait([entering], timeout=_ABANDON_GRACE)
+    if entering.done():
+        if not entering.cancelled() and entering.exception() is None:
+            client.timeout = math.inf
+            await _close(client)
+        return
+    closing = asyncio.create_task(_close_when_connected(client, entering), name="mqtt-abandoned")
+    _closing.add(closing)
+    closing.add_done_callback(_closing.discard)
+
+
+async def _close_when_connected(client: aiomqtt.Client, entering: asyncio.Task[aiomqtt.Client]) -> None:
+    await asyncio.wait([entering])
+    if not entering.cancelled() and entering.exception() is None:
+        client.timeout = math.inf
+        await _close(client)
+
+
+async def _close(client: aiomqtt.Client) -> None:
+    """Disconnect cleanly (bounded); a broken session has nothing left to close."""
+    with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+        async with asyncio.timeout(_CLOSE_TIMEOUT):
+            await client.__aexit__(None, None, None)

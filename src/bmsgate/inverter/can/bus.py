@@ -1,0 +1,195 @@
+"""The python-can adapter: open a bus, send frames, receive frames (the only python-can import).
+
+Every python-can failure becomes :class:`~bmsgate.errors.SinkError`; the sink answers it by closing
+the bus and reopening it with backoff, which is also how a controller that went bus-off is restarted
+(socketcan additionally restarts by itself when the interface has ``restart-ms`` set).
+
+Receiving runs on one daemon thread per open bus (python-can's ``recv`` blocks), which hands frames
+and errors to the event loop; sending runs in a worker thread so a full transmit queue never stalls
+the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Final, Protocol
+
+import can
+
+from bmsgate.errors import SinkError
+from bmsgate.inverter.can.profiles import CanFrame
+from bmsgate.inverter.can.settings import CanSettings
+
+__all__ = ["CanBus", "FrameBus", "NullBus", "open_bus"]
+
+_LOGGER = logging.getLogger(__name__)
+
+_RECV_TIMEOUT: Final = 0.05
+_CAN_ERR_BUSOFF: Final = 0x40
+"""Error class bit of a Linux error frame: the controller went bus-off."""
+
+BusFactory = Callable[[], can.BusABC]
+
+
+class FrameBus(Protocol):
+    """What the sink needs from a bus."""
+
+    async def send(self, frames: list[CanFrame]) -> None:
+        """Send frames in order."""
+
+    async def receive(self) -> CanFrame:
+        """Wait for the next frame from the bus."""
+
+    async def close(self) -> None:
+        """Release the bus (idempotent)."""
+
+
+class CanBus:
+    """A python-can bus for the sink.
+
+    Args:
+        settings: interface, channel and bitrate.
+        factory: creates the python-can bus (tests inject faulty buses here); defaults to
+            ``can.Bus`` from `settings`.
+    """
+
+    def __init__(self, settings: CanSettings, factory: BusFactory | None = None) -> None:
+        self.settings = settings
+        self._factory = factory or self._default_factory
+        self._bus: can.BusABC | None = None
+        self._queue: asyncio.Queue[CanFrame | SinkError] = asyncio.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error_frames = 0
+
+    def _default_factory(self) -> can.BusABC:
+        settings = self.settings
+        if settings.interface == "slcan":
+            return can.Bus(interface="slcan", channel=settings.channel, bitrate=settings.bitrate)
+        if settings.interface == "socketcan":
+            # The bitrate is the interface's business (ip link set can0 up type can bitrate 500000).
+            return can.Bus(interface="socketcan", channel=settings.channel)
+        return can.Bus(interface="virtual", channel=settings.channel, receive_own_messages=False)
+
+    def open(self) -> None:
+        """Open the bus and start receiving.
+
+        Raises:
+            SinkError: python-can could not open it.
+        """
+        try:
+            self._bus = self._factory()
+        except (can.CanError, OSError, ValueError) as exc:
+            raise SinkError(
+                f"cannot open {self.settings.interface} bus {self.settings.channel}: {exc}", sink="can"
+            ) from exc
+        loop = asyncio.get_running_loop()
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._reader, args=(self._bus, loop), name=f"can-rx-{self.settings.channel}", daemon=True
+        )
+        self._thread.start()
+
+    def _reader(self, bus: can.BusABC, loop: asyncio.AbstractEventLoop) -> None:
+        # Runs on its own thread: every outcome is handed to the loop, nothing is raised here.
+        while not self._stop.is_set():
+            try:
+                message = bus.recv(_RECV_TIMEOUT)
+            except (can.CanError, OSError, ValueError) as exc:
+                error = SinkError(f"receive failed: {exc}", sink="can")
+                error.__cause__ = exc
+                self._hand_over(loop, error)
+                return
+            if message is None:
+                continue
+            if message.is_error_frame:
+                if message.arbitration_id & _CAN_ERR_BUSOFF:
+                    self._hand_over(loop, SinkError("controller is bus-off", sink="can"))
+                    return
+                # Other error frames (lost arbitration, no ACK, ...) are line noise: counted only.
+                self.error_frames += 1
+                continue
+            frame = CanFrame(message.arbitration_id, bytes(message.data), bool(message.is_extended_id))
+            self._hand_over(loop, frame)
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop, item: CanFrame | SinkError) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closing: nobody is listening any more
+            loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    async def receive(self) -> CanFrame:
+        """The next data frame from the bus.
+
+        Raises:
+            SinkError: the bus failed (including bus-off).
+        """
+        item = await self._queue.get()
+        if isinstance(item, SinkError):
+            raise item
+        return item
+
+    async def send(self, frames: list[CanFrame]) -> None:
+        """Send frames in order (in a worker thread: a full queue must not stall the event loop).
+
+        Raises:
+            SinkError: python-can refused a frame (bus-off, no buffer space, interface down).
+        """
+        bus = self._bus
+        if bus is None:
+            raise SinkError("the bus is not open", sink="can")
+        messages = [
+            can.Message(arbitration_id=f.arbitration_id, data=f.data, is_extended_id=f.is_extended_id) for f in frames
+        ]
+        await asyncio.to_thread(self._send_all, bus, messages)
+
+    def _send_all(self, bus: can.BusABC, messages: list[can.Message]) -> None:
+        try:
+            for message in messages:
+                bus.send(message, timeout=self.settings.send_timeout)
+        except (can.CanError, OSError, ValueError) as exc:
+            raise SinkError(f"send failed: {exc}", sink="can") from exc
+
+    async def close(self) -> None:
+        """Stop receiving and shut the bus down (idempotent)."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.join, 2.0)
+        bus, self._bus = self._bus, None
+        if bus is not None:
+            try:
+                bus.shutdown()
+            except (can.CanError, OSError) as exc:
+                _LOGGER.debug("CAN: error while shutting the bus down: %s", exc)
+
+
+class NullBus:
+    """No bus at all (dry run): frames are only logged, nothing is ever received."""
+
+    async def send(self, frames: list[CanFrame]) -> None:
+        """Discard the frames."""
+        del frames
+
+    async def receive(self) -> CanFrame:
+        """Never returns."""
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+def open_bus(settings: CanSettings, factory: BusFactory | None = None) -> FrameBus:
+    """Open the bus the settings describe (or a :class:`NullBus` for a dry run).
+
+    Raises:
+        SinkError: the bus cannot be opened.
+    """
+    if settings.dry_run:
+        return NullBus()
+    bus = CanBus(settings, factory)
+    bus.open()
+    return bus

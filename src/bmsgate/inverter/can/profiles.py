@@ -1,0 +1,671 @@
+"""Inverter CAN profiles as data, and frame building from bank, limits and freshness (pure).
+
+A profile is a YAML file (format in docs/can.md) plus the DBC file it names: which frames go out, how
+often, their DLC, the manufacturer name, the inverter's keep-alive (or request) id, and quirks. Built-in
+profiles ship under ``bmsgate/data/can/``; users point ``CanSettings.profile`` at their own YAML. Each
+DBC signal is fed from a *source* of the same name (or the name the profile's ``signals`` table maps it
+to): a number in SI units (``charge_voltage_limit``, ``soc``, ...), a flag (``protect_high_voltage``,
+``charge_enable``, ...; a 1-bit signal carries it as 1/0, a 2-bit signal as SMA's pair "01 raised /
+10 cleared"), a character of the manufacturer name (``manufacturer_0``…``_7``), a constant from the
+profile, or "invalid". Everything is checked once, at load; problems are
+:class:`~bmsgate.errors.DefinitionError` naming the file, the entry and the reason.
+
+:func:`build_frames` is the whole encoder: ``(profile, status, phase, requests) -> frames``. Quirks are
+applied in :func:`wire_values` before encoding, so a test can see exactly what the inverter is told.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import importlib.resources
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bmsgate.datafiles import describe_validation_error, parse_yaml, read_text
+from bmsgate.errors import DefinitionError
+from bmsgate.inverter.can.dbc import DbcDatabase, DbcMessage, DbcSignal, load_dbc_text
+from bmsgate.inverter.limits import LimitReason
+from bmsgate.inverter.status import InverterStatus
+from bmsgate.model import Alarm
+
+__all__ = [
+    "FLAG_SOURCES",
+    "NUMBER_SOURCES",
+    "CanFrame",
+    "CanProfile",
+    "OutputPhase",
+    "ProfileQuirks",
+    "Requests",
+    "build_frames",
+    "builtin_profile_names",
+    "decode_frames",
+    "load_profile",
+    "wire_values",
+]
+
+_PACKAGE_DIR: Final = "data/can"
+_MANUFACTURER_SIGNAL: Final = re.compile(r"manufacturer_([0-7])")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CanFrame:
+    """One CAN frame as sent (python-can free)."""
+
+    arbitration_id: int
+    data: bytes
+    is_extended_id: bool = False
+
+    def candump(self) -> str:
+        """The frame in can-utils' compact form, e.g. ``351#1402E803E803``."""
+        width = 8 if self.is_extended_id else 3
+        return f"{self.arbitration_id:0{width}X}#{self.data.hex().upper()}"
+
+
+class OutputPhase(enum.StrEnum):
+    """What the CAN output does with the data it has (the stale-data state machine)."""
+
+    WAITING = "waiting"
+    """No pack has reported yet: silent (there is nothing true to say)."""
+    NORMAL = "normal"
+    """Fresh data: the full frame set with the limit engine's values."""
+    SAFE = "safe"
+    """Data past the freshness budget: zero current limits, enable bits clear, error flags set."""
+    SILENT = "silent"
+    """Data past the second, longer budget: nothing is sent so the inverter falls back on its own."""
+
+    @property
+    def transmits(self) -> bool:
+        """Whether frames go on the bus in this phase."""
+        return self in {OutputPhase.NORMAL, OutputPhase.SAFE}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Requests:
+    """Request flags the sink's small state machines decide (0x35C bits 5/4/3)."""
+
+    force_charge_1: bool = False
+    force_charge_2: bool = False
+    full_charge: bool = False
+
+
+# -- sources ----------------------------------------------------------------------------------------
+
+_Wire = Mapping[str, float | bool | None]
+"""Wire-level values by source name (after quirks)."""
+
+
+def _any(alarms: frozenset[Alarm], *wanted: Alarm) -> bool:
+    return not alarms.isdisjoint(wanted)
+
+
+_HIGH_VOLTAGE: Final = (Alarm.CELL_OVERVOLTAGE, Alarm.PACK_OVERVOLTAGE)
+_LOW_VOLTAGE: Final = (Alarm.CELL_UNDERVOLTAGE, Alarm.PACK_UNDERVOLTAGE)
+_HIGH_TEMPERATURE: Final = (
+    Alarm.BATTERY_OVERTEMPERATURE,
+    Alarm.CHARGE_OVERTEMPERATURE,
+    Alarm.DISCHARGE_OVERTEMPERATURE,
+    Alarm.MOSFET_OVERTEMPERATURE,
+)
+_LOW_TEMPERATURE: Final = (
+    Alarm.BATTERY_UNDERTEMPERATURE,
+    Alarm.CHARGE_UNDERTEMPERATURE,
+    Alarm.DISCHARGE_UNDERTEMPERATURE,
+)
+_SHORT: Final = (Alarm.SHORT_CIRCUIT, Alarm.CHARGE_SHORT_CIRCUIT, Alarm.DISCHARGE_SHORT_CIRCUIT)
+_DISCHARGE_CURRENT: Final = (Alarm.DISCHARGE_OVERCURRENT, Alarm.DISCHARGE_SHORT_CIRCUIT, Alarm.SHORT_CIRCUIT)
+_CHARGE_CURRENT: Final = (Alarm.CHARGE_OVERCURRENT, Alarm.CHARGE_SHORT_CIRCUIT)
+_SYSTEM: Final = (
+    Alarm.SYSTEM_FAULT,
+    Alarm.FRONT_END_FAULT,
+    Alarm.CURRENT_SENSOR_FAULT,
+    Alarm.TEMPERATURE_SENSOR_FAULT,
+    Alarm.CHARGE_MOSFET_FAULT,
+    Alarm.DISCHARGE_MOSFET_FAULT,
+    Alarm.MOSFET_SOFTWARE_LOCK,
+    Alarm.CELL_COUNT_MISMATCH,
+    Alarm.INTERNAL_COMMUNICATION_FAULT,
+)
+
+NUMBER_SOURCES: Final = frozenset(
+    {
+        "charge_voltage_limit",
+        "charge_current_limit",
+        "discharge_current_limit",
+        "discharge_voltage_limit",
+        "soc",
+        "soh",
+        "voltage",
+        "current",
+        "temperature",
+        "temperature_min",
+        "temperature_max",
+        "cell_voltage_min",
+        "cell_voltage_max",
+        "cell_delta",
+        "remaining_capacity",
+        "full_capacity",
+        "cycles",
+        "pack_count",
+        "packs_online",
+    }
+)
+"""Numeric sources, SI units (V, A, °C, %, Ah); the DBC's scale and offset give the wire unit."""
+
+_CONDITIONS: Final = (
+    "high_voltage",
+    "low_voltage",
+    "high_temperature",
+    "low_temperature",
+    "high_temperature_charge",
+    "low_temperature_charge",
+    "discharge_high_current",
+    "charge_high_current",
+    "short_circuit",
+    "system_error",
+    "internal_communication",
+    "cell_imbalance",
+    "general",
+)
+FLAG_SOURCES: Final = frozenset(
+    {f"{level}_{condition}" for level in ("protect", "warn") for condition in _CONDITIONS}
+    | {"charge_enable", "discharge_enable", "force_charge_1", "force_charge_2", "full_charge_request"}
+)
+"""Boolean sources: ``protect_*`` (protection, BMS acted) and ``warn_*`` (alarm/warning level)."""
+
+
+def _protections(alarms: frozenset[Alarm], safe: bool) -> dict[str, bool]:
+    # In the safe phase the bank data is too old to trust: report it as a BMS/communication failure.
+    flags = {
+        "high_voltage": _any(alarms, *_HIGH_VOLTAGE),
+        "low_voltage": _any(alarms, *_LOW_VOLTAGE),
+        "high_temperature": _any(alarms, *_HIGH_TEMPERATURE),
+        "low_temperature": _any(alarms, *_LOW_TEMPERATURE),
+        "high_temperature_charge": _any(alarms, Alarm.CHARGE_OVERTEMPERATURE),
+        "low_temperature_charge": _any(alarms, Alarm.CHARGE_UNDERTEMPERATURE),
+        "discharge_high_current": _any(alarms, *_DISCHARGE_CURRENT),
+        "charge_high_current": _any(alarms, *_CHARGE_CURRENT),
+        "short_circuit": _any(alarms, *_SHORT),
+        "system_error": safe or _any(alarms, *_SYSTEM),
+        "internal_communication": safe or _any(alarms, Alarm.INTERNAL_COMMUNICATION_FAULT),
+        "cell_imbalance": False,  # imbalance is a warning, never a protection
+    }
+    flags["general"] = any(flags.values())
+    return flags
+
+
+def _warnings(status: InverterStatus, protections: Mapping[str, bool], safe: bool) -> dict[str, bool]:
+    """Warnings: every protection, plus the derating the limit engine applies before a BMS would trip."""
+    limits, bank = status.limits, status.bank
+    derating = {limits.charge_reason, limits.discharge_reason}
+    hot = bank.temperature_max is not None and bank.temperature_max >= 25.0
+    cold = bank.temperature_min is not None and bank.temperature_min < 25.0
+    by_temperature = LimitReason.TEMPERATURE in derating
+    flags = {
+        "high_voltage": protections["high_voltage"]
+        or limits.charge_reason is LimitReason.CELL_VOLTAGE
+        or limits.voltage_reason is LimitReason.CELL_VOLTAGE,
+        "low_voltage": protections["low_voltage"] or limits.discharge_reason is LimitReason.CELL_VOLTAGE,
+        "high_temperature": protections["high_temperature"]
+        or (by_temperature and hot)
+        or LimitReason.MOSFET in derating,
+        "low_temperature": protections["low_temperature"] or (by_temperature and cold),
+        "high_temperature_charge": protections["high_temperature_charge"]
+        or (limits.charge_reason is LimitReason.TEMPERATURE and hot),
+        "low_temperature_charge": protections["low_temperature_charge"]
+        or (limits.charge_reason is LimitReason.TEMPERATURE and cold),
+        "discharge_high_current": protections["discharge_high_current"],
+        "charge_high_current": protections["charge_high_current"],
+        "short_circuit": protections["short_circuit"],
+        "system_error": protections["system_error"],
+        # A pack that dropped out is a communication problem inside the bank.
+        "internal_communication": protections["internal_communication"] or (bank.degraded and not safe),
+        "cell_imbalance": _any(bank.alarms, Alarm.CELL_IMBALANCE) and not safe,
+    }
+    flags["general"] = any(flags.values())
+    return flags
+
+
+def _round_up(value: float, step: float) -> float:
+    return math.ceil(round(value / step, 6)) * step
+
+
+def _last_voltage(status: InverterStatus) -> float | None:
+    if status.bank.voltage is not None:
+        return status.bank.voltage
+    known = [s.voltage for s in status.bank.offline if s.voltage is not None]
+    return math.fsum(known) / len(known) if known else None
+
+
+def _cycles(status: InverterStatus) -> float | None:
+    known = [s.cycles for s in status.bank.online if s.cycles is not None]
+    return float(max(known)) if known else None
+
+
+def wire_values(
+    profile: CanProfile, status: InverterStatus, phase: OutputPhase, requests: Requests
+) -> dict[str, float | bool | None]:
+    """Every source's value as the inverter will be told it, quirks applied.
+
+    Args:
+        profile: the inverter profile (its quirks matter here).
+        status: bank and limits (in the safe phase the limit engine already holds both currents at 0).
+        phase: normal or safe (other phases send nothing).
+        requests: force-charge / full-charge request state.
+
+    Returns:
+        Values by source name; None where the bank does not know the value.
+    """
+    bank, limits, quirks = status.bank, status.limits, profile.quirks
+    safe = phase is not OutputPhase.NORMAL
+    # Belt and braces: in the safe phase nothing may allow current, whatever the engine said.
+    charge_current = 0.0 if safe else limits.charge_current
+    discharge_current = 0.0 if safe else limits.discharge_current
+    charge_allowed = charge_current > 0.0
+    discharge_allowed = discharge_current > 0.0
+
+    cvl = limits.charge_voltage
+    voltage = _last_voltage(status)
+    if quirks.stop_charge_with_cvl and not charge_allowed and voltage is not None:
+        # Victron/SMA keep charging on CVL alone: hold it at the pack voltage (rounded up so an SMA does
+        # not start discharging into the grid to reach a CVL below the pack).
+        floor = _round_up(voltage, profile.voltage_step)
+        cvl = floor if cvl is None else min(cvl, floor)
+    if quirks.never_zero_cvl and (cvl is None or cvl <= 0.0):
+        cvl = voltage
+
+    soc = bank.soc if not safe else _last_soc(status)
+    if quirks.soc_forcing and soc is not None:
+        # Deye/Solis ignore zero current limits but obey SoC: full stops charging, empty stops discharging.
+        if not charge_allowed and discharge_allowed:
+            soc = 100.0
+        elif not discharge_allowed and charge_allowed:
+            soc = 0.0
+
+    protections = _protections(bank.alarms, safe)
+    warnings = _warnings(status, protections, safe)
+    values: dict[str, float | bool | None] = {
+        "charge_voltage_limit": cvl,
+        "charge_current_limit": charge_current,
+        "discharge_current_limit": discharge_current,
+        "discharge_voltage_limit": limits.min_voltage,
+        "soc": soc,
+        "soh": bank.soh if not safe else _last(status, "soh"),
+        # A current measured before the data went stale is not a current now.
+        "voltage": voltage,
+        "current": None if safe else bank.current,
+        "temperature": bank.temperature_mean if not safe else None,
+        "temperature_min": bank.temperature_min,
+        "temperature_max": bank.temperature_max,
+        "cell_voltage_min": bank.cell_voltage_min,
+        "cell_voltage_max": bank.cell_voltage_max,
+        "cell_delta": bank.cell_delta,
+        "remaining_capacity": bank.remaining_capacity,
+        "full_capacity": bank.full_capacity if not safe else _last_capacity(status),
+        "cycles": _cycles(status),
+        "pack_count": float(bank.pack_count),
+        "packs_online": float(bank.packs_online),
+        "charge_enable": charge_allowed,
+        "discharge_enable": discharge_allowed,
+        "force_charge_1": requests.force_charge_1 and charge_allowed,
+        "force_charge_2": requests.force_charge_2 and charge_allowed,
+        "full_charge_request": requests.full_charge and charge_allowed,
+    }
+    values.update({f"manufacturer_{i}": float(ord(char)) for i, char in enumerate(profile.manufacturer.ljust(8))})
+    values.update({f"protect_{name}": flag for name, flag in protections.items()})
+    values.update({f"warn_{name}": flag for name, flag in warnings.items()})
+    return values
+
+
+def _last(status: InverterStatus, attribute: Literal["soc", "soh"]) -> float | None:
+    known = [v for s in status.bank.offline if (v := getattr(s, attribute)) is not None]
+    return min(known) if known else None
+
+
+def _last_soc(status: InverterStatus) -> float | None:
+    # The lowest last-known SoC: with data missing, err towards "emptier" (stop discharging earlier).
+    return _last(status, "soc")
+
+
+def _last_capacity(status: InverterStatus) -> float | None:
+    known = [c for s in status.bank.offline if (c := s.full_capacity or s.design_capacity) is not None]
+    return math.fsum(known) if known else None
+
+
+# -- compiled profile -------------------------------------------------------------------------------
+
+_Encoder = Callable[[_Wire], int]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _CompiledFrame:
+    message: DbcMessage
+    length: int
+    encoders: tuple[tuple[str, _Encoder], ...]
+
+    def encode(self, values: _Wire) -> CanFrame:
+        raw = {name: encoder(values) for name, encoder in self.encoders}
+        data = self.message.encode_raw(raw).ljust(self.length, b"\0")
+        return CanFrame(self.message.frame_id, data, self.message.is_extended)
+
+
+class ProfileQuirks(BaseModel):
+    """Inverter-specific behaviour a profile switches on.
+
+    Attributes:
+        stop_charge_with_cvl: when charging must stop, lower the CVL to the pack voltage (Victron, SMA).
+        never_zero_cvl: never send CVL 0 (fall back to the pack voltage; Victron faults on 0).
+        soc_forcing: report SoC 100 % when charging must stop, 0 % when discharging must (Deye/Solis
+            ignore zero current limits).
+        invalid_markers: values the bank does not know are sent as "invalid" (0xFFFF unsigned,
+            0x8000 signed; SMA) instead of 0.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stop_charge_with_cvl: bool = False
+    never_zero_cvl: bool = False
+    soc_forcing: bool = False
+    invalid_markers: bool = False
+
+
+_FrameId = Annotated[int, Field(ge=0, le=0x1FFF_FFFF)]
+
+
+class _ProfileFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    dbc: str = Field(min_length=1)
+    mode: Literal["push", "request"] = "push"
+    period: Annotated[float, Field(gt=0, le=60)] = 1.0
+    min_interval: Annotated[float, Field(ge=0, le=10)] = 0.1
+    dlc: Annotated[int, Field(ge=0, le=8)] | None = None
+    manufacturer: str = ""
+    keepalive_id: _FrameId | None = None
+    request_id: _FrameId | None = None
+    frames: list[_FrameId] = Field(min_length=1)
+    signals: dict[str, str] = {}
+    constants: dict[str, int] = {}
+    invalid: list[str] = []
+    quirks: ProfileQuirks = ProfileQuirks()
+
+    @field_validator("manufacturer")
+    @classmethod
+    def _ascii8(cls, value: str) -> str:
+        if not value.isascii() or len(value) > 8:
+            raise ValueError("manufacturer must be at most 8 ASCII characters")
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class CanProfile:
+    """A compiled inverter profile.
+
+    Attributes:
+        name / description: as in the file.
+        source: the YAML file it came from.
+        dbc_source: the DBC file it uses.
+        mode: ``push`` (frame set every `period`) or ``request`` (answer each `request_id` frame).
+        period: s between frame sets (push) or the inverter's expected request period (request).
+        min_interval: s at least between two frame sets (urgent sends never go faster).
+        manufacturer: name in 0x35E (space padded to 8).
+        keepalive_id: the inverter's liveness frame (push); None: liveness is not watched.
+        request_id: the inverter's request frame (request mode; also its liveness).
+        frame_ids: the frames of one set, in sending order.
+        quirks: inverter-specific behaviour.
+        voltage_step: V per raw step of the CVL signal (rounding for the CVL floor).
+        database: the DBC layouts (for decoding, e.g. by an inverter simulator).
+    """
+
+    name: str
+    description: str
+    source: str
+    dbc_source: str
+    mode: Literal["push", "request"]
+    period: float
+    min_interval: float
+    manufacturer: str
+    keepalive_id: int | None
+    request_id: int | None
+    frame_ids: tuple[int, ...]
+    quirks: ProfileQuirks
+    voltage_step: float
+    database: DbcDatabase
+    _frames: tuple[_CompiledFrame, ...] = dataclasses.field(repr=False, compare=False)
+
+    @property
+    def liveness_id(self) -> int | None:
+        """The frame id whose arrival proves the inverter is alive."""
+        return self.request_id if self.mode == "request" else self.keepalive_id
+
+    def with_overrides(
+        self, *, quirks: Mapping[str, bool] | None = None, manufacturer: str | None = None, period: float | None = None
+    ) -> CanProfile:
+        """A copy with settings from the configuration applied."""
+        new_quirks = self.quirks.model_copy(update=dict(quirks or {}))
+        name = self.manufacturer if manufacturer is None else manufacturer
+        if not name.isascii() or len(name) > 8:
+            raise ValueError("manufacturer must be at most 8 ASCII characters")
+        return dataclasses.replace(
+            self,
+            quirks=new_quirks,
+            manufacturer=name.ljust(8),
+            period=self.period if period is None else period,
+        )
+
+    def encode(self, values: _Wire) -> list[CanFrame]:
+        """The frame set for already computed wire values."""
+        return [frame.encode(values) for frame in self._frames]
+
+
+def build_frames(
+    profile: CanProfile, status: InverterStatus, phase: OutputPhase, requests: Requests = Requests()
+) -> list[CanFrame]:
+    """The frame set to send now (empty when the phase is silent or waiting).
+
+    Args:
+        profile: the inverter profile.
+        status: the bank and its limits.
+        phase: from the stale-data state machine.
+        requests: force/full charge requests.
+    """
+    if not phase.transmits:
+        return []
+    return profile.encode(wire_values(profile, status, phase, requests))
+
+
+# -- compilation ------------------------------------------------------------------------------------
+
+
+def _raw_invalid(signal: DbcSignal) -> int:
+    return signal.raw_min if signal.signed else signal.raw_max
+
+
+def _number_encoder(signal: DbcSignal, source: str, invalid_markers: bool) -> _Encoder:
+    missing = _raw_invalid(signal) if invalid_markers else 0
+    low, high = signal.raw_min, signal.raw_max
+    if signal.minimum is not None:
+        low = max(low, math.ceil(round((signal.minimum - signal.offset) / signal.scale, 6)))
+    if signal.maximum is not None:
+        high = min(high, math.floor(round((signal.maximum - signal.offset) / signal.scale, 6)))
+    scale, offset = signal.scale, signal.offset
+
+    def encode(values: _Wire) -> int:
+        value = values.get(source)
+        if value is None or isinstance(value, bool) or not math.isfinite(value):
+            return missing
+        # Half away from zero after removing binary noise: 52.8 / 0.01 must give 5280.
+        scaled = round((value - offset) / scale, 6)
+        raw = int(math.copysign(math.floor(abs(scaled) + 0.5), scaled))
+        return min(max(raw, low), high)
+
+    return encode
+
+
+def _flag_encoder(signal: DbcSignal, source: str) -> _Encoder:
+    if signal.length == 1:
+        return lambda values: 1 if values.get(source) else 0
+    # SMA pairs: the first (low) bit says "raised", the second "cleared"; 00 and 11 mean "ignored".
+    return lambda values: 0b01 if values.get(source) else 0b10
+
+
+def _constant(raw: int) -> _Encoder:
+    return lambda _values: raw
+
+
+def _manufacturer_encoder(feed: str) -> _Encoder:
+    def encode(values: _Wire) -> int:
+        code = values.get(feed)
+        return int(code) if isinstance(code, int | float) else 0x20
+
+    return encode
+
+
+def _compile_signal(signal: DbcSignal, spec: _ProfileFile, field: str, source: str) -> _Encoder:
+    def fail(reason: str) -> DefinitionError:
+        return DefinitionError(reason, source=source, field=field)
+
+    if signal.name in spec.invalid:
+        return _constant(_raw_invalid(signal))
+    if signal.name in spec.constants:
+        raw = spec.constants[signal.name]
+        if not signal.raw_min <= raw <= signal.raw_max:
+            raise fail(f"constant {raw} does not fit {signal.length} bits")
+        return _constant(raw)
+    feed = spec.signals.get(signal.name, signal.name)
+    match = _MANUFACTURER_SIGNAL.fullmatch(feed)
+    if match:
+        if signal.length != 8:
+            raise fail("a manufacturer character needs an 8-bit signal")
+        return _manufacturer_encoder(feed)
+    if feed in FLAG_SOURCES:
+        if signal.length not in {1, 2}:
+            raise fail(f"flag source {feed!r} needs a 1-bit or 2-bit signal, not {signal.length} bits")
+        return _flag_encoder(signal, feed)
+    if feed in NUMBER_SOURCES:
+        if signal.length < 8:
+            raise fail(f"number source {feed!r} needs at least 8 bits")
+        if signal.scale == 0:
+            raise fail("scale must not be 0")
+        return _number_encoder(signal, feed, spec.quirks.invalid_markers)
+    known = ", ".join(sorted(NUMBER_SOURCES | FLAG_SOURCES))
+    raise fail(
+        f"no source for signal {signal.name!r} (map it under 'signals', give a constant, or list it as invalid); "
+        f"known sources: {known}, manufacturer_0..manufacturer_7"
+    )
+
+
+def _compile(spec: _ProfileFile, database: DbcDatabase, source: str) -> CanProfile:
+    for key in spec.signals:
+        if not any(key in {s.name for s in m.signals} for m in database.messages.values()):
+            raise DefinitionError(f"the DBC file has no signal {key!r}", source=source, field=f"signals.{key}")
+    if spec.mode == "request" and spec.request_id is None:
+        raise DefinitionError("mode request needs request_id", source=source, field="request_id")
+    if len(set(spec.frames)) != len(spec.frames):
+        raise DefinitionError("a frame is listed twice", source=source, field="frames")
+    frames = []
+    voltage_step = 0.1
+    for index, frame_id in enumerate(spec.frames):
+        field = f"frames[{index}]"
+        try:
+            message = database.message(frame_id)
+        except KeyError:
+            raise DefinitionError(
+                f"frame 0x{frame_id:X} is not defined in {database.source}", source=source, field=field
+            ) from None
+        length = message.length if spec.dlc is None else spec.dlc
+        if length < message.length:
+            raise DefinitionError(
+                f"dlc {spec.dlc} is shorter than {message.name}'s {message.length} bytes", source=source, field="dlc"
+            )
+        encoders = tuple(
+            (signal.name, _compile_signal(signal, spec, f"{field}.{message.name}.{signal.name}", source))
+            for signal in message.signals
+        )
+        for signal in message.signals:
+            if spec.signals.get(signal.name, signal.name) == "charge_voltage_limit":
+                voltage_step = abs(signal.scale)
+        frames.append(_CompiledFrame(message, length, encoders))
+    return CanProfile(
+        name=spec.name,
+        description=spec.description,
+        source=source,
+        dbc_source=database.source,
+        mode=spec.mode,
+        period=spec.period,
+        min_interval=spec.min_interval,
+        manufacturer=spec.manufacturer.ljust(8),
+        keepalive_id=spec.keepalive_id,
+        request_id=spec.request_id,
+        frame_ids=tuple(spec.frames),
+        quirks=spec.quirks,
+        voltage_step=voltage_step,
+        database=database,
+        _frames=tuple(frames),
+    )
+
+
+def _parse(text: str, source: str) -> _ProfileFile:
+    data = parse_yaml(text, error=lambda reason: DefinitionError(reason, source=source))
+    if not isinstance(data, dict):
+        raise DefinitionError("a profile must be a mapping", source=source)
+    try:
+        return _ProfileFile.model_validate(data)
+    except ValidationError as exc:
+        problem = describe_validation_error(exc)
+        raise DefinitionError(problem.reason + problem.more_text, source=source, field=problem.location) from None
+
+
+def builtin_profile_names() -> list[str]:
+    """Names of the profiles shipped with bmsgate."""
+    folder = importlib.resources.files("bmsgate").joinpath(f"{_PACKAGE_DIR}/profiles")
+    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def load_profile(name_or_path: str | Path) -> CanProfile:
+    """Load a built-in profile by name, or a profile YAML file (its DBC path is relative to the file).
+
+    Raises:
+        DefinitionError: the profile or its DBC file is missing or invalid (names file, entry, reason).
+    """
+    text_path = str(name_or_path)
+    if isinstance(name_or_path, str) and name_or_path in builtin_profile_names():
+        package = importlib.resources.files("bmsgate").joinpath(_PACKAGE_DIR)
+        source = f"<builtin>/can/profiles/{name_or_path}.yaml"
+        spec = _parse(package.joinpath(f"profiles/{name_or_path}.yaml").read_text(encoding="utf-8"), source)
+        dbc_resource = package.joinpath(spec.dbc)
+        dbc_source = f"<builtin>/can/{spec.dbc}"
+        try:
+            dbc_text = dbc_resource.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DefinitionError(f"cannot read DBC file: {exc}", source=source, field="dbc") from exc
+    else:
+        path = Path(text_path)
+        source = str(path)
+        if not path.is_file():
+            known = ", ".join(builtin_profile_names())
+            raise DefinitionError(f"no such profile file (built-in profiles: {known})", source=source)
+        spec = _parse(read_text(path, error=lambda reason: DefinitionError(reason, source=source)), source)
+        dbc_path = path.parent / spec.dbc
+        dbc_source = str(dbc_path)
+        dbc_text = read_text(
+            dbc_path, error=lambda reason: DefinitionError(f"DBC file {dbc_path}: {reason}", source=source, field="dbc")
+        )
+    return _compile(spec, load_dbc_text(dbc_text, source=dbc_source), source)
+
+
+def decode_frames(profile: CanProfile, frames: Sequence[CanFrame]) -> dict[int, dict[str, float]]:
+    """Physical values by frame id (what an inverter would read; for tests and diagnostics)."""
+    decoded = {}
+    for frame in frames:
+        message = profile.database.messages.get(frame.arbitration_id)
+        if message is not None:
+            decoded[frame.arbitration_id] = message.decode(frame.data[: message.length])
+    return decoded

@@ -1,0 +1,365 @@
+"""The pymodbus adapter: serve a register image over TCP or RTU, or write it into another device.
+
+This is the only module that imports pymodbus (pinned to 3.8.x: its API changes in most minor
+releases). Everything pymodbus raises is translated into :class:`~bmsgate.errors.SinkError`.
+
+The datastore is a plain ``{address: value}`` table per register kind, refreshed by exactly one
+writer (the sink) between requests — all on one event loop, so a request never sees half an update.
+Reads outside the map's registers and writes to anything but its writable registers are answered
+with the Modbus exception "illegal data address"; unknown function codes with "illegal function".
+
+pymodbus's own log lines (e.g. "Failed to start server ... address already in use" on every retry) are
+dropped unless its logger is enabled for DEBUG: our adapter logs each failure and recovery once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.datastore import ModbusBaseSlaveContext, ModbusServerContext
+from pymodbus.exceptions import ModbusException
+from pymodbus.framer import FramerType
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.pdu.bit_message import (
+    ReadCoilsRequest,
+    ReadDiscreteInputsRequest,
+    WriteMultipleCoilsRequest,
+    WriteSingleCoilRequest,
+)
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+
+from bmsgate.errors import SinkError
+from bmsgate.inverter.modbus.registermap import RegisterImage, RegisterKind, RegisterMap, contiguous_runs
+from bmsgate.inverter.modbus.settings import ModbusSettings
+from bmsgate.runtime.backoff import Backoff
+
+__all__ = ["ModbusClientWriter", "ModbusEndpoint", "ModbusServer", "RegisterStore"]
+
+_LOGGER = logging.getLogger(__name__)
+
+PYMODBUS_LOGGER: Final = "pymodbus.logging"
+"""The one logger pymodbus 3.8 logs through."""
+
+
+class _OnlyWhenDebugging(logging.Filter):
+    """Drops pymodbus's records unless its logger is enabled for DEBUG (e.g. the root level is DEBUG).
+
+    pymodbus warns on every retry of a port that cannot be opened or a device that cannot be reached;
+    our adapter already logs such failures once per change, so at INFO and above they are noise.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+def quiet_pymodbus_logging() -> None:
+    """Install the filter on pymodbus's logger (idempotent; done when this module is imported)."""
+    logger = logging.getLogger(PYMODBUS_LOGGER)
+    if not any(isinstance(existing, _OnlyWhenDebugging) for existing in logger.filters):
+        logger.addFilter(_OnlyWhenDebugging())
+
+
+quiet_pymodbus_logging()
+
+
+_READ_CODES: Final = {3: RegisterKind.HOLDING, 4: RegisterKind.INPUT, 23: RegisterKind.HOLDING}
+_WRITE_CODES: Final = frozenset({6, 16, 22})
+_MAX_BACKOFF: Final = 30.0
+
+WriteCallback = Callable[[int, Sequence[int]], None]
+
+
+class RegisterStore(ModbusBaseSlaveContext):
+    """Our datastore: exactly the map's registers, refreshed from a :class:`RegisterImage`.
+
+    Args:
+        register_map: defines which addresses exist and which a master may write.
+        on_write: called with ``(address, values)`` after a master wrote holding registers.
+    """
+
+    def __init__(self, register_map: RegisterMap, on_write: WriteCallback | None = None) -> None:
+        self._tables = register_map.layout()
+        self._writable = frozenset(
+            entry.address + offset for entry in register_map.writable() for offset in range(entry.count)
+        )
+        self._on_write = on_write
+
+    def update(self, image: RegisterImage) -> None:
+        """Replace the computed registers' values (called by the single writer)."""
+        for kind, values in image.items():
+            self._tables[kind].update(values)
+
+    def snapshot(self, kind: RegisterKind) -> dict[int, int]:
+        """A copy of one register table."""
+        return dict(self._tables[kind])
+
+    def read(self, kind: RegisterKind, address: int, count: int = 1) -> list[int]:
+        """Register values, as a master would read them.
+
+        Raises:
+            KeyError: an address is not in the map.
+        """
+        table = self._tables[kind]
+        return [table[a] for a in range(address, address + count)]
+
+    # -- pymodbus datastore interface (names and signatures fixed by pymodbus) --------------------
+
+    def reset(self) -> None:
+        """Nothing to reset: values always come from the bank."""
+
+    def validate(self, fc_as_hex: int, address: int, count: int = 1) -> bool:
+        """Whether a request may touch these addresses (False → "illegal data address")."""
+        addresses = range(address, address + count)
+        if fc_as_hex in _WRITE_CODES or fc_as_hex == 23:
+            # FC 23 validates its read and write ranges with the same call: only the writable
+            # registers can pass both, which is all a master needs to write here.
+            return count > 0 and all(a in self._writable for a in addresses)
+        kind = _READ_CODES.get(fc_as_hex)
+        if kind is None:
+            return False
+        table = self._tables[kind]
+        return count > 0 and all(a in table for a in addresses)
+
+    def getValues(self, fc_as_hex: int, address: int, count: int = 1) -> list[int]:  # noqa: N802
+        """Values for a validated read."""
+        return self.read(_READ_CODES.get(fc_as_hex, RegisterKind.HOLDING), address, count)
+
+    def setValues(self, fc_as_hex: int, address: int, values: Sequence[int | bool]) -> None:  # noqa: N802
+        """Store a validated write of writable holding registers."""
+        del fc_as_hex
+        words = [int(value) & 0xFFFF for value in values]
+        table = self._tables[RegisterKind.HOLDING]
+        for offset, word in enumerate(words):
+            if address + offset in self._writable:
+                table[address + offset] = word
+        if self._on_write is not None:
+            self._on_write(address, words)
+
+
+def _without_bits(request: type[ModbusPDU]) -> type[ModbusPDU]:
+    """A variant of a coil/discrete-input request that answers "illegal function".
+
+    We have no bit tables; pymodbus 3.8 would otherwise read coils without validating the address
+    and answer a malformed "slave failure".
+    """
+
+    async def refuse(self: ModbusPDU, context: object) -> ModbusPDU:
+        del context
+        return ExceptionResponse(self.function_code, ExceptionResponse.ILLEGAL_FUNCTION)
+
+    return type(f"NoBits{request.__name__}", (request,), {"update_datastore": refuse})
+
+
+_BIT_REQUESTS: Final = [
+    _without_bits(request)
+    for request in (ReadCoilsRequest, ReadDiscreteInputsRequest, WriteSingleCoilRequest, WriteMultipleCoilsRequest)
+]
+
+
+class ModbusEndpoint(Protocol):
+    """Something that runs until cancelled, presenting or pushing the register image."""
+
+    async def run(self) -> None:
+        """Serve or write until cancelled."""
+
+
+class ModbusServer:
+    """A Modbus TCP server or RTU slave over a :class:`RegisterStore`; restarts itself on failure.
+
+    Args:
+        settings: mode ``tcp`` or ``rtu`` and its connection parameters.
+        store: the datastore to serve.
+    """
+
+    def __init__(self, settings: ModbusSettings, store: RegisterStore) -> None:
+        if settings.mode not in {"tcp", "rtu"}:
+            raise ValueError(f"ModbusServer serves tcp or rtu, not {settings.mode!r}")
+        self._settings = settings
+        # A Modbus TCP server is the end device, so it answers whatever unit id the master uses (0, 1
+        # and 255 are all common). On a shared RS485 bus only our slave id is ours.
+        self._context = ModbusServerContext(  # type: ignore[no-untyped-call]
+            slaves=store if settings.mode == "tcp" else {settings.slave_id: store},
+            single=settings.mode == "tcp",
+        )
+        self.listening = asyncio.Event()
+        """Set while the server is accepting requests (tests and the CLI wait on it)."""
+
+    @property
+    def endpoint(self) -> str:
+        """Where the server listens, for logs."""
+        settings = self._settings
+        if settings.mode == "tcp":
+            return f"tcp://{settings.host}:{settings.port}"
+        return f"rtu:{settings.serial_port}@{settings.baudrate}{settings.parity}{settings.stopbits}"
+
+    def _create(self) -> Any:
+        settings = self._settings
+        if settings.mode == "tcp":
+            return ModbusTcpServer(self._context, address=(settings.host, settings.port), custom_pdu=_BIT_REQUESTS)
+        return ModbusSerialServer(
+            self._context,
+            framer=FramerType.RTU,
+            port=settings.serial_port,
+            baudrate=settings.baudrate,
+            bytesize=settings.bytesize,
+            parity=settings.parity,
+            stopbits=settings.stopbits,
+            ignore_missing_slaves=True,
+            custom_pdu=_BIT_REQUESTS,
+        )
+
+    async def start(self) -> Any:
+        """Open the listener once.
+
+        Returns:
+            The pymodbus server object (to pass to :meth:`stop`).
+
+        Raises:
+            SinkError: the port could not be opened.
+        """
+        try:
+            server = self._create()
+            listening = await server.listen()
+        except (ModbusException, OSError) as exc:
+            raise SinkError(f"cannot open {self.endpoint}: {exc}", sink="modbus") from exc
+        if not listening:
+            raise SinkError(f"cannot open {self.endpoint}", sink="modbus")
+        self.listening.set()
+        return server
+
+    async def stop(self, server: Any) -> None:
+        """Close a listener opened by :meth:`start`."""
+        self.listening.clear()
+        await server.shutdown()
+
+    async def run(self) -> None:
+        """Serve until cancelled, reopening the port with backoff when it cannot be opened."""
+        backoff = Backoff(1.0, _MAX_BACKOFF, jitter=0.1)
+        failing = False
+        while True:
+            try:
+                server = await self.start()
+            except SinkError as exc:
+                if not failing:
+                    _LOGGER.warning("Modbus server: %s; retrying", exc)
+                    failing = True
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            _LOGGER.info("Modbus server listening on %s (slave id %s)", self.endpoint, self._settings.slave_id)
+            failing = False
+            backoff.reset()
+            try:
+                await asyncio.Future()  # pymodbus relistens by itself after a dropped serial port
+            finally:
+                await self.stop(server)
+
+
+class ModbusClientWriter:
+    """Client mode: write the map's holding registers into another device at an interval.
+
+    Args:
+        settings: mode ``client``; `client_transport` picks TCP or RTU.
+        image: returns the holding registers to write (address → value).
+    """
+
+    def __init__(self, settings: ModbusSettings, image: Callable[[], dict[int, int]]) -> None:
+        self._settings = settings
+        self._image = image
+        self.writes = 0
+        """Successful write cycles (for diagnostics and tests)."""
+        self.written = asyncio.Event()
+        """Set after every successful write cycle."""
+
+    def _create(self) -> Any:
+        settings = self._settings
+        if settings.client_transport == "tcp":
+            return AsyncModbusTcpClient(
+                settings.host,
+                port=settings.port,
+                timeout=settings.client_timeout,
+                retries=0,
+                reconnect_delay=0,  # we reconnect ourselves, with our own backoff and logging
+            )
+        return AsyncModbusSerialClient(
+            settings.serial_port or "",
+            framer=FramerType.RTU,
+            baudrate=settings.baudrate,
+            bytesize=settings.bytesize,
+            parity=settings.parity,
+            stopbits=settings.stopbits,
+            timeout=settings.client_timeout,
+            retries=0,
+            reconnect_delay=0,
+        )
+
+    @property
+    def endpoint(self) -> str:
+        """The device written to, for logs."""
+        settings = self._settings
+        if settings.client_transport == "tcp":
+            return f"tcp://{settings.host}:{settings.port}"
+        return f"rtu:{settings.serial_port}"
+
+    async def _connect(self, client: Any) -> None:
+        if client.connected:
+            return
+        try:
+            connected = await client.connect()
+        except (ModbusException, OSError) as exc:
+            raise SinkError(f"cannot connect to {self.endpoint}: {exc}", sink="modbus") from exc
+        if not connected:
+            raise SinkError(f"cannot connect to {self.endpoint}", sink="modbus")
+
+    async def write_once(self, client: Any) -> None:
+        """Write every holding register of the image once.
+
+        Raises:
+            SinkError: the device did not accept a write or the link failed.
+        """
+        slave = self._settings.slave_id
+        for start, values in contiguous_runs(self._image()):
+            try:
+                if len(values) == 1:
+                    response = await client.write_register(start, values[0], slave=slave)
+                else:
+                    response = await client.write_registers(start, values, slave=slave)
+            except (ModbusException, OSError) as exc:
+                raise SinkError(f"writing {len(values)} registers at {start} failed: {exc}", sink="modbus") from exc
+            if response.isError():
+                raise SinkError(
+                    f"{self.endpoint} refused a write at {start}: exception code "
+                    f"{getattr(response, 'exception_code', '?')}",
+                    sink="modbus",
+                )
+
+    async def run(self) -> None:
+        """Write at the configured interval until cancelled; reconnect with backoff."""
+        settings = self._settings
+        client = self._create()
+        backoff = Backoff(1.0, _MAX_BACKOFF, jitter=0.1)
+        failing = False
+        try:
+            while True:
+                try:
+                    await self._connect(client)
+                    await self.write_once(client)
+                except SinkError as exc:
+                    if not failing:
+                        _LOGGER.warning("Modbus client: %s; retrying", exc)
+                        failing = True
+                    client.close()
+                    await asyncio.sleep(backoff.next_delay())
+                    continue
+                if failing:
+                    _LOGGER.info("Modbus client: writing to %s again", self.endpoint)
+                failing = False
+                backoff.reset()
+                self.writes += 1
+                self.written.set()
+                await asyncio.sleep(settings.client_interval)
+        finally:
+            client.close()

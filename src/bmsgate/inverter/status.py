@@ -1,0 +1,273 @@
+"""What every inverter output shares: hub → bank → limits, and the :class:`InverterStatus` value.
+
+The Modbus and CAN bridges both present the same virtual battery: the packs read from the hub
+(:func:`read_packs`), aggregated into a bank (bank.py) and passed through the limit engine (limits.py).
+:class:`BankTracker` does that once per refresh and logs state changes of the bank once; the result is
+an :class:`InverterStatus`, a pure value that register maps and CAN profiles encode and that the
+Home Assistant sink reads to show the limits and why charging is throttled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from bmsgate.inverter.bank import DEFAULT_SOC_EXTREME_BAND, BankState, PackInput, aggregate
+from bmsgate.inverter.limits import ChargeMode, LimitEngine, LimitReason, Limits, LimitSettings
+from bmsgate.runtime.hub import SnapshotHub
+
+__all__ = [
+    "InverterLiveness",
+    "BankStatus",
+    "BankTracker",
+    "FlowDirection",
+    "InverterStatus",
+    "initial_status",
+    "read_packs",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class BankStatus(enum.StrEnum):
+    """Overall state of the bank as the inverter should see it."""
+
+    STARTING = "starting"
+    """No pack has reported yet."""
+    OK = "ok"
+    DEGRADED = "degraded"
+    """Some packs are stale; the rest carry on with scaled-down limits."""
+    FAULT = "fault"
+    """A protection alarm is active."""
+    STALE = "stale"
+    """No fresh pack: limits are 0, the heartbeat stops."""
+
+
+class FlowDirection(enum.StrEnum):
+    """Whether the bank is charging, discharging or idle."""
+
+    IDLE = "idle"
+    CHARGING = "charging"
+    DISCHARGING = "discharging"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class InverterStatus:
+    """The bank, its limits and the bridge's own state at one moment.
+
+    Attributes:
+        bank: the aggregated bank.
+        limits: the limits being published.
+        heartbeat: the outgoing heartbeat counter (increments on fresh data, stops when stale).
+        inverter_present: whether the inverter's heartbeat is seen; None when not watched (yet).
+        updated_at: monotonic time of this status.
+    """
+
+    bank: BankState
+    limits: Limits
+    heartbeat: int = 0
+    inverter_present: bool | None = None
+    updated_at: float = 0.0
+
+    @property
+    def state(self) -> BankStatus:
+        """Overall state, worst first."""
+        if self.bank.stale:
+            return BankStatus.STALE if self.bank.ever_seen else BankStatus.STARTING
+        if self.bank.protection_active:
+            return BankStatus.FAULT
+        if self.bank.degraded:
+            return BankStatus.DEGRADED
+        return BankStatus.OK
+
+    @property
+    def direction(self) -> FlowDirection:
+        """Flow direction (idle when unknown or stale)."""
+        if self.bank.stale:
+            return FlowDirection.IDLE
+        if self.bank.is_charging:
+            return FlowDirection.CHARGING
+        if self.bank.is_discharging:
+            return FlowDirection.DISCHARGING
+        return FlowDirection.IDLE
+
+    @property
+    def reason(self) -> LimitReason:
+        """Why the inverter is throttled (see :attr:`Limits.reason`)."""
+        return self.limits.reason
+
+    @property
+    def charge_mode(self) -> ChargeMode:
+        """Bulk or float."""
+        return self.limits.charge_mode
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for other outputs."""
+        return {
+            "state": self.state.value,
+            "direction": self.direction.value,
+            "reason": self.reason.value,
+            "heartbeat": self.heartbeat,
+            "inverter_present": self.inverter_present,
+            "limits": self.limits.to_dict(),
+            "bank": self.bank.to_dict(),
+        }
+
+
+def initial_status(battery_ids: tuple[str, ...] = ()) -> InverterStatus:
+    """The status before anything was computed: no data, all limits 0."""
+    return InverterStatus(
+        bank=BankState(battery_ids=battery_ids, missing_ids=battery_ids),
+        limits=Limits(
+            charge_voltage=None,
+            charge_current=0.0,
+            discharge_current=0.0,
+            charge_reason=LimitReason.NO_DATA,
+            discharge_reason=LimitReason.NO_DATA,
+            voltage_reason=LimitReason.NO_DATA,
+            charge_mode=ChargeMode.BULK,
+            stale=True,
+            max_charge_current=0.0,
+            max_discharge_current=0.0,
+        ),
+    )
+
+
+def read_packs(hub: SnapshotHub, battery_ids: Sequence[str], *, max_age: float | None = None) -> list[PackInput]:
+    """The bank's packs as the hub sees them now (staleness always judged against the clock).
+
+    Args:
+        hub: where the snapshots come from.
+        battery_ids: the packs forming the bank.
+        max_age: an output's own, tighter freshness budget in seconds: older snapshots count as stale
+            even when the hub's per-battery budget would still accept them.
+    """
+    packs = []
+    for battery_id in battery_ids:
+        age = hub.age(battery_id)
+        stale = hub.is_stale(battery_id) or (max_age is not None and age is not None and age > max_age)
+        packs.append(PackInput(battery_id, hub.latest(battery_id), stale, age))
+    return packs
+
+
+_START_UP_GRACE: Final = 60.0
+"""Seconds after start during which packs that have not reported yet are not warned about."""
+
+
+class BankTracker:
+    """hub → bank → limits for one inverter output; logs changes of the bank's state once.
+
+    Args:
+        batteries: the packs forming the bank; empty means every battery in the hub.
+        limits: the limit engine's settings.
+        soc_extreme_band: see :func:`bmsgate.inverter.bank.aggregate`.
+        label: names the output in log lines (``modbus``, ``can``).
+        clock: monotonic clock.
+    """
+
+    def __init__(
+        self,
+        batteries: tuple[str, ...],
+        limits: LimitSettings,
+        *,
+        soc_extreme_band: float = DEFAULT_SOC_EXTREME_BAND,
+        label: str = "inverter",
+        clock: Callable[[], float],
+    ) -> None:
+        self.batteries = batteries
+        self.engine = LimitEngine(limits)
+        self.soc_extreme_band = soc_extreme_band
+        self.label = label
+        self._clock = clock
+        self._started = clock()
+        self._last_state: BankStatus | None = None
+
+    def battery_ids(self, hub: SnapshotHub) -> Sequence[str]:
+        """The bank's packs (the configured ones, or every battery the hub knows)."""
+        return self.batteries or hub.battery_ids()
+
+    def update(self, hub: SnapshotHub, *, max_age: float | None = None) -> tuple[BankState, Limits, float]:
+        """Aggregate the packs and step the limit engine now.
+
+        Args:
+            hub: where the packs' snapshots come from.
+            max_age: an output's own freshness budget (see :func:`read_packs`).
+
+        Returns:
+            The bank, its limits and the monotonic time used.
+        """
+        now = self._clock()
+        packs = read_packs(hub, self.battery_ids(hub), max_age=max_age)
+        bank = aggregate(packs, soc_extreme_band=self.soc_extreme_band)
+        return bank, self.engine.update(bank, now), now
+
+    def log_state(self, status: InverterStatus) -> None:
+        """Log the bank's state when it differs from the last one logged."""
+        state = status.state
+        if state is self._last_state:
+            return
+        level = logging.INFO if state in {BankStatus.OK, BankStatus.STARTING} else logging.WARNING
+        if state is BankStatus.DEGRADED and not status.bank.offline and self._clock() - self._started < _START_UP_GRACE:
+            # Packs still arriving one by one after start-up are not worth a warning.
+            level = logging.INFO
+        _LOGGER.log(
+            level,
+            "%s: inverter bank %s: %d of %d packs online, limits %s",
+            self.label,
+            state.value,
+            status.bank.packs_online,
+            status.bank.pack_count,
+            status.reason.value,
+        )
+        self._last_state = state
+
+
+class InverterLiveness:
+    """Whether the inverter is still there, from its signs of life (pure; time is passed in).
+
+    Every output has its own sign: a CAN keep-alive (0x305) or request (0x301) frame, a Modbus heartbeat
+    register the master rewrites. Presence changes are logged once each.
+
+    Args:
+        timeout: seconds without a sign of life after which the inverter counts as missing.
+        started: monotonic time the watch began (the inverter gets one full timeout to appear).
+        what: names the sign in log lines (``CAN keep-alive``, ``Modbus heartbeat``).
+    """
+
+    def __init__(self, timeout: float, started: float, *, what: str = "sign of life") -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self.timeout = timeout
+        self.what = what
+        self._seen_at = started
+        self._present: bool | None = None
+        self.signs_seen = 0
+
+    @property
+    def present(self) -> bool | None:
+        """True while signs arrive, False once they stopped, None before the first verdict."""
+        return self._present
+
+    def seen(self, now: float) -> None:
+        """Record a sign of life."""
+        self._seen_at = now
+        self.signs_seen += 1
+        self._set(present=True)
+
+    def check(self, now: float) -> bool | None:
+        """Re-evaluate at `now`; returns :attr:`present`."""
+        if now - self._seen_at > self.timeout:
+            self._set(present=False)
+        return self._present
+
+    def _set(self, *, present: bool) -> None:
+        if present == self._present:
+            return
+        if present:
+            _LOGGER.info("inverter %s: %s", "seen" if self._present is None else "back", self.what)
+        else:
+            _LOGGER.warning("inverter missing: no %s for more than %.1f s", self.what, self.timeout)
+        self._present = present

@@ -1,1 +1,0 @@
-"""Outputs fed by the snapshot hub."""

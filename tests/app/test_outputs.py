@@ -1,0 +1,106 @@
+"""`bmsgate run` wiring of the configured outputs: MQTT (Home Assistant) and Modbus from a config file."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import aiomqtt
+import pytest
+import yaml
+from pymodbus.client import AsyncModbusTcpClient
+from rich.console import Console
+
+from bmsgate.app.config import load_config
+from bmsgate.app.gateway import build_gateway, run_gateway
+from bmsgate.app.outputs import configured_sink_builders
+from bmsgate.errors import ConfigError
+from bmsgate.homeassistant.broker import EmbeddedBroker, free_port
+
+
+def _write_config(path: Path, mqtt_url: str, modbus_port: int, **modbus: object) -> Path:
+    data = {
+        "state_dir": str(path.parent / "state"),
+        "batteries": [
+            {"id": "rack", "protocol": "jbd", "poll_interval": 0.3, "transport": {"type": "simulator", "cells": 8}},
+            {"id": "wall", "protocol": "jbd", "poll_interval": 0.3, "transport": {"type": "simulator", "cells": 4}},
+        ],
+        "outputs": {
+            "console": {"enabled": False},
+            "mqtt": {"url": mqtt_url, "base_topic": "bmsgate-test"},
+            "modbus": {"mode": "tcp", "host": "127.0.0.1", "port": modbus_port, **modbus},
+        },
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+async def test_configured_outputs_publish_and_serve(tmp_path: Path) -> None:
+    modbus_port = free_port()
+    async with EmbeddedBroker(port=free_port()) as broker:
+        config = load_config(_write_config(tmp_path / "config.yaml", broker.url, modbus_port))
+        gateway = build_gateway(config, sink_builders=configured_sink_builders(), console=Console(file=io.StringIO()))
+        states: dict[str, bytes] = {}
+        registers: list[int] = []
+
+        async def check() -> None:
+            await asyncio.sleep(2.0)
+            async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+                await client.subscribe("bmsgate-test/#")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        async for message in client.messages:
+                            states[str(message.topic)] = bytes(message.payload)
+            modbus = AsyncModbusTcpClient("127.0.0.1", port=modbus_port)
+            await modbus.connect()
+            try:
+                registers.extend((await modbus.read_holding_registers(0x0100, count=2, slave=1)).registers)
+            finally:
+                modbus.close()
+            gateway.supervisor.request_stop()
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(check())
+            group.create_task(run_gateway(gateway, duration=20))
+    state_topics = [topic for topic in states if topic.endswith("/state")]
+    assert {"rack", "wall"} <= {topic.split("/")[-2] for topic in state_topics}
+    rack_state = json.loads(next(states[topic] for topic in state_topics if "/rack/" in topic))
+    assert sorted(key for key in rack_state if key.startswith("cell_") and key[5:].isdigit()) == [
+        f"cell_{number:02d}" for number in range(1, 9)
+    ]
+    # The Modbus output's limits, bank state and limitation reason reach Home Assistant too.
+    inverter = json.loads(states["bmsgate-test/inverter/state"])
+    assert inverter["state"] in {"ok", "degraded"}
+    assert inverter["limits"]["charge_current"] >= 0
+    assert inverter["reason"]
+    assert 0 < registers[0] <= 100
+    # Two packs in the bank: voltage is their mean, between a 4S and an 8S pack.
+    assert 13 * 100 < registers[1] < 27 * 100
+
+
+async def test_modbus_with_an_unknown_battery_is_a_config_error(tmp_path: Path) -> None:
+    config = load_config(_write_config(tmp_path / "c.yaml", "mqtt://127.0.0.1:1", free_port(), batteries=["nope"]))
+    with pytest.raises(ConfigError, match=r"outputs.modbus.batteries"):
+        build_gateway(config, sink_builders=configured_sink_builders())
+
+
+async def test_configured_can_output_writes_the_audit_log(tmp_path: Path) -> None:
+    log = tmp_path / "can.log"
+    data = {
+        "batteries": [
+            {"id": "rack", "protocol": "jbd", "poll_interval": 0.2, "transport": {"type": "simulator", "cells": 16}}
+        ],
+        "outputs": {
+            "console": {"enabled": False},
+            "can": {"interface": "virtual", "channel": "bmsgate-test", "profile": "solark", "log_file": str(log)},
+        },
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    gateway = build_gateway(load_config(path), sink_builders=configured_sink_builders())
+    await run_gateway(gateway, duration=2.5)
+    ids = {line.split()[2].split("#")[0] for line in log.read_text().splitlines()}
+    assert {"351", "355", "356", "359", "35C", "35E", "379"} <= ids  # Sol-Ark adds 0x379

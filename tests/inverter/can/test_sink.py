@@ -1,0 +1,328 @@
+"""CanSink on python-can's virtual bus, against an inverter simulator decoding with our DBC files."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+import statistics
+from pathlib import Path
+from typing import Any
+
+import can
+import pytest
+
+from bmsgate.errors import SinkError
+from bmsgate.inverter.can.bus import CanBus, FrameBus
+from bmsgate.inverter.can.profiles import OutputPhase, load_profile
+from bmsgate.inverter.can.settings import CanSettings
+from bmsgate.inverter.can.sink import SAFE_HOLD_PERIODS, CanSink
+from bmsgate.model import Alarm
+from bmsgate.runtime.hub import SnapshotHub
+
+from .helpers import InverterSimulator, channel_name, make_snapshot, running, wait_for
+
+
+def settings(channel: str, **changes: Any) -> CanSettings:
+    values: dict[str, Any] = {"interface": "virtual", "channel": channel, "period": 0.05, "batteries": ("a",)}
+    values.update(changes)
+    return CanSettings(**values)
+
+
+def make_hub(stale_after: float = 60.0) -> SnapshotHub:
+    hub = SnapshotHub()
+    hub.register("a", stale_after=stale_after)
+    return hub
+
+
+@pytest.mark.parametrize("name", ["pylon", "solark", "sma"])
+async def test_full_frame_set_every_period(name: str) -> None:
+    channel = channel_name()
+    hub = make_hub()
+    hub.publish(make_snapshot())
+    simulator = InverterSimulator(channel, load_profile(name))
+    try:
+        async with running(CanSink(settings(channel, profile=name)), hub) as sink:
+            await wait_for(lambda: all(simulator.count(i) >= 6 for i in sink.profile.frame_ids))
+            assert simulator.signals(0x351)["charge_voltage_limit"] == pytest.approx(55.2)
+            assert simulator.signals(0x356)["voltage"] == pytest.approx(52.8)
+            times = simulator.times(0x351)
+            gaps = [b - a for a, b in itertools.pairwise(times)]
+            # The profile's minimum interval caps the rate (SMA: never faster than 200 ms).
+            expected = max(0.05, sink.profile.min_interval)
+            assert statistics.median(gaps) == pytest.approx(expected, abs=0.015)
+            assert sink.phase is OutputPhase.NORMAL
+    finally:
+        simulator.close()
+
+
+async def test_stale_sequence_keep_safe_silence() -> None:
+    channel = channel_name()
+    hub = make_hub(stale_after=0.3)
+    hub.publish(make_snapshot())
+    simulator = InverterSimulator(channel, load_profile("pylon"))
+    try:
+        async with running(CanSink(settings(channel, silent_after=0.8)), hub) as sink:
+            await wait_for(lambda: simulator.count(0x351) >= 2)
+            assert simulator.signals(0x351)["charge_current_limit"] == pytest.approx(100.0)
+            await wait_for(lambda: sink.phase is OutputPhase.SAFE)
+            await wait_for(lambda: simulator.signals(0x351)["charge_current_limit"] == 0.0)
+            flags = simulator.signals(0x359)
+            assert flags["protect_system_error"] == 1.0
+            assert flags["warn_internal_communication"] == 1.0
+            assert simulator.signals(0x35C)["charge_enable"] == 0.0
+            assert simulator.signals(0x351)["charge_voltage_limit"] > 0  # never 0
+            await wait_for(lambda: sink.phase is OutputPhase.SILENT)
+            await asyncio.sleep(0.1)  # a frame set may have been under way
+            count = simulator.count(0x351)
+            await asyncio.sleep(0.3)
+            assert simulator.count(0x351) == count  # silence
+            hub.publish(make_snapshot())
+            await wait_for(lambda: simulator.count(0x351) > count)
+            assert sink.phase is OutputPhase.NORMAL
+            # Recovery is slow: limits stay at 0 (held) right after the data returns.
+            assert simulator.signals(0x351)["charge_current_limit"] == 0.0
+    finally:
+        simulator.close()
+
+
+async def test_safe_frames_come_before_silence_when_the_hub_budget_is_longer(tmp_path: Path) -> None:
+    # Scaled down from the review: the pack's stale_after (2 s) is longer than silent_after (0.4 s). The
+    # output must still go keep -> safe (zero limits, error flags) -> silent, never keep -> silent.
+    log = tmp_path / "can.log"
+    hub = make_hub(stale_after=2.0)
+    hub.publish(make_snapshot())
+    sink = CanSink(settings(channel_name(), silent_after=0.4, log_file=log))
+    phases: list[OutputPhase] = []
+    sink.add_listener(lambda _status: phases.append(sink.phase))
+    async with running(sink, hub):
+        await wait_for(lambda: sink.phase is OutputPhase.SILENT, timeout=3.0)
+        await asyncio.sleep(0.2)
+        sets = sink.frame_sets
+        await asyncio.sleep(0.2)
+        assert sink.frame_sets == sets  # silence
+        assert hub.is_stale("a") is False  # the hub's budget has not even run out yet
+    # 0x351 bytes 2-5: CCL and DCL (0.1 A).
+    limits = [line.split("#")[1][4:] for line in log.read_text().splitlines() if " 351#" in line]
+    full, safe = "E803E803", "00000000"
+    assert limits[0] == full
+    first_safe = limits.index(safe)
+    assert set(limits[:first_safe]) == {full}
+    assert limits[first_safe:] == [safe] * (len(limits) - first_safe)
+    assert len(limits) - first_safe >= SAFE_HOLD_PERIODS  # a few periods of safe frames
+    flags = [line.split("#")[1] for line in log.read_text().splitlines() if " 359#" in line]
+    assert flags[-1] != flags[0]  # error flags set in the safe frames
+    # The phase machine itself never skipped the safe phase.
+    transitions = [phase for phase, _ in itertools.groupby(phases)]
+    assert transitions == [OutputPhase.NORMAL, OutputPhase.SAFE, OutputPhase.SILENT]
+
+
+async def test_safe_phase_starts_at_silent_after_with_the_default_budgets() -> None:
+    # Default silent_after with a hub budget beyond it: the output counts the data as stale at silent_after.
+    clock = [0.0]
+    hub = SnapshotHub(clock=lambda: clock[0])
+    hub.register("a", stale_after=1000.0)
+    hub.publish(make_snapshot())
+    sink = CanSink(settings(channel_name()), clock=lambda: clock[0])
+
+    def phase_at(now: float) -> OutputPhase:
+        clock[0] = now
+        sink.refresh(hub)
+        return sink.phase
+
+    assert phase_at(0.0) is OutputPhase.NORMAL
+    assert phase_at(300.5) is OutputPhase.SAFE
+    assert [f.data[2:].hex() for f in sink.frames if f.arbitration_id == 0x351] == ["00000000"]  # CCL = DCL = 0
+    hold = SAFE_HOLD_PERIODS * max(sink.profile.period, sink.profile.min_interval)
+    assert phase_at(300.5 + hold * 0.9) is OutputPhase.SAFE
+    assert phase_at(300.5 + hold) is OutputPhase.SILENT
+    assert sink.frames == []
+
+
+async def test_keepalive_loss_is_reported(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bmsgate")
+    channel = channel_name()
+    hub = make_hub()
+    hub.publish(make_snapshot())
+    simulator = InverterSimulator(channel, load_profile("pylon"))
+    try:
+        sink = CanSink(settings(channel, keepalive_timeout=0.3))
+        async with running(sink, hub):
+            async with simulator.sending(0x305, 0.05):
+                await wait_for(lambda: sink.status.inverter_present is True)
+                assert sink.status.to_dict()["inverter_present"] is True
+            await wait_for(lambda: sink.status.inverter_present is False)
+            await asyncio.sleep(0.2)
+        messages = [r.message for r in caplog.records if r.message.startswith("inverter ")]
+        assert messages == [
+            "inverter seen: CAN frame 0x305",
+            "inverter missing: no CAN frame 0x305 for more than 0.3 s",
+        ]
+    finally:
+        simulator.close()
+
+
+async def test_growatt_answers_each_request() -> None:
+    channel = channel_name()
+    hub = make_hub()
+    hub.publish(make_snapshot())
+    profile = load_profile("growatt-lv")
+    simulator = InverterSimulator(channel, profile)
+    try:
+        async with running(CanSink(settings(channel, profile="growatt-lv")), hub) as sink:
+            await asyncio.sleep(0.2)
+            assert simulator.count(0x311) == 0  # never unasked
+            for expected in (1, 2, 3):
+                simulator.send(0x301)
+
+                def answered(n: int = expected) -> bool:
+                    return all(simulator.count(i) == n for i in profile.frame_ids)
+
+                await wait_for(answered)
+            assert simulator.signals(0x313)["voltage"] == pytest.approx(52.8)
+            assert simulator.signals(0x313)["soc"] == 50.0
+            assert simulator.signals(0x311)["charge_enable"] == 1.0
+            assert sink.status.inverter_present is True
+    finally:
+        simulator.close()
+
+
+async def test_alarm_reaches_the_bus_before_the_next_period() -> None:
+    channel = channel_name()
+    hub = make_hub()
+    hub.publish(make_snapshot())
+    simulator = InverterSimulator(channel, load_profile("pylon"))
+    try:
+        async with running(CanSink(settings(channel, period=2.0)), hub):
+            await wait_for(lambda: simulator.count(0x359) >= 1)
+            await asyncio.sleep(0.2)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            hub.publish(make_snapshot(alarms=frozenset({Alarm.CELL_OVERVOLTAGE}), charge_enabled=False))
+            await wait_for(lambda: simulator.signals(0x359)["protect_high_voltage"] == 1.0, timeout=1.5)
+            assert loop.time() - started < 0.5
+            assert simulator.signals(0x351)["charge_current_limit"] == 0.0
+    finally:
+        simulator.close()
+
+
+async def test_soc_forcing_on_the_wire() -> None:
+    channel = channel_name()
+    hub = make_hub()
+    hub.publish(make_snapshot(charge_enabled=False))
+    simulator = InverterSimulator(channel, load_profile("pylon"))
+    try:
+        async with running(CanSink(settings(channel, soc_forcing=True)), hub):
+            await wait_for(lambda: simulator.count(0x355) >= 1)
+            assert simulator.signals(0x355)["soc"] == 100.0
+    finally:
+        simulator.close()
+
+
+async def test_force_charge_request_at_low_soc() -> None:
+    channel = channel_name()
+    hub = make_hub()
+    hub.publish(make_snapshot(soc=4.0))
+    simulator = InverterSimulator(channel, load_profile("pylon"))
+    try:
+        async with running(CanSink(settings(channel)), hub):
+            await wait_for(lambda: simulator.count(0x35C) >= 1)
+            assert simulator.signals(0x35C)["force_charge_1"] == 1.0
+            assert simulator.signals(0x35C)["force_charge_2"] == 0.0
+    finally:
+        simulator.close()
+
+
+async def test_candump_log_and_demo_constructor(tmp_path: Path) -> None:
+    log = tmp_path / "can.log"
+    hub = SnapshotHub()
+    hub.publish(make_snapshot("house"))
+    sink = CanSink(
+        CanSettings(interface="virtual", channel="bmsgate-demo", profile="pylon", log_file=log, batteries=("house",))
+    )
+    async with running(sink, hub):
+        await wait_for(lambda: sink.frame_sets >= 2, timeout=3.0)
+    lines = log.read_text().splitlines()
+    assert len(lines) >= 12
+    pattern = re.compile(r"^\(\d{10}\.\d{6}\) bmsgate-demo [0-9A-F]{3}#(?:[0-9A-F]{2})*$")
+    assert all(pattern.match(line) for line in lines), lines[:3]
+    assert lines[0].endswith(" 351#2802E803E803")
+
+
+async def test_dry_run_logs_without_a_bus(tmp_path: Path) -> None:
+    log = tmp_path / "dry.log"
+    hub = make_hub()
+    hub.publish(make_snapshot())
+    sink = CanSink(settings("can0", interface="socketcan", profile="growatt-lv", dry_run=True, log_file=log))
+    async with running(sink, hub):
+        await wait_for(lambda: sink.frame_sets >= 2)
+    assert " can0 311#" in log.read_text()
+
+
+class FlakyBus(can.BusABC):
+    """A python-can bus that fails once, on send or receive (the only fake: the library edge)."""
+
+    def __init__(self, channel: str, failure: str | None) -> None:
+        self.inner = can.Bus(interface="virtual", channel=channel)
+        self.failure = failure
+        self.channel_info = "flaky"
+        super().__init__(channel=channel)
+
+    def send(self, msg: can.Message, timeout: float | None = None) -> None:
+        if self.failure == "send":
+            self.failure = None
+            raise can.CanOperationError("Transmit buffer full (bus-off?)")
+        self.inner.send(msg, timeout)
+
+    def _recv_internal(self, timeout: float | None) -> tuple[can.Message | None, bool]:
+        if self.failure == "recv":
+            self.failure = None
+            raise can.CanOperationError("controller problem")
+        return self.inner.recv(timeout), False
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+        super().shutdown()
+
+
+async def test_bus_errors_reopen_with_backoff(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="bmsgate.inverter.can")
+    channel = channel_name()
+    hub = make_hub()
+    hub.publish(make_snapshot())
+    plan = ["open", "send", "recv", "send"]  # one failure per (re)opened bus, then a healthy bus
+    opened: list[CanBus] = []
+
+    def opener(config: CanSettings) -> FrameBus:
+        failure = plan.pop(0) if plan else None
+        if failure == "open":
+            raise SinkError("cannot open virtual bus: no such device", sink="can")
+        bus = CanBus(config, lambda: FlakyBus(channel, failure))
+        bus.open()
+        opened.append(bus)
+        return bus
+
+    simulator = InverterSimulator(channel, load_profile("pylon"))
+    try:
+        sink = CanSink(settings(channel, reopen_backoff_max=0.2), bus_opener=opener)
+        async with running(sink, hub):
+            await wait_for(lambda: len(opened) == 4, timeout=10.0)
+            sent = simulator.count(0x351)
+            await wait_for(lambda: simulator.count(0x351) >= sent + 3, timeout=5.0)
+            assert sink.bus_failures == 4
+        # Logged once per change: a failure while already failing goes to DEBUG; each WARNING has its recovery.
+        warnings = sum("bus failed" in r.message for r in caplog.records if r.levelno == logging.WARNING)
+        recoveries = sum(r.message == "CAN: bus working again" for r in caplog.records)
+        assert 1 <= warnings == recoveries < 4
+    finally:
+        simulator.close()
+
+
+async def test_open_failure_of_a_real_interface_is_a_sink_error() -> None:
+    bus = CanBus(CanSettings(interface="socketcan", channel="bmsgate-no-such-can"))
+    with pytest.raises(SinkError, match="cannot open socketcan bus"):
+        bus.open()
+    await bus.close()
+    with pytest.raises(SinkError, match="not open"):
+        await bus.send([])

@@ -1,0 +1,192 @@
+"""Supervisor: isolation of failures, backoff, logging once, staleness, control, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bmsgate.protocols import get_protocol
+from bmsgate.runtime.client import BatteryClient, ClientOptions
+from bmsgate.runtime.hub import SnapshotHub
+from bmsgate.runtime.simulation import PackConfig
+from bmsgate.runtime.slots import ConnectionSlots
+from bmsgate.runtime.supervisor import BatteryRuntime, Supervisor
+from bmsgate.transports.simulator import FaultPlan, SimulatorTransport
+
+JBD = get_protocol("jbd")
+OPTIONS = ClientOptions(request_timeout=0.1, retries=0, poll_deadline=1.0)
+
+
+def _battery(battery_id: str, faults: FaultPlan | None = None, interval: float = 0.05) -> BatteryRuntime:
+    transport = SimulatorTransport(JBD, PackConfig(cells=4), faults=faults, battery_id=battery_id)
+    client = BatteryClient(JBD, transport, battery_id=battery_id, options=OPTIONS)
+    return BatteryRuntime(battery_id, battery_id, client, poll_interval=interval, stale_after=0.4)
+
+
+class FailingSink:
+    name = "failing"
+
+    def __init__(self) -> None:
+        self.starts = 0
+
+    async def run(self, hub: SnapshotHub) -> None:
+        self.starts += 1
+        await asyncio.sleep(0.01)
+        raise RuntimeError("broker exploded")
+
+
+class CountingSink:
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.updates = 0
+        self.stale_updates = 0
+
+    async def run(self, hub: SnapshotHub) -> None:
+        async for update in hub.subscribe(self.name):
+            self.updates += 1
+            self.stale_updates += update.stale
+
+
+async def test_one_failing_battery_and_sink_do_not_disturb_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    good = _battery("good")
+    bad = _battery("bad", FaultPlan(silent=True))
+    failing, counting = FailingSink(), CountingSink()
+    supervisor = Supervisor([good, bad], [failing, counting], max_backoff=0.2, sink_backoff=0.1)
+    with caplog.at_level(logging.INFO):
+        await supervisor.run(duration=1.0)
+    assert good.client.stats.polls >= 10
+    assert good.client.stats.success_rate == 1.0
+    assert bad.client.stats.failures >= 2
+    assert supervisor.hub.latest("good") is not None
+    assert supervisor.hub.is_stale("bad")
+    assert counting.updates >= 10
+    assert failing.starts >= 2  # restarted after each failure, with backoff
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("bad: unavailable" in message for message in messages) == 1
+    assert sum("output failing failed" in message for message in messages) == 1
+
+
+async def test_backoff_grows_while_a_battery_fails() -> None:
+    bad = _battery("bad", FaultPlan(silent=True), interval=0.05)
+    supervisor = Supervisor([bad], [], max_backoff=10.0, jitter=0.0)
+    await supervisor.run(duration=0.9)
+    # Without backoff a 0.05 s interval would give ~6 failing polls (0.1 s timeout each);
+    # doubling waits (0.05, 0.1, 0.2, 0.4...) allow only a few.
+    assert 2 <= bad.client.stats.failures <= 4
+
+
+async def test_unavailable_then_recovered_is_logged_once_each(caplog: pytest.LogCaptureFixture) -> None:
+    faults = FaultPlan(silent=True)
+    battery = _battery("flaky", faults)
+    supervisor = Supervisor([battery], [], max_backoff=0.1, jitter=0.0)
+
+    async def heal() -> None:
+        await asyncio.sleep(0.5)
+        faults.silent = False
+
+    with caplog.at_level(logging.INFO):
+        async with asyncio.TaskGroup() as group:
+            group.create_task(heal())
+            group.create_task(supervisor.run(duration=1.2))
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("flaky: unavailable" in message for message in messages) == 1
+    assert sum("flaky: available again" in message for message in messages) == 1
+    assert battery.available is True
+
+
+async def test_staleness_reaches_subscribers_and_recovers() -> None:
+    faults = FaultPlan()
+    battery = _battery("pack", faults)
+    counting = CountingSink()
+    supervisor = Supervisor([battery], [counting], max_backoff=0.1)
+
+    async def break_then_heal() -> None:
+        await asyncio.sleep(0.3)
+        faults.silent = True
+        await asyncio.sleep(1.0)
+        assert supervisor.hub.is_stale("pack")
+        faults.silent = False
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(break_then_heal())
+        group.create_task(supervisor.run(duration=2.0))
+    assert counting.stale_updates == 1
+    assert not supervisor.hub.is_stale("pack")
+
+
+async def test_control_through_the_supervisor_publishes_the_confirmed_state() -> None:
+    battery = _battery("pack")
+    supervisor = Supervisor([battery], [])
+    snapshot = await supervisor.set_mosfets("pack", discharge=False)
+    assert snapshot.discharge_enabled is False
+    latest = supervisor.hub.latest("pack")
+    assert latest is not None and latest.discharge_enabled is False
+
+
+def test_sigterm_shuts_down_within_two_seconds() -> None:
+    command = [sys.executable, "-m", "bmsgate.app.cli.main", "demo", "--plain", "--no-mqtt", "--no-modbus"]
+    with subprocess.Popen(
+        [*command, "--poll-interval", "0.5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    ) as process:
+        try:
+            assert process.stdout is not None
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # wait until batteries are being read
+                if "SoC" in process.stdout.readline():
+                    break
+            else:
+                pytest.fail("the demo printed no battery line")
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=5)
+            elapsed = time.monotonic() - started
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 0
+    assert elapsed < 2.0
+
+
+async def test_eight_batteries_share_three_connection_slots_fairly() -> None:
+    open_now = 0
+    peak = 0
+
+    class CountingTransport(SimulatorTransport):
+        async def _do_open(self) -> None:
+            nonlocal open_now, peak
+            await super()._do_open()
+            open_now += 1
+            peak = max(peak, open_now)
+
+        async def _do_close(self) -> None:
+            nonlocal open_now
+            open_now -= 1
+            await super()._do_close()
+
+    slots = ConnectionSlots(3)
+    options = ClientOptions(request_timeout=0.3, retries=0, connection="per_poll")
+    batteries = []
+    for index in range(8):
+        transport = CountingTransport(JBD, PackConfig(cells=4), battery_id=f"b{index}", connect_delay=0.02)
+        client = BatteryClient(JBD, transport, battery_id=f"b{index}", options=options)
+        batteries.append(BatteryRuntime(f"b{index}", f"b{index}", client, 0.05, stale_after=5.0, slots=slots))
+    supervisor = Supervisor(batteries, [])
+    await supervisor.run(duration=1.5)
+    polls = [battery.client.stats.polls for battery in batteries]
+    assert peak == 3
+    assert slots.peak_in_use == 3
+    assert all(battery.client.stats.failures == 0 for battery in batteries)
+    assert min(polls) >= 3
+    assert max(polls) - min(polls) <= 2  # first come, first served: nobody starves or hogs
