@@ -134,24 +134,16 @@ def _alarm(alarm: Alarm) -> Callable[[StateInputs], bool]:
     return lambda inputs: alarm in inputs.snapshot.alarms
 
 
-def _cell_min(inputs: StateInputs) -> float | None:
-    stat = inputs.snapshot.cell_min
-    return stat.voltage if stat else None
+def _cell_extreme(
+    which: Literal["cell_min", "cell_max"], part: Literal["voltage", "cell"]
+) -> Callable[[StateInputs], StateValue]:
+    """The voltage or the number of the lowest/highest cell, None when the pack reports no cells."""
 
+    def read(inputs: StateInputs) -> StateValue:
+        stat = getattr(inputs.snapshot, which)
+        return getattr(stat, part) if stat else None
 
-def _cell_min_number(inputs: StateInputs) -> int | None:
-    stat = inputs.snapshot.cell_min
-    return stat.cell if stat else None
-
-
-def _cell_max(inputs: StateInputs) -> float | None:
-    stat = inputs.snapshot.cell_max
-    return stat.voltage if stat else None
-
-
-def _cell_max_number(inputs: StateInputs) -> int | None:
-    stat = inputs.snapshot.cell_max
-    return stat.cell if stat else None
+    return read
 
 
 def _energy_charged(inputs: StateInputs) -> float | None:
@@ -322,7 +314,7 @@ _HEAD_ROWS: Final[tuple[EntityDescription, ...]] = (
         "cell_min",
         "Cell voltage min",
         "sensor",
-        _cell_min,
+        _cell_extreme("cell_min", "voltage"),
         device_class="voltage",
         state_class=_MEASUREMENT,
         unit=_V,
@@ -333,7 +325,7 @@ _HEAD_ROWS: Final[tuple[EntityDescription, ...]] = (
         "cell_min_number",
         "Cell number min",
         "sensor",
-        _cell_min_number,
+        _cell_extreme("cell_min", "cell"),
         icon="mdi:numeric",
         category="diagnostic",
     ),
@@ -341,7 +333,7 @@ _HEAD_ROWS: Final[tuple[EntityDescription, ...]] = (
         "cell_max",
         "Cell voltage max",
         "sensor",
-        _cell_max,
+        _cell_extreme("cell_max", "voltage"),
         device_class="voltage",
         state_class=_MEASUREMENT,
         unit=_V,
@@ -352,7 +344,7 @@ _HEAD_ROWS: Final[tuple[EntityDescription, ...]] = (
         "cell_max_number",
         "Cell number max",
         "sensor",
-        _cell_max_number,
+        _cell_extreme("cell_max", "cell"),
         icon="mdi:numeric",
         category="diagnostic",
     ),
