@@ -25,6 +25,9 @@ silence, corrupt or dropped notifications, refused connections, required pairing
 
 The fakes raise bleak's own exception types (re-exported by `bmsgate.transports.ble`), so the error
 mapping under test is the real one. Importing this module does not need bleak; using the BLE fakes does.
+
+Why one long module: it is one public test double (advertising, GATT server, quirks and the client
+that talks to them) that users import as a unit; splitting it would only spread one fake over files.
 """
 
 from __future__ import annotations

@@ -20,6 +20,10 @@ its next poll, the supervisor spaces polls with the same policy).
 Every library failure becomes one of ours (`ConnectError`, `DeviceTimeout`, `AuthenticationError`,
 `TransportError`) with the original chained. The bleak client class and the scanner are constructor
 parameters so tests run against `bmsgate.testing`'s fakes.
+
+Why one long module: it is the only place that may import bleak (principle: one adapter per library), and
+connecting, characteristic choice, write-mode fallback and error mapping all handle bleak objects.
+The pure decisions (which characteristic, which protocol) live in `transports/discovery.py`.
 """
 
 from __future__ import annotations
