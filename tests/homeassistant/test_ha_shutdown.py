@@ -15,7 +15,6 @@ from bmsgate.homeassistant import HomeAssistantSink
 from bmsgate.homeassistant import broker as broker_module
 from bmsgate.homeassistant.broker import EmbeddedBroker, find_mosquitto
 from bmsgate.homeassistant.mqtt import MqttSession
-from bmsgate.homeassistant.sink import _join
 from bmsgate.runtime.hub import SnapshotHub
 
 from .conftest import BATTERY1, Mosquitto, settings, snapshot
@@ -127,54 +126,6 @@ async def test_cancel_right_after_connected(broker: Mosquitto, tmp_path: Path) -
         await asyncio.wait_for(sink.connected.wait(), STOP_WITHIN)
         await assert_stops(task)
         await assert_nothing_left()
-
-
-async def test_join_recancels_a_task_that_swallows_cancellation() -> None:
-    swallowed = 0
-
-    async def stubborn(times: int) -> None:
-        nonlocal swallowed
-        while True:
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                if swallowed >= times:
-                    raise
-                swallowed += 1  # what asyncio.wait_for does on 3.11 when the result races the cancel
-
-    inner = asyncio.create_task(stubborn(3))
-    outer = asyncio.create_task(_join(inner, grace=0.05, limit=1.0))
-    await asyncio.sleep(0.01)
-    outer.cancel()
-    done, _ = await asyncio.wait([outer], timeout=1.0)
-    assert done
-    assert outer.cancelled()
-    assert inner.cancelled()
-    assert swallowed == 3
-
-
-async def test_join_gives_up_on_a_task_that_never_stops(caplog: pytest.LogCaptureFixture) -> None:
-    release = asyncio.Event()
-
-    async def immortal() -> None:
-        while not release.is_set():
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                continue
-
-    inner = asyncio.create_task(immortal(), name="immortal")
-    outer = asyncio.create_task(_join(inner, grace=0.05, limit=0.3))
-    await asyncio.sleep(0.01)
-    outer.cancel()
-    done, _ = await asyncio.wait([outer], timeout=1.0)
-    assert done
-    assert outer.cancelled()
-    assert any("immortal ignored cancellation" in r.getMessage() for r in caplog.records)
-    release.set()
-    inner.cancel()
-    await asyncio.wait([inner], timeout=1.0)
-    assert inner.done()
 
 
 # -- embedded broker ----------------------------------------------------------------------------------

@@ -97,3 +97,19 @@ def test_replay_on_subscribe_and_close() -> None:
 def test_register_validates_budget() -> None:
     with pytest.raises(ValueError, match="positive"):
         SnapshotHub().register("a", stale_after=0)
+
+
+def test_unregister_replaces_what_is_pending_with_a_removal() -> None:
+    hub = SnapshotHub()
+    hub.register("a")
+    subscription = hub.subscribe("output")
+    hub.publish(_snap())
+    hub.unregister("a")
+    update = subscription.get_nowait()
+    assert update is not None
+    assert update.removed and update.snapshot is None and update.stale
+    assert subscription.get_nowait() is None
+    assert hub.battery_ids() == []
+    assert hub.latest("a") is None
+    hub.unregister("a")  # unknown: nothing to tell
+    assert subscription.get_nowait() is None

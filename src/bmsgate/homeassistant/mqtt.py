@@ -19,6 +19,7 @@ import aiomqtt
 
 from bmsgate.errors import SinkError
 from bmsgate.homeassistant.settings import MqttSettings, TlsSettings
+from bmsgate.runtime.cancellation import uninterruptible
 
 __all__ = ["IncomingMessage", "MqttSession", "connect"]
 
@@ -28,16 +29,13 @@ _TIMEOUT: Final = 10.0
 
 Acknowledgements are awaited under our own ``asyncio.timeout`` with aiomqtt's set to infinity: aiomqtt
 uses ``asyncio.wait_for``, which on Python 3.11 can swallow a cancellation that races with the
-acknowledgement, leaving a task that never stops. The connect itself (which needs aiomqtt's timeout for
-the CONNACK) runs in a task of its own that is never cancelled; see :func:`_enter`.
+acknowledgement, leaving a task that never stops (see :mod:`bmsgate.runtime.cancellation`). The connect
+itself (which needs aiomqtt's timeout for the CONNACK) runs in a task of its own; see :func:`_enter`.
 """
 _ABANDON_GRACE: Final = 0.5
 """Seconds a connect interrupted by cancellation may still take, so its connection can be closed cleanly."""
 _CLOSE_TIMEOUT: Final = 0.5
 """Seconds to wait for a clean disconnect before the session is dropped anyway."""
-
-_closing: set[asyncio.Task[None]] = set()
-"""Connects abandoned mid-way that close their client once they finish (strong references)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -163,44 +161,21 @@ async def _enter(client: aiomqtt.Client, settings: MqttSettings) -> None:
 
     aiomqtt's connect cannot be interrupted safely: it runs the blocking socket connect in a thread
     (which goes on after a cancellation and opens the socket anyway), waits for the CONNACK with
-    ``asyncio.wait_for`` (which on Python 3.11 returns normally when the CONNACK and the cancellation
-    arrive together: the task then goes on connected, as if it had never been cancelled), and leaves
-    its state broken when interrupted. So the connect runs to its end in a task of its own; a
-    cancellation is raised here at once, and the connection is closed when the connect finishes.
+    ``asyncio.wait_for`` (which on Python 3.11 can swallow the cancellation), and leaves its state broken
+    when interrupted. So it runs to its end on its own (see :func:`uninterruptible`), and a connection
+    that completes after the caller gave up is closed.
     """
-    entering = asyncio.create_task(client.__aenter__(), name="mqtt-connect")
-    try:
-        # Not `shield`: its future would keep a failed connect's exception (and paho's unclosed TLS
-        # socket in its traceback) alive past the caller's handling of it.
-        await asyncio.wait([entering])
-    except asyncio.CancelledError:
-        await _abandon(client, entering)
-        raise
-    try:
-        entering.result()
-    except aiomqtt.MqttError as exc:
-        raise _error(f"connect to {settings.display_url()}", exc) from exc
 
-
-async def _abandon(client: aiomqtt.Client, entering: asyncio.Task[aiomqtt.Client]) -> None:
-    """Close `client` once its interrupted connect is over: within a short grace, else in the background."""
-    with contextlib.suppress(asyncio.CancelledError):  # cancelled again: the caller re-raises anyway
-        await asyncio.wait([entering], timeout=_ABANDON_GRACE)
-    if entering.done():
-        if not entering.cancelled() and entering.exception() is None:
-            client.timeout = math.inf
-            await _close(client)
-        return
-    closing = asyncio.create_task(_close_when_connected(client, entering), name="mqtt-abandoned")
-    _closing.add(closing)
-    closing.add_done_callback(_closing.discard)
-
-
-async def _close_when_connected(client: aiomqtt.Client, entering: asyncio.Task[aiomqtt.Client]) -> None:
-    await asyncio.wait([entering])
-    if not entering.cancelled() and entering.exception() is None:
+    async def close_abandoned(_: aiomqtt.Client) -> None:
         client.timeout = math.inf
         await _close(client)
+
+    try:
+        await uninterruptible(
+            client.__aenter__(), name="mqtt-connect", grace=_ABANDON_GRACE, on_abandoned=close_abandoned
+        )
+    except aiomqtt.MqttError as exc:
+        raise _error(f"connect to {settings.display_url()}", exc) from exc
 
 
 async def _close(client: aiomqtt.Client) -> None:

@@ -50,6 +50,7 @@ from bmsgate.homeassistant.entities import (
 from bmsgate.homeassistant.settings import BatteryInfo, LinkStats, MqttSettings
 from bmsgate.model import Alarm, BatterySnapshot, DeviceInfo
 from bmsgate.runtime.backoff import Backoff
+from bmsgate.runtime.cancellation import run_isolated
 from bmsgate.runtime.hub import HubUpdate, SnapshotHub, Subscription
 
 if TYPE_CHECKING:
@@ -77,7 +78,6 @@ _STOP_LIMIT: Final = 2.0
 """Seconds after which a connection loop that still runs despite repeated cancellation is abandoned."""
 _SESSION_STOP_GRACE: Final = 0.25
 _SESSION_STOP_LIMIT: Final = 0.5
-_RECANCEL_INTERVAL: Final = 0.1
 _MIN_INVERTER_PERIOD: Final = 1.0
 _COMMAND_QUEUE: Final = 16
 _SWITCH_KEYS: Final = {"charge_enabled": "charge", "discharge_enabled": "discharge"}
@@ -292,12 +292,11 @@ class HomeAssistantSink:
     async def _mqtt(self) -> None:
         """Run the connection loop so that cancelling it always ends it, within about two seconds.
 
-        A plain child task is cancelled once; should that cancellation get lost (on Python 3.11
-        ``asyncio.wait_for`` swallows one that races with the awaited result), the task group would
-        wait for it forever and SIGTERM would hang the process. Here it is cancelled again until it ends.
+        A plain child task is cancelled once; should that cancellation get lost (aiomqtt on Python 3.11,
+        see :mod:`bmsgate.runtime.cancellation`), the task group would wait for it forever and SIGTERM
+        would hang the process. Here it is cancelled again until it ends.
         """
-        task = asyncio.create_task(self._connection_loop(), name="ha-connection")
-        await _join(task, grace=_STOP_GRACE, limit=_STOP_LIMIT)
+        await run_isolated(self._connection_loop(), name="ha-connection", grace=_STOP_GRACE, limit=_STOP_LIMIT)
 
     async def _connection_loop(self) -> None:
         from bmsgate.homeassistant import mqtt  # noqa: PLC0415 - aiomqtt is an optional extra
@@ -319,12 +318,11 @@ class HomeAssistantSink:
                     try:
                         await self._serve_isolated(session)
                     except asyncio.CancelledError:
-                        # A clean shutdown sends no last will: say "offline" ourselves.
+                        # A clean shutdown sends no last will: say "offline" ourselves. Bounded with
+                        # asyncio.timeout, not wait_for, which could swallow a second cancellation.
                         with contextlib.suppress(SinkError, TimeoutError):
-                            await asyncio.wait_for(
-                                session.publish(self._topics.gateway_availability, OFFLINE, retain=True),
-                                _GOODBYE_TIMEOUT,
-                            )
+                            async with asyncio.timeout(_GOODBYE_TIMEOUT):
+                                await session.publish(self._topics.gateway_availability, OFFLINE, retain=True)
                         raise
             except SinkError as exc:
                 self.connected.clear()
@@ -339,15 +337,14 @@ class HomeAssistantSink:
                 self.connected.clear()
 
     async def _serve_isolated(self, session: MqttSession) -> None:
-        """Run one session in its own task.
+        """Run one session in its own task (see :func:`run_isolated`).
 
-        On Python 3.11 a TaskGroup whose child fails while the parent waits in ``__aexit__`` leaves
-        the parent marked as "cancelling" for good (fixed in 3.12); that would break every later
-        session of the reconnect loop, so each session gets a task of its own. When cancelled, the
-        session is stopped within half a second (see :func:`_join`), leaving time for the goodbye.
+        Its own task keeps a failed session from leaving the reconnect loop "cancelling" on Python 3.11.
+        When cancelled, the session is stopped within half a second, leaving time for the goodbye.
         """
-        task = asyncio.create_task(self._serve(session), name="ha-session")
-        await _join(task, grace=_SESSION_STOP_GRACE, limit=_SESSION_STOP_LIMIT)
+        await run_isolated(
+            self._serve(session), name="ha-session", grace=_SESSION_STOP_GRACE, limit=_SESSION_STOP_LIMIT
+        )
 
     async def _serve(self, session: MqttSession) -> None:
         self._republish = True
@@ -589,39 +586,6 @@ class HomeAssistantSink:
         # Publish the state as it is now: HA's switch shows what the BMS did, not what was asked.
         battery.state_dirty = battery.snapshot is not None
         self._wake.set()
-
-
-async def _join(task: asyncio.Task[None], *, grace: float, limit: float) -> None:
-    """Await `task`; when cancelled, stop `task` as well (bounded) and end cancelled.
-
-    Unlike ``await task``, a cancellation is not merely forwarded once and then waited out: if `task`
-    carries on regardless, it is cancelled again after `grace` seconds (then every 0.1 s) and
-    abandoned after `limit` seconds, so the caller always ends promptly and always ends cancelled.
-    """
-    try:
-        await asyncio.wait([task])
-    except asyncio.CancelledError:
-        await _stop(task, grace=grace, limit=limit)
-        raise
-    task.result()
-
-
-async def _stop(task: asyncio.Task[None], *, grace: float, limit: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    delay = grace
-    while not task.done():
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            _LOGGER.error("task %s ignored cancellation for %.1f s; leaving it behind", task.get_name(), limit)
-            return
-        task.cancel()
-        # Cancelled again while waiting: the caller is on its way out already and re-raises; stay bounded.
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait([task], timeout=min(delay, remaining))
-        delay = _RECANCEL_INTERVAL
-    if not task.cancelled() and (error := task.exception()) is not None:
-        _LOGGER.debug("task %s failed while stopping: %r", task.get_name(), error)
 
 
 def _single_sink_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

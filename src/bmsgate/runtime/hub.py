@@ -35,6 +35,8 @@ class HubUpdate:
     stale: bool
     received_at: float
     """Monotonic time at which `snapshot` reached the hub (0.0 when there is none)."""
+    removed: bool = False
+    """The battery was removed while running (see :meth:`SnapshotHub.unregister`): forget it."""
 
 
 class Subscription:
@@ -131,6 +133,16 @@ class SnapshotHub:
             self._batteries[battery_id] = _BatteryState(stale_after=budget)
         else:
             state.stale_after = budget
+
+    def unregister(self, battery_id: str) -> None:
+        """Forget a battery removed at run time; subscribers get one last update with ``removed=True``.
+
+        That update replaces any snapshot of the battery still pending in a subscription, so no output
+        sees the battery again after it was told it is gone (until it is registered anew).
+        """
+        if self._batteries.pop(battery_id, None) is None:
+            return
+        self._fan_out(HubUpdate(battery_id, None, True, 0.0, removed=True))
 
     def battery_ids(self) -> list[str]:
         """Every known battery, in registration order."""
