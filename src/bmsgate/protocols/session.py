@@ -40,13 +40,15 @@ import collections
 import dataclasses
 import enum
 import logging
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from bmsgate.errors import DeviceError, DeviceTimeout, FrameError, ProtocolError
-from bmsgate.model import BatterySnapshot, DeviceInfo
-from bmsgate.protocols.codec import CompiledProtocol
-from bmsgate.protocols.definition import RequestSpec
 from bmsgate.protocols.framing import AssemblerStats, Frame
+
+if TYPE_CHECKING:
+    from bmsgate.model import BatterySnapshot, DeviceInfo
+    from bmsgate.protocols import CompiledProtocol
+    from bmsgate.protocols.definition import RequestSpec
 
 __all__ = [
     "Action",
@@ -341,14 +343,11 @@ class PollSession:
             request = self._requests[self._index]
             state = self._state
             if state is _State.BACKOFF:
-                if now < self._deadline:
-                    return self._wait_action(actions)
+                # Only reached once the backoff is over (tick and feed check it first).
                 outcome = self._attempt_request(request, now, actions)
                 if outcome is not None:
                     return outcome
                 continue
-            if state is _State.DRAIN:
-                return self._wait_action(actions)
             try:
                 frame = self._match(request)
             except _Failed as failed:

@@ -38,7 +38,7 @@ from bmsgate.errors import (
     TransportError,
 )
 from bmsgate.model import BatterySnapshot
-from bmsgate.protocols.codec import CompiledProtocol
+from bmsgate.protocols import CompiledProtocol
 from bmsgate.protocols.definition import RequestSpec
 from bmsgate.protocols.session import (
     Action,
