@@ -35,7 +35,17 @@ from bmsgate.protocols import (
 )
 from bmsgate.protocols.definition import RequestSpec
 
-from . import test_ant, test_daly, test_jbd, test_jk, test_litime, test_renogy, test_seplos, test_tianpower
+from . import (
+    public_frames,
+    test_ant,
+    test_daly,
+    test_jbd,
+    test_jk,
+    test_litime,
+    test_renogy,
+    test_seplos,
+    test_tianpower,
+)
 
 FORMAT: Final = 1
 ROOT: Final = Path(__file__).resolve().parents[2]
@@ -295,6 +305,7 @@ def _jbd() -> _Fixture:
 
 def _fixtures() -> dict[str, _Fixture]:
     aiobmsble = "captured over BLE and published with patman15/aiobmsble ({}); via tests/protocols/{}"
+    suite = "real frames from the patman15/aiobmsble test suite ({}); via tests/protocols/public_frames.py"
     return {
         "jbd": _jbd(),
         "ant": _Fixture(
@@ -332,13 +343,12 @@ def _fixtures() -> dict[str, _Fixture]:
         ),
         "daly": _Fixture(
             {
-                "device_info": [test_daly.device()],
-                "mosfet_temperature": [test_daly.mosfet(40 + 31)],
-                "status": [test_daly.status()],
+                "device_info": [public_frames.DALY_DEVICE_INFO],
+                "mosfet_temperature": [public_frames.DALY_MOSFET_TEMPERATURE],
+                "status": [public_frames.DALY_STATUS],
             },
-            "built from the documented Modbus layout (shared/protocols/daly.md) by tests/protocols/test_daly.py; "
-            "no public real frame is in the tests",
-            False,
+            suite.format("tests/bms/test_daly_bms.py"),
+            True,
         ),
         "daly-a5": _Fixture(
             _by_command(get_protocol("daly-a5"), test_daly.a5_poll([3300 + index for index in range(16)], [20, 21])),
@@ -346,10 +356,9 @@ def _fixtures() -> dict[str, _Fixture]:
             False,
         ),
         "jk": _Fixture(
-            {"device_info": [test_jk.device_info()], "cell_info": [test_jk.cell_info()]},
-            "built from the documented JK02 layout (shared/protocols/jk.md) by tests/protocols/test_jk.py; "
-            "no public real frame is in the tests",
-            False,
+            {"device_info": [public_frames.JK_V15_DEVICE_INFO], "cell_info": [public_frames.JK_V15_CELL_INFO]},
+            suite.format("tests/bms/test_jikong_bms.py, JK02_32S_v15"),
+            True,
         ),
     }
 
@@ -385,6 +394,13 @@ def _decode_vectors(fixtures: dict[str, _Fixture]) -> dict[str, dict[str, JsonOb
         title="15S example of the vendor document, each frame after the BLE module's AT junk",
         source=vendor,
         noise=True,
+    )
+    jk = get_protocol("jk")
+    out["jk"]["decode-built-24s"] = decode_vector(
+        jk,
+        [test_jk.device_info(software="10.XW"), test_jk.cell_info("24s")],
+        title="the 24S layout (software 10.x), selected by the device-info reply",
+        source="built from the documented JK02 layout (shared/protocols/jk.md) by tests/protocols/test_jk.py",
     )
     ant = get_protocol("ant")
     out["ant"]["decode-low-value"] = decode_vector(
