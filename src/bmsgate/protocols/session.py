@@ -235,7 +235,7 @@ class PollSession:
         if state is not _State.IDLE and self._poll_deadline is not None and now >= self._poll_deadline:
             return self.tick(now)
         if state is _State.BACKOFF:
-            return self._still_waiting(now)
+            return self._still_waiting()
         frames = self._assembler.feed(chunk)
         if state is _State.IDLE:
             if self._streaming_started and frames:
@@ -248,7 +248,7 @@ class PollSession:
             for frame in frames:
                 if frame.key is None or frame.key == reply:
                     self._newest = frame
-            return self._still_waiting(now)
+            return self._still_waiting()
         self._backlog.extend(frames)
         return self._advance(now, [])
 
@@ -265,7 +265,7 @@ class PollSession:
                 drop_link=False,
             )
         if now < self._deadline:
-            return self._still_waiting(now)
+            return self._still_waiting()
         actions: list[Action] = []
         request = self._requests[self._index]
         if state is _State.BACKOFF:
@@ -464,8 +464,8 @@ class PollSession:
         actions.append(wait)
         return actions
 
-    def _still_waiting(self, now: float) -> list[Action]:
-        del now  # the deadline is unchanged by input that does not complete anything
+    def _still_waiting(self) -> list[Action]:
+        # Input that completes nothing leaves the deadline as it was.
         return self._wait_action([])
 
     def _silence_error(self, request: RequestSpec) -> DeviceError:
