@@ -15,7 +15,8 @@ This is the library API for scripting::
 
 One poll sends the definition's requests in order (never pipelined), waits for each matching reply
 within a per-request timeout, retries with backoff, and decodes everything into one snapshot within
-an overall deadline. The client keeps link statistics for diagnostics and Home Assistant.
+an overall deadline. Those rules live in the sans-IO `bmsgate.protocols.session.PollSession`; the
+client drives it over a transport and keeps link statistics for diagnostics and Home Assistant.
 """
 
 from __future__ import annotations
@@ -31,17 +32,25 @@ from typing import Any, Final, Literal, Self
 from bmsgate.errors import (
     CommandRefused,
     ConnectError,
-    DecodeError,
     DeviceError,
     DeviceTimeout,
-    FrameError,
     ProtocolError,
     TransportError,
 )
-from bmsgate.model import BatterySnapshot, DeviceInfo
-from bmsgate.protocols.codec import CompiledProtocol
+from bmsgate.model import BatterySnapshot
+from bmsgate.protocols import CompiledProtocol
 from bmsgate.protocols.definition import RequestSpec
-from bmsgate.protocols.framing import Frame, FrameAssembler
+from bmsgate.protocols.session import (
+    Action,
+    DiscardPending,
+    GiveUp,
+    PollSession,
+    ReplyReady,
+    SessionTiming,
+    SnapshotReady,
+    WaitUntil,
+    Write,
+)
 from bmsgate.transports.base import Transport
 
 __all__ = ["BatteryClient", "ClientOptions", "LinkStatistics"]
@@ -121,7 +130,11 @@ class LinkStatistics:
 
 
 class BatteryClient:
-    """Polls one battery: sends the query commands, reads the notify responses, returns snapshots."""
+    """Polls one battery: sends the query commands, reads the notify responses, returns snapshots.
+
+    What a poll means (requests, retries, timeouts, multi-frame and streamed replies) lives in the
+    sans-IO `PollSession`; this class only moves its writes and waits onto the transport and the loop.
+    """
 
     def __init__(
         self,
@@ -135,13 +148,18 @@ class BatteryClient:
         self.transport = transport
         self.battery_id = battery_id
         transport.battery_id = transport.battery_id or battery_id
-        self.options = options or ClientOptions()
+        self.options = options = options or ClientOptions()
         self.stats = LinkStatistics()
-        self._assembler: FrameAssembler = protocol.new_assembler()
-        self._device: DeviceInfo | None = None
-        self._connection_frames: dict[int, Frame] = {}
-        self._backlog: collections.deque[Frame] = collections.deque()
-        self._streaming_started = False
+        self.session = PollSession(
+            protocol,
+            battery_id=battery_id,
+            timing=SessionTiming(
+                request_timeout=options.request_timeout,
+                retries=options.retries,
+                retry_backoff=options.retry_backoff,
+                poll_deadline=options.poll_deadline,
+            ),
+        )
         self._lock = asyncio.Lock()
         self.last_snapshot: BatterySnapshot | None = None
 
@@ -164,9 +182,7 @@ class BatteryClient:
         """Open the transport (resets per-connection state)."""
         if self.transport.is_open:
             return
-        self._assembler.reset()
-        self._connection_frames.clear()
-        self._streaming_started = False
+        self.session.connection_reset()
         await self.transport.open()
         self.stats.connects += 1
         _LOGGER.debug("%s: connected via %s", self.battery_id, self.transport.description)
@@ -186,6 +202,7 @@ class BatteryClient:
         async with self._lock:
             started = time.monotonic()
             try:
+                # The session keeps the deadline on its own clock; this one also bounds a hung connect or write.
                 async with asyncio.timeout(self.options.poll_deadline):
                     snapshot = await self._poll()
             except TimeoutError as exc:
@@ -204,7 +221,7 @@ class BatteryClient:
                 raise
             finally:
                 self.stats.last_duration = time.monotonic() - started
-                self.stats.frames_rejected = self._assembler.stats.rejected
+                self.stats.frames_rejected = self.session.assembler_stats.rejected
             self.stats.record(True)
             self.stats.rssi = self.transport.rssi
             self.last_snapshot = snapshot
@@ -221,9 +238,11 @@ class BatteryClient:
 
     async def _poll(self) -> BatterySnapshot:
         per_poll = self.options.connection == "per_poll"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             await self.connect()
-            frames = await self._exchange_all()
+            outcome = await self._drive(self.session.start_poll(started, epoch=time.time() - loop.time()))
         except TransportError:
             # A broken link is not reused: the next poll reconnects from scratch.
             await self.transport.close()
@@ -231,143 +250,47 @@ class BatteryClient:
         finally:
             if per_poll:
                 await self.transport.close()
-        try:
-            snapshot = self.protocol.decode(
-                frames, battery_id=self.battery_id, timestamp=time.time(), device=self._device
-            )
-        except ProtocolError as exc:
-            exc.battery_id = exc.battery_id or self.battery_id
-            raise
-        self._device = snapshot.device
-        return self._apply_options(snapshot)
+        if isinstance(outcome, SnapshotReady):
+            return self._apply_options(outcome.snapshot)
+        if isinstance(outcome, GiveUp):
+            if outcome.drop_link:
+                await self.transport.close()
+            raise outcome.error
+        raise TypeError("poll session ended a poll with a command reply")
 
     def _apply_options(self, snapshot: BatterySnapshot) -> BatterySnapshot:
         if self.options.mosfet_sensor == "ntc1" and snapshot.temperatures:
             return snapshot.replace(mosfet_temperature=snapshot.temperatures[0], temperatures=snapshot.temperatures[1:])
         return snapshot
 
-    async def _exchange_all(self) -> list[Frame]:
-        frames: list[Frame] = []
-        for request in self.protocol.requests:
-            if request.when == "connect" and request.reply in self._connection_frames:
-                frames.append(self._connection_frames[request.reply])
-                continue
-            try:
-                frame = await self._exchange(request)
-            except (DeviceTimeout, FrameError, DecodeError) as exc:
-                if request.required:
-                    raise
-                _LOGGER.debug("%s: optional request %s skipped: %s", self.battery_id, request.name, exc)
-                if request.when == "connect" and request.reply is not None:
-                    # Do not ask again on every poll of this connection.
-                    self._connection_frames[request.reply] = Frame(b"", None)
-                continue
-            if frame is None:
-                continue
-            if request.when == "connect" and request.reply is not None:
-                self._connection_frames[request.reply] = frame
-            frames.append(frame)
-            frames.extend(await self._collect_numbered(request, frames))
-        return [frame for frame in frames if frame.raw]
-
-    async def _collect_numbered(self, request: RequestSpec, frames: list[Frame]) -> list[Frame]:
-        """The further frames of a reply that arrives as several numbered frames (Daly A5 cells).
-
-        How many come follows from a value decoded earlier in this poll (e.g. the cell count).
-        """
-        expected = self.protocol.frames_expected(request.reply, {})
-        if expected == 1:
-            return []
-        expected = self.protocol.frames_expected(request.reply, self.protocol.variables_of(frames))
-        more: list[Frame] = []
-        timeout = request.timeout or self.options.request_timeout
-        while expected is None or len(more) + 1 < expected:
-            try:
-                more.append(await self._await_reply(request, timeout))
-            except DeviceTimeout:
-                if expected is None or not request.required:
-                    break  # unknown count: the quiet line ends the reply
-                raise
-        return more
-
-    async def _exchange(self, request: RequestSpec) -> Frame | None:
-        timeout = request.timeout or self.options.request_timeout
-        attempts = 1 + max(0, self.options.retries)
-        backoff = self.options.retry_backoff
-        last_error: DeviceError | None = None
-        for attempt in range(attempts):
-            if attempt:
-                await asyncio.sleep(backoff * 2 ** (attempt - 1))
-            if request.streaming and self._streaming_started and attempt == 0:
-                # The BMS kept streaming since the last poll: the newest frame that already arrived is
-                # this poll's answer. Older ones queued behind it must never be presented as current.
-                newest = self._newest_streamed(request)
-                if newest is not None:
-                    return newest
-            else:
-                self.transport.discard_pending()
-                self._assembler.reset()
-                self._backlog.clear()
-                await self.transport.write(request.frame)
-                if request.streaming:
-                    self._streaming_started = True
-            if request.reply is None:
-                return None
-            try:
-                return await self._await_reply(request, timeout)
-            except (DeviceTimeout, FrameError) as exc:
-                last_error = exc
-                _LOGGER.debug("%s: %s attempt %d failed: %s", self.battery_id, request.name, attempt + 1, exc)
-        assert last_error is not None  # the loop ran at least once
-        raise last_error
-
-    def _newest_streamed(self, request: RequestSpec) -> Frame | None:
-        """Drain what has arrived; keep only the newest frame answering `request` (others are dropped)."""
-        while (chunk := self.transport.receive_nowait()) is not None:
-            self._backlog.extend(self._assembler.feed(chunk))
-        newest: Frame | None = None
-        while self._backlog:
-            frame = self._backlog.popleft()
-            if frame.key is None or frame.key == request.reply:
-                newest = frame
-        if newest is not None and not newest.status_ok:
-            raise ProtocolError(f"{request.name}: the BMS answered with an error status", battery_id=self.battery_id)
-        return newest
-
-    async def _await_reply(self, request: RequestSpec, timeout: float) -> Frame:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        rejected_before = self._assembler.stats.rejected
+    async def _drive(self, actions: list[Action]) -> SnapshotReady | ReplyReady | GiveUp:
+        """Carry out the session's actions until it reaches a terminal one."""
+        session = self.session
+        transport = self.transport
+        clock = asyncio.get_running_loop().time
         while True:
-            # Frames completed by an earlier chunk come first (one notification may carry several).
-            while self._backlog:
-                frame = self._backlog.popleft()
-                if request.reply is not None and frame.key is not None and frame.key != request.reply:
-                    _LOGGER.debug(
-                        "%s: ignoring reply %#04x while waiting for %s",
-                        self.battery_id,
-                        frame.key,
-                        request.name,
-                    )
-                    continue
-                if not frame.status_ok:
-                    raise ProtocolError(
-                        f"{request.name}: the BMS answered with an error status", battery_id=self.battery_id
-                    )
-                return frame
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                if self._assembler.stats.rejected > rejected_before:
-                    raise FrameError(
-                        f"{request.name}: only corrupt replies ({self._assembler.stats.last_error})",
-                        battery_id=self.battery_id,
-                    )
-                raise DeviceTimeout(f"{request.name}: no reply within {timeout:.1f} s", battery_id=self.battery_id)
-            try:
-                chunk = await self.transport.receive(timeout=remaining)
-            except DeviceTimeout:
-                continue
-            self._backlog.extend(self._assembler.feed(chunk))
+            deadline: float | None = None
+            for action in actions:
+                if isinstance(action, WaitUntil):
+                    deadline = action.deadline
+                elif isinstance(action, Write):
+                    await transport.write(action.data)
+                elif isinstance(action, DiscardPending):
+                    transport.discard_pending()
+                else:
+                    return action
+            if deadline is None:
+                raise TypeError("poll session returned neither a wait nor an outcome")
+            remaining = deadline - clock()
+            chunk: bytes | None
+            if remaining > 0:
+                try:
+                    chunk = await transport.receive(timeout=remaining)
+                except DeviceTimeout:
+                    chunk = None
+            else:
+                chunk = transport.receive_nowait()
+            actions = session.tick(clock()) if chunk is None else session.feed(chunk, clock())
 
     # -- control ------------------------------------------------------------------------------------
 
@@ -402,12 +325,15 @@ class BatteryClient:
             request = RequestSpec(name=name, frame=frame, reply=spec.reply, timeout=self.options.confirm_timeout)
             async with self._lock:
                 await self.connect()
-                try:
-                    await self._exchange(request)
-                except ProtocolError as exc:
-                    raise CommandRefused(f"{name}: {exc}", battery_id=self.battery_id) from exc
-                except DeviceTimeout as exc:
-                    raise CommandRefused(f"{name}: no acknowledgement ({exc})", battery_id=self.battery_id) from exc
+                loop = asyncio.get_running_loop()
+                outcome = await self._drive(self.session.start_command(request, loop.time()))
+            if isinstance(outcome, GiveUp):
+                error = outcome.error
+                if isinstance(error, ProtocolError):
+                    raise CommandRefused(f"{name}: {error}", battery_id=self.battery_id) from error
+                if isinstance(error, DeviceTimeout):
+                    raise CommandRefused(f"{name}: no acknowledgement ({error})", battery_id=self.battery_id) from error
+                raise error
         confirmed = await self.read()
         mismatches = [
             direction

@@ -1,0 +1,479 @@
+"""The poll session: what one poll means, as a pure state machine (bytes and clock in, actions out).
+
+A runtime (the asyncio `BatteryClient` here, a C loop on a microcontroller later) owns the link and the
+clock. It calls one of the entry points and carries out the actions it gets back, in order::
+
+    connection_reset()            the link was (re)opened or dropped: forget per-connection state
+    start_poll(now, epoch=...)    begin one poll of the definition's requests
+    start_command(request, now)   begin one exchange of a write command (MOSFET switching)
+    feed(chunk, now)              bytes arrived
+    tick(now)                     the clock reached (or passed) the deadline of the last `WaitUntil`
+
+Each call returns a list of actions; the last one is either a `WaitUntil` or a terminal action:
+
+    DiscardPending()      drop chunks the link received that were not fed yet (a late reply to an old request)
+    Write(data)           send these bytes
+    WaitUntil(deadline)   feed what arrives until `deadline` (already-arrived chunks first), then tick
+    SnapshotReady(...)    the poll is complete (snapshot and the frames it was decoded from)
+    ReplyReady(frame)     the command exchange is complete (`frame` is None for a command without reply)
+    GiveUp(error, drop_link)  the poll/exchange failed; `drop_link` asks the runtime to close the link
+
+A `WaitUntil` whose deadline is not after `now` means: feed only what has already arrived, then tick.
+
+States of one job (a poll or a command), for a port to another language:
+
+    AWAIT    a request was written; the reply (matched by framing key) must come before the request deadline
+    COLLECT  further numbered frames of a multi-frame reply (Daly A5 cells); each has its own deadline
+    DRAIN    a streamed reply (JK): take the newest matching frame of those already received
+    BACKOFF  between attempts of a request; chunks are ignored (the next attempt discards them)
+    IDLE     no job; chunks are kept only while the BMS streams (the newest frame answers the next poll)
+
+Per connection it keeps the frames of ``when: connect`` requests and whether streaming was started;
+across connections only the device identity (so a snapshot names its device even when a reconnect
+skipped the optional device-information request). Times are seconds on one monotonic clock; the
+snapshot's Unix timestamp is ``epoch + now`` at completion, so the session never reads a clock itself.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+import logging
+from typing import TYPE_CHECKING, Final, TypeAlias
+
+from bmsgate.errors import DeviceError, DeviceTimeout, FrameError, ProtocolError
+from bmsgate.protocols.framing import AssemblerStats, Frame
+
+if TYPE_CHECKING:
+    from bmsgate.model import BatterySnapshot, DeviceInfo
+    from bmsgate.protocols import CompiledProtocol
+    from bmsgate.protocols.definition import RequestSpec
+
+__all__ = [
+    "Action",
+    "DiscardPending",
+    "GiveUp",
+    "PollSession",
+    "ReplyReady",
+    "SessionTiming",
+    "SnapshotReady",
+    "WaitUntil",
+    "Write",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+_SKIPPED: Final = Frame(b"", None)
+"""Cached for an optional connect-time request that got no answer: do not ask again on this connection."""
+
+_IDLE_BACKLOG: Final = 8
+"""Frames kept while idle and streaming; only the newest matters, a few more cost nothing."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Write:
+    """Send `data` to the BMS."""
+
+    data: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DiscardPending:
+    """Drop received chunks not fed yet."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WaitUntil:
+    """Feed chunks as they arrive until `deadline`, then call `tick`."""
+
+    deadline: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SnapshotReady:
+    """A poll completed."""
+
+    snapshot: BatterySnapshot
+    frames: tuple[Frame, ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplyReady:
+    """A command exchange completed; `frame` is the acknowledgement (None when the command has no reply)."""
+
+    frame: Frame | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GiveUp:
+    """The job failed with `error`; `drop_link` when the link should be closed (the next poll reconnects)."""
+
+    error: DeviceError
+    drop_link: bool
+
+
+Action: TypeAlias = Write | DiscardPending | WaitUntil | SnapshotReady | ReplyReady | GiveUp
+
+_DISCARD: Final = DiscardPending()
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SessionTiming:
+    """Timeouts and retries of a session (the poll-related part of `ClientOptions`).
+
+    Attributes:
+        request_timeout: seconds to wait for one reply (a request may set its own).
+        retries: extra attempts per request after a timeout or a corrupt reply.
+        retry_backoff: first pause between attempts; doubles each time.
+        poll_deadline: a whole poll must finish within this many seconds (commands have no overall deadline).
+    """
+
+    request_timeout: float = 2.0
+    retries: int = 2
+    retry_backoff: float = 0.2
+    poll_deadline: float = 15.0
+
+
+class _State(enum.Enum):
+    IDLE = "idle"
+    AWAIT = "await"
+    COLLECT = "collect"
+    DRAIN = "drain"
+    BACKOFF = "backoff"
+
+
+class _Failed(Exception):
+    """Internal: one attempt (or the collection of numbered frames) failed with `error`."""
+
+    def __init__(self, error: DeviceError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class PollSession:
+    """One battery's poll state machine over one protocol; see the module docstring for the contract."""
+
+    def __init__(
+        self,
+        protocol: CompiledProtocol,
+        *,
+        battery_id: str = "battery",
+        timing: SessionTiming | None = None,
+    ) -> None:
+        self.protocol = protocol
+        self.battery_id = battery_id
+        self.timing = timing or SessionTiming()
+        self._assembler = protocol.new_assembler()
+        self._device: DeviceInfo | None = None
+        # per connection
+        self._connection_frames: dict[int, Frame] = {}
+        self._streaming_started = False
+        # per job
+        self._state = _State.IDLE
+        self._command = False
+        self._requests: list[RequestSpec] = []
+        self._index = 0
+        self._frames: list[Frame] = []
+        self._backlog: collections.deque[Frame] = collections.deque()
+        self._epoch = 0.0
+        self._poll_deadline: float | None = None
+        self._attempt = 0
+        self._deadline = 0.0
+        self._rejected_before = 0
+        self._expected: int | None = None
+        self._collected = 0
+        self._newest: Frame | None = None
+        self._wait: WaitUntil | None = None
+
+    # -- what the runtime reads ---------------------------------------------------------------------
+
+    @property
+    def assembler_stats(self) -> AssemblerStats:
+        """Frames assembled and rejected on this session (for link statistics)."""
+        return self._assembler.stats
+
+    @property
+    def busy(self) -> bool:
+        """True while a poll or command is in progress."""
+        return self._state is not _State.IDLE
+
+    @property
+    def device(self) -> DeviceInfo | None:
+        """The device identity learnt so far."""
+        return self._device
+
+    # -- entry points -------------------------------------------------------------------------------
+
+    def connection_reset(self) -> None:
+        """The link was opened anew or dropped: forget partial frames and per-connection state.
+
+        A job in progress is abandoned (the runtime reports the link failure itself).
+        """
+        self._assembler.reset()
+        self._connection_frames.clear()
+        self._streaming_started = False
+        self._backlog.clear()
+        self._end_job()
+
+    def start_poll(self, now: float, *, epoch: float = 0.0) -> list[Action]:
+        """Begin one poll at clock time `now`; `epoch` is the Unix time of clock zero (for the timestamp)."""
+        self._begin(self.protocol.definition.requests, command=False)
+        self._epoch = epoch
+        self._poll_deadline = now + self.timing.poll_deadline
+        return self._advance(now, [])
+
+    def start_command(self, request: RequestSpec, now: float) -> list[Action]:
+        """Begin one exchange of a command frame (no overall deadline; retried like a poll request)."""
+        self._begin([request], command=True)
+        self._poll_deadline = None
+        return self._advance(now, [])
+
+    def feed(self, chunk: bytes | bytearray | memoryview, now: float) -> list[Action]:
+        """Bytes arrived at clock time `now`."""
+        state = self._state
+        if state is not _State.IDLE and self._poll_deadline is not None and now >= self._poll_deadline:
+            return self.tick(now)
+        if state is _State.BACKOFF:
+            return self._still_waiting()
+        frames = self._assembler.feed(chunk)
+        if state is _State.IDLE:
+            if self._streaming_started and frames:
+                self._backlog.extend(frames)
+                while len(self._backlog) > _IDLE_BACKLOG:
+                    self._backlog.popleft()
+            return []
+        if state is _State.DRAIN:
+            reply = self._requests[self._index].reply
+            for frame in frames:
+                if frame.key is None or frame.key == reply:
+                    self._newest = frame
+            return self._still_waiting()
+        self._backlog.extend(frames)
+        return self._advance(now, [])
+
+    def tick(self, now: float) -> list[Action]:
+        """The clock reads `now` (call it when a `WaitUntil` deadline has passed; extra calls are harmless)."""
+        state = self._state
+        if state is _State.IDLE:
+            return []
+        if self._poll_deadline is not None and now >= self._poll_deadline:
+            return self._give_up(
+                DeviceTimeout(
+                    f"poll did not finish within {self.timing.poll_deadline:.0f} s", battery_id=self.battery_id
+                ),
+                drop_link=False,
+            )
+        if now < self._deadline:
+            return self._still_waiting()
+        actions: list[Action] = []
+        request = self._requests[self._index]
+        if state is _State.BACKOFF:
+            return self._advance(now, actions)
+        if state is _State.DRAIN:
+            newest, self._newest = self._newest, None
+            if newest is not None:
+                if not newest.status_ok:
+                    return self._give_up(self._status_error(request), drop_link=False)
+                outcome = self._got_reply(request, newest, now, actions)
+                return outcome if outcome is not None else self._advance(now, actions)
+            # Nothing fresh was streamed: wait for the next frame without asking again.
+            self._await(request, now, _State.AWAIT)
+            return self._advance(now, actions)
+        error = self._silence_error(request)
+        if state is _State.COLLECT:
+            if isinstance(error, DeviceTimeout) and (self._expected is None or not request.required):
+                # Unknown count: the quiet line ends the reply.
+                self._next_request()
+                return self._advance(now, actions)
+            return self._give_up(error, drop_link=isinstance(error, DeviceTimeout))
+        _LOGGER.debug("%s: %s attempt %d failed: %s", self.battery_id, request.name, self._attempt + 1, error)
+        self._attempt += 1
+        if self._attempt <= max(0, self.timing.retries):
+            self._state = _State.BACKOFF
+            self._deadline = now + self.timing.retry_backoff * 2 ** (self._attempt - 1)
+            return self._wait_action(actions)
+        if request.required or self._command:
+            return self._give_up(error, drop_link=isinstance(error, DeviceTimeout))
+        _LOGGER.debug("%s: optional request %s skipped: %s", self.battery_id, request.name, error)
+        if request.when == "connect" and request.reply is not None:
+            self._connection_frames[request.reply] = _SKIPPED
+        self._next_request()
+        return self._advance(now, actions)
+
+    # -- the machine --------------------------------------------------------------------------------
+
+    def _begin(self, requests: list[RequestSpec], *, command: bool) -> None:
+        self._requests = requests
+        self._command = command
+        self._frames = []
+        self._newest = None
+        self._wait = None
+        self._expected = None
+        self._collected = 0
+        self._index = -1
+        self._next_request()
+
+    def _end_job(self) -> None:
+        self._state = _State.IDLE
+        self._requests = []
+        self._frames = []
+        self._newest = None
+        self._wait = None
+
+    def _next_request(self) -> None:
+        """Move to the next request that must be sent (cached connect-time replies are taken as they are)."""
+        self._index += 1
+        self._attempt = 0
+        self._state = _State.BACKOFF  # "before the first attempt": _advance sends it
+        self._deadline = float("-inf")
+        while self._index < len(self._requests):
+            request = self._requests[self._index]
+            if not self._command and request.when == "connect" and request.reply in self._connection_frames:
+                self._frames.append(self._connection_frames[request.reply])
+                self._index += 1
+                continue
+            return
+
+    def _advance(self, now: float, actions: list[Action]) -> list[Action]:
+        """Run the machine as far as it goes without new input."""
+        while True:
+            if self._index >= len(self._requests):
+                return self._finish(now, actions)
+            request = self._requests[self._index]
+            state = self._state
+            if state is _State.BACKOFF:
+                # Only reached once the backoff is over (tick and feed check it first).
+                outcome = self._attempt_request(request, now, actions)
+                if outcome is not None:
+                    return outcome
+                continue
+            try:
+                frame = self._match(request)
+            except _Failed as failed:
+                return self._give_up(failed.error, drop_link=False)
+            if frame is None:
+                return self._wait_action(actions)
+            if state is _State.COLLECT:
+                self._frames.append(frame)
+                self._collected += 1
+                if self._expected is not None and self._collected + 1 >= self._expected:
+                    self._next_request()
+                else:
+                    self._await(request, now, _State.COLLECT)
+                continue
+            outcome = self._got_reply(request, frame, now, actions)
+            if outcome is not None:
+                return outcome
+
+    def _attempt_request(self, request: RequestSpec, now: float, actions: list[Action]) -> list[Action] | None:
+        """Start attempt `self._attempt` of `request`; a list when the job ends or must wait."""
+        if request.streaming and self._streaming_started and self._attempt == 0:
+            # The BMS kept streaming since the last poll: the newest frame that already arrived is this
+            # poll's answer. Older ones queued behind it must never be presented as current.
+            self._newest = None
+            for frame in self._backlog:
+                if frame.key is None or frame.key == request.reply:
+                    self._newest = frame
+            self._backlog.clear()
+            self._state = _State.DRAIN
+            self._deadline = now
+            return self._wait_action(actions)
+        actions.append(_DISCARD)
+        self._assembler.reset()
+        self._backlog.clear()
+        actions.append(Write(request.frame))
+        if request.streaming:
+            self._streaming_started = True
+        if request.reply is None:
+            if self._command:
+                self._index = len(self._requests)
+                self._end_job()
+                actions.append(ReplyReady(None))
+                return actions
+            self._next_request()
+            return None
+        self._await(request, now, _State.AWAIT)
+        return None
+
+    def _await(self, request: RequestSpec, now: float, state: _State) -> None:
+        self._state = state
+        self._deadline = now + (request.timeout or self.timing.request_timeout)
+        self._rejected_before = self._assembler.stats.rejected
+
+    def _match(self, request: RequestSpec) -> Frame | None:
+        """The first backlog frame answering `request` (others are dropped)."""
+        backlog = self._backlog
+        reply = request.reply
+        while backlog:
+            frame = backlog.popleft()
+            if reply is not None and frame.key is not None and frame.key != reply:
+                _LOGGER.debug("%s: ignoring reply %#04x while waiting for %s", self.battery_id, frame.key, request.name)
+                continue
+            if not frame.status_ok:
+                raise _Failed(self._status_error(request))
+            return frame
+        return None
+
+    def _got_reply(self, request: RequestSpec, frame: Frame, now: float, actions: list[Action]) -> list[Action] | None:
+        if self._command:
+            self._end_job()
+            actions.append(ReplyReady(frame))
+            return actions
+        if request.when == "connect" and request.reply is not None:
+            self._connection_frames[request.reply] = frame
+        self._frames.append(frame)
+        protocol = self.protocol
+        if protocol.frames_expected(request.reply, {}) == 1:
+            self._next_request()
+            return None
+        self._expected = protocol.frames_expected(request.reply, protocol.variables_of(self._frames))
+        self._collected = 0
+        if self._expected is not None and self._expected <= 1:
+            self._next_request()
+            return None
+        self._await(request, now, _State.COLLECT)
+        return None
+
+    def _finish(self, now: float, actions: list[Action]) -> list[Action]:
+        frames = [frame for frame in self._frames if frame.raw]
+        self._end_job()
+        try:
+            snapshot = self.protocol.decode(
+                frames, battery_id=self.battery_id, timestamp=self._epoch + now, device=self._device
+            )
+        except ProtocolError as exc:
+            exc.battery_id = exc.battery_id or self.battery_id
+            actions.append(GiveUp(exc, drop_link=False))
+            return actions
+        self._device = snapshot.device
+        actions.append(SnapshotReady(snapshot, tuple(frames)))
+        return actions
+
+    def _give_up(self, error: DeviceError, *, drop_link: bool) -> list[Action]:
+        self._end_job()
+        return [GiveUp(error, drop_link)]
+
+    def _wait_action(self, actions: list[Action]) -> list[Action]:
+        deadline = self._deadline
+        if self._poll_deadline is not None and self._poll_deadline < deadline:
+            deadline = self._poll_deadline
+        wait = self._wait
+        if wait is None or wait.deadline != deadline:
+            wait = self._wait = WaitUntil(deadline)
+        actions.append(wait)
+        return actions
+
+    def _still_waiting(self) -> list[Action]:
+        # Input that completes nothing leaves the deadline as it was.
+        return self._wait_action([])
+
+    def _silence_error(self, request: RequestSpec) -> DeviceError:
+        stats = self._assembler.stats
+        if stats.rejected > self._rejected_before:
+            return FrameError(f"{request.name}: only corrupt replies ({stats.last_error})", battery_id=self.battery_id)
+        timeout = request.timeout or self.timing.request_timeout
+        return DeviceTimeout(f"{request.name}: no reply within {timeout:.1f} s", battery_id=self.battery_id)
+
+    def _status_error(self, request: RequestSpec) -> ProtocolError:
+        return ProtocolError(f"{request.name}: the BMS answered with an error status", battery_id=self.battery_id)
