@@ -14,7 +14,7 @@ import json
 import math
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel, PlainSerializer
 
 __all__ = ["CanonicalModel", "Real", "canonical_bytes", "compact_number", "identity", "parse_canonical"]
 
@@ -39,9 +39,7 @@ def canonical_bytes(data: Any) -> bytes:
     Raises:
         ValueError: `data` holds NaN or infinity, which JSON cannot carry.
     """
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
-        "utf-8"
-    )
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def identity(canonical: bytes) -> str:
@@ -54,21 +52,23 @@ def parse_canonical(data: bytes | str) -> Any:
     return json.loads(data)
 
 
-class CanonicalModel(BaseModel):
-    """A validated data-file model with one canonical JSON form (the item's IR).
+class CanonicalModel:
+    """Mixin for a validated data-file model (a pydantic model) with one canonical JSON form, its IR.
 
     Defaults are left out of the IR, so an engine that adds an optional key with a default does not change
     the identity of files written before it; ``format`` (and whatever :meth:`_ir_always` adds) is always
     written, because a reader needs it before anything else.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    __slots__ = ()
 
     def _ir_always(self) -> dict[str, Any]:
         return {}
 
     def ir(self) -> dict[str, Any]:
         """The canonical IR as plain JSON-compatible data."""
+        if not isinstance(self, BaseModel):  # pragma: no cover - only pydantic models mix this in
+            raise TypeError(f"{type(self).__name__} is not a pydantic model")
         data = self.model_dump(mode="json", exclude_defaults=True)
         data.update(self._ir_always())
         return data

@@ -85,7 +85,11 @@ def unknown_constructs(names: object) -> list[str]:
 
 
 def _field_constructs(field: FieldSpec) -> set[str]:
-    used = {name for name in ("bit", "cells", "codes", "date", "date_format", "flags", "limit", "map") if getattr(field, name) is not None}
+    used = {
+        name
+        for name in ("bit", "cells", "codes", "date", "date_format", "flags", "limit", "map")
+        if getattr(field, name) is not None
+    }
     used |= {name for name in ("one_of", "shift", "stride", "version", "when") if getattr(field, name) is not None}
     if field.absent:
         used.add("absent")

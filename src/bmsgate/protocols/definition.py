@@ -684,7 +684,7 @@ class SimulatorSpec(_Strict):
 # -- the definition ----------------------------------------------------------------------------------
 
 
-class ProtocolDefinition(CanonicalModel):
+class ProtocolDefinition(_Strict, CanonicalModel):
     """A complete, validated protocol definition (its :meth:`ir` is the canonical form)."""
 
     format: Literal[1] = 1
