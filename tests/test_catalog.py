@@ -162,3 +162,12 @@ def test_public_loaders_go_through_the_default_catalog() -> None:
     assert load_register_map("generic") is default_catalog().register_map("generic")
     with pytest.raises(DefinitionError, match="is a path"):
         get_protocol("some/file.yaml")
+
+
+def test_a_path_object_is_a_file_whatever_its_name(tmp_path: Path) -> None:
+    from bmsgate import load_protocol_file
+
+    odd = tmp_path / "jbd"  # no suffix, no slash once relative: still a file when given as a Path
+    odd.write_text(JBD.replace("\nname: jbd", "\nname: odd", 1), encoding="utf-8")
+    assert load_protocol_file(odd).name == "odd"
+    assert default_catalog().get(Kind.PROTOCOL, odd).source.layer is Layer.FILE

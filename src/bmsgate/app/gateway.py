@@ -26,7 +26,7 @@ from bmsgate.app.config import (
     SimulatorTransportConfig,
 )
 from bmsgate.app.console import ConsoleSink
-from bmsgate.catalog import Kind, default_catalog
+from bmsgate.catalog import default_catalog
 from bmsgate.errors import CaptureError, ConfigError
 from bmsgate.protocols import CompiledProtocol
 from bmsgate.runtime.client import BatteryClient, ClientOptions
@@ -62,8 +62,8 @@ class Gateway:
 def _protocol_for(battery: BatteryConfig) -> CompiledProtocol:
     catalog = default_catalog()
     if battery.protocol_file is not None:
-        # An explicit file is the catalog's last layer: it wins over any name along the search path.
-        return catalog.protocol(catalog.load_file(Kind.PROTOCOL, battery.protocol_file).source.path)
+        # A Path is always a file (the catalog's last layer), whatever its name looks like.
+        return catalog.protocol(battery.protocol_file)
     assert battery.protocol is not None  # validated: exactly one of protocol / protocol_file
     return catalog.protocol(battery.protocol)
 

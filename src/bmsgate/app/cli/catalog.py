@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bmsgate.catalog import Catalog, CatalogItem, Kind, default_catalog
+from bmsgate.catalog import BUILTIN_DIR, Catalog, CatalogItem, Kind, default_catalog
 
 __all__ = ["add_parsers", "print_item"]
 
@@ -31,9 +31,15 @@ def _list(args: argparse.Namespace) -> int:
     table = Table("kind", "name", "version", "sha256", box=None)
     table.add_column("source", overflow="fold")  # a path cut short would hide which file won
     for item in items:
-        table.add_row(item.kind.value, item.name, item.version or "-", item.sha256[:16], str(item.source))
+        table.add_row(item.kind.value, item.name, item.version or "-", item.sha256[:16], _short(item))
     Console(highlight=False).print(table)
     return 0
+
+
+def _short(item: CatalogItem) -> str:
+    # Package data sits deep in site-packages; its place inside the package says all there is to say.
+    path = item.source.path.replace(str(BUILTIN_DIR), "bmsgate/data", 1)
+    return f"{item.source.layer.value}:{path}"
 
 
 def _details(item: CatalogItem) -> list[tuple[str, str]]:

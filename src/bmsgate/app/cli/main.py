@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 from rich.console import Console
@@ -154,7 +155,7 @@ def _protocols(args: argparse.Namespace) -> int:
 def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--protocol", "-p", help=f"protocol name ({', '.join(default_catalog().names(Kind.PROTOCOL))})")
-    group.add_argument("--protocol-file", metavar="FILE", help="a protocol definition YAML file instead")
+    group.add_argument("--protocol-file", metavar="FILE", type=Path, help="a protocol definition YAML file instead")
 
 
 def build_parser() -> argparse.ArgumentParser:
