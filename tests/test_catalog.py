@@ -114,12 +114,12 @@ def test_missing_name_lists_what_is_available(layers: tuple[Path, Path]) -> None
     [
         ("name: [unclosed\n", "invalid YAML"),
         ("- a list\n", "mapping"),
-        ("name: other\n", "file is named 'broken' but its name is 'other'"),
+        (GENERIC.replace("name: generic", "name: other"), "file is named 'broken' but its name is 'other'"),
+        ("format: 9\nname: broken\n", "register-map format 9 is not supported"),
     ],
+    ids=["yaml", "not-a-mapping", "name-mismatch", "newer-format"],
 )
 def test_bad_files_raise_definition_errors_naming_the_file(tmp_path: Path, text: str, reason: str) -> None:
-    if "other" in text:
-        text = GENERIC.replace("name: generic", "name: other")
     path = _put(tmp_path, "modbus", "broken", text)
     with pytest.raises(DefinitionError, match=reason) as info:
         Catalog(system_dir=tmp_path).get(Kind.REGISTER_MAP, "broken")
