@@ -15,7 +15,8 @@ import argparse
 import time
 from collections.abc import Sequence
 
-from bmsgate.protocols import Frame, builtin_names, decode, get_protocol
+from bmsgate.catalog import Kind, default_catalog
+from bmsgate.protocols import Frame, decode, get_protocol
 from bmsgate.runtime.simulation import PackConfig, PackModel, VirtualBms
 
 JK_TARGET = 50_000
@@ -60,7 +61,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.5, help="length of each run")
     args = parser.parse_args()
     print(f"{'protocol':<10} {'frames':>6} {'assembled frames/s':>19} {'raw bytes/s':>12}  µs/poll (assembled)")
-    for name in builtin_names():
+    for name in default_catalog().names(Kind.PROTOCOL):
         raw, frames = _poll(name)
         assembled = _rate(name, frames, args.seconds)
         checked = _rate(name, raw, args.seconds)

@@ -25,16 +25,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bmsgate.app.cli.main import main
+from bmsgate.catalog import Kind, default_catalog
 from bmsgate.errors import BmsgateError, DecodeError
 from bmsgate.model import BatterySnapshot
-from bmsgate.protocols import CompiledProtocol, builtin_names, decode, get_protocol, load_protocol_file
+from bmsgate.protocols import CompiledProtocol, decode, get_protocol, load_protocol_file
 from bmsgate.protocols.checksums import CHECKSUMS
 from bmsgate.protocols.framing import Frame
 from bmsgate.runtime.client import BatteryClient, ClientOptions
 from bmsgate.runtime.simulation import PackConfig, PackModel, VirtualBms
 from bmsgate.transports.simulator import SimulatorTransport
 
-NAMES = builtin_names()
+NAMES = tuple(default_catalog().names(Kind.PROTOCOL))
 FUZZ = settings(
     max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

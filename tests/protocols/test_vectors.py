@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from bmsgate.protocols import PollSession, SessionTiming, builtin_names, get_protocol
+from bmsgate.catalog import Kind, default_catalog
+from bmsgate.protocols import PollSession, SessionTiming, get_protocol
 
 from .vectorgen import BATTERY_ID, VECTORS, action_to_json, apply_event
 
@@ -33,7 +34,7 @@ def _id(path: Path) -> str:
     return f"{path.parent.name}/{path.stem}"
 
 
-@pytest.mark.parametrize("name", builtin_names())
+@pytest.mark.parametrize("name", default_catalog().names(Kind.PROTOCOL))
 def test_every_builtin_protocol_has_decode_and_session_vectors(name: str) -> None:
     kinds = {_load(path)["kind"] for path in (VECTORS / name).glob("*.json")}
     assert kinds >= {"decode", "session"}, f"{name}: vectors missing under spec/vectors/{name}/"

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from bmsgate.catalog import Kind, default_catalog
 from bmsgate.protocols import (
     Action,
     CompiledProtocol,
@@ -30,7 +31,6 @@ from bmsgate.protocols import (
     SnapshotReady,
     WaitUntil,
     Write,
-    builtin_names,
     get_protocol,
 )
 from bmsgate.protocols.definition import RequestSpec
@@ -583,7 +583,7 @@ def _a5_glued() -> tuple[str, JsonObject]:
 def generate() -> dict[Path, str]:
     """Every vector file, as path → text."""
     fixtures = _fixtures()
-    missing = set(builtin_names()) - set(fixtures)
+    missing = set(default_catalog().names(Kind.PROTOCOL)) - set(fixtures)
     if missing:
         raise SystemExit(f"no vector fixtures for built-in protocols {sorted(missing)}")
     files: dict[Path, str] = {}

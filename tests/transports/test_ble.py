@@ -421,9 +421,9 @@ async def test_fake_client_refuses_ambiguous_uuid() -> None:
 
 
 async def test_jk_with_two_ffe1_characteristics_end_to_end() -> None:
-    from bmsgate.protocols import builtin_names
+    from bmsgate.catalog import Kind, default_catalog
 
-    if "jk" not in builtin_names():
+    if "jk" not in default_catalog().names(Kind.PROTOCOL):
         pytest.skip("no built-in jk definition")
     jk = get_protocol("jk")
     bms = FakePeripheral(jk, "C8:47:8C:00:00:01", name="JK-B2A24S", layout="duplicate", mtu=185)

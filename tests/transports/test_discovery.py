@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bmsgate.protocols import builtin_protocols, get_protocol
+from bmsgate.catalog import default_catalog
+from bmsgate.protocols import get_protocol
 from bmsgate.protocols.definition import GattProfile, normalize_uuid
 from bmsgate.transports.discovery import (
     Advertisement,
@@ -50,7 +51,7 @@ def test_jbd_matches_by_service_name_or_oui(advertisement: Advertisement, reason
 
 def test_unrelated_device_matches_nothing() -> None:
     phone = Advertisement(address="11:22:33:44:55:66", name="Pixel", manufacturer_data={0x00E0: b"\x01"})
-    assert match_advertisement(phone, builtin_protocols()) == []
+    assert match_advertisement(phone, default_catalog().protocols()) == []
 
 
 def test_manufacturer_matcher_description() -> None:

@@ -17,7 +17,7 @@ import dataclasses
 from typing import Any, Final
 
 from bmsgate.app.gateway import SinkBuilder
-from bmsgate.protocols import builtin_names
+from bmsgate.catalog import Kind, default_catalog
 
 __all__ = ["BANK", "DemoOptions", "demo_config", "demo_sink_builders"]
 
@@ -83,7 +83,7 @@ class DemoOptions:
 
 
 def _pick(preferred: str) -> str:
-    return preferred if preferred in builtin_names() else "jbd"
+    return preferred if preferred in default_catalog().names(Kind.PROTOCOL) else "jbd"
 
 
 def demo_config(

@@ -26,8 +26,9 @@ from bmsgate.app.config import (
     SimulatorTransportConfig,
 )
 from bmsgate.app.console import ConsoleSink
+from bmsgate.catalog import default_catalog
 from bmsgate.errors import CaptureError, ConfigError
-from bmsgate.protocols import CompiledProtocol, get_protocol, load_protocol_file
+from bmsgate.protocols import CompiledProtocol
 from bmsgate.runtime.client import BatteryClient, ClientOptions
 from bmsgate.runtime.hub import SnapshotHub
 from bmsgate.runtime.simulation import PackConfig
@@ -59,10 +60,12 @@ class Gateway:
 
 
 def _protocol_for(battery: BatteryConfig) -> CompiledProtocol:
+    catalog = default_catalog()
     if battery.protocol_file is not None:
-        return load_protocol_file(battery.protocol_file)
+        # A Path is always a file (the catalog's last layer), whatever its name looks like.
+        return catalog.protocol(battery.protocol_file)
     assert battery.protocol is not None  # validated: exactly one of protocol / protocol_file
-    return get_protocol(battery.protocol)
+    return catalog.protocol(battery.protocol)
 
 
 def _transport_for(battery: BatteryConfig, protocol: CompiledProtocol) -> Transport:

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from bmsgate.app.config import GatewayConfig
 from bmsgate.app.gateway import SinkBuilder
 from bmsgate.app.ports import check_tcp_port_free, tcp_port_free
+from bmsgate.catalog import default_catalog
 from bmsgate.errors import ConfigError
 from bmsgate.protocols import CompiledProtocol
 from bmsgate.runtime.hub import SnapshotHub
@@ -66,7 +67,9 @@ def _with_bank(settings: _BankSettings, config: GatewayConfig, output: str) -> _
 def _modbus_sinks(settings: ModbusSettings, config: GatewayConfig, relay: _InverterStatusRelay) -> list[Sink]:
     from bmsgate.inverter.modbus.sink import ModbusSink  # noqa: PLC0415 - needs the [modbus] extra
 
-    sink = ModbusSink(_with_bank(settings, config, "modbus"))
+    sink = ModbusSink(
+        _with_bank(settings, config, "modbus"), register_map=default_catalog().register_map(settings.register_map)
+    )
     relay.sources.append(sink)
     return [sink]
 
@@ -74,7 +77,7 @@ def _modbus_sinks(settings: ModbusSettings, config: GatewayConfig, relay: _Inver
 def _can_sinks(settings: CanSettings, config: GatewayConfig, relay: _InverterStatusRelay) -> list[Sink]:
     from bmsgate.inverter.can.sink import CanSink  # noqa: PLC0415 - needs the [can] extra
 
-    sink = CanSink(_with_bank(settings, config, "can"))
+    sink = CanSink(_with_bank(settings, config, "can"), profile=default_catalog().can_profile(settings.profile))
     relay.sources.append(sink)
     return [sink]
 

@@ -15,8 +15,9 @@ from typing import Any, Final
 from bmsgate.capture.att import CCCD_UUID, AttEvent, AttKind
 from bmsgate.capture.replayfile import ReplayCapture, ReplayRecord
 from bmsgate.capture.timeline import CaptureTimeline, read_capture
+from bmsgate.catalog import default_catalog
 from bmsgate.errors import ProtocolError
-from bmsgate.protocols import CompiledProtocol, Frame, builtin_protocols
+from bmsgate.protocols import CompiledProtocol, Frame
 
 __all__ = [
     "CaptureReport",
@@ -267,7 +268,7 @@ def analyze_capture(
 
 def analyze_timeline(timeline: CaptureTimeline, definitions: Sequence[CompiledProtocol] | None = None) -> CaptureReport:
     """Analyse an already decoded timeline (see :func:`analyze_capture`)."""
-    protocols = builtin_protocols() if definitions is None else list(definitions)
+    protocols = default_catalog().protocols() if definitions is None else list(definitions)
     cccd_handles = _cccd_handles(timeline)
     exchanges = _exchanges(timeline.events, cccd_handles)
     matches = [

@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+from bmsgate.errors import DefinitionError
 from bmsgate.model import BatterySnapshot, DeviceInfo
 from bmsgate.protocols.codec import CompiledProtocol, compile_definition, decode_hex_frames
 from bmsgate.protocols.definition import ProtocolDefinition, definition_from_text, load_definition
 from bmsgate.protocols.framing import AssemblerStats, Frame, FrameAssembler, FrameChecker
-from bmsgate.protocols.registry import (
-    builtin_names,
-    builtin_protocols,
-    get_protocol,
-    load_protocol_file,
-    resolve_protocol,
-)
 from bmsgate.protocols.session import (
     Action,
     DiscardPending,
@@ -37,6 +33,9 @@ from bmsgate.protocols.session import (
     WaitUntil,
     Write,
 )
+
+if TYPE_CHECKING:
+    from bmsgate.catalog import Catalog
 
 __all__ = [
     "Action",
@@ -54,8 +53,6 @@ __all__ = [
     "SnapshotReady",
     "WaitUntil",
     "Write",
-    "builtin_names",
-    "builtin_protocols",
     "compile_definition",
     "decode",
     "decode_hex_frames",
@@ -63,8 +60,36 @@ __all__ = [
     "get_protocol",
     "load_definition",
     "load_protocol_file",
-    "resolve_protocol",
 ]
+
+
+def get_protocol(name: str) -> CompiledProtocol:
+    """A protocol by name from the catalog (built-in, or a system/pack file that shadows it), compiled once.
+
+    Raises:
+        DefinitionError: no protocol has that name (the message lists the available ones).
+    """
+    from bmsgate.catalog import is_path  # noqa: PLC0415 - the catalog imports this package
+
+    if is_path(name):
+        raise DefinitionError(f"{name!r} is a path, not a name; use load_protocol_file", source="protocol catalog")
+    return _catalog().protocol(name)
+
+
+def load_protocol_file(path: str | Path) -> CompiledProtocol:
+    """Load and compile a definition file (pure data: it can never execute code).
+
+    Raises:
+        DefinitionError: unreadable, not YAML, or invalid (naming the file, field and reason).
+    """
+    # A Path is always a file to the catalog, also one named like a protocol ("mine.def").
+    return _catalog().protocol(Path(path))
+
+
+def _catalog() -> Catalog:
+    from bmsgate.catalog import default_catalog  # noqa: PLC0415
+
+    return default_catalog()
 
 
 def decode(

@@ -8,6 +8,7 @@ fixed sets that ship with bmsgate. The format is documented in docs/protocol-def
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import string
 from collections.abc import Mapping
@@ -19,15 +20,19 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
+from bmsgate.canonical import CanonicalModel, Real
 from bmsgate.datafiles import describe_validation_error, parse_yaml, read_text
 from bmsgate.errors import DefinitionError
 from bmsgate.model import Alarm
 from bmsgate.protocols.checksums import CHECKSUMS
+from bmsgate.protocols.constructs import CONSTRUCTS, ENGINE_VERSION, constructs_used, unknown_constructs
 
 __all__ = [
     "BOOL_TARGETS",
@@ -40,6 +45,7 @@ __all__ = [
     "CommandSpec",
     "FieldCondition",
     "FieldSpec",
+    "FORMAT_VERSIONS",
     "FrameIndexSpec",
     "FramingSpec",
     "GattProfile",
@@ -51,6 +57,7 @@ __all__ = [
     "SimulatorSpec",
     "VariantChoice",
     "VariantSpec",
+    "definition_from_canonical",
     "definition_from_mapping",
     "load_definition",
     "normalize_uuid",
@@ -58,6 +65,8 @@ __all__ = [
 ]
 
 FORMAT_VERSION: Final = 1
+FORMAT_VERSIONS: Final = frozenset({FORMAT_VERSION})
+"""Definition formats this engine reads."""
 
 FLOAT_TARGETS: Final = frozenset(
     {
@@ -137,7 +146,13 @@ def normalize_uuid(value: Any) -> str:
     raise ValueError(f"{value!r} is not a 16-bit, 32-bit or 128-bit UUID")
 
 
-HexBytes = Annotated[bytes, BeforeValidator(parse_hex)]
+HexBytes = Annotated[
+    bytes,
+    BeforeValidator(parse_hex),
+    # The IR writes bytes one way only (lowercase, no separators); any spelling parse_hex accepts reads back.
+    PlainSerializer(bytes.hex, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "description": "hex bytes, e.g. 'DD A5 03 00' or 'dda50300'"}),
+]
 Uuid = Annotated[str, BeforeValidator(normalize_uuid)]
 Endian = Literal["big", "little"]
 
@@ -344,7 +359,7 @@ class RequestSpec(_Strict):
     """``connect``: only once per connection (device information)."""
     required: bool = True
     """A poll fails without this reply; optional replies are skipped on timeout."""
-    timeout: float | None = Field(default=None, gt=0)
+    timeout: Real | None = Field(default=None, gt=0)
     streaming: bool = False
     """The BMS keeps sending this reply after one request; re-send only when no fresh frame came."""
 
@@ -435,8 +450,8 @@ class FieldSpec(_Strict):
     at: int = Field(ge=0)
     type: FieldType = "u16"
     endian: Endian | None = None
-    scale: float = 1.0
-    add: float = 0.0
+    scale: Real = 1.0
+    add: Real = 0.0
     count: int | str | None = None
     """List length: a number, ``rest`` (as many as fit) or ``var.NAME``."""
     limit: str | None = None
@@ -662,18 +677,22 @@ class SimulatorSpec(_Strict):
     """Chunks the BLE module sends before each reply (``AT\\r\\n``)."""
     append: dict[int, HexBytes] = {}
     """Bytes glued onto the end of replies of a type (an ack some firmware appends)."""
-    stream_interval: float = Field(default=1.0, gt=0)
+    stream_interval: Real = Field(default=1.0, gt=0)
     """Seconds between frames of a streaming reply."""
 
 
 # -- the definition ----------------------------------------------------------------------------------
 
 
-class ProtocolDefinition(_Strict):
-    """A complete, validated protocol definition."""
+class ProtocolDefinition(_Strict, CanonicalModel):
+    """A complete, validated protocol definition (its :meth:`ir` is the canonical form)."""
 
     format: Literal[1] = 1
     name: str
+    version: str | None = None
+    """The definition's own version (free text such as ``2024.3``), shown by the catalog."""
+    requires: list[str] | None = None
+    """Engine constructs the definition uses (see bmsgate.protocols.constructs); None: not declared."""
     title: str
     manufacturer: str | None = None
     description: str = ""
@@ -698,6 +717,29 @@ class ProtocolDefinition(_Strict):
         if not re.fullmatch(r"[a-z][a-z0-9_-]*", value):
             raise ValueError("use lowercase letters, digits, '-' and '_' (e.g. 'jbd')")
         return value
+
+    @field_validator("requires")
+    @classmethod
+    def _known_constructs(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            unknown = unknown_constructs(value)
+            if unknown:
+                raise ValueError(_unsupported(unknown))
+        return value
+
+    @model_validator(mode="after")
+    def _requires_tells_the_truth(self) -> Self:
+        if self.requires is not None:
+            used = constructs_used(self)
+            missing, unused = sorted(used - set(self.requires)), sorted(set(self.requires) - used)
+            if missing:
+                raise ValueError(f"uses {', '.join(missing)} but 'requires' does not list {_them(missing)}")
+            if unused:
+                raise ValueError(f"'requires' lists {', '.join(unused)}, which the definition does not use")
+        return self
+
+    def _ir_always(self) -> dict[str, Any]:
+        return {"format": self.format, "requires": sorted(constructs_used(self))}
 
     @model_validator(mode="after")
     def _cross_references(self) -> Self:
@@ -768,14 +810,47 @@ class ProtocolDefinition(_Strict):
         )
 
 
+def _them(names: list[str]) -> str:
+    return "it" if len(names) == 1 else "them"
+
+
+def _unsupported(names: list[str]) -> str:
+    return (
+        f"needs engine construct{'s' if len(names) > 1 else ''} {', '.join(names)}, which this engine "
+        f"(protocol engine {ENGINE_VERSION}) does not support; known constructs: {', '.join(sorted(CONSTRUCTS))}"
+    )
+
+
+def _check_engine(data: Mapping[Any, Any], source: str) -> None:
+    """Refuse a file written for a newer engine by what it needs, before the strict schema sees it."""
+    version = data.get("format", FORMAT_VERSION)
+    if version not in FORMAT_VERSIONS:
+        raise DefinitionError(
+            f"format {version!r} is not supported by this engine (protocol engine {ENGINE_VERSION} reads format "
+            f"{', '.join(map(str, sorted(FORMAT_VERSIONS)))})",
+            source=source,
+            field="format",
+        )
+    requires = data.get("requires")
+    if requires is not None and not (isinstance(requires, list) and all(isinstance(n, str) for n in requires)):
+        raise DefinitionError("expected a list of construct names", source=source, field="requires")
+    unknown = unknown_constructs(requires)
+    if unknown:
+        raise DefinitionError(_unsupported(unknown), source=source, field="requires")
+
+
 def definition_from_mapping(data: Any, *, source: str = "<memory>") -> ProtocolDefinition:
-    """Validate an already-parsed mapping.
+    """Validate an already-parsed mapping (YAML, or the canonical IR).
+
+    ``format`` and ``requires`` are checked first, so a file for a newer engine is refused by the
+    construct it needs rather than by the first key this engine does not know.
 
     Raises:
         DefinitionError: naming the source, the field path and the reason.
     """
     if not isinstance(data, Mapping):
         raise DefinitionError("expected a mapping at the top level", source=source)
+    _check_engine(data, source)
     try:
         return ProtocolDefinition.model_validate({**data, "source": source})
     except ValidationError as exc:
@@ -797,4 +872,17 @@ def load_definition(path: str | Path) -> ProtocolDefinition:
 def definition_from_text(text: str, *, source: str = "<memory>") -> ProtocolDefinition:
     """Parse and validate YAML text (``yaml.safe_load``: no tags that construct objects)."""
     data = parse_yaml(text, error=lambda reason: DefinitionError(reason, source=source))
+    return definition_from_mapping(data, source=source)
+
+
+def definition_from_canonical(text: bytes | str, *, source: str = "<canonical>") -> ProtocolDefinition:
+    """A definition from its canonical JSON (what :meth:`ProtocolDefinition.canonical_json` wrote).
+
+    Raises:
+        DefinitionError: not JSON, or not a valid definition.
+    """
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise DefinitionError(f"invalid JSON: {exc}", source=source) from None
     return definition_from_mapping(data, source=source)

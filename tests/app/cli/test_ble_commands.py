@@ -8,7 +8,8 @@ import pytest
 
 from bmsgate.app.cli import ble as commands
 from bmsgate.app.cli import main as cli
-from bmsgate.protocols import builtin_protocols, get_protocol
+from bmsgate.catalog import default_catalog
+from bmsgate.protocols import get_protocol
 from bmsgate.runtime.simulation import PackConfig
 from bmsgate.testing import FakeBleakClient, FakeBluetooth, FakePeripheral, FaultPlan
 
@@ -44,7 +45,7 @@ def test_scan_json(radio: FakeBluetooth, capsys: pytest.CaptureFixture[str]) -> 
     assert by_address["A4:C1:37:00:00:01"]["protocols"] == [{"name": "jbd", "reason": "service ff00"}]
     garage = by_address["70:3E:97:00:00:02"]["protocols"]
     assert {"name": "jbd", "reason": "address 70:3E:97"} in garage
-    if "jk" in {protocol.name for protocol in builtin_protocols()}:
+    if "jk" in {protocol.name for protocol in default_catalog().protocols()}:
         # A device may be claimed by several definitions; probe settles it.
         assert {"name": "jk", "reason": "manufacturer 0x0b65"} in garage
     assert by_address["70:3E:97:00:00:02"]["manufacturer_data"] == {"0x0b65": "0102"}
@@ -132,7 +133,7 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
 def test_probe_identifies_jk_among_ffe0_protocols(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if "jk" not in {protocol.name for protocol in builtin_protocols()}:
+    if "jk" not in {protocol.name for protocol in default_catalog().protocols()}:
         pytest.skip("no built-in jk definition")
     jk = get_protocol("jk")
     bms = FakePeripheral(jk, "C8:47:8C:00:00:01", name="JK-B2A24S", layout="duplicate", manufacturer_data={0x0B65: b""})

@@ -10,13 +10,13 @@ from typing import Any
 import cantools
 import pytest
 
+from bmsgate.catalog import Kind, default_catalog
 from bmsgate.errors import DefinitionError
 from bmsgate.inverter.can.profiles import (
     CanFrame,
     OutputPhase,
     Requests,
     build_frames,
-    builtin_profile_names,
     decode_frames,
     load_profile,
     wire_values,
@@ -81,7 +81,7 @@ def test_every_shipped_dbc_loads_in_strict_mode(filename: str) -> None:
 
 
 def test_builtin_profiles() -> None:
-    assert builtin_profile_names() == ["growatt-lv", "pylon", "sma", "solark"]
+    assert default_catalog().names(Kind.CAN_PROFILE) == ["growatt-lv", "pylon", "sma", "solark"]
 
 
 @pytest.mark.parametrize("name", ["pylon", "solark", "sma", "growatt-lv"])
@@ -299,7 +299,7 @@ def test_invalid_profiles_name_file_entry_and_reason(tmp_path: Path, text: str, 
 
 
 def test_invalid_files(tmp_path: Path) -> None:
-    with pytest.raises(DefinitionError, match="no such profile file"):
+    with pytest.raises(DefinitionError, match=r"no CAN profile named .no-such-profile.; available: growatt-lv, pylon"):
         load_profile("no-such-profile")
     with pytest.raises(DefinitionError, match="invalid YAML"):
         load_profile(write_profile(tmp_path, "name: [unclosed\n"))

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
+from bmsgate.catalog import Kind, default_catalog
 from bmsgate.errors import DefinitionError
 from bmsgate.inverter.bank import PackInput, aggregate
 from bmsgate.inverter.limits import LimitEngine
-from bmsgate.inverter.modbus import RegisterKind, RegisterMap, builtin_map_names, load_register_map
+from bmsgate.inverter.modbus import RegisterKind, RegisterMap, load_register_map
 from bmsgate.inverter.modbus.registermap import contiguous_runs
 from bmsgate.inverter.status import BankStatus, InverterStatus, initial_status
 from bmsgate.model import Alarm, BatterySnapshot
@@ -31,8 +32,8 @@ def words_to_text(words: list[int]) -> str:
 
 
 def test_builtin_maps_are_listed_and_load() -> None:
-    assert {"generic", "byd-hvm-fronius"} <= set(builtin_map_names())
-    for name in builtin_map_names():
+    assert {"generic", "byd-hvm-fronius"} <= set(default_catalog().names(Kind.REGISTER_MAP))
+    for name in default_catalog().names(Kind.REGISTER_MAP):
         assert load_register_map(name).name == name
 
 

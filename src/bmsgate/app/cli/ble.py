@@ -28,9 +28,10 @@ from rich.table import Table
 from rich.tree import Tree
 
 from bmsgate.app.cli.arguments import positive_float
+from bmsgate.catalog import default_catalog
 from bmsgate.errors import ConfigError, DeviceError
 from bmsgate.model import BatterySnapshot
-from bmsgate.protocols import CompiledProtocol, builtin_protocols, resolve_protocol
+from bmsgate.protocols import CompiledProtocol
 from bmsgate.transports.discovery import (
     Advertisement,
     CharacteristicSelection,
@@ -114,7 +115,7 @@ async def scan_devices(
     ble = _ble_module()
     scanner = ble.BleScanner(adapter=adapter, scanner_factory=scanner_factory or ble.bleak_scanner)
     advertisements: list[Advertisement] = await scanner.scan(duration, on_advertisement=on_advertisement)
-    known = list(protocols) if protocols is not None else builtin_protocols()
+    known = list(protocols) if protocols is not None else default_catalog().protocols()
     results = [ScanResult(adv, tuple(match_advertisement(adv, known))) for adv in advertisements]
     return sorted(results, key=lambda result: (not result.matches, -(result.advertisement.rssi or -999)))
 
@@ -299,7 +300,7 @@ async def probe_device(
     tree: GattTree = connection.tree
     advertisement: Advertisement | None = connection.advertisement
     try:
-        known = builtin_protocols() if protocols is None else list(protocols)
+        known = default_catalog().protocols() if protocols is None else list(protocols)
         # Without --protocol, only protocols whose GATT profile the device offers are worth a request.
         candidates = gatt_candidates(tree, known, advertisement) if protocols is None else known
         for protocol in candidates:
@@ -373,7 +374,7 @@ def render_probe(report: ProbeReport, console: Console) -> None:
 
 
 def _probe(args: argparse.Namespace) -> int:
-    protocols = [resolve_protocol(args.protocol)] if args.protocol else None
+    protocols = [default_catalog().protocol(args.protocol)] if args.protocol else None
     report = asyncio.run(
         probe_device(
             args.address,

@@ -13,14 +13,16 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 from rich.console import Console
 
 from bmsgate import __version__
 from bmsgate.app.cli.arguments import int_range, positive_float
+from bmsgate.catalog import Kind, default_catalog
 from bmsgate.errors import BmsgateError, ConfigError, DefinitionError
-from bmsgate.protocols import CompiledProtocol, builtin_names, decode, decode_hex_frames, resolve_protocol
+from bmsgate.protocols import CompiledProtocol, decode, decode_hex_frames
 
 __all__ = ["main"]
 
@@ -37,6 +39,7 @@ _COMMAND_MODULES: Final[tuple[str, ...]] = (
     "bmsgate.app.cli.gateway",
     "bmsgate.app.cli.ble",
     "bmsgate.app.cli.capture",
+    "bmsgate.app.cli.catalog",
 )
 
 
@@ -46,7 +49,7 @@ def _stdout() -> Console:
 
 def _load_protocol(args: argparse.Namespace) -> CompiledProtocol:
     protocol_file = getattr(args, "protocol_file", None)
-    return resolve_protocol(protocol_file or args.protocol)
+    return default_catalog().protocol(protocol_file or args.protocol)
 
 
 def _print_json(data: Any) -> None:
@@ -68,12 +71,12 @@ def _read(args: argparse.Namespace) -> int:
         name = args.protocol_file or args.protocol or transport.capture.protocol
         if not name:
             raise ConfigError("the replay file does not name its protocol; pass --protocol NAME", key_path="--protocol")
-        protocol = resolve_protocol(name)
+        protocol = default_catalog().protocol(name)
     else:
         from bmsgate.runtime.simulation import PackConfig  # noqa: PLC0415
         from bmsgate.transports.simulator import SimulatorTransport  # noqa: PLC0415
 
-        protocol = resolve_protocol(args.protocol_file or args.simulate)
+        protocol = default_catalog().protocol(args.protocol_file or args.simulate)
         pack = PackConfig(cells=args.cells, capacity=args.capacity, ntc_count=args.ntc, name="sim-" + protocol.name)
         transport = SimulatorTransport(protocol, pack)
     options = ClientOptions(request_timeout=args.timeout, poll_deadline=max(args.timeout * 4, 5.0))
@@ -110,8 +113,13 @@ def _decode(args: argparse.Namespace) -> int:
 
 
 def _protocols(args: argparse.Namespace) -> int:
-    from bmsgate.protocols import get_protocol, load_protocol_file  # noqa: PLC0415
+    from bmsgate.protocols import load_protocol_file  # noqa: PLC0415
 
+    if args.protocols_command == "show":
+        from bmsgate.app.cli.catalog import print_item  # noqa: PLC0415
+
+        print_item(default_catalog().get(Kind.PROTOCOL, args.name), as_json=args.json)
+        return EXIT_OK
     if args.protocols_command == "check":
         protocol = load_protocol_file(args.file)
         _stdout().print(
@@ -120,8 +128,8 @@ def _protocols(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     rows = []
-    for name in builtin_names():
-        protocol = get_protocol(name)
+    for name in default_catalog().names(Kind.PROTOCOL):
+        protocol = default_catalog().protocol(name)
         gatt = protocol.gatt_profiles
         rows.append(
             {
@@ -146,8 +154,8 @@ def _protocols(args: argparse.Namespace) -> int:
 
 def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--protocol", "-p", help=f"built-in protocol ({', '.join(builtin_names())})")
-    group.add_argument("--protocol-file", metavar="FILE", help="a protocol definition YAML file instead")
+    group.add_argument("--protocol", "-p", help=f"protocol name ({', '.join(default_catalog().names(Kind.PROTOCOL))})")
+    group.add_argument("--protocol-file", metavar="FILE", type=Path, help="a protocol definition YAML file instead")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,10 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dec.set_defaults(handler=_decode)
 
-    protocols = commands.add_parser("protocols", help="list built-in protocols or check a definition file")
+    protocols = commands.add_parser("protocols", help="list, show or check protocol definitions")
     protocols_commands = protocols.add_subparsers(dest="protocols_command", metavar="ACTION")
-    listing = protocols_commands.add_parser("list", help="list the built-in protocols")
+    listing = protocols_commands.add_parser("list", help="list the protocols along the catalog search path")
     listing.add_argument("--json", action="store_true")
+    show = protocols_commands.add_parser("show", help="one definition: a summary, or its canonical JSON")
+    show.add_argument("name", metavar="NAME_OR_PATH")
+    show.add_argument("--json", action="store_true", help="print the canonical JSON (what the sha256 covers)")
     check = protocols_commands.add_parser("check", help="validate a protocol definition file")
     check.add_argument("file")
     protocols.set_defaults(json=False, handler=_protocols)

@@ -17,7 +17,6 @@ if TYPE_CHECKING:
         CanProfile,
         OutputPhase,
         build_frames,
-        builtin_profile_names,
         load_profile,
     )
     from bmsgate.inverter.can.sink import CanSink
@@ -27,7 +26,6 @@ _LAZY = {
     "CanProfile": "bmsgate.inverter.can.profiles",
     "OutputPhase": "bmsgate.inverter.can.profiles",
     "build_frames": "bmsgate.inverter.can.profiles",
-    "builtin_profile_names": "bmsgate.inverter.can.profiles",
     "load_profile": "bmsgate.inverter.can.profiles",
     "CanSink": "bmsgate.inverter.can.sink",
 }
@@ -39,7 +37,6 @@ __all__ = [
     "CanSink",
     "OutputPhase",
     "build_frames",
-    "builtin_profile_names",
     "load_profile",
 ]
 

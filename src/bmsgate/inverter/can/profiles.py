@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import importlib.resources
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from bmsgate.datafiles import describe_validation_error, parse_yaml, read_text
 from bmsgate.errors import DefinitionError
 from bmsgate.inverter.can.dbc import DbcDatabase, DbcMessage, DbcSignal, load_dbc_text
+from bmsgate.inverter.can.definition import CanProfileDefinition, ProfileQuirks
 from bmsgate.inverter.limits import LimitReason
 from bmsgate.inverter.status import InverterStatus
 from bmsgate.model import Alarm
@@ -43,13 +40,12 @@ __all__ = [
     "ProfileQuirks",
     "Requests",
     "build_frames",
-    "builtin_profile_names",
+    "compile_profile",
     "decode_frames",
     "load_profile",
     "wire_values",
 ]
 
-_PACKAGE_DIR: Final = "data/can"
 _MANUFACTURER_SIGNAL: Final = re.compile(r"manufacturer_([0-7])")
 
 
@@ -354,56 +350,6 @@ class _CompiledFrame:
         return CanFrame(self.message.frame_id, data, self.message.is_extended)
 
 
-class ProfileQuirks(BaseModel):
-    """Inverter-specific behaviour a profile switches on.
-
-    Attributes:
-        stop_charge_with_cvl: when charging must stop, lower the CVL to the pack voltage (Victron, SMA).
-        never_zero_cvl: never send CVL 0 (fall back to the pack voltage; Victron faults on 0).
-        soc_forcing: report SoC 100 % when charging must stop, 0 % when discharging must (Deye/Solis
-            ignore zero current limits).
-        invalid_markers: values the bank does not know are sent as "invalid" (0xFFFF unsigned,
-            0x8000 signed; SMA) instead of 0.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    stop_charge_with_cvl: bool = False
-    never_zero_cvl: bool = False
-    soc_forcing: bool = False
-    invalid_markers: bool = False
-
-
-_FrameId = Annotated[int, Field(ge=0, le=0x1FFF_FFFF)]
-
-
-class _ProfileFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(min_length=1)
-    description: str = ""
-    dbc: str = Field(min_length=1)
-    mode: Literal["push", "request"] = "push"
-    period: Annotated[float, Field(gt=0, le=60)] = 1.0
-    min_interval: Annotated[float, Field(ge=0, le=10)] = 0.1
-    dlc: Annotated[int, Field(ge=0, le=8)] | None = None
-    manufacturer: str = ""
-    keepalive_id: _FrameId | None = None
-    request_id: _FrameId | None = None
-    frames: list[_FrameId] = Field(min_length=1)
-    signals: dict[str, str] = {}
-    constants: dict[str, int] = {}
-    invalid: list[str] = []
-    quirks: ProfileQuirks = ProfileQuirks()
-
-    @field_validator("manufacturer")
-    @classmethod
-    def _ascii8(cls, value: str) -> str:
-        if not value.isascii() or len(value) > 8:
-            raise ValueError("manufacturer must be at most 8 ASCII characters")
-        return value
-
-
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class CanProfile:
     """A compiled inverter profile.
@@ -438,6 +384,7 @@ class CanProfile:
     quirks: ProfileQuirks
     voltage_step: float
     database: DbcDatabase
+    definition: CanProfileDefinition = dataclasses.field(repr=False, compare=False)
     _frames: tuple[_CompiledFrame, ...] = dataclasses.field(repr=False, compare=False)
 
     @property
@@ -528,7 +475,7 @@ def _manufacturer_encoder(feed: str) -> _Encoder:
     return encode
 
 
-def _compile_signal(signal: DbcSignal, spec: _ProfileFile, field: str, source: str) -> _Encoder:
+def _compile_signal(signal: DbcSignal, spec: CanProfileDefinition, field: str, source: str) -> _Encoder:
     def fail(reason: str) -> DefinitionError:
         return DefinitionError(reason, source=source, field=field)
 
@@ -562,7 +509,7 @@ def _compile_signal(signal: DbcSignal, spec: _ProfileFile, field: str, source: s
     )
 
 
-def _compile(spec: _ProfileFile, database: DbcDatabase, source: str) -> CanProfile:
+def _compile(spec: CanProfileDefinition, database: DbcDatabase, source: str) -> CanProfile:
     for key in spec.signals:
         if not any(key in {s.name for s in m.signals} for m in database.messages.values()):
             raise DefinitionError(f"the DBC file has no signal {key!r}", source=source, field=f"signals.{key}")
@@ -608,57 +555,30 @@ def _compile(spec: _ProfileFile, database: DbcDatabase, source: str) -> CanProfi
         quirks=spec.quirks,
         voltage_step=voltage_step,
         database=database,
+        definition=spec,
         _frames=tuple(frames),
     )
 
 
-def _parse(text: str, source: str) -> _ProfileFile:
-    data = parse_yaml(text, error=lambda reason: DefinitionError(reason, source=source))
-    if not isinstance(data, dict):
-        raise DefinitionError("a profile must be a mapping", source=source)
-    try:
-        return _ProfileFile.model_validate(data)
-    except ValidationError as exc:
-        problem = describe_validation_error(exc)
-        raise DefinitionError(problem.reason + problem.more_text, source=source, field=problem.location) from None
+def compile_profile(spec: CanProfileDefinition, *, source: str = "<profile>") -> CanProfile:
+    """Compile a validated profile: parse its DBC text and check every frame and signal against it.
 
-
-def builtin_profile_names() -> list[str]:
-    """Names of the profiles shipped with bmsgate."""
-    folder = importlib.resources.files("bmsgate").joinpath(f"{_PACKAGE_DIR}/profiles")
-    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+    Raises:
+        DefinitionError: the DBC is invalid, or the profile names frames/signals it lacks (names file, entry).
+    """
+    dbc_source = f"{source}: dbc {spec.dbc}"
+    return _compile(spec, load_dbc_text(spec.dbc_text, source=dbc_source), source)
 
 
 def load_profile(name_or_path: str | Path) -> CanProfile:
-    """Load a built-in profile by name, or a profile YAML file (its DBC path is relative to the file).
+    """A profile from the catalog: a name (``pylon``) along the search path, or a profile YAML file's path.
 
     Raises:
         DefinitionError: the profile or its DBC file is missing or invalid (names file, entry, reason).
     """
-    text_path = str(name_or_path)
-    if isinstance(name_or_path, str) and name_or_path in builtin_profile_names():
-        package = importlib.resources.files("bmsgate").joinpath(_PACKAGE_DIR)
-        source = f"<builtin>/can/profiles/{name_or_path}.yaml"
-        spec = _parse(package.joinpath(f"profiles/{name_or_path}.yaml").read_text(encoding="utf-8"), source)
-        dbc_resource = package.joinpath(spec.dbc)
-        dbc_source = f"<builtin>/can/{spec.dbc}"
-        try:
-            dbc_text = dbc_resource.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise DefinitionError(f"cannot read DBC file: {exc}", source=source, field="dbc") from exc
-    else:
-        path = Path(text_path)
-        source = str(path)
-        if not path.is_file():
-            known = ", ".join(builtin_profile_names())
-            raise DefinitionError(f"no such profile file (built-in profiles: {known})", source=source)
-        spec = _parse(read_text(path, error=lambda reason: DefinitionError(reason, source=source)), source)
-        dbc_path = path.parent / spec.dbc
-        dbc_source = str(dbc_path)
-        dbc_text = read_text(
-            dbc_path, error=lambda reason: DefinitionError(f"DBC file {dbc_path}: {reason}", source=source, field="dbc")
-        )
-    return _compile(spec, load_dbc_text(dbc_text, source=dbc_source), source)
+    from bmsgate.catalog import default_catalog  # noqa: PLC0415 - the catalog imports this module
+
+    return default_catalog().can_profile(name_or_path)
 
 
 def decode_frames(profile: CanProfile, frames: Sequence[CanFrame]) -> dict[int, dict[str, float]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bmsgate.inverter.modbus.registermap import RegisterKind, RegisterMap, builtin_map_names, load_register_map
+from bmsgate.inverter.modbus.registermap import RegisterKind, RegisterMap, load_register_map
 from bmsgate.inverter.modbus.settings import ModbusSettings
 from bmsgate.inverter.status import BankStatus, FlowDirection, InverterStatus
 
@@ -23,7 +23,6 @@ __all__ = [
     "ModbusSink",
     "RegisterKind",
     "RegisterMap",
-    "builtin_map_names",
     "load_register_map",
 ]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import importlib.resources
 import math
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -18,21 +17,26 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bmsgate.datafiles import parse_yaml, read_text
+from bmsgate.canonical import CanonicalModel, Real
 from bmsgate.errors import DefinitionError
 from bmsgate.inverter.bank import BankState
 from bmsgate.inverter.status import BankStatus, FlowDirection, InverterStatus, initial_status
 from bmsgate.model import Alarm
 
 __all__ = [
+    "FORMAT_VERSIONS",
     "MAX_WRITE_REGISTERS",
     "RegisterImage",
     "RegisterKind",
     "RegisterMap",
-    "builtin_map_names",
+    "RegisterMapDefinition",
     "contiguous_runs",
     "load_register_map",
+    "register_map_definition",
 ]
+
+FORMAT_VERSIONS: Final = frozenset({1})
+"""Register-map formats this bmsgate reads."""
 
 MAX_WRITE_REGISTERS: Final = 123
 """Most registers one Write Multiple Registers (FC 16) request may carry."""
@@ -142,7 +146,9 @@ _RANGES: Final[Mapping[str, tuple[int, int]]] = {
 _Address = Annotated[int, Field(ge=0, le=0x10000)]
 
 
-class _Entry(BaseModel):
+class RegisterSpec(BaseModel):
+    """One register entry of a map file."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1)
@@ -152,11 +158,11 @@ class _Entry(BaseModel):
     type: Literal["u16", "s16", "u32", "s32", "ascii"] = "u16"
     word_order: Literal["big", "little"] | None = None
     length: Annotated[int, Field(ge=1, le=125)] | None = None
-    scale: float = 1.0
-    offset: float = 0.0
-    min: float | None = None
-    max: float | None = None
-    value: float | None = None
+    scale: Real = 1.0
+    offset: Real = 0.0
+    min: Real | None = None
+    max: Real | None = None
+    value: Real | None = None
     text: str | None = None
     bits: dict[Annotated[int, Field(ge=0, le=31)], str | list[str]] | None = None
     values: dict[str, int] | None = None
@@ -179,7 +185,7 @@ class _Entry(BaseModel):
         return scale
 
     @model_validator(mode="after")
-    def _consistent(self) -> _Entry:
+    def _consistent(self) -> RegisterSpec:
         source, kind = self.source, self.type
         if (kind == "ascii") != (source == "text"):
             raise ValueError("type ascii goes with source text (and only with it)")
@@ -216,7 +222,9 @@ class _Entry(BaseModel):
         return self
 
 
-class _Block(BaseModel):
+class BlockSpec(BaseModel):
+    """A run of addresses that read as 0 where no entry is defined."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: RegisterKind | None = None
@@ -224,16 +232,24 @@ class _Block(BaseModel):
     count: Annotated[int, Field(ge=1, le=0x10000)]
 
 
-class _MapFile(BaseModel):
+class RegisterMapDefinition(BaseModel, CanonicalModel):
+    """A register map file as validated data (its :meth:`ir` is the canonical form)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    format: Literal[1] = 1
     name: str = Field(min_length=1)
+    version: str | None = None
+    """The map's own version (free text), shown by the catalog."""
     description: str = ""
     address_base: Literal[0, 1]
     kind: RegisterKind = RegisterKind.HOLDING
     word_order: Literal["big", "little"] = "big"
-    blocks: list[_Block] = []
-    registers: list[_Entry] = Field(min_length=1)
+    blocks: list[BlockSpec] = []
+    registers: list[RegisterSpec] = Field(min_length=1)
+
+    def _ir_always(self) -> dict[str, Any]:
+        return {"format": self.format}
 
 
 # -- compiled form ----------------------------------------------------------------------------------
@@ -276,7 +292,7 @@ def _split(raw: int, type_name: str, word_order: str) -> list[int]:
 _Encoder = Callable[[InverterStatus, BankState], list[int]]
 
 
-def _number_encoder(entry: _Entry, word_order: str, read: _NumberSource) -> _Encoder:
+def _number_encoder(entry: RegisterSpec, word_order: str, read: _NumberSource) -> _Encoder:
     missing = _split(entry.missing, entry.type, word_order)
     stale = None if entry.stale is None else _split(entry.stale, entry.type, word_order)
     scale, offset, low, high = entry.scale, entry.offset, entry.min, entry.max
@@ -299,7 +315,7 @@ def _number_encoder(entry: _Entry, word_order: str, read: _NumberSource) -> _Enc
     return encode
 
 
-def _compile_entry(entry: _Entry, word_order: str) -> _Encoder:
+def _compile_entry(entry: RegisterSpec, word_order: str) -> _Encoder:
     order = entry.word_order or word_order
     if entry.source == "text":
         text = (entry.text or "").encode("ascii").ljust(2 * (entry.length or 0), b"\0")
@@ -345,12 +361,14 @@ class RegisterMap:
     def __init__(
         self,
         *,
+        definition: RegisterMapDefinition,
         name: str,
         description: str,
         source: str,
         entries: tuple[RegisterEntry, ...],
         layout: RegisterImage,
     ) -> None:
+        self.definition = definition
         self.name = name
         self.description = description
         self.source = source
@@ -360,17 +378,20 @@ class RegisterMap:
 
     @classmethod
     def from_dict(cls, data: object, *, source: str = "<register map>") -> RegisterMap:
-        """Validate and compile a map given as parsed YAML.
+        """Validate and compile a map given as parsed YAML (or its canonical IR).
 
         Raises:
             DefinitionError: naming `source`, the entry and the reason.
         """
-        try:
-            parsed = _MapFile.model_validate(data)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            raise DefinitionError(error["msg"], source=source, field=_describe(error["loc"], data)) from exc
+        return cls.compile(register_map_definition(data, source=source), source=source)
 
+    @classmethod
+    def compile(cls, parsed: RegisterMapDefinition, *, source: str = "<register map>") -> RegisterMap:
+        """Compile a validated map (the checks that need the whole map happen here).
+
+        Raises:
+            DefinitionError: overlapping or out-of-range addresses, duplicate names.
+        """
         base = parsed.address_base
         layout: RegisterImage = {RegisterKind.HOLDING: {}, RegisterKind.INPUT: {}}
         for index, block in enumerate(parsed.blocks):
@@ -418,6 +439,7 @@ class RegisterMap:
             )
             entries.append(entry)
         compiled = cls(
+            definition=parsed,
             name=parsed.name,
             description=parsed.description,
             source=source,
@@ -500,32 +522,38 @@ def _describe(loc: tuple[int | str, ...], data: object) -> str:
     return ".".join(parts)
 
 
-def builtin_map_names() -> list[str]:
-    """Names of the maps shipped with bmsgate."""
-    folder = importlib.resources.files("bmsgate") / "data" / "modbus"
-    return sorted(item.name.removesuffix(".yaml") for item in folder.iterdir() if item.name.endswith(".yaml"))
+def register_map_definition(data: object, *, source: str = "<register map>") -> RegisterMapDefinition:
+    """Validate parsed YAML (or the canonical IR) into a map definition; the format is checked first.
+
+    Raises:
+        DefinitionError: naming `source`, the entry and the reason.
+    """
+    if not isinstance(data, Mapping):
+        raise DefinitionError("a register map must be a mapping", source=source)
+    version = data.get("format", 1)
+    if version not in FORMAT_VERSIONS:
+        raise DefinitionError(
+            f"register-map format {version!r} is not supported by this bmsgate (it reads format "
+            f"{', '.join(map(str, sorted(FORMAT_VERSIONS)))})",
+            source=source,
+            field="format",
+        )
+    try:
+        return RegisterMapDefinition.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise DefinitionError(error["msg"], source=source, field=_describe(error["loc"], data)) from None
 
 
 def load_register_map(name_or_path: str | Path) -> RegisterMap:
-    """Load a built-in map by name (e.g. ``generic``) or a user's YAML file by path.
+    """A map from the catalog: a name (``generic``) along the search path, or a YAML file's path.
 
     Raises:
-        DefinitionError: the file is missing, not YAML, or not a valid map.
+        DefinitionError: the file is missing, not YAML, or not a valid map (missing names list the known ones).
     """
-    text: str
-    if isinstance(name_or_path, str) and name_or_path in builtin_map_names():
-        resource = importlib.resources.files("bmsgate") / "data" / "modbus" / f"{name_or_path}.yaml"
-        source = f"<built-in map {name_or_path}>"
-        text = resource.read_text(encoding="utf-8")
-    else:
-        path = Path(name_or_path)
-        source = str(path)
-        builtins = ", ".join(builtin_map_names())
-        text = read_text(
-            path, error=lambda reason: DefinitionError(f"{reason}; built-in maps: {builtins}", source=source)
-        )
-    data = parse_yaml(text, error=lambda reason: DefinitionError(reason, source=source))
-    return RegisterMap.from_dict(data, source=source)
+    from bmsgate.catalog import default_catalog  # noqa: PLC0415 - the catalog imports this module
+
+    return default_catalog().register_map(name_or_path)
 
 
 def contiguous_runs(values: Mapping[int, int], max_length: int = MAX_WRITE_REGISTERS) -> list[tuple[int, list[int]]]:

@@ -1,0 +1,136 @@
+"""The engine constructs a protocol definition can need, and which of them a definition uses.
+
+Format 1 has a small core every engine runs (GATT/serial discovery, start/end/length framing with a key,
+requests, integer fields with scale/add, fixed counts). Everything beyond it is a named *construct*. A
+definition's ``requires`` lists the constructs it uses; the loader refuses a file that needs one this engine
+lacks, naming it (before the strict schema would say "extra key"), and refuses a ``requires`` that differs
+from what the file actually uses, so the list cannot lie. The canonical IR always carries the exact list,
+which lets a fleet server decide "can this gateway run this file" from the IR and the gateway's
+:data:`ENGINE_VERSION` / :data:`CONSTRUCTS` alone.
+
+A construct is named after the key (or ``key: value``) that turns it on; checksum algorithms are
+``checksum.NAME``. Adding a construct means: a row here, the engine code, and a bump of ENGINE_VERSION.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final
+
+from bmsgate.protocols.checksums import CHECKSUMS
+
+if TYPE_CHECKING:
+    from bmsgate.protocols.definition import ChecksumSpec, FieldSpec, ProtocolDefinition
+
+__all__ = ["CONSTRUCTS", "ENGINE_VERSION", "constructs_used", "unknown_constructs"]
+
+ENGINE_VERSION: Final = 1
+"""The protocol engine's level: raised whenever a construct is added to :data:`CONSTRUCTS`."""
+
+_FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
+    "absent": "raw values that mean 'not present'",
+    "bit": "one bit of an integer",
+    "cells": "a bitmask of balancing cells",
+    "codes": "an enumerated status value that raises one alarm",
+    "count_rest": "a list as long as the payload allows (count: rest)",
+    "count_var": "a list whose length another field decodes (count: var.NAME)",
+    "date": "a date packed into bit ranges of an integer",
+    "date_format": "a date string parsed with a strptime format",
+    "flags": "alarm bits (bit -> alarm name)",
+    "invert": "a boolean read inverted",
+    "limit": "keep at most var.NAME list items",
+    "map": "a table from raw values to output values",
+    "one_of": "a boolean that is true for any of several raw values",
+    "popcount": "the number of set bits",
+    "shift": "a field whose offset moves by decoded list lengths",
+    "stride": "list items further apart than their size",
+    "version": "a version number packed into an integer (nibbles, byte_tenths, major_minor)",
+    "when": "a field decoded only while a variable lies in a range",
+}
+_TYPE_CONSTRUCTS: Final[Mapping[str, str]] = {
+    "f32": "IEEE 754 single-precision fields",
+    "s64": "signed 64-bit fields",
+    "str": "string fields",
+    "u24": "unsigned 24-bit fields",
+    "u64": "unsigned 64-bit fields",
+}
+_DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
+    "check_end": "an end marker written but not required on received frames (check_end: false)",
+    "commands": "write commands (MOSFET switching)",
+    "connect": "requests sent once per connection (when: connect)",
+    "excess": "bytes after a frame's announced end are ignored (excess: ignore)",
+    "fixed_length": "frames of a fixed length instead of a length field",
+    "ignore_chunks": "received chunks dropped as a whole",
+    "index": "one reply spread over numbered frames",
+    "request_checksum": "requests checked differently from replies",
+    "status": "a status byte that refuses a request",
+    "streaming": "replies the BMS keeps sending after one request",
+    "variants": "layouts chosen by a decoded value",
+}
+
+CONSTRUCTS: Final[Mapping[str, str]] = {
+    **_FIELD_CONSTRUCTS,
+    **_TYPE_CONSTRUCTS,
+    **_DEFINITION_CONSTRUCTS,
+    **{f"checksum.{name}": f"the {name} checksum" for name in CHECKSUMS},
+}
+"""Every construct this engine runs, with what it means (the one table; see the module docstring)."""
+
+
+def unknown_constructs(names: object) -> list[str]:
+    """The entries of a ``requires`` value this engine lacks (non-strings are reported as their repr)."""
+    if not isinstance(names, list | tuple):
+        return []
+    return [name if isinstance(name, str) else repr(name) for name in names if name not in CONSTRUCTS]
+
+
+def _field_constructs(field: FieldSpec) -> set[str]:
+    used = {
+        name
+        for name in ("bit", "cells", "codes", "date", "date_format", "flags", "limit", "map")
+        if getattr(field, name) is not None
+    }
+    used |= {name for name in ("one_of", "shift", "stride", "version", "when") if getattr(field, name) is not None}
+    if field.absent:
+        used.add("absent")
+    if field.invert:
+        used.add("invert")
+    if field.popcount:
+        used.add("popcount")
+    if field.count == "rest":
+        used.add("count_rest")
+    elif isinstance(field.count, str):
+        used.add("count_var")
+    if field.variants is not None:
+        used.add("variants")
+    if field.type in _TYPE_CONSTRUCTS:
+        used.add(field.type)
+    return used
+
+
+def _checksum(spec: ChecksumSpec | None) -> set[str]:
+    return set() if spec is None else {f"checksum.{spec.algorithm}"}
+
+
+def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
+    """Every construct `definition` uses (what its ``requires`` must say)."""
+    framing = definition.framing
+    used = _checksum(framing.checksum) | _checksum(framing.request_checksum)
+    flags = {
+        "check_end": not framing.check_end,
+        "commands": bool(definition.commands),
+        "connect": any(request.when == "connect" for request in definition.requests),
+        "excess": framing.excess == "ignore",
+        "fixed_length": framing.fixed_length is not None,
+        "ignore_chunks": bool(framing.ignore_chunks),
+        "index": any(reply.index is not None for reply in definition.replies.values()),
+        "request_checksum": framing.request_checksum is not None,
+        "status": framing.status is not None,
+        "streaming": any(request.streaming for request in definition.requests),
+        "variants": definition.variants is not None,
+    }
+    used |= {name for name, on in flags.items() if on}
+    for reply in definition.replies.values():
+        for field in reply.fields:
+            used |= _field_constructs(field)
+    return frozenset(used)
