@@ -221,7 +221,7 @@ class InverterController:
             level = logging.INFO
         _LOGGER.log(
             level,
-            "inverter bank %s: %d of %d packs online, limits %s",
+            "bank %s: %d of %d packs online, limits %s",
             state.value,
             status.bank.packs_online,
             status.bank.pack_count,
