@@ -117,3 +117,31 @@ async def test_configured_can_output_writes_the_audit_log(tmp_path: Path) -> Non
     await run_gateway(gateway, duration=2.5)
     ids = {line.split()[2].split("#")[0] for line in log.read_text().splitlines()}
     assert {"351", "355", "356", "359", "35C", "35E", "379"} <= ids  # Sol-Ark adds 0x379
+
+
+def test_one_controller_serves_every_inverter_output(tmp_path: Path) -> None:
+    from bmsgate.app.outputs import OUTPUTS, build_outputs
+    from bmsgate.inverter.can.settings import CanSettings
+    from bmsgate.inverter.can.sink import CanSink
+    from bmsgate.inverter.controller import InverterController
+    from bmsgate.inverter.modbus.settings import ModbusSettings
+    from bmsgate.inverter.modbus.sink import ModbusSink
+
+    config = load_config(_write_config(tmp_path / "c.yaml", "mqtt://127.0.0.1:1", free_port()))
+    gateway = build_gateway(config, console=Console(file=io.StringIO()))
+    sections = {
+        "modbus": ModbusSettings(mode="tcp", port=free_port()),
+        "can": CanSettings(interface="virtual", channel="bmsgate-test-wiring"),
+    }
+    sinks = build_outputs(sections, config, gateway.supervisor, gateway.protocols).sinks
+    controllers = [sink for sink in sinks if isinstance(sink, InverterController)]
+    assert len(controllers) == 1
+    assert controllers[0].settings.batteries == ("rack", "wall")  # default bank: every battery
+    modbus = next(sink for sink in sinks if isinstance(sink, ModbusSink))
+    can = next(sink for sink in sinks if isinstance(sink, CanSink))
+    assert modbus.controller is can.controller is controllers[0]
+    # Without an inverter output there is no controller at all.
+    assert build_outputs({"modbus": None}, config, gateway.supervisor, gateway.protocols).sinks == []
+    assert [row.section for row in OUTPUTS if row.inverter] == ["modbus", "can"]
+    with pytest.raises(ConfigError, match="unknown outputs"):
+        build_outputs({"fleet": object()}, config, gateway.supervisor, gateway.protocols)
