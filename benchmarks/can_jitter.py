@@ -25,6 +25,8 @@ import can
 
 from bmsgate.inverter.can.settings import CanSettings
 from bmsgate.inverter.can.sink import CanSink
+from bmsgate.inverter.controller import InverterController
+from bmsgate.inverter.settings import InverterSettings
 from bmsgate.model import Alarm, BatterySnapshot
 from bmsgate.runtime.hub import SnapshotHub
 
@@ -76,14 +78,21 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-async def run_sink(sink: CanSink, hub: SnapshotHub) -> asyncio.Task[None]:
-    return asyncio.create_task(sink.run(hub))
+def can_sink(channel: str, period: float) -> CanSink:
+    controller = InverterController(InverterSettings(batteries=("a",)))
+    return CanSink(CanSettings(interface="virtual", channel=channel, profile="pylon", period=period), controller)
 
 
-async def stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+async def run_sink(sink: CanSink, hub: SnapshotHub) -> list[asyncio.Task[None]]:
+    # The controller first, as the gateway starts it: the first frames encode a computed status.
+    return [asyncio.create_task(sink.controller.run(hub)), asyncio.create_task(sink.run(hub))]
+
+
+async def stop(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def jitter(seconds: float) -> None:
@@ -92,7 +101,7 @@ async def jitter(seconds: float) -> None:
     receiver = Receiver(channel)
     hub = SnapshotHub()
     hub.publish(snapshot())
-    sink = CanSink(CanSettings(interface="virtual", channel=channel, profile="pylon", period=period, batteries=("a",)))
+    sink = can_sink(channel, period)
     task = await run_sink(sink, hub)
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
@@ -119,7 +128,7 @@ async def reaction(trials: int) -> None:
     receiver = Receiver(channel)
     hub = SnapshotHub()
     hub.publish(snapshot())
-    sink = CanSink(CanSettings(interface="virtual", channel=channel, profile="pylon", period=1.0, batteries=("a",)))
+    sink = can_sink(channel, 1.0)
     task = await run_sink(sink, hub)
     await asyncio.sleep(0.3)
     delays = []

@@ -18,9 +18,11 @@ import time
 
 from pymodbus.client import AsyncModbusTcpClient
 
+from bmsgate.inverter.controller import InverterController
 from bmsgate.inverter.modbus.server import ModbusServer
 from bmsgate.inverter.modbus.settings import ModbusSettings
 from bmsgate.inverter.modbus.sink import ModbusSink
+from bmsgate.inverter.settings import InverterSettings
 from bmsgate.model import BatterySnapshot
 from bmsgate.runtime.hub import SnapshotHub
 
@@ -54,8 +56,10 @@ def free_port() -> int:
 
 async def main(seconds: float, rate: float, rounds: int) -> None:
     hub = SnapshotHub()
-    settings = ModbusSettings(mode="tcp", port=free_port(), batteries=("a",), refresh_interval=1.0)
-    sink = ModbusSink(settings)
+    settings = ModbusSettings(mode="tcp", port=free_port())
+    controller = InverterController(InverterSettings(batteries=("a",), refresh_interval=1.0))
+    sink = ModbusSink(settings, controller)
+    controller_task = asyncio.create_task(controller.run(hub))
     task = asyncio.create_task(sink.run(hub))
     assert isinstance(sink.endpoint, ModbusServer)
     await sink.endpoint.listening.wait()
@@ -103,9 +107,10 @@ async def main(seconds: float, rate: float, rounds: int) -> None:
         )
     finally:
         client.close()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for running in (task, controller_task):
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
 
 
 if __name__ == "__main__":

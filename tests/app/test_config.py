@@ -158,8 +158,24 @@ def test_non_utf8_file_is_a_clear_error(tmp_path: Path) -> None:
             "batteries.shed.transport.file",
         ),
         (
+            lambda data: data.update(
+                inverter={"batteries": ["zzz"]}, outputs={"modbus": {"mode": "tcp", "port": 5020}}
+            ),
+            "inverter.batteries: unknown battery ids ['zzz']",
+        ),
+        (
             lambda data: data.update(outputs={"modbus": {"mode": "tcp", "port": 5020, "batteries": ["zzz"]}}),
-            "outputs.modbus.batteries: unknown battery ids ['zzz']",
+            "outputs.modbus.batteries: moved to inverter.batteries",
+        ),
+        (
+            lambda data: data.update(outputs={"can": {"interface": "virtual", "limits": {"max_charge_current": 5}}}),
+            "outputs.can.limits: moved to inverter.limits",
+        ),
+        (
+            lambda data: data.update(
+                inverter={"safe_after": 400}, outputs={"can": {"interface": "virtual", "silent_after": 300}}
+            ),
+            "silent_after (300 s) must be longer than inverter.safe_after (400 s)",
         ),
         (
             lambda data: data.update(outputs={"modbus": {"mode": "tcp", "register_map": "/nonexistent.yaml"}}),

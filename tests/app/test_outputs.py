@@ -21,8 +21,10 @@ from bmsgate.errors import ConfigError
 from bmsgate.homeassistant.broker import EmbeddedBroker, free_port
 
 
-def _write_config(path: Path, mqtt_url: str, modbus_port: int, **modbus: object) -> Path:
-    data = {
+def _write_config(
+    path: Path, mqtt_url: str, modbus_port: int, inverter: dict[str, object] | None = None, **modbus: object
+) -> Path:
+    data: dict[str, object] = {
         "state_dir": str(path.parent / "state"),
         "batteries": [
             {"id": "rack", "protocol": "jbd", "poll_interval": 0.3, "transport": {"type": "simulator", "cells": 8}},
@@ -34,6 +36,8 @@ def _write_config(path: Path, mqtt_url: str, modbus_port: int, **modbus: object)
             "modbus": {"mode": "tcp", "host": "127.0.0.1", "port": modbus_port, **modbus},
         },
     }
+    if inverter is not None:
+        data["inverter"] = inverter
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -81,10 +85,19 @@ async def test_configured_outputs_publish_and_serve(tmp_path: Path) -> None:
     assert 13 * 100 < registers[1] < 27 * 100
 
 
-async def test_modbus_with_an_unknown_battery_is_a_config_error(tmp_path: Path) -> None:
-    config = load_config(_write_config(tmp_path / "c.yaml", "mqtt://127.0.0.1:1", free_port(), batteries=["nope"]))
-    with pytest.raises(ConfigError, match=r"outputs.modbus.batteries"):
-        build_gateway(config, sink_builders=configured_sink_builders())
+async def test_a_bank_with_an_unknown_battery_is_a_config_error(tmp_path: Path) -> None:
+    path = _write_config(tmp_path / "c.yaml", "mqtt://127.0.0.1:1", free_port(), inverter={"batteries": ["nope"]})
+    with pytest.raises(ConfigError, match=r"inverter\.batteries: unknown battery ids \['nope'\]"):
+        build_gateway(load_config(path), sink_builders=configured_sink_builders())
+
+
+@pytest.mark.parametrize("key", ["batteries", "limits", "refresh_interval", "soc_extreme_band"])
+def test_the_bank_keys_of_an_output_say_where_they_moved(tmp_path: Path, key: str) -> None:
+    value: object = {"max_charge_current": 50} if key == "limits" else (["rack"] if key == "batteries" else 1.0)
+    path = _write_config(tmp_path / "c.yaml", "mqtt://127.0.0.1:1", free_port(), None, **{key: value})
+    with pytest.raises(ConfigError, match=rf"outputs\.modbus\.{key}: moved to inverter\.{key}") as error:
+        load_config(path)
+    assert error.value.key_path == f"outputs.modbus.{key}"
 
 
 async def test_configured_can_output_writes_the_audit_log(tmp_path: Path) -> None:
@@ -104,3 +117,31 @@ async def test_configured_can_output_writes_the_audit_log(tmp_path: Path) -> Non
     await run_gateway(gateway, duration=2.5)
     ids = {line.split()[2].split("#")[0] for line in log.read_text().splitlines()}
     assert {"351", "355", "356", "359", "35C", "35E", "379"} <= ids  # Sol-Ark adds 0x379
+
+
+def test_one_controller_serves_every_inverter_output(tmp_path: Path) -> None:
+    from bmsgate.app.outputs import OUTPUTS, build_outputs
+    from bmsgate.inverter.can.settings import CanSettings
+    from bmsgate.inverter.can.sink import CanSink
+    from bmsgate.inverter.controller import InverterController
+    from bmsgate.inverter.modbus.settings import ModbusSettings
+    from bmsgate.inverter.modbus.sink import ModbusSink
+
+    config = load_config(_write_config(tmp_path / "c.yaml", "mqtt://127.0.0.1:1", free_port()))
+    gateway = build_gateway(config, console=Console(file=io.StringIO()))
+    sections = {
+        "modbus": ModbusSettings(mode="tcp", port=free_port()),
+        "can": CanSettings(interface="virtual", channel="bmsgate-test-wiring"),
+    }
+    sinks = build_outputs(sections, config, gateway.supervisor, gateway.protocols).sinks
+    controllers = [sink for sink in sinks if isinstance(sink, InverterController)]
+    assert len(controllers) == 1
+    assert controllers[0].settings.batteries == ("rack", "wall")  # default bank: every battery
+    modbus = next(sink for sink in sinks if isinstance(sink, ModbusSink))
+    can = next(sink for sink in sinks if isinstance(sink, CanSink))
+    assert modbus.controller is can.controller is controllers[0]
+    # Without an inverter output there is no controller at all.
+    assert build_outputs({"modbus": None}, config, gateway.supervisor, gateway.protocols).sinks == []
+    assert [row.section for row in OUTPUTS if row.inverter] == ["modbus", "can"]
+    with pytest.raises(ConfigError, match="unknown outputs"):
+        build_outputs({"fleet": object()}, config, gateway.supervisor, gateway.protocols)

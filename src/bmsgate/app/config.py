@@ -21,6 +21,7 @@ from bmsgate.errors import ConfigError
 from bmsgate.homeassistant.settings import MqttSettings
 from bmsgate.inverter.can.settings import CanSettings
 from bmsgate.inverter.modbus.settings import ModbusSettings
+from bmsgate.inverter.settings import InverterSettings
 
 __all__ = [
     "BatteryConfig",
@@ -237,6 +238,8 @@ class GatewayConfig(_Strict):
     state_dir: Path | None = None
     """Where energy counters and the like persist (default: $XDG_STATE_HOME/bmsgate)."""
     batteries: list[BatteryConfig] = Field(min_length=1)
+    inverter: InverterSettings = InverterSettings()
+    """The bank and its limits, computed once for every inverter output (docs/limits.md)."""
     outputs: OutputsConfig = OutputsConfig()
     logging: LoggingConfig = LoggingConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
@@ -257,7 +260,13 @@ class GatewayConfig(_Strict):
         can = self.outputs.can
         if can is None:
             return self
-        bank = set(can.batteries) or {battery.id for battery in self.batteries}
+        safe_after = self.inverter.safe_after
+        if safe_after is not None and can.silent_after <= safe_after:
+            raise ValueError(
+                f"outputs.can.silent_after ({can.silent_after:g} s) must be longer than inverter.safe_after "
+                f"({safe_after:g} s), or the inverter would never see the safe frames"
+            )
+        bank = set(self.inverter.batteries) or {battery.id for battery in self.batteries}
         budgets = [battery.stale_budget for battery in self.batteries if battery.id in bank]
         if budgets and can.silent_after <= max(budgets):
             raise ValueError(
@@ -275,6 +284,30 @@ class GatewayConfig(_Strict):
 
 
 # -- loading -----------------------------------------------------------------------------------------
+
+_MOVED_TO_INVERTER: Final = {
+    "modbus": ("batteries", "limits", "soc_extreme_band", "refresh_interval"),
+    "can": ("batteries", "limits", "soc_extreme_band", "safe_after"),
+}
+"""Keys the inverter outputs had each of their own until one controller computed the bank for all."""
+
+
+def _check_moved_keys(data: Mapping[str, Any], source: str) -> None:
+    outputs = data.get("outputs")
+    if not isinstance(outputs, Mapping):
+        return
+    for output, keys in _MOVED_TO_INVERTER.items():
+        section = outputs.get(output)
+        if not isinstance(section, Mapping):
+            continue
+        for key in keys:
+            if key in section:
+                raise ConfigError(
+                    f"moved to inverter.{key}: one bank and one set of limits now serve every inverter output "
+                    "(see config.example.yaml)",
+                    key_path=f"outputs.{output}.{key}",
+                    source=source,
+                )
 
 
 def _expand_environment(value: Any, path: str) -> Any:
@@ -303,6 +336,7 @@ def config_from_mapping(data: Any, *, source: str = "<config>") -> GatewayConfig
     if not isinstance(data, Mapping):
         raise ConfigError("expected a mapping with at least a 'batteries' list", source=source)
     expanded = _expand_environment(data, "")
+    _check_moved_keys(expanded, source)
     try:
         return GatewayConfig.model_validate(expanded)
     except ValidationError as exc:

@@ -13,13 +13,32 @@ Assistant-only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Final
 
+from pydantic import ValidationError
+
+from bmsgate.app.config import GatewayConfig
 from bmsgate.app.gateway import SinkBuilder
+from bmsgate.app.outputs import OutputContext, build_output, build_outputs
+from bmsgate.app.ports import check_tcp_port_free, tcp_port_free
 from bmsgate.catalog import Kind, default_catalog
+from bmsgate.errors import ConfigError
+from bmsgate.homeassistant.settings import MqttSettings
+from bmsgate.inverter.can.settings import CanSettings
+from bmsgate.inverter.modbus.settings import ModbusSettings
+from bmsgate.protocols import CompiledProtocol
+from bmsgate.runtime.hub import SnapshotHub
+from bmsgate.runtime.supervisor import Sink, Supervisor
 
 __all__ = ["BANK", "DemoOptions", "demo_config", "demo_sink_builders"]
+
+_LOGGER = logging.getLogger(__name__)
 
 BANK: Final = ("house", "garage")
 """The demo batteries that form the inverter bank."""
@@ -90,7 +109,7 @@ def demo_config(
     *, time_scale: float = 30.0, poll_interval: float = 2.0, plain: bool = False, options: DemoOptions | None = None
 ) -> dict[str, Any]:
     """The demo's configuration as the mapping a config file would hold."""
-    del options  # outputs are added by demo_sink_builders; the mapping holds the batteries
+    del options  # outputs are added by demo_sink_builders; the mapping holds the batteries and the bank
     common = {"type": "simulator", "time_scale": time_scale}
     batteries: list[dict[str, Any]] = [
         {
@@ -152,12 +171,119 @@ def demo_config(
     return {
         "name": "bmsgate-demo",
         "batteries": batteries,
+        "inverter": {"batteries": list(BANK)},
         "outputs": {"console": {"mode": "plain" if plain else "auto", "interval": max(5.0, poll_interval)}},
     }
 
 
 def demo_sink_builders(options: DemoOptions) -> list[SinkBuilder]:
-    """Builders for the demo's network outputs (each starts only what its option asks for)."""
-    from bmsgate.app.outputs import demo_output_builders  # noqa: PLC0415 - optional outputs load lazily
+    """Builders for the demo's network outputs (each starts only what its option asks for).
 
-    return demo_output_builders(options)
+    The options become the settings a configuration file would hold, built through the same output
+    table as ``bmsgate run``.
+    """
+
+    def build(config: GatewayConfig, supervisor: Supervisor, protocols: dict[str, CompiledProtocol]) -> list[Sink]:
+        can_settings = _demo_can(options)
+        sections: dict[str, object | None] = {"modbus": _demo_modbus(options), "can": can_settings}
+        if options.mqtt:
+            with contextlib.suppress(OSError):
+                _DEMO_STATE.mkdir(parents=True, exist_ok=True)
+            sections["mqtt"] = _mqtt_settings(options.mqtt, _DEMO_STATE)
+        wiring = build_outputs(sections, config, supervisor, protocols)
+        sinks = wiring.sinks
+        if options.mqtt is not None and not options.mqtt:
+            sinks.append(_embedded_broker(options, wiring.context))
+        # A simulated inverter on the same virtual bus sends the keep-alives (or Growatt's requests).
+        from bmsgate.inverter.can.simulated import SimulatedInverter  # noqa: PLC0415 - needs the [can] extra
+
+        sinks.append(SimulatedInverter(can_settings))
+        _LOGGER.info(
+            "demo: CAN profile %s on a virtual bus with a simulated inverter%s",
+            options.can_profile,
+            f", frames logged to {options.can_log}" if options.can_log else "",
+        )
+        return sinks
+
+    return [build]
+
+
+def _demo_modbus(options: DemoOptions) -> ModbusSettings | None:
+    if options.modbus_tcp is None:
+        return None
+    host, port = _host_port(options.modbus_tcp, "--modbus-tcp")
+    check_tcp_port_free(host, port, key_path="--modbus-tcp")
+    _LOGGER.info("demo: Modbus TCP server on %s:%d (map %s)", host, port, options.modbus_map)
+    return ModbusSettings(mode="tcp", host=host, port=port, register_map=options.modbus_map)
+
+
+def _demo_can(options: DemoOptions) -> CanSettings:
+    # CAN always runs in the demo, on python-can's virtual bus (no hardware); --can-log records it.
+    return CanSettings(
+        interface="virtual",
+        channel="bmsgate-demo",
+        profile=options.can_profile,
+        log_file=Path(options.can_log) if options.can_log else None,
+    )
+
+
+def _mqtt_settings(url: str, state_dir: Path) -> MqttSettings:
+    try:
+        return MqttSettings.model_validate({"url": url, "state_dir": state_dir, "allow_control": True})
+    except ValidationError as exc:
+        raise ConfigError(exc.errors()[0]["msg"], key_path="--mqtt") from None
+
+
+class _EmbeddedBrokerSink:
+    """The demo's MQTT output: starts a broker on localhost, then publishes to it (one lifetime)."""
+
+    name = "mqtt"
+
+    def __init__(self, host: str, port: int, build: Callable[[str, Path], Sink]) -> None:
+        self._host, self._port = host, port
+        self._build = build
+
+    async def run(self, hub: SnapshotHub) -> None:
+        from bmsgate.homeassistant.broker import EmbeddedBroker  # noqa: PLC0415
+
+        with tempfile.TemporaryDirectory(prefix="bmsgate-demo-") as state_dir:
+            async with EmbeddedBroker(host=self._host, port=self._port) as broker:
+                _LOGGER.info(
+                    "demo: MQTT broker at %s — point Home Assistant's MQTT integration at this machine, port %d",
+                    broker.url,
+                    self._port,
+                )
+                await self._build(broker.url, Path(state_dir)).run(hub)
+
+
+def _embedded_broker(options: DemoOptions, context: OutputContext) -> Sink:
+    def build(url: str, state_dir: Path) -> Sink:
+        # The broker's URL is known only once it runs: the MQTT row is built then, in the same wiring.
+        (sink,) = build_output("mqtt", _mqtt_settings(url, state_dir), context)
+        return sink
+
+    if options.mqtt_bind is not None:
+        # Home Assistant is configured for this exact address: taken means a start-up error.
+        host, port = _host_port(options.mqtt_bind, "--mqtt-bind")
+        check_tcp_port_free(host, port, key_path="--mqtt-bind")
+    else:
+        host, port = _DEFAULT_BROKER
+        if not tcp_port_free(host, port):
+            from bmsgate.homeassistant.broker import free_port  # noqa: PLC0415
+
+            port = free_port(host)
+            _LOGGER.info(
+                "demo: port %d is taken (another broker?); the embedded broker uses %d", _DEFAULT_BROKER[1], port
+            )
+    return _EmbeddedBrokerSink(host, port, build)
+
+
+_DEMO_STATE: Final = Path(tempfile.gettempdir()) / "bmsgate-demo-state"
+_DEFAULT_BROKER: Final = ("127.0.0.1", 1883)
+
+
+def _host_port(text: str, option: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"expected HOST:PORT, got {text!r}", key_path=option)
+    return host, int(port)

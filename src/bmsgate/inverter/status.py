@@ -1,10 +1,10 @@
-"""What every inverter output shares: hub → bank → limits, and the :class:`InverterStatus` value.
+"""What every inverter output shares: the :class:`InverterStatus` value and its pure helpers.
 
 The Modbus and CAN bridges both present the same virtual battery: the packs read from the hub
 (:func:`read_packs`), aggregated into a bank (bank.py) and passed through the limit engine (limits.py).
-:class:`BankTracker` does that once per refresh and logs state changes of the bank once; the result is
-an :class:`InverterStatus`, a pure value that register maps and CAN profiles encode and that the
-Home Assistant sink reads to show the limits and why charging is throttled.
+The inverter controller (controller.py) does that once per refresh for every output; the result is an
+:class:`InverterStatus`, a pure value that register maps and CAN profiles encode and that the Home
+Assistant sink reads to show the limits and why charging is throttled.
 """
 
 from __future__ import annotations
@@ -12,19 +12,20 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any, Final
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from bmsgate.inverter.bank import DEFAULT_SOC_EXTREME_BAND, BankState, PackInput, aggregate
-from bmsgate.inverter.limits import ChargeMode, LimitEngine, LimitReason, Limits, LimitSettings
+from bmsgate.inverter.bank import BankState, PackInput
+from bmsgate.inverter.limits import ChargeMode, LimitReason, Limits
 from bmsgate.runtime.hub import SnapshotHub
 
 __all__ = [
-    "InverterLiveness",
     "BankStatus",
-    "BankTracker",
     "FlowDirection",
+    "InverterLiveness",
     "InverterStatus",
+    "combined_presence",
+    "expired",
     "initial_status",
     "read_packs",
 ]
@@ -62,8 +63,13 @@ class InverterStatus:
         bank: the aggregated bank.
         limits: the limits being published.
         heartbeat: the outgoing heartbeat counter (increments on fresh data, stops when stale).
-        inverter_present: whether the inverter's heartbeat is seen; None when not watched (yet).
+        inverter_present: whether the inverter's signs of life are seen (any output's); None when not
+            watched (yet).
         updated_at: monotonic time of this status.
+        sequence: counts the statuses the controller published (0: none computed yet).
+        data_age: seconds since the newest snapshot of any bank pack, at `updated_at` (None: never seen).
+        last_fresh: the last bank that was not stale (this one, when fresh): outputs that keep showing
+            measurements while the bank is stale take them from here.
     """
 
     bank: BankState
@@ -71,6 +77,17 @@ class InverterStatus:
     heartbeat: int = 0
     inverter_present: bool | None = None
     updated_at: float = 0.0
+    sequence: int = 0
+    data_age: float | None = None
+    last_fresh: BankState | None = None
+
+    def age(self, now: float) -> float:
+        """Seconds since this status was computed."""
+        return max(now - self.updated_at, 0.0)
+
+    def data_age_at(self, now: float) -> float | None:
+        """Seconds since the newest bank data at `now` (it kept ageing since the status was computed)."""
+        return None if self.data_age is None else self.data_age + self.age(now)
 
     @property
     def state(self) -> BankStatus:
@@ -112,6 +129,7 @@ class InverterStatus:
             "reason": self.reason.value,
             "heartbeat": self.heartbeat,
             "inverter_present": self.inverter_present,
+            "sequence": self.sequence,
             "limits": self.limits.to_dict(),
             "bank": self.bank.to_dict(),
         }
@@ -153,76 +171,36 @@ def read_packs(hub: SnapshotHub, battery_ids: Sequence[str], *, max_age: float |
     return packs
 
 
-_START_UP_GRACE: Final = 60.0
-"""Seconds after start during which packs that have not reported yet are not warned about."""
+def expired(status: InverterStatus) -> InverterStatus:
+    """`status` as an output must present it once it is too old to trust: the bank stale, limits 0.
 
-
-class BankTracker:
-    """hub → bank → limits for one inverter output; logs changes of the bank's state once.
-
-    Args:
-        batteries: the packs forming the bank; empty means every battery in the hub.
-        limits: the limit engine's settings.
-        soc_extreme_band: see :func:`bmsgate.inverter.bank.aggregate`.
-        label: names the output in log lines (``modbus``, ``can``).
-        clock: monotonic clock.
+    The controller normally refreshes long before this matters; it is the fail-safe for a controller
+    that stopped (principle 7): an output never keeps telling the inverter yesterday's limits.
     """
+    bank = status.bank
+    if bank.stale and status.limits.stale:
+        return status
+    # The shape aggregate() gives a bank without fresh packs: no measurements, last snapshots kept.
+    blind = BankState(battery_ids=bank.battery_ids, offline=(*bank.online, *bank.offline), missing_ids=bank.battery_ids)
+    limits = dataclasses.replace(
+        status.limits,
+        charge_current=0.0,
+        discharge_current=0.0,
+        charge_reason=LimitReason.STALE_DATA,
+        discharge_reason=LimitReason.STALE_DATA,
+        voltage_reason=LimitReason.STALE_DATA,
+        stale=True,
+    )
+    last_fresh = status.last_fresh if bank.stale else bank
+    return dataclasses.replace(status, bank=blind, limits=limits, last_fresh=last_fresh)
 
-    def __init__(
-        self,
-        batteries: tuple[str, ...],
-        limits: LimitSettings,
-        *,
-        soc_extreme_band: float = DEFAULT_SOC_EXTREME_BAND,
-        label: str = "inverter",
-        clock: Callable[[], float],
-    ) -> None:
-        self.batteries = batteries
-        self.engine = LimitEngine(limits)
-        self.soc_extreme_band = soc_extreme_band
-        self.label = label
-        self._clock = clock
-        self._started = clock()
-        self._last_state: BankStatus | None = None
 
-    def battery_ids(self, hub: SnapshotHub) -> Sequence[str]:
-        """The bank's packs (the configured ones, or every battery the hub knows)."""
-        return self.batteries or hub.battery_ids()
-
-    def update(self, hub: SnapshotHub, *, max_age: float | None = None) -> tuple[BankState, Limits, float]:
-        """Aggregate the packs and step the limit engine now.
-
-        Args:
-            hub: where the packs' snapshots come from.
-            max_age: an output's own freshness budget (see :func:`read_packs`).
-
-        Returns:
-            The bank, its limits and the monotonic time used.
-        """
-        now = self._clock()
-        packs = read_packs(hub, self.battery_ids(hub), max_age=max_age)
-        bank = aggregate(packs, soc_extreme_band=self.soc_extreme_band)
-        return bank, self.engine.update(bank, now), now
-
-    def log_state(self, status: InverterStatus) -> None:
-        """Log the bank's state when it differs from the last one logged."""
-        state = status.state
-        if state is self._last_state:
-            return
-        level = logging.INFO if state in {BankStatus.OK, BankStatus.STARTING} else logging.WARNING
-        if state is BankStatus.DEGRADED and not status.bank.offline and self._clock() - self._started < _START_UP_GRACE:
-            # Packs still arriving one by one after start-up are not worth a warning.
-            level = logging.INFO
-        _LOGGER.log(
-            level,
-            "%s: inverter bank %s: %d of %d packs online, limits %s",
-            self.label,
-            state.value,
-            status.bank.packs_online,
-            status.bank.pack_count,
-            status.reason.value,
-        )
-        self._last_state = state
+def combined_presence(verdicts: Iterable[bool | None]) -> bool | None:
+    """One inverter-present verdict from every output's: seen by any is present; missing only when all say so."""
+    known = [verdict for verdict in verdicts if verdict is not None]
+    if not known:
+        return None
+    return any(known)
 
 
 class InverterLiveness:

@@ -15,8 +15,11 @@ import can
 
 from bmsgate.inverter.bank import PackInput, aggregate
 from bmsgate.inverter.can.profiles import CanProfile
+from bmsgate.inverter.can.settings import CanSettings
 from bmsgate.inverter.can.sink import CanSink
+from bmsgate.inverter.controller import InverterController
 from bmsgate.inverter.limits import LimitEngine, LimitSettings
+from bmsgate.inverter.settings import InverterSettings
 from bmsgate.inverter.status import InverterStatus
 from bmsgate.model import BatterySnapshot
 from bmsgate.runtime.hub import SnapshotHub
@@ -145,13 +148,39 @@ async def wait_for(
         await asyncio.sleep(interval)
 
 
+def make_controller(
+    batteries: tuple[str, ...] = ("a",), *, clock: Callable[[], float] = time.monotonic, **changes: Any
+) -> InverterController:
+    """A controller for the bank `batteries`, refreshing fast enough for tests that run in real time."""
+    values: dict[str, Any] = {"batteries": batteries, "refresh_interval": 0.05, "status_timeout": 5.0}
+    values.update(changes)
+    return InverterController(InverterSettings(**values), clock=clock)
+
+
+def can_sink(
+    settings: CanSettings,
+    *,
+    batteries: tuple[str, ...] = ("a",),
+    clock: Callable[[], float] = time.monotonic,
+    **kwargs: Any,
+) -> CanSink:
+    """A CAN sink with its own controller over `batteries`."""
+    return CanSink(settings, make_controller(batteries, clock=clock), **kwargs)
+
+
 @contextlib.asynccontextmanager
-async def running(sink: CanSink, hub: SnapshotHub) -> AsyncIterator[CanSink]:
-    """Run the sink until the block ends."""
-    task = asyncio.create_task(sink.run(hub), name="test-can-sink")
+async def running(sink: CanSink, hub: SnapshotHub, *, controller: bool = True) -> AsyncIterator[CanSink]:
+    """Run the sink (and its controller, unless the test runs that itself) until the block ends."""
+    tasks = []
+    if controller:
+        # First, as in the gateway: the sink's first frames then encode a computed status.
+        tasks.append(asyncio.create_task(sink.controller.run(hub), name="test-inverter-controller"))
+    tasks.append(asyncio.create_task(sink.run(hub), name="test-can-sink"))
     try:
         yield sink
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -17,15 +17,15 @@ from bmsgate.errors import SinkError
 from bmsgate.inverter.can.bus import CanBus, FrameBus
 from bmsgate.inverter.can.profiles import OutputPhase, load_profile
 from bmsgate.inverter.can.settings import CanSettings
-from bmsgate.inverter.can.sink import SAFE_HOLD_PERIODS, CanSink
+from bmsgate.inverter.can.sink import SAFE_HOLD_PERIODS
 from bmsgate.model import Alarm
 from bmsgate.runtime.hub import SnapshotHub
 
-from .helpers import InverterSimulator, channel_name, make_snapshot, running, wait_for
+from .helpers import InverterSimulator, can_sink, channel_name, make_snapshot, running, wait_for
 
 
 def settings(channel: str, **changes: Any) -> CanSettings:
-    values: dict[str, Any] = {"interface": "virtual", "channel": channel, "period": 0.05, "batteries": ("a",)}
+    values: dict[str, Any] = {"interface": "virtual", "channel": channel, "period": 0.05}
     values.update(changes)
     return CanSettings(**values)
 
@@ -43,7 +43,7 @@ async def test_full_frame_set_every_period(name: str) -> None:
     hub.publish(make_snapshot())
     simulator = InverterSimulator(channel, load_profile(name))
     try:
-        async with running(CanSink(settings(channel, profile=name)), hub) as sink:
+        async with running(can_sink(settings(channel, profile=name)), hub) as sink:
             await wait_for(lambda: all(simulator.count(i) >= 6 for i in sink.profile.frame_ids))
             assert simulator.signals(0x351)["charge_voltage_limit"] == pytest.approx(55.2)
             assert simulator.signals(0x356)["voltage"] == pytest.approx(52.8)
@@ -63,7 +63,7 @@ async def test_stale_sequence_keep_safe_silence() -> None:
     hub.publish(make_snapshot())
     simulator = InverterSimulator(channel, load_profile("pylon"))
     try:
-        async with running(CanSink(settings(channel, silent_after=0.8)), hub) as sink:
+        async with running(can_sink(settings(channel, silent_after=0.8)), hub) as sink:
             await wait_for(lambda: simulator.count(0x351) >= 2)
             assert simulator.signals(0x351)["charge_current_limit"] == pytest.approx(100.0)
             await wait_for(lambda: sink.phase is OutputPhase.SAFE)
@@ -93,7 +93,7 @@ async def test_safe_frames_come_before_silence_when_the_hub_budget_is_longer(tmp
     log = tmp_path / "can.log"
     hub = make_hub(stale_after=2.0)
     hub.publish(make_snapshot())
-    sink = CanSink(settings(channel_name(), silent_after=0.4, log_file=log))
+    sink = can_sink(settings(channel_name(), silent_after=0.4, log_file=log))
     phases: list[OutputPhase] = []
     sink.add_listener(lambda _status: phases.append(sink.phase))
     async with running(sink, hub):
@@ -124,11 +124,12 @@ async def test_safe_phase_starts_at_silent_after_with_the_default_budgets() -> N
     hub = SnapshotHub(clock=lambda: clock[0])
     hub.register("a", stale_after=1000.0)
     hub.publish(make_snapshot())
-    sink = CanSink(settings(channel_name()), clock=lambda: clock[0])
+    sink = can_sink(settings(channel_name()), clock=lambda: clock[0])
 
     def phase_at(now: float) -> OutputPhase:
         clock[0] = now
-        sink.refresh(hub)
+        sink.controller.refresh(hub)
+        sink.refresh()
         return sink.phase
 
     assert phase_at(0.0) is OutputPhase.NORMAL
@@ -147,7 +148,7 @@ async def test_keepalive_loss_is_reported(caplog: pytest.LogCaptureFixture) -> N
     hub.publish(make_snapshot())
     simulator = InverterSimulator(channel, load_profile("pylon"))
     try:
-        sink = CanSink(settings(channel, keepalive_timeout=0.3))
+        sink = can_sink(settings(channel, keepalive_timeout=0.3))
         async with running(sink, hub):
             async with simulator.sending(0x305, 0.05):
                 await wait_for(lambda: sink.status.inverter_present is True)
@@ -170,7 +171,7 @@ async def test_growatt_answers_each_request() -> None:
     profile = load_profile("growatt-lv")
     simulator = InverterSimulator(channel, profile)
     try:
-        async with running(CanSink(settings(channel, profile="growatt-lv")), hub) as sink:
+        async with running(can_sink(settings(channel, profile="growatt-lv")), hub) as sink:
             await asyncio.sleep(0.2)
             assert simulator.count(0x311) == 0  # never unasked
             for expected in (1, 2, 3):
@@ -194,7 +195,7 @@ async def test_alarm_reaches_the_bus_before_the_next_period() -> None:
     hub.publish(make_snapshot())
     simulator = InverterSimulator(channel, load_profile("pylon"))
     try:
-        async with running(CanSink(settings(channel, period=2.0)), hub):
+        async with running(can_sink(settings(channel, period=2.0)), hub):
             await wait_for(lambda: simulator.count(0x359) >= 1)
             await asyncio.sleep(0.2)
             loop = asyncio.get_running_loop()
@@ -213,7 +214,7 @@ async def test_soc_forcing_on_the_wire() -> None:
     hub.publish(make_snapshot(charge_enabled=False))
     simulator = InverterSimulator(channel, load_profile("pylon"))
     try:
-        async with running(CanSink(settings(channel, soc_forcing=True)), hub):
+        async with running(can_sink(settings(channel, soc_forcing=True)), hub):
             await wait_for(lambda: simulator.count(0x355) >= 1)
             assert simulator.signals(0x355)["soc"] == 100.0
     finally:
@@ -226,7 +227,7 @@ async def test_force_charge_request_at_low_soc() -> None:
     hub.publish(make_snapshot(soc=4.0))
     simulator = InverterSimulator(channel, load_profile("pylon"))
     try:
-        async with running(CanSink(settings(channel)), hub):
+        async with running(can_sink(settings(channel)), hub):
             await wait_for(lambda: simulator.count(0x35C) >= 1)
             assert simulator.signals(0x35C)["force_charge_1"] == 1.0
             assert simulator.signals(0x35C)["force_charge_2"] == 0.0
@@ -238,8 +239,8 @@ async def test_candump_log_and_demo_constructor(tmp_path: Path) -> None:
     log = tmp_path / "can.log"
     hub = SnapshotHub()
     hub.publish(make_snapshot("house"))
-    sink = CanSink(
-        CanSettings(interface="virtual", channel="bmsgate-demo", profile="pylon", log_file=log, batteries=("house",))
+    sink = can_sink(
+        CanSettings(interface="virtual", channel="bmsgate-demo", profile="pylon", log_file=log), batteries=("house",)
     )
     async with running(sink, hub):
         await wait_for(lambda: sink.frame_sets >= 2, timeout=3.0)
@@ -254,7 +255,7 @@ async def test_dry_run_logs_without_a_bus(tmp_path: Path) -> None:
     log = tmp_path / "dry.log"
     hub = make_hub()
     hub.publish(make_snapshot())
-    sink = CanSink(settings("can0", interface="socketcan", profile="growatt-lv", dry_run=True, log_file=log))
+    sink = can_sink(settings("can0", interface="socketcan", profile="growatt-lv", dry_run=True, log_file=log))
     async with running(sink, hub):
         await wait_for(lambda: sink.frame_sets >= 2)
     assert " can0 311#" in log.read_text()
@@ -305,7 +306,7 @@ async def test_bus_errors_reopen_with_backoff(caplog: pytest.LogCaptureFixture) 
 
     simulator = InverterSimulator(channel, load_profile("pylon"))
     try:
-        sink = CanSink(settings(channel, reopen_backoff_max=0.2), bus_opener=opener)
+        sink = can_sink(settings(channel, reopen_backoff_max=0.2), bus_opener=opener)
         async with running(sink, hub):
             await wait_for(lambda: len(opened) == 4, timeout=10.0)
             sent = simulator.count(0x351)

@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from bmsgate.inverter.controller import InverterController
 from bmsgate.inverter.modbus.server import ModbusServer
 from bmsgate.inverter.modbus.settings import ModbusSettings
 from bmsgate.inverter.modbus.sink import ModbusSink
+from bmsgate.inverter.settings import InverterSettings
 from bmsgate.model import BatterySnapshot
 from bmsgate.runtime.hub import SnapshotHub
 
@@ -57,27 +59,53 @@ def free_port() -> int:
         return port
 
 
+def make_controller(
+    batteries: tuple[str, ...] = ("a",), *, clock: Callable[[], float] = time.monotonic, **changes: Any
+) -> InverterController:
+    """A controller for the bank `batteries`, refreshing fast enough for tests that run in real time."""
+    values: dict[str, Any] = {"batteries": batteries, "refresh_interval": 0.02, "status_timeout": 5.0}
+    values.update(changes)
+    return InverterController(InverterSettings(**values), clock=clock)
+
+
 async def wait_refresh(sink: ModbusSink, timeout: float = 3.0) -> None:
-    """Wait for the next register refresh (started after this call)."""
-    sink.refreshed.clear()
-    await asyncio.wait_for(sink.refreshed.wait(), timeout)
+    """Wait until the registers encode a status the controller computed after this call."""
+    computed = sink.controller.status.sequence
+    async with asyncio.timeout(timeout):
+        while sink.status.sequence <= computed:
+            sink.refreshed.clear()
+            await sink.refreshed.wait()
 
 
 @contextlib.asynccontextmanager
 async def running_sink(
-    settings: ModbusSettings, hub: SnapshotHub, clock: FakeClock | None = None
+    settings: ModbusSettings,
+    hub: SnapshotHub,
+    clock: FakeClock | None = None,
+    *,
+    controller: InverterController | None = None,
 ) -> AsyncIterator[ModbusSink]:
-    """Run a sink until the block ends; waits until a server endpoint listens."""
-    sink = ModbusSink(settings, clock=clock or time.monotonic)
-    task = asyncio.create_task(sink.run(hub), name="test-modbus-sink")
+    """Run a sink and its controller until the block ends; waits until a server endpoint listens.
+
+    A `controller` given is shared and run by the caller; otherwise the sink gets its own over bank ``a``.
+    """
+    own = controller is None
+    controller = controller or make_controller(clock=clock or time.monotonic)
+    sink = ModbusSink(settings, controller)
+    tasks = []
+    if own:
+        tasks.append(asyncio.create_task(controller.run(hub), name="test-inverter-controller"))
+    tasks.append(asyncio.create_task(sink.run(hub), name="test-modbus-sink"))
     try:
         if isinstance(sink.endpoint, ModbusServer):
             await asyncio.wait_for(sink.endpoint.listening.wait(), 5)
         yield sink
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def modbus_crc(frame: bytes) -> bytes:

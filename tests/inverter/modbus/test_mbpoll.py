@@ -34,7 +34,7 @@ async def mbpoll(*args: str) -> tuple[int, dict[int, int], str]:
 
 async def test_mbpoll_over_tcp() -> None:
     hub = SnapshotHub()
-    settings = ModbusSettings(mode="tcp", port=free_port(), batteries=("a",), refresh_interval=0.02)
+    settings = ModbusSettings(mode="tcp", port=free_port())
     async with running_sink(settings, hub) as sink:
         hub.publish(make_snapshot())
         await wait_refresh(sink)
@@ -61,8 +61,6 @@ async def test_mbpoll_over_rtu(pty_pair: tuple[Path, Path]) -> None:
         serial_port=str(server_port),
         slave_id=21,
         register_map="byd-hvm-fronius",
-        batteries=("a",),
-        refresh_interval=0.02,
     )
     async with running_sink(settings, hub) as sink:
         hub.publish(make_snapshot())

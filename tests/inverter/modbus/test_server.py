@@ -26,7 +26,7 @@ from bmsgate.inverter.modbus.sink import ModbusSink
 from bmsgate.runtime.backoff import Backoff
 from bmsgate.runtime.hub import SnapshotHub
 
-from .helpers import FakeClock, free_port, make_snapshot, modbus_crc, running_sink, wait_refresh
+from .helpers import FakeClock, free_port, make_controller, make_snapshot, modbus_crc, running_sink, wait_refresh
 
 SOC, VOLTAGE, CURRENT, TEMPERATURE, CCL, DCL, ALARMS, STATUS, HEARTBEAT = (
     0x0100, 0x0101, 0x0102, 0x0103, 0x0105, 0x0106, 0x0107, 0x0108, 0x0109,
@@ -61,7 +61,7 @@ def inverter_present(sink: ModbusSink) -> bool | None:
 
 
 def tcp_settings(**changes: object) -> ModbusSettings:
-    values: dict[str, object] = {"mode": "tcp", "port": free_port(), "batteries": ("a",), "refresh_interval": 0.02}
+    values: dict[str, object] = {"mode": "tcp", "port": free_port()}
     return ModbusSettings.model_validate(values | changes)
 
 
@@ -156,36 +156,41 @@ async def test_stale_transitions(clock: FakeClock) -> None:
 def test_stale_bank_keeps_its_last_measurements(clock: FakeClock) -> None:
     hub = SnapshotHub(clock=clock)
     hub.register("a", stale_after=10.0)
-    sink = ModbusSink(tcp_settings(), clock=clock)
+    controller = make_controller(clock=clock)
+    sink = ModbusSink(tcp_settings(), controller)
+
+    def refresh(*, fresh_data: bool = False) -> None:
+        controller.refresh(hub, fresh_data=fresh_data)
+        sink.refresh()
 
     def registers(*addresses: int) -> list[int]:
         holding = sink.store.snapshot(RegisterKind.HOLDING)
         return [holding[address] for address in addresses]
 
     measurements = (SOC, VOLTAGE, TEMPERATURE, CELL_MIN, CELL_MAX)
-    sink.refresh(hub)  # nothing ever arrived: measurements read their missing value
+    refresh()  # nothing ever arrived: measurements read their missing value
     assert registers(*measurements, STATUS) == [0, 0, 0, 0, 0, 0]
 
     hub.publish(make_snapshot(soc=63.0, voltage=53.1))
-    sink.refresh(hub, fresh_data=True)
+    refresh(fresh_data=True)
     fresh = registers(*measurements)
     assert fresh == [63, 5310, 210, 3300, 3300]
     assert registers(CCL, DCL, STATUS) == [1000, 1000, 1]
 
     clock.advance(11.0)
-    sink.refresh(hub)
+    refresh()
     assert sink.status.bank.stale
     assert registers(*measurements) == fresh  # last fresh values, not 0
     ccl, dcl, alarms, status = registers(CCL, DCL, ALARMS, STATUS)
     assert (ccl, dcl, status) == (0, 0, 4)  # but never presented as fresh
     assert alarms & STALE_BIT
     clock.advance(100.0)
-    sink.refresh(hub)
+    refresh()
     assert registers(*measurements) == fresh
     assert sink.status.bank.soc is None  # the status other outputs read is not altered
 
     hub.publish(make_snapshot(soc=64.0, voltage=53.2))
-    sink.refresh(hub, fresh_data=True)
+    refresh(fresh_data=True)
     assert registers(SOC, VOLTAGE, STATUS) == [64, 5320, 1]
 
 
@@ -351,8 +356,6 @@ def rtu_settings(port: Path, **changes: object) -> ModbusSettings:
         "mode": "rtu",
         "serial_port": str(port),
         "slave_id": 21,
-        "batteries": ("a",),
-        "refresh_interval": 0.02,
     }
     return ModbusSettings.model_validate(values | changes)
 
@@ -417,7 +420,7 @@ async def test_client_mode_writes_the_map_into_a_device() -> None:
     server = ModbusTcpServer(ModbusServerContext(slaves=device, single=True), address=("127.0.0.1", port))  # type: ignore[no-untyped-call]
     assert await server.listen()
     hub = SnapshotHub()
-    settings = ModbusSettings(mode="client", port=port, batteries=("a",), client_interval=0.05, refresh_interval=0.02)
+    settings = ModbusSettings(mode="client", port=port, client_interval=0.05)
     try:
         async with running_sink(settings, hub) as sink:
             from bmsgate.inverter.modbus.server import ModbusClientWriter

@@ -97,16 +97,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    from bmsgate.app.outputs import configured_sink_builders  # noqa: PLC0415
+    from bmsgate.app.outputs import OUTPUTS, configured_sink_builders  # noqa: PLC0415
 
     gateway_config = load_config(Path(args.file))
     # Build everything `run` would build (protocols, transports, register maps, CAN profiles, bank
     # membership) without starting anything, so "ok" here means `run` will start.
     build_gateway(gateway_config, sink_builders=configured_sink_builders(), console=Console(file=io.StringIO()))
     console = Console(highlight=False)
-    outputs = [
-        name for name in ("console", "mqtt", "modbus", "can") if getattr(gateway_config.outputs, name, None) is not None
-    ]
+    sections = ["console", *(row.section for row in OUTPUTS)]
+    outputs = [name for name in sections if getattr(gateway_config.outputs, name, None) is not None]
     console.print(f"[green]ok[/green] {args.file}: {len(gateway_config.batteries)} batteries")
     for battery in gateway_config.batteries:
         source = battery.protocol or str(battery.protocol_file)
@@ -115,4 +114,7 @@ def _config_check(args: argparse.Namespace) -> int:
             f"stale after {battery.stale_budget:g} s"
         )
     console.print(f"  outputs: {', '.join(outputs)}")
+    if any(row.inverter and getattr(gateway_config.outputs, row.section, None) is not None for row in OUTPUTS):
+        bank = gateway_config.inverter.batteries or tuple(battery.id for battery in gateway_config.batteries)
+        console.print(f"  inverter bank: {', '.join(bank)} (one controller for every inverter output)")
     return 0

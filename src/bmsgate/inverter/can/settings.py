@@ -1,4 +1,8 @@
-"""`CanSettings`: the ``outputs.can`` section of the configuration."""
+"""`CanSettings`: the ``outputs.can`` section of the configuration.
+
+The bank, its limits and the freshness budget ``safe_after`` are the ``inverter`` section's
+(:class:`~bmsgate.inverter.settings.InverterSettings`), shared with every inverter output.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,6 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
-
-from bmsgate.inverter.bank import DEFAULT_SOC_EXTREME_BAND
-from bmsgate.inverter.limits import LimitSettings
 
 __all__ = ["CanSettings"]
 
@@ -25,12 +26,9 @@ class CanSettings(BaseModel):
         channel: ``can0``, a serial port for slcan (``/dev/ttyACM0``), or any name for virtual.
         bitrate: bit/s (slcan only; socketcan's bitrate belongs to ``ip link``).
         profile: a built-in profile (``pylon``, ``solark``, ``sma``, ``growatt-lv``) or a profile YAML path.
-        batteries: the packs forming the bank (hub battery ids); empty means every battery in the hub.
         period: s between frame sets, overriding the profile's.
-        safe_after: s since a pack's newest snapshot after which the CAN output treats it as stale
-            (tighter than the hub's budget); None uses the hub's per-battery budget alone.
         silent_after: s since the newest data of any pack after which nothing is sent at all. It must
-            exceed `safe_after` and should exceed every bank battery's ``stale_after`` (the gateway's
+            exceed ``inverter.safe_after`` and every bank battery's ``stale_after`` (the gateway's
             configuration checks that): the safe frame set (zero limits, error flags) is what the
             inverter hears between the two. The output enforces the order regardless: data older than
             `silent_after` counts as stale for it, and silence only follows a few periods of safe
@@ -46,8 +44,6 @@ class CanSettings(BaseModel):
         dry_run: open no bus at all; only log (requires `log_file` to be useful).
         reopen_backoff_max: s; bus reopen attempts back off up to this long.
         send_timeout: s one frame may wait for room in the transmit queue.
-        soc_extreme_band: %; near empty / full report the extreme pack's SoC (see bank.py).
-        limits: the limit engine's settings.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -56,9 +52,7 @@ class CanSettings(BaseModel):
     channel: str = Field(default="can0", min_length=1)
     bitrate: Annotated[int, Field(ge=10_000, le=1_000_000)] = 500_000
     profile: str = Field(default="pylon", min_length=1)
-    batteries: tuple[str, ...] = ()
     period: Annotated[float, Field(gt=0, le=60)] | None = None
-    safe_after: PositiveFloat | None = None
     silent_after: PositiveFloat = 300.0
     keepalive_timeout: PositiveFloat = 5.0
     soc_forcing: bool | None = None
@@ -73,16 +67,9 @@ class CanSettings(BaseModel):
     dry_run: bool = False
     reopen_backoff_max: PositiveFloat = 30.0
     send_timeout: PositiveFloat = 0.2
-    soc_extreme_band: Annotated[float, Field(ge=0, le=50)] = DEFAULT_SOC_EXTREME_BAND
-    limits: LimitSettings = LimitSettings()
 
     @model_validator(mode="after")
-    def _budgets_in_order(self) -> Self:
-        if self.safe_after is not None and self.silent_after <= self.safe_after:
-            raise ValueError(
-                f"silent_after ({self.silent_after:g} s) must be longer than safe_after ({self.safe_after:g} s), "
-                "or the inverter would never see the safe frames"
-            )
+    def _thresholds_in_order(self) -> Self:
         if self.force_charge_ii_soc > self.force_charge_soc:
             raise ValueError("force_charge_ii_soc must not exceed force_charge_soc")
         return self

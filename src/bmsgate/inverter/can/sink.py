@@ -1,14 +1,17 @@
-"""`CanSink`: the inverter bridge over CAN — hub → bank → limits → profile frames → bus.
+"""`CanSink`: the inverter bridge over CAN — the controller's status → profile frames → bus.
 
-Two tasks share one state: the hub watcher recomputes on every update of a bank pack and asks for an
-immediate frame set when things got less safe (a new alarm, a lower limit, a phase change); the bus
-task owns the bus, sends the frame set every period (push profiles) or answers each request frame
-(Growatt), and watches the inverter's keep-alive. A bus failure (python-can error, bus-off) closes
-the bus and reopens it with backoff; the hub watcher carries on meanwhile, so the first frame set
-after a reopen is current.
+The bank and its limits come from the :class:`~bmsgate.inverter.controller.InverterController` (the
+same status the Modbus output encodes); this sink only adds what is CAN's own: the keep → safe →
+silent phase from the status's data age, force-charge requests, the frame schedule and the bus.
 
-Scheduling uses the event loop's clock; data ages, staleness and limit dynamics use the injectable
-`clock`, which must be the hub's clock.
+Two tasks share one state: the status watcher re-encodes on every new status and asks for an immediate
+frame set when things got less safe (a new alarm, a lower limit, a phase change); the bus task owns the
+bus, sends the frame set every period (push profiles) or answers each request frame (Growatt), and
+watches the inverter's keep-alive. A bus failure (python-can error, bus-off) closes the bus and reopens
+it with backoff; the status watcher carries on meanwhile, so the first frame set after a reopen is current.
+
+Scheduling uses the event loop's clock; data ages and phases use the injectable `clock`, which must
+be the controller's (and so the hub's) clock.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from bmsgate.inverter.can.candump import CandumpWriter
 from bmsgate.inverter.can.profiles import CanFrame, CanProfile, OutputPhase, Requests, build_frames, load_profile
 from bmsgate.inverter.can.settings import CanSettings
 from bmsgate.inverter.can.state import ForceChargeRequest, PhaseTracker
-from bmsgate.inverter.status import BankTracker, InverterLiveness, InverterStatus, initial_status
+from bmsgate.inverter.controller import InverterController, StatusSubscription
+from bmsgate.inverter.status import InverterLiveness, InverterStatus, expired
 from bmsgate.model import Alarm
 from bmsgate.runtime.backoff import Backoff
-from bmsgate.runtime.hub import SnapshotHub, Subscription
+from bmsgate.runtime.hub import SnapshotHub
 
 __all__ = ["SAFE_HOLD_PERIODS", "CanSink"]
 
@@ -51,10 +55,11 @@ class CanSink:
 
     Args:
         settings: the ``outputs.can`` configuration.
+        controller: the inverter controller whose status this output encodes.
         profile: a compiled profile; loaded from ``settings.profile`` when omitted (the settings'
             quirk, manufacturer and period overrides are applied either way).
         bus_opener: opens the bus (tests inject fakes); defaults to :func:`~bmsgate.inverter.can.bus.open_bus`.
-        clock: monotonic clock for data ages and limit dynamics (the hub's clock).
+        clock: monotonic clock for data ages (default: the controller's, which is the hub's).
         wall_clock: Unix time for the candump log.
 
     Raises:
@@ -68,42 +73,36 @@ class CanSink:
     def __init__(
         self,
         settings: CanSettings,
+        controller: InverterController,
         *,
         profile: CanProfile | None = None,
         bus_opener: BusOpener | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         if settings.log_file is not None:
             _check_log_file(settings.log_file)
-        self.profile = (profile or load_profile(settings.profile)).with_overrides(
-            quirks=settings.quirk_overrides, manufacturer=settings.manufacturer, period=settings.period
-        )
-        self._clock = clock
+        self.controller = controller
+        self._clock = clock or controller.clock
         self._wall_clock = wall_clock
         self._open = bus_opener or open_bus
-        self._tracker = BankTracker(
-            settings.batteries,
-            settings.limits,
-            soc_extreme_band=settings.soc_extreme_band,
-            label=self.name,
-            clock=clock,
-        )
+        self.profile = self._customised(profile or load_profile(settings.profile))
         period = max(self.profile.period, self.profile.min_interval)
         self._phases = PhaseTracker(settings.silent_after, safe_hold=SAFE_HOLD_PERIODS * period)
-        # Data past `silent_after` is stale for this output whatever the hub's budget says: the safe
-        # phase starts at the latest there (and silence only after the safe frames were sent a while).
-        self._max_age = settings.safe_after if settings.safe_after is not None else settings.silent_after
         self._liveness = (
-            InverterLiveness(settings.keepalive_timeout, clock(), what=f"CAN frame {self.profile.liveness_id:#05x}")
+            controller.watch(
+                InverterLiveness(
+                    settings.keepalive_timeout, self._clock(), what=f"CAN frame {self.profile.liveness_id:#05x}"
+                )
+            )
             if self.profile.liveness_id is not None
             else None
         )
         self._force_charge = ForceChargeRequest(
             settings.force_charge_soc, settings.force_charge_ii_soc, settings.force_charge_hysteresis
         )
-        self._status = initial_status(settings.batteries)
+        self._status = controller.status
         self._requests = Requests()
         self._frames: list[CanFrame] = []
         self._sent_signature: tuple[OutputPhase, frozenset[Alarm], float, float] | None = None
@@ -124,7 +123,7 @@ class CanSink:
 
     @property
     def status(self) -> InverterStatus:
-        """The bank, limits and inverter liveness currently published."""
+        """The status the frames were last encoded from (the controller's, unless it went stale here)."""
         return self._status
 
     @property
@@ -143,37 +142,69 @@ class CanSink:
         return list(self._frames)
 
     def add_listener(self, callback: Callable[[InverterStatus], None]) -> None:
-        """Call `callback` with every new status (it must return quickly and not raise)."""
+        """Call `callback` with every status encoded (it must return quickly and not raise)."""
         self._listeners.append(callback)
+
+    def swap_item(self, item: object) -> object:
+        """Encode with another profile from the next frame set on, without reopening the bus.
+
+        The configuration's quirk, manufacturer and period overrides apply to the new profile too.
+
+        Args:
+            item: a compiled :class:`~bmsgate.inverter.can.profiles.CanProfile`.
+
+        Returns:
+            The profile used until now.
+
+        Raises:
+            ConfigError: `item` is not a CAN profile.
+        """
+        if not isinstance(item, CanProfile):
+            raise ConfigError(f"a CAN output takes a CAN profile, not {type(item).__name__}", key_path="outputs.can")
+        previous = self.profile
+        self.profile = self._customised(item)
+        if self._liveness is None and self.profile.liveness_id is not None:
+            self._liveness = self.controller.watch(
+                InverterLiveness(
+                    self.settings.keepalive_timeout, self._clock(), what=f"CAN frame {self.profile.liveness_id:#05x}"
+                )
+            )
+        self._frames = build_frames(self.profile, self._status, self.phase, self._requests)
+        _LOGGER.info("CAN: profile %s replaces %s", self.profile.name, previous.name)
+        return previous
+
+    def _customised(self, profile: CanProfile) -> CanProfile:
+        settings = self.settings
+        return profile.with_overrides(
+            quirks=settings.quirk_overrides, manufacturer=settings.manufacturer, period=settings.period
+        )
 
     # -- computing ----------------------------------------------------------------------------------
 
-    def refresh(self, hub: SnapshotHub) -> InverterStatus:
-        """Recompute bank, limits, phase, requests and the frame set now.
+    def refresh(self) -> InverterStatus:
+        """Encode the controller's latest status now: phase, requests and the frame set.
+
+        A status older than the controller's ``status_timeout`` counts as stale here (the controller
+        stopped): the safe frames go out, and silence follows as the data ages.
 
         Returns:
-            The new status.
+            The status the frames encode.
         """
-        bank, limits, now = self._tracker.update(hub, max_age=self._max_age)
-        ages = [age for battery_id in self._tracker.battery_ids(hub) if (age := hub.age(battery_id)) is not None]
-        phase = self._phases.update(bank, min(ages) if ages else None, now=now)
-        present = self._liveness.check(now) if self._liveness is not None else None
-        self._status = InverterStatus(
-            bank=bank,
-            limits=limits,
-            heartbeat=self.frame_sets & 0xFFFF,
-            inverter_present=present,
-            updated_at=now,
-        )
-        self._tracker.log_state(self._status)
+        now = self._clock()
+        status = self.controller.status
+        if status.age(now) > self.controller.settings.status_timeout:
+            status = expired(status)
+        self._status = status
+        bank = status.bank
+        phase = self._phases.update(bank, status.data_age_at(now), now=now)
         normal = phase is OutputPhase.NORMAL
         self._requests = self._force_charge.update(
             bank.soc if normal else None, under_voltage=normal and not bank.alarms.isdisjoint(_UNDER_VOLTAGE)
         )
-        self._frames = build_frames(self.profile, self._status, phase, self._requests)
+        self._frames = build_frames(self.profile, status, phase, self._requests)
         for listener in self._listeners:
-            listener(self._status)
-        return self._status
+            listener(status)
+        return status
 
     def _signature(self) -> tuple[OutputPhase, frozenset[Alarm], float, float]:
         limits = self._status.limits
@@ -195,7 +226,8 @@ class CanSink:
     # -- running ------------------------------------------------------------------------------------
 
     async def run(self, hub: SnapshotHub) -> None:
-        """Compute from `hub` and transmit until cancelled."""
+        """Encode the controller's status and transmit until cancelled (`hub` is the controller's business)."""
+        del hub
         log = None
         if self.settings.log_file is not None:
             log = CandumpWriter(self.settings.log_file, self.settings.interface_name)
@@ -210,29 +242,24 @@ class CanSink:
             " (dry run)" if self.settings.dry_run else "",
         )
         try:
-            with hub.subscribe(self.name) as subscription:
-                self.refresh(hub)
+            with self.controller.channel.subscribe() as subscription:
+                self.refresh()
                 async with asyncio.TaskGroup() as group:
-                    group.create_task(self._watch_hub(hub, subscription), name=f"{self.name}-hub")
-                    group.create_task(self._bus_loop(hub), name=f"{self.name}-bus")
+                    group.create_task(self._watch_status(subscription), name=f"{self.name}-status")
+                    group.create_task(self._bus_loop(), name=f"{self.name}-bus")
         finally:
             self._log = None
             if log is not None:
                 log.close()
 
-    async def _watch_hub(self, hub: SnapshotHub, subscription: Subscription) -> None:
+    async def _watch_status(self, subscription: StatusSubscription) -> None:
         while True:
-            updates = [await subscription.get()]
-            while (update := subscription.get_nowait()) is not None:
-                updates.append(update)
-            bank_ids = set(self._tracker.battery_ids(hub))
-            if not any(update.battery_id in bank_ids for update in updates):
-                continue
-            self.refresh(hub)
+            await subscription.get()
+            self.refresh()
             if self.profile.mode == "push" and self._less_safe_than_sent():
                 self._urgent.set()
 
-    async def _bus_loop(self, hub: SnapshotHub) -> None:
+    async def _bus_loop(self) -> None:
         backoff = Backoff(_INITIAL_BACKOFF, max(_INITIAL_BACKOFF, self.settings.reopen_backoff_max))
         while True:
             self._healthy = False
@@ -244,7 +271,7 @@ class CanSink:
                 try:
                     async with asyncio.TaskGroup() as group:
                         group.create_task(self._receive(bus), name=f"{self.name}-receive")
-                        group.create_task(self._transmit(hub, bus), name=f"{self.name}-transmit")
+                        group.create_task(self._transmit(bus), name=f"{self.name}-transmit")
                 except* SinkError as failures:
                     self._report_failure(failures.exceptions[0])
                 finally:
@@ -262,28 +289,31 @@ class CanSink:
         _LOGGER.warning("CAN: bus failed (%s); reopening with backoff", exc)
 
     async def _receive(self, bus: FrameBus) -> None:
-        liveness_id = self.profile.liveness_id
-        request_id = self.profile.request_id if self.profile.mode == "request" else None
         while True:
             frame = await bus.receive()
-            if frame.arbitration_id == liveness_id and self._liveness is not None:
+            # Read per frame: a swapped profile may listen for other ids.
+            profile = self.profile
+            request_id = profile.request_id if profile.mode == "request" else None
+            if frame.arbitration_id == profile.liveness_id and self._liveness is not None:
                 self._liveness.seen(self._clock())
             if frame.arbitration_id == request_id:
                 self._requested.set()
 
-    async def _transmit(self, hub: SnapshotHub, bus: FrameBus) -> None:
-        if self.profile.mode == "request":
-            await self._answer_requests(hub, bus)
-        else:
-            await self._push(hub, bus)
-
-    async def _push(self, hub: SnapshotHub, bus: FrameBus) -> None:
-        loop = asyncio.get_running_loop()
-        min_interval = self.profile.min_interval
-        period = max(self.profile.period, min_interval)
-        next_due = loop.time()
-        last_sent = -min_interval
+    async def _transmit(self, bus: FrameBus) -> None:
+        # Each loop returns when a swapped profile changes the mode; the bus stays open meanwhile.
         while True:
+            if self.profile.mode == "request":
+                await self._answer_requests(bus)
+            else:
+                await self._push(bus)
+
+    async def _push(self, bus: FrameBus) -> None:
+        loop = asyncio.get_running_loop()
+        next_due = loop.time()
+        last_sent = -self.profile.min_interval
+        while self.profile.mode == "push":
+            min_interval = self.profile.min_interval
+            period = max(self.profile.period, min_interval)
             urgent = await _wait(self._urgent, next_due - loop.time())
             self._urgent.clear()
             # The regular grid already keeps `period` >= `min_interval`; only an urgent set may come early.
@@ -291,18 +321,18 @@ class CanSink:
             if urgent and wait_more > 0:
                 await asyncio.sleep(wait_more)
             last_sent = loop.time()
-            self.refresh(hub)
+            self.refresh()
             await self._send(bus)
             # A fixed grid keeps the period free of drift; an urgent set restarts the grid after itself.
             next_due = last_sent + period if urgent else next_due + period
             if next_due < loop.time():
                 next_due = loop.time() + period
 
-    async def _answer_requests(self, hub: SnapshotHub, bus: FrameBus) -> None:
-        while True:
+    async def _answer_requests(self, bus: FrameBus) -> None:
+        while self.profile.mode == "request":
             requested = await _wait(self._requested, self.profile.period)
             self._requested.clear()
-            self.refresh(hub)
+            self.refresh()
             # A dry run has no inverter to ask: answer on the period so the log shows the frames.
             if requested or self.settings.dry_run:
                 await self._send(bus)

@@ -82,11 +82,15 @@ class RegisterStore(ModbusBaseSlaveContext):
     """
 
     def __init__(self, register_map: RegisterMap, on_write: WriteCallback | None = None) -> None:
+        self._on_write = on_write
+        self.use(register_map)
+
+    def use(self, register_map: RegisterMap) -> None:
+        """Serve `register_map`'s addresses from now on (a live swap: the server keeps running)."""
         self._tables = register_map.layout()
         self._writable = frozenset(
             entry.address + offset for entry in register_map.writable() for offset in range(entry.count)
         )
-        self._on_write = on_write
 
     def update(self, image: RegisterImage) -> None:
         """Replace the computed registers' values (called by the single writer)."""

@@ -1,13 +1,14 @@
-"""`ModbusSettings`: the ``outputs.modbus`` section of the configuration."""
+"""`ModbusSettings`: the ``outputs.modbus`` section of the configuration.
+
+The bank, its limits and the refresh interval are the ``inverter`` section's
+(:class:`~bmsgate.inverter.settings.InverterSettings`), shared with every inverter output.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
-
-from bmsgate.inverter.bank import DEFAULT_SOC_EXTREME_BAND
-from bmsgate.inverter.limits import LimitSettings
 
 __all__ = ["ModbusSettings"]
 
@@ -24,15 +25,10 @@ class ModbusSettings(BaseModel):
         serial_port / baudrate / parity / stopbits / bytesize: the RS485 line (``rtu`` and RTU client).
         slave_id: our unit id as a server, or the device's unit id as a client.
         register_map: a built-in map name (``generic``, ``byd-hvm-fronius``) or a path to a YAML file.
-        batteries: the packs forming the bank (hub battery ids); empty means every battery in the hub.
-        refresh_interval: s between datastore refreshes when no new snapshot arrives (staleness,
-            ramps and timers advance on this tick).
         client_interval: s between writes in ``client`` mode.
         client_timeout: s a client request may take.
         heartbeat_in_period: s between the inverter's writes of the heartbeat register.
         heartbeat_in_missed_periods: periods without a change before the inverter counts as missing.
-        soc_extreme_band: %; near empty / full report the extreme pack's SoC (see bank.py).
-        limits: the limit engine's settings.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -48,14 +44,10 @@ class ModbusSettings(BaseModel):
     bytesize: Literal[7, 8] = 8
     slave_id: Annotated[int, Field(ge=1, le=247)] = 1
     register_map: str = "generic"
-    batteries: tuple[str, ...] = ()
-    refresh_interval: PositiveFloat = 1.0
     client_interval: PositiveFloat = 5.0
     client_timeout: PositiveFloat = 2.0
     heartbeat_in_period: PositiveFloat = 60.0
     heartbeat_in_missed_periods: Annotated[int, Field(ge=1)] = 3
-    soc_extreme_band: Annotated[float, Field(ge=0, le=50)] = DEFAULT_SOC_EXTREME_BAND
-    limits: LimitSettings = LimitSettings()
 
     @model_validator(mode="after")
     def _serial_port_when_needed(self) -> Self:

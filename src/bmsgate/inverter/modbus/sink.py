@@ -1,27 +1,27 @@
-"""`ModbusSink`: the inverter bridge over Modbus — hub → bank → limits → register map → endpoint.
+"""`ModbusSink`: the inverter bridge over Modbus — the controller's status → register map → endpoint.
 
-One task refreshes the register image: on every hub update for a bank pack, and at least every
-`refresh_interval` so staleness, ramps and timers advance without new data. The endpoint (server or
-client writer, see server.py) runs beside it and never waits for it; pollers are never waited on
-(the hub subscription keeps only the newest update per battery).
+The bank and its limits come from the :class:`~bmsgate.inverter.controller.InverterController` (the
+same status the CAN output encodes). One task re-encodes the register image on every new status, and
+at least every ``refresh_interval`` so a status that stopped coming ages into the safe (stale) image.
+The endpoint (server or client writer, see server.py) runs beside it and never waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Sequence
 
-from bmsgate.inverter.bank import BankState
+from bmsgate.errors import ConfigError
+from bmsgate.inverter.controller import InverterController, StatusSubscription
 from bmsgate.inverter.modbus.heartbeat import HeartbeatMonitor
 from bmsgate.inverter.modbus.registermap import RegisterImage, RegisterKind, RegisterMap, load_register_map
 from bmsgate.inverter.modbus.server import ModbusClientWriter, ModbusEndpoint, ModbusServer, RegisterStore
 from bmsgate.inverter.modbus.settings import ModbusSettings
-from bmsgate.inverter.status import BankTracker, InverterStatus, initial_status, read_packs
-from bmsgate.runtime.hub import HubUpdate, SnapshotHub, Subscription
+from bmsgate.inverter.status import InverterStatus, expired
+from bmsgate.runtime.hub import SnapshotHub
 
-__all__ = ["ModbusSink", "read_packs"]
+__all__ = ["ModbusSink"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -31,8 +31,9 @@ class ModbusSink:
 
     Args:
         settings: the ``outputs.modbus`` configuration.
+        controller: the inverter controller whose status this output encodes.
         register_map: a compiled map; loaded from ``settings.register_map`` when omitted.
-        clock: monotonic clock (injectable for tests).
+        clock: monotonic clock (default: the controller's, which is the hub's).
     """
 
     name = "modbus"
@@ -40,33 +41,24 @@ class ModbusSink:
     def __init__(
         self,
         settings: ModbusSettings,
+        controller: InverterController,
         *,
         register_map: RegisterMap | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
-        self.register_map = register_map or load_register_map(settings.register_map)
-        self._clock = clock
-        self._tracker = BankTracker(
-            settings.batteries,
-            settings.limits,
-            soc_extreme_band=settings.soc_extreme_band,
-            label=self.name,
-            clock=clock,
-        )
-        self._status = initial_status(settings.batteries)
-        self._last_fresh: BankState | None = None
-        """The last bank that was not stale: its measurements stay on show while the bank is stale."""
-        self._heartbeat = 0
+        self.controller = controller
+        self._clock = clock or controller.clock
+        self._status = controller.status
         self._listeners: list[Callable[[InverterStatus], None]] = []
         self.refreshed = asyncio.Event()
         """Set after every refresh of the register image (cleared by whoever waits on it)."""
 
-        heartbeat_entry = self.register_map.heartbeat_in
-        self._heartbeat_address = heartbeat_entry.address if heartbeat_entry else None
+        self.register_map = register_map or load_register_map(settings.register_map)
         self._monitor: HeartbeatMonitor | None = None
-        if heartbeat_entry is not None and settings.mode != "client":
-            self._monitor = HeartbeatMonitor(settings.heartbeat_in_timeout, clock())
+        if self.register_map.heartbeat_in is not None and settings.mode != "client":
+            self._monitor = HeartbeatMonitor(settings.heartbeat_in_timeout, self._clock())
+            controller.watch(self._monitor)
         self.store = RegisterStore(self.register_map, on_write=self._on_write)
         self.store.update(self._encode())
         self.endpoint: ModbusEndpoint
@@ -79,77 +71,91 @@ class ModbusSink:
 
     @property
     def status(self) -> InverterStatus:
-        """The limits, bank state and limitation reason currently published."""
+        """The status the registers were last encoded from (the controller's, unless it went stale here)."""
         return self._status
 
     def add_listener(self, callback: Callable[[InverterStatus], None]) -> None:
-        """Call `callback` with every new status (it must return quickly and not raise)."""
+        """Call `callback` with every status encoded (it must return quickly and not raise)."""
         self._listeners.append(callback)
+
+    def swap_item(self, item: object) -> object:
+        """Encode with another register map from the next refresh on, without restarting the server.
+
+        The datastore switches to the new map's addresses at once; masters keep their connections.
+
+        Args:
+            item: a compiled :class:`~bmsgate.inverter.modbus.registermap.RegisterMap`.
+
+        Returns:
+            The register map used until now.
+
+        Raises:
+            ConfigError: `item` is not a register map.
+        """
+        if not isinstance(item, RegisterMap):
+            raise ConfigError(
+                f"a Modbus output takes a register map, not {type(item).__name__}", key_path="outputs.modbus"
+            )
+        previous = self.register_map
+        self.register_map = item
+        if self._monitor is None and item.heartbeat_in is not None and self.settings.mode != "client":
+            self._monitor = HeartbeatMonitor(self.settings.heartbeat_in_timeout, self._clock())
+            self.controller.watch(self._monitor)
+        self.store.use(item)
+        self.store.update(self._encode())
+        _LOGGER.info("Modbus: register map %s replaces %s", item.name, previous.name)
+        return previous
 
     # -- running ------------------------------------------------------------------------------------
 
     async def run(self, hub: SnapshotHub) -> None:
-        """Refresh from `hub` and serve/write until cancelled."""
-        with hub.subscribe(self.name) as subscription:
-            self.refresh(hub)
+        """Encode the controller's status and serve/write until cancelled (`hub` is the controller's business)."""
+        del hub
+        with self.controller.channel.subscribe() as subscription:
+            self.refresh()
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.endpoint.run(), name=f"{self.name}-endpoint")
-                group.create_task(self._refresh_loop(hub, subscription), name=f"{self.name}-refresh")
+                group.create_task(self._refresh_loop(subscription), name=f"{self.name}-refresh")
 
-    async def _refresh_loop(self, hub: SnapshotHub, subscription: Subscription) -> None:
+    async def _refresh_loop(self, subscription: StatusSubscription) -> None:
         while True:
-            updates: list[HubUpdate] = []
             try:
-                async with asyncio.timeout(self.settings.refresh_interval):
-                    updates.append(await subscription.get())
+                async with asyncio.timeout(self.controller.settings.refresh_interval):
+                    await subscription.get()
             except TimeoutError:
                 pass
-            while (update := subscription.get_nowait()) is not None:
-                updates.append(update)
-            bank_ids = set(self._battery_ids(hub))
-            fresh = any(u.battery_id in bank_ids and not u.stale and u.snapshot is not None for u in updates)
-            self.refresh(hub, fresh_data=fresh)
+            self.refresh()
 
-    def _battery_ids(self, hub: SnapshotHub) -> Sequence[str]:
-        return self._tracker.battery_ids(hub)
+    def refresh(self) -> InverterStatus:
+        """Encode the controller's latest status into the registers now.
 
-    def refresh(self, hub: SnapshotHub, *, fresh_data: bool = False) -> InverterStatus:
-        """Recompute the bank, limits and registers now.
-
-        Args:
-            hub: where the packs' snapshots come from.
-            fresh_data: a fresh snapshot of a bank pack arrived since the last refresh (advances the
-                outgoing heartbeat).
+        A status older than the controller's ``status_timeout`` counts as stale here (the controller
+        stopped): limits 0 and the status bits say so.
 
         Returns:
-            The new status.
+            The status the registers encode.
         """
-        bank, limits, now = self._tracker.update(hub)
-        if not bank.stale:
-            self._last_fresh = bank
-        if fresh_data and not bank.stale:
-            self._heartbeat = (self._heartbeat + 1) & 0xFFFF
-        present = self._monitor.check(now) if self._monitor else None
-        self._status = InverterStatus(
-            bank=bank, limits=limits, heartbeat=self._heartbeat, inverter_present=present, updated_at=now
-        )
-        self._tracker.log_state(self._status)
+        status = self.controller.status
+        if status.age(self._clock()) > self.controller.settings.status_timeout:
+            status = expired(status)
+        self._status = status
         self.store.update(self._encode())
         for listener in self._listeners:
-            listener(self._status)
+            listener(status)
         self.refreshed.set()
-        return self._status
+        return status
 
     def _on_write(self, address: int, values: Sequence[int]) -> None:
-        if self._monitor is None or self._heartbeat_address is None:
+        heartbeat = self.register_map.heartbeat_in
+        if self._monitor is None or heartbeat is None:
             return
-        index = self._heartbeat_address - address
+        index = heartbeat.address - address
         if 0 <= index < len(values):
             self._monitor.observe(values[index], self._clock())
 
     def _encode(self) -> RegisterImage:
         # Stale: limits 0 and status/alarm bits say so, measurements keep their last fresh values.
-        return self.register_map.encode(self._status, last_fresh=self._last_fresh)
+        return self.register_map.encode(self._status, last_fresh=self._status.last_fresh)
 
     def _client_image(self) -> dict[int, int]:
         return self._encode()[RegisterKind.HOLDING]

@@ -1,0 +1,230 @@
+"""`InverterController`: hub → bank → limits once, published as one :class:`InverterStatus` to every output.
+
+With a limit engine per output, Modbus and CAN ramped and held on their own clocks and read the hub at
+their own moments, and were seen presenting charge limits 12 A apart. Here one task owns the engine:
+it recomputes on every update of a bank pack and at least every ``refresh_interval`` (so staleness,
+ramps and timers advance without new data), logs the bank's state changes once, and publishes the
+result on a :class:`StatusChannel`. The Modbus register map and the CAN profiles only encode it.
+
+:meth:`InverterController.refresh` is synchronous and reads time only from the injected clock, so the
+controller can be driven by hand with a fake clock; :meth:`InverterController.run` is the supervised task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from bmsgate.inverter.bank import BankState, aggregate
+from bmsgate.inverter.limits import LimitEngine
+from bmsgate.inverter.settings import InverterSettings
+from bmsgate.inverter.status import (
+    BankStatus,
+    InverterLiveness,
+    InverterStatus,
+    combined_presence,
+    initial_status,
+    read_packs,
+)
+from bmsgate.runtime.hub import HubUpdate, SnapshotHub, Subscription
+
+__all__ = ["InverterController", "StatusChannel", "StatusSubscription"]
+
+_LOGGER = logging.getLogger(__name__)
+
+_START_UP_GRACE: Final = 60.0
+"""Seconds after start during which packs that have not reported yet are not warned about."""
+
+
+class StatusSubscription:
+    """One reader of a :class:`StatusChannel`: it only ever gets the newest status it has not seen.
+
+    Nothing queues: a reader that falls behind skips straight to the latest value.
+    """
+
+    def __init__(self, channel: StatusChannel) -> None:
+        self._channel = channel
+        self._seen = -1
+        self._changed = asyncio.Event()
+        self._changed.set()
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+    def get_nowait(self) -> InverterStatus | None:
+        """The newest status if it is one this reader has not seen, else None."""
+        latest = self._channel.latest
+        if latest.sequence == self._seen:
+            return None
+        self._seen = latest.sequence
+        return latest
+
+    async def get(self) -> InverterStatus:
+        """Wait for a status newer than the last one read (the first call returns the current one)."""
+        while True:
+            status = self.get_nowait()
+            if status is not None:
+                return status
+            self._changed.clear()
+            await self._changed.wait()
+
+    def close(self) -> None:
+        """Stop being notified."""
+        self._channel._unsubscribe(self)
+
+    def __enter__(self) -> StatusSubscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class StatusChannel:
+    """The latest :class:`InverterStatus` plus change notification (no queues, newest wins).
+
+    Args:
+        initial: the value readers see before anything was published.
+    """
+
+    def __init__(self, initial: InverterStatus) -> None:
+        self._latest = initial
+        self._subscriptions: list[StatusSubscription] = []
+
+    @property
+    def latest(self) -> InverterStatus:
+        """The newest status."""
+        return self._latest
+
+    def publish(self, status: InverterStatus) -> None:
+        """Make `status` the latest and wake every reader."""
+        self._latest = status
+        for subscription in self._subscriptions:
+            subscription._notify()
+
+    def subscribe(self) -> StatusSubscription:
+        """A new reader; its first :meth:`StatusSubscription.get` returns the current status at once."""
+        subscription = StatusSubscription(self)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    def _unsubscribe(self, subscription: StatusSubscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+
+
+class InverterController:
+    """The one bank and limit engine behind every inverter output (a supervised task right of the hub).
+
+    Args:
+        settings: the ``inverter`` configuration (bank membership, limits, refresh interval).
+        clock: monotonic clock for data ages and limit dynamics; must be the hub's clock.
+    """
+
+    name = "inverter"
+
+    def __init__(self, settings: InverterSettings, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.engine = LimitEngine(settings.limits)
+        self.channel = StatusChannel(initial_status(settings.batteries))
+        self._started = clock()
+        self._sequence = 0
+        self._heartbeat = 0
+        self._last_fresh: BankState | None = None
+        self._last_state: BankStatus | None = None
+        self._watches: list[InverterLiveness] = []
+        self.refreshed = asyncio.Event()
+        """Set after every published status (cleared by whoever waits on it)."""
+
+    @property
+    def status(self) -> InverterStatus:
+        """The status currently published."""
+        return self.channel.latest
+
+    def watch(self, liveness: InverterLiveness) -> InverterLiveness:
+        """Fold an output's sign-of-life watch into the status's ``inverter_present``; returns it."""
+        self._watches.append(liveness)
+        return liveness
+
+    def battery_ids(self, hub: SnapshotHub) -> Sequence[str]:
+        """The bank's packs (the configured ones, or every battery the hub knows)."""
+        return self.settings.batteries or hub.battery_ids()
+
+    def refresh(self, hub: SnapshotHub, *, fresh_data: bool = False) -> InverterStatus:
+        """Recompute bank and limits from `hub` now and publish the result.
+
+        Args:
+            hub: where the packs' snapshots come from.
+            fresh_data: a fresh snapshot of a bank pack arrived since the last refresh (advances the
+                outgoing heartbeat).
+
+        Returns:
+            The new status.
+        """
+        now = self.clock()
+        battery_ids = self.battery_ids(hub)
+        packs = read_packs(hub, battery_ids, max_age=self.settings.safe_after)
+        bank = aggregate(packs, soc_extreme_band=self.settings.soc_extreme_band)
+        limits = self.engine.update(bank, now)
+        if not bank.stale:
+            self._last_fresh = bank
+            if fresh_data:
+                self._heartbeat = (self._heartbeat + 1) & 0xFFFF
+        ages = [pack.age for pack in packs if pack.age is not None]
+        self._sequence += 1
+        status = InverterStatus(
+            bank=bank,
+            limits=limits,
+            heartbeat=self._heartbeat,
+            inverter_present=combined_presence(watch.check(now) for watch in self._watches),
+            updated_at=now,
+            sequence=self._sequence,
+            data_age=min(ages) if ages else None,
+            last_fresh=self._last_fresh,
+        )
+        self._log_state(status, now)
+        self.channel.publish(status)
+        self.refreshed.set()
+        return status
+
+    async def run(self, hub: SnapshotHub) -> None:
+        """Recompute on bank updates and every ``refresh_interval`` until cancelled."""
+        with hub.subscribe(self.name) as subscription:
+            self.refresh(hub)
+            while True:
+                updates = await self._next_updates(subscription)
+                bank_ids = set(self.battery_ids(hub))
+                fresh = any(u.battery_id in bank_ids and not u.stale and u.snapshot is not None for u in updates)
+                self.refresh(hub, fresh_data=fresh)
+
+    async def _next_updates(self, subscription: Subscription) -> list[HubUpdate]:
+        updates: list[HubUpdate] = []
+        try:
+            async with asyncio.timeout(self.settings.refresh_interval):
+                updates.append(await subscription.get())
+        except TimeoutError:
+            pass
+        while (update := subscription.get_nowait()) is not None:
+            updates.append(update)
+        return updates
+
+    def _log_state(self, status: InverterStatus, now: float) -> None:
+        state = status.state
+        if state is self._last_state:
+            return
+        level = logging.INFO if state in {BankStatus.OK, BankStatus.STARTING} else logging.WARNING
+        if state is BankStatus.DEGRADED and not status.bank.offline and now - self._started < _START_UP_GRACE:
+            # Packs still arriving one by one after start-up are not worth a warning.
+            level = logging.INFO
+        _LOGGER.log(
+            level,
+            "bank %s: %d of %d packs online, limits %s",
+            state.value,
+            status.bank.packs_online,
+            status.bank.pack_count,
+            status.reason.value,
+        )
+        self._last_state = state

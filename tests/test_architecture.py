@@ -1,0 +1,124 @@
+"""The package's shape: no import cycles among bmsgate modules (module level, as Python runs them).
+
+Imports inside functions and under ``TYPE_CHECKING`` are left out: they run later or never, which is
+how optional libraries and the odd back-reference are kept out of the import-time graph.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import bmsgate
+
+_ROOT = Path(bmsgate.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(_ROOT.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _module_level_imports(tree: ast.Module) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Import statements that run when the module is imported (not in functions or TYPE_CHECKING)."""
+    pending: list[ast.stmt] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        elif isinstance(node, ast.If):
+            if not _is_type_checking(node.test):
+                pending.extend(node.body)
+            pending.extend(node.orelse)
+        elif isinstance(node, ast.Try):
+            pending.extend([*node.body, *node.orelse, *node.finalbody])
+            for handler in node.handlers:
+                pending.extend(handler.body)
+        elif isinstance(node, ast.With | ast.ClassDef):
+            pending.extend(node.body)
+
+
+def _targets(node: ast.Import | ast.ImportFrom, module: str, is_package: bool, known: set[str]) -> set[str]:
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    else:
+        base = node.module or ""
+        if node.level:
+            anchor = module.split(".") if is_package else module.split(".")[:-1]
+            anchor = anchor[: len(anchor) - (node.level - 1)]
+            base = ".".join([*anchor, base] if base else anchor)
+        # `from package import module` imports that module; `from module import name` only the module.
+        names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
+    found = set()
+    for imported in names:
+        # Importing a.b.c runs a and a.b first: the nearest known module stands for the statement.
+        name = imported
+        while name and name not in known:
+            name = name.rpartition(".")[0]
+        if name and name != module:
+            found.add(name)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = {_module_name(path): path for path in _ROOT.rglob("*.py")}
+    known = set(files)
+    graph = {}
+    for module, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        is_package = path.name == "__init__.py"
+        edges: set[str] = set()
+        for node in _module_level_imports(tree):
+            edges |= _targets(node, module, is_package, known)
+        graph[module] = edges
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path (first module repeated at the end), or None."""
+    done: set[str] = set()
+    stack: list[str] = []
+    on_stack: set[str] = set()
+
+    def visit(module: str) -> list[str] | None:
+        stack.append(module)
+        on_stack.add(module)
+        for target in sorted(graph.get(module, ())):
+            if target in on_stack:
+                return [*stack[stack.index(target) :], target]
+            if target not in done and (cycle := visit(target)) is not None:
+                return cycle
+        on_stack.discard(stack.pop())
+        done.add(module)
+        return None
+
+    for module in sorted(graph):
+        if module not in done and (cycle := visit(module)) is not None:
+            return cycle
+    return None
+
+
+def test_no_import_cycles_among_bmsgate_modules() -> None:
+    graph = import_graph()
+    assert "bmsgate.app.outputs" in graph and "bmsgate.inverter.controller" in graph
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
+
+
+def test_outputs_never_import_the_demo() -> None:
+    graph = import_graph()
+    assert "bmsgate.app.demo" not in graph["bmsgate.app.outputs"]
+    assert "bmsgate.app.outputs" in graph["bmsgate.app.demo"]
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
