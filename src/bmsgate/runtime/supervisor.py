@@ -226,8 +226,13 @@ class Supervisor:
                     raise TypeError(f"not a supervisor change: {change!r}")
             return inverse
 
+    @property
+    def running(self) -> bool:
+        """Whether live changes are accepted now (between start-up and the start of shutdown)."""
+        return self._group is not None and not self._stop.is_set()
+
     def _require_running(self) -> asyncio.TaskGroup:
-        if self._group is None or self._stop.is_set():
+        if not self.running or self._group is None:
             raise RuntimeError("the supervisor is not running: live changes need a running supervisor")
         return self._group
 
