@@ -183,7 +183,7 @@ async def test_growatt_answers_each_request() -> None:
                 await wait_for(answered)
             assert simulator.signals(0x313)["voltage"] == pytest.approx(52.8)
             assert simulator.signals(0x313)["soc"] == 50.0
-            assert simulator.signals(0x311)["charge_enable"] == 1.0
+            assert simulator.signals(0x319)["charge_enable"] == 1.0  # Rev_04: 0x319 byte 0 bit 7
             assert sink.status.inverter_present is True
     finally:
         simulator.close()
