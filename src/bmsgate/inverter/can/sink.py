@@ -168,6 +168,9 @@ class CanSink:
             raise ConfigError(f"a CAN output takes a CAN profile, not {type(item).__name__}", key_path="outputs.can")
         previous = self.profile
         self.profile = self._customised(item)
+        if self.profile.request_id != previous.request_id or self.profile.mode != previous.mode:
+            # Requests asked under the old profile are not this profile's to answer.
+            self._pending_requests = 0
         if self._liveness is None and self.profile.liveness_id is not None:
             self._liveness = self.controller.watch(
                 InverterLiveness(
