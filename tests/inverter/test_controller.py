@@ -171,3 +171,11 @@ async def test_run_refreshes_on_bank_updates_and_on_the_tick() -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_status_says_which_end_of_the_temperature_curves_derates() -> None:
+    _clock, hub, controller = setup()
+    hub.publish(make_snapshot(temperatures=(3.0, 20.0)))
+    derating = controller.refresh(hub).temperature_derating
+    assert derating.cold and not derating.hot
+    assert not expired(controller.status).temperature_derating.cold

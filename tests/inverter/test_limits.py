@@ -16,8 +16,10 @@ from bmsgate.inverter.limits import (
     LimitEngine,
     LimitReason,
     LimitSettings,
+    TemperatureDerating,
     interpolate,
     pack_targets,
+    temperature_derating,
 )
 from bmsgate.model import Alarm, BatterySnapshot
 
@@ -419,3 +421,28 @@ def test_an_added_alarm_never_raises_a_limit(snapshot: BatterySnapshot, config: 
     after = pack_targets(snapshot.replace(alarms=snapshot.alarms | {alarm}), config)
     assert after.charge_current <= before.charge_current
     assert after.discharge_current <= before.discharge_current
+
+
+@pytest.mark.parametrize(
+    ("temperatures", "expected"),
+    [
+        ((20.0, 34.0), TemperatureDerating()),
+        ((3.0, 20.0), TemperatureDerating(charge_cold=True, discharge_cold=True)),
+        ((-5.0, 20.0), TemperatureDerating(charge_cold=True, discharge_cold=True)),
+        ((20.0, 47.0), TemperatureDerating(charge_hot=True, discharge_hot=True)),
+        ((3.0, 47.0), TemperatureDerating(charge_cold=True, charge_hot=True, discharge_cold=True, discharge_hot=True)),
+    ],
+)
+def test_temperature_derating_names_the_end_that_derates(
+    temperatures: tuple[float, float], expected: TemperatureDerating
+) -> None:
+    derating = temperature_derating(bank_of(pack(temperatures=temperatures)), LimitSettings())
+    assert derating == expected
+    assert derating.cold is (expected.charge_cold or expected.discharge_cold)
+    assert derating.hot is (expected.charge_hot or expected.discharge_hot)
+
+
+def test_temperature_derating_ignores_stale_banks_and_flat_ends() -> None:
+    assert temperature_derating(stale_bank(pack(temperatures=(-20.0, 60.0))), LimitSettings()) == TemperatureDerating()
+    flat = LimitSettings(charge_temperature_curve=((10.0, 100.0),), discharge_temperature_curve=((10.0, 100.0),))
+    assert temperature_derating(bank_of(pack(temperatures=(-20.0, 60.0))), flat) == TemperatureDerating()

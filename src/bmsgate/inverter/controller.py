@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from bmsgate.inverter.bank import BankState, aggregate
-from bmsgate.inverter.limits import LimitEngine
+from bmsgate.inverter.limits import LimitEngine, temperature_derating
 from bmsgate.inverter.settings import InverterSettings
 from bmsgate.inverter.status import (
     BankStatus,
@@ -184,6 +184,7 @@ class InverterController:
             sequence=self._sequence,
             data_age=min(ages) if ages else None,
             last_fresh=self._last_fresh,
+            temperature_derating=temperature_derating(bank, self.settings.limits),
         )
         self._log_state(status, now)
         self.channel.publish(status)

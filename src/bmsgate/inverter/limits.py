@@ -39,8 +39,10 @@ __all__ = [
     "LimitSettings",
     "Limits",
     "PackTargets",
+    "TemperatureDerating",
     "interpolate",
     "pack_targets",
+    "temperature_derating",
 ]
 
 _EPSILON: Final = 1e-9
@@ -603,3 +605,51 @@ class LimitEngine:
             self._full_since = now
         if now - self._full_since >= settings.float_after:
             self._mode, self._full_since = ChargeMode.FLOAT, None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TemperatureDerating:
+    """Which end of the temperature curves derates the bank now (each flag is its own condition).
+
+    The limit engine's reason says "temperature" without saying whether heat or cold caused it; an
+    inverter's warning bits must not guess (a hot fault with a cool sensor is not a cold warning).
+
+    Attributes:
+        charge_cold / charge_hot: the coldest / hottest online sensor is below / above the charge
+            temperature curve's full-current plateau and the curve derates there.
+        discharge_cold / discharge_hot: the same for the discharge curve.
+    """
+
+    charge_cold: bool = False
+    charge_hot: bool = False
+    discharge_cold: bool = False
+    discharge_hot: bool = False
+
+    @property
+    def cold(self) -> bool:
+        """Cold derates charging or discharging."""
+        return self.charge_cold or self.discharge_cold
+
+    @property
+    def hot(self) -> bool:
+        """Heat derates charging or discharging."""
+        return self.charge_hot or self.discharge_hot
+
+
+def temperature_derating(bank: BankState, settings: LimitSettings) -> TemperatureDerating:
+    """Whether the bank's coldest / hottest sensor is in the cold / hot derating range of each curve (pure)."""
+    coldest, hottest = bank.temperature_min, bank.temperature_max
+    step = settings.step_mode
+
+    def ends(curve: Curve) -> tuple[bool, bool]:
+        top = max(y for _, y in curve)
+        plateau = [x for x, y in curve if y == top]
+        cold = coldest is not None and coldest < plateau[0] and interpolate(curve, coldest, step=step) < top
+        hot = hottest is not None and hottest > plateau[-1] and interpolate(curve, hottest, step=step) < top
+        return cold, hot
+
+    charge_cold, charge_hot = ends(settings.charge_temperature_curve)
+    discharge_cold, discharge_hot = ends(settings.discharge_temperature_curve)
+    return TemperatureDerating(
+        charge_cold=charge_cold, charge_hot=charge_hot, discharge_cold=discharge_cold, discharge_hot=discharge_hot
+    )

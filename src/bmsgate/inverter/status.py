@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bmsgate.inverter.bank import BankState, PackInput
-from bmsgate.inverter.limits import ChargeMode, LimitReason, Limits
+from bmsgate.inverter.limits import ChargeMode, LimitReason, Limits, TemperatureDerating
 from bmsgate.runtime.hub import SnapshotHub
 
 __all__ = [
@@ -70,6 +70,8 @@ class InverterStatus:
         data_age: seconds since the newest snapshot of any bank pack, at `updated_at` (None: never seen).
         last_fresh: the last bank that was not stale (this one, when fresh): outputs that keep showing
             measurements while the bank is stale take them from here.
+        temperature_derating: which end (cold / hot) of the temperature curves derates the bank, so
+            warnings name the real cause.
     """
 
     bank: BankState
@@ -80,6 +82,7 @@ class InverterStatus:
     sequence: int = 0
     data_age: float | None = None
     last_fresh: BankState | None = None
+    temperature_derating: TemperatureDerating = dataclasses.field(default_factory=TemperatureDerating)
 
     def age(self, now: float) -> float:
         """Seconds since this status was computed."""
@@ -192,7 +195,9 @@ def expired(status: InverterStatus) -> InverterStatus:
         stale=True,
     )
     last_fresh = status.last_fresh if bank.stale else bank
-    return dataclasses.replace(status, bank=blind, limits=limits, last_fresh=last_fresh)
+    return dataclasses.replace(
+        status, bank=blind, limits=limits, last_fresh=last_fresh, temperature_derating=TemperatureDerating()
+    )
 
 
 def combined_presence(verdicts: Iterable[bool | None]) -> bool | None:

@@ -18,7 +18,7 @@ from bmsgate.inverter.can.profiles import CanProfile
 from bmsgate.inverter.can.settings import CanSettings
 from bmsgate.inverter.can.sink import CanSink
 from bmsgate.inverter.controller import InverterController
-from bmsgate.inverter.limits import LimitEngine, LimitSettings
+from bmsgate.inverter.limits import LimitEngine, LimitSettings, temperature_derating
 from bmsgate.inverter.settings import InverterSettings
 from bmsgate.inverter.status import InverterStatus
 from bmsgate.model import BatterySnapshot
@@ -63,7 +63,8 @@ def make_status(
     engine = LimitEngine(settings)
     if stale:
         engine.update(aggregate([PackInput(p.battery_id, p.snapshot, False, 1.0) for p in packs]), 0.0)
-    return InverterStatus(bank=bank, limits=engine.update(bank, 1.0))
+    derating = temperature_derating(bank, settings or LimitSettings())
+    return InverterStatus(bank=bank, limits=engine.update(bank, 1.0), temperature_derating=derating)
 
 
 class InverterSimulator:

@@ -21,6 +21,7 @@ from bmsgate.inverter.can.profiles import (
     load_profile,
     wire_values,
 )
+from bmsgate.inverter.limits import LimitReason, LimitSettings
 from bmsgate.model import Alarm
 
 from .helpers import make_snapshot, make_status
@@ -57,14 +58,38 @@ EXPECTED: dict[str, float] = {
     "marker_p": ord("P"),
     "marker_n": ord("N"),
     "chemistry": 0x494C,
-    "hardware_version": 0x0100,
-    "software_version": 0x0100,
+    "bms_version": 0x0100,
+    # Growatt Rev_04 extras
+    "state": 3.0,  # discharging
+    "sp_state": 3.0,
+    "error_flag": 0.0,
+    "pack_number": 1.0,
+    "manufacturer_code": 0.0,
+    "cell_count": 16.0,
+    "unsafe_use": 0.0,
+    "cell_voltage_max_number": 16.0,
+    "cell_voltage_min_number": 1.0,
+    "protecting_pack": 0.0,
+    "hardware_revision": 1.0,
+    "software_version": 1.0,
+    "date_year": 2000.0,
+    "date_month": 0.0,
+    "date_day": 0.0,
+    "date_hour": 0.0,
+    "date_minute": 0.0,
+    "date_second": 0.0,
+    "update_status": 0.0,
+    **{f"cell_voltage_{n}": 3.30 for n in range(1, 16)},
+    "cell_voltage_16": 3.31,
+    # SMA: no events; the manufacturer id is not ours, so "invalid"
+    "events": 0.0,
+    "manufacturer_id": 0xFFFF,
 }
 DLC = {
     "pylon": {0x351: 6, 0x355: 4, 0x356: 6, 0x359: 7, 0x35C: 2, 0x35E: 8},
     "solark": dict.fromkeys((0x351, 0x355, 0x356, 0x359, 0x35C, 0x35E, 0x379), 8),
-    "sma": {0x351: 8, 0x355: 6, 0x356: 6, 0x35A: 8, 0x35C: 2, 0x35E: 8, 0x35F: 8, 0x373: 8},
-    "growatt-lv": dict.fromkeys((0x311, 0x313, 0x314, 0x319), 8),
+    "sma": {0x351: 8, 0x355: 6, 0x356: 6, 0x35A: 8, 0x35B: 8, 0x35C: 2, 0x35E: 8, 0x35F: 8, 0x373: 8},
+    "growatt-lv": dict.fromkeys((0x311, 0x312, 0x313, 0x314, 0x315, 0x316, 0x317, 0x318, 0x319, 0x320, 0x321), 8),
 }
 
 
@@ -95,7 +120,7 @@ def test_every_signal_value_and_scale(name: str) -> None:
         layout = profile.database.message(frame_id)
         for signal in layout.signals:
             value = signals[signal.name]
-            if signal.name.startswith("manufacturer_"):
+            if signal.name.startswith("manufacturer_") and signal.name[-1].isdigit():
                 expected = float(ord(manufacturer[int(signal.name[-1])]))
             elif signal.name.startswith(("protect_", "warn_")):
                 expected = 0.0 if signal.length == 1 else 2.0  # SMA pairs: "10" = cleared
@@ -128,7 +153,6 @@ def test_solark_voltage_in_tenths_and_capacity_frame() -> None:
 def test_growatt_is_big_endian() -> None:
     frames = by_id(build_frames(load_profile("growatt-lv"), make_status(), OutputPhase.NORMAL))
     assert frames[0x311][:6] == bytes.fromhex("022803E803E8")
-    assert frames[0x311][7] & 0b11 == 0b11  # charge and discharge enabled
     assert frames[0x313] == bytes.fromhex("14A0FF8500DC3262")  # 52.80 V, -12.3 A, 22.0 °C, 50 %, 98 %
     assert frames[0x314][:4] == bytes.fromhex("13882710")  # 50.00 Ah, 100.00 Ah in 10 mAh
 
@@ -330,3 +354,132 @@ def test_profile_is_a_value() -> None:
     assert changed.period == 0.25
     assert profile.period == 1.0
     assert dataclasses.replace(profile).name == "pylon"
+
+
+# -- issue 12: wire meanings from the vendor documents (docs/can.md, the facts file) ----------------
+
+
+def test_growatt_rev04_enable_bits_status_word_and_frame_set() -> None:
+    profile = load_profile("growatt-lv")
+    assert profile.frame_ids == (0x311, 0x312, 0x313, 0x314, 0x315, 0x316, 0x317, 0x318, 0x319, 0x320, 0x321)
+    frames = by_id(build_frames(profile, make_status(), OutputPhase.NORMAL))
+    # 0x319 byte 0: bit 7 charge enable, bit 6 discharge enable (0xC0 = normal); bits 0-1 chemistry 00.
+    assert frames[0x319][0] == 0xC0
+    assert frames[0x319][1:] == bytes.fromhex("0CEE0CE4100100")  # 3310 mV, 3300 mV, cell 16, cell 1, no pack
+    # 0x311 status word: bits 0-1 and 10-11 = 0b11 discharging (bytes 0x0C 0x03), bit 2 error clear.
+    assert frames[0x311][6:] == bytes.fromhex("0C03")
+    assert frames[0x312] == bytes.fromhex("0000000001000010")  # no fault bits, 1 pack, 16 cells
+    assert frames[0x315] == bytes.fromhex("0CE40CE40CE40CE4")  # cells 1-4: 3300 mV
+    assert frames[0x318] == bytes.fromhex("0CE40CE40CE40CEE")  # cells 13-16
+    assert frames[0x320] == b"GR\x01\x01" + bytes(4)
+    assert frames[0x321] == bytes(8)
+
+
+@pytest.mark.parametrize(
+    ("current", "status_word"),
+    [(0.0, "0401"), (20.0, "0802"), (-20.0, "0C03")],
+)
+def test_growatt_status_word_follows_the_flow(current: float, status_word: str) -> None:
+    frames = by_id(
+        build_frames(load_profile("growatt-lv"), make_status(make_snapshot(current=current)), OutputPhase.NORMAL)
+    )
+    assert frames[0x311][6:] == bytes.fromhex(status_word)
+
+
+def test_growatt_error_flag_and_disabled_enables() -> None:
+    profile = load_profile("growatt-lv")
+    fault = make_status(make_snapshot(alarms=frozenset({Alarm.CELL_OVERVOLTAGE}), charge_enabled=False))
+    frames = by_id(build_frames(profile, fault, OutputPhase.NORMAL))
+    assert frames[0x311][7] & 0b100  # bit 2: error
+    assert frames[0x319][0] == 0x40  # charging not allowed, discharging still is
+    assert frames[0x319][7] == 1  # pack 1 is protecting
+    safe = by_id(build_frames(profile, make_status(stale=True), OutputPhase.SAFE))
+    assert safe[0x319][0] == 0x00
+    assert safe[0x311][6:] == bytes.fromhex("0405")  # idle, error
+
+
+def test_growatt_cells_beyond_the_pack_are_zero_and_the_count_says_so() -> None:
+    frames = by_id(
+        build_frames(
+            load_profile("growatt-lv"), make_status(make_snapshot(cell_voltages=(3.3,) * 8)), OutputPhase.NORMAL
+        )
+    )
+    assert frames[0x312][7] == 8
+    assert frames[0x317] == bytes(8)
+
+
+def test_sma_0x35f_carries_the_capacity_in_bytes_4_5_and_0x35b_is_sent() -> None:
+    profile = load_profile("sma")
+    frames = by_id(build_frames(profile, make_status(make_snapshot(full_capacity=480.0)), OutputPhase.NORMAL))
+    info = frames[0x35F]
+    assert int.from_bytes(info[4:6], "little") == 480
+    assert info[0:2] == b"LI"
+    assert int.from_bytes(info[2:4], "little") == 0x0100
+    assert info[6:8] == b"\xff\xff"  # manufacturer id: not ours → invalid
+    assert frames[0x35B] == bytes(8)  # no events claimed
+    ids = list(profile.frame_ids)
+    assert ids.index(0x35A) < ids.index(0x35B)
+
+
+def _hot_fault_with_cool_sensor() -> Any:
+    # An over-temperature fault at 34 °C while another sensor reads 20 °C, with the discharge curve
+    # derating from 30 °C: the limit reason is "temperature", caused by heat only.
+    settings = LimitSettings(
+        discharge_temperature_curve=((-10.0, 0.0), (0.0, 25.0), (10.0, 100.0), (30.0, 100.0), (40.0, 50.0), (55.0, 0.0))
+    )
+    snapshot = make_snapshot(temperatures=(20.0, 34.0), alarms=frozenset({Alarm.CHARGE_OVERTEMPERATURE}))
+    status = make_status(snapshot, settings=settings)
+    assert status.limits.discharge_reason is LimitReason.TEMPERATURE
+    return status
+
+
+def test_low_temperature_warnings_need_a_cold_cause_pylon() -> None:
+    frames = by_id(build_frames(load_profile("pylon"), _hot_fault_with_cool_sensor(), OutputPhase.NORMAL))
+    alarms = frames[0x359]
+    assert alarms[0] >> 3 & 1  # over-temperature protection
+    assert not alarms[0] >> 4 & 1  # no under-temperature protection
+    assert alarms[2] >> 3 & 1  # high-temperature alarm
+    assert not alarms[2] >> 4 & 1  # no low-temperature alarm
+
+
+def test_low_temperature_warnings_need_a_cold_cause_sma() -> None:
+    alarms = by_id(build_frames(load_profile("sma"), _hot_fault_with_cool_sensor(), OutputPhase.NORMAL))[0x35A]
+    assert alarms[4] >> 6 & 0b11 == 0b01  # warning high temperature: raised
+    assert alarms[5] & 0b11 == 0b10  # warning low temperature: cleared
+    assert alarms[5] >> 4 & 0b11 == 0b10  # warning low temperature charge: cleared
+    assert alarms[1] & 0b11 == 0b10  # alarm low temperature: cleared
+
+
+def test_cold_derating_raises_only_the_cold_warnings() -> None:
+    status = make_status(make_snapshot(temperatures=(3.0, 20.0)))
+    values = wire_values(load_profile("sma"), status, OutputPhase.NORMAL, Requests())
+    assert values["warn_low_temperature"] and values["warn_low_temperature_charge"]
+    assert not values["warn_high_temperature"] and not values["warn_high_temperature_charge"]
+    assert not values["protect_low_temperature"]
+
+
+def test_safe_phase_keeps_last_fresh_measurements_without_invalid_markers() -> None:
+    stale = make_status(stale=True)
+    pylon = by_id(build_frames(load_profile("pylon"), stale, OutputPhase.SAFE))
+    assert int.from_bytes(pylon[0x356][4:6], "little", signed=True) == 210  # 21.0 °C kept, not 0 °C
+    growatt = by_id(build_frames(load_profile("growatt-lv"), stale, OutputPhase.SAFE))
+    assert growatt[0x319][1:5] == bytes.fromhex("0CEE0CE4")  # last cells, not 0 mV
+    assert growatt[0x315] == bytes.fromhex("0CE40CE40CE40CE4")
+    assert int.from_bytes(growatt[0x313][4:6], "big", signed=True) == 220
+    assert growatt[0x314][:2] == (5000).to_bytes(2, "big")  # remaining 50.00 Ah kept
+    solark = by_id(build_frames(load_profile("solark"), stale, OutputPhase.SAFE))
+    assert int.from_bytes(solark[0x356][4:6], "little", signed=True) == 210
+
+
+def test_safe_phase_prefers_the_controllers_last_fresh_bank() -> None:
+    fresh = make_status(make_snapshot(temperatures=(30.0, 30.0)))
+    stale = dataclasses.replace(make_status(stale=True), last_fresh=fresh.bank)
+    frames = by_id(build_frames(load_profile("pylon"), stale, OutputPhase.SAFE))
+    assert int.from_bytes(frames[0x356][4:6], "little", signed=True) == 300
+
+
+def test_safe_phase_sends_invalid_markers_where_the_profile_has_them() -> None:
+    frames = by_id(build_frames(load_profile("sma"), make_status(stale=True), OutputPhase.SAFE))
+    assert frames[0x356][4:6] == (0x8000).to_bytes(2, "little")  # temperature: invalid
+    assert frames[0x373] == b"\xff" * 8  # cells and temperatures: invalid
+    assert int.from_bytes(frames[0x355][:2], "little") == 50  # SoC kept: without it a Sunny Island faults

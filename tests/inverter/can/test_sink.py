@@ -183,7 +183,7 @@ async def test_growatt_answers_each_request() -> None:
                 await wait_for(answered)
             assert simulator.signals(0x313)["voltage"] == pytest.approx(52.8)
             assert simulator.signals(0x313)["soc"] == 50.0
-            assert simulator.signals(0x311)["charge_enable"] == 1.0
+            assert simulator.signals(0x319)["charge_enable"] == 1.0  # Rev_04: 0x319 byte 0 bit 7
             assert sink.status.inverter_present is True
     finally:
         simulator.close()
@@ -327,3 +327,30 @@ async def test_open_failure_of_a_real_interface_is_a_sink_error() -> None:
     await bus.close()
     with pytest.raises(SinkError, match="not open"):
         await bus.send([])
+
+
+@pytest.mark.parametrize(("gap", "requests"), [(0.05, 40), (0.0, 10)])
+async def test_growatt_answers_every_one_of_many_requests(gap: float, requests: int) -> None:
+    # The inverter asks on its own clock, which runs at the profile's period: requests land right on
+    # the sink's wait timeout (gap = period), or arrive back to back while an answer is still going out
+    # (a burst below the sink's backlog cap).
+    channel = channel_name()
+    hub = make_hub()
+    hub.publish(make_snapshot())
+    profile = load_profile("growatt-lv")
+    simulator = InverterSimulator(channel, profile)
+    try:
+        async with running(can_sink(settings(channel, profile="growatt-lv")), hub):
+            await asyncio.sleep(0.2)
+            for _ in range(requests):
+                simulator.send(0x301)
+                await asyncio.sleep(gap)
+
+            def answered() -> bool:
+                return all(simulator.count(i) >= requests for i in profile.frame_ids)
+
+            await wait_for(answered, what=lambda: str({hex(i): simulator.count(i) for i in profile.frame_ids}))
+            await asyncio.sleep(0.3)
+            assert {simulator.count(i) for i in profile.frame_ids} == {requests}
+    finally:
+        simulator.close()

@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import Final, Literal
 
 from bmsgate.errors import DefinitionError
+from bmsgate.inverter.bank import BankState, PackInput, aggregate
 from bmsgate.inverter.can.dbc import DbcDatabase, DbcMessage, DbcSignal, load_dbc_text
 from bmsgate.inverter.can.definition import CanProfileDefinition, ProfileQuirks
 from bmsgate.inverter.limits import LimitReason
-from bmsgate.inverter.status import InverterStatus
-from bmsgate.model import Alarm
+from bmsgate.inverter.status import FlowDirection, InverterStatus
+from bmsgate.model import Alarm, BatterySnapshot
 
 __all__ = [
     "FLAG_SOURCES",
@@ -149,9 +150,23 @@ NUMBER_SOURCES: Final = frozenset(
         "cycles",
         "pack_count",
         "packs_online",
+        "cell_count",
+        "cell_voltage_max_number",
+        "cell_voltage_min_number",
+        "protecting_pack",
+        "flow_state",
     }
 )
-"""Numeric sources, SI units (V, A, °C, %, Ah); the DBC's scale and offset give the wire unit."""
+"""Numeric sources, SI units (V, A, °C, %, Ah); the DBC's scale and offset give the wire unit.
+
+Besides these, ``cell_voltage_1`` … ``cell_voltage_64`` (V) are cell voltages by 1-based cell number.
+"""
+
+_CELL_VOLTAGE_SOURCE: Final = re.compile(r"cell_voltage_([1-9]|[1-5][0-9]|6[0-4])")
+_MIN_BITS: Final = {"flow_state": 2, "soh": 7}
+"""Number sources that fit fewer than the usual 8 bits (a 2-bit state code; Growatt's 7-bit SoH)."""
+_FLOW_STATE: Final = {FlowDirection.IDLE: 1.0, FlowDirection.CHARGING: 2.0, FlowDirection.DISCHARGING: 3.0}
+"""Growatt 0x311 state code: 0b01 idle, 0b10 charging, 0b11 discharging."""
 
 _CONDITIONS: Final = (
     "high_voltage",
@@ -196,25 +211,23 @@ def _protections(alarms: frozenset[Alarm], safe: bool) -> dict[str, bool]:
 
 
 def _warnings(status: InverterStatus, protections: Mapping[str, bool], safe: bool) -> dict[str, bool]:
-    """Warnings: every protection, plus the derating the limit engine applies before a BMS would trip."""
+    """Warnings: every protection, plus the derating the limit engine applies before a BMS would trip.
+
+    Each bit follows its own condition only: a temperature warning needs that end of the temperature
+    curve to derate (the status says which), never a limit reason that some other cause produced.
+    """
     limits, bank = status.limits, status.bank
-    derating = {limits.charge_reason, limits.discharge_reason}
-    hot = bank.temperature_max is not None and bank.temperature_max >= 25.0
-    cold = bank.temperature_min is not None and bank.temperature_min < 25.0
-    by_temperature = LimitReason.TEMPERATURE in derating
+    heat = status.temperature_derating
+    mosfet = LimitReason.MOSFET in {limits.charge_reason, limits.discharge_reason}
     flags = {
         "high_voltage": protections["high_voltage"]
         or limits.charge_reason is LimitReason.CELL_VOLTAGE
         or limits.voltage_reason is LimitReason.CELL_VOLTAGE,
         "low_voltage": protections["low_voltage"] or limits.discharge_reason is LimitReason.CELL_VOLTAGE,
-        "high_temperature": protections["high_temperature"]
-        or (by_temperature and hot)
-        or LimitReason.MOSFET in derating,
-        "low_temperature": protections["low_temperature"] or (by_temperature and cold),
-        "high_temperature_charge": protections["high_temperature_charge"]
-        or (limits.charge_reason is LimitReason.TEMPERATURE and hot),
-        "low_temperature_charge": protections["low_temperature_charge"]
-        or (limits.charge_reason is LimitReason.TEMPERATURE and cold),
+        "high_temperature": protections["high_temperature"] or (not safe and (heat.hot or mosfet)),
+        "low_temperature": protections["low_temperature"] or (not safe and heat.cold),
+        "high_temperature_charge": protections["high_temperature_charge"] or (not safe and heat.charge_hot),
+        "low_temperature_charge": protections["low_temperature_charge"] or (not safe and heat.charge_cold),
         "discharge_high_current": protections["discharge_high_current"],
         "charge_high_current": protections["charge_high_current"],
         "short_circuit": protections["short_circuit"],
@@ -238,9 +251,55 @@ def _last_voltage(status: InverterStatus) -> float | None:
     return math.fsum(known) / len(known) if known else None
 
 
-def _cycles(status: InverterStatus) -> float | None:
-    known = [s.cycles for s in status.bank.online if s.cycles is not None]
+def _cycles(bank: BankState) -> float | None:
+    known = [s.cycles for s in bank.online if s.cycles is not None]
     return float(max(known)) if known else None
+
+
+def _shown_bank(status: InverterStatus, phase: OutputPhase, invalid_markers: bool) -> BankState | None:
+    """Where measurements come from: the bank now; in the safe phase the last fresh bank, or nothing.
+
+    A profile with "invalid" markers says "unknown" for stale measurements; one without them would send
+    0 °C or 0 mV cells as if measured, so it keeps the last fresh values instead (as Modbus does).
+    """
+    if phase is OutputPhase.NORMAL:
+        return status.bank
+    if invalid_markers:
+        return None
+    if status.last_fresh is not None:
+        return status.last_fresh
+    offline = status.bank.offline
+    return aggregate([PackInput(s.battery_id, s, stale=False) for s in offline]) if offline else None
+
+
+def _cell_values(bank: BankState | None) -> dict[str, float | None]:
+    # Per-cell frames carry one pack's cells: the first online pack's (the whole bank for one pack).
+    if bank is None:
+        return {}
+    pack = next((s for s in bank.online if s.cell_voltages), None)
+    values: dict[str, float | None] = {}
+    if pack is not None:
+        values.update({f"cell_voltage_{n}": v for n, v in enumerate(pack.cell_voltages[:64], start=1)})
+        values["cell_count"] = float(pack.cell_count)
+    highest = _extreme_cell(bank.online, highest=True)
+    lowest = _extreme_cell(bank.online, highest=False)
+    values["cell_voltage_max_number"] = None if highest is None else float(highest)
+    values["cell_voltage_min_number"] = None if lowest is None else float(lowest)
+    return values
+
+
+def _extreme_cell(packs: Sequence[BatterySnapshot], *, highest: bool) -> int | None:
+    stats = [stat for s in packs if (stat := s.cell_max if highest else s.cell_min) is not None]
+    if not stats:
+        return None
+    chosen = max(stats, key=lambda stat: stat.voltage) if highest else min(stats, key=lambda stat: stat.voltage)
+    return chosen.cell
+
+
+def _protecting_pack(bank: BankState) -> float:
+    # 1-based position of the first pack with an active protection in the bank; 0: none is protecting.
+    protecting = {s.battery_id for s in bank.online if s.protection_active}
+    return float(next((i for i, name in enumerate(bank.battery_ids, start=1) if name in protecting), 0))
 
 
 def wire_values(
@@ -283,6 +342,7 @@ def wire_values(
         elif not discharge_allowed and charge_allowed:
             soc = 0.0
 
+    shown = _shown_bank(status, phase, quirks.invalid_markers)
     protections = _protections(bank.alarms, safe)
     warnings = _warnings(status, protections, safe)
     values: dict[str, float | bool | None] = {
@@ -295,23 +355,26 @@ def wire_values(
         # A current measured before the data went stale is not a current now.
         "voltage": voltage,
         "current": None if safe else bank.current,
-        "temperature": bank.temperature_mean if not safe else None,
-        "temperature_min": bank.temperature_min,
-        "temperature_max": bank.temperature_max,
-        "cell_voltage_min": bank.cell_voltage_min,
-        "cell_voltage_max": bank.cell_voltage_max,
-        "cell_delta": bank.cell_delta,
-        "remaining_capacity": bank.remaining_capacity,
+        "temperature": None if shown is None else shown.temperature_mean,
+        "temperature_min": None if shown is None else shown.temperature_min,
+        "temperature_max": None if shown is None else shown.temperature_max,
+        "cell_voltage_min": None if shown is None else shown.cell_voltage_min,
+        "cell_voltage_max": None if shown is None else shown.cell_voltage_max,
+        "cell_delta": None if shown is None else shown.cell_delta,
+        "remaining_capacity": None if shown is None else shown.remaining_capacity,
         "full_capacity": bank.full_capacity if not safe else _last_capacity(status),
-        "cycles": _cycles(status),
+        "cycles": None if shown is None else _cycles(shown),
         "pack_count": float(bank.pack_count),
         "packs_online": float(bank.packs_online),
+        "protecting_pack": _protecting_pack(bank),
+        "flow_state": _FLOW_STATE[status.direction],
         "charge_enable": charge_allowed,
         "discharge_enable": discharge_allowed,
         "force_charge_1": requests.force_charge_1 and charge_allowed,
         "force_charge_2": requests.force_charge_2 and charge_allowed,
         "full_charge_request": requests.full_charge and charge_allowed,
     }
+    values.update(_cell_values(shown))
     values.update({f"manufacturer_{i}": float(ord(char)) for i, char in enumerate(profile.manufacturer.ljust(8))})
     values.update({f"protect_{name}": flag for name, flag in protections.items()})
     values.update({f"warn_{name}": flag for name, flag in warnings.items()})
@@ -496,13 +559,14 @@ def _compile_signal(signal: DbcSignal, spec: CanProfileDefinition, field: str, s
         if signal.length not in {1, 2}:
             raise fail(f"flag source {feed!r} needs a 1-bit or 2-bit signal, not {signal.length} bits")
         return _flag_encoder(signal, feed)
-    if feed in NUMBER_SOURCES:
-        if signal.length < 8:
-            raise fail(f"number source {feed!r} needs at least 8 bits")
+    if feed in NUMBER_SOURCES or _CELL_VOLTAGE_SOURCE.fullmatch(feed):
+        min_bits = _MIN_BITS.get(feed, 8)
+        if signal.length < min_bits:
+            raise fail(f"number source {feed!r} needs at least {min_bits} bits")
         if signal.scale == 0:
             raise fail("scale must not be 0")
         return _number_encoder(signal, feed, spec.quirks.invalid_markers)
-    known = ", ".join(sorted(NUMBER_SOURCES | FLAG_SOURCES))
+    known = ", ".join(sorted(NUMBER_SOURCES | FLAG_SOURCES | {"cell_voltage_1..cell_voltage_64"}))
     raise fail(
         f"no source for signal {signal.name!r} (map it under 'signals', give a constant, or list it as invalid); "
         f"known sources: {known}, manufacturer_0..manufacturer_7"

@@ -44,6 +44,9 @@ _INITIAL_BACKOFF: Final = 0.5
 _EPSILON: Final = 1e-6
 _UNDER_VOLTAGE: Final = frozenset({Alarm.CELL_UNDERVOLTAGE, Alarm.PACK_UNDERVOLTAGE})
 
+_MAX_PENDING_REQUESTS: Final = 16
+"""Unanswered request frames kept; an inverter asking faster than we answer must not grow a backlog."""
+
 SAFE_HOLD_PERIODS: Final = 3
 """Frame periods the safe frame set is sent at least before the output may go silent."""
 
@@ -108,6 +111,8 @@ class CanSink:
         self._sent_signature: tuple[OutputPhase, frozenset[Alarm], float, float] | None = None
         self._urgent = asyncio.Event()
         self._requested = asyncio.Event()
+        self._pending_requests = 0
+        self.requests_dropped = 0
         self._listeners: list[Callable[[InverterStatus], None]] = []
         self._log: CandumpWriter | None = None
         self._failing = False
@@ -163,6 +168,9 @@ class CanSink:
             raise ConfigError(f"a CAN output takes a CAN profile, not {type(item).__name__}", key_path="outputs.can")
         previous = self.profile
         self.profile = self._customised(item)
+        if self.profile.request_id != previous.request_id or self.profile.mode != previous.mode:
+            # Requests asked under the old profile are not this profile's to answer.
+            self._pending_requests = 0
         if self._liveness is None and self.profile.liveness_id is not None:
             self._liveness = self.controller.watch(
                 InverterLiveness(
@@ -297,6 +305,12 @@ class CanSink:
             if frame.arbitration_id == profile.liveness_id and self._liveness is not None:
                 self._liveness.seen(self._clock())
             if frame.arbitration_id == request_id:
+                # Counted, not just flagged: an event alone merges requests that arrive while an answer
+                # is going out, and clearing it after a timed-out wait loses one that came meanwhile.
+                if self._pending_requests < _MAX_PENDING_REQUESTS:
+                    self._pending_requests += 1
+                else:
+                    self.requests_dropped += 1
                 self._requested.set()
 
     async def _transmit(self, bus: FrameBus) -> None:
@@ -330,8 +344,13 @@ class CanSink:
 
     async def _answer_requests(self, bus: FrameBus) -> None:
         while self.profile.mode == "request":
-            requested = await _wait(self._requested, self.profile.period)
-            self._requested.clear()
+            if not self._pending_requests:
+                # Cleared only with nothing pending and no await before the wait: no request slips by.
+                self._requested.clear()
+                await _wait(self._requested, self.profile.period)
+            requested = self._pending_requests > 0
+            if requested:
+                self._pending_requests -= 1
             self.refresh()
             # A dry run has no inverter to ask: answer on the period so the log shows the frames.
             if requested or self.settings.dry_run:
