@@ -57,7 +57,7 @@ def parse_yaml(text: str, *, error: ErrorFactory) -> Any:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ValidationProblem:
-    """The first problem of a pydantic validation error, as people read it."""
+    """One problem of a pydantic validation error, as people read it."""
 
     location: str
     """``batteries[0].transport.address``; ``(top level)`` when the document itself is wrong."""
@@ -67,7 +67,7 @@ class ValidationProblem:
     value: Any
     """The offending input."""
     more: int
-    """How many further problems there are."""
+    """How many further problems follow this one."""
 
     @property
     def more_text(self) -> str:

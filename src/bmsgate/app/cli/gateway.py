@@ -141,6 +141,7 @@ def _config_check(args: argparse.Namespace) -> int:
             f"stale after {battery.stale_budget:g} s"
         )
     console.print(f"  outputs: {', '.join(outputs)}")
+    console.print(f"  state: {gateway_config.state_dir}")
     if any(row.inverter and getattr(gateway_config.outputs, row.section, None) is not None for row in OUTPUTS):
         bank = gateway_config.inverter.batteries or tuple(battery.id for battery in gateway_config.batteries)
         console.print(f"  inverter bank: {', '.join(bank)} (one controller for every inverter output)")
