@@ -25,8 +25,14 @@ apt_install_missing() {
         echo "bmsgate: please install ${wanted[*]} (no apt-get on this system)" >&2; return 1
     fi
     echo "bmsgate: installing Debian packages: ${wanted[*]}" >&2
-    if [ "$_apt_updated" -eq 0 ]; then _as_root apt-get update -qq; _apt_updated=1; fi
-    _as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${wanted[@]}" >/dev/null
+    # Another apt-get or unattended-upgrades may hold the dpkg lock for a while (right after boot,
+    # typically): wait for it, bounded, instead of failing at once.
+    local lock_wait="${BMSGATE_APT_LOCK_TIMEOUT:-300}"
+    local lock=(-o "DPkg::Lock::Timeout=$lock_wait")
+    echo "bmsgate: (if another package manager is running, apt-get waits up to ${lock_wait} s for its lock)" >&2
+    if [ "$_apt_updated" -eq 0 ]; then _as_root apt-get "${lock[@]}" update -qq; _apt_updated=1; fi
+    _as_root env DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" install -y -qq --no-install-recommends \
+        "${wanted[@]}" >/dev/null
 }
 
 ensure_venv() {

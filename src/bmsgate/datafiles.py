@@ -17,12 +17,21 @@ from pydantic import ValidationError
 
 from bmsgate.errors import BmsgateError
 
-__all__ = ["ValidationProblem", "describe_validation_error", "parse_yaml", "read_text"]
+__all__ = [
+    "ValidationProblem",
+    "clean_message",
+    "describe_validation_error",
+    "describe_validation_errors",
+    "parse_yaml",
+    "read_text",
+]
 
 ErrorFactory = Callable[[str], BmsgateError]
 
 # Pieces pydantic adds to locations that the user never wrote.
 _INTERNAL_PARTS = frozenset({"int", "str", "float", "bool"})
+# What pydantic writes before the message a validator raised; it tells the user nothing.
+_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
 
 
 def read_text(path: str | Path, *, error: ErrorFactory) -> str:
@@ -48,7 +57,7 @@ def parse_yaml(text: str, *, error: ErrorFactory) -> Any:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ValidationProblem:
-    """The first problem of a pydantic validation error, as people read it."""
+    """One problem of a pydantic validation error, as people read it."""
 
     location: str
     """``batteries[0].transport.address``; ``(top level)`` when the document itself is wrong."""
@@ -58,7 +67,7 @@ class ValidationProblem:
     value: Any
     """The offending input."""
     more: int
-    """How many further problems there are."""
+    """How many further problems follow this one."""
 
     @property
     def more_text(self) -> str:
@@ -68,23 +77,41 @@ class ValidationProblem:
         return f" (and {self.more} more problem{'s' if self.more > 1 else ''})"
 
 
-def describe_validation_error(exc: ValidationError, *, skip: Iterable[str] = ()) -> ValidationProblem:
-    """The first problem of `exc`; `skip` names location parts to leave out (e.g. union tags)."""
+def describe_validation_errors(exc: ValidationError, *, skip: Iterable[str] = ()) -> list[ValidationProblem]:
+    """Every problem of `exc`, in pydantic's order; `skip` names location parts to leave out (e.g. union tags)."""
     errors = exc.errors()
-    first = errors[0]
     skipped = set(skip)
-    location = ""
-    for part in first["loc"]:
-        if isinstance(part, int):
-            location += f"[{part}]"
-        elif part in skipped or part in _INTERNAL_PARTS or part.startswith(("function-", "constrained-")):
-            continue
-        else:
-            location += f".{part}" if location else str(part)
-    return ValidationProblem(
-        location=location or "(top level)",
-        reason=str(first["msg"]).removeprefix("Value error, "),
-        kind=str(first["type"]),
-        value=first.get("input"),
-        more=len(errors) - 1,
-    )
+    problems = []
+    for index, error in enumerate(errors):
+        location = ""
+        for part in error["loc"]:
+            if isinstance(part, int):
+                location += f"[{part}]"
+            elif part in skipped or part in _INTERNAL_PARTS or part.startswith(("function-", "constrained-")):
+                continue
+            else:
+                location += f".{part}" if location else str(part)
+        problems.append(
+            ValidationProblem(
+                location=location or "(top level)",
+                reason=clean_message(str(error["msg"])),
+                kind=str(error["type"]),
+                value=error.get("input"),
+                more=len(errors) - 1 - index,
+            )
+        )
+    return problems
+
+
+def describe_validation_error(exc: ValidationError, *, skip: Iterable[str] = ()) -> ValidationProblem:
+    """The first problem of `exc` (`more` counts the rest); see `describe_validation_errors`."""
+    first = describe_validation_errors(exc, skip=skip)[0]
+    return dataclasses.replace(first, more=len(exc.errors()) - 1)
+
+
+def clean_message(message: str) -> str:
+    """A pydantic message without the prefix pydantic puts before a validator's own text."""
+    for prefix in _PYDANTIC_PREFIXES:
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message

@@ -22,12 +22,16 @@ Programmer errors stay builtin (`ValueError`, `TypeError`). Only the supervisor 
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+
 __all__ = [
     "AuthenticationError",
     "BmsgateError",
     "CaptureError",
     "CommandRefused",
     "ConfigError",
+    "ConfigProblem",
     "ConnectError",
     "DecodeError",
     "DefinitionError",
@@ -44,14 +48,51 @@ class BmsgateError(Exception):
     """Root of every error bmsgate raises deliberately."""
 
 
-class ConfigError(BmsgateError):
-    """The configuration is invalid; `key_path` says where (e.g. ``batteries[0].transport.address``)."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong with a configuration: where (file, key path) and why."""
 
-    def __init__(self, message: str, *, key_path: str = "", source: str = "") -> None:
-        self.key_path = key_path
-        self.source = source
-        where = ": ".join(part for part in (source, key_path) if part)
-        super().__init__(f"{where}: {message}" if where else message)
+    reason: str
+    key_path: str = ""
+    source: str = ""
+
+    def __str__(self) -> str:
+        where = ": ".join(part for part in (self.source, self.key_path) if part)
+        return f"{where}: {self.reason}" if where else self.reason
+
+
+class ConfigError(BmsgateError):
+    """The configuration is invalid; `key_path` says where (e.g. ``batteries[0].transport.address``).
+
+    One error may carry several problems (`problems`, each with its own file and key path) so that a
+    user fixes a file in one go; `key_path`, `source` and `reason` are those of the first. The message
+    has one line per problem.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        key_path: str = "",
+        source: str = "",
+        problems: Sequence[ConfigProblem] = (),
+    ) -> None:
+        if not problems:
+            problems = (ConfigProblem(message, key_path=key_path, source=source),)
+        self.problems: tuple[ConfigProblem, ...] = tuple(problems)
+        first = self.problems[0]
+        self.key_path = first.key_path
+        self.source = first.source
+        self.reason = first.reason
+        super().__init__("\n".join(map(str, self.problems)))
+
+    def with_source(self, source: str) -> ConfigError:
+        """The same problems, with `source` filled in where a problem names no file."""
+        return ConfigError(
+            problems=[
+                problem if problem.source else dataclasses.replace(problem, source=source) for problem in self.problems
+            ]
+        )
 
 
 class DefinitionError(BmsgateError):

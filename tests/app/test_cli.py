@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +105,109 @@ def test_console_script_runs_as_a_process() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["protocol"] == "jbd"
+
+
+def test_bad_hex_in_decode_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["decode", "--protocol", "jbd", CAPTURE_4S_BASIC, "DD04XYZ"]) == 2
+    assert capsys.readouterr().err == "bmsgate: error: frame 2: 'DD04XYZ' is not hex: 'X' is not a hex digit\n"
+
+
+def test_decode_with_a_missing_reply_decodes_the_rest_and_warns(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["decode", "--protocol", "jbd", CAPTURE_4S_BASIC]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert data["voltage"] == 15.6
+    assert data["cell_voltages"] == []
+    assert captured.err == (
+        "bmsgate: warning: no reply to 'cell_voltages' (0x04) among the frames; "
+        "what it carries is missing from the snapshot\n"
+    )
+    assert main(["decode", "--protocol", "jbd", CAPTURE_4S_BASIC, CAPTURE_4S_CELLS]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_simulating_more_cells_than_the_protocol_carries_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["read", "--simulate", "renogy", "--cells", "24", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "bmsgate: error: --cells: protocol 'renogy' carries at most 16 cell voltages; cannot simulate 24\n"
+    )
+    assert main(["read", "--simulate", "renogy", "--cells", "16", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["cell_voltages"]) == 16
+    assert main(["read", "--simulate", "jbd", "--cells", "24", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["cell_voltages"]) == 24
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [(["protocols"], "jbd "), (["config"], "check"), (["catalog"], "protocol")],
+)
+def test_a_command_group_without_an_action_answers_and_exits_0(
+    capsys: pytest.CaptureFixture[str], command: list[str], expected: str
+) -> None:
+    assert main(command) == 0
+    captured = capsys.readouterr()
+    assert expected in captured.out
+    assert captured.err == ""
+
+
+def test_a_bad_mqtt_url_has_no_pydantic_prefix(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--mqtt", "http://x", "--no-modbus", "--duration", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("bmsgate: error: --mqtt: url: scheme must be mqtt:// or mqtts://, not 'http'\n")
+    assert "Value error" not in err
+
+
+README = Path(__file__).parents[2] / "README.md"
+SNAPSHOT_DOC = Path(__file__).parents[2] / "docs/snapshot-json.md"
+
+
+def _decode_example(path: Path) -> tuple[list[str], dict[str, object]]:
+    """The first ``bmsgate decode`` command of `path` and the JSON block printed after it."""
+    text = path.read_text()
+    match = re.search(r"```sh\n(bmsgate decode .*?)```\s.*?```json\n(.*?)```", text, re.DOTALL)
+    assert match, f"no decode example in {path.name}"
+    command = shlex.split(match[1].replace("\\\n", " "))
+    return command[1:], json.loads(match[2])
+
+
+def _assert_subset(shown: object, actual: object, where: str = "") -> None:
+    if isinstance(shown, dict):
+        assert isinstance(actual, dict), where
+        for key, value in shown.items():
+            assert key in actual, f"{where}.{key}"
+            _assert_subset(value, actual[key], f"{where}.{key}")
+    else:
+        assert shown == actual, where
+
+
+@pytest.mark.parametrize("doc", [README, SNAPSHOT_DOC], ids=lambda path: path.name)
+def test_the_documented_decode_example_runs_and_prints_what_the_doc_shows(
+    capsys: pytest.CaptureFixture[str], doc: Path
+) -> None:
+    argv, shown = _decode_example(doc)
+    assert "..." not in " ".join(argv)
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    _assert_subset(shown, json.loads(captured.out))
+
+
+def test_run_names_a_busy_modbus_port_its_holder_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            "state_dir: " + str(tmp_path / "state") + "\n"
+            "batteries: [{id: a, protocol: jbd, transport: {type: simulator}}]\n"
+            f"outputs: {{console: {{enabled: false}}, modbus: {{mode: tcp, host: 127.0.0.1, port: {port}}}}}\n"
+        )
+        assert main(["run", "-c", str(config), "--duration", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"bmsgate: error: {config}: outputs.modbus.port: cannot listen on 127.0.0.1:{port}: ")
+    assert "in use" in err.lower()
+    if sys.platform == "linux":
+        assert f"(by pid {os.getpid()} " in err

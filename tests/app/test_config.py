@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,10 @@ import yaml
 
 from bmsgate.app.cli.main import main
 from bmsgate.app.config import BleTransportConfig, SimulatorTransportConfig, config_from_mapping, load_config
+from bmsgate.app.gateway import build_gateway
+from bmsgate.app.outputs import configured_sink_builders
 from bmsgate.errors import ConfigError
+from bmsgate.homeassistant.sink import HomeAssistantSink
 
 EXAMPLE = Path(__file__).parents[2] / "config.example.yaml"
 
@@ -155,7 +159,7 @@ def test_non_utf8_file_is_a_clear_error(tmp_path: Path) -> None:
         (lambda data: data["batteries"][0].update(protocol="nope"), "no protocol named 'nope'; available: ant,"),
         (
             lambda data: data["batteries"][1].update(transport={"type": "replay", "file": "/nonexistent.jsonl"}),
-            "batteries.shed.transport.file",
+            "batteries[1].transport.file",
         ),
         (
             lambda data: data.update(
@@ -196,3 +200,168 @@ def test_config_check_builds_everything_run_would(
     path.write_text(yaml.safe_dump(data))
     assert main(["config", "check", str(path)]) == 2
     assert message in capsys.readouterr().err
+
+
+# -- the state directory -------------------------------------------------------------------------------
+
+
+def test_state_dir_defaults_to_systemds_state_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path}/bmsgate:{tmp_path}/other")
+    config = config_from_mapping(_base())
+    assert config.state_dir == tmp_path / "bmsgate"
+    monkeypatch.delenv("STATE_DIRECTORY")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert config_from_mapping(_base()).state_dir == tmp_path / "xdg" / "bmsgate"
+
+
+def test_the_energy_counters_land_in_the_state_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    data = _base()
+    data["outputs"] = {"mqtt": {"host": "127.0.0.1"}}
+    gateway = build_gateway(config_from_mapping(data), sink_builders=configured_sink_builders())
+    (sink,) = (sink for sink in gateway.supervisor.sinks if isinstance(sink, HomeAssistantSink))
+    assert sink.settings.state_dir == tmp_path
+
+
+def _unwritable_dirs(tmp_path: Path) -> list[Path]:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    dirs = [blocker / "state"]
+    # A read-only mount is what ProtectSystem=strict makes of /var; /proc/sys is one where it exists.
+    if Path("/proc/sys").is_dir() and not os.access("/proc/sys", os.W_OK):
+        dirs.append(Path("/proc/sys/bmsgate-state"))
+    return dirs
+
+
+def test_config_check_and_run_refuse_an_unwritable_state_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for state_dir in _unwritable_dirs(tmp_path):
+        data = _base()
+        data["state_dir"] = str(state_dir)
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(data))
+        assert main(["config", "check", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1
+        assert err.startswith(f"bmsgate: error: {path}: state_dir: cannot ")
+        assert str(state_dir) in err
+        assert main(["run", "-c", str(path), "--duration", "0.1"]) == 2
+        assert f"{path}: state_dir: cannot " in capsys.readouterr().err
+
+
+def test_config_check_creates_no_state_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _base()
+    data["state_dir"] = str(tmp_path / "state" / "bmsgate")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["config", "check", str(path)]) == 0
+    capsys.readouterr()
+    assert not (tmp_path / "state").exists()
+
+
+# -- every problem at once -----------------------------------------------------------------------------
+
+
+def test_every_problem_is_reported_each_with_file_key_value_and_expectation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _base()
+    data["batteries"][0]["poll_interval"] = "often"
+    data["batteries"][1]["transport"]["cells"] = 99
+    data["batteries"][1]["pol_interval"] = 5
+    data["logging"] = {"level": "LOUD"}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["config", "check", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 4, lines
+    assert all(line.startswith(f"bmsgate: error: {path}: ") for line in lines)
+    text = "\n".join(lines)
+    assert "batteries[0].poll_interval: Input should be a valid number" in text
+    assert "(got 'often')" in text
+    assert "batteries[1].transport.cells: Input should be less than or equal to 32 (got 99)" in text
+    assert "batteries[1].pol_interval: unknown key" in text
+    assert "logging.level: " in text
+    assert "more problem" not in text
+
+
+def test_config_error_carries_its_problems() -> None:
+    data = _base()
+    data["batteries"][0]["poll_interval"] = "often"
+    data["batteries"][1]["id"] = "Bad Id"
+    error = _error(data)
+    assert [problem.key_path for problem in error.problems] == ["batteries[0].poll_interval", "batteries[1].id"]
+    assert {problem.source for problem in error.problems} == {"test.yaml"}
+    assert error.key_path == "batteries[0].poll_interval"  # the first, as before
+    assert str(error).splitlines() == [str(problem) for problem in error.problems]
+
+
+def test_an_unknown_protocol_names_the_file_and_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _base()
+    data["batteries"][1]["protocol"] = "x"
+    data["batteries"][0]["protocol"] = "y"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["config", "check", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(f"bmsgate: error: {path}: batteries[0].protocol: no protocol named 'y'; available: ")
+    assert lines[1].startswith(f"bmsgate: error: {path}: batteries[1].protocol: no protocol named 'x'; available: ")
+    assert "jbd" in lines[1]
+    assert "catalog" not in lines[1].split("available")[0]
+
+
+def test_pydantics_value_error_prefix_is_never_shown() -> None:
+    data = _base()
+    data["batteries"][0]["protocol_file"] = "x.yaml"
+    data["outputs"] = {"mqtt": "http://x"}
+    error = _error(data)
+    assert "Value error" not in str(error)
+    assert "scheme must be mqtt://" in str(error)
+
+
+# -- validation gaps -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stale_after", [2, 10])
+def test_stale_after_must_be_longer_than_a_poll(stale_after: float) -> None:
+    data = _base()
+    data["batteries"][0].update(poll_interval=10, stale_after=stale_after)
+    error = _error(data)
+    assert error.key_path == "batteries[0].stale_after"
+    assert "must be longer than poll_interval (10 s)" in str(error)
+    data["batteries"][0]["stale_after"] = 25
+    assert config_from_mapping(data).batteries[0].stale_budget == 25
+
+
+def test_stale_after_is_checked_even_when_another_key_is_wrong() -> None:
+    data = _base()
+    data["batteries"][0].update(poll_interval=10, stale_after=5, pol_interval=3)
+    assert {problem.key_path for problem in _error(data).problems} == {
+        "batteries[0].stale_after",
+        "batteries[0].pol_interval",
+    }
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ("transport", "cells"),
+        ("transport", "ntc_count"),
+        ("transport", "drift_cell"),
+        ("options", "retries"),
+        (None, "ble_slots"),
+    ],
+)
+def test_counts_are_whole_numbers_not_booleans(section: str | None, key: str) -> None:
+    data = _base()
+    if section is None:
+        data["scheduler"] = {key: True}
+        path = f"scheduler.{key}"
+    else:
+        data["batteries"][1].setdefault(section, {})[key] = True
+        path = f"batteries[1].{section}.{key}"
+    error = _error(data)
+    assert error.key_path == path
+    assert "valid integer (got True)" in str(error)

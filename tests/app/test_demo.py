@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import io
 import json
+import logging
 import re
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from bmsgate.app.config import config_from_mapping
@@ -131,3 +136,49 @@ async def test_demo_outputs_run_on_localhost() -> None:
     assert discovery["default_entity_id"].startswith("sensor.bms_house_cell_")
     assert 0 < soc_register[0] <= 100  # generic map: 0x0100 = bank SoC in %
     assert 50_00 < soc_register[1] < 56_00  # 0x0101: the 48 V bank (house + garage) in 0.01 V
+
+
+@contextlib.contextmanager
+def _port_5020_taken() -> Iterator[None]:
+    """Port 5020 busy for the block (someone else holding it already will do just as well)."""
+    with socket.socket() as busy:
+        try:
+            busy.bind(("127.0.0.1", 5020))
+            busy.listen()
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+        yield
+
+
+def _demo(*arguments: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "bmsgate.app.cli.main", "demo", "--plain", "--no-mqtt", *arguments]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_demo_moves_modbus_to_a_free_port_when_5020_is_taken() -> None:
+    with _port_5020_taken():
+        result = _demo("--duration", "1.5", "--poll-interval", "0.5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    moved = re.search(r"demo: port 5020 is taken; the Modbus TCP server uses (\d+)", result.stderr)
+    assert moved, result.stderr[-2000:]
+    assert f"demo: Modbus TCP server on 127.0.0.1:{moved[1]} (map generic)" in result.stderr
+
+
+def test_demo_refuses_a_busy_modbus_port_given_explicitly() -> None:
+    with _port_5020_taken():
+        result = _demo("--duration", "1.5", "--modbus-tcp", "127.0.0.1:5020")
+    assert result.returncode == 2
+    assert "bmsgate: error: --modbus-tcp: cannot listen on 127.0.0.1:5020: " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_the_amqtt_brokers_state_machine_stays_out_of_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    pytest.importorskip("amqtt")
+    from bmsgate.homeassistant.broker import EmbeddedBroker
+
+    caplog.set_level(logging.DEBUG)
+    async with EmbeddedBroker(prefer="amqtt") as broker:
+        assert broker.kind == "amqtt"
+    assert "amqtt" in {record.name.split(".")[0] for record in caplog.records}
+    assert not [record for record in caplog.records if record.name.startswith("transitions")]

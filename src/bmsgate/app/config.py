@@ -14,10 +14,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from bmsgate.datafiles import describe_validation_error, parse_yaml, read_text
-from bmsgate.errors import ConfigError
+from bmsgate.datafiles import ValidationProblem, describe_validation_errors, parse_yaml, read_text
+from bmsgate.errors import ConfigError, ConfigProblem
 from bmsgate.homeassistant.settings import MqttSettings
 from bmsgate.inverter.can.settings import CanSettings
 from bmsgate.inverter.modbus.settings import ModbusSettings
@@ -36,7 +44,9 @@ __all__ = [
     "SerialTransportConfig",
     "SimulatorTransportConfig",
     "config_from_mapping",
+    "default_state_dir",
     "load_config",
+    "state_dir_problem",
 ]
 
 _ID: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -46,6 +56,20 @@ _MAC: Final = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def default_state_dir() -> Path:
+    """``$STATE_DIRECTORY`` (systemd's ``StateDirectory=``), else ``$XDG_STATE_HOME/bmsgate``.
+
+    Under the shipped unit (``ProtectSystem=strict``) the state directory systemd creates is the only
+    writable place; it is used as it is (systemd named it already). With several directories systemd
+    separates them by ``:``; the first is ours.
+    """
+    systemd = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "bmsgate"
 
 
 # -- transports --------------------------------------------------------------------------------------
@@ -105,13 +129,14 @@ class SimulatorTransportConfig(_Strict):
     """A virtual battery (no hardware): for demos, tests and trying bmsgate out."""
 
     type: Literal["simulator"]
-    cells: int = Field(default=16, ge=1, le=32)
+    # Counts are strict: YAML reads `cells: true` as a bool, which lax validation would take for 1.
+    cells: int = Field(default=16, ge=1, le=32, strict=True)
     capacity: float = Field(default=100.0, gt=0)
-    ntc_count: int = Field(default=2, ge=0, le=8)
+    ntc_count: int = Field(default=2, ge=0, le=8, strict=True)
     initial_soc: float = Field(default=60.0, ge=0, le=100)
     current_amplitude: float = Field(default=30.0, ge=0)
     current_period: float = Field(default=3600.0, gt=0)
-    drift_cell: int | None = Field(default=None, ge=1)
+    drift_cell: int | None = Field(default=None, ge=1, strict=True)
     drift_rate: float = 2.0
     fault: Literal["none", "overtemperature", "cell_overvoltage", "cell_undervoltage", "short_circuit"] = "none"
     fault_after: float = Field(default=600.0, ge=0)
@@ -146,7 +171,7 @@ class ClientOptionsConfig(_Strict):
     """Per-battery polling options (see `bmsgate.runtime.client.ClientOptions`)."""
 
     request_timeout: float = Field(default=2.0, gt=0)
-    retries: int = Field(default=2, ge=0, le=10)
+    retries: int = Field(default=2, ge=0, le=10, strict=True)
     connection: Literal["keep", "per_poll"] = "keep"
     mosfet_sensor: Literal["none", "ntc1"] = "none"
 
@@ -179,6 +204,20 @@ class BatteryConfig(_Strict):
         if (self.protocol is None) == (self.protocol_file is None):
             raise ValueError("give exactly one of 'protocol' (built-in name) and 'protocol_file'")
         return self
+
+    @field_validator("stale_after")
+    @classmethod
+    def _stale_after_a_poll(cls, value: float | None, info: ValidationInfo) -> float | None:
+        # Fresh data is at best one poll interval old when the next poll lands: a shorter budget
+        # would mark the battery stale between every two polls and send the inverter to its safe state.
+        # A field validator (not a model one) so that it reports even when another key is wrong too.
+        poll_interval = info.data.get("poll_interval")
+        if value is not None and poll_interval is not None and value <= poll_interval:
+            raise ValueError(
+                f"must be longer than poll_interval ({poll_interval:g} s), "
+                "or the battery goes stale between every two polls"
+            )
+        return value
 
     @property
     def display_name(self) -> str:
@@ -227,7 +266,7 @@ class LoggingConfig(_Strict):
 class SchedulerConfig(_Strict):
     """Sharing of scarce connections."""
 
-    ble_slots: int = Field(default=3, ge=1, le=10)
+    ble_slots: int = Field(default=3, ge=1, le=10, strict=True)
     """Concurrent BLE connections per adapter (most adapters manage 3-7)."""
 
 
@@ -235,8 +274,8 @@ class GatewayConfig(_Strict):
     """The whole configuration file."""
 
     name: str = "bmsgate"
-    state_dir: Path | None = None
-    """Where energy counters and the like persist (default: $XDG_STATE_HOME/bmsgate)."""
+    state_dir: Path = Field(default_factory=default_state_dir)
+    """Where energy counters and the like persist (default: $STATE_DIRECTORY, else $XDG_STATE_HOME/bmsgate)."""
     batteries: list[BatteryConfig] = Field(min_length=1)
     inverter: InverterSettings = InverterSettings()
     """The bank and its limits, computed once for every inverter output (docs/limits.md)."""
@@ -276,11 +315,31 @@ class GatewayConfig(_Strict):
         return self
 
     def effective_state_dir(self) -> Path:
-        """The state directory to use."""
-        if self.state_dir is not None:
-            return self.state_dir
-        base = os.environ.get("STATE_DIRECTORY") or os.environ.get("XDG_STATE_HOME")
-        return Path(base) / "bmsgate" if base else Path.home() / ".local/state/bmsgate"
+        """The state directory to use (kept for callers from when `state_dir` could be None)."""
+        return self.state_dir
+
+
+def state_dir_problem(path: Path) -> str | None:
+    """Why bmsgate could not keep its state in `path`, or None when it can.
+
+    Nothing is created: `config check` must not leave directories behind. A missing directory is
+    fine when its nearest existing parent is writable (it is created on first save).
+    """
+    if path.exists() and not path.is_dir():
+        return f"{path} is not a directory"
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"cannot create {path}: {existing} is not a directory"
+    # access(2) also reports a read-only mount (EROFS), which is what ProtectSystem=strict makes of /var.
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "" if existing == path else f" (its parent {existing} is not writable)"
+        return (
+            f"cannot write to {path}{where}: energy counters would not persist; set state_dir to a writable "
+            "directory (under systemd, StateDirectory= provides $STATE_DIRECTORY)"
+        )
+    return None
 
 
 # -- loading -----------------------------------------------------------------------------------------
@@ -292,22 +351,26 @@ _MOVED_TO_INVERTER: Final = {
 """Keys the inverter outputs had each of their own until one controller computed the bank for all."""
 
 
-def _check_moved_keys(data: Mapping[str, Any], source: str) -> None:
+def _moved_keys(data: Mapping[str, Any], source: str) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
     outputs = data.get("outputs")
     if not isinstance(outputs, Mapping):
-        return
+        return problems
     for output, keys in _MOVED_TO_INVERTER.items():
         section = outputs.get(output)
         if not isinstance(section, Mapping):
             continue
-        for key in keys:
-            if key in section:
-                raise ConfigError(
-                    f"moved to inverter.{key}: one bank and one set of limits now serve every inverter output "
-                    "(see config.example.yaml)",
-                    key_path=f"outputs.{output}.{key}",
-                    source=source,
-                )
+        problems.extend(
+            ConfigProblem(
+                f"moved to inverter.{key}: one bank and one set of limits now serve every inverter output "
+                "(see config.example.yaml)",
+                key_path=f"outputs.{output}.{key}",
+                source=source,
+            )
+            for key in keys
+            if key in section
+        )
+    return problems
 
 
 def _expand_environment(value: Any, path: str) -> Any:
@@ -335,22 +398,35 @@ def config_from_mapping(data: Any, *, source: str = "<config>") -> GatewayConfig
     """
     if not isinstance(data, Mapping):
         raise ConfigError("expected a mapping with at least a 'batteries' list", source=source)
-    expanded = _expand_environment(data, "")
-    _check_moved_keys(expanded, source)
     try:
-        return GatewayConfig.model_validate(expanded)
+        expanded = _expand_environment(data, "")
+    except ConfigError as exc:
+        raise exc.with_source(source) from None
+    problems = _moved_keys(expanded, source)
+    try:
+        config = GatewayConfig.model_validate(expanded)
     except ValidationError as exc:
         # The discriminated transport union adds its tag to locations; the user never wrote it.
-        problem = describe_validation_error(exc, skip=("ble", "serial", "simulator", "replay"))
+        found = describe_validation_errors(exc, skip=("ble", "serial", "simulator", "replay"))
+        moved = {problem.key_path for problem in problems}
+        problems += [
+            ConfigProblem(_detail(problem), key_path=problem.location, source=source)
+            for problem in found
+            if problem.location not in moved
+        ]
+    if problems:
+        raise ConfigError(problems=problems)
+    return config
+
+
+def _detail(problem: ValidationProblem) -> str:
     if problem.kind == "missing":
-        detail = "this key is required"
-    elif problem.kind == "extra_forbidden":
-        detail = "unknown key (check the spelling; see config.example.yaml)"
-    elif isinstance(problem.value, str | int | float | bool) or problem.value is None:
-        detail = f"{problem.reason} (got {problem.value!r})"
-    else:
-        detail = problem.reason
-    raise ConfigError(detail + problem.more_text, key_path=problem.location, source=source)
+        return "this key is required"
+    if problem.kind == "extra_forbidden":
+        return "unknown key (check the spelling; see config.example.yaml)"
+    if isinstance(problem.value, str | int | float | bool) or problem.value is None:
+        return f"{problem.reason} (got {problem.value!r})"
+    return problem.reason
 
 
 def load_config(path: str | Path) -> GatewayConfig:

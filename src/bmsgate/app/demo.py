@@ -26,9 +26,10 @@ from pydantic import ValidationError
 from bmsgate.app.config import GatewayConfig
 from bmsgate.app.gateway import SinkBuilder
 from bmsgate.app.outputs import OutputContext, build_output, build_outputs
-from bmsgate.app.ports import check_tcp_port_free, tcp_port_free
+from bmsgate.app.ports import check_tcp_port_free, free_tcp_port, tcp_port_free
 from bmsgate.catalog import Kind, default_catalog
-from bmsgate.errors import ConfigError
+from bmsgate.datafiles import describe_validation_errors
+from bmsgate.errors import ConfigError, ConfigProblem
 from bmsgate.homeassistant.settings import MqttSettings
 from bmsgate.inverter.can.settings import CanSettings
 from bmsgate.inverter.modbus.settings import ModbusSettings
@@ -55,8 +56,11 @@ class DemoOptions:
 
     An address given explicitly must be free (Home Assistant is configured for it): else a start-up error.
     """
-    modbus_tcp: str | None = "127.0.0.1:5020"
-    """HOST:PORT of the Modbus TCP server; None: no Modbus."""
+    modbus_tcp: str | None = ""
+    """HOST:PORT of the Modbus TCP server; empty: 127.0.0.1:5020, or any free port if that is taken; None: no Modbus.
+
+    As with `mqtt_bind`, an address given explicitly must be free (an inverter or mbpoll is pointed at it).
+    """
     modbus_map: str = "generic"
     can_log: str | None = None
     can_profile: str = "pylon"
@@ -81,7 +85,10 @@ class DemoOptions:
         )
         modbus = parser.add_mutually_exclusive_group()
         modbus.add_argument(
-            "--modbus-tcp", metavar="HOST:PORT", default="127.0.0.1:5020", help="Modbus TCP server address"
+            "--modbus-tcp",
+            metavar="HOST:PORT",
+            default="",
+            help="Modbus TCP server address (default 127.0.0.1:5020, another free port if that is taken)",
         )
         modbus.add_argument("--no-modbus", action="store_true", help="no Modbus server")
         parser.add_argument("--modbus-map", metavar="NAME|FILE", default="generic", help="register map")
@@ -211,8 +218,14 @@ def demo_sink_builders(options: DemoOptions) -> list[SinkBuilder]:
 def _demo_modbus(options: DemoOptions) -> ModbusSettings | None:
     if options.modbus_tcp is None:
         return None
-    host, port = _host_port(options.modbus_tcp, "--modbus-tcp")
-    check_tcp_port_free(host, port, key_path="--modbus-tcp")
+    if options.modbus_tcp:
+        host, port = _host_port(options.modbus_tcp, "--modbus-tcp")
+        check_tcp_port_free(host, port, key_path="--modbus-tcp")
+    else:
+        host, port = _DEFAULT_MODBUS
+        if not tcp_port_free(host, port):
+            port = free_tcp_port(host)
+            _LOGGER.info("demo: port %d is taken; the Modbus TCP server uses %d", _DEFAULT_MODBUS[1], port)
     _LOGGER.info("demo: Modbus TCP server on %s:%d (map %s)", host, port, options.modbus_map)
     return ModbusSettings(mode="tcp", host=host, port=port, register_map=options.modbus_map)
 
@@ -231,7 +244,8 @@ def _mqtt_settings(url: str, state_dir: Path) -> MqttSettings:
     try:
         return MqttSettings.model_validate({"url": url, "state_dir": state_dir, "allow_control": True})
     except ValidationError as exc:
-        raise ConfigError(exc.errors()[0]["msg"], key_path="--mqtt") from None
+        problems = describe_validation_errors(exc)
+        raise ConfigError(problems=[ConfigProblem(problem.reason, key_path="--mqtt") for problem in problems]) from None
 
 
 class _EmbeddedBrokerSink:
@@ -280,6 +294,7 @@ def _embedded_broker(options: DemoOptions, context: OutputContext) -> Sink:
 
 _DEMO_STATE: Final = Path(tempfile.gettempdir()) / "bmsgate-demo-state"
 _DEFAULT_BROKER: Final = ("127.0.0.1", 1883)
+_DEFAULT_MODBUS: Final = ("127.0.0.1", 5020)
 
 
 def _host_port(text: str, option: str) -> tuple[str, int]:

@@ -24,10 +24,11 @@ from bmsgate.app.config import (
     ReplayTransportConfig,
     SerialTransportConfig,
     SimulatorTransportConfig,
+    state_dir_problem,
 )
 from bmsgate.app.console import ConsoleSink
 from bmsgate.catalog import default_catalog
-from bmsgate.errors import CaptureError, ConfigError
+from bmsgate.errors import CaptureError, ConfigError, ConfigProblem, DefinitionError
 from bmsgate.protocols import CompiledProtocol
 from bmsgate.runtime.client import BatteryClient, ClientOptions
 from bmsgate.runtime.hub import SnapshotHub
@@ -36,7 +37,7 @@ from bmsgate.runtime.slots import ConnectionSlots
 from bmsgate.runtime.supervisor import BatteryRuntime, Sink, Supervisor
 from bmsgate.transports.base import Transport
 
-__all__ = ["Gateway", "build_gateway", "configure_logging", "run_gateway"]
+__all__ = ["Gateway", "build_gateway", "check_start", "configure_logging", "run_gateway"]
 
 _LOGGER = logging.getLogger(__name__)
 _SHUTDOWN_GRACE: Final = 2.0
@@ -59,16 +60,22 @@ class Gateway:
         return self.supervisor.hub
 
 
-def _protocol_for(battery: BatteryConfig) -> CompiledProtocol:
+def _protocol_for(battery: BatteryConfig, key: str) -> CompiledProtocol:
     catalog = default_catalog()
-    if battery.protocol_file is not None:
-        # A Path is always a file (the catalog's last layer), whatever its name looks like.
-        return catalog.protocol(battery.protocol_file)
-    assert battery.protocol is not None  # validated: exactly one of protocol / protocol_file
-    return catalog.protocol(battery.protocol)
+    try:
+        if battery.protocol_file is not None:
+            # A Path is always a file (the catalog's last layer), whatever its name looks like.
+            return catalog.protocol(battery.protocol_file)
+        assert battery.protocol is not None  # validated: exactly one of protocol / protocol_file
+        return catalog.protocol(battery.protocol)
+    except DefinitionError as exc:
+        # The catalog names itself ("protocol catalog"); the user needs the config key that asked.
+        if battery.protocol_file is not None:
+            raise ConfigError(str(exc), key_path=f"{key}.protocol_file") from None
+        raise ConfigError(exc.reason, key_path=f"{key}.protocol") from None
 
 
-def _transport_for(battery: BatteryConfig, protocol: CompiledProtocol) -> Transport:
+def _transport_for(battery: BatteryConfig, protocol: CompiledProtocol, key: str) -> Transport:
     spec = battery.transport
     if isinstance(spec, SimulatorTransportConfig):
         from bmsgate.transports.simulator import FaultPlan, SimulatorTransport  # noqa: PLC0415
@@ -97,7 +104,7 @@ def _transport_for(battery: BatteryConfig, protocol: CompiledProtocol) -> Transp
         try:
             return ReplayTransport(spec.file, battery_id=battery.id)
         except CaptureError as exc:
-            raise ConfigError(str(exc), key_path=f"batteries.{battery.id}.transport.file") from None
+            raise ConfigError(str(exc), key_path=f"{key}.transport.file") from None
     if isinstance(spec, SerialTransportConfig):
         from bmsgate.transports.serial import SerialTransport  # noqa: PLC0415
 
@@ -122,7 +129,7 @@ def _transport_for(battery: BatteryConfig, protocol: CompiledProtocol) -> Transp
             battery_id=battery.id,
             connect_timeout=spec.connect_timeout,
         )
-    raise ConfigError(f"unsupported transport {spec!r}", key_path=f"batteries.{battery.id}.transport")
+    raise ConfigError(f"unsupported transport {spec!r}", key_path=f"{key}.transport")
 
 
 def _slot_group(battery: BatteryConfig) -> str | None:
@@ -140,7 +147,11 @@ def build_gateway(
     console: Console | None = None,
     hub: SnapshotHub | None = None,
 ) -> Gateway:
-    """Build every part from the configuration (nothing runs yet)."""
+    """Build every part from the configuration (nothing runs yet).
+
+    Raises:
+        ConfigError: every battery whose protocol or transport cannot be built, all at once.
+    """
     hub = hub or SnapshotHub()
     groups = collections.Counter(group for group in map(_slot_group, config.batteries) if group)
     slots = {
@@ -150,10 +161,16 @@ def build_gateway(
     }
     runtimes: list[BatteryRuntime] = []
     protocols: dict[str, CompiledProtocol] = {}
-    for battery in config.batteries:
-        protocol = _protocol_for(battery)
+    problems: list[ConfigProblem] = []
+    for index, battery in enumerate(config.batteries):
+        key = f"batteries[{index}]"
+        try:
+            protocol = _protocol_for(battery, key)
+            transport = _transport_for(battery, protocol, key)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
         protocols[battery.id] = protocol
-        transport = _transport_for(battery, protocol)
         group = _slot_group(battery)
         shared = slots.get(group) if group else None
         # Time-slicing only works if nobody holds a slot forever: share by connecting per poll.
@@ -176,6 +193,8 @@ def build_gateway(
                 slots=shared,
             )
         )
+    if problems:
+        raise ConfigError(problems=problems)
     for group, shared in slots.items():
         _LOGGER.info(
             "%s: %d batteries share %d connection slots (connect-read-disconnect in turn)",
@@ -200,6 +219,35 @@ def build_gateway(
     sinks.extend(extra_sinks or [])
     supervisor.sinks = sinks
     return Gateway(config, supervisor, protocols)
+
+
+def check_start(config: GatewayConfig, *, ports: bool) -> None:
+    """What `run` needs of the machine before anything starts: a writable state directory and free ports.
+
+    `ports` is off for ``config check``: a gateway already running from this file holds them.
+
+    Raises:
+        ConfigError: every problem, each naming the key that sets the directory or port.
+    """
+    from bmsgate.app.ports import check_tcp_port_free  # noqa: PLC0415
+
+    problems: list[ConfigProblem] = []
+    directories = {"state_dir": config.state_dir}
+    mqtt = config.outputs.mqtt
+    if mqtt is not None and "state_dir" in mqtt.model_fields_set:
+        directories["outputs.mqtt.state_dir"] = mqtt.state_dir
+    for key, directory in directories.items():
+        reason = state_dir_problem(directory)
+        if reason is not None:
+            problems.append(ConfigProblem(reason, key_path=key))
+    modbus = config.outputs.modbus
+    if ports and modbus is not None and modbus.mode == "tcp":
+        try:
+            check_tcp_port_free(modbus.host, modbus.port, key_path="outputs.modbus.port")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems=problems)
 
 
 async def run_gateway(gateway: Gateway, *, duration: float | None = None) -> None:

@@ -111,7 +111,7 @@ def _mqtt_sinks(settings: Any, context: OutputContext) -> list[Sink]:
         def inverter_status() -> Mapping[str, object]:
             return channel.latest.to_dict()
 
-    if "state_dir" not in settings.model_fields_set and config.state_dir is not None:
+    if "state_dir" not in settings.model_fields_set:
         settings = settings.model_copy(update={"state_dir": config.state_dir})
     return [
         HomeAssistantSink(

@@ -28,6 +28,9 @@ from bmsgate.errors import SinkError
 __all__ = ["EmbeddedBroker", "find_mosquitto", "free_port"]
 
 _LOGGER = logging.getLogger(__name__)
+# amqtt drives its broker with the `transitions` state machine, which logs every callback it runs at
+# INFO/DEBUG ("Finished processing state started enter callbacks."): noise in the demo's log.
+logging.getLogger("transitions").setLevel(logging.WARNING)
 
 _SINK: Final = "broker"
 _START_TIMEOUT: Final = 10.0

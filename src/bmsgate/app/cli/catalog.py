@@ -91,7 +91,9 @@ def add_parsers(commands: Any) -> None:
     """Add ``catalog list`` and ``catalog show``."""
     kinds = [kind.value for kind in Kind]
     catalog = commands.add_parser("catalog", help="protocols, register maps and CAN profiles along the search path")
-    actions = catalog.add_subparsers(dest="catalog_command", metavar="ACTION", required=True)
+    actions = catalog.add_subparsers(dest="catalog_command", metavar="ACTION")
+    # Like `protocols` without an action: list.
+    catalog.set_defaults(handler=_list, kind=None, all=False, json=False, system_dir=None, packs_dir=None)
     listing = actions.add_parser("list", help="every item: kind, name, version, sha256, source")
     listing.add_argument("--kind", choices=kinds, help="only this kind")
     listing.add_argument("--all", action="store_true", help="also items a later layer shadows")

@@ -15,7 +15,8 @@ from rich.logging import RichHandler
 from bmsgate.app.cli.arguments import positive_float
 from bmsgate.app.config import GatewayConfig, config_from_mapping, load_config
 from bmsgate.app.demo import DemoOptions, demo_config, demo_sink_builders
-from bmsgate.app.gateway import Gateway, build_gateway, configure_logging, run_gateway
+from bmsgate.app.gateway import Gateway, build_gateway, check_start, configure_logging, run_gateway
+from bmsgate.errors import ConfigError, ConfigProblem
 
 __all__ = ["add_parsers"]
 
@@ -49,10 +50,17 @@ def add_parsers(commands: Any) -> None:
     demo.set_defaults(handler=_demo)
 
     config = commands.add_parser("config", help="configuration tools")
-    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION")
     check = config_commands.add_parser("check", help="validate a configuration file")
     check.add_argument("file")
     check.set_defaults(handler=_config_check)
+    # Like `protocols` without an action (which lists): no action is a question, not a mistake.
+    config.set_defaults(handler=lambda _args: _print_help(config))
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 0
 
 
 def _console_and_logging(gateway_config: GatewayConfig, debug: bool) -> Console:
@@ -73,9 +81,14 @@ def _console_and_logging(gateway_config: GatewayConfig, debug: bool) -> Console:
     return console
 
 
-def _start(gateway_config: GatewayConfig, args: argparse.Namespace, builders: list[Any]) -> int:
+def _start(
+    gateway_config: GatewayConfig, args: argparse.Namespace, builders: list[Any], *, source: str | None = None
+) -> int:
     console = _console_and_logging(gateway_config, args.debug)
-    gateway: Gateway = build_gateway(gateway_config, sink_builders=builders, console=console)
+    try:
+        gateway: Gateway = build_gateway(gateway_config, sink_builders=builders, console=console)
+    except ConfigError as exc:
+        raise exc.with_source(source) if source else exc from None
     asyncio.run(run_gateway(gateway, duration=args.duration))
     return 0
 
@@ -84,7 +97,11 @@ def _run(args: argparse.Namespace) -> int:
     from bmsgate.app.outputs import configured_sink_builders  # noqa: PLC0415 - optional outputs load lazily
 
     gateway_config = load_config(args.config)
-    return _start(gateway_config, args, configured_sink_builders())
+    try:
+        check_start(gateway_config, ports=True)
+    except ConfigError as exc:
+        raise exc.with_source(args.config) from None
+    return _start(gateway_config, args, configured_sink_builders(), source=args.config)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -102,7 +119,17 @@ def _config_check(args: argparse.Namespace) -> int:
     gateway_config = load_config(Path(args.file))
     # Build everything `run` would build (protocols, transports, register maps, CAN profiles, bank
     # membership) without starting anything, so "ok" here means `run` will start.
-    build_gateway(gateway_config, sink_builders=configured_sink_builders(), console=Console(file=io.StringIO()))
+    problems: list[ConfigProblem] = []
+    try:
+        check_start(gateway_config, ports=False)
+    except ConfigError as exc:
+        problems += exc.problems
+    try:
+        build_gateway(gateway_config, sink_builders=configured_sink_builders(), console=Console(file=io.StringIO()))
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems:
+        raise ConfigError(problems=problems).with_source(args.file)
     console = Console(highlight=False)
     sections = ["console", *(row.section for row in OUTPUTS)]
     outputs = [name for name in sections if getattr(gateway_config.outputs, name, None) is not None]
@@ -114,6 +141,7 @@ def _config_check(args: argparse.Namespace) -> int:
             f"stale after {battery.stale_budget:g} s"
         )
     console.print(f"  outputs: {', '.join(outputs)}")
+    console.print(f"  state: {gateway_config.state_dir}")
     if any(row.inverter and getattr(gateway_config.outputs, row.section, None) is not None for row in OUTPUTS):
         bank = gateway_config.inverter.batteries or tuple(battery.id for battery in gateway_config.batteries)
         console.print(f"  inverter bank: {', '.join(bank)} (one controller for every inverter output)")

@@ -23,6 +23,8 @@ from bmsgate.app.cli.arguments import int_range, positive_float
 from bmsgate.catalog import Kind, default_catalog
 from bmsgate.errors import BmsgateError, ConfigError, DefinitionError
 from bmsgate.protocols import CompiledProtocol, decode, decode_hex_frames
+from bmsgate.protocols.definition import RequestSpec, parse_hex
+from bmsgate.protocols.framing import Frame
 
 __all__ = ["main"]
 
@@ -86,6 +88,14 @@ def _read(args: argparse.Namespace) -> int:
             return await client.read()
 
     snapshot = asyncio.run(poll())
+    if not args.replay and len(snapshot.cell_voltages) < args.cells:
+        # The definition's reply has room for only so many cells (Renogy: 16 registers); showing
+        # fewer than asked for without a word would look like a decoding bug.
+        raise ConfigError(
+            f"protocol {protocol.name!r} carries at most {len(snapshot.cell_voltages)} cell voltages; "
+            f"cannot simulate {args.cells}",
+            key_path="--cells",
+        )
     if args.json:
         _print_json(snapshot.to_dict())
     else:
@@ -103,10 +113,33 @@ def _decode(args: argparse.Namespace) -> int:
     if variant is not None and variant not in protocol.variant_names:
         choices = ", ".join(protocol.variant_names) or "none: it has a single layout"
         raise ConfigError(f"protocol {protocol.name!r} has no variant {variant!r} ({choices})", key_path="--variant")
+    for index, text in enumerate(args.frames, start=1):
+        try:
+            parse_hex(text)
+        except ValueError as exc:
+            # A typing mistake on the command line, not a device answering nonsense: a usage error.
+            raise ConfigError(str(exc), key_path=f"frame {index}") from None
     frames = decode_hex_frames(protocol, args.frames)
     snapshot = decode(protocol, frames, battery_id=args.id, variant=variant)
+    for request in _missing_replies(protocol, frames):
+        sys.stderr.write(
+            f"bmsgate: warning: no reply to {request.name!r} (0x{request.reply:02X}) among the frames; "
+            "what it carries is missing from the snapshot\n"
+        )
     _print_json(snapshot.to_dict())
     return EXIT_OK
+
+
+def _missing_replies(protocol: CompiledProtocol, frames: Sequence[Frame]) -> list[RequestSpec]:
+    """The required requests of a poll whose reply type is not among `frames`."""
+    given = {frame.key for frame in frames}
+    if None in given:  # framing without reply types: nothing to tell the replies apart by
+        return []
+    return [
+        request
+        for request in protocol.requests
+        if request.required and request.reply is not None and request.reply not in given
+    ]
 
 
 # -- protocols ----------------------------------------------------------------------------------------
@@ -241,7 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(exc: BaseException, debug: bool) -> None:
     if debug:
         logging.getLogger("bmsgate").exception("failed")
-    sys.stderr.write(f"bmsgate: error: {exc}\n")
+    # One line per problem, so that a file with several mistakes is fixed in one go.
+    problems = exc.problems if isinstance(exc, ConfigError) else (exc,)
+    for problem in problems:
+        sys.stderr.write(f"bmsgate: error: {problem}\n")
 
 
 if __name__ == "__main__":  # pragma: no cover
