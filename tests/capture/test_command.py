@@ -110,3 +110,24 @@ def test_skeleton_without_discovery_or_traffic() -> None:
     assert "# gatt:" in text
     empty = skeleton_definition(analyze_capture(btsnoop_h4([]), "x", []))
     assert "no writes seen" in empty
+
+
+def test_last_decoded_values_show_their_units(tmp_path: Path) -> None:
+    capture = tmp_path / "capture.log"
+    capture.write_bytes(jbd_capture(polls=1))
+    out, buffer = console()
+    assert run_capture_analyze(str(capture), as_json=False, export=None, skeleton=None, console=out) == 0
+    rows = {
+        cells[0]: cells[1]
+        for line in buffer.getvalue().splitlines()
+        if len(cells := [cell.strip() for cell in line.strip("│┃ ").split("│")]) == 2
+    }
+    assert rows["voltage"] == "66.23 V"
+    assert rows["current"] == "-20.12 A"
+    assert rows["soc"] == "87.0%"
+    assert rows["remaining_capacity"] == "34.93 Ah"
+    assert rows["full_capacity"] == "40.0 Ah"
+    assert rows["cell_min"] == "3.783 V"
+    assert rows["cell_max"] == "3.791 V"
+    assert rows["temperatures"] == "23.7, 25.4, 23.5, 23.6 °C"
+    assert rows["cycles"] == "2"

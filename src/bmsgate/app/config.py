@@ -374,20 +374,34 @@ def _moved_keys(data: Mapping[str, Any], source: str) -> list[ConfigProblem]:
 
 
 def _expand_environment(value: Any, path: str) -> Any:
-    if isinstance(value, str):
+    # The same bounds as the YAML loader (datafiles.MAX_NODES / MAX_DEPTH): a mapping handed in directly
+    # can still share one list many times over, and this walk visits every copy.
+    budget = [100_000]
 
-        def substitute(match: re.Match[str]) -> str:
-            name = match[1]
-            if name not in os.environ:
-                raise ConfigError(f"environment variable {name} is not set", key_path=path)
-            return os.environ[name]
+    def expand(item: Any, where: str, depth: int) -> Any:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ConfigError("too big: more than 100000 values once aliases are expanded", key_path=path)
+        if depth > 64:
+            raise ConfigError("nested deeper than 64 levels", key_path=where)
+        if isinstance(item, str):
 
-        return _ENV_REFERENCE.sub(substitute, value)
-    if isinstance(value, Mapping):
-        return {key: _expand_environment(item, f"{path}.{key}" if path else str(key)) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_expand_environment(item, f"{path}[{index}]") for index, item in enumerate(value)]
-    return value
+            def substitute(match: re.Match[str]) -> str:
+                name = match[1]
+                if name not in os.environ:
+                    raise ConfigError(f"environment variable {name} is not set", key_path=where)
+                return os.environ[name]
+
+            return _ENV_REFERENCE.sub(substitute, item)
+        if isinstance(item, Mapping):
+            return {
+                key: expand(child, f"{where}.{key}" if where else str(key), depth + 1) for key, child in item.items()
+            }
+        if isinstance(item, list):
+            return [expand(child, f"{where}[{index}]", depth + 1) for index, child in enumerate(item)]
+        return item
+
+    return expand(value, path, 0)
 
 
 def config_from_mapping(data: Any, *, source: str = "<config>") -> GatewayConfig:

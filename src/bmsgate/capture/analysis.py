@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from bmsgate.capture.att import CCCD_UUID, AttEvent, AttKind
+from bmsgate.capture.packets import CaptureBytes, Progress
 from bmsgate.capture.replayfile import ReplayCapture, ReplayRecord
 from bmsgate.capture.timeline import CaptureTimeline, read_capture
 from bmsgate.catalog import default_catalog
 from bmsgate.errors import ProtocolError
+from bmsgate.model import BatterySnapshot
 from bmsgate.protocols import CompiledProtocol, Frame
 
 __all__ = [
@@ -106,15 +108,26 @@ class DecodedPoll:
 
     Attributes:
         timestamp: time of the notification that completed the last frame.
-        frames: the frames, as hex.
-        snapshot: the decoded snapshot in its JSON form, or None when decoding failed.
+        raw_frames: the frames' bytes.
+        decoded: the decoded snapshot, or None when decoding failed.
         error: why decoding failed.
     """
 
     timestamp: float
-    frames: tuple[str, ...]
-    snapshot: dict[str, Any] | None
+    raw_frames: tuple[bytes, ...]
+    decoded: BatterySnapshot | None
     error: str | None = None
+
+    # A long capture has tens of thousands of polls: the JSON forms are made when asked for, not kept.
+    @property
+    def frames(self) -> tuple[str, ...]:
+        """The frames, as hex."""
+        return tuple(frame.hex() for frame in self.raw_frames)
+
+    @property
+    def snapshot(self) -> dict[str, Any] | None:
+        """The decoded snapshot in its JSON form, or None when decoding failed."""
+        return None if self.decoded is None else self.decoded.to_dict()
 
     def to_dict(self, start: float) -> dict[str, Any]:
         """JSON form; time relative to `start`."""
@@ -151,7 +164,7 @@ class ProtocolMatch:
     @property
     def decoded(self) -> int:
         """Polls that decoded into a snapshot."""
-        return sum(1 for poll in self.polls if poll.snapshot is not None)
+        return sum(1 for poll in self.polls if poll.decoded is not None)
 
     @property
     def score(self) -> tuple[int, int, int, int]:
@@ -251,7 +264,11 @@ class CaptureReport:
 
 
 def analyze_capture(
-    data: bytes, source: str = "<capture>", definitions: Sequence[CompiledProtocol] | None = None
+    data: CaptureBytes,
+    source: str = "<capture>",
+    definitions: Sequence[CompiledProtocol] | None = None,
+    *,
+    progress: Progress | None = None,
 ) -> CaptureReport:
     """Read a capture (btsnoop, pcap, pcapng) and analyse it against protocol definitions.
 
@@ -259,24 +276,33 @@ def analyze_capture(
         data: the capture file's bytes.
         source: name for messages (usually the file name).
         definitions: compiled protocols to try; the built-in ones by default.
+        progress: told how reading and matching get on.
 
     Raises:
         CaptureError: the capture file is unreadable.
     """
-    return analyze_timeline(read_capture(data, source=source), definitions)
+    return analyze_timeline(read_capture(data, source=source, progress=progress), definitions, progress=progress)
 
 
-def analyze_timeline(timeline: CaptureTimeline, definitions: Sequence[CompiledProtocol] | None = None) -> CaptureReport:
+def analyze_timeline(
+    timeline: CaptureTimeline,
+    definitions: Sequence[CompiledProtocol] | None = None,
+    *,
+    progress: Progress | None = None,
+) -> CaptureReport:
     """Analyse an already decoded timeline (see :func:`analyze_capture`)."""
     protocols = default_catalog().protocols() if definitions is None else list(definitions)
     cccd_handles = _cccd_handles(timeline)
     exchanges = _exchanges(timeline.events, cccd_handles)
-    matches = [
-        match
-        for protocol in protocols
-        for connection in dict.fromkeys(exchange.connection for exchange in exchanges)
-        if (match := _match(protocol, connection, exchanges, timeline)).frames
-    ]
+    connections = list(dict.fromkeys(exchange.connection for exchange in exchanges))
+    matches = []
+    for index, protocol in enumerate(protocols):
+        if progress is not None:
+            progress("matching protocols", index, len(protocols))
+        for connection in connections:
+            match = _match(protocol, connection, exchanges, timeline)
+            if match.frames:
+                matches.append(match)
     matches.sort(key=lambda match: match.score, reverse=True)
     return CaptureReport(
         timeline=timeline,
@@ -418,9 +444,9 @@ def _decode_polls(protocol: CompiledProtocol, frames: Sequence[tuple[float, Fram
 
 
 def _decode_group(protocol: CompiledProtocol, frames: list[Frame], timestamp: float) -> DecodedPoll:
-    hex_frames = tuple(frame.raw.hex() for frame in frames)
+    raw_frames = tuple(frame.raw for frame in frames)
     try:
         snapshot = protocol.decode(frames, battery_id="capture", timestamp=timestamp)
     except ProtocolError as exc:
-        return DecodedPoll(timestamp, hex_frames, None, str(exc))
-    return DecodedPoll(timestamp, hex_frames, snapshot.to_dict())
+        return DecodedPoll(timestamp, raw_frames, None, str(exc))
+    return DecodedPoll(timestamp, raw_frames, snapshot)

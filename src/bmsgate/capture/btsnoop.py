@@ -16,7 +16,15 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from bmsgate.capture.packets import CaptureFile, Direction, LinkType, RawPacket, truncation_warning
+from bmsgate.capture.packets import (
+    CaptureBytes,
+    CaptureFile,
+    Direction,
+    EmptyRecordGuard,
+    LinkType,
+    RawPacket,
+    truncation_warning,
+)
 from bmsgate.errors import CaptureError
 
 __all__ = ["BTSNOOP_MAGIC", "read_btsnoop"]
@@ -32,7 +40,7 @@ _DATALINKS: Final = {1001: LinkType.BTSNOOP_HCI_UNENCAPSULATED, 1002: LinkType.B
 _DATALINK_NAMES: Final = {1003: "HCI BCSP", 1004: "HCI Serial (H5)"}
 
 
-def read_btsnoop(data: bytes, *, source: str = "<capture>") -> CaptureFile:
+def read_btsnoop(data: CaptureBytes, *, source: str = "<capture>") -> CaptureFile:
     """Split a btsnoop file into packets.
 
     A last record cut short (the phone was still writing) is dropped with a warning; everything before
@@ -63,6 +71,7 @@ def read_btsnoop(data: bytes, *, source: str = "<capture>") -> CaptureFile:
 
     packets: list[RawPacket] = []
     warnings: list[str] = []
+    empty = EmptyRecordGuard(source)
     offset = _HEADER.size
     while offset < len(data):
         if len(data) - offset < _RECORD.size:
@@ -75,6 +84,7 @@ def read_btsnoop(data: bytes, *, source: str = "<capture>") -> CaptureFile:
                 source=source,
                 offset=offset,
             )
+        empty.check(included_length, offset)
         body_start = offset + _RECORD.size
         if len(data) - body_start < included_length:
             warnings.append(

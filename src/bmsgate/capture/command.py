@@ -6,12 +6,18 @@ export and skeleton definition, and turns every `BmsgateError` into a message an
 
 from __future__ import annotations
 
-import json
+import contextlib
+import mmap
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import rich.progress
 from rich.console import Console
 
 from bmsgate.capture.analysis import analyze_capture
+from bmsgate.capture.jsonreport import write_json_report
+from bmsgate.capture.packets import CaptureBytes, Progress
 from bmsgate.capture.render import render_report
 from bmsgate.capture.replayfile import write_replay
 from bmsgate.capture.skeleton import skeleton_definition
@@ -28,6 +34,7 @@ def run_capture_analyze(
     skeleton: str | None,
     console: Console,
     error_console: Console | None = None,
+    limit: int | None = None,
 ) -> int:
     """Analyse a capture file and report; returns the process exit code (0 ok, 1 error).
 
@@ -37,18 +44,26 @@ def run_capture_analyze(
         export: write the primary connection's conversation as a replay file here.
         skeleton: write a starting protocol definition (YAML) here.
         console: where to print.
-        error_console: where errors go (the CLI passes stderr); default: `console`.
+        error_console: where errors go (the CLI passes stderr); default: `console`. Progress of long
+            work is shown there when it is a terminal.
+        limit: list at most this many events, exchanges and polls per match in the JSON report.
     """
+    errors = error_console or console
     try:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise CaptureError(f"cannot read the file: {exc.strerror or exc}", source=path) from exc
-        report = analyze_capture(data, path)
-        if as_json:
-            console.out(json.dumps(report.to_dict(), indent=2), highlight=False)
-        else:
-            render_report(report, console)
+        with _progress(errors) as progress:
+            with _mapped(path) as data:
+                report = analyze_capture(data, path, progress=progress)
+            if as_json:
+                # Straight to the stream: rich would hold a rendered copy many times the text's size.
+                write_json_report(
+                    report,
+                    console.file,
+                    limit=limit,
+                    progress=None if progress is None else lambda done: progress("writing JSON", done, 0),
+                )
+                console.file.flush()
+            else:
+                render_report(report, console)
         if export is not None:
             replay = report.to_replay()
             write_replay(export, replay)
@@ -63,6 +78,45 @@ def run_capture_analyze(
             if not as_json:
                 console.print(f"Wrote a definition skeleton to {skeleton}", highlight=False)
     except BmsgateError as exc:
-        (error_console or console).print(f"bmsgate: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        errors.print(f"bmsgate: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 1
     return 0
+
+
+@contextlib.contextmanager
+def _mapped(path: str) -> Iterator[CaptureBytes]:
+    """The file's bytes, mapped rather than read: a huge damaged file is refused after its first pages."""
+    with contextlib.ExitStack() as stack:
+        try:
+            file = stack.enter_context(open(path, "rb"))
+            # Pipes and empty files cannot be mapped; those are small or streamed, so read them.
+            mappable = os.fstat(file.fileno()).st_size > 0 and Path(path).is_file()
+            data: CaptureBytes = (
+                stack.enter_context(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)) if mappable else file.read()
+            )
+        except OSError as exc:
+            raise CaptureError(f"cannot read the file: {exc.strerror or exc}", source=path) from exc
+        yield data
+
+
+@contextlib.contextmanager
+def _progress(console: Console) -> Iterator[Progress | None]:
+    """A progress callback drawing on `console` if it is a terminal, else None (pipes and logs stay clean)."""
+    if not console.is_terminal:
+        yield None
+        return
+    columns = (
+        rich.progress.TextColumn("{task.description}"),
+        rich.progress.BarColumn(),
+        rich.progress.TaskProgressColumn(),
+        rich.progress.TimeElapsedColumn(),
+    )
+    with rich.progress.Progress(*columns, console=console, transient=True, auto_refresh=False) as bar:
+        tasks: dict[str, rich.progress.TaskID] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total or None)
+            bar.update(tasks[stage], completed=done, total=total or None, refresh=True)
+
+        yield update

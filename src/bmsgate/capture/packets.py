@@ -10,19 +10,35 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import mmap
 import struct
-from typing import Final
+from collections.abc import Callable
+from typing import Final, TypeAlias
+
+from bmsgate.errors import CaptureError
 
 __all__ = [
+    "MAX_EMPTY_RECORDS",
     "ByteReader",
+    "CaptureBytes",
     "CaptureFile",
     "Direction",
     "LinkType",
     "MalformedPacket",
+    "EmptyRecordGuard",
     "Notes",
+    "Progress",
     "RawPacket",
     "truncation_warning",
 ]
+
+
+#: A whole capture in memory, or mapped from its file so that only the pages read are loaded.
+CaptureBytes: TypeAlias = bytes | mmap.mmap
+
+#: No HCI or link-layer packet is empty, so real captures hold no empty records; a run of this many is a
+#: zero-filled or overwritten file, refused before millions of empty packets pile up.
+MAX_EMPTY_RECORDS: Final = 64
 
 
 class LinkType(enum.IntEnum):
@@ -142,6 +158,10 @@ class ByteReader:
         return value
 
 
+#: Told how far long work has got: (what is being done, units done, units in all).
+Progress: TypeAlias = Callable[[str, int, int], None]
+
+
 def truncation_warning(source: str, offset: int, what: str, needed: int, present: int) -> str:
     """The warning for a capture that ends in the middle of a record or block."""
     return (
@@ -174,3 +194,34 @@ class Notes:
                 f"{self._source}: {message} ({times} in the record at byte offset {self._first_offsets[message]})"
             )
         return lines
+
+
+class EmptyRecordGuard:
+    """Counts consecutive empty records and refuses the file after :data:`MAX_EMPTY_RECORDS` of them."""
+
+    __slots__ = ("_first_offset", "_run", "_source")
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        self._run = 0
+        self._first_offset = 0
+
+    def check(self, length: int, offset: int) -> None:
+        """Note a record of `length` captured bytes at byte `offset`.
+
+        Raises:
+            CaptureError: too many empty records in a row.
+        """
+        if length:
+            self._run = 0
+            return
+        if not self._run:
+            self._first_offset = offset
+        self._run += 1
+        if self._run >= MAX_EMPTY_RECORDS:
+            raise CaptureError(
+                f"{self._run} empty records in a row from byte offset {self._first_offset}: "
+                "the file is damaged (zero-filled or overwritten)",
+                source=self._source,
+                offset=self._first_offset,
+            )

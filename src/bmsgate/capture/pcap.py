@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from typing import Final
 
-from bmsgate.capture.packets import CaptureFile, LinkType, RawPacket, truncation_warning
+from bmsgate.capture.packets import CaptureBytes, CaptureFile, EmptyRecordGuard, LinkType, RawPacket, truncation_warning
 from bmsgate.errors import CaptureError
 
 __all__ = ["PCAP_MAGICS", "read_pcap", "supported_link_type"]
@@ -54,7 +54,7 @@ def supported_link_type(link_type: int, *, source: str, offset: int | None) -> L
     raise CaptureError(f"unsupported link type {label}; bmsgate reads {readable}", source=source, offset=offset)
 
 
-def read_pcap(data: bytes, *, source: str = "<capture>") -> CaptureFile:
+def read_pcap(data: CaptureBytes, *, source: str = "<capture>") -> CaptureFile:
     """Split a classic pcap file into packets.
 
     A last record cut short is dropped with a warning; everything before it is returned.
@@ -80,6 +80,7 @@ def read_pcap(data: bytes, *, source: str = "<capture>") -> CaptureFile:
     record = struct.Struct(f"{order}IIII")
     packets: list[RawPacket] = []
     warnings: list[str] = []
+    empty = EmptyRecordGuard(source)
     offset = _HEADER_SIZE
     while offset < len(data):
         if len(data) - offset < _RECORD_SIZE:
@@ -92,6 +93,7 @@ def read_pcap(data: bytes, *, source: str = "<capture>") -> CaptureFile:
                 source=source,
                 offset=offset,
             )
+        empty.check(captured_length, offset)
         body_start = offset + _RECORD_SIZE
         if len(data) - body_start < captured_length:
             warnings.append(

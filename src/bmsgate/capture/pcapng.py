@@ -13,7 +13,7 @@ import dataclasses
 import struct
 from typing import Final
 
-from bmsgate.capture.packets import CaptureFile, LinkType, RawPacket, truncation_warning
+from bmsgate.capture.packets import CaptureBytes, CaptureFile, LinkType, RawPacket, truncation_warning
 from bmsgate.capture.pcap import supported_link_type
 from bmsgate.errors import CaptureError
 
@@ -41,7 +41,7 @@ class _Interface:
     offset_seconds: int
 
 
-def read_pcapng(data: bytes, *, source: str = "<capture>") -> CaptureFile:
+def read_pcapng(data: CaptureBytes, *, source: str = "<capture>") -> CaptureFile:
     """Split a pcapng file into packets.
 
     A last block cut short is dropped with a warning. Packets of interfaces with a link type bmsgate
@@ -115,7 +115,7 @@ def read_pcapng(data: bytes, *, source: str = "<capture>") -> CaptureFile:
     return CaptureFile(format="pcapng", packets=tuple(packets), warnings=tuple(warnings))
 
 
-def _section_byte_order(data: bytes, offset: int, source: str) -> str:
+def _section_byte_order(data: CaptureBytes, offset: int, source: str) -> str:
     magic = data[offset + 8 : offset + 12]
     if len(magic) < 4:
         raise CaptureError("Section Header Block too short for its byte-order magic", source=source, offset=offset)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from rich.console import Console
 from rich.table import Table
@@ -12,19 +12,38 @@ from bmsgate.capture.analysis import CaptureReport
 __all__ = ["render_report"]
 
 _MAX_TIMELINE_ROWS: Final = 200
-_SNAPSHOT_KEYS: Final = (
-    "voltage",
-    "current",
-    "soc",
-    "remaining_capacity",
-    "full_capacity",
-    "cycles",
-    "cell_count",
-    "cell_min",
-    "cell_max",
-    "temperatures",
-    "alarms",
+#: The snapshot fields shown, with their units (the snapshot is in SI units; "" for counts and names).
+_SNAPSHOT_FIELDS: Final = (
+    ("voltage", "V"),
+    ("current", "A"),
+    ("power", "W"),
+    ("soc", "%"),
+    ("remaining_capacity", "Ah"),
+    ("full_capacity", "Ah"),
+    ("cycles", ""),
+    ("cell_count", ""),
+    ("cell_min", "V"),
+    ("cell_max", "V"),
+    ("cell_delta", "V"),
+    ("temperatures", "°C"),
+    ("mosfet_temperature", "°C"),
+    ("alarms", ""),
 )
+
+
+def _with_unit(value: Any, unit: str) -> str:
+    """``66.23 V``; lists as ``23.7, 25.4 °C``; a field the protocol does not report as ``-``."""
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        if not value:
+            return "none"
+        text = ", ".join(str(item) for item in value)
+    else:
+        text = str(value)
+    if not unit:
+        return text
+    return f"{text}{unit}" if unit == "%" else f"{text} {unit}"
 
 
 def _short_uuid(uuid: str | None) -> str:
@@ -104,14 +123,14 @@ def render_report(report: CaptureReport, console: Console) -> None:
             f"{match.decoded} decoded polls, requests seen: {', '.join(match.requests_seen) or 'none'}, "
             f"GATT profile match: {match.gatt_match}"
         )
-        decoded = [poll for poll in match.polls if poll.snapshot is not None]
-        if decoded:
-            snapshot = decoded[-1].snapshot or {}
+        last = next((poll for poll in reversed(match.polls) if poll.decoded is not None), None)
+        if last is not None:
+            snapshot = last.snapshot or {}
             values = Table(title=f"{match.protocol}: last decoded values")
             values.add_column("field")
             values.add_column("value")
-            for key in _SNAPSHOT_KEYS:
-                values.add_row(key, str(snapshot.get(key)))
+            for key, unit in _SNAPSHOT_FIELDS:
+                values.add_row(key, _with_unit(snapshot.get(key), unit))
             console.print(values)
         for poll in match.polls:
             if poll.error:

@@ -17,7 +17,7 @@ from bmsgate.capture.connections import Connection, ConnectionRegistry
 from bmsgate.capture.hci import HciDecoder
 from bmsgate.capture.l2cap import ATT_CHANNEL, L2capPdu
 from bmsgate.capture.linklayer import LinkLayerDecoder
-from bmsgate.capture.packets import CaptureFile, LinkType, MalformedPacket, Notes
+from bmsgate.capture.packets import CaptureBytes, CaptureFile, LinkType, MalformedPacket, Notes, Progress
 from bmsgate.capture.pcap import PCAP_MAGICS, read_pcap
 from bmsgate.capture.pcapng import PCAPNG_MAGIC, read_pcapng
 from bmsgate.errors import CaptureError
@@ -72,15 +72,15 @@ class CaptureTimeline:
         }
 
 
-def read_capture_file(data: bytes, *, source: str = "<capture>") -> CaptureFile:
+def read_capture_file(data: CaptureBytes, *, source: str = "<capture>") -> CaptureFile:
     """Split a capture of any supported container format into link-layer packets.
 
     Raises:
         CaptureError: the format is not recognised or the container is damaged.
     """
-    if data.startswith(BTSNOOP_MAGIC):
+    if data[: len(BTSNOOP_MAGIC)] == BTSNOOP_MAGIC:
         return read_btsnoop(data, source=source)
-    if data.startswith(PCAPNG_MAGIC):
+    if data[: len(PCAPNG_MAGIC)] == PCAPNG_MAGIC:
         return read_pcapng(data, source=source)
     if data[:4] in PCAP_MAGICS:
         return read_pcap(data, source=source)
@@ -89,8 +89,8 @@ def read_capture_file(data: bytes, *, source: str = "<capture>") -> CaptureFile:
     raise CaptureError(f"not a btsnoop, pcap or pcapng file (starts with {data[:8].hex()})", source=source, offset=0)
 
 
-def read_capture(data: bytes, *, source: str = "<capture>") -> CaptureTimeline:
-    """Decode a capture into its ATT timeline.
+def read_capture(data: CaptureBytes, *, source: str = "<capture>", progress: Progress | None = None) -> CaptureTimeline:
+    """Decode a capture into its ATT timeline; `progress` hears ("reading", byte offset, file size).
 
     Raises:
         CaptureError: the container is unreadable (bad magic, unsupported link type, damaged headers).
@@ -103,7 +103,9 @@ def read_capture(data: bytes, *, source: str = "<capture>") -> CaptureTimeline:
     att = AttDecoder()
     events: list[AttEvent] = []
     link_types: dict[str, None] = {}
-    for packet in capture.packets:
+    for count, packet in enumerate(capture.packets):
+        if progress is not None and count % 5000 == 0:
+            progress("reading", packet.offset, len(data))
         link_types[_link_type_name(packet.link_type)] = None
         decoder = hci if packet.link_type in _HCI_LINK_TYPES else link_layer
         try:

@@ -24,6 +24,12 @@ def add_parsers(commands: Any) -> None:
     )
     analyze.add_argument("file", help="btsnoop_hci.log, .pcap or .pcapng")
     analyze.add_argument("--json", action="store_true", help="print the report as JSON")
+    analyze.add_argument(
+        "--limit",
+        metavar="N",
+        type=_count,
+        help="with --json: list at most N events, exchanges and polls per match (totals stay exact)",
+    )
     analyze.add_argument("--export", metavar="FILE", help="write a replay file for `bmsgate read --replay`")
     analyze.add_argument("--skeleton", metavar="FILE", help="write a starting protocol definition (YAML)")
     analyze.set_defaults(handler=_analyze)
@@ -39,4 +45,15 @@ def _analyze(args: argparse.Namespace) -> int:
         skeleton=args.skeleton,
         console=Console(highlight=False),
         error_console=Console(stderr=True, highlight=False),
+        limit=args.limit,
     )
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}")
+    return value
