@@ -27,6 +27,7 @@ from bmsgate.model import BatterySnapshot
 from bmsgate.runtime.hub import SnapshotHub
 
 from .conftest import BATTERY1, TIMEOUT, Mosquitto, Recorder, needs_passwd, retained, running, settings, snapshot
+from .energy_process import MAX_GAP, SAVE_INTERVAL
 
 STATE = "bmsgate/battery1/state"
 AVAILABILITY = "bmsgate/battery1/availability"
@@ -117,15 +118,21 @@ async def test_broker_restart_loses_nothing(broker: Mosquitto, tmp_path: Path) -
     hub = SnapshotHub()
     t0 = time.time()
     hub.publish(snapshot(timestamp=t0, current=-10.0, voltage=13.0))
-    sink = HomeAssistantSink(settings(broker.url, tmp_path), [BATTERY1])
+    sink = HomeAssistantSink(settings(broker.url, tmp_path, energy_save_interval=0.05), [BATTERY1])
+    expected = (1300 + 1295) / 3.6e6  # 10 s at 130 W + 10 s ramping 130 → 129 W
     async with running(sink, hub):
         await asyncio.wait_for(sink.connected.wait(), TIMEOUT)
         broker.stop()  # no persistence: every retained message is gone with it
         while sink.connected.is_set():
             await asyncio.sleep(0.01)
-        # the poller keeps going during the outage; energy keeps integrating
+        # the poller keeps going during the outage; energy keeps integrating (and being saved)
         hub.publish(snapshot(timestamp=t0 + 10, current=-10.0, voltage=13.0))
+        await asyncio.sleep(0.01)
         hub.publish(snapshot(timestamp=t0 + 20, current=-10.0, voltage=12.9))
+        state_file = tmp_path / "state" / STATE_FILE_NAME
+        async with asyncio.timeout(TIMEOUT):
+            while json.loads(state_file.read_text())["energy"]["battery1"]["discharged_kwh"] < expected * 0.99:
+                await asyncio.sleep(0.01)
         broker.start()
         await asyncio.wait_for(sink.connected.wait(), TIMEOUT)
         kept = await retained(broker.port)
@@ -137,8 +144,7 @@ async def test_broker_restart_loses_nothing(broker: Mosquitto, tmp_path: Path) -
     assert sum(1 for t in kept if t.endswith("/config")) == len(rows) + 1  # + the gateway's status
     state = json.loads(kept[STATE])
     assert state["voltage"] == 12.9
-    # 10 s at 130 W + 10 s ramping 130 → 129 W
-    assert state["energy_discharged"] == pytest.approx((1300 + 1295) / 3.6e6, abs=1e-4)
+    assert state["energy_discharged"] == pytest.approx(expected, abs=1e-4)
 
 
 async def test_last_will_when_gateway_is_killed(broker: Mosquitto, tmp_path: Path) -> None:
@@ -366,7 +372,8 @@ async def test_sink_keeps_retrying_until_broker_appears(
 async def test_energy_survives_restart(broker: Mosquitto, tmp_path: Path) -> None:
     t0 = time.time()
     hub = SnapshotHub()
-    sink = HomeAssistantSink(settings(broker.url, tmp_path), [BATTERY1])
+    fast_saves = settings(broker.url, tmp_path, energy_save_interval=0.05)
+    sink = HomeAssistantSink(fast_saves, [BATTERY1])
     async with Recorder(broker.port) as rec, running(sink, hub):
         hub.publish(snapshot(timestamp=t0, current=10.0, voltage=13.0))
         # the hub keeps only the newest pending update per battery: let the sink see the first one
@@ -374,12 +381,61 @@ async def test_energy_survives_restart(broker: Mosquitto, tmp_path: Path) -> Non
         hub.publish(snapshot(timestamp=t0 + 30, current=10.0, voltage=13.0))
         await rec.wait_for(lambda: STATE in rec.latest and rec.json(STATE)["energy_charged"] > 0)
     hub2 = SnapshotHub()
-    sink2 = HomeAssistantSink(settings(broker.url, tmp_path), [BATTERY1])
+    sink2 = HomeAssistantSink(fast_saves, [BATTERY1])
+    expected = 130 * 40 / 3.6e6
+
+    def live() -> list[float]:
+        return [json.loads(p)["energy_charged"] for t, p, r in rec2.messages if t == STATE and not r]
+
     async with Recorder(broker.port) as rec2, running(sink2, hub2):
         hub2.publish(snapshot(timestamp=t0 + 40, current=10.0, voltage=13.0))
-        await rec2.wait_for(lambda: any(t == STATE and not r for t, _, r in rec2.messages))
-        energy = json.loads(next(p for t, p, r in rec2.messages if t == STATE and not r))["energy_charged"]
-    assert energy == pytest.approx(130 * 40 / 3.6e6, abs=1e-4)
+        # published once the continued integration is saved; before that, at most the value saved at the stop
+        await rec2.wait_for(lambda: any(value == pytest.approx(expected, abs=1e-4) for value in live()))
+    assert live() == sorted(live())
+    assert live()[0] >= round(130 * 30 / 3.6e6, 4)
+
+
+def published_charged(rec: Recorder) -> list[float]:
+    """Every ``energy_charged`` value published on the state topic, in order."""
+    values = (json.loads(payload).get("energy_charged") for topic, payload, _ in rec.messages if topic == STATE)
+    return [value for value in values if value is not None]
+
+
+async def test_energy_never_goes_backwards_across_kill_9(broker: Mosquitto, tmp_path: Path) -> None:
+    script = Path(__file__).with_name("energy_process.py")
+    state_file = tmp_path / "gw" / STATE_FILE_NAME
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        processes.append(subprocess.Popen([sys.executable, str(script), broker.url, str(tmp_path / "gw")]))
+
+    async def kill_between_saves() -> None:
+        # The worst moment: well after one save, before the next one.
+        async with asyncio.timeout(TIMEOUT):
+            while not (SAVE_INTERVAL / 2 <= time.time() - state_file.stat().st_mtime < SAVE_INTERVAL * 0.9):
+                await asyncio.sleep(0.005)
+        os.kill(processes[-1].pid, signal.SIGKILL)
+        processes[-1].wait(5)
+
+    async with Recorder(broker.port) as rec:
+        try:
+            start()
+            await rec.wait_for(lambda: sum(published_charged(rec)[-1:]) > 0.003, 20)
+            await kill_between_saves()
+            before = published_charged(rec)
+            # Back only after the gap can no longer be integrated: the counter must not rely on it.
+            await asyncio.sleep(MAX_GAP * 1.5)
+            start()
+            await rec.wait_for(lambda: published_charged(rec)[-1] > before[-1] + 0.001, 20)
+            await kill_between_saves()
+        finally:
+            for process in processes:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait(5)
+    values = published_charged(rec)
+    assert len(values) > len(before) > 3
+    assert values == sorted(values), f"went backwards: {values}"
 
 
 @pytest.mark.parametrize("prefer", ["mosquitto", "amqtt"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bmsgate.homeassistant.energy import EnergyIntegrator, SinkState, split_trapezoid, write_json_atomic
+from bmsgate.homeassistant.energy import EnergyIntegrator, EnergyTotals, SinkState, split_trapezoid, write_json_atomic
 from bmsgate.homeassistant.settings import MqttSettings
 
 # -- settings -----------------------------------------------------------------------------------------
@@ -123,6 +123,20 @@ def test_state_file_round_trip(tmp_path: Path) -> None:
     # a quick restart continues the integration from the persisted last sample
     again.energy.add("b", 72.0, 1000.0)
     assert again.energy.totals("b").charged_kwh == pytest.approx(0.02)  # type: ignore[union-attr]
+
+
+def test_only_saved_energy_is_published(tmp_path: Path) -> None:
+    state = SinkState(tmp_path / "state.json", max_gap=60.0)
+    assert state.published_energy("b") is None
+    state.energy.add("b", 0.0, 3600.0)
+    state.energy.add("b", 10.0, 3600.0)
+    assert state.published_energy("b") == EnergyTotals()  # a restart now would start from zero too
+    state.save()
+    state.energy.add("b", 20.0, 3600.0)
+    assert state.published_energy("b") == EnergyTotals(0.01, 0.0)
+    again = SinkState(state.path, max_gap=60.0)
+    again.load()
+    assert again.published_energy("b") == state.published_energy("b")
 
 
 @pytest.mark.parametrize(

@@ -9,13 +9,15 @@ plus one line when a battery goes stale or recovers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from collections.abc import Callable
-from typing import Any, Literal
+from collections.abc import Callable, Iterator
+from typing import Any, Final, Literal
 
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.live import Live
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -27,19 +29,48 @@ __all__ = ["ConsoleSink"]
 
 LinkStatsProvider = Callable[[str], Any]
 
-_OVERVIEW_COLUMNS: tuple[tuple[str, Literal["left", "right"]], ...] = (
-    ("battery", "left"),
-    ("state", "left"),
-    ("voltage", "right"),
-    ("current", "right"),
-    ("power", "right"),
-    ("SoC", "right"),
-    ("cells min–max", "right"),
-    ("max temp", "right"),
-    ("chg/dsg", "left"),
-    ("alarms", "left"),
-    ("age · link", "right"),
+Justify = Literal["left", "right"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Column:
+    key: str
+    headers: tuple[str, ...]
+    """The full header first, then shorter ones."""
+    justify: Justify = "right"
+
+
+_COLUMNS: Final = (
+    _Column("battery", ("battery",), "left"),
+    _Column("state", ("state",), "left"),
+    _Column("voltage", ("voltage", "V")),
+    _Column("current", ("current", "A")),
+    _Column("power", ("power", "W")),
+    _Column("soc", ("SoC",)),
+    _Column("delta", ("cell Δ", "Δ")),
+    _Column("range", ("cells min–max", "cells")),
+    _Column("temperature", ("max temp", "T")),
+    _Column("fets", ("chg/dsg",), "left"),
+    _Column("alarms", ("alarms",), "left"),
+    _Column("link", ("age · link", "age")),
 )
+"""The overview's columns, in display order."""
+
+_IMPORTANCE: Final = (
+    "battery", "state", "soc", "voltage", "current", "power", "delta", "alarms",
+    "temperature", "link", "fets", "range",
+)  # fmt: skip
+"""Most important first. Where the terminal is too narrow, the least important column is abbreviated,
+then dropped, then the next one: the battery, its state and SoC stay legible down to about 30 columns."""
+
+_UNLIMITED: Final = 10_000
+_BAR_WIDTH: Final = 12
+_BAR_LINE: Final = 3 + _BAR_WIDTH + 8 + 2  # "16 " + bar + " 3.318 V" + " ⇄"
+_BAR_GAP: Final = 3
+_PANEL_FRAME: Final = 4
+
+Row = dict[str, tuple[str | Text, ...]]
+"""One battery: for each column key its cell, full form first, then shorter ones."""
 
 
 def _num(value: float | None, unit: str, digits: int) -> str:
@@ -93,55 +124,97 @@ class ConsoleSink:
                 live.update(self.render(hub), refresh=True)
 
     def render(self, hub: SnapshotHub) -> RenderableType:
-        """The whole view (public so tests and screenshots can render it without a terminal)."""
+        """The whole view (public so tests and screenshots can render it without a terminal).
+
+        It fits itself to the width it is rendered at: the overview abbreviates and then drops its least
+        important columns, the cell bars use fewer columns.
+        """
         battery_ids = hub.battery_ids()
         if not battery_ids:
             return Text("no batteries configured", style="dim")
-        parts: list[RenderableType] = [self._overview(hub, battery_ids)]
-        parts.extend(self._cells_panel(hub, battery_id) for battery_id in battery_ids)
-        return Group(*parts)
+        return _View(lambda console, options: self._layout(hub, battery_ids, console, options))
 
-    def _overview(self, hub: SnapshotHub, battery_ids: list[str]) -> Table:
-        table = Table(box=box.SIMPLE_HEAD, expand=True)
-        for header, justify in _OVERVIEW_COLUMNS:
-            table.add_column(header, justify=justify, no_wrap=True)
+    def _layout(
+        self, hub: SnapshotHub, battery_ids: list[str], console: Console, options: ConsoleOptions
+    ) -> Iterator[RenderableType]:
+        yield self._overview(hub, battery_ids, console, options)
+        for battery_id in battery_ids:
+            yield self._cells_panel(hub, battery_id, options.max_width)
+
+    def _rows(self, hub: SnapshotHub, battery_ids: list[str]) -> list[Row]:
+        rows: list[Row] = []
         for battery_id in battery_ids:
             snapshot = hub.latest(battery_id)
-            name = Text(self.names.get(battery_id, battery_id), style="bold")
+            row: Row = {"battery": (Text(self.names.get(battery_id, battery_id), style="bold"),)}
             age = hub.age(battery_id)
             link = self._link_text(battery_id)
+            link_short = self._link_text(battery_id, rssi=False)
+            if age is not None:
+                row["link"] = (f"{age:.0f} s · {link}", f"{age:.0f} s · {link_short}", f"{age:.0f} s")
+            else:
+                row["link"] = (link, link_short, "—")
             if snapshot is None:
-                table.add_row(name, Text("waiting", style="dim"), *[""] * 8, link)
+                row["state"] = (Text("waiting", style="dim"),)
+                rows.append(row)
                 continue
             cell_min, cell_max = snapshot.cell_min, snapshot.cell_max
-            cells = (
-                f"{cell_min.voltage:.3f}–{cell_max.voltage:.3f} Δ{(snapshot.cell_delta or 0) * 1000:.0f} mV"
-                if cell_min and cell_max
-                else "—"
-            )
-            alarms = ", ".join(sorted(alarm.label for alarm in snapshot.alarms))
-            state = Text("STALE", style="bold red") if hub.is_stale(battery_id) else Text("fresh", style="green")
-            table.add_row(
-                name,
-                state,
-                _num(snapshot.voltage, "V", 2),
-                _num(snapshot.current, "A", 1),
-                _num(snapshot.power, "W", 0),
-                _num(snapshot.soc, "%", 0),
-                cells,
-                _num(snapshot.temperature_max, "°C", 1),
-                f"{_flag(snapshot.charge_enabled)}/{_flag(snapshot.discharge_enabled)}",
-                Text(alarms or "none", style="bold red" if alarms else "dim"),
-                f"{age:.0f} s · {link}" if age is not None else link,
-            )
+            alarms = sorted(alarm.label for alarm in snapshot.alarms)
+            alarm_style = "bold red" if alarms else "dim"
+            row.update(
+                {
+                    "state": (
+                        Text("STALE", style="bold red") if hub.is_stale(battery_id) else Text("fresh", style="green"),
+                    ),
+                    "voltage": (_num(snapshot.voltage, "V", 2),),
+                    "current": (_num(snapshot.current, "A", 1),),
+                    "power": (_num(snapshot.power, "W", 0),),
+                    "soc": (_num(snapshot.soc, "%", 0),),
+                    "delta": (_num(None if snapshot.cell_delta is None else snapshot.cell_delta * 1000, "mV", 0),),
+                    "range": (f"{cell_min.voltage:.3f}–{cell_max.voltage:.3f}" if cell_min and cell_max else "—",),
+                    "temperature": (_num(snapshot.temperature_max, "°C", 1),),
+                    "fets": (f"{_flag(snapshot.charge_enabled)}/{_flag(snapshot.discharge_enabled)}",),
+                    "alarms": (
+                        Text(", ".join(alarms) or "none", style=alarm_style),
+                        Text(f"{len(alarms)} alarm{'s' if len(alarms) > 1 else ''}" if alarms else "none",
+                             style=alarm_style),
+                    ),
+                }
+            )  # fmt: skip
+            rows.append(row)
+        return rows
+
+    def _overview(self, hub: SnapshotHub, battery_ids: list[str], console: Console, options: ConsoleOptions) -> Table:
+        """The overview table at the widest form that fits ``options.max_width``."""
+        rows = self._rows(hub, battery_ids)
+        levels = dict.fromkeys(_IMPORTANCE, 0)
+        kept = list(_IMPORTANCE)
+        unlimited = options.update(max_width=_UNLIMITED)
+
+        def forms(key: str) -> int:
+            column = next(c for c in _COLUMNS if c.key == key)
+            return max(len(column.headers), *(len(row.get(key, ("",))) for row in rows))
+
+        while True:
+            table = _overview_table(rows, kept, levels)
+            if Measurement.get(console, unlimited, table).maximum <= options.max_width:
+                break
+            least = kept[-1]
+            if levels[least] + 1 < forms(least):
+                levels[least] += 1
+            elif len(kept) > 1:
+                kept.pop()
+            else:
+                break
+        table.expand = True
         return table
 
-    def _cells_panel(self, hub: SnapshotHub, battery_id: str) -> Panel:
+    def _cells_panel(self, hub: SnapshotHub, battery_id: str, width: int) -> Panel:
         snapshot = hub.latest(battery_id)
         name = self.names.get(battery_id, battery_id)
         if snapshot is None:
             return Panel(Text("waiting for the first reading…", style="dim"), title=name, title_align="left")
-        columns = max(1, min(4, -(-snapshot.cell_count // 4)))
+        fitting = (width - _PANEL_FRAME + _BAR_GAP) // (_BAR_LINE + _BAR_GAP)
+        columns = max(1, min(4, fitting, -(-snapshot.cell_count // 4)))
         balancing = ", ".join(f"#{cell}" for cell in snapshot.balancing_cells or ()) or "no"
         device = snapshot.device
         subtitle = " · ".join(
@@ -156,7 +229,7 @@ class ConsoleSink:
         )
         style = "red" if hub.is_stale(battery_id) else ("yellow" if snapshot.alarms else "green")
         return Panel(
-            cell_bars(snapshot, width=12, columns=columns),
+            cell_bars(snapshot, width=_BAR_WIDTH, columns=columns),
             title=f"[bold]{name}[/bold]",
             title_align="left",
             subtitle=subtitle,
@@ -164,12 +237,12 @@ class ConsoleSink:
             border_style=style,
         )
 
-    def _link_text(self, battery_id: str) -> str:
+    def _link_text(self, battery_id: str, *, rssi: bool = True) -> str:
         stats = self.link_stats(battery_id) if self.link_stats else None
         if stats is None or stats.success_rate is None:
             return "link —"
         text = f"link {stats.success_rate * 100:.0f} %"
-        if stats.rssi is not None:
+        if rssi and stats.rssi is not None:
             text += f" RSSI {stats.rssi} dBm"
         return text
 
@@ -203,3 +276,30 @@ class ConsoleSink:
             line += f" link {stats.success_rate * 100:.0f}%"
         self.console.print(line, markup=False, highlight=False, soft_wrap=True)
         self.lines_written += 1
+
+
+class _View:
+    """A renderable laid out only once the width it is rendered at is known."""
+
+    def __init__(self, layout: Callable[[Console, ConsoleOptions], Iterator[RenderableType]]) -> None:
+        self._layout = layout
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from self._layout(console, options)
+
+
+def _overview_table(rows: list[Row], kept: list[str], levels: dict[str, int]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD)
+    columns = [column for column in _COLUMNS if column.key in kept]
+    for column in columns:
+        header = column.headers[min(levels[column.key], len(column.headers) - 1)]
+        table.add_column(header, justify=column.justify, no_wrap=True)
+    for row in rows:
+        table.add_row(*_cells(row, columns, levels))
+    return table
+
+
+def _cells(row: Row, columns: list[_Column], levels: dict[str, int]) -> Iterator[str | Text]:
+    for column in columns:
+        forms = row.get(column.key, ("",))
+        yield forms[min(levels[column.key], len(forms) - 1)]

@@ -7,6 +7,10 @@ known about the power in between, and guessing would inflate a `total_increasing
 
 The counters (plus the device identity chosen for each battery, so unique ids survive restarts) are
 kept in one JSON file, written atomically (temporary file, fsync, rename).
+
+A ``total_increasing`` counter must never be published lower than before, or Home Assistant books a
+meter reset. After a crash the counters restart from the file, so only values that are in the file may
+be published: :meth:`SinkState.published_energy` is the last *saved* value, not the live one.
 """
 
 from __future__ import annotations
@@ -148,6 +152,27 @@ class SinkState:
         self.path = path
         self.energy = EnergyIntegrator(max_gap=max_gap)
         self.identities: dict[str, str] = {}
+        self._saved: dict[str, EnergyTotals] = {}
+
+    def published_energy(self, battery_id: str) -> EnergyTotals | None:
+        """The counters that may be published: what a restart would continue from.
+
+        Zero for a battery with no saved counters yet (a restart starts it from zero as well).
+        """
+        saved = self._saved.get(battery_id)
+        if saved is not None:
+            return saved
+        return None if self.energy.totals(battery_id) is None else EnergyTotals()
+
+    def mark_saved(self, data: Mapping[str, Any]) -> set[str]:
+        """Record that `data` (a :meth:`to_dict` result) is on disk; returns the batteries whose counters moved."""
+        changed: set[str] = set()
+        for battery_id, entry in data.get("energy", {}).items():
+            totals = EnergyTotals(entry["charged_kwh"], entry["discharged_kwh"])
+            if self._saved.get(battery_id) != totals:
+                self._saved[battery_id] = totals
+                changed.add(battery_id)
+        return changed
 
     def load(self) -> None:
         """Read the file if it exists; an unreadable file is logged and ignored (counters restart)."""
@@ -164,6 +189,7 @@ class SinkState:
                 raise ValueError("unknown version")  # noqa: TRY301 - one handler for all bad content
             self.energy.load(data.get("energy") or {})
             self.identities = {str(k): str(v) for k, v in (data.get("identities") or {}).items()}
+            self.mark_saved(self.to_dict())
         except (ValueError, TypeError, AttributeError) as exc:
             _LOGGER.warning("%s is not a valid state file (%s); energy counters start from zero", self.path, exc)
 
@@ -173,7 +199,9 @@ class SinkState:
 
     def save(self) -> None:
         """Write the file atomically (blocking; call it in a thread from async code)."""
-        write_json_atomic(self.path, self.to_dict())
+        data = self.to_dict()
+        write_json_atomic(self.path, data)
+        self.mark_saved(data)
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:

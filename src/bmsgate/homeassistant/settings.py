@@ -154,6 +154,8 @@ class MqttSettings(BaseModel):
     energy_max_gap: float | None = Field(default=None, gt=0)
     """Longest gap (s) between two snapshots that is still integrated; default: staleness budget."""
     energy_save_interval: float = Field(default=60.0, gt=0)
+    """How often (s) the energy counters are saved. Only saved values are published, so they advance once per
+    save, and a crash loses at most the energy of one interval."""
     inverter_interval: float = Field(default=10.0, gt=0)
     """How often (s) the inverter status is re-published even when no battery reports."""
 

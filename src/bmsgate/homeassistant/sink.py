@@ -261,7 +261,7 @@ class HomeAssistantSink:
         battery_id = battery.info.battery_id
         return StateInputs(
             snapshot=battery.snapshot,
-            energy=self._state.energy.totals(battery_id),
+            energy=self._state.published_energy(battery_id),
             link=self._link_stats(battery_id) if self._link_stats else None,
             last_command=battery.last_command,
             control=self._control is not None,
@@ -279,7 +279,17 @@ class HomeAssistantSink:
                 try:
                     await asyncio.to_thread(write_json_atomic, self._state.path, data)
                 except OSError as exc:
+                    # The published counters stay where they are until a save succeeds.
+                    self._state_dirty = True
                     _LOGGER.warning("cannot save %s: %s", self._state.path, exc)
+                    continue
+                changed = self._state.mark_saved(data)
+                for battery_id in changed:
+                    battery = self._batteries.get(battery_id)
+                    if battery is not None and battery.snapshot is not None:
+                        battery.state_dirty = True
+                if changed:
+                    self._wake.set()
 
     def _save_state(self) -> None:
         try:

@@ -6,7 +6,11 @@ releases). Everything pymodbus raises is translated into :class:`~bmsgate.errors
 The datastore is a plain ``{address: value}`` table per register kind, refreshed by exactly one
 writer (the sink) between requests — all on one event loop, so a request never sees half an update.
 Reads outside the map's registers and writes to anything but its writable registers are answered
-with the Modbus exception "illegal data address"; unknown function codes with "illegal function".
+with the Modbus exception "illegal data address". Only the register functions the datastore implements
+are decoded at all (:data:`_SERVED`); every other function code, whatever its body, is answered with
+"illegal function", and a served request whose body is cut short with "illegal data value" — never
+with one of pymodbus's built-in replies (its FC 0x11 answers "Pymodbus") or an unhandled decode error.
+Every request of a TCP segment is answered, in order (pymodbus 3.8 answers only the first).
 
 pymodbus's own log lines (e.g. "Failed to start server ... address already in use" on every retry) are
 dropped unless its logger is enabled for DEBUG: our adapter logs each failure and recovery once.
@@ -15,7 +19,9 @@ dropped unless its logger is enabled for DEBUG: our adapter logs each failure an
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import struct
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
@@ -23,14 +29,17 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.datastore import ModbusBaseSlaveContext, ModbusServerContext
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
-from pymodbus.pdu import ExceptionResponse, ModbusPDU
-from pymodbus.pdu.bit_message import (
-    ReadCoilsRequest,
-    ReadDiscreteInputsRequest,
-    WriteMultipleCoilsRequest,
-    WriteSingleCoilRequest,
+from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
+from pymodbus.pdu.register_message import (
+    MaskWriteRegisterRequest,
+    ReadHoldingRegistersRequest,
+    ReadInputRegistersRequest,
+    ReadWriteMultipleRegistersRequest,
+    WriteMultipleRegistersRequest,
+    WriteSingleRegisterRequest,
 )
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
 
 from bmsgate.errors import SinkError
 from bmsgate.inverter.modbus.registermap import RegisterImage, RegisterKind, RegisterMap, contiguous_runs
@@ -144,24 +153,141 @@ class RegisterStore(ModbusBaseSlaveContext):
             self._on_write(address, words)
 
 
-def _without_bits(request: type[ModbusPDU]) -> type[ModbusPDU]:
-    """A variant of a coil/discrete-input request that answers "illegal function".
+_SERVED: Final[tuple[type[ModbusPDU], ...]] = (
+    ReadHoldingRegistersRequest,
+    ReadInputRegistersRequest,
+    WriteSingleRegisterRequest,
+    WriteMultipleRegistersRequest,
+    MaskWriteRegisterRequest,
+    ReadWriteMultipleRegistersRequest,
+)
+"""The requests the datastore implements; coils and discrete inputs are absent: we have no bit tables."""
 
-    We have no bit tables; pymodbus 3.8 would otherwise read coils without validating the address
-    and answer a malformed "slave failure".
+
+class _Refusal(ModbusPDU):
+    """A request that is answered with an exception, whatever its body says."""
+
+    # The smallest RTU frame (slave id, function code, CRC): the RTU framer then takes the longest
+    # prefix with a valid CRC, so a refused request of any length is consumed whole.
+    rtu_frame_size = 4
+
+    def __init__(self, function_code: int = 0, exception_code: int = ExceptionResponse.ILLEGAL_FUNCTION) -> None:
+        super().__init__()
+        self.function_code = function_code
+        self.exception_code = exception_code
+
+    def encode(self) -> bytes:
+        """Never sent."""
+        return b""
+
+    def decode(self, data: bytes) -> None:
+        """The body is irrelevant to a refusal."""
+        del data
+
+    async def update_datastore(self, context: object) -> ModbusPDU:
+        """The exception response; the datastore is not touched."""
+        del context
+        return ExceptionResponse(self.function_code, self.exception_code)
+
+
+class _ServedOnly(DecodePDU):
+    """Decodes only :data:`_SERVED` requests; anything else becomes a :class:`_Refusal`, never an error."""
+
+    def __init__(self) -> None:
+        super().__init__(True)
+        self.lookup = {request.function_code: request for request in _SERVED}
+        self.sub_lookup = {}
+
+    def lookupPduClass(self, data: bytes) -> type[ModbusPDU]:  # noqa: N802 - pymodbus's name
+        """The request class of an RTU frame (``data[1]`` is its function code), for the frame length."""
+        return self.lookup.get(data[1], _Refusal)
+
+    def decode(self, frame: bytes) -> ModbusPDU:
+        """One request PDU (function code and body)."""
+        function_code = frame[0]
+        request_class = self.lookup.get(function_code)
+        if request_class is None:
+            return _Refusal(function_code)
+        request = request_class()
+        try:
+            request.decode(frame[1:])
+        except (struct.error, IndexError, ValueError) as exc:
+            # The Modbus spec's answer to a request whose implied length is wrong.
+            _LOGGER.debug("malformed request with function code %#04x: %s", function_code, exc)
+            return _Refusal(function_code, ExceptionResponse.ILLEGAL_VALUE)
+        return request
+
+
+class _RequestHandler(ServerRequestHandler):
+    """One connection (TCP) or the serial line: answers every request received, one after another.
+
+    pymodbus 3.8 takes one request per receive call and leaves the rest of the buffer until more bytes
+    arrive, so a master that pipelines requests waits for answers forever.
     """
 
-    async def refuse(self: ModbusPDU, context: object) -> ModbusPDU:
-        del context
-        return ExceptionResponse(self.function_code, ExceptionResponse.ILLEGAL_FUNCTION)
+    def __init__(self, owner: Any, *, keep_partial: bool) -> None:
+        super().__init__(owner, owner.trace_packet, owner.trace_pdu, owner.trace_connect)  # type: ignore[no-untyped-call]
+        self._keep_partial = keep_partial
+        self._pending: collections.deque[tuple[ModbusPDU, Any]] = collections.deque()
+        self._worker: asyncio.Task[None] | None = None
 
-    return type(f"NoBits{request.__name__}", (request,), {"update_datastore": refuse})
+    def callback_data(self, data: bytes, addr: tuple[Any, ...] | None = None) -> int:
+        """Take every complete request out of `data`; returns the number of bytes consumed."""
+        data = self.trace_packet(False, data)
+        used = 0
+        try:
+            while True:
+                size, request = self.framer.processIncomingFrame(data[used:])
+                if not size:
+                    break
+                used += size
+                if request is not None:
+                    self._pending.append((self.trace_pdu(False, request), addr))
+        except ModbusException as exc:
+            # Bytes no frame can be made of: drop them, as a device on a noisy line would.
+            _LOGGER.debug("dropping %d undecodable bytes: %s", len(data) - used, exc)
+            used = len(data)
+        if self._pending and (self._worker is None or self._worker.done()):
+            self._worker = self.loop.create_task(self._answer_pending(), name="modbus-requests")
+        return used
+
+    async def _answer_pending(self) -> None:
+        while self._pending:
+            self.last_pdu, self.last_addr = self._pending.popleft()
+            await self.handle_request()  # type: ignore[no-untyped-call]
+
+    def callback_disconnected(self, call_exc: Exception | None) -> None:
+        """Forget what a closed connection still asked for."""
+        self._pending.clear()
+        if self._worker is not None:
+            self._worker.cancel()
+        super().callback_disconnected(call_exc)
+
+    def send(self, data: bytes, addr: tuple[Any, ...] | None = None) -> None:
+        """Send a response without losing the start of a request that is still arriving."""
+        # pymodbus empties its receive buffer on every send; on a TCP stream that would cut a
+        # pipelined request in two and desynchronise every later frame. On RTU the reset is a
+        # resynchronisation after line noise, so it stays.
+        pending = self.recv_buffer
+        super().send(data, addr)
+        if self._keep_partial:
+            self.recv_buffer = pending
 
 
-_BIT_REQUESTS: Final = [
-    _without_bits(request)
-    for request in (ReadCoilsRequest, ReadDiscreteInputsRequest, WriteSingleCoilRequest, WriteMultipleCoilsRequest)
-]
+class _TcpServer(ModbusTcpServer):
+    def callback_new_connection(self) -> ServerRequestHandler:
+        """Our handler for each connection."""
+        if self.trace_connect is not None:
+            self.trace_connect(True)
+        return _RequestHandler(self, keep_partial=True)
+
+
+class _SerialServer(ModbusSerialServer):
+    def callback_new_connection(self) -> ServerRequestHandler:
+        """Our handler for the line."""
+        if self.trace_connect is not None:
+            self.trace_connect(True)
+        return _RequestHandler(self, keep_partial=False)
 
 
 class ModbusEndpoint(Protocol):
@@ -202,19 +328,23 @@ class ModbusServer:
 
     def _create(self) -> Any:
         settings = self._settings
+        server: ModbusTcpServer | ModbusSerialServer
         if settings.mode == "tcp":
-            return ModbusTcpServer(self._context, address=(settings.host, settings.port), custom_pdu=_BIT_REQUESTS)
-        return ModbusSerialServer(
-            self._context,
-            framer=FramerType.RTU,
-            port=settings.serial_port,
-            baudrate=settings.baudrate,
-            bytesize=settings.bytesize,
-            parity=settings.parity,
-            stopbits=settings.stopbits,
-            ignore_missing_slaves=True,
-            custom_pdu=_BIT_REQUESTS,
-        )
+            server = _TcpServer(self._context, address=(settings.host, settings.port))
+        else:
+            server = _SerialServer(
+                self._context,
+                framer=FramerType.RTU,
+                port=settings.serial_port,
+                baudrate=settings.baudrate,
+                bytesize=settings.bytesize,
+                parity=settings.parity,
+                stopbits=settings.stopbits,
+                ignore_missing_slaves=True,
+            )
+        # Handlers build their framer from the server's decoder when a connection (or the line) opens.
+        server.decoder = _ServedOnly()
+        return server
 
     async def start(self) -> Any:
         """Open the listener once.
