@@ -84,7 +84,9 @@ def _read(args: argparse.Namespace) -> int:
 
     snapshot = asyncio.run(poll())
     if args.json:
-        _print_json(snapshot.to_dict())
+        from bmsgate.app.render import display_dict  # noqa: PLC0415
+
+        _print_json(display_dict(snapshot))
     else:
         from bmsgate.app.render import cell_bars, snapshot_table  # noqa: PLC0415
 
@@ -102,7 +104,9 @@ def _decode(args: argparse.Namespace) -> int:
         raise ConfigError(f"protocol {protocol.name!r} has no variant {variant!r} ({choices})", key_path="--variant")
     frames = decode_hex_frames(protocol, args.frames)
     snapshot = decode(protocol, frames, battery_id=args.id, variant=variant)
-    _print_json(snapshot.to_dict())
+    from bmsgate.app.render import display_dict  # noqa: PLC0415
+
+    _print_json(display_dict(snapshot))
     return EXIT_OK
 
 
