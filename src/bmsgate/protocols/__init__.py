@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 
 from bmsgate.model import BatterySnapshot, DeviceInfo
-from bmsgate.protocols.codec import CompiledProtocol, compile_definition, decode_hex_frames
+from bmsgate.protocols.compiled import CompiledProtocol, compile_definition, decode_hex_frames
 from bmsgate.protocols.definition import ProtocolDefinition, definition_from_text, load_definition
 from bmsgate.protocols.framing import AssemblerStats, Frame, FrameAssembler, FrameChecker
 from bmsgate.protocols.registry import (
