@@ -52,7 +52,7 @@ class Layout:
     steps: tuple[Step, ...]
     """Per-field steps for what the record cannot read (lists, strings, odd sizes, conditions)."""
     encoders: tuple[Any, ...]
-    memo: BoundedMemo[bytes, MemoResult] | None = None
+    memo: BoundedMemo[bytes, MemoResult] | None = dataclasses.field(default=None, compare=False)
     """Set when the result depends on the frame alone and sets only scalars (device information,
     re-sent from the client's connection cache on every poll): each distinct frame decodes once."""
     shifted: Shifted = ()

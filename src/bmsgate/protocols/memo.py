@@ -50,12 +50,3 @@ class BoundedMemo(dict[K, V]):
     def __repr__(self) -> str:
         name = getattr(self._function, "__qualname__", repr(self._function))
         return f"<BoundedMemo of {name}: {len(self)}/{self._size}>"
-
-    # Two memos are the same only when they are one object (a dict compares by content).
-    __hash__ = None  # type: ignore[assignment]
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
-
-    def __ne__(self, other: object) -> bool:
-        return self is not other

@@ -287,9 +287,13 @@ def _value_transform(field: FieldSpec, where: str) -> Callable[[Any], Any]:
     if field.date is not None:
         return lambda raw: _packed_date(field, raw)
     linear = _linear(field)
-    if linear is not None and linear.kind == "cast":
-        return linear.cast
-    scale, add = (linear.scale, linear.add) if linear is not None else (field.scale, field.add)
+    if linear is not None:
+        # The same `Linear` the record's inline path applies (a test holds the two to one result).
+        if linear.kind == "cast":
+            return linear.cast
+        lscale, ladd = linear.scale, linear.add
+        return lambda raw: raw * lscale + ladd
+    scale, add = field.scale, field.add
     target = field.target
     if target in BOOL_FIELDS:
         return lambda raw: bool(raw * scale + add) != invert
@@ -304,7 +308,7 @@ def _value_transform(field: FieldSpec, where: str) -> Callable[[Any], Any]:
             return value
 
         return finite
-    if scale == 1 and add == 0:
+    if scale == 1.0 and add == 0.0:
         return lambda raw: raw
     return lambda raw: raw * scale + add
 
