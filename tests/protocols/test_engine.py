@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from bmsgate.model import BatterySnapshot
+from bmsgate.model import SET_FIELDS, BatterySnapshot
 from bmsgate.protocols import builtin_names, decode, get_protocol
 from bmsgate.protocols.compiled import CompiledProtocol, compile_definition
+from bmsgate.protocols.definition import BOOL_TARGETS, DEVICE_TARGETS, FLOAT_TARGETS, INT_TARGETS, LIST_TARGETS
 from bmsgate.protocols.memo import BoundedMemo
 from bmsgate.protocols.transforms import linear_form, scalar_sink
 from bmsgate.runtime.simulation import PackConfig, PackModel, VirtualBms
@@ -95,3 +96,9 @@ def test_one_compiled_protocol_is_safe_to_share_between_threads() -> None:
         thread.join()
     assert failures == []
     assert {snapshot.device.name for snapshot in expected.values()} == set(polls)
+
+
+def test_simulator_state_writes_only_targets_the_model_defines() -> None:
+    state = PackModel(PackConfig()).state()
+    writable = FLOAT_TARGETS | INT_TARGETS | BOOL_TARGETS | LIST_TARGETS | DEVICE_TARGETS | SET_FIELDS
+    assert {key for key in state if not key.startswith("var.")} <= writable
