@@ -23,7 +23,6 @@ from bmsgate.protocols.decode import (
     numbered_keys,
     place_positioned,
     run_frames,
-    spread_extra_lists,
 )
 from bmsgate.protocols.definition import CommandSpec, GattProfile, ProtocolDefinition, RequestSpec, parse_hex
 from bmsgate.protocols.encode import (
@@ -172,7 +171,11 @@ class CompiledProtocol:
         if POSITIONED in out:
             place_positioned(self.name, out, variables, self._limits)
         if EXTRA_LISTS in out:
-            spread_extra_lists(out, self._numbered_keys)
+            # Lists decoded into extras become numbered scalar keys.
+            extras = out.setdefault("extras", {})
+            keys = self._numbered_keys
+            for name, values in out.pop(EXTRA_LISTS).items():
+                extras.update(zip(keys[name, len(values)], values, strict=True))
         info = self._device_info[tuple(device_fields.items())] if device_fields else None
         return build_snapshot(self.name, out, info, battery_id, timestamp, device, self.definition.manufacturer)
 

@@ -217,13 +217,6 @@ def numbered_keys(key: tuple[str, int]) -> tuple[str, ...]:
     return tuple(f"{name}_{number}" for number in range(1, count + 1))
 
 
-def spread_extra_lists(out: dict[str, Any], keys: Mapping[tuple[str, int], tuple[str, ...]]) -> None:
-    """Lists decoded into extras become numbered scalar keys."""
-    extras = out.setdefault("extras", {})
-    for name, values in out.pop(EXTRA_LISTS).items():
-        extras.update(zip(keys[name, len(values)], values, strict=True))
-
-
 def build_snapshot(
     name: str,
     out: dict[str, Any],

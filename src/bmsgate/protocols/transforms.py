@@ -216,6 +216,23 @@ def scalar_sink(field: FieldSpec, where: str) -> Sink:
         return _cells_sink(field.cells or 1)
     absent = frozenset(field.absent)
     transform = _value_transform(field, where)
+    prefix, _, name = target.partition(".")
+    if not absent and prefix == target:
+        # A snapshot field (the commonest non-linear case: flags read from a bit): write it directly.
+        def field_sink(raw: Any, out: dict[str, Any], _device: dict[str, Any], _vars: dict[str, int]) -> None:
+            value = transform(raw)
+            if value is not None:
+                out[target] = value
+
+        return field_sink
+    if not absent and prefix == "device":
+
+        def device_sink(raw: Any, _out: dict[str, Any], device: dict[str, Any], _vars: dict[str, int]) -> None:
+            value = transform(raw)
+            if value is not None:
+                device[name] = value
+
+        return device_sink
     store = storer(target)
     if not absent:
         # The usual case: no "not present" markers to test for on every poll.
