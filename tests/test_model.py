@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 
 import pytest
+from hypothesis import given
 
-from bmsgate.model import Alarm, BatterySnapshot, DeviceInfo
+from bmsgate.model import SNAPSHOT_FIELD_KINDS, Alarm, BatterySnapshot, DeviceInfo, FieldKind
+from bmsgate.protocols.definition import BOOL_TARGETS, DEVICE_TARGETS, FLOAT_TARGETS, INT_TARGETS, LIST_TARGETS
+from tests.strategies import snapshots
 
 REQUIRED_JSON_KEYS = {
     "voltage",
@@ -127,3 +131,51 @@ def test_alarm_vocabulary_is_snake_case() -> None:
     for alarm in Alarm:
         assert alarm.value == alarm.name.lower()
         assert alarm.label[0].isupper()
+
+
+@given(snapshots)
+def test_to_dict_round_trips_without_loss(snapshot: BatterySnapshot) -> None:
+    assert BatterySnapshot.from_dict(snapshot.to_dict()) == snapshot
+
+
+@given(snapshots)
+def test_json_text_round_trips_without_loss(snapshot: BatterySnapshot) -> None:
+    text = json.dumps(snapshot.to_dict(), allow_nan=False)
+    assert BatterySnapshot.from_dict(json.loads(text)) == snapshot
+
+
+def test_unreported_per_cell_balancing_stays_null() -> None:
+    snapshot = _snapshot(balancing_cells=None, balancing=True)
+    data = snapshot.to_dict()
+    assert data["balancing_cells"] is None
+    assert BatterySnapshot.from_dict(data).balancing_cells is None
+    assert _snapshot(balancing_cells=()).to_dict()["balancing_cells"] == []
+
+
+def test_wire_form_is_not_rounded() -> None:
+    snapshot = _snapshot(voltage=53.123456789, cell_voltages=(3.123456789,), soc=55.55555)
+    data = snapshot.to_dict()
+    assert (data["voltage"], data["cell_voltages"], data["soc"]) == (53.123456789, [3.123456789], 55.55555)
+    assert data["power"] == 53.123456789 * -10.0
+
+
+def test_balancing_key_is_the_field_and_the_derived_value_has_its_own_key() -> None:
+    data = _snapshot(balancing=None, balancing_cells=(2,)).to_dict()
+    assert data["balancing"] is None
+    assert data["balancing_active"] is True
+
+
+def test_from_dict_rejects_wrong_types() -> None:
+    base = _snapshot().to_dict()
+    for key, bad in [("voltage", "53"), ("charge_enabled", 1), ("cycles", 7.5), ("cell_voltages", [True])]:
+        with pytest.raises(ValueError, match=key):
+            BatterySnapshot.from_dict({**base, key: bad})
+
+
+def test_definition_targets_are_derived_from_the_model() -> None:
+    assert FLOAT_TARGETS == {name for name, kind in SNAPSHOT_FIELD_KINDS.items() if kind is FieldKind.FLOAT}
+    assert {"voltage", "soc", "balance_current"} <= FLOAT_TARGETS
+    assert INT_TARGETS == {"cycles"}
+    assert BOOL_TARGETS == {"charge_enabled", "discharge_enabled", "balancing", "heating"}
+    assert LIST_TARGETS == {"cell_voltages", "temperatures"}
+    assert {f"device.{field.name}" for field in dataclasses.fields(DeviceInfo)} == DEVICE_TARGETS

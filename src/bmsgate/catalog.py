@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from bmsgate.inverter.can.definition import CanProfileDefinition
     from bmsgate.inverter.can.profiles import CanProfile
     from bmsgate.inverter.modbus.registermap import RegisterMap, RegisterMapDefinition
-    from bmsgate.protocols.codec import CompiledProtocol
+    from bmsgate.protocols.compiled import CompiledProtocol
     from bmsgate.protocols.definition import ProtocolDefinition
 
     Definition: TypeAlias = ProtocolDefinition | RegisterMapDefinition | CanProfileDefinition
@@ -95,7 +95,7 @@ def _load_protocol(data: Any, source: str, _read: _Reader) -> Definition:
 
 
 def _compile_protocol(definition: Any, _source: str) -> object:
-    from bmsgate.protocols.codec import compile_definition  # noqa: PLC0415
+    from bmsgate.protocols.compiled import compile_definition  # noqa: PLC0415
 
     return compile_definition(definition)
 
@@ -253,7 +253,7 @@ class Catalog:
 
     def protocol(self, name_or_path: str | os.PathLike[str]) -> CompiledProtocol:
         """A compiled protocol definition (see :meth:`get`)."""
-        from bmsgate.protocols.codec import CompiledProtocol  # noqa: PLC0415
+        from bmsgate.protocols.compiled import CompiledProtocol  # noqa: PLC0415
 
         return _typed(self.get(Kind.PROTOCOL, name_or_path).compiled, CompiledProtocol)
 

@@ -14,17 +14,32 @@ import dataclasses
 import datetime as dt
 import enum
 import math
-from collections.abc import Mapping
+import operator
+import types
+import typing
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 __all__ = [
+    "BOOL_FIELDS",
+    "DERIVED_JSON_KEYS",
+    "DEVICE_FIELDS",
+    "DEVICE_FIELD_KINDS",
+    "FLOAT_FIELDS",
+    "INT_FIELDS",
+    "LIST_FIELDS",
+    "PERCENT_FIELDS",
+    "SET_FIELDS",
+    "SNAPSHOT_FIELD_KINDS",
     "SNAPSHOT_SCHEMA_VERSION",
+    "FieldKind",
     "PackQuantities",
     "Alarm",
     "BatterySnapshot",
     "CellStat",
     "DeviceInfo",
     "ExtraValue",
+    "snapshot_fields",
 ]
 
 SNAPSHOT_SCHEMA_VERSION: Final = 1
@@ -93,28 +108,21 @@ class DeviceInfo:
 
     def to_dict(self) -> dict[str, str | None]:
         """JSON form; the date as ``YYYY-MM-DD``."""
-        return {
-            "manufacturer": self.manufacturer,
-            "model": self.model,
-            "name": self.name,
-            "hardware_version": self.hardware_version,
-            "software_version": self.software_version,
-            "serial_number": self.serial_number,
-            "production_date": self.production_date.isoformat() if self.production_date else None,
-        }
+        return {name: _TO_JSON[kind](getattr(self, name)) for name, kind in DEVICE_FIELD_KINDS.items()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DeviceInfo:
-        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
-        date_text = data.get("production_date")
+        """Inverse of :meth:`to_dict`; unknown keys are ignored.
+
+        Raises:
+            ValueError: a value has the wrong type or the date is not ``YYYY-MM-DD``.
+        """
         return cls(
-            manufacturer=data.get("manufacturer"),
-            model=data.get("model"),
-            name=data.get("name"),
-            hardware_version=data.get("hardware_version"),
-            software_version=data.get("software_version"),
-            serial_number=data.get("serial_number"),
-            production_date=dt.date.fromisoformat(date_text) if date_text else None,
+            **{
+                name: _from_json(kind, data[name], f"device.{name}")
+                for name, kind in DEVICE_FIELD_KINDS.items()
+                if name in data
+            }
         )
 
     def merged_over(self, older: DeviceInfo | None) -> DeviceInfo:
@@ -311,50 +319,6 @@ class BatterySnapshot(PackQuantities):
         """Coldest battery NTC, °C."""
         return min(self.temperatures) if self.temperatures else None
 
-    # -- JSON form --------------------------------------------------------------------------------
-
-    def to_dict(self) -> dict[str, Any]:
-        """The stable JSON form ("structured dictionary"); see docs/snapshot-json.md."""
-        cell_min, cell_max = self.cell_min, self.cell_max
-        return {
-            "schema": SNAPSHOT_SCHEMA_VERSION,
-            "battery_id": self.battery_id,
-            "timestamp": self.timestamp,
-            "protocol": self.protocol,
-            "voltage": _round(self.voltage, 3),
-            "current": _round(self.current, 3),
-            "power": _round(self.power, 2),
-            "soc": _round(self.soc, 1),
-            "soh": _round(self.soh, 1),
-            "remaining_capacity": _round(self.remaining_capacity, 3),
-            "full_capacity": _round(self.full_capacity, 3),
-            "design_capacity": _round(self.design_capacity, 3),
-            "cycles": self.cycles,
-            "cell_count": self.cell_count,
-            "cell_voltages": [round(v, 4) for v in self.cell_voltages],
-            "cell_min": _round(cell_min.voltage if cell_min else None, 4),
-            "cell_min_number": cell_min.cell if cell_min else None,
-            "cell_max": _round(cell_max.voltage if cell_max else None, 4),
-            "cell_max_number": cell_max.cell if cell_max else None,
-            "cell_mean": _round(self.cell_mean, 4),
-            "cell_delta": _round(self.cell_delta, 4),
-            "temperatures": [round(t, 2) for t in self.temperatures],
-            "temperature_mean": _round(self.temperature_mean, 2),
-            "mosfet_temperature": _round(self.mosfet_temperature, 2),
-            "alarms": sorted(alarm.value for alarm in self.alarms),
-            "charge_enabled": self.charge_enabled,
-            "discharge_enabled": self.discharge_enabled,
-            "balancing": self.balancing_active,
-            "balancing_cells": list(self.balancing_cells) if self.balancing_cells is not None else [],
-            "balance_current": _round(self.balance_current, 3),
-            "heating": self.heating,
-            "time_to_empty": _round(self.time_to_empty, 0),
-            "time_to_full": _round(self.time_to_full, 0),
-            "stored_energy": _round(self.stored_energy, 1),
-            "device": self.device.to_dict(),
-            "extras": dict(self.extras),
-        }
-
     @property
     def balancing_active(self) -> bool | None:
         """Balancer running: the explicit flag, else whether any cell is being balanced."""
@@ -364,41 +328,41 @@ class BatterySnapshot(PackQuantities):
             return bool(self.balancing_cells)
         return None
 
+    # -- JSON form --------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON form ("structured dictionary"); see docs/snapshot-json.md.
+
+        Every field appears under its own name exactly as measured (no rounding: that is the job of
+        whatever displays it), followed by the derived values; `from_dict` inverts it without loss.
+        """
+        data: dict[str, Any] = {"schema": SNAPSHOT_SCHEMA_VERSION}
+        for name, kind in SNAPSHOT_FIELD_KINDS.items():
+            data[name] = _TO_JSON[kind](getattr(self, name))
+        for name, (read, _kind) in _DERIVED_KEYS.items():
+            data[name] = read(self)
+        return data
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BatterySnapshot:
         """Rebuild a snapshot from its JSON form (derived keys are ignored; they are recomputed).
 
         Raises:
-            ValueError: when a key has the wrong type or an unknown alarm name.
+            ValueError: when a key is missing or has the wrong type, or an alarm name is unknown.
         """
-        try:
-            return cls(
-                battery_id=str(data["battery_id"]),
-                timestamp=float(data["timestamp"]),
-                protocol=str(data.get("protocol", "")),
-                voltage=_opt_float(data.get("voltage")),
-                current=_opt_float(data.get("current")),
-                soc=_opt_float(data.get("soc")),
-                soh=_opt_float(data.get("soh")),
-                remaining_capacity=_opt_float(data.get("remaining_capacity")),
-                full_capacity=_opt_float(data.get("full_capacity")),
-                design_capacity=_opt_float(data.get("design_capacity")),
-                cycles=None if data.get("cycles") is None else int(data["cycles"]),
-                cell_voltages=tuple(float(v) for v in data.get("cell_voltages", ())),
-                temperatures=tuple(float(t) for t in data.get("temperatures", ())),
-                mosfet_temperature=_opt_float(data.get("mosfet_temperature")),
-                alarms=frozenset(Alarm(name) for name in data.get("alarms", ())),
-                charge_enabled=data.get("charge_enabled"),
-                discharge_enabled=data.get("discharge_enabled"),
-                balancing=data.get("balancing"),
-                balancing_cells=tuple(int(c) for c in data.get("balancing_cells", ())),
-                balance_current=_opt_float(data.get("balance_current")),
-                heating=data.get("heating"),
-                device=DeviceInfo.from_dict(data.get("device") or {}),
-                extras=dict(data.get("extras") or {}),
-            )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"not a bmsgate snapshot: {exc!r}") from exc
+        if not isinstance(data, Mapping):
+            raise ValueError(f"not a bmsgate snapshot: {type(data).__name__}, not an object")
+        values: dict[str, Any] = {}
+        for name in _REQUIRED_FIELDS:
+            if name not in data:
+                raise ValueError(f"not a bmsgate snapshot: {name!r} is missing")
+        for name, kind in SNAPSHOT_FIELD_KINDS.items():
+            value = data.get(name)
+            if value is None and kind in _EMPTY_WHEN_NULL:
+                continue  # lenient: an absent list or mapping may be written as null
+            if name in data:
+                values[name] = _from_json(kind, value, name)
+        return cls(**values)
 
     def replace(self, **changes: Any) -> BatterySnapshot:
         """A copy with some fields changed (e.g. the battery id)."""
@@ -408,9 +372,203 @@ class BatterySnapshot(PackQuantities):
 _IDLE_CURRENT: Final = 0.05
 
 
-def _round(value: float | None, digits: int) -> float | None:
-    return None if value is None else round(value, digits)
+# -- the model described as data: what protocol definitions, the JSON form and its schema derive from --
 
 
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)
+class FieldKind(enum.Enum):
+    """The kinds of value a snapshot (or device info) field holds; derived from its type annotation."""
+
+    TEXT = "text"
+    """``str``: identity (battery id, protocol name); never written by a definition."""
+    NUMBER = "number"
+    """``float``, always present (the timestamp)."""
+    COUNT = "count"
+    """``int``, always present (only derived keys so far: the cell count)."""
+    FLOAT = "float"
+    """``float | None``: a measurement."""
+    INT = "int"
+    """``int | None``: a counter."""
+    BOOL = "bool"
+    """``bool | None``: a state flag."""
+    FLOAT_LIST = "float_list"
+    """``tuple[float, ...]``: a per-cell or per-sensor list."""
+    CELL_NUMBERS = "cell_numbers"
+    """``tuple[int, ...] | None``: 1-based cell numbers (None: not reported per cell)."""
+    ALARMS = "alarms"
+    """``frozenset[Alarm]``."""
+    DEVICE = "device"
+    """`DeviceInfo`."""
+    EXTRAS = "extras"
+    """``Mapping[str, ExtraValue]``: vendor-specific scalars."""
+    OPTIONAL_TEXT = "optional_text"
+    """``str | None`` (device info)."""
+    DATE = "date"
+    """``datetime.date | None`` (device info), ``YYYY-MM-DD`` in JSON."""
+
+
+_KIND_OF_TYPE: Final[Mapping[Any, FieldKind]] = {
+    str: FieldKind.TEXT,
+    float: FieldKind.NUMBER,
+    int: FieldKind.COUNT,
+    float | None: FieldKind.FLOAT,
+    int | None: FieldKind.INT,
+    bool | None: FieldKind.BOOL,
+    tuple[float, ...]: FieldKind.FLOAT_LIST,
+    tuple[int, ...] | None: FieldKind.CELL_NUMBERS,
+    frozenset[Alarm]: FieldKind.ALARMS,
+    DeviceInfo: FieldKind.DEVICE,
+    Mapping[str, ExtraValue]: FieldKind.EXTRAS,
+    str | None: FieldKind.OPTIONAL_TEXT,
+    dt.date | None: FieldKind.DATE,
+}
+
+
+def _field_kinds(cls: type) -> dict[str, FieldKind]:
+    hints = typing.get_type_hints(cls)
+    kinds: dict[str, FieldKind] = {}
+    for field in dataclasses.fields(cls):
+        kind = _KIND_OF_TYPE.get(hints[field.name])
+        if kind is None:
+            # A new field type must be taught to the JSON form, the schema and the definition checks.
+            raise TypeError(f"{cls.__name__}.{field.name}: no FieldKind for {hints[field.name]!r}")
+        kinds[field.name] = kind
+    return kinds
+
+
+SNAPSHOT_FIELD_KINDS: Final[Mapping[str, FieldKind]] = types.MappingProxyType(_field_kinds(BatterySnapshot))
+"""Every `BatterySnapshot` field and its kind, in declaration order (the order of the JSON form)."""
+DEVICE_FIELD_KINDS: Final[Mapping[str, FieldKind]] = types.MappingProxyType(_field_kinds(DeviceInfo))
+"""Every `DeviceInfo` field and its kind."""
+
+
+def snapshot_fields(*kinds: FieldKind) -> frozenset[str]:
+    """Names of the snapshot fields of the given kinds."""
+    return frozenset(name for name, kind in SNAPSHOT_FIELD_KINDS.items() if kind in kinds)
+
+
+FLOAT_FIELDS: Final = snapshot_fields(FieldKind.FLOAT)
+INT_FIELDS: Final = snapshot_fields(FieldKind.INT)
+BOOL_FIELDS: Final = snapshot_fields(FieldKind.BOOL)
+LIST_FIELDS: Final = snapshot_fields(FieldKind.FLOAT_LIST)
+"""Float lists (cell voltages, temperatures)."""
+SET_FIELDS: Final = snapshot_fields(FieldKind.ALARMS, FieldKind.CELL_NUMBERS)
+"""Fields that several definition fields add members to (alarms, balancing cells)."""
+DEVICE_FIELDS: Final = frozenset(DEVICE_FIELD_KINDS)
+PERCENT_FIELDS: Final = frozenset({"soc", "soh"})
+"""Percentages: outside 0..100 they are impossible content."""
+_REQUIRED_FIELDS: Final = tuple(
+    field.name
+    for field in dataclasses.fields(BatterySnapshot)
+    if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+)
+
+
+def _cell_min_voltage(snapshot: BatterySnapshot) -> float | None:
+    stat = snapshot.cell_min
+    return stat.voltage if stat else None
+
+
+def _cell_min_number(snapshot: BatterySnapshot) -> int | None:
+    stat = snapshot.cell_min
+    return stat.cell if stat else None
+
+
+def _cell_max_voltage(snapshot: BatterySnapshot) -> float | None:
+    stat = snapshot.cell_max
+    return stat.voltage if stat else None
+
+
+def _cell_max_number(snapshot: BatterySnapshot) -> int | None:
+    stat = snapshot.cell_max
+    return stat.cell if stat else None
+
+
+_Derived = tuple[Callable[[BatterySnapshot], Any], FieldKind]
+_DERIVED_KEYS: Final[Mapping[str, _Derived]] = {
+    "power": (operator.attrgetter("power"), FieldKind.FLOAT),
+    "cell_count": (operator.attrgetter("cell_count"), FieldKind.COUNT),
+    "cell_min": (_cell_min_voltage, FieldKind.FLOAT),
+    "cell_min_number": (_cell_min_number, FieldKind.INT),
+    "cell_max": (_cell_max_voltage, FieldKind.FLOAT),
+    "cell_max_number": (_cell_max_number, FieldKind.INT),
+    "cell_mean": (operator.attrgetter("cell_mean"), FieldKind.FLOAT),
+    "cell_delta": (operator.attrgetter("cell_delta"), FieldKind.FLOAT),
+    "temperature_mean": (operator.attrgetter("temperature_mean"), FieldKind.FLOAT),
+    "balancing_active": (operator.attrgetter("balancing_active"), FieldKind.BOOL),
+    "time_to_empty": (operator.attrgetter("time_to_empty"), FieldKind.FLOAT),
+    "time_to_full": (operator.attrgetter("time_to_full"), FieldKind.FLOAT),
+    "stored_energy": (operator.attrgetter("stored_energy"), FieldKind.FLOAT),
+}
+"""Keys of the JSON form computed from the fields (ignored by `from_dict`), and their JSON kinds."""
+DERIVED_JSON_KEYS: Final[Mapping[str, FieldKind]] = types.MappingProxyType(
+    {name: kind for name, (_read, kind) in _DERIVED_KEYS.items()}
+)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _device_to_json(info: DeviceInfo) -> dict[str, str | None]:
+    return info.to_dict()
+
+
+_TO_JSON: Final[Mapping[FieldKind, Callable[[Any], Any]]] = {
+    FieldKind.TEXT: _same,
+    FieldKind.NUMBER: _same,
+    FieldKind.COUNT: _same,
+    FieldKind.FLOAT: _same,
+    FieldKind.INT: _same,
+    FieldKind.BOOL: _same,
+    FieldKind.OPTIONAL_TEXT: _same,
+    FieldKind.FLOAT_LIST: list,
+    FieldKind.CELL_NUMBERS: lambda cells: None if cells is None else list(cells),
+    FieldKind.ALARMS: lambda alarms: sorted(alarm.value for alarm in alarms),
+    FieldKind.DEVICE: _device_to_json,
+    FieldKind.EXTRAS: dict,
+    FieldKind.DATE: lambda date: None if date is None else date.isoformat(),
+}
+
+
+def _from_json(kind: FieldKind, value: Any, name: str) -> Any:
+    """One field's value from its JSON form, type-checked (bool is not a number, a number not a bool)."""
+    if value is None and kind not in _NEVER_NULL:
+        return None
+    if kind in {FieldKind.TEXT, FieldKind.OPTIONAL_TEXT} and isinstance(value, str):
+        return value
+    if kind in {FieldKind.NUMBER, FieldKind.FLOAT} and _is_number(value):
+        return float(value)
+    if kind in {FieldKind.INT, FieldKind.COUNT} and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is FieldKind.BOOL and isinstance(value, bool):
+        return value
+    if kind is FieldKind.FLOAT_LIST and isinstance(value, list | tuple) and all(map(_is_number, value)):
+        return tuple(float(item) for item in value)
+    if (
+        kind is FieldKind.CELL_NUMBERS
+        and isinstance(value, list | tuple)
+        and all(isinstance(item, int) and not isinstance(item, bool) for item in value)
+    ):
+        return tuple(value)
+    if kind is FieldKind.ALARMS and isinstance(value, list | tuple):
+        return frozenset(Alarm(item) for item in value)
+    if kind is FieldKind.DEVICE and isinstance(value, Mapping):
+        return DeviceInfo.from_dict(value)
+    if (
+        kind is FieldKind.EXTRAS
+        and isinstance(value, Mapping)
+        and all(isinstance(key, str) and isinstance(item, float | int | str) for key, item in value.items())
+    ):
+        return dict(value)
+    if kind is FieldKind.DATE and isinstance(value, str):
+        return dt.date.fromisoformat(value)
+    raise ValueError(f"not a bmsgate snapshot: {name!r} is not {kind.value}: {value!r}")
+
+
+# Absent lists and mappings have an empty value, never null (but null is read as that empty value).
+_EMPTY_WHEN_NULL: Final = frozenset({FieldKind.FLOAT_LIST, FieldKind.ALARMS, FieldKind.DEVICE, FieldKind.EXTRAS})
+_NEVER_NULL: Final = _EMPTY_WHEN_NULL | {FieldKind.TEXT, FieldKind.NUMBER, FieldKind.COUNT}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, float | int) and not isinstance(value, bool)

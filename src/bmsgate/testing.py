@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 from bmsgate.errors import ConnectError, TransportError
-from bmsgate.protocols.codec import CompiledProtocol
+from bmsgate.protocols.compiled import CompiledProtocol
 from bmsgate.protocols.definition import GattProfile, normalize_uuid
 from bmsgate.runtime.simulation import PackConfig, PackModel
 from bmsgate.transports.discovery import WriteMode

@@ -21,7 +21,7 @@ from bmsgate.errors import (
     TransportError,
 )
 from bmsgate.protocols import get_protocol
-from bmsgate.protocols.codec import CompiledProtocol, compile_definition
+from bmsgate.protocols.compiled import CompiledProtocol, compile_definition
 from bmsgate.protocols.definition import definition_from_mapping
 from bmsgate.runtime.client import BatteryClient, ClientOptions
 from bmsgate.runtime.simulation import PackConfig

@@ -6,6 +6,8 @@ Shared by `bmsgate read` and the live console output so a battery looks the same
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from typing import Any, Final
 
 from rich import box
 from rich.console import Group, RenderableType
@@ -14,7 +16,31 @@ from rich.text import Text
 
 from bmsgate.model import BatterySnapshot
 
-__all__ = ["cell_bars", "format_duration", "plain_line", "snapshot_table"]
+__all__ = ["cell_bars", "display_dict", "format_duration", "plain_line", "snapshot_table"]
+
+# Digits a person reading `--json` output wants; the snapshot's own JSON form is never rounded.
+_JSON_DIGITS: Final[Mapping[str, int]] = {
+    "voltage": 3,
+    "current": 3,
+    "power": 2,
+    "soc": 1,
+    "soh": 1,
+    "remaining_capacity": 3,
+    "full_capacity": 3,
+    "design_capacity": 3,
+    "cell_voltages": 4,
+    "cell_min": 4,
+    "cell_max": 4,
+    "cell_mean": 4,
+    "cell_delta": 4,
+    "temperatures": 2,
+    "temperature_mean": 2,
+    "mosfet_temperature": 2,
+    "balance_current": 3,
+    "time_to_empty": 0,
+    "time_to_full": 0,
+    "stored_energy": 1,
+}
 
 # The bar spans a LiFePO4 cell's useful range; other chemistries still render, just clipped.
 _BAR_LOW = 2.8
@@ -28,6 +54,18 @@ def _fmt(value: float | int | None, unit: str = "", digits: int = 2) -> str:
     if isinstance(value, int):
         return f"{value}{unit}"
     return f"{value:.{digits}f}{unit}"
+
+
+def display_dict(snapshot: BatterySnapshot) -> dict[str, Any]:
+    """The snapshot's JSON form with measurements rounded for reading (CLI ``--json``)."""
+    data = snapshot.to_dict()
+    for key, digits in _JSON_DIGITS.items():
+        value = data.get(key)
+        if isinstance(value, float):
+            data[key] = round(value, digits)
+        elif isinstance(value, list):
+            data[key] = [round(item, digits) for item in value]
+    return data
 
 
 def format_duration(seconds: float | None) -> str:

@@ -31,6 +31,12 @@ _SNAPSHOT_FIELDS: Final = (
 )
 
 
+def _number(value: Any) -> str:
+    # The wire form is unrounded (binary floats such as 23.699999999999999); no BMS measures finer
+    # than 0.1 mV, so four decimals show every reported digit.
+    return str(round(value, 4)) if isinstance(value, float) else str(value)
+
+
 def _with_unit(value: Any, unit: str) -> str:
     """``66.23 V``; lists as ``23.7, 25.4 °C``; a field the protocol does not report as ``-``."""
     if value is None:
@@ -38,9 +44,9 @@ def _with_unit(value: Any, unit: str) -> str:
     if isinstance(value, list):
         if not value:
             return "none"
-        text = ", ".join(str(item) for item in value)
+        text = ", ".join(_number(item) for item in value)
     else:
-        text = str(value)
+        text = _number(value)
     if not unit:
         return text
     return f"{text}{unit}" if unit == "%" else f"{text} {unit}"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from bmsgate.errors import DefinitionError
 from bmsgate.model import BatterySnapshot, DeviceInfo
-from bmsgate.protocols.codec import CompiledProtocol, compile_definition, decode_hex_frames
+from bmsgate.protocols.compiled import CompiledProtocol, compile_definition, decode_hex_frames
 from bmsgate.protocols.definition import ProtocolDefinition, definition_from_text, load_definition
 from bmsgate.protocols.framing import AssemblerStats, Frame, FrameAssembler, FrameChecker
 from bmsgate.protocols.session import (

@@ -30,7 +30,7 @@ from pydantic import (
 from bmsgate.canonical import CanonicalModel, Real
 from bmsgate.datafiles import describe_validation_error, parse_yaml, read_text
 from bmsgate.errors import DefinitionError
-from bmsgate.model import Alarm
+from bmsgate.model import BOOL_FIELDS, DEVICE_FIELDS, FLOAT_FIELDS, INT_FIELDS, LIST_FIELDS, SET_FIELDS, Alarm
 from bmsgate.protocols.checksums import CHECKSUMS
 from bmsgate.protocols.constructs import CONSTRUCTS, ENGINE_VERSION, constructs_used, unknown_constructs
 
@@ -68,34 +68,13 @@ FORMAT_VERSION: Final = 1
 FORMAT_VERSIONS: Final = frozenset({FORMAT_VERSION})
 """Definition formats this engine reads."""
 
-FLOAT_TARGETS: Final = frozenset(
-    {
-        "voltage",
-        "current",
-        "soc",
-        "soh",
-        "remaining_capacity",
-        "full_capacity",
-        "design_capacity",
-        "mosfet_temperature",
-        "balance_current",
-    }
-)
-INT_TARGETS: Final = frozenset({"cycles"})
-BOOL_TARGETS: Final = frozenset({"charge_enabled", "discharge_enabled", "balancing", "heating"})
-LIST_TARGETS: Final = frozenset({"cell_voltages", "temperatures"})
-DEVICE_TARGETS: Final = frozenset(
-    {
-        "device.manufacturer",
-        "device.model",
-        "device.name",
-        "device.hardware_version",
-        "device.software_version",
-        "device.serial_number",
-        "device.production_date",
-    }
-)
-_SPECIAL_TARGETS: Final = frozenset({"alarms", "balancing_cells"})
+# What a field may write is the snapshot model itself (bmsgate.model derives these from its dataclasses).
+FLOAT_TARGETS: Final = FLOAT_FIELDS
+INT_TARGETS: Final = INT_FIELDS
+BOOL_TARGETS: Final = BOOL_FIELDS
+LIST_TARGETS: Final = LIST_FIELDS
+DEVICE_TARGETS: Final = frozenset(f"device.{name}" for name in DEVICE_FIELDS)
+_SPECIAL_TARGETS: Final = SET_FIELDS
 _IDENTIFIER: Final = re.compile(r"^[a-z][a-z0-9_]*$")
 _BLUETOOTH_BASE_UUID: Final = "-0000-1000-8000-00805f9b34fb"
 

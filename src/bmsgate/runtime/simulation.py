@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal
 
 from bmsgate.model import Alarm
-from bmsgate.protocols.codec import CompiledProtocol
+from bmsgate.protocols.compiled import CompiledProtocol
 from bmsgate.protocols.definition import PLACEHOLDER_SIZES, CommandSpec
 
 __all__ = ["FaultKind", "PackConfig", "PackModel", "VirtualBms", "lfp_open_circuit_voltage"]

@@ -21,7 +21,7 @@ from typing import Final, Protocol, TypeAlias, runtime_checkable
 
 from bmsgate.errors import AuthenticationError, ConfigError, DeviceError
 from bmsgate.model import BatterySnapshot
-from bmsgate.protocols.codec import CompiledProtocol
+from bmsgate.protocols.compiled import CompiledProtocol
 from bmsgate.runtime.backoff import Backoff, exponential_delay
 from bmsgate.runtime.cancellation import stop
 from bmsgate.runtime.client import BatteryClient, LinkStatistics

@@ -50,7 +50,7 @@ from bleak.exc import (
 )
 
 from bmsgate.errors import AuthenticationError, ConnectError, DeviceError, DeviceTimeout, TransportError
-from bmsgate.protocols.codec import CompiledProtocol
+from bmsgate.protocols.compiled import CompiledProtocol
 from bmsgate.runtime.backoff import exponential_delay
 from bmsgate.transports.base import Transport
 from bmsgate.transports.discovery import (

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from bmsgate.protocols.codec import CompiledProtocol
+from bmsgate.protocols.compiled import CompiledProtocol
 from bmsgate.protocols.definition import AdvertisementMatcher, GattProfile, normalize_uuid
 
 __all__ = [

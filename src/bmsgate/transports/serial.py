@@ -18,7 +18,7 @@ import serial
 import serial_asyncio_fast
 
 from bmsgate.errors import ConnectError
-from bmsgate.protocols.codec import CompiledProtocol
+from bmsgate.protocols.compiled import CompiledProtocol
 from bmsgate.protocols.definition import SerialSpec
 from bmsgate.transports.base import Transport
 

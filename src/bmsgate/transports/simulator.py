@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from bmsgate.errors import ConnectError
-from bmsgate.protocols.codec import CompiledProtocol
+from bmsgate.protocols.compiled import CompiledProtocol
 from bmsgate.runtime.simulation import PackConfig, PackModel, VirtualBms
 from bmsgate.transports.base import Transport
 

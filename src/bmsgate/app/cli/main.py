@@ -97,7 +97,9 @@ def _read(args: argparse.Namespace) -> int:
             key_path="--cells",
         )
     if args.json:
-        _print_json(snapshot.to_dict())
+        from bmsgate.app.render import display_dict  # noqa: PLC0415
+
+        _print_json(display_dict(snapshot))
     else:
         from bmsgate.app.render import cell_bars, snapshot_table  # noqa: PLC0415
 
@@ -126,7 +128,9 @@ def _decode(args: argparse.Namespace) -> int:
             f"bmsgate: warning: no reply to {request.name!r} (0x{request.reply:02X}) among the frames; "
             "what it carries is missing from the snapshot\n"
         )
-    _print_json(snapshot.to_dict())
+    from bmsgate.app.render import display_dict  # noqa: PLC0415
+
+    _print_json(display_dict(snapshot))
     return EXIT_OK
 
 

@@ -1,0 +1,252 @@
+"""Decoding: the reply frames of one poll → one `BatterySnapshot`, running the compiled layouts.
+
+The hot loop is `apply_layout`: one `struct` unpack of every fixed-offset scalar, the linear fields
+applied inline (see `transforms.Linear`), a sink for every other scalar, then the per-field steps
+(lists, strings, conditional fields) in definition order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from bmsgate.errors import DecodeError, ProtocolError
+from bmsgate.model import LIST_FIELDS, PERCENT_FIELDS, BatterySnapshot, DeviceInfo
+from bmsgate.protocols.framing import Frame, FrameChecker
+from bmsgate.protocols.memo import BoundedMemo
+from bmsgate.protocols.transforms import Sink, Step
+
+if TYPE_CHECKING:
+    from bmsgate.protocols.compile import CompiledReply
+    from bmsgate.protocols.definition import VariantSpec
+
+__all__ = ["POSITIONED", "Layout", "MemoResult", "Shifted", "apply_layout", "decode_fresh", "run_frames"]
+
+# Keys of the decode output dict that hold intermediate results, never snapshot fields.
+POSITIONED: Final = "#positioned"
+EXTRA_LISTS: Final = "#extra_lists"
+
+MemoResult = tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...], tuple[tuple[str, int], ...]]
+"""What one memoized layout decodes: (snapshot items, device items, variable items), extras as item tuples."""
+Shifted = tuple[tuple[tuple[tuple[str, int], ...], "Layout"], ...]
+"""Fields placed after variable-length lists: ((variable, bytes per unit) terms, their sub-layout)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Layout:
+    """The compiled field table of one reply in one layout."""
+
+    min_payload: int
+    record: Callable[[bytes, int], tuple[Any, ...]] | None
+    """One unpack of every fixed-offset scalar (compiled once; the fast path)."""
+    numbers: tuple[tuple[int, str, float, float], ...]
+    """(record index, snapshot field, scale, add): `Linear` numbers, applied inline."""
+    casts: tuple[tuple[int, str, type], ...]
+    """(record index, snapshot field, bool or int): `Linear` casts of unscaled flags and counters."""
+    extras: tuple[tuple[int, str, Any, Any], ...]
+    """(record index, extras key, scale, add): `Linear` values into extras (ints stay ints)."""
+    sinks: tuple[tuple[int, Sink], ...]
+    """(record index, sink) for record scalars with any other transform."""
+    steps: tuple[Step, ...]
+    """Per-field steps for what the record cannot read (lists, strings, odd sizes, conditions)."""
+    encoders: tuple[Any, ...]
+    memo: BoundedMemo[bytes, MemoResult] | None = dataclasses.field(default=None, compare=False)
+    """Set when the result depends on the frame alone and sets only scalars (device information,
+    re-sent from the client's connection cache on every poll): each distinct frame decodes once."""
+    shifted: Shifted = ()
+
+
+def apply_layout(
+    layout: Layout, payload: bytes, out: dict[str, Any], device_fields: dict[str, Any], variables: dict[str, int]
+) -> None:
+    """Run one reply's compiled field table over its payload."""
+    if layout.record is not None:
+        values = layout.record(payload, 0)
+        for index, name, scale, add in layout.numbers:
+            out[name] = values[index] * scale + add
+        for index, sink in layout.sinks:
+            sink(values[index], out, device_fields, variables)
+        for index, name, cast in layout.casts:
+            out[name] = cast(values[index])
+        if layout.extras:
+            extras = out.get("extras")
+            if extras is None:
+                extras = out["extras"] = {}
+            for index, name, scale, add in layout.extras:
+                extras[name] = values[index] * scale + add
+    for step in layout.steps:
+        step(payload, out, device_fields, variables)
+    if layout.shifted:
+        _apply_shifted(layout.shifted, payload, out, device_fields, variables)
+
+
+def decode_fresh(layout: Layout, payload: bytes) -> MemoResult:
+    """Decode a memoizable layout on its own, frozen into tuples so the memo can share the result."""
+    out: dict[str, Any] = {}
+    device: dict[str, Any] = {}
+    variables: dict[str, int] = {}
+    apply_layout(layout, payload, out, device, variables)
+    items = tuple((name, tuple(value.items()) if name == "extras" else value) for name, value in out.items())
+    return items, tuple(device.items()), tuple(variables.items())
+
+
+def _apply_shifted(
+    groups: Shifted, payload: bytes, out: dict[str, Any], device_fields: dict[str, Any], variables: dict[str, int]
+) -> None:
+    """Decode each group of shifted fields from the payload as seen from its (variable) start."""
+    for terms, sub in groups:
+        offset = 0
+        for name, size in terms:
+            value = variables.get(name)
+            if value is None:
+                raise DecodeError(f"var.{name} is not known, so fields shifted by it cannot be placed")
+            offset += value * size
+        if offset < 0 or len(payload) - offset < sub.min_payload:
+            raise DecodeError(
+                f"fields shifted by {offset} bytes need {offset + sub.min_payload} payload bytes, "
+                f"frame has {len(payload)}"
+            )
+        apply_layout(sub, payload[offset:], out, device_fields, variables)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FrameRunner:
+    """What `run_frames` needs of a compiled protocol (kept together so the hot loop reads locals)."""
+
+    name: str
+    checker: FrameChecker
+    keyed: bool
+    order: Mapping[int, int]
+    replies: Mapping[int, CompiledReply]
+    payload_offset: int
+    trailer: int
+    variants: VariantSpec | None
+    select: str
+
+
+def run_frames(
+    runner: FrameRunner,
+    frames: Iterable[Frame | bytes | bytearray],
+    out: dict[str, Any],
+    device_fields: dict[str, Any],
+    variables: dict[str, int],
+    variant: str | None,
+) -> bool:
+    """Decode the frames, in the definition's request order, into the three dicts; False if none is a reply."""
+    check = runner.checker.check
+    keyed = runner.keyed
+    order = runner.order
+    unknown_rank = len(order)
+    checked: list[Frame] = []
+    ranks: list[int] = []
+    in_order = True
+    for item in frames:
+        frame = item if item.__class__ is Frame else check(bytes(item))  # type: ignore[arg-type]
+        if not frame.status_ok:
+            raise ProtocolError(
+                f"{runner.name}: the BMS answered reply {frame.key:#04x} with an error status"
+                if frame.key is not None
+                else f"{runner.name}: the BMS answered with an error status"
+            )
+        if keyed:
+            rank = order.get(frame.key, unknown_rank) if frame.key is not None else 0
+            if ranks and rank < ranks[-1]:
+                in_order = False
+            ranks.append(rank)
+        checked.append(frame)
+    if not in_order:
+        # Stable: frames of the same reply keep their arrival order (numbered multi-frame replies).
+        checked = [frame for _, _, frame in sorted(zip(ranks, range(len(ranks)), checked, strict=True))]
+    decoded_any = False
+    offset, trailer = runner.payload_offset, runner.trailer
+    variants = runner.variants
+    replies = runner.replies
+    single = None if keyed else next(iter(replies.values()), None)
+    for frame in checked:
+        reply = replies.get(frame.key) if keyed else single  # type: ignore[arg-type]
+        if reply is None:
+            continue
+        raw = frame.raw
+        payload = raw[offset : len(raw) - trailer] if trailer else raw[offset:]
+        layout = reply.default
+        if variants is not None:
+            layout = reply.layouts[variant or variants.choose(variables.get(runner.select))]
+        if len(payload) < layout.min_payload:
+            raise DecodeError(
+                f"{runner.name}: reply {reply.spec.name} has {len(payload)} payload bytes, "
+                f"needs at least {layout.min_payload}"
+            )
+        decoded_any = True
+        memo = layout.memo
+        if memo is None:
+            apply_layout(layout, payload, out, device_fields, variables)
+            continue
+        memo_out, memo_device, memo_variables = memo[raw]
+        for name, value in memo_out:
+            if name == "extras":
+                out.setdefault("extras", {}).update(value)
+            else:
+                out[name] = value
+        device_fields.update(memo_device)
+        variables.update(memo_variables)
+    return decoded_any
+
+
+def place_positioned(
+    name: str, out: dict[str, Any], variables: Mapping[str, int], limits: Mapping[str, str | None]
+) -> None:
+    """Turn items placed by frame number into ordered lists; a missing frame is an error."""
+    for target, items in out.pop(POSITIONED).items():
+        limit = limits.get(target)
+        size = variables.get(limit, max(items) + 1 if items else 0) if limit else (max(items) + 1 if items else 0)
+        missing = [position for position in range(size) if position not in items]
+        if missing:
+            raise DecodeError(f"{name}: {target} item {missing[0] + 1} is missing (its frame did not arrive)")
+        values = [items[position] for position in range(size)]
+        if target.startswith("extras."):
+            out.setdefault(EXTRA_LISTS, {}).setdefault(target[7:], []).extend(values)
+        else:
+            out.setdefault(target, []).extend(values)
+
+
+def numbered_keys(key: tuple[str, int]) -> tuple[str, ...]:
+    """``NAME_1`` .. ``NAME_count``: the extras keys of a list decoded into extras."""
+    name, count = key
+    return tuple(f"{name}_{number}" for number in range(1, count + 1))
+
+
+def build_snapshot(
+    name: str,
+    out: dict[str, Any],
+    info: DeviceInfo | None,
+    battery_id: str,
+    timestamp: float | None,
+    device: DeviceInfo | None,
+    manufacturer: str | None,
+) -> BatterySnapshot:
+    """The snapshot from the decoded values; impossible percentages are a `DecodeError`."""
+    for target in PERCENT_FIELDS:
+        value = out.get(target)
+        if value is not None and not 0.0 <= value <= 100.0:
+            # A percentage outside 0..100 is impossible content, not a reading to pass on.
+            raise DecodeError(f"{name}: {target} of {value:g} % is impossible")
+    extras = out.pop("extras", None)
+    for target in LIST_FIELDS:
+        if target in out:
+            out[target] = tuple(out[target])
+    if "balancing_cells" in out:
+        out["balancing_cells"] = tuple(sorted(out["balancing_cells"]))
+    if "alarms" in out:
+        out["alarms"] = frozenset(out["alarms"])
+    if info is not None and device is not None:
+        info = info.merged_over(device)
+    return BatterySnapshot(
+        battery_id=battery_id,
+        timestamp=time.time() if timestamp is None else timestamp,
+        protocol=name,
+        device=info or device or DeviceInfo(manufacturer=manufacturer),
+        extras=extras or {},
+        **out,
+    )
