@@ -14,6 +14,10 @@ Two layers:
 
 Time is an explicit argument (``now``, monotonic seconds); nothing here reads a clock. Every number
 is a field of :class:`LimitSettings` (defaults for LiFePO4, see docs/limits.md).
+
+Why one long module: the per-pack targets, the engine's dynamics and the settings that drive both are one
+table-driven concept; each number of :class:`LimitSettings` is read in exactly one of the functions here,
+and keeping them side by side is what lets a reader check a limit against its setting.
 """
 
 from __future__ import annotations

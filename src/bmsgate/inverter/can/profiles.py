@@ -12,6 +12,10 @@ profile, or "invalid". Everything is checked once, at load; problems are
 
 :func:`build_frames` is the whole encoder: ``(profile, status, phase, requests) -> frames``. Quirks are
 applied in :func:`wire_values` before encoding, so a test can see exactly what the inverter is told.
+
+Why one long module: the sources (:func:`wire_values`) and the DBC encoders compiled from them are one
+contract — a profile is valid only if every signal it sends has a source here — and a profile is
+compiled against both at once.
 """
 
 from __future__ import annotations
