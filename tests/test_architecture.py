@@ -122,3 +122,50 @@ def test_outputs_never_import_the_demo() -> None:
 def test_the_cycle_finder_finds_cycles() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+_LONG_MODULE = 600
+"""Lines above which a module must say at its top why it is one module."""
+
+
+def test_long_modules_say_why_they_are_one_module() -> None:
+    unexplained = []
+    for path in sorted(_ROOT.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        docstring = ast.get_docstring(ast.parse(text)) or ""
+        if text.count("\n") > _LONG_MODULE + 20 and "Why one long module" not in docstring:
+            unexplained.append(f"{path.relative_to(_ROOT)} ({text.count(chr(10))} lines)")
+    assert not unexplained, f"split these by concept or say 'Why one long module: ...' at the top: {unexplained}"
+
+
+_ADAPTERS = {
+    "bleak": {"bmsgate.transports.ble"},
+    "bleak_retry_connector": {"bmsgate.transports.ble"},
+    "serial": {"bmsgate.transports.serial"},
+    "serial_asyncio_fast": {"bmsgate.transports.serial"},
+    "aiomqtt": {"bmsgate.homeassistant.mqtt"},
+    "paho": {"bmsgate.homeassistant.mqtt"},
+    "pymodbus": {"bmsgate.inverter.modbus.server"},
+    "can": {"bmsgate.inverter.can.bus"},
+    "cantools": {"bmsgate.inverter.can.dbc"},
+}
+"""Each third-party I/O library and the one adapter module allowed to import it."""
+
+
+def test_each_library_is_imported_by_its_one_adapter() -> None:
+    importers: dict[str, set[str]] = {library: set() for library in _ADAPTERS}
+    for path in sorted(_ROOT.rglob("*.py")):
+        module = _module_name(path)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in importers:
+                    importers[top].add(module)
+    strays = {library: sorted(found - _ADAPTERS[library]) for library, found in importers.items()}
+    assert not any(strays.values()), {library: modules for library, modules in strays.items() if modules}

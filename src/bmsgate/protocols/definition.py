@@ -1,7 +1,9 @@
 """The declarative protocol definition format (YAML), its validation and loading.
 
-A definition is pure data: it is parsed with ``yaml.safe_load`` and validated into the frozen models
-below. Nothing in it can name or run code; algorithms (checksums, value transforms) are chosen from
+A definition is pure data: it is parsed by the bounded safe YAML loader (`bmsgate.datafiles`) and
+validated into the frozen models below and in `fields` (the field tables) and `datatypes` (hex, UUIDs);
+this module re-exports those so the format has one public home. Nothing in it can name or run code;
+algorithms (checksums, value transforms) are chosen from
 fixed sets that ship with bmsgate. The format is documented in docs/protocol-definitions.md.
 """
 
@@ -10,19 +12,14 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-import string
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, Self
+from typing import Any, Final, Literal, Self
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    PlainSerializer,
     ValidationError,
-    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -30,14 +27,29 @@ from pydantic import (
 from bmsgate.canonical import CanonicalModel, Real
 from bmsgate.datafiles import describe_validation_error, parse_yaml, read_text
 from bmsgate.errors import DefinitionError
-from bmsgate.model import BOOL_FIELDS, DEVICE_FIELDS, FLOAT_FIELDS, INT_FIELDS, LIST_FIELDS, SET_FIELDS, Alarm
+from bmsgate.model import Alarm
 from bmsgate.protocols.checksums import CHECKSUMS
 from bmsgate.protocols.constructs import CONSTRUCTS, ENGINE_VERSION, constructs_used, unknown_constructs
+from bmsgate.protocols.datatypes import STRICT, Endian, HexBytes, Uuid, normalize_uuid, parse_hex
+from bmsgate.protocols.fields import (
+    BOOL_TARGETS,
+    DEVICE_TARGETS,
+    FLOAT_TARGETS,
+    INT_TARGETS,
+    INTEGER_SIZES,
+    LIST_TARGETS,
+    FieldCondition,
+    FieldSpec,
+    FrameIndexSpec,
+    ReplySpec,
+    is_var,
+)
 
 __all__ = [
     "BOOL_TARGETS",
     "DEVICE_TARGETS",
     "FLOAT_TARGETS",
+    "INTEGER_SIZES",
     "INT_TARGETS",
     "LIST_TARGETS",
     "AdvertisementMatcher",
@@ -69,78 +81,11 @@ FORMAT_VERSIONS: Final = frozenset({FORMAT_VERSION})
 """Definition formats this engine reads."""
 
 # What a field may write is the snapshot model itself (bmsgate.model derives these from its dataclasses).
-FLOAT_TARGETS: Final = FLOAT_FIELDS
-INT_TARGETS: Final = INT_FIELDS
-BOOL_TARGETS: Final = BOOL_FIELDS
-LIST_TARGETS: Final = LIST_FIELDS
-DEVICE_TARGETS: Final = frozenset(f"device.{name}" for name in DEVICE_FIELDS)
-_SPECIAL_TARGETS: Final = SET_FIELDS
-_IDENTIFIER: Final = re.compile(r"^[a-z][a-z0-9_]*$")
-_BLUETOOTH_BASE_UUID: Final = "-0000-1000-8000-00805f9b34fb"
-
-IntegerType = Literal["u8", "s8", "u16", "s16", "u24", "u32", "s32", "u64", "s64"]
-FieldType = Literal["u8", "s8", "u16", "s16", "u24", "u32", "s32", "u64", "s64", "f32", "str"]
-INTEGER_SIZES: Final[dict[str, int]] = {
-    "u8": 1,
-    "s8": 1,
-    "u16": 2,
-    "s16": 2,
-    "u24": 3,
-    "u32": 4,
-    "s32": 4,
-    "u64": 8,
-    "s64": 8,
-    "f32": 4,
-}
-
-
-def parse_hex(value: Any) -> bytes:
-    """Accept ``"DD A5 03"``, ``"dda503"`` or ``"DD:A5:03"`` (and bytes) and return the bytes."""
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    if not isinstance(value, str):
-        raise ValueError("expected a hex string such as 'DD A5 03 00'")
-    cleaned = re.sub(r"[\s:_-]", "", value)
-    bad = next((char for char in cleaned if char not in string.hexdigits), None)
-    if bad is not None:
-        raise ValueError(f"{value!r} is not hex: {bad!r} is not a hex digit")
-    if len(cleaned) % 2:
-        raise ValueError(f"{value!r} is not an even number of hex digits")
-    return bytes.fromhex(cleaned)
-
-
-def normalize_uuid(value: Any) -> str:
-    """Full lowercase 128-bit form of a UUID given as 16-bit (``ff01``), 32-bit or 128-bit text."""
-    if isinstance(value, int):
-        value = f"{value:04x}"
-    if not isinstance(value, str):
-        raise ValueError("expected a UUID such as 'ff01' or '0000ff01-0000-1000-8000-00805f9b34fb'")
-    text = value.strip().lower().removeprefix("0x")
-    if re.fullmatch(r"[0-9a-f]{4}", text):
-        return f"0000{text}{_BLUETOOTH_BASE_UUID}"
-    if re.fullmatch(r"[0-9a-f]{8}", text):
-        return f"{text}{_BLUETOOTH_BASE_UUID}"
-    if re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", text):
-        return text
-    raise ValueError(f"{value!r} is not a 16-bit, 32-bit or 128-bit UUID")
-
-
-HexBytes = Annotated[
-    bytes,
-    BeforeValidator(parse_hex),
-    # The IR writes bytes one way only (lowercase, no separators); any spelling parse_hex accepts reads back.
-    PlainSerializer(bytes.hex, return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "description": "hex bytes, e.g. 'DD A5 03 00' or 'dda50300'"}),
-]
-Uuid = Annotated[str, BeforeValidator(normalize_uuid)]
-Endian = Literal["big", "little"]
+# -- discovery ---------------------------------------------------------------------------------------
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# -- discovery ---------------------------------------------------------------------------------------
+    model_config = STRICT
 
 
 class GattProfile(_Strict):
@@ -389,218 +334,6 @@ class CommandSpec(_Strict):
         return [part for part in parts if part != b""]
 
 
-# -- fields ------------------------------------------------------------------------------------------
-
-
-class PackedDate(_Strict):
-    """A date packed into bit ranges of an integer: each part is ``[high_bit, low_bit]`` (+ add)."""
-
-    year: tuple[int, int]
-    month: tuple[int, int]
-    day: tuple[int, int]
-    year_add: int = 2000
-
-
-class FieldCondition(_Strict):
-    """Decode a field only while a variable lies in ``[min, max]`` (unknown variable: skip the field)."""
-
-    var: str
-    min: int | None = None
-    max: int | None = None
-
-    @field_validator("var")
-    @classmethod
-    def _var_form(cls, value: str) -> str:
-        if not _is_var(value):
-            raise ValueError("expected 'var.NAME'")
-        return value
-
-    def holds(self, value: int | None) -> bool:
-        """Whether `value` (None = unknown) satisfies the condition."""
-        if value is None:
-            return False
-        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
-
-
-class FieldSpec(_Strict):
-    """One value in a reply payload and where it goes in the snapshot."""
-
-    target: str
-    at: int = Field(ge=0)
-    type: FieldType = "u16"
-    endian: Endian | None = None
-    scale: Real = 1.0
-    add: Real = 0.0
-    count: int | str | None = None
-    """List length: a number, ``rest`` (as many as fit) or ``var.NAME``."""
-    limit: str | None = None
-    """``var.NAME``: keep at most that many list items (fixed tables larger than the pack)."""
-    stride: int | None = Field(default=None, ge=1)
-    absent: list[int] = []
-    """Raw values meaning "not present" (dropped from lists, None for scalars)."""
-    bit: int | None = Field(default=None, ge=0, le=63)
-    invert: bool = False
-    flags: dict[int, Alarm] | None = None
-    codes: dict[int, Alarm] | None = None
-    """For target `alarms`: an enumerated status value that raises one alarm (``{raw: alarm}``)."""
-    one_of: list[int] | None = Field(default=None, min_length=1)
-    """For boolean targets: true when the raw value is one of these (a status code such as 1 = "on")."""
-    shift: dict[str, int] | None = None
-    """``{var.NAME: bytes per unit}``: the field sits `at` + the sum of variable × bytes (after lists whose
-    length a decoded count sets)."""
-    cells: int | None = Field(default=None, ge=1)
-    """Bitmask of cells; the number of the cell in bit 0 (e.g. 1, or 17 for the second word)."""
-    popcount: bool = False
-    map: dict[int, str | int | float | bool] | None = None
-    date: PackedDate | None = None
-    date_format: str | None = None
-    """For strings: a strptime format such as ``%y%m%d``."""
-    version: Literal["nibbles", "byte_tenths", "major_minor"] | None = None
-    size: int | Literal["rest"] | None = None
-    """String length in bytes."""
-    variants: list[str] | None = None
-    """Only in these layouts (see `ProtocolDefinition.variants`); None = in every layout."""
-    when: FieldCondition | None = None
-    """Only while a decoded variable lies in a range (e.g. a firmware version)."""
-
-    @field_validator("count")
-    @classmethod
-    def _count_form(cls, value: int | str | None) -> int | str | None:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("count must be at least 1")
-        if isinstance(value, str) and value != "rest" and not _is_var(value):
-            raise ValueError("count must be a number, 'rest' or 'var.NAME'")
-        return value
-
-    @field_validator("limit")
-    @classmethod
-    def _limit_form(cls, value: str | None) -> str | None:
-        if value is not None and not _is_var(value):
-            raise ValueError("limit must be 'var.NAME'")
-        return value
-
-    @field_validator("shift")
-    @classmethod
-    def _shift_form(cls, value: dict[str, int] | None) -> dict[str, int] | None:
-        if value is not None:
-            if not value:
-                raise ValueError("shift needs at least one 'var.NAME: bytes' entry")
-            for name in value:
-                if not _is_var(name):
-                    raise ValueError(f"shift keys must be 'var.NAME', not {name!r}")
-        return value
-
-    @field_validator("target")
-    @classmethod
-    def _known_target(cls, value: str) -> str:
-        if (
-            value in FLOAT_TARGETS
-            or value in INT_TARGETS
-            or value in BOOL_TARGETS
-            or value in LIST_TARGETS
-            or value in DEVICE_TARGETS
-            or value in _SPECIAL_TARGETS
-        ):
-            return value
-        prefix, _, name = value.partition(".")
-        if prefix in {"extras", "var"} and _IDENTIFIER.match(name):
-            return value
-        raise ValueError(f"unknown target {value!r}; use a snapshot field, device.FIELD, extras.NAME or var.NAME")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        target, kind = self.target, self.type
-        # A list into extras.NAME becomes numbered keys NAME_1, NAME_2, ...
-        is_list = target in LIST_TARGETS or (target.startswith("extras.") and self.count is not None)
-        if kind == "str":
-            if self.size is None:
-                raise ValueError("a 'str' field needs a size")
-            if any(v is not None for v in (self.bit, self.flags, self.cells, self.date)):
-                raise ValueError("bit/flags/cells/date do not apply to strings")
-            if not (target in DEVICE_TARGETS or target.startswith(("extras.", "var."))):
-                raise ValueError("strings can only go to device.*, extras.* or var.* (its leading number)")
-        elif self.size is not None:
-            raise ValueError("'size' is only for strings")
-        if kind == "f32" and any(v is not None for v in (self.bit, self.flags, self.cells, self.date)):
-            raise ValueError("bit/flags/cells/date need an integer type")
-        if is_list != (self.count is not None):
-            raise ValueError(
-                "list targets (cell_voltages, temperatures, extras.NAME) need 'count'; others must not have it"
-            )
-        if self.limit is not None and not is_list:
-            raise ValueError("'limit' is only for lists")
-        if (target == "alarms") != ((self.flags is not None) or (self.codes is not None)):
-            raise ValueError("target 'alarms' goes with 'flags' (bit → alarm name) or 'codes', and only it")
-        if self.flags is not None and self.codes is not None:
-            raise ValueError("give either 'flags' (bits) or 'codes' (enumerated values), not both")
-        if self.one_of is not None and (
-            target not in BOOL_TARGETS or self.bit is not None or self.map is not None or kind in {"str", "f32"}
-        ):
-            raise ValueError("'one_of' is for boolean targets read from an integer, without 'bit' or 'map'")
-        if (target == "balancing_cells") != (self.cells is not None):
-            raise ValueError("target 'balancing_cells' goes with 'cells' (number of the first cell)")
-        if target == "device.production_date" and self.date is None and self.date_format is None:
-            raise ValueError("a production date needs 'date' (packed bits) or 'date_format'")
-        if self.date_format is not None and kind != "str":
-            raise ValueError("'date_format' is for strings; use 'date' for packed integers")
-        if self.bit is not None and self.bit >= 8 * INTEGER_SIZES.get(kind, 8):
-            raise ValueError(f"bit {self.bit} does not fit in {kind}")
-        if self.version is not None and not (target in DEVICE_TARGETS or target.startswith("extras.")):
-            raise ValueError("'version' formats go to device.* or extras.*")
-        return self
-
-    @property
-    def item_size(self) -> int:
-        """Bytes of one value (strings: their size, 0 for 'rest')."""
-        if self.type == "str":
-            return self.size if isinstance(self.size, int) else 0
-        return INTEGER_SIZES[self.type]
-
-    def variables_used(self) -> list[str]:
-        """Names of ``var.*`` this field reads."""
-        used = [value[4:] for value in (self.count, self.limit) if isinstance(value, str) and _is_var(value)]
-        if self.when is not None:
-            used.append(self.when.var[4:])
-        if self.shift is not None:
-            used += [name[4:] for name in self.shift]
-        return used
-
-
-def _is_var(value: str) -> bool:
-    return value.startswith("var.") and bool(_IDENTIFIER.match(value[4:]))
-
-
-class FrameIndexSpec(_Strict):
-    """Several frames of one reply type each carry a slice of its lists, numbered by a byte.
-
-    The frame whose number byte (payload offset `at`) reads ``n`` holds list items from position
-    ``(n - base) × count`` on (Daly A5 cell voltages: three per frame).
-    """
-
-    at: int = Field(ge=0)
-    base: int = Field(default=1, ge=0, le=255)
-
-
-class ReplySpec(_Strict):
-    """The field table of one reply type."""
-
-    name: str
-    min_payload: int = Field(default=0, ge=0)
-    fields: list[FieldSpec] = []
-    index: FrameIndexSpec | None = None
-    """Set when one request is answered by several numbered frames of this type."""
-
-    @model_validator(mode="after")
-    def _indexed_lists(self) -> Self:
-        if self.index is not None:
-            for index, field in enumerate(self.fields):
-                if field.count is not None and not isinstance(field.count, int):
-                    raise ValueError(f"fields[{index}]: lists in an indexed reply need a fixed numeric count")
-                if field.shift is not None:
-                    raise ValueError(f"fields[{index}]: 'shift' is not supported in an indexed reply")
-        return self
-
-
 # -- layouts and simulation --------------------------------------------------------------------------
 
 
@@ -625,7 +358,7 @@ class VariantSpec(_Strict):
     @field_validator("select")
     @classmethod
     def _select_form(cls, value: str) -> str:
-        if not _is_var(value):
+        if not is_var(value):
             raise ValueError("expected 'var.NAME'")
         return value
 
