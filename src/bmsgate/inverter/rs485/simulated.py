@@ -51,6 +51,7 @@ class SimulatedRs485Inverter:
         dialect: which commands, in which order, at which address.
         period: s between poll cycles.
         reply_timeout: s to wait for each reply.
+        on_stop: called when :meth:`run` ends (the demo releases its pty pair there).
     """
 
     name = "rs485-inverter"
@@ -62,6 +63,7 @@ class SimulatedRs485Inverter:
         *,
         period: float = 1.0,
         reply_timeout: float = 1.0,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         if not (period > 0 and reply_timeout > 0):
             raise ValueError("period and reply_timeout must be positive")
@@ -69,6 +71,7 @@ class SimulatedRs485Inverter:
         self.dialect = dialect
         self.period = period
         self.reply_timeout = reply_timeout
+        self._on_stop = on_stop
         self.address = dialect.addresses[0] if dialect.addresses else 0x02
         self.ver = _START_VER
         self.replies: dict[int, PylonFrame] = {}
@@ -88,9 +91,9 @@ class SimulatedRs485Inverter:
         """Poll every `period` until cancelled."""
         del hub
         transport = self._factory()
-        await transport.open()
-        _LOGGER.info("demo: simulated %s inverter polls %s", self.dialect.name, transport.description)
         try:
+            await transport.open()
+            _LOGGER.info("demo: simulated %s inverter polls %s", self.dialect.name, transport.description)
             loop = asyncio.get_running_loop()
             next_due = loop.time()
             while True:
@@ -99,6 +102,8 @@ class SimulatedRs485Inverter:
                 await asyncio.sleep(next_due - loop.time())
         finally:
             await transport.close()
+            if self._on_stop is not None:
+                self._on_stop()
 
     async def poll_cycle(self, transport: Transport) -> dict[int, PylonFrame | None]:
         """One round of the dialect's polls; the replies by command (None: no reply in time)."""
