@@ -51,6 +51,7 @@ async def serving(
     controller.refresh(hub)
     task = asyncio.create_task(sink.run(hub))
     try:
+        await asyncio.wait_for(sink.listening.wait(), 5)
         yield sink, hub, controller
     finally:
         task.cancel()

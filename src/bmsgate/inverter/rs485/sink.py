@@ -91,6 +91,8 @@ class Rs485Sink:
         self.replies = 0
         self.unanswered = 0
         self.port_failures = 0
+        self.listening = asyncio.Event()
+        """Set while the port is open (bytes sent before that may be flushed by the open)."""
         self.answered = asyncio.Event()
         """Set after every reply written (cleared by whoever waits on it)."""
 
@@ -140,10 +142,12 @@ class Rs485Sink:
             transport = self._factory(self.settings)
             try:
                 await transport.open()
+                self.listening.set()
                 await self._serve(transport, backoff)
             except TransportError as exc:
                 self._report_failure(exc)
             finally:
+                self.listening.clear()
                 await transport.close()
             await asyncio.sleep(backoff.next_delay())
 
