@@ -196,6 +196,20 @@ def test_old_firmware_0x351_capture_is_reproduced_by_the_pylon_v2_layout() -> No
     assert frames_of("goodwe-lv", status)[0x351] == bytes.fromhex("1402C012C012C201")
 
 
+def test_pylon_1_2_reproduces_the_old_firmware_captures_but_0x351s_dvl() -> None:
+    # Facts §5 F: a US5000 stack reporting 6 modules, old firmware.
+    packs = [
+        make_snapshot(f"p{i}", voltage=49.86, current=-4.5, soc=88.0, soh=94.0, temperatures=(36.3,)) for i in range(6)
+    ]
+    frames = frames_of("pylon", make_status(*packs))
+    assert frames[0x355] == bytes.fromhex("58005E00")
+    assert frames[0x356] == bytes.fromhex("7A13F2FE6B01")
+    assert frames[0x359] == bytes.fromhex("0000000006504E")
+    assert frames[0x35C] == bytes.fromhex("C000")
+    assert frames[0x35E] == b"PYLON   "
+    assert len(frames[0x351]) == 6  # the V1.2 text's DLC; real frames carry 8 (see pylon-v2 for that layout)
+
+
 def test_solis_forces_soc_schneider_and_goodwe_do_not() -> None:
     assert load_profile("solis-lv").quirks.soc_forcing
     assert not load_profile("goodwe-lv").quirks.soc_forcing
