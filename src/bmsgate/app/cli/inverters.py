@@ -40,20 +40,20 @@ def inverter_rows() -> list[dict[str, Any]]:
                     "source": str(item.source),
                 }
             )
-    for dialect in DIALECTS.values():
-        rows.append(
-            {
-                "name": dialect.name,
-                "transport": "RS485",
-                "description": dialect.description,
-                "inverters": list(dialect.inverters),
-                "verified": dialect.verified,
-                "real_frames": "real frames" in dialect.verified,
-                "source": "builtin:bmsgate.inverter.rs485",
-                "battery_type": dialect.battery_type,
-                "on_lost_communication": dialect.on_lost,
-            }
-        )
+    rows.extend(
+        {
+            "name": dialect.name,
+            "transport": "RS485",
+            "description": dialect.description,
+            "inverters": list(dialect.inverters),
+            "verified": dialect.verified,
+            "real_frames": "real frames" in dialect.verified,
+            "source": "builtin:bmsgate.inverter.rs485",
+            "battery_type": dialect.battery_type,
+            "on_lost_communication": dialect.on_lost,
+        }
+        for dialect in DIALECTS.values()
+    )
     return rows
 
 
