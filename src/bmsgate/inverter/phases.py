@@ -110,10 +110,10 @@ class PhaseTracker:
         if phase is self._phase:
             return
         if phase is OutputPhase.NORMAL:
-            _LOGGER.info("%s: fresh data, sending the full frame set", self.label)
+            _LOGGER.info("%s: fresh data, sending live values", self.label)
         elif phase is OutputPhase.SAFE:
             _LOGGER.warning(
-                "%s: bank data is stale (%.0f s old): sending safe frames (zero limits, error flags)",
+                "%s: bank data is stale (%.0f s old): sending safe values (zero limits, error flags)",
                 self.label,
                 data_age or 0.0,
             )
