@@ -38,7 +38,20 @@ def test_every_builtin_of_every_kind_is_listed_with_its_identity() -> None:
         assert item.summary()["sha256"] == item.sha256
         assert item.compiled is item.compiled  # built once
     assert catalog.names(Kind.REGISTER_MAP) == ["byd-hvm-fronius", "generic"]
-    assert catalog.names(Kind.CAN_PROFILE) == ["growatt-lv", "pylon", "sma", "solark"]
+    assert catalog.names(Kind.CAN_PROFILE) == [
+        "deye",
+        "goodwe-lv",
+        "growatt-lv",
+        "luxpower",
+        "pylon",
+        "pylon-v13",
+        "schneider",
+        "sma",
+        "sofar",
+        "solark",
+        "solis-lv",
+        "victron",
+    ]
 
 
 def test_name_or_path_rule() -> None:
@@ -103,7 +116,8 @@ def test_missing_name_lists_what_is_available(layers: tuple[Path, Path]) -> None
     system, packs = layers
     _put(system, "can", "mine", "name: mine\n")
     with pytest.raises(
-        DefinitionError, match=r"no CAN profile named 'nope'; available: growatt-lv, mine, pylon"
+        DefinitionError,
+        match=r"no CAN profile named 'nope'; available: deye, goodwe-lv, growatt-lv, luxpower, mine, pylon",
     ) as info:
         Catalog(system_dir=system, packs_dir=packs).get(Kind.CAN_PROFILE, "nope")
     assert str(system / "can") in str(info.value)

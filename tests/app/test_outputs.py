@@ -126,12 +126,15 @@ def test_one_controller_serves_every_inverter_output(tmp_path: Path) -> None:
     from bmsgate.inverter.controller import InverterController
     from bmsgate.inverter.modbus.settings import ModbusSettings
     from bmsgate.inverter.modbus.sink import ModbusSink
+    from bmsgate.inverter.rs485.settings import Rs485Settings
+    from bmsgate.inverter.rs485.sink import Rs485Sink
 
     config = load_config(_write_config(tmp_path / "c.yaml", "mqtt://127.0.0.1:1", free_port()))
     gateway = build_gateway(config, console=Console(file=io.StringIO()))
     sections = {
         "modbus": ModbusSettings(mode="tcp", port=free_port()),
         "can": CanSettings(interface="virtual", channel="bmsgate-test-wiring"),
+        "rs485": Rs485Settings(port="/dev/ttyUSB9"),
     }
     sinks = build_outputs(sections, config, gateway.supervisor, gateway.protocols).sinks
     controllers = [sink for sink in sinks if isinstance(sink, InverterController)]
@@ -139,9 +142,10 @@ def test_one_controller_serves_every_inverter_output(tmp_path: Path) -> None:
     assert controllers[0].settings.batteries == ("rack", "wall")  # default bank: every battery
     modbus = next(sink for sink in sinks if isinstance(sink, ModbusSink))
     can = next(sink for sink in sinks if isinstance(sink, CanSink))
-    assert modbus.controller is can.controller is controllers[0]
+    rs485 = next(sink for sink in sinks if isinstance(sink, Rs485Sink))
+    assert modbus.controller is can.controller is rs485.controller is controllers[0]
     # Without an inverter output there is no controller at all.
     assert build_outputs({"modbus": None}, config, gateway.supervisor, gateway.protocols).sinks == []
-    assert [row.section for row in OUTPUTS if row.inverter] == ["modbus", "can"]
+    assert [row.section for row in OUTPUTS if row.inverter] == ["modbus", "can", "rs485"]
     with pytest.raises(ConfigError, match="unknown outputs"):
         build_outputs({"fleet": object()}, config, gateway.supervisor, gateway.protocols)

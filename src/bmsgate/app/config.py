@@ -29,6 +29,7 @@ from bmsgate.errors import ConfigError, ConfigProblem
 from bmsgate.homeassistant.settings import MqttSettings
 from bmsgate.inverter.can.settings import CanSettings
 from bmsgate.inverter.modbus.settings import ModbusSettings
+from bmsgate.inverter.rs485.settings import Rs485Settings
 from bmsgate.inverter.settings import InverterSettings
 
 __all__ = [
@@ -253,6 +254,8 @@ class OutputsConfig(_Strict):
     """The inverter over Modbus RTU/TCP (docs/modbus.md)."""
     can: CanSettings | None = None
     """The inverter over CAN (docs/can.md)."""
+    rs485: Rs485Settings | None = None
+    """The inverter over Pylontech LV RS485, battery side (docs/inverters.md)."""
 
 
 class LoggingConfig(_Strict):

@@ -33,6 +33,8 @@ from bmsgate.errors import ConfigError, ConfigProblem
 from bmsgate.homeassistant.settings import MqttSettings
 from bmsgate.inverter.can.settings import CanSettings
 from bmsgate.inverter.modbus.settings import ModbusSettings
+from bmsgate.inverter.rs485.pylontech import DIALECTS
+from bmsgate.inverter.rs485.settings import Rs485Settings
 from bmsgate.protocols import CompiledProtocol
 from bmsgate.runtime.hub import SnapshotHub
 from bmsgate.runtime.supervisor import Sink, Supervisor
@@ -64,6 +66,8 @@ class DemoOptions:
     modbus_map: str = "generic"
     can_log: str | None = None
     can_profile: str = "pylon"
+    rs485: str | None = None
+    """An RS485 dialect: answer a simulated inverter of that family over an in-process pty pair; None: no RS485."""
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +98,13 @@ class DemoOptions:
         parser.add_argument("--modbus-map", metavar="NAME|FILE", default="generic", help="register map")
         parser.add_argument("--can-log", metavar="FILE", help="write every CAN frame sent (candump log format)")
         parser.add_argument("--can-profile", metavar="NAME", default="pylon", help="inverter CAN profile")
+        parser.add_argument(
+            "--rs485",
+            metavar="DIALECT",
+            choices=sorted(DIALECTS),
+            help="also answer a simulated inverter of this family (voltronic, srne, ...) over Pylontech RS485 "
+            "on an in-process pty pair",
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DemoOptions:
@@ -105,6 +116,7 @@ class DemoOptions:
             modbus_map=args.modbus_map,
             can_log=args.can_log,
             can_profile=args.can_profile,
+            rs485=args.rs485,
         )
 
 
@@ -193,6 +205,9 @@ def demo_sink_builders(options: DemoOptions) -> list[SinkBuilder]:
     def build(config: GatewayConfig, supervisor: Supervisor, protocols: dict[str, CompiledProtocol]) -> list[Sink]:
         can_settings = _demo_can(options)
         sections: dict[str, object | None] = {"modbus": _demo_modbus(options), "can": can_settings}
+        rs485 = _demo_rs485(options)
+        if rs485 is not None:
+            sections["rs485"] = rs485.settings
         if options.mqtt:
             with contextlib.suppress(OSError):
                 _DEMO_STATE.mkdir(parents=True, exist_ok=True)
@@ -205,6 +220,8 @@ def demo_sink_builders(options: DemoOptions) -> list[SinkBuilder]:
         from bmsgate.inverter.can.simulated import SimulatedInverter  # noqa: PLC0415 - needs the [can] extra
 
         sinks.append(SimulatedInverter(can_settings))
+        if rs485 is not None:
+            sinks.append(rs485.inverter)
         _LOGGER.info(
             "demo: CAN profile %s on a virtual bus with a simulated inverter%s",
             options.can_profile,
@@ -238,6 +255,27 @@ def _demo_can(options: DemoOptions) -> CanSettings:
         profile=options.can_profile,
         log_file=Path(options.can_log) if options.can_log else None,
     )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _DemoRs485:
+    settings: Rs485Settings
+    inverter: Sink
+
+
+def _demo_rs485(options: DemoOptions) -> _DemoRs485 | None:
+    # The output opens a real tty (the pair's slave side) through the serial transport, as it would an
+    # RS485 adapter; the simulated inverter polls from the master side.
+    if options.rs485 is None:
+        return None
+    from bmsgate.inverter.rs485.simulated import SimulatedRs485Inverter  # noqa: PLC0415
+    from bmsgate.transports.pty import PtyPair  # noqa: PLC0415
+
+    pair = PtyPair()
+    settings = Rs485Settings(port=pair.port, dialect=options.rs485)
+    inverter = SimulatedRs485Inverter(pair.transport, settings.resolved_dialect(), on_stop=pair.close)
+    _LOGGER.info("demo: RS485 (%s dialect) on %s with a simulated inverter", options.rs485, pair.port)
+    return _DemoRs485(settings, inverter)
 
 
 def _mqtt_settings(url: str, state_dir: Path) -> MqttSettings:

@@ -1,4 +1,4 @@
-"""Wiring of the network outputs (Home Assistant over MQTT, Modbus, CAN) from one table.
+"""Wiring of the network outputs (Home Assistant over MQTT, Modbus, CAN, RS485) from one table.
 
 Each row of :data:`OUTPUTS` names a section of ``outputs:`` and a builder that imports its optional
 library only when that section is used, so a minimal installation never needs them; adding an output
@@ -77,6 +77,12 @@ def _can_sinks(settings: Any, context: OutputContext) -> list[Sink]:
     return [CanSink(settings, _controller_of(context, "can"), profile=profile)]
 
 
+def _rs485_sinks(settings: Any, context: OutputContext) -> list[Sink]:
+    from bmsgate.inverter.rs485.sink import Rs485Sink  # noqa: PLC0415 - its port needs the [serial] extra
+
+    return [Rs485Sink(settings, _controller_of(context, "rs485"))]
+
+
 def _mqtt_sinks(settings: Any, context: OutputContext) -> list[Sink]:
     from bmsgate import __version__  # noqa: PLC0415
     from bmsgate.homeassistant.settings import BatteryInfo, LinkStats  # noqa: PLC0415
@@ -128,6 +134,7 @@ def _mqtt_sinks(settings: Any, context: OutputContext) -> list[Sink]:
 OUTPUTS: Final[tuple[OutputRow, ...]] = (
     OutputRow("modbus", _modbus_sinks, inverter=True),
     OutputRow("can", _can_sinks, inverter=True),
+    OutputRow("rs485", _rs485_sinks, inverter=True),
     OutputRow("mqtt", _mqtt_sinks),
 )
 """Every network output, by its section under ``outputs:``."""

@@ -106,7 +106,20 @@ def test_every_shipped_dbc_loads_in_strict_mode(filename: str) -> None:
 
 
 def test_builtin_profiles() -> None:
-    assert default_catalog().names(Kind.CAN_PROFILE) == ["growatt-lv", "pylon", "sma", "solark"]
+    assert default_catalog().names(Kind.CAN_PROFILE) == [
+        "deye",
+        "goodwe-lv",
+        "growatt-lv",
+        "luxpower",
+        "pylon",
+        "pylon-v13",
+        "schneider",
+        "sma",
+        "sofar",
+        "solark",
+        "solis-lv",
+        "victron",
+    ]
 
 
 @pytest.mark.parametrize("name", ["pylon", "solark", "sma", "growatt-lv"])
@@ -323,7 +336,10 @@ def test_invalid_profiles_name_file_entry_and_reason(tmp_path: Path, text: str, 
 
 
 def test_invalid_files(tmp_path: Path) -> None:
-    with pytest.raises(DefinitionError, match=r"no CAN profile named .no-such-profile.; available: growatt-lv, pylon"):
+    with pytest.raises(
+        DefinitionError,
+        match=r"no CAN profile named .no-such-profile.; available: deye, goodwe-lv, growatt-lv, luxpower, pylon",
+    ):
         load_profile("no-such-profile")
     with pytest.raises(DefinitionError, match="invalid YAML"):
         load_profile(write_profile(tmp_path, "name: [unclosed\n"))

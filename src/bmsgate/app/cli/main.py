@@ -42,6 +42,7 @@ _COMMAND_MODULES: Final[tuple[str, ...]] = (
     "bmsgate.app.cli.ble",
     "bmsgate.app.cli.capture",
     "bmsgate.app.cli.catalog",
+    "bmsgate.app.cli.inverters",
 )
 
 

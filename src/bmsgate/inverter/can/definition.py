@@ -56,6 +56,11 @@ class CanProfileDefinition(BaseModel, CanonicalModel):
     version: str | None = None
     """The profile's own version (free text), shown by the catalog."""
     description: str = ""
+    inverters: list[str] = []
+    """Inverters the profile is known to fit (shown by ``bmsgate inverters list``)."""
+    verified: str = ""
+    """How the layout is known: ``real frames`` (checked against captures), ``device-confirmed``, ``vendor
+    document``, ``reported`` (user reports only); empty: not stated."""
     dbc: str = Field(min_length=1)
     """The DBC file's name as the profile wrote it (relative to the profile file)."""
     dbc_text: str = Field(min_length=1)

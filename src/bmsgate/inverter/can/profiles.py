@@ -21,7 +21,6 @@ compiled against both at once.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +32,7 @@ from bmsgate.inverter.bank import BankState, PackInput, aggregate
 from bmsgate.inverter.can.dbc import DbcDatabase, DbcMessage, DbcSignal, load_dbc_text
 from bmsgate.inverter.can.definition import CanProfileDefinition, ProfileQuirks
 from bmsgate.inverter.limits import LimitReason
+from bmsgate.inverter.phases import OutputPhase, Requests
 from bmsgate.inverter.status import FlowDirection, InverterStatus
 from bmsgate.model import Alarm, BatterySnapshot
 
@@ -51,6 +51,7 @@ __all__ = [
     "wire_values",
 ]
 
+_NO_REQUESTS: Final = Requests()
 _MANUFACTURER_SIGNAL: Final = re.compile(r"manufacturer_([0-7])")
 
 
@@ -66,33 +67,6 @@ class CanFrame:
         """The frame in can-utils' compact form, e.g. ``351#1402E803E803``."""
         width = 8 if self.is_extended_id else 3
         return f"{self.arbitration_id:0{width}X}#{self.data.hex().upper()}"
-
-
-class OutputPhase(enum.StrEnum):
-    """What the CAN output does with the data it has (the stale-data state machine)."""
-
-    WAITING = "waiting"
-    """No pack has reported yet: silent (there is nothing true to say)."""
-    NORMAL = "normal"
-    """Fresh data: the full frame set with the limit engine's values."""
-    SAFE = "safe"
-    """Data past the freshness budget: zero current limits, enable bits clear, error flags set."""
-    SILENT = "silent"
-    """Data past the second, longer budget: nothing is sent so the inverter falls back on its own."""
-
-    @property
-    def transmits(self) -> bool:
-        """Whether frames go on the bus in this phase."""
-        return self in {OutputPhase.NORMAL, OutputPhase.SAFE}
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Requests:
-    """Request flags the sink's small state machines decide (0x35C bits 5/4/3)."""
-
-    force_charge_1: bool = False
-    force_charge_2: bool = False
-    full_charge: bool = False
 
 
 # -- sources ----------------------------------------------------------------------------------------
@@ -480,7 +454,7 @@ class CanProfile:
 
 
 def build_frames(
-    profile: CanProfile, status: InverterStatus, phase: OutputPhase, requests: Requests = Requests()
+    profile: CanProfile, status: InverterStatus, phase: OutputPhase, requests: Requests = _NO_REQUESTS
 ) -> list[CanFrame]:
     """The frame set to send now (empty when the phase is silent or waiting).
 

@@ -25,7 +25,8 @@ class CanSettings(BaseModel):
             is set by us) or ``virtual`` (python-can's in-process bus, for the demo and tests).
         channel: ``can0``, a serial port for slcan (``/dev/ttyACM0``), or any name for virtual.
         bitrate: bit/s (slcan only; socketcan's bitrate belongs to ``ip link``).
-        profile: a built-in profile (``pylon``, ``solark``, ``sma``, ``growatt-lv``) or a profile YAML path.
+        profile: a built-in profile (``bmsgate inverters list``: ``pylon``, ``deye``, ``victron``, ``sma``, ...) or a
+            profile YAML path.
         period: s between frame sets, overriding the profile's.
         silent_after: s since the newest data of any pack after which nothing is sent at all. It must
             exceed ``inverter.safe_after`` and every bank battery's ``stale_after`` (the gateway's

@@ -242,6 +242,10 @@ class RegisterMapDefinition(BaseModel, CanonicalModel):
     version: str | None = None
     """The map's own version (free text), shown by the catalog."""
     description: str = ""
+    inverters: list[str] = []
+    """Inverters the map is known to fit (shown by ``bmsgate inverters list``)."""
+    verified: str = ""
+    """How the layout is known (as for CAN profiles); empty: not stated."""
     address_base: Literal[0, 1]
     kind: RegisterKind = RegisterKind.HOLDING
     word_order: Literal["big", "little"] = "big"
