@@ -22,7 +22,8 @@ def test_schemas_are_json_schema_documents(tmp_path: Path) -> None:
         schema = json.loads(path.read_text(encoding="utf-8"))
         assert schema["$schema"].startswith("https://json-schema.org/")
         assert schema["type"] == "object"
-        assert schema["additionalProperties"] is False
+        if path.name != "snapshot.schema.json":  # data files refuse unknown keys; snapshot readers skip them
+            assert schema["additionalProperties"] is False
     assert not stale_schemas(tmp_path)
     (tmp_path / "spec" / "schema" / "register-map.schema.json").write_text("{}", encoding="utf-8")
     assert stale_schemas(tmp_path) == ["spec/schema/register-map.schema.json"]

@@ -1,14 +1,12 @@
 """The JSON Schema of the snapshot JSON form, generated from the model (never edited by hand).
 
-``spec/schema/snapshot.schema.json`` is this module's output; a test keeps the two equal. Regenerate with::
-
-    python -m bmsgate.snapshot_schema > spec/schema/snapshot.schema.json
+``spec/schema/snapshot.schema.json`` is this module's output, written by ``scripts/generate-spec`` (one
+row of `bmsgate.spec.SCHEMAS`); a test keeps the two equal.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any, Final
 
 from bmsgate.model import (
@@ -63,7 +61,7 @@ def snapshot_json_schema() -> dict[str, Any]:
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "bmsgate battery snapshot",
         "description": "One consistent reading of one battery, in SI units (docs/snapshot-json.md). "
-        "Generated from bmsgate.model by `python -m bmsgate.snapshot_schema`.",
+        "Generated from bmsgate.model by scripts/generate-spec.",
         "type": "object",
         "required": list(properties),
         "properties": properties,
@@ -80,7 +78,3 @@ def snapshot_json_schema() -> dict[str, Any]:
 def snapshot_json_schema_text() -> str:
     """The schema as the checked-in file holds it (two-space indent, trailing newline)."""
     return json.dumps(snapshot_json_schema(), indent=2, ensure_ascii=False) + "\n"
-
-
-if __name__ == "__main__":
-    sys.stdout.write(snapshot_json_schema_text())

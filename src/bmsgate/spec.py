@@ -39,17 +39,28 @@ def _can_profile() -> type[BaseModel]:
     return CanProfileDefinition
 
 
-SCHEMAS: Final[Mapping[str, tuple[str, Callable[[], type[BaseModel]]]]] = {
+def _snapshot() -> str:
+    from bmsgate.snapshot_schema import snapshot_json_schema_text  # noqa: PLC0415
+
+    return snapshot_json_schema_text()
+
+
+SCHEMAS: Final[Mapping[str, tuple[str, Callable[[], type[BaseModel]]] | Callable[[], str]]] = {
     "protocol-definition.schema.json": ("bmsgate protocol definition (canonical IR and YAML)", _protocol_definition),
     "register-map.schema.json": ("bmsgate Modbus register map (canonical IR and YAML)", _register_map),
     "can-profile.schema.json": ("bmsgate CAN profile with its DBC text (canonical IR)", _can_profile),
+    # The snapshot is a dataclass, not a pydantic model: its schema is written from the model's field kinds.
+    "snapshot.schema.json": _snapshot,
 }
-"""File name -> (title, the model it is generated from)."""
+"""File name -> (title, the pydantic model it is generated from), or a function giving the file's text."""
 
 
 def render_schema(file_name: str) -> str:
     """The text a schema file must have (stable: sorted keys, two-space indent, final newline)."""
-    title, model = SCHEMAS[file_name]
+    row = SCHEMAS[file_name]
+    if callable(row):
+        return row()
+    title, model = row
     schema: dict[str, Any] = model().model_json_schema(mode="validation")
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": file_name, **schema, "title": title}
     return json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
