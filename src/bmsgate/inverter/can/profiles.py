@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from bmsgate.errors import DefinitionError
+from bmsgate.inverter import alarm_groups as groups
 from bmsgate.inverter.bank import BankState, PackInput, aggregate
 from bmsgate.inverter.can.dbc import DbcDatabase, DbcMessage, DbcSignal, load_dbc_text
 from bmsgate.inverter.can.definition import CanProfileDefinition, ProfileQuirks
@@ -74,38 +75,6 @@ class CanFrame:
 _Wire = Mapping[str, float | bool | None]
 """Wire-level values by source name (after quirks)."""
 
-
-def _any(alarms: frozenset[Alarm], *wanted: Alarm) -> bool:
-    return not alarms.isdisjoint(wanted)
-
-
-_HIGH_VOLTAGE: Final = (Alarm.CELL_OVERVOLTAGE, Alarm.PACK_OVERVOLTAGE)
-_LOW_VOLTAGE: Final = (Alarm.CELL_UNDERVOLTAGE, Alarm.PACK_UNDERVOLTAGE)
-_HIGH_TEMPERATURE: Final = (
-    Alarm.BATTERY_OVERTEMPERATURE,
-    Alarm.CHARGE_OVERTEMPERATURE,
-    Alarm.DISCHARGE_OVERTEMPERATURE,
-    Alarm.MOSFET_OVERTEMPERATURE,
-)
-_LOW_TEMPERATURE: Final = (
-    Alarm.BATTERY_UNDERTEMPERATURE,
-    Alarm.CHARGE_UNDERTEMPERATURE,
-    Alarm.DISCHARGE_UNDERTEMPERATURE,
-)
-_SHORT: Final = (Alarm.SHORT_CIRCUIT, Alarm.CHARGE_SHORT_CIRCUIT, Alarm.DISCHARGE_SHORT_CIRCUIT)
-_DISCHARGE_CURRENT: Final = (Alarm.DISCHARGE_OVERCURRENT, Alarm.DISCHARGE_SHORT_CIRCUIT, Alarm.SHORT_CIRCUIT)
-_CHARGE_CURRENT: Final = (Alarm.CHARGE_OVERCURRENT, Alarm.CHARGE_SHORT_CIRCUIT)
-_SYSTEM: Final = (
-    Alarm.SYSTEM_FAULT,
-    Alarm.FRONT_END_FAULT,
-    Alarm.CURRENT_SENSOR_FAULT,
-    Alarm.TEMPERATURE_SENSOR_FAULT,
-    Alarm.CHARGE_MOSFET_FAULT,
-    Alarm.DISCHARGE_MOSFET_FAULT,
-    Alarm.MOSFET_SOFTWARE_LOCK,
-    Alarm.CELL_COUNT_MISMATCH,
-    Alarm.INTERNAL_COMMUNICATION_FAULT,
-)
 
 NUMBER_SOURCES: Final = frozenset(
     {
@@ -171,17 +140,17 @@ FLAG_SOURCES: Final = frozenset(
 def _protections(alarms: frozenset[Alarm], safe: bool) -> dict[str, bool]:
     # In the safe phase the bank data is too old to trust: report it as a BMS/communication failure.
     flags = {
-        "high_voltage": _any(alarms, *_HIGH_VOLTAGE),
-        "low_voltage": _any(alarms, *_LOW_VOLTAGE),
-        "high_temperature": _any(alarms, *_HIGH_TEMPERATURE),
-        "low_temperature": _any(alarms, *_LOW_TEMPERATURE),
-        "high_temperature_charge": _any(alarms, Alarm.CHARGE_OVERTEMPERATURE),
-        "low_temperature_charge": _any(alarms, Alarm.CHARGE_UNDERTEMPERATURE),
-        "discharge_high_current": _any(alarms, *_DISCHARGE_CURRENT),
-        "charge_high_current": _any(alarms, *_CHARGE_CURRENT),
-        "short_circuit": _any(alarms, *_SHORT),
-        "system_error": safe or _any(alarms, *_SYSTEM),
-        "internal_communication": safe or _any(alarms, Alarm.INTERNAL_COMMUNICATION_FAULT),
+        "high_voltage": groups.any_of(alarms, groups.HIGH_VOLTAGE),
+        "low_voltage": groups.any_of(alarms, groups.LOW_VOLTAGE),
+        "high_temperature": groups.any_of(alarms, groups.HIGH_TEMPERATURE),
+        "low_temperature": groups.any_of(alarms, groups.LOW_TEMPERATURE),
+        "high_temperature_charge": Alarm.CHARGE_OVERTEMPERATURE in alarms,
+        "low_temperature_charge": Alarm.CHARGE_UNDERTEMPERATURE in alarms,
+        "discharge_high_current": groups.any_of(alarms, groups.DISCHARGE_CURRENT),
+        "charge_high_current": groups.any_of(alarms, groups.CHARGE_CURRENT),
+        "short_circuit": groups.any_of(alarms, groups.SHORT_CIRCUIT),
+        "system_error": safe or groups.any_of(alarms, groups.SYSTEM),
+        "internal_communication": safe or Alarm.INTERNAL_COMMUNICATION_FAULT in alarms,
         "cell_imbalance": False,  # imbalance is a warning, never a protection
     }
     flags["general"] = any(flags.values())
@@ -212,7 +181,7 @@ def _warnings(status: InverterStatus, protections: Mapping[str, bool], safe: boo
         "system_error": protections["system_error"],
         # A pack that dropped out is a communication problem inside the bank.
         "internal_communication": protections["internal_communication"] or (bank.degraded and not safe),
-        "cell_imbalance": _any(bank.alarms, Alarm.CELL_IMBALANCE) and not safe,
+        "cell_imbalance": Alarm.CELL_IMBALANCE in bank.alarms and not safe,
     }
     flags["general"] = any(flags.values())
     return flags

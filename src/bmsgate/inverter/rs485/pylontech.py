@@ -27,6 +27,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
+from bmsgate.inverter import alarm_groups as groups
 from bmsgate.inverter.bank import BankState
 from bmsgate.inverter.phases import OutputPhase, Requests
 from bmsgate.inverter.rs485.frame import PylonFrame
@@ -209,26 +210,6 @@ def _toward_zero(amps: float, step: float) -> int:
     return math.floor(round(amps / step, 6)) if amps > 0 else 0
 
 
-def _any(alarms: frozenset[Alarm], *wanted: Alarm) -> bool:
-    return not alarms.isdisjoint(wanted)
-
-
-_HIGH_T: Final = (Alarm.BATTERY_OVERTEMPERATURE, Alarm.CHARGE_OVERTEMPERATURE, Alarm.DISCHARGE_OVERTEMPERATURE)
-_LOW_T: Final = (Alarm.BATTERY_UNDERTEMPERATURE, Alarm.CHARGE_UNDERTEMPERATURE, Alarm.DISCHARGE_UNDERTEMPERATURE)
-_DISCHARGE_I: Final = (Alarm.DISCHARGE_OVERCURRENT, Alarm.DISCHARGE_SHORT_CIRCUIT, Alarm.SHORT_CIRCUIT)
-_CHARGE_I: Final = (Alarm.CHARGE_OVERCURRENT, Alarm.CHARGE_SHORT_CIRCUIT)
-_SYSTEM: Final = (
-    Alarm.SYSTEM_FAULT,
-    Alarm.FRONT_END_FAULT,
-    Alarm.CURRENT_SENSOR_FAULT,
-    Alarm.TEMPERATURE_SENSOR_FAULT,
-    Alarm.CHARGE_MOSFET_FAULT,
-    Alarm.DISCHARGE_MOSFET_FAULT,
-    Alarm.MOSFET_SOFTWARE_LOCK,
-    Alarm.CELL_COUNT_MISMATCH,
-)
-
-
 def _bits(*flags: tuple[int, bool]) -> int:
     return sum(1 << bit for bit, on in flags if on)
 
@@ -355,16 +336,20 @@ def _alarm_block(view: _View) -> bytes:
     sensors = 1 + len(pack.temperatures[:4]) if pack is not None else 0
     out += _u8(sensors)
     for _ in range(sensors):
-        out += _u8(_state(low=_any(alarms, *_LOW_T), high=_any(alarms, *_HIGH_T, Alarm.MOSFET_OVERTEMPERATURE)))
-    out += _u8(_state(low=False, high=_any(alarms, *_CHARGE_I)))
+        out += _u8(
+            _state(
+                low=groups.any_of(alarms, groups.LOW_TEMPERATURE), high=groups.any_of(alarms, groups.HIGH_TEMPERATURE)
+            )
+        )
+    out += _u8(_state(low=False, high=groups.any_of(alarms, groups.CHARGE_CURRENT)))
     out += _u8(_state(low=Alarm.PACK_UNDERVOLTAGE in alarms, high=Alarm.PACK_OVERVOLTAGE in alarms))
-    out += _u8(_state(low=False, high=_any(alarms, *_DISCHARGE_I)))
+    out += _u8(_state(low=False, high=groups.any_of(alarms, groups.DISCHARGE_CURRENT)))
     status1 = _bits(
         (7, Alarm.PACK_UNDERVOLTAGE in alarms),
         (6, Alarm.CHARGE_OVERTEMPERATURE in alarms),
         (5, Alarm.DISCHARGE_OVERTEMPERATURE in alarms),
-        (4, _any(alarms, *_DISCHARGE_I)),
-        (2, _any(alarms, *_CHARGE_I)),
+        (4, groups.any_of(alarms, groups.DISCHARGE_CURRENT)),
+        (2, groups.any_of(alarms, groups.CHARGE_CURRENT)),
         (1, Alarm.CELL_UNDERVOLTAGE in alarms),
         (0, Alarm.PACK_OVERVOLTAGE in alarms),
     )
@@ -467,8 +452,8 @@ def _system_analog(view: _View) -> bytes:
 def _system_alarm(view: _View) -> bytes:
     """0x62: alarm1, alarm2, protection1, protection2 (bits per facts §1.7)."""
     alarms, safe = view.alarms, view.safe
-    high_t = _any(alarms, *_HIGH_T)
-    low_t = _any(alarms, *_LOW_T)
+    high_t = groups.any_of(alarms, groups.BATTERY_HIGH_TEMPERATURE)
+    low_t = groups.any_of(alarms, groups.LOW_TEMPERATURE)
     alarm1 = _bits(
         (7, Alarm.PACK_OVERVOLTAGE in alarms),
         (6, Alarm.PACK_UNDERVOLTAGE in alarms),
@@ -480,8 +465,8 @@ def _system_alarm(view: _View) -> bytes:
         (0, Alarm.CELL_IMBALANCE in alarms and not safe),
     )
     alarm2 = _bits(
-        (6, _any(alarms, *_CHARGE_I)),
-        (5, _any(alarms, *_DISCHARGE_I)),
+        (6, groups.any_of(alarms, groups.CHARGE_CURRENT)),
+        (5, groups.any_of(alarms, groups.DISCHARGE_CURRENT)),
         # Stale data, or a pack that dropped out of the bank, is a communication problem inside the battery.
         (4, safe or view.degraded or Alarm.INTERNAL_COMMUNICATION_FAULT in alarms),
     )
@@ -495,9 +480,9 @@ def _system_alarm(view: _View) -> bytes:
         (1, Alarm.MOSFET_OVERTEMPERATURE in alarms),
     )
     protection2 = _bits(
-        (6, _any(alarms, *_CHARGE_I)),
-        (5, _any(alarms, *_DISCHARGE_I)),
-        (3, safe or _any(alarms, *_SYSTEM)),
+        (6, groups.any_of(alarms, groups.CHARGE_CURRENT)),
+        (5, groups.any_of(alarms, groups.DISCHARGE_CURRENT)),
+        (3, safe or groups.any_of(alarms, groups.SYSTEM_FAULTS)),
     )
     return bytes((alarm1, alarm2, protection1, protection2))
 
