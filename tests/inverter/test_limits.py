@@ -446,3 +446,14 @@ def test_temperature_derating_ignores_stale_banks_and_flat_ends() -> None:
     assert temperature_derating(stale_bank(pack(temperatures=(-20.0, 60.0))), LimitSettings()) == TemperatureDerating()
     flat = LimitSettings(charge_temperature_curve=((10.0, 100.0),), discharge_temperature_curve=((10.0, 100.0),))
     assert temperature_derating(bank_of(pack(temperatures=(-20.0, 60.0))), flat) == TemperatureDerating()
+
+
+def test_no_charge_current_without_a_charge_voltage() -> None:
+    # A pack that reports no cells gives no CVL; the old engine still allowed the full charge current,
+    # which an inverter (Growatt: CVL 0 V, CCL 100 A) would act on.
+    engine = LimitEngine(LimitSettings())
+    limits = engine.update(bank_of(pack(cell_voltages=())), now=0.0)
+    assert limits.charge_voltage is None
+    assert limits.charge_current == 0.0
+    assert limits.charge_reason is LimitReason.NO_DATA
+    assert limits.discharge_current > 0.0

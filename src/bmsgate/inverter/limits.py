@@ -524,11 +524,15 @@ class LimitEngine:
 
         charge_target, charge_reason = self._bank_target(targets, bank, charge=True)
         discharge_target, discharge_reason = self._bank_target(targets, bank, charge=False)
+        voltage, voltage_reason = self._voltage_step(targets, bank, now, dt)
+        if voltage is None:
+            # No charge voltage can be given (no pack reports its cells yet): a charge current without a
+            # voltage to stop at is never safe, whatever the current curves allow.
+            charge_target, charge_reason = 0.0, LimitReason.NO_DATA
         bank_max_charge = settings.max_charge_current * bank.packs_online
         bank_max_discharge = settings.max_discharge_current * bank.packs_online
         charge = self._charge.step(charge_target, now, dt, bank_max_charge, settings)
         discharge = self._discharge.step(discharge_target, now, dt, bank_max_discharge, settings)
-        voltage, voltage_reason = self._voltage_step(targets, bank, now, dt)
         self._last = Limits(
             charge_voltage=voltage,
             charge_current=charge,
