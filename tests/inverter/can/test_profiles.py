@@ -499,3 +499,24 @@ def test_safe_phase_sends_invalid_markers_where_the_profile_has_them() -> None:
     assert frames[0x356][4:6] == (0x8000).to_bytes(2, "little")  # temperature: invalid
     assert frames[0x373] == b"\xff" * 8  # cells and temperatures: invalid
     assert int.from_bytes(frames[0x355][:2], "little") == 50  # SoC kept: without it a Sunny Island faults
+
+
+@pytest.mark.parametrize("name", ["pylon", "growatt-lv"])
+def test_a_poll_without_temperatures_keeps_the_last_known_ones_not_zero(name: str) -> None:
+    # Profiles without "invalid" markers would send raw 0 (0 °C, 0 mV cells) for a value one poll lacks.
+    profile = load_profile(name)
+    held: dict[str, float] = {}
+    first = decode_frames(profile, build_frames(profile, make_status(), OutputPhase.NORMAL, held=held))
+    gap = make_status(make_snapshot(temperatures=(), mosfet_temperature=None))
+    second = decode_frames(profile, build_frames(profile, gap, OutputPhase.NORMAL, held=held))
+    without_memory = decode_frames(profile, build_frames(profile, gap, OutputPhase.NORMAL))
+    temperatures = [
+        (frame_id, signal)
+        for frame_id, signals in first.items()
+        for signal in signals
+        if "temperature" in signal and first[frame_id][signal] != 0
+    ]
+    assert temperatures, "the profile sends a temperature"
+    for frame_id, signal in temperatures:
+        assert second[frame_id][signal] == first[frame_id][signal], (hex(frame_id), signal)
+    assert any(without_memory[frame_id][signal] == 0 for frame_id, signal in temperatures)

@@ -422,8 +422,46 @@ class CanProfile:
         return [frame.encode(values) for frame in self._frames]
 
 
+_HELD_SOURCES: Final = frozenset(
+    {
+        "soh",
+        "temperature",
+        "temperature_min",
+        "temperature_max",
+        "cell_voltage_min",
+        "cell_voltage_max",
+        "cell_delta",
+        "remaining_capacity",
+        "cycles",
+    }
+)
+"""Measurements a profile without "invalid" markers keeps at their last known value when a poll lacks them."""
+
+
+def hold_missing(values: dict[str, float | bool | None], held: dict[str, float]) -> None:
+    """Fill measurements the bank does not report now with their last known value; remember the new ones.
+
+    Without an "invalid" marker a missing value would go out as raw 0: 0 °C, 0 mV cells, 0 % SoH, which
+    the inverter takes as measured (and may act on). A value never reported at all still has no better
+    spelling than 0; docs/can.md says so per profile.
+    """
+    for source, value in values.items():
+        if source not in _HELD_SOURCES and not source.startswith("cell_voltage_"):
+            continue
+        if value is None:
+            if source in held:
+                values[source] = held[source]
+        elif not isinstance(value, bool):
+            held[source] = value
+
+
 def build_frames(
-    profile: CanProfile, status: InverterStatus, phase: OutputPhase, requests: Requests = _NO_REQUESTS
+    profile: CanProfile,
+    status: InverterStatus,
+    phase: OutputPhase,
+    requests: Requests = _NO_REQUESTS,
+    *,
+    held: dict[str, float] | None = None,
 ) -> list[CanFrame]:
     """The frame set to send now (empty when the phase is silent or waiting).
 
@@ -432,10 +470,15 @@ def build_frames(
         status: the bank and its limits.
         phase: from the stale-data state machine.
         requests: force/full charge requests.
+        held: the output's memory of last known measurements (see :func:`hold_missing`); profiles with
+            "invalid" markers send those instead and ignore it.
     """
     if not phase.transmits:
         return []
-    return profile.encode(wire_values(profile, status, phase, requests))
+    values = wire_values(profile, status, phase, requests)
+    if held is not None and not profile.quirks.invalid_markers:
+        hold_missing(values, held)
+    return profile.encode(values)
 
 
 # -- compilation ------------------------------------------------------------------------------------

@@ -108,6 +108,8 @@ class CanSink:
         self._status = controller.status
         self._requests = Requests()
         self._frames: list[CanFrame] = []
+        self._held: dict[str, float] = {}
+        """Last known measurements, for profiles without "invalid" markers (see `hold_missing`)."""
         self._sent_signature: tuple[OutputPhase, frozenset[Alarm], float, float] | None = None
         self._urgent = asyncio.Event()
         self._requested = asyncio.Event()
@@ -177,7 +179,7 @@ class CanSink:
                     self.settings.keepalive_timeout, self._clock(), what=f"CAN frame {self.profile.liveness_id:#05x}"
                 )
             )
-        self._frames = build_frames(self.profile, self._status, self.phase, self._requests)
+        self._frames = build_frames(self.profile, self._status, self.phase, self._requests, held=self._held)
         _LOGGER.info("CAN: profile %s replaces %s", self.profile.name, previous.name)
         return previous
 
@@ -209,7 +211,7 @@ class CanSink:
         self._requests = self._force_charge.update(
             bank.soc if normal else None, under_voltage=normal and not bank.alarms.isdisjoint(_UNDER_VOLTAGE)
         )
-        self._frames = build_frames(self.profile, status, phase, self._requests)
+        self._frames = build_frames(self.profile, status, phase, self._requests, held=self._held)
         for listener in self._listeners:
             listener(status)
         return status
