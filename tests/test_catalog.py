@@ -185,3 +185,15 @@ def test_a_path_object_is_a_file_whatever_its_name(tmp_path: Path) -> None:
     odd.write_text(JBD.replace("\nname: jbd", "\nname: odd", 1), encoding="utf-8")
     assert load_protocol_file(odd).name == "odd"
     assert default_catalog().get(Kind.PROTOCOL, odd).source.layer is Layer.FILE
+
+
+def test_an_edited_dbc_beside_an_unchanged_profile_is_reloaded(tmp_path: Path) -> None:
+    shutil.copy(BUILTIN_DIR / "can" / "pylon.yaml", tmp_path / "pylon.yaml")
+    dbc = (BUILTIN_DIR / "can" / "pylon.dbc").read_text(encoding="utf-8")
+    (tmp_path / "pylon.dbc").write_text(dbc, encoding="utf-8")
+    catalog = Catalog(system_dir="/nonexistent")
+    first = catalog.load_file(Kind.CAN_PROFILE, tmp_path / "pylon.yaml")
+    assert catalog.load_file(Kind.CAN_PROFILE, tmp_path / "pylon.yaml") is first
+    (tmp_path / "pylon.dbc").write_text(dbc.replace('"degC"', '"C"') + "\n", encoding="utf-8")
+    second = catalog.load_file(Kind.CAN_PROFILE, tmp_path / "pylon.yaml")
+    assert second.sha256 != first.sha256

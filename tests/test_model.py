@@ -179,3 +179,10 @@ def test_definition_targets_are_derived_from_the_model() -> None:
     assert BOOL_TARGETS == {"charge_enabled", "discharge_enabled", "balancing", "heating"}
     assert LIST_TARGETS == {"cell_voltages", "temperatures"}
     assert {f"device.{field.name}" for field in dataclasses.fields(DeviceInfo)} == DEVICE_TARGETS
+
+
+def test_from_dict_refuses_an_unknown_schema_version() -> None:
+    data = {"schema": 99, "battery_id": "a", "timestamp": 1.0, "protocol": "p"}
+    with pytest.raises(ValueError, match="schema: snapshot JSON version 99"):
+        BatterySnapshot.from_dict(data)
+    assert BatterySnapshot.from_dict({**data, "schema": 1}).battery_id == "a"

@@ -219,7 +219,9 @@ class Catalog:
             )
             if directory is not None
         )
-        self._cache: dict[tuple[Kind, Path], tuple[tuple[int, int], CatalogItem]] = {}
+        self._cache: dict[
+            tuple[Kind, Path], tuple[tuple[int, int], CatalogItem, tuple[tuple[Path, tuple[int, int] | None], ...]]
+        ] = {}
 
     # -- lookup ----------------------------------------------------------------------------------------
 
@@ -315,13 +317,22 @@ class Catalog:
             raise DefinitionError(f"cannot read the file: {exc.strerror or exc}", source=source) from None
         stamp = (stat.st_mtime_ns, stat.st_size)
         cached = self._cache.get((kind, path))
-        if cached is not None and cached[0] == stamp and cached[1].source.layer is layer:
+        if (
+            cached is not None
+            and cached[0] == stamp
+            and cached[1].source.layer is layer
+            and all(_stamp(beside) == seen for beside, seen in cached[2])
+        ):
             return cached[1]
         text = read_text(path, error=lambda reason: DefinitionError(reason, source=source))
         data = parse_yaml(text, error=lambda reason: DefinitionError(reason, source=source))
+        # Files read beside this one (a CAN profile's DBC) are part of its identity: an edited DBC must
+        # not keep serving the old compiled profile.
+        besides: list[tuple[Path, tuple[int, int] | None]] = []
 
         def read_beside(name: str) -> str:
             target = path.parent / name
+            besides.append((target, _stamp(target)))
             return read_text(
                 target, error=lambda reason: DefinitionError(f"DBC file {target}: {reason}", source=source, field="dbc")
             )
@@ -334,11 +345,19 @@ class Catalog:
                 source=source,
                 field="name",
             )
-        self._cache[(kind, path)] = (stamp, item)
+        self._cache[(kind, path)] = (stamp, item, tuple(besides))
         return item
 
 
 _T = TypeVar("_T")
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size)
 
 
 def _typed(value: object, expected: type[_T]) -> _T:

@@ -352,6 +352,10 @@ class BatterySnapshot(PackQuantities):
         """
         if not isinstance(data, Mapping):
             raise ValueError(f"not a bmsgate snapshot: {type(data).__name__}, not an object")
+        schema = data.get("schema", SNAPSHOT_SCHEMA_VERSION)
+        if schema != SNAPSHOT_SCHEMA_VERSION or isinstance(schema, bool):
+            # A newer form may mean something else by the same keys: refuse it rather than guess.
+            raise ValueError(f"schema: snapshot JSON version {schema!r}; this bmsgate reads {SNAPSHOT_SCHEMA_VERSION}")
         values: dict[str, Any] = {}
         for name in _REQUIRED_FIELDS:
             if name not in data:

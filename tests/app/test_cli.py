@@ -42,9 +42,10 @@ def test_decode_hex_with_spaces(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_decode_bad_frame_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["decode", "--protocol", "jbd", CAPTURE_4S_BASIC[:-4] + "0077"]) == 1
+    # A frame typed on the command line that is not intact is bad input (exit 2), like bad hex.
+    assert main(["decode", "--protocol", "jbd", CAPTURE_4S_BASIC[:-4] + "0077"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("bmsgate: error: frame 1: checksum mismatch")
+    assert err.startswith("bmsgate: error: frames: frame 1: checksum mismatch")
     assert "Traceback" not in err
 
 
@@ -141,7 +142,13 @@ def test_simulating_more_cells_than_the_protocol_carries_is_refused(capsys: pyte
 
 @pytest.mark.parametrize(
     ("command", "expected"),
-    [(["protocols"], "jbd "), (["config"], "check"), (["catalog"], "protocol")],
+    [
+        (["protocols"], "jbd "),
+        (["config"], "check"),
+        (["catalog"], "protocol"),
+        (["capture"], "analyze"),
+        (["inverters"], "pylon"),
+    ],
 )
 def test_a_command_group_without_an_action_answers_and_exits_0(
     capsys: pytest.CaptureFixture[str], command: list[str], expected: str

@@ -56,3 +56,17 @@ def test_protocols_show(capsys: pytest.CaptureFixture[str]) -> None:
 def test_show_unknown_name_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["catalog", "show", "register-map", "nope"]) == 2
     assert "no register map named 'nope'; available: byd-hvm-fronius, generic" in capsys.readouterr().err
+
+
+def test_show_refuses_a_profile_the_engine_cannot_build(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    # It passes the schema, so it has a sha256, but its frame is not in the DBC: never show an identity
+    # for an item a gateway would refuse.
+    text = (BUILTIN_DIR / "can" / "pylon.yaml").read_text(encoding="utf-8")
+    (tmp_path / "pylon.dbc").write_text((BUILTIN_DIR / "can" / "pylon.dbc").read_text(encoding="utf-8"))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(text.replace("frames: [", "frames: [0x999, ", 1), encoding="utf-8")
+    assert "0x999" in broken.read_text(encoding="utf-8")
+    assert main(["catalog", "show", "can-profile", str(broken), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "broken.yaml" in captured.err

@@ -41,3 +41,9 @@ def positive_float(maximum: float = math.inf) -> Callable[[str], float]:
 
     parse.__name__ = "number"
     return parse
+
+
+def print_help(parser: argparse.ArgumentParser) -> int:
+    """Show a command group's help and succeed: a group without an action is a question, not a mistake."""
+    parser.print_help()
+    return 0

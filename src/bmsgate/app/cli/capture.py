@@ -7,13 +7,16 @@ from typing import Any
 
 from rich.console import Console
 
+from bmsgate.app.cli.arguments import print_help
+
 __all__ = ["add_parsers"]
 
 
 def add_parsers(commands: Any) -> None:
     """Register the subcommands on the CLI's subparsers."""
     capture = commands.add_parser("capture", help="reverse-engineering tools for captured BLE traffic")
-    actions = capture.add_subparsers(dest="capture_command", metavar="ACTION", required=True)
+    actions = capture.add_subparsers(dest="capture_command", metavar="ACTION")
+    capture.set_defaults(handler=lambda _args: print_help(capture))
     analyze = actions.add_parser(
         "analyze",
         help="analyse an Android btsnoop log, a pcap/pcapng (HCI H4) or an nRF Sniffer capture",

@@ -58,7 +58,13 @@ def _details(item: CatalogItem) -> list[tuple[str, str]]:
 
 
 def print_item(item: CatalogItem, *, as_json: bool) -> None:
-    """The item's canonical JSON (exactly the bytes its sha256 covers), or a short summary."""
+    """The item's canonical JSON (exactly the bytes its sha256 covers), or a short summary.
+
+    Raises:
+        DefinitionError: the item passes its schema but the engine cannot build it (a CAN profile naming a
+            frame its DBC lacks): an identity is never shown for something a gateway would refuse.
+    """
+    _ = item.compiled
     if as_json:
         sys.stdout.write(item.canonical_json().decode("utf-8") + "\n")
         return

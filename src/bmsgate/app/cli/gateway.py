@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.logging import RichHandler
 
-from bmsgate.app.cli.arguments import positive_float
+from bmsgate.app.cli.arguments import positive_float, print_help
 from bmsgate.app.config import GatewayConfig, config_from_mapping, load_config
 from bmsgate.app.demo import DemoOptions, demo_config, demo_sink_builders
 from bmsgate.app.gateway import Gateway, build_gateway, check_start, configure_logging, run_gateway
@@ -55,12 +55,7 @@ def add_parsers(commands: Any) -> None:
     check.add_argument("file")
     check.set_defaults(handler=_config_check)
     # Like `protocols` without an action (which lists): no action is a question, not a mistake.
-    config.set_defaults(handler=lambda _args: _print_help(config))
-
-
-def _print_help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 0
+    config.set_defaults(handler=lambda _args: print_help(config))
 
 
 def _console_and_logging(gateway_config: GatewayConfig, debug: bool) -> Console:

@@ -82,7 +82,9 @@ def _list(args: argparse.Namespace) -> int:
 def add_parsers(commands: Any) -> None:
     """Add ``inverters list``."""
     inverters = commands.add_parser("inverters", help="inverter profiles: CAN, RS485 and Modbus")
-    actions = inverters.add_subparsers(dest="inverters_command", metavar="ACTION", required=True)
+    actions = inverters.add_subparsers(dest="inverters_command", metavar="ACTION")
+    # Like `protocols` and `catalog` without an action: list.
+    inverters.set_defaults(handler=_list, transport=None, json=False)
     listing = actions.add_parser("list", help="every profile with its transport, the inverters it fits, verification")
     listing.add_argument("--transport", choices=["can", "rs485", "modbus"], help="only this transport")
     listing.add_argument("--json", action="store_true", help="print JSON")

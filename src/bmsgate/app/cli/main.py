@@ -21,7 +21,7 @@ from rich.console import Console
 from bmsgate import __version__
 from bmsgate.app.cli.arguments import int_range, positive_float
 from bmsgate.catalog import Kind, default_catalog
-from bmsgate.errors import BmsgateError, ConfigError, DefinitionError
+from bmsgate.errors import BmsgateError, ConfigError, DefinitionError, FrameError
 from bmsgate.protocols import CompiledProtocol, decode, decode_hex_frames
 from bmsgate.protocols.definition import RequestSpec, parse_hex
 from bmsgate.protocols.framing import Frame
@@ -122,7 +122,11 @@ def _decode(args: argparse.Namespace) -> int:
         except ValueError as exc:
             # A typing mistake on the command line, not a device answering nonsense: a usage error.
             raise ConfigError(str(exc), key_path=f"frame {index}") from None
-    frames = decode_hex_frames(protocol, args.frames)
+    try:
+        frames = decode_hex_frames(protocol, args.frames)
+    except FrameError as exc:
+        # Bytes typed on the command line that are not a whole, intact frame: bad input, like bad hex.
+        raise ConfigError(str(exc), key_path="frames") from None
     snapshot = decode(protocol, frames, battery_id=args.id, variant=variant)
     for request in _missing_replies(protocol, frames):
         sys.stderr.write(
