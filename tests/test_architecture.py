@@ -169,3 +169,53 @@ def test_each_library_is_imported_by_its_one_adapter() -> None:
                     importers[top].add(module)
     strays = {library: sorted(found - _ADAPTERS[library]) for library, found in importers.items()}
     assert not any(strays.values()), {library: modules for library, modules in strays.items() if modules}
+
+
+_PURE = (
+    "bmsgate.model",
+    "bmsgate.protocols.compiled",
+    "bmsgate.protocols.session",
+    "bmsgate.protocols.framing",
+    "bmsgate.catalog",
+    "bmsgate.capture.analysis",
+    "bmsgate.inverter.bank",
+    "bmsgate.inverter.limits",
+    "bmsgate.inverter.status",
+    "bmsgate.inverter.can.profiles",
+    "bmsgate.inverter.modbus.registermap",
+    "bmsgate.inverter.rs485.pylontech",
+    "bmsgate.homeassistant.discovery",
+    "bmsgate.homeassistant.entities",
+)
+"""The sans-IO core (with every module of protocols/ and capture/): importing one of these never pulls in
+asyncio, sockets or the runtime."""
+_IO_MODULES = frozenset({"asyncio", "socket", "selectors", "ssl", "threading", "subprocess"})
+
+
+def test_the_pure_core_imports_no_io() -> None:
+    graph = import_graph()
+    external: dict[str, set[str]] = {}
+    for path in _ROOT.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = set()
+        for node in _module_level_imports(tree):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif not node.level and node.module:
+                names.add(node.module.split(".")[0])
+        external[_module_name(path)] = names
+    roots = {*_PURE, *(module for module in graph if module.startswith(("bmsgate.protocols", "bmsgate.capture")))}
+    for root in sorted(roots):
+        seen, pending = set(), [root]
+        while pending:
+            module = pending.pop()
+            if module in seen:
+                continue
+            seen.add(module)
+            pending.extend(graph.get(module, ()))
+        assert not any(module.startswith(("bmsgate.runtime", "bmsgate.transports.")) for module in seen), (
+            root,
+            sorted(module for module in seen if module.startswith(("bmsgate.runtime", "bmsgate.transports."))),
+        )
+        io = {module: external[module] & _IO_MODULES for module in seen if external.get(module, set()) & _IO_MODULES}
+        assert not io, (root, io)

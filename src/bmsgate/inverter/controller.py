@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from bmsgate.inverter.bank import BankState, aggregate
+from bmsgate.inverter.bank import BankState, PackInput, aggregate
 from bmsgate.inverter.limits import LimitEngine, temperature_derating
 from bmsgate.inverter.settings import InverterSettings
 from bmsgate.inverter.status import (
@@ -27,7 +27,6 @@ from bmsgate.inverter.status import (
     InverterStatus,
     combined_presence,
     initial_status,
-    read_packs,
 )
 from bmsgate.runtime.hub import HubUpdate, SnapshotHub, Subscription
 
@@ -80,6 +79,23 @@ class StatusSubscription:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def read_packs(hub: SnapshotHub, battery_ids: Sequence[str], *, max_age: float | None = None) -> list[PackInput]:
+    """The bank's packs as the hub sees them now (staleness always judged against the clock).
+
+    Args:
+        hub: where the snapshots come from.
+        battery_ids: the packs forming the bank.
+        max_age: an output's own, tighter freshness budget in seconds: older snapshots count as stale
+            even when the hub's per-battery budget would still accept them.
+    """
+    packs = []
+    for battery_id in battery_ids:
+        age = hub.age(battery_id)
+        stale = hub.is_stale(battery_id) or (max_age is not None and age is not None and age > max_age)
+        packs.append(PackInput(battery_id, hub.latest(battery_id), stale, age))
+    return packs
 
 
 class StatusChannel:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import dataclasses
 import enum
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
-from bmsgate.inverter.bank import BankState, PackInput
+from bmsgate.inverter.bank import BankState
 from bmsgate.inverter.limits import ChargeMode, LimitReason, Limits, TemperatureDerating
-from bmsgate.runtime.hub import SnapshotHub
 
 __all__ = [
     "BankStatus",
@@ -27,7 +26,6 @@ __all__ = [
     "combined_presence",
     "expired",
     "initial_status",
-    "read_packs",
 ]
 
 _LOGGER = logging.getLogger(__name__)
@@ -155,23 +153,6 @@ def initial_status(battery_ids: tuple[str, ...] = ()) -> InverterStatus:
             max_discharge_current=0.0,
         ),
     )
-
-
-def read_packs(hub: SnapshotHub, battery_ids: Sequence[str], *, max_age: float | None = None) -> list[PackInput]:
-    """The bank's packs as the hub sees them now (staleness always judged against the clock).
-
-    Args:
-        hub: where the snapshots come from.
-        battery_ids: the packs forming the bank.
-        max_age: an output's own, tighter freshness budget in seconds: older snapshots count as stale
-            even when the hub's per-battery budget would still accept them.
-    """
-    packs = []
-    for battery_id in battery_ids:
-        age = hub.age(battery_id)
-        stale = hub.is_stale(battery_id) or (max_age is not None and age is not None and age > max_age)
-        packs.append(PackInput(battery_id, hub.latest(battery_id), stale, age))
-    return packs
 
 
 def expired(status: InverterStatus) -> InverterStatus:
