@@ -520,3 +520,16 @@ def test_a_poll_without_temperatures_keeps_the_last_known_ones_not_zero(name: st
     for frame_id, signal in temperatures:
         assert second[frame_id][signal] == first[frame_id][signal], (hex(frame_id), signal)
     assert any(without_memory[frame_id][signal] == 0 for frame_id, signal in temperatures)
+
+
+def test_a_bank_larger_than_the_capacity_signals_keeps_its_state_of_charge() -> None:
+    # Three 300 Ah packs at 50 % exceed Growatt's 655.35 Ah fields: clamping each alone showed a full bank.
+    profile = load_profile("growatt-lv")
+    assert profile.capacity_limit is not None and profile.capacity_limit < 900
+    packs = [make_snapshot(name, full_capacity=300.0, remaining_capacity=150.0) for name in ("a", "b", "c")]
+    decoded = decode_frames(profile, build_frames(profile, make_status(*packs), OutputPhase.NORMAL))
+    signals = {name: value for frame in decoded.values() for name, value in frame.items()}
+    full = next(value for name, value in signals.items() if "full" in name and "capacity" in name)
+    remaining = next(value for name, value in signals.items() if "remaining" in name and "capacity" in name)
+    assert full <= profile.capacity_limit
+    assert remaining / full == pytest.approx(0.5, abs=0.001)

@@ -377,6 +377,7 @@ class CanProfile:
         frame_ids: the frames of one set, in sending order.
         quirks: inverter-specific behaviour.
         voltage_step: V per raw step of the CVL signal (rounding for the CVL floor).
+        capacity_limit: the largest capacity (Ah) the profile's capacity signals can carry.
         database: the DBC layouts (for decoding, e.g. by an inverter simulator).
     """
 
@@ -395,6 +396,8 @@ class CanProfile:
     voltage_step: float
     database: DbcDatabase
     definition: CanProfileDefinition = dataclasses.field(repr=False, compare=False)
+    capacity_limit: float | None = dataclasses.field(default=None, compare=False)
+    """The largest Ah any capacity signal can carry (None: no capacity signal)."""
     _frames: tuple[_CompiledFrame, ...] = dataclasses.field(repr=False, compare=False)
 
     @property
@@ -478,7 +481,28 @@ def build_frames(
     values = wire_values(profile, status, phase, requests)
     if held is not None and not profile.quirks.invalid_markers:
         hold_missing(values, held)
+    _fit_capacity(values, profile.capacity_limit)
     return profile.encode(values)
+
+
+_CAPACITY_SOURCES: Final = frozenset({"remaining_capacity", "full_capacity"})
+
+
+def _fit_capacity(values: dict[str, float | bool | None], limit: float | None) -> None:
+    """Scale remaining and full capacity together when the bank is larger than the signals can carry.
+
+    Clamping each alone would make a big bank look full (remaining = full = the signal's maximum); scaling
+    both keeps the state of charge the inverter derives from them true.
+    """
+    full, remaining = values.get("full_capacity"), values.get("remaining_capacity")
+    largest = max((v for v in (full, remaining) if isinstance(v, float | int) and not isinstance(v, bool)), default=0.0)
+    if limit is None or limit <= 0 or largest <= limit:
+        return
+    factor = limit / largest
+    for source in _CAPACITY_SOURCES:
+        value = values.get(source)
+        if isinstance(value, float | int) and not isinstance(value, bool):
+            values[source] = value * factor
 
 
 # -- compilation ------------------------------------------------------------------------------------
@@ -573,6 +597,7 @@ def _compile(spec: CanProfileDefinition, database: DbcDatabase, source: str) -> 
         raise DefinitionError("a frame is listed twice", source=source, field="frames")
     frames = []
     voltage_step = 0.1
+    capacity_limit: float | None = None
     for index, frame_id in enumerate(spec.frames):
         field = f"frames[{index}]"
         try:
@@ -591,8 +616,14 @@ def _compile(spec: CanProfileDefinition, database: DbcDatabase, source: str) -> 
             for signal in message.signals
         )
         for signal in message.signals:
-            if spec.signals.get(signal.name, signal.name) == "charge_voltage_limit":
+            feed = spec.signals.get(signal.name, signal.name)
+            if feed == "charge_voltage_limit":
                 voltage_step = abs(signal.scale)
+            if feed in _CAPACITY_SOURCES and signal.name not in spec.invalid and signal.name not in spec.constants:
+                largest = signal.raw_max * signal.scale + signal.offset
+                if signal.maximum is not None:
+                    largest = min(largest, signal.maximum)
+                capacity_limit = largest if capacity_limit is None else min(capacity_limit, largest)
         frames.append(_CompiledFrame(message, length, encoders))
     return CanProfile(
         name=spec.name,
@@ -611,6 +642,7 @@ def _compile(spec: CanProfileDefinition, database: DbcDatabase, source: str) -> 
         database=database,
         definition=spec,
         _frames=tuple(frames),
+        capacity_limit=capacity_limit,
     )
 
 
