@@ -365,3 +365,18 @@ def test_counts_are_whole_numbers_not_booleans(section: str | None, key: str) ->
     error = _error(data)
     assert error.key_path == path
     assert "valid integer (got True)" in str(error)
+
+
+def test_an_unknown_protocol_is_reported_with_the_schema_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Both at once: fixing the schema error must not reveal a second round of problems.
+    data = _base()
+    data["batteries"][1]["protocol"] = "nosuch"
+    data["batteries"][1]["poll_interval"] = -1
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["config", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: batteries[1].poll_interval:" in err
+    assert f"{path}: batteries[1].protocol: no protocol named 'nosuch'" in err

@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from bmsgate.datafiles import ValidationProblem, describe_validation_errors, parse_yaml, read_text
-from bmsgate.errors import ConfigError, ConfigProblem
+from bmsgate.errors import ConfigError, ConfigProblem, DefinitionError
 from bmsgate.homeassistant.settings import MqttSettings
 from bmsgate.inverter.can.settings import CanSettings
 from bmsgate.inverter.modbus.settings import ModbusSettings
@@ -431,9 +431,32 @@ def config_from_mapping(data: Any, *, source: str = "<config>") -> GatewayConfig
             for problem in found
             if problem.location not in moved
         ]
+        # A valid file would report these when the gateway is built; a file that also has schema errors
+        # must not hide them behind a second round of fixing.
+        reported = {problem.key_path for problem in problems}
+        problems += [problem for problem in _unknown_protocols(expanded, source) if problem.key_path not in reported]
     if problems:
         raise ConfigError(problems=problems)
     return config
+
+
+def _unknown_protocols(data: Mapping[str, Any], source: str) -> list[ConfigProblem]:
+    """Protocol names in ``batteries[*].protocol`` that the catalog does not know (paths are left to the build)."""
+    from bmsgate.catalog import Kind, default_catalog, is_path  # noqa: PLC0415 - only for a failing file
+
+    batteries = data.get("batteries")
+    if not isinstance(batteries, list):
+        return []
+    problems = []
+    for index, battery in enumerate(batteries):
+        name = battery.get("protocol") if isinstance(battery, Mapping) else None
+        if not isinstance(name, str) or not name or is_path(name):
+            continue
+        try:
+            default_catalog().get(Kind.PROTOCOL, name)
+        except DefinitionError as exc:
+            problems.append(ConfigProblem(exc.reason, key_path=f"batteries[{index}].protocol", source=source))
+    return problems
 
 
 def _detail(problem: ValidationProblem) -> str:
