@@ -33,6 +33,8 @@ class ProfileQuirks(BaseModel):
             ignore zero current limits).
         invalid_markers: values the bank does not know are sent as "invalid" (0xFFFF unsigned,
             0x8000 signed; SMA) instead of 0.
+        victron_extras: also send the profile's ``extra_frames`` (Victron-style 0x372 module counts and
+            0x374-0x377 extreme cell/sensor ids; docs/can.md).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -41,6 +43,7 @@ class ProfileQuirks(BaseModel):
     never_zero_cvl: bool = False
     soc_forcing: bool = False
     invalid_markers: bool = False
+    victron_extras: bool = False
 
 
 _FrameId = Annotated[int, Field(ge=0, le=0x1FFF_FFFF)]
@@ -73,6 +76,8 @@ class CanProfileDefinition(BaseModel, CanonicalModel):
     keepalive_id: _FrameId | None = None
     request_id: _FrameId | None = None
     frames: list[_FrameId] = Field(min_length=1)
+    extra_frames: list[_FrameId] = []
+    """Optional frames sent after `frames` only while the ``victron_extras`` quirk is on."""
     signals: dict[str, str] = {}
     constants: dict[str, int] = {}
     invalid: list[str] = []

@@ -102,12 +102,23 @@ NUMBER_SOURCES: Final = frozenset(
         "cell_voltage_min_number",
         "protecting_pack",
         "flow_state",
+        "modules_online",
+        "modules_offline",
+        "modules_blocking_charge",
+        "modules_blocking_discharge",
     }
 )
 """Numeric sources, SI units (V, A, °C, %, Ah); the DBC's scale and offset give the wire unit.
 
 Besides these, ``cell_voltage_1`` … ``cell_voltage_64`` (V) are cell voltages by 1-based cell number.
+The ``modules_*`` counts are Victron's 0x372: packs online / offline (in the safe phase 0 online, all
+offline) and online packs whose charge / discharge FET is off.
 """
+
+_ID_SOURCE: Final = re.compile(r"(min_voltage|max_voltage|min_temperature|max_temperature)_id_([0-7])")
+"""Characters 0-7 of the id of the pack/cell (``P1C07``) or pack/sensor (``P1T2``) holding an extreme
+(Victron 0x374-0x377); NUL past the end, all NUL when unknown or in the safe phase."""
+_ID_TEXTS: Final = ("min_voltage", "max_voltage", "min_temperature", "max_temperature")
 
 _CELL_VOLTAGE_SOURCE: Final = re.compile(r"cell_voltage_([1-9]|[1-5][0-9]|6[0-4])")
 _MIN_BITS: Final = {"flow_state": 2, "soh": 7}
@@ -243,6 +254,52 @@ def _extreme_cell(packs: Sequence[BatterySnapshot], *, highest: bool) -> int | N
     return chosen.cell
 
 
+def _module_counts(bank: BankState, safe: bool) -> dict[str, float | None]:
+    # Stale data proves no pack online: the safe phase reports every pack offline and none blocking.
+    if safe:
+        return {
+            "modules_online": 0.0,
+            "modules_offline": float(bank.pack_count),
+            "modules_blocking_charge": 0.0,
+            "modules_blocking_discharge": 0.0,
+        }
+    return {
+        "modules_online": float(bank.packs_online),
+        "modules_offline": float(bank.pack_count - bank.packs_online),
+        "modules_blocking_charge": float(sum(s.charge_enabled is False for s in bank.online)),
+        "modules_blocking_discharge": float(sum(s.discharge_enabled is False for s in bank.online)),
+    }
+
+
+def _extreme_ids(bank: BankState, safe: bool) -> dict[str, float | None]:
+    """Characters of the ids holding the bank's extremes (first such pack/cell on a tie; none when stale)."""
+    texts = dict.fromkeys(_ID_TEXTS, "")
+    if not safe:
+        position = {name: i for i, name in enumerate(bank.battery_ids, start=1)}
+        cells = [
+            (stat.voltage, f"P{position.get(s.battery_id, 0)}C{stat.cell:02d}")
+            for s in bank.online
+            for stat in (s.cell_min, s.cell_max)
+            if stat is not None
+        ]
+        sensors = [
+            (value, f"P{position.get(s.battery_id, 0)}T{n}")
+            for s in bank.online
+            for n, value in enumerate(s.temperatures, start=1)
+        ]
+        if cells:
+            texts["min_voltage"] = min(cells, key=lambda c: c[0])[1]
+            texts["max_voltage"] = max(cells, key=lambda c: c[0])[1]
+        if sensors:
+            texts["min_temperature"] = min(sensors, key=lambda c: c[0])[1]
+            texts["max_temperature"] = max(sensors, key=lambda c: c[0])[1]
+    values: dict[str, float | None] = {}
+    for name, text in texts.items():
+        for i in range(8):
+            values[f"{name}_id_{i}"] = float(ord(text[i])) if i < len(text) else None
+    return values
+
+
 def _protecting_pack(bank: BankState) -> float:
     # 1-based position of the first pack with an active protection in the bank; 0: none is protecting.
     protecting = {s.battery_id for s in bank.online if s.protection_active}
@@ -322,6 +379,8 @@ def wire_values(
         "full_charge_request": requests.full_charge and charge_allowed,
     }
     values.update(_cell_values(shown))
+    values.update(_module_counts(bank, safe))
+    values.update(_extreme_ids(bank, safe))
     values.update({f"manufacturer_{i}": float(ord(char)) for i, char in enumerate(profile.manufacturer.ljust(8))})
     values.update({f"protect_{name}": flag for name, flag in protections.items()})
     values.update({f"warn_{name}": flag for name, flag in warnings.items()})
@@ -375,6 +434,7 @@ class CanProfile:
         keepalive_id: the inverter's liveness frame (push); None: liveness is not watched.
         request_id: the inverter's request frame (request mode; also its liveness).
         frame_ids: the frames of one set, in sending order.
+        extra_frame_ids: frames sent after them while the ``victron_extras`` quirk is on.
         quirks: inverter-specific behaviour.
         voltage_step: V per raw step of the CVL signal (rounding for the CVL floor).
         capacity_limit: the largest capacity (Ah) the profile's capacity signals can carry.
@@ -399,6 +459,8 @@ class CanProfile:
     capacity_limit: float | None = dataclasses.field(default=None, compare=False)
     """The largest Ah any capacity signal can carry (None: no capacity signal)."""
     _frames: tuple[_CompiledFrame, ...] = dataclasses.field(repr=False, compare=False)
+    extra_frame_ids: tuple[int, ...] = ()
+    _extra_frames: tuple[_CompiledFrame, ...] = dataclasses.field(default=(), repr=False, compare=False)
 
     @property
     def liveness_id(self) -> int | None:
@@ -421,8 +483,9 @@ class CanProfile:
         )
 
     def encode(self, values: _Wire) -> list[CanFrame]:
-        """The frame set for already computed wire values."""
-        return [frame.encode(values) for frame in self._frames]
+        """The frame set for already computed wire values (the extra frames too while their quirk is on)."""
+        frames = self._frames + self._extra_frames if self.quirks.victron_extras else self._frames
+        return [frame.encode(values) for frame in frames]
 
 
 _HELD_SOURCES: Final = frozenset(
@@ -544,6 +607,14 @@ def _constant(raw: int) -> _Encoder:
     return lambda _values: raw
 
 
+def _text_encoder(feed: str) -> _Encoder:
+    def encode(values: _Wire) -> int:
+        code = values.get(feed)
+        return int(code) if isinstance(code, int | float) and not isinstance(code, bool) else 0
+
+    return encode
+
+
 def _manufacturer_encoder(feed: str) -> _Encoder:
     def encode(values: _Wire) -> int:
         code = values.get(feed)
@@ -569,6 +640,10 @@ def _compile_signal(signal: DbcSignal, spec: CanProfileDefinition, field: str, s
         if signal.length != 8:
             raise fail("a manufacturer character needs an 8-bit signal")
         return _manufacturer_encoder(feed)
+    if _ID_SOURCE.fullmatch(feed):
+        if signal.length != 8:
+            raise fail("an id character needs an 8-bit signal")
+        return _text_encoder(feed)
     if feed in FLAG_SOURCES:
         if signal.length not in {1, 2}:
             raise fail(f"flag source {feed!r} needs a 1-bit or 2-bit signal, not {signal.length} bits")
@@ -583,7 +658,8 @@ def _compile_signal(signal: DbcSignal, spec: CanProfileDefinition, field: str, s
     known = ", ".join(sorted(NUMBER_SOURCES | FLAG_SOURCES | {"cell_voltage_1..cell_voltage_64"}))
     raise fail(
         f"no source for signal {signal.name!r} (map it under 'signals', give a constant, or list it as invalid); "
-        f"known sources: {known}, manufacturer_0..manufacturer_7"
+        f"known sources: {known}, manufacturer_0..manufacturer_7, "
+        f"{{min,max}}_{{voltage,temperature}}_id_0..7"
     )
 
 
@@ -593,13 +669,19 @@ def _compile(spec: CanProfileDefinition, database: DbcDatabase, source: str) -> 
             raise DefinitionError(f"the DBC file has no signal {key!r}", source=source, field=f"signals.{key}")
     if spec.mode == "request" and spec.request_id is None:
         raise DefinitionError("mode request needs request_id", source=source, field="request_id")
-    if len(set(spec.frames)) != len(spec.frames):
-        raise DefinitionError("a frame is listed twice", source=source, field="frames")
+    every = [*spec.frames, *spec.extra_frames]
+    if len(set(every)) != len(every):
+        raise DefinitionError(
+            "a frame is listed twice",
+            source=source,
+            field="frames" if len(set(spec.frames)) < len(spec.frames) else "extra_frames",
+        )
     frames = []
     voltage_step = 0.1
     capacity_limit: float | None = None
-    for index, frame_id in enumerate(spec.frames):
-        field = f"frames[{index}]"
+    listed = [(f"frames[{i}]", f) for i, f in enumerate(spec.frames)]
+    listed += [(f"extra_frames[{i}]", f) for i, f in enumerate(spec.extra_frames)]
+    for field, frame_id in listed:
         try:
             message = database.message(frame_id)
         except KeyError:
@@ -637,11 +719,13 @@ def _compile(spec: CanProfileDefinition, database: DbcDatabase, source: str) -> 
         keepalive_id=spec.keepalive_id,
         request_id=spec.request_id,
         frame_ids=tuple(spec.frames),
+        extra_frame_ids=tuple(spec.extra_frames),
         quirks=spec.quirks,
         voltage_step=voltage_step,
         database=database,
         definition=spec,
-        _frames=tuple(frames),
+        _frames=tuple(frames[: len(spec.frames)]),
+        _extra_frames=tuple(frames[len(spec.frames) :]),
         capacity_limit=capacity_limit,
     )
 

@@ -35,7 +35,8 @@ class CanSettings(BaseModel):
             `silent_after` counts as stale for it, and silence only follows a few periods of safe
             frames (see :class:`~bmsgate.inverter.can.state.PhaseTracker`).
         keepalive_timeout: s without the inverter's keep-alive/request frame before it counts as missing.
-        soc_forcing / stop_charge_with_cvl / never_zero_cvl / invalid_markers: override the profile's quirks.
+        soc_forcing / stop_charge_with_cvl / never_zero_cvl / invalid_markers / victron_extras: override the
+            profile's quirks (``victron_extras`` sends the profile's ``extra_frames``).
         manufacturer: override the name in 0x35E (at most 8 ASCII characters).
         force_charge_soc: % at or below which 0x35C requests "force charge I".
         force_charge_ii_soc: % at or below which 0x35C requests "force charge II".
@@ -60,6 +61,7 @@ class CanSettings(BaseModel):
     stop_charge_with_cvl: bool | None = None
     never_zero_cvl: bool | None = None
     invalid_markers: bool | None = None
+    victron_extras: bool | None = None
     manufacturer: Annotated[str, Field(max_length=8, pattern=r"^[ -~]*$")] | None = None
     force_charge_soc: _Percent = 5.0
     force_charge_ii_soc: _Percent = 2.0
@@ -78,7 +80,7 @@ class CanSettings(BaseModel):
     @property
     def quirk_overrides(self) -> dict[str, bool]:
         """The quirks the configuration sets explicitly."""
-        names = ("soc_forcing", "stop_charge_with_cvl", "never_zero_cvl", "invalid_markers")
+        names = ("soc_forcing", "stop_charge_with_cvl", "never_zero_cvl", "invalid_markers", "victron_extras")
         return {name: value for name in names if (value := getattr(self, name)) is not None}
 
     @property
