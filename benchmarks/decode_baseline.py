@@ -245,7 +245,20 @@ def jk32_baseline(frames: Sequence[bytes]) -> BatterySnapshot:
         for raw in reversed(_JK_EXTRA_TEMPS.unpack_from(cells_raw, 254)):
             if raw != -2000:
                 temperatures.append(raw * 0.1 + 0.0)
-    rest = (mask, average, delta, cmax, cmin, voltage, power, current, mos, bal_current, balancing, soc)
+    rest: tuple[Any, ...] = (
+        mask,
+        average,
+        delta,
+        cmax,
+        cmin,
+        voltage,
+        power,
+        current,
+        mos,
+        bal_current,
+        balancing,
+        soc,
+    )
     rest += (remaining, full, cycles, total, soh, runtime, alarm_bits, chg, dis)
     return _jk_tail(cells, wires, rest, info, uptime, tuple(temperatures), cells_raw[215])
 
@@ -267,7 +280,20 @@ def jk24_baseline(frames: Sequence[bytes]) -> BatterySnapshot:
     wires = v[5:29]
     voltage, power, current, t1, t2, mos, alarm_bits, bal_current, balancing, soc = v[29:39]
     remaining, full, cycles, total, soh, runtime, chg, dis = v[39:47]
-    rest = (mask, average, delta, cmax, cmin, voltage, power, current, mos, bal_current, balancing, soc)
+    rest: tuple[Any, ...] = (
+        mask,
+        average,
+        delta,
+        cmax,
+        cmin,
+        voltage,
+        power,
+        current,
+        mos,
+        bal_current,
+        balancing,
+        soc,
+    )
     rest += (remaining, full, cycles, total, soh, runtime, alarm_bits, chg, dis)
     temperatures = (t1 * 0.1 + 0.0, t2 * 0.1 + 0.0)
     return _jk_tail(cells, wires, rest, info, uptime, temperatures, cells_raw[183])

@@ -17,7 +17,8 @@ from typing import Any, Final
 
 from bmsgate.errors import DecodeError
 from bmsgate.model import SET_FIELDS
-from bmsgate.protocols.decode import EXTRA_LISTS, POSITIONED, Layout, MemoResult, Shifted, decode_fresh
+from bmsgate.protocols.codegen import generate_layout
+from bmsgate.protocols.decode import EXTRA_LISTS, POSITIONED, Layout, MemoResult, Shifted, apply_shifted, decode_fresh
 from bmsgate.protocols.definition import INTEGER_SIZES, FieldSpec, FrameIndexSpec, ReplySpec
 from bmsgate.protocols.memo import BoundedMemo
 from bmsgate.protocols.transforms import (
@@ -33,6 +34,7 @@ from bmsgate.protocols.transforms import (
     scalar_encoder,
     scalar_sink,
     storer,
+    value_transform,
 )
 
 __all__ = ["FRAME", "CompiledReply", "compile_reply", "shift_terms"]
@@ -173,7 +175,9 @@ def _compile_layout(
         )
         fixed = [item for item in compiled if not item[0].shift]
         fixed_layout = _compile_layout(fixed, min_payload, endian, where, nested=True)
-        return dataclasses.replace(fixed_layout, encoders=tuple(item[2] for item in compiled), shifted=shifted)
+        return _generated(
+            dataclasses.replace(fixed_layout, encoders=tuple(item[2] for item in compiled), shifted=shifted), where
+        )
     order = ">" if endian == "big" else "<"
     slots: list[tuple[int, str]] = []  # (offset, struct code)
     members: list[tuple[FieldSpec, int]] = []  # (field, slot index) once the record is final
@@ -209,6 +213,7 @@ def _compile_layout(
     casts: list[tuple[int, str, type]] = []
     extras: list[tuple[int, str, Any, Any]] = []
     sinks: list[tuple[int, Sink]] = []
+    sink_fields: list[FieldSpec] = []
     if slots:
         text = order
         position = 0
@@ -222,13 +227,14 @@ def _compile_layout(
             linear = linear_form(field)
             if linear is None:
                 sinks.append((slot, scalar_sink(field, f"{where} ({field.target})")))
+                sink_fields.append(field)
             elif linear.kind == "number":
                 numbers.append((slot, field.target, float(linear.scale), float(linear.add)))
             elif linear.kind == "cast":
                 casts.append((slot, field.target, linear.cast))
             else:
                 extras.append((slot, field.target[7:], linear.scale, linear.add))
-    return Layout(
+    layout = Layout(
         min_payload=max([min_payload, *(end for *_rest, end in compiled)]),
         record=record,
         numbers=tuple(numbers),
@@ -237,7 +243,19 @@ def _compile_layout(
         sinks=tuple(sinks),
         steps=tuple(steps),
         encoders=tuple(item[2] for item in compiled),
+        sink_fields=tuple(sink_fields),
     )
+    return _generated(layout, where)
+
+
+def _generated(layout: Layout, where: str) -> Layout:
+    """The layout with its generated decode function (see `bmsgate.protocols.codegen`)."""
+
+    def value_of(field: FieldSpec) -> Callable[[Any], Any]:
+        return value_transform(field, f"{where} ({field.target})")
+
+    fields = dict(enumerate(layout.sink_fields))
+    return dataclasses.replace(layout, run=generate_layout(layout, fields, value_of, apply_shifted))
 
 
 def _conditional(field: FieldSpec, step: Step, encoder: EncodeStep) -> tuple[Step, EncodeStep]:

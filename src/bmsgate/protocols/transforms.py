@@ -35,6 +35,7 @@ __all__ = [
     "scalar_encoder",
     "scalar_sink",
     "storer",
+    "value_transform",
 ]
 
 STRUCT_CODES: Final = {
@@ -251,6 +252,11 @@ def scalar_sink(field: FieldSpec, where: str) -> Sink:
             store(value, out, device, variables)
 
     return value_sink
+
+
+def value_transform(field: FieldSpec, where: str) -> Callable[[Any], Any]:
+    """The raw → value function of a scalar field (None from it means "nothing to store")."""
+    return _value_transform(field, where)
 
 
 def _codes_sink(codes: Mapping[int, Any]) -> Sink:
