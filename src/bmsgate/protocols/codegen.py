@@ -32,12 +32,16 @@ __all__ = ["check_source", "generate_layout"]
 
 # Distinct raw values of one device field (a firmware version, a production date): a few per installation.
 _DEVICE_MEMO_SIZE: Final = 32
+# Distinct balancing masks of one field: they change while balancing, so keep a few dozen.
+_CELLS_MEMO_SIZE: Final = 64
 _GENERATED_NAME: Final = re.compile(r"_[kr]\d+\Z")
 _VOCABULARY: Final = frozenset(
     {
         "def",
         "decode_layout",
         "get",
+        "update",
+        "bit_count",
         "if",
         "is",
         "None",
@@ -65,6 +69,7 @@ class _Source:
         self.lines = ["def decode_layout(payload, out, device, variables):"]
         self.namespace: dict[str, Any] = {"__builtins__": {}}
         self._constants = 0
+        self._extras = False
 
     def constant(self, value: Any) -> str:
         name = f"_k{self._constants}"
@@ -74,6 +79,13 @@ class _Source:
 
     def emit(self, *lines: str) -> None:
         self.lines.extend("    " + line for line in lines)
+
+    def need_extras(self) -> None:
+        """Bind ``extras`` to the output's extras dict (created where the first field writes it)."""
+        if not self._extras:
+            key = self.constant(_EXTRAS)
+            self.emit(f"extras = out.get({key})", "if extras is None:", f"    extras = out[{key}] = {{}}")
+            self._extras = True
 
 
 def check_source(source: str) -> None:
@@ -108,22 +120,71 @@ def _is_snapshot_bit(field: FieldSpec) -> bool:
     return field.bit is not None and not field.absent and "." not in field.target
 
 
+def _cells_of(first: int) -> Callable[[int], tuple[int, ...]]:
+    """Raw bitmask → the cell numbers it marks (`transforms._cells_sink`, as a memoizable function)."""
+
+    def cells(raw: int) -> tuple[int, ...]:
+        return tuple(first + bit for bit in range(raw.bit_length()) if (raw >> bit) & 1)
+
+    return cells
+
+
+def _plain(field: FieldSpec) -> bool:
+    """A raw value used as it is: no transform, and an integer narrow enough that int(raw * 1.0) is raw."""
+    return (
+        field.bit is None
+        and field.one_of is None
+        and not field.popcount
+        and field.map is None
+        and field.version is None
+        and field.date is None
+        and not field.invert
+        and field.type not in {"f32", "u64", "s64"}
+        and field.scale == 1
+        and field.add == 0
+    )
+
+
 def _emit_sink(
     source: _Source, raw: str, field: FieldSpec, sink: Callable[..., None], value_of: Callable[[Any], Any]
 ) -> None:
-    """One record scalar whose transform is not linear: inline where it pays, else a call of its sink."""
+    """One record scalar whose transform is not linear: inline where it pays, else a call of its sink.
+
+    Each inline form writes what the field's sink (`transforms.scalar_sink`) writes; the vectors and the
+    engine tests hold the two to one result.
+    """
     target = field.target
-    if _is_snapshot_bit(field):
+    narrow = field.type not in {"f32", "u64", "s64"}
+    if field.absent:
+        source.emit(f"{source.constant(sink)}({raw}, out, device, variables)")
+    elif _is_snapshot_bit(field):
         assert field.bit is not None  # _is_snapshot_bit
         test = "!=" if not field.invert else "=="
         source.emit(f"out[{source.constant(target)}] = (({raw} >> {source.constant(field.bit)}) & 1) {test} 0")
-    elif target.startswith("device.") and not field.absent:
+    elif target.startswith("var.") and _plain(field):
+        source.emit(f"variables[{source.constant(target[4:])}] = {raw}")
+    elif target.startswith("var.") and field.popcount and narrow and field.bit is None and field.map is None:
+        source.emit(f"variables[{source.constant(target[4:])}] = {raw}.bit_count()")
+    elif target.startswith("device."):
         # Device values (versions, dates) repeat every poll: transform each distinct raw value once.
         memo = source.constant(BoundedMemo(value_of, _DEVICE_MEMO_SIZE))
         source.emit(
             f"value = {memo}[{raw}]",
             "if value is not None:",
             f"    device[{source.constant(target[7:])}] = value",
+        )
+    elif target.startswith("extras.") and field.map is not None and field.bit is None:
+        source.need_extras()
+        mapping = source.constant(dict(field.map))
+        source.emit(f"extras[{source.constant(target[7:])}] = {mapping}.get({raw}, {raw})")
+    elif target == "balancing_cells" and field.cells is not None:
+        key, memo = source.constant(target), source.constant(BoundedMemo(_cells_of(field.cells), _CELLS_MEMO_SIZE))
+        source.emit(
+            f"value = out.get({key})",
+            "if value is None:",
+            f"    value = out[{key}] = {source.constant(set)}()",
+            f"if {raw}:",
+            f"    value.update({memo}[{raw}])",
         )
     elif target == "alarms" and field.codes is None:
         # Alarm bits are almost always all clear: skip the call then (the sink does nothing for 0).
@@ -163,8 +224,7 @@ def generate_layout(
             value = f"_r{index} != 0" if cast is bool else f"_r{index}"
             source.emit(f"out[{source.constant(name)}] = {value}")
         if layout.extras:
-            key = source.constant(_EXTRAS)
-            source.emit(f"extras = out.get({key})", "if extras is None:", f"    extras = out[{key}] = {{}}")
+            source.need_extras()
             for index, name, scale, add in layout.extras:
                 value = f"_r{index} * {source.constant(scale)} + {source.constant(add)}"
                 source.emit(f"extras[{source.constant(name)}] = {value}")

@@ -37,8 +37,9 @@ __all__ = [
 POSITIONED: Final = "#positioned"
 EXTRA_LISTS: Final = "#extra_lists"
 
-MemoResult = tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...], tuple[tuple[str, int], ...]]
-"""What one memoized layout decodes: (snapshot items, device items, variable items), extras as item tuples."""
+_Items = tuple[tuple[str, Any], ...]
+MemoResult = tuple[_Items, _Items | None, _Items, tuple[tuple[str, int], ...]]
+"""What one memoized layout decodes: (snapshot items, extras items or None, device items, variable items)."""
 Shifted = tuple[tuple[tuple[tuple[str, int], ...], "Layout"], ...]
 """Fields placed after variable-length lists: ((variable, bytes per unit) terms, their sub-layout)."""
 
@@ -88,8 +89,14 @@ def decode_fresh(layout: Layout, payload: bytes) -> MemoResult:
     device: dict[str, Any] = {}
     variables: dict[str, int] = {}
     apply_layout(layout, payload, out, device, variables)
-    items = tuple((name, tuple(value.items()) if name == "extras" else value) for name, value in out.items())
-    return items, tuple(device.items()), tuple(variables.items())
+    extras = out.pop("extras", None)
+    # Item tuples, so that a hit is one C-level dict.update per dict.
+    return (
+        tuple(out.items()),
+        None if extras is None else tuple(extras.items()),
+        tuple(device.items()),
+        tuple(variables.items()),
+    )
 
 
 def apply_shifted(
@@ -183,12 +190,13 @@ def run_frames(
         if memo is None:
             layout.run(payload, out, device_fields, variables)
             continue
-        memo_out, memo_device, memo_variables = memo[raw]
-        for name, value in memo_out:
-            if name == "extras":
-                out.setdefault("extras", {}).update(value)
-            else:
-                out[name] = value
+        memo_out, memo_extras, memo_device, memo_variables = memo[raw]
+        out.update(memo_out)
+        if memo_extras is not None:
+            extras = out.get("extras")
+            if extras is None:
+                extras = out["extras"] = {}
+            extras.update(memo_extras)
         device_fields.update(memo_device)
         variables.update(memo_variables)
     return decoded_any
