@@ -180,7 +180,7 @@ def _jk_tail(
     wires: Sequence[int],
     rest: tuple[Any, ...],
     info: DeviceInfo,
-    uptime: int,
+    uptime: int | None,
     temperatures: tuple[float, ...],
     heating: int,
 ) -> BatterySnapshot:
@@ -189,7 +189,9 @@ def _jk_tail(
         5:18
     ]
     alarm_bits, chg, dis = rest[18:21]
-    extras: dict[str, Any] = {"uptime": uptime, "cell_average": average * 0.001, "cell_delta": delta * 0.001}
+    extras: dict[str, Any] = {} if uptime is None else {"uptime": uptime}
+    extras["cell_average"] = average * 0.001
+    extras["cell_delta"] = delta * 0.001
     extras["cell_max_number"] = cmax + 1
     extras["cell_min_number"] = cmin + 1
     extras["power"] = power * 0.001
@@ -225,7 +227,7 @@ def _jk_tail(
 
 def jk32_baseline(frames: Sequence[bytes]) -> BatterySnapshot:
     """A JK02 32S poll (device info + cell info) the way one writes it by hand."""
-    info, major, uptime, cells_raw = EMPTY_JK, 0, 0, b""
+    info, major, uptime, cells_raw = EMPTY_JK, 0, None, b""
     for raw in frames:
         key = _jk_check(raw)
         if key == 3:
@@ -265,7 +267,7 @@ def jk32_baseline(frames: Sequence[bytes]) -> BatterySnapshot:
 
 def jk24_baseline(frames: Sequence[bytes]) -> BatterySnapshot:
     """A JK02 24S poll (device info + cell info) the way one writes it by hand."""
-    info, uptime, cells_raw = EMPTY_JK, 0, b""
+    info, uptime, cells_raw = EMPTY_JK, None, b""
     for raw in frames:
         key = _jk_check(raw)
         if key == 3:
@@ -326,9 +328,11 @@ def jk_poll(cells: int, software: str) -> list[bytes]:
     return [jk.encode_reply(0x03, state), jk.encode_reply(0x02, state)]
 
 
-def _bmsgate(protocol: CompiledProtocol) -> Callable[[Sequence[bytes | Frame]], BatterySnapshot]:
+def _bmsgate(
+    protocol: CompiledProtocol, variant: str | None = None
+) -> Callable[[Sequence[bytes | Frame]], BatterySnapshot]:
     def run(frames: Sequence[bytes | Frame]) -> BatterySnapshot:
-        return decode(protocol, frames, battery_id="bench", timestamp=0.0)
+        return decode(protocol, frames, battery_id="bench", timestamp=0.0, variant=variant)
 
     return run
 
@@ -369,14 +373,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (best of each is kept)")
     parser.add_argument("--skip-all", action="store_true", help="only the baseline comparison")
     args = parser.parse_args()
+    jk24, jk32 = jk_poll(24, "10.XW"), jk_poll(32, "14.20")
     cases = (
-        ("JBD 16S (0x03 + 0x04)", "jbd", jbd_poll(), jbd_baseline),
-        ("JK02 24S (0x03 + 0x02)", "jk", jk_poll(24, "10.XW"), jk24_baseline),
-        ("JK02 32S (0x03 + 0x02)", "jk", jk_poll(32, "14.20"), jk32_baseline),
+        ("JBD 16S (0x03 + 0x04)", "jbd", None, jbd_poll(), jbd_baseline),
+        ("JK02 24S (0x03 + 0x02)", "jk", None, jk24, jk24_baseline),
+        ("JK02 32S (0x03 + 0x02)", "jk", None, jk32, jk32_baseline),
+        # One streamed frame, the layout known from the connection's device info.
+        ("JK02 24S cell info only", "jk", "jk02_24s", jk24[1:], jk24_baseline),
+        ("JK02 32S cell info only", "jk", "jk02_32s", jk32[1:], jk32_baseline),
     )
     print(f"{'poll':<24} {'bmsgate/s':>10} {'struct/s':>10} {'ratio':>6}   (raw frames: checksums verified both sides)")
-    for label, name, frames, baseline in cases:
-        ours = _bmsgate(get_protocol(name))
+    for label, name, variant, frames, baseline in cases:
+        ours = _bmsgate(get_protocol(name), variant)
         _compare(label, ours(frames), baseline(frames))
         mine, base = _rates((ours, baseline), (frames, frames), args.seconds, args.rounds)
         print(f"{label:<24} {mine:>10,.0f} {base:>10,.0f} {mine / base:>5.2f}x")

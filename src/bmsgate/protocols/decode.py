@@ -232,7 +232,7 @@ def build_snapshot(
     battery_id: str,
     timestamp: float | None,
     device: DeviceInfo | None,
-    manufacturer: str | None,
+    anonymous: DeviceInfo,
 ) -> BatterySnapshot:
     """The snapshot from the decoded values; impossible percentages are a `DecodeError`."""
     for target in PERCENT_FIELDS:
@@ -254,7 +254,7 @@ def build_snapshot(
     out["battery_id"] = battery_id
     out["timestamp"] = time.time() if timestamp is None else timestamp
     out["protocol"] = name
-    out["device"] = info or device or DeviceInfo(manufacturer=manufacturer)
+    out["device"] = info or device or anonymous
     # Every key of `out` is a snapshot field by now (definition targets are validated; the
     # intermediate keys were popped), which is what the trusted constructor requires.
     return trusted_snapshot(out)
