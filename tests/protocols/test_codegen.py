@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bmsgate.catalog import Kind, default_catalog
 from bmsgate.errors import DecodeError
@@ -207,3 +209,14 @@ def test_generated_layouts_decode_what_the_field_tables_say(name: str) -> None:
                 checked += 1
                 decoded += isinstance(generated, tuple)
     assert decoded > checked // 4  # many random payloads decode: the comparison is about values too
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    raw=st.integers(min_value=-(2**31), max_value=2**32 - 1),
+    scale=st.floats(min_value=1e-6, max_value=1e6, allow_nan=False, allow_infinity=False),
+)
+def test_list_multiplier_is_exactly_the_linear_transform(raw: int, scale: float) -> None:
+    # `compile._multiplier` maps float(scale).__mul__ over list values in place of `raw * scale + 0.0`.
+    mine, theirs = float(scale).__mul__(raw), raw * scale + 0.0
+    assert repr(mine) == repr(theirs)

@@ -352,6 +352,21 @@ def _compile_string(field: FieldSpec) -> tuple[Step, EncodeStep, int]:
     return decode_string, encode_string, end
 
 
+def _multiplier(field: FieldSpec) -> Callable[[Any], Any] | None:
+    """``float(scale).__mul__`` where it gives exactly ``raw * scale + add`` (a C-level map, no loop).
+
+    That holds for integers narrower than 53 bits with ``add`` = 0 and a positive scale when the
+    result is a float either way (``+ 0.0`` only ever turns -0.0 into 0.0, and a positive product of
+    an integer is never -0.0).
+    """
+    scale, add = field.scale, field.add
+    if field.type in {"f32", "u64", "s64"} or add != 0 or not scale > 0:
+        return None
+    if not (isinstance(scale, float) or isinstance(add, float)):
+        return None  # an all-integer transform gives ints
+    return float(scale).__mul__
+
+
 def _compile_list(
     field: FieldSpec, size: int, endian: str, where: str, index: FrameIndexSpec | None = None
 ) -> tuple[Step, EncodeStep, int]:
@@ -374,6 +389,7 @@ def _compile_list(
     fixed_count = count if isinstance(count, int) else None
     end = at + size * fixed_count if fixed_count is not None else at
     identity = scale == 1.0 and add == 0.0
+    multiply = _multiplier(field)
     extras_name = target[7:] if target.startswith("extras.") else None
     as_float = extras_name is None
     index_at = index.at if index is not None else -1
@@ -389,6 +405,8 @@ def _compile_list(
         if identity:
             # Snapshot lists hold floats even when the raw unit needs no scaling (stable JSON types).
             return list(map(float, raw)) if as_float else list(raw)
+        if multiply is not None:
+            return list(map(multiply, raw))
         return [value * scale + add for value in raw]
 
     if index is None and fixed_count is not None and extras_name is None:
@@ -421,6 +439,8 @@ def _compile_list(
                 items = out[target] = []
             if identity:
                 items.extend(map(float, raw))
+            elif multiply is not None:
+                items.extend(map(multiply, raw))
             else:
                 items.extend([value * scale + add for value in raw])
 
