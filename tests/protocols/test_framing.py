@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from bmsgate.errors import BmsgateError
 from bmsgate.protocols import decode, get_protocol
+from bmsgate.protocols.checksums import byte_sum
 from bmsgate.runtime.simulation import PackConfig, PackModel
 
 from .test_jbd import CAPTURE_4S_BASIC, VENDOR_17S_BASIC, VENDOR_17S_CELLS
@@ -175,3 +176,11 @@ def test_simulated_replies_round_trip_through_any_chunking(cells: int, ntc: int,
     assert len(snapshot.temperatures) == ntc
     assert snapshot.voltage == pytest.approx(state["voltage"], abs=0.011)
     assert snapshot.soc == pytest.approx(state["soc"], abs=0.5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=1200))
+def test_byte_sum_is_the_sum_of_the_bytes(data: bytes) -> None:
+    assert byte_sum(data) == sum(data)
+    assert byte_sum(bytearray(data)) == byte_sum(memoryview(data)) == sum(data)
+    assert byte_sum(b"\xff" * 4096) == 255 * 4096

@@ -6,10 +6,11 @@ Each algorithm maps the covered bytes to an unsigned integer of `size` bytes.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["CHECKSUMS", "ChecksumAlgorithm", "crc16_modbus"]
+__all__ = ["CHECKSUMS", "ChecksumAlgorithm", "byte_sum", "crc16_modbus"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -22,20 +23,36 @@ class ChecksumAlgorithm:
     description: str
 
 
+# Adler-32's first half is 1 + the byte sum modulo 65521; started from 0 it is the byte sum itself as long
+# as that stays below 65521, which 256 bytes of at most 255 always do.
+_ADLER_SPAN: Final = 256
+_adler32: Final = zlib.adler32
+
+
+def byte_sum(data: bytes | bytearray | memoryview) -> int:
+    """``sum(data)``, in C: about twice as fast as the builtin over a frame (it iterates no Python ints)."""
+    if len(data) <= _ADLER_SPAN:
+        return _adler32(data, 0) & 0xFFFF
+    total = 0
+    for start in range(0, len(data), _ADLER_SPAN):
+        total += _adler32(data[start : start + _ADLER_SPAN], 0) & 0xFFFF
+    return total
+
+
 def _sum8(data: bytes | bytearray | memoryview) -> int:
-    return sum(data) & 0xFF
+    return byte_sum(data) & 0xFF
 
 
 def _sum16(data: bytes | bytearray | memoryview) -> int:
-    return sum(data) & 0xFFFF
+    return byte_sum(data) & 0xFFFF
 
 
 def _sum16_complement(data: bytes | bytearray | memoryview) -> int:
-    return (0x10000 - sum(data)) & 0xFFFF
+    return (0x10000 - byte_sum(data)) & 0xFFFF
 
 
 def _sum8_complement(data: bytes | bytearray | memoryview) -> int:
-    return (0x100 - sum(data)) & 0xFF
+    return (0x100 - byte_sum(data)) & 0xFF
 
 
 def _xor8(data: bytes | bytearray | memoryview) -> int:
