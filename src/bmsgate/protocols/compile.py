@@ -355,16 +355,13 @@ def _compile_string(field: FieldSpec) -> tuple[Step, EncodeStep, int]:
 def _multiplier(field: FieldSpec) -> Callable[[Any], Any] | None:
     """``float(scale).__mul__`` where it gives exactly ``raw * scale + add`` (a C-level map, no loop).
 
-    That holds for integers narrower than 53 bits with ``add`` = 0 and a positive scale when the
-    result is a float either way (``+ 0.0`` only ever turns -0.0 into 0.0, and a positive product of
-    an integer is never -0.0).
+    That holds for integers narrower than 53 bits with ``add`` = 0 and a positive scale (``+ 0.0`` only
+    ever turns -0.0 into 0.0, and a positive scale times an integer is never -0.0).
     """
     scale, add = field.scale, field.add
     if field.type in {"f32", "u64", "s64"} or add != 0 or not scale > 0:
         return None
-    if not (isinstance(scale, float) or isinstance(add, float)):
-        return None  # an all-integer transform gives ints
-    return float(scale).__mul__
+    return float(scale).__mul__  # scale and add are validated floats: the result is a float either way
 
 
 def _compile_list(
