@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import random
 import types
@@ -217,6 +218,6 @@ def test_generated_layouts_decode_what_the_field_tables_say(name: str) -> None:
     scale=st.floats(min_value=1e-6, max_value=1e6, allow_nan=False, allow_infinity=False),
 )
 def test_list_multiplier_is_exactly_the_linear_transform(raw: int, scale: float) -> None:
-    # `compile._multiplier` maps float(scale).__mul__ over list values in place of `raw * scale + 0.0`.
-    mine, theirs = float(scale).__mul__(raw), raw * scale + 0.0
+    # `compile._multiplier` maps operator.mul(raw, scale) over list values in place of `raw * scale + 0.0`.
+    mine, theirs = operator.mul(raw, scale), raw * scale + 0.0
     assert repr(mine) == repr(theirs)

@@ -12,7 +12,9 @@ import datetime as dt
 import math
 import re
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from itertools import repeat
+from operator import mul
 from typing import Any, Final
 
 from bmsgate.errors import DecodeError
@@ -352,8 +354,8 @@ def _compile_string(field: FieldSpec) -> tuple[Step, EncodeStep, int]:
     return decode_string, encode_string, end
 
 
-def _multiplier(field: FieldSpec) -> Callable[[Any], Any] | None:
-    """``float(scale).__mul__`` where it gives exactly ``raw * scale + add`` (a C-level map, no loop).
+def _multiplier(field: FieldSpec) -> Callable[[tuple[Any, ...]], Iterable[Any]] | None:
+    """``raw * scale`` over a list, mapped in C, where it gives exactly ``raw * scale + add``.
 
     That holds for integers narrower than 53 bits with ``add`` = 0 and a positive scale (``+ 0.0`` only
     ever turns -0.0 into 0.0, and a positive scale times an integer is never -0.0).
@@ -361,7 +363,12 @@ def _multiplier(field: FieldSpec) -> Callable[[Any], Any] | None:
     scale, add = field.scale, field.add
     if field.type in {"f32", "u64", "s64"} or add != 0 or not scale > 0:
         return None
-    return float(scale).__mul__  # scale and add are validated floats: the result is a float either way
+    factor = repeat(scale)  # scale and add are validated floats: the product is a float like the sum
+
+    def multiply(raw: tuple[Any, ...]) -> Iterable[Any]:
+        return map(mul, raw, factor)
+
+    return multiply
 
 
 def _compile_list(
@@ -403,7 +410,7 @@ def _compile_list(
             # Snapshot lists hold floats even when the raw unit needs no scaling (stable JSON types).
             return list(map(float, raw)) if as_float else list(raw)
         if multiply is not None:
-            return list(map(multiply, raw))
+            return list(multiply(raw))
         return [value * scale + add for value in raw]
 
     if index is None and fixed_count is not None and extras_name is None:
@@ -437,7 +444,7 @@ def _compile_list(
             if identity:
                 items.extend(map(float, raw))
             elif multiply is not None:
-                items.extend(map(multiply, raw))
+                items.extend(multiply(raw))
             else:
                 items.extend([value * scale + add for value in raw])
 
