@@ -1,8 +1,9 @@
 """Compiling: a validated definition's field tables → `Layout` objects, once per definition.
 
 Every fixed-offset scalar of a layout is read by one precompiled ``struct`` record; each field becomes
-a decode step (or a record slot with its transform) and an encode step. The transforms themselves live
-in `bmsgate.protocols.transforms`.
+a decode step (or a record slot with its transform) and an encode step, and each finished layout gets
+its generated decode function (`bmsgate.protocols.codegen`). The transforms themselves live in
+`bmsgate.protocols.transforms`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Decoding: the reply frames of one poll → one `BatterySnapshot`, running the compiled layouts.
 
-The hot loop is `apply_layout`: one `struct` unpack of every fixed-offset scalar, the linear fields
-applied inline (see `transforms.Linear`), a sink for every other scalar, then the per-field steps
-(lists, strings, conditional fields) in definition order.
+Each layout runs as its generated function (`Layout.run`, built by `bmsgate.protocols.codegen`): one
+`struct` unpack of every fixed-offset scalar into locals, the linear fields, flags and plain variables
+written inline, a memo or a sink for every other scalar, then the per-field steps (lists, strings,
+conditional fields) in definition order. The snapshot is then filled through `trusted_snapshot`.
 """
 
 from __future__ import annotations
