@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from bmsgate.protocols.memo import BoundedMemo
-from bmsgate.protocols.transforms import Step
+from bmsgate.protocols.transforms import Step, When
 
 if TYPE_CHECKING:
     from bmsgate.protocols.decode import Layout
@@ -40,6 +40,7 @@ _VOCABULARY: Final = frozenset(
         "def",
         "decode_layout",
         "get",
+        "and",
         "update",
         "bit_count",
         "if",
@@ -229,7 +230,15 @@ def generate_layout(
                 value = f"_r{index} * {source.constant(scale)} + {source.constant(add)}"
                 source.emit(f"extras[{source.constant(name)}] = {value}")
     for step in layout.steps:
-        source.emit(f"{source.constant(step)}(payload, out, device, variables)")
+        if isinstance(step, When):
+            # A conditional field: test its variable here instead of in a call.
+            source.emit(
+                f"value = variables.get({source.constant(step.name)})",
+                f"if value is not None and {source.constant(step.low)} <= value <= {source.constant(step.high)}:",
+                f"    {source.constant(step.step)}(payload, out, device, variables)",
+            )
+        else:
+            source.emit(f"{source.constant(step)}(payload, out, device, variables)")
     if layout.shifted:
         shifted = source.constant(layout.shifted)
         source.emit(f"{source.constant(apply_shifted)}({shifted}, payload, out, device, variables)")

@@ -29,6 +29,7 @@ from bmsgate.protocols.transforms import (
     EncodeStep,
     Sink,
     Step,
+    When,
     clamp_raw,
     linear_form,
     lookup,
@@ -270,16 +271,11 @@ def _conditional(field: FieldSpec, step: Step, encoder: EncodeStep) -> tuple[Ste
     low = condition.min if condition.min is not None else -math.inf
     high = condition.max if condition.max is not None else math.inf
 
-    def decode_when(payload: bytes, out: dict[str, Any], device: dict[str, Any], variables: dict[str, int]) -> None:
-        value = variables.get(name)
-        if value is not None and low <= value <= high:
-            step(payload, out, device, variables)
-
     def encode_when(buffer: bytearray, state: Mapping[str, Any], variables: dict[str, int]) -> None:
         if holds(variables.get(name)):
             encoder(buffer, state, variables)
 
-    return decode_when, encode_when
+    return When(step, name, low, high), encode_when
 
 
 def _compile_field(
