@@ -40,6 +40,7 @@ __all__ = [
     "DeviceInfo",
     "ExtraValue",
     "snapshot_fields",
+    "trusted_snapshot",
 ]
 
 SNAPSHOT_SCHEMA_VERSION: Final = 1
@@ -374,6 +375,38 @@ class BatterySnapshot(PackQuantities):
 
 
 _IDLE_CURRENT: Final = 0.05
+
+
+def _slot_setters(cls: type) -> tuple[tuple[str, Callable[[Any, Any], None], Any], ...]:
+    """(name, slot setter, default) of every field of a slotted dataclass whose defaults are values."""
+    setters = []
+    for field in dataclasses.fields(cls):
+        default = field.default
+        if default is dataclasses.MISSING:
+            default = None  # required, or a factory: the trusted caller always passes those
+        setters.append((field.name, cls.__dict__[field.name].__set__, default))
+    return tuple(setters)
+
+
+_SNAPSHOT_SETTERS: Final = _slot_setters(BatterySnapshot)
+_new_object: Final = object.__new__
+
+
+def trusted_snapshot(values: Mapping[str, Any]) -> BatterySnapshot:
+    """A snapshot from values the decoder already typed: every field, without `__init__`'s per-field cost.
+
+    The frozen dataclass's `__init__` parses keywords and routes each field through
+    ``object.__setattr__``; a decoder builds tens of thousands of snapshots a second, so it fills the
+    slots through their descriptors instead. The result is an ordinary, immutable `BatterySnapshot`
+    (equal to, and indistinguishable from, the one `__init__` builds from the same values). Callers must
+    pass ``battery_id``, ``timestamp``, ``device`` and ``extras``, and only snapshot field names; anything
+    else belongs to `BatterySnapshot(...)`, which stays the public way to build one.
+    """
+    snapshot: BatterySnapshot = _new_object(BatterySnapshot)
+    get = values.get
+    for name, setter, default in _SNAPSHOT_SETTERS:
+        setter(snapshot, get(name, default))
+    return snapshot
 
 
 # -- the model described as data: what protocol definitions, the JSON form and its schema derive from --

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from bmsgate.errors import BmsgateError
 from bmsgate.protocols import decode, get_protocol
+from bmsgate.protocols.checksums import byte_sum, crc16_modbus
 from bmsgate.runtime.simulation import PackConfig, PackModel
 
 from .test_jbd import CAPTURE_4S_BASIC, VENDOR_17S_BASIC, VENDOR_17S_CELLS
@@ -175,3 +176,27 @@ def test_simulated_replies_round_trip_through_any_chunking(cells: int, ntc: int,
     assert len(snapshot.temperatures) == ntc
     assert snapshot.voltage == pytest.approx(state["voltage"], abs=0.011)
     assert snapshot.soc == pytest.approx(state["soc"], abs=0.5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=1200))
+def test_byte_sum_is_the_sum_of_the_bytes(data: bytes) -> None:
+    assert byte_sum(data) == sum(data)
+    assert byte_sum(bytearray(data)) == byte_sum(memoryview(data)) == sum(data)
+    assert byte_sum(b"\xff" * 4096) == 255 * 4096
+
+
+def _crc16_modbus_bitwise(data: bytes) -> int:
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=600))
+def test_word_at_a_time_crc16_is_crc16_modbus(data: bytes) -> None:
+    assert crc16_modbus(data) == crc16_modbus(bytearray(data)) == _crc16_modbus_bitwise(data)
+    assert crc16_modbus(b"123456789") == 0x4B37  # the catalogue check value of CRC-16/MODBUS

@@ -5,11 +5,16 @@ Each algorithm maps the covered bytes to an unsigned integer of `size` bytes.
 
 from __future__ import annotations
 
+import array
 import dataclasses
+import struct
+import zlib
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["CHECKSUMS", "ChecksumAlgorithm", "crc16_modbus"]
+from bmsgate.protocols.memo import BoundedMemo
+
+__all__ = ["CHECKSUMS", "ChecksumAlgorithm", "byte_sum", "crc16_modbus"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -22,20 +27,36 @@ class ChecksumAlgorithm:
     description: str
 
 
+# Adler-32's first half is 1 + the byte sum modulo 65521; started from 0 it is the byte sum itself as long
+# as that stays below 65521, which 256 bytes of at most 255 always do.
+_ADLER_SPAN: Final = 256
+_adler32: Final = zlib.adler32
+
+
+def byte_sum(data: bytes | bytearray | memoryview) -> int:
+    """``sum(data)``, in C: about twice as fast as the builtin over a frame (it iterates no Python ints)."""
+    if len(data) <= _ADLER_SPAN:
+        return _adler32(data, 0) & 0xFFFF
+    total = 0
+    for start in range(0, len(data), _ADLER_SPAN):
+        total += _adler32(data[start : start + _ADLER_SPAN], 0) & 0xFFFF
+    return total
+
+
 def _sum8(data: bytes | bytearray | memoryview) -> int:
-    return sum(data) & 0xFF
+    return byte_sum(data) & 0xFF
 
 
 def _sum16(data: bytes | bytearray | memoryview) -> int:
-    return sum(data) & 0xFFFF
+    return byte_sum(data) & 0xFFFF
 
 
 def _sum16_complement(data: bytes | bytearray | memoryview) -> int:
-    return (0x10000 - sum(data)) & 0xFFFF
+    return (0x10000 - byte_sum(data)) & 0xFFFF
 
 
 def _sum8_complement(data: bytes | bytearray | memoryview) -> int:
-    return (0x100 - sum(data)) & 0xFF
+    return (0x100 - byte_sum(data)) & 0xFF
 
 
 def _xor8(data: bytes | bytearray | memoryview) -> int:
@@ -58,12 +79,38 @@ def _crc16_table(polynomial: int) -> tuple[int, ...]:
 _CRC16_MODBUS_TABLE: Final = _crc16_table(0xA001)
 
 
+def _crc16_word_table(table: tuple[int, ...]) -> array.array[int]:
+    """Two table steps at once: entry v is the CRC state after feeding two zero bytes to state v.
+
+    Feeding bytes b0, b1 to state c is the same as two zero-byte steps from c ^ (b0 | b1 << 8), so a
+    frame costs one lookup per 16-bit word. An unsigned-short array keeps the 65536 entries in 128 kB.
+    """
+    once = [(value >> 8) ^ table[value & 0xFF] for value in range(0x10000)]
+    return array.array("H", [(step >> 8) ^ table[step & 0xFF] for step in once])
+
+
+_crc16_words: list[array.array[int]] = []
+
+
+def _word_reader(pairs: int) -> Callable[[bytes | bytearray | memoryview], tuple[int, ...]]:
+    return struct.Struct(f"<{pairs}H").unpack_from
+
+
+# Distinct frame lengths a gateway checks: a few per protocol.
+_word_readers: Final = BoundedMemo(_word_reader, 64)
+
+
 def crc16_modbus(data: bytes | bytearray | memoryview) -> int:
     """CRC-16/MODBUS (reflected poly 0x8005, init 0xFFFF); sent low byte first on the wire."""
+    if not _crc16_words:
+        _crc16_words.append(_crc16_word_table(_CRC16_MODBUS_TABLE))  # built on first use: ~20 ms, once
+    words = _crc16_words[0]
     crc = 0xFFFF
-    table = _CRC16_MODBUS_TABLE
-    for byte in data:
-        crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
+    pairs = len(data) // 2
+    for word in _word_readers[pairs](data):
+        crc = words[crc ^ word]
+    if len(data) & 1:
+        crc = (crc >> 8) ^ _CRC16_MODBUS_TABLE[(crc ^ data[-1]) & 0xFF]
     return crc
 
 

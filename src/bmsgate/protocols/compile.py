@@ -1,8 +1,9 @@
 """Compiling: a validated definition's field tables → `Layout` objects, once per definition.
 
 Every fixed-offset scalar of a layout is read by one precompiled ``struct`` record; each field becomes
-a decode step (or a record slot with its transform) and an encode step. The transforms themselves live
-in `bmsgate.protocols.transforms`.
+a decode step (or a record slot with its transform) and an encode step, and each finished layout gets
+its generated decode function (`bmsgate.protocols.codegen`). The transforms themselves live in
+`bmsgate.protocols.transforms`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import datetime as dt
 import math
 import re
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from itertools import repeat
+from operator import mul
 from typing import Any, Final
 
 from bmsgate.errors import DecodeError
 from bmsgate.model import SET_FIELDS
-from bmsgate.protocols.decode import EXTRA_LISTS, POSITIONED, Layout, MemoResult, Shifted, decode_fresh
+from bmsgate.protocols.codegen import generate_layout
+from bmsgate.protocols.decode import EXTRA_LISTS, POSITIONED, Layout, MemoResult, Shifted, apply_shifted, decode_fresh
 from bmsgate.protocols.definition import INTEGER_SIZES, FieldSpec, FrameIndexSpec, ReplySpec
 from bmsgate.protocols.memo import BoundedMemo
 from bmsgate.protocols.transforms import (
@@ -25,6 +29,7 @@ from bmsgate.protocols.transforms import (
     EncodeStep,
     Sink,
     Step,
+    When,
     clamp_raw,
     linear_form,
     lookup,
@@ -33,6 +38,7 @@ from bmsgate.protocols.transforms import (
     scalar_encoder,
     scalar_sink,
     storer,
+    value_transform,
 )
 
 __all__ = ["FRAME", "CompiledReply", "compile_reply", "shift_terms"]
@@ -173,7 +179,9 @@ def _compile_layout(
         )
         fixed = [item for item in compiled if not item[0].shift]
         fixed_layout = _compile_layout(fixed, min_payload, endian, where, nested=True)
-        return dataclasses.replace(fixed_layout, encoders=tuple(item[2] for item in compiled), shifted=shifted)
+        return _generated(
+            dataclasses.replace(fixed_layout, encoders=tuple(item[2] for item in compiled), shifted=shifted), where
+        )
     order = ">" if endian == "big" else "<"
     slots: list[tuple[int, str]] = []  # (offset, struct code)
     members: list[tuple[FieldSpec, int]] = []  # (field, slot index) once the record is final
@@ -209,6 +217,7 @@ def _compile_layout(
     casts: list[tuple[int, str, type]] = []
     extras: list[tuple[int, str, Any, Any]] = []
     sinks: list[tuple[int, Sink]] = []
+    sink_fields: list[FieldSpec] = []
     if slots:
         text = order
         position = 0
@@ -222,13 +231,14 @@ def _compile_layout(
             linear = linear_form(field)
             if linear is None:
                 sinks.append((slot, scalar_sink(field, f"{where} ({field.target})")))
+                sink_fields.append(field)
             elif linear.kind == "number":
                 numbers.append((slot, field.target, float(linear.scale), float(linear.add)))
             elif linear.kind == "cast":
                 casts.append((slot, field.target, linear.cast))
             else:
                 extras.append((slot, field.target[7:], linear.scale, linear.add))
-    return Layout(
+    layout = Layout(
         min_payload=max([min_payload, *(end for *_rest, end in compiled)]),
         record=record,
         numbers=tuple(numbers),
@@ -237,7 +247,19 @@ def _compile_layout(
         sinks=tuple(sinks),
         steps=tuple(steps),
         encoders=tuple(item[2] for item in compiled),
+        sink_fields=tuple(sink_fields),
     )
+    return _generated(layout, where)
+
+
+def _generated(layout: Layout, where: str) -> Layout:
+    """The layout with its generated decode function (see `bmsgate.protocols.codegen`)."""
+
+    def value_of(field: FieldSpec) -> Callable[[Any], Any]:
+        return value_transform(field, f"{where} ({field.target})")
+
+    fields = dict(enumerate(layout.sink_fields))
+    return dataclasses.replace(layout, run=generate_layout(layout, fields, value_of, apply_shifted))
 
 
 def _conditional(field: FieldSpec, step: Step, encoder: EncodeStep) -> tuple[Step, EncodeStep]:
@@ -249,16 +271,11 @@ def _conditional(field: FieldSpec, step: Step, encoder: EncodeStep) -> tuple[Ste
     low = condition.min if condition.min is not None else -math.inf
     high = condition.max if condition.max is not None else math.inf
 
-    def decode_when(payload: bytes, out: dict[str, Any], device: dict[str, Any], variables: dict[str, int]) -> None:
-        value = variables.get(name)
-        if value is not None and low <= value <= high:
-            step(payload, out, device, variables)
-
     def encode_when(buffer: bytearray, state: Mapping[str, Any], variables: dict[str, int]) -> None:
         if holds(variables.get(name)):
             encoder(buffer, state, variables)
 
-    return decode_when, encode_when
+    return When(step, name, low, high), encode_when
 
 
 def _compile_field(
@@ -334,6 +351,23 @@ def _compile_string(field: FieldSpec) -> tuple[Step, EncodeStep, int]:
     return decode_string, encode_string, end
 
 
+def _multiplier(field: FieldSpec) -> Callable[[tuple[Any, ...]], Iterable[Any]] | None:
+    """``raw * scale`` over a list, mapped in C, where it gives exactly ``raw * scale + add``.
+
+    That holds for integers narrower than 53 bits with ``add`` = 0 and a positive scale (``+ 0.0`` only
+    ever turns -0.0 into 0.0, and a positive scale times an integer is never -0.0).
+    """
+    scale, add = field.scale, field.add
+    if field.type in {"f32", "u64", "s64"} or add != 0 or not scale > 0:
+        return None
+    factor = repeat(scale)  # scale and add are validated floats: the product is a float like the sum
+
+    def multiply(raw: tuple[Any, ...]) -> Iterable[Any]:
+        return map(mul, raw, factor)
+
+    return multiply
+
+
 def _compile_list(
     field: FieldSpec, size: int, endian: str, where: str, index: FrameIndexSpec | None = None
 ) -> tuple[Step, EncodeStep, int]:
@@ -356,6 +390,7 @@ def _compile_list(
     fixed_count = count if isinstance(count, int) else None
     end = at + size * fixed_count if fixed_count is not None else at
     identity = scale == 1.0 and add == 0.0
+    multiply = _multiplier(field)
     extras_name = target[7:] if target.startswith("extras.") else None
     as_float = extras_name is None
     index_at = index.at if index is not None else -1
@@ -371,6 +406,8 @@ def _compile_list(
         if identity:
             # Snapshot lists hold floats even when the raw unit needs no scaling (stable JSON types).
             return list(map(float, raw)) if as_float else list(raw)
+        if multiply is not None:
+            return list(multiply(raw))
         return [value * scale + add for value in raw]
 
     if index is None and fixed_count is not None and extras_name is None:
@@ -403,6 +440,8 @@ def _compile_list(
                 items = out[target] = []
             if identity:
                 items.extend(map(float, raw))
+            elif multiply is not None:
+                items.extend(multiply(raw))
             else:
                 items.extend([value * scale + add for value in raw])
 

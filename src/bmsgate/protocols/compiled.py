@@ -87,6 +87,8 @@ class CompiledProtocol:
         # short-circuits on identity, and no poll allocates a new one.
         self._device_info = BoundedMemo(self._new_device_info, _DEVICE_MEMO_SIZE)
         self._numbered_keys = BoundedMemo(numbered_keys, _KEYS_MEMO_SIZE)
+        # What a poll without device fields reports (frozen, so one instance serves every poll).
+        self._anonymous = DeviceInfo(manufacturer=definition.manufacturer)
 
     # -- what the definition says ---------------------------------------------------------------------
 
@@ -177,7 +179,7 @@ class CompiledProtocol:
             for name, values in out.pop(EXTRA_LISTS).items():
                 extras.update(zip(keys[name, len(values)], values, strict=True))
         info = self._device_info[tuple(device_fields.items())] if device_fields else None
-        return build_snapshot(self.name, out, info, battery_id, timestamp, device, self.definition.manufacturer)
+        return build_snapshot(self.name, out, info, battery_id, timestamp, device, self._anonymous)
 
     def _new_device_info(self, fields: tuple[tuple[str, Any], ...]) -> DeviceInfo:
         values = dict(fields)

@@ -1,8 +1,9 @@
 """Decoding: the reply frames of one poll → one `BatterySnapshot`, running the compiled layouts.
 
-The hot loop is `apply_layout`: one `struct` unpack of every fixed-offset scalar, the linear fields
-applied inline (see `transforms.Linear`), a sink for every other scalar, then the per-field steps
-(lists, strings, conditional fields) in definition order.
+Each layout runs as its generated function (`Layout.run`, built by `bmsgate.protocols.codegen`): one
+`struct` unpack of every fixed-offset scalar into locals, the linear fields, flags and plain variables
+written inline, a memo or a sink for every other scalar, then the per-field steps (lists, strings,
+conditional fields) in definition order. The snapshot is then filled through `trusted_snapshot`.
 """
 
 from __future__ import annotations
@@ -13,25 +14,39 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from bmsgate.errors import DecodeError, ProtocolError
-from bmsgate.model import LIST_FIELDS, PERCENT_FIELDS, BatterySnapshot, DeviceInfo
+from bmsgate.model import LIST_FIELDS, PERCENT_FIELDS, BatterySnapshot, DeviceInfo, trusted_snapshot
 from bmsgate.protocols.framing import Frame, FrameChecker
 from bmsgate.protocols.memo import BoundedMemo
 from bmsgate.protocols.transforms import Sink, Step
 
 if TYPE_CHECKING:
     from bmsgate.protocols.compile import CompiledReply
-    from bmsgate.protocols.definition import VariantSpec
+    from bmsgate.protocols.definition import FieldSpec, VariantSpec
 
-__all__ = ["POSITIONED", "Layout", "MemoResult", "Shifted", "apply_layout", "decode_fresh", "run_frames"]
+__all__ = [
+    "POSITIONED",
+    "Layout",
+    "MemoResult",
+    "Shifted",
+    "apply_layout",
+    "apply_shifted",
+    "decode_fresh",
+    "run_frames",
+]
 
 # Keys of the decode output dict that hold intermediate results, never snapshot fields.
 POSITIONED: Final = "#positioned"
 EXTRA_LISTS: Final = "#extra_lists"
 
-MemoResult = tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...], tuple[tuple[str, int], ...]]
-"""What one memoized layout decodes: (snapshot items, device items, variable items), extras as item tuples."""
+_Items = tuple[tuple[str, Any], ...]
+MemoResult = tuple[_Items, _Items | None, _Items, tuple[tuple[str, int], ...]]
+"""What one memoized layout decodes: (snapshot items, extras items or None, device items, variable items)."""
 Shifted = tuple[tuple[tuple[tuple[str, int], ...], "Layout"], ...]
 """Fields placed after variable-length lists: ((variable, bytes per unit) terms, their sub-layout)."""
+
+
+def _not_generated(_payload: bytes, _out: dict[str, Any], _device: dict[str, Any], _vars: dict[str, int]) -> None:
+    raise RuntimeError("this layout has no generated decoder (build layouts with compile.compile_reply)")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,30 +71,17 @@ class Layout:
     """Set when the result depends on the frame alone and sets only scalars (device information,
     re-sent from the client's connection cache on every poll): each distinct frame decodes once."""
     shifted: Shifted = ()
+    sink_fields: tuple[FieldSpec, ...] = ()
+    """The field of each entry of `sinks` (what the generator needs to inline a transform)."""
+    run: Step = dataclasses.field(default=_not_generated, compare=False)
+    """The layout's generated decode function (`bmsgate.protocols.codegen`): what decoding runs."""
 
 
 def apply_layout(
     layout: Layout, payload: bytes, out: dict[str, Any], device_fields: dict[str, Any], variables: dict[str, int]
 ) -> None:
     """Run one reply's compiled field table over its payload."""
-    if layout.record is not None:
-        values = layout.record(payload, 0)
-        for index, name, scale, add in layout.numbers:
-            out[name] = values[index] * scale + add
-        for index, sink in layout.sinks:
-            sink(values[index], out, device_fields, variables)
-        for index, name, cast in layout.casts:
-            out[name] = cast(values[index])
-        if layout.extras:
-            extras = out.get("extras")
-            if extras is None:
-                extras = out["extras"] = {}
-            for index, name, scale, add in layout.extras:
-                extras[name] = values[index] * scale + add
-    for step in layout.steps:
-        step(payload, out, device_fields, variables)
-    if layout.shifted:
-        _apply_shifted(layout.shifted, payload, out, device_fields, variables)
+    layout.run(payload, out, device_fields, variables)
 
 
 def decode_fresh(layout: Layout, payload: bytes) -> MemoResult:
@@ -88,11 +90,17 @@ def decode_fresh(layout: Layout, payload: bytes) -> MemoResult:
     device: dict[str, Any] = {}
     variables: dict[str, int] = {}
     apply_layout(layout, payload, out, device, variables)
-    items = tuple((name, tuple(value.items()) if name == "extras" else value) for name, value in out.items())
-    return items, tuple(device.items()), tuple(variables.items())
+    extras = out.pop("extras", None)
+    # Item tuples, so that a hit is one C-level dict.update per dict.
+    return (
+        tuple(out.items()),
+        None if extras is None else tuple(extras.items()),
+        tuple(device.items()),
+        tuple(variables.items()),
+    )
 
 
-def _apply_shifted(
+def apply_shifted(
     groups: Shifted, payload: bytes, out: dict[str, Any], device_fields: dict[str, Any], variables: dict[str, int]
 ) -> None:
     """Decode each group of shifted fields from the payload as seen from its (variable) start."""
@@ -108,7 +116,7 @@ def _apply_shifted(
                 f"fields shifted by {offset} bytes need {offset + sub.min_payload} payload bytes, "
                 f"frame has {len(payload)}"
             )
-        apply_layout(sub, payload[offset:], out, device_fields, variables)
+        sub.run(payload[offset:], out, device_fields, variables)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -181,14 +189,15 @@ def run_frames(
         decoded_any = True
         memo = layout.memo
         if memo is None:
-            apply_layout(layout, payload, out, device_fields, variables)
+            layout.run(payload, out, device_fields, variables)
             continue
-        memo_out, memo_device, memo_variables = memo[raw]
-        for name, value in memo_out:
-            if name == "extras":
-                out.setdefault("extras", {}).update(value)
-            else:
-                out[name] = value
+        memo_out, memo_extras, memo_device, memo_variables = memo[raw]
+        out.update(memo_out)
+        if memo_extras is not None:
+            extras = out.get("extras")
+            if extras is None:
+                extras = out["extras"] = {}
+            extras.update(memo_extras)
         device_fields.update(memo_device)
         variables.update(memo_variables)
     return decoded_any
@@ -224,7 +233,7 @@ def build_snapshot(
     battery_id: str,
     timestamp: float | None,
     device: DeviceInfo | None,
-    manufacturer: str | None,
+    anonymous: DeviceInfo,
 ) -> BatterySnapshot:
     """The snapshot from the decoded values; impossible percentages are a `DecodeError`."""
     for target in PERCENT_FIELDS:
@@ -232,7 +241,6 @@ def build_snapshot(
         if value is not None and not 0.0 <= value <= 100.0:
             # A percentage outside 0..100 is impossible content, not a reading to pass on.
             raise DecodeError(f"{name}: {target} of {value:g} % is impossible")
-    extras = out.pop("extras", None)
     for target in LIST_FIELDS:
         if target in out:
             out[target] = tuple(out[target])
@@ -242,11 +250,12 @@ def build_snapshot(
         out["alarms"] = frozenset(out["alarms"])
     if info is not None and device is not None:
         info = info.merged_over(device)
-    return BatterySnapshot(
-        battery_id=battery_id,
-        timestamp=time.time() if timestamp is None else timestamp,
-        protocol=name,
-        device=info or device or DeviceInfo(manufacturer=manufacturer),
-        extras=extras or {},
-        **out,
-    )
+    if "extras" not in out:
+        out["extras"] = {}
+    out["battery_id"] = battery_id
+    out["timestamp"] = time.time() if timestamp is None else timestamp
+    out["protocol"] = name
+    out["device"] = info or device or anonymous
+    # Every key of `out` is a snapshot field by now (definition targets are validated; the
+    # intermediate keys were popped), which is what the trusted constructor requires.
+    return trusted_snapshot(out)

@@ -19,6 +19,7 @@ from bmsgate.protocols.definition import ChecksumSpec, FramingSpec
 __all__ = ["AssemblerStats", "Frame", "FrameAssembler", "FrameChecker"]
 
 _LOGGER = logging.getLogger(__name__)
+_new_tuple: Final = tuple.__new__
 
 
 class Frame(NamedTuple):
@@ -61,6 +62,9 @@ class FrameChecker:
         self._length_add = length.add if length else 0
         self._length_order: Literal["big", "little"] = "big" if self._length_big else "little"
         self._key = (framing.key.offset, framing.key.offset + framing.key.size) if framing.key else None
+        # One-byte length and key fields (most framings) are read by index: no slice, no from_bytes.
+        self._length_byte = length.offset if length is not None and length.size == 1 else None
+        self._key_byte = framing.key.offset if framing.key is not None and framing.key.size == 1 else None
         self._status = (framing.status.offset, frozenset(framing.status.ok)) if framing.status else None
         self._checksum = framing.checksum
         algorithm = CHECKSUMS[framing.checksum.algorithm] if framing.checksum else None
@@ -100,6 +104,8 @@ class FrameChecker:
             raise FrameError(f"frame of {size} bytes is shorter than its {self.header_size}-byte header")
         if self._fixed is not None:
             expected = self._fixed
+        elif self._length_byte is not None:
+            expected = raw[self._length_byte] + self._length_add
         else:
             low, high = self._length_slice  # type: ignore[misc]  # set whenever the length is not fixed
             expected = int.from_bytes(raw[low:high], self._length_order) + self._length_add
@@ -113,6 +119,8 @@ class FrameChecker:
         if self._end is not None and not raw.endswith(self._end):
             raise FrameError(f"frame does not end with {self._end.hex().upper()}: {raw[-4:].hex().upper()}")
         if self._checksum_compute is not None:
+            # The covered range is sliced, not viewed: summing a memoryview is slower than copying a
+            # frame-sized slice (measured: 0.44 vs 0.28 µs for 35 bytes).
             covered, stored = self._checksum_slices
             received = int.from_bytes(raw[stored], self._checksum_order)
             computed = self._checksum_compute(raw[covered])
@@ -120,14 +128,17 @@ class FrameChecker:
                 width = 2 + 2 * self._checksum_size
                 raise FrameError(f"checksum mismatch: frame says {received:#0{width}x}, computed {computed:#0{width}x}")
         key = None
-        if self._key is not None:
+        if self._key_byte is not None:
+            key = raw[self._key_byte]
+        elif self._key is not None:
             low, high = self._key
             key = int.from_bytes(raw[low:high], "big")
         status_ok = True
         if self._status is not None:
             offset, ok = self._status
             status_ok = raw[offset] in ok
-        return Frame(raw, key, status_ok)
+        # tuple.__new__ skips the named tuple's Python-level __new__ (a third of the cost of building it).
+        return _new_tuple(Frame, (raw, key, status_ok))
 
 
 @dataclasses.dataclass(slots=True)
@@ -174,10 +185,22 @@ class FrameAssembler:
             self.stats.junk_chunks += 1
             return []
         buffer = self._buffer
-        buffer += chunk
-        frames: list[Frame] = []
         checker = self._checker
         start = self._start
+        if not buffer and len(chunk) >= checker.header_size and chunk.startswith(start):
+            # One chunk holding exactly one frame (serial reads, short BLE replies): check the chunk
+            # itself, without copying it through the buffer.
+            total = checker.total_length(chunk)
+            if total == len(chunk) and checker.min_length <= total <= checker.max_length:
+                try:
+                    frame = checker.check(chunk)
+                except FrameError:
+                    pass  # the general path below rejects it and resynchronises
+                else:
+                    self.stats.frames += 1
+                    return [frame]
+        buffer += chunk
+        frames: list[Frame] = []
         while buffer:
             index = buffer.find(start)
             if index < 0:
@@ -194,7 +217,8 @@ class FrameAssembler:
                 continue
             if len(buffer) < total:
                 break
-            candidate = bytes(buffer[:total])
+            with memoryview(buffer) as view:
+                candidate = view[:total].tobytes()  # one copy (a bytearray slice and bytes() are two)
             try:
                 frame = checker.check(candidate)
             except FrameError as exc:

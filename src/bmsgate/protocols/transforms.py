@@ -27,6 +27,7 @@ __all__ = [
     "Linear",
     "Sink",
     "Step",
+    "When",
     "clamp_raw",
     "linear_form",
     "lookup",
@@ -35,6 +36,7 @@ __all__ = [
     "scalar_encoder",
     "scalar_sink",
     "storer",
+    "value_transform",
 ]
 
 STRUCT_CODES: Final = {
@@ -58,6 +60,22 @@ Sink = Callable[[Any, dict[str, Any], dict[str, Any], dict[str, int]], None]
 EncodeStep = Callable[[bytearray, Mapping[str, Any], dict[str, int]], None]
 Reader = Callable[[bytes | bytearray, int], Any]
 Writer = Callable[[bytearray, int, Any], None]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class When:
+    """A field's decode step that runs only while a variable lies in a range (the generator inlines the test)."""
+
+    step: Step
+    name: str
+    low: float
+    high: float
+
+    def __call__(self, payload: bytes, out: dict[str, Any], device: dict[str, Any], variables: dict[str, int]) -> None:
+        """Run the step if the variable is known and in range (what the generated code does inline)."""
+        value = variables.get(self.name)
+        if value is not None and self.low <= value <= self.high:
+            self.step(payload, out, device, variables)
 
 
 # -- raw values ----------------------------------------------------------------------------------------
@@ -251,6 +269,11 @@ def scalar_sink(field: FieldSpec, where: str) -> Sink:
             store(value, out, device, variables)
 
     return value_sink
+
+
+def value_transform(field: FieldSpec, where: str) -> Callable[[Any], Any]:
+    """The raw → value function of a scalar field (None from it means "nothing to store")."""
+    return _value_transform(field, where)
 
 
 def _codes_sink(codes: Mapping[int, Any]) -> Sink:
