@@ -32,7 +32,7 @@ async def test_one_poll_reads_the_whole_pack() -> None:
     assert len(snapshot.temperatures) == 3
     assert snapshot.full_capacity == pytest.approx(280)
     assert snapshot.device.model == "SIM-8S280"
-    assert transport.writes[:3] == [request.frame for request in JBD.requests]
+    assert list(transport.writes)[:3] == [request.frame for request in JBD.requests]
     assert client.stats.success_rate == 1.0
     assert client.stats.rssi is not None
 

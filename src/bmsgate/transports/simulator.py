@@ -9,10 +9,12 @@ connect, or go silent.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import random
 import time
 from collections.abc import Callable
+from typing import Final
 
 from bmsgate.errors import ConnectError
 from bmsgate.protocols.compiled import CompiledProtocol
@@ -42,6 +44,9 @@ class FaultPlan:
     """Accept writes, never answer (a hung BMS)."""
     drop_next: int = 0
     """Drop exactly this many of the next replies (deterministic, for tests)."""
+
+
+_WRITES_KEPT: Final = 256
 
 
 class SimulatorTransport(Transport):
@@ -78,7 +83,9 @@ class SimulatorTransport(Transport):
         # Bumped on close so that replies scheduled for an old connection are never delivered.
         self._generation = 0
         self.connects = 0
-        self.writes: list[bytes] = []
+        self.writes: collections.deque[bytes] = collections.deque(maxlen=_WRITES_KEPT)
+        """The newest writes (for tests and diagnostics); bounded, so a demo that runs for weeks stays small."""
+        self.write_count = 0
         self._streaming = False
 
     @property
@@ -121,6 +128,7 @@ class SimulatorTransport(Transport):
 
     async def _do_write(self, data: bytes) -> None:
         self.writes.append(bytes(data))
+        self.write_count += 1
         now = self._clock()
         self.pack.advance(now - self._last_advance)
         self._last_advance = now
