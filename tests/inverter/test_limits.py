@@ -457,3 +457,14 @@ def test_no_charge_current_without_a_charge_voltage() -> None:
     assert limits.charge_current == 0.0
     assert limits.charge_reason is LimitReason.NO_DATA
     assert limits.discharge_current > 0.0
+
+
+def test_cells_that_stop_reporting_mid_run_stop_the_charge_current() -> None:
+    engine = LimitEngine(LimitSettings())
+    for second in range(200):
+        limits = engine.update(bank_of(pack()), now=float(second))
+    assert limits.charge_current > 0.0
+    for second in range(200, 260):
+        limits = engine.update(bank_of(pack(cell_voltages=())), now=float(second))
+    assert limits.charge_current == 0.0
+    assert limits.charge_reason is LimitReason.NO_DATA

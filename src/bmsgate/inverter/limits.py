@@ -525,9 +525,10 @@ class LimitEngine:
         charge_target, charge_reason = self._bank_target(targets, bank, charge=True)
         discharge_target, discharge_reason = self._bank_target(targets, bank, charge=False)
         voltage, voltage_reason = self._voltage_step(targets, bank, now, dt)
-        if voltage is None:
-            # No charge voltage can be given (no pack reports its cells yet): a charge current without a
-            # voltage to stop at is never safe, whatever the current curves allow.
+        if voltage is None or voltage_reason is LimitReason.NO_DATA:
+            # No charge voltage can be computed (no pack reports its cells, at start-up or later): a charge
+            # current without a voltage to stop at is never safe, whatever the current curves allow; a
+            # voltage held from earlier cells is not a reason to keep charging.
             charge_target, charge_reason = 0.0, LimitReason.NO_DATA
         bank_max_charge = settings.max_charge_current * bank.packs_online
         bank_max_discharge = settings.max_discharge_current * bank.packs_online

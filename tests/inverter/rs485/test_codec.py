@@ -365,3 +365,28 @@ def test_silent_and_waiting_phases_answer_nothing(phase: OutputPhase) -> None:
         frame = parse_frame(raw) if raw != b"~200246EE0000FD9F\r" else PylonFrame(0x20, 0x02, 0x46, 0xEE)
         for dialect in DIALECTS.values():
             assert answer(frame, status_of(stale=True), phase, Requests(), dialect) is None
+
+
+def test_a_protection_active_when_the_data_went_stale_stays_reported() -> None:
+    # The stale bank is blind; the protection seen last must not vanish from 0x62 in the safe phase.
+    snapshot = vector_a_snapshot(alarms=frozenset({Alarm.CELL_OVERVOLTAGE}))
+    reply = answer(parse_frame(SRNE_POLLS[1]), status_of(snapshot, stale=True), OutputPhase.SAFE, Requests(), SRNE)
+    assert reply is not None
+    assert facts.system_alarm_0x62(reply.info)["protect_cell_over_v"]
+
+
+def test_stale_capacity_says_the_safe_soc_not_the_last_fresh_capacity() -> None:
+    # Two packs at 95 % and 40 %: stale, the safe SoC is the lowest last known (40 %), and the capacity
+    # fields an inverter turns into a SoC must say the same, not the last fresh bank's 134.9 of 200 Ah.
+    packs = (
+        vector_a_snapshot("a"),
+        vector_a_snapshot("b", soc=40.0, remaining_capacity=40.0),
+    )
+    request = parse_frame(REQUEST_0x42)
+    live = answer(request, status_of(*packs), OutputPhase.NORMAL, Requests(), PYLONTECH)
+    stale = answer(request, status_of(*packs, stale=True), OutputPhase.SAFE, Requests(), PYLONTECH)
+    assert live is not None and stale is not None
+    live_values, stale_values = facts.analog_0x42(live.info), facts.analog_0x42(stale.info)
+    assert live_values["remaining_ah"] == pytest.approx(134.905)
+    assert stale_values["remaining_ah"] == pytest.approx(80.0)
+    assert stale_values["total_ah"] == pytest.approx(200.0)

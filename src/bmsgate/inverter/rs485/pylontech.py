@@ -261,7 +261,8 @@ def _view(status: InverterStatus, phase: OutputPhase, requests: Requests) -> _Vi
     return _View(
         safe=safe,
         bank=shown,
-        alarms=bank.alarms,
+        # Stale, the bank is blind: a protection active when the data stopped stays reported.
+        alarms=bank.alarms | (status.last_fresh.alarms if safe and status.last_fresh is not None else frozenset()),
         charge_voltage=charge_voltage,
         discharge_voltage=discharge_voltage,
         # Belt and braces: in the safe phase nothing may allow current, whatever the engine said.
@@ -303,7 +304,14 @@ def _module_block(view: _View) -> bytes:
     current = None if view.safe or bank is None else bank.current
     out += _s16(0 if current is None else round(current * 10))
     out += _u16(_mv(None if bank is None else bank.voltage))
-    remaining = 0 if bank is None or bank.remaining_capacity is None else round(bank.remaining_capacity * 1000)
+    remaining_ah = None if bank is None else bank.remaining_capacity
+    if view.safe and bank is not None and bank.full_capacity is not None and view.soc is not None:
+        # The inverter derives SoC from these fields: stale, they must say what the safe SoC says (the
+        # lowest last known), not the plausible capacity of the last fresh bank.
+        remaining_ah = min(
+            remaining_ah if remaining_ah is not None else bank.full_capacity, bank.full_capacity * view.soc / 100
+        )
+    remaining = 0 if remaining_ah is None else round(remaining_ah * 1000)
     total = 0 if bank is None or bank.full_capacity is None else round(bank.full_capacity * 1000)
     cycles = max(_cycles(bank), default=0)
     if total > 0xFFFF or remaining > 0xFFFF:
