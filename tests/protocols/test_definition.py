@@ -179,3 +179,9 @@ def test_binary_file_is_a_clear_error(tmp_path: Path) -> None:
     path.write_bytes(bytes(range(256)))
     with pytest.raises(DefinitionError, match="not a UTF-8 text file"):
         load_definition(path)
+
+
+@pytest.mark.parametrize("scale", ["nan", "inf", "-inf"])
+def test_a_scale_of_inf_or_nan_is_refused(scale: str) -> None:
+    with pytest.raises(DefinitionError, match="scale"):
+        definition_from_text(JBD_TEXT.replace("scale: 0.01", f"scale: .{scale}".replace(".-", "-."), 1))

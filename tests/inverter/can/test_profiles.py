@@ -14,10 +14,12 @@ from bmsgate.catalog import Kind, default_catalog
 from bmsgate.errors import DefinitionError
 from bmsgate.inverter.can.profiles import (
     CanFrame,
+    HeldMeasurements,
     OutputPhase,
     Requests,
     build_frames,
     decode_frames,
+    hold_missing,
     load_profile,
     wire_values,
 )
@@ -505,7 +507,7 @@ def test_safe_phase_sends_invalid_markers_where_the_profile_has_them() -> None:
 def test_a_poll_without_temperatures_keeps_the_last_known_ones_not_zero(name: str) -> None:
     # Profiles without "invalid" markers would send raw 0 (0 °C, 0 mV cells) for a value one poll lacks.
     profile = load_profile(name)
-    held: dict[str, float] = {}
+    held = HeldMeasurements()
     first = decode_frames(profile, build_frames(profile, make_status(), OutputPhase.NORMAL, held=held))
     gap = make_status(make_snapshot(temperatures=(), mosfet_temperature=None))
     second = decode_frames(profile, build_frames(profile, gap, OutputPhase.NORMAL, held=held))
@@ -533,3 +535,19 @@ def test_a_bank_larger_than_the_capacity_signals_keeps_its_state_of_charge() -> 
     remaining = next(value for name, value in signals.items() if "remaining" in name and "capacity" in name)
     assert full <= profile.capacity_limit
     assert remaining / full == pytest.approx(0.5, abs=0.001)
+
+
+def test_held_measurements_expire_and_never_mix_packs() -> None:
+    held = HeldMeasurements(limit=2)
+    values: dict[str, float | bool | None] = {"temperature": 30.0, "cell_count": 16.0, "cell_voltage_16": 3.3}
+    hold_missing(values, held)
+    for expected in (30.0, 30.0, None):  # held twice, then a dead sensor reads as missing again
+        gap: dict[str, float | bool | None] = {"temperature": None}
+        hold_missing(gap, held)
+        assert gap["temperature"] == expected
+    other_pack: dict[str, float | bool | None] = {"cell_count": 8.0, "cell_voltage_16": None}
+    hold_missing(other_pack, held)
+    assert other_pack["cell_voltage_16"] is None
+    numbers: dict[str, float | bool | None] = {"cell_voltage_max_number": 3.0}
+    hold_missing(numbers, held)
+    assert "cell_voltage_max_number" not in held.values

@@ -504,21 +504,44 @@ _HELD_SOURCES: Final = frozenset(
 """Measurements a profile without "invalid" markers keeps at their last known value when a poll lacks them."""
 
 
-def hold_missing(values: dict[str, float | bool | None], held: dict[str, float]) -> None:
+class HeldMeasurements:
+    """An output's memory of the last known measurements (see :func:`hold_missing`).
+
+    A value is held for at most `limit` frame sets in a row (a minute at a 1 s period): a sensor that
+    died must not keep reporting an old, cool temperature for hours.
+    """
+
+    def __init__(self, limit: int = 60) -> None:
+        self.limit = limit
+        self.values: dict[str, float] = {}
+        self.misses: dict[str, int] = {}
+
+
+def hold_missing(values: dict[str, float | bool | None], held: HeldMeasurements) -> None:
     """Fill measurements the bank does not report now with their last known value; remember the new ones.
 
     Without an "invalid" marker a missing value would go out as raw 0: 0 °C, 0 mV cells, 0 % SoH, which
-    the inverter takes as measured (and may act on). A value never reported at all still has no better
-    spelling than 0; docs/can.md says so per profile.
+    the inverter takes as measured (and may act on). A value never reported at all, or missing for longer
+    than the hold, still has no better spelling than 0; docs/can.md says so per profile.
     """
+    count = values.get("cell_count")
+    if isinstance(count, float | int) and held.values.get("cell_count") != count:
+        # Another pack (or layout) now carries the per-cell frames: the old pack's cells are not its cells.
+        for source in [s for s in held.values if s.startswith("cell_voltage_") and s[13:].isdigit()]:
+            del held.values[source]
+        held.values["cell_count"] = float(count)
     for source, value in values.items():
-        if source not in _HELD_SOURCES and not source.startswith("cell_voltage_"):
+        held_source = source in _HELD_SOURCES or (source.startswith("cell_voltage_") and source[13:].isdigit())
+        if not held_source:
             continue
         if value is None:
-            if source in held:
-                values[source] = held[source]
+            misses = held.misses.get(source, 0) + 1
+            held.misses[source] = misses
+            if source in held.values and misses <= held.limit:
+                values[source] = held.values[source]
         elif not isinstance(value, bool):
-            held[source] = value
+            held.values[source] = value
+            held.misses.pop(source, None)
 
 
 def build_frames(
@@ -527,7 +550,7 @@ def build_frames(
     phase: OutputPhase,
     requests: Requests = _NO_REQUESTS,
     *,
-    held: dict[str, float] | None = None,
+    held: HeldMeasurements | None = None,
 ) -> list[CanFrame]:
     """The frame set to send now (empty when the phase is silent or waiting).
 

@@ -27,7 +27,15 @@ from typing import Final
 from bmsgate.errors import ConfigError, SinkError
 from bmsgate.inverter.can.bus import FrameBus, open_bus
 from bmsgate.inverter.can.candump import CandumpWriter
-from bmsgate.inverter.can.profiles import CanFrame, CanProfile, OutputPhase, Requests, build_frames, load_profile
+from bmsgate.inverter.can.profiles import (
+    CanFrame,
+    CanProfile,
+    HeldMeasurements,
+    OutputPhase,
+    Requests,
+    build_frames,
+    load_profile,
+)
 from bmsgate.inverter.can.settings import CanSettings
 from bmsgate.inverter.can.state import ForceChargeRequest, PhaseTracker
 from bmsgate.inverter.controller import InverterController, StatusSubscription
@@ -108,7 +116,7 @@ class CanSink:
         self._status = controller.status
         self._requests = Requests()
         self._frames: list[CanFrame] = []
-        self._held: dict[str, float] = {}
+        self._held = HeldMeasurements()
         """Last known measurements, for profiles without "invalid" markers (see `hold_missing`)."""
         self._sent_signature: tuple[OutputPhase, frozenset[Alarm], float, float] | None = None
         self._urgent = asyncio.Event()
