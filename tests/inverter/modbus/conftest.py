@@ -1,12 +1,6 @@
-"""Fixtures for the Modbus bridge tests."""
+"""Fixtures for the Modbus bridge tests (the pty pair is in tests/inverter/conftest.py)."""
 
 from __future__ import annotations
-
-import shutil
-import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,31 +10,3 @@ from .helpers import FakeClock
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-@pytest.fixture
-def pty_pair(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """Two linked pseudo-terminals from socat: (server side, client side)."""
-    socat = shutil.which("socat")
-    if socat is None:
-        pytest.skip("socat is not installed (apt-get install socat)")
-    server, client = tmp_path / "server", tmp_path / "client"
-    process = subprocess.Popen(
-        [socat, "-d", "-d", f"pty,raw,echo=0,link={server}", f"pty,raw,echo=0,link={client}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while not (server.exists() and client.exists()):
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail("socat did not create the pty pair")
-            time.sleep(0.01)
-        yield server, client
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
