@@ -21,8 +21,8 @@ import time
 import aiomqtt
 
 from bmsgate.homeassistant import BatteryInfo, HomeAssistantSink, LinkStats, MqttSettings
-from bmsgate.homeassistant.broker import EmbeddedBroker
 from bmsgate.model import Alarm, BatterySnapshot, DeviceInfo
+from bmsgate.mqtt.broker import EmbeddedBroker
 from bmsgate.runtime.hub import SnapshotHub
 
 CELLS = 16

@@ -22,7 +22,7 @@ from bmsgate.app.config import config_from_mapping
 from bmsgate.app.console import ConsoleSink
 from bmsgate.app.demo import demo_config
 from bmsgate.app.gateway import build_gateway, run_gateway
-from bmsgate.homeassistant.broker import free_port
+from bmsgate.mqtt.broker import free_port
 
 
 def test_demo_runs_end_to_end_and_exits_zero(tmp_path: Path) -> None:
@@ -175,7 +175,7 @@ def test_demo_refuses_a_busy_modbus_port_given_explicitly() -> None:
 
 async def test_the_amqtt_brokers_state_machine_stays_out_of_the_log(caplog: pytest.LogCaptureFixture) -> None:
     pytest.importorskip("amqtt")
-    from bmsgate.homeassistant.broker import EmbeddedBroker
+    from bmsgate.mqtt.broker import EmbeddedBroker
 
     caplog.set_level(logging.DEBUG)
     async with EmbeddedBroker(prefer="amqtt") as broker:

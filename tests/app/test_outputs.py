@@ -18,7 +18,7 @@ from bmsgate.app.config import load_config
 from bmsgate.app.gateway import build_gateway, run_gateway
 from bmsgate.app.outputs import configured_sink_builders
 from bmsgate.errors import ConfigError
-from bmsgate.homeassistant.broker import EmbeddedBroker, free_port
+from bmsgate.mqtt.broker import EmbeddedBroker, free_port
 
 
 def _write_config(

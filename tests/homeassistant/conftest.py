@@ -20,8 +20,8 @@ import aiomqtt
 import pytest
 
 from bmsgate.homeassistant import BatteryInfo, HomeAssistantSink, MqttSettings
-from bmsgate.homeassistant.broker import find_mosquitto, free_port
 from bmsgate.model import Alarm, BatterySnapshot, DeviceInfo
+from bmsgate.mqtt.broker import find_mosquitto, free_port
 from bmsgate.runtime.hub import SnapshotHub
 
 MOSQUITTO = find_mosquitto()

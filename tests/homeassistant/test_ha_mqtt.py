@@ -18,12 +18,12 @@ import pytest
 
 from bmsgate.errors import CommandRefused, DeviceTimeout, SinkError
 from bmsgate.homeassistant import BatteryInfo, HomeAssistantSink, LinkStats, MqttSettings
-from bmsgate.homeassistant.broker import EmbeddedBroker
 from bmsgate.homeassistant.discovery import DiscoveryContext, battery_configs, device_identity, encode_payload
 from bmsgate.homeassistant.energy import STATE_FILE_NAME, EnergyTotals
 from bmsgate.homeassistant.entities import StateInputs, present_entities
-from bmsgate.homeassistant.mqtt import connect
 from bmsgate.model import BatterySnapshot
+from bmsgate.mqtt.broker import EmbeddedBroker
+from bmsgate.mqtt.client import connect
 from bmsgate.runtime.hub import SnapshotHub
 
 from .conftest import BATTERY1, TIMEOUT, Mosquitto, Recorder, needs_passwd, retained, running, settings, snapshot
@@ -354,7 +354,7 @@ async def test_password_auth_from_environment(
 async def test_sink_keeps_retrying_until_broker_appears(
     make_broker: Callable[..., Mosquitto], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from bmsgate.homeassistant.broker import free_port
+    from bmsgate.mqtt.broker import free_port
 
     port = free_port()
     hub = SnapshotHub()
@@ -441,7 +441,7 @@ async def test_energy_never_goes_backwards_across_kill_9(broker: Mosquitto, tmp_
 @pytest.mark.parametrize("prefer", ["mosquitto", "amqtt"])
 async def test_embedded_broker_serves_the_sink(prefer: str, tmp_path: Path) -> None:
     if prefer == "mosquitto":
-        from bmsgate.homeassistant.broker import find_mosquitto
+        from bmsgate.mqtt.broker import find_mosquitto
 
         if find_mosquitto() is None:
             pytest.skip("mosquitto not installed")

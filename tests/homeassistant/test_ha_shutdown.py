@@ -12,9 +12,9 @@ import aiomqtt
 import pytest
 
 from bmsgate.homeassistant import HomeAssistantSink
-from bmsgate.homeassistant import broker as broker_module
-from bmsgate.homeassistant.broker import EmbeddedBroker, find_mosquitto
-from bmsgate.homeassistant.mqtt import MqttSession
+from bmsgate.mqtt import broker as broker_module
+from bmsgate.mqtt.broker import EmbeddedBroker, find_mosquitto
+from bmsgate.mqtt.client import MqttSession
 from bmsgate.runtime.hub import SnapshotHub
 
 from .conftest import BATTERY1, Mosquitto, settings, snapshot

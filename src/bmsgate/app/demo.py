@@ -296,7 +296,7 @@ class _EmbeddedBrokerSink:
         self._build = build
 
     async def run(self, hub: SnapshotHub) -> None:
-        from bmsgate.homeassistant.broker import EmbeddedBroker  # noqa: PLC0415
+        from bmsgate.mqtt.broker import EmbeddedBroker  # noqa: PLC0415
 
         with tempfile.TemporaryDirectory(prefix="bmsgate-demo-") as state_dir:
             async with EmbeddedBroker(host=self._host, port=self._port) as broker:
@@ -321,7 +321,7 @@ def _embedded_broker(options: DemoOptions, context: OutputContext) -> Sink:
     else:
         host, port = _DEFAULT_BROKER
         if not tcp_port_free(host, port):
-            from bmsgate.homeassistant.broker import free_port  # noqa: PLC0415
+            from bmsgate.mqtt.broker import free_port  # noqa: PLC0415
 
             port = free_port(host)
             _LOGGER.info(

@@ -21,12 +21,12 @@ import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import Any, Final, Literal, Self
-from urllib.parse import unquote, urlsplit
+from typing import Final, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 
 from bmsgate.model import Alarm
+from bmsgate.mqtt.settings import BrokerSettings, TlsSettings
 
 __all__ = [
     "BatteryInfo",
@@ -84,51 +84,8 @@ def default_state_dir() -> Path:
     return Path(base) / "bmsgate"
 
 
-class TlsSettings(BaseModel):
-    """TLS towards the broker. With no CA file the system trust store is used."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    """Client certificate (PEM) for brokers that authenticate clients by certificate."""
-    key_file: Path | None = None
-    insecure: bool = False
-    """Skip host name verification (the chain is still verified). Only for testing."""
-
-    @model_validator(mode="after")
-    def _check_files(self) -> Self:
-        if self.key_file is not None and self.cert_file is None:
-            raise ValueError("key_file needs cert_file")
-        for path in (self.ca_file, self.cert_file, self.key_file):
-            if path is not None and not path.is_file():
-                raise ValueError(f"{path}: file not found")
-        return self
-
-
-class MqttSettings(BaseModel):
+class MqttSettings(BrokerSettings):
     """Broker connection and Home Assistant discovery settings (``outputs.mqtt``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    # -- connection -------------------------------------------------------------------------------
-    url: str | None = None
-    """``mqtt://user:pass@host:port`` or ``mqtts://...``; explicit keys win over URL parts."""
-    host: str = "localhost"
-    port: int = Field(default=_DEFAULT_PORT, ge=1, le=65535)
-    username: str | None = None
-    password: SecretStr | None = None
-    password_env: str | None = None
-    """Name of an environment variable holding the password (keeps it out of the config file)."""
-    client_id: str | None = None
-    """MQTT client id; default ``bmsgate-<gateway_id>``."""
-    keepalive: int = Field(default=30, ge=5, le=3600)
-    qos: Literal[0, 1, 2] = 1
-    tls: TlsSettings | None = None
-    reconnect_initial: float = Field(default=1.0, gt=0)
-    """First delay (s) before reconnecting; doubles per failure."""
-    reconnect_max: float = Field(default=60.0, gt=0)
-    """Cap (s) of the reconnect delay; the actual delay is jittered between half and all of it."""
 
     # -- Home Assistant ---------------------------------------------------------------------------
     discovery: bool = True
@@ -159,43 +116,8 @@ class MqttSettings(BaseModel):
     inverter_interval: float = Field(default=10.0, gt=0)
     """How often (s) the inverter status is re-published even when no battery reports."""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _accept_url(cls, data: Any) -> Any:
-        if isinstance(data, str):
-            data = {"url": data}
-        if not isinstance(data, dict) or not data.get("url"):
-            return data
-        parts = urlsplit(str(data["url"]))
-        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-            raise ValueError(f"url: scheme must be mqtt:// or mqtts://, not {parts.scheme!r}")
-        if not parts.hostname:
-            raise ValueError("url: no host name")
-        secure = parts.scheme in ("mqtts", "ssl")
-        try:
-            url_port = parts.port
-        except ValueError as exc:
-            raise ValueError(f"url: {exc}") from exc
-        from_url: dict[str, Any] = {
-            "host": parts.hostname,
-            "port": url_port or (_DEFAULT_TLS_PORT if secure else _DEFAULT_PORT),
-        }
-        if parts.username:
-            from_url["username"] = unquote(parts.username)
-        if parts.password:
-            from_url["password"] = unquote(parts.password)
-        if secure:
-            from_url["tls"] = {}
-        return {**from_url, **data}
-
     @model_validator(mode="after")
-    def _check(self) -> Self:
-        if self.password is not None and self.password_env is not None:
-            raise ValueError("give either password or password_env, not both")
-        if self.password_env is not None and self.password_env not in os.environ:
-            raise ValueError(f"password_env: environment variable {self.password_env} is not set")
-        if self.reconnect_max < self.reconnect_initial:
-            raise ValueError("reconnect_max must not be below reconnect_initial")
+    def _check_topics(self) -> Self:
         for name in ("discovery_prefix", "base_topic", "gateway_id"):
             value: str = getattr(self, name)
             if not _TOPIC_SEGMENT.match(value) or value.startswith("/") or value.endswith("/"):
@@ -203,14 +125,6 @@ class MqttSettings(BaseModel):
         return self
 
     # -- derived ----------------------------------------------------------------------------------
-
-    def resolved_password(self) -> str | None:
-        """The password from the config or from the environment variable named by ``password_env``."""
-        if self.password is not None:
-            return self.password.get_secret_value()
-        if self.password_env is not None:
-            return os.environ.get(self.password_env)
-        return None
 
     @property
     def effective_client_id(self) -> str:
@@ -221,9 +135,3 @@ class MqttSettings(BaseModel):
     def effective_ha_status_topic(self) -> str:
         """Home Assistant's birth/last-will topic."""
         return self.ha_status_topic or f"{self.discovery_prefix}/status"
-
-    def display_url(self) -> str:
-        """Where we connect, for logs (never includes the password)."""
-        scheme = "mqtts" if self.tls is not None else "mqtt"
-        user = f"{self.username}@" if self.username else ""
-        return f"{scheme}://{user}{self.host}:{self.port}"

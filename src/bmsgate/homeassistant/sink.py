@@ -54,7 +54,7 @@ from bmsgate.runtime.cancellation import run_isolated
 from bmsgate.runtime.hub import HubUpdate, SnapshotHub, Subscription
 
 if TYPE_CHECKING:
-    from bmsgate.homeassistant.mqtt import MqttSession
+    from bmsgate.mqtt.client import MqttSession
 
 __all__ = [
     "BatteryControl",
@@ -309,7 +309,7 @@ class HomeAssistantSink:
         await run_isolated(self._connection_loop(), name="ha-connection", grace=_STOP_GRACE, limit=_STOP_LIMIT)
 
     async def _connection_loop(self) -> None:
-        from bmsgate.homeassistant import mqtt  # noqa: PLC0415 - aiomqtt is an optional extra
+        from bmsgate.mqtt import client as mqtt  # noqa: PLC0415 - aiomqtt is an optional extra
 
         backoff = Backoff(self.settings.reconnect_initial, self.settings.reconnect_max, jitter=0.25)
         failing_since: str | None = None

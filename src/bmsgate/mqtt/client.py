@@ -18,7 +18,7 @@ from typing import Final
 import aiomqtt
 
 from bmsgate.errors import SinkError
-from bmsgate.homeassistant.settings import MqttSettings, TlsSettings
+from bmsgate.mqtt.settings import BrokerSettings, TlsSettings
 from bmsgate.runtime.cancellation import uninterruptible
 
 __all__ = ["IncomingMessage", "MqttSession", "connect"]
@@ -115,7 +115,7 @@ class MqttSession:
 
 @contextlib.asynccontextmanager
 async def connect(
-    settings: MqttSettings, *, will_topic: str, will_payload: str, client_id: str | None = None
+    settings: BrokerSettings, *, will_topic: str, will_payload: str, client_id: str | None = None
 ) -> AsyncIterator[MqttSession]:
     """Connect to the broker with a retained last will; disconnect cleanly on exit.
 
@@ -156,7 +156,7 @@ async def connect(
         await _close(client)
 
 
-async def _enter(client: aiomqtt.Client, settings: MqttSettings) -> None:
+async def _enter(client: aiomqtt.Client, settings: BrokerSettings) -> None:
     """Connect `client`; a cancellation always propagates and never leaves a connection behind.
 
     aiomqtt's connect cannot be interrupted safely: it runs the blocking socket connect in a thread
