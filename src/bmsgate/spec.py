@@ -39,6 +39,16 @@ def _can_profile() -> type[BaseModel]:
     return CanProfileDefinition
 
 
+def _fleet(name: str) -> Callable[[], type[BaseModel]]:
+    def model() -> type[BaseModel]:
+        from bmsgate.fleet import protocol  # noqa: PLC0415
+
+        found: type[BaseModel] = getattr(protocol, name)
+        return found
+
+    return model
+
+
 def _snapshot() -> str:
     from bmsgate.snapshot_schema import snapshot_json_schema_text  # noqa: PLC0415
 
@@ -51,6 +61,10 @@ SCHEMAS: Final[Mapping[str, tuple[str, Callable[[], type[BaseModel]]] | Callable
     "can-profile.schema.json": ("bmsgate CAN profile with its DBC text (canonical IR)", _can_profile),
     # The snapshot is a dataclass, not a pydantic model: its schema is written from the model's field kinds.
     "snapshot.schema.json": _snapshot,
+    "fleet-state.schema.json": ("bmsgate fleet: gateway state (retained)", _fleet("StateMessage")),
+    "fleet-telemetry.schema.json": ("bmsgate fleet: telemetry, one per interval", _fleet("TelemetryMessage")),
+    "fleet-event.schema.json": ("bmsgate fleet: gateway event", _fleet("EventMessage")),
+    "fleet-command.schema.json": ("bmsgate fleet: command from the server", _fleet("CommandMessage")),
 }
 """File name -> (title, the pydantic model it is generated from), or a function giving the file's text."""
 
