@@ -35,6 +35,12 @@ apt_install_missing() {
         "${wanted[@]}" >/dev/null
 }
 
+apt_install_postgresql() {
+    # The server binaries (initdb, postgres), not only the psql client: tests start throwaway clusters.
+    if compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null; then return 0; fi
+    apt_install_missing postgresql:__none__
+}
+
 ensure_venv() {
     # Usage: ensure_venv EXTRAS   e.g. ensure_venv "dev"
     local extras="$1"
