@@ -1,0 +1,1 @@
+"""The fleet server: broker ownership, enrolment, ingest, store, alarms, API and dashboard."""
