@@ -266,7 +266,7 @@ def gateway_from_row(
         location=None if location_data is None else LocationRecord(**location_data),
         home=home,
         online=bool(values["online"]),
-        last_seen=values["last_seen"],
+        last_seen=values["last_seen"] or None,
         interval_s=values["interval_s"],
         uptime_s=values["uptime_s"],
         buffer_queued=values["buffer_queued"] or 0,
