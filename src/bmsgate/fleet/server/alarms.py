@@ -52,31 +52,12 @@ from bmsgate.fleet.server.store.repository import (
     WriteResult,
 )
 
-__all__ = ["AlarmEngine", "alarm_to_dict"]
+__all__ = ["AlarmEngine"]
 
 _log = logging.getLogger(__name__)
 _Key = tuple[str, str | None, str]
 """``(gateway, battery, kind)``."""
 _GATEWAY_WIDE: Final = None
-
-
-def alarm_to_dict(alarm: AlarmRecord) -> dict[str, Any]:
-    """The JSON form of an alarm (live feed, notifications, API)."""
-    return {
-        "id": alarm.id,
-        "gateway": alarm.gateway,
-        "battery": alarm.battery,
-        "kind": alarm.kind,
-        "severity": alarm.severity.label,
-        "state": alarm.state.value,
-        "message": alarm.message,
-        "value": alarm.value,
-        "opened_at": alarm.opened_at,
-        "acknowledged_at": alarm.acknowledged_at,
-        "acknowledged_by": alarm.acknowledged_by,
-        "closed_at": alarm.closed_at,
-        "closed_by": alarm.closed_by,
-    }
 
 
 class AlarmEngine:
@@ -300,7 +281,7 @@ class AlarmEngine:
 
     def _announce(self, alarm: AlarmRecord, action: str) -> None:
         if self.feed is not None:
-            data = {**alarm_to_dict(alarm), "action": action}
+            data = {**alarm.to_dict(), "action": action}
             self.feed.publish(LiveUpdate(kind=LiveKind.ALARM, gateway=alarm.gateway, at=time.time(), data=data))
         if self.notifier is not None:
             self.notifier.notify(alarm, action)

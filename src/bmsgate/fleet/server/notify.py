@@ -113,12 +113,10 @@ class Notifier:
                 await self._deliver(job)
 
     def _body(self, job: _Job) -> dict[str, object]:
-        from bmsgate.fleet.server.alarms import alarm_to_dict  # noqa: PLC0415 - alarms imports this module
-
         return {
             "event": "alarm",
             "action": job.action,
-            "alarm": alarm_to_dict(job.alarm),
+            "alarm": job.alarm.to_dict(),
             "server": self.settings.server_name,
         }
 
