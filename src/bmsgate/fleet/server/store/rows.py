@@ -146,8 +146,8 @@ class TelemetryRows:
 
     def __init__(self) -> None:
         self.samples: list[SampleValues] = []
-        self.batteries: list[tuple[str, str, float, float | None, bool, str | None]] = []
-        """``(gateway, battery, at, age_s, stale, full snapshot JSON or None)``."""
+        self.batteries: list[tuple[str, str, float, float | None, bool, BatterySnapshot | None]] = []
+        """``(gateway, battery, at, age_s, stale, snapshot or None)``."""
         self.rejected = 0
 
 
@@ -165,9 +165,7 @@ def telemetry_rows(message: TelemetryMessage) -> TelemetryRows:
         if snapshot is None:
             rows.batteries.append((message.gateway, reading.id, message.at, reading.age_s, True, None))
             continue
-        rows.batteries.append(
-            (message.gateway, reading.id, message.at, reading.age_s, reading.stale, dumps(snapshot.to_dict()))
-        )
+        rows.batteries.append((message.gateway, reading.id, message.at, reading.age_s, reading.stale, snapshot))
         if not reading.stale:
             # A stale reading repeats an old one: it is the latest known, not a new sample.
             rows.samples.append(
@@ -390,8 +388,9 @@ class BatchRows:
         for event, received_at in batch.events:
             entry = activity.setdefault(event.gateway, [event.gateway, 0.0, None, None, None])
             entry[1] = max(entry[1], received_at)
-        self.batteries = list(latest.values())
-        """``(gateway, battery, at, age_s, stale, snapshot JSON)``, the newest per battery."""
+        # Only the newest reading per battery is kept as "latest": only it needs its full JSON form.
+        self.batteries = [(*row[:5], None if row[5] is None else dumps(row[5].to_dict())) for row in latest.values()]
+        """``(gateway, battery, at, age_s, stale, full snapshot JSON)``, the newest per battery."""
         self.activity = [tuple(entry) for entry in activity.values()]
         """``(gateway, last_seen, rollup_from, inverter JSON, inverter_at)``."""
         self.states = [state_values(message, received_at) for message, received_at in batch.states]
