@@ -148,6 +148,8 @@ _ADAPTERS = {
     "pymodbus": {"bmsgate.inverter.modbus.server"},
     "can": {"bmsgate.inverter.can.bus"},
     "cantools": {"bmsgate.inverter.can.dbc"},
+    "yoyo": {"bmsgate.fleet.server.store.migrate"},
+    "psycopg": {"bmsgate.fleet.server.store.postgres"},
 }
 """Each third-party I/O library and the one adapter module allowed to import it."""
 
