@@ -40,6 +40,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from pydantic import SecretStr
+
 from bmsgate.errors import SinkError
 from bmsgate.fleet.protocol import GATEWAY_CHANNELS, SERVER_CHANNELS, TOPIC_ROOT, Channel
 from bmsgate.fleet.server.datadir import DataDir, write_private
@@ -307,7 +309,7 @@ class FleetBroker:
             host="127.0.0.1",
             port=self.ingest_port,
             username=self._account.username,
-            password=self._account.password,
+            password=SecretStr(self._account.password),
             client_id=self._account.username,
         )
 

@@ -113,11 +113,13 @@ class DeviceRegistry:
             raise DeviceError(f"{self.path}: larger than {_MAX_FILE_BYTES} bytes")
         try:
             data = json.loads(raw)
-            if data.get("v") != _VERSION:
-                raise ValueError(f"unknown version {data.get('v')!r}")
-            return {gateway_id: _device_from(gateway_id, entry) for gateway_id, entry in data["devices"].items()}
+            version = data.get("v")
+            devices = {gateway_id: _device_from(gateway_id, entry) for gateway_id, entry in data["devices"].items()}
         except (ValueError, KeyError, TypeError, AttributeError, DeviceError, PasswordFormatError) as exc:
             raise DeviceError(f"{self.path}: damaged device file ({exc})") from None
+        if version != _VERSION:
+            raise DeviceError(f"{self.path}: unknown device file version {version!r}")
+        return devices
 
     def list(self) -> list[Device]:
         """Every gateway, oldest enrolment first."""
