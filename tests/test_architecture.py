@@ -148,6 +148,7 @@ _ADAPTERS = {
     "pymodbus": {"bmsgate.inverter.modbus.server"},
     "can": {"bmsgate.inverter.can.bus"},
     "cantools": {"bmsgate.inverter.can.dbc"},
+    "cryptography": {"bmsgate.fleet.server.tls"},
 }
 """Each third-party I/O library and the one adapter module allowed to import it."""
 
