@@ -205,7 +205,7 @@ async def test_a_revoked_gateway_is_cut_off_at_once_and_refused(broker: FleetBro
                         await asyncio.sleep(0.05)
         await asyncio.sleep(QUIET)
         assert [message.payload for message in seen.messages] == [b"before"]
-    with pytest.raises(SinkError, match="[Nn]ot authori[sz]ed"):
+    with pytest.raises(SinkError, match=r"[Nn]ot authori[sz]ed"):
         async with gateway(alpha, "gw-alpha"):
             pass
     assert "user gw-alpha" not in (broker.data.broker_dir / "acl").read_text()
@@ -217,7 +217,7 @@ async def test_re_enrolment_rotates_the_password(broker: FleetBroker) -> None:
     assert old.resolved_password() != new.resolved_password()
     async with gateway(new, "gw-alpha"):
         pass
-    with pytest.raises(SinkError, match="[Nn]ot authori[sz]ed"):
+    with pytest.raises(SinkError, match=r"[Nn]ot authori[sz]ed"):
         async with gateway(old, "gw-alpha"):
             pass
 
@@ -229,14 +229,14 @@ async def test_wrong_password_unknown_user_and_plain_tcp_are_refused(broker: Fle
         alpha.model_copy(update={"username": "gw-nobody"}),
         alpha.model_copy(update={"username": SERVER_USER}),
     ):
-        with pytest.raises(SinkError, match="[Nn]ot authori[sz]ed"):
+        with pytest.raises(SinkError, match=r"[Nn]ot authori[sz]ed"):
             async with gateway(wrong, "gw-alpha"):
                 pass
     # The gateway listener speaks TLS only: a plain MQTT CONNECT gets no CONNACK, the broker hangs up.
     assert await asyncio.to_thread(_plain_connect, broker.options.gateway_port, alpha) == b""
     assert (await asyncio.to_thread(_plain_connect, broker.ingest_port, alpha))[:1] == bytes([0x20])  # CONNACK
     # Nor does anyone get in anonymously on the server's loopback listener.
-    with pytest.raises(SinkError, match="[Nn]ot authori[sz]ed"):
+    with pytest.raises(SinkError, match=r"[Nn]ot authori[sz]ed"):
         async with gateway(BrokerSettings(host="127.0.0.1", port=broker.ingest_port), "gw-alpha"):
             pass
 
@@ -287,7 +287,7 @@ async def test_client_certificate_gateways_are_confined_and_revocable(broker: Fl
     # The CRL is reloaded with the SIGHUP: the revoked certificate fails the handshake itself (the client
     # sees the "certificate revoked" alert, or only the closed connection when the alert loses the race).
     log_before = broker.log_file.read_text()
-    with pytest.raises(ssl.SSLError, match="revoked|EOF occurred"):
+    with pytest.raises(ssl.SSLError, match=r"revoked|EOF occurred"):
         await asyncio.to_thread(_tls_handshake, broker.options.cert_port or 0, gamma)
     assert "certificate verify failed" in broker.log_file.read_text()[len(log_before) :]
 
@@ -295,7 +295,7 @@ async def test_client_certificate_gateways_are_confined_and_revocable(broker: Fl
 async def test_a_certificate_alone_does_not_open_the_password_listener(broker: FleetBroker) -> None:
     gamma = await enrol(broker, "gw-gamma", client_cert=True)
     on_password_port = gamma.model_copy(update={"port": broker.options.gateway_port, "username": "gw-gamma"})
-    with pytest.raises(SinkError, match="[Nn]ot authori[sz]ed"):
+    with pytest.raises(SinkError, match=r"[Nn]ot authori[sz]ed"):
         async with gateway(on_password_port, "gw-gamma"):
             pass
 
@@ -388,7 +388,7 @@ async def test_queued_messages_and_retained_desired_survive_a_broker_restart(tmp
         ) as ingest:
             async with asyncio.timeout(TIMEOUT):
                 async for message in ingest.messages:
-                    received.append(bytes(message.payload))  # type: ignore[arg-type]
+                    received.append(bytes(message.payload))
                     if len(received) == 5:
                         break
         async with gateway(alpha, "gw-alpha") as session, inbox(session, "fleet/v1/gw-alpha/desired") as desired:
@@ -425,6 +425,6 @@ async def test_a_broker_that_cannot_start_says_why(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         data = DataDir.open(tmp_path / "data")
         broker = FleetBroker(data, BrokerOptions(gateway_host="127.0.0.1", gateway_port=port, cert_port=None))
-        with pytest.raises(SinkError, match="Address already in use|did not listen|exited"):
+        with pytest.raises(SinkError, match=r"Address already in use|did not listen|exited"):
             await broker.start()
     assert broker.pid is None and not data.pid_file.exists()

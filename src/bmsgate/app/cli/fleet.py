@@ -72,6 +72,7 @@ def _enroll(args: argparse.Namespace) -> int:
     broker_url = args.broker_url
     if broker_url is None:
         endpoints = read_endpoints(data)
+        endpoints_cert: str | None
         if endpoints is None:
             defaults = BrokerOptions()
             endpoints_password = f"mqtts://{defaults.host_name}:{defaults.gateway_port}"
@@ -115,7 +116,7 @@ def _devices(args: argparse.Namespace) -> int:
     from bmsgate.fleet.server.devices import DeviceRegistry  # noqa: PLC0415
 
     devices = DeviceRegistry(_data(args).devices_file).list()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": device.gateway_id,
             "enrolled_at": device.enrolled_at,
@@ -163,7 +164,7 @@ def _token_create(args: argparse.Namespace) -> int:
 
 def _token_list(args: argparse.Namespace) -> int:
     tokens = _data(args).tokens.list()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"id": info.token_id, "role": info.role.value, "label": info.label, "created_at": info.created_at}
         for info in tokens
     ]
