@@ -27,7 +27,8 @@ _ITERATIONS: Final = 101
 _SALT_BYTES: Final = 12
 _HASH_BYTES: Final = 64
 _SECRET_BYTES: Final = 32
-_MAX_ITERATIONS: Final = 10_000_000
+_MAX_ITERATIONS: Final = 100_000
+"""Bounds the work a damaged or hostile stored hash can ask for (PBKDF2 time grows with it)."""
 _MAX_HASH_TEXT: Final = 512
 
 
