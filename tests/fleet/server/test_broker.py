@@ -17,6 +17,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -336,7 +337,8 @@ _SERVER_SCRIPT = textwrap.dedent(
 )
 
 
-def test_sigterm_to_the_server_leaves_no_mosquitto(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_the_server_ending_leaves_no_mosquitto(tmp_path: Path, how: signal.Signals) -> None:
     script = tmp_path / "server.py"
     script.write_text(_SERVER_SCRIPT)
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -348,10 +350,22 @@ def test_sigterm_to_the_server_leaves_no_mosquitto(tmp_path: Path) -> None:
         assert process.stdout is not None
         pid = int(process.stdout.readline())
         os.kill(pid, 0)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(TIMEOUT) == 0
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+        process.send_signal(how)
+        # SIGTERM: the server stops its broker; SIGKILL: the kernel's parent-death signal does.
+        assert process.wait(TIMEOUT) == (0 if how == signal.SIGTERM else -signal.SIGKILL)
+    deadline = time.monotonic() + TIMEOUT
+    while _alive(pid):
+        assert time.monotonic() < deadline, f"mosquitto {pid} outlived its server"
+        time.sleep(0.02)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
 
 
 async def test_queued_messages_and_retained_desired_survive_a_broker_restart(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import getpass
 import json
@@ -35,6 +36,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
@@ -76,6 +78,7 @@ _START_TIMEOUT: Final = 10.0
 _RELOAD_TIMEOUT: Final = 5.0
 _RELOAD_LINE: Final = b"Reloading config."
 _MAX_LOG_BYTES: Final = 16 * 1024 * 1024
+_PR_SET_PDEATHSIG: Final = 1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -249,6 +252,17 @@ async def apply_device_changes(data: DataDir) -> bool:
     return True
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the server dies, even by SIGKILL (Linux; elsewhere nothing).
+
+    Linux sends it when the *thread* that started the child ends, so the broker must be started from the
+    event loop's thread (as :class:`FleetBroker` does), never from a short-lived worker thread.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _listening_address(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
@@ -400,7 +414,13 @@ class FleetBroker:
         try:
             with self.log_file.open("ab") as log:
                 self._process = await asyncio.create_subprocess_exec(
-                    str(binary), "-c", str(self.config_file), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log
+                    str(binary),
+                    "-c",
+                    str(self.config_file),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                 )
         except OSError as exc:
             raise SinkError(f"cannot run {binary}: {exc}", sink=_SINK) from exc
