@@ -14,11 +14,16 @@
   event,reported}`` and read only ``fleet/v1/<id>/{desired,command}``; the server user reads everything under
   ``fleet/v1/`` and writes ``desired`` and ``command``. A revoked gateway has no rules and no password.
 
-A change (enrol, revoke) rewrites ``passwd``, ``acl`` and the CRL and sends the broker SIGHUP. Mosquitto
-then refuses the revoked gateway's next connect; a session that is already connected stays connected
-(Mosquitto 2.0.11 does not re-check passwords of live sessions on reload) but its ACL is gone, so every
-publish it makes is dropped and nothing is delivered to it. ``bmsgate fleet revoke`` (another process)
-finds the running broker by ``broker/mosquitto.pid``.
+A change (enrol, revoke) rewrites ``passwd``, ``acl`` and the CRL and sends the broker SIGHUP; the caller
+waits until Mosquitto logs the reload. What Mosquitto 2.0.11 then does (tested in
+tests/fleet/server/test_broker.py): it closes the live session of a user no longer in the password file
+and of a certificate now in the CRL (despite its manual page saying connected clients are unaffected),
+refuses their next connect, and keeps every other session. Were a session kept, its ACL would be gone
+anyway: nothing it publishes is delivered. A gateway publishing outside its own prefix is not just
+ignored: Mosquitto drops the message *and closes the connection* (MQTT 3.1.1 has no negative PUBACK), so
+the broker publishes that gateway's last will. ``bmsgate fleet revoke`` (another process) finds the
+running broker by ``broker/mosquitto.pid``. If the server dies, even by SIGKILL, the kernel sends
+Mosquitto SIGTERM (Linux ``PR_SET_PDEATHSIG``), so no broker outlives its server.
 
 With ``--broker URL`` (an existing broker) the server starts nothing; :func:`write_access_files` writes
 the same ``passwd`` and ``acl`` for the operator to install (see docs/fleet/broker-and-enrolment.md).
@@ -76,6 +81,7 @@ SERVER_STATUS_TOPIC: Final = "fleet/server/availability"
 """Where the server's own connection keeps its last will (outside every gateway's prefix)."""
 _START_TIMEOUT: Final = 10.0
 _RELOAD_TIMEOUT: Final = 5.0
+_RESIGNAL_AFTER: Final = 0.25
 _RELOAD_LINE: Final = b"Reloading config."
 _MAX_LOG_BYTES: Final = 16 * 1024 * 1024
 _PR_SET_PDEATHSIG: Final = 1
@@ -215,18 +221,32 @@ def _reload_count(log: Path) -> int:
         return 0
 
 
-async def _signal_reload(pid: int, log: Path) -> None:
-    """SIGHUP `pid` and wait until its log says it reloaded (so the caller knows the change is live)."""
-    before = _reload_count(log)
+def _hang_up(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError as exc:
         raise SinkError(f"broker (pid {pid}) is gone", sink=_SINK) from exc
+
+
+async def _signal_reload(pid: int, log: Path) -> None:
+    """SIGHUP `pid` and wait until its log says it reloaded (so the caller knows the change is live).
+
+    The signal is repeated while unconfirmed: one that lands just before Mosquitto goes back to waiting
+    for events is only acted on when its wait ends, which on an idle broker can be many seconds later.
+    A second reload of the same files is harmless.
+    """
+    before = _reload_count(log)
+    _hang_up(pid)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _RELOAD_TIMEOUT
+    next_signal = loop.time() + _RESIGNAL_AFTER
     while _reload_count(log) <= before:
-        if loop.time() > deadline:
+        now = loop.time()
+        if now > deadline:
             raise SinkError(f"broker (pid {pid}) did not confirm the reload within {_RELOAD_TIMEOUT:g} s", sink=_SINK)
+        if now > next_signal:
+            _hang_up(pid)
+            next_signal = now + _RESIGNAL_AFTER
         await asyncio.sleep(0.02)
     # The reload runs within one pass of Mosquitto's single-threaded loop: a packet read after the line
     # was logged sees the new rules. A short pause covers the rest of that pass.

@@ -83,10 +83,16 @@ def _device_from(gateway_id: str, entry: Any) -> Device:
 
 
 def _entry(device: Device) -> dict[str, Any]:
-    data = dataclasses.asdict(device)
-    del data["gateway_id"]
-    data["revoked_serials"] = list(device.revoked_serials)
-    return {key: value for key, value in data.items() if value is not None}
+    entry: dict[str, Any] = {"enrolled_at": device.enrolled_at, "revoked": device.revoked}
+    optional = {
+        "revoked_at": device.revoked_at,
+        "password_hash": device.password_hash,
+        "cert_serial": device.cert_serial,
+    }
+    entry.update((key, value) for key, value in optional.items() if value is not None)
+    if device.revoked_serials:
+        entry["revoked_serials"] = list(device.revoked_serials)
+    return entry
 
 
 class DeviceRegistry:
