@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from bmsgate.fleet.server.broker import BrokerOptions, FleetBroker, apply_device_changes
 from bmsgate.fleet.server.datadir import DataDir
 from bmsgate.fleet.server.devices import enroll_gateway
@@ -67,14 +69,14 @@ async def measure(count: int) -> dict[str, float]:
             credentials = enroll_gateway(data, "gw-new", broker_url=broker.endpoints.password_url)
             await apply_device_changes(data)
             figures["enrol_s"] = time.perf_counter() - started
-            assert credentials.ca_pem is not None and credentials.password is not None
+            assert credentials.ca_pem is not None
             ca = Path(directory) / "ca.pem"
             ca.write_text(credentials.ca_pem)
             settings = BrokerSettings(
                 host="127.0.0.1",
                 port=options.gateway_port,
                 username="gw-000000",
-                password="bench-password",
+                password=SecretStr("bench-password"),
                 tls=TlsSettings(ca_file=ca),
             )
             times = []
