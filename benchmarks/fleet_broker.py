@@ -94,9 +94,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     args = parser.parse_args()
-    print(
-        f"{'gateways':>9} {'start s':>8} {'reload s':>9} {'enrol s':>8} {'connect ms':>11} {'RSS MiB':>8} {'acl KiB':>8}"
-    )
+    columns = (("gateways", 9), ("start s", 8), ("reload s", 9), ("enrol s", 8), ("connect ms", 11), ("RSS MiB", 8))
+    print(" ".join(f"{name:>{width}}" for name, width in columns), f"{'acl KiB':>8}")
     for count in args.sizes:
         f = await measure(count)
         print(
