@@ -234,7 +234,7 @@ async def delete_gateway(ctx: ApiContext, gateway_id: str) -> None:
     status_code=202,
     summary="Send a command to a gateway (technician)",
 )
-async def send_command(ctx: ApiContext, gateway_id: str, data: CommandRequest) -> CommandAccepted:
+async def post_command(ctx: ApiContext, gateway_id: str, data: CommandRequest) -> CommandAccepted:
     """Hand a command to the broker; the gateway answers with a ``command_done``/``command_rejected`` event."""
     await ctx.store.get_gateway(_known_gateway(gateway_id))
     now = ctx.clock()
@@ -280,15 +280,15 @@ async def series(
 @get("/alarms", summary="Alarms, newest first")
 async def list_alarms(
     ctx: ApiContext,
-    state: str = Parameter(
-        default="active", description="active (open or acknowledged), open, acknowledged, closed or all"
+    wanted_state: str = Parameter(
+        query="state", default="active", description="active (open or acknowledged), open, acknowledged, closed or all"
     ),
     gateway: str | None = Parameter(default=None, description="only this gateway's"),
     since: float | None = Parameter(default=None, description="opened at or after (Unix seconds)"),
     limit: int = Parameter(default=1000, ge=1, le=10_000),
 ) -> AlarmList:
     """Alarms matching the filter."""
-    if state not in _ALARM_STATES:
+    if wanted_state not in _ALARM_STATES:
         raise ValidationException(f"state must be one of {', '.join(_ALARM_STATES)}")
     wanted = {
         "active": (AlarmState.OPEN, False),
@@ -296,7 +296,7 @@ async def list_alarms(
         "acknowledged": (AlarmState.ACKNOWLEDGED, True),
         "closed": (AlarmState.CLOSED, True),
         "all": (None, False),
-    }[state]
+    }[wanted_state]
     records = await ctx.store.list_alarms(
         AlarmFilter(state=wanted[0], only_state=wanted[1], gateway=gateway, since=since, limit=limit)
     )
@@ -468,7 +468,7 @@ def create_app(
             list_gateways,
             get_gateway,
             delete_gateway,
-            send_command,
+            post_command,
             series,
             list_alarms,
             get_alarm,
