@@ -22,11 +22,11 @@ import json
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 from litestar import Litestar, MediaType, Request, Response, Router, WebSocket, delete, get, post, websocket
 from litestar.connection import ASGIConnection
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import (
     HTTPException,
     NotAuthorizedException,
@@ -40,7 +40,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from bmsgate.errors import BmsgateError
@@ -174,7 +174,7 @@ def _actor(request: Request[Any, Any, Any]) -> str:
     return info.label or f"token {info.token_id}"
 
 
-def _known_gateway(gateway_id: str) -> str:
+def _known_gateway(gateway_id: FromPath[str]) -> str:
     if not is_gateway_id(gateway_id):
         raise NotFoundException(f"no gateway {gateway_id!r}")
     return gateway_id
@@ -184,13 +184,13 @@ def _known_gateway(gateway_id: str) -> str:
 
 
 @get("/health", opt={"role": None}, summary="Liveness (no token)")
-async def health(ctx: ApiContext) -> Health:
+async def health(ctx: NamedDependency[ApiContext]) -> Health:
     """Whether the server runs; needs no token."""
     return Health(status="ok", store=ctx.store.backend, live_subscribers=ctx.stream.client_count)
 
 
 @get("/session", summary="Who the token belongs to, and the dashboard settings")
-async def session(request: Request[Any, Any, Any], ctx: ApiContext) -> SessionView:
+async def session(request: Request[Any, Any, Any], ctx: NamedDependency[ApiContext]) -> SessionView:
     """The caller's token id, role and label, and the dashboard's map settings."""
     info = _token_of(request)
     assert info is not None  # the guard ran
@@ -205,8 +205,8 @@ async def session(request: Request[Any, Any, Any], ctx: ApiContext) -> SessionVi
 
 @get("/gateways", summary="Every gateway")
 async def list_gateways(
-    ctx: ApiContext,
-    summary: bool = Parameter(default=False, description="leave out batteries and inverter (the overview's form)"),
+    ctx: NamedDependency[ApiContext],
+    summary: Annotated[bool, QueryParameter(description="leave out batteries and inverter (the overview's form)")] = False,
 ) -> GatewayList:
     """Every gateway with its latest battery snapshots (unless ``summary``), sorted by id."""
     records = await ctx.store.list_gateways()
@@ -214,7 +214,7 @@ async def list_gateways(
 
 
 @get("/gateways/{gateway_id:str}", summary="One gateway with its batteries, inverter and recent alarms")
-async def get_gateway(ctx: ApiContext, gateway_id: str) -> GatewayView:
+async def get_gateway(ctx: NamedDependency[ApiContext], gateway_id: FromPath[str]) -> GatewayView:
     """One gateway in full, with its 50 most recent alarms."""
     record = await ctx.store.get_gateway(_known_gateway(gateway_id))
     alarms = await ctx.store.list_alarms(AlarmFilter(gateway=gateway_id, limit=50))
@@ -222,7 +222,7 @@ async def get_gateway(ctx: ApiContext, gateway_id: str) -> GatewayView:
 
 
 @delete("/gateways/{gateway_id:str}", opt={"role": Role.ADMIN}, summary="Delete a gateway and its history (admin)")
-async def delete_gateway(ctx: ApiContext, gateway_id: str) -> None:
+async def delete_gateway(ctx: NamedDependency[ApiContext], gateway_id: FromPath[str]) -> None:
     """Remove a gateway and everything stored about it."""
     await ctx.store.delete_gateway(_known_gateway(gateway_id))
     ctx.feed.publish(LiveUpdate(kind=LiveKind.GATEWAY_DELETED, gateway=gateway_id, at=ctx.clock(), data={}))
@@ -234,7 +234,7 @@ async def delete_gateway(ctx: ApiContext, gateway_id: str) -> None:
     status_code=202,
     summary="Send a command to a gateway (technician)",
 )
-async def post_command(ctx: ApiContext, gateway_id: str, data: CommandRequest) -> CommandAccepted:
+async def post_command(ctx: NamedDependency[ApiContext], gateway_id: FromPath[str], data: JSONBody[CommandRequest]) -> CommandAccepted:
     """Hand a command to the broker; the gateway answers with a ``command_done``/``command_rejected`` event."""
     await ctx.store.get_gateway(_known_gateway(gateway_id))
     now = ctx.clock()
@@ -256,13 +256,15 @@ async def post_command(ctx: ApiContext, gateway_id: str, data: CommandRequest) -
 
 @get("/gateways/{gateway_id:str}/batteries/{battery_id:str}/series", summary="History of one battery field")
 async def series(
-    ctx: ApiContext,
-    gateway_id: str,
-    battery_id: str,
-    field: str = Parameter(description="a numeric field (voltage, current, soc, cell_delta, …), cell_voltages or cell:N"),
-    since: float | None = Parameter(default=None, description="Unix seconds; default: 24 h before until"),
-    until: float | None = Parameter(default=None, description="Unix seconds; default: now"),
-    resolution: Resolution = Parameter(default=Resolution.AUTO, description="raw, minute, hour or auto"),
+    ctx: NamedDependency[ApiContext],
+    gateway_id: FromPath[str],
+    battery_id: FromPath[str],
+    field: Annotated[
+        str, QueryParameter(description="a numeric field (voltage, current, soc, cell_delta, …), cell_voltages or cell:N")
+    ],
+    since: Annotated[float | None, QueryParameter(description="Unix seconds; default: 24 h before until")] = None,
+    until: Annotated[float | None, QueryParameter(description="Unix seconds; default: now")] = None,
+    resolution: Annotated[Resolution, QueryParameter(description="raw, minute, hour or auto")] = Resolution.AUTO,
 ) -> SeriesView:
     """A time series, oldest first (``auto``: raw up to 6 h, per minute up to 7 days, else per hour)."""
     if not series_field_is_valid(field):
@@ -279,13 +281,13 @@ async def series(
 
 @get("/alarms", summary="Alarms, newest first")
 async def list_alarms(
-    ctx: ApiContext,
-    wanted_state: str = Parameter(
-        query="state", default="active", description="active (open or acknowledged), open, acknowledged, closed or all"
-    ),
-    gateway: str | None = Parameter(default=None, description="only this gateway's"),
-    since: float | None = Parameter(default=None, description="opened at or after (Unix seconds)"),
-    limit: int = Parameter(default=1000, ge=1, le=10_000),
+    ctx: NamedDependency[ApiContext],
+    wanted_state: Annotated[
+        str, QueryParameter(name="state", description="active (open or acknowledged), open, acknowledged, closed or all")
+    ] = "active",
+    gateway: Annotated[str | None, QueryParameter(description="only this gateway's")] = None,
+    since: Annotated[float | None, QueryParameter(description="opened at or after (Unix seconds)")] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=10_000)] = 1000,
 ) -> AlarmList:
     """Alarms matching the filter."""
     if wanted_state not in _ALARM_STATES:
@@ -304,7 +306,7 @@ async def list_alarms(
 
 
 @get("/alarms/{alarm_id:int}", summary="One alarm")
-async def get_alarm(ctx: ApiContext, alarm_id: int) -> AlarmView:
+async def get_alarm(ctx: NamedDependency[ApiContext], alarm_id: FromPath[int]) -> AlarmView:
     """One alarm."""
     return alarm_view(await ctx.store.get_alarm(alarm_id))
 
@@ -314,7 +316,7 @@ def _publish_alarm(ctx: ApiContext, view: AlarmView) -> None:
 
 
 @post("/alarms/{alarm_id:int}/ack", opt={"role": Role.TECHNICIAN}, status_code=200, summary="Acknowledge (technician)")
-async def acknowledge_alarm(request: Request[Any, Any, Any], ctx: ApiContext, alarm_id: int) -> AlarmView:
+async def acknowledge_alarm(request: Request[Any, Any, Any], ctx: NamedDependency[ApiContext], alarm_id: FromPath[int]) -> AlarmView:
     """Acknowledge an open alarm (no change when it already is, or is closed)."""
     view = alarm_view(await ctx.store.acknowledge_alarm(alarm_id, ctx.clock(), by=_actor(request)))
     _publish_alarm(ctx, view)
@@ -322,7 +324,7 @@ async def acknowledge_alarm(request: Request[Any, Any, Any], ctx: ApiContext, al
 
 
 @post("/alarms/{alarm_id:int}/close", opt={"role": Role.TECHNICIAN}, status_code=200, summary="Close (technician)")
-async def close_alarm(request: Request[Any, Any, Any], ctx: ApiContext, alarm_id: int) -> AlarmView:
+async def close_alarm(request: Request[Any, Any, Any], ctx: NamedDependency[ApiContext], alarm_id: FromPath[int]) -> AlarmView:
     """Close an alarm (no change when it already is closed)."""
     view = alarm_view(await ctx.store.close_alarm(alarm_id, ctx.clock(), by=_actor(request)))
     _publish_alarm(ctx, view)
@@ -330,7 +332,7 @@ async def close_alarm(request: Request[Any, Any, Any], ctx: ApiContext, alarm_id
 
 
 @delete("/alarms/{alarm_id:int}", opt={"role": Role.ADMIN}, summary="Delete an alarm and its history (admin)")
-async def delete_alarm(ctx: ApiContext, alarm_id: int) -> None:
+async def delete_alarm(ctx: NamedDependency[ApiContext], alarm_id: FromPath[int]) -> None:
     """Remove an alarm and its history."""
     record = await ctx.store.get_alarm(alarm_id)
     await ctx.store.delete_alarm(alarm_id)
@@ -340,7 +342,7 @@ async def delete_alarm(ctx: ApiContext, alarm_id: int) -> None:
 
 
 @websocket("/live", opt={"role": None})
-async def live(socket: WebSocket[Any, Any, Any], ctx: ApiContext) -> None:
+async def live(socket: WebSocket[Any, Any, Any], ctx: NamedDependency[ApiContext]) -> None:
     """Live updates; the first message from the client must be ``{"token": "<token>"}``."""
     await socket.accept()
     try:
@@ -385,8 +387,8 @@ async def live(socket: WebSocket[Any, Any, Any], ctx: ApiContext) -> None:
 # -- the dashboard -------------------------------------------------------------------------------------------
 
 
-@get("/", opt={"role": None}, include_in_schema=False)
-async def index(ctx: ApiContext) -> Response[bytes]:
+@get("/", include_in_schema=False)
+async def index(ctx: NamedDependency[ApiContext]) -> Response[bytes]:
     """The dashboard page, or a page saying which front-end files are missing."""
     if ctx.assets.missing:
         return Response(ctx.assets.missing_page().encode(), media_type=MediaType.HTML, status_code=503)
@@ -394,8 +396,8 @@ async def index(ctx: ApiContext) -> Response[bytes]:
     return Response(page.body, media_type=page.media_type, headers={"Cache-Control": "no-cache"})
 
 
-@get("/static/{name:str}", opt={"role": None}, include_in_schema=False)
-async def own_file(ctx: ApiContext, name: str) -> Response[bytes]:
+@get("/static/{name:str}", include_in_schema=False)
+async def own_file(ctx: NamedDependency[ApiContext], name: FromPath[str]) -> Response[bytes]:
     """One of our dashboard files."""
     try:
         asset = ctx.assets.own(name)
@@ -404,8 +406,8 @@ async def own_file(ctx: ApiContext, name: str) -> Response[bytes]:
     return Response(asset.body, media_type=asset.media_type, headers={"Cache-Control": "no-cache"})
 
 
-@get("/vendor/{name:str}", opt={"role": None}, include_in_schema=False)
-async def vendor_file(ctx: ApiContext, name: str) -> Response[bytes]:
+@get("/vendor/{name:str}", include_in_schema=False)
+async def vendor_file(ctx: NamedDependency[ApiContext], name: FromPath[str]) -> Response[bytes]:
     """A third-party front-end file (from npm)."""
     try:
         asset = ctx.assets.vendor(name)
@@ -478,11 +480,11 @@ def create_app(
             live,
         ],
         security=[{"bearer": []}],
+        guards=[_role_guard],
     )
     return Litestar(
         route_handlers=[api, index, own_file, vendor_file],
         dependencies={"ctx": Provide(lambda: context, sync_to_thread=False)},
-        guards=[_role_guard],
         middleware=[DefineMiddleware(_AccessMiddleware, context=context)],
         exception_handlers={StoreError: _store_failed, TokenError: _tokens_failed},
         lifespan=[follow_feed],

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import mimetypes
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
 from bmsgate.errors import BmsgateError
 
-__all__ = ["OWN_DIR", "VENDOR_FILES", "AssetError", "Assets", "default_node_modules"]
+__all__ = ["ASSETS_ENV", "OWN_DIR", "VENDOR_FILES", "AssetError", "Assets", "default_node_modules"]
 
 OWN_DIR: Final = Path(__file__).resolve().parent.parent / "web"
 """Our own HTML, JS and CSS (``bmsgate/fleet/server/web``)."""
@@ -40,8 +41,15 @@ class AssetError(BmsgateError):
     """A dashboard file is missing or unreadable."""
 
 
+ASSETS_ENV: Final = "BMSGATE_WEB_ASSETS"
+"""Environment variable naming the ``node_modules`` folder (for an installed, non-editable package)."""
+
+
 def default_node_modules() -> Path:
-    """``web/node_modules`` of the source tree this package runs from (an editable install or a checkout)."""
+    """``$BMSGATE_WEB_ASSETS``, else ``web/node_modules`` of the source tree this package runs from."""
+    configured = os.environ.get(ASSETS_ENV)
+    if configured:
+        return Path(configured)
     return Path(__file__).resolve().parents[5] / "web" / "node_modules"
 
 
