@@ -472,8 +472,8 @@ class Repository(abc.ABC):
         """One alarm."""
 
     @abc.abstractmethod
-    async def list_alarms(self, alarm_filter: AlarmFilter = AlarmFilter()) -> list[AlarmRecord]:
-        """Alarms matching the filter, newest first."""
+    async def list_alarms(self, alarm_filter: AlarmFilter | None = None) -> list[AlarmRecord]:
+        """Alarms matching the filter (None: all), newest first."""
 
     @abc.abstractmethod
     async def alarm_history(self, alarm_id: int) -> list[AlarmHistoryEntry]:

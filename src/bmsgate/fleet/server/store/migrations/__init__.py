@@ -1,0 +1,1 @@
+"""Schema migrations of the fleet store, one folder per backend (package data, applied by yoyo)."""

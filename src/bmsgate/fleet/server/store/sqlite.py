@@ -1,0 +1,661 @@
+"""The SQLite store (the default): stdlib sqlite3 in WAL mode, run in worker threads.
+
+One writer thread owns the write connection (every write and the rollups go through it, so they are
+serialised without a database lock fight); one reader thread serves the API's queries from a second
+connection, which WAL lets read while a batch commits. The event loop only awaits futures.
+
+Cell voltages are stored as packed little-endian doubles (:func:`~.rows.cells_to_blob`); the rollups
+aggregate them element-wise with Python aggregate functions registered on the connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from bmsgate.fleet.server.store import rows as R  # noqa: N812 - short alias for the shared row helpers
+from bmsgate.fleet.server.store.migrate import apply_migrations
+from bmsgate.fleet.server.store.repository import (
+    NUMERIC_FIELDS,
+    AlarmAction,
+    AlarmFilter,
+    AlarmHistoryEntry,
+    AlarmRecord,
+    AlarmState,
+    Availability,
+    EventRecord,
+    GatewayRecord,
+    IngestBatch,
+    NewAlarm,
+    Repository,
+    Resolution,
+    RetentionResult,
+    Series,
+    StoreError,
+    UnknownRecord,
+    WriteResult,
+)
+from bmsgate.fleet.server.store.settings import DAY, SQLITE_FILE, StoreSettings
+from bmsgate.fleet.server.store.sql import (
+    EXPORT_TABLES,
+    ROLLUP_FIELDS_SQL,
+    alarm_filter_sql,
+    series_points,
+    table_columns,
+)
+
+__all__ = ["SqliteRepository"]
+
+_T = TypeVar("_T")
+_BUSY_TIMEOUT_S: Final = 30.0
+_EXPORT_CHUNK: Final = 5000
+
+
+class _CellAggregate:
+    """Element-wise min/max/mean of packed cell blobs (``cells_min``, ``cells_max``, ``cells_avg``)."""
+
+    pick = "avg"
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[float | None, ...]] = []
+
+    def step(self, blob: bytes | None) -> None:
+        if blob:
+            self.rows.append(R.cells_from_blob(blob))
+
+    def finalize(self) -> bytes | None:
+        return R.cells_to_blob(R.elementwise(self.rows, self.pick)) if self.rows else None
+
+
+class _CellMin(_CellAggregate):
+    pick = "min"
+
+
+class _CellMax(_CellAggregate):
+    pick = "max"
+
+
+class _CellWeightedMean:
+    """``cells_wavg(cells_avg, n)``: the hour's cell means from the minutes' means and counts."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[tuple[float | None, ...], int]] = []
+
+    def step(self, blob: bytes | None, count: int) -> None:
+        if blob:
+            self.rows.append((R.cells_from_blob(blob), count))
+
+    def finalize(self) -> bytes | None:
+        return R.cells_to_blob(R.weighted_mean(self.rows)) if self.rows else None
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode: a power cut may lose the last commits, never corrupts the database.
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute("PRAGMA foreign_keys=ON")
+    connection.create_aggregate("cells_min", 1, _CellMin)  # type: ignore[arg-type]
+    connection.create_aggregate("cells_max", 1, _CellMax)  # type: ignore[arg-type]
+    connection.create_aggregate("cells_avg", 1, _CellAggregate)  # type: ignore[arg-type]
+    connection.create_aggregate("cells_wavg", 2, _CellWeightedMean)  # type: ignore[arg-type]
+    return connection
+
+
+@contextlib.contextmanager
+def _transaction(connection: sqlite3.Connection) -> Any:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield connection
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+_STATE_SQL: Final = """
+INSERT INTO gateways (id, name, site, tags, hardware, software_version, packs, location, interval_s, uptime_s,
+    buffer_queued, buffer_dropped, descriptors, state_at, last_seen, home_lat, home_lon)
+VALUES (:id, :name, :site, :tags, :hardware, :software_version, :packs, :location, :interval_s, :uptime_s,
+    :buffer_queued, :buffer_dropped, :descriptors, :state_at, :last_seen, :fixed_lat, :fixed_lon)
+ON CONFLICT (id) DO UPDATE SET name = excluded.name, site = excluded.site, tags = excluded.tags,
+    hardware = excluded.hardware, software_version = excluded.software_version, packs = excluded.packs,
+    location = excluded.location, interval_s = excluded.interval_s, uptime_s = excluded.uptime_s,
+    buffer_queued = excluded.buffer_queued, buffer_dropped = excluded.buffer_dropped,
+    descriptors = excluded.descriptors, state_at = excluded.state_at,
+    last_seen = max(coalesce(gateways.last_seen, 0), excluded.last_seen),
+    home_lat = coalesce(gateways.home_lat, excluded.home_lat),
+    home_lon = CASE WHEN gateways.home_lat IS NULL THEN excluded.home_lon ELSE gateways.home_lon END
+WHERE gateways.state_at IS NULL OR excluded.state_at >= gateways.state_at
+"""
+_AVAILABILITY_SQL: Final = """
+INSERT INTO gateways (id, online, last_seen) VALUES (?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET online = excluded.online,
+    last_seen = max(coalesce(gateways.last_seen, 0), excluded.last_seen)
+"""
+_ACTIVITY_SQL: Final = """
+INSERT INTO gateways (id, last_seen, rollup_from, inverter, inverter_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET last_seen = max(coalesce(gateways.last_seen, 0), excluded.last_seen),
+    rollup_from = min(coalesce(gateways.rollup_from, excluded.rollup_from), coalesce(excluded.rollup_from, 1e300)),
+    inverter = CASE WHEN excluded.inverter_at >= coalesce(gateways.inverter_at, 0)
+        THEN excluded.inverter ELSE gateways.inverter END,
+    inverter_at = max(coalesce(gateways.inverter_at, 0), coalesce(excluded.inverter_at, 0))
+"""
+_SAMPLE_SQL: Final = (
+    f"INSERT OR IGNORE INTO samples ({', '.join(R.SAMPLE_COLUMNS)}) VALUES ({', '.join('?' * len(R.SAMPLE_COLUMNS))})"
+)
+_BATTERY_SQL: Final = """
+INSERT INTO batteries (gateway, battery, at, age_s, stale, snapshot) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (gateway, battery) DO UPDATE SET at = excluded.at, age_s = excluded.age_s, stale = excluded.stale,
+    snapshot = coalesce(excluded.snapshot, batteries.snapshot)
+WHERE excluded.at >= batteries.at
+"""
+_EVENT_SQL: Final = """
+INSERT OR IGNORE INTO events (gateway, seq, at, kind, battery, alarm, detail, data, received_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_GATEWAY_SELECT: Final = f"SELECT {', '.join(R.GATEWAY_COLUMNS)} FROM gateways"
+_ALARM_SELECT: Final = f"SELECT {', '.join(R.ALARM_COLUMNS)} FROM alarms"
+_ALARM_SUMMARY: Final = (
+    "SELECT gateway, count(*), max(severity) FROM alarms WHERE state <> 'closed' {where} GROUP BY gateway"
+)
+
+
+def _minute_rollup_sql() -> str:
+    select = ", ".join(f"min({f}), avg({f}), max({f})" for f in NUMERIC_FIELDS)
+    return f"""
+INSERT OR REPLACE INTO samples_minute (gateway, battery, bucket, n, {ROLLUP_FIELDS_SQL},
+    cells_min, cells_avg, cells_max)
+SELECT s.gateway, s.battery, CAST(s.at / 60 AS INTEGER) * 60 AS minute, count(*), {select},
+    cells_min(s.cells), cells_avg(s.cells), cells_max(s.cells)
+FROM samples s JOIN gateways g ON g.id = s.gateway
+WHERE g.rollup_from IS NOT NULL AND s.at >= CAST(g.rollup_from / 60 AS INTEGER) * 60
+GROUP BY s.gateway, s.battery, minute
+"""
+
+
+def _hour_rollup_sql() -> str:
+    parts = []
+    for f in NUMERIC_FIELDS:
+        weighted = f"sum({f}_avg * n) / sum(CASE WHEN {f}_avg IS NOT NULL THEN n END)"
+        parts.append(f"min({f}_min), {weighted}, max({f}_max)")
+    return f"""
+INSERT OR REPLACE INTO samples_hour (gateway, battery, bucket, n, {ROLLUP_FIELDS_SQL},
+    cells_min, cells_avg, cells_max)
+SELECT m.gateway, m.battery, CAST(m.bucket / 3600 AS INTEGER) * 3600 AS hour, sum(m.n), {", ".join(parts)},
+    cells_min(m.cells_min), cells_wavg(m.cells_avg, m.n), cells_max(m.cells_max)
+FROM samples_minute m JOIN gateways g ON g.id = m.gateway
+WHERE g.rollup_from IS NOT NULL AND m.bucket >= CAST(g.rollup_from / 3600 AS INTEGER) * 3600
+GROUP BY m.gateway, m.battery, hour
+"""
+
+
+class SqliteRepository(Repository):
+    """The SQLite store in ``<data_dir>/fleet.sqlite3``."""
+
+    backend = "sqlite"
+
+    def __init__(self, settings: StoreSettings, path: Path) -> None:
+        self.settings = settings
+        self.path = path
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-write")
+        self._reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="store-read")
+        self._write_db: sqlite3.Connection | None = None
+        self._read_db: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, settings: StoreSettings) -> SqliteRepository:
+        """Create the data directory if needed, migrate the database and open both connections.
+
+        Raises:
+            StoreError: the directory or database cannot be created, opened or migrated.
+        """
+        assert settings.data_dir is not None
+        path = settings.data_dir / SQLITE_FILE
+        store = cls(settings, path)
+
+        def setup() -> None:
+            try:
+                settings.data_dir.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+            except OSError as exc:
+                raise StoreError(f"cannot create the data directory: {exc}") from exc
+            apply_migrations("sqlite", str(path))
+            store._write_db = _connect(path)
+
+        try:
+            await store._run_write(setup)
+            await store._run_read(lambda: setattr(store, "_read_db", _connect(path)))
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    async def _run(self, executor: concurrent.futures.Executor, work: Callable[[], _T]) -> _T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, work)
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite ({self.path}): {type(exc).__name__}: {exc}") from exc
+
+    async def _run_write(self, work: Callable[[], _T]) -> _T:
+        return await self._run(self._writer, work)
+
+    async def _run_read(self, work: Callable[[], _T]) -> _T:
+        return await self._run(self._reader, work)
+
+    def _w(self) -> sqlite3.Connection:
+        if self._write_db is None:
+            raise StoreError("the store is closed")
+        return self._write_db
+
+    def _r(self) -> sqlite3.Connection:
+        if self._read_db is None:
+            raise StoreError("the store is closed")
+        return self._read_db
+
+    async def close(self) -> None:
+        """Close both connections and stop the worker threads."""
+
+        def close_write() -> None:
+            if self._write_db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._write_db.execute("PRAGMA optimize")
+                self._write_db.close()
+                self._write_db = None
+
+        def close_read() -> None:
+            if self._read_db is not None:
+                self._read_db.close()
+                self._read_db = None
+
+        with contextlib.suppress(RuntimeError):
+            await self._run_write(close_write)
+            await self._run_read(close_read)
+        self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
+
+    # -- registry --------------------------------------------------------------------------------------
+
+    def _gateways(self, where: str, parameters: Sequence[Any]) -> list[GatewayRecord]:
+        db = self._r()
+        gateway_rows = db.execute(f"{_GATEWAY_SELECT} {where} ORDER BY id", parameters).fetchall()
+        battery_where = where.replace("id", "gateway") if where else ""
+        batteries: dict[str, list[tuple[Any, ...]]] = {}
+        query = f"SELECT gateway, battery, at, age_s, stale, snapshot FROM batteries {battery_where}"
+        for gateway, *rest in db.execute(query, parameters):
+            batteries.setdefault(gateway, []).append(tuple(rest))
+        summary_where = "AND gateway = ?" if where else ""
+        summaries = {
+            gateway: (count, worst)
+            for gateway, count, worst in db.execute(_ALARM_SUMMARY.format(where=summary_where), parameters)
+        }
+        return [
+            R.gateway_from_row(row, batteries.get(row[0], []), *summaries.get(row[0], (0, None)))
+            for row in gateway_rows
+        ]
+
+    async def list_gateways(self) -> list[GatewayRecord]:
+        """Every gateway (three queries whatever the fleet size)."""
+        return await self._run_read(lambda: self._gateways("", ()))
+
+    async def get_gateway(self, gateway_id: str) -> GatewayRecord:
+        """One gateway."""
+        found = await self._run_read(lambda: self._gateways("WHERE id = ?", (gateway_id,)))
+        if not found:
+            raise UnknownRecord(f"no gateway {gateway_id!r}")
+        return found[0]
+
+    async def delete_gateway(self, gateway_id: str) -> None:
+        """Remove a gateway and all its data."""
+
+        def delete() -> None:
+            with _transaction(self._w()) as db:
+                if db.execute("DELETE FROM gateways WHERE id = ?", (gateway_id,)).rowcount == 0:
+                    raise UnknownRecord(f"no gateway {gateway_id!r}")
+                for table in ("samples", "samples_minute", "samples_hour", "events", "alarms"):
+                    db.execute(f"DELETE FROM {table} WHERE gateway = ?", (gateway_id,))
+
+        await self._run_write(delete)
+
+    async def set_home(self, gateway_id: str, home: tuple[float, float] | None) -> None:
+        """Set or clear the geofence centre."""
+        lat, lon = home if home is not None else (None, None)
+
+        def update() -> None:
+            db = self._w()
+            if (
+                db.execute(
+                    "UPDATE gateways SET home_lat = ?, home_lon = ? WHERE id = ?", (lat, lon, gateway_id)
+                ).rowcount
+                == 0
+            ):
+                raise UnknownRecord(f"no gateway {gateway_id!r}")
+
+        await self._run_write(update)
+
+    # -- writes ----------------------------------------------------------------------------------------
+
+    def _write(self, batch: IngestBatch) -> WriteResult:
+        samples: list[tuple[Any, ...]] = []
+        batteries: dict[tuple[str, str], tuple[Any, ...]] = {}
+        activity: dict[str, list[Any]] = {}
+        rejected = 0
+        for message, received_at in batch.telemetry:
+            rows = R.telemetry_rows(message)
+            rejected += rows.rejected
+            samples.extend((*row[:-1], R.cells_to_blob(row[-1])) for row in rows.samples)
+            for row in rows.batteries:
+                previous = batteries.get((row[0], row[1]))
+                if previous is None or row[2] >= previous[2]:
+                    batteries[row[0], row[1]] = row
+            entry = activity.setdefault(message.gateway, [message.gateway, 0.0, None, None, None])
+            entry[1] = max(entry[1], received_at)
+            if rows.samples:
+                entry[2] = message.at if entry[2] is None else min(entry[2], message.at)
+            if message.inverter is not None and (entry[4] is None or message.at >= entry[4]):
+                entry[3], entry[4] = R.dumps(message.inverter), message.at
+        for event, received_at in batch.events:
+            entry = activity.setdefault(event.gateway, [event.gateway, 0.0, None, None, None])
+            entry[1] = max(entry[1], received_at)
+        with _transaction(self._w()) as db:
+            db.executemany(_STATE_SQL, [R.state_values(state, received) for state, received in batch.states])
+            db.executemany(
+                _AVAILABILITY_SQL,
+                [(gateway, value is Availability.ONLINE, received) for gateway, value, received in batch.availability],
+            )
+            db.executemany(_ACTIVITY_SQL, list(activity.values()))
+            written = db.executemany(_SAMPLE_SQL, samples).rowcount if samples else 0
+            db.executemany(_BATTERY_SQL, [(*row[:4], int(row[4]), row[5]) for row in batteries.values()])
+            event_rows = [
+                (e.gateway, e.seq, e.at, e.kind.value, e.battery, e.alarm, e.detail, R.dumps(e.data), received)
+                for e, received in batch.events
+            ]
+            events_written = db.executemany(_EVENT_SQL, event_rows).rowcount if event_rows else 0
+        return WriteResult(
+            samples_written=written,
+            samples_duplicate=len(samples) - written,
+            events_written=events_written,
+            events_duplicate=len(event_rows) - events_written,
+            snapshots_rejected=rejected,
+        )
+
+    async def write_batch(self, batch: IngestBatch) -> WriteResult:
+        """Store a batch in one transaction."""
+        return await self._run_write(lambda: self._write(batch))
+
+    async def rollup(self, now: float) -> int:
+        """Recompute the minute and hour buckets touched since the last rollup."""
+
+        def run() -> int:
+            with _transaction(self._w()) as db:
+                minutes: int = db.execute(_minute_rollup_sql()).rowcount
+                db.execute(_hour_rollup_sql())
+                db.execute("UPDATE gateways SET rollup_from = NULL WHERE rollup_from IS NOT NULL")
+            return minutes
+
+        return await self._run_write(run)
+
+    async def apply_retention(self, now: float) -> RetentionResult:
+        """Delete what is older than the retention settings."""
+        s = self.settings
+
+        def run() -> RetentionResult:
+            with _transaction(self._w()) as db:
+                raw = db.execute("DELETE FROM samples WHERE at < ?", (now - s.raw_retention_days * DAY,)).rowcount
+                minute = db.execute(
+                    "DELETE FROM samples_minute WHERE bucket < ?", (now - s.minute_retention_days * DAY,)
+                ).rowcount
+                hour = db.execute(
+                    "DELETE FROM samples_hour WHERE bucket < ?", (now - s.hour_retention_days * DAY,)
+                ).rowcount
+                events = db.execute("DELETE FROM events WHERE at < ?", (now - s.event_retention_days * DAY,)).rowcount
+                alarms = db.execute(
+                    "DELETE FROM alarms WHERE state = 'closed' AND closed_at < ?",
+                    (now - s.closed_alarm_retention_days * DAY,),
+                ).rowcount
+            return RetentionResult(raw=raw, minute=minute, hour=hour, events=events, alarms=alarms)
+
+        return await self._run_write(run)
+
+    # -- history ---------------------------------------------------------------------------------------
+
+    async def series(
+        self,
+        gateway_id: str,
+        battery_id: str,
+        field: str,
+        since: float,
+        until: float,
+        resolution: Resolution = Resolution.AUTO,
+        *,
+        limit: int = 10_000,
+    ) -> Series:
+        """A time series of one battery's field."""
+        R.validate_series_request(field, since, until)
+        raw_oldest = time.time() - self.settings.raw_retention_days * DAY
+        chosen = R.choose_resolution(resolution, since, until, raw_oldest)
+
+        def query() -> list[tuple[Any, ...]]:
+            table, time_column, columns = table_columns(chosen, field)
+            sql = (
+                f"SELECT {time_column}, {columns} FROM {table} WHERE gateway = ? AND battery = ? "
+                f"AND {time_column} >= ? AND {time_column} <= ? ORDER BY {time_column} LIMIT ?"
+            )
+            return self._r().execute(sql, (gateway_id, battery_id, since, until, limit)).fetchall()
+
+        rows = await self._run_read(query)
+        points = series_points(chosen, field, rows, R.cells_from_blob)
+        return Series(gateway=gateway_id, battery=battery_id, field=field, resolution=chosen, points=points)
+
+    async def list_events(self, gateway_id: str, *, since: float | None = None, limit: int = 1000) -> list[EventRecord]:
+        """A gateway's events, newest first."""
+
+        def query() -> list[EventRecord]:
+            rows = self._r().execute(
+                "SELECT gateway, seq, at, kind, battery, alarm, detail, data FROM events "
+                "WHERE gateway = ? AND at >= ? ORDER BY at DESC, seq DESC LIMIT ?",
+                (gateway_id, since if since is not None else 0.0, limit),
+            )
+            return [
+                EventRecord(
+                    gateway=g,
+                    seq=seq,
+                    at=at,
+                    kind=kind,
+                    battery=battery,
+                    alarm=alarm,
+                    detail=detail,
+                    data=json.loads(data),
+                )
+                for g, seq, at, kind, battery, alarm, detail, data in rows
+            ]
+
+        return await self._run_read(query)
+
+    # -- alarms ----------------------------------------------------------------------------------------
+
+    def _alarm(self, db: sqlite3.Connection, alarm_id: int) -> AlarmRecord:
+        row = db.execute(f"{_ALARM_SELECT} WHERE id = ?", (alarm_id,)).fetchone()
+        if row is None:
+            raise UnknownRecord(f"no alarm {alarm_id}")
+        return R.alarm_from_row(row)
+
+    @staticmethod
+    def _history(
+        db: sqlite3.Connection, alarm_id: int, at: float, action: AlarmAction, by: str | None, detail: str
+    ) -> None:
+        db.execute(
+            "INSERT INTO alarm_history (alarm_id, at, action, actor, detail) VALUES (?, ?, ?, ?, ?)",
+            (alarm_id, at, action.value, by, detail),
+        )
+
+    async def open_alarm(self, alarm: NewAlarm) -> tuple[AlarmRecord, bool]:
+        """Open an alarm unless one of the same kind is active."""
+
+        def run() -> tuple[AlarmRecord, bool]:
+            with _transaction(self._w()) as db:
+                existing = db.execute(
+                    f"{_ALARM_SELECT} WHERE gateway = ? AND coalesce(battery, '') = ? AND kind = ? "
+                    "AND state <> 'closed'",
+                    (alarm.gateway, alarm.battery or "", alarm.kind),
+                ).fetchone()
+                if existing is not None:
+                    return R.alarm_from_row(existing), False
+                cursor = db.execute(
+                    "INSERT INTO alarms (gateway, battery, kind, severity, state, message, value, opened_at) "
+                    "VALUES (?, ?, ?, ?, 'open', ?, ?, ?)",
+                    (
+                        alarm.gateway,
+                        alarm.battery,
+                        alarm.kind,
+                        int(alarm.severity),
+                        alarm.message,
+                        alarm.value,
+                        alarm.at,
+                    ),
+                )
+                alarm_id = cursor.lastrowid
+                assert alarm_id is not None
+                self._history(db, alarm_id, alarm.at, AlarmAction.OPENED, None, alarm.message)
+                return self._alarm(db, alarm_id), True
+
+        return await self._run_write(run)
+
+    async def close_alarm(self, alarm_id: int, at: float, *, by: str | None = None, detail: str = "") -> AlarmRecord:
+        """Close an alarm (idempotent)."""
+
+        def run() -> AlarmRecord:
+            with _transaction(self._w()) as db:
+                current = self._alarm(db, alarm_id)
+                if current.state is AlarmState.CLOSED:
+                    return current
+                db.execute(
+                    "UPDATE alarms SET state = 'closed', closed_at = ?, closed_by = ? WHERE id = ?", (at, by, alarm_id)
+                )
+                self._history(db, alarm_id, at, AlarmAction.CLOSED, by, detail)
+                return self._alarm(db, alarm_id)
+
+        return await self._run_write(run)
+
+    async def acknowledge_alarm(self, alarm_id: int, at: float, *, by: str) -> AlarmRecord:
+        """Acknowledge an open alarm."""
+
+        def run() -> AlarmRecord:
+            with _transaction(self._w()) as db:
+                current = self._alarm(db, alarm_id)
+                if current.state is not AlarmState.OPEN:
+                    return current
+                db.execute(
+                    "UPDATE alarms SET state = 'acknowledged', acknowledged_at = ?, acknowledged_by = ? WHERE id = ?",
+                    (at, by, alarm_id),
+                )
+                self._history(db, alarm_id, at, AlarmAction.ACKNOWLEDGED, by, "")
+                return self._alarm(db, alarm_id)
+
+        return await self._run_write(run)
+
+    async def get_alarm(self, alarm_id: int) -> AlarmRecord:
+        """One alarm."""
+        return await self._run_read(lambda: self._alarm(self._r(), alarm_id))
+
+    async def list_alarms(self, alarm_filter: AlarmFilter | None = None) -> list[AlarmRecord]:
+        """Alarms matching the filter, newest first."""
+        alarm_filter = alarm_filter or AlarmFilter()
+        where, parameters = alarm_filter_sql(alarm_filter, "?")
+
+        def query() -> list[AlarmRecord]:
+            sql = f"{_ALARM_SELECT} {where} ORDER BY opened_at DESC, id DESC LIMIT ?"
+            return [R.alarm_from_row(row) for row in self._r().execute(sql, (*parameters, alarm_filter.limit))]
+
+        return await self._run_read(query)
+
+    async def alarm_history(self, alarm_id: int) -> list[AlarmHistoryEntry]:
+        """An alarm's history, oldest first."""
+
+        def query() -> list[AlarmHistoryEntry]:
+            db = self._r()
+            self._alarm(db, alarm_id)
+            rows = db.execute(
+                "SELECT alarm_id, at, action, actor, detail FROM alarm_history WHERE alarm_id = ? ORDER BY at, id",
+                (alarm_id,),
+            )
+            return [R.history_from_row(row) for row in rows]
+
+        return await self._run_read(query)
+
+    async def add_alarm_history(
+        self, alarm_id: int, at: float, action: AlarmAction, *, by: str | None = None, detail: str = ""
+    ) -> None:
+        """Add a history entry."""
+
+        def run() -> None:
+            db = self._w()
+            self._alarm(db, alarm_id)
+            self._history(db, alarm_id, at, action, by, detail)
+
+        await self._run_write(run)
+
+    async def delete_alarm(self, alarm_id: int) -> None:
+        """Remove an alarm and its history."""
+
+        def run() -> None:
+            if self._w().execute("DELETE FROM alarms WHERE id = ?", (alarm_id,)).rowcount == 0:
+                raise UnknownRecord(f"no alarm {alarm_id}")
+
+        await self._run_write(run)
+
+    # -- moving data -----------------------------------------------------------------------------------
+
+    async def export_rows(self) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        """Every row, table by table, in chunks (cells as lists, booleans as booleans)."""
+        for table, columns in EXPORT_TABLES.items():
+            cursor = await self._run_read(
+                lambda table=table, columns=columns: self._r().execute(  # type: ignore[misc]
+                    f"SELECT {', '.join(columns)} FROM {table}"
+                )
+            )
+            while True:
+                chunk = await self._run_read(lambda cursor=cursor: cursor.fetchmany(_EXPORT_CHUNK))  # type: ignore[misc]
+                if not chunk:
+                    break
+                yield table, [_portable(dict(zip(columns, row, strict=True))) for row in chunk]
+
+    async def import_rows(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert exported rows (existing keys kept)."""
+        columns = EXPORT_TABLES.get(table)
+        if columns is None:
+            raise StoreError(f"unknown table {table!r}")
+        sql = f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+        def run() -> None:
+            with _transaction(self._w()) as db:
+                db.executemany(sql, [tuple(_native(column, row.get(column)) for column in columns) for row in rows])
+
+        await self._run_write(run)
+
+
+_CELL_COLUMNS: Final = frozenset({"cells", "cells_min", "cells_avg", "cells_max"})
+_BOOL_COLUMNS: Final = frozenset({"online", "stale"})
+
+
+def _portable(row: dict[str, Any]) -> dict[str, Any]:
+    for column in _CELL_COLUMNS & row.keys():
+        blob = row[column]
+        row[column] = None if blob is None else list(R.cells_from_blob(blob))
+    for column in _BOOL_COLUMNS & row.keys():
+        row[column] = bool(row[column])
+    return row
+
+
+def _native(column: str, value: Any) -> Any:
+    if column in _CELL_COLUMNS and value is not None:
+        return R.cells_to_blob(value)
+    if column in _BOOL_COLUMNS:
+        return int(bool(value))
+    return value
