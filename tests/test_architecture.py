@@ -148,6 +148,9 @@ _ADAPTERS = {
     "pymodbus": {"bmsgate.inverter.modbus.server"},
     "can": {"bmsgate.inverter.can.bus"},
     "cantools": {"bmsgate.inverter.can.dbc"},
+    "litestar": {"bmsgate.fleet.server.api.app"},
+    "uvicorn": {"bmsgate.fleet.server.api.server"},
+    "playwright": set(),
 }
 """Each third-party I/O library and the one adapter module allowed to import it."""
 

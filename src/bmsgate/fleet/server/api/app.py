@@ -27,6 +27,7 @@ from typing import Annotated, Any, Final
 from litestar import Litestar, MediaType, Request, Response, Router, WebSocket, delete, get, post, websocket
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency, Provide
+from litestar.enums import ScopeType
 from litestar.exceptions import (
     HTTPException,
     NotAuthorizedException,
@@ -41,7 +42,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import FromPath, JSONBody, QueryParameter
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Receive, Scope, Send
 
 from bmsgate.errors import BmsgateError
 from bmsgate.fleet.protocol import CommandKind, CommandMessage, is_gateway_id
@@ -79,7 +80,7 @@ __all__ = ["API_PREFIX", "CommandRequest", "create_app"]
 _log = logging.getLogger(__name__)
 
 API_PREFIX: Final = "/api/v1"
-_TOKEN_STATE: Final = "bmsgate.token"
+_TOKEN_STATE: Final = "bmsgate.token"  # noqa: S105 - a scope key, not a secret
 _DEFAULT_SPAN_S: Final = 24 * 3600.0
 _ALARM_STATES: Final = ("active", "open", "acknowledged", "closed", "all")
 
@@ -115,7 +116,7 @@ class _AccessMiddleware:
             return
         token = _bearer(scope)
         info = self._context.tokens.verify(token) if token else None
-        scope.setdefault("state", {})[_TOKEN_STATE] = info  # type: ignore[typeddict-item]
+        scope.setdefault("state", {})[_TOKEN_STATE] = info
         if scope["path"].startswith(API_PREFIX):
             if info is not None:
                 retry = self._context.token_limiter.acquire(f"token:{info.token_id}", self._context.monotonic())
@@ -131,22 +132,22 @@ class _AccessMiddleware:
 
 
 async def _too_many(scope: Scope, send: Send, retry: float) -> None:
-    if scope["type"] == "websocket":
+    if scope["type"] == ScopeType.WEBSOCKET:
         await send({"type": "websocket.close", "code": 4429, "reason": "rate limit"})
         return
     body = json.dumps({"status_code": 429, "detail": f"rate limit exceeded: retry in {retry:.0f} s"}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 429,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"retry-after", str(int(retry)).encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    start: HTTPResponseStartEvent = {
+        "type": "http.response.start",
+        "status": 429,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"retry-after", str(int(retry)).encode()),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    await send(start)
+    finished: HTTPResponseBodyEvent = {"type": "http.response.body", "body": body, "more_body": False}
+    await send(finished)
 
 
 def _token_of(connection: ASGIConnection[Any, Any, Any, Any]) -> TokenInfo | None:
@@ -206,7 +207,9 @@ async def session(request: Request[Any, Any, Any], ctx: NamedDependency[ApiConte
 @get("/gateways", summary="Every gateway")
 async def list_gateways(
     ctx: NamedDependency[ApiContext],
-    summary: Annotated[bool, QueryParameter(description="leave out batteries and inverter (the overview's form)")] = False,
+    summary: Annotated[
+        bool, QueryParameter(description="leave out batteries and inverter (the overview's form)")
+    ] = False,
 ) -> GatewayList:
     """Every gateway with its latest battery snapshots (unless ``summary``), sorted by id."""
     records = await ctx.store.list_gateways()
@@ -234,7 +237,9 @@ async def delete_gateway(ctx: NamedDependency[ApiContext], gateway_id: FromPath[
     status_code=202,
     summary="Send a command to a gateway (technician)",
 )
-async def post_command(ctx: NamedDependency[ApiContext], gateway_id: FromPath[str], data: JSONBody[CommandRequest]) -> CommandAccepted:
+async def post_command(
+    ctx: NamedDependency[ApiContext], gateway_id: FromPath[str], data: JSONBody[CommandRequest]
+) -> CommandAccepted:
     """Hand a command to the broker; the gateway answers with a ``command_done``/``command_rejected`` event."""
     await ctx.store.get_gateway(_known_gateway(gateway_id))
     now = ctx.clock()
@@ -260,7 +265,8 @@ async def series(
     gateway_id: FromPath[str],
     battery_id: FromPath[str],
     field: Annotated[
-        str, QueryParameter(description="a numeric field (voltage, current, soc, cell_delta, …), cell_voltages or cell:N")
+        str,
+        QueryParameter(description="a numeric field (voltage, current, soc, cell_delta, …), cell_voltages or cell:N"),
     ],
     since: Annotated[float | None, QueryParameter(description="Unix seconds; default: 24 h before until")] = None,
     until: Annotated[float | None, QueryParameter(description="Unix seconds; default: now")] = None,
@@ -283,7 +289,8 @@ async def series(
 async def list_alarms(
     ctx: NamedDependency[ApiContext],
     wanted_state: Annotated[
-        str, QueryParameter(name="state", description="active (open or acknowledged), open, acknowledged, closed or all")
+        str,
+        QueryParameter(name="state", description="active (open or acknowledged), open, acknowledged, closed or all"),
     ] = "active",
     gateway: Annotated[str | None, QueryParameter(description="only this gateway's")] = None,
     since: Annotated[float | None, QueryParameter(description="opened at or after (Unix seconds)")] = None,
@@ -312,11 +319,15 @@ async def get_alarm(ctx: NamedDependency[ApiContext], alarm_id: FromPath[int]) -
 
 
 def _publish_alarm(ctx: ApiContext, view: AlarmView) -> None:
-    ctx.feed.publish(LiveUpdate(kind=LiveKind.ALARM, gateway=view.gateway, at=ctx.clock(), data=dataclasses.asdict(view)))
+    ctx.feed.publish(
+        LiveUpdate(kind=LiveKind.ALARM, gateway=view.gateway, at=ctx.clock(), data=dataclasses.asdict(view))
+    )
 
 
 @post("/alarms/{alarm_id:int}/ack", opt={"role": Role.TECHNICIAN}, status_code=200, summary="Acknowledge (technician)")
-async def acknowledge_alarm(request: Request[Any, Any, Any], ctx: NamedDependency[ApiContext], alarm_id: FromPath[int]) -> AlarmView:
+async def acknowledge_alarm(
+    request: Request[Any, Any, Any], ctx: NamedDependency[ApiContext], alarm_id: FromPath[int]
+) -> AlarmView:
     """Acknowledge an open alarm (no change when it already is, or is closed)."""
     view = alarm_view(await ctx.store.acknowledge_alarm(alarm_id, ctx.clock(), by=_actor(request)))
     _publish_alarm(ctx, view)
@@ -324,7 +335,9 @@ async def acknowledge_alarm(request: Request[Any, Any, Any], ctx: NamedDependenc
 
 
 @post("/alarms/{alarm_id:int}/close", opt={"role": Role.TECHNICIAN}, status_code=200, summary="Close (technician)")
-async def close_alarm(request: Request[Any, Any, Any], ctx: NamedDependency[ApiContext], alarm_id: FromPath[int]) -> AlarmView:
+async def close_alarm(
+    request: Request[Any, Any, Any], ctx: NamedDependency[ApiContext], alarm_id: FromPath[int]
+) -> AlarmView:
     """Close an alarm (no change when it already is closed)."""
     view = alarm_view(await ctx.store.close_alarm(alarm_id, ctx.clock(), by=_actor(request)))
     _publish_alarm(ctx, view)
@@ -349,7 +362,7 @@ async def live(socket: WebSocket[Any, Any, Any], ctx: NamedDependency[ApiContext
         first = await asyncio.wait_for(socket.receive_data(mode="text"), ctx.settings.live_auth_timeout_s)
         hello = json.loads(first) if len(first) <= 1024 else None
     except (TimeoutError, ValueError):
-        await socket.close(code=4401, reason="send {\"token\": ...} first")
+        await socket.close(code=4401, reason='send {"token": ...} first')
         return
     except WebSocketDisconnect:
         return
@@ -374,7 +387,7 @@ async def live(socket: WebSocket[Any, Any, Any], ctx: NamedDependency[ApiContext
             asyncio.create_task(client.overflowed.wait()),
         }
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in tasks:
                 task.cancel()

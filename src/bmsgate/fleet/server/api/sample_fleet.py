@@ -1,5 +1,4 @@
-"""A synthetic fleet written through the store interface: for the API and browser tests, the dashboard
-benchmark and its screenshots.
+"""A synthetic fleet, written through the store interface (for tests, the dashboard benchmark, screenshots).
 
 Sites are spread over South Africa (around real towns, deterministic per index), each with one or two
 16-cell packs and an inverter. Every seventh site is offline, every 25th has one drifting cell, and the
@@ -104,8 +103,10 @@ def state(site: SampleSite, now: float) -> StateMessage:
             PackVersion(kind="register-map", name="sunsynk", version="1", sha256=_MAP_SHA),
         ],
         location=Location(source="config", fix=LocationFix.FIXED, lat=site.lat, lon=site.lon),
-        batteries=[BatteryDescriptor(id=battery, name=f"Pack {number}", protocol="jbd")
-                   for number, battery in enumerate(site.batteries, start=1)],
+        batteries=[
+            BatteryDescriptor(id=battery, name=f"Pack {number}", protocol="jbd")
+            for number, battery in enumerate(site.batteries, start=1)
+        ],
     )
 
 
@@ -164,9 +165,7 @@ async def seed_fleet(
         batch = IngestBatch()
         for site in sites[start : start + batch_size]:
             batch.states.append((state(site, now), now))
-            batch.availability.append(
-                (site.gateway, Availability.ONLINE if site.online else Availability.OFFLINE, now)
-            )
+            batch.availability.append((site.gateway, Availability.ONLINE if site.online else Availability.OFFLINE, now))
             for step in range(history):
                 at = now - (history - 1 - step) * step_s
                 batch.telemetry.append((telemetry(site, at, step), min(now, at + 1)))

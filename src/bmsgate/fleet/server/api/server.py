@@ -58,7 +58,7 @@ class HttpServer:
             HttpServerError: it did not come up.
         """
         # uvicorn would install its own signal handlers; the owner of the process decides about signals.
-        self._task = asyncio.create_task(self._server._serve(), name="bmsgate-http")  # noqa: SLF001
+        self._task = asyncio.create_task(self._server._serve(), name="bmsgate-http")
         deadline = asyncio.get_running_loop().time() + _START_TIMEOUT_S
         while not self._server.started:
             if self._task.done() or asyncio.get_running_loop().time() > deadline:

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Final
 
 from bmsgate.fleet.server.api.ratelimit import RateLimit
 
 __all__ = ["ApiSettings"]
+
+_TOKEN_LIMIT: Final = RateLimit(per_minute=1200, burst=120)
+_ANONYMOUS_LIMIT: Final = RateLimit(per_minute=60, burst=20)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ApiSettings:
     """How the API and the dashboard behave."""
 
-    token_limit: RateLimit = RateLimit(per_minute=1200, burst=120)
+    token_limit: RateLimit = _TOKEN_LIMIT
     """Per token: the dashboard makes a handful of requests per page and one per chart."""
-    anonymous_limit: RateLimit = RateLimit(per_minute=60, burst=20)
+    anonymous_limit: RateLimit = _ANONYMOUS_LIMIT
     """Per client IP, for requests without a valid token (including wrong tokens: guessing is throttled)."""
     tile_url: str | None = None
     """A map tile server (``https://…/{z}/{x}/{y}.png``); None draws only the offline country outline."""

@@ -23,7 +23,7 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from typing import Any, Final
 
 from bmsgate.fleet.server.api.views import alarm_view, gateway_view
@@ -66,7 +66,9 @@ class LiveClient:
 class LiveStream:
     """Coalesces the live feed into client messages (run :meth:`run` as one task per server)."""
 
-    def __init__(self, feed: LiveFeed, store: Repository, *, interval_s: float = 0.25, client_queue: int = 1000) -> None:
+    def __init__(
+        self, feed: LiveFeed, store: Repository, *, interval_s: float = 0.25, client_queue: int = 1000
+    ) -> None:
         self._feed = feed
         self._store = store
         self._interval_s = interval_s
@@ -83,7 +85,7 @@ class LiveStream:
         return len(self._clients)
 
     @contextlib.contextmanager
-    def connect(self) -> Any:
+    def connect(self) -> Iterator[LiveClient]:
         """A client queue, registered while the context is open."""
         client = LiveClient(self._client_queue)
         self._clients.add(client)
@@ -99,7 +101,10 @@ class LiveStream:
 
     async def run(self) -> None:
         """Follow the feed until cancelled."""
-        async with self._feed.subscribe(maxsize=max(10_000, self._client_queue)) as subscription, asyncio.TaskGroup() as tasks:
+        async with (
+            self._feed.subscribe(maxsize=max(10_000, self._client_queue)) as subscription,
+            asyncio.TaskGroup() as tasks,
+        ):
             tasks.create_task(self._flush_forever())
             dropped = 0
             async for update in subscription:
@@ -156,8 +161,3 @@ class LiveStream:
                     records.append(await self._store.get_gateway(gateway_id))
         for record in records:
             self._broadcast(message("gateway", gateway=dataclasses.asdict(gateway_view(record, summary=True))))
-
-    async def stream_to(self, client: LiveClient) -> AsyncIterator[str]:
-        """The client's messages, until it overflows."""
-        while not client.overflowed.is_set():
-            yield await client.queue.get()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from bmsgate.fleet.protocol import CommandMessage
 from bmsgate.fleet.server.api.app import create_app
+from bmsgate.fleet.server.api.context import CommandSender
 from bmsgate.fleet.server.api.sample_fleet import SampleSite, seed_fleet
 from bmsgate.fleet.server.api.server import HttpServer
 from bmsgate.fleet.server.api.settings import ApiSettings
@@ -49,8 +50,12 @@ async def running_fleet(
     history: int = 6,
     step_s: float = 60.0,
     settings: ApiSettings | None = None,
+    send_command: CommandSender | None = None,
 ) -> AsyncIterator[RunningFleet]:
-    """Seed a store in `data_dir` with `sites` sites and serve the API on a free port until the context ends."""
+    """Seed a store in `data_dir` with `sites` sites and serve the API on a free port until the context ends.
+
+    Commands go to `send_command`, by default a recorder filling :attr:`RunningFleet.commands`.
+    """
     store = await open_store(StoreSettings(data_dir=data_dir / "store"))
     try:
         now = time.time()
@@ -73,7 +78,7 @@ async def running_fleet(
         async def record(gateway_id: str, command: CommandMessage) -> None:
             fleet.commands.append((gateway_id, command))
 
-        app = create_app(store=store, tokens=tokens, feed=feed, send_command=record, settings=settings)
+        app = create_app(store=store, tokens=tokens, feed=feed, send_command=send_command or record, settings=settings)
         async with HttpServer(app, port=0) as server:
             fleet.url = server.url
             yield fleet
