@@ -21,7 +21,7 @@ function navigate(hash) {
 
 async function badge() {
   try {
-    const payload = await api("/alarms?state=open&limit=1");
+    const payload = await api("/alarms?state=active");
     const node = document.getElementById("alarm-badge");
     node.textContent = String(payload.total);
     node.hidden = payload.total === 0;
@@ -83,11 +83,13 @@ async function signIn(token) {
 document.getElementById("login-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const token = document.getElementById("login-token").value.trim();
+  // Stored first: every request the pages make while signing in reads it from there.
+  storeToken(token, document.getElementById("login-remember").checked);
   try {
     await signIn(token);
-    storeToken(token, document.getElementById("login-remember").checked);
     document.getElementById("login-token").value = "";
   } catch (error) {
+    forgetToken();
     session = null;
     document.getElementById("login-error").textContent = error.status === 401
       ? "This token is not valid." : `Sign-in failed: ${error.detail || error.message}`;
