@@ -29,6 +29,8 @@ export async function renderMap(view, { navigate, session }) {
   const gateways = payload.gateways;
   // Beyond a couple of thousand markers SVG gets slow: draw them on a canvas instead.
   const map = L.map(container, { preferCanvas: gateways.length > 2000, worldCopyJump: true });
+  // A view first: Leaflet cannot place vector layers on a map without one.
+  map.setView([-29, 24], 5);
   if (session.tile_url) {
     L.tileLayer(session.tile_url, { maxZoom: 18, attribution: session.tile_attribution || "" }).addTo(map);
   }
@@ -70,7 +72,6 @@ export async function renderMap(view, { navigate, session }) {
 
   const points = [...markers.values()].map((marker) => marker.getLatLng());
   if (points.length) map.fitBounds(L.latLngBounds(points).pad(0.2), { maxZoom: 8 });
-  else map.setView([-29, 24], 5);
 
   const unsubscribe = onLive((message) => {
     if (message.type === "gateway" && message.gateway) place(message.gateway);
