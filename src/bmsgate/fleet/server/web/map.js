@@ -54,6 +54,10 @@ export async function renderMap(view, { navigate, session }) {
     if (existing) {
       existing.setLatLng([location.lat, location.lon]).setStyle(style);
       existing.setTooltipContent(gateway.name || gateway.id);
+      // Leaflet's setStyle leaves the class alone: keep the state class (tests and CSS read it) current.
+      const path = existing.getElement && existing.getElement();
+      if (path) path.setAttribute("class", `${style.className} leaflet-interactive`);
+      if (siteState(gateway) === "alarm") existing.bringToFront();
       return;
     }
     const marker = L.circleMarker([location.lat, location.lon], style)
@@ -63,6 +67,8 @@ export async function renderMap(view, { navigate, session }) {
     markers.set(gateway.id, marker);
   }
   for (const gateway of gateways) place(gateway);
+  // Sites with alarms stay on top of their neighbours (a later marker is drawn over an earlier one).
+  for (const gateway of gateways) if (siteState(gateway) === "alarm" && markers.has(gateway.id)) markers.get(gateway.id).bringToFront();
   const count = document.getElementById("marker-count");
   const showCount = () => {
     count.textContent = `${markers.size} sites on the map`;
