@@ -7,23 +7,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, async_playwright
 
 from bmsgate.fleet.server.api.ratelimit import RateLimit
 from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.api.testing import RunningFleet, running_fleet
+from tests.fleet.web.browser import CHROMIUM, CHROMIUM_ARGS, SITES
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SITES = 30
 _GENEROUS = ApiSettings(
     token_limit=RateLimit(per_minute=60_000, burst=10_000), anonymous_limit=RateLimit(per_minute=60_000, burst=10_000)
 )
@@ -52,18 +42,3 @@ def screenshots(tmp_path: Path) -> Path:
     target = Path(wanted) if wanted else tmp_path / "screenshots"
     target.mkdir(parents=True, exist_ok=True)
     return target
-
-
-async def signed_in(browser: Browser, fleet: RunningFleet, token: str) -> Page:
-    """A page of the dashboard, signed in with `token`, showing the overview."""
-    page = await browser.new_page(viewport={"width": 1400, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    await page.goto(fleet.url + "/")
-    await page.fill("#login-token", token)
-    await page.click("#login-form button[type=submit]")
-    await page.wait_for_selector("body[data-ready=overview]", timeout=10_000)
-    await page.wait_for_selector("body[data-live=on]", timeout=10_000)
-    page.on("close", lambda _: None)
-    assert not errors, errors
-    return page

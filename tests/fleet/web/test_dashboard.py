@@ -10,14 +10,24 @@ from playwright.async_api import Browser, Page, expect
 from bmsgate.fleet.server.api.testing import RunningFleet
 from bmsgate.fleet.server.live import LiveKind, LiveUpdate
 from bmsgate.fleet.server.store.repository import NewAlarm, Severity
-from tests.fleet.web.conftest import SITES, signed_in
+from tests.fleet.web.browser import SITES, signed_in
+
+_MESSAGES = {"cell_drift": ("cell 7 is 120 mV above the others", 0.12), "low_soc": ("SoC 9 % is below 10 %", 9.0)}
 
 
 async def raise_alarm(fleet: RunningFleet, gateway: str, kind: str = "cell_drift", *, publish: bool = True) -> int:
     """An alarm opened the way the alarm engine does: in the store, then on the live feed."""
+    message, value = _MESSAGES[kind]
     record, _ = await fleet.store.open_alarm(
-        NewAlarm(gateway=gateway, battery="pack1", kind=kind, severity=Severity.WARNING,
-                 message="cell 7 is 120 mV above the others", at=time.time(), value=0.12)
+        NewAlarm(
+            gateway=gateway,
+            battery="pack1",
+            kind=kind,
+            severity=Severity.WARNING,
+            message=message,
+            at=time.time(),
+            value=value,
+        )
     )
     if publish:
         fleet.feed.publish(LiveUpdate(kind=LiveKind.ALARM, gateway=gateway, at=time.time(), data={"id": record.id}))
