@@ -117,6 +117,7 @@ export async function renderOverview(view, { navigate }) {
   });
   filter();
   document.body.dataset.overviewMs = String(Math.round(performance.now() - started));
+  document.body.dataset.readyAt = String(Math.round(performance.now()));
   document.body.dataset.ready = "overview";
   return () => {
     unsubscribe();
