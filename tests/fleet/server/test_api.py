@@ -425,3 +425,46 @@ async def test_the_dashboard_and_its_libraries_are_served(fleet: RunningFleet) -
         assert (await http.get("/vendor/../../etc/passwd")).status_code == 404
         assert (await http.get("/vendor/package.json")).status_code == 404
         assert (await http.get("/static/..%2F__init__.py")).status_code == 404
+
+
+# -- the overview read model ----------------------------------------------------------------------------------
+
+
+async def _summary_of(http: httpx.AsyncClient, gateway: str) -> dict[str, Any]:
+    listing = (await http.get("/api/v1/gateways", params={"summary": "true"})).json()
+    [found] = [entry for entry in listing["gateways"] if entry["id"] == gateway]
+    return found
+
+
+async def test_the_overview_summary_follows_the_live_feed(fleet: RunningFleet) -> None:
+    async with client(fleet, fleet.viewer) as http:
+        assert (await _summary_of(http, "site-00007"))["open_alarms"] == 0
+        alarm = await open_alarm(fleet, "site-00007")
+        # Not yet on the live feed: the read model still has the summary it read (up to overview_max_age_s).
+        assert (await _summary_of(http, "site-00007"))["open_alarms"] == 0
+        fleet.feed.publish(LiveUpdate(kind=LiveKind.ALARM, gateway="site-00007", at=time.time(), data={"id": alarm}))
+        async with asyncio.timeout(3):
+            while (await _summary_of(http, "site-00007"))["open_alarms"] != 1:
+                await asyncio.sleep(0.05)
+        async with client(fleet, fleet.admin) as admin:
+            await admin.delete("/api/v1/gateways/site-00007")
+        async with asyncio.timeout(3):
+            while any(
+                entry["id"] == "site-00007"
+                for entry in (await http.get("/api/v1/gateways?summary=true")).json()["gateways"]
+            ):
+                await asyncio.sleep(0.05)
+
+
+async def test_the_overview_summary_is_reread_when_old(tmp_path: Path) -> None:
+    settings = ApiSettings(
+        token_limit=_GENEROUS.token_limit, anonymous_limit=_GENEROUS.anonymous_limit, overview_max_age_s=0.0
+    )
+    async with (
+        running_fleet(tmp_path, sites=3, history=1, settings=settings) as fleet,
+        client(fleet, fleet.viewer) as http,
+    ):
+        assert (await _summary_of(http, "site-00001"))["open_alarms"] == 0
+        await open_alarm(fleet, "site-00001")
+        await asyncio.sleep(0.01)
+        assert (await _summary_of(http, "site-00001"))["open_alarms"] == 1

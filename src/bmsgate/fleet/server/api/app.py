@@ -211,7 +211,14 @@ async def list_gateways(
         bool, QueryParameter(description="leave out batteries and inverter (the overview's form)")
     ] = False,
 ) -> GatewayList:
-    """Every gateway with its latest battery snapshots (unless ``summary``), sorted by id."""
+    """Every gateway with its latest battery snapshots (unless ``summary``), sorted by id.
+
+    The summary comes from the overview read model: current to the live feed, fully re-read every
+    ``overview_max_age_s``.
+    """
+    if summary:
+        views = await ctx.overview.summaries()
+        return GatewayList(gateways=views, total=len(views))
     records = await ctx.store.list_gateways()
     return GatewayList(gateways=[gateway_view(record, summary=summary) for record in records], total=len(records))
 

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from bmsgate.fleet.protocol import CommandMessage
 from bmsgate.fleet.server.api.assets import Assets
+from bmsgate.fleet.server.api.overview import OverviewCache
 from bmsgate.fleet.server.api.ratelimit import RateLimiter
 from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.api.stream import LiveStream
@@ -33,6 +34,7 @@ class ApiContext:
     settings: ApiSettings
     assets: Assets
     stream: LiveStream
+    overview: OverviewCache
     token_limiter: RateLimiter
     anonymous_limiter: RateLimiter
     clock: Callable[[], float] = time.time
@@ -49,6 +51,7 @@ class ApiContext:
         settings: ApiSettings,
     ) -> ApiContext:
         """Build the context (the assets are read and checked here, once)."""
+        overview = OverviewCache(store, max_age_s=settings.overview_max_age_s)
         return cls(
             store=store,
             tokens=tokens,
@@ -56,7 +59,8 @@ class ApiContext:
             send_command=send_command,
             settings=settings,
             assets=Assets(settings.assets_dir),
-            stream=LiveStream(feed, store, client_queue=settings.live_queue),
+            stream=LiveStream(feed, store, overview, client_queue=settings.live_queue),
+            overview=overview,
             token_limiter=RateLimiter(settings.token_limit),
             anonymous_limiter=RateLimiter(settings.anonymous_limit),
         )

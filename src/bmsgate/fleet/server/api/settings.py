@@ -33,5 +33,8 @@ class ApiSettings:
     """A websocket must send its token within this time."""
     live_queue: int = 1000
     """Live updates buffered per websocket; a client that falls further behind is disconnected."""
+    overview_max_age_s: float = 60.0
+    """The overview's summaries are read from the store in full at most this often (live updates refresh
+    single gateways in between)."""
     max_series_points: int = 20_000
     """The most points one series answer holds (``auto`` resolution picks a coarser one to stay below)."""

@@ -3,7 +3,8 @@
 Telemetry arrives far more often than a person can read it (5,000 messages/s at full fleet size), so updates
 are coalesced: every ``interval_s`` the gateways that changed are read once from the store and their
 summary (the overview row) is encoded once and sent to every client. The cost is then bounded by the number
-of gateways that changed, not by messages × clients. Alarm changes are sent as they happen.
+of gateways that changed, not by messages × clients. Alarm changes are sent as they happen. The gateways
+read here also keep the overview read model (:mod:`.overview`) current.
 
 Messages to clients (JSON text):
 
@@ -26,7 +27,8 @@ import logging
 from collections.abc import Iterator
 from typing import Any, Final
 
-from bmsgate.fleet.server.api.views import alarm_view, gateway_view
+from bmsgate.fleet.server.api.overview import OverviewCache
+from bmsgate.fleet.server.api.views import alarm_view
 from bmsgate.fleet.server.live import LiveFeed, LiveKind, LiveUpdate
 from bmsgate.fleet.server.store.repository import Repository, StoreError, UnknownRecord
 
@@ -67,10 +69,17 @@ class LiveStream:
     """Coalesces the live feed into client messages (run :meth:`run` as one task per server)."""
 
     def __init__(
-        self, feed: LiveFeed, store: Repository, *, interval_s: float = 0.25, client_queue: int = 1000
+        self,
+        feed: LiveFeed,
+        store: Repository,
+        overview: OverviewCache,
+        *,
+        interval_s: float = 0.25,
+        client_queue: int = 1000,
     ) -> None:
         self._feed = feed
         self._store = store
+        self._overview = overview
         self._interval_s = interval_s
         self._client_queue = client_queue
         self._clients: set[LiveClient] = set()
@@ -116,6 +125,7 @@ class LiveStream:
     async def _take(self, update: LiveUpdate) -> None:
         if update.kind is LiveKind.GATEWAY_DELETED:
             self._dirty.discard(update.gateway)
+            self._overview.remove(update.gateway)
             self._broadcast(message("gateway_deleted", id=update.gateway))
             return
         if update.kind is LiveKind.ALARM:
@@ -144,7 +154,7 @@ class LiveStream:
             self._wake.clear()
             await asyncio.sleep(self._interval_s)
             changed, self._dirty = self._dirty, set()
-            if changed and self._clients:
+            if changed and (self._clients or self._overview.loaded):
                 try:
                     await self._send_gateways(changed)
                 except StoreError as exc:
@@ -160,4 +170,6 @@ class LiveStream:
                 with contextlib.suppress(UnknownRecord):
                     records.append(await self._store.get_gateway(gateway_id))
         for record in records:
-            self._broadcast(message("gateway", gateway=dataclasses.asdict(gateway_view(record, summary=True))))
+            view = self._overview.update(record)
+            if self._clients:
+                self._broadcast(message("gateway", gateway=dataclasses.asdict(view)))
