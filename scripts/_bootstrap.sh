@@ -63,3 +63,16 @@ ensure_venv() {
         touch "$stamp"
     fi
 }
+
+ensure_web_assets() {
+    # The fleet dashboard's third-party front-end files (Leaflet, uPlot, world-atlas, topojson-client) come from
+    # the npm registry, pinned by web/package-lock.json, into web/node_modules (never committed). `npm ci` runs
+    # when node_modules is missing or the lockfile is newer than the last install.
+    local web="$BMSGATE_ROOT/web" stamp="$BMSGATE_ROOT/web/node_modules/.bmsgate-installed"
+    [ -f "$web/package-lock.json" ] || return 0
+    if [ -f "$stamp" ] && [ ! "$web/package-lock.json" -nt "$stamp" ]; then return 0; fi
+    apt_install_missing npm:npm
+    echo "bmsgate: installing the dashboard's front-end files into $web/node_modules (npm ci)" >&2
+    (cd "$web" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    touch "$stamp"
+}

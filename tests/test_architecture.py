@@ -151,6 +151,9 @@ _ADAPTERS = {
     "yoyo": {"bmsgate.fleet.server.store.migrate"},
     "psycopg": {"bmsgate.fleet.server.store.postgres"},
     "cryptography": {"bmsgate.fleet.server.tls"},
+    "litestar": {"bmsgate.fleet.server.api.app"},
+    "uvicorn": {"bmsgate.fleet.server.api.server"},
+    "playwright": set(),
 }
 """Each third-party I/O library and the one adapter module allowed to import it."""
 

@@ -1,0 +1,87 @@
+"""Serving the API on uvicorn (the only module importing uvicorn).
+
+:class:`HttpServer` runs an ASGI application inside the caller's event loop (so it shares the store and the
+live feed with ingest), answers on the port it was given or, with port 0, on one the system picks, and
+stops cleanly (open websockets are closed, the application's shutdown runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Final
+
+import uvicorn
+
+from bmsgate.errors import BmsgateError
+
+__all__ = ["HttpServer", "HttpServerError"]
+
+_log = logging.getLogger(__name__)
+_START_TIMEOUT_S: Final = 15.0
+
+
+class HttpServerError(BmsgateError):
+    """The HTTP server could not start (port in use, bad address) or stopped unexpectedly."""
+
+
+class HttpServer:
+    """One uvicorn server for one application."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 8080) -> None:
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            ws="websockets-sansio",
+            ws_max_size=64 * 1024,
+            timeout_graceful_shutdown=5,
+        )
+        self._server = uvicorn.Server(config)
+        self._task: asyncio.Task[None] | None = None
+        self.host = host
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` as bound."""
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Bind and start serving; returns once requests are answered.
+
+        Raises:
+            HttpServerError: it did not come up.
+        """
+        # uvicorn would install its own signal handlers; the owner of the process decides about signals.
+        self._task = asyncio.create_task(self._server._serve(), name="bmsgate-http")
+        deadline = asyncio.get_running_loop().time() + _START_TIMEOUT_S
+        while not self._server.started:
+            if self._task.done() or asyncio.get_running_loop().time() > deadline:
+                await self.stop()
+                raise HttpServerError(f"HTTP server did not start on {self.host}:{self.port}")
+            await asyncio.sleep(0.02)
+        sockets = [sock for server in self._server.servers for sock in server.sockets]
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        _log.info("HTTP server on %s", self.url)
+
+    async def stop(self) -> None:
+        """Stop serving (idempotent)."""
+        if self._task is None:
+            return
+        self._server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError, SystemExit):
+            await self._task
+        self._task = None
+
+    async def __aenter__(self) -> HttpServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()

@@ -1,0 +1,175 @@
+"""The live stream behind the websocket: one subscriber of the live feed, fanned out to every browser.
+
+Telemetry arrives far more often than a person can read it (5,000 messages/s at full fleet size), so updates
+are coalesced: every ``interval_s`` the gateways that changed are read once from the store and their
+summary (the overview row) is encoded once and sent to every client. The cost is then bounded by the number
+of gateways that changed, not by messages × clients. Alarm changes are sent as they happen. The gateways
+read here also keep the overview read model (:mod:`.overview`) current.
+
+Messages to clients (JSON text):
+
+* ``{"type": "hello"}`` after the token was accepted;
+* ``{"type": "gateway", "gateway": <gateway summary>}``;
+* ``{"type": "alarm", "alarm": <alarm>}``;
+* ``{"type": "gateway_deleted", "id": <gateway id>}``;
+* ``{"type": "resync"}``: updates were lost (the feed or this client fell behind); reload what is shown.
+
+A client whose queue is full is disconnected (it reconnects and reloads) rather than slowing the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any, Final
+
+from bmsgate.fleet.server.api.overview import OverviewCache
+from bmsgate.fleet.server.api.views import alarm_view
+from bmsgate.fleet.server.live import LiveFeed, LiveKind, LiveUpdate
+from bmsgate.fleet.server.store.repository import Repository, StoreError, UnknownRecord
+
+__all__ = ["HELLO", "LiveClient", "LiveStream", "message"]
+
+_log = logging.getLogger(__name__)
+
+_BULK_READ: Final = 200
+"""Beyond this many changed gateways per interval, one ``list_gateways`` beats reading them one by one."""
+
+
+def message(kind: str, **fields: Any) -> str:
+    """One message to a client as JSON text."""
+    return json.dumps({"type": kind, **fields}, separators=(",", ":"))
+
+
+HELLO: Final = message("hello")
+_RESYNC: Final = message("resync")
+
+
+class LiveClient:
+    """One connected browser's outgoing queue."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize)
+        self.overflowed = asyncio.Event()
+        """Set when a message did not fit: the connection should be closed."""
+
+    def offer(self, text: str) -> None:
+        """Queue `text` without waiting."""
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self.overflowed.set()
+
+
+class LiveStream:
+    """Coalesces the live feed into client messages (run :meth:`run` as one task per server)."""
+
+    def __init__(
+        self,
+        feed: LiveFeed,
+        store: Repository,
+        overview: OverviewCache,
+        *,
+        interval_s: float = 0.25,
+        client_queue: int = 1000,
+    ) -> None:
+        self._feed = feed
+        self._store = store
+        self._overview = overview
+        self._interval_s = interval_s
+        self._client_queue = client_queue
+        self._clients: set[LiveClient] = set()
+        self._dirty: set[str] = set()
+        self._wake = asyncio.Event()
+        self.sent = 0
+        """Messages queued to clients so far."""
+
+    @property
+    def client_count(self) -> int:
+        """Browsers connected now."""
+        return len(self._clients)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[LiveClient]:
+        """A client queue, registered while the context is open."""
+        client = LiveClient(self._client_queue)
+        self._clients.add(client)
+        try:
+            yield client
+        finally:
+            self._clients.discard(client)
+
+    def _broadcast(self, text: str) -> None:
+        for client in list(self._clients):
+            client.offer(text)
+            self.sent += 1
+
+    async def run(self) -> None:
+        """Follow the feed until cancelled."""
+        async with (
+            self._feed.subscribe(maxsize=max(10_000, self._client_queue)) as subscription,
+            asyncio.TaskGroup() as tasks,
+        ):
+            tasks.create_task(self._flush_forever())
+            dropped = 0
+            async for update in subscription:
+                if subscription.dropped != dropped:
+                    dropped = subscription.dropped
+                    self._broadcast(_RESYNC)
+                await self._take(update)
+
+    async def _take(self, update: LiveUpdate) -> None:
+        if update.kind is LiveKind.GATEWAY_DELETED:
+            self._dirty.discard(update.gateway)
+            self._overview.remove(update.gateway)
+            self._broadcast(message("gateway_deleted", id=update.gateway))
+            return
+        if update.kind is LiveKind.ALARM:
+            text = await self._alarm_message(update)
+            if text is not None:
+                self._broadcast(text)
+        self._dirty.add(update.gateway)
+        self._wake.set()
+
+    async def _alarm_message(self, update: LiveUpdate) -> str | None:
+        alarm_id = update.data.get("id")
+        if not isinstance(alarm_id, int):
+            return None
+        try:
+            record = await self._store.get_alarm(alarm_id)
+        except UnknownRecord:
+            return None
+        except StoreError as exc:
+            _log.warning("live stream: alarm %s not readable: %s", alarm_id, exc)
+            return None
+        return message("alarm", alarm=dataclasses.asdict(alarm_view(record)))
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(self._interval_s)
+            changed, self._dirty = self._dirty, set()
+            if changed and (self._clients or self._overview.loaded):
+                try:
+                    await self._send_gateways(changed)
+                except StoreError as exc:
+                    _log.warning("live stream: store not readable, %d updates skipped: %s", len(changed), exc)
+                    self._broadcast(_RESYNC)
+
+    async def _send_gateways(self, changed: set[str]) -> None:
+        if len(changed) > _BULK_READ:
+            records = [record for record in await self._store.list_gateways() if record.id in changed]
+        else:
+            records = []
+            for gateway_id in sorted(changed):
+                with contextlib.suppress(UnknownRecord):
+                    records.append(await self._store.get_gateway(gateway_id))
+        for record in records:
+            view = self._overview.update(record)
+            if self._clients:
+                self._broadcast(message("gateway", gateway=dataclasses.asdict(view)))

@@ -1,0 +1,87 @@
+"""A running API over a real SQLite store seeded with a sample fleet: for tests, the benchmark and screenshots.
+
+Everything is real (store, token file, live feed, uvicorn on a free loopback port); only the command
+sender is a recorder, because the broker is not part of the API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from bmsgate.fleet.protocol import CommandMessage
+from bmsgate.fleet.server.api.app import create_app
+from bmsgate.fleet.server.api.context import CommandSender
+from bmsgate.fleet.server.api.sample_fleet import SampleSite, seed_fleet
+from bmsgate.fleet.server.api.server import HttpServer
+from bmsgate.fleet.server.api.settings import ApiSettings
+from bmsgate.fleet.server.auth import Role, TokenStore
+from bmsgate.fleet.server.live import LiveFeed
+from bmsgate.fleet.server.store import StoreSettings, open_store
+from bmsgate.fleet.server.store.repository import Repository
+
+__all__ = ["RunningFleet", "running_fleet"]
+
+
+@dataclasses.dataclass(slots=True)
+class RunningFleet:
+    """What a test talks to."""
+
+    url: str
+    store: Repository
+    feed: LiveFeed
+    tokens: TokenStore
+    sites: list[SampleSite]
+    viewer: str
+    technician: str
+    admin: str
+    now: float
+    commands: list[tuple[str, CommandMessage]] = dataclasses.field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def running_fleet(
+    data_dir: Path,
+    *,
+    sites: int = 12,
+    history: int = 6,
+    step_s: float = 60.0,
+    settings: ApiSettings | None = None,
+    send_command: CommandSender | None = None,
+) -> AsyncIterator[RunningFleet]:
+    """Seed a store in `data_dir` with `sites` sites and serve the API on a free port until the context ends.
+
+    Commands go to `send_command`, by default a recorder filling :attr:`RunningFleet.commands`.
+    """
+    store = await open_store(StoreSettings(data_dir=data_dir / "store"))
+    try:
+        now = time.time()
+        seeded = await seed_fleet(store, sites, now=now, history=history, step_s=step_s)
+        await store.rollup(now + 3600)
+        tokens = TokenStore(data_dir)
+        feed = LiveFeed()
+        fleet = RunningFleet(
+            url="",
+            store=store,
+            feed=feed,
+            tokens=tokens,
+            sites=seeded,
+            viewer=tokens.create(Role.VIEWER, "customer"),
+            technician=tokens.create(Role.TECHNICIAN, "tech"),
+            admin=tokens.create(Role.ADMIN, "admin"),
+            now=now,
+        )
+
+        async def record(gateway_id: str, command: CommandMessage) -> None:
+            fleet.commands.append((gateway_id, command))
+
+        app = create_app(store=store, tokens=tokens, feed=feed, send_command=send_command or record, settings=settings)
+        async with HttpServer(app, port=0) as server:
+            fleet.url = server.url
+            yield fleet
+        feed.close()
+    finally:
+        await store.close()

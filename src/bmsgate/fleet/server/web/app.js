@@ -1,0 +1,109 @@
+// The dashboard shell: sign-in (token checked against /api/v1/session, then kept in the browser), the hash
+// router between overview, map, site and alarms pages, the live stream and the open-alarm badge.
+
+import { api, ApiError, forgetToken, storedToken, storeToken } from "./api.js";
+import { renderAlarms } from "./alarms.js";
+import { el } from "./format.js";
+import { onLive, startLive, stopLive } from "./live.js";
+import { renderMap } from "./map.js";
+import { renderOverview } from "./overview.js";
+import { renderSite } from "./site.js";
+
+const view = document.getElementById("view");
+const login = document.getElementById("login");
+let session = null;
+let leave = null;
+
+function navigate(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
+
+async function badge() {
+  try {
+    const payload = await api("/alarms?state=active");
+    const node = document.getElementById("alarm-badge");
+    node.textContent = String(payload.total);
+    node.hidden = payload.total === 0;
+  } catch {
+    // The badge is a convenience: a failed count must not break the page.
+  }
+}
+
+async function route() {
+  if (!session) return;
+  if (leave) leave();
+  leave = null;
+  document.body.dataset.ready = "";
+  const [, page = "", argument = ""] = location.hash.split("/");
+  for (const link of document.querySelectorAll("[data-nav]")) {
+    link.classList.toggle("active", link.dataset.nav === (page || "overview"));
+  }
+  const context = { navigate, session };
+  try {
+    if (page === "map") leave = await renderMap(view, context);
+    else if (page === "alarms") leave = await renderAlarms(view, context);
+    else if (page === "site" && argument) leave = await renderSite(view, context, decodeURIComponent(argument));
+    else leave = await renderOverview(view, context);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) {
+      signOut("Your token is no longer valid.");
+      return;
+    }
+    view.replaceChildren(el("div", { class: "fatal", role: "alert" },
+      el("h2", { text: "Could not load this page" }), el("p", { text: error.detail || error.message })));
+  }
+}
+
+function signOut(reason = "") {
+  forgetToken();
+  stopLive();
+  session = null;
+  if (leave) leave();
+  leave = null;
+  view.replaceChildren();
+  login.hidden = false;
+  document.getElementById("logout").hidden = true;
+  document.getElementById("whoami").textContent = "";
+  document.getElementById("login-error").textContent = reason;
+}
+
+async function signIn(token) {
+  session = await api("/session", { token });
+  session.token = token;
+  login.hidden = true;
+  document.getElementById("whoami").textContent = `${session.label || session.token_id} (${session.role})`;
+  document.body.dataset.role = session.role;
+  document.getElementById("logout").hidden = false;
+  startLive(token);
+  badge();
+  await route();
+}
+
+document.getElementById("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const token = document.getElementById("login-token").value.trim();
+  // Stored first: every request the pages make while signing in reads it from there.
+  storeToken(token, document.getElementById("login-remember").checked);
+  try {
+    await signIn(token);
+    document.getElementById("login-token").value = "";
+  } catch (error) {
+    forgetToken();
+    session = null;
+    document.getElementById("login-error").textContent = error.status === 401
+      ? "This token is not valid." : `Sign-in failed: ${error.detail || error.message}`;
+  }
+});
+document.getElementById("logout").addEventListener("click", () => signOut());
+window.addEventListener("hashchange", route);
+onLive((message) => {
+  if (message.type === "alarm") badge();
+});
+
+const token = storedToken();
+if (token) {
+  signIn(token).catch((error) => signOut(error.status === 401 ? "Your token is no longer valid." : error.message));
+} else {
+  signOut();
+}

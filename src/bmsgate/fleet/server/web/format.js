@@ -1,0 +1,48 @@
+// Display helpers: numbers rounded for people, times relative to now, and a tiny element builder that only
+// ever sets text (data from gateways is never parsed as HTML).
+
+export function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+export function num(value, digits = 1, unit = "") {
+  if (value === null || value === undefined || Number.isNaN(value)) return "–";
+  return `${Number(value).toFixed(digits)}${unit ? " " + unit : ""}`;
+}
+
+export function millivolts(volts) {
+  return volts === null || volts === undefined ? "–" : `${Math.round(volts * 1000)} mV`;
+}
+
+export function ago(unixSeconds) {
+  if (!unixSeconds) return "never";
+  const seconds = Math.max(0, Date.now() / 1000 - unixSeconds);
+  if (seconds < 90) return `${Math.round(seconds)} s ago`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 129600) return `${Math.round(seconds / 3600)} h ago`;
+  return `${Math.round(seconds / 86400)} d ago`;
+}
+
+export function clock(unixSeconds) {
+  return unixSeconds ? new Date(unixSeconds * 1000).toLocaleString() : "–";
+}
+
+export function siteState(gateway) {
+  if (gateway.open_alarms > 0) return "alarm";
+  return gateway.online ? "online" : "offline";
+}
+
+export const STATE_COLOURS = { alarm: "#d64545", offline: "#8a8f98", online: "#1f9d55" };
