@@ -247,7 +247,7 @@ class FleetAgent:
         try:
             seq, dropped = self._outbox.append(channel.value, build, created=created)
         except SinkError as exc:
-            _LOGGER.error("fleet: %s; this %s message is lost", exc, channel.value)
+            _LOGGER.warning("fleet: %s; this %s message is lost", exc, channel.value)
             return None
         self._wake.set()
         if dropped:
@@ -328,7 +328,7 @@ class FleetAgent:
         body = encode(message)
         # Everything but the sequence number is fixed now: splice it in rather than validate twice.
         head, tail = body.split(b'"seq":0', 1)
-        return lambda seq: b"%s\"seq\":%d%s" % (head, seq, tail)
+        return lambda seq: b'%s"seq":%d%s' % (head, seq, tail)
 
     async def _sample(self, hub: SnapshotHub) -> None:
         loop = asyncio.get_running_loop()

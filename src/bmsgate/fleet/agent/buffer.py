@@ -23,7 +23,7 @@ import logging
 import sqlite3
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -84,7 +84,7 @@ class Outbox:
                 raise SinkError(f"cannot open the fleet buffer {path}: {exc}", sink=_SINK) from exc
             # Not a database (or damaged): keep it for inspection, start a new one; nothing is overwritten.
             aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-            _LOGGER.error("fleet buffer %s is damaged (%s); moved to %s, starting a new one", path, exc, aside)
+            _LOGGER.warning("fleet buffer %s is damaged (%s); moved to %s, starting a new one", path, exc, aside)
             with contextlib.suppress(OSError):
                 path.replace(aside)
             for suffix in ("-wal", "-shm"):
@@ -152,8 +152,10 @@ class Outbox:
         excess = self.stored_bytes + adding - self.max_bytes
         if excess <= 0:
             return 0, 0
-        count = freed = 0
-        for seq, size in self._db.execute("SELECT seq, LENGTH(payload) FROM outbox WHERE seq != ? ORDER BY seq", (keep,)):
+        count = freed = last = 0
+        for seq, size in self._db.execute(
+            "SELECT seq, LENGTH(payload) FROM outbox WHERE seq != ? ORDER BY seq", (keep,)
+        ):
             if freed >= excess:
                 break
             count += 1
@@ -161,16 +163,14 @@ class Outbox:
             last = seq
         if count:
             self._db.execute("DELETE FROM outbox WHERE seq <= ? AND seq != ?", (last, keep))
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('dropped', ?)", (self.dropped + count,)
-            )
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('dropped', ?)", (self.dropped + count,))
         return count, freed
 
     @contextlib.contextmanager
-    def _transaction(self) -> sqlite3.Connection:  # type: ignore[misc]
+    def _transaction(self) -> Iterator[None]:
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
+            yield
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
@@ -195,7 +195,7 @@ class Outbox:
             try:
                 payload = zlib.decompress(blob)
             except zlib.error:
-                _LOGGER.error("fleet buffer: message %d is damaged; dropping it", seq)
+                _LOGGER.warning("fleet buffer: message %d is damaged; dropping it", seq)
                 self.remove(seq)
                 continue
             messages.append(BufferedMessage(seq, channel, created, payload))

@@ -41,7 +41,7 @@ def _readable_id(payload: bytes) -> str | None:
     except ValueError:
         return None
     identifier = data.get("id") if isinstance(data, dict) else None
-    if isinstance(identifier, str) and 0 < len(identifier) <= 64 and identifier.isprintable():  # noqa: PLR2004
+    if isinstance(identifier, str) and 0 < len(identifier) <= 64 and identifier.isprintable():
         return identifier
     return None
 

@@ -52,10 +52,14 @@ class EventTracker:
             events.append(PendingEvent(kind, battery=battery_id, detail=detail))
             seen.online = online
         if online:
-            for alarm in sorted(snapshot.alarms - seen.alarms):
-                events.append(PendingEvent(EventKind.ALARM_RAISED, battery=battery_id, alarm=alarm.value))
-            for alarm in sorted(seen.alarms - snapshot.alarms):
-                events.append(PendingEvent(EventKind.ALARM_CLEARED, battery=battery_id, alarm=alarm.value))
+            events.extend(
+                PendingEvent(EventKind.ALARM_RAISED, battery=battery_id, alarm=alarm.value)
+                for alarm in sorted(snapshot.alarms - seen.alarms)
+            )
+            events.extend(
+                PendingEvent(EventKind.ALARM_CLEARED, battery=battery_id, alarm=alarm.value)
+                for alarm in sorted(seen.alarms - snapshot.alarms)
+            )
             seen.alarms = snapshot.alarms
         return events
 

@@ -43,10 +43,8 @@ def pack_versions() -> list[PackVersion]:
         _LOGGER.warning("catalog: %s; reporting no pack versions", exc)
         return []
     packs = [
-        PackVersion(kind=item.kind.value, name=item.name, version=item.version, sha256=item.sha256)
-        for item in items
+        PackVersion(kind=item.kind.value, name=item.name, version=item.version, sha256=item.sha256) for item in items
     ]
     if len(packs) > _MAX_PACKS:
         _LOGGER.warning("%d data files; the state reports the first %d", len(packs), _MAX_PACKS)
     return packs[:_MAX_PACKS]
-

@@ -54,8 +54,6 @@ _MAX_NMEA_BUFFER: Final = 1024
 class LocationSource(Protocol):
     """Something that knows where the site is."""
 
-    kind: Literal["gpsd", "nmea", "config"]
-
     async def run(self, report: LocationReport) -> None:
         """Report locations until cancelled."""
         ...
@@ -67,8 +65,6 @@ def _lost(source: Literal["gpsd", "nmea", "config"]) -> Location:
 
 class FixedLocation:
     """Coordinates from the configuration: reported once, with fix ``fixed``."""
-
-    kind: Literal["config"] = "config"
 
     def __init__(self, lat: float, lon: float, alt_m: float | None = None) -> None:
         self.location = Location(source="config", fix=LocationFix.FIXED, lat=lat, lon=lon, alt_m=alt_m)
@@ -87,7 +83,7 @@ def _number(report: Mapping[str, Any], key: str) -> float | None:
 
 
 def _time(text: object) -> float | None:
-    if not isinstance(text, str) or len(text) > 64:  # noqa: PLR2004 - an ISO 8601 time is ~24 characters
+    if not isinstance(text, str) or len(text) > 64:
         return None
     try:
         moment = datetime.datetime.fromisoformat(text)
@@ -113,10 +109,10 @@ def location_from_tpv(report: Mapping[str, Any]) -> Location:
     try:
         return Location(
             source="gpsd",
-            fix=LocationFix.FIX_3D if mode == 3 else LocationFix.FIX_2D,  # noqa: PLR2004 - gpsd's 3D mode
+            fix=LocationFix.FIX_3D if mode == 3 else LocationFix.FIX_2D,
             lat=lat,
             lon=lon,
-            alt_m=altitude if mode == 3 else None,  # noqa: PLR2004
+            alt_m=altitude if mode == 3 else None,
             accuracy_m=_number(report, "eph"),
             time=_time(report.get("time")),
         )
@@ -134,8 +130,6 @@ class GpsdLocation:
         lost_after: seconds without a position before fix ``none`` is reported.
         reconnect_max: cap of the delay between connection attempts.
     """
-
-    kind: Literal["gpsd"] = "gpsd"
 
     def __init__(
         self, host: str = "127.0.0.1", port: int = 2947, *, lost_after: float = 15.0, reconnect_max: float = 30.0
@@ -210,8 +204,6 @@ class NmeaSerialLocation:
         baudrate: line speed (most receivers: 9600, older ones 4800).
         lost_after: seconds without a valid fix before fix ``none`` is reported.
     """
-
-    kind: Literal["nmea"] = "nmea"
 
     def __init__(self, port: str, *, baudrate: int = 9600, lost_after: float = 15.0) -> None:
         self.port = port

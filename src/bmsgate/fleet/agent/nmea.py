@@ -125,7 +125,7 @@ def _utc(time_text: str, date_text: str) -> float | None:
         raise NmeaError(f"time/date: expected hhmmss(.ss) and ddmmyy, got {time_text[:12]!r}, {date_text[:8]!r}")
     hour, minute, second = (int(time_match[index]) for index in (1, 2, 3))
     day, month, year = (int(date_match[index]) for index in (1, 2, 3))
-    if hour > 23 or minute > 59 or second > 60 or not 1 <= month <= 12 or not 1 <= day <= 31:  # noqa: PLR2004
+    if hour > 23 or minute > 59 or second > 60 or not 1 <= month <= 12 or not 1 <= day <= 31:
         raise NmeaError("time/date: out of range")
     # RMC has a two-digit year; receivers sold today report 2000-2099.
     stamp = calendar.timegm((2000 + year, month, day, hour, minute, second, 0, 0, 0))
@@ -140,7 +140,7 @@ def parse_sentence(line: str) -> NmeaFix | None:
     """
     kind, fields = split_sentence(line)
     if kind == "GGA":
-        if len(fields) < 14:  # noqa: PLR2004 - GGA's field count
+        if len(fields) < 14:
             raise NmeaError(f"GGA: {len(fields)} fields, expected 14 or more")
         quality = fields[5]
         if not quality.isdigit() or len(quality) > 1:
@@ -158,7 +158,7 @@ def parse_sentence(line: str) -> NmeaFix | None:
             hdop=_float(fields[7], "hdop") if valid else None,
         )
     if kind == "RMC":
-        if len(fields) < 11:  # noqa: PLR2004 - RMC's field count
+        if len(fields) < 11:
             raise NmeaError(f"RMC: {len(fields)} fields, expected 11 or more")
         status = fields[1]
         if status not in ("A", "V"):
