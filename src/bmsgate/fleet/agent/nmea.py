@@ -23,6 +23,7 @@ __all__ = ["MAX_SENTENCE", "NmeaError", "NmeaFix", "NmeaReceiver", "parse_senten
 MAX_SENTENCE: Final = 82
 """NMEA 0183's longest sentence, ``$`` to ``<LF>``; receivers stay under it and so must input."""
 _SENTENCE: Final = re.compile(r"^\$([A-Z]{2})([A-Z]{3}),([\x20-\x7e]*)\*([0-9A-Fa-f]{2})$")
+_CENTURY_PIVOT: Final = 80
 _UERE_M: Final = 5.0
 """Metres of horizontal error per unit of HDOP (a common rough receiver figure)."""
 
@@ -127,8 +128,9 @@ def _utc(time_text: str, date_text: str) -> float | None:
     day, month, year = (int(date_match[index]) for index in (1, 2, 3))
     if hour > 23 or minute > 59 or second > 60 or not 1 <= month <= 12 or not 1 <= day <= 31:
         raise NmeaError("time/date: out of range")
-    # RMC has a two-digit year; receivers sold today report 2000-2099.
-    stamp = calendar.timegm((2000 + year, month, day, hour, minute, second, 0, 0, 0))
+    # RMC has a two-digit year: 80-99 are the 1900s (GPS started in 1980), the rest the 2000s.
+    century = 1900 if year >= _CENTURY_PIVOT else 2000
+    stamp = calendar.timegm((century + year, month, day, hour, minute, second, 0, 0, 0))
     return stamp + (float(time_match[4]) if time_match[4] else 0.0)
 
 
