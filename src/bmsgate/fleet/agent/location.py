@@ -137,7 +137,7 @@ class GpsdLocation:
         self.host = host
         self.port = port
         self.lost_after = lost_after
-        self._backoff = Backoff(0.5, reconnect_max, jitter=0.25)
+        self._backoff = Backoff(min(0.5, reconnect_max), reconnect_max, jitter=0.25)
 
     async def run(self, report: LocationReport) -> None:
         """Follow gpsd until cancelled, reconnecting when it goes away."""
