@@ -20,7 +20,9 @@ from bmsgate.runtime.hub import SnapshotHub
 async def _feed(hub: SnapshotHub, interval: float) -> None:
     while True:
         hub.publish(
-            BatterySnapshot(battery_id="house", timestamp=time.time(), voltage=53.1, soc=70.0, cell_voltages=(3.3,) * 16)
+            BatterySnapshot(
+                battery_id="house", timestamp=time.time(), voltage=53.1, soc=70.0, cell_voltages=(3.3,) * 16
+            )
         )
         await asyncio.sleep(interval)
 
@@ -38,7 +40,7 @@ async def main(credentials: Path, buffer: Path, interval: float, rate: float) ->
     )
     hub = SnapshotHub()
     agent = FleetAgent(options)
-    print("started", flush=True)  # noqa: T201 - the test waits for it
+    print("started", flush=True)
     async with asyncio.TaskGroup() as group:
         group.create_task(_feed(hub, interval))
         group.create_task(agent.run(hub))

@@ -99,9 +99,7 @@ class FleetBroker:
         self.process = None
 
     def credentials(self, gateway: str) -> GatewayCredentials:
-        return GatewayCredentials(
-            gateway=gateway, broker_url=self.url, username=gateway, password=password(gateway)
-        )  # type: ignore[arg-type]
+        return GatewayCredentials(gateway=gateway, broker_url=self.url, username=gateway, password=password(gateway))  # type: ignore[arg-type]
 
     def write_credentials(self, gateway: str, path: Path) -> Path:
         write_credentials(self.credentials(gateway), path)
@@ -167,7 +165,7 @@ class Recorder:
                             self.messages.append(decode(message.topic, message.payload))
                         except FleetMessageError as exc:
                             self.rejected.append(exc)
-            except Exception:  # noqa: BLE001 - the broker is restarted by outage tests: reconnect
+            except Exception:
                 self._session = None
                 await asyncio.sleep(0.1)
 

@@ -74,8 +74,10 @@ async def test_online_state_telemetry_and_events(fleet_broker: FleetBroker, reco
     assert sample.inverter == {"limits": {"charge_current": 50.0}}
     assert not sample.backfill
     kinds = [event.kind for event in recorder.of(Channel.EVENT, "gw-1")]
-    assert kinds.index(EventKind.BATTERY_ONLINE) < kinds.index(EventKind.ALARM_RAISED) < kinds.index(
-        EventKind.ALARM_CLEARED
+    assert (
+        kinds.index(EventKind.BATTERY_ONLINE)
+        < kinds.index(EventKind.ALARM_RAISED)
+        < kinds.index(EventKind.ALARM_CLEARED)
     )
     assert _events(recorder, EventKind.ALARM_RAISED)[0].alarm == "low_soc"
     assert _events(recorder, EventKind.CONFIG_APPLIED)
@@ -116,8 +118,16 @@ async def test_commands_done_and_rejected(fleet_broker: FleetBroker, recorder: R
     assert set(done) == {"c1", "c2"}
     assert "homeassistant" in done["c2"].detail
     assert asked == ["homeassistant"]
-    rejected = [(event.data.get("command"), event.data["reason"]) for event in _events(recorder, EventKind.COMMAND_REJECTED)]
-    assert rejected == [("c1", "duplicate"), ("c3", "expired"), ("c4", "unknown_kind"), (None, "json"), ("c5", "version")]
+    rejected = [
+        (event.data.get("command"), event.data["reason"]) for event in _events(recorder, EventKind.COMMAND_REJECTED)
+    ]
+    assert rejected == [
+        ("c1", "duplicate"),
+        ("c3", "expired"),
+        ("c4", "unknown_kind"),
+        (None, "json"),
+        ("c5", "version"),
+    ]
 
 
 async def test_desired_state_without_a_handler_is_reported_unsupported(

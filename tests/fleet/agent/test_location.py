@@ -178,8 +178,10 @@ async def test_a_moving_site_and_a_lost_fix_through_gpsd_reach_the_server(
                     lambda: [e for e in recorder.of(Channel.EVENT, "gw-1") if e.kind is EventKind.LOCATION_LOST]
                 )
                 await recorder.wait_for(
-                    lambda: (state := recorder.of(Channel.STATE, "gw-1")[-1]).location is not None
-                    and state.location.fix is LocationFix.NONE
+                    lambda: (
+                        (state := recorder.of(Channel.STATE, "gw-1")[-1]).location is not None
+                        and state.location.fix is LocationFix.NONE
+                    )
                 )
     last = recorder.of(Channel.STATE, "gw-1")[-1]
     assert isinstance(last, StateMessage)

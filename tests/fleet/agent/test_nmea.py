@@ -88,9 +88,9 @@ def test_the_receiver_combines_gga_and_rmc_and_forgets_a_lost_fix() -> None:
     assert rmc is not None
     assert gga is not None
     assert receiver.feed(rmc)
-    assert receiver.fix is LocationFix.FIX_2D
+    after_rmc = receiver.fix
     assert receiver.feed(gga)
-    assert receiver.fix is LocationFix.FIX_3D
+    assert (after_rmc, receiver.fix) == (LocationFix.FIX_2D, LocationFix.FIX_3D)
     assert receiver.time == rmc.time
     assert receiver.accuracy_m == pytest.approx(4.5)
     lost = parse_sentence(sentence("GPGGA,101010.00,,,,,0,00,99.9,,M,,M,,"))
@@ -99,7 +99,7 @@ def test_the_receiver_combines_gga_and_rmc_and_forgets_a_lost_fix() -> None:
     assert (receiver.fix, receiver.lat) == (LocationFix.NONE, None)
 
 
-_NMEA_ALPHABET = st.sampled_from(list("$*,.0123456789ABCDEFGHNSEWMVPR-\r\n ") + ["GPGGA", "GPRMC", "GNRMC"])
+_NMEA_ALPHABET = st.sampled_from([*list("$*,.0123456789ABCDEFGHNSEWMVPR-\r\n "), "GPGGA", "GPRMC", "GNRMC"])
 
 
 @given(st.lists(_NMEA_ALPHABET, max_size=60).map("".join))

@@ -64,10 +64,14 @@ async def test_a_broker_outage_leaves_no_gap(fleet_broker: FleetBroker, recorder
     assert all(message.seq <= last_during_outage for message in backfilled), "live data is never marked backfill"
     # Live data kept flowing while the backlog drained: a live message arrived before the last backfilled one.
     order = [message.seq for message in messages if isinstance(message, TelemetryMessage)]
-    last_backfill_at = max(index for index, message in enumerate(recorder.of(Channel.TELEMETRY, "gw-1")) if message.backfill)
+    last_backfill_at = max(
+        index for index, message in enumerate(recorder.of(Channel.TELEMETRY, "gw-1")) if message.backfill
+    )
     assert any(seq > last_during_outage for seq in order[:last_backfill_at]), "backfill starved the live data"
     arrival = [message.message for message in recorder.messages if message.gateway == "gw-1"]
-    backlog = [message.seq for message in arrival if isinstance(message, TelemetryMessage | EventMessage) and message.backfill]
+    backlog = [
+        message.seq for message in arrival if isinstance(message, TelemetryMessage | EventMessage) and message.backfill
+    ]
     assert backlog == sorted(backlog), "the backlog is sent oldest first"
     assert agent.stats.backfilled == len(backfilled)
 
