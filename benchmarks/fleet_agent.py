@@ -105,7 +105,8 @@ def _run_child(directory: Path, credentials: Path | None, args: argparse.Namespa
     command = [sys.executable, __file__, "--child", str(directory), str(credentials or "")]
     command += ["--warmup", str(args.warmup), "--seconds", str(args.seconds)]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    return result
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -126,7 +127,8 @@ async def _main(args: argparse.Namespace) -> None:
     cpu_with = 100 * with_agent["cpu_s"] / with_agent["wall_s"]
     print(f"window {args.seconds:.0f} s after {args.warmup:.0f} s warm-up; 8 simulated 16-cell packs, poll 10 s")
     print(
-        f"  RSS without fleet: {without['rss_end_kib'] / 1024:.1f} MiB, with: {with_agent['rss_end_kib'] / 1024:.1f} MiB"
+        f"  RSS without fleet: {without['rss_end_kib'] / 1024:.1f} MiB, "
+        f"with: {with_agent['rss_end_kib'] / 1024:.1f} MiB"
     )
     print(f"  extra RSS: {rss / 1024:.2f} MiB (target <= 10 MiB)")
     print(f"  CPU without: {cpu_without:.2f} % of one core, with: {cpu_with:.2f} %")
