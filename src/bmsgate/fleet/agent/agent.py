@@ -566,7 +566,9 @@ class FleetAgent:
             return  # the server cleared it
         if len(payload) > MAX_PAYLOAD_BYTES[Channel.DESIRED]:
             digest = hashlib.sha256(payload).hexdigest()
-            self._reported = self._reported_json("error", digest, f"desired state larger than {len(payload)} bytes")
+            self._reported = self._reported_json(
+                "error", digest, f"desired state of {len(payload)} bytes, at most {MAX_PAYLOAD_BYTES[Channel.DESIRED]}"
+            )
             self._reported_dirty = True
             self._wake.set()
             return
