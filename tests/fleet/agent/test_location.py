@@ -153,6 +153,7 @@ async def test_gpsd_fed_by_gpsfake_gives_the_logged_position(tmp_path: Path) -> 
     assert fixed.time is not None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(GPSD is None, reason="gpsd is not installed")
 async def test_a_moving_site_and_a_lost_fix_through_gpsd_reach_the_server(
     fleet_broker: FleetBroker, recorder: Recorder, tmp_path: Path

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bmsgate.fleet.agent.simulated import SimulatedSite, demo_sites, run_sites
 from bmsgate.fleet.credentials import GatewayCredentials
 from bmsgate.fleet.protocol import Channel, StateMessage, TelemetryMessage
@@ -19,6 +21,7 @@ def test_demo_sites_lie_in_south_africa_and_include_a_drift_and_a_fault() -> Non
     assert demo_sites(30) == sites, "the same seed gives the same fleet"
 
 
+@pytest.mark.slow
 async def test_three_gateways_report_each_as_itself(
     fleet_broker: FleetBroker, recorder: Recorder, tmp_path: Path
 ) -> None:
