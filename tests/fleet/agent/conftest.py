@@ -55,7 +55,7 @@ def password(user: str) -> str:
 class FleetBroker:
     """Mosquitto with a password file and the fleet's per-gateway ACL; restartable on the same port."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, extra: str = "") -> None:
         self.directory = directory
         self.port = free_port()
         passwords = directory / "passwd"
@@ -67,7 +67,7 @@ class FleetBroker:
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\nuser {getpass.getuser()}\npersistence false\n"
             f"allow_anonymous false\npassword_file {passwords}\nacl_file {directory / 'acl'}\n"
-            "log_dest stderr\nlog_type error\n",
+            f"log_dest stderr\nlog_type error\n{extra}",
             encoding="utf-8",
         )
         self.process: subprocess.Popen[bytes] | None = None
@@ -212,9 +212,9 @@ def snapshot(battery_id: str = "house", *, timestamp: float | None = None, **cha
     return BatterySnapshot(**fields)
 
 
-def agent_options(broker: FleetBroker, directory: Path, gateway: str = "gw-1", **changes: Any) -> AgentOptions:
+def agent_options(server: FleetBroker, directory: Path, gateway: str = "gw-1", **changes: Any) -> AgentOptions:
     """Options for a fast agent (short interval, quick reconnects)."""
-    settings = broker_settings(broker.credentials(gateway), reconnect_max=0.3)
+    settings = broker_settings(server.credentials(gateway), reconnect_max=0.3)
     data: dict[str, Any] = {
         "gateway_id": gateway,
         "broker": settings,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bmsgate.fleet.agent.agent import FleetAgent
-from bmsgate.fleet.protocol import Channel, EventMessage, TelemetryMessage
+from bmsgate.fleet.protocol import Channel, EventKind, EventMessage, TelemetryMessage
 from bmsgate.runtime.hub import SnapshotHub
 from tests.fleet.agent.conftest import FleetBroker, Recorder, agent_options, running, snapshot
 
@@ -127,3 +127,30 @@ async def test_a_gateway_killed_during_backfill_resumes_it(
     # Each sequence number arrives once, or again only when the kill came between PUBACK and delete.
     repeats = len(seqs) - len(set(seqs))
     assert repeats <= 1, f"{repeats} messages were sent twice"
+
+
+@pytest.mark.slow
+async def test_a_full_buffer_drops_the_oldest_and_says_so(
+    fleet_broker: FleetBroker, recorder: Recorder, tmp_path: Path
+) -> None:
+    hub = SnapshotHub()
+    for index in range(8):
+        hub.publish(snapshot(f"pack{index}", cell_voltages=tuple(3.3 + 0.001 * cell for cell in range(16))))
+    agent = FleetAgent(agent_options(fleet_broker, tmp_path, interval=0.02, buffer_max_bytes=64 * 1024))
+    fleet_broker.stop()
+    async with running(agent, hub):
+        await recorder.wait_for(lambda: agent.outbox is not None and agent.outbox.dropped > 50, timeout=20)
+        assert agent.outbox is not None
+        assert agent.outbox.stored_bytes <= 64 * 1024
+        fleet_broker.start()
+        await recorder.wait_for(
+            lambda: [e for e in recorder.of(Channel.EVENT, "gw-1") if e.kind is EventKind.BUFFER_DROPPED], timeout=20
+        )
+        await recorder.wait_for(
+            lambda: any(state.buffer.dropped > 50 for state in recorder.of(Channel.STATE, "gw-1")), timeout=10
+        )
+    dropped = next(e for e in recorder.of(Channel.EVENT, "gw-1") if e.kind is EventKind.BUFFER_DROPPED)
+    assert isinstance(dropped.data["dropped"], int)
+    assert dropped.data["dropped"] > 0
+    received = sorted(message.seq for message in _sequenced(recorder, "gw-1"))
+    assert received[0] > 0, "the oldest went first"
