@@ -55,9 +55,9 @@ async def test_a_gateway_shows_up_with_its_batteries_location_and_versions(tmp_p
                     answer = (await client.get("/api/v1/gateways")).json()
                     rows = answer if isinstance(answer, list) else answer.get("gateways", [])
                     for row in rows:
-                        if row["id"] == "e2e-site" and row["online"] and len(row["batteries"]) == 2:
-                            if all(battery.get("snapshot") or battery.get("voltage") for battery in row["batteries"]):
-                                return dict(row)
+                        batteries = row["batteries"]
+                        if row["id"] == "e2e-site" and row["online"] and len(batteries) == 2 and all(batteries):
+                            return dict(row)
                     return None
 
                 row = await _until(listed)
