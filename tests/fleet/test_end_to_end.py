@@ -52,8 +52,7 @@ async def test_a_gateway_shows_up_with_its_batteries_location_and_versions(tmp_p
             async with httpx.AsyncClient(base_url=running.url, headers=headers, timeout=10) as client:
 
                 async def listed() -> dict[str, Any] | None:
-                    answer = (await client.get("/api/v1/gateways")).json()
-                    rows = answer if isinstance(answer, list) else answer.get("gateways", [])
+                    rows = (await client.get("/api/v1/gateways")).json()["gateways"]
                     for row in rows:
                         batteries = row["batteries"]
                         if row["id"] == "e2e-site" and row["online"] and len(batteries) == 2 and all(batteries):
