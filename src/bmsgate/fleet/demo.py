@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import tempfile
@@ -18,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
+from bmsgate.app.ports import tcp_port_free
 from bmsgate.fleet.agent.simulated import SimulatedSite, demo_sites, run_sites
 from bmsgate.fleet.credentials import GatewayCredentials, write_credentials
 from bmsgate.fleet.server.broker import apply_device_changes
@@ -30,6 +32,17 @@ __all__ = ["FleetDemo", "FleetDemoOptions"]
 _LOGGER = logging.getLogger(__name__)
 _PREFERRED_HTTP: Final = 8080
 _PREFERRED_GATEWAY_PORT: Final = 8883
+_IN_SIMULATED_SITE: Final[contextvars.ContextVar[bool]] = contextvars.ContextVar("in_simulated_site", default=False)
+
+
+class _QuietSimulatedSites(logging.Filter):
+    """Keeps the simulated sites' routine log lines out of the user's terminal.
+
+    Connects and bank states come dozens a second at start; the sites' warnings and errors still show.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not _IN_SIMULATED_SITE.get()
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,17 +60,6 @@ class FleetDemoOptions:
     """Telemetry interval of the simulated sites (s)."""
     time_scale: float = 30.0
     """How much faster than real time the simulated packs charge and discharge."""
-
-
-def _port_free(host: str, port: int) -> bool:
-    import socket  # noqa: PLC0415 - only to probe a port
-
-    with socket.socket() as probe:
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 class FleetDemo:
@@ -94,9 +96,9 @@ class FleetDemo:
             data_dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="bmsgate-fleet-demo-")))
         http_port = options.http_port
         if http_port is None:
-            http_port = _PREFERRED_HTTP if _port_free(options.http_host, _PREFERRED_HTTP) else 0
+            http_port = _PREFERRED_HTTP if tcp_port_free(options.http_host, _PREFERRED_HTTP) else 0
         self._gateway_port = (
-            _PREFERRED_GATEWAY_PORT if _port_free("127.0.0.1", _PREFERRED_GATEWAY_PORT) else free_port()
+            _PREFERRED_GATEWAY_PORT if tcp_port_free("127.0.0.1", _PREFERRED_GATEWAY_PORT) else free_port()
         )
         settings = FleetServerSettings(
             data_dir=data_dir,
@@ -138,6 +140,12 @@ class FleetDemo:
         credentials = {site.gateway_id: self.enroll(site.gateway_id) for site in self.sites}
         await self.apply()
         state_dir = self.running.data.root / "sites"
+        quiet = contextvars.copy_context()
+        quiet.run(_IN_SIMULATED_SITE.set, True)
+        log_filter = _QuietSimulatedSites()
+        handlers = logging.getLogger().handlers
+        for handler in handlers:
+            handler.addFilter(log_filter)
         sites = asyncio.create_task(
             run_sites(
                 self.sites,
@@ -147,6 +155,7 @@ class FleetDemo:
                 time_scale=self.options.time_scale,
             ),
             name="fleet-demo-sites",
+            context=quiet,
         )
         failure = self.running.failure
         waiters: set[asyncio.Future[Any]] = {sites, failure}
@@ -158,6 +167,8 @@ class FleetDemo:
         finally:
             sites.cancel()
             await asyncio.gather(sites, return_exceptions=True)
+            for handler in handlers:
+                handler.removeFilter(log_filter)
 
     def banner(self) -> str:
         """What the user needs: where the dashboard is and the token to sign in with."""
