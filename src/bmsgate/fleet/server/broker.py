@@ -101,7 +101,8 @@ class BrokerOptions:
         extra_names: more names (DNS or IP) for the broker's certificate.
         max_queued_messages: per-client queue beyond the in-flight window; 0 = unlimited (the server's own
             queue must never overflow: Mosquitto drops without telling an MQTT 3.1.1 client).
-        max_inflight_messages: QoS 1 messages in flight per client.
+        max_inflight_messages: QoS 1 messages in flight per client. The ingest acknowledges a message only once
+            its batch is committed, so this window bounds its batch size: keep it above twice the batch.
         autosave_interval: seconds between persistence saves (it also saves on exit).
     """
 
@@ -112,7 +113,7 @@ class BrokerOptions:
     public_host: str | None = None
     extra_names: tuple[str, ...] = ()
     max_queued_messages: int = 0
-    max_inflight_messages: int = 100
+    max_inflight_messages: int = 20_000
     autosave_interval: int = 60
 
     @property
