@@ -150,6 +150,7 @@ _ADAPTERS = {
     "cantools": {"bmsgate.inverter.can.dbc"},
     "yoyo": {"bmsgate.fleet.server.store.migrate"},
     "psycopg": {"bmsgate.fleet.server.store.postgres"},
+    "msgspec": {"bmsgate.fleet.server.store.jsoncodec"},
 }
 """Each third-party I/O library and the one adapter module allowed to import it."""
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from bmsgate.fleet.protocol import Location, StateMessage, TelemetryMessage
+from bmsgate.fleet.server.store import jsoncodec
 from bmsgate.fleet.server.store.repository import (
     CELL_VOLTAGES,
     NUMERIC_FIELDS,
@@ -214,7 +215,7 @@ def state_values(message: StateMessage, received_at: float) -> dict[str, Any]:
 
 
 def _loads(text: str | None, default: Any) -> Any:
-    return default if text is None else json.loads(text)
+    return default if text is None else jsoncodec.loads(text)
 
 
 def gateway_from_row(
