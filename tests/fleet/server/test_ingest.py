@@ -261,3 +261,35 @@ def test_a_channel_ingest_does_not_read_is_refused() -> None:
     with pytest.raises(FleetMessageError) as caught:
         decode_incoming(topic("gw-1", Channel.REPORTED), b"{}")
     assert caught.value.reason == "channel"
+
+
+async def test_nothing_is_lost_through_a_broker_restart(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    store = await open_store(StoreSettings(data_dir=tmp_path / "data"))
+    broker = BrokerSettings(url=mosquitto.url, reconnect_initial=0.1, reconnect_max=0.5)
+    ingest = Ingest(store, broker, settings=IngestSettings(max_delay_s=0.05))
+    try:
+        async with _running(ingest):
+            pass  # the persistent session exists; ingest is down from here
+        async with _publisher(mosquitto) as publisher:
+            for index in range(30):
+                message = telemetry(at=T0 + index, seq=index)
+                await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(message), retain=False)
+        await asyncio.to_thread(mosquitto.restart)  # the queued messages survive in the broker's persistence
+        async with _running(ingest):
+            async with _publisher(mosquitto) as publisher:
+                for index in range(30, 40):
+                    message = telemetry(at=T0 + index, seq=index)
+                    await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(message), retain=False)
+            before = ingest.counters.connects
+            await asyncio.to_thread(mosquitto.restart)  # and ingest reconnects by itself
+            async with _publisher(mosquitto) as publisher:
+                message = telemetry(at=T0 + 40, seq=40)
+                await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(message), retain=False)
+
+            async def all_41() -> bool:
+                return await _samples(store) == 41
+
+            await _eventually(all_41, timeout=20)
+            assert ingest.counters.connects > before
+    finally:
+        await store.close()
