@@ -212,7 +212,13 @@ def _mutations() -> st.SearchStrategy[tuple[str, bytes]]:
             document = json.loads(payload)
             key = data.draw(st.sampled_from(["voltage", "cell_voltages", "alarms", "battery_id", "timestamp"]))
             document["batteries"][0]["snapshot"][key] = data.draw(
-                st.one_of(st.none(), st.text(max_size=5), st.floats(), st.lists(st.integers(), max_size=3))
+                st.one_of(
+                    st.none(),
+                    st.text(max_size=5),
+                    st.floats(),
+                    st.sampled_from([float("nan"), float("inf"), -1e308]),
+                    st.lists(st.one_of(st.integers(), st.just(float("nan"))), max_size=3),
+                )
             )
             payload = json.dumps(document).encode()
         elif kind == "topic":

@@ -101,6 +101,12 @@ async def test_a_bad_snapshot_is_counted_and_the_rest_stored(store: Repository) 
     result = await store.write_batch(IngestBatch(telemetry=[(message, T0)]))
     assert result.snapshots_rejected == 1
     assert result.samples_written == 1
+    not_a_number = message.batteries[0].model_copy(
+        update={"snapshot": {**(message.batteries[0].snapshot or {}), "voltage": float("nan")}}
+    )
+    poisoned = message.model_copy(update={"batteries": [not_a_number], "at": T0 + 10})
+    result = await store.write_batch(IngestBatch(telemetry=[(poisoned, T0)]))
+    assert (result.snapshots_rejected, result.samples_written) == (1, 0)
 
 
 async def test_a_stale_reading_updates_the_latest_but_adds_no_sample(store: Repository) -> None:
