@@ -142,6 +142,7 @@ class _SlowFailingStore:
         return await self.inner.write_batch(batch)
 
 
+@pytest.mark.slow
 async def test_a_slow_failing_database_loses_nothing(mosquitto: Mosquitto, tmp_path: Path) -> None:
     inner = await open_store(StoreSettings(data_dir=tmp_path / "data"))
     sick = _SlowFailingStore(inner, failures=3, delay=0.2)
@@ -228,6 +229,7 @@ def _mutations() -> st.SearchStrategy[tuple[str, bytes]]:
     return st.tuples(st.sampled_from(_VALID), st.data()).map(lambda pair: mutate(*pair))
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(messages=st.lists(_mutations(), min_size=1, max_size=8))
 def test_hostile_messages_are_refused_or_stored_never_a_crash(
