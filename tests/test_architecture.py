@@ -154,6 +154,7 @@ _ADAPTERS = {
     "litestar": {"bmsgate.fleet.server.api.app"},
     "uvicorn": {"bmsgate.fleet.server.api.server"},
     "playwright": set(),
+    "msgspec": {"bmsgate.fleet.server.store.jsoncodec"},
 }
 """Each third-party I/O library and the one adapter module allowed to import it."""
 
