@@ -24,7 +24,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from bmsgate.errors import SinkError
+from bmsgate.errors import ConfigError, SinkError
 from bmsgate.fleet.credentials import GatewayCredentials
 from bmsgate.fleet.server.broker import (
     SERVER_STATUS_TOPIC,
@@ -442,3 +442,18 @@ async def test_a_broker_that_cannot_start_says_why(tmp_path: Path) -> None:
         with pytest.raises(SinkError, match=r"Address already in use|did not listen|exited"):
             await broker.start()
     assert broker.pid is None and not data.pid_file.exists()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"gateway_port": 0},
+        {"gateway_port": 70000},
+        {"gateway_port": 8883, "cert_port": 8883},
+        {"ingest_port": 8883},
+        {"max_queued_messages": -1},
+    ],
+)
+def test_impossible_listener_settings_are_config_errors(bad: dict[str, int]) -> None:
+    with pytest.raises(ConfigError):
+        BrokerOptions(**bad)  # type: ignore[arg-type]

@@ -49,7 +49,7 @@ from typing import Final, Self
 
 from pydantic import SecretStr
 
-from bmsgate.errors import SinkError
+from bmsgate.errors import ConfigError, SinkError
 from bmsgate.fleet.protocol import GATEWAY_CHANNELS, SERVER_CHANNELS, TOPIC_ROOT, Channel
 from bmsgate.fleet.server.datadir import DataDir, write_private
 from bmsgate.fleet.server.devices import Device, DeviceRegistry
@@ -85,6 +85,7 @@ _RESIGNAL_AFTER: Final = 0.25
 _RELOAD_LINE: Final = b"Reloading config."
 _MAX_LOG_BYTES: Final = 16 * 1024 * 1024
 _PR_SET_PDEATHSIG: Final = 1
+_MAX_PORT: Final = 65535
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -114,6 +115,22 @@ class BrokerOptions:
     max_queued_messages: int = 0
     max_inflight_messages: int = 100
     autosave_interval: int = 60
+
+    def __post_init__(self) -> None:
+        """Refuse impossible listener settings before anything is written.
+
+        Raises:
+            ConfigError: a port out of range or used twice, or a queue setting below 0.
+        """
+        ports = {"gateway_port": self.gateway_port, "cert_port": self.cert_port, "ingest_port": self.ingest_port}
+        for key, port in ports.items():
+            if port is not None and not (key == "ingest_port" and port == 0) and not 1 <= port <= _MAX_PORT:
+                raise ConfigError(f"port {port} is not between 1 and {_MAX_PORT}", key_path=key)
+        chosen = [port for port in ports.values() if port]
+        if len(chosen) != len(set(chosen)):
+            raise ConfigError("the gateway, certificate and ingest listeners need different ports", key_path="ports")
+        if self.max_queued_messages < 0 or self.max_inflight_messages < 1 or self.autosave_interval < 0:
+            raise ConfigError("queue and autosave settings must not be negative", key_path="max_queued_messages")
 
     @property
     def host_name(self) -> str:
