@@ -98,7 +98,7 @@ class BrokerOptions:
         cert_port: mutual-TLS listener (client certificate, CN = gateway id); None: none.
         ingest_port: the server's loopback plain listener; 0 picks a free port.
         public_host: the host name gateways reach the broker by (goes into credentials files); None: this
-            machine's fully qualified name.
+            machine's host name.
         extra_names: more names (DNS or IP) for the broker's certificate.
         max_queued_messages: per-client queue beyond the in-flight window; 0 = unlimited (the server's own
             queue must never overflow: Mosquitto drops without telling an MQTT 3.1.1 client).
@@ -135,7 +135,8 @@ class BrokerOptions:
     @property
     def host_name(self) -> str:
         """The name in gateway URLs."""
-        return self.public_host or socket.getfqdn() or socket.gethostname()
+        # Not getfqdn(): it asks DNS, which on a box without a resolver stalls the start for seconds.
+        return self.public_host or socket.gethostname()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
