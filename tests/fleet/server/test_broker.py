@@ -45,6 +45,8 @@ pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto bina
 TIMEOUT = 5.0
 QUIET = 0.5
 """How long "nothing arrives" is watched for (Mosquitto forwards within milliseconds on loopback)."""
+QUEUED = 1500
+"""Messages queued for an absent ingest: beyond Mosquitto's default limit of 1,000, which would drop the rest."""
 
 
 def options() -> BrokerOptions:
@@ -385,7 +387,7 @@ async def test_queued_messages_and_retained_desired_survive_a_broker_restart(tmp
         ) as ingest:
             await ingest.subscribe("fleet/v1/+/telemetry", qos=1)
         async with gateway(alpha, "gw-alpha") as session:
-            for number in range(5):
+            for number in range(QUEUED):
                 await session.publish("fleet/v1/gw-alpha/telemetry", f"sample-{number}".encode(), retain=False)
         async with server(first) as srv:
             await srv.publish("fleet/v1/gw-alpha/desired", b"desired-v1", retain=True)
@@ -403,11 +405,11 @@ async def test_queued_messages_and_retained_desired_survive_a_broker_restart(tmp
             async with asyncio.timeout(TIMEOUT):
                 async for message in ingest.messages:
                     received.append(bytes(message.payload))
-                    if len(received) == 5:
+                    if len(received) == QUEUED:
                         break
         async with gateway(alpha, "gw-alpha") as session, inbox(session, "fleet/v1/gw-alpha/desired") as desired:
             await desired.wait_for(lambda: bool(desired.messages))
-    assert received == [f"sample-{number}".encode() for number in range(5)]
+    assert received == [f"sample-{number}".encode() for number in range(QUEUED)]
     assert desired.messages[0].payload == b"desired-v1"
 
 
