@@ -151,6 +151,11 @@ def test_the_server_account_is_made_once_and_kept_private(tmp_path: Path) -> Non
     assert account == server_account(data)
     assert account.username == "_fleet-server" and len(account.password) >= 40
     assert stat.S_IMODE((data.broker_dir / "server-user.json").stat().st_mode) == 0o600
+    for damage in ('{"username": "gw-1", "password": "x"}', "[]", "{", '{"username": "_fleet-server", "password": 5}'):
+        (data.broker_dir / "server-user.json").write_text(damage)
+        fresh = server_account(data)
+        assert fresh.username == "_fleet-server" and len(fresh.password) >= 40
+        assert server_account(data) == fresh
 
 
 @settings(max_examples=200, deadline=None)

@@ -86,6 +86,7 @@ _RELOAD_LINE: Final = b"Reloading config."
 _MAX_LOG_BYTES: Final = 16 * 1024 * 1024
 _PR_SET_PDEATHSIG: Final = 1
 _MAX_PORT: Final = 65535
+_MIN_SERVER_SECRET: Final = 32
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -158,9 +159,12 @@ class ServerAccount:
 def server_account(data: DataDir) -> ServerAccount:
     """The server's broker account, created on first use (kept in ``broker/server-user.json``, 0600)."""
     path = data.broker_dir / "server-user.json"
-    with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         stored = json.loads(path.read_text(encoding="utf-8"))
-        return ServerAccount(str(stored["username"]), str(stored["password"]))
+        password = stored["password"]
+        # Anything else is damage: a fresh account costs nothing (passwd is rewritten at every start).
+        if stored["username"] == SERVER_USER and isinstance(password, str) and len(password) >= _MIN_SERVER_SECRET:
+            return ServerAccount(SERVER_USER, password)
     account = ServerAccount(SERVER_USER, new_password())
     write_private(path, json.dumps({"username": account.username, "password": account.password}) + "\n")
     return account
