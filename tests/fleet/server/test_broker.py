@@ -459,3 +459,30 @@ async def test_a_broker_that_cannot_start_says_why(tmp_path: Path) -> None:
 def test_impossible_listener_settings_are_config_errors(bad: dict[str, int]) -> None:
     with pytest.raises(ConfigError):
         BrokerOptions(**bad)  # type: ignore[arg-type]
+
+
+async def test_watch_reports_a_broker_that_died(tmp_path: Path) -> None:
+    data = DataDir.open(tmp_path / "data")
+    async with FleetBroker(data, options()) as running:
+        watcher = asyncio.create_task(running.watch())
+        await asyncio.sleep(0.1)
+        assert not watcher.done()
+        pid = running.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(SinkError, match="exited unexpectedly"):
+            await asyncio.wait_for(watcher, TIMEOUT)
+        assert running.pid is None and not data.pid_file.exists()
+
+
+async def test_watch_stays_quiet_when_the_broker_is_stopped(tmp_path: Path) -> None:
+    running = FleetBroker(DataDir.open(tmp_path / "data"), options())
+    await running.start()
+    watcher = asyncio.create_task(running.watch())
+    await asyncio.sleep(0.05)
+    await running.stop()
+    await asyncio.sleep(0.1)
+    assert not watcher.done()
+    watcher.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await watcher

@@ -505,6 +505,24 @@ class FleetBroker:
         await asyncio.to_thread(write_access_files, self.data)
         await _signal_reload(pid, self.log_file)
 
+    async def watch(self) -> None:
+        """Return never while the broker runs; raise when it dies on its own (for the server's task group).
+
+        Raises:
+            SinkError: Mosquitto exited without being stopped (with the end of its log).
+        """
+        process = self._process
+        if process is None:
+            raise SinkError("the fleet broker is not running", sink=_SINK)
+        code = await process.wait()
+        if self._process is not process:  # stop() was called: not a failure
+            await asyncio.Event().wait()
+        self._process = None
+        with contextlib.suppress(FileNotFoundError):
+            self.data.pid_file.unlink()
+        tail = self.log_file.read_bytes()[-1024:].decode(errors="replace").strip().splitlines()[-3:]
+        raise SinkError(f"mosquitto exited unexpectedly (status {code}): {' | '.join(tail)}", sink=_SINK)
+
     async def stop(self) -> None:
         """Stop the broker: SIGTERM (it saves its persistence), a bounded wait, then SIGKILL. Idempotent."""
         process, self._process = self._process, None
