@@ -39,6 +39,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -55,7 +56,7 @@ from bmsgate.fleet.server.datadir import DataDir, write_private
 from bmsgate.fleet.server.devices import Device, DeviceRegistry
 from bmsgate.fleet.server.passwords import hash_password, new_password
 from bmsgate.fleet.server.tls import FleetPki, default_server_names
-from bmsgate.mqtt.broker import _terminate, _wait_listening, find_mosquitto, free_port
+from bmsgate.mqtt.broker import _terminate, find_mosquitto, free_port
 from bmsgate.mqtt.settings import BrokerSettings
 
 __all__ = [
@@ -83,6 +84,7 @@ _START_TIMEOUT: Final = 10.0
 _RELOAD_TIMEOUT: Final = 5.0
 _RESIGNAL_AFTER: Final = 0.25
 _RELOAD_LINE: Final = b"Reloading config."
+_RUNNING_LINE: Final = re.compile(rb"mosquitto version \S+ running")
 _MAX_LOG_BYTES: Final = 16 * 1024 * 1024
 _PR_SET_PDEATHSIG: Final = 1
 _MAX_PORT: Final = 65535
@@ -305,10 +307,6 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _listening_address(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-
-
 class FleetBroker:
     """The server's own Mosquitto, for as long as the ``async with`` block runs.
 
@@ -469,13 +467,7 @@ class FleetBroker:
         process = self._process
         try:
             write_private(self.data.pid_file, f"{process.pid}\n")
-            deadline = asyncio.get_running_loop().time() + _START_TIMEOUT
-            ports = [self.ingest_port, self.options.gateway_port]
-            if self.options.cert_port is not None:
-                ports.append(self.options.cert_port)
-            for port in ports:
-                host = "127.0.0.1" if port == self.ingest_port else _listening_address(self.options.gateway_host)
-                await _wait_listening(host, port, deadline, lambda: process.returncode is None)
+            await self._wait_running(process, start_of_log)
         except SinkError as exc:
             await self.stop()
             with self.log_file.open("rb") as log:
@@ -491,6 +483,25 @@ class FleetBroker:
             ", ".join(url for url in (self.endpoints.password_url, self.endpoints.cert_url) if url),
             self.ingest_port,
         )
+
+    async def _wait_running(self, process: asyncio.subprocess.Process, start_of_log: int) -> None:
+        """Wait for Mosquitto's "running" line: every listener is bound and its signal handlers are set.
+
+        Not a TCP probe: a port taken by another program accepts the probe while Mosquitto fails to bind
+        it, and a SIGHUP sent before the handlers are installed would kill the broker.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _START_TIMEOUT
+        while True:
+            with self.log_file.open("rb") as log:
+                log.seek(start_of_log)
+                if _RUNNING_LINE.search(log.read()):
+                    return
+            if process.returncode is not None:
+                raise SinkError(f"mosquitto exited during start-up (status {process.returncode})", sink=_SINK)
+            if loop.time() > deadline:
+                raise SinkError(f"mosquitto did not start within {_START_TIMEOUT:g} s", sink=_SINK)
+            await asyncio.sleep(0.02)
 
     async def reload(self) -> None:
         """Rewrite the access files from ``devices.json`` and have the broker apply them now.
