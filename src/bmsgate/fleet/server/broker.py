@@ -20,8 +20,8 @@ tests/fleet/server/test_broker.py): it closes the live session of a user no long
 and of a certificate now in the CRL (despite its manual page saying connected clients are unaffected),
 refuses their next connect, and keeps every other session. The closed session's last will is not
 published (the will is checked against the ACL, which no longer names the gateway). Were a session
-kept, its ACL would be gone anyway: nothing it publishes is delivered. A gateway publishing outside its own prefix is not just
-ignored: Mosquitto drops the message *and closes the connection* (MQTT 3.1.1 has no negative PUBACK), so
+kept, its ACL would be gone anyway: nothing it publishes is delivered. A gateway publishing outside its
+own prefix is not just ignored: Mosquitto drops the message *and closes the connection* (MQTT 3.1.1 has no negative PUBACK), so
 the broker publishes that gateway's last will. ``bmsgate fleet revoke`` (another process) finds the
 running broker by ``broker/mosquitto.pid``. If the server dies, even by SIGKILL, the kernel sends
 Mosquitto SIGTERM (Linux ``PR_SET_PDEATHSIG``), so no broker outlives its server.
