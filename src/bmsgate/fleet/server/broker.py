@@ -21,10 +21,10 @@ and of a certificate now in the CRL (despite its manual page saying connected cl
 refuses their next connect, and keeps every other session. The closed session's last will is not
 published (the will is checked against the ACL, which no longer names the gateway). Were a session
 kept, its ACL would be gone anyway: nothing it publishes is delivered. A gateway publishing outside its
-own prefix is not just ignored: Mosquitto drops the message *and closes the connection* (MQTT 3.1.1 has no negative PUBACK), so
-the broker publishes that gateway's last will. ``bmsgate fleet revoke`` (another process) finds the
-running broker by ``broker/mosquitto.pid``. If the server dies, even by SIGKILL, the kernel sends
-Mosquitto SIGTERM (Linux ``PR_SET_PDEATHSIG``), so no broker outlives its server.
+own prefix is not just ignored: Mosquitto drops the message *and closes the connection* (MQTT 3.1.1
+has no negative PUBACK), so the broker publishes that gateway's last will. ``bmsgate fleet revoke``
+(another process) finds the running broker by ``broker/mosquitto.pid``. If the server dies, even by
+SIGKILL, the kernel sends Mosquitto SIGTERM (Linux ``PR_SET_PDEATHSIG``), so no broker outlives it.
 
 With ``--broker URL`` (an existing broker) the server starts nothing; :func:`write_access_files` writes
 the same ``passwd`` and ``acl`` for the operator to install (see docs/fleet/broker-and-enrolment.md).
