@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import stat
@@ -151,6 +152,11 @@ def test_the_server_account_is_made_once_and_kept_private(tmp_path: Path) -> Non
     assert account == server_account(data)
     assert account.username == "_fleet-server" and len(account.password) >= 40
     assert stat.S_IMODE((data.broker_dir / "server-user.json").stat().st_mode) == 0o600
+    for damage in ('{"username": "gw-1", "password": "x"}', "[]", "{", '{"username": "_fleet-server", "password": 5}'):
+        (data.broker_dir / "server-user.json").write_text(damage)
+        fresh = server_account(data)
+        assert fresh.username == "_fleet-server" and len(fresh.password) >= 40
+        assert server_account(data) == fresh
 
 
 @settings(max_examples=200, deadline=None)
@@ -175,3 +181,19 @@ def test_new_passwords_are_long_and_distinct() -> None:
     passwords = {new_password() for _ in range(50)}
     assert len(passwords) == 50
     assert min(map(len, passwords)) >= 40
+
+
+def test_concurrent_enrolments_are_all_kept(tmp_path: Path) -> None:
+    data = DataDir.open(tmp_path / "data")
+    ids = [f"gw-{number:02d}" for number in range(24)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        # A registry object per call, as separate processes would have.
+        list(
+            pool.map(
+                lambda gateway_id: DeviceRegistry(data.devices_file).enroll(
+                    gateway_id, password_hash=None, cert_serial=None
+                ),
+                ids,
+            )
+        )
+    assert sorted(DeviceRegistry(data.devices_file).load()) == ids

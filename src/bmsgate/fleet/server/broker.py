@@ -18,12 +18,13 @@ A change (enrol, revoke) rewrites ``passwd``, ``acl`` and the CRL and sends the 
 waits until Mosquitto logs the reload. What Mosquitto 2.0.11 then does (tested in
 tests/fleet/server/test_broker.py): it closes the live session of a user no longer in the password file
 and of a certificate now in the CRL (despite its manual page saying connected clients are unaffected),
-refuses their next connect, and keeps every other session. Were a session kept, its ACL would be gone
-anyway: nothing it publishes is delivered. A gateway publishing outside its own prefix is not just
-ignored: Mosquitto drops the message *and closes the connection* (MQTT 3.1.1 has no negative PUBACK), so
-the broker publishes that gateway's last will. ``bmsgate fleet revoke`` (another process) finds the
-running broker by ``broker/mosquitto.pid``. If the server dies, even by SIGKILL, the kernel sends
-Mosquitto SIGTERM (Linux ``PR_SET_PDEATHSIG``), so no broker outlives its server.
+refuses their next connect, and keeps every other session. The closed session's last will is not
+published (the will is checked against the ACL, which no longer names the gateway). Were a session
+kept, its ACL would be gone anyway: nothing it publishes is delivered. A gateway publishing outside its
+own prefix is not just ignored: Mosquitto drops the message *and closes the connection* (MQTT 3.1.1
+has no negative PUBACK), so the broker publishes that gateway's last will. ``bmsgate fleet revoke``
+(another process) finds the running broker by ``broker/mosquitto.pid``. If the server dies, even by
+SIGKILL, the kernel sends Mosquitto SIGTERM (Linux ``PR_SET_PDEATHSIG``), so no broker outlives it.
 
 With ``--broker URL`` (an existing broker) the server starts nothing; :func:`write_access_files` writes
 the same ``passwd`` and ``acl`` for the operator to install (see docs/fleet/broker-and-enrolment.md).
@@ -39,6 +40,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -49,13 +51,13 @@ from typing import Final, Self
 
 from pydantic import SecretStr
 
-from bmsgate.errors import SinkError
+from bmsgate.errors import ConfigError, SinkError
 from bmsgate.fleet.protocol import GATEWAY_CHANNELS, SERVER_CHANNELS, TOPIC_ROOT, Channel
 from bmsgate.fleet.server.datadir import DataDir, write_private
 from bmsgate.fleet.server.devices import Device, DeviceRegistry
 from bmsgate.fleet.server.passwords import hash_password, new_password
 from bmsgate.fleet.server.tls import FleetPki, default_server_names
-from bmsgate.mqtt.broker import _terminate, _wait_listening, find_mosquitto, free_port
+from bmsgate.mqtt.broker import _terminate, find_mosquitto, free_port
 from bmsgate.mqtt.settings import BrokerSettings
 
 __all__ = [
@@ -83,8 +85,11 @@ _START_TIMEOUT: Final = 10.0
 _RELOAD_TIMEOUT: Final = 5.0
 _RESIGNAL_AFTER: Final = 0.25
 _RELOAD_LINE: Final = b"Reloading config."
+_RUNNING_LINE: Final = re.compile(rb"mosquitto version \S+ running")
 _MAX_LOG_BYTES: Final = 16 * 1024 * 1024
 _PR_SET_PDEATHSIG: Final = 1
+_MAX_PORT: Final = 65535
+_MIN_SERVER_SECRET: Final = 32
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -97,7 +102,7 @@ class BrokerOptions:
         cert_port: mutual-TLS listener (client certificate, CN = gateway id); None: none.
         ingest_port: the server's loopback plain listener; 0 picks a free port.
         public_host: the host name gateways reach the broker by (goes into credentials files); None: this
-            machine's fully qualified name.
+            machine's host name.
         extra_names: more names (DNS or IP) for the broker's certificate.
         max_queued_messages: per-client queue beyond the in-flight window; 0 = unlimited (the server's own
             queue must never overflow: Mosquitto drops without telling an MQTT 3.1.1 client).
@@ -116,10 +121,27 @@ class BrokerOptions:
     max_inflight_messages: int = 20_000
     autosave_interval: int = 60
 
+    def __post_init__(self) -> None:
+        """Refuse impossible listener settings before anything is written.
+
+        Raises:
+            ConfigError: a port out of range or used twice, or a queue setting below 0.
+        """
+        ports = {"gateway_port": self.gateway_port, "cert_port": self.cert_port, "ingest_port": self.ingest_port}
+        for key, port in ports.items():
+            if port is not None and not (key == "ingest_port" and port == 0) and not 1 <= port <= _MAX_PORT:
+                raise ConfigError(f"port {port} is not between 1 and {_MAX_PORT}", key_path=key)
+        chosen = [port for port in ports.values() if port]
+        if len(chosen) != len(set(chosen)):
+            raise ConfigError("the gateway, certificate and ingest listeners need different ports", key_path="ports")
+        if self.max_queued_messages < 0 or self.max_inflight_messages < 1 or self.autosave_interval < 0:
+            raise ConfigError("queue and autosave settings must not be negative", key_path="max_queued_messages")
+
     @property
     def host_name(self) -> str:
         """The name in gateway URLs."""
-        return self.public_host or socket.getfqdn() or socket.gethostname()
+        # Not getfqdn(): it asks DNS, which on a box without a resolver stalls the start for seconds.
+        return self.public_host or socket.gethostname()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -141,9 +163,12 @@ class ServerAccount:
 def server_account(data: DataDir) -> ServerAccount:
     """The server's broker account, created on first use (kept in ``broker/server-user.json``, 0600)."""
     path = data.broker_dir / "server-user.json"
-    with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         stored = json.loads(path.read_text(encoding="utf-8"))
-        return ServerAccount(str(stored["username"]), str(stored["password"]))
+        password = stored["password"]
+        # Anything else is damage: a fresh account costs nothing (passwd is rewritten at every start).
+        if stored["username"] == SERVER_USER and isinstance(password, str) and len(password) >= _MIN_SERVER_SECRET:
+            return ServerAccount(SERVER_USER, password)
     account = ServerAccount(SERVER_USER, new_password())
     write_private(path, json.dumps({"username": account.username, "password": account.password}) + "\n")
     return account
@@ -282,10 +307,6 @@ def _die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _listening_address(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
 class FleetBroker:
@@ -448,13 +469,7 @@ class FleetBroker:
         process = self._process
         try:
             write_private(self.data.pid_file, f"{process.pid}\n")
-            deadline = asyncio.get_running_loop().time() + _START_TIMEOUT
-            ports = [self.ingest_port, self.options.gateway_port]
-            if self.options.cert_port is not None:
-                ports.append(self.options.cert_port)
-            for port in ports:
-                host = "127.0.0.1" if port == self.ingest_port else _listening_address(self.options.gateway_host)
-                await _wait_listening(host, port, deadline, lambda: process.returncode is None)
+            await self._wait_running(process, start_of_log)
         except SinkError as exc:
             await self.stop()
             with self.log_file.open("rb") as log:
@@ -471,6 +486,25 @@ class FleetBroker:
             self.ingest_port,
         )
 
+    async def _wait_running(self, process: asyncio.subprocess.Process, start_of_log: int) -> None:
+        """Wait for Mosquitto's "running" line: every listener is bound and its signal handlers are set.
+
+        Not a TCP probe: a port taken by another program accepts the probe while Mosquitto fails to bind
+        it, and a SIGHUP sent before the handlers are installed would kill the broker.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _START_TIMEOUT
+        while True:
+            with self.log_file.open("rb") as log:
+                log.seek(start_of_log)
+                if _RUNNING_LINE.search(log.read()):
+                    return
+            if process.returncode is not None:
+                raise SinkError(f"mosquitto exited during start-up (status {process.returncode})", sink=_SINK)
+            if loop.time() > deadline:
+                raise SinkError(f"mosquitto did not start within {_START_TIMEOUT:g} s", sink=_SINK)
+            await asyncio.sleep(0.02)
+
     async def reload(self) -> None:
         """Rewrite the access files from ``devices.json`` and have the broker apply them now.
 
@@ -483,6 +517,24 @@ class FleetBroker:
             raise SinkError("the fleet broker is not running", sink=_SINK)
         await asyncio.to_thread(write_access_files, self.data)
         await _signal_reload(pid, self.log_file)
+
+    async def watch(self) -> None:
+        """Return never while the broker runs; raise when it dies on its own (for the server's task group).
+
+        Raises:
+            SinkError: Mosquitto exited without being stopped (with the end of its log).
+        """
+        process = self._process
+        if process is None:
+            raise SinkError("the fleet broker is not running", sink=_SINK)
+        code = await process.wait()
+        if self._process is not process:  # stop() was called: not a failure
+            await asyncio.Event().wait()
+        self._process = None
+        with contextlib.suppress(FileNotFoundError):
+            self.data.pid_file.unlink()
+        tail = self.log_file.read_bytes()[-1024:].decode(errors="replace").strip().splitlines()[-3:]
+        raise SinkError(f"mosquitto exited unexpectedly (status {code}): {' | '.join(tail)}", sink=_SINK)
 
     async def stop(self) -> None:
         """Stop the broker: SIGTERM (it saves its persistence), a bounded wait, then SIGKILL. Idempotent."""

@@ -6,6 +6,7 @@ another. Layout (directories 0700, secrets 0600)::
     tokens.json            API tokens, hashed (auth.TokenStore)
     admin-token.created    marker: the first admin token was made (and shown) once
     devices.json           enrolled gateways: id, enrolled_at, revoked, password hash (devices.py)
+    devices.json.lock      held while enrol/revoke rewrite devices.json (across processes)
     broker/
       server-user.json     the server's own broker user and password (ingest, desired, commands)
       endpoint.json        the public broker URLs written at start (``fleet enroll`` puts them in files)

@@ -12,10 +12,14 @@ then calling ``broker.apply_device_changes`` is what makes an enrolment or a rev
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
+import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -96,11 +100,30 @@ def _entry(device: Device) -> dict[str, Any]:
 
 
 class DeviceRegistry:
-    """``devices.json`` of one data directory (thread-safe; every change is written atomically)."""
+    """``devices.json`` of one data directory: changes are locked (threads and processes) and written atomically."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold the registry for a read-modify-write, against other threads *and* other processes.
+
+        ``bmsgate fleet enroll`` runs beside a server that may enrol through its API: without the lock one
+        of two concurrent enrolments would be lost.
+        """
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        with self._lock:
+            try:
+                descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise DeviceError(f"{lock_path}: {exc.strerror or exc}") from exc
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(descriptor)  # closing releases the lock
 
     def load(self) -> dict[str, Device]:
         """Every gateway ever enrolled, by id (revoked ones included).
@@ -149,7 +172,7 @@ class DeviceRegistry:
             DeviceError: the id is not valid or the file is damaged.
         """
         _check_id(gateway_id)
-        with self._lock:
+        with self._exclusive():
             devices = self.load()
             earlier = devices.get(gateway_id)
             revoked = list(earlier.revoked_serials) if earlier else []
@@ -172,7 +195,7 @@ class DeviceRegistry:
         Raises:
             DeviceError: it was never enrolled, or the file is damaged.
         """
-        with self._lock:
+        with self._exclusive():
             devices = self.load()
             device = devices.get(_check_id(gateway_id))
             if device is None:
