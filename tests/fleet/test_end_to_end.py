@@ -14,7 +14,7 @@ import pytest
 
 from bmsgate.fleet.agent.simulated import SimulatedSite, build_site
 from bmsgate.fleet.server.broker import apply_device_changes
-from bmsgate.fleet.server.devices import enroll_gateway
+from bmsgate.fleet.server.devices import DeviceRegistry, enroll_gateway
 from bmsgate.fleet.server.service import FleetServer, FleetServerSettings
 from bmsgate.mqtt.broker import find_mosquitto, free_port
 
@@ -68,6 +68,16 @@ async def test_a_gateway_shows_up_with_its_batteries_location_and_versions(tmp_p
                 ).status_code == 401
                 assert running.ingest.counters.samples_written > 0
                 assert not running.ingest.counters.rejected
+
+                # Revoked: the broker drops its session at once (no last will) and the server shows it offline.
+                DeviceRegistry(running.data.devices_file).revoke("e2e-site")
+                assert await apply_device_changes(running.data)
+
+                async def offline() -> bool:
+                    rows = (await client.get("/api/v1/gateways")).json()["gateways"]
+                    return not next(row for row in rows if row["id"] == "e2e-site")["online"]
+
+                await _until(offline, timeout=15)
         finally:
             gateway_task.cancel()
             await asyncio.gather(gateway_task, return_exceptions=True)

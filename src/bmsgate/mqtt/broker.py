@@ -78,7 +78,7 @@ async def _wait_listening(host: str, port: int, deadline: float, alive: Any) -> 
             return
 
 
-async def _terminate(process: asyncio.subprocess.Process) -> None:
+async def terminate_process(process: asyncio.subprocess.Process) -> None:
     """Terminate `process` and wait for it (killing it after a timeout or when cancelled)."""
     if process.returncode is not None:
         return
@@ -208,7 +208,7 @@ class EmbeddedBroker:
         broker, self._amqtt = self._amqtt, None
         try:
             if process is not None:
-                await _terminate(process)
+                await terminate_process(process)
             if broker is not None:
                 await broker.shutdown()
         finally:

@@ -57,7 +57,7 @@ from bmsgate.fleet.server.datadir import DataDir, write_private
 from bmsgate.fleet.server.devices import Device, DeviceRegistry
 from bmsgate.fleet.server.passwords import hash_password, new_password
 from bmsgate.fleet.server.tls import FleetPki, default_server_names
-from bmsgate.mqtt.broker import _terminate, find_mosquitto, free_port
+from bmsgate.mqtt.broker import find_mosquitto, free_port, terminate_process
 from bmsgate.mqtt.settings import BrokerSettings
 
 __all__ = [
@@ -541,7 +541,7 @@ class FleetBroker:
         process, self._process = self._process, None
         try:
             if process is not None:
-                await _terminate(process)
+                await terminate_process(process)
         finally:
             if process is not None:
                 with contextlib.suppress(FileNotFoundError):

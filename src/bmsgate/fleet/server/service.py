@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,12 +29,13 @@ from bmsgate.fleet.server.api.server import HttpServer
 from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.broker import SERVER_STATUS_TOPIC, BrokerOptions, FleetBroker
 from bmsgate.fleet.server.datadir import DataDir
+from bmsgate.fleet.server.devices import DeviceRegistry
 from bmsgate.fleet.server.ingest import Ingest
 from bmsgate.fleet.server.live import LiveFeed
 from bmsgate.fleet.server.notify import Notifier, NotifySettings
 from bmsgate.fleet.server.store import open_store
 from bmsgate.fleet.server.store.maintenance import maintain
-from bmsgate.fleet.server.store.repository import Repository
+from bmsgate.fleet.server.store.repository import Availability, IngestBatch, Repository
 from bmsgate.fleet.server.store.settings import StoreSettings
 from bmsgate.mqtt.client import MqttSession, connect
 from bmsgate.mqtt.settings import BrokerSettings
@@ -200,7 +202,15 @@ class FleetServer:
             send_command=commands.send,
             settings=ApiSettings(tile_url=settings.tile_url, tile_attribution=settings.tile_attribution),
         )
-        failure = await self._stack.enter_async_context(_background(ingest, alarms, notifier, store))
+        failure = await self._stack.enter_async_context(
+            _background(
+                ingest.run(),
+                alarms.run(),
+                maintain(store),
+                *([notifier.run()] if notifier is not None else []),
+                *([broker.watch(), _revoked_go_offline(data, store)] if broker is not None else []),
+            )
+        )
         http = HttpServer(app, settings.http_host, settings.http_port)
         await http.start()
         self._stack.push_async_callback(http.stop)
@@ -222,10 +232,39 @@ def _notifies(settings: NotifySettings) -> bool:
     return bool(settings.webhooks) or settings.smtp is not None
 
 
+async def _revoked_go_offline(data: DataDir, store: Repository, *, every_s: float = 2.0) -> None:
+    """Mark a revoked gateway offline at once.
+
+    The broker closes a revoked gateway's session on reload but publishes no last will for it (the will
+    fails the ACL it no longer has), so the store would show it online until the no-data alarm.
+    """
+    registry = DeviceRegistry(data.devices_file)
+    marked: dict[str, float | None] = {}
+    stamp: tuple[int, int] | None = None
+    while True:
+        with contextlib.suppress(OSError):
+            status = data.devices_file.stat()
+            if (status.st_mtime_ns, status.st_size) != stamp:
+                stamp = (status.st_mtime_ns, status.st_size)
+                now = time.time()
+                batch = IngestBatch()
+                for device in registry.list():
+                    if device.revoked and marked.get(device.gateway_id) != device.revoked_at:
+                        batch.availability.append((device.gateway_id, Availability.OFFLINE, now))
+                        marked[device.gateway_id] = device.revoked_at
+                if batch.availability:
+                    try:
+                        await store.write_batch(batch)
+                    except BmsgateError as exc:
+                        _log.warning("could not mark revoked gateways offline (retrying): %s", exc)
+                        stamp = None
+                        for gateway_id, _, _ in batch.availability:
+                            marked.pop(gateway_id, None)
+        await asyncio.sleep(every_s)
+
+
 @contextlib.asynccontextmanager
-async def _background(
-    ingest: Ingest, alarms: AlarmEngine, notifier: Notifier | None, store: Repository
-) -> AsyncIterator[asyncio.Future[BaseException]]:
+async def _background(*jobs: Coroutine[Any, Any, Any]) -> AsyncIterator[asyncio.Future[BaseException]]:
     """Run the long-lived tasks; yields a future that resolves when one stops by itself (they never should).
 
     On exit they are cancelled and awaited.
@@ -239,13 +278,7 @@ async def _background(
         _log.error("fleet server task %s stopped: %s", task.get_name(), exc, exc_info=exc)
         failure.set_result(exc)
 
-    tasks: list[asyncio.Task[Any]] = [
-        asyncio.create_task(ingest.run(), name="fleet-ingest"),
-        asyncio.create_task(alarms.run(), name="fleet-alarms"),
-        asyncio.create_task(maintain(store), name="fleet-maintenance"),
-    ]
-    if notifier is not None:
-        tasks.append(asyncio.create_task(notifier.run(), name="fleet-notify"))
+    tasks = [asyncio.create_task(job, name=f"fleet-{getattr(job, '__qualname__', 'task')}") for job in jobs]
     for task in tasks:
         task.add_done_callback(stopped)
     try:

@@ -8,6 +8,7 @@ twice. A new schema change is a new numbered file in both folders, never an edit
 from __future__ import annotations
 
 import importlib.resources
+import logging
 from typing import Final
 
 import yoyo
@@ -16,6 +17,9 @@ import yoyo.exceptions
 from bmsgate.fleet.server.store.repository import StoreError
 
 __all__ = ["MIGRATION_BACKENDS", "apply_migrations", "pending_migrations"]
+
+# yoyo reports every migration step at INFO; a server start should say one line, not a dozen.
+logging.getLogger("yoyo").setLevel(logging.WARNING)
 
 MIGRATION_BACKENDS: Final = ("sqlite", "postgresql")
 
