@@ -43,6 +43,7 @@ from . import (
     test_jk,
     test_litime,
     test_renogy,
+    test_renogy_pro,
     test_seplos,
     test_tianpower,
 )
@@ -324,6 +325,11 @@ def _fixtures() -> dict[str, _Fixture]:
                 "status": [test_renogy.STATUS],
             },
             aiobmsble.format("tests/bms/test_renogy_bms.py", "test_renogy.py"),
+            True,
+        ),
+        "renogy-pro": _Fixture(
+            {"cells": [test_renogy_pro.CELLS], "pack": [test_renogy_pro.PACK]},
+            aiobmsble.format("tests/bms/test_renogy_pro_bms.py", "test_renogy_pro.py"),
             True,
         ),
         "seplos": _Fixture(
