@@ -137,6 +137,7 @@ def decode_vector(
     *,
     title: str,
     source: str,
+    real: bool,
     noise: bool = False,
 ) -> JsonObject:
     """Chunks (the frames split as notifications, optionally with ``AT`` junk) → frames → snapshot."""
@@ -155,6 +156,7 @@ def decode_vector(
         "protocol": protocol.name,
         "title": title,
         "source": source,
+        "real_frames": real,
         "battery_id": BATTERY_ID,
         "timestamp": 0.0,
         "chunks": [_hex(chunk) for chunk in chunks],
@@ -384,7 +386,11 @@ def _decode_vectors(fixtures: dict[str, _Fixture]) -> dict[str, dict[str, JsonOb
         frames = [frame for request in protocol.requests for frame in fixture.replies.get(request.name, [])]
         kind = "captured" if fixture.real else "built"
         out.setdefault(name, {})["decode-poll"] = decode_vector(
-            protocol, frames, title=f"one poll's replies ({kind} frames), as notifications", source=fixture.source
+            protocol,
+            frames,
+            title=f"one poll's replies ({kind} frames), as notifications",
+            source=fixture.source,
+            real=fixture.real,
         )
     jbd = get_protocol("jbd")
     vendor = "the vendor's JBD 'General Protocol V4' document (shared/protocols/jbd.md, tests/protocols/test_jbd.py)"
@@ -393,12 +399,14 @@ def _decode_vectors(fixtures: dict[str, _Fixture]) -> dict[str, dict[str, JsonOb
         [bytes.fromhex(test_jbd.VENDOR_17S_BASIC), bytes.fromhex(test_jbd.VENDOR_17S_CELLS)],
         title="17S example of the vendor document",
         source=vendor,
+        real=False,
     )
     out["jbd"]["decode-vendor-15s-noise"] = decode_vector(
         jbd,
         [bytes.fromhex(test_jbd.VENDOR_15S_BASIC), bytes.fromhex(test_jbd.VENDOR_15S_CELLS)],
         title="15S example of the vendor document, each frame after the BLE module's AT junk",
         source=vendor,
+        real=False,
         noise=True,
     )
     jk = get_protocol("jk")
@@ -407,6 +415,7 @@ def _decode_vectors(fixtures: dict[str, _Fixture]) -> dict[str, dict[str, JsonOb
         [test_jk.device_info(software="10.XW"), test_jk.cell_info("24s")],
         title="the 24S layout (software 10.x), selected by the device-info reply",
         source="built from the documented JK02 layout (shared/protocols/jk.md) by tests/protocols/test_jk.py",
+        real=False,
     )
     ant = get_protocol("ant")
     out["ant"]["decode-low-value"] = decode_vector(
@@ -414,6 +423,7 @@ def _decode_vectors(fixtures: dict[str, _Fixture]) -> dict[str, dict[str, JsonOb
         [test_ant.DEVICE_INFO, test_ant.LOW_VALUE],
         title="aiobmsble's 'low_value' status variant",
         source=fixtures["ant"].source + " (the status capture with the MOSFET bytes of its 'low_value' case)",
+        real=False,
     )
     return out
 
