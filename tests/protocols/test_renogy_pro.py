@@ -48,6 +48,8 @@ def test_the_same_frames_through_renogy_read_a_tenth_of_the_current() -> None:
 
 @pytest.mark.parametrize("name", ["RNGRBP12100", "RNGC12100"])
 def test_advertisements_match_renogy_pro_not_renogy(name: str) -> None:
-    advertisement = {"name": name, "address": "14:9C:EF:03:68:81", "service_uuids": [], "manufacturer_ids": [0xE14C]}
-    assert RENOGY_PRO.definition.matches_advertisement(**advertisement)
-    assert not get_protocol("renogy").definition.matches_advertisement(**advertisement)
+    for protocol, expected in ((RENOGY_PRO, True), (get_protocol("renogy"), False)):
+        matched = protocol.definition.matches_advertisement(
+            name=name, address="14:9C:EF:03:68:81", service_uuids=[], manufacturer_ids=[0xE14C]
+        )
+        assert matched is expected, protocol.name

@@ -45,6 +45,7 @@ from . import (
     test_renogy,
     test_renogy_pro,
     test_seplos,
+    test_tdt,
     test_tianpower,
 )
 
@@ -341,6 +342,15 @@ def _fixtures() -> dict[str, _Fixture]:
             + "; pic: built from the documented coil layout with the capture's EIC state bytes",
             True,
         ),
+        "tdt": _Fixture(
+            {
+                "identity": [test_tdt.IDENTITY_16S],
+                "values": [test_tdt.VALUES_16S],
+                "states": [test_tdt.STATES_16S],
+            },
+            aiobmsble.format("tests/bms/test_tdt_bms.py, 16S6Tv0.0", "test_tdt.py"),
+            True,
+        ),
         "tianpower": _Fixture(
             {
                 request.name: [frame for frame in test_tianpower.CAPTURE if frame[2] == request.reply]
@@ -416,6 +426,25 @@ def _decode_vectors(fixtures: dict[str, _Fixture]) -> dict[str, dict[str, JsonOb
         title="the 24S layout (software 10.x), selected by the device-info reply",
         source="built from the documented JK02 layout (shared/protocols/jk.md) by tests/protocols/test_jk.py",
         real=False,
+    )
+    tdt = get_protocol("tdt")
+    tdt_source = (
+        "captured over BLE and published with patman15/aiobmsble (tests/bms/test_tdt_bms.py, {}); "
+        "via tests/protocols/test_tdt.py"
+    )
+    out["tdt"]["decode-4s"] = decode_vector(
+        tdt,
+        [test_tdt.VALUES_4S, test_tdt.STATES_4S],
+        title="4 cells, 4 sensors (no identity reply)",
+        source=tdt_source.format("4S4Tv0.0"),
+        real=True,
+    )
+    out["tdt"]["decode-firmware-0-4"] = decode_vector(
+        tdt,
+        [test_tdt.VALUES_16S_V04, test_tdt.STATES_16S_V04],
+        title="16 cells, 6 sensors, frame version 0.4, discharging",
+        source=tdt_source.format("16S6Tv0.4"),
+        real=True,
     )
     ant = get_protocol("ant")
     out["ant"]["decode-low-value"] = decode_vector(

@@ -134,6 +134,7 @@ def _plain(field: FieldSpec) -> bool:
     """A raw value used as it is: no transform, and an integer narrow enough that int(raw * 1.0) is raw."""
     return (
         field.bit is None
+        and field.sign_magnitude is None
         and field.one_of is None
         and not field.popcount
         and field.map is None

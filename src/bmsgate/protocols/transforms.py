@@ -230,6 +230,7 @@ def _linear(field: FieldSpec) -> Linear | None:
     """`linear_form`, whatever the field's "absent" markers (the sinks test those themselves)."""
     if (
         field.bit is not None
+        or field.sign_magnitude is not None
         or field.popcount
         or field.map is not None
         or field.version is not None
@@ -370,6 +371,8 @@ def _value_transform(field: FieldSpec, where: str) -> Callable[[Any], Any]:
         return lambda raw: _version_text(style, raw)
     if field.date is not None:
         return lambda raw: _packed_date(field, raw)
+    if field.sign_magnitude is not None:
+        return _sign_magnitude(field)
     linear = _linear(field)
     if linear is not None:
         # The same `Linear` the record's inline path applies (a test holds the two to one result).
@@ -403,6 +406,18 @@ def _value_transform(field: FieldSpec, where: str) -> Callable[[Any], Any]:
         steps, offset = divisor
         return lambda raw: (raw + offset) / steps + 0.0
     return lambda raw: raw * scale + add
+
+
+def _sign_magnitude(field: FieldSpec) -> Callable[[Any], Any]:
+    spec = field.sign_magnitude
+    assert spec is not None  # the caller checked
+    sign, mask = 1 << spec.sign_bit, (1 << spec.magnitude_bits) - 1
+    divisor = exact_divisor(field.scale, field.add)
+    if divisor is not None:
+        steps, offset = divisor
+        return lambda raw: ((-(raw & mask) if raw & sign else raw & mask) + offset) / steps + 0.0
+    scale, add = field.scale, field.add
+    return lambda raw: (-(raw & mask) if raw & sign else raw & mask) * scale + add
 
 
 # -- encoding: the inverse of each transform -----------------------------------------------------------
@@ -484,6 +499,14 @@ def _inverse(field: FieldSpec) -> Callable[[Any, Any], Any]:
     if field.date is not None:
         return lambda value, _current: _pack_date(field, value)
     scale, add = field.scale, field.add
+    if field.sign_magnitude is not None:
+        sign, mask = 1 << field.sign_magnitude.sign_bit, (1 << field.sign_magnitude.magnitude_bits) - 1
+
+        def to_sign_magnitude(value: Any, _current: Any) -> int:
+            signed = round((float(value) - add) / scale)
+            return min(abs(signed), mask) | (sign if signed < 0 else 0)
+
+        return to_sign_magnitude
     return lambda value, _current: clamp_raw(field, (float(value) - add) / scale)
 
 
