@@ -44,6 +44,7 @@ from . import (
     test_litime,
     test_renogy,
     test_renogy_pro,
+    test_roypow,
     test_seplos,
     test_tdt,
     test_tianpower,
@@ -333,6 +334,11 @@ def _fixtures() -> dict[str, _Fixture]:
         "renogy-pro": _Fixture(
             {"cells": [test_renogy_pro.CELLS], "pack": [test_renogy_pro.PACK]},
             aiobmsble.format("tests/bms/test_renogy_pro_bms.py", "test_renogy_pro.py"),
+            True,
+        ),
+        "roypow": _Fixture(
+            {"cells": [test_roypow.CELLS], "status": [test_roypow.STATUS], "pack": [test_roypow.PACK]},
+            aiobmsble.format("tests/bms/test_roypow_bms.py", "test_roypow.py"),
             True,
         ),
         "seplos": _Fixture(
