@@ -32,6 +32,7 @@ def _with_checksum(frame: bytearray) -> bytes:
 
 def test_requests_are_the_documented_frames() -> None:
     for request in ROYPOW.requests:
+        assert request.reply is not None
         assert request.frame[:6] == bytes([0xEA, 0xD1, 0x01, 0x04, 0xFF, request.reply])
         assert request.frame[-2] == 0x04 ^ 0xFF ^ request.frame[5]
 
