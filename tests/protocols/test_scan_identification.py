@@ -1,0 +1,54 @@
+"""`bmsgate scan` identification: advertisements as the public sources describe them → exactly one family.
+
+Scan matching is data (each definition's ``match``), so these cases check the new families' matchers
+against every built-in at once: a pack must be claimed by its own definition and by no other.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bmsgate.catalog import Kind, default_catalog
+from bmsgate.protocols.definition import normalize_uuid
+from bmsgate.transports.discovery import Advertisement, match_advertisement
+
+ALL = default_catalog().protocols()
+
+
+@pytest.mark.parametrize(
+    ("advertisement", "family"),
+    [
+        # aiobmsble renogy_pro_bms.py: RNGRBP* / RNGC* with manufacturer id 0xE14C.
+        (Advertisement(address="14:9C:EF:03:68:81", name="RNGRBP1210004", manufacturer_data={0xE14C: b""}), "renogy-pro"),
+        (Advertisement(address="14:9C:EF:03:68:82", name="RNGC12100", manufacturer_data={0xE14C: b""}), "renogy-pro"),
+        # Renogy's BT-2 module keeps matching renogy.
+        (Advertisement(address="14:9C:EF:03:68:83", name="BT-TH-6E1C4E2A", service_uuids=("ffd0",)), "renogy"),
+        # aiobmsble tdt_bms.py: manufacturer id 54976.
+        (Advertisement(address="C0:D6:3C:11:22:33", name="12V100Ah-027", manufacturer_data={54976: b"\x01"}), "tdt"),
+        # aiobmsble roypow_bms.py: names starting with a space, service ffe0.
+        (Advertisement(address="12:34:56:78:9A:BC", name=" B12100A2303", service_uuids=("ffe0",)), "roypow"),
+        (Advertisement(address="12:34:56:78:9A:BD", name=" S24100B", service_uuids=("ffe0",)), "roypow"),
+        (Advertisement(address="12:34:56:78:9A:BE", name=" UT12300", service_uuids=("ffe0",)), "roypow"),
+    ],
+)
+def test_each_new_family_is_identified_alone(advertisement: Advertisement, family: str) -> None:
+    normalized = Advertisement(
+        address=advertisement.address,
+        name=advertisement.name,
+        service_uuids=tuple(normalize_uuid(uuid) for uuid in advertisement.service_uuids),
+        manufacturer_data=advertisement.manufacturer_data,
+    )
+    assert [match.protocol for match in match_advertisement(normalized, ALL)] == [family]
+
+
+def test_roypow_needs_its_service() -> None:
+    # The leading-space names alone are too loose (" B12..." could be anything): the service is required.
+    bare = Advertisement(address="12:34:56:78:9A:BC", name=" B12100A2303")
+    assert "roypow" not in [match.protocol for match in match_advertisement(bare, ALL)]
+
+
+@pytest.mark.parametrize("name", default_catalog().names(Kind.PROTOCOL))
+def test_every_ble_family_can_be_identified_from_advertisements(name: str) -> None:
+    protocol = default_catalog().protocol(name)
+    if protocol.definition.gatt is not None:
+        assert protocol.definition.match, f"{name} has a GATT profile but no advertisement matcher"
