@@ -19,7 +19,7 @@ ALL = default_catalog().protocols()
     ("advertisement", "family"),
     [
         # aiobmsble renogy_pro_bms.py: RNGRBP* / RNGC* with manufacturer id 0xE14C.
-        (Advertisement(address="14:9C:EF:03:68:81", name="RNGRBP1210004", manufacturer_data={0xE14C: b""}), "renogy-pro"),
+        (Advertisement(address="14:9C:EF:03:68:81", name="RNGRBP12100", manufacturer_data={0xE14C: b""}), "renogy-pro"),
         (Advertisement(address="14:9C:EF:03:68:82", name="RNGC12100", manufacturer_data={0xE14C: b""}), "renogy-pro"),
         # Renogy's BT-2 module keeps matching renogy.
         (Advertisement(address="14:9C:EF:03:68:83", name="BT-TH-6E1C4E2A", service_uuids=("ffd0",)), "renogy"),
