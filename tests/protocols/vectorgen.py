@@ -38,6 +38,7 @@ from bmsgate.protocols.definition import RequestSpec
 from . import (
     public_frames,
     test_ant,
+    test_cbtpwr,
     test_daly,
     test_jbd,
     test_jk,
@@ -363,6 +364,19 @@ def _fixtures() -> dict[str, _Fixture]:
                 for request in get_protocol("tianpower").requests
             },
             aiobmsble.format("tests/bms/test_tianpwr_bms.py", "test_tianpower.py"),
+            True,
+        ),
+        "cbtpwr": _Fixture(
+            {
+                "voltage_current": [test_cbtpwr.VOLTAGE_CURRENT],
+                "soc": [test_cbtpwr.SOC],
+                "temperatures": [test_cbtpwr.TEMPERATURES],
+                "capacity_cycles": [test_cbtpwr.CAPACITY_CYCLES],
+                "warnings": [test_cbtpwr.WARNINGS],
+                "cells_1_5": [test_cbtpwr.CELLS_1_5],
+                "cells_6_10": [test_cbtpwr.CELLS_6_10],
+            },
+            aiobmsble.format("tests/bms/test_cbtpwr_bms.py", "test_cbtpwr.py"),
             True,
         ),
         "daly": _Fixture(
