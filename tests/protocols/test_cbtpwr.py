@@ -39,6 +39,7 @@ def _warnings(word: int) -> bytes:
 
 def test_requests_are_checked_and_end_with_0a_0d() -> None:
     for request in CBT.requests:
+        assert request.reply is not None
         assert request.frame[:3] == bytes([0xAA, 0x55, request.reply])
         assert request.frame[-3:] == bytes([request.reply, 0x0A, 0x0D])  # no data: the sum is the command
 
