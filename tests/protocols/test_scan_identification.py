@@ -25,6 +25,13 @@ ALL = default_catalog().protocols()
         (Advertisement(address="14:9C:EF:03:68:83", name="BT-TH-6E1C4E2A", service_uuids=("ffd0",)), "renogy"),
         # aiobmsble tdt_bms.py: manufacturer id 54976.
         (Advertisement(address="C0:D6:3C:11:22:33", name="12V100Ah-027", manufacturer_data={54976: b"\x01"}), "tdt"),
+        # aiobmsble cbtpwr_bms.py: service ffe5; Creabest names with service fff0; service 03c1 + 0x5352.
+        (Advertisement(address="AA:BB:CC:00:11:22", name="CBT-12100", service_uuids=("ffe5",)), "cbtpwr"),
+        (Advertisement(address="AA:BB:CC:00:11:23", name="123C456789", service_uuids=("fff0",)), "cbtpwr"),
+        (
+            Advertisement(address="AA:BB:CC:00:11:24", service_uuids=("03c1",), manufacturer_data={0x5352: b""}),
+            "cbtpwr",
+        ),
         # aiobmsble roypow_bms.py: names starting with a space, service ffe0.
         (Advertisement(address="12:34:56:78:9A:BC", name=" B12100A2303", service_uuids=("ffe0",)), "roypow"),
         (Advertisement(address="12:34:56:78:9A:BD", name=" S24100B", service_uuids=("ffe0",)), "roypow"),
