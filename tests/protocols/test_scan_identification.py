@@ -32,6 +32,9 @@ ALL = default_catalog().protocols()
             Advertisement(address="AA:BB:CC:00:11:24", service_uuids=("03c1",), manufacturer_data={0x5352: b""}),
             "cbtpwr",
         ),
+        # aiobmsble eg4_bms.py: service 1000 with manufacturer id 0x6F80, or manufacturer id 0x45CC alone.
+        (Advertisement(address="AA:BB:CC:00:22:33", service_uuids=("1000",), manufacturer_data={0x6F80: b""}), "eg4"),
+        (Advertisement(address="AA:BB:CC:00:22:34", name="EG4-LL", manufacturer_data={0x45CC: b""}), "eg4"),
         # aiobmsble roypow_bms.py: names starting with a space, service ffe0.
         (Advertisement(address="12:34:56:78:9A:BC", name=" B12100A2303", service_uuids=("ffe0",)), "roypow"),
         (Advertisement(address="12:34:56:78:9A:BD", name=" S24100B", service_uuids=("ffe0",)), "roypow"),

@@ -40,6 +40,7 @@ from . import (
     test_ant,
     test_cbtpwr,
     test_daly,
+    test_eg4,
     test_jbd,
     test_jk,
     test_litime,
@@ -392,6 +393,11 @@ def _fixtures() -> dict[str, _Fixture]:
             _by_command(get_protocol("daly-a5"), test_daly.a5_poll([3300 + index for index in range(16)], [20, 21])),
             "built from the documented A5 layout (shared/protocols/daly.md) by tests/protocols/test_daly.py a5_poll",
             False,
+        ),
+        "eg4": _Fixture(
+            {"status": [test_eg4.STATUS]},
+            aiobmsble.format("tests/bms/test_eg4_bms.py", "test_eg4.py"),
+            True,
         ),
         "jk": _Fixture(
             {"device_info": [public_frames.JK_V15_DEVICE_INFO], "cell_info": [public_frames.JK_V15_CELL_INFO]},
