@@ -51,6 +51,16 @@ def test_each_new_family_is_identified_alone(advertisement: Advertisement, famil
     assert [match.protocol for match in match_advertisement(normalized, ALL)] == [family]
 
 
+def test_legacy_ant_names_are_claimed_by_both_ant_protocols() -> None:
+    # aiobmsble ant_leg_bms.py claims ANT-BLE0* / ANT-BLE1* with service ffe0, which `ant` claims too
+    # (ANT-BLE* + ffe0): the advertisement cannot tell the two protocols apart, so scan lists both and
+    # `bmsgate probe` (a request of each) decides.
+    legacy = Advertisement(address="AA:BB:CC:A2:34:56", name="ANT-BLE16ZMUB", service_uuids=(normalize_uuid("ffe0"),))
+    assert [match.protocol for match in match_advertisement(legacy, ALL)] == ["ant", "ant-leg"]
+    current = Advertisement(address="AA:BB:CC:A2:34:57", name="ANT-BLE24BHUB", service_uuids=(normalize_uuid("ffe0"),))
+    assert [match.protocol for match in match_advertisement(current, ALL)] == ["ant"]
+
+
 def test_roypow_needs_its_service() -> None:
     # The leading-space names alone are too loose (" B12..." could be anything): the service is required.
     bare = Advertisement(address="12:34:56:78:9A:BC", name=" B12100A2303")

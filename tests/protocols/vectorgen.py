@@ -38,6 +38,7 @@ from bmsgate.protocols.definition import RequestSpec
 from . import (
     public_frames,
     test_ant,
+    test_ant_leg,
     test_cbtpwr,
     test_daly,
     test_eg4,
@@ -318,6 +319,11 @@ def _fixtures() -> dict[str, _Fixture]:
         "ant": _Fixture(
             {"device_info": [test_ant.DEVICE_INFO], "status": [test_ant.STATUS]},
             aiobmsble.format("tests/bms/test_ant_bms.py", "test_ant.py"),
+            True,
+        ),
+        "ant-leg": _Fixture(
+            {"status": [test_ant_leg.STATUS_14S]},
+            aiobmsble.format("tests/bms/test_ant_leg_bms.py, 'with design capacity' frame", "test_ant_leg.py"),
             True,
         ),
         "litime": _Fixture(
