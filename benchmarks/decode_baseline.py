@@ -82,9 +82,9 @@ def jbd_baseline(frames: Sequence[bytes]) -> BatterySnapshot:
     (voltage, current, remaining, full, cycles, date, bal_low, bal_high, alarm_bits, version, soc, fets, _n, ntc) = (
         _JBD_BASIC.unpack_from(basic, 4)
     )
-    temperatures = tuple(raw * 0.1 + -273.1 for raw in struct.unpack_from(f">{ntc}H", basic, 27))
+    temperatures = tuple((raw - 2731) / 10 for raw in struct.unpack_from(f">{ntc}H", basic, 27))
     count = (len(cells) - 7) // 2
-    voltages = tuple(raw * 0.001 + 0.0 for raw in struct.unpack_from(f">{count}H", cells, 4))
+    voltages = tuple(raw / 1000 for raw in struct.unpack_from(f">{count}H", cells, 4))
     balancing = tuple(
         [cell + 1 for cell in range(16) if bal_low >> cell & 1]
         + [cell + 17 for cell in range(16) if bal_high >> cell & 1]
@@ -93,10 +93,10 @@ def jbd_baseline(frames: Sequence[bytes]) -> BatterySnapshot:
         battery_id="bench",
         timestamp=0.0,
         protocol="jbd",
-        voltage=voltage * 0.01 + 0.0,
-        current=current * 0.01 + 0.0,
-        remaining_capacity=remaining * 0.01 + 0.0,
-        full_capacity=full * 0.01 + 0.0,
+        voltage=voltage / 100,
+        current=current / 100,
+        remaining_capacity=remaining / 100,
+        full_capacity=full / 100,
         cycles=cycles,
         balancing_cells=balancing,
         alarms=frozenset(alarm for bit, alarm in enumerate(_JBD_ALARMS) if alarm_bits >> bit & 1),
@@ -190,31 +190,31 @@ def _jk_tail(
     ]
     alarm_bits, chg, dis = rest[18:21]
     extras: dict[str, Any] = {} if uptime is None else {"uptime": uptime}
-    extras["cell_average"] = average * 0.001
-    extras["cell_delta"] = delta * 0.001
+    extras["cell_average"] = average / 1000
+    extras["cell_delta"] = delta / 1000
     extras["cell_max_number"] = cmax + 1
     extras["cell_min_number"] = cmin + 1
-    extras["power"] = power * 0.001
+    extras["power"] = power / 1000
     extras["balancing_action"] = _JK_ACTIONS.get(balancing, balancing)
-    extras["total_cycle_capacity"] = total * 0.001
+    extras["total_cycle_capacity"] = total / 1000
     extras["total_runtime"] = runtime
     for number, raw in enumerate(wires[:mask], start=1):
-        extras[f"cell_wire_resistance_{number}"] = raw * 0.001
+        extras[f"cell_wire_resistance_{number}"] = raw / 1000
     return BatterySnapshot(
         battery_id="bench",
         timestamp=0.0,
         protocol="jk",
         cell_voltages=cells,
-        voltage=voltage * 0.001 + 0.0,
-        current=current * 0.001 + 0.0,
+        voltage=voltage / 1000,
+        current=current / 1000,
         temperatures=temperatures,
-        mosfet_temperature=mos * 0.1 + 0.0,
+        mosfet_temperature=mos / 10,
         alarms=frozenset(alarm for bit, alarm in enumerate(_JK_ALARMS) if alarm is not None and alarm_bits >> bit & 1),
-        balance_current=bal_current * 0.001 + 0.0,
+        balance_current=bal_current / 1000,
         balancing=bool(balancing),
         soc=soc * 1.0 + 0.0,
-        remaining_capacity=remaining * 0.001 + 0.0,
-        full_capacity=full * 0.001 + 0.0,
+        remaining_capacity=remaining / 1000,
+        full_capacity=full / 1000,
         cycles=cycles,
         soh=soh * 1.0 + 0.0,
         charge_enabled=bool(chg),
@@ -236,17 +236,17 @@ def jk32_baseline(frames: Sequence[bytes]) -> BatterySnapshot:
             cells_raw = raw
     values = _JK32.unpack_from(cells_raw)
     mask = values[32].bit_count()
-    cells = tuple(raw * 0.001 + 0.0 for raw in values[:mask])
+    cells = tuple(raw / 1000 for raw in values[:mask])
     v = values[32:]
     (_mask_raw, average, delta, cmax, cmin) = v[:5]
     wires = v[5:37]
     mos, voltage, power, current, t1, t2, alarm_bits, bal_current, balancing, soc = v[37:47]
     remaining, full, cycles, total, soh, runtime, chg, dis = v[47:55]
-    temperatures = [t1 * 0.1 + 0.0, t2 * 0.1 + 0.0]
+    temperatures = [t1 / 10, t2 / 10]
     if major >= 14:
         for raw in reversed(_JK_EXTRA_TEMPS.unpack_from(cells_raw, 254)):
             if raw != -2000:
-                temperatures.append(raw * 0.1 + 0.0)
+                temperatures.append(raw / 10)
     rest: tuple[Any, ...] = (
         mask,
         average,
@@ -276,7 +276,7 @@ def jk24_baseline(frames: Sequence[bytes]) -> BatterySnapshot:
             cells_raw = raw
     values = _JK24.unpack_from(cells_raw)
     mask = values[24].bit_count()
-    cells = tuple(raw * 0.001 + 0.0 for raw in values[:mask])
+    cells = tuple(raw / 1000 for raw in values[:mask])
     v = values[24:]
     (_maskraw, average, delta, cmax, cmin) = v[:5]
     wires = v[5:29]
@@ -297,7 +297,7 @@ def jk24_baseline(frames: Sequence[bytes]) -> BatterySnapshot:
         soc,
     )
     rest += (remaining, full, cycles, total, soh, runtime, alarm_bits, chg, dis)
-    temperatures = (t1 * 0.1 + 0.0, t2 * 0.1 + 0.0)
+    temperatures = (t1 / 10, t2 / 10)
     return _jk_tail(cells, wires, rest, info, uptime, temperatures, cells_raw[183])
 
 

@@ -207,6 +207,15 @@ def test_fields_after_the_cells_move_with_the_counts(cells: int, sensors: int) -
     assert snapshot.extras["battery_status"] == "idle"
 
 
+def test_minus_40_is_an_absent_sensor() -> None:
+    # 0xFFD8: an unplugged NTC; a real -40 °C is outside every lithium pack's operating range.
+    frame = _status([3300] * 4, [-40, 21, -40], mosfet=-40, balancer=-40)
+    snapshot = decode(ANT, [frame], timestamp=0.0)
+    assert snapshot.temperatures == pytest.approx([21.0])
+    assert snapshot.mosfet_temperature is None
+    assert "balancer_temperature" not in snapshot.extras
+
+
 def test_negative_temperatures_and_raw_masks() -> None:
     frame = _status([3300] * 4, [-12, 3], mosfet=-5, protection=1 << 40, warning=0x8000_0000_0000_0001)
     snapshot = decode(ANT, [frame], timestamp=0.0)

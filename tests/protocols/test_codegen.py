@@ -151,14 +151,15 @@ def _interpret(layout: Layout, payload: bytes, out: dict[str, Any], device: dict
     # The table interpreter the generated functions replaced: every field through its own sink.
     if layout.record is not None:
         values = layout.record(payload, 0)
-        for index, name, scale, add in layout.numbers:
-            out[name] = values[index] * scale + add
+        for index, name, scale, add, divide in layout.numbers:
+            out[name] = (values[index] + add) / scale + 0.0 if divide else values[index] * scale + add
         for index, sink in layout.sinks:
             sink(values[index], out, device, variables)
         for index, name, cast in layout.casts:
             out[name] = cast(values[index])
-        for index, name, scale, add in layout.extras:
-            out.setdefault("extras", {})[name] = values[index] * scale + add
+        for index, name, scale, add, divide in layout.extras:
+            value = (values[index] + add) / scale + 0.0 if divide else values[index] * scale + add
+            out.setdefault("extras", {})[name] = value
     for step in layout.steps:
         step(payload, out, device, variables)
     for terms, sub in layout.shifted:

@@ -48,7 +48,7 @@ def test_unknown_construct_is_refused_by_name_before_the_schema() -> None:
 
 
 def test_newer_format_is_refused_with_the_engine_version() -> None:
-    with pytest.raises(DefinitionError, match=r"format 2 is not supported by this engine \(protocol engine 1") as info:
+    with pytest.raises(DefinitionError, match=r"format 2 is not supported by this engine \(protocol engine 2") as info:
         definition_from_mapping(_definition(format=2, novelty=True))
     assert info.value.field == "format"
 
@@ -85,3 +85,32 @@ def test_register_map_and_profile_formats_are_checked() -> None:
     assert info.value.field == "format"
     with pytest.raises(DefinitionError, match="CAN profile format 2 is not supported"):
         profile_definition({"format": 2, "name": "x"}, source="x.yaml")
+
+
+def _field_definition(field: dict[str, Any]) -> dict[str, Any]:
+    data = _definition()
+    data["replies"][0]["fields"] = [field]
+    return data
+
+
+def test_sign_magnitude_is_an_engine_2_construct_and_is_declared() -> None:
+    assert ENGINE_VERSION >= 2
+    assert "sign_magnitude" in CONSTRUCTS
+    field = {"target": "current", "at": 0, "type": "u16", "sign_magnitude": {"sign_bit": 15, "magnitude_bits": 14}}
+    definition = definition_from_mapping(_field_definition(field), source="sm.yaml")
+    assert "sign_magnitude" in constructs_used(definition)
+
+
+@pytest.mark.parametrize(
+    ("field", "reason"),
+    [
+        ({"type": "s16", "sign_magnitude": {"sign_bit": 15, "magnitude_bits": 14}}, "unsigned integer"),
+        ({"type": "u8", "sign_magnitude": {"sign_bit": 15, "magnitude_bits": 14}}, "fits in u8"),
+        ({"type": "u16", "sign_magnitude": {"sign_bit": 7, "magnitude_bits": 14}}, "below the sign bit"),
+        ({"type": "u16", "bit": 3, "sign_magnitude": {"sign_bit": 15, "magnitude_bits": 14}}, "unsigned integer"),
+    ],
+)
+def test_sign_magnitude_is_validated(field: dict[str, Any], reason: str) -> None:
+    data = _field_definition({"target": "current", "at": 0, **field})
+    with pytest.raises(DefinitionError, match=reason):
+        definition_from_mapping(data, source="sm.yaml")

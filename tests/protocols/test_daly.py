@@ -153,10 +153,16 @@ def test_every_fault_bit(register: int, bit: int, alarm: Alarm) -> None:
     assert decode(DALY, [status(faults=(faults[0], faults[1], faults[2], faults[3]))], timestamp=0.0).alarms == {alarm}
 
 
-def test_temperature_difference_and_fault_code_raise_no_alarm() -> None:
-    snapshot = decode(DALY, [status(faults=(0, 0b1100_0000_0000, 0, 7))], timestamp=0.0)
+def test_temperature_difference_raises_no_alarm() -> None:
+    snapshot = decode(DALY, [status(faults=(0, 0b1100_0000_0000, 0, 0))], timestamp=0.0)
     assert snapshot.alarms == frozenset()
-    assert snapshot.extras["fault_code"] == 7
+
+
+@pytest.mark.parametrize("bit", range(16))
+def test_fault_register_0x3d_is_a_problem_and_kept_raw(bit: int) -> None:
+    snapshot = decode(DALY, [status(faults=(0, 0, 0, 1 << bit))], timestamp=0.0)
+    assert snapshot.alarms == {Alarm.SYSTEM_FAULT}
+    assert snapshot.extras["fault_code"] == 1 << bit
 
 
 async def test_simulated_daly_poll() -> None:

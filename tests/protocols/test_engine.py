@@ -2,26 +2,39 @@
 
 from __future__ import annotations
 
+import math
 import threading
+from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bmsgate.catalog import Kind, default_catalog
 from bmsgate.model import SET_FIELDS, BatterySnapshot
 from bmsgate.protocols import decode, get_protocol
 from bmsgate.protocols.compiled import CompiledProtocol, compile_definition
-from bmsgate.protocols.definition import BOOL_TARGETS, DEVICE_TARGETS, FLOAT_TARGETS, INT_TARGETS, LIST_TARGETS
+from bmsgate.protocols.definition import (
+    BOOL_TARGETS,
+    DEVICE_TARGETS,
+    FLOAT_TARGETS,
+    INT_TARGETS,
+    LIST_TARGETS,
+    FieldSpec,
+)
 from bmsgate.protocols.memo import BoundedMemo
-from bmsgate.protocols.transforms import linear_form, scalar_sink
+from bmsgate.protocols.transforms import exact_divisor, linear_form, scalar_sink
 from bmsgate.runtime.simulation import PackConfig, PackModel, VirtualBms
 
 _RAW_SAMPLES = (0, 1, 7, 200, 4095)
 
 
-def _inline(kind: str, scale: Any, add: Any, cast: type, raw: int) -> Any:
+def _inline(kind: str, scale: Any, add: Any, cast: type, divide: bool, raw: int) -> Any:
     # What `decode.apply_layout` does with a record slot of each `Linear` kind.
-    return cast(raw) if kind == "cast" else raw * scale + add
+    if kind == "cast":
+        return cast(raw)
+    return (raw + add) / scale + 0.0 if divide else raw * scale + add
 
 
 @pytest.mark.parametrize("name", default_catalog().names(Kind.PROTOCOL))
@@ -38,7 +51,7 @@ def test_inline_linear_path_and_sinks_agree(name: str) -> None:
                 out: dict[str, Any] = {}
                 sink(raw, out, {}, {})
                 value = out["extras"][field.target[7:]] if field.target.startswith("extras.") else out[field.target]
-                expected = _inline(linear.kind, linear.scale, linear.add, linear.cast, raw)
+                expected = _inline(linear.kind, linear.scale, linear.add, linear.cast, linear.divide, raw)
                 assert value == expected
                 assert type(value) is type(expected), field.target
             checked += 1
@@ -103,3 +116,32 @@ def test_simulator_state_writes_only_targets_the_model_defines() -> None:
     state = PackModel(PackConfig()).state()
     writable = FLOAT_TARGETS | INT_TARGETS | BOOL_TARGETS | LIST_TARGETS | DEVICE_TARGETS | SET_FIELDS
     assert {key for key in state if not key.startswith("var.")} <= writable
+
+
+@given(
+    raw=st.integers(min_value=-(1 << 40), max_value=1 << 40),
+    digits=st.integers(min_value=1, max_value=4),
+    steps_offset=st.integers(min_value=-5000, max_value=5000),
+    negative=st.booleans(),
+)
+def test_decimal_scales_give_the_nearest_double_to_the_decimal_value(
+    raw: int, digits: int, steps_offset: int, negative: bool
+) -> None:
+    scale_text = ("-" if negative else "") + "0." + "0" * (digits - 1) + "1"
+    add_text = str(Decimal(steps_offset) * Decimal(scale_text).copy_abs())
+    field = FieldSpec(target="voltage", at=0, type="s64", scale=float(scale_text), add=float(add_text))
+    linear = linear_form(field)
+    assert linear is not None
+    assert linear.divide
+    exact = float(Decimal(raw) * Decimal(scale_text) + Decimal(add_text))
+    value = linear.apply(raw)
+    assert value == exact
+    assert not (value == 0 and math.copysign(1.0, value) < 0)  # never -0.0
+
+
+def test_other_scales_keep_the_multiplication() -> None:
+    assert exact_divisor(0.3, 0.0) is None
+    assert exact_divisor(2.0, 0.0) is None
+    assert exact_divisor(0.1, -273.15) is None  # an offset of half a step
+    assert exact_divisor(0.1, -273.1) == (10, -2731)
+    assert exact_divisor(-0.1, 3000.0) == (-10, -30000)

@@ -105,6 +105,9 @@ def test_every_protection_bit_maps_to_a_named_alarm() -> None:
         Alarm.SHORT_CIRCUIT,
         Alarm.FRONT_END_FAULT,
         Alarm.MOSFET_SOFTWARE_LOCK,
+        Alarm.SYSTEM_FAULT,  # 13: charge timeout close (esphome-jbd-bms)
+        Alarm.SYSTEM_FAULT,  # 14, 15: unnamed there; still a protection that opened a MOSFET
+        Alarm.SYSTEM_FAULT,
     ]
     base = bytearray(bytes.fromhex(CAPTURE_4S_BASIC)[4:-3])
     for bit, alarm in enumerate(expected):
@@ -115,10 +118,10 @@ def test_every_protection_bit_maps_to_a_named_alarm() -> None:
     assert JBD.possible_alarms == frozenset(expected)
 
 
-def test_reserved_protection_bits_are_ignored() -> None:
+def test_timeout_protection_bits_are_a_system_fault() -> None:
     payload = bytearray(bytes.fromhex(CAPTURE_4S_BASIC)[4:-3])
     payload[16:18] = (0b111 << 13).to_bytes(2, "big")
-    assert decode(JBD, [_frame(0x03, bytes(payload))], timestamp=0).alarms == frozenset()
+    assert decode(JBD, [_frame(0x03, bytes(payload))], timestamp=0).alarms == {Alarm.SYSTEM_FAULT}
 
 
 @pytest.mark.parametrize("cell", [1, 2, 9, 16, 17, 24, 32])

@@ -231,7 +231,6 @@ JK_ALARM_BITS = {
     0: Alarm.WIRE_RESISTANCE,
     1: Alarm.MOSFET_OVERTEMPERATURE,
     2: Alarm.CELL_COUNT_MISMATCH,
-    3: Alarm.CURRENT_SENSOR_FAULT,
     4: Alarm.BATTERY_FULL,
     5: Alarm.PACK_OVERVOLTAGE,
     6: Alarm.CHARGE_OVERCURRENT,
@@ -246,9 +245,18 @@ JK_ALARM_BITS = {
     15: Alarm.DISCHARGE_OVERTEMPERATURE,
     16: Alarm.CHARGE_MOSFET_FAULT,
     17: Alarm.DISCHARGE_MOSFET_FAULT,
+    18: Alarm.SYSTEM_FAULT,
+    20: Alarm.DISCHARGE_MOSFET_FAULT,
     21: Alarm.BATTERY_OVERTEMPERATURE,
     22: Alarm.TEMPERATURE_SENSOR_FAULT,
+    23: Alarm.SYSTEM_FAULT,
+    24: Alarm.SHORT_CIRCUIT,
+    25: Alarm.DISCHARGE_OVERCURRENT,
+    26: Alarm.DISCHARGE_OVERCURRENT,
+    27: Alarm.DISCHARGE_UNDERTEMPERATURE,
+    28: Alarm.MOSFET_SOFTWARE_LOCK,
 }
+"""The JK02 error bits as esphome-jk-bms names them (DEFAULT_ERRORS_JK02); bit 3 is unnamed there."""
 
 
 @pytest.mark.parametrize(("bit", "alarm"), sorted(JK_ALARM_BITS.items()))
@@ -263,7 +271,7 @@ def test_every_alarm_bit_24s(bit: int, alarm: Alarm) -> None:
 
 
 def test_unassigned_alarm_bits_raise_nothing() -> None:
-    spare = (1 << 18) | (1 << 19) | (1 << 20) | (1 << 31)
+    spare = (1 << 3) | (1 << 19) | (1 << 29) | (1 << 30) | (1 << 31)
     assert decode(JK, [cell_info("32s", alarms=spare)], timestamp=0.0).alarms == frozenset()
 
 

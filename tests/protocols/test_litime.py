@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from bmsgate.errors import FrameError
+from bmsgate.model import Alarm
 from bmsgate.protocols import decode, get_protocol
 
 LITIME = get_protocol("litime")
@@ -37,7 +38,8 @@ def test_every_field_of_the_capture() -> None:
     assert snapshot.extras["cell_voltage_sum"] == pytest.approx(26.556)
     assert snapshot.current == pytest.approx(-1.435)
     assert snapshot.cell_voltages == pytest.approx([3.317, 3.319, 3.324, 3.323, 3.320, 3.314, 3.322, 3.317])
-    assert snapshot.temperatures == pytest.approx([23.0, 22.0, -2.0])
+    assert snapshot.temperatures == pytest.approx([23.0, -2.0])
+    assert snapshot.mosfet_temperature == 22.0  # offset 54 (aiobmsble counts it as a third cell sensor)
     assert snapshot.remaining_capacity == pytest.approx(68.89)
     assert snapshot.full_capacity == pytest.approx(105.0)
     assert snapshot.design_capacity == pytest.approx(105.0)
@@ -55,6 +57,32 @@ def test_flags() -> None:
     assert snapshot.heating is True
     assert decode(LITIME, [_with(84, b"\x04")], timestamp=0.0).balancing is True
     assert decode(LITIME, [_with(83, b"\x80")], timestamp=0.0).extras["protection_code"] == 1 << 63
+
+
+@pytest.mark.parametrize(
+    ("mask", "alarm"),
+    [
+        (0x0004, Alarm.CELL_OVERVOLTAGE),
+        (0x0020, Alarm.CELL_UNDERVOLTAGE),
+        (0x0040, Alarm.CHARGE_OVERCURRENT),
+        (0x0080, Alarm.DISCHARGE_OVERCURRENT),
+        (0x0100, Alarm.BATTERY_OVERTEMPERATURE),
+        (0x0200, Alarm.BATTERY_OVERTEMPERATURE),
+        (0x0400, Alarm.BATTERY_UNDERTEMPERATURE),
+        (0x0800, Alarm.BATTERY_UNDERTEMPERATURE),
+        (0x4000, Alarm.SHORT_CIRCUIT),
+    ],
+)
+def test_documented_protection_bits(mask: int, alarm: Alarm) -> None:
+    snapshot = decode(LITIME, [_with(76, mask.to_bytes(4, "little"))], timestamp=0.0)
+    assert snapshot.alarms == {alarm}
+    assert snapshot.extras["protection_code"] == mask
+
+
+def test_undocumented_protection_bits_stay_in_the_raw_code_only() -> None:
+    snapshot = decode(LITIME, [_with(76, (0x0001 | 0x1000).to_bytes(4, "little"))], timestamp=0.0)
+    assert snapshot.alarms == frozenset()
+    assert snapshot.extras["protection_code"] == 0x1001
 
 
 def test_length_and_checksum_are_checked() -> None:

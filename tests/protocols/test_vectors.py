@@ -40,6 +40,15 @@ def test_every_builtin_protocol_has_decode_and_session_vectors(name: str) -> Non
     assert kinds >= {"decode", "session"}, f"{name}: vectors missing under spec/vectors/{name}/"
 
 
+@pytest.mark.parametrize("name", default_catalog().names(Kind.PROTOCOL))
+def test_verified_means_vectors_from_real_frames(name: str) -> None:
+    # The definition's claim and the evidence agree both ways: no verified flag without a vector of
+    # captured frames, and no such vector left unclaimed.
+    real = [path.name for path in sorted((VECTORS / name).glob("decode-*.json")) if _load(path)["real_frames"] is True]
+    claim = get_protocol(name).definition.verified
+    assert claim.startswith("real frames: ") == bool(real), (name, claim, real)
+
+
 def _types(schema: dict[str, Any], definition: str) -> dict[str, set[str]]:
     """Event or action type -> its allowed keys, read from the schema (no validator library in the venv)."""
     return {

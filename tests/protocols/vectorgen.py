@@ -38,12 +38,18 @@ from bmsgate.protocols.definition import RequestSpec
 from . import (
     public_frames,
     test_ant,
+    test_ant_leg,
+    test_cbtpwr,
     test_daly,
+    test_eg4,
     test_jbd,
     test_jk,
     test_litime,
     test_renogy,
+    test_renogy_pro,
+    test_roypow,
     test_seplos,
+    test_tdt,
     test_tianpower,
 )
 
@@ -136,6 +142,7 @@ def decode_vector(
     *,
     title: str,
     source: str,
+    real: bool,
     noise: bool = False,
 ) -> JsonObject:
     """Chunks (the frames split as notifications, optionally with ``AT`` junk) → frames → snapshot."""
@@ -154,6 +161,7 @@ def decode_vector(
         "protocol": protocol.name,
         "title": title,
         "source": source,
+        "real_frames": real,
         "battery_id": BATTERY_ID,
         "timestamp": 0.0,
         "chunks": [_hex(chunk) for chunk in chunks],
@@ -313,6 +321,11 @@ def _fixtures() -> dict[str, _Fixture]:
             aiobmsble.format("tests/bms/test_ant_bms.py", "test_ant.py"),
             True,
         ),
+        "ant-leg": _Fixture(
+            {"status": [test_ant_leg.STATUS_14S]},
+            aiobmsble.format("tests/bms/test_ant_leg_bms.py, 'with design capacity' frame", "test_ant_leg.py"),
+            True,
+        ),
         "litime": _Fixture(
             {"status": [test_litime.CAPTURE]}, aiobmsble.format("tests/bms/test_redodo_bms.py", "test_litime.py"), True
         ),
@@ -326,11 +339,30 @@ def _fixtures() -> dict[str, _Fixture]:
             aiobmsble.format("tests/bms/test_renogy_bms.py", "test_renogy.py"),
             True,
         ),
+        "renogy-pro": _Fixture(
+            {"cells": [test_renogy_pro.CELLS], "pack": [test_renogy_pro.PACK]},
+            aiobmsble.format("tests/bms/test_renogy_pro_bms.py", "test_renogy_pro.py"),
+            True,
+        ),
+        "roypow": _Fixture(
+            {"cells": [test_roypow.CELLS], "status": [test_roypow.STATUS], "pack": [test_roypow.PACK]},
+            aiobmsble.format("tests/bms/test_roypow_bms.py", "test_roypow.py"),
+            True,
+        ),
         "seplos": _Fixture(
             {"pia": [test_seplos.PIA], "pib": [test_seplos.PIB], "pic": [test_seplos._pic()]},
             "pia and pib: "
             + aiobmsble.format("tests/bms/test_seplos_bms.py PIA1/PIB1", "test_seplos.py")
             + "; pic: built from the documented coil layout with the capture's EIC state bytes",
+            True,
+        ),
+        "tdt": _Fixture(
+            {
+                "identity": [test_tdt.IDENTITY_16S],
+                "values": [test_tdt.VALUES_16S],
+                "states": [test_tdt.STATES_16S],
+            },
+            aiobmsble.format("tests/bms/test_tdt_bms.py, 16S6Tv0.0", "test_tdt.py"),
             True,
         ),
         "tianpower": _Fixture(
@@ -339,6 +371,19 @@ def _fixtures() -> dict[str, _Fixture]:
                 for request in get_protocol("tianpower").requests
             },
             aiobmsble.format("tests/bms/test_tianpwr_bms.py", "test_tianpower.py"),
+            True,
+        ),
+        "cbtpwr": _Fixture(
+            {
+                "voltage_current": [test_cbtpwr.VOLTAGE_CURRENT],
+                "soc": [test_cbtpwr.SOC],
+                "temperatures": [test_cbtpwr.TEMPERATURES],
+                "capacity_cycles": [test_cbtpwr.CAPACITY_CYCLES],
+                "warnings": [test_cbtpwr.WARNINGS],
+                "cells_1_5": [test_cbtpwr.CELLS_1_5],
+                "cells_6_10": [test_cbtpwr.CELLS_6_10],
+            },
+            aiobmsble.format("tests/bms/test_cbtpwr_bms.py", "test_cbtpwr.py"),
             True,
         ),
         "daly": _Fixture(
@@ -354,6 +399,11 @@ def _fixtures() -> dict[str, _Fixture]:
             _by_command(get_protocol("daly-a5"), test_daly.a5_poll([3300 + index for index in range(16)], [20, 21])),
             "built from the documented A5 layout (shared/protocols/daly.md) by tests/protocols/test_daly.py a5_poll",
             False,
+        ),
+        "eg4": _Fixture(
+            {"status": [test_eg4.STATUS]},
+            aiobmsble.format("tests/bms/test_eg4_bms.py", "test_eg4.py"),
+            True,
         ),
         "jk": _Fixture(
             {"device_info": [public_frames.JK_V15_DEVICE_INFO], "cell_info": [public_frames.JK_V15_CELL_INFO]},
@@ -378,7 +428,11 @@ def _decode_vectors(fixtures: dict[str, _Fixture]) -> dict[str, dict[str, JsonOb
         frames = [frame for request in protocol.requests for frame in fixture.replies.get(request.name, [])]
         kind = "captured" if fixture.real else "built"
         out.setdefault(name, {})["decode-poll"] = decode_vector(
-            protocol, frames, title=f"one poll's replies ({kind} frames), as notifications", source=fixture.source
+            protocol,
+            frames,
+            title=f"one poll's replies ({kind} frames), as notifications",
+            source=fixture.source,
+            real=fixture.real,
         )
     jbd = get_protocol("jbd")
     vendor = "the vendor's JBD 'General Protocol V4' document (shared/protocols/jbd.md, tests/protocols/test_jbd.py)"
@@ -387,12 +441,14 @@ def _decode_vectors(fixtures: dict[str, _Fixture]) -> dict[str, dict[str, JsonOb
         [bytes.fromhex(test_jbd.VENDOR_17S_BASIC), bytes.fromhex(test_jbd.VENDOR_17S_CELLS)],
         title="17S example of the vendor document",
         source=vendor,
+        real=False,
     )
     out["jbd"]["decode-vendor-15s-noise"] = decode_vector(
         jbd,
         [bytes.fromhex(test_jbd.VENDOR_15S_BASIC), bytes.fromhex(test_jbd.VENDOR_15S_CELLS)],
         title="15S example of the vendor document, each frame after the BLE module's AT junk",
         source=vendor,
+        real=False,
         noise=True,
     )
     jk = get_protocol("jk")
@@ -401,6 +457,26 @@ def _decode_vectors(fixtures: dict[str, _Fixture]) -> dict[str, dict[str, JsonOb
         [test_jk.device_info(software="10.XW"), test_jk.cell_info("24s")],
         title="the 24S layout (software 10.x), selected by the device-info reply",
         source="built from the documented JK02 layout (shared/protocols/jk.md) by tests/protocols/test_jk.py",
+        real=False,
+    )
+    tdt = get_protocol("tdt")
+    tdt_source = (
+        "captured over BLE and published with patman15/aiobmsble (tests/bms/test_tdt_bms.py, {}); "
+        "via tests/protocols/test_tdt.py"
+    )
+    out["tdt"]["decode-4s"] = decode_vector(
+        tdt,
+        [test_tdt.VALUES_4S, test_tdt.STATES_4S],
+        title="4 cells, 4 sensors (no identity reply)",
+        source=tdt_source.format("4S4Tv0.0"),
+        real=True,
+    )
+    out["tdt"]["decode-firmware-0-4"] = decode_vector(
+        tdt,
+        [test_tdt.VALUES_16S_V04, test_tdt.STATES_16S_V04],
+        title="16 cells, 6 sensors, frame version 0.4, discharging",
+        source=tdt_source.format("16S6Tv0.4"),
+        real=True,
     )
     ant = get_protocol("ant")
     out["ant"]["decode-low-value"] = decode_vector(
@@ -408,6 +484,7 @@ def _decode_vectors(fixtures: dict[str, _Fixture]) -> dict[str, dict[str, JsonOb
         [test_ant.DEVICE_INFO, test_ant.LOW_VALUE],
         title="aiobmsble's 'low_value' status variant",
         source=fixtures["ant"].source + " (the status capture with the MOSFET bytes of its 'low_value' case)",
+        real=False,
     )
     return out
 

@@ -134,6 +134,7 @@ def _plain(field: FieldSpec) -> bool:
     """A raw value used as it is: no transform, and an integer narrow enough that int(raw * 1.0) is raw."""
     return (
         field.bit is None
+        and field.sign_magnitude is None
         and field.one_of is None
         and not field.popcount
         and field.map is None
@@ -144,6 +145,17 @@ def _plain(field: FieldSpec) -> bool:
         and field.scale == 1
         and field.add == 0
     )
+
+
+def _linear_expression(source: _Source, index: int, scale: Any, add: Any, divide: bool) -> str:
+    """``raw × scale + add``, or ``(raw + add) / scale`` for an exact divisor (`transforms.Linear`)."""
+    if not divide:
+        return f"_r{index} * {source.constant(scale)} + {source.constant(add)}"
+    quotient = f"(_r{index} + {source.constant(add)}) / {source.constant(scale)}"
+    if add == 0:
+        quotient = f"_r{index} / {source.constant(scale)}"
+    # A negative divisor gives -0.0 for a zero; adding 0.0 makes it 0.0 (as the multiplication did).
+    return quotient + f" + {source.constant(0.0)}" if scale < 0 else quotient
 
 
 def _emit_sink(
@@ -215,8 +227,8 @@ def generate_layout(
         )
         names = [f"_r{index}" for index in range(slots)]
         source.emit(f"{', '.join(names)}, = {source.constant(layout.record)}(payload, 0)")
-        for index, name, scale, add in layout.numbers:
-            source.emit(f"out[{source.constant(name)}] = _r{index} * {source.constant(scale)} + {source.constant(add)}")
+        for index, name, scale, add, divide in layout.numbers:
+            source.emit(f"out[{source.constant(name)}] = {_linear_expression(source, index, scale, add, divide)}")
         for position, (index, sink) in enumerate(layout.sinks):
             field = fields[position]
             _emit_sink(source, f"_r{index}", field, sink, value_of(field))
@@ -226,8 +238,8 @@ def generate_layout(
             source.emit(f"out[{source.constant(name)}] = {value}")
         if layout.extras:
             source.need_extras()
-            for index, name, scale, add in layout.extras:
-                value = f"_r{index} * {source.constant(scale)} + {source.constant(add)}"
+            for index, name, scale, add, divide in layout.extras:
+                value = _linear_expression(source, index, scale, add, divide)
                 source.emit(f"extras[{source.constant(name)}] = {value}")
     for step in layout.steps:
         if isinstance(step, When):

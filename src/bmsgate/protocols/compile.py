@@ -13,9 +13,9 @@ import datetime as dt
 import math
 import re
 import struct
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
-from operator import mul
+from operator import mul, truediv
 from typing import Any, Final
 
 from bmsgate.errors import DecodeError
@@ -31,6 +31,7 @@ from bmsgate.protocols.transforms import (
     Step,
     When,
     clamp_raw,
+    exact_divisor,
     linear_form,
     lookup,
     raw_reader,
@@ -213,9 +214,9 @@ def _compile_layout(
         members.append((field, taken[slot_key]))
         busy_until = field.at + INTEGER_SIZES[field.type]
     record = None
-    numbers: list[tuple[int, str, float, float]] = []
+    numbers: list[tuple[int, str, float | int, float | int, bool]] = []
     casts: list[tuple[int, str, type]] = []
-    extras: list[tuple[int, str, Any, Any]] = []
+    extras: list[tuple[int, str, Any, Any, bool]] = []
     sinks: list[tuple[int, Sink]] = []
     sink_fields: list[FieldSpec] = []
     if slots:
@@ -233,11 +234,12 @@ def _compile_layout(
                 sinks.append((slot, scalar_sink(field, f"{where} ({field.target})")))
                 sink_fields.append(field)
             elif linear.kind == "number":
-                numbers.append((slot, field.target, float(linear.scale), float(linear.add)))
+                scale, add = (linear.scale, linear.add) if linear.divide else (float(linear.scale), float(linear.add))
+                numbers.append((slot, field.target, scale, add, linear.divide))
             elif linear.kind == "cast":
                 casts.append((slot, field.target, linear.cast))
             else:
-                extras.append((slot, field.target[7:], linear.scale, linear.add))
+                extras.append((slot, field.target[7:], linear.scale, linear.add, linear.divide))
     layout = Layout(
         min_payload=max([min_payload, *(end for *_rest, end in compiled)]),
         record=record,
@@ -351,21 +353,47 @@ def _compile_string(field: FieldSpec) -> tuple[Step, EncodeStep, int]:
     return decode_string, encode_string, end
 
 
-def _multiplier(field: FieldSpec) -> Callable[[tuple[Any, ...]], Iterable[Any]] | None:
-    """``raw * scale`` over a list, mapped in C, where it gives exactly ``raw * scale + add``.
+def _scaler(field: FieldSpec) -> Callable[[Sequence[Any]], list[Any]]:
+    """The list form of the field's linear transform (`transforms.Linear`): raw values → values.
 
-    That holds for integers narrower than 53 bits with ``add`` = 0 and a positive scale (``+ 0.0`` only
-    ever turns -0.0 into 0.0, and a positive scale times an integer is never -0.0).
+    An exact divisor (`exact_divisor`) divides, without noise; ``raw * scale`` with ``add`` = 0 and a
+    positive scale is mapped in C, where it gives exactly ``raw * scale + add`` for integers narrower than
+    53 bits (``+ 0.0`` only ever turns -0.0 into 0.0, and a positive scale times an integer is never -0.0).
     """
     scale, add = field.scale, field.add
-    if field.type in {"f32", "u64", "s64"} or add != 0 or not scale > 0:
-        return None
-    factor = repeat(scale)  # scale and add are validated floats: the product is a float like the sum
+    divisor = exact_divisor(scale, add) if field.type != "f32" else None
+    if divisor is not None:
+        steps, offset = divisor
+        if steps < 0:
 
-    def multiply(raw: tuple[Any, ...]) -> Iterable[Any]:
-        return map(mul, raw, factor)
+            def negative_divide(raw: Sequence[Any]) -> list[Any]:
+                return [(value + offset) / steps + 0.0 for value in raw]
 
-    return multiply
+            return negative_divide
+        if offset == 0:
+            parts = repeat(steps)
+
+            def divide(raw: Sequence[Any]) -> list[Any]:
+                return list(map(truediv, raw, parts))
+
+            return divide
+
+        def shift_divide(raw: Sequence[Any]) -> list[Any]:
+            return [(value + offset) / steps for value in raw]
+
+        return shift_divide
+    if field.type not in {"f32", "u64", "s64"} and add == 0 and scale > 0:
+        factor = repeat(scale)  # scale and add are validated floats: the product is a float like the sum
+
+        def multiply(raw: Sequence[Any]) -> list[Any]:
+            return list(map(mul, raw, factor))
+
+        return multiply
+
+    def linear(raw: Sequence[Any]) -> list[Any]:
+        return [value * scale + add for value in raw]
+
+    return linear
 
 
 def _compile_list(
@@ -390,7 +418,7 @@ def _compile_list(
     fixed_count = count if isinstance(count, int) else None
     end = at + size * fixed_count if fixed_count is not None else at
     identity = scale == 1.0 and add == 0.0
-    multiply = _multiplier(field)
+    scaled = _scaler(field)
     extras_name = target[7:] if target.startswith("extras.") else None
     as_float = extras_name is None
     index_at = index.at if index is not None else -1
@@ -406,9 +434,7 @@ def _compile_list(
         if identity:
             # Snapshot lists hold floats even when the raw unit needs no scaling (stable JSON types).
             return list(map(float, raw)) if as_float else list(raw)
-        if multiply is not None:
-            return list(multiply(raw))
-        return [value * scale + add for value in raw]
+        return scaled(raw)
 
     if index is None and fixed_count is not None and extras_name is None:
         # The common table (cell voltages, sensors): one precompiled unpack; the layout's min_payload
@@ -423,7 +449,7 @@ def _compile_list(
             items = out.get(target)
             if items is None:
                 items = out[target] = []
-            items.append(float(value) if identity else value * scale + add)
+            items.append(float(value) if identity else scaled((value,))[0])
 
         def decode_fixed(payload: bytes, out: dict[str, Any], _dev: dict[str, Any], variables: dict[str, int]) -> None:
             raw = unpack_fixed(payload, at)
@@ -440,10 +466,8 @@ def _compile_list(
                 items = out[target] = []
             if identity:
                 items.extend(map(float, raw))
-            elif multiply is not None:
-                items.extend(multiply(raw))
             else:
-                items.extend([value * scale + add for value in raw])
+                items.extend(scaled(raw))
 
         step: Step = decode_single if fixed_count == 1 else decode_fixed
     elif index is not None:

@@ -24,8 +24,10 @@ if TYPE_CHECKING:
 
 __all__ = ["CONSTRUCTS", "ENGINE_VERSION", "constructs_used", "unknown_constructs"]
 
-ENGINE_VERSION: Final = 1
-"""The protocol engine's level: raised whenever a construct is added to :data:`CONSTRUCTS`."""
+ENGINE_VERSION: Final = 2
+"""The protocol engine's level: raised whenever a construct is added to :data:`CONSTRUCTS`.
+
+Level 2 added ``sign_magnitude`` (TDT / Wattcycle currents)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -43,6 +45,7 @@ _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "one_of": "a boolean that is true for any of several raw values",
     "popcount": "the number of set bits",
     "shift": "a field whose offset moves by decoded list lengths",
+    "sign_magnitude": "a signed number stored as a sign bit and a magnitude (engine 2)",
     "stride": "list items further apart than their size",
     "version": "a version number packed into an integer (nibbles, byte_tenths, major_minor)",
     "when": "a field decoded only while a variable lies in a range",
@@ -90,7 +93,11 @@ def _field_constructs(field: FieldSpec) -> set[str]:
         for name in ("bit", "cells", "codes", "date", "date_format", "flags", "limit", "map")
         if getattr(field, name) is not None
     }
-    used |= {name for name in ("one_of", "shift", "stride", "version", "when") if getattr(field, name) is not None}
+    used |= {
+        name
+        for name in ("one_of", "shift", "sign_magnitude", "stride", "version", "when")
+        if getattr(field, name) is not None
+    }
     if field.absent:
         used.add("absent")
     if field.invert:

@@ -56,12 +56,12 @@ class Layout:
     min_payload: int
     record: Callable[[bytes, int], tuple[Any, ...]] | None
     """One unpack of every fixed-offset scalar (compiled once; the fast path)."""
-    numbers: tuple[tuple[int, str, float, float], ...]
-    """(record index, snapshot field, scale, add): `Linear` numbers, applied inline."""
+    numbers: tuple[tuple[int, str, float | int, float | int, bool], ...]
+    """(record index, snapshot field, scale, add, divide): `Linear` numbers, applied inline."""
     casts: tuple[tuple[int, str, type], ...]
     """(record index, snapshot field, bool or int): `Linear` casts of unscaled flags and counters."""
-    extras: tuple[tuple[int, str, Any, Any], ...]
-    """(record index, extras key, scale, add): `Linear` values into extras (ints stay ints)."""
+    extras: tuple[tuple[int, str, Any, Any, bool], ...]
+    """(record index, extras key, scale, add, divide): `Linear` values into extras (ints stay ints)."""
     sinks: tuple[tuple[int, Sink], ...]
     """(record index, sink) for record scalars with any other transform."""
     steps: tuple[Step, ...]

@@ -409,6 +409,9 @@ class ProtocolDefinition(_Strict, CanonicalModel):
     manufacturer: str | None = None
     description: str = ""
     references: list[str] = []
+    verified: str = ""
+    """How the layout is known; ``real frames: SOURCE`` when conformance vectors decode frames captured from
+    a real BMS (spec/vectors/NAME/, a test holds the two together). Empty: unverified."""
     endian: Endian = "big"
     gatt: GattSpec | None = None
     match: list[AdvertisementMatcher] = []

@@ -29,6 +29,7 @@ __all__ = [
     "IntegerType",
     "PackedDate",
     "ReplySpec",
+    "SignMagnitude",
     "is_var",
 ]
 
@@ -70,6 +71,20 @@ class PackedDate(_Strict):
     month: tuple[int, int]
     day: tuple[int, int]
     year_add: int = 2000
+
+
+class SignMagnitude(_Strict):
+    """A signed number stored as a sign bit and a magnitude (TDT's current: bit 15 = negative)."""
+
+    sign_bit: int = Field(ge=1, le=63)
+    magnitude_bits: int = Field(ge=1, le=63)
+    """The magnitude is the low `magnitude_bits` bits; bits between it and the sign bit are ignored."""
+
+    @model_validator(mode="after")
+    def _magnitude_below_sign(self) -> Self:
+        if self.magnitude_bits > self.sign_bit:
+            raise ValueError("the magnitude must lie below the sign bit")
+        return self
 
 
 class FieldCondition(_Strict):
@@ -133,6 +148,8 @@ class FieldSpec(_Strict):
     """Only in these layouts (see `ProtocolDefinition.variants`); None = in every layout."""
     when: FieldCondition | None = None
     """Only while a decoded variable lies in a range (e.g. a firmware version)."""
+    sign_magnitude: SignMagnitude | None = None
+    """The raw integer is a sign bit and a magnitude; value = ±magnitude × scale + add."""
 
     @field_validator("count")
     @classmethod
@@ -218,6 +235,12 @@ class FieldSpec(_Strict):
             raise ValueError(f"bit {self.bit} does not fit in {kind}")
         if self.version is not None and not (target in DEVICE_TARGETS or target.startswith("extras.")):
             raise ValueError("'version' formats go to device.* or extras.*")
+        if self.sign_magnitude is not None:
+            others = (self.bit, self.flags, self.codes, self.cells, self.date, self.map, self.version, self.one_of)
+            if kind not in {"u8", "u16", "u24", "u32", "u64"} or any(v is not None for v in others) or self.popcount:
+                raise ValueError("'sign_magnitude' is for unsigned integer numbers without bit/flags/map/...")
+            if self.sign_magnitude.sign_bit >= 8 * INTEGER_SIZES[kind] or is_list:
+                raise ValueError(f"'sign_magnitude' needs a scalar whose sign bit fits in {kind}")
         return self
 
     @property

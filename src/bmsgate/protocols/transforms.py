@@ -29,6 +29,7 @@ __all__ = [
     "Step",
     "When",
     "clamp_raw",
+    "exact_divisor",
     "linear_form",
     "lookup",
     "raw_reader",
@@ -175,12 +176,49 @@ def lookup(state: Mapping[str, Any], target: str) -> Any:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Linear:
-    """``raw × scale + add`` into a snapshot number or extras value, or a bare cast into a flag or counter."""
+    """``raw × scale + add`` into a snapshot number or extras value, or a bare cast into a flag or counter.
+
+    With `divide` the same value is computed as ``(raw + add) / scale``, `scale` then being the integer
+    inverse of the field's scale and `add` its offset in raw units (`exact_divisor`).
+    """
 
     kind: Literal["number", "extra", "cast"]
     scale: float | int
     add: float | int
     cast: type = float
+    divide: bool = False
+
+    def apply(self, raw: Any) -> Any:
+        """The value of one raw integer (what the generated decoders write inline)."""
+        if self.kind == "cast":
+            return self.cast(raw)
+        if self.divide:
+            return (raw + self.add) / self.scale + 0.0
+        return raw * self.scale + self.add
+
+
+def exact_divisor(scale: float, add: float) -> tuple[int, int] | None:
+    """``(n, offset)`` when ``raw × scale + add`` is ``(raw + offset) / n`` for integers n ≥ 2 and offset.
+
+    A resolution written as a decimal fraction (0.001 V, 0.1 K) has no exact binary form, so
+    ``raw × 0.001`` carries the scale's representation error into the value (3317 × 0.001 =
+    3.3170000000000002); ``3317 / 1000`` is one correctly rounded division, the binary number nearest to
+    the decimal 3.317, whose shortest repr is "3.317". An offset that is a whole number of steps
+    (-273.1 °C at 0.1 K) moves into the integer before the division, for the same reason. A negative
+    scale gives a negative n (callers add 0.0 to the quotient then, so that a zero is never -0.0). Other
+    scales (≥ 1 in size, not the inverse of an integer) keep the multiplication.
+    """
+    if not (0 < scale < 1 or -1 < scale < 0):
+        return None
+    inverse = 1 / scale
+    steps = round(inverse)
+    if abs(steps) < 2 or abs(inverse - steps) > 1e-9 * abs(steps):
+        return None
+    offset = add * steps
+    whole = round(offset)
+    if abs(offset - whole) > 1e-6 * max(1.0, abs(offset)):
+        return None
+    return steps, whole
 
 
 def linear_form(field: FieldSpec) -> Linear | None:
@@ -192,6 +230,7 @@ def _linear(field: FieldSpec) -> Linear | None:
     """`linear_form`, whatever the field's "absent" markers (the sinks test those themselves)."""
     if (
         field.bit is not None
+        or field.sign_magnitude is not None
         or field.popcount
         or field.map is not None
         or field.version is not None
@@ -202,8 +241,14 @@ def _linear(field: FieldSpec) -> Linear | None:
     target = field.target
     if target in FLOAT_FIELDS:
         # Float targets always get a float, even from an unscaled integer (stable JSON types).
+        divisor = exact_divisor(field.scale, field.add)
+        if divisor is not None:
+            return Linear("number", divisor[0], divisor[1], divide=True)
         return Linear("number", float(field.scale), float(field.add))
     if target.startswith("extras."):
+        divisor = exact_divisor(field.scale, field.add)
+        if divisor is not None:
+            return Linear("extra", divisor[0], divisor[1], divide=True)
         # Unscaled integers stay integers in extras.
         return Linear("extra", _integral(field.scale), _integral(field.add))
     if field.one_of is not None or field.invert or field.scale != 1.0 or field.add != 0.0:
@@ -326,12 +371,18 @@ def _value_transform(field: FieldSpec, where: str) -> Callable[[Any], Any]:
         return lambda raw: _version_text(style, raw)
     if field.date is not None:
         return lambda raw: _packed_date(field, raw)
+    if field.sign_magnitude is not None:
+        return _sign_magnitude(field)
     linear = _linear(field)
     if linear is not None:
         # The same `Linear` the record's inline path applies (a test holds the two to one result).
         if linear.kind == "cast":
             return linear.cast
         lscale, ladd = linear.scale, linear.add
+        if linear.divide and lscale < 0:
+            return lambda raw: (raw + ladd) / lscale + 0.0
+        if linear.divide:
+            return lambda raw: (raw + ladd) / lscale
         return lambda raw: raw * lscale + ladd
     scale, add = field.scale, field.add
     target = field.target
@@ -350,7 +401,23 @@ def _value_transform(field: FieldSpec, where: str) -> Callable[[Any], Any]:
         return finite
     if scale == 1.0 and add == 0.0:
         return lambda raw: raw
+    divisor = exact_divisor(scale, add)
+    if divisor is not None:
+        steps, offset = divisor
+        return lambda raw: (raw + offset) / steps + 0.0
     return lambda raw: raw * scale + add
+
+
+def _sign_magnitude(field: FieldSpec) -> Callable[[Any], Any]:
+    spec = field.sign_magnitude
+    assert spec is not None  # the caller checked
+    sign, mask = 1 << spec.sign_bit, (1 << spec.magnitude_bits) - 1
+    divisor = exact_divisor(field.scale, field.add)
+    if divisor is not None:
+        steps, offset = divisor
+        return lambda raw: ((-(raw & mask) if raw & sign else raw & mask) + offset) / steps + 0.0
+    scale, add = field.scale, field.add
+    return lambda raw: (-(raw & mask) if raw & sign else raw & mask) * scale + add
 
 
 # -- encoding: the inverse of each transform -----------------------------------------------------------
@@ -432,6 +499,14 @@ def _inverse(field: FieldSpec) -> Callable[[Any, Any], Any]:
     if field.date is not None:
         return lambda value, _current: _pack_date(field, value)
     scale, add = field.scale, field.add
+    if field.sign_magnitude is not None:
+        sign, mask = 1 << field.sign_magnitude.sign_bit, (1 << field.sign_magnitude.magnitude_bits) - 1
+
+        def to_sign_magnitude(value: Any, _current: Any) -> int:
+            signed = round((float(value) - add) / scale)
+            return min(abs(signed), mask) | (sign if signed < 0 else 0)
+
+        return to_sign_magnitude
     return lambda value, _current: clamp_raw(field, (float(value) - add) / scale)
 
 

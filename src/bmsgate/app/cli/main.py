@@ -174,12 +174,19 @@ def _protocols(args: argparse.Namespace) -> int:
     for name in default_catalog().names(Kind.PROTOCOL):
         protocol = default_catalog().protocol(name)
         gatt = protocol.gatt_profiles
+        definition = protocol.definition
         rows.append(
             {
                 "name": name,
                 "title": protocol.title,
+                # Verified: decodes conformance vectors of frames captured from a real BMS (the
+                # definition's `verified` key; tests/protocols/test_vectors.py holds it to spec/vectors).
+                "verified": definition.verified.startswith("real frames: "),
+                "evidence": definition.verified or None,
                 "ble_service": gatt[0].service if gatt else None,
-                "serial": protocol.definition.serial is not None,
+                "serial": definition.serial is not None,
+                "variants": list(protocol.variant_names),
+                "matchers": [matcher.model_dump(exclude_none=True) for matcher in definition.match],
                 "alarms": sorted(alarm.value for alarm in protocol.possible_alarms),
             }
         )
@@ -188,7 +195,8 @@ def _protocols(args: argparse.Namespace) -> int:
     else:
         console = _stdout()
         for row in rows:
-            console.print(f"[bold]{row['name']:<12}[/bold] {row['title']}")
+            mark = "[green]verified[/green]  " if row["verified"] else "[yellow]unverified[/yellow]"
+            console.print(f"[bold]{row['name']:<12}[/bold] {mark} {row['title']}")
     return EXIT_OK
 
 

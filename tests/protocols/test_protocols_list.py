@@ -1,0 +1,46 @@
+"""``bmsgate protocols list --json``: every built-in with its verified flag, variants and matchers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from bmsgate.app.cli.main import main
+from bmsgate.catalog import Kind, default_catalog
+
+from .vectorgen import VECTORS
+
+
+def _rows(capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, Any]]:
+    assert main(["protocols", "list", "--json"]) == 0
+    return {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+
+
+def test_every_builtin_is_listed_with_a_verified_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = _rows(capsys)
+    assert set(rows) == set(default_catalog().names(Kind.PROTOCOL))
+    for name, row in rows.items():
+        assert isinstance(row["verified"], bool), name
+        real = any(
+            json.loads(path.read_text(encoding="utf-8"))["real_frames"]
+            for path in (VECTORS / name).glob("decode-*.json")
+        )
+        assert row["verified"] == real, name
+        assert (row["evidence"] is not None) == row["verified"], name
+
+
+def test_variants_and_matchers_are_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = _rows(capsys)
+    assert rows["jk"]["variants"] == ["jk02_24s", "jk02_32s"]
+    assert rows["jbd"]["variants"] == []
+    assert {"local_name": "RNGRBP*", "manufacturer_id": 0xE14C} in rows["renogy-pro"]["matchers"]
+    assert rows["daly-a5"]["verified"] is False  # its vectors are built from the documented layout
+
+
+def test_the_text_listing_says_verified_or_unverified(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["protocols", "list"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert "unverified" in lines["daly-a5"]
+    assert " verified " in lines["jbd"] + " "

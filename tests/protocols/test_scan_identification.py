@@ -1,0 +1,74 @@
+"""`bmsgate scan` identification: advertisements as the public sources describe them → exactly one family.
+
+Scan matching is data (each definition's ``match``), so these cases check the new families' matchers
+against every built-in at once: a pack must be claimed by its own definition and by no other.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bmsgate.catalog import Kind, default_catalog
+from bmsgate.protocols.definition import normalize_uuid
+from bmsgate.transports.discovery import Advertisement, match_advertisement
+
+ALL = default_catalog().protocols()
+
+
+@pytest.mark.parametrize(
+    ("advertisement", "family"),
+    [
+        # aiobmsble renogy_pro_bms.py: RNGRBP* / RNGC* with manufacturer id 0xE14C.
+        (Advertisement(address="14:9C:EF:03:68:81", name="RNGRBP12100", manufacturer_data={0xE14C: b""}), "renogy-pro"),
+        (Advertisement(address="14:9C:EF:03:68:82", name="RNGC12100", manufacturer_data={0xE14C: b""}), "renogy-pro"),
+        # Renogy's BT-2 module keeps matching renogy.
+        (Advertisement(address="14:9C:EF:03:68:83", name="BT-TH-6E1C4E2A", service_uuids=("ffd0",)), "renogy"),
+        # aiobmsble tdt_bms.py: manufacturer id 54976.
+        (Advertisement(address="C0:D6:3C:11:22:33", name="12V100Ah-027", manufacturer_data={54976: b"\x01"}), "tdt"),
+        # aiobmsble cbtpwr_bms.py: service ffe5; Creabest names with service fff0; service 03c1 + 0x5352.
+        (Advertisement(address="AA:BB:CC:00:11:22", name="CBT-12100", service_uuids=("ffe5",)), "cbtpwr"),
+        (Advertisement(address="AA:BB:CC:00:11:23", name="123C456789", service_uuids=("fff0",)), "cbtpwr"),
+        (
+            Advertisement(address="AA:BB:CC:00:11:24", service_uuids=("03c1",), manufacturer_data={0x5352: b""}),
+            "cbtpwr",
+        ),
+        # aiobmsble eg4_bms.py: service 1000 with manufacturer id 0x6F80, or manufacturer id 0x45CC alone.
+        (Advertisement(address="AA:BB:CC:00:22:33", service_uuids=("1000",), manufacturer_data={0x6F80: b""}), "eg4"),
+        (Advertisement(address="AA:BB:CC:00:22:34", name="EG4-LL", manufacturer_data={0x45CC: b""}), "eg4"),
+        # aiobmsble roypow_bms.py: names starting with a space, service ffe0.
+        (Advertisement(address="12:34:56:78:9A:BC", name=" B12100A2303", service_uuids=("ffe0",)), "roypow"),
+        (Advertisement(address="12:34:56:78:9A:BD", name=" S24100B", service_uuids=("ffe0",)), "roypow"),
+        (Advertisement(address="12:34:56:78:9A:BE", name=" UT12300", service_uuids=("ffe0",)), "roypow"),
+    ],
+)
+def test_each_new_family_is_identified_alone(advertisement: Advertisement, family: str) -> None:
+    normalized = Advertisement(
+        address=advertisement.address,
+        name=advertisement.name,
+        service_uuids=tuple(normalize_uuid(uuid) for uuid in advertisement.service_uuids),
+        manufacturer_data=advertisement.manufacturer_data,
+    )
+    assert [match.protocol for match in match_advertisement(normalized, ALL)] == [family]
+
+
+def test_legacy_ant_names_are_claimed_by_both_ant_protocols() -> None:
+    # aiobmsble ant_leg_bms.py claims ANT-BLE0* / ANT-BLE1* with service ffe0, which `ant` claims too
+    # (ANT-BLE* + ffe0): the advertisement cannot tell the two protocols apart, so scan lists both and
+    # `bmsgate probe` (a request of each) decides.
+    legacy = Advertisement(address="AA:BB:CC:A2:34:56", name="ANT-BLE16ZMUB", service_uuids=(normalize_uuid("ffe0"),))
+    assert [match.protocol for match in match_advertisement(legacy, ALL)] == ["ant", "ant-leg"]
+    current = Advertisement(address="AA:BB:CC:A2:34:57", name="ANT-BLE24BHUB", service_uuids=(normalize_uuid("ffe0"),))
+    assert [match.protocol for match in match_advertisement(current, ALL)] == ["ant"]
+
+
+def test_roypow_needs_its_service() -> None:
+    # The leading-space names alone are too loose (" B12..." could be anything): the service is required.
+    bare = Advertisement(address="12:34:56:78:9A:BC", name=" B12100A2303")
+    assert "roypow" not in [match.protocol for match in match_advertisement(bare, ALL)]
+
+
+@pytest.mark.parametrize("name", default_catalog().names(Kind.PROTOCOL))
+def test_every_ble_family_can_be_identified_from_advertisements(name: str) -> None:
+    protocol = default_catalog().protocol(name)
+    if protocol.definition.gatt is not None:
+        assert protocol.definition.match, f"{name} has a GATT profile but no advertisement matcher"
