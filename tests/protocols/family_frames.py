@@ -1,0 +1,63 @@
+"""Real frames of the aiobmsble families defined from issue 14 on, with the values their source states.
+
+Every capture is copied byte for byte from a public test suite (hex as published) and carries the values
+that suite states for it (aiobmsble's ``BMSSample`` keys translated to snapshot keys: ``battery_level`` →
+``soc``, ``temp_values`` → ``temperatures``, ``design_capacity`` in Ah, ``problem_code`` → the raw alarm
+word in extras). ``tests/protocols/test_families.py`` decodes each capture and compares;
+``tests/protocols/vectorgen_families.py`` turns them into conformance vectors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Final
+
+AIOBMSBLE: Final = "patman15/aiobmsble, {}"
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyCapture:
+    """One poll's reply frames of one family, as a public source published them."""
+
+    protocol: str
+    replies: dict[str, list[bytes]]
+    """Reply frames per request name of the definition (a missing name: that request went unanswered)."""
+    source: str
+    stated: dict[str, object]
+    """Snapshot keys → the value the source states for these frames."""
+
+
+def _frames(*texts: str) -> list[bytes]:
+    return [bytes.fromhex(text) for text in texts]
+
+
+CBTPWR: Final = FamilyCapture(
+    "cbtpwr",
+    {
+        "pack": _frames("AA550B0858340000BCF3FFFF4C0D0A"),
+        "temperature": _frames("AA55090CFEFFFEFF00000000000000000F0D0A"),
+        "soc": _frames("AA550A0664130D000000940D0A"),
+        "capacity": _frames("AA551504280003 00440D0A".replace(" ", "")),
+        "runtime": _frames("AA550C0C000000005B06000003007402F20D0A"),
+        "warnings": _frames("AA55210400000000250D0A"),
+        "cells_1_5": _frames("AA55050A0B0D0B0D0A0D0A0D0D09830D0A"),
+        "cells_6_10": _frames("AA55060A00000000000000000000100D0A"),
+    },
+    AIOBMSBLE.format("tests/bms/test_cbtpwr_bms.py (MockCBTpwrBleakClient; 0x07/0x08 not asked for 5 cells)"),
+    {
+        "voltage": 13.4,
+        "current": -3.14,
+        "soc": 100,
+        "cycles": 3,
+        "design_capacity": 40,
+        "cell_voltages": [3.339, 3.339, 3.338, 3.338, 2.317],
+        # aiobmsble reports the first word only; the second (same value here) is the second sensor.
+        "temperatures": [-2, -2],
+        "extras.runtime": 22608,
+        "extras.problem_code": 0,
+        "alarms": [],
+    },
+)
+
+CAPTURES: Final[tuple[FamilyCapture, ...]] = (CBTPWR,)
+"""Every capture, in the issue's order of families."""
