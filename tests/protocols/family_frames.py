@@ -59,5 +59,32 @@ CBTPWR: Final = FamilyCapture(
     },
 )
 
-CAPTURES: Final[tuple[FamilyCapture, ...]] = (CBTPWR,)
+EG4: Final = FamilyCapture(
+    "eg4",
+    {
+        "status": _frames(
+            "01034E052CFFC20CEE0CF10CED0CF1000000000000000000000000000000000000000000000000001100110011000002EE"
+            "006400300002000000000000000000010000000011C80000000000040000000095A4"
+        )
+    },
+    AIOBMSBLE.format("tests/bms/test_eg4_bms.py (MockEG4BleakClient, CMD_STATUS)"),
+    {
+        "voltage": 13.24,
+        "current": -6.2,
+        "soh": 100,
+        "soc": 48,
+        "cycles": 1,
+        "cell_voltages": [3.31, 3.313, 3.309, 3.313],
+        "extras.pcb_temperature": 17,
+        # aiobmsble lists the six sensor slots raw (17, -56, 0, 0, 0, 0); bmsgate drops -56 and 0 as unfitted.
+        "temperatures": [17],
+        "balancing": False,
+        "alarms": [],
+        # aiobmsble omits both capacities (0 in the capture).
+        "remaining_capacity": None,
+        "design_capacity": None,
+    },
+)
+
+CAPTURES: Final[tuple[FamilyCapture, ...]] = (CBTPWR, EG4)
 """Every capture, in the issue's order of families."""
