@@ -25,6 +25,8 @@ class FamilyCapture:
     source: str
     stated: dict[str, object]
     """Snapshot keys → the value the source states for these frames."""
+    vector: str = "poll"
+    """The decode vector's name (``decode-<vector>.json``); the first capture of a family is its poll."""
 
 
 def _frames(*texts: str) -> list[bytes]:
@@ -86,5 +88,66 @@ EG4: Final = FamilyCapture(
     },
 )
 
-CAPTURES: Final[tuple[FamilyCapture, ...]] = (CBTPWR, EG4)
+_ANT_LEG_SOURCE: Final = AIOBMSBLE.format("tests/bms/test_ant_leg_bms.py ({})")
+
+ANT_LEG: Final = FamilyCapture(
+    "ant-leg",
+    {
+        "status": _frames(
+            "AA55AAFF021E0D0A0D0B0D0B0D0B0D550D3F0D6C0D480D880D760D460DB20D0B0D0B0D0B0D0B000000000000000000000000"
+            "000000000000000000000000000000000000000000000000640000000008581E020B3879530A13FBF3001A001DFFFB001500"
+            "0000000201020000000000000000000C0DB2010D0A0D3910FFEF00800000000000000B5034090F0D"
+        )
+    },
+    _ANT_LEG_SOURCE.format("MockANTLEGACYBleakClient"),
+    {
+        "voltage": 54.2,
+        "current": 0.0,
+        "soc": 100,
+        "remaining_capacity": 139.992578,
+        # aiobmsble derives 140 Ah from remaining / SoC; the frame's own field reads 0 (not set).
+        "design_capacity": None,
+        "extras.total_cycle_capacity": 188250.451,
+        "extras.uptime": 169081843,
+        "cell_voltages": [3.338, 3.339, 3.339, 3.339, 3.413, 3.391, 3.436, 3.4, 3.464, 3.446, 3.398, 3.506]
+        + [3.339] * 4,
+        "temperatures": [26, 29, -5, 21],
+        # aiobmsble: problem_code 512 (charge MOSFET status 2, "overcharge protection" in esphome-ant-bms)
+        "alarms": ["cell_overvoltage"],
+        "balancing": False,
+        "charge_enabled": False,
+        "discharge_enabled": True,
+    },
+)
+
+ANT_LEG_DESIGN_CAPACITY: Final = FamilyCapture(
+    "ant-leg",
+    {
+        "status": _frames(
+            "AA55AAFF01E80DAA0D9C0DA40D8E0D9C0D900DB40D970DB50DB50DA80D910D9E0D8C00000000000000000000000000000000"
+            "000000000000000000000000000000000000000000000050290A21FE800419589300A9840F00FA0831001600150015001500"
+            "15001501010003E800170000000186090DB50E0D8C0D9F0E00000070006B02AC00000000400115F4"
+        )
+    },
+    _ANT_LEG_SOURCE.format("test_update_with_design_cap"),
+    {
+        "voltage": 48.8,
+        "current": -8.0,
+        "soc": 41,
+        "design_capacity": 170,
+        "remaining_capacity": 68.769939,
+        "extras.uptime": 16386097,
+        "cell_voltages": [3.498, 3.484, 3.492, 3.47, 3.484, 3.472, 3.508, 3.479, 3.509, 3.509, 3.496, 3.473, 3.486]
+        + [3.468],
+        # aiobmsble reads four sensors (22, 21, 21, 21); sensors 5 and 6 (both 21) are fitted here.
+        "temperatures": [22, 21, 21, 21, 21, 21],
+        "alarms": [],
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        "balancing": False,
+    },
+    vector="design-capacity",
+)
+
+CAPTURES: Final[tuple[FamilyCapture, ...]] = (CBTPWR, EG4, ANT_LEG, ANT_LEG_DESIGN_CAPACITY)
 """Every capture, in the issue's order of families."""

@@ -13,49 +13,68 @@ import json
 import sys
 from pathlib import Path
 
-from bmsgate.protocols import get_protocol
+from bmsgate.protocols import CompiledProtocol, get_protocol
 
 from . import vectorgen
-from .family_frames import CAPTURES
+from .family_frames import CAPTURES, FamilyCapture
 
 
 def fixtures() -> dict[str, vectorgen._Fixture]:
-    """Every captured family as a vector fixture (all real frames)."""
-    return {
-        capture.protocol: vectorgen._Fixture(
-            capture.replies, f"real frames from {capture.source}; via tests/protocols/family_frames.py", True
-        )
-        for capture in CAPTURES
-    }
+    """Every captured family's first capture (its poll) as a vector fixture (all real frames)."""
+    out: dict[str, vectorgen._Fixture] = {}
+    for capture in CAPTURES:
+        out.setdefault(capture.protocol, vectorgen._Fixture(capture.replies, _source(capture), True))
+    return out
+
+
+def _source(capture: FamilyCapture) -> str:
+    return f"real frames from {capture.source}; via tests/protocols/family_frames.py"
+
+
+def _responder(protocol: CompiledProtocol, replies: dict[str, list[bytes]]) -> vectorgen.Responder:
+    """The BMS answers a written frame with the replies of every request that writes the same bytes."""
+    frames = {request.name: request.frame for request in protocol.requests}
+
+    def respond(name: str, _count: int) -> list[bytes]:
+        return [
+            frame
+            for request in protocol.requests
+            if request.frame == frames.get(name)
+            for frame in replies.get(request.name, [])
+        ]
+
+    return respond
 
 
 def generate() -> dict[Path, str]:
     """The families' vector files, as path → text."""
-    files: dict[Path, str] = {}
+    vectors: dict[tuple[str, str], vectorgen.JsonObject] = {}
+    for capture in CAPTURES:
+        protocol = get_protocol(capture.protocol)
+        frames = [frame for request in protocol.requests for frame in capture.replies.get(request.name, [])]
+        title = (
+            "one poll's replies (captured frames), as notifications"
+            if capture.vector == "poll"
+            else f"captured frames ({capture.vector.replace('-', ' ')}), as notifications"
+        )
+        vectors[capture.protocol, f"decode-{capture.vector}"] = vectorgen.decode_vector(
+            protocol, frames, title=title, source=_source(capture)
+        )
     for name, fixture in fixtures().items():
         protocol = get_protocol(name)
-        frames = [frame for request in protocol.requests for frame in fixture.replies.get(request.name, [])]
-        vectors = {
-            "decode-poll": vectorgen.decode_vector(
-                protocol,
-                frames,
-                title="one poll's replies (captured frames), as notifications",
-                source=fixture.source,
-            )
-        }
-        title = "connect, then two polls on one connection (connect-time replies are asked once)"
         key, transcript = vectorgen._transcript(
             protocol,
             name="session-two-polls",
-            title=title,
+            title="connect, then two polls on one connection (connect-time replies are asked once)",
             source=fixture.source,
-            responder=vectorgen._answers(fixture.replies),
+            responder=_responder(protocol, fixture.replies),
             script=vectorgen._two_polls,
         )
-        vectors[key] = transcript
-        for stem, vector in vectors.items():
-            files[vectorgen.VECTORS / name / f"{stem}.json"] = json.dumps(vector, indent=1, ensure_ascii=False) + "\n"
-    return files
+        vectors[name, key] = transcript
+    return {
+        vectorgen.VECTORS / protocol / f"{stem}.json": json.dumps(vector, indent=1, ensure_ascii=False) + "\n"
+        for (protocol, stem), vector in vectors.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
