@@ -149,5 +149,41 @@ ANT_LEG_DESIGN_CAPACITY: Final = FamilyCapture(
     vector="design-capacity",
 )
 
-CAPTURES: Final[tuple[FamilyCapture, ...]] = (CBTPWR, EG4, ANT_LEG, ANT_LEG_DESIGN_CAPACITY)
+PACE: Final = FamilyCapture(
+    "pace",
+    {
+        "serial_number": _frames("9A0000000200000E0D3132333435363738393031325A7D7D9D"),
+        "versions": _frames(
+            "9A00000001000043001550313653313030412D33313931362D312E303600002050313653313030412D33313931362D312E30"
+            "362D3030310000000000000000000A323139333956313430006CA79D"
+        ),
+        "pack": _frames(
+            "9A00000A0100002B02FE8014B61CFF271027104A6400EF000000000000000014D70000030B8E010B890B930B9C0A0CF0100C"
+            "ECA4B49D"
+        ),
+        "cells": _frames(
+            "9A00000A020000440214B6100CEE0B890CEC0B8B0CEE0B8E0CEF0B8B0CEF00000CEE00000CEF00000CEF00000CEF00000CF0"
+            "00000CEF00000CEE00000CEE00000CEF00000CEE00000CEC000032A19D"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_pace_bms.py (MockPaceBleakClient)"),
+    {
+        # The pack frame's comment in the source: "pack -3.84A, 53.02V" (its REF_VALUE's 53.01 V / -4.23 A
+        # come from the 0x0A00 system reply, which this definition does not read).
+        "voltage": 53.02,
+        "current": -3.84,
+        "soc": 74,
+        "soh": 100,
+        "design_capacity": 100,
+        "cycles": 239,
+        "cell_voltages": [3.31, 3.308, 3.31, 3.311, 3.311, 3.31, 3.311, 3.311, 3.311, 3.312, 3.311, 3.31, 3.31]
+        + [3.311, 3.31, 3.308],
+        "temperatures": [22.2, 22.4, 22.7, 22.4],
+        "device.serial_number": "123456789012Z",
+        "device.software_version": "P16S100A-31916-1.06",
+        "device.hardware_version": "21939V140",
+    },
+)
+
+CAPTURES: Final[tuple[FamilyCapture, ...]] = (CBTPWR, EG4, ANT_LEG, ANT_LEG_DESIGN_CAPACITY, PACE)
 """Every capture, in the issue's order of families."""
