@@ -185,31 +185,5 @@ PACE: Final = FamilyCapture(
     },
 )
 
-PYLONTECH: Final = FamilyCapture(
-    "pylontech",
-    {
-        "serial_number": _frames("010310413233313031353030303030303030318504"),
-        "status": _frames("01031A052CFFD00CF00CEF00960096005B0063003F00000B9003E803E845D8"),
-    },
-    AIOBMSBLE.format("tests/bms/test_pylontech_bms.py (a recorded RT12100G31 discharging at about 4.8 A)"),
-    {
-        "voltage": 13.24,
-        "current": -4.8,
-        "soc": 91,
-        "soh": 99,
-        "design_capacity": 100,
-        # aiobmsble lists the two aggregates as "cells" and "sensors"; here they are extras.
-        "extras.cell_voltage_max": 3.312,
-        "extras.cell_voltage_min": 3.311,
-        "extras.temperature_max": 15.0,
-        "extras.temperature_min": 15.0,
-        "extras.reported_power": 63,
-        "extras.lifetime_energy": 296.0,
-        "extras.allowed_current": 100.0,
-        "cell_voltages": [],
-        "device.serial_number": "A231015000000001",
-    },
-)
-
-CAPTURES: Final[tuple[FamilyCapture, ...]] = (CBTPWR, EG4, ANT_LEG, ANT_LEG_DESIGN_CAPACITY, PACE, PYLONTECH)
+CAPTURES: Final[tuple[FamilyCapture, ...]] = (CBTPWR, EG4, ANT_LEG, ANT_LEG_DESIGN_CAPACITY, PACE)
 """Every capture, in the issue's order of families."""
