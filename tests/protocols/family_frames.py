@@ -185,5 +185,35 @@ PACE: Final = FamilyCapture(
     },
 )
 
-CAPTURES: Final[tuple[FamilyCapture, ...]] = (CBTPWR, EG4, ANT_LEG, ANT_LEG_DESIGN_CAPACITY, PACE)
+VATRER: Final = FamilyCapture(
+    "vatrer",
+    {
+        "status": _frames(
+            "0203281493FFFFFE1000280F822710001B00640001000000010CE00CDD0003000F00100014001200020004E4E5"
+        ),
+        "temperatures": _frames(
+            "0203240004001200140013001400140014000000000000000000000000000000340240000000004643"
+        ),
+        "cells": _frames(
+            "02033E00100CDF0CDF0CE00CE00CE00CE00CE00CE00CE00CE00CE00CE00CE00CE00CE00CDD00000000000000000000000000"
+            "000000000000000000000000000000CB54"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_vatrer.py (MockVatrerBleakClient)"),
+    {
+        "voltage": 52.67,
+        "current": -4.96,
+        "soc": 40,
+        "remaining_capacity": 39.7,
+        "cycles": 27,
+        "extras.cell_delta": 0.003,
+        "cell_voltages": [3.295, 3.295] + [3.296] * 13 + [3.293],
+        # aiobmsble lists six values, the last one its MOSFET sensor.
+        "temperatures": [18.0, 20.0, 19.0, 20.0, 20.0],
+        "mosfet_temperature": 20.0,
+        "alarms": [],
+    },
+)
+
+CAPTURES: Final[tuple[FamilyCapture, ...]] = (CBTPWR, EG4, ANT_LEG, ANT_LEG_DESIGN_CAPACITY, PACE, VATRER)
 """Every capture, in the issue's order of families."""
