@@ -215,33 +215,5 @@ VATRER: Final = FamilyCapture(
     },
 )
 
-BUKNUWO: Final = FamilyCapture(
-    "buknuwo",
-    {
-        "status": _frames("01031A0184055900630064205620A123280001000000048000 2D000000219B".replace(" ", "")),
-        "mosfet_temperature": _frames("01030200BBF837"),
-        "temperatures": _frames("0103160001 00C300000000000000000000000000000000000000 C8E7".replace(" ", "")),
-    },
-    AIOBMSBLE.format("tests/bms/test_buknuwo_bms.py (MockBuknuwoBleakClient)"),
-    {
-        "current": 3.88,
-        "voltage": 13.69,
-        "soc": 99,
-        "soh": 100,
-        "remaining_capacity": 82.78,
-        "design_capacity": 90,
-        "cycles": 1,
-        "charge_enabled": True,
-        "discharge_enabled": True,
-        "mosfet_temperature": 18.7,
-        "temperatures": [19.5],
-        # aiobmsble: problem, problem_code 0x480000000 (bytes 22 and 23: 0x04, 0x80)
-        "extras.status_word_9": 0x0004,
-        "extras.status_word_10": 0x8000,
-        "alarms": ["system_fault"],
-        "cell_voltages": [],
-    },
-)
-
-CAPTURES: Final[tuple[FamilyCapture, ...]] = (CBTPWR, EG4, ANT_LEG, ANT_LEG_DESIGN_CAPACITY, PACE, VATRER, BUKNUWO)
+CAPTURES: Final[tuple[FamilyCapture, ...]] = (CBTPWR, EG4, ANT_LEG, ANT_LEG_DESIGN_CAPACITY, PACE, VATRER)
 """Every capture, in the issue's order of families."""
