@@ -215,5 +215,41 @@ VATRER: Final = FamilyCapture(
     },
 )
 
-CAPTURES: Final[tuple[FamilyCapture, ...]] = (CBTPWR, EG4, ANT_LEG, ANT_LEG_DESIGN_CAPACITY, PACE, VATRER)
+GOBEL: Final = FamilyCapture(
+    "gobel",
+    {
+        "device_info": _frames(
+            "010346503453323030412D34303536392D312E30320000343035363931314131313030303332502020202047502D4C413132"
+            "2D3331343230323530363138000000000000000000000082A3"
+        ),
+        "status": _frames(
+            "01037600000533006100647B117EED7AA800010000000000000C0000000000C00000040CFF0D020D020D0100000000000000"
+            "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000100D100"
+            "000000000000000000000000000000000000D3FFFF01D6"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_gobel_bms.py (_FRAME_MAIN_DATA, _FRAME_DEVICE_INFO)"),
+    {
+        "voltage": 13.31,
+        "current": 0.0,
+        "soc": 97,
+        "soh": 100,
+        "remaining_capacity": 315.05,
+        # aiobmsble floors the design capacity to whole Ah (324).
+        "design_capacity": 324.93,
+        "cycles": 1,
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        "cell_voltages": [3.327, 3.33, 3.33, 3.329],
+        # aiobmsble lists [20.9, 21.1]: one cell sensor and the MOSFET sensor.
+        "temperatures": [20.9],
+        "mosfet_temperature": 21.1,
+        "alarms": [],
+        "device.software_version": "P4S200A-40569-1.02",
+        "device.serial_number": "4056911A1100032P",
+        "device.model": "GP-LA12-31420250618",
+    },
+)
+
+CAPTURES: Final[tuple[FamilyCapture, ...]] = (CBTPWR, EG4, ANT_LEG, ANT_LEG_DESIGN_CAPACITY, PACE, VATRER, GOBEL)
 """Every capture, in the issue's order of families."""
