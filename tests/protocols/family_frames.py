@@ -251,5 +251,37 @@ GOBEL: Final = FamilyCapture(
     },
 )
 
-CAPTURES: Final[tuple[FamilyCapture, ...]] = (CBTPWR, EG4, ANT_LEG, ANT_LEG_DESIGN_CAPACITY, PACE, VATRER, GOBEL)
+SAIHANG: Final = FamilyCapture(
+    "saihang",
+    {
+        "status": _frames(
+            "A5A50003900000000000000AA800600064000025A600002710000027100002FFFF0001000006000000000000080DA90D6A0D"
+            "280D3D0D2C0D6B0D4D0D38FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00020B430B46FFFFFFFFFFFFFFFFFF"
+            "FFFFFFFFFFFFFF0B560BA4FFFFFFFFFFFFFFFFFFFFFFFFFFFF00006D600000721000006810000A0DAC0E420D02000A00009A"
+            "5A"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_saihang_bms.py (MockSaihangBleakClient)"),
+    {
+        "voltage": 27.28,
+        "current": 0.0,
+        "soc": 96,
+        "soh": 100,
+        "remaining_capacity": 96.38,
+        "design_capacity": 100.0,
+        "cycles": 2,
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        "balancing": False,
+        "cell_voltages": [3.497, 3.434, 3.368, 3.389, 3.372, 3.435, 3.405, 3.384],
+        "temperatures": [15.3, 15.6],
+        "mosfet_temperature": 17.2,
+        "extras.ambient_temperature": 25.0,
+        # aiobmsble: problem_code 0 (the inverted word)
+        "extras.protection_word": 0xFFFF,
+        "alarms": [],
+    },
+)
+
+CAPTURES: Final[tuple[FamilyCapture, ...]] = (CBTPWR, EG4, ANT_LEG, ANT_LEG_DESIGN_CAPACITY, PACE, VATRER, GOBEL, SAIHANG)
 """Every capture, in the issue's order of families."""
