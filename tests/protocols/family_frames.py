@@ -109,8 +109,21 @@ ANT_LEG: Final = FamilyCapture(
         "design_capacity": None,
         "extras.total_cycle_capacity": 188250.451,
         "extras.uptime": 169081843,
-        "cell_voltages": [3.338, 3.339, 3.339, 3.339, 3.413, 3.391, 3.436, 3.4, 3.464, 3.446, 3.398, 3.506]
-        + [3.339] * 4,
+        "cell_voltages": [
+            3.338,
+            3.339,
+            3.339,
+            3.339,
+            3.413,
+            3.391,
+            3.436,
+            3.4,
+            3.464,
+            3.446,
+            3.398,
+            3.506,
+            *[3.339] * 4,
+        ],
         "temperatures": [26, 29, -5, 21],
         # aiobmsble: problem_code 512 (charge MOSFET status 2, "overcharge protection" in esphome-ant-bms)
         "alarms": ["cell_overvoltage"],
@@ -137,8 +150,22 @@ ANT_LEG_DESIGN_CAPACITY: Final = FamilyCapture(
         "design_capacity": 170,
         "remaining_capacity": 68.769939,
         "extras.uptime": 16386097,
-        "cell_voltages": [3.498, 3.484, 3.492, 3.47, 3.484, 3.472, 3.508, 3.479, 3.509, 3.509, 3.496, 3.473, 3.486]
-        + [3.468],
+        "cell_voltages": [
+            3.498,
+            3.484,
+            3.492,
+            3.47,
+            3.484,
+            3.472,
+            3.508,
+            3.479,
+            3.509,
+            3.509,
+            3.496,
+            3.473,
+            3.486,
+            3.468,
+        ],
         # aiobmsble reads four sensors (22, 21, 21, 21); sensors 5 and 6 (both 21) are fitted here.
         "temperatures": [22, 21, 21, 21, 21, 21],
         "alarms": [],
@@ -176,8 +203,24 @@ PACE: Final = FamilyCapture(
         "soh": 100,
         "design_capacity": 100,
         "cycles": 239,
-        "cell_voltages": [3.31, 3.308, 3.31, 3.311, 3.311, 3.31, 3.311, 3.311, 3.311, 3.312, 3.311, 3.31, 3.31]
-        + [3.311, 3.31, 3.308],
+        "cell_voltages": [
+            3.31,
+            3.308,
+            3.31,
+            3.311,
+            3.311,
+            3.31,
+            3.311,
+            3.311,
+            3.311,
+            3.312,
+            3.311,
+            3.31,
+            3.31,
+            3.311,
+            3.31,
+            3.308,
+        ],
         "temperatures": [22.2, 22.4, 22.7, 22.4],
         "device.serial_number": "123456789012Z",
         "device.software_version": "P16S100A-31916-1.06",
@@ -188,12 +231,8 @@ PACE: Final = FamilyCapture(
 VATRER: Final = FamilyCapture(
     "vatrer",
     {
-        "status": _frames(
-            "0203281493FFFFFE1000280F822710001B00640001000000010CE00CDD0003000F00100014001200020004E4E5"
-        ),
-        "temperatures": _frames(
-            "0203240004001200140013001400140014000000000000000000000000000000340240000000004643"
-        ),
+        "status": _frames("0203281493FFFFFE1000280F822710001B00640001000000010CE00CDD0003000F00100014001200020004E4E5"),
+        "temperatures": _frames("0203240004001200140013001400140014000000000000000000000000000000340240000000004643"),
         "cells": _frames(
             "02033E00100CDF0CDF0CE00CE00CE00CE00CE00CE00CE00CE00CE00CE00CE00CE00CE00CDD00000000000000000000000000"
             "000000000000000000000000000000CB54"
@@ -207,7 +246,7 @@ VATRER: Final = FamilyCapture(
         "remaining_capacity": 39.7,
         "cycles": 27,
         "extras.cell_delta": 0.003,
-        "cell_voltages": [3.295, 3.295] + [3.296] * 13 + [3.293],
+        "cell_voltages": [3.295, 3.295, *[3.296] * 13, 3.293],
         # aiobmsble lists six values, the last one its MOSFET sensor.
         "temperatures": [18.0, 20.0, 19.0, 20.0, 20.0],
         "mosfet_temperature": 20.0,
@@ -283,5 +322,14 @@ SAIHANG: Final = FamilyCapture(
     },
 )
 
-CAPTURES: Final[tuple[FamilyCapture, ...]] = (CBTPWR, EG4, ANT_LEG, ANT_LEG_DESIGN_CAPACITY, PACE, VATRER, GOBEL, SAIHANG)
+CAPTURES: Final[tuple[FamilyCapture, ...]] = (
+    CBTPWR,
+    EG4,
+    ANT_LEG,
+    ANT_LEG_DESIGN_CAPACITY,
+    PACE,
+    VATRER,
+    GOBEL,
+    SAIHANG,
+)
 """Every capture, in the issue's order of families."""
