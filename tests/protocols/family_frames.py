@@ -322,6 +322,53 @@ SAIHANG: Final = FamilyCapture(
     },
 )
 
+BRAUNPWR: Final = FamilyCapture(
+    "braunpwr",
+    {
+        "module_version": _frames("7B741D4B535F424C455F574946495F566572312E302E305F32303234303331337D"),
+        "program_version": _frames("7BF4030203017D"),
+        "pack": _frames("7B0120005314D300D200B400BEFB8761C275300000000000087E810000000E000000647D"),
+        "cells": _frames("7B0221100CFF0D060D050D070D050D070D050D0A0D040D070D060D080D050D060D080D097D"),
+        "temperatures": _frames("7B0309040B910B910B910B917D"),
+    },
+    AIOBMSBLE.format("tests/bms/test_braunpwr_bms.py (MockBraunPWRBleakClient)"),
+    {
+        "voltage": 53.31,
+        "current": -11.45,
+        "soc": 83,
+        "soh": 100,
+        "remaining_capacity": 250.26,
+        "design_capacity": 300,
+        "cycles": 8,
+        "cell_voltages": [
+            3.327,
+            3.334,
+            3.333,
+            3.335,
+            3.333,
+            3.335,
+            3.333,
+            3.338,
+            3.332,
+            3.335,
+            3.334,
+            3.336,
+            3.333,
+            3.334,
+            3.336,
+            3.337,
+        ],
+        "temperatures": [23.0, 23.0, 23.0, 23.0],
+        "extras.balancer_word": 32385,
+        "extras.problem_code": 0,
+        "alarms": [],
+        "device.hardware_version": "KS_BLE_WIFI_Ver1.0.0_20240313",
+        # aiobmsble: "2.3.1" (three bytes); the third is extras.software_patch.
+        "device.software_version": "2.3",
+        "extras.software_patch": 1,
+    },
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     CBTPWR,
     EG4,
@@ -331,5 +378,6 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     VATRER,
     GOBEL,
     SAIHANG,
+    BRAUNPWR,
 )
 """Every capture, in the issue's order of families."""

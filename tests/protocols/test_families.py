@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from bmsgate.errors import BmsgateError
 from bmsgate.protocols import get_protocol
 
 from .family_frames import CAPTURES, FamilyCapture
@@ -57,11 +58,14 @@ def test_every_capture_frame_passes_the_frame_checks(capture: FamilyCapture) -> 
 
 
 def test_a_corrupted_capture_frame_is_refused() -> None:
-    from bmsgate.errors import BmsgateError
-
+    checked = 0
     for capture in CAPTURES:
         protocol = get_protocol(capture.protocol)
+        if protocol.definition.framing.checksum is None:
+            continue  # a protocol without a checksum (braunpwr) cannot notice a flipped bit
+        checked += 1
         frame = bytearray(next(iter(capture.replies.values()))[0])
         frame[len(frame) // 2] ^= 0x01
         with pytest.raises(BmsgateError):
             protocol.check_frame(bytes(frame))
+    assert checked
