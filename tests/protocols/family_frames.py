@@ -369,6 +369,43 @@ BRAUNPWR: Final = FamilyCapture(
     },
 )
 
+HUMSIENK: Final = FamilyCapture(
+    "humsienk",
+    {
+        "handshake": _frames("AA00000000"),
+        "model": _frames("AA110A424D432D3034533030316202"),
+        "version": _frames("AAF50C563032000000000000000000B901"),
+        "status": _frames("AA200F0000000080008000000000000000002F01"),
+        "pack": _frames("AA211A4A33000082FBFFFF2A64E4F70000F04902000300231A1A1A2C1A9108"),
+        "cells": _frames(
+            "AA2230D10CDB0CD40CD00C00000000000000000000000000000000000000000000000000000000000000000000000000000000D203"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_humsienk_bms.py (MockHumsienkBleakClient)"),
+    {
+        "voltage": 13.13,
+        "current": -1.15,
+        "soc": 42,
+        "soh": 100,
+        "remaining_capacity": 63.46,
+        "design_capacity": 150,
+        "cycles": 3,
+        "cell_voltages": [3.281, 3.291, 3.284, 3.28],
+        # aiobmsble's test lists [35, 26, 26, 26, 44, 26]; its docs/humsienk_bms.md names them cell 1-4, MOSFET,
+        # environment.
+        "temperatures": [35.0, 26.0, 26.0, 26.0],
+        "mosfet_temperature": 44.0,
+        "extras.ambient_temperature": 26,
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        "heating": False,
+        "balancing_cells": [],
+        "alarms": [],
+        "device.model": "BMC-04S001",
+        "device.hardware_version": "V02",
+    },
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     CBTPWR,
     EG4,
@@ -379,5 +416,6 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     GOBEL,
     SAIHANG,
     BRAUNPWR,
+    HUMSIENK,
 )
 """Every capture, in the issue's order of families."""
