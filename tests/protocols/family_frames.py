@@ -406,6 +406,31 @@ HUMSIENK: Final = FamilyCapture(
     },
 )
 
+C4S: Final = FamilyCapture(
+    "c4s",
+    {
+        "registers": _frames(
+            "02038C0535FFFFFEAA006224012710006B00620001000000000D0B0D01000A00040003001C001B00010000000000040D090D"
+            "020D010D0B000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+            "000000000000000002001B001C00000000001B001C00000000000000000000000000000032000000000000F42F"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_c4s.py (a real request/response pair recorded while discharging)"),
+    {
+        "voltage": 13.33,
+        "current": -3.42,
+        "soc": 98,
+        "remaining_capacity": 92.17,
+        "design_capacity": 100,
+        "cycles": 107,
+        "soh": 98,
+        "extras.cell_delta": 0.01,
+        "cell_voltages": [3.337, 3.33, 3.329, 3.339],
+        "mosfet_temperature": 28.0,
+        "extras.ambient_temperature": 27,
+    },
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     CBTPWR,
     EG4,
@@ -417,5 +442,6 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     SAIHANG,
     BRAUNPWR,
     HUMSIENK,
+    C4S,
 )
 """Every capture, in the issue's order of families."""
