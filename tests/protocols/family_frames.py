@@ -433,104 +433,6 @@ C4S: Final = FamilyCapture(
     },
 )
 
-_NEEY_SOURCE: Final = AIOBMSBLE.format("tests/bms/test_neey_bms.py (_PROTO_DEFS {})")
-
-NEEY: Final = FamilyCapture(
-    "neey",
-    {
-        "device_info": _frames(
-            "55AA11010100640047572D3234533445420000000000000048572D322E382E305A482D312E322E3356312E302E3000003230"
-            "3232303533310500000001910A0000000000000000000000000000000000000000000000000000000000000000000000ABFF"
-        ),
-        "cell_info": _frames(
-            "55AA110102002C0138E7FA5040B6045140850E5140F0055140B6045140751E51407F4F5140430251401C3D5140786A5140FE"
-            "825140167E5140BC765140167E51408B805140CA665140000000000000000000000000000000000000000000000000000000"
-            "00000000003593243E6894263E3D251B3E908E1B3EB3F3233E2E91253EC61B1A3E4A7C1C3E6F1B1A3EC2431B3E851E183E4B"
-            "27193E5EDF183ED0EB1A3EE6D4183E0CFE183E00000000000000000000000000000000000000000000000000000000000000"
-            "00DE405142DE4051400017083C0A000F0519A182C0C3F54842C3F54842000000000000000000000000000000000000000000"
-            "00000000762E090000000000000000000000000000000000000000000000000000000000000000000000000000000000B6FF"
-        ),
-    },
-    _NEEY_SOURCE.format('"v1"'),
-    {
-        # aiobmsble rounds the floats to 3 decimals.
-        "voltage": 52.313,
-        "extras.cell_delta": 0.008,
-        "cell_voltages": [
-            3.265,
-            3.266,
-            3.267,
-            3.266,
-            3.266,
-            3.267,
-            3.27,
-            3.266,
-            3.269,
-            3.272,
-            3.274,
-            3.273,
-            3.273,
-            3.273,
-            3.273,
-            3.272,
-        ],
-        "balancing": True,
-        "alarms": [],
-        "device.model": "GW-24S4EB",
-        "device.hardware_version": "HW-2.8.0",
-        "device.software_version": "ZH-1.2.3",
-    },
-    tolerance=0.0005,
-)
-
-NEEY_V2: Final = FamilyCapture(
-    "neey",
-    {
-        "device_info": _frames(
-            "55AA110101006400454B2D4232345338453230304100000048572D322E302E3053572D322E302E3056312E332E3336003230"
-            "32353130313510000000B3CF0200343430353031303433393333313233343536454B2D3234533230304100000000000082FF"
-        ),
-        "cell_info": _frames(
-            "55AA110102002C012294685140ECBD5140F2595140867E5140D953514049AF51403BC5514049AF5140E89651409E2B5140E1"
-            "A1514070F8514057F25140019D514032A95140DED35140000000000000000000000000000000000000000000000000000000"
-            "000000000059DBAD3DF737A43DF228923DA8A09F3DD1B4A83D6A56893D83C39F3D2C549E3DB6FA9D3D71E8A53D48D3913D43"
-            "DEA23D7C3B963D57739F3D39EEB43D602C983D00000000000000000000000000000000000000000000000000000000000000"
-            "00FD9D5142FD9D514000D24C3C0B090F050266E000C13CA701406891E14152B8E0413333FB41B29D77420000A04331683143"
-            "3DC25D420000A04300000000C08CAB40000000000000000000000000000000000000000000000000004002000000000005FF"
-        ),
-    },
-    _NEEY_SOURCE.format('"v2"'),
-    {
-        "voltage": 52.404,
-        "extras.cell_delta": 0.013,
-        "cell_voltages": [
-            3.272,
-            3.277,
-            3.271,
-            3.273,
-            3.271,
-            3.276,
-            3.278,
-            3.276,
-            3.275,
-            3.268,
-            3.276,
-            3.281,
-            3.28,
-            3.275,
-            3.276,
-            3.279,
-        ],
-        "balancing": True,
-        "alarms": [],
-        "device.model": "EK-B24S8E200A",
-        "device.hardware_version": "HW-2.0.0",
-        "device.software_version": "SW-2.0.0",
-    },
-    vector="v2",
-    tolerance=0.0005,
-)
-
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     CBTPWR,
     EG4,
@@ -543,7 +445,5 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     BRAUNPWR,
     HUMSIENK,
     C4S,
-    NEEY,
-    NEEY_V2,
 )
 """Every capture, in the issue's order of families."""
