@@ -447,3 +447,67 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     C4S,
 )
 """Every capture, in the issue's order of families."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ProblemFrame:
+    """A capture with one reply replaced by the source's frame that sets alarm bits (built by its authors)."""
+
+    base: FamilyCapture
+    request: str
+    frame: bytes
+    source: str
+    stated: dict[str, object]
+
+
+PROBLEM_FRAMES: Final[tuple[ProblemFrame, ...]] = (
+    ProblemFrame(
+        EG4,
+        "status",
+        bytes.fromhex(
+            "01034E052CFFC20CEE0CF10CED0CF1000000000000000000000000000000000000000000000000001100110011000002EE00"
+            "6400300002000000000001000000010000000011C8000000000004000000008575"
+        ),
+        AIOBMSBLE.format("tests/bms/test_eg4_bms.py test_problem_response first_bit (problem_code 1)"),
+        {"extras.problem_code_high": 0, "extras.problem_code_low": 1, "alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        EG4,
+        "status",
+        bytes.fromhex(
+            "01034E052CFFC20CEE0CF10CED0CF1000000000000000000000000000000000000000000000000001100110011000002EE00"
+            "6400300002800000000000000000010000000011C8000000000004000000003FD8"
+        ),
+        AIOBMSBLE.format("tests/bms/test_eg4_bms.py test_problem_response last_bit (problem_code 2**47)"),
+        {"extras.problem_code_high": 0x8000, "extras.problem_code_low": 0, "alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        CBTPWR,
+        "warnings",
+        bytes.fromhex("AA55210401000000260D0A"),
+        AIOBMSBLE.format("tests/bms/test_cbtpwr_bms.py test_problem_response first_bit"),
+        {"extras.problem_code": 1, "alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        CBTPWR,
+        "warnings",
+        bytes.fromhex("AA55210400000080A50D0A"),
+        AIOBMSBLE.format("tests/bms/test_cbtpwr_bms.py test_problem_response last_bit"),
+        {"extras.problem_code": 1 << 31, "alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        BRAUNPWR,
+        "pack",
+        bytes.fromhex("7B0120005314D300D200B400BEFB8761C2753000000000000800000000000E800000647D"),
+        AIOBMSBLE.format("tests/bms/test_braunpwr_bms.py test_problem_response (problem_code 0x8000)"),
+        {"extras.problem_code": 0x8000, "alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        BRAUNPWR,
+        "pack",
+        bytes.fromhex("7B0120005314D300D200B400BEFB8761C2753000000000000800000000000E000200647D"),
+        AIOBMSBLE.format("tests/bms/test_braunpwr_bms.py test_problem_response (problem_code 0x2)"),
+        {"extras.problem_code": 0x2, "alarms": ["system_fault"]},
+    ),
+)
+"""Frames with alarm bits set, checked against the captures they modify (not conformance vectors)."""

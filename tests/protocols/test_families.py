@@ -10,7 +10,7 @@ import pytest
 from bmsgate.errors import BmsgateError
 from bmsgate.protocols import get_protocol
 
-from .family_frames import CAPTURES, FamilyCapture
+from .family_frames import CAPTURES, PROBLEM_FRAMES, FamilyCapture, ProblemFrame
 
 
 def _value(snapshot: dict[str, Any], key: str) -> Any:
@@ -73,3 +73,20 @@ def test_a_corrupted_capture_frame_is_refused() -> None:
         with pytest.raises(BmsgateError):
             protocol.check_frame(bytes(frame))
     assert checked
+
+
+@pytest.mark.parametrize(
+    "problem", PROBLEM_FRAMES, ids=lambda problem: f"{problem.base.protocol}-{problem.source[-24:]}"
+)
+def test_alarm_bits_of_the_source_raise_alarms(problem: ProblemFrame) -> None:
+    capture = problem.base
+    protocol = get_protocol(capture.protocol)
+    replies = capture.replies | {problem.request: [problem.frame]}
+    frames = [frame for request in protocol.requests for frame in replies.get(request.name, [])]
+    snapshot = protocol.decode(frames, battery_id="capture", timestamp=0.0).to_dict()
+    wrong = {
+        key: (_value(snapshot, key), expected)
+        for key, expected in problem.stated.items()
+        if not _close(_value(snapshot, key), expected, capture.tolerance)
+    }
+    assert not wrong, f"decoded vs stated: {wrong}"
