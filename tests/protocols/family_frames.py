@@ -1,0 +1,332 @@
+"""Real frames of the aiobmsble families defined from issue 14 on, with the values their source states.
+
+Every capture is copied byte for byte from a public test suite (hex as published) and carries the values
+that suite states for it (aiobmsble's ``BMSSample`` keys translated to snapshot keys: ``battery_level`` →
+``soc``, ``temp_values`` → ``temperatures``, ``design_capacity`` in Ah, ``problem_code`` → the raw alarm
+word in extras). ``tests/protocols/test_families.py`` decodes each capture and compares;
+``tests/protocols/vectorgen_families.py`` turns them into conformance vectors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Final
+
+AIOBMSBLE: Final = "patman15/aiobmsble, {}"
+
+
+@dataclasses.dataclass(frozen=True)
+class FamilyCapture:
+    """One poll's reply frames of one family, as a public source published them."""
+
+    protocol: str
+    replies: dict[str, list[bytes]]
+    """Reply frames per request name of the definition (a missing name: that request went unanswered)."""
+    source: str
+    stated: dict[str, object]
+    """Snapshot keys → the value the source states for these frames."""
+    vector: str = "poll"
+    """The decode vector's name (``decode-<vector>.json``); the first capture of a family is its poll."""
+    tolerance: float = 1e-6
+    """How far a decoded number may be from the stated one (the source rounded it)."""
+
+
+def _frames(*texts: str) -> list[bytes]:
+    return [bytes.fromhex(text) for text in texts]
+
+
+PACE: Final = FamilyCapture(
+    "pace",
+    {
+        "serial_number": _frames("9A0000000200000E0D3132333435363738393031325A7D7D9D"),
+        "versions": _frames(
+            "9A00000001000043001550313653313030412D33313931362D312E303600002050313653313030412D33313931362D312E30"
+            "362D3030310000000000000000000A323139333956313430006CA79D"
+        ),
+        "pack": _frames(
+            "9A00000A0100002B02FE8014B61CFF271027104A6400EF000000000000000014D70000030B8E010B890B930B9C0A0CF0100C"
+            "ECA4B49D"
+        ),
+        "cells": _frames(
+            "9A00000A020000440214B6100CEE0B890CEC0B8B0CEE0B8E0CEF0B8B0CEF00000CEE00000CEF00000CEF00000CEF00000CF0"
+            "00000CEF00000CEE00000CEE00000CEF00000CEE00000CEC000032A19D"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_pace_bms.py (MockPaceBleakClient)"),
+    {
+        # The pack frame's comment in the source: "pack -3.84A, 53.02V" (its REF_VALUE's 53.01 V / -4.23 A
+        # come from the 0x0A00 system reply, which this definition does not read).
+        "voltage": 53.02,
+        "current": -3.84,
+        "soc": 74,
+        "soh": 100,
+        "design_capacity": 100,
+        "cycles": 239,
+        "cell_voltages": [
+            3.31,
+            3.308,
+            3.31,
+            3.311,
+            3.311,
+            3.31,
+            3.311,
+            3.311,
+            3.311,
+            3.312,
+            3.311,
+            3.31,
+            3.31,
+            3.311,
+            3.31,
+            3.308,
+        ],
+        "temperatures": [22.2, 22.4, 22.7, 22.4],
+        "device.serial_number": "123456789012Z",
+        "device.software_version": "P16S100A-31916-1.06",
+        "device.hardware_version": "21939V140",
+    },
+)
+
+VATRER: Final = FamilyCapture(
+    "vatrer",
+    {
+        "status": _frames("0203281493FFFFFE1000280F822710001B00640001000000010CE00CDD0003000F00100014001200020004E4E5"),
+        "temperatures": _frames("0203240004001200140013001400140014000000000000000000000000000000340240000000004643"),
+        "cells": _frames(
+            "02033E00100CDF0CDF0CE00CE00CE00CE00CE00CE00CE00CE00CE00CE00CE00CE00CE00CDD00000000000000000000000000"
+            "000000000000000000000000000000CB54"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_vatrer.py (MockVatrerBleakClient)"),
+    {
+        "voltage": 52.67,
+        "current": -4.96,
+        "soc": 40,
+        "remaining_capacity": 39.7,
+        "cycles": 27,
+        "extras.cell_delta": 0.003,
+        "cell_voltages": [3.295, 3.295, *[3.296] * 13, 3.293],
+        # aiobmsble lists six values, the last one its MOSFET sensor.
+        "temperatures": [18.0, 20.0, 19.0, 20.0, 20.0],
+        "mosfet_temperature": 20.0,
+        "alarms": [],
+    },
+)
+
+GOBEL: Final = FamilyCapture(
+    "gobel",
+    {
+        "device_info": _frames(
+            "010346503453323030412D34303536392D312E30320000343035363931314131313030303332502020202047502D4C413132"
+            "2D3331343230323530363138000000000000000000000082A3"
+        ),
+        "status": _frames(
+            "01037600000533006100647B117EED7AA800010000000000000C0000000000C00000040CFF0D020D020D0100000000000000"
+            "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000100D100"
+            "000000000000000000000000000000000000D3FFFF01D6"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_gobel_bms.py (_FRAME_MAIN_DATA, _FRAME_DEVICE_INFO)"),
+    {
+        "voltage": 13.31,
+        "current": 0.0,
+        "soc": 97,
+        "soh": 100,
+        "remaining_capacity": 315.05,
+        # aiobmsble floors the design capacity to whole Ah (324).
+        "design_capacity": 324.93,
+        "cycles": 1,
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        "cell_voltages": [3.327, 3.33, 3.33, 3.329],
+        # aiobmsble lists [20.9, 21.1]: one cell sensor and the MOSFET sensor.
+        "temperatures": [20.9],
+        "mosfet_temperature": 21.1,
+        "alarms": [],
+        "device.software_version": "P4S200A-40569-1.02",
+        "device.serial_number": "4056911A1100032P",
+        "device.model": "GP-LA12-31420250618",
+    },
+)
+
+SAIHANG: Final = FamilyCapture(
+    "saihang",
+    {
+        "status": _frames(
+            "A5A50003900000000000000AA800600064000025A600002710000027100002FFFF0001000006000000000000080DA90D6A0D"
+            "280D3D0D2C0D6B0D4D0D38FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF00020B430B46FFFFFFFFFFFFFFFFFF"
+            "FFFFFFFFFFFFFF0B560BA4FFFFFFFFFFFFFFFFFFFFFFFFFFFF00006D600000721000006810000A0DAC0E420D02000A00009A"
+            "5A"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_saihang_bms.py (MockSaihangBleakClient)"),
+    {
+        "voltage": 27.28,
+        "current": 0.0,
+        "soc": 96,
+        "soh": 100,
+        "remaining_capacity": 96.38,
+        "design_capacity": 100.0,
+        "cycles": 2,
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        "balancing": False,
+        "cell_voltages": [3.497, 3.434, 3.368, 3.389, 3.372, 3.435, 3.405, 3.384],
+        "temperatures": [15.3, 15.6],
+        "mosfet_temperature": 17.2,
+        "extras.ambient_temperature": 25.0,
+        # aiobmsble: problem_code 0 (the inverted word)
+        "extras.protection_word": 0xFFFF,
+        "alarms": [],
+    },
+)
+
+BRAUNPWR: Final = FamilyCapture(
+    "braunpwr",
+    {
+        "module_version": _frames("7B741D4B535F424C455F574946495F566572312E302E305F32303234303331337D"),
+        "program_version": _frames("7BF4030203017D"),
+        "pack": _frames("7B0120005314D300D200B400BEFB8761C275300000000000087E810000000E000000647D"),
+        "cells": _frames("7B0221100CFF0D060D050D070D050D070D050D0A0D040D070D060D080D050D060D080D097D"),
+        "temperatures": _frames("7B0309040B910B910B910B917D"),
+    },
+    AIOBMSBLE.format("tests/bms/test_braunpwr_bms.py (MockBraunPWRBleakClient)"),
+    {
+        "voltage": 53.31,
+        "current": -11.45,
+        "soc": 83,
+        "soh": 100,
+        "remaining_capacity": 250.26,
+        "design_capacity": 300,
+        "cycles": 8,
+        "cell_voltages": [
+            3.327,
+            3.334,
+            3.333,
+            3.335,
+            3.333,
+            3.335,
+            3.333,
+            3.338,
+            3.332,
+            3.335,
+            3.334,
+            3.336,
+            3.333,
+            3.334,
+            3.336,
+            3.337,
+        ],
+        "temperatures": [23.0, 23.0, 23.0, 23.0],
+        "extras.balancer_word": 32385,
+        "extras.problem_code": 0,
+        "alarms": [],
+        "device.hardware_version": "KS_BLE_WIFI_Ver1.0.0_20240313",
+        # aiobmsble: "2.3.1" (three bytes); the third is extras.software_patch.
+        "device.software_version": "2.3",
+        "extras.software_patch": 1,
+    },
+)
+
+HUMSIENK: Final = FamilyCapture(
+    "humsienk",
+    {
+        "handshake": _frames("AA00000000"),
+        "model": _frames("AA110A424D432D3034533030316202"),
+        "version": _frames("AAF50C563032000000000000000000B901"),
+        "status": _frames("AA200F0000000080008000000000000000002F01"),
+        "pack": _frames("AA211A4A33000082FBFFFF2A64E4F70000F04902000300231A1A1A2C1A9108"),
+        "cells": _frames(
+            "AA2230D10CDB0CD40CD00C00000000000000000000000000000000000000000000000000000000000000000000000000000000D203"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_humsienk_bms.py (MockHumsienkBleakClient)"),
+    {
+        "voltage": 13.13,
+        "current": -1.15,
+        "soc": 42,
+        "soh": 100,
+        "remaining_capacity": 63.46,
+        "design_capacity": 150,
+        "cycles": 3,
+        "cell_voltages": [3.281, 3.291, 3.284, 3.28],
+        # aiobmsble's test lists [35, 26, 26, 26, 44, 26]; its docs/humsienk_bms.md names them cell 1-4, MOSFET,
+        # environment.
+        "temperatures": [35.0, 26.0, 26.0, 26.0],
+        "mosfet_temperature": 44.0,
+        "extras.ambient_temperature": 26,
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        "heating": False,
+        "balancing_cells": [],
+        "alarms": [],
+        "device.model": "BMC-04S001",
+        "device.hardware_version": "V02",
+    },
+)
+
+C4S: Final = FamilyCapture(
+    "c4s",
+    {
+        "registers": _frames(
+            "02038C0535FFFFFEAA006224012710006B00620001000000000D0B0D01000A00040003001C001B00010000000000040D090D"
+            "020D010D0B000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+            "000000000000000002001B001C00000000001B001C00000000000000000000000000000032000000000000F42F"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_c4s.py (a real request/response pair recorded while discharging)"),
+    {
+        "voltage": 13.33,
+        "current": -3.42,
+        "soc": 98,
+        "remaining_capacity": 92.17,
+        "design_capacity": 100,
+        "cycles": 107,
+        "soh": 98,
+        "extras.cell_delta": 0.01,
+        "cell_voltages": [3.337, 3.33, 3.329, 3.339],
+        "mosfet_temperature": 28.0,
+        "extras.ambient_temperature": 27,
+    },
+)
+
+CAPTURES: Final[tuple[FamilyCapture, ...]] = (
+    PACE,
+    VATRER,
+    GOBEL,
+    SAIHANG,
+    BRAUNPWR,
+    HUMSIENK,
+    C4S,
+)
+"""Every capture, in the issue's order of families."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ProblemFrame:
+    """A capture with one reply replaced by the source's frame that sets alarm bits (built by its authors)."""
+
+    base: FamilyCapture
+    request: str
+    frame: bytes
+    source: str
+    stated: dict[str, object]
+
+
+PROBLEM_FRAMES: Final[tuple[ProblemFrame, ...]] = (
+    ProblemFrame(
+        BRAUNPWR,
+        "pack",
+        bytes.fromhex("7B0120005314D300D200B400BEFB8761C2753000000000000800000000000E800000647D"),
+        AIOBMSBLE.format("tests/bms/test_braunpwr_bms.py test_problem_response (problem_code 0x8000)"),
+        {"extras.problem_code": 0x8000, "alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        BRAUNPWR,
+        "pack",
+        bytes.fromhex("7B0120005314D300D200B400BEFB8761C2753000000000000800000000000E000200647D"),
+        AIOBMSBLE.format("tests/bms/test_braunpwr_bms.py test_problem_response (problem_code 0x2)"),
+        {"extras.problem_code": 0x2, "alarms": ["system_fault"]},
+    ),
+)
+"""Frames with alarm bits set, checked against the captures they modify (not conformance vectors)."""

@@ -1,0 +1,100 @@
+"""Writes the conformance vectors of the issue-14 families (``python -m tests.protocols.vectorgen_families``).
+
+The same vector forms as ``tests/protocols/vectorgen.py`` (a captured poll as notifications, and a
+two-poll session transcript), made from the public captures in ``family_frames.py``. `fixtures()` has
+the shape ``vectorgen`` uses for its own protocols, so that generator can take these families over with
+one line; until then this module writes (or with ``--check`` compares) their files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bmsgate.protocols import CompiledProtocol, get_protocol
+
+from . import vectorgen
+from .family_frames import CAPTURES, FamilyCapture
+
+
+def fixtures() -> dict[str, vectorgen._Fixture]:
+    """Every captured family's first capture (its poll) as a vector fixture (all real frames)."""
+    out: dict[str, vectorgen._Fixture] = {}
+    for capture in CAPTURES:
+        out.setdefault(capture.protocol, vectorgen._Fixture(capture.replies, _source(capture), True))
+    return out
+
+
+def _source(capture: FamilyCapture) -> str:
+    return f"real frames from {capture.source}; via tests/protocols/family_frames.py"
+
+
+def _responder(protocol: CompiledProtocol, replies: dict[str, list[bytes]]) -> vectorgen.Responder:
+    """The BMS answers a written frame with the replies of every request that writes the same bytes."""
+    frames = {request.name: request.frame for request in protocol.requests}
+
+    def respond(name: str, _count: int) -> list[bytes]:
+        return [
+            frame
+            for request in protocol.requests
+            if request.frame == frames.get(name)
+            for frame in replies.get(request.name, [])
+        ]
+
+    return respond
+
+
+def generate() -> dict[Path, str]:
+    """The families' vector files, as path → text."""
+    vectors: dict[tuple[str, str], vectorgen.JsonObject] = {}
+    for capture in CAPTURES:
+        protocol = get_protocol(capture.protocol)
+        frames = [frame for request in protocol.requests for frame in capture.replies.get(request.name, [])]
+        title = (
+            "one poll's replies (captured frames), as notifications"
+            if capture.vector == "poll"
+            else f"captured frames ({capture.vector.replace('-', ' ')}), as notifications"
+        )
+        vectors[capture.protocol, f"decode-{capture.vector}"] = vectorgen.decode_vector(
+            protocol, frames, title=title, source=_source(capture), real=True
+        )
+    for name, fixture in fixtures().items():
+        protocol = get_protocol(name)
+        key, transcript = vectorgen._transcript(
+            protocol,
+            name="session-two-polls",
+            title="connect, then two polls on one connection (connect-time replies are asked once)",
+            source=fixture.source,
+            responder=_responder(protocol, fixture.replies),
+            script=vectorgen._two_polls,
+        )
+        vectors[name, key] = transcript
+    return {
+        vectorgen.VECTORS / protocol / f"{stem}.json": json.dumps(vector, indent=1, ensure_ascii=False) + "\n"
+        for (protocol, stem), vector in vectors.items()
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write (or with ``--check`` compare) the families' vector files."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only report files that would change")
+    args = parser.parse_args(argv)
+    changed = 0
+    for path, text in sorted(generate().items()):
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            continue
+        changed += 1
+        if args.check:
+            print(f"would change: {path.relative_to(vectorgen.ROOT)}")
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path.relative_to(vectorgen.ROOT)}")
+    return 1 if args.check and changed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
