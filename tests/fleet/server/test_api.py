@@ -432,6 +432,7 @@ async def test_the_dashboard_and_its_libraries_are_served(fleet: RunningFleet) -
 
 async def _summary_of(http: httpx.AsyncClient, gateway: str) -> dict[str, Any]:
     listing = (await http.get("/api/v1/gateways", params={"summary": "true"})).json()
+    found: dict[str, Any]
     [found] = [entry for entry in listing["gateways"] if entry["id"] == gateway]
     return found
 
