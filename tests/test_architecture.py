@@ -151,6 +151,8 @@ _ADAPTERS = {
     "litestar": {"bmsgate.fleet.server.api.app"},
     "uvicorn": {"bmsgate.fleet.server.api.server"},
     "playwright": set(),
+    "yoyo": {"bmsgate.fleet.server.store.migrate"},
+    "psycopg": {"bmsgate.fleet.server.store.postgres"},
 }
 """Each third-party I/O library and the one adapter module allowed to import it."""
 

@@ -45,6 +45,9 @@ class IncomingMessage:
     topic: str
     payload: bytes
     retain: bool
+    qos: int = 0
+    mid: int = 0
+    """The packet id, for :meth:`MqttSession.ack` (sessions connected with ``manual_ack``)."""
 
 
 def _error(action: str, exc: BaseException) -> SinkError:
@@ -64,9 +67,22 @@ def _ssl_context(tls: TlsSettings) -> ssl.SSLContext:
 class MqttSession:
     """One connected MQTT session (create it with :func:`connect`)."""
 
-    def __init__(self, client: aiomqtt.Client, qos: int) -> None:
+    def __init__(self, client: aiomqtt.Client, qos: int, *, manual_ack: bool = False) -> None:
         self._client = client
         self.qos = qos
+        self.manual_ack = manual_ack
+
+    def ack(self, message: IncomingMessage) -> None:
+        """Acknowledge a QoS 1/2 message received on a ``manual_ack`` session (no-op otherwise).
+
+        Until acknowledged, the broker counts the message as in flight: it stops sending once its
+        in-flight limit is reached and queues the rest for the (persistent) session, and it sends the
+        message again after a reconnect. Acknowledge in the order received, and only on the session the
+        message came on.
+        """
+        if self.manual_ack and message.qos > 0:
+            # aiomqtt has no acknowledgement API; paho's own is public (manual_ack_set / ack).
+            self._client._client.ack(message.mid, message.qos)
 
     async def publish(self, topic: str, payload: str | bytes, *, retain: bool, qos: int | None = None) -> None:
         """Publish one message; with QoS > 0 this waits for the broker's acknowledgement.
@@ -110,12 +126,24 @@ class MqttSession:
                 message = await iterator.__anext__()
             except aiomqtt.MqttError as exc:
                 raise _error("connection lost", exc) from exc
-            yield IncomingMessage(str(message.topic), bytes(message.payload), bool(message.retain))
+            yield IncomingMessage(
+                str(message.topic),
+                bytes(message.payload),
+                bool(message.retain),
+                qos=int(message.qos),
+                mid=int(message.mid),
+            )
 
 
 @contextlib.asynccontextmanager
 async def connect(
-    settings: BrokerSettings, *, will_topic: str, will_payload: str, client_id: str | None = None
+    settings: BrokerSettings,
+    *,
+    will_topic: str,
+    will_payload: str,
+    client_id: str | None = None,
+    clean_session: bool = True,
+    manual_ack: bool = False,
 ) -> AsyncIterator[MqttSession]:
     """Connect to the broker with a retained last will; disconnect cleanly on exit.
 
@@ -124,6 +152,10 @@ async def connect(
         will_topic: topic of the last will (published by the broker if we vanish).
         will_payload: its payload.
         client_id: overrides ``settings.effective_client_id``.
+        clean_session: False keeps the broker-side session (subscriptions and queued QoS 1 messages) across
+            disconnects; needs a fixed client id.
+        manual_ack: acknowledge received QoS 1 messages only through :meth:`MqttSession.ack` (a consumer
+            that acknowledges after storing loses nothing when it dies, and applies backpressure).
 
     Raises:
         SinkError: connecting failed (refused, authentication, TLS, network) or the session broke.
@@ -142,16 +174,18 @@ async def connect(
         identifier=client_id or settings.effective_client_id,
         will=aiomqtt.Will(will_topic, will_payload, qos=1, retain=True),
         keepalive=settings.keepalive,
-        clean_session=True,
+        clean_session=clean_session,
         timeout=_TIMEOUT,
         tls_context=tls_context,
     )
+    if manual_ack:
+        client._client.manual_ack_set(True)  # see MqttSession.ack
     await _enter(client, settings)
     # From here on every wait is under our own timeouts (see _TIMEOUT); this one also covers the
     # DISCONNECT in __aexit__, which is then awaited without asyncio.wait_for.
     client.timeout = math.inf
     try:
-        yield MqttSession(client, settings.qos)
+        yield MqttSession(client, settings.qos, manual_ack=manual_ack)
     finally:
         await _close(client)
 

@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 import psycopg
 import pytest
@@ -66,8 +66,20 @@ class PostgresCluster:
             check=True,
             capture_output=True,
         )
-        log = (self.directory / "postgres.log").open("ab")
-        self.process = subprocess.Popen(
+        with (self.directory / "postgres.log").open("ab") as log:
+            self.process = self._spawn(data, log)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(self.url("postgres"), connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"postgres did not start: {self.log()}") from None
+                time.sleep(0.1)
+
+    def _spawn(self, data: Path, log: BinaryIO) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 *self._as_postgres(),
                 str(self.binaries / "postgres"),
@@ -89,15 +101,6 @@ class PostgresCluster:
             stdout=log,
             stderr=log,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with psycopg.connect(self.url("postgres"), connect_timeout=2):
-                    return
-            except psycopg.OperationalError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"postgres did not start: {self.log()}") from None
-                time.sleep(0.1)
 
     def log(self) -> str:
         return (self.directory / "postgres.log").read_text(errors="replace")[-2000:]
@@ -183,8 +186,8 @@ class Mosquitto:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        log = (self.directory / "mosquitto.log").open("ab")
-        self.process = subprocess.Popen([str(self.binary), "-c", str(self.config)], stdout=log, stderr=log)
+        with (self.directory / "mosquitto.log").open("ab") as log:
+            self.process = subprocess.Popen([str(self.binary), "-c", str(self.config)], stdout=log, stderr=log)
         deadline = time.monotonic() + 10
         while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):

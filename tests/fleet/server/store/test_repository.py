@@ -20,7 +20,6 @@ from bmsgate.fleet.server.store.repository import (
     StoreError,
     UnknownRecord,
 )
-from bmsgate.model import Alarm
 from tests.fleet.server.store.messages import T0, event, snapshot, state, telemetry
 
 

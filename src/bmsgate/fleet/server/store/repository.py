@@ -301,6 +301,13 @@ class AlarmRecord:
     closed_by: str | None
     """Who closed it (a user), or None when the condition went away (closed by the server)."""
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (live feed, notifications, API): the severity by name."""
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        data["severity"] = self.severity.label
+        data["state"] = self.state.value
+        return data
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class AlarmHistoryEntry:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from bmsgate.fleet.protocol import Location, StateMessage, TelemetryMessage
@@ -22,19 +22,23 @@ from bmsgate.fleet.server.store.repository import (
     AlarmHistoryEntry,
     AlarmRecord,
     AlarmState,
+    Availability,
     BatteryRecord,
     GatewayRecord,
+    IngestBatch,
     LocationRecord,
     PackRecord,
     Resolution,
     Severity,
     StoreError,
+    WriteResult,
     series_field_is_valid,
 )
 from bmsgate.model import BatterySnapshot
 
 __all__ = [
     "ALARM_COLUMNS",
+    "BatchRows",
     "GATEWAY_COLUMNS",
     "ROLLUP_SECONDS",
     "SAMPLE_COLUMNS",
@@ -142,8 +146,8 @@ class TelemetryRows:
 
     def __init__(self) -> None:
         self.samples: list[SampleValues] = []
-        self.batteries: list[tuple[str, str, float, float | None, bool, str | None]] = []
-        """``(gateway, battery, at, age_s, stale, full snapshot JSON or None)``."""
+        self.batteries: list[tuple[str, str, float, float | None, bool, BatterySnapshot | None]] = []
+        """``(gateway, battery, at, age_s, stale, snapshot or None)``."""
         self.rejected = 0
 
 
@@ -161,9 +165,7 @@ def telemetry_rows(message: TelemetryMessage) -> TelemetryRows:
         if snapshot is None:
             rows.batteries.append((message.gateway, reading.id, message.at, reading.age_s, True, None))
             continue
-        rows.batteries.append(
-            (message.gateway, reading.id, message.at, reading.age_s, reading.stale, dumps(snapshot.to_dict()))
-        )
+        rows.batteries.append((message.gateway, reading.id, message.at, reading.age_s, reading.stale, snapshot))
         if not reading.stale:
             # A stale reading repeats an old one: it is the latest known, not a new sample.
             rows.samples.append(
@@ -262,7 +264,7 @@ def gateway_from_row(
         location=None if location_data is None else LocationRecord(**location_data),
         home=home,
         online=bool(values["online"]),
-        last_seen=values["last_seen"],
+        last_seen=values["last_seen"] or None,
         interval_s=values["interval_s"],
         uptime_s=values["uptime_s"],
         buffer_queued=values["buffer_queued"] or 0,
@@ -357,3 +359,55 @@ def weighted_mean(rows: Sequence[tuple[tuple[float | None, ...], int]]) -> tuple
 def mapping_or_empty(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     """``value`` or an empty mapping."""
     return value if value is not None else {}
+
+
+class BatchRows:
+    """Every row one :class:`~.repository.IngestBatch` writes, backend-neutral but for the cell encoding."""
+
+    __slots__ = ("activity", "availability", "batteries", "events", "rejected", "samples", "states")
+
+    def __init__(self, batch: IngestBatch, encode_cells: Callable[[tuple[float, ...]], Any]) -> None:
+        self.samples: list[tuple[Any, ...]] = []
+        latest: dict[tuple[str, str], tuple[Any, ...]] = {}
+        activity: dict[str, list[Any]] = {}
+        self.rejected = 0
+        for message, received_at in batch.telemetry:
+            rows = telemetry_rows(message)
+            self.rejected += rows.rejected
+            self.samples.extend((*row[:-1], encode_cells(row[-1])) for row in rows.samples)
+            for row in rows.batteries:
+                previous = latest.get((row[0], row[1]))
+                if previous is None or row[2] >= previous[2]:
+                    latest[row[0], row[1]] = row
+            entry = activity.setdefault(message.gateway, [message.gateway, 0.0, None, None, None])
+            entry[1] = max(entry[1], received_at)
+            if rows.samples:
+                entry[2] = message.at if entry[2] is None else min(entry[2], message.at)
+            if message.inverter is not None and (entry[4] is None or message.at >= entry[4]):
+                entry[3], entry[4] = dumps(message.inverter), message.at
+        for event, received_at in batch.events:
+            entry = activity.setdefault(event.gateway, [event.gateway, 0.0, None, None, None])
+            entry[1] = max(entry[1], received_at)
+        # Only the newest reading per battery is kept as "latest": only it needs its full JSON form.
+        self.batteries = [(*row[:5], None if row[5] is None else dumps(row[5].to_dict())) for row in latest.values()]
+        """``(gateway, battery, at, age_s, stale, full snapshot JSON)``, the newest per battery."""
+        self.activity = [tuple(entry) for entry in activity.values()]
+        """``(gateway, last_seen, rollup_from, inverter JSON, inverter_at)``."""
+        self.states = [state_values(message, received_at) for message, received_at in batch.states]
+        self.availability = [
+            (gateway, value is Availability.ONLINE, received_at) for gateway, value, received_at in batch.availability
+        ]
+        self.events = [
+            (e.gateway, e.seq, e.at, e.kind.value, e.battery, e.alarm, e.detail, dumps(e.data), received_at)
+            for e, received_at in batch.events
+        ]
+
+    def result(self, samples_written: int, events_written: int) -> WriteResult:
+        """The write result once the rows are stored."""
+        return WriteResult(
+            samples_written=samples_written,
+            samples_duplicate=len(self.samples) - samples_written,
+            events_written=events_written,
+            events_duplicate=len(self.events) - events_written,
+            snapshots_rejected=self.rejected,
+        )

@@ -21,15 +21,14 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from bmsgate.fleet.server.store import rows as R  # noqa: N812 - short alias for the shared row helpers
+from bmsgate.fleet.server.store import sqlite_sql as S  # noqa: N812
 from bmsgate.fleet.server.store.migrate import apply_migrations
 from bmsgate.fleet.server.store.repository import (
-    NUMERIC_FIELDS,
     AlarmAction,
     AlarmFilter,
     AlarmHistoryEntry,
     AlarmRecord,
     AlarmState,
-    Availability,
     EventRecord,
     GatewayRecord,
     IngestBatch,
@@ -45,7 +44,6 @@ from bmsgate.fleet.server.store.repository import (
 from bmsgate.fleet.server.store.settings import DAY, SQLITE_FILE, StoreSettings
 from bmsgate.fleet.server.store.sql import (
     EXPORT_TABLES,
-    ROLLUP_FIELDS_SQL,
     alarm_filter_sql,
     series_points,
     table_columns,
@@ -118,83 +116,6 @@ def _transaction(connection: sqlite3.Connection) -> Any:
         connection.execute("ROLLBACK")
         raise
     connection.execute("COMMIT")
-
-
-_STATE_SQL: Final = """
-INSERT INTO gateways (id, name, site, tags, hardware, software_version, packs, location, interval_s, uptime_s,
-    buffer_queued, buffer_dropped, descriptors, state_at, last_seen, home_lat, home_lon)
-VALUES (:id, :name, :site, :tags, :hardware, :software_version, :packs, :location, :interval_s, :uptime_s,
-    :buffer_queued, :buffer_dropped, :descriptors, :state_at, :last_seen, :fixed_lat, :fixed_lon)
-ON CONFLICT (id) DO UPDATE SET name = excluded.name, site = excluded.site, tags = excluded.tags,
-    hardware = excluded.hardware, software_version = excluded.software_version, packs = excluded.packs,
-    location = excluded.location, interval_s = excluded.interval_s, uptime_s = excluded.uptime_s,
-    buffer_queued = excluded.buffer_queued, buffer_dropped = excluded.buffer_dropped,
-    descriptors = excluded.descriptors, state_at = excluded.state_at,
-    last_seen = max(coalesce(gateways.last_seen, 0), excluded.last_seen),
-    home_lat = coalesce(gateways.home_lat, excluded.home_lat),
-    home_lon = CASE WHEN gateways.home_lat IS NULL THEN excluded.home_lon ELSE gateways.home_lon END
-WHERE gateways.state_at IS NULL OR excluded.state_at >= gateways.state_at
-"""
-_AVAILABILITY_SQL: Final = """
-INSERT INTO gateways (id, online, last_seen) VALUES (?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET online = excluded.online,
-    last_seen = max(coalesce(gateways.last_seen, 0), excluded.last_seen)
-"""
-_ACTIVITY_SQL: Final = """
-INSERT INTO gateways (id, last_seen, rollup_from, inverter, inverter_at) VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET last_seen = max(coalesce(gateways.last_seen, 0), excluded.last_seen),
-    rollup_from = min(coalesce(gateways.rollup_from, excluded.rollup_from), coalesce(excluded.rollup_from, 1e300)),
-    inverter = CASE WHEN excluded.inverter_at >= coalesce(gateways.inverter_at, 0)
-        THEN excluded.inverter ELSE gateways.inverter END,
-    inverter_at = max(coalesce(gateways.inverter_at, 0), coalesce(excluded.inverter_at, 0))
-"""
-_SAMPLE_SQL: Final = (
-    f"INSERT OR IGNORE INTO samples ({', '.join(R.SAMPLE_COLUMNS)}) VALUES ({', '.join('?' * len(R.SAMPLE_COLUMNS))})"
-)
-_BATTERY_SQL: Final = """
-INSERT INTO batteries (gateway, battery, at, age_s, stale, snapshot) VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (gateway, battery) DO UPDATE SET at = excluded.at, age_s = excluded.age_s, stale = excluded.stale,
-    snapshot = coalesce(excluded.snapshot, batteries.snapshot)
-WHERE excluded.at >= batteries.at
-"""
-_EVENT_SQL: Final = """
-INSERT OR IGNORE INTO events (gateway, seq, at, kind, battery, alarm, detail, data, received_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-_GATEWAY_SELECT: Final = f"SELECT {', '.join(R.GATEWAY_COLUMNS)} FROM gateways"
-_ALARM_SELECT: Final = f"SELECT {', '.join(R.ALARM_COLUMNS)} FROM alarms"
-_ALARM_SUMMARY: Final = (
-    "SELECT gateway, count(*), max(severity) FROM alarms WHERE state <> 'closed' {where} GROUP BY gateway"
-)
-
-
-def _minute_rollup_sql() -> str:
-    select = ", ".join(f"min({f}), avg({f}), max({f})" for f in NUMERIC_FIELDS)
-    return f"""
-INSERT OR REPLACE INTO samples_minute (gateway, battery, bucket, n, {ROLLUP_FIELDS_SQL},
-    cells_min, cells_avg, cells_max)
-SELECT s.gateway, s.battery, CAST(s.at / 60 AS INTEGER) * 60 AS minute, count(*), {select},
-    cells_min(s.cells), cells_avg(s.cells), cells_max(s.cells)
-FROM samples s JOIN gateways g ON g.id = s.gateway
-WHERE g.rollup_from IS NOT NULL AND s.at >= CAST(g.rollup_from / 60 AS INTEGER) * 60
-GROUP BY s.gateway, s.battery, minute
-"""
-
-
-def _hour_rollup_sql() -> str:
-    parts = []
-    for f in NUMERIC_FIELDS:
-        weighted = f"sum({f}_avg * n) / sum(CASE WHEN {f}_avg IS NOT NULL THEN n END)"
-        parts.append(f"min({f}_min), {weighted}, max({f}_max)")
-    return f"""
-INSERT OR REPLACE INTO samples_hour (gateway, battery, bucket, n, {ROLLUP_FIELDS_SQL},
-    cells_min, cells_avg, cells_max)
-SELECT m.gateway, m.battery, CAST(m.bucket / 3600 AS INTEGER) * 3600 AS hour, sum(m.n), {", ".join(parts)},
-    cells_min(m.cells_min), cells_wavg(m.cells_avg, m.n), cells_max(m.cells_max)
-FROM samples_minute m JOIN gateways g ON g.id = m.gateway
-WHERE g.rollup_from IS NOT NULL AND m.bucket >= CAST(g.rollup_from / 3600 AS INTEGER) * 3600
-GROUP BY m.gateway, m.battery, hour
-"""
 
 
 class SqliteRepository(Repository):
@@ -284,7 +205,7 @@ class SqliteRepository(Repository):
 
     def _gateways(self, where: str, parameters: Sequence[Any]) -> list[GatewayRecord]:
         db = self._r()
-        gateway_rows = db.execute(f"{_GATEWAY_SELECT} {where} ORDER BY id", parameters).fetchall()
+        gateway_rows = db.execute(f"{S.GATEWAY_SELECT} {where} ORDER BY id", parameters).fetchall()
         battery_where = where.replace("id", "gateway") if where else ""
         batteries: dict[str, list[tuple[Any, ...]]] = {}
         query = f"SELECT gateway, battery, at, age_s, stale, snapshot FROM batteries {battery_where}"
@@ -293,7 +214,7 @@ class SqliteRepository(Repository):
         summary_where = "AND gateway = ?" if where else ""
         summaries = {
             gateway: (count, worst)
-            for gateway, count, worst in db.execute(_ALARM_SUMMARY.format(where=summary_where), parameters)
+            for gateway, count, worst in db.execute(S.ALARM_SUMMARY.format(where=summary_where), parameters)
         }
         return [
             R.gateway_from_row(row, batteries.get(row[0], []), *summaries.get(row[0], (0, None)))
@@ -342,48 +263,15 @@ class SqliteRepository(Repository):
     # -- writes ----------------------------------------------------------------------------------------
 
     def _write(self, batch: IngestBatch) -> WriteResult:
-        samples: list[tuple[Any, ...]] = []
-        batteries: dict[tuple[str, str], tuple[Any, ...]] = {}
-        activity: dict[str, list[Any]] = {}
-        rejected = 0
-        for message, received_at in batch.telemetry:
-            rows = R.telemetry_rows(message)
-            rejected += rows.rejected
-            samples.extend((*row[:-1], R.cells_to_blob(row[-1])) for row in rows.samples)
-            for row in rows.batteries:
-                previous = batteries.get((row[0], row[1]))
-                if previous is None or row[2] >= previous[2]:
-                    batteries[row[0], row[1]] = row
-            entry = activity.setdefault(message.gateway, [message.gateway, 0.0, None, None, None])
-            entry[1] = max(entry[1], received_at)
-            if rows.samples:
-                entry[2] = message.at if entry[2] is None else min(entry[2], message.at)
-            if message.inverter is not None and (entry[4] is None or message.at >= entry[4]):
-                entry[3], entry[4] = R.dumps(message.inverter), message.at
-        for event, received_at in batch.events:
-            entry = activity.setdefault(event.gateway, [event.gateway, 0.0, None, None, None])
-            entry[1] = max(entry[1], received_at)
+        rows = R.BatchRows(batch, R.cells_to_blob)
         with _transaction(self._w()) as db:
-            db.executemany(_STATE_SQL, [R.state_values(state, received) for state, received in batch.states])
-            db.executemany(
-                _AVAILABILITY_SQL,
-                [(gateway, value is Availability.ONLINE, received) for gateway, value, received in batch.availability],
-            )
-            db.executemany(_ACTIVITY_SQL, list(activity.values()))
-            written = db.executemany(_SAMPLE_SQL, samples).rowcount if samples else 0
-            db.executemany(_BATTERY_SQL, [(*row[:4], int(row[4]), row[5]) for row in batteries.values()])
-            event_rows = [
-                (e.gateway, e.seq, e.at, e.kind.value, e.battery, e.alarm, e.detail, R.dumps(e.data), received)
-                for e, received in batch.events
-            ]
-            events_written = db.executemany(_EVENT_SQL, event_rows).rowcount if event_rows else 0
-        return WriteResult(
-            samples_written=written,
-            samples_duplicate=len(samples) - written,
-            events_written=events_written,
-            events_duplicate=len(event_rows) - events_written,
-            snapshots_rejected=rejected,
-        )
+            db.executemany(S.STATE, rows.states)
+            db.executemany(S.AVAILABILITY, rows.availability)
+            db.executemany(S.ACTIVITY, rows.activity)
+            written = db.executemany(S.SAMPLE, rows.samples).rowcount if rows.samples else 0
+            db.executemany(S.BATTERY, [(*row[:4], int(row[4]), row[5]) for row in rows.batteries])
+            events_written = db.executemany(S.EVENT, rows.events).rowcount if rows.events else 0
+        return rows.result(written, events_written)
 
     async def write_batch(self, batch: IngestBatch) -> WriteResult:
         """Store a batch in one transaction."""
@@ -394,8 +282,8 @@ class SqliteRepository(Repository):
 
         def run() -> int:
             with _transaction(self._w()) as db:
-                minutes: int = db.execute(_minute_rollup_sql()).rowcount
-                db.execute(_hour_rollup_sql())
+                minutes: int = db.execute(S.minute_rollup_sql()).rowcount
+                db.execute(S.hour_rollup_sql())
                 db.execute("UPDATE gateways SET rollup_from = NULL WHERE rollup_from IS NOT NULL")
             return minutes
 
@@ -481,7 +369,7 @@ class SqliteRepository(Repository):
     # -- alarms ----------------------------------------------------------------------------------------
 
     def _alarm(self, db: sqlite3.Connection, alarm_id: int) -> AlarmRecord:
-        row = db.execute(f"{_ALARM_SELECT} WHERE id = ?", (alarm_id,)).fetchone()
+        row = db.execute(f"{S.ALARM_SELECT} WHERE id = ?", (alarm_id,)).fetchone()
         if row is None:
             raise UnknownRecord(f"no alarm {alarm_id}")
         return R.alarm_from_row(row)
@@ -501,7 +389,7 @@ class SqliteRepository(Repository):
         def run() -> tuple[AlarmRecord, bool]:
             with _transaction(self._w()) as db:
                 existing = db.execute(
-                    f"{_ALARM_SELECT} WHERE gateway = ? AND coalesce(battery, '') = ? AND kind = ? "
+                    f"{S.ALARM_SELECT} WHERE gateway = ? AND coalesce(battery, '') = ? AND kind = ? "
                     "AND state <> 'closed'",
                     (alarm.gateway, alarm.battery or "", alarm.kind),
                 ).fetchone()
@@ -570,7 +458,7 @@ class SqliteRepository(Repository):
         where, parameters = alarm_filter_sql(alarm_filter, "?")
 
         def query() -> list[AlarmRecord]:
-            sql = f"{_ALARM_SELECT} {where} ORDER BY opened_at DESC, id DESC LIMIT ?"
+            sql = f"{S.ALARM_SELECT} {where} ORDER BY opened_at DESC, id DESC LIMIT ?"
             return [R.alarm_from_row(row) for row in self._r().execute(sql, (*parameters, alarm_filter.limit))]
 
         return await self._run_read(query)

@@ -1,0 +1,431 @@
+"""Fleet ingest throughput: simulated gateways → real Mosquitto → ingest → SQLite (or PostgreSQL).
+
+Starts a Mosquitto, ``--workers`` ingest processes (with several, telemetry is a ``$share/ingest/...``
+shared subscription) and ``--generators`` load processes holding ``--gateways`` MQTT clients between them.
+Each gateway publishes ~1 KB telemetry (one 16-cell battery, an inverter status, QoS 1) so that the total is
+``--rate`` msg/s, for ``--duration`` s. Then it waits until every message is committed and prints:
+
+- the publish rate reached and the sustained ingest rate (messages committed / time from first to last commit);
+- publish → commit latency p50 / p99 / max (the message's ``at`` is its publish time; measured right after
+  the commit, in the ingest process);
+- ingest RSS (peak and at the end), batches, and what ingest refused or retried.
+
+``--profile`` adds the top functions of one ingest worker (cProfile), to see where the time goes.
+
+Usage: python benchmarks/fleet_ingest.py [--gateways 1000] [--rate 5000] [--duration 20] [--workers 1]
+       [--generators 2] [--postgres URL|auto] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import io
+import json
+import os
+import pstats
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bmsgate.fleet.protocol import BatteryReading, Channel, TelemetryMessage, compact_snapshot, encode, topic
+from bmsgate.fleet.server.ingest import Ingest, IngestSettings
+from bmsgate.fleet.server.store import StoreSettings, open_store
+from bmsgate.fleet.server.store.repository import IngestBatch, WriteResult
+from bmsgate.model import BatterySnapshot
+from bmsgate.mqtt.broker import find_mosquitto, free_port
+from bmsgate.mqtt.client import connect
+from bmsgate.mqtt.settings import BrokerSettings
+
+_AT_TOKEN = 1111111111.5
+_SEQ_TOKEN = 987654321
+
+
+def _template(gateway: str) -> str:
+    cells = tuple(3.3 + 0.001 * index for index in range(16))
+    snapshot = BatterySnapshot(
+        battery_id="b1",
+        timestamp=_AT_TOKEN,
+        protocol="jk",
+        voltage=round(sum(cells), 3),
+        current=-12.5,
+        soc=80.0,
+        soh=99.0,
+        remaining_capacity=224.0,
+        full_capacity=280.0,
+        cycles=10,
+        cell_voltages=cells,
+        temperatures=(25.0, 26.0, 24.5, 25.5),
+        mosfet_temperature=31.0,
+        charge_enabled=True,
+        discharge_enabled=True,
+        balancing=False,
+    )
+    message = TelemetryMessage(
+        v=1,
+        gateway=gateway,
+        seq=_SEQ_TOKEN,
+        at=_AT_TOKEN,
+        batteries=[BatteryReading(id="b1", age_s=0.4, stale=False, snapshot=compact_snapshot(snapshot))],
+        inverter={
+            "charge_voltage": 55.2,
+            "charge_current": 150.0,
+            "discharge_current": 200.0,
+            "soc": 80.0,
+            "soh": 99.0,
+            "phase": "keep",
+            "alarms": [],
+            "packs_online": 1,
+        },
+    )
+    return encode(message).decode().replace(repr(_AT_TOKEN), "@AT@").replace(str(_SEQ_TOKEN), "@SEQ@")
+
+
+def _payload(template: str, seq: int) -> bytes:
+    return template.replace("@AT@", repr(time.time())).replace("@SEQ@", str(seq)).encode()
+
+
+# -- the ingest worker process ----------------------------------------------------------------------------
+
+
+class _Latencies:
+    """Records publish → commit of every telemetry message (an ingest batch observer)."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.first_commit: float | None = None
+        self.last_commit: float | None = None
+        self.messages = 0
+
+    def observe(self, batch: IngestBatch, result: WriteResult) -> None:
+        now = time.time()
+        if batch.telemetry:
+            self.first_commit = self.first_commit or now
+            self.last_commit = now
+            self.messages += len(batch.telemetry)
+            self.values.extend(now - message.at for message, _ in batch.telemetry)
+
+
+def _rss_kib() -> dict[str, int]:
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0])
+    return fields
+
+
+async def _serve(arguments: argparse.Namespace) -> None:
+    settings = (
+        StoreSettings(postgres_url=arguments.postgres) if arguments.postgres else StoreSettings(data_dir=arguments.data)
+    )
+    store = await open_store(settings)
+    latencies = _Latencies()
+    ingest = Ingest(
+        store,
+        BrokerSettings(url=arguments.broker),
+        settings=IngestSettings(
+            client_id=f"bench-ingest-{arguments.worker}",
+            share_group="ingest" if arguments.workers > 1 else None,
+            max_batch=arguments.batch,
+            max_delay_s=arguments.delay,
+        ),
+        observers=[latencies],
+    )
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    profile = cProfile.Profile() if arguments.profile else None
+    if profile is not None:
+        profile.enable()
+    task = asyncio.create_task(ingest.run())
+    stats_path = Path(arguments.stats)
+
+    def write_stats(final: bool) -> None:
+        stats: dict[str, Any] = {
+            "messages": latencies.messages,
+            "first_commit": latencies.first_commit,
+            "last_commit": latencies.last_commit,
+            "counters": ingest.counters.to_dict(),
+            "rss_kib": _rss_kib(),
+            "connected": ingest.connected.is_set(),
+        }
+        if final:
+            stats["latencies"] = latencies.values
+        temporary = stats_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(stats))
+        temporary.replace(stats_path)
+
+    while not stop.is_set():
+        write_stats(final=False)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    if profile is not None:
+        profile.disable()
+        out = io.StringIO()
+        pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(18)
+        Path(arguments.stats).with_suffix(".profile").write_text(out.getvalue())
+    write_stats(final=True)
+    await store.close()
+
+
+# -- the load generator process ---------------------------------------------------------------------------
+
+
+async def _generate(arguments: argparse.Namespace) -> None:
+    broker = BrokerSettings(url=arguments.broker)
+    gateways = [f"bench-{arguments.offset + index:05d}" for index in range(arguments.gateways)]
+    interval = arguments.gateways / arguments.rate
+    start = time.time() + 2.0 + arguments.gateways / 500  # every client connected before the clock starts
+    semaphore = asyncio.Semaphore(50)
+    end = start + arguments.duration
+    sent = 0
+
+    async def one(index: int, gateway: str) -> None:
+        nonlocal sent
+        template = _template(gateway)
+        name = topic(gateway, Channel.TELEMETRY)
+        async with contextlib.AsyncExitStack() as stack:
+            async with semaphore:  # not a thousand TCP handshakes at once
+                session = await stack.enter_async_context(
+                    connect(
+                        broker,
+                        will_topic=topic(gateway, Channel.AVAILABILITY),
+                        will_payload="offline",
+                        client_id=gateway,
+                    )
+                )
+            next_at = start + interval * index / len(gateways)
+            seq = 0
+            while next_at < end:
+                await asyncio.sleep(max(0.0, next_at - time.time()))
+                await session.publish(name, _payload(template, seq), retain=False, qos=1)
+                sent += 1
+                seq += 1
+                next_at += interval
+
+    async with asyncio.TaskGroup() as group:
+        for index, gateway in enumerate(gateways):
+            group.create_task(one(index, gateway))
+    stats = json.dumps({"sent": sent, "start": start, "end": time.time()})
+    await asyncio.to_thread(Path(arguments.stats).write_text, stats)
+
+
+# -- the driver -------------------------------------------------------------------------------------------
+
+
+def _mosquitto(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
+    binary = find_mosquitto()
+    if binary is None:
+        sys.exit("mosquitto is not installed")
+    port = free_port()
+    config = directory / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"
+        # ingest acknowledges after commit: the in-flight window must cover a batch or two
+        "max_inflight_messages 20000\nmax_queued_messages 1000000\nmax_connections -1\n"
+    )
+    with (directory / "mosquitto.log").open("ab") as log:
+        process = subprocess.Popen([str(binary), "-c", str(config)], stdout=log, stderr=log)
+    time.sleep(0.5)
+    return process, port
+
+
+def _spawn(role: str, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, __file__, role, *extra])
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+def _drive(arguments: argparse.Namespace) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="bmsgate-bench-"))
+    cluster = None
+    postgres = arguments.postgres
+    if postgres == "auto":
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from tests.fleet.server.conftest import PostgresCluster, _postgres_binaries
+
+        binaries = _postgres_binaries()
+        if binaries is None:
+            sys.exit("PostgreSQL server binaries not installed")
+        pg_directory = Path(tempfile.mkdtemp(prefix="bmsgate-bench-pg-"))
+        cluster = PostgresCluster(binaries, pg_directory)
+        cluster.start()
+        postgres = cluster.new_database()
+    broker, port = _mosquitto(directory)
+    url = f"mqtt://127.0.0.1:{port}"
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        store_args = ["--postgres", postgres] if postgres else ["--data", str(directory / "data")]
+        if not postgres:  # migrate once, before several workers race for it
+            asyncio.run(_migrate(directory / "data"))
+        workers = []
+        for worker in range(arguments.workers):
+            stats = directory / f"ingest-{worker}.json"
+            extra = ["--profile"] if arguments.profile and worker == 0 else []
+            workers.append(stats)
+            processes.append(
+                _spawn(
+                    "serve",
+                    "--broker",
+                    url,
+                    *store_args,
+                    "--worker",
+                    str(worker),
+                    "--workers",
+                    str(arguments.workers),
+                    "--stats",
+                    str(stats),
+                    "--batch",
+                    str(arguments.batch),
+                    "--delay",
+                    str(arguments.delay),
+                    *extra,
+                )
+            )
+        deadline = time.time() + 20
+        while not all(_read(path).get("connected") for path in workers):
+            if time.time() > deadline:
+                sys.exit("ingest did not connect")
+            time.sleep(0.1)
+        generators = []
+        per = arguments.gateways // arguments.generators
+        for index in range(arguments.generators):
+            stats = directory / f"gen-{index}.json"
+            generators.append(
+                (
+                    stats,
+                    _spawn(
+                        "generate",
+                        "--broker",
+                        url,
+                        "--gateways",
+                        str(per),
+                        "--offset",
+                        str(index * per),
+                        "--rate",
+                        str(arguments.rate / arguments.generators),
+                        "--duration",
+                        str(arguments.duration),
+                        "--stats",
+                        str(stats),
+                    ),
+                )
+            )
+        for _, process in generators:
+            process.wait()
+        sent = sum(_read(path).get("sent", 0) for path, _ in generators)
+        starts = [_read(path)["start"] for path, _ in generators]
+        ends = [_read(path)["end"] for path, _ in generators]
+        deadline = time.time() + 120
+        while sum(_read(path).get("messages", 0) for path in workers) < sent and time.time() < deadline:
+            time.sleep(0.2)
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(60)
+        finals = [_read(path) for path in workers]
+        _report(arguments, sent, min(starts), max(ends), finals, directory, bool(postgres))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+        broker.terminate()
+        broker.wait()
+        if cluster is not None:
+            cluster.stop()
+            shutil.rmtree(cluster.directory, ignore_errors=True)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _migrate(data: Path) -> None:
+    store = await open_store(StoreSettings(data_dir=data))
+    await store.close()
+
+
+def _report(
+    arguments: argparse.Namespace,
+    sent: int,
+    start: float,
+    end: float,
+    finals: list[dict[str, Any]],
+    directory: Path,
+    postgres: bool,
+) -> None:
+    stored = sum(final["messages"] for final in finals)
+    first = min(final["first_commit"] for final in finals if final["first_commit"])
+    last = max(final["last_commit"] for final in finals if final["last_commit"])
+    latencies = [value for final in finals for value in final["latencies"]]
+    size = len(_payload(_template("bench-00000"), 1000))
+    print(
+        f"backend: {'postgresql' if postgres else 'sqlite'}; gateways {arguments.gateways}, "
+        f"{arguments.workers} ingest worker(s), {arguments.generators} generator(s), payload {size} B"
+    )
+    print(f"published: {sent} msgs in {end - start:.1f} s = {sent / (end - start):.0f} msg/s (target {arguments.rate})")
+    print(f"committed: {stored} msgs ({sent - stored} missing); sustained ingest {stored / (last - first):.0f} msg/s")
+    print(
+        f"publish -> commit latency: p50 {_percentile(latencies, 0.5):.3f} s, "
+        f"p99 {_percentile(latencies, 0.99):.3f} s, max {max(latencies, default=float('nan')):.3f} s"
+    )
+    for index, final in enumerate(finals):
+        rss = final["rss_kib"]
+        counters = final["counters"]
+        now_mib, peak_mib = rss.get("VmRSS", 0) / 1024, rss.get("VmHWM", 0) / 1024
+        print(
+            f"ingest worker {index}: RSS {now_mib:.0f} MiB (peak {peak_mib:.0f} MiB), {counters['batches']} batches, "
+            f"rejected {counters['rejected']}, store retries {counters['store_failures']}, "
+            f"backpressure waits {counters['backpressure_waits']}"
+        )
+    profile = directory / "ingest-0.profile"
+    if profile.exists():
+        print(profile.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("role", nargs="?", default="drive", choices=["drive", "serve", "generate"])
+    parser.add_argument("--gateways", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=5000)
+    parser.add_argument("--duration", type=float, default=20)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--generators", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--delay", type=float, default=0.5)
+    parser.add_argument("--postgres")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--broker")
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--worker", type=int, default=0)
+    parser.add_argument("--offset", type=int, default=0)
+    parser.add_argument("--stats")
+    arguments = parser.parse_args()
+    if arguments.role == "serve":
+        asyncio.run(_serve(arguments))
+    elif arguments.role == "generate":
+        asyncio.run(_generate(arguments))
+    else:
+        _drive(arguments)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

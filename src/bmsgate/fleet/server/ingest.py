@@ -1,0 +1,386 @@
+"""Fleet ingest: every gateway's availability, state, telemetry and events from the broker into the store.
+
+The path of a message: MQTT (QoS 1, persistent session, manual acknowledgement) → :func:`protocol.decode`
+→ a bounded queue → a batch (up to ``max_batch`` messages or ``max_delay_s``) → one store transaction →
+acknowledgement to the broker → the live feed and the batch observers (the alarm engine).
+
+Nothing vanishes silently:
+
+- a bad message is refused with a counted reason (:attr:`IngestCounters.rejected`), logged (rate limited)
+  and acknowledged — it would be refused again;
+- a message is acknowledged only after its batch committed, so if ingest dies the broker sends it again
+  (the store is idempotent: it is stored once);
+- a slow or failing database fills the queue; then ingest stops reading, stops acknowledging, and the
+  broker stops sending once its in-flight window (``max_inflight_messages``) is full and queues the rest
+  for the persistent session (``max_queued_messages`` on the broker: set it large). A failed write is
+  retried with backoff, never dropped. Each wait is counted (:attr:`IngestCounters.backpressure_waits`).
+
+Several ingest processes can share the load: with ``share_group`` set, telemetry and events are
+subscribed as ``$share/<group>/...`` (each message goes to one member); availability and state stay
+plain subscriptions, since shared subscriptions receive no retained messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from typing import Final, Protocol
+
+from bmsgate.errors import SinkError
+from bmsgate.fleet.protocol import (
+    Channel,
+    EventMessage,
+    FleetMessageError,
+    GatewayMessage,
+    StateMessage,
+    TelemetryMessage,
+    decode,
+    gateway_filter,
+)
+from bmsgate.fleet.server.live import LiveFeed, LiveKind, LiveUpdate
+from bmsgate.fleet.server.store.repository import Availability, IngestBatch, Repository, StoreError, WriteResult
+from bmsgate.mqtt.client import IncomingMessage, MqttSession, connect
+from bmsgate.mqtt.settings import BrokerSettings
+from bmsgate.runtime.backoff import Backoff
+
+__all__ = ["BatchObserver", "Ingest", "IngestCounters", "IngestSettings", "batch_of_messages", "decode_incoming"]
+
+_log = logging.getLogger(__name__)
+_LATENCY_WINDOW: Final = 10_000
+_REJECT_LOG_INTERVAL_S: Final = 10.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class IngestSettings:
+    """How ingest connects and batches."""
+
+    client_id: str = "bmsgate-fleet-ingest"
+    """Fixed, so the broker keeps this consumer's session (and queues for it) across reconnects."""
+    share_group: str | None = None
+    """Subscribe telemetry and events as ``$share/<group>/...`` (several ingest processes)."""
+    max_batch: int = 1000
+    """Messages per store transaction at most."""
+    max_delay_s: float = 0.5
+    """A batch is written at the latest this long after its first message."""
+    queue_limit: int = 20_000
+    """Decoded messages waiting for the store; beyond it ingest stops reading from the broker."""
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 10.0
+
+
+class BatchObserver(Protocol):
+    """Told about every committed batch (e.g. the alarm engine). Must not block: queue and return."""
+
+    def observe(self, batch: IngestBatch, result: WriteResult) -> None:
+        """A batch was committed."""
+
+
+@dataclasses.dataclass(slots=True)
+class IngestCounters:
+    """What ingest did since it started (for the API's metrics)."""
+
+    received: int = 0
+    stored: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    """Messages committed, per channel."""
+    rejected: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    """Messages refused, per reason (``topic``, ``too_large``, ``json``, ``schema``, ``version``,
+    ``gateway_mismatch``, ``channel`` (a channel ingest does not read), ``snapshot`` (one battery's
+    snapshot; the rest of that message is stored))."""
+    samples_written: int = 0
+    samples_duplicate: int = 0
+    events_duplicate: int = 0
+    batches: int = 0
+    store_failures: int = 0
+    """Batch writes that failed and were retried."""
+    backpressure_waits: int = 0
+    """Times the queue was full and reading from the broker paused."""
+    connects: int = 0
+    queued: int = 0
+    latencies: collections.deque[float] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=_LATENCY_WINDOW)
+    )
+    """Sampling time → commit (s) of the last live (not backfilled) telemetry messages."""
+
+    def latency_percentile(self, fraction: float) -> float | None:
+        """A percentile of :attr:`latencies` (None before any)."""
+        if not self.latencies:
+            return None
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form."""
+        return {
+            "received": self.received,
+            "stored": dict(self.stored),
+            "rejected": dict(self.rejected),
+            "samples_written": self.samples_written,
+            "samples_duplicate": self.samples_duplicate,
+            "events_duplicate": self.events_duplicate,
+            "batches": self.batches,
+            "store_failures": self.store_failures,
+            "backpressure_waits": self.backpressure_waits,
+            "connects": self.connects,
+            "queued": self.queued,
+            "latency_p50_s": self.latency_percentile(0.5),
+            "latency_p99_s": self.latency_percentile(0.99),
+        }
+
+
+@dataclasses.dataclass(slots=True)
+class _Item:
+    decoded: GatewayMessage
+    incoming: IncomingMessage
+    session: MqttSession
+    received_at: float
+
+
+class Ingest:
+    """One ingest consumer. ``await run()`` until cancelled; reconnects by itself."""
+
+    def __init__(
+        self,
+        store: Repository,
+        broker: BrokerSettings,
+        *,
+        feed: LiveFeed | None = None,
+        settings: IngestSettings = IngestSettings(),
+        observers: Sequence[BatchObserver] = (),
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.feed = feed
+        self.settings = settings
+        self.observers = list(observers)
+        self.counters = IngestCounters()
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(settings.queue_limit)
+        self._session: MqttSession | None = None
+        self._last_reject_log = 0.0
+        self._suppressed_rejects = 0
+        self.connected = asyncio.Event()
+        """Set while subscribed (tests and the server's health check wait on it)."""
+
+    def filters(self) -> list[str]:
+        """The subscription filters."""
+        share = f"$share/{self.settings.share_group}/" if self.settings.share_group else ""
+        return [
+            gateway_filter(Channel.AVAILABILITY),
+            gateway_filter(Channel.STATE),
+            share + gateway_filter(Channel.TELEMETRY),
+            share + gateway_filter(Channel.EVENT),
+        ]
+
+    async def run(self) -> None:
+        """Read and write until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._write_loop(), name="ingest-write")
+            group.create_task(self._read_loop(), name="ingest-read")
+
+    # -- reading ---------------------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        backoff = Backoff(self.broker.reconnect_initial, self.broker.reconnect_max)
+        while True:
+            try:
+                async with connect(
+                    self.broker,
+                    will_topic=f"bmsgate/fleet/ingest/{self.settings.client_id}",
+                    will_payload="offline",
+                    client_id=self.settings.client_id,
+                    clean_session=False,
+                    manual_ack=True,
+                ) as session:
+                    await session.subscribe(*self.filters())
+                    self._session = session
+                    self.counters.connects += 1
+                    self.connected.set()
+                    backoff.reset()
+                    _log.info("ingest subscribed at %s", self.broker.display_url())
+                    async for incoming in session.messages():
+                        await self._accept(session, incoming)
+            except SinkError as exc:
+                _log.warning("ingest: broker session ended: %s", exc)
+            finally:
+                self._session = None
+                self.connected.clear()
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _accept(self, session: MqttSession, incoming: IncomingMessage) -> None:
+        self.counters.received += 1
+        try:
+            decoded = decode_incoming(incoming.topic, incoming.payload)
+        except FleetMessageError as exc:
+            self._reject(exc.reason, str(exc))
+            session.ack(incoming)
+            return
+        item = _Item(decoded, incoming, session, time.time())
+        if self._queue.full():
+            self.counters.backpressure_waits += 1
+            _log.warning("ingest: %d messages wait for the store; pausing the broker", self._queue.qsize())
+        await self._queue.put(item)
+        self.counters.queued = self._queue.qsize()
+
+    def _reject(self, reason: str, detail: str) -> None:
+        self.counters.rejected[reason] += 1
+        now = time.monotonic()
+        if now - self._last_reject_log >= _REJECT_LOG_INTERVAL_S:
+            more = f" (+{self._suppressed_rejects} more since the last report)" if self._suppressed_rejects else ""
+            _log.warning("ingest refused a message: %s%s", detail, more)
+            self._last_reject_log = now
+            self._suppressed_rejects = 0
+        else:
+            self._suppressed_rejects += 1
+
+    # -- writing ---------------------------------------------------------------------------------------
+
+    async def _next_batch(self) -> list[_Item]:
+        items = [await self._queue.get()]
+        deadline = time.monotonic() + self.settings.max_delay_s
+        while len(items) < self.settings.max_batch:
+            while not self._queue.empty() and len(items) < self.settings.max_batch:
+                items.append(self._queue.get_nowait())
+            remaining = deadline - time.monotonic()
+            if len(items) >= self.settings.max_batch or remaining <= 0:
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    items.append(await self._queue.get())
+            except TimeoutError:
+                break
+        self.counters.queued = self._queue.qsize()
+        return items
+
+    async def _write_loop(self) -> None:
+        retry = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
+        while True:
+            items = await self._next_batch()
+            batch = _batch_of(items)
+            while True:
+                try:
+                    result = await self.store.write_batch(batch)
+                    break
+                except StoreError as exc:
+                    self.counters.store_failures += 1
+                    delay = retry.next_delay()
+                    _log.warning("ingest: store write failed (%s); retrying in %.1f s", exc, delay)
+                    await asyncio.sleep(delay)
+            retry.reset()
+            committed = time.time()
+            for item in items:
+                # An item from a session that has ended is sent again by the broker: no ack (stored once).
+                if item.session is self._session:
+                    with contextlib.suppress(Exception):
+                        item.session.ack(item.incoming)
+            self._count(items, batch, result, committed)
+            self._publish(batch)
+            for observer in self.observers:
+                try:
+                    observer.observe(batch, result)
+                except Exception:  # noqa: BLE001 - an observer's bug must not stop ingest; it is logged
+                    _log.exception("ingest: batch observer %r failed", observer)
+
+    def _count(self, items: list[_Item], batch: IngestBatch, result: WriteResult, committed: float) -> None:
+        counters = self.counters
+        counters.batches += 1
+        for item in items:
+            counters.stored[item.decoded.channel.value] += 1
+        counters.samples_written += result.samples_written
+        counters.samples_duplicate += result.samples_duplicate
+        counters.events_duplicate += result.events_duplicate
+        if result.snapshots_rejected:
+            counters.rejected["snapshot"] += result.snapshots_rejected
+        counters.latencies.extend(committed - message.at for message, _ in batch.telemetry if not message.backfill)
+
+    def _publish(self, batch: IngestBatch) -> None:
+        feed = self.feed
+        if feed is None or not feed.subscriber_count:
+            return  # rebuilding full snapshots costs; nobody is watching
+        for gateway, availability, received in batch.availability:
+            feed.publish(
+                LiveUpdate(
+                    kind=LiveKind.GATEWAY,
+                    gateway=gateway,
+                    at=received,
+                    data={"online": availability is Availability.ONLINE},
+                )
+            )
+        for state, received in batch.states:
+            feed.publish(LiveUpdate(kind=LiveKind.GATEWAY, gateway=state.gateway, at=received, data=_state_data(state)))
+        for message, _ in batch.telemetry:
+            feed.publish(
+                LiveUpdate(
+                    kind=LiveKind.TELEMETRY, gateway=message.gateway, at=message.at, data=_telemetry_data(message)
+                )
+            )
+        for event, _ in batch.events:
+            feed.publish(
+                LiveUpdate(
+                    kind=LiveKind.EVENT,
+                    gateway=event.gateway,
+                    at=event.at,
+                    data=event.model_dump(mode="json", exclude={"v", "gateway"}),
+                )
+            )
+
+
+_INGEST_CHANNELS: Final = frozenset({Channel.AVAILABILITY, Channel.STATE, Channel.TELEMETRY, Channel.EVENT})
+
+
+def decode_incoming(topic: str, payload: bytes) -> GatewayMessage:
+    """Decode one received message of a channel ingest reads.
+
+    Raises:
+        FleetMessageError: the message is refused; ``reason`` says why (``channel`` for a channel ingest
+            does not read).
+    """
+    decoded = decode(topic, payload)
+    if decoded.channel not in _INGEST_CHANNELS:
+        raise FleetMessageError("channel", "not a channel ingest reads", topic=topic)
+    return decoded
+
+
+def _batch_of(items: list[_Item]) -> IngestBatch:
+    return batch_of_messages([(item.decoded, item.incoming.retain, item.received_at) for item in items])
+
+
+def batch_of_messages(messages: Sequence[tuple[GatewayMessage, bool, float]]) -> IngestBatch:
+    """The store batch of decoded ``(message, retained, received_at)`` s."""
+    batch = IngestBatch()
+    for decoded, retained, received in messages:
+        message = decoded.message
+        if decoded.channel is Channel.AVAILABILITY:
+            # A retained availability at subscribe time is old news, not a sign of life.
+            seen = 0.0 if retained else received
+            online = Availability.ONLINE if decoded.online else Availability.OFFLINE
+            batch.availability.append((decoded.gateway, online, seen))
+        elif isinstance(message, StateMessage):
+            batch.states.append((message, min(received, message.sent_at) if retained else received))
+        elif isinstance(message, TelemetryMessage):
+            batch.telemetry.append((message, received))
+        elif isinstance(message, EventMessage):
+            batch.events.append((message, received))
+    return batch
+
+
+def _state_data(state: StateMessage) -> dict[str, object]:
+    return state.model_dump(mode="json", exclude={"v", "gateway"})
+
+
+def _telemetry_data(message: TelemetryMessage) -> dict[str, object]:
+    batteries: dict[str, object] = {}
+    for reading in message.batteries:
+        try:
+            snapshot = reading.to_snapshot()
+        except FleetMessageError:
+            continue
+        batteries[reading.id] = {
+            "age_s": reading.age_s,
+            "stale": reading.stale,
+            "snapshot": None if snapshot is None else snapshot.to_dict(),
+        }
+    return {"at": message.at, "backfill": message.backfill, "batteries": batteries, "inverter": message.inverter}

@@ -1,0 +1,263 @@
+"""Ingest through a real Mosquitto into a real store: batching, refusals, idempotence, backpressure, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bmsgate.fleet.protocol import Channel, FleetMessageError, encode, topic
+from bmsgate.fleet.server.ingest import Ingest, IngestSettings, batch_of_messages, decode_incoming
+from bmsgate.fleet.server.live import LiveFeed, LiveKind
+from bmsgate.fleet.server.store import Repository, StoreSettings, open_store
+from bmsgate.fleet.server.store.repository import IngestBatch, Resolution, StoreError, WriteResult
+from bmsgate.mqtt.client import MqttSession, connect
+from bmsgate.mqtt.settings import BrokerSettings
+from tests.fleet.server.conftest import Mosquitto
+from tests.fleet.server.store.messages import T0, event, state, telemetry
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def _publisher(broker: Mosquitto) -> AsyncIterator[MqttSession]:
+    settings = BrokerSettings(url=broker.url)
+    async with connect(settings, will_topic="test/publisher", will_payload="gone", client_id="test-pub") as session:
+        yield session
+
+
+@contextlib.asynccontextmanager
+async def _running(ingest: Ingest) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(ingest.run())
+    try:
+        async with asyncio.timeout(10):
+            await ingest.connected.wait()
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _samples(store: Repository, gateway: str = "gw-1") -> int:
+    series = await store.series(gateway, "b1", "soc", T0 - 1, T0 + 86400, Resolution.RAW)
+    return len(series.points)
+
+
+async def test_ingest_stores_every_channel_and_counts_refusals(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    store = await open_store(StoreSettings(data_dir=tmp_path / "data"))
+    feed = LiveFeed()
+    ingest = Ingest(store, BrokerSettings(url=mosquitto.url), feed=feed, settings=IngestSettings(max_delay_s=0.1))
+    try:
+        async with _publisher(mosquitto) as publisher:
+            await publisher.publish(topic("gw-1", Channel.STATE), encode(state()), retain=True)
+            async with _running(ingest), feed.subscribe() as live:
+                await publisher.publish(topic("gw-1", Channel.AVAILABILITY), b"online", retain=True)
+                for index in range(20):
+                    message = telemetry(at=T0 + index * 10, seq=index)
+                    await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(message), retain=False)
+                await publisher.publish(topic("gw-1", Channel.EVENT), encode(event()), retain=False)
+                await publisher.publish(topic("gw-1", Channel.TELEMETRY), b"{not json", retain=False)
+                await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(telemetry("gw-2")), retain=False)
+                await publisher.publish(topic("gw-1", Channel.TELEMETRY), b"x" * 300_000, retain=False)
+                await publisher.publish("fleet/v1/Bad_GW/telemetry", b"{}", retain=False)
+                await publisher.publish(topic("gw-1", Channel.AVAILABILITY), b"maybe", retain=False)
+
+                async def all_in() -> bool:
+                    return ingest.counters.stored["telemetry"] == 20 and sum(ingest.counters.rejected.values()) == 5
+
+                await _eventually(all_in)
+                kinds = set()
+                while live.pending():
+                    kinds.add((await live.get()).kind)
+                assert {LiveKind.TELEMETRY, LiveKind.EVENT, LiveKind.GATEWAY} <= kinds
+        counters = ingest.counters
+        assert dict(counters.rejected) == {
+            "json": 1,
+            "gateway_mismatch": 1,
+            "too_large": 1,
+            "topic": 1,
+            "schema": 1,
+        }
+        assert counters.batches < 20  # batched, not one transaction per message
+        assert counters.latency_percentile(0.99) is not None
+        gateway = await store.get_gateway("gw-1")
+        assert gateway.online
+        assert gateway.software_version == "1.2.0"
+        assert await _samples(store) == 20
+        assert len(await store.list_events("gw-1")) == 1
+        assert counters.to_dict()["samples_written"] == 20
+    finally:
+        await store.close()
+
+
+async def test_a_resent_message_is_stored_once(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    store = await open_store(StoreSettings(data_dir=tmp_path / "data"))
+    ingest = Ingest(store, BrokerSettings(url=mosquitto.url), settings=IngestSettings(max_delay_s=0.05))
+    try:
+        async with _publisher(mosquitto) as publisher, _running(ingest):
+            payload = encode(telemetry(at=T0))
+            for _ in range(3):
+                await publisher.publish(topic("gw-1", Channel.TELEMETRY), payload, retain=False)
+
+            async def three() -> bool:
+                return ingest.counters.stored["telemetry"] == 3
+
+            await _eventually(three)
+        assert ingest.counters.samples_written == 1
+        assert ingest.counters.samples_duplicate == 2
+        assert await _samples(store) == 1
+    finally:
+        await store.close()
+
+
+class _SlowFailingStore:
+    """A real store behind a database that is slow and fails its first writes (the edge: a sick disk)."""
+
+    def __init__(self, inner: Repository, failures: int, delay: float) -> None:
+        self.inner = inner
+        self.failures = failures
+        self.delay = delay
+        self.writes = 0
+
+    async def write_batch(self, batch: IngestBatch) -> WriteResult:
+        self.writes += 1
+        await asyncio.sleep(self.delay)
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreError("database is locked")
+        return await self.inner.write_batch(batch)
+
+
+async def test_a_slow_failing_database_loses_nothing(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    inner = await open_store(StoreSettings(data_dir=tmp_path / "data"))
+    sick = _SlowFailingStore(inner, failures=3, delay=0.2)
+    ingest = Ingest(
+        sick,  # type: ignore[arg-type]
+        BrokerSettings(url=mosquitto.url),
+        settings=IngestSettings(max_batch=20, max_delay_s=0.05, queue_limit=10, retry_initial_s=0.05, retry_max_s=0.1),
+    )
+    try:
+        async with _publisher(mosquitto) as publisher, _running(ingest):
+            for index in range(300):
+                message = telemetry(at=T0 + index, seq=index)
+                await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(message), retain=False)
+
+            async def all_stored() -> bool:
+                return ingest.counters.samples_written == 300
+
+            await _eventually(all_stored, timeout=30)
+        assert ingest.counters.store_failures == 3
+        assert ingest.counters.backpressure_waits > 0
+        assert await _samples(inner) == 300
+    finally:
+        await inner.close()
+
+
+async def test_messages_sent_while_ingest_is_down_arrive_after_it_restarts(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    store = await open_store(StoreSettings(data_dir=tmp_path / "data"))
+    broker = BrokerSettings(url=mosquitto.url)
+    try:
+        first = Ingest(store, broker, settings=IngestSettings(max_delay_s=0.05))
+        async with _running(first):
+            pass  # the broker now knows the persistent session and its subscriptions
+        async with _publisher(mosquitto) as publisher:
+            for index in range(50):
+                message = telemetry(at=T0 + index, seq=index)
+                await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(message), retain=False)
+        second = Ingest(store, broker, settings=IngestSettings(max_delay_s=0.05))
+        async with _running(second):
+
+            async def fifty() -> bool:
+                return await _samples(store) == 50
+
+            await _eventually(fifty)
+    finally:
+        await store.close()
+
+
+_VALID = [
+    (topic("gw-1", Channel.TELEMETRY), encode(telemetry())),
+    (topic("gw-1", Channel.STATE), encode(state())),
+    (topic("gw-1", Channel.EVENT), encode(event())),
+    (topic("gw-1", Channel.AVAILABILITY), b"online"),
+]
+
+
+def _mutations() -> st.SearchStrategy[tuple[str, bytes]]:
+    def mutate(base: tuple[str, bytes], data: st.DataObject) -> tuple[str, bytes]:
+        name, payload = base
+        kind = data.draw(st.sampled_from(["flip", "cut", "json", "topic"]))
+        if kind == "flip" and payload:
+            index = data.draw(st.integers(0, len(payload) - 1))
+            payload = payload[:index] + bytes([data.draw(st.integers(0, 255))]) + payload[index + 1 :]
+        elif kind == "cut":
+            payload = payload[: data.draw(st.integers(0, len(payload)))]
+        elif kind == "json" and name.endswith("telemetry"):
+            document = json.loads(payload)
+            key = data.draw(st.sampled_from(["voltage", "cell_voltages", "alarms", "battery_id", "timestamp"]))
+            document["batteries"][0]["snapshot"][key] = data.draw(
+                st.one_of(st.none(), st.text(max_size=5), st.floats(), st.lists(st.integers(), max_size=3))
+            )
+            payload = json.dumps(document).encode()
+        elif kind == "topic":
+            name = data.draw(st.text(max_size=40))
+        return name, payload
+
+    return st.tuples(st.sampled_from(_VALID), st.data()).map(lambda pair: mutate(*pair))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(messages=st.lists(_mutations(), min_size=1, max_size=8))
+def test_hostile_messages_are_refused_or_stored_never_a_crash(
+    tmp_path: Path, messages: list[tuple[str, bytes]]
+) -> None:
+    accepted = []
+    reasons: set[str] = set()
+    for name, payload in messages:
+        try:
+            accepted.append((decode_incoming(name, payload), False, T0))
+        except FleetMessageError as exc:
+            reasons.add(exc.reason)
+
+    async def write() -> None:
+        store = await open_store(StoreSettings(data_dir=tmp_path / "fuzz"))
+        try:
+            await store.write_batch(batch_of_messages(accepted))
+            await store.list_gateways()
+        finally:
+            await store.close()
+
+    asyncio.run(write())
+    assert reasons <= {"topic", "too_large", "json", "schema", "version", "gateway_mismatch", "channel"}
+
+
+def test_shared_subscription_filters() -> None:
+    ingest = Ingest(None, BrokerSettings(), settings=IngestSettings(share_group="ingest"))  # type: ignore[arg-type]
+    assert ingest.filters() == [
+        "fleet/v1/+/availability",
+        "fleet/v1/+/state",
+        "$share/ingest/fleet/v1/+/telemetry",
+        "$share/ingest/fleet/v1/+/event",
+    ]
+
+
+def test_a_channel_ingest_does_not_read_is_refused() -> None:
+    with pytest.raises(FleetMessageError) as caught:
+        decode_incoming(topic("gw-1", Channel.REPORTED), b"{}")
+    assert caught.value.reason == "channel"
