@@ -2,7 +2,7 @@
 // tile layer only when the server names a tile URL, one circle marker per site coloured by its state.
 
 import { api } from "./api.js";
-import { el, siteState, STATE_COLOURS } from "./format.js";
+import { el, loadScript, siteState, STATE_COLOURS } from "./format.js";
 import { onLive } from "./live.js";
 
 let countries = null;
@@ -25,6 +25,7 @@ export async function renderMap(view, { navigate, session }) {
   const container = el("div", { id: "map" });
   view.replaceChildren(legend, container);
 
+  await Promise.all([loadScript("/vendor/leaflet.js"), loadScript("/vendor/topojson-client.min.js")]);
   const [payload, outline] = await Promise.all([api("/gateways?summary=true"), countryOutline()]);
   const gateways = payload.gateways;
   // Beyond a couple of thousand markers SVG gets slow: draw them on a canvas instead.
