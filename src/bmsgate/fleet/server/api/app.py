@@ -474,13 +474,19 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def follow_feed(_: Litestar) -> AsyncIterator[None]:
-        task = asyncio.create_task(context.stream.run(), name="bmsgate-live-stream")
+        tasks = [
+            asyncio.create_task(context.stream.run(), name="bmsgate-live-stream"),
+            asyncio.create_task(context.overview.warm(), name="bmsgate-overview-warm"),
+        ]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await context.overview.close()
 
     api = Router(
         path=API_PREFIX,
