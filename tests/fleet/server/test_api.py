@@ -470,3 +470,18 @@ async def test_the_overview_summary_is_reread_when_old(tmp_path: Path) -> None:
         async with asyncio.timeout(3):
             while (await _summary_of(http, "site-00001"))["open_alarms"] != 1:
                 await asyncio.sleep(0.05)
+
+
+async def test_missing_front_end_files_get_a_page_that_says_how_to_install_them(tmp_path: Path) -> None:
+    empty = tmp_path / "node_modules"
+    empty.mkdir()
+    settings = ApiSettings(
+        token_limit=_GENEROUS.token_limit, anonymous_limit=_GENEROUS.anonymous_limit, assets_dir=empty
+    )
+    async with running_fleet(tmp_path, sites=1, history=1, settings=settings) as fleet, client(fleet) as http:
+        page = await http.get("/")
+        assert page.status_code == 503
+        assert "leaflet/dist/leaflet.js" in page.text and "npm ci" in page.text
+        missing = await http.get("/vendor/leaflet.js")
+        assert missing.status_code == 404 and "npm ci" in missing.json()["detail"]
+        assert (await http.get("/api/v1/health")).status_code == 200
