@@ -485,3 +485,17 @@ async def test_missing_front_end_files_get_a_page_that_says_how_to_install_them(
         missing = await http.get("/vendor/leaflet.js")
         assert missing.status_code == 404 and "npm ci" in missing.json()["detail"]
         assert (await http.get("/api/v1/health")).status_code == 200
+
+
+async def test_an_unexpected_error_is_a_logged_500_without_details(
+    fleet: RunningFleet, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(fleet.store, "list_alarms", broken)
+    async with client(fleet, fleet.viewer) as http:
+        answer = await http.get("/api/v1/alarms")
+    assert answer.status_code == 500
+    assert "secret" not in answer.text
+    assert any(record.exc_info and "secret internals" in str(record.exc_info[1]) for record in caplog.records)
