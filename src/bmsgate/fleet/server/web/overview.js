@@ -125,12 +125,18 @@ export async function renderOverview(view, { navigate }) {
       redrawSoon();
     }
   });
+  // "Last seen" is relative: redraw the visible rows now and then so it does not freeze.
+  const ticker = setInterval(() => {
+    painted = "";
+    draw();
+  }, 30_000);
   filter();
   document.body.dataset.overviewMs = String(Math.round(performance.now() - started));
   document.body.dataset.readyAt = String(Math.round(performance.now()));
   document.body.dataset.ready = "overview";
   return () => {
     unsubscribe();
+    clearInterval(ticker);
     window.removeEventListener("resize", draw);
   };
 }
