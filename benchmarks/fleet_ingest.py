@@ -8,9 +8,13 @@ Each gateway publishes ~1 KB telemetry (one 16-cell battery, an inverter status,
 - the publish rate reached and the sustained ingest rate (messages committed / time from first to last commit);
 - publish → commit latency p50 / p99 / max (the message's ``at`` is its publish time; measured right after
   the commit, in the ingest process);
-- ingest RSS (peak and at the end), batches, and what ingest refused or retried.
+- ingest RSS (peak and at the end), batches, and what ingest refused or retried;
+- ingest CPU time per message (user + system, whole process: MQTT, decoding, store thread), which holds
+  even when the machine is shared and gives the rate one free core could sustain.
 
 ``--profile`` adds the top functions of one ingest worker (cProfile), to see where the time goes.
+
+``registry --gateways 10000`` instead times the fleet overview's read (``list_gateways``) at that size.
 
 Usage: python benchmarks/fleet_ingest.py [--gateways 1000] [--rate 5000] [--duration 20] [--workers 1]
        [--generators 2] [--postgres URL|auto] [--profile]
@@ -26,6 +30,7 @@ import io
 import json
 import os
 import pstats
+import resource
 import shutil
 import signal
 import subprocess
@@ -154,6 +159,7 @@ async def _serve(arguments: argparse.Namespace) -> None:
             "last_commit": latencies.last_commit,
             "counters": ingest.counters.to_dict(),
             "rss_kib": _rss_kib(),
+            "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
             "connected": ingest.connected.is_set(),
         }
         if final:
@@ -395,14 +401,56 @@ def _report(
             f"rejected {counters['rejected']}, store retries {counters['store_failures']}, "
             f"backpressure waits {counters['backpressure_waits']}"
         )
+        if final["messages"]:
+            per_message = final["cpu_s"] / final["messages"] * 1e6
+            print(
+                f"ingest worker {index}: CPU {final['cpu_s']:.1f} s = {per_message:.0f} us/message "
+                f"(so at most ~{1e6 / per_message:.0f} msg/s per fully available core)"
+            )
     profile = directory / "ingest-0.profile"
     if profile.exists():
         print(profile.read_text())
 
 
+async def _registry(arguments: argparse.Namespace) -> None:
+    """Time ``list_gateways`` (what the fleet overview reads) at ``--gateways`` gateways."""
+    from tests.fleet.server.store.messages import state
+
+    from bmsgate.fleet.protocol import decode
+
+    directory = Path(tempfile.mkdtemp(prefix="bmsgate-bench-registry-"))
+    settings = (
+        StoreSettings(postgres_url=arguments.postgres) if arguments.postgres else StoreSettings(data_dir=directory)
+    )
+    store = await open_store(settings)
+    try:
+        now = time.time()
+        for first in range(0, arguments.gateways, 1000):
+            batch = IngestBatch()
+            for index in range(first, min(first + 1000, arguments.gateways)):
+                gateway = f"site-{index:05d}"
+                batch.states.append((state(gateway, sent_at=now), now))
+                message = decode(topic(gateway, Channel.TELEMETRY), _payload(_template(gateway), 1)).message
+                assert isinstance(message, TelemetryMessage)
+                batch.telemetry.append((message, now))
+            await store.write_batch(batch)
+        timings = []
+        for _ in range(5):
+            started = time.perf_counter()
+            gateways = await store.list_gateways()
+            timings.append(time.perf_counter() - started)
+        print(
+            f"list_gateways at {len(gateways)} gateways ({store.backend}): "
+            f"best {min(timings) * 1000:.0f} ms, median {sorted(timings)[2] * 1000:.0f} ms"
+        )
+    finally:
+        await store.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("role", nargs="?", default="drive", choices=["drive", "serve", "generate"])
+    parser.add_argument("role", nargs="?", default="drive", choices=["drive", "serve", "generate", "registry"])
     parser.add_argument("--gateways", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=5000)
     parser.add_argument("--duration", type=float, default=20)
@@ -422,6 +470,9 @@ def main() -> None:
         asyncio.run(_serve(arguments))
     elif arguments.role == "generate":
         asyncio.run(_generate(arguments))
+    elif arguments.role == "registry":
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        asyncio.run(_registry(arguments))
     else:
         _drive(arguments)
 

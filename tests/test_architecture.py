@@ -153,6 +153,7 @@ _ADAPTERS = {
     "playwright": set(),
     "yoyo": {"bmsgate.fleet.server.store.migrate"},
     "psycopg": {"bmsgate.fleet.server.store.postgres"},
+    "msgspec": {"bmsgate.fleet.server.store.jsoncodec"},
 }
 """Each third-party I/O library and the one adapter module allowed to import it."""
 

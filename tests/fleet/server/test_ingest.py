@@ -142,6 +142,7 @@ class _SlowFailingStore:
         return await self.inner.write_batch(batch)
 
 
+@pytest.mark.slow
 async def test_a_slow_failing_database_loses_nothing(mosquitto: Mosquitto, tmp_path: Path) -> None:
     inner = await open_store(StoreSettings(data_dir=tmp_path / "data"))
     sick = _SlowFailingStore(inner, failures=3, delay=0.2)
@@ -212,7 +213,13 @@ def _mutations() -> st.SearchStrategy[tuple[str, bytes]]:
             document = json.loads(payload)
             key = data.draw(st.sampled_from(["voltage", "cell_voltages", "alarms", "battery_id", "timestamp"]))
             document["batteries"][0]["snapshot"][key] = data.draw(
-                st.one_of(st.none(), st.text(max_size=5), st.floats(), st.lists(st.integers(), max_size=3))
+                st.one_of(
+                    st.none(),
+                    st.text(max_size=5),
+                    st.floats(),
+                    st.sampled_from([float("nan"), float("inf"), -1e308]),
+                    st.lists(st.one_of(st.integers(), st.just(float("nan"))), max_size=3),
+                )
             )
             payload = json.dumps(document).encode()
         elif kind == "topic":
@@ -222,6 +229,7 @@ def _mutations() -> st.SearchStrategy[tuple[str, bytes]]:
     return st.tuples(st.sampled_from(_VALID), st.data()).map(lambda pair: mutate(*pair))
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(messages=st.lists(_mutations(), min_size=1, max_size=8))
 def test_hostile_messages_are_refused_or_stored_never_a_crash(
@@ -261,3 +269,35 @@ def test_a_channel_ingest_does_not_read_is_refused() -> None:
     with pytest.raises(FleetMessageError) as caught:
         decode_incoming(topic("gw-1", Channel.REPORTED), b"{}")
     assert caught.value.reason == "channel"
+
+
+async def test_nothing_is_lost_through_a_broker_restart(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    store = await open_store(StoreSettings(data_dir=tmp_path / "data"))
+    broker = BrokerSettings(url=mosquitto.url, reconnect_initial=0.1, reconnect_max=0.5)
+    ingest = Ingest(store, broker, settings=IngestSettings(max_delay_s=0.05))
+    try:
+        async with _running(ingest):
+            pass  # the persistent session exists; ingest is down from here
+        async with _publisher(mosquitto) as publisher:
+            for index in range(30):
+                message = telemetry(at=T0 + index, seq=index)
+                await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(message), retain=False)
+        await asyncio.to_thread(mosquitto.restart)  # the queued messages survive in the broker's persistence
+        async with _running(ingest):
+            async with _publisher(mosquitto) as publisher:
+                for index in range(30, 40):
+                    message = telemetry(at=T0 + index, seq=index)
+                    await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(message), retain=False)
+            before = ingest.counters.connects
+            await asyncio.to_thread(mosquitto.restart)  # and ingest reconnects by itself
+            async with _publisher(mosquitto) as publisher:
+                message = telemetry(at=T0 + 40, seq=40)
+                await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(message), retain=False)
+
+            async def all_41() -> bool:
+                return await _samples(store) == 41
+
+            await _eventually(all_41, timeout=20)
+            assert ingest.counters.connects > before
+    finally:
+        await store.close()

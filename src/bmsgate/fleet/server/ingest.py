@@ -90,7 +90,8 @@ class IngestCounters:
     rejected: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     """Messages refused, per reason (``topic``, ``too_large``, ``json``, ``schema``, ``version``,
     ``gateway_mismatch``, ``channel`` (a channel ingest does not read), ``snapshot`` (one battery's
-    snapshot; the rest of that message is stored))."""
+    snapshot; the rest of that message is stored), ``unstorable`` (the store failed on it for a reason
+    other than the database: a bug, logged with its traceback))."""
     samples_written: int = 0
     samples_duplicate: int = 0
     events_duplicate: int = 0
@@ -260,15 +261,11 @@ class Ingest:
         while True:
             items = await self._next_batch()
             batch = _batch_of(items)
-            while True:
-                try:
-                    result = await self.store.write_batch(batch)
-                    break
-                except StoreError as exc:
-                    self.counters.store_failures += 1
-                    delay = retry.next_delay()
-                    _log.warning("ingest: store write failed (%s); retrying in %.1f s", exc, delay)
-                    await asyncio.sleep(delay)
+            try:
+                result = await self._write_retrying(batch, retry)
+            except Exception:  # noqa: BLE001 - a message the store cannot take must not stop ingest
+                _log.exception("ingest: a batch of %d messages failed; writing them one by one", len(items))
+                items, batch, result = await self._write_one_by_one(items, retry)
             retry.reset()
             committed = time.time()
             for item in items:
@@ -283,6 +280,38 @@ class Ingest:
                     observer.observe(batch, result)
                 except Exception:  # noqa: BLE001 - an observer's bug must not stop ingest; it is logged
                     _log.exception("ingest: batch observer %r failed", observer)
+
+    async def _write_retrying(self, batch: IngestBatch, retry: Backoff) -> WriteResult:
+        """Write a batch; a failing database is retried with backoff, never given up on."""
+        while True:
+            try:
+                return await self.store.write_batch(batch)
+            except StoreError as exc:
+                self.counters.store_failures += 1
+                delay = retry.next_delay()
+                _log.warning("ingest: store write failed (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _write_one_by_one(
+        self, items: list[_Item], retry: Backoff
+    ) -> tuple[list[_Item], IngestBatch, WriteResult]:
+        """Isolate the message(s) that broke a batch: they are refused (``unstorable``), the rest stored."""
+        stored: list[_Item] = []
+        names = ("samples_written", "samples_duplicate", "events_written", "events_duplicate", "snapshots_rejected")
+        totals = collections.Counter[str](dict.fromkeys(names, 0))
+        for item in items:
+            try:
+                result = await self._write_retrying(_batch_of([item]), retry)
+            except Exception:  # noqa: BLE001 - counted and logged; acknowledged so it is not sent again
+                _log.exception("ingest: refusing a message the store cannot take (%s)", item.incoming.topic)
+                self.counters.rejected["unstorable"] += 1
+                if item.session is self._session:
+                    item.session.ack(item.incoming)
+                continue
+            stored.append(item)
+            for name in names:
+                totals[name] += getattr(result, name)
+        return stored, _batch_of(stored), WriteResult(**totals)
 
     def _count(self, items: list[_Item], batch: IngestBatch, result: WriteResult, committed: float) -> None:
         counters = self.counters

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -58,6 +59,10 @@ async def test_a_gateway_is_listed_with_its_registry_and_latest_battery(store: R
     assert gateway.open_alarms == 0
     assert gateway.worst_severity is None
     assert await store.get_gateway("gw-1") == gateway
+    as_json = json.loads(json.dumps(gateway.to_dict()))
+    assert as_json["location"]["lat"] == -33.92
+    assert as_json["packs"] == [{"kind": "protocol", "name": "jbd", "version": "3", "sha256": "a" * 64}]
+    assert as_json["batteries"][0]["snapshot"] == snapshot(at=T0).to_dict()
 
 
 async def test_unknown_gateway_and_offline_last_will(store: Repository) -> None:
@@ -96,6 +101,12 @@ async def test_a_bad_snapshot_is_counted_and_the_rest_stored(store: Repository) 
     result = await store.write_batch(IngestBatch(telemetry=[(message, T0)]))
     assert result.snapshots_rejected == 1
     assert result.samples_written == 1
+    not_a_number = message.batteries[0].model_copy(
+        update={"snapshot": {**(message.batteries[0].snapshot or {}), "voltage": float("nan")}}
+    )
+    poisoned = message.model_copy(update={"batteries": [not_a_number], "at": T0 + 10})
+    result = await store.write_batch(IngestBatch(telemetry=[(poisoned, T0)]))
+    assert (result.snapshots_rejected, result.samples_written) == (1, 0)
 
 
 async def test_a_stale_reading_updates_the_latest_but_adds_no_sample(store: Repository) -> None:
@@ -145,6 +156,7 @@ async def test_cell_voltage_series_per_point_and_per_cell(store: Repository) -> 
     first = cells.points[0].avg
     assert isinstance(first, tuple)
     assert first == snapshot(at=T0, soc=50.0, delta=0.01).cell_voltages
+    assert json.loads(json.dumps(cells.to_dict()))["points"][0]["avg"] == list(first)
     one = await store.series("gw-1", "b1", "cell:16", T0, T0 + 100, Resolution.RAW)
     assert [point.avg for point in one.points] == [p.avg[15] for p in cells.points if isinstance(p.avg, tuple)]
     await store.rollup(T0 + 100)

@@ -170,6 +170,54 @@ class GatewayRecord:
     worst_severity: Severity | None
     """The worst severity among them; None without any."""
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``GET /api/v1/gateways``): snapshots as stored, severity by name."""
+        location = self.location
+        return {
+            "id": self.id,
+            "name": self.name,
+            "site": self.site,
+            "tags": list(self.tags),
+            "hardware": self.hardware,
+            "software_version": self.software_version,
+            "packs": [
+                {"kind": pack.kind, "name": pack.name, "version": pack.version, "sha256": pack.sha256}
+                for pack in self.packs
+            ],
+            "location": None
+            if location is None
+            else {
+                "lat": location.lat,
+                "lon": location.lon,
+                "fix": location.fix,
+                "source": location.source,
+                "time": location.time,
+                "received_at": location.received_at,
+            },
+            "home": None if self.home is None else {"lat": self.home[0], "lon": self.home[1]},
+            "online": self.online,
+            "last_seen": self.last_seen,
+            "interval_s": self.interval_s,
+            "uptime_s": self.uptime_s,
+            "buffer": {"queued": self.buffer_queued, "dropped": self.buffer_dropped},
+            "batteries": [
+                {
+                    "id": battery.id,
+                    "name": battery.name,
+                    "protocol": battery.protocol,
+                    "at": battery.at,
+                    "age_s": battery.age_s,
+                    "stale": battery.stale,
+                    "snapshot": battery.snapshot,
+                }
+                for battery in self.batteries
+            ],
+            "inverter": self.inverter,
+            "inverter_at": self.inverter_at,
+            "open_alarms": self.open_alarms,
+            "worst_severity": None if self.worst_severity is None else self.worst_severity.label,
+        }
+
 
 class Availability(enum.StrEnum):
     """A gateway's availability message."""
@@ -216,6 +264,23 @@ class Series:
     resolution: Resolution
     """The resolution actually used (never ``auto``)."""
     points: tuple[SeriesPoint, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: points as ``{"at", "min", "avg", "max", "count"}`` (cell tuples as lists)."""
+
+        def plain(value: float | tuple[float | None, ...] | None) -> Any:
+            return list(value) if isinstance(value, tuple) else value
+
+        return {
+            "gateway": self.gateway,
+            "battery": self.battery,
+            "field": self.field,
+            "resolution": self.resolution.value,
+            "points": [
+                {"at": p.at, "min": plain(p.min), "avg": plain(p.avg), "max": plain(p.max), "count": p.count}
+                for p in self.points
+            ],
+        }
 
 
 # -- events and alarms --------------------------------------------------------------------------------------

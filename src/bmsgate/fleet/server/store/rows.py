@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from bmsgate.fleet.protocol import Location, StateMessage, TelemetryMessage
+from bmsgate.fleet.server.store import jsoncodec
 from bmsgate.fleet.server.store.repository import (
     CELL_VOLTAGES,
     NUMERIC_FIELDS,
@@ -158,19 +159,23 @@ def telemetry_rows(message: TelemetryMessage) -> TelemetryRows:
         snapshot: BatterySnapshot | None = None
         if reading.snapshot is not None:
             try:
+                # NaN and infinities pass JSON parsing but have no place in a reading (nor in JSON).
+                dumps(reading.snapshot)
                 snapshot = reading.to_snapshot()
-            except Exception:  # noqa: BLE001 - FleetMessageError; anything else from a hostile snapshot too
+            except Exception:  # noqa: BLE001 - FleetMessageError/ValueError; anything else from a hostile snapshot too
                 rows.rejected += 1
                 continue
         if snapshot is None:
             rows.batteries.append((message.gateway, reading.id, message.at, reading.age_s, True, None))
             continue
+        numbers = _numbers(snapshot)
+        if not all(value is None or math.isfinite(value) for value in numbers):
+            rows.rejected += 1  # e.g. a huge voltage times a current overflows the power
+            continue
         rows.batteries.append((message.gateway, reading.id, message.at, reading.age_s, reading.stale, snapshot))
         if not reading.stale:
             # A stale reading repeats an old one: it is the latest known, not a new sample.
-            rows.samples.append(
-                (message.gateway, reading.id, message.at, *_numbers(snapshot), tuple(snapshot.cell_voltages))
-            )
+            rows.samples.append((message.gateway, reading.id, message.at, *numbers, tuple(snapshot.cell_voltages)))
     return rows
 
 
@@ -214,7 +219,7 @@ def state_values(message: StateMessage, received_at: float) -> dict[str, Any]:
 
 
 def _loads(text: str | None, default: Any) -> Any:
-    return default if text is None else json.loads(text)
+    return default if text is None else jsoncodec.loads(text)
 
 
 def gateway_from_row(
@@ -361,6 +366,16 @@ def mapping_or_empty(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return value if value is not None else {}
 
 
+def _full_json(snapshot: BatterySnapshot | None) -> str | None:
+    """The full JSON form; None when a derived value overflows (the sample itself was checked)."""
+    if snapshot is None:
+        return None
+    try:
+        return dumps(snapshot.to_dict())
+    except ValueError:
+        return None
+
+
 class BatchRows:
     """Every row one :class:`~.repository.IngestBatch` writes, backend-neutral but for the cell encoding."""
 
@@ -389,7 +404,7 @@ class BatchRows:
             entry = activity.setdefault(event.gateway, [event.gateway, 0.0, None, None, None])
             entry[1] = max(entry[1], received_at)
         # Only the newest reading per battery is kept as "latest": only it needs its full JSON form.
-        self.batteries = [(*row[:5], None if row[5] is None else dumps(row[5].to_dict())) for row in latest.values()]
+        self.batteries = [(*row[:5], _full_json(row[5])) for row in latest.values()]
         """``(gateway, battery, at, age_s, stale, full snapshot JSON)``, the newest per battery."""
         self.activity = [tuple(entry) for entry in activity.values()]
         """``(gateway, last_seen, rollup_from, inverter JSON, inverter_at)``."""
