@@ -148,11 +148,12 @@ _ADAPTERS = {
     "pymodbus": {"bmsgate.inverter.modbus.server"},
     "can": {"bmsgate.inverter.can.bus"},
     "cantools": {"bmsgate.inverter.can.dbc"},
+    "yoyo": {"bmsgate.fleet.server.store.migrate"},
+    "psycopg": {"bmsgate.fleet.server.store.postgres"},
+    "cryptography": {"bmsgate.fleet.server.tls"},
     "litestar": {"bmsgate.fleet.server.api.app"},
     "uvicorn": {"bmsgate.fleet.server.api.server"},
     "playwright": set(),
-    "yoyo": {"bmsgate.fleet.server.store.migrate"},
-    "psycopg": {"bmsgate.fleet.server.store.postgres"},
     "msgspec": {"bmsgate.fleet.server.store.jsoncodec"},
 }
 """Each third-party I/O library and the one adapter module allowed to import it."""

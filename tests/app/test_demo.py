@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from rich.console import Console
 
@@ -47,6 +48,10 @@ def test_demo_runs_end_to_end_and_exits_zero(tmp_path: Path) -> None:
             f"127.0.0.1:{free_port()}",
             "--modbus-tcp",
             f"127.0.0.1:{free_port()}",
+            "--fleet-sites",
+            "2",
+            "--fleet-http",
+            f"127.0.0.1:{free_port()}",
         ],
         capture_output=True,
         text=True,
@@ -56,6 +61,7 @@ def test_demo_runs_end_to_end_and_exits_zero(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     for battery in ("house", "garage", "shed", "camper"):
         assert f" {battery} " in result.stdout
+    assert re.search(r"fleet dashboard: http://127\.0\.0\.1:\d+/  admin token: [\w-]{40,}", result.stderr)
     # candump log format: (timestamp) interface ID#DATA, the Pylon frame set.
     lines = can_log.read_text().splitlines()
     assert re.fullmatch(r"\(\d+\.\d{6}\) bmsgate-demo 351#[0-9A-F]{12}", lines[0])
@@ -101,11 +107,19 @@ async def test_demo_outputs_run_on_localhost() -> None:
     from bmsgate.app.demo import DemoOptions, demo_sink_builders
 
     mqtt_port, modbus_port = free_port(), free_port()
-    options = DemoOptions(mqtt="", mqtt_bind=f"127.0.0.1:{mqtt_port}", modbus_tcp=f"127.0.0.1:{modbus_port}")
+    fleet_port = free_port()
+    options = DemoOptions(
+        mqtt="",
+        mqtt_bind=f"127.0.0.1:{mqtt_port}",
+        modbus_tcp=f"127.0.0.1:{modbus_port}",
+        fleet_sites=2,
+        fleet_http=f"127.0.0.1:{fleet_port}",
+    )
     config = config_from_mapping(demo_config(poll_interval=0.3, time_scale=60))
     gateway = build_gateway(config, console=Console(file=io.StringIO()), sink_builders=demo_sink_builders(options))
     configs: dict[str, bytes] = {}
     soc_register: list[int] = []
+    health: list[int] = []
 
     async def check() -> None:
         await asyncio.sleep(2.5)
@@ -122,6 +136,8 @@ async def test_demo_outputs_run_on_localhost() -> None:
             soc_register.extend(reply.registers)
         finally:
             modbus.close()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{fleet_port}", timeout=5) as client:
+            health.append((await client.get("/api/v1/health")).status_code)
         gateway.supervisor.request_stop()
 
     async with asyncio.TaskGroup() as group:
@@ -136,6 +152,7 @@ async def test_demo_outputs_run_on_localhost() -> None:
     assert discovery["default_entity_id"].startswith("sensor.bms_house_cell_")
     assert 0 < soc_register[0] <= 100  # generic map: 0x0100 = bank SoC in %
     assert 50_00 < soc_register[1] < 56_00  # 0x0101: the 48 V bank (house + garage) in 0.01 V
+    assert health == [200]  # the fleet dashboard's server answers
 
 
 @contextlib.contextmanager
@@ -152,7 +169,7 @@ def _port_5020_taken() -> Iterator[None]:
 
 
 def _demo(*arguments: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "bmsgate.app.cli.main", "demo", "--plain", "--no-mqtt", *arguments]
+    command = [sys.executable, "-m", "bmsgate.app.cli.main", "demo", "--plain", "--no-mqtt", "--no-fleet", *arguments]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
 

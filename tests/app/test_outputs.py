@@ -148,4 +148,4 @@ def test_one_controller_serves_every_inverter_output(tmp_path: Path) -> None:
     assert build_outputs({"modbus": None}, config, gateway.supervisor, gateway.protocols).sinks == []
     assert [row.section for row in OUTPUTS if row.inverter] == ["modbus", "can", "rs485"]
     with pytest.raises(ConfigError, match="unknown outputs"):
-        build_outputs({"fleet": object()}, config, gateway.supervisor, gateway.protocols)
+        build_outputs({"telepathy": object()}, config, gateway.supervisor, gateway.protocols)

@@ -26,6 +26,7 @@ from pydantic import (
 
 from bmsgate.datafiles import ValidationProblem, describe_validation_errors, parse_yaml, read_text
 from bmsgate.errors import ConfigError, ConfigProblem, DefinitionError
+from bmsgate.fleet.agent.settings import FleetSettings
 from bmsgate.homeassistant.settings import MqttSettings
 from bmsgate.inverter.can.settings import CanSettings
 from bmsgate.inverter.modbus.settings import ModbusSettings
@@ -256,6 +257,8 @@ class OutputsConfig(_Strict):
     """The inverter over CAN (docs/can.md)."""
     rs485: Rs485Settings | None = None
     """The inverter over Pylontech LV RS485, battery side (docs/inverters.md)."""
+    fleet: FleetSettings | None = None
+    """Reporting to a fleet server: telemetry, location, offline buffer, commands (docs/fleet/agent.md)."""
 
 
 class LoggingConfig(_Strict):

@@ -13,6 +13,7 @@ Assistant-only.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -30,6 +31,7 @@ from bmsgate.app.ports import check_tcp_port_free, free_tcp_port, tcp_port_free
 from bmsgate.catalog import Kind, default_catalog
 from bmsgate.datafiles import describe_validation_errors
 from bmsgate.errors import ConfigError, ConfigProblem
+from bmsgate.fleet.sites import SOUTH_AFRICAN_TOWNS
 from bmsgate.homeassistant.settings import MqttSettings
 from bmsgate.inverter.can.settings import CanSettings
 from bmsgate.inverter.modbus.settings import ModbusSettings
@@ -68,6 +70,10 @@ class DemoOptions:
     can_profile: str = "pylon"
     rs485: str | None = None
     """An RS485 dialect: answer a simulated inverter of that family over an in-process pty pair; None: no RS485."""
+    fleet_sites: int | None = 30
+    """Start a local fleet server with this many simulated sites and connect this gateway to it; None: no fleet."""
+    fleet_http: str | None = None
+    """HOST:PORT of the fleet dashboard; None: 127.0.0.1:8080, or a free port if that is taken."""
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,6 +112,22 @@ class DemoOptions:
             "on an in-process pty pair",
         )
 
+        fleet = parser.add_mutually_exclusive_group()
+        fleet.add_argument(
+            "--fleet-sites",
+            metavar="N",
+            type=int,
+            default=30,
+            help="simulated sites of the local fleet server (default 30; this gateway is one more)",
+        )
+        fleet.add_argument("--no-fleet", action="store_true", help="no fleet server and dashboard")
+        parser.add_argument(
+            "--fleet-http",
+            metavar="HOST:PORT",
+            default=None,
+            help="where the fleet dashboard listens (default 127.0.0.1:8080, another free port if that is taken)",
+        )
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DemoOptions:
         """From parsed arguments."""
@@ -117,6 +139,8 @@ class DemoOptions:
             can_log=args.can_log,
             can_profile=args.can_profile,
             rs485=args.rs485,
+            fleet_sites=None if args.no_fleet else max(args.fleet_sites, 0),
+            fleet_http=args.fleet_http,
         )
 
 
@@ -222,6 +246,8 @@ def demo_sink_builders(options: DemoOptions) -> list[SinkBuilder]:
         sinks.append(SimulatedInverter(can_settings))
         if rs485 is not None:
             sinks.append(rs485.inverter)
+        if options.fleet_sites is not None:
+            sinks.append(_FleetDemoSink(options, wiring.context))
         _LOGGER.info(
             "demo: CAN profile %s on a virtual bus with a simulated inverter%s",
             options.can_profile,
@@ -328,6 +354,45 @@ def _embedded_broker(options: DemoOptions, context: OutputContext) -> Sink:
                 "demo: port %d is taken (another broker?); the embedded broker uses %d", _DEFAULT_BROKER[1], port
             )
     return _EmbeddedBrokerSink(host, port, build)
+
+
+class _FleetDemoSink:
+    """The demo's fleet: a local fleet server with simulated sites, and this gateway's own agent reporting to it."""
+
+    name = "fleet"
+
+    def __init__(self, options: DemoOptions, context: OutputContext) -> None:
+        self._options = options
+        self._context = context
+
+    async def run(self, hub: SnapshotHub) -> None:
+        from bmsgate.fleet.agent.settings import FleetSettings  # noqa: PLC0415 - needs the [fleet] extra
+        from bmsgate.fleet.demo import FleetDemo, FleetDemoOptions  # noqa: PLC0415
+
+        host, port = ("127.0.0.1", None)
+        if self._options.fleet_http is not None:
+            host, port = _host_port(self._options.fleet_http, "--fleet-http")
+        options = FleetDemoOptions(gateways=self._options.fleet_sites or 0, http_host=host, http_port=port)
+        async with FleetDemo(options) as demo:
+            _LOGGER.warning("demo: %s", demo.banner())
+            credentials = demo.enroll_to_file("demo-gateway")
+            await demo.apply()
+            town, province, lat, lon = SOUTH_AFRICAN_TOWNS[1]
+            settings = FleetSettings.model_validate(
+                {
+                    "credentials": credentials,
+                    "name": "bmsgate demo gateway",
+                    "site": f"{town}, {province}",
+                    "tags": ["demo"],
+                    "interval": 5.0,
+                    "location": {"type": "fixed", "lat": lat, "lon": lon},
+                    "buffer": {"path": demo.running.data.root / "demo-gateway-buffer.sqlite"},
+                }
+            )
+            (agent,) = build_output("fleet", settings, self._context)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(agent.run(hub), name="demo-fleet-agent")
+                group.create_task(demo.run_sites(), name="demo-fleet-sites")
 
 
 _DEMO_STATE: Final = Path(tempfile.gettempdir()) / "bmsgate-demo-state"

@@ -131,11 +131,27 @@ def _mqtt_sinks(settings: Any, context: OutputContext) -> list[Sink]:
     ]
 
 
+def _fleet_sinks(settings: Any, context: OutputContext) -> list[Sink]:
+    from bmsgate.fleet.agent.wiring import agent_from_settings  # noqa: PLC0415 - needs the [mqtt] extra
+
+    controller = context.controller
+    return [
+        agent_from_settings(
+            settings,
+            context.config,
+            context.protocols,
+            status_channel=controller.channel if controller is not None else None,
+            outputs=lambda: context.supervisor.sinks,
+        )
+    ]
+
+
 OUTPUTS: Final[tuple[OutputRow, ...]] = (
     OutputRow("modbus", _modbus_sinks, inverter=True),
     OutputRow("can", _can_sinks, inverter=True),
     OutputRow("rs485", _rs485_sinks, inverter=True),
     OutputRow("mqtt", _mqtt_sinks),
+    OutputRow("fleet", _fleet_sinks),
 )
 """Every network output, by its section under ``outputs:``."""
 

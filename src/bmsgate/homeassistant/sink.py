@@ -206,6 +206,12 @@ class HomeAssistantSink:
             subscription.close()
             self._save_state()
 
+    def request_rediscovery(self) -> None:
+        """Publish discovery, availability and states again in full (the fleet's ``rediscover_outputs``)."""
+        self.stats.republishes += 1
+        self._republish = True
+        self._wake.set()
+
     # -- hub side ----------------------------------------------------------------------------------
 
     async def _consume(self, subscription: Subscription) -> None:

@@ -12,7 +12,9 @@ import contextlib
 import dataclasses
 import math
 import ssl
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Final
 
 import aiomqtt
@@ -56,9 +58,16 @@ def _error(action: str, exc: BaseException) -> SinkError:
 
 def _ssl_context(tls: TlsSettings) -> ssl.SSLContext:
     """Build the TLS context (blocking: it reads certificate files)."""
-    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None, cadata=tls.ca_pem)
     if tls.cert_file is not None:
         context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    elif tls.cert_pem is not None and tls.key_pem is not None:
+        # The ssl module loads a certificate chain only from files: a private directory, gone right after.
+        with tempfile.TemporaryDirectory(prefix="bmsgate-tls-") as directory:
+            cert, key = Path(directory) / "cert.pem", Path(directory) / "key.pem"
+            cert.write_text(tls.cert_pem, encoding="utf-8")
+            key.write_text(tls.key_pem.get_secret_value(), encoding="utf-8")
+            context.load_cert_chain(str(cert), str(key))
     if tls.insecure:
         context.check_hostname = False
     return context

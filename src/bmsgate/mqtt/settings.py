@@ -21,14 +21,20 @@ _DEFAULT_TLS_PORT: Final = 8883
 
 
 class TlsSettings(BaseModel):
-    """TLS towards the broker. With no CA file the system trust store is used."""
+    """TLS towards the broker. With no CA file (nor CA data) the system trust store is used."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     ca_file: Path | None = None
+    ca_pem: str | None = None
+    """The CA certificate(s) as PEM text (a fleet credentials file carries its CA that way)."""
     cert_file: Path | None = None
     """Client certificate (PEM) for brokers that authenticate clients by certificate."""
     key_file: Path | None = None
+    cert_pem: str | None = None
+    """The client certificate as PEM text (instead of `cert_file`)."""
+    key_pem: SecretStr | None = None
+    """Its private key as PEM text (with `cert_pem`)."""
     insecure: bool = False
     """Skip host name verification (the chain is still verified). Only for testing."""
 
@@ -36,6 +42,10 @@ class TlsSettings(BaseModel):
     def _check_files(self) -> Self:
         if self.key_file is not None and self.cert_file is None:
             raise ValueError("key_file needs cert_file")
+        if (self.cert_pem is None) != (self.key_pem is None):
+            raise ValueError("cert_pem and key_pem come together")
+        if self.cert_pem is not None and self.cert_file is not None:
+            raise ValueError("give either cert_file or cert_pem, not both")
         for path in (self.ca_file, self.cert_file, self.key_file):
             if path is not None and not path.is_file():
                 raise ValueError(f"{path}: file not found")

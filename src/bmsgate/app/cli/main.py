@@ -43,6 +43,7 @@ _COMMAND_MODULES: Final[tuple[str, ...]] = (
     "bmsgate.app.cli.capture",
     "bmsgate.app.cli.catalog",
     "bmsgate.app.cli.inverters",
+    "bmsgate.app.cli.fleet",
 )
 
 

@@ -1,0 +1,605 @@
+"""FleetAgent: the gateway's uplink to its fleet server, an output right of the hub like any other.
+
+Four long-lived tasks share the agent's view:
+
+* the *consumer* reads the hub subscription and turns changes into events (battery online/offline,
+  alarm raised/cleared), never waiting for the broker;
+* the *sampler* builds one telemetry message per interval from the hub (every battery, compact form)
+  and the inverter controller's status;
+* the *location* task follows the configured source (events when the fix is lost or regained);
+* the *connection loop* connects with a retained last will (``offline``), says ``online``, publishes the
+  retained state, subscribes to its ``command`` and ``desired`` topics and sends the outbox.
+
+Telemetry and events go through the on-disk :class:`~bmsgate.fleet.agent.buffer.Outbox` first and leave
+it only when the broker acknowledged them (QoS 1 PUBACK), so an outage of any length up to the buffer's
+bound leaves no gap. After a reconnect, messages made during this connection go first; the backlog
+follows oldest first, at ``backfill_rate`` messages per second, each marked ``"backfill": true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from bmsgate import __version__
+from bmsgate.errors import BmsgateError, SinkError
+from bmsgate.fleet.agent.buffer import BufferedMessage, Outbox
+from bmsgate.fleet.agent.commands import CommandRejected, CommandScreen
+from bmsgate.fleet.agent.events import EventTracker, PendingEvent
+from bmsgate.fleet.agent.identity import hardware_model, pack_versions
+from bmsgate.fleet.agent.location import LocationSource
+from bmsgate.fleet.protocol import (
+    MAX_PAYLOAD_BYTES,
+    OFFLINE,
+    ONLINE,
+    PROTOCOL_VERSION,
+    BatteryDescriptor,
+    BatteryReading,
+    BufferStatus,
+    Channel,
+    CommandKind,
+    CommandMessage,
+    EventKind,
+    EventMessage,
+    Location,
+    LocationFix,
+    PackVersion,
+    StateMessage,
+    TelemetryMessage,
+    compact_snapshot,
+    encode,
+    topic,
+)
+from bmsgate.mqtt.settings import BrokerSettings
+from bmsgate.runtime.backoff import Backoff
+from bmsgate.runtime.cancellation import run_isolated
+from bmsgate.runtime.hub import SnapshotHub, Subscription
+
+if TYPE_CHECKING:
+    from bmsgate.mqtt.client import MqttSession
+
+__all__ = ["AgentOptions", "AgentStats", "DesiredStateHandler", "FleetAgent", "InverterStatusProvider"]
+
+_LOGGER = logging.getLogger(__name__)
+
+InverterStatusProvider = Callable[[], Mapping[str, object] | None]
+DesiredStateHandler = Callable[[bytes], Awaitable[bytes]]
+"""Takes the raw retained ``desired`` payload, applies it, and returns the ``reported`` payload to publish."""
+RediscoverHook = Callable[[], Sequence[str]]
+"""Asks the outputs to re-run their discovery; returns the names of those that will."""
+
+_MAX_BATTERIES: Final = 64
+_MOVED_M: Final = 25.0
+"""A position change beyond this republishes the state (GPS jitter stays below it)."""
+_MIN_STATE_GAP: Final = 1.0
+_DROP_EVENT_GAP: Final = 60.0
+"""At most one ``buffer_dropped`` event per minute (each one could push out the next old message)."""
+_GOODBYE_TIMEOUT: Final = 1.0
+_STOP_GRACE: Final = 1.5
+_STOP_LIMIT: Final = 2.0
+_SESSION_STOP_GRACE: Final = 0.25
+_SESSION_STOP_LIMIT: Final = 0.5
+_BACKFILL_MARK: Final = b'{"backfill":true,'
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AgentOptions:
+    """Everything the agent needs besides the hub (a config file is one way to make it)."""
+
+    gateway_id: str
+    broker: BrokerSettings
+    buffer_path: Path
+    buffer_max_bytes: int = 64 * 1024 * 1024
+    backfill_rate: float = 20.0
+    interval: float = 10.0
+    state_interval: float = 900.0
+    name: str | None = None
+    site: str | None = None
+    tags: tuple[str, ...] = ()
+    batteries: tuple[BatteryDescriptor, ...] = ()
+    hardware: str | None = None
+    """Default: :func:`~bmsgate.fleet.agent.identity.hardware_model`."""
+    software_version: str = __version__
+    packs: tuple[PackVersion, ...] | None = None
+    """Default: the catalog's items (:func:`~bmsgate.fleet.agent.identity.pack_versions`)."""
+
+
+@dataclasses.dataclass(slots=True)
+class AgentStats:
+    """Counters for tests, benchmarks and diagnostics."""
+
+    connects: int = 0
+    sent: int = 0
+    """Telemetry and event messages acknowledged by the broker."""
+    backfilled: int = 0
+    """Of those, sent from the backlog."""
+    bytes: int = 0
+    states: int = 0
+    commands_done: int = 0
+    commands_rejected: int = 0
+
+
+def _distance_m(a: Location, b: Location) -> float:
+    if a.lat is None or a.lon is None or b.lat is None or b.lon is None:
+        return math.inf
+    dlat = math.radians(b.lat - a.lat)
+    dlon = math.radians(b.lon - a.lon) * math.cos(math.radians((a.lat + b.lat) / 2))
+    return 6_371_000 * math.hypot(dlat, dlon)
+
+
+class FleetAgent:
+    """Reports one gateway to the fleet (see docs/fleet/agent.md).
+
+    Args:
+        options: identity, broker, buffer and intervals.
+        location: where the site's position comes from (None: none reported).
+        inverter_status: the inverter controller's status (``InverterStatus.to_dict()``), if any.
+        desired: applies the server's desired state (the signed rollouts); None: the gateway reports that
+            it cannot apply desired state yet.
+        rediscover: asks the other outputs to re-run their discovery (the ``rediscover_outputs`` command).
+        clock: wall clock (seconds since 1970) for message times.
+    """
+
+    name = "fleet"
+
+    def __init__(
+        self,
+        options: AgentOptions,
+        *,
+        location: LocationSource | None = None,
+        inverter_status: InverterStatusProvider | None = None,
+        desired: DesiredStateHandler | None = None,
+        rediscover: RediscoverHook | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.options = options
+        self.gateway_id = options.gateway_id
+        self._location_source = location
+        self._inverter_status = inverter_status
+        self._desired_handler = desired
+        self._rediscover = rediscover
+        self._clock = clock
+        self._started = time.monotonic()
+        self._hardware = options.hardware if options.hardware is not None else hardware_model()
+        self._packs = list(options.packs) if options.packs is not None else pack_versions()
+        self._descriptors = {battery.id: battery for battery in options.batteries}
+        self._topics = {channel: topic(self.gateway_id, channel) for channel in Channel}
+        self._seen_batteries: set[str] = set()
+        self._tracker = EventTracker()
+        self._screen = CommandScreen()
+        self._outbox: Outbox | None = None
+        self._hub: SnapshotHub | None = None
+        self._location: Location | None = None
+        self._published_location: Location | None = None
+        self._wake = asyncio.Event()
+        self._state_dirty = asyncio.Event()
+        self._desired_event = asyncio.Event()
+        self._desired_payload: bytes | None = None
+        self._reported: bytes | None = None
+        self._reported_dirty = False
+        self._last_drop_event = -math.inf
+        self._unreported_drops = 0
+        self.stats = AgentStats()
+        self.connected = asyncio.Event()
+        """Set while a session is up and the first state is published (for tests and status)."""
+
+    # -- public ----------------------------------------------------------------------------------
+
+    @property
+    def outbox(self) -> Outbox | None:
+        """The open buffer while running."""
+        return self._outbox
+
+    @property
+    def location(self) -> Location | None:
+        """The latest location (None before the source reported, or without a source)."""
+        return self._location
+
+    def report_config_applied(
+        self, detail: str, data: Mapping[str, str | int | float | bool | None] | None = None
+    ) -> None:
+        """Record a ``config_applied`` event (live reconfiguration, a rollout step)."""
+        self._append_event(PendingEvent(EventKind.CONFIG_APPLIED, detail=detail[:1024], data=dict(data or {})))
+
+    async def run(self, hub: SnapshotHub) -> None:
+        """Report until cancelled; reconnects on its own and never slows the hub's producers.
+
+        Raises:
+            SinkError: the buffer cannot be opened (the supervisor retries the output).
+        """
+        self._hub = hub
+        self._outbox = Outbox(self.options.buffer_path, max_bytes=self.options.buffer_max_bytes)
+        subscription = hub.subscribe(self.name)
+        try:
+            self.report_config_applied(
+                "agent started",
+                {"batteries": len(hub.battery_ids()), "packs": len(self._packs), "packs_sha256": self._packs_digest()},
+            )
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._consume(subscription), name="fleet-consume")
+                group.create_task(self._sample(hub), name="fleet-sample")
+                group.create_task(self._follow_location(), name="fleet-location")
+                group.create_task(self._desired_worker(), name="fleet-desired")
+                group.create_task(self._mqtt(), name="fleet-mqtt")
+        finally:
+            subscription.close()
+            self._outbox.close()
+            self._outbox = None
+
+    # -- producing -------------------------------------------------------------------------------
+
+    def _packs_digest(self) -> str:
+        joined = "\n".join(f"{pack.kind}/{pack.name}/{pack.sha256}" for pack in self._packs)
+        return hashlib.sha256(joined.encode()).hexdigest()
+
+    def _append(self, channel: Channel, build: Callable[[int], bytes], created: float) -> int | None:
+        if self._outbox is None:
+            return None
+        try:
+            seq, dropped = self._outbox.append(channel.value, build, created=created)
+        except SinkError as exc:
+            _LOGGER.warning("fleet: %s; this %s message is lost", exc, channel.value)
+            return None
+        self._wake.set()
+        if dropped:
+            self._unreported_drops += dropped
+            self._state_dirty.set()
+            now = time.monotonic()
+            if now - self._last_drop_event >= _DROP_EVENT_GAP:
+                self._last_drop_event = now
+                count, self._unreported_drops = self._unreported_drops, 0
+                self._append_event(
+                    PendingEvent(
+                        EventKind.BUFFER_DROPPED,
+                        detail="offline buffer full: oldest messages dropped",
+                        data={"dropped": count, "total": self._outbox.dropped},
+                    )
+                )
+        return seq
+
+    def _append_event(self, event: PendingEvent) -> None:
+        at = self._clock()
+
+        def build(seq: int) -> bytes:
+            return encode(
+                EventMessage(
+                    v=PROTOCOL_VERSION,
+                    gateway=self.gateway_id,
+                    seq=seq,
+                    at=at,
+                    kind=event.kind,
+                    battery=event.battery,
+                    alarm=event.alarm,
+                    detail=event.detail,
+                    data=event.data,
+                )
+            )
+
+        self._append(Channel.EVENT, build, at)
+
+    async def _consume(self, subscription: Subscription) -> None:
+        async for update in subscription:
+            if update.removed:
+                events = self._tracker.removed(update.battery_id)
+                self._state_dirty.set()
+            else:
+                if update.battery_id not in self._seen_batteries:
+                    self._seen_batteries.add(update.battery_id)
+                    self._state_dirty.set()
+                events = self._tracker.battery(update.battery_id, update.snapshot, stale=update.stale)
+            for event in events:
+                self._append_event(event)
+
+    def telemetry(self, hub: SnapshotHub) -> Callable[[int], bytes]:
+        """The telemetry message of this moment, as a payload builder for a sequence number."""
+        at = self._clock()
+        readings = []
+        ids = hub.battery_ids()
+        if len(ids) > _MAX_BATTERIES:
+            _LOGGER.warning("fleet: %d batteries; telemetry carries the first %d", len(ids), _MAX_BATTERIES)
+        for battery_id in ids[:_MAX_BATTERIES]:
+            snapshot = hub.latest(battery_id)
+            readings.append(
+                BatteryReading(
+                    id=battery_id,
+                    age_s=hub.age(battery_id),
+                    stale=hub.is_stale(battery_id),
+                    snapshot=compact_snapshot(snapshot) if snapshot is not None else None,
+                )
+            )
+        inverter = self._inverter_status() if self._inverter_status is not None else None
+        message = TelemetryMessage(
+            v=PROTOCOL_VERSION,
+            gateway=self.gateway_id,
+            seq=0,
+            at=at,
+            batteries=readings,
+            inverter=dict(inverter) if inverter is not None else None,
+        )
+        body = encode(message)
+        # Everything but the sequence number is fixed now: splice it in rather than validate twice.
+        head, tail = body.split(b'"seq":0', 1)
+        return lambda seq: b'%s"seq":%d%s' % (head, seq, tail)
+
+    async def _sample(self, hub: SnapshotHub) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.options.interval
+        next_at = loop.time() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            build = self.telemetry(hub)
+            self._append(Channel.TELEMETRY, build, self._clock())
+            next_at += interval
+            if next_at < loop.time():  # the loop was blocked for more than an interval: do not burst
+                next_at = loop.time() + interval
+
+    async def _follow_location(self) -> None:
+        if self._location_source is None:
+            return
+        await self._location_source.run(self._take_location)
+
+    def _take_location(self, location: Location) -> None:
+        self._location = location
+        for event in self._tracker.location(location):
+            self._append_event(event)
+        published = self._published_location
+        if (
+            published is None
+            or published.fix is not location.fix
+            or (location.fix is not LocationFix.NONE and _distance_m(published, location) > _MOVED_M)
+        ):
+            self._state_dirty.set()
+
+    def state(self) -> StateMessage:
+        """The retained state as of now."""
+        outbox = self._outbox
+        buffer = BufferStatus(queued=outbox.queued, dropped=outbox.dropped) if outbox is not None else BufferStatus()
+        ids = self._hub.battery_ids() if self._hub is not None else list(self._descriptors)
+        batteries = [self._descriptors.get(battery_id) or BatteryDescriptor(id=battery_id) for battery_id in ids]
+        return StateMessage(
+            v=PROTOCOL_VERSION,
+            gateway=self.gateway_id,
+            sent_at=self._clock(),
+            software_version=self.options.software_version,
+            hardware=self._hardware[:1024],
+            uptime_s=time.monotonic() - self._started,
+            name=self.options.name,
+            site=self.options.site,
+            tags=list(self.options.tags),
+            interval_s=self.options.interval,
+            packs=self._packs,
+            location=self._location,
+            batteries=batteries[:_MAX_BATTERIES],
+            buffer=buffer,
+        )
+
+    # -- desired state ---------------------------------------------------------------------------
+
+    async def _desired_worker(self) -> None:
+        while True:
+            await self._desired_event.wait()
+            self._desired_event.clear()
+            payload = self._desired_payload
+            if payload is None:
+                continue
+            digest = hashlib.sha256(payload).hexdigest()
+            if self._desired_handler is None:
+                report = self._reported_json("unsupported", digest, "this gateway cannot apply desired state yet")
+            else:
+                try:
+                    report = await self._desired_handler(payload)
+                except BmsgateError as exc:
+                    report = self._reported_json("error", digest, str(exc)[:1024])
+            self._reported = report
+            self._reported_dirty = True
+            self._wake.set()
+
+    def _reported_json(self, status: str, digest: str, detail: str) -> bytes:
+        """The ``reported`` payload when no handler produced one (see docs/fleet/agent.md)."""
+        data: dict[str, object] = {
+            "v": PROTOCOL_VERSION,
+            "gateway": self.gateway_id,
+            "status": status,
+            "desired_sha256": digest,
+            "detail": detail,
+            "at": self._clock(),
+        }
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    # -- broker side -------------------------------------------------------------------------------
+
+    async def _mqtt(self) -> None:
+        """The connection loop in a task that a cancellation always ends (see the Home Assistant sink)."""
+        await run_isolated(self._connection_loop(), name="fleet-connection", grace=_STOP_GRACE, limit=_STOP_LIMIT)
+
+    async def _connection_loop(self) -> None:
+        from bmsgate.mqtt import client as mqtt  # noqa: PLC0415 - aiomqtt is an optional extra
+
+        settings = self.options.broker
+        backoff = Backoff(settings.reconnect_initial, settings.reconnect_max, jitter=0.25)
+        failing = False
+        availability = self._topics[Channel.AVAILABILITY]
+        while True:
+            try:
+                async with mqtt.connect(
+                    settings, will_topic=availability, will_payload=OFFLINE.decode(), client_id=self.gateway_id
+                ) as session:
+                    self.stats.connects += 1
+                    backoff.reset()
+                    _LOGGER.info(
+                        "fleet: connected to %s as %s%s",
+                        settings.display_url(),
+                        self.gateway_id,
+                        f" ({self._outbox.queued} buffered)" if self._outbox and self._outbox.queued else "",
+                    )
+                    failing = False
+                    try:
+                        await run_isolated(
+                            self._serve(session),
+                            name="fleet-session",
+                            grace=_SESSION_STOP_GRACE,
+                            limit=_SESSION_STOP_LIMIT,
+                        )
+                    except asyncio.CancelledError:
+                        with contextlib.suppress(SinkError, TimeoutError):
+                            async with asyncio.timeout(_GOODBYE_TIMEOUT):
+                                await session.publish(availability, OFFLINE, retain=True)
+                        raise
+            except SinkError as exc:
+                self.connected.clear()
+                delay = backoff.next_delay()
+                if not failing:
+                    _LOGGER.warning("fleet: %s; buffering, retrying in %.1f s", exc, delay)
+                failing = True
+                await asyncio.sleep(delay)
+            finally:
+                self.connected.clear()
+
+    async def _serve(self, session: MqttSession) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._receive(session), name="fleet-receive")
+                await session.subscribe(self._topics[Channel.COMMAND], self._topics[Channel.DESIRED])
+                await session.publish(self._topics[Channel.AVAILABILITY], ONLINE, retain=True)
+                await self._publish_state(session)
+                self._reported_dirty = self._reported is not None
+                self.connected.set()
+                group.create_task(self._state_loop(session), name="fleet-state")
+                group.create_task(self._send(session), name="fleet-send")
+        except BaseExceptionGroup as group_error:
+            match, rest = group_error.split(SinkError)
+            if rest is not None or match is None:
+                raise
+            leaf: BaseException = match
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]
+            raise leaf from None
+
+    async def _publish_state(self, session: MqttSession) -> None:
+        self._state_dirty.clear()
+        state = self.state()
+        await session.publish(self._topics[Channel.STATE], encode(state), retain=True)
+        self._published_location = state.location
+        self.stats.states += 1
+
+    async def _state_loop(self, session: MqttSession) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.options.state_interval):
+                    await self._state_dirty.wait()
+            await asyncio.sleep(_MIN_STATE_GAP)  # coalesce a burst of changes into one retained state
+            await self._publish_state(session)
+
+    async def _send(self, session: MqttSession) -> None:
+        """Send the outbox: this connection's messages first, then the backlog at the bounded rate."""
+        outbox = self._outbox
+        assert outbox is not None  # run() opens it before the connection loop starts
+        loop = asyncio.get_running_loop()
+        cutoff = outbox.next_seq - 1
+        live_after = cutoff
+        backlog_after = -1 if outbox.queued else cutoff
+        rate = self.options.backfill_rate
+        tokens, refilled = 1.0, loop.time()
+        while True:
+            self._wake.clear()
+            if self._reported_dirty and self._reported is not None:
+                self._reported_dirty = False
+                await session.publish(self._topics[Channel.REPORTED], self._reported, retain=True)
+            live = outbox.oldest(after=live_after, limit=16)
+            for message in live:
+                await self._publish_buffered(session, message, backfill=False)
+                live_after = message.seq
+            if live:
+                continue
+            if backlog_after < cutoff:
+                now = loop.time()
+                tokens, refilled = min(max(1.0, rate), tokens + (now - refilled) * rate), now
+                if tokens < 1.0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout((1.0 - tokens) / rate):
+                            await self._wake.wait()
+                    continue
+                batch = outbox.oldest(after=backlog_after, up_to=cutoff, limit=1)
+                if not batch:
+                    backlog_after = cutoff
+                    _LOGGER.info("fleet: backlog sent")
+                    self._state_dirty.set()
+                    continue
+                tokens -= 1.0
+                await self._publish_buffered(session, batch[0], backfill=True)
+                backlog_after = batch[0].seq
+                continue
+            await self._wake.wait()
+
+    async def _publish_buffered(self, session: MqttSession, message: BufferedMessage, *, backfill: bool) -> None:
+        payload = message.payload
+        if backfill and payload.startswith(b"{"):
+            # Live payloads leave `backfill` out (its default): marking one is adding the key.
+            payload = _BACKFILL_MARK + payload[1:]
+        await session.publish(self._topics[Channel(message.channel)], payload, retain=False)
+        assert self._outbox is not None
+        self._outbox.remove(message.seq)
+        self.stats.sent += 1
+        self.stats.backfilled += backfill
+        self.stats.bytes += len(payload)
+
+    # -- from the server -------------------------------------------------------------------------
+
+    async def _receive(self, session: MqttSession) -> None:
+        async for message in session.messages():
+            if message.topic == self._topics[Channel.DESIRED]:
+                self._take_desired(message.payload)
+            elif message.topic == self._topics[Channel.COMMAND]:
+                self._take_command(message.topic, message.payload)
+
+    def _take_desired(self, payload: bytes) -> None:
+        if not payload:
+            return  # the server cleared it
+        if len(payload) > MAX_PAYLOAD_BYTES[Channel.DESIRED]:
+            digest = hashlib.sha256(payload).hexdigest()
+            self._reported = self._reported_json(
+                "error", digest, f"desired state of {len(payload)} bytes, at most {MAX_PAYLOAD_BYTES[Channel.DESIRED]}"
+            )
+            self._reported_dirty = True
+            self._wake.set()
+            return
+        if payload == self._desired_payload:
+            return  # the broker re-delivers the retained message on every reconnect
+        self._desired_payload = payload
+        self._desired_event.set()
+
+    def _take_command(self, topic_name: str, payload: bytes) -> None:
+        try:
+            command = self._screen.check(topic_name, payload, now=self._clock())
+        except CommandRejected as exc:
+            _LOGGER.warning("fleet: %s", exc)
+            self.stats.commands_rejected += 1
+            data: dict[str, str | int | float | bool | None] = {"reason": exc.reason}
+            if exc.command_id is not None:
+                data["command"] = exc.command_id
+            self._append_event(PendingEvent(EventKind.COMMAND_REJECTED, detail=exc.detail[:1024], data=data))
+            return
+        detail = self._execute(command)
+        self.stats.commands_done += 1
+        self._append_event(
+            PendingEvent(
+                EventKind.COMMAND_DONE, detail=detail, data={"command": command.id, "kind": command.kind.value}
+            )
+        )
+
+    def _execute(self, command: CommandMessage) -> str:
+        _LOGGER.info("fleet: command %s (%s)", command.id, command.kind.value)
+        if command.kind is CommandKind.REFRESH_STATE:
+            self._state_dirty.set()
+            return "state republished"
+        outputs = list(self._rediscover()) if self._rediscover is not None else []
+        return f"discovery re-run: {', '.join(outputs)}" if outputs else "no output has a discovery to re-run"

@@ -1,0 +1,256 @@
+"""``bmsgate fleet serve``: the whole fleet server in one process, embedded defaults, nothing to configure.
+
+It owns, for as long as it runs: the broker (its own Mosquitto with per-gateway ACLs and TLS, unless
+``broker_url`` names an existing one), the store (SQLite in the data directory, or PostgreSQL), the ingest,
+the alarm engine with its notifier, store maintenance (rollups, retention), the command publisher, and the
+HTTP server with the API and dashboard. Leaving the ``async with`` block (SIGTERM in the command) stops them
+in reverse order, the broker last, so nothing the ingest acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bmsgate.errors import BmsgateError, SinkError
+from bmsgate.fleet.protocol import Channel, CommandMessage, encode, topic
+from bmsgate.fleet.server.alarm_rules import AlarmSettings
+from bmsgate.fleet.server.alarms import AlarmEngine
+from bmsgate.fleet.server.api.app import create_app
+from bmsgate.fleet.server.api.server import HttpServer
+from bmsgate.fleet.server.api.settings import ApiSettings
+from bmsgate.fleet.server.broker import SERVER_STATUS_TOPIC, BrokerOptions, FleetBroker
+from bmsgate.fleet.server.datadir import DataDir
+from bmsgate.fleet.server.ingest import Ingest
+from bmsgate.fleet.server.live import LiveFeed
+from bmsgate.fleet.server.notify import Notifier, NotifySettings
+from bmsgate.fleet.server.store import open_store
+from bmsgate.fleet.server.store.maintenance import maintain
+from bmsgate.fleet.server.store.repository import Repository
+from bmsgate.fleet.server.store.settings import StoreSettings
+from bmsgate.mqtt.client import MqttSession, connect
+from bmsgate.mqtt.settings import BrokerSettings
+
+__all__ = ["CommandPublisher", "FleetServer", "FleetServerSettings", "RunningServer"]
+
+_log = logging.getLogger(__name__)
+_COMMAND_CLIENT_ID: Final = "bmsgate-fleet-commands"
+
+
+class FleetServerSettings(BaseModel):
+    """Everything ``fleet serve`` can be told; every field has a working default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    data_dir: Path | None = None
+    """Default: ``$XDG_STATE_HOME/bmsgate/fleet`` (else ``~/.local/state/bmsgate/fleet``)."""
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    postgres_url: str | None = None
+    """Use PostgreSQL (``postgresql://user:pass@host/db``) instead of SQLite."""
+    broker_url: str | None = None
+    """Use an existing broker (``mqtt://user:pass@host:port``) instead of starting Mosquitto."""
+    gateway_port: int = Field(default=8883, ge=0, le=65535)
+    """The own broker's TLS listener for gateways (password login)."""
+    cert_port: int | None = Field(default=8884, ge=0, le=65535)
+    """The own broker's mutual-TLS listener (client certificates); None: off."""
+    gateway_host: str = "0.0.0.0"
+    public_host: str | None = None
+    """The name gateways reach this server by (credentials files carry it); default: this host's name."""
+    tile_url: str | None = None
+    """A map tile server URL template; default off (the map draws an offline country outline)."""
+    tile_attribution: str = ""
+    retention: dict[str, float] = {}
+    """Overrides of the store's retention settings (``raw_retention_days``, ... of ``StoreSettings``)."""
+    alarms: AlarmSettings = AlarmSettings()
+    notify: NotifySettings = NotifySettings()
+
+
+class CommandPublisher:
+    """Publishes commands to gateways on one MQTT session, connected on first use and again after a failure."""
+
+    def __init__(self, broker: BrokerSettings) -> None:
+        self._broker = broker
+        self._session: MqttSession | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._lock = asyncio.Lock()
+
+    async def send(self, gateway_id: str, command: CommandMessage) -> None:
+        """Publish one command (QoS 1, not retained: an offline gateway gets it from its persistent session).
+
+        Raises:
+            SinkError: the broker cannot be reached (the API answers 503).
+        """
+        async with self._lock:
+            for attempt in (1, 2):
+                session = await self._connected()
+                try:
+                    await session.publish(topic(gateway_id, Channel.COMMAND), encode(command), retain=False, qos=1)
+                except SinkError:
+                    await self._close()
+                    if attempt == 2:
+                        raise
+                else:
+                    return
+
+    async def _connected(self) -> MqttSession:
+        if self._session is None:
+            stack = contextlib.AsyncExitStack()
+            self._session = await stack.enter_async_context(
+                connect(
+                    self._broker,
+                    will_topic=f"{SERVER_STATUS_TOPIC}/commands",
+                    will_payload="offline",
+                    client_id=_COMMAND_CLIENT_ID,
+                )
+            )
+            self._stack = stack
+        return self._session
+
+    async def _close(self) -> None:
+        stack, self._stack, self._session = self._stack, None, None
+        if stack is not None:
+            with contextlib.suppress(BmsgateError):
+                await stack.aclose()
+
+    async def close(self) -> None:
+        """Disconnect (idempotent)."""
+        async with self._lock:
+            await self._close()
+
+
+@dataclasses.dataclass(slots=True)
+class RunningServer:
+    """What a started server offers its owner (the command prints it; tests and the demo use it)."""
+
+    data: DataDir
+    url: str
+    """The dashboard and API base URL."""
+    admin_token: str | None
+    """The first admin token, only on the very first start of a data directory (shown once)."""
+    store: Repository
+    ingest: Ingest
+    alarms: AlarmEngine
+    feed: LiveFeed
+    broker: FleetBroker | None
+    ingest_broker: BrokerSettings
+    """How the server itself reaches the broker (the demo's simulated gateways use the gateway URLs)."""
+    failure: asyncio.Future[BaseException]
+    """Resolves when a long-lived task (ingest, alarms, maintenance, notifier) stopped by itself: the
+    server is then no longer whole, and its owner should stop it and say why."""
+
+
+class FleetServer:
+    """The composed server: ``async with FleetServer(settings) as running: ...`` runs it."""
+
+    def __init__(self, settings: FleetServerSettings | None = None) -> None:
+        self.settings = settings or FleetServerSettings()
+        self._stack = contextlib.AsyncExitStack()
+        self._tasks: asyncio.TaskGroup | None = None
+
+    async def __aenter__(self) -> RunningServer:
+        try:
+            return await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _start(self) -> RunningServer:
+        settings = self.settings
+        data = DataDir.open(settings.data_dir)
+        admin_token = data.ensure_admin_token()
+        broker: FleetBroker | None = None
+        if settings.broker_url is None:
+            options = BrokerOptions(
+                gateway_host=settings.gateway_host,
+                gateway_port=settings.gateway_port,
+                cert_port=settings.cert_port,
+                public_host=settings.public_host,
+            )
+            broker = await self._stack.enter_async_context(FleetBroker(data, options))
+            ingest_broker = broker.server_settings
+        else:
+            ingest_broker = BrokerSettings.model_validate({"url": settings.broker_url})
+        where: dict[str, Any] = (
+            {"postgres_url": settings.postgres_url} if settings.postgres_url else {"data_dir": data.root}
+        )
+        store_settings = StoreSettings.model_validate({**settings.retention, **where})
+        store = await open_store(store_settings)
+        self._stack.push_async_callback(store.close)
+        feed = LiveFeed()
+        notifier = Notifier(settings.notify, store) if _notifies(settings.notify) else None
+        alarms = AlarmEngine(store, settings=settings.alarms, feed=feed, notifier=notifier)
+        ingest = Ingest(store, ingest_broker, feed=feed, observers=[alarms])
+        commands = CommandPublisher(ingest_broker)
+        self._stack.push_async_callback(commands.close)
+        app = create_app(
+            store=store,
+            tokens=data.tokens,
+            feed=feed,
+            send_command=commands.send,
+            settings=ApiSettings(tile_url=settings.tile_url, tile_attribution=settings.tile_attribution),
+        )
+        failure = await self._stack.enter_async_context(_background(ingest, alarms, notifier, store))
+        http = HttpServer(app, settings.http_host, settings.http_port)
+        await http.start()
+        self._stack.push_async_callback(http.stop)
+        return RunningServer(
+            data=data,
+            url=http.url,
+            admin_token=admin_token,
+            store=store,
+            ingest=ingest,
+            alarms=alarms,
+            feed=feed,
+            broker=broker,
+            ingest_broker=ingest_broker,
+            failure=failure,
+        )
+
+
+def _notifies(settings: NotifySettings) -> bool:
+    return bool(settings.webhooks) or settings.smtp is not None
+
+
+@contextlib.asynccontextmanager
+async def _background(
+    ingest: Ingest, alarms: AlarmEngine, notifier: Notifier | None, store: Repository
+) -> AsyncIterator[asyncio.Future[BaseException]]:
+    """Run the long-lived tasks; yields a future that resolves when one stops by itself (they never should).
+
+    On exit they are cancelled and awaited.
+    """
+    failure: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    def stopped(task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or failure.done():
+            return
+        exc = task.exception() or BmsgateError(f"{task.get_name()} ended unexpectedly")
+        _log.error("fleet server task %s stopped: %s", task.get_name(), exc, exc_info=exc)
+        failure.set_result(exc)
+
+    tasks: list[asyncio.Task[Any]] = [
+        asyncio.create_task(ingest.run(), name="fleet-ingest"),
+        asyncio.create_task(alarms.run(), name="fleet-alarms"),
+        asyncio.create_task(maintain(store), name="fleet-maintenance"),
+    ]
+    if notifier is not None:
+        tasks.append(asyncio.create_task(notifier.run(), name="fleet-notify"))
+    for task in tasks:
+        task.add_done_callback(stopped)
+    try:
+        yield failure
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
