@@ -115,11 +115,11 @@ async def one_size(sites: int, requests: int, runs: int) -> None:
             full = await api_latency(fleet, "/api/v1/gateways", max(3, requests // 4))
             page = await browser_figures(fleet, runs)
     print(f"\n{sites:,} sites (seeded in {seeded:.1f} s)")
-    print(f"  GET /api/v1/gateways?summary=true  p50 {summary[0]:7.1f} ms  p95 {summary[1]:7.1f} ms  {summary[2] / 1e6:.2f} MB")
-    print(f"  GET /api/v1/gateways (snapshots)   p50 {full[0]:7.1f} ms  p95 {full[1]:7.1f} ms  {full[2] / 1e6:.2f} MB")
+    for label, (p50, p95, size) in (("?summary=true", summary), (" (snapshots)  ", full)):
+        print(f"  GET /api/v1/gateways{label}  p50 {p50:7.1f} ms  p95 {p95:7.1f} ms  {size / 1e6:.2f} MB")
     print(f"  Chromium first paint              {page['fp']:7.0f} ms")
     print(f"  Chromium first contentful paint   {page['fcp']:7.0f} ms")
-    print(f"  overview rows drawn               {page['rows']:7.0f} ms  (max {page['rows_max']:.0f} ms over {runs} loads)")
+    print(f"  overview rows drawn               {page['rows']:7.0f} ms  (max {page['rows_max']:.0f} ms, {runs} loads)")
     print(f"  filtered result painted           {page['filter_p50']:7.1f} ms  (max {page['filter_max']:.1f} ms)")
 
 

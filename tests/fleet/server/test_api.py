@@ -432,6 +432,7 @@ async def test_the_dashboard_and_its_libraries_are_served(fleet: RunningFleet) -
 
 async def _summary_of(http: httpx.AsyncClient, gateway: str) -> dict[str, Any]:
     listing = (await http.get("/api/v1/gateways", params={"summary": "true"})).json()
+    found: dict[str, Any]
     [found] = [entry for entry in listing["gateways"] if entry["id"] == gateway]
     return found
 
@@ -465,6 +466,36 @@ async def test_the_overview_summary_is_reread_when_old(tmp_path: Path) -> None:
         client(fleet, fleet.viewer) as http,
     ):
         assert (await _summary_of(http, "site-00001"))["open_alarms"] == 0
-        await open_alarm(fleet, "site-00001")
-        await asyncio.sleep(0.01)
-        assert (await _summary_of(http, "site-00001"))["open_alarms"] == 1
+        await open_alarm(fleet, "site-00001")  # not published: only the periodic re-read finds it
+        async with asyncio.timeout(3):
+            while (await _summary_of(http, "site-00001"))["open_alarms"] != 1:
+                await asyncio.sleep(0.05)
+
+
+async def test_missing_front_end_files_get_a_page_that_says_how_to_install_them(tmp_path: Path) -> None:
+    empty = tmp_path / "node_modules"
+    empty.mkdir()
+    settings = ApiSettings(
+        token_limit=_GENEROUS.token_limit, anonymous_limit=_GENEROUS.anonymous_limit, assets_dir=empty
+    )
+    async with running_fleet(tmp_path, sites=1, history=1, settings=settings) as fleet, client(fleet) as http:
+        page = await http.get("/")
+        assert page.status_code == 503
+        assert "leaflet/dist/leaflet.js" in page.text and "npm ci" in page.text
+        missing = await http.get("/vendor/leaflet.js")
+        assert missing.status_code == 404 and "npm ci" in missing.json()["detail"]
+        assert (await http.get("/api/v1/health")).status_code == 200
+
+
+async def test_an_unexpected_error_is_a_logged_500_without_details(
+    fleet: RunningFleet, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(fleet.store, "list_alarms", broken)
+    async with client(fleet, fleet.viewer) as http:
+        answer = await http.get("/api/v1/alarms")
+    assert answer.status_code == 500
+    assert "secret" not in answer.text
+    assert any(record.exc_info and "secret internals" in str(record.exc_info[1]) for record in caplog.records)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
+import httpx
 from playwright.async_api import Browser, Page, expect
 
 from bmsgate.fleet.server.api.testing import RunningFleet
@@ -15,8 +17,11 @@ from tests.fleet.web.browser import SITES, signed_in
 _MESSAGES = {"cell_drift": ("cell 7 is 120 mV above the others", 0.12), "low_soc": ("SoC 9 % is below 10 %", 9.0)}
 
 
-async def raise_alarm(fleet: RunningFleet, gateway: str, kind: str = "cell_drift", *, publish: bool = True) -> int:
-    """An alarm opened the way the alarm engine does: in the store, then on the live feed."""
+async def raise_alarm(fleet: RunningFleet, gateway: str, kind: str = "cell_drift", *, settle: bool = False) -> int:
+    """An alarm opened the way the alarm engine does: in the store, then on the live feed.
+
+    With `settle`, wait until the API's overview shows it (for alarms raised before a page is opened).
+    """
     message, value = _MESSAGES[kind]
     record, _ = await fleet.store.open_alarm(
         NewAlarm(
@@ -29,8 +34,15 @@ async def raise_alarm(fleet: RunningFleet, gateway: str, kind: str = "cell_drift
             value=value,
         )
     )
-    if publish:
-        fleet.feed.publish(LiveUpdate(kind=LiveKind.ALARM, gateway=gateway, at=time.time(), data={"id": record.id}))
+    fleet.feed.publish(LiveUpdate(kind=LiveKind.ALARM, gateway=gateway, at=time.time(), data={"id": record.id}))
+    if settle:
+        headers = {"Authorization": f"Bearer {fleet.admin}"}
+        async with httpx.AsyncClient(base_url=fleet.url, headers=headers) as http, asyncio.timeout(5):
+            while True:
+                listing = (await http.get("/api/v1/gateways", params={"summary": "true"})).json()
+                if any(entry["id"] == gateway and entry["open_alarms"] for entry in listing["gateways"]):
+                    break
+                await asyncio.sleep(0.05)
     return record.id
 
 
@@ -42,7 +54,7 @@ async def open_page(page: Page, hash_route: str, ready: str) -> None:
 async def test_overview_lists_the_sites_alarms_first_and_filters(
     browser: Browser, fleet: RunningFleet, screenshots: Path
 ) -> None:
-    await raise_alarm(fleet, "site-00003", publish=False)
+    await raise_alarm(fleet, "site-00003", settle=True)
     page = await signed_in(browser, fleet, fleet.viewer)
     await expect(page.locator("#site-count")).to_have_text(f"{SITES} of {SITES} sites")
     rows = page.locator(".grid-row")
@@ -64,7 +76,7 @@ async def test_overview_lists_the_sites_alarms_first_and_filters(
 
 
 async def test_map_shows_a_marker_per_site(browser: Browser, fleet: RunningFleet, screenshots: Path) -> None:
-    await raise_alarm(fleet, "site-00003", publish=False)
+    await raise_alarm(fleet, "site-00003", settle=True)
     page = await signed_in(browser, fleet, fleet.viewer)
     await open_page(page, "#/map", "map")
     await expect(page.locator("path.site-marker")).to_have_count(SITES)
@@ -83,7 +95,7 @@ async def test_map_shows_a_marker_per_site(browser: Browser, fleet: RunningFleet
 async def test_site_page_shows_each_battery_its_cells_and_history(
     browser: Browser, fleet: RunningFleet, screenshots: Path
 ) -> None:
-    await raise_alarm(fleet, "site-00003", publish=False)
+    await raise_alarm(fleet, "site-00003", settle=True)
     page = await signed_in(browser, fleet, fleet.technician)
     await open_page(page, "#/site/site-00003", "site")
     await expect(page.locator("#site-title")).to_have_text("Durban 00003")
@@ -127,7 +139,7 @@ async def test_a_raised_alarm_appears_without_reload(browser: Browser, fleet: Ru
 
 
 async def test_a_viewer_cannot_reach_admin_actions(browser: Browser, fleet: RunningFleet) -> None:
-    alarm = await raise_alarm(fleet, "site-00005", publish=False)
+    alarm = await raise_alarm(fleet, "site-00005", settle=True)
     page = await signed_in(browser, fleet, fleet.viewer)
     await open_page(page, "#/alarms", "alarms")
     await expect(page.locator(f".alarm-row[data-alarm='{alarm}']")).to_be_visible()
@@ -152,7 +164,7 @@ async def test_a_viewer_cannot_reach_admin_actions(browser: Browser, fleet: Runn
 
 
 async def test_an_admin_sees_delete_and_a_bad_token_is_refused(browser: Browser, fleet: RunningFleet) -> None:
-    alarm = await raise_alarm(fleet, "site-00005", publish=False)
+    alarm = await raise_alarm(fleet, "site-00005", settle=True)
     page = await signed_in(browser, fleet, fleet.admin)
     await open_page(page, "#/alarms", "alarms")
     await expect(page.locator(f".alarm-row[data-alarm='{alarm}'] .act-delete")).to_be_visible()

@@ -446,6 +446,12 @@ def _store_failed(request: Request[Any, Any, Any], exc: Exception) -> Response[d
     return Response({"status_code": 503, "detail": f"store unavailable: {exc}"}, status_code=503)
 
 
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    # Litestar does not log what it turns into a 500 (outside debug mode): a bug must not go unnoticed.
+    _log.error("%s %s: unexpected error", request.method, request.url.path, exc_info=exc)
+    return Response({"status_code": 500, "detail": "internal error (logged on the server)"}, status_code=500)
+
+
 def _tokens_failed(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     _log.error("%s %s: %s", request.method, request.url.path, exc)
     return Response({"status_code": 503, "detail": "token store unavailable"}, status_code=503)
@@ -474,13 +480,19 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def follow_feed(_: Litestar) -> AsyncIterator[None]:
-        task = asyncio.create_task(context.stream.run(), name="bmsgate-live-stream")
+        tasks = [
+            asyncio.create_task(context.stream.run(), name="bmsgate-live-stream"),
+            asyncio.create_task(context.overview.warm(), name="bmsgate-overview-warm"),
+        ]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await context.overview.close()
 
     api = Router(
         path=API_PREFIX,
@@ -506,7 +518,7 @@ def create_app(
         route_handlers=[api, index, own_file, vendor_file],
         dependencies={"ctx": Provide(lambda: context, sync_to_thread=False)},
         middleware=[DefineMiddleware(_AccessMiddleware, context=context)],
-        exception_handlers={StoreError: _store_failed, TokenError: _tokens_failed},
+        exception_handlers={StoreError: _store_failed, TokenError: _tokens_failed, 500: _unexpected},
         lifespan=[follow_feed],
         openapi_config=OpenAPIConfig(
             title="bmsgate fleet API",

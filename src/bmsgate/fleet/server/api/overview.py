@@ -3,21 +3,25 @@
 Reading every gateway from the store costs seconds at 10,000 sites (the records carry every battery's
 snapshot), far too slow for a page that should show its rows at once. The overview only needs each site's
 summary, so the API keeps them: read in full once (and again when older than ``max_age_s``, in case a change
-reached the store without reaching the live feed), and refreshed one gateway at a time when the live stream
-reads a changed gateway anyway. A request never waits for more than one full read, shared by all requests
-that arrive meanwhile.
+reached the store without reaching the live feed, in the background while the old ones are served), and
+refreshed one gateway at a time when the live stream reads a changed gateway anyway. The first read happens
+at start-up; only a request arriving before it finished waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Callable
 
 from bmsgate.fleet.server.api.views import GatewayView, gateway_view
-from bmsgate.fleet.server.store.repository import GatewayRecord, Repository
+from bmsgate.fleet.server.store.repository import GatewayRecord, Repository, StoreError
 
 __all__ = ["OverviewCache"]
+
+_log = logging.getLogger(__name__)
 
 
 class OverviewCache:
@@ -32,6 +36,7 @@ class OverviewCache:
         self._views: dict[str, GatewayView] = {}
         self._loaded_at: float | None = None
         self._lock = asyncio.Lock()
+        self._refresh: asyncio.Task[None] | None = None
         self.full_reads = 0
         """How often every gateway was read from the store (for tests and figures)."""
 
@@ -41,19 +46,49 @@ class OverviewCache:
         return self._loaded_at is not None
 
     async def summaries(self) -> list[GatewayView]:
-        """Every gateway's summary, sorted by id (reads the store when never read or too old).
+        """Every gateway's summary, sorted by id.
+
+        The first call reads the store (concurrent callers share that read); later, when the summaries
+        are older than ``max_age_s``, they are answered as they are while a re-read runs in the background.
 
         Raises:
-            StoreError: the store could not be read.
+            StoreError: the first read failed.
         """
-        if self._stale():
+        if not self.loaded:
             async with self._lock:
-                if self._stale():
-                    records = await self._store.list_gateways()
-                    self._views = {record.id: gateway_view(record, summary=True) for record in records}
-                    self._loaded_at = self._clock()
-                    self.full_reads += 1
+                if not self.loaded:
+                    await self._read_all()
+        elif self._stale() and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.create_task(self._refresh_quietly(), name="bmsgate-overview-refresh")
         return [self._views[gateway_id] for gateway_id in sorted(self._views)]
+
+    async def _read_all(self) -> None:
+        records = await self._store.list_gateways()
+        self._views = {record.id: gateway_view(record, summary=True) for record in records}
+        self._loaded_at = self._clock()
+        self.full_reads += 1
+
+    async def _refresh_quietly(self) -> None:
+        async with self._lock:
+            try:
+                await self._read_all()
+            except StoreError as exc:
+                # The summaries stay as they were; the next request tries again.
+                _log.warning("overview: re-reading the gateways failed: %s", exc)
+
+    async def warm(self) -> None:
+        """Read the summaries now (at start-up), so that the first page is not the one waiting."""
+        try:
+            await self.summaries()
+        except StoreError as exc:
+            _log.warning("overview: first read failed (retried on the first request): %s", exc)
+
+    async def close(self) -> None:
+        """Stop a background re-read."""
+        if self._refresh is not None:
+            self._refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh
 
     def _stale(self) -> bool:
         return self._loaded_at is None or self._clock() - self._loaded_at > self._max_age_s

@@ -6,7 +6,7 @@ import { renderAlarms } from "./alarms.js";
 import { el } from "./format.js";
 import { onLive, startLive, stopLive } from "./live.js";
 import { renderMap } from "./map.js";
-import { renderOverview } from "./overview.js";
+import { prefetchOverview, renderOverview } from "./overview.js";
 import { renderSite } from "./site.js";
 
 const view = document.getElementById("view");
@@ -69,6 +69,8 @@ function signOut(reason = "") {
 }
 
 async function signIn(token) {
+  const [, page = ""] = location.hash.split("/");
+  if (!page) prefetchOverview(token);
   session = await api("/session", { token });
   session.token = token;
   login.hidden = true;
@@ -76,8 +78,8 @@ async function signIn(token) {
   document.body.dataset.role = session.role;
   document.getElementById("logout").hidden = false;
   startLive(token);
-  badge();
   await route();
+  badge();
 }
 
 document.getElementById("login-form").addEventListener("submit", async (event) => {

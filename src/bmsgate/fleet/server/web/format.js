@@ -46,3 +46,22 @@ export function siteState(gateway) {
 }
 
 export const STATE_COLOURS = { alarm: "#d64545", offline: "#8a8f98", online: "#1f9d55" };
+
+const scripts = new Map();
+
+// A classic (non-module) library script, loaded once, on first use.
+export function loadScript(src) {
+  if (!scripts.has(src)) {
+    scripts.set(src, new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = src;
+      script.onload = () => resolve();
+      script.onerror = () => {
+        scripts.delete(src);
+        reject(new Error(`could not load ${src}`));
+      };
+      document.head.append(script);
+    }));
+  }
+  return scripts.get(src);
+}

@@ -2,7 +2,7 @@
 // tile layer only when the server names a tile URL, one circle marker per site coloured by its state.
 
 import { api } from "./api.js";
-import { el, siteState, STATE_COLOURS } from "./format.js";
+import { el, loadScript, siteState, STATE_COLOURS } from "./format.js";
 import { onLive } from "./live.js";
 
 let countries = null;
@@ -12,9 +12,26 @@ async function countryOutline() {
     const response = await fetch("/vendor/countries-110m.json");
     if (!response.ok) throw new Error(`country outline: HTTP ${response.status}`);
     const topology = await response.json();
-    countries = topojson.feature(topology, topology.objects.countries);
+    countries = withoutAntimeridianRings(topojson.feature(topology, topology.objects.countries));
   }
   return countries;
+}
+
+// world-atlas is spherical: a ring that crosses the antimeridian (Russia's east, Fiji, Antarctica) would be
+// drawn by Leaflet as a band across the whole map. Such rings are left out; none is near a site here.
+function withoutAntimeridianRings(collection) {
+  const crosses = (ring) => ring.some((point, index) => index > 0 && Math.abs(point[0] - ring[index - 1][0]) > 180);
+  for (const feature of collection.features) {
+    const geometry = feature.geometry;
+    if (!geometry) continue;
+    if (geometry.type === "Polygon") {
+      if (geometry.coordinates.some(crosses)) geometry.coordinates = [];
+    } else if (geometry.type === "MultiPolygon") {
+      geometry.coordinates = geometry.coordinates.filter((polygon) => !polygon.some(crosses));
+    }
+  }
+  collection.features = collection.features.filter((feature) => feature.geometry && feature.geometry.coordinates.length);
+  return collection;
 }
 
 export async function renderMap(view, { navigate, session }) {
@@ -25,6 +42,7 @@ export async function renderMap(view, { navigate, session }) {
   const container = el("div", { id: "map" });
   view.replaceChildren(legend, container);
 
+  await Promise.all([loadScript("/vendor/leaflet.js"), loadScript("/vendor/topojson-client.min.js")]);
   const [payload, outline] = await Promise.all([api("/gateways?summary=true"), countryOutline()]);
   const gateways = payload.gateways;
   // Beyond a couple of thousand markers SVG gets slow: draw them on a canvas instead.

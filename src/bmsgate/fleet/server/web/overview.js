@@ -31,6 +31,14 @@ function prepare(gateway) {
   return gateway;
 }
 
+let prefetched = null;
+
+// Start the one big fetch early (while the session is checked): the overview is the first page most visits see.
+export function prefetchOverview(token) {
+  prefetched = api("/gateways?summary=true", { token });
+  prefetched.catch(() => {});
+}
+
 export async function renderOverview(view, { navigate }) {
   const search = el("input", { type: "search", id: "search", placeholder: "search id, name, site, tag, version…",
     "aria-label": "search" });
@@ -47,7 +55,9 @@ export async function renderOverview(view, { navigate }) {
   view.replaceChildren(el("div", { class: "toolbar" }, search, stateFilter, count), head, body);
 
   const started = performance.now();
-  const payload = await api("/gateways?summary=true");
+  const request = prefetched || api("/gateways?summary=true");
+  prefetched = null;
+  const payload = await request;
   const byId = new Map(payload.gateways.map((gateway) => [gateway.id, prepare(gateway)]));
   let all = [...byId.values()].sort(compareSites);
   let shown = all;
@@ -115,12 +125,18 @@ export async function renderOverview(view, { navigate }) {
       redrawSoon();
     }
   });
+  // "Last seen" is relative: redraw the visible rows now and then so it does not freeze.
+  const ticker = setInterval(() => {
+    painted = "";
+    draw();
+  }, 30_000);
   filter();
   document.body.dataset.overviewMs = String(Math.round(performance.now() - started));
   document.body.dataset.readyAt = String(Math.round(performance.now()));
   document.body.dataset.ready = "overview";
   return () => {
     unsubscribe();
+    clearInterval(ticker);
     window.removeEventListener("resize", draw);
   };
 }

@@ -3,7 +3,7 @@
 
 import { api, roleAllows } from "./api.js";
 import { alarmTable } from "./alarms.js";
-import { ago, clock, el, millivolts, num, siteState } from "./format.js";
+import { ago, clock, el, loadScript, millivolts, num, siteState } from "./format.js";
 import { onLive } from "./live.js";
 
 const HISTORY_SECONDS = 24 * 3600;
@@ -59,6 +59,7 @@ function batteryCard(gatewayId, battery) {
 }
 
 async function drawCharts(holder, gatewayId, batteryId) {
+  await loadScript("/vendor/uPlot.iife.min.js");
   const until = Date.now() / 1000;
   const since = until - HISTORY_SECONDS;
   const width = Math.max(300, holder.clientWidth || 480);
@@ -93,7 +94,7 @@ async function drawCharts(holder, gatewayId, batteryId) {
       continue;
     }
     box.dataset.points = String(times.length);
-    // uPlot is a classic script (global), loaded before the modules run.
+    // uPlot is a classic script (a global), loaded above.
     new uPlot({ title: `${chart.label} (${payload.resolution})`, width, height: 160, series,
       legend: { show: chart.field !== "cell_voltages" }, axes: [{}, { size: 55 }] }, data, box);
   }
