@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 import time
@@ -37,13 +36,13 @@ from bmsgate.fleet.agent.commands import CommandRejected, CommandScreen
 from bmsgate.fleet.agent.events import EventTracker, PendingEvent
 from bmsgate.fleet.agent.identity import hardware_model, pack_versions
 from bmsgate.fleet.agent.location import LocationSource
+from bmsgate.fleet.agent.messages import MAX_BATTERIES, reported_payload, telemetry_builder
 from bmsgate.fleet.protocol import (
     MAX_PAYLOAD_BYTES,
     OFFLINE,
     ONLINE,
     PROTOCOL_VERSION,
     BatteryDescriptor,
-    BatteryReading,
     BufferStatus,
     Channel,
     CommandKind,
@@ -54,8 +53,6 @@ from bmsgate.fleet.protocol import (
     LocationFix,
     PackVersion,
     StateMessage,
-    TelemetryMessage,
-    compact_snapshot,
     encode,
     topic,
 )
@@ -77,7 +74,6 @@ DesiredStateHandler = Callable[[bytes], Awaitable[bytes]]
 RediscoverHook = Callable[[], Sequence[str]]
 """Asks the outputs to re-run their discovery; returns the names of those that will."""
 
-_MAX_BATTERIES: Final = 64
 _MOVED_M: Final = 25.0
 """A position change beyond this republishes the state (GPS jitter stays below it)."""
 _MIN_STATE_GAP: Final = 1.0
@@ -301,34 +297,8 @@ class FleetAgent:
 
     def telemetry(self, hub: SnapshotHub) -> Callable[[int], bytes]:
         """The telemetry message of this moment, as a payload builder for a sequence number."""
-        at = self._clock()
-        readings = []
-        ids = hub.battery_ids()
-        if len(ids) > _MAX_BATTERIES:
-            _LOGGER.warning("fleet: %d batteries; telemetry carries the first %d", len(ids), _MAX_BATTERIES)
-        for battery_id in ids[:_MAX_BATTERIES]:
-            snapshot = hub.latest(battery_id)
-            readings.append(
-                BatteryReading(
-                    id=battery_id,
-                    age_s=hub.age(battery_id),
-                    stale=hub.is_stale(battery_id),
-                    snapshot=compact_snapshot(snapshot) if snapshot is not None else None,
-                )
-            )
         inverter = self._inverter_status() if self._inverter_status is not None else None
-        message = TelemetryMessage(
-            v=PROTOCOL_VERSION,
-            gateway=self.gateway_id,
-            seq=0,
-            at=at,
-            batteries=readings,
-            inverter=dict(inverter) if inverter is not None else None,
-        )
-        body = encode(message)
-        # Everything but the sequence number is fixed now: splice it in rather than validate twice.
-        head, tail = body.split(b'"seq":0', 1)
-        return lambda seq: b'%s"seq":%d%s' % (head, seq, tail)
+        return telemetry_builder(self.gateway_id, hub, at=self._clock(), inverter=inverter)
 
     async def _sample(self, hub: SnapshotHub) -> None:
         loop = asyncio.get_running_loop()
@@ -378,7 +348,7 @@ class FleetAgent:
             interval_s=self.options.interval,
             packs=self._packs,
             location=self._location,
-            batteries=batteries[:_MAX_BATTERIES],
+            batteries=batteries[:MAX_BATTERIES],
             buffer=buffer,
         )
 
@@ -404,16 +374,7 @@ class FleetAgent:
             self._wake.set()
 
     def _reported_json(self, status: str, digest: str, detail: str) -> bytes:
-        """The ``reported`` payload when no handler produced one (see docs/fleet/agent.md)."""
-        data: dict[str, object] = {
-            "v": PROTOCOL_VERSION,
-            "gateway": self.gateway_id,
-            "status": status,
-            "desired_sha256": digest,
-            "detail": detail,
-            "at": self._clock(),
-        }
-        return json.dumps(data, separators=(",", ":")).encode()
+        return reported_payload(self.gateway_id, status=status, desired_sha256=digest, detail=detail, at=self._clock())
 
     # -- broker side -------------------------------------------------------------------------------
 
