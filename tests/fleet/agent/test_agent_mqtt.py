@@ -159,3 +159,32 @@ async def test_desired_state_goes_to_the_installed_handler(
         await recorder.wait_for(lambda: [raw for raw in recorder.raw if raw[0].endswith("gw-1/reported")])
     assert seen == [b'{"signed":"rollout"}']
     assert next(raw[1] for raw in recorder.raw if raw[0].endswith("gw-1/reported")) == b'{"status":"applied"}'
+
+
+class _BrokenSource:
+    kind = "gpsd"
+
+    async def run(self, report: object) -> None:
+        del report
+        raise RuntimeError("receiver driver crashed")
+
+
+async def test_failing_parts_are_reported_and_the_telemetry_goes_on(
+    fleet_broker: FleetBroker, recorder: Recorder, tmp_path: Path
+) -> None:
+    def rediscover() -> list[str]:
+        raise RuntimeError("output hook crashed")
+
+    agent = FleetAgent(agent_options(fleet_broker, tmp_path), location=_BrokenSource(), rediscover=rediscover)
+    async with running(agent, SnapshotHub()) as task:
+        await agent.connected.wait()
+        await recorder.publish(topic("gw-1", Channel.COMMAND), _command("c9", CommandKind.REDISCOVER_OUTPUTS))
+        await recorder.wait_for(lambda: _events(recorder, EventKind.COMMAND_REJECTED))
+        count = len(recorder.of(Channel.TELEMETRY, "gw-1"))
+        await recorder.wait_for(lambda: len(recorder.of(Channel.TELEMETRY, "gw-1")) > count + 2)
+        assert not task.done()
+    rejected = _events(recorder, EventKind.COMMAND_REJECTED)[0]
+    assert rejected.data == {"reason": "failed", "command": "c9"}
+    assert _events(recorder, EventKind.LOCATION_LOST)
+    assert agent.location is not None
+    assert agent.location.fix is LocationFix.NONE

@@ -77,6 +77,7 @@ RediscoverHook = Callable[[], Sequence[str]]
 _MOVED_M: Final = 25.0
 """A position change beyond this republishes the state (GPS jitter stays below it)."""
 _MIN_STATE_GAP: Final = 1.0
+_LOCATION_RETRY_MAX: Final = 300.0
 _DROP_EVENT_GAP: Final = 60.0
 """At most one ``buffer_dropped`` event per minute (each one could push out the next old message)."""
 _GOODBYE_TIMEOUT: Final = 1.0
@@ -313,9 +314,20 @@ class FleetAgent:
                 next_at = loop.time() + interval
 
     async def _follow_location(self) -> None:
-        if self._location_source is None:
+        source = self._location_source
+        if source is None:
             return
-        await self._location_source.run(self._take_location)
+        backoff = Backoff(5.0, _LOCATION_RETRY_MAX, jitter=0.25)
+        while True:
+            try:
+                await source.run(self._take_location)
+            except Exception as exc:  # noqa: BLE001 - a broken location source must never stop the telemetry
+                delay = backoff.next_delay()
+                _LOGGER.warning("fleet: location source failed: %r; retrying in %.0f s", exc, delay)
+                self._take_location(Location(source=source.kind, fix=LocationFix.NONE))
+                await asyncio.sleep(delay)
+            else:
+                return
 
     def _take_location(self, location: Location) -> None:
         self._location = location
@@ -367,8 +379,10 @@ class FleetAgent:
             else:
                 try:
                     report = await self._desired_handler(payload)
-                except BmsgateError as exc:
-                    report = self._reported_json("error", digest, str(exc)[:1024])
+                except Exception as exc:
+                    if not isinstance(exc, BmsgateError):
+                        _LOGGER.exception("fleet: the desired-state handler failed")
+                    report = self._reported_json("error", digest, str(exc)[:1024] or type(exc).__name__)
             self._reported = report
             self._reported_dirty = True
             self._wake.set()
@@ -549,7 +563,14 @@ class FleetAgent:
                 data["command"] = exc.command_id
             self._append_event(PendingEvent(EventKind.COMMAND_REJECTED, detail=exc.detail[:1024], data=data))
             return
-        detail = self._execute(command)
+        try:
+            detail = self._execute(command)
+        except Exception as exc:
+            _LOGGER.exception("fleet: command %s failed", command.id)
+            self.stats.commands_rejected += 1
+            data = {"reason": "failed", "command": command.id}
+            self._append_event(PendingEvent(EventKind.COMMAND_REJECTED, detail=repr(exc)[:1024], data=data))
+            return
         self.stats.commands_done += 1
         self._append_event(
             PendingEvent(
