@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Final
 
 from bmsgate.fleet.agent.agent import FleetAgent
 from bmsgate.fleet.agent.location import FixedLocation
@@ -162,7 +163,7 @@ async def test_desired_state_goes_to_the_installed_handler(
 
 
 class _BrokenSource:
-    kind = "gpsd"
+    kind: Final = "gpsd"
 
     async def run(self, report: object) -> None:
         del report
