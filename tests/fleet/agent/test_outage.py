@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -115,7 +116,14 @@ async def test_a_gateway_killed_during_backfill_resumes_it(
             lambda: any(m.seq > before_kill + 20 and not m.backfill for m in _sequenced(recorder, "gw-2")), timeout=20
         )
         newest = max(message.seq for message in _sequenced(recorder, "gw-2"))
-        await recorder.wait_for(lambda: _gap_free(recorder, "gw-2", newest), timeout=30)
+        try:
+            await recorder.wait_for(lambda: _gap_free(recorder, "gw-2", newest), timeout=60)
+        except TimeoutError:
+            seen = {message.seq for message in _sequenced(recorder, "gw-2")}
+            missing = sorted(set(range(newest + 1)) - seen)
+            with sqlite3.connect(buffer) as db:
+                stored = [row[0] for row in db.execute("SELECT seq FROM outbox ORDER BY seq")]
+            pytest.fail(f"missing {missing[:20]} ({len(missing)}); before kill {before_kill}; buffered {stored[:20]}")
     finally:
         second.send_signal(signal.SIGTERM)
         try:

@@ -493,27 +493,28 @@ class FleetAgent:
             for message in live:
                 await self._publish_buffered(session, message, backfill=False)
                 live_after = message.seq
-            if live:
-                continue
             if backlog_after < cutoff:
+                # One backlog message per round when the rate allows, even while live data keeps the
+                # sender busy: the backlog always progresses, and live data never waits behind it.
                 now = loop.time()
                 tokens, refilled = min(max(1.0, rate), tokens + (now - refilled) * rate), now
-                if tokens < 1.0:
+                if tokens >= 1.0:
+                    batch = outbox.oldest(after=backlog_after, up_to=cutoff, limit=1)
+                    if not batch:
+                        backlog_after = cutoff
+                        _LOGGER.info("fleet: backlog sent")
+                        self._state_dirty.set()
+                        continue
+                    tokens -= 1.0
+                    await self._publish_buffered(session, batch[0], backfill=True)
+                    backlog_after = batch[0].seq
+                elif not live:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout((1.0 - tokens) / rate):
                             await self._wake.wait()
-                    continue
-                batch = outbox.oldest(after=backlog_after, up_to=cutoff, limit=1)
-                if not batch:
-                    backlog_after = cutoff
-                    _LOGGER.info("fleet: backlog sent")
-                    self._state_dirty.set()
-                    continue
-                tokens -= 1.0
-                await self._publish_buffered(session, batch[0], backfill=True)
-                backlog_after = batch[0].seq
                 continue
-            await self._wake.wait()
+            if not live:
+                await self._wake.wait()
 
     async def _publish_buffered(self, session: MqttSession, message: BufferedMessage, *, backfill: bool) -> None:
         payload = message.payload
