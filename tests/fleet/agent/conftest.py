@@ -212,9 +212,15 @@ def snapshot(battery_id: str = "house", *, timestamp: float | None = None, **cha
     return BatterySnapshot(**fields)
 
 
-def agent_options(server: FleetBroker, directory: Path, gateway: str = "gw-1", **changes: Any) -> AgentOptions:
-    """Options for a fast agent (short interval, quick reconnects)."""
-    settings = broker_settings(server.credentials(gateway), reconnect_max=0.3)
+def agent_options(
+    server: FleetBroker, directory: Path, gateway: str = "gw-1", *, reconnect_max: float = 0.3, **changes: Any
+) -> AgentOptions:
+    """Options for a fast agent (short interval, quick reconnects).
+
+    Tests that restart the broker give a `reconnect_max` well above the recorder's 0.1 s: the recorder must
+    be subscribed again before the agent sends, as a real ingest with a persistent session would be.
+    """
+    settings = broker_settings(server.credentials(gateway), reconnect_max=reconnect_max)
     data: dict[str, Any] = {
         "gateway_id": gateway,
         "broker": settings,

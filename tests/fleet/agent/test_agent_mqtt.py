@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Final
 
 from bmsgate.fleet.agent.agent import FleetAgent
 from bmsgate.fleet.agent.location import FixedLocation
@@ -52,7 +53,7 @@ async def test_online_state_telemetry_and_events(fleet_broker: FleetBroker, reco
         hub.publish(snapshot("house"))
         await recorder.wait_for(lambda: _events(recorder, EventKind.ALARM_CLEARED))
         # No fresh data for longer than stale_after: offline (the hub's staleness check runs in the supervisor).
-        await recorder.wait_for(lambda: hub.check_staleness() or _events(recorder, EventKind.BATTERY_OFFLINE))
+        await recorder.wait_for(lambda: (hub.check_staleness(), _events(recorder, EventKind.BATTERY_OFFLINE))[1])
         availability = [message.online for message in recorder.of(Channel.AVAILABILITY, "gw-1")]
         assert availability[0] is True
 
@@ -159,3 +160,32 @@ async def test_desired_state_goes_to_the_installed_handler(
         await recorder.wait_for(lambda: [raw for raw in recorder.raw if raw[0].endswith("gw-1/reported")])
     assert seen == [b'{"signed":"rollout"}']
     assert next(raw[1] for raw in recorder.raw if raw[0].endswith("gw-1/reported")) == b'{"status":"applied"}'
+
+
+class _BrokenSource:
+    kind: Final = "gpsd"
+
+    async def run(self, report: object) -> None:
+        del report
+        raise RuntimeError("receiver driver crashed")
+
+
+async def test_failing_parts_are_reported_and_the_telemetry_goes_on(
+    fleet_broker: FleetBroker, recorder: Recorder, tmp_path: Path
+) -> None:
+    def rediscover() -> list[str]:
+        raise RuntimeError("output hook crashed")
+
+    agent = FleetAgent(agent_options(fleet_broker, tmp_path), location=_BrokenSource(), rediscover=rediscover)
+    async with running(agent, SnapshotHub()) as task:
+        await agent.connected.wait()
+        await recorder.publish(topic("gw-1", Channel.COMMAND), _command("c9", CommandKind.REDISCOVER_OUTPUTS))
+        await recorder.wait_for(lambda: _events(recorder, EventKind.COMMAND_REJECTED))
+        count = len(recorder.of(Channel.TELEMETRY, "gw-1"))
+        await recorder.wait_for(lambda: len(recorder.of(Channel.TELEMETRY, "gw-1")) > count + 2)
+        assert not task.done()
+    rejected = _events(recorder, EventKind.COMMAND_REJECTED)[0]
+    assert rejected.data == {"reason": "failed", "command": "c9"}
+    assert _events(recorder, EventKind.LOCATION_LOST)
+    assert agent.location is not None
+    assert agent.location.fix is LocationFix.NONE

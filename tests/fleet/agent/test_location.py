@@ -244,3 +244,29 @@ async def test_an_nmea_receiver_on_a_serial_port(pty_pair: tuple[Path, Path]) ->
     fixed = next(location for location in seen if location.fix is LocationFix.FIX_3D)
     assert (fixed.source, round(fixed.lat or 0, 4), fixed.alt_m) == ("nmea", -33.9187, 12.0)
     assert source.rejected == 2
+
+
+async def test_a_hostile_gpsd_cannot_grow_memory_and_is_gps_lost() -> None:
+    connections = 0
+
+    async def flood(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            writer.write(b'{"class":"VERSION"}\n' + b"x" * 200_000)  # a line far beyond any gpsd report
+            await writer.drain()
+            await asyncio.sleep(5)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(flood, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with _collecting(GpsdLocation("127.0.0.1", port, lost_after=5, reconnect_max=0.2)) as seen:
+            await _until(lambda: connections >= 2 and seen, timeout=5)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert all(location.fix is LocationFix.NONE for location in seen)

@@ -102,6 +102,7 @@ def test_every_problem_at_once_with_its_key(tmp_path: Path) -> None:
             "interval": 0,
             "location": {"type": "fixed", "lat": 95, "lon": 18},
             "colour": "blue",
+            "buffer": {"path": str(tmp_path)},
         },
     )
     with pytest.raises(ConfigError) as caught:
@@ -111,6 +112,7 @@ def test_every_problem_at_once_with_its_key(tmp_path: Path) -> None:
     assert "outputs.fleet.interval" in found
     assert "outputs.fleet.location.fixed.lat" in found or "outputs.fleet.location.lat" in found
     assert "outputs.fleet.colour" in found
+    assert "is a directory" in found["outputs.fleet.buffer.path"]
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 import time
@@ -37,13 +36,13 @@ from bmsgate.fleet.agent.commands import CommandRejected, CommandScreen
 from bmsgate.fleet.agent.events import EventTracker, PendingEvent
 from bmsgate.fleet.agent.identity import hardware_model, pack_versions
 from bmsgate.fleet.agent.location import LocationSource
+from bmsgate.fleet.agent.messages import MAX_BATTERIES, reported_payload, telemetry_builder
 from bmsgate.fleet.protocol import (
     MAX_PAYLOAD_BYTES,
     OFFLINE,
     ONLINE,
     PROTOCOL_VERSION,
     BatteryDescriptor,
-    BatteryReading,
     BufferStatus,
     Channel,
     CommandKind,
@@ -54,8 +53,6 @@ from bmsgate.fleet.protocol import (
     LocationFix,
     PackVersion,
     StateMessage,
-    TelemetryMessage,
-    compact_snapshot,
     encode,
     topic,
 )
@@ -77,10 +74,10 @@ DesiredStateHandler = Callable[[bytes], Awaitable[bytes]]
 RediscoverHook = Callable[[], Sequence[str]]
 """Asks the outputs to re-run their discovery; returns the names of those that will."""
 
-_MAX_BATTERIES: Final = 64
 _MOVED_M: Final = 25.0
 """A position change beyond this republishes the state (GPS jitter stays below it)."""
 _MIN_STATE_GAP: Final = 1.0
+_LOCATION_RETRY_MAX: Final = 300.0
 _DROP_EVENT_GAP: Final = 60.0
 """At most one ``buffer_dropped`` event per minute (each one could push out the next old message)."""
 _GOODBYE_TIMEOUT: Final = 1.0
@@ -301,34 +298,8 @@ class FleetAgent:
 
     def telemetry(self, hub: SnapshotHub) -> Callable[[int], bytes]:
         """The telemetry message of this moment, as a payload builder for a sequence number."""
-        at = self._clock()
-        readings = []
-        ids = hub.battery_ids()
-        if len(ids) > _MAX_BATTERIES:
-            _LOGGER.warning("fleet: %d batteries; telemetry carries the first %d", len(ids), _MAX_BATTERIES)
-        for battery_id in ids[:_MAX_BATTERIES]:
-            snapshot = hub.latest(battery_id)
-            readings.append(
-                BatteryReading(
-                    id=battery_id,
-                    age_s=hub.age(battery_id),
-                    stale=hub.is_stale(battery_id),
-                    snapshot=compact_snapshot(snapshot) if snapshot is not None else None,
-                )
-            )
         inverter = self._inverter_status() if self._inverter_status is not None else None
-        message = TelemetryMessage(
-            v=PROTOCOL_VERSION,
-            gateway=self.gateway_id,
-            seq=0,
-            at=at,
-            batteries=readings,
-            inverter=dict(inverter) if inverter is not None else None,
-        )
-        body = encode(message)
-        # Everything but the sequence number is fixed now: splice it in rather than validate twice.
-        head, tail = body.split(b'"seq":0', 1)
-        return lambda seq: b'%s"seq":%d%s' % (head, seq, tail)
+        return telemetry_builder(self.gateway_id, hub, at=self._clock(), inverter=inverter)
 
     async def _sample(self, hub: SnapshotHub) -> None:
         loop = asyncio.get_running_loop()
@@ -343,9 +314,20 @@ class FleetAgent:
                 next_at = loop.time() + interval
 
     async def _follow_location(self) -> None:
-        if self._location_source is None:
+        source = self._location_source
+        if source is None:
             return
-        await self._location_source.run(self._take_location)
+        backoff = Backoff(5.0, _LOCATION_RETRY_MAX, jitter=0.25)
+        while True:
+            try:
+                await source.run(self._take_location)
+            except Exception as exc:  # noqa: BLE001 - a broken location source must never stop the telemetry
+                delay = backoff.next_delay()
+                _LOGGER.warning("fleet: location source failed: %r; retrying in %.0f s", exc, delay)
+                self._take_location(Location(source=source.kind, fix=LocationFix.NONE))
+                await asyncio.sleep(delay)
+            else:
+                return
 
     def _take_location(self, location: Location) -> None:
         self._location = location
@@ -378,7 +360,7 @@ class FleetAgent:
             interval_s=self.options.interval,
             packs=self._packs,
             location=self._location,
-            batteries=batteries[:_MAX_BATTERIES],
+            batteries=batteries[:MAX_BATTERIES],
             buffer=buffer,
         )
 
@@ -397,23 +379,16 @@ class FleetAgent:
             else:
                 try:
                     report = await self._desired_handler(payload)
-                except BmsgateError as exc:
-                    report = self._reported_json("error", digest, str(exc)[:1024])
+                except Exception as exc:
+                    if not isinstance(exc, BmsgateError):
+                        _LOGGER.exception("fleet: the desired-state handler failed")
+                    report = self._reported_json("error", digest, str(exc)[:1024] or type(exc).__name__)
             self._reported = report
             self._reported_dirty = True
             self._wake.set()
 
     def _reported_json(self, status: str, digest: str, detail: str) -> bytes:
-        """The ``reported`` payload when no handler produced one (see docs/fleet/agent.md)."""
-        data: dict[str, object] = {
-            "v": PROTOCOL_VERSION,
-            "gateway": self.gateway_id,
-            "status": status,
-            "desired_sha256": digest,
-            "detail": detail,
-            "at": self._clock(),
-        }
-        return json.dumps(data, separators=(",", ":")).encode()
+        return reported_payload(self.gateway_id, status=status, desired_sha256=digest, detail=detail, at=self._clock())
 
     # -- broker side -------------------------------------------------------------------------------
 
@@ -518,27 +493,28 @@ class FleetAgent:
             for message in live:
                 await self._publish_buffered(session, message, backfill=False)
                 live_after = message.seq
-            if live:
-                continue
             if backlog_after < cutoff:
+                # One backlog message per round when the rate allows, even while live data keeps the
+                # sender busy: the backlog always progresses, and live data never waits behind it.
                 now = loop.time()
                 tokens, refilled = min(max(1.0, rate), tokens + (now - refilled) * rate), now
-                if tokens < 1.0:
+                if tokens >= 1.0:
+                    batch = outbox.oldest(after=backlog_after, up_to=cutoff, limit=1)
+                    if not batch:
+                        backlog_after = cutoff
+                        _LOGGER.info("fleet: backlog sent")
+                        self._state_dirty.set()
+                        continue
+                    tokens -= 1.0
+                    await self._publish_buffered(session, batch[0], backfill=True)
+                    backlog_after = batch[0].seq
+                elif not live:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout((1.0 - tokens) / rate):
                             await self._wake.wait()
-                    continue
-                batch = outbox.oldest(after=backlog_after, up_to=cutoff, limit=1)
-                if not batch:
-                    backlog_after = cutoff
-                    _LOGGER.info("fleet: backlog sent")
-                    self._state_dirty.set()
-                    continue
-                tokens -= 1.0
-                await self._publish_buffered(session, batch[0], backfill=True)
-                backlog_after = batch[0].seq
                 continue
-            await self._wake.wait()
+            if not live:
+                await self._wake.wait()
 
     async def _publish_buffered(self, session: MqttSession, message: BufferedMessage, *, backfill: bool) -> None:
         payload = message.payload
@@ -588,7 +564,14 @@ class FleetAgent:
                 data["command"] = exc.command_id
             self._append_event(PendingEvent(EventKind.COMMAND_REJECTED, detail=exc.detail[:1024], data=data))
             return
-        detail = self._execute(command)
+        try:
+            detail = self._execute(command)
+        except Exception as exc:
+            _LOGGER.exception("fleet: command %s failed", command.id)
+            self.stats.commands_rejected += 1
+            data = {"reason": "failed", "command": command.id}
+            self._append_event(PendingEvent(EventKind.COMMAND_REJECTED, detail=repr(exc)[:1024], data=data))
+            return
         self.stats.commands_done += 1
         self._append_event(
             PendingEvent(

@@ -54,6 +54,11 @@ _MAX_NMEA_BUFFER: Final = 1024
 class LocationSource(Protocol):
     """Something that knows where the site is."""
 
+    @property
+    def kind(self) -> Literal["gpsd", "nmea", "config"]:
+        """The ``source`` its locations name."""
+        ...
+
     async def run(self, report: LocationReport) -> None:
         """Report locations until cancelled."""
         ...
@@ -65,6 +70,8 @@ def _lost(source: Literal["gpsd", "nmea", "config"]) -> Location:
 
 class FixedLocation:
     """Coordinates from the configuration: reported once, with fix ``fixed``."""
+
+    kind: Final = "config"
 
     def __init__(self, lat: float, lon: float, alt_m: float | None = None) -> None:
         self.location = Location(source="config", fix=LocationFix.FIXED, lat=lat, lon=lon, alt_m=alt_m)
@@ -130,6 +137,8 @@ class GpsdLocation:
         lost_after: seconds without a position before fix ``none`` is reported.
         reconnect_max: cap of the delay between connection attempts.
     """
+
+    kind: Final = "gpsd"
 
     def __init__(
         self, host: str = "127.0.0.1", port: int = 2947, *, lost_after: float = 15.0, reconnect_max: float = 30.0
@@ -204,6 +213,8 @@ class NmeaSerialLocation:
         baudrate: line speed (most receivers: 9600, older ones 4800).
         lost_after: seconds without a valid fix before fix ``none`` is reported.
     """
+
+    kind: Final = "nmea"
 
     def __init__(self, port: str, *, baudrate: int = 9600, lost_after: float = 15.0) -> None:
         self.port = port

@@ -7,6 +7,7 @@ not be used over plain MQTT, nor the other way round. Every problem is reported 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Final, Literal, Self
 from urllib.parse import urlsplit
@@ -80,6 +81,21 @@ class BufferSettings(_Strict):
     backfill_rate: float = Field(default=20.0, gt=0, le=10_000)
     """Messages per second sent from the backlog after an outage (live data goes first)."""
 
+    @field_validator("path")
+    @classmethod
+    def _writable(cls, path: Path | None) -> Path | None:
+        # Nothing is created: `config check` must leave no files behind (the agent creates it when it runs).
+        if path is None:
+            return None
+        if path.is_dir():
+            raise ValueError(f"{path} is a directory; name the buffer file")
+        existing = path.parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"cannot create {path}: {existing} is not a writable directory")
+        return path
+
 
 class FleetSettings(_Strict):
     """Reporting to a fleet server (docs/fleet/agent.md)."""
@@ -122,7 +138,10 @@ class FleetSettings(_Strict):
         path = info.data.get("credentials")
         if path is None:
             return url
-        credentials = read_credentials(path)
+        try:
+            credentials = read_credentials(path)
+        except ConfigError:
+            return url  # changed since the credentials key was checked: that key reports it on the next check
         expected = "mqtts" if credentials.uses_tls else "mqtt"
         if parts.scheme != expected:
             raise ValueError(
