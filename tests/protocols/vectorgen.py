@@ -660,7 +660,7 @@ def _a5_glued() -> tuple[str, JsonObject]:
 def generate() -> dict[Path, str]:
     """Every vector file, as path → text."""
     # The families verified from tests/protocols/family_frames.py make their own vectors (same forms).
-    from . import vectorgen_families  # noqa: PLC0415 - it imports this module
+    from . import vectorgen_families
 
     fixtures = _fixtures()
     missing = set(default_catalog().names(Kind.PROTOCOL)) - set(fixtures) - set(vectorgen_families.fixtures())
