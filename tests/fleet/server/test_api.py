@@ -135,6 +135,7 @@ async def test_an_admin_deletes_alarms_and_gateways(fleet: RunningFleet) -> None
     async with client(fleet, fleet.admin) as http:
         assert (await http.delete(f"/api/v1/alarms/{alarm}")).status_code == 204
         assert (await http.get(f"/api/v1/alarms/{alarm}")).status_code == 404
+        assert fleet.deleted_alarms == [alarm]  # the alarm engine forgets it, so it can open again
         assert (await http.delete("/api/v1/gateways/site-00003")).status_code == 204
         assert (await http.get("/api/v1/gateways/site-00003")).status_code == 404
         assert (await http.get("/api/v1/gateways")).json()["total"] == 11

@@ -201,6 +201,7 @@ class FleetServer:
             feed=feed,
             send_command=commands.send,
             settings=ApiSettings(tile_url=settings.tile_url, tile_attribution=settings.tile_attribution),
+            alarm_deleted=alarms.forget,
         )
         failure = await self._stack.enter_async_context(
             _background(

@@ -21,7 +21,7 @@ import dataclasses
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Final
 
 from litestar import Litestar, MediaType, Request, Response, Router, WebSocket, delete, get, post, websocket
@@ -356,6 +356,7 @@ async def delete_alarm(ctx: NamedDependency[ApiContext], alarm_id: FromPath[int]
     """Remove an alarm and its history."""
     record = await ctx.store.get_alarm(alarm_id)
     await ctx.store.delete_alarm(alarm_id)
+    ctx.alarm_deleted(alarm_id)
     ctx.feed.publish(
         LiveUpdate(kind=LiveKind.GATEWAY, gateway=record.gateway, at=ctx.clock(), data={"alarm_deleted": alarm_id})
     )
@@ -464,6 +465,7 @@ def create_app(
     feed: LiveFeed,
     send_command: CommandSender,
     settings: ApiSettings | None = None,
+    alarm_deleted: Callable[[int], None] | None = None,
 ) -> Litestar:
     """The API and dashboard application.
 
@@ -473,9 +475,15 @@ def create_app(
         feed: the live feed that ingest and alarms publish to.
         send_command: hands a command to the broker (see :data:`~bmsgate.fleet.server.api.context.CommandSender`).
         settings: rate limits, map tiles, where the npm files are.
+        alarm_deleted: told the id of each alarm deleted through the API (the alarm engine's ``forget``).
     """
     context = ApiContext.compose(
-        store=store, tokens=tokens, feed=feed, send_command=send_command, settings=settings or ApiSettings()
+        store=store,
+        tokens=tokens,
+        feed=feed,
+        send_command=send_command,
+        settings=settings or ApiSettings(),
+        alarm_deleted=alarm_deleted,
     )
 
     @contextlib.asynccontextmanager

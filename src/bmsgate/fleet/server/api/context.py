@@ -39,6 +39,8 @@ class ApiContext:
     anonymous_limiter: RateLimiter
     clock: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
+    alarm_deleted: Callable[[int], None] = lambda _alarm_id: None
+    """Told of every alarm deleted through the API (the alarm engine forgets it, so it can open again)."""
 
     @classmethod
     def compose(
@@ -49,10 +51,11 @@ class ApiContext:
         feed: LiveFeed,
         send_command: CommandSender,
         settings: ApiSettings,
+        alarm_deleted: Callable[[int], None] | None = None,
     ) -> ApiContext:
         """Build the context (the assets are read and checked here, once)."""
         overview = OverviewCache(store, max_age_s=settings.overview_max_age_s)
-        return cls(
+        context = cls(
             store=store,
             tokens=tokens,
             feed=feed,
@@ -64,3 +67,6 @@ class ApiContext:
             token_limiter=RateLimiter(settings.token_limit),
             anonymous_limiter=RateLimiter(settings.anonymous_limit),
         )
+        if alarm_deleted is not None:
+            context.alarm_deleted = alarm_deleted
+        return context

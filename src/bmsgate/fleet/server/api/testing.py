@@ -40,6 +40,8 @@ class RunningFleet:
     admin: str
     now: float
     commands: list[tuple[str, CommandMessage]] = dataclasses.field(default_factory=list)
+    deleted_alarms: list[int] = dataclasses.field(default_factory=list)
+    """Ids the API reported as deleted (what the alarm engine is told)."""
 
 
 @contextlib.asynccontextmanager
@@ -78,7 +80,14 @@ async def running_fleet(
         async def record(gateway_id: str, command: CommandMessage) -> None:
             fleet.commands.append((gateway_id, command))
 
-        app = create_app(store=store, tokens=tokens, feed=feed, send_command=send_command or record, settings=settings)
+        app = create_app(
+            store=store,
+            tokens=tokens,
+            feed=feed,
+            send_command=send_command or record,
+            settings=settings,
+            alarm_deleted=fleet.deleted_alarms.append,
+        )
         async with HttpServer(app, port=0) as server:
             fleet.url = server.url
             yield fleet
