@@ -56,6 +56,10 @@ def test_topics_round_trip_and_refuse_wildcards() -> None:
         assert caught.value.reason == "topic"
     with pytest.raises(ValueError, match="gateway id"):
         topic("a/b", Channel.STATE)
+    # `$` would also match before a final newline: an id with one would split the broker's ACL lines.
+    assert not protocol.is_gateway_id("gw9\n")
+    with pytest.raises(FleetMessageError):
+        parse_topic("fleet/v1/gw9\n/state")
 
 
 def test_telemetry_round_trips_and_snapshot_is_rebuilt() -> None:

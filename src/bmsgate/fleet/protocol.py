@@ -129,8 +129,8 @@ class FleetMessageError(BmsgateError):
 
 
 def is_gateway_id(value: str) -> bool:
-    """Whether `value` is a valid gateway id (see :data:`GATEWAY_ID_PATTERN`)."""
-    return bool(_GATEWAY_ID.match(value))
+    """Whether `value` is a valid gateway id (see :data:`GATEWAY_ID_PATTERN`; a trailing newline is not allowed)."""
+    return bool(_GATEWAY_ID.fullmatch(value))
 
 
 def topic(gateway_id: str, channel: Channel) -> str:

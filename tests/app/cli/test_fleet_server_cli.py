@@ -62,10 +62,12 @@ def test_serve_starts_shows_the_token_once_and_stops_on_sigterm(tmp_path: Path) 
             assert _mosquittos_of(data)
         finally:
             process.send_signal(signal.SIGTERM)
-            _, stderr = process.communicate(timeout=20)
+            rest, stderr = process.communicate(timeout=20)
         assert process.returncode == 0, stderr[-2000:]
         assert not _mosquittos_of(data)
-    # The second start printed no token: it was shown once.
+        if start == 2:
+            assert "admin token" not in rest  # shown once, at the first start only
+            assert "stopping" in rest
 
 
 def test_serve_with_a_bad_config_names_every_problem(tmp_path: Path) -> None:
@@ -79,7 +81,10 @@ def test_serve_with_a_bad_config_names_every_problem(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 2
-    assert "shell" in result.stderr
+    problems = [line for line in result.stderr.splitlines() if str(config) in line]
+    assert len(problems) == 3, result.stderr
+    for key in ("alarms.low_soc_open", "alarms.no_data_factor", "shell"):
+        assert any(key in line for line in problems), (key, result.stderr)
 
 
 def test_fleet_demo_runs_simulated_sites_and_exits_zero(tmp_path: Path) -> None:

@@ -486,3 +486,56 @@ async def test_watch_stays_quiet_when_the_broker_is_stopped(tmp_path: Path) -> N
     watcher.cancel()
     with pytest.raises(asyncio.CancelledError):
         await watcher
+
+
+async def test_a_gateway_cannot_take_over_the_servers_session_by_its_client_id(broker: FleetBroker) -> None:
+    """The client id is forced to the user name on the gateway listeners: the ingest's queue survives."""
+    alpha = await enrol(broker, "gw-alpha")
+    beta = await enrol(broker, "gw-beta")
+    ingest_id = "bmsgate-fleet-ingest"
+
+    def server() -> contextlib.AbstractAsyncContextManager[MqttSession]:
+        return connect(
+            broker.server_settings,
+            will_topic=SERVER_STATUS_TOPIC,
+            will_payload="offline",
+            client_id=ingest_id,
+            clean_session=False,
+            manual_ack=True,
+        )
+
+    async with server() as session:
+        await session.subscribe("fleet/v1/+/telemetry")
+    async with connect(beta, will_topic="fleet/v1/gw-beta/availability", will_payload="offline") as gateway:
+        for index in range(5):
+            await gateway.publish("fleet/v1/gw-beta/telemetry", f"m{index}".encode(), retain=False)
+    will = "fleet/v1/gw-alpha/availability"
+    async with connect(alpha, will_topic=will, will_payload="offline", client_id=ingest_id):
+        await asyncio.sleep(0.3)
+    got: list[bytes] = []
+    async with server() as session:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(3):
+                async for message in session.messages():
+                    got.append(message.payload)
+                    session.ack(message)
+                    if len(got) == 5:
+                        break
+    assert got == [f"m{index}".encode() for index in range(5)]
+
+
+async def test_a_packet_beyond_the_largest_message_is_refused_by_the_broker(broker: FleetBroker) -> None:
+    """Bounded memory: the broker closes the connection instead of holding (and forwarding) a huge payload."""
+    gateway = await enrol(broker, "gw-big")
+    got: list[int] = []
+    async with connect(broker.server_settings, will_topic=SERVER_STATUS_TOPIC, will_payload="offline") as server:
+        await server.subscribe("fleet/v1/+/telemetry")
+        with contextlib.suppress(SinkError):
+            async with connect(gateway, will_topic="fleet/v1/gw-big/availability", will_payload="offline") as session:
+                await session.publish("fleet/v1/gw-big/telemetry", b"x" * 1_000_000, retain=False)
+                await session.publish("fleet/v1/gw-big/telemetry", b"small", retain=False)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.5):
+                async for message in server.messages():
+                    got.append(len(message.payload))
+    assert 1_000_000 not in got

@@ -69,21 +69,23 @@ def _host_port(text: str, option: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _file_sections(path: Path) -> dict[str, Any]:
+def _file_sections(path: Path) -> tuple[dict[str, Any], list[ConfigProblem]]:
+    """The known sections of a ``--config`` file, and a problem for each unknown one."""
+
     def error(reason: str) -> ConfigError:
         return ConfigError(reason, source=str(path))
 
     data = parse_yaml(read_text(path, error=error), error=error)
     if data is None:
-        return {}
+        return {}, []
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping with alarms:, notify: and retention:", source=str(path))
-    unknown = sorted(set(data) - {"alarms", "notify", "retention"})
-    if unknown:
-        raise ConfigError(
-            problems=[ConfigProblem("unknown section", key_path=key, source=str(path)) for key in unknown]
-        )
-    return dict(data)
+    known = {"alarms", "notify", "retention"}
+    problems = [
+        ConfigProblem("unknown section (expected alarms, notify or retention)", key_path=str(key), source=str(path))
+        for key in sorted(set(data) - known, key=str)
+    ]
+    return {key: value for key, value in data.items() if key in known}, problems
 
 
 def _serve_settings(args: argparse.Namespace) -> Any:
@@ -104,16 +106,21 @@ def _serve_settings(args: argparse.Namespace) -> Any:
         "tile_url": args.tile_url,
     }
     source = ""
+    problems: list[ConfigProblem] = []
     if args.config is not None:
         source = str(args.config)
-        values.update(_file_sections(args.config))
+        sections, problems = _file_sections(args.config)
+        values.update(sections)
     try:
-        return FleetServerSettings.model_validate(values)
+        settings = FleetServerSettings.model_validate(values)
     except ValidationError as exc:
-        problems = describe_validation_errors(exc)
-        raise ConfigError(
-            problems=[ConfigProblem(problem.reason, key_path=problem.location, source=source) for problem in problems]
-        ) from None
+        problems += [
+            ConfigProblem(problem.reason, key_path=problem.location, source=source)
+            for problem in describe_validation_errors(exc)
+        ]
+    if problems:
+        raise ConfigError(problems=problems)
+    return settings
 
 
 def _install_stop(task: asyncio.Task[Any]) -> None:
