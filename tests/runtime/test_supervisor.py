@@ -132,7 +132,17 @@ async def test_control_through_the_supervisor_publishes_the_confirmed_state() ->
 
 
 def test_sigterm_shuts_down_within_two_seconds() -> None:
-    command = [sys.executable, "-m", "bmsgate.app.cli.main", "demo", "--plain", "--no-mqtt", "--no-modbus"]
+    command = [
+        sys.executable,
+        "-m",
+        "bmsgate.app.cli.main",
+        "demo",
+        "--plain",
+        "--no-mqtt",
+        "--no-modbus",
+        "--fleet-sites",
+        "2",
+    ]
     with subprocess.Popen(
         [*command, "--poll-interval", "0.5"],
         stdout=subprocess.PIPE,

@@ -154,10 +154,10 @@ async def test_a_full_buffer_drops_the_oldest_and_says_so(
         assert agent.outbox.stored_bytes <= 64 * 1024
         fleet_broker.start()
         await recorder.wait_for(
-            lambda: [e for e in recorder.of(Channel.EVENT, "gw-1") if e.kind is EventKind.BUFFER_DROPPED], timeout=20
+            lambda: [e for e in recorder.of(Channel.EVENT, "gw-1") if e.kind is EventKind.BUFFER_DROPPED], timeout=60
         )
         await recorder.wait_for(
-            lambda: any(state.buffer.dropped > 50 for state in recorder.of(Channel.STATE, "gw-1")), timeout=10
+            lambda: any(state.buffer.dropped > 50 for state in recorder.of(Channel.STATE, "gw-1")), timeout=30
         )
     dropped = next(e for e in recorder.of(Channel.EVENT, "gw-1") if e.kind is EventKind.BUFFER_DROPPED)
     assert isinstance(dropped.data["dropped"], int)

@@ -100,6 +100,7 @@ def test_demo_cli_exits_non_zero_on_an_unwritable_can_log(tmp_path: Path) -> Non
         "--plain",
         "--no-mqtt",
         "--no-modbus",
+        "--no-fleet",
     ]
     result = subprocess.run([*command, "--can-log", str(log)], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode != 0
