@@ -1,29 +1,15 @@
-"""Demo sites: towns spread over South Africa, where simulated gateways of the fleet demo are installed.
+"""Towns spread over South Africa, where the fleet demo's simulated gateways are installed.
 
-Coordinates are the towns' public centre coordinates (rounded to 4 decimals, ~10 m); the demo places each
-site a short, deterministic distance from its town so that sites of one town do not overlap on the map.
+Coordinates are the towns' public centre coordinates (rounded to 4 decimals, ~10 m); the demo
+(``fleet.agent.simulated.demo_sites``) places each site a few km from its town so that the sites of one town
+do not overlap on the map.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import random
 from typing import Final
 
-__all__ = ["DemoSite", "SOUTH_AFRICAN_TOWNS", "demo_sites"]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class DemoSite:
-    """Where one simulated gateway is."""
-
-    gateway_id: str
-    name: str
-    town: str
-    province: str
-    lat: float
-    lon: float
+__all__ = ["SOUTH_AFRICAN_TOWNS"]
 
 
 SOUTH_AFRICAN_TOWNS: Final[tuple[tuple[str, str, float, float], ...]] = (
@@ -76,34 +62,3 @@ SOUTH_AFRICAN_TOWNS: Final[tuple[tuple[str, str, float, float], ...]] = (
     ("Hartbeespoort", "North West", -25.7510, 27.8973),
 )
 """(town, province, latitude, longitude)."""
-
-_SPREAD_KM: Final = 6.0
-_KM_PER_DEGREE: Final = 111.32
-
-
-def demo_sites(count: int, *, seed: int = 2026) -> list[DemoSite]:
-    """`count` sites, the towns in turn (big towns first), each a few km from its town centre.
-
-    Deterministic for a seed, so the demo's map looks the same every time.
-    """
-    generator = random.Random(seed)
-    sites = []
-    for index in range(count):
-        town, province, lat, lon = SOUTH_AFRICAN_TOWNS[index % len(SOUTH_AFRICAN_TOWNS)]
-        distance = generator.uniform(0.5, _SPREAD_KM) if index >= len(SOUTH_AFRICAN_TOWNS) else generator.uniform(0, 2)
-        bearing = generator.uniform(0, 2 * math.pi)
-        site_lat = lat + distance * math.cos(bearing) / _KM_PER_DEGREE
-        site_lon = lon + distance * math.sin(bearing) / (_KM_PER_DEGREE * math.cos(math.radians(lat)))
-        slug = town.lower().replace(" ", "-")
-        number = index // len(SOUTH_AFRICAN_TOWNS) + 1
-        sites.append(
-            DemoSite(
-                gateway_id=f"za-{slug}-{number}",
-                name=f"{town} {number}",
-                town=town,
-                province=province,
-                lat=round(site_lat, 5),
-                lon=round(site_lon, 5),
-            )
-        )
-    return sites

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import random
 import zlib
 from collections.abc import Callable, Sequence
@@ -23,25 +24,13 @@ from bmsgate.fleet.agent.location import FixedLocation
 from bmsgate.fleet.agent.wiring import broker_settings
 from bmsgate.fleet.credentials import GatewayCredentials
 from bmsgate.fleet.protocol import BatteryDescriptor
+from bmsgate.fleet.sites import SOUTH_AFRICAN_TOWNS
 from bmsgate.inverter.controller import InverterController
 from bmsgate.runtime.supervisor import Supervisor
 
 __all__ = ["SimulatedSite", "build_site", "demo_sites", "run_sites"]
 
-_TOWNS: Final = (
-    ("Cape Town", -33.92, 18.42),
-    ("Johannesburg", -26.20, 28.05),
-    ("Durban", -29.86, 31.02),
-    ("Pretoria", -25.75, 28.19),
-    ("Gqeberha", -33.96, 25.60),
-    ("Bloemfontein", -29.12, 26.21),
-    ("Polokwane", -23.90, 29.45),
-    ("Upington", -28.45, 21.26),
-    ("George", -33.96, 22.46),
-    ("Kimberley", -28.74, 24.76),
-    ("Mbombela", -25.47, 30.97),
-    ("Beaufort West", -32.35, 22.58),
-)
+_KM_PER_DEGREE: Final = 111.32
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -62,17 +51,23 @@ class SimulatedSite:
 
 
 def demo_sites(count: int, *, seed: int = 7, prefix: str = "site") -> list[SimulatedSite]:
-    """`count` sites around South African towns; the second drifts a cell, the third develops a fault."""
+    """`count` sites around South African towns (big towns first, each site a few km from its town centre).
+
+    The second drifts a cell, the third develops a fault. Deterministic for a seed, so the map looks the
+    same every run.
+    """
     rng = random.Random(seed)
     sites = []
     for index in range(count):
-        town, lat, lon = _TOWNS[index % len(_TOWNS)]
+        town, _province, lat, lon = SOUTH_AFRICAN_TOWNS[index % len(SOUTH_AFRICAN_TOWNS)]
+        distance_km = rng.uniform(0.5, 6.0)
+        bearing = rng.uniform(0, 2 * math.pi)
         sites.append(
             SimulatedSite(
                 gateway_id=f"{prefix}-{index + 1:03d}",
-                name=f"{town} {index // len(_TOWNS) + 1}",
-                lat=round(lat + rng.uniform(-0.3, 0.3), 5),
-                lon=round(lon + rng.uniform(-0.3, 0.3), 5),
+                name=f"{town} {index // len(SOUTH_AFRICAN_TOWNS) + 1}",
+                lat=round(lat + distance_km * math.cos(bearing) / _KM_PER_DEGREE, 5),
+                lon=round(lon + distance_km * math.sin(bearing) / (_KM_PER_DEGREE * math.cos(math.radians(lat))), 5),
                 packs=rng.choice((1, 2, 2, 3)),
                 cells=rng.choice((16, 16, 8)),
                 drift=index == 1,
