@@ -190,11 +190,12 @@ class Ingest:
             try:
                 async with connect(
                     self.broker,
-                    will_topic=f"bmsgate/fleet/ingest/{self.settings.client_id}",
+                    will_topic=f"fleet/server/ingest/{self.settings.client_id}",
                     will_payload="offline",
                     client_id=self.settings.client_id,
                     clean_session=False,
                     manual_ack=True,
+                    buffered_reads=True,
                 ) as session:
                     await session.subscribe(*self.filters())
                     self._session = session
