@@ -8,9 +8,7 @@ one line; until then this module writes (or with ``--check`` compares) their fil
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 from bmsgate.protocols import CompiledProtocol, get_protocol
@@ -75,26 +73,3 @@ def generate() -> dict[Path, str]:
         vectorgen.VECTORS / protocol / f"{stem}.json": json.dumps(vector, indent=1, ensure_ascii=False) + "\n"
         for (protocol, stem), vector in vectors.items()
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Write (or with ``--check`` compare) the families' vector files."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only report files that would change")
-    args = parser.parse_args(argv)
-    changed = 0
-    for path, text in sorted(generate().items()):
-        if path.exists() and path.read_text(encoding="utf-8") == text:
-            continue
-        changed += 1
-        if args.check:
-            print(f"would change: {path.relative_to(vectorgen.ROOT)}")
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        print(f"wrote {path.relative_to(vectorgen.ROOT)}")
-    return 1 if args.check and changed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

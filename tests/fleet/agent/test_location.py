@@ -205,30 +205,6 @@ def test_tpv_reports_without_a_usable_position_are_no_fix() -> None:
     assert (two_d.fix, two_d.alt_m, two_d.time) == (LocationFix.FIX_2D, None, None)
 
 
-@pytest.fixture
-def pty_pair(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """Two linked pseudo-terminals from socat: (gateway side, receiver side)."""
-    socat = shutil.which("socat")
-    if socat is None:
-        pytest.skip("socat is not installed (apt-get install socat)")
-    gateway, receiver = tmp_path / "gateway", tmp_path / "receiver"
-    process = subprocess.Popen(
-        [socat, f"pty,raw,echo=0,link={gateway}", f"pty,raw,echo=0,link={receiver}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while not (gateway.exists() and receiver.exists()):
-            if time.monotonic() > deadline or process.poll() is not None:
-                pytest.fail("socat did not create the pty pair")
-            time.sleep(0.01)
-        yield gateway, receiver
-    finally:
-        process.terminate()
-        process.wait(5)
-
-
 async def test_an_nmea_receiver_on_a_serial_port(pty_pair: tuple[Path, Path]) -> None:
     pytest.importorskip("serial_asyncio_fast")
     gateway_side, receiver_side = pty_pair

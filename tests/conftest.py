@@ -1,4 +1,4 @@
-"""Fixtures shared by the inverter tests: a socat pty pair stands in for an RS485 adapter and its cable."""
+"""Fixtures shared by every test package: a socat pty pair (Modbus RTU, Pylontech RS485, an NMEA receiver)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 @pytest.fixture
 def pty_pair(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """Two linked pseudo-terminals from socat: (gateway side, inverter side)."""
+    """Two linked pseudo-terminals from socat: (gateway side, device side)."""
     socat = shutil.which("socat")
     if socat is None:
         pytest.skip("socat is not installed (apt-get install socat)")
