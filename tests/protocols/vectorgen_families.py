@@ -1,9 +1,9 @@
-"""Writes the conformance vectors of the issue-14 families (``python -m tests.protocols.vectorgen_families``).
+"""The conformance vectors of the families verified from ``family_frames.py``, for ``vectorgen``.
 
 The same vector forms as ``tests/protocols/vectorgen.py`` (a captured poll as notifications, and a
-two-poll session transcript), made from the public captures in ``family_frames.py``. `fixtures()` has
-the shape ``vectorgen`` uses for its own protocols, so that generator can take these families over with
-one line; until then this module writes (or with ``--check`` compares) their files.
+two-poll session transcript), made from the public captures in ``family_frames.py``; ``vectorgen.generate``
+includes them, so ``scripts/generate-vectors`` (``python -m tests.protocols.vectorgen [--check]``) writes or
+checks every vector file.
 """
 
 from __future__ import annotations
