@@ -278,11 +278,24 @@ async def _enter(client: aiomqtt.Client, settings: BrokerSettings) -> None:
             client.__aenter__(), name="mqtt-connect", grace=_ABANDON_GRACE, on_abandoned=close_abandoned
         )
     except aiomqtt.MqttError as exc:
+        _close_socket(client)  # a refused or broken TLS handshake leaves paho's socket open
         raise _error(f"connect to {settings.display_url()}", exc) from exc
 
 
 async def _close(client: aiomqtt.Client) -> None:
-    """Disconnect cleanly (bounded); a broken session has nothing left to close."""
+    """Disconnect cleanly (bounded), and close the socket whatever state the session is in.
+
+    A session the network broke (a cut link) leaves paho's TLS socket open: a gateway on a flaky link
+    would collect one file descriptor per reconnect until the garbage collector found them.
+    """
     with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
         async with asyncio.timeout(_CLOSE_TIMEOUT):
             await client.__aexit__(None, None, None)
+    _close_socket(client)
+
+
+def _close_socket(client: aiomqtt.Client) -> None:
+    sock = client._client._sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
