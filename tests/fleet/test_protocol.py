@@ -168,3 +168,11 @@ def test_every_channel_has_a_size_limit() -> None:
     assert set(protocol.MAX_PAYLOAD_BYTES) == set(Channel)
     assert protocol.GATEWAY_CHANNELS.isdisjoint(protocol.SERVER_CHANNELS)
     assert protocol.GATEWAY_CHANNELS | protocol.SERVER_CHANNELS == set(Channel)
+
+
+def test_a_number_too_large_for_a_float_is_a_refused_snapshot() -> None:
+    hostile = {"battery_id": "b1", "timestamp": 1.7e9, "voltage": 10**400}
+    message = _telemetry(batteries=[BatteryReading(id="b1", age_s=0, stale=False, snapshot=hostile)])
+    with pytest.raises(FleetMessageError) as caught:
+        message.batteries[0].to_snapshot()
+    assert caught.value.reason == "snapshot"

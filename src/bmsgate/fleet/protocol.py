@@ -299,7 +299,7 @@ class BatteryReading(BaseModel):
             return None
         try:
             return BatterySnapshot.from_dict(self.snapshot)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, ArithmeticError) as exc:  # a 400-digit number overflows float()
             raise FleetMessageError("snapshot", f"battery {self.id}: {exc}") from exc
 
 

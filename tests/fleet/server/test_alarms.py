@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bmsgate.fleet.protocol import EventKind, LocationFix
+from bmsgate.fleet.protocol import BatteryReading, EventKind, LocationFix
 from bmsgate.fleet.server.alarm_rules import AlarmSettings, Decision, Kind, ThresholdRule, bms_kind, distance_m
 from bmsgate.fleet.server.alarms import AlarmEngine
 from bmsgate.fleet.server.live import LiveFeed, LiveKind
@@ -16,9 +16,11 @@ from bmsgate.fleet.server.store import Repository, StoreSettings, open_store
 from bmsgate.fleet.server.store.repository import (
     AlarmAction,
     AlarmFilter,
+    AlarmRecord,
     AlarmState,
     Availability,
     IngestBatch,
+    NewAlarm,
     Severity,
     WriteResult,
 )
@@ -204,3 +206,55 @@ def test_observing_never_blocks_and_drops_the_oldest() -> None:
     for _ in range(5):
         engine.observe(IngestBatch(), empty)
     assert engine.dropped_batches == 3
+
+
+def _hostile_telemetry_batch(at: float) -> IngestBatch:
+    hostile = {"battery_id": "b1", "timestamp": at, "voltage": 10**400}
+    message = telemetry(at=at, seq=int(at - T0)).model_copy(
+        update={"batteries": [BatteryReading(id="b1", age_s=0, stale=False, snapshot=hostile)]}
+    )
+    return IngestBatch(telemetry=[(message, at)])
+
+
+async def test_a_snapshot_number_too_large_for_a_float_is_skipped(sqlite_store: Repository) -> None:
+    engine = AlarmEngine(sqlite_store)
+    await _write_and_evaluate(sqlite_store, engine, _hostile_telemetry_batch(T0))
+    assert engine.opened == 0
+
+
+class _OnceBrokenStore:
+    """Raises a bug (not a StoreError) on the first alarm it is asked to open."""
+
+    def __init__(self, inner: Repository) -> None:
+        self.inner = inner
+        self.broken = True
+
+    async def open_alarm(self, alarm: NewAlarm) -> tuple[AlarmRecord, bool]:
+        if self.broken:
+            self.broken = False
+            raise RuntimeError("a bug in one evaluation")
+        return await self.inner.open_alarm(alarm)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_the_engine_goes_on_after_a_batch_fails_with_a_bug(sqlite_store: Repository) -> None:
+    engine = AlarmEngine(_OnceBrokenStore(sqlite_store))  # type: ignore[arg-type]
+    task = asyncio.create_task(engine.run())
+    try:
+        await asyncio.wait_for(engine.ready.wait(), 5)
+        for at in (T0, T0 + 10):
+            batch = _telemetry_batch(at, soc=5.0)
+            engine.observe(batch, await sqlite_store.write_batch(batch))
+        for _ in range(100):
+            if engine.opened:
+                break
+            await asyncio.sleep(0.02)
+        assert not task.done()
+        assert engine.failed_batches == 1
+        assert engine.opened == 1
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

@@ -301,3 +301,29 @@ async def test_nothing_is_lost_through_a_broker_restart(mosquitto: Mosquitto, tm
             assert ingest.counters.connects > before
     finally:
         await store.close()
+
+
+async def test_a_snapshot_number_too_large_for_a_float_does_not_stop_ingest(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    store = await open_store(StoreSettings(data_dir=tmp_path / "data"))
+    feed = LiveFeed()
+    ingest = Ingest(store, BrokerSettings(url=mosquitto.url), feed=feed, settings=IngestSettings(max_delay_s=0.05))
+    hostile = json.loads(encode(telemetry(at=T0, seq=1)))
+    hostile["batteries"][0]["snapshot"]["voltage"] = 10**400
+    try:
+        async with _publisher(mosquitto) as publisher, _running(ingest) as task, feed.subscribe():
+            await publisher.publish(topic("gw-1", Channel.TELEMETRY), json.dumps(hostile).encode(), retain=False)
+            await publisher.publish(
+                topic("gw-1", Channel.TELEMETRY), encode(telemetry(at=T0 + 10, seq=2)), retain=False
+            )
+
+            async def both_handled() -> bool:
+                return ingest.counters.stored["telemetry"] == 2
+
+            await _eventually(both_handled)
+            assert not task.done()
+        assert ingest.counters.rejected["snapshot"] == 1
+        assert await _samples(store) == 1
+    finally:
+        await store.close()

@@ -100,6 +100,8 @@ class IngestCounters:
     """Batch writes that failed and were retried."""
     backpressure_waits: int = 0
     """Times the queue was full and reading from the broker paused."""
+    publish_failures: int = 0
+    """Stored messages that could not be put on the live feed (a bug, logged); ingest went on."""
     connects: int = 0
     queued: int = 0
     latencies: collections.deque[float] = dataclasses.field(
@@ -126,6 +128,7 @@ class IngestCounters:
             "batches": self.batches,
             "store_failures": self.store_failures,
             "backpressure_waits": self.backpressure_waits,
+            "publish_failures": self.publish_failures,
             "connects": self.connects,
             "queued": self.queued,
             "latency_p50_s": self.latency_percentile(0.5),
@@ -274,7 +277,11 @@ class Ingest:
                     with contextlib.suppress(Exception):
                         item.session.ack(item.incoming)
             self._count(items, batch, result, committed)
-            self._publish(batch)
+            try:
+                self._publish(batch)
+            except Exception:  # noqa: BLE001 - the data is stored; the live feed missing it must not stop ingest
+                self.counters.publish_failures += 1
+                _log.exception("ingest: publishing a stored batch on the live feed failed")
             for observer in self.observers:
                 try:
                     observer.observe(batch, result)
