@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bmsgate.fleet.protocol import Channel, FleetMessageError, encode, topic
+from bmsgate.fleet.protocol import Channel, EventKind, FleetMessageError, encode, topic
 from bmsgate.fleet.server.ingest import Ingest, IngestSettings, batch_of_messages, decode_incoming
 from bmsgate.fleet.server.live import LiveFeed, LiveKind
 from bmsgate.fleet.server.store import Repository, StoreSettings, open_store
@@ -327,3 +327,96 @@ async def test_a_snapshot_number_too_large_for_a_float_does_not_stop_ingest(
         assert await _samples(store) == 1
     finally:
         await store.close()
+
+
+class _PoisonRefusingStore:
+    """A real store behind a database that refuses every transaction holding one particular event.
+
+    It stands in for a row the database cannot take (a constraint, an encoding), of which the protocol
+    lets none through any more; ``down`` makes it refuse everything (an outage).
+    """
+
+    def __init__(self, inner: Repository) -> None:
+        self.inner = inner
+        self.down = False
+        self.writes = 0
+
+    async def write_batch(self, batch: IngestBatch) -> WriteResult:
+        self.writes += 1
+        if self.down:
+            raise StoreError("connection refused")
+        if any(message.detail == "poison" for message, _ in batch.events):
+            raise StoreError("value the database cannot store")
+        return await self.inner.write_batch(batch)
+
+
+def _poison_event() -> bytes:
+    message = event(seq=99, kind=EventKind.CONFIG_APPLIED).model_copy(update={"detail": "poison"})
+    return encode(message)
+
+
+async def test_a_poison_message_is_refused_and_the_rest_of_its_batch_stored(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    inner = await open_store(StoreSettings(data_dir=tmp_path / "data"))
+    poisoned = _PoisonRefusingStore(inner)
+    ingest = Ingest(
+        poisoned,  # type: ignore[arg-type]
+        BrokerSettings(url=mosquitto.url),
+        settings=IngestSettings(max_delay_s=0.2, retry_initial_s=0.01, retry_max_s=0.02),
+    )
+    try:
+        async with _publisher(mosquitto) as publisher, _running(ingest) as task:
+            await publisher.publish(topic("gw-1", Channel.EVENT), _poison_event(), retain=False)
+            for index in range(5):
+                message = telemetry(at=T0 + index, seq=index)
+                await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(message), retain=False)
+
+            async def settled() -> bool:
+                return ingest.counters.stored["telemetry"] == 5 and ingest.counters.rejected["unstorable"] == 1
+
+            await _eventually(settled)
+            for index in range(5, 8):  # ingest goes on with later batches
+                message = telemetry(at=T0 + index, seq=index)
+                await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(message), retain=False)
+
+            async def later_stored() -> bool:
+                return ingest.counters.stored["telemetry"] == 8
+
+            await _eventually(later_stored)
+            assert not task.done()
+        assert await _samples(inner) == 8
+        assert await inner.list_events("gw-1") == []
+    finally:
+        await inner.close()
+
+
+async def test_a_database_outage_refuses_nothing(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    inner = await open_store(StoreSettings(data_dir=tmp_path / "data"))
+    sick = _PoisonRefusingStore(inner)
+    sick.down = True
+    ingest = Ingest(
+        sick,  # type: ignore[arg-type]
+        BrokerSettings(url=mosquitto.url),
+        settings=IngestSettings(max_delay_s=0.1, retry_initial_s=0.01, retry_max_s=0.02),
+    )
+    try:
+        async with _publisher(mosquitto) as publisher, _running(ingest):
+            for index in range(5):
+                message = telemetry(at=T0 + index, seq=index)
+                await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(message), retain=False)
+
+            async def tried_often() -> bool:
+                return sick.writes > 30
+
+            await _eventually(tried_often)
+            sick.down = False
+
+            async def all_stored() -> bool:
+                return ingest.counters.stored["telemetry"] == 5
+
+            await _eventually(all_stored)
+        assert "unstorable" not in ingest.counters.rejected
+        assert await _samples(inner) == 5
+    finally:
+        await inner.close()

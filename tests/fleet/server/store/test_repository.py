@@ -94,6 +94,13 @@ async def test_a_resent_message_is_stored_once(store: Repository) -> None:
     assert len(await store.list_events("gw-1")) == 1
 
 
+async def test_the_largest_sequence_number_the_protocol_allows_is_stored(store: Repository) -> None:
+    largest = 2**63 - 1
+    batch = IngestBatch(telemetry=[(telemetry(seq=largest), T0)], events=[(event(seq=largest), T0)])
+    result = await store.write_batch(batch)
+    assert (result.samples_written, result.events_written) == (1, 1)
+
+
 async def test_a_bad_snapshot_is_counted_and_the_rest_stored(store: Repository) -> None:
     message = telemetry(snapshots=(snapshot("b1"), snapshot("b2")))
     broken = message.batteries[1].model_copy(update={"snapshot": {"battery_id": "b2"}})
