@@ -158,6 +158,31 @@ async def test_a_silent_gateway_gets_a_no_data_alarm_until_it_reports(sqlite_sto
     assert await _open_kinds(sqlite_store) == set()
 
 
+async def test_the_last_will_neither_closes_no_data_nor_counts_as_seen(sqlite_store: Repository) -> None:
+    engine = AlarmEngine(sqlite_store, settings=AlarmSettings(no_data_factor=3, no_data_min_s=0))
+    await _write_and_evaluate(sqlite_store, engine, IngestBatch(states=[(state(interval_s=10), T0)]))
+    await engine.check(T0 + 31)
+    assert await _open_kinds(sqlite_store) == {"no_data"}
+    will = IngestBatch(availability=[("gw-1", Availability.OFFLINE, T0 + 40)])
+    await _write_and_evaluate(sqlite_store, engine, will)
+    assert await _open_kinds(sqlite_store) == {"no_data"}
+    assert (await sqlite_store.get_gateway("gw-1")).last_seen == T0
+    online = IngestBatch(availability=[("gw-1", Availability.ONLINE, T0 + 60)])
+    await _write_and_evaluate(sqlite_store, engine, online)
+    assert await _open_kinds(sqlite_store) == set()
+    assert (await sqlite_store.get_gateway("gw-1")).last_seen == T0 + 60
+
+
+async def test_an_event_is_a_sign_of_life(sqlite_store: Repository) -> None:
+    engine = AlarmEngine(sqlite_store, settings=AlarmSettings(no_data_factor=3, no_data_min_s=0))
+    await _write_and_evaluate(sqlite_store, engine, IngestBatch(states=[(state(interval_s=10), T0)]))
+    await engine.check(T0 + 31)
+    assert await _open_kinds(sqlite_store) == {"no_data"}
+    config = IngestBatch(events=[(event(at=T0 + 35, kind=EventKind.CONFIG_APPLIED, alarm=None), T0 + 35)])
+    await _write_and_evaluate(sqlite_store, engine, config)
+    assert await _open_kinds(sqlite_store) == set()
+
+
 async def test_stale_measured_location_is_gps_lost(sqlite_store: Repository) -> None:
     engine = AlarmEngine(sqlite_store, settings=AlarmSettings(location_stale_s=600, no_data_min_s=1e6))
     batch = IngestBatch(states=[(state(), T0)])

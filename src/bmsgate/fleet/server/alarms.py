@@ -42,6 +42,7 @@ from bmsgate.fleet.server.store.repository import (
     AlarmFilter,
     AlarmRecord,
     AlarmState,
+    Availability,
     GatewayRecord,
     IngestBatch,
     NewAlarm,
@@ -153,8 +154,11 @@ class AlarmEngine:
                 await self._close(event.gateway, None, Kind.GPS_LOST, event.at)
         for state, received in batch.states:
             await self._state(state, received or time.time())
-        for gateway, _, received in batch.availability:
-            if received:
+        for event, received in batch.events:
+            await self._close(event.gateway, None, Kind.NO_DATA, received)
+        for gateway, availability, received in batch.availability:
+            # Only the gateway's own "online" (not retained) is a sign of life; "offline" is its last will.
+            if received and availability is Availability.ONLINE:
                 await self._close(gateway, None, Kind.NO_DATA, received)
 
     async def _telemetry(self, message: TelemetryMessage, received: float) -> None:
