@@ -156,6 +156,17 @@ async def test_series_raw_minute_and_hour_with_min_avg_max(store: Repository) ->
     assert (hour.points[0].min, hour.points[0].max) == (50.0, 61.0)
 
 
+async def test_a_series_over_its_limit_keeps_the_newest_points_and_says_so(store: Repository) -> None:
+    await _samples(store, 12)
+    full = await store.series("gw-1", "b1", "soc", T0, T0 + 1000, Resolution.RAW, limit=12)
+    assert not full.truncated
+    assert full.to_dict()["truncated"] is False
+    cut = await store.series("gw-1", "b1", "soc", T0, T0 + 1000, Resolution.RAW, limit=5)
+    assert [point.avg for point in cut.points] == [57.0, 58.0, 59.0, 60.0, 61.0]
+    assert cut.truncated
+    assert cut.to_dict()["truncated"] is True
+
+
 async def test_cell_voltage_series_per_point_and_per_cell(store: Repository) -> None:
     await _samples(store, 3)
     cells = await store.series("gw-1", "b1", "cell_voltages", T0, T0 + 100, Resolution.RAW)

@@ -48,7 +48,13 @@ from bmsgate.fleet.server.store.repository import (
     WriteResult,
 )
 from bmsgate.fleet.server.store.settings import DAY, StoreSettings
-from bmsgate.fleet.server.store.sql import EXPORT_TABLES, alarm_filter_sql, series_points, table_columns
+from bmsgate.fleet.server.store.sql import (
+    EXPORT_TABLES,
+    alarm_filter_sql,
+    newest_oldest_first,
+    series_points,
+    table_columns,
+)
 
 __all__ = ["PostgresRepository"]
 
@@ -323,11 +329,14 @@ class PostgresRepository(Repository):
         table, time_column, columns = table_columns(chosen, field)
         rows = await self._fetch(
             f"SELECT {time_column}, {columns} FROM {table} WHERE gateway = %s AND battery = %s "
-            f"AND {time_column} >= %s AND {time_column} <= %s ORDER BY {time_column} LIMIT %s",
-            [gateway_id, battery_id, since, until, limit],
+            f"AND {time_column} >= %s AND {time_column} <= %s ORDER BY {time_column} DESC LIMIT %s",
+            [gateway_id, battery_id, since, until, limit + 1],
         )
+        rows, truncated = newest_oldest_first(rows, limit)
         points = series_points(chosen, field, rows, _cells)
-        return Series(gateway=gateway_id, battery=battery_id, field=field, resolution=chosen, points=points)
+        return Series(
+            gateway=gateway_id, battery=battery_id, field=field, resolution=chosen, points=points, truncated=truncated
+        )
 
     async def list_events(self, gateway_id: str, *, since: float | None = None, limit: int = 1000) -> list[EventRecord]:
         """A gateway's events, newest first."""
