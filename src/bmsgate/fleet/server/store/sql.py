@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from bmsgate.fleet.server.store.repository import (
     CELL_VOLTAGES,
@@ -14,6 +14,8 @@ from bmsgate.fleet.server.store.repository import (
     SeriesPoint,
 )
 from bmsgate.fleet.server.store.rows import ALARM_COLUMNS, SAMPLE_COLUMNS, cell_index
+
+_Row = TypeVar("_Row")
 
 __all__ = [
     "EXPORT_TABLES",
@@ -76,7 +78,7 @@ def table_columns(resolution: Resolution, field: str) -> tuple[str, str, str]:
     return table, "bucket", f"n, {field}_min, {field}_avg, {field}_max"
 
 
-def newest_oldest_first(rows: Sequence[Sequence[Any]], limit: int) -> tuple[list[Sequence[Any]], bool]:
+def newest_oldest_first(rows: Sequence[_Row], limit: int) -> tuple[list[_Row], bool]:
     """The newest `limit` of `rows` (fetched newest first, ``limit + 1`` of them), oldest first.
 
     A range with more points than the limit loses its oldest ones, never the newest (what is
