@@ -14,14 +14,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bmsgate.fleet.protocol import Channel, EventKind, FleetMessageError, encode, topic
-from bmsgate.fleet.server.ingest import Ingest, IngestSettings, batch_of_messages, decode_incoming
+from bmsgate.fleet.server.ingest import Ingest, IngestSettings, batch_of_messages, decode_incoming, refuse_future
 from bmsgate.fleet.server.live import LiveFeed, LiveKind
 from bmsgate.fleet.server.store import Repository, StoreSettings, open_store
 from bmsgate.fleet.server.store.repository import IngestBatch, Resolution, StoreError, WriteResult
 from bmsgate.mqtt.client import MqttSession, connect
 from bmsgate.mqtt.settings import BrokerSettings
 from tests.fleet.server.conftest import Mosquitto
-from tests.fleet.server.store.messages import T0, event, state, telemetry
+from tests.fleet.server.store.messages import event, state, telemetry
+
+T0 = float(int(time.time()) - 3600)
+"""An hour ago: ingest refuses messages timed ahead of its clock (the store tests' fixed T0 may be)."""
 
 
 async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
@@ -63,13 +66,13 @@ async def test_ingest_stores_every_channel_and_counts_refusals(mosquitto: Mosqui
     ingest = Ingest(store, BrokerSettings(url=mosquitto.url), feed=feed, settings=IngestSettings(max_delay_s=0.1))
     try:
         async with _publisher(mosquitto) as publisher:
-            await publisher.publish(topic("gw-1", Channel.STATE), encode(state()), retain=True)
+            await publisher.publish(topic("gw-1", Channel.STATE), encode(state(sent_at=T0)), retain=True)
             async with _running(ingest), feed.subscribe() as live:
                 await publisher.publish(topic("gw-1", Channel.AVAILABILITY), b"online", retain=True)
                 for index in range(20):
                     message = telemetry(at=T0 + index * 10, seq=index)
                     await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(message), retain=False)
-                await publisher.publish(topic("gw-1", Channel.EVENT), encode(event()), retain=False)
+                await publisher.publish(topic("gw-1", Channel.EVENT), encode(event(at=T0)), retain=False)
                 await publisher.publish(topic("gw-1", Channel.TELEMETRY), b"{not json", retain=False)
                 await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(telemetry("gw-2")), retain=False)
                 await publisher.publish(topic("gw-1", Channel.TELEMETRY), b"x" * 300_000, retain=False)
@@ -194,8 +197,8 @@ async def test_messages_sent_while_ingest_is_down_arrive_after_it_restarts(
 
 _VALID = [
     (topic("gw-1", Channel.TELEMETRY), encode(telemetry())),
-    (topic("gw-1", Channel.STATE), encode(state())),
-    (topic("gw-1", Channel.EVENT), encode(event())),
+    (topic("gw-1", Channel.STATE), encode(state(sent_at=T0))),
+    (topic("gw-1", Channel.EVENT), encode(event(at=T0))),
     (topic("gw-1", Channel.AVAILABILITY), b"online"),
 ]
 
@@ -351,7 +354,7 @@ class _PoisonRefusingStore:
 
 
 def _poison_event() -> bytes:
-    message = event(seq=99, kind=EventKind.CONFIG_APPLIED).model_copy(update={"detail": "poison"})
+    message = event(at=T0, seq=99, kind=EventKind.CONFIG_APPLIED).model_copy(update={"detail": "poison"})
     return encode(message)
 
 
@@ -420,3 +423,42 @@ async def test_a_database_outage_refuses_nothing(mosquitto: Mosquitto, tmp_path:
         assert await _samples(inner) == 5
     finally:
         await inner.close()
+
+
+def _timed(channel: Channel, at: float) -> tuple[str, bytes]:
+    if channel is Channel.STATE:
+        return topic("gw-1", channel), encode(state(sent_at=at))
+    if channel is Channel.EVENT:
+        return topic("gw-1", channel), encode(event(at=at))
+    return topic("gw-1", channel), encode(telemetry(at=at))
+
+
+@pytest.mark.parametrize("channel", [Channel.STATE, Channel.TELEMETRY, Channel.EVENT])
+def test_only_times_too_far_ahead_of_the_server_clock_are_refused(channel: Channel) -> None:
+    now = time.time()
+    with pytest.raises(FleetMessageError) as caught:
+        refuse_future(decode_incoming(*_timed(channel, now + 301)), now, 300)
+    assert caught.value.reason == "future"
+    for fine in (now + 299, now - 400 * 86400):  # the past is fine: backfill, a Pi booting without a clock
+        refuse_future(decode_incoming(*_timed(channel, fine)), now, 300)
+
+
+async def test_a_message_from_the_far_future_does_not_freeze_the_latest_view(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    store = await open_store(StoreSettings(data_dir=tmp_path / "data"))
+    ingest = Ingest(store, BrokerSettings(url=mosquitto.url), settings=IngestSettings(max_delay_s=0.05))
+    year_3000 = 32_503_680_000.0
+    try:
+        async with _publisher(mosquitto) as publisher, _running(ingest):
+            await publisher.publish(*_timed(Channel.TELEMETRY, year_3000), retain=False)
+            await publisher.publish(*_timed(Channel.TELEMETRY, T0), retain=False)
+
+            async def both_handled() -> bool:
+                return ingest.counters.rejected["future"] == 1 and ingest.counters.stored["telemetry"] == 1
+
+            await _eventually(both_handled)
+        gateway = await store.get_gateway("gw-1")
+        assert [battery.at for battery in gateway.batteries] == [T0]
+    finally:
+        await store.close()

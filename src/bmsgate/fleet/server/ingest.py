@@ -43,6 +43,7 @@ from bmsgate.fleet.protocol import (
     TelemetryMessage,
     decode,
     gateway_filter,
+    topic,
 )
 from bmsgate.fleet.server.live import LiveFeed, LiveKind, LiveUpdate
 from bmsgate.fleet.server.store.repository import Availability, IngestBatch, Repository, WriteResult
@@ -50,7 +51,15 @@ from bmsgate.mqtt.client import IncomingMessage, MqttSession, connect
 from bmsgate.mqtt.settings import BrokerSettings
 from bmsgate.runtime.backoff import Backoff
 
-__all__ = ["BatchObserver", "Ingest", "IngestCounters", "IngestSettings", "batch_of_messages", "decode_incoming"]
+__all__ = [
+    "BatchObserver",
+    "Ingest",
+    "IngestCounters",
+    "IngestSettings",
+    "batch_of_messages",
+    "decode_incoming",
+    "refuse_future",
+]
 
 _log = logging.getLogger(__name__)
 _LATENCY_WINDOW: Final = 10_000
@@ -82,6 +91,10 @@ class IngestSettings:
     """Decoded messages waiting for the store; beyond it ingest stops reading from the broker."""
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0
+    future_tolerance_s: float = 300.0
+    """A state, telemetry or event timed further ahead of the server's clock is refused (``future``): the
+    latest view keeps the newest time, so one message from a gateway clock in the year 3000 would freeze it.
+    Past times are fine (backfill; a Pi without a real-time clock boots in the past)."""
 
 
 class BatchObserver(Protocol):
@@ -102,7 +115,8 @@ class IngestCounters:
     """Messages refused, per reason (``topic``, ``too_large``, ``json``, ``schema``, ``version``,
     ``gateway_mismatch``, ``channel`` (a channel ingest does not read), ``snapshot`` (one battery's
     snapshot; the rest of that message is stored), ``unstorable`` (the store failed on it while it
-    stored other messages: the message itself is the problem))."""
+    stored other messages: the message itself is the problem), ``future`` (timed too far ahead of the
+    server's clock: :attr:`IngestSettings.future_tolerance_s`))."""
     samples_written: int = 0
     samples_duplicate: int = 0
     events_duplicate: int = 0
@@ -227,13 +241,15 @@ class Ingest:
 
     async def _accept(self, session: MqttSession, incoming: IncomingMessage) -> None:
         self.counters.received += 1
+        received_at = time.time()
         try:
             decoded = decode_incoming(incoming.topic, incoming.payload)
+            refuse_future(decoded, received_at, self.settings.future_tolerance_s)
         except FleetMessageError as exc:
             self._reject(exc.reason, str(exc))
             session.ack(incoming)
             return
-        item = _Item(decoded, incoming, session, time.time())
+        item = _Item(decoded, incoming, session, received_at)
         if self._queue.full():
             self.counters.backpressure_waits += 1
             _log.warning("ingest: %d messages wait for the store; pausing the broker", self._queue.qsize())
@@ -411,6 +427,27 @@ def decode_incoming(topic: str, payload: bytes) -> GatewayMessage:
     if decoded.channel not in _INGEST_CHANNELS:
         raise FleetMessageError("channel", "not a channel ingest reads", topic=topic)
     return decoded
+
+
+def refuse_future(decoded: GatewayMessage, received_at: float, tolerance_s: float) -> None:
+    """Refuse a state, telemetry or event message timed more than `tolerance_s` after `received_at`.
+
+    Raises:
+        FleetMessageError: reason ``future``.
+    """
+    message = decoded.message
+    if isinstance(message, StateMessage):
+        at = message.sent_at
+    elif isinstance(message, TelemetryMessage | EventMessage):
+        at = message.at
+    else:
+        return
+    if at > received_at + tolerance_s:
+        raise FleetMessageError(
+            "future",
+            f"timed {at - received_at:.0f} s ahead of the server's clock",
+            topic=topic(decoded.gateway, decoded.channel),
+        )
 
 
 def _batch_of(items: list[_Item]) -> IngestBatch:
