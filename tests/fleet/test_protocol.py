@@ -172,3 +172,30 @@ def test_every_channel_has_a_size_limit() -> None:
     assert set(protocol.MAX_PAYLOAD_BYTES) == set(Channel)
     assert protocol.GATEWAY_CHANNELS.isdisjoint(protocol.SERVER_CHANNELS)
     assert protocol.GATEWAY_CHANNELS | protocol.SERVER_CHANNELS == set(Channel)
+
+
+def test_a_number_too_large_for_a_float_is_a_refused_snapshot() -> None:
+    hostile = {"battery_id": "b1", "timestamp": 1.7e9, "voltage": 10**400}
+    message = _telemetry(batteries=[BatteryReading(id="b1", age_s=0, stale=False, snapshot=hostile)])
+    with pytest.raises(FleetMessageError) as caught:
+        message.batteries[0].to_snapshot()
+    assert caught.value.reason == "snapshot"
+
+
+def test_a_sequence_number_beyond_64_bits_is_refused() -> None:
+    largest = encode(_telemetry(seq=2**63 - 1))
+    decoded = decode(topic(GW, Channel.TELEMETRY), largest).message
+    assert isinstance(decoded, TelemetryMessage)
+    assert decoded.seq == 2**63 - 1
+    with pytest.raises(FleetMessageError) as caught:
+        decode(topic(GW, Channel.TELEMETRY), largest.replace(b'"seq":9223372036854775807', b'"seq":1' + b"0" * 20))
+    assert caught.value.reason == "schema"
+
+
+def test_a_nul_character_is_refused_before_parsing() -> None:
+    payload = b'{"v":1,"gateway":"site-042","seq":1,"at":1700000000,"kind":"config_applied","detail":"a\\u0000b"}'
+    with pytest.raises(FleetMessageError) as caught:
+        decode(topic(GW, Channel.EVENT), payload)
+    assert caught.value.reason == "schema"
+    assert "NUL" in str(caught.value)
+    assert decode(topic(GW, Channel.EVENT), payload.replace(b"\\u0000", b"\\u0001")).message is not None

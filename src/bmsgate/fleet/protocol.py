@@ -299,14 +299,18 @@ class BatteryReading(BaseModel):
             return None
         try:
             return BatterySnapshot.from_dict(self.snapshot)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, ArithmeticError) as exc:  # a 400-digit number overflows float()
             raise FleetMessageError("snapshot", f"battery {self.id}: {exc}") from exc
+
+
+_Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
+"""A sequence number; bounded so every store can keep it (a 64-bit signed integer)."""
 
 
 class TelemetryMessage(_Message):
     """One per interval: every battery and the inverter status at ``at``."""
 
-    seq: Annotated[int, Field(ge=0)]
+    seq: _Seq
     """Per-gateway message counter (telemetry and events share it); survives restarts."""
     at: _UnixTime
     backfill: bool = False
@@ -337,7 +341,7 @@ _DataValue = str | int | float | bool | None
 class EventMessage(_Message):
     """Something changed on the gateway."""
 
-    seq: Annotated[int, Field(ge=0)]
+    seq: _Seq
     at: _UnixTime
     backfill: bool = False
     kind: EventKind
@@ -392,6 +396,9 @@ _MODELS: Final[Mapping[Channel, type[BaseModel]]] = {
 }
 
 
+_JSON_NUL: Final = b"\\u0000"
+
+
 def decode(topic_name: str, payload: bytes) -> GatewayMessage:
     """Check and parse one message as received from the broker.
 
@@ -410,6 +417,9 @@ def decode(topic_name: str, payload: bytes) -> GatewayMessage:
     model = _MODELS.get(channel)
     if model is None:
         return GatewayMessage(gateway=gateway, channel=channel, message=None, raw=payload)
+    if _JSON_NUL in payload:
+        # No store keeps NUL in text (PostgreSQL text and jsonb refuse it): refused here, it would poison a batch.
+        raise FleetMessageError("schema", "NUL character in a string", topic=topic_name)
     try:
         message = model.model_validate_json(payload)
     except ValidationError as exc:

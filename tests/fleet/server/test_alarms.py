@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bmsgate.fleet.protocol import EventKind, LocationFix
+from bmsgate.fleet.protocol import BatteryReading, EventKind, LocationFix
 from bmsgate.fleet.server.alarm_rules import AlarmSettings, Decision, Kind, ThresholdRule, bms_kind, distance_m
 from bmsgate.fleet.server.alarms import AlarmEngine
 from bmsgate.fleet.server.live import LiveFeed, LiveKind
@@ -16,9 +16,11 @@ from bmsgate.fleet.server.store import Repository, StoreSettings, open_store
 from bmsgate.fleet.server.store.repository import (
     AlarmAction,
     AlarmFilter,
+    AlarmRecord,
     AlarmState,
     Availability,
     IngestBatch,
+    NewAlarm,
     Severity,
     WriteResult,
 )
@@ -156,6 +158,31 @@ async def test_a_silent_gateway_gets_a_no_data_alarm_until_it_reports(sqlite_sto
     assert await _open_kinds(sqlite_store) == set()
 
 
+async def test_the_last_will_neither_closes_no_data_nor_counts_as_seen(sqlite_store: Repository) -> None:
+    engine = AlarmEngine(sqlite_store, settings=AlarmSettings(no_data_factor=3, no_data_min_s=0))
+    await _write_and_evaluate(sqlite_store, engine, IngestBatch(states=[(state(interval_s=10), T0)]))
+    await engine.check(T0 + 31)
+    assert await _open_kinds(sqlite_store) == {"no_data"}
+    will = IngestBatch(availability=[("gw-1", Availability.OFFLINE, T0 + 40)])
+    await _write_and_evaluate(sqlite_store, engine, will)
+    assert await _open_kinds(sqlite_store) == {"no_data"}
+    assert (await sqlite_store.get_gateway("gw-1")).last_seen == T0
+    online = IngestBatch(availability=[("gw-1", Availability.ONLINE, T0 + 60)])
+    await _write_and_evaluate(sqlite_store, engine, online)
+    assert await _open_kinds(sqlite_store) == set()
+    assert (await sqlite_store.get_gateway("gw-1")).last_seen == T0 + 60
+
+
+async def test_an_event_is_a_sign_of_life(sqlite_store: Repository) -> None:
+    engine = AlarmEngine(sqlite_store, settings=AlarmSettings(no_data_factor=3, no_data_min_s=0))
+    await _write_and_evaluate(sqlite_store, engine, IngestBatch(states=[(state(interval_s=10), T0)]))
+    await engine.check(T0 + 31)
+    assert await _open_kinds(sqlite_store) == {"no_data"}
+    config = IngestBatch(events=[(event(at=T0 + 35, kind=EventKind.CONFIG_APPLIED, alarm=None), T0 + 35)])
+    await _write_and_evaluate(sqlite_store, engine, config)
+    assert await _open_kinds(sqlite_store) == set()
+
+
 async def test_stale_measured_location_is_gps_lost(sqlite_store: Repository) -> None:
     engine = AlarmEngine(sqlite_store, settings=AlarmSettings(location_stale_s=600, no_data_min_s=1e6))
     batch = IngestBatch(states=[(state(), T0)])
@@ -204,3 +231,55 @@ def test_observing_never_blocks_and_drops_the_oldest() -> None:
     for _ in range(5):
         engine.observe(IngestBatch(), empty)
     assert engine.dropped_batches == 3
+
+
+def _hostile_telemetry_batch(at: float) -> IngestBatch:
+    hostile = {"battery_id": "b1", "timestamp": at, "voltage": 10**400}
+    message = telemetry(at=at, seq=int(at - T0)).model_copy(
+        update={"batteries": [BatteryReading(id="b1", age_s=0, stale=False, snapshot=hostile)]}
+    )
+    return IngestBatch(telemetry=[(message, at)])
+
+
+async def test_a_snapshot_number_too_large_for_a_float_is_skipped(sqlite_store: Repository) -> None:
+    engine = AlarmEngine(sqlite_store)
+    await _write_and_evaluate(sqlite_store, engine, _hostile_telemetry_batch(T0))
+    assert engine.opened == 0
+
+
+class _OnceBrokenStore:
+    """Raises a bug (not a StoreError) on the first alarm it is asked to open."""
+
+    def __init__(self, inner: Repository) -> None:
+        self.inner = inner
+        self.broken = True
+
+    async def open_alarm(self, alarm: NewAlarm) -> tuple[AlarmRecord, bool]:
+        if self.broken:
+            self.broken = False
+            raise RuntimeError("a bug in one evaluation")
+        return await self.inner.open_alarm(alarm)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_the_engine_goes_on_after_a_batch_fails_with_a_bug(sqlite_store: Repository) -> None:
+    engine = AlarmEngine(_OnceBrokenStore(sqlite_store))  # type: ignore[arg-type]
+    task = asyncio.create_task(engine.run())
+    try:
+        await asyncio.wait_for(engine.ready.wait(), 5)
+        for at in (T0, T0 + 10):
+            batch = _telemetry_batch(at, soc=5.0)
+            engine.observe(batch, await sqlite_store.write_batch(batch))
+        for _ in range(100):
+            if engine.opened:
+                break
+            await asyncio.sleep(0.02)
+        assert not task.done()
+        assert engine.failed_batches == 1
+        assert engine.opened == 1
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

@@ -13,15 +13,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bmsgate.fleet.protocol import Channel, FleetMessageError, encode, topic
-from bmsgate.fleet.server.ingest import Ingest, IngestSettings, batch_of_messages, decode_incoming
+from bmsgate.fleet.protocol import Channel, EventKind, FleetMessageError, encode, topic
+from bmsgate.fleet.server.ingest import Ingest, IngestSettings, batch_of_messages, decode_incoming, refuse_future
 from bmsgate.fleet.server.live import LiveFeed, LiveKind
 from bmsgate.fleet.server.store import Repository, StoreSettings, open_store
 from bmsgate.fleet.server.store.repository import IngestBatch, Resolution, StoreError, WriteResult
 from bmsgate.mqtt.client import MqttSession, connect
 from bmsgate.mqtt.settings import BrokerSettings
 from tests.fleet.server.conftest import Mosquitto
-from tests.fleet.server.store.messages import T0, event, state, telemetry
+from tests.fleet.server.store.messages import event, state, telemetry
+
+T0 = float(int(time.time()) - 3600)
+"""An hour ago: ingest refuses messages timed ahead of its clock (the store tests' fixed T0 may be)."""
 
 
 async def _eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
@@ -63,13 +66,13 @@ async def test_ingest_stores_every_channel_and_counts_refusals(mosquitto: Mosqui
     ingest = Ingest(store, BrokerSettings(url=mosquitto.url), feed=feed, settings=IngestSettings(max_delay_s=0.1))
     try:
         async with _publisher(mosquitto) as publisher:
-            await publisher.publish(topic("gw-1", Channel.STATE), encode(state()), retain=True)
+            await publisher.publish(topic("gw-1", Channel.STATE), encode(state(sent_at=T0)), retain=True)
             async with _running(ingest), feed.subscribe() as live:
                 await publisher.publish(topic("gw-1", Channel.AVAILABILITY), b"online", retain=True)
                 for index in range(20):
                     message = telemetry(at=T0 + index * 10, seq=index)
                     await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(message), retain=False)
-                await publisher.publish(topic("gw-1", Channel.EVENT), encode(event()), retain=False)
+                await publisher.publish(topic("gw-1", Channel.EVENT), encode(event(at=T0)), retain=False)
                 await publisher.publish(topic("gw-1", Channel.TELEMETRY), b"{not json", retain=False)
                 await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(telemetry("gw-2")), retain=False)
                 await publisher.publish(topic("gw-1", Channel.TELEMETRY), b"x" * 300_000, retain=False)
@@ -194,8 +197,8 @@ async def test_messages_sent_while_ingest_is_down_arrive_after_it_restarts(
 
 _VALID = [
     (topic("gw-1", Channel.TELEMETRY), encode(telemetry())),
-    (topic("gw-1", Channel.STATE), encode(state())),
-    (topic("gw-1", Channel.EVENT), encode(event())),
+    (topic("gw-1", Channel.STATE), encode(state(sent_at=T0))),
+    (topic("gw-1", Channel.EVENT), encode(event(at=T0))),
     (topic("gw-1", Channel.AVAILABILITY), b"online"),
 ]
 
@@ -299,5 +302,163 @@ async def test_nothing_is_lost_through_a_broker_restart(mosquitto: Mosquitto, tm
 
             await _eventually(all_41, timeout=20)
             assert ingest.counters.connects > before
+    finally:
+        await store.close()
+
+
+async def test_a_snapshot_number_too_large_for_a_float_does_not_stop_ingest(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    store = await open_store(StoreSettings(data_dir=tmp_path / "data"))
+    feed = LiveFeed()
+    ingest = Ingest(store, BrokerSettings(url=mosquitto.url), feed=feed, settings=IngestSettings(max_delay_s=0.05))
+    hostile = json.loads(encode(telemetry(at=T0, seq=1)))
+    hostile["batteries"][0]["snapshot"]["voltage"] = 10**400
+    try:
+        async with _publisher(mosquitto) as publisher, _running(ingest) as task, feed.subscribe():
+            await publisher.publish(topic("gw-1", Channel.TELEMETRY), json.dumps(hostile).encode(), retain=False)
+            await publisher.publish(
+                topic("gw-1", Channel.TELEMETRY), encode(telemetry(at=T0 + 10, seq=2)), retain=False
+            )
+
+            async def both_handled() -> bool:
+                return ingest.counters.stored["telemetry"] == 2
+
+            await _eventually(both_handled)
+            assert not task.done()
+        assert ingest.counters.rejected["snapshot"] == 1
+        assert await _samples(store) == 1
+    finally:
+        await store.close()
+
+
+class _PoisonRefusingStore:
+    """A real store behind a database that refuses every transaction holding one particular event.
+
+    It stands in for a row the database cannot take (a constraint, an encoding), of which the protocol
+    lets none through any more; ``down`` makes it refuse everything (an outage).
+    """
+
+    def __init__(self, inner: Repository) -> None:
+        self.inner = inner
+        self.down = False
+        self.writes = 0
+
+    async def write_batch(self, batch: IngestBatch) -> WriteResult:
+        self.writes += 1
+        if self.down:
+            raise StoreError("connection refused")
+        if any(message.detail == "poison" for message, _ in batch.events):
+            raise StoreError("value the database cannot store")
+        return await self.inner.write_batch(batch)
+
+
+def _poison_event() -> bytes:
+    message = event(at=T0, seq=99, kind=EventKind.CONFIG_APPLIED).model_copy(update={"detail": "poison"})
+    return encode(message)
+
+
+async def test_a_poison_message_is_refused_and_the_rest_of_its_batch_stored(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    inner = await open_store(StoreSettings(data_dir=tmp_path / "data"))
+    poisoned = _PoisonRefusingStore(inner)
+    ingest = Ingest(
+        poisoned,  # type: ignore[arg-type]
+        BrokerSettings(url=mosquitto.url),
+        settings=IngestSettings(max_delay_s=0.2, retry_initial_s=0.01, retry_max_s=0.02),
+    )
+    try:
+        async with _publisher(mosquitto) as publisher, _running(ingest) as task:
+            await publisher.publish(topic("gw-1", Channel.EVENT), _poison_event(), retain=False)
+            for index in range(5):
+                message = telemetry(at=T0 + index, seq=index)
+                await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(message), retain=False)
+
+            async def settled() -> bool:
+                return ingest.counters.stored["telemetry"] == 5 and ingest.counters.rejected["unstorable"] == 1
+
+            await _eventually(settled)
+            for index in range(5, 8):  # ingest goes on with later batches
+                message = telemetry(at=T0 + index, seq=index)
+                await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(message), retain=False)
+
+            async def later_stored() -> bool:
+                return ingest.counters.stored["telemetry"] == 8
+
+            await _eventually(later_stored)
+            assert not task.done()
+        assert await _samples(inner) == 8
+        assert await inner.list_events("gw-1") == []
+    finally:
+        await inner.close()
+
+
+async def test_a_database_outage_refuses_nothing(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    inner = await open_store(StoreSettings(data_dir=tmp_path / "data"))
+    sick = _PoisonRefusingStore(inner)
+    sick.down = True
+    ingest = Ingest(
+        sick,  # type: ignore[arg-type]
+        BrokerSettings(url=mosquitto.url),
+        settings=IngestSettings(max_delay_s=0.1, retry_initial_s=0.01, retry_max_s=0.02),
+    )
+    try:
+        async with _publisher(mosquitto) as publisher, _running(ingest):
+            for index in range(5):
+                message = telemetry(at=T0 + index, seq=index)
+                await publisher.publish(topic("gw-1", Channel.TELEMETRY), encode(message), retain=False)
+
+            async def tried_often() -> bool:
+                return sick.writes > 30
+
+            await _eventually(tried_often)
+            sick.down = False
+
+            async def all_stored() -> bool:
+                return ingest.counters.stored["telemetry"] == 5
+
+            await _eventually(all_stored)
+        assert "unstorable" not in ingest.counters.rejected
+        assert await _samples(inner) == 5
+    finally:
+        await inner.close()
+
+
+def _timed(channel: Channel, at: float) -> tuple[str, bytes]:
+    if channel is Channel.STATE:
+        return topic("gw-1", channel), encode(state(sent_at=at))
+    if channel is Channel.EVENT:
+        return topic("gw-1", channel), encode(event(at=at))
+    return topic("gw-1", channel), encode(telemetry(at=at))
+
+
+@pytest.mark.parametrize("channel", [Channel.STATE, Channel.TELEMETRY, Channel.EVENT])
+def test_only_times_too_far_ahead_of_the_server_clock_are_refused(channel: Channel) -> None:
+    now = time.time()
+    with pytest.raises(FleetMessageError) as caught:
+        refuse_future(decode_incoming(*_timed(channel, now + 301)), now, 300)
+    assert caught.value.reason == "future"
+    for fine in (now + 299, now - 400 * 86400):  # the past is fine: backfill, a Pi booting without a clock
+        refuse_future(decode_incoming(*_timed(channel, fine)), now, 300)
+
+
+async def test_a_message_from_the_far_future_does_not_freeze_the_latest_view(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    store = await open_store(StoreSettings(data_dir=tmp_path / "data"))
+    ingest = Ingest(store, BrokerSettings(url=mosquitto.url), settings=IngestSettings(max_delay_s=0.05))
+    year_3000 = 32_503_680_000.0
+    try:
+        async with _publisher(mosquitto) as publisher, _running(ingest):
+            await publisher.publish(*_timed(Channel.TELEMETRY, year_3000), retain=False)
+            await publisher.publish(*_timed(Channel.TELEMETRY, T0), retain=False)
+
+            async def both_handled() -> bool:
+                return ingest.counters.rejected["future"] == 1 and ingest.counters.stored["telemetry"] == 1
+
+            await _eventually(both_handled)
+        gateway = await store.get_gateway("gw-1")
+        assert [battery.at for battery in gateway.batteries] == [T0]
     finally:
         await store.close()

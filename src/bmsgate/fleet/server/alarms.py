@@ -42,6 +42,7 @@ from bmsgate.fleet.server.store.repository import (
     AlarmFilter,
     AlarmRecord,
     AlarmState,
+    Availability,
     GatewayRecord,
     IngestBatch,
     NewAlarm,
@@ -82,6 +83,8 @@ class AlarmEngine:
         self._active: dict[_Key, int] = {}
         self.dropped_batches = 0
         """Batches dropped because the engine fell behind."""
+        self.failed_batches = 0
+        """Batches whose evaluation failed (store error or a bug, logged); the engine goes on with the next."""
         self.opened = 0
         self.closed = 0
         self.ready = asyncio.Event()
@@ -117,7 +120,11 @@ class AlarmEngine:
                 try:
                     await self.evaluate_batch(batch)
                 except StoreError as exc:
+                    self.failed_batches += 1
                     _log.warning("alarms: store failed while evaluating a batch: %s", exc)
+                except Exception:  # noqa: BLE001 - one hostile message must not stop every alarm of the fleet
+                    self.failed_batches += 1
+                    _log.exception("alarms: evaluating a batch failed; going on with the next")
 
     async def _periodic(self) -> None:
         while True:
@@ -126,6 +133,8 @@ class AlarmEngine:
                 await self.check(time.time())
             except StoreError as exc:
                 _log.warning("alarms: periodic check failed: %s", exc)
+            except Exception:  # noqa: BLE001 - a bug in one check must not end the periodic checks
+                _log.exception("alarms: periodic check failed")
 
     # -- evaluation ------------------------------------------------------------------------------------
 
@@ -145,8 +154,11 @@ class AlarmEngine:
                 await self._close(event.gateway, None, Kind.GPS_LOST, event.at)
         for state, received in batch.states:
             await self._state(state, received or time.time())
-        for gateway, _, received in batch.availability:
-            if received:
+        for event, received in batch.events:
+            await self._close(event.gateway, None, Kind.NO_DATA, received)
+        for gateway, availability, received in batch.availability:
+            # Only the gateway's own "online" (not retained) is a sign of life; "offline" is its last will.
+            if received and availability is Availability.ONLINE:
                 await self._close(gateway, None, Kind.NO_DATA, received)
 
     async def _telemetry(self, message: TelemetryMessage, received: float) -> None:

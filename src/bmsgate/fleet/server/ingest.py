@@ -13,7 +13,9 @@ Nothing vanishes silently:
 - a slow or failing database fills the queue; then ingest stops reading, stops acknowledging, and the
   broker stops sending once its in-flight window (``max_inflight_messages``) is full and queues the rest
   for the persistent session (``max_queued_messages`` on the broker: set it large). A failed write is
-  retried with backoff, never dropped. Each wait is counted (:attr:`IngestCounters.backpressure_waits`).
+  retried with backoff, never dropped. Each wait is counted (:attr:`IngestCounters.backpressure_waits`);
+- a batch that keeps failing is written message by message: if the store takes some, the ones it cannot
+  take are refused as ``unstorable``; if it takes none, the database is down and the batch waits.
 
 Several ingest processes can share the load: with ``share_group`` set, telemetry and events are
 subscribed as ``$share/<group>/...`` (each message goes to one member); availability and state stay
@@ -41,18 +43,36 @@ from bmsgate.fleet.protocol import (
     TelemetryMessage,
     decode,
     gateway_filter,
+    topic,
 )
 from bmsgate.fleet.server.live import LiveFeed, LiveKind, LiveUpdate
-from bmsgate.fleet.server.store.repository import Availability, IngestBatch, Repository, StoreError, WriteResult
+from bmsgate.fleet.server.store.repository import Availability, IngestBatch, Repository, WriteResult
 from bmsgate.mqtt.client import IncomingMessage, MqttSession, connect
 from bmsgate.mqtt.settings import BrokerSettings
 from bmsgate.runtime.backoff import Backoff
 
-__all__ = ["BatchObserver", "Ingest", "IngestCounters", "IngestSettings", "batch_of_messages", "decode_incoming"]
+__all__ = [
+    "BatchObserver",
+    "Ingest",
+    "IngestCounters",
+    "IngestSettings",
+    "batch_of_messages",
+    "decode_incoming",
+    "refuse_future",
+]
 
 _log = logging.getLogger(__name__)
 _LATENCY_WINDOW: Final = 10_000
 _REJECT_LOG_INTERVAL_S: Final = 10.0
+_BATCH_ATTEMPTS: Final = 3
+"""Tries of a whole batch before its messages are written one by one."""
+_RESULT_FIELDS: Final = (
+    "samples_written",
+    "samples_duplicate",
+    "events_written",
+    "events_duplicate",
+    "snapshots_rejected",
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +91,10 @@ class IngestSettings:
     """Decoded messages waiting for the store; beyond it ingest stops reading from the broker."""
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0
+    future_tolerance_s: float = 300.0
+    """A state, telemetry or event timed further ahead of the server's clock is refused (``future``): the
+    latest view keeps the newest time, so one message from a gateway clock in the year 3000 would freeze it.
+    Past times are fine (backfill; a Pi without a real-time clock boots in the past)."""
 
 
 class BatchObserver(Protocol):
@@ -90,16 +114,19 @@ class IngestCounters:
     rejected: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     """Messages refused, per reason (``topic``, ``too_large``, ``json``, ``schema``, ``version``,
     ``gateway_mismatch``, ``channel`` (a channel ingest does not read), ``snapshot`` (one battery's
-    snapshot; the rest of that message is stored), ``unstorable`` (the store failed on it for a reason
-    other than the database: a bug, logged with its traceback))."""
+    snapshot; the rest of that message is stored), ``unstorable`` (the store failed on it while it
+    stored other messages: the message itself is the problem), ``future`` (timed too far ahead of the
+    server's clock: :attr:`IngestSettings.future_tolerance_s`))."""
     samples_written: int = 0
     samples_duplicate: int = 0
     events_duplicate: int = 0
     batches: int = 0
     store_failures: int = 0
-    """Batch writes that failed and were retried."""
+    """Batch writes that failed (each try counts)."""
     backpressure_waits: int = 0
     """Times the queue was full and reading from the broker paused."""
+    publish_failures: int = 0
+    """Stored messages that could not be put on the live feed (a bug, logged); ingest went on."""
     connects: int = 0
     queued: int = 0
     latencies: collections.deque[float] = dataclasses.field(
@@ -126,6 +153,7 @@ class IngestCounters:
             "batches": self.batches,
             "store_failures": self.store_failures,
             "backpressure_waits": self.backpressure_waits,
+            "publish_failures": self.publish_failures,
             "connects": self.connects,
             "queued": self.queued,
             "latency_p50_s": self.latency_percentile(0.5),
@@ -214,13 +242,15 @@ class Ingest:
 
     async def _accept(self, session: MqttSession, incoming: IncomingMessage) -> None:
         self.counters.received += 1
+        received_at = time.time()
         try:
             decoded = decode_incoming(incoming.topic, incoming.payload)
+            refuse_future(decoded, received_at, self.settings.future_tolerance_s)
         except FleetMessageError as exc:
             self._reject(exc.reason, str(exc))
             session.ack(incoming)
             return
-        item = _Item(decoded, incoming, session, time.time())
+        item = _Item(decoded, incoming, session, received_at)
         if self._queue.full():
             self.counters.backpressure_waits += 1
             _log.warning("ingest: %d messages wait for the store; pausing the broker", self._queue.qsize())
@@ -260,59 +290,85 @@ class Ingest:
     async def _write_loop(self) -> None:
         retry = Backoff(self.settings.retry_initial_s, self.settings.retry_max_s)
         while True:
-            items = await self._next_batch()
-            batch = _batch_of(items)
-            try:
-                result = await self._write_retrying(batch, retry)
-            except Exception:  # noqa: BLE001 - a message the store cannot take must not stop ingest
-                _log.exception("ingest: a batch of %d messages failed; writing them one by one", len(items))
-                items, batch, result = await self._write_one_by_one(items, retry)
+            items, batch, result = await self._write(await self._next_batch(), retry)
             retry.reset()
             committed = time.time()
             for item in items:
-                # An item from a session that has ended is sent again by the broker: no ack (stored once).
-                if item.session is self._session:
-                    with contextlib.suppress(Exception):
-                        item.session.ack(item.incoming)
+                self._ack(item)
             self._count(items, batch, result, committed)
-            self._publish(batch)
+            try:
+                self._publish(batch)
+            except Exception:  # noqa: BLE001 - the data is stored; the live feed missing it must not stop ingest
+                self.counters.publish_failures += 1
+                _log.exception("ingest: publishing a stored batch on the live feed failed")
             for observer in self.observers:
                 try:
                     observer.observe(batch, result)
                 except Exception:  # noqa: BLE001 - an observer's bug must not stop ingest; it is logged
                     _log.exception("ingest: batch observer %r failed", observer)
 
-    async def _write_retrying(self, batch: IngestBatch, retry: Backoff) -> WriteResult:
-        """Write a batch; a failing database is retried with backoff, never given up on."""
-        while True:
-            try:
-                return await self.store.write_batch(batch)
-            except StoreError as exc:
-                self.counters.store_failures += 1
-                delay = retry.next_delay()
-                _log.warning("ingest: store write failed (%s); retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
+    def _ack(self, item: _Item) -> None:
+        # An item from a session that has ended is sent again by the broker: no ack (stored once).
+        if item.session is self._session:
+            with contextlib.suppress(Exception):
+                item.session.ack(item.incoming)
 
-    async def _write_one_by_one(
-        self, items: list[_Item], retry: Backoff
-    ) -> tuple[list[_Item], IngestBatch, WriteResult]:
-        """Isolate the message(s) that broke a batch: they are refused (``unstorable``), the rest stored."""
+    async def _write(self, items: list[_Item], retry: Backoff) -> tuple[list[_Item], IngestBatch, WriteResult]:
+        """Store a batch; return what was stored. A database outage is waited out, a poison message refused.
+
+        The batch is tried :data:`_BATCH_ATTEMPTS` times with backoff, then each message once on its own.
+        If some of them are stored, the database works and the others are messages it cannot take: they are
+        refused (``unstorable``) and acknowledged. If none is, the database is down: nothing is dropped, the
+        whole batch (plus what arrived meanwhile, so a lone poison message meets a storable one) is retried
+        after a backoff.
+        """
+        while True:
+            batch = _batch_of(items)
+            for attempt in range(_BATCH_ATTEMPTS):
+                try:
+                    return items, batch, await self.store.write_batch(batch)
+                except Exception as exc:  # noqa: BLE001 - a bug in the store is a failure like the database's
+                    self.counters.store_failures += 1
+                    if attempt + 1 < _BATCH_ATTEMPTS:
+                        delay = retry.next_delay()
+                        _log.warning("ingest: store write failed (%s); retrying in %.1f s", exc, delay)
+                        await asyncio.sleep(delay)
+            if len(items) > 1:
+                _log.warning("ingest: a batch of %d messages keeps failing; writing them one by one", len(items))
+                stored, result = await self._write_one_by_one(items)
+                if stored:
+                    return stored, _batch_of(stored), result
+            delay = retry.next_delay()
+            _log.warning("ingest: the store takes nothing (database down?); retrying in %.1f s", delay)
+            await asyncio.sleep(delay)
+            items += self._take_queued(self.settings.max_batch - len(items))
+
+    def _take_queued(self, limit: int) -> list[_Item]:
+        taken: list[_Item] = []
+        while len(taken) < limit and not self._queue.empty():
+            taken.append(self._queue.get_nowait())
+        self.counters.queued = self._queue.qsize()
+        return taken
+
+    async def _write_one_by_one(self, items: list[_Item]) -> tuple[list[_Item], WriteResult]:
+        """Write each message once on its own; refuse the failing ones only if another one was stored."""
         stored: list[_Item] = []
-        names = ("samples_written", "samples_duplicate", "events_written", "events_duplicate", "snapshots_rejected")
-        totals = collections.Counter[str](dict.fromkeys(names, 0))
+        failed: list[tuple[_Item, Exception]] = []
+        totals = collections.Counter[str](dict.fromkeys(_RESULT_FIELDS, 0))
         for item in items:
             try:
-                result = await self._write_retrying(_batch_of([item]), retry)
-            except Exception:  # noqa: BLE001 - counted and logged; acknowledged so it is not sent again
-                _log.exception("ingest: refusing a message the store cannot take (%s)", item.incoming.topic)
-                self.counters.rejected["unstorable"] += 1
-                if item.session is self._session:
-                    item.session.ack(item.incoming)
+                result = await self.store.write_batch(_batch_of([item]))
+            except Exception as exc:  # noqa: BLE001 - judged below: poison or outage
+                failed.append((item, exc))
                 continue
             stored.append(item)
-            for name in names:
+            for name in _RESULT_FIELDS:
                 totals[name] += getattr(result, name)
-        return stored, _batch_of(stored), WriteResult(**totals)
+        if stored:
+            for item, error in failed:
+                self._reject("unstorable", f"the store cannot take a message on {item.incoming.topic}: {error}")
+                self._ack(item)
+        return stored, WriteResult(**totals)
 
     def _count(self, items: list[_Item], batch: IngestBatch, result: WriteResult, committed: float) -> None:
         counters = self.counters
@@ -372,6 +428,27 @@ def decode_incoming(topic: str, payload: bytes) -> GatewayMessage:
     if decoded.channel not in _INGEST_CHANNELS:
         raise FleetMessageError("channel", "not a channel ingest reads", topic=topic)
     return decoded
+
+
+def refuse_future(decoded: GatewayMessage, received_at: float, tolerance_s: float) -> None:
+    """Refuse a state, telemetry or event message timed more than `tolerance_s` after `received_at`.
+
+    Raises:
+        FleetMessageError: reason ``future``.
+    """
+    message = decoded.message
+    if isinstance(message, StateMessage):
+        at = message.sent_at
+    elif isinstance(message, TelemetryMessage | EventMessage):
+        at = message.at
+    else:
+        return
+    if at > received_at + tolerance_s:
+        raise FleetMessageError(
+            "future",
+            f"timed {at - received_at:.0f} s ahead of the server's clock",
+            topic=topic(decoded.gateway, decoded.channel),
+        )
 
 
 def _batch_of(items: list[_Item]) -> IngestBatch:

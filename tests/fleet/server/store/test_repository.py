@@ -72,7 +72,7 @@ async def test_unknown_gateway_and_offline_last_will(store: Repository) -> None:
     await store.write_batch(IngestBatch(availability=[("gw-1", Availability.OFFLINE, T0 + 5)]))
     gateway = await store.get_gateway("gw-1")
     assert not gateway.online
-    assert gateway.last_seen == T0 + 5
+    assert gateway.last_seen == T0 + 0.2  # the last will (broker) is no sign of life: the telemetry was
 
 
 async def test_an_older_state_does_not_overwrite_a_newer_one(store: Repository) -> None:
@@ -92,6 +92,13 @@ async def test_a_resent_message_is_stored_once(store: Repository) -> None:
     series = await store.series("gw-1", "b1", "soc", T0 - 1, T0 + 100, Resolution.RAW)
     assert [point.at for point in series.points] == [T0, T0 + 10]
     assert len(await store.list_events("gw-1")) == 1
+
+
+async def test_the_largest_sequence_number_the_protocol_allows_is_stored(store: Repository) -> None:
+    largest = 2**63 - 1
+    batch = IngestBatch(telemetry=[(telemetry(seq=largest), T0)], events=[(event(seq=largest), T0)])
+    result = await store.write_batch(batch)
+    assert (result.samples_written, result.events_written) == (1, 1)
 
 
 async def test_a_bad_snapshot_is_counted_and_the_rest_stored(store: Repository) -> None:
@@ -147,6 +154,17 @@ async def test_series_raw_minute_and_hour_with_min_avg_max(store: Repository) ->
     assert hour.points[0].count == 12
     assert hour.points[0].avg == pytest.approx(55.5)
     assert (hour.points[0].min, hour.points[0].max) == (50.0, 61.0)
+
+
+async def test_a_series_over_its_limit_keeps_the_newest_points_and_says_so(store: Repository) -> None:
+    await _samples(store, 12)
+    full = await store.series("gw-1", "b1", "soc", T0, T0 + 1000, Resolution.RAW, limit=12)
+    assert not full.truncated
+    assert full.to_dict()["truncated"] is False
+    cut = await store.series("gw-1", "b1", "soc", T0, T0 + 1000, Resolution.RAW, limit=5)
+    assert [point.avg for point in cut.points] == [57.0, 58.0, 59.0, 60.0, 61.0]
+    assert cut.truncated
+    assert cut.to_dict()["truncated"] is True
 
 
 async def test_cell_voltage_series_per_point_and_per_cell(store: Repository) -> None:

@@ -10,7 +10,7 @@ import psycopg
 from bmsgate.fleet.server.store import StoreSettings, open_store
 from bmsgate.fleet.server.store.migrate import apply_migrations, pending_migrations
 from bmsgate.fleet.server.store.postgres import PostgresRepository
-from bmsgate.fleet.server.store.repository import IngestBatch, Resolution
+from bmsgate.fleet.server.store.repository import IngestBatch, Resolution, StoreError
 from bmsgate.fleet.server.store.settings import DAY, SQLITE_FILE
 from bmsgate.fleet.server.store.sql import EXPORT_TABLES
 from tests.fleet.server.store.messages import T0, telemetry
@@ -67,5 +67,42 @@ async def test_postgresql_schema_partitions_and_partition_retention(postgres_url
         assert gone == (None,)
         series = await store.series("gw-1", "b1", "soc", old - 1, T0 + 1, Resolution.RAW)
         assert [point.at for point in series.points] == [T0]
+    finally:
+        await store.close()
+
+
+def _terminate_other_backends(postgres_url: str) -> int:
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        rows = db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return len(rows)
+
+
+async def test_postgresql_reconnects_after_its_backends_were_terminated(postgres_url: str) -> None:
+    store = await open_store(StoreSettings(postgres_url=postgres_url))
+    try:
+        await store.write_batch(IngestBatch(telemetry=[(telemetry(at=T0, seq=1), T0)]))
+        assert _terminate_other_backends(postgres_url) == 2
+        outcomes = []
+        for seq in (2, 3):
+            try:
+                await store.write_batch(IngestBatch(telemetry=[(telemetry(at=T0 + seq, seq=seq), T0 + seq)]))
+                outcomes.append("stored")
+            except StoreError:
+                outcomes.append("failed")
+        assert outcomes[-1] == "stored", outcomes
+        for _ in range(2):
+            try:
+                gateways = await store.list_gateways()
+            except StoreError:
+                continue
+            assert [gateway.id for gateway in gateways] == ["gw-1"]
+            break
+        else:
+            raise AssertionError("the read connection did not come back")
+        series = await store.series("gw-1", "b1", "soc", T0 - 1, T0 + 10, Resolution.RAW)
+        assert len(series.points) == outcomes.count("stored") + 1
     finally:
         await store.close()

@@ -7,12 +7,15 @@ batch is written, and retention drops whole old partitions. A default partition 
 (it stays empty in normal operation: a partition is always created before its rows arrive).
 
 One write connection (every write and rollup, serialised by a lock) and one read connection (API queries);
-both are asynchronous, so nothing blocks the event loop.
+both are asynchronous, so nothing blocks the event loop. A connection found lost (PostgreSQL restarted,
+the backend terminated) fails that call with a :class:`StoreError` and is reopened on the next one, so the
+callers' backoff paces the reconnect attempts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import math
@@ -45,11 +48,18 @@ from bmsgate.fleet.server.store.repository import (
     WriteResult,
 )
 from bmsgate.fleet.server.store.settings import DAY, StoreSettings
-from bmsgate.fleet.server.store.sql import EXPORT_TABLES, alarm_filter_sql, series_points, table_columns
+from bmsgate.fleet.server.store.sql import (
+    EXPORT_TABLES,
+    alarm_filter_sql,
+    newest_oldest_first,
+    series_points,
+    table_columns,
+)
 
 __all__ = ["PostgresRepository"]
 
 _EXPORT_CHUNK: Final = 5000
+_CONNECT_TIMEOUT_S: Final = 10
 _PARTITION_PREFIX: Final = "samples_day_"
 
 
@@ -89,14 +99,10 @@ class PostgresRepository(Repository):
         """
         assert settings.postgres_url is not None
         await asyncio.to_thread(apply_migrations, "postgresql", settings.postgres_url)
-        try:
-            write = await psycopg.AsyncConnection.connect(settings.postgres_url, autocommit=True)
-            read = await psycopg.AsyncConnection.connect(settings.postgres_url, autocommit=True)
-            await write.execute(P.STAGE_CREATE)
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL: {exc}") from exc
+        write = await _connect(settings.postgres_url, staging=True)
+        read = await _connect(settings.postgres_url, staging=False)
         store = cls(settings, write, read)
-        async with store._write_lock:
+        async with store._writing():
             await store._load_partitions()
             await store._ensure_partitions([time.time()])
         return store
@@ -109,10 +115,28 @@ class PostgresRepository(Repository):
             except psycopg.Error:
                 continue
 
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """The write connection, its lock held; reopened first if an earlier call lost it."""
+        async with self._write_lock:
+            if self._write_db.closed:
+                assert self.settings.postgres_url is not None
+                self._write_db = await _connect(self.settings.postgres_url, staging=True)
+            yield self._write_db
+
+    @contextlib.asynccontextmanager
+    async def _reading(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """The read connection, its lock held; reopened first if an earlier call lost it."""
+        async with self._read_lock:
+            if self._read_db.closed:
+                assert self.settings.postgres_url is not None
+                self._read_db = await _connect(self.settings.postgres_url, staging=False)
+            yield self._read_db
+
     async def _fetch(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
-            async with self._read_lock:
-                cursor = await self._read_db.execute(sql, parameters)
+            async with self._reading() as db:
+                cursor = await db.execute(sql, parameters)
                 return await cursor.fetchall()
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
@@ -180,10 +204,10 @@ class PostgresRepository(Repository):
     async def _write_statements(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         """Run statements in one transaction; their row counts."""
         try:
-            async with self._write_lock, self._write_db.transaction():
+            async with self._writing() as db, db.transaction():
                 counts = []
                 for sql, parameters in statements:
-                    cursor = await self._write_db.execute(sql, parameters)
+                    cursor = await db.execute(sql, parameters)
                     counts.append(cursor.rowcount)
                 return counts
         except psycopg.Error as exc:
@@ -214,9 +238,8 @@ class PostgresRepository(Repository):
     async def write_batch(self, batch: IngestBatch) -> WriteResult:
         """Store a batch in one transaction (samples by binary COPY through the staging table)."""
         rows = R.BatchRows(batch, list)
-        db = self._write_db
         try:
-            async with self._write_lock:
+            async with self._writing() as db:
                 if rows.samples:
                     await self._ensure_partitions([row[2] for row in rows.samples])
                 async with db.transaction(), db.cursor() as cursor:
@@ -262,7 +285,7 @@ class PostgresRepository(Repository):
         s = self.settings
         raw_cutoff = now - s.raw_retention_days * DAY
         dropped = 0
-        async with self._write_lock:
+        async with self._writing():
             for day in sorted(self._partitions):
                 if day + DAY <= raw_cutoff:
                     try:
@@ -306,11 +329,14 @@ class PostgresRepository(Repository):
         table, time_column, columns = table_columns(chosen, field)
         rows = await self._fetch(
             f"SELECT {time_column}, {columns} FROM {table} WHERE gateway = %s AND battery = %s "
-            f"AND {time_column} >= %s AND {time_column} <= %s ORDER BY {time_column} LIMIT %s",
-            [gateway_id, battery_id, since, until, limit],
+            f"AND {time_column} >= %s AND {time_column} <= %s ORDER BY {time_column} DESC LIMIT %s",
+            [gateway_id, battery_id, since, until, limit + 1],
         )
+        rows, truncated = newest_oldest_first(rows, limit)
         points = series_points(chosen, field, rows, _cells)
-        return Series(gateway=gateway_id, battery=battery_id, field=field, resolution=chosen, points=points)
+        return Series(
+            gateway=gateway_id, battery=battery_id, field=field, resolution=chosen, points=points, truncated=truncated
+        )
 
     async def list_events(self, gateway_id: str, *, since: float | None = None, limit: int = 1000) -> list[EventRecord]:
         """A gateway's events, newest first."""
@@ -344,13 +370,10 @@ class PostgresRepository(Repository):
             [alarm_id, at, action.value, by, detail],
         )
 
-    async def _in_transaction(self) -> Any:
-        return self._write_db.transaction()
-
     async def open_alarm(self, alarm: NewAlarm) -> tuple[AlarmRecord, bool]:
         """Open an alarm unless one of the same kind is active."""
         try:
-            async with self._write_lock, self._write_db.transaction(), self._write_db.cursor() as cursor:
+            async with self._writing() as db, db.transaction(), db.cursor() as cursor:
                 await cursor.execute(
                     f"{P.ALARM_SELECT} WHERE gateway = %s AND COALESCE(battery, '') = %s AND kind = %s "
                     "AND state <> 'closed'",
@@ -381,7 +404,7 @@ class PostgresRepository(Repository):
 
     async def _transition(self, alarm_id: int, at: float, by: str | None, detail: str, *, close: bool) -> AlarmRecord:
         try:
-            async with self._write_lock, self._write_db.transaction(), self._write_db.cursor() as cursor:
+            async with self._writing() as db, db.transaction(), db.cursor() as cursor:
                 current = await self._alarm_in(cursor, alarm_id)
                 if close and current.state is not AlarmState.CLOSED:
                     await cursor.execute(
@@ -440,7 +463,7 @@ class PostgresRepository(Repository):
     ) -> None:
         """Add a history entry."""
         try:
-            async with self._write_lock, self._write_db.transaction(), self._write_db.cursor() as cursor:
+            async with self._writing() as db, db.transaction(), db.cursor() as cursor:
                 await self._alarm_in(cursor, alarm_id)
                 await self._history(cursor, alarm_id, at, action, by, detail)
         except psycopg.Error as exc:
@@ -457,9 +480,9 @@ class PostgresRepository(Repository):
     async def export_rows(self) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         """Every row, table by table, in chunks (a server-side cursor per table)."""
         try:
-            async with self._read_lock:
+            async with self._reading() as db:
                 for table, columns in EXPORT_TABLES.items():
-                    async with self._read_db.transaction(), self._read_db.cursor(name=f"export_{table}") as cursor:
+                    async with db.transaction(), db.cursor(name=f"export_{table}") as cursor:
                         await cursor.execute(f"SELECT {', '.join(columns)} FROM {table}")
                         while chunk := await cursor.fetchmany(_EXPORT_CHUNK):
                             yield table, [_portable(dict(zip(columns, row, strict=True))) for row in chunk]
@@ -476,7 +499,7 @@ class PostgresRepository(Repository):
         sql = f"INSERT INTO {table} ({', '.join(columns)}){overriding} VALUES ({placeholders}) ON CONFLICT DO NOTHING"
         values = [tuple(row.get(column) for column in columns) for row in rows]
         try:
-            async with self._write_lock:
+            async with self._writing():
                 if table == "samples":
                     await self._ensure_partitions([row["at"] for row in rows])
                 async with self._write_db.transaction(), self._write_db.cursor() as cursor:
@@ -488,6 +511,21 @@ class PostgresRepository(Repository):
                         )
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
+
+
+async def _connect(url: str, *, staging: bool) -> psycopg.AsyncConnection[Any]:
+    """A new connection (with the per-connection staging table for the write one).
+
+    Raises:
+        StoreError: the database is unreachable (after at most :data:`_CONNECT_TIMEOUT_S`).
+    """
+    try:
+        connection = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
+        if staging:
+            await connection.execute(P.STAGE_CREATE)
+    except psycopg.Error as exc:
+        raise StoreError(f"PostgreSQL: cannot connect: {exc}") from exc
+    return connection
 
 
 def _portable(row: dict[str, Any]) -> dict[str, Any]:

@@ -264,6 +264,8 @@ class Series:
     resolution: Resolution
     """The resolution actually used (never ``auto``)."""
     points: tuple[SeriesPoint, ...]
+    truncated: bool = False
+    """More points were in the range than the limit: the oldest were left out (the newest are kept)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: points as ``{"at", "min", "avg", "max", "count"}`` (cell tuples as lists)."""
@@ -276,6 +278,7 @@ class Series:
             "battery": self.battery,
             "field": self.field,
             "resolution": self.resolution.value,
+            "truncated": self.truncated,
             "points": [
                 {"at": p.at, "min": plain(p.min), "avg": plain(p.avg), "max": plain(p.max), "count": p.count}
                 for p in self.points
@@ -511,6 +514,9 @@ class Repository(abc.ABC):
         limit: int = 10_000,
     ) -> Series:
         """A time series of one battery's field (see :data:`NUMERIC_FIELDS`), oldest first.
+
+        At most `limit` points: the newest of the range, with :attr:`Series.truncated` set when older
+        ones were left out.
 
         Raises:
             StoreError: unknown field or ``since > until`` (a :class:`ValueError` is not used so the API

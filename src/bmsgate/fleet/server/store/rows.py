@@ -409,8 +409,10 @@ class BatchRows:
         self.activity = [tuple(entry) for entry in activity.values()]
         """``(gateway, last_seen, rollup_from, inverter JSON, inverter_at)``."""
         self.states = [state_values(message, received_at) for message, received_at in batch.states]
+        # "offline" is usually the broker speaking the last will, not the gateway: it is no sign of life.
         self.availability = [
-            (gateway, value is Availability.ONLINE, received_at) for gateway, value, received_at in batch.availability
+            (gateway, value is Availability.ONLINE, received_at if value is Availability.ONLINE else 0.0)
+            for gateway, value, received_at in batch.availability
         ]
         self.events = [
             (e.gateway, e.seq, e.at, e.kind.value, e.battery, e.alarm, e.detail, dumps(e.data), received_at)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from bmsgate.fleet.server.store.repository import (
     CELL_VOLTAGES,
@@ -15,7 +15,17 @@ from bmsgate.fleet.server.store.repository import (
 )
 from bmsgate.fleet.server.store.rows import ALARM_COLUMNS, SAMPLE_COLUMNS, cell_index
 
-__all__ = ["EXPORT_TABLES", "ROLLUP_COLUMNS", "ROLLUP_FIELDS_SQL", "alarm_filter_sql", "series_points", "table_columns"]
+_Row = TypeVar("_Row")
+
+__all__ = [
+    "EXPORT_TABLES",
+    "ROLLUP_COLUMNS",
+    "ROLLUP_FIELDS_SQL",
+    "alarm_filter_sql",
+    "newest_oldest_first",
+    "series_points",
+    "table_columns",
+]
 
 ROLLUP_COLUMNS: Final = tuple(f"{field}_{stat}" for field in NUMERIC_FIELDS for stat in ("min", "avg", "max"))
 ROLLUP_FIELDS_SQL: Final = ", ".join(ROLLUP_COLUMNS)
@@ -66,6 +76,17 @@ def table_columns(resolution: Resolution, field: str) -> tuple[str, str, str]:
     if cells:
         return table, "bucket", "n, cells_min, cells_avg, cells_max"
     return table, "bucket", f"n, {field}_min, {field}_avg, {field}_max"
+
+
+def newest_oldest_first(rows: Sequence[_Row], limit: int) -> tuple[list[_Row], bool]:
+    """The newest `limit` of `rows` (fetched newest first, ``limit + 1`` of them), oldest first.
+
+    A range with more points than the limit loses its oldest ones, never the newest (what is
+    looked at first); the flag says whether any were left out.
+    """
+    kept = list(rows[:limit])
+    kept.reverse()
+    return kept, len(rows) > limit
 
 
 def series_points(

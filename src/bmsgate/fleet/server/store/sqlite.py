@@ -45,6 +45,7 @@ from bmsgate.fleet.server.store.settings import DAY, SQLITE_FILE, StoreSettings
 from bmsgate.fleet.server.store.sql import (
     EXPORT_TABLES,
     alarm_filter_sql,
+    newest_oldest_first,
     series_points,
     table_columns,
 )
@@ -333,13 +334,16 @@ class SqliteRepository(Repository):
             table, time_column, columns = table_columns(chosen, field)
             sql = (
                 f"SELECT {time_column}, {columns} FROM {table} WHERE gateway = ? AND battery = ? "
-                f"AND {time_column} >= ? AND {time_column} <= ? ORDER BY {time_column} LIMIT ?"
+                f"AND {time_column} >= ? AND {time_column} <= ? ORDER BY {time_column} DESC LIMIT ?"
             )
-            return self._r().execute(sql, (gateway_id, battery_id, since, until, limit)).fetchall()
+            return self._r().execute(sql, (gateway_id, battery_id, since, until, limit + 1)).fetchall()
 
         rows = await self._run_read(query)
+        rows, truncated = newest_oldest_first(rows, limit)
         points = series_points(chosen, field, rows, R.cells_from_blob)
-        return Series(gateway=gateway_id, battery=battery_id, field=field, resolution=chosen, points=points)
+        return Series(
+            gateway=gateway_id, battery=battery_id, field=field, resolution=chosen, points=points, truncated=truncated
+        )
 
     async def list_events(self, gateway_id: str, *, since: float | None = None, limit: int = 1000) -> list[EventRecord]:
         """A gateway's events, newest first."""
