@@ -4,6 +4,7 @@ the live websocket."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from bmsgate.fleet.protocol import CommandKind, CommandMessage
 from bmsgate.fleet.server.api.ratelimit import RateLimit
 from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.api.testing import RunningFleet, running_fleet
+from bmsgate.fleet.server.auth import Role
 from bmsgate.fleet.server.live import LiveKind, LiveUpdate
 from bmsgate.fleet.server.store.repository import NewAlarm, Severity
 
@@ -409,6 +411,40 @@ async def test_websocket_refuses_a_bad_token(fleet: RunningFleet, first: str) ->
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(socket.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_websocket_of_a_revoked_token_is_closed(tmp_path: Path) -> None:
+    settings = dataclasses.replace(_GENEROUS, live_token_check_s=0.1)
+    async with running_fleet(tmp_path, sites=2, history=1, settings=settings) as fleet:
+        token = fleet.tokens.create(Role.VIEWER, "soon revoked")
+        (info,) = [known for known in fleet.tokens.list() if known.label == "soon revoked"]
+        async with websockets.connect(_ws_url(fleet)) as quiet, websockets.connect(_ws_url(fleet)) as other:
+            await quiet.send(json.dumps({"token": token}))
+            await other.send(json.dumps({"token": fleet.viewer}))
+            assert (await _next_of(quiet, "hello"))["type"] == "hello"
+            assert (await _next_of(other, "hello"))["type"] == "hello"
+            assert fleet.tokens.revoke(info.token_id)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(quiet.recv(), 5)  # nothing is sent to it: the periodic check closes it
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+            assert closed.value.rcvd.reason == "token revoked"
+            fleet.feed.publish(LiveUpdate(kind=LiveKind.GATEWAY_DELETED, gateway="site-00001", at=time.time(), data={}))
+            assert (await _next_of(other, "gateway_deleted"))["id"] == "site-00001", "other tokens keep their socket"
+
+
+async def test_websocket_of_a_revoked_token_gets_no_further_message(tmp_path: Path) -> None:
+    settings = dataclasses.replace(_GENEROUS, live_token_check_s=60.0)  # only the check before sending can act
+    async with running_fleet(tmp_path, sites=2, history=1, settings=settings) as fleet:
+        token = fleet.tokens.create(Role.VIEWER, "soon revoked")
+        (info,) = [known for known in fleet.tokens.list() if known.label == "soon revoked"]
+        async with websockets.connect(_ws_url(fleet)) as socket:
+            await socket.send(json.dumps({"token": token}))
+            assert (await _next_of(socket, "hello"))["type"] == "hello"
+            assert fleet.tokens.revoke(info.token_id)
+            fleet.feed.publish(LiveUpdate(kind=LiveKind.GATEWAY_DELETED, gateway="site-00001", at=time.time(), data={}))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
 
 
 # -- the dashboard's files ------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ uvicorn. Everything under ``/api/v1`` (see docs/fleet/api-and-dashboard.md):
   is 401, a role too low 403;
 * a rate limit per token (per client IP for requests without a valid token): 429 with ``Retry-After``;
 * ``/api/v1/openapi.json``: the OpenAPI document; ``/api/v1/health``: liveness, no token;
-* ``/api/v1/live``: the websocket of live updates (:mod:`.stream`), authenticated by its first message.
+* ``/api/v1/live``: the websocket of live updates (:mod:`.stream`), authenticated by its first message and
+  verified again every ``live_token_check_s`` and before each message (a revoked token is closed with 4401).
 
 The dashboard is ``/`` (``index.html``), ``/static/*`` (our files) and ``/vendor/*`` (npm files).
 """
@@ -375,23 +376,37 @@ async def live(socket: WebSocket[Any, Any, Any], ctx: NamedDependency[ApiContext
     except WebSocketDisconnect:
         return
     token = hello.get("token") if isinstance(hello, dict) else None
-    if not isinstance(token, str) or ctx.tokens.verify(token) is None:
+    if not isinstance(token, str) or not _still_valid(ctx, token):
         await socket.close(code=4401, reason="invalid token")
         return
+    revoked = asyncio.Event()
     with ctx.stream.connect() as client:
         await socket.send_text(HELLO)
 
         async def pump() -> None:
             while True:
-                await socket.send_text(await client.queue.get())
+                message = await client.queue.get()
+                if not _still_valid(ctx, token):
+                    revoked.set()
+                    return
+                await socket.send_text(message)
 
         async def drain() -> None:
             while True:
                 await socket.receive_data(mode="text")
 
+        async def watch_token() -> None:
+            # A quiet stream sends nothing, so the check before each message alone would leave it open.
+            while True:
+                await asyncio.sleep(ctx.settings.live_token_check_s)
+                if not _still_valid(ctx, token):
+                    revoked.set()
+                    return
+
         tasks = {
             asyncio.create_task(pump()),
             asyncio.create_task(drain()),
+            asyncio.create_task(watch_token()),
             asyncio.create_task(client.overflowed.wait()),
         }
         try:
@@ -400,9 +415,21 @@ async def live(socket: WebSocket[Any, Any, Any], ctx: NamedDependency[ApiContext
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        if client.overflowed.is_set():
+        if revoked.is_set():
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                await socket.close(code=4401, reason="token revoked")
+        elif client.overflowed.is_set():
             with contextlib.suppress(WebSocketDisconnect, RuntimeError):
                 await socket.close(code=4408, reason="fell behind: reconnect and reload")
+
+
+def _still_valid(ctx: ApiContext, token: str) -> bool:
+    """Whether the token is (still) known; a token file that cannot be read counts as no (fail closed)."""
+    try:
+        return ctx.tokens.verify(token) is not None
+    except TokenError as exc:
+        _log.error("live websocket: cannot verify its token: %s", exc)
+        return False
 
 
 # -- the dashboard -------------------------------------------------------------------------------------------
