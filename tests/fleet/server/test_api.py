@@ -234,6 +234,8 @@ async def test_alarms_filter_by_state(fleet: RunningFleet) -> None:
         assert await ids("all") == {first, second, third}
         assert (await http.get("/api/v1/alarms", params={"state": "bogus"})).status_code == 400
         assert (await http.get("/api/v1/alarms", params={"limit": "0"})).status_code == 400
+        not_finite = await http.get("/api/v1/alarms", params={"since": "nan"})
+        assert not_finite.status_code == 400 and "finite" in not_finite.json()["detail"]
 
 
 # -- series ---------------------------------------------------------------------------------------------------
@@ -313,6 +315,10 @@ async def test_series_rollups_and_auto(fleet: RunningFleet) -> None:
         ({"field": "soc", "since": "10", "until": "5"}, 400),
         ({"field": "soc", "resolution": "weekly"}, 400),
         ({"field": "soc", "since": "yesterday"}, 400),
+        ({"field": "soc", "since": "nan"}, 400),
+        ({"field": "soc", "until": "inf"}, 400),
+        ({"field": "soc", "since": "-inf", "until": "NaN"}, 400),
+        ({"field": "soc", "since": "-Infinity"}, 400),
     ],
 )
 async def test_series_refuses_bad_queries(fleet: RunningFleet, params: dict[str, str], status: int) -> None:
@@ -320,6 +326,8 @@ async def test_series_refuses_bad_queries(fleet: RunningFleet, params: dict[str,
         answer = await http.get("/api/v1/gateways/site-00003/batteries/pack1/series", params=params)
     assert answer.status_code == status, answer.text
     assert answer.json()["detail"]
+    if any(value.lower().lstrip("-") in ("nan", "inf", "infinity") for value in params.values()):
+        assert "finite" in answer.json()["detail"]
 
 
 # -- rate limit -----------------------------------------------------------------------------------------------

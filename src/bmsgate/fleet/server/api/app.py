@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Final
@@ -176,6 +177,13 @@ def _actor(request: Request[Any, Any, Any]) -> str:
     return info.label or f"token {info.token_id}"
 
 
+def _require_finite(**times: float | None) -> None:
+    """Refuse NaN and infinities (a float query parameter accepts them) before they reach the store."""
+    for name, value in times.items():
+        if value is not None and not math.isfinite(value):
+            raise ValidationException(f"{name} must be a finite number of Unix seconds, not {value}")
+
+
 def _known_gateway(gateway_id: FromPath[str]) -> str:
     if not is_gateway_id(gateway_id):
         raise NotFoundException(f"no gateway {gateway_id!r}")
@@ -283,6 +291,7 @@ async def series(
     """A time series, oldest first (``auto``: raw up to 6 h, per minute up to 7 days, else per hour)."""
     if not series_field_is_valid(field):
         raise ValidationException(f"unknown field {field!r}")
+    _require_finite(since=since, until=until)
     end = ctx.clock() if until is None else until
     start = end - _DEFAULT_SPAN_S if since is None else since
     if start > end:
@@ -307,6 +316,7 @@ async def list_alarms(
     """Alarms matching the filter."""
     if wanted_state not in _ALARM_STATES:
         raise ValidationException(f"state must be one of {', '.join(_ALARM_STATES)}")
+    _require_finite(since=since)
     wanted = {
         "active": (AlarmState.OPEN, False),
         "open": (AlarmState.OPEN, True),
