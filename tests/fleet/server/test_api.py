@@ -144,6 +144,27 @@ async def test_an_admin_deletes_alarms_and_gateways(fleet: RunningFleet) -> None
         assert (await http.delete("/api/v1/gateways/no-such-site")).status_code == 404
 
 
+async def test_closing_an_alarm_tells_the_alarm_engine_to_forget_it(fleet: RunningFleet) -> None:
+    alarm = await open_alarm(fleet)
+    async with client(fleet, fleet.technician) as http:
+        assert (await http.post(f"/api/v1/alarms/{alarm}/ack")).status_code == 200
+        assert fleet.deleted_alarms == [], "acknowledging keeps the alarm active"
+        assert (await http.post(f"/api/v1/alarms/{alarm}/close")).status_code == 200
+    assert fleet.deleted_alarms == [alarm]  # a condition that persists opens a new alarm
+
+
+async def test_deleting_a_gateway_tells_the_alarm_engine_to_forget_its_active_alarms(fleet: RunningFleet) -> None:
+    first = await open_alarm(fleet, "site-00004", "cell_drift")
+    second = await open_alarm(fleet, "site-00004", "no_data")
+    elsewhere = await open_alarm(fleet, "site-00005", "cell_drift")
+    async with client(fleet, fleet.admin) as http:
+        assert (await http.post(f"/api/v1/alarms/{second}/ack")).status_code == 200
+        assert (await http.delete("/api/v1/gateways/site-00004")).status_code == 204
+    assert sorted(fleet.deleted_alarms) == sorted([first, second])
+    assert elsewhere not in fleet.deleted_alarms
+    assert (await fleet.store.get_alarm(elsewhere)).state == "open"
+
+
 # -- commands -----------------------------------------------------------------------------------------------
 
 

@@ -85,6 +85,7 @@ API_PREFIX: Final = "/api/v1"
 _TOKEN_STATE: Final = "bmsgate.token"  # noqa: S105 - a scope key, not a secret
 _DEFAULT_SPAN_S: Final = 24 * 3600.0
 _ALARM_STATES: Final = ("active", "open", "acknowledged", "closed", "all")
+_MAX_ACTIVE_ALARMS: Final = 100_000  # of one gateway: one per battery and kind in practice
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -243,7 +244,13 @@ async def get_gateway(ctx: NamedDependency[ApiContext], gateway_id: FromPath[str
 @delete("/gateways/{gateway_id:str}", opt={"role": Role.ADMIN}, summary="Delete a gateway and its history (admin)")
 async def delete_gateway(ctx: NamedDependency[ApiContext], gateway_id: FromPath[str]) -> None:
     """Remove a gateway and everything stored about it."""
-    await ctx.store.delete_gateway(_known_gateway(gateway_id))
+    # The alarm engine holds only alarms not closed; read before they are gone.
+    active = await ctx.store.list_alarms(
+        AlarmFilter(state=AlarmState.OPEN, gateway=_known_gateway(gateway_id), limit=_MAX_ACTIVE_ALARMS)
+    )
+    await ctx.store.delete_gateway(gateway_id)
+    for alarm in active:
+        ctx.alarm_deleted(alarm.id)
     ctx.feed.publish(LiveUpdate(kind=LiveKind.GATEWAY_DELETED, gateway=gateway_id, at=ctx.clock(), data={}))
 
 
@@ -356,8 +363,12 @@ async def acknowledge_alarm(
 async def close_alarm(
     request: Request[Any, Any, Any], ctx: NamedDependency[ApiContext], alarm_id: FromPath[int]
 ) -> AlarmView:
-    """Close an alarm (no change when it already is closed)."""
+    """Close an alarm (no change when it already is closed).
+
+    The alarm engine forgets it: a condition that still holds opens a new alarm instead of staying silenced.
+    """
     view = alarm_view(await ctx.store.close_alarm(alarm_id, ctx.clock(), by=_actor(request)))
+    ctx.alarm_deleted(alarm_id)
     _publish_alarm(ctx, view)
     return view
 
@@ -512,7 +523,8 @@ def create_app(
         feed: the live feed that ingest and alarms publish to.
         send_command: hands a command to the broker (see :data:`~bmsgate.fleet.server.api.context.CommandSender`).
         settings: rate limits, map tiles, where the npm files are.
-        alarm_deleted: told the id of each alarm deleted through the API (the alarm engine's ``forget``).
+        alarm_deleted: told the id of each alarm closed or deleted through the API, including the active
+            alarms of a deleted gateway (the alarm engine's ``forget``, so the condition can open it again).
     """
     context = ApiContext.compose(
         store=store,
