@@ -19,11 +19,14 @@ from openapi_spec_validator import validate
 from bmsgate.errors import BmsgateError
 from bmsgate.fleet.protocol import CommandKind, CommandMessage
 from bmsgate.fleet.server.api.ratelimit import RateLimit
+from bmsgate.fleet.server.api.sample_fleet import sample_site
+from bmsgate.fleet.server.api.sample_fleet import state as sample_state
+from bmsgate.fleet.server.api.sample_fleet import telemetry as sample_telemetry
 from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.api.testing import RunningFleet, running_fleet
 from bmsgate.fleet.server.auth import Role
 from bmsgate.fleet.server.live import LiveKind, LiveUpdate
-from bmsgate.fleet.server.store.repository import NewAlarm, Severity
+from bmsgate.fleet.server.store.repository import Availability, IngestBatch, NewAlarm, Severity
 
 _GENEROUS = ApiSettings(
     token_limit=RateLimit(per_minute=60_000, burst=10_000), anonymous_limit=RateLimit(per_minute=60_000, burst=10_000)
@@ -224,6 +227,34 @@ async def test_gateways_list_the_registry_and_latest_snapshots(fleet: RunningFle
     assert by_id["site-00006"]["online"] is False and by_id["site-00006"]["open_alarms"] == 1
     assert all(gateway["batteries"] is None for gateway in summary["gateways"])
     assert [gateway["id"] for gateway in summary["gateways"]] == sorted(by_id)
+
+
+async def _silent_site(fleet: RunningFleet, index: int, *, at: float, received: float) -> str:
+    """A site whose only telemetry was sampled at `at` (its clock) and received at `received` (ours)."""
+    site = sample_site(index)
+    batch = IngestBatch()
+    batch.states.append((sample_state(site, received), received))
+    batch.availability.append((site.gateway, Availability.ONLINE, received))
+    batch.telemetry.append((sample_telemetry(site, at, 0), received))
+    await fleet.store.write_batch(batch)
+    return site.gateway
+
+
+async def test_a_battery_whose_data_stopped_is_stale_now(fleet: RunningFleet) -> None:
+    now = time.time()
+    silent = await _silent_site(fleet, 40, at=now - 3600, received=now - 3599)
+    # Its clock an hour ahead: the reading's time is in the future, but it was received an hour ago.
+    ahead = await _silent_site(fleet, 41, at=now + 3600, received=now - 3600)
+    async with client(fleet, fleet.viewer) as http:
+        listing = {gateway["id"]: gateway for gateway in (await http.get("/api/v1/gateways")).json()["gateways"]}
+        detail = (await http.get(f"/api/v1/gateways/{silent}")).json()
+    for gateway in (listing[silent], detail, listing[ahead]):
+        for battery in gateway["batteries"]:
+            assert battery["stale"] is True, (gateway["id"], battery)
+            assert battery["age_s"] == pytest.approx(3601, abs=30), "age now, not the age stored at message time"
+            assert battery["stale_after_s"] == 60.0  # three intervals of 10 s, at least a minute
+    for battery in listing["site-00003"]["batteries"]:  # reported just now
+        assert battery["stale"] is False and battery["age_s"] < 60
 
 
 async def test_one_gateway_has_its_alarms(fleet: RunningFleet) -> None:

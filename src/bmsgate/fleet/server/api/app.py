@@ -230,7 +230,8 @@ async def list_gateways(
         views = await ctx.overview.summaries()
         return GatewayList(gateways=views, total=len(views))
     records = await ctx.store.list_gateways()
-    return GatewayList(gateways=[gateway_view(record, summary=summary) for record in records], total=len(records))
+    now = ctx.clock()
+    return GatewayList(gateways=[gateway_view(record, now=now) for record in records], total=len(records))
 
 
 @get("/gateways/{gateway_id:str}", summary="One gateway with its batteries, inverter and recent alarms")
@@ -238,7 +239,7 @@ async def get_gateway(ctx: NamedDependency[ApiContext], gateway_id: FromPath[str
     """One gateway in full, with its 50 most recent alarms."""
     record = await ctx.store.get_gateway(_known_gateway(gateway_id))
     alarms = await ctx.store.list_alarms(AlarmFilter(gateway=gateway_id, limit=50))
-    return gateway_view(record, alarms=alarms)
+    return gateway_view(record, alarms=alarms, now=ctx.clock())
 
 
 @delete("/gateways/{gateway_id:str}", opt={"role": Role.ADMIN}, summary="Delete a gateway and its history (admin)")
