@@ -114,9 +114,9 @@ class Notifier:
                 try:
                     await self._deliver(job)
                 except Exception as exc:  # noqa: BLE001 - a bug in one delivery must not stop every later one
-                    self.failed += 1
                     _log.error("notification of alarm %d failed unexpectedly", job.alarm.id, exc_info=exc)
                     await self._history(job, AlarmAction.NOTIFY_FAILED, f"{job.action}: {type(exc).__name__}: {exc}")
+                    self.failed += 1
 
     def _body(self, job: _Job) -> dict[str, object]:
         return {
@@ -133,13 +133,14 @@ class Notifier:
             targets.append((f"e-mail to {', '.join(self.settings.smtp.recipients)}", self.settings.smtp))
         for label, target in targets:
             error = await self._attempts(body, target)
+            # Counted once its outcome is recorded: whoever sees the counter move finds the history written.
             if error is None:
-                self.sent += 1
                 await self._history(job, AlarmAction.NOTIFIED, f"{job.action}: {label}")
+                self.sent += 1
             else:
-                self.failed += 1
                 _log.warning("notification failed: %s: %s", label, error)
                 await self._history(job, AlarmAction.NOTIFY_FAILED, f"{job.action}: {label}: {error}")
+                self.failed += 1
 
     async def _attempts(self, body: dict[str, object], target: object) -> str | None:
         backoff = Backoff(self.settings.retry_initial_s, max(self.settings.retry_max_s, self.settings.retry_initial_s))
