@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sqlite3
 from pathlib import Path
@@ -79,3 +80,46 @@ def test_an_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(SinkError, match="fleet buffer"):
         Outbox(blocker / "buffer.sqlite", max_bytes=1 << 20)
+
+
+def _stored(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+
+def test_a_file_another_process_holds_locked_is_an_error_and_keeps_its_backlog(tmp_path: Path) -> None:
+    path = tmp_path / "buffer.sqlite"
+    outbox = Outbox(path, max_bytes=1 << 20)
+    for _ in range(3):
+        outbox.append("telemetry", lambda seq: b"%d" % seq, created=0.0)
+    outbox.close()
+    # Another connection (a second agent, a backup tool) holds the file exclusively.
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("INSERT INTO meta (key, value) VALUES ('held', 1)")
+    try:
+        with pytest.raises(SinkError, match=r"locked.*another process"):
+            Outbox(path, max_bytes=1 << 20, lock_timeout_s=0.1)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert not list(tmp_path.glob("*.corrupt-*")), "a locked file is not damaged"
+    again = Outbox(path, max_bytes=1 << 20)
+    assert [message.seq for message in again.oldest()] == [0, 1, 2]
+    again.close()
+
+
+def test_a_damaged_file_moves_aside_with_its_wal(tmp_path: Path) -> None:
+    path = tmp_path / "buffer.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    wal = b"the write-ahead log that belongs to it" * 10
+    path.with_name(path.name + "-wal").write_bytes(wal)
+    fresh = Outbox(path, max_bytes=1 << 20)
+    assert fresh.queued == 0
+    fresh.append("event", lambda seq: b"{}", created=0.0)
+    fresh.close()
+    kept = sorted(tmp_path.glob("buffer.sqlite.corrupt-*"))
+    assert kept[0].read_bytes().startswith(b"this is not a database")
+    assert kept[0].with_name(kept[0].name + "-wal").read_bytes() == wal, "the WAL is kept with its file"
+    assert _stored(path) == 1

@@ -4,6 +4,7 @@ the live websocket."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -18,10 +19,14 @@ from openapi_spec_validator import validate
 from bmsgate.errors import BmsgateError
 from bmsgate.fleet.protocol import CommandKind, CommandMessage
 from bmsgate.fleet.server.api.ratelimit import RateLimit
+from bmsgate.fleet.server.api.sample_fleet import sample_site
+from bmsgate.fleet.server.api.sample_fleet import state as sample_state
+from bmsgate.fleet.server.api.sample_fleet import telemetry as sample_telemetry
 from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.api.testing import RunningFleet, running_fleet
+from bmsgate.fleet.server.auth import Role
 from bmsgate.fleet.server.live import LiveKind, LiveUpdate
-from bmsgate.fleet.server.store.repository import NewAlarm, Severity
+from bmsgate.fleet.server.store.repository import Availability, IngestBatch, NewAlarm, Severity
 
 _GENEROUS = ApiSettings(
     token_limit=RateLimit(per_minute=60_000, burst=10_000), anonymous_limit=RateLimit(per_minute=60_000, burst=10_000)
@@ -142,6 +147,27 @@ async def test_an_admin_deletes_alarms_and_gateways(fleet: RunningFleet) -> None
         assert (await http.delete("/api/v1/gateways/no-such-site")).status_code == 404
 
 
+async def test_closing_an_alarm_tells_the_alarm_engine_to_forget_it(fleet: RunningFleet) -> None:
+    alarm = await open_alarm(fleet)
+    async with client(fleet, fleet.technician) as http:
+        assert (await http.post(f"/api/v1/alarms/{alarm}/ack")).status_code == 200
+        assert fleet.deleted_alarms == [], "acknowledging keeps the alarm active"
+        assert (await http.post(f"/api/v1/alarms/{alarm}/close")).status_code == 200
+    assert fleet.deleted_alarms == [alarm]  # a condition that persists opens a new alarm
+
+
+async def test_deleting_a_gateway_tells_the_alarm_engine_to_forget_its_active_alarms(fleet: RunningFleet) -> None:
+    first = await open_alarm(fleet, "site-00004", "cell_drift")
+    second = await open_alarm(fleet, "site-00004", "no_data")
+    elsewhere = await open_alarm(fleet, "site-00005", "cell_drift")
+    async with client(fleet, fleet.admin) as http:
+        assert (await http.post(f"/api/v1/alarms/{second}/ack")).status_code == 200
+        assert (await http.delete("/api/v1/gateways/site-00004")).status_code == 204
+    assert sorted(fleet.deleted_alarms) == sorted([first, second])
+    assert elsewhere not in fleet.deleted_alarms
+    assert (await fleet.store.get_alarm(elsewhere)).state == "open"
+
+
 # -- commands -----------------------------------------------------------------------------------------------
 
 
@@ -203,6 +229,34 @@ async def test_gateways_list_the_registry_and_latest_snapshots(fleet: RunningFle
     assert [gateway["id"] for gateway in summary["gateways"]] == sorted(by_id)
 
 
+async def _silent_site(fleet: RunningFleet, index: int, *, at: float, received: float) -> str:
+    """A site whose only telemetry was sampled at `at` (its clock) and received at `received` (ours)."""
+    site = sample_site(index)
+    batch = IngestBatch()
+    batch.states.append((sample_state(site, received), received))
+    batch.availability.append((site.gateway, Availability.ONLINE, received))
+    batch.telemetry.append((sample_telemetry(site, at, 0), received))
+    await fleet.store.write_batch(batch)
+    return site.gateway
+
+
+async def test_a_battery_whose_data_stopped_is_stale_now(fleet: RunningFleet) -> None:
+    now = time.time()
+    silent = await _silent_site(fleet, 40, at=now - 3600, received=now - 3599)
+    # Its clock an hour ahead: the reading's time is in the future, but it was received an hour ago.
+    ahead = await _silent_site(fleet, 41, at=now + 3600, received=now - 3600)
+    async with client(fleet, fleet.viewer) as http:
+        listing = {gateway["id"]: gateway for gateway in (await http.get("/api/v1/gateways")).json()["gateways"]}
+        detail = (await http.get(f"/api/v1/gateways/{silent}")).json()
+    for gateway in (listing[silent], detail, listing[ahead]):
+        for battery in gateway["batteries"]:
+            assert battery["stale"] is True, (gateway["id"], battery)
+            assert battery["age_s"] == pytest.approx(3601, abs=30), "age now, not the age stored at message time"
+            assert battery["stale_after_s"] == 60.0  # three intervals of 10 s, at least a minute
+    for battery in listing["site-00003"]["batteries"]:  # reported just now
+        assert battery["stale"] is False and battery["age_s"] < 60
+
+
 async def test_one_gateway_has_its_alarms(fleet: RunningFleet) -> None:
     alarm = await open_alarm(fleet, "site-00004")
     async with client(fleet, fleet.viewer) as http:
@@ -232,6 +286,8 @@ async def test_alarms_filter_by_state(fleet: RunningFleet) -> None:
         assert await ids("all") == {first, second, third}
         assert (await http.get("/api/v1/alarms", params={"state": "bogus"})).status_code == 400
         assert (await http.get("/api/v1/alarms", params={"limit": "0"})).status_code == 400
+        not_finite = await http.get("/api/v1/alarms", params={"since": "nan"})
+        assert not_finite.status_code == 400 and "finite" in not_finite.json()["detail"]
 
 
 # -- series ---------------------------------------------------------------------------------------------------
@@ -311,6 +367,10 @@ async def test_series_rollups_and_auto(fleet: RunningFleet) -> None:
         ({"field": "soc", "since": "10", "until": "5"}, 400),
         ({"field": "soc", "resolution": "weekly"}, 400),
         ({"field": "soc", "since": "yesterday"}, 400),
+        ({"field": "soc", "since": "nan"}, 400),
+        ({"field": "soc", "until": "inf"}, 400),
+        ({"field": "soc", "since": "-inf", "until": "NaN"}, 400),
+        ({"field": "soc", "since": "-Infinity"}, 400),
     ],
 )
 async def test_series_refuses_bad_queries(fleet: RunningFleet, params: dict[str, str], status: int) -> None:
@@ -318,6 +378,8 @@ async def test_series_refuses_bad_queries(fleet: RunningFleet, params: dict[str,
         answer = await http.get("/api/v1/gateways/site-00003/batteries/pack1/series", params=params)
     assert answer.status_code == status, answer.text
     assert answer.json()["detail"]
+    if any(value.lower().lstrip("-") in ("nan", "inf", "infinity") for value in params.values()):
+        assert "finite" in answer.json()["detail"]
 
 
 # -- rate limit -----------------------------------------------------------------------------------------------
@@ -409,6 +471,40 @@ async def test_websocket_refuses_a_bad_token(fleet: RunningFleet, first: str) ->
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(socket.recv(), 5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_websocket_of_a_revoked_token_is_closed(tmp_path: Path) -> None:
+    settings = dataclasses.replace(_GENEROUS, live_token_check_s=0.1)
+    async with running_fleet(tmp_path, sites=2, history=1, settings=settings) as fleet:
+        token = fleet.tokens.create(Role.VIEWER, "soon revoked")
+        (info,) = [known for known in fleet.tokens.list() if known.label == "soon revoked"]
+        async with websockets.connect(_ws_url(fleet)) as quiet, websockets.connect(_ws_url(fleet)) as other:
+            await quiet.send(json.dumps({"token": token}))
+            await other.send(json.dumps({"token": fleet.viewer}))
+            assert (await _next_of(quiet, "hello"))["type"] == "hello"
+            assert (await _next_of(other, "hello"))["type"] == "hello"
+            assert fleet.tokens.revoke(info.token_id)
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(quiet.recv(), 5)  # nothing is sent to it: the periodic check closes it
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+            assert closed.value.rcvd.reason == "token revoked"
+            fleet.feed.publish(LiveUpdate(kind=LiveKind.GATEWAY_DELETED, gateway="site-00001", at=time.time(), data={}))
+            assert (await _next_of(other, "gateway_deleted"))["id"] == "site-00001", "other tokens keep their socket"
+
+
+async def test_websocket_of_a_revoked_token_gets_no_further_message(tmp_path: Path) -> None:
+    settings = dataclasses.replace(_GENEROUS, live_token_check_s=60.0)  # only the check before sending can act
+    async with running_fleet(tmp_path, sites=2, history=1, settings=settings) as fleet:
+        token = fleet.tokens.create(Role.VIEWER, "soon revoked")
+        (info,) = [known for known in fleet.tokens.list() if known.label == "soon revoked"]
+        async with websockets.connect(_ws_url(fleet)) as socket:
+            await socket.send(json.dumps({"token": token}))
+            assert (await _next_of(socket, "hello"))["type"] == "hello"
+            assert fleet.tokens.revoke(info.token_id)
+            fleet.feed.publish(LiveUpdate(kind=LiveKind.GATEWAY_DELETED, gateway="site-00001", at=time.time(), data={}))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), 5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
 
 
 # -- the dashboard's files ------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import asyncio
 import email
 import http.server
 import json
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from email.message import Message
@@ -152,3 +153,76 @@ def test_without_targets_nothing_is_queued(store_with_alarm: tuple[Repository, A
     notifier.notify(alarm, "opened")
     assert not notifier.enabled
     assert notifier.dropped == 0
+
+
+@pytest.fixture
+def garbage_http() -> Iterator[str]:
+    """A server that answers every request with something that is not HTTP."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"garbage response\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+async def test_a_malformed_http_answer_is_a_recorded_failure_and_the_notifier_goes_on(
+    garbage_http: str, store_with_alarm: tuple[Repository, AlarmRecord]
+) -> None:
+    store, alarm = store_with_alarm
+    settings = NotifySettings(webhooks=[garbage_http], attempts=2, retry_initial_s=0.01, retry_max_s=0.02)
+    notifier = Notifier(settings, store)
+    notifier.notify(alarm, "opened")
+    notifier.notify(alarm, "closed")
+    await _drain(notifier, 2)
+    assert (notifier.sent, notifier.failed) == (0, 2)
+    history = await store.alarm_history(alarm.id)
+    failed = [entry.detail for entry in history if entry.action is AlarmAction.NOTIFY_FAILED]
+    assert len(failed) == 2
+    assert "BadStatusLine" in failed[0]
+
+
+async def test_an_unexpected_error_in_one_delivery_does_not_end_the_notifier(
+    webhook: tuple[str, type[_Receiver]],
+    store_with_alarm: tuple[Repository, AlarmRecord],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, receiver = webhook
+    store, alarm = store_with_alarm
+    notifier = Notifier(NotifySettings(webhooks=[url], attempts=1), store)
+    real_body = notifier._body
+    calls = 0
+
+    def body_failing_once(job: Any) -> dict[str, object]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug in building the first body")
+        return real_body(job)
+
+    monkeypatch.setattr(notifier, "_body", body_failing_once)
+    notifier.notify(alarm, "opened")
+    notifier.notify(alarm, "closed")
+    await _drain(notifier, 2)
+    assert (notifier.sent, notifier.failed) == (1, 1)
+    assert [body["action"] for body in receiver.bodies] == ["closed"]
+    assert "failed unexpectedly" in caplog.text
+    history = await store.alarm_history(alarm.id)
+    assert any("RuntimeError" in entry.detail for entry in history if entry.action is AlarmAction.NOTIFY_FAILED)

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 from playwright.async_api import Browser, Page, expect
 
+from bmsgate.fleet.server.api.sample_fleet import sample_site
+from bmsgate.fleet.server.api.sample_fleet import state as sample_state
+from bmsgate.fleet.server.api.sample_fleet import telemetry as sample_telemetry
 from bmsgate.fleet.server.api.testing import RunningFleet
 from bmsgate.fleet.server.live import LiveKind, LiveUpdate
-from bmsgate.fleet.server.store.repository import NewAlarm, Severity
+from bmsgate.fleet.server.store.repository import Availability, IngestBatch, NewAlarm, Severity
 from tests.fleet.web.browser import SITES, signed_in
 
 _MESSAGES = {"cell_drift": ("cell 7 is 120 mV above the others", 0.12), "low_soc": ("SoC 9 % is below 10 %", 9.0)}
@@ -173,3 +178,26 @@ async def test_an_admin_sees_delete_and_a_bad_token_is_refused(browser: Browser,
     await other.fill("#login-token", "not-a-token")
     await other.click("#login-form button[type=submit]")
     await expect(other.locator("#login-error")).to_have_text("This token is not valid.")
+
+
+@pytest.mark.slow
+async def test_a_battery_whose_data_stops_turns_stale_without_reload(browser: Browser, fleet: RunningFleet) -> None:
+    now = time.time()
+    # A new site whose only telemetry was received 56 s ago, sampled by a gateway clock an hour ahead (its
+    # time is in the future); its stale budget is 60 s (three intervals of 10 s, at least a minute).
+    site = sample_site(SITES + 5)
+    received = now - 56
+    batch = IngestBatch()
+    batch.states.append((sample_state(site, received), received))
+    batch.availability.append((site.gateway, Availability.ONLINE, received))
+    batch.telemetry.append((sample_telemetry(site, now + 3600, 0), received))
+    await fleet.store.write_batch(batch)
+    page = await signed_in(browser, fleet, fleet.viewer)
+    await open_page(page, f"#/site/{site.gateway}", "site")
+    battery = page.locator("section.battery").first
+    await expect(battery.locator(".updated b")).to_have_text(re.compile(r"^5\d s ago$"))
+    await expect(battery).not_to_have_class(re.compile(r"\bstale\b"))
+    await page.evaluate("window.__not_reloaded = true")
+    await expect(battery).to_have_class(re.compile(r"\bstale\b"), timeout=10_000)
+    await expect(battery.locator("h3")).to_contain_text("(stale)")
+    assert await page.evaluate("window.__not_reloaded") is True

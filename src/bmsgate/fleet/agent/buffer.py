@@ -40,6 +40,15 @@ _SCHEMA: Final = (
 )
 
 
+class _MovedAside(Exception):
+    """The file was damaged and is now at ``aside`` (with its WAL); a new one can be created."""
+
+    def __init__(self, aside: Path, cause: sqlite3.DatabaseError) -> None:
+        super().__init__(f"moved to {aside}")
+        self.aside = aside
+        self.cause = cause
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class BufferedMessage:
     """One stored message (payload decompressed)."""
@@ -56,15 +65,17 @@ class Outbox:
     Args:
         path: the SQLite file (created with its directory).
         max_bytes: bound of the stored (compressed) payload bytes.
+        lock_timeout_s: how long an operation waits for a lock another process holds.
 
     Raises:
-        SinkError: the file cannot be created or opened (e.g. read-only state directory).
+        SinkError: the file cannot be created or opened (e.g. read-only state directory, or another process
+            holds it locked: then it is left as it is and opening it again later finds the backlog).
     """
 
-    def __init__(self, path: Path, *, max_bytes: int) -> None:
+    def __init__(self, path: Path, *, max_bytes: int, lock_timeout_s: float = 5.0) -> None:
         self.path = path
         self.max_bytes = max_bytes
-        self._db = self._open(path)
+        self._db = self._open(path, lock_timeout_s)
         self.next_seq = self._meta("next_seq")
         last = self._db.execute("SELECT MAX(seq) FROM outbox").fetchone()[0]
         if last is not None and last >= self.next_seq:
@@ -75,37 +86,66 @@ class Outbox:
         self.stored_bytes: int = row[1]
 
     @staticmethod
-    def _open(path: Path) -> sqlite3.Connection:
+    def _open(path: Path, lock_timeout_s: float) -> sqlite3.Connection:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            return Outbox._connect(path)
+            return Outbox._connect(path, lock_timeout_s, move_damaged=True)
+        except _MovedAside as moved:
+            _LOGGER.warning(
+                "fleet buffer %s is damaged (%s); moved to %s, starting a new one", path, moved.cause, moved.aside
+            )
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc):
-                raise SinkError(f"cannot open the fleet buffer {path}: {exc}", sink=_SINK) from exc
-            # Not a database (or damaged): keep it for inspection, start a new one; nothing is overwritten.
-            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-            _LOGGER.warning("fleet buffer %s is damaged (%s); moved to %s, starting a new one", path, exc, aside)
-            with contextlib.suppress(OSError):
-                path.replace(aside)
-            for suffix in ("-wal", "-shm"):
-                with contextlib.suppress(OSError):
-                    path.with_name(path.name + suffix).unlink()
-            try:
-                return Outbox._connect(path)
-            except sqlite3.DatabaseError as again:
-                raise SinkError(f"cannot create the fleet buffer {path}: {again}", sink=_SINK) from again
+            # Locked or busy (a second agent, a backup tool), unable to open, I/O: the file may be fine and in
+            # use, so it is left as it is and the caller retries later.
+            raise SinkError(f"cannot open the fleet buffer {path}: {_describe(exc)}", sink=_SINK) from exc
         except OSError as exc:
             raise SinkError(f"cannot create the fleet buffer {path}: {exc}", sink=_SINK) from exc
+        try:
+            return Outbox._connect(path, lock_timeout_s, move_damaged=False)
+        except sqlite3.DatabaseError as again:
+            raise SinkError(f"cannot create the fleet buffer {path}: {_describe(again)}", sink=_SINK) from again
 
     @staticmethod
-    def _connect(path: Path) -> sqlite3.Connection:
-        db = sqlite3.connect(path, isolation_level=None)
+    def _move_aside(path: Path, exc: sqlite3.DatabaseError) -> Path:
+        """Keep a damaged file with its WAL and shared-memory files (one set, nothing deleted) for inspection.
+
+        Raises:
+            SinkError: the file cannot be moved (then nothing was moved, and nothing is overwritten).
+        """
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        try:
+            path.replace(aside)
+        except OSError as move_failed:
+            raise SinkError(
+                f"the fleet buffer {path} is damaged ({exc}) and cannot be moved aside: {move_failed}", sink=_SINK
+            ) from move_failed
+        for suffix in ("-wal", "-shm"):
+            companion = path.with_name(path.name + suffix)
+            if companion.exists():
+                try:
+                    companion.replace(aside.with_name(aside.name + suffix))
+                except OSError as move_failed:
+                    _LOGGER.warning("fleet buffer: cannot move %s aside: %s", companion, move_failed)
+        return aside
+
+    @staticmethod
+    def _connect(path: Path, lock_timeout_s: float, *, move_damaged: bool) -> sqlite3.Connection:
+        db = sqlite3.connect(path, isolation_level=None, timeout=lock_timeout_s)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             for statement in _SCHEMA:
                 db.execute(statement)
             db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+        except sqlite3.DatabaseError as exc:
+            try:
+                # Moved while still open: closing the last connection lets SQLite delete a WAL it cannot read,
+                # and the WAL may hold what the damaged file lacks.
+                if move_damaged and _is_damaged(exc):
+                    raise _MovedAside(Outbox._move_aside(path, exc), exc) from exc
+                raise
+            finally:
+                db.close()
         except BaseException:
             db.close()
             raise
@@ -219,3 +259,24 @@ class Outbox:
         """Close the file (idempotent)."""
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
+
+
+# The primary result codes (the low byte of an extended one) that mean the file itself is not usable as our
+# database. Everything else (busy, locked, cannot open, I/O, read-only) is a condition of the moment.
+_DAMAGED_CODES: Final = frozenset({sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT})
+_IN_USE_CODES: Final = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+def _primary_code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def _is_damaged(exc: sqlite3.DatabaseError) -> bool:
+    return _primary_code(exc) in _DAMAGED_CODES
+
+
+def _describe(exc: sqlite3.Error) -> str:
+    if _primary_code(exc) in _IN_USE_CODES:
+        return f"{exc}: another process holds it (a second agent or a backup tool?); retrying later"
+    return str(exc)

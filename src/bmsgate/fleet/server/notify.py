@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import http.client
 import json
 import logging
 import smtplib
@@ -104,13 +105,18 @@ class Notifier:
         self._wake.set()
 
     async def run(self) -> None:
-        """Send queued notifications until cancelled."""
+        """Send queued notifications until cancelled; one notification that fails in any way never ends it."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
                 job = self._queue.popleft()
-                await self._deliver(job)
+                try:
+                    await self._deliver(job)
+                except Exception as exc:  # noqa: BLE001 - a bug in one delivery must not stop every later one
+                    _log.error("notification of alarm %d failed unexpectedly", job.alarm.id, exc_info=exc)
+                    await self._history(job, AlarmAction.NOTIFY_FAILED, f"{job.action}: {type(exc).__name__}: {exc}")
+                    self.failed += 1
 
     def _body(self, job: _Job) -> dict[str, object]:
         return {
@@ -127,13 +133,14 @@ class Notifier:
             targets.append((f"e-mail to {', '.join(self.settings.smtp.recipients)}", self.settings.smtp))
         for label, target in targets:
             error = await self._attempts(body, target)
+            # Counted once its outcome is recorded: whoever sees the counter move finds the history written.
             if error is None:
-                self.sent += 1
                 await self._history(job, AlarmAction.NOTIFIED, f"{job.action}: {label}")
+                self.sent += 1
             else:
-                self.failed += 1
                 _log.warning("notification failed: %s: %s", label, error)
                 await self._history(job, AlarmAction.NOTIFY_FAILED, f"{job.action}: {label}: {error}")
+                self.failed += 1
 
     async def _attempts(self, body: dict[str, object], target: object) -> str | None:
         backoff = Backoff(self.settings.retry_initial_s, max(self.settings.retry_max_s, self.settings.retry_initial_s))
@@ -144,7 +151,8 @@ class Notifier:
                     await asyncio.to_thread(self._send_mail, target, body)
                 else:
                     await asyncio.to_thread(self._post, str(target), body)
-            except (OSError, smtplib.SMTPException, ValueError) as exc:
+            except (OSError, http.client.HTTPException, smtplib.SMTPException, ValueError) as exc:
+                # HTTPException: a malformed answer (BadStatusLine, IncompleteRead) is not an OSError.
                 error = f"{type(exc).__name__}: {exc}"
                 if attempt + 1 < self.settings.attempts:
                     await asyncio.sleep(backoff.next_delay())

@@ -8,7 +8,8 @@ uvicorn. Everything under ``/api/v1`` (see docs/fleet/api-and-dashboard.md):
   is 401, a role too low 403;
 * a rate limit per token (per client IP for requests without a valid token): 429 with ``Retry-After``;
 * ``/api/v1/openapi.json``: the OpenAPI document; ``/api/v1/health``: liveness, no token;
-* ``/api/v1/live``: the websocket of live updates (:mod:`.stream`), authenticated by its first message.
+* ``/api/v1/live``: the websocket of live updates (:mod:`.stream`), authenticated by its first message and
+  verified again every ``live_token_check_s`` and before each message (a revoked token is closed with 4401).
 
 The dashboard is ``/`` (``index.html``), ``/static/*`` (our files) and ``/vendor/*`` (npm files).
 """
@@ -20,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Final
@@ -83,6 +85,7 @@ API_PREFIX: Final = "/api/v1"
 _TOKEN_STATE: Final = "bmsgate.token"  # noqa: S105 - a scope key, not a secret
 _DEFAULT_SPAN_S: Final = 24 * 3600.0
 _ALARM_STATES: Final = ("active", "open", "acknowledged", "closed", "all")
+_MAX_ACTIVE_ALARMS: Final = 100_000  # of one gateway: one per battery and kind in practice
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -175,6 +178,13 @@ def _actor(request: Request[Any, Any, Any]) -> str:
     return info.label or f"token {info.token_id}"
 
 
+def _require_finite(**times: float | None) -> None:
+    """Refuse NaN and infinities (a float query parameter accepts them) before they reach the store."""
+    for name, value in times.items():
+        if value is not None and not math.isfinite(value):
+            raise ValidationException(f"{name} must be a finite number of Unix seconds, not {value}")
+
+
 def _known_gateway(gateway_id: FromPath[str]) -> str:
     if not is_gateway_id(gateway_id):
         raise NotFoundException(f"no gateway {gateway_id!r}")
@@ -220,7 +230,8 @@ async def list_gateways(
         views = await ctx.overview.summaries()
         return GatewayList(gateways=views, total=len(views))
     records = await ctx.store.list_gateways()
-    return GatewayList(gateways=[gateway_view(record, summary=summary) for record in records], total=len(records))
+    now = ctx.clock()
+    return GatewayList(gateways=[gateway_view(record, now=now) for record in records], total=len(records))
 
 
 @get("/gateways/{gateway_id:str}", summary="One gateway with its batteries, inverter and recent alarms")
@@ -228,13 +239,19 @@ async def get_gateway(ctx: NamedDependency[ApiContext], gateway_id: FromPath[str
     """One gateway in full, with its 50 most recent alarms."""
     record = await ctx.store.get_gateway(_known_gateway(gateway_id))
     alarms = await ctx.store.list_alarms(AlarmFilter(gateway=gateway_id, limit=50))
-    return gateway_view(record, alarms=alarms)
+    return gateway_view(record, alarms=alarms, now=ctx.clock())
 
 
 @delete("/gateways/{gateway_id:str}", opt={"role": Role.ADMIN}, summary="Delete a gateway and its history (admin)")
 async def delete_gateway(ctx: NamedDependency[ApiContext], gateway_id: FromPath[str]) -> None:
     """Remove a gateway and everything stored about it."""
-    await ctx.store.delete_gateway(_known_gateway(gateway_id))
+    # The alarm engine holds only alarms not closed; read before they are gone.
+    active = await ctx.store.list_alarms(
+        AlarmFilter(state=AlarmState.OPEN, gateway=_known_gateway(gateway_id), limit=_MAX_ACTIVE_ALARMS)
+    )
+    await ctx.store.delete_gateway(gateway_id)
+    for alarm in active:
+        ctx.alarm_deleted(alarm.id)
     ctx.feed.publish(LiveUpdate(kind=LiveKind.GATEWAY_DELETED, gateway=gateway_id, at=ctx.clock(), data={}))
 
 
@@ -282,6 +299,7 @@ async def series(
     """A time series, oldest first (``auto``: raw up to 6 h, per minute up to 7 days, else per hour)."""
     if not series_field_is_valid(field):
         raise ValidationException(f"unknown field {field!r}")
+    _require_finite(since=since, until=until)
     end = ctx.clock() if until is None else until
     start = end - _DEFAULT_SPAN_S if since is None else since
     if start > end:
@@ -306,6 +324,7 @@ async def list_alarms(
     """Alarms matching the filter."""
     if wanted_state not in _ALARM_STATES:
         raise ValidationException(f"state must be one of {', '.join(_ALARM_STATES)}")
+    _require_finite(since=since)
     wanted = {
         "active": (AlarmState.OPEN, False),
         "open": (AlarmState.OPEN, True),
@@ -345,8 +364,12 @@ async def acknowledge_alarm(
 async def close_alarm(
     request: Request[Any, Any, Any], ctx: NamedDependency[ApiContext], alarm_id: FromPath[int]
 ) -> AlarmView:
-    """Close an alarm (no change when it already is closed)."""
+    """Close an alarm (no change when it already is closed).
+
+    The alarm engine forgets it: a condition that still holds opens a new alarm instead of staying silenced.
+    """
     view = alarm_view(await ctx.store.close_alarm(alarm_id, ctx.clock(), by=_actor(request)))
+    ctx.alarm_deleted(alarm_id)
     _publish_alarm(ctx, view)
     return view
 
@@ -375,23 +398,37 @@ async def live(socket: WebSocket[Any, Any, Any], ctx: NamedDependency[ApiContext
     except WebSocketDisconnect:
         return
     token = hello.get("token") if isinstance(hello, dict) else None
-    if not isinstance(token, str) or ctx.tokens.verify(token) is None:
+    if not isinstance(token, str) or not _still_valid(ctx, token):
         await socket.close(code=4401, reason="invalid token")
         return
+    revoked = asyncio.Event()
     with ctx.stream.connect() as client:
         await socket.send_text(HELLO)
 
         async def pump() -> None:
             while True:
-                await socket.send_text(await client.queue.get())
+                message = await client.queue.get()
+                if not _still_valid(ctx, token):
+                    revoked.set()
+                    return
+                await socket.send_text(message)
 
         async def drain() -> None:
             while True:
                 await socket.receive_data(mode="text")
 
+        async def watch_token() -> None:
+            # A quiet stream sends nothing, so the check before each message alone would leave it open.
+            while True:
+                await asyncio.sleep(ctx.settings.live_token_check_s)
+                if not _still_valid(ctx, token):
+                    revoked.set()
+                    return
+
         tasks = {
             asyncio.create_task(pump()),
             asyncio.create_task(drain()),
+            asyncio.create_task(watch_token()),
             asyncio.create_task(client.overflowed.wait()),
         }
         try:
@@ -400,9 +437,21 @@ async def live(socket: WebSocket[Any, Any, Any], ctx: NamedDependency[ApiContext
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        if client.overflowed.is_set():
+        if revoked.is_set():
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+                await socket.close(code=4401, reason="token revoked")
+        elif client.overflowed.is_set():
             with contextlib.suppress(WebSocketDisconnect, RuntimeError):
                 await socket.close(code=4408, reason="fell behind: reconnect and reload")
+
+
+def _still_valid(ctx: ApiContext, token: str) -> bool:
+    """Whether the token is (still) known; a token file that cannot be read counts as no (fail closed)."""
+    try:
+        return ctx.tokens.verify(token) is not None
+    except TokenError as exc:
+        _log.error("live websocket: cannot verify its token: %s", exc)
+        return False
 
 
 # -- the dashboard -------------------------------------------------------------------------------------------
@@ -475,7 +524,8 @@ def create_app(
         feed: the live feed that ingest and alarms publish to.
         send_command: hands a command to the broker (see :data:`~bmsgate.fleet.server.api.context.CommandSender`).
         settings: rate limits, map tiles, where the npm files are.
-        alarm_deleted: told the id of each alarm deleted through the API (the alarm engine's ``forget``).
+        alarm_deleted: told the id of each alarm closed or deleted through the API, including the active
+            alarms of a deleted gateway (the alarm engine's ``forget``, so the condition can open it again).
     """
     context = ApiContext.compose(
         store=store,

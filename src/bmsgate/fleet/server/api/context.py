@@ -40,7 +40,8 @@ class ApiContext:
     clock: Callable[[], float] = time.time
     monotonic: Callable[[], float] = time.monotonic
     alarm_deleted: Callable[[int], None] = lambda _alarm_id: None
-    """Told of every alarm deleted through the API (the alarm engine forgets it, so it can open again)."""
+    """Told of every alarm closed or deleted through the API, and of the active alarms of a gateway deleted
+    through it (the alarm engine forgets them, so a condition that persists opens a new alarm)."""
 
     @classmethod
     def compose(

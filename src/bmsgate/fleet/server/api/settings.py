@@ -31,6 +31,9 @@ class ApiSettings:
     """A command not delivered within this time is rejected by the gateway as expired."""
     live_auth_timeout_s: float = 5.0
     """A websocket must send its token within this time."""
+    live_token_check_s: float = 2.0
+    """A websocket's token is verified again this often (and before each message): a revoked token's
+    socket is closed (4401) within this time."""
     live_queue: int = 1000
     """Live updates buffered per websocket; a client that falls further behind is disconnected."""
     overview_max_age_s: float = 60.0

@@ -41,7 +41,7 @@ class RunningFleet:
     now: float
     commands: list[tuple[str, CommandMessage]] = dataclasses.field(default_factory=list)
     deleted_alarms: list[int] = dataclasses.field(default_factory=list)
-    """Ids the API reported as deleted (what the alarm engine is told)."""
+    """Ids the API reported as closed or deleted (what the alarm engine is told to forget)."""
 
 
 @contextlib.asynccontextmanager

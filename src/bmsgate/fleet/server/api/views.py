@@ -3,13 +3,18 @@
 They are dataclasses so that the OpenAPI document describes every field. A gateway's overview values
 (``soc``: the mean over its batteries that report one; ``cell_delta``: the largest of its batteries, in V)
 are computed here once, so the dashboard sorts and filters 10,000 sites without looking into snapshots.
+
+A battery's ``age_s`` and ``stale`` are of the moment the view is built, not of the message that brought
+the reading: the stored age plus the time since (so a gateway that went silent shows its batteries
+stale once their budget passed).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from bmsgate.fleet.server.store.repository import (
     AlarmRecord,
@@ -19,6 +24,10 @@ from bmsgate.fleet.server.store.repository import (
     PackRecord,
     Series,
 )
+
+_STALE_INTERVALS: Final = 3.0  # like the "no data" alarm: three intervals of silence
+_STALE_MIN_S: Final = 60.0
+_DEFAULT_INTERVAL_S: Final = 60.0  # a gateway that never sent its state (interval unknown)
 
 __all__ = [
     "AlarmList",
@@ -35,6 +44,7 @@ __all__ = [
     "alarm_view",
     "gateway_view",
     "series_view",
+    "stale_budget",
 ]
 
 
@@ -68,9 +78,14 @@ class BatteryView:
     name: str | None
     protocol: str | None
     at: float | None
+    """Sampling time of the message the reading came in (the gateway's clock)."""
     age_s: float | None
+    """Age of the reading now: its age at ``at`` plus the time since (None: never reported)."""
     stale: bool
+    """The gateway marked it stale, it never reported, or ``age_s`` is over ``stale_after_s``."""
     snapshot: dict[str, Any] | None
+    stale_after_s: float
+    """The budget: a reading older than this is stale (a few telemetry intervals of the gateway)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -195,9 +210,21 @@ def _location(record: LocationRecord | None) -> LocationView | None:
     return LocationView(record.lat, record.lon, record.fix, record.source, record.time, record.received_at)
 
 
-def _battery(record: BatteryRecord) -> BatteryView:
+def stale_budget(interval_s: float | None) -> float:
+    """How old a battery reading may be before it counts as stale, for a gateway's telemetry interval."""
+    return max(_STALE_INTERVALS * (interval_s or _DEFAULT_INTERVAL_S), _STALE_MIN_S)
+
+
+def _battery(record: BatteryRecord, *, now: float, last_seen: float | None, budget: float) -> BatteryView:
     snapshot = dict(record.snapshot) if record.snapshot is not None else None
-    return BatteryView(record.id, record.name, record.protocol, record.at, record.age_s, record.stale, snapshot)
+    age_s = record.age_s
+    if age_s is not None and record.at is not None:
+        # `at` is the gateway's clock; when it is ahead of ours, the server's receipt time bounds it instead
+        # (so a silent gateway still ages, and nothing is "0 s ago" for a time in the future).
+        reference = record.at if last_seen is None else min(record.at, last_seen)
+        age_s += max(0.0, now - reference)
+    stale = record.stale or age_s is None or age_s > budget
+    return BatteryView(record.id, record.name, record.protocol, record.at, age_s, stale, snapshot, budget)
 
 
 def _number(snapshot: Mapping[str, Any] | None, key: str) -> float | None:
@@ -227,9 +254,22 @@ def alarm_view(record: AlarmRecord) -> AlarmView:
 
 
 def gateway_view(
-    record: GatewayRecord, *, summary: bool = False, alarms: Sequence[AlarmRecord] | None = None
+    record: GatewayRecord,
+    *,
+    summary: bool = False,
+    alarms: Sequence[AlarmRecord] | None = None,
+    now: float | None = None,
 ) -> GatewayView:
-    """The JSON shape of one gateway: the summary leaves out batteries and inverter (the overview's form)."""
+    """The JSON shape of one gateway: the summary leaves out batteries and inverter (the overview's form).
+
+    Args:
+        record: the gateway as stored.
+        summary: leave out batteries and inverter.
+        alarms: its recent alarms (the detail form).
+        now: the time the batteries' age and staleness are computed for (default: the current time).
+    """
+    moment = time.time() if now is None else now
+    budget = stale_budget(record.interval_s)
     socs = [soc for battery in record.batteries if (soc := _number(battery.snapshot, "soc")) is not None]
     deltas = [delta for battery in record.batteries if (delta := _number(battery.snapshot, "cell_delta")) is not None]
     return GatewayView(
@@ -251,7 +291,9 @@ def gateway_view(
         uptime_s=record.uptime_s,
         buffer_queued=record.buffer_queued,
         buffer_dropped=record.buffer_dropped,
-        batteries=None if summary else [_battery(battery) for battery in record.batteries],
+        batteries=None
+        if summary
+        else [_battery(battery, now=moment, last_seen=record.last_seen, budget=budget) for battery in record.batteries],
         inverter=None if summary or record.inverter is None else dict(record.inverter),
         inverter_at=None if summary else record.inverter_at,
         alarms=None if alarms is None else [alarm_view(alarm) for alarm in alarms],

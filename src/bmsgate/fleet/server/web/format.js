@@ -27,13 +27,26 @@ export function millivolts(volts) {
   return volts === null || volts === undefined ? "–" : `${Math.round(volts * 1000)} mV`;
 }
 
+// A clock a few seconds apart is normal; beyond that a time "in the future" is said so, never "0 s ago".
+const CLOCK_TOLERANCE_S = 5;
+
+function duration(seconds) {
+  if (seconds < 90) return `${Math.round(seconds)} s`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
+  if (seconds < 129600) return `${Math.round(seconds / 3600)} h`;
+  return `${Math.round(seconds / 86400)} d`;
+}
+
+export function ageText(seconds) {
+  if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return "never";
+  return `${duration(Math.max(0, seconds))} ago`;
+}
+
 export function ago(unixSeconds) {
   if (!unixSeconds) return "never";
-  const seconds = Math.max(0, Date.now() / 1000 - unixSeconds);
-  if (seconds < 90) return `${Math.round(seconds)} s ago`;
-  if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
-  if (seconds < 129600) return `${Math.round(seconds / 3600)} h ago`;
-  return `${Math.round(seconds / 86400)} d ago`;
+  const seconds = Date.now() / 1000 - unixSeconds;
+  if (seconds < -CLOCK_TOLERANCE_S) return `${duration(-seconds)} in the future (clock ahead)`;
+  return ageText(seconds);
 }
 
 export function clock(unixSeconds) {

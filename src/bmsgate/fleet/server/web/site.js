@@ -3,7 +3,7 @@
 
 import { api, roleAllows } from "./api.js";
 import { alarmTable } from "./alarms.js";
-import { ago, clock, el, loadScript, millivolts, num, siteState } from "./format.js";
+import { ageText, ago, clock, el, loadScript, millivolts, num, siteState } from "./format.js";
 import { onLive } from "./live.js";
 
 const HISTORY_SECONDS = 24 * 3600;
@@ -13,6 +13,8 @@ const CHARTS = [
   { field: "soc", label: "SoC", unit: "%" },
   { field: "cell_voltages", label: "Cell voltages", unit: "V" },
 ];
+// How often the battery cards re-check their age: a silent gateway sends nothing that would re-render them.
+const AGE_CHECK_MS = 2000;
 const CELL_COLOURS = ["#3b82c4", "#d64545", "#1f9d55", "#d69e2e", "#7c3aed", "#0f766e", "#be185d", "#475569"];
 
 function cellBars(voltages) {
@@ -36,10 +38,24 @@ function value(label, text) {
   return el("div", {}, el("small", { text: label }), el("b", { text }));
 }
 
-function batteryCard(gatewayId, battery) {
+// The API's age is of the moment it answered; the card ages on from there (our clock, not the gateway's).
+function currentAge(battery, fetchedAt) {
+  if (battery.age_s === null || battery.age_s === undefined) return null;
+  return battery.age_s + Math.max(0, Date.now() / 1000 - fetchedAt);
+}
+
+function showAge(card, battery, fetchedAt) {
+  const age = currentAge(battery, fetchedAt);
+  const stale = battery.stale || age === null || age > battery.stale_after_s;
+  card.classList.toggle("stale", stale);
+  card.querySelector("h3").textContent = `${battery.name || battery.id}${stale ? " (stale)" : ""}`;
+  card.querySelector(".updated b").textContent = ageText(age);
+}
+
+function batteryCard(gatewayId, battery, fetchedAt) {
   const snapshot = battery.snapshot || {};
-  const card = el("section", { class: `card battery${battery.stale ? " stale" : ""}`, dataset: { battery: battery.id } },
-    el("h3", { text: `${battery.name || battery.id}${battery.stale ? " (stale)" : ""}` }),
+  const card = el("section", { class: "card battery", dataset: { battery: battery.id } },
+    el("h3", {}),
     el("div", { class: "values" },
       value("SoC", num(snapshot.soc, 0, "%")),
       value("Voltage", num(snapshot.voltage, 2, "V")),
@@ -48,10 +64,11 @@ function batteryCard(gatewayId, battery) {
       value("Cell delta", millivolts(snapshot.cell_delta)),
       value("Temperature", num(snapshot.temperature_mean, 1, "°C")),
       value("Cycles", snapshot.cycles ?? "–"),
-      value("Updated", ago(snapshot.timestamp))),
+      el("div", { class: "updated" }, el("small", { text: "Updated" }), el("b", {}))),
     (snapshot.alarms || []).length
       ? el("p", { class: "error", text: `BMS alarms: ${snapshot.alarms.join(", ")}` }) : null,
     cellBars(snapshot.cell_voltages));
+  showAge(card, battery, fetchedAt);
   const charts = el("div", { class: "charts" });
   card.append(charts);
   drawCharts(charts, gatewayId, battery.id);
@@ -143,8 +160,10 @@ function commandsCard(gateway, session) {
 
 export async function renderSite(view, context, gatewayId) {
   let timer = null;
+  let shown = [];
   async function refresh() {
     const gateway = await api(`/gateways/${encodeURIComponent(gatewayId)}`);
+    const fetchedAt = Date.now() / 1000;
     const state = siteState(gateway);
     const location = gateway.location && gateway.location.lat !== null && gateway.location.lat !== undefined
       ? `${num(gateway.location.lat, 4)}, ${num(gateway.location.lon, 4)}` : "no location";
@@ -158,7 +177,8 @@ export async function renderSite(view, context, gatewayId) {
           await api(`/gateways/${encodeURIComponent(gateway.id)}`, { method: "DELETE" });
           context.navigate("#/");
         } }) : null);
-    const batteries = el("div", { class: "cards" }, ...(gateway.batteries || []).map((battery) => batteryCard(gateway.id, battery)));
+    shown = (gateway.batteries || []).map((battery) => ({ battery, fetchedAt, card: batteryCard(gateway.id, battery, fetchedAt) }));
+    const batteries = el("div", { class: "cards" }, ...shown.map((entry) => entry.card));
     const side = el("div", { class: "cards" }, inverterCard(gateway.inverter), versionsCard(gateway), commandsCard(gateway, context.session));
     const alarms = el("section", { class: "card site-alarms" }, el("h3", { text: "Alarms" }),
       gateway.alarms && gateway.alarms.length
@@ -175,8 +195,12 @@ export async function renderSite(view, context, gatewayId) {
     timer = setTimeout(refresh, 300);
   });
   await refresh();
+  const ageing = setInterval(() => {
+    for (const entry of shown) showAge(entry.card, entry.battery, entry.fetchedAt);
+  }, AGE_CHECK_MS);
   return () => {
     unsubscribe();
     clearTimeout(timer);
+    clearInterval(ageing);
   };
 }
