@@ -250,18 +250,25 @@ class FleetAgent:
         if dropped:
             self._unreported_drops += dropped
             self._state_dirty.set()
-            now = time.monotonic()
-            if now - self._last_drop_event >= _DROP_EVENT_GAP:
-                self._last_drop_event = now
-                count, self._unreported_drops = self._unreported_drops, 0
-                self._append_event(
-                    PendingEvent(
-                        EventKind.BUFFER_DROPPED,
-                        detail="offline buffer full: oldest messages dropped",
-                        data={"dropped": count, "total": self._outbox.dropped},
-                    )
-                )
+            # Offline, an event would itself be the oldest message soon and be dropped: the drops are
+            # reported once the broker can hear it (see _report_drops, called on connect).
+            if self.connected.is_set() and time.monotonic() - self._last_drop_event >= _DROP_EVENT_GAP:
+                self._report_drops()
         return seq
+
+    def _report_drops(self) -> None:
+        """One ``buffer_dropped`` event for the drops not yet reported (none: nothing)."""
+        if not self._unreported_drops or self._outbox is None:
+            return
+        self._last_drop_event = time.monotonic()
+        count, self._unreported_drops = self._unreported_drops, 0
+        self._append_event(
+            PendingEvent(
+                EventKind.BUFFER_DROPPED,
+                detail="offline buffer full: oldest messages dropped",
+                data={"dropped": count, "total": self._outbox.dropped},
+            )
+        )
 
     def _append_event(self, event: PendingEvent) -> None:
         at = self._clock()
@@ -276,7 +283,8 @@ class FleetAgent:
                     kind=event.kind,
                     battery=event.battery,
                     alarm=event.alarm,
-                    detail=event.detail,
+                    # The server refuses a NUL anywhere in a payload; a detail may quote what a command said.
+                    detail=event.detail.replace("\x00", "\ufffd")[:1024],
                     data=event.data,
                 )
             )
@@ -448,6 +456,7 @@ class FleetAgent:
                 await self._publish_state(session)
                 self._reported_dirty = self._reported is not None
                 self.connected.set()
+                self._report_drops()
                 group.create_task(self._state_loop(session), name="fleet-state")
                 group.create_task(self._send(session), name="fleet-send")
         except BaseExceptionGroup as group_error:
