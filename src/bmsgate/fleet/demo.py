@@ -93,7 +93,9 @@ class FleetDemo:
         options = self.options
         data_dir = options.data_dir
         if data_dir is None:
-            data_dir = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="bmsgate-fleet-demo-")))
+            # A stop in the middle of the start may still be writing certificates while this is removed.
+            scratch = tempfile.TemporaryDirectory(prefix="bmsgate-fleet-demo-", ignore_cleanup_errors=True)
+            data_dir = Path(self._stack.enter_context(scratch))
         http_port = options.http_port
         if http_port is None:
             http_port = _PREFERRED_HTTP if tcp_port_free(options.http_host, _PREFERRED_HTTP) else 0

@@ -299,3 +299,8 @@ def _close_socket(client: aiomqtt.Client) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.close()
+    # aiomqtt keeps a lost connection's error in a future nobody awaits once the session is over; our caller
+    # already has it as a SinkError, so mark it seen instead of letting asyncio log it at garbage collection.
+    disconnected = getattr(client, "_disconnected", None)
+    if isinstance(disconnected, asyncio.Future) and disconnected.done() and not disconnected.cancelled():
+        disconnected.exception()

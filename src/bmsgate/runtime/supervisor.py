@@ -412,7 +412,13 @@ class Supervisor:
         while True:
             try:
                 await sink.run(self.hub)
-            except Exception as exc:  # noqa: BLE001 - one output's failure must never stop the others
+            except Exception as exc:  # one output's failure must never stop the others
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    # Stopping: an error raised while the output cleaned up took the cancellation's place.
+                    # Restarting the output now would outlive the shutdown (and keep the process running).
+                    _LOGGER.debug("output %s failed while stopping: %s", sink.name, exc)
+                    raise asyncio.CancelledError from exc
                 if not backoff.failures:
                     _LOGGER.warning("output %s failed: %s; retrying", sink.name, exc)
                 else:
