@@ -114,3 +114,15 @@ def test_cell_bars_fit(width: int) -> None:
     assert all(len(line) <= width for line in lines)
     for number in range(1, 17):
         assert re.search(rf"\b{number} [█░]+ 3\.3\d\d V", text), f"cell {number} bar missing:\n{text}"
+
+
+def test_a_notice_stays_above_the_live_view_at_80_columns() -> None:
+    console = Console(file=io.StringIO(), width=80, record=True, color_system=None)
+    sink = ConsoleSink(console=console, mode="live", names=NAMES, link_stats=lambda _id: Link())
+    banner = "fleet dashboard: http://127.0.0.1:8080/  admin token: Y8xMMIZC99zkwfKpFspermw3V7LKGDbgP57Z7TmUADA"
+    sink.add_notice(banner)
+    console.print(sink.render(make_hub()))
+    text = console.export_text()
+    assert text.splitlines()[0].startswith("fleet dashboard: http://127.0.0.1:8080/")
+    assert "Y8xMMIZC99zkwfKpFspermw3V7LKGDbgP57Z7TmUADA" in text.replace("\n", "")  # folded, never cut
+    assert all(len(line) <= 80 for line in text.splitlines())

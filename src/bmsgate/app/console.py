@@ -103,6 +103,9 @@ class ConsoleSink:
         self.link_stats = link_stats
         self.refresh_per_second = refresh_per_second
         self.lines_written = 0
+        self.notices: list[str] = []
+        """Lines shown above the live view (the demo's fleet dashboard address and token), which log lines
+        printed above it would scroll out of sight."""
 
     def _live(self) -> bool:
         return self.mode == "live" or (self.mode == "auto" and self.console.is_terminal)
@@ -134,9 +137,15 @@ class ConsoleSink:
             return Text("no batteries configured", style="dim")
         return _View(lambda console, options: self._layout(hub, battery_ids, console, options))
 
+    def add_notice(self, text: str) -> None:
+        """Show `text` above the live view for as long as it runs (plain mode has it in the log already)."""
+        self.notices.append(text)
+
     def _layout(
         self, hub: SnapshotHub, battery_ids: list[str], console: Console, options: ConsoleOptions
     ) -> Iterator[RenderableType]:
+        for notice in self.notices:
+            yield Text(notice, style="bold cyan", overflow="fold")
         yield self._overview(hub, battery_ids, console, options)
         for battery_id in battery_ids:
             yield self._cells_panel(hub, battery_id, options.max_width)

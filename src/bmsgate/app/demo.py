@@ -25,6 +25,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from bmsgate.app.config import GatewayConfig
+from bmsgate.app.console import ConsoleSink
 from bmsgate.app.gateway import SinkBuilder
 from bmsgate.app.outputs import OutputContext, build_output, build_outputs
 from bmsgate.app.ports import check_tcp_port_free, free_tcp_port, tcp_port_free
@@ -375,6 +376,9 @@ class _FleetDemoSink:
         options = FleetDemoOptions(gateways=self._options.fleet_sites or 0, http_host=host, http_port=port)
         async with FleetDemo(options) as demo:
             _LOGGER.warning("demo: %s", demo.banner())
+            for sink in self._context.supervisor.sinks:
+                if isinstance(sink, ConsoleSink):
+                    sink.add_notice(demo.banner())
             credentials = demo.enroll_to_file("demo-gateway")
             await demo.apply()
             town, province, lat, lon = SOUTH_AFRICAN_TOWNS[1]
