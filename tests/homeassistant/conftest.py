@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -21,8 +19,9 @@ import pytest
 
 from bmsgate.homeassistant import BatteryInfo, HomeAssistantSink, MqttSettings
 from bmsgate.model import Alarm, BatterySnapshot, DeviceInfo
-from bmsgate.mqtt.broker import find_mosquitto, free_port
+from bmsgate.mqtt.broker import find_mosquitto
 from bmsgate.runtime.hub import SnapshotHub
+from tests.mosquitto import Mosquitto
 
 MOSQUITTO = find_mosquitto()
 needs_mosquitto = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto binary not installed")
@@ -30,54 +29,6 @@ needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="open
 needs_passwd = pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="mosquitto_passwd missing")
 
 TIMEOUT = 10.0
-
-
-class Mosquitto:
-    """One mosquitto process with a generated config; restartable on the same port."""
-
-    def __init__(self, directory: Path, *, extra: str = "", port: int | None = None, listener: str = "") -> None:
-        self.directory = directory
-        self.port = port or free_port()
-        self.config = directory / f"mosquitto-{self.port}.conf"
-        listener_line = listener or f"listener {self.port} 127.0.0.1"
-        self.config.write_text(
-            # `user`: mosquitto started as root would otherwise drop to "mosquitto" and lose access
-            # to the certificates and password file under the (private) pytest tmp_path.
-            f"{listener_line}\nuser {getpass.getuser()}\npersistence false\nlog_dest stderr\nlog_type error\n{extra}",
-            encoding="utf-8",
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        assert MOSQUITTO is not None
-        log = (self.directory / f"mosquitto-{self.port}.log").open("ab")
-        with log:
-            self.process = subprocess.Popen([str(MOSQUITTO), "-c", str(self.config)], stdout=log, stderr=log)
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"mosquitto not listening: {self.log()}") from None
-                time.sleep(0.01)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(5)
-        self.process = None
-
-    def log(self) -> str:
-        path = self.directory / f"mosquitto-{self.port}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
 
 
 @pytest.fixture

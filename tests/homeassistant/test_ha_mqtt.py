@@ -25,8 +25,9 @@ from bmsgate.model import BatterySnapshot
 from bmsgate.mqtt.broker import EmbeddedBroker
 from bmsgate.mqtt.client import connect
 from bmsgate.runtime.hub import SnapshotHub
+from tests.mosquitto import Mosquitto
 
-from .conftest import BATTERY1, TIMEOUT, Mosquitto, Recorder, needs_passwd, retained, running, settings, snapshot
+from .conftest import BATTERY1, TIMEOUT, Recorder, needs_passwd, retained, running, settings, snapshot
 from .energy_process import MAX_GAP, SAVE_INTERVAL
 
 STATE = "bmsgate/battery1/state"

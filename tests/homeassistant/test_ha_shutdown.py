@@ -16,8 +16,9 @@ from bmsgate.mqtt import broker as broker_module
 from bmsgate.mqtt.broker import EmbeddedBroker, find_mosquitto
 from bmsgate.mqtt.client import MqttSession
 from bmsgate.runtime.hub import SnapshotHub
+from tests.mosquitto import Mosquitto
 
-from .conftest import BATTERY1, Mosquitto, settings, snapshot
+from .conftest import BATTERY1, settings, snapshot
 
 STOP_WITHIN = 2.0
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,9 +20,10 @@ from bmsgate.fleet.credentials import GatewayCredentials, write_credentials
 from bmsgate.fleet.protocol import Channel, FleetMessageError, GatewayMessage, decode
 from bmsgate.model import Alarm, BatterySnapshot
 from bmsgate.mqtt import client as mqtt
-from bmsgate.mqtt.broker import find_mosquitto, free_port
+from bmsgate.mqtt.broker import find_mosquitto
 from bmsgate.mqtt.settings import BrokerSettings
 from bmsgate.runtime.hub import SnapshotHub
+from tests.mosquitto import Mosquitto
 
 MOSQUITTO = find_mosquitto()
 TIMEOUT = 10.0
@@ -52,51 +51,17 @@ def password(user: str) -> str:
     return f"secret-{user}"
 
 
-class FleetBroker:
+class FleetBroker(Mosquitto):
     """Mosquitto with a password file and the fleet's per-gateway ACL; restartable on the same port."""
 
     def __init__(self, directory: Path, *, extra: str = "") -> None:
-        self.directory = directory
-        self.port = free_port()
         passwords = directory / "passwd"
         passwords.write_text("", encoding="utf-8")
         for user in (*GATEWAYS, INGEST):
             subprocess.run(["mosquitto_passwd", "-b", str(passwords), user, password(user)], check=True)
         (directory / "acl").write_text(_ACL, encoding="utf-8")
-        self.config = directory / "mosquitto.conf"
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nuser {getpass.getuser()}\npersistence false\n"
-            f"allow_anonymous false\npassword_file {passwords}\nacl_file {directory / 'acl'}\n"
-            f"log_dest stderr\nlog_type error\n{extra}",
-            encoding="utf-8",
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        assert MOSQUITTO is not None
-        with (self.directory / "mosquitto.log").open("ab") as log:
-            self.process = subprocess.Popen([str(MOSQUITTO), "-c", str(self.config)], stdout=log, stderr=log)
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError("mosquitto exited: " + (self.directory / "mosquitto.log").read_text())
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("mosquitto is not listening") from None
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(5)
-        self.process = None
+        access = f"allow_anonymous false\npassword_file {passwords}\nacl_file {directory / 'acl'}\n"
+        super().__init__(directory, extra=access + extra)
 
     def credentials(self, gateway: str) -> GatewayCredentials:
         return GatewayCredentials(gateway=gateway, broker_url=self.url, username=gateway, password=password(gateway))  # type: ignore[arg-type]

@@ -12,11 +12,9 @@ gets a fresh database. Skipped with a clear reason only when the PostgreSQL serv
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +27,7 @@ import pytest
 
 from bmsgate.fleet.server.store import Repository, StoreSettings, open_store
 from bmsgate.mqtt.broker import find_mosquitto, free_port
+from tests.mosquitto import Mosquitto
 
 PG_BIN: Final = Path("/usr/lib/postgresql/15/bin")
 MOSQUITTO = find_mosquitto()
@@ -164,63 +163,15 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await repository.close()
 
 
-class Mosquitto:
-    """One Mosquitto process (anonymous, persistence in `directory`), restartable on the same port."""
-
-    def __init__(self, directory: Path) -> None:
-        assert MOSQUITTO is not None
-        self.binary = MOSQUITTO
-        self.directory = directory
-        self.port = free_port()
-        self.config = directory / "mosquitto.conf"
-        user = "root" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {directory}/\nuser {user}\nmax_queued_messages 1000000\n"
-            "max_inflight_messages 0\nlog_dest stderr\n"
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with (self.directory / "mosquitto.log").open("ab") as log:
-            self.process = subprocess.Popen([str(self.binary), "-c", str(self.config)], stdout=log, stderr=log)
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                return
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mosquitto did not start: {self.log()}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def log(self) -> str:
-        return (self.directory / "mosquitto.log").read_text(errors="replace")[-2000:]
-
-
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     if MOSQUITTO is None:
         pytest.skip("mosquitto binary not installed: apt-get install mosquitto")
     directory = tmp_path / "mosquitto"
     directory.mkdir()
-    broker = Mosquitto(directory)
+    # Persistent, with queues big enough that a stopped ingest never loses messages (as the fleet broker).
+    queues = "allow_anonymous true\nmax_queued_messages 1000000\nmax_inflight_messages 0\n"
+    broker = Mosquitto(directory, extra=queues, persistence=True)
     broker.start()
     try:
         yield broker

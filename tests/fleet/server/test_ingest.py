@@ -20,8 +20,8 @@ from bmsgate.fleet.server.store import Repository, StoreSettings, open_store
 from bmsgate.fleet.server.store.repository import IngestBatch, Resolution, StoreError, WriteResult
 from bmsgate.mqtt.client import MqttSession, connect
 from bmsgate.mqtt.settings import BrokerSettings
-from tests.fleet.server.conftest import Mosquitto
 from tests.fleet.server.store.messages import event, state, telemetry
+from tests.mosquitto import Mosquitto
 
 T0 = float(int(time.time()) - 3600)
 """An hour ago: ingest refuses messages timed ahead of its clock (the store tests' fixed T0 may be)."""
