@@ -13,7 +13,7 @@ from bmsgate.fleet.server.store.repository import (
     Resolution,
     SeriesPoint,
 )
-from bmsgate.fleet.server.store.rows import ALARM_COLUMNS, SAMPLE_COLUMNS, cell_index
+from bmsgate.fleet.server.store.rows import ALARM_COLUMNS, GATEWAY_COLUMNS, SAMPLE_COLUMNS, cell_index
 
 _Row = TypeVar("_Row")
 
@@ -31,29 +31,8 @@ ROLLUP_COLUMNS: Final = tuple(f"{field}_{stat}" for field in NUMERIC_FIELDS for 
 ROLLUP_FIELDS_SQL: Final = ", ".join(ROLLUP_COLUMNS)
 
 EXPORT_TABLES: Final[dict[str, tuple[str, ...]]] = {
-    "gateways": (
-        "id",
-        "name",
-        "site",
-        "tags",
-        "hardware",
-        "software_version",
-        "packs",
-        "location",
-        "home_lat",
-        "home_lon",
-        "online",
-        "last_seen",
-        "interval_s",
-        "uptime_s",
-        "buffer_queued",
-        "buffer_dropped",
-        "descriptors",
-        "inverter",
-        "inverter_at",
-        "state_at",
-        "rollup_from",
-    ),
+    # What the registry reads, and two bookkeeping columns only an export must carry.
+    "gateways": (*GATEWAY_COLUMNS, "state_at", "rollup_from"),
     "batteries": ("gateway", "battery", "at", "age_s", "stale", "snapshot"),
     "samples": SAMPLE_COLUMNS,
     "samples_minute": ("gateway", "battery", "bucket", "n", *ROLLUP_COLUMNS, "cells_min", "cells_avg", "cells_max"),
