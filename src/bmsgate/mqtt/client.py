@@ -283,24 +283,37 @@ async def _enter(client: aiomqtt.Client, settings: BrokerSettings) -> None:
 
 
 async def _close(client: aiomqtt.Client) -> None:
-    """Disconnect cleanly (bounded), and close the socket whatever state the session is in.
+    """Disconnect cleanly (bounded); a session that cannot say goodbye gets its socket closed.
 
     A session the network broke (a cut link) leaves paho's TLS socket open: a gateway on a flaky link
     would collect one file descriptor per reconnect until the garbage collector found them.
     """
-    with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+    try:
         async with asyncio.timeout(_CLOSE_TIMEOUT):
             await client.__aexit__(None, None, None)
-    _close_socket(client)
+    except (aiomqtt.MqttError, TimeoutError):
+        _close_socket(client)
+    else:
+        _mark_disconnect_seen(client)
 
 
 def _close_socket(client: aiomqtt.Client) -> None:
     sock = client._client._sock
     if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.close()
+        # Later in the loop, not now: paho may have just asked (from its thread) for the socket to be
+        # watched, and that request must not find a closed file descriptor.
+        asyncio.get_running_loop().call_soon(_close_quietly, sock)
+    _mark_disconnect_seen(client)
+
+
+def _mark_disconnect_seen(client: aiomqtt.Client) -> None:
     # aiomqtt keeps a lost connection's error in a future nobody awaits once the session is over; our caller
     # already has it as a SinkError, so mark it seen instead of letting asyncio log it at garbage collection.
     disconnected = getattr(client, "_disconnected", None)
     if isinstance(disconnected, asyncio.Future) and disconnected.done() and not disconnected.cancelled():
         disconnected.exception()
+
+
+def _close_quietly(sock: Any) -> None:
+    with contextlib.suppress(OSError):
+        sock.close()

@@ -477,6 +477,9 @@ class FleetBroker:
                     stdout=log,
                     stderr=log,
                     preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                    # Out of the terminal's process group: Ctrl-C reaches the server, which stops the broker
+                    # last, after the ingest has committed what it acknowledged (not the broker first).
+                    start_new_session=True,
                 )
         except OSError as exc:
             raise SinkError(f"cannot run {binary}: {exc}", sink=_SINK) from exc
