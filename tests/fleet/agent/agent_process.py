@@ -31,7 +31,6 @@ async def main(credentials: Path, buffer: Path, interval: float, rate: float) ->
     found = read_credentials(credentials)
     options = AgentOptions(
         gateway_id=found.gateway,
-        # Reconnects 1-2 s after the broker is back: the test's recorder (every 0.1 s) is subscribed by then.
         broker=broker_settings(found, reconnect_max=2.0),
         buffer_path=buffer,
         interval=interval,
