@@ -53,10 +53,10 @@ def parse_range(header: str, size: int) -> tuple[int, int] | bool | None:
         return max(0, size - suffix), size - 1
     first = int(first_text)
     last = int(last_text) if last_text else size - 1
-    if last < first:
-        return None
     if first >= size:
         return False
+    if last < first:
+        return None
     return first, min(last, size - 1)
 
 
