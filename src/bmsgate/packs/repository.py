@@ -40,9 +40,11 @@ from bmsgate.packs.trust import (
     sign_desired,
 )
 
-__all__ = ["ONLINE_ROLES", "PackRepository", "file_digest"]
+__all__ = ["DEFAULT_ARTIFACTS_PORT", "ONLINE_ROLES", "PackRepository", "file_digest"]
 
 ONLINE_ROLES: Final = ("snapshot", "timestamp")
+DEFAULT_ARTIFACTS_PORT: Final = 8443
+"""The fleet server's HTTPS port for the repository (``fleet serve --artifacts-port``)."""
 _MAX_METADATA_FILE: Final = 4 * 1024 * 1024
 
 

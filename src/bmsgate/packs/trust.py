@@ -94,7 +94,9 @@ def _write_file(path: Path, data: bytes, *, private: bool = False) -> None:
     """Write atomically (a temporary sibling, then rename); ``private``: readable by the owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _PRIVATE if private else 0o644)
+    mode = _PRIVATE if private else 0o644
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(descriptor, mode)  # O_CREAT's mode does not apply to a leftover file
     with os.fdopen(descriptor, "wb") as file:
         file.write(data)
     partial.replace(path)
@@ -358,8 +360,12 @@ def sign_targets(
     signer: KeySigner,
     remove: Sequence[str] = (),
     expires_days: float = DEFAULT_EXPIRY_DAYS["targets"],
+    current_root: bytes | None = None,
 ) -> bytes:
     """The next targets.json: the current one (None: none yet) with ``add`` added or replaced, ``remove`` gone.
+
+    The current targets.json is checked against ``current_root`` (default ``root``): after a rotation of
+    the targets key it is the previous root that signed it.
 
     Raises:
         PackError: (signature) the current targets.json is not this root's, or ``signer`` holds no targets
@@ -371,7 +377,8 @@ def sign_targets(
         version = 1
     else:
         targets = _parse(current, Targets, "the current targets.json")
-        _verify_by(trusted_root.signed, "targets", targets, "the current targets.json")
+        previous = trusted_root if current_root is None else read_root(current_root, what="the previous root")
+        _verify_by(previous.signed, "targets", targets, "the current targets.json")
         version = targets.signed.version + 1
     for path in remove:
         if targets.signed.targets.pop(path, None) is None:

@@ -25,6 +25,7 @@ from bmsgate.fleet.protocol import Channel, CommandMessage, encode, topic
 from bmsgate.fleet.server.alarm_rules import AlarmSettings
 from bmsgate.fleet.server.alarms import AlarmEngine
 from bmsgate.fleet.server.api.app import create_app
+from bmsgate.fleet.server.api.artifacts import ArtifactFiles
 from bmsgate.fleet.server.api.server import HttpServer
 from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.broker import SERVER_STATUS_TOPIC, BrokerOptions, FleetBroker
@@ -37,13 +38,16 @@ from bmsgate.fleet.server.store import open_store
 from bmsgate.fleet.server.store.maintenance import maintain
 from bmsgate.fleet.server.store.repository import Availability, IngestBatch, Repository
 from bmsgate.fleet.server.store.settings import StoreSettings
+from bmsgate.fleet.server.tls import FleetPki, default_server_names
 from bmsgate.mqtt.client import MqttSession, connect
 from bmsgate.mqtt.settings import BrokerSettings
+from bmsgate.packs.repository import PackRepository
 
 __all__ = ["CommandPublisher", "FleetServer", "FleetServerSettings", "RunningServer"]
 
 _log = logging.getLogger(__name__)
 _COMMAND_CLIENT_ID: Final = "bmsgate-fleet-commands"
+_RESIGN_EVERY_S: Final = 600.0
 
 
 class FleetServerSettings(BaseModel):
@@ -64,6 +68,9 @@ class FleetServerSettings(BaseModel):
     cert_port: int | None = Field(default=8884, ge=0, le=65535)
     """The own broker's mutual-TLS listener (client certificates); None: off."""
     gateway_host: str = "0.0.0.0"
+    artifacts_port: int | None = Field(default=None, ge=0, le=65535)
+    """The pack repository's HTTPS listener (TUF metadata and artifacts for gateways, on ``gateway_host``,
+    certificate from the fleet CA); None: off. ``fleet serve`` turns it on at 8443; 0: a free port."""
     public_host: str | None = None
     """The name gateways reach this server by (credentials files carry it); default: this host's name."""
     tile_url: str | None = None
@@ -147,6 +154,9 @@ class RunningServer:
     failure: asyncio.Future[BaseException]
     """Resolves when a long-lived task (ingest, alarms, maintenance, notifier) stopped by itself: the
     server is then no longer whole, and its owner should stop it and say why."""
+    packs: PackRepository | None = None
+    artifacts_url: str | None = None
+    """The pack repository's HTTPS base URL for gateways (None: the listener is off)."""
 
 
 class FleetServer:
@@ -203,11 +213,13 @@ class FleetServer:
             settings=ApiSettings(tile_url=settings.tile_url, tile_attribution=settings.tile_attribution),
             alarm_deleted=alarms.forget,
         )
+        packs = PackRepository(data.root / "tuf")
         failure = await self._stack.enter_async_context(
             _background(
                 ingest.run(),
                 alarms.run(),
                 maintain(store),
+                _keep_packs_signed(packs),
                 *([notifier.run()] if notifier is not None else []),
                 *([broker.watch(), _revoked_go_offline(data, store)] if broker is not None else []),
             )
@@ -215,6 +227,7 @@ class FleetServer:
         http = HttpServer(app, settings.http_host, settings.http_port)
         await http.start()
         self._stack.push_async_callback(http.stop)
+        artifacts_url = await self._serve_packs(data, packs) if settings.artifacts_port is not None else None
         return RunningServer(
             data=data,
             url=http.url,
@@ -226,7 +239,41 @@ class FleetServer:
             broker=broker,
             ingest_broker=ingest_broker,
             failure=failure,
+            packs=packs,
+            artifacts_url=artifacts_url,
         )
+
+    async def _serve_packs(self, data: DataDir, packs: PackRepository) -> str:
+        """Start the HTTPS listener of the pack repository; returns its base URL for gateways."""
+        settings = self.settings
+        host = BrokerOptions(public_host=settings.public_host).host_name
+        pki = FleetPki(data.tls_dir)
+        pki.ensure_ca()
+        pki.ensure_server_certificate(default_server_names([host]))
+        server = HttpServer(
+            ArtifactFiles(packs.directory),
+            settings.gateway_host,
+            settings.artifacts_port or 0,
+            tls_cert_file=pki.server_cert_file,
+            tls_key_file=pki.server_key_file,
+        )
+        await server.start()
+        self._stack.push_async_callback(server.stop)
+        url = f"https://{host}:{server.port}/tuf"
+        packs.write_endpoint(url)
+        _log.info("pack repository on %s", url)
+        return url
+
+
+async def _keep_packs_signed(packs: PackRepository, *, every_s: float = _RESIGN_EVERY_S) -> None:
+    """Re-sign snapshot and timestamp before they expire (their keys are online; targets' are not)."""
+    while True:
+        try:
+            if await asyncio.to_thread(packs.refresh):
+                _log.info("pack repository: snapshot/timestamp re-signed")
+        except BmsgateError as exc:
+            _log.warning("pack repository: could not re-sign snapshot/timestamp (retrying): %s", exc)
+        await asyncio.sleep(every_s)
 
 
 def _notifies(settings: NotifySettings) -> bool:
