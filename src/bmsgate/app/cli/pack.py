@@ -28,7 +28,8 @@ __all__ = ["add_fleet_parsers", "add_parsers"]
 
 _ONLINE: Final = ("snapshot", "timestamp")
 _OFFLINE: Final = ("root", "targets")
-_KINDS: Final = ("pack", "software")
+_KIND_DIRECTORY: Final = {"pack": "packs", "software": "software"}
+"""Each artifact kind's directory in the target paths (``packs/x.pack``, ``software/x.whl``)."""
 _TARGET_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,150}")
 _NAME_VERSION = re.compile(r"(?P<name>[a-z0-9][a-z0-9_]*?)-(?P<version>[0-9][0-9A-Za-z.+_]*?)(?:-.*)?\.[A-Za-z0-9]+")
 
@@ -102,7 +103,7 @@ def _sign(args: argparse.Namespace) -> int:
         if not _TARGET_FILE.fullmatch(artifact.name):
             raise ConfigError(f"{artifact.name}: use letters, digits and ._+- in file names", key_path="ARTIFACT")
         custom = _custom(artifact, args.kind, args.name, args.version)
-        specs.append(TargetSpec(path=f"{args.kind}s/{artifact.name}", file=artifact, custom=custom))
+        specs.append(TargetSpec(path=f"{_KIND_DIRECTORY[args.kind]}/{artifact.name}", file=artifact, custom=custom))
     root_json = (keys / "root.json").read_bytes()
     current = args.targets.read_bytes() if args.targets is not None else None
     current_root = None
@@ -253,13 +254,13 @@ def add_parsers(commands: Any) -> None:
         "sign",
         help="add artifacts to targets.json and sign it with the targets key",
         description="Write the next targets.json: the current one (--targets; none for the first) with each "
-        "ARTIFACT added as <kind>s/<file name>, version + 1, a fresh expiry, signed with KEYDIR/targets.key.",
+        "ARTIFACT added as packs/<file name> (or software/...), version + 1, a fresh expiry, signed with KEYDIR/targets.key.",
     )
     sign.add_argument("artifacts", metavar="ARTIFACT", type=Path, nargs="*")
     sign.add_argument("--keys", metavar="KEYDIR", type=Path, required=True)
     sign.add_argument("--targets", metavar="CURRENT", type=Path, help="the targets.json in force (from the server)")
     sign.add_argument("--out", metavar="NEW", type=Path, required=True)
-    sign.add_argument("--kind", choices=_KINDS, default="pack")
+    sign.add_argument("--kind", choices=sorted(_KIND_DIRECTORY), default="pack")
     sign.add_argument("--name", help="the pack's (or software's) name (default: from NAME-VERSION.ext)")
     sign.add_argument("--version", help="its version (default: from the file name)")
     sign.add_argument("--remove", metavar="TARGET", action="append", default=[], help="drop a target path")
