@@ -254,7 +254,8 @@ def add_parsers(commands: Any) -> None:
         "sign",
         help="add artifacts to targets.json and sign it with the targets key",
         description="Write the next targets.json: the current one (--targets; none for the first) with each "
-        "ARTIFACT added as packs/<file name> (or software/...), version + 1, a fresh expiry, signed with KEYDIR/targets.key.",
+        "ARTIFACT added as packs/<file name> (or software/...), version + 1, a fresh expiry, signed with "
+        "KEYDIR/targets.key.",
     )
     sign.add_argument("artifacts", metavar="ARTIFACT", type=Path, nargs="*")
     sign.add_argument("--keys", metavar="KEYDIR", type=Path, required=True)
