@@ -17,6 +17,7 @@ change which files are authentic (targets.json is signed offline) nor who holds 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import hashlib
 import json
@@ -171,6 +172,8 @@ class PackRepository:
             current = online.current_targets()
             if current is not None and info.version <= current.version:
                 raise PackError(FailureReason.REPLAY, f"targets version {info.version} is not above {current.version}")
+            if info.expires <= datetime.datetime.now(datetime.UTC):
+                raise PackError(FailureReason.EXPIRED, f"targets.json expired at {info.expires:%Y-%m-%d %H:%M}Z")
             given = {file_digest(path): path for path in artifacts}
             named = {(entry.length, entry.sha256) for entry in info.targets}
             for (length, sha256), path in given.items():
