@@ -84,7 +84,6 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=200)
     parser.add_argument("--mib", type=int, default=32)
     args = parser.parse_args()
-    logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)  # the deliberate cut is not news
     work = Path(tempfile.mkdtemp(prefix="bmsgate-packs-bench-"))
     keys = work / "keys"
     signers = {role: generate_key(keys, role) for role in ROLES}
@@ -127,6 +126,7 @@ def main() -> None:
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     asyncio.run_coroutine_threadsafe(http.start(), loop).result(15)
+    logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)  # the deliberate cut is not news
     base = f"https://localhost:{http.port}/tuf"
     try:
 
