@@ -1,0 +1,5 @@
+"""Packs: signed, versioned bundles of data files (protocols, register maps, CAN profiles) for the fleet.
+
+``bundle`` is the pack file format (build, read, validate, install into a catalog layer); ``compatibility``
+decides whether a gateway can run one; the TUF side (signing, metadata, verified download) is ``trust``.
+"""
