@@ -1,9 +1,8 @@
-"""Packs and gateway software as signed artifacts: TUF metadata, the server's repository, the gateway's updater.
+"""Packs: signed, versioned bundles of data files (protocols, register maps, CAN profiles) for the fleet.
 
-- :mod:`bmsgate.packs.errors`: :class:`~bmsgate.packs.errors.PackError`, every refusal with its
-  :class:`~bmsgate.fleet.updates.FailureReason`.
-- :mod:`bmsgate.packs.trust`: the only module importing python-tuf / securesystemslib: keys, metadata,
-  signing, the gateway's :class:`~bmsgate.packs.trust.TrustedRepository` and the desired state's signature.
-- :mod:`bmsgate.packs.fetch`: the HTTPS downloader (stdlib) the TUF updater uses, with resumable range requests.
-- :mod:`bmsgate.packs.repository`: the server-side repository on disk (online snapshot/timestamp signing).
+``bundle`` is the pack file format (build, read, validate, install into a catalog layer); ``compatibility``
+decides whether a gateway can run one; the TUF side (signing, metadata, verified download) is ``trust``
+(the only module importing python-tuf), over ``fetch`` (the resumable HTTPS downloader); ``repository`` is
+the fleet server's repository on disk. ``errors`` has :class:`~bmsgate.packs.errors.PackError`, every
+refusal with the :class:`~bmsgate.fleet.updates.FailureReason` a gateway reports.
 """

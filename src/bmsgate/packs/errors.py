@@ -1,4 +1,4 @@
-"""The one error of the packs package: a pack, an artifact or its metadata was refused, and why."""
+"""The one error of pack handling: a pack or its metadata that cannot be accepted, and why (a rollout counts it)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,14 @@ __all__ = ["PackError"]
 
 
 class PackError(BmsgateError):
-    """A pack, an artifact or trust metadata was refused; ``reason`` is what the gateway reports.
+    """A pack, an artifact or its signed metadata that is refused; nothing was applied.
 
-    Args:
-        reason: the failure reason reported to the server (signature, expired, replay, mismatch, ...).
-        message: what went wrong, for a person (names the file, role or target).
-        source: the file or URL concerned, if any.
+    Attributes:
+        reason: the :class:`~bmsgate.fleet.updates.FailureReason` a gateway reports.
+        source: the file, target or URL concerned ("" when there is none).
     """
 
     def __init__(self, reason: FailureReason, message: str, *, source: str = "") -> None:
         self.reason = reason
-        self.message = message
         self.source = source
         super().__init__(f"{source}: {message}" if source else message)
