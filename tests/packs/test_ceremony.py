@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from bmsgate.app.cli.main import main
+from bmsgate.catalog import BUILTIN_DIR
 from bmsgate.fleet.credentials import read_credentials
 from bmsgate.fleet.server.service import FleetServer, FleetServerSettings
 from bmsgate.fleet.updates import DesiredState, FailureReason
@@ -30,6 +31,18 @@ def _cli(*argv: str | Path) -> int:
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _built_pack(tmp_path: Path, name: str = "demo", version: str = "1.0") -> Path:
+    """``bmsgate pack build`` of a one-register-map pack; returns the pack file."""
+    source = tmp_path / f"{name}-src"
+    (source / "modbus").mkdir(parents=True)
+    text = (BUILTIN_DIR / "modbus" / "generic.yaml").read_text(encoding="utf-8")
+    (source / "modbus" / "site.yaml").write_text(text.replace("name: generic", "name: site", 1), encoding="utf-8")
+    (source / "pack.yaml").write_text(f'name: {name}\nversion: "{version}"\nhardware: ["*"]\n', encoding="utf-8")
+    out = tmp_path / f"{name}-{version}.pack.json"
+    assert _cli("pack", "build", source, "--out", out) == 0
+    return out
 
 
 def test_keygen_sign_publish_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -48,8 +61,13 @@ def test_keygen_sign_publish_list(tmp_path: Path, capsys: pytest.CaptureFixture[
     )
     assert not (data / "tuf" / "keys" / "root.key").exists()  # the server never holds the offline keys
     assert (data / "tuf" / "keys" / "timestamp.key").stat().st_mode & 0o777 == 0o600
-    artifact = tmp_path / "demo-1.0.pack"
-    artifact.write_bytes(b"demo pack")
+    artifact = _built_pack(tmp_path)
+    assert _cli("pack", "sign", artifact, "--keys", keys, "--version", "2.0", "--out", tmp_path / "t0.json") == 2
+    assert "is demo@1.0" in capsys.readouterr().err
+    garbage = tmp_path / "garbage-1.0.pack"
+    garbage.write_bytes(b"not a pack")
+    assert _cli("pack", "sign", garbage, "--keys", keys, "--out", tmp_path / "t0.json") == 1
+    assert "not a pack file" in capsys.readouterr().err
     assert _cli("pack", "sign", artifact, "--keys", keys, "--out", tmp_path / "t1.json") == 0
     other = tmp_path / "other-2.0.pack"
     other.write_bytes(b"other")
@@ -67,9 +85,9 @@ def test_keygen_sign_publish_list(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert listed["targets_version"] == 1
     assert listed["targets"] == [
         {
-            "target": "packs/demo-1.0.pack",
-            "length": 9,
-            "sha256": _sha(b"demo pack"),
+            "target": "packs/demo-1.0.pack.json",
+            "length": artifact.stat().st_size,
+            "sha256": _sha(artifact.read_bytes()),
             "kind": "pack",
             "name": "demo",
             "version": "1.0",
@@ -101,19 +119,18 @@ def test_keygen_sign_publish_list(tmp_path: Path, capsys: pytest.CaptureFixture[
         "name": "bmsgate",
         "version": "0.2.0",
     }
-    assert "packs/demo-1.0.pack" in signed["targets"]
+    assert "packs/demo-1.0.pack.json" in signed["targets"]
     unnamed = tmp_path / "notes.txt"
     unnamed.write_bytes(b"x")
-    assert _cli("pack", "sign", unnamed, "--keys", keys, "--out", tmp_path / "t3.json") == 2
+    assert _cli("pack", "sign", unnamed, "--kind", "software", "--keys", keys, "--out", tmp_path / "t3.json") == 2
     assert "--name and --version" in capsys.readouterr().err
 
 
 async def test_fleet_serve_gives_enrolled_gateways_the_root_and_follows_a_rotation(tmp_path: Path) -> None:
     keys, data = tmp_path / "keys", tmp_path / "data"
-    artifact = tmp_path / "demo-1.0.pack"
-    artifact.write_bytes(b"demo pack " * 100)
 
-    def ceremony() -> None:
+    def ceremony() -> Path:
+        artifact = _built_pack(tmp_path)
         assert _cli("pack", "keygen", "--keys", keys) == 0
         assert (
             _cli(
@@ -123,8 +140,9 @@ async def test_fleet_serve_gives_enrolled_gateways_the_root_and_follows_a_rotati
         )
         assert _cli("pack", "sign", artifact, "--keys", keys, "--out", tmp_path / "t1.json") == 0
         assert _cli("fleet", "pack", "publish", "--targets", tmp_path / "t1.json", artifact, "--data", data) == 0
+        return artifact
 
-    await asyncio.to_thread(ceremony)
+    artifact = await asyncio.to_thread(ceremony)
     settings = FleetServerSettings(
         data_dir=data,
         http_port=0,
@@ -156,7 +174,7 @@ async def test_fleet_serve_gives_enrolled_gateways_the_root_and_follows_a_rotati
         content = artifact.read_bytes()
         repo = await asyncio.to_thread(gateway)
         path = await asyncio.to_thread(
-            lambda: repo.download("packs/demo-1.0.pack", length=len(content), sha256=_sha(content))
+            lambda: repo.download("packs/demo-1.0.pack.json", length=len(content), sha256=_sha(content))
         )
         assert path.read_bytes() == content
         now = time.time()

@@ -1,4 +1,4 @@
-"""``bmsgate pack keygen | sign | rotate-root`` (offline) and ``bmsgate fleet pack init | publish | list``.
+"""``bmsgate pack build | keygen | sign | rotate-root`` (offline) and ``bmsgate fleet pack init | publish | list``.
 
 The offline commands run on a machine that is not the fleet server and keep the root and targets keys in
 ``KEYDIR`` (copy it to offline storage; see docs/packs.md for the ceremony)::
@@ -75,7 +75,26 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build(args: argparse.Namespace) -> int:
+    from bmsgate.packs.bundle import build_pack, pack_file_name, pack_sha256  # noqa: PLC0415
+
+    manifest, data = build_pack(args.directory)
+    out: Path = args.out or Path(pack_file_name(manifest))
+    out.write_bytes(data)
+    _say(f"built {manifest.label}: {len(manifest.items)} items, {len(data)} bytes, sha256 {pack_sha256(data)} -> {out}")
+    return 0
+
+
 def _custom(path: Path, kind: str, name: str | None, version: str | None) -> dict[str, Any]:
+    if kind == "pack":
+        from bmsgate.packs.bundle import MAX_PACK_BYTES, read_pack  # noqa: PLC0415
+
+        with path.open("rb") as file:
+            manifest = read_pack(file.read(MAX_PACK_BYTES + 1), source=str(path)).manifest
+        for option, given, actual in (("--name", name, manifest.name), ("--version", version, manifest.version)):
+            if given is not None and given != actual:
+                raise ConfigError(f"{path.name} is {manifest.label}, not {option} {given}", key_path=option)
+        return {"bmsgate": {"kind": kind, "name": manifest.name, "version": manifest.version}}
     if name is None or version is None:
         match = _NAME_VERSION.fullmatch(path.name)
         if match is None:
@@ -235,10 +254,20 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def add_parsers(commands: Any) -> None:
-    """Add ``pack keygen | sign | rotate-root``."""
+    """Add ``pack build | keygen | sign | rotate-root``."""
     pack = commands.add_parser("pack", help="sign packs and gateway software (offline keys)")
     actions = pack.add_subparsers(dest="pack_command", metavar="ACTION")
     pack.set_defaults(handler=lambda _args: print_help(pack))
+
+    build = actions.add_parser(
+        "build",
+        help="build a pack file from a directory, checked exactly as a gateway loads it",
+        description="Validate every item of DIR (pack.yaml, protocols/, modbus/, can/) as a gateway would and "
+        "write the pack file (default NAME-VERSION.pack.json); every problem is listed at once.",
+    )
+    build.add_argument("directory", metavar="DIR", type=Path)
+    build.add_argument("--out", metavar="FILE", type=Path)
+    build.set_defaults(handler=_build)
 
     keygen = actions.add_parser(
         "keygen",
@@ -262,8 +291,8 @@ def add_parsers(commands: Any) -> None:
     sign.add_argument("--targets", metavar="CURRENT", type=Path, help="the targets.json in force (from the server)")
     sign.add_argument("--out", metavar="NEW", type=Path, required=True)
     sign.add_argument("--kind", choices=sorted(_KIND_DIRECTORY), default="pack")
-    sign.add_argument("--name", help="the pack's (or software's) name (default: from NAME-VERSION.ext)")
-    sign.add_argument("--version", help="its version (default: from the file name)")
+    sign.add_argument("--name", help="the software's name (default: from NAME-VERSION...; a pack's is its own)")
+    sign.add_argument("--version", help="its version (default: from the file name; a pack's is its own)")
     sign.add_argument("--remove", metavar="TARGET", action="append", default=[], help="drop a target path")
     sign.add_argument("--expires-days", type=positive_float(3650), default=90.0, help="targets expiry (90)")
     sign.set_defaults(handler=_sign)
