@@ -5,8 +5,14 @@ Only PackError escapes (with a reason), and nothing reaches artifacts_dir.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +22,7 @@ from hypothesis import strategies as st
 from bmsgate.fleet.server.api.artifacts import parse_range
 from bmsgate.fleet.updates import DesiredEnvelope, DesiredState, FailureReason, Signature
 from bmsgate.packs.errors import PackError
-from bmsgate.packs.fetch import parse_content_range
+from bmsgate.packs.fetch import HttpsDownloader, parse_content_range
 
 from .conftest import Fleet
 
@@ -122,3 +128,94 @@ def test_forged_desired_state_signatures_only_raise_pack_error(fleet: Fleet, sig
         with pytest.raises(PackError) as excinfo:
             gateway.verify_desired(envelope)
         assert excinfo.value.reason is FailureReason.SIGNATURE
+
+
+class _RawServer:
+    """A TCP server that answers every request with the bytes it is given, then closes."""
+
+    def __init__(self) -> None:
+        self.response = b""
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self._socket.settimeout(0.2)
+        self.port = self._socket.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.settimeout(2)
+                with contextlib.suppress(OSError):
+                    connection.recv(65536)
+                    connection.sendall(self.response)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._socket.close()
+
+
+_status_lines = st.sampled_from(
+    [
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 206 Partial Content",
+        b"HTTP/1.1 416 X",
+        b"HTTP/1.1 404 N",
+        b"HTTP/1.0 200",
+        b"",
+        b"garbage",
+    ]
+)
+_headers = st.lists(
+    st.sampled_from(
+        [
+            b"Content-Length: 5",
+            b"Content-Length: 999999999999",
+            b"Content-Length: -3",
+            b"Content-Length: x",
+            b"Content-Range: bytes 3-9/10",
+            b"Content-Range: bytes */10",
+            b"Content-Range: nonsense",
+            b"Transfer-Encoding: chunked",
+            b"X: \xff\xfe",
+        ]
+    )
+    | st.binary(max_size=40),
+    max_size=4,
+)
+
+
+@pytest.fixture(scope="module")
+def raw_server() -> Iterator[_RawServer]:
+    server = _RawServer()
+    yield server
+    server.close()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(status=_status_lines, headers=_headers, body=st.binary(max_size=200), have=st.integers(0, 12))
+def test_hostile_http_responses_only_raise_pack_error(
+    raw_server: _RawServer, status: bytes, headers: list[bytes], body: bytes, have: int
+) -> None:
+    raw_server.response = status + b"\r\n" + b"".join(header + b"\r\n" for header in headers) + b"\r\n" + body
+    downloader = HttpsDownloader(ca_pem=None, timeout_s=2)
+    url = f"http://127.0.0.1:{raw_server.port}/tuf/targets/packs/x"
+    with tempfile.TemporaryDirectory() as directory:
+        partial = Path(directory) / "x.part"
+        if have:
+            partial.write_bytes(b"p" * have)
+        reasons = []
+        for attempt in (lambda: downloader.fetch(url, 10), lambda: downloader.fetch_to(url, partial, 10)):
+            try:
+                result = attempt()
+            except PackError as exc:
+                reasons.append(exc.reason)
+                continue
+            data = result if isinstance(result, bytes) else result.read_bytes()
+            assert len(data) <= 10
+        assert all(isinstance(reason, FailureReason) for reason in reasons)

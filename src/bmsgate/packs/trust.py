@@ -573,6 +573,11 @@ class _Fetcher(FetcherInterface):
             yield io.BytesIO(self.download_bytes(url, max_length))
             return
         partial = self._partial_dir / (hashlib.sha256(url.encode()).hexdigest()[:32] + ".part")
+        # One artifact at a time: what another, abandoned download left is dropped (bounded disk use).
+        if self._partial_dir.is_dir():
+            for other in self._partial_dir.glob("*.part"):
+                if other != partial:
+                    other.unlink(missing_ok=True)
         path = self._call(lambda: self._downloader.fetch_to(url, partial, max_length, self.progress))
         try:
             with path.open("rb") as file:
@@ -604,6 +609,8 @@ class TrustedRepository:
             ``/targets/`` below it).
         ca_pem: the fleet CA the server's certificate must chain to (None: the system's store).
         bootstrap_root: root.json to trust on the first start (the credentials file's ``tuf_root``).
+
+    Not for two threads at once (one instance per gateway, used by its update agent).
 
     Raises:
         PackError: (signature) no usable trusted root.
