@@ -214,3 +214,30 @@ async def test_fleet_serve_gives_enrolled_gateways_the_root_and_follows_a_rotati
         with pytest.raises(PackError) as excinfo:
             restarted.verify_desired(sign_desired(state, old_timestamp))
         assert excinfo.value.reason is FailureReason.SIGNATURE
+
+
+def test_rotating_the_targets_key_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    keys, data = tmp_path / "keys", tmp_path / "data"
+    artifact = _built_pack(tmp_path)
+    assert _cli("pack", "keygen", "--keys", keys) == 0
+    assert (
+        _cli("fleet", "pack", "init", "--root", keys / "root.json", "--online-keys", keys / "online", "--data", data)
+        == 0
+    )
+    assert _cli("pack", "sign", artifact, "--keys", keys, "--out", tmp_path / "t1.json") == 0
+    assert _cli("fleet", "pack", "publish", "--targets", tmp_path / "t1.json", artifact, "--data", data) == 0
+    assert _cli("pack", "rotate-root", "--keys", keys, "--rotate", "targets") == 0
+    assert "--targets" in capsys.readouterr().out  # it says the targets need re-signing
+    assert _cli("fleet", "pack", "init", "--root", keys / "root.json", "--data", data) == 1
+    assert "targets" in capsys.readouterr().err
+    # re-sign only: the current targets.json verifies under the previous root (from KEYDIR's history)
+    assert _cli("pack", "sign", "--keys", keys, "--targets", tmp_path / "t1.json", "--out", tmp_path / "t2.json") == 0
+    assert (
+        _cli("fleet", "pack", "init", "--root", keys / "root.json", "--targets", tmp_path / "t2.json", "--data", data)
+        == 0
+    )
+    capsys.readouterr()
+    assert _cli("fleet", "pack", "list", "--json", "--data", data) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["targets_version"] == 2
+    assert [row["target"] for row in listed["targets"]] == ["packs/demo-1.0.pack.json"]

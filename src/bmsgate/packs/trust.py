@@ -40,6 +40,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -84,6 +85,9 @@ DEFAULT_EXPIRY_DAYS: Final = {"root": 365, "targets": 90, "snapshot": 7, "timest
 _MAX_METADATA_BYTES: Final = 4 * 1024 * 1024
 _PRIVATE: Final = stat.S_IRUSR | stat.S_IWUSR
 _T = TypeVar("_T", Root, Targets)
+# The target paths a desired state can name (bmsgate.fleet.updates' _TargetPath): kind/file, one level.
+_TARGET_PATH = re.compile(r"[a-z]+/[A-Za-z0-9][A-Za-z0-9._+-]*")
+_MAX_TARGET_PATH = 200
 
 
 def _utcnow() -> datetime.datetime:
@@ -369,7 +373,8 @@ def sign_targets(
 
     Raises:
         PackError: (signature) the current targets.json is not this root's, or ``signer`` holds no targets
-            key of it; (unknown_target) a path to remove is not listed; (internal) a file cannot be read.
+            key of it; (unknown_target) a path to remove is not listed, or a path to add is not of the form
+            ``kind/file``; (internal) a file cannot be read.
     """
     trusted_root = read_root(root)
     if current is None:
@@ -384,6 +389,8 @@ def sign_targets(
         if targets.signed.targets.pop(path, None) is None:
             raise PackError(FailureReason.UNKNOWN_TARGET, f"no target {path!r} to remove")
     for spec in add:
+        if len(spec.path) > _MAX_TARGET_PATH or not _TARGET_PATH.fullmatch(spec.path):
+            raise PackError(FailureReason.UNKNOWN_TARGET, f"{spec.path!r} is not a target path (kind/file)")
         with _translated(f"hashing {spec.file}"):
             target = TargetFile.from_file(spec.path, str(spec.file), ["sha256"])
         if spec.custom:
