@@ -120,6 +120,21 @@ def test_keygen_sign_publish_list(tmp_path: Path, capsys: pytest.CaptureFixture[
         "version": "0.2.0",
     }
     assert "packs/demo-1.0.pack.json" in signed["targets"]
+    assert _cli("fleet", "pack", "publish", "--targets", tmp_path / "t2.json", wheel, "--data", data) == 0
+    capsys.readouterr()
+    assert _cli("fleet", "pack", "list", "--data", data) == 0
+    assert "warning: targets.json expires" not in capsys.readouterr().out
+    current = data / "tuf" / "metadata" / "targets.json"
+    assert (
+        _cli("pack", "sign", "--keys", keys, "--targets", current, "--expires-days", "3", "--out", tmp_path / "t3.json")
+        == 0
+    )
+    assert _cli("fleet", "pack", "publish", "--targets", tmp_path / "t3.json", "--data", data) == 0
+    capsys.readouterr()
+    assert _cli("fleet", "pack", "list", "--data", data) == 0
+    shown = capsys.readouterr().out
+    assert "warning: targets.json expires" in shown
+    assert "software/bmsgate-0.2.0-py3-none-any.whl" in shown
     unnamed = tmp_path / "notes.txt"
     unnamed.write_bytes(b"x")
     assert _cli("pack", "sign", unnamed, "--kind", "software", "--keys", keys, "--out", tmp_path / "t3.json") == 2

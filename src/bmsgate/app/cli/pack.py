@@ -15,6 +15,7 @@ the result at once (the files are re-read per request) and re-signs the timestam
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import re
 import sys
@@ -28,6 +29,7 @@ __all__ = ["add_fleet_parsers", "add_parsers"]
 
 _ONLINE: Final = ("snapshot", "timestamp")
 _OFFLINE: Final = ("root", "targets")
+_EXPIRY_WARNING_DAYS: Final = 14
 _KIND_DIRECTORY: Final = {"pack": "packs", "software": "software"}
 """Each artifact kind's directory in the target paths (``packs/x.pack``, ``software/x.whl``)."""
 _TARGET_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,150}")
@@ -220,6 +222,10 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _soon() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=_EXPIRY_WARNING_DAYS)
+
+
 def _list(args: argparse.Namespace) -> int:
     repository = _repository(args)
     if not repository.initialised:
@@ -242,6 +248,12 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     for role, when in expiries.items():
         _say(f"{role:9} expires {when}")
+    targets_expire = expiries.get("targets")
+    if targets_expire is not None and datetime.datetime.fromisoformat(targets_expire) < _soon():
+        _say(
+            f"warning: targets.json expires {targets_expire}: re-sign it offline "
+            "(bmsgate pack sign --targets CURRENT --out NEW) and publish it, or gateways refuse every update"
+        )
     if not rows:
         _say("no targets published yet")
     for row in rows:

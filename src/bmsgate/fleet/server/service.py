@@ -227,7 +227,11 @@ class FleetServer:
         http = HttpServer(app, settings.http_host, settings.http_port)
         await http.start()
         self._stack.push_async_callback(http.stop)
-        artifacts_url = await self._serve_packs(data, packs) if settings.artifacts_port is not None else None
+        artifacts_url = (
+            await self._serve_packs(data, packs, own_broker=broker is not None)
+            if settings.artifacts_port is not None
+            else None
+        )
         return RunningServer(
             data=data,
             url=http.url,
@@ -243,13 +247,18 @@ class FleetServer:
             artifacts_url=artifacts_url,
         )
 
-    async def _serve_packs(self, data: DataDir, packs: PackRepository) -> str:
-        """Start the HTTPS listener of the pack repository; returns its base URL for gateways."""
+    async def _serve_packs(self, data: DataDir, packs: PackRepository, *, own_broker: bool) -> str:
+        """Start the HTTPS listener of the pack repository; returns its base URL for gateways.
+
+        It presents the broker's certificate (same host, same fleet CA); with an external broker the
+        certificate is made here.
+        """
         settings = self.settings
         host = BrokerOptions(public_host=settings.public_host).host_name
         pki = FleetPki(data.tls_dir)
-        pki.ensure_ca()
-        pki.ensure_server_certificate(default_server_names([host]))
+        if not own_broker:
+            pki.ensure_ca()
+            pki.ensure_server_certificate(default_server_names([host]))
         server = HttpServer(
             ArtifactFiles(packs.directory),
             settings.gateway_host,
