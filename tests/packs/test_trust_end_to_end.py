@@ -328,3 +328,21 @@ def test_key_files_are_private_and_load_back(tmp_path: Path) -> None:
     (tmp_path / "timestamp.pub.json").write_text(json.dumps({"keyid": "x", "key": {}}))
     with pytest.raises(PackError):
         load_signer(tmp_path, "timestamp")
+
+
+def test_a_missing_artifact_is_a_download_failure_and_an_abandoned_partial_is_dropped(fleet: Fleet) -> None:
+    big = bytes(range(256)) * 1024
+    fleet.publish({"software/a-1.whl": big, "software/b-1.whl": big[::-1]})
+    gateway = fleet.gateway()
+    fleet.tap.cut_after[f"{_sha(big)}.a-1.whl"] = 100_000
+    with pytest.raises(PackError):
+        gateway.download("software/a-1.whl", length=len(big), sha256=_sha(big))
+    assert len(_files(fleet.tmp / "gw" / "metadata" / "partial")) == 1
+    (fleet.server.targets_dir / "software" / f"{_sha(big[::-1])}.b-1.whl").unlink()
+    with pytest.raises(PackError) as excinfo:
+        gateway.download("software/b-1.whl", length=len(big), sha256=_sha(big[::-1]))
+    _refused(excinfo, FailureReason.DOWNLOAD)
+    assert "404" in str(excinfo.value)
+    # the desired state moved on to b: a's partial is gone, and nothing reached artifacts_dir
+    assert _files(fleet.tmp / "gw" / "metadata" / "partial") == []
+    assert _files(fleet.tmp / "gw" / "artifacts") == []
