@@ -25,9 +25,9 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from bmsgate import __version__
 from bmsgate.errors import BmsgateError, SinkError
@@ -56,6 +56,7 @@ from bmsgate.fleet.protocol import (
     encode,
     topic,
 )
+from bmsgate.fleet.updates import ReportedState, UpdatePhase
 from bmsgate.mqtt.settings import BrokerSettings
 from bmsgate.runtime.backoff import Backoff
 from bmsgate.runtime.cancellation import run_isolated
@@ -64,13 +65,32 @@ from bmsgate.runtime.hub import SnapshotHub, Subscription
 if TYPE_CHECKING:
     from bmsgate.mqtt.client import MqttSession
 
-__all__ = ["AgentOptions", "AgentStats", "DesiredStateHandler", "FleetAgent", "InverterStatusProvider"]
+__all__ = [
+    "AgentOptions",
+    "AgentStats",
+    "DesiredStateHandler",
+    "FleetAgent",
+    "InverterStatusProvider",
+    "UpdateReporter",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
 InverterStatusProvider = Callable[[], Mapping[str, object] | None]
-DesiredStateHandler = Callable[[bytes], Awaitable[bytes]]
-"""Takes the raw retained ``desired`` payload, applies it, and returns the ``reported`` payload to publish."""
+UpdateReporter = Callable[[ReportedState], None]
+"""Publishes one phase of an update on the retained ``reported`` topic (QoS 1; the newest wins while offline)."""
+
+
+class DesiredStateHandler(Protocol):
+    """Applies the server's desired state, reporting each phase through the agent."""
+
+    async def resume(self, report: UpdateReporter) -> None:
+        """Once at the agent's start: report what a restart left, resume what it interrupted."""
+
+    async def take(self, payload: bytes, report: UpdateReporter) -> None:
+        """Apply one raw retained ``desired`` payload (the newest; the same payload is not handed over twice)."""
+
+
 RediscoverHook = Callable[[], Sequence[str]]
 """Asks the outputs to re-run their discovery; returns the names of those that will."""
 
@@ -374,7 +394,29 @@ class FleetAgent:
 
     # -- desired state ---------------------------------------------------------------------------
 
+    @property
+    def desired_handler(self) -> DesiredStateHandler | None:
+        """The handler of the server's desired state (the update engine), if any."""
+        return self._desired_handler
+
+    def report_update(self, state: ReportedState) -> None:
+        """Publish one phase of an update (retained); the state's packs follow what now runs."""
+        self._reported = state.model_dump_json(exclude_defaults=True).encode()
+        self._reported_dirty = True
+        if state.phase in (UpdatePhase.ACTIVE_PENDING, UpdatePhase.COMMITTED, UpdatePhase.REVERTED):
+            # The catalog changed (or changed back): the retained state names the data files that run now.
+            if self.options.packs is None:
+                self._packs = pack_versions()
+            self._state_dirty.set()
+        self._wake.set()
+
     async def _desired_worker(self) -> None:
+        handler = self._desired_handler
+        if handler is not None:
+            try:
+                await handler.resume(self.report_update)
+            except Exception:
+                _LOGGER.exception("fleet: resuming the update after a restart failed")
         while True:
             await self._desired_event.wait()
             self._desired_event.clear()
@@ -382,18 +424,21 @@ class FleetAgent:
             if payload is None:
                 continue
             digest = hashlib.sha256(payload).hexdigest()
-            if self._desired_handler is None:
-                report = self._reported_json("unsupported", digest, "this gateway cannot apply desired state yet")
-            else:
-                try:
-                    report = await self._desired_handler(payload)
-                except Exception as exc:
-                    if not isinstance(exc, BmsgateError):
-                        _LOGGER.exception("fleet: the desired-state handler failed")
-                    report = self._reported_json("error", digest, str(exc)[:1024] or type(exc).__name__)
-            self._reported = report
-            self._reported_dirty = True
-            self._wake.set()
+            if handler is None:
+                self._reported = self._reported_json(
+                    "unsupported", digest, "this gateway cannot apply desired state yet"
+                )
+                self._reported_dirty = True
+                self._wake.set()
+                continue
+            try:
+                await handler.take(payload, self.report_update)
+            except Exception as exc:
+                if not isinstance(exc, BmsgateError):
+                    _LOGGER.exception("fleet: the desired-state handler failed")
+                self._reported = self._reported_json("error", digest, str(exc)[:1024] or type(exc).__name__)
+                self._reported_dirty = True
+                self._wake.set()
 
     def _reported_json(self, status: str, digest: str, detail: str) -> bytes:
         return reported_payload(self.gateway_id, status=status, desired_sha256=digest, detail=detail, at=self._clock())
