@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bmsgate.catalog import BUILTIN_DIR, Catalog, Kind, default_catalog
+from bmsgate.catalog import Catalog, Kind, default_catalog
 from bmsgate.fleet.agent.updates.journal import read_journal
 from bmsgate.fleet.updates import FailureReason, UpdatePhase
 from tests.fleet.agent.updates.conftest import (
