@@ -19,6 +19,7 @@ follows oldest first, at ``backfill_rate`` messages per second, each marked ``"b
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -106,6 +107,8 @@ _STOP_LIMIT: Final = 2.0
 _SESSION_STOP_GRACE: Final = 0.25
 _SESSION_STOP_LIMIT: Final = 0.5
 _BACKFILL_MARK: Final = b'{"backfill":true,'
+_REPORTED_QUEUE: Final = 32
+"""Update reports kept while offline (an update has fewer phases; beyond it the oldest go, the newest stays)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -202,7 +205,10 @@ class FleetAgent:
         self._desired_event = asyncio.Event()
         self._desired_payload: bytes | None = None
         self._reported: bytes | None = None
+        """The newest ``reported`` payload (published again after a reconnect: it is retained)."""
         self._reported_dirty = False
+        self._reported_queue: collections.deque[bytes] = collections.deque(maxlen=_REPORTED_QUEUE)
+        """Reports not yet acknowledged by the broker, oldest first: the server sees every phase."""
         self._last_drop_event = -math.inf
         self._unreported_drops = 0
         self.stats = AgentStats()
@@ -401,13 +407,16 @@ class FleetAgent:
 
     def report_update(self, state: ReportedState) -> None:
         """Publish one phase of an update (retained); the state's packs follow what now runs."""
-        self._reported = state.model_dump_json(exclude_defaults=True).encode()
-        self._reported_dirty = True
+        self._queue_reported(state.model_dump_json(exclude_defaults=True).encode())
         if state.phase in (UpdatePhase.ACTIVE_PENDING, UpdatePhase.COMMITTED, UpdatePhase.REVERTED):
             # The catalog changed (or changed back): the retained state names the data files that run now.
             if self.options.packs is None:
                 self._packs = pack_versions()
             self._state_dirty.set()
+
+    def _queue_reported(self, payload: bytes) -> None:
+        self._reported = payload
+        self._reported_queue.append(payload)
         self._wake.set()
 
     async def _desired_worker(self) -> None:
@@ -436,9 +445,7 @@ class FleetAgent:
             except Exception as exc:
                 if not isinstance(exc, BmsgateError):
                     _LOGGER.exception("fleet: the desired-state handler failed")
-                self._reported = self._reported_json("error", digest, str(exc)[:1024] or type(exc).__name__)
-                self._reported_dirty = True
-                self._wake.set()
+                self._queue_reported(self._reported_json("error", digest, str(exc)[:1024] or type(exc).__name__))
 
     def _reported_json(self, status: str, digest: str, detail: str) -> bytes:
         return reported_payload(self.gateway_id, status=status, desired_sha256=digest, detail=detail, at=self._clock())
@@ -499,7 +506,7 @@ class FleetAgent:
                 await session.subscribe(self._topics[Channel.COMMAND], self._topics[Channel.DESIRED])
                 await session.publish(self._topics[Channel.AVAILABILITY], ONLINE, retain=True)
                 await self._publish_state(session)
-                self._reported_dirty = self._reported is not None
+                self._reported_dirty = self._reported is not None and not self._reported_queue
                 self.connected.set()
                 self._report_drops()
                 group.create_task(self._state_loop(session), name="fleet-state")
@@ -540,6 +547,10 @@ class FleetAgent:
         tokens, refilled = 1.0, loop.time()
         while True:
             self._wake.clear()
+            while self._reported_queue:
+                await session.publish(self._topics[Channel.REPORTED], self._reported_queue[0], retain=True)
+                self._reported_queue.popleft()
+                self._reported_dirty = False
             if self._reported_dirty and self._reported is not None:
                 self._reported_dirty = False
                 await session.publish(self._topics[Channel.REPORTED], self._reported, retain=True)
@@ -596,11 +607,13 @@ class FleetAgent:
             return  # the server cleared it
         if len(payload) > MAX_PAYLOAD_BYTES[Channel.DESIRED]:
             digest = hashlib.sha256(payload).hexdigest()
-            self._reported = self._reported_json(
-                "error", digest, f"desired state of {len(payload)} bytes, at most {MAX_PAYLOAD_BYTES[Channel.DESIRED]}"
+            self._queue_reported(
+                self._reported_json(
+                    "error",
+                    digest,
+                    f"desired state of {len(payload)} bytes, at most {MAX_PAYLOAD_BYTES[Channel.DESIRED]}",
+                )
             )
-            self._reported_dirty = True
-            self._wake.set()
             return
         if payload == self._desired_payload:
             return  # the broker re-delivers the retained message on every reconnect

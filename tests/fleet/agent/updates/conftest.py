@@ -20,8 +20,10 @@ from bmsgate.app.outputs import build_outputs
 from bmsgate.catalog import BUILTIN_DIR, set_default_catalog
 from bmsgate.fleet.agent.updates.engine import EngineSettings, UpdateEngine, start_committed_slot
 from bmsgate.fleet.agent.updates.health import HealthSettings
+from bmsgate.fleet.agent.updates.source import UpdateSource
 from bmsgate.fleet.agent.wiring import running_site
-from bmsgate.fleet.updates import DesiredState, PackTarget, ReportedState, UpdatePhase
+from bmsgate.fleet.protocol import Channel, topic
+from bmsgate.fleet.updates import DesiredState, PackTarget, ReportedState, UpdatePhase, decode_reported
 from bmsgate.inverter.modbus.server import ModbusServer
 from bmsgate.inverter.modbus.sink import ModbusSink
 from bmsgate.packs.bundle import build_pack, pack_file_name, pack_sha256
@@ -176,7 +178,9 @@ def engine_settings(directory: Path, **health: Any) -> EngineSettings:
 
 
 @contextlib.asynccontextmanager
-async def bench(state_dir: Path, *, transport: dict[str, Any] | None = None, **health: Any) -> AsyncIterator[Bench]:
+async def bench(
+    state_dir: Path, *, transport: dict[str, Any] | None = None, source: UpdateSource | None = None, **health: Any
+) -> AsyncIterator[Bench]:
     """Start the gateway as `run` does: committed slot first, then the definitions, the outputs, the engine."""
     updates = state_dir / "packs"
     start_committed_slot(updates)
@@ -189,7 +193,10 @@ async def bench(state_dir: Path, *, transport: dict[str, Any] | None = None, **h
     controller = wiring.context.controller
     assert controller is not None
     engine = UpdateEngine(
-        engine_settings(updates, **health), gateway.supervisor, running_site(config, controller.settings.batteries)
+        engine_settings(updates, **health),
+        gateway.supervisor,
+        running_site(config, controller.settings.batteries),
+        source=source,
     )
     task = asyncio.create_task(gateway.supervisor.run())
     client = AsyncModbusTcpClient("127.0.0.1", port=config.outputs.modbus.port, timeout=1, retries=0, reconnect_delay=0)
@@ -208,6 +215,12 @@ async def bench(state_dir: Path, *, transport: dict[str, Any] | None = None, **h
         gateway.supervisor.request_stop()
         await asyncio.wait_for(task, 10)
         set_default_catalog(None)
+
+
+def reports_of(raw: list[tuple[str, bytes, bool]], gateway: str = GATEWAY) -> list[ReportedState]:
+    """The ``reported`` payloads a recorder saw, decoded."""
+    name = topic(gateway, Channel.REPORTED)
+    return [decode_reported(payload, topic=name, gateway=gateway) for found, payload, _ in raw if found == name]
 
 
 async def until(condition: Callable[[], object], timeout: float = 10.0) -> None:
