@@ -98,6 +98,7 @@ def start_committed_slot(directory: Path) -> Catalog:
         _LOGGER.warning(
             "updates: generation %d was interrupted during its health check; rolling back", journal.generation
         )
+        interrupted = journal.pending
         journal = journal.model_copy(
             update={
                 "phase": UpdatePhase.REVERTED,
@@ -107,6 +108,7 @@ def start_committed_slot(directory: Path) -> Catalog:
             }
         )
         write_journal(directory, journal)
+        SlotStore(directory).remove(interrupted)
     catalog = SlotStore(directory).catalog(journal.committed)
     set_default_catalog(catalog)
     return catalog

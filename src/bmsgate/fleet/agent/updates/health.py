@@ -36,14 +36,15 @@ class HealthSettings:
     """Seconds the changed outputs must keep serving (also when no battery's definition changed)."""
 
 
-def _output_problem(supervisor: Supervisor, name: str, bus_failures: dict[str, int]) -> str | None:
+def _output_problem(supervisor: Supervisor, name: str, bus_failures: dict[str, int], *, final: bool) -> str | None:
     sinks = [sink for sink in supervisor.sinks if sink.name == name]
     if not sinks:
         return f"output {name}: no longer running"
     sink = sinks[0]
     endpoint = getattr(sink, "endpoint", None)
     listening = getattr(endpoint, "listening", None)
-    if isinstance(listening, asyncio.Event) and not listening.is_set():
+    # Judged at the end only: a server may still be opening its port when an update comes early after a start.
+    if final and isinstance(listening, asyncio.Event) and not listening.is_set():
         return f"output {name}: its server is not listening"
     failures = getattr(sink, "bus_failures", None)
     if isinstance(failures, int) and failures > bus_failures.get(name, failures):
@@ -91,13 +92,15 @@ async def check_health(supervisor: Supervisor, plan: ActivationPlan, settings: H
                 if runtime.consecutive_failures >= settings.failed_polls:
                     error = runtime.client.stats.last_error or "no reply"
                     return f"battery {battery_id}: {runtime.consecutive_failures} failed polls in a row ({error})"
+            elapsed = loop.time() - started
+            passed = elapsed >= settings.min_duration and all(count >= settings.polls for count in good.values())
+            final = passed or elapsed >= settings.timeout
             for output in plan.outputs:
-                problem = _output_problem(supervisor, output, bus_failures)
+                problem = _output_problem(supervisor, output, bus_failures, final=final)
                 if problem is not None:
                     return problem
-            elapsed = loop.time() - started
-            if elapsed >= settings.min_duration and all(count >= settings.polls for count in good.values()):
+            if passed:
                 return None
-            if elapsed >= settings.timeout:
+            if final:
                 short = ", ".join(f"{b} {n}" for b, n in sorted(good.items()) if n < settings.polls)
                 return f"too few good polls within {settings.timeout:g} s (of {settings.polls}: {short})"
