@@ -19,21 +19,22 @@ follows oldest first, at ``backfill_rate`` messages per second, each marked ``"b
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 from bmsgate import __version__
 from bmsgate.errors import BmsgateError, SinkError
 from bmsgate.fleet.agent.buffer import BufferedMessage, Outbox
 from bmsgate.fleet.agent.commands import CommandRejected, CommandScreen
+from bmsgate.fleet.agent.desired import DesiredStateHandler, ReportedOutbox, UpdateReporter
 from bmsgate.fleet.agent.events import EventTracker, PendingEvent
 from bmsgate.fleet.agent.identity import hardware_model, pack_versions
 from bmsgate.fleet.agent.location import LocationSource
@@ -78,20 +79,6 @@ __all__ = [
 _LOGGER = logging.getLogger(__name__)
 
 InverterStatusProvider = Callable[[], Mapping[str, object] | None]
-UpdateReporter = Callable[[ReportedState], None]
-"""Publishes one phase of an update on the retained ``reported`` topic (QoS 1; the newest wins while offline)."""
-
-
-class DesiredStateHandler(Protocol):
-    """Applies the server's desired state, reporting each phase through the agent."""
-
-    async def resume(self, report: UpdateReporter) -> None:
-        """Once at the agent's start: report what a restart left, resume what it interrupted."""
-
-    async def take(self, payload: bytes, report: UpdateReporter) -> None:
-        """Apply one raw retained ``desired`` payload (the newest; the same payload is not handed over twice)."""
-
-
 RediscoverHook = Callable[[], Sequence[str]]
 """Asks the outputs to re-run their discovery; returns the names of those that will."""
 
@@ -107,8 +94,6 @@ _STOP_LIMIT: Final = 2.0
 _SESSION_STOP_GRACE: Final = 0.25
 _SESSION_STOP_LIMIT: Final = 0.5
 _BACKFILL_MARK: Final = b'{"backfill":true,'
-_REPORTED_QUEUE: Final = 32
-"""Update reports kept while offline (an update has fewer phases; beyond it the oldest go, the newest stays)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,11 +189,7 @@ class FleetAgent:
         self._state_dirty = asyncio.Event()
         self._desired_event = asyncio.Event()
         self._desired_payload: bytes | None = None
-        self._reported: bytes | None = None
-        """The newest ``reported`` payload (published again after a reconnect: it is retained)."""
-        self._reported_dirty = False
-        self._reported_queue: collections.deque[bytes] = collections.deque(maxlen=_REPORTED_QUEUE)
-        """Reports not yet acknowledged by the broker, oldest first: the server sees every phase."""
+        self._reported = ReportedOutbox(self._wake.set)
         self._last_drop_event = -math.inf
         self._unreported_drops = 0
         self.stats = AgentStats()
@@ -407,17 +388,12 @@ class FleetAgent:
 
     def report_update(self, state: ReportedState) -> None:
         """Publish one phase of an update (retained); the state's packs follow what now runs."""
-        self._queue_reported(state.model_dump_json(exclude_defaults=True).encode())
+        self._reported.put(state.model_dump_json(exclude_defaults=True).encode())
         if state.phase in (UpdatePhase.ACTIVE_PENDING, UpdatePhase.COMMITTED, UpdatePhase.REVERTED):
             # The catalog changed (or changed back): the retained state names the data files that run now.
             if self.options.packs is None:
                 self._packs = pack_versions()
             self._state_dirty.set()
-
-    def _queue_reported(self, payload: bytes) -> None:
-        self._reported = payload
-        self._reported_queue.append(payload)
-        self._wake.set()
 
     async def _desired_worker(self) -> None:
         handler = self._desired_handler
@@ -434,18 +410,16 @@ class FleetAgent:
                 continue
             digest = hashlib.sha256(payload).hexdigest()
             if handler is None:
-                self._reported = self._reported_json(
-                    "unsupported", digest, "this gateway cannot apply desired state yet"
+                self._reported.put(
+                    self._reported_json("unsupported", digest, "this gateway cannot apply desired state yet")
                 )
-                self._reported_dirty = True
-                self._wake.set()
                 continue
             try:
                 await handler.take(payload, self.report_update)
             except Exception as exc:
                 if not isinstance(exc, BmsgateError):
                     _LOGGER.exception("fleet: the desired-state handler failed")
-                self._queue_reported(self._reported_json("error", digest, str(exc)[:1024] or type(exc).__name__))
+                self._reported.put(self._reported_json("error", digest, str(exc)[:1024] or type(exc).__name__))
 
     def _reported_json(self, status: str, digest: str, detail: str) -> bytes:
         return reported_payload(self.gateway_id, status=status, desired_sha256=digest, detail=detail, at=self._clock())
@@ -506,7 +480,7 @@ class FleetAgent:
                 await session.subscribe(self._topics[Channel.COMMAND], self._topics[Channel.DESIRED])
                 await session.publish(self._topics[Channel.AVAILABILITY], ONLINE, retain=True)
                 await self._publish_state(session)
-                self._reported_dirty = self._reported is not None and not self._reported_queue
+                self._reported.reconnected()
                 self.connected.set()
                 self._report_drops()
                 group.create_task(self._state_loop(session), name="fleet-state")
@@ -547,13 +521,7 @@ class FleetAgent:
         tokens, refilled = 1.0, loop.time()
         while True:
             self._wake.clear()
-            while self._reported_queue:
-                await session.publish(self._topics[Channel.REPORTED], self._reported_queue[0], retain=True)
-                self._reported_queue.popleft()
-                self._reported_dirty = False
-            if self._reported_dirty and self._reported is not None:
-                self._reported_dirty = False
-                await session.publish(self._topics[Channel.REPORTED], self._reported, retain=True)
+            await self._reported.send(functools.partial(session.publish, self._topics[Channel.REPORTED], retain=True))
             live = outbox.oldest(after=live_after, limit=16)
             for message in live:
                 await self._publish_buffered(session, message, backfill=False)
@@ -605,14 +573,10 @@ class FleetAgent:
     def _take_desired(self, payload: bytes) -> None:
         if not payload:
             return  # the server cleared it
-        if len(payload) > MAX_PAYLOAD_BYTES[Channel.DESIRED]:
+        if len(payload) > (limit := MAX_PAYLOAD_BYTES[Channel.DESIRED]):
             digest = hashlib.sha256(payload).hexdigest()
-            self._queue_reported(
-                self._reported_json(
-                    "error",
-                    digest,
-                    f"desired state of {len(payload)} bytes, at most {MAX_PAYLOAD_BYTES[Channel.DESIRED]}",
-                )
+            self._reported.put(
+                self._reported_json("error", digest, f"desired state of {len(payload)} bytes, at most {limit}")
             )
             return
         if payload == self._desired_payload:

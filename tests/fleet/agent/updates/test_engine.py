@@ -159,10 +159,11 @@ async def test_a_replayed_older_generation_is_refused_also_after_a_restart(tmp_p
         await site.engine.install_local(desired(5, second), artifacts.directory, site.reports.append)
         assert site.reports.last.phase is UpdatePhase.COMMITTED
         await site.engine.install_local(desired(4, first), artifacts.directory, site.reports.append)
-        assert site.reports.last.phase is UpdatePhase.FAILED
-        assert site.reports.last.reason is FailureReason.REPLAY
-        assert site.reports.last.generation == 4
-        assert site.reports.last.running.pack_names == ("site-maps@2",)
+        replayed = site.reports.last
+        assert replayed.phase is UpdatePhase.FAILED
+        assert replayed.reason is FailureReason.REPLAY
+        assert replayed.generation == 4
+        assert replayed.running.pack_names == ("site-maps@2",)
     async with bench(tmp_path / "state") as site:
         await site.engine.install_local(desired(5, first), artifacts.directory, site.reports.append)
         assert site.reports.last.reason is FailureReason.REPLAY, "the same generation with other content"
