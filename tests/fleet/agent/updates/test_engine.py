@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bmsgate.catalog import Catalog, Kind, default_catalog
-from bmsgate.fleet.agent.updates.journal import read_journal
+from bmsgate.fleet.agent.updates.journal import Journal, read_journal, write_journal
 from bmsgate.fleet.updates import FailureReason, UpdatePhase
 from tests.fleet.agent.updates.conftest import (
     SOC_TIMES_TEN,
@@ -189,3 +189,41 @@ async def test_an_inverter_change_waits_for_no_alarms_and_fails_after_the_limit(
         assert UpdatePhase.ACTIVE_PENDING not in site.reports.phases()
         assert default_catalog().get(Kind.REGISTER_MAP, "generic").source.layer == "builtin"
     assert _slots(tmp_path / "state") == []
+
+
+async def test_an_update_interrupted_before_its_switch_resumes_after_a_restart(tmp_path: Path) -> None:
+    artifacts = Artifacts(tmp_path / "usb")
+    maps = artifacts.build("site-maps", "2", {"modbus/generic.yaml": generic_map_text(soc_scale=0.1)})
+    updates = tmp_path / "state" / "packs"
+    # What a kill during the download leaves: the generation accepted, the job in the journal, a partial slot.
+    write_journal(
+        updates,
+        Journal(
+            generation=3,
+            desired_sha256="ab" * 32,
+            desired=desired(3, maps),
+            local_dir=str(artifacts.directory),
+            phase=UpdatePhase.DOWNLOADING,
+        ),
+    )
+    (updates / "slots" / "3.staging" / "modbus").mkdir(parents=True)
+    async with bench(tmp_path / "state") as site:
+        await site.engine.resume(site.reports.append)
+        assert site.reports.phases()[0] is UpdatePhase.DOWNLOADING
+        assert site.reports.last.phase is UpdatePhase.COMMITTED
+        assert site.reports.last.generation == 3
+        soc = site.soc()
+        assert soc is not None
+        assert abs(await site.soc_register() - soc * 10) <= 20
+    assert _slots(tmp_path / "state") == ["3"]
+
+
+async def test_a_desired_state_for_another_gateway_is_refused(tmp_path: Path) -> None:
+    artifacts = Artifacts(tmp_path / "usb")
+    maps = artifacts.build("site-maps", "2", {"modbus/generic.yaml": generic_map_text()})
+    async with bench(tmp_path / "state") as site:
+        other = desired(1, maps).model_copy(update={"gateway": "gw-2"})
+        await site.engine.install_local(other, artifacts.directory, site.reports.append)
+        assert site.reports.last.phase is UpdatePhase.FAILED
+        assert "gw-2" in site.reports.last.detail
+    assert read_journal(tmp_path / "state" / "packs").generation == 0

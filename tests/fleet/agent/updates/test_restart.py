@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
@@ -36,7 +37,7 @@ from tests.inverter.modbus.helpers import free_port
 _PROCESS = Path(__file__).with_name("gateway_process.py")
 
 
-def _config(tmp_path: Path, credentials: Path, port: int) -> Path:
+def _config(tmp_path: Path, credentials: Path, port: int, *, fault: str = "none", waiting_s: float = 1800.0) -> Path:
     config = {
         "name": "kill bench",
         "state_dir": str(tmp_path / "state"),
@@ -46,7 +47,14 @@ def _config(tmp_path: Path, credentials: Path, port: int) -> Path:
                 "protocol": "jbd",
                 "poll_interval": 0.2,
                 "stale_after": 5.0,
-                "transport": {"type": "simulator", "cells": 16, "initial_soc": 76, "seed": 3},
+                "transport": {
+                    "type": "simulator",
+                    "cells": 16,
+                    "initial_soc": 76,
+                    "seed": 3,
+                    "fault": fault,
+                    "fault_after": 0.0,
+                },
             }
         ],
         "inverter": {"refresh_interval": 0.1},
@@ -57,7 +65,13 @@ def _config(tmp_path: Path, credentials: Path, port: int) -> Path:
                 "credentials": str(credentials),
                 "interval": 1.0,
                 "reconnect_max": 1.0,
-                "updates": {"health_polls": 40, "health_min_duration": 2.0, "health_timeout": 60.0},
+                "updates": {
+                    "health_polls": 40,
+                    "health_min_duration": 2.0,
+                    "health_timeout": 60.0,
+                    "precondition_timeout": waiting_s,
+                    "precondition_interval": 0.5,
+                },
             },
         },
     }
@@ -120,14 +134,14 @@ async def _kill_at(recorder: Recorder, process: subprocess.Popen[bytes], phase: 
     process.wait(5)
 
 
-def _prepare(tmp_path: Path, fleet_broker: FleetBroker) -> tuple[Path, int, Path, Path]:
+def _prepare(tmp_path: Path, fleet_broker: FleetBroker, **config: Any) -> tuple[Path, int, Path, Path]:
     artifacts = Artifacts(tmp_path / "usb")
     maps = artifacts.build("site-maps", "2", {"modbus/generic.yaml": generic_map_text(soc_scale=0.1)}, hardware='["*"]')
     wanted = tmp_path / "desired.json"
     wanted.write_text(desired(1, maps).model_dump_json(), encoding="utf-8")
     credentials = fleet_broker.write_credentials(GATEWAY, tmp_path / "credentials.json")
     port = free_port()
-    return _config(tmp_path, credentials, port), port, wanted, artifacts.directory
+    return _config(tmp_path, credentials, port, **config), port, wanted, artifacts.directory
 
 
 @pytest.mark.slow
@@ -175,3 +189,24 @@ async def test_killed_after_the_commit_it_restarts_on_the_new_slot(
         assert again.running.pack_names == ("site-maps@2",)
         async with _master(port) as client:
             assert await _soc_register(client) > 100, "the committed map (SoC in 0.1 %) from the start"
+
+
+@pytest.mark.slow
+async def test_killed_while_waiting_for_its_preconditions_it_resumes_the_update(
+    fleet_broker: FleetBroker, recorder: Recorder, tmp_path: Path
+) -> None:
+    # A cell alarm from the start: an inverter-affecting change waits (and, here, gives up after 4 s).
+    config, port, wanted, artifacts = _prepare(tmp_path, fleet_broker, fault="cell_undervoltage", waiting_s=4.0)
+    with _gateway(config, wanted, artifacts) as first:
+        await _kill_at(recorder, first, UpdatePhase.WAITING)
+    assert read_journal(tmp_path / "state" / "packs").phase is UpdatePhase.WAITING
+    seen = len(reports_of(recorder.raw))
+    with _gateway(config):
+        await recorder.wait_for(lambda: (last := _last(recorder)) and last.phase is UpdatePhase.FAILED, timeout=30)
+        resumed = reports_of(recorder.raw)[seen:]
+        assert UpdatePhase.WAITING in [report.phase for report in resumed], "the update resumed after the kill"
+        assert resumed[-1].reason is FailureReason.PRECONDITION
+        assert "alarm" in resumed[-1].detail
+        assert all(report.generation == 1 and report.running.pack_names == () for report in resumed)
+        async with _master(port) as client:
+            assert await _soc_register(client) < 100, "nothing changed: the built-in map serves"

@@ -233,6 +233,10 @@ class UpdateEngine:
         """Apply a desired state built on site from the pack files in `directory` (no server, no signatures)."""
         async with self._lock:
             digest = hashlib.sha256(canonical_bytes(desired.model_dump(mode="json"))).hexdigest()
+            if desired.gateway != self.settings.gateway_id:
+                detail = f"the desired state is for gateway {desired.gateway}, this is {self.settings.gateway_id}"
+                report(self._reported(UpdatePhase.FAILED, reason=FailureReason.INTERNAL, detail=detail, digest=digest))
+                return
             if self._accept(desired, digest, report, local_dir=str(directory)):
                 await self._apply(desired, LocalArtifacts(directory), report)
 
