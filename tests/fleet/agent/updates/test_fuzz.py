@@ -52,4 +52,7 @@ def test_a_damaged_journal_is_a_journal_error(data: bytes) -> None:
         try:
             read_journal(directory)
         except JournalError as exc:
-            assert JOURNAL_FILE in str(exc)
+            problem = str(exc)
+        else:
+            return
+        assert JOURNAL_FILE in problem, "the error names the file"
