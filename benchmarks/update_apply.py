@@ -110,8 +110,8 @@ async def _gateway_runs(directory: Path, runs: int) -> tuple[list[float], list[f
     switch: list[float] = []
     whole: list[float] = []
     try:
-        while gateway.hub.latest("house") is None:
-            await asyncio.sleep(0.05)
+        with gateway.hub.subscribe("bench", replay=False) as first_poll:
+            await asyncio.wait_for(first_poll.get(), 10)
         for run in range(runs):
             target, _ = _pack(directory, f"{run + 1}")
             now = time.time()
