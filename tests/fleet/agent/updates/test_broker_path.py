@@ -28,7 +28,8 @@ async def test_only_a_verified_desired_state_is_applied(
     maps = artifacts.build("site-maps", "2", {"modbus/generic.yaml": generic_map_text(soc_scale=0.1)})
     source = SignedDirectory(artifacts.directory, trusted.public_key())
     async with bench(tmp_path / "state", source=source) as site:
-        agent = FleetAgent(agent_options(fleet_broker, tmp_path), desired=site.engine)
+        # packs=None: the state lists the catalog's items, as a real gateway's does.
+        agent = FleetAgent(agent_options(fleet_broker, tmp_path, packs=None), desired=site.engine)
         async with running(agent, site.gateway.hub):
             await agent.connected.wait()
             before = await site.soc_register()
@@ -57,6 +58,17 @@ async def test_only_a_verified_desired_state_is_applied(
             soc = site.soc()
             assert soc is not None
             assert abs(await site.soc_register() - soc * 10) <= 20
+            committed = reports_of(recorder.raw)[-1]
+            new_map = next(item for item in committed.running.packs if item.name == "generic")
+
+            def state_names_the_new_map() -> bool:
+                states = recorder.of(Channel.STATE, GATEWAY)
+                return bool(states) and any(
+                    pack.kind == "register-map" and pack.sha256 == new_map.sha256 for pack in states[-1].packs
+                )
+
+            # The retained state follows the catalog that now runs.
+            await recorder.wait_for(state_names_the_new_map)
         phases = [report.phase for report in reports_of(recorder.raw)[count:]]
         assert phases[-3:] == [UpdatePhase.STAGED, UpdatePhase.ACTIVE_PENDING, UpdatePhase.COMMITTED]
         assert all(report.generation == 4 for report in reports_of(recorder.raw)[count:])

@@ -227,3 +227,18 @@ async def test_a_desired_state_for_another_gateway_is_refused(tmp_path: Path) ->
         assert site.reports.last.phase is UpdatePhase.FAILED
         assert "gw-2" in site.reports.last.detail
     assert read_journal(tmp_path / "state" / "packs").generation == 0
+
+
+async def test_an_empty_pack_set_goes_back_to_the_built_in_definitions(tmp_path: Path) -> None:
+    artifacts = Artifacts(tmp_path / "usb")
+    maps = artifacts.build("site-maps", "2", {"modbus/generic.yaml": generic_map_text(soc_scale=0.1)})
+    async with bench(tmp_path / "state") as site:
+        await site.engine.install_local(desired(1, maps), artifacts.directory, site.reports.append)
+        assert site.reports.last.phase is UpdatePhase.COMMITTED
+        await site.engine.install_local(desired(2), artifacts.directory, site.reports.append)
+        back = site.reports.last
+        assert back.phase is UpdatePhase.COMMITTED
+        assert back.running.pack_names == ()
+        assert await site.soc_register() <= 100, "the built-in map (whole per cent) serves again"
+        assert default_catalog().get(Kind.REGISTER_MAP, "generic").source.layer == "builtin"
+    assert _slots(tmp_path / "state") == ["1", "2"], "the previous slot is kept until the next commit"
