@@ -149,11 +149,7 @@ def updates_directory(settings: FleetSettings, config: GatewayConfig) -> Path:
 
 
 def prepare_updates(config: GatewayConfig) -> None:
-    """Before the gateway loads its definitions: start with the committed pack slot (see start_committed_slot).
-
-    Raises:
-        JournalError: the update journal is unreadable.
-    """
+    """Before the gateway loads its definitions: start with the committed pack slot (see start_committed_slot)."""
     settings = config.outputs.fleet
     if settings is None or not settings.updates.enabled:
         return

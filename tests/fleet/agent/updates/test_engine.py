@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from bmsgate.catalog import Catalog, Kind, default_catalog
-from bmsgate.fleet.agent.updates.journal import Journal, read_journal, write_journal
+from bmsgate.fleet.agent.updates.journal import DAMAGED_SUFFIX, JOURNAL_FILE, Journal, read_journal, write_journal
 from bmsgate.fleet.updates import FailureReason, UpdatePhase
 from tests.fleet.agent.updates.conftest import (
     SOC_TIMES_TEN,
@@ -242,3 +242,14 @@ async def test_an_empty_pack_set_goes_back_to_the_built_in_definitions(tmp_path:
         assert await site.soc_register() <= 100, "the built-in map (whole per cent) serves again"
         assert default_catalog().get(Kind.REGISTER_MAP, "generic").source.layer == "builtin"
     assert _slots(tmp_path / "state") == ["1", "2"], "the previous slot is kept until the next commit"
+
+
+async def test_a_damaged_journal_starts_the_gateway_on_the_built_in_definitions(tmp_path: Path) -> None:
+    updates = tmp_path / "state" / "packs"
+    updates.mkdir(parents=True)
+    (updates / JOURNAL_FILE).write_bytes(b'{"v":1,"generation":')
+    async with bench(tmp_path / "state") as site:
+        assert default_catalog().get(Kind.REGISTER_MAP, "generic").source.layer == "builtin"
+        assert site.engine.journal.generation == 0
+        assert await site.soc_register() <= 100
+    assert (updates / f"{JOURNAL_FILE}{DAMAGED_SUFFIX}").read_bytes() == b'{"v":1,"generation":'

@@ -37,7 +37,7 @@ from bmsgate.canonical import canonical_bytes
 from bmsgate.catalog import Catalog, set_default_catalog
 from bmsgate.errors import ConfigError
 from bmsgate.fleet.agent.updates.health import HealthSettings, check_health
-from bmsgate.fleet.agent.updates.journal import Journal, SlotRecord, read_journal, write_journal
+from bmsgate.fleet.agent.updates.journal import Journal, JournalError, SlotRecord, recover_journal, write_journal
 from bmsgate.fleet.agent.updates.plan import ActivationPlan, RunningSite, plan_activation
 from bmsgate.fleet.agent.updates.preconditions import unmet_precondition
 from bmsgate.fleet.agent.updates.slots import SlotStore
@@ -90,10 +90,10 @@ def start_committed_slot(directory: Path) -> Catalog:
     An activation still pending in the journal (a restart during its health check) is rolled back here:
     the gateway starts with the previous slot and the journal says ``reverted``.
 
-    Raises:
-        JournalError: the journal is unreadable.
+    A damaged journal is moved aside: the gateway starts with the built-in definitions (see
+    :func:`~bmsgate.fleet.agent.updates.journal.recover_journal`).
     """
-    journal = read_journal(directory)
+    journal = recover_journal(directory)
     if journal.phase is UpdatePhase.ACTIVE_PENDING:
         _LOGGER.warning(
             "updates: generation %d was interrupted during its health check; rolling back", journal.generation
@@ -154,7 +154,7 @@ class UpdateEngine:
         self.source = source
         self._clock = clock
         self.slots = SlotStore(settings.directory)
-        self.journal = read_journal(settings.directory)
+        self.journal = recover_journal(settings.directory)
         self._active: SlotRecord | None = self.journal.committed
         self._catalog = self.slots.catalog(self._active)
         self._lock = asyncio.Lock()
@@ -285,6 +285,8 @@ class UpdateEngine:
             self._fail(report, refused.reason, refused.detail)
         except PackError as exc:
             self._fail(report, exc.reason, str(exc))
+        except JournalError as exc:
+            self._fail(report, FailureReason.INTERNAL, str(exc))
 
     async def _run(self, desired: DesiredState, source: ArtifactSource, report: Reporter) -> None:
         committed = self.journal.committed
@@ -416,7 +418,10 @@ class UpdateEngine:
 
     def _fail(self, report: Reporter, reason: FailureReason, detail: str) -> None:
         _LOGGER.warning("updates: generation %d failed (%s): %s", self.journal.generation, reason.value, detail)
-        self._write(phase=UpdatePhase.FAILED, reason=reason, detail=detail[:1024], pending=None, desired=None)
+        try:
+            self._write(phase=UpdatePhase.FAILED, reason=reason, detail=detail[:1024], pending=None, desired=None)
+        except JournalError as exc:
+            _LOGGER.error("updates: %s", exc)  # noqa: TRY400 - the report below says what failed
         report(self._reported(UpdatePhase.FAILED, reason=reason, detail=detail))
 
     def running_versions(self) -> RunningVersions:

@@ -14,6 +14,7 @@ finds either the old record or the new one, never a mix. The order of writes is 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Final, Literal
@@ -24,9 +25,20 @@ from bmsgate.errors import BmsgateError
 from bmsgate.fleet.protocol import PackVersion
 from bmsgate.fleet.updates import DesiredState, FailureReason, UpdatePhase
 
-__all__ = ["JOURNAL_FILE", "Journal", "JournalError", "SlotRecord", "read_journal", "write_journal"]
+__all__ = [
+    "DAMAGED_SUFFIX",
+    "JOURNAL_FILE",
+    "Journal",
+    "JournalError",
+    "SlotRecord",
+    "read_journal",
+    "recover_journal",
+    "write_journal",
+]
 
 JOURNAL_FILE: Final = "journal.json"
+DAMAGED_SUFFIX: Final = ".damaged"
+_LOGGER = logging.getLogger(__name__)
 _MAX_BYTES: Final = 1024 * 1024
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -116,3 +128,18 @@ def write_journal(directory: Path, journal: Journal) -> None:
         with contextlib.suppress(OSError):
             temporary.unlink()
         raise JournalError(f"{path}: cannot write the update journal: {exc.strerror or exc}") from None
+
+
+def recover_journal(directory: Path) -> Journal:
+    """The journal, or a fresh one when it is damaged (the damaged file is kept beside it for a look).
+
+    A gateway must start even then: it starts with the built-in definitions only (a defined state) and
+    forgets the generations it accepted (the desired state's own signature and expiry still guard it).
+    """
+    try:
+        return read_journal(directory)
+    except JournalError as exc:
+        _LOGGER.error("updates: %s; starting with the built-in definitions", exc)  # noqa: TRY400 - no traceback
+        with contextlib.suppress(OSError):
+            (directory / JOURNAL_FILE).replace(directory / f"{JOURNAL_FILE}{DAMAGED_SUFFIX}")
+        return Journal()
