@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bmsgate.catalog import Catalog, Kind, default_catalog
 from bmsgate.fleet.agent.updates.journal import DAMAGED_SUFFIX, JOURNAL_FILE, Journal, read_journal, write_journal
+from bmsgate.fleet.agent.updates.source import Progress
 from bmsgate.fleet.updates import FailureReason, UpdatePhase
 from tests.fleet.agent.updates.conftest import (
     SOC_TIMES_TEN,
@@ -20,6 +23,7 @@ from tests.fleet.agent.updates.conftest import (
     jbd_text,
     until,
 )
+from tests.fleet.agent.updates.signed import SignedDirectory, sign
 
 _BUILTIN_JBD = Catalog(system_dir="/nonexistent").get(Kind.PROTOCOL, "jbd").sha256
 
@@ -253,3 +257,26 @@ async def test_a_damaged_journal_starts_the_gateway_on_the_built_in_definitions(
         assert site.engine.journal.generation == 0
         assert await site.soc_register() <= 100
     assert (updates / f"{JOURNAL_FILE}{DAMAGED_SUFFIX}").read_bytes() == b'{"v":1,"generation":'
+
+
+class _SlowLink(SignedDirectory):
+    """A verified repository read as over a slow link: 1 KiB every 0.2 s, with progress (the TUF source's shape)."""
+
+    def download(self, target: str, *, length: int, sha256: str, progress: Progress | None = None) -> Path:
+        path = super().download(target, length=length, sha256=sha256)
+        for done in range(0, length, 1024):
+            time.sleep(0.2)
+            if progress is not None:
+                progress(done, length)
+        return path
+
+
+async def test_a_long_download_reports_its_progress(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    artifacts = Artifacts(tmp_path / "repository")
+    maps = artifacts.build("site-maps", "2", {"modbus/generic.yaml": generic_map_text()})
+    async with bench(tmp_path / "state", source=_SlowLink(artifacts.directory, key.public_key())) as site:
+        await site.engine.take(sign(desired(1, maps), key), site.reports.append)
+    downloading = [report.progress for report in site.reports if report.phase is UpdatePhase.DOWNLOADING]
+    assert any(p is not None and 0 < p.done < p.total for p in downloading), downloading
+    assert site.reports.last.phase is UpdatePhase.COMMITTED

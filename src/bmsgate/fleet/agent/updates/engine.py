@@ -67,6 +67,8 @@ Reporter = Callable[[ReportedState], None]
 
 INTERRUPTED: Final = "interrupted during health check: the gateway restarted before the check passed"
 _RUNNING_WAIT: Final = 30.0
+_PROGRESS_GAP: Final = 1.0
+"""Seconds between progress reports of a download."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -325,7 +327,10 @@ class UpdateEngine:
                     UpdatePhase.DOWNLOADING, progress=UpdateProgress(done=done, total=total), detail=target.target
                 )
             )
-            path = await asyncio.to_thread(source.download, target.target, length=target.length, sha256=target.sha256)
+            progress = self._progress_reporter(report, target.target, done, total)
+            path = await asyncio.to_thread(
+                source.download, target.target, length=target.length, sha256=target.sha256, progress=progress
+            )
             data = await asyncio.to_thread(path.read_bytes)
             # The source checked it; a file changed on disk since then must not slip through.
             if len(data) != target.length or pack_sha256(data) != target.sha256:
@@ -342,6 +347,24 @@ class UpdateEngine:
             done += target.length
         report(self._reported(UpdatePhase.DOWNLOADING, progress=UpdateProgress(done=done, total=total)))
         return packs
+
+    def _progress_reporter(self, report: Reporter, target: str, before: int, total: int) -> Callable[[int, int], None]:
+        """A download's progress callback (called in the downloading thread): a report at most every second."""
+        loop = asyncio.get_running_loop()
+        last = time.monotonic()
+
+        def progress(done: int, length: int) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if done >= length or now - last < _PROGRESS_GAP:
+                return  # the report after the target says it is complete
+            last = now
+            position = UpdateProgress(done=min(before + done, total), total=total)
+            loop.call_soon_threadsafe(
+                lambda: report(self._reported(UpdatePhase.DOWNLOADING, progress=position, detail=target))
+            )
+
+        return progress
 
     async def _wait_for_preconditions(self, plan: ActivationPlan, report: Reporter) -> None:
         batteries = plan.affected_batteries(self.site) if plan.affects_inverter else frozenset()
