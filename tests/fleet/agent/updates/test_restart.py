@@ -1,7 +1,8 @@
 """A gateway process killed with SIGKILL during an update: on restart it runs a defined slot and reports the truth.
 
-The process is built from a configuration file as ``bmsgate run`` builds it (committed slot first, then the
-definitions, the Modbus server, the fleet agent with the update engine), against a real Mosquitto.
+The first process is built from a configuration file as ``bmsgate run`` builds it (committed slot first, then
+the definitions, the Modbus server, the fleet agent with the update engine) and installs a pack; the restart
+is ``bmsgate run`` itself. Both against a real Mosquitto.
 """
 
 from __future__ import annotations
@@ -82,15 +83,20 @@ def _config(tmp_path: Path, credentials: Path, port: int, *, fault: str = "none"
 
 @contextlib.contextmanager
 def _gateway(config: Path, *install: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The gateway process: with `install`, the test harness that installs; without, ``bmsgate run`` itself."""
+    command = (
+        [str(_PROCESS), str(config), *map(str, install)] if install else ["-m", "bmsgate", "run", "-c", str(config)]
+    )
     process = subprocess.Popen(
-        [sys.executable, str(_PROCESS), str(config), *map(str, install)],
-        stdout=subprocess.PIPE,
+        [sys.executable, *command],
+        stdout=subprocess.PIPE if install else subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     try:
-        assert process.stdout is not None
-        with process.stdout:
-            assert process.stdout.readline().strip() == b"started"
+        if install:
+            assert process.stdout is not None
+            with process.stdout:
+                assert process.stdout.readline().strip() == b"started"
         yield process
     finally:
         if process.poll() is None:
