@@ -199,6 +199,7 @@ class UpdateEngine:
                         UpdatePhase.FAILED,
                         reason=FailureReason.INTERNAL,
                         detail=f"desired refused: {exc}",
+                        generation=0,
                         digest=digest,
                     )
                 )

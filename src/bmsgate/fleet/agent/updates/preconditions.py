@@ -16,7 +16,8 @@ def unmet_precondition(hub: SnapshotHub, batteries: Iterable[str]) -> str | None
         if snapshot is None:
             return f"battery {battery_id}: no data yet"
         if hub.is_stale(battery_id):
-            return f"battery {battery_id}: data is stale ({hub.age(battery_id) or 0:.0f} s old)"
+            # No age in the text: the engine reports (and journals) a precondition again only when it changes.
+            return f"battery {battery_id}: data is stale (no fresh poll within {hub.stale_after(battery_id):g} s)"
         if snapshot.alarms:
             names = ", ".join(sorted(str(alarm) for alarm in snapshot.alarms))
             return f"battery {battery_id}: active alarms ({names})"
