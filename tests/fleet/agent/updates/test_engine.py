@@ -162,6 +162,7 @@ async def test_a_replayed_older_generation_is_refused_also_after_a_restart(tmp_p
     async with bench(tmp_path / "state") as site:
         await site.engine.install_local(desired(5, second), artifacts.directory, site.reports.append)
         assert site.reports.last.phase is UpdatePhase.COMMITTED
+        assert site.engine.next_generation == 6
         await site.engine.install_local(desired(4, first), artifacts.directory, site.reports.append)
         replayed = site.reports.last
         assert replayed.phase is UpdatePhase.FAILED

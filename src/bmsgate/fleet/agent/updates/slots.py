@@ -8,7 +8,6 @@ layer; the previous slot stays until the next commit, so a revert never needs a 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -91,11 +90,3 @@ class SlotStore:
             if entry.name not in keep:
                 shutil.rmtree(entry, ignore_errors=True)
 
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(64 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
