@@ -89,4 +89,3 @@ class SlotStore:
         for entry in self.slots.iterdir():
             if entry.name not in keep:
                 shutil.rmtree(entry, ignore_errors=True)
-
