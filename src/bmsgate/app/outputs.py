@@ -142,6 +142,8 @@ def _fleet_sinks(settings: Any, context: OutputContext) -> list[Sink]:
             context.protocols,
             status_channel=controller.channel if controller is not None else None,
             outputs=lambda: context.supervisor.sinks,
+            supervisor=context.supervisor,
+            inverter_bank=controller.settings.batteries if controller is not None else (),
         )
     ]
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Final
 
-from bmsgate.fleet.agent.agent import FleetAgent
+from bmsgate.fleet.agent.agent import FleetAgent, UpdateReporter
 from bmsgate.fleet.agent.location import FixedLocation
 from bmsgate.fleet.protocol import (
     BatteryDescriptor,
@@ -22,6 +22,7 @@ from bmsgate.fleet.protocol import (
     encode,
     topic,
 )
+from bmsgate.fleet.updates import FailureReason, ReportedState, RunningVersions, UpdatePhase, decode_reported
 from bmsgate.model import Alarm
 from bmsgate.runtime.hub import SnapshotHub
 from tests.fleet.agent.conftest import FleetBroker, Recorder, agent_options, running, snapshot
@@ -144,22 +145,53 @@ async def test_desired_state_without_a_handler_is_reported_unsupported(
     assert len(reported["desired_sha256"]) == 64
 
 
+class _Handler:
+    """A desired-state handler that reports two phases per payload, and what a restart left first."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+
+    async def resume(self, report: UpdateReporter) -> None:
+        report(_reported(UpdatePhase.REVERTED, 3))
+
+    async def take(self, payload: bytes, report: UpdateReporter) -> None:
+        self.seen.append(payload)
+        report(_reported(UpdatePhase.DOWNLOADING, 4))
+        report(_reported(UpdatePhase.FAILED, 4))
+
+
+def _reports(recorder: Recorder) -> list[ReportedState]:
+    name = topic("gw-1", Channel.REPORTED)
+    return [decode_reported(raw[1], topic=name, gateway="gw-1") for raw in recorder.raw if raw[0] == name]
+
+
+def _reported(phase: UpdatePhase, generation: int) -> ReportedState:
+    return ReportedState(
+        v=1,
+        gateway="gw-1",
+        at=time.time(),
+        phase=phase,
+        generation=generation,
+        reason=FailureReason.HARDWARE if phase is UpdatePhase.FAILED else None,
+        running=RunningVersions(software="1.0"),
+    )
+
+
 async def test_desired_state_goes_to_the_installed_handler(
     fleet_broker: FleetBroker, recorder: Recorder, tmp_path: Path
 ) -> None:
-    seen: list[bytes] = []
-
-    async def apply(payload: bytes) -> bytes:
-        seen.append(payload)
-        return b'{"status":"applied"}'
-
-    agent = FleetAgent(agent_options(fleet_broker, tmp_path), desired=apply)
+    handler = _Handler()
+    agent = FleetAgent(agent_options(fleet_broker, tmp_path), desired=handler)
     async with running(agent, SnapshotHub()):
         await agent.connected.wait()
+        await recorder.wait_for(lambda: _reports(recorder))
+        assert _reports(recorder)[0].phase is UpdatePhase.REVERTED
         await recorder.publish(topic("gw-1", Channel.DESIRED), b'{"signed":"rollout"}', retain=True)
-        await recorder.wait_for(lambda: [raw for raw in recorder.raw if raw[0].endswith("gw-1/reported")])
-    assert seen == [b'{"signed":"rollout"}']
-    assert next(raw[1] for raw in recorder.raw if raw[0].endswith("gw-1/reported")) == b'{"status":"applied"}'
+        await recorder.wait_for(lambda: _reports(recorder)[-1].phase is UpdatePhase.FAILED)
+    assert handler.seen == [b'{"signed":"rollout"}']
+    reported = _reports(recorder)[-1]
+    assert reported.generation == 4
+    assert reported.reason is FailureReason.HARDWARE
 
 
 class _BrokenSource:

@@ -80,6 +80,11 @@ def _start(
     gateway_config: GatewayConfig, args: argparse.Namespace, builders: list[Any], *, source: str | None = None
 ) -> int:
     console = _console_and_logging(gateway_config, args.debug)
+    if gateway_config.outputs.fleet is not None:
+        from bmsgate.fleet.agent.wiring import prepare_updates  # noqa: PLC0415 - the fleet needs the [mqtt] extra
+
+        # Before the definitions load: the gateway runs the committed pack slot (a pending one rolls back).
+        prepare_updates(gateway_config)
     try:
         gateway: Gateway = build_gateway(gateway_config, sink_builders=builders, console=console)
     except ConfigError as exc:

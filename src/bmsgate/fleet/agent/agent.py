@@ -21,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -33,6 +34,7 @@ from bmsgate import __version__
 from bmsgate.errors import BmsgateError, SinkError
 from bmsgate.fleet.agent.buffer import BufferedMessage, Outbox
 from bmsgate.fleet.agent.commands import CommandRejected, CommandScreen
+from bmsgate.fleet.agent.desired import DesiredStateHandler, ReportedOutbox, UpdateReporter
 from bmsgate.fleet.agent.events import EventTracker, PendingEvent
 from bmsgate.fleet.agent.identity import hardware_model, pack_versions
 from bmsgate.fleet.agent.location import LocationSource
@@ -56,6 +58,7 @@ from bmsgate.fleet.protocol import (
     encode,
     topic,
 )
+from bmsgate.fleet.updates import ReportedState, UpdatePhase
 from bmsgate.mqtt.settings import BrokerSettings
 from bmsgate.runtime.backoff import Backoff
 from bmsgate.runtime.cancellation import run_isolated
@@ -64,13 +67,18 @@ from bmsgate.runtime.hub import SnapshotHub, Subscription
 if TYPE_CHECKING:
     from bmsgate.mqtt.client import MqttSession
 
-__all__ = ["AgentOptions", "AgentStats", "DesiredStateHandler", "FleetAgent", "InverterStatusProvider"]
+__all__ = [
+    "AgentOptions",
+    "AgentStats",
+    "DesiredStateHandler",
+    "FleetAgent",
+    "InverterStatusProvider",
+    "UpdateReporter",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
 InverterStatusProvider = Callable[[], Mapping[str, object] | None]
-DesiredStateHandler = Callable[[bytes], Awaitable[bytes]]
-"""Takes the raw retained ``desired`` payload, applies it, and returns the ``reported`` payload to publish."""
 RediscoverHook = Callable[[], Sequence[str]]
 """Asks the outputs to re-run their discovery; returns the names of those that will."""
 
@@ -181,8 +189,7 @@ class FleetAgent:
         self._state_dirty = asyncio.Event()
         self._desired_event = asyncio.Event()
         self._desired_payload: bytes | None = None
-        self._reported: bytes | None = None
-        self._reported_dirty = False
+        self._reported = ReportedOutbox(self._wake.set)
         self._last_drop_event = -math.inf
         self._unreported_drops = 0
         self.stats = AgentStats()
@@ -374,7 +381,27 @@ class FleetAgent:
 
     # -- desired state ---------------------------------------------------------------------------
 
+    @property
+    def desired_handler(self) -> DesiredStateHandler | None:
+        """The handler of the server's desired state (the update engine), if any."""
+        return self._desired_handler
+
+    def report_update(self, state: ReportedState) -> None:
+        """Publish one phase of an update (retained); the state's packs follow what now runs."""
+        self._reported.put(state.model_dump_json(exclude_defaults=True).encode())
+        if state.phase in (UpdatePhase.ACTIVE_PENDING, UpdatePhase.COMMITTED, UpdatePhase.REVERTED):
+            # The catalog changed (or changed back): the retained state names the data files that run now.
+            if self.options.packs is None:
+                self._packs = pack_versions()
+            self._state_dirty.set()
+
     async def _desired_worker(self) -> None:
+        handler = self._desired_handler
+        if handler is not None:
+            try:
+                await handler.resume(self.report_update)
+            except Exception:
+                _LOGGER.exception("fleet: resuming the update after a restart failed")
         while True:
             await self._desired_event.wait()
             self._desired_event.clear()
@@ -382,18 +409,17 @@ class FleetAgent:
             if payload is None:
                 continue
             digest = hashlib.sha256(payload).hexdigest()
-            if self._desired_handler is None:
-                report = self._reported_json("unsupported", digest, "this gateway cannot apply desired state yet")
-            else:
-                try:
-                    report = await self._desired_handler(payload)
-                except Exception as exc:
-                    if not isinstance(exc, BmsgateError):
-                        _LOGGER.exception("fleet: the desired-state handler failed")
-                    report = self._reported_json("error", digest, str(exc)[:1024] or type(exc).__name__)
-            self._reported = report
-            self._reported_dirty = True
-            self._wake.set()
+            if handler is None:
+                self._reported.put(
+                    self._reported_json("unsupported", digest, "this gateway cannot apply desired state yet")
+                )
+                continue
+            try:
+                await handler.take(payload, self.report_update)
+            except Exception as exc:
+                if not isinstance(exc, BmsgateError):
+                    _LOGGER.exception("fleet: the desired-state handler failed")
+                self._reported.put(self._reported_json("error", digest, str(exc)[:1024] or type(exc).__name__))
 
     def _reported_json(self, status: str, digest: str, detail: str) -> bytes:
         return reported_payload(self.gateway_id, status=status, desired_sha256=digest, detail=detail, at=self._clock())
@@ -454,7 +480,7 @@ class FleetAgent:
                 await session.subscribe(self._topics[Channel.COMMAND], self._topics[Channel.DESIRED])
                 await session.publish(self._topics[Channel.AVAILABILITY], ONLINE, retain=True)
                 await self._publish_state(session)
-                self._reported_dirty = self._reported is not None
+                self._reported.reconnected()
                 self.connected.set()
                 self._report_drops()
                 group.create_task(self._state_loop(session), name="fleet-state")
@@ -495,9 +521,7 @@ class FleetAgent:
         tokens, refilled = 1.0, loop.time()
         while True:
             self._wake.clear()
-            if self._reported_dirty and self._reported is not None:
-                self._reported_dirty = False
-                await session.publish(self._topics[Channel.REPORTED], self._reported, retain=True)
+            await self._reported.send(functools.partial(session.publish, self._topics[Channel.REPORTED], retain=True))
             live = outbox.oldest(after=live_after, limit=16)
             for message in live:
                 await self._publish_buffered(session, message, backfill=False)
@@ -549,13 +573,11 @@ class FleetAgent:
     def _take_desired(self, payload: bytes) -> None:
         if not payload:
             return  # the server cleared it
-        if len(payload) > MAX_PAYLOAD_BYTES[Channel.DESIRED]:
+        if len(payload) > (limit := MAX_PAYLOAD_BYTES[Channel.DESIRED]):
             digest = hashlib.sha256(payload).hexdigest()
-            self._reported = self._reported_json(
-                "error", digest, f"desired state of {len(payload)} bytes, at most {MAX_PAYLOAD_BYTES[Channel.DESIRED]}"
+            self._reported.put(
+                self._reported_json("error", digest, f"desired state of {len(payload)} bytes, at most {limit}")
             )
-            self._reported_dirty = True
-            self._wake.set()
             return
         if payload == self._desired_payload:
             return  # the broker re-delivers the retained message on every reconnect

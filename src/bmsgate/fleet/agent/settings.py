@@ -25,9 +25,12 @@ __all__ = [
     "GpsdLocationSettings",
     "LocationSettings",
     "NmeaLocationSettings",
+    "UPDATES_DIR_NAME",
+    "UpdateSettings",
 ]
 
 BUFFER_FILE_NAME: Final = "fleet-buffer.sqlite"
+UPDATES_DIR_NAME: Final = "packs"
 _DEFAULT_BUFFER_BYTES: Final = 64 * 1024 * 1024
 """64 MiB: ~2.3x what 48 h of telemetry for 8 batteries at 10 s needs (see docs/fleet/agent.md)."""
 
@@ -97,6 +100,30 @@ class BufferSettings(_Strict):
         return path
 
 
+class UpdateSettings(_Strict):
+    """Applying the fleet's desired packs (docs/fleet/updates-on-the-gateway.md)."""
+
+    enabled: bool = True
+    directory: Path | None = None
+    """Journal and slots (default: ``packs`` in the gateway's ``state_dir``)."""
+    precondition_timeout: float = Field(default=1800.0, gt=0, le=7 * 86_400)
+    """Seconds an inverter-affecting change waits for no alarms and fresh data before it fails."""
+    precondition_interval: float = Field(default=5.0, gt=0, le=600)
+    health_polls: int = Field(default=5, ge=1, le=1000)
+    """Good polls needed from every battery whose definition changed."""
+    health_failed_polls: int = Field(default=3, ge=1, le=1000)
+    """Failed polls in a row that fail the health check at once."""
+    health_timeout: float = Field(default=300.0, gt=0, le=86_400)
+    health_min_duration: float = Field(default=5.0, ge=0, le=86_400)
+    """Seconds a changed output must keep serving before the update is committed."""
+
+    @model_validator(mode="after")
+    def _duration_within_timeout(self) -> Self:
+        if self.health_min_duration > self.health_timeout:
+            raise ValueError("health_min_duration must not be longer than health_timeout")
+        return self
+
+
 class FleetSettings(_Strict):
     """Reporting to a fleet server (docs/fleet/agent.md)."""
 
@@ -114,6 +141,7 @@ class FleetSettings(_Strict):
     """Seconds between republications of the retained state (uptime); changes are published at once."""
     location: LocationSettings | None = None
     buffer: BufferSettings = BufferSettings()
+    updates: UpdateSettings = UpdateSettings()
     keepalive: int = Field(default=60, ge=5, le=3600)
     reconnect_max: float = Field(default=60.0, gt=0, le=3600)
     """Cap (s) of the reconnect delay after the broker went away."""

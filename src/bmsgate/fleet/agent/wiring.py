@@ -6,19 +6,36 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from bmsgate.catalog import Kind, is_path
 from bmsgate.fleet.agent.agent import AgentOptions, FleetAgent, InverterStatusProvider
+from bmsgate.fleet.agent.identity import hardware_model
 from bmsgate.fleet.agent.location import location_source
-from bmsgate.fleet.agent.settings import BUFFER_FILE_NAME, FleetSettings
+from bmsgate.fleet.agent.settings import BUFFER_FILE_NAME, UPDATES_DIR_NAME, FleetSettings
+from bmsgate.fleet.agent.updates.engine import EngineSettings, UpdateEngine, start_committed_slot
+from bmsgate.fleet.agent.updates.health import HealthSettings
+from bmsgate.fleet.agent.updates.plan import RunningSite
+from bmsgate.fleet.agent.updates.source import UpdateSource
 from bmsgate.fleet.credentials import GatewayCredentials
 from bmsgate.fleet.protocol import BatteryDescriptor
 from bmsgate.mqtt.settings import BrokerSettings, TlsSettings
 from bmsgate.protocols import CompiledProtocol
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from bmsgate.app.config import GatewayConfig
     from bmsgate.inverter.controller import StatusChannel
+    from bmsgate.runtime.supervisor import Supervisor
 
-__all__ = ["agent_from_settings", "broker_settings", "rediscover_hook"]
+__all__ = [
+    "agent_from_settings",
+    "broker_settings",
+    "prepare_updates",
+    "rediscover_hook",
+    "running_site",
+    "update_engine",
+    "updates_directory",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -66,8 +83,11 @@ def agent_from_settings(
     *,
     status_channel: StatusChannel | None = None,
     outputs: Callable[[], Iterable[object]] | None = None,
+    supervisor: Supervisor | None = None,
+    inverter_bank: Iterable[str] = (),
+    update_source: UpdateSource | None = None,
 ) -> FleetAgent:
-    """The agent the ``outputs.fleet`` section describes.
+    """The agent the ``outputs.fleet`` section describes (with the update engine, given the supervisor).
 
     Raises:
         ConfigError: the credentials file is unreadable or invalid.
@@ -104,9 +124,82 @@ def agent_from_settings(
         tags=settings.tags,
         batteries=batteries,
     )
+    engine = None
+    if supervisor is not None and settings.updates.enabled:
+        engine = update_engine(
+            settings,
+            config,
+            supervisor,
+            gateway_id=credentials.gateway,
+            inverter_bank=inverter_bank,
+            source=update_source,
+        )
     return FleetAgent(
         options,
         location=location_source(settings.location) if settings.location is not None else None,
         inverter_status=inverter_status,
+        desired=engine,
         rediscover=rediscover_hook(outputs) if outputs is not None else None,
+    )
+
+
+def updates_directory(settings: FleetSettings, config: GatewayConfig) -> Path:
+    """Where the update journal and the pack slots live."""
+    return settings.updates.directory or config.state_dir / UPDATES_DIR_NAME
+
+
+def prepare_updates(config: GatewayConfig) -> None:
+    """Before the gateway loads its definitions: start with the committed pack slot (see start_committed_slot)."""
+    settings = config.outputs.fleet
+    if settings is None or not settings.updates.enabled:
+        return
+    catalog = start_committed_slot(updates_directory(settings, config))
+    _LOGGER.info("updates: pack layer %s", next((str(d) for layer, d in catalog.layers if layer == "pack"), "none"))
+
+
+def running_site(config: GatewayConfig, inverter_bank: Iterable[str] = ()) -> RunningSite:
+    """The names the configured gateway resolves through the catalog (what a pack can change)."""
+    protocols = {
+        battery.id: battery.protocol
+        for battery in config.batteries
+        if battery.protocol_file is None and battery.protocol is not None and not is_path(battery.protocol)
+    }
+    outputs: dict[str, tuple[Kind, str]] = {}
+    modbus, can = config.outputs.modbus, config.outputs.can
+    if modbus is not None and not is_path(str(modbus.register_map)):
+        outputs["modbus"] = (Kind.REGISTER_MAP, str(modbus.register_map))
+    if can is not None and not is_path(str(can.profile)):
+        outputs["can"] = (Kind.CAN_PROFILE, str(can.profile))
+    return RunningSite(protocols=protocols, outputs=outputs, inverter_bank=frozenset(inverter_bank))
+
+
+def update_engine(
+    settings: FleetSettings,
+    config: GatewayConfig,
+    supervisor: Supervisor,
+    *,
+    gateway_id: str,
+    inverter_bank: Iterable[str] = (),
+    source: UpdateSource | None = None,
+    hardware: str | None = None,
+) -> UpdateEngine:
+    """The update engine for this gateway (the agent's desired-state handler)."""
+    updates = settings.updates
+    return UpdateEngine(
+        EngineSettings(
+            directory=updates_directory(settings, config),
+            gateway_id=gateway_id,
+            hardware=hardware or hardware_model(),
+            precondition_timeout=updates.precondition_timeout,
+            precondition_interval=updates.precondition_interval,
+            health=HealthSettings(
+                polls=updates.health_polls,
+                failed_polls=updates.health_failed_polls,
+                timeout=updates.health_timeout,
+                min_duration=updates.health_min_duration,
+            ),
+        ),
+        supervisor,
+        running_site(config, inverter_bank),
+        source=source,
     )
