@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from bmsgate.catalog import Kind, is_path
+from bmsgate.errors import ConfigError
 from bmsgate.fleet.agent.agent import AgentOptions, FleetAgent, InverterStatusProvider
 from bmsgate.fleet.agent.identity import hardware_model
 from bmsgate.fleet.agent.location import location_source
@@ -18,6 +19,7 @@ from bmsgate.fleet.agent.updates.source import UpdateSource
 from bmsgate.fleet.credentials import GatewayCredentials
 from bmsgate.fleet.protocol import BatteryDescriptor
 from bmsgate.mqtt.settings import BrokerSettings, TlsSettings
+from bmsgate.packs.errors import PackError
 from bmsgate.protocols import CompiledProtocol
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ __all__ = [
     "prepare_updates",
     "rediscover_hook",
     "running_site",
+    "trusted_repository",
     "update_engine",
     "updates_directory",
 ]
@@ -126,6 +129,8 @@ def agent_from_settings(
     )
     engine = None
     if supervisor is not None and settings.updates.enabled:
+        if update_source is None:
+            update_source = trusted_repository(credentials, updates_directory(settings, config))
         engine = update_engine(
             settings,
             config,
@@ -141,6 +146,38 @@ def agent_from_settings(
         desired=engine,
         rediscover=rediscover_hook(outputs) if outputs is not None else None,
     )
+
+
+def trusted_repository(credentials: GatewayCredentials, directory: Path) -> UpdateSource | None:
+    """The gateway's TUF client for the fleet's repository, when its credentials name one (else None).
+
+    Without it every desired state from the broker fails with reason ``signature``: nothing is applied
+    that the fleet's signed metadata does not vouch for.
+
+    Raises:
+        ConfigError: the credentials name a repository but the ``packs`` extra (python-tuf) is missing, or
+            the trusted root cannot be used.
+    """
+    if credentials.tuf_root is None or credentials.artifacts_url is None:
+        return None
+    try:
+        from bmsgate.packs.trust import TrustedRepository  # noqa: PLC0415 - python-tuf is the [packs] extra
+    except ImportError as exc:
+        raise ConfigError(
+            f"the credentials name a pack repository, but python-tuf is missing ({exc}); "
+            "install bmsgate[packs] (or [fleet])",
+            key_path="outputs.fleet.credentials",
+        ) from None
+    try:
+        return TrustedRepository(
+            directory / "tuf",
+            directory / "downloads",
+            credentials.artifacts_url,
+            ca_pem=credentials.ca_pem,
+            bootstrap_root=credentials.tuf_root.encode(),
+        )
+    except PackError as exc:
+        raise ConfigError(f"the pack repository's trusted root: {exc}", key_path="outputs.fleet.credentials") from None
 
 
 def updates_directory(settings: FleetSettings, config: GatewayConfig) -> Path:
