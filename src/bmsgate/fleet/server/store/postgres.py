@@ -513,6 +513,38 @@ class PostgresRepository(Repository):
             raise StoreError(f"PostgreSQL: {exc}") from exc
 
 
+    # -- store extensions --------------------------------------------------------------------------------
+
+    async def extension_query(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read query (``?`` placeholders)."""
+        return await self._fetch(_qmark_to_format(sql), parameters)
+
+    async def extension_write(
+        self,
+        statements: Sequence[tuple[str, Sequence[Any]]],
+        *,
+        many: Sequence[tuple[str, Sequence[Sequence[Any]]]] = (),
+    ) -> list[list[tuple[Any, ...]]]:
+        """Run the statements in one transaction; each one's returned rows."""
+        try:
+            async with self._writing() as db, db.transaction(), db.cursor() as cursor:
+                returned: list[list[tuple[Any, ...]]] = []
+                for sql, parameters in statements:
+                    await cursor.execute(_qmark_to_format(sql), parameters)
+                    returned.append(await cursor.fetchall() if cursor.description is not None else [])
+                for sql, rows in many:
+                    if rows:
+                        await cursor.executemany(_qmark_to_format(sql), rows)
+                return returned
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+
+
+def _qmark_to_format(sql: str) -> str:
+    """An extension's portable SQL (``?`` placeholders, no literal ``?`` or ``%``) in psycopg's style."""
+    return sql.replace("?", "%s")
+
+
 async def _connect(url: str, *, staging: bool) -> psycopg.AsyncConnection[Any]:
     """A new connection (with the per-connection staging table for the write one).
 
