@@ -532,10 +532,6 @@ class SqliteRepository(Repository):
         await self._run_write(run)
 
 
-_CELL_COLUMNS: Final = frozenset({"cells", "cells_min", "cells_avg", "cells_max"})
-_BOOL_COLUMNS: Final = frozenset({"online", "stale"})
-
-
     # -- store extensions --------------------------------------------------------------------------------
 
     async def extension_query(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -562,6 +558,11 @@ _BOOL_COLUMNS: Final = frozenset({"online", "stale"})
                 return returned
 
         return await self._run_write(run)
+
+
+_CELL_COLUMNS: Final = frozenset({"cells", "cells_min", "cells_avg", "cells_max"})
+_BOOL_COLUMNS: Final = frozenset({"online", "stale"})
+
 
 
 def _portable(row: dict[str, Any]) -> dict[str, Any]:
