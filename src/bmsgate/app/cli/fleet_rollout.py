@@ -109,7 +109,9 @@ def _action(name: str) -> Any:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", metavar="URL", help=f"the fleet server (default $BMSGATE_FLEET_URL or {_DEFAULT_URL})")
+    parser.add_argument(
+        "--server", metavar="URL", help=f"the fleet server (default $BMSGATE_FLEET_URL or {_DEFAULT_URL})"
+    )
     parser.add_argument("--token", metavar="TOKEN", help="an API token (default $BMSGATE_FLEET_TOKEN)")
     parser.add_argument("--json", action="store_true", help="print the API's JSON")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bmsgate.fleet.server.rollouts.model import RolloutOptions, RolloutSpec, RolloutTarget, Selection
 from bmsgate.fleet.updates import (
     DesiredEnvelope,
@@ -22,7 +24,7 @@ OLD_PACK = PackTarget(
 )
 
 
-def spec(**options: object) -> RolloutSpec:
+def spec(**options: Any) -> RolloutSpec:
     """A rollout of :data:`PACK` to every gateway, with these options."""
     return RolloutSpec(
         name="maps 2.0", target=RolloutTarget(packs=(PACK,)), selection=Selection(), options=RolloutOptions(**options)

@@ -57,7 +57,11 @@ async def test_roles_create_read_act_and_audit(fleet: RunningFleet) -> None:
         assert created.status_code == 201, created.text
         body = created.json()
         rollout_id = body["id"]
-        assert (body["state"], body["total"], [group["size"] for group in body["groups"]]) == ("running", 12, [1, 10, 1])
+        assert (body["state"], body["total"], [group["size"] for group in body["groups"]]) == (
+            "running",
+            12,
+            [1, 10, 1],
+        )
 
         canary = await _step(fleet)
         assert len(canary) == 1

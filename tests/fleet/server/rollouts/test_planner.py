@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -23,7 +24,7 @@ from bmsgate.fleet.updates import FailureReason, UpdatePhase
 from tests.fleet.server.rollouts.helpers import report, spec
 
 
-def _rollout(gateways: Sequence[str], **options: object) -> tuple[Rollout, list[Member]]:
+def _rollout(gateways: Sequence[str], **options: Any) -> tuple[Rollout, list[Member]]:
     rollout_spec = spec(**options)
     groups = planner.split_groups(gateways, rollout_spec.options.groups, "r1")
     members = planner.new_members("r1", groups, rollout_spec.options.jitter_s)
@@ -111,11 +112,9 @@ def test_approval_pauses_after_each_group_until_resumed() -> None:
 
 
 def test_the_rate_limit_and_the_jitter_pace_the_publishing() -> None:
-    rollout, members = _rollout(
-        _ids(500), jitter_s=30, rate_per_minute=50, groups=({"percent": 100, "at_least": 1},)
-    )
+    rollout, members = _rollout(_ids(500), jitter_s=30, rate_per_minute=50, groups=({"percent": 100, "at_least": 1},))
     published: list[float] = []
-    for second in range(0, 240):
+    for second in range(240):
         step = planner.plan(rollout, members, {}, float(second))
         assert all(float(second) >= 30.0 or member.jitter_s <= second for member in step.changed)
         published.extend([float(second)] * len(step.publish))
@@ -126,7 +125,9 @@ def test_the_rate_limit_and_the_jitter_pace_the_publishing() -> None:
 
 
 def test_a_gateway_silent_after_it_came_online_times_out() -> None:
-    rollout, members = _rollout(["gw-a", "gw-b"], jitter_s=0, timeout_s=100, error_ratio=None, groups=({"percent": 100},))
+    rollout, members = _rollout(
+        ["gw-a", "gw-b"], jitter_s=0, timeout_s=100, error_ratio=None, groups=({"percent": 100},)
+    )
     rollout, members = _publish(planner.plan(rollout, members, {}, 0.0))
     step = planner.plan(rollout, members, {"gw-a": True}, 50.0)
     rollout, members = step.rollout, list(step.members)

@@ -135,9 +135,9 @@ async def test_a_rollout_reaches_every_group_and_completes(store: Repository, mo
             return (await service.rollouts.get(again.id)).state is RolloutState.COMPLETED
 
         await _until(second_done)
-    assert {gateway: [e.signed.generation for e in got][-1] for gateway, got in gateways2.received.items()} == {
-        gateway: 2 for gateway in _ids(12)
-    }
+    assert {
+        gateway: [e.signed.generation for e in got][-1] for gateway, got in gateways2.received.items()
+    } == dict.fromkeys(_ids(12), 2)
     members = await service.rollouts.members(again.id)
     assert all(member.previous is not None and member.previous.packs == spec().target.packs for member in members)
 
@@ -208,7 +208,10 @@ async def test_an_offline_gateway_gets_the_retained_desired_state_when_it_comes_
 async def test_a_malformed_report_is_counted_and_changes_nothing(store: Repository) -> None:
     service = RolloutService(store, unsigned_envelope)
     assert not await service.handle_report("fleet/v1/gw-1/reported", b"{not json")
-    assert not await service.handle_report("fleet/v1/gw-1/reported", report("gw-2", UpdatePhase.FAILED, generation=1, rollout="x").model_dump_json().encode())
+    assert not await service.handle_report(
+        "fleet/v1/gw-1/reported",
+        report("gw-2", UpdatePhase.FAILED, generation=1, rollout="x").model_dump_json().encode(),
+    )
     assert service.reports_refused == 2
     unknown = report("gw-1", UpdatePhase.COMMITTED, generation=1, rollout="no-such").model_dump_json().encode()
     assert not await service.handle_report("fleet/v1/gw-1/reported", unknown)

@@ -17,7 +17,7 @@ from litestar.params import FromPath, JSONBody
 
 from bmsgate.fleet.server.api.context import TOKEN_STATE, ApiContext
 from bmsgate.fleet.server.auth import Role, TokenInfo
-from bmsgate.fleet.server.rollouts.model import Actor, RolloutError, parse_spec
+from bmsgate.fleet.server.rollouts.model import Actor, RolloutError, RolloutKind, parse_spec
 from bmsgate.fleet.server.rollouts.service import RolloutService, RolloutView
 from bmsgate.fleet.server.rollouts.store import AuditEntry
 
@@ -125,8 +125,11 @@ async def create_rollout(
     service = _service(ctx)
     try:
         spec = parse_spec(data)
-        if spec.kind.value != "rollout":
-            raise RolloutError("retries and rollbacks are made with .../retry-failed and .../rollback")
+    except RolloutError as exc:
+        raise ValidationException(str(exc)) from exc
+    if spec.kind is not RolloutKind.ROLLOUT:
+        raise ValidationException("retries and rollbacks are made with .../retry-failed and .../rollback")
+    try:
         rollout = await service.create(spec, _actor(request))
     except RolloutError as exc:
         raise ValidationException(str(exc)) from exc
@@ -136,7 +139,7 @@ async def create_rollout(
 @get("/rollouts", summary="Every rollout with its progress per group")
 async def list_rollouts(ctx: NamedDependency[ApiContext]) -> dict[str, Any]:
     """Every rollout, newest first (without members)."""
-    views = await _service(ctx).list()
+    views = await _service(ctx).list_views()
     return {"rollouts": [view_json(view, members=False) for view in views], "total": len(views)}
 
 
@@ -154,7 +157,9 @@ async def rollout_audit(ctx: NamedDependency[ApiContext], rollout_id: FromPath[s
 
 
 @post("/rollouts/{rollout_id:str}/pause", opt={"role": Role.TECHNICIAN}, status_code=200, summary="Pause")
-async def pause_rollout(request: Request[Any, Any, Any], ctx: NamedDependency[ApiContext], rollout_id: FromPath[str]) -> dict[str, Any]:
+async def pause_rollout(
+    request: Request[Any, Any, Any], ctx: NamedDependency[ApiContext], rollout_id: FromPath[str]
+) -> dict[str, Any]:
     """Pause: nothing more is published until resumed."""
     return await _do(request, ctx, "pause", rollout_id)
 
@@ -181,7 +186,9 @@ async def cancel_rollout(
     status_code=201,
     summary="A new rollout of only the failed gateways (technician)",
 )
-async def retry_failed(request: Request[Any, Any, Any], ctx: NamedDependency[ApiContext], rollout_id: FromPath[str]) -> dict[str, Any]:
+async def retry_failed(
+    request: Request[Any, Any, Any], ctx: NamedDependency[ApiContext], rollout_id: FromPath[str]
+) -> dict[str, Any]:
     """A new rollout of the failed gateways of a finished rollout, same target and options."""
     return await _do(request, ctx, "retry-failed", rollout_id)
 

@@ -68,7 +68,7 @@ def split_groups(gateways: Sequence[str], sizes: Sequence[GroupSize], seed: str)
     The order is a shuffle seeded by `seed` (the rollout id): the same rollout always splits the same way.
     """
     order = sorted(gateways)
-    random.Random(seed).shuffle(order)  # noqa: S311 - a spread, not a secret
+    random.Random(seed).shuffle(order)
     total = len(order)
     groups: list[list[str]] = []
     start = 0
@@ -93,7 +93,7 @@ def new_members(
     targets: Mapping[str, RolloutTarget] | None = None,
 ) -> list[Member]:
     """The members of a new rollout, each with its group and a random start jitter in ``[0, jitter_s]``."""
-    spread = random.Random(f"jitter:{rollout_id}")  # noqa: S311 - a spread, not a secret
+    spread = random.Random(f"jitter:{rollout_id}")
     targets = targets or {}
     return [
         Member(
@@ -387,4 +387,3 @@ def failed_members(members: Iterable[Member]) -> list[Member]:
 def published_members(members: Iterable[Member]) -> list[Member]:
     """The members a desired state was published to (what a rollback takes back)."""
     return [member for member in members if member.generation is not None]
-

@@ -121,7 +121,9 @@ class RolloutService:
         self._wake.set()
         return rollout
 
-    async def _act(self, rollout_id: str, actor: Actor, action: str, change: Callable[[Rollout, float], Rollout]) -> Rollout:
+    async def _act(
+        self, rollout_id: str, actor: Actor, action: str, change: Callable[[Rollout, float], Rollout]
+    ) -> Rollout:
         async with self._lock:
             rollout = await self.rollouts.get(rollout_id)
             now = self._clock()
@@ -202,9 +204,9 @@ class RolloutService:
         members = await self.rollouts.members(rollout_id)
         return RolloutView(rollout=rollout, groups=planner.group_progress(rollout, members), members=members)
 
-    async def list(self) -> list[RolloutView]:
+    async def list_views(self) -> list[RolloutView]:
         """Every rollout, newest first, with its counts per group."""
-        return [await self.view(rollout.id) for rollout in await self.rollouts.list()]
+        return [await self.view(rollout.id) for rollout in await self.rollouts.list_rollouts()]
 
     async def audit(self, rollout_id: str) -> list[AuditEntry]:
         """A rollout's audit log, oldest first."""
@@ -216,7 +218,7 @@ class RolloutService:
         """One planning step over every active rollout; returns the desired states published."""
         published = 0
         async with self._lock:
-            active = await self.rollouts.list(states=sorted(ACTIVE_STATES))
+            active = await self.rollouts.list_rollouts(states=sorted(ACTIVE_STATES))
             if not active:
                 return 0
             online = await self.rollouts.online()
@@ -340,4 +342,3 @@ class RolloutService:
                 group.create_task(plan_loop())
         except* BmsgateError as failed:
             raise failed.exceptions[0] from None
-

@@ -144,7 +144,7 @@ class RolloutStore:
     async def create(self, rollout: Rollout, members: Sequence[Member], actor: Actor, detail: str) -> None:
         """Store a new rollout, its members and the audit line of its creation, in one transaction."""
         header = (
-            f"INSERT INTO rollouts ({_ROLLOUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO rollouts ({_ROLLOUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant columns; values are parameters
             [
                 rollout.id,
                 rollout.created_at,
@@ -178,7 +178,7 @@ class RolloutStore:
         placeholders = ", ".join(["?"] * 14)
         await self._store.extension_write(
             [header, _audit_statement(rollout.id, rollout.created_at, actor, "create", detail)],
-            many=[(f"INSERT INTO rollout_members ({_MEMBER_COLUMNS}) VALUES ({placeholders})", rows)],
+            many=[(f"INSERT INTO rollout_members ({_MEMBER_COLUMNS}) VALUES ({placeholders})", rows)],  # noqa: S608 - constant columns; values are parameters
         )
 
     async def get(self, rollout_id: str) -> Rollout:
@@ -187,18 +187,18 @@ class RolloutStore:
         Raises:
             UnknownRollout: no rollout has this id.
         """
-        rows = await self._store.extension_query(f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts WHERE id = ?", [rollout_id])
+        rows = await self._store.extension_query(f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts WHERE id = ?", [rollout_id])  # noqa: S608 - constant columns; values are parameters
         if not rows:
             raise UnknownRollout(f"no rollout {rollout_id!r}")
         return _rollout(rows[0])
 
-    async def list(self, *, states: Sequence[RolloutState] = ()) -> list[Rollout]:
+    async def list_rollouts(self, *, states: Sequence[RolloutState] = ()) -> list[Rollout]:
         """Rollouts (only those in `states`, if given), newest first."""
         where = ""
         if states:
             where = f" WHERE state IN ({', '.join(['?'] * len(states))})"
         rows = await self._store.extension_query(
-            f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts{where} ORDER BY created_at DESC, id DESC",
+            f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts{where} ORDER BY created_at DESC, id DESC",  # noqa: S608 - constant columns; values are parameters
             [state.value for state in states],
         )
         return [_rollout(row) for row in rows]
@@ -206,7 +206,7 @@ class RolloutStore:
     async def members(self, rollout_id: str) -> list[Member]:
         """A rollout's members by group, then gateway id."""
         rows = await self._store.extension_query(
-            f"SELECT {_MEMBER_COLUMNS} FROM rollout_members WHERE rollout_id = ? ORDER BY group_index, gateway",
+            f"SELECT {_MEMBER_COLUMNS} FROM rollout_members WHERE rollout_id = ? ORDER BY group_index, gateway",  # noqa: S608 - constant columns; values are parameters
             [rollout_id],
         )
         return [_member(row) for row in rows]
@@ -214,7 +214,7 @@ class RolloutStore:
     async def member(self, rollout_id: str, gateway: str) -> Member | None:
         """One member (None: the gateway is not in that rollout)."""
         rows = await self._store.extension_query(
-            f"SELECT {_MEMBER_COLUMNS} FROM rollout_members WHERE rollout_id = ? AND gateway = ?",
+            f"SELECT {_MEMBER_COLUMNS} FROM rollout_members WHERE rollout_id = ? AND gateway = ?",  # noqa: S608 - constant columns; values are parameters
             [rollout_id, gateway],
         )
         return _member(rows[0]) if rows else None
@@ -230,7 +230,9 @@ class RolloutStore:
         if rollout is not None:
             values = [rollout.state.value, rollout.reason, _progress_json(rollout), rollout.updated_at, rollout.id]
             statements.append((_ROLLOUT_UPDATE, values))
-            statements.extend(_audit_statement(rollout.id, at, actor, action, detail) for at, actor, action, detail in audit)
+            statements.extend(
+                _audit_statement(rollout.id, at, actor, action, detail) for at, actor, action, detail in audit
+            )
         if not statements and not members:
             return
         await self._store.extension_write(statements, many=[(_MEMBER_UPDATE, [_member_values(m) for m in members])])
@@ -243,7 +245,8 @@ class RolloutStore:
         """
         await self.get(rollout_id)
         rows = await self._store.extension_query(
-            "SELECT rollout_id, at, actor, role, action, detail FROM rollout_audit WHERE rollout_id = ? ORDER BY at, id",
+            "SELECT rollout_id, at, actor, role, action, detail FROM rollout_audit WHERE rollout_id = ? "
+            "ORDER BY at, id",
             [rollout_id],
         )
         return [

@@ -512,7 +512,6 @@ class PostgresRepository(Repository):
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
 
-
     # -- store extensions --------------------------------------------------------------------------------
 
     async def extension_query(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

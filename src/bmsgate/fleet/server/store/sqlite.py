@@ -531,7 +531,6 @@ class SqliteRepository(Repository):
 
         await self._run_write(run)
 
-
     # -- store extensions --------------------------------------------------------------------------------
 
     async def extension_query(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -562,7 +561,6 @@ class SqliteRepository(Repository):
 
 _CELL_COLUMNS: Final = frozenset({"cells", "cells_min", "cells_avg", "cells_max"})
 _BOOL_COLUMNS: Final = frozenset({"online", "stale"})
-
 
 
 def _portable(row: dict[str, Any]) -> dict[str, Any]:
