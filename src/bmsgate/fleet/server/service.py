@@ -33,6 +33,7 @@ from bmsgate.fleet.server.devices import DeviceRegistry
 from bmsgate.fleet.server.ingest import Ingest
 from bmsgate.fleet.server.live import LiveFeed
 from bmsgate.fleet.server.notify import Notifier, NotifySettings
+from bmsgate.fleet.server.rollouts.service import RolloutService, SignDesired
 from bmsgate.fleet.server.store import open_store
 from bmsgate.fleet.server.store.maintenance import maintain
 from bmsgate.fleet.server.store.repository import Availability, IngestBatch, Repository
@@ -152,8 +153,10 @@ class RunningServer:
 class FleetServer:
     """The composed server: ``async with FleetServer(settings) as running: ...`` runs it."""
 
-    def __init__(self, settings: FleetServerSettings | None = None) -> None:
+    def __init__(self, settings: FleetServerSettings | None = None, *, sign_desired: SignDesired | None = None) -> None:
         self.settings = settings or FleetServerSettings()
+        self.sign_desired = sign_desired
+        """Signs desired states (the server's online key); None: rollouts are off (their routes answer 503)."""
         self._stack = contextlib.AsyncExitStack()
         self._tasks: asyncio.TaskGroup | None = None
 
@@ -195,6 +198,7 @@ class FleetServer:
         ingest = Ingest(store, ingest_broker, feed=feed, observers=[alarms])
         commands = CommandPublisher(ingest_broker)
         self._stack.push_async_callback(commands.close)
+        rollouts = None if self.sign_desired is None else RolloutService(store, self.sign_desired)
         app = create_app(
             store=store,
             tokens=data.tokens,
@@ -202,12 +206,14 @@ class FleetServer:
             send_command=commands.send,
             settings=ApiSettings(tile_url=settings.tile_url, tile_attribution=settings.tile_attribution),
             alarm_deleted=alarms.forget,
+            rollouts=rollouts,
         )
         failure = await self._stack.enter_async_context(
             _background(
                 ingest.run(),
                 alarms.run(),
                 maintain(store),
+                *([rollouts.run(ingest_broker)] if rollouts is not None else []),
                 *([notifier.run()] if notifier is not None else []),
                 *([broker.watch(), _revoked_go_offline(data, store)] if broker is not None else []),
             )
