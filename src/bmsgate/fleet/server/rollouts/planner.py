@@ -226,18 +226,22 @@ def _time_members(
 
 def _error_reason(rollout: Rollout, members: Sequence[Member]) -> str | None:
     options = rollout.spec.options
-    failures = [member for member in members if member.outcome is Outcome.FAILURE]
-    if options.error_count is not None and len(failures) >= options.error_count:
-        return f"error threshold: {len(failures)} failures, the limit is {options.error_count}"
+    sizes = [0] * rollout.group_count
+    failed = [0] * rollout.group_count
+    for member in members:
+        sizes[member.group] += 1
+        if member.outcome is Outcome.FAILURE:
+            failed[member.group] += 1
+    if options.error_count is not None and sum(failed) >= options.error_count:
+        return f"error threshold: {sum(failed)} failures, the limit is {options.error_count}"
     if options.error_ratio is None:
         return None
     for group in range(len(rollout.group_started_at)):
-        size = sum(1 for member in members if member.group == group)
-        failed = sum(1 for member in failures if member.group == group)
-        if size and failed / size >= options.error_ratio:
+        size, count = sizes[group], failed[group]
+        if size and count / size >= options.error_ratio:
             return (
-                f"error threshold: group {group + 1}: {failed} of {size} failed "
-                f"({failed / size:.0%}, the limit is {options.error_ratio:.0%})"
+                f"error threshold: group {group + 1}: {count} of {size} failed "
+                f"({count / size:.0%}, the limit is {options.error_ratio:.0%})"
             )
     return None
 
