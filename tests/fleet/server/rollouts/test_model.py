@@ -1,4 +1,4 @@
-"""Rollout requests: bad input is refused with our own error naming the field; the store's generation is monotonic."""
+"""Rollout requests refused with our own error naming the field; rollout rows and generations in the store."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bmsgate.fleet.server.rollouts.model import RolloutError, RolloutKind, parse_spec
+from bmsgate.fleet.server.rollouts.model import Actor, RolloutError, RolloutKind, parse_spec
+from bmsgate.fleet.server.rollouts.service import RolloutService
 from bmsgate.fleet.server.rollouts.store import RolloutStore
 from bmsgate.fleet.server.store import StoreSettings, open_store
-from bmsgate.fleet.server.store.repository import Repository
-from tests.fleet.server.rollouts.helpers import PACK
+from bmsgate.fleet.server.store.repository import IngestBatch, Repository
+from bmsgate.fleet.server.store.transfer import copy_store
+from tests.fleet.server.rollouts.helpers import PACK, spec, unsigned_envelope
+from tests.fleet.server.store.messages import T0, state
 
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
@@ -63,3 +66,30 @@ async def test_the_desired_generation_is_monotonic_and_survives_a_restart(store:
             assert await RolloutStore(reopened).next_generation("gw-1") == 4
         finally:
             await reopened.close()
+
+
+async def test_a_store_copied_to_postgresql_keeps_rollouts_and_generations(tmp_path: Path, postgres_url: str) -> None:
+    source = await open_store(StoreSettings(data_dir=tmp_path / "data"))
+    target = await open_store(StoreSettings(postgres_url=postgres_url))
+    try:
+        batch = IngestBatch(states=[(state("gw-1"), T0)])
+        await source.write_batch(batch)
+        service = RolloutService(source, unsigned_envelope, clock=lambda: T0)
+        rollout = await service.create(spec(jitter_s=0), Actor(name="alice", role="technician"))
+
+        async def publish(_topic: str, _payload: bytes) -> None:
+            return None
+
+        assert await service.step(publish) == 1
+        await copy_store(source, target)
+        await copy_store(source, target)  # again: keys kept, nothing doubled
+        copied = RolloutService(target, unsigned_envelope)
+        assert await copied.view(rollout.id) == await service.view(rollout.id)
+        assert await copied.audit(rollout.id) == await service.audit(rollout.id)
+        assert await copied.rollouts.current_desired("gw-1") == await service.rollouts.current_desired("gw-1")
+        assert await copied.rollouts.next_generation("gw-1") == 2
+        await copied.rollouts.add_audit(rollout.id, T0 + 1, Actor(name="bob", role="admin"), "note")
+        assert len(await copied.audit(rollout.id)) == len(await service.audit(rollout.id)) + 1
+    finally:
+        await source.close()
+        await target.close()

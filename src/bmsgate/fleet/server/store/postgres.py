@@ -58,6 +58,9 @@ from bmsgate.fleet.server.store.sql import (
 
 __all__ = ["PostgresRepository"]
 
+_IDENTITY_TABLES: Final = frozenset({"alarms", "alarm_history", "rollout_audit"})
+"""Tables whose ``id`` is an identity column: an import keeps the ids and moves the sequence past them."""
+
 _EXPORT_CHUNK: Final = 5000
 _CONNECT_TIMEOUT_S: Final = 10
 _PARTITION_PREFIX: Final = "samples_day_"
@@ -494,7 +497,7 @@ class PostgresRepository(Repository):
         columns = EXPORT_TABLES.get(table)
         if columns is None:
             raise StoreError(f"unknown table {table!r}")
-        overriding = " OVERRIDING SYSTEM VALUE" if "id" in columns and table != "gateways" else ""
+        overriding = " OVERRIDING SYSTEM VALUE" if table in _IDENTITY_TABLES else ""
         placeholders = ", ".join(["%s"] * len(columns))
         sql = f"INSERT INTO {table} ({', '.join(columns)}){overriding} VALUES ({placeholders}) ON CONFLICT DO NOTHING"
         values = [tuple(row.get(column) for column in columns) for row in rows]
