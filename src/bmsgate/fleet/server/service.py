@@ -198,7 +198,7 @@ class FleetServer:
         ingest = Ingest(store, ingest_broker, feed=feed, observers=[alarms])
         commands = CommandPublisher(ingest_broker)
         self._stack.push_async_callback(commands.close)
-        rollouts = None if self.sign_desired is None else RolloutService(store, self.sign_desired)
+        rollouts = None if self.sign_desired is None else RolloutService(store, self.sign_desired, feed=feed)
         app = create_app(
             store=store,
             tokens=data.tokens,

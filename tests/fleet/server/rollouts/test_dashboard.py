@@ -37,7 +37,7 @@ async def fleet(tmp_path: Path) -> AsyncIterator[RunningFleet]:
         yield running
 
 
-async def _rollout_with_progress(fleet: RunningFleet) -> str:
+async def _rollout_with_progress(fleet: RunningFleet) -> tuple[str, str]:
     """A rollout of 12 sites whose canary committed and whose second group has one revert."""
     service = fleet.rollouts
     assert service is not None
@@ -56,14 +56,14 @@ async def _rollout_with_progress(fleet: RunningFleet) -> str:
     await service.step(publish)
     await answer(published[1], UpdatePhase.REVERTED, FailureReason.HEALTH)
     await answer(published[2], UpdatePhase.STAGED)
-    return rollout.id
+    return rollout.id, published[3]
 
 
 @pytest.mark.slow
 async def test_groups_counts_and_failures_show_and_a_viewer_has_no_buttons(
     browser: Browser, fleet: RunningFleet
 ) -> None:
-    rollout_id = await _rollout_with_progress(fleet)
+    rollout_id, second_published = await _rollout_with_progress(fleet)
     page = await signed_in(browser, fleet, fleet.viewer)
     await page.click("a[data-nav=rollouts]")
     await page.wait_for_selector("body[data-ready=rollouts]")
@@ -87,5 +87,11 @@ async def test_groups_counts_and_failures_show_and_a_viewer_has_no_buttons(
     assert labels == ["Pause", "Cancel"]
     await technician.click("button.act-pause")
     await technician.wait_for_selector(".rollout-state.paused")
-    # The viewer's page follows by itself (polling).
-    await page.wait_for_selector(".rollout-state.paused", timeout=10_000)
+    # The viewer's page follows through the live stream (well before its 15 s fallback reload).
+    await page.wait_for_selector(".rollout-state.paused", timeout=5_000)
+    # A gateway's answer reaches it the same way.
+    service = fleet.rollouts
+    assert service is not None
+    message = report(second_published, UpdatePhase.COMMITTED, generation=1, rollout=rollout_id)
+    await service.handle_report(f"fleet/v1/{second_published}/reported", message.model_dump_json().encode())
+    await page.wait_for_selector(".group-row[data-group='1'] .phase-committed", timeout=5_000)

@@ -80,7 +80,7 @@ async def running_fleet(
             technician=tokens.create(Role.TECHNICIAN, "tech"),
             admin=tokens.create(Role.ADMIN, "admin"),
             now=now,
-            rollouts=None if sign_desired is None else RolloutService(store, sign_desired),
+            rollouts=None if sign_desired is None else RolloutService(store, sign_desired, feed=feed),
         )
 
         async def record(gateway_id: str, command: CommandMessage) -> None:

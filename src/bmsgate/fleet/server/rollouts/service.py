@@ -26,6 +26,7 @@ from typing import Final
 
 from bmsgate.errors import BmsgateError
 from bmsgate.fleet.protocol import Channel, FleetMessageError, gateway_filter, parse_topic, topic
+from bmsgate.fleet.server.live import LiveFeed, LiveKind, LiveUpdate
 from bmsgate.fleet.server.rollouts import planner
 from bmsgate.fleet.server.rollouts.model import (
     ACTIVE_STATES,
@@ -78,8 +79,10 @@ class RolloutService:
         *,
         clock: Callable[[], float] = time.time,
         tick_s: float = 1.0,
+        feed: LiveFeed | None = None,
     ) -> None:
         self.rollouts = RolloutStore(store)
+        self._feed = feed
         self._registry = store
         self._sign = sign
         self._clock = clock
@@ -118,8 +121,21 @@ class RolloutService:
         detail = f"{spec.kind.value} {spec.name!r}: {len(gateways)} gateways in groups {sizes}"
         async with self._lock:
             await self.rollouts.create(rollout, members, actor, detail)
+        self._changed(rollout)
         self._wake.set()
         return rollout
+
+    def _changed(self, rollout: Rollout) -> None:
+        """Tell the live feed (the dashboard reloads the rollout it shows)."""
+        if self._feed is not None:
+            self._feed.publish(
+                LiveUpdate(
+                    kind=LiveKind.ROLLOUT,
+                    gateway="",
+                    at=self._clock(),
+                    data={"id": rollout.id, "state": rollout.state.value},
+                )
+            )
 
     async def _act(
         self, rollout_id: str, actor: Actor, action: str, change: Callable[[Rollout, float], Rollout]
@@ -129,6 +145,7 @@ class RolloutService:
             now = self._clock()
             changed = change(rollout, now)
             await self.rollouts.save(changed, (), [(now, actor, action, changed.reason)])
+        self._changed(changed)
         self._wake.set()
         return changed
 
@@ -243,6 +260,8 @@ class RolloutService:
                 _log.warning("rollout %s: desired state for %s not published: %s", rollout.id, gateway, exc)
                 break
             count += 1
+        if decided.rollout_changed or decided.changed:
+            self._changed(decided.rollout)
         return count
 
     async def _publish_one(self, rollout: Rollout, member: Member, now: float, publish: Publisher) -> None:
@@ -289,6 +308,8 @@ class RolloutService:
             if changed is None:
                 return False
             await self.rollouts.save(None, [changed])
+            rollout = await self.rollouts.get(report.rollout)
+        self._changed(rollout)
         self._wake.set()
         return True
 

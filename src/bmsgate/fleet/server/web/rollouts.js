@@ -1,11 +1,13 @@
 // Rollouts: the list, and one rollout's progress per group (counts per phase, failures with their reasons),
-// refreshed every few seconds while shown. Action buttons are drawn only for a role that may use them
+// reloaded when the live stream says the rollout changed (and every 15 s, in case the stream is down). Action buttons are drawn only for a role that may use them
 // (pause / resume / cancel / retry for technicians, rollback for admins); the API refuses the rest anyway.
 
 import { api, roleAllows } from "./api.js";
 import { clock, el } from "./format.js";
+import { onLive } from "./live.js";
 
-const REFRESH_MS = 3000;
+const FALLBACK_REFRESH_MS = 15000;
+const LIVE_DEBOUNCE_MS = 150;
 const PHASE_ORDER = ["pending", "published", "waiting", "downloading", "verified", "staged", "active-pending",
   "committed", "idle", "failed", "reverted", "timeout"];
 
@@ -112,7 +114,18 @@ async function renderList(view) {
 
 export async function renderRollouts(view, context, rolloutId = "") {
   const refresh = rolloutId ? await renderOne(view, context, rolloutId) : await renderList(view);
-  // Polling, not the live websocket: a rollout moves in minutes, and its counts come from the store anyway.
-  const timer = setInterval(() => refresh().catch(() => {}), REFRESH_MS);
-  return () => clearInterval(timer);
+  const reload = () => refresh().catch(() => {});
+  let pending = null;
+  const unsubscribe = onLive((message) => {
+    const relevant = (message.type === "rollout" && (!rolloutId || message.id === rolloutId)) || message.type === "resync";
+    if (!relevant) return;
+    clearTimeout(pending);
+    pending = setTimeout(reload, LIVE_DEBOUNCE_MS);
+  });
+  const timer = setInterval(reload, FALLBACK_REFRESH_MS);
+  return () => {
+    unsubscribe();
+    clearTimeout(pending);
+    clearInterval(timer);
+  };
 }
