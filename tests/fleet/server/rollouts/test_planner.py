@@ -215,3 +215,14 @@ def test_properties_rate_membership_and_stop(
         assert sum(1 for other in published if at <= other < at + planner.RATE_WINDOW_S) <= rate
     if rollout.state in (RolloutState.STOPPED, RolloutState.CANCELLED):
         assert planner.plan(rollout, members, online, now + 3600).publish == ()
+
+
+def test_a_desired_state_that_expires_unanswered_is_issued_again() -> None:
+    rollout, members = _rollout(["gw-a"], jitter_s=0, expires_s=1000, timeout_s=10)
+    rollout, members = _publish(planner.plan(rollout, members, {}, 0.0))
+    assert planner.plan(rollout, members, {}, 999.0).publish == ()
+    step = planner.plan(rollout, members, {}, 1000.0)
+    assert step.publish == ("gw-a",)
+    assert step.events == ("1 desired states expired unanswered: issued again",)
+    (member,) = step.members
+    assert (member.phase, member.generation, member.published_at) == ("published", None, 1000.0)

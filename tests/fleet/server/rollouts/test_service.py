@@ -239,3 +239,23 @@ async def test_a_software_only_rollout_keeps_the_packs_of_the_current_desired_st
     last = decode_desired(published[-1][1], topic=published[-1][0], gateway="gw-1").signed
     assert (last.generation, last.packs, last.software) == (2, (OLD_PACK,), software.software)
     assert published[-1][0] == "fleet/v1/gw-1/desired"
+
+
+async def test_an_expired_desired_state_is_issued_again_with_a_new_generation(store: Repository) -> None:
+    await _register(store, ["gw-1"], online=False)
+    now = [T0]
+    service = RolloutService(store, unsigned_envelope, clock=lambda: now[0])
+    published: list[bytes] = []
+
+    async def publish(_topic: str, payload: bytes) -> None:
+        published.append(payload)
+
+    rollout = await service.create(spec(jitter_s=0, expires_s=100), TECHNICIAN)
+    assert await service.step(publish) == 1
+    now[0] += 100
+    assert await service.step(publish) == 1
+    states = [decode_desired(payload, topic="fleet/v1/gw-1/desired", gateway="gw-1").signed for payload in published]
+    assert [(state.generation, state.expires_at) for state in states] == [(1, T0 + 100), (2, T0 + 200)]
+    (member,) = await service.rollouts.members(rollout.id)
+    assert member.generation == 2
+    assert member.previous is not None and member.previous.packs == ()  # what it had before the rollout

@@ -15,6 +15,7 @@ The rules (hawkBit's, with the pacing users ask for):
   rollout's failures reaching ``error_count``, stops the rollout (final; nothing more is published);
 * a member is published at its group's start plus its own jitter, and never more than ``rate_per_minute``
   in any 60 s (counted from the members' ``published_at``);
+* a desired state that expires unanswered (the gateway stayed offline) is issued again;
 * a member counts as done only by its own report for this rollout and generation (:func:`apply_report`);
   one that stays without a final answer ``timeout_s`` after it was first seen online with the desired
   state fails with reason ``timeout``.
@@ -224,6 +225,22 @@ def _time_members(
     return changed
 
 
+def _expired(rollout: Rollout, members: Sequence[Member], now: float) -> dict[str, Member]:
+    """Members whose desired state expired without a final answer (offline that long): pending again.
+
+    They are published again (a new generation, within the rate limit); what they had before this rollout
+    stays recorded for a rollback.
+    """
+    validity = rollout.spec.options.expires_s
+    return {
+        member.gateway: dataclasses.replace(
+            member, phase=MemberPhase.PENDING.value, generation=None, published_at=None, clock_started_at=None
+        )
+        for member in members
+        if member.outcome is None and member.published_at is not None and now - member.published_at >= validity
+    }
+
+
 def _error_reason(rollout: Rollout, members: Sequence[Member]) -> str | None:
     options = rollout.spec.options
     sizes = [0] * rollout.group_count
@@ -265,6 +282,11 @@ def plan(rollout: Rollout, members: Sequence[Member], online: Mapping[str, bool]
         stopped = dataclasses.replace(rollout, state=RolloutState.STOPPED, reason=reason, updated_at=now)
         return _plan(stopped, current, changed, (), [f"stopped: {reason}"])
     if rollout.state is RolloutState.RUNNING:
+        expired = _expired(rollout, current, now)
+        if expired:
+            changed.update(expired)
+            current = [expired.get(member.gateway, member) for member in current]
+            events.append(f"{len(expired)} desired states expired unanswered: issued again")
         rollout = _advance(rollout, current, now, events)
     if rollout.state is not RolloutState.RUNNING:
         return _plan(rollout, current, changed, (), events)

@@ -281,7 +281,9 @@ class RolloutService:
         )
         envelope = self._sign(state)
         await publish(topic(member.gateway, Channel.DESIRED), envelope.model_dump_json().encode())
-        previous = RolloutTarget(packs=before.packs if before else (), software=before.software if before else None)
+        previous = member.previous or RolloutTarget(
+            packs=before.packs if before else (), software=before.software if before else None
+        )
         await self.rollouts.record_published(
             envelope, dataclasses.replace(member, generation=generation, previous=previous)
         )
