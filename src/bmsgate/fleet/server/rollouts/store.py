@@ -13,6 +13,7 @@ restarts; it is kept when a gateway is deleted (a re-enrolled gateway still refu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Sequence
 from typing import Any, Final
@@ -70,7 +71,9 @@ def _target_json(target: RolloutTarget | None) -> str | None:
     return None if target is None else target.model_dump_json()
 
 
+@functools.lru_cache(maxsize=1024)
 def _target(text: str | None) -> RolloutTarget | None:
+    # Cached: the members of a rollout share a handful of targets, and a planning step reads them all.
     return None if text is None else RolloutTarget.model_validate_json(text)
 
 
