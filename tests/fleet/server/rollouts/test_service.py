@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bmsgate.fleet.protocol import Channel, gateway_filter, parse_topic, topic
 from bmsgate.fleet.server.rollouts.model import Actor, RolloutError, RolloutKind, RolloutState, Selection
@@ -259,3 +261,16 @@ async def test_an_expired_desired_state_is_issued_again_with_a_new_generation(st
     (member,) = await service.rollouts.members(rollout.id)
     assert member.generation == 2
     assert member.previous is not None and member.previous.packs == ()  # what it had before the rollout
+
+
+_TOPICS = st.sampled_from(["fleet/v1/gw-1/reported", "fleet/v1/gw-1/state", "fleet/v1/GW/reported", "x/y", ""])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(topic_name=_TOPICS, payload=st.binary(max_size=300) | st.builds(lambda text: text.encode(), st.text()))
+async def test_any_reported_payload_is_taken_or_refused_quietly(
+    store: Repository, topic_name: str, payload: bytes
+) -> None:
+    # The same (empty) store for every example: a payload that is not a report of a known rollout writes nothing.
+    service = RolloutService(store, unsigned_envelope)
+    assert await service.handle_report(topic_name, payload) is False
