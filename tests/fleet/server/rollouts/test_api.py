@@ -93,6 +93,9 @@ async def test_roles_create_read_act_and_audit(fleet: RunningFleet) -> None:
         assert retry.status_code == 201 and retry.json()["kind"] == "retry" and retry.json()["total"] == 1
         assert (await tech.post(f"/api/v1/rollouts/{rollout_id}/rollback")).status_code == 403
         async with client(fleet, fleet.admin) as admin:
+            busy = await admin.post(f"/api/v1/rollouts/{rollout_id}/rollback")
+            assert busy.status_code == 409 and "still in an active rollout" in busy.text
+            assert (await tech.post(f"/api/v1/rollouts/{retry.json()['id']}/cancel")).status_code == 200
             rollback = await admin.post(f"/api/v1/rollouts/{rollout_id}/rollback")
         assert rollback.status_code == 201 and rollback.json()["kind"] == "rollback"
         listing = (await viewer.get("/api/v1/rollouts")).json()

@@ -170,6 +170,9 @@ async def test_a_reverted_canary_stops_the_rollout_and_the_rest_never_see_it(
         await service.resume(rollout.id, TECHNICIAN)
     retry = await service.retry_failed(rollout.id, TECHNICIAN)
     assert retry.spec.kind is RolloutKind.RETRY and retry.spec.selection == Selection(gateways=tuple(sorted(canary)))
+    with pytest.raises(RolloutError, match="still in an active rollout"):
+        await service.rollback(rollout.id, Actor(name="root", role="admin"))
+    await service.cancel(retry.id, TECHNICIAN)
     rollback = await service.rollback(rollout.id, Actor(name="root", role="admin"))
     rollback_members = await service.rollouts.members(rollback.id)
     assert {member.gateway for member in rollback_members} == canary
@@ -274,3 +277,16 @@ async def test_any_reported_payload_is_taken_or_refused_quietly(
     # The same (empty) store for every example: a payload that is not a report of a known rollout writes nothing.
     service = RolloutService(store, unsigned_envelope)
     assert await service.handle_report(topic_name, payload) is False
+
+
+async def test_a_gateway_still_in_an_active_rollout_is_not_taken_by_another(store: Repository) -> None:
+    await _register(store, ["gw-1", "gw-2"])
+    service = RolloutService(store, unsigned_envelope, clock=lambda: T0)
+    first = await service.create(spec().model_copy(update={"selection": Selection(gateways=("gw-1",))}), TECHNICIAN)
+    with pytest.raises(
+        RolloutError, match=rf"1 of the selected gateways are still in an active rollout: gw-1 \({first.id}\)"
+    ):
+        await service.create(spec(), TECHNICIAN)
+    await service.create(spec().model_copy(update={"selection": Selection(gateways=("gw-2",))}), TECHNICIAN)
+    await service.cancel(first.id, TECHNICIAN)
+    await service.create(spec().model_copy(update={"selection": Selection(gateways=("gw-1",))}), TECHNICIAN)

@@ -100,11 +100,21 @@ class RolloutService:
         """Create a rollout: evaluate the selection against the registry now and freeze its gateways.
 
         Raises:
-            RolloutError: the selection picks nothing (or unknown or too many gateways).
+            RolloutError: the selection picks nothing (or unknown or too many gateways), or a gateway that is
+                still without a final answer in another active rollout.
             StoreError: the store failed.
         """
         registry = await self._registry.list_gateways()
         gateways = select_gateways(registry, spec.selection)
+        # Two rollouts publishing to one gateway would each wait for an answer to its own generation: refused.
+        busy = await self.rollouts.busy_gateways()
+        clashing = sorted(gateway for gateway in gateways if gateway in busy)
+        if clashing:
+            examples = ", ".join(f"{gateway} ({busy[gateway]})" for gateway in clashing[:5])
+            raise RolloutError(
+                f"{len(clashing)} of the selected gateways are still in an active rollout: {examples}; "
+                "wait, cancel that rollout, or select without them"
+            )
         rollout_id = f"ro-{secrets.token_hex(6)}"
         groups = planner.split_groups(gateways, spec.options.groups, rollout_id)
         members = planner.new_members(rollout_id, groups, spec.options.jitter_s, targets=targets)

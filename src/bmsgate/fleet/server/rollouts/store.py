@@ -21,6 +21,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from bmsgate.fleet.server.rollouts.model import (
+    ACTIVE_STATES,
     Actor,
     Member,
     Outcome,
@@ -256,6 +257,17 @@ class RolloutStore:
             AuditEntry(rollout_id=row[0], at=float(row[1]), actor=row[2], role=row[3], action=row[4], detail=row[5])
             for row in rows
         ]
+
+    async def busy_gateways(self) -> dict[str, str]:
+        """Gateways without a final answer in an active rollout, and that rollout's id."""
+        states = sorted(state.value for state in ACTIVE_STATES)
+        placeholders = ", ".join(["?"] * len(states))
+        sql = (
+            "SELECT m.gateway, m.rollout_id FROM rollout_members m JOIN rollouts r ON r.id = m.rollout_id "  # noqa: S608
+            f"WHERE m.outcome IS NULL AND r.state IN ({placeholders})"
+        )
+        rows = await self._store.extension_query(sql, states)
+        return {row[0]: row[1] for row in rows}
 
     async def online(self) -> dict[str, bool]:
         """Every registered gateway's availability (from its retained availability message)."""
