@@ -155,6 +155,8 @@ _ADAPTERS = {
     "uvicorn": {"bmsgate.fleet.server.api.server"},
     "playwright": set(),
     "msgspec": {"bmsgate.fleet.server.store.jsoncodec"},
+    "tuf": {"bmsgate.packs.trust"},
+    "securesystemslib": {"bmsgate.packs.trust"},
 }
 """Each third-party I/O library and the one adapter module allowed to import it."""
 

@@ -41,9 +41,9 @@ def _can_profile() -> type[BaseModel]:
 
 def _fleet(name: str) -> Callable[[], type[BaseModel]]:
     def model() -> type[BaseModel]:
-        from bmsgate.fleet import protocol  # noqa: PLC0415
+        from bmsgate.fleet import protocol, updates  # noqa: PLC0415
 
-        found: type[BaseModel] = getattr(protocol, name)
+        found: type[BaseModel] = getattr(protocol, name, None) or getattr(updates, name)
         return found
 
     return model
@@ -65,6 +65,8 @@ SCHEMAS: Final[Mapping[str, tuple[str, Callable[[], type[BaseModel]]] | Callable
     "fleet-telemetry.schema.json": ("bmsgate fleet: telemetry, one per interval", _fleet("TelemetryMessage")),
     "fleet-event.schema.json": ("bmsgate fleet: gateway event", _fleet("EventMessage")),
     "fleet-command.schema.json": ("bmsgate fleet: command from the server", _fleet("CommandMessage")),
+    "fleet-desired.schema.json": ("bmsgate fleet: signed desired state (retained)", _fleet("DesiredEnvelope")),
+    "fleet-reported.schema.json": ("bmsgate fleet: update phase (retained)", _fleet("ReportedState")),
 }
 """File name -> (title, the pydantic model it is generated from), or a function giving the file's text."""
 

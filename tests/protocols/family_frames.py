@@ -290,7 +290,60 @@ C4S: Final = FamilyCapture(
     },
 )
 
+_EJ_CAPACITY: Final = b":009031001E00000002000A000AD8~"
+EJ: Final = FamilyCapture(
+    "ej",
+    {
+        "realtime": [
+            b":0082310080000101C00000880F540F3C0F510FD70F310F2C0F340F3A0FED0FED0000000000000000"
+            b"000000000000000248424242F0000000000000000001AB~"
+        ],
+        "capacity": [_EJ_CAPACITY],
+    },
+    AIOBMSBLE.format("tests/bms/test_ej_bms.py (MockEJBleakClient)"),
+    {
+        "voltage": 39.517,
+        "current": -0.02,
+        "soc": 1,
+        "cycles": 0,
+        "remaining_capacity": 0.2,
+        "cell_voltages": [3.924, 3.900, 3.921, 4.055, 3.889, 3.884, 3.892, 3.898, 4.077, 4.077],
+        "temperatures": [32],
+        "alarms": [],
+        "balancing": False,
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        "heating": False,
+    },
+)
+_EJ_SINGLE: Final = (
+    b":008231008C000000000000000CBF0CC00CEA0CD50000000000000000000000000000000000000000"
+    b"00000000008C000041282828F000000000000100004B044C05DC05DCB2~"
+)
+EJ_SINGLE_FRAME: Final = FamilyCapture(
+    "ej",
+    {"realtime": [_EJ_SINGLE]},
+    AIOBMSBLE.format("tests/bms/test_ej_bms.py (MockEJsfBleakClient, Metrisun / Chins single frame)"),
+    {
+        "voltage": 13.118,
+        "current": 1.4,
+        "soc": 75,
+        "cycles": 1,
+        "remaining_capacity": 110.0,
+        "design_capacity": 150,
+        "cell_voltages": [3.263, 3.264, 3.306, 3.285],
+        "temperatures": [25],
+        "alarms": [],
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        "heating": False,
+    },
+    vector="single-frame",
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
+    EJ,
+    EJ_SINGLE_FRAME,
     PACE,
     VATRER,
     GOBEL,
@@ -314,6 +367,20 @@ class ProblemFrame:
 
 
 PROBLEM_FRAMES: Final[tuple[ProblemFrame, ...]] = (
+    ProblemFrame(
+        EJ_SINGLE_FRAME,
+        "realtime",
+        _EJ_SINGLE.replace(b"F000000000000100004B044C05DC05DCB2~", b"F004000000000100004B044C05DC05DCAE~"),
+        AIOBMSBLE.format("tests/bms/test_ej_bms.py test_problem_response (first_bit, problem_code 0x4)"),
+        {"alarms": ["system_fault"], "charge_enabled": True, "discharge_enabled": True},
+    ),
+    ProblemFrame(
+        EJ_SINGLE_FRAME,
+        "realtime",
+        _EJ_SINGLE.replace(b"F000000000000100004B044C05DC05DCB2~", b"F800000000000100004B044C05DC05DCAA~"),
+        AIOBMSBLE.format("tests/bms/test_ej_bms.py test_problem_response (last_bit, problem_code 0x800)"),
+        {"alarms": ["system_fault"]},
+    ),
     ProblemFrame(
         BRAUNPWR,
         "pack",

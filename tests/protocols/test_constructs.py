@@ -48,7 +48,8 @@ def test_unknown_construct_is_refused_by_name_before_the_schema() -> None:
 
 
 def test_newer_format_is_refused_with_the_engine_version() -> None:
-    with pytest.raises(DefinitionError, match=r"format 2 is not supported by this engine \(protocol engine 2") as info:
+    expected = rf"format 2 is not supported by this engine \(protocol engine {ENGINE_VERSION}"
+    with pytest.raises(DefinitionError, match=expected) as info:
         definition_from_mapping(_definition(format=2, novelty=True))
     assert info.value.field == "format"
 

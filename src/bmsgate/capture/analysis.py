@@ -405,7 +405,7 @@ def _match(
             if event.uuid:
                 used_uuids.add(("notify", event.uuid))
             frames.extend((event.timestamp, frame) for frame in assembler.feed(event.value))
-    requests_seen = tuple(request.name for request in protocol.requests if request.frame in writes)
+    requests_seen = tuple(request.name for request in protocol.requests if protocol.wire(request.frame) in writes)
     gatt_match = any(
         {("notify", profile.notify), ("write", profile.write)} <= used_uuids for profile in protocol.gatt_profiles
     )

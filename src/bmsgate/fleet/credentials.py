@@ -5,6 +5,11 @@ One JSON file per gateway (mode 0600), self-contained so it can be copied to the
     {"v": 1, "gateway": "site-042", "broker_url": "mqtts://fleet.example:8883", "username": "site-042",
      "password": "...", "ca_pem": "-----BEGIN CERTIFICATE-----...", "server_url": "https://fleet.example"}
 
+When the server's pack repository is initialised (``bmsgate fleet pack init``), the file also carries the
+TUF trust anchor and where to fetch from: ``tuf_root`` (the root.json in force at enrolment, as text) and
+``artifacts_url`` (``https://fleet.example:8443/tuf``, verified with ``ca_pem``). The gateway trusts that
+root on its first start and follows root rotations from there (see :mod:`bmsgate.packs.trust`).
+
 The broker user name is the gateway id: the broker's ACL patterns (``%u``) then confine the gateway to its
 own topics. With a client certificate (``cert_pem`` + ``key_pem``) the certificate's CN is the gateway id and
 the password may be absent.
@@ -28,6 +33,7 @@ __all__ = ["GatewayCredentials", "read_credentials", "write_credentials"]
 
 _MAX_FILE_BYTES = 64 * 1024
 _SCHEMES = ("mqtt", "mqtts")
+_MAX_ROOT_CHARS = 32 * 1024
 
 
 class GatewayCredentials(BaseModel):
@@ -48,6 +54,10 @@ class GatewayCredentials(BaseModel):
     key_pem: SecretStr | None = None
     server_url: str | None = None
     """The fleet server's HTTP(S) base URL (packs and software downloads)."""
+    tuf_root: Annotated[str, Field(max_length=_MAX_ROOT_CHARS)] | None = None
+    """The TUF root.json (text) the gateway trusts on its first start; None: no pack repository yet."""
+    artifacts_url: str | None = None
+    """The TUF repository's base URL (``/metadata/`` and ``/targets/`` below it)."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -64,6 +74,20 @@ class GatewayCredentials(BaseModel):
             raise ValueError("cert_pem and key_pem come together")
         if self.password is None and self.cert_pem is None:
             raise ValueError("neither a password nor a client certificate")
+        if (self.tuf_root is None) != (self.artifacts_url is None):
+            raise ValueError("tuf_root and artifacts_url come together")
+        if self.artifacts_url is not None:
+            artifacts = urlsplit(self.artifacts_url)
+            if artifacts.scheme not in ("https", "http") or not artifacts.hostname:
+                raise ValueError(f"artifacts_url: expected https://host:port/tuf, got {self.artifacts_url!r}")
+        if self.tuf_root is not None:
+            try:
+                root = json.loads(self.tuf_root)
+            except ValueError:
+                raise ValueError("tuf_root: not JSON") from None
+            signed = root.get("signed") if isinstance(root, dict) else None
+            if not isinstance(signed, dict) or signed.get("_type") != "root":
+                raise ValueError("tuf_root: not a TUF root.json")
         if self.username != self.gateway:
             raise ValueError(f"username {self.username!r} must be the gateway id {self.gateway!r}")
         return self

@@ -127,6 +127,10 @@ def _crc8_maxim_table() -> tuple[int, ...]:
 _CRC8_MAXIM_TABLE: Final = _crc8_maxim_table()
 
 
+def _sum8_not(data: bytes | bytearray | memoryview) -> int:
+    return ~byte_sum(data) & 0xFF
+
+
 def _crc8_maxim(data: bytes | bytearray | memoryview) -> int:
     crc = 0
     table = _CRC8_MAXIM_TABLE
@@ -140,6 +144,7 @@ CHECKSUMS: Final[dict[str, ChecksumAlgorithm]] = {
     for algorithm in (
         ChecksumAlgorithm("sum8", 1, _sum8, "low byte of the sum of the bytes (JK, Daly A5)"),
         ChecksumAlgorithm("sum8_complement", 1, _sum8_complement, "0x100 minus the sum, low byte"),
+        ChecksumAlgorithm("sum8_not", 1, _sum8_not, "the low byte of the sum with every bit inverted (E&J)"),
         ChecksumAlgorithm("sum16", 2, _sum16, "low 16 bits of the sum of the bytes"),
         ChecksumAlgorithm("sum16_complement", 2, _sum16_complement, "0x10000 minus the sum of the bytes (JBD)"),
         ChecksumAlgorithm("xor8", 1, _xor8, "XOR of all bytes"),

@@ -135,6 +135,7 @@ def _plain(field: FieldSpec) -> bool:
     return (
         field.bit is None
         and field.sign_magnitude is None
+        and not field.difference
         and field.one_of is None
         and not field.popcount
         and field.map is None
@@ -247,6 +248,8 @@ def generate_layout(
             source.emit(
                 f"value = variables.get({source.constant(step.name)})",
                 f"if value is not None and {source.constant(step.low)} <= value <= {source.constant(step.high)}:",
+                f"    if {source.constant(len)}(payload) < {source.constant(step.end)}:",
+                f"        {source.constant(step.too_short)}(payload)",
                 f"    {source.constant(step.step)}(payload, out, device, variables)",
             )
         else:

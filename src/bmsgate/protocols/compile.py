@@ -103,7 +103,8 @@ def compile_reply(
         where = f"{source}: replies[{key:#04x}].fields[{index}] ({field.target})"
         step, encoder, end = _compile_field(field, endian, where, spec.index)
         if field.when is not None:
-            step, encoder = _conditional(field, step, encoder)
+            step, encoder = _conditional(field, step, encoder, end, where)
+            end = 0  # checked by the step itself (see When.end)
         if field.shift:
             encoder = _shifted_encoder(field, encoder)
         compiled.append((field, step, encoder, end))
@@ -264,7 +265,7 @@ def _generated(layout: Layout, where: str) -> Layout:
     return dataclasses.replace(layout, run=generate_layout(layout, fields, value_of, apply_shifted))
 
 
-def _conditional(field: FieldSpec, step: Step, encoder: EncodeStep) -> tuple[Step, EncodeStep]:
+def _conditional(field: FieldSpec, step: Step, encoder: EncodeStep, end: int, where: str) -> tuple[Step, EncodeStep]:
     """Wrap a field's steps so that they run only while its `when` condition holds."""
     condition = field.when
     assert condition is not None  # only called for conditional fields
@@ -277,7 +278,7 @@ def _conditional(field: FieldSpec, step: Step, encoder: EncodeStep) -> tuple[Ste
         if holds(variables.get(name)):
             encoder(buffer, state, variables)
 
-    return When(step, name, low, high), encode_when
+    return When(step, name, low, high, end, where), encode_when
 
 
 def _compile_field(

@@ -9,6 +9,7 @@ between batteries, tasks and threads (see `bmsgate.protocols.memo`).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -36,6 +37,7 @@ from bmsgate.protocols.encode import (
 )
 from bmsgate.protocols.framing import Frame, FrameAssembler, FrameChecker
 from bmsgate.protocols.memo import BoundedMemo
+from bmsgate.protocols.textframing import TextFrameAssembler, to_wire
 
 __all__ = ["CompiledProtocol", "compile_definition", "decode_hex_frames"]
 
@@ -89,6 +91,7 @@ class CompiledProtocol:
         self._numbered_keys = BoundedMemo(numbered_keys, _KEYS_MEMO_SIZE)
         # What a poll without device fields reports (frozen, so one instance serves every poll).
         self._anonymous = DeviceInfo(manufacturer=definition.manufacturer)
+        self._voltage_from_cells = "voltage_from_cells" in definition.derive
 
     # -- what the definition says ---------------------------------------------------------------------
 
@@ -128,9 +131,19 @@ class CompiledProtocol:
 
     # -- decoding -------------------------------------------------------------------------------
 
-    def new_assembler(self) -> FrameAssembler:
+    def new_assembler(self) -> FrameAssembler | TextFrameAssembler:
         """A fresh assembler for one connection."""
+        if self.definition.framing.text is not None:
+            return TextFrameAssembler(self.definition.framing, checker=self.checker)
         return FrameAssembler(self.definition.framing, checker=self.checker)
+
+    def wire(self, frame: bytes) -> bytes:
+        """What is sent for a frame (a request, or a reply the simulator encodes).
+
+        The frame itself, or its hex text between the markers (hex-text framing).
+        """
+        framing = self.definition.framing
+        return frame if framing.text is None else to_wire(frame, framing)
 
     def check_frame(self, raw: bytes) -> Frame:
         """Validate a complete frame (see `FrameChecker.check`)."""
@@ -172,6 +185,8 @@ class CompiledProtocol:
             raise DecodeError(f"{self.name}: none of the frames is a reply this protocol decodes")
         if POSITIONED in out:
             place_positioned(self.name, out, variables, self._limits)
+        if self._voltage_from_cells and out.get("voltage") is None and out.get("cell_voltages"):
+            out["voltage"] = round(math.fsum(out["cell_voltages"]), 3)
         if EXTRA_LISTS in out:
             # Lists decoded into extras become numbered scalar keys.
             extras = out.setdefault("extras", {})

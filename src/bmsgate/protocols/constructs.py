@@ -24,10 +24,11 @@ if TYPE_CHECKING:
 
 __all__ = ["CONSTRUCTS", "ENGINE_VERSION", "constructs_used", "unknown_constructs"]
 
-ENGINE_VERSION: Final = 2
+ENGINE_VERSION: Final = 3
 """The protocol engine's level: raised whenever a construct is added to :data:`CONSTRUCTS`.
 
-Level 2 added ``sign_magnitude`` (TDT / Wattcycle currents)."""
+Level 2 added ``sign_magnitude`` (TDT / Wattcycle currents); level 3 ``text`` (hex-text framing: E&J, AG,
+Topband), ``difference``, ``derive.voltage_from_cells`` and the ``sum8_not`` checksum."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -37,6 +38,7 @@ _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "count_rest": "a list as long as the payload allows (count: rest)",
     "count_var": "a list whose length another field decodes (count: var.NAME)",
     "date": "a date packed into bit ranges of an integer",
+    "difference": "a number stored as two halves, high minus low (charge − discharge current; engine 3)",
     "date_format": "a date string parsed with a strptime format",
     "flags": "alarm bits (bit -> alarm name)",
     "invert": "a boolean read inverted",
@@ -61,6 +63,7 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "check_end": "an end marker written but not required on received frames (check_end: false)",
     "commands": "write commands (MOSFET switching)",
     "connect": "requests sent once per connection (when: connect)",
+    "derive.voltage_from_cells": "the pack voltage as the sum of the cell voltages, for frames without it (engine 3)",
     "excess": "bytes after a frame's announced end are ignored (excess: ignore)",
     "fixed_length": "frames of a fixed length instead of a length field",
     "ignore_chunks": "received chunks dropped as a whole",
@@ -68,6 +71,7 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "request_checksum": "requests checked differently from replies",
     "status": "a status byte that refuses a request",
     "streaming": "replies the BMS keeps sending after one request",
+    "text": "frames sent as hex text between ASCII markers (text: hex; engine 3)",
     "variants": "layouts chosen by a decoded value",
 }
 
@@ -98,6 +102,8 @@ def _field_constructs(field: FieldSpec) -> set[str]:
         for name in ("one_of", "shift", "sign_magnitude", "stride", "version", "when")
         if getattr(field, name) is not None
     }
+    if field.difference:
+        used.add("difference")
     if field.absent:
         used.add("absent")
     if field.invert:
@@ -134,9 +140,11 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "request_checksum": framing.request_checksum is not None,
         "status": framing.status is not None,
         "streaming": any(request.streaming for request in definition.requests),
+        "text": framing.text is not None,
         "variants": definition.variants is not None,
     }
     used |= {name for name, on in flags.items() if on}
+    used |= {f"derive.{name}" for name in definition.derive}
     for reply in definition.replies.values():
         for field in reply.fields:
             used |= _field_constructs(field)

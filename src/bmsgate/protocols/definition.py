@@ -28,7 +28,6 @@ from bmsgate.canonical import CanonicalModel, Real
 from bmsgate.datafiles import describe_validation_error, parse_yaml, read_text
 from bmsgate.errors import DefinitionError
 from bmsgate.model import Alarm
-from bmsgate.protocols.checksums import CHECKSUMS
 from bmsgate.protocols.constructs import CONSTRUCTS, ENGINE_VERSION, constructs_used, unknown_constructs
 from bmsgate.protocols.datatypes import STRICT, Endian, HexBytes, Uuid, normalize_uuid, parse_hex
 from bmsgate.protocols.fields import (
@@ -44,6 +43,7 @@ from bmsgate.protocols.fields import (
     ReplySpec,
     is_var,
 )
+from bmsgate.protocols.framingspec import ChecksumSpec, FramingSpec, KeySpec, LengthSpec, StatusSpec
 
 __all__ = [
     "BOOL_TARGETS",
@@ -62,11 +62,14 @@ __all__ = [
     "FramingSpec",
     "GattProfile",
     "GattSpec",
+    "KeySpec",
+    "LengthSpec",
     "ProtocolDefinition",
     "ReplySpec",
     "RequestSpec",
     "SerialSpec",
     "SimulatorSpec",
+    "StatusSpec",
     "VariantChoice",
     "VariantSpec",
     "definition_from_canonical",
@@ -161,112 +164,6 @@ class SerialSpec(_Strict):
 
 
 # -- framing -----------------------------------------------------------------------------------------
-
-
-class LengthSpec(_Strict):
-    """Where the length field sits; total frame length = field value + `add`."""
-
-    offset: int = Field(ge=0)
-    size: Literal[1, 2] = 1
-    endian: Endian = "big"
-    add: int = 0
-
-
-class KeySpec(_Strict):
-    """Bytes that say which reply a frame is (register echo, frame type, function code)."""
-
-    offset: int = Field(ge=0)
-    size: Literal[1, 2] = 1
-
-
-class StatusSpec(_Strict):
-    """A status byte; values outside `ok` mean the BMS refused the request."""
-
-    offset: int = Field(ge=0)
-    ok: list[int] = Field(default=[0], min_length=1)
-
-
-class ChecksumSpec(_Strict):
-    """Checksum algorithm, covered span [start, end) and position; negative offsets count from the end."""
-
-    algorithm: str
-    start: int = 0
-    end: int
-    at: int
-    endian: Endian = "big"
-
-    @field_validator("algorithm")
-    @classmethod
-    def _known_algorithm(cls, value: str) -> str:
-        if value not in CHECKSUMS:
-            raise ValueError(f"unknown checksum algorithm {value!r}; choose one of {sorted(CHECKSUMS)}")
-        return value
-
-    @property
-    def size(self) -> int:
-        """Width of the checksum in bytes."""
-        return CHECKSUMS[self.algorithm].size
-
-
-class FramingSpec(_Strict):
-    """How replies are delimited and checked. Exactly one of `length` and `fixed_length` is given."""
-
-    start: HexBytes
-    end: HexBytes | None = None
-    length: LengthSpec | None = None
-    fixed_length: int | None = Field(default=None, ge=2)
-    min_length: int = Field(default=1, ge=1)
-    max_length: int = Field(default=512, ge=2, le=65536)
-    key: KeySpec | None = None
-    status: StatusSpec | None = None
-    checksum: ChecksumSpec | None = None
-    request_checksum: ChecksumSpec | None = None
-    """Checksum of request frames when it differs from replies' (defaults to `checksum`)."""
-    payload_offset: int = Field(default=0, ge=0)
-    """Where field offsets count from, in frame bytes."""
-    ignore_chunks: list[HexBytes] = []
-    """Received chunks dropped as a whole (e.g. ``AT\\r\\n`` that some BLE modules interleave)."""
-    excess: Literal["error", "ignore"] = "error"
-    """``ignore``: bytes after a frame's announced end are noise, also when a whole frame is checked
-    (JK firmware that sends 320 bytes for a 300-byte frame, or glues an ack onto its end)."""
-    check_end: bool = True
-    """``false``: the end marker is written (encoding, trailer size) but not required on received frames,
-    for firmware that announces a wrong length for one reply (ANT's device info); the checksum still holds."""
-
-    @field_validator("start")
-    @classmethod
-    def _start_not_empty(cls, value: bytes) -> bytes:
-        if not value:
-            raise ValueError("the start marker needs at least one byte")
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Self:
-        if (self.length is None) == (self.fixed_length is None):
-            raise ValueError("give exactly one of 'length' and 'fixed_length'")
-        if self.fixed_length is not None and self.fixed_length > self.max_length:
-            raise ValueError("fixed_length is larger than max_length")
-        if self.min_length > self.max_length:
-            raise ValueError("min_length is larger than max_length")
-        return self
-
-    @property
-    def header_size(self) -> int:
-        """Bytes needed before the total frame length is known."""
-        needed = len(self.start)
-        if self.length is not None:
-            needed = max(needed, self.length.offset + self.length.size)
-        if self.key is not None:
-            needed = max(needed, self.key.offset + self.key.size)
-        if self.status is not None:
-            needed = max(needed, self.status.offset + 1)
-        return needed
-
-    @property
-    def trailer_size(self) -> int:
-        """Checksum and end marker bytes after the payload."""
-        checksum = self.checksum.size if self.checksum and self.checksum.at < 0 else 0
-        return checksum + (len(self.end) if self.end else 0)
 
 
 # -- requests and commands ---------------------------------------------------------------------------
@@ -421,6 +318,9 @@ class ProtocolDefinition(_Strict, CanonicalModel):
     commands: dict[str, CommandSpec] = {}
     replies: dict[int, ReplySpec]
     variants: VariantSpec | None = None
+    derive: list[Literal["voltage_from_cells"]] = []
+    """Values computed from decoded ones when the frames lack them: ``voltage_from_cells`` is the pack
+    voltage as the sum of the cell voltages (E&J frames carry no pack voltage)."""
     simulator: SimulatorSpec = SimulatorSpec()
 
     source: str = Field(default="<memory>", exclude=True)
@@ -458,6 +358,8 @@ class ProtocolDefinition(_Strict, CanonicalModel):
 
     @model_validator(mode="after")
     def _cross_references(self) -> Self:
+        if self.framing.text is not None and self.commands:
+            raise ValueError("commands are not supported with hex-text framing yet")
         keyed = self.framing.key is not None
         for index, request in enumerate(self.requests):
             if request.reply is not None:
@@ -507,8 +409,11 @@ class ProtocolDefinition(_Strict, CanonicalModel):
 
     @property
     def reported_targets(self) -> frozenset[str]:
-        """Every snapshot target some field fills (used to decide which entities to offer)."""
-        return frozenset(field.target for reply in self.replies.values() for field in reply.fields)
+        """Every snapshot target some field fills or the definition derives (which entities to offer)."""
+        filled = {field.target for reply in self.replies.values() for field in reply.fields}
+        if "voltage_from_cells" in self.derive:
+            filled.add("voltage")
+        return frozenset(filled)
 
     def matches_advertisement(
         self,

@@ -83,6 +83,9 @@ def encode_frame(
     if framing.length is not None:
         length = framing.length
         value = total - length.add
+        if length.counts == "text":
+            markers = len(framing.start) + len(framing.end or b"")
+            value = markers + 2 * (total - markers) - length.add
         frame[length.offset : length.offset + length.size] = value.to_bytes(length.size, length.endian)
     if framing.end is not None:
         frame[total - len(framing.end) :] = framing.end
@@ -138,7 +141,14 @@ def checksum_ok(frame: bytes, spec: ChecksumSpec | None) -> bool:
     algorithm = CHECKSUMS[spec.algorithm]
     if not 0 <= start <= end <= len(frame) or at + algorithm.size > len(frame):
         return False
-    return int.from_bytes(frame[at : at + algorithm.size], spec.endian) == algorithm.compute(frame[start:end])
+    return int.from_bytes(frame[at : at + algorithm.size], spec.endian) == algorithm.compute(
+        _covered(frame[start:end], spec)
+    )
+
+
+def _covered(data: bytes | bytearray, spec: ChecksumSpec) -> bytes | bytearray:
+    """What the checksum is computed over: the bytes, or their hex text as sent (``over: text``)."""
+    return data.hex().upper().encode() if spec.over == "text" else data
 
 
 def fill_checksum(frame: bytearray, spec: ChecksumSpec | None) -> None:
@@ -147,7 +157,7 @@ def fill_checksum(frame: bytearray, spec: ChecksumSpec | None) -> None:
         return
     algorithm = CHECKSUMS[spec.algorithm]
     start, end, at = _resolve(spec.start, spec.end, spec.at, len(frame))
-    value = algorithm.compute(frame[start:end])
+    value = algorithm.compute(_covered(frame[start:end], spec))
     frame[at : at + algorithm.size] = value.to_bytes(algorithm.size, spec.endian)
 
 
@@ -192,6 +202,8 @@ def _payload_size(reply: CompiledReply, state: Mapping[str, Any], variables: Map
             size = max(size, base + field.at + stride * count)
         elif field.shift:
             size = max(size, base + field.at + field.item_size)
+        elif field.when is not None and field.when.holds(variables.get(field.when.var[4:])):
+            size = max(size, field.at + field.item_size)
     return size
 
 

@@ -150,6 +150,8 @@ class FieldSpec(_Strict):
     """Only while a decoded variable lies in a range (e.g. a firmware version)."""
     sign_magnitude: SignMagnitude | None = None
     """The raw integer is a sign bit and a magnitude; value = ±magnitude × scale + add."""
+    difference: bool = False
+    """The raw integer is two halves; value = (high half − low half) × scale + add (E&J: charge − discharge)."""
 
     @field_validator("count")
     @classmethod
@@ -241,6 +243,16 @@ class FieldSpec(_Strict):
                 raise ValueError("'sign_magnitude' is for unsigned integer numbers without bit/flags/map/...")
             if self.sign_magnitude.sign_bit >= 8 * INTEGER_SIZES[kind] or is_list:
                 raise ValueError(f"'sign_magnitude' needs a scalar whose sign bit fits in {kind}")
+        if self.difference:
+            others = (self.bit, self.flags, self.codes, self.cells, self.date, self.map, self.version, self.one_of)
+            if (
+                kind not in {"u16", "u32", "u64"}
+                or any(v is not None for v in others)
+                or self.popcount
+                or self.sign_magnitude is not None
+                or is_list
+            ):
+                raise ValueError("'difference' is for a scalar u16/u32/u64 number without bit/flags/map/...")
         return self
 
     @property

@@ -71,12 +71,26 @@ class When:
     name: str
     low: float
     high: float
+    end: int
+    """Payload bytes the field needs: a conditional field does not raise its reply's minimum, so a reply
+    that is longer only while the condition holds (E&J's single-frame answer) is checked here."""
+    where: str
 
     def __call__(self, payload: bytes, out: dict[str, Any], device: dict[str, Any], variables: dict[str, int]) -> None:
         """Run the step if the variable is known and in range (what the generated code does inline)."""
         value = variables.get(self.name)
         if value is not None and self.low <= value <= self.high:
+            if len(payload) < self.end:
+                self.too_short(payload)
             self.step(payload, out, device, variables)
+
+    def too_short(self, payload: bytes) -> None:
+        """Raise the error for a payload shorter than the field needs.
+
+        Raises:
+            DecodeError: always.
+        """
+        raise DecodeError(f"{self.where}: needs {self.end} payload bytes, the frame has {len(payload)}")
 
 
 # -- raw values ----------------------------------------------------------------------------------------
@@ -231,6 +245,7 @@ def _linear(field: FieldSpec) -> Linear | None:
     if (
         field.bit is not None
         or field.sign_magnitude is not None
+        or field.difference
         or field.popcount
         or field.map is not None
         or field.version is not None
@@ -373,6 +388,8 @@ def _value_transform(field: FieldSpec, where: str) -> Callable[[Any], Any]:
         return lambda raw: _packed_date(field, raw)
     if field.sign_magnitude is not None:
         return _sign_magnitude(field)
+    if field.difference:
+        return _difference(field)
     linear = _linear(field)
     if linear is not None:
         # The same `Linear` the record's inline path applies (a test holds the two to one result).
@@ -418,6 +435,17 @@ def _sign_magnitude(field: FieldSpec) -> Callable[[Any], Any]:
         return lambda raw: ((-(raw & mask) if raw & sign else raw & mask) + offset) / steps + 0.0
     scale, add = field.scale, field.add
     return lambda raw: (-(raw & mask) if raw & sign else raw & mask) * scale + add
+
+
+def _difference(field: FieldSpec) -> Callable[[Any], Any]:
+    half = 4 * INTEGER_SIZES[field.type]
+    mask = (1 << half) - 1
+    divisor = exact_divisor(field.scale, field.add)
+    if divisor is not None:
+        steps, offset = divisor
+        return lambda raw: ((raw >> half) - (raw & mask) + offset) / steps + 0.0
+    scale, add = field.scale, field.add
+    return lambda raw: ((raw >> half) - (raw & mask)) * scale + add
 
 
 # -- encoding: the inverse of each transform -----------------------------------------------------------
@@ -507,6 +535,15 @@ def _inverse(field: FieldSpec) -> Callable[[Any, Any], Any]:
             return min(abs(signed), mask) | (sign if signed < 0 else 0)
 
         return to_sign_magnitude
+    if field.difference:
+        half = 4 * INTEGER_SIZES[field.type]
+        most = (1 << half) - 1
+
+        def to_difference(value: Any, _current: Any) -> int:
+            signed = round((float(value) - add) / scale)
+            return min(signed, most) << half if signed >= 0 else min(-signed, most)
+
+        return to_difference
     return lambda value, _current: clamp_raw(field, (float(value) - add) / scale)
 
 

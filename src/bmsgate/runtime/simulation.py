@@ -291,7 +291,7 @@ class VirtualBms:
         self.protocol = protocol
         self.pack = pack
         self._buffer = bytearray()
-        self._requests = [(request.frame, request.reply) for request in protocol.definition.requests]
+        self._requests = [(protocol.wire(request.frame), request.reply) for request in protocol.definition.requests]
         self._commands = [
             _compile_command_pattern(name, spec, protocol) for name, spec in protocol.definition.commands.items()
         ]
@@ -313,7 +313,7 @@ class VirtualBms:
 
     def replies_for(self, key: int) -> list[bytes]:
         """Every frame that answers one request for reply `key`, as the real module sends them."""
-        frames = self.protocol.encode_replies(key, self.state())
+        frames = [self.protocol.wire(frame) for frame in self.protocol.encode_replies(key, self.state())]
         tail = self._append.get(key)
         if tail:
             frames[-1] += tail

@@ -27,7 +27,11 @@ from bmsgate.app.cli.arguments import print_help
 
 __all__ = ["FLEET_COMMAND_MODULES", "add_parsers"]
 
-FLEET_COMMAND_MODULES: Final[tuple[str, ...]] = ("bmsgate.app.cli.fleet_server", "bmsgate.app.cli.fleet_rollout")
+FLEET_COMMAND_MODULES: Final[tuple[str, ...]] = (
+    "bmsgate.app.cli.fleet_server",
+    "bmsgate.app.cli.pack",
+    "bmsgate.app.cli.fleet_rollout",
+)
 """Modules that add their own ``fleet`` actions (each has ``add_fleet_parsers(actions)``)."""
 
 
@@ -88,6 +92,7 @@ def _enroll(args: argparse.Namespace) -> int:
     credentials = enroll_gateway(
         data, args.gateway_id, broker_url=broker_url, client_cert=args.client_cert, server_url=args.server_url
     )
+    credentials = _with_trust(data, credentials, args.artifacts_url)
     try:
         write_credentials(credentials, out)
     except OSError as exc:
@@ -99,6 +104,22 @@ def _enroll(args: argparse.Namespace) -> int:
         f"(secret: copy it to the gateway and delete it here)\n{_reloaded_message(reloaded)}\n"
     )
     return 0
+
+
+def _with_trust(data: Any, credentials: Any, artifacts_url: str | None) -> Any:
+    """The credentials with the pack repository's root and URL, once the repository is initialised."""
+    from bmsgate.fleet.server.broker import BrokerOptions  # noqa: PLC0415
+    from bmsgate.packs.repository import DEFAULT_ARTIFACTS_PORT, PackRepository  # noqa: PLC0415
+
+    repository = PackRepository(data.root / "tuf")
+    if not repository.initialised:
+        return credentials
+    url = (
+        artifacts_url
+        or repository.read_endpoint()
+        or f"https://{BrokerOptions().host_name}:{DEFAULT_ARTIFACTS_PORT}/tuf"
+    )
+    return credentials.model_copy(update={"tuf_root": repository.trusted_root().decode("utf-8"), "artifacts_url": url})
 
 
 def _revoke(args: argparse.Namespace) -> int:
@@ -224,6 +245,11 @@ def add_parsers(commands: Any) -> None:
         "--broker-url", metavar="URL", help="broker URL for the gateway (default: the running server's, mqtts://)"
     )
     enroll.add_argument("--server-url", metavar="URL", help="the fleet server's HTTP(S) URL for downloads")
+    enroll.add_argument(
+        "--artifacts-url",
+        metavar="URL",
+        help="the pack repository's base URL for the gateway (default: the running server's, https://HOST:8443/tuf)",
+    )
     enroll.set_defaults(handler=_enroll)
 
     revoke = actions.add_parser("revoke", help="revoke a gateway: refused by the broker at once")

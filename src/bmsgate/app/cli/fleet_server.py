@@ -42,6 +42,12 @@ def add_fleet_parsers(actions: Any) -> None:
     serve.add_argument(
         "--cert-port", type=int_range(0, 65535), default=8884, help="mutual-TLS port for gateways (0: off)"
     )
+    serve.add_argument(
+        "--artifacts-port",
+        type=int_range(0, 65535),
+        default=8443,
+        help="HTTPS port of the pack repository for gateways (0: off)",
+    )
     serve.add_argument("--public-host", metavar="NAME", help="the name gateways reach this server by")
     serve.add_argument("--tile-url", metavar="URL", help="map tile server URL template (default: offline outline)")
     serve.add_argument("--config", metavar="FILE", type=Path, help="YAML with alarms:, notify: and retention: sections")
@@ -102,6 +108,7 @@ def _serve_settings(args: argparse.Namespace) -> Any:
         "broker_url": args.broker,
         "gateway_port": args.gateway_port,
         "cert_port": args.cert_port or None,
+        "artifacts_port": args.artifacts_port or None,
         "public_host": args.public_host,
         "tile_url": args.tile_url,
     }
@@ -140,6 +147,8 @@ async def _serve_until_stopped(settings: Any) -> int:
 
     async with FleetServer(settings) as running:
         _say(f"fleet server: dashboard and API at {running.url}/  (data directory {running.data.root})")
+        if running.artifacts_url:
+            _say(f"fleet server: pack repository for gateways at {running.artifacts_url}/")
         if running.admin_token:
             _say(f"first start: admin token (shown once, keep it): {running.admin_token}")
         try:

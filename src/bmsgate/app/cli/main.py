@@ -44,6 +44,7 @@ _COMMAND_MODULES: Final[tuple[str, ...]] = (
     "bmsgate.app.cli.catalog",
     "bmsgate.app.cli.inverters",
     "bmsgate.app.cli.fleet",
+    "bmsgate.app.cli.pack",
 )
 
 

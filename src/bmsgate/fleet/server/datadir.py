@@ -19,6 +19,7 @@ another. Layout (directories 0700, secrets 0600)::
       server.pem server.key        the broker's certificate, renewed before it expires
       clients/<id>.pem     client certificates issued (the key goes into the gateway's file only)
       crl.pem              revoked client certificates
+    tuf/                   the pack repository (metadata, targets, online keys): bmsgate.packs.repository
 
 The store and the web server keep their own files beside these (see their modules).
 """

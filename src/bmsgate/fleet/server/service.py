@@ -25,6 +25,7 @@ from bmsgate.fleet.protocol import Channel, CommandMessage, encode, topic
 from bmsgate.fleet.server.alarm_rules import AlarmSettings
 from bmsgate.fleet.server.alarms import AlarmEngine
 from bmsgate.fleet.server.api.app import create_app
+from bmsgate.fleet.server.api.artifacts import ArtifactFiles
 from bmsgate.fleet.server.api.server import HttpServer
 from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.broker import SERVER_STATUS_TOPIC, BrokerOptions, FleetBroker
@@ -38,13 +39,16 @@ from bmsgate.fleet.server.store import open_store
 from bmsgate.fleet.server.store.maintenance import maintain
 from bmsgate.fleet.server.store.repository import Availability, IngestBatch, Repository
 from bmsgate.fleet.server.store.settings import StoreSettings
+from bmsgate.fleet.server.tls import FleetPki, default_server_names
 from bmsgate.mqtt.client import MqttSession, connect
 from bmsgate.mqtt.settings import BrokerSettings
+from bmsgate.packs.repository import PackRepository
 
 __all__ = ["CommandPublisher", "FleetServer", "FleetServerSettings", "RunningServer"]
 
 _log = logging.getLogger(__name__)
 _COMMAND_CLIENT_ID: Final = "bmsgate-fleet-commands"
+_RESIGN_EVERY_S: Final = 600.0
 
 
 class FleetServerSettings(BaseModel):
@@ -65,6 +69,9 @@ class FleetServerSettings(BaseModel):
     cert_port: int | None = Field(default=8884, ge=0, le=65535)
     """The own broker's mutual-TLS listener (client certificates); None: off."""
     gateway_host: str = "0.0.0.0"
+    artifacts_port: int | None = Field(default=None, ge=0, le=65535)
+    """The pack repository's HTTPS listener (TUF metadata and artifacts for gateways, on ``gateway_host``,
+    certificate from the fleet CA); None: off. ``fleet serve`` turns it on at 8443; 0: a free port."""
     public_host: str | None = None
     """The name gateways reach this server by (credentials files carry it); default: this host's name."""
     tile_url: str | None = None
@@ -148,6 +155,9 @@ class RunningServer:
     failure: asyncio.Future[BaseException]
     """Resolves when a long-lived task (ingest, alarms, maintenance, notifier) stopped by itself: the
     server is then no longer whole, and its owner should stop it and say why."""
+    packs: PackRepository | None = None
+    artifacts_url: str | None = None
+    """The pack repository's HTTPS base URL for gateways (None: the listener is off)."""
 
 
 class FleetServer:
@@ -156,7 +166,7 @@ class FleetServer:
     def __init__(self, settings: FleetServerSettings | None = None, *, sign_desired: SignDesired | None = None) -> None:
         self.settings = settings or FleetServerSettings()
         self.sign_desired = sign_desired
-        """Signs desired states (the server's online key); None: rollouts are off (their routes answer 503)."""
+        """Signs desired states; None: the pack repository's online timestamp key (``PackRepository.sign_desired``)."""
         self._stack = contextlib.AsyncExitStack()
         self._tasks: asyncio.TaskGroup | None = None
 
@@ -198,7 +208,13 @@ class FleetServer:
         ingest = Ingest(store, ingest_broker, feed=feed, observers=[alarms])
         commands = CommandPublisher(ingest_broker)
         self._stack.push_async_callback(commands.close)
-        rollouts = None if self.sign_desired is None else RolloutService(store, self.sign_desired, feed=feed)
+        packs = PackRepository(data.root / "tuf")
+        rollouts = RolloutService(
+            store,
+            self.sign_desired or packs.sign_desired,
+            feed=feed,
+            signing_ready=(lambda: None) if self.sign_desired is not None else lambda: _packs_unready(packs),
+        )
         app = create_app(
             store=store,
             tokens=data.tokens,
@@ -213,7 +229,8 @@ class FleetServer:
                 ingest.run(),
                 alarms.run(),
                 maintain(store),
-                *([rollouts.run(ingest_broker)] if rollouts is not None else []),
+                _keep_packs_signed(packs),
+                rollouts.run(ingest_broker),
                 *([notifier.run()] if notifier is not None else []),
                 *([broker.watch(), _revoked_go_offline(data, store)] if broker is not None else []),
             )
@@ -221,6 +238,11 @@ class FleetServer:
         http = HttpServer(app, settings.http_host, settings.http_port)
         await http.start()
         self._stack.push_async_callback(http.stop)
+        artifacts_url = (
+            await self._serve_packs(data, packs, own_broker=broker is not None)
+            if settings.artifacts_port is not None
+            else None
+        )
         return RunningServer(
             data=data,
             url=http.url,
@@ -232,7 +254,53 @@ class FleetServer:
             broker=broker,
             ingest_broker=ingest_broker,
             failure=failure,
+            packs=packs,
+            artifacts_url=artifacts_url,
         )
+
+    async def _serve_packs(self, data: DataDir, packs: PackRepository, *, own_broker: bool) -> str:
+        """Start the HTTPS listener of the pack repository; returns its base URL for gateways.
+
+        It presents the broker's certificate (same host, same fleet CA); with an external broker the
+        certificate is made here.
+        """
+        settings = self.settings
+        host = BrokerOptions(public_host=settings.public_host).host_name
+        pki = FleetPki(data.tls_dir)
+        if not own_broker:
+            pki.ensure_ca()
+            pki.ensure_server_certificate(default_server_names([host]))
+        server = HttpServer(
+            ArtifactFiles(packs.directory),
+            settings.gateway_host,
+            settings.artifacts_port or 0,
+            tls_cert_file=pki.server_cert_file,
+            tls_key_file=pki.server_key_file,
+        )
+        await server.start()
+        self._stack.push_async_callback(server.stop)
+        url = f"https://{host}:{server.port}/tuf"
+        packs.write_endpoint(url)
+        _log.info("pack repository on %s", url)
+        return url
+
+
+async def _keep_packs_signed(packs: PackRepository, *, every_s: float = _RESIGN_EVERY_S) -> None:
+    """Re-sign snapshot and timestamp before they expire (their keys are online; targets' are not)."""
+    while True:
+        try:
+            if await asyncio.to_thread(packs.refresh):
+                _log.info("pack repository: snapshot/timestamp re-signed")
+        except BmsgateError as exc:
+            _log.warning("pack repository: could not re-sign snapshot/timestamp (retrying): %s", exc)
+        await asyncio.sleep(every_s)
+
+
+def _packs_unready(packs: PackRepository) -> str | None:
+    """Why desired states cannot be signed yet (None: they can)."""
+    if packs.initialised:
+        return None
+    return "the pack repository has no root yet (bmsgate fleet pack init, see docs/packs.md)"
 
 
 def _notifies(settings: NotifySettings) -> bool:

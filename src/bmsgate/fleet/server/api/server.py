@@ -2,7 +2,8 @@
 
 :class:`HttpServer` runs an ASGI application inside the caller's event loop (so it shares the store and the
 live feed with ingest), answers on the port it was given or, with port 0, on one the system picks, and
-stops cleanly (open websockets are closed, the application's shutdown runs).
+stops cleanly (open websockets are closed, the application's shutdown runs). With a certificate and key it
+serves HTTPS (the TUF repository's listener, :mod:`bmsgate.fleet.server.api.artifacts`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 from typing import Any, Final
 
 import uvicorn
@@ -29,7 +31,18 @@ class HttpServerError(BmsgateError):
 class HttpServer:
     """One uvicorn server for one application."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 8080) -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        tls_cert_file: Path | None = None,
+        tls_key_file: Path | None = None,
+    ) -> None:
+        tls: dict[str, Any] = {}
+        if tls_cert_file is not None and tls_key_file is not None:
+            tls = {"ssl_certfile": str(tls_cert_file), "ssl_keyfile": str(tls_key_file)}
         config = uvicorn.Config(
             app,
             host=host,
@@ -40,16 +53,18 @@ class HttpServer:
             ws="websockets-sansio",
             ws_max_size=64 * 1024,
             timeout_graceful_shutdown=5,
+            **tls,
         )
         self._server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
         self.host = host
         self.port = port
+        self._scheme = "https" if tls else "http"
 
     @property
     def url(self) -> str:
-        """``http://host:port`` as bound."""
-        return f"http://{self.host}:{self.port}"
+        """``http://host:port`` (``https://`` with a certificate) as bound."""
+        return f"{self._scheme}://{self.host}:{self.port}"
 
     async def start(self) -> None:
         """Bind and start serving; returns once requests are answered.

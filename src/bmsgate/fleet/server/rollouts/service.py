@@ -70,7 +70,16 @@ class RolloutView:
 
 
 class RolloutService:
-    """Rollouts of one fleet server."""
+    """Rollouts of one fleet server.
+
+    Args:
+        store: the fleet store (registry, rollout tables).
+        sign: signs each desired state before it is published.
+        clock: the time (Unix seconds).
+        tick_s: the longest pause between planning steps.
+        feed: told of every rollout change (the dashboard's live updates).
+        signing_ready: why `sign` cannot work yet, or None when it can (checked when a rollout is created).
+    """
 
     def __init__(
         self,
@@ -80,9 +89,11 @@ class RolloutService:
         clock: Callable[[], float] = time.time,
         tick_s: float = 1.0,
         feed: LiveFeed | None = None,
+        signing_ready: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.rollouts = RolloutStore(store)
         self._feed = feed
+        self._signing_ready = signing_ready
         self._registry = store
         self._sign = sign
         self._clock = clock
@@ -100,10 +111,14 @@ class RolloutService:
         """Create a rollout: evaluate the selection against the registry now and freeze its gateways.
 
         Raises:
-            RolloutError: the selection picks nothing (or unknown or too many gateways), or a gateway that is
-                still without a final answer in another active rollout.
+            RolloutError: desired states cannot be signed yet (``signing_ready`` says why), the selection
+                picks nothing (or unknown or too many gateways), or a gateway that is still without a final
+                answer in another active rollout.
             StoreError: the store failed.
         """
+        unready = self._signing_ready()
+        if unready is not None:
+            raise RolloutError(f"desired states cannot be signed: {unready}")
         registry = await self._registry.list_gateways()
         gateways = select_gateways(registry, spec.selection)
         # Two rollouts publishing to one gateway would each wait for an answer to its own generation: refused.

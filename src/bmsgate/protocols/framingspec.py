@@ -1,0 +1,149 @@
+"""The framing section of a protocol definition: how replies are delimited and checked.
+
+Re-exported by `definition`, the format's one public home.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from bmsgate.protocols.checksums import CHECKSUMS
+from bmsgate.protocols.datatypes import STRICT, Endian, HexBytes
+
+__all__ = ["ChecksumSpec", "FramingSpec", "KeySpec", "LengthSpec", "StatusSpec"]
+
+
+class _Strict(BaseModel):
+    model_config = STRICT
+
+
+class LengthSpec(_Strict):
+    """Where the length field sits; total frame length = field value + `add`."""
+
+    offset: int = Field(ge=0)
+    size: Literal[1, 2] = 1
+    endian: Endian = "big"
+    add: int = 0
+    counts: Literal["frame", "text"] = "frame"
+    """``text`` (hex-text framing only): the value + `add` counts the characters on the wire, markers included."""
+
+
+class KeySpec(_Strict):
+    """Bytes that say which reply a frame is (register echo, frame type, function code)."""
+
+    offset: int = Field(ge=0)
+    size: Literal[1, 2] = 1
+
+
+class StatusSpec(_Strict):
+    """A status byte; values outside `ok` mean the BMS refused the request."""
+
+    offset: int = Field(ge=0)
+    ok: list[int] = Field(default=[0], min_length=1)
+
+
+class ChecksumSpec(_Strict):
+    """Checksum algorithm, covered span [start, end) and position; negative offsets count from the end."""
+
+    algorithm: str
+    start: int = 0
+    end: int
+    at: int
+    endian: Endian = "big"
+    over: Literal["bytes", "text"] = "bytes"
+    """``text`` (hex-text framing only): computed over the covered bytes' upper-case hex characters, as sent."""
+
+    @field_validator("algorithm")
+    @classmethod
+    def _known_algorithm(cls, value: str) -> str:
+        if value not in CHECKSUMS:
+            raise ValueError(f"unknown checksum algorithm {value!r}; choose one of {sorted(CHECKSUMS)}")
+        return value
+
+    @property
+    def size(self) -> int:
+        """Width of the checksum in bytes."""
+        return CHECKSUMS[self.algorithm].size
+
+
+class FramingSpec(_Strict):
+    """How replies are delimited and checked. Exactly one of `length` and `fixed_length` is given."""
+
+    start: HexBytes
+    end: HexBytes | None = None
+    length: LengthSpec | None = None
+    fixed_length: int | None = Field(default=None, ge=2)
+    min_length: int = Field(default=1, ge=1)
+    max_length: int = Field(default=512, ge=2, le=65536)
+    key: KeySpec | None = None
+    status: StatusSpec | None = None
+    checksum: ChecksumSpec | None = None
+    request_checksum: ChecksumSpec | None = None
+    """Checksum of request frames when it differs from replies' (defaults to `checksum`)."""
+    payload_offset: int = Field(default=0, ge=0)
+    """Where field offsets count from, in frame bytes."""
+    ignore_chunks: list[HexBytes] = []
+    """Received chunks dropped as a whole (e.g. ``AT\\r\\n`` that some BLE modules interleave)."""
+    excess: Literal["error", "ignore"] = "error"
+    """``ignore``: bytes after a frame's announced end are noise, also when a whole frame is checked
+    (JK firmware that sends 320 bytes for a 300-byte frame, or glues an ack onto its end)."""
+    check_end: bool = True
+    """``false``: the end marker is written (encoding, trailer size) but not required on received frames,
+    for firmware that announces a wrong length for one reply (ANT's device info); the checksum still holds."""
+    text: Literal["hex"] | None = None
+    """``hex``: between the start and end markers the wire carries text, two hex digits per byte (E&J, AG,
+    Topband). Frames are the markers around the decoded bytes, so every offset counts in bytes; the end
+    marker delimits a frame, the length field (if any) is a check."""
+
+    @field_validator("start")
+    @classmethod
+    def _start_not_empty(cls, value: bytes) -> bytes:
+        if not value:
+            raise ValueError("the start marker needs at least one byte")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.text is not None:
+            self._check_text()
+        elif (self.length is None) == (self.fixed_length is None):
+            raise ValueError("give exactly one of 'length' and 'fixed_length'")
+        if self.text is None and (
+            (self.length is not None and self.length.counts == "text")
+            or any(spec is not None and spec.over == "text" for spec in (self.checksum, self.request_checksum))
+        ):
+            raise ValueError("'counts: text' and 'over: text' need hex-text framing (text: hex)")
+        if self.fixed_length is not None and self.fixed_length > self.max_length:
+            raise ValueError("fixed_length is larger than max_length")
+        if self.min_length > self.max_length:
+            raise ValueError("min_length is larger than max_length")
+        return self
+
+    def _check_text(self) -> None:
+        if not self.end:
+            raise ValueError("hex-text framing needs an end marker (it delimits the frames)")
+        if self.length is not None and self.fixed_length is not None:
+            raise ValueError("give at most one of 'length' and 'fixed_length'")
+        hex_digits = frozenset(b"0123456789abcdefABCDEF")
+        if any(byte in hex_digits for byte in self.start + self.end):
+            raise ValueError("hex-text markers must not be hex digits (a frame's text could not be told from them)")
+
+    @property
+    def header_size(self) -> int:
+        """Bytes needed before the total frame length is known."""
+        needed = len(self.start)
+        if self.length is not None:
+            needed = max(needed, self.length.offset + self.length.size)
+        if self.key is not None:
+            needed = max(needed, self.key.offset + self.key.size)
+        if self.status is not None:
+            needed = max(needed, self.status.offset + 1)
+        return needed
+
+    @property
+    def trailer_size(self) -> int:
+        """Checksum and end marker bytes after the payload."""
+        checksum = self.checksum.size if self.checksum and self.checksum.at < 0 else 0
+        return checksum + (len(self.end) if self.end else 0)
