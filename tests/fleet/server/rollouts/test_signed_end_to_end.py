@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -102,7 +103,7 @@ async def _verifying_gateway(
                     desired = await asyncio.to_thread(trusted.verify_desired, envelope)
                     for pack in desired.packs:
                         await asyncio.to_thread(
-                            lambda pack=pack: trusted.download(pack.target, length=pack.length, sha256=pack.sha256)
+                            functools.partial(trusted.download, pack.target, length=pack.length, sha256=pack.sha256)
                         )
                     taken.append(desired)
                 except PackError as exc:
