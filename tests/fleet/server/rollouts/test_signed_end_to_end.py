@@ -188,7 +188,9 @@ async def test_a_signed_rollout_is_verified_and_fetched_by_the_gateway(tmp_path:
                 "length": len(content),
                 "sha256": hashlib.sha256(content).hexdigest(),
             }
-            created = await client.post("/api/v1/rollouts", json={"name": "demo 1.0", "target": {"packs": [pack]}})
+            created = await client.post(
+                "/api/v1/rollouts", json={"name": "demo 1.0", "target": {"packs": [pack]}, "options": {"jitter_s": 0}}
+            )
             assert created.status_code == 201, created.text
             rollout_id = created.json()["id"]
 
