@@ -1,4 +1,4 @@
-"""``bmsgate fleet rollout create|status|pause|resume|cancel|retry-failed|rollback``: rollouts through the API.
+"""``bmsgate fleet rollout create|status|audit|pause|resume|cancel|retry-failed|rollback``: through the API.
 
 Unlike the data-directory commands of :mod:`.fleet`, these talk to a running server's HTTP API with a token
 (``--server URL``, ``--token TOKEN`` or the environment variables ``BMSGATE_FLEET_URL`` and
@@ -9,6 +9,7 @@ The standard library's HTTP client is enough for a handful of JSON requests.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -99,6 +100,18 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    entries = _request(args, "GET", f"/api/v1/rollouts/{urllib.parse.quote(args.rollout_id, safe='')}/audit")["entries"]
+    if args.json:
+        sys.stdout.write(json.dumps(entries, indent=2) + "\n")
+        return 0
+    for entry in entries:
+        when = datetime.datetime.fromtimestamp(entry["at"], datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        detail = f": {entry['detail']}" if entry["detail"] else ""
+        sys.stdout.write(f"{when} {entry['actor']} ({entry['role']}) {entry['action']}{detail}\n")
+    return 0
+
+
 def _action(name: str) -> Any:
     def run(args: argparse.Namespace) -> int:
         path = f"/api/v1/rollouts/{urllib.parse.quote(args.rollout_id, safe='')}/{name}"
@@ -136,6 +149,11 @@ def add_fleet_parsers(actions: Any) -> None:
     status.add_argument("rollout_id", metavar="ID", nargs="?")
     _common(status)
     status.set_defaults(handler=_status)
+
+    audit = rollout_actions.add_parser("audit", help="who did what when (the server's own steps as 'server')")
+    audit.add_argument("rollout_id", metavar="ID")
+    _common(audit)
+    audit.set_defaults(handler=_audit)
 
     for name, text in (
         ("pause", "pause: nothing more is published until resumed (technician)"),

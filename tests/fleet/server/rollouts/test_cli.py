@@ -37,5 +37,13 @@ async def test_create_status_pause_resume_cancel(tmp_path: Path, capsys: pytest.
         assert await asyncio.to_thread(main, ["fleet", "rollout", "status", *common]) == 0
         assert rollout_id in capsys.readouterr().out
         viewer = ["--server", fleet.url, "--token", fleet.viewer]
+        assert await asyncio.to_thread(main, ["fleet", "rollout", "audit", rollout_id, *viewer]) == 0
+        audit = capsys.readouterr().out.splitlines()
+        assert [line.split(" ", 2)[2] for line in audit] == [
+            "tech (technician) create: rollout 'maps': 12 gateways in groups 1+10+1",
+            "tech (technician) pause: paused by a user",
+            "tech (technician) resume",
+            "tech (technician) cancel: cancelled by a user",
+        ]
         assert await asyncio.to_thread(main, ["fleet", "rollout", "rollback", rollout_id, *viewer]) != 0
         assert "HTTP 403" in capsys.readouterr().err
