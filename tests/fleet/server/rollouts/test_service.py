@@ -290,3 +290,30 @@ async def test_a_gateway_still_in_an_active_rollout_is_not_taken_by_another(stor
     await service.create(spec().model_copy(update={"selection": Selection(gateways=("gw-2",))}), TECHNICIAN)
     await service.cancel(first.id, TECHNICIAN)
     await service.create(spec().model_copy(update={"selection": Selection(gateways=("gw-1",))}), TECHNICIAN)
+
+
+async def test_a_rollback_publishes_each_gateways_previous_set(store: Repository) -> None:
+    await _register(store, ["gw-1"])
+    service = RolloutService(store, unsigned_envelope, clock=lambda: T0)
+    published: list[bytes] = []
+
+    async def publish(_topic: str, payload: bytes) -> None:
+        published.append(payload)
+
+    async def commit(rollout_id: str, generation: int) -> None:
+        answer = report("gw-1", UpdatePhase.COMMITTED, generation=generation, rollout=rollout_id)
+        assert await service.handle_report("fleet/v1/gw-1/reported", answer.model_dump_json().encode())
+
+    old_target = spec().target.model_copy(update={"packs": (OLD_PACK,)})
+    first = await service.create(spec(jitter_s=0).model_copy(update={"target": old_target}), TECHNICIAN)
+    await service.step(publish)
+    await commit(first.id, 1)
+    second = await service.create(spec(jitter_s=0), TECHNICIAN)
+    await service.step(publish)
+    await commit(second.id, 2)
+    await service.step(publish)
+    assert (await service.rollouts.get(second.id)).state is RolloutState.COMPLETED
+    back = await service.rollback(second.id, Actor(name="root", role="admin"))
+    await service.step(publish)
+    last = decode_desired(published[-1], topic="fleet/v1/gw-1/desired", gateway="gw-1").signed
+    assert (last.generation, last.rollout, last.packs) == (3, back.id, (OLD_PACK,))
