@@ -125,7 +125,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server", metavar="URL", help=f"the fleet server (default $BMSGATE_FLEET_URL or {_DEFAULT_URL})"
     )
-    parser.add_argument("--token", metavar="TOKEN", help="an API token (default $BMSGATE_FLEET_TOKEN)")
+    parser.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="an API token (default $BMSGATE_FLEET_TOKEN; write --token=TOKEN if it starts with -)",
+    )
     parser.add_argument("--json", action="store_true", help="print the API's JSON")
 
 

@@ -23,7 +23,7 @@ async def test_create_status_pause_resume_cancel(tmp_path: Path, capsys: pytest.
     request = tmp_path / "rollout.json"
     request.write_text(json.dumps({"name": "maps", "target": {"packs": [PACK.model_dump(mode="json")]}}))
     async with running_fleet(tmp_path / "fleet", settings=_GENEROUS, sign_desired=unsigned_envelope) as fleet:
-        common = ["--server", fleet.url, "--token", fleet.technician]
+        common = ["--server", fleet.url, f"--token={fleet.technician}"]  # a token may start with "-"
         assert await asyncio.to_thread(main, ["fleet", "rollout", "create", str(request), *common, "--json"]) == 0
         created = json.loads(capsys.readouterr().out)
         assert created["state"] == "running" and created["total"] == 12
@@ -36,7 +36,7 @@ async def test_create_status_pause_resume_cancel(tmp_path: Path, capsys: pytest.
             assert f": {state}" in capsys.readouterr().out
         assert await asyncio.to_thread(main, ["fleet", "rollout", "status", *common]) == 0
         assert rollout_id in capsys.readouterr().out
-        viewer = ["--server", fleet.url, "--token", fleet.viewer]
+        viewer = ["--server", fleet.url, f"--token={fleet.viewer}"]
         assert await asyncio.to_thread(main, ["fleet", "rollout", "audit", rollout_id, *viewer]) == 0
         audit = capsys.readouterr().out.splitlines()
         assert [line.split(" ", 2)[2] for line in audit] == [

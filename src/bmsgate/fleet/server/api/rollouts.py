@@ -23,9 +23,6 @@ from bmsgate.fleet.server.rollouts.store import AuditEntry
 
 __all__ = ["ROLLOUT_HANDLERS", "audit_json", "view_json"]
 
-_MEMBERS_SHOWN: Final = 1000
-"""Members listed per rollout in ``GET /rollouts/{id}`` (the failed ones first); the counts cover all."""
-
 
 def _service(ctx: ApiContext) -> RolloutService:
     if ctx.rollouts is None:
@@ -72,7 +69,6 @@ def view_json(view: RolloutView, *, members: bool = True) -> dict[str, Any]:
         ],
     }
     if members:
-        ordered = sorted(view.members, key=lambda member: (member.outcome is None, member.outcome != "failure"))
         answer["members"] = [
             {
                 "gateway": member.gateway,
@@ -85,7 +81,7 @@ def view_json(view: RolloutView, *, members: bool = True) -> dict[str, Any]:
                 "published_at": member.published_at,
                 "reported_at": member.reported_at,
             }
-            for member in ordered[:_MEMBERS_SHOWN]
+            for member in view.members
         ]
     return answer
 

@@ -47,6 +47,7 @@ from bmsgate.fleet.updates import ReportedState
 __all__ = [
     "RATE_WINDOW_S",
     "GroupProgress",
+    "PhaseCount",
     "Plan",
     "apply_report",
     "cancel",
@@ -55,6 +56,7 @@ __all__ = [
     "new_members",
     "pause",
     "plan",
+    "progress_from_counts",
     "published_members",
     "resume",
     "split_groups",
@@ -144,32 +146,49 @@ class GroupProgress:
     """Failures per reason."""
 
 
+PhaseCount = tuple[int, str, str | None, str | None, int]
+"""``(group, phase, outcome, reason, count)``: members of one group with the same phase, outcome and reason."""
+
+
 def group_progress(rollout: Rollout, members: Iterable[Member]) -> list[GroupProgress]:
-    """The counts per group (every group, started or not)."""
-    by_group: list[list[Member]] = [[] for _ in range(rollout.group_count)]
+    """The counts per group (every group, started or not) of these members."""
+    counts: dict[tuple[int, str, str | None, str | None], int] = {}
     for member in members:
-        by_group[member.group].append(member)
-    answer = []
-    for index, group in enumerate(by_group):
-        phases: dict[str, int] = {}
-        reasons: dict[str, int] = {}
-        for member in group:
-            phases[member.phase] = phases.get(member.phase, 0) + 1
-            if member.outcome is Outcome.FAILURE:
-                reason = member.reason or member.phase
-                reasons[reason] = reasons.get(reason, 0) + 1
-        answer.append(
-            GroupProgress(
-                index=index,
-                size=len(group),
-                started_at=rollout.group_started_at[index] if index < len(rollout.group_started_at) else None,
-                phases=phases,
-                succeeded=sum(1 for member in group if member.outcome is Outcome.SUCCESS),
-                failed=sum(1 for member in group if member.outcome is Outcome.FAILURE),
-                reasons=reasons,
-            )
+        key = (member.group, member.phase, None if member.outcome is None else member.outcome.value, member.reason)
+        counts[key] = counts.get(key, 0) + 1
+    return progress_from_counts(rollout, [(*key, count) for key, count in counts.items()])
+
+
+def progress_from_counts(rollout: Rollout, counts: Iterable[PhaseCount]) -> list[GroupProgress]:
+    """The counts per group from member counts by group, phase, outcome and reason (the store's aggregate)."""
+    phases: list[dict[str, int]] = [{} for _ in range(rollout.group_count)]
+    reasons: list[dict[str, int]] = [{} for _ in range(rollout.group_count)]
+    sizes = [0] * rollout.group_count
+    succeeded = [0] * rollout.group_count
+    failed = [0] * rollout.group_count
+    for group, phase, outcome, reason, count in counts:
+        if not 0 <= group < rollout.group_count:
+            continue
+        sizes[group] += count
+        phases[group][phase] = phases[group].get(phase, 0) + count
+        if outcome == Outcome.SUCCESS:
+            succeeded[group] += count
+        elif outcome == Outcome.FAILURE:
+            failed[group] += count
+            named = reason or phase
+            reasons[group][named] = reasons[group].get(named, 0) + count
+    return [
+        GroupProgress(
+            index=index,
+            size=sizes[index],
+            started_at=rollout.group_started_at[index] if index < len(rollout.group_started_at) else None,
+            phases=phases[index],
+            succeeded=succeeded[index],
+            failed=failed[index],
+            reasons=reasons[index],
         )
-    return answer
+        for index in range(rollout.group_count)
+    ]
 
 
 def apply_report(member: Member, report: ReportedState, now: float) -> Member | None:

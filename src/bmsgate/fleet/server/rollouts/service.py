@@ -60,6 +60,10 @@ ROLLOUT_CLIENT_ID: Final = "bmsgate-fleet-rollouts"
 _RECONNECT_S: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
 
 
+MEMBERS_SHOWN: Final = 1000
+"""Members a rollout's view lists (failures first); its counts always cover every member."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class RolloutView:
     """A rollout with its counts per group (what the API and the dashboard show)."""
@@ -67,6 +71,7 @@ class RolloutView:
     rollout: Rollout
     groups: list[planner.GroupProgress]
     members: list[Member]
+    """At most :data:`MEMBERS_SHOWN` (none in a list of rollouts): failures first, then those in progress."""
 
 
 class RolloutService:
@@ -240,15 +245,19 @@ class RolloutService:
 
     # -- reading ---------------------------------------------------------------------------------------
 
-    async def view(self, rollout_id: str) -> RolloutView:
-        """One rollout with its counts per group and its members."""
+    async def view(self, rollout_id: str, *, members: int = MEMBERS_SHOWN) -> RolloutView:
+        """One rollout with its counts per group (an aggregate query) and at most `members` of its members."""
         rollout = await self.rollouts.get(rollout_id)
-        members = await self.rollouts.members(rollout_id)
-        return RolloutView(rollout=rollout, groups=planner.group_progress(rollout, members), members=members)
+        return await self._view(rollout, members)
+
+    async def _view(self, rollout: Rollout, members: int) -> RolloutView:
+        counts = await self.rollouts.phase_counts(rollout.id)
+        shown = await self.rollouts.members_shown(rollout.id, members) if members > 0 else []
+        return RolloutView(rollout=rollout, groups=planner.progress_from_counts(rollout, counts), members=shown)
 
     async def list_views(self) -> list[RolloutView]:
-        """Every rollout, newest first, with its counts per group."""
-        return [await self.view(rollout.id) for rollout in await self.rollouts.list_rollouts()]
+        """Every rollout, newest first, with its counts per group (no members)."""
+        return [await self._view(rollout, 0) for rollout in await self.rollouts.list_rollouts()]
 
     async def audit(self, rollout_id: str) -> list[AuditEntry]:
         """A rollout's audit log, oldest first."""

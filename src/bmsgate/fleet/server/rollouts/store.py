@@ -215,6 +215,25 @@ class RolloutStore:
         )
         return [_member(row) for row in rows]
 
+    async def phase_counts(self, rollout_id: str) -> list[tuple[int, str, str | None, str | None, int]]:
+        """A rollout's members counted by group, phase, outcome and reason (one aggregate query)."""
+        rows = await self._store.extension_query(
+            "SELECT group_index, phase, outcome, reason, count(*) FROM rollout_members WHERE rollout_id = ? "
+            "GROUP BY group_index, phase, outcome, reason",
+            [rollout_id],
+        )
+        return [(int(row[0]), row[1], row[2], row[3], int(row[4])) for row in rows]
+
+    async def members_shown(self, rollout_id: str, limit: int) -> list[Member]:
+        """At most `limit` members to show: failures first, then those in progress, then the rest."""
+        rows = await self._store.extension_query(
+            f"SELECT {_MEMBER_COLUMNS} FROM rollout_members WHERE rollout_id = ? "  # noqa: S608 - constant columns
+            "ORDER BY CASE WHEN outcome = 'failure' THEN 0 WHEN outcome IS NULL THEN 1 ELSE 2 END, group_index, "
+            "gateway LIMIT ?",
+            [rollout_id, limit],
+        )
+        return [_member(row) for row in rows]
+
     async def member(self, rollout_id: str, gateway: str) -> Member | None:
         """One member (None: the gateway is not in that rollout)."""
         rows = await self._store.extension_query(
