@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bmsgate.fleet.server.rollouts.model import Actor, RolloutError, RolloutKind, parse_spec
+from bmsgate.fleet.server.rollouts import planner
+from bmsgate.fleet.server.rollouts.model import Actor, Outcome, RolloutError, RolloutKind, parse_spec
 from bmsgate.fleet.server.rollouts.service import RolloutService
 from bmsgate.fleet.server.rollouts.store import RolloutStore
 from bmsgate.fleet.server.store import StoreSettings, open_store
@@ -93,3 +95,22 @@ async def test_a_store_copied_to_postgresql_keeps_rollouts_and_generations(tmp_p
     finally:
         await source.close()
         await target.close()
+
+
+async def test_the_stores_counts_match_the_members_and_failures_are_shown_first(store: Repository) -> None:
+    batch = IngestBatch(states=[(state(f"gw-{index}"), T0) for index in range(8)])
+    await store.write_batch(batch)
+    service = RolloutService(store, unsigned_envelope, clock=lambda: T0)
+    rollout = await service.create(spec(jitter_s=0, error_ratio=None), Actor(name="alice", role="technician"))
+    members = await service.rollouts.members(rollout.id)
+    changed = [
+        dataclasses.replace(members[1], phase="failed", outcome=Outcome.FAILURE, reason="hardware"),
+        dataclasses.replace(members[2], phase="committed", outcome=Outcome.SUCCESS),
+        dataclasses.replace(members[3], phase="timeout", outcome=Outcome.FAILURE, reason="timeout"),
+    ]
+    await service.rollouts.save(None, changed)
+    members = await service.rollouts.members(rollout.id)
+    view = await service.view(rollout.id, members=3)
+    assert view.groups == planner.group_progress(rollout, members)
+    assert sum(group.failed for group in view.groups) == 2
+    assert [member.outcome for member in view.members] == [Outcome.FAILURE, Outcome.FAILURE, None]

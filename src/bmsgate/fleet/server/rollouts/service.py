@@ -58,6 +58,8 @@ Publisher = Callable[[str, bytes], Awaitable[None]]
 
 ROLLOUT_CLIENT_ID: Final = "bmsgate-fleet-rollouts"
 _RECONNECT_S: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
+_MAX_PLANNING_SHARE_INVERSE: Final = 5.0
+"""A planning step starts at the earliest this many times its last cost after the last one started."""
 
 
 MEMBERS_SHOWN: Final = 1000
@@ -384,13 +386,19 @@ class RolloutService:
                 await self.handle_report(message.topic, message.payload)
 
         async def plan_loop() -> None:
+            loop = asyncio.get_running_loop()
             while True:
+                started = loop.time()
                 try:
                     await self.step(publish)
                 except BmsgateError as exc:
                     _log.warning("rollouts: planning step failed: %s", exc)
+                cost = loop.time() - started
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._tick_s)
+                # A large rollout's step takes real time: at most a fifth of a core goes to planning, the rest
+                # stays with ingest and the API (the wake-ups of a burst of reports fold into one step).
+                await asyncio.sleep(max(0.0, started + _MAX_PLANNING_SHARE_INVERSE * cost - loop.time()))
                 self._wake.clear()
 
         try:
