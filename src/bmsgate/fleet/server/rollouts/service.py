@@ -128,15 +128,6 @@ class RolloutService:
             raise RolloutError(f"desired states cannot be signed: {unready}")
         registry = await self._registry.list_gateways()
         gateways = select_gateways(registry, spec.selection)
-        # Two rollouts publishing to one gateway would each wait for an answer to its own generation: refused.
-        busy = await self.rollouts.busy_gateways()
-        clashing = sorted(gateway for gateway in gateways if gateway in busy)
-        if clashing:
-            examples = ", ".join(f"{gateway} ({busy[gateway]})" for gateway in clashing[:5])
-            raise RolloutError(
-                f"{len(clashing)} of the selected gateways are still in an active rollout: {examples}; "
-                "wait, cancel that rollout, or select without them"
-            )
         rollout_id = f"ro-{secrets.token_hex(6)}"
         groups = planner.split_groups(gateways, spec.options.groups, rollout_id)
         members = planner.new_members(rollout_id, groups, spec.options.jitter_s, targets=targets)
@@ -152,6 +143,15 @@ class RolloutService:
         sizes = "+".join(str(len(group)) for group in groups)
         detail = f"{spec.kind.value} {spec.name!r}: {len(gateways)} gateways in groups {sizes}"
         async with self._lock:
+            # Two rollouts publishing to one gateway would each wait for an answer to its own generation.
+            busy = await self.rollouts.busy_gateways()
+            clashing = sorted(gateway for gateway in gateways if gateway in busy)
+            if clashing:
+                examples = ", ".join(f"{gateway} ({busy[gateway]})" for gateway in clashing[:5])
+                raise RolloutError(
+                    f"{len(clashing)} of the selected gateways are still in an active rollout: {examples}; "
+                    "wait, cancel that rollout, or select without them"
+                )
             await self.rollouts.create(rollout, members, actor, detail)
         self._changed(rollout)
         self._wake.set()
