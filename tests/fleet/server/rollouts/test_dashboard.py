@@ -84,7 +84,7 @@ async def test_groups_counts_and_failures_show_and_a_viewer_has_no_buttons(
     await technician.goto(f"{fleet.url}/#/rollouts/{rollout_id}")
     await technician.wait_for_selector("body[data-ready=rollout]")
     labels = await technician.locator("button.act").all_inner_texts()
-    assert labels == ["Pause", "Cancel"]
+    assert labels == ["Pause", "Start next group", "Cancel"]
     await technician.click("button.act-pause")
     await technician.wait_for_selector(".rollout-state.paused")
     # The viewer's page follows through the live stream (well before its 15 s fallback reload).

@@ -166,8 +166,17 @@ def test_user_actions_respect_the_state() -> None:
         planner.resume(cancelled, 4.0)
     with pytest.raises(RolloutError):
         planner.pause(cancelled, 4.0)
-    with pytest.raises(RolloutError):
-        planner.resume(rollout, 4.0)
+    with pytest.raises(RolloutError, match="nothing to start"):
+        planner.resume(rollout, 4.0)  # one gateway, one group: nothing after it
+
+
+def test_resume_on_a_running_rollout_pushes_the_next_group() -> None:
+    rollout, members = _rollout(_ids(30), jitter_s=0)
+    rollout, members = _publish(planner.plan(rollout, members, {}, 1.0))
+    assert planner.plan(rollout, members, {}, 2.0).publish == ()  # the canary has not answered
+    pushed = planner.resume(rollout, 3.0)
+    assert pushed.current_group == 1
+    assert len(planner.plan(pushed, members, {}, 4.0).publish) == 10
 
 
 _PHASES = st.sampled_from([UpdatePhase.COMMITTED, UpdatePhase.FAILED, UpdatePhase.REVERTED, UpdatePhase.STAGED])

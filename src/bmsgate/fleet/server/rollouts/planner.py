@@ -401,16 +401,23 @@ def pause(rollout: Rollout, now: float) -> Rollout:
 
 
 def resume(rollout: Rollout, now: float) -> Rollout:
-    """Resume a paused rollout, or approve the next group of one waiting for approval.
+    """Resume a paused rollout; approve the next group of one waiting for approval, or of a running one.
+
+    On a running rollout this starts the next group now, before the current one reached the success
+    threshold (a user's push, e.g. past a canary gateway that stays offline).
 
     Raises:
-        RolloutError: the rollout is neither paused nor waiting for approval.
+        RolloutError: the rollout is over, or running with no group left to start.
     """
     if rollout.state is RolloutState.WAITING_APPROVAL:
         return _start_next(rollout, now, [])
     if rollout.state is RolloutState.PAUSED:
         return dataclasses.replace(rollout, state=RolloutState.RUNNING, reason="", updated_at=now)
-    raise RolloutError(f"rollout {rollout.id} is {rollout.state.value}: only a paused or waiting one resumes")
+    if rollout.state is RolloutState.RUNNING and 0 <= rollout.current_group < rollout.group_count - 1:
+        return _start_next(rollout, now, [])
+    if rollout.state is RolloutState.RUNNING:
+        raise RolloutError(f"rollout {rollout.id} runs its last group: nothing to start")
+    raise RolloutError(f"rollout {rollout.id} is {rollout.state.value}: it does not resume")
 
 
 def cancel(rollout: Rollout, now: float) -> Rollout:

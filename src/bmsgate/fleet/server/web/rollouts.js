@@ -35,6 +35,8 @@ function actionButtons(rollout, session, refresh) {
     if (rollout.state === "running" || rollout.state === "waiting_approval") buttons.push(act("Pause", "pause"));
     if (rollout.state === "paused") buttons.push(act("Resume", "resume"));
     if (rollout.state === "waiting_approval") buttons.push(act("Approve next group", "resume"));
+    const groupsLeft = rollout.groups.some((group) => group.started_at === null);
+    if (rollout.state === "running" && groupsLeft) buttons.push(act("Start next group", "resume"));
     if (active) buttons.push(act("Cancel", "cancel"));
     if (!active && rollout.failed > 0) buttons.push(act("Retry failed", "retry-failed"));
   }
