@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bmsgate.errors import SinkError
 from bmsgate.fleet.agent.wiring import broker_settings
 from bmsgate.fleet.credentials import GatewayCredentials
 from bmsgate.fleet.protocol import Channel, StateMessage, encode, topic
@@ -131,4 +132,21 @@ async def test_a_rollout_through_the_fleet_broker_reaches_each_gateway_and_compl
                 (gateway, rollout_id, 1)
             ]
             assert envelopes[0].signed.packs == (PACK,)
+
+        # A gateway cannot write its own desired state: the broker drops the forgery, the server's stays retained.
+        forged = unsigned_envelope(received["site-a"][0].signed.model_copy(update={"generation": 99}))
+        settings_a = broker_settings(credentials[0])
+        # Mosquitto may drop the session over the refused publish instead of acknowledging it: either is a refusal.
+        with contextlib.suppress(SinkError):
+            will = topic("site-a", Channel.AVAILABILITY)
+            async with connect(settings_a, will_topic=will, will_payload="offline") as gw:
+                await gw.publish(topic("site-a", Channel.DESIRED), forged.model_dump_json(), retain=True)
+        retained: list[DesiredEnvelope] = []
+        async with _gateway(credentials[0], retained):
+            await _until(lambda: _true_if(retained), timeout=10)
+        assert [envelope.signed.generation for envelope in retained] == [1]
         assert not running.failure.done()
+
+
+async def _true_if(items: list[DesiredEnvelope]) -> bool:
+    return bool(items)
