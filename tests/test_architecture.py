@@ -151,7 +151,7 @@ _ADAPTERS = {
     "yoyo": {"bmsgate.fleet.server.store.migrate"},
     "psycopg": {"bmsgate.fleet.server.store.postgres"},
     "cryptography": {"bmsgate.fleet.server.tls"},
-    "litestar": {"bmsgate.fleet.server.api.app"},
+    "litestar": {"bmsgate.fleet.server.api.app", "bmsgate.fleet.server.api.rollouts"},
     "uvicorn": {"bmsgate.fleet.server.api.server"},
     "playwright": set(),
     "msgspec": {"bmsgate.fleet.server.store.jsoncodec"},
@@ -195,6 +195,7 @@ _PURE = (
     "bmsgate.inverter.rs485.pylontech",
     "bmsgate.homeassistant.discovery",
     "bmsgate.homeassistant.entities",
+    "bmsgate.fleet.server.rollouts.planner",
 )
 """The sans-IO core (with every module of protocols/ and capture/): importing one of these never pulls in
 asyncio, sockets or the runtime."""

@@ -27,7 +27,11 @@ from bmsgate.app.cli.arguments import print_help
 
 __all__ = ["FLEET_COMMAND_MODULES", "add_parsers"]
 
-FLEET_COMMAND_MODULES: Final[tuple[str, ...]] = ("bmsgate.app.cli.fleet_server", "bmsgate.app.cli.pack")
+FLEET_COMMAND_MODULES: Final[tuple[str, ...]] = (
+    "bmsgate.app.cli.fleet_server",
+    "bmsgate.app.cli.pack",
+    "bmsgate.app.cli.fleet_rollout",
+)
 """Modules that add their own ``fleet`` actions (each has ``add_fleet_parsers(actions)``)."""
 
 

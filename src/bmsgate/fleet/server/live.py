@@ -34,6 +34,9 @@ class LiveKind(enum.StrEnum):
     ALARM = "alarm"
     """An alarm opened, was acknowledged or closed; ``data`` is the alarm record."""
     GATEWAY_DELETED = "gateway_deleted"
+    ROLLOUT = "rollout"
+    """A rollout changed (created, a group started, a gateway answered, a user acted); ``gateway`` is empty,
+    ``data``: ``{"id", "state"}``."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

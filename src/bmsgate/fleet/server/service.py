@@ -34,6 +34,7 @@ from bmsgate.fleet.server.devices import DeviceRegistry
 from bmsgate.fleet.server.ingest import Ingest
 from bmsgate.fleet.server.live import LiveFeed
 from bmsgate.fleet.server.notify import Notifier, NotifySettings
+from bmsgate.fleet.server.rollouts.service import RolloutService, SignDesired
 from bmsgate.fleet.server.store import open_store
 from bmsgate.fleet.server.store.maintenance import maintain
 from bmsgate.fleet.server.store.repository import Availability, IngestBatch, Repository
@@ -162,8 +163,10 @@ class RunningServer:
 class FleetServer:
     """The composed server: ``async with FleetServer(settings) as running: ...`` runs it."""
 
-    def __init__(self, settings: FleetServerSettings | None = None) -> None:
+    def __init__(self, settings: FleetServerSettings | None = None, *, sign_desired: SignDesired | None = None) -> None:
         self.settings = settings or FleetServerSettings()
+        self.sign_desired = sign_desired
+        """Signs desired states; None: the pack repository's online timestamp key (``PackRepository.sign_desired``)."""
         self._stack = contextlib.AsyncExitStack()
         self._tasks: asyncio.TaskGroup | None = None
 
@@ -205,6 +208,13 @@ class FleetServer:
         ingest = Ingest(store, ingest_broker, feed=feed, observers=[alarms])
         commands = CommandPublisher(ingest_broker)
         self._stack.push_async_callback(commands.close)
+        packs = PackRepository(data.root / "tuf")
+        rollouts = RolloutService(
+            store,
+            self.sign_desired or packs.sign_desired,
+            feed=feed,
+            signing_ready=(lambda: None) if self.sign_desired is not None else lambda: _packs_unready(packs),
+        )
         app = create_app(
             store=store,
             tokens=data.tokens,
@@ -212,14 +222,15 @@ class FleetServer:
             send_command=commands.send,
             settings=ApiSettings(tile_url=settings.tile_url, tile_attribution=settings.tile_attribution),
             alarm_deleted=alarms.forget,
+            rollouts=rollouts,
         )
-        packs = PackRepository(data.root / "tuf")
         failure = await self._stack.enter_async_context(
             _background(
                 ingest.run(),
                 alarms.run(),
                 maintain(store),
                 _keep_packs_signed(packs),
+                rollouts.run(ingest_broker),
                 *([notifier.run()] if notifier is not None else []),
                 *([broker.watch(), _revoked_go_offline(data, store)] if broker is not None else []),
             )
@@ -283,6 +294,13 @@ async def _keep_packs_signed(packs: PackRepository, *, every_s: float = _RESIGN_
         except BmsgateError as exc:
             _log.warning("pack repository: could not re-sign snapshot/timestamp (retrying): %s", exc)
         await asyncio.sleep(every_s)
+
+
+def _packs_unready(packs: PackRepository) -> str | None:
+    """Why desired states cannot be signed yet (None: they can)."""
+    if packs.initialised:
+        return None
+    return "the pack repository has no root yet (bmsgate fleet pack init, see docs/packs.md)"
 
 
 def _notifies(settings: NotifySettings) -> bool:

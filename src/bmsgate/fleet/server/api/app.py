@@ -49,7 +49,8 @@ from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEven
 from bmsgate.errors import BmsgateError
 from bmsgate.fleet.protocol import CommandKind, CommandMessage, is_gateway_id
 from bmsgate.fleet.server.api.assets import AssetError
-from bmsgate.fleet.server.api.context import ApiContext, CommandSender
+from bmsgate.fleet.server.api.context import TOKEN_STATE, ApiContext, CommandSender
+from bmsgate.fleet.server.api.rollouts import ROLLOUT_HANDLERS
 from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.api.stream import HELLO
 from bmsgate.fleet.server.api.views import (
@@ -67,6 +68,7 @@ from bmsgate.fleet.server.api.views import (
 )
 from bmsgate.fleet.server.auth import Role, TokenError, TokenInfo, TokenStore
 from bmsgate.fleet.server.live import LiveFeed, LiveKind, LiveUpdate
+from bmsgate.fleet.server.rollouts.service import RolloutService
 from bmsgate.fleet.server.store.repository import (
     AlarmFilter,
     AlarmState,
@@ -82,7 +84,7 @@ __all__ = ["API_PREFIX", "CommandRequest", "create_app"]
 _log = logging.getLogger(__name__)
 
 API_PREFIX: Final = "/api/v1"
-_TOKEN_STATE: Final = "bmsgate.token"  # noqa: S105 - a scope key, not a secret
+_TOKEN_STATE: Final = TOKEN_STATE
 _DEFAULT_SPAN_S: Final = 24 * 3600.0
 _ALARM_STATES: Final = ("active", "open", "acknowledged", "closed", "all")
 _MAX_ACTIVE_ALARMS: Final = 100_000  # of one gateway: one per battery and kind in practice
@@ -515,6 +517,7 @@ def create_app(
     send_command: CommandSender,
     settings: ApiSettings | None = None,
     alarm_deleted: Callable[[int], None] | None = None,
+    rollouts: RolloutService | None = None,
 ) -> Litestar:
     """The API and dashboard application.
 
@@ -526,6 +529,7 @@ def create_app(
         settings: rate limits, map tiles, where the npm files are.
         alarm_deleted: told the id of each alarm closed or deleted through the API, including the active
             alarms of a deleted gateway (the alarm engine's ``forget``, so the condition can open it again).
+        rollouts: the rollout service (None: the rollout routes answer 503).
     """
     context = ApiContext.compose(
         store=store,
@@ -534,6 +538,7 @@ def create_app(
         send_command=send_command,
         settings=settings or ApiSettings(),
         alarm_deleted=alarm_deleted,
+        rollouts=rollouts,
     )
 
     @contextlib.asynccontextmanager
@@ -568,6 +573,7 @@ def create_app(
             close_alarm,
             delete_alarm,
             live,
+            *ROLLOUT_HANDLERS,
         ],
         security=[{"bearer": []}],
         guards=[_role_guard],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 from bmsgate.fleet.protocol import CommandMessage
 from bmsgate.fleet.server.api.assets import Assets
@@ -14,9 +15,13 @@ from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.api.stream import LiveStream
 from bmsgate.fleet.server.auth import TokenStore
 from bmsgate.fleet.server.live import LiveFeed
+from bmsgate.fleet.server.rollouts.service import RolloutService
 from bmsgate.fleet.server.store.repository import Repository
 
-__all__ = ["ApiContext", "CommandSender"]
+__all__ = ["TOKEN_STATE", "ApiContext", "CommandSender"]
+
+TOKEN_STATE: Final = "bmsgate.token"  # noqa: S105 - a scope key, not a secret
+"""Where the access middleware leaves the request's verified token (a ``TokenInfo`` or None)."""
 
 CommandSender = Callable[[str, CommandMessage], Awaitable[None]]
 """Hands a command for one gateway to the broker (``(gateway_id, command)``); raises a ``BmsgateError``
@@ -42,6 +47,8 @@ class ApiContext:
     alarm_deleted: Callable[[int], None] = lambda _alarm_id: None
     """Told of every alarm closed or deleted through the API, and of the active alarms of a gateway deleted
     through it (the alarm engine forgets them, so a condition that persists opens a new alarm)."""
+    rollouts: RolloutService | None = None
+    """The rollout service (None: rollouts are off, their routes answer 503)."""
 
     @classmethod
     def compose(
@@ -53,6 +60,7 @@ class ApiContext:
         send_command: CommandSender,
         settings: ApiSettings,
         alarm_deleted: Callable[[int], None] | None = None,
+        rollouts: RolloutService | None = None,
     ) -> ApiContext:
         """Build the context (the assets are read and checked here, once)."""
         overview = OverviewCache(store, max_age_s=settings.overview_max_age_s)
@@ -70,4 +78,5 @@ class ApiContext:
         )
         if alarm_deleted is not None:
             context.alarm_deleted = alarm_deleted
+        context.rollouts = rollouts
         return context

@@ -12,6 +12,7 @@ Messages to clients (JSON text):
 * ``{"type": "gateway", "gateway": <gateway summary>}``;
 * ``{"type": "alarm", "alarm": <alarm>}``;
 * ``{"type": "gateway_deleted", "id": <gateway id>}``;
+* ``{"type": "rollout", "id": <rollout id>, "state": <its state>}``: reload that rollout if shown;
 * ``{"type": "resync"}``: updates were lost (the feed or this client fell behind); reload what is shown.
 
 A client whose queue is full is disconnected (it reconnects and reloads) rather than slowing the others.
@@ -123,6 +124,9 @@ class LiveStream:
                 await self._take(update)
 
     async def _take(self, update: LiveUpdate) -> None:
+        if update.kind is LiveKind.ROLLOUT:
+            self._broadcast(message("rollout", id=update.data.get("id"), state=update.data.get("state")))
+            return
         if update.kind is LiveKind.GATEWAY_DELETED:
             self._dirty.discard(update.gateway)
             self._overview.remove(update.gateway)

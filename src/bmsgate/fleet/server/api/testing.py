@@ -20,6 +20,7 @@ from bmsgate.fleet.server.api.server import HttpServer
 from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.auth import Role, TokenStore
 from bmsgate.fleet.server.live import LiveFeed
+from bmsgate.fleet.server.rollouts.service import RolloutService, SignDesired
 from bmsgate.fleet.server.store import StoreSettings, open_store
 from bmsgate.fleet.server.store.repository import Repository
 
@@ -42,6 +43,8 @@ class RunningFleet:
     commands: list[tuple[str, CommandMessage]] = dataclasses.field(default_factory=list)
     deleted_alarms: list[int] = dataclasses.field(default_factory=list)
     """Ids the API reported as closed or deleted (what the alarm engine is told to forget)."""
+    rollouts: RolloutService | None = None
+    """The rollout service, when `running_fleet` was given a signer."""
 
 
 @contextlib.asynccontextmanager
@@ -53,10 +56,12 @@ async def running_fleet(
     step_s: float = 60.0,
     settings: ApiSettings | None = None,
     send_command: CommandSender | None = None,
+    sign_desired: SignDesired | None = None,
 ) -> AsyncIterator[RunningFleet]:
     """Seed a store in `data_dir` with `sites` sites and serve the API on a free port until the context ends.
 
-    Commands go to `send_command`, by default a recorder filling :attr:`RunningFleet.commands`.
+    Commands go to `send_command`, by default a recorder filling :attr:`RunningFleet.commands`. With
+    `sign_desired`, rollouts are on (:attr:`RunningFleet.rollouts`; nothing publishes unless a test steps it).
     """
     store = await open_store(StoreSettings(data_dir=data_dir / "store"))
     try:
@@ -75,6 +80,7 @@ async def running_fleet(
             technician=tokens.create(Role.TECHNICIAN, "tech"),
             admin=tokens.create(Role.ADMIN, "admin"),
             now=now,
+            rollouts=None if sign_desired is None else RolloutService(store, sign_desired, feed=feed),
         )
 
         async def record(gateway_id: str, command: CommandMessage) -> None:
@@ -87,6 +93,7 @@ async def running_fleet(
             send_command=send_command or record,
             settings=settings,
             alarm_deleted=fleet.deleted_alarms.append,
+            rollouts=fleet.rollouts,
         )
         async with HttpServer(app, port=0) as server:
             fleet.url = server.url

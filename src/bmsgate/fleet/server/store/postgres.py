@@ -58,6 +58,9 @@ from bmsgate.fleet.server.store.sql import (
 
 __all__ = ["PostgresRepository"]
 
+_IDENTITY_TABLES: Final = frozenset({"alarms", "alarm_history", "rollout_audit"})
+"""Tables whose ``id`` is an identity column: an import keeps the ids and moves the sequence past them."""
+
 _EXPORT_CHUNK: Final = 5000
 _CONNECT_TIMEOUT_S: Final = 10
 _PARTITION_PREFIX: Final = "samples_day_"
@@ -494,7 +497,7 @@ class PostgresRepository(Repository):
         columns = EXPORT_TABLES.get(table)
         if columns is None:
             raise StoreError(f"unknown table {table!r}")
-        overriding = " OVERRIDING SYSTEM VALUE" if "id" in columns and table != "gateways" else ""
+        overriding = " OVERRIDING SYSTEM VALUE" if table in _IDENTITY_TABLES else ""
         placeholders = ", ".join(["%s"] * len(columns))
         sql = f"INSERT INTO {table} ({', '.join(columns)}){overriding} VALUES ({placeholders}) ON CONFLICT DO NOTHING"
         values = [tuple(row.get(column) for column in columns) for row in rows]
@@ -511,6 +514,37 @@ class PostgresRepository(Repository):
                         )
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
+
+    # -- store extensions --------------------------------------------------------------------------------
+
+    async def extension_query(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read query (``?`` placeholders)."""
+        return await self._fetch(_qmark_to_format(sql), parameters)
+
+    async def extension_write(
+        self,
+        statements: Sequence[tuple[str, Sequence[Any]]],
+        *,
+        many: Sequence[tuple[str, Sequence[Sequence[Any]]]] = (),
+    ) -> list[list[tuple[Any, ...]]]:
+        """Run the statements in one transaction; each one's returned rows."""
+        try:
+            async with self._writing() as db, db.transaction(), db.cursor() as cursor:
+                returned: list[list[tuple[Any, ...]]] = []
+                for sql, parameters in statements:
+                    await cursor.execute(_qmark_to_format(sql), parameters)
+                    returned.append(await cursor.fetchall() if cursor.description is not None else [])
+                for sql, rows in many:
+                    if rows:
+                        await cursor.executemany(_qmark_to_format(sql), rows)
+                return returned
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+
+
+def _qmark_to_format(sql: str) -> str:
+    """An extension's portable SQL (``?`` placeholders, no literal ``?`` or ``%``) in psycopg's style."""
+    return sql.replace("?", "%s")
 
 
 async def _connect(url: str, *, staging: bool) -> psycopg.AsyncConnection[Any]:

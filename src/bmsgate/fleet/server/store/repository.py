@@ -576,3 +576,22 @@ class Repository(abc.ABC):
     @abc.abstractmethod
     async def import_rows(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         """Insert rows produced by another store's :meth:`export_rows` (existing keys are kept)."""
+
+    # store extensions: a part of the server with its own tables and migrations (rollouts) keeps its SQL
+
+    @abc.abstractmethod
+    async def extension_query(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read query written for both backends (``?`` placeholders, portable SQL)."""
+
+    @abc.abstractmethod
+    async def extension_write(
+        self,
+        statements: Sequence[tuple[str, Sequence[Any]]],
+        *,
+        many: Sequence[tuple[str, Sequence[Sequence[Any]]]] = (),
+    ) -> list[list[tuple[Any, ...]]]:
+        """Run `statements`, then each of `many` once per parameter row, all in one transaction.
+
+        Returns:
+            Each of `statements`' returned rows (``RETURNING``; empty for none), in order.
+        """

@@ -40,6 +40,27 @@ EXPORT_TABLES: Final[dict[str, tuple[str, ...]]] = {
     "events": ("gateway", "seq", "at", "kind", "battery", "alarm", "detail", "data", "received_at"),
     "alarms": ALARM_COLUMNS,
     "alarm_history": ("id", "alarm_id", "at", "action", "actor", "detail"),
+    # Rollouts (migration 0002; bmsgate.fleet.server.rollouts.store). desired_states carries each gateway's
+    # generation: a copy that lost it would make every gateway refuse the next desired state as a replay.
+    "rollouts": ("id", "created_at", "created_by", "state", "reason", "spec", "progress", "updated_at"),
+    "rollout_members": (
+        "rollout_id",
+        "gateway",
+        "group_index",
+        "jitter_s",
+        "phase",
+        "outcome",
+        "reason",
+        "detail",
+        "generation",
+        "published_at",
+        "clock_started_at",
+        "reported_at",
+        "target",
+        "previous",
+    ),
+    "desired_states": ("gateway", "generation", "rollout_id", "issued_at", "envelope"),
+    "rollout_audit": ("id", "rollout_id", "at", "actor", "role", "action", "detail"),
 }
 """Every table with its columns, in dependency order (what an export writes and an import reads)."""
 

@@ -531,6 +531,33 @@ class SqliteRepository(Repository):
 
         await self._run_write(run)
 
+    # -- store extensions --------------------------------------------------------------------------------
+
+    async def extension_query(self, sql: str, parameters: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one read query (``?`` placeholders)."""
+
+        def query() -> list[tuple[Any, ...]]:
+            return self._r().execute(sql, tuple(parameters)).fetchall()
+
+        return await self._run_read(query)
+
+    async def extension_write(
+        self,
+        statements: Sequence[tuple[str, Sequence[Any]]],
+        *,
+        many: Sequence[tuple[str, Sequence[Sequence[Any]]]] = (),
+    ) -> list[list[tuple[Any, ...]]]:
+        """Run the statements in one transaction; each one's returned rows."""
+
+        def run() -> list[list[tuple[Any, ...]]]:
+            with _transaction(self._w()) as db:
+                returned = [db.execute(sql, tuple(parameters)).fetchall() for sql, parameters in statements]
+                for sql, rows in many:
+                    db.executemany(sql, [tuple(row) for row in rows])
+                return returned
+
+        return await self._run_write(run)
+
 
 _CELL_COLUMNS: Final = frozenset({"cells", "cells_min", "cells_avg", "cells_max"})
 _BOOL_COLUMNS: Final = frozenset({"online", "stale"})

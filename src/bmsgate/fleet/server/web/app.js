@@ -1,5 +1,5 @@
 // The dashboard shell: sign-in (token checked against /api/v1/session, then kept in the browser), the hash
-// router between overview, map, site and alarms pages, the live stream and the open-alarm badge.
+// router between overview, map, site, alarms and rollouts pages, the live stream and the open-alarm badge.
 
 import { api, ApiError, forgetToken, storedToken, storeToken } from "./api.js";
 import { renderAlarms } from "./alarms.js";
@@ -7,6 +7,7 @@ import { el } from "./format.js";
 import { onLive, startLive, stopLive } from "./live.js";
 import { renderMap } from "./map.js";
 import { prefetchOverview, renderOverview } from "./overview.js";
+import { renderRollouts } from "./rollouts.js";
 import { renderSite } from "./site.js";
 
 const view = document.getElementById("view");
@@ -43,6 +44,7 @@ async function route() {
   try {
     if (page === "map") leave = await renderMap(view, context);
     else if (page === "alarms") leave = await renderAlarms(view, context);
+    else if (page === "rollouts") leave = await renderRollouts(view, context, decodeURIComponent(argument));
     else if (page === "site" && argument) leave = await renderSite(view, context, decodeURIComponent(argument));
     else leave = await renderOverview(view, context);
   } catch (error) {
