@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -264,8 +265,8 @@ async def test_a_staged_rollout_reaches_the_canary_first_and_a_broken_pack_stops
             return online >= set(GATEWAYS)
 
         await _until(all_online, what="three gateways online with their battery")
-        for gateway in GATEWAYS:
-            soc = await _until(lambda gateway=gateway: _mbpoll_soc(ports[gateway]), what=f"{gateway} Modbus")
+        for port in ports.values():
+            soc = await _until(functools.partial(_mbpoll_soc, port), what=f"Modbus on port {port}")
             assert _percent(soc), soc
 
         # 1. The register-map pack: the canary first, read back by mbpoll, then the rest.
