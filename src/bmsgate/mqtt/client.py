@@ -3,6 +3,10 @@
 It offers one connected session (:func:`connect`) with ``publish``, ``subscribe`` and an incoming
 message iterator, and translates every library or socket failure into :class:`SinkError`. Reconnect
 policy lives in the sink, not here: a session that fails is simply over.
+
+A consumer of thousands of messages a second (the fleet ingest) reads them in batches
+(:meth:`MqttSession.message_batches`: paho's callback appends to a list, no task per message) and
+acknowledges a whole batch in one socket write (:meth:`MqttSession.ack_many`).
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import contextlib
 import dataclasses
 import math
 import ssl
+import struct
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,6 +43,9 @@ _ABANDON_GRACE: Final = 0.5
 """Seconds a connect interrupted by cancellation may still take, so its connection can be closed cleanly."""
 _CLOSE_TIMEOUT: Final = 0.5
 """Seconds to wait for a clean disconnect before the session is dropped anyway."""
+_PUBACK: Final = struct.Struct("!BBH")
+"""An MQTT 3.1.1 PUBACK: type 0x40, remaining length 2, the packet id."""
+_PUBACK_TYPE: Final = 0x40
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -54,6 +62,13 @@ class IncomingMessage:
 
 def _error(action: str, exc: BaseException) -> SinkError:
     return SinkError(f"{action}: {exc}", sink=SINK_NAME)
+
+
+def _lost(disconnected: asyncio.Future[Any]) -> BaseException:
+    """Why a session's connection ended (its ``disconnected`` future is done)."""
+    if disconnected.cancelled():
+        return ConnectionError("the session was closed")
+    return disconnected.exception() or ConnectionError("the broker closed the connection")
 
 
 def _ssl_context(tls: TlsSettings) -> ssl.SSLContext:
@@ -93,6 +108,24 @@ class MqttSession:
             # aiomqtt has no acknowledgement API; paho's own is public (manual_ack_set / ack).
             self._client._client.ack(message.mid, message.qos)
 
+    def ack_many(self, messages: Sequence[IncomingMessage]) -> None:
+        """Acknowledge many messages at once, in order (see :meth:`ack`); QoS 1 ones in one socket write.
+
+        paho sends each acknowledgement as a packet of its own, a system call (and on loopback a wake-up of
+        the broker) per message; a batch's PUBACKs are instead queued as one packet of concatenated
+        PUBACKs, which the broker reads as the same byte stream.
+        """
+        if not self.manual_ack:
+            return
+        mids = [message.mid for message in messages if message.qos == 1]
+        for message in messages:
+            if message.qos > 1:
+                self.ack(message)
+        if mids:
+            packet = b"".join([_PUBACK.pack(_PUBACK_TYPE, 2, mid) for mid in mids])
+            # paho's queue of outgoing packets is private; it writes a queued packet's bytes as they are.
+            self._client._client._packet_queue(_PUBACK_TYPE, packet, 0, 0)
+
     async def publish(self, topic: str, payload: str | bytes, *, retain: bool, qos: int | None = None) -> None:
         """Publish one message; with QoS > 0 this waits for the broker's acknowledgement.
 
@@ -123,6 +156,58 @@ class MqttSession:
         except aiomqtt.MqttError as exc:
             raise _error("subscribe", exc) from exc
 
+    async def message_batches(self) -> AsyncIterator[list[IncomingMessage]]:
+        """Incoming messages in batches: each is everything received since the previous one (never empty).
+
+        paho's per-message callback appends to a list and wakes this iterator once for the lot, instead of
+        aiomqtt's queue with a task and an ``asyncio.wait`` per message. The batch size is bounded by the
+        broker's in-flight window on a ``manual_ack`` session (the broker sends no more until acknowledged).
+        Use this or :meth:`messages` on a session, not both.
+
+        Raises:
+            SinkError: the connection was lost (messages received before it are yielded first).
+        """
+        paho = self._client._client
+        pending: list[IncomingMessage] = []
+        arrived = asyncio.Event()
+
+        def on_message(_client: Any, _userdata: Any, message: Any) -> None:
+            pending.append(
+                IncomingMessage(
+                    # Invalid UTF-8 becomes a topic no parser accepts: refused as a message, not a broken session.
+                    message._topic.decode("utf-8", "replace"),
+                    message.payload,
+                    bool(message.retain),
+                    qos=message.qos,
+                    mid=message.mid,
+                )
+            )
+            arrived.set()
+
+        previous = paho.on_message
+        paho.on_message = on_message
+        # What arrived before (a persistent session's queue, sent right after the CONNACK) went to aiomqtt.
+        queue = self._client._queue
+        while not queue.empty():
+            pending.append(_incoming(queue.get_nowait()))
+        disconnected: asyncio.Future[Any] = self._client._disconnected
+        try:
+            while True:
+                if not pending:
+                    arrived.clear()
+                    waiter = asyncio.ensure_future(arrived.wait())
+                    try:
+                        await asyncio.wait((waiter, disconnected), return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        waiter.cancel()
+                    if not pending:
+                        raise _error("connection lost", _lost(disconnected))
+                batch = pending[:]
+                pending.clear()
+                yield batch
+        finally:
+            paho.on_message = previous
+
     async def messages(self) -> AsyncIterator[IncomingMessage]:
         """Incoming messages until the session breaks.
 
@@ -135,13 +220,17 @@ class MqttSession:
                 message = await iterator.__anext__()
             except aiomqtt.MqttError as exc:
                 raise _error("connection lost", exc) from exc
-            yield IncomingMessage(
-                str(message.topic),
-                bytes(message.payload),
-                bool(message.retain),
-                qos=int(message.qos),
-                mid=int(message.mid),
-            )
+            yield _incoming(message)
+
+
+def _incoming(message: aiomqtt.Message) -> IncomingMessage:
+    return IncomingMessage(
+        str(message.topic),
+        bytes(message.payload),  # type: ignore[arg-type]
+        bool(message.retain),
+        qos=int(message.qos),
+        mid=int(message.mid),
+    )
 
 
 @contextlib.asynccontextmanager

@@ -1,8 +1,10 @@
 """Fleet ingest: every gateway's availability, state, telemetry and events from the broker into the store.
 
-The path of a message: MQTT (QoS 1, persistent session, manual acknowledgement) → :func:`protocol.decode`
-→ a bounded queue → a batch (up to ``max_batch`` messages or ``max_delay_s``) → one store transaction →
-acknowledgement to the broker → the live feed and the batch observers (the alarm engine).
+The path of a message: MQTT (QoS 1, persistent session, manual acknowledgement; read in batches, one
+wake-up for everything that arrived, see :meth:`MqttSession.message_batches`) → :func:`protocol.decode` →
+a bounded backlog → a batch (up to ``max_batch`` messages or ``max_delay_s``) → one store transaction →
+acknowledgement to the broker (the batch's PUBACKs in one write) → the live feed and the batch observers
+(the alarm engine).
 
 Nothing vanishes silently:
 
@@ -10,7 +12,7 @@ Nothing vanishes silently:
   and acknowledged — it would be refused again;
 - a message is acknowledged only after its batch committed, so if ingest dies the broker sends it again
   (the store is idempotent: it is stored once);
-- a slow or failing database fills the queue; then ingest stops reading, stops acknowledging, and the
+- a slow or failing database fills the backlog; then ingest stops reading, stops acknowledging, and the
   broker stops sending once its in-flight window (``max_inflight_messages``) is full and queues the rest
   for the persistent session (``max_queued_messages`` on the broker: set it large). A failed write is
   retried with backoff, never dropped. Each wait is counted (:attr:`IngestCounters.backpressure_waits`);
@@ -47,6 +49,7 @@ from bmsgate.fleet.protocol import (
 )
 from bmsgate.fleet.server.live import LiveFeed, LiveKind, LiveUpdate
 from bmsgate.fleet.server.store.repository import Availability, IngestBatch, Repository, WriteResult
+from bmsgate.fleet.server.store.snapshots import full_form, read_snapshot
 from bmsgate.mqtt.client import IncomingMessage, MqttSession, connect
 from bmsgate.mqtt.settings import BrokerSettings
 from bmsgate.runtime.backoff import Backoff
@@ -88,7 +91,8 @@ class IngestSettings:
     max_delay_s: float = 0.5
     """A batch is written at the latest this long after its first message."""
     queue_limit: int = 20_000
-    """Decoded messages waiting for the store; beyond it ingest stops reading from the broker."""
+    """Decoded messages waiting for the store; beyond it ingest stops taking messages from the broker (what
+    the broker already sent waits in memory: its in-flight window bounds that)."""
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0
     future_tolerance_s: float = 300.0
@@ -169,6 +173,45 @@ class _Item:
     received_at: float
 
 
+class _Backlog:
+    """Decoded messages waiting for the store, in arrival order; "full" at ``limit`` (one event loop)."""
+
+    def __init__(self, limit: int) -> None:
+        self._items: collections.deque[_Item] = collections.deque()
+        self._limit = limit
+        self._added = asyncio.Event()
+        self._taken = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def full(self) -> bool:
+        return len(self._items) >= self._limit
+
+    async def wait_for_room(self) -> None:
+        while self.full():
+            self._taken.clear()
+            await self._taken.wait()
+
+    def extend(self, items: list[_Item]) -> None:
+        if items:
+            self._items.extend(items)
+            self._added.set()
+
+    async def wait_for_items(self) -> None:
+        while not self._items:
+            self._added.clear()
+            await self._added.wait()
+
+    def take(self, limit: int) -> list[_Item]:
+        items = self._items
+        count = min(limit, len(items))
+        taken = [items.popleft() for _ in range(count)]
+        if taken:
+            self._taken.set()
+        return taken
+
+
 class Ingest:
     """One ingest consumer. ``await run()`` until cancelled; reconnects by itself."""
 
@@ -187,7 +230,7 @@ class Ingest:
         self.settings = settings
         self.observers = list(observers)
         self.counters = IngestCounters()
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(settings.queue_limit)
+        self._backlog = _Backlog(settings.queue_limit)
         self._session: MqttSession | None = None
         self._last_reject_log = 0.0
         self._suppressed_rejects = 0
@@ -231,7 +274,7 @@ class Ingest:
                     self.connected.set()
                     backoff.reset()
                     _log.info("ingest subscribed at %s", self.broker.display_url())
-                    async for incoming in session.messages():
+                    async for incoming in session.message_batches():
                         await self._accept(session, incoming)
             except SinkError as exc:
                 _log.warning("ingest: broker session ended: %s", exc)
@@ -240,22 +283,29 @@ class Ingest:
                 self.connected.clear()
             await asyncio.sleep(backoff.next_delay())
 
-    async def _accept(self, session: MqttSession, incoming: IncomingMessage) -> None:
-        self.counters.received += 1
+    async def _accept(self, session: MqttSession, incoming: list[IncomingMessage]) -> None:
+        self.counters.received += len(incoming)
         received_at = time.time()
-        try:
-            decoded = decode_incoming(incoming.topic, incoming.payload)
-            refuse_future(decoded, received_at, self.settings.future_tolerance_s)
-        except FleetMessageError as exc:
-            self._reject(exc.reason, str(exc))
-            session.ack(incoming)
-            return
-        item = _Item(decoded, incoming, session, received_at)
-        if self._queue.full():
+        tolerance = self.settings.future_tolerance_s
+        accepted: list[_Item] = []
+        refused: list[IncomingMessage] = []
+        for message in incoming:
+            try:
+                decoded = decode_incoming(message.topic, message.payload)
+                refuse_future(decoded, received_at, tolerance)
+            except FleetMessageError as exc:
+                self._reject(exc.reason, str(exc))
+                refused.append(message)
+                continue
+            accepted.append(_Item(decoded, message, session, received_at))
+        if refused:
+            session.ack_many(refused)
+        if self._backlog.full():
             self.counters.backpressure_waits += 1
-            _log.warning("ingest: %d messages wait for the store; pausing the broker", self._queue.qsize())
-        await self._queue.put(item)
-        self.counters.queued = self._queue.qsize()
+            _log.warning("ingest: %d messages wait for the store; pausing the broker", len(self._backlog))
+            await self._backlog.wait_for_room()
+        self._backlog.extend(accepted)
+        self.counters.queued = len(self._backlog)
 
     def _reject(self, reason: str, detail: str) -> None:
         self.counters.rejected[reason] += 1
@@ -271,20 +321,21 @@ class Ingest:
     # -- writing ---------------------------------------------------------------------------------------
 
     async def _next_batch(self) -> list[_Item]:
-        items = [await self._queue.get()]
+        backlog, limit = self._backlog, self.settings.max_batch
+        await backlog.wait_for_items()
+        items = backlog.take(limit)
         deadline = time.monotonic() + self.settings.max_delay_s
-        while len(items) < self.settings.max_batch:
-            while not self._queue.empty() and len(items) < self.settings.max_batch:
-                items.append(self._queue.get_nowait())
+        while len(items) < limit:
             remaining = deadline - time.monotonic()
-            if len(items) >= self.settings.max_batch or remaining <= 0:
+            if remaining <= 0:
                 break
             try:
                 async with asyncio.timeout(remaining):
-                    items.append(await self._queue.get())
+                    await backlog.wait_for_items()
             except TimeoutError:
                 break
-        self.counters.queued = self._queue.qsize()
+            items += backlog.take(limit - len(items))
+        self.counters.queued = len(backlog)
         return items
 
     async def _write_loop(self) -> None:
@@ -293,8 +344,7 @@ class Ingest:
             items, batch, result = await self._write(await self._next_batch(), retry)
             retry.reset()
             committed = time.time()
-            for item in items:
-                self._ack(item)
+            self._ack(items)
             self._count(items, batch, result, committed)
             try:
                 self._publish(batch)
@@ -307,11 +357,12 @@ class Ingest:
                 except Exception:  # noqa: BLE001 - an observer's bug must not stop ingest; it is logged
                     _log.exception("ingest: batch observer %r failed", observer)
 
-    def _ack(self, item: _Item) -> None:
+    def _ack(self, items: list[_Item]) -> None:
         # An item from a session that has ended is sent again by the broker: no ack (stored once).
-        if item.session is self._session:
+        session = self._session
+        if session is not None:
             with contextlib.suppress(Exception):
-                item.session.ack(item.incoming)
+                session.ack_many([item.incoming for item in items if item.session is session])
 
     async def _write(self, items: list[_Item], retry: Backoff) -> tuple[list[_Item], IngestBatch, WriteResult]:
         """Store a batch; return what was stored. A database outage is waited out, a poison message refused.
@@ -344,10 +395,8 @@ class Ingest:
             items += self._take_queued(self.settings.max_batch - len(items))
 
     def _take_queued(self, limit: int) -> list[_Item]:
-        taken: list[_Item] = []
-        while len(taken) < limit and not self._queue.empty():
-            taken.append(self._queue.get_nowait())
-        self.counters.queued = self._queue.qsize()
+        taken = self._backlog.take(limit)
+        self.counters.queued = len(self._backlog)
         return taken
 
     async def _write_one_by_one(self, items: list[_Item]) -> tuple[list[_Item], WriteResult]:
@@ -367,7 +416,7 @@ class Ingest:
         if stored:
             for item, error in failed:
                 self._reject("unstorable", f"the store cannot take a message on {item.incoming.topic}: {error}")
-                self._ack(item)
+            self._ack([item for item, _ in failed])
         return stored, WriteResult(**totals)
 
     def _count(self, items: list[_Item], batch: IngestBatch, result: WriteResult, committed: float) -> None:
@@ -481,13 +530,11 @@ def _state_data(state: StateMessage) -> dict[str, object]:
 def _telemetry_data(message: TelemetryMessage) -> dict[str, object]:
     batteries: dict[str, object] = {}
     for reading in message.batteries:
-        try:
-            snapshot = reading.to_snapshot()
-        except FleetMessageError:
-            continue
-        batteries[reading.id] = {
-            "age_s": reading.age_s,
-            "stale": reading.stale,
-            "snapshot": None if snapshot is None else snapshot.to_dict(),
-        }
+        snapshot = None
+        if reading.snapshot is not None:
+            try:
+                snapshot = full_form(read_snapshot(reading.snapshot))
+            except (ValueError, TypeError, ArithmeticError):
+                continue  # refused by the store too (counted there)
+        batteries[reading.id] = {"age_s": reading.age_s, "stale": reading.stale, "snapshot": snapshot}
     return {"at": message.at, "backfill": message.backfill, "batteries": batteries, "inverter": message.inverter}

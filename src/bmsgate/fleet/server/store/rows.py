@@ -3,7 +3,8 @@
 A sample row is ``(gateway, battery, at, *NUMERIC_FIELDS, cells)``; the backends differ only in how
 ``cells`` is stored (SQLite: packed little-endian doubles, PostgreSQL: ``double precision[]``). Derived values
 (power, cell statistics, temperature statistics) come from :class:`~bmsgate.model.BatterySnapshot` itself,
-the one place they are computed.
+the one place they are computed. A reading's snapshot is read with :mod:`.snapshots` (``from_dict`` and
+``to_dict``'s results, at a fraction of their cost).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Final
 
 from bmsgate.fleet.protocol import Location, StateMessage, TelemetryMessage
 from bmsgate.fleet.server.store import jsoncodec
+from bmsgate.fleet.server.store.snapshots import all_finite, full_form, read_snapshot, sample_numbers
 from bmsgate.fleet.server.store.repository import (
     CELL_VOLTAGES,
     NUMERIC_FIELDS,
@@ -52,6 +54,7 @@ __all__ = [
     "dumps",
     "gateway_from_row",
     "history_from_row",
+    "json_finite",
     "location_json",
     "state_values",
     "telemetry_rows",
@@ -125,19 +128,24 @@ SampleValues = tuple[Any, ...]
 
 
 def _numbers(snapshot: BatterySnapshot) -> tuple[float | None, ...]:
-    cell_min = snapshot.cell_min
-    cell_max = snapshot.cell_max
-    derived: dict[str, float | None] = {
-        "power": snapshot.power,
-        "cell_min": None if cell_min is None else cell_min.voltage,
-        "cell_max": None if cell_max is None else cell_max.voltage,
-        "cell_mean": snapshot.cell_mean,
-        "cell_delta": snapshot.cell_delta,
-        "temperature_min": snapshot.temperature_min,
-        "temperature_max": snapshot.temperature_max,
-        "temperature_mean": snapshot.temperature_mean,
-    }
-    return tuple(derived[name] if name in derived else getattr(snapshot, name) for name in NUMERIC_FIELDS)
+    return sample_numbers(snapshot, NUMERIC_FIELDS)
+
+
+def json_finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in a parsed JSON value (what ``json.dumps(allow_nan=False)`` refuses)."""
+    if type(value) is float:
+        return math.isfinite(value)
+    if type(value) is dict:
+        return all(json_finite(item) for item in value.values())
+    if type(value) is list:
+        return all(json_finite(item) for item in value)
+    if isinstance(value, str | int | bool) or value is None:
+        return True
+    try:
+        dumps(value)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 class TelemetryRows:
@@ -160,8 +168,9 @@ def telemetry_rows(message: TelemetryMessage) -> TelemetryRows:
         if reading.snapshot is not None:
             try:
                 # NaN and infinities pass JSON parsing but have no place in a reading (nor in JSON).
-                dumps(reading.snapshot)
-                snapshot = reading.to_snapshot()
+                if not json_finite(reading.snapshot):
+                    raise ValueError("NaN or infinity in a snapshot")
+                snapshot = read_snapshot(reading.snapshot)
             except Exception:  # noqa: BLE001 - FleetMessageError/ValueError; anything else from a hostile snapshot too
                 rows.rejected += 1
                 continue
@@ -169,7 +178,7 @@ def telemetry_rows(message: TelemetryMessage) -> TelemetryRows:
             rows.batteries.append((message.gateway, reading.id, message.at, reading.age_s, True, None))
             continue
         numbers = _numbers(snapshot)
-        if not all(value is None or math.isfinite(value) for value in numbers):
+        if not all_finite(numbers):
             rows.rejected += 1  # e.g. a huge voltage times a current overflows the power
             continue
         rows.batteries.append((message.gateway, reading.id, message.at, reading.age_s, reading.stale, snapshot))
@@ -371,7 +380,7 @@ def _full_json(snapshot: BatterySnapshot | None) -> str | None:
     if snapshot is None:
         return None
     try:
-        return dumps(snapshot.to_dict())
+        return dumps(full_form(snapshot))
     except ValueError:
         return None
 
