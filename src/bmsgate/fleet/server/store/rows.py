@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from bmsgate.fleet.protocol import Location, StateMessage, TelemetryMessage
 from bmsgate.fleet.server.store import jsoncodec
-from bmsgate.fleet.server.store.snapshots import all_finite, full_form, read_snapshot, sample_numbers
+from bmsgate.fleet.server.store.snapshots import all_finite, full_form_finite, read_finite_snapshot, sample_numbers
 from bmsgate.fleet.server.store.repository import (
     CELL_VOLTAGES,
     NUMERIC_FIELDS,
@@ -54,7 +54,6 @@ __all__ = [
     "dumps",
     "gateway_from_row",
     "history_from_row",
-    "json_finite",
     "location_json",
     "state_values",
     "telemetry_rows",
@@ -131,23 +130,6 @@ def _numbers(snapshot: BatterySnapshot) -> tuple[float | None, ...]:
     return sample_numbers(snapshot, NUMERIC_FIELDS)
 
 
-def json_finite(value: Any) -> bool:
-    """No NaN or infinity anywhere in a parsed JSON value (what ``json.dumps(allow_nan=False)`` refuses)."""
-    if type(value) is float:
-        return math.isfinite(value)
-    if type(value) is dict:
-        return all(json_finite(item) for item in value.values())
-    if type(value) is list:
-        return all(json_finite(item) for item in value)
-    if isinstance(value, str | int | bool) or value is None:
-        return True
-    try:
-        dumps(value)
-    except (ValueError, TypeError):
-        return False
-    return True
-
-
 class TelemetryRows:
     """The rows of one telemetry message."""
 
@@ -168,9 +150,7 @@ def telemetry_rows(message: TelemetryMessage) -> TelemetryRows:
         if reading.snapshot is not None:
             try:
                 # NaN and infinities pass JSON parsing but have no place in a reading (nor in JSON).
-                if not json_finite(reading.snapshot):
-                    raise ValueError("NaN or infinity in a snapshot")
-                snapshot = read_snapshot(reading.snapshot)
+                snapshot = read_finite_snapshot(reading.snapshot)
             except Exception:  # noqa: BLE001 - FleetMessageError/ValueError; anything else from a hostile snapshot too
                 rows.rejected += 1
                 continue
@@ -379,10 +359,8 @@ def _full_json(snapshot: BatterySnapshot | None) -> str | None:
     """The full JSON form; None when a derived value overflows (the sample itself was checked)."""
     if snapshot is None:
         return None
-    try:
-        return dumps(full_form(snapshot))
-    except ValueError:
-        return None
+    data = full_form_finite(snapshot)
+    return None if data is None else jsoncodec.dumps(data)
 
 
 class BatchRows:

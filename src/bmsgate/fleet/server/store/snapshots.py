@@ -32,12 +32,21 @@ from bmsgate.model import (
     trusted_snapshot,
 )
 
-__all__ = ["all_finite", "full_form", "read_snapshot", "sample_numbers"]
+__all__ = [
+    "all_finite",
+    "full_form",
+    "full_form_finite",
+    "json_finite",
+    "read_finite_snapshot",
+    "read_snapshot",
+    "sample_numbers",
+]
 
 _REQUIRED: Final = ("battery_id", "timestamp")
 _DEVICE_TEXT: Final = frozenset(name for name, kind in DEVICE_FIELD_KINDS.items() if kind is FieldKind.OPTIONAL_TEXT)
 _NUMBER_TYPES: Final = (float, int)
 _EXTRA_TYPES: Final = (float, int, str, bool)
+_PLAIN_TYPES: Final = (str, int, bool)
 
 
 class _Uncommon(Exception):
@@ -46,6 +55,8 @@ class _Uncommon(Exception):
 
 def _number(value: Any) -> float:
     if type(value) is float:
+        if not math.isfinite(value):
+            raise _Uncommon  # the general path refuses it
         return value
     if type(value) is int:
         return float(value)  # OverflowError for a 400-digit integer: from_dict decides (and refuses)
@@ -80,7 +91,10 @@ def _float_list(value: Any) -> tuple[float, ...]:
     if type(value) is not list:
         raise _Uncommon
     for item in value:
-        if type(item) is not float and type(item) is not int:
+        if type(item) is float:
+            if not math.isfinite(item):
+                raise _Uncommon
+        elif type(item) is not int:
             raise _Uncommon
     return tuple(map(float, value))
 
@@ -132,7 +146,7 @@ def _extras(value: Any) -> dict[str, Any]:
     if type(value) is not dict:
         raise _Uncommon
     for key, item in value.items():
-        if type(key) is not str or type(item) not in _EXTRA_TYPES:
+        if type(key) is not str or type(item) not in _EXTRA_TYPES or (type(item) is float and not math.isfinite(item)):
             raise _Uncommon
     return dict(value)
 
@@ -157,28 +171,66 @@ _FIELD_READERS: Final[Mapping[str, Callable[[Any], Any]] | None] = (
 """None if the snapshot gained a kind of field this module does not know: then everything goes to ``from_dict``."""
 
 
+def _read_common(data: Any) -> BatterySnapshot | None:
+    """The snapshot of a common-form mapping with every number finite; None for anything else."""
+    readers = _FIELD_READERS
+    schema = data.get("schema", SNAPSHOT_SCHEMA_VERSION) if type(data) is dict else None
+    if readers is None or type(schema) is not int or schema != SNAPSHOT_SCHEMA_VERSION:
+        return None
+    try:
+        for name in _REQUIRED:
+            if name not in data:
+                return None
+        values = {"device": EMPTY_DEVICE, "extras": {}}
+        for name, value in data.items():
+            reader = readers.get(name)
+            if reader is not None:
+                values[name] = reader(value)
+            elif type(value) is float:
+                if not math.isfinite(value):
+                    return None
+            elif value is not None and type(value) not in _PLAIN_TYPES:
+                return None  # a list or mapping under a key the snapshot ignores: the general path checks it
+        return trusted_snapshot(values)
+    except (_Uncommon, ArithmeticError):
+        return None
+
+
 def read_snapshot(data: Any) -> BatterySnapshot:
     """``BatterySnapshot.from_dict(data)``, fast for the common form; the same snapshot or the same refusal.
 
     Raises:
         ValueError: (and whatever else ``from_dict`` raises) the data is not a valid snapshot JSON form.
     """
-    readers = _FIELD_READERS
-    schema = data.get("schema", SNAPSHOT_SCHEMA_VERSION) if type(data) is dict else None
-    if readers is not None and type(schema) is int and schema == SNAPSHOT_SCHEMA_VERSION:
-        try:
-            for name in _REQUIRED:
-                if name not in data:
-                    raise _Uncommon
-            values = {"device": EMPTY_DEVICE, "extras": {}}
-            for name, value in data.items():
-                reader = readers.get(name)
-                if reader is not None:
-                    values[name] = reader(value)
-            return trusted_snapshot(values)
-        except (_Uncommon, ArithmeticError):
-            pass
+    return _read_common(data) or BatterySnapshot.from_dict(data)
+
+
+def read_finite_snapshot(data: Any) -> BatterySnapshot:
+    """:func:`read_snapshot` of a parsed JSON value that must hold no NaN or infinity anywhere.
+
+    Raises:
+        ValueError: a NaN or infinity (what ``json.dumps(allow_nan=False)`` refuses), or whatever
+            ``from_dict`` refuses.
+    """
+    snapshot = _read_common(data)
+    if snapshot is not None:
+        return snapshot
+    if not json_finite(data):
+        raise ValueError("NaN or infinity in a snapshot")
     return BatterySnapshot.from_dict(data)
+
+
+def json_finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in a parsed JSON value (what ``json.dumps(allow_nan=False)`` refuses)."""
+    if type(value) is float:
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(json_finite(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return all(json_finite(item) for item in value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return True
 
 
 def sample_numbers(snapshot: BatterySnapshot, names: tuple[str, ...]) -> tuple[float | None, ...]:
@@ -228,6 +280,20 @@ _DERIVED_MATCH: Final = tuple(DERIVED_JSON_KEYS) == _DERIVED_ORDER and all(
     kind in _READERS or kind in _TO_JSON for kind in SNAPSHOT_FIELD_KINDS.values()
 )
 """False if the model's JSON form changed: then :func:`full_form` is ``to_dict`` itself."""
+
+
+_DERIVED_FLOATS: Final = ("power", "cell_mean", "cell_delta", "temperature_mean", "time_to_empty", "time_to_full",
+    "stored_energy")
+
+
+def full_form_finite(snapshot: BatterySnapshot) -> dict[str, Any] | None:
+    """:func:`full_form` of a snapshot whose fields are finite; None if a derived value overflows."""
+    data = full_form(snapshot)
+    for name in _DERIVED_FLOATS:
+        value = data.get(name)
+        if type(value) is float and not math.isfinite(value):
+            return None
+    return data
 
 
 def full_form(snapshot: BatterySnapshot) -> dict[str, Any]:
