@@ -237,7 +237,7 @@ class MqttSession:
 def _incoming(message: aiomqtt.Message) -> IncomingMessage:
     return IncomingMessage(
         str(message.topic),
-        bytes(message.payload),  # type: ignore[arg-type]
+        bytes(message.payload),
         bool(message.retain),
         qos=int(message.qos),
         mid=int(message.mid),

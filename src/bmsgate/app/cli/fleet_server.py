@@ -45,6 +45,13 @@ def add_fleet_parsers(actions: Any) -> None:
     serve.add_argument("--public-host", metavar="NAME", help="the name gateways reach this server by")
     serve.add_argument("--tile-url", metavar="URL", help="map tile server URL template (default: offline outline)")
     serve.add_argument("--config", metavar="FILE", type=Path, help="YAML with alarms:, notify: and retention: sections")
+    serve.add_argument(
+        "--ingest-workers",
+        type=int_range(1, 64),
+        default=1,
+        help="ingest processes sharing the telemetry (default 1: in the server process, best on 2 cores; "
+        "see docs/fleet/storage-and-alarms.md)",
+    )
     serve.set_defaults(handler=_serve)
 
     demo = actions.add_parser(
@@ -104,6 +111,7 @@ def _serve_settings(args: argparse.Namespace) -> Any:
         "cert_port": args.cert_port or None,
         "public_host": args.public_host,
         "tile_url": args.tile_url,
+        "ingest_workers": args.ingest_workers,
     }
     source = ""
     problems: list[ConfigProblem] = []

@@ -17,7 +17,6 @@ from typing import Any, Final
 
 from bmsgate.fleet.protocol import Location, StateMessage, TelemetryMessage
 from bmsgate.fleet.server.store import jsoncodec
-from bmsgate.fleet.server.store.snapshots import all_finite, full_form_finite, read_finite_snapshot, sample_numbers
 from bmsgate.fleet.server.store.repository import (
     CELL_VOLTAGES,
     NUMERIC_FIELDS,
@@ -37,6 +36,7 @@ from bmsgate.fleet.server.store.repository import (
     WriteResult,
     series_field_is_valid,
 )
+from bmsgate.fleet.server.store.snapshots import all_finite, full_form_finite, read_finite_snapshot, sample_numbers
 from bmsgate.model import BatterySnapshot
 
 __all__ = [

@@ -129,7 +129,7 @@ def _device(value: Any) -> DeviceInfo:
         return EMPTY_DEVICE
     if type(value) is not dict:
         raise _Uncommon
-    texts: dict[str, str] = {}
+    texts: dict[str, Any] = {}
     for name, item in value.items():
         if item is None:
             continue
@@ -282,8 +282,15 @@ _DERIVED_MATCH: Final = tuple(DERIVED_JSON_KEYS) == _DERIVED_ORDER and all(
 """False if the model's JSON form changed: then :func:`full_form` is ``to_dict`` itself."""
 
 
-_DERIVED_FLOATS: Final = ("power", "cell_mean", "cell_delta", "temperature_mean", "time_to_empty", "time_to_full",
-    "stored_energy")
+_DERIVED_FLOATS: Final = (
+    "power",
+    "cell_mean",
+    "cell_delta",
+    "temperature_mean",
+    "time_to_empty",
+    "time_to_full",
+    "stored_energy",
+)
 
 
 def full_form_finite(snapshot: BatterySnapshot) -> dict[str, Any] | None:

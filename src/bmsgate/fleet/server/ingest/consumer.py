@@ -1,4 +1,4 @@
-"""Fleet ingest: every gateway's availability, state, telemetry and events from the broker into the store.
+"""One ingest consumer: every gateway's availability, state, telemetry and events from the broker into the store.
 
 The path of a message: MQTT (QoS 1, persistent session, manual acknowledgement; read in batches, one
 wake-up for everything that arrived, see :meth:`MqttSession.message_batches`) → :func:`protocol.decode` →
@@ -32,7 +32,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
 from bmsgate.errors import SinkError
@@ -56,11 +56,14 @@ from bmsgate.runtime.backoff import Backoff
 
 __all__ = [
     "BatchObserver",
+    "CommittedMessage",
     "Ingest",
     "IngestCounters",
     "IngestSettings",
     "batch_of_messages",
     "decode_incoming",
+    "notify_observers",
+    "publish_batch",
     "refuse_future",
 ]
 
@@ -95,10 +98,17 @@ class IngestSettings:
     the broker already sent waits in memory: its in-flight window bounds that)."""
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0
+    retained_channels: bool = True
+    """Subscribe availability and state too (plain subscriptions: each subscriber gets every one). Of several
+    ingest workers only one does; the others read only the shared telemetry and events."""
     future_tolerance_s: float = 300.0
     """A state, telemetry or event timed further ahead of the server's clock is refused (``future``): the
     latest view keeps the newest time, so one message from a gateway clock in the year 3000 would freeze it.
     Past times are fine (backfill; a Pi without a real-time clock boots in the past)."""
+
+
+CommittedMessage = tuple[str, bytes, bool, float]
+"""A stored message as received: ``(topic, payload, retained, received_at)``."""
 
 
 class BatchObserver(Protocol):
@@ -223,8 +233,11 @@ class Ingest:
         feed: LiveFeed | None = None,
         settings: IngestSettings = IngestSettings(),
         observers: Sequence[BatchObserver] = (),
+        committed: Callable[[list[CommittedMessage], WriteResult], None] | None = None,
     ) -> None:
         self.store = store
+        self.committed = committed
+        """Told each committed batch as received (an ingest worker hands it to the server process)."""
         self.broker = broker
         self.feed = feed
         self.settings = settings
@@ -240,9 +253,9 @@ class Ingest:
     def filters(self) -> list[str]:
         """The subscription filters."""
         share = f"$share/{self.settings.share_group}/" if self.settings.share_group else ""
+        retained = [gateway_filter(Channel.AVAILABILITY), gateway_filter(Channel.STATE)]
         return [
-            gateway_filter(Channel.AVAILABILITY),
-            gateway_filter(Channel.STATE),
+            *(retained if self.settings.retained_channels else []),
             share + gateway_filter(Channel.TELEMETRY),
             share + gateway_filter(Channel.EVENT),
         ]
@@ -346,16 +359,21 @@ class Ingest:
             committed = time.time()
             self._ack(items)
             self._count(items, batch, result, committed)
-            try:
-                self._publish(batch)
-            except Exception:  # noqa: BLE001 - the data is stored; the live feed missing it must not stop ingest
-                self.counters.publish_failures += 1
-                _log.exception("ingest: publishing a stored batch on the live feed failed")
-            for observer in self.observers:
+            if self.committed is not None:
                 try:
-                    observer.observe(batch, result)
-                except Exception:  # noqa: BLE001 - an observer's bug must not stop ingest; it is logged
-                    _log.exception("ingest: batch observer %r failed", observer)
+                    self.committed(
+                        [
+                            (item.incoming.topic, item.incoming.payload, item.incoming.retain, item.received_at)
+                            for item in items
+                        ],
+                        result,
+                    )
+                except Exception:  # noqa: BLE001 - the data is stored; a failing hand-over must not stop ingest
+                    self.counters.publish_failures += 1
+                    _log.exception("ingest: handing a stored batch on failed")
+            if not publish_batch(self.feed, batch):
+                self.counters.publish_failures += 1
+            notify_observers(self.observers, batch, result)
 
     def _ack(self, items: list[_Item]) -> None:
         # An item from a session that has ended is sent again by the broker: no ack (stored once).
@@ -431,36 +449,56 @@ class Ingest:
             counters.rejected["snapshot"] += result.snapshots_rejected
         counters.latencies.extend(committed - message.at for message, _ in batch.telemetry if not message.backfill)
 
-    def _publish(self, batch: IngestBatch) -> None:
-        feed = self.feed
-        if feed is None or not feed.subscriber_count:
-            return  # rebuilding full snapshots costs; nobody is watching
-        for gateway, availability, received in batch.availability:
-            feed.publish(
-                LiveUpdate(
-                    kind=LiveKind.GATEWAY,
-                    gateway=gateway,
-                    at=received,
-                    data={"online": availability is Availability.ONLINE},
-                )
+
+def notify_observers(observers: Sequence[BatchObserver], batch: IngestBatch, result: WriteResult) -> None:
+    """Hand a committed batch to each observer; one that fails is logged, the others still see it."""
+    for observer in observers:
+        try:
+            observer.observe(batch, result)
+        except Exception:  # noqa: BLE001 - an observer's bug must not stop ingest; it is logged
+            _log.exception("ingest: batch observer %r failed", observer)
+
+
+def publish_batch(feed: LiveFeed | None, batch: IngestBatch) -> bool:
+    """Put a committed batch on the live feed (nothing to do without subscribers); False if that failed.
+
+    The data is stored either way: a failure here (a bug) is logged, and ingest goes on.
+    """
+    if feed is None or not feed.subscriber_count:
+        return True  # building full snapshots costs; nobody is watching
+    try:
+        _publish(feed, batch)
+    except Exception:  # noqa: BLE001 - the data is stored; the live feed missing it must not stop ingest
+        _log.exception("ingest: publishing a stored batch on the live feed failed")
+        return False
+    return True
+
+
+def _publish(feed: LiveFeed, batch: IngestBatch) -> None:
+    for gateway, availability, received in batch.availability:
+        feed.publish(
+            LiveUpdate(
+                kind=LiveKind.GATEWAY,
+                gateway=gateway,
+                at=received,
+                data={"online": availability is Availability.ONLINE},
             )
-        for state, received in batch.states:
-            feed.publish(LiveUpdate(kind=LiveKind.GATEWAY, gateway=state.gateway, at=received, data=_state_data(state)))
-        for message, _ in batch.telemetry:
-            feed.publish(
-                LiveUpdate(
-                    kind=LiveKind.TELEMETRY, gateway=message.gateway, at=message.at, data=_telemetry_data(message)
-                )
+        )
+    for state, received in batch.states:
+        feed.publish(LiveUpdate(kind=LiveKind.GATEWAY, gateway=state.gateway, at=received, data=_state_data(state)))
+    for message, _ in batch.telemetry:
+        feed.publish(
+            LiveUpdate(kind=LiveKind.TELEMETRY, gateway=message.gateway, at=message.at, data=_telemetry_data(message))
+        )
+    for event, _ in batch.events:
+        feed.publish(
+            LiveUpdate(
+                kind=LiveKind.EVENT,
+                gateway=event.gateway,
+                at=event.at,
+                data=event.model_dump(mode="json", exclude={"v", "gateway"}),
             )
-        for event, _ in batch.events:
-            feed.publish(
-                LiveUpdate(
-                    kind=LiveKind.EVENT,
-                    gateway=event.gateway,
-                    at=event.at,
-                    data=event.model_dump(mode="json", exclude={"v", "gateway"}),
-                )
-            )
+        )
 
 
 _INGEST_CHANNELS: Final = frozenset({Channel.AVAILABILITY, Channel.STATE, Channel.TELEMETRY, Channel.EVENT})
