@@ -124,10 +124,7 @@ class MqttSession:
         for message in messages:
             if message.qos > 1:
                 self.ack(message)
-        if mids:
-            packet = b"".join([_PUBACK.pack(_PUBACK_TYPE, 2, mid) for mid in mids])
-            # paho's queue of outgoing packets is private; it writes a queued packet's bytes as they are.
-            self._client._client._packet_queue(_PUBACK_TYPE, packet, 0, 0)
+        _queue_pubacks(self._client._client, mids)
 
     async def publish(self, topic: str, payload: str | bytes, *, retain: bool, qos: int | None = None) -> None:
         """Publish one message; with QoS > 0 this waits for the broker's acknowledgement.
@@ -195,7 +192,7 @@ class MqttSession:
         paho.on_message = on_message
         sock = paho._sock
         if isinstance(sock, _BufferedSocket):
-            _read_publishes_in_bulk(paho, sock, on_incoming)
+            _read_publishes_in_bulk(paho, sock, on_incoming, acknowledge=not self.manual_ack)
         # What arrived before (a persistent session's queue, sent right after the CONNACK) went to aiomqtt.
         queue = self._client._queue
         while not queue.empty():
@@ -406,14 +403,29 @@ class _BufferedSocket:
         return getattr(self._socket, name)
 
 
-def _read_publishes_in_bulk(paho: Any, sock: _BufferedSocket, deliver: Any) -> None:
+def _queue_pubacks(paho: Any, mids: list[int]) -> None:
+    """Queue the PUBACKs of `mids` as one packet of concatenated PUBACKs (written in one go)."""
+    if mids:
+        packet = b"".join([_PUBACK.pack(_PUBACK_TYPE, 2, mid) for mid in mids])
+        # paho's queue of outgoing packets is private; it writes a queued packet's bytes as they are.
+        paho._packet_queue(_PUBACK_TYPE, packet, 0, 0)
+
+
+def _read_publishes_in_bulk(paho: Any, sock: _BufferedSocket, deliver: Any, *, acknowledge: bool) -> None:
     """Make paho's packet reader take every complete PUBLISH in the buffer in one pass (see ``take_publishes``).
 
     paho reads one packet per call, with its state machine, an MQTTMessage and a topic-matcher walk per
     message: about half of an ingest's CPU. Whenever paho is between packets and the buffer starts with
-    PUBLISH packets, they are parsed here; anything else goes to paho's own reader, unchanged.
+    PUBLISH packets, they are parsed here; anything else goes to paho's own reader, unchanged. With
+    `acknowledge` (a session without manual acknowledgement), each QoS 1 message is acknowledged on receipt,
+    as paho would.
     """
     read_one = paho._packet_read
+    taken: list[IncomingMessage] = []
+
+    def keep(message: IncomingMessage) -> None:
+        taken.append(message)
+        deliver(message)
 
     def packet_read() -> int:
         if paho._in_packet["command"] == 0:
@@ -425,8 +437,11 @@ def _read_publishes_in_bulk(paho: Any, sock: _BufferedSocket, deliver: Any) -> N
                     return int(paho_mqtt.MQTT_ERR_AGAIN)
                 except OSError:
                     return int(read_one())
-            if sock.take_publishes(deliver):
+            if sock.take_publishes(keep):
                 paho._last_bytes_received = paho_mqtt.time_func()  # what paho's keepalive watches
+                if acknowledge:
+                    _queue_pubacks(paho, [message.mid for message in taken if message.qos == 1])
+                taken.clear()
                 return int(paho_mqtt.MQTT_ERR_SUCCESS)
         return int(read_one())
 

@@ -80,11 +80,11 @@ async def _stored(store: Repository) -> int:
 
 
 @pytest.fixture
-async def store_settings(tmp_path: Path) -> AsyncIterator[StoreSettings]:
+async def store_settings(tmp_path: Path) -> StoreSettings:
     settings = StoreSettings(data_dir=tmp_path / "data")
     store = await open_store(settings)  # migrated once, as the server does before it starts workers
     await store.close()
-    yield settings
+    return settings
 
 
 def test_a_batch_frame_carries_its_messages_and_result() -> None:
@@ -122,15 +122,19 @@ async def test_workers_share_the_load_and_store_everything(mosquitto: Mosquitto,
         await store.close()
 
 
-async def test_a_killed_worker_loses_nothing_it_acknowledged(mosquitto: Mosquitto, store_settings: StoreSettings) -> None:
-    # Slow batches: a worker holds unacknowledged messages when it is killed.
+async def test_a_killed_worker_loses_nothing_it_acknowledged(
+    mosquitto: Mosquitto, store_settings: StoreSettings
+) -> None:
+    # Slow batches: the worker holds its share received but not yet committed (so not acknowledged) when killed.
     workers = IngestWorkers(
-        store_settings, BrokerSettings(url=mosquitto.url), workers=2, settings=IngestSettings(max_delay_s=0.3)
+        store_settings, BrokerSettings(url=mosquitto.url), workers=2, settings=IngestSettings(max_delay_s=2.0)
     )
     store = await open_store(store_settings)
     try:
         async with _workers(workers), _publisher(mosquitto) as publisher:
             await _publish(publisher, 150)
+            await asyncio.sleep(0.5)  # delivered to both workers, committed by neither
+            assert await _stored(store) == 0
             os.kill(workers.pids[1], signal.SIGKILL)
             await _publish(publisher, 150, first=150)
 

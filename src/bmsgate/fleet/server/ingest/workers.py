@@ -222,7 +222,7 @@ class IngestWorkers:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            __name__,
+            "bmsgate.fleet.server.ingest",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             # Its own session: Ctrl-C reaches the server, which stops the workers in order.
@@ -372,10 +372,6 @@ async def _worker() -> None:
 
 
 def main() -> None:
-    """Run one worker (``python -m bmsgate.fleet.server.ingest.workers``, started by :class:`IngestWorkers`)."""
+    """Run one worker (``python -m bmsgate.fleet.server.ingest``, started by :class:`IngestWorkers`)."""
     logging.basicConfig(level=logging.WARNING, format="ingest worker %(process)d: %(levelname)s %(message)s")
     asyncio.run(_worker())
-
-
-if __name__ == "__main__":
-    main()
