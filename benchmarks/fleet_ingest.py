@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bmsgate.fleet.protocol import BatteryReading, Channel, TelemetryMessage, compact_snapshot, encode, topic
-from bmsgate.fleet.server.ingest import Ingest, IngestSettings
+from bmsgate.fleet.server.ingest import Ingest, IngestSettings, tune_gc_for_ingest
 from bmsgate.fleet.server.store import StoreSettings, open_store
 from bmsgate.fleet.server.store.repository import IngestBatch, WriteResult
 from bmsgate.model import BatterySnapshot
@@ -133,6 +133,8 @@ def _rss_kib() -> dict[str, int]:
 
 
 async def _serve(arguments: argparse.Namespace) -> None:
+    if not arguments.python_gc:
+        tune_gc_for_ingest()  # as fleet serve does
     settings = (
         StoreSettings(postgres_url=arguments.postgres) if arguments.postgres else StoreSettings(data_dir=arguments.data)
     )
@@ -508,6 +510,7 @@ def _drive(arguments: argparse.Namespace) -> None:
                     str(arguments.batch),
                     "--delay",
                     str(arguments.delay),
+                    *(["--python-gc"] if arguments.python_gc else []),
                     *extra,
                 )
             )
@@ -704,6 +707,7 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.5)
     parser.add_argument("--postgres")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--python-gc", action="store_true", help="keep Python's GC thresholds in the ingest")
     parser.add_argument(
         "--generator", choices=["raw", "adapter"], default="raw", help="raw MQTT sockets, or bmsgate's adapter"
     )

@@ -171,6 +171,9 @@ async def _main_task(coroutine: Any) -> int:
 def _serve(args: argparse.Namespace) -> int:
     _logging()
     settings = _serve_settings(args)
+    from bmsgate.fleet.server.ingest import tune_gc_for_ingest  # noqa: PLC0415 - needs the [fleet] extra
+
+    tune_gc_for_ingest()  # this process runs the ingest (or hands the workers' batches on): worth it
     return asyncio.run(_main_task(_serve_until_stopped(settings)))
 
 

@@ -16,6 +16,7 @@ from bmsgate.fleet.server.ingest.consumer import (
     decode_incoming,
     publish_batch,
     refuse_future,
+    tune_gc_for_ingest,
 )
 from bmsgate.fleet.server.ingest.workers import IngestWorkers
 
@@ -29,4 +30,5 @@ __all__ = [
     "decode_incoming",
     "publish_batch",
     "refuse_future",
+    "tune_gc_for_ingest",
 ]

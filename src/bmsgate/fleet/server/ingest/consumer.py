@@ -30,6 +30,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import gc
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -65,6 +66,7 @@ __all__ = [
     "notify_observers",
     "publish_batch",
     "refuse_future",
+    "tune_gc_for_ingest",
 ]
 
 _log = logging.getLogger(__name__)
@@ -72,6 +74,22 @@ _LATENCY_WINDOW: Final = 10_000
 _REJECT_LOG_INTERVAL_S: Final = 10.0
 _BATCH_ATTEMPTS: Final = 3
 """Tries of a whole batch before its messages are written one by one."""
+_GC_THRESHOLDS: Final = (50_000, 50, 100)
+"""Python's default (700, 10, 10) runs a young collection every 700 allocations; decoding a batch allocates
+about a thousand objects per message, and each collection also walks every backlogged message's objects.
+Measured: 163 → 140 us of CPU a message."""
+
+
+def tune_gc_for_ingest() -> None:
+    """Collect garbage less often in a process that ingests (the server process, an ingest worker).
+
+    Process-wide, so the command that owns the process calls it, not the library. Ingest makes few reference
+    cycles; what it allocates is freed by reference counting.
+    """
+    gc.freeze()  # what was loaded at start-up is never garbage: no collection walks it again
+    gc.set_threshold(*_GC_THRESHOLDS)
+
+
 _RESULT_FIELDS: Final = (
     "samples_written",
     "samples_duplicate",

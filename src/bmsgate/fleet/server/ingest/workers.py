@@ -50,6 +50,7 @@ from bmsgate.fleet.server.ingest.consumer import (
     decode_incoming,
     notify_observers,
     publish_batch,
+    tune_gc_for_ingest,
 )
 from bmsgate.fleet.server.live import LiveFeed
 from bmsgate.fleet.server.store import open_store
@@ -374,4 +375,5 @@ async def _worker() -> None:
 def main() -> None:
     """Run one worker (``python -m bmsgate.fleet.server.ingest``, started by :class:`IngestWorkers`)."""
     logging.basicConfig(level=logging.WARNING, format="ingest worker %(process)d: %(levelname)s %(message)s")
+    tune_gc_for_ingest()
     asyncio.run(_worker())
