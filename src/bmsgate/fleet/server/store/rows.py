@@ -36,7 +36,12 @@ from bmsgate.fleet.server.store.repository import (
     WriteResult,
     series_field_is_valid,
 )
-from bmsgate.fleet.server.store.snapshots import all_finite, full_form_finite, read_finite_snapshot, sample_numbers
+from bmsgate.fleet.server.store.snapshots import (
+    all_finite,
+    full_form,
+    read_finite_snapshot,
+    with_finite_derived,
+)
 from bmsgate.model import BatterySnapshot
 
 __all__ = [
@@ -126,8 +131,9 @@ SampleValues = tuple[Any, ...]
 """``(gateway, battery, at, *numeric, cells)`` with ``cells`` a tuple of floats (the backend encodes it)."""
 
 
-def _numbers(snapshot: BatterySnapshot) -> tuple[float | None, ...]:
-    return sample_numbers(snapshot, NUMERIC_FIELDS)
+def _numbers(full: dict[str, Any], snapshot: BatterySnapshot) -> tuple[float | None, ...]:
+    """A sample's numbers: from the full form, which has all but the temperature extremes (the snapshot's)."""
+    return tuple(full[name] if name in full else getattr(snapshot, name) for name in NUMERIC_FIELDS)
 
 
 class TelemetryRows:
@@ -137,8 +143,8 @@ class TelemetryRows:
 
     def __init__(self) -> None:
         self.samples: list[SampleValues] = []
-        self.batteries: list[tuple[str, str, float, float | None, bool, BatterySnapshot | None]] = []
-        """``(gateway, battery, at, age_s, stale, snapshot or None)``."""
+        self.batteries: list[tuple[str, str, float, float | None, bool, dict[str, Any] | None]] = []
+        """``(gateway, battery, at, age_s, stale, full snapshot JSON form or None)``."""
         self.rejected = 0
 
 
@@ -157,11 +163,12 @@ def telemetry_rows(message: TelemetryMessage) -> TelemetryRows:
         if snapshot is None:
             rows.batteries.append((message.gateway, reading.id, message.at, reading.age_s, True, None))
             continue
-        numbers = _numbers(snapshot)
+        full = full_form(snapshot)
+        numbers = _numbers(full, snapshot)
         if not all_finite(numbers):
             rows.rejected += 1  # e.g. a huge voltage times a current overflows the power
             continue
-        rows.batteries.append((message.gateway, reading.id, message.at, reading.age_s, reading.stale, snapshot))
+        rows.batteries.append((message.gateway, reading.id, message.at, reading.age_s, reading.stale, full))
         if not reading.stale:
             # A stale reading repeats an old one: it is the latest known, not a new sample.
             rows.samples.append((message.gateway, reading.id, message.at, *numbers, tuple(snapshot.cell_voltages)))
@@ -355,12 +362,11 @@ def mapping_or_empty(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return value if value is not None else {}
 
 
-def _full_json(snapshot: BatterySnapshot | None) -> str | None:
-    """The full JSON form; None when a derived value overflows (the sample itself was checked)."""
-    if snapshot is None:
+def _full_json(full: dict[str, Any] | None) -> str | None:
+    """The full JSON form as text; None when a derived value overflows (the sample itself was checked)."""
+    if full is None or not with_finite_derived(full):
         return None
-    data = full_form_finite(snapshot)
-    return None if data is None else jsoncodec.dumps(data)
+    return jsoncodec.dumps(full)
 
 
 class BatchRows:

@@ -39,12 +39,11 @@ __all__ = [
     "json_finite",
     "read_finite_snapshot",
     "read_snapshot",
-    "sample_numbers",
+    "with_finite_derived",
 ]
 
 _REQUIRED: Final = ("battery_id", "timestamp")
 _DEVICE_TEXT: Final = frozenset(name for name, kind in DEVICE_FIELD_KINDS.items() if kind is FieldKind.OPTIONAL_TEXT)
-_NUMBER_TYPES: Final = (float, int)
 _EXTRA_TYPES: Final = (float, int, str, bool)
 _PLAIN_TYPES: Final = (str, int, bool)
 
@@ -233,31 +232,22 @@ def json_finite(value: Any) -> bool:
     return True
 
 
-def sample_numbers(snapshot: BatterySnapshot, names: tuple[str, ...]) -> tuple[float | None, ...]:
-    """The values of `names` (fields or derived values of the snapshot), each derived value computed once."""
-    low, high = snapshot.cell_min, snapshot.cell_max
-    derived: dict[str, float | None] = {
-        "power": snapshot.power,
-        "cell_min": None if low is None else low.voltage,
-        "cell_max": None if high is None else high.voltage,
-        "cell_mean": snapshot.cell_mean,
-        "cell_delta": None if low is None or high is None else high.voltage - low.voltage,
-        "temperature_min": snapshot.temperature_min,
-        "temperature_max": snapshot.temperature_max,
-        "temperature_mean": snapshot.temperature_mean,
-    }
-    return tuple(derived[name] if name in derived else getattr(snapshot, name) for name in names)
-
-
 def _same(value: Any) -> Any:
     return value
+
+
+_EMPTY_DEVICE_JSON: Final = EMPTY_DEVICE.to_dict()
+
+
+def _device_json(device: DeviceInfo) -> dict[str, Any]:
+    return dict(_EMPTY_DEVICE_JSON) if device == EMPTY_DEVICE else device.to_dict()
 
 
 _TO_JSON: Final[Mapping[FieldKind, Callable[[Any], Any]]] = {
     FieldKind.FLOAT_LIST: list,
     FieldKind.CELL_NUMBERS: lambda cells: None if cells is None else list(cells),
     FieldKind.ALARMS: lambda alarms: sorted(alarm.value for alarm in alarms),
-    FieldKind.DEVICE: lambda device: device.to_dict(),
+    FieldKind.DEVICE: _device_json,
     FieldKind.EXTRAS: dict,
 }
 _FIELD_WRITERS: Final = tuple((name, _TO_JSON.get(kind, _same)) for name, kind in SNAPSHOT_FIELD_KINDS.items())
@@ -293,14 +283,19 @@ _DERIVED_FLOATS: Final = (
 )
 
 
+def with_finite_derived(full: dict[str, Any]) -> bool:
+    """Whether the derived values of a full form (of a snapshot whose fields are finite) are finite."""
+    for name in _DERIVED_FLOATS:
+        value = full.get(name)
+        if type(value) is float and not math.isfinite(value):
+            return False
+    return True
+
+
 def full_form_finite(snapshot: BatterySnapshot) -> dict[str, Any] | None:
     """:func:`full_form` of a snapshot whose fields are finite; None if a derived value overflows."""
     data = full_form(snapshot)
-    for name in _DERIVED_FLOATS:
-        value = data.get(name)
-        if type(value) is float and not math.isfinite(value):
-            return None
-    return data
+    return data if with_finite_derived(data) else None
 
 
 def full_form(snapshot: BatterySnapshot) -> dict[str, Any]:
