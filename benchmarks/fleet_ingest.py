@@ -20,8 +20,13 @@ Each gateway publishes ~1 KB telemetry (one 16-cell battery, an inverter status,
 
 ``registry --gateways 10000`` instead times the fleet overview's read (``list_gateways``) at that size.
 
+``--pool`` runs ``--workers`` as ``fleet serve --ingest-workers N`` does (:class:`IngestWorkers`: one server
+process, N worker processes handing their batches back; the latency is then taken back in the server
+process, and "ingest worker 0" is that process with its workers' CPU). ``--alarms`` adds the alarm engine
+as an observer of every batch, as in ``fleet serve``.
+
 Usage: python benchmarks/fleet_ingest.py [--gateways 1000] [--rate 5000] [--duration 20] [--workers 1]
-       [--generators 2] [--postgres URL|auto] [--profile] [--no-api]
+       [--generators 2] [--postgres URL|auto] [--profile] [--no-api] [--pool] [--alarms]
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from bmsgate.fleet.protocol import BatteryReading, Channel, TelemetryMessage, compact_snapshot, encode, topic
-from bmsgate.fleet.server.ingest import Ingest, IngestSettings, tune_gc_for_ingest
+from bmsgate.fleet.server.ingest import Ingest, IngestSettings, IngestWorkers, tune_gc_for_ingest
 from bmsgate.fleet.server.store import StoreSettings, open_store
 from bmsgate.fleet.server.store.repository import IngestBatch, WriteResult
 from bmsgate.model import BatterySnapshot
@@ -140,23 +145,43 @@ async def _serve(arguments: argparse.Namespace) -> None:
     )
     store = await open_store(settings)
     latencies = _Latencies()
-    ingest = Ingest(
-        store,
-        BrokerSettings(url=arguments.broker),
-        settings=IngestSettings(
-            client_id=f"bench-ingest-{arguments.worker}",
-            share_group="ingest" if arguments.workers > 1 else None,
-            max_batch=arguments.batch,
-            max_delay_s=arguments.delay,
-        ),
-        observers=[latencies],
-    )
+    observers: list[Any] = [latencies]
+    jobs = []
+    if arguments.alarms:
+        from bmsgate.fleet.server.alarms import AlarmEngine
+
+        engine = AlarmEngine(store)
+        observers.append(engine)
+        jobs.append(engine.run())
+    ingest: Ingest | IngestWorkers
+    if arguments.pool:
+        # fleet serve --ingest-workers N: the latency is taken when a batch is back in this process.
+        ingest = IngestWorkers(
+            settings,
+            BrokerSettings(url=arguments.broker),
+            workers=arguments.workers,
+            settings=IngestSettings(client_id="bench-ingest", max_batch=arguments.batch, max_delay_s=arguments.delay),
+            observers=observers,
+        )
+    else:
+        ingest = Ingest(
+            store,
+            BrokerSettings(url=arguments.broker),
+            settings=IngestSettings(
+                client_id=f"bench-ingest-{arguments.worker}",
+                share_group="ingest" if arguments.workers > 1 else None,
+                max_batch=arguments.batch,
+                max_delay_s=arguments.delay,
+            ),
+            observers=observers,
+        )
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     profile = cProfile.Profile() if arguments.profile else None
     if profile is not None:
         profile.enable()
     task = asyncio.create_task(ingest.run())
+    side_tasks = [asyncio.create_task(job) for job in jobs]
     stats_path = Path(arguments.stats)
 
     def write_stats(final: bool) -> None:
@@ -166,7 +191,8 @@ async def _serve(arguments: argparse.Namespace) -> None:
             "last_commit": latencies.last_commit,
             "counters": ingest.counters.to_dict(),
             "rss_kib": _rss_kib(),
-            "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
+            "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+            + sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2]),  # pool workers, once they ended
             "connected": ingest.connected.is_set(),
         }
         if final:
@@ -179,9 +205,10 @@ async def _serve(arguments: argparse.Namespace) -> None:
         write_stats(final=False)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for running in (task, *side_tasks):
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
     if profile is not None:
         profile.disable()
         out = io.StringIO()
@@ -490,7 +517,7 @@ def _drive(arguments: argparse.Namespace) -> None:
         if not postgres:  # migrate once, before several workers race for it
             asyncio.run(_migrate(directory / "data"))
         workers = []
-        for worker in range(arguments.workers):
+        for worker in range(1 if arguments.pool else arguments.workers):
             stats = directory / f"ingest-{worker}.json"
             extra = ["--profile"] if arguments.profile and worker == 0 else []
             workers.append(stats)
@@ -511,6 +538,8 @@ def _drive(arguments: argparse.Namespace) -> None:
                     "--delay",
                     str(arguments.delay),
                     *(["--python-gc"] if arguments.python_gc else []),
+                    *(["--pool"] if arguments.pool else []),
+                    *(["--alarms"] if arguments.alarms else []),
                     *extra,
                 )
             )
@@ -708,6 +737,12 @@ def main() -> None:
     parser.add_argument("--postgres")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--python-gc", action="store_true", help="keep Python's GC thresholds in the ingest")
+    parser.add_argument(
+        "--pool", action="store_true", help="--workers as fleet serve --ingest-workers runs them (IngestWorkers)"
+    )
+    parser.add_argument(
+        "--alarms", action="store_true", help="the alarm engine observes the batches, as in fleet serve"
+    )
     parser.add_argument(
         "--generator", choices=["raw", "adapter"], default="raw", help="raw MQTT sockets, or bmsgate's adapter"
     )
