@@ -25,6 +25,9 @@ process, N worker processes handing their batches back; the latency is then take
 process, and "ingest worker 0" is that process with its workers' CPU). ``--alarms`` adds the alarm engine
 as an observer of every batch, as in ``fleet serve``.
 
+Why one long module: the benchmark starts itself in each of its roles (``serve``, ``generate``, ``api``,
+the driver), so every role lives in this one script, each in its own section.
+
 Usage: python benchmarks/fleet_ingest.py [--gateways 1000] [--rate 5000] [--duration 20] [--workers 1]
        [--generators 2] [--postgres URL|auto] [--profile] [--no-api] [--pool] [--alarms]
 """
