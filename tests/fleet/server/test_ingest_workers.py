@@ -17,10 +17,12 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bmsgate.fleet.protocol import Channel, encode, topic
 from bmsgate.fleet.server.ingest import IngestSettings, IngestWorkers
-from bmsgate.fleet.server.ingest.workers import decode_batch_frame, encode_frame
+from bmsgate.fleet.server.ingest.workers import WorkerError, decode_batch_frame, encode_frame
 from bmsgate.fleet.server.live import LiveFeed, LiveKind
 from bmsgate.fleet.server.store import Repository, StoreSettings, open_store
 from bmsgate.fleet.server.store.repository import IngestBatch, Resolution, WriteResult
@@ -94,6 +96,19 @@ def test_a_batch_frame_carries_its_messages_and_result() -> None:
     )
     frame = encode_frame(messages, result)
     assert decode_batch_frame(frame[5:]) == (messages, result)
+    for cut in (3, 30, len(frame) - 1):
+        with pytest.raises(WorkerError):
+            decode_batch_frame(frame[5:cut])
+
+
+@pytest.mark.parametrize("seed", [b"", b"\x00" * 44])
+@given(noise=st.binary(max_size=200))
+def test_any_bytes_are_a_batch_or_a_worker_error(seed: bytes, noise: bytes) -> None:
+    try:
+        messages, _ = decode_batch_frame(seed + noise)
+    except WorkerError:
+        return
+    assert all(isinstance(topic_name, str) for topic_name, *_ in messages)
 
 
 async def test_workers_share_the_load_and_store_everything(mosquitto: Mosquitto, store_settings: StoreSettings) -> None:

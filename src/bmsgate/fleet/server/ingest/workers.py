@@ -131,15 +131,17 @@ def decode_batch_frame(body: bytes) -> tuple[list[CommittedMessage], WriteResult
         for _ in range(count):
             received_at, retained, topic_length, payload_length = _MESSAGE.unpack_from(body, position)
             position += _MESSAGE.size
-            topic_name = body[position : position + topic_length].decode()
-            position += topic_length
-            payload = body[position : position + payload_length]
-            position += payload_length
-            if len(payload) != payload_length:
+            end = position + topic_length + payload_length
+            if end > len(body):
                 raise WorkerError("a batch frame ends inside a message")
+            topic_name = body[position : position + topic_length].decode()
+            payload = body[position + topic_length : end]
+            position = end
             messages.append((topic_name, payload, bool(retained), received_at))
     except (struct.error, UnicodeDecodeError) as exc:
         raise WorkerError(f"a damaged batch frame: {exc}") from exc
+    if position != len(body):
+        raise WorkerError("a batch frame with bytes after its messages")
     return messages, WriteResult(**dict(zip(_RESULT_FIELDS, numbers, strict=True)))
 
 
@@ -207,13 +209,17 @@ class IngestWorkers:
         backoff = Backoff(0.5, 10.0)
         while True:
             started = time.monotonic()
+            outcome: object
             try:
-                code = await self._run_once(index)
+                outcome = f"exit status {await self._run_once(index)}"
+            except (WorkerError, ValueError, OSError) as exc:
+                # A damaged frame or a worker that cannot be started: this worker again, not the server down.
+                outcome = exc
             finally:
                 self._connected[index] = False
                 self.pids.pop(index, None)
                 self._update_connected()
-            _log.warning("ingest worker %d stopped (exit status %s); starting it again", index, code)
+            _log.warning("ingest worker %d stopped (%s); starting it again", index, outcome)
             self.restarts += 1
             if time.monotonic() - started > 60:
                 backoff.reset()
