@@ -751,7 +751,7 @@ def main() -> None:
     )
     parser.add_argument("--no-api", dest="api", action="store_false", help="skip the API visibility probe")
     parser.add_argument("--probe-gateways", type=int, default=5)
-    parser.add_argument("--probe-interval", type=float, default=0.1)
+    parser.add_argument("--probe-interval", type=float, default=0.2)
     parser.add_argument("--broker")
     parser.add_argument("--data", type=Path)
     parser.add_argument("--worker", type=int, default=0)
