@@ -247,3 +247,20 @@ async def test_fleet_serve_with_two_ingest_workers(tmp_path: Path) -> None:
             gateway_task.cancel()
             await asyncio.gather(gateway_task, return_exceptions=True)
         assert not running.failure.done()
+
+
+def test_the_number_of_workers_is_checked(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from bmsgate.app.cli.main import main
+    from bmsgate.fleet.server.service import FleetServerSettings
+
+    with pytest.raises(SystemExit) as exited:
+        main(["fleet", "serve", "--ingest-workers", "0"])
+    assert exited.value.code == 2
+    assert "--ingest-workers" in capsys.readouterr().err
+    assert FleetServerSettings().ingest_workers == 1
+    with pytest.raises(ValidationError):
+        FleetServerSettings(ingest_workers=0)
+    with pytest.raises(ValueError, match="at least one"):
+        IngestWorkers(StoreSettings(data_dir=tmp_path), BrokerSettings(url="mqtt://127.0.0.1:1"), workers=0)
