@@ -188,3 +188,10 @@ async def test_a_lost_connection_ends_the_batches_with_a_sink_error(broker: Mosq
 
         with pytest.raises(SinkError):
             await drain()
+
+
+def test_the_fast_paths_are_on_with_the_paho_we_test_against() -> None:
+    from bmsgate.mqtt import client
+
+    # A paho without the internals they use falls back to its own (slower) paths; this says so loudly.
+    assert client._PAHO_INTERNALS_KNOWN

@@ -49,6 +49,10 @@ _PUBACK: Final = struct.Struct("!BBH")
 """An MQTT 3.1.1 PUBACK: type 0x40, remaining length 2, the packet id."""
 _PUBACK_TYPE: Final = 0x40
 _PUBLISH_TYPE: Final = 0x30
+_PAHO_INTERNALS_KNOWN: Final = all(
+    hasattr(paho_mqtt.Client, name) for name in ("_packet_read", "_packet_queue", "_sock_recv")
+) and hasattr(paho_mqtt, "time_func")
+"""The fast read and acknowledgement paths use paho internals (2.x); a paho without them gets its own paths."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -191,7 +195,7 @@ class MqttSession:
         previous = paho.on_message
         paho.on_message = on_message
         sock = paho._sock
-        if isinstance(sock, _BufferedSocket):
+        if isinstance(sock, _BufferedSocket) and _PAHO_INTERNALS_KNOWN:
             _read_publishes_in_bulk(paho, sock, on_incoming, acknowledge=not self.manual_ack)
         # What arrived before (a persistent session's queue, sent right after the CONNACK) went to aiomqtt.
         queue = self._client._queue
@@ -405,10 +409,15 @@ class _BufferedSocket:
 
 def _queue_pubacks(paho: Any, mids: list[int]) -> None:
     """Queue the PUBACKs of `mids` as one packet of concatenated PUBACKs (written in one go)."""
-    if mids:
-        packet = b"".join([_PUBACK.pack(_PUBACK_TYPE, 2, mid) for mid in mids])
-        # paho's queue of outgoing packets is private; it writes a queued packet's bytes as they are.
-        paho._packet_queue(_PUBACK_TYPE, packet, 0, 0)
+    if not mids:
+        return
+    if not _PAHO_INTERNALS_KNOWN:
+        for mid in mids:
+            paho.ack(mid, 1)  # paho's public way, a packet each
+        return
+    packet = b"".join([_PUBACK.pack(_PUBACK_TYPE, 2, mid) for mid in mids])
+    # paho's queue of outgoing packets is private; it writes a queued packet's bytes as they are.
+    paho._packet_queue(_PUBACK_TYPE, packet, 0, 0)
 
 
 def _read_publishes_in_bulk(paho: Any, sock: _BufferedSocket, deliver: Any, *, acknowledge: bool) -> None:
