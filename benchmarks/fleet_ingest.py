@@ -10,14 +10,26 @@ Each gateway publishes ~1 KB telemetry (one 16-cell battery, an inverter status,
   the commit, in the ingest process);
 - ingest RSS (peak and at the end), batches, and what ingest refused or retried;
 - ingest CPU time per message (user + system, whole process: MQTT, decoding, store thread), which holds
-  even when the machine is shared and gives the rate one free core could sustain.
+  even when the machine is shared and gives the rate one free core could sustain; the CPU the load
+  generators and Mosquitto used beside it (on a 2-core machine they take most of the other core);
+- publish → visible through the API: an API process (the real Litestar app on the same store) is polled by
+  a probe (``GET /api/v1/gateways/{id}``, ``--probe-gateways`` gateways, each every ``--probe-interval`` s);
+  each time a newer sample shows, its age is recorded (so the figure includes up to one polling interval).
 
 ``--profile`` adds the top functions of one ingest worker (cProfile), to see where the time goes.
 
 ``registry --gateways 10000`` instead times the fleet overview's read (``list_gateways``) at that size.
 
+``--pool`` runs ``--workers`` as ``fleet serve --ingest-workers N`` does (:class:`IngestWorkers`: one server
+process, N worker processes handing their batches back; the latency is then taken back in the server
+process, and "ingest worker 0" is that process with its workers' CPU). ``--alarms`` adds the alarm engine
+as an observer of every batch, as in ``fleet serve``.
+
+Why one long module: the benchmark starts itself in each of its roles (``serve``, ``generate``, ``api``,
+the driver), so every role lives in this one script, each in its own section.
+
 Usage: python benchmarks/fleet_ingest.py [--gateways 1000] [--rate 5000] [--duration 20] [--workers 1]
-       [--generators 2] [--postgres URL|auto] [--profile]
+       [--generators 2] [--postgres URL|auto] [--profile] [--no-api] [--pool] [--alarms]
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import functools
 import io
 import json
 import os
@@ -41,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from bmsgate.fleet.protocol import BatteryReading, Channel, TelemetryMessage, compact_snapshot, encode, topic
-from bmsgate.fleet.server.ingest import Ingest, IngestSettings
+from bmsgate.fleet.server.ingest import Ingest, IngestSettings, IngestWorkers, tune_gc_for_ingest
 from bmsgate.fleet.server.store import StoreSettings, open_store
 from bmsgate.fleet.server.store.repository import IngestBatch, WriteResult
 from bmsgate.model import BatterySnapshot
@@ -128,28 +141,50 @@ def _rss_kib() -> dict[str, int]:
 
 
 async def _serve(arguments: argparse.Namespace) -> None:
+    if not arguments.python_gc:
+        tune_gc_for_ingest()  # as fleet serve does
     settings = (
         StoreSettings(postgres_url=arguments.postgres) if arguments.postgres else StoreSettings(data_dir=arguments.data)
     )
     store = await open_store(settings)
     latencies = _Latencies()
-    ingest = Ingest(
-        store,
-        BrokerSettings(url=arguments.broker),
-        settings=IngestSettings(
-            client_id=f"bench-ingest-{arguments.worker}",
-            share_group="ingest" if arguments.workers > 1 else None,
-            max_batch=arguments.batch,
-            max_delay_s=arguments.delay,
-        ),
-        observers=[latencies],
-    )
+    observers: list[Any] = [latencies]
+    jobs = []
+    if arguments.alarms:
+        from bmsgate.fleet.server.alarms import AlarmEngine
+
+        engine = AlarmEngine(store)
+        observers.append(engine)
+        jobs.append(engine.run())
+    ingest: Ingest | IngestWorkers
+    if arguments.pool:
+        # fleet serve --ingest-workers N: the latency is taken when a batch is back in this process.
+        ingest = IngestWorkers(
+            settings,
+            BrokerSettings(url=arguments.broker),
+            workers=arguments.workers,
+            settings=IngestSettings(client_id="bench-ingest", max_batch=arguments.batch, max_delay_s=arguments.delay),
+            observers=observers,
+        )
+    else:
+        ingest = Ingest(
+            store,
+            BrokerSettings(url=arguments.broker),
+            settings=IngestSettings(
+                client_id=f"bench-ingest-{arguments.worker}",
+                share_group="ingest" if arguments.workers > 1 else None,
+                max_batch=arguments.batch,
+                max_delay_s=arguments.delay,
+            ),
+            observers=observers,
+        )
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     profile = cProfile.Profile() if arguments.profile else None
     if profile is not None:
         profile.enable()
     task = asyncio.create_task(ingest.run())
+    side_tasks = [asyncio.create_task(job) for job in jobs]
     stats_path = Path(arguments.stats)
 
     def write_stats(final: bool) -> None:
@@ -159,7 +194,8 @@ async def _serve(arguments: argparse.Namespace) -> None:
             "last_commit": latencies.last_commit,
             "counters": ingest.counters.to_dict(),
             "rss_kib": _rss_kib(),
-            "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
+            "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+            + sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2]),  # pool workers, once they ended
             "connected": ingest.connected.is_set(),
         }
         if final:
@@ -172,9 +208,10 @@ async def _serve(arguments: argparse.Namespace) -> None:
         write_stats(final=False)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.5)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for running in (task, *side_tasks):
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
     if profile is not None:
         profile.disable()
         out = io.StringIO()
@@ -187,7 +224,128 @@ async def _serve(arguments: argparse.Namespace) -> None:
 # -- the load generator process ---------------------------------------------------------------------------
 
 
+class _RawGateway(asyncio.Protocol):
+    """One simulated gateway on a raw MQTT 3.1.1 connection: CONNECT with a last will, QoS 1 PUBLISHes.
+
+    The broker sees exactly what a gateway sends (its own client, a retained will, QoS 1, ~1 KB payloads);
+    only the generator's own cost is lower than through paho (~20 instead of ~170 us a message), so that on
+    a 2-core machine the load generator does not take the CPU the ingest is measured with.
+    """
+
+    def __init__(self, gateway: str) -> None:
+        self.gateway = gateway
+        self.transport: asyncio.Transport | None = None
+        self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.buffer = bytearray()
+        self.next_id = 0
+        self.unacked = 0
+        self.acked = 0
+        self.lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        will_topic = topic(self.gateway, Channel.AVAILABILITY).encode()
+        body = (
+            _mqtt_string(b"MQTT")
+            + bytes([4, 0b0011_0110])  # 3.1.1; will retain, will QoS 1, will flag, clean session
+            + (60).to_bytes(2, "big")
+            + _mqtt_string(self.gateway.encode())
+            + _mqtt_string(will_topic)
+            + _mqtt_string(b"offline")
+        )
+        transport.write(_mqtt_packet(0x10, body))
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= 4:
+            kind = self.buffer[0] & 0xF0
+            if kind == 0x20 and not self.connected.done():  # CONNACK
+                if self.buffer[3] != 0:
+                    self.connected.set_exception(ConnectionError(f"CONNACK return code {self.buffer[3]}"))
+                else:
+                    self.connected.set_result(None)
+            elif kind == 0x40:  # PUBACK
+                self.unacked -= 1
+                self.acked += 1
+            del self.buffer[:4]
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost = exc or ConnectionError("closed")
+        if not self.connected.done():
+            self.connected.set_exception(self.lost)
+
+    def publish(self, name: bytes, payload: bytes) -> None:
+        assert self.transport is not None
+        self.next_id = self.next_id % 65535 + 1
+        self.unacked += 1
+        self.transport.write(_mqtt_packet(0x32, _mqtt_string(name) + self.next_id.to_bytes(2, "big") + payload))
+
+
+def _mqtt_string(data: bytes) -> bytes:
+    return len(data).to_bytes(2, "big") + data
+
+
+def _mqtt_packet(first: int, body: bytes) -> bytes:
+    length, encoded = len(body), bytearray()
+    while True:
+        byte, length = length % 128, length // 128
+        encoded.append(byte | (0x80 if length else 0))
+        if not length:
+            break
+    return bytes([first]) + bytes(encoded) + body
+
+
 async def _generate(arguments: argparse.Namespace) -> None:
+    """``--gateways`` raw MQTT gateways between them publishing ``--rate`` msg/s, on one timer."""
+    if arguments.generator == "adapter":
+        await _generate_with_adapter(arguments)
+        return
+    url = BrokerSettings(url=arguments.broker)
+    loop = asyncio.get_running_loop()
+    gateways = [f"bench-{arguments.offset + index:05d}" for index in range(arguments.gateways)]
+    clients: list[_RawGateway] = []
+    for first in range(0, len(gateways), 50):  # not a thousand TCP handshakes at once
+        batch = []
+        for gateway in gateways[first : first + 50]:
+            _, client = await loop.create_connection(functools.partial(_RawGateway, gateway), url.host, url.port)
+            batch.append(client)
+        await asyncio.gather(*(client.connected for client in batch))
+        clients.extend(batch)
+    templates = [_template(gateway) for gateway in gateways]
+    names = [topic(gateway, Channel.TELEMETRY).encode() for gateway in gateways]
+    interval = arguments.gateways / arguments.rate
+    start = time.time() + 1.0
+    end = start + arguments.duration
+    due = [start + interval * index / len(gateways) for index in range(len(gateways))]
+    seqs = [0] * len(gateways)
+    sent = 0
+    while True:
+        now = time.time()
+        if now >= end:
+            break
+        for index, at in enumerate(due):
+            if at <= now and at < end:
+                clients[index].publish(names[index], _payload(templates[index], seqs[index]))
+                seqs[index] += 1
+                due[index] = at + interval
+                sent += 1
+        await asyncio.sleep(0.005)
+    deadline = time.time() + 60
+    while any(client.unacked for client in clients) and time.time() < deadline:  # noqa: ASYNC110 - a poll of counters
+        await asyncio.sleep(0.05)
+    acked = sum(client.acked for client in clients)
+    for client in clients:
+        if client.transport is not None:
+            client.transport.write(b"\xe0\x00")  # DISCONNECT: no last will
+            client.transport.close()
+    cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+    stats = json.dumps({"sent": acked, "written": sent, "start": start, "end": time.time(), "cpu_s": cpu})
+    await asyncio.to_thread(Path(arguments.stats).write_text, stats)
+
+
+async def _generate_with_adapter(arguments: argparse.Namespace) -> None:
+    """The same load through bmsgate's own MQTT adapter (aiomqtt/paho), as the fleet agent publishes."""
     broker = BrokerSettings(url=arguments.broker)
     gateways = [f"bench-{arguments.offset + index:05d}" for index in range(arguments.gateways)]
     interval = arguments.gateways / arguments.rate
@@ -222,8 +380,85 @@ async def _generate(arguments: argparse.Namespace) -> None:
     async with asyncio.TaskGroup() as group:
         for index, gateway in enumerate(gateways):
             group.create_task(one(index, gateway))
-    stats = json.dumps({"sent": sent, "start": start, "end": time.time()})
+    cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+    stats = json.dumps({"sent": sent, "start": start, "end": time.time(), "cpu_s": cpu})
     await asyncio.to_thread(Path(arguments.stats).write_text, stats)
+
+
+# -- the API process and its probe -----------------------------------------------------------------------
+
+
+async def _api(arguments: argparse.Namespace) -> None:
+    """Serve the real API on the benchmark's store and poll it for new samples until SIGTERM."""
+    import httpx
+
+    from bmsgate.fleet.server.api.app import create_app
+    from bmsgate.fleet.server.api.ratelimit import RateLimit
+    from bmsgate.fleet.server.api.server import HttpServer
+    from bmsgate.fleet.server.api.settings import ApiSettings
+    from bmsgate.fleet.server.auth import Role, TokenStore
+    from bmsgate.fleet.server.live import LiveFeed
+
+    settings = (
+        StoreSettings(postgres_url=arguments.postgres) if arguments.postgres else StoreSettings(data_dir=arguments.data)
+    )
+    store = await open_store(settings)
+    tokens = TokenStore(Path(arguments.stats).parent / "api-tokens")
+    token = tokens.create(Role.VIEWER, "bench")
+
+    async def no_commands(gateway_id: str, command: object) -> None:
+        raise RuntimeError("the benchmark sends no commands")
+
+    # The probe asks more often than a dashboard user may (1,200 requests/min per token).
+    api_settings = ApiSettings(token_limit=RateLimit(per_minute=60_000, burst=1000))
+    app = create_app(store=store, tokens=tokens, feed=LiveFeed(), send_command=no_commands, settings=api_settings)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    ages: list[float] = []
+    errors = 0
+    step = max(1, arguments.gateways // arguments.probe_gateways)
+    probed = [f"bench-{index:05d}" for index in range(0, arguments.gateways, step)][: arguments.probe_gateways]
+    newest: dict[str, float] = {}
+    async with (
+        HttpServer(app, port=0) as server,
+        httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as http,
+    ):
+        await asyncio.to_thread(Path(arguments.stats).write_text, json.dumps({"ready": True}))
+        pause = arguments.probe_interval / len(probed)
+        while not stop.is_set():
+            for gateway in probed:
+                try:
+                    response = await http.get(f"/api/v1/gateways/{gateway}")
+                except httpx.HTTPError:
+                    errors += 1
+                    continue
+                now = time.time()
+                if response.status_code == 200:
+                    batteries = response.json()["batteries"]
+                    at = batteries[0]["at"] if batteries else None
+                    if at is not None and at > newest.get(gateway, 0.0):
+                        if gateway in newest:  # the first one seen may be from before the probe started
+                            ages.append(now - at)
+                        newest[gateway] = at
+                elif response.status_code != 404:
+                    errors += 1
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pause)
+                if stop.is_set():
+                    break
+    cpu = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+    final = json.dumps({"ready": True, "ages": ages, "errors": errors, "cpu_s": cpu})
+    await asyncio.to_thread(Path(arguments.stats).write_text, final)
+    await store.close()
+
+
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux ``/proc``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- the driver -------------------------------------------------------------------------------------------
@@ -285,7 +520,7 @@ def _drive(arguments: argparse.Namespace) -> None:
         if not postgres:  # migrate once, before several workers race for it
             asyncio.run(_migrate(directory / "data"))
         workers = []
-        for worker in range(arguments.workers):
+        for worker in range(1 if arguments.pool else arguments.workers):
             stats = directory / f"ingest-{worker}.json"
             extra = ["--profile"] if arguments.profile and worker == 0 else []
             workers.append(stats)
@@ -305,6 +540,9 @@ def _drive(arguments: argparse.Namespace) -> None:
                     str(arguments.batch),
                     "--delay",
                     str(arguments.delay),
+                    *(["--python-gc"] if arguments.python_gc else []),
+                    *(["--pool"] if arguments.pool else []),
+                    *(["--alarms"] if arguments.alarms else []),
                     *extra,
                 )
             )
@@ -313,6 +551,28 @@ def _drive(arguments: argparse.Namespace) -> None:
             if time.time() > deadline:
                 sys.exit("ingest did not connect")
             time.sleep(0.1)
+        api_stats = directory / "api.json"
+        if arguments.api:
+            processes.append(
+                _spawn(
+                    "api",
+                    *store_args,
+                    "--stats",
+                    str(api_stats),
+                    "--gateways",
+                    str(arguments.gateways),
+                    "--probe-gateways",
+                    str(arguments.probe_gateways),
+                    "--probe-interval",
+                    str(arguments.probe_interval),
+                )
+            )
+            deadline = time.time() + 30
+            while not _read(api_stats).get("ready"):
+                if time.time() > deadline:
+                    sys.exit("the API did not start")
+                time.sleep(0.1)
+        broker_cpu_before = _process_cpu_s(broker.pid)
         generators = []
         per = arguments.gateways // arguments.generators
         for index in range(arguments.generators):
@@ -334,6 +594,8 @@ def _drive(arguments: argparse.Namespace) -> None:
                         str(arguments.duration),
                         "--stats",
                         str(stats),
+                        "--generator",
+                        arguments.generator,
                     ),
                 )
             )
@@ -345,12 +607,29 @@ def _drive(arguments: argparse.Namespace) -> None:
         deadline = time.time() + 120
         while sum(_read(path).get("messages", 0) for path in workers) < sent and time.time() < deadline:
             time.sleep(0.2)
+        broker_cpu = _process_cpu_s(broker.pid) - broker_cpu_before
+        generator_cpu = sum(_read(path).get("cpu_s", 0.0) for path, _ in generators)
         for process in processes:
             process.send_signal(signal.SIGTERM)
         for process in processes:
             process.wait(60)
         finals = [_read(path) for path in workers]
         _report(arguments, sent, min(starts), max(ends), finals, directory, bool(postgres))
+        print(
+            f"beside ingest: load generators {generator_cpu:.1f} s CPU "
+            f"({generator_cpu / max(sent, 1) * 1e6:.0f} us/message), Mosquitto {broker_cpu:.1f} s CPU "
+            f"({broker_cpu / max(sent, 1) * 1e6:.0f} us/message)"
+        )
+        if arguments.api:
+            api = _read(api_stats)
+            ages = api.get("ages", [])
+            print(
+                f"publish -> visible through the API (GET /api/v1/gateways/{{id}}, {arguments.probe_gateways} "
+                f"gateways each polled every {arguments.probe_interval} s): {len(ages)} samples, "
+                f"p50 {_percentile(ages, 0.5):.3f} s, p99 {_percentile(ages, 0.99):.3f} s, "
+                f"max {max(ages, default=float('nan')):.3f} s; API errors {api.get('errors')}, "
+                f"API process CPU {api.get('cpu_s', float('nan')):.1f} s"
+            )
     finally:
         for process in processes:
             if process.poll() is None:
@@ -450,7 +729,7 @@ async def _registry(arguments: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("role", nargs="?", default="drive", choices=["drive", "serve", "generate", "registry"])
+    parser.add_argument("role", nargs="?", default="drive", choices=["drive", "serve", "generate", "registry", "api"])
     parser.add_argument("--gateways", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=5000)
     parser.add_argument("--duration", type=float, default=20)
@@ -460,6 +739,19 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.5)
     parser.add_argument("--postgres")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--python-gc", action="store_true", help="keep Python's GC thresholds in the ingest")
+    parser.add_argument(
+        "--pool", action="store_true", help="--workers as fleet serve --ingest-workers runs them (IngestWorkers)"
+    )
+    parser.add_argument(
+        "--alarms", action="store_true", help="the alarm engine observes the batches, as in fleet serve"
+    )
+    parser.add_argument(
+        "--generator", choices=["raw", "adapter"], default="raw", help="raw MQTT sockets, or bmsgate's adapter"
+    )
+    parser.add_argument("--no-api", dest="api", action="store_false", help="skip the API visibility probe")
+    parser.add_argument("--probe-gateways", type=int, default=5)
+    parser.add_argument("--probe-interval", type=float, default=0.2)
     parser.add_argument("--broker")
     parser.add_argument("--data", type=Path)
     parser.add_argument("--worker", type=int, default=0)
@@ -470,6 +762,8 @@ def main() -> None:
         asyncio.run(_serve(arguments))
     elif arguments.role == "generate":
         asyncio.run(_generate(arguments))
+    elif arguments.role == "api":
+        asyncio.run(_api(arguments))
     elif arguments.role == "registry":
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         asyncio.run(_registry(arguments))

@@ -51,6 +51,13 @@ def add_fleet_parsers(actions: Any) -> None:
     serve.add_argument("--public-host", metavar="NAME", help="the name gateways reach this server by")
     serve.add_argument("--tile-url", metavar="URL", help="map tile server URL template (default: offline outline)")
     serve.add_argument("--config", metavar="FILE", type=Path, help="YAML with alarms:, notify: and retention: sections")
+    serve.add_argument(
+        "--ingest-workers",
+        type=int_range(1, 64),
+        default=1,
+        help="ingest processes sharing the telemetry (default 1: in the server process, best on 2 cores; "
+        "see docs/fleet/storage-and-alarms.md)",
+    )
     serve.set_defaults(handler=_serve)
 
     demo = actions.add_parser(
@@ -111,6 +118,7 @@ def _serve_settings(args: argparse.Namespace) -> Any:
         "artifacts_port": args.artifacts_port or None,
         "public_host": args.public_host,
         "tile_url": args.tile_url,
+        "ingest_workers": args.ingest_workers,
     }
     source = ""
     problems: list[ConfigProblem] = []
@@ -172,6 +180,9 @@ async def _main_task(coroutine: Any) -> int:
 def _serve(args: argparse.Namespace) -> int:
     _logging()
     settings = _serve_settings(args)
+    from bmsgate.fleet.server.ingest import tune_gc_for_ingest  # noqa: PLC0415 - needs the [fleet] extra
+
+    tune_gc_for_ingest()  # this process runs the ingest (or hands the workers' batches on): worth it
     return asyncio.run(_main_task(_serve_until_stopped(settings)))
 
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Final
 
-from bmsgate.fleet.protocol import EventKind, FleetMessageError, LocationFix, StateMessage, TelemetryMessage
+from bmsgate.fleet.protocol import EventKind, LocationFix, StateMessage, TelemetryMessage
 from bmsgate.fleet.server.alarm_rules import (
     BMS_PREFIX,
     AlarmSettings,
@@ -52,6 +52,7 @@ from bmsgate.fleet.server.store.repository import (
     UnknownRecord,
     WriteResult,
 )
+from bmsgate.fleet.server.store.snapshots import read_snapshot
 
 __all__ = ["AlarmEngine"]
 
@@ -168,11 +169,10 @@ class AlarmEngine:
             if reading.stale or reading.snapshot is None:
                 continue  # stale data is not evidence of anything now
             try:
-                snapshot = reading.to_snapshot()
-            except FleetMessageError:
-                snapshot = None  # counted by the store as a rejected snapshot already
-            if snapshot is None:
-                continue
+                # reading.to_snapshot()'s result, a fifth of its cost (ingest's reader, held to it by tests)
+                snapshot = read_snapshot(reading.snapshot)
+            except (ValueError, TypeError, ArithmeticError):
+                continue  # counted by the store as a rejected snapshot already
             values: Mapping[str, Any] = {
                 "soc": snapshot.soc,
                 "cell_delta": snapshot.cell_delta,

@@ -31,7 +31,7 @@ from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.broker import SERVER_STATUS_TOPIC, BrokerOptions, FleetBroker
 from bmsgate.fleet.server.datadir import DataDir
 from bmsgate.fleet.server.devices import DeviceRegistry
-from bmsgate.fleet.server.ingest import Ingest
+from bmsgate.fleet.server.ingest import Ingest, IngestWorkers
 from bmsgate.fleet.server.live import LiveFeed
 from bmsgate.fleet.server.notify import Notifier, NotifySettings
 from bmsgate.fleet.server.rollouts.service import RolloutService, SignDesired
@@ -81,6 +81,9 @@ class FleetServerSettings(BaseModel):
     """Overrides of the store's retention settings (``raw_retention_days``, ... of ``StoreSettings``)."""
     alarms: AlarmSettings = AlarmSettings()
     notify: NotifySettings = NotifySettings()
+    ingest_workers: int = Field(default=1, ge=1, le=64)
+    """Ingest processes: 1 runs ingest in the server process (best on 2 cores); N > 1 starts N worker
+    processes on a shared subscription (see :mod:`bmsgate.fleet.server.ingest.workers`)."""
 
 
 class CommandPublisher:
@@ -146,7 +149,8 @@ class RunningServer:
     admin_token: str | None
     """The first admin token, only on the very first start of a data directory (shown once)."""
     store: Repository
-    ingest: Ingest
+    ingest: Ingest | IngestWorkers
+    """The in-process ingest, or the worker processes (both offer ``counters`` and ``connected``)."""
     alarms: AlarmEngine
     feed: LiveFeed
     broker: FleetBroker | None
@@ -205,7 +209,13 @@ class FleetServer:
         feed = LiveFeed()
         notifier = Notifier(settings.notify, store) if _notifies(settings.notify) else None
         alarms = AlarmEngine(store, settings=settings.alarms, feed=feed, notifier=notifier)
-        ingest = Ingest(store, ingest_broker, feed=feed, observers=[alarms])
+        ingest: Ingest | IngestWorkers
+        if settings.ingest_workers > 1:
+            ingest = IngestWorkers(
+                store_settings, ingest_broker, workers=settings.ingest_workers, feed=feed, observers=[alarms]
+            )
+        else:
+            ingest = Ingest(store, ingest_broker, feed=feed, observers=[alarms])
         commands = CommandPublisher(ingest_broker)
         self._stack.push_async_callback(commands.close)
         packs = PackRepository(data.root / "tuf")

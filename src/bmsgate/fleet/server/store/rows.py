@@ -3,7 +3,8 @@
 A sample row is ``(gateway, battery, at, *NUMERIC_FIELDS, cells)``; the backends differ only in how
 ``cells`` is stored (SQLite: packed little-endian doubles, PostgreSQL: ``double precision[]``). Derived values
 (power, cell statistics, temperature statistics) come from :class:`~bmsgate.model.BatterySnapshot` itself,
-the one place they are computed.
+the one place they are computed. A reading's snapshot is read with :mod:`.snapshots` (``from_dict`` and
+``to_dict``'s results, at a fraction of their cost).
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ from bmsgate.fleet.server.store.repository import (
     StoreError,
     WriteResult,
     series_field_is_valid,
+)
+from bmsgate.fleet.server.store.snapshots import (
+    all_finite,
+    full_form,
+    read_finite_snapshot,
+    with_finite_derived,
 )
 from bmsgate.model import BatterySnapshot
 
@@ -124,20 +131,9 @@ SampleValues = tuple[Any, ...]
 """``(gateway, battery, at, *numeric, cells)`` with ``cells`` a tuple of floats (the backend encodes it)."""
 
 
-def _numbers(snapshot: BatterySnapshot) -> tuple[float | None, ...]:
-    cell_min = snapshot.cell_min
-    cell_max = snapshot.cell_max
-    derived: dict[str, float | None] = {
-        "power": snapshot.power,
-        "cell_min": None if cell_min is None else cell_min.voltage,
-        "cell_max": None if cell_max is None else cell_max.voltage,
-        "cell_mean": snapshot.cell_mean,
-        "cell_delta": snapshot.cell_delta,
-        "temperature_min": snapshot.temperature_min,
-        "temperature_max": snapshot.temperature_max,
-        "temperature_mean": snapshot.temperature_mean,
-    }
-    return tuple(derived[name] if name in derived else getattr(snapshot, name) for name in NUMERIC_FIELDS)
+def _numbers(full: dict[str, Any], snapshot: BatterySnapshot) -> tuple[float | None, ...]:
+    """A sample's numbers: from the full form, which has all but the temperature extremes (the snapshot's)."""
+    return tuple(full[name] if name in full else getattr(snapshot, name) for name in NUMERIC_FIELDS)
 
 
 class TelemetryRows:
@@ -147,8 +143,8 @@ class TelemetryRows:
 
     def __init__(self) -> None:
         self.samples: list[SampleValues] = []
-        self.batteries: list[tuple[str, str, float, float | None, bool, BatterySnapshot | None]] = []
-        """``(gateway, battery, at, age_s, stale, snapshot or None)``."""
+        self.batteries: list[tuple[str, str, float, float | None, bool, dict[str, Any] | None]] = []
+        """``(gateway, battery, at, age_s, stale, full snapshot JSON form or None)``."""
         self.rejected = 0
 
 
@@ -160,19 +156,19 @@ def telemetry_rows(message: TelemetryMessage) -> TelemetryRows:
         if reading.snapshot is not None:
             try:
                 # NaN and infinities pass JSON parsing but have no place in a reading (nor in JSON).
-                dumps(reading.snapshot)
-                snapshot = reading.to_snapshot()
+                snapshot = read_finite_snapshot(reading.snapshot)
             except Exception:  # noqa: BLE001 - FleetMessageError/ValueError; anything else from a hostile snapshot too
                 rows.rejected += 1
                 continue
         if snapshot is None:
             rows.batteries.append((message.gateway, reading.id, message.at, reading.age_s, True, None))
             continue
-        numbers = _numbers(snapshot)
-        if not all(value is None or math.isfinite(value) for value in numbers):
+        full = full_form(snapshot)
+        numbers = _numbers(full, snapshot)
+        if not all_finite(numbers):
             rows.rejected += 1  # e.g. a huge voltage times a current overflows the power
             continue
-        rows.batteries.append((message.gateway, reading.id, message.at, reading.age_s, reading.stale, snapshot))
+        rows.batteries.append((message.gateway, reading.id, message.at, reading.age_s, reading.stale, full))
         if not reading.stale:
             # A stale reading repeats an old one: it is the latest known, not a new sample.
             rows.samples.append((message.gateway, reading.id, message.at, *numbers, tuple(snapshot.cell_voltages)))
@@ -366,14 +362,11 @@ def mapping_or_empty(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return value if value is not None else {}
 
 
-def _full_json(snapshot: BatterySnapshot | None) -> str | None:
-    """The full JSON form; None when a derived value overflows (the sample itself was checked)."""
-    if snapshot is None:
+def _full_json(full: dict[str, Any] | None) -> str | None:
+    """The full JSON form as text; None when a derived value overflows (the sample itself was checked)."""
+    if full is None or not with_finite_derived(full):
         return None
-    try:
-        return dumps(snapshot.to_dict())
-    except ValueError:
-        return None
+    return jsoncodec.dumps(full)
 
 
 class BatchRows:
