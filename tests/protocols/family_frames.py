@@ -341,9 +341,68 @@ EJ_SINGLE_FRAME: Final = FamilyCapture(
     vector="single-frame",
 )
 
+AG: Final = FamilyCapture(
+    "ag",
+    {
+        "realtime": [
+            b":0082500080000101C00000880CE00CE10CDF0CE100000000000000000000000000000000000000000000000000000"
+            b"14E2E2A2A2AF002000000003F003F3C02~"
+        ],
+        "capacity": [b":009031001E0000024E03E803E8A1~"],
+    },
+    AIOBMSBLE.format("tests/bms/test_ag_bms.py (MockAGBleakClient)"),
+    {
+        "voltage": 13.185,
+        "current": -3.34,
+        "soc": 60,
+        "cycles": 63,
+        "remaining_capacity": 59.0,
+        "cell_voltages": [3.296, 3.297, 3.295, 3.297],
+        "temperatures": [6.0],
+        "alarms": [],
+        "balancing": False,
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        "heating": False,
+    },
+)
+
+REDODO: Final = FamilyCapture(
+    "redodo",
+    {
+        "status": _frames(
+            "000065019355aa0046660000bc670000f50cf70cfc0cfb0cf80cf20cfa0cf50c0000000000000000000000000000000065faffff"
+            "17001600feff00000000e91a0429000000000000000000000000000000000000000000000000410064000000030000005f010000a2"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_redodo_bms.py (MockRedodoBleakClient)"),
+    {
+        # aiobmsble states 26.556 V, the cell sum at offset 12; the frame's comment says "26.182V, cellVS
+        # 26.556V": the litime definition reports offset 8 as the pack voltage (docs/protocols/litime.md).
+        "extras.cell_voltage_sum": 26.556,
+        "voltage": 26.182,
+        "current": -1.435,
+        "soc": 65,
+        "soh": 100,
+        "remaining_capacity": 68.89,
+        "design_capacity": 105,
+        "cycles": 3,
+        "cell_voltages": [3.317, 3.319, 3.324, 3.323, 3.320, 3.314, 3.322, 3.317],
+        # aiobmsble: [23, 22, -2] with 22 (offset 54) as a cell sensor; it is the MOSFET sensor.
+        "temperatures": [23.0, -2.0],
+        "mosfet_temperature": 22.0,
+        "extras.protection_code": 0,
+        "heating": False,
+        "balancing": False,
+        "alarms": [],
+    },
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
+    AG,
+    REDODO,
     PACE,
     VATRER,
     GOBEL,

@@ -24,11 +24,12 @@ if TYPE_CHECKING:
 
 __all__ = ["CONSTRUCTS", "ENGINE_VERSION", "constructs_used", "unknown_constructs"]
 
-ENGINE_VERSION: Final = 3
+ENGINE_VERSION: Final = 4
 """The protocol engine's level: raised whenever a construct is added to :data:`CONSTRUCTS`.
 
 Level 2 added ``sign_magnitude`` (TDT / Wattcycle currents); level 3 ``text`` (hex-text framing: E&J, AG,
-Topband), ``difference``, ``derive.voltage_from_cells`` and the ``sum8_not`` checksum."""
+Topband), ``difference``, ``derive.voltage_from_cells`` and the ``sum8_not`` checksum; level 4 ``aliases`` (family ids
+that are one protocol)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -60,6 +61,7 @@ _TYPE_CONSTRUCTS: Final[Mapping[str, str]] = {
     "u64": "unsigned 64-bit fields",
 }
 _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
+    "aliases": "other family ids that are this protocol with other discovery data (engine 4)",
     "check_end": "an end marker written but not required on received frames (check_end: false)",
     "commands": "write commands (MOSFET switching)",
     "connect": "requests sent once per connection (when: connect)",
@@ -130,6 +132,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
     framing = definition.framing
     used = _checksum(framing.checksum) | _checksum(framing.request_checksum)
     flags = {
+        "aliases": bool(definition.aliases),
         "check_end": not framing.check_end,
         "commands": bool(definition.commands),
         "connect": any(request.when == "connect" for request in definition.requests),
