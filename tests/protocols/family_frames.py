@@ -398,11 +398,103 @@ REDODO: Final = FamilyCapture(
     },
 )
 
+# Topband frames as aiobmsble's tests publish them: a binary type byte, 112 hex digits, garbage around them.
+_TOPBAND_ECTIVE: Final = (
+    b"6F2\x00^84350000F8CDFFFF2CF9020097016200E10B000000005E0D710D650D5E0D00000000000000000000000000000000000000000"
+    b"0000000094F\xafF833000000000000\x00\x00\x00\x00\x00\x00\x00\x00"
+)
+_TOPBAND_STATED: Final = {
+    "voltage": 13.7,
+    "current": -12.808,
+    "soc": 98,
+    "cycles": 407,
+    "remaining_capacity": 194.86,
+    "cell_voltages": [3.422, 3.441, 3.429, 3.422],
+    "temperatures": [30.95],
+    "extras.problem_code": 0,
+    "alarms": [],
+}
+TOPBAND: Final = FamilyCapture(
+    "topband",
+    {"status": [_TOPBAND_ECTIVE]},
+    AIOBMSBLE.format("tests/bms/test_topband_bms.py (_PROTO_DEFS 0x5E, Ective)"),
+    _TOPBAND_STATED,
+)
+TOPBAND_STARTCRAFT: Final = FamilyCapture(
+    "topband",
+    {
+        "status": [
+            b"\x836234000076FEFFFF888A010016006200530B008007B4160D170D190D1C0D000000000000000000000000000000000000000"
+            b"00000000007C2" + b"\x11" * 8
+        ]
+    },
+    AIOBMSBLE.format("tests/bms/test_topband_bms.py (_PROTO_DEFS 0x83, StartCraft)"),
+    {
+        "voltage": 13.41,
+        "current": -0.394,
+        "soc": 98,
+        "cycles": 22,
+        "remaining_capacity": 101,
+        "cell_voltages": [3.35, 3.351, 3.353, 3.356],
+        "temperatures": [16.75],
+        "extras.problem_code": 0,
+        "alarms": [],
+    },
+    vector="startcraft",
+)
+TOPBAND_KILOVAULT: Final = FamilyCapture(
+    "topband",
+    {
+        "status": [
+            b"\xb0903300003EFEFFFF340F03007D005E00910B00010000DE0C080DE20C050D000000000000000000000000000000000000000"
+            b"00000000007BA" + b"R" * 8
+        ]
+    },
+    AIOBMSBLE.format("tests/bms/test_topband_bms.py (_PROTO_DEFS 0xB0, KiloVault)"),
+    {
+        "voltage": 13.2,
+        "current": -0.45,
+        "soc": 94,
+        "cycles": 125,
+        "remaining_capacity": 200.5,
+        "cell_voltages": [3.294, 3.336, 3.298, 3.333],
+        "temperatures": [22.95],
+        "extras.problem_code": 0,
+        "alarms": [],
+    },
+    vector="kilovault",
+)
+PWRXTREME: Final = FamilyCapture(
+    "pwrxtreme",
+    {
+        "status": [
+            b"^C334000000000000203C030001006400B40B00000100100D3C0D3D0D3A0D00000000000000000000000000000000000000"
+            b"00000000000372"
+        ]
+    },
+    AIOBMSBLE.format("tests/bms/test_pwrxtreme_bms.py (_PROTO_DEFS 0x5E, PowerXtreme X210)"),
+    {
+        "voltage": 13.507,
+        "current": 0.0,
+        "soc": 100,
+        "cycles": 1,
+        "remaining_capacity": 212.0,
+        "cell_voltages": [3.344, 3.388, 3.389, 3.386],
+        "temperatures": [26.45],
+        "extras.problem_code": 0,
+        "alarms": [],
+    },
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
     AG,
     REDODO,
+    TOPBAND,
+    TOPBAND_STARTCRAFT,
+    TOPBAND_KILOVAULT,
+    PWRXTREME,
     PACE,
     VATRER,
     GOBEL,
@@ -425,7 +517,24 @@ class ProblemFrame:
     stated: dict[str, object]
 
 
+_TOPBAND_PROBLEM: Final = (
+    b"^8435000038CDFFFF2CF9020097016200E10B{}0000005E0D710D650D5E0D000000000000000000000000000000000000000000000000{}"
+)
 PROBLEM_FRAMES: Final[tuple[ProblemFrame, ...]] = (
+    ProblemFrame(
+        TOPBAND,
+        "status",
+        _TOPBAND_PROBLEM.replace(b"{}", b"01", 1).replace(b"{}", b"0890"),
+        AIOBMSBLE.format("tests/bms/test_topband_bms.py test_problem_response (first_bit, problem_code 1)"),
+        {"extras.problem_code": 1, "alarms": ["system_fault"], "current": -13.0},
+    ),
+    ProblemFrame(
+        TOPBAND,
+        "status",
+        _TOPBAND_PROBLEM.replace(b"{}", b"80", 1).replace(b"{}", b"090F"),
+        AIOBMSBLE.format("tests/bms/test_topband_bms.py test_problem_response (last_bit, problem_code 128)"),
+        {"extras.problem_code": 128, "alarms": ["system_fault"], "current": -13.0},
+    ),
     ProblemFrame(
         EJ_SINGLE_FRAME,
         "realtime",

@@ -64,8 +64,6 @@ def test_bad_aliases_are_refused_with_a_reason(edit: tuple[str, str], reason: st
 
 
 def test_two_aliases_of_one_id_are_refused() -> None:
-    doubled = EJ.replace(
-        "  - id: ag\n", "  - id: ag\n    title: again\n  - id: ag\n", 1
-    )
+    doubled = EJ.replace("  - id: ag\n", "  - id: ag\n    title: again\n  - id: ag\n", 1)
     with pytest.raises(DefinitionError, match="repeats"):
         definition_from_text(doubled)

@@ -143,7 +143,9 @@ class CompiledProtocol:
         The frame itself, or its hex text between the markers (hex-text framing).
         """
         framing = self.definition.framing
-        return frame if framing.text is None else to_wire(frame, framing)
+        if framing.text is None or not frame:  # an empty request (listen) is nothing on the wire either
+            return frame
+        return to_wire(frame, framing)
 
     def check_frame(self, raw: bytes) -> Frame:
         """Validate a complete frame (see `FrameChecker.check`)."""
@@ -285,7 +287,7 @@ def compile_definition(definition: ProtocolDefinition) -> CompiledProtocol:
     """Compile a definition (do this once; the result is safe to share between tasks and threads)."""
     compiled = CompiledProtocol(definition)
     for request in definition.requests:
-        if not compiled.request_checksum_ok(request.frame):
+        if request.frame and not compiled.request_checksum_ok(request.frame):
             raise DefinitionError(
                 "checksum of the request frame is wrong",
                 source=definition.source,

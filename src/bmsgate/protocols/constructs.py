@@ -29,7 +29,8 @@ ENGINE_VERSION: Final = 4
 
 Level 2 added ``sign_magnitude`` (TDT / Wattcycle currents); level 3 ``text`` (hex-text framing: E&J, AG,
 Topband), ``difference``, ``derive.voltage_from_cells`` and the ``sum8_not`` checksum; level 4 ``aliases`` (family ids
-that are one protocol)."""
+that are one protocol), ``starts`` (several one-byte frame types in front of hex text, Topband) and ``listen``
+(a streaming request that writes nothing)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -70,7 +71,9 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "fixed_length": "frames of a fixed length instead of a length field",
     "ignore_chunks": "received chunks dropped as a whole",
     "index": "one reply spread over numbered frames",
+    "listen": "a streaming request that writes nothing: the BMS sends on its own (frame: ''; engine 4)",
     "request_checksum": "requests checked differently from replies",
+    "starts": "several start markers, one per frame type, in front of hex text (engine 4)",
     "status": "a status byte that refuses a request",
     "streaming": "replies the BMS keeps sending after one request",
     "text": "frames sent as hex text between ASCII markers (text: hex; engine 3)",
@@ -140,7 +143,9 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "fixed_length": framing.fixed_length is not None,
         "ignore_chunks": bool(framing.ignore_chunks),
         "index": any(reply.index is not None for reply in definition.replies.values()),
+        "listen": any(not request.frame for request in definition.requests),
         "request_checksum": framing.request_checksum is not None,
+        "starts": bool(framing.starts),
         "status": framing.status is not None,
         "streaming": any(request.streaming for request in definition.requests),
         "text": framing.text is not None,

@@ -185,6 +185,12 @@ class RequestSpec(_Strict):
     streaming: bool = False
     """The BMS keeps sending this reply after one request; re-send only when no fresh frame came."""
 
+    @model_validator(mode="after")
+    def _listen_streams(self) -> Self:
+        if not self.frame and not (self.streaming and self.reply is not None):
+            raise ValueError("an empty frame (listen: nothing is written) needs streaming: true and a reply")
+        return self
+
 
 _PLACEHOLDER: Final = re.compile(r"\{(?P<name>[a-z][a-z0-9_]*):(?P<type>u8|u16be|u16le|u32be|u32le)\}")
 PLACEHOLDER_SIZES: Final = {"u8": 1, "u16be": 2, "u16le": 2, "u32be": 4, "u32le": 4}
@@ -316,7 +322,6 @@ class ProtocolAlias(_Strict):
         if not _NAME_FORM.fullmatch(value):
             raise ValueError("use lowercase letters, digits, '-' and '_' (e.g. 'ag')")
         return value
-
 
 
 class ProtocolDefinition(_Strict, CanonicalModel):

@@ -53,7 +53,8 @@ class FrameChecker:
 
     def __init__(self, framing: FramingSpec) -> None:
         self.framing = framing
-        self._start = framing.start
+        # Several start markers (hex-text frame types) as a tuple: bytes.startswith takes either.
+        self._start: bytes | tuple[bytes, ...] = tuple(framing.starts) if framing.starts else framing.start
         self._end = framing.end if framing.check_end else None
         self._fixed = framing.fixed_length
         length = framing.length
@@ -113,7 +114,9 @@ class FrameChecker:
         """
         size = len(raw)
         if not raw.startswith(self._start):
-            raise FrameError(f"frame does not start with {self._start.hex().upper()}: {raw[:8].hex().upper()}")
+            markers = self._start if isinstance(self._start, tuple) else (self._start,)
+            wanted = " or ".join(marker.hex().upper() for marker in markers)
+            raise FrameError(f"frame does not start with {wanted}: {raw[:8].hex().upper()}")
         if size < self.header_size:
             raise FrameError(f"frame of {size} bytes is shorter than its {self.header_size}-byte header")
         if self._fixed is not None:

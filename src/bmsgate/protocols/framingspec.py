@@ -95,7 +95,11 @@ class FramingSpec(_Strict):
     text: Literal["hex"] | None = None
     """``hex``: between the start and end markers the wire carries text, two hex digits per byte (E&J, AG,
     Topband). Frames are the markers around the decoded bytes, so every offset counts in bytes; the end
-    marker delimits a frame, the length field (if any) is a check."""
+    marker delimits a frame, the length field (if any) is a check. Without an end marker a ``fixed_length``
+    delimits it (Topband)."""
+    starts: list[HexBytes] = []
+    """Hex-text framing only: every start marker a reply may begin with, `start` among them (Topband's
+    one-byte frame types ``5E``/``83``/``B0``/``E8`` in front of the text); requests use `start`."""
 
     @field_validator("start")
     @classmethod
@@ -110,6 +114,8 @@ class FramingSpec(_Strict):
             self._check_text()
         elif (self.length is None) == (self.fixed_length is None):
             raise ValueError("give exactly one of 'length' and 'fixed_length'")
+        if self.text is None and self.starts:
+            raise ValueError("'starts' needs hex-text framing (text: hex)")
         if self.text is None and (
             (self.length is not None and self.length.counts == "text")
             or any(spec is not None and spec.over == "text" for spec in (self.checksum, self.request_checksum))
@@ -122,12 +128,16 @@ class FramingSpec(_Strict):
         return self
 
     def _check_text(self) -> None:
-        if not self.end:
-            raise ValueError("hex-text framing needs an end marker (it delimits the frames)")
+        if not self.end and self.fixed_length is None:
+            raise ValueError("hex-text framing needs an end marker or a fixed_length (they delimit the frames)")
         if self.length is not None and self.fixed_length is not None:
             raise ValueError("give at most one of 'length' and 'fixed_length'")
+        if self.starts and self.start not in self.starts:
+            raise ValueError("'starts' must include 'start' (the marker requests are sent with)")
+        if any(len(marker) != len(self.start) for marker in self.starts):
+            raise ValueError("every marker in 'starts' needs the length of 'start'")
         hex_digits = frozenset(b"0123456789abcdefABCDEF")
-        if any(byte in hex_digits for byte in self.start + self.end):
+        if any(byte in hex_digits for byte in b"".join([self.start, self.end or b"", *self.starts])):
             raise ValueError("hex-text markers must not be hex digits (a frame's text could not be told from them)")
 
     @property

@@ -382,7 +382,8 @@ class PollSession:
         actions.append(_DISCARD)
         self._assembler.reset()
         self._backlog.clear()
-        actions.append(Write(self.protocol.wire(request.frame)))
+        if request.frame:  # an empty frame listens: the BMS sends on its own (Topband)
+            actions.append(Write(self.protocol.wire(request.frame)))
         if request.streaming:
             self._streaming_started = True
         if request.reply is None:

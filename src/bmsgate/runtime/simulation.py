@@ -291,7 +291,9 @@ class VirtualBms:
         self.protocol = protocol
         self.pack = pack
         self._buffer = bytearray()
-        self._requests = [(protocol.wire(request.frame), request.reply) for request in protocol.definition.requests]
+        self._requests = [
+            (protocol.wire(request.frame), request.reply) for request in protocol.definition.requests if request.frame
+        ]
         self._commands = [
             _compile_command_pattern(name, spec, protocol) for name, spec in protocol.definition.commands.items()
         ]
@@ -302,7 +304,11 @@ class VirtualBms:
         self._append = dict(simulator.append)
         self._streaming = {request.reply for request in protocol.definition.requests if request.streaming}
         self.stream_interval = simulator.stream_interval
-        self.streaming_key: int | None = None
+        self.listen_key: int | None = next(
+            (request.reply for request in protocol.definition.requests if not request.frame), None
+        )
+        """The reply a BMS that is never asked (an empty request frame: listen) sends on its own."""
+        self.streaming_key: int | None = self.listen_key
         """The reply the BMS keeps sending on its own since a streaming request (None: not streaming)."""
 
     def state(self) -> dict[str, Any]:

@@ -107,6 +107,11 @@ class SimulatorTransport(Transport):
         if self._chance(self.faults.refuse_connect):
             raise ConnectError(f"{self.description}: connection refused (injected)", battery_id=self.battery_id)
         self.connects += 1
+        self.bms.streaming_key = self.bms.listen_key
+        if self.bms.streaming_key is not None and not self.faults.silent:
+            # A BMS that is never asked streams from the moment the link is up.
+            self._streaming = True
+            asyncio.get_running_loop().call_later(self.bms.stream_interval, self._stream_tick, self._generation)
 
     async def _do_close(self) -> None:
         self._generation += 1
