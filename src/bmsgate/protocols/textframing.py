@@ -32,9 +32,9 @@ _BUFFER_FRAMES: Final = 4
 
 def to_wire(frame: bytes, framing: FramingSpec) -> bytes:
     """The wire form of a frame: its markers around the upper-case hex of the bytes between them."""
-    start, end = framing.start, framing.end or b""
-    body = frame[len(start) : len(frame) - len(end)]
-    return start + body.hex().upper().encode() + end
+    size, end = len(framing.start), framing.end or b""
+    body = frame[size : len(frame) - len(end)]
+    return frame[:size] + body.hex().upper().encode() + end  # the frame's own marker (Topband's frame type)
 
 
 class TextFrameAssembler:
