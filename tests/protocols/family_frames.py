@@ -486,6 +486,60 @@ PWRXTREME: Final = FamilyCapture(
     },
 )
 
+_SEPLOS_V2_PARALLEL: Final = (
+    "7E1400620000300000100CF40CEE060B930B7F0BB60B8D00D714B411140720D0020820D0007103E814B90700020308{}0D"
+)
+SEPLOS_V2: Final = FamilyCapture(
+    "seplos-v2",
+    {
+        "device_info": _frames(
+            "7E14005100002443414E3A504E475F4459455F4C7578705F544242313130312D5350373620100601014601A26C0D"
+        ),
+        "pack": _frames(
+            "7E14026100006A0002100CF00CF10CF10CF10CF10CF00CF10CF30CEF0CF00CF10CF10CF10CF00CF10CF1060B8F0B890B8A0B93"
+            "0BC00B9802AD14B4383A066D6002026D60008003E814BB00000000000000000000000000000000000000000000000002030800"
+            "0000000000000000000000C1D70D"
+        ),
+        "parallel": _frames(_SEPLOS_V2_PARALLEL.format("00000000000000007631")),
+    },
+    AIOBMSBLE.format("tests/bms/test_seplos_v2_bms.py (MockSeplosv2BleakClient)"),
+    {
+        "voltage": 53.0,
+        "current": 6.85,
+        "soc": 51.4,
+        "soh": 100.0,
+        "remaining_capacity": 143.94,
+        "cycles": 128,
+        "cell_voltages": [
+            3.312,
+            3.313,
+            3.313,
+            3.313,
+            3.313,
+            3.312,
+            3.313,
+            3.315,
+            3.311,
+            3.312,
+            3.313,
+            3.313,
+            3.313,
+            3.312,
+            3.313,
+            3.313,
+        ],
+        "temperatures": [22.8, 22.2, 22.3, 23.2, 27.7, 23.7],
+        "extras.pack_count": 1,
+        "balancing": False,
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        "heating": False,
+        "alarms": [],
+        "device.model": "B1101-SP76",
+        "device.software_version": "16.6",
+    },
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -495,6 +549,7 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     TOPBAND_STARTCRAFT,
     TOPBAND_KILOVAULT,
     PWRXTREME,
+    SEPLOS_V2,
     PACE,
     VATRER,
     GOBEL,
@@ -521,6 +576,13 @@ _TOPBAND_PROBLEM: Final = (
     b"^8435000038CDFFFF2CF9020097016200E10B{}0000005E0D710D650D5E0D000000000000000000000000000000000000000000000000{}"
 )
 PROBLEM_FRAMES: Final[tuple[ProblemFrame, ...]] = (
+    ProblemFrame(
+        SEPLOS_V2,
+        "parallel",
+        bytes.fromhex(_SEPLOS_V2_PARALLEL.format("FFFFFFFFFFFFFFFFD0D0")),
+        AIOBMSBLE.format("tests/bms/test_seplos_v2_bms.py test_problem_response (every event bit set)"),
+        {"extras.alarm_events": 0xFFFFFFFFFFFFFFFF, "alarms": ["system_fault"]},
+    ),
     ProblemFrame(
         TOPBAND,
         "status",

@@ -127,6 +127,28 @@ def _crc8_maxim_table() -> tuple[int, ...]:
 _CRC8_MAXIM_TABLE: Final = _crc8_maxim_table()
 
 
+def _crc16_msb_table(polynomial: int) -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ polynomial if crc & 0x8000 else crc << 1) & 0xFFFF
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC16_XMODEM_TABLE: Final = _crc16_msb_table(0x1021)
+
+
+def _crc16_xmodem(data: bytes | bytearray | memoryview) -> int:
+    """CRC-16/XMODEM (poly 0x1021, init 0, not reflected); sent high byte first (Seplos V2)."""
+    crc = 0
+    table = _CRC16_XMODEM_TABLE
+    for byte in data:
+        crc = ((crc << 8) & 0xFF00) ^ table[(crc >> 8) ^ byte]
+    return crc
+
+
 def _sum8_not(data: bytes | bytearray | memoryview) -> int:
     return ~byte_sum(data) & 0xFF
 
@@ -150,5 +172,6 @@ CHECKSUMS: Final[dict[str, ChecksumAlgorithm]] = {
         ChecksumAlgorithm("xor8", 1, _xor8, "XOR of all bytes"),
         ChecksumAlgorithm("crc16_modbus", 2, crc16_modbus, "CRC-16/MODBUS (Daly, Seplos, ANT)"),
         ChecksumAlgorithm("crc8_maxim", 1, _crc8_maxim, "CRC-8/MAXIM (Dallas 1-Wire)"),
+        ChecksumAlgorithm("crc16_xmodem", 2, _crc16_xmodem, "CRC-16/XMODEM (Seplos V2; engine 4)"),
     )
 }

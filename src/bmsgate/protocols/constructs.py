@@ -29,8 +29,8 @@ ENGINE_VERSION: Final = 4
 
 Level 2 added ``sign_magnitude`` (TDT / Wattcycle currents); level 3 ``text`` (hex-text framing: E&J, AG,
 Topband), ``difference``, ``derive.voltage_from_cells`` and the ``sum8_not`` checksum; level 4 ``aliases`` (family ids
-that are one protocol), ``starts`` (several one-byte frame types in front of hex text, Topband) and ``listen``
-(a streaming request that writes nothing)."""
+that are one protocol), ``starts`` (several one-byte frame types in front of hex text, Topband), ``listen``
+(a streaming request that writes nothing) and the ``crc16_xmodem`` checksum (Seplos V2)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
