@@ -540,6 +540,29 @@ SEPLOS_V2: Final = FamilyCapture(
     },
 )
 
+PWRBOOZT: Final = FamilyCapture(
+    "pwrboozt",
+    {
+        "status": [
+            b":01540100EC000102030405060D360D360D380D3000000000000000000000000000000000000000"
+            b"0000000000F00100003D3D3D3D10DD0000320A7FFFFFFF34D4000804003D62000493E00004BDCC0"
+            b"00493E0000105F0010600010000000000000000000000000000000000000000000000000000EB"
+            b"\x00~\x00\x00\x00"
+        ]
+    },
+    AIOBMSBLE.format("tests/bms/test_pwrboozt.py (MockPwrBBleakClient)"),
+    {
+        "voltage": 13.524,
+        "current": 12.81,
+        "soc": 98,
+        "cycles": 61,
+        "design_capacity": 300,
+        "cell_voltages": [3.382, 3.382, 3.384, 3.376],
+        "temperatures": [21.0, 21.0, 21.0, 21.0],
+        # aiobmsble's cycle_charge (294.0) is its own estimate, design capacity × SoC: no frame field.
+    },
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -550,6 +573,7 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     TOPBAND_KILOVAULT,
     PWRXTREME,
     SEPLOS_V2,
+    PWRBOOZT,
     PACE,
     VATRER,
     GOBEL,

@@ -124,7 +124,7 @@ def test_bad_start_markers_are_refused(framing: dict[str, Any], message: str) ->
 def test_starts_need_hex_text_framing() -> None:
     data = _topband()
     data["framing"].pop("text")
-    with pytest.raises(DefinitionError, match="'starts' needs hex-text framing"):
+    with pytest.raises(DefinitionError, match="'starts' and 'strip_bytes' need hex-text framing"):
         definition_from_mapping(data)
 
 

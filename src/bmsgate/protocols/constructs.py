@@ -30,7 +30,8 @@ ENGINE_VERSION: Final = 4
 Level 2 added ``sign_magnitude`` (TDT / Wattcycle currents); level 3 ``text`` (hex-text framing: E&J, AG,
 Topband), ``difference``, ``derive.voltage_from_cells`` and the ``sum8_not`` checksum; level 4 ``aliases`` (family ids
 that are one protocol), ``starts`` (several one-byte frame types in front of hex text, Topband), ``listen``
-(a streaming request that writes nothing) and the ``crc16_xmodem`` checksum (Seplos V2)."""
+(a streaming request that writes nothing), ``strip_bytes`` (NULs in hex text, PowerBoozt) and the
+``crc16_xmodem`` checksum (Seplos V2)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -74,6 +75,7 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "listen": "a streaming request that writes nothing: the BMS sends on its own (frame: ''; engine 4)",
     "request_checksum": "requests checked differently from replies",
     "starts": "several start markers, one per frame type, in front of hex text (engine 4)",
+    "strip_bytes": "single bytes removed from received hex text before framing (PowerBoozt NULs; engine 4)",
     "status": "a status byte that refuses a request",
     "streaming": "replies the BMS keeps sending after one request",
     "text": "frames sent as hex text between ASCII markers (text: hex; engine 3)",
@@ -146,6 +148,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "listen": any(not request.frame for request in definition.requests),
         "request_checksum": framing.request_checksum is not None,
         "starts": bool(framing.starts),
+        "strip_bytes": bool(framing.strip_bytes),
         "status": framing.status is not None,
         "streaming": any(request.streaming for request in definition.requests),
         "text": framing.text is not None,

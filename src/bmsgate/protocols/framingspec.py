@@ -97,6 +97,9 @@ class FramingSpec(_Strict):
     Topband). Frames are the markers around the decoded bytes, so every offset counts in bytes; the end
     marker delimits a frame, the length field (if any) is a check. Without an end marker a ``fixed_length``
     delimits it (Topband)."""
+    strip_bytes: list[HexBytes] = []
+    """Hex-text framing only: single bytes removed from everything received before framing (PowerBoozt
+    modules pad their text with NULs, also between the last digit and the end marker)."""
     starts: list[HexBytes] = []
     """Hex-text framing only: every start marker a reply may begin with, `start` among them (Topband's
     one-byte frame types ``5E``/``83``/``B0``/``E8`` in front of the text); requests use `start`."""
@@ -114,8 +117,8 @@ class FramingSpec(_Strict):
             self._check_text()
         elif (self.length is None) == (self.fixed_length is None):
             raise ValueError("give exactly one of 'length' and 'fixed_length'")
-        if self.text is None and self.starts:
-            raise ValueError("'starts' needs hex-text framing (text: hex)")
+        if self.text is None and (self.starts or self.strip_bytes):
+            raise ValueError("'starts' and 'strip_bytes' need hex-text framing (text: hex)")
         if self.text is None and (
             (self.length is not None and self.length.counts == "text")
             or any(spec is not None and spec.over == "text" for spec in (self.checksum, self.request_checksum))
@@ -137,8 +140,14 @@ class FramingSpec(_Strict):
         if any(len(marker) != len(self.start) for marker in self.starts):
             raise ValueError("every marker in 'starts' needs the length of 'start'")
         hex_digits = frozenset(b"0123456789abcdefABCDEF")
-        if any(byte in hex_digits for byte in b"".join([self.start, self.end or b"", *self.starts])):
+        markers = b"".join([self.start, self.end or b"", *self.starts])
+        if any(byte in hex_digits for byte in markers):
             raise ValueError("hex-text markers must not be hex digits (a frame's text could not be told from them)")
+        stripped = b"".join(self.strip_bytes)
+        if any(len(value) != 1 for value in self.strip_bytes) or any(
+            byte in hex_digits or byte in markers for byte in stripped
+        ):
+            raise ValueError("'strip_bytes' takes single bytes that are neither hex digits nor markers")
 
     @property
     def header_size(self) -> int:

@@ -50,6 +50,7 @@ class TextFrameAssembler:
         # Without an end marker the frame is its start marker and a fixed number of hex digits.
         self._fixed_wire = None if framing.end else self._marker + 2 * (framing.fixed_length or 0) - 2 * self._marker
         self._ignore = frozenset(framing.ignore_chunks)
+        self._strip = tuple(framing.strip_bytes)
         self._buffer = bytearray()
         # A frame's text is at most twice its bytes: more unframed text than a few frames is garbage.
         self._max_wire = 2 * framing.max_length
@@ -72,6 +73,8 @@ class TextFrameAssembler:
         if chunk in self._ignore:
             self.stats.junk_chunks += 1
             return []
+        for value in self._strip:
+            chunk = chunk.replace(value, b"")
         buffer = self._buffer
         buffer += chunk
         frames: list[Frame] = []
