@@ -244,9 +244,11 @@ class Catalog:
                 return aliased
         spec = _KINDS[kind]
         searched = ", ".join(str(directory / spec.folder) for _layer, directory in self.layers)
-        available = sorted([*self.names(kind), *(self.protocol_aliases() if kind is Kind.PROTOCOL else ())])
+        aliases = self.protocol_aliases() if kind is Kind.PROTOCOL else {}
+        also = f"; aliases: {', '.join(f'{alias} ({item.name})' for alias, item in sorted(aliases.items()))}"
         raise DefinitionError(
-            f"no {spec.title} named {name!r}; available: {', '.join(available) or 'none'} (searched {searched})",
+            f"no {spec.title} named {name!r}; available: {', '.join(self.names(kind)) or 'none'}"
+            f"{also if aliases else ''} (searched {searched})",
             source=f"{kind.value} catalog",
         )
 
