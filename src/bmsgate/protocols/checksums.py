@@ -6,6 +6,7 @@ Each algorithm maps the covered bytes to an unsigned integer of `size` bytes.
 from __future__ import annotations
 
 import array
+import binascii
 import dataclasses
 import struct
 import zlib
@@ -127,26 +128,12 @@ def _crc8_maxim_table() -> tuple[int, ...]:
 _CRC8_MAXIM_TABLE: Final = _crc8_maxim_table()
 
 
-def _crc16_msb_table(polynomial: int) -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ polynomial if crc & 0x8000 else crc << 1) & 0xFFFF
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC16_XMODEM_TABLE: Final = _crc16_msb_table(0x1021)
-
-
 def _crc16_xmodem(data: bytes | bytearray | memoryview) -> int:
-    """CRC-16/XMODEM (poly 0x1021, init 0, not reflected); sent high byte first (Seplos V2)."""
-    crc = 0
-    table = _CRC16_XMODEM_TABLE
-    for byte in data:
-        crc = ((crc << 8) & 0xFF00) ^ table[(crc >> 8) ^ byte]
-    return crc
+    """CRC-16/XMODEM (poly 0x1021, init 0, not reflected); sent high byte first (Seplos V2).
+
+    ``binascii.crc_hqx`` is this CRC in C (a table loop in Python costs 20 µs for a 170-byte frame).
+    """
+    return binascii.crc_hqx(data, 0)
 
 
 def _sum8_not(data: bytes | bytearray | memoryview) -> int:
