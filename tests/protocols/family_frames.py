@@ -563,6 +563,114 @@ PWRBOOZT: Final = FamilyCapture(
     },
 )
 
+_DAREN_CELLS_STATED: Final = {"alarms": [], "charge_enabled": True, "discharge_enabled": True, "soh": 99}
+DAREN: Final = FamilyCapture(
+    "daren",
+    {
+        "init": _frames("DDFF000700BA03242D5980FE1277"),
+        "device_info": _frames(
+            "DD0800C1444A4D323530323236313334310000000000000000000000000000000000444A4D32353032323631333431000000"
+            "0000000000000000000000000000444A4D323530323236313334310000000000000000000000000000000000190304445200"
+            "000000000000000000000000000000000056322E3231000000000044525F53544430355F3136533230304A4332365F56312E"
+            "352E345F543200000000000000000000000000000000000000000044522D5749464930325F56312E322E3700000000E97D77"
+        ),
+        "basic_info": _frames(
+            "DD0300271485000041017EB900D6000000000000000000330310040BC90BCD0BCB0BCE0BAF0BCA63000000F75A77"
+        ),
+        "cell_voltages": _frames("DD0400200CCB0CCA0CCA0CCB0CCA0CCA0CCA0CCB0CCC0CCC0CCB0CCA0CCB0CCB0CCC0CCAF27477"),
+    },
+    AIOBMSBLE.format("tests/bms/test_daren_bms.py (_PROTO_DEFS 0x1)"),
+    {
+        **_DAREN_CELLS_STATED,
+        "voltage": 52.53,
+        "current": 0.0,
+        "soc": 51,
+        "remaining_capacity": 166.41,
+        # aiobmsble floors the design capacity to whole Ah (324).
+        "design_capacity": 324.41,
+        "cycles": 214,
+        "cell_voltages": [
+            3.275,
+            3.274,
+            3.274,
+            3.275,
+            3.274,
+            3.274,
+            3.274,
+            3.275,
+            3.276,
+            3.276,
+            3.275,
+            3.274,
+            3.275,
+            3.275,
+            3.276,
+            3.274,
+        ],
+        # aiobmsble: four CELL sensors, then MOSFET (26.0) and AMBIENT (28.7).
+        "temperatures": [28.6, 29.0, 28.8, 29.1],
+        "mosfet_temperature": 26.0,
+        "extras.ambient_temperature": 28.7,
+        "extras.protection_word": 0,
+        "device.model": "DJM2502261341",
+        "device.hardware_version": "V2.21",
+        "device.software_version": "DR_STD05_16S200JC26_V1.5.4_T2",
+        "extras.module_firmware": "DR-WIFI02_V1.2.7",
+    },
+)
+DAREN_EXTENDED: Final = FamilyCapture(
+    "daren",
+    {
+        "init": _frames("DDFF000700BA03242D5980FE1277"),
+        "device_info": _frames(
+            "DD0800C1444A4D323431323235303239390000000000000000000000000000000000444A4D32343132323530323939000000"
+            "0000000000000000000000000000444A4D323431323235303239390000000000000000000000000000000000180C1F445200"
+            "000000000000000000000000000000000056322E3231000000000044525F595030315F3136533230304A4332365F56312E30"
+            "2E325F54310000000000000000000000000000000000000000000044522D5749464930325F56312E342E3131000000E95D77"
+        ),
+        "basic_info": _frames(
+            "DD03002F147AFFFFFFFFFFFF012D0000000000000000002F0B10040BB60BB70BB90BBB0BAB0BC26300000005900BB8FFFFFF"
+            "7CEF0977"
+        ),
+        "cell_voltages": _frames("DD0400200CCC0CCC0CCD0CCD0CCD0CCD0CCD0CCA0CCC0CCC0CCB0CCD0CCC0CCD0CCC0CCCF25C77"),
+    },
+    AIOBMSBLE.format("tests/bms/test_daren_bms.py (_PROTO_DEFS 0x2, the extended tail)"),
+    {
+        **_DAREN_CELLS_STATED,
+        "voltage": 52.42,
+        "current": -13.2,
+        "soc": 47,
+        "remaining_capacity": 142.4,
+        "design_capacity": 300,
+        "cycles": 301,
+        "cell_voltages": [
+            3.276,
+            3.276,
+            3.277,
+            3.277,
+            3.277,
+            3.277,
+            3.277,
+            3.274,
+            3.276,
+            3.276,
+            3.275,
+            3.277,
+            3.276,
+            3.277,
+            3.276,
+            3.276,
+        ],
+        "temperatures": [26.7, 26.8, 27.0, 27.2],
+        "mosfet_temperature": 25.6,
+        "extras.ambient_temperature": 27.9,
+        "device.model": "DJM2412250299",
+        "device.software_version": "DR_YP01_16S200JC26_V1.0.2_T1",
+        "extras.module_firmware": "DR-WIFI02_V1.4.11",
+    },
+    vector="extended",
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -574,6 +682,8 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     PWRXTREME,
     SEPLOS_V2,
     PWRBOOZT,
+    DAREN,
+    DAREN_EXTENDED,
     PACE,
     VATRER,
     GOBEL,

@@ -87,3 +87,8 @@ def test_seplos_v2_names_are_claimed_with_jbd_by_their_shared_service() -> None:
     # scan lists both and `bmsgate probe` (a request of each) decides.
     advertisement = Advertisement(address="AA:BB:CC:00:55:66", name="BP02", service_uuids=(normalize_uuid("ff00"),))
     assert [match.protocol for match in match_advertisement(advertisement, ALL)] == ["jbd", "seplos-v2"]
+
+
+def test_daren_names_are_claimed_with_jbd_by_their_shared_service() -> None:
+    advertisement = Advertisement(address="AA:BB:CC:00:66:77", name="DWF12345", service_uuids=(normalize_uuid("ff00"),))
+    assert [match.protocol for match in match_advertisement(advertisement, ALL)] == ["daren", "jbd"]
