@@ -34,7 +34,9 @@ def _poll(name: str) -> tuple[list[bytes], list[Frame]]:
     for request in protocol.requests:
         # What goes on the wire (hex text for E&J-style framings); a listening request writes nothing and
         # takes what the BMS sends on its own.
-        replies = bms.handle_write(protocol.wire(request.frame)) if request.frame else bms.stream()
+        replies = (
+            bms.handle_write(protocol.wire(request.frame)) if request.frame else bms.replies_for(request.reply or 0)
+        )
         for reply in replies:
             found = assembler.feed(reply)
             frames += found

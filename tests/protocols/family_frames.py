@@ -671,11 +671,42 @@ DAREN_EXTENDED: Final = FamilyCapture(
     vector="extended",
 )
 
+# Bytes 48-55 hold the problem word (51-52); the CRC closes the frame.
+_ECOWORTHY_STATUS: Final = (
+    "A1000000650000000000180103440018004800640531FF8E00002710000100010000000000000000000100020000FFFF{}"
+    "0000000000000000000000000000000000000000000000000000{}"
+)
+ECOWORTHY: Final = FamilyCapture(
+    "ecoworthy",
+    {
+        "status": _frames(_ECOWORTHY_STATUS.format("0000000000000000", "2186")),
+        "cells": _frames(
+            "A20000006500000000001801035600040CFB0CFD0CFB0CFAFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF"
+            "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF000300CD00C000BEFC18FC18FC18FC18FC18FC18"
+            "976A"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_ecoworthy_bms.py (_PROTO_DEFS 0x1, protocol version 1)"),
+    {
+        "voltage": 13.29,
+        "current": -1.14,
+        "soc": 72,
+        "soh": 100,
+        "design_capacity": 100,
+        "cell_voltages": [3.323, 3.325, 3.323, 3.322],
+        "temperatures": [20.5, 19.2, 19.0],
+        "extras.problem_code": 0,
+        "alarms": [],
+        # aiobmsble's cycle_charge (72.0) is its estimate, design capacity x SoC: no frame field.
+    },
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
     AG,
     REDODO,
+    ECOWORTHY,
     TOPBAND,
     TOPBAND_STARTCRAFT,
     TOPBAND_KILOVAULT,
@@ -710,6 +741,20 @@ _TOPBAND_PROBLEM: Final = (
     b"^8435000038CDFFFF2CF9020097016200E10B{}0000005E0D710D650D5E0D000000000000000000000000000000000000000000000000{}"
 )
 PROBLEM_FRAMES: Final[tuple[ProblemFrame, ...]] = (
+    ProblemFrame(
+        ECOWORTHY,
+        "status",
+        bytes.fromhex(_ECOWORTHY_STATUS.format("0000000001000000", "20D6")),
+        AIOBMSBLE.format("tests/bms/test_ecoworthy_bms.py test_problem_response (first_bit)"),
+        {"extras.problem_code": 1, "alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        ECOWORTHY,
+        "status",
+        bytes.fromhex(_ECOWORTHY_STATUS.format("0000008000000000", "200E")),
+        AIOBMSBLE.format("tests/bms/test_ecoworthy_bms.py test_problem_response (last_bit, 1 << 15)"),
+        {"extras.problem_code": 0x8000, "alarms": ["system_fault"]},
+    ),
     ProblemFrame(
         SEPLOS_V2,
         "parallel",

@@ -54,8 +54,8 @@ def _poll(protocol: CompiledProtocol, *, cells: int = 16, ntc: int = 3, seed: in
     for request in protocol.requests:
         if request.frame:
             replies += bms.handle_write(protocol.wire(request.frame))
-        else:  # a BMS that is never asked: what it sends on its own
-            replies += bms.stream()
+        else:  # a BMS that is never asked: what it sends on its own for this reply
+            replies += bms.replies_for(request.reply or 0)
     return pack, replies
 
 
@@ -272,7 +272,11 @@ def test_user_file_copy_behaves_like_the_builtin(name: str, tmp_path: Path) -> N
     user_replies = []
     user_bms = VirtualBms(user, pack)
     for request in user.requests:
-        user_replies += user_bms.handle_write(user.wire(request.frame)) if request.frame else user_bms.stream()
+        user_replies += (
+            user_bms.handle_write(user.wire(request.frame))
+            if request.frame
+            else user_bms.replies_for(request.reply or 0)
+        )
     assert user_replies == replies
     frames = _assemble(builtin, replies)
     assert _assemble(user, replies) == frames

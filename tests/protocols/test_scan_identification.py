@@ -92,3 +92,15 @@ def test_seplos_v2_names_are_claimed_with_jbd_by_their_shared_service() -> None:
 def test_daren_names_are_claimed_with_jbd_by_their_shared_service() -> None:
     advertisement = Advertisement(address="AA:BB:CC:00:66:77", name="DWF12345", service_uuids=(normalize_uuid("ff00"),))
     assert [match.protocol for match in match_advertisement(advertisement, ALL)] == ["daren", "jbd"]
+
+
+@pytest.mark.parametrize(
+    "advertisement",
+    [
+        Advertisement(address="AA:BB:CC:00:77:88", name="ECO-WORTHY 02_1234"),
+        Advertisement(address="AA:BB:CC:00:77:89", name="DCHOUSE-12100", service_uuids=(normalize_uuid("fff0"),)),
+    ],
+)
+def test_ecoworthy_is_identified_alone(advertisement: Advertisement) -> None:
+    # aiobmsble ecoworthy_bms.py: "ECO-WORTHY 02_*" alone, "DCHOUSE*" / "ECO-WORTHY*" with service fff0.
+    assert [match.protocol for match in match_advertisement(advertisement, ALL)] == ["ecoworthy"]

@@ -74,13 +74,13 @@ def generate() -> dict[Path, str]:
         )
     for name, fixture in fixtures().items():
         protocol = get_protocol(name)
-        listens = all(not request.frame for request in protocol.requests)
+        listens = any(not request.frame for request in protocol.requests)
         frames = [frame for request in protocol.requests for frame in fixture.replies.get(request.name, [])]
         key, transcript = vectorgen._transcript(
             protocol,
             name="session-two-polls",
             title=(
-                "connect, then two polls of a BMS that sends on its own (nothing is written)"
+                "connect, then two polls of a BMS that sends its replies on its own (they are not asked for)"
                 if listens
                 else "connect, then two polls on one connection (connect-time replies are asked once)"
             ),

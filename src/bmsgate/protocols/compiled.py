@@ -35,7 +35,7 @@ from bmsgate.protocols.encode import (
     mosfet_param,
     render_template,
 )
-from bmsgate.protocols.framing import Frame, FrameAssembler, FrameChecker
+from bmsgate.protocols.framing import ChunkFrameAssembler, Frame, FrameAssembler, FrameChecker
 from bmsgate.protocols.memo import BoundedMemo
 from bmsgate.protocols.textframing import TextFrameAssembler, to_wire
 
@@ -131,10 +131,12 @@ class CompiledProtocol:
 
     # -- decoding -------------------------------------------------------------------------------
 
-    def new_assembler(self) -> FrameAssembler | TextFrameAssembler:
+    def new_assembler(self) -> FrameAssembler | TextFrameAssembler | ChunkFrameAssembler:
         """A fresh assembler for one connection."""
         if self.definition.framing.text is not None:
             return TextFrameAssembler(self.definition.framing, checker=self.checker)
+        if self.definition.framing.frame_per_chunk:
+            return ChunkFrameAssembler(self.definition.framing, checker=self.checker)
         return FrameAssembler(self.definition.framing, checker=self.checker)
 
     def wire(self, frame: bytes) -> bytes:

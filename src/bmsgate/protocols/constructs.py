@@ -30,8 +30,8 @@ ENGINE_VERSION: Final = 4
 Level 2 added ``sign_magnitude`` (TDT / Wattcycle currents); level 3 ``text`` (hex-text framing: E&J, AG,
 Topband), ``difference``, ``derive.voltage_from_cells`` and the ``sum8_not`` checksum; level 4 ``aliases`` (family ids
 that are one protocol), ``starts`` (several one-byte frame types in front of hex text, Topband), ``listen``
-(a streaming request that writes nothing), ``strip_bytes`` (NULs in hex text, PowerBoozt) and the
-``crc16_xmodem`` checksum (Seplos V2)."""
+(a streaming request that writes nothing), ``strip_bytes`` (NULs in hex text, PowerBoozt),
+``frame_per_chunk`` (a notification is a frame, ECO-WORTHY) and the ``crc16_xmodem`` checksum (Seplos V2)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -70,6 +70,7 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "derive.voltage_from_cells": "the pack voltage as the sum of the cell voltages, for frames without it (engine 3)",
     "excess": "bytes after a frame's announced end are ignored (excess: ignore)",
     "fixed_length": "frames of a fixed length instead of a length field",
+    "frame_per_chunk": "every received chunk (one notification) is one whole frame, no length field (engine 4)",
     "ignore_chunks": "received chunks dropped as a whole",
     "index": "one reply spread over numbered frames",
     "listen": "a streaming request that writes nothing: the BMS sends on its own (frame: ''; engine 4)",
@@ -143,6 +144,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "connect": any(request.when == "connect" for request in definition.requests),
         "excess": framing.excess == "ignore",
         "fixed_length": framing.fixed_length is not None,
+        "frame_per_chunk": framing.frame_per_chunk,
         "ignore_chunks": bool(framing.ignore_chunks),
         "index": any(reply.index is not None for reply in definition.replies.values()),
         "listen": any(not request.frame for request in definition.requests),

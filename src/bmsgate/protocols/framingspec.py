@@ -97,6 +97,9 @@ class FramingSpec(_Strict):
     Topband). Frames are the markers around the decoded bytes, so every offset counts in bytes; the end
     marker delimits a frame, the length field (if any) is a check. Without an end marker a ``fixed_length``
     delimits it (Topband)."""
+    frame_per_chunk: bool = False
+    """Every received chunk (one BLE notification) is one whole frame: no length field, no end marker
+    needed, nothing carried over between chunks (ECO-WORTHY)."""
     strip_bytes: list[HexBytes] = []
     """Hex-text framing only: single bytes removed from everything received before framing (PowerBoozt
     modules pad their text with NULs, also between the last digit and the end marker)."""
@@ -115,10 +118,19 @@ class FramingSpec(_Strict):
     def _consistent(self) -> Self:
         if self.text is not None:
             self._check_text()
+            if self.frame_per_chunk:
+                raise ValueError("'frame_per_chunk' is for binary frames (hex text has its own delimiters)")
+        elif self.frame_per_chunk:
+            if self.length is not None or self.fixed_length is not None:
+                raise ValueError("'frame_per_chunk' frames carry no 'length' and no 'fixed_length'")
         elif (self.length is None) == (self.fixed_length is None):
             raise ValueError("give exactly one of 'length' and 'fixed_length'")
-        if self.text is None and (self.starts or self.strip_bytes):
+        if self.text is None and self.strip_bytes:
             raise ValueError("'starts' and 'strip_bytes' need hex-text framing (text: hex)")
+        if self.text is None and self.starts and not self.frame_per_chunk:
+            raise ValueError("'starts' and 'strip_bytes' need hex-text framing (text: hex) or 'frame_per_chunk'")
+        if self.starts and (self.start not in self.starts or any(len(m) != len(self.start) for m in self.starts)):
+            raise ValueError("'starts' must include 'start' (the marker requests are sent with), all of its length")
         if self.text is None and (
             (self.length is not None and self.length.counts == "text")
             or any(spec is not None and spec.over == "text" for spec in (self.checksum, self.request_checksum))

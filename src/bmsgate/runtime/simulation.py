@@ -304,11 +304,13 @@ class VirtualBms:
         self._append = dict(simulator.append)
         self._streaming = {request.reply for request in protocol.definition.requests if request.streaming}
         self.stream_interval = simulator.stream_interval
-        self.listen_key: int | None = next(
-            (request.reply for request in protocol.definition.requests if not request.frame), None
+        self.listen_keys: tuple[int, ...] = tuple(
+            request.reply for request in protocol.definition.requests if not request.frame and request.reply
         )
-        """The reply a BMS that is never asked (an empty request frame: listen) sends on its own."""
-        self.streaming_key: int | None = self.listen_key
+        """The replies a BMS that is never asked for them (empty request frames: listen) sends on its own."""
+        self.listening = bool(self.listen_keys)
+        """Whether it sends them now (from the link's start; the simulator transport switches it)."""
+        self.streaming_key: int | None = None
         """The reply the BMS keeps sending on its own since a streaming request (None: not streaming)."""
 
     def state(self) -> dict[str, Any]:
@@ -327,9 +329,11 @@ class VirtualBms:
 
     def stream(self) -> list[bytes]:
         """The frames a streaming BMS sends on its own now (empty when not streaming)."""
-        if self.streaming_key is None:
-            return []
-        return self.replies_for(self.streaming_key)
+        keys = [
+            *(self.listen_keys if self.listening else ()),
+            *(() if self.streaming_key is None else (self.streaming_key,)),
+        ]
+        return [frame for key in keys for frame in self.replies_for(key)]
 
     def handle_write(self, data: bytes) -> list[bytes]:
         """Consume written bytes; return the reply frames they trigger (possibly none)."""
