@@ -65,5 +65,5 @@ def test_aliases_are_listed_with_the_protocol_they_are(capsys: pytest.CaptureFix
 def test_the_text_listing_names_the_protocol_of_an_alias(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["protocols", "list"]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
-    assert "(the ej protocol)" in lines["ag"]
+    assert "(same as ej)" in lines["ag"]
     assert "unverified" in lines["eleksol"]

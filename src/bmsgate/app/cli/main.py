@@ -177,7 +177,7 @@ def _protocols(args: argparse.Namespace) -> int:
         console = _stdout()
         for row in rows:
             mark = "[green]verified[/green]  " if row["verified"] else "[yellow]unverified[/yellow]"
-            same = f" (the {row['same_as']} protocol)" if row["same_as"] else ""
+            same = f" (same as {row['same_as']})" if row["same_as"] else ""
             console.print(f"[bold]{row['name']:<12}[/bold] {mark} {row['title']}{same}")
     return EXIT_OK
 
