@@ -32,7 +32,12 @@ def _poll(name: str) -> tuple[list[bytes], list[Frame]]:
     assembler = protocol.new_assembler()
     frames: list[Frame] = []
     for request in protocol.requests:
-        for reply in bms.handle_write(request.frame):
+        # What goes on the wire (hex text for E&J-style framings); a listening request writes nothing and
+        # takes what the BMS sends on its own.
+        replies = (
+            bms.handle_write(protocol.wire(request.frame)) if request.frame else bms.replies_for(request.reply or 0)
+        )
+        for reply in replies:
             found = assembler.feed(reply)
             frames += found
             raw += [frame.raw for frame in found]

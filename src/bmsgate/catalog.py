@@ -238,12 +238,34 @@ class Catalog:
             path = directory / _KINDS[kind].folder / f"{name}.yaml"
             if path.is_file():
                 return self._load(kind, layer, path)
+        if kind is Kind.PROTOCOL:
+            aliased = self.protocol_aliases().get(name)
+            if aliased is not None:
+                return aliased
         spec = _KINDS[kind]
         searched = ", ".join(str(directory / spec.folder) for _layer, directory in self.layers)
+        aliases = self.protocol_aliases() if kind is Kind.PROTOCOL else {}
+        also = f"; aliases: {', '.join(f'{alias} ({item.name})' for alias, item in sorted(aliases.items()))}"
         raise DefinitionError(
-            f"no {spec.title} named {name!r}; available: {', '.join(self.names(kind)) or 'none'} (searched {searched})",
+            f"no {spec.title} named {name!r}; available: {', '.join(self.names(kind)) or 'none'}"
+            f"{also if aliases else ''} (searched {searched})",
             source=f"{kind.value} catalog",
         )
+
+    def protocol_aliases(self) -> dict[str, CatalogItem]:
+        """Alias id → the protocol that declares it (``aliases:`` in a definition), along the search path.
+
+        A file named like an alias wins over the alias (see :meth:`get`); of two definitions declaring one
+        alias, the one whose name sorts last wins.
+
+        Raises:
+            DefinitionError: a protocol file on the search path is invalid.
+        """
+        found: dict[str, CatalogItem] = {}
+        for item in self.items(Kind.PROTOCOL):
+            for alias in getattr(item.definition, "aliases", ()):
+                found[alias.id] = item
+        return found
 
     def load_file(self, kind: Kind, path: str | os.PathLike[str]) -> CatalogItem:
         """An explicit file (the ``file`` layer; its name is the one inside the file).

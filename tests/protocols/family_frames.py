@@ -341,9 +341,380 @@ EJ_SINGLE_FRAME: Final = FamilyCapture(
     vector="single-frame",
 )
 
+AG: Final = FamilyCapture(
+    "ag",
+    {
+        "realtime": [
+            b":0082500080000101C00000880CE00CE10CDF0CE100000000000000000000000000000000000000000000000000000"
+            b"14E2E2A2A2AF002000000003F003F3C02~"
+        ],
+        "capacity": [b":009031001E0000024E03E803E8A1~"],
+    },
+    AIOBMSBLE.format("tests/bms/test_ag_bms.py (MockAGBleakClient)"),
+    {
+        "voltage": 13.185,
+        "current": -3.34,
+        "soc": 60,
+        "cycles": 63,
+        "remaining_capacity": 59.0,
+        "cell_voltages": [3.296, 3.297, 3.295, 3.297],
+        "temperatures": [6.0],
+        "alarms": [],
+        "balancing": False,
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        "heating": False,
+    },
+)
+
+REDODO: Final = FamilyCapture(
+    "redodo",
+    {
+        "status": _frames(
+            "000065019355aa0046660000bc670000f50cf70cfc0cfb0cf80cf20cfa0cf50c0000000000000000000000000000000065faffff"
+            "17001600feff00000000e91a0429000000000000000000000000000000000000000000000000410064000000030000005f010000a2"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_redodo_bms.py (MockRedodoBleakClient)"),
+    {
+        # aiobmsble states 26.556 V, the cell sum at offset 12; the frame's comment says "26.182V, cellVS
+        # 26.556V": the litime definition reports offset 8 as the pack voltage (docs/protocols/litime.md).
+        "extras.cell_voltage_sum": 26.556,
+        "voltage": 26.182,
+        "current": -1.435,
+        "soc": 65,
+        "soh": 100,
+        "remaining_capacity": 68.89,
+        "design_capacity": 105,
+        "cycles": 3,
+        "cell_voltages": [3.317, 3.319, 3.324, 3.323, 3.320, 3.314, 3.322, 3.317],
+        # aiobmsble: [23, 22, -2] with 22 (offset 54) as a cell sensor; it is the MOSFET sensor.
+        "temperatures": [23.0, -2.0],
+        "mosfet_temperature": 22.0,
+        "extras.protection_code": 0,
+        "heating": False,
+        "balancing": False,
+        "alarms": [],
+    },
+)
+
+# Topband frames as aiobmsble's tests publish them: a binary type byte, 112 hex digits, garbage around them.
+_TOPBAND_ECTIVE: Final = (
+    b"6F2\x00^84350000F8CDFFFF2CF9020097016200E10B000000005E0D710D650D5E0D00000000000000000000000000000000000000000"
+    b"0000000094F\xafF833000000000000\x00\x00\x00\x00\x00\x00\x00\x00"
+)
+_TOPBAND_STATED: Final = {
+    "voltage": 13.7,
+    "current": -12.808,
+    "soc": 98,
+    "cycles": 407,
+    "remaining_capacity": 194.86,
+    "cell_voltages": [3.422, 3.441, 3.429, 3.422],
+    "temperatures": [30.95],
+    "extras.problem_code": 0,
+    "alarms": [],
+}
+TOPBAND: Final = FamilyCapture(
+    "topband",
+    {"status": [_TOPBAND_ECTIVE]},
+    AIOBMSBLE.format("tests/bms/test_topband_bms.py (_PROTO_DEFS 0x5E, Ective)"),
+    _TOPBAND_STATED,
+)
+TOPBAND_STARTCRAFT: Final = FamilyCapture(
+    "topband",
+    {
+        "status": [
+            b"\x836234000076FEFFFF888A010016006200530B008007B4160D170D190D1C0D000000000000000000000000000000000000000"
+            b"00000000007C2" + b"\x11" * 8
+        ]
+    },
+    AIOBMSBLE.format("tests/bms/test_topband_bms.py (_PROTO_DEFS 0x83, StartCraft)"),
+    {
+        "voltage": 13.41,
+        "current": -0.394,
+        "soc": 98,
+        "cycles": 22,
+        "remaining_capacity": 101,
+        "cell_voltages": [3.35, 3.351, 3.353, 3.356],
+        "temperatures": [16.75],
+        "extras.problem_code": 0,
+        "alarms": [],
+    },
+    vector="startcraft",
+)
+TOPBAND_KILOVAULT: Final = FamilyCapture(
+    "topband",
+    {
+        "status": [
+            b"\xb0903300003EFEFFFF340F03007D005E00910B00010000DE0C080DE20C050D000000000000000000000000000000000000000"
+            b"00000000007BA" + b"R" * 8
+        ]
+    },
+    AIOBMSBLE.format("tests/bms/test_topband_bms.py (_PROTO_DEFS 0xB0, KiloVault)"),
+    {
+        "voltage": 13.2,
+        "current": -0.45,
+        "soc": 94,
+        "cycles": 125,
+        "remaining_capacity": 200.5,
+        "cell_voltages": [3.294, 3.336, 3.298, 3.333],
+        "temperatures": [22.95],
+        "extras.problem_code": 0,
+        "alarms": [],
+    },
+    vector="kilovault",
+)
+PWRXTREME: Final = FamilyCapture(
+    "pwrxtreme",
+    {
+        "status": [
+            b"^C334000000000000203C030001006400B40B00000100100D3C0D3D0D3A0D00000000000000000000000000000000000000"
+            b"00000000000372"
+        ]
+    },
+    AIOBMSBLE.format("tests/bms/test_pwrxtreme_bms.py (_PROTO_DEFS 0x5E, PowerXtreme X210)"),
+    {
+        "voltage": 13.507,
+        "current": 0.0,
+        "soc": 100,
+        "cycles": 1,
+        "remaining_capacity": 212.0,
+        "cell_voltages": [3.344, 3.388, 3.389, 3.386],
+        "temperatures": [26.45],
+        "extras.problem_code": 0,
+        "alarms": [],
+    },
+)
+
+_SEPLOS_V2_PARALLEL: Final = (
+    "7E1400620000300000100CF40CEE060B930B7F0BB60B8D00D714B411140720D0020820D0007103E814B90700020308{}0D"
+)
+SEPLOS_V2: Final = FamilyCapture(
+    "seplos-v2",
+    {
+        "device_info": _frames(
+            "7E14005100002443414E3A504E475F4459455F4C7578705F544242313130312D5350373620100601014601A26C0D"
+        ),
+        "pack": _frames(
+            "7E14026100006A0002100CF00CF10CF10CF10CF10CF00CF10CF30CEF0CF00CF10CF10CF10CF00CF10CF1060B8F0B890B8A0B93"
+            "0BC00B9802AD14B4383A066D6002026D60008003E814BB00000000000000000000000000000000000000000000000002030800"
+            "0000000000000000000000C1D70D"
+        ),
+        "parallel": _frames(_SEPLOS_V2_PARALLEL.format("00000000000000007631")),
+    },
+    AIOBMSBLE.format("tests/bms/test_seplos_v2_bms.py (MockSeplosv2BleakClient)"),
+    {
+        "voltage": 53.0,
+        "current": 6.85,
+        "soc": 51.4,
+        "soh": 100.0,
+        "remaining_capacity": 143.94,
+        "cycles": 128,
+        "cell_voltages": [
+            3.312,
+            3.313,
+            3.313,
+            3.313,
+            3.313,
+            3.312,
+            3.313,
+            3.315,
+            3.311,
+            3.312,
+            3.313,
+            3.313,
+            3.313,
+            3.312,
+            3.313,
+            3.313,
+        ],
+        "temperatures": [22.8, 22.2, 22.3, 23.2, 27.7, 23.7],
+        "extras.pack_count": 1,
+        "balancing": False,
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        "heating": False,
+        "alarms": [],
+        "device.model": "B1101-SP76",
+        "device.software_version": "16.6",
+    },
+)
+
+PWRBOOZT: Final = FamilyCapture(
+    "pwrboozt",
+    {
+        "status": [
+            b":01540100EC000102030405060D360D360D380D3000000000000000000000000000000000000000"
+            b"0000000000F00100003D3D3D3D10DD0000320A7FFFFFFF34D4000804003D62000493E00004BDCC0"
+            b"00493E0000105F0010600010000000000000000000000000000000000000000000000000000EB"
+            b"\x00~\x00\x00\x00"
+        ]
+    },
+    AIOBMSBLE.format("tests/bms/test_pwrboozt.py (MockPwrBBleakClient)"),
+    {
+        "voltage": 13.524,
+        "current": 12.81,
+        "soc": 98,
+        "cycles": 61,
+        "design_capacity": 300,
+        "cell_voltages": [3.382, 3.382, 3.384, 3.376],
+        "temperatures": [21.0, 21.0, 21.0, 21.0],
+        # aiobmsble's cycle_charge (294.0) is its own estimate, design capacity × SoC: no frame field.
+    },
+)
+
+_DAREN_CELLS_STATED: Final = {"alarms": [], "charge_enabled": True, "discharge_enabled": True, "soh": 99}
+DAREN: Final = FamilyCapture(
+    "daren",
+    {
+        "init": _frames("DDFF000700BA03242D5980FE1277"),
+        "device_info": _frames(
+            "DD0800C1444A4D323530323236313334310000000000000000000000000000000000444A4D32353032323631333431000000"
+            "0000000000000000000000000000444A4D323530323236313334310000000000000000000000000000000000190304445200"
+            "000000000000000000000000000000000056322E3231000000000044525F53544430355F3136533230304A4332365F56312E"
+            "352E345F543200000000000000000000000000000000000000000044522D5749464930325F56312E322E3700000000E97D77"
+        ),
+        "basic_info": _frames(
+            "DD0300271485000041017EB900D6000000000000000000330310040BC90BCD0BCB0BCE0BAF0BCA63000000F75A77"
+        ),
+        "cell_voltages": _frames("DD0400200CCB0CCA0CCA0CCB0CCA0CCA0CCA0CCB0CCC0CCC0CCB0CCA0CCB0CCB0CCC0CCAF27477"),
+    },
+    AIOBMSBLE.format("tests/bms/test_daren_bms.py (_PROTO_DEFS 0x1)"),
+    {
+        **_DAREN_CELLS_STATED,
+        "voltage": 52.53,
+        "current": 0.0,
+        "soc": 51,
+        "remaining_capacity": 166.41,
+        # aiobmsble floors the design capacity to whole Ah (324).
+        "design_capacity": 324.41,
+        "cycles": 214,
+        "cell_voltages": [
+            3.275,
+            3.274,
+            3.274,
+            3.275,
+            3.274,
+            3.274,
+            3.274,
+            3.275,
+            3.276,
+            3.276,
+            3.275,
+            3.274,
+            3.275,
+            3.275,
+            3.276,
+            3.274,
+        ],
+        # aiobmsble: four CELL sensors, then MOSFET (26.0) and AMBIENT (28.7).
+        "temperatures": [28.6, 29.0, 28.8, 29.1],
+        "mosfet_temperature": 26.0,
+        "extras.ambient_temperature": 28.7,
+        "extras.protection_word": 0,
+        "device.model": "DJM2502261341",
+        "device.hardware_version": "V2.21",
+        "device.software_version": "DR_STD05_16S200JC26_V1.5.4_T2",
+        "extras.module_firmware": "DR-WIFI02_V1.2.7",
+    },
+)
+DAREN_EXTENDED: Final = FamilyCapture(
+    "daren",
+    {
+        "init": _frames("DDFF000700BA03242D5980FE1277"),
+        "device_info": _frames(
+            "DD0800C1444A4D323431323235303239390000000000000000000000000000000000444A4D32343132323530323939000000"
+            "0000000000000000000000000000444A4D323431323235303239390000000000000000000000000000000000180C1F445200"
+            "000000000000000000000000000000000056322E3231000000000044525F595030315F3136533230304A4332365F56312E30"
+            "2E325F54310000000000000000000000000000000000000000000044522D5749464930325F56312E342E3131000000E95D77"
+        ),
+        "basic_info": _frames(
+            "DD03002F147AFFFFFFFFFFFF012D0000000000000000002F0B10040BB60BB70BB90BBB0BAB0BC26300000005900BB8FFFFFF"
+            "7CEF0977"
+        ),
+        "cell_voltages": _frames("DD0400200CCC0CCC0CCD0CCD0CCD0CCD0CCD0CCA0CCC0CCC0CCB0CCD0CCC0CCD0CCC0CCCF25C77"),
+    },
+    AIOBMSBLE.format("tests/bms/test_daren_bms.py (_PROTO_DEFS 0x2, the extended tail)"),
+    {
+        **_DAREN_CELLS_STATED,
+        "voltage": 52.42,
+        "current": -13.2,
+        "soc": 47,
+        "remaining_capacity": 142.4,
+        "design_capacity": 300,
+        "cycles": 301,
+        "cell_voltages": [
+            3.276,
+            3.276,
+            3.277,
+            3.277,
+            3.277,
+            3.277,
+            3.277,
+            3.274,
+            3.276,
+            3.276,
+            3.275,
+            3.277,
+            3.276,
+            3.277,
+            3.276,
+            3.276,
+        ],
+        "temperatures": [26.7, 26.8, 27.0, 27.2],
+        "mosfet_temperature": 25.6,
+        "extras.ambient_temperature": 27.9,
+        "device.model": "DJM2412250299",
+        "device.software_version": "DR_YP01_16S200JC26_V1.0.2_T1",
+        "extras.module_firmware": "DR-WIFI02_V1.4.11",
+    },
+    vector="extended",
+)
+
+# Bytes 48-55 hold the problem word (51-52); the CRC closes the frame.
+_ECOWORTHY_STATUS: Final = (
+    "A1000000650000000000180103440018004800640531FF8E00002710000100010000000000000000000100020000FFFF{}"
+    "0000000000000000000000000000000000000000000000000000{}"
+)
+ECOWORTHY: Final = FamilyCapture(
+    "ecoworthy",
+    {
+        "status": _frames(_ECOWORTHY_STATUS.format("0000000000000000", "2186")),
+        "cells": _frames(
+            "A20000006500000000001801035600040CFB0CFD0CFB0CFAFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF"
+            "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF000300CD00C000BEFC18FC18FC18FC18FC18FC18"
+            "976A"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_ecoworthy_bms.py (_PROTO_DEFS 0x1, protocol version 1)"),
+    {
+        "voltage": 13.29,
+        "current": -1.14,
+        "soc": 72,
+        "soh": 100,
+        "design_capacity": 100,
+        "cell_voltages": [3.323, 3.325, 3.323, 3.322],
+        "temperatures": [20.5, 19.2, 19.0],
+        "extras.problem_code": 0,
+        "alarms": [],
+        # aiobmsble's cycle_charge (72.0) is its estimate, design capacity x SoC: no frame field.
+    },
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
+    AG,
+    REDODO,
+    ECOWORTHY,
+    TOPBAND,
+    TOPBAND_STARTCRAFT,
+    TOPBAND_KILOVAULT,
+    PWRXTREME,
+    SEPLOS_V2,
+    PWRBOOZT,
+    DAREN,
+    DAREN_EXTENDED,
     PACE,
     VATRER,
     GOBEL,
@@ -366,7 +737,45 @@ class ProblemFrame:
     stated: dict[str, object]
 
 
+_TOPBAND_PROBLEM: Final = (
+    b"^8435000038CDFFFF2CF9020097016200E10B{}0000005E0D710D650D5E0D000000000000000000000000000000000000000000000000{}"
+)
 PROBLEM_FRAMES: Final[tuple[ProblemFrame, ...]] = (
+    ProblemFrame(
+        ECOWORTHY,
+        "status",
+        bytes.fromhex(_ECOWORTHY_STATUS.format("0000000001000000", "20D6")),
+        AIOBMSBLE.format("tests/bms/test_ecoworthy_bms.py test_problem_response (first_bit)"),
+        {"extras.problem_code": 1, "alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        ECOWORTHY,
+        "status",
+        bytes.fromhex(_ECOWORTHY_STATUS.format("0000008000000000", "200E")),
+        AIOBMSBLE.format("tests/bms/test_ecoworthy_bms.py test_problem_response (last_bit, 1 << 15)"),
+        {"extras.problem_code": 0x8000, "alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        SEPLOS_V2,
+        "parallel",
+        bytes.fromhex(_SEPLOS_V2_PARALLEL.format("FFFFFFFFFFFFFFFFD0D0")),
+        AIOBMSBLE.format("tests/bms/test_seplos_v2_bms.py test_problem_response (every event bit set)"),
+        {"extras.alarm_events": 0xFFFFFFFFFFFFFFFF, "alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        TOPBAND,
+        "status",
+        _TOPBAND_PROBLEM.replace(b"{}", b"01", 1).replace(b"{}", b"0890"),
+        AIOBMSBLE.format("tests/bms/test_topband_bms.py test_problem_response (first_bit, problem_code 1)"),
+        {"extras.problem_code": 1, "alarms": ["system_fault"], "current": -13.0},
+    ),
+    ProblemFrame(
+        TOPBAND,
+        "status",
+        _TOPBAND_PROBLEM.replace(b"{}", b"80", 1).replace(b"{}", b"090F"),
+        AIOBMSBLE.format("tests/bms/test_topband_bms.py test_problem_response (last_bit, problem_code 128)"),
+        {"extras.problem_code": 128, "alarms": ["system_fault"], "current": -13.0},
+    ),
     ProblemFrame(
         EJ_SINGLE_FRAME,
         "realtime",

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from bmsgate.errors import BmsgateError
 from bmsgate.protocols import decode, get_protocol
-from bmsgate.protocols.checksums import byte_sum, crc16_modbus
+from bmsgate.protocols.checksums import CHECKSUMS, byte_sum, crc16_modbus
 from bmsgate.runtime.simulation import PackConfig, PackModel
 
 from .test_jbd import CAPTURE_4S_BASIC, VENDOR_17S_BASIC, VENDOR_17S_CELLS
@@ -200,3 +200,20 @@ def _crc16_modbus_bitwise(data: bytes) -> int:
 def test_word_at_a_time_crc16_is_crc16_modbus(data: bytes) -> None:
     assert crc16_modbus(data) == crc16_modbus(bytearray(data)) == _crc16_modbus_bitwise(data)
     assert crc16_modbus(b"123456789") == 0x4B37  # the catalogue check value of CRC-16/MODBUS
+
+
+def _crc16_xmodem_bitwise(data: bytes) -> int:
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
+    return crc
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=600))
+def test_table_crc16_xmodem_is_the_bitwise_one(data: bytes) -> None:
+    xmodem = CHECKSUMS["crc16_xmodem"].compute
+    assert xmodem(data) == xmodem(bytearray(data)) == _crc16_xmodem_bitwise(data)
+    assert xmodem(b"123456789") == 0x31C3  # the catalogue check value of CRC-16/XMODEM

@@ -39,6 +39,14 @@ ALL = default_catalog().protocols()
         (Advertisement(address="12:34:56:78:9A:BC", name=" B12100A2303", service_uuids=("ffe0",)), "roypow"),
         (Advertisement(address="12:34:56:78:9A:BD", name=" S24100B", service_uuids=("ffe0",)), "roypow"),
         (Advertisement(address="12:34:56:78:9A:BE", name=" UT12300", service_uuids=("ffe0",)), "roypow"),
+        # Aliases are identified as their protocol (aiobmsble ag_bms.py, topband_bms.py, pwrxtreme_bms.py).
+        (Advertisement(address="AA:BB:CC:00:33:44", name="AG100L0042", manufacturer_data={21320: b""}), "ej"),
+        (Advertisement(address="AA:BB:CC:00:44:55", service_uuids=("ffe0",), manufacturer_data={0: b""}), "topband"),
+        (
+            Advertisement(address="AA:BB:CC:00:44:56", service_uuids=("ffe0",), manufacturer_data={0xFFFF: b""}),
+            "topband",
+        ),
+        (Advertisement(address="AA:BB:CC:00:44:57", service_uuids=("fff0",), manufacturer_data={76: b""}), "topband"),
     ],
 )
 def test_each_new_family_is_identified_alone(advertisement: Advertisement, family: str) -> None:
@@ -72,3 +80,27 @@ def test_every_ble_family_can_be_identified_from_advertisements(name: str) -> No
     protocol = default_catalog().protocol(name)
     if protocol.definition.gatt is not None:
         assert protocol.definition.match, f"{name} has a GATT profile but no advertisement matcher"
+
+
+def test_seplos_v2_names_are_claimed_with_jbd_by_their_shared_service() -> None:
+    # aiobmsble seplos_v2_bms.py: BP0? / BP1? / BP2? with service ff00, which every JBD board advertises too:
+    # scan lists both and `bmsgate probe` (a request of each) decides.
+    advertisement = Advertisement(address="AA:BB:CC:00:55:66", name="BP02", service_uuids=(normalize_uuid("ff00"),))
+    assert [match.protocol for match in match_advertisement(advertisement, ALL)] == ["jbd", "seplos-v2"]
+
+
+def test_daren_names_are_claimed_with_jbd_by_their_shared_service() -> None:
+    advertisement = Advertisement(address="AA:BB:CC:00:66:77", name="DWF12345", service_uuids=(normalize_uuid("ff00"),))
+    assert [match.protocol for match in match_advertisement(advertisement, ALL)] == ["daren", "jbd"]
+
+
+@pytest.mark.parametrize(
+    "advertisement",
+    [
+        Advertisement(address="AA:BB:CC:00:77:88", name="ECO-WORTHY 02_1234"),
+        Advertisement(address="AA:BB:CC:00:77:89", name="DCHOUSE-12100", service_uuids=(normalize_uuid("fff0"),)),
+    ],
+)
+def test_ecoworthy_is_identified_alone(advertisement: Advertisement) -> None:
+    # aiobmsble ecoworthy_bms.py: "ECO-WORTHY 02_*" alone, "DCHOUSE*" / "ECO-WORTHY*" with service fff0.
+    assert [match.protocol for match in match_advertisement(advertisement, ALL)] == ["ecoworthy"]

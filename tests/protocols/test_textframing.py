@@ -89,3 +89,21 @@ def test_text_framing_needs_an_end_marker_that_is_no_hex_digit() -> None:
     binary.pop("requires", None)
     with pytest.raises(DefinitionError, match="need hex-text framing"):
         definition_from_mapping(binary)
+
+
+def test_stripped_bytes_vanish_before_framing() -> None:
+    boozt = get_protocol("pwrboozt")
+    padded = b":0151\x0050000EFE\x00~\x00\x00"
+    # The request's own form (a frame of this protocol, not a reply) shows NULs vanish anywhere.
+    assembler = boozt.new_assembler()
+    assert assembler.feed(padded[:7]) == []
+    assert assembler.buffered == 6  # the NUL is gone
+    base = boozt.definition.model_dump(mode="json", exclude_none=True)
+    base.pop("requires", None)
+    for value, message in ((["41"], "neither hex digits nor markers"), (["7E"], "nor markers"), (["0000"], "single")):
+        with pytest.raises(DefinitionError, match=message):
+            definition_from_mapping({**base, "framing": {**base["framing"], "strip_bytes": value}})
+    binary = {**base, "framing": {**base["framing"]}}
+    binary["framing"].pop("text")
+    with pytest.raises(DefinitionError, match="'strip_bytes' need hex-text framing"):
+        definition_from_mapping(binary)

@@ -9,6 +9,7 @@ checks every vector file.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from bmsgate.protocols import CompiledProtocol, get_protocol
@@ -44,6 +45,19 @@ def _responder(protocol: CompiledProtocol, replies: dict[str, list[bytes]]) -> v
     return respond
 
 
+def _listening(frames: list[bytes]) -> Callable[[vectorgen._Recorder], None]:
+    """Two polls of a BMS that is never asked: it sends the captured frames half a second into each poll."""
+
+    def script(recorder: vectorgen._Recorder) -> None:
+        recorder.connect()
+        for at in (0.5, 10.5):
+            recorder.schedule(at, frames)
+        recorder.poll(0.0)
+        recorder.poll(10.0)
+
+    return script
+
+
 def generate() -> dict[Path, str]:
     """The families' vector files, as path → text."""
     vectors: dict[tuple[str, str], vectorgen.JsonObject] = {}
@@ -60,13 +74,19 @@ def generate() -> dict[Path, str]:
         )
     for name, fixture in fixtures().items():
         protocol = get_protocol(name)
+        listens = any(not request.frame for request in protocol.requests)
+        frames = [frame for request in protocol.requests for frame in fixture.replies.get(request.name, [])]
         key, transcript = vectorgen._transcript(
             protocol,
             name="session-two-polls",
-            title="connect, then two polls on one connection (connect-time replies are asked once)",
+            title=(
+                "connect, then two polls of a BMS that sends its replies on its own (they are not asked for)"
+                if listens
+                else "connect, then two polls on one connection (connect-time replies are asked once)"
+            ),
             source=fixture.source,
             responder=_responder(protocol, fixture.replies),
-            script=vectorgen._two_polls,
+            script=_listening(frames) if listens else vectorgen._two_polls,
         )
         vectors[name, key] = transcript
     return {

@@ -35,7 +35,7 @@ from bmsgate.protocols.encode import (
     mosfet_param,
     render_template,
 )
-from bmsgate.protocols.framing import Frame, FrameAssembler, FrameChecker
+from bmsgate.protocols.framing import ChunkFrameAssembler, Frame, FrameAssembler, FrameChecker
 from bmsgate.protocols.memo import BoundedMemo
 from bmsgate.protocols.textframing import TextFrameAssembler, to_wire
 
@@ -131,10 +131,12 @@ class CompiledProtocol:
 
     # -- decoding -------------------------------------------------------------------------------
 
-    def new_assembler(self) -> FrameAssembler | TextFrameAssembler:
+    def new_assembler(self) -> FrameAssembler | TextFrameAssembler | ChunkFrameAssembler:
         """A fresh assembler for one connection."""
         if self.definition.framing.text is not None:
             return TextFrameAssembler(self.definition.framing, checker=self.checker)
+        if self.definition.framing.frame_per_chunk:
+            return ChunkFrameAssembler(self.definition.framing, checker=self.checker)
         return FrameAssembler(self.definition.framing, checker=self.checker)
 
     def wire(self, frame: bytes) -> bytes:
@@ -143,7 +145,9 @@ class CompiledProtocol:
         The frame itself, or its hex text between the markers (hex-text framing).
         """
         framing = self.definition.framing
-        return frame if framing.text is None else to_wire(frame, framing)
+        if framing.text is None or not frame:  # an empty request (listen) is nothing on the wire either
+            return frame
+        return to_wire(frame, framing)
 
     def check_frame(self, raw: bytes) -> Frame:
         """Validate a complete frame (see `FrameChecker.check`)."""
@@ -285,7 +289,7 @@ def compile_definition(definition: ProtocolDefinition) -> CompiledProtocol:
     """Compile a definition (do this once; the result is safe to share between tasks and threads)."""
     compiled = CompiledProtocol(definition)
     for request in definition.requests:
-        if not compiled.request_checksum_ok(request.frame):
+        if request.frame and not compiled.request_checksum_ok(request.frame):
             raise DefinitionError(
                 "checksum of the request frame is wrong",
                 source=definition.source,

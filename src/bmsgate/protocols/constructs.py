@@ -24,11 +24,14 @@ if TYPE_CHECKING:
 
 __all__ = ["CONSTRUCTS", "ENGINE_VERSION", "constructs_used", "unknown_constructs"]
 
-ENGINE_VERSION: Final = 3
+ENGINE_VERSION: Final = 4
 """The protocol engine's level: raised whenever a construct is added to :data:`CONSTRUCTS`.
 
 Level 2 added ``sign_magnitude`` (TDT / Wattcycle currents); level 3 ``text`` (hex-text framing: E&J, AG,
-Topband), ``difference``, ``derive.voltage_from_cells`` and the ``sum8_not`` checksum."""
+Topband), ``difference``, ``derive.voltage_from_cells`` and the ``sum8_not`` checksum; level 4 ``aliases`` (family ids
+that are one protocol), ``starts`` (several one-byte frame types in front of hex text, Topband), ``listen``
+(a streaming request that writes nothing), ``strip_bytes`` (NULs in hex text, PowerBoozt),
+``frame_per_chunk`` (a notification is a frame, ECO-WORTHY) and the ``crc16_xmodem`` checksum (Seplos V2)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -60,15 +63,20 @@ _TYPE_CONSTRUCTS: Final[Mapping[str, str]] = {
     "u64": "unsigned 64-bit fields",
 }
 _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
+    "aliases": "other family ids that are this protocol with other discovery data (engine 4)",
     "check_end": "an end marker written but not required on received frames (check_end: false)",
     "commands": "write commands (MOSFET switching)",
     "connect": "requests sent once per connection (when: connect)",
     "derive.voltage_from_cells": "the pack voltage as the sum of the cell voltages, for frames without it (engine 3)",
     "excess": "bytes after a frame's announced end are ignored (excess: ignore)",
     "fixed_length": "frames of a fixed length instead of a length field",
+    "frame_per_chunk": "every received chunk (one notification) is one whole frame, no length field (engine 4)",
     "ignore_chunks": "received chunks dropped as a whole",
     "index": "one reply spread over numbered frames",
+    "listen": "a streaming request that writes nothing: the BMS sends on its own (frame: ''; engine 4)",
     "request_checksum": "requests checked differently from replies",
+    "starts": "several start markers, one per frame type, in front of hex text (engine 4)",
+    "strip_bytes": "single bytes removed from received hex text before framing (PowerBoozt NULs; engine 4)",
     "status": "a status byte that refuses a request",
     "streaming": "replies the BMS keeps sending after one request",
     "text": "frames sent as hex text between ASCII markers (text: hex; engine 3)",
@@ -130,14 +138,19 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
     framing = definition.framing
     used = _checksum(framing.checksum) | _checksum(framing.request_checksum)
     flags = {
+        "aliases": bool(definition.aliases),
         "check_end": not framing.check_end,
         "commands": bool(definition.commands),
         "connect": any(request.when == "connect" for request in definition.requests),
         "excess": framing.excess == "ignore",
         "fixed_length": framing.fixed_length is not None,
+        "frame_per_chunk": framing.frame_per_chunk,
         "ignore_chunks": bool(framing.ignore_chunks),
         "index": any(reply.index is not None for reply in definition.replies.values()),
+        "listen": any(not request.frame for request in definition.requests),
         "request_checksum": framing.request_checksum is not None,
+        "starts": bool(framing.starts),
+        "strip_bytes": bool(framing.strip_bytes),
         "status": framing.status is not None,
         "streaming": any(request.streaming for request in definition.requests),
         "text": framing.text is not None,

@@ -64,6 +64,7 @@ __all__ = [
     "GattSpec",
     "KeySpec",
     "LengthSpec",
+    "ProtocolAlias",
     "ProtocolDefinition",
     "ReplySpec",
     "RequestSpec",
@@ -184,6 +185,12 @@ class RequestSpec(_Strict):
     streaming: bool = False
     """The BMS keeps sending this reply after one request; re-send only when no fresh frame came."""
 
+    @model_validator(mode="after")
+    def _listen_streams(self) -> Self:
+        if not self.frame and not (self.streaming and self.reply is not None):
+            raise ValueError("an empty frame (listen: nothing is written) needs streaming: true and a reply")
+        return self
+
 
 _PLACEHOLDER: Final = re.compile(r"\{(?P<name>[a-z][a-z0-9_]*):(?P<type>u8|u16be|u16le|u32be|u32le)\}")
 PLACEHOLDER_SIZES: Final = {"u8": 1, "u16be": 2, "u16le": 2, "u32be": 4, "u32le": 4}
@@ -292,6 +299,30 @@ class SimulatorSpec(_Strict):
 
 # -- the definition ----------------------------------------------------------------------------------
 
+_NAME_FORM: Final = re.compile(r"[a-z][a-z0-9_-]*")
+
+
+class ProtocolAlias(_Strict):
+    """Another family id that is this protocol with other discovery data (aiobmsble's subclasses).
+
+    Its advertisement matchers and GATT profile are part of the definition's own ``match`` and
+    ``gatt.profiles``; the alias makes ``protocol: ID`` resolve here and ``protocols list`` name it.
+    """
+
+    id: str
+    title: str
+    manufacturer: str | None = None
+    verified: str = ""
+    """``real frames: SOURCE`` when conformance vectors under spec/vectors/ID/ decode frames captured from a
+    pack of this family (through this definition); empty: unverified (the protocol may be verified)."""
+
+    @field_validator("id")
+    @classmethod
+    def _id_form(cls, value: str) -> str:
+        if not _NAME_FORM.fullmatch(value):
+            raise ValueError("use lowercase letters, digits, '-' and '_' (e.g. 'ag')")
+        return value
+
 
 class ProtocolDefinition(_Strict, CanonicalModel):
     """A complete, validated protocol definition (its :meth:`ir` is the canonical form)."""
@@ -322,6 +353,8 @@ class ProtocolDefinition(_Strict, CanonicalModel):
     """Values computed from decoded ones when the frames lack them: ``voltage_from_cells`` is the pack
     voltage as the sum of the cell voltages (E&J frames carry no pack voltage)."""
     simulator: SimulatorSpec = SimulatorSpec()
+    aliases: list[ProtocolAlias] = []
+    """Family ids that are this protocol under other names (``protocol: ID`` resolves to this definition)."""
 
     source: str = Field(default="<memory>", exclude=True)
     """Where the definition was loaded from (for error messages)."""
@@ -329,9 +362,18 @@ class ProtocolDefinition(_Strict, CanonicalModel):
     @field_validator("name")
     @classmethod
     def _name_form(cls, value: str) -> str:
-        if not re.fullmatch(r"[a-z][a-z0-9_-]*", value):
+        if not _NAME_FORM.fullmatch(value):
             raise ValueError("use lowercase letters, digits, '-' and '_' (e.g. 'jbd')")
         return value
+
+    @model_validator(mode="after")
+    def _aliases_distinct(self) -> Self:
+        seen = {self.name}
+        for alias in self.aliases:
+            if alias.id in seen:
+                raise ValueError(f"alias {alias.id!r} repeats the definition's name or another alias")
+            seen.add(alias.id)
+        return self
 
     @field_validator("requires")
     @classmethod

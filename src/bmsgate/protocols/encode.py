@@ -89,9 +89,14 @@ def encode_frame(
         frame[length.offset : length.offset + length.size] = value.to_bytes(length.size, length.endian)
     if framing.end is not None:
         frame[total - len(framing.end) :] = framing.end
+    # A reply whose key is its start marker (one of `starts`: ECO-WORTHY's A1/A2) keeps it.
+    marker = framing.start
+    if framing.starts and framing.key is not None and framing.key.offset < len(marker):
+        written = bytes(frame[: len(marker)])
+        marker = written if written in framing.starts else marker
     fill_checksum(frame, framing.checksum)
     # Fixed-length frames keep the start marker even when the payload covers offset 0.
-    frame[: len(framing.start)] = framing.start
+    frame[: len(marker)] = marker
     fill_checksum(frame, framing.checksum)
     return bytes(frame)
 

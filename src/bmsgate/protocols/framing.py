@@ -16,7 +16,14 @@ from bmsgate.errors import FrameError
 from bmsgate.protocols.checksums import CHECKSUMS
 from bmsgate.protocols.definition import ChecksumSpec, FramingSpec
 
-__all__ = ["AssemblerStats", "Frame", "FrameAssembler", "FrameChecker", "drop_noise_keeping_marker_prefix"]
+__all__ = [
+    "AssemblerStats",
+    "ChunkFrameAssembler",
+    "Frame",
+    "FrameAssembler",
+    "FrameChecker",
+    "drop_noise_keeping_marker_prefix",
+]
 
 _LOGGER = logging.getLogger(__name__)
 _new_tuple: Final = tuple.__new__
@@ -53,7 +60,8 @@ class FrameChecker:
 
     def __init__(self, framing: FramingSpec) -> None:
         self.framing = framing
-        self._start = framing.start
+        # Several start markers (hex-text frame types) as a tuple: bytes.startswith takes either.
+        self._start: bytes | tuple[bytes, ...] = tuple(framing.starts) if framing.starts else framing.start
         self._end = framing.end if framing.check_end else None
         self._fixed = framing.fixed_length
         length = framing.length
@@ -113,7 +121,9 @@ class FrameChecker:
         """
         size = len(raw)
         if not raw.startswith(self._start):
-            raise FrameError(f"frame does not start with {self._start.hex().upper()}: {raw[:8].hex().upper()}")
+            markers = self._start if isinstance(self._start, tuple) else (self._start,)
+            wanted = " or ".join(marker.hex().upper() for marker in markers)
+            raise FrameError(f"frame does not start with {wanted}: {raw[:8].hex().upper()}")
         if size < self.header_size:
             raise FrameError(f"frame of {size} bytes is shorter than its {self.header_size}-byte header")
         if self._fixed is not None:
@@ -264,6 +274,47 @@ class FrameAssembler:
 
     def _drop_noise_keeping_marker_prefix(self) -> None:
         self.stats.noise_bytes += drop_noise_keeping_marker_prefix(self._buffer, self._start)
+
+
+class ChunkFrameAssembler:
+    """Frames that are each one whole chunk (``framing.frame_per_chunk``): checked as they come, never buffered."""
+
+    def __init__(self, framing: FramingSpec, *, checker: FrameChecker | None = None) -> None:
+        self._checker = checker or FrameChecker(framing)
+        self._ignore = frozenset(framing.ignore_chunks)
+        self.stats = AssemblerStats()
+
+    def reset(self) -> None:
+        """Nothing is kept between chunks: nothing to forget."""
+
+    @property
+    def buffered(self) -> int:
+        """Always 0: a chunk is a frame or noise."""
+        return 0
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> list[Frame]:
+        """Check one received chunk as one frame (a chunk that is no frame is dropped, with the reason)."""
+        chunk = bytes(chunk)
+        if chunk in self._ignore:
+            self.stats.junk_chunks += 1
+            return []
+        checker = self._checker
+        if not checker.min_length <= len(chunk) <= checker.max_length:
+            self._reject(chunk, f"a chunk of {len(chunk)} bytes, outside {checker.min_length}..{checker.max_length}")
+            return []
+        try:
+            frame = checker.check(chunk)
+        except FrameError as exc:
+            self._reject(chunk, str(exc))
+            return []
+        self.stats.frames += 1
+        return [frame]
+
+    def _reject(self, chunk: bytes, reason: str) -> None:
+        self.stats.rejected += 1
+        self.stats.noise_bytes += len(chunk)
+        self.stats.last_error = reason
+        _LOGGER.debug("dropped chunk: %s", reason)
 
 
 def drop_noise_keeping_marker_prefix(buffer: bytearray, start: bytes) -> int:

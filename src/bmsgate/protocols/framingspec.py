@@ -95,7 +95,17 @@ class FramingSpec(_Strict):
     text: Literal["hex"] | None = None
     """``hex``: between the start and end markers the wire carries text, two hex digits per byte (E&J, AG,
     Topband). Frames are the markers around the decoded bytes, so every offset counts in bytes; the end
-    marker delimits a frame, the length field (if any) is a check."""
+    marker delimits a frame, the length field (if any) is a check. Without an end marker a ``fixed_length``
+    delimits it (Topband)."""
+    frame_per_chunk: bool = False
+    """Every received chunk (one BLE notification) is one whole frame: no length field, no end marker
+    needed, nothing carried over between chunks (ECO-WORTHY)."""
+    strip_bytes: list[HexBytes] = []
+    """Hex-text framing only: single bytes removed from everything received before framing (PowerBoozt
+    modules pad their text with NULs, also between the last digit and the end marker)."""
+    starts: list[HexBytes] = []
+    """Hex-text framing only: every start marker a reply may begin with, `start` among them (Topband's
+    one-byte frame types ``5E``/``83``/``B0``/``E8`` in front of the text); requests use `start`."""
 
     @field_validator("start")
     @classmethod
@@ -108,8 +118,19 @@ class FramingSpec(_Strict):
     def _consistent(self) -> Self:
         if self.text is not None:
             self._check_text()
+            if self.frame_per_chunk:
+                raise ValueError("'frame_per_chunk' is for binary frames (hex text has its own delimiters)")
+        elif self.frame_per_chunk:
+            if self.length is not None or self.fixed_length is not None:
+                raise ValueError("'frame_per_chunk' frames carry no 'length' and no 'fixed_length'")
         elif (self.length is None) == (self.fixed_length is None):
             raise ValueError("give exactly one of 'length' and 'fixed_length'")
+        if self.text is None and self.strip_bytes:
+            raise ValueError("'starts' and 'strip_bytes' need hex-text framing (text: hex)")
+        if self.text is None and self.starts and not self.frame_per_chunk:
+            raise ValueError("'starts' and 'strip_bytes' need hex-text framing (text: hex) or 'frame_per_chunk'")
+        if self.starts and (self.start not in self.starts or any(len(m) != len(self.start) for m in self.starts)):
+            raise ValueError("'starts' must include 'start' (the marker requests are sent with), all of its length")
         if self.text is None and (
             (self.length is not None and self.length.counts == "text")
             or any(spec is not None and spec.over == "text" for spec in (self.checksum, self.request_checksum))
@@ -122,13 +143,23 @@ class FramingSpec(_Strict):
         return self
 
     def _check_text(self) -> None:
-        if not self.end:
-            raise ValueError("hex-text framing needs an end marker (it delimits the frames)")
+        if not self.end and self.fixed_length is None:
+            raise ValueError("hex-text framing needs an end marker or a fixed_length (they delimit the frames)")
         if self.length is not None and self.fixed_length is not None:
             raise ValueError("give at most one of 'length' and 'fixed_length'")
+        if self.starts and self.start not in self.starts:
+            raise ValueError("'starts' must include 'start' (the marker requests are sent with)")
+        if any(len(marker) != len(self.start) for marker in self.starts):
+            raise ValueError("every marker in 'starts' needs the length of 'start'")
         hex_digits = frozenset(b"0123456789abcdefABCDEF")
-        if any(byte in hex_digits for byte in self.start + self.end):
+        markers = b"".join([self.start, self.end or b"", *self.starts])
+        if any(byte in hex_digits for byte in markers):
             raise ValueError("hex-text markers must not be hex digits (a frame's text could not be told from them)")
+        stripped = b"".join(self.strip_bytes)
+        if any(len(value) != 1 for value in self.strip_bytes) or any(
+            byte in hex_digits or byte in markers for byte in stripped
+        ):
+            raise ValueError("'strip_bytes' takes single bytes that are neither hex digits nor markers")
 
     @property
     def header_size(self) -> int:

@@ -168,6 +168,8 @@ class PollSession:
         self._device: DeviceInfo | None = None
         # per connection
         self._connection_frames: dict[int, Frame] = {}
+        self._connection_writes: set[str] = set()
+        """Connect-time requests without a reply already written on this connection (unlock writes)."""
         self._streaming_started = False
         # per job
         self._state = _State.IDLE
@@ -212,6 +214,7 @@ class PollSession:
         """
         self._assembler.reset()
         self._connection_frames.clear()
+        self._connection_writes.clear()
         self._streaming_started = False
         self._backlog.clear()
         self._end_job()
@@ -333,6 +336,9 @@ class PollSession:
                 self._frames.append(self._connection_frames[request.reply])
                 self._index += 1
                 continue
+            if not self._command and request.when == "connect" and request.name in self._connection_writes:
+                self._index += 1
+                continue
             return
 
     def _advance(self, now: float, actions: list[Action]) -> list[Action]:
@@ -372,20 +378,27 @@ class PollSession:
             # The BMS kept streaming since the last poll: the newest frame that already arrived is this
             # poll's answer. Older ones queued behind it must never be presented as current.
             self._newest = None
+            others: list[Frame] = []
             for frame in self._backlog:
                 if frame.key is None or frame.key == request.reply:
                     self._newest = frame
+                else:
+                    others.append(frame)  # another streamed reply of this poll (ECO-WORTHY's A2 after A1)
             self._backlog.clear()
+            self._backlog.extend(others)
             self._state = _State.DRAIN
             self._deadline = now
             return self._wait_action(actions)
         actions.append(_DISCARD)
         self._assembler.reset()
         self._backlog.clear()
-        actions.append(Write(self.protocol.wire(request.frame)))
+        if request.frame:  # an empty frame listens: the BMS sends on its own (Topband)
+            actions.append(Write(self.protocol.wire(request.frame)))
         if request.streaming:
             self._streaming_started = True
         if request.reply is None:
+            if request.when == "connect":
+                self._connection_writes.add(request.name)
             if self._command:
                 self._index = len(self._requests)
                 self._end_job()

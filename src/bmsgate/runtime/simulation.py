@@ -291,7 +291,9 @@ class VirtualBms:
         self.protocol = protocol
         self.pack = pack
         self._buffer = bytearray()
-        self._requests = [(protocol.wire(request.frame), request.reply) for request in protocol.definition.requests]
+        self._requests = [
+            (protocol.wire(request.frame), request.reply) for request in protocol.definition.requests if request.frame
+        ]
         self._commands = [
             _compile_command_pattern(name, spec, protocol) for name, spec in protocol.definition.commands.items()
         ]
@@ -302,6 +304,12 @@ class VirtualBms:
         self._append = dict(simulator.append)
         self._streaming = {request.reply for request in protocol.definition.requests if request.streaming}
         self.stream_interval = simulator.stream_interval
+        self.listen_keys: tuple[int, ...] = tuple(
+            request.reply for request in protocol.definition.requests if not request.frame and request.reply
+        )
+        """The replies a BMS that is never asked for them (empty request frames: listen) sends on its own."""
+        self.listening = bool(self.listen_keys)
+        """Whether it sends them now (from the link's start; the simulator transport switches it)."""
         self.streaming_key: int | None = None
         """The reply the BMS keeps sending on its own since a streaming request (None: not streaming)."""
 
@@ -321,9 +329,11 @@ class VirtualBms:
 
     def stream(self) -> list[bytes]:
         """The frames a streaming BMS sends on its own now (empty when not streaming)."""
-        if self.streaming_key is None:
-            return []
-        return self.replies_for(self.streaming_key)
+        keys = [
+            *(self.listen_keys if self.listening else ()),
+            *(() if self.streaming_key is None else (self.streaming_key,)),
+        ]
+        return [frame for key in keys for frame in self.replies_for(key)]
 
     def handle_write(self, data: bytes) -> list[bytes]:
         """Consume written bytes; return the reply frames they trigger (possibly none)."""

@@ -107,11 +107,17 @@ class SimulatorTransport(Transport):
         if self._chance(self.faults.refuse_connect):
             raise ConnectError(f"{self.description}: connection refused (injected)", battery_id=self.battery_id)
         self.connects += 1
+        self.bms.listening = bool(self.bms.listen_keys)
+        if self.bms.listening and not self.faults.silent:
+            # A BMS that is never asked streams from the moment the link is up.
+            self._streaming = True
+            asyncio.get_running_loop().call_later(self.bms.stream_interval, self._stream_tick, self._generation)
 
     async def _do_close(self) -> None:
         self._generation += 1
         self._streaming = False
         self.bms.streaming_key = None
+        self.bms.listening = False
 
     def _stream_tick(self, generation: int) -> None:
         if generation != self._generation or not self.is_open:

@@ -171,34 +171,58 @@ def _protocols(args: argparse.Namespace) -> int:
             f"{len(protocol.requests)} requests, {len(protocol.definition.replies)} reply types"
         )
         return EXIT_OK
-    rows = []
-    for name in default_catalog().names(Kind.PROTOCOL):
-        protocol = default_catalog().protocol(name)
-        gatt = protocol.gatt_profiles
-        definition = protocol.definition
-        rows.append(
-            {
-                "name": name,
-                "title": protocol.title,
-                # Verified: decodes conformance vectors of frames captured from a real BMS (the
-                # definition's `verified` key; tests/protocols/test_vectors.py holds it to spec/vectors).
-                "verified": definition.verified.startswith("real frames: "),
-                "evidence": definition.verified or None,
-                "ble_service": gatt[0].service if gatt else None,
-                "serial": definition.serial is not None,
-                "variants": list(protocol.variant_names),
-                "matchers": [matcher.model_dump(exclude_none=True) for matcher in definition.match],
-                "alarms": sorted(alarm.value for alarm in protocol.possible_alarms),
-            }
-        )
+    rows = _protocol_rows()
     if args.json:
         _print_json(rows)
     else:
         console = _stdout()
         for row in rows:
             mark = "[green]verified[/green]  " if row["verified"] else "[yellow]unverified[/yellow]"
-            console.print(f"[bold]{row['name']:<12}[/bold] {mark} {row['title']}")
+            same = f" (same as {row['same_as']})" if row["same_as"] else ""
+            console.print(f"[bold]{row['name']:<12}[/bold] {mark} {row['title']}{same}")
     return EXIT_OK
+
+
+def _protocol_rows() -> list[dict[str, Any]]:
+    """One row per protocol and per alias (``same_as`` names the protocol an alias decodes with)."""
+    rows: list[dict[str, Any]] = []
+    for name in default_catalog().names(Kind.PROTOCOL):
+        protocol = default_catalog().protocol(name)
+        gatt = protocol.gatt_profiles
+        definition = protocol.definition
+        shared = {
+            "ble_service": gatt[0].service if gatt else None,
+            "serial": definition.serial is not None,
+            "variants": list(protocol.variant_names),
+            "matchers": [matcher.model_dump(exclude_none=True) for matcher in definition.match],
+            "alarms": sorted(alarm.value for alarm in protocol.possible_alarms),
+        }
+        # Verified: decodes conformance vectors of frames captured from a real BMS (the definition's or the
+        # alias's `verified` key; tests/protocols/test_vectors.py holds it to spec/vectors).
+        rows.append(
+            {
+                "name": name,
+                "title": protocol.title,
+                "same_as": None,
+                "aliases": [alias.id for alias in definition.aliases],
+                "verified": definition.verified.startswith("real frames: "),
+                "evidence": definition.verified or None,
+                **shared,
+            }
+        )
+        rows += [
+            {
+                "name": alias.id,
+                "title": alias.title,
+                "same_as": name,
+                "aliases": [],
+                "verified": alias.verified.startswith("real frames: "),
+                "evidence": alias.verified or None,
+                **shared,
+            }
+            for alias in definition.aliases
+        ]
+    return sorted(rows, key=lambda row: str(row["name"]))
 
 
 # -- parser -------------------------------------------------------------------------------------------
