@@ -45,10 +45,23 @@ from tests.fleet.agent.updates.conftest import GATEWAY, reports_of
 _REPOSITORY = Path(__file__).resolve().parents[4]
 _GUARD = _REPOSITORY / "deploy" / "bmsgate-guard"
 _FIRST_START = Path(__file__).with_name("software_process.py")
-BASE, GOOD, BROKEN, NEEDY = "0.1.0", "0.2.0", "0.3.0", "0.4.0"
+_VOLTAGE_BUG = (
+    "protocols/decode.py",
+    '    out["battery_id"] = battery_id\n',
+    '    if "voltage" in out:\n        out["voltage"] *= 10\n    out["battery_id"] = battery_id\n',
+)
+"""A decoder bug in a new version (the pack voltage ten times too high): it starts, but fails its health check."""
+BASE, GOOD, BROKEN, NEEDY, IMPLAUSIBLE = "0.1.0", "0.2.0", "0.3.0", "0.4.0", "0.5.0"
 
 
-def _build_wheel(work: Path, version: str, *, broken: bool = False, extra_dependency: str | None = None) -> Path:
+def _build_wheel(
+    work: Path,
+    version: str,
+    *,
+    broken: bool = False,
+    extra_dependency: str | None = None,
+    source_edit: tuple[str, str, str] | None = None,
+) -> Path:
     tree = work / f"tree-{version}"
     shutil.copytree(
         _REPOSITORY / "src", tree / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
@@ -65,6 +78,12 @@ def _build_wheel(work: Path, version: str, *, broken: bool = False, extra_depend
     if broken:
         text += '\nraise RuntimeError("a broken build: bmsgate does not import")\n'
     init.write_text(text, encoding="utf-8")
+    if source_edit is not None:
+        module, old, new = source_edit
+        path = tree / "src" / "bmsgate" / module
+        source = path.read_text(encoding="utf-8")
+        assert old in source
+        path.write_text(source.replace(old, new, 1), encoding="utf-8")
     out = work / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(tree)],
@@ -83,6 +102,7 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         GOOD: _build_wheel(work, GOOD),
         BROKEN: _build_wheel(work, BROKEN, broken=True),
         NEEDY: _build_wheel(work, NEEDY, extra_dependency="bmsgate-no-such-dependency>=1"),
+        IMPLAUSIBLE: _build_wheel(work, IMPLAUSIBLE, source_edit=_VOLTAGE_BUG),
     }
 
 
@@ -282,6 +302,28 @@ async def test_a_version_that_does_not_start_is_switched_back_and_the_old_one_re
 
 
 @pytest.mark.slow
+async def test_a_version_failing_its_health_check_switches_back_and_the_old_one_reports_reverted(
+    fleet_broker: FleetBroker, recorder: Recorder, tmp_path: Path, base_venv: Path, wheels: dict[str, Path]
+) -> None:
+    layout, config, first = _prepare(tmp_path, fleet_broker, base_venv, wheels[IMPLAUSIBLE])
+    async with _unit(layout, config, first) as unit:
+        await recorder.wait_for(lambda: _final(recorder) is not None, timeout=60)
+    final = _final(recorder)
+    assert final is not None
+    assert final.phase is UpdatePhase.REVERTED, final.detail
+    assert final.reason is FailureReason.HEALTH
+    assert final.running.software == BASE, "reported by the version that runs again"
+    assert "house" in final.detail
+    assert "voltage" in final.detail, "the health check's finding"
+    assert unit.exits[:2] == [RESTART_EXIT_CODE, RESTART_EXIT_CODE], "switched, then switched back by itself"
+    # The new version may die before its agent connects: what it reported, if anything, names itself.
+    checking = [r for r in reports_of(recorder.raw) if "health check running" in r.detail]
+    assert all(r.running.software == IMPLAUSIBLE for r in checking)
+    assert layout.active() == "venvs/a"
+    assert _never_committed_on(reports_of(recorder.raw), IMPLAUSIBLE)
+
+
+@pytest.mark.slow
 async def test_killed_during_the_install_the_old_version_runs_says_so_and_finishes_the_update(
     fleet_broker: FleetBroker, recorder: Recorder, tmp_path: Path, base_venv: Path, wheels: dict[str, Path]
 ) -> None:
@@ -295,10 +337,14 @@ async def test_killed_during_the_install_the_old_version_runs_says_so_and_finish
         seen = len(reports_of(recorder.raw))
         await recorder.wait_for(lambda: _final(recorder) is not None, timeout=60)
     assert unit.exits[0] == -signal.SIGKILL
+    before_kill = reports_of(recorder.raw)[:seen]
+    assert UpdatePhase.STAGED not in [r.phase for r in before_kill], "killed before the install finished"
     after = reports_of(recorder.raw)[seen:]
-    resumed = [r for r in after if r.phase is not UpdatePhase.COMMITTED]
-    assert resumed, "the restarted old version reported the resumed update"
+    switch = next(i for i, r in enumerate(after) if r.phase is UpdatePhase.ACTIVE_PENDING)
+    resumed = after[: switch + 1]
+    assert UpdatePhase.STAGED in [r.phase for r in resumed], "the restarted old version installed again"
     assert all(r.running.software == BASE for r in resumed), "until the switch, the old version runs and says so"
+    assert all(r.running.software == GOOD for r in after[switch + 1 :]), "then the new one, saying so"
     final = _final(recorder)
     assert final is not None
     assert final.phase is UpdatePhase.COMMITTED, final.detail
@@ -310,7 +356,7 @@ def test_a_wheel_needing_a_missing_dependency_is_refused_and_nothing_switched(
     tmp_path: Path, base_venv: Path, wheels: dict[str, Path]
 ) -> None:
     layout = _layout(tmp_path, base_venv)
-    with pytest.raises(SoftwareError, match="pip check.*bmsgate-no-such-dependency"):
+    with pytest.raises(SoftwareError, match=r"pip check.*bmsgate-no-such-dependency"):
         install_wheel(layout, wheels[NEEDY], NEEDY, timeout=60)
     assert layout.active() == "venvs/a"
 
