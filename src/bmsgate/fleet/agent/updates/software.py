@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -63,6 +64,7 @@ STARTS_FILE: Final = "software-starts"
 RESTART_EXIT_CODE: Final = 75
 """``bmsgate run``'s exit status after a software switch or revert (EX_TEMPFAIL): "start me again"."""
 _OUTPUT_TAIL: Final = 600
+_WHEEL_VERSION: Final = re.compile(r"[0-9][0-9A-Za-z.+_]{0,31}")
 _LOGGER = logging.getLogger(__name__)
 _CURRENT: Final = "current"
 
@@ -172,8 +174,13 @@ def wheel_version(wheel: Path) -> str:
         SoftwareError: not a bmsgate wheel's name.
     """
     parts = wheel.name.removesuffix(".whl").split("-")
-    if not wheel.name.endswith(".whl") or len(parts) < 3 or parts[0] != "bmsgate":
-        raise SoftwareError(f"{wheel.name}: not a bmsgate wheel (bmsgate-<version>-<tags>.whl)")
+    if (
+        not wheel.name.endswith(".whl")
+        or len(parts) < 3
+        or parts[0] != "bmsgate"
+        or not _WHEEL_VERSION.fullmatch(parts[1])
+    ):
+        raise SoftwareError(f"{wheel.name[:100]!r}: not a bmsgate wheel (bmsgate-<version>-<tags>.whl)")
     return parts[1]
 
 
