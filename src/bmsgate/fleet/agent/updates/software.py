@@ -205,10 +205,15 @@ def clone_venv(source: Path, target: Path) -> None:
         raise SoftwareError(f"cannot copy {source} to {target}: {exc.strerror or exc}") from None
 
 
+def _clean_env() -> dict[str, str]:
+    # The new environment must see its own packages only, not a path this process was started with.
+    return {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "PYTHONHOME")}
+
+
 def _run(command: list[str], timeout: float, what: str) -> str:
     try:
         done = subprocess.run(  # noqa: S603 - our own interpreter and pip, no shell
-            command, capture_output=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
+            command, capture_output=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL, env=_clean_env()
         )
     except subprocess.TimeoutExpired:
         raise SoftwareError(f"{what} did not finish within {timeout:g} s") from None
