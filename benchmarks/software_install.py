@@ -50,6 +50,21 @@ def _build(work: Path) -> Path:
     return next(out.glob("bmsgate-*.whl"))
 
 
+def _one_run(work: Path, wheel: Path, version: str, figures: dict[str, list[float]]) -> None:
+    layout = SoftwareLayout(work / "opt")
+    venv = layout.root / "venvs" / "a"
+    figures["venv create"].append(_timed(lambda: subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)))
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
+    layout.current.symlink_to("venvs/a")
+    figures["clone"].append(_timed(lambda: clone_venv(venv, work / "clone")))
+    figures["install"].append(_timed(lambda: install_wheel(layout, wheel, version, timeout=300)))
+    started = time.perf_counter()
+    layout.mark_pending("venvs/a")
+    layout.switch("venvs/b")
+    figures["switch"].append(time.perf_counter() - started)
+
+
 def main() -> None:
     """Print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -63,17 +78,7 @@ def main() -> None:
         version = wheel.name.split("-")[1]
         size = wheel.stat().st_size
         for run in range(args.runs):
-            layout = SoftwareLayout(work / f"opt-{run}")
-            venv = layout.root / "venvs" / "a"
-            figures["venv create"].append(
-                _timed(lambda: subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True))
-            )
-            site = next((venv / "lib").glob("python3*/site-packages"))
-            (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
-            layout.current.symlink_to("venvs/a")
-            figures["clone"].append(_timed(lambda: clone_venv(venv, work / f"clone-{run}")))
-            figures["install"].append(_timed(lambda: install_wheel(layout, wheel, version, timeout=300)))
-            figures["switch"].append(_timed(lambda: (layout.mark_pending("venvs/a"), layout.switch("venvs/b"))))
+            _one_run(work / f"run-{run}", wheel, version, figures)
     print(f"software A/B on this machine ({args.runs} runs, wheel {size / 1024:.0f} KiB):")
     for name, values in figures.items():
         print(f"  {name:12s} median {statistics.median(values):8.3f} s   max {max(values):8.3f} s")
