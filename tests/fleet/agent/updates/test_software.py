@@ -388,3 +388,27 @@ def test_a_layout_without_the_symlink_is_refused_by_name(tmp_path: Path) -> None
         layout.active()
     with pytest.raises(SoftwareError, match="not a bmsgate wheel"):
         wheel_version(Path("other-1.0.tar.gz"))
+
+
+@pytest.mark.slow
+def test_the_install_script_sets_up_the_layout_offline_and_again_harmlessly(
+    tmp_path: Path, base_venv: Path, wheels: dict[str, Path]
+) -> None:
+    # venvs/a exists already with its dependencies (as after a first run with an index): the script installs
+    # the wheel offline, makes `current` and the guard; systemd and the user are left out here.
+    root = tmp_path / "opt"
+    (root / "venvs").mkdir(parents=True)
+    clone_venv(base_venv, root / "venvs" / "a")
+    env = {**_clean_env(), "BMSGATE_ROOT": str(root), "BMSGATE_NO_SYSTEM": "1", "PIP_NO_INDEX": "1"}
+    script = [str(_REPOSITORY / "deploy" / "install.sh"), str(wheels[GOOD]), "mqtt"]
+    for _ in range(2):
+        subprocess.run(["/bin/sh", *script], check=True, env=env, capture_output=True, timeout=120)
+    layout = SoftwareLayout(root)
+    assert layout.active() == "venvs/a"
+    assert (root / "bin" / "bmsgate-guard").stat().st_mode & 0o111
+    probe = [str(layout.current / "bin" / "python"), "-c", "import bmsgate; print(bmsgate.__version__)"]
+    assert subprocess.run(probe, check=True, env=env, capture_output=True, text=True).stdout.strip() == GOOD
+    help_text = subprocess.run(
+        [str(layout.current / "bin" / "bmsgate"), "run", "--help"], check=True, env=env, capture_output=True, text=True
+    ).stdout
+    assert "--config" in help_text or "-c" in help_text
