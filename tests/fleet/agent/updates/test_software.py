@@ -352,6 +352,7 @@ async def test_killed_during_the_install_the_old_version_runs_says_so_and_finish
     assert layout.active() == "venvs/b"
 
 
+@pytest.mark.slow  # the session's wheels and venv take ~15 s to build
 def test_a_wheel_needing_a_missing_dependency_is_refused_and_nothing_switched(
     tmp_path: Path, base_venv: Path, wheels: dict[str, Path]
 ) -> None:
