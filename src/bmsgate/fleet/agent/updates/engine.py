@@ -20,12 +20,8 @@ committed slot's catalog; an activation that a restart interrupted is rolled bac
 check or staging that a restart interrupted is resumed from the start of the generation (the source
 resumes the download itself).
 
-A desired software version (:mod:`~bmsgate.fleet.agent.updates.software`) goes its own way: the verified
-wheel is installed into the idle environment (staged), the journal says ``active-pending`` with the
-previous environment, ``current`` is switched and the process exits to be restarted by systemd. The new
-version's :meth:`UpdateEngine.resume` runs the health check and commits, or switches back and exits again;
-the previous version then reports ``reverted``. A version that never comes up is switched back by the
-unit's start guard, and :func:`start_committed_slot` on the previous version records the revert.
+A desired software version (:mod:`~bmsgate.fleet.agent.updates.software`, whose docstring tells the whole
+way) is installed into the idle environment, switched to, and checked by the new version after its restart.
 """
 
 from __future__ import annotations
@@ -372,6 +368,9 @@ class UpdateEngine:
         wheel = await asyncio.to_thread(
             source.download, wanted.target, length=wanted.length, sha256=wanted.sha256, progress=progress
         )
+        data = await asyncio.to_thread(wheel.read_bytes)
+        if len(data) != wanted.length or hashlib.sha256(data).hexdigest() != wanted.sha256:
+            raise _Refused(FailureReason.MISMATCH, f"{wanted.target}: changed after its download")
         try:
             if wheel_version(wheel) != wanted.version:
                 raise _Refused(FailureReason.DEFINITION, f"{wanted.target} is not bmsgate {wanted.version}")

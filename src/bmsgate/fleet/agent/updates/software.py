@@ -18,6 +18,13 @@ A version that dies before it can run any code of its own (an import error) cann
 revert of a crash loop lives outside both environments: the unit's ``ExecStartPre`` guard
 (``deploy/bmsgate-guard``) counts starts while ``software-pending`` exists and, at the second start, switches
 ``current`` back to ``previous`` before systemd starts anything.
+
+The engine's software branch, step by step: download and verify the wheel → install into the idle
+environment (``staged``) → journal ``active-pending`` with the previous environment and version → the
+guard's marker → switch → exit. The new version's start leaves the pending switch to its engine
+(:func:`settle_switch`), whose ``resume`` runs the health check: pass → marker removed, ``committed``
+reported by the new version; fail → switched back, journal ``reverted``, exit, and the previous version
+reports it. Any start of the previous version with a switch pending records the revert (:func:`settle_switch`).
 """
 
 from __future__ import annotations
