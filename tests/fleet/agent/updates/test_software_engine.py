@@ -103,3 +103,12 @@ def test_any_wheel_name_is_read_or_refused_with_our_error(name: str) -> None:
         return
     assert version[0].isdigit()
     assert file_name.startswith(f"bmsgate-{version}-")
+
+
+def test_a_journal_from_a_newer_version_is_read_by_the_previous_one(tmp_path: Path) -> None:
+    # After a revert the previous version reads what the newer one wrote last, fields it does not know included.
+    write_journal(tmp_path, Journal(generation=4, phase=UpdatePhase.REVERTED, reason=FailureReason.HEALTH))
+    path = tmp_path / "journal.json"
+    path.write_text(path.read_text(encoding="utf-8")[:-1] + ',"added_in_a_later_version":{"x":1}}', encoding="utf-8")
+    journal = read_journal(tmp_path)
+    assert (journal.generation, journal.phase) == (4, UpdatePhase.REVERTED)

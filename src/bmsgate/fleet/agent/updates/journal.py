@@ -78,9 +78,13 @@ class SoftwareActivation(BaseModel):
 
 
 class Journal(BaseModel):
-    """The whole record (see the module docstring)."""
+    """The whole record (see the module docstring).
 
-    model_config = _STRICT
+    Top-level fields it does not know are ignored: after a software revert the previous version reads the
+    journal the newer one wrote last, and must not take it for damaged (that would forget the committed slot).
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
     v: Literal[1] = 1
     generation: Annotated[int, Field(ge=0)] = 0
