@@ -90,6 +90,11 @@ def _start(
     except ConfigError as exc:
         raise exc.with_source(source) if source else exc from None
     asyncio.run(run_gateway(gateway, duration=args.duration))
+    if gateway_config.outputs.fleet is not None:
+        from bmsgate.fleet.agent.updates.software import RESTART  # noqa: PLC0415 - with the fleet only
+
+        # After a software switch or revert: a distinct status, and systemd starts `current` again.
+        return RESTART.exit_code()
     return 0
 
 

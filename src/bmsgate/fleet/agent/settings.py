@@ -116,6 +116,11 @@ class UpdateSettings(_Strict):
     health_timeout: float = Field(default=300.0, gt=0, le=86_400)
     health_min_duration: float = Field(default=5.0, ge=0, le=86_400)
     """Seconds a changed output must keep serving before the update is committed."""
+    software_root: Path | None = Path("/opt/bmsgate")
+    """The A/B environments of the gateway software (``venvs/a``, ``venvs/b``, ``current``); None: software
+    updates are refused with reason ``install``."""
+    install_timeout: float = Field(default=600.0, gt=0, le=86_400)
+    """Seconds each pip step of a software install may take."""
 
     @model_validator(mode="after")
     def _duration_within_timeout(self) -> Self:

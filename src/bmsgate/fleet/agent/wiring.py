@@ -15,6 +15,7 @@ from bmsgate.fleet.agent.settings import BUFFER_FILE_NAME, UPDATES_DIR_NAME, Fle
 from bmsgate.fleet.agent.updates.engine import EngineSettings, UpdateEngine, start_committed_slot
 from bmsgate.fleet.agent.updates.health import HealthSettings
 from bmsgate.fleet.agent.updates.plan import RunningSite
+from bmsgate.fleet.agent.updates.software import SoftwareLayout
 from bmsgate.fleet.agent.updates.source import UpdateSource
 from bmsgate.fleet.credentials import GatewayCredentials
 from bmsgate.fleet.protocol import BatteryDescriptor
@@ -35,6 +36,7 @@ __all__ = [
     "prepare_updates",
     "rediscover_hook",
     "running_site",
+    "software_layout",
     "trusted_repository",
     "update_engine",
     "updates_directory",
@@ -190,8 +192,14 @@ def prepare_updates(config: GatewayConfig) -> None:
     settings = config.outputs.fleet
     if settings is None or not settings.updates.enabled:
         return
-    catalog = start_committed_slot(updates_directory(settings, config))
+    catalog = start_committed_slot(updates_directory(settings, config), software_layout(settings))
     _LOGGER.info("updates: pack layer %s", next((str(d) for layer, d in catalog.layers if layer == "pack"), "none"))
+
+
+def software_layout(settings: FleetSettings) -> SoftwareLayout | None:
+    """The A/B environments the gateway software is updated in (None: software updates are off)."""
+    root = settings.updates.software_root
+    return None if root is None else SoftwareLayout(root)
 
 
 def running_site(config: GatewayConfig, inverter_bank: Iterable[str] = ()) -> RunningSite:
@@ -235,6 +243,8 @@ def update_engine(
                 timeout=updates.health_timeout,
                 min_duration=updates.health_min_duration,
             ),
+            software=software_layout(settings),
+            install_timeout=updates.install_timeout,
         ),
         supervisor,
         running_site(config, inverter_bank),

@@ -19,6 +19,9 @@ committed slot's catalog; an activation that a restart interrupted is rolled bac
 :meth:`UpdateEngine.resume` reports it as reverted, never as committed on the old version. A download,
 check or staging that a restart interrupted is resumed from the start of the generation (the source
 resumes the download itself).
+
+A desired software version (:mod:`~bmsgate.fleet.agent.updates.software`, whose docstring tells the whole
+way) is installed into the idle environment, switched to, and checked by the new version after its restart.
 """
 
 from __future__ import annotations
@@ -37,10 +40,25 @@ from bmsgate.canonical import canonical_bytes
 from bmsgate.catalog import Catalog, set_default_catalog
 from bmsgate.errors import ConfigError
 from bmsgate.fleet.agent.updates.health import HealthSettings, check_health
-from bmsgate.fleet.agent.updates.journal import Journal, JournalError, SlotRecord, recover_journal, write_journal
+from bmsgate.fleet.agent.updates.journal import (
+    Journal,
+    JournalError,
+    SlotRecord,
+    SoftwareActivation,
+    recover_journal,
+    write_journal,
+)
 from bmsgate.fleet.agent.updates.plan import ActivationPlan, RunningSite, plan_activation
 from bmsgate.fleet.agent.updates.preconditions import unmet_precondition
 from bmsgate.fleet.agent.updates.slots import SlotStore
+from bmsgate.fleet.agent.updates.software import (
+    RESTART,
+    SoftwareError,
+    SoftwareLayout,
+    install_wheel,
+    settle_switch,
+    wheel_version,
+)
 from bmsgate.fleet.agent.updates.source import ArtifactSource, LocalArtifacts, UpdateSource
 from bmsgate.fleet.protocol import Channel, FleetMessageError, topic
 from bmsgate.fleet.updates import (
@@ -84,9 +102,17 @@ class EngineSettings:
     precondition_interval: float = 5.0
     health: HealthSettings = dataclasses.field(default_factory=HealthSettings)
     software_version: str = __version__
+    software: SoftwareLayout | None = None
+    """The A/B environments (None: a desired software version fails with reason ``install``)."""
+    install_timeout: float = 600.0
+    """Seconds each pip step may take."""
+    restart: Callable[[Supervisor], None] = RESTART.request
+    """Stops the gateway so that ``bmsgate run`` exits with the restart status."""
+    restart_grace: float = 1.0
+    """Seconds between the last report and the restart (the report leaves first)."""
 
 
-def start_committed_slot(directory: Path) -> Catalog:
+def start_committed_slot(directory: Path, software: SoftwareLayout | None = None) -> Catalog:
     """Install the catalog of the committed slot as the process's default (call before loading definitions).
 
     An activation still pending in the journal (a restart during its health check) is rolled back here:
@@ -96,7 +122,9 @@ def start_committed_slot(directory: Path) -> Catalog:
     :func:`~bmsgate.fleet.agent.updates.journal.recover_journal`).
     """
     journal = recover_journal(directory)
-    if journal.phase is UpdatePhase.ACTIVE_PENDING:
+    if journal.phase is UpdatePhase.ACTIVE_PENDING and journal.software is not None:
+        journal = settle_switch(directory, journal, journal.software, software)
+    elif journal.phase is UpdatePhase.ACTIVE_PENDING:
         _LOGGER.warning(
             "updates: generation %d was interrupted during its health check; rolling back", journal.generation
         )
@@ -167,13 +195,18 @@ class UpdateEngine:
         """Report what a restart left, and resume an update it interrupted before its switch."""
         async with self._lock:
             journal = self.journal
-            if journal.phase is UpdatePhase.ACTIVE_PENDING:
+            packs_follow = False
+            if journal.phase is UpdatePhase.ACTIVE_PENDING and journal.software is not None:
+                if await self._check_software(journal.software, report):
+                    return
+                packs_follow = True
+            elif journal.phase is UpdatePhase.ACTIVE_PENDING:
                 # start_committed_slot was not called (the gateway loaded its definitions another way): the
                 # switch that was pending never ran in this process, so the committed slot is what runs.
                 self._write(phase=UpdatePhase.REVERTED, reason=FailureReason.HEALTH, detail=INTERRUPTED, pending=None)
             if self.journal.generation == 0:
                 return
-            if self.journal.phase in TERMINAL_PHASES or self.journal.desired is None:
+            if self.journal.desired is None or (self.journal.phase in TERMINAL_PHASES and not packs_follow):
                 report(self._reported(self.journal.phase, reason=self.journal.reason, detail=self.journal.detail))
                 return
             desired = self.journal.desired
@@ -293,14 +326,13 @@ class UpdateEngine:
 
     async def _run(self, desired: DesiredState, source: ArtifactSource, report: Reporter) -> None:
         committed = self.journal.committed
+        if desired.software is not None and desired.software.version != self.settings.software_version:
+            await self._install_software(desired, source, report)
+            return
         if _identities(desired) == (committed.identities if committed is not None else ()):
             self._write(phase=UpdatePhase.IDLE, desired=None, pending=None)
             report(self._reported(UpdatePhase.IDLE, detail="the desired packs are the ones that run"))
             return
-        if desired.software is not None and desired.software.version != self.settings.software_version:
-            raise _Refused(
-                FailureReason.INSTALL, "software updates (A/B environments) are not supported by this gateway yet"
-            )
         packs = await self._download(desired, source, report)
         self._write(phase=UpdatePhase.VERIFIED)
         report(self._reported(UpdatePhase.VERIFIED, detail=", ".join(p.manifest.label for p in packs)))
@@ -316,6 +348,106 @@ class UpdateEngine:
             self.slots.remove(record)
             raise
         await self._activate(plan, record, new_catalog, report)
+
+    async def _install_software(self, desired: DesiredState, source: ArtifactSource, report: Reporter) -> None:
+        wanted = desired.software
+        layout = self.settings.software
+        assert wanted is not None
+        if layout is None:
+            raise _Refused(FailureReason.INSTALL, "software updates are off: no A/B environments configured")
+        if not layout.runs_this_process():
+            raise _Refused(
+                FailureReason.INSTALL, f"this process does not run from {layout.current}: a restart would not switch"
+            )
+        total = wanted.length
+        report(
+            self._reported(UpdatePhase.DOWNLOADING, progress=UpdateProgress(done=0, total=total), detail=wanted.target)
+        )
+        await asyncio.to_thread(source.refresh)
+        progress = self._progress_reporter(report, wanted.target, 0, total)
+        wheel = await asyncio.to_thread(
+            source.download, wanted.target, length=wanted.length, sha256=wanted.sha256, progress=progress
+        )
+        data = await asyncio.to_thread(wheel.read_bytes)
+        if len(data) != wanted.length or hashlib.sha256(data).hexdigest() != wanted.sha256:
+            raise _Refused(FailureReason.MISMATCH, f"{wanted.target}: changed after its download")
+        try:
+            if wheel_version(wheel) != wanted.version:
+                raise _Refused(FailureReason.DEFINITION, f"{wanted.target} is not bmsgate {wanted.version}")
+            self._write(phase=UpdatePhase.VERIFIED)
+            report(self._reported(UpdatePhase.VERIFIED, detail=wheel.name))
+            idle = await asyncio.to_thread(
+                install_wheel, layout, wheel, wanted.version, timeout=self.settings.install_timeout
+            )
+            self._write(phase=UpdatePhase.STAGED)
+            report(self._reported(UpdatePhase.STAGED, detail=f"software {wanted.version} installed in {idle}"))
+            activation = SoftwareActivation(
+                previous=layout.active(),
+                previous_version=self.settings.software_version,
+                target=idle,
+                version=wanted.version,
+            )
+            # Written before the switch: every start from here on knows where to return.
+            self._write(phase=UpdatePhase.ACTIVE_PENDING, software=activation)
+            layout.mark_pending(activation.previous)
+            layout.switch(idle)
+        except SoftwareError as exc:
+            layout.clear_pending()
+            raise _Refused(FailureReason.INSTALL, str(exc)) from None
+        report(
+            self._reported(
+                UpdatePhase.ACTIVE_PENDING, detail=f"software {wanted.version} in {idle}: restarting into it"
+            )
+        )
+        _LOGGER.info("updates: switched to software %s in %s; restarting", wanted.version, idle)
+        await asyncio.sleep(self.settings.restart_grace)
+        self.settings.restart(self.supervisor)
+
+    async def _check_software(self, activation: SoftwareActivation, report: Reporter) -> bool:
+        """The health check of a new software version after its restart; True when nothing more is to do."""
+        layout = self.settings.software
+        if layout is None or self.settings.software_version != activation.version:
+            # start_committed_slot did not run: settle the switch here (the previous version runs).
+            self.journal = settle_switch(self.settings.directory, self.journal, activation, layout)
+            report(self._reported(self.journal.phase, reason=self.journal.reason, detail=self.journal.detail))
+            return True
+        detail = f"software {activation.version} in {activation.target}"
+        report(self._reported(UpdatePhase.ACTIVE_PENDING, detail=f"{detail}: health check running"))
+        try:
+            await self._wait_running()
+            plan = ActivationPlan(
+                (), tuple(self.supervisor.batteries), tuple(sink.name for sink in self.supervisor.sinks)
+            )
+            problem = await check_health(self.supervisor, plan, self.settings.health)
+        except _Refused as refused:
+            problem = refused.detail
+        if problem is None:
+            layout.clear_pending()
+            self._write(phase=UpdatePhase.COMMITTED, software=None, reason=None, detail=detail)
+            _LOGGER.info("updates: generation %d committed (%s)", self.journal.generation, detail)
+            report(self._reported(UpdatePhase.COMMITTED, detail=detail))
+            desired = self.journal.desired
+            committed = self.journal.committed
+            if desired is not None and _identities(desired) != (committed.identities if committed else ()):
+                return False  # the packs of the same desired state follow, on the new version
+            self._write(desired=None)
+            return True
+        _LOGGER.warning("updates: %s failed its health check: %s; switching back", detail, problem)
+        try:
+            layout.switch(activation.previous)
+        except SoftwareError as exc:
+            _LOGGER.error("updates: %s", exc)  # noqa: TRY400 - the guard switches back at the next start
+        layout.clear_pending()
+        self._write(
+            phase=UpdatePhase.REVERTED,
+            reason=FailureReason.HEALTH,
+            detail=f"{detail}: {problem}; {activation.previous} with {activation.previous_version} runs again",
+            software=None,
+            desired=None,
+        )
+        # No report from here: "reverted" comes from the previous version, which is what will run.
+        self.settings.restart(self.supervisor)
+        return True
 
     async def _download(self, desired: DesiredState, source: ArtifactSource, report: Reporter) -> list[Pack]:
         total = sum(target.length for target in desired.packs)
@@ -443,7 +575,9 @@ class UpdateEngine:
     def _fail(self, report: Reporter, reason: FailureReason, detail: str) -> None:
         _LOGGER.warning("updates: generation %d failed (%s): %s", self.journal.generation, reason.value, detail)
         try:
-            self._write(phase=UpdatePhase.FAILED, reason=reason, detail=detail[:1024], pending=None, desired=None)
+            self._write(
+                phase=UpdatePhase.FAILED, reason=reason, detail=detail[:1024], pending=None, desired=None, software=None
+            )
         except JournalError as exc:
             _LOGGER.error("updates: %s", exc)  # noqa: TRY400 - the report below says what failed
         report(self._reported(UpdatePhase.FAILED, reason=reason, detail=detail))

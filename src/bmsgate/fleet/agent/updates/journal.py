@@ -8,7 +8,9 @@ finds either the old record or the new one, never a mix. The order of writes is 
   across restarts);
 * ``active-pending`` with the new slot as ``pending`` is written *before* the gateway switches to it, so a
   restart during the health check knows to start on ``committed`` (the previous slot);
-* ``committed`` names the new slot only once the health check passed.
+* ``committed`` names the new slot only once the health check passed;
+* ``active-pending`` with ``software`` (the previous environment and version) is written *before* the
+  ``current`` symlink is switched to a new software version.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "Journal",
     "JournalError",
     "SlotRecord",
+    "SoftwareActivation",
     "read_journal",
     "recover_journal",
     "write_journal",
@@ -60,10 +63,28 @@ class SlotRecord(BaseModel):
     items: tuple[PackVersion, ...] = ()
 
 
-class Journal(BaseModel):
-    """The whole record (see the module docstring)."""
+class SoftwareActivation(BaseModel):
+    """A software switch waiting for its health check: which environment and version to return to."""
 
     model_config = _STRICT
+
+    previous: str
+    """The environment that ran before (``venvs/a``)."""
+    previous_version: str
+    target: str
+    """The environment switched to."""
+    version: str
+    """The version installed there."""
+
+
+class Journal(BaseModel):
+    """The whole record (see the module docstring).
+
+    Top-level fields it does not know are ignored: after a software revert the previous version reads the
+    journal the newer one wrote last, and must not take it for damaged (that would forget the committed slot).
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
     v: Literal[1] = 1
     generation: Annotated[int, Field(ge=0)] = 0
@@ -81,6 +102,8 @@ class Journal(BaseModel):
     """The slot the gateway starts with (None: the built-in definitions only)."""
     pending: SlotRecord | None = None
     """The slot being staged or checked (never started with)."""
+    software: SoftwareActivation | None = None
+    """Set with ``active-pending`` before a software switch; cleared by its commit or revert."""
 
 
 def read_journal(directory: Path) -> Journal:
