@@ -172,7 +172,9 @@ def gatt_for_protocol(
             descriptors.append(FakeDescriptor(_CCCD, handles.take()))
         return FakeCharacteristic(uuid, value_handle, properties, descriptors, chosen.service)
 
-    if layout == "separate":
+    if chosen.write is None:
+        chars = [characteristic(chosen.notify, ["read", "notify"])]
+    elif layout == "separate":
         chars = [characteristic(chosen.notify, ["read", "notify"]), characteristic(chosen.write, writes)]
     elif layout == "shared":
         chars = [characteristic(chosen.write, ["read", *writes, "notify"])]

@@ -210,6 +210,7 @@ async def test_one_uuid_for_notify_and_write(layout: Any) -> None:
         snapshot = await client.read()
     assert snapshot.cell_count == 16
     assert transport.selection is not None
+    assert transport.selection.write is not None
     same = transport.selection.notify.handle == transport.selection.write.handle
     assert same is (layout == "shared")
 
@@ -432,5 +433,6 @@ async def test_jk_with_two_ffe1_characteristics_end_to_end() -> None:
         snapshot = await client.read()
     assert snapshot.cell_count == 16
     assert transport.selection is not None
+    assert transport.selection.write is not None
     assert transport.selection.notify.handle != transport.selection.write.handle
     assert "notify" in transport.selection.notify.properties

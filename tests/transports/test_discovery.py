@@ -84,6 +84,7 @@ def test_select_separate_characteristics() -> None:
         JBD.gatt_profiles,
     )
     assert selection is not None
+    assert selection.write is not None
     assert (selection.notify.handle, selection.write.handle) == (10, 13)
 
 
@@ -116,6 +117,7 @@ def test_select_one_uuid_for_both_roles(chars: tuple[GattCharacteristic, ...], n
     profile = GattProfile(service="ffe0", notify="ffe1", write="ffe1")
     selection = select_characteristics(tree("ffe0", *chars), [profile])
     assert selection is not None
+    assert selection.write is not None
     assert (selection.notify.handle, selection.write.handle) == (notify, write)
 
 
@@ -184,4 +186,17 @@ def test_renogy_notify_and_write_in_different_services() -> None:
     )
     selection = select_characteristics(device, get_protocol("renogy").gatt_profiles)
     assert selection is not None
+    assert selection.write is not None
     assert (selection.notify.handle, selection.write.handle) == (22, 10)
+
+
+def test_a_notify_only_profile_needs_no_write_characteristic() -> None:
+    profile = GattProfile(service="ffe0", notify="ffe4")
+    notifying = GattCharacteristic(uuid=normalize_uuid("ffe4"), handle=12, properties=("notify",))
+    tree = GattTree((GattService(uuid=normalize_uuid("ffe0"), handle=10, characteristics=(notifying,)),))
+    selection = select_characteristics(tree, [profile])
+    assert selection is not None
+    assert (selection.notify.handle, selection.write) == (12, None)
+    # A notify characteristic is still required.
+    silent = GattCharacteristic(uuid=normalize_uuid("ffe4"), handle=12, properties=("read",))
+    assert select_characteristics(GattTree((GattService(normalize_uuid("ffe0"), 10, (silent,)),)), [profile]) is None

@@ -407,7 +407,8 @@ def _match(
             frames.extend((event.timestamp, frame) for frame in assembler.feed(event.value))
     requests_seen = tuple(request.name for request in protocol.requests if protocol.wire(request.frame) in writes)
     gatt_match = any(
-        {("notify", profile.notify), ("write", profile.write)} <= used_uuids for profile in protocol.gatt_profiles
+        {("notify", profile.notify), *((("write", profile.write),) if profile.write else ())} <= used_uuids
+        for profile in protocol.gatt_profiles
     )
     return ProtocolMatch(
         protocol=protocol.name,

@@ -97,7 +97,9 @@ class GattProfile(_Strict):
 
     service: Uuid
     notify: Uuid
-    write: Uuid
+    write: Uuid | None = None
+    """None: the BMS only notifies (a protocol whose requests are all ``listen``, e.g. Topband): no write
+    characteristic is looked for or used."""
 
 
 class GattSpec(_Strict):

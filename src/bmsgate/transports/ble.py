@@ -834,7 +834,7 @@ class BleTransport(Transport):
         if selection is None:
             offered = ", ".join(short_uuid(service.uuid) for service in connection.tree.services) or "none"
             wanted = ", ".join(
-                f"{short_uuid(p.service)}/{short_uuid(p.notify)}/{short_uuid(p.write)}"
+                f"{short_uuid(p.service)}/{short_uuid(p.notify)}/{short_uuid(p.write) if p.write else '-'}"
                 for p in self.protocol.gatt_profiles
             )
             await self._release()
@@ -844,7 +844,7 @@ class BleTransport(Transport):
                 battery_id=self.battery_id,
             )
         self.selection = selection
-        modes = write_mode_order(selection.write.properties, self._write_preference)
+        modes = write_mode_order(selection.write.properties, self._write_preference) if selection.write else ()
         if modes != self._modes:
             self._modes = modes
             self._mode_index = 0
@@ -863,11 +863,11 @@ class BleTransport(Transport):
             ) from exc
         self._notifying = True
         _LOGGER.debug(
-            "%s: using notify handle %d, write handle %d (%s)",
+            "%s: using notify handle %d, write handle %s (%s)",
             self.description,
             selection.notify.handle,
-            selection.write.handle,
-            "/".join(modes),
+            selection.write.handle if selection.write else "none",
+            "/".join(modes) or "notify only",
         )
 
     async def _release(self) -> None:
@@ -919,7 +919,13 @@ class BleTransport(Transport):
 
     async def _do_write(self, data: bytes) -> None:
         selection = self.selection
-        if selection is None or not self._modes:
+        if selection is not None and selection.write is None:
+            raise ConnectError(
+                f"{self.description}: protocol {self.protocol.name} only listens (its GATT profile has no write "
+                "characteristic), but a write was asked for",
+                battery_id=self.battery_id,
+            )
+        if selection is None or selection.write is None or not self._modes:
             raise ConnectError(f"{self.description}: not connected", battery_id=self.battery_id)
         if self._switch_pending:
             self._switch_pending = False

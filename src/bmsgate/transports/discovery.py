@@ -229,13 +229,17 @@ class CharacteristicSelection:
 
     profile: GattProfile
     notify: GattCharacteristic
-    write: GattCharacteristic
+    write: GattCharacteristic | None
+    """None for a notify-only profile (the protocol never writes)."""
 
 
 def _select_in(characteristics: Sequence[GattCharacteristic], profile: GattProfile) -> CharacteristicSelection | None:
-    notify_uuid, write_uuid = normalize_uuid(profile.notify), normalize_uuid(profile.write)
-    shared = notify_uuid == write_uuid
+    notify_uuid = normalize_uuid(profile.notify)
     notifiers = [c for c in characteristics if _safe_normalize(c.uuid) == notify_uuid and c.can_notify]
+    if profile.write is None:
+        return CharacteristicSelection(profile, min(notifiers, key=lambda c: c.handle), None) if notifiers else None
+    write_uuid = normalize_uuid(profile.write)
+    shared = notify_uuid == write_uuid
     writers = [c for c in characteristics if _safe_normalize(c.uuid) == write_uuid and c.can_write]
     if not notifiers or not writers:
         return None

@@ -232,7 +232,7 @@ class ProbeReport:
             "characteristics": {
                 "service": short_uuid(selection.profile.service),
                 "notify_handle": selection.notify.handle,
-                "write_handle": selection.write.handle,
+                "write_handle": selection.write.handle if selection.write else None,
                 "write_mode": self.write_mode,
             }
             if selection
@@ -347,9 +347,10 @@ def render_probe(report: ProbeReport, console: Console) -> None:
     roles: dict[int, str] = {}
     if report.selection is not None and report.protocol is not None:
         roles[report.selection.notify.handle] = f"notify ({report.protocol.name})"
-        write_role = f"write ({report.protocol.name}, {report.write_mode or '?'})"
-        notify_role = roles.get(report.selection.write.handle)
-        roles[report.selection.write.handle] = f"{notify_role} + {write_role}" if notify_role else write_role
+        if report.selection.write is not None:
+            write_role = f"write ({report.protocol.name}, {report.write_mode or '?'})"
+            notify_role = roles.get(report.selection.write.handle)
+            roles[report.selection.write.handle] = f"{notify_role} + {write_role}" if notify_role else write_role
     tree = Tree(heading)
     for service in report.tree.services:
         branch = tree.add(f"Service [cyan]{short_uuid(service.uuid)}[/] (handle {service.handle})")
