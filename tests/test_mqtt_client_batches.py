@@ -69,6 +69,14 @@ def test_an_incomplete_publish_waits_and_qos_2_goes_to_paho() -> None:
     assert _taken(_publish(b"t", b"p", qos=2))[1] == 0
 
 
+@pytest.mark.parametrize("packet", [b"\x30\x00", b"\x30\x01\x00", b"\x32\x01\x00", b"\x32\x03\x00\x05a"])
+def test_a_publish_too_short_for_its_topic_is_left_to_paho(packet: bytes) -> None:
+    # Found in review: these once raised IndexError inside paho's reader (a stalled session).
+    messages, count, wrapped = _taken(_publish(b"t", b"ok") + packet)
+    assert (count, [message.payload for message in messages]) == (1, [b"ok"])
+    assert wrapped.pending() == len(packet)
+
+
 def test_a_topic_that_is_not_utf8_becomes_one_no_parser_accepts() -> None:
     messages, count, _ = _taken(_publish(b"fleet/v1/\xff/telemetry", b"{}"))
     assert count == 1

@@ -380,11 +380,11 @@ class _BufferedSocket:
                 if not byte & 0x80:
                     break
             end = index + length
-            if length < 0 or end > size:
-                break
+            if length < 2 or end > size:
+                break  # incomplete, or too short for a topic length (malformed: paho refuses it)
             topic_end = index + 2 + (buffer[index] << 8 | buffer[index + 1])
             payload_start = topic_end + (2 if qos else 0)
-            if length < 2 or payload_start > end:
+            if payload_start > end:
                 break  # malformed: paho refuses it
             mid = buffer[topic_end] << 8 | buffer[topic_end + 1] if qos else 0
             deliver(

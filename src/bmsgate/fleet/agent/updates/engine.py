@@ -22,18 +22,27 @@ resumes the download itself).
 
 A desired software version (:mod:`~bmsgate.fleet.agent.updates.software`, whose docstring tells the whole
 way) is installed into the idle environment, switched to, and checked by the new version after its restart.
+
+A weak link is not a failure: a metadata refresh or a download that fails with reason ``download`` is tried
+again (``download_attempts``, doubling from ``download_retry``), resuming the cut file.
+
+Why one long module: the steps share one journal, one lock and one report function, and each step's
+order against the journal write is the point (written before it takes effect); split across modules the
+ordering would be spread over call chains. The pure parts already live apart (plan, health, slots,
+journal, software).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from bmsgate import __version__
 from bmsgate.canonical import canonical_bytes
@@ -78,6 +87,7 @@ from bmsgate.runtime.supervisor import Change, Supervisor
 
 __all__ = ["INTERRUPTED", "EngineSettings", "Reporter", "UpdateEngine", "start_committed_slot"]
 
+_T = TypeVar("_T")
 _LOGGER = logging.getLogger(__name__)
 
 Reporter = Callable[[ReportedState], None]
@@ -110,6 +120,10 @@ class EngineSettings:
     """Stops the gateway so that ``bmsgate run`` exits with the restart status."""
     restart_grace: float = 1.0
     """Seconds between the last report and the restart (the report leaves first)."""
+    download_attempts: int = 6
+    """Tries of a metadata refresh or an artifact download before the update fails with ``download``."""
+    download_retry: float = 10.0
+    """Seconds before the second try; doubled each time (10, 20, 40, 80, 160 s: about five minutes)."""
 
 
 def start_committed_slot(directory: Path, software: SoftwareLayout | None = None) -> Catalog:
@@ -216,6 +230,10 @@ class UpdateEngine:
             if source is None:
                 self._fail(report, FailureReason.SIGNATURE, "resumed after a restart, but no trusted source is set up")
                 return
+            if desired.expires_at < self._clock():
+                # Off for longer than the desired state is valid: the server re-issues a current one.
+                self._fail(report, FailureReason.EXPIRED, f"generation {desired.generation} expired while interrupted")
+                return
             _LOGGER.info("updates: resuming generation %d after a restart", desired.generation)
             await self._apply(desired, source, report)
 
@@ -249,7 +267,7 @@ class UpdateEngine:
                 )
                 return
             try:
-                await asyncio.to_thread(self.source.refresh)
+                await self._with_retries(self.source.refresh, report, "refreshing the signed metadata")
                 desired = await asyncio.to_thread(self.source.verify_desired, envelope, now=self._clock())
             except PackError as exc:
                 report(
@@ -363,10 +381,14 @@ class UpdateEngine:
         report(
             self._reported(UpdatePhase.DOWNLOADING, progress=UpdateProgress(done=0, total=total), detail=wanted.target)
         )
-        await asyncio.to_thread(source.refresh)
+        await self._with_retries(source.refresh, report, "refreshing the signed metadata")
         progress = self._progress_reporter(report, wanted.target, 0, total)
-        wheel = await asyncio.to_thread(
-            source.download, wanted.target, length=wanted.length, sha256=wanted.sha256, progress=progress
+        wheel = await self._with_retries(
+            functools.partial(
+                source.download, wanted.target, length=wanted.length, sha256=wanted.sha256, progress=progress
+            ),
+            report,
+            wanted.target,
         )
         data = await asyncio.to_thread(wheel.read_bytes)
         if len(data) != wanted.length or hashlib.sha256(data).hexdigest() != wanted.sha256:
@@ -425,11 +447,14 @@ class UpdateEngine:
             layout.clear_pending()
             self._write(phase=UpdatePhase.COMMITTED, software=None, reason=None, detail=detail)
             _LOGGER.info("updates: generation %d committed (%s)", self.journal.generation, detail)
-            report(self._reported(UpdatePhase.COMMITTED, detail=detail))
             desired = self.journal.desired
             committed = self.journal.committed
             if desired is not None and _identities(desired) != (committed.identities if committed else ()):
-                return False  # the packs of the same desired state follow, on the new version
+                # The packs of the same desired state follow, on the new version: the desired state is not
+                # committed until they are (a server counts the first "committed" as the outcome).
+                report(self._reported(UpdatePhase.ACTIVE_PENDING, detail=f"{detail}: committed; the packs follow"))
+                return False
+            report(self._reported(UpdatePhase.COMMITTED, detail=detail))
             self._write(desired=None)
             return True
         _LOGGER.warning("updates: %s failed its health check: %s; switching back", detail, problem)
@@ -453,7 +478,7 @@ class UpdateEngine:
         total = sum(target.length for target in desired.packs)
         done = 0
         packs: list[Pack] = []
-        await asyncio.to_thread(source.refresh)
+        await self._with_retries(source.refresh, report, "refreshing the signed metadata")
         for target in desired.packs:
             report(
                 self._reported(
@@ -461,8 +486,12 @@ class UpdateEngine:
                 )
             )
             progress = self._progress_reporter(report, target.target, done, total)
-            path = await asyncio.to_thread(
-                source.download, target.target, length=target.length, sha256=target.sha256, progress=progress
+            path = await self._with_retries(
+                functools.partial(
+                    source.download, target.target, length=target.length, sha256=target.sha256, progress=progress
+                ),
+                report,
+                target.target,
             )
             data = await asyncio.to_thread(path.read_bytes)
             # The source checked it; a file changed on disk since then must not slip through.
@@ -480,6 +509,29 @@ class UpdateEngine:
             done += target.length
         report(self._reported(UpdatePhase.DOWNLOADING, progress=UpdateProgress(done=done, total=total)))
         return packs
+
+    async def _with_retries(self, call: Callable[[], _T], report: Reporter, what: str) -> _T:
+        """Run a blocking network call in a thread; a ``download`` failure (a weak link) is tried again.
+
+        Only the link is retried: a signature, expiry, replay or mismatch is an answer, not a blip. The
+        partial file of a cut download stays, so the next try resumes it.
+
+        Raises:
+            PackError: the call's own refusal, or ``download`` once the tries are used up.
+        """
+        delay = self.settings.download_retry
+        attempts = max(1, self.settings.download_attempts)
+        for attempt in range(1, attempts + 1):
+            try:
+                return await asyncio.to_thread(call)
+            except PackError as exc:
+                if exc.reason is not FailureReason.DOWNLOAD or attempt == attempts:
+                    raise
+                _LOGGER.warning("updates: %s: %s; try %d of %d in %.0f s", what, exc, attempt + 1, attempts, delay)
+                report(self._reported(UpdatePhase.DOWNLOADING, detail=f"{what}: {exc}; retrying in {delay:.0f} s"))
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def _progress_reporter(self, report: Reporter, target: str, before: int, total: int) -> Callable[[int, int], None]:
         """A download's progress callback (called in the downloading thread): a report at most every second."""

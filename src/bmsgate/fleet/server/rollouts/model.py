@@ -161,7 +161,7 @@ class RolloutOptions(BaseModel):
     """At most this many desired states published in any 60 s."""
     jitter_s: Annotated[float, Field(ge=0, le=86_400)] = 60.0
     """Each gateway starts at a random offset in ``[0, jitter_s]`` after its group starts."""
-    timeout_s: Annotated[float, Field(gt=0, le=30 * 86_400)] = 1800.0
+    timeout_s: Annotated[float, Field(gt=0, le=30 * 86_400)] = 7200.0
     """A gateway without a final answer this long after it was first seen online with the desired state fails
     with reason ``timeout``."""
     expires_s: Annotated[float, Field(gt=0, le=366 * 86_400)] = 30 * 86_400.0

@@ -226,12 +226,14 @@ class RolloutService:
         Raises:
             RolloutError: it published to no gateway.
         """
-        members = planner.published_members(await self.rollouts.members(rollout_id))
         original = await self.rollouts.get(rollout_id)
+        if original.state in ACTIVE_STATES:
+            # Cancelled first, then read: a planning step between a read and the cancel could publish to
+            # members the rollback would then leave on the new target.
+            await self.cancel(rollout_id, actor)
+        members = planner.published_members(await self.rollouts.members(rollout_id))
         if not members:
             raise RolloutError(f"rollout {rollout_id} published to no gateway: nothing to roll back")
-        if original.state in ACTIVE_STATES:
-            await self.cancel(rollout_id, actor)
         spec = RolloutSpec(
             name=f"rollback of {original.spec.name or rollout_id}"[:128],
             target=RolloutTarget(),
@@ -313,7 +315,9 @@ class RolloutService:
             expires_at=now + rollout.spec.options.expires_s,
             rollout=rollout.id,
             packs=target.packs if target.packs is not None else (before.packs if before else ()),
-            software=target.software if target.software is not None else (before.software if before else None),
+            # Software the rollout does not name is left as it runs (None), never copied from the last
+            # published state: that may be a version that failed and was reverted.
+            software=target.software,
         )
         envelope = self._sign(state)
         await publish(topic(member.gateway, Channel.DESIRED), envelope.model_dump_json().encode())
