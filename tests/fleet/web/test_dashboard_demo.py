@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ pytestmark = [
     pytest.mark.skipif(find_mosquitto() is None, reason="needs Debian's mosquitto (CI installs it)"),
 ]
 DEMO_SITES = 4
+FAULT_AFTER_S = 4.0
 
 
 @contextlib.asynccontextmanager
@@ -32,7 +34,8 @@ async def demo_fleet(tmp_path: Path) -> AsyncIterator[RunningServer]:
         data_dir=tmp_path / "fleet", http_port=0, gateway_port=gateway_port, cert_port=None, public_host="localhost"
     )
     async with FleetServer(settings) as running:
-        sites = demo_sites(DEMO_SITES)
+        # The third site's pack overheats a few seconds in (the demo waits a minute).
+        sites = [dataclasses.replace(site, fault_after_s=FAULT_AFTER_S) for site in demo_sites(DEMO_SITES)]
         credentials = {
             site.gateway_id: enroll_gateway(
                 running.data, site.gateway_id, broker_url=f"mqtts://localhost:{gateway_port}"
@@ -75,4 +78,24 @@ async def test_the_dashboard_shows_the_demo_fleet(browser: Browser, tmp_path: Pa
         batteries = page.locator("section.battery")
         await expect(batteries).to_have_count(drifting.packs)
         await expect(batteries.first.locator(".cell")).to_have_count(drifting.cells, timeout=15_000)
+        await page.close()
+
+
+async def test_a_simulated_bms_fault_appears_on_the_alarms_page_within_seconds(
+    browser: Browser, tmp_path: Path
+) -> None:
+    faulty = next(site for site in demo_sites(DEMO_SITES) if site.fault)
+    async with demo_fleet(tmp_path) as running:
+        page = await browser.new_page(viewport={"width": 1400, "height": 900})
+        await page.goto(running.url + "/")
+        await page.fill("#login-token", running.admin_token or "")
+        await page.click("#login-form button[type=submit]")
+        await page.wait_for_selector("body[data-ready=overview]", state="attached", timeout=15_000)
+        await page.evaluate("location.hash = '#/alarms'")
+        await page.wait_for_selector("body[data-ready=alarms]", state="attached", timeout=15_000)
+        # The simulated pack's BMS raises its over-temperature alarm; the real agent sends it, ingest stores
+        # it, the alarm engine opens it and the page shows it live, without a reload.
+        row = page.locator(".alarm-row", has=page.locator(f"a[href='#/site/{faulty.gateway_id}']"))
+        await expect(row.first).to_be_visible(timeout=30_000)
+        await expect(row.first.locator(".alarm-kind")).to_contain_text("overtemperature")
         await page.close()

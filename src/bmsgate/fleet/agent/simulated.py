@@ -47,6 +47,8 @@ class SimulatedSite:
     """One pack has a cell drifting away from the others."""
     fault: bool = False
     """One pack develops an over-temperature fault after a while."""
+    fault_after_s: float = 60.0
+    """Real seconds until that fault (the demo's minute; a test's few seconds)."""
     tags: tuple[str, ...] = ()
 
 
@@ -94,7 +96,7 @@ def _site_config(site: SimulatedSite, state_dir: Path, *, time_scale: float, pol
         if site.drift and index == 0:
             transport.update(drift_cell=min(5, site.cells), drift_rate=25.0)
         if site.fault and index == 0:
-            transport.update(fault="overtemperature", fault_after=60 * time_scale)
+            transport.update(fault="overtemperature", fault_after=site.fault_after_s * time_scale)
         batteries.append(
             {
                 "id": f"pack{index + 1}",
