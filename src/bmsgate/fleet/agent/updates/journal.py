@@ -24,6 +24,7 @@ from typing import Annotated, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bmsgate.errors import BmsgateError
+from bmsgate.fleet.agent.updates.durable import sync_directory
 from bmsgate.fleet.protocol import PackVersion
 from bmsgate.fleet.updates import DesiredState, FailureReason, UpdatePhase
 
@@ -142,11 +143,7 @@ def write_journal(directory: Path, journal: Journal) -> None:
             file.flush()
             os.fsync(file.fileno())
         temporary.replace(path)
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        sync_directory(directory)
     except OSError as exc:
         with contextlib.suppress(OSError):
             temporary.unlink()

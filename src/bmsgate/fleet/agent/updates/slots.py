@@ -8,13 +8,13 @@ layer; the previous slot stays until the next commit, so a revert never needs a 
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
 from bmsgate.catalog import Catalog
+from bmsgate.fleet.agent.updates.durable import sync_directory, sync_tree
 from bmsgate.fleet.agent.updates.journal import SlotRecord
 from bmsgate.fleet.protocol import PackVersion
 from bmsgate.fleet.updates import FailureReason
@@ -60,9 +60,9 @@ class SlotStore:
             items = validate_installed(packs, staging)
             # On disk before the journal can name it committed: an SD card losing power must not leave a
             # committed slot of empty files (the gateway could not start on it).
-            _sync_tree(staging)
+            sync_tree(staging)
             staging.rename(final)
-            _sync_directory(self.slots)
+            sync_directory(self.slots)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 shutil.rmtree(staging)
@@ -94,27 +94,3 @@ class SlotStore:
         for entry in self.slots.iterdir():
             if entry.name not in keep:
                 shutil.rmtree(entry, ignore_errors=True)
-
-
-def _sync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _sync_tree(root: Path) -> None:
-    """Flush every file below `root` to disk, then every directory (deepest first), then `root` itself."""
-    directories = [root]
-    for path in sorted(root.rglob("*")):
-        if path.is_dir():
-            directories.append(path)
-            continue
-        descriptor = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-    for directory in sorted(directories, key=lambda path: len(path.parts), reverse=True):
-        _sync_directory(directory)

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Final
 
 from bmsgate import __version__
 from bmsgate.errors import BmsgateError
+from bmsgate.fleet.agent.updates.durable import sync_directory
 from bmsgate.fleet.agent.updates.journal import Journal, SoftwareActivation, write_journal
 from bmsgate.fleet.updates import FailureReason, UpdatePhase
 
@@ -129,7 +130,7 @@ class SoftwareLayout:
                 temporary.unlink()
             temporary.symlink_to(environment)
             temporary.replace(self.current)
-            _fsync_directory(self.root)
+            sync_directory(self.root)
         except OSError as exc:
             raise SoftwareError(f"cannot point {self.current} at {environment}: {exc.strerror or exc}") from None
 
@@ -146,7 +147,7 @@ class SoftwareLayout:
                 (self.root / STARTS_FILE).unlink()
             temporary.write_text(f"previous={previous}\n", encoding="ascii")
             temporary.replace(marker)
-            _fsync_directory(self.root)
+            sync_directory(self.root)
         except OSError as exc:
             raise SoftwareError(f"cannot write {marker}: {exc.strerror or exc}") from None
 
@@ -156,7 +157,7 @@ class SoftwareLayout:
             with contextlib.suppress(FileNotFoundError):
                 (self.root / name).unlink()
         with contextlib.suppress(OSError):
-            _fsync_directory(self.root)
+            sync_directory(self.root)
 
     def starts(self) -> int:
         """How often the guard counted a start since the switch."""
@@ -164,14 +165,6 @@ class SoftwareLayout:
             return len((self.root / STARTS_FILE).read_text(encoding="ascii").splitlines())
         except OSError:
             return 0
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def wheel_version(wheel: Path) -> str:
