@@ -18,6 +18,7 @@ from bmsgate.protocols.definition import ChecksumSpec, FramingSpec
 
 __all__ = [
     "AssemblerStats",
+    "BufferedAssembler",
     "ChunkFrameAssembler",
     "Frame",
     "FrameAssembler",
@@ -186,7 +187,32 @@ class AssemblerStats:
 _DEFAULT_BUFFER_FRAMES: Final = 4
 
 
-class FrameAssembler:
+class BufferedAssembler:
+    """What every assembler over a byte buffer shares: its buffer, statistics, reset and rejection."""
+
+    _buffer: bytearray
+    stats: AssemblerStats
+
+    def reset(self) -> None:
+        """Forget any partial frame (e.g. before a new request after a timeout)."""
+        self.stats.noise_bytes += len(self._buffer)
+        self._buffer.clear()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes waiting for the rest of a frame."""
+        return len(self._buffer)
+
+    def _reject(self, reason: str) -> None:
+        # Skip only the first marker byte: the real frame may start inside the bad candidate.
+        self.stats.rejected += 1
+        self.stats.last_error = reason
+        self.stats.noise_bytes += 1
+        del self._buffer[:1]
+        _LOGGER.debug("dropped candidate frame: %s", reason)
+
+
+class FrameAssembler(BufferedAssembler):
     """Reassembles frames from chunks. One instance per connection/stream."""
 
     def __init__(self, framing: FramingSpec, *, checker: FrameChecker | None = None) -> None:
@@ -198,16 +224,6 @@ class FrameAssembler:
         # unconsumed bytes means we are stuck on garbage and should drop it.
         self._limit = framing.max_length * _DEFAULT_BUFFER_FRAMES
         self.stats = AssemblerStats()
-
-    def reset(self) -> None:
-        """Forget any partial frame (e.g. before a new request after a timeout)."""
-        self.stats.noise_bytes += len(self._buffer)
-        self._buffer.clear()
-
-    @property
-    def buffered(self) -> int:
-        """Bytes waiting for the rest of a frame."""
-        return len(self._buffer)
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> list[Frame]:
         """Add received bytes; return every frame completed by them (possibly none)."""
@@ -263,14 +279,6 @@ class FrameAssembler:
             self.stats.last_error = "buffer overflow: dropped unframed bytes"
             buffer.clear()
         return frames
-
-    def _reject(self, reason: str) -> None:
-        # Skip only the first marker byte: the real frame may start inside the bad candidate.
-        self.stats.rejected += 1
-        self.stats.last_error = reason
-        self.stats.noise_bytes += 1
-        del self._buffer[:1]
-        _LOGGER.debug("dropped candidate frame: %s", reason)
 
     def _drop_noise_keeping_marker_prefix(self) -> None:
         self.stats.noise_bytes += drop_noise_keeping_marker_prefix(self._buffer, self._start)

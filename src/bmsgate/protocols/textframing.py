@@ -17,16 +17,20 @@ A length field or checksum that the vendor defines over the *text* is declared s
 from __future__ import annotations
 
 import binascii
-import logging
 from typing import Final
 
 from bmsgate.errors import FrameError
 from bmsgate.protocols.definition import FramingSpec
-from bmsgate.protocols.framing import AssemblerStats, Frame, FrameChecker, drop_noise_keeping_marker_prefix
+from bmsgate.protocols.framing import (
+    AssemblerStats,
+    BufferedAssembler,
+    Frame,
+    FrameChecker,
+    drop_noise_keeping_marker_prefix,
+)
 
 __all__ = ["TextFrameAssembler", "to_wire"]
 
-_LOGGER = logging.getLogger(__name__)
 _BUFFER_FRAMES: Final = 4
 
 
@@ -37,7 +41,7 @@ def to_wire(frame: bytes, framing: FramingSpec) -> bytes:
     return frame[:size] + body.hex().upper().encode() + end  # the frame's own marker (Topband's frame type)
 
 
-class TextFrameAssembler:
+class TextFrameAssembler(BufferedAssembler):
     """Reassembles hex-text frames from chunks. One instance per connection/stream."""
 
     def __init__(self, framing: FramingSpec, *, checker: FrameChecker | None = None) -> None:
@@ -56,16 +60,6 @@ class TextFrameAssembler:
         self._max_wire = 2 * framing.max_length
         self._limit = self._max_wire * _BUFFER_FRAMES
         self.stats = AssemblerStats()
-
-    def reset(self) -> None:
-        """Forget any partial frame (e.g. before a new request after a timeout)."""
-        self.stats.noise_bytes += len(self._buffer)
-        self._buffer.clear()
-
-    @property
-    def buffered(self) -> int:
-        """Bytes waiting for the rest of a frame."""
-        return len(self._buffer)
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> list[Frame]:
         """Add received bytes; return every frame completed by them (possibly none)."""
@@ -141,11 +135,3 @@ class TextFrameAssembler:
         except binascii.Error:
             raise FrameError(f"not hex text after the start marker: {text[:16]!r}") from None
         return wire[: self._marker] + body + self._end
-
-    def _reject(self, reason: str) -> None:
-        # Skip only the start marker: the real frame may start inside the bad candidate (a cut frame).
-        self.stats.rejected += 1
-        self.stats.last_error = reason
-        self.stats.noise_bytes += 1
-        del self._buffer[:1]
-        _LOGGER.debug("dropped candidate frame: %s", reason)
