@@ -309,9 +309,15 @@ async def test_a_staged_rollout_reaches_the_canary_first_and_a_broken_pack_stops
         # gateways' desired generation is the first rollout's.
         for gateway in GATEWAYS:
             assert _tenths(await _mbpoll_soc(ports[gateway])), gateway
-        gateways = {row["id"]: row for row in (await client.get("/api/v1/gateways")).json()["gateways"]}
         for member in untouched:
             assert generations[member["gateway"]] is not None
-        assert all(any(pack["name"] == "generic" for pack in gateways[gateway]["packs"]) for gateway in GATEWAYS), (
-            gateways
-        )
+
+        async def installed_everywhere() -> bool:
+            # Each gateway's retained state names the pack it runs (kind "pack"), never the reverted one.
+            rows = (await client.get("/api/v1/gateways")).json()["gateways"]
+            installed = {
+                row["id"]: sorted(pack["name"] for pack in row["packs"] if pack["kind"] == "pack") for row in rows
+            }
+            return all(installed.get(gateway) == ["site-maps"] for gateway in GATEWAYS)
+
+        await _until(installed_everywhere, timeout=30, what="every gateway's state naming site-maps only")

@@ -192,7 +192,8 @@ class PackVersion(BaseModel):
 
     model_config = _STRICT
 
-    kind: Literal["protocol", "register-map", "can-profile", "software"]
+    kind: Literal["protocol", "register-map", "can-profile", "software", "pack"]
+    """``pack``: an installed pack (a signed bundle) by its file's sha256; the others are single data files."""
     name: _Name
     version: Annotated[str, Field(max_length=64)] | None = None
     sha256: _Sha256

@@ -36,7 +36,7 @@ from bmsgate.fleet.agent.buffer import BufferedMessage, Outbox
 from bmsgate.fleet.agent.commands import CommandRejected, CommandScreen
 from bmsgate.fleet.agent.desired import DesiredStateHandler, ReportedOutbox, UpdateReporter
 from bmsgate.fleet.agent.events import EventTracker, PendingEvent
-from bmsgate.fleet.agent.identity import hardware_model, pack_versions
+from bmsgate.fleet.agent.identity import hardware_model, state_packs
 from bmsgate.fleet.agent.location import LocationSource
 from bmsgate.fleet.agent.messages import MAX_BATTERIES, reported_payload, telemetry_builder
 from bmsgate.fleet.protocol import (
@@ -175,7 +175,7 @@ class FleetAgent:
         self._clock = clock
         self._started = time.monotonic()
         self._hardware = options.hardware if options.hardware is not None else hardware_model()
-        self._packs = list(options.packs) if options.packs is not None else pack_versions()
+        self._packs = list(options.packs) if options.packs is not None else state_packs(self._desired_handler)
         self._descriptors = {battery.id: battery for battery in options.batteries}
         self._topics = {channel: topic(self.gateway_id, channel) for channel in Channel}
         self._seen_batteries: set[str] = set()
@@ -392,7 +392,7 @@ class FleetAgent:
         if state.phase in (UpdatePhase.ACTIVE_PENDING, UpdatePhase.COMMITTED, UpdatePhase.REVERTED):
             # The catalog changed (or changed back): the retained state names the data files that run now.
             if self.options.packs is None:
-                self._packs = pack_versions()
+                self._packs = state_packs(self._desired_handler)
             self._state_dirty.set()
 
     async def _desired_worker(self) -> None:

@@ -15,8 +15,9 @@ from typing import Final
 from bmsgate.catalog import default_catalog
 from bmsgate.errors import DefinitionError
 from bmsgate.fleet.protocol import PackVersion
+from bmsgate.fleet.updates import MAX_DESIRED_PACKS
 
-__all__ = ["hardware_model", "pack_versions"]
+__all__ = ["hardware_model", "pack_versions", "state_packs"]
 
 _LOGGER = logging.getLogger(__name__)
 _DEVICE_TREE_MODEL: Final = Path("/proc/device-tree/model")
@@ -48,3 +49,14 @@ def pack_versions() -> list[PackVersion]:
     if len(packs) > _MAX_PACKS:
         _LOGGER.warning("%d data files; the state reports the first %d", len(packs), _MAX_PACKS)
     return packs[:_MAX_PACKS]
+
+
+def state_packs(updates: object = None) -> list[PackVersion]:
+    """The retained state's list: the installed packs (kind ``pack``) first, then every data file that runs.
+
+    Args:
+        updates: the gateway's update engine (its ``active_packs()`` names the installed packs), if any.
+    """
+    active = getattr(updates, "active_packs", None)
+    installed: list[PackVersion] = list(active())[:MAX_DESIRED_PACKS] if callable(active) else []
+    return [*installed, *pack_versions()][: _MAX_PACKS + 1]

@@ -69,7 +69,7 @@ from bmsgate.fleet.agent.updates.software import (
     wheel_version,
 )
 from bmsgate.fleet.agent.updates.source import ArtifactSource, LocalArtifacts, UpdateSource
-from bmsgate.fleet.protocol import Channel, FleetMessageError, topic
+from bmsgate.fleet.protocol import Channel, FleetMessageError, PackVersion, topic
 from bmsgate.fleet.updates import (
     TERMINAL_PHASES,
     DesiredState,
@@ -633,6 +633,15 @@ class UpdateEngine:
         except JournalError as exc:
             _LOGGER.error("updates: %s", exc)  # noqa: TRY400 - the report below says what failed
         report(self._reported(UpdatePhase.FAILED, reason=reason, detail=detail))
+
+    def active_packs(self) -> list[PackVersion]:
+        """The installed packs (kind ``pack``, by their file's sha256), for the gateway's retained state."""
+        active = self._active
+        if active is None:
+            return []
+        return [
+            PackVersion(kind="pack", name=name, version=version, sha256=sha) for name, version, sha in active.identities
+        ]
 
     def running_versions(self) -> RunningVersions:
         """What runs now: the active slot's packs and items, and the software."""

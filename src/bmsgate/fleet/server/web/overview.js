@@ -76,7 +76,11 @@ export async function renderOverview(view, { navigate }) {
 
   function row(gateway, index) {
     const state = siteState(gateway);
-    const packs = (gateway.packs || []).map((pack) => `${pack.name}${pack.version ? " " + pack.version : ""}`);
+    // Installed packs (signed bundles) by name; a gateway without any runs the built-in definitions.
+    const files = gateway.packs || [];
+    const installed = files.filter((pack) => pack.kind === "pack");
+    const packs = installed.length ? installed.map((pack) => `${pack.name} ${pack.version || ""}`.trim())
+      : files.length ? [`built-in (${files.length} definitions)`] : [];
     return el("div", { class: "grid-row", role: "listitem", style: `top:${index * ROW_HEIGHT}px`,
       dataset: { gateway: gateway.id }, onclick: () => navigate(`#/site/${encodeURIComponent(gateway.id)}`) },
     el("span", { class: "site-name", text: gateway._label, title: gateway.site || "" }),
