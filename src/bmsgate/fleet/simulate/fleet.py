@@ -15,12 +15,13 @@ import contextlib
 import dataclasses
 import random
 import resource
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from bmsgate.fleet.protocol import OFFLINE, ONLINE
+from bmsgate.fleet.protocol import GATEWAY_ID_PATTERN, OFFLINE, ONLINE, is_gateway_id
 from bmsgate.fleet.simulate.messages import GatewayTemplate, build_template
 from bmsgate.fleet.simulate.wire import ConnectOptions, RawGatewayConnection, SimulationError
 
@@ -44,6 +45,11 @@ class GatewayLogin:
     username: str | None = None
     password: str | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse a gateway id the protocol does not allow, before anything connects."""
+        if not is_gateway_id(self.gateway):
+            raise SimulationError(f"not a gateway id: {self.gateway!r} (expected {GATEWAY_ID_PATTERN})")
+
 
 @dataclass(frozen=True, slots=True)
 class SimulationSettings:
@@ -60,6 +66,8 @@ class SimulationSettings:
     churn_ratio: float = 0.0
     """Share of the connected gateways whose socket is cut per interval (they come back later)."""
     seed: int = 1
+    tls: ssl.SSLContext | None = None
+    """TLS to the broker (mqtts://); None: plain TCP."""
 
 
 @dataclass(slots=True)
@@ -109,7 +117,7 @@ class _Simulation:
     def __init__(self, settings: SimulationSettings, on_second: Callable[[SimulationReport], None] | None) -> None:
         self.settings = settings
         self.report = SimulationReport()
-        self.rng = random.Random(settings.seed)  # noqa: S311 - simulation, not security
+        self.rng = random.Random(settings.seed)
         self.gateways = [
             _Gateway(login, build_template(login.gateway, settings.interval_s, seed=settings.seed))
             for login in settings.logins
@@ -147,7 +155,9 @@ class _Simulation:
             return connection
 
         try:
-            _, connection = await loop.create_connection(factory, self.settings.host, self.settings.port)
+            _, connection = await loop.create_connection(
+                factory, self.settings.host, self.settings.port, ssl=self.settings.tls
+            )
             await asyncio.wait_for(connection.connected, _CONNECT_TIMEOUT_S)
         except (OSError, SimulationError, TimeoutError):
             self.report.connect_failures += 1
@@ -272,4 +282,3 @@ async def run_simulation(
     ``connect_failures`` and retried one interval later.
     """
     return await _Simulation(settings, on_second).run()
-

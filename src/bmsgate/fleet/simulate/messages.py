@@ -98,7 +98,7 @@ def _snapshot(battery_id: str, protocol: str, rng: random.Random) -> BatterySnap
         mosfet_temperature=round(rng.uniform(25.0, 40.0), 1),
         charge_enabled=True,
         discharge_enabled=True,
-        balancing=rng.random() < 0.2,  # noqa: PLR2004 - a fifth of the packs balance
+        balancing=rng.random() < 0.2,
     )
 
 
@@ -112,7 +112,7 @@ def build_template(gateway: str, interval_s: float, *, seed: int) -> GatewayTemp
 
     The same ``gateway`` and ``seed`` give the same gateway (so a re-run or a second process agrees).
     """
-    rng = random.Random(f"{seed}/{gateway}")  # noqa: S311 - simulation, not security
+    rng = random.Random(f"{seed}/{gateway}")
     town, province, town_lat, town_lon = rng.choice(SOUTH_AFRICAN_TOWNS)
     protocol = rng.choice(_PROTOCOLS)
     battery_ids = [f"pack{index + 1}" for index in range(rng.choice((1, 1, 2, 2, 3)))]

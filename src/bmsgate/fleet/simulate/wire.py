@@ -143,7 +143,7 @@ class RawGatewayConnection(asyncio.Protocol):
             del self._inbound[: position + length]
             if kind == _CONNACK and not self.connected.done():
                 if len(body) != 2 or body[1] != 0:
-                    code = body[1] if len(body) == 2 else -1  # noqa: PLR2004 - CONNACK has two bytes
+                    code = body[1] if len(body) == 2 else -1
                     self.connected.set_exception(SimulationError(f"{self.options.client_id}: CONNACK code {code}"))
                 else:
                     self.connected.set_result(None)
