@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from bmsgate.errors import BmsgateError
 from bmsgate.mqtt.broker import free_port
@@ -77,6 +77,12 @@ class NatsNode:
 
 
 def _config(node: NatsNode, peers: list[NatsNode]) -> str:
+    # Explicit: by default the MQTT streams get as many replicas as the node saw peers when the first MQTT
+    # client came (2 were seen here on a 3-node cluster), and an R2 stream stalls when either node dies.
+    # Consumers (one per MQTT subscription) with 3 replicas could not be created for ~30 s after a node was
+    # killed (timeouts on CONSUMER.DURABLE.CREATE), so a reconnecting gateway's subscribe failed again and
+    # again; with one replica they are created at once on a live node (see docs/fleet-scale.md).
+    replicas = min(3, len(peers))
     routes = ",\n    ".join(f'"nats-route://127.0.0.1:{peer.cluster_port}"' for peer in peers if peer is not node)
     store = json.dumps(str(node.directory / "jetstream"))  # a JSON string is a valid NATS config string
     return f"""server_name: {node.name}
@@ -94,8 +100,16 @@ cluster {{
 }}
 mqtt {{
   listen: 127.0.0.1:{node.mqtt_port}
+  stream_replicas: {replicas}
+  consumer_replicas: 1
 }}
 """
+
+
+def _get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=1.0) as answer:  # noqa: S310 - our own loopback monitoring URL
+        found = json.loads(answer.read())
+    return found if isinstance(found, dict) else {}
 
 
 class NatsCluster:
@@ -142,7 +156,7 @@ class NatsCluster:
 
     def _spawn(self, node: NatsNode) -> None:
         with node.log_file.open("ab") as log:
-            self._processes[node.name] = subprocess.Popen(
+            self._processes[node.name] = subprocess.Popen(  # noqa: S603 - our binary, our config file
                 [str(self.binary), "-c", str(node.config_file)], stdout=log, stderr=log
             )
 
@@ -152,17 +166,18 @@ class NatsCluster:
         self.wait_ready(node)
 
     def wait_ready(self, node: NatsNode, timeout_s: float = _READY_TIMEOUT_S) -> None:
-        """Wait until ``node``'s ``/healthz`` answers ok (its JetStream is current: MQTT works there)."""
+        """Wait until ``node``'s ``/healthz`` answers ok and it knows a JetStream meta leader (MQTT works there)."""
         deadline = time.monotonic() + timeout_s
-        url = f"http://127.0.0.1:{node.monitor_port}/healthz"
+        base = f"http://127.0.0.1:{node.monitor_port}"
         while True:
             process = self._processes.get(node.name)
             if process is None or process.poll() is not None:
                 raise NatsClusterError(f"{node.name} exited: {self.log_tail(node)}")
             try:
-                with urllib.request.urlopen(url, timeout=1.0) as answer:  # noqa: S310 - our loopback URL
-                    if json.loads(answer.read()).get("status") == "ok":
-                        return
+                if _get(f"{base}/healthz").get("status") == "ok" and _get(f"{base}/jsz").get("meta_cluster", {}).get(
+                    "leader"
+                ):
+                    return
             except (urllib.error.URLError, OSError, ValueError):
                 pass
             if time.monotonic() > deadline:
