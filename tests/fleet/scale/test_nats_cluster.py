@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,8 +135,8 @@ class Subscriber:
 
 
 @contextlib.asynccontextmanager
-async def background(coroutine: object) -> AsyncIterator[asyncio.Task[None]]:
-    task: asyncio.Task[None] = asyncio.ensure_future(coroutine)  # type: ignore[arg-type]
+async def background(coroutine: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(coroutine)
     try:
         yield task
     finally:
@@ -159,9 +160,9 @@ def _snapshot(battery: str) -> BatterySnapshot:
     )
 
 
-async def _wait_for(predicate: object, timeout: float = TIMEOUT) -> None:
+async def _wait_for(predicate: Callable[[], object], timeout: float = TIMEOUT) -> None:
     async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]
+        while not predicate():
             await asyncio.sleep(0.05)
 
 

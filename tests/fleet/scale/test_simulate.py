@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import shutil
+import subprocess
+import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bmsgate.fleet.credentials import GatewayCredentials, write_credentials
 from bmsgate.fleet.protocol import Channel, EventKind, EventMessage, TelemetryMessage, decode
 from bmsgate.fleet.simulate import GatewayLogin, SimulationError, SimulationReport, SimulationSettings, run_simulation
 from bmsgate.fleet.simulate.wire import ConnectOptions, connect_packet
@@ -119,3 +124,47 @@ def test_the_connect_packet_carries_credentials_and_a_qos1_retained_will() -> No
 def test_an_invalid_gateway_id_is_refused_before_connecting() -> None:
     with pytest.raises(SimulationError, match="not a gateway id"):
         GatewayLogin("Not Valid")
+
+
+def _cli(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bmsgate", "fleet", "simulate", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="mosquitto_passwd not installed")
+def test_the_command_logs_in_with_enrolled_credentials_and_prints_a_summary(tmp_path: Path) -> None:
+    gateways = [f"gw-{index}" for index in range(3)]
+    passwords = tmp_path / "passwd"
+    passwords.write_text("", encoding="utf-8")
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    broker = Mosquitto(tmp_path, extra=f"allow_anonymous false\npassword_file {passwords}\n")
+    for gateway in gateways:
+        subprocess.run(["mosquitto_passwd", "-b", str(passwords), gateway, f"pw-{gateway}"], check=True)
+        login = GatewayCredentials.model_validate(
+            {"gateway": gateway, "broker_url": broker.url, "username": gateway, "password": f"pw-{gateway}"}
+        )
+        write_credentials(login, credentials / f"{gateway}.json")
+    broker.start()
+    try:
+        done = _cli("--credentials-dir", str(credentials), "--interval", "0.5", "--duration", "1.5", "--quiet")
+    finally:
+        broker.stop()
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["gateways"] == len(gateways)
+    assert summary["connects"] == len(gateways)
+    assert summary["connect_failures"] == 0
+    assert summary["telemetry"] >= 2 * len(gateways)
+    assert summary["acked"] == summary["messages"]
+
+
+def test_the_command_refuses_a_ratio_above_one() -> None:
+    done = _cli("--churn", "1.5")
+    assert done.returncode != 0
+    assert "between 0 and 1" in done.stderr
