@@ -12,6 +12,7 @@ it in the virtual environment's ``bin``), or Debian's ``/usr/sbin/nats-server``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -153,6 +154,25 @@ class NatsCluster:
             self._spawn(node)
         for node in self.nodes:
             self.wait_ready(node)
+        self._wait_all_current()
+
+    def _wait_all_current(self, timeout_s: float = _READY_TIMEOUT_S) -> None:
+        """Wait until the JetStream meta leader sees every other node as current.
+
+        A fresh cluster's first MQTT sessions otherwise meet 5 s JetStream request timeouts.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for node in self.nodes:
+                with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
+                    meta = _get(f"http://127.0.0.1:{node.monitor_port}/jsz").get("meta_cluster", {})
+                    replicas = meta.get("replicas") or []
+                    complete = meta.get("leader") == node.name and len(replicas) == len(self.nodes) - 1
+                    if complete and all(replica.get("current") for replica in replicas):
+                        return
+            if time.monotonic() > deadline:
+                raise NatsClusterError(f"the JetStream meta group is not current after {timeout_s} s")
+            time.sleep(0.1)
 
     def _spawn(self, node: NatsNode) -> None:
         with node.log_file.open("ab") as log:
