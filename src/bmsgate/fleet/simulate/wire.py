@@ -121,13 +121,15 @@ class RawGatewayConnection(asyncio.Protocol):
         """Read CONNACK, PUBACK and PINGRESP; anything else from the broker is ignored by its length."""
         self._inbound += data
         if len(self._inbound) > _MAX_INBOUND:
+            self._inbound.clear()
             self.abort()
             return
         while len(self._inbound) >= 2:
             length, shift, position = 0, 0, 1
             while True:
                 if position >= len(self._inbound) or position > 4:
-                    if position > 4:
+                    if position > 4:  # a remaining length of more than 4 bytes: not MQTT
+                        self._inbound.clear()
                         self.abort()
                     return
                 byte = self._inbound[position]
