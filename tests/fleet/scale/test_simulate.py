@@ -168,3 +168,16 @@ def test_the_command_refuses_a_ratio_above_one() -> None:
     done = _cli("--churn", "1.5")
     assert done.returncode != 0
     assert "between 0 and 1" in done.stderr
+
+
+def test_the_command_splits_the_fleet_over_processes_and_sums_their_reports(broker: Mosquitto) -> None:
+    done = _cli(
+        "--broker", broker.url, "--gateways", "21", "--processes", "2", "--interval", "0.5", "--duration", "1.5"
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["processes"] == 2
+    assert summary["gateways"] == 21
+    assert summary["connects"] == 21
+    assert summary["acked"] == summary["messages"]
+    assert "failed_processes" not in summary

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import ssl
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,12 @@ def add_fleet_parsers(actions: Any) -> None:
     simulate.add_argument("--faults", type=_ratio, default=0.0, help="share raising an alarm per interval")
     simulate.add_argument("--churn", type=_ratio, default=0.0, help="share dropping off (last will) per interval")
     simulate.add_argument("--offset", type=int_range(0, 10_000_000), default=0, help="first gateway number")
+    simulate.add_argument(
+        "--processes",
+        type=int_range(1, 64),
+        default=1,
+        help="split the gateways over this many processes (one core and ~20k sockets each; default 1)",
+    )
     simulate.add_argument("--quiet", action="store_true", help="no per-second lines")
     simulate.set_defaults(handler=_simulate)
 
@@ -86,9 +93,58 @@ def _logins(args: argparse.Namespace) -> tuple[list[Any], str | None, str | None
     return logins, credentials[0].broker_url, credentials[0].ca_pem
 
 
+def _children(args: argparse.Namespace) -> list[subprocess.Popen[str]]:
+    """Start processes 2..P for their share of the gateways; this process keeps the first share."""
+    share = -(-args.gateways // args.processes)
+    children = []
+    for index in range(1, args.processes):
+        first = index * share
+        count = min(share, args.gateways - first)
+        if count <= 0:
+            break
+        command = [sys.executable, "-m", "bmsgate", "fleet", "simulate", "--quiet", "--processes", "1"]
+        command += ["--gateways", str(count), "--offset", str(args.offset + first), "--interval", str(args.interval)]
+        command += ["--faults", str(args.faults), "--churn", str(args.churn)]
+        for flag, value in (
+            ("--broker", args.broker),
+            ("--credentials-dir", args.credentials_dir),
+            ("--username", args.username),
+            ("--password", args.password),
+            ("--duration", args.duration),
+        ):
+            if value is not None:
+                command += [flag, str(value)]
+        children.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))  # noqa: S603 - ourselves
+    args.gateways = min(share, args.gateways)
+    return children
+
+
+def _summed(summary: dict[str, Any], children: list[subprocess.Popen[str]]) -> dict[str, Any]:
+    """This process's summary plus each child's last JSON line (a child that failed is named)."""
+    total = dict(summary)
+    failed = []
+    for child in children:
+        output, _ = child.communicate()
+        lines = output.strip().splitlines()
+        if child.returncode != 0 or not lines:
+            failed.append(child.pid)
+            continue
+        for key, value in json.loads(lines[-1]).items():
+            if key == "seconds":
+                total[key] = max(total[key], value)
+            else:
+                total[key] = total.get(key, 0) + value
+    if children:
+        total["processes"] = 1 + len(children)
+    if failed:
+        total["failed_processes"] = failed
+    return total
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from bmsgate.fleet.simulate import SimulationSettings, run_simulation  # noqa: PLC0415
 
+    children = _children(args) if args.processes > 1 else []
     logins, credentials_url, ca_pem = _logins(args)
     url = urlsplit(args.broker or credentials_url or _DEFAULT_BROKER)
     if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
@@ -114,5 +170,7 @@ def _simulate(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         report = asyncio.run(run_simulation(settings, None if args.quiet else each_second))
         summary = {name: getattr(report, name) for name in report.__slots__ if name != "dropped_gateways"}
-        sys.stdout.write(json.dumps({"gateways": len(logins), **summary}) + "\n")
+        total = _summed({"gateways": len(logins), **summary}, children)
+        sys.stdout.write(json.dumps(total) + "\n")
+        return 1 if "failed_processes" in total else 0
     return 0
