@@ -43,6 +43,7 @@ async def _record(broker: Mosquitto, received: list[tuple[str, bytes]], ready: a
             received.append((message.topic, message.payload))
 
 
+@pytest.mark.slow
 async def test_a_few_hundred_gateways_send_valid_messages_and_their_wills(broker: Mosquitto) -> None:
     received: list[tuple[str, bytes]] = []
     ready = asyncio.Event()
