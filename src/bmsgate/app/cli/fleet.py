@@ -31,6 +31,7 @@ FLEET_COMMAND_MODULES: Final[tuple[str, ...]] = (
     "bmsgate.app.cli.fleet_server",
     "bmsgate.app.cli.pack",
     "bmsgate.app.cli.fleet_rollout",
+    "bmsgate.app.cli.fleet_simulate",
 )
 """Modules that add their own ``fleet`` actions (each has ``add_fleet_parsers(actions)``)."""
 
