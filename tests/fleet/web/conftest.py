@@ -7,31 +7,21 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
-from bmsgate.fleet.server.api.ratelimit import RateLimit
-from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.api.testing import RunningFleet, running_fleet
-from tests.fleet.web.browser import CHROMIUM, CHROMIUM_ARGS, SITES
-
-_GENEROUS = ApiSettings(
-    token_limit=RateLimit(per_minute=60_000, burst=10_000), anonymous_limit=RateLimit(per_minute=60_000, burst=10_000)
-)
+from tests.fleet.web.browser import GENEROUS, SITES, chromium
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    async with chromium() as launched:
         yield launched
-        await launched.close()
 
 
 @pytest.fixture
 async def fleet(tmp_path: Path) -> AsyncIterator[RunningFleet]:
-    async with running_fleet(tmp_path, sites=SITES, history=18, step_s=600, settings=_GENEROUS) as running:
+    async with running_fleet(tmp_path, sites=SITES, history=18, step_s=600, settings=GENEROUS) as running:
         yield running
 
 

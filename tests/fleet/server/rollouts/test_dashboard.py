@@ -6,34 +6,24 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
-from bmsgate.fleet.server.api.ratelimit import RateLimit
-from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.api.testing import RunningFleet, running_fleet
 from bmsgate.fleet.server.rollouts.model import Actor
 from bmsgate.fleet.updates import FailureReason, UpdatePhase
 from tests.fleet.server.rollouts.helpers import report, spec, unsigned_envelope
-from tests.fleet.web.browser import CHROMIUM, CHROMIUM_ARGS, signed_in
-
-_GENEROUS = ApiSettings(
-    token_limit=RateLimit(per_minute=60_000, burst=10_000), anonymous_limit=RateLimit(per_minute=60_000, burst=10_000)
-)
+from tests.fleet.web.browser import GENEROUS, chromium, signed_in
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    async with chromium() as launched:
         yield launched
-        await launched.close()
 
 
 @pytest.fixture
 async def fleet(tmp_path: Path) -> AsyncIterator[RunningFleet]:
-    async with running_fleet(tmp_path, settings=_GENEROUS, sign_desired=unsigned_envelope) as running:
+    async with running_fleet(tmp_path, settings=GENEROUS, sign_desired=unsigned_envelope) as running:
         yield running
 
 
