@@ -701,6 +701,133 @@ ECOWORTHY: Final = FamilyCapture(
     },
 )
 
+GREENWAY: Final = FamilyCapture(
+    "greenway",
+    {
+        "manufacturer": _frames("4716012010475245454E5741590000000000000000F0"),
+        "bms_type": _frames("4716012120444D33333732303038000000000000000000000000000000000000000000000097"),
+        "serial_number": _frames("4716012320353643303032353341303030333700000000000000000000000000000000000084"),
+        "voltage": _frames("47160109047C39010021"),
+        "current": _frames("4716010A047B3A000021"),
+        "soc": _frames("4716010D044A000000B9"),
+        "soh": _frames("4716010E0464000000D4"),
+        "remaining_capacity": _frames("4716010F040C6E0000EB"),
+        "cycles": _frames("47160117041000000089"),
+        "design_capacity": _frames("4716011804809300008D"),
+        "cells_1": _frames(
+            "4716012420B00FAD0FAE0FAD0FAF0FAF0FAB0FB10FB10FB20FAC0FAB0FAA0FAB0FAA0FA90F66"
+        ),
+        "cells_2": _frames(
+            "4716012520AA0FAB0FAA0FA90F00000000000000000000000000000000000000000000000087"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_greenway_bms.py (_PROTO_DEFS)"),
+    {
+        "voltage": 80.252,
+        "current": 14.971,
+        "soc": 74,
+        "soh": 100,
+        "remaining_capacity": 28.172,
+        "cycles": 16,
+        # aiobmsble floors the design capacity to whole Ah (37); the frame's comment says 37.760 Ah.
+        "design_capacity": 37.76,
+        "cell_voltages": [
+            4.016,
+            4.013,
+            4.014,
+            4.013,
+            4.015,
+            4.015,
+            4.011,
+            4.017,
+            4.017,
+            4.018,
+            4.012,
+            4.011,
+            4.01,
+            4.011,
+            4.01,
+            4.009,
+            4.01,
+            4.011,
+            4.01,
+            4.009,
+        ],
+        "alarms": [],
+        # The frames' comments in the source: "GREENWAY", "DM3372008" (BMS type), "56C00253A00037" (serial).
+        "device.manufacturer": "GREENWAY",
+        "device.model": "DM3372008",
+        "device.serial_number": "56C00253A00037",
+    },
+)
+
+DOERRPWR: Final = FamilyCapture(
+    "doerrpwr",
+    {
+        "status": [
+            b":01540100EC000102030405060D450D480D430D4100000000000000000000000000000000000000000000000"
+            b"0F00000004646464610EE000000007FFFFFFF3511000704000163000249F0000262B7000249F0000105F0000"
+            b"6000100000000000000000000000000000000000000000000000000009F~"
+        ]
+    },
+    AIOBMSBLE.format("tests/bms/test_doerrpwr_bms.py (MockDoerrPBleakClient)"),
+    {
+        "voltage": 13.585,
+        "current": 0.0,
+        "soc": 99,
+        "cycles": 1,
+        "design_capacity": 150,
+        "cell_voltages": [3.397, 3.4, 3.395, 3.393],
+        "temperatures": [30.0, 30.0, 30.0, 30.0],
+        # aiobmsble's cycle_charge (148.5) is its estimate, design capacity x SoC: no frame field.
+    },
+)
+
+ECTIVE: Final = FamilyCapture(
+    "ective",
+    {
+        # Garbage before and after the frame, as the source sends it.
+        "status": [
+            b"6F2\x00^84350000F8CDFFFF2CF9020097016200E10B000000005E0D710D650D5E0D"
+            b"000000000000000000000000000000000000000000000000094F\xafF833000000000000" + b"\x00" * 8
+        ]
+    },
+    AIOBMSBLE.format("tests/bms/test_ective_bms.py (_PROTO_DEFS 0x5E)"),
+    {
+        "voltage": 13.7,
+        "current": -12.808,
+        "soc": 98,
+        "cycles": 407,
+        "remaining_capacity": 194.86,
+        "cell_voltages": [3.422, 3.441, 3.429, 3.422],
+        "temperatures": [30.95],
+        "extras.problem_code": 0,
+        "alarms": [],
+    },
+)
+ECTIVE_83: Final = FamilyCapture(
+    "ective",
+    {
+        "status": [
+            b"\x836234000076FEFFFF888A010016006200530B008007B4160D170D190D1C0D000000000000000000000000000000000000000"
+            b"00000000007C2" + b"\x11" * 8
+        ]
+    },
+    AIOBMSBLE.format("tests/bms/test_ective_bms.py (_PROTO_DEFS 0x83)"),
+    {
+        "voltage": 13.41,
+        "current": -0.394,
+        "soc": 98,
+        "cycles": 22,
+        "remaining_capacity": 101,
+        "cell_voltages": [3.35, 3.351, 3.353, 3.356],
+        "temperatures": [16.75],
+        "extras.problem_code": 0,
+        "alarms": [],
+    },
+    vector="83",
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -722,6 +849,10 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     BRAUNPWR,
     HUMSIENK,
     C4S,
+    GREENWAY,
+    DOERRPWR,
+    ECTIVE,
+    ECTIVE_83,
 )
 """Every capture, in the issue's order of families."""
 
