@@ -47,6 +47,21 @@ ALL = default_catalog().protocols()
             "topband",
         ),
         (Advertisement(address="AA:BB:CC:00:44:57", service_uuids=("fff0",), manufacturer_data={76: b""}), "topband"),
+        # aiobmsble ective_bms.py: $PFLAC* / NWJ20* / ZM20* with service ffe0 (alias `ective` of topband).
+        (Advertisement(address="AA:BB:CC:00:44:58", name="$PFLAC12100", service_uuids=("ffe0",)), "topband"),
+        (Advertisement(address="AA:BB:CC:00:44:59", name="NWJ20-0042", service_uuids=("ffe0",)), "topband"),
+        (Advertisement(address="AA:BB:CC:00:44:5A", name="ZM20-0042", service_uuids=("ffe0",)), "topband"),
+        # aiobmsble nordicnus_bms.py: G-* with the Nordic UART service (alias `nordicnus` of ej).
+        (
+            Advertisement(
+                address="AA:BB:CC:00:88:99",
+                name="G-12V300Ah-0345",
+                service_uuids=("6e400001-b5a3-f393-e0a9-e50e24dcca9e",),
+            ),
+            "ej",
+        ),
+        # aiobmsble greenway_bms.py: address prefix C4:A9:B8 with service fff0.
+        (Advertisement(address="C4:A9:B8:12:34:56", name="GW-BMS", service_uuids=("fff0",)), "greenway"),
     ],
 )
 def test_each_new_family_is_identified_alone(advertisement: Advertisement, family: str) -> None:
@@ -104,3 +119,23 @@ def test_daren_names_are_claimed_with_jbd_by_their_shared_service() -> None:
 def test_ecoworthy_is_identified_alone(advertisement: Advertisement) -> None:
     # aiobmsble ecoworthy_bms.py: "ECO-WORTHY 02_*" alone, "DCHOUSE*" / "ECO-WORTHY*" with service fff0.
     assert [match.protocol for match in match_advertisement(advertisement, ALL)] == ["ecoworthy"]
+
+
+def test_doerr_and_powerboozt_names_are_claimed_by_both() -> None:
+    # aiobmsble doerrpwr_bms.py tells Dörr from PowerBoozt (both "BT-Battery*") by a service-data UUID, which
+    # matchers do not read: a PowerBoozt advertisement lists both, a bare "BT-Battery" name only Dörr.
+    powerboozt = Advertisement(
+        address="AA:BB:CC:00:99:AA",
+        name="BT-Battery-0042",
+        service_uuids=(normalize_uuid("fff0"),),
+        manufacturer_data={32516: b""},
+    )
+    assert [match.protocol for match in match_advertisement(powerboozt, ALL)] == ["doerrpwr", "pwrboozt"]
+    bare = Advertisement(address="AA:BB:CC:00:99:AB", name="BT-Battery-0043")
+    assert [match.protocol for match in match_advertisement(bare, ALL)] == ["doerrpwr"]
+
+
+def test_greenway_needs_its_address_prefix() -> None:
+    # Service fff0 alone is shared by many modules.
+    other = Advertisement(address="AA:BB:CC:12:34:56", service_uuids=(normalize_uuid("fff0"),))
+    assert "greenway" not in [match.protocol for match in match_advertisement(other, ALL)]
