@@ -824,6 +824,58 @@ ECTIVE_83: Final = FamilyCapture(
     vector="83",
 )
 
+EPOCH_PRO: Final = FamilyCapture(
+    "epoch-pro",
+    {
+        "system": _frames(
+            "FAF316016E0000000004B00000005B0064238C14C90000010E00000000187A00000000000000000000000000000000000200"
+            "00000000000CFD0CFF001B001B3230312D003100003230312D003400003130302D003100003130302D003100000000000000"
+            "0000000038AAA802AAAAA80082003C6B2F"
+        ),
+        "pack_1": _frames(
+            "FAF31601A4024001E00258012CC878000000007530000A00000C2C00000000797C00100CFE0CFD00100007001B001B000400"
+            "0314C9000010040000000000000000000000000000038E006400000CFE0CFD0CFD0CFD0CFE0CFE0CFD0CFD0CFE0CFE0CFE0C"
+            "FE0CFE0CFF0CFE0CFE001B001B001B001B0022001D001D0C1700120000000000000000000031363600003100000000000000"
+            "0000000000000032333131333030313032383375B5"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_epoch_pro_bms.py (MockEpochProBleakClient: overall, pack 1)"),
+    {
+        "voltage": 53.21,
+        "current": 0,
+        "soc": 91,
+        # pack_cycles [10, 10]; pack 1's value.
+        "cycles": 10,
+        # The first 16 of the 32 stated cells: pack 1's (pack 2 is not read).
+        "cell_voltages": [
+            3.326,
+            3.325,
+            3.325,
+            3.325,
+            3.326,
+            3.326,
+            3.325,
+            3.325,
+            3.326,
+            3.326,
+            3.326,
+            3.326,
+            3.326,
+            3.327,
+            3.326,
+            3.326,
+        ],
+        # temp_values [27] * 8: four sensors per pack.
+        "temperatures": [27, 27, 27, 27],
+        "extras.system_temperature": 27.0,
+        "extras.pack_count": 2,
+        "extras.pack_1_voltage": 53.21,
+        "extras.pack_1_current": 0.0,
+        "extras.pack_1_soc": 91.0,
+        "alarms": [],
+    },
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -849,6 +901,7 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     DOERRPWR,
     ECTIVE,
     ECTIVE_83,
+    EPOCH_PRO,
 )
 """Every capture, in the issue's order of families."""
 

@@ -87,6 +87,7 @@ def test_matchers_match_what_they_document(name: str) -> None:
             "address": f"{matcher.address_prefix}:00:00:00:00:00"[:17] if matcher.address_prefix else None,
             "service_uuids": [matcher.service_uuid] if matcher.service_uuid else [],
             "manufacturer_ids": [matcher.manufacturer_id] if matcher.manufacturer_id is not None else [],
+            "service_data_uuids": [matcher.service_data_uuid] if matcher.service_data_uuid else [],
         }
         assert matcher.matches(**advertisement), matcher
         assert definition.matches_advertisement(**advertisement)

@@ -121,18 +121,34 @@ def test_ecoworthy_is_identified_alone(advertisement: Advertisement) -> None:
     assert [match.protocol for match in match_advertisement(advertisement, ALL)] == ["ecoworthy"]
 
 
-def test_doerr_and_powerboozt_names_are_claimed_by_both() -> None:
-    # aiobmsble doerrpwr_bms.py tells Dörr from PowerBoozt (both "BT-Battery*") by a service-data UUID, which
-    # matchers do not read: a PowerBoozt advertisement lists both, a bare "BT-Battery" name only Dörr.
+def test_doerr_is_told_from_powerboozt_by_its_service_data() -> None:
+    # aiobmsble doerrpwr_bms.py: "BT-Battery*" with service data for ffe1; PowerBoozt modules advertise the
+    # same names with manufacturer id 32516 and service fff0.
+    doerr = Advertisement(
+        address="AA:BB:CC:00:99:AA", name="BT-Battery-0042", service_data={normalize_uuid("ffe1"): b"\x01"}
+    )
+    assert [match.protocol for match in match_advertisement(doerr, ALL)] == ["doerrpwr"]
     powerboozt = Advertisement(
-        address="AA:BB:CC:00:99:AA",
-        name="BT-Battery-0042",
+        address="AA:BB:CC:00:99:AB",
+        name="BT-Battery-0043",
         service_uuids=(normalize_uuid("fff0"),),
         manufacturer_data={32516: b""},
     )
-    assert [match.protocol for match in match_advertisement(powerboozt, ALL)] == ["doerrpwr", "pwrboozt"]
-    bare = Advertisement(address="AA:BB:CC:00:99:AB", name="BT-Battery-0043")
-    assert [match.protocol for match in match_advertisement(bare, ALL)] == ["doerrpwr"]
+    assert [match.protocol for match in match_advertisement(powerboozt, ALL)] == ["pwrboozt"]
+
+
+def test_epoch_pro_is_identified_by_service_and_service_data() -> None:
+    # aiobmsble epoch_pro_bms.py: service ffe0 with service data for 3333 (no name); ffe0 alone is not enough.
+    epoch = Advertisement(
+        address="AA:BB:CC:00:AA:BB",
+        service_uuids=(normalize_uuid("ffe0"),),
+        service_data={normalize_uuid("3333"): b""},
+    )
+    matches = match_advertisement(epoch, ALL)
+    assert [match.protocol for match in matches] == ["epoch-pro"]
+    assert matches[0].reason == "service ffe0 + service data 3333"
+    bare = Advertisement(address="AA:BB:CC:00:AA:BC", service_uuids=(normalize_uuid("ffe0"),))
+    assert "epoch-pro" not in [match.protocol for match in match_advertisement(bare, ALL)]
 
 
 def test_greenway_needs_its_address_prefix() -> None:
