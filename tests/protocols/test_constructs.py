@@ -115,3 +115,20 @@ def test_sign_magnitude_is_validated(field: dict[str, Any], reason: str) -> None
     data = _field_definition({"target": "current", "at": 0, **field})
     with pytest.raises(DefinitionError, match=reason):
         definition_from_mapping(data, source="sm.yaml")
+
+
+def test_a_service_data_matcher_is_an_engine_5_construct() -> None:
+    assert ENGINE_VERSION >= 5
+    data = _definition(match=[{"service_uuid": "ffe0", "service_data_uuid": "3333"}])
+    definition = definition_from_mapping(data, source="sd.yaml")
+    assert "match.service_data_uuid" in constructs_used(definition)
+    with pytest.raises(DefinitionError, match=r"uses match.service_data_uuid but 'requires' does not list it"):
+        definition_from_mapping({**data, "requires": ["checksum.sum8"]}, source="sd.yaml")
+    (matcher,) = definition.match
+    service = "0000ffe0-0000-1000-8000-00805f9b34fb"
+    found = {"name": None, "address": None, "service_uuids": [service], "manufacturer_ids": []}
+    assert matcher.matches(**found, service_data_uuids=["3333"])
+    assert matcher.matches(**found, service_data_uuids=["00003333-0000-1000-8000-00805f9b34fb"])
+    assert not matcher.matches(**found, service_data_uuids=["ffe1"])
+    assert not matcher.matches(**found)
+    assert definition_from_mapping(_definition(match=[{"service_data_uuid": "ffe1"}])).match[0].service_data_uuid
