@@ -876,6 +876,33 @@ EPOCH_PRO: Final = FamilyCapture(
     },
 )
 
+SAFTKISTE: Final = FamilyCapture(
+    "saftkiste",
+    {
+        "login": _frames("F0FF00E0930400978D04002C01A834B8FF2F0D240D2D0D280D21004705C2050001000000040E6A"),
+        "start": _frames(
+            "F0FF430101E780696F232723E1229A2253220D22C6217F213721EF20A6205D201420CB1F841F461F0D1FF11EC61EA31E701E"
+            "2E1EE71D9F1D571D0F1DC71C7F1C371CEF1BA61B5F1B171BCF1A871A3F1AF719AF196E193B191219F518DD18C31895185718"
+            "1118C917E92644"
+        ),
+        "status": _frames(
+            "F0FF02E0930400A78A04002C010C36F5FF840D7F0D850D840D2100B102FE020001000000040E000000030003010012"
+        ),
+        "charge": _frames("F0FF030000437429784A690000000103B03242470100C126E09304000003032CC5020006000000000000FF6E"),
+    },
+    AIOBMSBLE.format("tests/bms/test_saftkiste_bms.py (_PROTO_DEFS)"),
+    {
+        "voltage": 13.836,
+        "current": -0.11,
+        # aiobmsble states 99.2 (its value rounded); the frame says 9921 (0.01 %).
+        "soc": 99.21,
+        "cycles": 33,
+        "design_capacity": 300,
+        "remaining_capacity": 297.639,
+        "cell_voltages": [3.46, 3.455, 3.461, 3.46],
+    },
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -902,6 +929,7 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     ECTIVE,
     ECTIVE_83,
     EPOCH_PRO,
+    SAFTKISTE,
 )
 """Every capture, in the issue's order of families."""
 
