@@ -903,6 +903,45 @@ SAFTKISTE: Final = FamilyCapture(
     },
 )
 
+PRO: Final = FamilyCapture(
+    "pro",
+    {
+        "initialise": _frames("55AA080380AA01040000002C52"),
+        "values": _frames(
+            "55AA2D0480AA01701C05000096090080E2000000AD19000033000000CA050000890C0000770B0000044E000082648E684000"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_pro_bms.py (RECORDED_PACKETS init_response, data_discharging)"),
+    {
+        "voltage": 13.08,
+        "current": -2.454,
+        "soc": 51,
+        "remaining_capacity": 65.73,
+        "extras.temperature": 22.6,
+        "alarms": [],
+        "cell_voltages": [],
+    },
+)
+PRO_CHARGING: Final = FamilyCapture(
+    "pro",
+    {
+        "initialise": _frames("55AA080380AA01040000002C52"),
+        "values": _frames(
+            "55AA2D0480AA01703B05000066340000DA00000057100000200000008601000029460000580A0000EB4600000BD98C68AFFF"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_pro_bms.py (RECORDED_PACKETS init_response, data_charging)"),
+    {
+        "voltage": 13.39,
+        "current": 13.414,
+        "soc": 32,
+        "remaining_capacity": 41.83,
+        "extras.temperature": 21.8,
+        "alarms": [],
+    },
+    vector="charging",
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -930,6 +969,8 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     ECTIVE_83,
     EPOCH_PRO,
     SAFTKISTE,
+    PRO,
+    PRO_CHARGING,
 )
 """Every capture, in the issue's order of families."""
 
@@ -1011,6 +1052,15 @@ PROBLEM_FRAMES: Final[tuple[ProblemFrame, ...]] = (
         bytes.fromhex("7B0120005314D300D200B400BEFB8761C2753000000000000800000000000E000200647D"),
         AIOBMSBLE.format("tests/bms/test_braunpwr_bms.py test_problem_response (problem_code 0x2)"),
         {"extras.problem_code": 0x2, "alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        PRO,
+        "values",
+        bytes.fromhex(
+            "55AA2D0480AA01701C05000096090081E2000000AD19000033000000CA050000890C0000770B0000044E000082648E684000"
+        ),
+        AIOBMSBLE.format("tests/bms/test_pro_bms.py (RECORDED_PACKETS data_with_protection, problem_code 1)"),
+        {"alarms": ["system_fault"], "current": -2.454},
     ),
 )
 """Frames with alarm bits set, checked against the captures they modify (not conformance vectors)."""

@@ -62,6 +62,10 @@ ALL = default_catalog().protocols()
         ),
         # aiobmsble greenway_bms.py: address prefix C4:A9:B8 with service fff0.
         (Advertisement(address="C4:A9:B8:12:34:56", name="GW-BMS", service_uuids=("fff0",)), "greenway"),
+        # aiobmsble pro_bms.py: the name "Pro BMS" with service fff0.
+        (Advertisement(address="AA:BB:CC:00:BB:CC", name="Pro BMS", service_uuids=("fff0",)), "pro"),
+        # aiobmsble saftkiste_bms.py: manufacturer id 4660.
+        (Advertisement(address="AA:BB:CC:00:CC:DD", manufacturer_data={4660: b"\x01\x02\x03"}), "saftkiste"),
     ],
 )
 def test_each_new_family_is_identified_alone(advertisement: Advertisement, family: str) -> None:
