@@ -942,6 +942,21 @@ PRO_CHARGING: Final = FamilyCapture(
     vector="charging",
 )
 
+LIPOWER: Final = FamilyCapture(
+    "lipower",
+    {"device_22": _frames("2203100076006305CF001600010008008900019ECF")},
+    AIOBMSBLE.format("tests/bms/test_lipower_bms.py (MockLiPwrBleakClient, device 0x22)"),
+    {
+        "voltage": 13.7,
+        "current": -0.08,
+        "soc": 99,
+        # aiobmsble's cycle_charge.
+        "remaining_capacity": 118,
+        "cell_voltages": [],
+        "alarms": [],
+    },
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -971,6 +986,7 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     SAFTKISTE,
     PRO,
     PRO_CHARGING,
+    LIPOWER,
 )
 """Every capture, in the issue's order of families."""
 

@@ -64,6 +64,8 @@ ALL = default_catalog().protocols()
         (Advertisement(address="C4:A9:B8:12:34:56", name="GW-BMS", service_uuids=("fff0",)), "greenway"),
         # aiobmsble pro_bms.py: the name "Pro BMS" with service fff0.
         (Advertisement(address="AA:BB:CC:00:BB:CC", name="Pro BMS", service_uuids=("fff0",)), "pro"),
+        # aiobmsble lipower_bms.py: service af30.
+        (Advertisement(address="AA:BB:CC:00:DD:EE", name="LiPower", service_uuids=("af30",)), "lipower"),
         # aiobmsble saftkiste_bms.py: manufacturer id 4660.
         (Advertisement(address="AA:BB:CC:00:CC:DD", manufacturer_data={4660: b"\x01\x02\x03"}), "saftkiste"),
     ],
