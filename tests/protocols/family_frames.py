@@ -1078,5 +1078,19 @@ PROBLEM_FRAMES: Final[tuple[ProblemFrame, ...]] = (
         AIOBMSBLE.format("tests/bms/test_pro_bms.py (RECORDED_PACKETS data_with_protection, problem_code 1)"),
         {"alarms": ["system_fault"], "current": -2.454},
     ),
+    ProblemFrame(
+        ECTIVE,
+        "status",
+        _TOPBAND_PROBLEM.replace(b"{}", b"01", 1).replace(b"{}", b"0890"),
+        AIOBMSBLE.format("tests/bms/test_ective_bms.py test_problem_response (first_bit, problem_code 1)"),
+        {"extras.problem_code": 1, "alarms": ["system_fault"], "current": -13.0},
+    ),
+    ProblemFrame(
+        ECTIVE,
+        "status",
+        _TOPBAND_PROBLEM.replace(b"{}", b"80", 1).replace(b"{}", b"090F"),
+        AIOBMSBLE.format("tests/bms/test_ective_bms.py test_problem_response (last_bit, problem_code 128)"),
+        {"extras.problem_code": 128, "alarms": ["system_fault"], "current": -13.0},
+    ),
 )
 """Frames with alarm bits set, checked against the captures they modify (not conformance vectors)."""
