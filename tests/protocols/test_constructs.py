@@ -125,10 +125,18 @@ def test_a_service_data_matcher_is_an_engine_5_construct() -> None:
     with pytest.raises(DefinitionError, match=r"uses match.service_data_uuid but 'requires' does not list it"):
         definition_from_mapping({**data, "requires": ["checksum.sum8"]}, source="sd.yaml")
     (matcher,) = definition.match
-    service = "0000ffe0-0000-1000-8000-00805f9b34fb"
-    found = {"name": None, "address": None, "service_uuids": [service], "manufacturer_ids": []}
-    assert matcher.matches(**found, service_data_uuids=["3333"])
-    assert matcher.matches(**found, service_data_uuids=["00003333-0000-1000-8000-00805f9b34fb"])
-    assert not matcher.matches(**found, service_data_uuids=["ffe1"])
-    assert not matcher.matches(**found)
+
+    def matches(*service_data: str) -> bool:
+        return matcher.matches(
+            name=None,
+            address=None,
+            service_uuids=["0000ffe0-0000-1000-8000-00805f9b34fb"],
+            manufacturer_ids=[],
+            service_data_uuids=service_data,
+        )
+
+    assert matches("3333")
+    assert matches("00003333-0000-1000-8000-00805f9b34fb")
+    assert not matches("ffe1")
+    assert not matches()
     assert definition_from_mapping(_definition(match=[{"service_data_uuid": "ffe1"}])).match[0].service_data_uuid
