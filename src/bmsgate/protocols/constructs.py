@@ -24,14 +24,15 @@ if TYPE_CHECKING:
 
 __all__ = ["CONSTRUCTS", "ENGINE_VERSION", "constructs_used", "unknown_constructs"]
 
-ENGINE_VERSION: Final = 4
+ENGINE_VERSION: Final = 5
 """The protocol engine's level: raised whenever a construct is added to :data:`CONSTRUCTS`.
 
 Level 2 added ``sign_magnitude`` (TDT / Wattcycle currents); level 3 ``text`` (hex-text framing: E&J, AG,
 Topband), ``difference``, ``derive.voltage_from_cells`` and the ``sum8_not`` checksum; level 4 ``aliases`` (family ids
 that are one protocol), ``starts`` (several one-byte frame types in front of hex text, Topband), ``listen``
 (a streaming request that writes nothing), ``strip_bytes`` (NULs in hex text, PowerBoozt),
-``frame_per_chunk`` (a notification is a frame, ECO-WORTHY) and the ``crc16_xmodem`` checksum (Seplos V2)."""
+``frame_per_chunk`` (a notification is a frame, ECO-WORTHY) and the ``crc16_xmodem`` checksum (Seplos V2);
+level 5 ``match.service_data_uuid`` (an advertisement matcher on a service-data UUID, Epoch Pro)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -73,6 +74,7 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "frame_per_chunk": "every received chunk (one notification) is one whole frame, no length field (engine 4)",
     "ignore_chunks": "received chunks dropped as a whole",
     "index": "one reply spread over numbered frames",
+    "match.service_data_uuid": "an advertisement matcher on a service-data UUID (engine 5)",
     "listen": "a streaming request that writes nothing: the BMS sends on its own (frame: ''; engine 4)",
     "request_checksum": "requests checked differently from replies",
     "starts": "several start markers, one per frame type, in front of hex text (engine 4)",
@@ -148,6 +150,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "ignore_chunks": bool(framing.ignore_chunks),
         "index": any(reply.index is not None for reply in definition.replies.values()),
         "listen": any(not request.frame for request in definition.requests),
+        "match.service_data_uuid": any(matcher.service_data_uuid is not None for matcher in definition.match),
         "request_checksum": framing.request_checksum is not None,
         "starts": bool(framing.starts),
         "strip_bytes": bool(framing.strip_bytes),
