@@ -47,7 +47,7 @@ def _read_until(process: subprocess.Popen[str], pattern: str, timeout: float = 3
 def test_serve_starts_shows_the_token_once_and_stops_on_sigterm(tmp_path: Path) -> None:
     data = tmp_path / "fleet"
     arguments = [*_COMMAND, "serve", "--data", str(data), "--http", "127.0.0.1:0"]
-    arguments += ["--gateway-port", str(free_port()), "--cert-port", "0"]
+    arguments += ["--gateway-port", str(free_port()), "--cert-port", "0", "--artifacts-port", str(free_port())]
     for start in (1, 2):
         process = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
