@@ -77,6 +77,22 @@ class PostgresCluster:
                     raise RuntimeError(f"postgres did not start: {self.log()}") from None
                 time.sleep(0.1)
 
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop the server (fast shutdown: every connection is cut), wait `down_s`, start it again."""
+        self.stop()
+        time.sleep(down_s)
+        with (self.directory / "postgres.log").open("ab") as log:
+            self.process = self._spawn(self.directory / "data", log)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(self.url("postgres"), connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"postgres did not start again: {self.log()}") from None
+                time.sleep(0.1)
+
     def _spawn(self, data: Path, log: BinaryIO) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [
