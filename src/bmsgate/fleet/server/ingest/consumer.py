@@ -408,19 +408,30 @@ class Ingest:
         return taken
 
     async def _write_one_by_one(self, items: list[_Item]) -> tuple[list[_Item], WriteResult]:
-        """Write each message once on its own; refuse the failing ones only if another one was stored."""
+        """Write each message on its own; refuse a failing one only if it fails again once others were stored.
+
+        The second try matters when the database comes back during the first pass: the messages that failed
+        before it did are not poison, and refusing (and acknowledging) them would lose them.
+        """
         stored: list[_Item] = []
-        failed: list[tuple[_Item, Exception]] = []
         totals = collections.Counter[str](dict.fromkeys(_RESULT_FIELDS, 0))
-        for item in items:
-            try:
-                result = await self.store.write_batch(_batch_of([item]))
-            except Exception as exc:  # noqa: BLE001 - judged below: poison or outage
-                failed.append((item, exc))
-                continue
-            stored.append(item)
-            for name in _RESULT_FIELDS:
-                totals[name] += getattr(result, name)
+
+        async def write_each(candidates: list[_Item]) -> list[tuple[_Item, Exception]]:
+            failed: list[tuple[_Item, Exception]] = []
+            for item in candidates:
+                try:
+                    result = await self.store.write_batch(_batch_of([item]))
+                except Exception as exc:  # noqa: BLE001 - judged below: poison or outage
+                    failed.append((item, exc))
+                    continue
+                stored.append(item)
+                for name in _RESULT_FIELDS:
+                    totals[name] += getattr(result, name)
+            return failed
+
+        failed = await write_each(items)
+        if stored and failed:
+            failed = await write_each([item for item, _ in failed])
         if stored:
             for item, error in failed:
                 self._reject("unstorable", f"the store cannot take a message on {item.incoming.topic}: {error}")
