@@ -16,9 +16,9 @@ import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bmsgate.errors import BmsgateError, SinkError
 from bmsgate.fleet.protocol import Channel, CommandMessage, encode, topic
@@ -31,7 +31,7 @@ from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.broker import SERVER_STATUS_TOPIC, BrokerOptions, FleetBroker
 from bmsgate.fleet.server.datadir import DataDir
 from bmsgate.fleet.server.devices import DeviceRegistry
-from bmsgate.fleet.server.ingest import Ingest, IngestWorkers
+from bmsgate.fleet.server.ingest import Ingest, IngestSource, IngestWorkers
 from bmsgate.fleet.server.live import LiveFeed
 from bmsgate.fleet.server.notify import Notifier, NotifySettings
 from bmsgate.fleet.server.rollouts.service import RolloutService, SignDesired
@@ -84,6 +84,19 @@ class FleetServerSettings(BaseModel):
     ingest_workers: int = Field(default=1, ge=1, le=64)
     """Ingest processes: 1 runs ingest in the server process (best on 2 cores); N > 1 starts N worker
     processes on a shared subscription (see :mod:`bmsgate.fleet.server.ingest.workers`)."""
+    cluster: list[str] = []
+    """Cluster mode: the NATS cluster's client URLs (``nats://host:4222``). Ingest then reads one shared
+    JetStream consumer (:mod:`bmsgate.fleet.server.nats_ingest`) instead of MQTT; ``broker_url`` names the
+    cluster's MQTT endpoint (commands, desired states). Needs the ``cluster`` extra (nats-py)."""
+
+    @model_validator(mode="after")
+    def _check_cluster(self) -> Self:
+        if self.cluster and self.broker_url is None:
+            raise ValueError("cluster needs broker_url too (the NATS cluster's MQTT endpoint, mqtt://host:1883)")
+        for url in self.cluster:
+            if not url.startswith(("nats://", "tls://")):
+                raise ValueError(f"cluster: not a NATS URL: {url!r} (expected nats://host:port)")
+        return self
 
 
 class CommandPublisher:
@@ -209,13 +222,18 @@ class FleetServer:
         feed = LiveFeed()
         notifier = Notifier(settings.notify, store) if _notifies(settings.notify) else None
         alarms = AlarmEngine(store, settings=settings.alarms, feed=feed, notifier=notifier)
+        source: BrokerSettings | IngestSource = ingest_broker
+        if settings.cluster:
+            from bmsgate.fleet.server.nats_ingest import JetStreamSource  # noqa: PLC0415 - the cluster extra
+
+            source = JetStreamSource(servers=tuple(settings.cluster))
         ingest: Ingest | IngestWorkers
         if settings.ingest_workers > 1:
             ingest = IngestWorkers(
-                store_settings, ingest_broker, workers=settings.ingest_workers, feed=feed, observers=[alarms]
+                store_settings, source, workers=settings.ingest_workers, feed=feed, observers=[alarms]
             )
         else:
-            ingest = Ingest(store, ingest_broker, feed=feed, observers=[alarms])
+            ingest = Ingest(store, source, feed=feed, observers=[alarms])
         commands = CommandPublisher(ingest_broker)
         self._stack.push_async_callback(commands.close)
         packs = PackRepository(data.root / "tuf")

@@ -104,5 +104,3 @@ class MqttSource:
         ) as session:
             await session.subscribe(*ingest_filters(settings))
             yield session
-
-
