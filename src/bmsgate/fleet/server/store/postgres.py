@@ -246,12 +246,15 @@ class PostgresRepository(Repository):
                 if rows.samples:
                     await self._ensure_partitions([row[2] for row in rows.samples])
                 async with db.transaction(), db.cursor() as cursor:
+                    # Gateway rows in one order (stable: a gateway's own updates keep theirs): several ingest
+                    # workers upserting the same gateways in different orders deadlocked (PostgreSQL aborts
+                    # one; ingest retries it, counted as a store failure).
                     if rows.states:
-                        await cursor.executemany(P.STATE, rows.states)
+                        await cursor.executemany(P.STATE, sorted(rows.states, key=lambda row: row["id"]))
                     if rows.availability:
-                        await cursor.executemany(P.AVAILABILITY, rows.availability)
+                        await cursor.executemany(P.AVAILABILITY, sorted(rows.availability, key=lambda row: row[0]))
                     if rows.activity:
-                        await cursor.executemany(P.ACTIVITY, rows.activity)
+                        await cursor.executemany(P.ACTIVITY, sorted(rows.activity, key=lambda row: row[0]))
                     written = 0
                     if rows.samples:
                         columns = ", ".join(R.SAMPLE_COLUMNS)
@@ -262,7 +265,7 @@ class PostgresRepository(Repository):
                         await cursor.execute(P.STAGE_INSERT)
                         written = cursor.rowcount
                     if rows.batteries:
-                        await cursor.executemany(P.BATTERY, rows.batteries)
+                        await cursor.executemany(P.BATTERY, sorted(rows.batteries, key=lambda row: row[:2]))
                     events_written = 0
                     if rows.events:
                         for event in rows.events:
