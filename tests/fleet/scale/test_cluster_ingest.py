@@ -24,6 +24,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bmsgate.errors import SinkError
@@ -31,6 +32,7 @@ from bmsgate.fleet.protocol import Channel, encode, topic
 from bmsgate.fleet.server.ingest import IngestSettings, IngestWorkers
 from bmsgate.fleet.server.nats_cluster import NatsCluster, find_nats_server
 from bmsgate.fleet.server.nats_ingest import JetStreamSource, subject_topic
+from bmsgate.fleet.server.service import FleetServer, FleetServerSettings
 from bmsgate.fleet.server.store import Repository, StoreSettings, open_store
 from bmsgate.fleet.server.store.repository import StoreError
 from bmsgate.mqtt import client as mqtt
@@ -83,6 +85,8 @@ class Gateway:
 
     name: str
     url: str
+    hosts: list[str] = dataclasses.field(default_factory=list)
+    """More addresses (:attr:`BrokerSettings.hosts`), tried when ``url`` does not connect."""
     acked: set[float] = dataclasses.field(default_factory=set)
     reconnects: int = 0
     last_ack: float = 0.0
@@ -90,7 +94,9 @@ class Gateway:
     """Stretches (s) without a PUBACK longer than 0.3 s (a reconnect)."""
 
     async def run(self, stop: asyncio.Event) -> None:
-        settings = BrokerSettings.model_validate({"url": self.url, "client_id": self.name, "keepalive": 5})
+        settings = BrokerSettings.model_validate(
+            {"url": self.url, "hosts": self.hosts, "client_id": self.name, "keepalive": 5}
+        )
         index = 0
         while not stop.is_set():
             try:
@@ -255,38 +261,74 @@ async def test_a_killed_worker_and_a_postgres_restart_lose_nothing_acknowledged(
         await store.close()
 
 
-async def test_killing_a_nats_node_under_load_loses_nothing_acknowledged(
-    cluster: NatsCluster, postgres: PostgresCluster
+async def test_killing_a_nats_node_under_load_loses_nothing_and_the_api_stays_up(
+    cluster: NatsCluster, postgres: PostgresCluster, tmp_path: Path
 ) -> None:
+    """``fleet serve --cluster``'s composition with two workers; node 1 (the gateways' first address) is killed."""
     store_settings = await _store_settings(postgres)
-    await _prime_mqtt(cluster.nodes[0].mqtt_url)
-    source = JetStreamSource(servers=tuple(f"nats://127.0.0.1:{n.client_port}" for n in cluster.nodes))
-    workers = IngestWorkers(store_settings, source, workers=2, settings=IngestSettings(max_delay_s=0.2))
+    node1, node2, node3 = cluster.nodes
+    await _prime_mqtt(node1.mqtt_url)
+    settings = FleetServerSettings(
+        data_dir=tmp_path / "fleet",
+        http_port=0,
+        postgres_url=store_settings.postgres_url,
+        broker_url=node2.mqtt_url,
+        cluster=[f"nats://127.0.0.1:{node.client_port}" for node in cluster.nodes],
+        ingest_workers=2,
+    )
     store = await open_store(store_settings)
     try:
-        async with (
-            _running(workers),
-            FailoverRelay([node.mqtt_port for node in cluster.nodes]) as relay,
-        ):
-            # Half the gateways through the relay (they land on node 1, the one killed), half on node 2 directly.
-            gateways = [
-                Gateway(f"gw-{index}", relay.url if index % 2 == 0 else cluster.nodes[1].mqtt_url) for index in range(6)
-            ]
-            stop = asyncio.Event()
-            tasks = [asyncio.create_task(gateway.run(stop)) for gateway in gateways]
-            await asyncio.sleep(3.0)
-            cluster.kill(cluster.nodes[0])
-            killed = time.monotonic()
-            await asyncio.sleep(12.0)
-            stop.set()
-            await asyncio.gather(*tasks)
+        async with FleetServer(settings) as running:
+            async with asyncio.timeout(30):
+                await running.ingest.connected.wait()
+            # Half the gateways list every node (BrokerSettings.hosts: node 1 first), half go through a relay
+            # (a load balancer's job); both land on node 1.
+            addresses = [f"127.0.0.1:{node.mqtt_port}" for node in (node2, node3)]
+            async with FailoverRelay([node.mqtt_port for node in cluster.nodes]) as relay:
+                gateways = [
+                    Gateway(f"gw-{index}", node1.mqtt_url, hosts=addresses)
+                    if index % 2
+                    else Gateway(f"gw-{index}", relay.url)
+                    for index in range(6)
+                ]
+                stop = asyncio.Event()
+                tasks = [asyncio.create_task(gateway.run(stop)) for gateway in gateways]
+                api = asyncio.create_task(_poll_api(running.url, running.admin_token, stop))
+                await asyncio.sleep(3.0)
+                cluster.kill(node1)
+                killed = time.monotonic()
+                await asyncio.sleep(12.0)
+                stop.set()
+                await asyncio.gather(*tasks)
+                answers, failures = await api
             missing = await _settle(store, gateways)
             acked = sum(len(gateway.acked) for gateway in gateways)
-            assert not any(missing.values()), missing
-            moved = [gateway for gateway in gateways if gateway.reconnects]
-            assert moved, "no gateway was on the killed node"
-            assert all(gateway.last_ack > killed for gateway in gateways)  # all of them publish again
-            worst = max((max(gateway.gaps) for gateway in gateways if gateway.gaps), default=0.0)
-            print(f"acknowledged {acked}, lost 0, longest PUBACK gap {worst:.1f} s, reconnected {len(moved)}")
+            assert not any(missing.values()), (missing, running.ingest.counters.to_dict())
+            assert all(gateway.reconnects for gateway in gateways)  # every one was on node 1
+            assert all(gateway.last_ack > killed for gateway in gateways)  # and publishes again
+            assert answers > 20
+            assert not failures, failures  # the API answered all the time
+            worst = max(max(gateway.gaps, default=0.0) for gateway in gateways)
+            print(f"acknowledged {acked}, lost 0, longest PUBACK gap {worst:.1f} s; API answered {answers} times")
+            assert not running.failure.done()
     finally:
         await store.close()
+
+
+async def _poll_api(url: str, token: str | None, stop: asyncio.Event) -> tuple[int, list[str]]:
+    """GET the gateway list every 0.2 s until `stop`; the answers and the failures."""
+    answers, failures = 0, []
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=5) as client:
+        while not stop.is_set():
+            try:
+                response = await client.get("/api/v1/gateways")
+            except httpx.HTTPError as exc:
+                failures.append(repr(exc))
+            else:
+                if response.status_code == 200:
+                    answers += 1
+                else:
+                    failures.append(f"{response.status_code} {response.text[:200]}")
+            await asyncio.sleep(0.2)
+    return answers, failures
