@@ -98,7 +98,11 @@ async def _run(arguments: argparse.Namespace, cluster: NatsCluster, postgres_url
     store = await open_store(settings)  # migrated before the workers start
     await _prime(cluster.nodes[0].mqtt_url)
     commits = _Commits()
-    source = JetStreamSource(servers=tuple(f"nats://127.0.0.1:{node.client_port}" for node in cluster.nodes))
+    source = JetStreamSource(
+        servers=tuple(f"nats://127.0.0.1:{node.client_port}" for node in cluster.nodes),
+        fetch_batch=arguments.fetch_batch,
+        fetch_wait_s=arguments.fetch_wait,
+    )
     workers = IngestWorkers(
         settings,
         source,
@@ -161,7 +165,8 @@ async def _run(arguments: argparse.Namespace, cluster: NatsCluster, postgres_url
     sustained = commits.messages / max((commits.last or 0) - (commits.first or 0), 1e-9)
     print(
         f"cluster: 3 NATS nodes, {arguments.workers} ingest worker(s) on one JetStream consumer, PostgreSQL 15; "
-        f"{arguments.gateways} gateways"
+        f"{arguments.gateways} gateways; fetch {arguments.fetch_batch} / {arguments.fetch_wait} s, "
+        f"batches of {arguments.batch} / {arguments.delay} s"
     )
     print(f"published: {written} msgs in {end - start:.1f} s = {written / (end - start):.0f} msg/s, {acked} PUBACKed")
     print(
@@ -173,6 +178,12 @@ async def _run(arguments: argparse.Namespace, cluster: NatsCluster, postgres_url
         f"publish -> commit latency: p50 {_percentile(latencies, 0.5):.3f} s, "
         f"p99 {_percentile(latencies, 0.99):.3f} s, max {max(latencies, default=float('nan')):.3f} s"
     )
+    for index, report in sorted(workers.reports.items()):
+        p50, p99 = report.get("latency_p50_s"), report.get("latency_p99_s")
+        if p50 is not None and p99 is not None:
+            print(
+                f"worker {index}: sampling time -> commit in the worker (its last 10,000): p50 {p50:.3f} s, p99 {p99:.3f} s"
+            )
     counters = workers.counters
     print(
         f"workers: rejected {dict(counters.rejected)}, store retries {counters.store_failures}, "
@@ -193,6 +204,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--delay", type=float, default=0.5)
+    parser.add_argument("--fetch-batch", type=int, default=JetStreamSource(servers=()).fetch_batch)
+    parser.add_argument("--fetch-wait", type=float, default=JetStreamSource(servers=()).fetch_wait_s)
     arguments = parser.parse_args()
     binaries = _postgres_binaries()
     if binaries is None:
