@@ -53,6 +53,9 @@ _MQTT_SUBJECT_PREFIX: Final = "$MQTT.msgs."
 _CHANNELS: Final = (Channel.AVAILABILITY, Channel.STATE, Channel.TELEMETRY, Channel.EVENT)
 _BROKEN_PAUSE_S: Final = 0.5
 """After a failed fetch (a node went away; the client reconnects by itself) before the next one."""
+_BROKEN_LIMIT: Final = 60
+"""Failed fetches in a row (~30 s) after which the session ends and ingest opens a new one (which also
+creates the consumer again, should it be gone)."""
 
 
 def subject_topic(subject: str) -> str:
@@ -175,17 +178,23 @@ class JetStreamSession:
             SinkError: the connection is closed for good.
         """
         source = self._source
+        failures = 0
         while True:
             try:
                 fetched = await self._subscription.fetch(source.fetch_batch, timeout=source.fetch_wait_s)
             except TimeoutError:
+                failures = 0
                 continue  # nothing new
             except (nats.errors.Error, OSError) as exc:
-                if self._connection.is_closed:
-                    raise SinkError(f"connection closed: {exc}", sink=SINK_NAME) from exc
+                failures += 1
+                if self._connection.is_closed or failures >= _BROKEN_LIMIT:
+                    raise SinkError(
+                        f"fetching from {source.durable} failed {failures} times: {exc}", sink=SINK_NAME
+                    ) from exc
                 _log.debug("ingest: fetch failed (%s); again", exc)
                 await asyncio.sleep(_BROKEN_PAUSE_S)
                 continue
+            failures = 0
             batch = []
             for message in fetched:
                 self._deliveries += 1

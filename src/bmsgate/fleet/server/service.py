@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, Final, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bmsgate.errors import BmsgateError, SinkError
 from bmsgate.fleet.protocol import Channel, CommandMessage, encode, topic
@@ -89,13 +89,18 @@ class FleetServerSettings(BaseModel):
     JetStream consumer (:mod:`bmsgate.fleet.server.nats_ingest`) instead of MQTT; ``broker_url`` names the
     cluster's MQTT endpoint (commands, desired states). Needs the ``cluster`` extra (nats-py)."""
 
+    @field_validator("cluster")
+    @classmethod
+    def _check_cluster_urls(cls, urls: list[str]) -> list[str]:
+        for index, url in enumerate(urls):
+            if not url.startswith(("nats://", "tls://")) or len(url.split("://", 1)[1]) == 0:
+                raise ValueError(f"cluster[{index}]: not a NATS URL: {url!r} (expected nats://host:port)")
+        return urls
+
     @model_validator(mode="after")
     def _check_cluster(self) -> Self:
         if self.cluster and self.broker_url is None:
             raise ValueError("cluster needs broker_url too (the NATS cluster's MQTT endpoint, mqtt://host:1883)")
-        for url in self.cluster:
-            if not url.startswith(("nats://", "tls://")):
-                raise ValueError(f"cluster: not a NATS URL: {url!r} (expected nats://host:port)")
         return self
 
 
