@@ -182,7 +182,8 @@ async def _run(arguments: argparse.Namespace, cluster: NatsCluster, postgres_url
         p50, p99 = report.get("latency_p50_s"), report.get("latency_p99_s")
         if p50 is not None and p99 is not None:
             print(
-                f"worker {index}: sampling time -> commit in the worker (its last 10,000): p50 {p50:.3f} s, p99 {p99:.3f} s"
+                f"worker {index}: sampling time -> commit in the worker (its last 10,000): "
+                f"p50 {p50:.3f} s, p99 {p99:.3f} s"
             )
     counters = workers.counters
     print(
