@@ -6,9 +6,9 @@ adapter the fleet agent uses) that behave as the agent does: QoS 1, each telemet
 acknowledged only on its PUBACK, an unacknowledged one published again after a reconnect. The loss counted
 end to end: every acknowledged ``(gateway, at)`` must be a row in PostgreSQL.
 
-The first test settles what the whole design rests on: NATS acknowledges a QoS 1 publish only once its own
-``$MQTT_msgs`` stream stored it, while a stream of our own over the plain subjects may miss acknowledged
-messages (see :mod:`bmsgate.fleet.server.nats_ingest`).
+The node-kill test also settles what the whole design rests on: NATS acknowledges a QoS 1 publish only once
+its own ``$MQTT_msgs`` stream stored it, while a stream of our own over the plain subjects may miss
+acknowledged messages (see :mod:`bmsgate.fleet.server.nats_ingest`).
 """
 
 from __future__ import annotations
@@ -25,12 +25,16 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
+import nats
+import nats.errors
 import pytest
+from nats.js.api import StreamConfig
 
 from bmsgate.errors import SinkError
 from bmsgate.fleet.protocol import Channel, encode, topic
 from bmsgate.fleet.server.ingest import IngestSettings, IngestWorkers
-from bmsgate.fleet.server.nats_cluster import NatsCluster, find_nats_server
+from bmsgate.fleet.server.live import LiveFeed, LiveKind
+from bmsgate.fleet.server.nats_cluster import NatsCluster, NatsNode, find_nats_server
 from bmsgate.fleet.server.nats_ingest import JetStreamSource, subject_topic
 from bmsgate.fleet.server.service import FleetServer, FleetServerSettings
 from bmsgate.fleet.server.store import Repository, StoreSettings, open_store
@@ -50,6 +54,8 @@ T0 = float(int(time.time()) - 600)
 RATE_PER_GATEWAY = 25.0
 """Telemetry messages a second per test gateway (6 gateways: 150 msg/s, a steady load on 2 shared cores)."""
 SETTLE_TIMEOUT = 60.0
+RECOVERY_TIMEOUT = 40.0
+"""After a node is killed the gateways were back after ~10.7 s here (up to ~25 s on a slow run)."""
 
 
 @pytest.fixture
@@ -176,53 +182,6 @@ def test_subjects_map_back_to_topics() -> None:
     assert subject_topic("$MQTT.msgs.fleet.v1.a//b.state") == "fleet/v1/a.b/state"
 
 
-async def test_nats_acknowledges_mqtt_only_what_its_mqtt_stream_stored(cluster: NatsCluster) -> None:
-    """Over MQTT, a PUBACK means stored in ``$MQTT_msgs``, not in a stream of ours: kill that stream's leader."""
-    import nats
-    import nats.errors
-    from nats.js.api import StreamConfig
-
-    await _prime_mqtt(cluster.nodes[0].mqtt_url)
-    connection = await nats.connect(f"nats://127.0.0.1:{cluster.nodes[0].client_port}")
-    jetstream = connection.jetstream()
-    await jetstream.add_stream(StreamConfig(name="OURS", subjects=["fleet.v1.*.telemetry"], num_replicas=3))
-    # Our durable consumer on $MQTT_msgs (as ingest's) keeps what arrives there (interest retention).
-    await jetstream.add_consumer("$MQTT_msgs", JetStreamSource(servers=()).consumer_config())
-    leader = (await jetstream.stream_info("OURS")).cluster
-    await connection.close()
-    assert leader is not None
-    victim = next(node for node in cluster.nodes if node.name == leader.leader)
-    survivors = [node for node in cluster.nodes if node is not victim]
-    gateways = [Gateway(f"gw-{node.name}", node.mqtt_url) for node in survivors]
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(gateway.run(stop)) for gateway in gateways]
-    await asyncio.sleep(1.5)
-    cluster.kill(victim)
-    await asyncio.sleep(8.0)
-    stop.set()
-    await asyncio.gather(*tasks)
-    acked = sum(len(gateway.acked) for gateway in gateways)
-
-    connection = await nats.connect(f"nats://127.0.0.1:{survivors[0].client_port}")
-    jetstream = connection.jetstream()
-    deadline = time.monotonic() + 30
-    while True:  # the JetStream API answers again once new leaders are elected
-        try:
-            in_ours = (await jetstream.stream_info("OURS")).state.messages
-            info = await jetstream.consumer_info("$MQTT_msgs", "bmsgate-ingest")
-            break
-        except nats.errors.Error:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.5)
-    in_mqtt = info.num_pending + info.num_ack_pending
-    await connection.close()
-    assert in_mqtt >= acked, (in_mqtt, acked)  # every PUBACK: stored where ingest reads
-    # Ours missed acknowledged messages while its leader was being elected (85 of 300 in one run): so the
-    # consumer reads $MQTT_msgs. Recorded, not asserted: a fast election may miss none.
-    print(f"acknowledged {acked}, in $MQTT_msgs {in_mqtt}, in a stream of ours {in_ours}")
-
-
 async def test_a_killed_worker_and_a_postgres_restart_lose_nothing_acknowledged(
     cluster: NatsCluster, postgres: PostgresCluster
 ) -> None:
@@ -239,18 +198,18 @@ async def test_a_killed_worker_and_a_postgres_restart_lose_nothing_acknowledged(
             gateways = [Gateway(f"gw-{index}", cluster.nodes[index % 3].mqtt_url) for index in range(6)]
             stop = asyncio.Event()
             tasks = [asyncio.create_task(gateway.run(stop)) for gateway in gateways]
-            await asyncio.sleep(3.0)
+            await asyncio.sleep(2.0)
             os.kill(workers.pids[1], signal.SIGKILL)  # its delivered, uncommitted batch goes to worker 0
-            await asyncio.sleep(3.0)
-            await asyncio.to_thread(postgres.restart, 2.0)  # every connection cut, 2 s down
+            await asyncio.sleep(2.0)
+            await asyncio.to_thread(postgres.restart, 1.5)  # every connection cut, 1.5 s down
             restarted = time.monotonic()
-            await asyncio.sleep(3.0)
+            await asyncio.sleep(2.0)
             stop.set()
             await asyncio.gather(*tasks)
             missing = await _settle(store, gateways)
             settled = time.monotonic() - restarted
             acked = sum(len(gateway.acked) for gateway in gateways)
-            assert acked > 1000
+            assert acked > 600
             assert not any(missing.values()), (missing, workers.counters.to_dict())
             assert workers.restarts >= 1
             counters = workers.counters
@@ -264,15 +223,29 @@ async def test_a_killed_worker_and_a_postgres_restart_lose_nothing_acknowledged(
 async def test_killing_a_nats_node_under_load_loses_nothing_and_the_api_stays_up(
     cluster: NatsCluster, postgres: PostgresCluster, tmp_path: Path
 ) -> None:
-    """``fleet serve --cluster``'s composition with two workers; node 1 (the gateways' first address) is killed."""
+    """``fleet serve --cluster``'s composition with two workers; the gateways' first node is killed.
+
+    It also settles what the design rests on: NATS acknowledges an MQTT QoS 1 publish once its own
+    ``$MQTT_msgs`` stored it (nothing acknowledged is missing in PostgreSQL, which ingest fills from there),
+    while a stream of our own over the plain subjects may miss acknowledged messages: the killed node leads
+    such a stream here (``OURS``), and what it missed is printed (85 of 300 in one run; a fast election may
+    miss none, so it is not asserted).
+    """
     store_settings = await _store_settings(postgres)
-    node1, node2, node3 = cluster.nodes
-    await _prime_mqtt(node1.mqtt_url)
+    await _prime_mqtt(cluster.nodes[0].mqtt_url)
+    connection = await nats.connect(f"nats://127.0.0.1:{cluster.nodes[0].client_port}")
+    jetstream = connection.jetstream()
+    await jetstream.add_stream(StreamConfig(name="OURS", subjects=["fleet.v1.*.telemetry"], num_replicas=3))
+    leader = (await jetstream.stream_info("OURS")).cluster
+    await connection.close()
+    assert leader is not None
+    victim = next(node for node in cluster.nodes if node.name == leader.leader)
+    survivors = [node for node in cluster.nodes if node is not victim]
     settings = FleetServerSettings(
         data_dir=tmp_path / "fleet",
         http_port=0,
         postgres_url=store_settings.postgres_url,
-        broker_url=node2.mqtt_url,
+        broker_url=survivors[0].mqtt_url,
         cluster=[f"nats://127.0.0.1:{node.client_port}" for node in cluster.nodes],
         ingest_workers=2,
     )
@@ -281,38 +254,75 @@ async def test_killing_a_nats_node_under_load_loses_nothing_and_the_api_stays_up
         async with FleetServer(settings) as running:
             async with asyncio.timeout(30):
                 await running.ingest.connected.wait()
-            # Half the gateways list every node (BrokerSettings.hosts: node 1 first), half go through a relay
-            # (a load balancer's job); both land on node 1.
-            addresses = [f"127.0.0.1:{node.mqtt_port}" for node in (node2, node3)]
-            async with FailoverRelay([node.mqtt_port for node in cluster.nodes]) as relay:
+            # Half the gateways list every node (BrokerSettings.hosts, the victim first), half go through a relay
+            # (a load balancer's job, the victim first too); all land on the victim.
+            addresses = [f"127.0.0.1:{node.mqtt_port}" for node in survivors]
+            async with FailoverRelay([node.mqtt_port for node in (victim, *survivors)]) as relay:
                 gateways = [
-                    Gateway(f"gw-{index}", node1.mqtt_url, hosts=addresses)
+                    Gateway(f"gw-{index}", victim.mqtt_url, hosts=addresses)
                     if index % 2
                     else Gateway(f"gw-{index}", relay.url)
                     for index in range(6)
                 ]
                 stop = asyncio.Event()
+                live = asyncio.create_task(_count_live_telemetry(running.feed, stop))
                 tasks = [asyncio.create_task(gateway.run(stop)) for gateway in gateways]
                 api = asyncio.create_task(_poll_api(running.url, running.admin_token, stop))
                 await asyncio.sleep(3.0)
-                cluster.kill(node1)
+                cluster.kill(victim)
                 killed = time.monotonic()
-                await asyncio.sleep(12.0)
+                deadline = killed + RECOVERY_TIMEOUT
+                while not all(gateway.last_ack > killed for gateway in gateways) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(1.0)  # a little more load after the failover
                 stop.set()
                 await asyncio.gather(*tasks)
                 answers, failures = await api
+                live_telemetry = await live
             missing = await _settle(store, gateways)
             acked = sum(len(gateway.acked) for gateway in gateways)
             assert not any(missing.values()), (missing, running.ingest.counters.to_dict())
-            assert all(gateway.reconnects for gateway in gateways)  # every one was on node 1
+            assert all(gateway.reconnects for gateway in gateways)  # every one was on the victim
             assert all(gateway.last_ack > killed for gateway in gateways)  # and publishes again
             assert answers > 20
             assert not failures, failures  # the API answered all the time
+            assert live_telemetry > 0  # the workers' committed batches reach this process's live feed
             worst = max(max(gateway.gaps, default=0.0) for gateway in gateways)
-            print(f"acknowledged {acked}, lost 0, longest PUBACK gap {worst:.1f} s; API answered {answers} times")
+            in_ours = await _stream_messages(survivors[0], "OURS")
+            print(
+                f"acknowledged {acked}, lost 0, longest PUBACK gap {worst:.1f} s; API answered {answers} times; "
+                f"a stream of our own over the subjects holds {in_ours} of them"
+            )
             assert not running.failure.done()
     finally:
         await store.close()
+
+
+async def _stream_messages(node: NatsNode, stream: str) -> int:
+    connection = await nats.connect(f"nats://127.0.0.1:{node.client_port}")
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the JetStream API answers again once new leaders are elected
+            try:
+                return int((await connection.jetstream().stream_info(stream)).state.messages)
+            except nats.errors.Error:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+    finally:
+        await connection.close()
+
+
+async def _count_live_telemetry(feed: LiveFeed, stop: asyncio.Event) -> int:
+    """Telemetry updates on the server's live feed (what the dashboard's websocket gets) until `stop`."""
+    seen = 0
+    async with feed.subscribe() as subscription:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    if (await subscription.get()).kind is LiveKind.TELEMETRY:
+                        seen += 1
+    return seen
 
 
 async def _poll_api(url: str, token: str | None, stop: asyncio.Event) -> tuple[int, list[str]]:
