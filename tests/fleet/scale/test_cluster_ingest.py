@@ -228,8 +228,9 @@ async def test_killing_a_nats_node_under_load_loses_nothing_and_the_api_stays_up
     It also settles what the design rests on: NATS acknowledges an MQTT QoS 1 publish once its own
     ``$MQTT_msgs`` stored it (nothing acknowledged is missing in PostgreSQL, which ingest fills from there),
     while a stream of our own over the plain subjects may miss acknowledged messages: the killed node leads
-    such a stream here (``OURS``), and what it missed is printed (85 of 300 in one run; a fast election may
-    miss none, so it is not asserted).
+    such a stream here (``OURS``), and what it holds is printed (an experiment before, with gateways on the
+    surviving nodes, lost 85 of 300 there; whether it misses any depends on which leaders die and who
+    publishes during the election, so it is not asserted).
     """
     store_settings = await _store_settings(postgres)
     await _prime_mqtt(cluster.nodes[0].mqtt_url)
@@ -264,9 +265,12 @@ async def test_killing_a_nats_node_under_load_loses_nothing_and_the_api_stays_up
                     else Gateway(f"gw-{index}", relay.url)
                     for index in range(6)
                 ]
+                # Two more stay on the surviving nodes: they publish on during the elections, which is when a
+                # stream of our own misses messages.
+                bystanders = [Gateway(f"gw-s{index}", node.mqtt_url) for index, node in enumerate(survivors)]
                 stop = asyncio.Event()
                 live = asyncio.create_task(_count_live_telemetry(running.feed, stop))
-                tasks = [asyncio.create_task(gateway.run(stop)) for gateway in gateways]
+                tasks = [asyncio.create_task(gateway.run(stop)) for gateway in (*gateways, *bystanders)]
                 api = asyncio.create_task(_poll_api(running.url, running.admin_token, stop))
                 await asyncio.sleep(3.0)
                 cluster.kill(victim)
@@ -279,8 +283,8 @@ async def test_killing_a_nats_node_under_load_loses_nothing_and_the_api_stays_up
                 await asyncio.gather(*tasks)
                 answers, failures = await api
                 live_telemetry = await live
-            missing = await _settle(store, gateways)
-            acked = sum(len(gateway.acked) for gateway in gateways)
+            missing = await _settle(store, [*gateways, *bystanders])
+            acked = sum(len(gateway.acked) for gateway in (*gateways, *bystanders))
             assert not any(missing.values()), (missing, running.ingest.counters.to_dict())
             assert all(gateway.reconnects for gateway in gateways)  # every one was on the victim
             assert all(gateway.last_ack > killed for gateway in gateways)  # and publishes again

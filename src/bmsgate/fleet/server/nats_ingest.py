@@ -7,7 +7,7 @@ them, so a worker that dies leaves its unacknowledged messages to the others (re
 :attr:`JetStreamSource.ack_wait_s`).
 
 Why the consumer reads NATS's own ``$MQTT_msgs`` stream, not a stream of our own over
-``fleet.v1.*.telemetry``: measured (``tests/fleet/scale/test_cluster_ingest.py``), NATS sends the MQTT
+``fleet.v1.*.telemetry``: measured (experiments, see ``docs/fleet-scale.md`` "Cluster mode"), NATS sends the MQTT
 PUBACK for a QoS 1 message once it has stored it in ``$MQTT_msgs`` (R3, written through JetStream with an
 acknowledgement; a publish it cannot store there closes the gateway's connection instead of being
 acknowledged), while a stream of our own on the plain subjects is fed without any acknowledgement: with
