@@ -24,6 +24,17 @@ def test_cluster_mode_needs_nats_urls_and_the_mqtt_endpoint() -> None:
     assert "cluster[1]" in caught.value.errors()[0]["msg"]
 
 
+def test_the_server_takes_more_broker_addresses_checked_as_a_gateways() -> None:
+    settings = FleetServerSettings(broker_url="mqtt://n1:1883", broker_hosts=["n2:1883", "n3"])
+    assert settings.broker_hosts == ["n2:1883", "n3"]
+    with pytest.raises(ValidationError) as caught:
+        FleetServerSettings(broker_url="mqtt://n1:1883", broker_hosts=["n2:1883", "n3:0"])
+    assert caught.value.errors()[0]["loc"] == ("broker_hosts",)
+    assert "broker_hosts[1]" in caught.value.errors()[0]["msg"]
+    with pytest.raises(ValidationError, match="broker_hosts needs broker_url"):
+        FleetServerSettings(broker_hosts=["n2:1883"])
+
+
 def test_the_command_refuses_a_cluster_without_broker(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["fleet", "serve", "--cluster", "nats://127.0.0.1:1,nats://127.0.0.1:2"]) == 2
     assert "broker_url" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, Final, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bmsgate.errors import BmsgateError, SinkError
 from bmsgate.fleet.protocol import Channel, CommandMessage, encode, topic
@@ -64,6 +64,9 @@ class FleetServerSettings(BaseModel):
     """Use PostgreSQL (``postgresql://user:pass@host/db``) instead of SQLite."""
     broker_url: str | None = None
     """Use an existing broker (``mqtt://user:pass@host:port``) instead of starting Mosquitto."""
+    broker_hosts: list[str] = []
+    """More addresses of that broker tier (``host:port``; :attr:`BrokerSettings.hosts`): the server's own MQTT
+    clients (ingest on MQTT, commands, desired states) try them when ``broker_url`` does not connect."""
     gateway_port: int = Field(default=8883, ge=0, le=65535)
     """The own broker's TLS listener for gateways (password login)."""
     cert_port: int | None = Field(default=8884, ge=0, le=65535)
@@ -97,8 +100,19 @@ class FleetServerSettings(BaseModel):
                 raise ValueError(f"cluster[{index}]: not a NATS URL: {url!r} (expected nats://host:port)")
         return urls
 
+    @field_validator("broker_hosts")
+    @classmethod
+    def _check_broker_hosts(cls, hosts: list[str]) -> list[str]:
+        try:
+            BrokerSettings(hosts=hosts)  # the same rules (and message: hosts[i]) as a gateway's
+        except ValidationError as exc:
+            raise ValueError(f"broker_{exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+        return hosts
+
     @model_validator(mode="after")
     def _check_cluster(self) -> Self:
+        if self.broker_hosts and self.broker_url is None:
+            raise ValueError("broker_hosts needs broker_url (the first address of that broker)")
         if self.cluster and self.broker_url is None:
             raise ValueError("cluster needs broker_url too (the NATS cluster's MQTT endpoint, mqtt://host:1883)")
         return self
@@ -217,7 +231,7 @@ class FleetServer:
             broker = await self._stack.enter_async_context(FleetBroker(data, options))
             ingest_broker = broker.server_settings
         else:
-            ingest_broker = BrokerSettings.model_validate({"url": settings.broker_url})
+            ingest_broker = BrokerSettings.model_validate({"url": settings.broker_url, "hosts": settings.broker_hosts})
         where: dict[str, Any] = (
             {"postgres_url": settings.postgres_url} if settings.postgres_url else {"data_dir": data.root}
         )
