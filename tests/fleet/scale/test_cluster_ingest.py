@@ -223,7 +223,7 @@ async def test_a_killed_worker_and_a_postgres_restart_lose_nothing_acknowledged(
 async def test_killing_a_nats_node_under_load_loses_nothing_and_the_api_stays_up(
     cluster: NatsCluster, postgres: PostgresCluster, tmp_path: Path
 ) -> None:
-    """``fleet serve --cluster``'s composition with two workers; the gateways' first node is killed.
+    """``fleet serve --cluster``'s composition (ingest in-process, its default); the gateways' node is killed.
 
     It also settles what the design rests on: NATS acknowledges an MQTT QoS 1 publish once its own
     ``$MQTT_msgs`` stored it (nothing acknowledged is missing in PostgreSQL, which ingest fills from there),
@@ -249,7 +249,7 @@ async def test_killing_a_nats_node_under_load_loses_nothing_and_the_api_stays_up
         broker_url=victim.mqtt_url,  # the server's own MQTT clients fail over too (BrokerSettings.hosts)
         broker_hosts=[f"127.0.0.1:{node.mqtt_port}" for node in survivors],
         cluster=[f"nats://127.0.0.1:{node.client_port}" for node in cluster.nodes],
-        ingest_workers=2,
+        # fleet serve's default: ingest in the server process (the workers' path is the test above's)
     )
     store = await open_store(store_settings)
     try:
