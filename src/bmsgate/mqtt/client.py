@@ -279,23 +279,31 @@ async def connect(
             tls_context = await asyncio.to_thread(_ssl_context, settings.tls)
         except (OSError, ssl.SSLError) as exc:
             raise _error("TLS set-up", exc) from exc
-    client = aiomqtt.Client(
-        settings.host,
-        settings.port,
-        username=settings.username,
-        password=settings.resolved_password(),
-        identifier=client_id or settings.effective_client_id,
-        will=aiomqtt.Will(will_topic, will_payload, qos=1, retain=True),
-        keepalive=settings.keepalive,
-        clean_session=clean_session,
-        timeout=_TIMEOUT,
-        tls_context=tls_context,
-    )
-    if manual_ack:
-        client._client.manual_ack_set(True)  # see MqttSession.ack
-    if buffered_reads and tls_context is None:
-        _buffer_reads(client)
-    await _enter(client, settings)
+    addresses = settings.addresses()
+    for attempt, (host, port) in enumerate(addresses, start=1):
+        client = aiomqtt.Client(
+            host,
+            port,
+            username=settings.username,
+            password=settings.resolved_password(),
+            identifier=client_id or settings.effective_client_id,
+            will=aiomqtt.Will(will_topic, will_payload, qos=1, retain=True),
+            keepalive=settings.keepalive,
+            clean_session=clean_session,
+            timeout=_TIMEOUT,
+            tls_context=tls_context,
+        )
+        if manual_ack:
+            client._client.manual_ack_set(True)  # see MqttSession.ack
+        if buffered_reads and tls_context is None:
+            _buffer_reads(client)
+        try:
+            await _enter(client, settings, host, port)
+        except SinkError:
+            if attempt == len(addresses):
+                raise
+            continue  # the next node of the broker tier (settings.hosts)
+        break
     # From here on every wait is under our own timeouts (see _TIMEOUT); this one also covers the
     # DISCONNECT in __aexit__, which is then awaited without asyncio.wait_for.
     client.timeout = math.inf
@@ -471,7 +479,7 @@ def _buffer_reads(client: aiomqtt.Client) -> None:
     paho.on_socket_open = on_socket_open
 
 
-async def _enter(client: aiomqtt.Client, settings: BrokerSettings) -> None:
+async def _enter(client: aiomqtt.Client, settings: BrokerSettings, host: str, port: int) -> None:
     """Connect `client`; a cancellation always propagates and never leaves a connection behind.
 
     aiomqtt's connect cannot be interrupted safely: it runs the blocking socket connect in a thread
@@ -491,7 +499,8 @@ async def _enter(client: aiomqtt.Client, settings: BrokerSettings) -> None:
         )
     except aiomqtt.MqttError as exc:
         _close_socket(client)  # a refused or broken TLS handshake leaves paho's socket open
-        raise _error(f"connect to {settings.display_url()}", exc) from exc
+        where = settings.display_url() if (host, port) == (settings.host, settings.port) else f"{host}:{port}"
+        raise _error(f"connect to {where}", exc) from exc
 
 
 async def _close(client: aiomqtt.Client) -> None:

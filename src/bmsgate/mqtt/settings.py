@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, Self
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 __all__ = ["BrokerSettings", "TlsSettings"]
 
@@ -61,6 +61,9 @@ class BrokerSettings(BaseModel):
     """``mqtt://user:pass@host:port`` or ``mqtts://...``; explicit keys win over URL parts."""
     host: str = "localhost"
     port: int = Field(default=_DEFAULT_PORT, ge=1, le=65535)
+    hosts: list[str] = []
+    """More addresses of the same broker tier (``host:port`` or ``host``, ``[v6]:port``): tried in order
+    when ``host:port`` does not connect, so a gateway fails over between cluster nodes by itself."""
     username: str | None = None
     password: SecretStr | None = None
     password_env: str | None = None
@@ -114,6 +117,26 @@ class BrokerSettings(BaseModel):
             raise ValueError("reconnect_max must not be below reconnect_initial")
         return self
 
+    @field_validator("hosts")
+    @classmethod
+    def _check_hosts(cls, hosts: list[str]) -> list[str]:
+        for index, address in enumerate(hosts):
+            try:
+                _split_address(address, _DEFAULT_PORT)
+            except ValueError as exc:
+                raise ValueError(f"hosts[{index}]: {exc}") from None
+        return hosts
+
+    def addresses(self) -> list[tuple[str, int]]:
+        """Where to connect, in order: ``host:port``, then each of :attr:`hosts` (no repeats)."""
+        default = self.port
+        found = [(self.host, self.port)]
+        for address in self.hosts:
+            parsed = _split_address(address, default)
+            if parsed not in found:
+                found.append(parsed)
+        return found
+
     def resolved_password(self) -> str | None:
         """The password from the config or from the environment variable named by ``password_env``."""
         if self.password is not None:
@@ -132,3 +155,32 @@ class BrokerSettings(BaseModel):
         scheme = "mqtts" if self.tls is not None else "mqtt"
         user = f"{self.username}@" if self.username else ""
         return f"{scheme}://{user}{self.host}:{self.port}"
+
+
+def _split_address(address: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6]:port`` as (host, port).
+
+    Raises:
+        ValueError: not an address.
+    """
+    text = address.strip()
+    if not text or any(character.isspace() or character in "/@?#" for character in text):
+        raise ValueError(f"not a host or host:port: {address!r}")
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not host or (rest and not rest.startswith(":")):
+            raise ValueError(f"not a [v6]:port address: {address!r}")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    elif ":" in text:
+        raise ValueError(f"an IPv6 address needs brackets: [{address}]:port")
+    else:
+        host, port_text = text, ""
+    if not host:
+        raise ValueError(f"no host in {address!r}")
+    if not port_text:
+        return host, default_port
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be 1-65535 in {address!r}")
+    return host, int(port_text)

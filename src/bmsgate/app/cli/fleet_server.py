@@ -38,6 +38,17 @@ def add_fleet_parsers(actions: Any) -> None:
     serve.add_argument("--http", metavar="HOST:PORT", default="127.0.0.1:8080", help="dashboard and API address")
     serve.add_argument("--postgres", metavar="URL", help="store in PostgreSQL (postgresql://user:pass@host/db)")
     serve.add_argument("--broker", metavar="URL", help="use an existing broker (mqtt://user:pass@host:port)")
+    serve.add_argument(
+        "--broker-hosts",
+        metavar="HOST:PORT,...",
+        help="more addresses of the --broker tier, tried in order when it does not connect (cluster nodes)",
+    )
+    serve.add_argument(
+        "--cluster",
+        metavar="URLS",
+        help="cluster mode: the NATS cluster's client URLs, comma-separated (nats://h1:4222,nats://h2:4222,...);"
+        " ingest reads a shared JetStream consumer; --broker names the cluster's MQTT endpoint",
+    )
     serve.add_argument("--gateway-port", type=int_range(1, 65535), default=8883, help="TLS port for gateways")
     serve.add_argument(
         "--cert-port", type=int_range(0, 65535), default=8884, help="mutual-TLS port for gateways (0: off)"
@@ -101,6 +112,10 @@ def _file_sections(path: Path) -> tuple[dict[str, Any], list[ConfigProblem]]:
     return {key: value for key, value in data.items() if key in known}, problems
 
 
+def _comma_list(text: str | None) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()] if text else []
+
+
 def _serve_settings(args: argparse.Namespace) -> Any:
     from pydantic import ValidationError  # noqa: PLC0415
 
@@ -119,6 +134,8 @@ def _serve_settings(args: argparse.Namespace) -> Any:
         "public_host": args.public_host,
         "tile_url": args.tile_url,
         "ingest_workers": args.ingest_workers,
+        "cluster": _comma_list(args.cluster),
+        "broker_hosts": _comma_list(args.broker_hosts),
     }
     source = ""
     problems: list[ConfigProblem] = []

@@ -204,6 +204,10 @@ class NatsCluster:
                 raise NatsClusterError(f"{node.name} not healthy after {timeout_s} s: {self.log_tail(node)}")
             time.sleep(0.1)
 
+    def pids(self) -> list[int]:
+        """The running nodes' process ids (benchmarks read their CPU time)."""
+        return [process.pid for process in self._processes.values() if process.poll() is None]
+
     def kill(self, node: NatsNode) -> None:
         """SIGKILL one node (a crash: no goodbye to its clients or peers)."""
         process = self._processes.pop(node.name, None)

@@ -16,9 +16,9 @@ import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bmsgate.errors import BmsgateError, SinkError
 from bmsgate.fleet.protocol import Channel, CommandMessage, encode, topic
@@ -31,7 +31,7 @@ from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.broker import SERVER_STATUS_TOPIC, BrokerOptions, FleetBroker
 from bmsgate.fleet.server.datadir import DataDir
 from bmsgate.fleet.server.devices import DeviceRegistry
-from bmsgate.fleet.server.ingest import Ingest, IngestWorkers
+from bmsgate.fleet.server.ingest import Ingest, IngestSource, IngestWorkers
 from bmsgate.fleet.server.live import LiveFeed
 from bmsgate.fleet.server.notify import Notifier, NotifySettings
 from bmsgate.fleet.server.rollouts.service import RolloutService, SignDesired
@@ -64,6 +64,9 @@ class FleetServerSettings(BaseModel):
     """Use PostgreSQL (``postgresql://user:pass@host/db``) instead of SQLite."""
     broker_url: str | None = None
     """Use an existing broker (``mqtt://user:pass@host:port``) instead of starting Mosquitto."""
+    broker_hosts: list[str] = []
+    """More addresses of that broker tier (``host:port``; :attr:`BrokerSettings.hosts`): the server's own MQTT
+    clients (ingest on MQTT, commands, desired states) try them when ``broker_url`` does not connect."""
     gateway_port: int = Field(default=8883, ge=0, le=65535)
     """The own broker's TLS listener for gateways (password login)."""
     cert_port: int | None = Field(default=8884, ge=0, le=65535)
@@ -84,6 +87,35 @@ class FleetServerSettings(BaseModel):
     ingest_workers: int = Field(default=1, ge=1, le=64)
     """Ingest processes: 1 runs ingest in the server process (best on 2 cores); N > 1 starts N worker
     processes on a shared subscription (see :mod:`bmsgate.fleet.server.ingest.workers`)."""
+    cluster: list[str] = []
+    """Cluster mode: the NATS cluster's client URLs (``nats://host:4222``). Ingest then reads one shared
+    JetStream consumer (:mod:`bmsgate.fleet.server.nats_ingest`) instead of MQTT; ``broker_url`` names the
+    cluster's MQTT endpoint (commands, desired states). Needs the ``cluster`` extra (nats-py)."""
+
+    @field_validator("cluster")
+    @classmethod
+    def _check_cluster_urls(cls, urls: list[str]) -> list[str]:
+        for index, url in enumerate(urls):
+            if not url.startswith(("nats://", "tls://")) or len(url.split("://", 1)[1]) == 0:
+                raise ValueError(f"cluster[{index}]: not a NATS URL: {url!r} (expected nats://host:port)")
+        return urls
+
+    @field_validator("broker_hosts")
+    @classmethod
+    def _check_broker_hosts(cls, hosts: list[str]) -> list[str]:
+        try:
+            BrokerSettings(hosts=hosts)  # the same rules (and message: hosts[i]) as a gateway's
+        except ValidationError as exc:
+            raise ValueError(f"broker_{exc.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+        return hosts
+
+    @model_validator(mode="after")
+    def _check_cluster(self) -> Self:
+        if self.broker_hosts and self.broker_url is None:
+            raise ValueError("broker_hosts needs broker_url (the first address of that broker)")
+        if self.cluster and self.broker_url is None:
+            raise ValueError("cluster needs broker_url too (the NATS cluster's MQTT endpoint, mqtt://host:1883)")
+        return self
 
 
 class CommandPublisher:
@@ -199,7 +231,7 @@ class FleetServer:
             broker = await self._stack.enter_async_context(FleetBroker(data, options))
             ingest_broker = broker.server_settings
         else:
-            ingest_broker = BrokerSettings.model_validate({"url": settings.broker_url})
+            ingest_broker = BrokerSettings.model_validate({"url": settings.broker_url, "hosts": settings.broker_hosts})
         where: dict[str, Any] = (
             {"postgres_url": settings.postgres_url} if settings.postgres_url else {"data_dir": data.root}
         )
@@ -209,13 +241,18 @@ class FleetServer:
         feed = LiveFeed()
         notifier = Notifier(settings.notify, store) if _notifies(settings.notify) else None
         alarms = AlarmEngine(store, settings=settings.alarms, feed=feed, notifier=notifier)
+        source: BrokerSettings | IngestSource = ingest_broker
+        if settings.cluster:
+            from bmsgate.fleet.server.nats_ingest import JetStreamSource  # noqa: PLC0415 - the cluster extra
+
+            source = JetStreamSource(servers=tuple(settings.cluster))
         ingest: Ingest | IngestWorkers
         if settings.ingest_workers > 1:
             ingest = IngestWorkers(
-                store_settings, ingest_broker, workers=settings.ingest_workers, feed=feed, observers=[alarms]
+                store_settings, source, workers=settings.ingest_workers, feed=feed, observers=[alarms]
             )
         else:
-            ingest = Ingest(store, ingest_broker, feed=feed, observers=[alarms])
+            ingest = Ingest(store, source, feed=feed, observers=[alarms])
         commands = CommandPublisher(ingest_broker)
         self._stack.push_async_callback(commands.close)
         packs = PackRepository(data.root / "tuf")

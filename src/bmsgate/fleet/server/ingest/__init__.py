@@ -18,6 +18,7 @@ from bmsgate.fleet.server.ingest.consumer import (
     refuse_future,
     tune_gc_for_ingest,
 )
+from bmsgate.fleet.server.ingest.sources import IngestSource, MqttSource
 from bmsgate.fleet.server.ingest.workers import IngestWorkers
 
 __all__ = [
@@ -25,7 +26,9 @@ __all__ = [
     "Ingest",
     "IngestCounters",
     "IngestSettings",
+    "IngestSource",
     "IngestWorkers",
+    "MqttSource",
     "batch_of_messages",
     "decode_incoming",
     "publish_batch",

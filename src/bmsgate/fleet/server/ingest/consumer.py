@@ -22,6 +22,11 @@ Nothing vanishes silently:
 Several ingest processes can share the load: with ``share_group`` set, telemetry and events are
 subscribed as ``$share/<group>/...`` (each message goes to one member); availability and state stay
 plain subscriptions, since shared subscriptions receive no retained messages.
+
+Where the messages come from is an :class:`IngestSource`: the broker over MQTT (:class:`MqttSource`, the
+default) or, in cluster mode, a JetStream consumer shared by every worker
+(:class:`bmsgate.fleet.server.nats_ingest.JetStreamSource`). Everything after the read (decode, backlog,
+batches, store, acknowledgement after commit, live feed, observers) is the same code for both.
 """
 
 from __future__ import annotations
@@ -45,13 +50,14 @@ from bmsgate.fleet.protocol import (
     StateMessage,
     TelemetryMessage,
     decode,
-    gateway_filter,
     topic,
 )
+from bmsgate.fleet.server.ingest.settings import IngestSettings
+from bmsgate.fleet.server.ingest.sources import IngestSession, IngestSource, MqttSource, ingest_filters
 from bmsgate.fleet.server.live import LiveFeed, LiveKind, LiveUpdate
 from bmsgate.fleet.server.store.repository import Availability, IngestBatch, Repository, WriteResult
 from bmsgate.fleet.server.store.snapshots import full_form, read_snapshot
-from bmsgate.mqtt.client import IncomingMessage, MqttSession, connect
+from bmsgate.mqtt.client import IncomingMessage
 from bmsgate.mqtt.settings import BrokerSettings
 from bmsgate.runtime.backoff import Backoff
 
@@ -60,7 +66,10 @@ __all__ = [
     "CommittedMessage",
     "Ingest",
     "IngestCounters",
+    "IngestSession",
     "IngestSettings",
+    "IngestSource",
+    "MqttSource",
     "batch_of_messages",
     "decode_incoming",
     "notify_observers",
@@ -97,32 +106,6 @@ _RESULT_FIELDS: Final = (
     "events_duplicate",
     "snapshots_rejected",
 )
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class IngestSettings:
-    """How ingest connects and batches."""
-
-    client_id: str = "bmsgate-fleet-ingest"
-    """Fixed, so the broker keeps this consumer's session (and queues for it) across reconnects."""
-    share_group: str | None = None
-    """Subscribe telemetry and events as ``$share/<group>/...`` (several ingest processes)."""
-    max_batch: int = 1000
-    """Messages per store transaction at most."""
-    max_delay_s: float = 0.5
-    """A batch is written at the latest this long after its first message."""
-    queue_limit: int = 20_000
-    """Decoded messages waiting for the store; beyond it ingest stops taking messages from the broker (what
-    the broker already sent waits in memory: its in-flight window bounds that)."""
-    retry_initial_s: float = 0.5
-    retry_max_s: float = 10.0
-    retained_channels: bool = True
-    """Subscribe availability and state too (plain subscriptions: each subscriber gets every one). Of several
-    ingest workers only one does; the others read only the shared telemetry and events."""
-    future_tolerance_s: float = 300.0
-    """A state, telemetry or event timed further ahead of the server's clock is refused (``future``): the
-    latest view keeps the newest time, so one message from a gateway clock in the year 3000 would freeze it.
-    Past times are fine (backfill; a Pi without a real-time clock boots in the past)."""
 
 
 CommittedMessage = tuple[str, bytes, bool, float]
@@ -197,7 +180,7 @@ class IngestCounters:
 class _Item:
     decoded: GatewayMessage
     incoming: IncomingMessage
-    session: MqttSession
+    session: IngestSession
     received_at: float
 
 
@@ -241,42 +224,39 @@ class _Backlog:
 
 
 class Ingest:
-    """One ingest consumer. ``await run()`` until cancelled; reconnects by itself."""
+    """One ingest consumer. ``await run()`` until cancelled; reconnects by itself.
+
+    ``broker``: the MQTT broker's settings, or any :class:`IngestSource` (cluster mode: JetStream).
+    """
 
     def __init__(
         self,
         store: Repository,
-        broker: BrokerSettings,
+        broker: BrokerSettings | IngestSource,
         *,
         feed: LiveFeed | None = None,
-        settings: IngestSettings = IngestSettings(),
+        settings: IngestSettings | None = None,
         observers: Sequence[BatchObserver] = (),
         committed: Callable[[list[CommittedMessage], WriteResult], None] | None = None,
     ) -> None:
         self.store = store
         self.committed = committed
         """Told each committed batch as received (an ingest worker hands it to the server process)."""
-        self.broker = broker
+        self.source: IngestSource = MqttSource(broker) if isinstance(broker, BrokerSettings) else broker
         self.feed = feed
-        self.settings = settings
+        self.settings = settings = settings or IngestSettings()
         self.observers = list(observers)
         self.counters = IngestCounters()
         self._backlog = _Backlog(settings.queue_limit)
-        self._session: MqttSession | None = None
+        self._session: IngestSession | None = None
         self._last_reject_log = 0.0
         self._suppressed_rejects = 0
         self.connected = asyncio.Event()
         """Set while subscribed (tests and the server's health check wait on it)."""
 
     def filters(self) -> list[str]:
-        """The subscription filters."""
-        share = f"$share/{self.settings.share_group}/" if self.settings.share_group else ""
-        retained = [gateway_filter(Channel.AVAILABILITY), gateway_filter(Channel.STATE)]
-        return [
-            *(retained if self.settings.retained_channels else []),
-            share + gateway_filter(Channel.TELEMETRY),
-            share + gateway_filter(Channel.EVENT),
-        ]
+        """The subscription filters (on an MQTT source)."""
+        return ingest_filters(self.settings)
 
     async def run(self) -> None:
         """Read and write until cancelled."""
@@ -287,24 +267,16 @@ class Ingest:
     # -- reading ---------------------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        backoff = Backoff(self.broker.reconnect_initial, self.broker.reconnect_max)
+        source = self.source
+        backoff = Backoff(source.reconnect_initial, source.reconnect_max)
         while True:
             try:
-                async with connect(
-                    self.broker,
-                    will_topic=f"fleet/server/ingest/{self.settings.client_id}",
-                    will_payload="offline",
-                    client_id=self.settings.client_id,
-                    clean_session=False,
-                    manual_ack=True,
-                    buffered_reads=True,
-                ) as session:
-                    await session.subscribe(*self.filters())
+                async with source.open(self.settings) as session:
                     self._session = session
                     self.counters.connects += 1
                     self.connected.set()
                     backoff.reset()
-                    _log.info("ingest subscribed at %s", self.broker.display_url())
+                    _log.info("ingest subscribed at %s", source.display_url())
                     async for incoming in session.message_batches():
                         await self._accept(session, incoming)
             except SinkError as exc:
@@ -314,7 +286,7 @@ class Ingest:
                 self.connected.clear()
             await asyncio.sleep(backoff.next_delay())
 
-    async def _accept(self, session: MqttSession, incoming: list[IncomingMessage]) -> None:
+    async def _accept(self, session: IngestSession, incoming: list[IncomingMessage]) -> None:
         self.counters.received += len(incoming)
         received_at = time.time()
         tolerance = self.settings.future_tolerance_s
@@ -436,19 +408,30 @@ class Ingest:
         return taken
 
     async def _write_one_by_one(self, items: list[_Item]) -> tuple[list[_Item], WriteResult]:
-        """Write each message once on its own; refuse the failing ones only if another one was stored."""
+        """Write each message on its own; refuse a failing one only if it fails again once others were stored.
+
+        The second try matters when the database comes back during the first pass: the messages that failed
+        before it did are not poison, and refusing (and acknowledging) them would lose them.
+        """
         stored: list[_Item] = []
-        failed: list[tuple[_Item, Exception]] = []
         totals = collections.Counter[str](dict.fromkeys(_RESULT_FIELDS, 0))
-        for item in items:
-            try:
-                result = await self.store.write_batch(_batch_of([item]))
-            except Exception as exc:  # noqa: BLE001 - judged below: poison or outage
-                failed.append((item, exc))
-                continue
-            stored.append(item)
-            for name in _RESULT_FIELDS:
-                totals[name] += getattr(result, name)
+
+        async def write_each(candidates: list[_Item]) -> list[tuple[_Item, Exception]]:
+            failed: list[tuple[_Item, Exception]] = []
+            for item in candidates:
+                try:
+                    result = await self.store.write_batch(_batch_of([item]))
+                except Exception as exc:  # noqa: BLE001 - judged below: poison or outage
+                    failed.append((item, exc))
+                    continue
+                stored.append(item)
+                for name in _RESULT_FIELDS:
+                    totals[name] += getattr(result, name)
+            return failed
+
+        failed = await write_each(items)
+        if stored and failed:
+            failed = await write_each([item for item, _ in failed])
         if stored:
             for item, error in failed:
                 self._reject("unstorable", f"the store cannot take a message on {item.incoming.topic}: {error}")

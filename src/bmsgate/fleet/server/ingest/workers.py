@@ -8,6 +8,11 @@ message to one of them); worker 0 alone also reads availability and state, which
 cannot be shared. All of them write to the one store (SQLite serialises their transactions; each batch is
 one).
 
+In cluster mode (``broker`` a :class:`~bmsgate.fleet.server.nats_ingest.JetStreamSource`) every worker
+binds to the one shared JetStream consumer instead, which hands each message (availability and state
+included) to one of them; a message a dead worker had not acknowledged goes to another after the
+consumer's ``ack_wait``.
+
 A worker acknowledges a message only after its batch committed, as ever, so a worker that dies loses
 nothing: the broker keeps what it had not acknowledged in that worker's session, and :class:`IngestWorkers`
 starts it again with the same client id, which gets it back (the store is idempotent).
@@ -52,6 +57,7 @@ from bmsgate.fleet.server.ingest.consumer import (
     publish_batch,
     tune_gc_for_ingest,
 )
+from bmsgate.fleet.server.ingest.sources import IngestSource
 from bmsgate.fleet.server.live import LiveFeed
 from bmsgate.fleet.server.store import open_store
 from bmsgate.fleet.server.store.repository import WriteResult
@@ -96,7 +102,8 @@ class WorkerConfig:
 
     index: int
     store: StoreSettings
-    broker: BrokerSettings
+    broker: BrokerSettings | IngestSource
+    """The MQTT broker, or another source (cluster mode: the shared JetStream consumer)."""
     ingest: IngestSettings
 
 
@@ -160,7 +167,7 @@ class IngestWorkers:
     def __init__(
         self,
         store: StoreSettings,
-        broker: BrokerSettings,
+        broker: BrokerSettings | IngestSource,
         *,
         workers: int,
         feed: LiveFeed | None = None,

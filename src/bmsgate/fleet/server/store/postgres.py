@@ -246,12 +246,15 @@ class PostgresRepository(Repository):
                 if rows.samples:
                     await self._ensure_partitions([row[2] for row in rows.samples])
                 async with db.transaction(), db.cursor() as cursor:
+                    # Gateway rows in one order (stable: a gateway's own updates keep theirs): several ingest
+                    # workers upserting the same gateways in different orders deadlocked (PostgreSQL aborts
+                    # one; ingest retries it, counted as a store failure).
                     if rows.states:
-                        await cursor.executemany(P.STATE, rows.states)
+                        await cursor.executemany(P.STATE, _in_gateway_order(rows.states, "id"))
                     if rows.availability:
-                        await cursor.executemany(P.AVAILABILITY, rows.availability)
+                        await cursor.executemany(P.AVAILABILITY, _in_gateway_order(rows.availability, 0))
                     if rows.activity:
-                        await cursor.executemany(P.ACTIVITY, rows.activity)
+                        await cursor.executemany(P.ACTIVITY, _in_gateway_order(rows.activity, 0))
                     written = 0
                     if rows.samples:
                         columns = ", ".join(R.SAMPLE_COLUMNS)
@@ -262,7 +265,7 @@ class PostgresRepository(Repository):
                         await cursor.execute(P.STAGE_INSERT)
                         written = cursor.rowcount
                     if rows.batteries:
-                        await cursor.executemany(P.BATTERY, rows.batteries)
+                        await cursor.executemany(P.BATTERY, _in_gateway_order(rows.batteries, 0, 1))
                     events_written = 0
                     if rows.events:
                         for event in rows.events:
@@ -540,6 +543,11 @@ class PostgresRepository(Repository):
                 return returned
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
+
+
+def _in_gateway_order(rows: Sequence[Any], *keys: int | str) -> list[Any]:
+    """The rows sorted by the given columns (stable)."""
+    return sorted(rows, key=lambda row: tuple(row[key] for key in keys))
 
 
 def _qmark_to_format(sql: str) -> str:
