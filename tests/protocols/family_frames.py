@@ -701,12 +701,41 @@ ECOWORTHY: Final = FamilyCapture(
     },
 )
 
+# Protocol version 2: the pack's address (E2:E7:79:00:00:00 in the test) in front of the frame type.
+ECOWORTHY_V2: Final = FamilyCapture(
+    "ecoworthy",
+    {
+        "status": _frames(
+            "E2E779000000A100000803440008006200640530FFC400002710000100010000000000000000000100020000FFFF0000"
+            "0000000000000000000100000000000000000000000000000000000000000000D3F6"
+        ),
+        "cells": _frames(
+            "E2E779000000A2000008035600040CFB0CFC0CFB0CF5FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF"
+            "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF000200DC00D6FC18FC18FC18FC18FC18FC18FC18110E"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_ecoworthy_bms.py (_PROTO_DEFS 0x2, protocol version 2, MAC in front)"),
+    {
+        "voltage": 13.28,
+        "current": -6.0,
+        "soc": 98,
+        "soh": 100,
+        "design_capacity": 100,
+        "cell_voltages": [3.323, 3.324, 3.323, 3.317],
+        "temperatures": [22.0, 21.4],
+        "extras.problem_code": 0,
+        "alarms": [],
+    },
+    vector="protocol-v2",
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
     AG,
     REDODO,
     ECOWORTHY,
+    ECOWORTHY_V2,
     TOPBAND,
     TOPBAND_STARTCRAFT,
     TOPBAND_KILOVAULT,

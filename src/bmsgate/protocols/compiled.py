@@ -84,6 +84,11 @@ class CompiledProtocol:
             trailer=framing.trailer_size,
             variants=self._variants,
             select=self._select,
+            prefix=(
+                (framing.prefix.var[4:], tuple(framing.starts) if framing.starts else framing.start)
+                if framing.prefix is not None
+                else None
+            ),
         )
         # Identical device fields (every poll) give one shared, frozen DeviceInfo: `merged_over` then
         # short-circuits on identity, and no poll allocates a new one.

@@ -24,14 +24,15 @@ if TYPE_CHECKING:
 
 __all__ = ["CONSTRUCTS", "ENGINE_VERSION", "constructs_used", "unknown_constructs"]
 
-ENGINE_VERSION: Final = 4
+ENGINE_VERSION: Final = 5
 """The protocol engine's level: raised whenever a construct is added to :data:`CONSTRUCTS`.
 
 Level 2 added ``sign_magnitude`` (TDT / Wattcycle currents); level 3 ``text`` (hex-text framing: E&J, AG,
 Topband), ``difference``, ``derive.voltage_from_cells`` and the ``sum8_not`` checksum; level 4 ``aliases`` (family ids
 that are one protocol), ``starts`` (several one-byte frame types in front of hex text, Topband), ``listen``
 (a streaming request that writes nothing), ``strip_bytes`` (NULs in hex text, PowerBoozt),
-``frame_per_chunk`` (a notification is a frame, ECO-WORTHY) and the ``crc16_xmodem`` checksum (Seplos V2)."""
+``frame_per_chunk`` (a notification is a frame, ECO-WORTHY) and the ``crc16_xmodem`` checksum (Seplos V2);
+level 5 ``prefix`` (the pack's address in front of a frame, ECO-WORTHY protocol version 2)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -74,6 +75,7 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "ignore_chunks": "received chunks dropped as a whole",
     "index": "one reply spread over numbered frames",
     "listen": "a streaming request that writes nothing: the BMS sends on its own (frame: ''; engine 4)",
+    "prefix": "bytes a frame may carry before its start marker, which select its layout (engine 5)",
     "request_checksum": "requests checked differently from replies",
     "starts": "several start markers, one per frame type, in front of hex text (engine 4)",
     "strip_bytes": "single bytes removed from received hex text before framing (PowerBoozt NULs; engine 4)",
@@ -148,6 +150,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "ignore_chunks": bool(framing.ignore_chunks),
         "index": any(reply.index is not None for reply in definition.replies.values()),
         "listen": any(not request.frame for request in definition.requests),
+        "prefix": framing.prefix is not None,
         "request_checksum": framing.request_checksum is not None,
         "starts": bool(framing.starts),
         "strip_bytes": bool(framing.strip_bytes),

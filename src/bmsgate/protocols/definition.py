@@ -43,7 +43,7 @@ from bmsgate.protocols.fields import (
     ReplySpec,
     is_var,
 )
-from bmsgate.protocols.framingspec import ChecksumSpec, FramingSpec, KeySpec, LengthSpec, StatusSpec
+from bmsgate.protocols.framingspec import ChecksumSpec, FramingSpec, KeySpec, LengthSpec, PrefixSpec, StatusSpec
 
 __all__ = [
     "BOOL_TARGETS",
@@ -64,6 +64,7 @@ __all__ = [
     "GattSpec",
     "KeySpec",
     "LengthSpec",
+    "PrefixSpec",
     "ProtocolAlias",
     "ProtocolDefinition",
     "ReplySpec",
@@ -420,6 +421,8 @@ class ProtocolDefinition(_Strict, CanonicalModel):
             for field in reply.fields
             if field.target.startswith("var.")
         }
+        if self.framing.prefix is not None:
+            defined.add(self.framing.prefix.var[4:])
         layouts = set(self.variants.choices) if self.variants else set()
         for key, reply in self.replies.items():
             for index, field in enumerate(reply.fields):
