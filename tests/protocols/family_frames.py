@@ -729,6 +729,28 @@ ECOWORTHY_V2: Final = FamilyCapture(
     vector="protocol-v2",
 )
 
+# CBT Power VB: Pylontech-style hex text; the problem bytes sit just before the LRC.
+_CBTPWR_VB_ANALOG: Final = b"~220146006046040D000CFE0CFE0CFE02003E0049000000850060070000008600000000{}\r"
+CBTPWR_VB: Final = FamilyCapture(
+    "cbtpwr-vb",
+    {
+        "analog": [_CBTPWR_VB_ANALOG.replace(b"{}", b"000000000000EF60")],
+        "capacity": [b"~22014600C00407D0FCBF\r"],
+    },
+    AIOBMSBLE.format("tests/bms/test_cbtpwr_vb_bms.py (MockCBTpwrVBBleakClient)"),
+    {
+        "voltage": 13.3,
+        "current": 0.0,
+        "soc": 96,
+        "cycles": 0,
+        "cell_voltages": [3.328, 3.326, 3.326, 3.326],
+        "design_capacity": 200,
+        "temperatures": [6.2, 7.3],
+        "alarms": [],
+        # aiobmsble's cycle_charge (192.0) is its estimate, design capacity x SoC: no frame field.
+    },
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -751,6 +773,7 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     BRAUNPWR,
     HUMSIENK,
     C4S,
+    CBTPWR_VB,
 )
 """Every capture, in the issue's order of families."""
 
@@ -832,6 +855,20 @@ PROBLEM_FRAMES: Final[tuple[ProblemFrame, ...]] = (
         bytes.fromhex("7B0120005314D300D200B400BEFB8761C2753000000000000800000000000E000200647D"),
         AIOBMSBLE.format("tests/bms/test_braunpwr_bms.py test_problem_response (problem_code 0x2)"),
         {"extras.problem_code": 0x2, "alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        CBTPWR_VB,
+        "analog",
+        _CBTPWR_VB_ANALOG.replace(b"{}", b"000000000001EF5F"),
+        AIOBMSBLE.format("tests/bms/test_cbtpwr_vb_bms.py test_problem_response (first_bit, problem_code 1)"),
+        {"alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        CBTPWR_VB,
+        "analog",
+        _CBTPWR_VB_ANALOG.replace(b"{}", b"800000000000EF58"),
+        AIOBMSBLE.format("tests/bms/test_cbtpwr_vb_bms.py test_problem_response (last_bit, problem_code 1 << 47)"),
+        {"alarms": ["system_fault"]},
     ),
 )
 """Frames with alarm bits set, checked against the captures they modify (not conformance vectors)."""

@@ -32,7 +32,8 @@ Topband), ``difference``, ``derive.voltage_from_cells`` and the ``sum8_not`` che
 that are one protocol), ``starts`` (several one-byte frame types in front of hex text, Topband), ``listen``
 (a streaming request that writes nothing), ``strip_bytes`` (NULs in hex text, PowerBoozt),
 ``frame_per_chunk`` (a notification is a frame, ECO-WORTHY) and the ``crc16_xmodem`` checksum (Seplos V2);
-level 5 ``prefix`` (the pack's address in front of a frame, ECO-WORTHY protocol version 2)."""
+level 5 ``prefix`` (the pack's address in front of a frame, ECO-WORTHY protocol version 2) and
+``reply_of_request`` (replies without a key answer the request just sent, CBT Power VB)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -76,6 +77,7 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "index": "one reply spread over numbered frames",
     "listen": "a streaming request that writes nothing: the BMS sends on its own (frame: ''; engine 4)",
     "prefix": "bytes a frame may carry before its start marker, which select its layout (engine 5)",
+    "reply_of_request": "replies carry no key: each answers the request just sent (key.in_replies: false; engine 5)",
     "request_checksum": "requests checked differently from replies",
     "starts": "several start markers, one per frame type, in front of hex text (engine 4)",
     "strip_bytes": "single bytes removed from received hex text before framing (PowerBoozt NULs; engine 4)",
@@ -151,6 +153,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "index": any(reply.index is not None for reply in definition.replies.values()),
         "listen": any(not request.frame for request in definition.requests),
         "prefix": framing.prefix is not None,
+        "reply_of_request": framing.key is not None and not framing.key.in_replies,
         "request_checksum": framing.request_checksum is not None,
         "starts": bool(framing.starts),
         "strip_bytes": bool(framing.strip_bytes),

@@ -415,6 +415,7 @@ class ProtocolDefinition(_Strict, CanonicalModel):
                     )
                 if not keyed and len(self.requests) > 1:
                     raise ValueError("several requests need framing.key to tell their replies apart")
+        self._check_keys_from_requests()
         defined = {
             field.target[4:]
             for reply in self.replies.values()
@@ -441,6 +442,28 @@ class ProtocolDefinition(_Strict, CanonicalModel):
             if key not in self.replies:
                 raise ValueError(f"simulator.append names reply {key:#04x}, which 'replies' does not define")
         return self
+
+    def _check_keys_from_requests(self) -> None:
+        """`key.in_replies: false`: each request's frame carries the key of the reply it names."""
+        key = self.framing.key
+        if key is None or key.in_replies:
+            return
+        if any(reply.index is not None for reply in self.replies.values()):
+            raise ValueError("'key.in_replies: false' cannot tell numbered frames ('index') apart")
+        for index, request in enumerate(self.requests):
+            if request.streaming or not request.frame:
+                raise ValueError(
+                    f"requests[{index}] ({request.name}): with 'key.in_replies: false' a reply answers the request "
+                    "just sent, so no request may stream or listen"
+                )
+            if request.reply is None:
+                continue
+            carried = request.frame[key.offset : key.offset + key.size]
+            if len(carried) != key.size or int.from_bytes(carried, "big") != request.reply:
+                raise ValueError(
+                    f"requests[{index}] ({request.name}) expects reply {request.reply:#04x}, but its frame carries "
+                    f"{carried.hex().upper() or 'nothing'} at the key's offset {key.offset}"
+                )
 
     # -- conveniences ---------------------------------------------------------------------------
 

@@ -79,7 +79,7 @@ def encode_frame(
     body_end = total - framing.trailer_size if framing.trailer_size else total
     room = body_end - framing.payload_offset
     frame[framing.payload_offset : framing.payload_offset + min(room, len(payload))] = payload[:room]
-    if framing.key is not None:
+    if framing.key is not None and framing.key.in_replies:
         key_at = framing.key.offset + at
         frame[key_at : key_at + framing.key.size] = reply.key.to_bytes(framing.key.size, "big")
     if framing.status is not None:
@@ -95,7 +95,7 @@ def encode_frame(
         frame[total - len(framing.end) :] = framing.end
     # A reply whose key is its start marker (one of `starts`: ECO-WORTHY's A1/A2) keeps it.
     marker = framing.start
-    if framing.starts and framing.key is not None and framing.key.offset < len(marker):
+    if framing.starts and framing.key is not None and framing.key.in_replies and framing.key.offset < len(marker):
         written = bytes(frame[at : at + len(marker)])
         marker = written if written in framing.starts else marker
     fill_checksum(frame, framing.checksum)

@@ -81,11 +81,14 @@ class FrameChecker:
         # and halves the rest.
         self._length_markers = len(framing.start) + len(framing.end or b"")
         self._length_in_text = length is not None and length.counts == "text"
-        key_at = framing.key.offset + marker_at if framing.key else 0
-        self._key = (key_at, key_at + framing.key.size) if framing.key else None
+        # A key only requests carry (`in_replies: false`) is not read from received frames: the session
+        # gives a reply the key of the request it answers.
+        key = framing.key if framing.key is not None and framing.key.in_replies else None
+        key_at = key.offset + marker_at if key else 0
+        self._key = (key_at, key_at + key.size) if key else None
         # One-byte length and key fields (most framings) are read by index: no slice, no from_bytes.
         self._length_byte = length.offset if length is not None and length.size == 1 else None
-        self._key_byte = key_at if framing.key is not None and framing.key.size == 1 else None
+        self._key_byte = key_at if key is not None and key.size == 1 else None
         self._status = (framing.status.offset, frozenset(framing.status.ok)) if framing.status else None
         self._checksum = framing.checksum
         algorithm = CHECKSUMS[framing.checksum.algorithm] if framing.checksum else None

@@ -36,6 +36,9 @@ class KeySpec(_Strict):
 
     offset: int = Field(ge=0)
     size: Literal[1, 2] = 1
+    in_replies: bool = True
+    """``false`` (engine 5): only requests carry the key; a reply is the answer to the request just sent
+    (CBT Power VB replies hold a return code where the request held its command)."""
 
 
 class StatusSpec(_Strict):

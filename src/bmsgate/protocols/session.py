@@ -165,6 +165,9 @@ class PollSession:
         self.battery_id = battery_id
         self.timing = timing or SessionTiming()
         self._assembler = protocol.new_assembler()
+        key = protocol.definition.framing.key
+        # Replies without a key of their own (`key.in_replies: false`) take the key of the request they answer.
+        self._keys_from_requests = key is not None and not key.in_replies
         self._device: DeviceInfo | None = None
         # per connection
         self._connection_frames: dict[int, Frame] = {}
@@ -429,6 +432,8 @@ class PollSession:
         return None
 
     def _got_reply(self, request: RequestSpec, frame: Frame, now: float, actions: list[Action]) -> list[Action] | None:
+        if self._keys_from_requests and frame.key is None:
+            frame = frame._replace(key=request.reply)
         if self._command:
             self._end_job()
             actions.append(ReplyReady(frame))
