@@ -751,6 +751,158 @@ CBTPWR_VB: Final = FamilyCapture(
     },
 )
 
+PYLONTECH: Final = FamilyCapture(
+    "pylontech",
+    {
+        "serial_number": _frames("010310413233313031353030303030303030318504"),
+        "status": _frames("01031A052CFFD00CF00CEF00960096005B0063003F00000B9003E803E845D8"),
+    },
+    AIOBMSBLE.format("tests/bms/test_pylontech_bms.py (a recorded RT12100G31 discharging at about 4.8 A)"),
+    {
+        "voltage": 13.24,
+        "current": -4.8,
+        "soc": 91,
+        "soh": 99,
+        "design_capacity": 100,
+        # aiobmsble lists the two aggregates as two "cells" and two "sensors"; here they are extras.
+        "extras.cell_voltage_max": 3.312,
+        "extras.cell_voltage_min": 3.311,
+        "extras.temperature_max": 15.0,
+        "extras.temperature_min": 15.0,
+        "extras.reported_power": 63,
+        "extras.lifetime_energy": 296.0,
+        "extras.allowed_current": 100.0,
+        "cell_voltages": [],
+        "device.serial_number": "A231015000000001",
+    },
+)
+
+BUKNUWO: Final = FamilyCapture(
+    "buknuwo",
+    {
+        "status": _frames("01031A0184055900630064205620A1232800010000000480002D000000219B"),
+        "mosfet_temperature": _frames("01030200BBF837"),
+        "temperatures": _frames("010316000100C3000000000000000000000000000000000000C8E7"),
+    },
+    AIOBMSBLE.format("tests/bms/test_buknuwo_bms.py (MockBuknuwoBleakClient)"),
+    {
+        "current": 3.88,
+        "voltage": 13.69,
+        "soc": 99,
+        "soh": 100,
+        "remaining_capacity": 82.78,
+        "design_capacity": 90,
+        "cycles": 1,
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        "mosfet_temperature": 18.7,
+        "temperatures": [19.5],
+        # aiobmsble: problem, problem_code 0x480000000 (bytes 22 and 23: 0x04, 0x80)
+        "extras.status_word_9": 0x0004,
+        "extras.status_word_10": 0x8000,
+        "alarms": ["system_fault"],
+        "cell_voltages": [],
+    },
+)
+
+_NEEY_SOURCE: Final = AIOBMSBLE.format("tests/bms/test_neey_bms.py (_PROTO_DEFS {})")
+
+NEEY: Final = FamilyCapture(
+    "neey",
+    {
+        "device_info": _frames(
+            "55AA11010100640047572D3234533445420000000000000048572D322E382E305A482D312E322E3356312E302E3000003230"
+            "3232303533310500000001910A0000000000000000000000000000000000000000000000000000000000000000000000ABFF"
+        ),
+        "cell_info": _frames(
+            "55AA110102002C0138E7FA5040B6045140850E5140F0055140B6045140751E51407F4F5140430251401C3D5140786A5140FE"
+            "825140167E5140BC765140167E51408B805140CA665140000000000000000000000000000000000000000000000000000000"
+            "00000000003593243E6894263E3D251B3E908E1B3EB3F3233E2E91253EC61B1A3E4A7C1C3E6F1B1A3EC2431B3E851E183E4B"
+            "27193E5EDF183ED0EB1A3EE6D4183E0CFE183E00000000000000000000000000000000000000000000000000000000000000"
+            "00DE405142DE4051400017083C0A000F0519A182C0C3F54842C3F54842000000000000000000000000000000000000000000"
+            "00000000762E090000000000000000000000000000000000000000000000000000000000000000000000000000000000B6FF"
+        ),
+    },
+    _NEEY_SOURCE.format('"v1"'),
+    {
+        # aiobmsble rounds the floats to 3 decimals.
+        "voltage": 52.313,
+        "extras.cell_delta": 0.008,
+        "cell_voltages": [
+            3.265,
+            3.266,
+            3.267,
+            3.266,
+            3.266,
+            3.267,
+            3.27,
+            3.266,
+            3.269,
+            3.272,
+            3.274,
+            3.273,
+            3.273,
+            3.273,
+            3.273,
+            3.272,
+        ],
+        "balancing": True,
+        "alarms": [],
+        "device.model": "GW-24S4EB",
+        "device.hardware_version": "HW-2.8.0",
+        "device.software_version": "ZH-1.2.3",
+    },
+    tolerance=0.0005,
+)
+
+NEEY_V2: Final = FamilyCapture(
+    "neey",
+    {
+        "device_info": _frames(
+            "55AA110101006400454B2D4232345338453230304100000048572D322E302E3053572D322E302E3056312E332E3336003230"
+            "32353130313510000000B3CF0200343430353031303433393333313233343536454B2D3234533230304100000000000082FF"
+        ),
+        "cell_info": _frames(
+            "55AA110102002C012294685140ECBD5140F2595140867E5140D953514049AF51403BC5514049AF5140E89651409E2B5140E1"
+            "A1514070F8514057F25140019D514032A95140DED35140000000000000000000000000000000000000000000000000000000"
+            "000000000059DBAD3DF737A43DF228923DA8A09F3DD1B4A83D6A56893D83C39F3D2C549E3DB6FA9D3D71E8A53D48D3913D43"
+            "DEA23D7C3B963D57739F3D39EEB43D602C983D00000000000000000000000000000000000000000000000000000000000000"
+            "00FD9D5142FD9D514000D24C3C0B090F050266E000C13CA701406891E14152B8E0413333FB41B29D77420000A04331683143"
+            "3DC25D420000A04300000000C08CAB40000000000000000000000000000000000000000000000000004002000000000005FF"
+        ),
+    },
+    _NEEY_SOURCE.format('"v2"'),
+    {
+        "voltage": 52.404,
+        "extras.cell_delta": 0.013,
+        "cell_voltages": [
+            3.272,
+            3.277,
+            3.271,
+            3.273,
+            3.271,
+            3.276,
+            3.278,
+            3.276,
+            3.275,
+            3.268,
+            3.276,
+            3.281,
+            3.28,
+            3.275,
+            3.276,
+            3.279,
+        ],
+        "balancing": True,
+        "alarms": [],
+        "device.model": "EK-B24S8E200A",
+        "device.hardware_version": "HW-2.0.0",
+        "device.software_version": "SW-2.0.0",
+    },
+    vector="v2",
+    tolerance=0.0005,
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -774,6 +926,10 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     HUMSIENK,
     C4S,
     CBTPWR_VB,
+    PYLONTECH,
+    BUKNUWO,
+    NEEY,
+    NEEY_V2,
 )
 """Every capture, in the issue's order of families."""
 

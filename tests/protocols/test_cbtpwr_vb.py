@@ -52,7 +52,8 @@ def test_the_session_gives_each_reply_the_key_of_the_request_just_sent() -> None
     ready = outcome[-1]
     assert isinstance(ready, SnapshotReady)
     assert [frame.key for frame in ready.frames] == [0x42, 0x81]
-    assert (ready.snapshot.voltage, ready.snapshot.design_capacity) == (pytest.approx(13.3), pytest.approx(200.0))
+    assert ready.snapshot.voltage == pytest.approx(13.3)
+    assert ready.snapshot.design_capacity == pytest.approx(200.0)
 
 
 def test_unkeyed_frames_given_to_decode_answer_the_requests_in_order() -> None:

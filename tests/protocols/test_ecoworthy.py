@@ -128,7 +128,9 @@ def test_the_encoder_writes_the_prefixed_layout_behind_zero_bytes() -> None:
     frame = PROTOCOL.encode_reply(0xA1, state)
     assert frame[:7] == bytes(6) + b"\xa1"
     snapshot = PROTOCOL.decode([frame], timestamp=0.0)
-    assert (snapshot.voltage, snapshot.current, snapshot.soc) == (pytest.approx(13.28), pytest.approx(-6.0), 98)
+    assert snapshot.voltage == pytest.approx(13.28)
+    assert snapshot.current == pytest.approx(-6.0)
+    assert snapshot.soc == 98
     assert PROTOCOL.encode_reply(0xA1, {**state, "var.address_prefixed": 0})[0] == 0xA1
 
 

@@ -426,12 +426,17 @@ def _compile_list(
     index_base = index.base if index is not None else 0
     end = max(end, index_at + 1)
 
+    # Non-finite floats (NaN, infinities) are dropped like `absent` markers: a float slot without a value.
+    finite_only = field.type == "f32"
+
     def read_values(payload: bytes, n: int) -> list[Any]:
         if at + n * size > len(payload):
             raise DecodeError(f"{where}: {n} values need {at + n * size} payload bytes, frame has {len(payload)}")
         raw = unpacker[n](payload, at)
         if absent:
             raw = tuple(value for value in raw if value not in absent)
+        if finite_only:
+            raw = tuple(value for value in raw if math.isfinite(value))
         if identity:
             # Snapshot lists hold floats even when the raw unit needs no scaling (stable JSON types).
             return list(map(float, raw)) if as_float else list(raw)
@@ -447,6 +452,8 @@ def _compile_list(
             (value,) = unpack_fixed(payload, at)
             if value in absent or (limit_var is not None and variables.get(limit_var, 1) < 1):
                 return
+            if finite_only and not math.isfinite(value):
+                return
             items = out.get(target)
             if items is None:
                 items = out[target] = []
@@ -460,8 +467,10 @@ def _compile_list(
                     raw = raw[: max(limit, 0)]
             if absent:
                 raw = tuple([value for value in raw if value not in absent])
-                if not raw:
-                    return
+            if finite_only:
+                raw = tuple([value for value in raw if math.isfinite(value)])
+            if not raw and (absent or finite_only):
+                return
             items = out.get(target)
             if items is None:
                 items = out[target] = []

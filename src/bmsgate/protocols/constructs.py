@@ -33,7 +33,8 @@ that are one protocol), ``starts`` (several one-byte frame types in front of hex
 (a streaming request that writes nothing), ``strip_bytes`` (NULs in hex text, PowerBoozt),
 ``frame_per_chunk`` (a notification is a frame, ECO-WORTHY) and the ``crc16_xmodem`` checksum (Seplos V2);
 level 5 ``prefix`` (the pack's address in front of a frame, ECO-WORTHY protocol version 2) and
-``reply_of_request`` (replies without a key answer the request just sent, CBT Power VB)."""
+``reply_of_request`` (replies without a key answer the request just sent, CBT Power VB); from level 5 a
+non-finite ``f32`` is no value instead of a refused frame (NEEY)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",

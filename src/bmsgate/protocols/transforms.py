@@ -409,11 +409,11 @@ def _value_transform(field: FieldSpec, where: str) -> Callable[[Any], Any]:
         return lambda raw: int(raw * scale + add)
     if field.type == "f32":
 
-        def finite(raw: Any) -> float:
+        def finite(raw: Any) -> float | None:
+            # NaN and infinities are what a float field holds when the BMS has no value (or a corrupt frame
+            # behind a matching checksum): no value, like an `absent` marker (engine 5).
             value = float(raw * scale + add)
-            if not math.isfinite(value):
-                raise DecodeError(f"{where}: value is not a finite number")
-            return value
+            return value if math.isfinite(value) else None
 
         return finite
     if scale == 1.0 and add == 0.0:
