@@ -903,6 +903,36 @@ NEEY_V2: Final = FamilyCapture(
     tolerance=0.0005,
 )
 
+# ABC: every frame 20 bytes; the cell frames F4 carry [cell number, 3-byte voltage] x 4.
+ABC: Final = FamilyCapture(
+    "abc",
+    {
+        "device_info": _frames("CCF1534F4B2D424D530D00000000000000000040"),
+        "status": _frames("CCF0A26B00000000A08601409E01070063000021"),
+        "switches": _frames("CCF201010114000000000000000200000000007F"),
+        "balancer": _frames("CCF3170312006400000100000000000000000036"),
+        "cells": _frames("CCF401720D0002A80D00032F0D0004880D00008B", "CCF405810D0006650D00071F0D00085C0D000033"),
+        # No F9: the test leaves it out ("some BMS do not report this").
+    },
+    AIOBMSBLE.format("tests/bms/test_abc_bms.py (MockABCBleakClient)"),
+    {
+        "voltage": 27.554,
+        "current": 0.0,
+        "soc": 99,
+        "remaining_capacity": 106.048,
+        "cycles": 7,
+        "cell_voltages": [3.442, 3.496, 3.375, 3.464, 3.457, 3.429, 3.359, 3.42],
+        "temperatures": [20.0],
+        "design_capacity": 100,
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        "heating": False,
+        "balancing": False,
+        "alarms": [],
+        "device.model": "SOK-BMS",
+    },
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -930,6 +960,7 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     BUKNUWO,
     NEEY,
     NEEY_V2,
+    ABC,
 )
 """Every capture, in the issue's order of families."""
 
@@ -1011,6 +1042,20 @@ PROBLEM_FRAMES: Final[tuple[ProblemFrame, ...]] = (
         bytes.fromhex("7B0120005314D300D200B400BEFB8761C2753000000000000800000000000E000200647D"),
         AIOBMSBLE.format("tests/bms/test_braunpwr_bms.py test_problem_response (problem_code 0x2)"),
         {"extras.problem_code": 0x2, "alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        ABC,
+        "problems",
+        bytes.fromhex("CCF969000000000000000000000000000000001D"),
+        AIOBMSBLE.format("tests/bms/test_abc_bms.py test_problem_response (first_bit, problem_code 0x1)"),
+        {"alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        ABC,
+        "problems",
+        bytes.fromhex("CCF9000000000000000000000000000000690005"),
+        AIOBMSBLE.format("tests/bms/test_abc_bms.py test_problem_response (last_bit, problem_code 0x8000)"),
+        {"alarms": ["system_fault"]},
     ),
     ProblemFrame(
         CBTPWR_VB,

@@ -187,9 +187,19 @@ class RequestSpec(_Strict):
     timeout: Real | None = Field(default=None, gt=0)
     streaming: bool = False
     """The BMS keeps sending this reply after one request; re-send only when no fresh frame came."""
+    follows: bool = False
+    """Engine 5: no request of its own but a further reply of the request before it (ABC answers one request
+    with several frame types): nothing is written, and frames that arrived since that request are kept."""
 
     @model_validator(mode="after")
     def _listen_streams(self) -> Self:
+        if self.follows:
+            if self.frame or self.streaming or self.reply is None or self.when != "always":
+                raise ValueError(
+                    "a 'follows' request writes nothing (frame: ''), needs a reply, and neither streams "
+                    "nor waits for the connection (when: connect)"
+                )
+            return self
         if not self.frame and not (self.streaming and self.reply is not None):
             raise ValueError("an empty frame (listen: nothing is written) needs streaming: true and a reply")
         return self
@@ -407,6 +417,10 @@ class ProtocolDefinition(_Strict, CanonicalModel):
             raise ValueError("commands are not supported with hex-text framing yet")
         keyed = self.framing.key is not None
         for index, request in enumerate(self.requests):
+            if request.follows and (index == 0 or self.requests[index - 1].streaming):
+                raise ValueError(
+                    f"requests[{index}] ({request.name}) follows no request it could be a further reply of"
+                )
             if request.reply is not None:
                 if request.reply not in self.replies:
                     raise ValueError(

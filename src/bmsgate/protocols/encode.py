@@ -63,8 +63,10 @@ def encode_frame(
 ) -> bytes:
     """One complete reply frame: the payload from the encoders, wrapped in the framing."""
     payload = bytearray(_payload_size(reply, state, variables))
-    if reply.spec.index is not None:
-        payload[reply.spec.index.at] = (reply.spec.index.base + frame_index) & 0xFF
+    index = reply.spec.index
+    if index is not None:
+        number = frame_index * reply.per_frame if index.numbers == "items" else frame_index
+        payload[index.at] = (index.base + number) & 0xFF
     for encoder in encoders:
         encoder(payload, state, variables)
     if framing.fixed_length is not None:
