@@ -933,6 +933,262 @@ ABC: Final = FamilyCapture(
     },
 )
 
+GREENWAY: Final = FamilyCapture(
+    "greenway",
+    {
+        "manufacturer": _frames("4716012010475245454E5741590000000000000000F0"),
+        "bms_type": _frames("4716012120444D33333732303038000000000000000000000000000000000000000000000097"),
+        "serial_number": _frames("4716012320353643303032353341303030333700000000000000000000000000000000000084"),
+        "voltage": _frames("47160109047C39010021"),
+        "current": _frames("4716010A047B3A000021"),
+        "soc": _frames("4716010D044A000000B9"),
+        "soh": _frames("4716010E0464000000D4"),
+        "remaining_capacity": _frames("4716010F040C6E0000EB"),
+        "cycles": _frames("47160117041000000089"),
+        "design_capacity": _frames("4716011804809300008D"),
+        "cells_1": _frames("4716012420B00FAD0FAE0FAD0FAF0FAF0FAB0FB10FB10FB20FAC0FAB0FAA0FAB0FAA0FA90F66"),
+        "cells_2": _frames("4716012520AA0FAB0FAA0FA90F00000000000000000000000000000000000000000000000087"),
+    },
+    AIOBMSBLE.format("tests/bms/test_greenway_bms.py (_PROTO_DEFS)"),
+    {
+        "voltage": 80.252,
+        "current": 14.971,
+        "soc": 74,
+        "soh": 100,
+        "remaining_capacity": 28.172,
+        "cycles": 16,
+        # aiobmsble floors the design capacity to whole Ah (37); the frame's comment says 37.760 Ah.
+        "design_capacity": 37.76,
+        "cell_voltages": [
+            4.016,
+            4.013,
+            4.014,
+            4.013,
+            4.015,
+            4.015,
+            4.011,
+            4.017,
+            4.017,
+            4.018,
+            4.012,
+            4.011,
+            4.01,
+            4.011,
+            4.01,
+            4.009,
+            4.01,
+            4.011,
+            4.01,
+            4.009,
+        ],
+        "alarms": [],
+        # The frames' comments in the source: "GREENWAY", "DM3372008" (BMS type), "56C00253A00037" (serial).
+        "device.manufacturer": "GREENWAY",
+        "device.model": "DM3372008",
+        "device.serial_number": "56C00253A00037",
+    },
+)
+
+DOERRPWR: Final = FamilyCapture(
+    "doerrpwr",
+    {
+        "status": [
+            b":01540100EC000102030405060D450D480D430D4100000000000000000000000000000000000000000000000"
+            b"0F00000004646464610EE000000007FFFFFFF3511000704000163000249F0000262B7000249F0000105F0000"
+            b"6000100000000000000000000000000000000000000000000000000009F~"
+        ]
+    },
+    AIOBMSBLE.format("tests/bms/test_doerrpwr_bms.py (MockDoerrPBleakClient)"),
+    {
+        "voltage": 13.585,
+        "current": 0.0,
+        "soc": 99,
+        "cycles": 1,
+        "design_capacity": 150,
+        "cell_voltages": [3.397, 3.4, 3.395, 3.393],
+        "temperatures": [30.0, 30.0, 30.0, 30.0],
+        # aiobmsble's cycle_charge (148.5) is its estimate, design capacity x SoC: no frame field.
+    },
+)
+
+ECTIVE: Final = FamilyCapture(
+    "ective",
+    {
+        # Garbage before and after the frame, as the source sends it.
+        "status": [
+            b"6F2\x00^84350000F8CDFFFF2CF9020097016200E10B000000005E0D710D650D5E0D"
+            b"000000000000000000000000000000000000000000000000094F\xafF833000000000000" + b"\x00" * 8
+        ]
+    },
+    AIOBMSBLE.format("tests/bms/test_ective_bms.py (_PROTO_DEFS 0x5E)"),
+    {
+        "voltage": 13.7,
+        "current": -12.808,
+        "soc": 98,
+        "cycles": 407,
+        "remaining_capacity": 194.86,
+        "cell_voltages": [3.422, 3.441, 3.429, 3.422],
+        "temperatures": [30.95],
+        "extras.problem_code": 0,
+        "alarms": [],
+    },
+)
+ECTIVE_83: Final = FamilyCapture(
+    "ective",
+    {
+        "status": [
+            b"\x836234000076FEFFFF888A010016006200530B008007B4160D170D190D1C0D000000000000000000000000000000000000000"
+            b"00000000007C2" + b"\x11" * 8
+        ]
+    },
+    AIOBMSBLE.format("tests/bms/test_ective_bms.py (_PROTO_DEFS 0x83)"),
+    {
+        "voltage": 13.41,
+        "current": -0.394,
+        "soc": 98,
+        "cycles": 22,
+        "remaining_capacity": 101,
+        "cell_voltages": [3.35, 3.351, 3.353, 3.356],
+        "temperatures": [16.75],
+        "extras.problem_code": 0,
+        "alarms": [],
+    },
+    vector="83",
+)
+
+EPOCH_PRO: Final = FamilyCapture(
+    "epoch-pro",
+    {
+        "system": _frames(
+            "FAF316016E0000000004B00000005B0064238C14C90000010E00000000187A00000000000000000000000000000000000200"
+            "00000000000CFD0CFF001B001B3230312D003100003230312D003400003130302D003100003130302D003100000000000000"
+            "0000000038AAA802AAAAA80082003C6B2F"
+        ),
+        "pack_1": _frames(
+            "FAF31601A4024001E00258012CC878000000007530000A00000C2C00000000797C00100CFE0CFD00100007001B001B000400"
+            "0314C9000010040000000000000000000000000000038E006400000CFE0CFD0CFD0CFD0CFE0CFE0CFD0CFD0CFE0CFE0CFE0C"
+            "FE0CFE0CFF0CFE0CFE001B001B001B001B0022001D001D0C1700120000000000000000000031363600003100000000000000"
+            "0000000000000032333131333030313032383375B5"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_epoch_pro_bms.py (MockEpochProBleakClient: overall, pack 1)"),
+    {
+        "voltage": 53.21,
+        "current": 0,
+        "soc": 91,
+        # pack_cycles [10, 10]; pack 1's value.
+        "cycles": 10,
+        # The first 16 of the 32 stated cells: pack 1's (pack 2 is not read).
+        "cell_voltages": [
+            3.326,
+            3.325,
+            3.325,
+            3.325,
+            3.326,
+            3.326,
+            3.325,
+            3.325,
+            3.326,
+            3.326,
+            3.326,
+            3.326,
+            3.326,
+            3.327,
+            3.326,
+            3.326,
+        ],
+        # temp_values [27] * 8: four sensors per pack.
+        "temperatures": [27, 27, 27, 27],
+        "extras.system_temperature": 27.0,
+        "extras.pack_count": 2,
+        "extras.pack_1_voltage": 53.21,
+        "extras.pack_1_current": 0.0,
+        "extras.pack_1_soc": 91.0,
+        "alarms": [],
+    },
+)
+
+SAFTKISTE: Final = FamilyCapture(
+    "saftkiste",
+    {
+        "login": _frames("F0FF00E0930400978D04002C01A834B8FF2F0D240D2D0D280D21004705C2050001000000040E6A"),
+        "start": _frames(
+            "F0FF430101E780696F232723E1229A2253220D22C6217F213721EF20A6205D201420CB1F841F461F0D1FF11EC61EA31E701E"
+            "2E1EE71D9F1D571D0F1DC71C7F1C371CEF1BA61B5F1B171BCF1A871A3F1AF719AF196E193B191219F518DD18C31895185718"
+            "1118C917E92644"
+        ),
+        "status": _frames(
+            "F0FF02E0930400A78A04002C010C36F5FF840D7F0D850D840D2100B102FE020001000000040E000000030003010012"
+        ),
+        "charge": _frames("F0FF030000437429784A690000000103B03242470100C126E09304000003032CC5020006000000000000FF6E"),
+    },
+    AIOBMSBLE.format("tests/bms/test_saftkiste_bms.py (_PROTO_DEFS)"),
+    {
+        "voltage": 13.836,
+        "current": -0.11,
+        # aiobmsble states 99.2 (its value rounded); the frame says 9921 (0.01 %).
+        "soc": 99.21,
+        "cycles": 33,
+        "design_capacity": 300,
+        "remaining_capacity": 297.639,
+        "cell_voltages": [3.46, 3.455, 3.461, 3.46],
+    },
+)
+
+PRO: Final = FamilyCapture(
+    "pro",
+    {
+        "initialise": _frames("55AA080380AA01040000002C52"),
+        "values": _frames(
+            "55AA2D0480AA01701C05000096090080E2000000AD19000033000000CA050000890C0000770B0000044E000082648E684000"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_pro_bms.py (RECORDED_PACKETS init_response, data_discharging)"),
+    {
+        "voltage": 13.08,
+        "current": -2.454,
+        "soc": 51,
+        "remaining_capacity": 65.73,
+        "extras.temperature": 22.6,
+        "alarms": [],
+        "cell_voltages": [],
+    },
+)
+PRO_CHARGING: Final = FamilyCapture(
+    "pro",
+    {
+        "initialise": _frames("55AA080380AA01040000002C52"),
+        "values": _frames(
+            "55AA2D0480AA01703B05000066340000DA00000057100000200000008601000029460000580A0000EB4600000BD98C68AFFF"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_pro_bms.py (RECORDED_PACKETS init_response, data_charging)"),
+    {
+        "voltage": 13.39,
+        "current": 13.414,
+        "soc": 32,
+        "remaining_capacity": 41.83,
+        "extras.temperature": 21.8,
+        "alarms": [],
+    },
+    vector="charging",
+)
+
+LIPOWER: Final = FamilyCapture(
+    "lipower",
+    {"device_22": _frames("2203100076006305CF001600010008008900019ECF")},
+    AIOBMSBLE.format("tests/bms/test_lipower_bms.py (MockLiPwrBleakClient, device 0x22)"),
+    {
+        "voltage": 13.7,
+        "current": -0.08,
+        "soc": 99,
+        # aiobmsble's cycle_charge.
+        "remaining_capacity": 118,
+        "cell_voltages": [],
+        "alarms": [],
+    },
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -961,6 +1217,15 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     NEEY,
     NEEY_V2,
     ABC,
+    GREENWAY,
+    DOERRPWR,
+    ECTIVE,
+    ECTIVE_83,
+    EPOCH_PRO,
+    SAFTKISTE,
+    PRO,
+    PRO_CHARGING,
+    LIPOWER,
 )
 """Every capture, in the issue's order of families."""
 
@@ -1070,6 +1335,29 @@ PROBLEM_FRAMES: Final[tuple[ProblemFrame, ...]] = (
         _CBTPWR_VB_ANALOG.replace(b"{}", b"800000000000EF58"),
         AIOBMSBLE.format("tests/bms/test_cbtpwr_vb_bms.py test_problem_response (last_bit, problem_code 1 << 47)"),
         {"alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        PRO,
+        "values",
+        bytes.fromhex(
+            "55AA2D0480AA01701C05000096090081E2000000AD19000033000000CA050000890C0000770B0000044E000082648E684000"
+        ),
+        AIOBMSBLE.format("tests/bms/test_pro_bms.py (RECORDED_PACKETS data_with_protection, problem_code 1)"),
+        {"alarms": ["system_fault"], "current": -2.454},
+    ),
+    ProblemFrame(
+        ECTIVE,
+        "status",
+        _TOPBAND_PROBLEM.replace(b"{}", b"01", 1).replace(b"{}", b"0890"),
+        AIOBMSBLE.format("tests/bms/test_ective_bms.py test_problem_response (first_bit, problem_code 1)"),
+        {"extras.problem_code": 1, "alarms": ["system_fault"], "current": -13.0},
+    ),
+    ProblemFrame(
+        ECTIVE,
+        "status",
+        _TOPBAND_PROBLEM.replace(b"{}", b"80", 1).replace(b"{}", b"090F"),
+        AIOBMSBLE.format("tests/bms/test_ective_bms.py test_problem_response (last_bit, problem_code 128)"),
+        {"extras.problem_code": 128, "alarms": ["system_fault"], "current": -13.0},
     ),
 )
 """Frames with alarm bits set, checked against the captures they modify (not conformance vectors)."""

@@ -20,6 +20,8 @@ def test_an_alias_resolves_to_its_protocol() -> None:
     assert get_protocol("ag") is get_protocol("ej")
     assert get_protocol("eleksol").name == "jbd"
     assert get_protocol("redodo").name == "litime"
+    assert get_protocol("ective").name == "topband"
+    assert get_protocol("nordicnus").name == "ej"
 
 
 def test_a_config_may_name_an_alias() -> None:
@@ -30,7 +32,10 @@ def test_a_config_may_name_an_alias() -> None:
 
 
 def test_an_unknown_name_lists_the_aliases_too() -> None:
-    with pytest.raises(DefinitionError, match=r"available: abc, ant, .*\bej\b.*; aliases: ag \(ej\), eleksol \(jbd\)"):
+    with pytest.raises(
+        DefinitionError,
+        match=r"available: abc, ant, .*\bej\b.*; aliases: ag \(ej\), ective \(topband\), eleksol \(jbd\)",
+    ):
         default_catalog().get(Kind.PROTOCOL, "no-such-family")
 
 

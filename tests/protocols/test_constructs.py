@@ -115,3 +115,28 @@ def test_sign_magnitude_is_validated(field: dict[str, Any], reason: str) -> None
     data = _field_definition({"target": "current", "at": 0, **field})
     with pytest.raises(DefinitionError, match=reason):
         definition_from_mapping(data, source="sm.yaml")
+
+
+def test_a_service_data_matcher_is_an_engine_5_construct() -> None:
+    assert ENGINE_VERSION >= 5
+    data = _definition(match=[{"service_uuid": "ffe0", "service_data_uuid": "3333"}])
+    definition = definition_from_mapping(data, source="sd.yaml")
+    assert "match.service_data_uuid" in constructs_used(definition)
+    with pytest.raises(DefinitionError, match=r"uses match.service_data_uuid but 'requires' does not list it"):
+        definition_from_mapping({**data, "requires": ["checksum.sum8"]}, source="sd.yaml")
+    (matcher,) = definition.match
+
+    def matches(*service_data: str) -> bool:
+        return matcher.matches(
+            name=None,
+            address=None,
+            service_uuids=["0000ffe0-0000-1000-8000-00805f9b34fb"],
+            manufacturer_ids=[],
+            service_data_uuids=service_data,
+        )
+
+    assert matches("3333")
+    assert matches("00003333-0000-1000-8000-00805f9b34fb")
+    assert not matches("ffe1")
+    assert not matches()
+    assert definition_from_mapping(_definition(match=[{"service_data_uuid": "ffe1"}])).match[0].service_data_uuid

@@ -47,6 +47,27 @@ ALL = default_catalog().protocols()
             "topband",
         ),
         (Advertisement(address="AA:BB:CC:00:44:57", service_uuids=("fff0",), manufacturer_data={76: b""}), "topband"),
+        # aiobmsble ective_bms.py: $PFLAC* / NWJ20* / ZM20* with service ffe0 (alias `ective` of topband).
+        (Advertisement(address="AA:BB:CC:00:44:58", name="$PFLAC12100", service_uuids=("ffe0",)), "topband"),
+        (Advertisement(address="AA:BB:CC:00:44:59", name="NWJ20-0042", service_uuids=("ffe0",)), "topband"),
+        (Advertisement(address="AA:BB:CC:00:44:5A", name="ZM20-0042", service_uuids=("ffe0",)), "topband"),
+        # aiobmsble nordicnus_bms.py: G-* with the Nordic UART service (alias `nordicnus` of ej).
+        (
+            Advertisement(
+                address="AA:BB:CC:00:88:99",
+                name="G-12V300Ah-0345",
+                service_uuids=("6e400001-b5a3-f393-e0a9-e50e24dcca9e",),
+            ),
+            "ej",
+        ),
+        # aiobmsble greenway_bms.py: address prefix C4:A9:B8 with service fff0.
+        (Advertisement(address="C4:A9:B8:12:34:56", name="GW-BMS", service_uuids=("fff0",)), "greenway"),
+        # aiobmsble pro_bms.py: the name "Pro BMS" with service fff0.
+        (Advertisement(address="AA:BB:CC:00:BB:CC", name="Pro BMS", service_uuids=("fff0",)), "pro"),
+        # aiobmsble lipower_bms.py: service af30.
+        (Advertisement(address="AA:BB:CC:00:DD:EE", name="LiPower", service_uuids=("af30",)), "lipower"),
+        # aiobmsble saftkiste_bms.py: manufacturer id 4660.
+        (Advertisement(address="AA:BB:CC:00:CC:DD", manufacturer_data={4660: b"\x01\x02\x03"}), "saftkiste"),
     ],
 )
 def test_each_new_family_is_identified_alone(advertisement: Advertisement, family: str) -> None:
@@ -104,3 +125,39 @@ def test_daren_names_are_claimed_with_jbd_by_their_shared_service() -> None:
 def test_ecoworthy_is_identified_alone(advertisement: Advertisement) -> None:
     # aiobmsble ecoworthy_bms.py: "ECO-WORTHY 02_*" alone, "DCHOUSE*" / "ECO-WORTHY*" with service fff0.
     assert [match.protocol for match in match_advertisement(advertisement, ALL)] == ["ecoworthy"]
+
+
+def test_doerr_is_told_from_powerboozt_by_its_service_data() -> None:
+    # aiobmsble doerrpwr_bms.py: "BT-Battery*" with service data for ffe1; PowerBoozt modules advertise the
+    # same names with manufacturer id 32516 and service fff0.
+    doerr = Advertisement(
+        address="AA:BB:CC:00:99:AA", name="BT-Battery-0042", service_data={normalize_uuid("ffe1"): b"\x01"}
+    )
+    assert [match.protocol for match in match_advertisement(doerr, ALL)] == ["doerrpwr"]
+    powerboozt = Advertisement(
+        address="AA:BB:CC:00:99:AB",
+        name="BT-Battery-0043",
+        service_uuids=(normalize_uuid("fff0"),),
+        manufacturer_data={32516: b""},
+    )
+    assert [match.protocol for match in match_advertisement(powerboozt, ALL)] == ["pwrboozt"]
+
+
+def test_epoch_pro_is_identified_by_service_and_service_data() -> None:
+    # aiobmsble epoch_pro_bms.py: service ffe0 with service data for 3333 (no name); ffe0 alone is not enough.
+    epoch = Advertisement(
+        address="AA:BB:CC:00:AA:BB",
+        service_uuids=(normalize_uuid("ffe0"),),
+        service_data={normalize_uuid("3333"): b""},
+    )
+    matches = match_advertisement(epoch, ALL)
+    assert [match.protocol for match in matches] == ["epoch-pro"]
+    assert matches[0].reason == "service ffe0 + service data 3333"
+    bare = Advertisement(address="AA:BB:CC:00:AA:BC", service_uuids=(normalize_uuid("ffe0"),))
+    assert "epoch-pro" not in [match.protocol for match in match_advertisement(bare, ALL)]
+
+
+def test_greenway_needs_its_address_prefix() -> None:
+    # Service fff0 alone is shared by many modules.
+    other = Advertisement(address="AA:BB:CC:12:34:56", service_uuids=(normalize_uuid("fff0"),))
+    assert "greenway" not in [match.protocol for match in match_advertisement(other, ALL)]

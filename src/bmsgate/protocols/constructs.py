@@ -32,11 +32,11 @@ Topband), ``difference``, ``derive.voltage_from_cells`` and the ``sum8_not`` che
 that are one protocol), ``starts`` (several one-byte frame types in front of hex text, Topband), ``listen``
 (a streaming request that writes nothing), ``strip_bytes`` (NULs in hex text, PowerBoozt),
 ``frame_per_chunk`` (a notification is a frame, ECO-WORTHY) and the ``crc16_xmodem`` checksum (Seplos V2);
-level 5 ``prefix`` (the pack's address in front of a frame, ECO-WORTHY protocol version 2) and
-``reply_of_request`` (replies without a key answer the request just sent, CBT Power VB); from level 5 a
-non-finite ``f32`` is no value instead of a refused frame (NEEY); for ABC ``follows`` (one request answered
-by several frame types), ``index_items`` (frames numbered by their first item), ``s24`` and lists of
-3-byte items or with a ``stride``."""
+level 5 ``match.service_data_uuid`` (an advertisement matcher on a service-data UUID, Epoch Pro), ``prefix``
+(the pack's address in front of a frame, ECO-WORTHY protocol version 2), ``reply_of_request`` (replies without
+a key answer the request just sent, CBT Power VB), and for ABC ``follows`` (one request answered by several
+frame types), ``index_items`` (frames numbered by their first item), ``s24`` and lists of 3-byte items or with
+a ``stride``; from level 5 a non-finite ``f32`` is no value instead of a refused frame (NEEY)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -81,6 +81,7 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "follows": "a further reply of the request before it: nothing written, what arrived kept (engine 5)",
     "index": "one reply spread over numbered frames",
     "index_items": "numbered frames whose number is that of their first item (index.numbers: items; engine 5)",
+    "match.service_data_uuid": "an advertisement matcher on a service-data UUID (engine 5)",
     "listen": "a streaming request that writes nothing: the BMS sends on its own (frame: ''; engine 4)",
     "prefix": "bytes a frame may carry before its start marker, which select its layout (engine 5)",
     "reply_of_request": "replies carry no key: each answers the request just sent (key.in_replies: false; engine 5)",
@@ -164,6 +165,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "listen": any(not request.frame and not request.follows for request in definition.requests),
         "prefix": framing.prefix is not None,
         "reply_of_request": framing.key is not None and not framing.key.in_replies,
+        "match.service_data_uuid": any(matcher.service_data_uuid is not None for matcher in definition.match),
         "request_checksum": framing.request_checksum is not None,
         "starts": bool(framing.starts),
         "strip_bytes": bool(framing.strip_bytes),

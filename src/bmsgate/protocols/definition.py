@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, Self
 
@@ -122,6 +122,8 @@ class AdvertisementMatcher(_Strict):
     manufacturer_id: int | None = Field(default=None, ge=0, le=0xFFFF)
     address_prefix: str | None = None
     """Leading octets of the MAC address, e.g. ``A4:C1:37``."""
+    service_data_uuid: Uuid | None = None
+    """A UUID the advertisement carries service data for (engine 5; Epoch Pro advertises no name, only this)."""
 
     @field_validator("address_prefix")
     @classmethod
@@ -133,10 +135,18 @@ class AdvertisementMatcher(_Strict):
     @model_validator(mode="after")
     def _not_empty(self) -> Self:
         if all(
-            value is None for value in (self.local_name, self.service_uuid, self.manufacturer_id, self.address_prefix)
+            value is None
+            for value in (
+                self.local_name,
+                self.service_uuid,
+                self.manufacturer_id,
+                self.address_prefix,
+                self.service_data_uuid,
+            )
         ):
             raise ValueError(
-                "a matcher needs at least one of local_name, service_uuid, manufacturer_id, address_prefix"
+                "a matcher needs at least one of local_name, service_uuid, manufacturer_id, address_prefix, "
+                "service_data_uuid"
             )
         return self
 
@@ -147,6 +157,7 @@ class AdvertisementMatcher(_Strict):
         address: str | None,
         service_uuids: list[str],
         manufacturer_ids: list[int],
+        service_data_uuids: Sequence[str] = (),
     ) -> bool:
         """True when every condition of this matcher holds for the advertisement."""
         if self.local_name is not None and not (name and fnmatch.fnmatchcase(name.lower(), self.local_name.lower())):
@@ -154,6 +165,10 @@ class AdvertisementMatcher(_Strict):
         if self.service_uuid is not None and self.service_uuid not in {normalize_uuid(uuid) for uuid in service_uuids}:
             return False
         if self.manufacturer_id is not None and self.manufacturer_id not in manufacturer_ids:
+            return False
+        if self.service_data_uuid is not None and self.service_data_uuid not in {
+            normalize_uuid(uuid) for uuid in service_data_uuids
+        }:
             return False
         return self.address_prefix is None or bool(address and address.upper().startswith(self.address_prefix))
 
@@ -506,10 +521,17 @@ class ProtocolDefinition(_Strict, CanonicalModel):
         address: str | None,
         service_uuids: list[str],
         manufacturer_ids: list[int],
+        service_data_uuids: Sequence[str] = (),
     ) -> bool:
         """True when any advertisement matcher fits."""
         return any(
-            matcher.matches(name=name, address=address, service_uuids=service_uuids, manufacturer_ids=manufacturer_ids)
+            matcher.matches(
+                name=name,
+                address=address,
+                service_uuids=service_uuids,
+                manufacturer_ids=manufacturer_ids,
+                service_data_uuids=service_data_uuids,
+            )
             for matcher in self.match
         )
 

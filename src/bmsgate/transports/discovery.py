@@ -116,6 +116,8 @@ def describe_matcher(matcher: AdvertisementMatcher) -> str:
         parts.append(f"manufacturer 0x{matcher.manufacturer_id:04x}")
     if matcher.address_prefix is not None:
         parts.append(f"address {matcher.address_prefix}")
+    if matcher.service_data_uuid is not None:
+        parts.append(f"service data {short_uuid(matcher.service_data_uuid)}")
     return " + ".join(parts)
 
 
@@ -128,6 +130,7 @@ def match_advertisement(advertisement: Advertisement, protocols: Iterable[Compil
     found: list[ProtocolMatch] = []
     service_uuids = list(advertisement.service_uuids)
     manufacturer_ids = list(advertisement.manufacturer_data)
+    service_data_uuids = list(advertisement.service_data)
     for protocol in protocols:
         for matcher in protocol.definition.match:
             if matcher.matches(
@@ -135,6 +138,7 @@ def match_advertisement(advertisement: Advertisement, protocols: Iterable[Compil
                 address=advertisement.address,
                 service_uuids=service_uuids,
                 manufacturer_ids=manufacturer_ids,
+                service_data_uuids=service_data_uuids,
             ):
                 found.append(ProtocolMatch(protocol.name, describe_matcher(matcher)))
                 break
