@@ -11,10 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bmsgate.errors import DecodeError, DefinitionError
+from bmsgate.errors import BmsgateError, DecodeError, DefinitionError
 from bmsgate.protocols import (
     Action,
+    GiveUp,
     PollSession,
     SnapshotReady,
     WaitUntil,
@@ -166,3 +169,37 @@ def test_a_list_with_gaps_of_a_struct_type() -> None:
         20.0,
         30.0,
     )
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    order=st.permutations(range(6)),
+    edits=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 19), st.integers(0, 255)), max_size=3),
+    extra=st.lists(st.binary(max_size=24), max_size=3),
+)
+def test_fuzz_a_poll_fed_any_frames_in_any_order_ends_or_waits(
+    order: list[int], edits: list[tuple[int, int, int]], extra: list[bytes]
+) -> None:
+    # The follow-up bookkeeping (frames kept for a later `follows` request) under reordered, corrupted and
+    # extra frames: the session only ever waits, writes, completes or gives up with our errors.
+    frames = [bytearray(frame) for frame in (F0, F2, F3, CELLS_1_4, CELLS_5_8, F1)]
+    for which, position, value in edits:
+        frames[which][position] = value
+    session = PollSession(PROTOCOL, battery_id="fuzz")
+    session.connection_reset()
+    actions = session.start_poll(0.0)
+    now = 0.0
+    for chunk in [bytes(frames[index]) for index in order] + extra:
+        now += 0.05
+        actions = session.feed(chunk, now)
+    for _ in range(40):
+        last = actions[-1] if actions else None
+        if isinstance(last, SnapshotReady | GiveUp):
+            break
+        assert isinstance(last, WaitUntil), actions
+        now = max(now, last.deadline)
+        actions = session.tick(now)
+    last = actions[-1]
+    assert isinstance(last, SnapshotReady | GiveUp)
+    if isinstance(last, GiveUp):
+        assert isinstance(last.error, BmsgateError)
