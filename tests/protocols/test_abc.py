@@ -203,3 +203,10 @@ def test_fuzz_a_poll_fed_any_frames_in_any_order_ends_or_waits(
     assert isinstance(last, SnapshotReady | GiveUp)
     if isinstance(last, GiveUp):
         assert isinstance(last.error, BmsgateError)
+
+
+def test_an_absent_cell_in_the_middle_of_a_frame_keeps_the_others_in_place() -> None:
+    # Cell 2 reads 0 V (no value): cells 3 and 4 stay cells 3 and 4, and the gap is reported, not hidden.
+    gap = _edited(CELLS_1_4, 7, bytes(3))
+    with pytest.raises(DecodeError, match="cell_voltages item 2 is missing"):
+        PROTOCOL.decode([F0, gap, CELLS_5_8], timestamp=0.0)

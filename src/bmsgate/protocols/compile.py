@@ -437,19 +437,36 @@ def _compile_list(
     # Non-finite floats (NaN, infinities) are dropped like `absent` markers: a float slot without a value.
     finite_only = field.type == "f32"
 
-    def read_values(payload: bytes, n: int) -> list[Any]:
-        needed = at + stride * (n - 1) + size if n else at
-        if needed > len(payload):
-            raise DecodeError(f"{where}: {n} values need {needed} payload bytes, frame has {len(payload)}")
-        raw = unpacker[n](payload, at)
-        if absent:
-            raw = tuple(value for value in raw if value not in absent)
-        if finite_only:
-            raw = tuple(value for value in raw if math.isfinite(value))
+    def converted(raw: tuple[Any, ...]) -> list[Any]:
         if identity:
             # Snapshot lists hold floats even when the raw unit needs no scaling (stable JSON types).
             return list(map(float, raw)) if as_float else list(raw)
         return scaled(raw)
+
+    def read_raw(payload: bytes, n: int) -> tuple[Any, ...]:
+        needed = at + stride * (n - 1) + size if n else at
+        if needed > len(payload):
+            raise DecodeError(f"{where}: {n} values need {needed} payload bytes, frame has {len(payload)}")
+        return unpacker[n](payload, at)
+
+    def read_values(payload: bytes, n: int) -> list[Any]:
+        raw = read_raw(payload, n)
+        if absent:
+            raw = tuple(value for value in raw if value not in absent)
+        if finite_only:
+            raw = tuple(value for value in raw if math.isfinite(value))
+        return converted(raw)
+
+    def read_positioned(payload: bytes, n: int) -> list[tuple[int, Any]]:
+        """(offset in the frame's slice, value) of the items present: an absent one leaves its place empty."""
+        raw = read_raw(payload, n)
+        kept = [
+            (offset, value)
+            for offset, value in enumerate(raw)
+            if value not in absent and not (finite_only and not math.isfinite(value))
+        ]
+        values = converted(tuple(value for _, value in kept))
+        return [(offset, value) for (offset, _), value in zip(kept, values, strict=True)]
 
     if index is None and fixed_count is not None and extras_name is None:
         # The common table (cell voltages, sensors): one precompiled unpack; the layout's min_payload
@@ -498,7 +515,7 @@ def _compile_list(
                 raise DecodeError(f"{where}: frame number {payload[index_at]} is below {index_base}")
             first = number * per_number
             placed = out.setdefault(POSITIONED, {}).setdefault(target, {})
-            for offset, value in enumerate(read_values(payload, fixed_count)):
+            for offset, value in read_positioned(payload, fixed_count):
                 placed[first + offset] = value
 
         step = decode_positioned
