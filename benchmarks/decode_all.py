@@ -32,6 +32,8 @@ def _poll(name: str) -> tuple[list[bytes], list[Frame]]:
     assembler = protocol.new_assembler()
     frames: list[Frame] = []
     for request in protocol.requests:
+        if request.follows:
+            continue  # its reply came with the request before it (the simulator sends both)
         # What goes on the wire (hex text for E&J-style framings); a listening request writes nothing and
         # takes what the BMS sends on its own.
         replies = (

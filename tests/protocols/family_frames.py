@@ -701,6 +701,238 @@ ECOWORTHY: Final = FamilyCapture(
     },
 )
 
+# Protocol version 2: the pack's address (E2:E7:79:00:00:00 in the test) in front of the frame type.
+ECOWORTHY_V2: Final = FamilyCapture(
+    "ecoworthy",
+    {
+        "status": _frames(
+            "E2E779000000A100000803440008006200640530FFC400002710000100010000000000000000000100020000FFFF0000"
+            "0000000000000000000100000000000000000000000000000000000000000000D3F6"
+        ),
+        "cells": _frames(
+            "E2E779000000A2000008035600040CFB0CFC0CFB0CF5FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF"
+            "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF000200DC00D6FC18FC18FC18FC18FC18FC18FC18110E"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_ecoworthy_bms.py (_PROTO_DEFS 0x2, protocol version 2, MAC in front)"),
+    {
+        "voltage": 13.28,
+        "current": -6.0,
+        "soc": 98,
+        "soh": 100,
+        "design_capacity": 100,
+        "cell_voltages": [3.323, 3.324, 3.323, 3.317],
+        "temperatures": [22.0, 21.4],
+        "extras.problem_code": 0,
+        "alarms": [],
+    },
+    vector="protocol-v2",
+)
+
+# CBT Power VB: Pylontech-style hex text; the problem bytes sit just before the LRC.
+_CBTPWR_VB_ANALOG: Final = b"~220146006046040D000CFE0CFE0CFE02003E0049000000850060070000008600000000{}\r"
+CBTPWR_VB: Final = FamilyCapture(
+    "cbtpwr-vb",
+    {
+        "analog": [_CBTPWR_VB_ANALOG.replace(b"{}", b"000000000000EF60")],
+        "capacity": [b"~22014600C00407D0FCBF\r"],
+    },
+    AIOBMSBLE.format("tests/bms/test_cbtpwr_vb_bms.py (MockCBTpwrVBBleakClient)"),
+    {
+        "voltage": 13.3,
+        "current": 0.0,
+        "soc": 96,
+        "cycles": 0,
+        "cell_voltages": [3.328, 3.326, 3.326, 3.326],
+        "design_capacity": 200,
+        "temperatures": [6.2, 7.3],
+        "alarms": [],
+        # aiobmsble's cycle_charge (192.0) is its estimate, design capacity x SoC: no frame field.
+    },
+)
+
+PYLONTECH: Final = FamilyCapture(
+    "pylontech",
+    {
+        "serial_number": _frames("010310413233313031353030303030303030318504"),
+        "status": _frames("01031A052CFFD00CF00CEF00960096005B0063003F00000B9003E803E845D8"),
+    },
+    AIOBMSBLE.format("tests/bms/test_pylontech_bms.py (a recorded RT12100G31 discharging at about 4.8 A)"),
+    {
+        "voltage": 13.24,
+        "current": -4.8,
+        "soc": 91,
+        "soh": 99,
+        "design_capacity": 100,
+        # aiobmsble lists the two aggregates as two "cells" and two "sensors"; here they are extras.
+        "extras.cell_voltage_max": 3.312,
+        "extras.cell_voltage_min": 3.311,
+        "extras.temperature_max": 15.0,
+        "extras.temperature_min": 15.0,
+        "extras.reported_power": 63,
+        "extras.lifetime_energy": 296.0,
+        "extras.allowed_current": 100.0,
+        "cell_voltages": [],
+        "device.serial_number": "A231015000000001",
+    },
+)
+
+BUKNUWO: Final = FamilyCapture(
+    "buknuwo",
+    {
+        "status": _frames("01031A0184055900630064205620A1232800010000000480002D000000219B"),
+        "mosfet_temperature": _frames("01030200BBF837"),
+        "temperatures": _frames("010316000100C3000000000000000000000000000000000000C8E7"),
+    },
+    AIOBMSBLE.format("tests/bms/test_buknuwo_bms.py (MockBuknuwoBleakClient)"),
+    {
+        "current": 3.88,
+        "voltage": 13.69,
+        "soc": 99,
+        "soh": 100,
+        "remaining_capacity": 82.78,
+        "design_capacity": 90,
+        "cycles": 1,
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        "mosfet_temperature": 18.7,
+        "temperatures": [19.5],
+        # aiobmsble: problem, problem_code 0x480000000 (bytes 22 and 23: 0x04, 0x80)
+        "extras.status_word_9": 0x0004,
+        "extras.status_word_10": 0x8000,
+        "alarms": ["system_fault"],
+        "cell_voltages": [],
+    },
+)
+
+_NEEY_SOURCE: Final = AIOBMSBLE.format("tests/bms/test_neey_bms.py (_PROTO_DEFS {})")
+
+NEEY: Final = FamilyCapture(
+    "neey",
+    {
+        "device_info": _frames(
+            "55AA11010100640047572D3234533445420000000000000048572D322E382E305A482D312E322E3356312E302E3000003230"
+            "3232303533310500000001910A0000000000000000000000000000000000000000000000000000000000000000000000ABFF"
+        ),
+        "cell_info": _frames(
+            "55AA110102002C0138E7FA5040B6045140850E5140F0055140B6045140751E51407F4F5140430251401C3D5140786A5140FE"
+            "825140167E5140BC765140167E51408B805140CA665140000000000000000000000000000000000000000000000000000000"
+            "00000000003593243E6894263E3D251B3E908E1B3EB3F3233E2E91253EC61B1A3E4A7C1C3E6F1B1A3EC2431B3E851E183E4B"
+            "27193E5EDF183ED0EB1A3EE6D4183E0CFE183E00000000000000000000000000000000000000000000000000000000000000"
+            "00DE405142DE4051400017083C0A000F0519A182C0C3F54842C3F54842000000000000000000000000000000000000000000"
+            "00000000762E090000000000000000000000000000000000000000000000000000000000000000000000000000000000B6FF"
+        ),
+    },
+    _NEEY_SOURCE.format('"v1"'),
+    {
+        # aiobmsble rounds the floats to 3 decimals.
+        "voltage": 52.313,
+        "extras.cell_delta": 0.008,
+        "cell_voltages": [
+            3.265,
+            3.266,
+            3.267,
+            3.266,
+            3.266,
+            3.267,
+            3.27,
+            3.266,
+            3.269,
+            3.272,
+            3.274,
+            3.273,
+            3.273,
+            3.273,
+            3.273,
+            3.272,
+        ],
+        "balancing": True,
+        "alarms": [],
+        "device.model": "GW-24S4EB",
+        "device.hardware_version": "HW-2.8.0",
+        "device.software_version": "ZH-1.2.3",
+    },
+    tolerance=0.0005,
+)
+
+NEEY_V2: Final = FamilyCapture(
+    "neey",
+    {
+        "device_info": _frames(
+            "55AA110101006400454B2D4232345338453230304100000048572D322E302E3053572D322E302E3056312E332E3336003230"
+            "32353130313510000000B3CF0200343430353031303433393333313233343536454B2D3234533230304100000000000082FF"
+        ),
+        "cell_info": _frames(
+            "55AA110102002C012294685140ECBD5140F2595140867E5140D953514049AF51403BC5514049AF5140E89651409E2B5140E1"
+            "A1514070F8514057F25140019D514032A95140DED35140000000000000000000000000000000000000000000000000000000"
+            "000000000059DBAD3DF737A43DF228923DA8A09F3DD1B4A83D6A56893D83C39F3D2C549E3DB6FA9D3D71E8A53D48D3913D43"
+            "DEA23D7C3B963D57739F3D39EEB43D602C983D00000000000000000000000000000000000000000000000000000000000000"
+            "00FD9D5142FD9D514000D24C3C0B090F050266E000C13CA701406891E14152B8E0413333FB41B29D77420000A04331683143"
+            "3DC25D420000A04300000000C08CAB40000000000000000000000000000000000000000000000000004002000000000005FF"
+        ),
+    },
+    _NEEY_SOURCE.format('"v2"'),
+    {
+        "voltage": 52.404,
+        "extras.cell_delta": 0.013,
+        "cell_voltages": [
+            3.272,
+            3.277,
+            3.271,
+            3.273,
+            3.271,
+            3.276,
+            3.278,
+            3.276,
+            3.275,
+            3.268,
+            3.276,
+            3.281,
+            3.28,
+            3.275,
+            3.276,
+            3.279,
+        ],
+        "balancing": True,
+        "alarms": [],
+        "device.model": "EK-B24S8E200A",
+        "device.hardware_version": "HW-2.0.0",
+        "device.software_version": "SW-2.0.0",
+    },
+    vector="v2",
+    tolerance=0.0005,
+)
+
+# ABC: every frame 20 bytes; the cell frames F4 carry [cell number, 3-byte voltage] x 4.
+ABC: Final = FamilyCapture(
+    "abc",
+    {
+        "device_info": _frames("CCF1534F4B2D424D530D00000000000000000040"),
+        "status": _frames("CCF0A26B00000000A08601409E01070063000021"),
+        "switches": _frames("CCF201010114000000000000000200000000007F"),
+        "balancer": _frames("CCF3170312006400000100000000000000000036"),
+        "cells": _frames("CCF401720D0002A80D00032F0D0004880D00008B", "CCF405810D0006650D00071F0D00085C0D000033"),
+        # No F9: the test leaves it out ("some BMS do not report this").
+    },
+    AIOBMSBLE.format("tests/bms/test_abc_bms.py (MockABCBleakClient)"),
+    {
+        "voltage": 27.554,
+        "current": 0.0,
+        "soc": 99,
+        "remaining_capacity": 106.048,
+        "cycles": 7,
+        "cell_voltages": [3.442, 3.496, 3.375, 3.464, 3.457, 3.429, 3.359, 3.42],
+        "temperatures": [20.0],
+        "design_capacity": 100,
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        "heating": False,
+        "balancing": False,
+        "alarms": [],
+        "device.model": "SOK-BMS",
+    },
+)
+
 GREENWAY: Final = FamilyCapture(
     "greenway",
     {
@@ -963,6 +1195,7 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     AG,
     REDODO,
     ECOWORTHY,
+    ECOWORTHY_V2,
     TOPBAND,
     TOPBAND_STARTCRAFT,
     TOPBAND_KILOVAULT,
@@ -978,6 +1211,12 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     BRAUNPWR,
     HUMSIENK,
     C4S,
+    CBTPWR_VB,
+    PYLONTECH,
+    BUKNUWO,
+    NEEY,
+    NEEY_V2,
+    ABC,
     GREENWAY,
     DOERRPWR,
     ECTIVE,
@@ -1068,6 +1307,34 @@ PROBLEM_FRAMES: Final[tuple[ProblemFrame, ...]] = (
         bytes.fromhex("7B0120005314D300D200B400BEFB8761C2753000000000000800000000000E000200647D"),
         AIOBMSBLE.format("tests/bms/test_braunpwr_bms.py test_problem_response (problem_code 0x2)"),
         {"extras.problem_code": 0x2, "alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        ABC,
+        "problems",
+        bytes.fromhex("CCF969000000000000000000000000000000001D"),
+        AIOBMSBLE.format("tests/bms/test_abc_bms.py test_problem_response (first_bit, problem_code 0x1)"),
+        {"alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        ABC,
+        "problems",
+        bytes.fromhex("CCF9000000000000000000000000000000690005"),
+        AIOBMSBLE.format("tests/bms/test_abc_bms.py test_problem_response (last_bit, problem_code 0x8000)"),
+        {"alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        CBTPWR_VB,
+        "analog",
+        _CBTPWR_VB_ANALOG.replace(b"{}", b"000000000001EF5F"),
+        AIOBMSBLE.format("tests/bms/test_cbtpwr_vb_bms.py test_problem_response (first_bit, problem_code 1)"),
+        {"alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        CBTPWR_VB,
+        "analog",
+        _CBTPWR_VB_ANALOG.replace(b"{}", b"800000000000EF58"),
+        AIOBMSBLE.format("tests/bms/test_cbtpwr_vb_bms.py test_problem_response (last_bit, problem_code 1 << 47)"),
+        {"alarms": ["system_fault"]},
     ),
     ProblemFrame(
         PRO,

@@ -68,6 +68,22 @@ ALL = default_catalog().protocols()
         (Advertisement(address="AA:BB:CC:00:DD:EE", name="LiPower", service_uuids=("af30",)), "lipower"),
         # aiobmsble saftkiste_bms.py: manufacturer id 4660.
         (Advertisement(address="AA:BB:CC:00:CC:DD", manufacturer_data={4660: b"\x01\x02\x03"}), "saftkiste"),
+        # aiobmsble cbtpwr_vb_bms.py: "VB" and nine more characters with service fff0 (cbtpwr's Creabest
+        # pattern has ten characters).
+        (Advertisement(address="AA:BB:CC:01:00:01", name="VB123456789", service_uuids=("fff0",)), "cbtpwr-vb"),
+        # aiobmsble abc_bms.py: ABC-* / SOK-* / NB-* / Hoover with service fff0.
+        (Advertisement(address="AA:BB:CC:01:00:02", name="SOK-BMS-0042", service_uuids=("fff0",)), "abc"),
+        (Advertisement(address="AA:BB:CC:01:00:03", name="ABC-12100", service_uuids=("fff0",)), "abc"),
+        (Advertisement(address="AA:BB:CC:01:00:04", name="NB-24100", service_uuids=("fff0",)), "abc"),
+        (Advertisement(address="AA:BB:CC:01:00:05", name="Hoover", service_uuids=("fff0",)), "abc"),
+        # aiobmsble pylontech_bms.py: RT<digits>..., GModule, GMod, each with the Battery Service 180f.
+        (Advertisement(address="AA:BB:CC:01:00:06", name="RT12100-710003", service_uuids=("180f",)), "pylontech"),
+        (Advertisement(address="AA:BB:CC:01:00:07", name="GMod", service_uuids=("180f",)), "pylontech"),
+        # aiobmsble buknuwo_bms.py: CDZG*.
+        (Advertisement(address="AA:BB:CC:01:00:08", name="CDZG12100"), "buknuwo"),
+        # aiobmsble neey_bms.py: GW-* / EK-* with service fee7.
+        (Advertisement(address="AA:BB:CC:01:00:09", name="GW-24S4EB", service_uuids=("fee7",)), "neey"),
+        (Advertisement(address="AA:BB:CC:01:00:0A", name="EK-B24S8E200A", service_uuids=("fee7",)), "neey"),
     ],
 )
 def test_each_new_family_is_identified_alone(advertisement: Advertisement, family: str) -> None:
@@ -161,3 +177,12 @@ def test_greenway_needs_its_address_prefix() -> None:
     # Service fff0 alone is shared by many modules.
     other = Advertisement(address="AA:BB:CC:12:34:56", service_uuids=(normalize_uuid("fff0"),))
     assert "greenway" not in [match.protocol for match in match_advertisement(other, ALL)]
+
+
+def test_pylontech_needs_the_battery_service() -> None:
+    # aiobmsble's matcher test: a correct name without 180f is not claimed, nor "RT" without digits.
+    for advertisement in (
+        Advertisement(address="AA:BB:CC:01:00:0B", name="RT12100-710003"),
+        Advertisement(address="AA:BB:CC:01:00:0C", name="RT-fake", service_uuids=(normalize_uuid("180f"),)),
+    ):
+        assert "pylontech" not in [match.protocol for match in match_advertisement(advertisement, ALL)]

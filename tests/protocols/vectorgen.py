@@ -184,7 +184,8 @@ class _Recorder:
         self.session = PollSession(protocol, battery_id=BATTERY_ID, timing=timing)
         self.responder = responder
         self.size = notification_size(protocol)
-        self.names = {request.frame: request.name for request in protocol.requests}
+        # Writes are matched in their wire form (hex-text requests travel as text).
+        self.names = {protocol.wire(request.frame): request.name for request in protocol.requests}
         self.written: dict[str, int] = {}
         self.inflight: list[tuple[float, bytes]] = []
         self.steps: list[JsonObject] = []

@@ -31,16 +31,20 @@ def _source(capture: FamilyCapture) -> str:
 
 
 def _responder(protocol: CompiledProtocol, replies: dict[str, list[bytes]]) -> vectorgen.Responder:
-    """The BMS answers a written frame with the replies of every request that writes the same bytes."""
+    """The BMS answers a written frame with the replies of every request that writes the same bytes.
+
+    And with those of the ``follows`` requests right after such a request (further frame types of one answer).
+    """
     frames = {request.name: request.frame for request in protocol.requests}
 
     def respond(name: str, _count: int) -> list[bytes]:
-        return [
-            frame
-            for request in protocol.requests
-            if request.frame == frames.get(name)
-            for frame in replies.get(request.name, [])
-        ]
+        answered: list[str] = []
+        asked = False
+        for request in protocol.requests:
+            asked = (asked and request.follows) or (bool(request.frame) and request.frame == frames.get(name))
+            if asked:
+                answered.append(request.name)
+        return [frame for request in answered for frame in replies.get(request, [])]
 
     return respond
 
@@ -74,7 +78,7 @@ def generate() -> dict[Path, str]:
         )
     for name, fixture in fixtures().items():
         protocol = get_protocol(name)
-        listens = any(not request.frame for request in protocol.requests)
+        listens = any(not request.frame and not request.follows for request in protocol.requests)
         frames = [frame for request in protocol.requests for frame in fixture.replies.get(request.name, [])]
         key, transcript = vectorgen._transcript(
             protocol,

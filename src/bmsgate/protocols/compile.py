@@ -16,7 +16,7 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
 from operator import mul, truediv
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from bmsgate.errors import DecodeError
 from bmsgate.model import SET_FIELDS
@@ -192,7 +192,7 @@ def _compile_layout(
     for field, step, _encoder, _end in compiled:
         recordable = (
             field.count is None
-            and field.type not in {"str", "u24"}
+            and field.type not in {"str", "u24", "s24"}
             and field.when is None
             and (field.endian or endian) == endian
         )
@@ -405,47 +405,80 @@ def _compile_list(
     absent = frozenset(field.absent)
     stride = field.stride or size
     code = STRUCT_CODES.get(field.type)
-    if code is None or stride != size:
-        raise ValueError(f"{where}: lists need a byte-aligned integer type without a custom stride")
+    # Items struct cannot unpack as one array (3-byte integers, items further apart than their size: ABC's
+    # index byte before each cell voltage) are read one by one (engine 5); every other list keeps its
+    # single precompiled unpack.
+    spaced = code is None or stride != size
+    if spaced and field.type not in INTEGER_SIZES:
+        raise ValueError(f"{where}: lists need an integer or f32 type")
     count = field.count
     limit_var = field.limit[4:] if field.limit else None
 
     # One compiled Struct per list length seen (the length comes from a decoded count).
     def new_unpacker(n: int) -> Callable[[bytes, int], tuple[Any, ...]]:
+        if spaced:
+            return _spaced_unpacker(field, endian, n, size, stride)
         return struct.Struct(f"{endian}{n}{code}").unpack_from
 
     unpacker = BoundedMemo(new_unpacker, _UNPACKER_MEMO_SIZE)
     count_var = count[4:] if isinstance(count, str) and count.startswith("var.") else None
     fixed_count = count if isinstance(count, int) else None
-    end = at + size * fixed_count if fixed_count is not None else at
+    end = at + stride * (fixed_count - 1) + size if fixed_count else at
     identity = scale == 1.0 and add == 0.0
     scaled = _scaler(field)
     extras_name = target[7:] if target.startswith("extras.") else None
     as_float = extras_name is None
     index_at = index.at if index is not None else -1
     index_base = index.base if index is not None else 0
+    # A frame numbered by its first item (`numbers: items`) starts there; otherwise `count` items per number.
+    per_number = 1 if index is not None and index.numbers == "items" else (fixed_count or 0)
     end = max(end, index_at + 1)
 
-    def read_values(payload: bytes, n: int) -> list[Any]:
-        if at + n * size > len(payload):
-            raise DecodeError(f"{where}: {n} values need {at + n * size} payload bytes, frame has {len(payload)}")
-        raw = unpacker[n](payload, at)
-        if absent:
-            raw = tuple(value for value in raw if value not in absent)
+    # Non-finite floats (NaN, infinities) are dropped like `absent` markers: a float slot without a value.
+    finite_only = field.type == "f32"
+
+    def converted(raw: tuple[Any, ...]) -> list[Any]:
         if identity:
             # Snapshot lists hold floats even when the raw unit needs no scaling (stable JSON types).
             return list(map(float, raw)) if as_float else list(raw)
         return scaled(raw)
 
+    def read_raw(payload: bytes, n: int) -> tuple[Any, ...]:
+        needed = at + stride * (n - 1) + size if n else at
+        if needed > len(payload):
+            raise DecodeError(f"{where}: {n} values need {needed} payload bytes, frame has {len(payload)}")
+        return unpacker[n](payload, at)
+
+    def read_values(payload: bytes, n: int) -> list[Any]:
+        raw = read_raw(payload, n)
+        if absent:
+            raw = tuple(value for value in raw if value not in absent)
+        if finite_only:
+            raw = tuple(value for value in raw if math.isfinite(value))
+        return converted(raw)
+
+    def read_positioned(payload: bytes, n: int) -> list[tuple[int, Any]]:
+        """(offset in the frame's slice, value) of the items present: an absent one leaves its place empty."""
+        raw = read_raw(payload, n)
+        kept = [
+            (offset, value)
+            for offset, value in enumerate(raw)
+            if value not in absent and not (finite_only and not math.isfinite(value))
+        ]
+        values = converted(tuple(value for _, value in kept))
+        return [(offset, value) for (offset, _), value in zip(kept, values, strict=True)]
+
     if index is None and fixed_count is not None and extras_name is None:
         # The common table (cell voltages, sensors): one precompiled unpack; the layout's min_payload
         # already guarantees the bytes are there.
-        unpack_fixed = struct.Struct(f"{endian}{fixed_count}{code}").unpack_from
+        unpack_fixed = new_unpacker(fixed_count)
 
         def decode_single(payload: bytes, out: dict[str, Any], _dev: dict[str, Any], variables: dict[str, int]) -> None:
             # One sensor at its own offset (JK's temperatures 3-5): no tuple work.
             (value,) = unpack_fixed(payload, at)
             if value in absent or (limit_var is not None and variables.get(limit_var, 1) < 1):
+                return
+            if finite_only and not math.isfinite(value):
                 return
             items = out.get(target)
             if items is None:
@@ -460,8 +493,10 @@ def _compile_list(
                     raw = raw[: max(limit, 0)]
             if absent:
                 raw = tuple([value for value in raw if value not in absent])
-                if not raw:
-                    return
+            if finite_only:
+                raw = tuple([value for value in raw if math.isfinite(value)])
+            if not raw and (absent or finite_only):
+                return
             items = out.get(target)
             if items is None:
                 items = out[target] = []
@@ -478,9 +513,9 @@ def _compile_list(
             number = payload[index_at] - index_base
             if number < 0:
                 raise DecodeError(f"{where}: frame number {payload[index_at]} is below {index_base}")
-            first = number * fixed_count
+            first = number * per_number
             placed = out.setdefault(POSITIONED, {}).setdefault(target, {})
-            for offset, value in enumerate(read_values(payload, fixed_count)):
+            for offset, value in read_positioned(payload, fixed_count):
                 placed[first + offset] = value
 
         step = decode_positioned
@@ -506,7 +541,7 @@ def _compile_list(
 
         step = decode_list
 
-    writer = struct.Struct(endian + code).pack_into
+    writer = _spaced_writer(field, endian, size) if code is None else struct.Struct(endian + code).pack_into
     cursor = "@" + target
 
     def encode_list(buffer: bytearray, state: Mapping[str, Any], variables: dict[str, int]) -> None:
@@ -524,8 +559,43 @@ def _compile_list(
                 raw = min(absent)
             else:
                 raw = 0
-            writer(buffer, at + offset * size, raw)
+            writer(buffer, at + offset * stride, raw)
         if index is None:
             variables[cursor] = start + used
 
     return step, encode_list, end
+
+
+def _spaced_unpacker(
+    field: FieldSpec, endian: str, n: int, size: int, stride: int
+) -> Callable[[bytes, int], tuple[Any, ...]]:
+    """Read `n` items `stride` bytes apart, one by one (3-byte integers, or gaps between the items)."""
+    code = STRUCT_CODES.get(field.type)
+    if code is not None:
+        unpack_one = struct.Struct(endian + code).unpack_from
+
+        def unpack_struct_items(payload: bytes, offset: int) -> tuple[Any, ...]:
+            return tuple(unpack_one(payload, offset + i * stride)[0] for i in range(n))
+
+        return unpack_struct_items
+    order: Literal["big", "little"] = "big" if endian == ">" else "little"
+    signed = field.type.startswith("s")
+
+    def unpack_int_items(payload: bytes, offset: int) -> tuple[Any, ...]:
+        return tuple(
+            int.from_bytes(payload[start : start + size], order, signed=signed)
+            for start in range(offset, offset + n * stride, stride)
+        )
+
+    return unpack_int_items
+
+
+def _spaced_writer(field: FieldSpec, endian: str, size: int) -> Callable[[bytearray, int, Any], None]:
+    """Write one item of a type `struct` has no code for (3-byte integers)."""
+    order: Literal["big", "little"] = "big" if endian == ">" else "little"
+    signed = field.type.startswith("s")
+
+    def write_int_item(buffer: bytearray, offset: int, value: Any) -> None:
+        buffer[offset : offset + size] = int(value).to_bytes(size, order, signed=signed)
+
+    return write_int_item

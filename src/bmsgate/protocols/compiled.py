@@ -84,6 +84,11 @@ class CompiledProtocol:
             trailer=framing.trailer_size,
             variants=self._variants,
             select=self._select,
+            prefix=(
+                (framing.prefix.var[4:], tuple(framing.starts) if framing.starts else framing.start)
+                if framing.prefix is not None
+                else None
+            ),
         )
         # Identical device fields (every poll) give one shared, frozen DeviceInfo: `merged_over` then
         # short-circuits on identity, and no poll allocates a new one.
@@ -92,6 +97,10 @@ class CompiledProtocol:
         # What a poll without device fields reports (frozen, so one instance serves every poll).
         self._anonymous = DeviceInfo(manufacturer=definition.manufacturer)
         self._voltage_from_cells = "voltage_from_cells" in definition.derive
+        # `key.in_replies: false`: frames decoded without the key of their request answer the requests in order.
+        self._reply_order: tuple[int, ...] | None = None
+        if framing.key is not None and not framing.key.in_replies:
+            self._reply_order = tuple(dict.fromkeys(order))
 
     # -- what the definition says ---------------------------------------------------------------------
 
@@ -185,6 +194,8 @@ class CompiledProtocol:
         out: dict[str, Any] = {}
         device_fields: dict[str, Any] = {}
         variables: dict[str, int] = {}
+        if self._reply_order is not None:
+            frames = self._keyed_in_request_order(frames)
         if not run_frames(self._runner, frames, out, device_fields, variables, variant):
             raise DecodeError(f"{self.name}: none of the frames is a reply this protocol decodes")
         if POSITIONED in out:
@@ -199,6 +210,21 @@ class CompiledProtocol:
                 extras.update(zip(keys[name, len(values)], values, strict=True))
         info = self._device_info[tuple(device_fields.items())] if device_fields else None
         return build_snapshot(self.name, out, info, battery_id, timestamp, device, self._anonymous)
+
+    def _keyed_in_request_order(self, frames: Iterable[Frame | bytes | bytearray]) -> list[Frame]:
+        """Frames without a key (``key.in_replies: false``) as the answers of the requests, in request order.
+
+        A frame the session already keyed keeps its key; the n-th frame without one answers the n-th request
+        that expects a reply; frames beyond the requests answer none (they are ignored).
+        """
+        order = self._reply_order or ()
+        keyed: list[Frame] = []
+        for index, item in enumerate(frames):
+            frame = item if isinstance(item, Frame) else self.checker.check(bytes(item))
+            if frame.key is None and index < len(order):
+                frame = frame._replace(key=order[index])
+            keyed.append(frame)
+        return keyed
 
     def _new_device_info(self, fields: tuple[tuple[str, Any], ...]) -> DeviceInfo:
         values = dict(fields)

@@ -32,7 +32,11 @@ Topband), ``difference``, ``derive.voltage_from_cells`` and the ``sum8_not`` che
 that are one protocol), ``starts`` (several one-byte frame types in front of hex text, Topband), ``listen``
 (a streaming request that writes nothing), ``strip_bytes`` (NULs in hex text, PowerBoozt),
 ``frame_per_chunk`` (a notification is a frame, ECO-WORTHY) and the ``crc16_xmodem`` checksum (Seplos V2);
-level 5 ``match.service_data_uuid`` (an advertisement matcher on a service-data UUID, Epoch Pro)."""
+level 5 ``match.service_data_uuid`` (an advertisement matcher on a service-data UUID, Epoch Pro), ``prefix``
+(the pack's address in front of a frame, ECO-WORTHY protocol version 2), ``reply_of_request`` (replies without
+a key answer the request just sent, CBT Power VB), and for ABC ``follows`` (one request answered by several
+frame types), ``index_items`` (frames numbered by their first item), ``s24`` and lists of 3-byte items or with
+a ``stride``; from level 5 a non-finite ``f32`` is no value instead of a refused frame (NEEY)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -52,12 +56,13 @@ _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "popcount": "the number of set bits",
     "shift": "a field whose offset moves by decoded list lengths",
     "sign_magnitude": "a signed number stored as a sign bit and a magnitude (engine 2)",
-    "stride": "list items further apart than their size",
+    "stride": "list items further apart than their size (read from engine 5)",
     "version": "a version number packed into an integer (nibbles, byte_tenths, major_minor)",
     "when": "a field decoded only while a variable lies in a range",
 }
 _TYPE_CONSTRUCTS: Final[Mapping[str, str]] = {
     "f32": "IEEE 754 single-precision fields",
+    "s24": "signed 24-bit fields (engine 5)",
     "s64": "signed 64-bit fields",
     "str": "string fields",
     "u24": "unsigned 24-bit fields",
@@ -73,9 +78,13 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "fixed_length": "frames of a fixed length instead of a length field",
     "frame_per_chunk": "every received chunk (one notification) is one whole frame, no length field (engine 4)",
     "ignore_chunks": "received chunks dropped as a whole",
+    "follows": "a further reply of the request before it: nothing written, what arrived kept (engine 5)",
     "index": "one reply spread over numbered frames",
+    "index_items": "numbered frames whose number is that of their first item (index.numbers: items; engine 5)",
     "match.service_data_uuid": "an advertisement matcher on a service-data UUID (engine 5)",
     "listen": "a streaming request that writes nothing: the BMS sends on its own (frame: ''; engine 4)",
+    "prefix": "bytes a frame may carry before its start marker, which select its layout (engine 5)",
+    "reply_of_request": "replies carry no key: each answers the request just sent (key.in_replies: false; engine 5)",
     "request_checksum": "requests checked differently from replies",
     "starts": "several start markers, one per frame type, in front of hex text (engine 4)",
     "strip_bytes": "single bytes removed from received hex text before framing (PowerBoozt NULs; engine 4)",
@@ -148,8 +157,14 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "fixed_length": framing.fixed_length is not None,
         "frame_per_chunk": framing.frame_per_chunk,
         "ignore_chunks": bool(framing.ignore_chunks),
+        "follows": any(request.follows for request in definition.requests),
         "index": any(reply.index is not None for reply in definition.replies.values()),
-        "listen": any(not request.frame for request in definition.requests),
+        "index_items": any(
+            reply.index is not None and reply.index.numbers == "items" for reply in definition.replies.values()
+        ),
+        "listen": any(not request.frame and not request.follows for request in definition.requests),
+        "prefix": framing.prefix is not None,
+        "reply_of_request": framing.key is not None and not framing.key.in_replies,
         "match.service_data_uuid": any(matcher.service_data_uuid is not None for matcher in definition.match),
         "request_checksum": framing.request_checksum is not None,
         "starts": bool(framing.starts),

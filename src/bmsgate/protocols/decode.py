@@ -132,6 +132,9 @@ class FrameRunner:
     trailer: int
     variants: VariantSpec | None
     select: str
+    prefix: tuple[str, bytes | tuple[bytes, ...]] | None = None
+    """(variable, start markers) of `framing.prefix`: the variable is 0 for a frame starting with a marker,
+    1 for a prefixed one, set before the frame's layout is chosen."""
 
 
 def run_frames(
@@ -172,11 +175,14 @@ def run_frames(
     variants = runner.variants
     replies = runner.replies
     single = None if keyed else next(iter(replies.values()), None)
+    prefix = runner.prefix
     for frame in checked:
         reply = replies.get(frame.key) if keyed else single  # type: ignore[arg-type]
         if reply is None:
             continue
         raw = frame.raw
+        if prefix is not None:
+            variables[prefix[0]] = 0 if raw.startswith(prefix[1]) else 1
         payload = raw[offset : len(raw) - trailer] if trailer else raw[offset:]
         layout = reply.default
         if variants is not None:

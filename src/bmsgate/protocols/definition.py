@@ -43,7 +43,7 @@ from bmsgate.protocols.fields import (
     ReplySpec,
     is_var,
 )
-from bmsgate.protocols.framingspec import ChecksumSpec, FramingSpec, KeySpec, LengthSpec, StatusSpec
+from bmsgate.protocols.framingspec import ChecksumSpec, FramingSpec, KeySpec, LengthSpec, PrefixSpec, StatusSpec
 
 __all__ = [
     "BOOL_TARGETS",
@@ -64,6 +64,7 @@ __all__ = [
     "GattSpec",
     "KeySpec",
     "LengthSpec",
+    "PrefixSpec",
     "ProtocolAlias",
     "ProtocolDefinition",
     "ReplySpec",
@@ -201,9 +202,19 @@ class RequestSpec(_Strict):
     timeout: Real | None = Field(default=None, gt=0)
     streaming: bool = False
     """The BMS keeps sending this reply after one request; re-send only when no fresh frame came."""
+    follows: bool = False
+    """Engine 5: no request of its own but a further reply of the request before it (ABC answers one request
+    with several frame types): nothing is written, and frames that arrived since that request are kept."""
 
     @model_validator(mode="after")
     def _listen_streams(self) -> Self:
+        if self.follows:
+            if self.frame or self.streaming or self.reply is None or self.when != "always":
+                raise ValueError(
+                    "a 'follows' request writes nothing (frame: ''), needs a reply, and neither streams "
+                    "nor waits for the connection (when: connect)"
+                )
+            return self
         if not self.frame and not (self.streaming and self.reply is not None):
             raise ValueError("an empty frame (listen: nothing is written) needs streaming: true and a reply")
         return self
@@ -421,6 +432,10 @@ class ProtocolDefinition(_Strict, CanonicalModel):
             raise ValueError("commands are not supported with hex-text framing yet")
         keyed = self.framing.key is not None
         for index, request in enumerate(self.requests):
+            if request.follows and (index == 0 or self.requests[index - 1].streaming):
+                raise ValueError(
+                    f"requests[{index}] ({request.name}) follows no request it could be a further reply of"
+                )
             if request.reply is not None:
                 if request.reply not in self.replies:
                     raise ValueError(
@@ -429,12 +444,15 @@ class ProtocolDefinition(_Strict, CanonicalModel):
                     )
                 if not keyed and len(self.requests) > 1:
                     raise ValueError("several requests need framing.key to tell their replies apart")
+        self._check_keys_from_requests()
         defined = {
             field.target[4:]
             for reply in self.replies.values()
             for field in reply.fields
             if field.target.startswith("var.")
         }
+        if self.framing.prefix is not None:
+            defined.add(self.framing.prefix.var[4:])
         layouts = set(self.variants.choices) if self.variants else set()
         for key, reply in self.replies.items():
             for index, field in enumerate(reply.fields):
@@ -453,6 +471,28 @@ class ProtocolDefinition(_Strict, CanonicalModel):
             if key not in self.replies:
                 raise ValueError(f"simulator.append names reply {key:#04x}, which 'replies' does not define")
         return self
+
+    def _check_keys_from_requests(self) -> None:
+        """`key.in_replies: false`: each request's frame carries the key of the reply it names."""
+        key = self.framing.key
+        if key is None or key.in_replies:
+            return
+        if any(reply.index is not None for reply in self.replies.values()):
+            raise ValueError("'key.in_replies: false' cannot tell numbered frames ('index') apart")
+        for index, request in enumerate(self.requests):
+            if request.streaming or not request.frame:
+                raise ValueError(
+                    f"requests[{index}] ({request.name}): with 'key.in_replies: false' a reply answers the request "
+                    "just sent, so no request may stream or listen"
+                )
+            if request.reply is None:
+                continue
+            carried = request.frame[key.offset : key.offset + key.size]
+            if len(carried) != key.size or int.from_bytes(carried, "big") != request.reply:
+                raise ValueError(
+                    f"requests[{index}] ({request.name}) expects reply {request.reply:#04x}, but its frame carries "
+                    f"{carried.hex().upper() or 'nothing'} at the key's offset {key.offset}"
+                )
 
     # -- conveniences ---------------------------------------------------------------------------
 

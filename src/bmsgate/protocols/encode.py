@@ -63,21 +63,27 @@ def encode_frame(
 ) -> bytes:
     """One complete reply frame: the payload from the encoders, wrapped in the framing."""
     payload = bytearray(_payload_size(reply, state, variables))
-    if reply.spec.index is not None:
-        payload[reply.spec.index.at] = (reply.spec.index.base + frame_index) & 0xFF
+    index = reply.spec.index
+    if index is not None:
+        number = frame_index * reply.per_frame if index.numbers == "items" else frame_index
+        payload[index.at] = (index.base + number) & 0xFF
     for encoder in encoders:
         encoder(payload, state, variables)
     if framing.fixed_length is not None:
         total = framing.fixed_length
     else:
         total = framing.payload_offset + len(payload) + framing.trailer_size
+    # A prefixed layout (`framing.prefix`, chosen by its variable) is written behind zero bytes where a real
+    # pack puts its address; its fields count on the whole frame, so only the marker and key move.
+    at = framing.prefix.size if framing.prefix is not None and variables.get(framing.prefix.var[4:]) else 0
     frame = bytearray(total)
-    frame[: len(framing.start)] = framing.start
+    frame[at : at + len(framing.start)] = framing.start
     body_end = total - framing.trailer_size if framing.trailer_size else total
     room = body_end - framing.payload_offset
     frame[framing.payload_offset : framing.payload_offset + min(room, len(payload))] = payload[:room]
-    if framing.key is not None:
-        frame[framing.key.offset : framing.key.offset + framing.key.size] = reply.key.to_bytes(framing.key.size, "big")
+    if framing.key is not None and framing.key.in_replies:
+        key_at = framing.key.offset + at
+        frame[key_at : key_at + framing.key.size] = reply.key.to_bytes(framing.key.size, "big")
     if framing.status is not None:
         frame[framing.status.offset] = framing.status.ok[0] if status_ok else 0x80
     if framing.length is not None:
@@ -91,12 +97,12 @@ def encode_frame(
         frame[total - len(framing.end) :] = framing.end
     # A reply whose key is its start marker (one of `starts`: ECO-WORTHY's A1/A2) keeps it.
     marker = framing.start
-    if framing.starts and framing.key is not None and framing.key.offset < len(marker):
-        written = bytes(frame[: len(marker)])
+    if framing.starts and framing.key is not None and framing.key.in_replies and framing.key.offset < len(marker):
+        written = bytes(frame[at : at + len(marker)])
         marker = written if written in framing.starts else marker
     fill_checksum(frame, framing.checksum)
     # Fixed-length frames keep the start marker even when the payload covers offset 0.
-    frame[: len(marker)] = marker
+    frame[at : at + len(marker)] = marker
     fill_checksum(frame, framing.checksum)
     return bytes(frame)
 

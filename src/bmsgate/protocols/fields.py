@@ -41,14 +41,15 @@ DEVICE_TARGETS: Final = frozenset(f"device.{name}" for name in DEVICE_FIELDS)
 _SPECIAL_TARGETS: Final = SET_FIELDS
 _IDENTIFIER: Final = re.compile(r"^[a-z][a-z0-9_]*$")
 
-IntegerType = Literal["u8", "s8", "u16", "s16", "u24", "u32", "s32", "u64", "s64"]
-FieldType = Literal["u8", "s8", "u16", "s16", "u24", "u32", "s32", "u64", "s64", "f32", "str"]
+IntegerType = Literal["u8", "s8", "u16", "s16", "u24", "s24", "u32", "s32", "u64", "s64"]
+FieldType = Literal["u8", "s8", "u16", "s16", "u24", "s24", "u32", "s32", "u64", "s64", "f32", "str"]
 INTEGER_SIZES: Final[dict[str, int]] = {
     "u8": 1,
     "s8": 1,
     "u16": 2,
     "s16": 2,
     "u24": 3,
+    "s24": 3,
     "u32": 4,
     "s32": 4,
     "u64": 8,
@@ -286,6 +287,9 @@ class FrameIndexSpec(_Strict):
 
     at: int = Field(ge=0)
     base: int = Field(default=1, ge=0, le=255)
+    numbers: Literal["frames", "items"] = "frames"
+    """``items`` (engine 5): the byte is the number of the frame's first item, so the frame reading ``n``
+    holds items from position ``n - base`` on (ABC numbers its cell frames 1, 5, 9, ... by their first cell)."""
 
 
 class ReplySpec(_Strict):

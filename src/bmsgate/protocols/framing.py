@@ -59,10 +59,17 @@ def _checksum_slices(spec: ChecksumSpec | None, size: int, fixed_length: int | N
 class FrameChecker:
     """Validates complete frames against a framing spec (compiled once)."""
 
-    def __init__(self, framing: FramingSpec) -> None:
+    def __init__(self, framing: FramingSpec, *, marker_at: int = 0) -> None:
         self.framing = framing
         # Several start markers (hex-text frame types) as a tuple: bytes.startswith takes either.
         self._start: bytes | tuple[bytes, ...] = tuple(framing.starts) if framing.starts else framing.start
+        # A frame with `framing.prefix` in front of its marker is checked by a second checker whose marker
+        # and key sit that many bytes later; only frames the first refuses get there (the fast path is
+        # unchanged).
+        self._marker_at = marker_at
+        self._prefixed: FrameChecker | None = None
+        if framing.prefix is not None and not marker_at:
+            self._prefixed = FrameChecker(framing, marker_at=framing.prefix.size)
         self._end = framing.end if framing.check_end else None
         self._fixed = framing.fixed_length
         length = framing.length
@@ -74,10 +81,14 @@ class FrameChecker:
         # and halves the rest.
         self._length_markers = len(framing.start) + len(framing.end or b"")
         self._length_in_text = length is not None and length.counts == "text"
-        self._key = (framing.key.offset, framing.key.offset + framing.key.size) if framing.key else None
+        # A key only requests carry (`in_replies: false`) is not read from received frames: the session
+        # gives a reply the key of the request it answers.
+        key = framing.key if framing.key is not None and framing.key.in_replies else None
+        key_at = key.offset + marker_at if key else 0
+        self._key = (key_at, key_at + key.size) if key else None
         # One-byte length and key fields (most framings) are read by index: no slice, no from_bytes.
         self._length_byte = length.offset if length is not None and length.size == 1 else None
-        self._key_byte = framing.key.offset if framing.key is not None and framing.key.size == 1 else None
+        self._key_byte = key_at if key is not None and key.size == 1 else None
         self._status = (framing.status.offset, frozenset(framing.status.ok)) if framing.status else None
         self._checksum = framing.checksum
         algorithm = CHECKSUMS[framing.checksum.algorithm] if framing.checksum else None
@@ -86,9 +97,9 @@ class FrameChecker:
         self._checksum_order: Literal["big", "little"] = framing.checksum.endian if framing.checksum else "big"
         self._checksum_over_text = framing.checksum is not None and framing.checksum.over == "text"
         self._checksum_slices = _checksum_slices(framing.checksum, self._checksum_size, framing.fixed_length)
-        self.min_length = max(framing.min_length, framing.header_size, len(framing.start) + self.trailer)
+        self.min_length = max(framing.min_length, framing.header_size, len(framing.start) + self.trailer) + marker_at
         self.max_length = framing.max_length
-        self.header_size = framing.header_size
+        self.header_size = framing.header_size + marker_at
         self._excess_ignored = framing.excess == "ignore"
 
     @property
@@ -121,10 +132,13 @@ class FrameChecker:
             FrameError: naming what is wrong (marker, length, end byte, checksum).
         """
         size = len(raw)
-        if not raw.startswith(self._start):
+        if not raw.startswith(self._start, self._marker_at):
+            if self._prefixed is not None:
+                return self._prefixed.check(raw)
             markers = self._start if isinstance(self._start, tuple) else (self._start,)
             wanted = " or ".join(marker.hex().upper() for marker in markers)
-            raise FrameError(f"frame does not start with {wanted}: {raw[:8].hex().upper()}")
+            where = f" at byte {self._marker_at}" if self._marker_at else ""
+            raise FrameError(f"frame does not start with {wanted}{where}: {raw[:8].hex().upper()}")
         if size < self.header_size:
             raise FrameError(f"frame of {size} bytes is shorter than its {self.header_size}-byte header")
         if self._fixed is not None:

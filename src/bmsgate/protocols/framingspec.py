@@ -11,8 +11,9 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from bmsgate.protocols.checksums import CHECKSUMS
 from bmsgate.protocols.datatypes import STRICT, Endian, HexBytes
+from bmsgate.protocols.fields import is_var
 
-__all__ = ["ChecksumSpec", "FramingSpec", "KeySpec", "LengthSpec", "StatusSpec"]
+__all__ = ["ChecksumSpec", "FramingSpec", "KeySpec", "LengthSpec", "PrefixSpec", "StatusSpec"]
 
 
 class _Strict(BaseModel):
@@ -35,6 +36,9 @@ class KeySpec(_Strict):
 
     offset: int = Field(ge=0)
     size: Literal[1, 2] = 1
+    in_replies: bool = True
+    """``false`` (engine 5): only requests carry the key; a reply is the answer to the request just sent
+    (CBT Power VB replies hold a return code where the request held its command)."""
 
 
 class StatusSpec(_Strict):
@@ -66,6 +70,26 @@ class ChecksumSpec(_Strict):
     def size(self) -> int:
         """Width of the checksum in bytes."""
         return CHECKSUMS[self.algorithm].size
+
+
+class PrefixSpec(_Strict):
+    """Bytes a frame may carry in front of its start marker (ECO-WORTHY protocol version 2: the pack's address).
+
+    A received frame whose start marker is not at byte 0 but at byte `size` is prefixed: its key is read
+    `size` bytes further on, and `var` is 1 for it (0 for a frame without the prefix) before its fields
+    decode, so the definition's ``variants`` can choose its layout. Checksum spans count on the whole frame.
+    """
+
+    size: int = Field(ge=1, le=16)
+    var: str
+    """``var.NAME``: 1 while a prefixed frame decodes, 0 for an unprefixed one."""
+
+    @field_validator("var")
+    @classmethod
+    def _var_form(cls, value: str) -> str:
+        if not is_var(value):
+            raise ValueError("expected 'var.NAME'")
+        return value
 
 
 class FramingSpec(_Strict):
@@ -106,6 +130,8 @@ class FramingSpec(_Strict):
     starts: list[HexBytes] = []
     """Hex-text framing only: every start marker a reply may begin with, `start` among them (Topband's
     one-byte frame types ``5E``/``83``/``B0``/``E8`` in front of the text); requests use `start`."""
+    prefix: PrefixSpec | None = None
+    """``frame_per_chunk`` only: bytes a frame may carry before its start marker (engine 5)."""
 
     @field_validator("start")
     @classmethod
@@ -125,6 +151,8 @@ class FramingSpec(_Strict):
                 raise ValueError("'frame_per_chunk' frames carry no 'length' and no 'fixed_length'")
         elif (self.length is None) == (self.fixed_length is None):
             raise ValueError("give exactly one of 'length' and 'fixed_length'")
+        if self.prefix is not None and not self.frame_per_chunk:
+            raise ValueError("'prefix' needs 'frame_per_chunk' (a prefixed frame is one whole chunk)")
         if self.text is None and self.strip_bytes:
             raise ValueError("'starts' and 'strip_bytes' need hex-text framing (text: hex)")
         if self.text is None and self.starts and not self.frame_per_chunk:

@@ -165,6 +165,9 @@ class PollSession:
         self.battery_id = battery_id
         self.timing = timing or SessionTiming()
         self._assembler = protocol.new_assembler()
+        key = protocol.definition.framing.key
+        # Replies without a key of their own (`key.in_replies: false`) take the key of the request they answer.
+        self._keys_from_requests = key is not None and not key.in_replies
         self._device: DeviceInfo | None = None
         # per connection
         self._connection_frames: dict[int, Frame] = {}
@@ -187,6 +190,9 @@ class PollSession:
         self._collected = 0
         self._newest: Frame | None = None
         self._wait: WaitUntil | None = None
+        self._follow_keys: frozenset[int] = frozenset()
+        self._kept: list[Frame] = []
+        """Frames for the `follows` requests of the current exchange that arrived before their turn."""
 
     # -- what the runtime reads ---------------------------------------------------------------------
 
@@ -292,7 +298,8 @@ class PollSession:
             return self._give_up(error, drop_link=isinstance(error, DeviceTimeout))
         _LOGGER.debug("%s: %s attempt %d failed: %s", self.battery_id, request.name, self._attempt + 1, error)
         self._attempt += 1
-        if self._attempt <= max(0, self.timing.retries):
+        # A `follows` request has nothing to re-send: waiting again would not bring its reply.
+        if self._attempt <= max(0, self.timing.retries) and not request.follows:
             self._state = _State.BACKOFF
             self._deadline = now + self.timing.retry_backoff * 2 ** (self._attempt - 1)
             return self._wait_action(actions)
@@ -309,6 +316,8 @@ class PollSession:
     def _begin(self, requests: list[RequestSpec], *, command: bool) -> None:
         self._requests = requests
         self._command = command
+        self._kept = []
+        self._follow_keys = frozenset()
         self._frames = []
         self._newest = None
         self._wait = None
@@ -389,9 +398,18 @@ class PollSession:
             self._state = _State.DRAIN
             self._deadline = now
             return self._wait_action(actions)
+        if request.follows:
+            # A further reply of the request before: nothing is written, and what arrived since stays (with the
+            # frames put aside for this request while the earlier one was waited for, first).
+            self._backlog.extendleft(reversed(self._kept))
+            self._kept.clear()
+            self._await(request, now, _State.AWAIT)
+            return None
         actions.append(_DISCARD)
         self._assembler.reset()
         self._backlog.clear()
+        self._kept.clear()
+        self._follow_keys = self._keys_of_followers()
         if request.frame:  # an empty frame listens: the BMS sends on its own (Topband)
             actions.append(Write(self.protocol.wire(request.frame)))
         if request.streaming:
@@ -421,6 +439,9 @@ class PollSession:
         while backlog:
             frame = backlog.popleft()
             if reply is not None and frame.key is not None and frame.key != reply:
+                if frame.key in self._follow_keys:
+                    self._kept.append(frame)  # a reply a following `follows` request waits for: it came early
+                    continue
                 _LOGGER.debug("%s: ignoring reply %#04x while waiting for %s", self.battery_id, frame.key, request.name)
                 continue
             if not frame.status_ok:
@@ -428,7 +449,19 @@ class PollSession:
             return frame
         return None
 
+    def _keys_of_followers(self) -> frozenset[int]:
+        """The replies of the `follows` requests right after the current one (kept if they come early)."""
+        keys: set[int] = set()
+        for request in self._requests[self._index + 1 :]:
+            if not request.follows:
+                break
+            if request.reply is not None:
+                keys.add(request.reply)
+        return frozenset(keys)
+
     def _got_reply(self, request: RequestSpec, frame: Frame, now: float, actions: list[Action]) -> list[Action] | None:
+        if self._keys_from_requests and frame.key is None:
+            frame = frame._replace(key=request.reply)
         if self._command:
             self._end_job()
             actions.append(ReplyReady(frame))

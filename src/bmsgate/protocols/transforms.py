@@ -51,7 +51,9 @@ STRUCT_CODES: Final = {
     "s64": "q",
     "f32": "f",
 }
-_SIGNED: Final = {"s8", "s16", "s32", "s64"}
+_SIGNED: Final = {"s8", "s16", "s24", "s32", "s64"}
+_THREE_BYTES: Final = frozenset({"u24", "s24"})
+"""Integer types without a `struct` code: read and written with int.from_bytes / to_bytes."""
 
 # A decode step reads `payload` and writes into the output dict, the device dict or the variables.
 Step = Callable[[bytes, dict[str, Any], dict[str, Any], dict[str, int]], None]
@@ -98,11 +100,12 @@ class When:
 
 def raw_reader(field: FieldSpec, endian: str) -> tuple[Reader, int]:
     """A function reading one raw value of the field's type at an offset, and its size."""
-    if field.type == "u24":
+    if field.type in _THREE_BYTES:
         byteorder: Literal["big", "little"] = "big" if endian == ">" else "little"
+        signed = field.type == "s24"
 
         def read_u24(payload: bytes | bytearray, offset: int) -> int:
-            return int.from_bytes(payload[offset : offset + 3], byteorder)
+            return int.from_bytes(payload[offset : offset + 3], byteorder, signed=signed)
 
         return read_u24, 3
     compiled = struct.Struct(endian + STRUCT_CODES[field.type])
@@ -116,11 +119,12 @@ def raw_reader(field: FieldSpec, endian: str) -> tuple[Reader, int]:
 
 def raw_writer(field: FieldSpec, endian: str) -> Writer:
     """A function writing one raw value of the field's type at an offset."""
-    if field.type == "u24":
+    if field.type in _THREE_BYTES:
         byteorder: Literal["big", "little"] = "big" if endian == ">" else "little"
+        signed = field.type == "s24"
 
         def write_u24(buffer: bytearray, offset: int, value: Any) -> None:
-            buffer[offset : offset + 3] = int(value).to_bytes(3, byteorder)
+            buffer[offset : offset + 3] = int(value).to_bytes(3, byteorder, signed=signed)
 
         return write_u24
     pack_into = struct.Struct(endian + STRUCT_CODES[field.type]).pack_into
@@ -409,11 +413,11 @@ def _value_transform(field: FieldSpec, where: str) -> Callable[[Any], Any]:
         return lambda raw: int(raw * scale + add)
     if field.type == "f32":
 
-        def finite(raw: Any) -> float:
+        def finite(raw: Any) -> float | None:
+            # NaN and infinities are what a float field holds when the BMS has no value (or a corrupt frame
+            # behind a matching checksum): no value, like an `absent` marker (engine 5).
             value = float(raw * scale + add)
-            if not math.isfinite(value):
-                raise DecodeError(f"{where}: value is not a finite number")
-            return value
+            return value if math.isfinite(value) else None
 
         return finite
     if scale == 1.0 and add == 0.0:

@@ -291,9 +291,7 @@ class VirtualBms:
         self.protocol = protocol
         self.pack = pack
         self._buffer = bytearray()
-        self._requests = [
-            (protocol.wire(request.frame), request.reply) for request in protocol.definition.requests if request.frame
-        ]
+        self._requests = _answers_by_request(protocol)
         self._commands = [
             _compile_command_pattern(name, spec, protocol) for name, spec in protocol.definition.commands.items()
         ]
@@ -352,10 +350,10 @@ class VirtualBms:
     def _match_one(self) -> list[bytes] | None:
         buffer = bytes(self._buffer)
         best: tuple[int, int, Callable[[], list[bytes]]] | None = None
-        for frame, reply in self._requests:
+        for frame, keys in self._requests:
             index = buffer.find(frame)
             if index >= 0 and (best is None or index < best[0]):
-                best = (index, len(frame), self._reply_factory(reply))
+                best = (index, len(frame), self._replies_factory(keys))
         for pattern in self._commands:
             found = pattern.regex.search(buffer)
             if found and (best is None or found.start() < best[0]):
@@ -366,6 +364,12 @@ class VirtualBms:
         del self._buffer[: index + length]
         self.requests_seen += 1
         return produce()
+
+    def _replies_factory(self, keys: tuple[int | None, ...]) -> Callable[[], list[bytes]]:
+        producers = [self._reply_factory(key) for key in keys]
+        if len(producers) == 1:
+            return producers[0]
+        return lambda: [frame for produce in producers for frame in produce()]
 
     def _reply_factory(self, reply: int | None) -> Callable[[], list[bytes]]:
         def produce() -> list[bytes]:
@@ -443,3 +447,19 @@ def _decode_mosfet_params(spec: CommandSpec, values: Mapping[str, int]) -> tuple
         ):
             discharge = True
     return charge, discharge
+
+
+def _answers_by_request(protocol: CompiledProtocol) -> list[tuple[bytes, tuple[int | None, ...]]]:
+    """Each written request (its wire form) with the replies it triggers.
+
+    Its own reply and those of the ``follows`` requests right after it (ABC answers one request with
+    several frame types).
+    """
+    answers: list[tuple[bytes, tuple[int | None, ...]]] = []
+    for request in protocol.definition.requests:
+        if request.follows and answers:
+            frame, keys = answers[-1]
+            answers[-1] = (frame, (*keys, request.reply))
+        elif request.frame:
+            answers.append((protocol.wire(request.frame), (request.reply,)))
+    return answers
