@@ -343,9 +343,7 @@ def _bmsgate(
     return run
 
 
-def _rates(
-    functions: Sequence[Callable[[Any], Any]], inputs: Sequence[Any], seconds: float, rounds: int
-) -> list[float]:
+def rates(functions: Sequence[Callable[[Any], Any]], inputs: Sequence[Any], seconds: float, rounds: int) -> list[float]:
     """Best calls/s of each function, the functions interleaved round by round."""
     best = [0.0] * len(functions)
     for function, argument in zip(functions, inputs, strict=True):
@@ -392,7 +390,7 @@ def main() -> None:
     for label, name, variant, frames, baseline in cases:
         ours = _bmsgate(get_protocol(name), variant)
         _compare(label, ours(frames), baseline(frames))
-        mine, base = _rates((ours, baseline), (frames, frames), args.seconds, args.rounds)
+        mine, base = rates((ours, baseline), (frames, frames), args.seconds, args.rounds)
         print(f"{label:<24} {mine:>10,.0f} {base:>10,.0f} {mine / base:>5.2f}x")
     if args.skip_all:
         return
@@ -403,7 +401,7 @@ def main() -> None:
         assembled, origin = poll_frames(protocol)
         raw = [frame.raw for frame in assembled]
         run = _bmsgate(protocol)
-        fast, checked = _rates((run, run), (assembled, raw), args.seconds, max(3, args.rounds // 3))
+        fast, checked = rates((run, run), (assembled, raw), args.seconds, max(3, args.rounds // 3))
         print(f"{name:<10} {len(assembled):>6} {fast:>12,.0f} {checked:>12,.0f} {1e6 / fast:>8.1f}  {origin}")
 
 
