@@ -136,7 +136,9 @@ class FrameRunner:
     """Per framing key (None when the framing has none): (reply, its default layout, its variant layouts)."""
 
     def __post_init__(self) -> None:
-        entries = {key: (reply, reply.default, reply.layouts) for key, reply in self.replies.items()}
+        entries: dict[int | None, tuple[CompiledReply, Layout, Mapping[str, Layout]]] = {
+            key: (reply, reply.default, reply.layouts) for key, reply in self.replies.items()
+        }
         if not self.keyed:
             # A framing without a key has one reply type: every frame is it.
             entries = {None: next(iter(entries.values()))} if entries else {}
@@ -176,7 +178,7 @@ def run_frames(
     previous = -1
     in_order = True
     for item in frames:
-        frame: Frame = item if item.__class__ is Frame else check(bytes(item))  # type: ignore[assignment,arg-type]
+        frame: Frame = item if item.__class__ is Frame else check(bytes(item))  # type: ignore[arg-type]
         if not frame[2]:  # status_ok
             raise _status_error(runner, frame)
         if order is not None:
