@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Final, Literal, NamedTuple
 
 from bmsgate.errors import FrameError
@@ -90,6 +91,62 @@ class FrameChecker:
         self.max_length = framing.max_length
         self.header_size = framing.header_size
         self._excess_ignored = framing.excess == "ignore"
+        self._check: Callable[[bytes], Frame] = self._fast_check() or self.check_slowly
+        # Bound once: `check` is called per frame, and an instance attribute skips the method lookup.
+        self.check = self._check  # type: ignore[method-assign,assignment]
+
+    def _fast_check(self) -> Callable[[bytes], Frame] | None:
+        """`check` for a valid frame in straight-line code over locals (None: this framing needs the slow path).
+
+        It only accepts: any doubt (a marker, length, end or checksum that does not match) goes to
+        `check_slowly`, which either accepts the frame after all (an ignored excess) or names the fault.
+        Covers binary framings with one start marker whose length and checksum count frame bytes.
+        """
+        if isinstance(self._start, tuple) or self._length_in_text or self._checksum_over_text:
+            return None
+        slow = self.check_slowly
+        start, end, fixed = self._start, self._end, self._fixed
+        header, low_length, high_length = self.header_size, self.min_length, self.max_length
+        length_byte = -1 if self._length_byte is None else self._length_byte
+        if fixed is None and self._length_slice is None:
+            return None  # hex-text framing delimited by its end marker: not this path
+        length_slice = slice(*self._length_slice) if self._length_slice is not None else slice(0, 0)
+        length_add, length_order = self._length_add, self._length_order
+        compute = self._checksum_compute
+        covered, stored = self._checksum_slices
+        checksum_order = self._checksum_order
+        key_byte = -1 if self._key_byte is None else self._key_byte
+        key_slice = slice(*self._key) if self._key is not None and self._key_byte is None else None
+        status_at, status_ok = self._status if self._status is not None else (-1, frozenset())
+        from_bytes = int.from_bytes
+
+        def check(raw: bytes) -> Frame:
+            size = len(raw)
+            if size < header or not raw.startswith(start):
+                return slow(raw)
+            if fixed is not None:
+                expected = fixed
+            elif length_byte >= 0:
+                expected = raw[length_byte] + length_add
+            else:
+                expected = from_bytes(raw[length_slice], length_order) + length_add
+            if (
+                expected != size
+                or expected < low_length
+                or expected > high_length
+                or (end is not None and not raw.endswith(end))
+                or (compute is not None and from_bytes(raw[stored], checksum_order) != compute(raw[covered]))
+            ):
+                return slow(raw)
+            if key_byte >= 0:
+                key: int | None = raw[key_byte]
+            elif key_slice is not None:
+                key = from_bytes(raw[key_slice], "big")
+            else:
+                key = None
+            return _new_tuple(Frame, (raw, key, status_at < 0 or raw[status_at] in status_ok))
+
+        return check
 
     @property
     def trailer(self) -> int:
@@ -116,6 +173,14 @@ class FrameChecker:
 
     def check(self, raw: bytes) -> Frame:
         """Validate one complete frame.
+
+        Raises:
+            FrameError: naming what is wrong (marker, length, end byte, checksum).
+        """
+        return self._check(raw)
+
+    def check_slowly(self, raw: bytes) -> Frame:
+        """`check` step by step, for every framing (what the fast path falls back to, and its reference).
 
         Raises:
             FrameError: naming what is wrong (marker, length, end byte, checksum).
