@@ -95,3 +95,37 @@ def test_frames_in_any_order_and_as_raw_bytes_decode_alike(name: str) -> None:
                 shuffled = frames[:]
                 generator.shuffle(shuffled)
                 assert decode(protocol, shuffled, battery_id="t", timestamp=0.0) == reference
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    name=st.sampled_from(["jk", "jbd", "daly", "seplos"]),
+    picks=st.lists(st.tuples(st.integers(0, 50), st.integers(-1, 400)), max_size=5),
+    sizes=st.lists(st.sampled_from([1, 2, 7, 20, 64, 128, 244, 512]), min_size=1, max_size=8),
+    junk=st.booleans(),
+)
+def test_a_frame_awaited_across_chunks_assembles_as_fed_byte_by_byte(
+    name: str, picks: list[tuple[int, int]], sizes: list[int], junk: bool
+) -> None:
+    protocol = get_protocol(name)
+    frames = _vector_frames(name)
+    stream = bytearray()
+    for pick, damage in picks:
+        frame = bytearray(frames[pick % len(frames)])
+        if 0 <= damage < len(frame):
+            frame[damage] ^= 0x5A  # a corrupt candidate the assembler must resynchronise after
+        stream += frame
+    chunks: list[bytes] = []
+    position = 0
+    while position < len(stream):
+        size = sizes[len(chunks) % len(sizes)]
+        chunks.append(bytes(stream[position : position + size]))
+        position += size
+    ignored = protocol.definition.framing.ignore_chunks
+    if junk and ignored:
+        chunks = [piece for chunk in chunks for piece in (chunk, ignored[0])]  # junk between notifications
+    chunked, single = protocol.new_assembler(), protocol.new_assembler()
+    got = [frame for chunk in chunks for frame in chunked.feed(bytearray(chunk))]
+    expected = [frame for byte in stream for frame in single.feed(bytes([byte]))]
+    assert got == expected
+    assert chunked.buffered == single.buffered

@@ -157,6 +157,8 @@ class FrameChecker:
         """Total frame length announced by a header of at least `header_size` bytes."""
         if self._fixed is not None:
             return self._fixed
+        if self._length_byte is not None and not self._length_in_text:
+            return header[self._length_byte] + self._length_add  # the common one-byte length field
         assert self._length_slice is not None  # guaranteed by FramingSpec validation
         low, high = self._length_slice
         value = int.from_bytes(header[low:high], "big" if self._length_big else "little")
@@ -284,34 +286,57 @@ class FrameAssembler(BufferedAssembler):
         self._checker = checker or FrameChecker(framing)
         self._start = framing.start
         self._ignore = frozenset(framing.ignore_chunks)
+        # Only a chunk of a junk chunk's size can be one: the others are never copied or hashed for it.
+        self._ignore_sizes = frozenset(len(junk) for junk in self._ignore)
         self._buffer = bytearray()
         # Bounded: a frame can never exceed max_length, so more than a few frames' worth of
         # unconsumed bytes means we are stuck on garbage and should drop it.
         self._limit = framing.max_length * _DEFAULT_BUFFER_FRAMES
+        self._awaiting = 0
+        """Length of the frame whose start and header the buffer holds (0: none known)."""
         self.stats = AssemblerStats()
+
+    def reset(self) -> None:
+        """Forget any partial frame (e.g. before a new request after a timeout)."""
+        super().reset()
+        self._awaiting = 0
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> list[Frame]:
         """Add received bytes; return every frame completed by them (possibly none)."""
-        chunk = bytes(chunk)
-        if chunk in self._ignore:
+        if len(chunk) in self._ignore_sizes and bytes(chunk) in self._ignore:
             self.stats.junk_chunks += 1
             return []
         buffer = self._buffer
+        if self._awaiting:
+            # The middle of a frame whose header arrived (a long reply in BLE notifications): the
+            # buffer starts with its marker and header, so only the byte count can change the outcome.
+            buffer += chunk
+            if len(buffer) < self._awaiting:
+                return []
+            self._awaiting = 0
+            return self._frames_from_buffer()
         checker = self._checker
-        start = self._start
-        if not buffer and len(chunk) >= checker.header_size and chunk.startswith(start):
+        if not buffer and len(chunk) >= checker.header_size:
             # One chunk holding exactly one frame (serial reads, short BLE replies): check the chunk
             # itself, without copying it through the buffer.
-            total = checker.total_length(chunk)
-            if total == len(chunk) and checker.min_length <= total <= checker.max_length:
+            data = bytes(chunk)
+            total = checker.total_length(data) if data.startswith(self._start) else 0
+            if total == len(data) and checker.min_length <= total <= checker.max_length:
                 try:
-                    frame = checker.check(chunk)
+                    frame = checker.check(data)
                 except FrameError:
                     pass  # the general path below rejects it and resynchronises
                 else:
                     self.stats.frames += 1
                     return [frame]
         buffer += chunk
+        return self._frames_from_buffer()
+
+    def _frames_from_buffer(self) -> list[Frame]:
+        """Every frame the buffer completes; noise and bad candidates dropped, a partial frame kept."""
+        buffer = self._buffer
+        checker = self._checker
+        start = self._start
         frames: list[Frame] = []
         while buffer:
             index = buffer.find(start)
@@ -328,6 +353,7 @@ class FrameAssembler(BufferedAssembler):
                 self._reject(f"implausible length {total}")
                 continue
             if len(buffer) < total:
+                self._awaiting = total
                 break
             with memoryview(buffer) as view:
                 candidate = view[:total].tobytes()  # one copy (a bytearray slice and bytes() are two)
