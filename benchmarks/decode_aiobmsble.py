@@ -1,18 +1,22 @@
 r"""bmsgate's decoder against aiobmsble 0.31 on identical frames, in one process, values compared first.
 
-Both sides get the same complete reply frames (JBD 16S 0x03 + 0x04; JK02 24S and 32S device info + cell
-info, the frames `decode_baseline.py` builds) and verify every checksum. aiobmsble is driven through its
-public per-poll path, `BaseBMS.async_update()`: the link is replaced by a hook that hands the next frame
-to the class's own notification handler (frame checks, reassembly, checksum) when the class asks the BMS
-for a reply, so the coroutine never suspends and one ``send(None)`` runs a whole poll. JK streams its cell
-info without being asked, so for JK the cell-info frame goes to the handler first, as the BLE stack would
-deliver it. The ``0x03 + 0x02`` rows also charge aiobmsble its device-info read
+Both sides get the same reply frames (JBD 16S 0x03 + 0x04; JK02 24S and 32S device info + cell info, the
+frames `decode_baseline.py` builds; and two real captures) as the same BLE notifications, and check every
+frame: first one notification per frame, then (second table) every frame split into 20-byte notifications,
+the size a default BLE MTU gives, which each side reassembles. bmsgate runs its public path: the
+protocol's frame assembler (one per connection) and `decode`. aiobmsble is driven through its public
+per-poll path, `BaseBMS.async_update()`: the link is replaced by a hook that hands the notifications of
+the next frame to the class's own notification handler (reassembly, frame checks, checksum) when the class
+asks the BMS for a reply, so the coroutine never suspends and one ``send(None)`` runs a whole poll. JK
+streams its cell info without being asked, so for JK the cell-info notifications go to the handler first,
+as the BLE stack would deliver them. The ``0x03 + 0x02`` rows also charge aiobmsble its device-info read
 (``_fetch_device_info``), which it normally does once per connection; the "cell info only" rows are the
 steady-state poll of both libraries (bmsgate told the layout, as aiobmsble knows it from the firmware).
 
 Before timing, the values both decode must agree (voltages, current, capacities, cycles, state of charge,
 MOSFETs, cell voltages, temperatures, device strings): else the comparison would be meaningless and the
-script stops. Timing interleaves the two in short rounds and keeps the best of each (a noisy machine).
+script stops. Timing interleaves the two in short rounds and keeps the best of each, in calls per CPU
+second of this process (`decode_baseline.rates`: a shared, noisy machine).
 
 aiobmsble is never part of bmsgate. To set it up (Python 3.11 here, aiobmsble 0.31 wants 3.12):
 
@@ -74,58 +78,82 @@ def _run_to_end(coroutine: Any) -> Any:
     raise _Suspended("aiobmsble's poll suspended: it waited for a reply the replay did not give")
 
 
+Notified = Sequence[Sequence[bytearray]]
+"""One poll as the link delivers it: per frame, its notifications (one, or MTU-sized pieces)."""
+
+
+def notifications(frames: Sequence[bytes], size: int | None) -> list[list[bytearray]]:
+    """Each frame as the notifications a BLE link delivers (bytearrays, as bleak hands them over)."""
+    if size is None:
+        return [[bytearray(frame)] for frame in frames]
+    return [[bytearray(frame[start : start + size]) for start in range(0, len(frame), size)] for frame in frames]
+
+
 class AiobmsbleReplay:
-    """One aiobmsble BMS object whose link replays given frames into its own notification handler."""
+    """One aiobmsble BMS object whose link replays given notifications into its own notification handler."""
 
     def __init__(self, module: Any, device_type: Any) -> None:
         self.bms = module.BMS(device_type("AA:BB:CC:DD:EE:01", "bench", _DEVICE_DETAILS))
-        self._pending: list[bytes] = []
+        self._pending: list[Sequence[bytearray]] = []
         self.bms._await_msg = self._answer
         self.bms._connect = self._connected
 
     async def _answer(self, *_args: Any, **_kwargs: Any) -> None:
-        # The BMS answers the request: its reply arrives as one notification.
-        self.bms._notification_handler(None, bytearray(self._pending.pop(0)))
+        # The BMS answers the request: its reply arrives as notifications.
+        self.notify(self._pending.pop(0))
 
     async def _connected(self) -> None:
         """The link is up already."""
 
-    def notify(self, frame: bytes) -> None:
-        """A frame the BMS sends on its own (a JK stream)."""
-        self.bms._notification_handler(None, bytearray(frame))
+    def notify(self, chunks: Sequence[bytearray]) -> None:
+        """Notifications of one frame (what a JK BMS streams on its own, or the answer to a request)."""
+        handler = self.bms._notification_handler
+        for chunk in chunks:
+            handler(None, chunk)
 
-    def poll(self, answers: Sequence[bytes]) -> dict[str, Any]:
+    def poll(self, answers: Notified) -> dict[str, Any]:
         """One ``async_update()`` whose requests are answered by `answers`, in order."""
         self._pending[:] = answers
         result: dict[str, Any] = _run_to_end(self.bms.async_update())
         return result
 
-    def device_info(self, answer: bytes) -> dict[str, Any]:
+    def device_info(self, answer: Sequence[bytearray]) -> dict[str, Any]:
         """aiobmsble's device-information read, answered by `answer`."""
         self._pending[:] = [answer]
         result: dict[str, Any] = _run_to_end(self.bms._fetch_device_info())
         return result
 
 
-def _jbd(module: Any, device_type: Any) -> Callable[[Sequence[bytes]], dict[str, Any]]:
+def _jbd(module: Any, device_type: Any) -> Callable[[Notified], dict[str, Any]]:
     replay = AiobmsbleReplay(module, device_type)
     return replay.poll
 
 
 def _jk(
     module: Any, device_type: Any, software_major: int, *, with_device_info: bool
-) -> Callable[[Sequence[bytes]], dict[str, Any]]:
+) -> Callable[[Notified], dict[str, Any]]:
     replay = AiobmsbleReplay(module, device_type)
     # What its connection set-up derives from the device info (JK02 24S firmware < 11 sits 32 bytes lower).
     replay.bms._sw_version = software_major
     replay.bms._prot_offset = -32 if software_major < 11 else 0
 
-    def poll(frames: Sequence[bytes]) -> dict[str, Any]:
+    def poll(frames: Notified) -> dict[str, Any]:
         info = replay.device_info(frames[0]) if with_device_info else {}
         replay.notify(frames[-1])
         values = replay.poll(())
         values.update(info)
         return values
+
+    return poll
+
+
+def _bmsgate(protocol: Any, variant: str | None) -> Callable[[Notified], BatterySnapshot]:
+    """bmsgate's poll over the same notifications: one connection's assembler (checks every frame), decode."""
+    feed = protocol.new_assembler().feed
+
+    def poll(frames: Notified) -> BatterySnapshot:
+        assembled = [frame for chunks in frames for chunk in chunks for frame in feed(chunk)]
+        return decode(protocol, assembled, battery_id="bench", timestamp=0.0, variant=variant)
 
     return poll
 
@@ -199,6 +227,7 @@ def main() -> None:
     parser.add_argument("--aiobmsble-path", required=True, help="site-packages directory holding aiobmsble 0.31")
     parser.add_argument("--seconds", type=float, default=0.3, help="length of each timed run")
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (best of each is kept)")
+    parser.add_argument("--notification", type=int, default=20, help="BLE notification size of the second table")
     args = parser.parse_args()
     sys.path.append(args.aiobmsble_path)
     try:
@@ -217,7 +246,7 @@ def main() -> None:
     captured_jk = [JK_V15_DEVICE_INFO, JK_V15_CELL_INFO]
     jk24_poll = _jk(jk_module, device_type, 10, with_device_info=False)
     jk32_poll = _jk(jk_module, device_type, 14, with_device_info=False)
-    cases: tuple[tuple[str, str, str | None, list[bytes], Callable[[Sequence[bytes]], dict[str, Any]]], ...] = (
+    cases: tuple[tuple[str, str, str | None, list[bytes], Callable[[Notified], dict[str, Any]]], ...] = (
         ("JBD 16S (0x03 + 0x04)", "jbd", None, jbd_poll(), _jbd(jbd_module, device_type)),
         ("JK02 24S (0x03 + 0x02)", "jk", None, jk24, _jk(jk_module, device_type, 10, with_device_info=True)),
         ("JK02 32S (0x03 + 0x02)", "jk", None, jk32, _jk(jk_module, device_type, 14, with_device_info=True)),
@@ -226,20 +255,23 @@ def main() -> None:
         ("captured JBD 17S", "jbd", None, captured_jbd, _jbd(jbd_module, device_type)),
         ("captured JK02 32S v15", "jk", None, captured_jk, _jk(jk_module, device_type, 15, with_device_info=True)),
     )
-    print(f"aiobmsble {version}; both verify checksums; values compared before timing")
-    print(f"{'poll':<24} {'bmsgate/s':>10} {'aiobmsble/s':>12} {'ratio':>6}  {'µs bmsgate':>10} {'µs aiobmsble':>12}")
-    for label, name, variant, frames, theirs in cases:
-        protocol = get_protocol(name)
-
-        def ours(raw: Sequence[bytes], protocol: Any = protocol, variant: str | None = variant) -> BatterySnapshot:
-            return decode(protocol, raw, battery_id="bench", timestamp=0.0, variant=variant)
-
-        compared = compare(label, ours(frames), theirs(frames))
-        mine, other = rates((ours, theirs), (frames, frames), args.seconds, args.rounds)
+    print(f"aiobmsble {version}; both check every frame (markers, length, checksum); values compared before timing")
+    for size in (None, args.notification):
+        print()
+        how = "one notification per frame" if size is None else f"{size}-byte BLE notifications (reassembled)"
+        print(f"{how}:")
         print(
-            f"{label:<24} {mine:>10,.0f} {other:>12,.0f} {mine / other:>5.2f}x"
-            f"  {1e6 / mine:>10.1f} {1e6 / other:>12.1f}  ({compared} values agree)"
+            f"{'poll':<24} {'bmsgate/s':>10} {'aiobmsble/s':>12} {'ratio':>6}  {'µs bmsgate':>10} {'µs aiobmsble':>12}"
         )
+        for label, name, variant, frames, theirs in cases:
+            ours = _bmsgate(get_protocol(name), variant)
+            delivered = notifications(frames, size)
+            compared = compare(label, ours(delivered), theirs(delivered))
+            mine, other = rates((ours, theirs), (delivered, delivered), args.seconds, args.rounds)
+            print(
+                f"{label:<24} {mine:>10,.0f} {other:>12,.0f} {mine / other:>5.2f}x"
+                f"  {1e6 / mine:>10.1f} {1e6 / other:>12.1f}  ({compared} values agree)"
+            )
 
 
 if __name__ == "__main__":

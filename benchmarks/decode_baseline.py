@@ -7,8 +7,9 @@ bmsgate's on the same frames (else the comparison would be meaningless and the s
 
 Polls: JBD 16S (0x03 + 0x04 replies), JK02 24S and JK02 32S (device info + cell info). Timing interleaves
 bmsgate and the baseline in short rounds and keeps the best of each (a shared, noisy machine), so the
-ratio compares like with like. Then figures for every built-in protocol (assembled frames and raw bytes):
-one poll from the simulator, or from the protocol's conformance vector where the simulator cannot serve it.
+ratio compares like with like; rates are calls per CPU second of this process (see `rates`). Then
+figures for every built-in protocol (assembled frames and raw bytes): one poll from the simulator, or
+from the protocol's conformance vector where the simulator cannot serve it.
 
 Run: .venv/bin/python benchmarks/decode_baseline.py [--seconds 0.3] [--rounds 9]
 """
@@ -344,7 +345,11 @@ def _bmsgate(
 
 
 def rates(functions: Sequence[Callable[[Any], Any]], inputs: Sequence[Any], seconds: float, rounds: int) -> list[float]:
-    """Best calls/s of each function, the functions interleaved round by round."""
+    """Best calls per CPU second of each function, the functions interleaved round by round.
+
+    The clock is this process's CPU time: on a shared machine, time spent waiting for a core is not
+    charged to whichever function happened to run (wall time made the figures swing by 2x here).
+    """
     best = [0.0] * len(functions)
     for function, argument in zip(functions, inputs, strict=True):
         for _ in range(500):
@@ -352,13 +357,13 @@ def rates(functions: Sequence[Callable[[Any], Any]], inputs: Sequence[Any], seco
     for _ in range(rounds):
         for position, (function, argument) in enumerate(zip(functions, inputs, strict=True)):
             count = 0
-            started = time.perf_counter()
+            started = time.process_time()
             deadline = started + seconds
-            while time.perf_counter() < deadline:
+            while time.process_time() < deadline:
                 for _ in range(200):
                     function(argument)
                 count += 200
-            best[position] = max(best[position], count / (time.perf_counter() - started))
+            best[position] = max(best[position], count / (time.process_time() - started))
     return best
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import operator
 import os
 import random
@@ -414,6 +415,16 @@ def test_hostile_values_of_every_kind_stay_data(tmp_path: Path, monkeypatch: pyt
         ({"target": "voltage", "at": 0, "type": "u8", "when": {"var": "var.x)or exec(1", "min": 0}}, "when"),
         ({"target": "cell_voltages", "at": 0, "type": "u8", "count": "var.n+exec(1)"}, "count"),
         ({"target": "extras.v", "at": 0, "type": "u8", "version": "nibbles'+exec('1"}, "version"),
+        # Numbers that would overflow or poison a value at decode time (found by the fuzz test below).
+        ({"target": "var.n", "at": 0, "type": "u64", "scale": 9.740987338056976e299}, "beyond any finite"),
+        ({"target": "cycles", "at": 0, "type": "u8", "scale": math.inf}, "finite"),
+        ({"target": "voltage", "at": 0, "type": "u8", "add": math.nan}, "finite"),
+        ({"target": "cell_voltages", "at": 0, "type": "u16", "count": 2, "scale": 2.2e-309}, "too small"),
+        ({"target": "voltage", "at": 0, "type": "u8", "scale": 2.3e-308, "add": 4}, "too small"),
+        # Map values the target cannot hold (a text into a variable or a percentage).
+        ({"target": "var.n", "at": 0, "type": "u8", "map": {0: "'); exec('1') #"}}, "whole numbers"),
+        ({"target": "soc", "at": 0, "type": "u8", "map": {0: "{__import__('os')}"}}, "numbers"),
+        ({"target": "charge_enabled", "at": 0, "type": "u8", "map": {0: 1}}, "true/false"),
     ],
 )
 def test_hostile_names_and_numbers_are_refused_before_codegen(
