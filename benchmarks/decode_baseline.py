@@ -381,6 +381,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.3, help="length of each timed run")
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds (best of each is kept)")
     parser.add_argument("--skip-all", action="store_true", help="only the baseline comparison")
+    parser.add_argument("--only-all", action="store_true", help="only the every-protocol figures")
     args = parser.parse_args()
     jk24, jk32 = jk_poll(24, "10.XW"), jk_poll(32, "14.20")
     cases = (
@@ -392,7 +393,7 @@ def main() -> None:
         ("JK02 32S cell info only", "jk", "jk02_32s", jk32[1:], jk32_baseline),
     )
     print(f"{'poll':<24} {'bmsgate/s':>10} {'struct/s':>10} {'ratio':>6}   (raw frames: checksums verified both sides)")
-    for label, name, variant, frames, baseline in cases:
+    for label, name, variant, frames, baseline in () if args.only_all else cases:
         ours = _bmsgate(get_protocol(name), variant)
         _compare(label, ours(frames), baseline(frames))
         mine, base = rates((ours, baseline), (frames, frames), args.seconds, args.rounds)

@@ -313,7 +313,19 @@ class FrameAssembler(BufferedAssembler):
             buffer += chunk
             if len(buffer) < self._awaiting:
                 return []
+            complete = len(buffer) == self._awaiting
             self._awaiting = 0
+            if complete:
+                # The last piece of the frame and nothing after it (the usual case): the buffer is the
+                # candidate; a bad one goes the general way, which rejects it and resynchronises.
+                try:
+                    frame = self._checker.check(bytes(buffer))
+                except FrameError:
+                    pass
+                else:
+                    buffer.clear()
+                    self.stats.frames += 1
+                    return [frame]
             return self._frames_from_buffer()
         checker = self._checker
         if not buffer and len(chunk) >= checker.header_size:
@@ -321,14 +333,20 @@ class FrameAssembler(BufferedAssembler):
             # itself, without copying it through the buffer.
             data = bytes(chunk)
             total = checker.total_length(data) if data.startswith(self._start) else 0
-            if total == len(data) and checker.min_length <= total <= checker.max_length:
-                try:
-                    frame = checker.check(data)
-                except FrameError:
-                    pass  # the general path below rejects it and resynchronises
-                else:
-                    self.stats.frames += 1
-                    return [frame]
+            if checker.min_length <= total <= checker.max_length:
+                if total == len(data):
+                    try:
+                        frame = checker.check(data)
+                    except FrameError:
+                        pass  # the general path below rejects it and resynchronises
+                    else:
+                        self.stats.frames += 1
+                        return [frame]
+                elif total > len(data):
+                    # The first piece of a longer frame: what the general path would conclude, directly.
+                    buffer += data
+                    self._awaiting = total
+                    return []
         buffer += chunk
         return self._frames_from_buffer()
 
