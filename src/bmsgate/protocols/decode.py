@@ -37,6 +37,8 @@ __all__ = [
 # Keys of the decode output dict that hold intermediate results, never snapshot fields.
 POSITIONED: Final = "#positioned"
 EXTRA_LISTS: Final = "#extra_lists"
+# Distinct values of a layout selector (firmware versions) a gateway meets: a few.
+_CHOICES_MEMO_SIZE: Final = 64
 
 _Items = tuple[tuple[str, Any], ...]
 MemoResult = tuple[_Items, _Items | None, _Items, tuple[tuple[str, int], ...]]
@@ -134,8 +136,15 @@ class FrameRunner:
     select: str
     entries: Mapping[int | None, tuple[CompiledReply, Layout, Mapping[str, Layout]]] = dataclasses.field(init=False)
     """Per framing key (None when the framing has none): (reply, its default layout, its variant layouts)."""
+    choose: Mapping[int | None, str] = dataclasses.field(init=False)
+    """The layout name per selector value (`VariantSpec.choose`, memoized: a firmware version per battery)."""
 
     def __post_init__(self) -> None:
+        variants = self.variants
+        chooser: BoundedMemo[int | None, str] = BoundedMemo(
+            variants.choose if variants is not None else _no_variants, _CHOICES_MEMO_SIZE
+        )
+        object.__setattr__(self, "choose", chooser)
         entries: dict[int | None, tuple[CompiledReply, Layout, Mapping[str, Layout]]] = {
             key: (reply, reply.default, reply.layouts) for key, reply in self.replies.items()
         }
@@ -143,6 +152,10 @@ class FrameRunner:
             # A framing without a key has one reply type: every frame is it.
             entries = {None: next(iter(entries.values()))} if entries else {}
         object.__setattr__(self, "entries", entries)
+
+
+def _no_variants(_value: int | None) -> str:
+    raise RuntimeError("this protocol has a single layout")
 
 
 def _status_error(runner: FrameRunner, frame: Frame) -> ProtocolError:
@@ -195,6 +208,7 @@ def run_frames(
     stop = -runner.trailer if runner.trailer else None
     variants = runner.variants
     select = runner.select
+    choose = runner.choose
     entries = runner.entries
     keyed = runner.keyed
     for frame in checked:
@@ -204,7 +218,7 @@ def run_frames(
         reply, layout, layouts = entry
         raw = frame[0]
         if variants is not None:
-            layout = layouts[variant or variants.choose(variables.get(select))]
+            layout = layouts[variant or choose[variables.get(select)]]
         memo = layout.memo
         if memo is None:
             payload = raw[offset:stop]
