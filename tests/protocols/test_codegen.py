@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import io
+import math
 import operator
 import os
 import random
+import tokenize
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bmsgate.catalog import Kind, default_catalog
-from bmsgate.errors import DecodeError
+from bmsgate.errors import BmsgateError, DecodeError, DefinitionError
 from bmsgate.model import Alarm
-from bmsgate.protocols import decode, get_protocol
+from bmsgate.protocols import codegen, decode, get_protocol
 from bmsgate.protocols.codegen import check_source
 from bmsgate.protocols.compile import compile_reply
 from bmsgate.protocols.compiled import compile_definition
@@ -222,3 +226,320 @@ def test_list_multiplier_is_exactly_the_linear_transform(raw: int, scale: float)
     # `compile._multiplier` maps operator.mul(raw, scale) over list values in place of `raw * scale + 0.0`.
     mine, theirs = operator.mul(raw, scale), raw * scale + 0.0
     assert repr(mine) == repr(theirs)
+
+
+# -- every value kind that reaches the generator, hostile ---------------------------------------------------
+
+# Names a definition may legally use (``[a-z][a-z0-9_]*``) that are template words, keywords or builtins:
+# harmless as data, fatal were they ever spliced into the source.
+_NAME_TRAPS: Final = (
+    "out",
+    "payload",
+    "device",
+    "variables",
+    "extras",
+    "value",
+    "get",
+    "update",
+    "bit_count",
+    "decode_layout",
+    "def",
+    "return",
+    "lambda",
+    "import",
+    "exec",
+    "eval",
+    "compile",
+    "open",
+    "globals",
+    "none",
+    "true",
+    "k0",
+    "r0",
+)
+_BUILTINS_THAT_RUN_CODE: Final = (eval, exec, compile, __import__, open, getattr, setattr, globals)
+
+
+def _recorded_sources() -> tuple[list[str], Any]:
+    """A stand-in for `codegen.check_source` that keeps every generated text (and still checks it)."""
+    texts: list[str] = []
+
+    def record(source: str) -> None:
+        texts.append(source)
+        check_source(source)
+
+    return texts, mock.patch.object(codegen, "check_source", record)
+
+
+def _generated_functions(protocol: Any) -> list[Any]:
+    layouts: list[Layout] = []
+    for reply in protocol._replies.values():  # the compiled layouts are what is inspected
+        for layout in (reply.default, *reply.layouts.values()):
+            layouts.append(layout)
+            layouts.extend(sub for _terms, sub in layout.shifted)
+    return [layout.run for layout in layouts]
+
+
+def _assert_template_only(texts: list[str], functions: list[Any], hostile: list[str], numbers: list[float]) -> None:
+    assert texts, "no layout was generated: the test would prove nothing"
+    for text in texts:
+        # No definition text and no definition number made it into the source.
+        assert not any(piece in text for piece in hostile if len(piece) > 3)
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+        literals = {token.string for token in tokens if token.type == tokenize.NUMBER}
+        assert literals <= {"0", "1"}  # every definition number is a bound constant, never a literal
+        assert not {token.string for token in tokens if token.type == tokenize.STRING}
+        assert not {repr(number) for number in numbers if number not in {0, 1}} & literals
+    for function in functions:
+        code = function.__code__
+        assert set(code.co_consts) <= {None, 0, 1}
+        assert function.__globals__["__builtins__"] == {}
+        bound = list(function.__globals__.values())
+        assert not any(value is builtin for value in bound for builtin in _BUILTINS_THAT_RUN_CODE)
+
+
+def _every_kind(tmp_path: Path) -> tuple[dict[str, Any], list[str], list[float]]:
+    """A definition that puts hostile names, texts and numbers into every field property codegen reads."""
+    evil = _payloads(tmp_path)
+    numbers = [1e300, -7.25e-300, 123456789.5, -0.0, 2.0**53 + 1, 98765.4321, 4096.0, 1e-9, 77.7]
+    fields: list[dict[str, Any]] = [
+        # Linear numbers (multiplied, divided, odd constants) into the snapshot, extras and variables.
+        {"target": "voltage", "at": 0, "type": "u16", "scale": numbers[0], "add": numbers[1]},
+        {"target": "current", "at": 2, "type": "s16", "scale": 1 / numbers[6], "add": numbers[2]},
+        {"target": "soc", "at": 4, "type": "u8", "scale": 0.5, "add": numbers[3]},
+        {"target": "design_capacity", "at": 5, "type": "s32", "scale": -1 / numbers[5]},
+        {"target": "cycles", "at": 9, "type": "u16"},
+        *(
+            {"target": f"extras.{name}", "at": 11, "type": "u16", "scale": numbers[7], "add": numbers[8]}
+            for name in _NAME_TRAPS[:8]
+        ),
+        *({"target": f"var.{name}", "at": 13, "type": "u8"} for name in _NAME_TRAPS[8:]),
+        {"target": "var.bits", "at": 14, "type": "u16", "popcount": True},
+        # Flags, inverted flags, status codes, maps of every value type.
+        {"target": "charge_enabled", "at": 16, "type": "u8", "bit": 7},
+        {"target": "discharge_enabled", "at": 16, "type": "u8", "one_of": [3, 250, 17]},
+        {"target": "heating", "at": 16, "type": "u8", "bit": 2, "invert": True},
+        {
+            "target": f"extras.{_NAME_TRAPS[16]}",
+            "at": 17,
+            "type": "u8",
+            "map": {0: evil[0], 1: numbers[0], 2: -(2**70), 3: True, 4: evil[5]},
+        },
+        {"target": "extras.mapped_bit", "at": 17, "type": "u8", "bit": 1, "map": {0: evil[1], 1: evil[2]}},
+        {"target": "alarms", "at": 18, "type": "u16", "flags": {0: "cell_overvoltage", 15: "short_circuit"}},
+        {"target": "alarms", "at": 20, "type": "u8", "codes": {7: "front_end_fault", 200: "battery_full"}},
+        {"target": "balancing_cells", "at": 21, "type": "u16", "cells": 999},
+        # Absent markers, sign-magnitude and difference numbers.
+        {"target": "balance_current", "at": 23, "type": "u16", "absent": [65535, 12345], "scale": 0.001},
+        {
+            "target": "mosfet_temperature",
+            "at": 25,
+            "type": "u16",
+            "sign_magnitude": {"sign_bit": 15, "magnitude_bits": 14},
+            "scale": 0.1,
+        },
+        {"target": "remaining_capacity", "at": 27, "type": "u32", "difference": True, "scale": 0.01},
+        # Device values: versions, packed dates, strings with a hostile date format.
+        {"target": "device.software_version", "at": 31, "type": "u8", "version": "nibbles"},
+        {"target": "device.hardware_version", "at": 32, "type": "u16", "version": "major_minor"},
+        {
+            "target": "device.production_date",
+            "at": 34,
+            "type": "u16",
+            "date": {"year": [15, 9], "month": [8, 5], "day": [4, 0], "year_add": 1999},
+        },
+        {"target": "device.model", "at": 36, "type": "str", "size": 8},
+        {"target": "extras.when_text", "at": 36, "type": "str", "size": 8, "date_format": evil[3]},
+        # Lists (fixed, variable, limited) and fields after them, shifted by a decoded count.
+        {"target": "temperatures", "at": 44, "type": "s8", "count": 2, "add": -40, "absent": [127]},
+        {"target": "cell_voltages", "at": 46, "type": "u16", "count": "var.k0", "limit": "var.r0", "scale": 0.001},
+        {"target": "extras.after", "at": 46, "type": "u8", "shift": {"var.k0": 2}, "scale": numbers[4]},
+        # Conditional on a variable range with extreme bounds.
+        {
+            "target": "full_capacity",
+            "at": 9,
+            "type": "u16",
+            "when": {"var": "var.none", "min": -(2**63), "max": 2**63},
+            "scale": 0.1,
+        },
+    ]
+    definition = {
+        "name": "hostile-kinds",
+        "title": evil[4],
+        "manufacturer": evil[2],
+        "framing": {"start": "AA", "length": {"offset": 1, "add": 2}, "payload_offset": 2},
+        "requests": [{"name": evil[1][:20] or "poll", "frame": "AA 00", "reply": None}],
+        "replies": {1: {"name": evil[0], "fields": fields}},
+    }
+    return definition, evil, numbers
+
+
+def test_hostile_values_of_every_kind_stay_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(_CANARY, raising=False)
+    mapping, evil, numbers = _every_kind(tmp_path)
+    texts, recording = _recorded_sources()
+    with recording:
+        protocol = compile_definition(definition_from_mapping(mapping))
+    payload = bytearray(64)
+    payload[13] = 2  # var.k0 (and every var.NAME at 13): two cells, so 'after' sits 4 bytes on
+    payload[46:50] = bytes([0x0C, 0xE4, 0x0C, 0xE5])
+    payload[50] = 9
+    payload[17] = 4
+    payload[36:44] = b"JK-BMS\x00\x00"
+    frame = bytes([0xAA, len(payload)]) + payload
+    snapshot = decode(protocol, [frame], timestamp=0.0)
+
+    assert _CANARY not in os.environ
+    assert not (tmp_path / "pwned").exists()
+    assert snapshot.extras[_NAME_TRAPS[16]] == evil[5]  # a map value arrives as the text it is
+    assert snapshot.extras["after"] == 9 * numbers[4]
+    assert snapshot.cell_voltages == pytest.approx((3.300, 3.301))
+    assert snapshot.device.model == "JK-BMS"
+    assert snapshot.device.manufacturer == evil[2]
+    _assert_template_only(texts, _generated_functions(protocol), evil, numbers)
+
+
+@pytest.mark.parametrize(
+    ("field", "where"),
+    [
+        ({"target": "alarms", "at": 0, "type": "u8", "flags": {0: "__import__('os').system('true')"}}, "flags"),
+        ({"target": "alarms", "at": 0, "type": "u8", "codes": {1: "cell_overvoltage'); exec('1"}}, "codes"),
+        ({"target": "extras.a b", "at": 0, "type": "u8"}, "target"),
+        ({"target": "extras.x]=0;exec(1)#", "at": 0, "type": "u8"}, "target"),
+        ({"target": "var.__class__", "at": 0, "type": "u8"}, "target"),
+        ({"target": "voltage", "at": 0, "type": "u8;exec", "scale": 1}, "type"),
+        ({"target": "voltage", "at": 0, "type": "u8", "scale": "1; exec('x')"}, "scale"),
+        ({"target": "voltage", "at": 0, "type": "u8", "add": "__import__('os')"}, "add"),
+        ({"target": "voltage", "at": "0+exec('1')", "type": "u8"}, "at"),
+        ({"target": "charge_enabled", "at": 0, "type": "u8", "bit": "0)or(exec('1')"}, "bit"),
+        ({"target": "voltage", "at": 0, "type": "u8", "when": {"var": "var.x)or exec(1", "min": 0}}, "when"),
+        ({"target": "cell_voltages", "at": 0, "type": "u8", "count": "var.n+exec(1)"}, "count"),
+        ({"target": "extras.v", "at": 0, "type": "u8", "version": "nibbles'+exec('1"}, "version"),
+        # Numbers that would overflow or poison a value at decode time (found by the fuzz test below).
+        ({"target": "var.n", "at": 0, "type": "u64", "scale": 9.740987338056976e299}, "beyond any finite"),
+        ({"target": "cycles", "at": 0, "type": "u8", "scale": math.inf}, "finite"),
+        ({"target": "voltage", "at": 0, "type": "u8", "add": math.nan}, "finite"),
+        ({"target": "cell_voltages", "at": 0, "type": "u16", "count": 2, "scale": 2.2e-309}, "too small"),
+        ({"target": "voltage", "at": 0, "type": "u8", "scale": 2.3e-308, "add": 4}, "too small"),
+        # Map values the target cannot hold (a text into a variable or a percentage).
+        ({"target": "var.n", "at": 0, "type": "u8", "map": {0: "'); exec('1') #"}}, "whole numbers"),
+        ({"target": "soc", "at": 0, "type": "u8", "map": {0: "{__import__('os')}"}}, "numbers"),
+        ({"target": "charge_enabled", "at": 0, "type": "u8", "map": {0: 1}}, "true/false"),
+    ],
+)
+def test_hostile_names_and_numbers_are_refused_before_codegen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: dict[str, Any], where: str
+) -> None:
+    monkeypatch.delenv(_CANARY, raising=False)
+    mapping = {
+        "name": "hostile-refused",
+        "title": "t",
+        "framing": {"start": "AA", "length": {"offset": 1, "add": 2}, "payload_offset": 2},
+        "requests": [{"name": "poll", "frame": "AA 00", "reply": None}],
+        "replies": {1: {"name": "r", "fields": [field]}},
+    }
+    texts, recording = _recorded_sources()
+    with recording, pytest.raises(DefinitionError, match=where):
+        compile_definition(definition_from_mapping(mapping))
+    assert not texts  # refused by validation: the generator never saw it
+    assert _CANARY not in os.environ
+
+
+_HOSTILE_TEXT: Final = st.sampled_from(
+    [
+        "'); __import__('os').environ.__setitem__('BMSGATE_CODEGEN_CANARY', '1') #",
+        '"""\n__import__("os").environ["BMSGATE_CODEGEN_CANARY"] = "1"\n"""',
+        "{__import__('os')}",
+        "\\n exec('1')",
+        "\x00\r\n\t",
+    ]
+) | st.text(max_size=12)
+_NUMBER: Final = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from([0, 1, -1, 0.5, -0.0, 1e-300, 1e300]),
+)
+_NAME: Final = st.sampled_from(_NAME_TRAPS) | st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
+_INTEGER_TYPE: Final = st.sampled_from(["u8", "s8", "u16", "s16", "u24", "u32", "s32", "u64", "s64"])
+
+
+@st.composite
+def _hostile_field(draw: st.DrawFn) -> dict[str, Any]:
+    at = draw(st.integers(min_value=0, max_value=40))
+    kind = draw(st.sampled_from(["linear", "bit", "map", "alarms", "codes", "string", "list", "device", "absent"]))
+    scalar_target = draw(
+        st.sampled_from(["voltage", "current", "soc", "cycles", "charge_enabled"])
+        | _NAME.map(lambda name: f"extras.{name}")
+        | _NAME.map(lambda name: f"var.{name}")
+    )
+    field: dict[str, Any] = {"target": scalar_target, "at": at, "type": draw(_INTEGER_TYPE)}
+    if kind == "linear":
+        field |= {"scale": draw(_NUMBER), "add": draw(_NUMBER)}
+    elif kind == "bit":
+        field |= {"bit": draw(st.integers(min_value=0, max_value=7)), "invert": draw(st.booleans())}
+    elif kind == "map":
+        values = st.one_of(_HOSTILE_TEXT, _NUMBER, st.booleans())
+        field["map"] = draw(st.dictionaries(st.integers(min_value=0, max_value=300), values, max_size=4))
+    elif kind == "alarms":
+        names = st.sampled_from(["cell_overvoltage", "short_circuit"]) | _HOSTILE_TEXT
+        field = {"target": "alarms", "at": at, "type": "u16"}
+        field["flags"] = draw(st.dictionaries(st.integers(min_value=0, max_value=15), names, max_size=3))
+    elif kind == "codes":
+        names = st.sampled_from(["front_end_fault", "battery_full"]) | _HOSTILE_TEXT
+        field = {"target": "alarms", "at": at, "type": "u8"}
+        field["codes"] = draw(st.dictionaries(st.integers(min_value=0, max_value=255), names, max_size=3))
+    elif kind == "string":
+        target = draw(st.sampled_from(["device.model", "device.name"]) | _NAME.map(lambda name: f"extras.{name}"))
+        field = {"target": target, "at": at, "type": "str", "size": draw(st.integers(min_value=1, max_value=8))}
+        if draw(st.booleans()):
+            field["date_format"] = draw(_HOSTILE_TEXT)
+    elif kind == "list":
+        # A var.NAME count needs a field that sets it: mostly fixed counts, so that most examples compile.
+        count = draw(st.integers(min_value=1, max_value=4) | st.just("var.exec"))
+        field = {"target": "cell_voltages", "at": at, "type": "u16", "count": count, "scale": draw(_NUMBER)}
+    elif kind == "device":
+        version = draw(st.sampled_from(["nibbles", "byte_tenths", "major_minor"]))
+        field = {"target": "device.software_version", "at": at, "type": "u16", "version": version}
+    else:
+        field["absent"] = draw(st.lists(st.integers(min_value=-(2**40), max_value=2**40), max_size=3))
+    if draw(st.integers(min_value=0, max_value=4)) == 0:
+        field["when"] = {"var": "var.exec", "min": draw(st.integers()), "max": draw(st.integers())}
+    return field
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    fields=st.lists(_hostile_field(), min_size=1, max_size=6).map(
+        lambda fields: [{"target": "var.exec", "at": 0, "type": "u8"}, *fields]
+    ),
+    title=_HOSTILE_TEXT,
+    payload=st.binary(min_size=40, max_size=100) | st.binary(max_size=40),
+)
+def test_fuzzed_hostile_definitions_never_reach_the_source(
+    fields: list[dict[str, Any]], title: str, payload: bytes
+) -> None:
+    os.environ.pop(_CANARY, None)
+    mapping = {
+        "name": "hostile-fuzz",
+        "title": title,
+        "manufacturer": title,
+        "framing": {"start": "AA", "length": {"offset": 1, "add": 2}, "payload_offset": 2},
+        "requests": [{"name": "poll", "frame": "AA 00", "reply": None}],
+        "replies": {1: {"name": title or "r", "fields": fields}},
+    }
+    texts, recording = _recorded_sources()
+    with recording:
+        try:
+            protocol = compile_definition(definition_from_mapping(mapping))
+        except DefinitionError:
+            assert not texts or all(_CANARY not in text for text in texts)
+            return
+    hostile = [title, *(str(value) for field in fields for value in (field.get("map") or {}).values())]
+    numbers = [value for field in fields for value in (field.get("scale"), field.get("add")) if value is not None]
+    _assert_template_only(texts, _generated_functions(protocol), hostile, numbers)
+    frame = bytes([0xAA, len(payload)]) + payload
+    try:
+        decode(protocol, [frame], timestamp=0.0)
+    except BmsgateError:
+        pass  # a clear error of ours for a payload the fields do not fit
+    assert _CANARY not in os.environ

@@ -499,8 +499,9 @@ def _compile_list(
                 return
             items = out.get(target)
             if items is None:
-                items = out[target] = []
-            if identity:
+                # The first field of this target: its fresh list becomes the target's (no copy into an empty one).
+                out[target] = list(map(float, raw)) if identity else scaled(raw)
+            elif identity:
                 items.extend(map(float, raw))
             else:
                 items.extend(scaled(raw))
@@ -535,7 +536,11 @@ def _compile_list(
             if extras_name is not None:
                 items = out.setdefault(EXTRA_LISTS, {}).setdefault(extras_name, [])
             else:
-                items = out.setdefault(target, [])
+                items = out.get(target)
+                if items is None:
+                    # The first field of this target: its fresh list becomes the target's.
+                    out[target] = read_values(payload, n) if n > 0 else []
+                    return
             if n > 0:
                 items.extend(read_values(payload, n))
 

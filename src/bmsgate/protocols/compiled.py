@@ -58,6 +58,7 @@ class CompiledProtocol:
         self._variants = definition.variants
         self._select = definition.variants.select[4:] if definition.variants else ""
         variant_names = tuple(definition.variants.choices) if definition.variants else ()
+        self._variant_set = frozenset(variant_names)
         self._replies = {
             key: compile_reply(
                 key,
@@ -189,7 +190,7 @@ class CompiledProtocol:
             ProtocolError: the BMS flagged an error in a reply's status byte.
             ValueError: `variant` is not one of `variant_names`.
         """
-        if variant is not None and variant not in self.variant_names:
+        if variant is not None and variant not in self._variant_set:
             raise ValueError(f"{self.name}: unknown variant {variant!r}; choose one of {list(self.variant_names)}")
         out: dict[str, Any] = {}
         device_fields: dict[str, Any] = {}
@@ -207,7 +208,8 @@ class CompiledProtocol:
             extras = out.setdefault("extras", {})
             keys = self._numbered_keys
             for name, values in out.pop(EXTRA_LISTS).items():
-                extras.update(zip(keys[name, len(values)], values, strict=True))
+                # The keys are made for this length: a strict zip would only re-check it.
+                extras.update(zip(keys[name, len(values)], values, strict=False))
         info = self._device_info[tuple(device_fields.items())] if device_fields else None
         return build_snapshot(self.name, out, info, battery_id, timestamp, device, self._anonymous)
 

@@ -37,6 +37,8 @@ __all__ = [
 # Keys of the decode output dict that hold intermediate results, never snapshot fields.
 POSITIONED: Final = "#positioned"
 EXTRA_LISTS: Final = "#extra_lists"
+# Distinct values of a layout selector (firmware versions) a gateway meets: a few.
+_CHOICES_MEMO_SIZE: Final = 64
 
 _Items = tuple[tuple[str, Any], ...]
 MemoResult = tuple[_Items, _Items | None, _Items, tuple[tuple[str, int], ...]]
@@ -135,6 +137,41 @@ class FrameRunner:
     prefix: tuple[str, bytes | tuple[bytes, ...]] | None = None
     """(variable, start markers) of `framing.prefix`: the variable is 0 for a frame starting with a marker,
     1 for a prefixed one, set before the frame's layout is chosen."""
+    entries: Mapping[int | None, tuple[CompiledReply, Layout, Mapping[str, Layout]]] = dataclasses.field(init=False)
+    """Per framing key (None when the framing has none): (reply, its default layout, its variant layouts)."""
+    choose: Mapping[int | None, str] = dataclasses.field(init=False)
+    """The layout name per selector value (`VariantSpec.choose`, memoized: a firmware version per battery)."""
+
+    def __post_init__(self) -> None:
+        variants = self.variants
+        chooser: BoundedMemo[int | None, str] = BoundedMemo(
+            variants.choose if variants is not None else _no_variants, _CHOICES_MEMO_SIZE
+        )
+        object.__setattr__(self, "choose", chooser)
+        entries: dict[int | None, tuple[CompiledReply, Layout, Mapping[str, Layout]]] = {
+            key: (reply, reply.default, reply.layouts) for key, reply in self.replies.items()
+        }
+        if not self.keyed:
+            # A framing without a key has one reply type: every frame is it.
+            entries = {None: next(iter(entries.values()))} if entries else {}
+        object.__setattr__(self, "entries", entries)
+
+
+def _no_variants(_value: int | None) -> str:
+    raise RuntimeError("this protocol has a single layout")
+
+
+def _status_error(runner: FrameRunner, frame: Frame) -> ProtocolError:
+    if frame.key is not None:
+        return ProtocolError(f"{runner.name}: the BMS answered reply {frame.key:#04x} with an error status")
+    return ProtocolError(f"{runner.name}: the BMS answered with an error status")
+
+
+def _in_request_order(runner: FrameRunner, frames: list[Frame]) -> list[Frame]:
+    """The frames sorted by their reply's place in the requests; stable (numbered frames keep their order)."""
+    order, unknown = runner.order, len(runner.order)
+    ranks = [order.get(frame.key, unknown) if frame.key is not None else 0 for frame in frames]
+    return [frame for _, _, frame in sorted(zip(ranks, range(len(ranks)), frames, strict=True))]
 
 
 def run_frames(
@@ -145,68 +182,80 @@ def run_frames(
     variables: dict[str, int],
     variant: str | None,
 ) -> bool:
-    """Decode the frames, in the definition's request order, into the three dicts; False if none is a reply."""
+    """Decode the frames, in the definition's request order, into the three dicts; False if none is a reply.
+
+    The first pass checks raw frames and notices whether they arrived in request order (almost always);
+    the second decodes each with its layout: the generated function, or the memo of a constant frame.
+    """
     check = runner.checker.check
-    keyed = runner.keyed
-    order = runner.order
-    unknown_rank = len(order)
+    order = runner.order if runner.keyed else None
+    unknown_rank = len(runner.order)
     checked: list[Frame] = []
-    ranks: list[int] = []
+    previous = -1
     in_order = True
     for item in frames:
-        frame = item if item.__class__ is Frame else check(bytes(item))  # type: ignore[arg-type]
-        if not frame.status_ok:
-            raise ProtocolError(
-                f"{runner.name}: the BMS answered reply {frame.key:#04x} with an error status"
-                if frame.key is not None
-                else f"{runner.name}: the BMS answered with an error status"
-            )
-        if keyed:
-            rank = order.get(frame.key, unknown_rank) if frame.key is not None else 0
-            if ranks and rank < ranks[-1]:
+        frame: Frame = item if item.__class__ is Frame else check(bytes(item))  # type: ignore[arg-type]
+        if not frame[2]:  # status_ok
+            raise _status_error(runner, frame)
+        if order is not None:
+            key = frame[1]
+            rank = order.get(key, unknown_rank) if key is not None else 0
+            if rank < previous:
                 in_order = False
-            ranks.append(rank)
+            previous = rank
         checked.append(frame)
     if not in_order:
-        # Stable: frames of the same reply keep their arrival order (numbered multi-frame replies).
-        checked = [frame for _, _, frame in sorted(zip(ranks, range(len(ranks)), checked, strict=True))]
+        checked = _in_request_order(runner, checked)
     decoded_any = False
-    offset, trailer = runner.payload_offset, runner.trailer
+    offset = runner.payload_offset
+    stop = -runner.trailer if runner.trailer else None
     variants = runner.variants
-    replies = runner.replies
-    single = None if keyed else next(iter(replies.values()), None)
+    select = runner.select
+    choose = runner.choose
+    entries = runner.entries
+    keyed = runner.keyed
     prefix = runner.prefix
     for frame in checked:
-        reply = replies.get(frame.key) if keyed else single  # type: ignore[arg-type]
-        if reply is None:
+        entry = entries.get(frame[1] if keyed else None)
+        if entry is None:
             continue
-        raw = frame.raw
+        reply, layout, layouts = entry
+        raw = frame[0]
         if prefix is not None:
             variables[prefix[0]] = 0 if raw.startswith(prefix[1]) else 1
-        payload = raw[offset : len(raw) - trailer] if trailer else raw[offset:]
-        layout = reply.default
         if variants is not None:
-            layout = reply.layouts[variant or variants.choose(variables.get(runner.select))]
-        if len(payload) < layout.min_payload:
-            raise DecodeError(
-                f"{runner.name}: reply {reply.spec.name} has {len(payload)} payload bytes, "
-                f"needs at least {layout.min_payload}"
-            )
-        decoded_any = True
+            layout = layouts[variant or choose[variables.get(select)]]
         memo = layout.memo
         if memo is None:
+            payload = raw[offset:stop]
+            if len(payload) < layout.min_payload:
+                raise _too_short(runner, reply, layout, len(payload))
+            decoded_any = True
             layout.run(payload, out, device_fields, variables)
             continue
+        size = len(raw) - offset - runner.trailer
+        if size < layout.min_payload:
+            raise _too_short(runner, reply, layout, max(0, size))
+        decoded_any = True
         memo_out, memo_extras, memo_device, memo_variables = memo[raw]
-        out.update(memo_out)
+        if memo_out:
+            out.update(memo_out)
         if memo_extras is not None:
             extras = out.get("extras")
             if extras is None:
                 extras = out["extras"] = {}
             extras.update(memo_extras)
-        device_fields.update(memo_device)
-        variables.update(memo_variables)
+        if memo_device:
+            device_fields.update(memo_device)
+        if memo_variables:
+            variables.update(memo_variables)
     return decoded_any
+
+
+def _too_short(runner: FrameRunner, reply: CompiledReply, layout: Layout, size: int) -> DecodeError:
+    return DecodeError(
+        f"{runner.name}: reply {reply.spec.name} has {size} payload bytes, needs at least {layout.min_payload}"
+    )
 
 
 def place_positioned(

@@ -6,6 +6,7 @@ one reply type. The snapshot targets a field may write are derived from the mode
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Final, Literal, Self
 
@@ -199,6 +200,21 @@ class FieldSpec(_Strict):
         raise ValueError(f"unknown target {value!r}; use a snapshot field, device.FIELD, extras.NAME or var.NAME")
 
     @model_validator(mode="after")
+    def _finite(self) -> Self:
+        # Every raw value of the type must scale to a finite number: else an integer target (int(inf))
+        # or a NaN would fail while decoding a frame, where no definition fault should surface.
+        if not (math.isfinite(self.scale) and math.isfinite(self.add)):
+            raise ValueError("scale and add must be finite numbers")
+        if self.scale and not math.isfinite(2 * (1 + abs(self.add)) / abs(self.scale)):
+            # Compiling looks for an exact divisor (1 / scale, add / scale): it must be a finite number.
+            raise ValueError(f"scale {self.scale:g} is too small to be a resolution (for add {self.add:g})")
+        if self.type not in {"str", "f32"}:
+            widest = 2.0 ** (8 * INTEGER_SIZES[self.type])
+            if not math.isfinite(abs(self.scale) * widest + abs(self.add)):
+                raise ValueError(f"scale {self.scale:g} would take a {self.type} value beyond any finite number")
+        return self
+
+    @model_validator(mode="after")
     def _consistent(self) -> Self:
         target, kind = self.target, self.type
         # A list into extras.NAME becomes numbered keys NAME_1, NAME_2, ...
@@ -224,6 +240,8 @@ class FieldSpec(_Strict):
             raise ValueError("target 'alarms' goes with 'flags' (bit → alarm name) or 'codes', and only it")
         if self.flags is not None and self.codes is not None:
             raise ValueError("give either 'flags' (bits) or 'codes' (enumerated values), not both")
+        if self.map is not None:
+            _check_map_values(target, self.map)
         if self.one_of is not None and (
             target not in BOOL_TARGETS or self.bit is not None or self.map is not None or kind in {"str", "f32"}
         ):
@@ -271,6 +289,25 @@ class FieldSpec(_Strict):
         if self.shift is not None:
             used += [name[4:] for name in self.shift]
         return used
+
+
+def _check_map_values(target: str, mapping: dict[int, str | int | float | bool]) -> None:
+    """A map's values must be what its target holds (a text in a number would fail at decode time)."""
+    if target.startswith("extras."):
+        return  # extras hold any scalar
+    values = list(mapping.values())
+    if target.startswith("var.") or target in INT_TARGETS:
+        wanted, fits = "whole numbers", all(type(value) is int for value in values)
+    elif target in FLOAT_TARGETS:
+        wanted, fits = "numbers", all(type(value) in {int, float} for value in values)
+    elif target in BOOL_TARGETS:
+        wanted, fits = "true/false", all(type(value) is bool for value in values)
+    elif target in DEVICE_TARGETS and target != "device.production_date":
+        wanted, fits = "texts", all(type(value) is str for value in values)
+    else:
+        raise ValueError(f"'map' does not apply to {target}")
+    if not fits:
+        raise ValueError(f"'map' values for {target} must be {wanted}")
 
 
 def is_var(value: str) -> bool:

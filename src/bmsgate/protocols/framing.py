@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Final, Literal, NamedTuple
 
 from bmsgate.errors import FrameError
@@ -101,6 +102,62 @@ class FrameChecker:
         self.max_length = framing.max_length
         self.header_size = framing.header_size + marker_at
         self._excess_ignored = framing.excess == "ignore"
+        self._check: Callable[[bytes], Frame] = self._fast_check() or self.check_slowly
+        # Bound once: `check` is called per frame, and an instance attribute skips the method lookup.
+        self.check = self._check  # type: ignore[method-assign,assignment]
+
+    def _fast_check(self) -> Callable[[bytes], Frame] | None:
+        """`check` for a valid frame in straight-line code over locals (None: this framing needs the slow path).
+
+        It only accepts: any doubt (a marker, length, end or checksum that does not match) goes to
+        `check_slowly`, which either accepts the frame after all (an ignored excess) or names the fault.
+        Covers binary framings with one start marker whose length and checksum count frame bytes.
+        """
+        if isinstance(self._start, tuple) or self._length_in_text or self._checksum_over_text or self._marker_at:
+            return None  # several markers, text counts, or a prefixed frame's shifted marker: step by step
+        slow = self.check_slowly
+        start, end, fixed = self._start, self._end, self._fixed
+        header, low_length, high_length = self.header_size, self.min_length, self.max_length
+        length_byte = -1 if self._length_byte is None else self._length_byte
+        if fixed is None and self._length_slice is None:
+            return None  # hex-text framing delimited by its end marker: not this path
+        length_slice = slice(*self._length_slice) if self._length_slice is not None else slice(0, 0)
+        length_add, length_order = self._length_add, self._length_order
+        compute = self._checksum_compute
+        covered, stored = self._checksum_slices
+        checksum_order = self._checksum_order
+        key_byte = -1 if self._key_byte is None else self._key_byte
+        key_slice = slice(*self._key) if self._key is not None and self._key_byte is None else None
+        status_at, status_ok = self._status if self._status is not None else (-1, frozenset())
+        from_bytes = int.from_bytes
+
+        def check(raw: bytes) -> Frame:
+            size = len(raw)
+            if size < header or not raw.startswith(start):
+                return slow(raw)
+            if fixed is not None:
+                expected = fixed
+            elif length_byte >= 0:
+                expected = raw[length_byte] + length_add
+            else:
+                expected = from_bytes(raw[length_slice], length_order) + length_add
+            if (
+                expected != size
+                or expected < low_length
+                or expected > high_length
+                or (end is not None and not raw.endswith(end))
+                or (compute is not None and from_bytes(raw[stored], checksum_order) != compute(raw[covered]))
+            ):
+                return slow(raw)
+            if key_byte >= 0:
+                key: int | None = raw[key_byte]
+            elif key_slice is not None:
+                key = from_bytes(raw[key_slice], "big")
+            else:
+                key = None
+            return _new_tuple(Frame, (raw, key, status_at < 0 or raw[status_at] in status_ok))
+
+        return check
 
     @property
     def trailer(self) -> int:
@@ -111,6 +168,8 @@ class FrameChecker:
         """Total frame length announced by a header of at least `header_size` bytes."""
         if self._fixed is not None:
             return self._fixed
+        if self._length_byte is not None and not self._length_in_text:
+            return header[self._length_byte] + self._length_add  # the common one-byte length field
         assert self._length_slice is not None  # guaranteed by FramingSpec validation
         low, high = self._length_slice
         value = int.from_bytes(header[low:high], "big" if self._length_big else "little")
@@ -127,6 +186,14 @@ class FrameChecker:
 
     def check(self, raw: bytes) -> Frame:
         """Validate one complete frame.
+
+        Raises:
+            FrameError: naming what is wrong (marker, length, end byte, checksum).
+        """
+        return self._check(raw)
+
+    def check_slowly(self, raw: bytes) -> Frame:
+        """`check` step by step, for every framing (what the fast path falls back to, and its reference).
 
         Raises:
             FrameError: naming what is wrong (marker, length, end byte, checksum).
@@ -233,34 +300,75 @@ class FrameAssembler(BufferedAssembler):
         self._checker = checker or FrameChecker(framing)
         self._start = framing.start
         self._ignore = frozenset(framing.ignore_chunks)
+        # Only a chunk of a junk chunk's size can be one: the others are never copied or hashed for it.
+        self._ignore_sizes = frozenset(len(junk) for junk in self._ignore)
         self._buffer = bytearray()
         # Bounded: a frame can never exceed max_length, so more than a few frames' worth of
         # unconsumed bytes means we are stuck on garbage and should drop it.
         self._limit = framing.max_length * _DEFAULT_BUFFER_FRAMES
+        self._awaiting = 0
+        """Length of the frame whose start and header the buffer holds (0: none known)."""
         self.stats = AssemblerStats()
+
+    def reset(self) -> None:
+        """Forget any partial frame (e.g. before a new request after a timeout)."""
+        super().reset()
+        self._awaiting = 0
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> list[Frame]:
         """Add received bytes; return every frame completed by them (possibly none)."""
-        chunk = bytes(chunk)
-        if chunk in self._ignore:
+        if len(chunk) in self._ignore_sizes and bytes(chunk) in self._ignore:
             self.stats.junk_chunks += 1
             return []
         buffer = self._buffer
-        checker = self._checker
-        start = self._start
-        if not buffer and len(chunk) >= checker.header_size and chunk.startswith(start):
-            # One chunk holding exactly one frame (serial reads, short BLE replies): check the chunk
-            # itself, without copying it through the buffer.
-            total = checker.total_length(chunk)
-            if total == len(chunk) and checker.min_length <= total <= checker.max_length:
+        if self._awaiting:
+            # The middle of a frame whose header arrived (a long reply in BLE notifications): the
+            # buffer starts with its marker and header, so only the byte count can change the outcome.
+            buffer += chunk
+            if len(buffer) < self._awaiting:
+                return []
+            complete = len(buffer) == self._awaiting
+            self._awaiting = 0
+            if complete:
+                # The last piece of the frame and nothing after it (the usual case): the buffer is the
+                # candidate; a bad one goes the general way, which rejects it and resynchronises.
                 try:
-                    frame = checker.check(chunk)
+                    frame = self._checker.check(bytes(buffer))
                 except FrameError:
-                    pass  # the general path below rejects it and resynchronises
+                    pass
                 else:
+                    buffer.clear()
                     self.stats.frames += 1
                     return [frame]
+            return self._frames_from_buffer()
+        checker = self._checker
+        if not buffer and len(chunk) >= checker.header_size:
+            # One chunk holding exactly one frame (serial reads, short BLE replies): check the chunk
+            # itself, without copying it through the buffer.
+            data = bytes(chunk)
+            total = checker.total_length(data) if data.startswith(self._start) else 0
+            if checker.min_length <= total <= checker.max_length:
+                if total == len(data):
+                    try:
+                        frame = checker.check(data)
+                    except FrameError:
+                        pass  # the general path below rejects it and resynchronises
+                    else:
+                        self.stats.frames += 1
+                        return [frame]
+                elif total > len(data):
+                    # The first piece of a longer frame: what the general path would conclude, directly.
+                    buffer += data
+                    self._awaiting = total
+                    return []
         buffer += chunk
+        return self._frames_from_buffer()
+
+    def _frames_from_buffer(self) -> list[Frame]:
+        """Every frame the buffer completes; noise and bad candidates dropped, a partial frame kept."""
+        buffer = self._buffer
+        checker = self._checker
+        start = self._start
         frames: list[Frame] = []
         while buffer:
             index = buffer.find(start)
@@ -277,6 +385,7 @@ class FrameAssembler(BufferedAssembler):
                 self._reject(f"implausible length {total}")
                 continue
             if len(buffer) < total:
+                self._awaiting = total
                 break
             with memoryview(buffer) as view:
                 candidate = view[:total].tobytes()  # one copy (a bytearray slice and bytes() are two)
