@@ -6,6 +6,10 @@ summary, so the API keeps them: read in full once (and again when older than ``m
 reached the store without reaching the live feed, in the background while the old ones are served), and
 refreshed one gateway at a time when the live stream reads a changed gateway anyway. The first read happens
 at start-up; only a request arriving before it finished waits for it.
+
+Each summary is kept as an :class:`~.fleet_query.OverviewEntry` (its search text, state and map position
+prepared once), so the paged, searched list and the map clusters of :mod:`.fleet_query` and
+:mod:`.map_clusters` cost one pass over them per request.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from bmsgate.fleet.server.api.fleet_query import OverviewEntry, entry_of
 from bmsgate.fleet.server.api.views import GatewayView, gateway_view
 from bmsgate.fleet.server.store.repository import GatewayRecord, Repository, StoreError
 
@@ -33,7 +38,7 @@ class OverviewCache:
         self._store = store
         self._max_age_s = max_age_s
         self._clock = clock
-        self._views: dict[str, GatewayView] = {}
+        self._entries: dict[str, OverviewEntry] = {}
         self._loaded_at: float | None = None
         self._lock = asyncio.Lock()
         self._refresh: asyncio.Task[None] | None = None
@@ -54,17 +59,27 @@ class OverviewCache:
         Raises:
             StoreError: the first read failed.
         """
+        return [entry.view for entry in await self.entries(ordered=True)]
+
+    async def entries(self, *, ordered: bool = False) -> list[OverviewEntry]:
+        """Every gateway's prepared summary (sorted by id when `ordered`), read as :meth:`summaries` says.
+
+        Raises:
+            StoreError: the first read failed.
+        """
         if not self.loaded:
             async with self._lock:
                 if not self.loaded:
                     await self._read_all()
         elif self._stale() and (self._refresh is None or self._refresh.done()):
             self._refresh = asyncio.create_task(self._refresh_quietly(), name="bmsgate-overview-refresh")
-        return [self._views[gateway_id] for gateway_id in sorted(self._views)]
+        if ordered:
+            return [self._entries[gateway_id] for gateway_id in sorted(self._entries)]
+        return list(self._entries.values())
 
     async def _read_all(self) -> None:
         records = await self._store.list_gateways()
-        self._views = {record.id: gateway_view(record, summary=True) for record in records}
+        self._entries = {record.id: entry_of(gateway_view(record, summary=True)) for record in records}
         self._loaded_at = self._clock()
         self.full_reads += 1
 
@@ -97,9 +112,9 @@ class OverviewCache:
         """Keep a freshly read gateway; returns its summary."""
         view = gateway_view(record, summary=True)
         if self.loaded:
-            self._views[record.id] = view
+            self._entries[record.id] = entry_of(view)
         return view
 
     def remove(self, gateway_id: str) -> None:
         """Forget a deleted gateway."""
-        self._views.pop(gateway_id, None)
+        self._entries.pop(gateway_id, None)

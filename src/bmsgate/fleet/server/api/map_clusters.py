@@ -1,0 +1,156 @@
+"""The map's markers at any fleet size: single sites when few are in view, else a grid of clusters (pure).
+
+The browser asks for the area it shows and its zoom level. When at most ``max_points`` located sites fall
+in that area, each comes as itself (id, name, state, position), so a small fleet looks as it always did.
+Beyond, the sites are counted in square cells of the Web Mercator plane, ``cell_px`` screen pixels wide
+at that zoom (256-pixel tiles, as Leaflet and every tile server use): one cluster per non-empty cell, at
+the mean position of its sites, with how many are in alarm, offline and online. A cell holding one site
+is that site. So the answer has at most as many entries as cells fit on the screen, whatever the fleet
+size, and the work is one pass over the prepared positions (:class:`~.fleet_query.MapPosition`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable
+from typing import Final
+
+from bmsgate.fleet.server.api.fleet_query import MapPosition, OverviewEntry, SiteState
+
+__all__ = ["MAX_ZOOM", "Bounds", "MapAnswer", "MapCluster", "MapSite", "clusters_in"]
+
+MAX_ZOOM: Final = 22
+_TILE_PX: Final = 256
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Bounds:
+    """The area shown, in degrees (``west`` > ``east`` crosses the antimeridian)."""
+
+    south: float
+    west: float
+    north: float
+    east: float
+
+    def __post_init__(self) -> None:
+        """Refuse what is not an area.
+
+        Raises:
+            ValueError: a coordinate is not finite or out of range, or ``south > north``.
+        """
+        for name in ("south", "west", "north", "east"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number of degrees")
+        if not (-90 <= self.south <= self.north <= 90):
+            raise ValueError("latitudes must satisfy -90 <= south <= north <= 90")
+        if not (-540 <= self.west <= 540 and -540 <= self.east <= 540):
+            raise ValueError("longitudes must be within -540..540 degrees")
+
+    def holds(self, lat: float, lon: float) -> bool:
+        """Whether a position is inside (longitudes compared modulo 360)."""
+        if not self.south <= lat <= self.north:
+            return False
+        if self.east - self.west >= 360:
+            return True
+        west = (self.west + 180) % 360 - 180
+        east = (self.east + 180) % 360 - 180
+        point = (lon + 180) % 360 - 180
+        return west <= point <= east if west <= east else point >= west or point <= east
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MapSite:
+    """One site drawn as itself."""
+
+    id: str
+    name: str
+    state: str
+    lat: float
+    lon: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MapCluster:
+    """Several sites in one grid cell, drawn as one marker with their count."""
+
+    lat: float
+    lon: float
+    count: int
+    alarm: int
+    offline: int
+    online: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MapAnswer:
+    """What the map draws for one view."""
+
+    zoom: int
+    clustered: bool
+    """False: every site in view is in ``sites``; True: cells with several sites are ``clusters``."""
+    in_view: int
+    """Located sites in the area (in either form)."""
+    sites: list[MapSite]
+    clusters: list[MapCluster]
+
+
+@dataclasses.dataclass(slots=True)
+class _Cell:
+    lat_sum: float = 0.0
+    lon_sum: float = 0.0
+    counts: dict[SiteState, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(SiteState, 0))
+    first: tuple[OverviewEntry, MapPosition] | None = None
+
+
+def _site(entry: OverviewEntry, position: MapPosition) -> MapSite:
+    return MapSite(entry.view.id, entry.label, entry.state.value, position.lat, position.lon)
+
+
+def clusters_in(
+    entries: Iterable[OverviewEntry], bounds: Bounds, zoom: int, *, max_points: int = 1500, cell_px: int = 64
+) -> MapAnswer:
+    """The markers for the area `bounds` at `zoom` (see the module docstring).
+
+    Raises:
+        ValueError: `zoom` outside 0..:data:`MAX_ZOOM` or a `cell_px` below 8.
+    """
+    if not 0 <= zoom <= MAX_ZOOM:
+        raise ValueError(f"zoom must be within 0..{MAX_ZOOM}")
+    if cell_px < 8:
+        raise ValueError("cell_px must be at least 8")
+    inside = [
+        (entry, position)
+        for entry in entries
+        if (position := entry.position) is not None and bounds.holds(position.lat, position.lon)
+    ]
+    if len(inside) <= max_points:
+        return MapAnswer(zoom, False, len(inside), [_site(entry, position) for entry, position in inside], [])
+    cells_across = (_TILE_PX << zoom) / cell_px
+    cells: dict[tuple[int, int], _Cell] = {}
+    for entry, position in inside:
+        key = (int(position.x * cells_across), int(position.y * cells_across))
+        cell = cells.get(key)
+        if cell is None:
+            cell = cells[key] = _Cell(first=(entry, position))
+        cell.lat_sum += position.lat
+        cell.lon_sum += position.lon
+        cell.counts[entry.state] += 1
+    sites: list[MapSite] = []
+    clusters: list[MapCluster] = []
+    for cell in cells.values():
+        count = sum(cell.counts.values())
+        if count == 1 and cell.first is not None:
+            sites.append(_site(*cell.first))
+            continue
+        clusters.append(
+            MapCluster(
+                lat=round(cell.lat_sum / count, 5),
+                lon=round(cell.lon_sum / count, 5),
+                count=count,
+                alarm=cell.counts[SiteState.ALARM],
+                offline=cell.counts[SiteState.OFFLINE],
+                online=cell.counts[SiteState.ONLINE],
+            )
+        )
+    return MapAnswer(zoom, True, len(inside), sites, clusters)
