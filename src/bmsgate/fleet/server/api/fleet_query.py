@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
-import heapq
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
@@ -33,6 +32,7 @@ __all__ = [
     "entry_of",
     "fleet_counts",
     "matching",
+    "ordered_by",
     "page_of",
     "search_words",
 ]
@@ -77,6 +77,7 @@ class MapPosition:
 
     lat: float
     lon: float
+    """In [-180, 180)."""
     x: float
     y: float
 
@@ -102,7 +103,7 @@ def _position(lat: float | None, lon: float | None) -> MapPosition | None:
     sine = math.sin(math.radians(clamped))
     x = ((lon + 180.0) / 360.0) % 1.0
     y = 0.5 - math.log((1 + sine) / (1 - sine)) / (4 * math.pi)
-    return MapPosition(lat, lon, x, y)
+    return MapPosition(lat, (lon + 180.0) % 360.0 - 180.0, x, y)
 
 
 def site_state(view: GatewayView) -> SiteState:
@@ -177,19 +178,18 @@ def _sort_function(key: SortKey, descending: bool) -> Callable[[OverviewEntry], 
     return lambda e: (_missing_last(number(e.view), descending=descending), e.view.id)
 
 
-def page_of(
-    matches: list[OverviewEntry], key: SortKey, *, descending: bool = False, offset: int = 0, limit: int = 100
-) -> list[OverviewEntry]:
-    """One page of the matches in the order asked for (text keys descending are reversed whole)."""
+def ordered_by(entries: Iterable[OverviewEntry], key: SortKey, *, descending: bool = False) -> list[OverviewEntry]:
+    """The entries in the order asked for (numbers: missing values last either way; text: reversed whole)."""
     order = _sort_function(key, descending)
     numeric = key in (SortKey.SOC, SortKey.CELL_DELTA, SortKey.LAST_SEEN)
-    end = offset + limit
-    if not descending or numeric:
-        # Only the first pages are asked for often: a partial sort keeps them cheap at 50,000 matches.
-        ranked = heapq.nsmallest(end, matches, key=order) if end < len(matches) // 4 else sorted(matches, key=order)
-    else:
-        ranked = sorted(matches, key=order, reverse=True)
-    return ranked[offset:end]
+    return sorted(entries, key=order, reverse=descending and not numeric)
+
+
+def page_of(
+    matches: Iterable[OverviewEntry], key: SortKey, *, descending: bool = False, offset: int = 0, limit: int = 100
+) -> list[OverviewEntry]:
+    """One page of the matches in the order asked for."""
+    return ordered_by(matches, key, descending=descending)[offset : offset + limit]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -47,16 +47,17 @@ class Bounds:
         if not (-540 <= self.west <= 540 and -540 <= self.east <= 540):
             raise ValueError("longitudes must be within -540..540 degrees")
 
-    def holds(self, lat: float, lon: float) -> bool:
-        """Whether a position is inside (longitudes compared modulo 360)."""
-        if not self.south <= lat <= self.north:
-            return False
+    def longitude_range(self) -> tuple[float, float, bool, bool]:
+        """The longitudes inside: ``(west, east, wraps, everything)``.
+
+        The edges are brought into [-180, 180); ``wraps``: the area crosses the antimeridian (a longitude is
+        inside when ≥ west or ≤ east); ``everything``: it spans every longitude.
+        """
         if self.east - self.west >= 360:
-            return True
+            return -180.0, 180.0, False, True
         west = (self.west + 180) % 360 - 180
         east = (self.east + 180) % 360 - 180
-        point = (lon + 180) % 360 - 180
-        return west <= point <= east if west <= east else point >= west or point <= east
+        return west, east, east < west, False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -119,10 +120,17 @@ def clusters_in(
         raise ValueError(f"zoom must be within 0..{MAX_ZOOM}")
     if cell_px < 8:
         raise ValueError("cell_px must be at least 8")
+    south, north = bounds.south, bounds.north
+    west, east, wraps, every_longitude = bounds.longitude_range()
+    # One comprehension, no call per site: this pass is most of the time of a map answer at 50,000 sites.
     inside = [
         (entry, position)
         for entry in entries
-        if (position := entry.position) is not None and bounds.holds(position.lat, position.lon)
+        if (position := entry.position) is not None
+        and south <= position.lat <= north
+        and (
+            every_longitude or (position.lon >= west or position.lon <= east if wraps else west <= position.lon <= east)
+        )
     ]
     if len(inside) <= max_points:
         return MapAnswer(zoom, False, len(inside), [_site(entry, position) for entry, position in inside], [])

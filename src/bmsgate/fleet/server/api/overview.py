@@ -9,7 +9,13 @@ at start-up; only a request arriving before it finished waits for it.
 
 Each summary is kept as an :class:`~.fleet_query.OverviewEntry` (its search text, state and map position
 prepared once), so the paged, searched list and the map clusters of :mod:`.fleet_query` and
-:mod:`.map_clusters` cost one pass over them per request.
+:mod:`.map_clusters` cost one pass over them per request. At 50,000 gateways even one sort per request
+(~0.2 s here) is too much while live updates change some summary every millisecond: the order per sort key
+and the fleet counts are kept and recomputed when something changed, but at most every ``derived_max_age_s``
+once the fleet is larger than ``exact_below`` (a page then shows current rows in an order up to that old).
+
+A full read costs ~0.25 ms per gateway (seconds at 50,000), so re-reads are spaced by at least 20 times
+the last one's duration (≤ 5 % of a core), and the summaries are built off the event loop.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
+from typing import Final, TypeVar, cast
 
-from bmsgate.fleet.server.api.fleet_query import OverviewEntry, entry_of
+from bmsgate.fleet.server.api.fleet_query import FleetCounts, OverviewEntry, SortKey, entry_of, fleet_counts, ordered_by
 from bmsgate.fleet.server.api.views import GatewayView, gateway_view
 from bmsgate.fleet.server.store.repository import GatewayRecord, Repository, StoreError
 
@@ -28,18 +35,38 @@ __all__ = ["OverviewCache"]
 
 _log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+_DERIVED_KEPT: Final = 256
+_REREAD_SPACING: Final = 20.0
+"""A re-read waits at least this many times the last full read's duration."""
+
+
+def _prepared(records: Sequence[GatewayRecord]) -> dict[str, OverviewEntry]:
+    return {record.id: entry_of(gateway_view(record, summary=True)) for record in records}
+
 
 class OverviewCache:
     """Summaries of every gateway, by id."""
 
     def __init__(
-        self, store: Repository, *, max_age_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+        self,
+        store: Repository,
+        *,
+        max_age_s: float = 60.0,
+        derived_max_age_s: float = 1.0,
+        exact_below: int = 5000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._max_age_s = max_age_s
+        self._derived_max_age_s = derived_max_age_s
+        self._exact_below = exact_below
         self._clock = clock
         self._entries: dict[str, OverviewEntry] = {}
         self._loaded_at: float | None = None
+        self._read_s = 0.0
+        self._revision = 0
+        self._derived: dict[Hashable, tuple[int, float, object]] = {}
         self._lock = asyncio.Lock()
         self._refresh: asyncio.Task[None] | None = None
         self.full_reads = 0
@@ -77,10 +104,61 @@ class OverviewCache:
             return [self._entries[gateway_id] for gateway_id in sorted(self._entries)]
         return list(self._entries.values())
 
+    async def ordered(self, key: SortKey, *, descending: bool = False) -> list[OverviewEntry]:
+        """Every gateway's current summary in the order of `key` (see the module docstring for its age).
+
+        Raises:
+            StoreError: the first read failed.
+        """
+        ids = await self.derived(
+            ("order", key, descending),
+            lambda entries: [entry.view.id for entry in ordered_by(entries, key, descending=descending)],
+        )
+        current = self._entries
+        return [current[gateway_id] for gateway_id in ids if gateway_id in current]
+
+    async def counts(self) -> FleetCounts:
+        """The fleet's counts (as old as :meth:`ordered`'s order at most).
+
+        Raises:
+            StoreError: the first read failed.
+        """
+        return await self.derived(("counts",), fleet_counts)
+
+    async def derived(self, key: Hashable, compute: Callable[[list[OverviewEntry]], _T]) -> _T:
+        """A value computed from every entry, kept under `key` and recomputed as the module docstring says.
+
+        At most ``_DERIVED_KEPT`` values are kept (the oldest goes first): keys may come from requests.
+
+        Raises:
+            StoreError: the first read failed.
+        """
+        entries = await self.entries()
+        kept = self._derived.get(key)
+        if kept is not None and self._still_good(kept[0], kept[1]):
+            return cast("_T", kept[2])
+        value = compute(entries)
+        self._derived.pop(key, None)
+        self._derived[key] = (self._revision, self._clock(), value)
+        while len(self._derived) > _DERIVED_KEPT:
+            del self._derived[next(iter(self._derived))]
+        return value
+
+    def _still_good(self, revision: int, computed_at: float) -> bool:
+        if revision == self._revision:
+            return True
+        if len(self._entries) < self._exact_below:
+            return False
+        return self._clock() - computed_at < self._derived_max_age_s
+
     async def _read_all(self) -> None:
+        started = self._clock()
         records = await self._store.list_gateways()
-        self._entries = {record.id: entry_of(gateway_view(record, summary=True)) for record in records}
+        # ~50 us a gateway: in a thread, so that requests are still answered meanwhile.
+        self._entries = await asyncio.to_thread(_prepared, records)
         self._loaded_at = self._clock()
+        self._read_s = self._loaded_at - started
+        self._revision += 1
         self.full_reads += 1
 
     async def _refresh_quietly(self) -> None:
@@ -106,15 +184,19 @@ class OverviewCache:
                 await self._refresh
 
     def _stale(self) -> bool:
-        return self._loaded_at is None or self._clock() - self._loaded_at > self._max_age_s
+        if self._loaded_at is None:
+            return True
+        return self._clock() - self._loaded_at > max(self._max_age_s, _REREAD_SPACING * self._read_s)
 
     def update(self, record: GatewayRecord) -> GatewayView:
         """Keep a freshly read gateway; returns its summary."""
         view = gateway_view(record, summary=True)
         if self.loaded:
             self._entries[record.id] = entry_of(view)
+            self._revision += 1
         return view
 
     def remove(self, gateway_id: str) -> None:
         """Forget a deleted gateway."""
-        self._entries.pop(gateway_id, None)
+        if self._entries.pop(gateway_id, None) is not None:
+            self._revision += 1

@@ -5,8 +5,9 @@
 * ``GET /overview/counts``: only the counts (the alarm badge, a status line);
 * ``GET /overview/map``: the markers of one map view, clustered when many (:mod:`.map_clusters`).
 
-All three answer from the overview read model (:class:`.overview.OverviewCache`), never from a store
-query per request; ``GET /gateways?summary=true`` (every summary at once) stays for scripts and small fleets.
+All three answer from the overview read model (:class:`.overview.OverviewCache`: its kept orders, counts
+and map answers), never from a store query per request; ``GET /gateways?summary=true`` (every summary at
+once) stays for scripts and small fleets.
 """
 
 from __future__ import annotations
@@ -26,9 +27,7 @@ from bmsgate.fleet.server.api.fleet_query import (
     FleetCounts,
     SiteState,
     SortKey,
-    fleet_counts,
     matching,
-    page_of,
     search_words,
 )
 from bmsgate.fleet.server.api.map_clusters import MAX_ZOOM, Bounds, MapAnswer, clusters_in
@@ -74,22 +73,21 @@ async def overview_page(
 ) -> OverviewPage:
     """The gateways matching `q` and `state`, `limit` of them from `offset`, and the fleet's counts."""
     words = _words(search)
-    entries = await ctx.overview.entries()
-    matches = matching(entries, words, wanted_state)
-    rows = page_of(matches, sort, descending=descending, offset=offset, limit=limit)
+    ordered = await ctx.overview.ordered(sort, descending=descending)
+    matches = matching(ordered, words, wanted_state) if words or wanted_state is not None else ordered
     return OverviewPage(
-        gateways=[entry.view for entry in rows],
+        gateways=[entry.view for entry in matches[offset : offset + limit]],
         matched=len(matches),
         offset=offset,
         limit=limit,
-        counts=fleet_counts(entries),
+        counts=await ctx.overview.counts(),
     )
 
 
 @get("/overview/counts", summary="Counts of the whole fleet: online, offline, alarms, versions")
 async def overview_counts(ctx: NamedDependency[ApiContext]) -> FleetCounts:
     """Online, offline, with alarms, open alarms, located, and gateways per software version."""
-    return fleet_counts(await ctx.overview.entries())
+    return await ctx.overview.counts()
 
 
 @get("/overview/map", summary="The map's markers for one view: sites, or clusters when many")
@@ -108,8 +106,12 @@ async def overview_map(
         bounds = Bounds(south=south, west=west, north=north, east=east)
     except ValueError as exc:
         raise ValidationException(str(exc)) from exc
-    entries = matching(await ctx.overview.entries(), _words(search), wanted_state)
-    return clusters_in(entries, bounds, zoom, max_points=ctx.settings.map_max_points)
+    words = _words(search)
+    limit = ctx.settings.map_max_points
+    return await ctx.overview.derived(
+        ("map", bounds, zoom, words, wanted_state),
+        lambda entries: clusters_in(matching(entries, words, wanted_state), bounds, zoom, max_points=limit),
+    )
 
 
 OVERVIEW_HANDLERS: Final = (overview_page, overview_counts, overview_map)
