@@ -37,9 +37,6 @@ __all__ = ["HELLO", "LiveClient", "LiveStream", "message"]
 
 _log = logging.getLogger(__name__)
 
-_BULK_READ: Final = 200
-"""Beyond this many changed gateways per interval, one ``list_gateways`` beats reading them one by one."""
-
 
 def message(kind: str, **fields: Any) -> str:
     """One message to a client as JSON text."""
@@ -166,14 +163,9 @@ class LiveStream:
                     self._broadcast(_RESYNC)
 
     async def _send_gateways(self, changed: set[str]) -> None:
-        if len(changed) > _BULK_READ:
-            records = [record for record in await self._store.list_gateways() if record.id in changed]
-        else:
-            records = []
-            for gateway_id in sorted(changed):
-                with contextlib.suppress(UnknownRecord):
-                    records.append(await self._store.get_gateway(gateway_id))
-        for record in records:
+        # A few queries per few hundred ids (not a read of the whole fleet: at 50,000 gateways and 5,000
+        # msg/s some 1,250 change every interval); a deleted gateway is simply not among the records.
+        for record in await self._store.get_gateways(changed):
             view = self._overview.update(record)
             if self._clients:
                 self._broadcast(message("gateway", gateway=dataclasses.asdict(view)))
