@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from bmsgate.fleet.server.api.fleet_query import (
     MAX_SEARCH_CHARS,
     OverviewEntry,
+    SearchIndex,
     SiteState,
     SortKey,
     entry_of,
@@ -262,3 +263,16 @@ def test_any_area_and_zoom_give_an_answer_or_a_value_error(
     except ValueError:
         return
     assert sum(cluster.count for cluster in answer.clusters) + len(answer.sites) == answer.in_view <= 50
+
+
+_NAMES = st.text(st.sampled_from("abcDurban 0.1-\n"), max_size=12)
+
+
+@given(
+    st.lists(_NAMES, max_size=30), st.lists(st.text(st.sampled_from("abdur0.1-"), min_size=1, max_size=3), max_size=3)
+)
+def test_the_search_index_finds_what_a_plain_search_finds(names: list[str], words: list[str]) -> None:
+    fleet = entries(*(view(f"gw-{index:03d}", name=name or None) for index, name in enumerate(names)))
+    index = SearchIndex.of(fleet)
+    wanted = search_words(" ".join(words))
+    assert [index.ids[position] for position in index.positions(wanted)] == ids(matching(fleet, wanted))

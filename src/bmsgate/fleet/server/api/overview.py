@@ -27,7 +27,16 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from typing import Final, TypeVar, cast
 
-from bmsgate.fleet.server.api.fleet_query import FleetCounts, OverviewEntry, SortKey, entry_of, fleet_counts, ordered_by
+from bmsgate.fleet.server.api.fleet_query import (
+    FleetCounts,
+    OverviewEntry,
+    PageQuery,
+    SearchIndex,
+    SortKey,
+    entry_of,
+    fleet_counts,
+    ordered_by,
+)
 from bmsgate.fleet.server.api.views import GatewayView, gateway_view
 from bmsgate.fleet.server.store.repository import GatewayRecord, Repository, StoreError
 
@@ -110,12 +119,32 @@ class OverviewCache:
         Raises:
             StoreError: the first read failed.
         """
-        ids = await self.derived(
-            ("order", key, descending),
-            lambda entries: [entry.view.id for entry in ordered_by(entries, key, descending=descending)],
-        )
+        index = await self._index(key, descending=descending)
         current = self._entries
-        return [current[gateway_id] for gateway_id in ids if gateway_id in current]
+        return [current[gateway_id] for gateway_id in index.ids if gateway_id in current]
+
+    async def page(self, query: PageQuery) -> tuple[list[OverviewEntry], int]:
+        """One page of the gateways matching `query`, and how many match in all.
+
+        Raises:
+            StoreError: the first read failed.
+        """
+        index = await self._index(query.sort, descending=query.descending)
+        current = self._entries
+        end = query.offset + query.limit
+        if not query.words and query.state is None:
+            rows = [current[gateway_id] for gateway_id in index.ids[query.offset : end] if gateway_id in current]
+            return rows, len(index.ids)
+        ids = index.ids
+        candidates = (current.get(ids[position]) for position in index.positions(query.words))
+        matches = [entry for entry in candidates if entry is not None and query.state in (None, entry.state)]
+        return matches[query.offset : end], len(matches)
+
+    async def _index(self, key: SortKey, *, descending: bool) -> SearchIndex:
+        return await self.derived(
+            ("order", key, descending),
+            lambda entries: SearchIndex.of(ordered_by(entries, key, descending=descending)),
+        )
 
     async def counts(self) -> FleetCounts:
         """The fleet's counts (as old as :meth:`ordered`'s order at most).

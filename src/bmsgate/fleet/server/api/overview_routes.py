@@ -25,6 +25,7 @@ from bmsgate.fleet.server.api.fleet_query import (
     MAX_PAGE,
     MAX_SEARCH_CHARS,
     FleetCounts,
+    PageQuery,
     SiteState,
     SortKey,
     matching,
@@ -72,12 +73,11 @@ async def overview_page(
     limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE)] = 100,
 ) -> OverviewPage:
     """The gateways matching `q` and `state`, `limit` of them from `offset`, and the fleet's counts."""
-    words = _words(search)
-    ordered = await ctx.overview.ordered(sort, descending=descending)
-    matches = matching(ordered, words, wanted_state) if words or wanted_state is not None else ordered
+    query = PageQuery(_words(search), wanted_state, sort, descending, offset, limit)
+    rows, matched = await ctx.overview.page(query)
     return OverviewPage(
-        gateways=[entry.view for entry in matches[offset : offset + limit]],
-        matched=len(matches),
+        gateways=[entry.view for entry in rows],
+        matched=matched,
         offset=offset,
         limit=limit,
         counts=await ctx.overview.counts(),
