@@ -129,7 +129,7 @@ export async function renderMap(view, { navigate, session }) {
 
   let timer = null;
   const unsubscribe = onLive((message) => {
-    if (message.type !== "gateway" && message.type !== "gateway_deleted" && message.type !== "resync") return;
+    if (message.type !== "gateway" && message.type !== "gateways" && message.type !== "gateway_deleted" && message.type !== "resync") return;
     if (timer) return;
     timer = setTimeout(() => {
       timer = null;

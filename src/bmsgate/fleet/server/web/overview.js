@@ -199,7 +199,7 @@ export async function renderOverview(view, { navigate }) {
   body.addEventListener("scroll", draw, { passive: true });
   window.addEventListener("resize", draw);
   const unsubscribe = onLive((message) => {
-    if (message.type === "gateway" || message.type === "gateway_deleted" || message.type === "resync") refreshSoon();
+    if (message.type === "gateway" || message.type === "gateways" || message.type === "gateway_deleted" || message.type === "resync") refreshSoon();
   });
   // "Last seen" is relative: redraw the visible rows now and then so it does not freeze.
   const ticker = setInterval(() => {
