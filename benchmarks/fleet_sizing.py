@@ -9,9 +9,9 @@ the server process, alarms, API) and ``bmsgate fleet simulate --gateways N --int
   what reached the store;
 - server CPU (user + system of ``fleet serve`` and any child, as a share of one core) and its RSS at the end;
 - Mosquitto CPU and RSS;
-- disk: growth of the data directory over the window (the store after a passive WAL checkpoint, the WAL
-  itself left out), as MB per day, and per day per 1,000 gateways (raw samples and their rollups; the
-  retention settings decide how many days are kept);
+- disk: bytes per stored sample of the tables that grow with time (raw samples, their index, the minute and
+  hour rollups, events), from the stopped store's pages (``dbstat``), times the samples stored per second:
+  MB per day, and per day per 1,000 gateways (the retention settings decide how many days are kept);
 
 and prints one table row per size (and a JSON line with every figure). Everything runs on this machine,
 so the simulator's own CPU (printed too) is taken from the same cores.
@@ -35,7 +35,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from bmsgate.fleet.server.store.settings import SQLITE_FILE
 from bmsgate.mqtt.broker import find_mosquitto, free_port
@@ -81,21 +81,24 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def disk_bytes(directory: Path) -> int:
-    """Bytes of the data directory once the store's WAL is copied into the database file.
+_GROWING: Final = ("samples", "samples_at", "samples_minute", "samples_hour", "events")
+"""Tables (and the sample index) that grow with time; the others hold one row per gateway or alarm."""
 
-    The WAL file grows to its high-water mark and stays there, so its size says nothing about the data; a
-    passive checkpoint from a second connection (it never blocks the server's writer) brings the database
-    file up to date, and the directory without the WAL is what the data takes.
+
+def store_bytes(data: Path) -> tuple[dict[str, int], int]:
+    """Bytes per table and index of the stopped server's SQLite store (``dbstat``), and its raw samples.
+
+    The file sizes say little during a run (the WAL grows to its high-water mark; a checkpoint lags behind
+    readers), so the store is measured once the server has stopped, from its pages.
     """
-    for database in directory.rglob(SQLITE_FILE):
+    for database in data.rglob(SQLITE_FILE):
         with contextlib.closing(sqlite3.connect(database, timeout=30)) as db:
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-    return sum(
-        path.stat().st_size
-        for path in directory.rglob("*")
-        if path.is_file() and not path.name.endswith(("-wal", "-shm"))
-    )
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            tables = {
+                name: int(size) for name, size in db.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name")
+            }
+            return tables, int(db.execute("SELECT count(*) FROM samples").fetchone()[0])
+    return {}, 0
 
 
 def stored_samples(data: Path) -> int:
@@ -195,7 +198,6 @@ def one_size(gateways: int, arguments: argparse.Namespace) -> dict[str, Any]:
                         "server": cpu_s(server.pid),
                         "broker": cpu_s(broker.pid),
                         "simulator": cpu_s(simulator.pid),
-                        "disk": disk_bytes(data),
                         "samples": stored_samples(data),
                         "at": time.monotonic(),
                     }
@@ -204,7 +206,6 @@ def one_size(gateways: int, arguments: argparse.Namespace) -> dict[str, Any]:
                         "server": cpu_s(server.pid),
                         "broker": cpu_s(broker.pid),
                         "simulator": cpu_s(simulator.pid),
-                        "disk": disk_bytes(data),
                         "samples": stored_samples(data),
                         "at": time.monotonic(),
                         "server_rss": rss_mb(server.pid),
@@ -212,16 +213,25 @@ def one_size(gateways: int, arguments: argparse.Namespace) -> dict[str, Any]:
                     }
                     simulator.wait(arguments.duration + 120)
         report = _last_json(root / "simulate.log")
+        tables, samples = store_bytes(data)
     window = end["at"] - start["at"]
     per_thousand = 1000 / gateways
     telemetry_rate = report.get("telemetry", 0) / max(report.get("seconds", 1.0), 1e-9)
-    disk_per_day = (end["disk"] - start["disk"]) / window * 86400
+    samples_per_s = (end["samples"] - start["samples"]) / window
+    growing = sum(size for name, size in tables.items() if name in _GROWING)
+    bytes_per_sample = growing / max(samples, 1)
+    disk_per_day = bytes_per_sample * samples_per_s * 86400
     return {
         "gateways": gateways,
         "interval_s": arguments.interval,
         "window_s": round(window, 1),
         "telemetry_msg_s_sent": round(telemetry_rate, 1),
-        "samples_per_s_stored": round((end["samples"] - start["samples"]) / window, 1),
+        "samples_per_s_stored": round(samples_per_s, 1),
+        "bytes_per_sample": round(bytes_per_sample, 1),
+        "fixed_store_mb": round(sum(size for name, size in tables.items() if name not in _GROWING) / 1e6, 1),
+        "tables_mb": {
+            name: round(size / 1e6, 2) for name, size in sorted(tables.items(), key=lambda item: -item[1])[:8]
+        },
         "server_cpu_core": round((end["server"] - start["server"]) / window, 3),
         "server_rss_mb": round(end["server_rss"], 1),
         "broker_cpu_core": round((end["broker"] - start["broker"]) / window, 3),
