@@ -9,9 +9,10 @@ the server process, alarms, API) and ``bmsgate fleet simulate --gateways N --int
   what reached the store;
 - server CPU (user + system of ``fleet serve`` and any child, as a share of one core) and its RSS at the end;
 - Mosquitto CPU and RSS;
-- disk: bytes per stored sample of the tables that grow with time (raw samples, their index, the minute and
-  hour rollups, events), from the stopped store's pages (``dbstat``), times the samples stored per second:
-  MB per day, and per day per 1,000 gateways (the retention settings decide how many days are kept);
+- disk, from the stopped store's pages (``dbstat``, indexes included): bytes per raw sample times the samples
+  stored per second, plus bytes per minute / hour rollup row times the rows each battery adds per day
+  (1,440 / 24): MB per day, per day per 1,000 gateways, and the store a year in with the default retention
+  (14 days raw, 90 days per minute, hourly rows kept);
 
 and prints one table row per size (and a JSON line with every figure). Everything runs on this machine,
 so the simulator's own CPU (printed too) is taken from the same cores.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import getpass
 import json
 import os
@@ -81,24 +83,51 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
-_GROWING: Final = ("samples", "samples_at", "samples_minute", "samples_hour", "events")
-"""Tables (and the sample index) that grow with time; the others hold one row per gateway or alarm."""
+_ROLLUPS: Final = {"samples_minute": 1440, "samples_hour": 24}
+"""Rollup tables and the rows each battery adds to them per day."""
 
 
-def store_bytes(data: Path) -> tuple[dict[str, int], int]:
-    """Bytes per table and index of the stopped server's SQLite store (``dbstat``), and its raw samples.
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoreFigures:
+    """What the stopped store holds: bytes per row of the growing tables, and the fixed part."""
+
+    raw_bytes_per_sample: float
+    """The samples table and its index, per raw sample."""
+    rollup_bytes_per_day_per_battery: dict[str, float]
+    """Bytes of the rollup rows a battery adds per day, per rollup table."""
+    batteries: int
+    fixed_mb: float
+    """Tables of one row per gateway, battery or alarm (they do not grow with time)."""
+    tables_mb: dict[str, float]
+
+
+def store_figures(data: Path) -> StoreFigures:
+    """Measure the stopped server's SQLite store from its pages (``dbstat``).
 
     The file sizes say little during a run (the WAL grows to its high-water mark; a checkpoint lags behind
-    readers), so the store is measured once the server has stopped, from its pages.
+    readers), so the store is measured once the server has stopped. Each table's bytes include its indexes.
     """
-    for database in data.rglob(SQLITE_FILE):
-        with contextlib.closing(sqlite3.connect(database, timeout=30)) as db:
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            tables = {
-                name: int(size) for name, size in db.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name")
-            }
-            return tables, int(db.execute("SELECT count(*) FROM samples").fetchone()[0])
-    return {}, 0
+    database = next(data.rglob(SQLITE_FILE))
+    with contextlib.closing(sqlite3.connect(database, timeout=30)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        sizes: dict[str, int] = {}
+        for table, size in db.execute(
+            "SELECT tbl_name, sum(pgsize) FROM dbstat JOIN sqlite_schema USING (name) GROUP BY tbl_name"
+        ):
+            sizes[table] = int(size)
+        rows = {
+            table: int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]) for table in ("samples", *_ROLLUPS)
+        }
+        batteries = int(db.execute("SELECT count(*) FROM batteries").fetchone()[0])
+    rollup_per_day = {table: sizes.get(table, 0) / max(rows[table], 1) * per_day for table, per_day in _ROLLUPS.items()}
+    growing = {"samples", "events", *_ROLLUPS}
+    return StoreFigures(
+        raw_bytes_per_sample=sizes.get("samples", 0) / max(rows["samples"], 1),
+        rollup_bytes_per_day_per_battery=rollup_per_day,
+        batteries=batteries,
+        fixed_mb=sum(size for table, size in sizes.items() if table not in growing) / 1e6,
+        tables_mb={table: round(size / 1e6, 2) for table, size in sorted(sizes.items(), key=lambda item: -item[1])},
+    )
 
 
 def stored_samples(data: Path) -> int:
@@ -213,25 +242,31 @@ def one_size(gateways: int, arguments: argparse.Namespace) -> dict[str, Any]:
                     }
                     simulator.wait(arguments.duration + 120)
         report = _last_json(root / "simulate.log")
-        tables, samples = store_bytes(data)
+        store = store_figures(data)
     window = end["at"] - start["at"]
     per_thousand = 1000 / gateways
     telemetry_rate = report.get("telemetry", 0) / max(report.get("seconds", 1.0), 1e-9)
     samples_per_s = (end["samples"] - start["samples"]) / window
-    growing = sum(size for name, size in tables.items() if name in _GROWING)
-    bytes_per_sample = growing / max(samples, 1)
-    disk_per_day = bytes_per_sample * samples_per_s * 86400
+    raw_per_day = store.raw_bytes_per_sample * samples_per_s * 86400
+    minute_per_day = store.rollup_bytes_per_day_per_battery["samples_minute"] * store.batteries
+    hour_per_day = store.rollup_bytes_per_day_per_battery["samples_hour"] * store.batteries
+    disk_per_day = raw_per_day + minute_per_day + hour_per_day
+    # The default retention keeps 14 days raw, 90 days per minute and the hourly rows ~10 years: a year in.
+    after_a_year = raw_per_day * 14 + minute_per_day * 90 + hour_per_day * 365
     return {
         "gateways": gateways,
         "interval_s": arguments.interval,
         "window_s": round(window, 1),
         "telemetry_msg_s_sent": round(telemetry_rate, 1),
         "samples_per_s_stored": round(samples_per_s, 1),
-        "bytes_per_sample": round(bytes_per_sample, 1),
-        "fixed_store_mb": round(sum(size for name, size in tables.items() if name not in _GROWING) / 1e6, 1),
-        "tables_mb": {
-            name: round(size / 1e6, 2) for name, size in sorted(tables.items(), key=lambda item: -item[1])[:8]
-        },
+        "raw_bytes_per_sample": round(store.raw_bytes_per_sample, 1),
+        "raw_mb_per_day": round(raw_per_day / 1e6, 1),
+        "minute_rollup_mb_per_day": round(minute_per_day / 1e6, 1),
+        "hour_rollup_mb_per_day": round(hour_per_day / 1e6, 2),
+        "store_gb_after_a_year": round((after_a_year + store.fixed_mb * 1e6) / 1e9, 1),
+        "batteries": store.batteries,
+        "fixed_store_mb": round(store.fixed_mb, 1),
+        "tables_mb": store.tables_mb,
         "server_cpu_core": round((end["server"] - start["server"]) / window, 3),
         "server_rss_mb": round(end["server_rss"], 1),
         "broker_cpu_core": round((end["broker"] - start["broker"]) / window, 3),
@@ -270,7 +305,7 @@ def main() -> None:
         rows.append(figures)
     print(
         "\n| gateways | telemetry msg/s | stored samples/s | server CPU (cores) | server RSS | Mosquitto CPU | "
-        "Mosquitto RSS | disk/day | disk/day per 1,000 | server CPU per 1,000 |"
+        "Mosquitto RSS | disk/day | disk/day per 1,000 | store after a year (default retention) |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
@@ -278,7 +313,7 @@ def main() -> None:
             f"| {row['gateways']:,} | {row['telemetry_msg_s_sent']:.0f} | {row['samples_per_s_stored']:.0f} | "
             f"{row['server_cpu_core']:.2f} | {row['server_rss_mb']:.0f} MB | {row['broker_cpu_core']:.3f} | "
             f"{row['broker_rss_mb']:.0f} MB | {row['disk_mb_per_day']:,.0f} MB | "
-            f"{row['disk_mb_per_day_per_1000']:,.0f} MB | {row['server_cpu_per_1000']:.3f} |"
+            f"{row['disk_mb_per_day_per_1000']:,.0f} MB | {row['store_gb_after_a_year']:,.1f} GB |"
         )
 
 

@@ -120,6 +120,8 @@ async def test_the_dashboard_pages_and_clusters_50000_sites(browser: Browser, tm
     async with running_fleet(
         tmp_path, sites=SCALE, history=1, settings=GENEROUS, templated=True, before_serving=open_alarms
     ) as fleet:
+        # The read model's first full read of 50,000 gateways takes seconds: the page waits 10 s at most.
+        assert (await api(fleet, "/overview/counts"))["total"] == SCALE
         page = await signed_in(browser, fleet, fleet.viewer)
         await check_overview(page, fleet)
         await check_map(page)
