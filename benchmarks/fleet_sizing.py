@@ -200,7 +200,7 @@ def one_size(gateways: int, arguments: argparse.Namespace) -> dict[str, Any]:
                 f"127.0.0.1:{http}",
             ]
             with process(serve, root / "serve.log") as server:
-                wait_for_http(http, 60)
+                wait_for_http(http, 180)
                 total_s = arguments.warmup + arguments.duration + 5
                 simulate = [
                     *python,
