@@ -14,10 +14,14 @@ serves the real API on uvicorn and prints
   until the new rows are drawn and the next frame painted, p50 / p99 over five words and several loads;
   the map page: from the route change until its markers are drawn.
 
+With ``--live R``, R gateway updates per second go through the live feed meanwhile (as ingest announces
+telemetry: 5,000/s is 50,000 gateways at 10 s): the stream reads the changed gateways and the read model
+re-sorts and re-counts (at most once a second beyond 5,000 gateways), so the figures include that work.
+
 Targets (issue 18): search ≤ 200 ms, first paint ≤ 1 s at 50,000 sites.
 
 Usage: python benchmarks/fleet_dashboard.py [--sites 1000 10000 50000] [--requests 30] [--loads 3]
-       [--postgres URL|auto]
+       [--postgres URL|auto] [--live 5000]
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from playwright.async_api import async_playwright
 from bmsgate.fleet.server.api.ratelimit import RateLimit
 from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.api.testing import RunningFleet, running_fleet
+from bmsgate.fleet.server.live import LiveKind, LiveUpdate
 from bmsgate.fleet.server.store import StoreSettings
 
 CHROMIUM = "/usr/bin/chromium"
@@ -149,6 +154,21 @@ def postgres_database(wanted: str | None) -> Iterator[str | None]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+async def live_updates(fleet: RunningFleet, sites: int, rate: float) -> None:
+    """Announce `rate` gateway updates per second on the live feed, round-robin over the fleet, until cancelled."""
+    index = 0
+    started = time.perf_counter()
+    sent = 0
+    while True:
+        due = int((time.perf_counter() - started) * rate) - sent
+        for _ in range(due):
+            gateway = f"site-{index % sites:05d}"
+            fleet.feed.publish(LiveUpdate(kind=LiveKind.TELEMETRY, gateway=gateway, at=time.time(), data={}))
+            index += 1
+        sent += due
+        await asyncio.sleep(0.02)
+
+
 async def one_size(sites: int, arguments: argparse.Namespace, postgres: str | None, cluster_db: int) -> None:
     store = None
     if postgres is not None:
@@ -172,6 +192,7 @@ async def one_size(sites: int, arguments: argparse.Namespace, postgres: str | No
             await fleet.store.list_gateways()
             full_read = time.perf_counter() - read_started
             requests = arguments.requests
+            updates = asyncio.create_task(live_updates(fleet, sites, arguments.live)) if arguments.live > 0 else None
             rows = [
                 ("overview, first page of 100", ["/api/v1/overview"], requests),
                 ("overview search (5 words)", [f"/api/v1/overview?q={word}" for word in SEARCHES], requests // 5 or 1),
@@ -187,8 +208,13 @@ async def one_size(sites: int, arguments: argparse.Namespace, postgres: str | No
             ]
             timings = [(label, await api_latency(fleet, paths, count)) for label, paths, count in rows]
             page = await browser_figures(fleet, arguments.loads) if store is None else None
+            if updates is not None:
+                updates.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await updates
     backend = "PostgreSQL" if store is not None else "SQLite"
-    print(f"\n{sites:,} sites, {backend} (seeded in {seeded:.1f} s; one full store read {full_read:.1f} s)")
+    live = f"; {arguments.live:,.0f} live updates/s" if arguments.live > 0 else ""
+    print(f"\n{sites:,} sites, {backend} (seeded in {seeded:.1f} s; one full store read {full_read:.1f} s{live})")
     for label, (p50, p99, size) in timings:
         print(f"  {label:38s} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  {size / 1e3:9.1f} kB")
     if page is not None:
@@ -206,6 +232,7 @@ async def main() -> None:
     parser.add_argument("--sites", type=int, nargs="+", default=[1000, 10000, 50000])
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--loads", type=int, default=3, help="page loads per size")
+    parser.add_argument("--live", type=float, default=0.0, help="gateway updates per second on the live feed")
     parser.add_argument("--postgres", help="a PostgreSQL URL, or 'auto' for a throwaway cluster (API figures only)")
     arguments = parser.parse_args()
     with postgres_database(arguments.postgres) as postgres:

@@ -11,8 +11,9 @@ Each summary is kept as an :class:`~.fleet_query.OverviewEntry` (its search text
 prepared once), so the paged, searched list and the map clusters of :mod:`.fleet_query` and
 :mod:`.map_clusters` cost one pass over them per request. At 50,000 gateways even one sort per request
 (~0.2 s here) is too much while live updates change some summary every millisecond: the order per sort key
-and the fleet counts are kept and recomputed when something changed, but at most every ``derived_max_age_s``
-once the fleet is larger than ``exact_below`` (a page then shows current rows in an order up to that old).
+and the fleet counts are kept and recomputed when something changed; once the fleet is larger than
+``exact_below``, at most every ``derived_max_age_s`` or 10 times what the last computation took (~3 s at
+50,000), in a thread while requests get the kept value (a page shows current rows in an order that old).
 
 A full read costs ~0.25 ms per gateway (seconds at 50,000), so re-reads are spaced by at least 20 times
 the last one's duration (≤ 5 % of a core), and the summaries are built off the event loop.
@@ -22,10 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Hashable, Sequence
-from typing import Final, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 from bmsgate.fleet.server.api.fleet_query import (
     FleetCounts,
@@ -47,7 +49,19 @@ _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _DERIVED_KEPT: Final = 256
 _REREAD_SPACING: Final = 20.0
+_DERIVED_SPACING: Final = 10.0
+"""In a large fleet a derived value is recomputed at most every 10 times its last computation's duration."""
+_IN_A_THREAD: Final = 50
+"""More gateways than this changed at once: their summaries are built in a thread."""
 """A re-read waits at least this many times the last full read's duration."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Derived:
+    revision: int
+    computed_at: float
+    cost_s: float
+    value: Any
 
 
 def _prepared(records: Sequence[GatewayRecord]) -> dict[str, OverviewEntry]:
@@ -75,7 +89,8 @@ class OverviewCache:
         self._loaded_at: float | None = None
         self._read_s = 0.0
         self._revision = 0
-        self._derived: dict[Hashable, tuple[int, float, object]] = {}
+        self._derived: dict[Hashable, _Derived] = {}
+        self._computing: dict[Hashable, asyncio.Task[Any]] = {}
         self._lock = asyncio.Lock()
         self._refresh: asyncio.Task[None] | None = None
         self.full_reads = 0
@@ -157,6 +172,9 @@ class OverviewCache:
     async def derived(self, key: Hashable, compute: Callable[[list[OverviewEntry]], _T]) -> _T:
         """A value computed from every entry, kept under `key` and recomputed as the module docstring says.
 
+        In a large fleet a value that is too old is answered as it is while it is recomputed in a thread
+        (one at a time per key), so no request waits for a re-sort of 50,000 gateways; how old it may get
+        grows with what it costs (at least ``derived_max_age_s``, at least 10 times its last computation).
         At most ``_DERIVED_KEPT`` values are kept (the oldest goes first): keys may come from requests.
 
         Raises:
@@ -164,21 +182,38 @@ class OverviewCache:
         """
         entries = await self.entries()
         kept = self._derived.get(key)
-        if kept is not None and self._still_good(kept[0], kept[1]):
-            return cast("_T", kept[2])
-        value = compute(entries)
+        if kept is not None:
+            if self._still_good(kept):
+                return cast("_T", kept.value)
+            if len(self._entries) >= self._exact_below:
+                if key not in self._computing:
+                    task = asyncio.create_task(self._compute(key, compute, entries), name="bmsgate-overview-derived")
+                    self._computing[key] = task
+                    task.add_done_callback(lambda _: self._computing.pop(key, None))
+                return cast("_T", kept.value)
+        return await self._compute(key, compute, entries)
+
+    async def _compute(
+        self, key: Hashable, compute: Callable[[list[OverviewEntry]], _T], entries: list[OverviewEntry]
+    ) -> _T:
+        revision, started = self._revision, self._clock()
+        if len(entries) >= self._exact_below:
+            value = await asyncio.to_thread(compute, entries)
+        else:
+            value = compute(entries)
         self._derived.pop(key, None)
-        self._derived[key] = (self._revision, self._clock(), value)
+        self._derived[key] = _Derived(revision, self._clock(), self._clock() - started, value)
         while len(self._derived) > _DERIVED_KEPT:
             del self._derived[next(iter(self._derived))]
         return value
 
-    def _still_good(self, revision: int, computed_at: float) -> bool:
-        if revision == self._revision:
+    def _still_good(self, kept: _Derived) -> bool:
+        if kept.revision == self._revision:
             return True
         if len(self._entries) < self._exact_below:
             return False
-        return self._clock() - computed_at < self._derived_max_age_s
+        allowed = max(self._derived_max_age_s, _DERIVED_SPACING * kept.cost_s)
+        return self._clock() - kept.computed_at < allowed
 
     async def _read_all(self) -> None:
         started = self._clock()
@@ -206,7 +241,11 @@ class OverviewCache:
             _log.warning("overview: first read failed (retried on the first request): %s", exc)
 
     async def close(self) -> None:
-        """Stop a background re-read."""
+        """Stop a background re-read and recomputations."""
+        for task in list(self._computing.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._refresh is not None:
             self._refresh.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -216,6 +255,17 @@ class OverviewCache:
         if self._loaded_at is None:
             return True
         return self._clock() - self._loaded_at > max(self._max_age_s, _REREAD_SPACING * self._read_s)
+
+    async def update_many(self, records: Sequence[GatewayRecord]) -> list[GatewayView]:
+        """Keep freshly read gateways; returns their summaries (built in a thread when many)."""
+        if len(records) > _IN_A_THREAD:
+            prepared = await asyncio.to_thread(_prepared, records)
+        else:
+            prepared = _prepared(records)
+        if self.loaded:
+            self._entries.update(prepared)
+            self._revision += 1
+        return [entry.view for entry in prepared.values()]
 
     def update(self, record: GatewayRecord) -> GatewayView:
         """Keep a freshly read gateway; returns its summary."""

@@ -172,9 +172,9 @@ class LiveStream:
         # msg/s some 1,250 change every interval); a deleted gateway is simply not among the records.
         records = await self._store.get_gateways(changed)
         many = len(records) > self._many_at_once
-        for record in records:
-            view = self._overview.update(record)
-            if self._clients and not many:
+        views = await self._overview.update_many(records)
+        if self._clients and not many:
+            for view in views:
                 self._broadcast(message("gateway", gateway=dataclasses.asdict(view)))
         if self._clients and many:
             self._broadcast(message("gateways", ids=[record.id for record in records]))
