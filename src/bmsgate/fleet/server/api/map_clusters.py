@@ -4,9 +4,11 @@ The browser asks for the area it shows and its zoom level. When at most ``max_po
 in that area, each comes as itself (id, name, state, position), so a small fleet looks as it always did.
 Beyond, the sites are counted in square cells of the Web Mercator plane, ``cell_px`` screen pixels wide
 at that zoom (256-pixel tiles, as Leaflet and every tile server use): one cluster per non-empty cell, at
-the mean position of its sites, with how many are in alarm, offline and online. A cell holding one site
-is that site. So the answer has at most as many entries as cells fit on the screen, whatever the fleet
-size, and the work is one pass over the prepared positions (:class:`~.fleet_query.MapPosition`).
+the mean position of its sites, with how many are in alarm, offline and online; neighbouring cells whose
+sites' centres are closer than 3/4 of a cell are merged (a town straddling a grid line is one cluster,
+not four overlapping ones). A cell holding one site is that site. So the answer has at most as many
+entries as cells fit on the screen, whatever the fleet size, and the work is one pass over the prepared
+positions (:class:`~.fleet_query.MapPosition`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ __all__ = ["MAX_ZOOM", "Bounds", "MapAnswer", "MapCluster", "MapSite", "clusters
 
 MAX_ZOOM: Final = 22
 _TILE_PX: Final = 256
+_MERGE_DISTANCE: Final = 0.75
+"""Neighbouring clusters closer than this many cells (centre of mass to centre of mass) become one."""
+_MERGE_AT_MOST: Final = 5000
+"""More non-empty cells than this (a very wide view at a close zoom): no merging, the grid as it is."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -92,6 +98,8 @@ class MapAnswer:
     """False: every site in view is in ``sites``; True: cells with several sites are ``clusters``."""
     in_view: int
     """Located sites in the area (in either form)."""
+    extent: tuple[float, float, float, float] | None
+    """``(south, west, north, east)`` of those sites (None: none): where a map shows them all."""
     sites: list[MapSite]
     clusters: list[MapCluster]
 
@@ -100,8 +108,44 @@ class MapAnswer:
 class _Cell:
     lat_sum: float = 0.0
     lon_sum: float = 0.0
+    x_sum: float = 0.0
+    y_sum: float = 0.0
     counts: dict[SiteState, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(SiteState, 0))
     first: tuple[OverviewEntry, MapPosition] | None = None
+
+
+def _count(cell: _Cell) -> int:
+    return sum(cell.counts.values())
+
+
+def _merge_close_neighbours(cells: dict[tuple[int, int], _Cell], distance: float) -> None:
+    """Fold a cell into a neighbouring one when their centres of mass are closer than `distance` cells.
+
+    A town's sites that straddle a grid line would otherwise be drawn as two or four overlapping
+    clusters. The biggest cells absorb first; only the eight neighbours are looked at.
+    """
+    limit = distance * distance
+    for key in sorted(cells, key=lambda key: -_count(cells[key])):
+        cell = cells.get(key)
+        if cell is None:
+            continue
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                other_key = (key[0] + dx, key[1] + dy)
+                other = cells.get(other_key) if other_key != key else None
+                if other is None:
+                    continue
+                count, other_count = _count(cell), _count(other)
+                gap_x = cell.x_sum / count - other.x_sum / other_count
+                gap_y = cell.y_sum / count - other.y_sum / other_count
+                if gap_x * gap_x + gap_y * gap_y < limit:
+                    cell.lat_sum += other.lat_sum
+                    cell.lon_sum += other.lon_sum
+                    cell.x_sum += other.x_sum
+                    cell.y_sum += other.y_sum
+                    for state, number in other.counts.items():
+                        cell.counts[state] += number
+                    del cells[other_key]
 
 
 def _site(entry: OverviewEntry, position: MapPosition) -> MapSite:
@@ -132,8 +176,14 @@ def clusters_in(
             every_longitude or (position.lon >= west or position.lon <= east if wraps else west <= position.lon <= east)
         )
     ]
+    extent = None
+    if inside:
+        lats = [position.lat for _, position in inside]
+        lons = [position.lon for _, position in inside]
+        extent = (min(lats), min(lons), max(lats), max(lons))
     if len(inside) <= max_points:
-        return MapAnswer(zoom, False, len(inside), [_site(entry, position) for entry, position in inside], [])
+        every_site = [_site(entry, position) for entry, position in inside]
+        return MapAnswer(zoom, False, len(inside), extent, every_site, [])
     cells_across = (_TILE_PX << zoom) / cell_px
     cells: dict[tuple[int, int], _Cell] = {}
     for entry, position in inside:
@@ -143,7 +193,11 @@ def clusters_in(
             cell = cells[key] = _Cell(first=(entry, position))
         cell.lat_sum += position.lat
         cell.lon_sum += position.lon
+        cell.x_sum += position.x
+        cell.y_sum += position.y
         cell.counts[entry.state] += 1
+    if len(cells) <= _MERGE_AT_MOST:
+        _merge_close_neighbours(cells, cells_across * _MERGE_DISTANCE)
     sites: list[MapSite] = []
     clusters: list[MapCluster] = []
     for cell in cells.values():
@@ -161,4 +215,4 @@ def clusters_in(
                 online=cell.counts[SiteState.ONLINE],
             )
         )
-    return MapAnswer(zoom, True, len(inside), sites, clusters)
+    return MapAnswer(zoom, True, len(inside), extent, sites, clusters)

@@ -122,8 +122,10 @@ export async function renderMap(view, { navigate, session }) {
     document.body.dataset.mapDrawn = String(ticket);
   }
 
-  const points = [...overall.sites, ...overall.clusters].map((marker) => [marker.lat, marker.lon]);
-  if (points.length) map.fitBounds(L.latLngBounds(points).pad(0.2), { maxZoom: 8, animate: false });
+  if (overall.extent) {
+    const [south, west, north, east] = overall.extent;
+    map.fitBounds(L.latLngBounds([south, west], [north, east]).pad(0.2), { maxZoom: 8, animate: false });
+  }
   await refresh();
   map.on("moveend", () => refresh().catch((error) => { count.textContent = `map: ${error.detail || error.message}`; }));
 
