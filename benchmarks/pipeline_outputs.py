@@ -27,7 +27,7 @@ import pstats
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from rich.console import Console
 
@@ -43,8 +43,13 @@ from bmsgate.model import BatterySnapshot
 from bmsgate.mqtt.broker import EmbeddedBroker, free_port
 from bmsgate.transports.simulator import SimulatorTransport
 
+if TYPE_CHECKING:
+    from bmsgate.mqtt.client import MqttSession
+
 BATTERIES = 8
 TARGET_PIPELINE_MS = 0.3
+_REGISTERS = "Modbus register image encode"
+_FRAMES = "CAN frame set encode"
 
 
 def _config(broker_url: str, state_dir: str, poll_interval: float) -> dict[str, Any]:
@@ -166,21 +171,32 @@ async def _stage_outputs(gateway: Gateway, snapshots: list[BatterySnapshot], sta
         after_hub = clock()
         while (update := ha_subscription.get_nowait()) is not None:
             ha._apply(update)
-        await ha._flush(session)
+        await ha._flush(cast("MqttSession", session))
         after_ha = clock()
         controller_subscription.get_nowait()
         controller.refresh(hub, fresh_data=True)
         after_controller = clock()
-        modbus.refresh()
+        # What each inverter output's status task does per status ...
+        modbus._take_status()
         after_modbus = clock()
-        can.refresh()
+        can._take_status()
+        can._less_safe_than_sent()
         after_can = clock()
+        # ... and the encoding it defers to a register read / a frame set going out (timed on every
+        # snapshot here, counted per read / per set below).
+        modbus.refresh()
+        after_registers = clock()
+        can._encode_frames()
+        after_frames = clock()
+        can._sent_signature = can._signature()  # as if that set went out
         console_subscription.get_nowait()
         stages.add("hub publish", after_hub - started)
         stages.add("Home Assistant state + discovery (JSON)", after_ha - after_hub)
         stages.add("controller (bank + limits)", after_controller - after_ha)
-        stages.add("Modbus register image", after_modbus - after_controller)
-        stages.add("CAN frame set", after_can - after_modbus)
+        stages.add("Modbus: status taken", after_modbus - after_controller)
+        stages.add("CAN: status, phase, urgency", after_can - after_modbus)
+        stages.add(_REGISTERS, after_registers - after_can)
+        stages.add(_FRAMES, after_frames - after_registers)
     for subscription in (ha_subscription, controller_subscription, console_subscription):
         subscription.close()
     if not can.frames or not session.payloads or modbus.status.sequence == 0:
@@ -206,19 +222,30 @@ async def _per_stage(broker_url: str, rounds: int, profile: bool) -> float:
         count = len(snapshots) - BATTERIES * 5
     polls = len(snapshots)
     print(f"per stage, {BATTERIES} × JBD 16S, {polls} polls recorded, {count} snapshots through the outputs:")
-    outputs = 0.0
+    per_status = 0.0
     for name, seconds in stages.cpu.items():
+        if name in {_REGISTERS, _FRAMES}:
+            continue
         per = seconds / (polls if name.startswith(("poll", "  of which")) else count) * 1000
         if not name.startswith(("poll", "  of which")):
-            outputs += per
-        print(f"  {name:<42} {per:7.4f} ms/snapshot")
+            per_status += per
+        print(f"  {name:<46} {per:7.4f} ms/snapshot")
     gateway_poll = (stages.cpu["poll (total)"] - stages.cpu["  of which simulated BMS"]) / polls * 1000
-    print(f"  {'poll without the simulated BMS':<42} {gateway_poll:7.4f} ms/snapshot")
+    print(f"  {'poll without the simulated BMS':<46} {gateway_poll:7.4f} ms/snapshot")
+    registers = stages.cpu[_REGISTERS] / count * 1000
+    frames = stages.cpu[_FRAMES] / count * 1000
+    print(f"  {_REGISTERS:<46} {registers:7.4f} ms per read")
+    print(f"  {_FRAMES:<46} {frames:7.4f} ms per set")
+    # A bank of 8 packs polled every second: 8 snapshots/s; the inverter reads the map about once a
+    # second and CAN sends one set a second (pylon's period).
+    shared = (registers + frames) / BATTERIES
     print(
-        f"pipeline hub → HA payload → controller → Modbus registers → CAN frames: {outputs:.4f} ms/snapshot "
-        f"(target ≤ {TARGET_PIPELINE_MS} ms); {messages / count:.2f} MQTT messages/snapshot"
+        f"pipeline hub → HA payload → controller → Modbus registers → CAN frames: {per_status + shared:.4f} ms/snapshot "
+        f"(target ≤ {TARGET_PIPELINE_MS} ms; 8 snapshots, 1 register read and 1 frame set a second); "
+        f"{messages / count:.2f} MQTT messages/snapshot"
     )
-    print(f"  with the poll (gateway share, no simulator): {outputs + gateway_poll:.4f} ms/snapshot")
+    print(f"  encoding registers and frames on every snapshot instead: {per_status + registers + frames:.4f} ms/snapshot")
+    print(f"  with the poll (gateway share, no simulator): {per_status + shared + gateway_poll:.4f} ms/snapshot")
     if profiler:
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(30)

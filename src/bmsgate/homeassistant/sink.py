@@ -256,10 +256,9 @@ class HomeAssistantSink:
             battery.identity = self._state.identities.get(battery_id) or device_identity(battery.info, device)
             self._state.identities[battery_id] = battery.identity
         alarms = battery.info.alarms if battery.info.alarms is not None else tuple(Alarm)
-        for row in present_entities(self._inputs(battery), alarms=alarms):
-            if row.key not in battery.rows:
-                battery.rows[row.key] = row
-                battery.discovery_dirty = True
+        for row in present_entities(self._inputs(battery), alarms=alarms, known=battery.rows):
+            battery.rows[row.key] = row
+            battery.discovery_dirty = True
         battery.state_dirty = True
 
     def _inputs(self, battery: _Battery) -> StateInputs:
