@@ -520,16 +520,17 @@ class HomeAssistantSink:
 
     async def _flush_inverter(self, session: MqttSession) -> None:
         assert self._inverter_status is not None
+        now = time.monotonic()
+        if self._inverter_last is not None and now - self._inverter_last[0] < _MIN_INVERTER_PERIOD:
+            # Not due yet whatever it says: not even encoded (the sink flushes on every battery update).
+            return
         status = self._inverter_status()
         if status is None:
             return
-        now = time.monotonic()
         text = encode_payload(encode_inverter_state(status))
         if self._inverter_last is not None:
             last_time, last_text = self._inverter_last
-            if now - last_time < _MIN_INVERTER_PERIOD or (
-                text == last_text and now - last_time < self.settings.inverter_interval
-            ):
+            if text == last_text and now - last_time < self.settings.inverter_interval:
                 return
         await self._publish(session, self._topics.inverter_state, text, retain=self.settings.retain_states)
         self._inverter_last = (now, text)
