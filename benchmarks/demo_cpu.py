@@ -96,7 +96,7 @@ def _py_spy(pid: int, seconds: float) -> None:
         return
     record = subprocess.run(
         [
-            binary, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--nonblocking",
+            binary, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--nonblocking", "--gil",
             "--format", "raw", "-o", "/dev/stdout",
         ],  # fmt: skip
         capture_output=True,
