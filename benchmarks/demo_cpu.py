@@ -94,11 +94,9 @@ def _py_spy(pid: int, seconds: float) -> None:
     if not Path(binary).exists():
         print("  (py-spy is not installed: no profile)")
         return
+    arguments = ["record", "--pid", str(pid), "--duration", str(int(seconds)), "--nonblocking", "--gil"]
     record = subprocess.run(
-        [
-            binary, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--nonblocking", "--gil",
-            "--format", "raw", "-o", "/dev/stdout",
-        ],  # fmt: skip
+        [binary, *arguments, "--format", "raw", "-o", "/dev/stdout"],
         capture_output=True,
         text=True,
         check=False,
@@ -173,9 +171,7 @@ async def _run(window: float, spy: float) -> None:
             path = Path(folder) / "config.yaml"
             path.write_text(yaml.safe_dump(config))
             command = [*_bmsgate(), "run", "-c", str(path), "--duration", str(_WARM_UP + window + 30)]
-            per_snapshot, peak = await asyncio.to_thread(
-                _measure, command, window, batteries / poll_interval, spy
-            )
+            per_snapshot, peak = await asyncio.to_thread(_measure, command, window, batteries / poll_interval, spy)
     print(
         f"bmsgate run ({batteries} batteries every {poll_interval:g} s; HA/MQTT, Modbus TCP, CAN virtual bus, "
         f"console): {per_snapshot:.3f} ms CPU per battery snapshot over {window:.0f} s; "
