@@ -25,6 +25,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import enum
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -671,10 +672,9 @@ def temperature_derating(bank: BankState, settings: LimitSettings) -> Temperatur
     step = settings.step_mode
 
     def ends(curve: Curve) -> tuple[bool, bool]:
-        top = max(y for _, y in curve)
-        plateau = [x for x, y in curve if y == top]
-        cold = coldest is not None and coldest < plateau[0] and interpolate(curve, coldest, step=step) < top
-        hot = hottest is not None and hottest > plateau[-1] and interpolate(curve, hottest, step=step) < top
+        top, plateau_start, plateau_end = _plateau(curve)
+        cold = coldest is not None and coldest < plateau_start and interpolate(curve, coldest, step=step) < top
+        hot = hottest is not None and hottest > plateau_end and interpolate(curve, hottest, step=step) < top
         return cold, hot
 
     charge_cold, charge_hot = ends(settings.charge_temperature_curve)
@@ -682,3 +682,11 @@ def temperature_derating(bank: BankState, settings: LimitSettings) -> Temperatur
     return TemperatureDerating(
         charge_cold=charge_cold, charge_hot=charge_hot, discharge_cold=discharge_cold, discharge_hot=discharge_hot
     )
+
+
+@functools.lru_cache(maxsize=32)
+def _plateau(curve: Curve) -> tuple[float, float, float]:
+    """A curve's highest value and where its plateau at that value starts and ends (per curve, not per call)."""
+    top = max(y for _, y in curve)
+    plateau = [x for x, y in curve if y == top]
+    return top, plateau[0], plateau[-1]
