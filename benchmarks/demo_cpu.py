@@ -79,6 +79,9 @@ def _measure(
     """
     with tempfile.TemporaryDirectory() as home:
         environment = {**os.environ, "HOME": home, "TERM": "xterm-256color" if terminal else "dumb"}
+        # The process runs in a scratch directory: a relative PYTHONPATH (``src``) must still mean these sources.
+        search = [str(Path(entry).resolve()) for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+        environment["PYTHONPATH"] = os.pathsep.join(search)
         master, slave = pty.openpty() if terminal else (-1, subprocess.DEVNULL)
         if terminal:
             fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 140, 0, 0))
