@@ -37,6 +37,8 @@ from bmsgate.protocols.encode import (
 )
 from bmsgate.protocols.framing import ChunkFrameAssembler, Frame, FrameAssembler, FrameChecker
 from bmsgate.protocols.memo import BoundedMemo
+from bmsgate.protocols import jsonframing
+from bmsgate.protocols.jsonframing import JsonFrameAssembler
 from bmsgate.protocols.textframing import TextFrameAssembler, to_wire
 
 __all__ = ["CompiledProtocol", "compile_definition", "decode_hex_frames"]
@@ -140,8 +142,10 @@ class CompiledProtocol:
 
     # -- decoding -------------------------------------------------------------------------------
 
-    def new_assembler(self) -> FrameAssembler | TextFrameAssembler | ChunkFrameAssembler:
+    def new_assembler(self) -> FrameAssembler | TextFrameAssembler | ChunkFrameAssembler | JsonFrameAssembler:
         """A fresh assembler for one connection."""
+        if self.definition.framing.text == "json":
+            return JsonFrameAssembler(self.definition.framing, checker=self.checker)
         if self.definition.framing.text is not None:
             return TextFrameAssembler(self.definition.framing, checker=self.checker)
         if self.definition.framing.frame_per_chunk:
@@ -156,6 +160,8 @@ class CompiledProtocol:
         framing = self.definition.framing
         if framing.text is None or not frame:  # an empty request (listen) is nothing on the wire either
             return frame
+        if framing.text == "json":
+            return jsonframing.to_wire(frame, framing)
         return to_wire(frame, framing)
 
     def check_frame(self, raw: bytes) -> Frame:

@@ -12,8 +12,18 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from bmsgate.protocols.checksums import CHECKSUMS
 from bmsgate.protocols.datatypes import STRICT, Endian, HexBytes
 from bmsgate.protocols.fields import is_var
+from bmsgate.protocols.jsonspec import JsonMember, JsonSpec
 
-__all__ = ["ChecksumSpec", "FramingSpec", "KeySpec", "LengthSpec", "PrefixSpec", "StatusSpec"]
+__all__ = [
+    "ChecksumSpec",
+    "FramingSpec",
+    "JsonMember",
+    "JsonSpec",
+    "KeySpec",
+    "LengthSpec",
+    "PrefixSpec",
+    "StatusSpec",
+]
 
 
 class _Strict(BaseModel):
@@ -116,11 +126,17 @@ class FramingSpec(_Strict):
     check_end: bool = True
     """``false``: the end marker is written (encoding, trailer size) but not required on received frames,
     for firmware that announces a wrong length for one reply (ANT's device info); the checksum still holds."""
-    text: Literal["hex"] | None = None
+    text: Literal["hex", "json"] | None = None
     """``hex``: between the start and end markers the wire carries text, two hex digits per byte (E&J, AG,
     Topband). Frames are the markers around the decoded bytes, so every offset counts in bytes; the end
     marker delimits a frame, the length field (if any) is a check. Without an end marker a ``fixed_length``
-    delimits it (Topband)."""
+    delimits it (Topband).
+
+    ``json`` (engine 5): a reply is one JSON object; `json_object` names the members read, which become the
+    slots of a frame ``{`` + slots + ``}`` of ``fixed_length`` bytes (see `bmsgate.protocols.jsonspec`);
+    `max_length` bounds the object's text. Requests are sent as written."""
+    json_object: JsonSpec | None = None
+    """``text: json`` only: the members of the reply object and its nesting bound."""
     frame_per_chunk: bool = False
     """Every received chunk (one BLE notification) is one whole frame: no length field, no end marker
     needed, nothing carried over between chunks (ECO-WORTHY)."""
@@ -142,7 +158,9 @@ class FramingSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if self.text is not None:
+        if self.text == "json":
+            self._check_json()
+        elif self.text is not None:
             self._check_text()
             if self.frame_per_chunk:
                 raise ValueError("'frame_per_chunk' is for binary frames (hex text has its own delimiters)")
@@ -170,6 +188,19 @@ class FramingSpec(_Strict):
             raise ValueError("min_length is larger than max_length")
         return self
 
+    def _check_json(self) -> None:
+        if self.json_object is None:
+            raise ValueError("'text: json' needs 'json_object' (the members a reply is read by)")
+        if self.start != b"{" or self.end != b"}":
+            raise ValueError("'text: json' frames start with '{' (7B) and end with '}' (7D)")
+        needed = 2 + self.json_object.layout_size
+        if self.fixed_length != needed:
+            raise ValueError(f"'text: json' needs fixed_length: {needed} ('{{' + the members' slots + '}}')")
+        if self.length is not None or self.checksum is not None or self.request_checksum is not None:
+            raise ValueError("'text: json' frames carry no 'length' and no 'checksum' (the object delimits itself)")
+        if self.starts or self.strip_bytes or self.frame_per_chunk or self.prefix is not None:
+            raise ValueError("'starts', 'strip_bytes', 'frame_per_chunk' and 'prefix' are not for 'text: json'")
+
     def _check_text(self) -> None:
         if not self.end and self.fixed_length is None:
             raise ValueError("hex-text framing needs an end marker or a fixed_length (they delimit the frames)")
@@ -188,6 +219,12 @@ class FramingSpec(_Strict):
             byte in hex_digits or byte in markers for byte in stripped
         ):
             raise ValueError("'strip_bytes' takes single bytes that are neither hex digits nor markers")
+
+    @model_validator(mode="after")
+    def _json_object_only_for_json(self) -> Self:
+        if self.json_object is not None and self.text != "json":
+            raise ValueError("'json_object' needs 'text: json'")
+        return self
 
     @property
     def header_size(self) -> int:
