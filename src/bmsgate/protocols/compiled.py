@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from bmsgate.errors import DecodeError, DefinitionError, FrameError, ProtocolError
 from bmsgate.model import Alarm, BatterySnapshot, DeviceInfo
+from bmsgate.protocols import jsonframing
 from bmsgate.protocols.compile import compile_reply
 from bmsgate.protocols.decode import (
     EXTRA_LISTS,
@@ -36,9 +37,8 @@ from bmsgate.protocols.encode import (
     render_template,
 )
 from bmsgate.protocols.framing import ChunkFrameAssembler, Frame, FrameAssembler, FrameChecker
-from bmsgate.protocols.memo import BoundedMemo
-from bmsgate.protocols import jsonframing
 from bmsgate.protocols.jsonframing import JsonFrameAssembler
+from bmsgate.protocols.memo import BoundedMemo
 from bmsgate.protocols.textframing import TextFrameAssembler, to_wire
 
 __all__ = ["CompiledProtocol", "compile_definition", "decode_hex_frames"]

@@ -36,7 +36,8 @@ level 5 ``match.service_data_uuid`` (an advertisement matcher on a service-data 
 (the pack's address in front of a frame, ECO-WORTHY protocol version 2), ``reply_of_request`` (replies without
 a key answer the request just sent, CBT Power VB), and for ABC ``follows`` (one request answered by several
 frame types), ``index_items`` (frames numbered by their first item), ``s24`` and lists of 3-byte items or with
-a ``stride``, ``text_json`` (JSON text replies whose named members are read, Felicity); from level 5 a non-finite ``f32`` is no value instead of a refused frame (NEEY)."""
+a ``stride``, ``text_json`` (JSON text replies whose named members are read, Felicity); from
+level 5 a non-finite ``f32`` is no value instead of a refused frame (NEEY)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",

@@ -68,9 +68,7 @@ def _parse(text: bytes) -> dict[str, Any]:
     """The reply object (FrameError: not UTF-8, not JSON, not an object, a number out of bounds)."""
     try:
         decoded = text.decode("utf-8")
-        value = json.loads(
-            decoded, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int
-        )
+        value = json.loads(decoded, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int)
     except UnicodeDecodeError as exc:
         raise FrameError(f"reply text is not UTF-8 (byte {exc.start})") from None
     except ValueError as exc:  # json.JSONDecodeError and the number checks above
@@ -193,6 +191,7 @@ class JsonFrameAssembler(BufferedAssembler):
         self._ignore = frozenset(framing.ignore_chunks)
         self._max_text = framing.max_length
         self._max_depth = framing.json_object.max_depth
+        self._restarts = framing.json_object.chunk_starts_object
         self._buffer = bytearray()
         self._restart()
         self.stats = AssemblerStats()
@@ -219,6 +218,13 @@ class JsonFrameAssembler(BufferedAssembler):
             self.stats.junk_chunks += 1
             return []
         buffer = self._buffer
+        if self._restarts and buffer and chunk.startswith(b'{"'):
+            # A lost notification cut the object before: without this its open lists would swallow the next.
+            self.stats.rejected += 1
+            self.stats.noise_bytes += len(buffer)
+            self.stats.last_error = "a new object began before the last one was complete"
+            buffer.clear()
+            self._restart()
         buffer += chunk
         frames: list[Frame] = []
         while buffer:

@@ -76,10 +76,15 @@ class JsonSpec(_Strict):
     members: list[JsonMember] = Field(min_length=1, max_length=128)
     max_depth: int = Field(default=8, ge=1, le=32)
     """Deepest nesting of objects and lists accepted; deeper text is refused before it is parsed."""
+    chunk_starts_object: bool = True
+    """A received chunk that begins with ``{"`` (an object and its first member's name) while an object is
+    incomplete begins a new one; the cut object is dropped. The BMS starts every reply in a new
+    notification, as aiobmsble relies on; a lost notification (even one cut inside a string) then costs
+    only its own reply. ``false`` for a family whose nested objects may begin a notification."""
 
     @model_validator(mode="after")
     def _paths_distinct(self) -> Self:
-        paths = [(member.member, *member.index) for member in self.members]
+        paths: list[tuple[str | int, ...]] = [(member.member, *member.index) for member in self.members]
         for number, path in enumerate(paths):
             for other in paths[number + 1 :]:
                 shorter, longer = sorted((path, other), key=len)
