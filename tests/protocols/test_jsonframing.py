@@ -44,7 +44,8 @@ def test_the_capture_becomes_one_frame_of_its_members() -> None:
     assert frame[:1] == b"{" and frame[-1:] == b"}"
     assert int.from_bytes(frame[1:5], "big", signed=True) == 52800  # Batt[0][0]
     assert int.from_bytes(frame[5:9], "big", signed=True) == -1  # Batt[1][0]
-    assert frame[25] == 16  # BatcelList[0] holds 16 cells
+    cells = [int.from_bytes(frame[25 + 4 * n : 29 + 4 * n], "big", signed=True) for n in range(32)]
+    assert cells[15:17] == [3297, -(2**31)]  # BatcelList[0] holds 16 cells, the other slots are absent
 
 
 @given(cuts=st.lists(st.integers(1, len(REALTIME) - 1), max_size=30, unique=True))
@@ -162,9 +163,9 @@ def test_the_definition_must_say_the_frame_length_its_members_make() -> None:
         "payload_offset": 1,
         "json_object": {"members": [{"member": "V"}, {"member": "C", "items": 2}]},
     }
-    with pytest.raises(DefinitionError, match="needs fixed_length: 15"):
+    with pytest.raises(DefinitionError, match="needs fixed_length: 14"):
         definition_from_mapping(_definition(framing))
-    definition_from_mapping(_definition(framing | {"fixed_length": 15}))
+    definition_from_mapping(_definition(framing | {"fixed_length": 14}))
     with pytest.raises(DefinitionError, match="overlap"):
         definition_from_mapping(
             _definition(framing | {"json_object": {"members": [{"member": "V"}, {"member": "V", "index": [0]}]}})

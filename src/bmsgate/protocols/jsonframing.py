@@ -37,6 +37,7 @@ _MAX_DIGITS: Final = 20
 """Longest number text accepted (a slot holds 32 bits; longer text is refused before it is converted)."""
 _SLOT: Final = struct.Struct(">i")
 _SLOT_MAX: Final = 2**31 - 1
+_ABSENT_SLOT: Final = _SLOT.pack(ABSENT)
 # Characters that change the scan's state; everything else is skipped by the regular expression.
 _STRUCTURAL: Final = re.compile(rb'["\\{}\[\]]')
 _OPEN: Final = frozenset(b"{[")
@@ -130,10 +131,9 @@ def frame_of_object(reply: dict[str, Any], spec: JsonSpec) -> bytes:
             raise FrameError(f"{member.path} is {type(value).__name__}, not a list of numbers")
         if len(items) > member.items:
             raise FrameError(f"{member.path} has {len(items)} items; the definition reads at most {member.items}")
-        out.append(len(items))
         for position, item in enumerate(items):
             out += _SLOT.pack(_number(item, f"{member.path}[{position}]"))
-        out += bytes(SLOT_SIZE * (member.items - len(items)))
+        out += _ABSENT_SLOT * (member.items - len(items))
     out += b"}"
     return bytes(out)
 
@@ -152,8 +152,10 @@ def to_wire(frame: bytes, framing: FramingSpec) -> bytes:
         elif member.items is None:
             value = _slot(frame, at)
         else:
-            count = min(frame[at], member.items)
-            value = [_slot(frame, at + 1 + SLOT_SIZE * n) for n in range(count)]
+            items = [_slot(frame, at + SLOT_SIZE * n) for n in range(member.items)]
+            while items and items[-1] is None:  # the unused slots after the list's last item
+                items.pop()
+            value = items
         at += member.size
         _place(reply, member, value)
     return json.dumps(reply, separators=(",", ":")).encode()

@@ -6,11 +6,12 @@ layout at the edge (:mod:`bmsgate.protocols.jsonframing`), the way hex text is d
 declared member, in the order declared, becomes a slot of the frame.
 
 - a number member: a 4-byte big-endian signed slot (``s32``);
-- a list member (``items: N``): a one-byte item count, then N such slots (unused ones zero);
+- a list member (``items: N``): N such slots, those after the list's last item :data:`ABSENT`;
 - a checked member (``equals: V``): no slot; a reply whose member is not V is refused.
 
-A ``null``, or a member that is absent and not ``required``, reads as :data:`ABSENT` (the lowest ``s32``),
-which a field lists in its ``absent`` values. Re-exported by `definition` through `framingspec`.
+A ``null``, a member that is absent and not ``required``, or a list's unused slot reads as :data:`ABSENT`
+(the lowest ``s32``), which a field lists in its ``absent`` values (a list field with ``count: N`` and
+``absent`` then holds the list's items). Re-exported by `definition` through `framingspec`.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class JsonMember(_Strict):
     index: list[int] = Field(default=[], max_length=4)
     """List positions inside the member: ``[1, 0]`` is ``Batt[1][0]``."""
     items: int | None = Field(default=None, ge=1, le=255)
-    """The value is a list of numbers with at most this many items (count byte + slots)."""
+    """The value is a list of numbers with at most this many items (one slot each)."""
     equals: int | None = None
     """The member must have this value (a protocol version check); it takes no slot."""
     required: bool = True
@@ -66,7 +67,7 @@ class JsonMember(_Strict):
         if self.equals is not None:
             return 0
         if self.items is not None:
-            return 1 + SLOT_SIZE * self.items
+            return SLOT_SIZE * self.items
         return SLOT_SIZE
 
 
