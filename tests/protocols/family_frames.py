@@ -1223,6 +1223,30 @@ FELICITY: Final = FamilyCapture(
     },
 )
 
+LITHIONICS: Final = FamilyCapture(
+    "lithionics",
+    # aiobmsble's STREAM_DATA: an ERROR line, a primary and a status line (the mock repeats it endlessly).
+    {
+        "primary": [b"ERROR\r\n1399,350,350,350,349,55,48,-3,99,000000\r\n"],
+        "status": [b"&,1,319,006391,0136,2300,FF05,8700\r\n"],
+    },
+    AIOBMSBLE.format("tests/bms/test_lithionics_bms.py (STREAM_DATA)"),
+    {
+        "voltage": 13.99,
+        "current": -3.0,
+        "soc": 99,
+        "cell_voltages": [3.5, 3.5, 3.5, 3.49],
+        # aiobmsble rounds (F − 32) × 5/9 to 3 decimals.
+        "temperatures": [12.778, 8.889],
+        # aiobmsble's cycle_charge and total_charge.
+        "remaining_capacity": 319.0,
+        "extras.total_consumed_ah": 6391,
+        "extras.problem_code": 0,
+        "alarms": [],
+    },
+    tolerance=5e-4,
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -1261,6 +1285,7 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     PRO_CHARGING,
     LIPOWER,
     FELICITY,
+    LITHIONICS,
 )
 """Every capture, in the issue's order of families."""
 

@@ -37,7 +37,8 @@ level 5 ``match.service_data_uuid`` (an advertisement matcher on a service-data 
 a key answer the request just sent, CBT Power VB), and for ABC ``follows`` (one request answered by several
 frame types), ``index_items`` (frames numbered by their first item), ``s24`` and lists of 3-byte items or with
 a ``stride``, ``text_json`` (JSON text replies whose named members are read, Felicity),
-``text_lines`` (CSV text lines read by column, Lithionics); from level 5 a non-finite ``f32`` is no value instead of a refused frame (NEEY)."""
+``text_lines`` (CSV text lines read by column, Lithionics); from level 5 a non-finite ``f32`` is no value
+instead of a refused frame (NEEY)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
