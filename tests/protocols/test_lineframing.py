@@ -152,7 +152,7 @@ def test_a_minimal_lines_definition_loads() -> None:
     definition = definition_from_mapping(
         _definition({"text": "lines", "start": "23", "end": "0A", "key": {"offset": 1}, "lines": _LINES})
     )
-    assert "text_lines" in definition.requires
+    assert "text_lines" in (definition.requires or [])
 
 
 @given(
