@@ -215,3 +215,17 @@ def test_fuzz_brace_heavy_bytes_raise_only_our_errors(data: list[bytes]) -> None
             except BmsgateError:
                 pass
         assert assembler.buffered <= FRAMING.max_length + 200
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'"CommVer":1,"wifiSN":"F100011002424470238"}',  # aiobmsble's "invalid frame start"
+        b'{"CommVer":1,"wifiSN":"F100011002424470238"',  # "invalid frame end": waits for the rest
+        b'{"CommVer":2,"wifiSN":"F100011002424470238"}',  # "invalid protocol"
+    ],
+)
+def test_aiobmsble_wrong_responses_give_no_frame(text: bytes) -> None:
+    assembler, frames = _feed(text)
+    assert not frames
+    assert assembler.buffered <= len(text)

@@ -177,3 +177,19 @@ def test_fuzz_line_streams_raise_only_our_errors(data: list[bytes]) -> None:
             LITHIONICS_PROTOCOL.decode([frame], timestamp=0.0)
         except BmsgateError:
             pass
+
+
+@pytest.mark.parametrize(
+    ("stream", "kinds"),
+    [
+        (b"", []),
+        (b"\r\n", []),
+        (b"ERROR\r\n", []),
+        (b"1,2,3\r\n", []),  # a primary line of too few columns
+        (b"&,\r\n", []),
+        (b"&,1,2\r\n", [2]),  # a status line alone: aiobmsble waits for a primary line too
+        (b"text\r\n", []),
+    ],
+)
+def test_aiobmsble_invalid_streams_give_only_their_valid_lines(stream: bytes, kinds: list[int]) -> None:
+    assert [frame[1] for frame in _feed(stream)[1]] == kinds
