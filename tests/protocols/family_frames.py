@@ -1220,6 +1220,8 @@ FELICITY: Final = FamilyCapture(
         "extras.warning_code": 0,
         "extras.fault_code": 0,
         "alarms": [],
+        # aiobmsble's device_info serial_number (from the device-information reply; the same DevSN).
+        "device.serial_number": "100011002424470238",
     },
 )
 

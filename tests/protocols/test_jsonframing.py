@@ -65,7 +65,7 @@ def test_noise_and_a_cut_object_before_a_whole_one_lose_only_themselves() -> Non
 
 
 def test_braces_and_escaped_quotes_inside_strings_do_not_end_the_object() -> None:
-    reply = _object() | {"DevSN": 'a}b]"c\\', "note": "{[{"}
+    reply = _object() | {"wifiSN": 'a}b]"c\\', "note": "{[{"}
     text = _text(reply)
     for size in (1, 7, 35):
         _, frames = _feed(*[text[i : i + size] for i in range(0, len(text), size)])
@@ -100,6 +100,9 @@ def test_an_object_longer_than_max_length_is_refused_and_the_buffer_stays_bounde
         ({"Bfault": 2**31}, "outside the 32-bit range"),
         ({"BatcelList": [list(range(33))]}, "has 33 items; the definition reads at most 32"),
         ({"BtemList": [7]}, "BtemList[0] is int, not a list of numbers"),
+        ({"DevSN": 7}, "DevSN is int, not a string"),
+        ({"DevSN": "x" * 33}, "33 bytes of text; the definition reads at most 32"),
+        ({"DevSN": "a\x00b"}, "without NULs"),
     ],
 )
 def test_a_reply_that_does_not_fit_is_refused_naming_why(change: dict[str, Any], reason: str) -> None:
@@ -127,14 +130,24 @@ def test_hostile_text_is_refused_by_the_assembler(text: bytes, reason: str) -> N
 def test_null_and_a_missing_optional_member_read_absent() -> None:
     reply = _object()
     reply["BatcelList"][0][2] = None
+    del reply["DevSN"]
     snapshot = FELICITY_PROTOCOL.decode(_feed(_text(reply))[1], timestamp=0.0)
     assert len(snapshot.cell_voltages) == 15
+    assert snapshot.device.serial_number is None
+
+
+def test_a_text_member_keeps_its_utf8() -> None:
+    reply = _object() | {"DevSN": "Zäh-01"}
+    (frame,) = _feed(_text(reply))[1]
+    assert FELICITY_PROTOCOL.decode([frame], timestamp=0.0).device.serial_number is not None
+    assert json.loads(to_wire(frame, FRAMING))["DevSN"] == "Zäh-01"
 
 
 def test_a_frame_goes_back_to_json_text_and_a_request_is_sent_as_written() -> None:
     _, (frame,) = _feed(REALTIME)
     text = to_wire(frame, FRAMING)
     assert json.loads(text)["Batt"] == [[52800], [-1]]
+    assert json.loads(text)["DevSN"] == "100011002424470238"
     assert _feed(text)[1] == [frame]
     request = FELICITY_PROTOCOL.requests[0].frame
     assert FELICITY_PROTOCOL.wire(request) == b"wifilocalMonitor:get dev real infor"

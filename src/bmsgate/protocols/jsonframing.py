@@ -94,6 +94,18 @@ def _number(value: object, path: str) -> int:
     return value
 
 
+def _text(value: object, path: str, size: int) -> bytes:
+    """A text member's bytes: its UTF-8, NUL-padded to `size` (empty for null)."""
+    if value is None:
+        return bytes(size)
+    if not isinstance(value, str):
+        raise FrameError(f"{path} is {type(value).__name__}, not a string")
+    encoded = value.encode("utf-8", errors="replace")
+    if len(encoded) > size or b"\x00" in encoded:
+        raise FrameError(f"{path} is {len(encoded)} bytes of text; the definition reads at most {size}, without NULs")
+    return encoded.ljust(size, b"\x00")
+
+
 _MISSING: Final = object()
 
 
@@ -123,6 +135,9 @@ def frame_of_object(reply: dict[str, Any], spec: JsonSpec) -> bytes:
             if isinstance(value, bool) or value != member.equals:
                 raise FrameError(f"{member.path} is {value!r}, not {member.equals} (an unknown protocol version?)")
             continue
+        if member.text is not None:
+            out += _text(value, member.path, member.text)
+            continue
         if member.items is None:
             out += _SLOT.pack(_number(value, member.path))
             continue
@@ -149,6 +164,8 @@ def to_wire(frame: bytes, framing: FramingSpec) -> bytes:
         value: object
         if member.equals is not None:
             value = member.equals
+        elif member.text is not None:
+            value = frame[at : at + member.text].split(b"\x00", 1)[0].decode("utf-8", errors="replace")
         elif member.items is None:
             value = _slot(frame, at)
         else:

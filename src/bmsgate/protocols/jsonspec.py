@@ -7,6 +7,7 @@ declared member, in the order declared, becomes a slot of the frame.
 
 - a number member: a 4-byte big-endian signed slot (``s32``);
 - a list member (``items: N``): N such slots, those after the list's last item :data:`ABSENT`;
+- a text member (``text: N``): its string as UTF-8 in N bytes, NUL-padded (a ``type: str`` field reads it);
 - a checked member (``equals: V``): no slot; a reply whose member is not V is refused.
 
 A ``null``, a member that is absent and not ``required``, or a list's unused slot reads as :data:`ABSENT`
@@ -43,6 +44,8 @@ class JsonMember(_Strict):
     """List positions inside the member: ``[1, 0]`` is ``Batt[1][0]``."""
     items: int | None = Field(default=None, ge=1, le=255)
     """The value is a list of numbers with at most this many items (one slot each)."""
+    text: int | None = Field(default=None, ge=1, le=64)
+    """The value is a string of at most this many UTF-8 bytes (``null``/missing: empty)."""
     equals: int | None = None
     """The member must have this value (a protocol version check); it takes no slot."""
     required: bool = True
@@ -52,8 +55,8 @@ class JsonMember(_Strict):
     def _consistent(self) -> Self:
         if any(not 0 <= position <= 255 for position in self.index):
             raise ValueError("list positions in 'index' lie in 0..255")
-        if self.items is not None and self.equals is not None:
-            raise ValueError("a member is either a list ('items') or checked ('equals'), not both")
+        if sum(value is not None for value in (self.items, self.text, self.equals)) > 1:
+            raise ValueError("a member is one of a list ('items'), a string ('text') or checked ('equals')")
         return self
 
     @property
@@ -68,6 +71,8 @@ class JsonMember(_Strict):
             return 0
         if self.items is not None:
             return SLOT_SIZE * self.items
+        if self.text is not None:
+            return self.text
         return SLOT_SIZE
 
 
