@@ -97,6 +97,14 @@ class HttpServer:
         """Stop serving (idempotent)."""
         if self._task is None:
             return
+        # uvicorn returns without its shutdown (listening sockets left open) when asked to exit while still
+        # starting, so a stop during the start first lets the start finish (bounded).
+        deadline = asyncio.get_running_loop().time() + _START_TIMEOUT_S
+        while not self._server.started and not self._task.done():
+            if asyncio.get_running_loop().time() > deadline:
+                self._task.cancel()
+                break
+            await asyncio.sleep(0.01)
         self._server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError, SystemExit):
             await self._task
