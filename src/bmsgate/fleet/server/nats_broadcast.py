@@ -1,0 +1,176 @@
+"""Cluster mode's committed-batch fan-out: every server process's live feed sees every gateway's updates.
+
+With several server processes (``fleet serve --cluster ... --processes N``) each one's ingest takes only some
+of the messages from the shared JetStream consumer. After a batch committed, its ingest publishes the batch
+(the messages as received, in the ingest workers' frame format, :func:`~.ingest.workers.encode_frame`) on
+the plain core-NATS subject :data:`COMMITTED_SUBJECT`; every process, itself included, holds an ordinary
+subscription (not a queue group) on it and hands what arrives to its live feed and its batch observers
+(the alarm engine, through :class:`~.leadership.LeaderOnly` so only the leader evaluates), exactly as an
+in-process ingest does. The only module besides :mod:`.nats_ingest` that imports ``nats``.
+
+Why core NATS and not the store: the feed and the alarm engine need each committed batch once, soon, and
+nothing more; core NATS delivers at most once, to every subscriber, in ~ms, and costs the cluster one
+fan-out per batch (not per message). What it does not give: a batch published while the publisher's node
+is going away, or while a subscriber is disconnected, is lost to that subscriber. For the live feed that
+is what a slow websocket client gets anyway (best effort; the dashboard reloads); for the alarm engine it
+is one batch's evaluation: the next telemetry of that gateway is evaluated again, and the silence
+(no-data) checks read the store. Stored data is never at stake: this runs only after commit.
+
+A batch bigger than :attr:`CommittedBroadcast.chunk_bytes` goes as several frames (NATS's ``max_payload``
+is 1 MB by default). Outgoing frames wait in a bounded queue: when NATS is unreachable the oldest are
+dropped and counted (:attr:`CommittedBroadcast.dropped`), so ingest never waits for the fan-out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import struct
+from collections.abc import Sequence
+from typing import Any, Final
+
+import nats
+import nats.errors
+
+from bmsgate.fleet.protocol import FleetMessageError
+from bmsgate.fleet.server.ingest import BatchObserver, batch_of_messages, decode_incoming, publish_batch
+from bmsgate.fleet.server.ingest.consumer import CommittedMessage, notify_observers
+from bmsgate.fleet.server.ingest.workers import WorkerError, decode_batch_frame, encode_frame
+from bmsgate.fleet.server.live import LiveFeed
+from bmsgate.fleet.server.store.repository import WriteResult
+from bmsgate.runtime.backoff import Backoff
+
+__all__ = ["COMMITTED_SUBJECT", "CommittedBroadcast", "committed_frames"]
+
+_log = logging.getLogger(__name__)
+
+COMMITTED_SUBJECT: Final = "bmsgate.fleet.committed"
+_FRAME_HEADER: Final = struct.calcsize("!BI")
+"""encode_frame's kind and length before the body (decode_batch_frame reads the body)."""
+_MESSAGE_OVERHEAD: Final = 15
+_NO_CHANGES: Final = WriteResult(
+    samples_written=0, samples_duplicate=0, events_written=0, events_duplicate=0, snapshots_rejected=0
+)
+
+
+def committed_frames(messages: Sequence[CommittedMessage], result: WriteResult, chunk_bytes: int) -> list[bytes]:
+    """A committed batch as frame bodies of at most about `chunk_bytes` each (the write result in the first)."""
+    frames: list[bytes] = []
+    chunk: list[CommittedMessage] = []
+    size = 0
+    for message in messages:
+        length = len(message[0]) + len(message[1]) + _MESSAGE_OVERHEAD
+        if chunk and size + length > chunk_bytes:
+            frames.append(encode_frame(chunk, _NO_CHANGES if frames else result)[_FRAME_HEADER:])
+            chunk, size = [], 0
+        chunk.append(message)
+        size += length
+    if chunk or not frames:
+        frames.append(encode_frame(chunk, _NO_CHANGES if frames else result)[_FRAME_HEADER:])
+    return frames
+
+
+class CommittedBroadcast:
+    """Publishes this process's committed batches and receives every process's; ``await run()`` until cancelled."""
+
+    def __init__(
+        self,
+        servers: Sequence[str],
+        *,
+        feed: LiveFeed | None = None,
+        observers: Sequence[BatchObserver] = (),
+        subject: str = COMMITTED_SUBJECT,
+        queue_limit: int = 1000,
+        chunk_bytes: int = 256 * 1024,
+        user: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.servers = list(servers)
+        self.feed = feed
+        self.observers = list(observers)
+        self.subject = subject
+        self.chunk_bytes = chunk_bytes
+        self._user, self._password = user, password
+        self._outgoing: collections.deque[bytes] = collections.deque(maxlen=queue_limit)
+        self._wake = asyncio.Event()
+        self.connected = asyncio.Event()
+        """Set while subscribed."""
+        self.sent = 0
+        self.received = 0
+        self.dropped = 0
+        """Outgoing frames lost (the queue overflowed, or NATS refused them)."""
+        self.damaged = 0
+        """Incoming frames that did not decode (not ours, or a bug)."""
+
+    def committed(self, messages: list[CommittedMessage], result: WriteResult) -> None:
+        """Queue a committed batch for every process (ingest's ``committed`` callback; never waits)."""
+        for frame in committed_frames(messages, result, self.chunk_bytes):
+            if len(self._outgoing) == self._outgoing.maxlen:
+                self.dropped += 1
+            self._outgoing.append(frame)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Connect (retrying), subscribe, and send until cancelled."""
+        retry = Backoff(0.5, 10.0)
+        while True:
+            try:
+                connection = await nats.connect(
+                    servers=self.servers,
+                    user=self._user,
+                    password=self._password,
+                    connect_timeout=5,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    error_cb=_log_error,
+                )
+            except (nats.errors.Error, OSError) as exc:
+                _log.warning("cluster feed: cannot connect to %s: %s", ",".join(self.servers), exc)
+                await asyncio.sleep(retry.next_delay())
+                continue
+            retry.reset()
+            try:
+                await self._serve(connection)
+            finally:
+                self.connected.clear()
+                with contextlib.suppress(nats.errors.Error, OSError, asyncio.TimeoutError):
+                    await connection.close()
+
+    async def _serve(self, connection: Any) -> None:
+        async def received(message: Any) -> None:
+            self._hand_on(message.data)
+
+        await connection.subscribe(self.subject, cb=received, pending_bytes_limit=64 * 1024 * 1024)
+        await connection.flush(timeout=5)
+        self.connected.set()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._outgoing:
+                frame = self._outgoing.popleft()
+                try:
+                    await connection.publish(self.subject, frame)
+                    self.sent += 1
+                except (nats.errors.Error, OSError) as exc:
+                    self.dropped += 1
+                    _log.debug("cluster feed: a frame not published: %s", exc)
+
+    def _hand_on(self, body: bytes) -> None:
+        self.received += 1
+        try:
+            messages, result = decode_batch_frame(body)
+            decoded = [(decode_incoming(topic, payload), retained, at) for topic, payload, retained, at in messages]
+        except (WorkerError, FleetMessageError) as exc:
+            self.damaged += 1
+            _log.warning("cluster feed: a damaged frame on %s: %s", self.subject, exc)
+            return
+        batch = batch_of_messages(decoded)
+        publish_batch(self.feed, batch)
+        notify_observers(self.observers, batch, result)
+
+
+async def _log_error(exc: Exception) -> None:
+    _log.warning("cluster feed: nats: %s", exc)
