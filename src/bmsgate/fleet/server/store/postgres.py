@@ -546,9 +546,7 @@ class PostgresRepository(Repository):
 
 
 class AdvisoryLock:
-    """A session-level advisory lock on a connection of its own (cluster mode's leader election): held while
-    that session lives, so a holder that dies gives it up at once; :meth:`check` tells a live holder it is lost.
-    """
+    """A session-level advisory lock on its own connection, held while that session lives (leader election)."""
 
     def __init__(self, url: str, key: int, *, name: str) -> None:
         self._url, self._key, self._name = url, key, name
