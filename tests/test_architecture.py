@@ -157,7 +157,7 @@ _ADAPTERS = {
     "msgspec": {"bmsgate.fleet.server.store.jsoncodec"},
     "tuf": {"bmsgate.packs.trust"},
     "securesystemslib": {"bmsgate.packs.trust"},
-    "nats": {"bmsgate.fleet.server.nats_ingest"},
+    "nats": {"bmsgate.fleet.server.nats_ingest", "bmsgate.fleet.server.nats_broadcast"},
 }
 """Each third-party I/O library and the one adapter module allowed to import it."""
 

@@ -109,9 +109,10 @@ class Leadership:
             await work  # the singletons never end by themselves: surface why they did
             raise BmsgateError("the cluster singletons ended unexpectedly")
         finally:
-            work.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await work
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
 
 
 class LeaderOnly:
