@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -34,7 +35,13 @@ from bmsgate.errors import SinkError
 from bmsgate.fleet.protocol import Channel, encode, topic
 from bmsgate.fleet.server.api.server import HttpServer, HttpServerError
 from bmsgate.fleet.server.ingest.workers import decode_batch_frame
-from bmsgate.fleet.server.leadership import LEADER_LOCK_KEY, LeaderOnly, Leadership, leader_application_name
+from bmsgate.fleet.server.leadership import (
+    LEADER_LOCK_KEY,
+    LOCK_SESSION_PREFIX,
+    LeaderOnly,
+    Leadership,
+    lock_application_name,
+)
 from bmsgate.fleet.server.live import LiveKind, LiveUpdate
 from bmsgate.fleet.server.nats_broadcast import (
     CommittedBroadcast,
@@ -43,7 +50,6 @@ from bmsgate.fleet.server.nats_broadcast import (
     parse_live_update,
 )
 from bmsgate.fleet.server.nats_cluster import NatsCluster, find_nats_server
-from bmsgate.fleet.server.processes import ServerProcesses
 from bmsgate.fleet.server.service import FleetServerSettings
 from bmsgate.fleet.server.store import open_store
 from bmsgate.fleet.server.store.repository import AlarmFilter, AlarmState, IngestBatch, WriteResult
@@ -137,7 +143,7 @@ async def test_a_leader_whose_lock_session_is_lost_stops_its_singletons(postgres
             # What PostgreSQL does to a session it lost: ended, the lock with it.
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-                (leader_application_name(os.getpid()),),
+                (lock_application_name(os.getpid()),),
             )
         await asyncio.wait_for(stopped.wait(), 5)
         await _until(lambda: leadership.terms == 2, 5, "it leads again (nobody else wanted the lock)")
@@ -362,7 +368,7 @@ async def _leader_pid(url: str) -> int | None:
             (LEADER_LOCK_KEY,),
         )
         row = await cursor.fetchone()
-    return None if row is None else int(str(row[0]).rsplit("-", 1)[1])
+    return None if row is None else int(str(row[0]).removeprefix(LOCK_SESSION_PREFIX))
 
 
 async def _gateway(name: str, url: str, stop: asyncio.Event, soc: list[float], acked: list[int]) -> None:
@@ -417,24 +423,23 @@ async def test_the_leader_killed_under_load_another_takes_over_behind_one_addres
 async def _scenario(tmp_path: Path, nats_cluster: NatsCluster, postgres_url: str) -> None:
     nodes = nats_cluster.nodes
     port = free_port()
-    settings = FleetServerSettings.model_validate(
-        {
-            "data_dir": tmp_path / "data",
-            "http_port": port,
-            "postgres_url": postgres_url,
-            "broker_url": nodes[0].mqtt_url,
-            "broker_hosts": [f"127.0.0.1:{node.mqtt_port}" for node in nodes[1:]],
-            "cluster": [f"nats://127.0.0.1:{node.client_port}" for node in nodes],
-            "processes": 2,
-            "cert_port": None,
-            "alarms": {"check_interval_s": 1.0},
-        }
-    )
-    processes = ServerProcesses(settings)
-    async with _running(processes.run()):
-        await asyncio.wait_for(processes.ready.wait(), 40)
-        assert processes.admin_token is not None
-        url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "bmsgate.app.cli.main", "fleet", "serve", "--data", str(tmp_path / "data")]
+    command += ["--http", f"127.0.0.1:{port}", "--postgres", postgres_url, "--processes", "2"]
+    command += [
+        "--broker",
+        nodes[0].mqtt_url,
+        "--broker-hosts",
+        ",".join(f"127.0.0.1:{n.mqtt_port}" for n in nodes[1:]),
+    ]
+    command += ["--cluster", ",".join(f"nats://127.0.0.1:{node.client_port}" for node in nodes)]
+    command += ["--cert-port", "0", "--artifacts-port", "0"]
+    parent = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    assert parent.stdout is not None
+    try:
+        printed = [await asyncio.wait_for(parent.stdout.readline(), 60) for _ in range(2)]
+        assert f"2 processes, dashboard and API at {url}/" in printed[0].decode(), printed
+        token = printed[1].decode().rsplit(" ", 1)[1].strip()
         stop = asyncio.Event()
         soc = [80.0]
         acked = [0]
@@ -442,52 +447,80 @@ async def _scenario(tmp_path: Path, nats_cluster: NatsCluster, postgres_url: str
             asyncio.create_task(_gateway(f"gw-{index}", node.mqtt_url, stop, soc, acked))
             for index, node in enumerate(nodes)
         ]
-        pollers = [asyncio.create_task(_poll(url, processes.admin_token, stop)) for _ in range(2)]
+        pollers = [asyncio.create_task(_poll(url, token, stop)) for _ in range(2)]
         store = await open_store(StoreSettings(postgres_url=postgres_url))
         try:
-            leader = await _wait_for_leader(postgres_url, set(processes.pids.values()))
+            servers = await _until_async(lambda: _server_pids(postgres_url), lambda pids: len(pids) == 2, 30)
+            leader = await _wait_for_leader(postgres_url, servers)
             await asyncio.sleep(2.0)  # load on both processes
-            victim = next(index for index, pid in processes.pids.items() if pid == leader)
             os.kill(leader, signal.SIGKILL)
             killed = time.monotonic()
-            survivor = next(pid for index, pid in processes.pids.items() if index != victim)
-            new_leader = await _wait_for_leader(postgres_url, {survivor}, since=killed)
+            (survivor,) = servers - {leader}
+            new_leader = await _wait_for_leader(postgres_url, {survivor})
             takeover = time.monotonic() - killed
             soc[0] = 10.0  # every gateway now reports a low SoC: the new leader's alarm engine must open alarms
             low_since = time.monotonic()
             opened = await _wait_for_alarms(store, {"gw-0", "gw-1", "gw-2"}, low_since)
-            await _until(lambda: processes.pids.get(victim, leader) != leader, 20, "the dead process restarted")
+            restarted = await _until_async(
+                lambda: _server_pids(postgres_url), lambda pids: len(pids - {leader}) == 2, 30
+            )
             await asyncio.sleep(1.0)
         finally:
             stop.set()
             await asyncio.gather(*gateways)
             await store.close()
         polled = await asyncio.gather(*pollers)
+        parent.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(parent.wait(), 30) == 0
+    finally:
+        if parent.returncode is None:
+            parent.kill()
+            await parent.wait()
+    assert all(not Path(f"/proc/{pid}").exists() for pid in restarted)  # SIGTERM stopped every server process
     answers = [at for poll_answers, _ in polled for at in poll_answers]
     failures = [failure for _, poll_failures in polled for failure in poll_failures]
     after = sum(1 for at in answers if at > killed)
     print(
         f"leader {leader} SIGKILLed; {new_leader} led after {takeover:.2f} s; every gateway's low-SoC alarm "
         f"in the store {opened:.2f} s after the low SoC; API: {len(answers)} answers ({after} after the kill), "
-        f"{len(failures)} failed {failures}; "
-        f"{acked[0]} messages PUBACKed; restarts {processes.restarts}"
+        f"{len(failures)} failed {failures}; {acked[0]} messages PUBACKed; restarted: {restarted - servers}"
     )
     assert new_leader == survivor
     assert takeover < 5.0  # poll_s 1 s; measured ~1 s
     assert after >= 20  # the one address answered on through the takeover
     # A request in flight on (or a kept-alive connection to) the killed process fails: at most one per client.
     assert len(failures) <= len(pollers), failures
-    assert processes.restarts >= 1
 
 
-async def _wait_for_leader(url: str, among: set[int], since: float | None = None) -> int:
+async def _server_pids(url: str) -> set[int]:
+    """The pids of the server processes of a group (each holds a lock session named after it)."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as connection:
+        cursor = await connection.execute(
+            "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE %s",
+            (f"{LOCK_SESSION_PREFIX}%",),
+        )
+        return {int(str(row[0]).removeprefix(LOCK_SESSION_PREFIX)) for row in await cursor.fetchall()}
+
+
+async def _until_async(read: Any, holds: Any, timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await read()
+        if holds(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still {value!r} after {timeout_s} s")
+        await asyncio.sleep(0.1)
+
+
+async def _wait_for_leader(url: str, among: set[int]) -> int:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         pid = await _leader_pid(url)
         if pid in among:
             return pid
         await asyncio.sleep(0.05)
-    raise AssertionError(f"no leader among {among} (since {since})")
+    raise AssertionError(f"no leader among {among}")
 
 
 async def _wait_for_alarms(store: Any, gateways: set[str], since: float) -> float:

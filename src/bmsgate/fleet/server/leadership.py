@@ -31,17 +31,17 @@ from bmsgate.fleet.server.ingest import BatchObserver
 from bmsgate.fleet.server.store.postgres import AdvisoryLock
 from bmsgate.fleet.server.store.repository import IngestBatch, WriteResult
 
-__all__ = ["LEADER_LOCK_KEY", "LeaderOnly", "Leadership", "leader_application_name"]
+__all__ = ["LEADER_LOCK_KEY", "LOCK_SESSION_PREFIX", "LeaderOnly", "Leadership", "lock_application_name"]
 
 _log = logging.getLogger(__name__)
 
 LEADER_LOCK_KEY: Final = 0x626D_7367_6C64  # "bmsgld": one fleet per database
-_NAME_PREFIX: Final = "bmsgate-leader-"
+LOCK_SESSION_PREFIX: Final = "bmsgate-server-"
 
 
-def leader_application_name(pid: int) -> str:
-    """The ``application_name`` of a process's lock session (``pg_stat_activity`` shows who leads)."""
-    return f"{_NAME_PREFIX}{pid}"
+def lock_application_name(pid: int) -> str:
+    """The ``application_name`` of a process's lock session (``pg_stat_activity``: the group's processes)."""
+    return f"{LOCK_SESSION_PREFIX}{pid}"
 
 
 class Leadership:
@@ -59,7 +59,7 @@ class Leadership:
         self.poll_s = poll_s
         self.check_s = check_s
         self.check_timeout_s = check_timeout_s
-        self._lock = AdvisoryLock(postgres_url, key, name=leader_application_name(os.getpid()))
+        self._lock = AdvisoryLock(postgres_url, key, name=lock_application_name(os.getpid()))
         self.is_leader = False
         self.terms = 0
         """Times this process became the leader."""
