@@ -255,10 +255,12 @@ def _json_containers(children: Any) -> Any:
 @hypothesis_settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=2048))
 def test_any_bytes_on_the_subjects_are_counted_not_raised(body: bytes) -> None:
-    broadcast = CommittedBroadcast(["nats://127.0.0.1:1"], feed=SharedLiveFeed())
+    recorder = Recorder()
+    broadcast = CommittedBroadcast(["nats://127.0.0.1:1"], feed=SharedLiveFeed(), observers=[recorder])
     broadcast._hand_on(body)
     broadcast._hand_on_shared(body)
     assert broadcast.received == 2
+    assert broadcast.damaged + len(recorder.batches) >= 1  # decoded: refused, or handed on
 
 
 @hypothesis_settings(max_examples=200, deadline=None)
@@ -286,8 +288,15 @@ def test_a_shared_update_parses_back() -> None:
             parse_live_update(body)
 
 
+def test_a_follower_nobody_watches_does_not_decode() -> None:
+    follower: Any = FakeLeadership(False)
+    broadcast = CommittedBroadcast(["nats://127.0.0.1:1"], observers=[LeaderOnly(Recorder(), follower)])
+    broadcast._hand_on(b"not a frame")
+    assert (broadcast.received, broadcast.damaged) == (1, 0)
+
+
 def test_a_valid_frame_with_a_foreign_message_is_refused_as_damaged() -> None:
-    broadcast = CommittedBroadcast(["nats://127.0.0.1:1"])
+    broadcast = CommittedBroadcast(["nats://127.0.0.1:1"], observers=[Recorder()])
     (frame,) = committed_frames([("not/a/fleet/topic", b"{}", False, 1.0)], RESULT, 4096)
     broadcast._hand_on(frame)
     assert broadcast.damaged == 1

@@ -122,6 +122,11 @@ class LeaderOnly:
         self._observer = observer
         self._leadership = leadership
 
+    @property
+    def active(self) -> bool:
+        """Whether batches are passed on now (the fan-out skips decoding what nobody takes)."""
+        return self._leadership.is_leader
+
     def observe(self, batch: IngestBatch, result: WriteResult) -> None:
         """Hand on while leading; drop otherwise (the leader sees the same batch)."""
         if self._leadership.is_leader:

@@ -230,6 +230,10 @@ class CommittedBroadcast:
 
     def _hand_on(self, body: bytes) -> None:
         self.received += 1
+        if (self.feed is None or not self.feed.subscriber_count) and not any(
+            getattr(observer, "active", True) for observer in self.observers
+        ):
+            return  # a follower nobody watches: decoding it would be for nothing
         try:
             messages, result = decode_batch_frame(body)
             decoded = [(decode_incoming(topic, payload), retained, at) for topic, payload, retained, at in messages]
