@@ -149,7 +149,7 @@ _ADAPTERS = {
     "can": {"bmsgate.inverter.can.bus"},
     "cantools": {"bmsgate.inverter.can.dbc"},
     "yoyo": {"bmsgate.fleet.server.store.migrate"},
-    "psycopg": {"bmsgate.fleet.server.store.postgres"},
+    "psycopg": {"bmsgate.fleet.server.store.postgres", "bmsgate.fleet.server.store.postgres_lock"},
     "cryptography": {"bmsgate.fleet.server.tls"},
     "litestar": {"bmsgate.fleet.server.api.app", "bmsgate.fleet.server.api.rollouts"},
     "uvicorn": {"bmsgate.fleet.server.api.server"},

@@ -3,7 +3,7 @@
 The singletons are what must not run twice against one store: the alarm engine (its per-gateway state and
 notifications), the rollout service (its planning lock is in memory), TUF re-signing and store
 maintenance. The processes compete for one PostgreSQL session-level advisory lock, each on a connection of
-its own (:class:`~bmsgate.fleet.server.store.postgres.AdvisoryLock`); the holder runs the singletons for as
+its own (:class:`~bmsgate.fleet.server.store.postgres_lock.AdvisoryLock`); the holder runs the singletons for as
 long as it holds it:
 
 - a follower tries to take the lock every :attr:`Leadership.poll_s`;
@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from bmsgate.errors import BmsgateError
 from bmsgate.fleet.server.ingest import BatchObserver
-from bmsgate.fleet.server.store.postgres import AdvisoryLock
+from bmsgate.fleet.server.store.postgres_lock import AdvisoryLock
 from bmsgate.fleet.server.store.repository import IngestBatch, WriteResult
 
 __all__ = ["LEADER_LOCK_KEY", "LOCK_SESSION_PREFIX", "LeaderOnly", "Leadership", "lock_application_name"]

@@ -56,7 +56,7 @@ from bmsgate.fleet.server.store.sql import (
     table_columns,
 )
 
-__all__ = ["AdvisoryLock", "PostgresRepository"]
+__all__ = ["PostgresRepository"]
 
 _IDENTITY_TABLES: Final = frozenset({"alarms", "alarm_history", "rollout_audit"})
 """Tables whose ``id`` is an identity column: an import keeps the ids and moves the sequence past them."""
@@ -545,44 +545,6 @@ class PostgresRepository(Repository):
             raise StoreError(f"PostgreSQL: {exc}") from exc
 
 
-class AdvisoryLock:
-    """A session-level advisory lock on its own connection, held while that session lives (leader election)."""
-
-    def __init__(self, url: str, key: int, *, name: str) -> None:
-        self._url, self._key, self._name = url, key, name
-        self._db: psycopg.AsyncConnection[Any] | None = None
-
-    async def try_acquire(self) -> bool:
-        """Take the lock if no other session holds it (not to be called while holding it).
-
-        Raises:
-            StoreError: PostgreSQL cannot be reached.
-        """
-        try:
-            if self._db is None or self._db.closed:
-                self._db = await _connect(self._url, staging=False, application_name=self._name)
-            row = await (await self._db.execute("SELECT pg_try_advisory_lock(%s)", (self._key,))).fetchone()
-        except psycopg.Error as exc:
-            await self.release()
-            raise StoreError(f"PostgreSQL: advisory lock: {exc}") from exc
-        return bool(row and row[0])
-
-    async def check(self) -> None:
-        """Raises :class:`StoreError` if the lock's session is gone (the lock with it)."""
-        try:
-            assert self._db is not None
-            await self._db.execute("SELECT 1")
-        except (psycopg.Error, AssertionError) as exc:
-            await self.release()
-            raise StoreError(f"PostgreSQL: the advisory lock's session is lost: {exc}") from exc
-
-    async def release(self) -> None:
-        """End the session (and so the lock, if held); idempotent."""
-        db, self._db = self._db, None
-        if db is not None:
-            await db.close()
-
-
 def _in_gateway_order(rows: Sequence[Any], *keys: int | str) -> list[Any]:
     """The rows sorted by the given columns (stable)."""
     return sorted(rows, key=lambda row: tuple(row[key] for key in keys))
@@ -593,16 +555,14 @@ def _qmark_to_format(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
-async def _connect(url: str, *, staging: bool, application_name: str = "bmsgate") -> psycopg.AsyncConnection[Any]:
+async def _connect(url: str, *, staging: bool) -> psycopg.AsyncConnection[Any]:
     """A new connection (with the per-connection staging table for the write one).
 
     Raises:
         StoreError: the database is unreachable (after at most :data:`_CONNECT_TIMEOUT_S`).
     """
     try:
-        connection = await psycopg.AsyncConnection.connect(
-            url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S, application_name=application_name
-        )
+        connection = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
         if staging:
             await connection.execute(P.STAGE_CREATE)
     except psycopg.Error as exc:
