@@ -151,7 +151,11 @@ _ADAPTERS = {
     "yoyo": {"bmsgate.fleet.server.store.migrate"},
     "psycopg": {"bmsgate.fleet.server.store.postgres", "bmsgate.fleet.server.store.postgres_lock"},
     "cryptography": {"bmsgate.fleet.server.tls"},
-    "litestar": {"bmsgate.fleet.server.api.app", "bmsgate.fleet.server.api.rollouts"},
+    "litestar": {
+        "bmsgate.fleet.server.api.app",
+        "bmsgate.fleet.server.api.rollouts",
+        "bmsgate.fleet.server.api.overview_routes",
+    },
     "uvicorn": {"bmsgate.fleet.server.api.server"},
     "playwright": set(),
     "msgspec": {"bmsgate.fleet.server.store.jsoncodec"},

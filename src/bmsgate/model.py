@@ -276,18 +276,21 @@ class BatterySnapshot(PackQuantities):
     @property
     def cell_min(self) -> CellStat | None:
         """Lowest cell voltage and its 1-based number (the first one on ties)."""
-        if not self.cell_voltages:
+        cells = self.cell_voltages
+        if not cells:
             return None
-        index = min(range(len(self.cell_voltages)), key=self.cell_voltages.__getitem__)
-        return CellStat(self.cell_voltages[index], index + 1)
+        # min() then index(): two C loops instead of a Python key call per cell (every output asks).
+        lowest = min(cells)
+        return CellStat(lowest, cells.index(lowest) + 1)
 
     @property
     def cell_max(self) -> CellStat | None:
         """Highest cell voltage and its 1-based number (the first one on ties)."""
-        if not self.cell_voltages:
+        cells = self.cell_voltages
+        if not cells:
             return None
-        index = max(range(len(self.cell_voltages)), key=self.cell_voltages.__getitem__)
-        return CellStat(self.cell_voltages[index], index + 1)
+        highest = max(cells)
+        return CellStat(highest, cells.index(highest) + 1)
 
     @property
     def cell_mean(self) -> float | None:

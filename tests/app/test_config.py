@@ -156,7 +156,7 @@ def test_non_utf8_file_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda data: data["batteries"][0].update(protocol="nope"), "no protocol named 'nope'; available: ant,"),
+        (lambda data: data["batteries"][0].update(protocol="nope"), "no protocol named 'nope'; available: abc,"),
         (
             lambda data: data["batteries"][1].update(transport={"type": "replay", "file": "/nonexistent.jsonl"}),
             "batteries[1].transport.file",

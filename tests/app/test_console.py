@@ -126,3 +126,23 @@ def test_a_notice_stays_above_the_live_view_at_80_columns() -> None:
     assert text.splitlines()[0].startswith("fleet dashboard: http://127.0.0.1:8080/")
     assert "Y8xMMIZC99zkwfKpFspermw3V7LKGDbgP57Z7TmUADA" in text.replace("\n", "")  # folded, never cut
     assert all(len(line) <= 80 for line in text.splitlines())
+
+
+def test_the_live_view_shows_a_new_snapshot_and_a_battery_going_stale() -> None:
+    # Each battery's cells panel is rendered once per change: a new snapshot or staleness must show at once.
+    now = [100.0]
+    hub = SnapshotHub(clock=lambda: now[0])
+    hub.register("house", stale_after=30.0)
+    hub.publish(BatterySnapshot(battery_id="house", timestamp=1.0, cell_voltages=(3.301, 3.302, 3.303, 3.304)))
+    console = Console(file=io.StringIO(), width=120, record=True, color_system=None)
+    sink = ConsoleSink(console=console, mode="live", names=NAMES)
+    console.print(sink.render(hub))
+    first = console.export_text()
+    hub.publish(BatterySnapshot(battery_id="house", timestamp=2.0, cell_voltages=(3.301, 3.302, 3.303, 3.377)))
+    console.print(sink.render(hub))
+    second = console.export_text()
+    assert "3.304" in first and "3.377" not in first
+    assert "3.377" in second and "3.304" not in second
+    now[0] += 60.0
+    console.print(sink.render(hub))
+    assert "STALE" in console.export_text()

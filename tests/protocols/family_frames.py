@@ -1189,6 +1189,66 @@ LIPOWER: Final = FamilyCapture(
     },
 )
 
+# aiobmsble's RESP_VALUE["rt"], split as its source text is (one JSON object; the mock sends it in 35-byte
+# notifications).
+_FELICITY_REALTIME: Final = (
+    b'{"CommVer":1,"wifiSN":"F100011002424470238","modID":1,"date":"20210101010501",'
+    b'"DevSN":"100011002424470238","Type":112,"SubType":7300,"Estate":960,"Bfault":0,'
+    b'"Bwarn":0,"Bstate":960,"BBfault":0,"BBwarn":0,"BTemp":[[130,130],[256,256]],"Batt":'
+    b'[[52800],[-1],[null]],"Batsoc":[[3300,1000,300000]],"Templist":[[130,130],[0,0],'
+    b'[65535,65535],[65535,65535]],"BattList":[[52750,65535],[-1,-1]],"BatsocList":'
+    b'[[3300,1000,300000]],"BatcelList":[[3296,3296,3297,3297,3297,3297,3297,3297,3297,'
+    b"3297,3296,3297,3297,3297,3297,3297],[65535,65535,65535,65535,65535,65535,65535,"
+    b'65535,65535,65535,65535,65535,65535,65535,65535,65535]],"EMSpara":[[1,2]],"BMaxMin":'
+    b'[[3297,3296],[2,0]],"LVolCur":[[576,480],[1500,1500]],"BMSpara":[[1,2]],"BLVolCu":'
+    b'[[576,480],[1500,1500]],"BtemList":[[130,130,130,130,32767,32767,32767,32767]]}'
+)
+
+FELICITY: Final = FamilyCapture(
+    "felicity",
+    {"realtime": [_FELICITY_REALTIME]},
+    AIOBMSBLE.format("tests/bms/test_felicity_bms.py (RESP_VALUE rt)"),
+    {
+        "voltage": 52.8,
+        "current": -0.1,
+        "soc": 33,
+        # aiobmsble states cycle_charge 99 Ah = 33 % of this capacity (300000 mAh).
+        "full_capacity": 300,
+        "cell_voltages": [3.296, 3.296, 3.297, 3.297, 3.297, 3.297, 3.297, 3.297, 3.297, 3.297, 3.296, 3.297]
+        + [3.297] * 4,
+        "temperatures": [13.0] * 4,
+        "extras.warning_code": 0,
+        "extras.fault_code": 0,
+        "alarms": [],
+        # aiobmsble's device_info serial_number (from the device-information reply; the same DevSN).
+        "device.serial_number": "100011002424470238",
+    },
+)
+
+LITHIONICS: Final = FamilyCapture(
+    "lithionics",
+    # aiobmsble's STREAM_DATA: an ERROR line, a primary and a status line (the mock repeats it endlessly).
+    {
+        "primary": [b"ERROR\r\n1399,350,350,350,349,55,48,-3,99,000000\r\n"],
+        "status": [b"&,1,319,006391,0136,2300,FF05,8700\r\n"],
+    },
+    AIOBMSBLE.format("tests/bms/test_lithionics_bms.py (STREAM_DATA)"),
+    {
+        "voltage": 13.99,
+        "current": -3.0,
+        "soc": 99,
+        "cell_voltages": [3.5, 3.5, 3.5, 3.49],
+        # aiobmsble rounds (F − 32) × 5/9 to 3 decimals.
+        "temperatures": [12.778, 8.889],
+        # aiobmsble's cycle_charge and total_charge.
+        "remaining_capacity": 319.0,
+        "extras.total_consumed_ah": 6391,
+        "extras.problem_code": 0,
+        "alarms": [],
+    },
+    tolerance=5e-4,
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -1226,6 +1286,8 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     PRO,
     PRO_CHARGING,
     LIPOWER,
+    FELICITY,
+    LITHIONICS,
 )
 """Every capture, in the issue's order of families."""
 
@@ -1358,6 +1420,14 @@ PROBLEM_FRAMES: Final[tuple[ProblemFrame, ...]] = (
         _TOPBAND_PROBLEM.replace(b"{}", b"80", 1).replace(b"{}", b"090F"),
         AIOBMSBLE.format("tests/bms/test_ective_bms.py test_problem_response (last_bit, problem_code 128)"),
         {"extras.problem_code": 128, "alarms": ["system_fault"], "current": -13.0},
+    ),
+    ProblemFrame(
+        FELICITY,
+        "realtime",
+        # aiobmsble patches characters 146..166 of the reply.
+        _FELICITY_REALTIME[:146] + b'"Bfault":1,"Bwarn":10' + _FELICITY_REALTIME[166:],
+        AIOBMSBLE.format("tests/bms/test_felicity_bms.py test_problem_response (problem_code 11)"),
+        {"extras.fault_code": 1, "extras.warning_code": 10, "alarms": ["system_fault"]},
     ),
 )
 """Frames with alarm bits set, checked against the captures they modify (not conformance vectors)."""

@@ -84,6 +84,19 @@ ALL = default_catalog().protocols()
         # aiobmsble neey_bms.py: GW-* / EK-* with service fee7.
         (Advertisement(address="AA:BB:CC:01:00:09", name="GW-24S4EB", service_uuids=("fee7",)), "neey"),
         (Advertisement(address="AA:BB:CC:01:00:0A", name="EK-B24S8E200A", service_uuids=("fee7",)), "neey"),
+        # aiobmsble felicity_bms.py: F07* / F10*.
+        (Advertisement(address="AA:BB:CC:01:00:0B", name="F10011002424470238"), "felicity"),
+        (Advertisement(address="AA:BB:CC:01:00:0C", name="F07000000001"), "felicity"),
+        # aiobmsble lithionics_bms.py: Li<digit>-* with service ffe0 and manufacturer id 19784.
+        (
+            Advertisement(
+                address="AA:BB:CC:01:00:0D",
+                name="Li3-061322094",
+                service_uuids=("ffe0",),
+                manufacturer_data={19784: b"\x00"},
+            ),
+            "lithionics",
+        ),
     ],
 )
 def test_each_new_family_is_identified_alone(advertisement: Advertisement, family: str) -> None:

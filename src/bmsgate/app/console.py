@@ -15,14 +15,17 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final, Literal
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.live import Live
 from rich.measure import Measurement
 from rich.panel import Panel
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
 from bmsgate.app.render import cell_bars, plain_line
+from bmsgate.model import BatterySnapshot
 from bmsgate.runtime.hub import HubUpdate, SnapshotHub
 
 __all__ = ["ConsoleSink"]
@@ -94,7 +97,7 @@ class ConsoleSink:
         interval: float = 10.0,
         names: dict[str, str] | None = None,
         link_stats: LinkStatsProvider | None = None,
-        refresh_per_second: float = 2.0,
+        refresh_per_second: float = 1.0,
     ) -> None:
         self.console = console or Console()
         self.mode = mode
@@ -106,6 +109,11 @@ class ConsoleSink:
         self.notices: list[str] = []
         """Lines shown above the live view (the demo's fleet dashboard address and token), which log lines
         printed above it would scroll out of sight."""
+        # Rendering is the live view's whole cost (about 20 ms a frame for four packs): a battery's cells
+        # panel is rendered again only when what it shows changed, and the overview's fit to the width
+        # is searched again only when its cells' widths changed.
+        self._panels: dict[str, _CachedLines] = {}
+        self._fits: dict[tuple[object, ...], tuple[list[str], dict[str, int]]] = {}
 
     def _live(self) -> bool:
         return self.mode == "live" or (self.mode == "auto" and self.console.is_terminal)
@@ -195,6 +203,12 @@ class ConsoleSink:
     def _overview(self, hub: SnapshotHub, battery_ids: list[str], console: Console, options: ConsoleOptions) -> Table:
         """The overview table at the widest form that fits ``options.max_width``."""
         rows = self._rows(hub, battery_ids)
+        key = (options.max_width, *(_widths(row) for row in rows))
+        fit = self._fits.get(key)
+        if fit is not None:
+            table = _overview_table(rows, fit[0], fit[1])
+            table.expand = True
+            return table
         levels = dict.fromkeys(_IMPORTANCE, 0)
         kept = list(_IMPORTANCE)
         unlimited = options.update(max_width=_UNLIMITED)
@@ -214,11 +228,25 @@ class ConsoleSink:
                 kept.pop()
             else:
                 break
+        if len(self._fits) >= _FITS_KEPT:
+            self._fits.clear()
+        self._fits[key] = (list(kept), dict(levels))
         table.expand = True
         return table
 
-    def _cells_panel(self, hub: SnapshotHub, battery_id: str, width: int) -> Panel:
+    def _cells_panel(self, hub: SnapshotHub, battery_id: str, width: int) -> RenderableType:
         snapshot = hub.latest(battery_id)
+        stale = hub.is_stale(battery_id)
+        cached = self._panels.get(battery_id)
+        # The snapshot itself is part of the key: it is immutable, and kept alive here its id is not reused.
+        key = (id(snapshot), snapshot, stale, width, self.names.get(battery_id))
+        if cached is None or cached.key != key:
+            cached = self._panels[battery_id] = _CachedLines(
+                key, self._new_cells_panel(snapshot, battery_id, stale, width)
+            )
+        return cached
+
+    def _new_cells_panel(self, snapshot: BatterySnapshot | None, battery_id: str, stale: bool, width: int) -> Panel:
         name = self.names.get(battery_id, battery_id)
         if snapshot is None:
             return Panel(Text("waiting for the first reading…", style="dim"), title=name, title_align="left")
@@ -236,7 +264,7 @@ class ConsoleSink:
             )
             if part
         )
-        style = "red" if hub.is_stale(battery_id) else ("yellow" if snapshot.alarms else "green")
+        style = "red" if stale else ("yellow" if snapshot.alarms else "green")
         return Panel(
             cell_bars(snapshot, width=_BAR_WIDTH, columns=columns),
             title=f"[bold]{name}[/bold]",
@@ -285,6 +313,35 @@ class ConsoleSink:
             line += f" link {stats.success_rate * 100:.0f}%"
         self.console.print(line, markup=False, highlight=False, soft_wrap=True)
         self.lines_written += 1
+
+
+class _CachedLines:
+    """A renderable rendered once per width: the same lines again while its `key` stays the same."""
+
+    def __init__(self, key: tuple[object, ...], renderable: RenderableType) -> None:
+        self.key = key
+        self._renderable = renderable
+        self._lines: tuple[int, list[list[Segment]]] | None = None
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if self._lines is None or self._lines[0] != options.max_width:
+            self._lines = (options.max_width, console.render_lines(self._renderable, options.update(height=None)))
+        newline = Segment.line()
+        for line in self._lines[1]:
+            yield from line
+            yield newline
+
+
+def _widths(row: Row) -> tuple[tuple[int, ...], ...]:
+    """The cell widths of every form of every column of a row: what the overview's fit depends on."""
+    return tuple(
+        tuple(form.cell_len if isinstance(form, Text) else cell_len(form) for form in row.get(column.key, ("",)))
+        for column in _COLUMNS
+    )
+
+
+_FITS_KEPT: Final = 256
+"""Width fits remembered (ages and values change widths now and then; a terminal resize changes all)."""
 
 
 class _View:

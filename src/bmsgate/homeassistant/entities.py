@@ -9,7 +9,8 @@ disagree. Rows whose value is ``None`` for a battery are not announced (the BMS 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+import functools
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Final, Literal
 
 from bmsgate.homeassistant.energy import EnergyTotals
@@ -468,6 +469,17 @@ def battery_entities(
         alarms: the alarms its protocol can raise (one problem sensor each).
         control: the MOSFETs become switches instead of binary sensors.
     """
+    return list(_candidates(cells, temperatures, frozenset(alarms), control))
+
+
+_ALARM_INDEX: Final = {alarm: index for index, alarm in enumerate(Alarm)}
+
+
+@functools.lru_cache(maxsize=64)
+def _candidates(
+    cells: int, temperatures: int, alarms: frozenset[Alarm], control: bool
+) -> tuple[EntityDescription, ...]:
+    # The rows are immutable and depend only on the battery's shape: built once per shape, not per snapshot.
     rows = list(_HEAD_ROWS)
     rows += [
         EntityDescription(
@@ -491,22 +503,26 @@ def battery_entities(
             device_class="problem", category="diagnostic",
             template=f"{{{{ 'ON' if '{alarm.value}' in value_json.alarms else 'OFF' }}}}",
         )
-        for alarm in sorted(set(alarms), key=list(Alarm).index)
+        for alarm in sorted(alarms, key=_ALARM_INDEX.__getitem__)
     ]  # fmt: skip
     rows += _TAIL_ROWS
-    return rows
+    return tuple(rows)
 
 
-def present_entities(inputs: StateInputs, *, alarms: Iterable[Alarm] = tuple(Alarm)) -> list[EntityDescription]:
-    """The entities this battery actually reports, in a stable order."""
+def present_entities(
+    inputs: StateInputs, *, alarms: Iterable[Alarm] = tuple(Alarm), known: Container[str] = ()
+) -> list[EntityDescription]:
+    """The entities this battery actually reports, in a stable order.
+
+    Args:
+        inputs: the battery's values now.
+        alarms: the alarms its protocol can raise.
+        known: keys already announced: those rows are left out without being read again (an output
+            that announces rows for good asks only about the others on every snapshot).
+    """
     snapshot = inputs.snapshot
-    rows = battery_entities(
-        cells=snapshot.cell_count,
-        temperatures=len(snapshot.temperatures),
-        alarms=alarms,
-        control=inputs.control,
-    )
-    return [row for row in rows if row.is_present(inputs)]
+    rows = _candidates(snapshot.cell_count, len(snapshot.temperatures), frozenset(alarms), inputs.control)
+    return [row for row in rows if row.key not in known and row.is_present(inputs)]
 
 
 def build_state(rows: Iterable[EntityDescription], inputs: StateInputs) -> dict[str, object]:

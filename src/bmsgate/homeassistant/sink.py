@@ -256,10 +256,9 @@ class HomeAssistantSink:
             battery.identity = self._state.identities.get(battery_id) or device_identity(battery.info, device)
             self._state.identities[battery_id] = battery.identity
         alarms = battery.info.alarms if battery.info.alarms is not None else tuple(Alarm)
-        for row in present_entities(self._inputs(battery), alarms=alarms):
-            if row.key not in battery.rows:
-                battery.rows[row.key] = row
-                battery.discovery_dirty = True
+        for row in present_entities(self._inputs(battery), alarms=alarms, known=battery.rows):
+            battery.rows[row.key] = row
+            battery.discovery_dirty = True
         battery.state_dirty = True
 
     def _inputs(self, battery: _Battery) -> StateInputs:
@@ -521,16 +520,17 @@ class HomeAssistantSink:
 
     async def _flush_inverter(self, session: MqttSession) -> None:
         assert self._inverter_status is not None
+        now = time.monotonic()
+        if self._inverter_last is not None and now - self._inverter_last[0] < _MIN_INVERTER_PERIOD:
+            # Not due yet whatever it says: not even encoded (the sink flushes on every battery update).
+            return
         status = self._inverter_status()
         if status is None:
             return
-        now = time.monotonic()
         text = encode_payload(encode_inverter_state(status))
         if self._inverter_last is not None:
             last_time, last_text = self._inverter_last
-            if now - last_time < _MIN_INVERTER_PERIOD or (
-                text == last_text and now - last_time < self.settings.inverter_interval
-            ):
+            if text == last_text and now - last_time < self.settings.inverter_interval:
                 return
         await self._publish(session, self._topics.inverter_state, text, retain=self.settings.retain_states)
         self._inverter_last = (now, text)

@@ -165,37 +165,90 @@ def aggregate(packs: Sequence[PackInput], *, soc_extreme_band: float = DEFAULT_S
     Returns:
         The bank; stale (``bank.stale``) when no pack is fresh.
     """
-    online = tuple(pack.snapshot for pack in packs if not pack.stale and pack.snapshot is not None)
-    offline = tuple(pack.snapshot for pack in packs if pack.stale and pack.snapshot is not None)
-    missing = tuple(pack.battery_id for pack in packs if pack.stale or pack.snapshot is None)
-    ids = tuple(pack.battery_id for pack in packs)
+    # One pass per list: a controller aggregates its whole bank on every snapshot of any pack.
+    ids: list[str] = []
+    online_packs: list[BatterySnapshot] = []
+    offline_packs: list[BatterySnapshot] = []
+    missing: list[str] = []
+    ages: list[float] = []
+    for pack in packs:
+        ids.append(pack.battery_id)
+        snapshot = pack.snapshot
+        if pack.stale or snapshot is None:
+            missing.append(pack.battery_id)
+        if pack.stale:
+            if snapshot is not None:
+                offline_packs.append(snapshot)
+        else:
+            if snapshot is not None:
+                online_packs.append(snapshot)
+            if pack.age is not None:
+                ages.append(pack.age)
+    online, offline = tuple(online_packs), tuple(offline_packs)
     if not online:
-        return BankState(battery_ids=ids, offline=offline, missing_ids=missing)
+        return BankState(battery_ids=tuple(ids), offline=offline, missing_ids=tuple(missing))
 
-    temperatures = [t for snapshot in online for t in snapshot.temperatures]
-    cells = [v for snapshot in online for v in snapshot.cell_voltages]
-    ages = [pack.age for pack in packs if not pack.stale and pack.age is not None]
+    voltages: list[float] = []
+    currents: list[float] = []
+    remaining: list[float] = []
+    capacities: list[float] = []
+    temperature_means: list[float] = []
+    mosfets: list[float] = []
+    coldest: list[float] = []
+    hottest: list[float] = []
+    lowest_cells: list[float] = []
+    highest_cells: list[float] = []
+    deltas: list[float] = []
+    charge: list[bool] = []
+    discharge: list[bool] = []
+    for s in online:
+        if s.voltage is not None:
+            voltages.append(s.voltage)
+        if s.current is not None:
+            currents.append(s.current)
+        if s.remaining_capacity is not None:
+            remaining.append(s.remaining_capacity)
+        capacity = _capacity(s)
+        if capacity is not None:
+            capacities.append(capacity)
+        if s.temperatures:
+            coldest.append(min(s.temperatures))
+            hottest.append(max(s.temperatures))
+            mean = s.temperature_mean
+            if mean is not None:
+                temperature_means.append(mean)
+        if s.mosfet_temperature is not None:
+            mosfets.append(s.mosfet_temperature)
+        if s.cell_voltages:
+            low, high = min(s.cell_voltages), max(s.cell_voltages)
+            lowest_cells.append(low)
+            highest_cells.append(high)
+            deltas.append(high - low)  # the pack's own spread, as BatterySnapshot.cell_delta
+        if s.charge_enabled is not None:
+            charge.append(s.charge_enabled)
+        if s.discharge_enabled is not None:
+            discharge.append(s.discharge_enabled)
     return BankState(
-        battery_ids=ids,
+        battery_ids=tuple(ids),
         online=online,
         offline=offline,
-        missing_ids=missing,
-        voltage=_mean(s.voltage for s in online),
-        current=_sum(s.current for s in online),
+        missing_ids=tuple(missing),
+        voltage=math.fsum(voltages) / len(voltages) if voltages else None,
+        current=math.fsum(currents) if currents else None,
         soc=_bank_soc(online, soc_extreme_band),
         soh=_weighted_mean(online, lambda s: s.soh),
-        remaining_capacity=_sum(s.remaining_capacity for s in online),
-        full_capacity=_sum(_capacity(s) for s in online),
-        temperature_min=min(temperatures) if temperatures else None,
-        temperature_max=max(temperatures) if temperatures else None,
-        temperature_mean=_mean(s.temperature_mean for s in online),
-        mosfet_temperature=_max(s.mosfet_temperature for s in online),
-        cell_voltage_min=min(cells) if cells else None,
-        cell_voltage_max=max(cells) if cells else None,
-        cell_delta=_max(s.cell_delta for s in online),
+        remaining_capacity=math.fsum(remaining) if remaining else None,
+        full_capacity=math.fsum(capacities) if capacities else None,
+        temperature_min=min(coldest) if coldest else None,
+        temperature_max=max(hottest) if hottest else None,
+        temperature_mean=math.fsum(temperature_means) / len(temperature_means) if temperature_means else None,
+        mosfet_temperature=max(mosfets) if mosfets else None,
+        cell_voltage_min=min(lowest_cells) if lowest_cells else None,
+        cell_voltage_max=max(highest_cells) if highest_cells else None,
+        cell_delta=max(deltas) if deltas else None,
         alarms=frozenset().union(*(s.alarms for s in online)),
-        charge_enabled=_all(s.charge_enabled for s in online),
-        discharge_enabled=_all(s.discharge_enabled for s in online),
+        charge_enabled=all(charge) if charge else None,
+        discharge_enabled=all(discharge) if discharge else None,
         max_age=max(ages) if ages else None,
     )
 
@@ -246,30 +299,6 @@ def _weighted_mean(
     if len(weights) == len(pairs):
         return math.fsum(value * weight for (value, _), weight in zip(pairs, weights, strict=True)) / math.fsum(weights)
     return math.fsum(value for value, _ in pairs) / len(pairs)
-
-
-def _known(values: Iterable[float | None]) -> list[float]:
-    return [value for value in values if value is not None]
-
-
-def _mean(values: Iterable[float | None]) -> float | None:
-    known = _known(values)
-    return math.fsum(known) / len(known) if known else None
-
-
-def _sum(values: Iterable[float | None]) -> float | None:
-    known = _known(values)
-    return math.fsum(known) if known else None
-
-
-def _max(values: Iterable[float | None]) -> float | None:
-    known = _known(values)
-    return max(known) if known else None
-
-
-def _all(values: Iterable[bool | None]) -> bool | None:
-    known = [value for value in values if value is not None]
-    return all(known) if known else None
 
 
 def _round(value: float | None, digits: int) -> float | None:

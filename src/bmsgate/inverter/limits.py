@@ -25,6 +25,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import enum
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -472,6 +473,9 @@ class LimitEngine:
         self._full_since: float | None = None
         self._last_now: float | None = None
         self._last: Limits | None = None
+        self._targets: dict[str, tuple[BatterySnapshot, LimitSettings, PackTargets]] = {}
+        """Each pack's targets with the snapshot and settings they came from: a pure function of both,
+        and of the bank's packs only one has a new snapshot per update."""
 
     @property
     def last(self) -> Limits | None:
@@ -493,7 +497,7 @@ class LimitEngine:
         self._last_now = now
         max_charge = settings.max_charge_current * bank.pack_count
         max_discharge = settings.max_discharge_current * bank.pack_count
-        targets = [pack_targets(snapshot, settings) for snapshot in (*bank.online, *bank.offline)]
+        targets = self._pack_targets((*bank.online, *bank.offline))
         max_voltage = bank_voltage_limit(t.max_voltage for t in targets)
         min_voltage = bank_voltage_limit(t.min_voltage for t in targets)
 
@@ -549,6 +553,23 @@ class LimitEngine:
             min_voltage=min_voltage,
         )
         return self._last
+
+    def _pack_targets(self, snapshots: Sequence[BatterySnapshot]) -> list[PackTargets]:
+        settings = self.settings
+        known = self._targets
+        targets: list[PackTargets] = []
+        current: dict[str, tuple[BatterySnapshot, LimitSettings, PackTargets]] = {}
+        for snapshot in snapshots:
+            cached = known.get(snapshot.battery_id)
+            if cached is not None and cached[0] is snapshot and cached[1] is settings:
+                entry = cached
+            else:
+                entry = (snapshot, settings, pack_targets(snapshot, settings))
+            current[snapshot.battery_id] = entry
+            targets.append(entry[2])
+        # Only the bank's present packs are kept: a removed pack's snapshot is not held forever.
+        self._targets = current
+        return targets
 
     def _bank_target(
         self, targets: Sequence[PackTargets], bank: BankState, *, charge: bool
@@ -651,10 +672,9 @@ def temperature_derating(bank: BankState, settings: LimitSettings) -> Temperatur
     step = settings.step_mode
 
     def ends(curve: Curve) -> tuple[bool, bool]:
-        top = max(y for _, y in curve)
-        plateau = [x for x, y in curve if y == top]
-        cold = coldest is not None and coldest < plateau[0] and interpolate(curve, coldest, step=step) < top
-        hot = hottest is not None and hottest > plateau[-1] and interpolate(curve, hottest, step=step) < top
+        top, plateau_start, plateau_end = _plateau(curve)
+        cold = coldest is not None and coldest < plateau_start and interpolate(curve, coldest, step=step) < top
+        hot = hottest is not None and hottest > plateau_end and interpolate(curve, hottest, step=step) < top
         return cold, hot
 
     charge_cold, charge_hot = ends(settings.charge_temperature_curve)
@@ -662,3 +682,11 @@ def temperature_derating(bank: BankState, settings: LimitSettings) -> Temperatur
     return TemperatureDerating(
         charge_cold=charge_cold, charge_hot=charge_hot, discharge_cold=discharge_cold, discharge_hot=discharge_hot
     )
+
+
+@functools.lru_cache(maxsize=32)
+def _plateau(curve: Curve) -> tuple[float, float, float]:
+    """A curve's highest value and where its plateau at that value starts and ends (per curve, not per call)."""
+    top = max(y for _, y in curve)
+    plateau = [x for x, y in curve if y == top]
+    return top, plateau[0], plateau[-1]

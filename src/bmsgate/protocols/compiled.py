@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from bmsgate.errors import DecodeError, DefinitionError, FrameError, ProtocolError
 from bmsgate.model import Alarm, BatterySnapshot, DeviceInfo
+from bmsgate.protocols import jsonframing, lineframing
 from bmsgate.protocols.compile import compile_reply
 from bmsgate.protocols.decode import (
     EXTRA_LISTS,
@@ -36,6 +37,8 @@ from bmsgate.protocols.encode import (
     render_template,
 )
 from bmsgate.protocols.framing import ChunkFrameAssembler, Frame, FrameAssembler, FrameChecker
+from bmsgate.protocols.jsonframing import JsonFrameAssembler
+from bmsgate.protocols.lineframing import LineFrameAssembler
 from bmsgate.protocols.memo import BoundedMemo
 from bmsgate.protocols.textframing import TextFrameAssembler, to_wire
 
@@ -141,8 +144,14 @@ class CompiledProtocol:
 
     # -- decoding -------------------------------------------------------------------------------
 
-    def new_assembler(self) -> FrameAssembler | TextFrameAssembler | ChunkFrameAssembler:
+    def new_assembler(
+        self,
+    ) -> FrameAssembler | TextFrameAssembler | ChunkFrameAssembler | JsonFrameAssembler | LineFrameAssembler:
         """A fresh assembler for one connection."""
+        if self.definition.framing.text == "json":
+            return JsonFrameAssembler(self.definition.framing, checker=self.checker)
+        if self.definition.framing.text == "lines":
+            return LineFrameAssembler(self.definition.framing, checker=self.checker)
         if self.definition.framing.text is not None:
             return TextFrameAssembler(self.definition.framing, checker=self.checker)
         if self.definition.framing.frame_per_chunk:
@@ -157,6 +166,10 @@ class CompiledProtocol:
         framing = self.definition.framing
         if framing.text is None or not frame:  # an empty request (listen) is nothing on the wire either
             return frame
+        if framing.text == "json":
+            return jsonframing.to_wire(frame, framing)
+        if framing.text == "lines":
+            return lineframing.to_wire(frame, framing)
         return to_wire(frame, framing)
 
     def check_frame(self, raw: bytes) -> Frame:

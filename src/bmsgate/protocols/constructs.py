@@ -36,7 +36,9 @@ level 5 ``match.service_data_uuid`` (an advertisement matcher on a service-data 
 (the pack's address in front of a frame, ECO-WORTHY protocol version 2), ``reply_of_request`` (replies without
 a key answer the request just sent, CBT Power VB), and for ABC ``follows`` (one request answered by several
 frame types), ``index_items`` (frames numbered by their first item), ``s24`` and lists of 3-byte items or with
-a ``stride``; from level 5 a non-finite ``f32`` is no value instead of a refused frame (NEEY)."""
+a ``stride``, ``text_json`` (JSON text replies whose named members are read, Felicity),
+``text_lines`` (CSV text lines read by column, Lithionics); from level 5 a non-finite ``f32`` is no value
+instead of a refused frame (NEEY)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -91,6 +93,8 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "status": "a status byte that refuses a request",
     "streaming": "replies the BMS keeps sending after one request",
     "text": "frames sent as hex text between ASCII markers (text: hex; engine 3)",
+    "text_json": "replies that are JSON objects, named members read into fixed slots (text: json; engine 5)",
+    "text_lines": "delimited text lines (CSV), each kind of line read by column into slots (text: lines; engine 5)",
     "variants": "layouts chosen by a decoded value",
 }
 
@@ -171,7 +175,9 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "strip_bytes": bool(framing.strip_bytes),
         "status": framing.status is not None,
         "streaming": any(request.streaming for request in definition.requests),
-        "text": framing.text is not None,
+        "text": framing.text == "hex",
+        "text_json": framing.text == "json",
+        "text_lines": framing.text == "lines",
         "variants": definition.variants is not None,
     }
     used |= {name for name, on in flags.items() if on}

@@ -12,8 +12,22 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from bmsgate.protocols.checksums import CHECKSUMS
 from bmsgate.protocols.datatypes import STRICT, Endian, HexBytes
 from bmsgate.protocols.fields import is_var
+from bmsgate.protocols.jsonspec import JsonMember, JsonSpec
+from bmsgate.protocols.linespec import LineColumn, LineKind, LinesSpec
 
-__all__ = ["ChecksumSpec", "FramingSpec", "KeySpec", "LengthSpec", "PrefixSpec", "StatusSpec"]
+__all__ = [
+    "ChecksumSpec",
+    "FramingSpec",
+    "JsonMember",
+    "JsonSpec",
+    "KeySpec",
+    "LengthSpec",
+    "LineColumn",
+    "LineKind",
+    "LinesSpec",
+    "PrefixSpec",
+    "StatusSpec",
+]
 
 
 class _Strict(BaseModel):
@@ -116,11 +130,23 @@ class FramingSpec(_Strict):
     check_end: bool = True
     """``false``: the end marker is written (encoding, trailer size) but not required on received frames,
     for firmware that announces a wrong length for one reply (ANT's device info); the checksum still holds."""
-    text: Literal["hex"] | None = None
+    text: Literal["hex", "json", "lines"] | None = None
     """``hex``: between the start and end markers the wire carries text, two hex digits per byte (E&J, AG,
     Topband). Frames are the markers around the decoded bytes, so every offset counts in bytes; the end
     marker delimits a frame, the length field (if any) is a check. Without an end marker a ``fixed_length``
-    delimits it (Topband)."""
+    delimits it (Topband).
+
+    ``json`` (engine 5): a reply is one JSON object; `json_object` names the members read, which become the
+    slots of a frame ``{`` + slots + ``}`` of ``fixed_length`` bytes (see `bmsgate.protocols.jsonspec`);
+    `max_length` bounds the object's text. Requests are sent as written.
+
+    ``lines`` (engine 5): the wire carries text lines ended by `end` (``\r\n``); `lines` says how a line is
+    split and which kinds of line are read, each into a frame `start` + key + one 4-byte slot per column +
+    `end` (see `bmsgate.protocols.linespec`); `max_length` bounds a line. Lines of no kind are noise."""
+    json_object: JsonSpec | None = None
+    """``text: json`` only: the members of the reply object and its nesting bound."""
+    lines: LinesSpec | None = None
+    """``text: lines`` only: the separator and the kinds of line read."""
     frame_per_chunk: bool = False
     """Every received chunk (one BLE notification) is one whole frame: no length field, no end marker
     needed, nothing carried over between chunks (ECO-WORTHY)."""
@@ -142,7 +168,11 @@ class FramingSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if self.text is not None:
+        if self.text == "json":
+            self._check_json()
+        elif self.text == "lines":
+            self._check_lines()
+        elif self.text is not None:
             self._check_text()
             if self.frame_per_chunk:
                 raise ValueError("'frame_per_chunk' is for binary frames (hex text has its own delimiters)")
@@ -170,6 +200,39 @@ class FramingSpec(_Strict):
             raise ValueError("min_length is larger than max_length")
         return self
 
+    def _check_json(self) -> None:
+        if self.json_object is None:
+            raise ValueError("'text: json' needs 'json_object' (the members a reply is read by)")
+        if self.start != b"{" or self.end != b"}":
+            raise ValueError("'text: json' frames start with '{' (7B) and end with '}' (7D)")
+        needed = 2 + self.json_object.layout_size
+        if self.fixed_length != needed:
+            raise ValueError(f"'text: json' needs fixed_length: {needed} ('{{' + the members' slots + '}}')")
+        if self.length is not None or self.checksum is not None or self.request_checksum is not None:
+            raise ValueError("'text: json' frames carry no 'length' and no 'checksum' (the object delimits itself)")
+        if self.starts or self.strip_bytes or self.frame_per_chunk or self.prefix is not None:
+            raise ValueError("'starts', 'strip_bytes', 'frame_per_chunk' and 'prefix' are not for 'text: json'")
+
+    def _check_lines(self) -> None:
+        if self.lines is None:
+            raise ValueError("'text: lines' needs 'lines' (the separator and the kinds of line read)")
+        if not self.end:
+            raise ValueError("'text: lines' needs 'end': the line terminator, e.g. '0D 0A'")
+        if len(self.start) != 1 or self.key is None or self.key.offset != 1 or self.key.size != 1:
+            raise ValueError(
+                "'text: lines' frames are a one-byte 'start', the kind's key at 1 (key: {offset: 1}), slots"
+            )
+        if not self.key.in_replies:
+            raise ValueError("'text: lines' frames carry their kind's key ('key.in_replies' stays true)")
+        if self.length is not None or self.fixed_length is not None or self.checksum is not None:
+            raise ValueError(
+                "'text: lines' frames carry no 'length', 'fixed_length' or 'checksum' (the terminator ends a line)"
+            )
+        if self.request_checksum is not None or self.status is not None:
+            raise ValueError("'text: lines' frames carry no 'request_checksum' or 'status'")
+        if self.starts or self.strip_bytes or self.frame_per_chunk or self.prefix is not None:
+            raise ValueError("'starts', 'strip_bytes', 'frame_per_chunk' and 'prefix' are not for 'text: lines'")
+
     def _check_text(self) -> None:
         if not self.end and self.fixed_length is None:
             raise ValueError("hex-text framing needs an end marker or a fixed_length (they delimit the frames)")
@@ -188,6 +251,14 @@ class FramingSpec(_Strict):
             byte in hex_digits or byte in markers for byte in stripped
         ):
             raise ValueError("'strip_bytes' takes single bytes that are neither hex digits nor markers")
+
+    @model_validator(mode="after")
+    def _json_object_only_for_json(self) -> Self:
+        if self.json_object is not None and self.text != "json":
+            raise ValueError("'json_object' needs 'text: json'")
+        if self.lines is not None and self.text != "lines":
+            raise ValueError("'lines' needs 'text: lines'")
+        return self
 
     @property
     def header_size(self) -> int:

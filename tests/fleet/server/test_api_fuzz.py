@@ -139,3 +139,42 @@ def test_rate_limits_must_make_sense() -> None:
         RateLimit(per_minute=0, burst=1)
     with pytest.raises(ValueError, match="rate limit"):
         RateLimit(per_minute=10, burst=0)
+
+
+@_FUZZ
+@given(
+    search=st.one_of(_TEXT, st.just("x" * 300)),
+    state=_TEXT,
+    sort=st.one_of(_TEXT, st.sampled_from(["state", "soc", "name", "last_seen"])),
+    offset=_TEXT,
+    limit=_TEXT,
+    edges=st.lists(st.one_of(_TEXT, st.floats().map(str)), min_size=5, max_size=5),
+)
+def test_overview_and_map_queries_never_fail_on_the_server(
+    fleet_loop: tuple[asyncio.AbstractEventLoop, RunningFleet],
+    search: str,
+    state: str,
+    sort: str,
+    offset: str,
+    limit: str,
+    edges: list[str],
+) -> None:
+    loop, fleet = fleet_loop
+    viewer = {"Authorization": f"Bearer {fleet.viewer}"}
+    page = _get(
+        loop,
+        fleet,
+        "/api/v1/overview",
+        params={"q": search, "state": state, "sort": sort, "offset": offset, "limit": limit},
+        headers=viewer,
+    )
+    assert page.status_code in (200, 400), page.text
+    zoom, south, west, north, east = edges
+    answer = _get(
+        loop,
+        fleet,
+        "/api/v1/overview/map",
+        params={"zoom": zoom, "south": south, "west": west, "north": north, "east": east, "q": search},
+        headers=viewer,
+    )
+    assert answer.status_code in (200, 400), answer.text

@@ -28,7 +28,12 @@ __all__ = ["CanBus", "FrameBus", "NullBus", "open_bus"]
 
 _LOGGER = logging.getLogger(__name__)
 
-_RECV_TIMEOUT: Final = 0.05
+_RECV_TIMEOUT: Final = 0.5
+"""How long one blocking ``recv`` waits: how soon the reader thread notices a close. Each expiry wakes the
+thread and takes the GIL (about 0.1 ms through python-can), so no shorter than a close needs: 20 wake-ups a
+second per bus were 2 ms of CPU a second each."""
+_BATCH: Final = 64
+"""Frames handed to the event loop at most in one wake-up."""
 _CAN_ERR_BUSOFF: Final = 0x40
 """Error class bit of a Linux error frame: the controller went bus-off."""
 
@@ -95,30 +100,40 @@ class CanBus:
         self._thread.start()
 
     def _reader(self, bus: can.BusABC, loop: asyncio.AbstractEventLoop) -> None:
-        # Runs on its own thread: every outcome is handed to the loop, nothing is raised here.
+        # Runs on its own thread: every outcome is handed to the loop, nothing is raised here. A burst
+        # (an inverter's frame set) is read on without waiting and handed over in one loop wake-up.
         while not self._stop.is_set():
-            try:
-                message = bus.recv(_RECV_TIMEOUT)
-            except (can.CanError, OSError, ValueError) as exc:
-                error = SinkError(f"receive failed: {exc}", sink="can")
-                error.__cause__ = exc
-                self._hand_over(loop, error)
-                return
-            if message is None:
-                continue
-            if message.is_error_frame:
-                if message.arbitration_id & _CAN_ERR_BUSOFF:
-                    self._hand_over(loop, SinkError("controller is bus-off", sink="can"))
+            batch: list[CanFrame | SinkError] = []
+            timeout: float = _RECV_TIMEOUT
+            while len(batch) < _BATCH:
+                try:
+                    message = bus.recv(timeout)
+                except (can.CanError, OSError, ValueError) as exc:
+                    error = SinkError(f"receive failed: {exc}", sink="can")
+                    error.__cause__ = exc
+                    self._hand_over(loop, [*batch, error])
                     return
-                # Other error frames (lost arbitration, no ACK, ...) are line noise: counted only.
-                self.error_frames += 1
-                continue
-            frame = CanFrame(message.arbitration_id, bytes(message.data), bool(message.is_extended_id))
-            self._hand_over(loop, frame)
+                if message is None:
+                    break
+                timeout = 0.0
+                if message.is_error_frame:
+                    if message.arbitration_id & _CAN_ERR_BUSOFF:
+                        self._hand_over(loop, [*batch, SinkError("controller is bus-off", sink="can")])
+                        return
+                    # Other error frames (lost arbitration, no ACK, ...) are line noise: counted only.
+                    self.error_frames += 1
+                    continue
+                batch.append(CanFrame(message.arbitration_id, bytes(message.data), bool(message.is_extended_id)))
+            if batch:
+                self._hand_over(loop, batch)
 
-    def _hand_over(self, loop: asyncio.AbstractEventLoop, item: CanFrame | SinkError) -> None:
+    def _hand_over(self, loop: asyncio.AbstractEventLoop, items: list[CanFrame | SinkError]) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closing: nobody is listening any more
-            loop.call_soon_threadsafe(self._queue.put_nowait, item)
+            loop.call_soon_threadsafe(self._put_all, items)
+
+    def _put_all(self, items: list[CanFrame | SinkError]) -> None:
+        for item in items:
+            self._queue.put_nowait(item)
 
     async def receive(self) -> CanFrame:
         """The next data frame from the bus.
@@ -143,6 +158,10 @@ class CanBus:
         messages = [
             can.Message(arbitration_id=f.arbitration_id, data=f.data, is_extended_id=f.is_extended_id) for f in frames
         ]
+        if self.settings.interface == "virtual":
+            # A virtual bus's send is a put into in-process queues: it cannot block, so no thread hand-off.
+            self._send_all(bus, messages)
+            return
         await asyncio.to_thread(self._send_all, bus, messages)
 
     def _send_all(self, bus: can.BusABC, messages: list[can.Message]) -> None:

@@ -4,8 +4,10 @@ The bank and its limits come from the :class:`~bmsgate.inverter.controller.Inver
 same status the Modbus output encodes); this sink only adds what is CAN's own: the keep → safe →
 silent phase from the status's data age, force-charge requests, the frame schedule and the bus.
 
-Two tasks share one state: the status watcher re-encodes on every new status and asks for an immediate
-frame set when things got less safe (a new alarm, a lower limit, a phase change); the bus task owns the
+Two tasks share one state: the status watcher takes every new status (phase, force-charge requests)
+and asks for an immediate frame set when things got less safe (a new alarm, a lower limit, a phase
+change); the frames themselves are encoded only when a set goes out (or :attr:`CanSink.frames` is
+read), from the newest status: eight packs bring eight statuses a second, one set goes out. The bus task owns the
 bus, sends the frame set every period (push profiles) or answers each request frame (Growatt), and
 watches the inverter's keep-alive. A bus failure (python-can error, bus-off) closes the bus and reopens
 it with backoff; the status watcher carries on meanwhile, so the first frame set after a reopen is current.
@@ -116,6 +118,8 @@ class CanSink:
         self._status = controller.status
         self._requests = Requests()
         self._frames: list[CanFrame] = []
+        self._frames_due = False
+        """A status was taken since `_frames` were encoded."""
         self._held = HeldMeasurements()
         """Last known measurements, for profiles without "invalid" markers (see `hold_missing`)."""
         self._sent_signature: tuple[OutputPhase, frozenset[Alarm], float, float] | None = None
@@ -154,6 +158,7 @@ class CanSink:
     @property
     def frames(self) -> list[CanFrame]:
         """The frame set that would go out now (empty while silent)."""
+        self._encode_if_due()
         return list(self._frames)
 
     def add_listener(self, callback: Callable[[InverterStatus], None]) -> None:
@@ -187,7 +192,7 @@ class CanSink:
                     self.settings.keepalive_timeout, self._clock(), what=f"CAN frame {self.profile.liveness_id:#05x}"
                 )
             )
-        self._frames = build_frames(self.profile, self._status, self.phase, self._requests, held=self._held)
+        self._encode_frames()
         _LOGGER.info("CAN: profile %s replaces %s", self.profile.name, previous.name)
         return previous
 
@@ -208,6 +213,20 @@ class CanSink:
         Returns:
             The status the frames encode.
         """
+        status = self._take_status()
+        self._encode_frames()
+        return status
+
+    def _encode_frames(self) -> None:
+        self._frames_due = False
+        self._frames = build_frames(self.profile, self._status, self.phase, self._requests, held=self._held)
+
+    def _encode_if_due(self) -> None:
+        if self._frames_due:
+            self._encode_frames()
+
+    def _take_status(self) -> InverterStatus:
+        """The controller's latest status, phase and requests, without encoding frames (see the module)."""
         now = self._clock()
         status = self.controller.status
         if status.age(now) > self.controller.settings.status_timeout:
@@ -219,7 +238,7 @@ class CanSink:
         self._requests = self._force_charge.update(
             bank.soc if normal else None, under_voltage=normal and not bank.alarms.isdisjoint(_UNDER_VOLTAGE)
         )
-        self._frames = build_frames(self.profile, status, phase, self._requests, held=self._held)
+        self._frames_due = True
         for listener in self._listeners:
             listener(status)
         return status
@@ -232,7 +251,7 @@ class CanSink:
         """Whether the inverter must hear about the new state before the next period."""
         sent = self._sent_signature
         if sent is None:
-            return bool(self._frames)
+            return bool(self.frames)
         phase, alarms, charge, discharge = self._signature()
         return (
             phase is not sent[0]
@@ -273,7 +292,7 @@ class CanSink:
     async def _watch_status(self, subscription: StatusSubscription) -> None:
         while True:
             await subscription.get()
-            self.refresh()
+            self._take_status()
             if self.profile.mode == "push" and self._less_safe_than_sent():
                 self._urgent.set()
 
@@ -367,6 +386,7 @@ class CanSink:
                 await self._send(bus)
 
     async def _send(self, bus: FrameBus) -> None:
+        self._encode_if_due()
         frames = self._frames
         if not frames:
             return

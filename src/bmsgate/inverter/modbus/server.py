@@ -88,10 +88,19 @@ class RegisterStore(ModbusBaseSlaveContext):
     Args:
         register_map: defines which addresses exist and which a master may write.
         on_write: called with ``(address, values)`` after a master wrote holding registers.
+        before_read: called before every read, so the single writer can encode its newest status
+            only when a master (or anyone) actually looks, instead of on every status.
     """
 
-    def __init__(self, register_map: RegisterMap, on_write: WriteCallback | None = None) -> None:
+    def __init__(
+        self,
+        register_map: RegisterMap,
+        on_write: WriteCallback | None = None,
+        *,
+        before_read: Callable[[], None] | None = None,
+    ) -> None:
         self._on_write = on_write
+        self._before_read = before_read
         self.use(register_map)
 
     def use(self, register_map: RegisterMap) -> None:
@@ -108,6 +117,8 @@ class RegisterStore(ModbusBaseSlaveContext):
 
     def snapshot(self, kind: RegisterKind) -> dict[int, int]:
         """A copy of one register table."""
+        if self._before_read is not None:
+            self._before_read()
         return dict(self._tables[kind])
 
     def read(self, kind: RegisterKind, address: int, count: int = 1) -> list[int]:
@@ -116,6 +127,8 @@ class RegisterStore(ModbusBaseSlaveContext):
         Raises:
             KeyError: an address is not in the map.
         """
+        if self._before_read is not None:
+            self._before_read()
         table = self._tables[kind]
         return [table[a] for a in range(address, address + count)]
 

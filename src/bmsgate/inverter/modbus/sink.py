@@ -1,8 +1,11 @@
 """`ModbusSink`: the inverter bridge over Modbus — the controller's status → register map → endpoint.
 
 The bank and its limits come from the :class:`~bmsgate.inverter.controller.InverterController` (the
-same status the CAN output encodes). One task re-encodes the register image on every new status, and
-at least every ``refresh_interval`` so a status that stopped coming ages into the safe (stale) image.
+same status the CAN output encodes). One task notes every new status, and at least every
+``refresh_interval`` so a status that stopped coming ages into the safe (stale) image. The register
+image is encoded from the newest status when it is next read (a master's request, the client writer,
+:attr:`ModbusSink.status`): a bank of eight packs brings eight statuses a second, an inverter reads about
+once, and a read never sees an image older than the newest status (its age judged at the read).
 The endpoint (server or client writer, see server.py) runs beside it and never waits for it.
 """
 
@@ -52,14 +55,16 @@ class ModbusSink:
         self._status = controller.status
         self._listeners: list[Callable[[InverterStatus], None]] = []
         self.refreshed = asyncio.Event()
-        """Set after every refresh of the register image (cleared by whoever waits on it)."""
+        """Set after every status taken (cleared by whoever waits on it); the registers encode it from then on."""
 
         self.register_map = register_map or load_register_map(settings.register_map)
         self._monitor: HeartbeatMonitor | None = None
         if self.register_map.heartbeat_in is not None and settings.mode != "client":
             self._monitor = HeartbeatMonitor(settings.heartbeat_in_timeout, self._clock())
             controller.watch(self._monitor)
-        self.store = RegisterStore(self.register_map, on_write=self._on_write)
+        self._due = False
+        """A status arrived (or time passed) since the registers were last encoded."""
+        self.store = RegisterStore(self.register_map, on_write=self._on_write, before_read=self._encode_if_due)
         self.store.update(self._encode())
         self.endpoint: ModbusEndpoint
         if settings.mode == "client":
@@ -71,7 +76,8 @@ class ModbusSink:
 
     @property
     def status(self) -> InverterStatus:
-        """The status the registers were last encoded from (the controller's, unless it went stale here)."""
+        """The status the registers encode (the controller's, unless it went stale here)."""
+        self._encode_if_due()
         return self._status
 
     def add_listener(self, callback: Callable[[InverterStatus], None]) -> None:
@@ -124,6 +130,18 @@ class ModbusSink:
                     await subscription.get()
             except TimeoutError:
                 pass
+            self._take_status()
+
+    def _take_status(self) -> None:
+        if self._listeners:
+            # Listeners are promised every status: encode now.
+            self.refresh()
+        else:
+            self._due = True
+            self.refreshed.set()
+
+    def _encode_if_due(self) -> None:
+        if self._due:
             self.refresh()
 
     def refresh(self) -> InverterStatus:
@@ -135,6 +153,7 @@ class ModbusSink:
         Returns:
             The status the registers encode.
         """
+        self._due = False
         status = self.controller.status
         if status.age(self._clock()) > self.controller.settings.status_timeout:
             status = expired(status)
@@ -158,4 +177,5 @@ class ModbusSink:
         return self.register_map.encode(self._status, last_fresh=self._status.last_fresh)
 
     def _client_image(self) -> dict[int, int]:
+        self._encode_if_due()
         return self._encode()[RegisterKind.HOLDING]

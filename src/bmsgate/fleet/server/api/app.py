@@ -50,6 +50,7 @@ from bmsgate.errors import BmsgateError
 from bmsgate.fleet.protocol import CommandKind, CommandMessage, is_gateway_id
 from bmsgate.fleet.server.api.assets import AssetError
 from bmsgate.fleet.server.api.context import TOKEN_STATE, ApiContext, CommandSender
+from bmsgate.fleet.server.api.overview_routes import OVERVIEW_HANDLERS
 from bmsgate.fleet.server.api.rollouts import ROLLOUT_HANDLERS
 from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.api.stream import HELLO
@@ -574,6 +575,7 @@ def create_app(
             delete_alarm,
             live,
             *ROLLOUT_HANDLERS,
+            *OVERVIEW_HANDLERS,
         ],
         security=[{"bearer": []}],
         guards=[_role_guard],

@@ -81,11 +81,16 @@ class HttpServer:
         shared = [self._shared_socket()] if self.reuse_port else None
         self._task = asyncio.create_task(self._server._serve(shared), name="bmsgate-http")
         deadline = asyncio.get_running_loop().time() + _START_TIMEOUT_S
-        while not self._server.started:
-            if self._task.done() or asyncio.get_running_loop().time() > deadline:
-                await self.stop()
-                raise HttpServerError(f"HTTP server did not start on {self.host}:{self.port}")
-            await asyncio.sleep(0.02)
+        try:
+            while not self._server.started:
+                if self._task.done() or asyncio.get_running_loop().time() > deadline:
+                    raise HttpServerError(f"HTTP server did not start on {self.host}:{self.port}")
+                await asyncio.sleep(0.02)
+        except BaseException:
+            # Also when the start is cancelled (a demo stopped while starting): the serving task would
+            # otherwise keep its listening socket open with nobody left to close it.
+            await self.stop()
+            raise
         sockets = [sock for server in self._server.servers for sock in server.sockets]
         if sockets:
             self.port = int(sockets[0].getsockname()[1])

@@ -39,5 +39,7 @@ class ApiSettings:
     overview_max_age_s: float = 60.0
     """The overview's summaries are read from the store in full at most this often (live updates refresh
     single gateways in between)."""
+    map_max_points: int = 1500
+    """A map view with at most this many sites shows each as itself; beyond, they are clustered."""
     max_series_points: int = 20_000
     """The most points one series answer holds (``auto`` resolution picks a coarser one to stay below)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from bmsgate.fleet.protocol import CommandMessage
@@ -57,17 +57,25 @@ async def running_fleet(
     settings: ApiSettings | None = None,
     send_command: CommandSender | None = None,
     sign_desired: SignDesired | None = None,
+    templated: bool = False,
+    store_settings: StoreSettings | None = None,
+    before_serving: Callable[[Repository], Awaitable[None]] | None = None,
 ) -> AsyncIterator[RunningFleet]:
     """Seed a store in `data_dir` with `sites` sites and serve the API on a free port until the context ends.
 
     Commands go to `send_command`, by default a recorder filling :attr:`RunningFleet.commands`. With
     `sign_desired`, rollouts are on (:attr:`RunningFleet.rollouts`; nothing publishes unless a test steps it).
+    `templated` seeds fast (see :func:`~.sample_fleet.seed_fleet`); `store_settings` picks another store
+    (e.g. PostgreSQL) than SQLite in `data_dir`; `before_serving` writes more to the seeded store before the
+    API starts (and reads it).
     """
-    store = await open_store(StoreSettings(data_dir=data_dir / "store"))
+    store = await open_store(store_settings or StoreSettings(data_dir=data_dir / "store"))
     try:
         now = time.time()
-        seeded = await seed_fleet(store, sites, now=now, history=history, step_s=step_s)
+        seeded = await seed_fleet(store, sites, now=now, history=history, step_s=step_s, templated=templated)
         await store.rollup(now + 3600)
+        if before_serving is not None:
+            await before_serving(store)
         tokens = TokenStore(data_dir)
         feed = LiveFeed()
         fleet = RunningFleet(

@@ -20,7 +20,7 @@ import datetime as dt
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any, Final
 
 import psycopg
@@ -62,6 +62,7 @@ _IDENTITY_TABLES: Final = frozenset({"alarms", "alarm_history", "rollout_audit"}
 """Tables whose ``id`` is an identity column: an import keeps the ids and moves the sequence past them."""
 
 _EXPORT_CHUNK: Final = 5000
+_IDS_PER_QUERY: Final = 1000
 _CONNECT_TIMEOUT_S: Final = 10
 _PARTITION_PREFIX: Final = "samples_day_"
 
@@ -177,16 +178,16 @@ class PostgresRepository(Repository):
 
     # -- registry --------------------------------------------------------------------------------------
 
-    async def _gateways(self, gateway_id: str | None) -> list[GatewayRecord]:
-        where, parameters = ("WHERE id = %s", [gateway_id]) if gateway_id is not None else ("", [])
+    async def _gateways(self, gateway_ids: Sequence[str] | None) -> list[GatewayRecord]:
+        where, parameters = ("WHERE id = ANY(%s)", [list(gateway_ids)]) if gateway_ids is not None else ("", [])
         rows = await self._fetch(f"{P.GATEWAY_SELECT} {where} ORDER BY id", parameters)
-        battery_where = "WHERE gateway = %s" if gateway_id is not None else ""
+        battery_where = "WHERE gateway = ANY(%s)" if gateway_ids is not None else ""
         batteries: dict[str, list[tuple[Any, ...]]] = {}
         for gateway, *rest in await self._fetch(
             f"SELECT gateway, battery, at, age_s, stale, snapshot FROM batteries {battery_where}", parameters
         ):
             batteries.setdefault(gateway, []).append(tuple(rest))
-        summary_where = "AND gateway = %s" if gateway_id is not None else ""
+        summary_where = "AND gateway = ANY(%s)" if gateway_ids is not None else ""
         summaries = {
             gateway: (count, worst)
             for gateway, count, worst in await self._fetch(P.ALARM_SUMMARY.format(where=summary_where), parameters)
@@ -197,9 +198,17 @@ class PostgresRepository(Repository):
         """Every gateway (three queries whatever the fleet size)."""
         return await self._gateways(None)
 
+    async def get_gateways(self, gateway_ids: Collection[str]) -> list[GatewayRecord]:
+        """The gateways of `gateway_ids` that exist, sorted by id (three queries per 1,000 ids)."""
+        wanted = sorted(set(gateway_ids))
+        found: list[GatewayRecord] = []
+        for start in range(0, len(wanted), _IDS_PER_QUERY):
+            found += await self._gateways(wanted[start : start + _IDS_PER_QUERY])
+        return found
+
     async def get_gateway(self, gateway_id: str) -> GatewayRecord:
         """One gateway."""
-        found = await self._gateways(gateway_id)
+        found = await self._gateways([gateway_id])
         if not found:
             raise UnknownRecord(f"no gateway {gateway_id!r}")
         return found[0]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import enum
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from typing import Any, Final
 
 from bmsgate.errors import BmsgateError
@@ -468,6 +468,10 @@ class Repository(abc.ABC):
     @abc.abstractmethod
     async def list_gateways(self) -> list[GatewayRecord]:
         """Every gateway with its batteries, inverter and alarm summary (one query, sorted by id)."""
+
+    @abc.abstractmethod
+    async def get_gateways(self, gateway_ids: Collection[str]) -> list[GatewayRecord]:
+        """The gateways of `gateway_ids` that exist, sorted by id (a few queries per batch of ids)."""
 
     @abc.abstractmethod
     async def get_gateway(self, gateway_id: str) -> GatewayRecord:

@@ -5,6 +5,9 @@ import { api, roleAllows } from "./api.js";
 import { clock, el } from "./format.js";
 import { onLive } from "./live.js";
 
+const PAGE = 200;
+const MAX_LIMIT = 10_000; // the API's own bound
+
 function actions(alarm, session, refresh) {
   const buttons = [];
   const act = (label, action, method = "POST") => el("button", {
@@ -50,18 +53,34 @@ export async function renderAlarms(view, context) {
     el("option", { value: "closed", text: "closed" }),
     el("option", { value: "", text: "all" }));
   const holder = el("div", { id: "alarm-list" });
-  view.replaceChildren(el("div", { class: "toolbar" }, el("h2", { text: "Alarms" }), which), holder);
+  const more = el("button", { type: "button", id: "alarm-more", text: `Show ${PAGE} more`, hidden: true });
+  const shownCount = el("span", { id: "alarm-count", class: "muted" });
+  view.replaceChildren(el("div", { class: "toolbar" }, el("h2", { text: "Alarms" }), which, shownCount), holder, more);
 
+  // The newest PAGE alarms first, more on request: a fleet with thousands of alarms is never loaded whole.
+  let limit = PAGE;
   let timer = null;
   async function refresh() {
-    const query = which.value ? `?state=${which.value}` : "";
-    const payload = await api(`/alarms${query}`);
+    const query = new URLSearchParams({ limit: String(limit) });
+    if (which.value) query.set("state", which.value);
+    else query.set("state", "all");
+    const payload = await api(`/alarms?${query}`);
     holder.replaceChildren(payload.alarms.length
       ? alarmTable(payload.alarms, context.session, { ...context, refresh })
       : el("p", { class: "muted", text: "No alarms." }));
+    const full = payload.alarms.length >= limit && limit < MAX_LIMIT;
+    more.hidden = !full;
+    shownCount.textContent = full ? `the newest ${payload.alarms.length}` : `${payload.alarms.length}`;
     document.body.dataset.ready = "alarms";
   }
-  which.addEventListener("change", refresh);
+  which.addEventListener("change", () => {
+    limit = PAGE;
+    refresh();
+  });
+  more.addEventListener("click", () => {
+    limit = Math.min(limit + PAGE, MAX_LIMIT);
+    refresh();
+  });
   const unsubscribe = onLive((message) => {
     if (message.type !== "alarm") return;
     clearTimeout(timer);

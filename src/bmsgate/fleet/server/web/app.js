@@ -20,12 +20,23 @@ function navigate(hash) {
   else location.hash = hash;
 }
 
+// The open-alarm count comes from the fleet counts (never a list of every alarm). The counts follow the live
+// stream's coalesced gateway updates, so after an alarm message the badge asks again once those went out.
+const BADGE_SETTLE_MS = 600;
+const BADGE_EVERY_MS = 30_000;
+let badgeTimer = null;
+
+function badgeSoon() {
+  clearTimeout(badgeTimer);
+  badgeTimer = setTimeout(badge, BADGE_SETTLE_MS);
+}
+
 async function badge() {
   try {
-    const payload = await api("/alarms?state=active");
+    const counts = await api("/overview/counts");
     const node = document.getElementById("alarm-badge");
-    node.textContent = String(payload.total);
-    node.hidden = payload.total === 0;
+    node.textContent = String(counts.open_alarms);
+    node.hidden = counts.open_alarms === 0;
   } catch {
     // The badge is a convenience: a failed count must not break the page.
   }
@@ -102,8 +113,9 @@ document.getElementById("login-form").addEventListener("submit", async (event) =
 document.getElementById("logout").addEventListener("click", () => signOut());
 window.addEventListener("hashchange", route);
 onLive((message) => {
-  if (message.type === "alarm") badge();
+  if (message.type === "alarm") badgeSoon();
 });
+setInterval(() => session && badge(), BADGE_EVERY_MS);
 
 const token = storedToken();
 if (token) {

@@ -1,5 +1,7 @@
-// The fleet overview: one JSON fetch of every site, filtered and sorted in memory, shown in a virtual list
-// that creates only the rows in view (so 10,000 sites cost as much to scroll and filter as 30).
+// The fleet overview at any size: the server searches, filters, sorts and pages (GET /api/v1/overview);
+// this page asks only for the pages in view and keeps them in a virtual list that creates only the rows
+// shown. 50,000 sites cost the browser what 100 do. Live updates re-ask for the pages in view, at most
+// every REFRESH_MS (the order may have changed: a new alarm goes to the top).
 
 import { api } from "./api.js";
 import { ago, el, millivolts, num, siteState } from "./format.js";
@@ -7,36 +9,38 @@ import { onLive } from "./live.js";
 
 const ROW_HEIGHT = 32;
 const OVERSCAN = 8;
-const STATE_ORDER = { alarm: 0, offline: 1, online: 2 };
+const PAGE = 100;
+const SMALL_FLEET = 5000;
+const REFRESH_MS = { small: 300, large: 2000 };
+const COLUMNS = [
+  ["Site", "name"], ["Id", "id"], ["State", "state"], ["SoC", "soc"], ["Cell delta", "cell_delta"],
+  ["Last seen", "last_seen"], ["Software", "software"], ["Packs", null],
+];
 
-function sortKey(gateway) {
-  return [STATE_ORDER[siteState(gateway)], -(gateway.open_alarms || 0), gateway.soc ?? 101];
+function pagePath({ words, state, sort, descending }, index) {
+  const query = new URLSearchParams({ offset: String(index * PAGE), limit: String(PAGE) });
+  if (words) query.set("q", words);
+  if (state) query.set("state", state);
+  if (sort !== "state") query.set("sort", sort);
+  if (descending) query.set("descending", "true");
+  return `/overview?${query}`;
 }
 
-function compareSites(a, b) {
-  const left = a._sort;
-  const right = b._sort;
-  for (let index = 0; index < left.length; index += 1) {
-    if (left[index] !== right[index]) return left[index] - right[index];
-  }
-  return a._label.localeCompare(b._label);
-}
-
-function prepare(gateway) {
-  gateway._label = gateway.name || gateway.id;
-  gateway._sort = sortKey(gateway);
-  const packs = (gateway.packs || []).map((pack) => `${pack.name} ${pack.version || ""}`).join(" ");
-  gateway._haystack = [gateway.id, gateway.name, gateway.site, (gateway.tags || []).join(" "),
-    gateway.software_version, packs].join(" ").toLowerCase();
-  return gateway;
-}
-
+const DEFAULT_QUERY = { words: "", state: "", sort: "state", descending: false };
 let prefetched = null;
 
-// Start the one big fetch early (while the session is checked): the overview is the first page most visits see.
+// Start the first page's fetch early (while the session is checked): the overview is the first page most
+// visits see.
 export function prefetchOverview(token) {
-  prefetched = api("/gateways?summary=true", { token });
+  prefetched = api(pagePath(DEFAULT_QUERY, 0), { token });
   prefetched.catch(() => {});
+}
+
+function countsText(counts) {
+  const versions = Object.entries(counts.versions).slice(0, 4).map(([version, n]) => `${version}: ${n}`);
+  const more = Object.keys(counts.versions).length > 4 ? " …" : "";
+  return `${counts.online} online · ${counts.offline} offline · ${counts.with_alarms} with alarms `
+    + `(${counts.open_alarms} open) · software ${versions.join(", ")}${more}`;
 }
 
 export async function renderOverview(view, { navigate }) {
@@ -48,30 +52,51 @@ export async function renderOverview(view, { navigate }) {
     el("option", { value: "offline", text: "offline" }),
     el("option", { value: "online", text: "online, no alarm" }));
   const count = el("span", { id: "site-count", class: "muted" });
-  const head = el("div", { class: "grid-head" }, ...["Site", "Id", "State", "SoC", "Cell delta", "Last seen",
-    "Software", "Packs"].map((title) => el("span", { text: title })));
+  const summary = el("div", { id: "fleet-counts", class: "muted counts" });
+  const headers = COLUMNS.map(([title, key]) => el("span", {
+    text: title, class: key ? "sortable" : "", dataset: key ? { sort: key } : {},
+    onclick: key ? () => sortBy(key) : undefined,
+  }));
+  const head = el("div", { class: "grid-head" }, ...headers);
   const spacer = el("div", { class: "grid-spacer" });
   const body = el("div", { class: "grid-body", id: "sites", role: "list" }, spacer);
-  view.replaceChildren(el("div", { class: "toolbar" }, search, stateFilter, count), head, body);
+  view.replaceChildren(el("div", { class: "toolbar" }, search, stateFilter, count), summary, head, body);
 
-  const started = performance.now();
-  const request = prefetched || api("/gateways?summary=true");
-  prefetched = null;
-  const payload = await request;
-  const byId = new Map(payload.gateways.map((gateway) => [gateway.id, prepare(gateway)]));
-  let all = [...byId.values()].sort(compareSites);
-  let shown = all;
+  const query = { ...DEFAULT_QUERY };
+  let generation = 0;
+  let pages = new Map(); // page index -> gateways, for the current query
+  const loading = new Map(); // page index -> generation it was asked for
+  let matched = 0;
+  let total = 0;
   let painted = "";
 
-  function filter() {
-    const words = search.value.toLowerCase().split(/\s+/).filter(Boolean);
-    const wanted = stateFilter.value;
-    shown = all.filter((gateway) => (!wanted || siteState(gateway) === wanted)
-      && words.every((word) => gateway._haystack.includes(word)));
-    count.textContent = `${shown.length} of ${all.length} sites`;
-    spacer.style.height = `${shown.length * ROW_HEIGHT}px`;
-    painted = "";
-    draw();
+  function failed(error) {
+    count.textContent = `could not load the sites: ${error.detail || error.message}`;
+  }
+
+  function show(payload) {
+    matched = payload.matched;
+    total = payload.counts.total;
+    count.textContent = `${matched} of ${total} sites`;
+    summary.textContent = countsText(payload.counts);
+    spacer.style.height = `${matched * ROW_HEIGHT}px`;
+  }
+
+  async function load(index, wanted = generation) {
+    if (loading.get(index) === wanted) return;
+    loading.set(index, wanted);
+    try {
+      const payload = await api(pagePath(query, index));
+      if (wanted !== generation) return; // an answer to an older search
+      pages.set(index, payload.gateways);
+      show(payload);
+      painted = "";
+      draw();
+      // Which query's rows are on screen (the benchmark times a search by it).
+      document.body.dataset.drawn = String(wanted);
+    } finally {
+      if (loading.get(index) === wanted) loading.delete(index);
+    }
   }
 
   function row(gateway, index) {
@@ -83,7 +108,7 @@ export async function renderOverview(view, { navigate }) {
       : files.length ? [`built-in (${files.length} definitions)`] : [];
     return el("div", { class: "grid-row", role: "listitem", style: `top:${index * ROW_HEIGHT}px`,
       dataset: { gateway: gateway.id }, onclick: () => navigate(`#/site/${encodeURIComponent(gateway.id)}`) },
-    el("span", { class: "site-name", text: gateway._label, title: gateway.site || "" }),
+    el("span", { class: "site-name", text: gateway.name || gateway.id, title: gateway.site || "" }),
     el("span", { class: "muted", text: gateway.id }),
     el("span", {}, el("span", { class: `state ${state}`,
       text: state === "alarm" ? `${gateway.open_alarms} alarm${gateway.open_alarms > 1 ? "s" : ""}` : state })),
@@ -94,53 +119,110 @@ export async function renderOverview(view, { navigate }) {
     el("span", { class: "muted", text: packs.join(", ") || "–", title: packs.join("\n") }));
   }
 
-  function draw() {
+  function visibleRange() {
     const first = Math.max(0, Math.floor(body.scrollTop / ROW_HEIGHT) - OVERSCAN);
-    const last = Math.min(shown.length, Math.ceil((body.scrollTop + body.clientHeight) / ROW_HEIGHT) + OVERSCAN);
+    const last = Math.min(matched, Math.ceil((body.scrollTop + body.clientHeight) / ROW_HEIGHT) + OVERSCAN);
+    return [first, last];
+  }
+
+  function draw() {
+    const [first, last] = visibleRange();
     const key = `${first}:${last}`;
     if (key === painted) return;
     painted = key;
     const rows = [];
-    for (let index = first; index < last; index += 1) rows.push(row(shown[index], index));
+    for (let index = first; index < last; index += 1) {
+      const page = pages.get(Math.floor(index / PAGE));
+      const gateway = page && page[index % PAGE];
+      if (gateway) rows.push(row(gateway, index));
+      else load(Math.floor(index / PAGE)).catch(failed);
+    }
     body.replaceChildren(spacer, ...rows);
   }
 
-  let pending = false;
-  function redrawSoon() {
-    if (pending) return;
-    pending = true;
-    requestAnimationFrame(() => {
-      pending = false;
-      all = [...byId.values()].sort(compareSites);
-      filter();
-    });
+  // A new query: the old pages mean nothing any more; the first answer replaces the list.
+  async function restart() {
+    generation += 1;
+    pages = new Map();
+    painted = "";
+    body.scrollTop = 0;
+    for (const header of headers) {
+      header.classList.toggle("sorted", header.dataset.sort === query.sort);
+      header.classList.toggle("descending", header.dataset.sort === query.sort && query.descending);
+    }
+    await load(0);
   }
 
-  search.addEventListener("input", filter);
-  stateFilter.addEventListener("change", filter);
+  function sortBy(key) {
+    query.descending = query.sort === key ? !query.descending : false;
+    query.sort = key;
+    restart().catch(failed);
+  }
+
+  // The same query again (live updates): the pages in view are re-asked and swapped in when they arrive.
+  let refreshTimer = null;
+  let refreshing = false;
+  function refreshSoon() {
+    if (refreshTimer || refreshing) return;
+    refreshTimer = setTimeout(async () => {
+      refreshTimer = null;
+      refreshing = true;
+      const wanted = generation;
+      try {
+        const [first, last] = visibleRange();
+        const indexes = new Set([Math.floor(first / PAGE), Math.floor(Math.max(first, last - 1) / PAGE)]);
+        const answers = await Promise.all([...indexes].map(async (index) => [index, await api(pagePath(query, index))]));
+        if (wanted !== generation) return;
+        pages = new Map();
+        for (const [index, payload] of answers) {
+          pages.set(index, payload.gateways);
+          show(payload);
+        }
+        painted = "";
+        draw();
+      } catch {
+        // A failed refresh leaves the rows as they were; the next update tries again.
+      } finally {
+        refreshing = false;
+      }
+    }, total > SMALL_FLEET ? REFRESH_MS.large : REFRESH_MS.small);
+  }
+
+  search.addEventListener("input", () => {
+    query.words = search.value.trim();
+    restart().catch(failed);
+  });
+  stateFilter.addEventListener("change", () => {
+    query.state = stateFilter.value;
+    restart().catch(failed);
+  });
   body.addEventListener("scroll", draw, { passive: true });
   window.addEventListener("resize", draw);
   const unsubscribe = onLive((message) => {
-    if (message.type === "gateway" && message.gateway) {
-      byId.set(message.gateway.id, prepare(message.gateway));
-      redrawSoon();
-    } else if (message.type === "gateway_deleted") {
-      byId.delete(message.id);
-      redrawSoon();
-    }
+    if (message.type === "gateway" || message.type === "gateways" || message.type === "gateway_deleted" || message.type === "resync") refreshSoon();
   });
   // "Last seen" is relative: redraw the visible rows now and then so it does not freeze.
   const ticker = setInterval(() => {
     painted = "";
     draw();
   }, 30_000);
-  filter();
+
+  const started = performance.now();
+  const first = prefetched || api(pagePath(query, 0));
+  prefetched = null;
+  generation += 1;
+  const payload = await first;
+  pages.set(0, payload.gateways);
+  show(payload);
+  draw();
   document.body.dataset.overviewMs = String(Math.round(performance.now() - started));
   document.body.dataset.readyAt = String(Math.round(performance.now()));
   document.body.dataset.ready = "overview";
   return () => {
     unsubscribe();
     clearInterval(ticker);
+    clearTimeout(refreshTimer);
+    generation += 1;
     window.removeEventListener("resize", draw);
   };
 }

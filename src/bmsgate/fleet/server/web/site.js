@@ -189,6 +189,7 @@ export async function renderSite(view, context, gatewayId) {
   }
   const unsubscribe = onLive((message) => {
     const concerned = (message.type === "gateway" && message.gateway && message.gateway.id === gatewayId)
+      || (message.type === "gateways" && Array.isArray(message.ids) && message.ids.includes(gatewayId))
       || (message.type === "alarm" && message.alarm && message.alarm.gateway === gatewayId);
     if (!concerned) return;
     clearTimeout(timer);
