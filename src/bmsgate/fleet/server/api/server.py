@@ -83,8 +83,7 @@ class HttpServer:
         deadline = asyncio.get_running_loop().time() + _START_TIMEOUT_S
         try:
             while not self._server.started:
-                if self._task.done() or asyncio.get_running_loop().time() > deadline:
-                    raise HttpServerError(f"HTTP server did not start on {self.host}:{self.port}")
+                self._check_starting(self._task, deadline)
                 await asyncio.sleep(0.02)
         except BaseException:
             # Also when the start is cancelled (a demo stopped while starting): the serving task would
@@ -95,6 +94,10 @@ class HttpServer:
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
         _log.info("HTTP server on %s", self.url)
+
+    def _check_starting(self, task: asyncio.Task[None], deadline: float) -> None:
+        if task.done() or asyncio.get_running_loop().time() > deadline:
+            raise HttpServerError(f"HTTP server did not start on {self.host}:{self.port}")
 
     def _shared_socket(self) -> socket.socket:
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
