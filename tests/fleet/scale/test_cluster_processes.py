@@ -219,8 +219,15 @@ async def test_a_batch_committed_in_one_process_reaches_every_process(one_nats: 
     feeds = [SharedLiveFeed(), SharedLiveFeed()]
     alarms = [Recorder(), Recorder()]
     leaderships: list[Any] = [FakeLeadership(True), FakeLeadership(False)]
+    forgotten: list[int] = []
     broadcasts = [
-        CommittedBroadcast(servers, feed=feed, observers=[LeaderOnly(recorder, leadership)], subject="test.committed")
+        CommittedBroadcast(
+            servers,
+            feed=feed,
+            observers=[LeaderOnly(recorder, leadership)],
+            subject="test.committed",
+            forgotten=forgotten.append,
+        )
         for feed, recorder, leadership in zip(feeds, alarms, leaderships, strict=True)
     ]
     async with _running(broadcasts[0].run()), _running(broadcasts[1].run()):
@@ -234,9 +241,12 @@ async def test_a_batch_committed_in_one_process_reaches_every_process(one_nats: 
             alarm = LiveUpdate(kind=LiveKind.ALARM, gateway="gw-7", at=2.0, data={"id": 3, "action": "opened"})
             feeds[0].publish(alarm)
             assert [await asyncio.wait_for(subscription.get(), 5) for subscription in (first, second)] == [alarm] * 2
+            # An alarm closed through the follower's API: the leader's engine forgets it too.
+            broadcasts[1].forget_alarm(3)
+            await _until(lambda: forgotten == [3, 3], 5, "every alarm engine forgets it")
         await _until(lambda: len(alarms[0].batches) == 1, 5, "the leader's alarm engine is told")
         assert alarms[1].batches == []  # a follower's is not
-        assert [b.sent for b in broadcasts] == [1, 1]
+        assert [b.sent for b in broadcasts] == [1, 2]
         assert [b.dropped + b.damaged for b in broadcasts] == [0, 0]
 
 
@@ -259,7 +269,8 @@ def test_any_bytes_on_the_subjects_are_counted_not_raised(body: bytes) -> None:
     broadcast = CommittedBroadcast(["nats://127.0.0.1:1"], feed=SharedLiveFeed(), observers=[recorder])
     broadcast._hand_on(body)
     broadcast._hand_on_shared(body)
-    assert broadcast.received == 2
+    broadcast._hand_on_forgotten(body)
+    assert broadcast.received == 3
     assert broadcast.damaged + len(recorder.batches) >= 1  # decoded: refused, or handed on
 
 

@@ -18,7 +18,9 @@ is one batch's evaluation: the next telemetry of that gateway is evaluated again
 
 The few updates that only one process makes (an alarm opened or closed, a rollout's progress: the
 leader's; a gateway deleted: the process that answered that request) go the same way on
-:data:`LIVE_SUBJECT` as JSON (:class:`SharedLiveFeed`), so every process's dashboard clients see them.
+:data:`LIVE_SUBJECT` as JSON (:class:`SharedLiveFeed`), so every process's dashboard clients see them; an
+alarm closed or deleted through any process's API is told to every alarm engine on :data:`FORGET_SUBJECT`
+(so the leader's can open it again while the condition holds).
 
 A batch bigger than :attr:`CommittedBroadcast.chunk_bytes` goes as several frames (NATS's ``max_payload``
 is 1 MB by default). Outgoing frames wait in a bounded queue: when NATS is unreachable the oldest are
@@ -50,6 +52,7 @@ from bmsgate.runtime.backoff import Backoff
 
 __all__ = [
     "COMMITTED_SUBJECT",
+    "FORGET_SUBJECT",
     "LIVE_SUBJECT",
     "CommittedBroadcast",
     "SharedLiveFeed",
@@ -61,6 +64,8 @@ _log = logging.getLogger(__name__)
 
 COMMITTED_SUBJECT: Final = "bmsgate.fleet.committed"
 LIVE_SUBJECT: Final = "bmsgate.fleet.live"
+FORGET_SUBJECT: Final = "bmsgate.fleet.alarm-forgotten"
+"""An alarm closed or deleted through some process's API: every alarm engine forgets it (the leader's matters)."""
 _SHARED_KINDS: Final = frozenset({LiveKind.ALARM, LiveKind.ROLLOUT, LiveKind.GATEWAY_DELETED})
 """Live updates made by one process only (the rest come from the committed batches every process sees)."""
 _MAX_LIVE_BYTES: Final = 256 * 1024
@@ -143,7 +148,22 @@ class CommittedBroadcast:
         chunk_bytes: int = 256 * 1024,
         user: str | None = None,
         password: str | None = None,
+        forgotten: Callable[[int], None] | None = None,
     ) -> None:
+        """Nothing connects before :meth:`run`.
+
+        Args:
+            servers: the NATS cluster's client URLs.
+            feed: this process's live feed (a :class:`SharedLiveFeed` also shares its one-process updates).
+            observers: told every committed batch (the alarm engine, behind :class:`~.leadership.LeaderOnly`).
+            subject: the committed batches' subject.
+            queue_limit: outgoing frames that may wait; beyond, the oldest is dropped and counted.
+            chunk_bytes: the size a batch is split at.
+            user: NATS user.
+            password: NATS password.
+            forgotten: told each alarm id any process's API closed or deleted (the alarm engine's ``forget``).
+        """
+        self.forgotten = forgotten
         self.servers = list(servers)
         self.feed = feed
         self.observers = list(observers)
@@ -162,6 +182,11 @@ class CommittedBroadcast:
         """Incoming frames that did not decode (not ours, or a bug)."""
         if isinstance(feed, SharedLiveFeed):
             feed.share = self._share
+
+    def forget_alarm(self, alarm_id: int) -> None:
+        """Tell every process's alarm engine (this one's too) that the API closed or deleted `alarm_id`."""
+        self._queue(FORGET_SUBJECT, str(alarm_id).encode())
+        self._wake.set()
 
     def _share(self, update: LiveUpdate) -> None:
         self._queue(LIVE_SUBJECT, json.dumps(update.to_dict()).encode())
@@ -213,7 +238,12 @@ class CommittedBroadcast:
             self._hand_on_shared(message.data)
 
         await connection.subscribe(self.subject, cb=received, pending_bytes_limit=64 * 1024 * 1024)
+
+        async def forgotten(message: Any) -> None:
+            self._hand_on_forgotten(message.data)
+
         await connection.subscribe(LIVE_SUBJECT, cb=shared)
+        await connection.subscribe(FORGET_SUBJECT, cb=forgotten)
         await connection.flush(timeout=5)
         self.connected.set()
         while True:
@@ -244,6 +274,15 @@ class CommittedBroadcast:
         batch = batch_of_messages(decoded)
         publish_batch(self.feed, batch)
         notify_observers(self.observers, batch, result)
+
+    def _hand_on_forgotten(self, body: bytes) -> None:
+        self.received += 1
+        if not (0 < len(body) <= 19 and body.isdigit()):
+            self.damaged += 1
+            _log.warning("cluster feed: not an alarm id on %s: %r", FORGET_SUBJECT, body[:40])
+            return
+        if self.forgotten is not None:
+            self.forgotten(int(body))
 
     def _hand_on_shared(self, body: bytes) -> None:
         self.received += 1

@@ -285,7 +285,9 @@ class FleetServer:
         if settings.member:
             assert settings.postgres_url is not None  # the settings' validator
             leadership = Leadership(settings.postgres_url)
-            broadcast = CommittedBroadcast(settings.cluster, feed=feed, observers=[LeaderOnly(alarms, leadership)])
+            broadcast = CommittedBroadcast(
+                settings.cluster, feed=feed, observers=[LeaderOnly(alarms, leadership)], forgotten=alarms.forget
+            )
             ingest = Ingest(store, source, committed=broadcast.committed)  # feed and alarms: from the broadcast
         elif settings.ingest_workers > 1:
             ingest = IngestWorkers(
@@ -311,7 +313,7 @@ class FleetServer:
             feed=feed,
             send_command=commands.send,
             settings=ApiSettings(tile_url=settings.tile_url, tile_attribution=settings.tile_attribution),
-            alarm_deleted=alarms.forget,
+            alarm_deleted=alarms.forget if broadcast is None else broadcast.forget_alarm,
             rollouts=rollouts,
         )
 
