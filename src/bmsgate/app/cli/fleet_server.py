@@ -18,7 +18,7 @@ from typing import Any
 
 from bmsgate.app.cli.arguments import int_range, positive_float
 from bmsgate.datafiles import describe_validation_errors, parse_yaml, read_text
-from bmsgate.errors import ConfigError, ConfigProblem
+from bmsgate.errors import BmsgateError, ConfigError, ConfigProblem
 
 __all__ = ["add_fleet_parsers"]
 
@@ -177,6 +177,9 @@ async def _supervise_until_stopped(settings: Any) -> int:
             if processes.admin_token:
                 _say(f"first start: admin token (shown once, keep it): {processes.admin_token}")
         await supervisor  # runs until cancelled; it ends by itself only on a failure to prepare
+    except BmsgateError as exc:
+        _LOGGER.error("fleet server: cannot start the processes: %s", exc)  # noqa: TRY400 - the reason, no traceback
+        return 1
     except asyncio.CancelledError:
         _say("fleet server: stopping")
         supervisor.cancel()
