@@ -149,7 +149,7 @@ _ADAPTERS = {
     "can": {"bmsgate.inverter.can.bus"},
     "cantools": {"bmsgate.inverter.can.dbc"},
     "yoyo": {"bmsgate.fleet.server.store.migrate"},
-    "psycopg": {"bmsgate.fleet.server.store.postgres"},
+    "psycopg": {"bmsgate.fleet.server.store.postgres", "bmsgate.fleet.server.store.postgres_lock"},
     "cryptography": {"bmsgate.fleet.server.tls"},
     "litestar": {
         "bmsgate.fleet.server.api.app",
@@ -161,7 +161,7 @@ _ADAPTERS = {
     "msgspec": {"bmsgate.fleet.server.store.jsoncodec"},
     "tuf": {"bmsgate.packs.trust"},
     "securesystemslib": {"bmsgate.packs.trust"},
-    "nats": {"bmsgate.fleet.server.nats_ingest"},
+    "nats": {"bmsgate.fleet.server.nats_ingest", "bmsgate.fleet.server.nats_broadcast"},
 }
 """Each third-party I/O library and the one adapter module allowed to import it."""
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from bmsgate.app.cli.arguments import int_range, positive_float
 from bmsgate.datafiles import describe_validation_errors, parse_yaml, read_text
-from bmsgate.errors import ConfigError, ConfigProblem
+from bmsgate.errors import BmsgateError, ConfigError, ConfigProblem
 
 __all__ = ["add_fleet_parsers"]
 
@@ -68,6 +68,13 @@ def add_fleet_parsers(actions: Any) -> None:
         default=1,
         help="ingest processes sharing the telemetry (default 1: in the server process, best on 2 cores; "
         "see docs/fleet/storage-and-alarms.md)",
+    )
+    serve.add_argument(
+        "--processes",
+        type=int_range(1, 64),
+        default=1,
+        help="cluster mode only: server processes sharing the --http address (SO_REUSEPORT), supervised by "
+        "this one; one of them (elected by a PostgreSQL lock) runs alarms and rollouts (see docs/fleet-scale.md)",
     )
     serve.set_defaults(handler=_serve)
 
@@ -134,6 +141,7 @@ def _serve_settings(args: argparse.Namespace) -> Any:
         "public_host": args.public_host,
         "tile_url": args.tile_url,
         "ingest_workers": args.ingest_workers,
+        "processes": args.processes,
         "cluster": _comma_list(args.cluster),
         "broker_hosts": _comma_list(args.broker_hosts),
     }
@@ -153,6 +161,34 @@ def _serve_settings(args: argparse.Namespace) -> Any:
     if problems:
         raise ConfigError(problems=problems)
     return settings
+
+
+async def _supervise_until_stopped(settings: Any) -> int:
+    from bmsgate.fleet.server.processes import ServerProcesses  # noqa: PLC0415 - needs the [fleet] extra
+
+    processes = ServerProcesses(settings)
+    supervisor = asyncio.create_task(processes.run())
+    ready = asyncio.create_task(processes.ready.wait())
+    try:
+        await asyncio.wait({supervisor, ready}, return_when=asyncio.FIRST_COMPLETED)
+        if ready.done():
+            url = next(iter(processes.urls.values()))
+            _say(f"fleet server: {settings.processes} processes, dashboard and API at {url}/")
+            if processes.admin_token:
+                _say(f"first start: admin token (shown once, keep it): {processes.admin_token}")
+        await supervisor  # runs until cancelled; it ends by itself only on a failure to prepare
+    except BmsgateError as exc:
+        _LOGGER.error("fleet server: cannot start the processes: %s", exc)  # noqa: TRY400 - the reason, no traceback
+        return 1
+    except asyncio.CancelledError:
+        _say("fleet server: stopping")
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+        return 0
+    finally:
+        ready.cancel()
+    return 1
 
 
 def _install_stop(task: asyncio.Task[Any]) -> None:
@@ -199,6 +235,8 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _serve_settings(args)
     from bmsgate.fleet.server.ingest import tune_gc_for_ingest  # noqa: PLC0415 - needs the [fleet] extra
 
+    if settings.processes > 1:
+        return asyncio.run(_main_task(_supervise_until_stopped(settings)))
     tune_gc_for_ingest()  # this process runs the ingest (or hands the workers' batches on): worth it
     return asyncio.run(_main_task(_serve_until_stopped(settings)))
 

@@ -109,6 +109,7 @@ class AlarmEngine:
             group.create_task(self._periodic(), name="alarms-periodic")
 
     async def _load(self) -> None:
+        self._active.clear()  # a process that leads again (cluster mode): another leader changed them meanwhile
         for alarm in await self.store.list_alarms(AlarmFilter(state=AlarmState.OPEN, limit=1_000_000)):
             self._active[alarm.gateway, alarm.battery, alarm.kind] = alarm.id
 

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -43,6 +43,10 @@ from bmsgate.fleet.server.tls import FleetPki, default_server_names
 from bmsgate.mqtt.client import MqttSession, connect
 from bmsgate.mqtt.settings import BrokerSettings
 from bmsgate.packs.repository import PackRepository
+
+if TYPE_CHECKING:
+    from bmsgate.fleet.server.leadership import Leadership
+    from bmsgate.fleet.server.nats_broadcast import CommittedBroadcast
 
 __all__ = ["CommandPublisher", "FleetServer", "FleetServerSettings", "RunningServer"]
 
@@ -91,6 +95,13 @@ class FleetServerSettings(BaseModel):
     """Cluster mode: the NATS cluster's client URLs (``nats://host:4222``). Ingest then reads one shared
     JetStream consumer (:mod:`bmsgate.fleet.server.nats_ingest`) instead of MQTT; ``broker_url`` names the
     cluster's MQTT endpoint (commands, desired states). Needs the ``cluster`` extra (nats-py)."""
+    processes: int = Field(default=1, ge=1, le=64)
+    """Cluster mode only: server processes sharing the HTTP port (:mod:`bmsgate.fleet.server.processes`
+    starts and supervises them; each is told its ``process_index``)."""
+    process_index: int | None = Field(default=None, ge=0, lt=64)
+    """Set in each process of a ``processes`` group: bind the HTTP port with ``SO_REUSEPORT``, fan committed
+    batches out over NATS (:mod:`.nats_broadcast`) and run the singletons only while leading
+    (:mod:`.leadership`)."""
 
     @field_validator("cluster")
     @classmethod
@@ -115,14 +126,24 @@ class FleetServerSettings(BaseModel):
             raise ValueError("broker_hosts needs broker_url (the first address of that broker)")
         if self.cluster and self.broker_url is None:
             raise ValueError("cluster needs broker_url too (the NATS cluster's MQTT endpoint, mqtt://host:1883)")
+        if (self.processes > 1 or self.process_index is not None) and (not self.cluster or not self.postgres_url):
+            raise ValueError("processes: several server processes need cluster mode (cluster and postgres_url)")
+        if (self.processes > 1 or self.process_index is not None) and self.ingest_workers > 1:
+            raise ValueError("processes: each server process ingests itself; ingest_workers must be 1")
         return self
+
+    @property
+    def member(self) -> bool:
+        """One process of a ``processes`` group (leader election and the NATS fan-out on)."""
+        return self.process_index is not None
 
 
 class CommandPublisher:
     """Publishes commands to gateways on one MQTT session, connected on first use and again after a failure."""
 
-    def __init__(self, broker: BrokerSettings) -> None:
+    def __init__(self, broker: BrokerSettings, *, client_id: str = _COMMAND_CLIENT_ID) -> None:
         self._broker = broker
+        self._client_id = client_id
         self._session: MqttSession | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._lock = asyncio.Lock()
@@ -153,7 +174,7 @@ class CommandPublisher:
                     self._broker,
                     will_topic=f"{SERVER_STATUS_TOPIC}/commands",
                     will_payload="offline",
-                    client_id=_COMMAND_CLIENT_ID,
+                    client_id=self._client_id,
                 )
             )
             self._stack = stack
@@ -194,6 +215,10 @@ class RunningServer:
     packs: PackRepository | None = None
     artifacts_url: str | None = None
     """The pack repository's HTTPS base URL for gateways (None: the listener is off)."""
+    leadership: Leadership | None = None
+    """In a ``processes`` group: whether this process leads (runs the singletons)."""
+    broadcast: CommittedBroadcast | None = None
+    """In a ``processes`` group: the committed-batch fan-out feeding this process's live feed and alarms."""
 
 
 class FleetServer:
@@ -239,6 +264,14 @@ class FleetServer:
         store = await open_store(store_settings)
         self._stack.push_async_callback(store.close)
         feed = LiveFeed()
+        if settings.member:
+            from bmsgate.fleet.server.leadership import LeaderOnly, Leadership  # noqa: PLC0415 - PostgreSQL only
+            from bmsgate.fleet.server.nats_broadcast import (  # noqa: PLC0415 - the cluster extra
+                CommittedBroadcast,
+                SharedLiveFeed,
+            )
+
+            feed = SharedLiveFeed()
         notifier = Notifier(settings.notify, store) if _notifies(settings.notify) else None
         alarms = AlarmEngine(store, settings=settings.alarms, feed=feed, notifier=notifier)
         source: BrokerSettings | IngestSource = ingest_broker
@@ -246,14 +279,26 @@ class FleetServer:
             from bmsgate.fleet.server.nats_ingest import JetStreamSource  # noqa: PLC0415 - the cluster extra
 
             source = JetStreamSource(servers=tuple(settings.cluster))
+        leadership: Leadership | None = None
+        broadcast: CommittedBroadcast | None = None
         ingest: Ingest | IngestWorkers
-        if settings.ingest_workers > 1:
+        if settings.member:
+            assert settings.postgres_url is not None  # the settings' validator
+            leadership = Leadership(settings.postgres_url)
+            broadcast = CommittedBroadcast(
+                settings.cluster, feed=feed, observers=[LeaderOnly(alarms, leadership)], forgotten=alarms.forget
+            )
+            ingest = Ingest(store, source, committed=broadcast.committed)  # feed and alarms: from the broadcast
+        elif settings.ingest_workers > 1:
             ingest = IngestWorkers(
                 store_settings, source, workers=settings.ingest_workers, feed=feed, observers=[alarms]
             )
         else:
             ingest = Ingest(store, source, feed=feed, observers=[alarms])
-        commands = CommandPublisher(ingest_broker)
+        commands = CommandPublisher(
+            ingest_broker,
+            client_id=_COMMAND_CLIENT_ID if not settings.member else f"{_COMMAND_CLIENT_ID}-{settings.process_index}",
+        )
         self._stack.push_async_callback(commands.close)
         packs = PackRepository(data.root / "tuf")
         rollouts = RolloutService(
@@ -268,21 +313,31 @@ class FleetServer:
             feed=feed,
             send_command=commands.send,
             settings=ApiSettings(tile_url=settings.tile_url, tile_attribution=settings.tile_attribution),
-            alarm_deleted=alarms.forget,
+            alarm_deleted=alarms.forget if broadcast is None else broadcast.forget_alarm,
             rollouts=rollouts,
         )
-        failure = await self._stack.enter_async_context(
-            _background(
-                ingest.run(),
+
+        def singletons() -> list[Coroutine[Any, Any, Any]]:
+            """What exactly one process of a store runs (in a ``processes`` group: the leader)."""
+            return [
                 alarms.run(),
                 maintain(store),
                 _keep_packs_signed(packs),
                 rollouts.run(ingest_broker),
                 *([notifier.run()] if notifier is not None else []),
+            ]
+
+        if leadership is not None and broadcast is not None:
+            jobs = [ingest.run(), broadcast.run(), leadership.run(lambda: _together(singletons()))]
+        else:
+            jobs = [ingest.run(), *singletons()]
+        failure = await self._stack.enter_async_context(
+            _background(
+                *jobs,
                 *([broker.watch(), _revoked_go_offline(data, store)] if broker is not None else []),
             )
         )
-        http = HttpServer(app, settings.http_host, settings.http_port)
+        http = HttpServer(app, settings.http_host, settings.http_port, reuse_port=settings.member)
         await http.start()
         self._stack.push_async_callback(http.stop)
         artifacts_url = (
@@ -303,6 +358,8 @@ class FleetServer:
             failure=failure,
             packs=packs,
             artifacts_url=artifacts_url,
+            leadership=leadership,
+            broadcast=broadcast,
         )
 
     async def _serve_packs(self, data: DataDir, packs: PackRepository, *, own_broker: bool) -> str:
@@ -323,6 +380,7 @@ class FleetServer:
             settings.artifacts_port or 0,
             tls_cert_file=pki.server_cert_file,
             tls_key_file=pki.server_key_file,
+            reuse_port=settings.member,
         )
         await server.start()
         self._stack.push_async_callback(server.stop)
@@ -383,6 +441,13 @@ async def _revoked_go_offline(data: DataDir, store: Repository, *, every_s: floa
                         for gateway_id, _, _ in batch.availability:
                             marked.pop(gateway_id, None)
         await asyncio.sleep(every_s)
+
+
+async def _together(jobs: list[Coroutine[Any, Any, Any]]) -> None:
+    """Run the jobs until one fails (then the others are cancelled and the failure raised)."""
+    async with asyncio.TaskGroup() as group:
+        for job in jobs:
+            group.create_task(job)
 
 
 @contextlib.asynccontextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from pathlib import Path
 from typing import Any, Final
 
@@ -39,6 +40,7 @@ class HttpServer:
         *,
         tls_cert_file: Path | None = None,
         tls_key_file: Path | None = None,
+        reuse_port: bool = False,
     ) -> None:
         tls: dict[str, Any] = {}
         if tls_cert_file is not None and tls_key_file is not None:
@@ -60,6 +62,9 @@ class HttpServer:
         self.host = host
         self.port = port
         self._scheme = "https" if tls else "http"
+        self.reuse_port = reuse_port
+        """Bind with ``SO_REUSEPORT`` (Linux): several processes serve one address, the kernel spreads the
+        connections over them (cluster mode's ``--processes N``)."""
 
     @property
     def url(self) -> str:
@@ -73,7 +78,8 @@ class HttpServer:
             HttpServerError: it did not come up.
         """
         # uvicorn would install its own signal handlers; the owner of the process decides about signals.
-        self._task = asyncio.create_task(self._server._serve(), name="bmsgate-http")
+        shared = [self._shared_socket()] if self.reuse_port else None
+        self._task = asyncio.create_task(self._server._serve(shared), name="bmsgate-http")
         deadline = asyncio.get_running_loop().time() + _START_TIMEOUT_S
         try:
             while not self._server.started and not self._task.done():
@@ -92,6 +98,17 @@ class HttpServer:
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
         _log.info("HTTP server on %s", self.url)
+
+    def _shared_socket(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            raise HttpServerError(f"cannot bind {self.host}:{self.port} with SO_REUSEPORT: {exc}") from exc
+        return sock
 
     async def stop(self) -> None:
         """Stop serving (idempotent)."""
