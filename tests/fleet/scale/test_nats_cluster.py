@@ -22,7 +22,7 @@ from bmsgate.fleet.agent.agent import AgentOptions, FleetAgent
 from bmsgate.fleet.protocol import Channel, EventMessage, FleetMessageError, TelemetryMessage, decode
 from bmsgate.fleet.server.nats_cluster import NatsCluster, find_nats_server
 from bmsgate.fleet.simulate.messages import build_template
-from bmsgate.fleet.simulate.wire import ConnectOptions, RawGatewayConnection
+from bmsgate.fleet.simulate.wire import ConnectOptions, RawGatewayConnection, SimulationError
 from bmsgate.model import BatterySnapshot
 from bmsgate.mqtt import client as mqtt
 from bmsgate.mqtt.settings import BrokerSettings
@@ -180,6 +180,23 @@ async def test_gateways_fail_over_to_another_node_and_nothing_acknowledged_is_lo
     assert sum(agent.stats.backfilled for agent in agents) > 0 or subscriber.backfilled > 0, "no backfill"
 
 
+async def _connect_retrying(
+    loop: asyncio.AbstractEventLoop, options: ConnectOptions, lost: list[RawGatewayConnection], port: int
+) -> RawGatewayConnection:
+    """Connect as a gateway does: a node still loading JetStream may close a new connection; try again."""
+    for attempt in range(4):
+        _, gateway = await loop.create_connection(lambda: RawGatewayConnection(options, lost.append), "127.0.0.1", port)
+        try:
+            await asyncio.wait_for(gateway.connected, TIMEOUT)
+        except SimulationError:
+            if attempt == 3:
+                raise
+            await asyncio.sleep(1.0)
+        else:
+            return gateway
+    raise AssertionError("unreachable")
+
+
 async def test_retained_state_and_last_will_cross_nodes(cluster: NatsCluster) -> None:
     node1, node2, node3 = cluster.nodes
     subscriber = Subscriber(node2.mqtt_url)
@@ -191,10 +208,7 @@ async def test_retained_state_and_last_will_cross_nodes(cluster: NatsCluster) ->
         options = ConnectOptions(
             client_id=template.gateway, will_topic=template.availability_topic, will_payload=b"offline"
         )
-        _, gateway = await loop.create_connection(
-            lambda: RawGatewayConnection(options, lost.append), "127.0.0.1", node1.mqtt_port
-        )
-        await asyncio.wait_for(gateway.connected, TIMEOUT)
+        gateway = await _connect_retrying(loop, options, lost, node1.mqtt_port)
         gateway.publish(template.state_topic, template.state, retain=True)
         gateway.publish(template.telemetry_topic, template.telemetry(1, 1_700_000_000.0))
         await _wait_for(lambda: gateway.acked == 2)
