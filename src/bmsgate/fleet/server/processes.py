@@ -21,17 +21,15 @@ when its standard input closes, so children never outlive a parent that was kill
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import pickle
 import signal
-import struct
 import sys
 import time
 from typing import Any, Final
 
 from bmsgate.errors import BmsgateError
+from bmsgate.fleet.server.children import read_settings, send_settings, stop_child
 from bmsgate.fleet.server.datadir import DataDir
 from bmsgate.fleet.server.ingest import tune_gc_for_ingest
 from bmsgate.fleet.server.service import FleetServer, FleetServerSettings
@@ -117,9 +115,7 @@ class ServerProcesses:
         assert process.stdout is not None
         self.pids[index] = process.pid
         try:
-            told = pickle.dumps(self.settings.model_copy(update={"process_index": index, "processes": 1}))
-            process.stdin.write(struct.pack("!I", len(told)) + told)
-            await process.stdin.drain()
+            await send_settings(process, self.settings.model_copy(update={"process_index": index, "processes": 1}))
             while line := await process.stdout.readline():
                 try:
                     report = json.loads(line)
@@ -130,31 +126,13 @@ class ServerProcesses:
                     self.ready.set()
             return await process.wait()
         finally:
-            await _stop(process)
-
-
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM, then wait for it to stop in order (SIGKILL after a grace period)."""
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            async with asyncio.timeout(_STOP_GRACE_S):
-                await process.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-    if process.stdin is not None:
-        process.stdin.close()
+            await stop_child(process, _STOP_GRACE_S)
 
 
 async def _child() -> int:
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    (length,) = struct.unpack("!I", await reader.readexactly(4))
-    settings: FleetServerSettings = pickle.loads(await reader.readexactly(length))  # noqa: S301 - our own parent
+    told, reader = await read_settings()
+    settings: FleetServerSettings = told
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)

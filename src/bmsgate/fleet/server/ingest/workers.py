@@ -31,11 +31,9 @@ closes (the server went away) or on SIGTERM.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
-import pickle
 import signal
 import struct
 import sys
@@ -45,6 +43,7 @@ from typing import Any, Final
 
 from bmsgate.errors import BmsgateError
 from bmsgate.fleet.protocol import FleetMessageError
+from bmsgate.fleet.server.children import read_settings, send_settings, stop_child
 from bmsgate.fleet.server.ingest.consumer import (
     BatchObserver,
     CommittedMessage,
@@ -247,13 +246,11 @@ class IngestWorkers:
         assert process.stdout is not None
         self.pids[index] = process.pid
         try:
-            config = pickle.dumps(self.config(index))
-            process.stdin.write(struct.pack("!I", len(config)) + config)
-            await process.stdin.drain()
+            await send_settings(process, self.config(index))
             await self._read(index, process.stdout)
             return await process.wait()
         finally:
-            await _stop(process)
+            await stop_child(process, _STOP_GRACE_S)
 
     async def _read(self, index: int, stdout: asyncio.StreamReader) -> None:
         while True:
@@ -319,31 +316,13 @@ class IngestWorkers:
         self.counters = total
 
 
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM, then wait for the worker to finish its batch (SIGKILL after a grace period)."""
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            async with asyncio.timeout(_STOP_GRACE_S):
-                await process.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-    if process.stdin is not None:
-        process.stdin.close()
-
-
 # -- the worker side ----------------------------------------------------------------------------------------
 
 
 async def _worker() -> None:
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    (length,) = struct.unpack("!I", await reader.readexactly(4))
-    config: WorkerConfig = pickle.loads(await reader.readexactly(length))  # noqa: S301 - from our own parent
+    told, reader = await read_settings()
+    config: WorkerConfig = told
     transport, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout)
     dropped = 0
 
