@@ -24,7 +24,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import nats
 import nats.errors
 import pytest
@@ -41,6 +40,7 @@ from bmsgate.fleet.server.store import Repository, StoreSettings, open_store
 from bmsgate.fleet.server.store.repository import StoreError
 from bmsgate.mqtt import client as mqtt
 from bmsgate.mqtt.settings import BrokerSettings
+from tests.fleet.scale.api_poller import poll_gateway_list
 from tests.fleet.scale.relay import FailoverRelay
 from tests.fleet.server.conftest import PostgresCluster, _postgres_binaries
 from tests.fleet.server.store.messages import telemetry
@@ -272,7 +272,7 @@ async def test_killing_a_nats_node_under_load_loses_nothing_and_the_api_stays_up
                 stop = asyncio.Event()
                 live = asyncio.create_task(_count_live_telemetry(running.feed, stop))
                 tasks = [asyncio.create_task(gateway.run(stop)) for gateway in (*gateways, *bystanders)]
-                api = asyncio.create_task(_poll_api(running.url, running.admin_token, stop))
+                api = asyncio.create_task(poll_gateway_list(running.url, running.admin_token, stop, period_s=0.2))
                 await asyncio.sleep(3.0)
                 cluster.kill(victim)
                 killed = time.monotonic()
@@ -328,23 +328,3 @@ async def _count_live_telemetry(feed: LiveFeed, stop: asyncio.Event) -> int:
                     if (await subscription.get()).kind is LiveKind.TELEMETRY:
                         seen += 1
     return seen
-
-
-async def _poll_api(url: str, token: str | None, stop: asyncio.Event) -> tuple[list[float], list[str]]:
-    """GET the gateway list every 0.2 s until `stop`; when it answered (monotonic) and the failures."""
-    answers: list[float] = []
-    failures: list[str] = []
-    headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=5) as client:
-        while not stop.is_set():
-            try:
-                response = await client.get("/api/v1/gateways")
-            except httpx.HTTPError as exc:
-                failures.append(repr(exc))
-            else:
-                if response.status_code == 200:
-                    answers.append(time.monotonic())
-                else:
-                    failures.append(f"{response.status_code} {response.text[:200]}")
-            await asyncio.sleep(0.2)
-    return answers, failures

@@ -57,6 +57,7 @@ from bmsgate.fleet.server.store.settings import StoreSettings
 from bmsgate.mqtt import client as mqtt
 from bmsgate.mqtt.broker import free_port
 from bmsgate.mqtt.settings import BrokerSettings
+from tests.fleet.scale.api_poller import poll_gateway_list
 from tests.fleet.server.conftest import PostgresCluster
 from tests.fleet.server.conftest import postgres_cluster as postgres_cluster  # the fixture
 from tests.fleet.server.store.messages import snapshot, telemetry
@@ -408,25 +409,6 @@ async def _gateway(name: str, url: str, stop: asyncio.Event, soc: list[float], a
             await asyncio.sleep(0.3)
 
 
-async def _poll(url: str, token: str, stop: asyncio.Event) -> tuple[list[float], list[str]]:
-    """GET the gateway list every 0.1 s through the one address (keep-alive, as a browser)."""
-    answers: list[float] = []
-    failures: list[str] = []
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=5) as client:
-        while not stop.is_set():
-            try:
-                response = await client.get("/api/v1/gateways")
-            except httpx.HTTPError as exc:
-                failures.append(repr(exc))
-            else:
-                if response.status_code == 200:
-                    answers.append(time.monotonic())
-                else:
-                    failures.append(f"{response.status_code} {response.text[:200]}")
-            await asyncio.sleep(0.1)
-    return answers, failures
-
-
 @needs_nats
 @pytest.mark.slow
 async def test_the_leader_killed_under_load_another_takes_over_behind_one_address(
@@ -467,7 +449,7 @@ async def _scenario(tmp_path: Path, nats_cluster: NatsCluster, postgres_url: str
             asyncio.create_task(_gateway(f"gw-{index}", node.mqtt_url, stop, soc, acked))
             for index, node in enumerate(nodes)
         ]
-        pollers = [asyncio.create_task(_poll(url, token, stop)) for _ in range(2)]
+        pollers = [asyncio.create_task(poll_gateway_list(url, token, stop, period_s=0.1)) for _ in range(2)]
         store = await open_store(StoreSettings(postgres_url=postgres_url))
         try:
             servers = await _until_async(lambda: _server_pids(postgres_url), lambda pids: len(pids) == 2, 30)
