@@ -193,3 +193,14 @@ def test_fuzz_line_streams_raise_only_our_errors(data: list[bytes]) -> None:
 )
 def test_aiobmsble_invalid_streams_give_only_their_valid_lines(stream: bytes, kinds: list[int]) -> None:
     assert [frame[1] for frame in _feed(stream)[1]] == kinds
+
+
+def test_the_tail_of_an_over_long_line_is_not_read_as_a_line_of_its_own() -> None:
+    # One line of 300 characters, in BLE-sized notifications: it is refused whole. Its last 40 characters
+    # look like a primary line, but they are not one (the line began 260 characters earlier).
+    over_long = b"9" * 260 + PRIMARY
+    chunks = [over_long[at : at + 20] for at in range(0, len(over_long), 20)]
+    assembler, frames = _feed(*chunks, b"\r\n", STREAM)
+    assert [frame[:2] for frame in frames] == [b"#\x01", b"#\x02"]  # only the stream's own two lines
+    assert _slots(frames[0])[0] == 1399
+    assert assembler.stats.rejected == 1

@@ -9,10 +9,11 @@ one binary frame form, so this module is the edge between it and the wire:
   ``start`` + key + one slot per declared column + ``end`` (:mod:`bmsgate.protocols.linespec`);
 - :func:`to_wire` turns such a frame (a line the simulator encodes) back into its text.
 
-Bounds: a line longer than ``max_length`` characters is dropped (the buffer never holds more than that plus
-one chunk); a number's text is at most :data:`_MAX_CHARS` characters and must fit its 32-bit slot. A line
-of a kind whose read column is not a number of its form is refused with a
-:class:`~bmsgate.errors.FrameError` reason in the statistics; the lines after it are unaffected.
+Bounds: a line longer than ``max_length`` characters is dropped whole, up to its terminator (the buffer
+never holds more than that plus one chunk; the tail of an over-long line is never read as a line); a
+number's text is at most :data:`_MAX_CHARS` characters and must fit its 32-bit slot. A line of a kind
+whose read column is not a number of its form is refused with a :class:`~bmsgate.errors.FrameError`
+reason in the statistics; the lines after it are unaffected.
 """
 
 from __future__ import annotations
@@ -141,12 +142,15 @@ class LineFrameAssembler:
         self._terminator = framing.end
         self._max_line = framing.max_length
         self._buffer = bytearray()
+        self._overflowed = False
+        """The buffer was dropped inside an over-long line: its rest up to the next terminator is no line."""
         self.stats = AssemblerStats()
 
     def reset(self) -> None:
         """Forget a partial line (e.g. after a reconnect)."""
         self.stats.noise_bytes += len(self._buffer)
         self._buffer.clear()
+        self._overflowed = False
 
     @property
     def buffered(self) -> int:
@@ -166,6 +170,11 @@ class LineFrameAssembler:
         while (end := buffer.find(terminator)) >= 0:
             line = bytes(buffer[:end])
             del buffer[: end + len(terminator)]
+            if self._overflowed:
+                # The end of the over-long line already refused: whatever its tail looks like, not a line.
+                self._overflowed = False
+                self.stats.noise_bytes += len(line) + len(terminator)
+                continue
             if len(line) > self._max_line:
                 self._refuse(
                     len(line) + len(terminator), f"a line of {len(line)} characters (at most {self._max_line})"
@@ -183,8 +192,15 @@ class LineFrameAssembler:
             self.stats.frames += 1
             frames.append(frame)
         if len(buffer) > self._max_line + len(terminator):
-            self._refuse(len(buffer), f"no line end within {self._max_line} characters")
-            buffer.clear()
+            if not self._overflowed:
+                self._refuse(len(buffer), f"no line end within {self._max_line} characters")
+            else:
+                self.stats.noise_bytes += len(buffer)
+            # Kept: the bytes that may begin the terminator, so one split over two chunks is still found.
+            keep = len(terminator) - 1
+            self.stats.noise_bytes -= keep
+            del buffer[: len(buffer) - keep]
+            self._overflowed = True
         return frames
 
     def _refuse(self, size: int, reason: str) -> None:

@@ -12,8 +12,9 @@ long as it holds it:
   ``tests/fleet/scale/test_cluster_processes.py``);
 - the leader checks its lock's session every :attr:`Leadership.check_s` (bounded by
   :attr:`Leadership.check_timeout_s`) and stops its singletons as soon as a check fails, so a leader cut off
-  from PostgreSQL stops before PostgreSQL itself notices the dead session and lets another take over (which
-  takes at least TCP's own timeouts).
+  from PostgreSQL stops before PostgreSQL itself notices the dead session and lets another take over (about
+  20 s: the TCP keepalives the lock session sets, see :mod:`~bmsgate.fleet.server.store.postgres_lock`;
+  keep ``check_s + check_timeout_s`` below that).
 """
 
 from __future__ import annotations

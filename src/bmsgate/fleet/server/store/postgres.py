@@ -257,7 +257,12 @@ class PostgresRepository(Repository):
                 async with db.transaction(), db.cursor() as cursor:
                     # Gateway rows in one order (stable: a gateway's own updates keep theirs): several ingest
                     # workers upserting the same gateways in different orders deadlocked (PostgreSQL aborts
-                    # one; ingest retries it, counted as a store failure).
+                    # one; ingest retries it, counted as a store failure). Across the three statements too:
+                    # the existing rows of the whole batch are locked first, in id order.
+                    touched = {row["id"] for row in rows.states}
+                    touched.update(row[0] for row in (*rows.availability, *rows.activity))
+                    if len(touched) > 1:
+                        await cursor.execute(P.LOCK_GATEWAYS, (sorted(touched),))
                     if rows.states:
                         await cursor.executemany(P.STATE, _in_gateway_order(rows.states, "id"))
                     if rows.availability:

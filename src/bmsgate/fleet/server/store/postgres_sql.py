@@ -17,6 +17,7 @@ __all__ = [
     "EVENT",
     "GATEWAY_SELECT",
     "HOUR_ROLLUP",
+    "LOCK_GATEWAYS",
     "MINUTE_ROLLUP",
     "SAMPLE_TYPES",
     "STAGE_CREATE",
@@ -40,6 +41,8 @@ ON CONFLICT (id) DO UPDATE SET name = excluded.name, site = excluded.site, tags 
     home_lon = CASE WHEN gateways.home_lat IS NULL THEN excluded.home_lon ELSE gateways.home_lon END
 WHERE gateways.state_at IS NULL OR excluded.state_at >= gateways.state_at
 """
+LOCK_GATEWAYS: Final = "SELECT id FROM gateways WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE"
+"""The lock each upsert below takes, on a batch's existing gateway rows at once and in id order."""
 AVAILABILITY: Final = """
 INSERT INTO gateways (id, online, last_seen) VALUES (%s, %s, %s)
 ON CONFLICT (id) DO UPDATE SET online = excluded.online, last_seen = GREATEST(gateways.last_seen, excluded.last_seen)

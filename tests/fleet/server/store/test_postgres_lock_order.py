@@ -1,0 +1,38 @@
+"""Concurrent PostgreSQL writers lock gateway rows in one order across a whole batch (no deadlock)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+
+from bmsgate.fleet.server.store import StoreSettings, open_store
+from bmsgate.fleet.server.store.repository import Availability, IngestBatch
+
+from .messages import T0, state
+
+
+async def test_a_batch_touching_gateways_in_several_statements_takes_their_rows_in_id_order(
+    postgres_url: str,
+) -> None:
+    store = await open_store(StoreSettings(postgres_url=postgres_url))
+    try:
+        seed = IngestBatch(availability=[("gw-1", Availability.ONLINE, T0), ("gw-2", Availability.ONLINE, T0)])
+        await store.write_batch(seed)
+        # One batch: a state of gw-2 and an availability of gw-1 (two statements, each in id order by
+        # itself). Another writer (here by hand) holds gw-1 and next wants gw-2, as a writer in id order does.
+        batch = IngestBatch(states=[(state("gw-2", sent_at=T0 + 1), T0 + 1)])
+        batch.availability.append(("gw-1", Availability.OFFLINE, T0 + 1))
+        async with await psycopg.AsyncConnection.connect(postgres_url) as other:
+            await other.execute("UPDATE gateways SET last_seen = last_seen WHERE id = 'gw-1'")
+            writing = asyncio.create_task(store.write_batch(batch))
+            await asyncio.sleep(0.5)  # the batch now waits for gw-1 (and must not hold gw-2 meanwhile)
+            await other.execute("SET statement_timeout = '5s'")
+            # Before the fix: PostgreSQL found a deadlock here (after deadlock_timeout) and aborted one side.
+            await other.execute("UPDATE gateways SET last_seen = last_seen WHERE id = 'gw-2'")
+            await other.commit()
+        await asyncio.wait_for(writing, 10)
+        record = await store.get_gateway("gw-1")
+        assert not record.online
+    finally:
+        await store.close()
