@@ -55,7 +55,9 @@ def test_inline_linear_path_and_sinks_agree(name: str) -> None:
                 assert value == expected
                 assert type(value) is type(expected), field.target
             checked += 1
-    assert checked or name in {"litime"}  # every protocol but one has linear fields
+    # Every protocol has linear fields but one, and the text framings, whose value fields all list the
+    # empty-slot marker in 'absent' (bmsgate.protocols.textslots), which takes them off the inline path.
+    assert checked or name in {"litime"} or definition.framing.text in {"json", "lines"}
 
 
 def test_memo_is_bounded_and_computes_each_key_once() -> None:

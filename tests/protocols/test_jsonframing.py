@@ -158,12 +158,14 @@ def _definition(framing: dict[str, Any]) -> dict[str, Any]:
         "format": 1,
         "name": "json-test",
         "title": "JSON test",
-        "requires": ["fixed_length", "text_json"],
+        "requires": ["absent", "fixed_length", "text_json"],
         "gatt": {"profiles": [{"service": "ff00", "notify": "ff01", "write": "ff02"}]},
         "match": [{"local_name": "X*"}],
         "framing": framing,
         "requests": [{"name": "read", "frame": "41", "reply": 0x7B}],
-        "replies": {0x7B: {"name": "read", "fields": [{"target": "voltage", "at": 0, "type": "s32"}]}},
+        "replies": {
+            0x7B: {"name": "read", "fields": [{"target": "voltage", "at": 0, "type": "s32", "absent": [-(2**31)]}]}
+        },
     }
 
 
@@ -242,3 +244,20 @@ def test_aiobmsble_wrong_responses_give_no_frame(text: bytes) -> None:
     assembler, frames = _feed(text)
     assert not frames
     assert assembler.buffered <= len(text)
+
+
+@pytest.mark.parametrize(
+    ("member", "value", "missing"),
+    [
+        ("Batt", [[52800], [None]], "current"),
+        ("Batt", [[None], [-1]], "voltage"),
+        ("BatsocList", [[None, 1000, 300000]], "soc"),
+    ],
+)
+def test_a_null_is_no_value_never_a_huge_number(member: str, value: Any, missing: str) -> None:
+    reply = _object()
+    reply[member] = value
+    _, frames = _feed(_text(reply))
+    snapshot = FELICITY_PROTOCOL.decode([FELICITY_PROTOCOL.check_frame(frame) for frame in frames], timestamp=0.0)
+    assert getattr(snapshot, missing) is None
+    assert len(snapshot.cell_voltages) == 16

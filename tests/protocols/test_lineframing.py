@@ -114,12 +114,14 @@ def _definition(framing: dict[str, Any]) -> dict[str, Any]:
         "format": 1,
         "name": "lines-test",
         "title": "lines test",
-        "requires": ["listen", "streaming", "text_lines"],
+        "requires": ["absent", "listen", "streaming", "text_lines"],
         "gatt": {"profiles": [{"service": "ff00", "notify": "ff01"}]},
         "match": [{"local_name": "X*"}],
         "framing": framing,
         "requests": [{"name": "read", "frame": "", "reply": 1, "streaming": True}],
-        "replies": {1: {"name": "read", "fields": [{"target": "voltage", "at": 0, "type": "s32"}]}},
+        "replies": {
+            1: {"name": "read", "fields": [{"target": "voltage", "at": 0, "type": "s32", "absent": [-(2**31)]}]}
+        },
     }
 
 
@@ -204,3 +206,27 @@ def test_the_tail_of_an_over_long_line_is_not_read_as_a_line_of_its_own() -> Non
     assert [frame[:2] for frame in frames] == [b"#\x01", b"#\x02"]  # only the stream's own two lines
     assert _slots(frames[0])[0] == 1399
     assert assembler.stats.rejected == 1
+
+
+@pytest.mark.parametrize(
+    ("line", "missing"),
+    [
+        (b",350,350,350,349,55,48,-3,99,000000", "voltage"),
+        (b"1399,350,350,350,349,55,48,,99,000000", "current"),
+        (b"1399,350,350,350,349,55,48,-3,,000000", "soc"),
+    ],
+)
+def test_an_empty_column_is_no_value_never_a_huge_number(line: bytes, missing: str) -> None:
+    _, frames = _feed(line + b"\r\n")
+    snapshot = LITHIONICS_PROTOCOL.decode([LITHIONICS_PROTOCOL.check_frame(frame) for frame in frames], timestamp=0.0)
+    assert getattr(snapshot, missing) is None
+    assert snapshot.cell_voltages == (3.5, 3.5, 3.5, 3.49)
+
+
+def test_a_value_field_without_the_empty_marker_is_refused_when_the_definition_loads() -> None:
+    mapping = LITHIONICS_PROTOCOL.definition.model_dump(mode="python", exclude_defaults=True, by_alias=True)
+    for field in mapping["replies"][0x01]["fields"]:
+        if field["target"] == "voltage":
+            field.pop("absent")
+    with pytest.raises(DefinitionError, match=r"voltage\): a lines slot without a value reads as -2147483648"):
+        definition_from_mapping(mapping)

@@ -44,6 +44,7 @@ from bmsgate.protocols.fields import (
     is_var,
 )
 from bmsgate.protocols.framingspec import ChecksumSpec, FramingSpec, KeySpec, LengthSpec, PrefixSpec, StatusSpec
+from bmsgate.protocols.textslots import check_absent_markers
 
 __all__ = [
     "BOOL_TARGETS",
@@ -425,6 +426,11 @@ class ProtocolDefinition(_Strict, CanonicalModel):
 
     def _ir_always(self) -> dict[str, Any]:
         return {"format": self.format, "requires": sorted(constructs_used(self))}
+
+    @model_validator(mode="after")
+    def _text_slots_say_when_absent(self) -> Self:
+        check_absent_markers(self.framing.text, self.replies)
+        return self
 
     @model_validator(mode="after")
     def _cross_references(self) -> Self:
