@@ -11,11 +11,21 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from bmsgate.fleet.protocol import parse_topic
-from bmsgate.fleet.server.rollouts.model import Actor, Member, MemberPhase, Rollout, RolloutError, RolloutState
+from bmsgate.fleet.server.rollouts.model import (
+    Actor,
+    Member,
+    MemberPhase,
+    Rollout,
+    RolloutError,
+    RolloutSpec,
+    RolloutState,
+    Selection,
+)
 from bmsgate.fleet.server.rollouts.service import RolloutService
 from bmsgate.fleet.server.rollouts.store import RolloutStore
 from bmsgate.fleet.server.store import Repository, StoreSettings, open_store
@@ -78,6 +88,10 @@ class MembersReadHook(RolloutStore):
 
 async def _register(store: Repository, gateways: Iterable[str]) -> None:
     await store.write_batch(IngestBatch(states=[(state(gateway), T0) for gateway in gateways]))
+
+
+def _selecting(gateways: list[str]) -> RolloutSpec:
+    return spec(jitter_s=0, groups=()).model_copy(update={"selection": Selection(gateways=tuple(gateways))})
 
 
 def _services(stores: tuple[Repository, Repository]) -> tuple[RolloutService, RolloutService]:
@@ -203,3 +217,34 @@ async def test_an_action_that_keeps_losing_to_other_writers_is_refused_with_a_cl
     with pytest.raises(RolloutError, match="keeps changing under this pause: try again"):
         await operator.pause(rollout.id, TECHNICIAN)
     assert (await other.rollouts.get(rollout.id)).state is RolloutState.RUNNING
+
+
+async def test_two_creations_over_one_gateway_racing_in_two_services_let_only_one_through(
+    two_stores: tuple[Repository, Repository],
+) -> None:
+    first, second = _services(two_stores)
+    await _register(two_stores[0], ["gw-1", "gw-2", "gw-3"])
+    created: list[Rollout] = []
+
+    async def create_in_the_other() -> None:
+        created.append(await second.create(_selecting(["gw-2", "gw-3"]), TECHNICIAN))
+
+    class BusyReadHook(RolloutStore):
+        """Runs the other service's creation right after this one's overlap check read the busy gateways."""
+
+        hooks: ClassVar[list[Callable[[], Awaitable[None]]]] = [create_in_the_other]
+
+        async def busy_gateways(self) -> dict[str, str]:
+            busy = await super().busy_gateways()
+            if self.hooks:
+                await self.hooks.pop()()
+            return busy
+
+    first.rollouts = BusyReadHook(two_stores[0])
+    with pytest.raises(RolloutError, match="1 of the selected gateways are still in an active rollout: gw-2"):
+        await first.create(_selecting(["gw-1", "gw-2"]), TECHNICIAN)
+    assert [rollout.id for rollout in await second.rollouts.list_rollouts()] == [created[0].id]
+    assert {member.gateway for member in await second.rollouts.members(created[0].id)} == {"gw-2", "gw-3"}
+    # Without an overlap both go through, from either service.
+    await first.create(_selecting(["gw-1"]), TECHNICIAN)
+    assert len(await second.rollouts.list_rollouts()) == 2

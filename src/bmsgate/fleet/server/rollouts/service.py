@@ -155,16 +155,23 @@ class RolloutService:
         sizes = "+".join(str(len(group)) for group in groups)
         detail = f"{spec.kind.value} {spec.name!r}: {len(gateways)} gateways in groups {sizes}"
         async with self._lock:
-            # Two rollouts publishing to one gateway would each wait for an answer to its own generation.
-            busy = await self.rollouts.busy_gateways()
-            clashing = sorted(gateway for gateway in gateways if gateway in busy)
-            if clashing:
-                examples = ", ".join(f"{gateway} ({busy[gateway]})" for gateway in clashing[:5])
-                raise RolloutError(
-                    f"{len(clashing)} of the selected gateways are still in an active rollout: {examples}; "
-                    "wait, cancel that rollout, or select without them"
-                )
-            await self.rollouts.create(rollout, members, actor, detail)
+            for _ in range(_ACTION_ATTEMPTS):
+                # Read before the check: a rollout created meanwhile (by any process) makes the store refuse
+                # this one, and the check runs again.
+                creations = await self.rollouts.creations_revision()
+                # Two rollouts publishing to one gateway would each wait for an answer to its own generation.
+                busy = await self.rollouts.busy_gateways()
+                clashing = sorted(gateway for gateway in gateways if gateway in busy)
+                if clashing:
+                    examples = ", ".join(f"{gateway} ({busy[gateway]})" for gateway in clashing[:5])
+                    raise RolloutError(
+                        f"{len(clashing)} of the selected gateways are still in an active rollout: {examples}; "
+                        "wait, cancel that rollout, or select without them"
+                    )
+                if await self.rollouts.create(rollout, members, actor, detail, creations_revision=creations):
+                    break
+            else:
+                raise RolloutError("other rollouts keep being created meanwhile: try again")
         self._changed(rollout)
         self._wake.set()
         return rollout

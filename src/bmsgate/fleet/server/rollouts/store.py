@@ -168,10 +168,28 @@ class RolloutStore:
     def __init__(self, store: Repository) -> None:
         self._store = store
 
-    async def create(self, rollout: Rollout, members: Sequence[Member], actor: Actor, detail: str) -> None:
-        """Store a new rollout, its members and the audit line of its creation, in one transaction."""
+    async def creations_revision(self) -> int:
+        """The revision of the creations (raised by every rollout created): read before the overlap check."""
+        rows = await self._store.extension_query("SELECT revision FROM rollout_creations WHERE id = 1")
+        return int(rows[0][0])
+
+    async def create(
+        self, rollout: Rollout, members: Sequence[Member], actor: Actor, detail: str, *, creations_revision: int
+    ) -> bool:
+        """Store a new rollout, its members and the audit line of its creation, in one transaction.
+
+        Only if no other rollout was created since `creations_revision` was read (the overlap check made
+        then still holds); False: nothing stored.
+        """
+        token = secrets.token_hex(16)
+        claim = (
+            "UPDATE rollout_creations SET revision = revision + 1, write_token = ? WHERE id = 1 AND revision = ? "
+            "RETURNING revision",
+            [token, creations_revision],
+        )
         header = (
-            f"INSERT INTO rollouts ({_ROLLOUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant columns; values are parameters
+            f"INSERT INTO rollouts ({_ROLLOUT_COLUMNS}, write_token) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "  # noqa: S608 - constant columns; values are parameters
+            "WHERE EXISTS (SELECT 1 FROM rollout_creations WHERE id = 1 AND write_token = ?)",
             [
                 rollout.id,
                 rollout.created_at,
@@ -182,8 +200,12 @@ class RolloutStore:
                 _progress_json(rollout),
                 rollout.updated_at,
                 rollout.revision,
+                token,
+                token,
             ],
         )
+        # Only the columns a new member sets are parameters (PostgreSQL types a bare NULL parameter in a
+        # SELECT list as text, which an INTEGER column refuses).
         rows = [
             [
                 member.rollout_id,
@@ -191,23 +213,25 @@ class RolloutStore:
                 member.group,
                 member.jitter_s,
                 member.phase,
-                None,
-                None,
-                "",
-                None,
-                None,
-                None,
-                None,
                 _target_json(member.target),
-                None,
+                rollout.id,
+                token,
             ]
             for member in members
         ]
-        placeholders = ", ".join(["?"] * 14)
-        await self._store.extension_write(
-            [header, _audit_statement(rollout.id, rollout.created_at, actor, "create", detail)],
-            many=[(f"INSERT INTO rollout_members ({_MEMBER_COLUMNS}) VALUES ({placeholders})", rows)],  # noqa: S608 - constant columns; values are parameters
+        insert_members = (
+            f"INSERT INTO rollout_members ({_MEMBER_COLUMNS}) "
+            f"SELECT ?, ?, ?, ?, ?, NULL, NULL, '', NULL, NULL, NULL, NULL, ?, NULL WHERE {_WRITTEN_BY}"
         )
+        returned = await self._store.extension_write(
+            [
+                claim,
+                header,
+                _audit_statement(rollout.id, rollout.created_at, actor, "create", detail, written_by=token),
+            ],
+            many=[(insert_members, rows)],
+        )
+        return bool(returned[0])
 
     async def get(self, rollout_id: str) -> Rollout:
         """One rollout.

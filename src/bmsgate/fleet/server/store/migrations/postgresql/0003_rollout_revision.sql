@@ -7,3 +7,13 @@
 
 ALTER TABLE rollouts ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE rollouts ADD COLUMN write_token TEXT;
+
+-- One row: the revision of "which gateways are busy in an active rollout", raised by every rollout created
+-- (only a creation makes gateways busy), so two creations cannot both pass the overlap check.
+CREATE TABLE rollout_creations (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    revision INTEGER NOT NULL,
+    write_token TEXT
+);
+
+INSERT INTO rollout_creations (id, revision) VALUES (1, 0);
