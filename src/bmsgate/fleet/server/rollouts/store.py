@@ -430,18 +430,19 @@ class RolloutStore:
         back or taken over meanwhile; the envelope is still recorded: it was published).
         """
         state = envelope.signed
+        # The rollout's row first, as in every rollout write: one lock order, no deadlock on PostgreSQL.
         returned = await self._store.extension_write(
             [
+                (_REVISION_BUMP, [member.rollout_id]),
                 (
                     "UPDATE desired_states SET rollout_id = ?, issued_at = ?, envelope = ? "
                     "WHERE gateway = ? AND generation = ?",
                     [state.rollout, state.issued_at, envelope.model_dump_json(), state.gateway, state.generation],
                 ),
                 (f"{_MEMBER_UPDATE} AND {_CLAIMED} RETURNING gateway", [*_member_values(member), claimed_at]),
-                (_REVISION_BUMP, [member.rollout_id]),
             ]
         )
-        return bool(returned[1])
+        return bool(returned[2])
 
     async def add_audit(self, rollout_id: str, at: float, actor: Actor, action: str, detail: str = "") -> None:
         """Add one audit line."""
