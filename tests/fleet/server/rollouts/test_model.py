@@ -108,7 +108,7 @@ async def test_the_stores_counts_match_the_members_and_failures_are_shown_first(
         dataclasses.replace(members[2], phase="committed", outcome=Outcome.SUCCESS),
         dataclasses.replace(members[3], phase="timeout", outcome=Outcome.FAILURE, reason="timeout"),
     ]
-    await service.rollouts.save(None, changed)
+    assert await service.rollouts.save(rollout, changed, header=False) == rollout.revision + 1
     members = await service.rollouts.members(rollout.id)
     view = await service.view(rollout.id, members=3)
     assert view.groups == planner.group_progress(rollout, members)

@@ -235,3 +235,19 @@ def test_a_desired_state_that_expires_unanswered_is_issued_again() -> None:
     assert step.events == ("1 desired states expired unanswered: issued again",)
     (member,) = step.members
     assert (member.phase, member.generation, member.published_at) == ("published", None, 1000.0)
+
+
+def test_a_claim_never_recorded_is_pending_again_after_the_claim_timeout_and_published_anew() -> None:
+    rollout, members = _rollout(_ids(3), groups=(), jitter_s=0)
+    first = planner.plan(rollout, members, {}, 0.0)
+    assert len(first.publish) == 3
+    # The claiming process died: the members stay "published" without a generation.
+    claimed = list(first.members)
+    assert {(member.phase, member.generation) for member in claimed} == {(MemberPhase.PUBLISHED.value, None)}
+    assert planner.plan(first.rollout, claimed, {}, planner.CLAIM_TIMEOUT_S - 1).publish == ()
+    again = planner.plan(first.rollout, claimed, {}, planner.CLAIM_TIMEOUT_S)
+    assert sorted(again.publish) == _ids(3)
+    assert any("never recorded" in event for event in again.events)
+    # A recorded one (with its generation) is left alone.
+    recorded = [dataclasses.replace(claimed[0], generation=1), *claimed[1:]]
+    assert claimed[0].gateway not in planner.plan(first.rollout, recorded, {}, planner.CLAIM_TIMEOUT_S).publish

@@ -28,7 +28,7 @@ async def test_sqlite_is_migrated_once_and_has_the_exported_columns(tmp_path: Pa
         for table, columns in EXPORT_TABLES.items():
             actual = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
             assert actual == list(columns), table
-    assert applied == ["0001_initial", "0002_rollouts"]
+    assert applied == ["0001_initial", "0002_rollouts", "0003_rollout_revision"]
 
 
 async def test_postgresql_schema_partitions_and_partition_retention(postgres_url: str) -> None:

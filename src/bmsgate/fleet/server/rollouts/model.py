@@ -294,6 +294,8 @@ class Rollout:
     """When each started group started (its length is the number of groups started)."""
     group_count: int = 1
     updated_at: float = 0.0
+    revision: int = 0
+    """Raised by every stored change of the rollout or its members (the store checks it: see :mod:`.store`)."""
 
     @property
     def current_group(self) -> int:

@@ -15,6 +15,8 @@ The rules (hawkBit's, with the pacing users ask for):
   rollout's failures reaching ``error_count``, stops the rollout (final; nothing more is published);
 * a member is published at its group's start plus its own jitter, and never more than ``rate_per_minute``
   in any 60 s (counted from the members' ``published_at``);
+* a member is claimed for publishing (``published``, no generation yet) in the same stored change as the
+  decision; a claim never recorded within :data:`CLAIM_TIMEOUT_S` (its process died) is pending again;
 * a desired state that expires unanswered (the gateway stayed offline) is issued again;
 * a member counts as done only by its own report for this rollout and generation (:func:`apply_report`);
   one that stays without a final answer ``timeout_s`` after it was first seen online with the desired
@@ -45,6 +47,7 @@ from bmsgate.fleet.server.rollouts.model import (
 from bmsgate.fleet.updates import ReportedState
 
 __all__ = [
+    "CLAIM_TIMEOUT_S",
     "RATE_WINDOW_S",
     "GroupProgress",
     "PhaseCount",
@@ -63,6 +66,9 @@ __all__ = [
 ]
 
 RATE_WINDOW_S: Final = 60.0
+CLAIM_TIMEOUT_S: Final = 600.0
+"""A member claimed for publishing (published, no generation yet) this long ago is pending again: the
+process that claimed it died before it recorded the publish (a live one records within seconds)."""
 
 
 def split_groups(gateways: Sequence[str], sizes: Sequence[GroupSize], seed: str) -> list[list[str]]:
@@ -244,6 +250,18 @@ def _time_members(
     return changed
 
 
+def _abandoned_claims(members: Sequence[Member], now: float) -> dict[str, Member]:
+    """Members claimed for publishing longer than :data:`CLAIM_TIMEOUT_S` ago and never recorded."""
+    return {
+        member.gateway: dataclasses.replace(member, phase=MemberPhase.PENDING.value, published_at=None)
+        for member in members
+        if member.phase == MemberPhase.PUBLISHED
+        and member.generation is None
+        and member.published_at is not None
+        and now - member.published_at >= CLAIM_TIMEOUT_S
+    }
+
+
 def _expired(rollout: Rollout, members: Sequence[Member], now: float) -> dict[str, Member]:
     """Members whose desired state expired without a final answer (offline that long): pending again.
 
@@ -301,6 +319,11 @@ def plan(rollout: Rollout, members: Sequence[Member], online: Mapping[str, bool]
         stopped = dataclasses.replace(rollout, state=RolloutState.STOPPED, reason=reason, updated_at=now)
         return _plan(stopped, current, changed, (), [f"stopped: {reason}"])
     if rollout.state is RolloutState.RUNNING:
+        abandoned = _abandoned_claims(current, now)
+        if abandoned:
+            changed.update(abandoned)
+            current = [abandoned.get(member.gateway, member) for member in current]
+            events.append(f"{len(abandoned)} claims for publishing never recorded: pending again")
         expired = _expired(rollout, current, now)
         if expired:
             changed.update(expired)

@@ -3,14 +3,23 @@
 One MQTT session (through :mod:`bmsgate.mqtt.client`) subscribes to ``fleet/v1/+/reported`` and publishes
 each gateway's signed desired state retained, QoS 1, on ``fleet/v1/<gw>/desired`` (the broker's ACL lets
 only the server write there). A planning step runs every ``tick_s`` and at once after a change (a new
-rollout, a report, a user action). Everything that changes a rollout runs under one lock, so a user's pause
-and a planning step never overwrite each other (one server process per store: see docs/fleet/rollouts.md).
+rollout, a report, a user action).
 
-Publishing one gateway: raise its generation in the store (atomically, so it is monotonic across restarts),
-build the :class:`~bmsgate.fleet.updates.DesiredState` (the rollout's or the member's own target, with what
-the target leaves open taken from the gateway's current desired state), have it signed by the injected
-``sign`` callable, publish it, then record the envelope and the member. A publish that fails leaves the
-member pending (retried at the next step); its generation number is simply skipped.
+The store is the arbiter between writers, also across server processes (an API action answered by one
+process, planning in the leader): every change is decided on the rollout as read and stored only if its
+revision is still the one read (:meth:`.store.RolloutStore.save`); otherwise it is read and decided
+again (a user action, up to :data:`_ACTION_ATTEMPTS` times; a planning step drops that rollout's
+decision and plans again at once). So a user's pause is never overwritten by a planning step decided
+before it. The in-process lock only spares one process conflicts with itself.
+
+Publishing: the step's decision claims the members to publish (phase ``published``, no generation yet)
+in the same checked write, so two planners can never both publish to one member. Then, per member: check
+the claim still stands and the rollout still runs (a pause committed meanwhile stops the rest of the
+batch, whose claims are given back), raise its generation in the store (atomically, so it is monotonic
+across restarts), build the :class:`~bmsgate.fleet.updates.DesiredState` (the rollout's or the member's
+own target, with what the target leaves open taken from the gateway's current desired state), have it
+signed by the injected ``sign`` callable, publish it, then record the envelope and the member. A publish
+that fails gives the claims back (retried at the next step); its generation number is simply skipped.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from bmsgate.fleet.server.rollouts.model import (
     RolloutSpec,
     RolloutTarget,
     Selection,
+    UnknownRollout,
     select_gateways,
 )
 from bmsgate.fleet.server.rollouts.store import AuditEntry, RolloutStore
@@ -58,6 +68,8 @@ Publisher = Callable[[str, bytes], Awaitable[None]]
 
 ROLLOUT_CLIENT_ID: Final = "bmsgate-fleet-rollouts"
 _RECONNECT_S: Final = (1.0, 2.0, 5.0, 10.0, 30.0)
+_ACTION_ATTEMPTS: Final = 20
+"""A user action read and decided again this often when planning steps keep moving the rollout on."""
 _MAX_PLANNING_SHARE_INVERSE: Final = 5.0
 """A planning step starts at the earliest this many times its last cost after the last one started."""
 
@@ -143,16 +155,23 @@ class RolloutService:
         sizes = "+".join(str(len(group)) for group in groups)
         detail = f"{spec.kind.value} {spec.name!r}: {len(gateways)} gateways in groups {sizes}"
         async with self._lock:
-            # Two rollouts publishing to one gateway would each wait for an answer to its own generation.
-            busy = await self.rollouts.busy_gateways()
-            clashing = sorted(gateway for gateway in gateways if gateway in busy)
-            if clashing:
-                examples = ", ".join(f"{gateway} ({busy[gateway]})" for gateway in clashing[:5])
-                raise RolloutError(
-                    f"{len(clashing)} of the selected gateways are still in an active rollout: {examples}; "
-                    "wait, cancel that rollout, or select without them"
-                )
-            await self.rollouts.create(rollout, members, actor, detail)
+            for _ in range(_ACTION_ATTEMPTS):
+                # Read before the check: a rollout created meanwhile (by any process) makes the store refuse
+                # this one, and the check runs again.
+                creations = await self.rollouts.creations_revision()
+                # Two rollouts publishing to one gateway would each wait for an answer to its own generation.
+                busy = await self.rollouts.busy_gateways()
+                clashing = sorted(gateway for gateway in gateways if gateway in busy)
+                if clashing:
+                    examples = ", ".join(f"{gateway} ({busy[gateway]})" for gateway in clashing[:5])
+                    raise RolloutError(
+                        f"{len(clashing)} of the selected gateways are still in an active rollout: {examples}; "
+                        "wait, cancel that rollout, or select without them"
+                    )
+                if await self.rollouts.create(rollout, members, actor, detail, creations_revision=creations):
+                    break
+            else:
+                raise RolloutError("other rollouts keep being created meanwhile: try again")
         self._changed(rollout)
         self._wake.set()
         return rollout
@@ -173,10 +192,16 @@ class RolloutService:
         self, rollout_id: str, actor: Actor, action: str, change: Callable[[Rollout, float], Rollout]
     ) -> Rollout:
         async with self._lock:
-            rollout = await self.rollouts.get(rollout_id)
-            now = self._clock()
-            changed = change(rollout, now)
-            await self.rollouts.save(changed, (), [(now, actor, action, changed.reason)])
+            for _ in range(_ACTION_ATTEMPTS):
+                rollout = await self.rollouts.get(rollout_id)
+                now = self._clock()
+                changed = change(rollout, now)
+                revision = await self.rollouts.save(changed, (), [(now, actor, action, changed.reason)])
+                if revision is not None:
+                    break
+            else:
+                raise RolloutError(f"rollout {rollout_id} keeps changing under this {action}: try again")
+        changed = dataclasses.replace(changed, revision=revision)
         self._changed(changed)
         self._wake.set()
         return changed
@@ -285,21 +310,32 @@ class RolloutService:
         now = self._clock()
         members = await self.rollouts.members(rollout.id)
         decided = planner.plan(rollout, members, online, now)
-        to_publish = set(decided.publish)
-        stored = [member for member in decided.changed if member.gateway not in to_publish]
+        if not decided.rollout_changed and not decided.changed:
+            return 0
         audit = [(now, SERVER_ACTOR, "progress", event) for event in decided.events]
-        await self.rollouts.save(decided.rollout if decided.rollout_changed else None, stored, audit)
+        revision = await self.rollouts.save(decided.rollout, decided.changed, audit, header=decided.rollout_changed)
+        if revision is None:
+            # Another writer (a user's action, another process) moved the rollout on since it was read:
+            # nothing of this decision was stored; plan again on what is stored now.
+            self._wake.set()
+            return 0
+        self._changed(decided.rollout)
         by_gateway = {member.gateway: member for member in decided.members}
+        claims = [by_gateway[gateway] for gateway in decided.publish]
         count = 0
-        for gateway in decided.publish:
+        for index, member in enumerate(claims):
             try:
-                await self._publish_one(decided.rollout, by_gateway[gateway], now, publish)
+                if not await self.rollouts.claim_intact(member):
+                    _log.info("rollout %s: stopped publishing (paused, cancelled or claim taken)", rollout.id)
+                    await self.rollouts.release_claims(claims[index:])
+                    break
+                await self._publish_one(decided.rollout, member, now, publish)
             except BmsgateError as exc:
-                _log.warning("rollout %s: desired state for %s not published: %s", rollout.id, gateway, exc)
+                _log.warning("rollout %s: desired state for %s not published: %s", rollout.id, member.gateway, exc)
+                with contextlib.suppress(BmsgateError):
+                    await self.rollouts.release_claims(claims[index:])
                 break
             count += 1
-        if decided.rollout_changed or decided.changed:
-            self._changed(decided.rollout)
         return count
 
     async def _publish_one(self, rollout: Rollout, member: Member, now: float, publish: Publisher) -> None:
@@ -324,9 +360,11 @@ class RolloutService:
         previous = member.previous or RolloutTarget(
             packs=before.packs if before else (), software=before.software if before else None
         )
-        await self.rollouts.record_published(
-            envelope, dataclasses.replace(member, generation=generation, previous=previous)
+        recorded = await self.rollouts.record_published(
+            envelope, dataclasses.replace(member, generation=generation, previous=previous), member.published_at or now
         )
+        if not recorded:
+            _log.warning("rollout %s: %s published, but its claim was taken meanwhile", rollout.id, member.gateway)
 
     async def handle_report(self, topic_name: str, payload: bytes) -> bool:
         """Record one ``reported`` message; True when it moved a rollout member on.
@@ -345,12 +383,20 @@ class RolloutService:
         if report.rollout is None:
             return False
         async with self._lock:
-            member = await self.rollouts.member(report.rollout, gateway)
-            changed = None if member is None else planner.apply_report(member, report, self._clock())
-            if changed is None:
+            for _ in range(_ACTION_ATTEMPTS):
+                try:
+                    rollout = await self.rollouts.get(report.rollout)
+                except UnknownRollout:
+                    return False
+                member = await self.rollouts.member(report.rollout, gateway)
+                changed = None if member is None else planner.apply_report(member, report, self._clock())
+                if changed is None:
+                    return False
+                if await self.rollouts.save(rollout, [changed], header=False) is not None:
+                    break
+            else:
+                _log.warning("rollout %s: report of %s not recorded: the rollout keeps changing", rollout.id, gateway)
                 return False
-            await self.rollouts.save(None, [changed])
-            rollout = await self.rollouts.get(report.rollout)
         self._changed(rollout)
         self._wake.set()
         return True

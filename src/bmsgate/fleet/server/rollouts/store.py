@@ -8,6 +8,22 @@ the desired envelope) are TEXT columns.
 ``desired_states`` holds each gateway's last desired generation and envelope. The generation is raised by
 one statement (``INSERT … ON CONFLICT DO UPDATE … RETURNING``), so it is monotonic even across server
 restarts; it is kept when a gateway is deleted (a re-enrolled gateway still refuses older generations).
+
+**Several writers (server processes) on one store.** A rollout's row carries a ``revision`` (migration
+``0003_rollout_revision``). A change decided on a rollout read at revision *r* is stored by
+:meth:`RolloutStore.save` in one transaction whose first statement is
+``UPDATE rollouts SET revision = revision + 1, write_token = <fresh random token>, ... WHERE id = ? AND
+revision = r``; every other statement of that transaction (member updates, audit lines) applies only
+``WHERE EXISTS (... write_token = <that token>)``. So either the whole change applies, or, when another
+writer moved the rollout on since *r*, none of it does and ``save`` answers False (the caller reads again
+and decides again). Why this is correct on both backends: on PostgreSQL (READ COMMITTED) the first
+``UPDATE`` takes the row lock, and one that waited for a concurrent writer re-checks ``revision = r`` on the
+row as that writer committed it; on SQLite every write transaction holds the one writer lock from
+``BEGIN IMMEDIATE``. Either way, once the first statement matched, nobody else changes the row before
+commit, so the token stays ours; when it did not match, the row holds another writer's token, and no one
+else ever writes ours. Writes that do not decide on a read state (a published member's generation, a
+claim given back) are conditioned on the member row itself and raise the revision unconditionally, so a
+decision read before them is refused.
 """
 
 from __future__ import annotations
@@ -15,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import secrets
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -36,7 +53,7 @@ from bmsgate.fleet.updates import DesiredEnvelope
 
 __all__ = ["AuditEntry", "CurrentDesired", "RolloutStore"]
 
-_ROLLOUT_COLUMNS: Final = "id, created_at, created_by, state, reason, spec, progress, updated_at"
+_ROLLOUT_COLUMNS: Final = "id, created_at, created_by, state, reason, spec, progress, updated_at, revision"
 _MEMBER_COLUMNS: Final = (
     "rollout_id, gateway, group_index, jitter_s, phase, outcome, reason, detail, generation, published_at, "
     "clock_started_at, reported_at, target, previous"
@@ -45,7 +62,12 @@ _MEMBER_UPDATE: Final = (
     "UPDATE rollout_members SET phase = ?, outcome = ?, reason = ?, detail = ?, generation = ?, published_at = ?, "
     "clock_started_at = ?, reported_at = ?, target = ?, previous = ? WHERE rollout_id = ? AND gateway = ?"
 )
-_ROLLOUT_UPDATE: Final = "UPDATE rollouts SET state = ?, reason = ?, progress = ?, updated_at = ? WHERE id = ?"
+_WRITTEN_BY: Final = "EXISTS (SELECT 1 FROM rollouts WHERE id = ? AND write_token = ?)"
+"""True only inside the write whose revision check won (its token; see the module docstring)."""
+_GUARDED_MEMBER_UPDATE: Final = f"{_MEMBER_UPDATE} AND {_WRITTEN_BY}"
+_REVISION_BUMP: Final = "UPDATE rollouts SET revision = revision + 1 WHERE id = ?"
+_CLAIMED: Final = "phase = 'published' AND generation IS NULL AND published_at = ?"
+"""A member a planning step claimed for publishing and has not yet recorded (its claim time)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,6 +117,7 @@ def _rollout(row: Sequence[Any]) -> Rollout:
             group_started_at=tuple(float(at) for at in progress["group_started_at"]),
             group_count=int(progress["group_count"]),
             updated_at=float(row[7]),
+            revision=int(row[8]),
         )
     except (ValidationError, ValueError, KeyError, TypeError) as exc:
         raise StoreError(f"rollout {row[0]}: damaged row ({exc})") from exc
@@ -145,10 +168,28 @@ class RolloutStore:
     def __init__(self, store: Repository) -> None:
         self._store = store
 
-    async def create(self, rollout: Rollout, members: Sequence[Member], actor: Actor, detail: str) -> None:
-        """Store a new rollout, its members and the audit line of its creation, in one transaction."""
+    async def creations_revision(self) -> int:
+        """The revision of the creations (raised by every rollout created): read before the overlap check."""
+        rows = await self._store.extension_query("SELECT revision FROM rollout_creations WHERE id = 1")
+        return int(rows[0][0])
+
+    async def create(
+        self, rollout: Rollout, members: Sequence[Member], actor: Actor, detail: str, *, creations_revision: int
+    ) -> bool:
+        """Store a new rollout, its members and the audit line of its creation, in one transaction.
+
+        Only if no other rollout was created since `creations_revision` was read (the overlap check made
+        then still holds); False: nothing stored.
+        """
+        token = secrets.token_hex(16)
+        claim = (
+            "UPDATE rollout_creations SET revision = revision + 1, write_token = ? WHERE id = 1 AND revision = ? "
+            "RETURNING revision",
+            [token, creations_revision],
+        )
         header = (
-            f"INSERT INTO rollouts ({_ROLLOUT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608 - constant columns; values are parameters
+            f"INSERT INTO rollouts ({_ROLLOUT_COLUMNS}, write_token) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "  # noqa: S608 - constant columns; values are parameters
+            "WHERE EXISTS (SELECT 1 FROM rollout_creations WHERE id = 1 AND write_token = ?)",
             [
                 rollout.id,
                 rollout.created_at,
@@ -158,8 +199,13 @@ class RolloutStore:
                 rollout.spec.model_dump_json(),
                 _progress_json(rollout),
                 rollout.updated_at,
+                rollout.revision,
+                token,
+                token,
             ],
         )
+        # Only the columns a new member sets are parameters (PostgreSQL types a bare NULL parameter in a
+        # SELECT list as text, which an INTEGER column refuses).
         rows = [
             [
                 member.rollout_id,
@@ -167,23 +213,25 @@ class RolloutStore:
                 member.group,
                 member.jitter_s,
                 member.phase,
-                None,
-                None,
-                "",
-                None,
-                None,
-                None,
-                None,
                 _target_json(member.target),
-                None,
+                rollout.id,
+                token,
             ]
             for member in members
         ]
-        placeholders = ", ".join(["?"] * 14)
-        await self._store.extension_write(
-            [header, _audit_statement(rollout.id, rollout.created_at, actor, "create", detail)],
-            many=[(f"INSERT INTO rollout_members ({_MEMBER_COLUMNS}) VALUES ({placeholders})", rows)],  # noqa: S608 - constant columns; values are parameters
+        insert_members = (
+            f"INSERT INTO rollout_members ({_MEMBER_COLUMNS}) "
+            f"SELECT ?, ?, ?, ?, ?, NULL, NULL, '', NULL, NULL, NULL, NULL, ?, NULL WHERE {_WRITTEN_BY}"
         )
+        returned = await self._store.extension_write(
+            [
+                claim,
+                header,
+                _audit_statement(rollout.id, rollout.created_at, actor, "create", detail, written_by=token),
+            ],
+            many=[(insert_members, rows)],
+        )
+        return bool(returned[0])
 
     async def get(self, rollout_id: str) -> Rollout:
         """One rollout.
@@ -244,21 +292,76 @@ class RolloutStore:
 
     async def save(
         self,
-        rollout: Rollout | None,
-        members: Sequence[Member],
+        rollout: Rollout,
+        members: Sequence[Member] = (),
         audit: Sequence[tuple[float, Actor, str, str]] = (),
-    ) -> None:
-        """Store a rollout's new state (None: unchanged), changed members and audit lines, in one transaction."""
-        statements: list[tuple[str, Sequence[Any]]] = []
-        if rollout is not None:
-            values = [rollout.state.value, rollout.reason, _progress_json(rollout), rollout.updated_at, rollout.id]
-            statements.append((_ROLLOUT_UPDATE, values))
-            statements.extend(
-                _audit_statement(rollout.id, at, actor, action, detail) for at, actor, action, detail in audit
+        *,
+        header: bool = True,
+    ) -> int | None:
+        """Store a change decided on `rollout` as read (its revision), in one transaction, if still current.
+
+        Args:
+            rollout: the rollout as the change left it, with the revision it was read at.
+            members: changed members of that rollout.
+            audit: audit lines ``(at, actor, action, detail)``.
+            header: False: only the revision is raised (the header's state, reason and progress are kept).
+
+        Returns:
+            The new revision, or None when another writer changed the rollout since it was read (nothing
+            of this change is stored).
+        """
+        token = secrets.token_hex(16)
+        if header:
+            first = (
+                "UPDATE rollouts SET revision = revision + 1, write_token = ?, state = ?, reason = ?, progress = ?, "
+                "updated_at = ? WHERE id = ? AND revision = ? RETURNING revision",
+                [
+                    token,
+                    rollout.state.value,
+                    rollout.reason,
+                    _progress_json(rollout),
+                    rollout.updated_at,
+                    rollout.id,
+                    rollout.revision,
+                ],
             )
-        if not statements and not members:
+        else:
+            first = (
+                "UPDATE rollouts SET revision = revision + 1, write_token = ? WHERE id = ? AND revision = ? "
+                "RETURNING revision",
+                [token, rollout.id, rollout.revision],
+            )
+        statements: list[tuple[str, Sequence[Any]]] = [first]
+        statements.extend(
+            _audit_statement(rollout.id, at, actor, action, detail, written_by=token)
+            for at, actor, action, detail in audit
+        )
+        rows = [[*_member_values(member), rollout.id, token] for member in members]
+        returned = await self._store.extension_write(statements, many=[(_GUARDED_MEMBER_UPDATE, rows)])
+        return int(returned[0][0][0]) if returned[0] else None
+
+    async def claim_intact(self, member: Member) -> bool:
+        """Whether `member`'s claim (phase published, no generation yet) still stands and its rollout runs."""
+        rows = await self._store.extension_query(
+            "SELECT 1 FROM rollout_members m JOIN rollouts r ON r.id = m.rollout_id "
+            "WHERE m.rollout_id = ? AND m.gateway = ? AND r.state = ? AND m.phase = 'published' "
+            "AND m.generation IS NULL AND m.published_at = ?",
+            [member.rollout_id, member.gateway, RolloutState.RUNNING.value, member.published_at],
+        )
+        return bool(rows)
+
+    async def release_claims(self, members: Sequence[Member]) -> None:
+        """Give claims that were not published back (pending again), where they still stand."""
+        if not members:
             return
-        await self._store.extension_write(statements, many=[(_MEMBER_UPDATE, [_member_values(m) for m in members])])
+        sql = (
+            "UPDATE rollout_members SET phase = 'pending', published_at = NULL "  # noqa: S608 - constant SQL
+            f"WHERE rollout_id = ? AND gateway = ? AND {_CLAIMED}"
+        )
+        await self._store.extension_write(
+            [(_REVISION_BUMP, [members[0].rollout_id])],
+            many=[(sql, [[member.rollout_id, member.gateway, member.published_at] for member in members])],
+        )
 
     async def audit(self, rollout_id: str) -> list[AuditEntry]:
         """A rollout's audit log, oldest first.
@@ -320,27 +423,43 @@ class RolloutStore:
         )
         return int(returned[0][0][0])
 
-    async def record_published(self, envelope: DesiredEnvelope, member: Member) -> None:
-        """Remember the envelope published to a gateway, and its member row, in one transaction."""
+    async def record_published(self, envelope: DesiredEnvelope, member: Member, claimed_at: float) -> bool:
+        """Remember the envelope published to a gateway, and its member row, in one transaction.
+
+        The member row is written only if the claim made at `claimed_at` still stands (False: it was given
+        back or taken over meanwhile; the envelope is still recorded: it was published).
+        """
         state = envelope.signed
-        await self._store.extension_write(
+        # The rollout's row first, as in every rollout write: one lock order, no deadlock on PostgreSQL.
+        returned = await self._store.extension_write(
             [
+                (_REVISION_BUMP, [member.rollout_id]),
                 (
                     "UPDATE desired_states SET rollout_id = ?, issued_at = ?, envelope = ? "
                     "WHERE gateway = ? AND generation = ?",
                     [state.rollout, state.issued_at, envelope.model_dump_json(), state.gateway, state.generation],
                 ),
-                (_MEMBER_UPDATE, _member_values(member)),
+                (f"{_MEMBER_UPDATE} AND {_CLAIMED} RETURNING gateway", [*_member_values(member), claimed_at]),
             ]
         )
+        return bool(returned[2])
 
     async def add_audit(self, rollout_id: str, at: float, actor: Actor, action: str, detail: str = "") -> None:
         """Add one audit line."""
         await self._store.extension_write([_audit_statement(rollout_id, at, actor, action, detail)])
 
 
-def _audit_statement(rollout_id: str, at: float, actor: Actor, action: str, detail: str) -> tuple[str, list[Any]]:
+def _audit_statement(
+    rollout_id: str, at: float, actor: Actor, action: str, detail: str, *, written_by: str | None = None
+) -> tuple[str, list[Any]]:
+    values: list[Any] = [rollout_id, at, actor.name, actor.role, action, detail]
+    if written_by is None:
+        return (
+            "INSERT INTO rollout_audit (rollout_id, at, actor, role, action, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            values,
+        )
     return (
-        "INSERT INTO rollout_audit (rollout_id, at, actor, role, action, detail) VALUES (?, ?, ?, ?, ?, ?)",
-        [rollout_id, at, actor.name, actor.role, action, detail],
+        "INSERT INTO rollout_audit (rollout_id, at, actor, role, action, detail) "
+        f"SELECT ?, ?, ?, ?, ?, ? WHERE {_WRITTEN_BY}",
+        [*values, rollout_id, written_by],
     )

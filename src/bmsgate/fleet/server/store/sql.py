@@ -42,7 +42,18 @@ EXPORT_TABLES: Final[dict[str, tuple[str, ...]]] = {
     "alarm_history": ("id", "alarm_id", "at", "action", "actor", "detail"),
     # Rollouts (migration 0002; bmsgate.fleet.server.rollouts.store). desired_states carries each gateway's
     # generation: a copy that lost it would make every gateway refuse the next desired state as a replay.
-    "rollouts": ("id", "created_at", "created_by", "state", "reason", "spec", "progress", "updated_at"),
+    "rollouts": (
+        "id",
+        "created_at",
+        "created_by",
+        "state",
+        "reason",
+        "spec",
+        "progress",
+        "updated_at",
+        "revision",
+        "write_token",
+    ),
     "rollout_members": (
         "rollout_id",
         "gateway",
