@@ -1249,6 +1249,37 @@ LITHIONICS: Final = FamilyCapture(
     tolerance=5e-4,
 )
 
+# aiobmsble's _PROTO_DEFS (one 20-byte notification; its mock sends it whole). aiobmsble rounds the two
+# floats to 3 decimals (14.158635... V, -0.40000000596... A) and leaves the runtime out while charging.
+_SUPERB_STATUS: Final = "00{}5E64000001A4{}CCCCCD416289C500000000"
+
+SUPERB: Final = FamilyCapture(
+    "superb",
+    {"status": _frames(_SUPERB_STATUS.format("75", "BE"))},
+    AIOBMSBLE.format("tests/bms/test_superb_bms.py (_PROTO_DEFS)"),
+    {
+        "voltage": 14.159,
+        "current": -0.4,
+        "soc": 94,
+        "soh": 100,
+        "extras.runtime": 420,
+        "balancing": False,
+        "extras.problem": False,
+        "alarms": [],
+        "cell_voltages": [],
+        "temperatures": [],
+    },
+    tolerance=5e-4,
+)
+SUPERB_CHARGING: Final = FamilyCapture(
+    "superb",
+    {"status": _frames(_SUPERB_STATUS.format("75", "3E"))},
+    AIOBMSBLE.format("tests/bms/test_superb_bms.py test_update_chrg"),
+    {"voltage": 14.159, "current": 0.4, "soc": 94, "soh": 100, "balancing": False, "extras.problem": False},
+    vector="charging",
+    tolerance=5e-4,
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -1288,6 +1319,8 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     LIPOWER,
     FELICITY,
     LITHIONICS,
+    SUPERB,
+    SUPERB_CHARGING,
 )
 """Every capture, in the issue's order of families."""
 
@@ -1307,6 +1340,20 @@ _TOPBAND_PROBLEM: Final = (
     b"^8435000038CDFFFF2CF9020097016200E10B{}0000005E0D710D650D5E0D000000000000000000000000000000000000000000000000{}"
 )
 PROBLEM_FRAMES: Final[tuple[ProblemFrame, ...]] = (
+    ProblemFrame(
+        SUPERB,
+        "status",
+        bytes.fromhex(_SUPERB_STATUS.format("74", "BE")),
+        AIOBMSBLE.format("tests/bms/test_superb_bms.py test_problem_response (chrg_warning, problem_code 1)"),
+        {"extras.problem": True, "balancing": False, "voltage": 14.159},
+    ),
+    ProblemFrame(
+        SUPERB,
+        "status",
+        bytes.fromhex(_SUPERB_STATUS.format("72", "BE")),
+        AIOBMSBLE.format("tests/bms/test_superb_bms.py test_problem_response (dischrg_warning, problem_code 1)"),
+        {"extras.problem": True, "balancing": False, "voltage": 14.159},
+    ),
     ProblemFrame(
         ECOWORTHY,
         "status",
