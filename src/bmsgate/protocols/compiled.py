@@ -39,9 +39,9 @@ from bmsgate.protocols.encode import (
 from bmsgate.protocols.framing import ChunkFrameAssembler, Frame, FrameAssembler, FrameChecker
 from bmsgate.protocols.jsonframing import JsonFrameAssembler
 from bmsgate.protocols.lineframing import LineFrameAssembler
-from bmsgate.protocols.unmarkedframing import UnmarkedChunkAssembler
 from bmsgate.protocols.memo import BoundedMemo
 from bmsgate.protocols.textframing import TextFrameAssembler, to_wire
+from bmsgate.protocols.unmarkedframing import UnmarkedChunkAssembler
 
 __all__ = ["CompiledProtocol", "compile_definition", "decode_hex_frames"]
 
