@@ -38,7 +38,8 @@ a key answer the request just sent, CBT Power VB), and for ABC ``follows`` (one 
 frame types), ``index_items`` (frames numbered by their first item), ``s24`` and lists of 3-byte items or with
 a ``stride``, ``text_json`` (JSON text replies whose named members are read, Felicity),
 ``text_lines`` (CSV text lines read by column, Lithionics), ``unmarked`` (frames without a start marker on
-the wire, one per notification, Super-B); from level 5 a non-finite ``f32`` is no value
+the wire, one per notification, Super-B), ``stuffing`` (an escape byte between the markers, MyVolta); from
+level 5 a non-finite ``f32`` is no value
 instead of a refused frame (NEEY)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
@@ -93,6 +94,7 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "strip_bytes": "single bytes removed from received hex text before framing (PowerBoozt NULs; engine 4)",
     "status": "a status byte that refuses a request",
     "streaming": "replies the BMS keeps sending after one request",
+    "stuffing": "byte stuffing between the markers: an escape byte makes the next a literal (escape; engine 5)",
     "unmarked": "frames sent without their start marker, one per chunk (marker_on_wire: false; engine 5)",
     "text": "frames sent as hex text between ASCII markers (text: hex; engine 3)",
     "text_json": "replies that are JSON objects, named members read into fixed slots (text: json; engine 5)",
@@ -180,6 +182,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "text": framing.text == "hex",
         "text_json": framing.text == "json",
         "text_lines": framing.text == "lines",
+        "stuffing": framing.escape is not None,
         "unmarked": not framing.marker_on_wire,
         "variants": definition.variants is not None,
     }
