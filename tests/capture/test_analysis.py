@@ -92,6 +92,12 @@ def test_default_definitions_are_the_builtins() -> None:
     assert report.best_match.protocol == "jbd"
 
 
+def test_frames_without_marker_or_checksum_are_not_read_from_another_characteristic() -> None:
+    # Super-B frames are any 20-byte notification: JBD's 20-byte chunks on ff01 are not Super-B's.
+    report = analyze_capture(jbd_capture(polls=1), "jbd.log", [get_protocol("superb")])
+    assert report.best_match is None
+
+
 def test_exchanges_pair_each_write_with_its_notifications_and_skip_the_cccd() -> None:
     report = analyze_capture(jbd_capture(polls=1), "jbd.log", [])
     assert [(e.request.value if e.request else None, e.response_bytes) for e in report.exchanges] == [

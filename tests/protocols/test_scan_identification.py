@@ -97,6 +97,17 @@ ALL = default_catalog().protocols()
             ),
             "lithionics",
         ),
+        # aiobmsble superb_bms.py: Epsilon-* (connectable; no service or manufacturer data in its matcher).
+        (Advertisement(address="AA:BB:CC:01:00:0E", name="Epsilon-12V100Ah"), "superb"),
+        # aiobmsble myvolta_bms.py: VPS-* with its 128-bit service.
+        (
+            Advertisement(
+                address="AA:BB:CC:01:00:0F",
+                name="VPS-48V100",
+                service_uuids=("00035b03-58e6-07dd-021a-08123a000300",),
+            ),
+            "myvolta",
+        ),
     ],
 )
 def test_each_new_family_is_identified_alone(advertisement: Advertisement, family: str) -> None:

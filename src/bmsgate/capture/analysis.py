@@ -394,6 +394,11 @@ def _match(
     frames: list[tuple[float, Frame]] = []
     writes: set[bytes] = set()
     used_uuids: set[tuple[str, str]] = set()
+    # Frames with no marker on the wire and no checksum (Super-B) are any chunk of the right size: believed
+    # only on the protocol's own notify characteristic, or every capture of 20-byte notifications is one.
+    framing = protocol.definition.framing
+    own_notify = {profile.notify for profile in protocol.gatt_profiles}
+    unchecked = not framing.marker_on_wire and framing.checksum is None
     for exchange in exchanges:
         if exchange.connection != connection:
             continue
@@ -404,6 +409,8 @@ def _match(
         for event in exchange.responses:
             if event.uuid:
                 used_uuids.add(("notify", event.uuid))
+            if unchecked and event.uuid not in own_notify:
+                continue
             frames.extend((event.timestamp, frame) for frame in assembler.feed(event.value))
     requests_seen = tuple(request.name for request in protocol.requests if protocol.wire(request.frame) in writes)
     gatt_match = any(

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from bmsgate.errors import DecodeError, DefinitionError, FrameError, ProtocolError
 from bmsgate.model import Alarm, BatterySnapshot, DeviceInfo
-from bmsgate.protocols import jsonframing, lineframing
+from bmsgate.protocols import jsonframing, lineframing, stuffedframing, unmarkedframing
 from bmsgate.protocols.compile import compile_reply
 from bmsgate.protocols.decode import (
     EXTRA_LISTS,
@@ -40,7 +40,9 @@ from bmsgate.protocols.framing import ChunkFrameAssembler, Frame, FrameAssembler
 from bmsgate.protocols.jsonframing import JsonFrameAssembler
 from bmsgate.protocols.lineframing import LineFrameAssembler
 from bmsgate.protocols.memo import BoundedMemo
+from bmsgate.protocols.stuffedframing import StuffedFrameAssembler
 from bmsgate.protocols.textframing import TextFrameAssembler, to_wire
+from bmsgate.protocols.unmarkedframing import UnmarkedChunkAssembler
 
 __all__ = ["CompiledProtocol", "compile_definition", "decode_hex_frames"]
 
@@ -146,8 +148,20 @@ class CompiledProtocol:
 
     def new_assembler(
         self,
-    ) -> FrameAssembler | TextFrameAssembler | ChunkFrameAssembler | JsonFrameAssembler | LineFrameAssembler:
+    ) -> (
+        FrameAssembler
+        | TextFrameAssembler
+        | ChunkFrameAssembler
+        | JsonFrameAssembler
+        | LineFrameAssembler
+        | UnmarkedChunkAssembler
+        | StuffedFrameAssembler
+    ):
         """A fresh assembler for one connection."""
+        if self.definition.framing.escape is not None:
+            return StuffedFrameAssembler(self.definition.framing, checker=self.checker)
+        if not self.definition.framing.marker_on_wire:
+            return UnmarkedChunkAssembler(self.definition.framing, checker=self.checker)
         if self.definition.framing.text == "json":
             return JsonFrameAssembler(self.definition.framing, checker=self.checker)
         if self.definition.framing.text == "lines":
@@ -164,6 +178,10 @@ class CompiledProtocol:
         The frame itself, or its hex text between the markers (hex-text framing).
         """
         framing = self.definition.framing
+        if framing.escape is not None and frame:
+            return stuffedframing.to_wire(frame, framing)
+        if not framing.marker_on_wire and frame:
+            return unmarkedframing.to_wire(frame, framing)
         if framing.text is None or not frame:  # an empty request (listen) is nothing on the wire either
             return frame
         if framing.text == "json":

@@ -37,7 +37,9 @@ level 5 ``match.service_data_uuid`` (an advertisement matcher on a service-data 
 a key answer the request just sent, CBT Power VB), and for ABC ``follows`` (one request answered by several
 frame types), ``index_items`` (frames numbered by their first item), ``s24`` and lists of 3-byte items or with
 a ``stride``, ``text_json`` (JSON text replies whose named members are read, Felicity),
-``text_lines`` (CSV text lines read by column, Lithionics); from level 5 a non-finite ``f32`` is no value
+``text_lines`` (CSV text lines read by column, Lithionics), ``unmarked`` (frames without a start marker on
+the wire, one per notification, Super-B), ``stuffing`` (an escape byte between the markers, MyVolta); from
+level 5 a non-finite ``f32`` is no value
 instead of a refused frame (NEEY)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
@@ -92,6 +94,8 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "strip_bytes": "single bytes removed from received hex text before framing (PowerBoozt NULs; engine 4)",
     "status": "a status byte that refuses a request",
     "streaming": "replies the BMS keeps sending after one request",
+    "stuffing": "byte stuffing between the markers: an escape byte makes the next a literal (escape; engine 5)",
+    "unmarked": "frames sent without their start marker, one per chunk (marker_on_wire: false; engine 5)",
     "text": "frames sent as hex text between ASCII markers (text: hex; engine 3)",
     "text_json": "replies that are JSON objects, named members read into fixed slots (text: json; engine 5)",
     "text_lines": "delimited text lines (CSV), each kind of line read by column into slots (text: lines; engine 5)",
@@ -178,6 +182,8 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "text": framing.text == "hex",
         "text_json": framing.text == "json",
         "text_lines": framing.text == "lines",
+        "stuffing": framing.escape is not None,
+        "unmarked": not framing.marker_on_wire,
         "variants": definition.variants is not None,
     }
     used |= {name for name, on in flags.items() if on}

@@ -158,6 +158,14 @@ class FramingSpec(_Strict):
     one-byte frame types ``5E``/``83``/``B0``/``E8`` in front of the text); requests use `start`."""
     prefix: PrefixSpec | None = None
     """``frame_per_chunk`` only: bytes a frame may carry before its start marker (engine 5)."""
+    escape: HexBytes | None = None
+    """Engine 5 (binary framing with an `end` marker): byte stuffing between the markers (MyVolta's DLE
+    ``05``): on the wire this byte makes the next one a literal data byte; frames are checked and decoded
+    with the escapes removed (`bmsgate.protocols.stuffedframing`)."""
+    marker_on_wire: bool = True
+    """``false`` (engine 5, with ``frame_per_chunk``): the BMS sends frames without a start marker (Super-B);
+    the assembler puts `start` in front of every received chunk and the wire form leaves it out
+    (`bmsgate.protocols.unmarkedframing`)."""
 
     @field_validator("start")
     @classmethod
@@ -181,6 +189,14 @@ class FramingSpec(_Strict):
                 raise ValueError("'frame_per_chunk' frames carry no 'length' and no 'fixed_length'")
         elif (self.length is None) == (self.fixed_length is None):
             raise ValueError("give exactly one of 'length' and 'fixed_length'")
+        if self.escape is not None and (
+            len(self.escape) != 1 or self.end is None or self.text is not None or self.frame_per_chunk or self.starts
+        ):
+            raise ValueError("'escape' is one byte, for binary framing with an 'end' marker (not 'frame_per_chunk')")
+        if not self.marker_on_wire and (
+            not self.frame_per_chunk or self.text is not None or self.prefix is not None or self.starts
+        ):
+            raise ValueError("'marker_on_wire: false' needs binary 'frame_per_chunk' framing without 'prefix'/'starts'")
         if self.prefix is not None and not self.frame_per_chunk:
             raise ValueError("'prefix' needs 'frame_per_chunk' (a prefixed frame is one whole chunk)")
         if self.text is None and self.strip_bytes:

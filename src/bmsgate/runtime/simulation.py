@@ -303,7 +303,7 @@ class VirtualBms:
         self._streaming = {request.reply for request in protocol.definition.requests if request.streaming}
         self.stream_interval = simulator.stream_interval
         self.listen_keys: tuple[int, ...] = tuple(
-            request.reply for request in protocol.definition.requests if not request.frame and request.reply
+            request.reply for request in protocol.definition.requests if not request.frame and request.reply is not None
         )
         """The replies a BMS that is never asked for them (empty request frames: listen) sends on its own."""
         self.listening = bool(self.listen_keys)
