@@ -26,7 +26,9 @@ _NEVER_IMPORTED_BY_RUN = (
     "bmsgate.app.cli.fleet_simulate",
     "bmsgate.app.cli.pack",
     "bmsgate.app.demo",
+    "bmsgate.fleet.protocol",
     "bmsgate.fleet.server",
+    "bmsgate.inverter.rs485.pylontech",
     "bmsgate.packs",
     "cryptography",
     "litestar",
@@ -36,7 +38,8 @@ _NEVER_IMPORTED_BY_RUN = (
     "uvicorn",
     "yoyo",
 )
-"""Fleet-server, pack-signing and other commands' libraries (each name also covers its submodules)."""
+"""Fleet-server, pack-signing and other commands' libraries, and outputs not configured (each name also
+covers its submodules)."""
 
 _RUNNER = """
 import json, sys
