@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from bmsgate.errors import ConfigError, ConfigProblem
-from bmsgate.fleet.protocol import GATEWAY_ID_PATTERN
+from bmsgate.fleet.ids import GATEWAY_ID_PATTERN
 
 __all__ = ["GatewayCredentials", "read_credentials", "write_credentials"]
 

@@ -36,6 +36,7 @@ from typing import Annotated, Any, Final, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bmsgate.errors import BmsgateError
+from bmsgate.fleet.ids import GATEWAY_ID_PATTERN
 from bmsgate.model import DERIVED_JSON_KEYS, BatterySnapshot
 
 __all__ = [
@@ -73,8 +74,6 @@ __all__ = [
 
 PROTOCOL_VERSION: Final = 1
 TOPIC_ROOT: Final = "fleet/v1"
-GATEWAY_ID_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-"""Gateway ids: safe as a topic level, a broker user name, a file name and a URL path segment."""
 _GATEWAY_ID: Final = re.compile(GATEWAY_ID_PATTERN)
 ONLINE: Final = b"online"
 OFFLINE: Final = b"offline"

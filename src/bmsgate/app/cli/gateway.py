@@ -1,4 +1,4 @@
-"""``bmsgate run``, ``bmsgate demo`` and ``bmsgate config check``."""
+"""``bmsgate run`` and ``bmsgate config check`` (and the start that ``bmsgate demo`` shares)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from bmsgate.app.cli.arguments import positive_float, print_help
-from bmsgate.app.config import GatewayConfig, config_from_mapping, load_config
-from bmsgate.app.demo import DemoOptions, demo_config, demo_sink_builders
+from bmsgate.app.config import GatewayConfig, load_config
 from bmsgate.app.gateway import Gateway, build_gateway, check_start, configure_logging, run_gateway
 from bmsgate.errors import ConfigError, ConfigProblem
 
-__all__ = ["add_parsers"]
+__all__ = ["add_parsers", "start_gateway"]
 
 
 def add_parsers(commands: Any) -> None:
@@ -27,27 +26,6 @@ def add_parsers(commands: Any) -> None:
     run.add_argument("-c", "--config", required=True, metavar="FILE", help="YAML configuration file")
     run.add_argument("--duration", type=positive_float(), metavar="SECONDS", help="stop after this many seconds")
     run.set_defaults(handler=_run)
-
-    demo = commands.add_parser(
-        "demo",
-        help="simulated batteries with every output on localhost (no hardware, no configuration)",
-        description=(
-            "Runs several simulated batteries (different protocols and cell counts, one drifting cell, one "
-            "developing fault) with every output on localhost and a live view."
-        ),
-    )
-    demo.add_argument(
-        "--duration", type=positive_float(), metavar="SECONDS", help="exit by itself after this many seconds"
-    )
-    demo.add_argument(
-        "--time-scale", type=positive_float(10_000), default=30.0, help="simulated seconds per real second"
-    )
-    demo.add_argument(
-        "--poll-interval", type=positive_float(3600), default=2.0, help="seconds between polls of each battery"
-    )
-    demo.add_argument("--plain", action="store_true", help="plain log lines instead of the live view")
-    DemoOptions.add_arguments(demo)
-    demo.set_defaults(handler=_demo)
 
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", metavar="ACTION")
@@ -76,9 +54,10 @@ def _console_and_logging(gateway_config: GatewayConfig, debug: bool) -> Console:
     return console
 
 
-def _start(
+def start_gateway(
     gateway_config: GatewayConfig, args: argparse.Namespace, builders: list[Any], *, source: str | None = None
 ) -> int:
+    """Run the gateway of `gateway_config` with the outputs of `builders` until it ends; returns the exit status."""
     console = _console_and_logging(gateway_config, args.debug)
     if gateway_config.outputs.fleet is not None:
         from bmsgate.fleet.agent.wiring import prepare_updates  # noqa: PLC0415 - the fleet needs the [mqtt] extra
@@ -106,16 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         check_start(gateway_config, ports=True)
     except ConfigError as exc:
         raise exc.with_source(args.config) from None
-    return _start(gateway_config, args, configured_sink_builders(), source=args.config)
-
-
-def _demo(args: argparse.Namespace) -> int:
-    options = DemoOptions.from_args(args)
-    gateway_config = config_from_mapping(
-        demo_config(time_scale=args.time_scale, poll_interval=args.poll_interval, plain=args.plain, options=options),
-        source="<demo>",
-    )
-    return _start(gateway_config, args, demo_sink_builders(options))
+    return start_gateway(gateway_config, args, configured_sink_builders(), source=args.config)
 
 
 def _config_check(args: argparse.Namespace) -> int:

@@ -35,17 +35,34 @@ EXIT_INTERRUPTED: Final = 130
 
 Handler = Callable[[argparse.Namespace], int]
 
-# Modules that add their own subcommands: each has `add_parsers(subparsers)` and sets `handler=`
-# defaults on its parsers, so this file does not grow with every feature.
-_COMMAND_MODULES: Final[tuple[str, ...]] = (
-    "bmsgate.app.cli.gateway",
-    "bmsgate.app.cli.ble",
-    "bmsgate.app.cli.capture",
-    "bmsgate.app.cli.catalog",
-    "bmsgate.app.cli.inverters",
-    "bmsgate.app.cli.fleet",
-    "bmsgate.app.cli.pack",
-)
+# Modules that add their own subcommands, with the commands each adds: each has `add_parsers(subparsers)`
+# and sets `handler=` defaults on its parsers, so this file does not grow with every feature. A command
+# line that names one of them imports only its module: `bmsgate run` never loads the fleet server's,
+# the pack signer's or the BLE scanner's libraries (a test keeps this table true to the modules).
+COMMAND_MODULES: Final[dict[str, tuple[str, ...]]] = {
+    "bmsgate.app.cli.gateway": ("run", "config"),
+    "bmsgate.app.cli.demo": ("demo",),
+    "bmsgate.app.cli.ble": ("scan", "probe"),
+    "bmsgate.app.cli.capture": ("capture",),
+    "bmsgate.app.cli.catalog": ("catalog",),
+    "bmsgate.app.cli.inverters": ("inverters",),
+    "bmsgate.app.cli.fleet": ("fleet",),
+    "bmsgate.app.cli.pack": ("pack",),
+}
+OWN_COMMANDS: Final[tuple[str, ...]] = ("read", "decode", "protocols")
+"""The commands this module adds itself."""
+
+
+def command_modules(argv: Sequence[str] | None) -> tuple[str, ...]:
+    """The modules whose subcommands a parser for `argv` needs: all of them for help or an unknown command.
+
+    The global options take no value, so the first word that is not an option is the command.
+    """
+    command = next((word for word in argv or () if not word.startswith("-")), None)
+    if command in OWN_COMMANDS:
+        return ()
+    owners = tuple(module for module, commands in COMMAND_MODULES.items() if command in commands)
+    return owners or tuple(COMMAND_MODULES)
 
 
 def _stdout() -> Console:
@@ -234,8 +251,12 @@ def _add_protocol_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--protocol-file", metavar="FILE", type=Path, help="a protocol definition YAML file instead")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (public for documentation tooling and tests)."""
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser (public for documentation tooling and tests).
+
+    Given the command line `argv`, only the subcommand modules it needs are imported (see
+    :func:`command_modules`); without it, every subcommand is there.
+    """
     parser = argparse.ArgumentParser(
         prog="bmsgate",
         description="Read lithium-battery BMSes over BLE/serial and feed Home Assistant and inverters.",
@@ -282,15 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
     check = protocols_commands.add_parser("check", help="validate a protocol definition file")
     check.add_argument("file")
     protocols.set_defaults(json=False, handler=_protocols)
-    for module_name in _COMMAND_MODULES:
+    for module_name in command_modules(argv):
         importlib.import_module(module_name).add_parsers(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bmsgate`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(arguments)
+    args = parser.parse_args(arguments)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.datastore import ModbusBaseSlaveContext, ModbusServerContext
+from pymodbus.datastore import ModbusBaseSlaveContext, ModbusServerContext, ModbusSlaveContext
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
@@ -73,6 +73,25 @@ def quiet_pymodbus_logging() -> None:
 
 
 quiet_pymodbus_logging()
+
+
+def release_unused_default_blocks() -> int:
+    """Shrink the register blocks pymodbus 3.8 builds, when imported, as ``ModbusSlaveContext``'s defaults.
+
+    Its four default blocks (coils, inputs, holding and input registers) hold 65,536 values each, 2 MB
+    for the life of the process; this adapter serves its own :class:`RegisterStore` and never uses
+    them. Returns the values released (idempotent: 0 the second time).
+    """
+    released = 0
+    for block in (ModbusSlaveContext.__init__.__kwdefaults__ or {}).values():
+        values = getattr(block, "values", None)
+        if isinstance(values, list) and len(values) > 1:
+            released += len(values) - 1
+            block.values = values[:1]
+    return released
+
+
+release_unused_default_blocks()
 
 
 _READ_CODES: Final = {3: RegisterKind.HOLDING, 4: RegisterKind.INPUT, 23: RegisterKind.HOLDING}

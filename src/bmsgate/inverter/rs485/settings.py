@@ -8,11 +8,12 @@ inverter polls and the details the facts leave open; each of those can be overri
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, field_validator
 
-from bmsgate.inverter.rs485.pylontech import DIALECTS, BatteryIdentity, Rs485Dialect
+if TYPE_CHECKING:
+    from bmsgate.inverter.rs485.pylontech import BatteryIdentity, Rs485Dialect
 
 __all__ = ["Rs485Settings"]
 
@@ -67,12 +68,17 @@ class Rs485Settings(BaseModel):
     @field_validator("dialect")
     @classmethod
     def _known_dialect(cls, value: str) -> str:
+        # The encoder is imported only when an RS485 section is there: `bmsgate run` without one never loads it.
+        from bmsgate.inverter.rs485.pylontech import DIALECTS  # noqa: PLC0415
+
         if value not in DIALECTS:
             raise ValueError(f"unknown RS485 dialect {value!r}; known: {', '.join(sorted(DIALECTS))}")
         return value
 
     def resolved_dialect(self) -> Rs485Dialect:
         """The dialect with this section's overrides applied."""
+        from bmsgate.inverter.rs485.pylontech import DIALECTS  # noqa: PLC0415
+
         negative = None if self.discharge_limit_sign is None else self.discharge_limit_sign == "negative"
         dialect = DIALECTS[self.dialect].with_overrides(
             reply_address=self.reply_address,
@@ -88,6 +94,8 @@ class Rs485Settings(BaseModel):
 
     def identity(self) -> BatteryIdentity:
         """Names for 0x51 / 0x93."""
+        from bmsgate.inverter.rs485.pylontech import BatteryIdentity  # noqa: PLC0415
+
         return BatteryIdentity(
             battery_name=self.battery_name, manufacturer=self.manufacturer, serial_number=self.serial_number
         )
