@@ -21,7 +21,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import nats
@@ -43,6 +43,7 @@ from bmsgate.mqtt.settings import BrokerSettings
 from tests.fleet.scale.api_poller import poll_gateway_list
 from tests.fleet.scale.relay import FailoverRelay
 from tests.fleet.server.conftest import PostgresCluster, _postgres_binaries
+from tests.fleet.server.running_workers import running_workers
 from tests.fleet.server.store.messages import telemetry
 
 pytestmark = [
@@ -145,19 +146,6 @@ async def _stored(store: Repository, gateway: str) -> set[float]:
     return {float(row[0]) for row in rows}
 
 
-@contextlib.asynccontextmanager
-async def _running(workers: IngestWorkers) -> AsyncIterator[IngestWorkers]:
-    task = asyncio.create_task(workers.run())
-    try:
-        async with asyncio.timeout(30):
-            await workers.connected.wait()
-        yield workers
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 async def _settle(store: Repository, gateways: list[Gateway]) -> dict[str, int]:
     """Wait until every acknowledged message is stored; the missing ones per gateway if that never happens."""
     deadline = time.monotonic() + SETTLE_TIMEOUT
@@ -194,7 +182,7 @@ async def test_a_killed_worker_and_a_postgres_restart_lose_nothing_acknowledged(
     )
     store = await open_store(store_settings)
     try:
-        async with _running(workers):
+        async with running_workers(workers):
             gateways = [Gateway(f"gw-{index}", cluster.nodes[index % 3].mqtt_url) for index in range(6)]
             stop = asyncio.Event()
             tasks = [asyncio.create_task(gateway.run(stop)) for gateway in gateways]

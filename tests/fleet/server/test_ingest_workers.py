@@ -28,6 +28,7 @@ from bmsgate.fleet.server.store import Repository, StoreSettings, open_store
 from bmsgate.fleet.server.store.repository import IngestBatch, Resolution, WriteResult
 from bmsgate.mqtt.client import MqttSession, connect
 from bmsgate.mqtt.settings import BrokerSettings
+from tests.fleet.server.running_workers import running_workers
 from tests.fleet.server.store.messages import telemetry
 from tests.mosquitto import Mosquitto
 
@@ -50,19 +51,6 @@ async def _publisher(broker: Mosquitto) -> AsyncIterator[MqttSession]:
     settings = BrokerSettings(url=broker.url)
     async with connect(settings, will_topic="test/publisher", will_payload="gone", client_id="test-pub") as session:
         yield session
-
-
-@contextlib.asynccontextmanager
-async def _workers(workers: IngestWorkers) -> AsyncIterator[IngestWorkers]:
-    task = asyncio.create_task(workers.run())
-    try:
-        async with asyncio.timeout(30):
-            await workers.connected.wait()
-        yield workers
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def _publish(session: MqttSession, count: int, *, first: int = 0) -> None:
@@ -117,7 +105,7 @@ async def test_workers_share_the_load_and_store_everything(mosquitto: Mosquitto,
     )
     store = await open_store(store_settings)
     try:
-        async with _workers(workers), _publisher(mosquitto) as publisher:
+        async with running_workers(workers), _publisher(mosquitto) as publisher:
             await _publish(publisher, 200)
 
             async def everything() -> bool:
@@ -146,7 +134,7 @@ async def test_a_killed_worker_loses_nothing_it_acknowledged(
     )
     store = await open_store(store_settings)
     try:
-        async with _workers(workers), _publisher(mosquitto) as publisher:
+        async with running_workers(workers), _publisher(mosquitto) as publisher:
             await _publish(publisher, 150)
             await asyncio.sleep(0.5)  # delivered to both workers, committed by neither
             assert await _stored(store) == 0
@@ -183,7 +171,7 @@ async def test_the_live_feed_and_the_observers_see_what_the_workers_store(
         observers=[observer],
         settings=IngestSettings(max_delay_s=0.05),
     )
-    async with _workers(workers), feed.subscribe() as subscription, _publisher(mosquitto) as publisher:
+    async with running_workers(workers), feed.subscribe() as subscription, _publisher(mosquitto) as publisher:
         await _publish(publisher, 40)
         seen: set[float] = set()
         async with asyncio.timeout(30):
