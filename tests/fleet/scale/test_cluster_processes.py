@@ -114,7 +114,8 @@ async def test_one_leader_at_a_time_and_another_takes_over(postgres_cluster: Pos
 
         return run
 
-    first, second = Leadership(url, poll_s=0.1), Leadership(url, poll_s=0.1)
+    first = Leadership(url, poll_s=0.1, takeover_grace_s=0.3)
+    second = Leadership(url, poll_s=0.1, takeover_grace_s=0.3)
     async with _running(first.run(singletons("first"))) as first_task:
         await _until(lambda: first.is_leader, 5, "the first leads")
         async with _running(second.run(singletons("second"))):
@@ -124,7 +125,7 @@ async def test_one_leader_at_a_time_and_another_takes_over(postgres_cluster: Pos
             first_task.cancel()  # its lock session closes with it
             took = await _until(lambda: second.is_leader, 5, "the second takes over")
             assert leading == ["second"]
-            assert took < 1.0
+            assert took < 1.5  # poll 0.1 s + grace 0.3 s
 
 
 async def test_a_leader_whose_lock_session_is_lost_stops_its_singletons(postgres_cluster: PostgresCluster) -> None:
@@ -148,6 +149,42 @@ async def test_a_leader_whose_lock_session_is_lost_stops_its_singletons(postgres
             )
         await asyncio.wait_for(stopped.wait(), 5)
         await _until(lambda: leadership.terms == 2, 5, "it leads again (nobody else wanted the lock)")
+
+
+async def test_a_live_leader_whose_session_ended_stops_before_the_next_one_starts(
+    postgres_cluster: PostgresCluster,
+) -> None:
+    # PostgreSQL ends the leader's lock session while the leader lives (a terminated backend): the follower
+    # gets the lock at once, but the old leader only notices at its next check. The grace keeps them apart.
+    url = postgres_cluster.new_database()
+    running: dict[str, list[float]] = {"first": [], "second": []}
+
+    def singletons(name: str) -> Any:
+        async def run() -> None:
+            running[name].append(time.monotonic())
+            try:
+                await asyncio.Event().wait()
+            finally:
+                running[name].append(time.monotonic())
+
+        return run
+
+    first = Leadership(url, poll_s=0.1, check_s=1.0, check_timeout_s=0.5, takeover_grace_s=0.0)
+    second = Leadership(url, poll_s=0.05, check_s=1.0, check_timeout_s=0.5)  # grace 1.5 s
+    async with _running(first.run(singletons("first"))):
+        await _until(lambda: first.is_leader, 5, "the first leads")
+        async with _running(second.run(singletons("second"))):
+            await asyncio.sleep(0.3)
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                    (lock_application_name(os.getpid()),),
+                )
+            await _until(lambda: second.is_leader, 10, "the second leads")
+            await asyncio.sleep(0.2)
+    first_started, first_stopped = running["first"][:2]
+    (second_started, *_rest) = running["second"]
+    assert first_started < first_stopped <= second_started, running
 
 
 async def test_singletons_that_fail_end_the_run(postgres_cluster: PostgresCluster) -> None:

@@ -6,9 +6,11 @@ maintenance. The processes compete for one PostgreSQL session-level advisory loc
 its own (:class:`~bmsgate.fleet.server.store.postgres_lock.AdvisoryLock`); the holder runs the singletons for as
 long as it holds it:
 
-- a follower tries to take the lock every :attr:`Leadership.poll_s`;
+- a follower tries to take the lock every :attr:`Leadership.poll_s`, and once it has it, holds it for
+  :attr:`Leadership.takeover_grace_s` before it leads (an old leader whose session PostgreSQL ended while
+  it lives stops within ``check_s + check_timeout_s``: no two alarm engines at once);
 - when the leader process dies, the kernel closes its socket, its PostgreSQL backend ends and the lock is
-  free: a follower takes over within ``poll_s`` plus its singletons' start (measured in
+  free: a follower takes over within ``poll_s`` plus the grace plus its singletons' start (measured in
   ``tests/fleet/scale/test_cluster_processes.py``);
 - the leader checks its lock's session every :attr:`Leadership.check_s` (bounded by
   :attr:`Leadership.check_timeout_s`) and stops its singletons as soon as a check fails, so a leader cut off
@@ -55,11 +57,14 @@ class Leadership:
         poll_s: float = 1.0,
         check_s: float = 1.0,
         check_timeout_s: float = 3.0,
+        takeover_grace_s: float | None = None,
         key: int = LEADER_LOCK_KEY,
     ) -> None:
         self.poll_s = poll_s
         self.check_s = check_s
         self.check_timeout_s = check_timeout_s
+        self.takeover_grace_s = check_s + check_timeout_s if takeover_grace_s is None else takeover_grace_s
+        """How long a new holder of the lock waits before it leads (default ``check_s + check_timeout_s``)."""
         self._lock = AdvisoryLock(postgres_url, key, name=lock_application_name(os.getpid()))
         self.is_leader = False
         self.terms = 0
@@ -72,16 +77,10 @@ class Leadership:
         try:
             while True:
                 if await self._acquired():
-                    self.is_leader = True
-                    self.terms += 1
-                    self.became_leader_at = time.time()
-                    _log.info("cluster: this process (pid %d) leads: running the singletons", os.getpid())
-                    try:
-                        await self._lead(singletons)
-                    finally:
-                        self.is_leader = False
+                    if await self._old_leader_waited_out():
+                        await self._lead_while_held(singletons)
+                    else:
                         await self._lock.release()
-                    _log.warning("cluster: leadership lost; following")
                 await asyncio.sleep(self.poll_s)
         finally:
             await self._lock.release()
@@ -92,6 +91,38 @@ class Leadership:
         except BmsgateError as exc:
             _log.warning("cluster: cannot try the leader lock (again in %.1f s): %s", self.poll_s, exc)
             return False
+
+    async def _lead_while_held(self, singletons: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        self.is_leader = True
+        self.terms += 1
+        self.became_leader_at = time.time()
+        _log.info("cluster: this process (pid %d) leads: running the singletons", os.getpid())
+        try:
+            await self._lead(singletons)
+        finally:
+            self.is_leader = False
+            await self._lock.release()
+        _log.warning("cluster: leadership lost; following")
+
+    async def _old_leader_waited_out(self) -> bool:
+        """Hold the lock `takeover_grace_s` before leading; False if it was lost meanwhile.
+
+        The lock is free not only when its holder died: PostgreSQL also ends a session that is alive
+        (a terminated backend, a restart). That old leader still runs its singletons until its next check
+        fails, at most ``check_s + check_timeout_s`` later; waiting that long keeps two alarm engines from
+        opening and notifying the same alarm twice. It costs every takeover that wait.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.takeover_grace_s
+        while (remaining := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(self.check_s, remaining))
+            try:
+                async with asyncio.timeout(self.check_timeout_s):
+                    await self._lock.check()
+            except (BmsgateError, TimeoutError) as exc:
+                _log.warning("cluster: the leader lock was lost while waiting to lead: %s", exc)
+                return False
+        return True
 
     async def _lead(self, singletons: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         """Run the singletons until a check of the lock fails (returns) or they end (raises if they failed)."""
