@@ -69,15 +69,7 @@ class PostgresCluster:
         )
         with (self.directory / "postgres.log").open("ab") as log:
             self.process = self._spawn(data, log)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with psycopg.connect(self.url("postgres"), connect_timeout=2):
-                    return
-            except psycopg.OperationalError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"postgres did not start: {self.log()}") from None
-                time.sleep(0.1)
+        self._wait_until_accepting("start")
 
     def restart(self, down_s: float = 0.0) -> None:
         """Stop the server (fast shutdown: every connection is cut), wait `down_s`, start it again."""
@@ -100,6 +92,11 @@ class PostgresCluster:
         time.sleep(down_s)
         with (self.directory / "postgres.log").open("ab") as log:
             self.process = self._spawn(self.directory / "data", log)
+        self._wait_until_accepting("start again")
+
+    def _wait_until_accepting(self, what: str) -> None:
+        """Return once the server takes connections (30 s at most, or as soon as it has exited)."""
+        assert self.process is not None
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -107,7 +104,7 @@ class PostgresCluster:
                     return
             except psycopg.OperationalError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"postgres did not start again: {self.log()}") from None
+                    raise RuntimeError(f"postgres did not {what}: {self.log()}") from None
                 time.sleep(0.1)
 
     def _spawn(self, data: Path, log: BinaryIO) -> subprocess.Popen[bytes]:
