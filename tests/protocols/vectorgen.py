@@ -315,7 +315,7 @@ def _jbd() -> _Fixture:
 def _fixtures() -> dict[str, _Fixture]:
     aiobmsble = "captured over BLE and published with patman15/aiobmsble ({}); via tests/protocols/{}"
     suite = "real frames from the patman15/aiobmsble test suite ({}); via tests/protocols/public_frames.py"
-    return {
+    fixtures = {
         "jbd": _jbd(),
         "ant": _Fixture(
             {"device_info": [test_ant.DEVICE_INFO], "status": [test_ant.STATUS]},
@@ -412,6 +412,10 @@ def _fixtures() -> dict[str, _Fixture]:
             True,
         ),
     }
+    # aiobmsble's ids for two of these protocols (aliases): the same captures are theirs too.
+    fixtures["jikong"] = fixtures["jk"]
+    fixtures["tianpwr"] = fixtures["tianpower"]
+    return fixtures
 
 
 def _by_command(protocol: CompiledProtocol, frames: list[bytes]) -> dict[str, list[bytes]]:
