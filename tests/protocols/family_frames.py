@@ -1310,6 +1310,53 @@ MYVOLTA: Final = FamilyCapture(
     },
 )
 
+# aiobmsble's reference frames, "captured from a real Allpowers R1500 V2.0" (its test's words); no checksum.
+_ALLPOWERS_HEADER: Final = "A565B101010000"
+ALLPOWERS: Final = FamilyCapture(
+    "allpowers",
+    {"status": _frames(_ALLPOWERS_HEADER + "03480055007800F0")},
+    AIOBMSBLE.format("tests/bms/test_allpowers_bms.py (_FRAME_STATUS_DISCHARGING)"),
+    {
+        "soc": 72,
+        "extras.net_power": -35,
+        "extras.input_power": 85,
+        "extras.output_power": 120,
+        "extras.runtime": 240 * 60,
+        # aiobmsble reports the AC flag as chrg_mosfet and DC as dischrg_mosfet; here they are outputs.
+        "extras.ac_output": True,
+        "extras.dc_output": True,
+        "extras.ac_60hz": False,
+        "extras.light": False,
+        "voltage": None,
+        "current": None,
+        "charge_enabled": None,
+        "discharge_enabled": None,
+        "cell_voltages": [],
+        "alarms": [],
+    },
+)
+ALLPOWERS_CHARGING: Final = FamilyCapture(
+    "allpowers",
+    {"status": _frames(_ALLPOWERS_HEADER + "062D03840000FFFF")},
+    AIOBMSBLE.format("tests/bms/test_allpowers_bms.py (_FRAME_STATUS_CHARGING)"),
+    {
+        "soc": 45,
+        "extras.net_power": 900,
+        "extras.ac_output": True,
+        "extras.dc_output": False,
+        "extras.ac_60hz": True,
+        "extras.runtime": None,
+    },
+    vector="charging",
+)
+ALLPOWERS_IDLE: Final = FamilyCapture(
+    "allpowers",
+    {"status": _frames(_ALLPOWERS_HEADER + "10640000" + "0000FFFF")},
+    AIOBMSBLE.format("tests/bms/test_allpowers_bms.py (_FRAME_STATUS_IDLE)"),
+    {"soc": 100, "extras.net_power": 0, "extras.light": True, "extras.ac_output": False, "extras.runtime": None},
+    vector="idle",
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -1351,6 +1398,9 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     LITHIONICS,
     SUPERB,
     SUPERB_CHARGING,
+    ALLPOWERS,
+    ALLPOWERS_CHARGING,
+    ALLPOWERS_IDLE,
     MYVOLTA,
 )
 """Every capture, in the issue's order of families."""

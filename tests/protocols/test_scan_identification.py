@@ -108,6 +108,9 @@ ALL = default_catalog().protocols()
             ),
             "myvolta",
         ),
+        # aiobmsble allpowers_bms.py: AP S* and VOLIX* (connectable; no service or manufacturer data in its matcher).
+        (Advertisement(address="AA:BB:CC:01:00:10", name="AP S300 V2.0"), "allpowers"),
+        (Advertisement(address="AA:BB:CC:01:00:11", name="VOLIX-1500"), "allpowers"),
     ],
 )
 def test_each_new_family_is_identified_alone(advertisement: Advertisement, family: str) -> None:
