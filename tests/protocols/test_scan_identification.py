@@ -111,6 +111,9 @@ ALL = default_catalog().protocols()
         # aiobmsble allpowers_bms.py: AP S* and VOLIX* (connectable; no service or manufacturer data in its matcher).
         (Advertisement(address="AA:BB:CC:01:00:10", name="AP S300 V2.0"), "allpowers"),
         (Advertisement(address="AA:BB:CC:01:00:11", name="VOLIX-1500"), "allpowers"),
+        # aiobmsble cw20_bms.py: CW20_BLE or ATORCH-CW20 with service ffe0 or fff0.
+        (Advertisement(address="AA:BB:CC:01:00:12", name="CW20_BLE", service_uuids=("ffe0",)), "cw20"),
+        (Advertisement(address="AA:BB:CC:01:00:13", name="ATORCH-CW20", service_uuids=("fff0",)), "cw20"),
     ],
 )
 def test_each_new_family_is_identified_alone(advertisement: Advertisement, family: str) -> None:

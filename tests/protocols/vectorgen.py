@@ -312,6 +312,9 @@ def _jbd() -> _Fixture:
     )
 
 
+ATORCH_DC_METER_REPORT = "FF55010200011A00003C0004D40000002000006400000000002600590D363C00000000F0"
+
+
 def _fixtures() -> dict[str, _Fixture]:
     aiobmsble = "captured over BLE and published with patman15/aiobmsble ({}); via tests/protocols/{}"
     suite = "real frames from the patman15/aiobmsble test suite ({}); via tests/protocols/public_frames.py"
@@ -412,6 +415,13 @@ def _fixtures() -> dict[str, _Fixture]:
             True,
         ),
     }
+    # No CW20 frame is public: an ATORCH DC-meter report of another meter (same header, type and checksum).
+    fixtures["cw20"] = _Fixture(
+        {"report": [bytes.fromhex(ATORCH_DC_METER_REPORT)]},
+        "an ATORCH DC-meter report published by CursedHardware/atorch-console "
+        "(src/service/atorch-packet/packet-meter-dc.spec.ts), not a CW20's",
+        False,
+    )
     # aiobmsble's ids for two of these protocols (aliases): the same captures are theirs too.
     fixtures["jikong"] = fixtures["jk"]
     fixtures["tianpwr"] = fixtures["tianpower"]

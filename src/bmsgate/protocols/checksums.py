@@ -145,6 +145,10 @@ def _sum8_not(data: bytes | bytearray | memoryview) -> int:
     return ~(_adler32(data, 0) if len(data) <= _ADLER_SPAN else byte_sum(data)) & 0xFF
 
 
+def _sum8_xor44(data: bytes | bytearray | memoryview) -> int:
+    return (byte_sum(data) & 0xFF) ^ 0x44
+
+
 def _crc8_maxim(data: bytes | bytearray | memoryview) -> int:
     crc = 0
     table = _CRC8_MAXIM_TABLE
@@ -165,5 +169,6 @@ CHECKSUMS: Final[dict[str, ChecksumAlgorithm]] = {
         ChecksumAlgorithm("crc16_modbus", 2, crc16_modbus, "CRC-16/MODBUS (Daly, Seplos, ANT)"),
         ChecksumAlgorithm("crc8_maxim", 1, _crc8_maxim, "CRC-8/MAXIM (Dallas 1-Wire)"),
         ChecksumAlgorithm("crc16_xmodem", 2, _crc16_xmodem, "CRC-16/XMODEM (Seplos V2; engine 4)"),
+        ChecksumAlgorithm("sum8_xor44", 1, _sum8_xor44, "low byte of the sum, XOR 0x44 (ATORCH meters; engine 6)"),
     )
 }

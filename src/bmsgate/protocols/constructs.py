@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CONSTRUCTS", "ENGINE_VERSION", "constructs_used", "unknown_constructs"]
 
-ENGINE_VERSION: Final = 5
+ENGINE_VERSION: Final = 6
 """The protocol engine's level: raised whenever a construct is added to :data:`CONSTRUCTS`.
 
 Level 2 added ``sign_magnitude`` (TDT / Wattcycle currents); level 3 ``text`` (hex-text framing: E&J, AG,
@@ -40,7 +40,7 @@ a ``stride``, ``text_json`` (JSON text replies whose named members are read, Fel
 ``text_lines`` (CSV text lines read by column, Lithionics), ``unmarked`` (frames without a start marker on
 the wire, one per notification, Super-B), ``stuffing`` (an escape byte between the markers, MyVolta); from
 level 5 a non-finite ``f32`` is no value
-instead of a refused frame (NEEY)."""
+instead of a refused frame (NEEY); level 6 the ``sum8_xor44`` checksum (ATORCH CW20)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
