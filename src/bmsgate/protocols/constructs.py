@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CONSTRUCTS", "ENGINE_VERSION", "constructs_used", "unknown_constructs"]
 
-ENGINE_VERSION: Final = 5
+ENGINE_VERSION: Final = 6
 """The protocol engine's level: raised whenever a construct is added to :data:`CONSTRUCTS`.
 
 Level 2 added ``sign_magnitude`` (TDT / Wattcycle currents); level 3 ``text`` (hex-text framing: E&J, AG,
@@ -81,6 +81,8 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "excess": "bytes after a frame's announced end are ignored (excess: ignore)",
     "fixed_length": "frames of a fixed length instead of a length field",
     "frame_per_chunk": "every received chunk (one notification) is one whole frame, no length field (engine 4)",
+    "gatt.also_notify": "further notify characteristics of a GATT profile, joining one stream (engine 6)",
+    "gatt.connect_writes": "bytes a GATT profile writes once per connection to another characteristic (engine 6)",
     "ignore_chunks": "received chunks dropped as a whole",
     "follows": "a further reply of the request before it: nothing written, what arrived kept (engine 5)",
     "index": "one reply spread over numbered frames",
@@ -156,6 +158,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
     """Every construct `definition` uses (what its ``requires`` must say)."""
     framing = definition.framing
     used = _checksum(framing.checksum) | _checksum(framing.request_checksum)
+    profiles = definition.gatt.profiles if definition.gatt is not None else []
     flags = {
         "aliases": bool(definition.aliases),
         "check_end": not framing.check_end,
@@ -164,6 +167,8 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "excess": framing.excess == "ignore",
         "fixed_length": framing.fixed_length is not None,
         "frame_per_chunk": framing.frame_per_chunk,
+        "gatt.also_notify": any(profile.also_notify for profile in profiles),
+        "gatt.connect_writes": any(profile.connect_writes for profile in profiles),
         "ignore_chunks": bool(framing.ignore_chunks),
         "follows": any(request.follows for request in definition.requests),
         "index": any(reply.index is not None for reply in definition.replies.values()),
