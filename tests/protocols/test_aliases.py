@@ -35,7 +35,10 @@ def test_a_config_may_name_an_alias() -> None:
 def test_an_unknown_name_lists_the_aliases_too() -> None:
     with pytest.raises(
         DefinitionError,
-        match=r"available: abc, ant, .*\bej\b.*; aliases: ag \(ej\), dyness-jun \(jbd\), ective \(topband\), eleksol \(jbd\)",
+        match=(
+            r"available: abc, ant, .*\bej\b.*; "
+            r"aliases: ag \(ej\), dyness-jun \(jbd\), ective \(topband\), eleksol \(jbd\)"
+        ),
     ):
         default_catalog().get(Kind.PROTOCOL, "no-such-family")
 

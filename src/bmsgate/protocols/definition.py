@@ -347,7 +347,11 @@ class ProtocolDefinition(_Strict, CanonicalModel):
     def _further_notifications_are_whole_frames(self) -> Self:
         # Notifications of two characteristics interleave in no defined order: only when each one is a whole
         # frame can a frame of one never be cut by a chunk of the other.
-        if self.gatt is not None and any(p.also_notify for p in self.gatt.profiles) and not self.framing.frame_per_chunk:
+        if (
+            self.gatt is not None
+            and any(p.also_notify for p in self.gatt.profiles)
+            and not self.framing.frame_per_chunk
+        ):
             raise ValueError("gatt 'also_notify' needs framing.frame_per_chunk (every notification one whole frame)")
         return self
 
