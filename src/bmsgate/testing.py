@@ -370,6 +370,7 @@ class FakePeripheral:
     def drop_link(self) -> None:
         """The radio link drops now (out of range, BMS reboot)."""
         client, self.client = self.client, None
+        self._unlocked.clear()
         if client is not None:
             client._lost()
 
@@ -394,6 +395,7 @@ class FakePeripheral:
         if pair:
             self._pair()
         self.client = client
+        self._unlocked.clear()  # also after a dropped link: a board is locked again on every new connection
         self.connections += 1
 
     def _pair(self) -> None:

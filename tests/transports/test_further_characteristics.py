@@ -6,12 +6,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import Any
 
 import pytest
 
-from bmsgate.errors import ConnectError, DeviceTimeout
+from bmsgate.errors import AuthenticationError, ConnectError, DeviceTimeout
 from bmsgate.protocols import CompiledProtocol, compile_definition, get_protocol
 from bmsgate.protocols.definition import definition_from_mapping, normalize_uuid
 from bmsgate.runtime.client import BatteryClient, ClientOptions
@@ -175,3 +176,28 @@ async def test_further_notifications_do_not_confirm_a_write_mode() -> None:
         assert transport.confirmed_write_mode is None
     finally:
         await transport.close()
+
+
+async def test_a_dropped_link_locks_the_board_again() -> None:
+    bms = _dyness()
+    radio = FakeBluetooth([bms])
+    transport = _transport(radio, DYNESS)
+    async with BatteryClient(DYNESS, transport, options=FAST) as client:
+        await client.read()
+        bms.drop_link()
+        assert bms.locked
+        with contextlib.suppress(ConnectError):
+            await client.read()  # may still find the dropped link; the next poll reconnects
+        await client.read()  # on a new connection, which the transport unlocked
+    assert bms.side_writes == [UNLOCK, UNLOCK]
+
+
+async def test_a_refused_unlock_write_is_an_authentication_error_and_frees_the_link() -> None:
+    bms = _dyness(pairing_required=True)
+    radio = FakeBluetooth([bms])
+    transport = _transport(radio, DYNESS)
+    with pytest.raises(AuthenticationError, match="writing the connect-time frame to fed5"):
+        await transport.open()
+    assert not transport.is_open
+    assert bms.client is None
+    assert bms.side_writes == []
