@@ -1,4 +1,7 @@
-"""Wire constructs assembled and decoded per second: Super-B's unmarked chunks and MyVolta's stuffed stream.
+"""Wire constructs assembled and decoded per second: Super-B's unmarked chunks, MyVolta's stuffed stream.
+
+Also Super-B v2's two frame types (engine 6: one of them arrives on a second notify characteristic, which
+the transport merges into the same stream, so its cost is that of any two whole-notification frames).
 
 Each iteration feeds one poll's notifications (aiobmsble's captures, MyVolta's split into 20-byte
 notifications) through a fresh assembler and decodes the frames into one `BatterySnapshot`. Worst cases:
@@ -13,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from tests.protocols.family_frames import MYVOLTA, SUPERB, FamilyCapture
+from tests.protocols.family_frames import MYVOLTA, SUPERB, SUPERB_V2, FamilyCapture
 
 from bmsgate.protocols import CompiledProtocol, Frame, get_protocol
 from bmsgate.protocols.stuffedframing import to_wire
@@ -60,6 +63,8 @@ def main() -> None:
     superb, myvolta = get_protocol("superb"), get_protocol("myvolta")
     framing = myvolta.definition.framing
     print(f"superb   poll (1 notification):   {_rate(_poll(superb, _notifications(SUPERB))):>10,.0f} polls/s")
+    v2 = _notifications(SUPERB_V2, size=24)
+    print(f"superb-v2 poll ({len(v2)} notifications): {_rate(_poll(get_protocol('superb-v2'), v2)):>10,.0f} polls/s")
     chunks = _notifications(MYVOLTA)
     print(f"myvolta  poll ({len(chunks)} notifications):  {_rate(_poll(myvolta, chunks)):>10,.0f} polls/s")
     # Every body byte a control byte: each is escaped on the wire.

@@ -180,6 +180,10 @@ def gatt_for_protocol(
         chars = [characteristic(chosen.write, ["read", *writes, "notify"])]
     else:
         chars = [characteristic(chosen.notify, ["read", *writes]), characteristic(chosen.notify, ["read", "notify"])]
+    # The profile's further characteristics (engine 6), in the same service: the sources name no other.
+    chars += [characteristic(uuid, ["read", "notify"]) for uuid in chosen.also_notify]
+    targets = dict.fromkeys(write.characteristic for write in chosen.connect_writes)
+    chars += [characteristic(uuid, ["read", "write-without-response", "write"]) for uuid in targets]
     services.append(FakeService(chosen.service, service_handle, chars))
     return services
 
@@ -243,6 +247,11 @@ class FakePeripheral:
         accepts: the write mode the board honours; writes in the other mode succeed at the GATT level and
             are silently dropped.
         rssi: advertised signal strength.
+        profile: which of the protocol's GATT profiles the board implements (the default GATT database, the
+            advertised service, and the profile's ``connect_writes``: until each of them arrived on its
+            characteristic in this connection, the BMS ignores requests, as a locked Dyness board does).
+        notify_route: which characteristic (UUID) notifies a chunk the BMS sends; None: every notifying
+            characteristic (a board with ``also_notify`` sends each frame type on its own one).
         service_uuids: advertised services (default: the profile's service).
         manufacturer_data: advertised manufacturer data.
         advertising: False for a pack that stays silent when idle.
@@ -271,6 +280,8 @@ class FakePeripheral:
         write_properties: Iterable[str] = ("write-without-response", "write"),
         accepts: WriteMode | Literal["both"] = "both",
         rssi: int = -60,
+        profile: int = 0,
+        notify_route: Callable[[bytes], str | None] | None = None,
         service_uuids: Sequence[str] | None = None,
         manufacturer_data: Mapping[int, bytes] | None = None,
         advertising: bool = True,
@@ -290,11 +301,16 @@ class FakePeripheral:
         self.services = (
             list(services)
             if services is not None
-            else gatt_for_protocol(protocol, layout=layout, write_properties=write_properties)
+            else gatt_for_protocol(protocol, profile=profile, layout=layout, write_properties=write_properties)
         )
         self.accepts = accepts
         self.rssi = rssi
-        profile_service = protocol.gatt_profiles[0].service if protocol.gatt_profiles else None
+        chosen = protocol.gatt_profiles[profile] if protocol.gatt_profiles else None
+        profile_service = chosen.service if chosen else None
+        self._unlocks = [(write.characteristic, write.frame) for write in (chosen.connect_writes if chosen else [])]
+        self._unlock_targets = frozenset(uuid for uuid, _frame in self._unlocks)
+        self._unlocked: list[tuple[str, bytes]] = []
+        self.notify_route = notify_route
         default_uuids = [profile_service] if profile_service else []
         self.service_uuids = list(service_uuids) if service_uuids is not None else default_uuids
         self.manufacturer_data = dict(manufacturer_data or {})
@@ -316,8 +332,10 @@ class FakePeripheral:
         self.writes: list[tuple[bytes, WriteMode]] = []
         """Every write that reached the UART characteristic, with its mode."""
         self.dropped_writes: list[tuple[bytes, WriteMode]] = []
-        """Writes the board ignored because of `accepts`."""
+        """Writes the board ignored because of `accepts`, or while it was `locked`."""
         self.notifications: list[bytes] = []
+        self.side_writes: list[tuple[str, bytes]] = []
+        """Writes to a ``connect_writes`` characteristic (not the UART), as (UUID, bytes), in order."""
 
     @property
     def faults(self) -> FaultPlan:
@@ -352,6 +370,7 @@ class FakePeripheral:
     def drop_link(self) -> None:
         """The radio link drops now (out of range, BMS reboot)."""
         client, self.client = self.client, None
+        self._unlocked.clear()
         if client is not None:
             client._lost()
 
@@ -376,6 +395,7 @@ class FakePeripheral:
         if pair:
             self._pair()
         self.client = client
+        self._unlocked.clear()  # also after a dropped link: a board is locked again on every new connection
         self.connections += 1
 
     def _pair(self) -> None:
@@ -386,7 +406,13 @@ class FakePeripheral:
     async def _release(self, client: FakeBleakClient) -> None:
         if self.client is client:
             self.client = None
+            self._unlocked.clear()
             await self.uart.close()
+
+    @property
+    def locked(self) -> bool:
+        """The profile's connect-time frames have not all arrived on this connection (requests are ignored)."""
+        return any(unlock not in self._unlocked for unlock in self._unlocks)
 
     def _check_access(self) -> None:
         if self.pairing_required and not self.paired:
@@ -395,7 +421,11 @@ class FakePeripheral:
 
     async def _write(self, char: FakeCharacteristic, data: bytes, mode: WriteMode) -> None:
         self._check_access()
-        if self.accepts not in ("both", mode):
+        if char.uuid in self._unlock_targets:
+            self.side_writes.append((char.uuid, data))
+            self._unlocked.append((char.uuid, data))
+            return
+        if self.accepts not in ("both", mode) or self.locked:
             self.dropped_writes.append((data, mode))
             return
         self.writes.append((data, mode))
@@ -406,8 +436,10 @@ class FakePeripheral:
         if client is None or (self.drop_notifications and self._random.random() < self.drop_notifications):
             return
         self.notifications.append(chunk)
+        route = normalize_uuid(target) if self.notify_route and (target := self.notify_route(chunk)) else None
         for char in self._notify_chars:
-            client._notify(char, chunk)
+            if route is None or char.uuid == route:
+                client._notify(char, chunk)
 
 
 # -- the client ----------------------------------------------------------------------------------------

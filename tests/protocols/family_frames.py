@@ -1357,6 +1357,30 @@ ALLPOWERS_IDLE: Final = FamilyCapture(
     vector="idle",
 )
 
+# aiobmsble's superb_v2 test: the reply RESP to 21 54 00 (frame type 00) and _NOTIFY_RESP (type 02), which its
+# mock notifies on its own (on subscribing); each one 24-byte notification. _RESULT_DEFS states the values
+# (power -32.555 W is voltage x current, rounded by aiobmsble).
+SUPERB_V2: Final = FamilyCapture(
+    "superb-v2",
+    {
+        "measurements": _frames("020D00000000FFFFF65F3397000009640000000000000000"),
+        "status": _frames("00230413FFFF81E300000000000000000000126400012F29"),
+    },
+    AIOBMSBLE.format("tests/bms/test_superb_v2_bms.py (RESP, MockSuperBv2BleakClient._NOTIFY_RESP)"),
+    {
+        "voltage": 13.207,
+        "current": -2.465,
+        "soc": 35,
+        "soh": 100,
+        "cycles": 18,
+        "extras.runtime": 77609,
+        "alarms": [],
+        "cell_voltages": [],
+        "temperatures": [],
+    },
+)
+
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -1402,6 +1426,7 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     ALLPOWERS_CHARGING,
     ALLPOWERS_IDLE,
     MYVOLTA,
+    SUPERB_V2,
 )
 """Every capture, in the issue's order of families."""
 

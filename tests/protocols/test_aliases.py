@@ -19,6 +19,7 @@ def test_an_alias_resolves_to_its_protocol() -> None:
     assert default_catalog().get(Kind.PROTOCOL, "ag") is default_catalog().get(Kind.PROTOCOL, "ej")
     assert get_protocol("ag") is get_protocol("ej")
     assert get_protocol("eleksol").name == "jbd"
+    assert get_protocol("dyness-jun").name == "jbd"
     assert get_protocol("redodo").name == "litime"
     assert get_protocol("ective").name == "topband"
     assert get_protocol("nordicnus").name == "ej"
@@ -34,7 +35,10 @@ def test_a_config_may_name_an_alias() -> None:
 def test_an_unknown_name_lists_the_aliases_too() -> None:
     with pytest.raises(
         DefinitionError,
-        match=r"available: abc, .*\bant\b.*\bej\b.*; aliases: ag \(ej\), ective \(topband\), eleksol \(jbd\)",
+        match=(
+            r"available: abc, .*\bant\b.*\bej\b.*; "
+            r"aliases: ag \(ej\), dyness-jun \(jbd\), ective \(topband\), eleksol \(jbd\)"
+        ),
     ):
         default_catalog().get(Kind.PROTOCOL, "no-such-family")
 

@@ -54,6 +54,9 @@ def test_aliases_are_listed_with_the_protocol_they_are(capsys: pytest.CaptureFix
     assert rows["redodo"]["same_as"] == "litime"
     assert rows["eleksol"]["same_as"] == "jbd"
     assert rows["eleksol"]["verified"] is False  # no frame of an Eleksol pack anywhere: jbd's are not its
+    assert rows["dyness-jun"]["same_as"] == "jbd"
+    assert rows["dyness-jun"]["verified"] is False  # aiobmsble's test holds no frames
+    assert rows["superb-v2"]["verified"] is True
     assert rows["ej"]["same_as"] is None
     assert "ag" in rows["ej"]["aliases"]
     # An alias is decoded and discovered by its protocol: the same matchers, GATT service and alarms.
@@ -67,3 +70,4 @@ def test_the_text_listing_names_the_protocol_of_an_alias(capsys: pytest.CaptureF
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
     assert "(same as ej)" in lines["ag"]
     assert "unverified" in lines["eleksol"]
+    assert "unverified" in lines["dyness-jun"]

@@ -216,3 +216,22 @@ def test_pylontech_needs_the_battery_service() -> None:
         Advertisement(address="AA:BB:CC:01:00:0C", name="RT-fake", service_uuids=(normalize_uuid("180f"),)),
     ):
         assert "pylontech" not in [match.protocol for match in match_advertisement(advertisement, ALL)]
+
+
+def test_superb_v2_is_identified_by_name_and_manufacturer_id() -> None:
+    # aiobmsble superb_v2_bms.py: Epsilon* with manufacturer id 0x50BE (its data starts "Epsilon V2").
+    v2 = Advertisement(address="AA:BB:CC:01:00:10", name="Epsilon V2 12V", manufacturer_data={0x50BE: b"Epsilon V2"})
+    assert [match.protocol for match in match_advertisement(v2, ALL)] == ["superb-v2"]
+    # Without the manufacturer id it is no V2; a V2 named like a V1 (Epsilon-*) is claimed by both (probe decides,
+    # the engine has no matcher on the manufacturer data's content).
+    assert [match.protocol for match in match_advertisement(Advertisement(address=v2.address, name=v2.name), ALL)] == []
+    named_like_v1 = Advertisement(address="AA:BB:CC:01:00:11", name="Epsilon-12V", manufacturer_data={0x50BE: b""})
+    assert [match.protocol for match in match_advertisement(named_like_v1, ALL)] == ["superb", "superb-v2"]
+
+
+def test_dyness_junior_is_identified_as_jbd_by_its_name() -> None:
+    # aiobmsble dyness_jun_bms.py: R07* (alias `dyness-jun` of jbd; the unlock profile is chosen at connect).
+    dyness = Advertisement(address="AA:BB:CC:01:00:12", name="R07-0042", service_uuids=(normalize_uuid("fe00"),))
+    matches = match_advertisement(dyness, ALL)
+    assert [match.protocol for match in matches] == ["jbd"]
+    assert matches[0].reason == "name R07*"

@@ -397,7 +397,7 @@ def _match(
     # Frames with no marker on the wire and no checksum (Super-B) are any chunk of the right size: believed
     # only on the protocol's own notify characteristic, or every capture of 20-byte notifications is one.
     framing = protocol.definition.framing
-    own_notify = {profile.notify for profile in protocol.gatt_profiles}
+    own_notify = {uuid for profile in protocol.gatt_profiles for uuid in (profile.notify, *profile.also_notify)}
     unchecked = not framing.marker_on_wire and framing.checksum is None
     for exchange in exchanges:
         if exchange.connection != connection:

@@ -40,7 +40,9 @@ a ``stride``, ``text_json`` (JSON text replies whose named members are read, Fel
 ``text_lines`` (CSV text lines read by column, Lithionics), ``unmarked`` (frames without a start marker on
 the wire, one per notification, Super-B), ``stuffing`` (an escape byte between the markers, MyVolta); from
 level 5 a non-finite ``f32`` is no value
-instead of a refused frame (NEEY); level 6 the ``sum8_xor44`` checksum (ATORCH CW20)."""
+instead of a refused frame (NEEY); level 6 ``gatt.also_notify`` (further notify characteristics joining one
+stream, Super-B V2), ``gatt.connect_writes`` (bytes written once per connection to another characteristic,
+Dyness) and the ``sum8_xor44`` checksum (ATORCH CW20)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -81,6 +83,8 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "excess": "bytes after a frame's announced end are ignored (excess: ignore)",
     "fixed_length": "frames of a fixed length instead of a length field",
     "frame_per_chunk": "every received chunk (one notification) is one whole frame, no length field (engine 4)",
+    "gatt.also_notify": "further notify characteristics of a GATT profile, joining one stream (engine 6)",
+    "gatt.connect_writes": "bytes a GATT profile writes once per connection to another characteristic (engine 6)",
     "ignore_chunks": "received chunks dropped as a whole",
     "follows": "a further reply of the request before it: nothing written, what arrived kept (engine 5)",
     "index": "one reply spread over numbered frames",
@@ -156,6 +160,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
     """Every construct `definition` uses (what its ``requires`` must say)."""
     framing = definition.framing
     used = _checksum(framing.checksum) | _checksum(framing.request_checksum)
+    profiles = definition.gatt.profiles if definition.gatt is not None else []
     flags = {
         "aliases": bool(definition.aliases),
         "check_end": not framing.check_end,
@@ -164,6 +169,8 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "excess": framing.excess == "ignore",
         "fixed_length": framing.fixed_length is not None,
         "frame_per_chunk": framing.frame_per_chunk,
+        "gatt.also_notify": any(profile.also_notify for profile in profiles),
+        "gatt.connect_writes": any(profile.connect_writes for profile in profiles),
         "ignore_chunks": bool(framing.ignore_chunks),
         "follows": any(request.follows for request in definition.requests),
         "index": any(reply.index is not None for reply in definition.replies.values()),

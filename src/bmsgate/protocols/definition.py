@@ -1,7 +1,8 @@
 """The declarative protocol definition format (YAML), its validation and loading.
 
 A definition is pure data: it is parsed by the bounded safe YAML loader (`bmsgate.datafiles`) and
-validated into the frozen models below and in `fields` (the field tables) and `datatypes` (hex, UUIDs);
+validated into the frozen models below and in `fields` (the field tables), `gattspec` (discovery: GATT
+profiles, advertisement matchers, serial settings) and `datatypes` (hex, UUIDs);
 this module re-exports those so the format has one public home. Nothing in it can name or run code;
 algorithms (checksums, value transforms) are chosen from
 fixed sets that ship with bmsgate. The format is documented in docs/protocol-definitions.md.
@@ -9,7 +10,6 @@ fixed sets that ship with bmsgate. The format is documented in docs/protocol-def
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -29,7 +29,7 @@ from bmsgate.datafiles import describe_validation_error, parse_yaml, read_text
 from bmsgate.errors import DefinitionError
 from bmsgate.model import Alarm
 from bmsgate.protocols.constructs import CONSTRUCTS, ENGINE_VERSION, constructs_used, unknown_constructs
-from bmsgate.protocols.datatypes import STRICT, Endian, HexBytes, Uuid, normalize_uuid, parse_hex
+from bmsgate.protocols.datatypes import STRICT, Endian, HexBytes, normalize_uuid, parse_hex
 from bmsgate.protocols.fields import (
     BOOL_TARGETS,
     DEVICE_TARGETS,
@@ -44,6 +44,7 @@ from bmsgate.protocols.fields import (
     is_var,
 )
 from bmsgate.protocols.framingspec import ChecksumSpec, FramingSpec, KeySpec, LengthSpec, PrefixSpec, StatusSpec
+from bmsgate.protocols.gattspec import AdvertisementMatcher, CharacteristicWrite, GattProfile, GattSpec, SerialSpec
 from bmsgate.protocols.textslots import check_absent_markers
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "INT_TARGETS",
     "LIST_TARGETS",
     "AdvertisementMatcher",
+    "CharacteristicWrite",
     "ChecksumSpec",
     "CommandSpec",
     "FieldCondition",
@@ -86,101 +88,10 @@ FORMAT_VERSION: Final = 1
 FORMAT_VERSIONS: Final = frozenset({FORMAT_VERSION})
 """Definition formats this engine reads."""
 
+
 # What a field may write is the snapshot model itself (bmsgate.model derives these from its dataclasses).
-# -- discovery ---------------------------------------------------------------------------------------
-
-
 class _Strict(BaseModel):
     model_config = STRICT
-
-
-class GattProfile(_Strict):
-    """One service with its notify and write characteristics (several profiles = board variants)."""
-
-    service: Uuid
-    notify: Uuid
-    write: Uuid | None = None
-    """None: the BMS only notifies (a protocol whose requests are all ``listen``, e.g. Topband): no write
-    characteristic is looked for or used."""
-
-
-class GattSpec(_Strict):
-    """How to talk to the BMS over GATT."""
-
-    profiles: list[GattProfile] = Field(min_length=1)
-    write_mode: Literal["auto", "with_response", "without_response"] = "auto"
-    pairing: Literal["none", "optional", "required"] = "none"
-    notification_size: int = Field(default=20, ge=1, le=512)
-    """Payload bytes per notification the real BMS sends (the simulator splits replies like this)."""
-
-
-class AdvertisementMatcher(_Strict):
-    """All given conditions must hold; a definition matches when any of its matchers does."""
-
-    local_name: str | None = None
-    """Glob, case-insensitive, e.g. ``JBD-*``."""
-    service_uuid: Uuid | None = None
-    manufacturer_id: int | None = Field(default=None, ge=0, le=0xFFFF)
-    address_prefix: str | None = None
-    """Leading octets of the MAC address, e.g. ``A4:C1:37``."""
-    service_data_uuid: Uuid | None = None
-    """A UUID the advertisement carries service data for (engine 5; Epoch Pro advertises no name, only this)."""
-
-    @field_validator("address_prefix")
-    @classmethod
-    def _check_prefix(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){0,5}", value):
-            raise ValueError("expected octets like 'A4:C1:37'")
-        return value.upper() if value else value
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> Self:
-        if all(
-            value is None
-            for value in (
-                self.local_name,
-                self.service_uuid,
-                self.manufacturer_id,
-                self.address_prefix,
-                self.service_data_uuid,
-            )
-        ):
-            raise ValueError(
-                "a matcher needs at least one of local_name, service_uuid, manufacturer_id, address_prefix, "
-                "service_data_uuid"
-            )
-        return self
-
-    def matches(
-        self,
-        *,
-        name: str | None,
-        address: str | None,
-        service_uuids: list[str],
-        manufacturer_ids: list[int],
-        service_data_uuids: Sequence[str] = (),
-    ) -> bool:
-        """True when every condition of this matcher holds for the advertisement."""
-        if self.local_name is not None and not (name and fnmatch.fnmatchcase(name.lower(), self.local_name.lower())):
-            return False
-        if self.service_uuid is not None and self.service_uuid not in {normalize_uuid(uuid) for uuid in service_uuids}:
-            return False
-        if self.manufacturer_id is not None and self.manufacturer_id not in manufacturer_ids:
-            return False
-        if self.service_data_uuid is not None and self.service_data_uuid not in {
-            normalize_uuid(uuid) for uuid in service_data_uuids
-        }:
-            return False
-        return self.address_prefix is None or bool(address and address.upper().startswith(self.address_prefix))
-
-
-class SerialSpec(_Strict):
-    """UART/RS485 line settings."""
-
-    baudrate: int = 9600
-    bytesize: Literal[7, 8] = 8
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
 
 
 # -- framing -----------------------------------------------------------------------------------------
@@ -430,6 +341,18 @@ class ProtocolDefinition(_Strict, CanonicalModel):
     @model_validator(mode="after")
     def _text_slots_say_when_absent(self) -> Self:
         check_absent_markers(self.framing.text, self.replies)
+        return self
+
+    @model_validator(mode="after")
+    def _further_notifications_are_whole_frames(self) -> Self:
+        # Notifications of two characteristics interleave in no defined order: only when each one is a whole
+        # frame can a frame of one never be cut by a chunk of the other.
+        if (
+            self.gatt is not None
+            and any(p.also_notify for p in self.gatt.profiles)
+            and not self.framing.frame_per_chunk
+        ):
+            raise ValueError("gatt 'also_notify' needs framing.frame_per_chunk (every notification one whole frame)")
         return self
 
     @model_validator(mode="after")

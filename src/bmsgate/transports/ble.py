@@ -10,7 +10,9 @@ Connecting (`BleConnection`):
 4. Read the GATT tree.
 
 `BleTransport` then picks the protocol's write and notify characteristics (by UUID *and* properties,
-so two characteristics sharing one UUID are told apart), subscribes, and writes with or without
+so two characteristics sharing one UUID are told apart), writes the profile's connect-time frames to their
+own characteristics (engine 6, ``connect_writes``), subscribes to the notify characteristic and any
+``also_notify`` ones (their notifications are one stream of chunks), and writes with or without
 response. In ``write_mode: auto`` a request that gets no reply at all makes the next write use the
 other mode; the first mode that gets a reply is remembered for the transport's lifetime (reconnects
 included). `open()` retries the whole sequence a bounded number of times with exponential backoff and
@@ -854,14 +856,17 @@ class BleTransport(Transport):
         if self._unlisten is not None:
             self._unlisten()
         self._unlisten = connection.add_disconnect_listener(self._on_link_lost)
+        await self._write_connect_frames(selection)
         try:
             await connection.client.start_notify(selection.notify.handle, self._on_notify)
+            self._notifying = True
+            for characteristic in selection.also_notify:
+                await connection.client.start_notify(characteristic.handle, self._on_further_notify)
         except _LIBRARY_ERRORS as exc:
             await self._release()
             raise map_ble_error(
                 exc, action="subscribing to notifications", description=self.description, battery_id=self.battery_id
             ) from exc
-        self._notifying = True
         _LOGGER.debug(
             "%s: using notify handle %d, write handle %s (%s)",
             self.description,
@@ -870,14 +875,32 @@ class BleTransport(Transport):
             "/".join(modes) or "notify only",
         )
 
+    async def _write_connect_frames(self, selection: CharacteristicSelection) -> None:
+        """The profile's ``connect_writes``, in order, before anything is subscribed (Dyness's unlock)."""
+        for characteristic, frame in selection.connect_writes:
+            response = "write" in characteristic.properties
+            try:
+                async with asyncio.timeout(self._write_timeout):
+                    await self.connection.client.write_gatt_char(characteristic.handle, frame, response=response)
+            except _LIBRARY_ERRORS as exc:
+                await self._release()
+                raise map_ble_error(
+                    exc,
+                    action=f"writing the connect-time frame to {short_uuid(characteristic.uuid)}",
+                    description=self.description,
+                    battery_id=self.battery_id,
+                ) from exc
+            self.bytes_sent += len(frame)
+
     async def _release(self) -> None:
         if self._unlisten is not None:
             self._unlisten()
             self._unlisten = None
         if self._notifying and self.selection is not None and self.connection.is_connected:
-            with contextlib.suppress(*_LIBRARY_ERRORS, DeviceError):
-                async with asyncio.timeout(_DISCONNECT_TIMEOUT):
-                    await self.connection.client.stop_notify(self.selection.notify.handle)
+            for characteristic in (self.selection.notify, *self.selection.also_notify):
+                with contextlib.suppress(*_LIBRARY_ERRORS, DeviceError):
+                    async with asyncio.timeout(_DISCONNECT_TIMEOUT):
+                        await self.connection.client.stop_notify(characteristic.handle)
         self._notifying = False
         if self._owns_connection:
             await self.connection.disconnect()
@@ -896,6 +919,10 @@ class BleTransport(Transport):
             if self._confirmed_mode != mode:
                 self._confirmed_mode = mode
                 _LOGGER.debug("%s: write mode %s works", self.description, mode)
+        self._deliver(bytes(data))
+
+    def _on_further_notify(self, _sender: Any, data: bytearray) -> None:
+        # Sent unasked (Super-B v2's measurements): says nothing about whether the last write arrived.
         self._deliver(bytes(data))
 
     # -- writing ------------------------------------------------------------------------------------

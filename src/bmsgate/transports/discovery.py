@@ -235,6 +235,36 @@ class CharacteristicSelection:
     notify: GattCharacteristic
     write: GattCharacteristic | None
     """None for a notify-only profile (the protocol never writes)."""
+    also_notify: tuple[GattCharacteristic, ...] = ()
+    """Further characteristics to subscribe to (the profile's ``also_notify``, in order)."""
+    connect_writes: tuple[tuple[GattCharacteristic, bytes], ...] = ()
+    """What to write once per connection, and where (the profile's ``connect_writes``, in order)."""
+
+
+def _extras(
+    selection: CharacteristicSelection, everything: Sequence[GattCharacteristic]
+) -> CharacteristicSelection | None:
+    """`selection` with the profile's further characteristics, or None when the device lacks one.
+
+    They are looked up in the whole tree (the sources name their UUIDs, not their service); a board without
+    one of them is not this profile's board.
+    """
+    profile = selection.profile
+    if not profile.also_notify and not profile.connect_writes:
+        return selection
+    notifiers: list[GattCharacteristic] = []
+    for uuid in profile.also_notify:
+        found = [c for c in everything if _safe_normalize(c.uuid) == uuid and c.can_notify]
+        if not found:
+            return None
+        notifiers.append(min(found, key=lambda c: c.handle))
+    writes: list[tuple[GattCharacteristic, bytes]] = []
+    for write in profile.connect_writes:
+        found = [c for c in everything if _safe_normalize(c.uuid) == write.characteristic and c.can_write]
+        if not found:
+            return None
+        writes.append((min(found, key=lambda c: c.handle), write.frame))
+    return dataclasses.replace(selection, also_notify=tuple(notifiers), connect_writes=tuple(writes))
 
 
 def _select_in(characteristics: Sequence[GattCharacteristic], profile: GattProfile) -> CharacteristicSelection | None:
@@ -261,19 +291,21 @@ def select_characteristics(tree: GattTree, profiles: Sequence[GattProfile]) -> C
     """The notify and write characteristics of the first profile the device offers.
 
     Characteristics are matched by UUID *and* properties, so two characteristics sharing one UUID
-    (one writable, one notifying) are told apart by what they can do, then by handle. Profiles are tried
+    (one writable, one notifying) are told apart by what they can do, then by handle. A profile naming
+    further characteristics (``also_notify``, ``connect_writes``) is chosen only when the device offers
+    each of them too. Profiles are tried
     in definition order inside their service; when no service matches, a second pass ignores the service
     (some modules put the characteristics in an unexpected service).
     """
+    everything = tree.characteristics()
     for profile in profiles:
         for service in tree.service(profile.service):
             selection = _select_in(service.characteristics, profile)
-            if selection is not None:
+            if selection is not None and (selection := _extras(selection, everything)) is not None:
                 return selection
-    everything = tree.characteristics()
     for profile in profiles:
         selection = _select_in(everything, profile)
-        if selection is not None:
+        if selection is not None and (selection := _extras(selection, everything)) is not None:
             return selection
     return None
 

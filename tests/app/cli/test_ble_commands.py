@@ -144,3 +144,36 @@ def test_probe_identifies_jk_among_ffe0_protocols(
     assert report["protocol"] == "jk"
     assert report["attempts"][0]["protocol"] == "jk"  # the advertisement put it first
     assert report["characteristics"]["notify_handle"] != report["characteristics"]["write_handle"]
+
+
+def test_probe_unlocks_a_dyness_board_and_shows_the_unlock_characteristic(
+    radio: FakeBluetooth, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # aiobmsble dyness_jun_bms.py: JBD behind fe00, answering only after AA 55 01 00 00 56 was written to fed5.
+    dyness = radio.add(
+        FakePeripheral(
+            JBD,
+            "AA:BB:CC:00:00:07",
+            name="R07-0042",
+            profile=len(JBD.gatt_profiles) - 1,
+            pack=PackConfig(cells=4),
+        )
+    )
+    assert cli.main(["probe", "AA:BB:CC:00:00:07", "--json", "--timeout", "0.3", "--protocol", "jbd"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["protocol"] == "jbd"
+    assert report["characteristics"]["service"] == "fe00"
+    fed5 = next(
+        char["handle"]
+        for service in report["gatt"]["services"]
+        for char in service["characteristics"]
+        if char["uuid"] == "fed5"
+    )
+    assert report["characteristics"]["connect_write_handles"] == [fed5]
+    assert report["characteristics"]["also_notify_handles"] == []
+    assert dyness.side_writes == [(dyness.side_writes[0][0], bytes.fromhex("AA5501000056"))]
+    assert len(report["snapshot"]["cell_voltages"]) == 4
+    monkeypatch.setenv("COLUMNS", "200")
+    assert cli.main(["probe", "AA:BB:CC:00:00:07", "--timeout", "0.3", "--protocol", "jbd"]) == 0
+    assert "Characteristic fed5 (handle" in (out := capsys.readouterr().out)
+    assert "← written on connect (jbd)" in out

@@ -234,6 +234,8 @@ class ProbeReport:
                 "notify_handle": selection.notify.handle,
                 "write_handle": selection.write.handle if selection.write else None,
                 "write_mode": self.write_mode,
+                "also_notify_handles": [characteristic.handle for characteristic in selection.also_notify],
+                "connect_write_handles": [characteristic.handle for characteristic, _frame in selection.connect_writes],
             }
             if selection
             else None,
@@ -351,6 +353,10 @@ def render_probe(report: ProbeReport, console: Console) -> None:
             write_role = f"write ({report.protocol.name}, {report.write_mode or '?'})"
             notify_role = roles.get(report.selection.write.handle)
             roles[report.selection.write.handle] = f"{notify_role} + {write_role}" if notify_role else write_role
+        for characteristic in report.selection.also_notify:
+            roles[characteristic.handle] = f"also notify ({report.protocol.name})"
+        for characteristic, _frame in report.selection.connect_writes:
+            roles[characteristic.handle] = f"written on connect ({report.protocol.name})"
     tree = Tree(heading)
     for service in report.tree.services:
         branch = tree.add(f"Service [cyan]{short_uuid(service.uuid)}[/] (handle {service.handle})")

@@ -1,0 +1,145 @@
+"""Discovery in a protocol definition: GATT profiles, advertisement matchers, serial line settings.
+
+Part of the definition format (`bmsgate.protocols.definition` re-exports every name here); kept apart so
+that one module holds how a BMS is found and reached, the other how a conversation with it goes. A profile
+may name characteristics beyond its ``notify`` and ``write`` (engine 6, constructs ``gatt.also_notify``
+and ``gatt.connect_writes``): the BLE transport subscribes to them or writes to them once per connection,
+so the poll session still sees one stream of chunks and writes its requests to one characteristic.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Sequence
+from typing import Final, Literal, Self
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from bmsgate.protocols.datatypes import STRICT, HexBytes, Uuid, normalize_uuid
+
+__all__ = ["AdvertisementMatcher", "CharacteristicWrite", "GattProfile", "GattSpec", "SerialSpec"]
+
+
+class _Strict(BaseModel):
+    model_config = STRICT
+
+
+_MAX_EXTRA_CHARACTERISTICS: Final = 8
+"""Further characteristics one profile may name (a real board has two or three; more is a mistake)."""
+_MAX_CONNECT_WRITE: Final = 512
+"""Bytes of one connect-time write (one ATT value at most)."""
+
+
+class CharacteristicWrite(_Strict):
+    """Bytes written once per connection to a characteristic other than the profile's ``write``."""
+
+    characteristic: Uuid
+    frame: HexBytes = Field(min_length=1, max_length=_MAX_CONNECT_WRITE)
+    """The exact bytes (hex), sent as written: no framing, checksum or text form is applied."""
+
+
+class GattProfile(_Strict):
+    """One service with its notify and write characteristics (several profiles = board variants)."""
+
+    service: Uuid
+    notify: Uuid
+    write: Uuid | None = None
+    """None: the BMS only notifies (a protocol whose requests are all ``listen``, e.g. Topband): no write
+    characteristic is looked for or used."""
+    also_notify: list[Uuid] = Field(default=[], max_length=_MAX_EXTRA_CHARACTERISTICS)
+    """Engine 6: further characteristics subscribed to; their notifications join the ``notify``
+    characteristic's chunks (Super-B v2 sends one frame type on a second characteristic)."""
+    connect_writes: list[CharacteristicWrite] = Field(default=[], max_length=_MAX_EXTRA_CHARACTERISTICS)
+    """Engine 6: written in order on every new connection, before notifications are switched on and before
+    the first request (Dyness's unlock frame to ``fed5``). Only this profile's boards get them."""
+
+    @model_validator(mode="after")
+    def _extras_distinct(self) -> Self:
+        if self.notify in self.also_notify or len(set(self.also_notify)) != len(self.also_notify):
+            raise ValueError("also_notify repeats the notify characteristic or another entry")
+        return self
+
+    @property
+    def extra_characteristics(self) -> frozenset[str]:
+        """The UUIDs this profile needs beyond ``notify`` and ``write`` (the board must offer each)."""
+        return frozenset(self.also_notify) | {write.characteristic for write in self.connect_writes}
+
+
+class GattSpec(_Strict):
+    """How to talk to the BMS over GATT."""
+
+    profiles: list[GattProfile] = Field(min_length=1)
+    write_mode: Literal["auto", "with_response", "without_response"] = "auto"
+    pairing: Literal["none", "optional", "required"] = "none"
+    notification_size: int = Field(default=20, ge=1, le=512)
+    """Payload bytes per notification the real BMS sends (the simulator splits replies like this)."""
+
+
+class AdvertisementMatcher(_Strict):
+    """All given conditions must hold; a definition matches when any of its matchers does."""
+
+    local_name: str | None = None
+    """Glob, case-insensitive, e.g. ``JBD-*``."""
+    service_uuid: Uuid | None = None
+    manufacturer_id: int | None = Field(default=None, ge=0, le=0xFFFF)
+    address_prefix: str | None = None
+    """Leading octets of the MAC address, e.g. ``A4:C1:37``."""
+    service_data_uuid: Uuid | None = None
+    """A UUID the advertisement carries service data for (engine 5; Epoch Pro advertises no name, only this)."""
+
+    @field_validator("address_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){0,5}", value):
+            raise ValueError("expected octets like 'A4:C1:37'")
+        return value.upper() if value else value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if all(
+            value is None
+            for value in (
+                self.local_name,
+                self.service_uuid,
+                self.manufacturer_id,
+                self.address_prefix,
+                self.service_data_uuid,
+            )
+        ):
+            raise ValueError(
+                "a matcher needs at least one of local_name, service_uuid, manufacturer_id, address_prefix, "
+                "service_data_uuid"
+            )
+        return self
+
+    def matches(
+        self,
+        *,
+        name: str | None,
+        address: str | None,
+        service_uuids: list[str],
+        manufacturer_ids: list[int],
+        service_data_uuids: Sequence[str] = (),
+    ) -> bool:
+        """True when every condition of this matcher holds for the advertisement."""
+        if self.local_name is not None and not (name and fnmatch.fnmatchcase(name.lower(), self.local_name.lower())):
+            return False
+        if self.service_uuid is not None and self.service_uuid not in {normalize_uuid(uuid) for uuid in service_uuids}:
+            return False
+        if self.manufacturer_id is not None and self.manufacturer_id not in manufacturer_ids:
+            return False
+        if self.service_data_uuid is not None and self.service_data_uuid not in {
+            normalize_uuid(uuid) for uuid in service_data_uuids
+        }:
+            return False
+        return self.address_prefix is None or bool(address and address.upper().startswith(self.address_prefix))
+
+
+class SerialSpec(_Strict):
+    """UART/RS485 line settings."""
+
+    baudrate: int = 9600
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
