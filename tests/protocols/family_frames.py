@@ -1310,6 +1310,37 @@ MYVOLTA: Final = FamilyCapture(
     },
 )
 
+# aiobmsble's _PROTO_DEFS: one status frame of a 4S pack as hex text (its mock sends it in 20-byte
+# notifications). The decoded bytes are XOR-ed with 0x20 (characters 7-8); aiobmsble reads them descrambled.
+_WS_NOVA_STATUS: Final = (
+    b":21742120CC202122493880C12C952C952C992C94202020202020202020202020202020202020202020202020D0222020111111"
+    b"1130E8A02025D05FDFDFDF12F720252420251420232D602021912120232D60202125D0222677736E15151010171214121111101913"
+    b"20202020202020202C34232738AA~"
+)
+WS_NOVA: Final = FamilyCapture(
+    "ws-nova",
+    {"status": [_WS_NOVA_STATUS]},
+    AIOBMSBLE.format("tests/bms/test_ws_nova_bms.py (_PROTO_DEFS)"),
+    {
+        "voltage": 13.015,
+        "current": -1.52,
+        "soc": 52,
+        "cycles": 5,
+        "design_capacity": 200,
+        "remaining_capacity": 110.849,
+        "cell_voltages": [3.253, 3.253, 3.257, 3.252],
+        "cell_count": 4,
+        "cell_delta": 0.005,
+        "temperatures": [9.0, 9.0, 9.0, 9.0],
+        "temperature_mean": 9.0,
+        "power": -19.783,
+        "stored_energy": 1442.7,
+        "device.serial_number": "5500724211093",
+        "alarms": [],
+    },
+    tolerance=5e-4,
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -1352,6 +1383,7 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     SUPERB,
     SUPERB_CHARGING,
     MYVOLTA,
+    WS_NOVA,
 )
 """Every capture, in the issue's order of families."""
 
@@ -1506,6 +1538,34 @@ PROBLEM_FRAMES: Final[tuple[ProblemFrame, ...]] = (
         _FELICITY_REALTIME[:146] + b'"Bfault":1,"Bwarn":10' + _FELICITY_REALTIME[166:],
         AIOBMSBLE.format("tests/bms/test_felicity_bms.py test_problem_response (problem_code 11)"),
         {"extras.fault_code": 1, "extras.warning_code": 10, "alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        WS_NOVA,
+        "status",
+        _WS_NOVA_STATUS[:89] + b"C820" + _WS_NOVA_STATUS[93:],
+        AIOBMSBLE.format("tests/bms/test_ws_nova_bms.py test_problem_response (lowT_dischrg, problem_code 0x0800)"),
+        {"alarms": ["discharge_undertemperature"], "voltage": 13.015},
+    ),
+    ProblemFrame(
+        WS_NOVA,
+        "status",
+        _WS_NOVA_STATUS[:89] + b"E030" + _WS_NOVA_STATUS[93:],
+        AIOBMSBLE.format("tests/bms/test_ws_nova_bms.py test_problem_response (overC_chrg, problem_code 0x0010)"),
+        {"alarms": ["charge_overcurrent"], "voltage": 13.015},
+    ),
+    ProblemFrame(
+        WS_NOVA,
+        "status",
+        _WS_NOVA_STATUS[:89] + b"F024" + _WS_NOVA_STATUS[93:],
+        AIOBMSBLE.format("tests/bms/test_ws_nova_bms.py test_problem_response (high, problem_code 0x0004)"),
+        {"alarms": ["system_fault"], "voltage": 13.015},
+    ),
+    ProblemFrame(
+        WS_NOVA,
+        "status",
+        _WS_NOVA_STATUS[:89] + b"C028" + _WS_NOVA_STATUS[93:],
+        AIOBMSBLE.format("tests/bms/test_ws_nova_bms.py test_problem_response (low, problem_code 0x0008)"),
+        {"alarms": ["system_fault"], "voltage": 13.015},
     ),
 )
 """Frames with alarm bits set, checked against the captures they modify (not conformance vectors)."""

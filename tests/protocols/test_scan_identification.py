@@ -108,6 +108,9 @@ ALL = default_catalog().protocols()
             ),
             "myvolta",
         ),
+        # aiobmsble ws_nova_bms.py: the BLE module's OUIs 60:6E:41 / 10:23:81 with service fff0 (no name known).
+        (Advertisement(address="60:6E:41:12:34:56", service_uuids=("fff0",)), "ws-nova"),
+        (Advertisement(address="10:23:81:12:34:57", name="any name", service_uuids=("fff0",)), "ws-nova"),
     ],
 )
 def test_each_new_family_is_identified_alone(advertisement: Advertisement, family: str) -> None:
@@ -118,6 +121,12 @@ def test_each_new_family_is_identified_alone(advertisement: Advertisement, famil
         manufacturer_data=advertisement.manufacturer_data,
     )
     assert [match.protocol for match in match_advertisement(normalized, ALL)] == [family]
+
+
+def test_a_ws_nova_oui_without_its_service_is_not_claimed() -> None:
+    # The OUI is the BLE module's maker's, not Wattstunde's: without service fff0 it proves nothing.
+    bare = Advertisement(address="60:6E:41:12:34:58", service_uuids=(normalize_uuid("ffe0"),))
+    assert "ws-nova" not in [match.protocol for match in match_advertisement(bare, ALL)]
 
 
 def test_legacy_ant_names_are_claimed_by_both_ant_protocols() -> None:

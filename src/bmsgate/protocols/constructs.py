@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CONSTRUCTS", "ENGINE_VERSION", "constructs_used", "unknown_constructs"]
 
-ENGINE_VERSION: Final = 5
+ENGINE_VERSION: Final = 6
 """The protocol engine's level: raised whenever a construct is added to :data:`CONSTRUCTS`.
 
 Level 2 added ``sign_magnitude`` (TDT / Wattcycle currents); level 3 ``text`` (hex-text framing: E&J, AG,
@@ -40,7 +40,8 @@ a ``stride``, ``text_json`` (JSON text replies whose named members are read, Fel
 ``text_lines`` (CSV text lines read by column, Lithionics), ``unmarked`` (frames without a start marker on
 the wire, one per notification, Super-B), ``stuffing`` (an escape byte between the markers, MyVolta); from
 level 5 a non-finite ``f32`` is no value
-instead of a refused frame (NEEY)."""
+instead of a refused frame (NEEY); level 6 ``scramble`` (hex text whose decoded bytes are XOR-ed with a key
+byte the frame carries, WS Nova)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -90,6 +91,7 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "prefix": "bytes a frame may carry before its start marker, which select its layout (engine 5)",
     "reply_of_request": "replies carry no key: each answers the request just sent (key.in_replies: false; engine 5)",
     "request_checksum": "requests checked differently from replies",
+    "scramble": "decoded bytes XOR-ed with a key byte the frame carries (framing.scramble; engine 6)",
     "starts": "several start markers, one per frame type, in front of hex text (engine 4)",
     "strip_bytes": "single bytes removed from received hex text before framing (PowerBoozt NULs; engine 4)",
     "status": "a status byte that refuses a request",
@@ -175,6 +177,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "reply_of_request": framing.key is not None and not framing.key.in_replies,
         "match.service_data_uuid": any(matcher.service_data_uuid is not None for matcher in definition.match),
         "request_checksum": framing.request_checksum is not None,
+        "scramble": framing.scramble is not None,
         "starts": bool(framing.starts),
         "strip_bytes": bool(framing.strip_bytes),
         "status": framing.status is not None,

@@ -26,6 +26,7 @@ __all__ = [
     "LineKind",
     "LinesSpec",
     "PrefixSpec",
+    "ScrambleSpec",
     "StatusSpec",
 ]
 
@@ -106,6 +107,20 @@ class PrefixSpec(_Strict):
         return value
 
 
+class ScrambleSpec(_Strict):
+    """A frame's bytes XOR-ed with a key byte the frame itself carries (WS Nova; engine 6).
+
+    Every byte in [`start`, `end`) except the one at `key_at` is XOR-ed with the byte at `key_at`; the key
+    byte stays as it is, so descrambling and scrambling are one operation. Offsets count in the frame
+    (the start marker at 0, decoded bytes for hex text); negative ones from its end.
+    """
+
+    key_at: int = Field(ge=0)
+    """Where the key byte is; a frame too short to hold it is refused."""
+    start: int = 0
+    end: int
+
+
 class FramingSpec(_Strict):
     """How replies are delimited and checked. Exactly one of `length` and `fixed_length` is given."""
 
@@ -162,6 +177,9 @@ class FramingSpec(_Strict):
     """Engine 5 (binary framing with an `end` marker): byte stuffing between the markers (MyVolta's DLE
     ``05``): on the wire this byte makes the next one a literal data byte; frames are checked and decoded
     with the escapes removed (`bmsgate.protocols.stuffedframing`)."""
+    scramble: ScrambleSpec | None = None
+    """Engine 6, hex-text framing only: the decoded bytes are XOR-scrambled with a key byte of the frame
+    (`bmsgate.protocols.scrambling`); frames are checked and decoded descrambled, the key byte kept."""
     marker_on_wire: bool = True
     """``false`` (engine 5, with ``frame_per_chunk``): the BMS sends frames without a start marker (Super-B);
     the assembler puts `start` in front of every received chunk and the wire form leaves it out
@@ -193,6 +211,8 @@ class FramingSpec(_Strict):
             len(self.escape) != 1 or self.end is None or self.text is not None or self.frame_per_chunk or self.starts
         ):
             raise ValueError("'escape' is one byte, for binary framing with an 'end' marker (not 'frame_per_chunk')")
+        if self.scramble is not None and self.text != "hex":
+            raise ValueError("'scramble' needs hex-text framing (text: hex)")
         if not self.marker_on_wire and (
             not self.frame_per_chunk or self.text is not None or self.prefix is not None or self.starts
         ):
