@@ -111,6 +111,11 @@ ALL = default_catalog().protocols()
         # aiobmsble ws_nova_bms.py: the BLE module's OUIs 60:6E:41 / 10:23:81 with service fff0 (no name known).
         (Advertisement(address="60:6E:41:12:34:56", service_uuids=("fff0",)), "ws-nova"),
         (Advertisement(address="10:23:81:12:34:57", name="any name", service_uuids=("fff0",)), "ws-nova"),
+        # aiobmsble dpwrcore_bms.py: TBA-* with service fff0 (DXB-* needs an unlock bmsgate cannot send yet).
+        (
+            Advertisement(address="AA:BB:CC:01:00:10", name="TBA-MockBLEDevice_C0FE", service_uuids=("fff0",)),
+            "dpwrcore",
+        ),
     ],
 )
 def test_each_new_family_is_identified_alone(advertisement: Advertisement, family: str) -> None:
@@ -127,6 +132,14 @@ def test_a_ws_nova_oui_without_its_service_is_not_claimed() -> None:
     # The OUI is the BLE module's maker's, not Wattstunde's: without service fff0 it proves nothing.
     bare = Advertisement(address="60:6E:41:12:34:58", service_uuids=(normalize_uuid("ffe0"),))
     assert "ws-nova" not in [match.protocol for match in match_advertisement(bare, ALL)]
+
+
+def test_a_dxb_pack_is_not_claimed_until_its_unlock_can_be_sent() -> None:
+    # aiobmsble unlocks DXB-* packs with a password from their name; bmsgate has no such request yet.
+    dxb = Advertisement(
+        address="AA:BB:CC:01:00:11", name="DXB-MockBLEDevice_C0FE", service_uuids=(normalize_uuid("fff0"),)
+    )
+    assert "dpwrcore" not in [match.protocol for match in match_advertisement(dxb, ALL)]
 
 
 def test_legacy_ant_names_are_claimed_by_both_ant_protocols() -> None:

@@ -41,7 +41,8 @@ a ``stride``, ``text_json`` (JSON text replies whose named members are read, Fel
 the wire, one per notification, Super-B), ``stuffing`` (an escape byte between the markers, MyVolta); from
 level 5 a non-finite ``f32`` is no value
 instead of a refused frame (NEEY); level 6 ``scramble`` (hex text whose decoded bytes are XOR-ed with a key
-byte the frame carries, WS Nova)."""
+byte the frame carries, WS Nova) and ``pages`` (frames in numbered fixed-size pages, each acknowledged by
+writing it back, D-powercore)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -88,6 +89,7 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "index_items": "numbered frames whose number is that of their first item (index.numbers: items; engine 5)",
     "match.service_data_uuid": "an advertisement matcher on a service-data UUID (engine 5)",
     "listen": "a streaming request that writes nothing: the BMS sends on its own (frame: ''; engine 4)",
+    "pages": "frames in numbered fixed-size pages, each acknowledged by writing it back (framing.pages; engine 6)",
     "prefix": "bytes a frame may carry before its start marker, which select its layout (engine 5)",
     "reply_of_request": "replies carry no key: each answers the request just sent (key.in_replies: false; engine 5)",
     "request_checksum": "requests checked differently from replies",
@@ -173,6 +175,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
             reply.index is not None and reply.index.numbers == "items" for reply in definition.replies.values()
         ),
         "listen": any(not request.frame and not request.follows for request in definition.requests),
+        "pages": framing.pages is not None,
         "prefix": framing.prefix is not None,
         "reply_of_request": framing.key is not None and not framing.key.in_replies,
         "match.service_data_uuid": any(matcher.service_data_uuid is not None for matcher in definition.match),

@@ -6,7 +6,7 @@ clock. It calls one of the entry points and carries out the actions it gets back
     connection_reset()            the link was (re)opened or dropped: forget per-connection state
     start_poll(now, epoch=...)    begin one poll of the definition's requests
     start_command(request, now)   begin one exchange of a write command (MOSFET switching)
-    feed(chunk, now)              bytes arrived
+    feed(chunk, now)              bytes arrived (a paged framing first writes each page's acknowledgement)
     tick(now)                     the clock reached (or passed) the deadline of the last `WaitUntil`
 
 Each call returns a list of actions; the last one is either a `WaitUntil` or a terminal action:
@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Final, TypeAlias
 
 from bmsgate.errors import DeviceError, DeviceTimeout, FrameError, ProtocolError
 from bmsgate.protocols.framing import AssemblerStats, Frame
+from bmsgate.protocols.pagedframing import PagedFrameAssembler
 
 if TYPE_CHECKING:
     from bmsgate.model import BatterySnapshot, DeviceInfo
@@ -246,20 +247,27 @@ class PollSession:
         if state is _State.BACKOFF:
             return self._still_waiting()
         frames = self._assembler.feed(chunk)
+        acks = self._acks()
         if state is _State.IDLE:
             if self._streaming_started and frames:
                 self._backlog.extend(frames)
                 while len(self._backlog) > _IDLE_BACKLOG:
                     self._backlog.popleft()
-            return []
+            return acks
         if state is _State.DRAIN:
             reply = self._requests[self._index].reply
             for frame in frames:
                 if frame.key is None or frame.key == reply:
                     self._newest = frame
-            return self._still_waiting()
+            return [*acks, *self._still_waiting()]
         self._backlog.extend(frames)
-        return self._advance(now, [])
+        return self._advance(now, acks)
+
+    def _acks(self) -> list[Action]:
+        """The acknowledgements a paged framing (D-powercore) writes for the pages just received."""
+        if not isinstance(self._assembler, PagedFrameAssembler):
+            return []
+        return [Write(ack) for ack in self._assembler.take_acks()]
 
     def tick(self, now: float) -> list[Action]:
         """The clock reads `now` (call it when a `WaitUntil` deadline has passed; extra calls are harmless)."""
