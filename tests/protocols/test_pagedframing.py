@@ -19,6 +19,7 @@ from .family_frames import DPWRCORE
 DPWRCORE_PROTOCOL = get_protocol("dpwrcore")
 FRAMING = DPWRCORE_PROTOCOL.definition.framing
 CELLS = DPWRCORE.replies["cells"][0]
+REQUESTS = {request.name: request.frame for request in DPWRCORE_PROTOCOL.requests}
 PAGES = [CELLS[start : start + 20] for start in range(0, len(CELLS), 20)]
 CELLS_FRAME = bytes.fromhex(
     "3A050362001D0E0EA50EB10EA40EAF0EA60EAD0EA60EAF0EA60EAD0EA40EB30EA60EA80AA20D0A"
@@ -46,7 +47,7 @@ def test_joined_pages_in_one_chunk_read_as_separate_notifications() -> None:
 
 
 def test_the_packs_acknowledgement_of_a_request_is_ignored() -> None:
-    request = DPWRCORE_PROTOCOL.wire(DPWRCORE_PROTOCOL.requests[2].frame)
+    request = DPWRCORE_PROTOCOL.wire(REQUESTS["cells"])
     echo = bytes([request[0] | 0x80]) + request[1:]
     assembler = PagedFrameAssembler(FRAMING)
     assert [frame.raw for frame in assembler.feed(echo + CELLS)] == [CELLS_FRAME]
@@ -56,9 +57,7 @@ def test_the_packs_acknowledgement_of_a_request_is_ignored() -> None:
 
 def test_requests_are_paged_as_aiobmsble_writes_them() -> None:
     # aiobmsble _cmd(0x60): [len + 2, 0x11] + 3A 03 05 60 00 00 <sum16 + 8> 0D 0A, zero-padded to 20 bytes.
-    assert DPWRCORE_PROTOCOL.wire(DPWRCORE_PROTOCOL.requests[0].frame) == bytes.fromhex(
-        "0C113A030560000000680D0A0000000000000000"
-    )
+    assert DPWRCORE_PROTOCOL.wire(REQUESTS["status"]) == bytes.fromhex("0C113A030560000000680D0A0000000000000000")
 
 
 def test_a_simulated_reply_is_paged_with_data_lengths_only() -> None:
@@ -115,14 +114,14 @@ def test_the_session_writes_each_acknowledgement_before_the_next_request() -> No
     session = PollSession(DPWRCORE_PROTOCOL, battery_id="pack")
     actions = session.start_poll(0.0, epoch=0.0)
     writes = [action.data for action in actions if isinstance(action, Write)]
-    assert writes == [DPWRCORE_PROTOCOL.wire(DPWRCORE_PROTOCOL.requests[0].frame)]
+    assert writes == [DPWRCORE_PROTOCOL.wire(REQUESTS["status"])]
     status = DPWRCORE.replies["status"][0]
     actions = session.feed(status[:20], 0.1)
     assert actions[0] == Write(bytes([0x92]) + status[1:20])
     assert isinstance(actions[-1], WaitUntil)
     actions = session.feed(status[20:], 0.2)
     assert actions[0] == Write(bytes([0x82]) + status[21:40])
-    assert actions[-2] == Write(DPWRCORE_PROTOCOL.wire(DPWRCORE_PROTOCOL.requests[1].frame))
+    assert actions[-2] == Write(DPWRCORE_PROTOCOL.wire(REQUESTS["counters"]))
     for at, reply in ((0.3, DPWRCORE.replies["counters"][0]), (0.4, CELLS)):
         for start in range(0, len(reply), 20):
             actions = session.feed(reply[start : start + 20], at)

@@ -134,14 +134,6 @@ def test_a_ws_nova_oui_without_its_service_is_not_claimed() -> None:
     assert "ws-nova" not in [match.protocol for match in match_advertisement(bare, ALL)]
 
 
-def test_a_dxb_pack_is_not_claimed_until_its_unlock_can_be_sent() -> None:
-    # aiobmsble unlocks DXB-* packs with a password from their name; bmsgate has no such request yet.
-    dxb = Advertisement(
-        address="AA:BB:CC:01:00:11", name="DXB-MockBLEDevice_C0FE", service_uuids=(normalize_uuid("fff0"),)
-    )
-    assert "dpwrcore" not in [match.protocol for match in match_advertisement(dxb, ALL)]
-
-
 def test_legacy_ant_names_are_claimed_by_both_ant_protocols() -> None:
     # aiobmsble ant_leg_bms.py claims ANT-BLE0* / ANT-BLE1* with service ffe0, which `ant` claims too
     # (ANT-BLE* + ffe0): the advertisement cannot tell the two protocols apart, so scan lists both and

@@ -42,7 +42,8 @@ the wire, one per notification, Super-B), ``stuffing`` (an escape byte between t
 level 5 a non-finite ``f32`` is no value
 instead of a refused frame (NEEY); level 6 ``scramble`` (hex text whose decoded bytes are XOR-ed with a key
 byte the frame carries, WS Nova) and ``pages`` (frames in numbered fixed-size pages, each acknowledged by
-writing it back, D-powercore)."""
+writing it back, D-powercore) and ``from_name`` (request bytes from the device's advertised name,
+D-powercore's unlock password)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -82,6 +83,7 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "derive.voltage_from_cells": "the pack voltage as the sum of the cell voltages, for frames without it (engine 3)",
     "excess": "bytes after a frame's announced end are ignored (excess: ignore)",
     "fixed_length": "frames of a fixed length instead of a length field",
+    "from_name": "request bytes taken from the device's advertised name (an unlock password; engine 6)",
     "frame_per_chunk": "every received chunk (one notification) is one whole frame, no length field (engine 4)",
     "ignore_chunks": "received chunks dropped as a whole",
     "follows": "a further reply of the request before it: nothing written, what arrived kept (engine 5)",
@@ -168,6 +170,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "excess": framing.excess == "ignore",
         "fixed_length": framing.fixed_length is not None,
         "frame_per_chunk": framing.frame_per_chunk,
+        "from_name": any(request.from_name is not None for request in definition.requests),
         "ignore_chunks": bool(framing.ignore_chunks),
         "follows": any(request.follows for request in definition.requests),
         "index": any(reply.index is not None for reply in definition.replies.values()),
