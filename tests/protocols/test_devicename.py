@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bmsgate.errors import DefinitionError
 from bmsgate.protocols import get_protocol
@@ -116,3 +118,13 @@ def test_a_minimal_name_request_declares_the_construct_and_fills_its_checksum() 
     definition = definition_from_mapping(_definition({"from_name": {"at": 2, "size": 2, "chars": 4, "base": 10}}))
     assert "from_name" in (definition.requires or [])
     assert request_frame(definition.requests[0], definition.framing, "X-1234") == bytes.fromhex("3A0904D2DF")
+
+
+@given(name=st.text(max_size=300) | st.none(), chars=st.integers(1, 16), base=st.sampled_from([10, 16]))
+@settings(max_examples=200, deadline=None)
+def test_fuzz_any_name_gives_a_fitting_number_or_none(name: str | None, chars: int, base: int) -> None:
+    spec = NameBytesSpec(at=0, size=2, chars=chars, base=base)  # type: ignore[arg-type]
+    number = name_number(name, spec)
+    assert number is None or 0 <= number < 1 << 16
+    frame = request_frame(UNLOCK, FRAMING, name)
+    assert frame is None or (len(frame) == len(UNLOCK.frame) and DPWRCORE_PROTOCOL.request_checksum_ok(frame))
