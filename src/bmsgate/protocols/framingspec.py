@@ -139,7 +139,8 @@ class PagesSpec(_Strict):
 
     @model_validator(mode="after")
     def _length_fits_a_byte(self) -> Self:
-        if self.size - 2 + self.request_length_add > 0xFF or self.ack_flag & (self.size - 2):
+        lowest_flag_bit = self.ack_flag & -self.ack_flag  # every data length must leave the flag's bits clear
+        if self.size - 2 + self.request_length_add > 0xFF or self.size - 2 >= lowest_flag_bit:
             raise ValueError("'pages': a page's length byte (size - 2 + request_length_add) must fit below ack_flag")
         return self
 
