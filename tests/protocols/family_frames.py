@@ -1381,6 +1381,86 @@ SUPERB_V2: Final = FamilyCapture(
 )
 
 
+# aiobmsble's _PROTO_DEFS: one status frame of a 4S pack as hex text (its mock sends it in 20-byte
+# notifications). The decoded bytes are XOR-ed with 0x20 (characters 7-8); aiobmsble reads them descrambled.
+_WS_NOVA_STATUS: Final = (
+    b":21742120CC202122493880C12C952C952C992C94202020202020202020202020202020202020202020202020D0222020111111"
+    b"1130E8A02025D05FDFDFDF12F720252420251420232D602021912120232D60202125D0222677736E15151010171214121111101913"
+    b"20202020202020202C34232738AA~"
+)
+WS_NOVA: Final = FamilyCapture(
+    "ws-nova",
+    {"status": [_WS_NOVA_STATUS]},
+    AIOBMSBLE.format("tests/bms/test_ws_nova_bms.py (_PROTO_DEFS)"),
+    {
+        "voltage": 13.015,
+        "current": -1.52,
+        "soc": 52,
+        "cycles": 5,
+        "design_capacity": 200,
+        "remaining_capacity": 110.849,
+        "cell_voltages": [3.253, 3.253, 3.257, 3.252],
+        "cell_count": 4,
+        "cell_delta": 0.005,
+        "temperatures": [9.0, 9.0, 9.0, 9.0],
+        "temperature_mean": 9.0,
+        "power": -19.783,
+        "stored_energy": 1442.7,
+        "device.serial_number": "5500724211093",
+        "alarms": [],
+    },
+    tolerance=5e-4,
+)
+
+# aiobmsble's MockDPwrcoreBleakClient: the 20-byte pages a 14S pack sends for commands 0x60-0x62 (the padding
+# of a last page repeats bytes of the one before, as the source's comments say: "2nd line only 4 bytes valid").
+_DPWRCORE_STATUS: Final = "12123A050360000A020D00EBA07E48EE2D{}", "02220D0A0360000A020D00EBA07E48EE2D{}"
+DPWRCORE: Final = FamilyCapture(
+    "dpwrcore",
+    {
+        # One entry per frame: its pages joined (the pack sends one page per notification).
+        "status": _frames("".join(page.format("0003ED") for page in _DPWRCORE_STATUS)),
+        "counters": _frames("12123A050361000C001200126D600B7E8FDB1820042203910D0A000C001200126D600B7E8FDB1820"),
+        "cells": _frames(
+            "12133A050362001D0E0EA50EB10EA40EAF0EA60E"
+            "1223AD0EA60EAF0EA60EAD0EA40EB30EA60EA80A"
+            "0333A20D0A0EAF0EA60EAD0EA40EB30EA60EA80A"
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_dpwrcore_bms.py (MockDPwrcoreBleakClient._RESP)"),
+    {
+        "voltage": 52.5,
+        "current": 23.5,
+        "soc": 45,
+        "cycles": 18,
+        "remaining_capacity": 18.67,
+        "cell_voltages": [
+            3.749,
+            3.761,
+            3.748,
+            3.759,
+            3.75,
+            3.757,
+            3.75,
+            3.759,
+            3.75,
+            3.757,
+            3.748,
+            3.763,
+            3.75,
+            3.752,
+        ],
+        "cell_count": 14,
+        "cell_delta": 0.015,
+        "temperatures": [21.05],
+        "power": 1233.75,
+        "stored_energy": 980.175,
+        "extras.problem_code": 0,
+        "alarms": [],
+    },
+    tolerance=5e-4,
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -1427,6 +1507,8 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     ALLPOWERS_IDLE,
     MYVOLTA,
     SUPERB_V2,
+    WS_NOVA,
+    DPWRCORE,
 )
 """Every capture, in the issue's order of families."""
 
@@ -1581,6 +1663,42 @@ PROBLEM_FRAMES: Final[tuple[ProblemFrame, ...]] = (
         _FELICITY_REALTIME[:146] + b'"Bfault":1,"Bwarn":10' + _FELICITY_REALTIME[166:],
         AIOBMSBLE.format("tests/bms/test_felicity_bms.py test_problem_response (problem_code 11)"),
         {"extras.fault_code": 1, "extras.warning_code": 10, "alarms": ["system_fault"]},
+    ),
+    ProblemFrame(
+        WS_NOVA,
+        "status",
+        _WS_NOVA_STATUS[:89] + b"C820" + _WS_NOVA_STATUS[93:],
+        AIOBMSBLE.format("tests/bms/test_ws_nova_bms.py test_problem_response (lowT_dischrg, problem_code 0x0800)"),
+        {"alarms": ["discharge_undertemperature"], "voltage": 13.015},
+    ),
+    ProblemFrame(
+        WS_NOVA,
+        "status",
+        _WS_NOVA_STATUS[:89] + b"E030" + _WS_NOVA_STATUS[93:],
+        AIOBMSBLE.format("tests/bms/test_ws_nova_bms.py test_problem_response (overC_chrg, problem_code 0x0010)"),
+        {"alarms": ["charge_overcurrent"], "voltage": 13.015},
+    ),
+    ProblemFrame(
+        WS_NOVA,
+        "status",
+        _WS_NOVA_STATUS[:89] + b"F024" + _WS_NOVA_STATUS[93:],
+        AIOBMSBLE.format("tests/bms/test_ws_nova_bms.py test_problem_response (high, problem_code 0x0004)"),
+        {"alarms": ["system_fault"], "voltage": 13.015},
+    ),
+    ProblemFrame(
+        WS_NOVA,
+        "status",
+        _WS_NOVA_STATUS[:89] + b"C028" + _WS_NOVA_STATUS[93:],
+        AIOBMSBLE.format("tests/bms/test_ws_nova_bms.py test_problem_response (low, problem_code 0x0008)"),
+        {"alarms": ["system_fault"], "voltage": 13.015},
+    ),
+    ProblemFrame(
+        DPWRCORE,
+        "status",
+        # The source's problem pages: problem byte FF, checksum 04EC (the second page's padding follows it).
+        bytes.fromhex(_DPWRCORE_STATUS[0].format("FF04EC") + _DPWRCORE_STATUS[1].format("0004EC")),
+        AIOBMSBLE.format("tests/bms/test_dpwrcore_bms.py MockProblemBleakClient (problem_code 255)"),
+        {"extras.problem_code": 255, "alarms": ["system_fault"], "voltage": 52.5},
     ),
 )
 """Frames with alarm bits set, checked against the captures they modify (not conformance vectors)."""

@@ -114,6 +114,14 @@ ALL = default_catalog().protocols()
         # aiobmsble cw20_bms.py: CW20_BLE or ATORCH-CW20 with service ffe0 or fff0.
         (Advertisement(address="AA:BB:CC:01:00:12", name="CW20_BLE", service_uuids=("ffe0",)), "cw20"),
         (Advertisement(address="AA:BB:CC:01:00:13", name="ATORCH-CW20", service_uuids=("fff0",)), "cw20"),
+        # aiobmsble ws_nova_bms.py: the BLE module's OUIs 60:6E:41 / 10:23:81 with service fff0 (no name known).
+        (Advertisement(address="60:6E:41:12:34:56", service_uuids=("fff0",)), "ws-nova"),
+        (Advertisement(address="10:23:81:12:34:57", name="any name", service_uuids=("fff0",)), "ws-nova"),
+        # aiobmsble dpwrcore_bms.py: TBA-* with service fff0 (DXB-* needs an unlock bmsgate cannot send yet).
+        (
+            Advertisement(address="AA:BB:CC:01:00:14", name="TBA-MockBLEDevice_C0FE", service_uuids=("fff0",)),
+            "dpwrcore",
+        ),
     ],
 )
 def test_each_new_family_is_identified_alone(advertisement: Advertisement, family: str) -> None:
@@ -124,6 +132,12 @@ def test_each_new_family_is_identified_alone(advertisement: Advertisement, famil
         manufacturer_data=advertisement.manufacturer_data,
     )
     assert [match.protocol for match in match_advertisement(normalized, ALL)] == [family]
+
+
+def test_a_ws_nova_oui_without_its_service_is_not_claimed() -> None:
+    # The OUI is the BLE module's maker's, not Wattstunde's: without service fff0 it proves nothing.
+    bare = Advertisement(address="60:6E:41:12:34:58", service_uuids=(normalize_uuid("ffe0"),))
+    assert "ws-nova" not in [match.protocol for match in match_advertisement(bare, ALL)]
 
 
 def test_legacy_ant_names_are_claimed_by_both_ant_protocols() -> None:

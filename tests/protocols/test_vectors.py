@@ -100,7 +100,10 @@ def test_session_transcript(path: Path) -> None:
     vector = _load(path)
     assert vector["kind"] == "session"
     session = PollSession(
-        get_protocol(vector["protocol"]), battery_id=vector["battery_id"], timing=SessionTiming(**vector["timing"])
+        get_protocol(vector["protocol"]),
+        battery_id=vector["battery_id"],
+        timing=SessionTiming(**vector["timing"]),
+        device_name=vector.get("device_name"),
     )
     for number, step in enumerate(vector["steps"]):
         actions = [_json(action_to_json(action)) for action in apply_event(session, step["event"])]

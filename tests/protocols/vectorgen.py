@@ -179,9 +179,11 @@ Responder = Callable[[str, int], list[bytes]]
 class _Recorder:
     """Drives a session against a scripted BMS in virtual time and records every step."""
 
-    def __init__(self, protocol: CompiledProtocol, responder: Responder, timing: SessionTiming) -> None:
+    def __init__(
+        self, protocol: CompiledProtocol, responder: Responder, timing: SessionTiming, device_name: str | None = None
+    ) -> None:
         self.protocol = protocol
-        self.session = PollSession(protocol, battery_id=BATTERY_ID, timing=timing)
+        self.session = PollSession(protocol, battery_id=BATTERY_ID, timing=timing, device_name=device_name)
         self.responder = responder
         self.size = notification_size(protocol)
         # Writes are matched in their wire form (hex-text requests travel as text).
@@ -253,10 +255,12 @@ def _transcript(
     responder: Responder,
     script: Callable[[_Recorder], None],
     timing: SessionTiming | None = None,
+    device_name: str | None = None,
 ) -> tuple[str, JsonObject]:
     timing = timing or SessionTiming()
-    recorder = _Recorder(protocol, responder, timing)
+    recorder = _Recorder(protocol, responder, timing, device_name)
     script(recorder)
+    named = {} if device_name is None else {"device_name": device_name}
     return name, {
         "format": FORMAT,
         "kind": "session",
@@ -264,6 +268,7 @@ def _transcript(
         "title": title,
         "source": source,
         "battery_id": BATTERY_ID,
+        **named,
         "timing": timing_to_json(timing),
         "steps": recorder.steps,
     }

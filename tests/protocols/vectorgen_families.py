@@ -62,6 +62,23 @@ def _listening(frames: list[bytes]) -> Callable[[vectorgen._Recorder], None]:
     return script
 
 
+def _dpwrcore_unlock() -> vectorgen.JsonObject:
+    """A DXB-* pack: the unlock with the password from its name is written once per connection, first."""
+    protocol = get_protocol("dpwrcore")
+    capture = next(capture for capture in CAPTURES if capture.protocol == "dpwrcore")
+    _, transcript = vectorgen._transcript(
+        protocol,
+        name="session-unlock",
+        title="a DXB- pack: the unlock (command 0x64, the name's last four hex digits) once per connection, "
+        "then two polls",
+        source=_source(capture) + "; the name and password of aiobmsble's test (DXB-MockBLEDevice_C0FE, C0FE)",
+        responder=_responder(protocol, capture.replies),
+        script=vectorgen._two_polls,
+        device_name="DXB-MockBLEDevice_C0FE",
+    )
+    return transcript
+
+
 def generate() -> dict[Path, str]:
     """The families' vector files, as path → text."""
     vectors: dict[tuple[str, str], vectorgen.JsonObject] = {}
@@ -93,6 +110,7 @@ def generate() -> dict[Path, str]:
             script=_listening(frames) if listens else vectorgen._two_polls,
         )
         vectors[name, key] = transcript
+    vectors["dpwrcore", "session-unlock"] = _dpwrcore_unlock()
     return {
         vectorgen.VECTORS / protocol / f"{stem}.json": json.dumps(vector, indent=1, ensure_ascii=False) + "\n"
         for (protocol, stem), vector in vectors.items()

@@ -438,3 +438,22 @@ async def test_jk_with_two_ffe1_characteristics_end_to_end() -> None:
     assert transport.selection.write is not None
     assert transport.selection.notify.handle != transport.selection.write.handle
     assert "notify" in transport.selection.notify.properties
+
+
+async def test_the_advertised_name_reaches_the_session_for_requests_built_from_it() -> None:
+    # D-powercore DXB- packs are unlocked with the last four hex digits of their advertised name.
+    dpwrcore = get_protocol("dpwrcore")
+    pack = FakePeripheral(dpwrcore, ADDRESS, name="DXB-MockBLEDevice_C0FE", pack=PackConfig(cells=14, ntc_count=1))
+    radio = FakeBluetooth([pack])
+    transport = make_transport(radio, dpwrcore)
+    async with BatteryClient(dpwrcore, transport, options=FAST) as client:
+        snapshot = await client.read()
+        second = await client.read()
+    assert transport.device_name == "DXB-MockBLEDevice_C0FE"
+    assert client.session.device_name == "DXB-MockBLEDevice_C0FE"
+    assert snapshot.cell_count == 14 == second.cell_count
+    unlock = dpwrcore.wire(bytes.fromhex("3A0305640000C0FE022A0D0A"))
+    assert list(pack.uart.writes).count(unlock) == 1  # once per connection, before the first request
+    assert next(iter(pack.uart.writes)) == unlock
+    # Every page the pack sent was acknowledged (written back with bit 7 of its length byte set).
+    assert any(write[0] & 0x80 for write in pack.uart.writes)

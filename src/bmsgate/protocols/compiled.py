@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from bmsgate.errors import DecodeError, DefinitionError, FrameError, ProtocolError
 from bmsgate.model import Alarm, BatterySnapshot, DeviceInfo
-from bmsgate.protocols import jsonframing, lineframing, stuffedframing, unmarkedframing
+from bmsgate.protocols import jsonframing, lineframing, pagedframing, stuffedframing, unmarkedframing
 from bmsgate.protocols.compile import compile_reply
 from bmsgate.protocols.decode import (
     EXTRA_LISTS,
@@ -40,6 +40,7 @@ from bmsgate.protocols.framing import ChunkFrameAssembler, Frame, FrameAssembler
 from bmsgate.protocols.jsonframing import JsonFrameAssembler
 from bmsgate.protocols.lineframing import LineFrameAssembler
 from bmsgate.protocols.memo import BoundedMemo
+from bmsgate.protocols.pagedframing import PagedFrameAssembler
 from bmsgate.protocols.stuffedframing import StuffedFrameAssembler
 from bmsgate.protocols.textframing import TextFrameAssembler, to_wire
 from bmsgate.protocols.unmarkedframing import UnmarkedChunkAssembler
@@ -156,8 +157,11 @@ class CompiledProtocol:
         | LineFrameAssembler
         | UnmarkedChunkAssembler
         | StuffedFrameAssembler
+        | PagedFrameAssembler
     ):
         """A fresh assembler for one connection."""
+        if self.definition.framing.pages is not None:
+            return PagedFrameAssembler(self.definition.framing, checker=self.checker)
         if self.definition.framing.escape is not None:
             return StuffedFrameAssembler(self.definition.framing, checker=self.checker)
         if not self.definition.framing.marker_on_wire:
@@ -178,6 +182,8 @@ class CompiledProtocol:
         The frame itself, or its hex text between the markers (hex-text framing).
         """
         framing = self.definition.framing
+        if framing.pages is not None:
+            return pagedframing.to_wire(frame, framing)
         if framing.escape is not None and frame:
             return stuffedframing.to_wire(frame, framing)
         if not framing.marker_on_wire and frame:
@@ -189,6 +195,12 @@ class CompiledProtocol:
         if framing.text == "lines":
             return lineframing.to_wire(frame, framing)
         return to_wire(frame, framing)
+
+    def wire_reply(self, frame: bytes) -> bytes:
+        """What the BMS sends for a reply frame (the simulator): `wire`, but paged replies count data only."""
+        if self.definition.framing.pages is not None:
+            return pagedframing.to_wire(frame, self.definition.framing, request=False)
+        return self.wire(frame)
 
     def check_frame(self, raw: bytes) -> Frame:
         """Validate a complete frame (see `FrameChecker.check`)."""

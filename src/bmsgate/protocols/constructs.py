@@ -42,7 +42,10 @@ the wire, one per notification, Super-B), ``stuffing`` (an escape byte between t
 level 5 a non-finite ``f32`` is no value
 instead of a refused frame (NEEY); level 6 ``gatt.also_notify`` (further notify characteristics joining one
 stream, Super-B V2), ``gatt.connect_writes`` (bytes written once per connection to another characteristic,
-Dyness) and the ``sum8_xor44`` checksum (ATORCH CW20)."""
+Dyness), the ``sum8_xor44`` checksum (ATORCH CW20), ``scramble`` (hex text whose decoded bytes are XOR-ed with
+a key byte the frame carries, WS Nova), ``pages`` (frames in numbered fixed-size pages, each acknowledged by
+writing it back, D-powercore) and ``from_name`` (request bytes from the device's advertised name,
+D-powercore's unlock password)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -82,6 +85,7 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "derive.voltage_from_cells": "the pack voltage as the sum of the cell voltages, for frames without it (engine 3)",
     "excess": "bytes after a frame's announced end are ignored (excess: ignore)",
     "fixed_length": "frames of a fixed length instead of a length field",
+    "from_name": "request bytes taken from the device's advertised name (an unlock password; engine 6)",
     "frame_per_chunk": "every received chunk (one notification) is one whole frame, no length field (engine 4)",
     "gatt.also_notify": "further notify characteristics of a GATT profile, joining one stream (engine 6)",
     "gatt.connect_writes": "bytes a GATT profile writes once per connection to another characteristic (engine 6)",
@@ -91,9 +95,11 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "index_items": "numbered frames whose number is that of their first item (index.numbers: items; engine 5)",
     "match.service_data_uuid": "an advertisement matcher on a service-data UUID (engine 5)",
     "listen": "a streaming request that writes nothing: the BMS sends on its own (frame: ''; engine 4)",
+    "pages": "frames in numbered fixed-size pages, each acknowledged by writing it back (framing.pages; engine 6)",
     "prefix": "bytes a frame may carry before its start marker, which select its layout (engine 5)",
     "reply_of_request": "replies carry no key: each answers the request just sent (key.in_replies: false; engine 5)",
     "request_checksum": "requests checked differently from replies",
+    "scramble": "decoded bytes XOR-ed with a key byte the frame carries (framing.scramble; engine 6)",
     "starts": "several start markers, one per frame type, in front of hex text (engine 4)",
     "strip_bytes": "single bytes removed from received hex text before framing (PowerBoozt NULs; engine 4)",
     "status": "a status byte that refuses a request",
@@ -169,6 +175,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "excess": framing.excess == "ignore",
         "fixed_length": framing.fixed_length is not None,
         "frame_per_chunk": framing.frame_per_chunk,
+        "from_name": any(request.from_name is not None for request in definition.requests),
         "gatt.also_notify": any(profile.also_notify for profile in profiles),
         "gatt.connect_writes": any(profile.connect_writes for profile in profiles),
         "ignore_chunks": bool(framing.ignore_chunks),
@@ -178,10 +185,12 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
             reply.index is not None and reply.index.numbers == "items" for reply in definition.replies.values()
         ),
         "listen": any(not request.frame and not request.follows for request in definition.requests),
+        "pages": framing.pages is not None,
         "prefix": framing.prefix is not None,
         "reply_of_request": framing.key is not None and not framing.key.in_replies,
         "match.service_data_uuid": any(matcher.service_data_uuid is not None for matcher in definition.match),
         "request_checksum": framing.request_checksum is not None,
+        "scramble": framing.scramble is not None,
         "starts": bool(framing.starts),
         "strip_bytes": bool(framing.strip_bytes),
         "status": framing.status is not None,

@@ -45,6 +45,7 @@ from bmsgate.protocols.fields import (
 )
 from bmsgate.protocols.framingspec import ChecksumSpec, FramingSpec, KeySpec, LengthSpec, PrefixSpec, StatusSpec
 from bmsgate.protocols.gattspec import AdvertisementMatcher, CharacteristicWrite, GattProfile, GattSpec, SerialSpec
+from bmsgate.protocols.requestspec import NameBytesSpec, RequestSpec
 from bmsgate.protocols.textslots import check_absent_markers
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "GattSpec",
     "KeySpec",
     "LengthSpec",
+    "NameBytesSpec",
     "PrefixSpec",
     "ProtocolAlias",
     "ProtocolDefinition",
@@ -98,38 +100,6 @@ class _Strict(BaseModel):
 
 
 # -- requests and commands ---------------------------------------------------------------------------
-
-
-class RequestSpec(_Strict):
-    """One request of a poll and the reply it expects."""
-
-    name: str
-    frame: HexBytes
-    reply: int | None = None
-    """Key of the expected reply (framing.key); None when the BMS does not answer."""
-    when: Literal["always", "connect"] = "always"
-    """``connect``: only once per connection (device information)."""
-    required: bool = True
-    """A poll fails without this reply; optional replies are skipped on timeout."""
-    timeout: Real | None = Field(default=None, gt=0)
-    streaming: bool = False
-    """The BMS keeps sending this reply after one request; re-send only when no fresh frame came."""
-    follows: bool = False
-    """Engine 5: no request of its own but a further reply of the request before it (ABC answers one request
-    with several frame types): nothing is written, and frames that arrived since that request are kept."""
-
-    @model_validator(mode="after")
-    def _listen_streams(self) -> Self:
-        if self.follows:
-            if self.frame or self.streaming or self.reply is None or self.when != "always":
-                raise ValueError(
-                    "a 'follows' request writes nothing (frame: ''), needs a reply, and neither streams "
-                    "nor waits for the connection (when: connect)"
-                )
-            return self
-        if not self.frame and not (self.streaming and self.reply is not None):
-            raise ValueError("an empty frame (listen: nothing is written) needs streaming: true and a reply")
-        return self
 
 
 _PLACEHOLDER: Final = re.compile(r"\{(?P<name>[a-z][a-z0-9_]*):(?P<type>u8|u16be|u16le|u32be|u32le)\}")

@@ -25,7 +25,9 @@ __all__ = [
     "LineColumn",
     "LineKind",
     "LinesSpec",
+    "PagesSpec",
     "PrefixSpec",
+    "ScrambleSpec",
     "StatusSpec",
 ]
 
@@ -106,6 +108,48 @@ class PrefixSpec(_Strict):
         return value
 
 
+class ScrambleSpec(_Strict):
+    """A frame's bytes XOR-ed with a key byte the frame itself carries (WS Nova; engine 6).
+
+    Every byte in [`start`, `end`) except the one at `key_at` is XOR-ed with the byte at `key_at`; the key
+    byte stays as it is, so descrambling and scrambling are one operation. Offsets count in the frame
+    (the start marker at 0, decoded bytes for hex text); negative ones from its end.
+    """
+
+    key_at: int = Field(ge=0)
+    """Where the key byte is; a frame too short to hold it is refused."""
+    start: int = 0
+    end: int
+
+
+class PagesSpec(_Strict):
+    """Frames carried in fixed-size pages, each acknowledged by writing it back (D-powercore; engine 6).
+
+    A page is `size` bytes: a length byte (the data bytes in this page), a byte whose high nibble numbers the
+    page (from 1) and whose low nibble is the page count, the data, padding. The data of pages 1..count is one
+    frame, checked by the rest of the framing. Every received page is acknowledged by writing it back with
+    `ack_flag` set in its length byte; a received page with that flag is the BMS's acknowledgement of ours.
+    """
+
+    size: int = Field(ge=3, le=512)
+    ack_flag: int = Field(default=0x80, ge=1, le=0xFF)
+    request_length_add: int = Field(default=0, ge=0, le=0xFF)
+    """Added to the length byte of pages *written* (D-powercore requests count the two page-header bytes
+    too; its replies do not)."""
+
+    @model_validator(mode="after")
+    def _length_fits_a_byte(self) -> Self:
+        lowest_flag_bit = self.ack_flag & -self.ack_flag  # every data length must leave the flag's bits clear
+        if self.size - 2 + self.request_length_add > 0xFF or self.size - 2 >= lowest_flag_bit:
+            raise ValueError("'pages': a page's length byte (size - 2 + request_length_add) must fit below ack_flag")
+        return self
+
+    @property
+    def capacity(self) -> int:
+        """The most frame bytes a page sequence carries (15 pages)."""
+        return 15 * (self.size - 2)
+
+
 class FramingSpec(_Strict):
     """How replies are delimited and checked. Exactly one of `length` and `fixed_length` is given."""
 
@@ -162,6 +206,12 @@ class FramingSpec(_Strict):
     """Engine 5 (binary framing with an `end` marker): byte stuffing between the markers (MyVolta's DLE
     ``05``): on the wire this byte makes the next one a literal data byte; frames are checked and decoded
     with the escapes removed (`bmsgate.protocols.stuffedframing`)."""
+    pages: PagesSpec | None = None
+    """Engine 6, binary framing: frames travel in numbered fixed-size pages, each acknowledged by writing it
+    back (`bmsgate.protocols.pagedframing`); frames are checked and decoded as the pages' data joined."""
+    scramble: ScrambleSpec | None = None
+    """Engine 6, hex-text framing only: the decoded bytes are XOR-scrambled with a key byte of the frame
+    (`bmsgate.protocols.scrambling`); frames are checked and decoded descrambled, the key byte kept."""
     marker_on_wire: bool = True
     """``false`` (engine 5, with ``frame_per_chunk``): the BMS sends frames without a start marker (Super-B);
     the assembler puts `start` in front of every received chunk and the wire form leaves it out
@@ -193,6 +243,19 @@ class FramingSpec(_Strict):
             len(self.escape) != 1 or self.end is None or self.text is not None or self.frame_per_chunk or self.starts
         ):
             raise ValueError("'escape' is one byte, for binary framing with an 'end' marker (not 'frame_per_chunk')")
+        if self.pages is not None and (
+            self.text is not None
+            or self.frame_per_chunk
+            or self.escape is not None
+            or not self.marker_on_wire
+            or self.max_length > self.pages.capacity
+        ):
+            raise ValueError(
+                "'pages' is for binary framing (not 'text', 'frame_per_chunk', 'escape' or 'marker_on_wire: "
+                "false') with a 'max_length' that 15 pages hold"
+            )
+        if self.scramble is not None and self.text != "hex":
+            raise ValueError("'scramble' needs hex-text framing (text: hex)")
         if not self.marker_on_wire and (
             not self.frame_per_chunk or self.text is not None or self.prefix is not None or self.starts
         ):

@@ -6,7 +6,7 @@ clock. It calls one of the entry points and carries out the actions it gets back
     connection_reset()            the link was (re)opened or dropped: forget per-connection state
     start_poll(now, epoch=...)    begin one poll of the definition's requests
     start_command(request, now)   begin one exchange of a write command (MOSFET switching)
-    feed(chunk, now)              bytes arrived
+    feed(chunk, now)              bytes arrived (a paged framing first writes each page's acknowledgement)
     tick(now)                     the clock reached (or passed) the deadline of the last `WaitUntil`
 
 Each call returns a list of actions; the last one is either a `WaitUntil` or a terminal action:
@@ -28,6 +28,9 @@ States of one job (a poll or a command), for a port to another language:
     BACKOFF  between attempts of a request; chunks are ignored (the next attempt discards them)
     IDLE     no job; chunks are kept only while the BMS streams (the newest frame answers the next poll)
 
+A request built from the device's advertised name (``from_name``, D-powercore's unlock) uses
+``device_name``, which the runtime sets when it opens the link; without a fitting name nothing is written for it.
+
 Per connection it keeps the frames of ``when: connect`` requests and whether streaming was started;
 across connections only the device identity (so a snapshot names its device even when a reconnect
 skipped the optional device-information request). Times are seconds on one monotonic clock; the
@@ -43,7 +46,9 @@ import logging
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from bmsgate.errors import DeviceError, DeviceTimeout, FrameError, ProtocolError
+from bmsgate.protocols.devicename import request_frame
 from bmsgate.protocols.framing import AssemblerStats, Frame
+from bmsgate.protocols.pagedframing import PagedFrameAssembler
 
 if TYPE_CHECKING:
     from bmsgate.model import BatterySnapshot, DeviceInfo
@@ -160,10 +165,13 @@ class PollSession:
         *,
         battery_id: str = "battery",
         timing: SessionTiming | None = None,
+        device_name: str | None = None,
     ) -> None:
         self.protocol = protocol
         self.battery_id = battery_id
         self.timing = timing or SessionTiming()
+        self.device_name = device_name
+        """The device's advertised name, for requests built from it (``from_name``); the runtime sets it."""
         self._assembler = protocol.new_assembler()
         key = protocol.definition.framing.key
         # Replies without a key of their own (`key.in_replies: false`) take the key of the request they answer.
@@ -246,20 +254,27 @@ class PollSession:
         if state is _State.BACKOFF:
             return self._still_waiting()
         frames = self._assembler.feed(chunk)
+        acks = self._acks()
         if state is _State.IDLE:
             if self._streaming_started and frames:
                 self._backlog.extend(frames)
                 while len(self._backlog) > _IDLE_BACKLOG:
                     self._backlog.popleft()
-            return []
+            return acks
         if state is _State.DRAIN:
             reply = self._requests[self._index].reply
             for frame in frames:
                 if frame.key is None or frame.key == reply:
                     self._newest = frame
-            return self._still_waiting()
+            return [*acks, *self._still_waiting()]
         self._backlog.extend(frames)
-        return self._advance(now, [])
+        return self._advance(now, acks)
+
+    def _acks(self) -> list[Action]:
+        """The acknowledgements a paged framing (D-powercore) writes for the pages just received."""
+        if not isinstance(self._assembler, PagedFrameAssembler):
+            return []
+        return [Write(ack) for ack in self._assembler.take_acks()]
 
     def tick(self, now: float) -> list[Action]:
         """The clock reads `now` (call it when a `WaitUntil` deadline has passed; extra calls are harmless)."""
@@ -405,13 +420,19 @@ class PollSession:
             self._kept.clear()
             self._await(request, now, _State.AWAIT)
             return None
+        written = request_frame(request, self.protocol.definition.framing, self.device_name)
+        if written is None:  # built from the device name (D-powercore's unlock), which does not fit: no write
+            if request.when == "connect":
+                self._connection_writes.add(request.name)
+            self._next_request()
+            return None
         actions.append(_DISCARD)
         self._assembler.reset()
         self._backlog.clear()
         self._kept.clear()
         self._follow_keys = self._keys_of_followers()
-        if request.frame:  # an empty frame listens: the BMS sends on its own (Topband)
-            actions.append(Write(self.protocol.wire(request.frame)))
+        if written:  # an empty frame listens: the BMS sends on its own (Topband)
+            actions.append(Write(self.protocol.wire(written)))
         if request.streaming:
             self._streaming_started = True
         if request.reply is None:

@@ -11,7 +11,9 @@ everywhere else. This module is the edge between that form and the wire:
 - :func:`to_wire` turns a frame (a request, or a reply the simulator encodes) into what is sent.
 
 A length field or checksum that the vendor defines over the *text* is declared so (``counts: text``,
-``over: text``) and checked by the frame checker on the decoded frame.
+``over: text``) and checked by the frame checker on the decoded frame. Decoded bytes that are XOR-scrambled
+(``scramble``, WS Nova) are descrambled here, before the checker, and scrambled again on the way out
+(:mod:`bmsgate.protocols.scrambling`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from bmsgate.protocols.framing import (
     FrameChecker,
     drop_noise_keeping_marker_prefix,
 )
+from bmsgate.protocols.scrambling import xor_with_key
 
 __all__ = ["TextFrameAssembler", "to_wire"]
 
@@ -35,8 +38,10 @@ _BUFFER_FRAMES: Final = 4
 
 
 def to_wire(frame: bytes, framing: FramingSpec) -> bytes:
-    """The wire form of a frame: its markers around the upper-case hex of the bytes between them."""
+    """The wire form of a frame: its markers around the upper-case hex of the (scrambled) bytes between them."""
     size, end = len(framing.start), framing.end or b""
+    if framing.scramble is not None and len(frame) > framing.scramble.key_at:
+        frame = xor_with_key(frame, framing.scramble)
     body = frame[size : len(frame) - len(end)]
     return frame[:size] + body.hex().upper().encode() + end  # the frame's own marker (Topband's frame type)
 
@@ -55,6 +60,7 @@ class TextFrameAssembler(BufferedAssembler):
         self._fixed_wire = None if framing.end else self._marker + 2 * (framing.fixed_length or 0) - 2 * self._marker
         self._ignore = frozenset(framing.ignore_chunks)
         self._strip = tuple(framing.strip_bytes)
+        self._scramble = framing.scramble
         self._buffer = bytearray()
         # A frame's text is at most twice its bytes: more unframed text than a few frames is garbage.
         self._max_wire = 2 * framing.max_length
@@ -134,4 +140,5 @@ class TextFrameAssembler(BufferedAssembler):
             body = binascii.unhexlify(text)
         except binascii.Error:
             raise FrameError(f"not hex text after the start marker: {text[:16]!r}") from None
-        return wire[: self._marker] + body + self._end
+        frame = wire[: self._marker] + body + self._end
+        return frame if self._scramble is None else xor_with_key(frame, self._scramble)

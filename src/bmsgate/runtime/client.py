@@ -184,6 +184,7 @@ class BatteryClient:
             return
         self.session.connection_reset()
         await self.transport.open()
+        self.session.device_name = self.transport.device_name
         self.stats.connects += 1
         _LOGGER.debug("%s: connected via %s", self.battery_id, self.transport.description)
 

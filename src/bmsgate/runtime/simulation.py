@@ -319,7 +319,7 @@ class VirtualBms:
 
     def replies_for(self, key: int) -> list[bytes]:
         """Every frame that answers one request for reply `key`, as the real module sends them."""
-        frames = [self.protocol.wire(frame) for frame in self.protocol.encode_replies(key, self.state())]
+        frames = [self.protocol.wire_reply(frame) for frame in self.protocol.encode_replies(key, self.state())]
         tail = self._append.get(key)
         if tail:
             frames[-1] += tail

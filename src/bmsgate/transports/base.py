@@ -59,6 +59,11 @@ class Transport(abc.ABC):
         """Signal strength in dBm where the transport knows it."""
         return None
 
+    @property
+    def device_name(self) -> str | None:
+        """The device's advertised name where the transport knows it (requests built from it need it)."""
+        return None
+
     # -- public API ---------------------------------------------------------------------------------
 
     @property

@@ -575,6 +575,13 @@ class BleConnection:
         """RSSI of the last advertisement heard (BLE stacks do not report it once connected)."""
         return self.advertisement.rssi if self.advertisement else None
 
+    @property
+    def device_name(self) -> str | None:
+        """The name the device advertised when it was found, else the name it was looked for by."""
+        if self.advertisement is not None and self.advertisement.name:
+            return self.advertisement.name
+        return self.name
+
     def add_disconnect_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` when the link drops unexpectedly; returns a function that unregisters it."""
         self._listeners.append(listener)
@@ -793,6 +800,11 @@ class BleTransport(Transport):
     def rssi(self) -> int | None:
         """RSSI of the last advertisement heard."""
         return self.connection.rssi
+
+    @property
+    def device_name(self) -> str | None:
+        """The device's advertised name (see `BleConnection.device_name`)."""
+        return self.connection.device_name
 
     @property
     def write_mode(self) -> WriteMode | None:

@@ -1,0 +1,86 @@
+"""The requests section of a protocol definition: what a poll writes and which reply each expects.
+
+Re-exported by `definition`, the format's one public home. A request's bytes are literal, except the bytes a
+``from_name`` fills in from the device's advertised name (engine 6: D-powercore's unlock password), see
+`bmsgate.protocols.devicename`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from bmsgate.canonical import Real
+from bmsgate.protocols.datatypes import STRICT, Endian, HexBytes
+
+__all__ = ["NameBytesSpec", "RequestSpec"]
+
+
+class _Strict(BaseModel):
+    model_config = STRICT
+
+
+class NameBytesSpec(_Strict):
+    """Request bytes taken from the device's advertised name (a per-device request; engine 6).
+
+    The name's last `chars` characters are read as a number in `base` and written as `size` bytes at `at` of
+    the request frame; the request checksum is then computed anew. The request is written only to a device
+    whose name matches the glob `names` (case-insensitive) and whose characters read as such a number; to any
+    other device (or when the name is not known) nothing is written.
+    """
+
+    at: int = Field(ge=0)
+    size: Literal[1, 2, 4] = 2
+    endian: Endian = "big"
+    chars: int = Field(ge=1, le=16)
+    base: Literal[10, 16] = 16
+    names: str = "*"
+    """Glob of the names the request is for, e.g. ``DXB-*``."""
+
+    @field_validator("names")
+    @classmethod
+    def _glob_not_empty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("'names' needs a glob such as 'DXB-*' ('*' for every name)")
+        return value
+
+
+class RequestSpec(_Strict):
+    """One request of a poll and the reply it expects."""
+
+    name: str
+    frame: HexBytes
+    reply: int | None = None
+    """Key of the expected reply (framing.key); None when the BMS does not answer."""
+    when: Literal["always", "connect"] = "always"
+    """``connect``: only once per connection (device information)."""
+    required: bool = True
+    """A poll fails without this reply; optional replies are skipped on timeout."""
+    timeout: Real | None = Field(default=None, gt=0)
+    streaming: bool = False
+    """The BMS keeps sending this reply after one request; re-send only when no fresh frame came."""
+    follows: bool = False
+    """Engine 5: no request of its own but a further reply of the request before it (ABC answers one request
+    with several frame types): nothing is written, and frames that arrived since that request are kept."""
+    from_name: NameBytesSpec | None = None
+    """Engine 6: bytes of `frame` filled in from the device's name (an unlock password); such a request has
+    no reply and is skipped for a device whose name does not fit."""
+
+    @model_validator(mode="after")
+    def _listen_streams(self) -> Self:
+        named = self.from_name
+        if named is not None and (
+            self.reply is not None or self.follows or self.streaming or named.at + named.size > len(self.frame)
+        ):
+            raise ValueError("a 'from_name' request is a write without a reply whose name bytes lie inside 'frame'")
+        if self.follows:
+            if self.frame or self.streaming or self.reply is None or self.when != "always":
+                raise ValueError(
+                    "a 'follows' request writes nothing (frame: ''), needs a reply, and neither streams "
+                    "nor waits for the connection (when: connect)"
+                )
+            return self
+        if not self.frame and not (self.streaming and self.reply is not None):
+            raise ValueError("an empty frame (listen: nothing is written) needs streaming: true and a reply")
+        return self
