@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CONSTRUCTS", "ENGINE_VERSION", "constructs_used", "unknown_constructs"]
 
-ENGINE_VERSION: Final = 5
+ENGINE_VERSION: Final = 6
 """The protocol engine's level: raised whenever a construct is added to :data:`CONSTRUCTS`.
 
 Level 2 added ``sign_magnitude`` (TDT / Wattcycle currents); level 3 ``text`` (hex-text framing: E&J, AG,
@@ -40,7 +40,8 @@ a ``stride``, ``text_json`` (JSON text replies whose named members are read, Fel
 ``text_lines`` (CSV text lines read by column, Lithionics), ``unmarked`` (frames without a start marker on
 the wire, one per notification, Super-B), ``stuffing`` (an escape byte between the markers, MyVolta); from
 level 5 a non-finite ``f32`` is no value
-instead of a refused frame (NEEY)."""
+instead of a refused frame (NEEY); level 6 ``unmarked_stream`` (fixed-length frames without a marker, found in
+a byte stream by their checksum, 123\\SmartBMS)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -96,6 +97,10 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "streaming": "replies the BMS keeps sending after one request",
     "stuffing": "byte stuffing between the markers: an escape byte makes the next a literal (escape; engine 5)",
     "unmarked": "frames sent without their start marker, one per chunk (marker_on_wire: false; engine 5)",
+    "unmarked_stream": (
+        "fixed-length frames without a start marker in a byte stream, found by their checksum "
+        "(marker_on_wire: false with fixed_length; engine 6)"
+    ),
     "text": "frames sent as hex text between ASCII markers (text: hex; engine 3)",
     "text_json": "replies that are JSON objects, named members read into fixed slots (text: json; engine 5)",
     "text_lines": "delimited text lines (CSV), each kind of line read by column into slots (text: lines; engine 5)",
@@ -183,7 +188,8 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "text_json": framing.text == "json",
         "text_lines": framing.text == "lines",
         "stuffing": framing.escape is not None,
-        "unmarked": not framing.marker_on_wire,
+        "unmarked": not framing.marker_on_wire and framing.frame_per_chunk,
+        "unmarked_stream": not framing.marker_on_wire and not framing.frame_per_chunk,
         "variants": definition.variants is not None,
     }
     used |= {name for name, on in flags.items() if on}

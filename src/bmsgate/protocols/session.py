@@ -25,6 +25,9 @@ States of one job (a poll or a command), for a port to another language:
     AWAIT    a request was written; the reply (matched by framing key) must come before the request deadline
     COLLECT  further numbered frames of a multi-frame reply (Daly A5 cells); each has its own deadline
     DRAIN    a streamed reply (JK): take the newest matching frame of those already received
+    ROTATE   a streamed reply whose numbered frames rotate (123\\SmartBMS: one cell per frame; engine 6):
+             the newest frame of every number is kept for the whole connection, and the reply is whole
+             once every number its count asks for has arrived
     BACKOFF  between attempts of a request; chunks are ignored (the next attempt discards them)
     IDLE     no job; chunks are kept only while the BMS streams (the newest frame answers the next poll)
 
@@ -141,6 +144,7 @@ class _State(enum.Enum):
     COLLECT = "collect"
     DRAIN = "drain"
     BACKOFF = "backoff"
+    ROTATE = "rotate"
 
 
 class _Failed(Exception):
@@ -149,6 +153,16 @@ class _Failed(Exception):
     def __init__(self, error: DeviceError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def _rotating_reply(protocol: CompiledProtocol) -> int | None:
+    """The reply of the first streaming request whose frames are numbered one by one (None: no such)."""
+    replies = protocol.definition.replies
+    for request in protocol.definition.requests:
+        reply = replies.get(request.reply) if request.reply is not None else None
+        if request.streaming and reply is not None and reply.index is not None and reply.index.numbers == "frames":
+            return request.reply
+    return None
 
 
 class PollSession:
@@ -174,6 +188,10 @@ class PollSession:
         self._connection_writes: set[str] = set()
         """Connect-time requests without a reply already written on this connection (unlock writes)."""
         self._streaming_started = False
+        self._rotating_key = _rotating_reply(protocol)
+        self._rotation: dict[int, Frame] = {}
+        """Rotating streams: the newest frame of each number this connection, oldest first (a number is one
+        byte: at most 256 frames)."""
         # per job
         self._state = _State.IDLE
         self._command = False
@@ -223,6 +241,7 @@ class PollSession:
         self._connection_writes.clear()
         self._streaming_started = False
         self._backlog.clear()
+        self._rotation.clear()
         self._end_job()
 
     def start_poll(self, now: float, *, epoch: float = 0.0) -> list[Action]:
@@ -246,6 +265,12 @@ class PollSession:
         if state is _State.BACKOFF:
             return self._still_waiting()
         frames = self._assembler.feed(chunk)
+        if self._rotating_key is not None and frames:
+            frames, rotated = self._rotate(frames)
+            if rotated and state is _State.ROTATE:
+                # Every frame of the rotation restarts the wait for the next one.
+                request = self._requests[self._index]
+                self._deadline = now + (request.timeout or self.timing.request_timeout)
         if state is _State.IDLE:
             if self._streaming_started and frames:
                 self._backlog.extend(frames)
@@ -363,6 +388,14 @@ class PollSession:
                 if outcome is not None:
                     return outcome
                 continue
+            if state is _State.ROTATE:
+                numbers = self._rotation_whole(request)
+                if numbers is None:
+                    return self._wait_action(actions)
+                # Frames numbered outside the count (a 0, a cell since removed) are not part of the reply.
+                self._frames.extend(frame for number, frame in self._rotation.items() if number in numbers)
+                self._next_request()
+                continue
             try:
                 frame = self._match(request)
             except _Failed as failed:
@@ -383,6 +416,13 @@ class PollSession:
 
     def _attempt_request(self, request: RequestSpec, now: float, actions: list[Action]) -> list[Action] | None:
         """Start attempt `self._attempt` of `request`; a list when the job ends or must wait."""
+        if request.streaming and request.reply == self._rotating_key and not self._command:
+            # The rotation kept arriving since the last poll: nothing is discarded, nothing reset.
+            if request.frame and (self._attempt or not self._streaming_started):
+                actions.append(Write(self.protocol.wire(request.frame)))
+            self._streaming_started = True
+            self._await(request, now, _State.ROTATE)
+            return None
         if request.streaming and self._streaming_started and self._attempt == 0:
             # The BMS kept streaming since the last poll: the newest frame that already arrived is this
             # poll's answer. Older ones queued behind it must never be presented as current.
@@ -448,6 +488,32 @@ class PollSession:
                 raise _Failed(self._status_error(request))
             return frame
         return None
+
+    def _rotate(self, frames: list[Frame]) -> tuple[list[Frame], bool]:
+        """Keep the frames of the rotating reply by number; return the others and whether any was kept."""
+        others: list[Frame] = []
+        rotation = self._rotation
+        rotated = False
+        for frame in frames:
+            number = self.protocol.frame_number(frame) if frame.key == self._rotating_key else None
+            if number is None:
+                others.append(frame)
+                continue
+            rotation.pop(number, None)  # re-inserted last: the dict stays in arrival order
+            rotation[number] = frame
+            rotated = True
+        return others, rotated
+
+    def _rotation_whole(self, request: RequestSpec) -> range | None:
+        """The numbers the newest frame's count asks for, once each has a frame (None: still waiting)."""
+        rotation = self._rotation
+        if not rotation:
+            return None
+        newest = next(reversed(rotation.values()))
+        numbers = self.protocol.frame_numbers(request.reply, self.protocol.variables_of([newest]))
+        if numbers is None or not all(number in rotation for number in numbers):
+            return None
+        return numbers
 
     def _keys_of_followers(self) -> frozenset[int]:
         """The replies of the `follows` requests right after the current one (kept if they come early)."""
