@@ -29,6 +29,8 @@ class FamilyCapture:
     """The decode vector's name (``decode-<vector>.json``); the first capture of a family is its poll."""
     tolerance: float = 1e-6
     """How far a decoded number may be from the stated one (the source rounded it)."""
+    real: bool = True
+    """False: the source built the frames from a documented layout (its test's helper), no pack sent them."""
 
 
 def _frames(*texts: str) -> list[bytes]:
@@ -1310,6 +1312,69 @@ MYVOLTA: Final = FamilyCapture(
     },
 )
 
+# aiobmsble's _stream(): 16 frames of a 16S pack, one cell each (cell n: 0x0270 + n - 1 in 5 mV), built by its
+# test's _frame() from the documented layout (docs/smartbms_bms.md), not captured from a pack. Its 6 further
+# frames (cell number 0, the rotating key/value pairs) are left out: number 0 is no cell (see
+# docs/protocols/smartbms.md).
+SMARTBMS: Final = FamilyCapture(
+    "smartbms",
+    {
+        "status": _frames(
+            "0105FF2B00005800002B00400272010280100128010128100110027001"
+            "2803000000000FA00000004B000000000000190000A0000000000000BF",
+            "0105FF2B00005800002B00400272010280100128010128100210027101"
+            "2803000000000FA00000004B000000000000190000A0000000000000C1",
+            "0105FF2B00005800002B00400272010280100128010128100310027201"
+            "2803000000000FA00000004B000000000000190000A0000000000000C3",
+            "0105FF2B00005800002B00400272010280100128010128100410027301"
+            "2803000000000FA00000004B000000000000190000A0000000000000C5",
+            "0105FF2B00005800002B00400272010280100128010128100510027401"
+            "2803000000000FA00000004B000000000000190000A0000000000000C7",
+            "0105FF2B00005800002B00400272010280100128010128100610027501"
+            "2803000000000FA00000004B000000000000190000A0000000000000C9",
+            "0105FF2B00005800002B00400272010280100128010128100710027601"
+            "2803000000000FA00000004B000000000000190000A0000000000000CB",
+            "0105FF2B00005800002B00400272010280100128010128100810027701"
+            "2803000000000FA00000004B000000000000190000A0000000000000CD",
+            "0105FF2B00005800002B00400272010280100128010128100910027801"
+            "2803000000000FA00000004B000000000000190000A0000000000000CF",
+            "0105FF2B00005800002B00400272010280100128010128100A10027901"
+            "2803000000000FA00000004B000000000000190000A0000000000000D1",
+            "0105FF2B00005800002B00400272010280100128010128100B10027A01"
+            "2803000000000FA00000004B000000000000190000A0000000000000D3",
+            "0105FF2B00005800002B00400272010280100128010128100C10027B01"
+            "2803000000000FA00000004B000000000000190000A0000000000000D5",
+            "0105FF2B00005800002B00400272010280100128010128100D10027C01"
+            "2803000000000FA00000004B000000000000190000A0000000000000D7",
+            "0105FF2B00005800002B00400272010280100128010128100E10027D01"
+            "2803000000000FA00000004B000000000000190000A0000000000000D9",
+            "0105FF2B00005800002B00400272010280100128010128100F10027E01"
+            "2803000000000FA00000004B000000000000190000A0000000000000DB",
+            "0105FF2B00005800002B00400272010280100128010128101010027F01"
+            "2803000000000FA00000004B000000000000190000A0000000000000DD",
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_smartbms_bms.py (_stream, built by _frame from the documented layout)"),
+    {
+        "voltage": 335.355,
+        "current": 8.0,
+        "soc": 75,
+        "cell_count": 16,
+        "cell_voltages": [(0x0270 + number - 1) / 200 for number in range(1, 17)],
+        # temp_values: CELL_MIN 20, CELL_MAX 20 (extras here), then 20 for each of the 16 cells.
+        "temperatures": [20.0] * 16,
+        "extras.temperature_min": 20,
+        "extras.temperature_max": 20,
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        # problem_code 0.
+        "alarms": [],
+        # cycle_capacity 4000 (Wh: the stored energy).
+        "extras.stored_energy_wh": 4000,
+    },
+    real=False,
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -1352,6 +1417,7 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     SUPERB,
     SUPERB_CHARGING,
     MYVOLTA,
+    SMARTBMS,
 )
 """Every capture, in the issue's order of families."""
 

@@ -41,7 +41,8 @@ a ``stride``, ``text_json`` (JSON text replies whose named members are read, Fel
 the wire, one per notification, Super-B), ``stuffing`` (an escape byte between the markers, MyVolta); from
 level 5 a non-finite ``f32`` is no value
 instead of a refused frame (NEEY); level 6 ``unmarked_stream`` (fixed-length frames without a marker, found in
-a byte stream by their checksum, 123\\SmartBMS)."""
+a byte stream by their checksum) ``sign_char`` (an ASCII sign character and a magnitude) and ``rotation`` (a streamed reply of numbered frames, one cell each, kept per
+connection), both for 123\\SmartBMS."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -61,6 +62,7 @@ _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "popcount": "the number of set bits",
     "shift": "a field whose offset moves by decoded list lengths",
     "sign_magnitude": "a signed number stored as a sign bit and a magnitude (engine 2)",
+    "sign_char": "a signed number stored as an ASCII sign character and a magnitude (engine 6)",
     "stride": "list items further apart than their size (read from engine 5)",
     "version": "a version number packed into an integer (nibbles, byte_tenths, major_minor)",
     "when": "a field decoded only while a variable lies in a range",
@@ -89,6 +91,10 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "match.service_data_uuid": "an advertisement matcher on a service-data UUID (engine 5)",
     "listen": "a streaming request that writes nothing: the BMS sends on its own (frame: ''; engine 4)",
     "prefix": "bytes a frame may carry before its start marker, which select its layout (engine 5)",
+    "rotation": (
+        "a streamed reply of numbered frames: the newest frame of each number kept per connection "
+        "(streaming request, indexed reply; engine 6)"
+    ),
     "reply_of_request": "replies carry no key: each answers the request just sent (key.in_replies: false; engine 5)",
     "request_checksum": "requests checked differently from replies",
     "starts": "several start markers, one per frame type, in front of hex text (engine 4)",
@@ -131,7 +137,7 @@ def _field_constructs(field: FieldSpec) -> set[str]:
     }
     used |= {
         name
-        for name in ("one_of", "shift", "sign_magnitude", "stride", "version", "when")
+        for name in ("one_of", "shift", "sign_char", "sign_magnitude", "stride", "version", "when")
         if getattr(field, name) is not None
     }
     if field.difference:
@@ -155,6 +161,11 @@ def _field_constructs(field: FieldSpec) -> set[str]:
 
 def _checksum(spec: ChecksumSpec | None) -> set[str]:
     return set() if spec is None else {f"checksum.{spec.algorithm}"}
+
+
+def _rotates(definition: ProtocolDefinition, key: int | None) -> bool:
+    reply = definition.replies.get(key) if key is not None else None
+    return reply is not None and reply.index is not None and reply.index.numbers == "frames"
 
 
 def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
@@ -184,6 +195,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "strip_bytes": bool(framing.strip_bytes),
         "status": framing.status is not None,
         "streaming": any(request.streaming for request in definition.requests),
+        "rotation": any(_rotates(definition, request.reply) for request in definition.requests if request.streaming),
         "text": framing.text == "hex",
         "text_json": framing.text == "json",
         "text_lines": framing.text == "lines",
