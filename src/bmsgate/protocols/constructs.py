@@ -40,9 +40,9 @@ a ``stride``, ``text_json`` (JSON text replies whose named members are read, Fel
 ``text_lines`` (CSV text lines read by column, Lithionics), ``unmarked`` (frames without a start marker on
 the wire, one per notification, Super-B), ``stuffing`` (an escape byte between the markers, MyVolta); from
 level 5 a non-finite ``f32`` is no value
-instead of a refused frame (NEEY); level 6 ``unmarked_stream`` (fixed-length frames without a marker, found in
-a byte stream by their checksum) ``sign_char`` (an ASCII sign character and a magnitude) and ``rotation`` (a streamed reply of numbered frames, one cell each, kept per
-connection), both for 123\\SmartBMS."""
+instead of a refused frame (NEEY); level 6, all for 123\\SmartBMS: ``unmarked_stream`` (fixed-length
+frames without a marker, found in a byte stream by their checksum), ``sign_char`` (an ASCII sign character and a
+magnitude) and ``rotation`` (a streamed reply of numbered frames, one cell each, kept per connection)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",

@@ -449,18 +449,18 @@ def _sign_char(field: FieldSpec) -> Callable[[Any], Any]:
     assert spec is not None  # the caller checked
     shift = 8 * (INTEGER_SIZES[field.type] - 1)
     mask = (1 << shift) - 1
-    signs = {sign: 1 for sign in spec.positive} | {sign: -1 for sign in spec.negative}
+    signs = dict.fromkeys(spec.positive, 1) | dict.fromkeys(spec.negative, -1)
     divisor = exact_divisor(field.scale, field.add)
     scale, add = field.scale, field.add
 
-    def signed(raw: Any) -> float | None:
+    def signed(raw: int) -> float | None:
         sign = signs.get(raw >> shift)
         if sign is None:
             return None  # 'X' or any other byte: the BMS has no value
         if divisor is not None:
             steps, offset = divisor
             return (sign * (raw & mask) + offset) / steps + 0.0
-        return sign * (raw & mask) * scale + add
+        return float(sign * (raw & mask) * scale + add)
 
     return signed
 
