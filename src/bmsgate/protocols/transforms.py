@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 from bmsgate.errors import DecodeError
 from bmsgate.model import BOOL_FIELDS, FLOAT_FIELDS, INT_FIELDS
 from bmsgate.protocols.definition import INTEGER_SIZES, FieldSpec
+from bmsgate.protocols.signchar import sign_char_raw, sign_char_value
 
 __all__ = [
     "STRUCT_CODES",
@@ -394,7 +395,7 @@ def _value_transform(field: FieldSpec, where: str) -> Callable[[Any], Any]:
     if field.sign_magnitude is not None:
         return _sign_magnitude(field)
     if field.sign_char is not None:
-        return _sign_char(field)
+        return sign_char_value(field, exact_divisor(field.scale, field.add))
     if field.difference:
         return _difference(field)
     linear = _linear(field)
@@ -442,27 +443,6 @@ def _sign_magnitude(field: FieldSpec) -> Callable[[Any], Any]:
         return lambda raw: ((-(raw & mask) if raw & sign else raw & mask) + offset) / steps + 0.0
     scale, add = field.scale, field.add
     return lambda raw: (-(raw & mask) if raw & sign else raw & mask) * scale + add
-
-
-def _sign_char(field: FieldSpec) -> Callable[[Any], Any]:
-    spec = field.sign_char
-    assert spec is not None  # the caller checked
-    shift = 8 * (INTEGER_SIZES[field.type] - 1)
-    mask = (1 << shift) - 1
-    signs = dict.fromkeys(spec.positive, 1) | dict.fromkeys(spec.negative, -1)
-    divisor = exact_divisor(field.scale, field.add)
-    scale, add = field.scale, field.add
-
-    def signed(raw: int) -> float | None:
-        sign = signs.get(raw >> shift)
-        if sign is None:
-            return None  # 'X' or any other byte: the BMS has no value
-        if divisor is not None:
-            steps, offset = divisor
-            return (sign * (raw & mask) + offset) / steps + 0.0
-        return float(sign * (raw & mask) * scale + add)
-
-    return signed
 
 
 def _difference(field: FieldSpec) -> Callable[[Any], Any]:
@@ -564,7 +544,7 @@ def _inverse(field: FieldSpec) -> Callable[[Any, Any], Any]:
 
         return to_sign_magnitude
     if field.sign_char is not None:
-        return _to_sign_char(field)
+        return sign_char_raw(field)
     if field.difference:
         half = 4 * INTEGER_SIZES[field.type]
         most = (1 << half) - 1
@@ -618,18 +598,3 @@ def _pack_date(field: FieldSpec, value: Any) -> int:
     assert spec is not None
     date = value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
     return ((date.year - spec.year_add) << spec.year[1]) | (date.month << spec.month[1]) | (date.day << spec.day[1])
-
-
-def _to_sign_char(field: FieldSpec) -> Callable[[Any, Any], int]:
-    spec = field.sign_char
-    assert spec is not None  # the caller checked
-    shift = 8 * (INTEGER_SIZES[field.type] - 1)
-    mask = (1 << shift) - 1
-    plus, minus = spec.positive[0] << shift, spec.negative[0] << shift
-    scale, add = field.scale, field.add
-
-    def to_sign_char(value: Any, _current: Any) -> int:
-        signed = round((float(value) - add) / scale)
-        return min(abs(signed), mask) | (minus if signed < 0 else plus)
-
-    return to_sign_char
