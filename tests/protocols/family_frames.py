@@ -1072,15 +1072,21 @@ EPOCH_PRO: Final = FamilyCapture(
             "FE0CFE0CFF0CFE0CFE001B001B001B001B0022001D001D0C1700120000000000000000000031363600003100000000000000"
             "0000000000000032333131333030313032383375B5"
         ),
+        "pack_2": _frames(
+            "FAF31602A4024001E00258012CC878000000007530000A00000C4E000000007B0C00100CFF0CFC00100002001B001B000400"
+            "0314C9000010040000000000000000000000000000038E006400000CFE0CFC0CFD0CFD0CFD0CFD0CFD0CFD0CFE0CFE0CFE0C"
+            "FD0CFF0CFF0CFF0CFF001B001B001B001B0023001D001D0C1700120000000000000000000031363600003100000000000000"
+            "00000000000000323331313330303130343334AE94"
+        ),
     },
-    AIOBMSBLE.format("tests/bms/test_epoch_pro_bms.py (MockEpochProBleakClient: overall, pack 1)"),
+    AIOBMSBLE.format("tests/bms/test_epoch_pro_bms.py (MockEpochProBleakClient: overall, packs 1 and 2)"),
     {
         "voltage": 53.21,
         "current": 0,
         "soc": 91,
         # pack_cycles [10, 10]; pack 1's value.
         "cycles": 10,
-        # The first 16 of the 32 stated cells: pack 1's (pack 2 is not read).
+        # The first 16 of the 32 stated cells: pack 1's (pack 2's are extras.pack_2_cell_N, below).
         "cell_voltages": [
             3.326,
             3.325,
@@ -1099,13 +1105,27 @@ EPOCH_PRO: Final = FamilyCapture(
             3.326,
             3.326,
         ],
-        # temp_values [27] * 8: four sensors per pack.
-        "temperatures": [27, 27, 27, 27],
+        # temp_values [27] * 8: four sensors per pack, pack 1's first.
+        "temperatures": [27] * 8,
         "extras.system_temperature": 27.0,
         "extras.pack_count": 2,
         "extras.pack_1_voltage": 53.21,
         "extras.pack_1_current": 0.0,
         "extras.pack_1_soc": 91.0,
+        # pack_voltages, pack_currents, pack_battery_levels, pack_cycles: pack 2's entries.
+        "extras.pack_2_voltage": 53.21,
+        "extras.pack_2_current": 0.0,
+        "extras.pack_2_soc": 91.0,
+        "extras.pack_2_cycles": 10,
+        # cell_voltages 17-32.
+        **{
+            f"extras.pack_2_cell_{number}": value
+            for number, value in enumerate(
+                [3.326, 3.324, 3.325, 3.325, 3.325, 3.325, 3.325, 3.325, 3.326, 3.326, 3.326, 3.325]
+                + [3.327, 3.327, 3.327, 3.327],
+                start=1,
+            )
+        },
         "alarms": [],
     },
 )

@@ -42,7 +42,8 @@ the wire, one per notification, Super-B), ``stuffing`` (an escape byte between t
 level 5 a non-finite ``f32`` is no value
 instead of a refused frame (NEEY); level 6, all for 123\\SmartBMS: ``unmarked_stream`` (fixed-length
 frames without a marker, found in a byte stream by their checksum), ``sign_char`` (an ASCII sign character and a
-magnitude) and ``rotation`` (a streamed reply of numbered frames, one cell each, kept per connection)."""
+magnitude) and ``rotation`` (a streamed reply of numbered frames, one cell each, kept per connection); and
+``only_if`` (a request sent only while a decoded variable is in range: Epoch Pro's packs 2 and later)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -90,6 +91,7 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "index_items": "numbered frames whose number is that of their first item (index.numbers: items; engine 5)",
     "match.service_data_uuid": "an advertisement matcher on a service-data UUID (engine 5)",
     "listen": "a streaming request that writes nothing: the BMS sends on its own (frame: ''; engine 4)",
+    "only_if": "a request sent only while a variable decoded earlier in the poll lies in a range (engine 6)",
     "prefix": "bytes a frame may carry before its start marker, which select its layout (engine 5)",
     "rotation": (
         "a streamed reply of numbered frames: the newest frame of each number kept per connection "
@@ -187,6 +189,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
             reply.index is not None and reply.index.numbers == "items" for reply in definition.replies.values()
         ),
         "listen": any(not request.frame and not request.follows for request in definition.requests),
+        "only_if": any(request.only_if is not None for request in definition.requests),
         "prefix": framing.prefix is not None,
         "reply_of_request": framing.key is not None and not framing.key.in_replies,
         "match.service_data_uuid": any(matcher.service_data_uuid is not None for matcher in definition.match),

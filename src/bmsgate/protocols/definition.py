@@ -44,6 +44,7 @@ from bmsgate.protocols.fields import (
     is_var,
 )
 from bmsgate.protocols.framingspec import ChecksumSpec, FramingSpec, KeySpec, LengthSpec, PrefixSpec, StatusSpec
+from bmsgate.protocols.requestspec import PLACEHOLDER_SIZES, CommandSpec, MosfetBits, RequestSpec
 from bmsgate.protocols.textslots import check_absent_markers
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "INTEGER_SIZES",
     "INT_TARGETS",
     "LIST_TARGETS",
+    "PLACEHOLDER_SIZES",
     "AdvertisementMatcher",
     "ChecksumSpec",
     "CommandSpec",
@@ -65,6 +67,7 @@ __all__ = [
     "GattSpec",
     "KeySpec",
     "LengthSpec",
+    "MosfetBits",
     "PrefixSpec",
     "ProtocolAlias",
     "ProtocolDefinition",
@@ -184,87 +187,6 @@ class SerialSpec(_Strict):
 
 
 # -- framing -----------------------------------------------------------------------------------------
-
-
-# -- requests and commands ---------------------------------------------------------------------------
-
-
-class RequestSpec(_Strict):
-    """One request of a poll and the reply it expects."""
-
-    name: str
-    frame: HexBytes
-    reply: int | None = None
-    """Key of the expected reply (framing.key); None when the BMS does not answer."""
-    when: Literal["always", "connect"] = "always"
-    """``connect``: only once per connection (device information)."""
-    required: bool = True
-    """A poll fails without this reply; optional replies are skipped on timeout."""
-    timeout: Real | None = Field(default=None, gt=0)
-    streaming: bool = False
-    """The BMS keeps sending this reply after one request; re-send only when no fresh frame came."""
-    follows: bool = False
-    """Engine 5: no request of its own but a further reply of the request before it (ABC answers one request
-    with several frame types): nothing is written, and frames that arrived since that request are kept."""
-
-    @model_validator(mode="after")
-    def _listen_streams(self) -> Self:
-        if self.follows:
-            if self.frame or self.streaming or self.reply is None or self.when != "always":
-                raise ValueError(
-                    "a 'follows' request writes nothing (frame: ''), needs a reply, and neither streams "
-                    "nor waits for the connection (when: connect)"
-                )
-            return self
-        if not self.frame and not (self.streaming and self.reply is not None):
-            raise ValueError("an empty frame (listen: nothing is written) needs streaming: true and a reply")
-        return self
-
-
-_PLACEHOLDER: Final = re.compile(r"\{(?P<name>[a-z][a-z0-9_]*):(?P<type>u8|u16be|u16le|u32be|u32le)\}")
-PLACEHOLDER_SIZES: Final = {"u8": 1, "u16be": 2, "u16le": 2, "u32be": 4, "u32le": 4}
-
-
-class MosfetBits(_Strict):
-    """Value of one command parameter as the OR of bits chosen by the desired MOSFET states."""
-
-    charge_on: int = 0
-    charge_off: int = 0
-    discharge_on: int = 0
-    discharge_off: int = 0
-
-
-class CommandSpec(_Strict):
-    """A write frame template with ``{name:type}`` placeholders (types u8, u16be/le, u32be/le).
-
-    The checksum (if the framing has one) is computed and filled in; write zero bytes where it goes.
-    """
-
-    frame: str
-    reply: int | None = None
-    params: dict[str, MosfetBits] = {}
-    affects: list[Literal["charge", "discharge"]] = []
-
-    @model_validator(mode="after")
-    def _placeholders_known(self) -> Self:
-        names = [match["name"] for match in _PLACEHOLDER.finditer(self.frame)]
-        unknown = set(names) - set(self.params)
-        if unknown:
-            raise ValueError(f"placeholders without params: {sorted(unknown)}")
-        remainder = _PLACEHOLDER.sub("", self.frame)
-        parse_hex(remainder)  # raises ValueError naming the bad text
-        return self
-
-    def template(self) -> list[bytes | tuple[str, str]]:
-        """The frame as literal byte runs and (name, type) placeholders."""
-        parts: list[bytes | tuple[str, str]] = []
-        position = 0
-        for match in _PLACEHOLDER.finditer(self.frame):
-            parts.append(parse_hex(self.frame[position : match.start()]))
-            parts.append((match["name"], match["type"]))
-            position = match.end()
-        parts.append(parse_hex(self.frame[position:]))
-        return [part for part in parts if part != b""]
 
 
 # -- layouts and simulation --------------------------------------------------------------------------

@@ -373,6 +373,9 @@ class PollSession:
             if not self._command and request.when == "connect" and request.name in self._connection_writes:
                 self._index += 1
                 continue
+            if not self._command and request.only_if is not None and not self._condition_holds(request):
+                self._index += 1
+                continue
             return
 
     def _advance(self, now: float, actions: list[Action]) -> list[Action]:
@@ -488,6 +491,16 @@ class PollSession:
                 raise _Failed(self._status_error(request))
             return frame
         return None
+
+    def _condition_holds(self, request: RequestSpec) -> bool:
+        """Whether the variable of `request.only_if`, decoded from this poll's replies so far, is in range."""
+        condition = request.only_if
+        if condition is None:
+            return True
+        value = self.protocol.variables_of(self._frames).get(condition.var[4:])
+        if value is None:
+            return False
+        return (condition.min is None or value >= condition.min) and (condition.max is None or value <= condition.max)
 
     def _rotate(self, frames: list[Frame]) -> tuple[list[Frame], bool]:
         """Keep the frames of the rotating reply by number; return the others and whether any was kept."""

@@ -1,0 +1,107 @@
+"""Requests and write commands of a protocol definition (part of the format `bmsgate.protocols.definition`).
+
+A request is one exchange of a poll (the frame written, the reply key awaited, when and how often); a command
+is a write frame template with placeholders the MOSFET switching fills in. Both are pure data, validated here;
+the poll session (`bmsgate.protocols.session`) runs the requests, `bmsgate.protocols.encode` renders commands.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Literal, Self
+
+from pydantic import BaseModel, Field, model_validator
+
+from bmsgate.canonical import Real
+from bmsgate.protocols.datatypes import STRICT, HexBytes, parse_hex
+from bmsgate.protocols.fields import FieldCondition
+
+__all__ = ["PLACEHOLDER_SIZES", "CommandSpec", "MosfetBits", "RequestSpec"]
+
+
+class _Strict(BaseModel):
+    model_config = STRICT
+
+
+class RequestSpec(_Strict):
+    """One request of a poll and the reply it expects."""
+
+    name: str
+    frame: HexBytes
+    reply: int | None = None
+    """Key of the expected reply (framing.key); None when the BMS does not answer."""
+    when: Literal["always", "connect"] = "always"
+    """``connect``: only once per connection (device information)."""
+    required: bool = True
+    """A poll fails without this reply; optional replies are skipped on timeout."""
+    timeout: Real | None = Field(default=None, gt=0)
+    streaming: bool = False
+    """The BMS keeps sending this reply after one request; re-send only when no fresh frame came."""
+    follows: bool = False
+    """Engine 5: no request of its own but a further reply of the request before it (ABC answers one request
+    with several frame types): nothing is written, and frames that arrived since that request are kept."""
+    only_if: FieldCondition | None = None
+    """Engine 6: sent only while a variable the replies before it in this poll decoded lies in ``[min, max]``
+    (Epoch Pro: pack 2's request while the system reply's pack count is at least 2); else skipped, as is a
+    request whose variable no reply decoded."""
+
+    @model_validator(mode="after")
+    def _listen_streams(self) -> Self:
+        if self.follows:
+            if self.frame or self.streaming or self.reply is None or self.when != "always":
+                raise ValueError(
+                    "a 'follows' request writes nothing (frame: ''), needs a reply, and neither streams "
+                    "nor waits for the connection (when: connect)"
+                )
+            return self
+        if self.only_if is not None and (self.streaming or self.when != "always"):
+            raise ValueError("an 'only_if' request is asked in every poll (when: always) and does not stream")
+        if not self.frame and not (self.streaming and self.reply is not None):
+            raise ValueError("an empty frame (listen: nothing is written) needs streaming: true and a reply")
+        return self
+
+
+_PLACEHOLDER: Final = re.compile(r"\{(?P<name>[a-z][a-z0-9_]*):(?P<type>u8|u16be|u16le|u32be|u32le)\}")
+PLACEHOLDER_SIZES: Final = {"u8": 1, "u16be": 2, "u16le": 2, "u32be": 4, "u32le": 4}
+
+
+class MosfetBits(_Strict):
+    """Value of one command parameter as the OR of bits chosen by the desired MOSFET states."""
+
+    charge_on: int = 0
+    charge_off: int = 0
+    discharge_on: int = 0
+    discharge_off: int = 0
+
+
+class CommandSpec(_Strict):
+    """A write frame template with ``{name:type}`` placeholders (types u8, u16be/le, u32be/le).
+
+    The checksum (if the framing has one) is computed and filled in; write zero bytes where it goes.
+    """
+
+    frame: str
+    reply: int | None = None
+    params: dict[str, MosfetBits] = {}
+    affects: list[Literal["charge", "discharge"]] = []
+
+    @model_validator(mode="after")
+    def _placeholders_known(self) -> Self:
+        names = [match["name"] for match in _PLACEHOLDER.finditer(self.frame)]
+        unknown = set(names) - set(self.params)
+        if unknown:
+            raise ValueError(f"placeholders without params: {sorted(unknown)}")
+        remainder = _PLACEHOLDER.sub("", self.frame)
+        parse_hex(remainder)  # raises ValueError naming the bad text
+        return self
+
+    def template(self) -> list[bytes | tuple[str, str]]:
+        """The frame as literal byte runs and (name, type) placeholders."""
+        parts: list[bytes | tuple[str, str]] = []
+        position = 0
+        for match in _PLACEHOLDER.finditer(self.frame):
+            parts.append(parse_hex(self.frame[position : match.start()]))
+            parts.append((match["name"], match["type"]))
+            position = match.end()
+        parts.append(parse_hex(self.frame[position:]))
+        return [part for part in parts if part != b""]
