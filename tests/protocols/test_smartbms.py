@@ -309,3 +309,23 @@ def test_a_silent_rotation_times_out_and_a_new_connection_starts_over() -> None:
     session.start_poll(10.0)
     _, actions = _feed_all(session, CELL_FRAMES[5:], 10.0)
     assert isinstance(actions[-1], WaitUntil)  # cells 1-5 were forgotten with the connection
+
+
+@given(frames=st.lists(st.tuples(st.integers(0, 255), st.integers(0, 40)), max_size=120))
+@FUZZ
+def test_fuzz_rotating_frames_keep_the_session_bounded_and_whole(frames: list[tuple[int, int]]) -> None:
+    session = PollSession(PROTOCOL, timing=SessionTiming(retries=0, poll_deadline=1000.0))
+    actions = session.start_poll(0.0)
+    now = 0.0
+    for number, count in frames:
+        now += 0.01
+        frame = _changed(_changed(CELL_FRAMES[0], 24, number), 25, count)
+        actions = session.feed(frame, now)
+        assert len(session._rotation) <= 256
+        if isinstance(actions[-1], SnapshotReady):
+            snapshot = actions[-1].snapshot
+            assert len(snapshot.cell_voltages) == count
+            actions = session.start_poll(now)
+        elif isinstance(actions[-1], GiveUp):
+            assert isinstance(actions[-1].error, BmsgateError)
+            actions = session.start_poll(now)

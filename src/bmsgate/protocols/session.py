@@ -31,6 +31,9 @@ States of one job (a poll or a command), for a port to another language:
     BACKOFF  between attempts of a request; chunks are ignored (the next attempt discards them)
     IDLE     no job; chunks are kept only while the BMS streams (the newest frame answers the next poll)
 
+A request with ``only_if`` (engine 6) is skipped unless the variable it names, decoded from the replies of
+this poll so far, lies in its range (Epoch Pro asks one request per pack the system reply counts).
+
 Per connection it keeps the frames of ``when: connect`` requests and whether streaming was started;
 across connections only the device identity (so a snapshot names its device even when a reconnect
 skipped the optional device-information request). Times are seconds on one monotonic clock; the
