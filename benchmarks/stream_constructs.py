@@ -68,7 +68,8 @@ def main() -> None:
         session.feed(chunk, 0.1)
 
     def kept_poll() -> object:
-        (ready,) = session.start_poll(1.0)
+        session.start_poll(1.0)  # waits until what already arrived is fed: nothing here
+        (ready,) = session.tick(1.0)
         assert isinstance(ready, SnapshotReady)
         return ready
 

@@ -239,13 +239,20 @@ def test_the_stream_framing_needs_a_checksum() -> None:
 # -- the session: a rotation kept per connection --------------------------------------------------------------
 
 
+def _run(session: PollSession, actions: list[Any], now: float) -> list[Any]:
+    """What the runtime does with a deadline already reached: tick."""
+    while actions and isinstance(actions[-1], WaitUntil) and actions[-1].deadline <= now:
+        actions = session.tick(now)
+    return actions
+
+
 def _feed_all(session: PollSession, frames: list[bytes], start: float) -> tuple[float, list[Any]]:
     now = start
     actions: list[Any] = []
     for frame in frames:
         for chunk in _chunks(frame, 20):
             now += 0.02
-            actions = session.feed(chunk, now)
+            actions = _run(session, session.feed(chunk, now), now)
             if any(isinstance(action, SnapshotReady | GiveUp) for action in actions):
                 return now, actions
     return now, actions
@@ -256,6 +263,7 @@ def test_the_first_poll_waits_for_a_whole_rotation_and_writes_nothing() -> None:
     actions = session.start_poll(0.0)
     assert not any(isinstance(action, Write) for action in actions)
     assert isinstance(actions[-1], WaitUntil)
+    assert isinstance(session.tick(0.0)[-1], WaitUntil)  # nothing had arrived: wait for the rotation
     rotation = CELL_FRAMES[6:] + CELL_FRAMES[:6]  # joined mid-rotation
     _, actions = _feed_all(session, rotation, 0.0)
     (ready,) = actions
@@ -271,10 +279,27 @@ def test_later_polls_are_answered_at_once_from_the_kept_frames_the_newest_of_eac
     # While idle the rotation goes on: cell 5 changes, and the pack voltage with it.
     changed = _changed(_changed(CELL_FRAMES[4], 27, 0x90), 2, 0x00)
     now, _ = _feed_all(session, [changed], now)
-    (ready,) = session.start_poll(now)
+    (ready,) = _run(session, session.start_poll(now), now)
     assert isinstance(ready, SnapshotReady)
     assert ready.snapshot.cell_voltages[4] == (0x0290 / 200)
     assert ready.snapshot.voltage == 0x010500 * 0.005  # the newest frame's pack values
+
+
+def test_a_poll_first_takes_the_frames_that_waited_in_the_link() -> None:
+    # The runtime hands over what arrived between polls only once the poll began: the poll must not answer
+    # from the kept rotation before it has seen them.
+    session = PollSession(PROTOCOL)
+    session.start_poll(0.0)
+    now, _ = _feed_all(session, CELL_FRAMES, 0.0)
+    changed = _changed(CELL_FRAMES[4], 27, 0x90)
+    actions = session.start_poll(now + 5.0)
+    assert isinstance(actions[-1], WaitUntil)
+    assert actions[-1].deadline == now + 5.0  # feed what is there, then tick
+    for chunk in _chunks(changed, 20):
+        actions = session.feed(chunk, now + 5.0)
+    (ready,) = _run(session, actions, now + 5.0)
+    assert isinstance(ready, SnapshotReady)
+    assert ready.snapshot.cell_voltages[4] == (0x0290 / 200)
 
 
 def test_a_lost_cell_keeps_the_poll_waiting_until_its_frame_comes() -> None:
@@ -322,6 +347,7 @@ def test_fuzz_rotating_frames_keep_the_session_bounded_and_whole(frames: list[tu
         frame = _changed(_changed(CELL_FRAMES[0], 24, number), 25, count)
         actions = session.feed(frame, now)
         assert len(session._rotation) <= 256
+        actions = _run(session, actions, now)
         if isinstance(actions[-1], SnapshotReady):
             snapshot = actions[-1].snapshot
             assert len(snapshot.cell_voltages) == count

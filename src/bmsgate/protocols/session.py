@@ -192,6 +192,8 @@ class PollSession:
         """Connect-time requests without a reply already written on this connection (unlock writes)."""
         self._streaming_started = False
         self._rotating_key = _rotating_reply(protocol)
+        self._rotation_drained = False
+        """Rotating streams, this poll: what had already arrived when it began was fed (see `tick`)."""
         self._rotation: dict[int, Frame] = {}
         """Rotating streams: the newest frame of each number this connection, oldest first (a number is one
         byte: at most 256 frames)."""
@@ -270,7 +272,7 @@ class PollSession:
         frames = self._assembler.feed(chunk)
         if self._rotating_key is not None and frames:
             frames, rotated = self._rotate(frames)
-            if rotated and state is _State.ROTATE:
+            if rotated and state is _State.ROTATE and self._rotation_drained:
                 # Every frame of the rotation restarts the wait for the next one.
                 request = self._requests[self._index]
                 self._deadline = now + (request.timeout or self.timing.request_timeout)
@@ -305,6 +307,10 @@ class PollSession:
             return self._still_waiting()
         actions: list[Action] = []
         request = self._requests[self._index]
+        if state is _State.ROTATE and not self._rotation_drained:
+            self._rotation_drained = True
+            self._deadline = now + (request.timeout or self.timing.request_timeout)
+            return self._advance(now, actions)
         if state is _State.BACKOFF:
             return self._advance(now, actions)
         if state is _State.DRAIN:
@@ -395,7 +401,7 @@ class PollSession:
                     return outcome
                 continue
             if state is _State.ROTATE:
-                numbers = self._rotation_whole(request)
+                numbers = self._rotation_whole(request) if self._rotation_drained else None
                 if numbers is None:
                     return self._wait_action(actions)
                 # Frames numbered outside the count (a 0, a cell since removed) are not part of the reply.
@@ -427,8 +433,12 @@ class PollSession:
             if request.frame and (self._attempt or not self._streaming_started):
                 actions.append(Write(self.protocol.wire(request.frame)))
             self._streaming_started = True
+            # First feed what arrived since the last poll (a deadline of `now`): the kept rotation alone would
+            # answer at once with the frames of the poll before, and the newer ones would wait in the link.
             self._await(request, now, _State.ROTATE)
-            return None
+            self._rotation_drained = False
+            self._deadline = now
+            return self._wait_action(actions)
         if request.streaming and self._streaming_started and self._attempt == 0:
             # The BMS kept streaming since the last poll: the newest frame that already arrived is this
             # poll's answer. Older ones queued behind it must never be presented as current.
