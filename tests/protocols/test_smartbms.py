@@ -13,8 +13,8 @@ from bmsgate.errors import BmsgateError, DefinitionError, DeviceTimeout
 from bmsgate.protocols import get_protocol
 from bmsgate.protocols.constructs import CONSTRUCTS, ENGINE_VERSION, constructs_used
 from bmsgate.protocols.definition import definition_from_mapping
-from bmsgate.protocols.resyncframing import UnmarkedStreamAssembler
 from bmsgate.protocols.session import GiveUp, PollSession, SessionTiming, SnapshotReady, WaitUntil, Write
+from bmsgate.protocols.unmarkedstream import UnmarkedStreamAssembler
 
 from .family_frames import SMARTBMS
 

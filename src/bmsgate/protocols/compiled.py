@@ -40,10 +40,10 @@ from bmsgate.protocols.framing import ChunkFrameAssembler, Frame, FrameAssembler
 from bmsgate.protocols.jsonframing import JsonFrameAssembler
 from bmsgate.protocols.lineframing import LineFrameAssembler
 from bmsgate.protocols.memo import BoundedMemo
-from bmsgate.protocols.resyncframing import UnmarkedStreamAssembler
 from bmsgate.protocols.stuffedframing import StuffedFrameAssembler
 from bmsgate.protocols.textframing import TextFrameAssembler, to_wire
 from bmsgate.protocols.unmarkedframing import UnmarkedChunkAssembler
+from bmsgate.protocols.unmarkedstream import UnmarkedStreamAssembler
 
 __all__ = ["CompiledProtocol", "compile_definition", "decode_hex_frames"]
 

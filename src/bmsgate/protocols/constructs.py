@@ -22,7 +22,7 @@ from bmsgate.protocols.checksums import CHECKSUMS
 if TYPE_CHECKING:
     from bmsgate.protocols.definition import ChecksumSpec, FieldSpec, ProtocolDefinition
 
-__all__ = ["CONSTRUCTS", "ENGINE_VERSION", "constructs_used", "unknown_constructs"]
+__all__ = ["CONSTRUCTS", "ENGINE_VERSION", "constructs_used", "rotating_reply", "unknown_constructs"]
 
 ENGINE_VERSION: Final = 6
 """The protocol engine's level: raised whenever a construct is added to :data:`CONSTRUCTS`.
@@ -165,9 +165,13 @@ def _checksum(spec: ChecksumSpec | None) -> set[str]:
     return set() if spec is None else {f"checksum.{spec.algorithm}"}
 
 
-def _rotates(definition: ProtocolDefinition, key: int | None) -> bool:
-    reply = definition.replies.get(key) if key is not None else None
-    return reply is not None and reply.index is not None and reply.index.numbers == "frames"
+def rotating_reply(definition: ProtocolDefinition) -> int | None:
+    """The reply of the first streaming request whose frames are numbered one by one (construct ``rotation``)."""
+    for request in definition.requests:
+        reply = definition.replies.get(request.reply) if request.reply is not None else None
+        if request.streaming and reply is not None and reply.index is not None and reply.index.numbers == "frames":
+            return request.reply
+    return None
 
 
 def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
@@ -198,7 +202,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "strip_bytes": bool(framing.strip_bytes),
         "status": framing.status is not None,
         "streaming": any(request.streaming for request in definition.requests),
-        "rotation": any(_rotates(definition, request.reply) for request in definition.requests if request.streaming),
+        "rotation": rotating_reply(definition) is not None,
         "text": framing.text == "hex",
         "text_json": framing.text == "json",
         "text_lines": framing.text == "lines",

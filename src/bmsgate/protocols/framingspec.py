@@ -167,7 +167,7 @@ class FramingSpec(_Strict):
     the assembler puts `start` in front of every received chunk and the wire form leaves it out
     (`bmsgate.protocols.unmarkedframing`). Engine 6, with ``fixed_length`` and a ``checksum`` instead: the
     frames are found in a byte stream where their checksum holds (123\\SmartBMS;
-    `bmsgate.protocols.resyncframing`)."""
+    `bmsgate.protocols.unmarkedstream`)."""
 
     @field_validator("start")
     @classmethod

@@ -49,6 +49,7 @@ import logging
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from bmsgate.errors import DeviceError, DeviceTimeout, FrameError, ProtocolError
+from bmsgate.protocols.constructs import rotating_reply
 from bmsgate.protocols.framing import AssemblerStats, Frame
 
 if TYPE_CHECKING:
@@ -158,16 +159,6 @@ class _Failed(Exception):
         self.error = error
 
 
-def _rotating_reply(protocol: CompiledProtocol) -> int | None:
-    """The reply of the first streaming request whose frames are numbered one by one (None: no such)."""
-    replies = protocol.definition.replies
-    for request in protocol.definition.requests:
-        reply = replies.get(request.reply) if request.reply is not None else None
-        if request.streaming and reply is not None and reply.index is not None and reply.index.numbers == "frames":
-            return request.reply
-    return None
-
-
 class PollSession:
     """One battery's poll state machine over one protocol; see the module docstring for the contract."""
 
@@ -191,7 +182,7 @@ class PollSession:
         self._connection_writes: set[str] = set()
         """Connect-time requests without a reply already written on this connection (unlock writes)."""
         self._streaming_started = False
-        self._rotating_key = _rotating_reply(protocol)
+        self._rotating_key = rotating_reply(protocol.definition)
         self._rotation_drained = False
         """Rotating streams, this poll: what had already arrived when it began was fed (see `tick`)."""
         self._rotation: dict[int, Frame] = {}

@@ -24,8 +24,10 @@ received byte is the start of at most two window checks.
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 from bmsgate.errors import FrameError
+from bmsgate.protocols.checksums import CHECKSUMS
 from bmsgate.protocols.definition import FramingSpec
 from bmsgate.protocols.framing import AssemblerStats, BufferedAssembler, Frame, FrameChecker
 
@@ -38,8 +40,15 @@ class UnmarkedStreamAssembler(BufferedAssembler):
     """Fixed-length frames cut from a stream where their checksum holds, the marker put in front."""
 
     def __init__(self, framing: FramingSpec, *, checker: FrameChecker | None = None) -> None:
-        if framing.fixed_length is None:
-            raise ValueError("an unmarked stream needs 'fixed_length'")
+        if framing.fixed_length is None or framing.checksum is None:
+            raise ValueError("an unmarked stream needs 'fixed_length' and a 'checksum'")
+        spec = framing.checksum
+        algorithm = CHECKSUMS[spec.algorithm]
+        self._compute = algorithm.compute
+        self._covered = slice(spec.start, spec.end)
+        stored_end = spec.at + algorithm.size
+        self._stored = slice(spec.at, None if spec.at < 0 and stored_end == 0 else stored_end)
+        self._stored_order: Literal["big", "little"] = spec.endian
         self._checker = checker or FrameChecker(framing)
         self._marker = framing.start
         self._body = framing.fixed_length - len(framing.start)
@@ -93,6 +102,11 @@ class UnmarkedStreamAssembler(BufferedAssembler):
 
     def _window(self, position: int) -> tuple[Frame | None, str]:
         candidate = self._marker + bytes(self._buffer[position : position + self._body])
+        # The checksum first, without an exception: while searching, nearly every window fails it.
+        stored = int.from_bytes(candidate[self._stored], self._stored_order)
+        computed = self._compute(candidate[self._covered])
+        if computed != stored:
+            return None, f"checksum mismatch: frame says {stored:#04x}, computed {computed:#04x}"
         try:
             return self._checker.check(candidate), ""
         except FrameError as exc:
