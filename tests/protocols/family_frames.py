@@ -29,6 +29,8 @@ class FamilyCapture:
     """The decode vector's name (``decode-<vector>.json``); the first capture of a family is its poll."""
     tolerance: float = 1e-6
     """How far a decoded number may be from the stated one (the source rounded it)."""
+    real: bool = True
+    """False: the source built the frames from a documented layout (its test's helper), no pack sent them."""
 
 
 def _frames(*texts: str) -> list[bytes]:
@@ -1070,15 +1072,21 @@ EPOCH_PRO: Final = FamilyCapture(
             "FE0CFE0CFF0CFE0CFE001B001B001B001B0022001D001D0C1700120000000000000000000031363600003100000000000000"
             "0000000000000032333131333030313032383375B5"
         ),
+        "pack_2": _frames(
+            "FAF31602A4024001E00258012CC878000000007530000A00000C4E000000007B0C00100CFF0CFC00100002001B001B000400"
+            "0314C9000010040000000000000000000000000000038E006400000CFE0CFC0CFD0CFD0CFD0CFD0CFD0CFD0CFE0CFE0CFE0C"
+            "FD0CFF0CFF0CFF0CFF001B001B001B001B0023001D001D0C1700120000000000000000000031363600003100000000000000"
+            "00000000000000323331313330303130343334AE94"
+        ),
     },
-    AIOBMSBLE.format("tests/bms/test_epoch_pro_bms.py (MockEpochProBleakClient: overall, pack 1)"),
+    AIOBMSBLE.format("tests/bms/test_epoch_pro_bms.py (MockEpochProBleakClient: overall, packs 1 and 2)"),
     {
         "voltage": 53.21,
         "current": 0,
         "soc": 91,
         # pack_cycles [10, 10]; pack 1's value.
         "cycles": 10,
-        # The first 16 of the 32 stated cells: pack 1's (pack 2 is not read).
+        # The first 16 of the 32 stated cells: pack 1's (pack 2's are extras.pack_2_cell_N, below).
         "cell_voltages": [
             3.326,
             3.325,
@@ -1097,13 +1105,26 @@ EPOCH_PRO: Final = FamilyCapture(
             3.326,
             3.326,
         ],
-        # temp_values [27] * 8: four sensors per pack.
-        "temperatures": [27, 27, 27, 27],
+        # temp_values [27] * 8: four sensors per pack, pack 1's first.
+        "temperatures": [27] * 8,
         "extras.system_temperature": 27.0,
         "extras.pack_count": 2,
         "extras.pack_1_voltage": 53.21,
         "extras.pack_1_current": 0.0,
         "extras.pack_1_soc": 91.0,
+        # pack_voltages, pack_currents, pack_battery_levels, pack_cycles: pack 2's entries.
+        "extras.pack_2_voltage": 53.21,
+        "extras.pack_2_current": 0.0,
+        "extras.pack_2_soc": 91.0,
+        "extras.pack_2_cycles": 10,
+        # cell_voltages 17-32.
+        **{
+            f"extras.pack_2_cell_{number}": value
+            for number, value in enumerate(
+                [3.326, 3.324, *[3.325] * 6, 3.326, 3.326, 3.326, 3.325, *[3.327] * 4],
+                start=1,
+            )
+        },
         "alarms": [],
     },
 )
@@ -1461,6 +1482,70 @@ DPWRCORE: Final = FamilyCapture(
     tolerance=5e-4,
 )
 
+
+# aiobmsble's _stream(): 16 frames of a 16S pack, one cell each (cell n: 0x0270 + n - 1 in 5 mV), built by its
+# test's _frame() from the documented layout (docs/smartbms_bms.md), not captured from a pack. Its 6 further
+# frames (cell number 0, the rotating key/value pairs) are left out: number 0 is no cell (see
+# docs/protocols/smartbms.md).
+SMARTBMS: Final = FamilyCapture(
+    "smartbms",
+    {
+        "status": _frames(
+            "0105FF2B00005800002B00400272010280100128010128100110027001"
+            "2803000000000FA00000004B000000000000190000A0000000000000BF",
+            "0105FF2B00005800002B00400272010280100128010128100210027101"
+            "2803000000000FA00000004B000000000000190000A0000000000000C1",
+            "0105FF2B00005800002B00400272010280100128010128100310027201"
+            "2803000000000FA00000004B000000000000190000A0000000000000C3",
+            "0105FF2B00005800002B00400272010280100128010128100410027301"
+            "2803000000000FA00000004B000000000000190000A0000000000000C5",
+            "0105FF2B00005800002B00400272010280100128010128100510027401"
+            "2803000000000FA00000004B000000000000190000A0000000000000C7",
+            "0105FF2B00005800002B00400272010280100128010128100610027501"
+            "2803000000000FA00000004B000000000000190000A0000000000000C9",
+            "0105FF2B00005800002B00400272010280100128010128100710027601"
+            "2803000000000FA00000004B000000000000190000A0000000000000CB",
+            "0105FF2B00005800002B00400272010280100128010128100810027701"
+            "2803000000000FA00000004B000000000000190000A0000000000000CD",
+            "0105FF2B00005800002B00400272010280100128010128100910027801"
+            "2803000000000FA00000004B000000000000190000A0000000000000CF",
+            "0105FF2B00005800002B00400272010280100128010128100A10027901"
+            "2803000000000FA00000004B000000000000190000A0000000000000D1",
+            "0105FF2B00005800002B00400272010280100128010128100B10027A01"
+            "2803000000000FA00000004B000000000000190000A0000000000000D3",
+            "0105FF2B00005800002B00400272010280100128010128100C10027B01"
+            "2803000000000FA00000004B000000000000190000A0000000000000D5",
+            "0105FF2B00005800002B00400272010280100128010128100D10027C01"
+            "2803000000000FA00000004B000000000000190000A0000000000000D7",
+            "0105FF2B00005800002B00400272010280100128010128100E10027D01"
+            "2803000000000FA00000004B000000000000190000A0000000000000D9",
+            "0105FF2B00005800002B00400272010280100128010128100F10027E01"
+            "2803000000000FA00000004B000000000000190000A0000000000000DB",
+            "0105FF2B00005800002B00400272010280100128010128101010027F01"
+            "2803000000000FA00000004B000000000000190000A0000000000000DD",
+        ),
+    },
+    AIOBMSBLE.format("tests/bms/test_smartbms_bms.py (_stream, built by _frame from the documented layout)"),
+    {
+        "voltage": 335.355,
+        "current": 8.0,
+        "soc": 75,
+        "cell_count": 16,
+        "cell_voltages": [(0x0270 + number - 1) / 200 for number in range(1, 17)],
+        # temp_values: CELL_MIN 20, CELL_MAX 20 (extras here), then 20 for each of the 16 cells.
+        "temperatures": [20.0] * 16,
+        "extras.temperature_min": 20,
+        "extras.temperature_max": 20,
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        # problem_code 0.
+        "alarms": [],
+        # cycle_capacity 4000 (Wh: the stored energy).
+        "extras.stored_energy_wh": 4000,
+    },
+    real=False,
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -1509,6 +1594,7 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     SUPERB_V2,
     WS_NOVA,
     DPWRCORE,
+    SMARTBMS,
 )
 """Every capture, in the issue's order of families."""
 

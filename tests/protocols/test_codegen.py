@@ -339,6 +339,13 @@ def _every_kind(tmp_path: Path) -> tuple[dict[str, Any], list[str], list[float]]
             "scale": 0.1,
         },
         {"target": "remaining_capacity", "at": 27, "type": "u32", "difference": True, "scale": 0.01},
+        {
+            "target": "extras.sign_char_value",
+            "at": 27,
+            "type": "u24",
+            "sign_char": {"positive": [0x2B, 0x00], "negative": [0x2D, 0xFF]},
+            "scale": numbers[7],
+        },
         # Device values: versions, packed dates, strings with a hostile date format.
         {"target": "device.software_version", "at": 31, "type": "u8", "version": "nibbles"},
         {"target": "device.hardware_version", "at": 32, "type": "u16", "version": "major_minor"},

@@ -122,6 +122,24 @@ ALL = default_catalog().protocols()
             Advertisement(address="AA:BB:CC:01:00:14", name="TBA-MockBLEDevice_C0FE", service_uuids=("fff0",)),
             "dpwrcore",
         ),
+        # aiobmsble smartbms_bms.py: "123\\SmartBMS" (the bridge's default name) or "123BMS-BLE*" after a
+        # rename, each with the Nordic UART service.
+        (
+            Advertisement(
+                address="AA:BB:CC:01:00:15",
+                name="123\\SmartBMS",
+                service_uuids=("6e400001-b5a3-f393-e0a9-e50e24dcca9e",),
+            ),
+            "smartbms",
+        ),
+        (
+            Advertisement(
+                address="AA:BB:CC:01:00:16",
+                name="123BMS-BLE-Boat",
+                service_uuids=("6e400001-b5a3-f393-e0a9-e50e24dcca9e",),
+            ),
+            "smartbms",
+        ),
     ],
 )
 def test_each_new_family_is_identified_alone(advertisement: Advertisement, family: str) -> None:
@@ -249,3 +267,13 @@ def test_dyness_junior_is_identified_as_jbd_by_its_name() -> None:
     matches = match_advertisement(dyness, ALL)
     assert [match.protocol for match in matches] == ["jbd"]
     assert matches[0].reason == "name R07*"
+
+
+def test_a_nordic_uart_module_with_another_name_is_not_a_smartbms() -> None:
+    # The Nordic UART service is on many BLE bridges: without the 123electric name it says nothing.
+    other = Advertisement(
+        address="AA:BB:CC:01:00:12",
+        name="nRF52810 UART",
+        service_uuids=(normalize_uuid("6e400001-b5a3-f393-e0a9-e50e24dcca9e"),),
+    )
+    assert "smartbms" not in [match.protocol for match in match_advertisement(other, ALL)]

@@ -19,15 +19,16 @@ from .family_frames import CAPTURES, FamilyCapture
 
 
 def fixtures() -> dict[str, vectorgen._Fixture]:
-    """Every captured family's first capture (its poll) as a vector fixture (all real frames)."""
+    """Every captured family's first capture (its poll) as a vector fixture (real frames unless built)."""
     out: dict[str, vectorgen._Fixture] = {}
     for capture in CAPTURES:
-        out.setdefault(capture.protocol, vectorgen._Fixture(capture.replies, _source(capture), True))
+        out.setdefault(capture.protocol, vectorgen._Fixture(capture.replies, _source(capture), capture.real))
     return out
 
 
 def _source(capture: FamilyCapture) -> str:
-    return f"real frames from {capture.source}; via tests/protocols/family_frames.py"
+    kind = "real frames" if capture.real else "frames built from the documented layout"
+    return f"{kind} from {capture.source}; via tests/protocols/family_frames.py"
 
 
 def _responder(protocol: CompiledProtocol, replies: dict[str, list[bytes]]) -> vectorgen.Responder:
@@ -85,13 +86,14 @@ def generate() -> dict[Path, str]:
     for capture in CAPTURES:
         protocol = get_protocol(capture.protocol)
         frames = [frame for request in protocol.requests for frame in capture.replies.get(request.name, [])]
+        kind = "captured" if capture.real else "built"
         title = (
-            "one poll's replies (captured frames), as notifications"
+            f"one poll's replies ({kind} frames), as notifications"
             if capture.vector == "poll"
-            else f"captured frames ({capture.vector.replace('-', ' ')}), as notifications"
+            else f"{kind} frames ({capture.vector.replace('-', ' ')}), as notifications"
         )
         vectors[capture.protocol, f"decode-{capture.vector}"] = vectorgen.decode_vector(
-            protocol, frames, title=title, source=_source(capture), real=True
+            protocol, frames, title=title, source=_source(capture), real=capture.real
         )
     for name, fixture in fixtures().items():
         protocol = get_protocol(name)

@@ -135,6 +135,7 @@ def _plain(field: FieldSpec) -> bool:
     return (
         field.bit is None
         and field.sign_magnitude is None
+        and field.sign_char is None
         and not field.difference
         and field.one_of is None
         and not field.popcount

@@ -44,6 +44,7 @@ from bmsgate.protocols.pagedframing import PagedFrameAssembler
 from bmsgate.protocols.stuffedframing import StuffedFrameAssembler
 from bmsgate.protocols.textframing import TextFrameAssembler, to_wire
 from bmsgate.protocols.unmarkedframing import UnmarkedChunkAssembler
+from bmsgate.protocols.unmarkedstream import UnmarkedStreamAssembler
 
 __all__ = ["CompiledProtocol", "compile_definition", "decode_hex_frames"]
 
@@ -158,12 +159,15 @@ class CompiledProtocol:
         | UnmarkedChunkAssembler
         | StuffedFrameAssembler
         | PagedFrameAssembler
+        | UnmarkedStreamAssembler
     ):
         """A fresh assembler for one connection."""
         if self.definition.framing.pages is not None:
             return PagedFrameAssembler(self.definition.framing, checker=self.checker)
         if self.definition.framing.escape is not None:
             return StuffedFrameAssembler(self.definition.framing, checker=self.checker)
+        if not self.definition.framing.marker_on_wire and not self.definition.framing.frame_per_chunk:
+            return UnmarkedStreamAssembler(self.definition.framing, checker=self.checker)
         if not self.definition.framing.marker_on_wire:
             return UnmarkedChunkAssembler(self.definition.framing, checker=self.checker)
         if self.definition.framing.text == "json":
@@ -295,6 +299,27 @@ class CompiledProtocol:
         if count is None:
             return None
         return max(1, -(-count // reply.per_frame))
+
+    def frame_numbers(self, key: int | None, variables: Mapping[str, int]) -> range | None:
+        """The numbers of the frames that together make reply `key` whole (engine 6, rotating streams).
+
+        None when the reply is not numbered by frame, or its frame count is not known from `variables` yet.
+        """
+        reply = self._replies.get(key) if key is not None else None
+        if reply is None or reply.spec.index is None or reply.spec.index.numbers != "frames":
+            return None
+        expected = self.frames_expected(key, variables)
+        if expected is None:
+            return None
+        return range(reply.spec.index.base, reply.spec.index.base + expected)
+
+    def frame_number(self, frame: Frame) -> int | None:
+        """The number byte of a frame of an indexed reply (None: no indexed reply of its key)."""
+        reply = self._replies.get(frame.key) if frame.key is not None else None
+        if reply is None or reply.spec.index is None:
+            return None
+        at = self.definition.framing.payload_offset + reply.spec.index.at
+        return frame.raw[at] if at < len(frame.raw) else None
 
     # -- encoding ---------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from bmsgate.protocols.checksums import CHECKSUMS
 if TYPE_CHECKING:
     from bmsgate.protocols.definition import ChecksumSpec, FieldSpec, ProtocolDefinition
 
-__all__ = ["CONSTRUCTS", "ENGINE_VERSION", "constructs_used", "unknown_constructs"]
+__all__ = ["CONSTRUCTS", "ENGINE_VERSION", "constructs_used", "rotating_reply", "unknown_constructs"]
 
 ENGINE_VERSION: Final = 6
 """The protocol engine's level: raised whenever a construct is added to :data:`CONSTRUCTS`.
@@ -44,8 +44,11 @@ instead of a refused frame (NEEY); level 6 ``gatt.also_notify`` (further notify 
 stream, Super-B V2), ``gatt.connect_writes`` (bytes written once per connection to another characteristic,
 Dyness), the ``sum8_xor44`` checksum (ATORCH CW20), ``scramble`` (hex text whose decoded bytes are XOR-ed with
 a key byte the frame carries, WS Nova), ``pages`` (frames in numbered fixed-size pages, each acknowledged by
-writing it back, D-powercore) and ``from_name`` (request bytes from the device's advertised name,
-D-powercore's unlock password)."""
+writing it back, D-powercore), ``from_name`` (request bytes from the device's advertised name, D-powercore's
+unlock password), for 123\\SmartBMS ``unmarked_stream`` (fixed-length frames without a marker, found in a byte
+stream by their checksum), ``sign_char`` (an ASCII sign character and a magnitude) and ``rotation`` (a streamed
+reply of numbered frames, one cell each, kept per connection), and ``only_if`` (a request sent only while a
+decoded variable is in range: Epoch Pro's packs 2 and later)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -65,6 +68,7 @@ _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "popcount": "the number of set bits",
     "shift": "a field whose offset moves by decoded list lengths",
     "sign_magnitude": "a signed number stored as a sign bit and a magnitude (engine 2)",
+    "sign_char": "a signed number stored as an ASCII sign character and a magnitude (engine 6)",
     "stride": "list items further apart than their size (read from engine 5)",
     "version": "a version number packed into an integer (nibbles, byte_tenths, major_minor)",
     "when": "a field decoded only while a variable lies in a range",
@@ -95,8 +99,13 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "index_items": "numbered frames whose number is that of their first item (index.numbers: items; engine 5)",
     "match.service_data_uuid": "an advertisement matcher on a service-data UUID (engine 5)",
     "listen": "a streaming request that writes nothing: the BMS sends on its own (frame: ''; engine 4)",
+    "only_if": "a request sent only while a variable decoded earlier in the poll lies in a range (engine 6)",
     "pages": "frames in numbered fixed-size pages, each acknowledged by writing it back (framing.pages; engine 6)",
     "prefix": "bytes a frame may carry before its start marker, which select its layout (engine 5)",
+    "rotation": (
+        "a streamed reply of numbered frames: the newest frame of each number kept per connection "
+        "(streaming request, indexed reply; engine 6)"
+    ),
     "reply_of_request": "replies carry no key: each answers the request just sent (key.in_replies: false; engine 5)",
     "request_checksum": "requests checked differently from replies",
     "scramble": "decoded bytes XOR-ed with a key byte the frame carries (framing.scramble; engine 6)",
@@ -106,6 +115,10 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "streaming": "replies the BMS keeps sending after one request",
     "stuffing": "byte stuffing between the markers: an escape byte makes the next a literal (escape; engine 5)",
     "unmarked": "frames sent without their start marker, one per chunk (marker_on_wire: false; engine 5)",
+    "unmarked_stream": (
+        "fixed-length frames without a start marker in a byte stream, found by their checksum "
+        "(marker_on_wire: false with fixed_length; engine 6)"
+    ),
     "text": "frames sent as hex text between ASCII markers (text: hex; engine 3)",
     "text_json": "replies that are JSON objects, named members read into fixed slots (text: json; engine 5)",
     "text_lines": "delimited text lines (CSV), each kind of line read by column into slots (text: lines; engine 5)",
@@ -136,7 +149,7 @@ def _field_constructs(field: FieldSpec) -> set[str]:
     }
     used |= {
         name
-        for name in ("one_of", "shift", "sign_magnitude", "stride", "version", "when")
+        for name in ("one_of", "shift", "sign_char", "sign_magnitude", "stride", "version", "when")
         if getattr(field, name) is not None
     }
     if field.difference:
@@ -162,6 +175,15 @@ def _checksum(spec: ChecksumSpec | None) -> set[str]:
     return set() if spec is None else {f"checksum.{spec.algorithm}"}
 
 
+def rotating_reply(definition: ProtocolDefinition) -> int | None:
+    """The reply of the first streaming request whose frames are numbered one by one (construct ``rotation``)."""
+    for request in definition.requests:
+        reply = definition.replies.get(request.reply) if request.reply is not None else None
+        if request.streaming and reply is not None and reply.index is not None and reply.index.numbers == "frames":
+            return request.reply
+    return None
+
+
 def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
     """Every construct `definition` uses (what its ``requires`` must say)."""
     framing = definition.framing
@@ -185,6 +207,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
             reply.index is not None and reply.index.numbers == "items" for reply in definition.replies.values()
         ),
         "listen": any(not request.frame and not request.follows for request in definition.requests),
+        "only_if": any(request.only_if is not None for request in definition.requests),
         "pages": framing.pages is not None,
         "prefix": framing.prefix is not None,
         "reply_of_request": framing.key is not None and not framing.key.in_replies,
@@ -195,11 +218,13 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "strip_bytes": bool(framing.strip_bytes),
         "status": framing.status is not None,
         "streaming": any(request.streaming for request in definition.requests),
+        "rotation": rotating_reply(definition) is not None,
         "text": framing.text == "hex",
         "text_json": framing.text == "json",
         "text_lines": framing.text == "lines",
         "stuffing": framing.escape is not None,
-        "unmarked": not framing.marker_on_wire,
+        "unmarked": not framing.marker_on_wire and framing.frame_per_chunk,
+        "unmarked_stream": not framing.marker_on_wire and not framing.frame_per_chunk,
         "variants": definition.variants is not None,
     }
     used |= {name for name, on in flags.items() if on}

@@ -45,7 +45,7 @@ from bmsgate.protocols.fields import (
 )
 from bmsgate.protocols.framingspec import ChecksumSpec, FramingSpec, KeySpec, LengthSpec, PrefixSpec, StatusSpec
 from bmsgate.protocols.gattspec import AdvertisementMatcher, CharacteristicWrite, GattProfile, GattSpec, SerialSpec
-from bmsgate.protocols.requestspec import NameBytesSpec, RequestSpec
+from bmsgate.protocols.requestspec import PLACEHOLDER_SIZES, CommandSpec, MosfetBits, NameBytesSpec, RequestSpec
 from bmsgate.protocols.textslots import check_absent_markers
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "INTEGER_SIZES",
     "INT_TARGETS",
     "LIST_TARGETS",
+    "PLACEHOLDER_SIZES",
     "AdvertisementMatcher",
     "CharacteristicWrite",
     "ChecksumSpec",
@@ -68,6 +69,7 @@ __all__ = [
     "GattSpec",
     "KeySpec",
     "LengthSpec",
+    "MosfetBits",
     "NameBytesSpec",
     "PrefixSpec",
     "ProtocolAlias",
@@ -94,58 +96,6 @@ FORMAT_VERSIONS: Final = frozenset({FORMAT_VERSION})
 # What a field may write is the snapshot model itself (bmsgate.model derives these from its dataclasses).
 class _Strict(BaseModel):
     model_config = STRICT
-
-
-# -- framing -----------------------------------------------------------------------------------------
-
-
-# -- requests and commands ---------------------------------------------------------------------------
-
-
-_PLACEHOLDER: Final = re.compile(r"\{(?P<name>[a-z][a-z0-9_]*):(?P<type>u8|u16be|u16le|u32be|u32le)\}")
-PLACEHOLDER_SIZES: Final = {"u8": 1, "u16be": 2, "u16le": 2, "u32be": 4, "u32le": 4}
-
-
-class MosfetBits(_Strict):
-    """Value of one command parameter as the OR of bits chosen by the desired MOSFET states."""
-
-    charge_on: int = 0
-    charge_off: int = 0
-    discharge_on: int = 0
-    discharge_off: int = 0
-
-
-class CommandSpec(_Strict):
-    """A write frame template with ``{name:type}`` placeholders (types u8, u16be/le, u32be/le).
-
-    The checksum (if the framing has one) is computed and filled in; write zero bytes where it goes.
-    """
-
-    frame: str
-    reply: int | None = None
-    params: dict[str, MosfetBits] = {}
-    affects: list[Literal["charge", "discharge"]] = []
-
-    @model_validator(mode="after")
-    def _placeholders_known(self) -> Self:
-        names = [match["name"] for match in _PLACEHOLDER.finditer(self.frame)]
-        unknown = set(names) - set(self.params)
-        if unknown:
-            raise ValueError(f"placeholders without params: {sorted(unknown)}")
-        remainder = _PLACEHOLDER.sub("", self.frame)
-        parse_hex(remainder)  # raises ValueError naming the bad text
-        return self
-
-    def template(self) -> list[bytes | tuple[str, str]]:
-        """The frame as literal byte runs and (name, type) placeholders."""
-        parts: list[bytes | tuple[str, str]] = []
-        position = 0
-        for match in _PLACEHOLDER.finditer(self.frame):
-            parts.append(parse_hex(self.frame[position : match.start()]))
-            parts.append((match["name"], match["type"]))
-            position = match.end()
-        parts.append(parse_hex(self.frame[position:]))
-        return [part for part in parts if part != b""]
 
 
 # -- layouts and simulation --------------------------------------------------------------------------

@@ -89,6 +89,24 @@ class SignMagnitude(_Strict):
         return self
 
 
+class SignChar(_Strict):
+    """A signed number whose first byte is an ASCII sign character and the rest its magnitude (engine 6).
+
+    123\\SmartBMS sends its current as ``+``/``-`` and a 16-bit magnitude, ``X`` when it has none: a first
+    byte in neither list is no value.
+    """
+
+    positive: list[int] = Field(default=[0x2B], min_length=1)
+    negative: list[int] = Field(default=[0x2D], min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct_bytes(self) -> Self:
+        signs = [*self.positive, *self.negative]
+        if any(not 0 <= sign <= 0xFF for sign in signs) or len(set(signs)) != len(signs):
+            raise ValueError("sign characters are distinct bytes (0..255), each in one list")
+        return self
+
+
 class FieldCondition(_Strict):
     """Decode a field only while a variable lies in ``[min, max]`` (unknown variable: skip the field)."""
 
@@ -152,6 +170,8 @@ class FieldSpec(_Strict):
     """Only while a decoded variable lies in a range (e.g. a firmware version)."""
     sign_magnitude: SignMagnitude | None = None
     """The raw integer is a sign bit and a magnitude; value = ±magnitude × scale + add."""
+    sign_char: SignChar | None = None
+    """Engine 6: the raw integer's first byte is a sign character, the rest the magnitude."""
     difference: bool = False
     """The raw integer is two halves; value = (high half − low half) × scale + add (E&J: charge − discharge)."""
 
@@ -262,6 +282,17 @@ class FieldSpec(_Strict):
                 raise ValueError("'sign_magnitude' is for unsigned integer numbers without bit/flags/map/...")
             if self.sign_magnitude.sign_bit >= 8 * INTEGER_SIZES[kind] or is_list:
                 raise ValueError(f"'sign_magnitude' needs a scalar whose sign bit fits in {kind}")
+        if self.sign_char is not None:
+            others = (self.bit, self.flags, self.codes, self.cells, self.date, self.map, self.version, self.one_of)
+            if (
+                kind not in {"u16", "u24", "u32", "u64"}
+                or any(v is not None for v in others)
+                or self.popcount
+                or self.sign_magnitude is not None
+                or self.difference
+                or is_list
+            ):
+                raise ValueError("'sign_char' is for a scalar u16/u24/u32/u64 number without bit/flags/map/...")
         if self.difference:
             others = (self.bit, self.flags, self.codes, self.cells, self.date, self.map, self.version, self.one_of)
             if (

@@ -215,7 +215,9 @@ class FramingSpec(_Strict):
     marker_on_wire: bool = True
     """``false`` (engine 5, with ``frame_per_chunk``): the BMS sends frames without a start marker (Super-B);
     the assembler puts `start` in front of every received chunk and the wire form leaves it out
-    (`bmsgate.protocols.unmarkedframing`)."""
+    (`bmsgate.protocols.unmarkedframing`). Engine 6, with ``fixed_length`` and a ``checksum`` instead: the
+    frames are found in a byte stream where their checksum holds (123\\SmartBMS;
+    `bmsgate.protocols.unmarkedstream`)."""
 
     @field_validator("start")
     @classmethod
@@ -256,10 +258,8 @@ class FramingSpec(_Strict):
             )
         if self.scramble is not None and self.text != "hex":
             raise ValueError("'scramble' needs hex-text framing (text: hex)")
-        if not self.marker_on_wire and (
-            not self.frame_per_chunk or self.text is not None or self.prefix is not None or self.starts
-        ):
-            raise ValueError("'marker_on_wire: false' needs binary 'frame_per_chunk' framing without 'prefix'/'starts'")
+        if not self.marker_on_wire:
+            self._check_unmarked()
         if self.prefix is not None and not self.frame_per_chunk:
             raise ValueError("'prefix' needs 'frame_per_chunk' (a prefixed frame is one whole chunk)")
         if self.text is None and self.strip_bytes:
@@ -278,6 +278,18 @@ class FramingSpec(_Strict):
         if self.min_length > self.max_length:
             raise ValueError("min_length is larger than max_length")
         return self
+
+    def _check_unmarked(self) -> None:
+        if self.text is not None or self.prefix is not None or self.starts:
+            raise ValueError("'marker_on_wire: false' is for binary framing without 'prefix'/'starts'")
+        if self.frame_per_chunk:
+            return
+        # Engine 6: a byte stream, cut where a fixed-length window's checksum holds.
+        if self.fixed_length is None or self.checksum is None or self.end is not None or self.escape is not None:
+            raise ValueError(
+                "'marker_on_wire: false' needs 'frame_per_chunk', or a 'fixed_length' and a 'checksum' "
+                "(no 'end', no 'escape') to find the frames in a stream"
+            )
 
     def _check_json(self) -> None:
         if self.json_object is None:

@@ -1,20 +1,24 @@
-"""The requests section of a protocol definition: what a poll writes and which reply each expects.
+"""Requests and write commands of a protocol definition (part of the format `bmsgate.protocols.definition`).
 
-Re-exported by `definition`, the format's one public home. A request's bytes are literal, except the bytes a
-``from_name`` fills in from the device's advertised name (engine 6: D-powercore's unlock password), see
-`bmsgate.protocols.devicename`.
+A request is one exchange of a poll (the frame written, the reply key awaited, when and how often); a command
+is a write frame template with placeholders the MOSFET switching fills in. Both are pure data, validated here;
+the poll session (`bmsgate.protocols.session`) runs the requests, `bmsgate.protocols.encode` renders commands.
+A request's bytes are literal, except the bytes a ``from_name`` fills in from the device's advertised name
+(engine 6: D-powercore's unlock password), see `bmsgate.protocols.devicename`.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Self
+import re
+from typing import Final, Literal, Self
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from bmsgate.canonical import Real
-from bmsgate.protocols.datatypes import STRICT, Endian, HexBytes
+from bmsgate.protocols.datatypes import STRICT, Endian, HexBytes, parse_hex
+from bmsgate.protocols.fields import FieldCondition
 
-__all__ = ["NameBytesSpec", "RequestSpec"]
+__all__ = ["PLACEHOLDER_SIZES", "CommandSpec", "MosfetBits", "NameBytesSpec", "RequestSpec"]
 
 
 class _Strict(BaseModel):
@@ -66,6 +70,10 @@ class RequestSpec(_Strict):
     from_name: NameBytesSpec | None = None
     """Engine 6: bytes of `frame` filled in from the device's name (an unlock password); such a request has
     no reply and is skipped for a device whose name does not fit."""
+    only_if: FieldCondition | None = None
+    """Engine 6: sent only while a variable the replies before it in this poll decoded lies in ``[min, max]``
+    (Epoch Pro: pack 2's request while the system reply's pack count is at least 2); else skipped, as is a
+    request whose variable no reply decoded."""
 
     @model_validator(mode="after")
     def _listen_streams(self) -> Self:
@@ -81,6 +89,54 @@ class RequestSpec(_Strict):
                     "nor waits for the connection (when: connect)"
                 )
             return self
+        if self.only_if is not None and (self.streaming or self.when != "always"):
+            raise ValueError("an 'only_if' request is asked in every poll (when: always) and does not stream")
         if not self.frame and not (self.streaming and self.reply is not None):
             raise ValueError("an empty frame (listen: nothing is written) needs streaming: true and a reply")
         return self
+
+
+_PLACEHOLDER: Final = re.compile(r"\{(?P<name>[a-z][a-z0-9_]*):(?P<type>u8|u16be|u16le|u32be|u32le)\}")
+PLACEHOLDER_SIZES: Final = {"u8": 1, "u16be": 2, "u16le": 2, "u32be": 4, "u32le": 4}
+
+
+class MosfetBits(_Strict):
+    """Value of one command parameter as the OR of bits chosen by the desired MOSFET states."""
+
+    charge_on: int = 0
+    charge_off: int = 0
+    discharge_on: int = 0
+    discharge_off: int = 0
+
+
+class CommandSpec(_Strict):
+    """A write frame template with ``{name:type}`` placeholders (types u8, u16be/le, u32be/le).
+
+    The checksum (if the framing has one) is computed and filled in; write zero bytes where it goes.
+    """
+
+    frame: str
+    reply: int | None = None
+    params: dict[str, MosfetBits] = {}
+    affects: list[Literal["charge", "discharge"]] = []
+
+    @model_validator(mode="after")
+    def _placeholders_known(self) -> Self:
+        names = [match["name"] for match in _PLACEHOLDER.finditer(self.frame)]
+        unknown = set(names) - set(self.params)
+        if unknown:
+            raise ValueError(f"placeholders without params: {sorted(unknown)}")
+        remainder = _PLACEHOLDER.sub("", self.frame)
+        parse_hex(remainder)  # raises ValueError naming the bad text
+        return self
+
+    def template(self) -> list[bytes | tuple[str, str]]:
+        """The frame as literal byte runs and (name, type) placeholders."""
+        parts: list[bytes | tuple[str, str]] = []
+        position = 0
+        for match in _PLACEHOLDER.finditer(self.frame):
+            parts.append(parse_hex(self.frame[position : match.start()]))
+            parts.append((match["name"], match["type"]))
+            position = match.end()
+        parts.append(parse_hex(self.frame[position:]))
+        return [part for part in parts if part != b""]

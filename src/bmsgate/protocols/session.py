@@ -25,11 +25,16 @@ States of one job (a poll or a command), for a port to another language:
     AWAIT    a request was written; the reply (matched by framing key) must come before the request deadline
     COLLECT  further numbered frames of a multi-frame reply (Daly A5 cells); each has its own deadline
     DRAIN    a streamed reply (JK): take the newest matching frame of those already received
+    ROTATE   a streamed reply whose numbered frames rotate (123\\SmartBMS: one cell per frame; engine 6):
+             the newest frame of every number is kept for the whole connection, and the reply is whole
+             once every number its count asks for has arrived
     BACKOFF  between attempts of a request; chunks are ignored (the next attempt discards them)
     IDLE     no job; chunks are kept only while the BMS streams (the newest frame answers the next poll)
 
 A request built from the device's advertised name (``from_name``, D-powercore's unlock) uses
 ``device_name``, which the runtime sets when it opens the link; without a fitting name nothing is written for it.
+A request with ``only_if`` (engine 6) is skipped unless the variable it names, decoded from the replies of
+this poll so far, lies in its range (Epoch Pro asks one request per pack the system reply counts).
 
 Per connection it keeps the frames of ``when: connect`` requests and whether streaming was started;
 across connections only the device identity (so a snapshot names its device even when a reconnect
@@ -46,6 +51,7 @@ import logging
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from bmsgate.errors import DeviceError, DeviceTimeout, FrameError, ProtocolError
+from bmsgate.protocols.constructs import rotating_reply
 from bmsgate.protocols.devicename import request_frame
 from bmsgate.protocols.framing import AssemblerStats, Frame
 from bmsgate.protocols.pagedframing import PagedFrameAssembler
@@ -146,6 +152,7 @@ class _State(enum.Enum):
     COLLECT = "collect"
     DRAIN = "drain"
     BACKOFF = "backoff"
+    ROTATE = "rotate"
 
 
 class _Failed(Exception):
@@ -182,6 +189,12 @@ class PollSession:
         self._connection_writes: set[str] = set()
         """Connect-time requests without a reply already written on this connection (unlock writes)."""
         self._streaming_started = False
+        self._rotating_key = rotating_reply(protocol.definition)
+        self._rotation_drained = False
+        """Rotating streams, this poll: what had already arrived when it began was fed (see `tick`)."""
+        self._rotation: dict[int, Frame] = {}
+        """Rotating streams: the newest frame of each number this connection, oldest first (a number is one
+        byte: at most 256 frames)."""
         # per job
         self._state = _State.IDLE
         self._command = False
@@ -231,6 +244,7 @@ class PollSession:
         self._connection_writes.clear()
         self._streaming_started = False
         self._backlog.clear()
+        self._rotation.clear()
         self._end_job()
 
     def start_poll(self, now: float, *, epoch: float = 0.0) -> list[Action]:
@@ -255,6 +269,12 @@ class PollSession:
             return self._still_waiting()
         frames = self._assembler.feed(chunk)
         acks = self._acks()
+        if self._rotating_key is not None and frames:
+            frames, rotated = self._rotate(frames)
+            if rotated and state is _State.ROTATE and self._rotation_drained:
+                # Every frame of the rotation restarts the wait for the next one.
+                request = self._requests[self._index]
+                self._deadline = now + (request.timeout or self.timing.request_timeout)
         if state is _State.IDLE:
             if self._streaming_started and frames:
                 self._backlog.extend(frames)
@@ -292,6 +312,10 @@ class PollSession:
             return self._still_waiting()
         actions: list[Action] = []
         request = self._requests[self._index]
+        if state is _State.ROTATE and not self._rotation_drained:
+            self._rotation_drained = True
+            self._deadline = now + (request.timeout or self.timing.request_timeout)
+            return self._advance(now, actions)
         if state is _State.BACKOFF:
             return self._advance(now, actions)
         if state is _State.DRAIN:
@@ -363,6 +387,9 @@ class PollSession:
             if not self._command and request.when == "connect" and request.name in self._connection_writes:
                 self._index += 1
                 continue
+            if not self._command and request.only_if is not None and not self._condition_holds(request):
+                self._index += 1
+                continue
             return
 
     def _advance(self, now: float, actions: list[Action]) -> list[Action]:
@@ -377,6 +404,14 @@ class PollSession:
                 outcome = self._attempt_request(request, now, actions)
                 if outcome is not None:
                     return outcome
+                continue
+            if state is _State.ROTATE:
+                numbers = self._rotation_whole(request) if self._rotation_drained else None
+                if numbers is None:
+                    return self._wait_action(actions)
+                # Frames numbered outside the count (a 0, a cell since removed) are not part of the reply.
+                self._frames.extend(frame for number, frame in self._rotation.items() if number in numbers)
+                self._next_request()
                 continue
             try:
                 frame = self._match(request)
@@ -398,6 +433,17 @@ class PollSession:
 
     def _attempt_request(self, request: RequestSpec, now: float, actions: list[Action]) -> list[Action] | None:
         """Start attempt `self._attempt` of `request`; a list when the job ends or must wait."""
+        if request.streaming and request.reply == self._rotating_key and not self._command:
+            # The rotation kept arriving since the last poll: nothing is discarded, nothing reset.
+            if request.frame and (self._attempt or not self._streaming_started):
+                actions.append(Write(self.protocol.wire(request.frame)))
+            self._streaming_started = True
+            # First feed what arrived since the last poll (a deadline of `now`): the kept rotation alone would
+            # answer at once with the frames of the poll before, and the newer ones would wait in the link.
+            self._await(request, now, _State.ROTATE)
+            self._rotation_drained = False
+            self._deadline = now
+            return self._wait_action(actions)
         if request.streaming and self._streaming_started and self._attempt == 0:
             # The BMS kept streaming since the last poll: the newest frame that already arrived is this
             # poll's answer. Older ones queued behind it must never be presented as current.
@@ -469,6 +515,42 @@ class PollSession:
                 raise _Failed(self._status_error(request))
             return frame
         return None
+
+    def _condition_holds(self, request: RequestSpec) -> bool:
+        """Whether the variable of `request.only_if`, decoded from this poll's replies so far, is in range."""
+        condition = request.only_if
+        if condition is None:
+            return True
+        value = self.protocol.variables_of(self._frames).get(condition.var[4:])
+        if value is None:
+            return False
+        return (condition.min is None or value >= condition.min) and (condition.max is None or value <= condition.max)
+
+    def _rotate(self, frames: list[Frame]) -> tuple[list[Frame], bool]:
+        """Keep the frames of the rotating reply by number; return the others and whether any was kept."""
+        others: list[Frame] = []
+        rotation = self._rotation
+        rotated = False
+        for frame in frames:
+            number = self.protocol.frame_number(frame) if frame.key == self._rotating_key else None
+            if number is None:
+                others.append(frame)
+                continue
+            rotation.pop(number, None)  # re-inserted last: the dict stays in arrival order
+            rotation[number] = frame
+            rotated = True
+        return others, rotated
+
+    def _rotation_whole(self, request: RequestSpec) -> range | None:
+        """The numbers the newest frame's count asks for, once each has a frame (None: still waiting)."""
+        rotation = self._rotation
+        if not rotation:
+            return None
+        newest = next(reversed(rotation.values()))
+        numbers = self.protocol.frame_numbers(request.reply, self.protocol.variables_of([newest]))
+        if numbers is None or not all(number in rotation for number in numbers):
+            return None
+        return numbers
 
     def _keys_of_followers(self) -> frozenset[int]:
         """The replies of the `follows` requests right after the current one (kept if they come early)."""

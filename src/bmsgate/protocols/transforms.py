@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 from bmsgate.errors import DecodeError
 from bmsgate.model import BOOL_FIELDS, FLOAT_FIELDS, INT_FIELDS
 from bmsgate.protocols.definition import INTEGER_SIZES, FieldSpec
+from bmsgate.protocols.signchar import sign_char_raw, sign_char_value
 
 __all__ = [
     "STRUCT_CODES",
@@ -249,6 +250,7 @@ def _linear(field: FieldSpec) -> Linear | None:
     if (
         field.bit is not None
         or field.sign_magnitude is not None
+        or field.sign_char is not None
         or field.difference
         or field.popcount
         or field.map is not None
@@ -392,6 +394,8 @@ def _value_transform(field: FieldSpec, where: str) -> Callable[[Any], Any]:
         return lambda raw: _packed_date(field, raw)
     if field.sign_magnitude is not None:
         return _sign_magnitude(field)
+    if field.sign_char is not None:
+        return sign_char_value(field, exact_divisor(field.scale, field.add))
     if field.difference:
         return _difference(field)
     linear = _linear(field)
@@ -539,6 +543,8 @@ def _inverse(field: FieldSpec) -> Callable[[Any, Any], Any]:
             return min(abs(signed), mask) | (sign if signed < 0 else 0)
 
         return to_sign_magnitude
+    if field.sign_char is not None:
+        return sign_char_raw(field)
     if field.difference:
         half = 4 * INTEGER_SIZES[field.type]
         most = (1 << half) - 1
