@@ -346,7 +346,7 @@ def test_fuzz_rotating_frames_keep_the_session_bounded_and_whole(frames: list[tu
         now += 0.01
         frame = _changed(_changed(CELL_FRAMES[0], 24, number), 25, count)
         actions = session.feed(frame, now)
-        assert len(session._rotation) <= 256
+        assert len(session._rotation.frames) <= 256
         actions = _run(session, actions, now)
         if isinstance(actions[-1], SnapshotReady):
             snapshot = actions[-1].snapshot

@@ -51,10 +51,10 @@ import logging
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from bmsgate.errors import DeviceError, DeviceTimeout, FrameError, ProtocolError
-from bmsgate.protocols.constructs import rotating_reply
 from bmsgate.protocols.devicename import request_frame
 from bmsgate.protocols.framing import AssemblerStats, Frame
 from bmsgate.protocols.pagedframing import PagedFrameAssembler
+from bmsgate.protocols.rotation import Rotation
 
 if TYPE_CHECKING:
     from bmsgate.model import BatterySnapshot, DeviceInfo
@@ -189,12 +189,10 @@ class PollSession:
         self._connection_writes: set[str] = set()
         """Connect-time requests without a reply already written on this connection (unlock writes)."""
         self._streaming_started = False
-        self._rotating_key = rotating_reply(protocol.definition)
+        self._rotation = Rotation(protocol)
+        self._rotating_key = self._rotation.key
         self._rotation_drained = False
         """Rotating streams, this poll: what had already arrived when it began was fed (see `tick`)."""
-        self._rotation: dict[int, Frame] = {}
-        """Rotating streams: the newest frame of each number this connection, oldest first (a number is one
-        byte: at most 256 frames)."""
         # per job
         self._state = _State.IDLE
         self._command = False
@@ -270,7 +268,7 @@ class PollSession:
         frames = self._assembler.feed(chunk)
         acks = self._acks()
         if self._rotating_key is not None and frames:
-            frames, rotated = self._rotate(frames)
+            frames, rotated = self._rotation.keep(frames)
             if rotated and state is _State.ROTATE and self._rotation_drained:
                 # Every frame of the rotation restarts the wait for the next one.
                 request = self._requests[self._index]
@@ -406,11 +404,11 @@ class PollSession:
                     return outcome
                 continue
             if state is _State.ROTATE:
-                numbers = self._rotation_whole(request) if self._rotation_drained else None
+                numbers = self._rotation.whole(request.reply) if self._rotation_drained else None
                 if numbers is None:
                     return self._wait_action(actions)
                 # Frames numbered outside the count (a 0, a cell since removed) are not part of the reply.
-                self._frames.extend(frame for number, frame in self._rotation.items() if number in numbers)
+                self._frames.extend(frame for number, frame in self._rotation.frames.items() if number in numbers)
                 self._next_request()
                 continue
             try:
@@ -525,32 +523,6 @@ class PollSession:
         if value is None:
             return False
         return (condition.min is None or value >= condition.min) and (condition.max is None or value <= condition.max)
-
-    def _rotate(self, frames: list[Frame]) -> tuple[list[Frame], bool]:
-        """Keep the frames of the rotating reply by number; return the others and whether any was kept."""
-        others: list[Frame] = []
-        rotation = self._rotation
-        rotated = False
-        for frame in frames:
-            number = self.protocol.frame_number(frame) if frame.key == self._rotating_key else None
-            if number is None:
-                others.append(frame)
-                continue
-            rotation.pop(number, None)  # re-inserted last: the dict stays in arrival order
-            rotation[number] = frame
-            rotated = True
-        return others, rotated
-
-    def _rotation_whole(self, request: RequestSpec) -> range | None:
-        """The numbers the newest frame's count asks for, once each has a frame (None: still waiting)."""
-        rotation = self._rotation
-        if not rotation:
-            return None
-        newest = next(reversed(rotation.values()))
-        numbers = self.protocol.frame_numbers(request.reply, self.protocol.variables_of([newest]))
-        if numbers is None or not all(number in rotation for number in numbers):
-            return None
-        return numbers
 
     def _keys_of_followers(self) -> frozenset[int]:
         """The replies of the `follows` requests right after the current one (kept if they come early)."""
