@@ -45,7 +45,8 @@ stream, Super-B V2), ``gatt.connect_writes`` (bytes written once per connection 
 Dyness), the ``sum8_xor44`` checksum (ATORCH CW20), ``scramble`` (hex text whose decoded bytes are XOR-ed with
 a key byte the frame carries, WS Nova), ``pages`` (frames in numbered fixed-size pages, each acknowledged by
 writing it back, D-powercore) and ``from_name`` (request bytes from the device's advertised name,
-D-powercore's unlock password)."""
+D-powercore's unlock password), ``gatt.answer_notify`` (keep-alive notifications the transport answers
+itself, an echo or a toggled byte, Dometic)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -89,6 +90,7 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "frame_per_chunk": "every received chunk (one notification) is one whole frame, no length field (engine 4)",
     "gatt.also_notify": "further notify characteristics of a GATT profile, joining one stream (engine 6)",
     "gatt.connect_writes": "bytes a GATT profile writes once per connection to another characteristic (engine 6)",
+    "gatt.answer_notify": "notifications answered by the transport (echo / toggle), kept out of the frames (engine 6)",
     "ignore_chunks": "received chunks dropped as a whole",
     "follows": "a further reply of the request before it: nothing written, what arrived kept (engine 5)",
     "index": "one reply spread over numbered frames",
@@ -178,6 +180,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "from_name": any(request.from_name is not None for request in definition.requests),
         "gatt.also_notify": any(profile.also_notify for profile in profiles),
         "gatt.connect_writes": any(profile.connect_writes for profile in profiles),
+        "gatt.answer_notify": any(profile.answer_notify for profile in profiles),
         "ignore_chunks": bool(framing.ignore_chunks),
         "follows": any(request.follows for request in definition.requests),
         "index": any(reply.index is not None for reply in definition.replies.values()),

@@ -44,7 +44,14 @@ from bmsgate.protocols.fields import (
     is_var,
 )
 from bmsgate.protocols.framingspec import ChecksumSpec, FramingSpec, KeySpec, LengthSpec, PrefixSpec, StatusSpec
-from bmsgate.protocols.gattspec import AdvertisementMatcher, CharacteristicWrite, GattProfile, GattSpec, SerialSpec
+from bmsgate.protocols.gattspec import (
+    AdvertisementMatcher,
+    CharacteristicWrite,
+    GattProfile,
+    GattSpec,
+    NotificationAnswer,
+    SerialSpec,
+)
 from bmsgate.protocols.requestspec import NameBytesSpec, RequestSpec
 from bmsgate.protocols.textslots import check_absent_markers
 
@@ -57,6 +64,7 @@ __all__ = [
     "LIST_TARGETS",
     "AdvertisementMatcher",
     "CharacteristicWrite",
+    "NotificationAnswer",
     "ChecksumSpec",
     "CommandSpec",
     "FieldCondition",
