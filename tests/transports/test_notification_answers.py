@@ -34,7 +34,7 @@ def _dometic_uuid(short: str) -> str:
 
 CH_B, CH_B_ANSWER = _dometic_uuid("0004"), _dometic_uuid("0003")
 CH_C, CH_C_ANSWER = _dometic_uuid("000a"), _dometic_uuid("0009")
-KEEP_ALIVE = [
+KEEP_ALIVE: list[dict[str, Any]] = [
     {"characteristic": CH_C, "write_to": CH_C_ANSWER, "answer": "echo", "first_within": 0.5},
     {"characteristic": CH_B, "write_to": CH_B_ANSWER, "answer": "toggle", "first": "FF", "flip": "20"},
 ]

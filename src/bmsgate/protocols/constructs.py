@@ -46,7 +46,8 @@ Dyness), the ``sum8_xor44`` checksum (ATORCH CW20), ``scramble`` (hex text whose
 a key byte the frame carries, WS Nova), ``pages`` (frames in numbered fixed-size pages, each acknowledged by
 writing it back, D-powercore) and ``from_name`` (request bytes from the device's advertised name,
 D-powercore's unlock password), ``gatt.answer_notify`` (keep-alive notifications the transport answers
-itself, an echo or a toggled byte, Dometic)."""
+itself, an echo or a toggled byte, Dometic) and ``sign_magnitude.complement`` (a negative value stored as the
+complement of its magnitude, Dometic's current)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -66,6 +67,7 @@ _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "popcount": "the number of set bits",
     "shift": "a field whose offset moves by decoded list lengths",
     "sign_magnitude": "a signed number stored as a sign bit and a magnitude (engine 2)",
+    "sign_magnitude.complement": "a set sign bit meaning -(magnitude + 1), the complement (Dometic; engine 6)",
     "stride": "list items further apart than their size (read from engine 5)",
     "version": "a version number packed into an integer (nibbles, byte_tenths, major_minor)",
     "when": "a field decoded only while a variable lies in a range",
@@ -141,6 +143,8 @@ def _field_constructs(field: FieldSpec) -> set[str]:
         for name in ("one_of", "shift", "sign_magnitude", "stride", "version", "when")
         if getattr(field, name) is not None
     }
+    if field.sign_magnitude is not None and field.sign_magnitude.negative == "complement":
+        used.add("sign_magnitude.complement")
     if field.difference:
         used.add("difference")
     if field.absent:
