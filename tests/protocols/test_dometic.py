@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bmsgate.protocols import get_protocol
 from bmsgate.protocols.definition import normalize_uuid
@@ -137,6 +139,15 @@ def test_the_current_is_minus_magnitude_plus_one_with_bit_15(raw: int, amps: flo
     # The simulator writes the same encoding back.
     encoded = DOMETIC.encode_reply(0x0002, {"voltage": 13.28, "current": amps})
     assert encoded[6:8] == raw.to_bytes(2, "big")
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.integers(min_value=0, max_value=0xFFFF))
+def test_fuzz_every_raw_current_decodes_in_range_and_encodes_back(raw: int) -> None:
+    amps = _current(bytes.fromhex("238500020530") + raw.to_bytes(2, "big"))
+    assert -327.68 <= amps <= 327.67
+    assert (amps < 0) == bool(raw & 0x8000)
+    assert DOMETIC.encode_reply(0x0002, {"voltage": 13.28, "current": amps})[6:8] == raw.to_bytes(2, "big")
 
 
 def test_the_advertisement_identifies_dometic_alone() -> None:
