@@ -304,3 +304,19 @@ def test_fuzz_any_notifications_give_bounded_well_formed_answers(
         assert all(0 < len(answer) <= MAX_ECHO for answer in recorder.written)
         if recorder.written:
             assert recorder.written == [next(c for c in reversed(notifications) if 0 < len(c) <= MAX_ECHO)]
+
+
+async def test_first_within_null_does_not_wait_for_a_silent_characteristic() -> None:
+    unwaited = [{**KEEP_ALIVE[0], "first_within": None}, KEEP_ALIVE[1]]
+    protocol = _with_answers(unwaited)
+    bms = _board(protocol, keep_alives={CH_B: b"\x12"})  # ch C stays silent
+    radio = FakeBluetooth([bms])
+    transport = _transport(radio, protocol)
+    await transport.open()
+    try:
+        assert bms.answers == [(CH_B_ANSWER, b"\xff")]  # ch B was still waited for
+        bms.keep_alive(CH_C, b"\x01\x02")
+        await asyncio.sleep(0.05)
+        assert bms.answers[-1] == (CH_C_ANSWER, b"\x01\x02")  # and ch C is answered once it speaks
+    finally:
+        await transport.close()
