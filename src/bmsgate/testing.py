@@ -182,7 +182,9 @@ def gatt_for_protocol(
         chars = [characteristic(chosen.notify, ["read", *writes]), characteristic(chosen.notify, ["read", "notify"])]
     # The profile's further characteristics (engine 6), in the same service: the sources name no other.
     chars += [characteristic(uuid, ["read", "notify"]) for uuid in chosen.also_notify]
+    chars += [characteristic(answer.characteristic, ["read", "notify"]) for answer in chosen.answer_notify]
     targets = dict.fromkeys(write.characteristic for write in chosen.connect_writes)
+    targets |= dict.fromkeys(answer.write_to for answer in chosen.answer_notify)
     chars += [characteristic(uuid, ["read", "write-without-response", "write"]) for uuid in targets]
     services.append(FakeService(chosen.service, service_handle, chars))
     return services
@@ -251,7 +253,11 @@ class FakePeripheral:
             advertised service, and the profile's ``connect_writes``: until each of them arrived on its
             characteristic in this connection, the BMS ignores requests, as a locked Dyness board does).
         notify_route: which characteristic (UUID) notifies a chunk the BMS sends; None: every notifying
-            characteristic (a board with ``also_notify`` sends each frame type on its own one).
+            characteristic (a board with ``also_notify`` sends each frame type on its own one) except the
+            profile's ``answer_notify`` ones, which carry keep-alives only.
+        keep_alives: for the profile's ``answer_notify`` characteristics, the chunk each notifies as soon as
+            it is subscribed (UUID -> bytes; more with `keep_alive`). Until every one of them got an answer
+            in this connection, the BMS ignores requests, as a Dometic board does (``answers`` records them).
         service_uuids: advertised services (default: the profile's service).
         manufacturer_data: advertised manufacturer data.
         advertising: False for a pack that stays silent when idle.
@@ -293,6 +299,7 @@ class FakePeripheral:
         hang_on_connect: bool = False,
         drop_notifications: float = 0.0,
         seed: int = 3,
+        keep_alives: Mapping[str, bytes] | None = None,
     ) -> None:
         self.protocol = protocol
         self.address = address.upper()
@@ -309,7 +316,14 @@ class FakePeripheral:
         profile_service = chosen.service if chosen else None
         self._unlocks = [(write.characteristic, write.frame) for write in (chosen.connect_writes if chosen else [])]
         self._unlock_targets = frozenset(uuid for uuid, _frame in self._unlocks)
+        answered = chosen.answer_notify if chosen else []
+        self._keep_alive_sources = frozenset(answer.characteristic for answer in answered)
+        self._answer_targets = frozenset(answer.write_to for answer in answered)
+        self.keep_alives = {normalize_uuid(uuid): bytes(chunk) for uuid, chunk in (keep_alives or {}).items()}
+        self.answers: list[tuple[str, bytes]] = []
+        """Writes to an ``answer_notify`` answer characteristic, as (UUID, bytes), in order."""
         self._unlocked: list[tuple[str, bytes]] = []
+        self._answered: list[tuple[str, bytes]] = []
         self.notify_route = notify_route
         default_uuids = [profile_service] if profile_service else []
         self.service_uuids = list(service_uuids) if service_uuids is not None else default_uuids
@@ -371,6 +385,7 @@ class FakePeripheral:
         """The radio link drops now (out of range, BMS reboot)."""
         client, self.client = self.client, None
         self._unlocked.clear()
+        self._answered.clear()
         if client is not None:
             client._lost()
 
@@ -396,6 +411,7 @@ class FakePeripheral:
             self._pair()
         self.client = client
         self._unlocked.clear()  # also after a dropped link: a board is locked again on every new connection
+        self._answered.clear()
         self.connections += 1
 
     def _pair(self) -> None:
@@ -407,12 +423,29 @@ class FakePeripheral:
         if self.client is client:
             self.client = None
             self._unlocked.clear()
+            self._answered.clear()
             await self.uart.close()
 
     @property
     def locked(self) -> bool:
-        """The profile's connect-time frames have not all arrived on this connection (requests are ignored)."""
-        return any(unlock not in self._unlocked for unlock in self._unlocks)
+        """The profile's connect-time frames or keep-alive answers have not all arrived on this connection."""
+        unanswered = any(all(uuid != target for uuid, _answer in self._answered) for target in self._answer_targets)
+        return unanswered or any(unlock not in self._unlocked for unlock in self._unlocks)
+
+    def keep_alive(self, characteristic: str, chunk: bytes) -> None:
+        """Notify `chunk` on one of the profile's ``answer_notify`` characteristics now (if subscribed)."""
+        client = self.client
+        wanted = normalize_uuid(characteristic)
+        if client is None:
+            return
+        for char in self._notify_chars:
+            if char.uuid == wanted:
+                client._notify(char, chunk)
+
+    def _subscribed(self, client: FakeBleakClient, char: FakeCharacteristic) -> None:
+        chunk = self.keep_alives.get(char.uuid)
+        if chunk is not None and char.uuid in self._keep_alive_sources:
+            asyncio.get_running_loop().call_soon(client._notify, char, chunk)
 
     def _check_access(self) -> None:
         if self.pairing_required and not self.paired:
@@ -421,6 +454,10 @@ class FakePeripheral:
 
     async def _write(self, char: FakeCharacteristic, data: bytes, mode: WriteMode) -> None:
         self._check_access()
+        if char.uuid in self._answer_targets:
+            self.answers.append((char.uuid, data))
+            self._answered.append((char.uuid, data))
+            return
         if char.uuid in self._unlock_targets:
             self.side_writes.append((char.uuid, data))
             self._unlocked.append((char.uuid, data))
@@ -438,7 +475,7 @@ class FakePeripheral:
         self.notifications.append(chunk)
         route = normalize_uuid(target) if self.notify_route and (target := self.notify_route(chunk)) else None
         for char in self._notify_chars:
-            if route is None or char.uuid == route:
+            if (route is None and char.uuid not in self._keep_alive_sources) or char.uuid == route:
                 client._notify(char, chunk)
 
 
@@ -581,6 +618,7 @@ class FakeBleakClient:
         assert self._peripheral is not None
         self._peripheral._check_access()
         self._subscriptions[char.handle] = callback
+        self._peripheral._subscribed(self, char)
 
     async def stop_notify(self, char_specifier: Any) -> None:
         """Unsubscribe."""

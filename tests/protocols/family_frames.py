@@ -1546,6 +1546,61 @@ SMARTBMS: Final = FamilyCapture(
     real=False,
 )
 
+
+# aiobmsble's dometic test: _PROTO_DEFS streams two packs (device bytes 00 and 0F) through one module; these
+# are device 00's frames of each register this definition reads, the newest of each in _PROTO_DEFS, which
+# its _RESULT_DEFS["packs"][0] states (temp_values 14.0, cycle_capacity 1829 Wh, design_capacity 150 Ah).
+DOMETIC: Final = FamilyCapture(
+    "dometic",
+    {
+        "electrical": _frames("2385000205308111"),
+        "soc": _frames("2385000B5CFFFFFF"),
+        "temperature": _frames("2385000C0280FFFF"),
+        "soh": _frames("2385000E64000000"),
+        "energy": _frames("238500360725FFFF"),
+        "cells_1_2": _frames("238500560CF30CF4"),
+        "cells_3_4": _frames("238500570CF20CF0"),
+        "capacity": _frames("2385000700000096"),
+    },
+    AIOBMSBLE.format("tests/bms/test_dometic_bms.py (_PROTO_DEFS, device 00; _RESULT_DEFS packs[0])"),
+    {
+        "voltage": 13.28,
+        "current": -2.74,
+        "soc": 92,
+        "soh": 100,
+        "temperatures": [14.0],
+        "design_capacity": 150,
+        "extras.remaining_energy": 1829,
+        "cell_voltages": [3.315, 3.316, 3.314, 3.312],
+        "alarms": [],
+    },
+)
+# _PROTO_DEFS_MIN: one pack (device 00) without the capacity register; _RESULT_DEFS_MIN states packs[0]'s values.
+DOMETIC_MIN: Final = FamilyCapture(
+    "dometic",
+    {
+        "electrical": _frames("2385000205308111"),
+        "soc": _frames("2385000B5CFFFFFF"),
+        "temperature": _frames("2385000C0280FFFF"),
+        "soh": _frames("2385000E64000000"),
+        "energy": _frames("238500360725FFFF"),
+        "cells_1_2": _frames("238500560CF30CF4"),
+        "cells_3_4": _frames("238500570CF20CF0"),
+    },
+    AIOBMSBLE.format("tests/bms/test_dometic_bms.py (_PROTO_DEFS_MIN; _RESULT_DEFS_MIN)"),
+    {
+        "voltage": 13.28,
+        "current": -2.74,
+        "soc": 92,
+        "soh": 100,
+        "temperatures": [14.0],
+        "extras.remaining_energy": 1829,
+        "cell_voltages": [3.315, 3.316, 3.314, 3.312],
+    },
+    vector="single-pack",
+)
+
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -1595,6 +1650,8 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     WS_NOVA,
     DPWRCORE,
     SMARTBMS,
+    DOMETIC,
+    DOMETIC_MIN,
 )
 """Every capture, in the issue's order of families."""
 

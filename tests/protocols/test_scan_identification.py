@@ -117,6 +117,8 @@ ALL = default_catalog().protocols()
         # aiobmsble ws_nova_bms.py: the BLE module's OUIs 60:6E:41 / 10:23:81 with service fff0 (no name known).
         (Advertisement(address="60:6E:41:12:34:56", service_uuids=("fff0",)), "ws-nova"),
         (Advertisement(address="10:23:81:12:34:57", name="any name", service_uuids=("fff0",)), "ws-nova"),
+        # aiobmsble dometic_bms.py: manufacturer id 2117 (0x0845) whose data starts 14 85; no name in its matcher.
+        (Advertisement(address="AA:BB:CC:00:66:77", manufacturer_data={2117: b"\x14\x85\x00\x01"}), "dometic"),
         # aiobmsble dpwrcore_bms.py: TBA-* with service fff0 (DXB-* needs an unlock bmsgate cannot send yet).
         (
             Advertisement(address="AA:BB:CC:01:00:14", name="TBA-MockBLEDevice_C0FE", service_uuids=("fff0",)),

@@ -48,7 +48,9 @@ writing it back, D-powercore), ``from_name`` (request bytes from the device's ad
 unlock password), for 123\\SmartBMS ``unmarked_stream`` (fixed-length frames without a marker, found in a byte
 stream by their checksum), ``sign_char`` (an ASCII sign character and a magnitude) and ``rotation`` (a streamed
 reply of numbered frames, one cell each, kept per connection), and ``only_if`` (a request sent only while a
-decoded variable is in range: Epoch Pro's packs 2 and later)."""
+decoded variable is in range: Epoch Pro's packs 2 and later), ``gatt.answer_notify`` (keep-alive notifications
+the transport answers itself, an echo or a toggled byte, Dometic) and ``sign_magnitude.complement`` (a negative
+value stored as the complement of its magnitude, Dometic's current)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -69,6 +71,7 @@ _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "shift": "a field whose offset moves by decoded list lengths",
     "sign_magnitude": "a signed number stored as a sign bit and a magnitude (engine 2)",
     "sign_char": "a signed number stored as an ASCII sign character and a magnitude (engine 6)",
+    "sign_magnitude.complement": "a set sign bit meaning -(magnitude + 1), the complement (Dometic; engine 6)",
     "stride": "list items further apart than their size (read from engine 5)",
     "version": "a version number packed into an integer (nibbles, byte_tenths, major_minor)",
     "when": "a field decoded only while a variable lies in a range",
@@ -93,6 +96,7 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "frame_per_chunk": "every received chunk (one notification) is one whole frame, no length field (engine 4)",
     "gatt.also_notify": "further notify characteristics of a GATT profile, joining one stream (engine 6)",
     "gatt.connect_writes": "bytes a GATT profile writes once per connection to another characteristic (engine 6)",
+    "gatt.answer_notify": "notifications answered by the transport (echo / toggle), kept out of the frames (engine 6)",
     "ignore_chunks": "received chunks dropped as a whole",
     "follows": "a further reply of the request before it: nothing written, what arrived kept (engine 5)",
     "index": "one reply spread over numbered frames",
@@ -152,6 +156,8 @@ def _field_constructs(field: FieldSpec) -> set[str]:
         for name in ("one_of", "shift", "sign_char", "sign_magnitude", "stride", "version", "when")
         if getattr(field, name) is not None
     }
+    if field.sign_magnitude is not None and field.sign_magnitude.negative == "complement":
+        used.add("sign_magnitude.complement")
     if field.difference:
         used.add("difference")
     if field.absent:
@@ -200,6 +206,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "from_name": any(request.from_name is not None for request in definition.requests),
         "gatt.also_notify": any(profile.also_notify for profile in profiles),
         "gatt.connect_writes": any(profile.connect_writes for profile in profiles),
+        "gatt.answer_notify": any(profile.answer_notify for profile in profiles),
         "ignore_chunks": bool(framing.ignore_chunks),
         "follows": any(request.follows for request in definition.requests),
         "index": any(reply.index is not None for reply in definition.replies.values()),

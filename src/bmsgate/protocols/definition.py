@@ -44,7 +44,14 @@ from bmsgate.protocols.fields import (
     is_var,
 )
 from bmsgate.protocols.framingspec import ChecksumSpec, FramingSpec, KeySpec, LengthSpec, PrefixSpec, StatusSpec
-from bmsgate.protocols.gattspec import AdvertisementMatcher, CharacteristicWrite, GattProfile, GattSpec, SerialSpec
+from bmsgate.protocols.gattspec import (
+    AdvertisementMatcher,
+    CharacteristicWrite,
+    GattProfile,
+    GattSpec,
+    NotificationAnswer,
+    SerialSpec,
+)
 from bmsgate.protocols.requestspec import PLACEHOLDER_SIZES, CommandSpec, MosfetBits, NameBytesSpec, RequestSpec
 from bmsgate.protocols.textslots import check_absent_markers
 
@@ -58,6 +65,7 @@ __all__ = [
     "PLACEHOLDER_SIZES",
     "AdvertisementMatcher",
     "CharacteristicWrite",
+    "NotificationAnswer",
     "ChecksumSpec",
     "CommandSpec",
     "FieldCondition",

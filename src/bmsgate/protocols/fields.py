@@ -81,6 +81,9 @@ class SignMagnitude(_Strict):
     sign_bit: int = Field(ge=1, le=63)
     magnitude_bits: int = Field(ge=1, le=63)
     """The magnitude is the low `magnitude_bits` bits; bits between it and the sign bit are ignored."""
+    negative: Literal["magnitude", "complement"] = "magnitude"
+    """With the sign bit set, the value is ``-magnitude`` (``magnitude``) or ``-(magnitude + 1)``, the
+    magnitude's bitwise complement (``complement``, engine 6: Dometic's current, aiobmsble's ``32767 - x``)."""
 
     @model_validator(mode="after")
     def _magnitude_below_sign(self) -> Self:

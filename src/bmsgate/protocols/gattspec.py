@@ -4,7 +4,9 @@ Part of the definition format (`bmsgate.protocols.definition` re-exports every n
 that one module holds how a BMS is found and reached, the other how a conversation with it goes. A profile
 may name characteristics beyond its ``notify`` and ``write`` (engine 6, constructs ``gatt.also_notify``
 and ``gatt.connect_writes``): the BLE transport subscribes to them or writes to them once per connection,
-so the poll session still sees one stream of chunks and writes its requests to one characteristic.
+so the poll session still sees one stream of chunks and writes its requests to one characteristic. A profile
+may also name characteristics whose every notification the transport answers by itself (construct
+``gatt.answer_notify``, Dometic's keep-alive): those notifications never reach the frame stream.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from bmsgate.protocols.datatypes import STRICT, HexBytes, Uuid, normalize_uuid
 
-__all__ = ["AdvertisementMatcher", "CharacteristicWrite", "GattProfile", "GattSpec", "SerialSpec"]
+__all__ = [
+    "AdvertisementMatcher",
+    "CharacteristicWrite",
+    "GattProfile",
+    "GattSpec",
+    "NotificationAnswer",
+    "SerialSpec",
+]
 
 
 class _Strict(BaseModel):
@@ -39,6 +48,49 @@ class CharacteristicWrite(_Strict):
     """The exact bytes (hex), sent as written: no framing, checksum or text form is applied."""
 
 
+_MAX_TOGGLE_ANSWER: Final = 16
+"""Bytes of a toggled answer (Dometic's is one byte; a longer one is a mistake)."""
+_MAX_FIRST_WAIT: Final = 30.0
+"""Seconds a connection set-up may wait for an answered characteristic's first notification."""
+
+
+class NotificationAnswer(_Strict):
+    """A notify characteristic whose every notification is answered on another characteristic (engine 6).
+
+    Dometic's boards keep a connection only while each notification on two keep-alive characteristics is
+    answered: one echoed, the other answered with a byte that toggles between two values. The transport
+    writes the answers by itself; these notifications are not frames and never reach the frame stream.
+    """
+
+    characteristic: Uuid
+    """The characteristic whose notifications are answered (subscribed before ``notify``)."""
+    write_to: Uuid
+    """Where the answers are written (with response when the characteristic allows it)."""
+    answer: Literal["echo", "toggle"]
+    """``echo``: the notification's bytes, unchanged; ``toggle``: `first`, then each answer is the previous one
+    XOR-ed with `flip` (FF, DF, FF, ... for Dometic's first FF and flip 20)."""
+    first: HexBytes | None = Field(default=None, min_length=1, max_length=_MAX_TOGGLE_ANSWER)
+    """``toggle`` only: the first answer of every connection."""
+    flip: HexBytes | None = Field(default=None, min_length=1, max_length=_MAX_TOGGLE_ANSWER)
+    """``toggle`` only: the bits that change from one answer to the next (as long as `first`)."""
+    first_within: float | None = Field(default=5.0, gt=0, le=_MAX_FIRST_WAIT)
+    """Seconds the connection set-up waits for this characteristic's first notification to be answered before
+    it goes on (Dometic's order: each keep-alive answered once, then the frame stream); None: no wait."""
+
+    @model_validator(mode="after")
+    def _toggle_has_its_bytes(self) -> Self:
+        if self.answer == "toggle":
+            if self.first is None or self.flip is None:
+                raise ValueError("answer 'toggle' needs 'first' and 'flip'")
+            if len(self.first) != len(self.flip):
+                raise ValueError("'first' and 'flip' of a toggled answer must be equally long")
+            if not any(self.flip):
+                raise ValueError("'flip' of a toggled answer must change at least one bit")
+        elif self.first is not None or self.flip is not None:
+            raise ValueError("'first' and 'flip' belong to answer 'toggle' only (an echo sends what arrived)")
+        return self
+
+
 class GattProfile(_Strict):
     """One service with its notify and write characteristics (several profiles = board variants)."""
 
@@ -54,16 +106,27 @@ class GattProfile(_Strict):
     """Engine 6: written in order on every new connection, before notifications are switched on and before
     the first request (Dyness's unlock frame to ``fed5``). Only this profile's boards get them."""
 
+    answer_notify: list[NotificationAnswer] = Field(default=[], max_length=_MAX_EXTRA_CHARACTERISTICS)
+    """Engine 6: characteristics whose every notification the transport answers by itself (keep-alives), in
+    the order they are subscribed; their notifications are kept out of the frame stream."""
+
     @model_validator(mode="after")
     def _extras_distinct(self) -> Self:
         if self.notify in self.also_notify or len(set(self.also_notify)) != len(self.also_notify):
             raise ValueError("also_notify repeats the notify characteristic or another entry")
+        answered = [answer.characteristic for answer in self.answer_notify]
+        if len(set(answered)) != len(answered) or not {self.notify, *self.also_notify}.isdisjoint(answered):
+            raise ValueError(
+                "answer_notify repeats a characteristic, or names one whose notifications are frames "
+                "(notify, also_notify)"
+            )
         return self
 
     @property
     def extra_characteristics(self) -> frozenset[str]:
         """The UUIDs this profile needs beyond ``notify`` and ``write`` (the board must offer each)."""
-        return frozenset(self.also_notify) | {write.characteristic for write in self.connect_writes}
+        answers = {uuid for answer in self.answer_notify for uuid in (answer.characteristic, answer.write_to)}
+        return frozenset(self.also_notify) | {write.characteristic for write in self.connect_writes} | answers
 
 
 class GattSpec(_Strict):

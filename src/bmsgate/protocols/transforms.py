@@ -437,12 +437,14 @@ def _sign_magnitude(field: FieldSpec) -> Callable[[Any], Any]:
     spec = field.sign_magnitude
     assert spec is not None  # the caller checked
     sign, mask = 1 << spec.sign_bit, (1 << spec.magnitude_bits) - 1
+    # complement: a set sign bit means ~magnitude = -(magnitude + 1), so one more is taken off.
+    below = 1 if spec.negative == "complement" else 0
     divisor = exact_divisor(field.scale, field.add)
     if divisor is not None:
         steps, offset = divisor
-        return lambda raw: ((-(raw & mask) if raw & sign else raw & mask) + offset) / steps + 0.0
+        return lambda raw: ((-(raw & mask) - below if raw & sign else raw & mask) + offset) / steps + 0.0
     scale, add = field.scale, field.add
-    return lambda raw: (-(raw & mask) if raw & sign else raw & mask) * scale + add
+    return lambda raw: (-(raw & mask) - below if raw & sign else raw & mask) * scale + add
 
 
 def _difference(field: FieldSpec) -> Callable[[Any], Any]:
@@ -537,10 +539,13 @@ def _inverse(field: FieldSpec) -> Callable[[Any, Any], Any]:
     scale, add = field.scale, field.add
     if field.sign_magnitude is not None:
         sign, mask = 1 << field.sign_magnitude.sign_bit, (1 << field.sign_magnitude.magnitude_bits) - 1
+        below = 1 if field.sign_magnitude.negative == "complement" else 0
 
         def to_sign_magnitude(value: Any, _current: Any) -> int:
             signed = round((float(value) - add) / scale)
-            return min(abs(signed), mask) | (sign if signed < 0 else 0)
+            if signed < 0:
+                return min(-signed - below, mask) | sign
+            return min(signed, mask)
 
         return to_sign_magnitude
     if field.sign_char is not None:

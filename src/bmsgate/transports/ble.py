@@ -12,8 +12,9 @@ Connecting (`BleConnection`):
 `BleTransport` then picks the protocol's write and notify characteristics (by UUID *and* properties,
 so two characteristics sharing one UUID are told apart), writes the profile's connect-time frames to their
 own characteristics (engine 6, ``connect_writes``), subscribes to the notify characteristic and any
-``also_notify`` ones (their notifications are one stream of chunks), and writes with or without
-response. In ``write_mode: auto`` a request that gets no reply at all makes the next write use the
+``also_notify`` ones (their notifications are one stream of chunks), answers the keep-alive notifications
+of any ``answer_notify`` ones by itself (`bmsgate.transports.answers`; they never join the stream), and writes
+with or without response. In ``write_mode: auto`` a request that gets no reply at all makes the next write use the
 other mode; the first mode that gets a reply is remembered for the transport's lifetime (reconnects
 included). `open()` retries the whole sequence a bounded number of times with exponential backoff and
 jitter (`ReconnectPolicy`); between polls, reconnecting is the caller's job (BatteryClient reconnects on
@@ -36,7 +37,7 @@ import dataclasses
 import logging
 import random
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, Literal, Protocol, cast
 
 import bleak_retry_connector
@@ -54,6 +55,7 @@ from bleak.exc import (
 from bmsgate.errors import AuthenticationError, ConnectError, DeviceError, DeviceTimeout, TransportError
 from bmsgate.protocols.compiled import CompiledProtocol
 from bmsgate.runtime.backoff import exponential_delay
+from bmsgate.transports.answers import NotificationAnswerer
 from bmsgate.transports.base import Transport
 from bmsgate.transports.discovery import (
     Advertisement,
@@ -786,6 +788,7 @@ class BleTransport(Transport):
         self._switch_pending = False
         self._unlisten: Callable[[], None] | None = None
         self._notifying = False
+        self._answerers: list[tuple[GattCharacteristic, NotificationAnswerer]] = []
         if pin is not None and _IS_LINUX:
             _LOGGER.debug("%s: a PIN is set; BlueZ's agent must supply it when pairing", connection.description)
 
@@ -840,6 +843,7 @@ class BleTransport(Transport):
 
     async def _open_once(self) -> None:
         connection = self.connection
+        await self._stop_answering()  # those of a connection that dropped: its board is gone
         if self._owns_connection:
             await connection.connect()
         elif not connection.is_connected:
@@ -869,6 +873,7 @@ class BleTransport(Transport):
             self._unlisten()
         self._unlisten = connection.add_disconnect_listener(self._on_link_lost)
         await self._write_connect_frames(selection)
+        await self._start_answering(selection)
         try:
             await connection.client.start_notify(selection.notify.handle, self._on_notify)
             self._notifying = True
@@ -904,7 +909,70 @@ class BleTransport(Transport):
                 ) from exc
             self.bytes_sent += len(frame)
 
+    async def _start_answering(self, selection: CharacteristicSelection) -> None:
+        """Subscribe to the profile's ``answer_notify`` characteristics, each answered once before the next.
+
+        Dometic's order: every keep-alive characteristic is subscribed and its first notification answered
+        before the frame stream is switched on; a board that stays silent on one is refused with its UUID.
+        """
+        for source, target, answer in selection.answers:
+            answerer = NotificationAnswerer(
+                answer, self._answer_writer(target), label=f"{self.description} {short_uuid(source.uuid)}"
+            )
+            self._answerers.append((source, answerer))
+            answerer.start()
+            try:
+                await self.connection.client.start_notify(source.handle, answerer.on_notify)
+            except _LIBRARY_ERRORS as exc:
+                await self._release()
+                raise map_ble_error(
+                    exc,
+                    action=f"subscribing to the keep-alive characteristic {short_uuid(source.uuid)}",
+                    description=self.description,
+                    battery_id=self.battery_id,
+                ) from exc
+            if answer.first_within is None:
+                continue
+            try:
+                async with asyncio.timeout(answer.first_within):
+                    await answerer.answered_once.wait()
+            except TimeoutError:
+                await self._release()
+                raise ConnectError(
+                    f"{self.description}: no keep-alive notification on {short_uuid(source.uuid)} answered within "
+                    f"{answer.first_within:g} s of subscribing (protocol {self.protocol.name} needs one first)",
+                    battery_id=self.battery_id,
+                ) from None
+
+    def _answer_writer(self, target: GattCharacteristic) -> Callable[[bytes], Awaitable[None]]:
+        response = "write" in target.properties
+
+        async def write(answer: bytes) -> None:
+            try:
+                async with asyncio.timeout(self._write_timeout):
+                    await self.connection.client.write_gatt_char(target.handle, answer, response=response)
+            except _LIBRARY_ERRORS as exc:
+                raise self._write_error(exc) from exc
+            self.bytes_sent += len(answer)
+
+        return write
+
+    async def _stop_answering(self) -> None:
+        answerers, self._answerers = self._answerers, []
+        for source, answerer in answerers:
+            await answerer.stop()
+            if self.connection.is_connected:
+                with contextlib.suppress(*_LIBRARY_ERRORS, DeviceError):
+                    async with asyncio.timeout(_DISCONNECT_TIMEOUT):
+                        await self.connection.client.stop_notify(source.handle)
+
+    @property
+    def answerers(self) -> tuple[NotificationAnswerer, ...]:
+        """This connection's keep-alive answerers (``answer_notify``, in order; empty when closed)."""
+        return tuple(answerer for _source, answerer in self._answerers)
+
     async def _release(self) -> None:
+        await self._stop_answering()
         if self._unlisten is not None:
             self._unlisten()
             self._unlisten = None

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from bmsgate.protocols.compiled import CompiledProtocol
-from bmsgate.protocols.definition import AdvertisementMatcher, GattProfile, normalize_uuid
+from bmsgate.protocols.definition import AdvertisementMatcher, GattProfile, NotificationAnswer, normalize_uuid
 
 __all__ = [
     "Advertisement",
@@ -239,6 +239,8 @@ class CharacteristicSelection:
     """Further characteristics to subscribe to (the profile's ``also_notify``, in order)."""
     connect_writes: tuple[tuple[GattCharacteristic, bytes], ...] = ()
     """What to write once per connection, and where (the profile's ``connect_writes``, in order)."""
+    answers: tuple[tuple[GattCharacteristic, GattCharacteristic, NotificationAnswer], ...] = ()
+    """The characteristics whose notifications are answered, where to, and how (``answer_notify``, in order)."""
 
 
 def _extras(
@@ -250,7 +252,7 @@ def _extras(
     one of them is not this profile's board.
     """
     profile = selection.profile
-    if not profile.also_notify and not profile.connect_writes:
+    if not profile.also_notify and not profile.connect_writes and not profile.answer_notify:
         return selection
     notifiers: list[GattCharacteristic] = []
     for uuid in profile.also_notify:
@@ -264,7 +266,16 @@ def _extras(
         if not found:
             return None
         writes.append((min(found, key=lambda c: c.handle), write.frame))
-    return dataclasses.replace(selection, also_notify=tuple(notifiers), connect_writes=tuple(writes))
+    answers: list[tuple[GattCharacteristic, GattCharacteristic, NotificationAnswer]] = []
+    for answer in profile.answer_notify:
+        sources = [c for c in everything if _safe_normalize(c.uuid) == answer.characteristic and c.can_notify]
+        targets = [c for c in everything if _safe_normalize(c.uuid) == answer.write_to and c.can_write]
+        if not sources or not targets:
+            return None
+        answers.append((min(sources, key=lambda c: c.handle), min(targets, key=lambda c: c.handle), answer))
+    return dataclasses.replace(
+        selection, also_notify=tuple(notifiers), connect_writes=tuple(writes), answers=tuple(answers)
+    )
 
 
 def _select_in(characteristics: Sequence[GattCharacteristic], profile: GattProfile) -> CharacteristicSelection | None:
