@@ -17,12 +17,13 @@ from __future__ import annotations
 import io
 import keyword
 import re
+import struct
 import tokenize
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from bmsgate.protocols.memo import BoundedMemo
-from bmsgate.protocols.transforms import Step, When
+from bmsgate.protocols.transforms import STRUCT_CODES, Step, When, exact_divisor
 
 if TYPE_CHECKING:
     from bmsgate.protocols.decode import Layout
@@ -54,10 +55,22 @@ _VOCABULARY: Final = frozenset(
         "variables",
         "extras",
         "value",
+        "items",
+        "limit",
+        "del",
+        "in",
+        "else",
+        "append",
+        "extend",
+        "setdefault",
     }
 )
 _LITERALS: Final = frozenset({"0", "1"})
 _EXTRAS: Final = "extras"
+# `decode.EXTRA_LISTS` (not imported: decode imports this module's users): lists decoded into extras.
+_EXTRA_LISTS: Final = "#extra_lists"
+# Inlined lists write one line per item: beyond this many a call of the list's step is as fast.
+_INLINE_ITEMS: Final = 64
 
 Apply = Callable[[Any, bytes, dict[str, Any], dict[str, Any], dict[str, int]], None]
 """How shifted sub-layouts run (`decode._apply_shifted`): (groups, payload, out, device, variables)."""
@@ -71,6 +84,8 @@ class _Source:
         self.namespace: dict[str, Any] = {"__builtins__": {}}
         self._constants = 0
         self._extras = False
+        self.raws = 0
+        """Record values named so far (``_r0`` .. ``_r<raws - 1>``); inlined lists name theirs after them."""
 
     def constant(self, value: Any) -> str:
         name = f"_k{self._constants}"
@@ -80,6 +95,12 @@ class _Source:
 
     def emit(self, *lines: str) -> None:
         self.lines.extend("    " + line for line in lines)
+
+    def raw_names(self, count: int) -> list[str]:
+        """`count` fresh ``_r`` names for the items of an inlined list."""
+        names = [f"_r{index}" for index in range(self.raws, self.raws + count)]
+        self.raws += count
+        return names
 
     def need_extras(self) -> None:
         """Bind ``extras`` to the output's extras dict (created where the first field writes it)."""
@@ -207,6 +228,96 @@ def _emit_sink(
         source.emit(f"{source.constant(sink)}({raw}, out, device, variables)")
 
 
+def _list_item(source: _Source, field: FieldSpec, extras: bool) -> Callable[[str], str]:
+    """The expression of one list item from its raw name: what `compile._scaler` (or the identity) gives."""
+    scale, add = field.scale, field.add
+    if scale == 1.0 and add == 0.0:
+        # Snapshot lists hold floats (int + 0.0 is float(int), exactly); extras keep their ints.
+        zero = source.constant(0.0)
+        return (lambda raw: raw) if extras else (lambda raw: f"{raw} + {zero}")
+    divisor = exact_divisor(scale, add)
+    if divisor is not None:
+        steps, offset = divisor
+        divide, shift, zero = source.constant(steps), source.constant(offset), source.constant(0.0)
+        if steps < 0:
+            return lambda raw: f"({raw} + {shift}) / {divide} + {zero}"
+        if offset == 0:
+            return lambda raw: f"{raw} / {divide}"
+        return lambda raw: f"({raw} + {shift}) / {divide}"
+    factor = source.constant(scale)
+    if field.type not in {"u64", "s64"} and add == 0 and scale > 0:
+        return lambda raw: f"{raw} * {factor}"
+    offset_constant = source.constant(add)
+    return lambda raw: f"{raw} * {factor} + {offset_constant}"
+
+
+def _inline_list(source: _Source, field: FieldSpec, byte_order: str) -> list[str] | None:
+    """The lines that decode a fixed-count list field in place of its step (None: keep calling the step).
+
+    Only lists with one `struct` code per item, packed, of integers (floats keep their finiteness filter),
+    and without `absent` markers (but one item may have them) are written inline; each form writes what
+    `compile._compile_list`'s step writes (`decode_single`, `decode_fixed`, `decode_list` into extras),
+    which `tests/protocols/test_codegen.py` holds the two to on every built-in layout.
+    """
+    count = field.count
+    code = STRUCT_CODES.get(field.type)
+    size = struct.calcsize(code) if code is not None else 0
+    if (
+        not isinstance(count, int)
+        or not 1 <= count <= _INLINE_ITEMS
+        or code is None
+        or field.type == "f32"
+        or (field.stride is not None and field.stride != size)
+    ):
+        return None
+    extras = field.target.startswith("extras.")
+    if field.absent and (extras or count > 1):
+        return None
+    order = byte_order if field.endian is None else (">" if field.endian == "big" else "<")
+    unpack = source.constant(struct.Struct(f"{order}{count}{code}").unpack_from)
+    names = source.raw_names(count)
+    item = _list_item(source, field, extras)
+    lines = [f"{', '.join(names)}, = {unpack}(payload, {source.constant(field.at)})"]
+    limit = source.constant(field.limit[4:]) if field.limit else None
+    if count == 1 and not extras:
+        # `decode_single`: one sensor, skipped when absent or when the limit allows none.
+        tests = []
+        if field.absent:
+            tests.append(f"{names[0]} not in {source.constant(frozenset(field.absent))}")
+        if limit is not None:
+            tests.append(f"variables.get({limit}, 1) >= 1")
+        target = source.constant(field.target)
+        append = [
+            f"value = out.get({target})",
+            "if value is None:",
+            f"    value = out[{target}] = []",
+            f"value.append({item(names[0])})",
+        ]
+        if not tests:
+            return lines + append
+        return [*lines, f"if {' and '.join(tests)}:", *("    " + line for line in append)]
+    lines.append(f"items = [{', '.join(item(name) for name in names)}]")
+    if limit is not None:
+        lines += [
+            f"limit = variables.get({limit})",
+            f"if limit is not None and limit < {source.constant(count)}:",
+            f"    del items[{source.constant(max)}(limit, 0):]",
+        ]
+    if extras:
+        # `decode_list` into extras: the numbered keys are made once the poll's lists are complete.
+        lists, name = source.constant(_EXTRA_LISTS), source.constant(field.target[7:])
+        return [*lines, f"out.setdefault({lists}, {{}}).setdefault({name}, []).extend(items)"]
+    target = source.constant(field.target)
+    return [
+        *lines,
+        f"value = out.get({target})",
+        "if value is None:",
+        f"    out[{target}] = items",
+        "else:",
+        "    value.extend(items)",
+    ]
+
+
 def generate_layout(
     layout: Layout,
     fields: dict[int, FieldSpec],
@@ -226,7 +337,7 @@ def generate_layout(
             + [index for index, *_ in layout.extras]
             + [index for index, _sink in layout.sinks]
         )
-        names = [f"_r{index}" for index in range(slots)]
+        names = source.raw_names(slots)
         source.emit(f"{', '.join(names)}, = {source.constant(layout.record)}(payload, 0)")
         for index, name, scale, add, divide in layout.numbers:
             source.emit(f"out[{source.constant(name)}] = {_linear_expression(source, index, scale, add, divide)}")
@@ -242,7 +353,12 @@ def generate_layout(
             for index, name, scale, add, divide in layout.extras:
                 value = _linear_expression(source, index, scale, add, divide)
                 source.emit(f"extras[{source.constant(name)}] = {value}")
-    for step in layout.steps:
+    step_fields = layout.step_fields or (None,) * len(layout.steps)
+    for step, field in zip(layout.steps, step_fields, strict=True):
+        inner = step.step if isinstance(step, When) else step
+        body = _inline_list(source, field, layout.byte_order) if field is not None else None
+        if body is None:
+            body = [f"{source.constant(inner)}(payload, out, device, variables)"]
         if isinstance(step, When):
             # A conditional field: test its variable here instead of in a call.
             source.emit(
@@ -250,10 +366,10 @@ def generate_layout(
                 f"if value is not None and {source.constant(step.low)} <= value <= {source.constant(step.high)}:",
                 f"    if {source.constant(len)}(payload) < {source.constant(step.end)}:",
                 f"        {source.constant(step.too_short)}(payload)",
-                f"    {source.constant(step.step)}(payload, out, device, variables)",
+                *("    " + line for line in body),
             )
         else:
-            source.emit(f"{source.constant(step)}(payload, out, device, variables)")
+            source.emit(*body)
     if layout.shifted:
         shifted = source.constant(layout.shifted)
         source.emit(f"{source.constant(apply_shifted)}({shifted}, payload, out, device, variables)")

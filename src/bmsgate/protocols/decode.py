@@ -77,6 +77,11 @@ class Layout:
     """The field of each entry of `sinks` (what the generator needs to inline a transform)."""
     run: Step = dataclasses.field(default=_not_generated, compare=False)
     """The layout's generated decode function (`bmsgate.protocols.codegen`): what decoding runs."""
+    step_fields: tuple[FieldSpec | None, ...] = ()
+    """Per entry of `steps`: the list field it reads where the generator may write the list inline (a list of
+    a reply without a frame index), else None (the step is called)."""
+    byte_order: str = "<"
+    """The layout's `struct` byte order (``<`` or ``>``): what an inlined list of the default order unpacks with."""
 
 
 def apply_layout(
