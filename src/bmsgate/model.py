@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import keyword
 import math
 import operator
 import types
@@ -380,35 +381,47 @@ class BatterySnapshot(PackQuantities):
 _IDLE_CURRENT: Final = 0.05
 
 
-def _slot_setters(cls: type) -> tuple[tuple[str, Callable[[Any, Any], None], Any], ...]:
-    """(name, slot setter, default) of every field of a slotted dataclass whose defaults are values."""
-    setters = []
-    for field in dataclasses.fields(cls):
-        default = field.default
-        if default is dataclasses.MISSING:
-            default = None  # required, or a factory: the trusted caller always passes those
-        setters.append((field.name, cls.__dict__[field.name].__set__, default))
-    return tuple(setters)
+def _filler(cls: type) -> Callable[[Mapping[str, Any]], Any]:
+    """``fill(values)``: a `cls` instance with every field from `values` (or its default), built without `__init__`.
+
+    The instance is first made as a mutable twin of `cls` (same base, same slots, so the same memory
+    layout) whose slots take plain attribute stores, and then becomes a `cls` by ``__class__`` assignment,
+    which CPython allows between classes of one layout. One store per field is the cheapest fill there is
+    (a slot store specialised by the interpreter, no call); a frozen class's stores would each go through
+    its ``__setattr__`` or a descriptor call instead. The function is generated once from the dataclass's own
+    field names (identifiers by construction, checked anyway) and takes each default as a bound name.
+    """
+    fields = dataclasses.fields(cls)
+    names = [field.name for field in fields]
+    if not all(name.isidentifier() and not keyword.iskeyword(name) for name in names):
+        raise TypeError(f"{cls.__name__}: a field name is not an identifier")  # impossible for a dataclass
+    twin = type(f"_Filling{cls.__name__}", cls.__bases__, {"__slots__": cls.__slots__})  # type: ignore[attr-defined]
+    namespace: dict[str, Any] = {"__builtins__": {}, "new": object.__new__, "twin": twin, "cls": cls}
+    lines = ["def fill(values):", "    made = new(twin)", "    get = values.get"]
+    for position, field in enumerate(fields):
+        # Required fields and factories have no value default: the trusted caller always passes those.
+        namespace[f"default{position}"] = None if field.default is dataclasses.MISSING else field.default
+        lines.append(f"    made.{field.name} = get({field.name!r}, default{position})")
+    lines += ["    made.__class__ = cls", "    return made"]
+    exec("\n".join(lines), namespace)  # noqa: S102  # our own field names, checked above
+    fill: Callable[[Mapping[str, Any]], Any] = namespace["fill"]
+    return fill
 
 
-_SNAPSHOT_SETTERS: Final = _slot_setters(BatterySnapshot)
-_new_object: Final = object.__new__
+_fill_snapshot: Final = _filler(BatterySnapshot)
 
 
 def trusted_snapshot(values: Mapping[str, Any]) -> BatterySnapshot:
     """A snapshot from values the decoder already typed: every field, without `__init__`'s per-field cost.
 
     The frozen dataclass's `__init__` parses keywords and routes each field through
-    ``object.__setattr__``; a decoder builds tens of thousands of snapshots a second, so it fills the
-    slots through their descriptors instead. The result is an ordinary, immutable `BatterySnapshot`
+    ``object.__setattr__``; a decoder builds tens of thousands of snapshots a second, so the slots are
+    filled by plain stores (see `_filler`). The result is an ordinary, immutable `BatterySnapshot`
     (equal to, and indistinguishable from, the one `__init__` builds from the same values). Callers must
     pass ``battery_id``, ``timestamp``, ``device`` and ``extras``, and only snapshot field names; anything
     else belongs to `BatterySnapshot(...)`, which stays the public way to build one.
     """
-    snapshot: BatterySnapshot = _new_object(BatterySnapshot)
-    get = values.get
-    for name, setter, default in _SNAPSHOT_SETTERS:
-        setter(snapshot, get(name, default))
+    snapshot: BatterySnapshot = _fill_snapshot(values)
     return snapshot
 
 
