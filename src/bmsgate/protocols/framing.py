@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Final, Literal, NamedTuple
 
 from bmsgate.errors import FrameError
-from bmsgate.protocols.checksums import CHECKSUMS
+from bmsgate.protocols.checksums import CHECKSUMS, span_sum
 from bmsgate.protocols.definition import ChecksumSpec, FramingSpec
 
 __all__ = [
@@ -125,6 +125,13 @@ class FrameChecker:
         length_add, length_order = self._length_add, self._length_order
         compute = self._checksum_compute
         covered, stored = self._checksum_slices
+        # A plain sum over more than one Adler span of a fixed-length frame (JK's 299 bytes) is summed from
+        # the frame in fixed pieces: no copy of the covered range, no call beyond the one.
+        whole: Callable[[bytes], int] | None = None
+        algorithm = CHECKSUMS[self._checksum.algorithm] if self._checksum is not None else None
+        if fixed is not None and algorithm is not None and algorithm.sum_mask is not None:
+            low, high, _step = covered.indices(fixed)
+            whole = span_sum(low, high, algorithm.sum_mask)
         checksum_order = self._checksum_order
         key_byte = -1 if self._key_byte is None else self._key_byte
         key_slice = slice(*self._key) if self._key is not None and self._key_byte is None else None
@@ -146,7 +153,11 @@ class FrameChecker:
                 or expected < low_length
                 or expected > high_length
                 or (end is not None and not raw.endswith(end))
-                or (compute is not None and from_bytes(raw[stored], checksum_order) != compute(raw[covered]))
+                or (
+                    compute is not None
+                    and from_bytes(raw[stored], checksum_order)
+                    != (compute(raw[covered]) if whole is None else whole(raw))
+                )
             ):
                 return slow(raw)
             if key_byte >= 0:
