@@ -408,21 +408,18 @@ def _filler(cls: type) -> Callable[[Mapping[str, Any]], Any]:
     return fill
 
 
-_fill_snapshot: Final = _filler(BatterySnapshot)
+trusted_snapshot: Final[Callable[[Mapping[str, Any]], BatterySnapshot]] = _filler(BatterySnapshot)
+trusted_snapshot.__name__ = trusted_snapshot.__qualname__ = "trusted_snapshot"
+trusted_snapshot.__module__ = __name__
+trusted_snapshot.__doc__ = """A snapshot from values the decoder already typed: every field, without `__init__`'s cost.
 
-
-def trusted_snapshot(values: Mapping[str, Any]) -> BatterySnapshot:
-    """A snapshot from values the decoder already typed: every field, without `__init__`'s per-field cost.
-
-    The frozen dataclass's `__init__` parses keywords and routes each field through
-    ``object.__setattr__``; a decoder builds tens of thousands of snapshots a second, so the slots are
-    filled by plain stores (see `_filler`). The result is an ordinary, immutable `BatterySnapshot`
-    (equal to, and indistinguishable from, the one `__init__` builds from the same values). Callers must
-    pass ``battery_id``, ``timestamp``, ``device`` and ``extras``, and only snapshot field names; anything
-    else belongs to `BatterySnapshot(...)`, which stays the public way to build one.
-    """
-    snapshot: BatterySnapshot = _fill_snapshot(values)
-    return snapshot
+The frozen dataclass's `__init__` parses keywords and routes each field through ``object.__setattr__``; a
+decoder builds tens of thousands of snapshots a second, so the slots are filled by plain stores (see
+`_filler`; the generated function is this function, without a wrapper's call). The result is an ordinary,
+immutable `BatterySnapshot` (equal to, and indistinguishable from, the one `__init__` builds from the same
+values). Callers must pass ``battery_id``, ``timestamp``, ``device`` and ``extras``, and only snapshot field
+names; anything else belongs to `BatterySnapshot(...)`, which stays the public way to build one.
+"""
 
 
 # -- the model described as data: what protocol definitions, the JSON form and its schema derive from --

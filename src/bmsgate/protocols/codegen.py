@@ -354,9 +354,9 @@ def generate_layout(
                 value = _linear_expression(source, index, scale, add, divide)
                 source.emit(f"extras[{source.constant(name)}] = {value}")
     step_fields = layout.step_fields or (None,) * len(layout.steps)
-    for step, field in zip(layout.steps, step_fields, strict=True):
+    for step, list_field in zip(layout.steps, step_fields, strict=True):
         inner = step.step if isinstance(step, When) else step
-        body = _inline_list(source, field, layout.byte_order) if field is not None else None
+        body = _inline_list(source, list_field, layout.byte_order) if list_field is not None else None
         if body is None:
             body = [f"{source.constant(inner)}(payload, out, device, variables)"]
         if isinstance(step, When):

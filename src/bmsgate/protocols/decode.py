@@ -37,6 +37,9 @@ __all__ = [
 # Keys of the decode output dict that hold intermediate results, never snapshot fields.
 POSITIONED: Final = "#positioned"
 EXTRA_LISTS: Final = "#extra_lists"
+# The model's field sets as tuples: iterated on every snapshot.
+_PERCENT_FIELDS: Final = tuple(sorted(PERCENT_FIELDS))
+_LIST_FIELDS: Final = tuple(sorted(LIST_FIELDS))
 # Distinct values of a layout selector (firmware versions) a gateway meets: a few.
 _CHOICES_MEMO_SIZE: Final = 64
 
@@ -296,14 +299,16 @@ def build_snapshot(
     anonymous: DeviceInfo,
 ) -> BatterySnapshot:
     """The snapshot from the decoded values; impossible percentages are a `DecodeError`."""
-    for target in PERCENT_FIELDS:
-        value = out.get(target)
+    get = out.get
+    for target in _PERCENT_FIELDS:
+        value = get(target)
         if value is not None and not 0.0 <= value <= 100.0:
             # A percentage outside 0..100 is impossible content, not a reading to pass on.
             raise DecodeError(f"{name}: {target} of {value:g} % is impossible")
-    for target in LIST_FIELDS:
-        if target in out:
-            out[target] = tuple(out[target])
+    for target in _LIST_FIELDS:
+        items = get(target)
+        if items is not None:
+            out[target] = tuple(items)
     if "balancing_cells" in out:
         out["balancing_cells"] = tuple(sorted(out["balancing_cells"]))
     if "alarms" in out:

@@ -320,6 +320,12 @@ class FrameAssembler(BufferedAssembler):
         self._awaiting = 0
         """Length of the frame whose start and header the buffer holds (0: none known)."""
         self.stats = AssemblerStats()
+        # `total_length` of the two common headers (a fixed length, a one-byte length field), worked out
+        # in `feed` without its call.
+        checker = self._checker
+        self._fixed = checker._fixed
+        self._length_byte = checker._length_byte if not checker._length_in_text else None
+        self._length_add = checker._length_add
 
     def reset(self) -> None:
         """Forget any partial frame (e.g. before a new request after a timeout)."""
@@ -357,7 +363,14 @@ class FrameAssembler(BufferedAssembler):
             # One chunk holding exactly one frame (serial reads, short BLE replies): check the chunk
             # itself, without copying it through the buffer.
             data = bytes(chunk)
-            total = checker.total_length(data) if data.startswith(self._start) else 0
+            if not data.startswith(self._start):
+                total = 0
+            elif self._fixed is not None:
+                total = self._fixed
+            elif self._length_byte is not None:
+                total = data[self._length_byte] + self._length_add
+            else:
+                total = checker.total_length(data)
             if checker.min_length <= total <= checker.max_length:
                 if total == len(data):
                     try:
