@@ -20,6 +20,8 @@ import re
 import struct
 import tokenize
 from collections.abc import Callable
+from itertools import repeat
+from operator import mul, truediv
 from typing import TYPE_CHECKING, Any, Final
 
 from bmsgate.protocols.memo import BoundedMemo
@@ -251,6 +253,31 @@ def _list_item(source: _Source, field: FieldSpec, extras: bool) -> Callable[[str
     return lambda raw: f"{raw} * {factor} + {offset_constant}"
 
 
+def _mapped_items(source: _Source, field: FieldSpec, extras: bool, head: str) -> str | None:
+    """A list of the items of the raw tuple `head` mapped in C, the same values `_list_item` writes (or None)."""
+    scale, add = field.scale, field.add
+    if scale == 1.0 and add == 0.0:
+        return (
+            f"{source.constant(list)}({head})"
+            if extras
+            else f"{source.constant(list)}({source.constant(map)}({source.constant(float)}, {head}))"
+        )
+    divisor = exact_divisor(scale, add)
+    if divisor is not None:
+        steps, offset = divisor
+        if steps < 0 or offset != 0:
+            return None
+        operation, operand = truediv, steps
+    elif field.type not in {"u64", "s64"} and add == 0 and scale > 0:
+        operation, operand = mul, scale
+    else:
+        return None
+    return (
+        f"{source.constant(list)}({source.constant(map)}({source.constant(operation)}, {head}, "
+        f"{source.constant(repeat(operand))}))"
+    )
+
+
 def _inline_list(source: _Source, field: FieldSpec, byte_order: str) -> list[str] | None:
     """The lines that decode a fixed-count list field in place of its step (None: keep calling the step).
 
@@ -296,12 +323,23 @@ def _inline_list(source: _Source, field: FieldSpec, byte_order: str) -> list[str
         if not tests:
             return lines + append
         return [*lines, f"if {' and '.join(tests)}:", *("    " + line for line in append)]
-    lines.append(f"items = [{', '.join(item(name) for name in names)}]")
-    if limit is not None:
-        lines += [
+    full = f"items = [{', '.join(item(name) for name in names)}]"
+    if limit is None:
+        lines.append(full)
+    else:
+        # A limit below the count (16 cells of a 32-cell table): map the items that count, not all of them.
+        cut = f"{source.constant(max)}(limit, 0)"
+        mapped = _mapped_items(source, field, extras, f"items[:{cut}]")
+        unpacked = f"{', '.join(names)}, = items"
+        limited = [f"items = {mapped}"] if mapped is not None else [unpacked, full, f"del items[{cut}:]"]
+        lines = [
+            f"items = {unpack}(payload, {source.constant(field.at)})",
             f"limit = variables.get({limit})",
             f"if limit is not None and limit < {source.constant(count)}:",
-            f"    del items[{source.constant(max)}(limit, 0):]",
+            *("    " + line for line in limited),
+            "else:",
+            f"    {unpacked}",
+            f"    {full}",
         ]
     if extras:
         # `decode_list` into extras: the numbered keys are made once the poll's lists are complete.
