@@ -132,6 +132,15 @@ class FrameChecker:
         if fixed is not None and algorithm is not None and algorithm.sum_mask is not None:
             low, high, _step = covered.indices(fixed)
             whole = span_sum(low, high, algorithm.sum_mask)
+        # A one-byte checksum of a fixed-length frame is read by index (no slice, no from_bytes).
+        stored_byte: int | None = None
+        if (
+            fixed is not None
+            and self._checksum_size == 1
+            and stored.start is not None
+            and -fixed <= stored.start < fixed
+        ):
+            stored_byte = stored.start
         checksum_order = self._checksum_order
         key_byte = -1 if self._key_byte is None else self._key_byte
         key_slice = slice(*self._key) if self._key is not None and self._key_byte is None else None
@@ -155,7 +164,7 @@ class FrameChecker:
                 or (end is not None and not raw.endswith(end))
                 or (
                     compute is not None
-                    and from_bytes(raw[stored], checksum_order)
+                    and (from_bytes(raw[stored], checksum_order) if stored_byte is None else raw[stored_byte])
                     != (compute(raw[covered]) if whole is None else whole(raw))
                 )
             ):
