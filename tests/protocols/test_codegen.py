@@ -569,8 +569,18 @@ def _list_definition() -> dict[str, Any]:
                     "when": {"var": "var.n", "min": 3},
                     **common,
                 },
+                {"target": "cell_voltages", "at": at + 28, "type": "u16", "count": "var.m", **common},
+                {"target": f"extras.counted{form}", "at": at + 28, "type": "s16", "count": "var.m", **common},
             ]
-            at += 28
+            at += 40
+    for form, (scale, add) in enumerate(_LIST_FORMS):
+        # Lists to the end of the payload, wherever it ends.
+        fields.append(
+            {"target": f"extras.rest{form}", "at": at, "type": "u16", "count": "rest", "scale": scale, "add": add}
+        )
+    fields.append(
+        {"target": "cell_voltages", "at": at, "type": "s16", "count": "rest", "scale": 0.001, "limit": "var.n"}
+    )
     return {
         "name": "lists",
         "title": "inlined lists",
@@ -578,7 +588,10 @@ def _list_definition() -> dict[str, Any]:
         "requests": [{"name": "count", "frame": "AA 00", "reply": None}],
         "replies": {
             1: {"name": "lists", "fields": fields},
-            2: {"name": "count", "fields": [{"target": "var.n", "at": 0, "type": "u8"}]},
+            2: {
+                "name": "count",
+                "fields": [{"target": "var.n", "at": 0, "type": "u8"}, {"target": "var.m", "at": 1, "type": "s8"}],
+            },
         },
     }
 
@@ -595,12 +608,17 @@ def test_inlined_lists_decode_what_their_steps_decode() -> None:
     ]
     assert any(field is not None for field in layout.step_fields)  # the lists are written inline
     generator = random.Random(7)
+    decoded = 0
     for _ in range(400):
-        size = layout.min_payload + generator.randrange(0, 3)
+        size = layout.min_payload + generator.randrange(0, 40)
         payload = bytes(generator.choice((0, 7, 255, generator.getrandbits(8))) for _ in range(size))
         variables = {} if generator.random() < 0.2 else {"n": generator.randrange(-3, 9)}
+        if generator.random() < 0.9:
+            variables["m"] = generator.randrange(-2, 12)  # at most 12 fit the last group; more is too short
         generated = _outcome(lambda lay, *rest: lay.run(*rest), layout, payload, variables)
         assert generated == _outcome(_interpret, layout, payload, variables)
         if isinstance(generated, tuple):
             # Equal floats could still differ in sign or type: the representations agree too.
             assert repr(generated) == repr(_outcome(_interpret, layout, payload, variables))
+            decoded += 1
+    assert 100 < decoded < 380  # both the values and the errors (unknown or too large counts) are compared

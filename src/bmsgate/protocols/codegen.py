@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import keyword
+import operator
 import re
 import struct
 import tokenize
@@ -62,6 +63,8 @@ _VOCABULARY: Final = frozenset(
         "del",
         "in",
         "else",
+        "elif",
+        "or",
         "append",
         "extend",
         "setdefault",
@@ -73,6 +76,8 @@ _EXTRAS: Final = "extras"
 _EXTRA_LISTS: Final = "#extra_lists"
 # Inlined lists write one line per item: beyond this many a call of the list's step is as fast.
 _INLINE_ITEMS: Final = 64
+# Distinct lengths of one variable-length list (cell and sensor counts): a handful per installation.
+_UNPACKERS_MEMO_SIZE: Final = 64
 
 Apply = Callable[[Any, bytes, dict[str, Any], dict[str, Any], dict[str, int]], None]
 """How shifted sub-layouts run (`decode._apply_shifted`): (groups, payload, out, device, variables)."""
@@ -253,58 +258,122 @@ def _list_item(source: _Source, field: FieldSpec, extras: bool) -> Callable[[str
     return lambda raw: f"{raw} * {factor} + {offset_constant}"
 
 
-def _mapped_items(source: _Source, field: FieldSpec, extras: bool, head: str) -> str | None:
-    """A list of the items of the raw tuple `head` mapped in C, the same values `_list_item` writes (or None)."""
+def _mapped_items(source: _Source, field: FieldSpec, extras: bool, raw: str) -> str:
+    """A list of the items of the raw tuple `raw`, mapped in C: the values `_list_item` writes, op for op."""
     scale, add = field.scale, field.add
+    listed, mapped = source.constant(list), source.constant(map)
+
+    def each(operation: Callable[[Any, Any], Any], operand: Any, inner: str) -> str:
+        return f"{mapped}({source.constant(operation)}, {inner}, {source.constant(repeat(operand))})"
+
     if scale == 1.0 and add == 0.0:
-        return (
-            f"{source.constant(list)}({head})"
-            if extras
-            else f"{source.constant(list)}({source.constant(map)}({source.constant(float)}, {head}))"
-        )
+        return f"{listed}({raw})" if extras else f"{listed}({mapped}({source.constant(float)}, {raw}))"
     divisor = exact_divisor(scale, add)
     if divisor is not None:
         steps, offset = divisor
-        if steps < 0 or offset != 0:
-            return None
-        operation, operand = truediv, steps
-    elif field.type not in {"u64", "s64"} and add == 0 and scale > 0:
-        operation, operand = mul, scale
+        shifted = raw if offset == 0 else each(operator.add, offset, raw)
+        quotient = each(truediv, steps, shifted)
+        return f"{listed}({each(operator.add, 0.0, quotient) if steps < 0 else quotient})"
+    if field.type not in {"u64", "s64"} and add == 0 and scale > 0:
+        return f"{listed}({each(mul, scale, raw)})"
+    return f"{listed}({each(operator.add, add, each(mul, scale, raw))})"
+
+
+def _stored(source: _Source, field: FieldSpec, extras: bool, items: str) -> list[str]:
+    """The lines that add the list `items` to the field's target (`_compile_list`'s steps: first list kept)."""
+    if extras:
+        # `decode_list` into extras: the numbered keys are made once the poll's lists are complete.
+        lists, name = source.constant(_EXTRA_LISTS), source.constant(field.target[7:])
+        return [f"out.setdefault({lists}, {{}}).setdefault({name}, []).extend({items})"]
+    target = source.constant(field.target)
+    return [
+        f"value = out.get({target})",
+        "if value is None:",
+        f"    out[{target}] = {items}",
+        "else:",
+        f"    value.extend({items})",
+    ]
+
+
+def _unpacker_of(order: str, code: str) -> Callable[[int], Callable[[bytes, int], tuple[Any, ...]]]:
+    """Count → the precompiled unpack of that many items (memoized per list: a few cell counts)."""
+
+    def unpacker(count: int) -> Callable[[bytes, int], tuple[Any, ...]]:
+        return struct.Struct(f"{order}{count}{code}").unpack_from
+
+    return unpacker
+
+
+def _inline_counted_list(
+    source: _Source, field: FieldSpec, extras: bool, order: str, code: str, size: int, step: Step
+) -> list[str]:
+    """A list whose length a variable or the payload gives (`decode_list`): the usual case inline.
+
+    An unknown count variable or a payload too short for the count is left to the field's own step, which
+    raises the error it always raised; a count of zero or less stores what the step stores then.
+    """
+    at = source.constant(field.at)
+    if isinstance(field.count, str) and field.count.startswith("var."):
+        lines = [f"limit = variables.get({source.constant(field.count[4:])})"]
     else:
-        return None
-    return (
-        f"{source.constant(list)}({source.constant(map)}({source.constant(operation)}, {head}, "
-        f"{source.constant(repeat(operand))}))"
-    )
+        lines = [
+            f"limit = {source.constant(max)}(({source.constant(len)}(payload) - {at}) // {source.constant(size)}, 0)"
+        ]
+    if field.limit:
+        lines += [
+            f"value = variables.get({source.constant(field.limit[4:])})",
+            "if value is not None and limit is not None and value < limit:",
+            "    limit = value",
+        ]
+    unpack = source.constant(BoundedMemo(_unpacker_of(order, code), _UNPACKERS_MEMO_SIZE))
+    items = _mapped_items(source, field, extras, f"{unpack}[limit](payload, {at})")
+    if extras:
+        empty = [
+            f"out.setdefault({source.constant(_EXTRA_LISTS)}, {{}}).setdefault({source.constant(field.target[7:])}, [])"
+        ]
+    else:
+        target = source.constant(field.target)
+        empty = [f"if out.get({target}) is None:", f"    out[{target}] = []"]
+    fits = f"{at} + {source.constant(size)} * limit <= {source.constant(len)}(payload)"
+    return [
+        *lines,
+        f"if limit is not None and limit > 0 and {fits}:",
+        *("    " + line for line in _stored(source, field, extras, items)),
+        "elif limit is None or limit > 0:",
+        f"    {source.constant(step)}(payload, out, device, variables)",
+        "else:",
+        *("    " + line for line in empty),
+    ]
 
 
-def _inline_list(source: _Source, field: FieldSpec, byte_order: str) -> list[str] | None:
-    """The lines that decode a fixed-count list field in place of its step (None: keep calling the step).
+def _inline_list(source: _Source, field: FieldSpec, byte_order: str, step: Step) -> list[str] | None:
+    """The lines that decode a list field in place of its step (None: keep calling the step).
 
     Only lists with one `struct` code per item, packed, of integers (floats keep their finiteness filter),
-    and without `absent` markers (but one item may have them) are written inline; each form writes what
-    `compile._compile_list`'s step writes (`decode_single`, `decode_fixed`, `decode_list` into extras),
-    which `tests/protocols/test_codegen.py` holds the two to on every built-in layout.
+    and without `absent` markers (but one fixed item may have them) are written inline; each form writes
+    what `compile._compile_list`'s step writes (`decode_single`, `decode_fixed`, `decode_list`), which
+    `tests/protocols/test_codegen.py` holds the two to on every built-in layout and on every list form.
     """
     count = field.count
     code = STRUCT_CODES.get(field.type)
     size = struct.calcsize(code) if code is not None else 0
     if (
-        not isinstance(count, int)
-        or not 1 <= count <= _INLINE_ITEMS
+        count is None
+        or (isinstance(count, int) and not 1 <= count <= _INLINE_ITEMS)
         or code is None
         or field.type == "f32"
         or (field.stride is not None and field.stride != size)
     ):
         return None
     extras = field.target.startswith("extras.")
-    if field.absent and (extras or count > 1):
+    if field.absent and (extras or count != 1):
         return None
     order = byte_order if field.endian is None else (">" if field.endian == "big" else "<")
+    if not isinstance(count, int):
+        return _inline_counted_list(source, field, extras, order, code, size, step)
     unpack = source.constant(struct.Struct(f"{order}{count}{code}").unpack_from)
     names = source.raw_names(count)
     item = _list_item(source, field, extras)
-    lines = [f"{', '.join(names)}, = {unpack}(payload, {source.constant(field.at)})"]
     limit = source.constant(field.limit[4:]) if field.limit else None
     if count == 1 and not extras:
         # `decode_single`: one sensor, skipped when absent or when the limit allows none.
@@ -315,45 +384,31 @@ def _inline_list(source: _Source, field: FieldSpec, byte_order: str) -> list[str
             tests.append(f"variables.get({limit}, 1) >= 1")
         target = source.constant(field.target)
         append = [
+            f"{names[0]}, = {unpack}(payload, {source.constant(field.at)})",
             f"value = out.get({target})",
             "if value is None:",
             f"    value = out[{target}] = []",
             f"value.append({item(names[0])})",
         ]
         if not tests:
-            return lines + append
-        return [*lines, f"if {' and '.join(tests)}:", *("    " + line for line in append)]
+            return append
+        return [append[0], f"if {' and '.join(tests)}:", *("    " + line for line in append[1:])]
     full = f"items = [{', '.join(item(name) for name in names)}]"
+    lines = [f"items = {unpack}(payload, {source.constant(field.at)})"]
     if limit is None:
-        lines.append(full)
+        lines += [f"{', '.join(names)}, = items", full]
     else:
         # A limit below the count (16 cells of a 32-cell table): map the items that count, not all of them.
-        cut = f"{source.constant(max)}(limit, 0)"
-        mapped = _mapped_items(source, field, extras, f"items[:{cut}]")
-        unpacked = f"{', '.join(names)}, = items"
-        limited = [f"items = {mapped}"] if mapped is not None else [unpacked, full, f"del items[{cut}:]"]
-        lines = [
-            f"items = {unpack}(payload, {source.constant(field.at)})",
+        head = f"items[:{source.constant(max)}(limit, 0)]"
+        lines += [
             f"limit = variables.get({limit})",
             f"if limit is not None and limit < {source.constant(count)}:",
-            *("    " + line for line in limited),
+            f"    items = {_mapped_items(source, field, extras, head)}",
             "else:",
-            f"    {unpacked}",
+            f"    {', '.join(names)}, = items",
             f"    {full}",
         ]
-    if extras:
-        # `decode_list` into extras: the numbered keys are made once the poll's lists are complete.
-        lists, name = source.constant(_EXTRA_LISTS), source.constant(field.target[7:])
-        return [*lines, f"out.setdefault({lists}, {{}}).setdefault({name}, []).extend(items)"]
-    target = source.constant(field.target)
-    return [
-        *lines,
-        f"value = out.get({target})",
-        "if value is None:",
-        f"    out[{target}] = items",
-        "else:",
-        "    value.extend(items)",
-    ]
+    return lines + _stored(source, field, extras, "items")
 
 
 def generate_layout(
@@ -394,7 +449,7 @@ def generate_layout(
     step_fields = layout.step_fields or (None,) * len(layout.steps)
     for step, list_field in zip(layout.steps, step_fields, strict=True):
         inner = step.step if isinstance(step, When) else step
-        body = _inline_list(source, list_field, layout.byte_order) if list_field is not None else None
+        body = _inline_list(source, list_field, layout.byte_order, inner) if list_field is not None else None
         if body is None:
             body = [f"{source.constant(inner)}(payload, out, device, variables)"]
         if isinstance(step, When):
