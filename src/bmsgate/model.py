@@ -13,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-import keyword
 import math
 import operator
 import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Final
+
+from bmsgate.slotfill import slot_filler
 
 __all__ = [
     "BOOL_FIELDS",
@@ -381,45 +382,18 @@ class BatterySnapshot(PackQuantities):
 _IDLE_CURRENT: Final = 0.05
 
 
-def _filler(cls: type) -> Callable[[Mapping[str, Any]], Any]:
-    """``fill(values)``: a `cls` instance with every field from `values` (or its default), built without `__init__`.
+trusted_snapshot: Final[Callable[[Mapping[str, Any]], BatterySnapshot]] = slot_filler(
+    BatterySnapshot,
+    name="trusted_snapshot",
+    doc="""A snapshot from values the decoder already typed: every field, without `__init__`'s cost.
 
-    The instance is first made as a mutable twin of `cls` (same base, same slots, so the same memory
-    layout) whose slots take plain attribute stores, and then becomes a `cls` by ``__class__`` assignment,
-    which CPython allows between classes of one layout. One store per field is the cheapest fill there is
-    (a slot store specialised by the interpreter, no call); a frozen class's stores would each go through
-    its ``__setattr__`` or a descriptor call instead. The function is generated once from the dataclass's own
-    field names (identifiers by construction, checked anyway) and takes each default as a bound name.
-    """
-    fields = dataclasses.fields(cls)
-    names = [field.name for field in fields]
-    if not all(name.isidentifier() and not keyword.iskeyword(name) for name in names):
-        raise TypeError(f"{cls.__name__}: a field name is not an identifier")  # impossible for a dataclass
-    twin = type(f"_Filling{cls.__name__}", cls.__bases__, {"__slots__": cls.__slots__})  # type: ignore[attr-defined]
-    namespace: dict[str, Any] = {"__builtins__": {}, "new": object.__new__, "twin": twin, "cls": cls}
-    lines = ["def fill(values):", "    made = new(twin)", "    get = values.get"]
-    for position, field in enumerate(fields):
-        # Required fields and factories have no value default: the trusted caller always passes those.
-        namespace[f"default{position}"] = None if field.default is dataclasses.MISSING else field.default
-        lines.append(f"    made.{field.name} = get({field.name!r}, default{position})")
-    lines += ["    made.__class__ = cls", "    return made"]
-    exec("\n".join(lines), namespace)  # noqa: S102  # our own field names, checked above
-    fill: Callable[[Mapping[str, Any]], Any] = namespace["fill"]
-    return fill
-
-
-trusted_snapshot: Final[Callable[[Mapping[str, Any]], BatterySnapshot]] = _filler(BatterySnapshot)
-trusted_snapshot.__name__ = trusted_snapshot.__qualname__ = "trusted_snapshot"
-trusted_snapshot.__module__ = __name__
-trusted_snapshot.__doc__ = """A snapshot from values the decoder already typed: every field, without `__init__`'s cost.
-
-The frozen dataclass's `__init__` parses keywords and routes each field through ``object.__setattr__``; a
-decoder builds tens of thousands of snapshots a second, so the slots are filled by plain stores (see
-`_filler`; the generated function is this function, without a wrapper's call). The result is an ordinary,
-immutable `BatterySnapshot` (equal to, and indistinguishable from, the one `__init__` builds from the same
-values). Callers must pass ``battery_id``, ``timestamp``, ``device`` and ``extras``, and only snapshot field
-names; anything else belongs to `BatterySnapshot(...)`, which stays the public way to build one.
-"""
+    A decoder builds tens of thousands of snapshots a second; this fills the slots by plain stores
+    (`bmsgate.slotfill`). The result is an ordinary, immutable `BatterySnapshot` (equal to, and
+    indistinguishable from, the one `__init__` builds from the same values). Callers must pass
+    ``battery_id``, ``timestamp``, ``device`` and ``extras``, and only snapshot field names; anything else
+    belongs to `BatterySnapshot(...)`, which stays the public way to build one.
+    """,
+)
 
 
 # -- the model described as data: what protocol definitions, the JSON form and its schema derive from --
