@@ -2,7 +2,9 @@
 
 Why generate: interpreting a layout costs a loop iteration, tuple unpacking and often a call per field on
 every poll. A generated function unpacks the layout's `struct` record straight into locals and spends one
-line per field, with the linear scales, casts and bit flags written inline.
+line per field, with the linear scales, casts and bit flags written inline; packed integer lists (cells,
+sensors, wire resistances) are one unpack and one list display, or one C-level map when a variable or the
+payload gives their length, with only their error cases left to the field's own step.
 
 Why it is safe: the source text is built only from the template lines of this module and names it makes
 up itself (``_k<n>`` for bound constants, ``_r<n>`` for record values). Every value that comes from a

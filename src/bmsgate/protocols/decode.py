@@ -2,8 +2,9 @@
 
 Each layout runs as its generated function (`Layout.run`, built by `bmsgate.protocols.codegen`): one
 `struct` unpack of every fixed-offset scalar into locals, the linear fields, flags and plain variables
-written inline, a memo or a sink for every other scalar, then the per-field steps (lists, strings,
-conditional fields) in definition order. The snapshot is then filled through `trusted_snapshot`.
+written inline, a memo or a sink for every other scalar, then the per-field steps in definition order:
+integer lists inline (one unpack, one list display or one C map), strings and the rest as calls, each
+behind its condition. The snapshot is then filled through `trusted_snapshot`.
 """
 
 from __future__ import annotations
