@@ -20,6 +20,8 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from bmsgate.slotfill import slot_filler
+
 __all__ = [
     "BOOL_FIELDS",
     "DERIVED_JSON_KEYS",
@@ -380,36 +382,18 @@ class BatterySnapshot(PackQuantities):
 _IDLE_CURRENT: Final = 0.05
 
 
-def _slot_setters(cls: type) -> tuple[tuple[str, Callable[[Any, Any], None], Any], ...]:
-    """(name, slot setter, default) of every field of a slotted dataclass whose defaults are values."""
-    setters = []
-    for field in dataclasses.fields(cls):
-        default = field.default
-        if default is dataclasses.MISSING:
-            default = None  # required, or a factory: the trusted caller always passes those
-        setters.append((field.name, cls.__dict__[field.name].__set__, default))
-    return tuple(setters)
+trusted_snapshot: Final[Callable[[Mapping[str, Any]], BatterySnapshot]] = slot_filler(
+    BatterySnapshot,
+    name="trusted_snapshot",
+    doc="""A snapshot from values the decoder already typed: every field, without `__init__`'s cost.
 
-
-_SNAPSHOT_SETTERS: Final = _slot_setters(BatterySnapshot)
-_new_object: Final = object.__new__
-
-
-def trusted_snapshot(values: Mapping[str, Any]) -> BatterySnapshot:
-    """A snapshot from values the decoder already typed: every field, without `__init__`'s per-field cost.
-
-    The frozen dataclass's `__init__` parses keywords and routes each field through
-    ``object.__setattr__``; a decoder builds tens of thousands of snapshots a second, so it fills the
-    slots through their descriptors instead. The result is an ordinary, immutable `BatterySnapshot`
-    (equal to, and indistinguishable from, the one `__init__` builds from the same values). Callers must
-    pass ``battery_id``, ``timestamp``, ``device`` and ``extras``, and only snapshot field names; anything
-    else belongs to `BatterySnapshot(...)`, which stays the public way to build one.
-    """
-    snapshot: BatterySnapshot = _new_object(BatterySnapshot)
-    get = values.get
-    for name, setter, default in _SNAPSHOT_SETTERS:
-        setter(snapshot, get(name, default))
-    return snapshot
+    A decoder builds tens of thousands of snapshots a second; this fills the slots by plain stores
+    (`bmsgate.slotfill`). The result is an ordinary, immutable `BatterySnapshot` (equal to, and
+    indistinguishable from, the one `__init__` builds from the same values). Callers must pass
+    ``battery_id``, ``timestamp``, ``device`` and ``extras``, and only snapshot field names; anything else
+    belongs to `BatterySnapshot(...)`, which stays the public way to build one.
+    """,
+)
 
 
 # -- the model described as data: what protocol definitions, the JSON form and its schema derive from --

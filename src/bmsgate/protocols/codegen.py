@@ -2,7 +2,9 @@
 
 Why generate: interpreting a layout costs a loop iteration, tuple unpacking and often a call per field on
 every poll. A generated function unpacks the layout's `struct` record straight into locals and spends one
-line per field, with the linear scales, casts and bit flags written inline.
+line per field, with the linear scales, casts and bit flags written inline; packed integer lists (cells,
+sensors, wire resistances) are one unpack and one list display, or one C-level map when a variable or the
+payload gives their length, with only their error cases left to the field's own step.
 
 Why it is safe: the source text is built only from the template lines of this module and names it makes
 up itself (``_k<n>`` for bound constants, ``_r<n>`` for record values). Every value that comes from a
@@ -16,13 +18,17 @@ from __future__ import annotations
 
 import io
 import keyword
+import operator
 import re
+import struct
 import tokenize
 from collections.abc import Callable
+from itertools import repeat
+from operator import mul, truediv
 from typing import TYPE_CHECKING, Any, Final
 
 from bmsgate.protocols.memo import BoundedMemo
-from bmsgate.protocols.transforms import Step, When
+from bmsgate.protocols.transforms import STRUCT_CODES, Step, When, exact_divisor
 
 if TYPE_CHECKING:
     from bmsgate.protocols.decode import Layout
@@ -54,10 +60,26 @@ _VOCABULARY: Final = frozenset(
         "variables",
         "extras",
         "value",
+        "items",
+        "limit",
+        "del",
+        "in",
+        "else",
+        "elif",
+        "or",
+        "append",
+        "extend",
+        "setdefault",
     }
 )
 _LITERALS: Final = frozenset({"0", "1"})
 _EXTRAS: Final = "extras"
+# `decode.EXTRA_LISTS` (not imported: decode imports this module's users): lists decoded into extras.
+_EXTRA_LISTS: Final = "#extra_lists"
+# Inlined lists write one line per item: beyond this many a call of the list's step is as fast.
+_INLINE_ITEMS: Final = 64
+# Distinct lengths of one variable-length list (cell and sensor counts): a handful per installation.
+_UNPACKERS_MEMO_SIZE: Final = 64
 
 Apply = Callable[[Any, bytes, dict[str, Any], dict[str, Any], dict[str, int]], None]
 """How shifted sub-layouts run (`decode._apply_shifted`): (groups, payload, out, device, variables)."""
@@ -71,6 +93,8 @@ class _Source:
         self.namespace: dict[str, Any] = {"__builtins__": {}}
         self._constants = 0
         self._extras = False
+        self.raws = 0
+        """Record values named so far (``_r0`` .. ``_r<raws - 1>``); inlined lists name theirs after them."""
 
     def constant(self, value: Any) -> str:
         name = f"_k{self._constants}"
@@ -80,6 +104,12 @@ class _Source:
 
     def emit(self, *lines: str) -> None:
         self.lines.extend("    " + line for line in lines)
+
+    def raw_names(self, count: int) -> list[str]:
+        """`count` fresh ``_r`` names for the items of an inlined list."""
+        names = [f"_r{index}" for index in range(self.raws, self.raws + count)]
+        self.raws += count
+        return names
 
     def need_extras(self) -> None:
         """Bind ``extras`` to the output's extras dict (created where the first field writes it)."""
@@ -208,6 +238,182 @@ def _emit_sink(
         source.emit(f"{source.constant(sink)}({raw}, out, device, variables)")
 
 
+def _list_item(source: _Source, field: FieldSpec, extras: bool) -> Callable[[str], str]:
+    """The expression of one list item from its raw name: what `compile._scaler` (or the identity) gives."""
+    scale, add = field.scale, field.add
+    if scale == 1.0 and add == 0.0:
+        # Snapshot lists hold floats (int + 0.0 is float(int), exactly); extras keep their ints.
+        zero = source.constant(0.0)
+        return (lambda raw: raw) if extras else (lambda raw: f"{raw} + {zero}")
+    divisor = exact_divisor(scale, add)
+    if divisor is not None:
+        steps, offset = divisor
+        divide, shift, zero = source.constant(steps), source.constant(offset), source.constant(0.0)
+        if steps < 0:
+            return lambda raw: f"({raw} + {shift}) / {divide} + {zero}"
+        if offset == 0:
+            return lambda raw: f"{raw} / {divide}"
+        return lambda raw: f"({raw} + {shift}) / {divide}"
+    factor = source.constant(scale)
+    if field.type not in {"u64", "s64"} and add == 0 and scale > 0:
+        return lambda raw: f"{raw} * {factor}"
+    offset_constant = source.constant(add)
+    return lambda raw: f"{raw} * {factor} + {offset_constant}"
+
+
+def _mapped_items(source: _Source, field: FieldSpec, extras: bool, raw: str) -> str:
+    """A list of the items of the raw tuple `raw`, mapped in C: the values `_list_item` writes, op for op."""
+    scale, add = field.scale, field.add
+    listed, mapped = source.constant(list), source.constant(map)
+
+    def each(operation: Callable[[Any, Any], Any], operand: Any, inner: str) -> str:
+        return f"{mapped}({source.constant(operation)}, {inner}, {source.constant(repeat(operand))})"
+
+    if scale == 1.0 and add == 0.0:
+        return f"{listed}({raw})" if extras else f"{listed}({mapped}({source.constant(float)}, {raw}))"
+    divisor = exact_divisor(scale, add)
+    if divisor is not None:
+        steps, offset = divisor
+        shifted = raw if offset == 0 else each(operator.add, offset, raw)
+        quotient = each(truediv, steps, shifted)
+        return f"{listed}({each(operator.add, 0.0, quotient) if steps < 0 else quotient})"
+    if field.type not in {"u64", "s64"} and add == 0 and scale > 0:
+        return f"{listed}({each(mul, scale, raw)})"
+    return f"{listed}({each(operator.add, add, each(mul, scale, raw))})"
+
+
+def _stored(source: _Source, field: FieldSpec, extras: bool, items: str) -> list[str]:
+    """The lines that add the list `items` to the field's target (`_compile_list`'s steps: first list kept)."""
+    if extras:
+        # `decode_list` into extras: the numbered keys are made once the poll's lists are complete.
+        lists, name = source.constant(_EXTRA_LISTS), source.constant(field.target[7:])
+        return [f"out.setdefault({lists}, {{}}).setdefault({name}, []).extend({items})"]
+    target = source.constant(field.target)
+    return [
+        f"value = out.get({target})",
+        "if value is None:",
+        f"    out[{target}] = {items}",
+        "else:",
+        f"    value.extend({items})",
+    ]
+
+
+def _unpacker_of(order: str, code: str) -> Callable[[int], Callable[[bytes, int], tuple[Any, ...]]]:
+    """Count → the precompiled unpack of that many items (memoized per list: a few cell counts)."""
+
+    def unpacker(count: int) -> Callable[[bytes, int], tuple[Any, ...]]:
+        return struct.Struct(f"{order}{count}{code}").unpack_from
+
+    return unpacker
+
+
+def _inline_counted_list(
+    source: _Source, field: FieldSpec, extras: bool, order: str, code: str, size: int, step: Step
+) -> list[str]:
+    """A list whose length a variable or the payload gives (`decode_list`): the usual case inline.
+
+    An unknown count variable or a payload too short for the count is left to the field's own step, which
+    raises the error it always raised; a count of zero or less stores what the step stores then.
+    """
+    at = source.constant(field.at)
+    if isinstance(field.count, str) and field.count.startswith("var."):
+        lines = [f"limit = variables.get({source.constant(field.count[4:])})"]
+    else:
+        lines = [
+            f"limit = {source.constant(max)}(({source.constant(len)}(payload) - {at}) // {source.constant(size)}, 0)"
+        ]
+    if field.limit:
+        lines += [
+            f"value = variables.get({source.constant(field.limit[4:])})",
+            "if value is not None and limit is not None and value < limit:",
+            "    limit = value",
+        ]
+    unpack = source.constant(BoundedMemo(_unpacker_of(order, code), _UNPACKERS_MEMO_SIZE))
+    items = _mapped_items(source, field, extras, f"{unpack}[limit](payload, {at})")
+    if extras:
+        empty = [
+            f"out.setdefault({source.constant(_EXTRA_LISTS)}, {{}}).setdefault({source.constant(field.target[7:])}, [])"
+        ]
+    else:
+        target = source.constant(field.target)
+        empty = [f"if out.get({target}) is None:", f"    out[{target}] = []"]
+    fits = f"{at} + {source.constant(size)} * limit <= {source.constant(len)}(payload)"
+    return [
+        *lines,
+        f"if limit is not None and limit > 0 and {fits}:",
+        *("    " + line for line in _stored(source, field, extras, items)),
+        "elif limit is None or limit > 0:",
+        f"    {source.constant(step)}(payload, out, device, variables)",
+        "else:",
+        *("    " + line for line in empty),
+    ]
+
+
+def _inline_list(source: _Source, field: FieldSpec, byte_order: str, step: Step) -> list[str] | None:
+    """The lines that decode a list field in place of its step (None: keep calling the step).
+
+    Only lists with one `struct` code per item, packed, of integers (floats keep their finiteness filter),
+    and without `absent` markers (but one fixed item may have them) are written inline; each form writes
+    what `compile._compile_list`'s step writes (`decode_single`, `decode_fixed`, `decode_list`), which
+    `tests/protocols/test_codegen.py` holds the two to on every built-in layout and on every list form.
+    """
+    count = field.count
+    code = STRUCT_CODES.get(field.type)
+    size = struct.calcsize(code) if code is not None else 0
+    if (
+        count is None
+        or (isinstance(count, int) and not 1 <= count <= _INLINE_ITEMS)
+        or code is None
+        or field.type == "f32"
+        or (field.stride is not None and field.stride != size)
+    ):
+        return None
+    extras = field.target.startswith("extras.")
+    if field.absent and (extras or count != 1):
+        return None
+    order = byte_order if field.endian is None else (">" if field.endian == "big" else "<")
+    if not isinstance(count, int):
+        return _inline_counted_list(source, field, extras, order, code, size, step)
+    unpack = source.constant(struct.Struct(f"{order}{count}{code}").unpack_from)
+    names = source.raw_names(count)
+    item = _list_item(source, field, extras)
+    limit = source.constant(field.limit[4:]) if field.limit else None
+    if count == 1 and not extras:
+        # `decode_single`: one sensor, skipped when absent or when the limit allows none.
+        tests = []
+        if field.absent:
+            tests.append(f"{names[0]} not in {source.constant(frozenset(field.absent))}")
+        if limit is not None:
+            tests.append(f"variables.get({limit}, 1) >= 1")
+        target = source.constant(field.target)
+        append = [
+            f"{names[0]}, = {unpack}(payload, {source.constant(field.at)})",
+            f"value = out.get({target})",
+            "if value is None:",
+            f"    value = out[{target}] = []",
+            f"value.append({item(names[0])})",
+        ]
+        if not tests:
+            return append
+        return [append[0], f"if {' and '.join(tests)}:", *("    " + line for line in append[1:])]
+    full = f"items = [{', '.join(item(name) for name in names)}]"
+    lines = [f"items = {unpack}(payload, {source.constant(field.at)})"]
+    if limit is None:
+        lines += [f"{', '.join(names)}, = items", full]
+    else:
+        # A limit below the count (16 cells of a 32-cell table): map the items that count, not all of them.
+        head = f"items[:{source.constant(max)}(limit, 0)]"
+        lines += [
+            f"limit = variables.get({limit})",
+            f"if limit is not None and limit < {source.constant(count)}:",
+            f"    items = {_mapped_items(source, field, extras, head)}",
+            "else:",
+            f"    {', '.join(names)}, = items",
+            f"    {full}",
+        ]
+    return lines + _stored(source, field, extras, "items")
+
+
 def generate_layout(
     layout: Layout,
     fields: dict[int, FieldSpec],
@@ -227,7 +433,7 @@ def generate_layout(
             + [index for index, *_ in layout.extras]
             + [index for index, _sink in layout.sinks]
         )
-        names = [f"_r{index}" for index in range(slots)]
+        names = source.raw_names(slots)
         source.emit(f"{', '.join(names)}, = {source.constant(layout.record)}(payload, 0)")
         for index, name, scale, add, divide in layout.numbers:
             source.emit(f"out[{source.constant(name)}] = {_linear_expression(source, index, scale, add, divide)}")
@@ -243,7 +449,12 @@ def generate_layout(
             for index, name, scale, add, divide in layout.extras:
                 value = _linear_expression(source, index, scale, add, divide)
                 source.emit(f"extras[{source.constant(name)}] = {value}")
-    for step in layout.steps:
+    step_fields = layout.step_fields or (None,) * len(layout.steps)
+    for step, list_field in zip(layout.steps, step_fields, strict=True):
+        inner = step.step if isinstance(step, When) else step
+        body = _inline_list(source, list_field, layout.byte_order, inner) if list_field is not None else None
+        if body is None:
+            body = [f"{source.constant(inner)}(payload, out, device, variables)"]
         if isinstance(step, When):
             # A conditional field: test its variable here instead of in a call.
             source.emit(
@@ -251,10 +462,10 @@ def generate_layout(
                 f"if value is not None and {source.constant(step.low)} <= value <= {source.constant(step.high)}:",
                 f"    if {source.constant(len)}(payload) < {source.constant(step.end)}:",
                 f"        {source.constant(step.too_short)}(payload)",
-                f"    {source.constant(step.step)}(payload, out, device, variables)",
+                *("    " + line for line in body),
             )
         else:
-            source.emit(f"{source.constant(step)}(payload, out, device, variables)")
+            source.emit(*body)
     if layout.shifted:
         shifted = source.constant(layout.shifted)
         source.emit(f"{source.constant(apply_shifted)}({shifted}, payload, out, device, variables)")

@@ -116,9 +116,11 @@ def compile_reply(
     layouts: dict[str, Layout] = {}
     for name in variant_names:
         chosen = [item for item in compiled if item[0].variants is None or name in item[0].variants]
-        layouts[name] = _with_memo(_compile_layout(chosen, spec.min_payload, endian, where), chosen, payload_slice)
+        layout = _compile_layout(chosen, spec.min_payload, endian, where, indexed=spec.index is not None)
+        layouts[name] = _with_memo(layout, chosen, payload_slice)
     common = [item for item in compiled if item[0].variants is None]
-    default = _with_memo(_compile_layout(common, spec.min_payload, endian, where), common, payload_slice)
+    layout = _compile_layout(common, spec.min_payload, endian, where, indexed=spec.index is not None)
+    default = _with_memo(layout, common, payload_slice)
     return CompiledReply(key, spec, default, layouts, per_frame, frames_var, limits)
 
 
@@ -163,7 +165,7 @@ def _with_memo(layout: Layout, compiled: list[_Compiled], payload_slice: tuple[i
 
 
 def _compile_layout(
-    compiled: list[_Compiled], min_payload: int, endian: str, where: str, *, nested: bool = False
+    compiled: list[_Compiled], min_payload: int, endian: str, where: str, *, nested: bool = False, indexed: bool = False
 ) -> Layout:
     """Gather the fixed-offset scalars of one layout into one `struct` record; the rest stay steps.
 
@@ -177,10 +179,11 @@ def _compile_layout(
             if item[0].shift:
                 groups.setdefault(shift_terms(item[0]), []).append(item)
         shifted: Shifted = tuple(
-            (terms, _compile_layout(items, 0, endian, where, nested=True)) for terms, items in groups.items()
+            (terms, _compile_layout(items, 0, endian, where, nested=True, indexed=indexed))
+            for terms, items in groups.items()
         )
         fixed = [item for item in compiled if not item[0].shift]
-        fixed_layout = _compile_layout(fixed, min_payload, endian, where, nested=True)
+        fixed_layout = _compile_layout(fixed, min_payload, endian, where, nested=True, indexed=indexed)
         return _generated(
             dataclasses.replace(fixed_layout, encoders=tuple(item[2] for item in compiled), shifted=shifted), where
         )
@@ -188,6 +191,7 @@ def _compile_layout(
     slots: list[tuple[int, str]] = []  # (offset, struct code)
     members: list[tuple[FieldSpec, int]] = []  # (field, slot index) once the record is final
     steps: list[Step] = []
+    step_fields: list[FieldSpec | None] = []  # the list a step reads, for the generator to inline
     candidates: list[tuple[FieldSpec, Step]] = []
     for field, step, _encoder, _end in compiled:
         recordable = (
@@ -200,6 +204,7 @@ def _compile_layout(
             candidates.append((field, step))
         else:
             steps.append(step)
+            step_fields.append(field if field.count is not None and not indexed else None)
     taken: dict[tuple[int, str], int] = {}
     busy_until = -1
     for field, step in sorted(candidates, key=lambda item: item[0].at):
@@ -209,6 +214,7 @@ def _compile_layout(
             continue
         if field.at < busy_until:
             steps.append(step)  # overlaps a different-typed slot: read it on its own
+            step_fields.append(None)
             continue
         taken[slot_key] = len(slots)
         slots.append((field.at, STRUCT_CODES[field.type]))
@@ -251,6 +257,8 @@ def _compile_layout(
         steps=tuple(steps),
         encoders=tuple(item[2] for item in compiled),
         sink_fields=tuple(sink_fields),
+        step_fields=tuple(step_fields),
+        byte_order=order,
     )
     return _generated(layout, where)
 

@@ -2,8 +2,9 @@
 
 Each layout runs as its generated function (`Layout.run`, built by `bmsgate.protocols.codegen`): one
 `struct` unpack of every fixed-offset scalar into locals, the linear fields, flags and plain variables
-written inline, a memo or a sink for every other scalar, then the per-field steps (lists, strings,
-conditional fields) in definition order. The snapshot is then filled through `trusted_snapshot`.
+written inline, a memo or a sink for every other scalar, then the per-field steps in definition order:
+integer lists inline (one unpack, one list display or one C map), strings and the rest as calls, each
+behind its condition. The snapshot is then filled through `trusted_snapshot`.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ __all__ = [
 # Keys of the decode output dict that hold intermediate results, never snapshot fields.
 POSITIONED: Final = "#positioned"
 EXTRA_LISTS: Final = "#extra_lists"
+# The model's field sets as tuples: iterated on every snapshot.
+_PERCENT_FIELDS: Final = tuple(sorted(PERCENT_FIELDS))
+_LIST_FIELDS: Final = tuple(sorted(LIST_FIELDS))
 # Distinct values of a layout selector (firmware versions) a gateway meets: a few.
 _CHOICES_MEMO_SIZE: Final = 64
 
@@ -77,6 +81,11 @@ class Layout:
     """The field of each entry of `sinks` (what the generator needs to inline a transform)."""
     run: Step = dataclasses.field(default=_not_generated, compare=False)
     """The layout's generated decode function (`bmsgate.protocols.codegen`): what decoding runs."""
+    step_fields: tuple[FieldSpec | None, ...] = ()
+    """Per entry of `steps`: the list field it reads where the generator may write the list inline (a list of
+    a reply without a frame index), else None (the step is called)."""
+    byte_order: str = "<"
+    """The layout's `struct` byte order (``<`` or ``>``): what an inlined list of the default order unpacks with."""
 
 
 def apply_layout(
@@ -291,14 +300,16 @@ def build_snapshot(
     anonymous: DeviceInfo,
 ) -> BatterySnapshot:
     """The snapshot from the decoded values; impossible percentages are a `DecodeError`."""
-    for target in PERCENT_FIELDS:
-        value = out.get(target)
+    get = out.get
+    for target in _PERCENT_FIELDS:
+        value = get(target)
         if value is not None and not 0.0 <= value <= 100.0:
             # A percentage outside 0..100 is impossible content, not a reading to pass on.
             raise DecodeError(f"{name}: {target} of {value:g} % is impossible")
-    for target in LIST_FIELDS:
-        if target in out:
-            out[target] = tuple(out[target])
+    for target in _LIST_FIELDS:
+        items = get(target)
+        if items is not None:
+            out[target] = tuple(items)
     if "balancing_cells" in out:
         out["balancing_cells"] = tuple(sorted(out["balancing_cells"]))
     if "alarms" in out:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Final, Literal, NamedTuple
 
 from bmsgate.errors import FrameError
-from bmsgate.protocols.checksums import CHECKSUMS
+from bmsgate.protocols.checksums import CHECKSUMS, span_sum
 from bmsgate.protocols.definition import ChecksumSpec, FramingSpec
 
 __all__ = [
@@ -125,6 +125,22 @@ class FrameChecker:
         length_add, length_order = self._length_add, self._length_order
         compute = self._checksum_compute
         covered, stored = self._checksum_slices
+        # A plain sum over more than one Adler span of a fixed-length frame (JK's 299 bytes) is summed from
+        # the frame in fixed pieces: no copy of the covered range, no call beyond the one.
+        whole: Callable[[bytes], int] | None = None
+        algorithm = CHECKSUMS[self._checksum.algorithm] if self._checksum is not None else None
+        if fixed is not None and algorithm is not None and algorithm.sum_mask is not None:
+            low, high, _step = covered.indices(fixed)
+            whole = span_sum(low, high, algorithm.sum_mask)
+        # A one-byte checksum of a fixed-length frame is read by index (no slice, no from_bytes).
+        stored_byte: int | None = None
+        if (
+            fixed is not None
+            and self._checksum_size == 1
+            and stored.start is not None
+            and -fixed <= stored.start < fixed
+        ):
+            stored_byte = stored.start
         checksum_order = self._checksum_order
         key_byte = -1 if self._key_byte is None else self._key_byte
         key_slice = slice(*self._key) if self._key is not None and self._key_byte is None else None
@@ -146,7 +162,11 @@ class FrameChecker:
                 or expected < low_length
                 or expected > high_length
                 or (end is not None and not raw.endswith(end))
-                or (compute is not None and from_bytes(raw[stored], checksum_order) != compute(raw[covered]))
+                or (
+                    compute is not None
+                    and (from_bytes(raw[stored], checksum_order) if stored_byte is None else raw[stored_byte])
+                    != (compute(raw[covered]) if whole is None else whole(raw))
+                )
             ):
                 return slow(raw)
             if key_byte >= 0:
@@ -309,6 +329,12 @@ class FrameAssembler(BufferedAssembler):
         self._awaiting = 0
         """Length of the frame whose start and header the buffer holds (0: none known)."""
         self.stats = AssemblerStats()
+        # `total_length` of the two common headers (a fixed length, a one-byte length field), worked out
+        # in `feed` without its call.
+        checker = self._checker
+        self._fixed = checker._fixed
+        self._length_byte = checker._length_byte if not checker._length_in_text else None
+        self._length_add = checker._length_add
 
     def reset(self) -> None:
         """Forget any partial frame (e.g. before a new request after a timeout)."""
@@ -346,7 +372,14 @@ class FrameAssembler(BufferedAssembler):
             # One chunk holding exactly one frame (serial reads, short BLE replies): check the chunk
             # itself, without copying it through the buffer.
             data = bytes(chunk)
-            total = checker.total_length(data) if data.startswith(self._start) else 0
+            if not data.startswith(self._start):
+                total = 0
+            elif self._fixed is not None:
+                total = self._fixed
+            elif self._length_byte is not None:
+                total = data[self._length_byte] + self._length_add
+            else:
+                total = checker.total_length(data)
             if checker.min_length <= total <= checker.max_length:
                 if total == len(data):
                     try:
