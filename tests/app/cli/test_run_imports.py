@@ -26,6 +26,8 @@ _NEVER_IMPORTED_BY_RUN = (
     "bmsgate.app.cli.fleet_simulate",
     "bmsgate.app.cli.pack",
     "bmsgate.app.demo",
+    "bmsgate.app.live_view",
+    "bmsgate.app.render",
     "bmsgate.fleet.protocol",
     "bmsgate.fleet.server",
     "bmsgate.inverter.rs485.pylontech",
