@@ -173,6 +173,36 @@ async def test_run_refreshes_on_bank_updates_and_on_the_tick() -> None:
             await task
 
 
+async def test_a_pack_outside_the_bank_recomputes_nothing_and_the_tick_still_comes() -> None:
+    hub = SnapshotHub()
+    hub.register("a", stale_after=10.0)
+    hub.register("other", stale_after=10.0)
+    controller = InverterController(InverterSettings(batteries=("a",), refresh_interval=0.2))
+    task = asyncio.create_task(controller.run(hub))
+    try:
+        await asyncio.sleep(0)
+        assert controller.status.sequence == 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # Updates of a pack outside the bank, faster than the tick: none recomputes the status...
+        while controller.status.sequence == 1:
+            hub.publish(make_snapshot("other"))
+            await asyncio.sleep(0.02)
+            assert loop.time() - started < 5, "the tick never came"
+        # ...and they do not hold the tick back either.
+        assert 0.15 < loop.time() - started < 1.0
+        assert controller.status.sequence == 2
+        hub.publish(make_snapshot("a"))  # a bank pack's snapshot recomputes at once
+        async with asyncio.timeout(0.1):
+            while controller.status.sequence == 2:
+                await asyncio.sleep(0.005)
+        assert controller.status.heartbeat == 1
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 def test_status_says_which_end_of_the_temperature_curves_derates() -> None:
     _clock, hub, controller = setup()
     hub.publish(make_snapshot(temperatures=(3.0, 20.0)))

@@ -12,9 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any, Final
-
-from rich.console import Console
+from typing import IO, TYPE_CHECKING, Any, Final
 
 from bmsgate.app.config import (
     BatteryConfig,
@@ -36,6 +34,9 @@ from bmsgate.runtime.simulation import PackConfig
 from bmsgate.runtime.slots import ConnectionSlots
 from bmsgate.runtime.supervisor import BatteryRuntime, Sink, Supervisor
 from bmsgate.transports.base import Transport
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["Gateway", "build_gateway", "check_start", "configure_logging", "run_gateway"]
 
@@ -145,9 +146,13 @@ def build_gateway(
     extra_sinks: list[Sink] | None = None,
     sink_builders: list[SinkBuilder] | None = None,
     console: Console | None = None,
+    stream: IO[str] | None = None,
     hub: SnapshotHub | None = None,
 ) -> Gateway:
     """Build every part from the configuration (nothing runs yet).
+
+    The console output shows its live view on `console` (a rich console, created when the view starts
+    if not given) and writes its plain lines to `stream` (default: the console's file, else stdout).
 
     Raises:
         ConfigError: every battery whose protocol or transport cannot be built, all at once.
@@ -208,6 +213,7 @@ def build_gateway(
         sinks.append(
             ConsoleSink(
                 console=console,
+                stream=stream,
                 mode=config.outputs.console.mode,
                 interval=config.outputs.console.interval,
                 names={battery.id: battery.display_name for battery in config.batteries},

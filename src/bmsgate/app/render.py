@@ -1,11 +1,11 @@
-"""Human-readable renderings of snapshots (rich renderables and plain text lines).
+"""Human-readable renderings of snapshots as rich renderables (and the plain text line, re-exported).
 
-Shared by `bmsgate read` and the live console output so a battery looks the same everywhere.
+Shared by `bmsgate read` and the live console output so a battery looks the same everywhere; the
+plain line itself lives in :mod:`bmsgate.app.plain_lines`, which needs no rich.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -14,6 +14,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from bmsgate.app.plain_lines import format_value as _fmt
+from bmsgate.app.plain_lines import plain_line
 from bmsgate.model import BatterySnapshot
 
 __all__ = ["cell_bars", "display_dict", "format_duration", "plain_line", "snapshot_table"]
@@ -46,14 +48,6 @@ _JSON_DIGITS: Final[Mapping[str, int]] = {
 _BAR_LOW = 2.8
 _BAR_HIGH = 3.65
 _BAR_WIDTH = 24
-
-
-def _fmt(value: float | int | None, unit: str = "", digits: int = 2) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, int):
-        return f"{value}{unit}"
-    return f"{value:.{digits}f}{unit}"
 
 
 def display_dict(snapshot: BatterySnapshot) -> dict[str, Any]:
@@ -181,24 +175,3 @@ def cell_bars(snapshot: BatterySnapshot, *, width: int = _BAR_WIDTH, columns: in
             *[lines[row + rows * column] if row + rows * column < len(lines) else "" for column in range(columns)]
         )
     return grid
-
-
-def plain_line(snapshot: BatterySnapshot, *, age: float | None = None, stale: bool = False) -> str:
-    """One log-friendly line per battery (for non-terminal output and journald)."""
-    cell_min, cell_max = snapshot.cell_min, snapshot.cell_max
-    when = dt.datetime.fromtimestamp(snapshot.timestamp).strftime("%H:%M:%S")
-    parts = [
-        f"{when} {snapshot.battery_id}",
-        f"{_fmt(snapshot.voltage, 'V')}",
-        f"{_fmt(snapshot.current, 'A')}",
-        f"SoC {_fmt(snapshot.soc, '%', 0)}",
-        f"cells {_fmt(cell_min.voltage if cell_min else None, '', 3)}"
-        f"..{_fmt(cell_max.voltage if cell_max else None, 'V', 3)}",
-    ]
-    if snapshot.temperatures:
-        parts.append(f"T {max(snapshot.temperatures):.1f}°C")
-    if snapshot.alarms:
-        parts.append("ALARMS " + ",".join(sorted(alarm.value for alarm in snapshot.alarms)))
-    if stale:
-        parts.append(f"STALE (age {age:.0f}s)" if age is not None else "STALE")
-    return " ".join(parts)

@@ -208,19 +208,31 @@ class InverterController:
         return status
 
     async def run(self, hub: SnapshotHub) -> None:
-        """Recompute on bank updates and every ``refresh_interval`` until cancelled."""
+        """Recompute on bank updates and every ``refresh_interval`` until cancelled.
+
+        An update of a pack outside the bank recomputes nothing (the status would be the same); the tick
+        still comes every ``refresh_interval`` however many such updates arrive, so staleness, ramps and
+        timers advance on time.
+        """
+        loop = asyncio.get_running_loop()
+        interval = self.settings.refresh_interval
         with hub.subscribe(self.name) as subscription:
             self.refresh(hub)
+            due = loop.time() + interval
             while True:
-                updates = await self._next_updates(subscription)
+                updates = await self._next_updates(subscription, max(0.0, due - loop.time()))
                 bank_ids = set(self.battery_ids(hub))
-                fresh = any(u.battery_id in bank_ids and not u.stale and u.snapshot is not None for u in updates)
+                bank_updates = [update for update in updates if update.battery_id in bank_ids]
+                if not bank_updates and loop.time() < due:
+                    continue
+                fresh = any(not update.stale and update.snapshot is not None for update in bank_updates)
                 self.refresh(hub, fresh_data=fresh)
+                due = loop.time() + interval
 
-    async def _next_updates(self, subscription: Subscription) -> list[HubUpdate]:
+    async def _next_updates(self, subscription: Subscription, timeout: float) -> list[HubUpdate]:
         updates: list[HubUpdate] = []
         try:
-            async with asyncio.timeout(self.settings.refresh_interval):
+            async with asyncio.timeout(timeout):
                 updates.append(await subscription.get())
         except TimeoutError:
             pass

@@ -19,6 +19,7 @@ import math
 import ssl
 import struct
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -297,6 +298,7 @@ async def connect(
             client._client.manual_ack_set(True)  # see MqttSession.ack
         if buffered_reads and tls_context is None:
             _buffer_reads(client)
+        _write_at_once(client)
         try:
             await _enter(client, settings, host, port)
         except SinkError:
@@ -477,6 +479,39 @@ def _buffer_reads(client: aiomqtt.Client) -> None:
             register(paho_client, userdata, wrapped)
 
     paho.on_socket_open = on_socket_open
+
+
+def _write_at_once(client: aiomqtt.Client) -> None:
+    """A publish on the event loop's thread writes its packet at once, while the socket takes it.
+
+    aiomqtt asks the loop to watch the socket for writability for every packet paho queues (a wake-up of
+    the loop through its self-pipe, registering and unregistering the socket with epoll, a wake-up when it
+    is writable) and, for QoS 0, then waits on an event for the write. A gateway publishing a state per
+    battery snapshot paid that on every message. Now paho writes right away (its public ``loop_write``);
+    only what the socket does not take, a publish from another thread (paho's connect runs in one) or a
+    failing write goes through aiomqtt's watcher, which also reports a broken connection as before.
+    """
+    paho = client._client
+    register_later = paho.on_socket_register_write
+    in_callback = getattr(paho, "_in_callback_mutex", None)
+    if register_later is None or in_callback is None:  # pragma: no cover - a paho other than 2.x
+        return
+    loop_thread = threading.get_ident()
+
+    def on_socket_register_write(paho_client: Any, userdata: Any, sock: Any) -> None:
+        # Inside one of paho's callbacks (it holds this lock) a write would take it again: paho's own rule.
+        if threading.get_ident() == loop_thread and in_callback.acquire(blocking=False):
+            in_callback.release()
+            try:
+                paho_client.loop_write()
+            except Exception:  # noqa: BLE001 - aiomqtt's watcher writes again and reports the failure
+                register_later(paho_client, userdata, sock)
+                return
+            if not paho_client.want_write():
+                return
+        register_later(paho_client, userdata, sock)
+
+    paho.on_socket_register_write = on_socket_register_write
 
 
 async def _enter(client: aiomqtt.Client, settings: BrokerSettings, host: str, port: int) -> None:

@@ -99,15 +99,19 @@ class Transport(abc.ABC):
             DeviceTimeout: nothing arrived within `timeout` seconds.
             ConnectError: the link dropped (or is not open and nothing is buffered).
         """
-        if self._chunks.empty() and not self._open:
+        if not self._chunks.empty():
+            # A reply's later notifications are usually queued already: no timer to arm and cancel for them.
+            item = self._chunks.get_nowait()
+        elif not self._open:
             raise ConnectError(f"{self.description}: not connected", battery_id=self.battery_id)
-        try:
-            async with asyncio.timeout(timeout):
-                item = await self._chunks.get()
-        except TimeoutError:
-            raise DeviceTimeout(
-                f"{self.description}: no data within {timeout:.1f} s", battery_id=self.battery_id
-            ) from None
+        else:
+            try:
+                async with asyncio.timeout(timeout):
+                    item = await self._chunks.get()
+            except TimeoutError:
+                raise DeviceTimeout(
+                    f"{self.description}: no data within {timeout:.1f} s", battery_id=self.battery_id
+                ) from None
         if isinstance(item, TransportError):
             raise item
         return item

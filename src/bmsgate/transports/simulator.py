@@ -146,13 +146,33 @@ class SimulatorTransport(Transport):
             # A streaming BMS keeps sending on its own until the link closes.
             self._streaming = True
             loop.call_later(self.bms.stream_interval, self._stream_tick, self._generation)
+        # Notifications due at the same moment go out in one callback (without a chunk interval or an
+        # injected delay: a whole poll's replies), not one timer each.
         delay = 0.0
+        batch: list[tuple[bytes, bool]] = []
+        batch_delay = 0.0
         for reply in replies:
             chunks, extra_delay = self._shape(reply)
             delay += extra_delay
             for chunk, cut_link in chunks:
                 delay += self._chunk_interval
-                loop.call_later(delay, self._emit, chunk, cut_link, self._generation)
+                if batch and delay != batch_delay:
+                    self._schedule(loop, batch_delay, batch)
+                    batch = []
+                batch_delay = delay
+                batch.append((chunk, cut_link))
+        if batch:
+            self._schedule(loop, batch_delay, batch)
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, delay: float, batch: list[tuple[bytes, bool]]) -> None:
+        if delay > 0:
+            loop.call_later(delay, self._emit_all, batch, self._generation)
+        else:
+            loop.call_soon(self._emit_all, batch, self._generation)
+
+    def _emit_all(self, batch: list[tuple[bytes, bool]], generation: int) -> None:
+        for chunk, cut_link in batch:
+            self._emit(chunk, cut_link, generation)
 
     def _shape(self, reply: bytes) -> tuple[list[tuple[bytes, bool]], float]:
         """Apply faults to one reply: its notifications (True = drop the link there) and extra delay."""

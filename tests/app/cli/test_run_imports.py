@@ -26,6 +26,8 @@ _NEVER_IMPORTED_BY_RUN = (
     "bmsgate.app.cli.fleet_simulate",
     "bmsgate.app.cli.pack",
     "bmsgate.app.demo",
+    "bmsgate.app.live_view",
+    "bmsgate.app.render",
     "bmsgate.fleet.protocol",
     "bmsgate.fleet.server",
     "bmsgate.inverter.rs485.pylontech",
@@ -34,12 +36,13 @@ _NEVER_IMPORTED_BY_RUN = (
     "litestar",
     "nats",
     "psycopg",
+    "rich",
     "tuf",
     "uvicorn",
     "yoyo",
 )
-"""Fleet-server, pack-signing and other commands' libraries, and outputs not configured (each name also
-covers its submodules)."""
+"""Fleet-server, pack-signing and other commands' libraries, outputs not configured, and rich (the plain
+console writes its lines itself; only the live view loads rich). Each name also covers its submodules."""
 
 _RUNNER = """
 import json, sys

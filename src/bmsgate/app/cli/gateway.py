@@ -7,15 +7,16 @@ import asyncio
 import io
 import logging
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.logging import RichHandler
+from typing import TYPE_CHECKING, Any
 
 from bmsgate.app.cli.arguments import positive_float, print_help
 from bmsgate.app.config import GatewayConfig, load_config
+from bmsgate.app.console import stdout_is_terminal
 from bmsgate.app.gateway import Gateway, build_gateway, check_start, configure_logging, run_gateway
 from bmsgate.errors import ConfigError, ConfigProblem
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["add_parsers", "start_gateway"]
 
@@ -36,21 +37,28 @@ def add_parsers(commands: Any) -> None:
     config.set_defaults(handler=lambda _args: print_help(config))
 
 
-def _console_and_logging(gateway_config: GatewayConfig, debug: bool) -> Console:
-    console = Console()
-    live = gateway_config.outputs.console.enabled and (
-        gateway_config.outputs.console.mode == "live"
-        or (gateway_config.outputs.console.mode == "auto" and console.is_terminal)
+def _console_and_logging(gateway_config: GatewayConfig, debug: bool) -> Console | None:
+    """The live view's console with log records above it, or None: plain lines, logging as configured.
+
+    Without the live view, rich is never imported (the plain console writes its lines itself).
+    """
+    console_settings = gateway_config.outputs.console
+    live = console_settings.enabled and (
+        console_settings.mode == "live" or (console_settings.mode == "auto" and stdout_is_terminal())
     )
-    if live:
-        # Log records print above the live view instead of tearing it.
-        root = logging.getLogger()
-        for existing in list(root.handlers):
-            root.removeHandler(existing)
-        root.addHandler(RichHandler(console=console, show_path=False, rich_tracebacks=False))
-        root.setLevel(logging.DEBUG if debug else getattr(logging, gateway_config.logging.level))
-    else:
+    if not live:
         configure_logging(gateway_config.logging, debug=debug)
+        return None
+    from rich.console import Console  # noqa: PLC0415 - the live view only
+    from rich.logging import RichHandler  # noqa: PLC0415
+
+    console = Console()
+    # Log records print above the live view instead of tearing it.
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(RichHandler(console=console, show_path=False, rich_tracebacks=False))
+    root.setLevel(logging.DEBUG if debug else getattr(logging, gateway_config.logging.level))
     return console
 
 
@@ -94,13 +102,15 @@ def _config_check(args: argparse.Namespace) -> int:
     gateway_config = load_config(Path(args.file))
     # Build everything `run` would build (protocols, transports, register maps, CAN profiles, bank
     # membership) without starting anything, so "ok" here means `run` will start.
+    from rich.console import Console  # noqa: PLC0415 - its report only
+
     problems: list[ConfigProblem] = []
     try:
         check_start(gateway_config, ports=False)
     except ConfigError as exc:
         problems += exc.problems
     try:
-        build_gateway(gateway_config, sink_builders=configured_sink_builders(), console=Console(file=io.StringIO()))
+        build_gateway(gateway_config, sink_builders=configured_sink_builders(), stream=io.StringIO())
     except ConfigError as exc:
         problems += exc.problems
     if problems:

@@ -14,9 +14,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any, Final
 
 from bmsgate import __version__
 from bmsgate.app.cli.arguments import int_range, positive_float
@@ -25,6 +23,9 @@ from bmsgate.errors import BmsgateError, ConfigError, DefinitionError, FrameErro
 from bmsgate.protocols import CompiledProtocol, decode, decode_hex_frames
 from bmsgate.protocols.definition import RequestSpec, parse_hex
 from bmsgate.protocols.framing import Frame
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["main"]
 
@@ -66,6 +67,8 @@ def command_modules(argv: Sequence[str] | None) -> tuple[str, ...]:
 
 
 def _stdout() -> Console:
+    from rich.console import Console  # noqa: PLC0415 - `bmsgate run` prints no rich text
+
     return Console(highlight=False)
 
 
