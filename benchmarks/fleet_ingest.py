@@ -423,9 +423,9 @@ def _tree_cpu_s(root: int) -> float:
                 grew = True
     ticks = 0
     for pid in tree:
-        fields = stats.get(pid)
-        if fields is not None:
-            ticks += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+        counted = stats.get(pid)
+        if counted is not None:
+            ticks += int(counted[11]) + int(counted[12]) + int(counted[13]) + int(counted[14])
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
