@@ -355,7 +355,7 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="every simulator line")
     arguments = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="bmsgate-bench-50k-"))
-    cluster = NatsCluster(directory / "nats")
+    cluster = None
     postgres = None
     pg_directory = Path(tempfile.mkdtemp(prefix="bmsgate-bench-50k-pg-"))  # its own: chowned to postgres
     try:
@@ -367,10 +367,13 @@ def main() -> None:
             postgres = PostgresCluster(binaries, pg_directory)
             postgres.start()
             postgres_url = postgres.new_database()
+        # Its ports are picked (not bound) here: after PostgreSQL is listening, so the two cannot pick one port.
+        cluster = NatsCluster(directory / "nats")
         cluster.start()
         asyncio.run(_run(arguments, cluster, postgres_url))
     finally:
-        cluster.stop()
+        if cluster is not None:
+            cluster.stop()
         if postgres is not None:
             postgres.stop()
         shutil.rmtree(directory, ignore_errors=True)

@@ -9,7 +9,7 @@ import psycopg
 from bmsgate.fleet.server.store import StoreSettings, open_store
 from bmsgate.fleet.server.store.repository import Availability, IngestBatch
 
-from .messages import T0, state
+from .messages import T0, state, telemetry
 
 
 async def test_a_batch_touching_gateways_in_several_statements_takes_their_rows_in_id_order(
@@ -34,5 +34,32 @@ async def test_a_batch_touching_gateways_in_several_statements_takes_their_rows_
         await asyncio.wait_for(writing, 10)
         record = await store.get_gateway("gw-1")
         assert not record.online
+    finally:
+        await store.close()
+
+
+async def test_a_batch_writes_its_samples_before_it_waits_for_gateway_rows(postgres_url: str) -> None:
+    # Several ingest workers update the same gateway rows; whoever holds them makes the others wait until
+    # its commit. The samples lock no shared row, so they go first and the wait covers only the upserts.
+    store = await open_store(StoreSettings(postgres_url=postgres_url))
+    try:
+        seed = IngestBatch(availability=[("gw-1", Availability.ONLINE, T0), ("gw-2", Availability.ONLINE, T0)])
+        await store.write_batch(seed)
+        batch = IngestBatch(telemetry=[(telemetry("gw-1", T0 + 1), T0 + 1), (telemetry("gw-2", T0 + 1), T0 + 1)])
+        async with await psycopg.AsyncConnection.connect(postgres_url) as other:
+            await other.execute("UPDATE gateways SET last_seen = last_seen WHERE id = 'gw-1'")  # held
+            writing = asyncio.create_task(store.write_batch(batch))
+            await asyncio.sleep(0.5)
+            async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as observer:
+                cursor = await observer.execute(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                    "WHERE c.relname LIKE 'samples_day_%%' AND l.mode = 'RowExclusiveLock' AND l.granted "
+                    "AND l.pid IN (SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock')"
+                )
+                row = await cursor.fetchone()
+            await other.rollback()
+        await asyncio.wait_for(writing, 10)
+        assert row is not None
+        assert row[0] >= 1, "the waiting batch had not written its samples yet"
     finally:
         await store.close()
