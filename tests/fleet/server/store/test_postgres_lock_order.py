@@ -63,3 +63,25 @@ async def test_a_batch_writes_its_samples_before_it_waits_for_gateway_rows(postg
         assert row[0] >= 1, "the waiting batch had not written its samples yet"
     finally:
         await store.close()
+
+
+async def test_a_batch_takes_new_gateway_rows_in_id_order_too(postgres_url: str) -> None:
+    # A new fleet: no gateway row exists yet. The other writer (by hand) inserts gw-1 and next gw-2, as a
+    # writer in id order does; the batch's state of gw-2 must not take gw-2 before it has gw-1.
+    store = await open_store(StoreSettings(postgres_url=postgres_url))
+    try:
+        batch = IngestBatch(states=[(state("gw-2", sent_at=T0 + 1), T0 + 1)])
+        batch.availability.append(("gw-1", Availability.ONLINE, T0 + 1))
+        async with await psycopg.AsyncConnection.connect(postgres_url) as other:
+            await other.execute("INSERT INTO gateways (id) VALUES ('gw-1')")
+            writing = asyncio.create_task(store.write_batch(batch))
+            await asyncio.sleep(0.5)  # the batch now waits for gw-1
+            await other.execute("SET statement_timeout = '5s'")
+            # Before the fix: the batch had inserted gw-2 already; PostgreSQL found a deadlock here.
+            await other.execute("INSERT INTO gateways (id) VALUES ('gw-2')")
+            await other.commit()
+        await asyncio.wait_for(writing, 10)
+        assert (await store.get_gateway("gw-1")).online
+        assert (await store.get_gateway("gw-2")).name is not None
+    finally:
+        await store.close()

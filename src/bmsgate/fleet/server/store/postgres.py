@@ -273,8 +273,8 @@ class PostgresRepository(Repository):
                         events_written += cursor.rowcount
                     # Gateway rows in one order (stable: a gateway's own updates keep theirs): several ingest
                     # workers upserting the same gateways in different orders deadlocked (PostgreSQL aborts
-                    # one; ingest retries it, counted as a store failure). Across the statements too: the
-                    # existing rows of the whole batch are locked first, in id order.
+                    # one; ingest retries it, counted as a store failure). Across the statements too: every
+                    # row of the whole batch, existing or new, is taken first, in id order.
                     touched = {row["id"] for row in rows.states}
                     touched.update(row[0] for row in (*rows.availability, *rows.activity))
                     if len(touched) > 1:
