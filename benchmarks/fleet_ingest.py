@@ -398,6 +398,37 @@ def _process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _tree_cpu_s(root: int) -> float:
+    """CPU seconds of a process and everything below it (live descendants, and children it reaped).
+
+    PostgreSQL's work is in its backends (one per connection), children of the postmaster.
+    """
+    parents: dict[int, int] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+            stats[int(entry.name)] = fields
+    tree = {root}
+    grew = True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    ticks = 0
+    for pid in tree:
+        counted = stats.get(pid)
+        if counted is not None:
+            ticks += int(counted[11]) + int(counted[12]) + int(counted[13]) + int(counted[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 # -- the driver -------------------------------------------------------------------------------------------
 
 
@@ -510,6 +541,7 @@ def _drive(arguments: argparse.Namespace) -> None:
                     sys.exit("the API did not start")
                 time.sleep(0.1)
         broker_cpu_before = _process_cpu_s(broker.pid)
+        database_cpu_before = _tree_cpu_s(cluster.process.pid) if cluster is not None and cluster.process else 0.0
         generators = []
         per = arguments.gateways // arguments.generators
         for index in range(arguments.generators):
@@ -545,6 +577,9 @@ def _drive(arguments: argparse.Namespace) -> None:
         while sum(_read(path).get("messages", 0) for path in workers) < sent and time.time() < deadline:
             time.sleep(0.2)
         broker_cpu = _process_cpu_s(broker.pid) - broker_cpu_before
+        database_cpu = (
+            _tree_cpu_s(cluster.process.pid) - database_cpu_before if cluster is not None and cluster.process else None
+        )
         generator_cpu = sum(_read(path).get("cpu_s", 0.0) for path, _ in generators)
         for process in processes:
             process.send_signal(signal.SIGTERM)
@@ -556,6 +591,11 @@ def _drive(arguments: argparse.Namespace) -> None:
             f"beside ingest: load generators {generator_cpu:.1f} s CPU "
             f"({generator_cpu / max(sent, 1) * 1e6:.0f} us/message), Mosquitto {broker_cpu:.1f} s CPU "
             f"({broker_cpu / max(sent, 1) * 1e6:.0f} us/message)"
+            + (
+                f", PostgreSQL {database_cpu:.1f} s CPU ({database_cpu / max(sent, 1) * 1e6:.0f} us/message)"
+                if database_cpu is not None
+                else ""
+            )
         )
         if arguments.api:
             api = _read(api_stats)

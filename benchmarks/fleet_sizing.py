@@ -17,13 +17,19 @@ the server process, alarms, API) and ``bmsgate fleet simulate --gateways N --int
 and prints one table row per size (and a JSON line with every figure). Everything runs on this machine,
 so the simulator's own CPU (printed too) is taken from the same cores.
 
+``--postgres URL|auto`` stores in PostgreSQL instead (``auto``: a throwaway PostgreSQL 15 cluster, as the
+tests start it, one new database per size; the disk figures then come from ``pg_total_relation_size`` of
+each table and its partitions), and ``--ingest-workers N`` runs ``fleet serve --ingest-workers N`` (the
+server's CPU and RSS then include its workers; PostgreSQL's own CPU is printed beside it).
+
 Usage: python benchmarks/fleet_sizing.py [--gateways 1000 2000 5000] [--interval 10] [--duration 120]
-       [--warmup 40]
+       [--warmup 40] [--postgres URL|auto] [--ingest-workers N]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import getpass
@@ -39,6 +45,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
+from bmsgate.fleet.server.store import StoreSettings, open_store
 from bmsgate.fleet.server.store.settings import SQLITE_FILE
 from bmsgate.mqtt.broker import find_mosquitto, free_port
 
@@ -130,6 +137,53 @@ def store_figures(data: Path) -> StoreFigures:
     )
 
 
+_POSTGRES_SIZES: Final = """
+SELECT coalesce(p.relname, c.relname), sum(pg_total_relation_size(c.oid))
+FROM pg_class c
+LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
+LEFT JOIN pg_class p ON p.oid = i.inhparent
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind = 'r'
+GROUP BY 1
+"""
+"""Bytes per table, a partitioned table's partitions added to it (indexes and TOAST included)."""
+
+
+async def _postgres_query(url: str, sql: str) -> list[tuple[Any, ...]]:
+    store = await open_store(StoreSettings(postgres_url=url))
+    try:
+        return await store.extension_query(sql)
+    finally:
+        await store.close()
+
+
+def store_figures_postgres(url: str) -> StoreFigures:
+    """The same figures from a PostgreSQL store (table sizes from the catalog; after ``VACUUM``-free writes)."""
+    sizes = {str(table): int(size) for table, size in asyncio.run(_postgres_query(url, _POSTGRES_SIZES))}
+    counts = asyncio.run(
+        _postgres_query(
+            url,
+            "SELECT (SELECT count(*) FROM samples), (SELECT count(*) FROM samples_minute), "
+            "(SELECT count(*) FROM samples_hour), (SELECT count(*) FROM batteries)",
+        )
+    )[0]
+    rows = {"samples": int(counts[0]), "samples_minute": int(counts[1]), "samples_hour": int(counts[2])}
+    rollup_per_day = {table: sizes.get(table, 0) / max(rows[table], 1) * per_day for table, per_day in _ROLLUPS.items()}
+    growing = {"samples", "events", *_ROLLUPS}
+    return StoreFigures(
+        raw_bytes_per_sample=sizes.get("samples", 0) / max(rows["samples"], 1),
+        rollup_bytes_per_day_per_battery=rollup_per_day,
+        batteries=int(counts[3]),
+        fixed_mb=sum(size for table, size in sizes.items() if table not in growing) / 1e6,
+        tables_mb={table: round(size / 1e6, 2) for table, size in sorted(sizes.items(), key=lambda item: -item[1])},
+    )
+
+
+def stored_samples_postgres(url: str) -> int:
+    """Raw samples in the PostgreSQL store."""
+    return int(asyncio.run(_postgres_query(url, "SELECT count(*) FROM samples"))[0][0])
+
+
 def stored_samples(data: Path) -> int:
     """Raw samples in the SQLite store (read-only, beside the running server)."""
     for database in data.rglob(SQLITE_FILE):
@@ -169,8 +223,8 @@ def wait_for_http(port: int, deadline_s: float) -> None:
             time.sleep(0.5)
 
 
-def one_size(gateways: int, arguments: argparse.Namespace) -> dict[str, Any]:
-    """Run one size and return its figures."""
+def one_size(gateways: int, arguments: argparse.Namespace, postgres_url: str | None = None) -> dict[str, Any]:
+    """Run one size and return its figures (PostgreSQL at `postgres_url` if given, else SQLite)."""
     binary = find_mosquitto()
     if binary is None:
         raise SystemExit("mosquitto not found")
@@ -198,7 +252,14 @@ def one_size(gateways: int, arguments: argparse.Namespace) -> dict[str, Any]:
                 broker_url,
                 "--http",
                 f"127.0.0.1:{http}",
+                "--ingest-workers",
+                str(arguments.ingest_workers),
+                *(["--postgres", postgres_url] if postgres_url else []),
             ]
+
+            def samples() -> int:
+                return stored_samples_postgres(postgres_url) if postgres_url else stored_samples(data)
+
             with process(serve, root / "serve.log") as server:
                 wait_for_http(http, 180)
                 total_s = arguments.warmup + arguments.duration + 5
@@ -227,7 +288,8 @@ def one_size(gateways: int, arguments: argparse.Namespace) -> dict[str, Any]:
                         "server": cpu_s(server.pid),
                         "broker": cpu_s(broker.pid),
                         "simulator": cpu_s(simulator.pid),
-                        "samples": stored_samples(data),
+                        "database": database_cpu(arguments),
+                        "samples": samples(),
                         "at": time.monotonic(),
                     }
                     time.sleep(arguments.duration)
@@ -235,14 +297,15 @@ def one_size(gateways: int, arguments: argparse.Namespace) -> dict[str, Any]:
                         "server": cpu_s(server.pid),
                         "broker": cpu_s(broker.pid),
                         "simulator": cpu_s(simulator.pid),
-                        "samples": stored_samples(data),
+                        "database": database_cpu(arguments),
+                        "samples": samples(),
                         "at": time.monotonic(),
                         "server_rss": rss_mb(server.pid),
                         "broker_rss": rss_mb(broker.pid),
                     }
                     simulator.wait(arguments.duration + 120)
         report = _last_json(root / "simulate.log")
-        store = store_figures(data)
+        store = store_figures_postgres(postgres_url) if postgres_url else store_figures(data)
     window = end["at"] - start["at"]
     per_thousand = 1000 / gateways
     telemetry_rate = report.get("telemetry", 0) / max(report.get("seconds", 1.0), 1e-9)
@@ -255,6 +318,9 @@ def one_size(gateways: int, arguments: argparse.Namespace) -> dict[str, Any]:
     after_a_year = raw_per_day * 14 + minute_per_day * 90 + hour_per_day * 365
     return {
         "gateways": gateways,
+        "store": "postgresql" if postgres_url else "sqlite",
+        "ingest_workers": arguments.ingest_workers,
+        "load_average_before": arguments.load_before,
         "interval_s": arguments.interval,
         "window_s": round(window, 1),
         "telemetry_msg_s_sent": round(telemetry_rate, 1),
@@ -272,6 +338,7 @@ def one_size(gateways: int, arguments: argparse.Namespace) -> dict[str, Any]:
         "broker_cpu_core": round((end["broker"] - start["broker"]) / window, 3),
         "broker_rss_mb": round(end["broker_rss"], 1),
         "simulator_cpu_core": round((end["simulator"] - start["simulator"]) / window, 3),
+        "postgres_cpu_core": round((end["database"] - start["database"]) / window, 3) if postgres_url else None,
         "disk_mb_per_day": round(disk_per_day / 1e6, 1),
         "disk_mb_per_day_per_1000": round(disk_per_day / 1e6 * per_thousand, 1),
         "server_cpu_per_1000": round((end["server"] - start["server"]) / window * per_thousand, 4),
@@ -290,6 +357,45 @@ def _last_json(log: Path) -> dict[str, Any]:
     return {}
 
 
+@contextlib.contextmanager
+def _postgres(arguments: argparse.Namespace) -> Iterator[Any]:
+    """A function giving each size its database: None (SQLite), the given URL, or a new one on a throwaway cluster.
+
+    The cluster's postmaster pid goes to ``arguments.postgres_pid`` (its CPU is read with its backends').
+    """
+    arguments.postgres_pid = None
+    if arguments.postgres is None:
+        yield lambda: None
+        return
+    if arguments.postgres != "auto":
+        yield lambda: arguments.postgres
+        return
+    import shutil
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.fleet.server.conftest import PostgresCluster, _postgres_binaries
+
+    binaries = _postgres_binaries()
+    if binaries is None:
+        raise SystemExit("PostgreSQL server binaries not installed")
+    directory = Path(tempfile.mkdtemp(prefix="bmsgate-sizing-pg-"))
+    cluster = PostgresCluster(binaries, directory)
+    cluster.durable_commits = True  # as a production server: synchronous_commit on
+    cluster.start()
+    assert cluster.process is not None
+    arguments.postgres_pid = cluster.process.pid
+    try:
+        yield cluster.new_database
+    finally:
+        cluster.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def database_cpu(arguments: argparse.Namespace) -> float:
+    """CPU seconds of the throwaway PostgreSQL (its postmaster and every backend), 0 without one."""
+    return cpu_s(arguments.postgres_pid) if arguments.postgres_pid else 0.0
+
+
 def main() -> None:
     """Run every size and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -297,12 +403,16 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--duration", type=float, default=120.0, help="measured window, s")
     parser.add_argument("--warmup", type=float, default=40.0, help="s before the window (connects, first reads)")
+    parser.add_argument("--postgres", metavar="URL|auto", help="store in PostgreSQL (auto: a throwaway cluster)")
+    parser.add_argument("--ingest-workers", type=int, default=1, help="fleet serve --ingest-workers N")
     arguments = parser.parse_args()
     rows = []
-    for gateways in arguments.gateways:
-        figures = one_size(gateways, arguments)
-        print(json.dumps(figures), flush=True)
-        rows.append(figures)
+    with _postgres(arguments) as new_database:
+        for gateways in arguments.gateways:
+            arguments.load_before = round(os.getloadavg()[0], 1)
+            figures = one_size(gateways, arguments, new_database())
+            print(json.dumps(figures), flush=True)
+            rows.append(figures)
     print(
         "\n| gateways | telemetry msg/s | stored samples/s | server CPU (cores) | server RSS | Mosquitto CPU | "
         "Mosquitto RSS | disk/day | disk/day per 1,000 | store after a year (default retention) |"

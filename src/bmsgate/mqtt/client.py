@@ -28,6 +28,7 @@ import aiomqtt
 import paho.mqtt.client as paho_mqtt
 
 from bmsgate.errors import SinkError
+from bmsgate.mqtt.rotation import rotation_for
 from bmsgate.mqtt.settings import BrokerSettings, TlsSettings
 from bmsgate.runtime.cancellation import uninterruptible
 
@@ -280,7 +281,8 @@ async def connect(
             tls_context = await asyncio.to_thread(_ssl_context, settings.tls)
         except (OSError, ssl.SSLError) as exc:
             raise _error("TLS set-up", exc) from exc
-    addresses = settings.addresses()
+    rotation = rotation_for(settings.addresses())
+    addresses = rotation.in_order()  # after a node that failed or dropped us: the next one first
     for attempt, (host, port) in enumerate(addresses, start=1):
         client = aiomqtt.Client(
             host,
@@ -302,15 +304,20 @@ async def connect(
         try:
             await _enter(client, settings, host, port)
         except SinkError:
+            rotation.failed((host, port))
             if attempt == len(addresses):
                 raise
             continue  # the next node of the broker tier (settings.hosts)
+        rotation.connected((host, port))
         break
     # From here on every wait is under our own timeouts (see _TIMEOUT); this one also covers the
     # DISCONNECT in __aexit__, which is then awaited without asyncio.wait_for.
     client.timeout = math.inf
     try:
         yield MqttSession(client, settings.qos, manual_ack=manual_ack)
+    except SinkError:
+        rotation.failed((host, port))  # the session broke: that node may be going away
+        raise
     finally:
         await _close(client)
 
@@ -571,5 +578,14 @@ def _mark_disconnect_seen(client: aiomqtt.Client) -> None:
 
 
 def _close_quietly(sock: Any) -> None:
+    # The loop may still watch this descriptor (aiomqtt's reader, paho's pending write): unwatched first,
+    # or the next socket to get the same number (the next node's, on a failover) cannot be watched at all
+    # (the loop's selector still lists the closed one; its add_reader/add_writer fails).
+    with contextlib.suppress(OSError, ValueError):
+        descriptor = sock.fileno()
+        if descriptor >= 0:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(descriptor)
+            loop.remove_writer(descriptor)
     with contextlib.suppress(OSError):
         sock.close()

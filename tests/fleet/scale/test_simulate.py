@@ -182,3 +182,72 @@ def test_the_command_splits_the_fleet_over_processes_and_sums_their_reports(brok
     assert summary["connects"] == 21
     assert summary["acked"] == summary["messages"]
     assert "failed_processes" not in summary
+
+
+@pytest.fixture
+def second_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    directory = tmp_path / "second"
+    directory.mkdir()
+    mosquitto = Mosquitto(directory, extra="allow_anonymous true\n")
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+async def _retained_states(broker: Mosquitto) -> set[str]:
+    """The gateways whose retained state this broker holds."""
+    found: set[str] = set()
+    settings = BrokerSettings(url=broker.url)
+    async with mqtt.connect(settings, will_topic="test/reader", will_payload="gone") as session:
+        await session.subscribe("fleet/v1/+/state")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                async for message in session.messages():
+                    found.add(message.topic.split("/")[2])
+    return found
+
+
+async def test_the_gateways_take_turns_over_several_brokers(broker: Mosquitto, second_broker: Mosquitto) -> None:
+    settings = SimulationSettings(
+        logins=[GatewayLogin(f"sim-{index:05d}") for index in range(6)],
+        interval_s=0.5,
+        host="127.0.0.1",
+        port=broker.port,
+        more_brokers=[("127.0.0.1", second_broker.port)],
+        duration_s=0.6,
+    )
+    report = await run_simulation(settings)
+    assert report.connects == 6
+    assert report.connect_s > 0
+    assert report.acked == report.messages
+    assert await _retained_states(broker) == {"sim-00000", "sim-00002", "sim-00004"}
+    assert await _retained_states(second_broker) == {"sim-00001", "sim-00003", "sim-00005"}
+
+
+async def test_each_process_takes_the_next_broker_url(broker: Mosquitto, second_broker: Mosquitto) -> None:
+    urls = f"{broker.url},{second_broker.url}"
+    done = await asyncio.to_thread(
+        _cli, "--broker", urls, "--gateways", "6", "--processes", "2", "--interval", "0.5", "--duration", "1"
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["connects"] == 6
+    assert summary["acked"] == summary["messages"]
+    assert summary["connect_s"] > 0
+    assert await _retained_states(broker) == {"sim-00000", "sim-00001", "sim-00002"}
+    assert await _retained_states(second_broker) == {"sim-00003", "sim-00004", "sim-00005"}
+
+
+@pytest.mark.parametrize(
+    ("urls", "named"),
+    [
+        ("mqtt://127.0.0.1:1883,http://127.0.0.1:1884", "--broker[1]"),
+        ("mqtt://127.0.0.1:1883,", "--broker[1]"),
+        ("mqtt://127.0.0.1:99999", "--broker[0]"),
+        ("mqtt://127.0.0.1:1883,mqtts://127.0.0.1:8883", "same scheme"),
+    ],
+)
+def test_a_bad_broker_list_is_refused_naming_the_entry(urls: str, named: str) -> None:
+    done = _cli("--broker", urls, "--gateways", "2", "--duration", "0.1")
+    assert done.returncode != 0
+    assert named in done.stderr

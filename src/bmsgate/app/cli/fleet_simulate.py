@@ -48,7 +48,12 @@ def add_fleet_parsers(actions: Any) -> None:
     )
     simulate.add_argument("--gateways", type=int_range(1, 1_000_000), default=100, help="how many (default 100)")
     simulate.add_argument("--interval", type=positive_float(86400), default=10.0, help="telemetry interval, s")
-    simulate.add_argument("--broker", metavar="URL", help=f"mqtt[s]://host:port (default {_DEFAULT_BROKER})")
+    simulate.add_argument(
+        "--broker",
+        metavar="URL[,URL...]",
+        help=f"mqtt[s]://host:port (default {_DEFAULT_BROKER}); several, comma-separated (the nodes of a "
+        "cluster): with --processes each process takes the next one, in one process the gateways take turns",
+    )
     simulate.add_argument("--credentials-dir", metavar="DIR", type=Path, help="enrolled gateways' credentials")
     simulate.add_argument("--username", help="one user name for every gateway")
     simulate.add_argument("--password", help="its password")
@@ -93,9 +98,37 @@ def _logins(args: argparse.Namespace) -> tuple[list[Any], str | None, str | None
     return logins, credentials[0].broker_url, credentials[0].ca_pem
 
 
+def _broker_urls(text: str) -> list[str]:
+    """The comma-separated URLs of ``--broker``, each checked (scheme and host).
+
+    Raises:
+        ConfigError: an empty entry, a scheme other than mqtt:// / mqtts://, no host, a bad port, or the
+            schemes mixed (one TLS setting for every gateway).
+    """
+    urls = [part.strip() for part in text.split(",")]
+    schemes = set()
+    for index, url in enumerate(urls):
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - urlsplit checks the port only when asked for it
+        except ValueError as exc:
+            raise ConfigError(f"{url!r}: {exc}", key_path=f"--broker[{index}]") from None
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ConfigError(f"not an mqtt:// or mqtts:// URL: {url!r}", key_path=f"--broker[{index}]")
+        schemes.add(parts.scheme)
+    if len(schemes) > 1:
+        raise ConfigError("--broker: give every URL with the same scheme (mqtt:// or mqtts://)", key_path="--broker")
+    return urls
+
+
 def _children(args: argparse.Namespace) -> list[subprocess.Popen[str]]:
-    """Start processes 2..P for their share of the gateways; this process keeps the first share."""
+    """Start processes 2..P for their share of the gateways; this process keeps the first share.
+
+    With several ``--broker`` URLs, process *k* gets URL ``k mod n`` (each process one node of a cluster;
+    a process holds at most ~20,000 sockets where open files are capped so).
+    """
     share = -(-args.gateways // args.processes)
+    urls = _broker_urls(args.broker) if args.broker else []
     children = []
     for index in range(1, args.processes):
         first = index * share
@@ -106,7 +139,7 @@ def _children(args: argparse.Namespace) -> list[subprocess.Popen[str]]:
         command += ["--gateways", str(count), "--offset", str(args.offset + first), "--interval", str(args.interval)]
         command += ["--faults", str(args.faults), "--churn", str(args.churn)]
         for flag, value in (
-            ("--broker", args.broker),
+            ("--broker", urls[index % len(urls)] if urls else None),
             ("--credentials-dir", args.credentials_dir),
             ("--username", args.username),
             ("--password", args.password),
@@ -116,6 +149,8 @@ def _children(args: argparse.Namespace) -> list[subprocess.Popen[str]]:
                 command += [flag, str(value)]
         children.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))  # noqa: S603 - ourselves
     args.gateways = min(share, args.gateways)
+    if urls:
+        args.broker = urls[0]
     return children
 
 
@@ -130,7 +165,7 @@ def _summed(summary: dict[str, Any], children: list[subprocess.Popen[str]]) -> d
             failed.append(child.pid)
             continue
         for key, value in json.loads(lines[-1]).items():
-            if key == "seconds":
+            if key in ("seconds", "connect_s"):
                 total[key] = max(total[key], value)
             else:
                 total[key] = total.get(key, 0) + value
@@ -146,17 +181,18 @@ def _simulate(args: argparse.Namespace) -> int:
 
     children = _children(args) if args.processes > 1 else []
     logins, credentials_url, ca_pem = _logins(args)
-    url = urlsplit(args.broker or credentials_url or _DEFAULT_BROKER)
-    if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
-        raise ConfigError(f"not an mqtt:// or mqtts:// URL: {args.broker!r}", key_path="--broker")
+    urls = [urlsplit(url) for url in _broker_urls(args.broker or credentials_url or _DEFAULT_BROKER)]
     tls = None
-    if url.scheme == "mqtts":
+    if urls[0].scheme == "mqtts":
         tls = ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
+    default_port = 8883 if tls else 1883
+    brokers = [(url.hostname or "", url.port or default_port) for url in urls]
     settings = SimulationSettings(
         logins=logins,
         interval_s=args.interval,
-        host=url.hostname,
-        port=url.port or (8883 if tls else 1883),
+        host=brokers[0][0],
+        port=brokers[0][1],
+        more_brokers=brokers[1:],
         duration_s=args.duration,
         fault_ratio=args.faults,
         churn_ratio=args.churn,

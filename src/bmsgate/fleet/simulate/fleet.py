@@ -59,6 +59,9 @@ class SimulationSettings:
     interval_s: float
     host: str
     port: int
+    more_brokers: Sequence[tuple[str, int]] = ()
+    """More broker addresses (``(host, port)``, e.g. the other nodes of a cluster): the gateways take turns,
+    gateway *i* on address ``i mod n`` of ``[(host, port), *more_brokers]``, and stay on theirs."""
     duration_s: float | None = None
     """None: until cancelled."""
     fault_ratio: float = 0.0
@@ -84,6 +87,8 @@ class SimulationReport:
     acked: int = 0
     unconfirmed: int = 0
     connect_failures: int = 0
+    connect_s: float = 0.0
+    """Seconds the first connection of every gateway took (the start-up, before the first telemetry)."""
     cpu_s: float = 0.0
     dropped_gateways: set[str] = field(default_factory=set)
 
@@ -97,11 +102,12 @@ class SimulationReport:
 
 
 class _Gateway:
-    __slots__ = ("connection", "fault_until", "login", "return_at", "seq", "template")
+    __slots__ = ("address", "connection", "fault_until", "login", "return_at", "seq", "template")
 
-    def __init__(self, login: GatewayLogin, template: GatewayTemplate) -> None:
+    def __init__(self, login: GatewayLogin, template: GatewayTemplate, address: tuple[str, int]) -> None:
         self.login = login
         self.template = template
+        self.address = address
         self.connection: RawGatewayConnection | None = None
         self.seq = 0
         self.return_at: float | None = None
@@ -118,9 +124,14 @@ class _Simulation:
         self.settings = settings
         self.report = SimulationReport()
         self.rng = random.Random(settings.seed)
+        brokers = [(settings.host, settings.port), *settings.more_brokers]
         self.gateways = [
-            _Gateway(login, build_template(login.gateway, settings.interval_s, seed=settings.seed))
-            for login in settings.logins
+            _Gateway(
+                login,
+                build_template(login.gateway, settings.interval_s, seed=settings.seed),
+                brokers[index % len(brokers)],
+            )
+            for index, login in enumerate(settings.logins)
         ]
         self.ticks = max(1, round(settings.interval_s / _TICK_S))
         self.keepalive_s = min(65535, max(60, int(settings.interval_s * 3)))
@@ -155,9 +166,8 @@ class _Simulation:
             return connection
 
         try:
-            _, connection = await loop.create_connection(
-                factory, self.settings.host, self.settings.port, ssl=self.settings.tls
-            )
+            host, port = gateway.address
+            _, connection = await loop.create_connection(factory, host, port, ssl=self.settings.tls)
             await asyncio.wait_for(connection.connected, _CONNECT_TIMEOUT_S)
         except (OSError, SimulationError, TimeoutError):
             self.report.connect_failures += 1
@@ -221,7 +231,9 @@ class _Simulation:
         return dataclasses.replace(report, acked=report.acked + live, dropped_gateways=set(report.dropped_gateways))
 
     async def run(self) -> SimulationReport:
+        connecting = time.monotonic()
         await self.connect_all(self.gateways)
+        self.report.connect_s = time.monotonic() - connecting
         start = time.monotonic()
         end = None if self.settings.duration_s is None else start + self.settings.duration_s
         next_report = start + 1.0

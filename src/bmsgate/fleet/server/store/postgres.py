@@ -255,10 +255,26 @@ class PostgresRepository(Repository):
                 if rows.samples:
                     await self._ensure_partitions([row[2] for row in rows.samples])
                 async with db.transaction(), db.cursor() as cursor:
+                    # Samples first: they lock no shared row. Several ingest workers update the same gateway
+                    # and battery rows, so whoever locks those holds them until its commit and the others
+                    # wait; the shorter that stretch, the more the workers write side by side.
+                    written = 0
+                    if rows.samples:
+                        columns = ", ".join(R.SAMPLE_COLUMNS)
+                        async with cursor.copy(f"COPY samples_stage ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+                            copy.set_types(list(P.SAMPLE_TYPES))
+                            for sample in rows.samples:
+                                await copy.write_row(sample)
+                        await cursor.execute(P.STAGE_INSERT)
+                        written = cursor.rowcount
+                    events_written = 0
+                    for event in rows.events:
+                        await cursor.execute(P.EVENT, event)
+                        events_written += cursor.rowcount
                     # Gateway rows in one order (stable: a gateway's own updates keep theirs): several ingest
                     # workers upserting the same gateways in different orders deadlocked (PostgreSQL aborts
-                    # one; ingest retries it, counted as a store failure). Across the three statements too:
-                    # the existing rows of the whole batch are locked first, in id order.
+                    # one; ingest retries it, counted as a store failure). Across the statements too: every
+                    # row of the whole batch, existing or new, is taken first, in id order.
                     touched = {row["id"] for row in rows.states}
                     touched.update(row[0] for row in (*rows.availability, *rows.activity))
                     if len(touched) > 1:
@@ -269,22 +285,8 @@ class PostgresRepository(Repository):
                         await cursor.executemany(P.AVAILABILITY, _in_gateway_order(rows.availability, 0))
                     if rows.activity:
                         await cursor.executemany(P.ACTIVITY, _in_gateway_order(rows.activity, 0))
-                    written = 0
-                    if rows.samples:
-                        columns = ", ".join(R.SAMPLE_COLUMNS)
-                        async with cursor.copy(f"COPY samples_stage ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-                            copy.set_types(list(P.SAMPLE_TYPES))
-                            for sample in rows.samples:
-                                await copy.write_row(sample)
-                        await cursor.execute(P.STAGE_INSERT)
-                        written = cursor.rowcount
                     if rows.batteries:
                         await cursor.executemany(P.BATTERY, _in_gateway_order(rows.batteries, 0, 1))
-                    events_written = 0
-                    if rows.events:
-                        for event in rows.events:
-                            await cursor.execute(P.EVENT, event)
-                            events_written += cursor.rowcount
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
         return rows.result(written, events_written)

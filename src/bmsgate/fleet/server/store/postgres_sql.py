@@ -41,8 +41,15 @@ ON CONFLICT (id) DO UPDATE SET name = excluded.name, site = excluded.site, tags 
     home_lon = CASE WHEN gateways.home_lat IS NULL THEN excluded.home_lon ELSE gateways.home_lon END
 WHERE gateways.state_at IS NULL OR excluded.state_at >= gateways.state_at
 """
-LOCK_GATEWAYS: Final = "SELECT id FROM gateways WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE"
-"""The lock each upsert below takes, on a batch's existing gateway rows at once and in id order."""
+LOCK_GATEWAYS: Final = """
+INSERT INTO gateways (id) SELECT id FROM unnest(%s::text[]) AS batch (id) ORDER BY id
+ON CONFLICT (id) DO UPDATE SET online = gateways.online WHERE false
+"""
+"""Every gateway row a batch's upserts below touch, taken at once and in id order: an existing row locked
+(ON CONFLICT DO UPDATE locks the conflicting row even when its WHERE is false, and changes nothing), a
+missing one inserted bare (the upserts fill it in the same transaction). New rows matter: two workers
+inserting a new fleet's first states and availabilities deadlocked on the gateways' key index while only
+the existing rows were locked first."""
 AVAILABILITY: Final = """
 INSERT INTO gateways (id, online, last_seen) VALUES (%s, %s, %s)
 ON CONFLICT (id) DO UPDATE SET online = excluded.online, last_seen = GREATEST(gateways.last_seen, excluded.last_seen)
