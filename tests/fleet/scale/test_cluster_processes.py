@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from bmsgate.errors import SinkError
 from bmsgate.fleet.protocol import Channel, encode, topic
+from bmsgate.fleet.server.alarms import AlarmEngine
 from bmsgate.fleet.server.api.server import HttpServer, HttpServerError
 from bmsgate.fleet.server.ingest.workers import decode_batch_frame
 from bmsgate.fleet.server.leadership import (
@@ -193,6 +194,56 @@ async def test_singletons_that_fail_end_the_run(postgres_cluster: PostgresCluste
 
     with pytest.raises(RuntimeError, match="a bug"):
         await asyncio.wait_for(Leadership(postgres_cluster.new_database(), poll_s=0.1).run(singletons), 5)
+
+
+class TermsLeadership:
+    """What :class:`LeaderOnly` and the alarm engine read of a :class:`Leadership`: leading, and its term."""
+
+    def __init__(self) -> None:
+        self.is_leader = False
+        self.terms = 0
+
+    def current_term(self) -> int:
+        return self.terms
+
+    def lead(self) -> None:
+        self.terms += 1
+        self.is_leader = True
+
+
+def _low_soc(gateway: str, at: float) -> IngestBatch:
+    return IngestBatch(telemetry=[(telemetry(gateway, at=at, seq=int(at), snapshots=(snapshot(at=at, soc=5.0),)), at)])
+
+
+async def test_batches_queued_when_leadership_ended_are_not_evaluated_in_the_next_term(tmp_path: Path) -> None:
+    store = await open_store(StoreSettings(data_dir=tmp_path / "data"))
+    try:
+        leadership: Any = TermsLeadership()
+        engine = AlarmEngine(store, term=leadership.current_term)
+        observer = LeaderOnly(engine, leadership)
+        leadership.lead()
+        async with _running(engine.run()) as first_term:
+            await asyncio.wait_for(engine.ready.wait(), 5)
+            stale = _low_soc("gw-1", 1_800_000_000.0)
+            await store.write_batch(stale)
+            # The lock's check failed: Leadership cancels the singletons and waits for them to stop before
+            # it stops passing batches on; one committed meanwhile is queued in this term, not taken.
+            first_term.cancel()
+            observer.observe(stale, RESULT)
+        leadership.is_leader = False
+        # Another process led meanwhile and saw gw-1 recover; this one leads again.
+        leadership.lead()
+        fresh = _low_soc("gw-2", 1_800_000_010.0)
+        await store.write_batch(fresh)
+        observer.observe(fresh, RESULT)  # observed in this term before the engine started: evaluated
+        async with _running(engine.run()):
+            await _until(lambda: engine.opened >= 1, 5, "the new term's batch is evaluated")
+            await asyncio.sleep(0.1)
+        alarms = await store.list_alarms(AlarmFilter(state=AlarmState.OPEN))
+        assert [(alarm.gateway, alarm.kind) for alarm in alarms] == [("gw-2", "low_soc")]
+        assert (engine.stale_batches, engine.failed_batches) == (1, 0)
+    finally:
+        await store.close()
 
 
 def test_the_lock_key_is_a_postgres_bigint() -> None:
