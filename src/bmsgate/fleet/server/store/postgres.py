@@ -178,15 +178,20 @@ class PostgresRepository(Repository):
 
     # -- registry --------------------------------------------------------------------------------------
 
-    async def _gateways(self, gateway_ids: Sequence[str] | None) -> list[GatewayRecord]:
+    async def _gateways(self, gateway_ids: Sequence[str] | None, *, summary: bool = False) -> list[GatewayRecord]:
         where, parameters = ("WHERE id = ANY(%s)", [list(gateway_ids)]) if gateway_ids is not None else ("", [])
-        rows = await self._fetch(f"{P.GATEWAY_SELECT} {where} ORDER BY id", parameters)
+        select = P.GATEWAY_SUMMARY_SELECT if summary else P.GATEWAY_SELECT
+        rows = await self._fetch(f"{select} {where} ORDER BY id", parameters)
         battery_where = "WHERE gateway = ANY(%s)" if gateway_ids is not None else ""
         batteries: dict[str, list[tuple[Any, ...]]] = {}
-        for gateway, *rest in await self._fetch(
-            f"SELECT gateway, battery, at, age_s, stale, snapshot FROM batteries {battery_where}", parameters
-        ):
-            batteries.setdefault(gateway, []).append(tuple(rest))
+        if summary:
+            query = f"{P.BATTERY_SUMMARY_SELECT} {battery_where}"
+            for gateway, battery, at, age_s, stale, present, *values in await self._fetch(query, parameters):
+                reduced = R.summary_snapshot(present, *values)
+                batteries.setdefault(gateway, []).append((battery, at, age_s, stale, reduced))
+        else:
+            for gateway, *rest in await self._fetch(f"{P.BATTERY_SELECT} {battery_where}", parameters):
+                batteries.setdefault(gateway, []).append(tuple(rest))
         summary_where = "AND gateway = ANY(%s)" if gateway_ids is not None else ""
         summaries = {
             gateway: (count, worst)
@@ -200,10 +205,21 @@ class PostgresRepository(Repository):
 
     async def get_gateways(self, gateway_ids: Collection[str]) -> list[GatewayRecord]:
         """The gateways of `gateway_ids` that exist, sorted by id (three queries per 1,000 ids)."""
+        return await self._gateways_by_id(gateway_ids, summary=False)
+
+    async def list_gateway_summaries(self) -> list[GatewayRecord]:
+        """Every gateway as the overview needs it (see :meth:`Repository.list_gateway_summaries`)."""
+        return await self._gateways(None, summary=True)
+
+    async def get_gateway_summaries(self, gateway_ids: Collection[str]) -> list[GatewayRecord]:
+        """:meth:`get_gateways` in the summary form of :meth:`list_gateway_summaries`."""
+        return await self._gateways_by_id(gateway_ids, summary=True)
+
+    async def _gateways_by_id(self, gateway_ids: Collection[str], *, summary: bool) -> list[GatewayRecord]:
         wanted = sorted(set(gateway_ids))
         found: list[GatewayRecord] = []
         for start in range(0, len(wanted), _IDS_PER_QUERY):
-            found += await self._gateways(wanted[start : start + _IDS_PER_QUERY])
+            found += await self._gateways(wanted[start : start + _IDS_PER_QUERY], summary=summary)
         return found
 
     async def get_gateway(self, gateway_id: str) -> GatewayRecord:
