@@ -46,10 +46,10 @@ import httpx
 from playwright.async_api import async_playwright
 
 from bmsgate.fleet.server.api.overview import OverviewCache
-from bmsgate.fleet.server.ingest import tune_gc_for_ingest
 from bmsgate.fleet.server.api.ratelimit import RateLimit
 from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.api.testing import RunningFleet, running_fleet
+from bmsgate.fleet.server.ingest import tune_gc_for_ingest
 from bmsgate.fleet.server.live import LiveKind, LiveUpdate
 from bmsgate.fleet.server.store import StoreSettings
 from bmsgate.fleet.server.store.repository import GatewayRecord
