@@ -124,6 +124,50 @@ class Stalls:
         )
 
 
+async def per_changed_gateway(fleet: RunningFleet, count: int = 1250) -> dict[str, float]:
+    """CPU per changed gateway of the live stream's three ways to refresh a summary (best of 5, `count` at once).
+
+    A full record read and summary build (before), the summary read and build (other changes now), and
+    telemetry applied in place by the read model (telemetry now). Process CPU time: the reads run in the
+    store's thread.
+    """
+    cache = OverviewCache(fleet.store)
+    await cache.warm()
+    ids = sorted(entry.view.id for entry in await cache.entries())[:: max(1, len(await cache.entries()) // count)]
+    ids = ids[:count]
+    now = time.time()
+    readings = [
+        (record.id, {**telemetry_data(record), "at": now, "received": now})
+        for record in await fleet.store.get_gateways(ids)
+    ]
+
+    async def full() -> None:
+        await cache.update_many(await fleet.store.get_gateways(ids))
+
+    async def summary() -> None:
+        await cache.update_many(await fleet.store.get_gateway_summaries(ids))
+
+    async def applied() -> None:
+        declined = sum(not cache.apply_telemetry(gateway, data) for gateway, data in readings)
+        if declined:
+            raise SystemExit(f"{declined} readings were not applied in place")
+
+    figures = {}
+    for name, way in (
+        ("full read + summary", full),
+        ("summary read + summary", summary),
+        ("applied in place", applied),
+    ):
+        best = float("inf")
+        for _ in range(5):
+            started = time.process_time()
+            await way()
+            best = min(best, time.process_time() - started)
+        figures[name] = best / len(ids)
+    await cache.close()
+    return figures
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
@@ -296,6 +340,7 @@ async def one_size(sites: int, arguments: argparse.Namespace, postgres: str | No
             del records  # only the templates are kept
             timings = [(label, await api_latency(fleet, paths, count)) for label, paths, count in rows]
             page = await browser_figures(fleet, arguments.loads) if store is None else None
+            refresh = await per_changed_gateway(fleet)
             for task in (updates, watching):
                 if task is not None:
                     task.cancel()
@@ -309,6 +354,8 @@ async def one_size(sites: int, arguments: argparse.Namespace, postgres: str | No
     for label, (p50, p99, size) in timings:
         print(f"  {label:38s} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  {size / 1e3:9.1f} kB")
     print(f"  meanwhile: {stalls.report()}")
+    ways = ", ".join(f"{name} {cpu * 1e6:.0f} us" for name, cpu in refresh.items())
+    print(f"  a changed gateway's summary, CPU: {ways}")
     if page is not None:
         print(f"  Chromium first paint                   {page['fp']:7.0f} ms")
         print(f"  Chromium first contentful paint        {page['fcp']:7.0f} ms")
