@@ -37,6 +37,7 @@ from bmsgate.errors import SinkError
 from bmsgate.fleet.protocol import Channel, encode, topic
 from bmsgate.fleet.server.alarms import AlarmEngine
 from bmsgate.fleet.server.api.server import HttpServer, HttpServerError
+from bmsgate.fleet.server.children import probe, send_settings, stop_child
 from bmsgate.fleet.server.ingest.workers import decode_batch_frame
 from bmsgate.fleet.server.leadership import (
     LEADER_LOCK_KEY,
@@ -448,6 +449,44 @@ def _close_listeners() -> Iterator[None]:
     yield
     while _LISTENERS:
         _LISTENERS.pop().close()
+
+
+# -- probing a child ----------------------------------------------------------------------------------------
+
+_PROBED_CHILD = """
+import asyncio, sys
+from bmsgate.fleet.server.children import answer_probes, read_settings
+
+async def main():
+    told, reader = await read_settings()
+    def alive():
+        sys.stdout.write(told + "\\n")
+        sys.stdout.flush()
+    await answer_probes(reader, alive)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_child_answers_each_probe_from_its_loop_and_a_stopped_one_does_not() -> None:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _PROBED_CHILD, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    assert child.stdout is not None
+    try:
+        await send_settings(child, "alive")
+        for _ in range(3):
+            probe(child)
+            assert await asyncio.wait_for(child.stdout.readline(), 10) == b"alive\n"
+        os.kill(child.pid, signal.SIGSTOP)  # hung: the pid is there, nothing answers
+        probe(child)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(child.stdout.readline(), 0.5)
+        os.kill(child.pid, signal.SIGCONT)
+        assert await asyncio.wait_for(child.stdout.readline(), 10) == b"alive\n"  # the probe waited in the pipe
+    finally:
+        await stop_child(child, 5)
+    assert child.returncode is not None
 
 
 # -- the settings -------------------------------------------------------------------------------------------
