@@ -340,12 +340,12 @@ async def one_size(sites: int, arguments: argparse.Namespace, postgres: str | No
             del records  # only the templates are kept
             timings = [(label, await api_latency(fleet, paths, count)) for label, paths, count in rows]
             page = await browser_figures(fleet, arguments.loads) if store is None else None
-            refresh = await per_changed_gateway(fleet)
             for task in (updates, watching):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            refresh = await per_changed_gateway(fleet)  # its own full read is not part of the stalls above
     backend = "PostgreSQL" if store is not None else "SQLite"
     live = f"; {arguments.live:,.0f} live updates/s" if arguments.live > 0 else ""
     reads = f"one full store read {full_read:.1f} s, in the summary form {summary_read:.1f} s"

@@ -27,6 +27,10 @@ async def test_get_gateways_reads_the_ones_asked_for_in_batches(store: Repositor
     assert len(by_id["site-00006"].batteries) == 2
     assert await store.get_gateways([]) == []
     assert await store.get_gateways(["nobody"]) == []
+    # A read this large builds its records aside (PostgreSQL: in a thread, off the event loop).
+    everyone = await store.list_gateway_summaries()
+    assert len(everyone) == 1200
+    assert next(record for record in everyone if record.id == "site-00600").open_alarms == 1
 
 
 async def test_the_summary_form_gives_every_overview_value_of_the_full_read(store: Repository) -> None:
