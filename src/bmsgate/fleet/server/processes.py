@@ -16,11 +16,19 @@ cluster mode:
 A child that dies is started again (with a growing pause if it keeps dying); cancelling :meth:`run`
 (SIGTERM/SIGINT in the command) stops them all, each with SIGTERM and a grace period. A child also stops
 when its standard input closes, so children never outlive a parent that was killed.
+
+A child that hangs without dying (stopped, deadlocked, its event loop stuck) would keep its share of the
+port's new connections and never answer them: the parent probes each child every ``probe_interval_s``
+over its standard input (:func:`~.children.probe`; the child answers from the event loop that serves its
+HTTP), and SIGKILLs one that has not answered for ``hung_after_s`` (``start_timeout_s`` before it reported
+its address: the first read of a large fleet takes a while); it is then started again like a dead one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import logging
 import signal
@@ -29,7 +37,7 @@ import time
 from typing import Any, Final
 
 from bmsgate.errors import BmsgateError
-from bmsgate.fleet.server.children import read_settings, send_settings, stop_child
+from bmsgate.fleet.server.children import answer_probes, probe, read_settings, send_settings, stop_child
 from bmsgate.fleet.server.datadir import DataDir
 from bmsgate.fleet.server.ingest import tune_gc_for_ingest
 from bmsgate.fleet.server.service import FleetServer, FleetServerSettings
@@ -52,11 +60,37 @@ class ServerProcessError(BmsgateError):
 class ServerProcesses:
     """Starts and supervises ``settings.processes`` server processes; ``await run()`` until cancelled."""
 
-    def __init__(self, settings: FleetServerSettings, *, restart_initial_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        settings: FleetServerSettings,
+        *,
+        restart_initial_s: float = 0.5,
+        probe_interval_s: float = 1.0,
+        hung_after_s: float = 10.0,
+        start_timeout_s: float = 180.0,
+    ) -> None:
+        """Prepare to supervise (nothing starts before :meth:`run`).
+
+        Args:
+            settings: every process's settings (each is told its ``process_index``).
+            restart_initial_s: the first pause before a stopped process is started again (it grows).
+            probe_interval_s: how often each process is probed.
+            hung_after_s: a process that reported its address and has not answered a probe for this long
+                is killed (and started again).
+            start_timeout_s: the same bound before it reported its address.
+
+        Raises:
+            ServerProcessError: the settings are not cluster mode.
+        """
         if not settings.cluster or not settings.postgres_url:
             raise ServerProcessError("several server processes need cluster mode (--cluster and --postgres)")
         self.settings = settings
         self.restart_initial_s = restart_initial_s
+        self.probe_interval_s = probe_interval_s
+        self.hung_after_s = hung_after_s
+        self.start_timeout_s = start_timeout_s
+        self.hung_kills = 0
+        """Processes killed because they stopped answering probes."""
         self.pids: dict[int, int] = {}
         """Process index → pid of the processes running now."""
         self.urls: dict[int, str] = {}
@@ -114,19 +148,61 @@ class ServerProcesses:
         assert process.stdin is not None
         assert process.stdout is not None
         self.pids[index] = process.pid
+        life = _Life(time.monotonic())
+        watchdog: asyncio.Task[None] | None = None
         try:
             await send_settings(process, self.settings.model_copy(update={"process_index": index, "processes": 1}))
+            watchdog = asyncio.create_task(self._watch(index, process, life), name=f"fleet-server-probe-{index}")
             while line := await process.stdout.readline():
-                try:
-                    report = json.loads(line)
-                    self.urls[index] = str(report["url"])
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise ServerProcessError(f"process {index} said {line[:200]!r}") from exc
-                if len(self.urls) == self.settings.processes:
-                    self.ready.set()
+                self._heard(index, line, life)
             return await process.wait()
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watchdog
             await stop_child(process, _STOP_GRACE_S)
+
+    def _heard(self, index: int, line: bytes, life: _Life) -> None:
+        try:
+            report = json.loads(line)
+            if "alive" in report:
+                life.answered_at = time.monotonic()
+                return
+            self.urls[index] = str(report["url"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ServerProcessError(f"process {index} said {line[:200]!r}") from exc
+        life.answered_at = time.monotonic()
+        life.serving = True
+        if len(self.urls) == self.settings.processes:
+            self.ready.set()
+
+    async def _watch(self, index: int, process: asyncio.subprocess.Process, life: _Life) -> None:
+        """Probe the process; SIGKILL it once it has not answered within its bound (its stdout then ends)."""
+        while process.returncode is None:
+            probe(process)
+            await asyncio.sleep(self.probe_interval_s)
+            bound = self.hung_after_s if life.serving else self.start_timeout_s
+            silent = time.monotonic() - life.answered_at
+            if silent > bound and process.returncode is None:
+                _log.error(
+                    "fleet server process %d (pid %d) has not answered for %.1f s: killing it",
+                    index,
+                    process.pid,
+                    silent,
+                )
+                self.hung_kills += 1
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                return
+
+
+@dataclasses.dataclass(slots=True)
+class _Life:
+    """What the parent last heard from one run of a process."""
+
+    answered_at: float
+    serving: bool = False
 
 
 async def _child() -> int:
@@ -137,14 +213,19 @@ async def _child() -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
 
+    def alive() -> None:
+        sys.stdout.write('{"alive": true}\n')
+        sys.stdout.flush()
+
     async def until_parent_leaves() -> None:
-        await reader.read()
+        await answer_probes(reader, alive)
         stop.set()
+
+    watch = asyncio.create_task(until_parent_leaves())  # answered while the server starts, too
 
     async with FleetServer(settings) as running:
         sys.stdout.write(json.dumps({"url": running.url}) + "\n")
         sys.stdout.flush()
-        watch = asyncio.create_task(until_parent_leaves())
         stopping = asyncio.create_task(stop.wait())
         either: set[asyncio.Future[Any]] = {stopping, running.failure}
         done, _ = await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)

@@ -264,6 +264,7 @@ class FleetServer:
         store = await open_store(store_settings)
         self._stack.push_async_callback(store.close)
         feed = LiveFeed()
+        leadership: Leadership | None = None
         if settings.member:
             from bmsgate.fleet.server.leadership import LeaderOnly, Leadership  # noqa: PLC0415 - PostgreSQL only
             from bmsgate.fleet.server.nats_broadcast import (  # noqa: PLC0415 - the cluster extra
@@ -271,20 +272,25 @@ class FleetServer:
                 SharedLiveFeed,
             )
 
+            assert settings.postgres_url is not None  # the settings' validator
             feed = SharedLiveFeed()
+            leadership = Leadership(settings.postgres_url)
         notifier = Notifier(settings.notify, store) if _notifies(settings.notify) else None
-        alarms = AlarmEngine(store, settings=settings.alarms, feed=feed, notifier=notifier)
+        alarms = AlarmEngine(
+            store,
+            settings=settings.alarms,
+            feed=feed,
+            notifier=notifier,
+            term=leadership.current_term if leadership is not None else None,
+        )
         source: BrokerSettings | IngestSource = ingest_broker
         if settings.cluster:
             from bmsgate.fleet.server.nats_ingest import JetStreamSource  # noqa: PLC0415 - the cluster extra
 
             source = JetStreamSource(servers=tuple(settings.cluster))
-        leadership: Leadership | None = None
         broadcast: CommittedBroadcast | None = None
         ingest: Ingest | IngestWorkers
-        if settings.member:
-            assert settings.postgres_url is not None  # the settings' validator
-            leadership = Leadership(settings.postgres_url)
+        if leadership is not None:
             broadcast = CommittedBroadcast(
                 settings.cluster, feed=feed, observers=[LeaderOnly(alarms, leadership)], forgotten=alarms.forget
             )

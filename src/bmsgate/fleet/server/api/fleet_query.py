@@ -24,6 +24,7 @@ from bmsgate.fleet.server.api.views import GatewayView
 
 __all__ = [
     "MAX_PAGE",
+    "BatteryValues",
     "MAX_SEARCH_CHARS",
     "FleetCounts",
     "MapPosition",
@@ -85,6 +86,10 @@ class MapPosition:
     y: float
 
 
+BatteryValues = tuple[str, float | None, float | None]
+"""``(battery id, soc, cell_delta)``."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class OverviewEntry:
     """One gateway's summary with what searching, sorting and the map need, computed once."""
@@ -97,6 +102,8 @@ class OverviewEntry:
     state: SiteState
     position: MapPosition | None
     """None: no (finite) position reported."""
+    batteries: tuple[BatteryValues, ...] = ()
+    """The overview's values of each battery with a snapshot (what a live reading updates in place)."""
 
 
 def _position(lat: float | None, lon: float | None) -> MapPosition | None:
@@ -116,8 +123,8 @@ def site_state(view: GatewayView) -> SiteState:
     return SiteState.ONLINE if view.online else SiteState.OFFLINE
 
 
-def entry_of(view: GatewayView) -> OverviewEntry:
-    """Prepare a gateway's summary for searching, sorting and the map."""
+def entry_of(view: GatewayView, batteries: tuple[BatteryValues, ...] = ()) -> OverviewEntry:
+    """Prepare a gateway's summary (and its batteries' values) for searching, sorting and the map."""
     packs = " ".join(f"{pack.name} {pack.version or ''}" for pack in view.packs)
     haystack = " ".join(
         part for part in (view.id, view.name, view.site, " ".join(view.tags), view.software_version, packs) if part
@@ -126,7 +133,7 @@ def entry_of(view: GatewayView) -> OverviewEntry:
     haystack = haystack.replace("\n", " ").replace("\r", " ")
     location = view.location
     position = None if location is None else _position(location.lat, location.lon)
-    return OverviewEntry(view, view.name or view.id, haystack, site_state(view), position)
+    return OverviewEntry(view, view.name or view.id, haystack, site_state(view), position, batteries)
 
 
 def search_words(text: str) -> tuple[str, ...]:

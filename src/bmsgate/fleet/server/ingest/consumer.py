@@ -487,10 +487,9 @@ def _publish(feed: LiveFeed, batch: IngestBatch) -> None:
         )
     for state, received in batch.states:
         feed.publish(LiveUpdate(kind=LiveKind.GATEWAY, gateway=state.gateway, at=received, data=_state_data(state)))
-    for message, _ in batch.telemetry:
-        feed.publish(
-            LiveUpdate(kind=LiveKind.TELEMETRY, gateway=message.gateway, at=message.at, data=_telemetry_data(message))
-        )
+    for message, received in batch.telemetry:
+        data = _telemetry_data(message, received)
+        feed.publish(LiveUpdate(kind=LiveKind.TELEMETRY, gateway=message.gateway, at=message.at, data=data))
     for event, _ in batch.events:
         feed.publish(
             LiveUpdate(
@@ -566,7 +565,8 @@ def _state_data(state: StateMessage) -> dict[str, object]:
     return state.model_dump(mode="json", exclude={"v", "gateway"})
 
 
-def _telemetry_data(message: TelemetryMessage) -> dict[str, object]:
+def _telemetry_data(message: TelemetryMessage, received: float) -> dict[str, object]:
+    # `received` is the store's last-seen time: the overview read model updates a summary from this alone.
     batteries: dict[str, object] = {}
     for reading in message.batteries:
         snapshot = None
@@ -576,4 +576,10 @@ def _telemetry_data(message: TelemetryMessage) -> dict[str, object]:
             except (ValueError, TypeError, ArithmeticError):
                 continue  # refused by the store too (counted there)
         batteries[reading.id] = {"age_s": reading.age_s, "stale": reading.stale, "snapshot": snapshot}
-    return {"at": message.at, "backfill": message.backfill, "batteries": batteries, "inverter": message.inverter}
+    return {
+        "at": message.at,
+        "received": received,
+        "backfill": message.backfill,
+        "batteries": batteries,
+        "inverter": message.inverter,
+    }

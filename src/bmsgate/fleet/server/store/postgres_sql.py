@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from bmsgate.fleet.server.store.repository import NUMERIC_FIELDS
-from bmsgate.fleet.server.store.rows import ALARM_COLUMNS, GATEWAY_COLUMNS, SAMPLE_COLUMNS
+from bmsgate.fleet.server.store.rows import ALARM_COLUMNS, GATEWAY_COLUMNS, SAMPLE_COLUMNS, SUMMARY_COLUMNS
 from bmsgate.fleet.server.store.sql import ROLLUP_COLUMNS, ROLLUP_FIELDS_SQL
 
 __all__ = [
@@ -15,7 +15,10 @@ __all__ = [
     "AVAILABILITY",
     "BATTERY",
     "EVENT",
+    "BATTERY_SELECT",
+    "BATTERY_SUMMARY_SELECT",
     "GATEWAY_SELECT",
+    "GATEWAY_SUMMARY_SELECT",
     "HOUR_ROLLUP",
     "LOCK_GATEWAYS",
     "MINUTE_ROLLUP",
@@ -80,6 +83,15 @@ INSERT INTO events (gateway, seq, at, kind, battery, alarm, detail, data, receiv
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
 """
 GATEWAY_SELECT: Final = f"SELECT {', '.join(GATEWAY_COLUMNS)} FROM gateways"
+GATEWAY_SUMMARY_SELECT: Final = f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM gateways"
+BATTERY_SELECT: Final = "SELECT gateway, battery, at, age_s, stale, snapshot FROM batteries"
+BATTERY_SUMMARY_SELECT: Final = (
+    # The overview's values extracted by PostgreSQL: the snapshots' JSON never reaches Python.
+    "SELECT gateway, battery, at, age_s, stale, snapshot IS NOT NULL, "
+    "CASE WHEN jsonb_typeof(j.s -> 'soc') = 'number' THEN (j.s ->> 'soc')::float8 END, "
+    "CASE WHEN jsonb_typeof(j.s -> 'cell_delta') = 'number' THEN (j.s ->> 'cell_delta')::float8 END "
+    "FROM batteries CROSS JOIN LATERAL (SELECT snapshot::jsonb AS s) AS j"
+)
 ALARM_SELECT: Final = f"SELECT {', '.join(ALARM_COLUMNS)} FROM alarms"
 ALARM_SUMMARY: Final = (
     "SELECT gateway, count(*), max(severity) FROM alarms WHERE state <> 'closed' {where} GROUP BY gateway"

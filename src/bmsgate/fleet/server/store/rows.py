@@ -48,6 +48,8 @@ __all__ = [
     "ALARM_COLUMNS",
     "BatchRows",
     "GATEWAY_COLUMNS",
+    "SUMMARY_COLUMNS",
+    "SUMMARY_SNAPSHOT_KEYS",
     "ROLLUP_SECONDS",
     "SAMPLE_COLUMNS",
     "SampleValues",
@@ -55,6 +57,7 @@ __all__ = [
     "alarm_from_row",
     "cells_from_blob",
     "cells_to_blob",
+    "summary_snapshot",
     "choose_resolution",
     "dumps",
     "gateway_from_row",
@@ -92,6 +95,12 @@ GATEWAY_COLUMNS: Final = (
     "inverter_at",
 )
 """The gateways columns :func:`gateway_from_row` reads, followed by the battery and alarm aggregates."""
+SUMMARY_COLUMNS: Final = tuple(
+    "NULL" if column in ("descriptors", "inverter") else column for column in GATEWAY_COLUMNS
+)
+""":data:`GATEWAY_COLUMNS` for a summary read: what the overview leaves out is not read (nor decoded)."""
+SUMMARY_SNAPSHOT_KEYS: Final = ("soc", "cell_delta")
+"""What a summary read keeps of each battery's snapshot (the overview's values)."""
 
 ALARM_COLUMNS: Final = (
     "id",
@@ -223,7 +232,8 @@ def gateway_from_row(
 ) -> GatewayRecord:
     """A record from a gateways row (:data:`GATEWAY_COLUMNS` order) and its battery rows.
 
-    ``batteries`` rows are ``(battery, at, age_s, stale, snapshot JSON)``.
+    ``batteries`` rows are ``(battery, at, age_s, stale, snapshot JSON)``; in a summary read (a row of
+    :data:`SUMMARY_COLUMNS`) the snapshot is the mapping :func:`summary_snapshot` made instead.
     """
     values = dict(zip(GATEWAY_COLUMNS, row, strict=True))
     location_data = _loads(values["location"], None)
@@ -238,7 +248,7 @@ def gateway_from_row(
             at=at,
             age_s=age_s,
             stale=bool(stale) or snapshot_text is None,
-            snapshot=_loads(snapshot_text, None),
+            snapshot=snapshot_text if isinstance(snapshot_text, dict) else _loads(snapshot_text, None),
         )
     for battery_id, descriptor in descriptors.items():
         if battery_id not in seen:
@@ -276,6 +286,18 @@ def gateway_from_row(
         open_alarms=open_alarms,
         worst_severity=None if worst is None else Severity(worst),
     )
+
+
+def summary_snapshot(present: object, *values: object) -> dict[str, Any] | None:
+    """A summary read's stand-in for a snapshot: the :data:`SUMMARY_SNAPSHOT_KEYS` values the SQL extracted.
+
+    Args:
+        present: whether the battery has a snapshot at all (false: None, as a full read gives).
+        values: the values of :data:`SUMMARY_SNAPSHOT_KEYS`, in order, as the database extracted them.
+    """
+    if not present:
+        return None
+    return dict(zip(SUMMARY_SNAPSHOT_KEYS, values, strict=True))
 
 
 def alarm_from_row(row: Sequence[Any]) -> AlarmRecord:

@@ -205,14 +205,20 @@ class SqliteRepository(Repository):
 
     # -- registry --------------------------------------------------------------------------------------
 
-    def _gateways(self, where: str, parameters: Sequence[Any]) -> list[GatewayRecord]:
+    def _gateways(self, where: str, parameters: Sequence[Any], *, summary: bool = False) -> list[GatewayRecord]:
         db = self._r()
-        gateway_rows = db.execute(f"{S.GATEWAY_SELECT} {where} ORDER BY id", parameters).fetchall()
+        select = S.GATEWAY_SUMMARY_SELECT if summary else S.GATEWAY_SELECT
+        gateway_rows = db.execute(f"{select} {where} ORDER BY id", parameters).fetchall()
         battery_where = where.replace("id", "gateway") if where else ""
         batteries: dict[str, list[tuple[Any, ...]]] = {}
-        query = f"SELECT gateway, battery, at, age_s, stale, snapshot FROM batteries {battery_where}"
-        for gateway, *rest in db.execute(query, parameters):
-            batteries.setdefault(gateway, []).append(tuple(rest))
+        if summary:
+            query = f"{S.BATTERY_SUMMARY_SELECT} {battery_where}"
+            for gateway, battery, at, age_s, stale, present, *values in db.execute(query, parameters):
+                reduced = R.summary_snapshot(present, *values)
+                batteries.setdefault(gateway, []).append((battery, at, age_s, stale, reduced))
+        else:
+            for gateway, *rest in db.execute(f"{S.BATTERY_SELECT} {battery_where}", parameters):
+                batteries.setdefault(gateway, []).append(tuple(rest))
         summary_where = where.replace("WHERE id", "AND gateway", 1)
         summaries = {
             gateway: (count, worst)
@@ -229,16 +235,23 @@ class SqliteRepository(Repository):
 
     async def get_gateways(self, gateway_ids: Collection[str]) -> list[GatewayRecord]:
         """The gateways of `gateway_ids` that exist, sorted by id (three queries per 500 ids)."""
+        return await self._run_read(lambda: self._gateways_by_id(gateway_ids, summary=False))
+
+    async def list_gateway_summaries(self) -> list[GatewayRecord]:
+        """Every gateway as the overview needs it (see :meth:`Repository.list_gateway_summaries`)."""
+        return await self._run_read(lambda: self._gateways("", (), summary=True))
+
+    async def get_gateway_summaries(self, gateway_ids: Collection[str]) -> list[GatewayRecord]:
+        """:meth:`get_gateways` in the summary form of :meth:`list_gateway_summaries`."""
+        return await self._run_read(lambda: self._gateways_by_id(gateway_ids, summary=True))
+
+    def _gateways_by_id(self, gateway_ids: Collection[str], *, summary: bool) -> list[GatewayRecord]:
         wanted = sorted(set(gateway_ids))
-
-        def read() -> list[GatewayRecord]:
-            found: list[GatewayRecord] = []
-            for start in range(0, len(wanted), _IDS_PER_QUERY):
-                chunk = wanted[start : start + _IDS_PER_QUERY]
-                found += self._gateways(f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
-            return found
-
-        return await self._run_read(read)
+        found: list[GatewayRecord] = []
+        for start in range(0, len(wanted), _IDS_PER_QUERY):
+            chunk = wanted[start : start + _IDS_PER_QUERY]
+            found += self._gateways(f"WHERE id IN ({', '.join('?' * len(chunk))})", chunk, summary=summary)
+        return found
 
     async def get_gateway(self, gateway_id: str) -> GatewayRecord:
         """One gateway."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from bmsgate.fleet.server.store.repository import NUMERIC_FIELDS
-from bmsgate.fleet.server.store.rows import ALARM_COLUMNS, GATEWAY_COLUMNS, SAMPLE_COLUMNS
+from bmsgate.fleet.server.store.rows import ALARM_COLUMNS, GATEWAY_COLUMNS, SAMPLE_COLUMNS, SUMMARY_COLUMNS
 from bmsgate.fleet.server.store.sql import ROLLUP_FIELDS_SQL
 
 __all__ = [
@@ -15,7 +15,10 @@ __all__ = [
     "AVAILABILITY",
     "BATTERY",
     "EVENT",
+    "BATTERY_SELECT",
+    "BATTERY_SUMMARY_SELECT",
     "GATEWAY_SELECT",
+    "GATEWAY_SUMMARY_SELECT",
     "SAMPLE",
     "STATE",
     "hour_rollup_sql",
@@ -64,6 +67,14 @@ INSERT OR IGNORE INTO events (gateway, seq, at, kind, battery, alarm, detail, da
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 GATEWAY_SELECT: Final = f"SELECT {', '.join(GATEWAY_COLUMNS)} FROM gateways"
+GATEWAY_SUMMARY_SELECT: Final = f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM gateways"
+BATTERY_SELECT: Final = "SELECT gateway, battery, at, age_s, stale, snapshot FROM batteries"
+BATTERY_SUMMARY_SELECT: Final = (
+    # The overview's values from the JSON in SQLite's C code (the GIL released meanwhile), not in Python.
+    "SELECT gateway, battery, at, age_s, stale, snapshot IS NOT NULL, "
+    "CASE WHEN json_valid(snapshot) THEN json_extract(snapshot, '$.soc') END, "
+    "CASE WHEN json_valid(snapshot) THEN json_extract(snapshot, '$.cell_delta') END FROM batteries"
+)
 ALARM_SELECT: Final = f"SELECT {', '.join(ALARM_COLUMNS)} FROM alarms"
 ALARM_SUMMARY: Final = (
     "SELECT gateway, count(*), max(severity) FROM alarms WHERE state <> 'closed' {where} GROUP BY gateway"
