@@ -190,8 +190,8 @@ class PostgresRepository(Repository):
         alarm_rows = await self._fetch(P.ALARM_SUMMARY.format(where=summary_where), parameters)
         if len(rows) > _BUILD_ASIDE_ROWS:
             # ~50 us a gateway in Python: a full read of 50,000 would stop the event loop for seconds.
-            return await asyncio.to_thread(_records, rows, battery_rows, alarm_rows, summary=summary)
-        return _records(rows, battery_rows, alarm_rows, summary=summary)
+            return await asyncio.to_thread(R.gateway_records, rows, battery_rows, alarm_rows, summary=summary)
+        return R.gateway_records(rows, battery_rows, alarm_rows, summary=summary)
 
     async def list_gateways(self) -> list[GatewayRecord]:
         """Every gateway (three queries whatever the fleet size)."""
@@ -600,23 +600,3 @@ def _portable(row: dict[str, Any]) -> dict[str, Any]:
         if column in row and row[column] is not None:
             row[column] = list(row[column])
     return row
-
-
-def _records(
-    rows: Sequence[tuple[Any, ...]],
-    battery_rows: Sequence[tuple[Any, ...]],
-    alarm_rows: Sequence[tuple[Any, ...]],
-    *,
-    summary: bool,
-) -> list[GatewayRecord]:
-    """Gateway records from the rows of the three registry queries (the batteries' in full or summary form)."""
-    batteries: dict[str, list[tuple[Any, ...]]] = {}
-    if summary:
-        for gateway, battery, at, age_s, stale, present, *values in battery_rows:
-            reduced = R.summary_snapshot(present, *values)
-            batteries.setdefault(gateway, []).append((battery, at, age_s, stale, reduced))
-    else:
-        for gateway, *rest in battery_rows:
-            batteries.setdefault(gateway, []).append(tuple(rest))
-    alarms = {gateway: (count, worst) for gateway, count, worst in alarm_rows}
-    return [R.gateway_from_row(row, batteries.get(row[0], []), *alarms.get(row[0], (0, None))) for row in rows]

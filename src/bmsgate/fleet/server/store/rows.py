@@ -61,6 +61,7 @@ __all__ = [
     "choose_resolution",
     "dumps",
     "gateway_from_row",
+    "gateway_records",
     "history_from_row",
     "location_json",
     "state_values",
@@ -443,3 +444,23 @@ class BatchRows:
             events_duplicate=len(self.events) - events_written,
             snapshots_rejected=self.rejected,
         )
+
+
+def gateway_records(
+    rows: Sequence[tuple[Any, ...]],
+    battery_rows: Sequence[tuple[Any, ...]],
+    alarm_rows: Sequence[tuple[Any, ...]],
+    *,
+    summary: bool,
+) -> list[GatewayRecord]:
+    """Gateway records from the rows of the three registry queries (the batteries' in full or summary form)."""
+    batteries: dict[str, list[tuple[Any, ...]]] = {}
+    if summary:
+        for gateway, battery, at, age_s, stale, present, *values in battery_rows:
+            reduced = summary_snapshot(present, *values)
+            batteries.setdefault(gateway, []).append((battery, at, age_s, stale, reduced))
+    else:
+        for gateway, *rest in battery_rows:
+            batteries.setdefault(gateway, []).append(tuple(rest))
+    alarms = {gateway: (count, worst) for gateway, count, worst in alarm_rows}
+    return [gateway_from_row(row, batteries.get(row[0], []), *alarms.get(row[0], (0, None))) for row in rows]
