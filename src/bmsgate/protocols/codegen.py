@@ -136,6 +136,7 @@ def _plain(field: FieldSpec) -> bool:
         field.bit is None
         and field.sign_magnitude is None
         and not field.difference
+        and not field.multiplier
         and field.one_of is None
         and not field.popcount
         and field.map is None
