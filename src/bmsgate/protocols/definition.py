@@ -385,8 +385,6 @@ class ProtocolDefinition(_Strict, CanonicalModel):
                         f"replies[{key:#04x}].fields[{index}] names layouts {sorted(unknown)} "
                         "that 'variants.choices' does not define"
                     )
-        if self.variants is not None and self.variants.select is not None and self.variants.select[4:] not in defined:
-            raise ValueError(f"variants.select uses {self.variants.select}, which no field sets")
         for index, request in enumerate(self.requests):
             if request.variants is not None and (
                 self.variants is None or not self.variants.by_name or not set(request.variants) <= layouts
@@ -394,6 +392,8 @@ class ProtocolDefinition(_Strict, CanonicalModel):
                 raise ValueError(
                     f"requests[{index}] ({request.name}) names layouts: that needs 'variants.by_name' defining them"
                 )
+        if self.variants is not None and self.variants.select is not None and self.variants.select[4:] not in defined:
+            raise ValueError(f"variants.select uses {self.variants.select}, which no field sets")
         for key in self.simulator.append:
             if key not in self.replies:
                 raise ValueError(f"simulator.append names reply {key:#04x}, which 'replies' does not define")
