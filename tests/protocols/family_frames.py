@@ -31,6 +31,9 @@ class FamilyCapture:
     """How far a decoded number may be from the stated one (the source rounded it)."""
     real: bool = True
     """False: the source built the frames from a documented layout (its test's helper), no pack sent them."""
+    device_name: str | None = None
+    """The pack's advertised name, where the definition depends on it: the frames are then as on the wire
+    (a ``wire_key`` scrambles them) and the name chooses the layout (Offgridtec's types A and B)."""
 
 
 def _frames(*texts: str) -> list[bytes]:
@@ -1601,6 +1604,82 @@ DOMETIC_MIN: Final = FamilyCapture(
 )
 
 
+# aiobmsble's MockOGTBleakClient: the replies of a type A and a type B pack, scrambled with key 0x10 (the key both
+# test names give) as they arrive. The mock answers a read with ';BT<' ('+RD,' scrambled), the two register
+# characters of the request as written (scrambled), and the value's characters of its RESP_TYPE_A/B table.
+_OGT_KEY: Final = 0x10
+
+
+def _ogt_reply(register: int, value: bytes) -> bytes:
+    echo = bytes(character ^ _OGT_KEY for character in f"{register:02X}".encode())
+    return b";BT<" + echo + value
+
+
+OGT_REFUSAL: Final = b";BT<Ubb\x7f\x10"
+"""What the mock sends for a register it does not hold ('+RD,Erro' NUL scrambled): type B's cell probe ends."""
+
+OGT_A: Final = FamilyCapture(
+    "ogt",
+    {
+        "a_soc": [_ogt_reply(0x02, b" U  \x1d\x1a")],
+        "a_remaining_capacity": [_ogt_reply(0x04, b'"  # Q\x1d\x1a')],
+        "a_voltage": [_ogt_reply(0x08, b"'!R\"\x1d\x1a")],
+        "a_mosfet_temperature": [_ogt_reply(0x0C, b"(% R\x1d\x1a")],
+        "a_current": [_ogt_reply(0x10, b"(%VV  \x1d\x1a")],
+        "a_runtime": [_ogt_reply(0x18, b"'(  \x1d\x1a")],
+        "a_cycles": [_ogt_reply(0x2C, b"&#  \x1d\x1a")],
+    },
+    AIOBMSBLE.format("tests/bms/test_ogt_bms.py (MockOGTBleakClient.RESP_TYPE_A, SmartBat-A12345)"),
+    {
+        "voltage": 45.681,
+        "soc": 14,
+        "cycles": 99,
+        "remaining_capacity": 8.0,
+        "mosfet_temperature": 21.75,
+        "current": -1.23,
+        "power": -56.188,
+        "stored_energy": 365.448,
+        "extras.runtime": 7200,
+        "cell_voltages": [],
+    },
+    tolerance=5e-4,
+    device_name="SmartBat-A12345",
+)
+OGT_B: Final = FamilyCapture(
+    "ogt",
+    {
+        "b_mosfet_temperature": [_ogt_reply(0x08, b"(% R\x1d\x1a")],
+        "b_voltage": [_ogt_reply(0x09, b"'!R\"\x1d\x1a")],
+        "b_current": [_ogt_reply(0x0A, b"'R   Q\x1d\x1a")],
+        "b_soc": [_ogt_reply(0x0D, b" U  \x1d\x1a")],
+        "b_remaining_capacity": [_ogt_reply(0x0F, b'"  # Q\x1d\x1a')],
+        "b_runtime": [_ogt_reply(0x12, b"VVVV\x1d\x1a")],
+        "b_cycles": [_ogt_reply(0x17, b"&#  \x1d\x1a")],
+        "b_cell_1": [_ogt_reply(0x3F, b"UQ S\x1d\x1a")],
+        "b_cell_2": [_ogt_reply(0x3E, b"U) S\x1d\x1a")],
+        "b_cell_3": [_ogt_reply(0x3D, b"U( S\x1d\x1a")],
+        "b_cell_4": [_ogt_reply(0x3C, b"U' S\x1d\x1a")],
+    },
+    AIOBMSBLE.format("tests/bms/test_ogt_bms.py (MockOGTBleakClient.RESP_TYPE_B, SmartBat-B12294)"),
+    {
+        "voltage": 45.681,
+        "soc": 14,
+        "cycles": 99,
+        "remaining_capacity": 8.0,
+        "mosfet_temperature": 21.75,
+        "current": 1.23,
+        "power": 56.188,
+        "stored_energy": 365.448,
+        "cell_voltages": [3.306, 3.305, 3.304, 3.303],
+        "cell_count": 4,
+        "cell_delta": 0.003,
+        "extras.runtime": None,
+    },
+    vector="poll-type-b",
+    tolerance=5e-4,
+    device_name="SmartBat-B12294",
+)
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -1652,6 +1731,8 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     SMARTBMS,
     DOMETIC,
     DOMETIC_MIN,
+    OGT_A,
+    OGT_B,
 )
 """Every capture, in the issue's order of families."""
 

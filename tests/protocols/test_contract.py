@@ -51,7 +51,8 @@ def _poll(protocol: CompiledProtocol, *, cells: int = 16, ntc: int = 3, seed: in
     pack.advance(700.0)
     bms = VirtualBms(protocol, pack)
     replies: list[bytes] = []
-    for request in protocol.requests:
+    # The requests a device of the simulator's name is sent (Offgridtec's type A or B registers).
+    for request in protocol.requests_for(bms.device_name):
         if request.frame:
             replies += bms.handle_write(protocol.wire(request.frame))
         elif not request.follows:  # a BMS that is never asked: what it sends on its own for this reply
@@ -132,11 +133,13 @@ def _cell_slots(protocol: CompiledProtocol) -> int | None:
     A frame with a fixed number of cell slots (Saftkiste: 4) reports the first ones of a larger simulated
     pack; a protocol that reads no cell voltages (a shunt, LiPower) reports none.
     """
+    # A layout the simulated device's name chooses (Offgridtec type A: no cells) is the one simulated.
+    layout = protocol.variant_for_name(protocol.definition.simulator.device_name)
     fields = [
         (reply, field)
         for reply in protocol.definition.replies.values()
         for field in reply.fields
-        if field.target == "cell_voltages"
+        if field.target == "cell_voltages" and (layout is None or field.variants is None or layout in field.variants)
     ]
     if not fields:
         return 0
@@ -298,7 +301,7 @@ def test_user_file_copy_behaves_like_the_builtin(name: str, tmp_path: Path) -> N
     pack, replies = _poll(builtin, cells=13, ntc=2, seed=5)
     user_replies = []
     user_bms = VirtualBms(user, pack)
-    for request in user.requests:
+    for request in user.requests_for(user_bms.device_name):
         if request.frame:
             user_replies += user_bms.handle_write(user.wire(request.frame))
         elif not request.follows:

@@ -10,6 +10,7 @@ import pytest
 from bmsgate.errors import BmsgateError
 from bmsgate.protocols import CompiledProtocol, get_protocol
 from bmsgate.protocols.framing import Frame
+from bmsgate.protocols.wirekey import wire_key, xor_bytes
 
 from .family_frames import CAPTURES, PROBLEM_FRAMES, FamilyCapture, ProblemFrame
 
@@ -34,12 +35,20 @@ def _close(actual: Any, expected: Any, tolerance: float) -> bool:
     return isinstance(actual, int | float) and math.isclose(actual, expected, rel_tol=1e-9, abs_tol=tolerance)
 
 
-def _checked(protocol: CompiledProtocol, wire: bytes) -> Frame:
+def _checked(protocol: CompiledProtocol, wire: bytes, device_name: str | None = None) -> Frame:
     """One frame as the BMS sent it, through the protocol's assembler (hex-text frames are text on the wire).
+
+    A definition with a ``wire_key`` gets the frame descrambled with the key of `device_name` first, as the
+    session does.
 
     Raises:
         BmsgateError: the assembler refused it (its reason).
     """
+    spec = protocol.definition.framing.wire_key
+    if spec is not None:
+        key = wire_key(device_name, spec)
+        assert key is not None, f"{device_name!r} gives no wire key"
+        wire = xor_bytes(wire, key)
     assembler = protocol.new_assembler()
     frames = assembler.feed(wire)
     if len(frames) != 1:
@@ -50,7 +59,9 @@ def _checked(protocol: CompiledProtocol, wire: bytes) -> Frame:
 def _poll_frames(capture: FamilyCapture) -> list[Frame]:
     protocol = get_protocol(capture.protocol)
     return [
-        _checked(protocol, frame) for request in protocol.requests for frame in capture.replies.get(request.name, [])
+        _checked(protocol, frame, capture.device_name)
+        for request in protocol.requests_for(capture.device_name)
+        for frame in capture.replies.get(request.name, [])
     ]
 
 
@@ -59,7 +70,8 @@ def test_capture_decodes_to_the_stated_values(capture: FamilyCapture) -> None:
     protocol = get_protocol(capture.protocol)
     unknown = set(capture.replies) - {request.name for request in protocol.requests}
     assert not unknown, f"frames for requests the definition does not make: {sorted(unknown)}"
-    snapshot = protocol.decode(_poll_frames(capture), battery_id="capture", timestamp=0.0).to_dict()
+    layout = protocol.variant_for_name(capture.device_name)
+    snapshot = protocol.decode(_poll_frames(capture), battery_id="capture", timestamp=0.0, variant=layout).to_dict()
     wrong = {
         key: (_value(snapshot, key), expected)
         for key, expected in capture.stated.items()
@@ -76,7 +88,7 @@ def test_every_capture_frame_passes_the_frame_checks(capture: FamilyCapture) -> 
         key = protocol.definition.framing.key
         keyed = key is not None and key.in_replies  # a key only requests carry is not read from replies
         for frame in frames:
-            assert _checked(protocol, frame).key == (reply if keyed else None), name
+            assert _checked(protocol, frame, capture.device_name).key == (reply if keyed else None), name
 
 
 def test_a_corrupted_capture_frame_is_refused() -> None:

@@ -142,6 +142,9 @@ ALL = default_catalog().protocols()
             ),
             "smartbms",
         ),
+        # aiobmsble ogt_bms.py: SmartBat-[AB]* with service fff0 (its test's names).
+        (Advertisement(address="AA:BB:CC:01:00:17", name="SmartBat-A12345", service_uuids=("fff0",)), "ogt"),
+        (Advertisement(address="AA:BB:CC:01:00:18", name="SmartBat-B12294", service_uuids=("fff0",)), "ogt"),
     ],
 )
 def test_each_new_family_is_identified_alone(advertisement: Advertisement, family: str) -> None:
@@ -158,6 +161,12 @@ def test_a_ws_nova_oui_without_its_service_is_not_claimed() -> None:
     # The OUI is the BLE module's maker's, not Wattstunde's: without service fff0 it proves nothing.
     bare = Advertisement(address="60:6E:41:12:34:58", service_uuids=(normalize_uuid("ffe0"),))
     assert "ws-nova" not in [match.protocol for match in match_advertisement(bare, ALL)]
+
+
+def test_an_offgridtec_name_of_another_type_is_not_claimed() -> None:
+    # Only types A and B have a known key and register set (aiobmsble refuses type C as unknown).
+    other = Advertisement(address="AA:BB:CC:01:00:17", name="SmartBat-C12294", service_uuids=(normalize_uuid("fff0"),))
+    assert "ogt" not in [match.protocol for match in match_advertisement(other, ALL)]
 
 
 def test_legacy_ant_names_are_claimed_by_both_ant_protocols() -> None:

@@ -78,7 +78,7 @@ def test_text_framing_needs_an_end_marker_that_is_no_hex_digit() -> None:
     base = EJ.definition.model_dump(mode="json", exclude_none=True)
     for change, message in (
         ({"end": None}, "needs an end marker"),
-        ({"end": "41"}, "must not be hex digits"),
+        ({"end": "41"}, "needs a byte that is no hex digit"),
     ):
         data = {**base, "framing": {**base["framing"], **change}}
         data.pop("requires", None)

@@ -115,7 +115,7 @@ def _topband(**framing: Any) -> dict[str, Any]:
         ({"fixed_length": None, "min_length": 1}, "needs an end marker or a fixed_length"),
         ({"starts": ["83", "B0"]}, "must include 'start'"),
         ({"starts": ["5E", "83B0"]}, "the length of 'start'"),
-        ({"starts": ["5E", "41"]}, "must not be hex digits"),
+        ({"starts": ["5E", "41"]}, "needs a byte that is no hex digit"),
     ],
 )
 def test_bad_start_markers_are_refused(framing: dict[str, Any], message: str) -> None:

@@ -34,6 +34,7 @@ from bmsgate.protocols import (
     get_protocol,
 )
 from bmsgate.protocols.definition import RequestSpec
+from bmsgate.protocols.wirekey import wire_key, xor_bytes
 
 from . import (
     public_frames,
@@ -136,6 +137,20 @@ def apply_event(session: PollSession, event: JsonObject) -> list[Action]:
 # -- decode vectors ------------------------------------------------------------------------------------
 
 
+def scrambled(protocol: CompiledProtocol, device_name: str | None, data: bytes) -> bytes:
+    """`data` XOR-ed with the wire key `device_name` gives (as it is, for a definition without ``wire_key``).
+
+    The operation is its own inverse: it also turns received wire bytes into the clear.
+    """
+    spec = protocol.definition.framing.wire_key
+    if spec is None:
+        return data
+    key = wire_key(device_name, spec)
+    if key is None:
+        raise ValueError(f"{protocol.name}: the device name {device_name!r} gives no wire key")
+    return xor_bytes(data, key)
+
+
 def decode_vector(
     protocol: CompiledProtocol,
     frames: Sequence[bytes],
@@ -144,8 +159,13 @@ def decode_vector(
     source: str,
     real: bool,
     noise: bool = False,
+    device_name: str | None = None,
 ) -> JsonObject:
-    """Chunks (the frames split as notifications, optionally with ``AT`` junk) → frames → snapshot."""
+    """Chunks (the frames split as notifications, optionally with ``AT`` junk) → frames → snapshot.
+
+    With `device_name` the frames are as on the wire: descrambled with its ``wire_key`` before the assembler,
+    decoded in the layout the name chooses (the vector records the name).
+    """
     size = notification_size(protocol)
     chunks: list[bytes] = []
     for frame in frames:
@@ -153,8 +173,11 @@ def decode_vector(
             chunks.append(_AT)
         chunks.extend(_chunks(frame, size))
     assembler = protocol.new_assembler()
-    assembled = [frame for chunk in chunks for frame in assembler.feed(chunk)]
-    snapshot = protocol.decode(assembled, battery_id=BATTERY_ID, timestamp=0.0)
+    assembled = [frame for chunk in chunks for frame in assembler.feed(scrambled(protocol, device_name, chunk))]
+    snapshot = protocol.decode(
+        assembled, battery_id=BATTERY_ID, timestamp=0.0, variant=protocol.variant_for_name(device_name)
+    )
+    named = {} if device_name is None else {"device_name": device_name}
     return {
         "format": FORMAT,
         "kind": "decode",
@@ -163,6 +186,7 @@ def decode_vector(
         "source": source,
         "real_frames": real,
         "battery_id": BATTERY_ID,
+        **named,
         "timestamp": 0.0,
         "chunks": [_hex(chunk) for chunk in chunks],
         "frames": [_hex(frame.raw) for frame in assembled],
@@ -186,8 +210,11 @@ class _Recorder:
         self.session = PollSession(protocol, battery_id=BATTERY_ID, timing=timing, device_name=device_name)
         self.responder = responder
         self.size = notification_size(protocol)
-        # Writes are matched in their wire form (hex-text requests travel as text).
-        self.names = {protocol.wire(request.frame): request.name for request in protocol.requests}
+        # Writes are matched in their wire form (hex-text requests travel as text, a wire key scrambles them).
+        self.names = {
+            scrambled(protocol, device_name, protocol.wire(request.frame)): request.name
+            for request in protocol.requests
+        }
         self.written: dict[str, int] = {}
         self.inflight: list[tuple[float, bytes]] = []
         self.steps: list[JsonObject] = []

@@ -15,7 +15,7 @@ from pathlib import Path
 from bmsgate.protocols import CompiledProtocol, get_protocol
 
 from . import vectorgen
-from .family_frames import CAPTURES, FamilyCapture
+from .family_frames import CAPTURES, OGT_B, OGT_REFUSAL, FamilyCapture
 
 
 def fixtures() -> dict[str, vectorgen._Fixture]:
@@ -80,12 +80,39 @@ def _dpwrcore_unlock() -> vectorgen.JsonObject:
     return transcript
 
 
+def _ogt_type_b_probe() -> vectorgen.JsonObject:
+    """A type B pack (SmartBat-B12294, key 0x10): its registers, then cells from 63 down until one is refused."""
+    protocol = get_protocol("ogt")
+    capture = OGT_B
+    answers = _responder(protocol, capture.replies)
+
+    def respond(name: str, count: int) -> list[bytes]:
+        # As aiobmsble's mock: a register it does not hold is refused ('+RD,Erro' NUL, scrambled).
+        return answers(name, count) or [OGT_REFUSAL]
+
+    _, transcript = vectorgen._transcript(
+        protocol,
+        name="session-type-b-probe",
+        title="a type B pack: every byte XOR-ed with the key from its name; the cell probe ends at the refused "
+        "register 59 (4 cells), two polls",
+        source=_source(capture) + "; its refusal for a register it does not hold",
+        responder=respond,
+        script=vectorgen._two_polls,
+        device_name=capture.device_name,
+    )
+    return transcript
+
+
 def generate() -> dict[Path, str]:
     """The families' vector files, as path → text."""
     vectors: dict[tuple[str, str], vectorgen.JsonObject] = {}
     for capture in CAPTURES:
         protocol = get_protocol(capture.protocol)
-        frames = [frame for request in protocol.requests for frame in capture.replies.get(request.name, [])]
+        frames = [
+            frame
+            for request in protocol.requests_for(capture.device_name)
+            for frame in capture.replies.get(request.name, [])
+        ]
         kind = "captured" if capture.real else "built"
         title = (
             f"one poll's replies ({kind} frames), as notifications"
@@ -93,7 +120,7 @@ def generate() -> dict[Path, str]:
             else f"{kind} frames ({capture.vector.replace('-', ' ')}), as notifications"
         )
         vectors[capture.protocol, f"decode-{capture.vector}"] = vectorgen.decode_vector(
-            protocol, frames, title=title, source=_source(capture), real=capture.real
+            protocol, frames, title=title, source=_source(capture), real=capture.real, device_name=capture.device_name
         )
     for name, fixture in fixtures().items():
         protocol = get_protocol(name)
@@ -110,9 +137,11 @@ def generate() -> dict[Path, str]:
             source=fixture.source,
             responder=_responder(protocol, fixture.replies),
             script=_listening(frames) if listens else vectorgen._two_polls,
+            device_name=next(capture.device_name for capture in CAPTURES if capture.protocol == name),
         )
         vectors[name, key] = transcript
     vectors["dpwrcore", "session-unlock"] = _dpwrcore_unlock()
+    vectors["ogt", "session-type-b-probe"] = _ogt_type_b_probe()
     return {
         vectorgen.VECTORS / protocol / f"{stem}.json": json.dumps(vector, indent=1, ensure_ascii=False) + "\n"
         for (protocol, stem), vector in vectors.items()

@@ -167,6 +167,7 @@ def _plain(field: FieldSpec) -> bool:
         and field.sign_magnitude is None
         and field.sign_char is None
         and not field.difference
+        and not field.multiplier
         and field.one_of is None
         and not field.popcount
         and field.map is None

@@ -63,7 +63,7 @@ class CompiledProtocol:
         framing = definition.framing
         self.checker = FrameChecker(framing)
         self._variants = definition.variants
-        self._select = definition.variants.select[4:] if definition.variants else ""
+        self._select = (definition.variants.select or "")[4:] if definition.variants else ""
         variant_names = tuple(definition.variants.choices) if definition.variants else ()
         self._variant_set = frozenset(variant_names)
         self._replies = {
@@ -143,6 +143,20 @@ class CompiledProtocol:
             return None
         return self._variants.choose(variables.get(self._select))
 
+    def variant_for_name(self, device_name: str | None) -> str | None:
+        """The layout a device's advertised name chooses (None when the name chooses none: no ``by_name``)."""
+        if self._variants is None or not self._variants.by_name:
+            return None
+        return self._variants.for_name(device_name)
+
+    def requests_for(self, device_name: str | None) -> list[RequestSpec]:
+        """The poll's requests for the device named `device_name` (``variants.by_name`` leaves some out)."""
+        layout = self.variant_for_name(device_name)
+        requests = self.definition.requests
+        if layout is None:
+            return requests
+        return [request for request in requests if request.variants is None or layout in request.variants]
+
     def __repr__(self) -> str:
         return f"<CompiledProtocol {self.name} from {self.definition.source}>"
 
@@ -192,7 +206,7 @@ class CompiledProtocol:
             return stuffedframing.to_wire(frame, framing)
         if not framing.marker_on_wire and frame:
             return unmarkedframing.to_wire(frame, framing)
-        if framing.text is None or not frame:  # an empty request (listen) is nothing on the wire either
+        if framing.text is None or not frame or framing.requests_as_written:  # (listen: nothing on the wire)
             return frame
         if framing.text == "json":
             return jsonframing.to_wire(frame, framing)
@@ -204,6 +218,8 @@ class CompiledProtocol:
         """What the BMS sends for a reply frame (the simulator): `wire`, but paged replies count data only."""
         if self.definition.framing.pages is not None:
             return pagedframing.to_wire(frame, self.definition.framing, request=False)
+        if self.definition.framing.requests_as_written and frame:
+            return to_wire(frame, self.definition.framing)
         return self.wire(frame)
 
     def check_frame(self, raw: bytes) -> Frame:

@@ -50,7 +50,11 @@ stream by their checksum), ``sign_char`` (an ASCII sign character and a magnitud
 reply of numbered frames, one cell each, kept per connection), and ``only_if`` (a request sent only while a
 decoded variable is in range: Epoch Pro's packs 2 and later), ``gatt.answer_notify`` (keep-alive notifications
 the transport answers itself, an echo or a toggled byte, Dometic) and ``sign_magnitude.complement`` (a negative
-value stored as the complement of its magnitude, Dometic's current)."""
+value stored as the complement of its magnitude, Dometic's current); for Offgridtec ``wire_key`` (every byte on
+the wire XOR-ed with a key computed from the device's advertised name), ``variants.by_name`` (layouts and
+requests chosen by that name: types A and B), ``requests_as_written`` (ASCII requests), ``refusal`` (a fixed
+text refusing a request), ``until_refused`` (a cell probe that ends at the first refusal) and ``multiplier`` (a
+signed 16-bit number times a multiplier byte)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -66,6 +70,7 @@ _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "invert": "a boolean read inverted",
     "limit": "keep at most var.NAME list items",
     "map": "a table from raw values to output values",
+    "multiplier": "a signed 16-bit number times a multiplier byte (0 counts as 1) in a u24 (engine 6)",
     "one_of": "a boolean that is true for any of several raw values",
     "popcount": "the number of set bits",
     "shift": "a field whose offset moves by decoded list lengths",
@@ -111,7 +116,9 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
         "(streaming request, indexed reply; engine 6)"
     ),
     "reply_of_request": "replies carry no key: each answers the request just sent (key.in_replies: false; engine 5)",
+    "refusal": "a fixed text a BMS sends instead of a reply to refuse a request (hex-text framing; engine 6)",
     "request_checksum": "requests checked differently from replies",
+    "requests_as_written": "requests written exactly as given, not as hex text (hex-text framing; engine 6)",
     "scramble": "decoded bytes XOR-ed with a key byte the frame carries (framing.scramble; engine 6)",
     "starts": "several start markers, one per frame type, in front of hex text (engine 4)",
     "strip_bytes": "single bytes removed from received hex text before framing (PowerBoozt NULs; engine 4)",
@@ -123,10 +130,13 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
         "fixed-length frames without a start marker in a byte stream, found by their checksum "
         "(marker_on_wire: false with fixed_length; engine 6)"
     ),
+    "until_refused": "a run of requests that ends at the first refused one (a probe; engine 6)",
     "text": "frames sent as hex text between ASCII markers (text: hex; engine 3)",
     "text_json": "replies that are JSON objects, named members read into fixed slots (text: json; engine 5)",
     "text_lines": "delimited text lines (CSV), each kind of line read by column into slots (text: lines; engine 5)",
     "variants": "layouts chosen by a decoded value",
+    "variants.by_name": "layouts and the requests sent chosen by the device's advertised name (engine 6)",
+    "wire_key": "every byte written and received XOR-ed with a key computed from the device name (engine 6)",
 }
 
 CONSTRUCTS: Final[Mapping[str, str]] = {
@@ -160,6 +170,8 @@ def _field_constructs(field: FieldSpec) -> set[str]:
         used.add("sign_magnitude.complement")
     if field.difference:
         used.add("difference")
+    if field.multiplier:
+        used.add("multiplier")
     if field.absent:
         used.add("absent")
     if field.invert:
@@ -219,13 +231,16 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "prefix": framing.prefix is not None,
         "reply_of_request": framing.key is not None and not framing.key.in_replies,
         "match.service_data_uuid": any(matcher.service_data_uuid is not None for matcher in definition.match),
+        "refusal": framing.refusal is not None,
         "request_checksum": framing.request_checksum is not None,
+        "requests_as_written": framing.requests_as_written,
         "scramble": framing.scramble is not None,
         "starts": bool(framing.starts),
         "strip_bytes": bool(framing.strip_bytes),
         "status": framing.status is not None,
         "streaming": any(request.streaming for request in definition.requests),
         "rotation": rotating_reply(definition) is not None,
+        "until_refused": any(request.until_refused for request in definition.requests),
         "text": framing.text == "hex",
         "text_json": framing.text == "json",
         "text_lines": framing.text == "lines",
@@ -233,6 +248,8 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "unmarked": not framing.marker_on_wire and framing.frame_per_chunk,
         "unmarked_stream": not framing.marker_on_wire and not framing.frame_per_chunk,
         "variants": definition.variants is not None,
+        "variants.by_name": definition.variants is not None and bool(definition.variants.by_name),
+        "wire_key": framing.wire_key is not None,
     }
     used |= {name for name, on in flags.items() if on}
     used |= {f"derive.{name}" for name in definition.derive}

@@ -10,6 +10,7 @@ fixed sets that ship with bmsgate. The format is documented in docs/protocol-def
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -117,20 +118,24 @@ class VariantChoice(_Strict):
 
 
 class VariantSpec(_Strict):
-    """Layouts chosen by a decoded value (e.g. JK's cell-info layout by the firmware version).
+    """Layouts chosen by a decoded value (e.g. JK's cell-info layout by the firmware version) or by the name.
 
     Fields carrying ``variants: [name, ...]`` exist only in those layouts. The first choice whose
-    range holds the selector variable wins; `default` applies while the selector is unknown.
+    range holds the selector variable wins; `default` applies while the selector is unknown. With
+    `by_name` (engine 6, Offgridtec's types A and B) the device's advertised name chooses instead: the first
+    glob it matches names the layout, and requests carrying ``variants`` are sent only in those layouts.
     """
 
-    select: str
+    select: str | None = None
+    by_name: dict[str, str] = {}
+    """Glob of advertised names (case-sensitive) -> the layout for them; the first that matches wins."""
     default: str
     choices: dict[str, VariantChoice] = Field(min_length=1)
 
     @field_validator("select")
     @classmethod
-    def _select_form(cls, value: str) -> str:
-        if not is_var(value):
+    def _select_form(cls, value: str | None) -> str | None:
+        if value is not None and not is_var(value):
             raise ValueError("expected 'var.NAME'")
         return value
 
@@ -138,6 +143,11 @@ class VariantSpec(_Strict):
     def _default_known(self) -> Self:
         if self.default not in self.choices:
             raise ValueError(f"default {self.default!r} is not one of the choices {sorted(self.choices)}")
+        if (self.select is None) == (not self.by_name):
+            raise ValueError("give exactly one of 'select' (a decoded value) and 'by_name' (the device name)")
+        unknown = sorted(set(self.by_name.values()) - set(self.choices))
+        if unknown:
+            raise ValueError(f"by_name names layouts {unknown} that 'choices' does not define")
         return self
 
     def choose(self, value: int | None) -> str:
@@ -146,6 +156,14 @@ class VariantSpec(_Strict):
             for name, choice in self.choices.items():
                 if (choice.min is None or value >= choice.min) and (choice.max is None or value <= choice.max):
                     return name
+        return self.default
+
+    def for_name(self, device_name: str | None) -> str:
+        """The layout for a device's advertised name (`default` when no glob of `by_name` matches)."""
+        if device_name:
+            for glob, layout in self.by_name.items():
+                if fnmatch.fnmatchcase(device_name, glob):
+                    return layout
         return self.default
 
 
@@ -163,6 +181,9 @@ class SimulatorSpec(_Strict):
     """Bytes glued onto the end of replies of a type (an ack some firmware appends)."""
     stream_interval: Real = Field(default=1.0, gt=0)
     """Seconds between frames of a streaming reply."""
+    device_name: str | None = None
+    """The advertised name of the simulated device, for definitions that depend on it (engine 6: a
+    ``wire_key`` the simulator transport applies, the layout ``variants.by_name`` chooses)."""
 
 
 # -- the definition ----------------------------------------------------------------------------------
@@ -322,7 +343,14 @@ class ProtocolDefinition(_Strict, CanonicalModel):
                         f"replies[{key:#04x}].fields[{index}] names layouts {sorted(unknown)} "
                         "that 'variants.choices' does not define"
                     )
-        if self.variants is not None and self.variants.select[4:] not in defined:
+        for index, request in enumerate(self.requests):
+            if request.variants is not None and (
+                self.variants is None or not self.variants.by_name or not set(request.variants) <= layouts
+            ):
+                raise ValueError(
+                    f"requests[{index}] ({request.name}) names layouts: that needs 'variants.by_name' defining them"
+                )
+        if self.variants is not None and self.variants.select is not None and self.variants.select[4:] not in defined:
             raise ValueError(f"variants.select uses {self.variants.select}, which no field sets")
         for key in self.simulator.append:
             if key not in self.replies:

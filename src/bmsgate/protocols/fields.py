@@ -177,6 +177,9 @@ class FieldSpec(_Strict):
     """Engine 6: the raw integer's first byte is a sign character, the rest the magnitude."""
     difference: bool = False
     """The raw integer is two halves; value = (high half − low half) × scale + add (E&J: charge − discharge)."""
+    multiplier: bool = False
+    """Engine 6 (``u24``): the low two bytes are a signed 16-bit number and the high byte multiplies it (0
+    counts as 1); value = s16 × multiplier × scale + add (Offgridtec's 24-bit registers)."""
 
     @field_validator("count")
     @classmethod
@@ -306,6 +309,17 @@ class FieldSpec(_Strict):
                 or is_list
             ):
                 raise ValueError("'difference' is for a scalar u16/u32/u64 number without bit/flags/map/...")
+        if self.multiplier:
+            others = (self.bit, self.flags, self.codes, self.cells, self.date, self.map, self.version, self.one_of)
+            if (
+                kind != "u24"
+                or any(v is not None for v in others)
+                or self.popcount
+                or self.sign_magnitude is not None
+                or self.difference
+                or is_list
+            ):
+                raise ValueError("'multiplier' is for a scalar u24 number without bit/flags/map/difference/...")
         return self
 
     @property

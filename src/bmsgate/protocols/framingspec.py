@@ -29,6 +29,7 @@ __all__ = [
     "PrefixSpec",
     "ScrambleSpec",
     "StatusSpec",
+    "WireKeySpec",
 ]
 
 
@@ -122,6 +123,36 @@ class ScrambleSpec(_Strict):
     end: int
 
 
+class WireKeySpec(_Strict):
+    """One XOR key per device, computed from its advertised name, over every byte on the wire (engine 6).
+
+    Offgridtec ``SmartBat-<type><digits>`` packs XOR every byte they receive and send with one key: the
+    name's decimal number (the characters from `digits_from` on) written as upper-case hex of at least
+    `hex_digits` digits, each hex digit looked up in `table`, summed, plus `add` of the type character at
+    `type_at`, modulo 256 (`bmsgate.protocols.wirekey`). A device whose name does not match the glob
+    `names`, has another type character or no such number has no key: the session refuses to poll it.
+    """
+
+    names: str
+    """Glob of the names the key is computed for (case-sensitive, as advertised), e.g. ``SmartBat-[AB]*``."""
+    type_at: int = Field(ge=0)
+    add: dict[str, int] = Field(min_length=1)
+    """What each type character adds to the sum (``{A: 5, B: 8}``); other characters give no key."""
+    digits_from: int = Field(ge=0)
+    max_digits: int = Field(default=9, ge=1, le=18)
+    """At most this many decimal digits are read (a longer name gives no key: bounded work)."""
+    hex_digits: int = Field(default=4, ge=1, le=16)
+    table: list[int] = Field(min_length=16, max_length=16)
+    """The value of each hex digit 0-F in the sum."""
+
+    @field_validator("add")
+    @classmethod
+    def _one_character_types(cls, value: dict[str, int]) -> dict[str, int]:
+        if any(len(kind) != 1 for kind in value):
+            raise ValueError("'add' maps single type characters (such as 'A') to what they add")
+        return value
+
+
 class PagesSpec(_Strict):
     """Frames carried in fixed-size pages, each acknowledged by writing it back (D-powercore; engine 6).
 
@@ -212,6 +243,15 @@ class FramingSpec(_Strict):
     scramble: ScrambleSpec | None = None
     """Engine 6, hex-text framing only: the decoded bytes are XOR-scrambled with a key byte of the frame
     (`bmsgate.protocols.scrambling`); frames are checked and decoded descrambled, the key byte kept."""
+    requests_as_written: bool = False
+    """Engine 6, hex-text framing only: requests are written exactly as given (Offgridtec's ASCII
+    ``+RAA0201``, without markers or line end), not as hex text between the markers."""
+    refusal: HexBytes | None = None
+    """Engine 6, hex-text framing only: the exact text a BMS sends instead of a reply when it refuses a request
+    (Offgridtec's ``+RD,Erro`` + NUL); it becomes a frame without key whose status is not ok."""
+    wire_key: WireKeySpec | None = None
+    """Engine 6: every byte written and received is XOR-ed with a key computed from the device's advertised
+    name (Offgridtec); frames, requests and the simulator stay in the clear, the session applies the key."""
     marker_on_wire: bool = True
     """``false`` (engine 5, with ``frame_per_chunk``): the BMS sends frames without a start marker (Super-B);
     the assembler puts `start` in front of every received chunk and the wire form leaves it out
@@ -258,6 +298,8 @@ class FramingSpec(_Strict):
             )
         if self.scramble is not None and self.text != "hex":
             raise ValueError("'scramble' needs hex-text framing (text: hex)")
+        if (self.refusal is not None or self.requests_as_written) and self.text != "hex":
+            raise ValueError("'refusal' and 'requests_as_written' need hex-text framing (text: hex)")
         if not self.marker_on_wire:
             self._check_unmarked()
         if self.prefix is not None and not self.frame_per_chunk:
@@ -335,8 +377,15 @@ class FramingSpec(_Strict):
             raise ValueError("every marker in 'starts' needs the length of 'start'")
         hex_digits = frozenset(b"0123456789abcdefABCDEF")
         markers = b"".join([self.start, self.end or b"", *self.starts])
-        if any(byte in hex_digits for byte in markers):
-            raise ValueError("hex-text markers must not be hex digits (a frame's text could not be told from them)")
+        # A marker with one byte that is no hex digit never occurs inside hex text (Offgridtec's '+RD,').
+        if any(marker and set(marker) <= hex_digits for marker in (self.start, self.end, *self.starts)):
+            raise ValueError(
+                "a hex-text marker needs a byte that is no hex digit (a frame's text could not be told from it)"
+            )
+        if self.refusal is not None and (
+            not self.refusal.startswith(self.start) or self.starts or self.end is None or self.end in self.refusal
+        ):
+            raise ValueError("'refusal' begins with 'start' and holds no 'end' marker (one start marker, with 'end')")
         stripped = b"".join(self.strip_bytes)
         if any(len(value) != 1 for value in self.strip_bytes) or any(
             byte in hex_digits or byte in markers for byte in stripped

@@ -74,6 +74,13 @@ class RequestSpec(_Strict):
     """Engine 6: sent only while a variable the replies before it in this poll decoded lies in ``[min, max]``
     (Epoch Pro: pack 2's request while the system reply's pack count is at least 2); else skipped, as is a
     request whose variable no reply decoded."""
+    until_refused: bool = False
+    """Engine 6: one of a run of consecutive such requests that ends at the first refusal (a status that is not
+    ok, e.g. a ``refusal`` text): the refused request and the rest of the run are skipped, the poll goes on
+    (Offgridtec type B probes its cells from register 63 down). A timeout counts as for any request."""
+    variants: list[str] | None = Field(default=None, min_length=1)
+    """Engine 6 (with ``variants.by_name``): sent only to devices whose name chooses one of these layouts
+    (Offgridtec's type A and B register sets); None = to every device."""
 
     @model_validator(mode="after")
     def _listen_streams(self) -> Self:
@@ -82,6 +89,8 @@ class RequestSpec(_Strict):
             self.reply is not None or self.follows or self.streaming or named.at + named.size > len(self.frame)
         ):
             raise ValueError("a 'from_name' request is a write without a reply whose name bytes lie inside 'frame'")
+        if self.until_refused and (self.reply is None or self.follows or self.streaming or self.when != "always"):
+            raise ValueError("an 'until_refused' request is a polled request with a reply (no follows/streaming)")
         if self.follows:
             if self.frame or self.streaming or self.reply is None or self.when != "always":
                 raise ValueError(

@@ -35,6 +35,11 @@ A request built from the device's advertised name (``from_name``, D-powercore's 
 ``device_name``, which the runtime sets when it opens the link; without a fitting name nothing is written for it.
 A request with ``only_if`` (engine 6) is skipped unless the variable it names, decoded from the replies of
 this poll so far, lies in its range (Epoch Pro asks one request per pack the system reply counts).
+A definition with a ``wire_key`` (Offgridtec) XORs every byte written and received with a key computed from that
+name (`bmsgate.protocols.wirekey`): the session applies it at its edge, so frames stay in the clear; a device
+whose name gives no key is not polled (`GiveUp` with a `ProtocolError` naming the name). A refused request
+(a status that is not ok) ends the poll when it is required; an optional one is skipped, and a refused
+``until_refused`` request ends its run (Offgridtec's cell probe) while the poll goes on.
 
 Per connection it keeps the frames of ``when: connect`` requests and whether streaming was started;
 across connections only the device identity (so a snapshot names its device even when a reconnect
@@ -45,19 +50,30 @@ snapshot's Unix timestamp is ``epoch + now`` at completion, so the session never
 from __future__ import annotations
 
 import collections
-import dataclasses
 import enum
 import logging
-from typing import TYPE_CHECKING, Final, TypeAlias
+from typing import TYPE_CHECKING, Final
 
 from bmsgate.errors import DeviceError, DeviceTimeout, FrameError, ProtocolError
 from bmsgate.protocols.devicename import request_frame
 from bmsgate.protocols.framing import AssemblerStats, Frame
 from bmsgate.protocols.pagedframing import PagedFrameAssembler
 from bmsgate.protocols.rotation import Rotation
+from bmsgate.protocols.sessionactions import (
+    _DISCARD,
+    Action,
+    DiscardPending,
+    GiveUp,
+    ReplyReady,
+    SessionTiming,
+    SnapshotReady,
+    WaitUntil,
+    Write,
+)
+from bmsgate.protocols.wirekey import wire_key, xor_bytes
 
 if TYPE_CHECKING:
-    from bmsgate.model import BatterySnapshot, DeviceInfo
+    from bmsgate.model import DeviceInfo
     from bmsgate.protocols import CompiledProtocol
     from bmsgate.protocols.definition import RequestSpec
 
@@ -80,70 +96,6 @@ _SKIPPED: Final = Frame(b"", None)
 
 _IDLE_BACKLOG: Final = 8
 """Frames kept while idle and streaming; only the newest matters, a few more cost nothing."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Write:
-    """Send `data` to the BMS."""
-
-    data: bytes
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class DiscardPending:
-    """Drop received chunks not fed yet."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class WaitUntil:
-    """Feed chunks as they arrive until `deadline`, then call `tick`."""
-
-    deadline: float
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class SnapshotReady:
-    """A poll completed."""
-
-    snapshot: BatterySnapshot
-    frames: tuple[Frame, ...]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ReplyReady:
-    """A command exchange completed; `frame` is the acknowledgement (None when the command has no reply)."""
-
-    frame: Frame | None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class GiveUp:
-    """The job failed with `error`; `drop_link` when the link should be closed (the next poll reconnects)."""
-
-    error: DeviceError
-    drop_link: bool
-
-
-Action: TypeAlias = Write | DiscardPending | WaitUntil | SnapshotReady | ReplyReady | GiveUp
-
-_DISCARD: Final = DiscardPending()
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class SessionTiming:
-    """Timeouts and retries of a session (the poll-related part of `ClientOptions`).
-
-    Attributes:
-        request_timeout: seconds to wait for one reply (a request may set its own).
-        retries: extra attempts per request after a timeout or a corrupt reply.
-        retry_backoff: first pause between attempts; doubles each time.
-        poll_deadline: a whole poll must finish within this many seconds (commands have no overall deadline).
-    """
-
-    request_timeout: float = 2.0
-    retries: int = 2
-    retry_backoff: float = 0.2
-    poll_deadline: float = 15.0
 
 
 class _State(enum.Enum):
@@ -180,6 +132,7 @@ class PollSession:
         self.device_name = device_name
         """The device's advertised name, for requests built from it (``from_name``); the runtime sets it."""
         self._assembler = protocol.new_assembler()
+        self._wire_key_spec = protocol.definition.framing.wire_key
         key = protocol.definition.framing.key
         # Replies without a key of their own (`key.in_replies: false`) take the key of the request they answer.
         self._keys_from_requests = key is not None and not key.in_replies
@@ -247,16 +200,41 @@ class PollSession:
 
     def start_poll(self, now: float, *, epoch: float = 0.0) -> list[Action]:
         """Begin one poll at clock time `now`; `epoch` is the Unix time of clock zero (for the timestamp)."""
-        self._begin(self.protocol.definition.requests, command=False)
+        self._begin(self.protocol.requests_for(self.device_name), command=False)
         self._epoch = epoch
         self._poll_deadline = now + self.timing.poll_deadline
-        return self._advance(now, [])
+        return self._keyless_refusal() or self._advance(now, [])
 
     def start_command(self, request: RequestSpec, now: float) -> list[Action]:
         """Begin one exchange of a command frame (no overall deadline; retried like a poll request)."""
         self._begin([request], command=True)
         self._poll_deadline = None
-        return self._advance(now, [])
+        return self._keyless_refusal() or self._advance(now, [])
+
+    def _wire_key(self) -> int:
+        """The XOR key of this device's wire (0: the definition has none; -1: its name gives none)."""
+        spec = self._wire_key_spec
+        if spec is None:
+            return 0
+        key = wire_key(self.device_name, spec)
+        return -1 if key is None else key
+
+    def _keyless_refusal(self) -> list[Action] | None:
+        """A `GiveUp` when the definition needs a wire key that the device name does not give."""
+        if self._wire_key() >= 0:
+            return None
+        names = self._wire_key_spec.names if self._wire_key_spec is not None else ""
+        return self._give_up(
+            ProtocolError(
+                f"device name {self.device_name!r} gives no wire key (this protocol needs a name like {names!r})",
+                battery_id=self.battery_id,
+            ),
+            drop_link=False,
+        )
+
+    def _to_wire(self, data: bytes) -> bytes:
+        key = self._wire_key()
+        return xor_bytes(data, key) if key > 0 else data
 
     def feed(self, chunk: bytes | bytearray | memoryview, now: float) -> list[Action]:
         """Bytes arrived at clock time `now`."""
@@ -265,7 +243,8 @@ class PollSession:
             return self.tick(now)
         if state is _State.BACKOFF:
             return self._still_waiting()
-        frames = self._assembler.feed(chunk)
+        key = self._wire_key()
+        frames = self._assembler.feed(xor_bytes(chunk, key) if key > 0 else chunk)
         acks = self._acks()
         if self._rotating_key is not None and frames:
             frames, rotated = self._rotation.keep(frames)
@@ -292,7 +271,7 @@ class PollSession:
         """The acknowledgements a paged framing (D-powercore) writes for the pages just received."""
         if not isinstance(self._assembler, PagedFrameAssembler):
             return []
-        return [Write(ack) for ack in self._assembler.take_acks()]
+        return [Write(self._to_wire(ack)) for ack in self._assembler.take_acks()]
 
     def tick(self, now: float) -> list[Action]:
         """The clock reads `now` (call it when a `WaitUntil` deadline has passed; extra calls are harmless)."""
@@ -390,6 +369,14 @@ class PollSession:
                 continue
             return
 
+    def _skip_refused(self) -> None:
+        """Skip the refused request and, for an ``until_refused`` one, the rest of its run (a probe's end)."""
+        requests = self._requests
+        if requests[self._index].until_refused:
+            while self._index + 1 < len(requests) and requests[self._index + 1].until_refused:
+                self._index += 1
+        self._next_request()
+
     def _advance(self, now: float, actions: list[Action]) -> list[Action]:
         """Run the machine as far as it goes without new input."""
         while True:
@@ -414,7 +401,11 @@ class PollSession:
             try:
                 frame = self._match(request)
             except _Failed as failed:
-                return self._give_up(failed.error, drop_link=False)
+                if self._command or (request.required and not request.until_refused):
+                    return self._give_up(failed.error, drop_link=False)
+                _LOGGER.debug("%s: %s refused, skipped: %s", self.battery_id, request.name, failed.error)
+                self._skip_refused()
+                continue
             if frame is None:
                 return self._wait_action(actions)
             if state is _State.COLLECT:
@@ -476,7 +467,7 @@ class PollSession:
         self._kept.clear()
         self._follow_keys = self._keys_of_followers()
         if written:  # an empty frame listens: the BMS sends on its own (Topband)
-            actions.append(Write(self.protocol.wire(written)))
+            actions.append(Write(self._to_wire(self.protocol.wire(written))))
         if request.streaming:
             self._streaming_started = True
         if request.reply is None:
@@ -561,7 +552,11 @@ class PollSession:
         self._end_job()
         try:
             snapshot = self.protocol.decode(
-                frames, battery_id=self.battery_id, timestamp=self._epoch + now, device=self._device
+                frames,
+                battery_id=self.battery_id,
+                timestamp=self._epoch + now,
+                device=self._device,
+                variant=self.protocol.variant_for_name(self.device_name),
             )
         except ProtocolError as exc:
             exc.battery_id = exc.battery_id or self.battery_id

@@ -13,7 +13,8 @@ everywhere else. This module is the edge between that form and the wire:
 A length field or checksum that the vendor defines over the *text* is declared so (``counts: text``,
 ``over: text``) and checked by the frame checker on the decoded frame. Decoded bytes that are XOR-scrambled
 (``scramble``, WS Nova) are descrambled here, before the checker, and scrambled again on the way out
-(:mod:`bmsgate.protocols.scrambling`).
+(:mod:`bmsgate.protocols.scrambling`). A BMS that refuses a request with a fixed text (``refusal``,
+Offgridtec's ``+RD,Erro`` + NUL) gets a frame of that text, without key and with a status that is not ok.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class TextFrameAssembler(BufferedAssembler):
         self._ignore = frozenset(framing.ignore_chunks)
         self._strip = tuple(framing.strip_bytes)
         self._scramble = framing.scramble
+        self._refusal = framing.refusal
         self._buffer = bytearray()
         # A frame's text is at most twice its bytes: more unframed text than a few frames is garbage.
         self._max_wire = 2 * framing.max_length
@@ -87,6 +89,11 @@ class TextFrameAssembler(BufferedAssembler):
             if index:
                 self.stats.noise_bytes += index
                 del buffer[:index]
+            if self._refusal is not None and buffer.startswith(self._refusal):
+                del buffer[: len(self._refusal)]
+                self.stats.frames += 1
+                frames.append(Frame(self._refusal, None, False))
+                continue
             if self._fixed_wire is not None:
                 if len(buffer) < self._fixed_wire:
                     break

@@ -20,6 +20,7 @@ from typing import Any, Final, Literal
 from bmsgate.errors import DecodeError
 from bmsgate.model import BOOL_FIELDS, FLOAT_FIELDS, INT_FIELDS
 from bmsgate.protocols.definition import INTEGER_SIZES, FieldSpec
+from bmsgate.protocols.multiplied import multiplied_raw, multiplied_value
 from bmsgate.protocols.signchar import sign_char_raw, sign_char_value
 
 __all__ = [
@@ -252,6 +253,7 @@ def _linear(field: FieldSpec) -> Linear | None:
         or field.sign_magnitude is not None
         or field.sign_char is not None
         or field.difference
+        or field.multiplier
         or field.popcount
         or field.map is not None
         or field.version is not None
@@ -398,6 +400,8 @@ def _value_transform(field: FieldSpec, where: str) -> Callable[[Any], Any]:
         return sign_char_value(field, exact_divisor(field.scale, field.add))
     if field.difference:
         return _difference(field)
+    if field.multiplier:
+        return multiplied_value(field.scale, field.add, exact_divisor(field.scale, field.add))
     linear = _linear(field)
     if linear is not None:
         # The same `Linear` the record's inline path applies (a test holds the two to one result).
@@ -559,6 +563,8 @@ def _inverse(field: FieldSpec) -> Callable[[Any, Any], Any]:
             return min(signed, most) << half if signed >= 0 else min(-signed, most)
 
         return to_difference
+    if field.multiplier:
+        return lambda value, _current: multiplied_raw((float(value) - add) / scale)
     return lambda value, _current: clamp_raw(field, (float(value) - add) / scale)
 
 

@@ -302,6 +302,9 @@ class VirtualBms:
         self._append = dict(simulator.append)
         self._streaming = {request.reply for request in protocol.definition.requests if request.streaming}
         self.stream_interval = simulator.stream_interval
+        self.device_name = simulator.device_name
+        """The advertised name the simulated device has (definitions whose layouts or wire key depend on it)."""
+        self._layout = protocol.variant_for_name(self.device_name)
         self.listen_keys: tuple[int, ...] = tuple(
             request.reply for request in protocol.definition.requests if not request.frame and request.reply is not None
         )
@@ -319,7 +322,10 @@ class VirtualBms:
 
     def replies_for(self, key: int) -> list[bytes]:
         """Every frame that answers one request for reply `key`, as the real module sends them."""
-        frames = [self.protocol.wire_reply(frame) for frame in self.protocol.encode_replies(key, self.state())]
+        frames = [
+            self.protocol.wire_reply(frame)
+            for frame in self.protocol.encode_replies(key, self.state(), variant=self._layout)
+        ]
         tail = self._append.get(key)
         if tail:
             frames[-1] += tail

@@ -18,6 +18,7 @@ from typing import Final
 
 from bmsgate.errors import ConnectError
 from bmsgate.protocols.compiled import CompiledProtocol
+from bmsgate.protocols.wirekey import wire_key, xor_bytes
 from bmsgate.runtime.simulation import PackConfig, PackModel, VirtualBms
 from bmsgate.transports.base import Transport
 
@@ -71,6 +72,10 @@ class SimulatorTransport(Transport):
         model = pack if isinstance(pack, PackModel) else PackModel(pack or PackConfig())
         self.pack = model
         self.bms = VirtualBms(protocol, model)
+        spec = protocol.definition.framing.wire_key
+        key = wire_key(self.bms.device_name, spec) if spec is not None else None
+        # The device's XOR over the wire (Offgridtec) is applied here, at the radio's edge, as the session does.
+        self._wire_key = key or 0
         self.faults = faults or FaultPlan()
         gatt = protocol.definition.gatt
         self._chunk_size = notification_size or (gatt.notification_size if gatt else 64)
@@ -92,6 +97,11 @@ class SimulatorTransport(Transport):
     def description(self) -> str:
         """The simulated pack's name."""
         return f"simulator:{self.bms.protocol.name}:{self.pack.config.name}"
+
+    @property
+    def device_name(self) -> str | None:
+        """The simulated device's advertised name (the definition's ``simulator.device_name``)."""
+        return self.bms.device_name
 
     @property
     def rssi(self) -> int | None:
@@ -138,7 +148,7 @@ class SimulatorTransport(Transport):
         now = self._clock()
         self.pack.advance(now - self._last_advance)
         self._last_advance = now
-        replies = self.bms.handle_write(data)
+        replies = self.bms.handle_write(xor_bytes(data, self._wire_key) if self._wire_key else data)
         if self.faults.silent:
             return
         loop = asyncio.get_running_loop()
@@ -182,7 +192,7 @@ class SimulatorTransport(Transport):
             return [], 0.0
         if self._chance(faults.drop_reply):
             return [], 0.0
-        frame = bytearray(reply)
+        frame = bytearray(xor_bytes(reply, self._wire_key) if self._wire_key else reply)
         if self._chance(faults.corrupt_checksum):
             frame[-2 if len(frame) > 2 else -1] ^= 0x5A
         if self._chance(faults.truncate):
