@@ -53,9 +53,9 @@ sys.path.insert(1, str(pathlib.Path(__file__).resolve().parents[1]))  # the repo
 from tests.protocols.public_frames import JK_V15_CELL_INFO, JK_V15_DEVICE_INFO
 from tests.protocols.test_jbd import VENDOR_17S_BASIC, VENDOR_17S_CELLS
 
+from benchmarks.decode_baseline import jbd_poll, jk_poll, rates
 from bmsgate.model import BatterySnapshot
 from bmsgate.protocols import decode, get_protocol
-from decode_baseline import jbd_poll, jk_poll, rates
 
 _JK_SENSOR_MASK = 214
 """Cell-info byte (32S layout; 32 lower in 24S) whose bits say which temperature sensors are fitted."""

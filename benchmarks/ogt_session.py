@@ -11,30 +11,17 @@ Run: PYTHONPATH=src:. .venv/bin/python benchmarks/ogt_session.py
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from tests.protocols.family_frames import OGT_A, OGT_B, OGT_REFUSAL, FamilyCapture
 
+from benchmarks.rates import best_rate
 from bmsgate.protocols import PollSession, get_protocol
 from bmsgate.protocols.session import GiveUp, SnapshotReady, Write
 from bmsgate.protocols.wirekey import wire_key, xor_bytes
 
-RUNS = 7  # best of several short runs: the least disturbed one on a shared, noisy VM
 OGT = get_protocol("ogt")
 SPEC = OGT.definition.framing.wire_key
-
-
-def _rate(work: Callable[[], object], seconds: float = 0.3) -> float:
-    best = 0.0
-    for _ in range(RUNS):
-        count = 0
-        start = time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds:
-            work()
-            count += 1
-        best = max(best, count / elapsed)
-    return best
 
 
 def _poll(capture: FamilyCapture) -> Callable[[], object]:
@@ -80,12 +67,12 @@ def _garbage() -> tuple[Callable[[], object], int]:
 
 def main() -> None:
     """Print polls per second, the garbage byte rate and key computations per second."""
-    print(f"ogt type B poll (12 writes):   {_rate(_poll(OGT_B)):>10,.0f} polls/s")
-    print(f"ogt type A poll (7 writes):    {_rate(_poll(OGT_A)):>10,.0f} polls/s")
+    print(f"ogt type B poll (12 writes):   {best_rate(_poll(OGT_B)):>10,.0f} polls/s")
+    print(f"ogt type A poll (7 writes):    {best_rate(_poll(OGT_A)):>10,.0f} polls/s")
     work, size = _garbage()
-    print(f"ogt garbage during a poll:     {_rate(work) * size / 1e6:>10.2f} MB/s")
+    print(f"ogt garbage during a poll:     {best_rate(work) * size / 1e6:>10.2f} MB/s")
     assert SPEC is not None
-    print(f"ogt keys from names:           {_rate(lambda: wire_key('SmartBat-B12294', SPEC)):>10,.0f} /s")
+    print(f"ogt keys from names:           {best_rate(lambda: wire_key('SmartBat-B12294', SPEC)):>10,.0f} /s")
 
 
 if __name__ == "__main__":

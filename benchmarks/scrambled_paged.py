@@ -12,32 +12,18 @@ Run: PYTHONPATH=src:. .venv/bin/python benchmarks/scrambled_paged.py
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from tests.protocols.family_frames import DPWRCORE, WS_NOVA, FamilyCapture
 
+from benchmarks.rates import best_rate
 from bmsgate.protocols import CompiledProtocol, get_protocol
 from bmsgate.protocols.pagedframing import PagedFrameAssembler
-
-RUNS = 7  # best of several short runs: the least disturbed one on a shared, noisy VM
 
 
 def _notifications(capture: FamilyCapture, size: int = 20) -> list[bytes]:
     stream = b"".join(frame for frames in capture.replies.values() for frame in frames)
     return [stream[at : at + size] for at in range(0, len(stream), size)]
-
-
-def _rate(work: Callable[[], object], seconds: float = 0.3) -> float:
-    best = 0.0
-    for _ in range(RUNS):
-        count = 0
-        start = time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds:
-            work()
-            count += 1
-        best = max(best, count / elapsed)
-    return best
 
 
 def _poll(protocol: CompiledProtocol, chunks: list[bytes]) -> Callable[[], object]:
@@ -68,18 +54,18 @@ def main() -> None:
     """Print polls per second and the worst-case byte rates."""
     ws_nova, dpwrcore = get_protocol("ws-nova"), get_protocol("dpwrcore")
     chunks = _notifications(WS_NOVA)
-    print(f"ws-nova   poll ({len(chunks)} notifications):  {_rate(_poll(ws_nova, chunks)):>10,.0f} polls/s")
+    print(f"ws-nova   poll ({len(chunks)} notifications):  {best_rate(_poll(ws_nova, chunks)):>10,.0f} polls/s")
     pages = _notifications(DPWRCORE)
-    print(f"dpwrcore  poll ({len(pages)} pages):          {_rate(_poll(dpwrcore, pages)):>10,.0f} polls/s")
+    print(f"dpwrcore  poll ({len(pages)} pages):          {best_rate(_poll(dpwrcore, pages)):>10,.0f} polls/s")
     endless = [b":" + b"0123456789ABCDEF" + b"20"] + [b"0123456789ABCDEF0123"] * 200
     if _feed_only(ws_nova, endless)():
         raise SystemExit("an endless text made a frame")
-    rate = _rate(_feed_only(ws_nova, endless)) * sum(len(chunk) for chunk in endless)
+    rate = best_rate(_feed_only(ws_nova, endless)) * sum(len(chunk) for chunk in endless)
     print(f"ws-nova   no end marker (drops):   {rate / 1e6:>10.2f} MB/s")
     bad = [bytes([0x12, 0x23]) + bytes(18), bytes([0x13, 0x11]) + bytes(18), bytes([0x12, 0x00]) + bytes(18)] * 100
     if _feed_only(dpwrcore, bad)():
         raise SystemExit("bad pages made a frame")
-    rate = _rate(_feed_only(dpwrcore, bad)) * 20 * len(bad)
+    rate = best_rate(_feed_only(dpwrcore, bad)) * 20 * len(bad)
     print(f"dpwrcore  bad pages (drops, acks): {rate / 1e6:>10.2f} MB/s")
 
 

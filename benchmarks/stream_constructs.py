@@ -13,27 +13,12 @@ Run: .venv/bin/python benchmarks/stream_constructs.py
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
 
+from benchmarks.rates import best_rate
 from tests.protocols.family_frames import EPOCH_PRO, SMARTBMS
 
 from bmsgate.protocols import get_protocol
 from bmsgate.protocols.session import PollSession, SnapshotReady, Write
-
-RUNS = 7  # best of several short runs: the least disturbed one on a shared, noisy VM
-
-
-def _rate(work: Callable[[], object], seconds: float = 0.3) -> float:
-    best = 0.0
-    for _ in range(RUNS):
-        count = 0
-        start = time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds:
-            work()
-            count += 1
-        best = max(best, count / elapsed)
-    return best
 
 
 def _chunks(data: bytes, size: int) -> list[bytes]:
@@ -49,7 +34,7 @@ def main() -> None:
         assembler = smartbms.new_assembler()
         return smartbms.decode([frame for chunk in rotation for frame in assembler.feed(chunk)], timestamp=0.0)
 
-    rate = _rate(assemble_and_decode)
+    rate = best_rate(assemble_and_decode)
     print(f"smartbms rotation (16 frames, 20-byte chunks) assembled + decoded: {rate:,.0f}/s ({1e6 / rate:.0f} µs)")
 
     noise = _chunks(bytes(byte % 251 for byte in os.urandom(64 * 1024)), 244)
@@ -59,7 +44,7 @@ def main() -> None:
         for chunk in noise:
             assembler.feed(chunk)
 
-    rate = _rate(search, seconds=0.5)
+    rate = best_rate(search, seconds=0.5)
     print(f"smartbms worst case, 64 KiB that never form a frame: {rate * 64 / 1024:.2f} MB/s")
 
     session = PollSession(smartbms)
@@ -73,7 +58,7 @@ def main() -> None:
         assert isinstance(ready, SnapshotReady)
         return ready
 
-    rate = _rate(kept_poll)
+    rate = best_rate(kept_poll)
     print(f"smartbms poll answered from the kept rotation: {rate:,.0f}/s ({1e6 / rate:.0f} µs)")
 
     epoch = get_protocol("epoch-pro")
@@ -89,7 +74,7 @@ def main() -> None:
                 actions = poll.feed(chunk, 0.1)
         return actions
 
-    rate = _rate(two_packs)
+    rate = best_rate(two_packs)
     print(f"epoch-pro two-pack poll through the session (3 requests): {rate:,.0f}/s ({1e6 / rate:.0f} µs)")
 
 

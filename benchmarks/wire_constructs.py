@@ -13,32 +13,18 @@ Run: .venv/bin/python benchmarks/wire_constructs.py
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from tests.protocols.family_frames import MYVOLTA, SUPERB, SUPERB_V2, FamilyCapture
 
+from benchmarks.rates import best_rate
 from bmsgate.protocols import CompiledProtocol, Frame, get_protocol
 from bmsgate.protocols.stuffedframing import to_wire
-
-RUNS = 7  # best of several short runs: the least disturbed one on a shared, noisy VM
 
 
 def _notifications(capture: FamilyCapture, size: int = 20) -> list[bytes]:
     stream = b"".join(frame for frames in capture.replies.values() for frame in frames)
     return [stream[at : at + size] for at in range(0, len(stream), size)]
-
-
-def _rate(work: Callable[[], object], seconds: float = 0.3) -> float:
-    best = 0.0
-    for _ in range(RUNS):
-        count = 0
-        start = time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds:
-            work()
-            count += 1
-        best = max(best, count / elapsed)
-    return best
 
 
 def _poll(protocol: CompiledProtocol, chunks: list[bytes]) -> Callable[[], object]:
@@ -62,21 +48,23 @@ def main() -> None:
     """Print polls per second and the worst-case byte rates."""
     superb, myvolta = get_protocol("superb"), get_protocol("myvolta")
     framing = myvolta.definition.framing
-    print(f"superb   poll (1 notification):   {_rate(_poll(superb, _notifications(SUPERB))):>10,.0f} polls/s")
+    print(f"superb   poll (1 notification):   {best_rate(_poll(superb, _notifications(SUPERB))):>10,.0f} polls/s")
     v2 = _notifications(SUPERB_V2, size=24)
-    print(f"superb-v2 poll ({len(v2)} notifications): {_rate(_poll(get_protocol('superb-v2'), v2)):>10,.0f} polls/s")
+    print(
+        f"superb-v2 poll ({len(v2)} notifications): {best_rate(_poll(get_protocol('superb-v2'), v2)):>10,.0f} polls/s"
+    )
     chunks = _notifications(MYVOLTA)
-    print(f"myvolta  poll ({len(chunks)} notifications):  {_rate(_poll(myvolta, chunks)):>10,.0f} polls/s")
+    print(f"myvolta  poll ({len(chunks)} notifications):  {best_rate(_poll(myvolta, chunks)):>10,.0f} polls/s")
     # Every body byte a control byte: each is escaped on the wire.
     body = bytes([0x01, 0x00, 0x02, 0, 0, 0, 0xFE]) + b"\x05\x55\x04" * 84 + b"\x05\x55"
     escaped = to_wire(b"\x55\x55" + body + bytes([0xFF ^ (sum(body[1:]) & 0xFF)]) + b"\x04\x04", framing)
     stream = [escaped[at : at + 20] for at in range(0, len(escaped), 20)] * 10
     if len(_feed_only(myvolta, stream)()) != 10:
         raise SystemExit("the all-escaped frame did not assemble")
-    rate = _rate(_feed_only(myvolta, stream)) * len(escaped) * 10
+    rate = best_rate(_feed_only(myvolta, stream)) * len(escaped) * 10
     print(f"myvolta  all-escaped stream:      {rate / 1e6:>10.2f} MB/s ({len(escaped)}-byte frames)")
     endless = [b"\x55\x55" + bytes(range(6, 24))] + [bytes(range(6, 26))] * 200
-    rate = _rate(_feed_only(myvolta, endless)) * sum(len(chunk) for chunk in endless)
+    rate = best_rate(_feed_only(myvolta, endless)) * sum(len(chunk) for chunk in endless)
     print(f"myvolta  no end marker (drops):   {rate / 1e6:>10.2f} MB/s")
 
 
