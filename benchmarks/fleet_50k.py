@@ -45,13 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.fleet.server.conftest import PostgresCluster, _postgres_binaries
 
+from benchmarks.fleet_cluster import Commits, cpu_seconds, percentile, prime_mqtt_streams
 from bmsgate.fleet.server.ingest import IngestSettings, IngestWorkers
 from bmsgate.fleet.server.nats_cluster import NatsCluster
 from bmsgate.fleet.server.nats_ingest import JetStreamSource
 from bmsgate.fleet.server.store import StoreSettings, open_store
-from bmsgate.fleet.server.store.repository import IngestBatch, WriteResult
-from bmsgate.mqtt import client as mqtt
-from bmsgate.mqtt.settings import BrokerSettings
 
 
 def _varz(port: int) -> dict[str, Any]:
@@ -63,14 +61,6 @@ def _varz(port: int) -> dict[str, Any]:
     return found if isinstance(found, dict) else {}
 
 
-def _cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _rss_mib(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -79,29 +69,6 @@ def _rss_mib(pid: int) -> float:
     except OSError:
         pass
     return 0.0
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
-
-
-class _Commits:
-    """Publish → commit of each telemetry message, as committed batches come back to the server process."""
-
-    def __init__(self) -> None:
-        self.latencies: list[float] = []
-        self.first: float | None = None
-        self.last: float | None = None
-        self.messages = 0
-
-    def observe(self, batch: IngestBatch, result: WriteResult) -> None:
-        now = time.time()
-        if batch.telemetry:
-            self.first = self.first or now
-            self.last = now
-            self.messages += len(batch.telemetry)
-            self.latencies.extend(now - message.at for message, _ in batch.telemetry)
 
 
 class _Sampler:
@@ -141,17 +108,6 @@ class _Sampler:
             if at >= moment:
                 return connections, rss
         return self.samples[-1][1], self.samples[-1][2]
-
-
-async def _prime(url: str) -> None:
-    """One MQTT session first: NATS makes its MQTT streams then (the durable consumer needs ``$MQTT_msgs``)."""
-    settings = BrokerSettings.model_validate({"url": url, "client_id": "bench-prime"})
-    for _ in range(20):
-        with contextlib.suppress(Exception):
-            async with mqtt.connect(settings, will_topic="bench/prime", will_payload="gone") as session:
-                await session.publish("bench/prime", b"1", retain=False, qos=1)
-            return
-    raise SystemExit("the NATS cluster does not take MQTT sessions")
 
 
 async def _stored_telemetry(store: Any) -> int:
@@ -204,12 +160,12 @@ def _simulate_command(arguments: argparse.Namespace, cluster: NatsCluster) -> li
 async def _run(arguments: argparse.Namespace, cluster: NatsCluster, postgres_url: str | None) -> None:
     store = None
     workers = None
-    commits = _Commits()
+    commits = Commits()
     task = None
     if postgres_url is not None:
         settings = StoreSettings(postgres_url=postgres_url)
         store = await open_store(settings)  # migrated before the workers start
-        await _prime(cluster.nodes[0].mqtt_url)
+        await prime_mqtt_streams(cluster.nodes[0].mqtt_url)
         source = JetStreamSource(servers=tuple(f"nats://127.0.0.1:{node.client_port}" for node in cluster.nodes))
         workers = IngestWorkers(
             settings, source, workers=arguments.ingest_workers, settings=IngestSettings(), observers=[commits]
@@ -218,7 +174,7 @@ async def _run(arguments: argparse.Namespace, cluster: NatsCluster, postgres_url
         async with asyncio.timeout(60):
             await workers.connected.wait()
     pids = cluster.pids()
-    nats_cpu_before = sum(_cpu_s(pid) for pid in pids)
+    nats_cpu_before = sum(cpu_seconds(pid) for pid in pids)
     baseline_connections = sum(int(_varz(node.monitor_port).get("connections", 0)) for node in cluster.nodes)
     rss_before = [_rss_mib(pid) for pid in pids]
     lines: list[str] = []
@@ -234,7 +190,7 @@ async def _run(arguments: argparse.Namespace, cluster: NatsCluster, postgres_url
             if arguments.verbose or len(lines) % 10 == 1:
                 print(f"[simulator] {line}", flush=True)
         await simulator.wait()
-        nats_cpu = sum(_cpu_s(pid) for pid in pids) - nats_cpu_before
+        nats_cpu = sum(cpu_seconds(pid) for pid in pids) - nats_cpu_before
     summary = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
     _phase_rates(lines, arguments.processes)
     all_connected = sampler.first_time_with(baseline_connections + arguments.gateways)
@@ -262,7 +218,7 @@ async def _run(arguments: argparse.Namespace, cluster: NatsCluster, postgres_url
                 break
             await asyncio.sleep(1.0)
         await asyncio.sleep(1.5)  # the last batches' hand-over to this process
-    worker_cpu = sum(_cpu_s(pid) for pid in workers.pids.values()) if workers is not None else 0.0
+    worker_cpu = sum(cpu_seconds(pid) for pid in workers.pids.values()) if workers is not None else 0.0
     if task is not None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -294,7 +250,7 @@ def _report(
     rss_before: list[float],
     rss_then: list[float],
     nats_cpu: float,
-    ingest: tuple[int, float | None, _Commits, float] | None,
+    ingest: tuple[int, float | None, Commits, float] | None,
 ) -> None:
     load = os.getloadavg()
     print(
@@ -338,8 +294,8 @@ def _report(
             f"missing {max(telemetry - stored, 0)} (acknowledged backlog still in JetStream or lost: see above)"
         )
         print(
-            f"publish -> commit: p50 {_percentile(commits.latencies, 0.5):.2f} s, "
-            f"p99 {_percentile(commits.latencies, 0.99):.2f} s; worker CPU {worker_cpu:.1f} s (their last run)"
+            f"publish -> commit: p50 {percentile(commits.latencies, 0.5):.2f} s, "
+            f"p99 {percentile(commits.latencies, 0.99):.2f} s; worker CPU {worker_cpu:.1f} s (their last run)"
         )
 
 

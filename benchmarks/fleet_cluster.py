@@ -46,7 +46,7 @@ from bmsgate.mqtt.settings import BrokerSettings
 _GENERATOR = Path(__file__).resolve().parent / "fleet_ingest.py"
 
 
-class _Commits:
+class Commits:
     """Publish → commit of each telemetry message, as committed batches come back to the server process."""
 
     def __init__(self) -> None:
@@ -64,12 +64,12 @@ class _Commits:
             self.latencies.extend(now - message.at for message, _ in batch.telemetry)
 
 
-def _percentile(values: list[float], fraction: float) -> float:
+def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
 
 
-def _cpu_s(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -77,7 +77,7 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _prime(url: str) -> None:
+async def prime_mqtt_streams(url: str) -> None:
     """One MQTT session first: NATS makes its MQTT streams then (the durable consumer needs ``$MQTT_msgs``)."""
     settings = BrokerSettings.model_validate({"url": url, "client_id": "bench-prime"})
     for _ in range(20):
@@ -88,7 +88,7 @@ async def _prime(url: str) -> None:
     raise SystemExit("the NATS cluster does not take MQTT sessions")
 
 
-async def _stored(store: Any) -> int:
+async def stored_telemetry(store: Any) -> int:
     rows = await store.extension_query("SELECT count(*) FROM samples WHERE gateway LIKE ?", ("bench-%",))
     return int(rows[0][0])
 
@@ -96,8 +96,8 @@ async def _stored(store: Any) -> int:
 async def _run(arguments: argparse.Namespace, cluster: NatsCluster, postgres_url: str, directory: Path) -> None:
     settings = StoreSettings(postgres_url=postgres_url)
     store = await open_store(settings)  # migrated before the workers start
-    await _prime(cluster.nodes[0].mqtt_url)
-    commits = _Commits()
+    await prime_mqtt_streams(cluster.nodes[0].mqtt_url)
+    commits = Commits()
     source = JetStreamSource(
         servers=tuple(f"nats://127.0.0.1:{node.client_port}" for node in cluster.nodes),
         fetch_batch=arguments.fetch_batch,
@@ -115,7 +115,7 @@ async def _run(arguments: argparse.Namespace, cluster: NatsCluster, postgres_url
         async with asyncio.timeout(60):
             await workers.connected.wait()
         nats_pids = cluster.pids()
-        nats_before = sum(_cpu_s(pid) for pid in nats_pids)
+        nats_before = sum(cpu_seconds(pid) for pid in nats_pids)
         generators = []
         per = arguments.gateways // len(cluster.nodes)
         for index, node in enumerate(cluster.nodes):
@@ -149,13 +149,13 @@ async def _run(arguments: argparse.Namespace, cluster: NatsCluster, postgres_url
         stored = 0
         while time.monotonic() < deadline:
             with contextlib.suppress(Exception):
-                stored = await _stored(store)
+                stored = await stored_telemetry(store)
             if stored >= acked:
                 break
             await asyncio.sleep(0.5)
         await asyncio.sleep(1.5)  # the last batches' hand-over to this process
-        nats_cpu = sum(_cpu_s(pid) for pid in nats_pids) - nats_before
-        worker_cpu = sum(_cpu_s(pid) for pid in workers.pids.values())
+        nats_cpu = sum(cpu_seconds(pid) for pid in nats_pids) - nats_before
+        worker_cpu = sum(cpu_seconds(pid) for pid in workers.pids.values())
         generator_cpu = sum(final.get("cpu_s", 0.0) for final in finals)
     finally:
         task.cancel()
@@ -175,8 +175,8 @@ async def _run(arguments: argparse.Namespace, cluster: NatsCluster, postgres_url
     )
     latencies = commits.latencies
     print(
-        f"publish -> commit latency: p50 {_percentile(latencies, 0.5):.3f} s, "
-        f"p99 {_percentile(latencies, 0.99):.3f} s, max {max(latencies, default=float('nan')):.3f} s"
+        f"publish -> commit latency: p50 {percentile(latencies, 0.5):.3f} s, "
+        f"p99 {percentile(latencies, 0.99):.3f} s, max {max(latencies, default=float('nan')):.3f} s"
     )
     for index, report in sorted(workers.reports.items()):
         p50, p99 = report.get("latency_p50_s"), report.get("latency_p99_s")
