@@ -302,6 +302,34 @@ def test_a_poll_first_takes_the_frames_that_waited_in_the_link() -> None:
     assert ready.snapshot.cell_voltages[4] == (0x0290 / 200)
 
 
+def test_a_rotation_that_stopped_is_not_presented_as_current() -> None:
+    # The kept frames answered every later poll, with a new timestamp, after the BMS went silent.
+    session = PollSession(PROTOCOL, timing=SessionTiming(retries=0))
+    session.start_poll(0.0)
+    now, actions = _feed_all(session, CELL_FRAMES, 0.0)
+    assert isinstance(actions[-1], SnapshotReady)
+    later = now + 600.0
+    actions = _run(session, session.start_poll(later), later)
+    assert isinstance(actions[-1], WaitUntil)
+    (give_up,) = session.tick(later + 3.1)
+    assert isinstance(give_up, GiveUp)
+    assert isinstance(give_up.error, DeviceTimeout)
+
+
+def test_a_cell_whose_frames_stopped_makes_the_rotation_incomplete() -> None:
+    session = PollSession(PROTOCOL, timing=SessionTiming(retries=0, poll_deadline=1000.0))
+    session.start_poll(0.0)
+    now, actions = _feed_all(session, CELL_FRAMES, 0.0)
+    assert isinstance(actions[-1], SnapshotReady)
+    without_cell_8 = CELL_FRAMES[:7] + CELL_FRAMES[8:]
+    for _ in range(3):  # cell 8's frame is now three rotations old
+        now, actions = _feed_all(session, without_cell_8, now)
+    actions = _run(session, session.start_poll(now), now)
+    assert isinstance(actions[-1], WaitUntil)
+    now, actions = _feed_all(session, [CELL_FRAMES[7]], now)
+    assert isinstance(actions[-1], SnapshotReady)
+
+
 def test_a_lost_cell_keeps_the_poll_waiting_until_its_frame_comes() -> None:
     session = PollSession(PROTOCOL)
     session.start_poll(0.0)
