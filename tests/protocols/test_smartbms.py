@@ -330,6 +330,25 @@ def test_a_cell_whose_frames_stopped_makes_the_rotation_incomplete() -> None:
     assert isinstance(actions[-1], SnapshotReady)
 
 
+def test_a_rotating_request_is_written_with_the_wire_key_like_every_other_write() -> None:
+    # The rotation's request was written in the clear while its replies were descrambled with the key.
+    from bmsgate.protocols import CompiledProtocol
+    from bmsgate.protocols.wirekey import wire_key, xor_bytes
+
+    data = PROTOCOL.definition.model_dump(mode="json", exclude_none=True)
+    data.pop("requires", None)
+    spec = get_protocol("ogt").definition.framing.wire_key
+    assert spec is not None
+    data["framing"]["wire_key"] = spec.model_dump(mode="json")
+    data["requests"][0]["frame"] = "AA 55"
+    protocol = CompiledProtocol(definition_from_mapping(data))
+    session = PollSession(protocol, device_name="SmartBat-A12345")
+    key = wire_key("SmartBat-A12345", spec)
+    assert key
+    writes = [action.data for action in session.start_poll(0.0) if isinstance(action, Write)]
+    assert writes == [xor_bytes(protocol.wire(bytes.fromhex("AA55")), key)]
+
+
 def test_a_lost_cell_keeps_the_poll_waiting_until_its_frame_comes() -> None:
     session = PollSession(PROTOCOL)
     session.start_poll(0.0)

@@ -427,7 +427,7 @@ class PollSession:
         if request.streaming and request.reply == self._rotating_key and not self._command:
             # The rotation kept arriving since the last poll: nothing is discarded, nothing reset.
             if request.frame and (self._attempt or not self._streaming_started):
-                actions.append(Write(self.protocol.wire(request.frame)))
+                actions.append(Write(self._to_wire(self.protocol.wire(request.frame))))
             self._streaming_started = True
             # First feed what arrived since the last poll (a deadline of `now`): the kept rotation alone would
             # answer at once with the frames of the poll before, and the newer ones would wait in the link.
