@@ -80,6 +80,38 @@ def _prepared(records: Sequence[GatewayRecord]) -> dict[str, OverviewEntry]:
     return {record.id: entry_of(gateway_view(record, summary=True), _battery_values(record)) for record in records}
 
 
+def _kept_newer(kept: OverviewEntry | None, fresh: OverviewEntry) -> OverviewEntry:
+    """`fresh` (from a store read), with any battery reading `kept` holds that is newer than the read's.
+
+    A read that began before a newer reading was committed and applied in place (`apply_telemetry`) must not
+    undo it: per battery the newer reading wins, as in the store, and the last-seen time never goes back.
+    """
+    if kept is None or not kept.batteries:
+        return fresh
+    newer = {battery: (soc, delta, at) for battery, soc, delta, at in kept.batteries if at is not None}
+    merged: list[BatteryValues] = []
+    changed = False
+    for battery, soc, delta, at in fresh.batteries:
+        held = newer.get(battery)
+        if held is not None and (at is None or held[2] > at):
+            merged.append((battery, *held))
+            changed = True
+        else:
+            merged.append((battery, soc, delta, at))
+    if not changed:
+        return fresh
+    socs = [soc for _, soc, _, _ in merged if soc is not None]
+    deltas = [delta for _, _, delta, _ in merged if delta is not None]
+    last_seen = max((seen for seen in (kept.view.last_seen, fresh.view.last_seen) if seen is not None), default=None)
+    view = dataclasses.replace(
+        fresh.view,
+        soc=sum(socs) / len(socs) if socs else None,
+        cell_delta=max(deltas) if deltas else None,
+        last_seen=last_seen,
+    )
+    return dataclasses.replace(fresh, view=view, batteries=tuple(merged))
+
+
 def _battery_values(record: GatewayRecord) -> tuple[BatteryValues, ...]:
     return tuple(
         (battery.id, _number(battery.snapshot.get("soc")), _number(battery.snapshot.get("cell_delta")), battery.at)
@@ -320,7 +352,9 @@ class OverviewCache:
         else:
             prepared = _prepared(records)
         if self.loaded:
-            self._entries.update(prepared)
+            entries = self._entries
+            for gateway_id, entry in prepared.items():
+                prepared[gateway_id] = entries[gateway_id] = _kept_newer(entries.get(gateway_id), entry)
             self._revision += 1
         return [entry.view for entry in prepared.values()]
 
@@ -372,8 +406,10 @@ class OverviewCache:
         """Keep a freshly read gateway; returns its summary."""
         view = gateway_view(record, summary=True)
         if self.loaded:
-            self._entries[record.id] = entry_of(view, _battery_values(record))
+            entry = _kept_newer(self._entries.get(record.id), entry_of(view, _battery_values(record)))
+            self._entries[record.id] = entry
             self._revision += 1
+            view = entry.view
         return view
 
     def remove(self, gateway_id: str) -> None:
