@@ -349,6 +349,21 @@ def test_a_rotating_request_is_written_with_the_wire_key_like_every_other_write(
     assert writes == [xor_bytes(protocol.wire(bytes.fromhex("AA55")), key)]
 
 
+def test_frames_numbered_beyond_the_count_do_not_make_the_cells_look_stale() -> None:
+    # A stream that also rotates through numbers beyond the count (a cell since removed): each cell's frame
+    # comes once per 16 frames, which is still current however few cells the count names.
+    session = PollSession(PROTOCOL, timing=SessionTiming(retries=0, poll_deadline=1000.0))
+    four_cells = [_changed(_changed(CELL_FRAMES[0], 24, number), 25, 4) for number in range(1, 17)]
+    session.start_poll(0.0)
+    now, actions = _feed_all(session, four_cells, 0.0)
+    for _ in range(3):
+        assert isinstance(actions[-1], SnapshotReady)
+        assert len(actions[-1].snapshot.cell_voltages) == 4
+        now, _ = _feed_all(session, four_cells, now)
+        actions = _run(session, session.start_poll(now), now)
+    assert isinstance(actions[-1], SnapshotReady)
+
+
 def test_a_lost_cell_keeps_the_poll_waiting_until_its_frame_comes() -> None:
     session = PollSession(PROTOCOL)
     session.start_poll(0.0)

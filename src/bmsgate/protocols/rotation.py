@@ -6,6 +6,7 @@ the newest frame's count asks for has a frame. Numbers are one byte, so at most 
 Kept frames must never stand in for a stream that stopped: a poll is answered only when a frame of the rotation
 arrived since the previous answer, and a number whose newest frame is more than `STALE_AFTER_ROTATIONS`
 rotations behind the newest frame counts as missing (that cell stopped arriving: its value is not current).
+A rotation is as many frames as the stream has distinct numbers (at least the count; at most 256).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["STALE_AFTER_ROTATIONS", "Rotation"]
 
 STALE_AFTER_ROTATIONS: Final = 2
-"""Rotations (count frames each) after which a number's newest frame no longer counts as current."""
+"""Rotations after which a number's newest frame no longer counts as current."""
 
 
 class Rotation:
@@ -77,7 +78,9 @@ class Rotation:
         numbers = self._protocol.frame_numbers(reply, self._protocol.variables_of([newest]))
         if numbers is None:
             return None
-        oldest_current = self._arrived - STALE_AFTER_ROTATIONS * max(len(numbers), 1)
+        # One rotation: every number the stream sends, those beyond the count included (a cell since removed).
+        rotation = max(len(numbers), len(kept), 1)
+        oldest_current = self._arrived - STALE_AFTER_ROTATIONS * rotation
         arrival = self._arrival
         if not all(number in kept and arrival[number] > oldest_current for number in numbers):
             return None
