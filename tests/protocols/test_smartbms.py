@@ -302,6 +302,68 @@ def test_a_poll_first_takes_the_frames_that_waited_in_the_link() -> None:
     assert ready.snapshot.cell_voltages[4] == (0x0290 / 200)
 
 
+def test_a_rotation_that_stopped_is_not_presented_as_current() -> None:
+    # The kept frames answered every later poll, with a new timestamp, after the BMS went silent.
+    session = PollSession(PROTOCOL, timing=SessionTiming(retries=0))
+    session.start_poll(0.0)
+    now, actions = _feed_all(session, CELL_FRAMES, 0.0)
+    assert isinstance(actions[-1], SnapshotReady)
+    later = now + 600.0
+    actions = _run(session, session.start_poll(later), later)
+    assert isinstance(actions[-1], WaitUntil)
+    (give_up,) = session.tick(later + 3.1)
+    assert isinstance(give_up, GiveUp)
+    assert isinstance(give_up.error, DeviceTimeout)
+
+
+def test_a_cell_whose_frames_stopped_makes_the_rotation_incomplete() -> None:
+    session = PollSession(PROTOCOL, timing=SessionTiming(retries=0, poll_deadline=1000.0))
+    session.start_poll(0.0)
+    now, actions = _feed_all(session, CELL_FRAMES, 0.0)
+    assert isinstance(actions[-1], SnapshotReady)
+    without_cell_8 = CELL_FRAMES[:7] + CELL_FRAMES[8:]
+    for _ in range(3):  # cell 8's frame is now three rotations old
+        now, actions = _feed_all(session, without_cell_8, now)
+    actions = _run(session, session.start_poll(now), now)
+    assert isinstance(actions[-1], WaitUntil)
+    now, actions = _feed_all(session, [CELL_FRAMES[7]], now)
+    assert isinstance(actions[-1], SnapshotReady)
+
+
+def test_a_rotating_request_is_written_with_the_wire_key_like_every_other_write() -> None:
+    # The rotation's request was written in the clear while its replies were descrambled with the key.
+    from bmsgate.protocols import CompiledProtocol
+    from bmsgate.protocols.wirekey import wire_key, xor_bytes
+
+    data = PROTOCOL.definition.model_dump(mode="json", exclude_none=True)
+    data.pop("requires", None)
+    spec = get_protocol("ogt").definition.framing.wire_key
+    assert spec is not None
+    data["framing"]["wire_key"] = spec.model_dump(mode="json")
+    data["requests"][0]["frame"] = "AA 55"
+    protocol = CompiledProtocol(definition_from_mapping(data))
+    session = PollSession(protocol, device_name="SmartBat-A12345")
+    key = wire_key("SmartBat-A12345", spec)
+    assert key
+    writes = [action.data for action in session.start_poll(0.0) if isinstance(action, Write)]
+    assert writes == [xor_bytes(protocol.wire(bytes.fromhex("AA55")), key)]
+
+
+def test_frames_numbered_beyond_the_count_do_not_make_the_cells_look_stale() -> None:
+    # A stream that also rotates through numbers beyond the count (a cell since removed): each cell's frame
+    # comes once per 16 frames, which is still current however few cells the count names.
+    session = PollSession(PROTOCOL, timing=SessionTiming(retries=0, poll_deadline=1000.0))
+    four_cells = [_changed(_changed(CELL_FRAMES[0], 24, number), 25, 4) for number in range(1, 17)]
+    session.start_poll(0.0)
+    now, actions = _feed_all(session, four_cells, 0.0)
+    for _ in range(3):
+        assert isinstance(actions[-1], SnapshotReady)
+        assert len(actions[-1].snapshot.cell_voltages) == 4
+        now, _ = _feed_all(session, four_cells, now)
+        actions = _run(session, session.start_poll(now), now)
+    assert isinstance(actions[-1], SnapshotReady)
+
+
 def test_a_lost_cell_keeps_the_poll_waiting_until_its_frame_comes() -> None:
     session = PollSession(PROTOCOL)
     session.start_poll(0.0)

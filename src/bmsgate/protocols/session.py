@@ -27,7 +27,8 @@ States of one job (a poll or a command), for a port to another language:
     DRAIN    a streamed reply (JK): take the newest matching frame of those already received
     ROTATE   a streamed reply whose numbered frames rotate (123\\SmartBMS: one cell per frame; engine 6):
              the newest frame of every number is kept for the whole connection, and the reply is whole
-             once every number its count asks for has arrived
+             once every number its count asks for has arrived, a frame came since the last answer, and no
+             number's frame is more than two rotations old (`bmsgate.protocols.rotation`)
     BACKOFF  between attempts of a request; chunks are ignored (the next attempt discards them)
     IDLE     no job; chunks are kept only while the BMS streams (the newest frame answers the next poll)
 
@@ -396,6 +397,7 @@ class PollSession:
                     return self._wait_action(actions)
                 # Frames numbered outside the count (a 0, a cell since removed) are not part of the reply.
                 self._frames.extend(frame for number, frame in self._rotation.frames.items() if number in numbers)
+                self._rotation.answered()
                 self._next_request()
                 continue
             try:
@@ -425,7 +427,7 @@ class PollSession:
         if request.streaming and request.reply == self._rotating_key and not self._command:
             # The rotation kept arriving since the last poll: nothing is discarded, nothing reset.
             if request.frame and (self._attempt or not self._streaming_started):
-                actions.append(Write(self.protocol.wire(request.frame)))
+                actions.append(Write(self._to_wire(self.protocol.wire(request.frame))))
             self._streaming_started = True
             # First feed what arrived since the last poll (a deadline of `now`): the kept rotation alone would
             # answer at once with the frames of the poll before, and the newer ones would wait in the link.

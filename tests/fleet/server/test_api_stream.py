@@ -186,3 +186,49 @@ async def test_any_live_data_is_applied_or_declined_and_never_raises(tmp_path: P
         check()
     finally:
         await store.close()
+
+
+async def test_an_older_reading_applied_in_place_leaves_the_summary_the_store_keeps(tmp_path: Path) -> None:
+    # The store keeps a battery's newest reading (its upsert ignores an older one); the in-place update took
+    # whatever arrived last, so a reading delivered late (two ingest workers, a redelivery) showed old values.
+    store = await open_store(StoreSettings(data_dir=tmp_path))
+    try:
+        await store.write_batch(IngestBatch(states=[(state("gw-1", batteries=("b1", "b2")), T0)]))
+        await store.write_batch(_reading("gw-1", T0 + 11, soc=80.0, delta=0.01))
+        overview = OverviewCache(store)
+        await overview.warm()
+        late = _reading("gw-1", T0 + 5, soc=10.0, delta=0.5)
+        await store.write_batch(late)
+        feed = LiveFeed()
+        async with feed.subscribe() as subscription:
+            assert publish_batch(feed, late)
+            update = await subscription.get()
+        overview.apply_telemetry("gw-1", update.data)
+        assert overview.view("gw-1") == await _stored_summary(store, "gw-1")
+    finally:
+        await store.close()
+
+
+async def test_a_store_read_that_began_before_applied_telemetry_does_not_undo_it(tmp_path: Path) -> None:
+    # The live stream reads changed gateways while telemetry keeps arriving: a read that began before a newer
+    # reading was committed (and applied in place) replaced the entry with the older values.
+    store = await open_store(StoreSettings(data_dir=tmp_path))
+    try:
+        await store.write_batch(IngestBatch(states=[(state("gw-1", batteries=("b1", "b2")), T0)]))
+        await store.write_batch(_reading("gw-1", T0 + 1, soc=80.0, delta=0.01))
+        overview = OverviewCache(store)
+        await overview.warm()
+        read_before = await store.get_gateway_summaries(["gw-1"])
+        newer = _reading("gw-1", T0 + 11, soc=41.5, delta=0.2)
+        await store.write_batch(newer)
+        feed = LiveFeed()
+        async with feed.subscribe() as subscription:
+            assert publish_batch(feed, newer)
+            update = await subscription.get()
+        assert overview.apply_telemetry("gw-1", update.data)
+        await overview.update_many(read_before)
+        assert overview.view("gw-1") == await _stored_summary(store, "gw-1")
+        overview.update(read_before[0])
+        assert overview.view("gw-1") == await _stored_summary(store, "gw-1")
+    finally:
+        await store.close()

@@ -86,7 +86,7 @@ class MapPosition:
     y: float
 
 
-BatteryValues = tuple[str, float | None, float | None]
+BatteryValues = tuple[str, float | None, float | None, float | None]
 """``(battery id, soc, cell_delta)``."""
 
 

@@ -24,7 +24,8 @@ Telemetry, most of the live traffic (5,000 messages/s at 50,000 gateways), chang
 cell delta and last-seen time: :meth:`OverviewCache.apply_telemetry` updates the entry in place from what
 ingest put on the live feed (each entry keeps its batteries' values), without reading the store. Whatever
 it cannot apply exactly as the store keeps it (a battery it does not know, a backfilled message, a value
-that is not a finite number, no receive time) is left to a store read, and the periodic full re-read
+that is not a finite number, no receive time) is left to a store read; a battery's reading older than the one
+kept is left out, as the store's upsert leaves it out, and the periodic full re-read
 replaces every entry with the store's version anyway.
 """
 
@@ -79,9 +80,41 @@ def _prepared(records: Sequence[GatewayRecord]) -> dict[str, OverviewEntry]:
     return {record.id: entry_of(gateway_view(record, summary=True), _battery_values(record)) for record in records}
 
 
+def _kept_newer(kept: OverviewEntry | None, fresh: OverviewEntry) -> OverviewEntry:
+    """`fresh` (from a store read), with any battery reading `kept` holds that is newer than the read's.
+
+    A read that began before a newer reading was committed and applied in place (`apply_telemetry`) must not
+    undo it: per battery the newer reading wins, as in the store, and the last-seen time never goes back.
+    """
+    if kept is None or not kept.batteries:
+        return fresh
+    newer = {battery: (soc, delta, at) for battery, soc, delta, at in kept.batteries if at is not None}
+    merged: list[BatteryValues] = []
+    changed = False
+    for battery, soc, delta, at in fresh.batteries:
+        held = newer.get(battery)
+        if held is not None and (at is None or held[2] > at):
+            merged.append((battery, *held))
+            changed = True
+        else:
+            merged.append((battery, soc, delta, at))
+    if not changed:
+        return fresh
+    socs = [soc for _, soc, _, _ in merged if soc is not None]
+    deltas = [delta for _, _, delta, _ in merged if delta is not None]
+    last_seen = max((seen for seen in (kept.view.last_seen, fresh.view.last_seen) if seen is not None), default=None)
+    view = dataclasses.replace(
+        fresh.view,
+        soc=sum(socs) / len(socs) if socs else None,
+        cell_delta=max(deltas) if deltas else None,
+        last_seen=last_seen,
+    )
+    return dataclasses.replace(fresh, view=view, batteries=tuple(merged))
+
+
 def _battery_values(record: GatewayRecord) -> tuple[BatteryValues, ...]:
     return tuple(
-        (battery.id, _number(battery.snapshot.get("soc")), _number(battery.snapshot.get("cell_delta")))
+        (battery.id, _number(battery.snapshot.get("soc")), _number(battery.snapshot.get("cell_delta")), battery.at)
         for battery in record.batteries
         if battery.snapshot is not None
     )
@@ -90,6 +123,12 @@ def _battery_values(record: GatewayRecord) -> tuple[BatteryValues, ...]:
 def _number(value: object) -> float | None:
     """A snapshot's number as the summary counts it (None: absent or not a number)."""
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _finite(value: object) -> float | None:
+    """`value` as a float when it is a finite number (None: anything else)."""
+    number = _number(value)
+    return number if number is not None and math.isfinite(number) else None
 
 
 class _NotApplicable(Exception):
@@ -313,7 +352,9 @@ class OverviewCache:
         else:
             prepared = _prepared(records)
         if self.loaded:
-            self._entries.update(prepared)
+            entries = self._entries
+            for gateway_id, entry in prepared.items():
+                prepared[gateway_id] = entries[gateway_id] = _kept_newer(entries.get(gateway_id), entry)
             self._revision += 1
         return [entry.view for entry in prepared.values()]
 
@@ -324,31 +365,34 @@ class OverviewCache:
         ``backfill``, ``received``: the server's receive time, which is the store's last-seen time).
         """
         entry = self._entries.get(gateway_id) if self.loaded else None
-        received = data.get("received")
+        received = _finite(data.get("received"))
+        at = _finite(data.get("at"))
         readings = data.get("batteries")
         if entry is None or data.get("backfill") is not False or not isinstance(readings, Mapping):
             return False
-        if not isinstance(received, int | float) or isinstance(received, bool) or not math.isfinite(received):
+        if received is None or at is None:
             return False
-        values = {battery: (soc, delta) for battery, soc, delta in entry.batteries}
+        values = {battery: (soc, delta, kept_at) for battery, soc, delta, kept_at in entry.batteries}
         try:
             for battery, reading in readings.items():
                 if battery not in values:
                     return False  # a battery this entry does not know yet: the store has it all
                 read = _reading_values(reading)
-                if read is not None:
-                    values[battery] = read
+                soc, delta, kept_at = values[battery]
+                if kept_at is not None and at < kept_at:
+                    continue  # older than the reading kept: the store's upsert leaves it out, too
+                values[battery] = (soc, delta, at) if read is None else (*read, at)
         except _NotApplicable:
             return False
-        socs = [soc for soc, _ in values.values() if soc is not None]
-        deltas = [delta for _, delta in values.values() if delta is not None]
+        socs = [soc for soc, _, _ in values.values() if soc is not None]
+        deltas = [delta for _, delta, _ in values.values() if delta is not None]
         view = dataclasses.replace(
             entry.view,
             soc=sum(socs) / len(socs) if socs else None,
             cell_delta=max(deltas) if deltas else None,
-            last_seen=max(entry.view.last_seen or 0.0, float(received)),
+            last_seen=max(entry.view.last_seen or 0.0, received),
         )
-        batteries = tuple((battery, soc, delta) for battery, (soc, delta) in values.items())
+        batteries = tuple((battery, soc, delta, kept_at) for battery, (soc, delta, kept_at) in values.items())
         self._entries[gateway_id] = dataclasses.replace(entry, view=view, batteries=batteries)
         self._revision += 1
         return True
@@ -362,8 +406,10 @@ class OverviewCache:
         """Keep a freshly read gateway; returns its summary."""
         view = gateway_view(record, summary=True)
         if self.loaded:
-            self._entries[record.id] = entry_of(view, _battery_values(record))
+            entry = _kept_newer(self._entries.get(record.id), entry_of(view, _battery_values(record)))
+            self._entries[record.id] = entry
             self._revision += 1
+            view = entry.view
         return view
 
     def remove(self, gateway_id: str) -> None:
