@@ -468,3 +468,37 @@ def test_cells_that_stop_reporting_mid_run_stop_the_charge_current() -> None:
         limits = engine.update(bank_of(pack(cell_voltages=())), now=float(second))
     assert limits.charge_current == 0.0
     assert limits.charge_reason is LimitReason.NO_DATA
+
+
+def test_a_temperature_that_goes_missing_never_raises_the_charge_limit() -> None:
+    engine = LimitEngine()
+    cold = engine.update(bank_of(pack(temperatures=(-5.0,))), 0.0)
+    assert cold.charge_current == 0.0
+    assert cold.charge_reason is LimitReason.TEMPERATURE
+    # The sensor drops out (an absent marker, a frame that did not come): still no charging.
+    blind = engine.update(bank_of(pack(temperatures=())), 60.0)
+    assert blind.charge_current == 0.0
+    assert blind.charge_reason is LimitReason.NO_DATA
+    # Back, and warm: the limit rises again (after the usual recovery wait and ramp).
+    warm = engine.update(bank_of(pack(temperatures=(25.0,))), 600.0)
+    assert warm.charge_reason is not LimitReason.NO_DATA
+    for now in range(610, 1800, 10):
+        warm = engine.update(bank_of(pack(temperatures=(25.0,))), float(now))
+    assert warm.charge_current > 0.0
+
+
+def test_cells_that_go_missing_hold_a_derated_discharge_limit() -> None:
+    engine = LimitEngine()
+    low = engine.update(bank_of(pack(cell_voltages=(2.9,) * CELLS)), 0.0)
+    assert low.discharge_current < LimitSettings().max_discharge_current
+    held = engine.update(bank_of(pack(cell_voltages=(), voltage=46.4)), 60.0)
+    assert held.discharge_current <= low.discharge_current
+    assert held.discharge_reason is LimitReason.NO_DATA
+
+
+def test_a_family_that_never_reports_temperatures_is_not_held() -> None:
+    engine = LimitEngine()
+    first = engine.update(bank_of(pack(temperatures=(), mosfet_temperature=None)), 0.0)
+    second = engine.update(bank_of(pack(temperatures=(), mosfet_temperature=None)), 600.0)
+    assert second.charge_reason is not LimitReason.NO_DATA
+    assert second.charge_current >= first.charge_current

@@ -28,7 +28,7 @@ import enum
 import functools
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat
@@ -457,6 +457,53 @@ class _CurrentLimiter:
         self.output, self.at_zero, self.above_since, self.rising = 0.0, True, None, False
 
 
+def _has_temperatures(snapshot: BatterySnapshot) -> bool:
+    return snapshot.temperature_min is not None
+
+
+def _has_cells(snapshot: BatterySnapshot) -> bool:
+    return snapshot.cell_max is not None
+
+
+def _has_mosfet_temperature(snapshot: BatterySnapshot) -> bool:
+    return snapshot.mosfet_temperature is not None
+
+
+def _has_soc(snapshot: BatterySnapshot) -> bool:
+    return snapshot.soc is not None
+
+
+_READINGS: Final[tuple[tuple[str, Callable[[BatterySnapshot], bool]], ...]] = (
+    ("temperatures", _has_temperatures),
+    ("cell voltages", _has_cells),
+    ("MOSFET temperature", _has_mosfet_temperature),
+    ("SoC", _has_soc),
+)
+"""The readings the current curves use: a pack that reported one and then lacks it (a sensor dropped out, a
+frame that did not come) must not get limits that reading would have lowered."""
+
+
+def _readings_of(snapshot: BatterySnapshot) -> frozenset[str]:
+    return frozenset(name for name, present in _READINGS if present(snapshot))
+
+
+def _held(fresh: PackTargets, before: PackTargets) -> PackTargets:
+    """`fresh`, never above `before`: limits are not raised because a reading went missing (they may fall)."""
+    charge, charge_reason = fresh.charge_current, fresh.charge_reason
+    if before.charge_current < charge:
+        charge, charge_reason = before.charge_current, LimitReason.NO_DATA
+    discharge, discharge_reason = fresh.discharge_current, fresh.discharge_reason
+    if before.discharge_current < discharge:
+        discharge, discharge_reason = before.discharge_current, LimitReason.NO_DATA
+    return dataclasses.replace(
+        fresh,
+        charge_current=charge,
+        charge_reason=charge_reason,
+        discharge_current=discharge,
+        discharge_reason=discharge_reason,
+    )
+
+
 class LimitEngine:
     """Stateful limit dynamics for one bank. Feed it every bank update with the current time.
 
@@ -474,8 +521,11 @@ class LimitEngine:
         self._last_now: float | None = None
         self._last: Limits | None = None
         self._targets: dict[str, tuple[BatterySnapshot, LimitSettings, PackTargets]] = {}
-        """Each pack's targets with the snapshot and settings they came from: a pure function of both,
-        and of the bank's packs only one has a new snapshot per update."""
+        """Each pack's targets with the snapshot and settings they came from: a pure function of both
+        (unless a reading went missing, see `_held`), and of the bank's packs only one has a new snapshot
+        per update."""
+        self._readings: dict[str, frozenset[str]] = {}
+        """The readings each present pack has reported since it joined the bank."""
 
     @property
     def last(self) -> Limits | None:
@@ -559,16 +609,26 @@ class LimitEngine:
         known = self._targets
         targets: list[PackTargets] = []
         current: dict[str, tuple[BatterySnapshot, LimitSettings, PackTargets]] = {}
+        readings: dict[str, frozenset[str]] = {}
         for snapshot in snapshots:
-            cached = known.get(snapshot.battery_id)
+            battery = snapshot.battery_id
+            cached = known.get(battery)
+            reported = self._readings.get(battery, frozenset())
             if cached is not None and cached[0] is snapshot and cached[1] is settings:
                 entry = cached
             else:
-                entry = (snapshot, settings, pack_targets(snapshot, settings))
-            current[snapshot.battery_id] = entry
+                fresh = pack_targets(snapshot, settings)
+                present = _readings_of(snapshot)
+                if cached is not None and reported - present:
+                    fresh = _held(fresh, cached[2])
+                entry = (snapshot, settings, fresh)
+                reported |= present
+            current[battery] = entry
+            readings[battery] = reported
             targets.append(entry[2])
         # Only the bank's present packs are kept: a removed pack's snapshot is not held forever.
         self._targets = current
+        self._readings = readings
         return targets
 
     def _bank_target(
