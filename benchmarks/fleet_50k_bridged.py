@@ -331,9 +331,11 @@ def _run(arguments: argparse.Namespace, directory: Path, brokers: list[_Broker])
             f"CPU {kind}: {seconds:.1f} s = {seconds / max(telemetry, 1) * 1e6:.0f} us per telemetry message, "
             f"{seconds / max(messages, 1) * 1e6:.0f} us per message (connects and drain included)"
         )
+    simulated_s = max(summary.get("seconds", run_s), 1e-9)
     print(
-        "CPU during the run only: "
-        + ", ".join(f"{name} {seconds:.1f} s ({seconds / run_s:.2f} cores)" for name, seconds in cpu_run.items())
+        f"CPU while the simulators ran ({simulated_s:.0f} s, connects included): "
+        + ", ".join(f"{name} {seconds:.1f} s ({seconds / simulated_s:.2f} cores)" for name, seconds in cpu_run.items())
+        + f", simulators {summary.get('cpu_s', 0) / simulated_s:.2f} cores"
     )
     for broker in brokers:
         warnings = [line for line in broker.log.read_text(errors="replace").splitlines() if "rror" in line]
