@@ -372,6 +372,7 @@ def main() -> None:
     parser.add_argument(
         "--crash-edge", type=float, help="SIGKILL edge1 this many s after the simulators start, then restart it"
     )
+    parser.add_argument("--keep", action="store_true", help="keep the run's directory (logs, store)")
     parser.add_argument("--crash-down", type=float, default=5.0, help="s edge1 stays down after --crash-edge")
     arguments = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="bmsgate-bench-bridged-"))
@@ -381,7 +382,10 @@ def main() -> None:
     finally:
         for broker in reversed(brokers):
             broker.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+        if arguments.keep:
+            print(f"kept the brokers' configs, logs and the store in {directory}")
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":
