@@ -135,7 +135,8 @@ def _phase_rates(lines: list[str], processes: int) -> None:
     )
 
 
-def _simulate_command(arguments: argparse.Namespace, cluster: NatsCluster) -> list[str]:
+def simulate_command(arguments: argparse.Namespace, brokers: list[str], processes: int) -> list[str]:
+    """`bmsgate fleet simulate` for this run: `processes` processes, process k on broker k mod n."""
     return [
         sys.executable,
         "-m",
@@ -149,9 +150,9 @@ def _simulate_command(arguments: argparse.Namespace, cluster: NatsCluster) -> li
         "--duration",
         str(arguments.duration),
         "--processes",
-        str(arguments.processes),
+        str(processes),
         "--broker",
-        ",".join(cluster.mqtt_urls),
+        ",".join(brokers),
         "--faults",
         "0.0005",
     ]
@@ -181,7 +182,7 @@ async def _run(arguments: argparse.Namespace, cluster: NatsCluster, postgres_url
     with _Sampler(cluster, arguments.sample) as sampler:
         started = time.monotonic()
         simulator = await asyncio.create_subprocess_exec(
-            *_simulate_command(arguments, cluster), stdout=asyncio.subprocess.PIPE
+            *simulate_command(arguments, cluster.mqtt_urls, arguments.processes), stdout=asyncio.subprocess.PIPE
         )
         assert simulator.stdout is not None
         async for raw in simulator.stdout:

@@ -38,7 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.fleet_50k import _phase_rates, _rss_mib
+from benchmarks.fleet_50k import _phase_rates, _rss_mib, simulate_command
 from benchmarks.fleet_cluster import cpu_seconds, percentile
 from benchmarks.fleet_ingest import _migrate
 from bmsgate.fleet.protocol import GATEWAY_CHANNELS, Channel
@@ -211,25 +211,7 @@ def _bridges_up(edges: list[_Broker], timeout: float) -> None:
 
 
 def _simulate(arguments: argparse.Namespace, edges: list[_Broker]) -> tuple[dict[str, Any], list[str], float]:
-    command = [
-        sys.executable,
-        "-m",
-        "bmsgate",
-        "fleet",
-        "simulate",
-        "--gateways",
-        str(arguments.gateways),
-        "--interval",
-        str(arguments.interval),
-        "--duration",
-        str(arguments.duration),
-        "--processes",
-        str(len(edges)),
-        "--broker",
-        ",".join(edge.url for edge in edges),
-        "--faults",
-        "0.0005",
-    ]
+    command = simulate_command(arguments, [edge.url for edge in edges], len(edges))
     started = time.monotonic()
     lines: list[str] = []
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as simulator:
