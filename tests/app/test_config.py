@@ -380,3 +380,16 @@ def test_an_unknown_protocol_is_reported_with_the_schema_errors(
     err = capsys.readouterr().err
     assert f"{path}: batteries[1].poll_interval:" in err
     assert f"{path}: batteries[1].protocol: no protocol named 'nosuch'" in err
+
+
+def test_a_protocol_secret_reaches_the_session_and_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _base()
+    data["batteries"][1]["secret"] = "${SHED_PIN}"
+    monkeypatch.setenv("SHED_PIN", "4321")
+    config = config_from_mapping(data)
+    assert "4321" not in repr(config) and "4321" not in str(config.model_dump(mode="json"))
+    gateway = build_gateway(config)
+    house, shed = (gateway.supervisor.batteries[name].client for name in ("house", "shed"))
+    assert shed.options.secret == b"4321" and house.options.secret is None
+    assert "4321" not in repr(shed.options)
+    assert shed.session._secret == b"4321"

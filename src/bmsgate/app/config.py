@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -193,6 +194,10 @@ class BatteryConfig(_Strict):
     stale_after: float | None = Field(default=None, gt=0, le=86_400, allow_inf_nan=False)
     """Seconds without fresh data before outputs treat the battery as stale (default: 3 polls, ≥ 30 s)."""
     options: ClientOptionsConfig = ClientOptionsConfig()
+    secret: SecretStr | None = None
+    """A credential the BMS protocol itself asks for once connected (the 123\\SmartBMS PIN, the Stark Varg
+    key): not the BLE pairing passkey (``transport.pin``). Use ${ENV_VAR} to keep it out of the file; it is
+    never logged or shown."""
 
     @field_validator("id")
     @classmethod

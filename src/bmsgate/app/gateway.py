@@ -186,6 +186,7 @@ def build_gateway(
             connection=connection,
             mosfet_sensor=battery.options.mosfet_sensor,
             poll_deadline=max(15.0, battery.options.request_timeout * 6),
+            secret=battery.secret.get_secret_value().encode() if battery.secret is not None else None,
         )
         client = BatteryClient(protocol, transport, battery_id=battery.id, options=options)
         runtimes.append(

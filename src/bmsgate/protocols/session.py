@@ -126,8 +126,11 @@ class PollSession:
         battery_id: str = "battery",
         timing: SessionTiming | None = None,
         device_name: str | None = None,
+        secret: bytes | None = None,
     ) -> None:
         self.protocol = protocol
+        self._secret = secret
+        """The battery's configured credential (a PIN, a key) for the definition's authentication step."""
         self.battery_id = battery_id
         self.timing = timing or SessionTiming()
         self.device_name = device_name

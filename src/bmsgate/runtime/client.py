@@ -71,6 +71,8 @@ class ClientOptions:
         connection: ``keep`` the link open between polls, or connect ``per_poll`` (frees the BMS for the
             phone app and shares scarce BLE connection slots).
         mosfet_sensor: ``ntc1`` when the first NTC really measures the MOSFETs (some JBD boards).
+        secret: the credential the protocol asks for after connecting (a PIN, a key), from the battery's
+            ``secret``; the session hands it only to the definition's authentication step.
     """
 
     request_timeout: float = 2.0
@@ -80,6 +82,7 @@ class ClientOptions:
     connection: Literal["keep", "per_poll"] = "keep"
     mosfet_sensor: Literal["none", "ntc1"] = "none"
     confirm_timeout: float = 5.0
+    secret: bytes | None = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass(slots=True)
@@ -159,6 +162,7 @@ class BatteryClient:
                 retry_backoff=options.retry_backoff,
                 poll_deadline=options.poll_deadline,
             ),
+            secret=options.secret,
         )
         self._lock = asyncio.Lock()
         self.last_snapshot: BatterySnapshot | None = None
