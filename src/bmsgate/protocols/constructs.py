@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CONSTRUCTS", "ENGINE_VERSION", "constructs_used", "rotating_reply", "unknown_constructs"]
 
-ENGINE_VERSION: Final = 6
+ENGINE_VERSION: Final = 7
 """The protocol engine's level: raised whenever a construct is added to :data:`CONSTRUCTS`.
 
 Level 2 added ``sign_magnitude`` (TDT / Wattcycle currents); level 3 ``text`` (hex-text framing: E&J, AG,
@@ -54,7 +54,10 @@ value stored as the complement of its magnitude, Dometic's current); for Offgrid
 the wire XOR-ed with a key computed from the device's advertised name), ``variants.by_name`` (layouts and
 requests chosen by that name: types A and B), ``requests_as_written`` (ASCII requests), ``refusal`` (a fixed
 text refusing a request), ``until_refused`` (a cell probe that ends at the first refusal) and ``multiplier`` (a
-signed 16-bit number times a multiplier byte)."""
+signed 16-bit number times a multiplier byte); level 7, for Stark Varg, ``gatt.tags`` (bytes the transport puts
+in front of a characteristic's notifications: the frame type of blocks that carry none) and
+``gatt.authenticate`` (a challenge–response with the battery's configured secret before anything is
+subscribed)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -102,6 +105,8 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "gatt.also_notify": "further notify characteristics of a GATT profile, joining one stream (engine 6)",
     "gatt.connect_writes": "bytes a GATT profile writes once per connection to another characteristic (engine 6)",
     "gatt.answer_notify": "notifications answered by the transport (echo / toggle), kept out of the frames (engine 6)",
+    "gatt.authenticate": "a challenge–response with the battery's configured secret on connecting (engine 7)",
+    "gatt.tags": "bytes put in front of each notification of a characteristic: its frame type (engine 7)",
     "ignore_chunks": "received chunks dropped as a whole",
     "follows": "a further reply of the request before it: nothing written, what arrived kept (engine 5)",
     "index": "one reply spread over numbered frames",
@@ -219,6 +224,8 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "gatt.also_notify": any(profile.also_notify for profile in profiles),
         "gatt.connect_writes": any(profile.connect_writes for profile in profiles),
         "gatt.answer_notify": any(profile.answer_notify for profile in profiles),
+        "gatt.authenticate": any(profile.authenticate is not None for profile in profiles),
+        "gatt.tags": any(profile.tags for profile in profiles),
         "ignore_chunks": bool(framing.ignore_chunks),
         "follows": any(request.follows for request in definition.requests),
         "index": any(reply.index is not None for reply in definition.replies.values()),

@@ -302,6 +302,11 @@ class ProtocolDefinition(_Strict, CanonicalModel):
             and not self.framing.frame_per_chunk
         ):
             raise ValueError("gatt 'also_notify' needs framing.frame_per_chunk (every notification one whole frame)")
+        markers = {self.framing.start, *self.framing.starts}
+        for profile in self.gatt.profiles if self.gatt is not None else []:
+            # A tag is the frame's type in front of a block: only a whole notification can carry one.
+            if profile.tags and not (self.framing.frame_per_chunk and {e.tag for e in profile.tags} <= markers):
+                raise ValueError("gatt 'tags' need framing.frame_per_chunk and each tag among framing.starts")
         return self
 
     @model_validator(mode="after")

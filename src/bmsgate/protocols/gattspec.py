@@ -6,7 +6,11 @@ may name characteristics beyond its ``notify`` and ``write`` (engine 6, construc
 and ``gatt.connect_writes``): the BLE transport subscribes to them or writes to them once per connection,
 so the poll session still sees one stream of chunks and writes its requests to one characteristic. A profile
 may also name characteristics whose every notification the transport answers by itself (construct
-``gatt.answer_notify``, Dometic's keep-alive): those notifications never reach the frame stream.
+``gatt.answer_notify``, Dometic's keep-alive): those notifications never reach the frame stream. Engine 7 adds
+``tags`` (construct ``gatt.tags``: bytes the transport puts in front of each notification of a characteristic,
+so that blocks without a type byte still carry their key, Stark Varg) and ``authenticate`` (construct
+``gatt.authenticate``: a challenge–response with the battery's configured secret before anything is
+subscribed; the computation lives in `bmsgate.protocols.gattauth`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from bmsgate.protocols.datatypes import STRICT, HexBytes, Uuid, normalize_uuid
 
 __all__ = [
     "AdvertisementMatcher",
+    "ChallengeResponse",
+    "CharacteristicTag",
     "CharacteristicWrite",
     "GattProfile",
     "GattSpec",
@@ -91,6 +97,61 @@ class NotificationAnswer(_Strict):
         return self
 
 
+_MAX_TAG: Final = 4
+"""Bytes of a characteristic's tag (a 16-bit characteristic number is the natural one)."""
+_MAX_CHALLENGE: Final = 512
+"""Bytes of a challenge (one ATT value at most)."""
+_MAX_SECRET: Final = 64
+_MAX_PREFIX: Final = 16
+_MAX_AUTH_WAIT: Final = 30.0
+
+
+class CharacteristicTag(_Strict):
+    """The bytes put in front of every notification of one characteristic (engine 7, ``gatt.tags``).
+
+    Stark Varg bikes send six blocks, one per characteristic, none with a byte saying what it is: the
+    characteristic it came on is its type. The transport prepends the tag, so the frame stream carries the
+    type like any other and the framing's ``starts`` and ``key`` read it; the tag is not on the air.
+    """
+
+    characteristic: Uuid
+    tag: HexBytes = Field(min_length=1, max_length=_MAX_TAG)
+
+
+class ChallengeResponse(_Strict):
+    """An authentication step the transport runs on every connection before it subscribes (engine 7).
+
+    Stark Varg bikes hand out their telemetry only after the central proved it knows the bike's key: it reads
+    a random challenge from `characteristic`, writes `prefix` + digest(the parts of `over`, in order) back to
+    it, and the bike notifies a verdict there. The secret is the battery's configured ``secret`` (hex text),
+    never part of a definition; `bmsgate.protocols.gattauth` computes the response.
+    """
+
+    characteristic: Uuid
+    """Read for the challenge, written with the response (with response), notifies the verdict."""
+    challenge_length: int = Field(ge=1, le=_MAX_CHALLENGE)
+    """Bytes the challenge must have (another length is refused before anything is hashed)."""
+    secret_length: int = Field(ge=1, le=_MAX_SECRET)
+    """Bytes of the key; the configured secret is its hex text (2 digits per byte)."""
+    digest: Literal["sha256"] = "sha256"
+    prefix: HexBytes = Field(default=b"", max_length=_MAX_PREFIX)
+    """Written in front of the digest (Stark Varg's ``02 01``: message type and version)."""
+    over: list[Literal["secret", "prefix", "challenge"]] = Field(min_length=2, max_length=3)
+    """What the digest covers, in this order (each part at most once; the secret and the challenge always)."""
+    accepted: HexBytes = Field(min_length=1, max_length=_MAX_PREFIX)
+    """A verdict notification beginning with these bytes accepts the key; any other refuses it."""
+    timeout: float = Field(default=5.0, gt=0, le=_MAX_AUTH_WAIT)
+    """Seconds the read, the write and the verdict may take together."""
+
+    @model_validator(mode="after")
+    def _covers_secret_and_challenge(self) -> Self:
+        if len(set(self.over)) != len(self.over) or not {"secret", "challenge"} <= set(self.over):
+            raise ValueError("'over' must name 'secret' and 'challenge' (and may name 'prefix'), each once")
+        if "prefix" in self.over and not self.prefix:
+            raise ValueError("'over' names 'prefix', but the prefix is empty")
+        return self
+
+
 class GattProfile(_Strict):
     """One service with its notify and write characteristics (several profiles = board variants)."""
 
@@ -109,6 +170,32 @@ class GattProfile(_Strict):
     answer_notify: list[NotificationAnswer] = Field(default=[], max_length=_MAX_EXTRA_CHARACTERISTICS)
     """Engine 6: characteristics whose every notification the transport answers by itself (keep-alives), in
     the order they are subscribed; their notifications are kept out of the frame stream."""
+    tags: list[CharacteristicTag] = Field(default=[], max_length=_MAX_EXTRA_CHARACTERISTICS + 1)
+    """Engine 7: one tag for ``notify`` and each ``also_notify`` characteristic, put in front of its
+    notifications by the transport (the frame's type when the block carries none)."""
+    authenticate: ChallengeResponse | None = None
+    """Engine 7: the challenge–response run on every connection, before anything is subscribed."""
+
+    @model_validator(mode="after")
+    def _tags_cover_the_stream(self) -> Self:
+        auth = self.authenticate
+        answered = {answer.characteristic for answer in self.answer_notify}
+        if auth is not None and auth.characteristic in {self.notify, *self.also_notify, *answered}:
+            raise ValueError("the authenticate characteristic's notifications are verdicts: it cannot carry frames")
+        if not self.tags:
+            return self
+        tagged = [entry.characteristic for entry in self.tags]
+        if sorted(tagged) != sorted({self.notify, *self.also_notify}) or len(set(tagged)) != len(tagged):
+            raise ValueError("tags must name notify and every also_notify characteristic, each exactly once")
+        tags = [entry.tag for entry in self.tags]
+        if len(set(tags)) != len(tags) or len({len(tag) for tag in tags}) != 1:
+            raise ValueError("tags must be distinct and equally long (the frame's key is read from them)")
+        return self
+
+    @property
+    def tag_of(self) -> dict[str, bytes]:
+        """Characteristic UUID → the tag its notifications get (empty: untagged)."""
+        return {entry.characteristic: entry.tag for entry in self.tags}
 
     @model_validator(mode="after")
     def _extras_distinct(self) -> Self:
@@ -126,6 +213,8 @@ class GattProfile(_Strict):
     def extra_characteristics(self) -> frozenset[str]:
         """The UUIDs this profile needs beyond ``notify`` and ``write`` (the board must offer each)."""
         answers = {uuid for answer in self.answer_notify for uuid in (answer.characteristic, answer.write_to)}
+        if self.authenticate is not None:
+            answers.add(self.authenticate.characteristic)
         return frozenset(self.also_notify) | {write.characteristic for write in self.connect_writes} | answers
 
 
