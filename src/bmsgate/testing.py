@@ -38,9 +38,10 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
-from bmsgate.errors import ConnectError, TransportError
+from bmsgate.errors import AuthenticationError, ConnectError, TransportError
 from bmsgate.protocols.compiled import CompiledProtocol
 from bmsgate.protocols.definition import GattProfile, normalize_uuid
+from bmsgate.protocols.gattauth import challenge_response, configured_key
 from bmsgate.runtime.simulation import PackConfig, PackModel
 from bmsgate.transports.discovery import WriteMode
 from bmsgate.transports.simulator import FaultPlan, SimulatorTransport
@@ -183,6 +184,8 @@ def gatt_for_protocol(
     # The profile's further characteristics (engine 6), in the same service: the sources name no other.
     chars += [characteristic(uuid, ["read", "notify"]) for uuid in chosen.also_notify]
     chars += [characteristic(answer.characteristic, ["read", "notify"]) for answer in chosen.answer_notify]
+    if chosen.authenticate is not None:
+        chars.append(characteristic(chosen.authenticate.characteristic, ["read", "write", "notify"]))
     targets = dict.fromkeys(write.characteristic for write in chosen.connect_writes)
     targets |= dict.fromkeys(answer.write_to for answer in chosen.answer_notify)
     chars += [characteristic(uuid, ["read", "write-without-response", "write"]) for uuid in targets]
@@ -258,6 +261,11 @@ class FakePeripheral:
         keep_alives: for the profile's ``answer_notify`` characteristics, the chunk each notifies as soon as
             it is subscribed (UUID -> bytes; more with `keep_alive`). Until every one of them got an answer
             in this connection, the BMS ignores requests, as a Dometic board does (``answers`` records them).
+        secret: for a profile with ``authenticate``: the device's key as the battery configures it (hex text as
+            bytes). Each read of the characteristic gives a fresh challenge; a right response is answered
+            with the accepting verdict, any other with ``00``. Until then, subscribing to a tagged (frame)
+            characteristic is refused ("insufficient authorization") and nothing is notified on them, as the
+            source says of the bike's protected telemetry. None: every response is refused.
         service_uuids: advertised services (default: the profile's service).
         manufacturer_data: advertised manufacturer data.
         advertising: False for a pack that stays silent when idle.
@@ -300,6 +308,7 @@ class FakePeripheral:
         drop_notifications: float = 0.0,
         seed: int = 3,
         keep_alives: Mapping[str, bytes] | None = None,
+        secret: bytes | None = None,
     ) -> None:
         self.protocol = protocol
         self.address = address.upper()
@@ -322,6 +331,15 @@ class FakePeripheral:
         self.keep_alives = {normalize_uuid(uuid): bytes(chunk) for uuid, chunk in (keep_alives or {}).items()}
         self.answers: list[tuple[str, bytes]] = []
         """Writes to an ``answer_notify`` answer characteristic, as (UUID, bytes), in order."""
+        self._auth = chosen.authenticate if chosen else None
+        self._secret = secret
+        self._tags = chosen.tag_of if chosen else {}
+        self.challenges: list[bytes] = []
+        """The challenges read on the ``authenticate`` characteristic, in order."""
+        self.responses: list[bytes] = []
+        """What was written there, in order."""
+        self.authenticated = False
+        """This connection's response was accepted."""
         self._unlocked: list[tuple[str, bytes]] = []
         self._answered: list[tuple[str, bytes]] = []
         self.notify_route = notify_route
@@ -384,6 +402,7 @@ class FakePeripheral:
     def drop_link(self) -> None:
         """The radio link drops now (out of range, BMS reboot)."""
         client, self.client = self.client, None
+        self.authenticated = False
         self._unlocked.clear()
         self._answered.clear()
         if client is not None:
@@ -410,6 +429,7 @@ class FakePeripheral:
         if pair:
             self._pair()
         self.client = client
+        self.authenticated = False
         self._unlocked.clear()  # also after a dropped link: a board is locked again on every new connection
         self._answered.clear()
         self.connections += 1
@@ -422,6 +442,7 @@ class FakePeripheral:
     async def _release(self, client: FakeBleakClient) -> None:
         if self.client is client:
             self.client = None
+            self.authenticated = False
             self._unlocked.clear()
             self._answered.clear()
             await self.uart.close()
@@ -447,13 +468,44 @@ class FakePeripheral:
         if chunk is not None and char.uuid in self._keep_alive_sources:
             asyncio.get_running_loop().call_soon(client._notify, char, chunk)
 
-    def _check_access(self) -> None:
+    def _check_access(self, char: FakeCharacteristic | None = None) -> None:
         if self.pairing_required and not self.paired:
             ble = _errors()
             raise ble.BleakGATTProtocolError(0x05)  # insufficient authentication
+        if char is not None and self._auth is not None and char.uuid in self._tags and not self.authenticated:
+            raise _errors().BleakGATTProtocolError(0x08)  # insufficient authorization
+
+    def _read(self, char: FakeCharacteristic) -> bytes:
+        self._check_access()
+        if self._auth is not None and char.uuid == self._auth.characteristic:
+            challenge = self._random.randbytes(self._auth.challenge_length)
+            self.challenges.append(challenge)
+            return challenge
+        return b""
+
+    def _answer_challenge(self, char: FakeCharacteristic, data: bytes) -> None:
+        auth = self._auth
+        assert auth is not None
+        self.responses.append(data)
+        expected = None
+        if self.challenges and self._secret is not None:
+            try:
+                key = configured_key(auth, self._secret)
+            except AuthenticationError:
+                key = None
+            if key is not None:
+                expected = challenge_response(auth, key, self.challenges[-1])
+        self.authenticated = data == expected
+        verdict = auth.accepted if self.authenticated else b"\x00"
+        client = self.client
+        if client is not None:
+            asyncio.get_running_loop().call_soon(client._notify, char, verdict)
 
     async def _write(self, char: FakeCharacteristic, data: bytes, mode: WriteMode) -> None:
         self._check_access()
+        if self._auth is not None and char.uuid == self._auth.characteristic:
+            self._answer_challenge(char, data)
+            return
         if char.uuid in self._answer_targets:
             self.answers.append((char.uuid, data))
             self._answered.append((char.uuid, data))
@@ -473,10 +525,25 @@ class FakePeripheral:
         if client is None or (self.drop_notifications and self._random.random() < self.drop_notifications):
             return
         self.notifications.append(chunk)
+        if self._tags:
+            self._notify_tagged(client, chunk)
+            return
         route = normalize_uuid(target) if self.notify_route and (target := self.notify_route(chunk)) else None
         for char in self._notify_chars:
             if (route is None and char.uuid not in self._keep_alive_sources) or char.uuid == route:
                 client._notify(char, chunk)
+
+    def _notify_tagged(self, client: FakeBleakClient, frame: bytes) -> None:
+        # The simulated BMS writes each block behind its characteristic's tag (the frame form); on the air the
+        # block goes out alone, on that characteristic, and only once the central authenticated.
+        if self._auth is not None and not self.authenticated:
+            return
+        for uuid, tag in self._tags.items():
+            if frame.startswith(tag):
+                for char in self._notify_chars:
+                    if char.uuid == uuid:
+                        client._notify(char, frame[len(tag) :])
+                return
 
 
 # -- the client ----------------------------------------------------------------------------------------
@@ -593,11 +660,12 @@ class FakeBleakClient:
         return found[0]
 
     async def read_gatt_char(self, char_specifier: Any, **kwargs: Any) -> bytearray:
-        """Read a value (the device name; empty for the rest)."""
+        """Read a value (the device name, an authentication challenge; empty for the rest)."""
         char = self._resolve(char_specifier)
-        if char.uuid == _DEVICE_NAME and self._peripheral is not None:
+        assert self._peripheral is not None
+        if char.uuid == _DEVICE_NAME:
             return bytearray((self._peripheral.name or "").encode())
-        return bytearray()
+        return bytearray(self._peripheral._read(char))
 
     async def write_gatt_char(self, char_specifier: Any, data: bytes | bytearray, response: bool | None = None) -> None:
         """Write; a mode the characteristic does not list is refused as BlueZ does."""
@@ -616,7 +684,7 @@ class FakeBleakClient:
         if _NOTIFY_PROPERTIES.isdisjoint(char.properties):
             raise _errors().BleakDBusError("org.bluez.Error.NotSupported", ["Operation is not supported"])
         assert self._peripheral is not None
-        self._peripheral._check_access()
+        self._peripheral._check_access(char)
         self._subscriptions[char.handle] = callback
         self._peripheral._subscribed(self, char)
 

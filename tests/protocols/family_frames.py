@@ -1680,6 +1680,41 @@ OGT_B: Final = FamilyCapture(
     device_name="SmartBat-B12294",
 )
 
+# No Stark Varg telemetry is public (aiobmsble's test skips its value checks: "No anonymized real-device
+# telemetry capture is available"). These blocks are built from aiobmsble's field table for a 20-cell pack,
+# each behind its characteristic's tag (5001, 6003-6008) as the transport delivers them; sensor 3 is not in
+# the valid-sensor word (0x000B), so it is left out.
+STARK_VARG: Final = FamilyCapture(
+    "stark-varg",
+    {
+        "charger": _frames("500100007B00" + "00" * 15),
+        "cell_count": _frames("600314000000"),
+        "pack": _frames("6004570063009502"),
+        "temperatures": _frames("6005D700DC000000E600000000000000000000000000000000000B0003"),
+        "cells": _frames(
+            "6007"
+            "1A811A811A811A811A811A811A811A811A811A811A811A811A811A811A811A811A811A811A811A8100000000000000000000000000000000000000000000000000000000000000000000000000000000"
+            "000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+        ),
+        "balancing": _frames("600804" + "00" * 12),
+    },
+    AIOBMSBLE.format("aiobmsble/bms/stark_varg_bms.py (its field table; built, no capture)"),
+    {
+        "voltage": 66.1,
+        "current": 12.3,
+        "soc": 87,
+        "soh": 99,
+        "cell_count": 20,
+        "cell_voltages": [3.305] * 20,
+        "temperatures": [21.5, 22.0, 23.0],
+        "extras.temperature_sensors": 3,
+        "balancing_cells": [3],
+        "alarms": [],
+    },
+    real=False,
+)
+
+
 CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     EJ,
     EJ_SINGLE_FRAME,
@@ -1729,6 +1764,7 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     WS_NOVA,
     DPWRCORE,
     SMARTBMS,
+    STARK_VARG,
     DOMETIC,
     DOMETIC_MIN,
     OGT_A,

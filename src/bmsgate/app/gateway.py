@@ -26,8 +26,9 @@ from bmsgate.app.config import (
 )
 from bmsgate.app.console import ConsoleSink
 from bmsgate.catalog import default_catalog
-from bmsgate.errors import CaptureError, ConfigError, ConfigProblem, DefinitionError
+from bmsgate.errors import AuthenticationError, CaptureError, ConfigError, ConfigProblem, DefinitionError
 from bmsgate.protocols import CompiledProtocol
+from bmsgate.protocols.gattauth import configured_key
 from bmsgate.runtime.client import BatteryClient, ClientOptions
 from bmsgate.runtime.hub import SnapshotHub
 from bmsgate.runtime.simulation import PackConfig
@@ -74,6 +75,21 @@ def _protocol_for(battery: BatteryConfig, key: str) -> CompiledProtocol:
         if battery.protocol_file is not None:
             raise ConfigError(str(exc), key_path=f"{key}.protocol_file") from None
         raise ConfigError(exc.reason, key_path=f"{key}.protocol") from None
+
+
+def _secret_of(battery: BatteryConfig) -> bytes | None:
+    return battery.secret.get_secret_value().encode() if battery.secret is not None else None
+
+
+def _check_secret(battery: BatteryConfig, protocol: CompiledProtocol, key: str) -> None:
+    """A protocol that authenticates with a key (``gatt.authenticate``) gets a usable one, or the config is refused."""
+    for profile in protocol.gatt_profiles:
+        if profile.authenticate is None or not isinstance(battery.transport, BleTransportConfig):
+            continue
+        try:
+            configured_key(profile.authenticate, _secret_of(battery))
+        except AuthenticationError as exc:
+            raise ConfigError(f"protocol {protocol.name}: {exc}", key_path=f"{key}.secret") from None
 
 
 def _transport_for(battery: BatteryConfig, protocol: CompiledProtocol, key: str) -> Transport:
@@ -129,6 +145,7 @@ def _transport_for(battery: BatteryConfig, protocol: CompiledProtocol, key: str)
             write_mode=spec.write_mode,
             battery_id=battery.id,
             connect_timeout=spec.connect_timeout,
+            secret=_secret_of(battery),
         )
     raise ConfigError(f"unsupported transport {spec!r}", key_path=f"{key}.transport")
 
@@ -171,6 +188,7 @@ def build_gateway(
         key = f"batteries[{index}]"
         try:
             protocol = _protocol_for(battery, key)
+            _check_secret(battery, protocol, key)
             transport = _transport_for(battery, protocol, key)
         except ConfigError as exc:
             problems.extend(exc.problems)
@@ -186,7 +204,7 @@ def build_gateway(
             connection=connection,
             mosfet_sensor=battery.options.mosfet_sensor,
             poll_deadline=max(15.0, battery.options.request_timeout * 6),
-            secret=battery.secret.get_secret_value().encode() if battery.secret is not None else None,
+            secret=_secret_of(battery),
         )
         client = BatteryClient(protocol, transport, battery_id=battery.id, options=options)
         runtimes.append(

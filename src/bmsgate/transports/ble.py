@@ -11,10 +11,12 @@ Connecting (`BleConnection`):
 
 `BleTransport` then picks the protocol's write and notify characteristics (by UUID *and* properties,
 so two characteristics sharing one UUID are told apart), writes the profile's connect-time frames to their
-own characteristics (engine 6, ``connect_writes``), subscribes to the notify characteristic and any
-``also_notify`` ones (their notifications are one stream of chunks), answers the keep-alive notifications
-of any ``answer_notify`` ones by itself (`bmsgate.transports.answers`; they never join the stream), and writes
-with or without response. In ``write_mode: auto`` a request that gets no reply at all makes the next write use the
+own characteristics (engine 6, ``connect_writes``), answers the keep-alive notifications of any
+``answer_notify`` ones by itself (`bmsgate.transports.answers`; they never join the stream), runs the profile's
+challenge–response with the battery's secret (engine 7, ``authenticate``; `bmsgate.protocols.gattauth` computes
+it), subscribes to the notify characteristic and any ``also_notify`` ones (their notifications are one stream of
+chunks, each behind its characteristic's tag when the profile has ``tags``), and writes with or without
+response. In ``write_mode: auto`` a request that gets no reply at all makes the next write use the
 other mode; the first mode that gets a reply is remembered for the transport's lifetime (reconnects
 included). `open()` retries the whole sequence a bounded number of times with exponential backoff and
 jitter (`ReconnectPolicy`); between polls, reconnecting is the caller's job (BatteryClient reconnects on
@@ -54,6 +56,7 @@ from bleak.exc import (
 
 from bmsgate.errors import AuthenticationError, ConnectError, DeviceError, DeviceTimeout, TransportError
 from bmsgate.protocols.compiled import CompiledProtocol
+from bmsgate.protocols.gattauth import challenge_response, configured_key, is_accepted
 from bmsgate.runtime.backoff import exponential_delay
 from bmsgate.transports.answers import NotificationAnswerer
 from bmsgate.transports.base import Transport
@@ -214,6 +217,8 @@ class ClientLike(Protocol):
     async def connect(self, **kwargs: Any) -> None: ...  # noqa: D102
 
     async def disconnect(self) -> None: ...  # noqa: D102
+
+    async def read_gatt_char(self, char_specifier: int) -> bytearray: ...  # noqa: D102
 
     async def write_gatt_char(self, char_specifier: int, data: bytes, response: bool) -> None: ...  # noqa: D102
 
@@ -723,6 +728,8 @@ class BleTransport(Transport):
         bluez: force BlueZ helpers on/off (default: on Linux with the real bleak client).
         connection: an open connection to share (``bmsgate probe``); it is not closed with the transport.
         rng: random source for the backoff jitter (tests make it reproducible).
+        secret: the battery's configured ``secret`` (UTF-8 of its text) for a profile's ``authenticate`` step;
+            never logged, never in an error message.
     """
 
     kind = "ble"
@@ -748,8 +755,10 @@ class BleTransport(Transport):
         bluez: bool | None = None,
         connection: BleConnection | None = None,
         rng: random.Random | None = None,
+        secret: bytes | None = None,
     ) -> None:
         super().__init__(battery_id=battery_id)
+        self._secret = secret
         gatt = protocol.definition.gatt
         if gatt is None:
             raise ValueError(f"protocol {protocol.name!r} defines no GATT profile; it cannot be used over BLE")
@@ -874,11 +883,17 @@ class BleTransport(Transport):
         self._unlisten = connection.add_disconnect_listener(self._on_link_lost)
         await self._write_connect_frames(selection)
         await self._start_answering(selection)
+        await self._authenticate(selection)
+        tags = selection.profile.tag_of
         try:
-            await connection.client.start_notify(selection.notify.handle, self._on_notify)
+            notify_tag = tags.get(selection.notify.uuid)
+            on_notify = self._on_notify if notify_tag is None else self._tagged(notify_tag, self._on_notify)
+            await connection.client.start_notify(selection.notify.handle, on_notify)
             self._notifying = True
             for characteristic in selection.also_notify:
-                await connection.client.start_notify(characteristic.handle, self._on_further_notify)
+                tag = tags.get(characteristic.uuid)
+                on_further = self._on_further_notify if tag is None else self._tagged(tag, self._on_further_notify)
+                await connection.client.start_notify(characteristic.handle, on_further)
         except _LIBRARY_ERRORS as exc:
             await self._release()
             raise map_ble_error(
@@ -908,6 +923,77 @@ class BleTransport(Transport):
                     battery_id=self.battery_id,
                 ) from exc
             self.bytes_sent += len(frame)
+
+    async def _authenticate(self, selection: CharacteristicSelection) -> None:
+        """The profile's challenge–response (Stark Varg), before any frame characteristic is subscribed.
+
+        Subscribe to the characteristic, read the challenge, write the response with response, and take the
+        first notification after that write as the verdict (one before it says nothing about this response).
+        A refused key or an unusable secret is an `AuthenticationError` (not retried: the same key would be
+        refused again); silence is a `ConnectError` (the next connection tries again).
+        """
+        spec, target = selection.profile.authenticate, selection.authenticate
+        if spec is None or target is None:
+            return
+        try:
+            key = configured_key(spec, self._secret, battery_id=self.battery_id)
+        except AuthenticationError:
+            await self._release()
+            raise
+        client = self.connection.client
+        verdict: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        awaiting = False
+
+        def on_verdict(_sender: Any, data: bytearray) -> None:
+            if awaiting and data and not verdict.done():
+                verdict.set_result(bytes(data))
+
+        where = short_uuid(target.uuid)
+        step = f"reading the authentication challenge from {where}"
+        try:
+            async with asyncio.timeout(spec.timeout):
+                await client.start_notify(target.handle, on_verdict)
+                challenge = bytes(await client.read_gatt_char(target.handle))
+                response = challenge_response(spec, key, challenge, battery_id=self.battery_id)
+                step = f"writing the authentication response to {where}"
+                awaiting = True
+                await client.write_gatt_char(target.handle, response, response=True)
+                self.bytes_sent += len(response)
+                step = f"waiting for the authentication verdict on {where}"
+                accepted = is_accepted(spec, await verdict)
+        except TimeoutError:
+            await self._release()
+            raise ConnectError(
+                f"{self.description}: authentication did not finish within {spec.timeout:g} s ({step})",
+                battery_id=self.battery_id,
+            ) from None
+        except DeviceError:
+            await self._release()
+            raise
+        except _LIBRARY_ERRORS as exc:
+            await self._release()
+            raise map_ble_error(exc, action=step, description=self.description, battery_id=self.battery_id) from exc
+        with contextlib.suppress(*_LIBRARY_ERRORS, DeviceError):
+            async with asyncio.timeout(_DISCONNECT_TIMEOUT):
+                await client.stop_notify(target.handle)
+        if not accepted:
+            await self._release()
+            raise AuthenticationError(
+                f"{self.description}: the device refused the key (protocol {self.protocol.name}); check the "
+                "battery's 'secret'",
+                battery_id=self.battery_id,
+            )
+        _LOGGER.debug("%s: authenticated on %s", self.description, where)
+
+    @staticmethod
+    def _tagged(tag: bytes, deliver: Callable[[Any, bytearray], None]) -> Callable[[Any, bytearray], None]:
+        """A notification callback putting the characteristic's tag (its frame type) in front of each block."""
+
+        def on_notify(sender: Any, data: bytearray) -> None:
+            if data:  # an empty notification is no block; with its tag alone it would look like one
+                deliver(sender, bytearray(tag) + data)
+
+        return on_notify
 
     async def _start_answering(self, selection: CharacteristicSelection) -> None:
         """Subscribe to the profile's ``answer_notify`` characteristics, each answered once before the next.

@@ -241,6 +241,8 @@ class CharacteristicSelection:
     """What to write once per connection, and where (the profile's ``connect_writes``, in order)."""
     answers: tuple[tuple[GattCharacteristic, GattCharacteristic, NotificationAnswer], ...] = ()
     """The characteristics whose notifications are answered, where to, and how (``answer_notify``, in order)."""
+    authenticate: GattCharacteristic | None = None
+    """Where the profile's challenge–response runs (``authenticate``: read, written and notifying)."""
 
 
 def _extras(
@@ -252,7 +254,7 @@ def _extras(
     one of them is not this profile's board.
     """
     profile = selection.profile
-    if not profile.also_notify and not profile.connect_writes and not profile.answer_notify:
+    if not (profile.also_notify or profile.connect_writes or profile.answer_notify or profile.authenticate):
         return selection
     notifiers: list[GattCharacteristic] = []
     for uuid in profile.also_notify:
@@ -273,8 +275,19 @@ def _extras(
         if not sources or not targets:
             return None
         answers.append((min(sources, key=lambda c: c.handle), min(targets, key=lambda c: c.handle), answer))
+    authenticate: GattCharacteristic | None = None
+    if profile.authenticate is not None:
+        wanted = profile.authenticate.characteristic
+        found = [c for c in everything if _safe_normalize(c.uuid) == wanted and c.can_write and c.can_notify]
+        if not found:
+            return None
+        authenticate = min(found, key=lambda c: c.handle)
     return dataclasses.replace(
-        selection, also_notify=tuple(notifiers), connect_writes=tuple(writes), answers=tuple(answers)
+        selection,
+        also_notify=tuple(notifiers),
+        connect_writes=tuple(writes),
+        answers=tuple(answers),
+        authenticate=authenticate,
     )
 
 

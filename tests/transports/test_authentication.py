@@ -1,0 +1,130 @@
+"""Engine 7 over the BLE transport: a profile's challenge–response and per-characteristic tags (Stark Varg).
+
+The fake bike (`FakePeripheral` with a `secret`) hands out a fresh challenge on each read, answers the
+response with its verdict, refuses subscriptions to its telemetry until it accepted one, and notifies each
+block on its own characteristic without a type byte; the transport puts the tag in front.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import pytest
+
+from bmsgate.errors import AuthenticationError, ConnectError
+from bmsgate.protocols import CompiledProtocol, compile_definition, get_protocol
+from bmsgate.protocols.definition import definition_from_mapping
+from bmsgate.runtime.client import BatteryClient, ClientOptions
+from bmsgate.runtime.simulation import PackConfig
+from bmsgate.testing import FakeBleakClient, FakeBluetooth, FakePeripheral
+from bmsgate.transports.ble import BleTransport, ReconnectPolicy
+
+STARK = get_protocol("stark-varg")
+ADDRESS = "AA:BB:CC:DD:EE:07"
+VIN = "UDUVARG0000000042"
+KEY = b"00112233445566778899aabbccddeeff"
+OTHER_KEY = b"ffeeddccbbaa99887766554433221100"
+AUTH = STARK.gatt_profiles[0].authenticate
+assert AUTH is not None
+STREAMED = ClientOptions(request_timeout=1.0, retries=0, poll_deadline=4.0)
+
+
+def _bike(*, secret: bytes | None) -> FakePeripheral:
+    # Blocks up to 200 bytes go out in one notification: an MTU that carries them.
+    return FakePeripheral(STARK, ADDRESS, name=VIN, mtu=247, pack=PackConfig(cells=20, ntc_count=3), secret=secret)
+
+
+def _transport(radio: FakeBluetooth, protocol: CompiledProtocol, secret: bytes | None) -> BleTransport:
+    return BleTransport(
+        protocol,
+        ADDRESS,
+        client_factory=FakeBleakClient,
+        scanner_factory=radio.scanner,
+        scan_timeout=1.0,
+        connect_timeout=2.0,
+        reconnect=ReconnectPolicy(attempts=2, initial_delay=0.01, max_delay=0.01),
+        rng=random.Random(1),
+        secret=secret,
+    )
+
+
+async def test_the_right_key_opens_the_telemetry_and_each_block_is_keyed_by_its_characteristic() -> None:
+    bike = _bike(secret=KEY)
+    radio = FakeBluetooth([bike])
+    async with BatteryClient(STARK, _transport(radio, STARK, KEY), options=STREAMED) as client:
+        snapshot = await client.read()
+        again = await client.read()
+    assert bike.authenticated is False  # the connection is closed
+    assert len(bike.challenges) == 1 and len(bike.responses) == 1  # once per connection, not per poll
+    response = bike.responses[0]
+    assert response[:2] == bytes.fromhex("0201") and len(response) == 34
+    assert snapshot.cell_count == 20 and again.cell_count == 20
+    assert snapshot.voltage is not None and snapshot.soc is not None and len(snapshot.temperatures) == 3
+
+
+async def test_a_wrong_key_is_an_authentication_error_that_is_not_retried() -> None:
+    bike = _bike(secret=KEY)
+    radio = FakeBluetooth([bike])
+    transport = _transport(radio, STARK, OTHER_KEY)
+    with pytest.raises(AuthenticationError, match="refused the key") as caught:
+        await transport.open()
+    assert bike.connect_attempts == 1  # the same key would be refused again
+    assert not transport.is_open and bike.client is None
+    for text in (KEY, OTHER_KEY):
+        assert text.decode() not in str(caught.value)
+
+
+@pytest.mark.parametrize("secret", [None, b"0011", b"zz112233445566778899aabbccddeeff", KEY + b"00"])
+async def test_a_missing_or_malformed_secret_is_refused_before_anything_is_written(secret: bytes | None) -> None:
+    bike = _bike(secret=KEY)
+    radio = FakeBluetooth([bike])
+    with pytest.raises(AuthenticationError, match="32 hex digits") as caught:
+        await _transport(radio, STARK, secret).open()
+    assert bike.responses == [] and bike.challenges == []
+    if secret:
+        assert secret.decode() not in str(caught.value)
+
+
+async def test_telemetry_is_subscribed_only_after_the_key_was_accepted() -> None:
+    # The fake refuses a subscription to a tagged characteristic before authentication ("insufficient
+    # authorization"); a transport that subscribed first would fail here.
+    bike = _bike(secret=KEY)
+    radio = FakeBluetooth([bike])
+    transport = _transport(radio, STARK, KEY)
+    await transport.open()
+    try:
+        assert bike.authenticated
+        chunk = await transport.receive(timeout=1.0)
+        assert chunk[:2] in set(STARK.gatt_profiles[0].tag_of.values())
+    finally:
+        await transport.close()
+
+
+def _impatient() -> CompiledProtocol:
+    """Stark Varg with a 0.2 s authentication timeout (a test must not wait 5 s)."""
+    data = STARK.definition.model_dump(exclude={"source"})
+    data["gatt"]["profiles"][0]["authenticate"]["timeout"] = 0.2
+    return compile_definition(definition_from_mapping(data, source="<test variant>"))
+
+
+async def test_a_silent_verdict_is_a_connection_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    protocol = _impatient()
+    bike = FakePeripheral(protocol, ADDRESS, name=VIN, mtu=247, secret=KEY)
+    monkeypatch.setattr(bike, "_answer_challenge", lambda char, data: bike.responses.append(data))
+    radio = FakeBluetooth([bike])
+    transport = _transport(radio, protocol, KEY)
+    with pytest.raises(ConnectError, match="authentication did not finish"):
+        await transport.open()
+    assert not transport.is_open
+
+
+async def test_the_key_is_never_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    bike = _bike(secret=KEY)
+    radio = FakeBluetooth([bike])
+    async with BatteryClient(STARK, _transport(radio, STARK, KEY), options=STREAMED) as client:
+        await client.read()
+    response = bike.responses[0]
+    for text in (KEY.decode(), KEY.decode().upper(), response.hex(), response.hex().upper()):
+        assert text not in caplog.text
