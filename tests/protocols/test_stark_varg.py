@@ -157,3 +157,24 @@ def test_a_bike_with_a_key_builds_and_its_transport_holds_it() -> None:
     transport = gateway.supervisor.batteries["bike"].client.transport
     assert transport._secret == KEY_TEXT  # type: ignore[attr-defined]
     assert KEY_TEXT.decode() not in repr(transport)
+
+
+# -- discovery --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "matches"),
+    [
+        ("UDUVARG0000000042", True),
+        ("udu1a2b3c4d5e6f7g8", False),  # 18 characters: no VIN
+        ("UDUVARGO000000042", False),  # a VIN has no O
+        ("WDUVARG0000000042", False),  # another manufacturer
+        (None, False),
+    ],
+)
+def test_a_bike_is_found_by_its_vin(name: str | None, matches: bool) -> None:
+    found = any(
+        matcher.matches(name=name, address=None, service_uuids=[], manufacturer_ids=[])
+        for matcher in PROTOCOL.definition.match
+    )
+    assert found is matches

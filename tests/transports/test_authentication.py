@@ -17,8 +17,9 @@ from bmsgate.protocols import CompiledProtocol, compile_definition, get_protocol
 from bmsgate.protocols.definition import definition_from_mapping
 from bmsgate.runtime.client import BatteryClient, ClientOptions
 from bmsgate.runtime.simulation import PackConfig
-from bmsgate.testing import FakeBleakClient, FakeBluetooth, FakePeripheral
-from bmsgate.transports.ble import BleTransport, ReconnectPolicy
+from bmsgate.testing import FakeBleakClient, FakeBluetooth, FakePeripheral, gatt_for_protocol
+from bmsgate.transports.ble import BleTransport, ReconnectPolicy, gatt_tree
+from bmsgate.transports.discovery import select_characteristics
 
 STARK = get_protocol("stark-varg")
 ADDRESS = "AA:BB:CC:DD:EE:07"
@@ -128,3 +129,13 @@ async def test_the_key_is_never_logged(caplog: pytest.LogCaptureFixture) -> None
     response = bike.responses[0]
     for text in (KEY.decode(), KEY.decode().upper(), response.hex(), response.hex().upper()):
         assert text not in caplog.text
+
+
+def test_a_device_without_the_authentication_characteristic_is_not_this_profile() -> None:
+    services = gatt_for_protocol(STARK)
+    selection = select_characteristics(gatt_tree(services), STARK.gatt_profiles)
+    assert selection is not None and selection.authenticate is not None
+    assert selection.authenticate.uuid == AUTH.characteristic
+    for service in services:
+        service.characteristics[:] = [c for c in service.characteristics if c.uuid != AUTH.characteristic]
+    assert select_characteristics(gatt_tree(services), STARK.gatt_profiles) is None
