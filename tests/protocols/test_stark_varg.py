@@ -14,16 +14,24 @@ import pytest
 from bmsgate.app.config import config_from_mapping
 from bmsgate.app.gateway import build_gateway
 from bmsgate.errors import AuthenticationError, ConfigError, DecodeError, DefinitionError, ProtocolError
-from bmsgate.protocols import decode, get_protocol
+from bmsgate.protocols import CompiledProtocol, decode, get_protocol
 from bmsgate.protocols.definition import definition_from_mapping
 from bmsgate.protocols.gattauth import challenge_response, configured_key, is_accepted
+from bmsgate.protocols.gattspec import ChallengeResponse
 
 from .family_frames import STARK_VARG
 
 PROTOCOL = get_protocol("stark-varg")
 PROFILE = PROTOCOL.gatt_profiles[0]
-AUTH = PROFILE.authenticate
-assert AUTH is not None
+
+
+def _authentication(protocol: CompiledProtocol) -> ChallengeResponse:
+    spec = protocol.gatt_profiles[0].authenticate
+    assert spec is not None
+    return spec
+
+
+AUTH = _authentication(PROTOCOL)
 KEY_TEXT = b"00112233445566778899aabbccddeeff"
 
 

@@ -15,6 +15,7 @@ import pytest
 from bmsgate.errors import AuthenticationError, ConnectError
 from bmsgate.protocols import CompiledProtocol, compile_definition, get_protocol
 from bmsgate.protocols.definition import definition_from_mapping
+from bmsgate.protocols.gattspec import ChallengeResponse
 from bmsgate.runtime.client import BatteryClient, ClientOptions
 from bmsgate.runtime.simulation import PackConfig
 from bmsgate.testing import FakeBleakClient, FakeBluetooth, FakePeripheral, gatt_for_protocol
@@ -26,8 +27,15 @@ ADDRESS = "AA:BB:CC:DD:EE:07"
 VIN = "UDUVARG0000000042"
 KEY = b"00112233445566778899aabbccddeeff"
 OTHER_KEY = b"ffeeddccbbaa99887766554433221100"
-AUTH = STARK.gatt_profiles[0].authenticate
-assert AUTH is not None
+
+
+def _authentication(protocol: CompiledProtocol) -> ChallengeResponse:
+    spec = protocol.gatt_profiles[0].authenticate
+    assert spec is not None
+    return spec
+
+
+AUTH = _authentication(STARK)
 STREAMED = ClientOptions(request_timeout=1.0, retries=0, poll_deadline=4.0)
 
 
