@@ -30,7 +30,7 @@ from bmsgate.errors import CaptureError, ConfigError, ConfigProblem, DefinitionE
 from bmsgate.protocols import CompiledProtocol
 from bmsgate.runtime.client import BatteryClient, ClientOptions
 from bmsgate.runtime.hub import SnapshotHub
-from bmsgate.runtime.simulation import PackConfig
+from bmsgate.runtime.simulation import SIMULATED_SECRET, PackConfig
 from bmsgate.runtime.slots import ConnectionSlots
 from bmsgate.runtime.supervisor import BatteryRuntime, Sink, Supervisor
 from bmsgate.transports.base import Transport
@@ -74,6 +74,13 @@ def _protocol_for(battery: BatteryConfig, key: str) -> CompiledProtocol:
         if battery.protocol_file is not None:
             raise ConfigError(str(exc), key_path=f"{key}.protocol_file") from None
         raise ConfigError(exc.reason, key_path=f"{key}.protocol") from None
+
+
+def _secret_for(battery: BatteryConfig, protocol: CompiledProtocol) -> bytes | None:
+    """The battery's secret as the session sends it; a simulated pack that needs one gets the simulator's."""
+    if battery.secret is not None:
+        return battery.secret.get_secret_value().encode()
+    return SIMULATED_SECRET if protocol.needs_secret else None
 
 
 def _transport_for(battery: BatteryConfig, protocol: CompiledProtocol, key: str) -> Transport:
@@ -175,6 +182,19 @@ def build_gateway(
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
+        if (
+            protocol.needs_secret
+            and battery.secret is None
+            and not isinstance(battery.transport, SimulatorTransportConfig)
+        ):
+            problems.append(
+                ConfigProblem(
+                    f"protocol {protocol.name!r} logs in with a secret (the BMS's PIN or key): set 'secret' "
+                    "(${ENV_VAR} keeps it out of the file)",
+                    key_path=f"{key}.secret",
+                )
+            )
+            continue
         protocols[battery.id] = protocol
         group = _slot_group(battery)
         shared = slots.get(group) if group else None
@@ -186,7 +206,7 @@ def build_gateway(
             connection=connection,
             mosfet_sensor=battery.options.mosfet_sensor,
             poll_deadline=max(15.0, battery.options.request_timeout * 6),
-            secret=battery.secret.get_secret_value().encode() if battery.secret is not None else None,
+            secret=_secret_for(battery, protocol),
         )
         client = BatteryClient(protocol, transport, battery_id=battery.id, options=options)
         runtimes.append(
