@@ -15,6 +15,7 @@ from bmsgate.app.gateway import build_gateway
 from bmsgate.app.outputs import configured_sink_builders
 from bmsgate.errors import ConfigError
 from bmsgate.homeassistant.sink import HomeAssistantSink
+from bmsgate.runtime.simulation import SIMULATED_SECRET
 
 EXAMPLE = Path(__file__).parents[2] / "config.example.yaml"
 
@@ -393,3 +394,22 @@ def test_a_protocol_secret_reaches_the_session_and_is_never_shown(monkeypatch: p
     assert shed.options.secret == b"4321" and house.options.secret is None
     assert "4321" not in repr(shed.options)
     assert shed.session._secret == b"4321"
+
+
+def test_a_protocol_that_logs_in_needs_the_batterys_secret() -> None:
+    data = _base()
+    data["batteries"][0]["protocol"] = "x123smart"
+    with pytest.raises(ConfigError) as info:
+        build_gateway(config_from_mapping(data))
+    (problem,) = info.value.problems
+    assert problem.key_path == "batteries[0].secret" and "x123smart" in problem.reason
+    data["batteries"][0]["secret"] = "1234"
+    house = build_gateway(config_from_mapping(data)).supervisor.batteries["house"].client
+    assert house.options.secret == b"1234"
+
+
+def test_a_simulated_pack_that_logs_in_gets_the_simulators_secret() -> None:
+    data = _base()
+    data["batteries"][1]["protocol"] = "x123smart"
+    shed = build_gateway(config_from_mapping(data)).supervisor.batteries["shed"].client
+    assert shed.options.secret == SIMULATED_SECRET

@@ -1549,6 +1549,42 @@ SMARTBMS: Final = FamilyCapture(
     real=False,
 )
 
+# aiobmsble's _PROTO_DEFS: one cycle of a 4S pack's gen3 lines, written by hand in its test (four identical
+# cells), not captured from a module; its mock sends them for every '$' once the PIN and E! were accepted (OK).
+# Stated: its _RESULT_DEFS (problem_code 0: no alarm; battery_health 95 from the H_ line).
+X123SMART: Final = FamilyCapture(
+    "x123smart",
+    {
+        "login": [b"OK\r"],
+        "start_stream": [b"OK\r"],
+        "cells": [
+            b"C_01_04_2BC_12C_03_30\r",
+            b"C_02_04_2BC_12C_03_30\r",
+            b"C_03_04_2BC_12C_03_30\r",
+            b"C_04_04_2BC_12C_03_30\r",
+        ],
+        "pack": [b"U_0AF0_+0014_+0014_+000A\r"],
+        "energy": [b"E_000000_000000_000000_64\r"],
+        "history": [b"H_5F_08E8_08FC_63_0005E9_0005DE\r"],
+    },
+    AIOBMSBLE.format("tests/bms/test_x123smart_bms.py (_PROTO_DEFS, written by hand)"),
+    {
+        "voltage": 14.0,
+        "current": 1.0,
+        "soc": 100,
+        "soh": 95,
+        "cell_count": 4,
+        "cell_voltages": [3.5, 3.5, 3.5, 3.5],
+        "temperatures": [24.0] * 4,
+        "charge_enabled": True,
+        "discharge_enabled": True,
+        "power": 14.0,
+        "cell_delta": 0.0,
+        "alarms": [],
+    },
+    real=False,
+)
+
 
 # aiobmsble's dometic test: _PROTO_DEFS streams two packs (device bytes 00 and 0F) through one module; these
 # are device 00's frames of each register this definition reads, the newest of each in _PROTO_DEFS, which
@@ -1765,6 +1801,7 @@ CAPTURES: Final[tuple[FamilyCapture, ...]] = (
     DPWRCORE,
     SMARTBMS,
     STARK_VARG,
+    X123SMART,
     DOMETIC,
     DOMETIC_MIN,
     OGT_A,

@@ -32,7 +32,7 @@ from bmsgate.protocols import CompiledProtocol, decode, get_protocol, load_proto
 from bmsgate.protocols.checksums import CHECKSUMS
 from bmsgate.protocols.framing import Frame
 from bmsgate.runtime.client import BatteryClient, ClientOptions
-from bmsgate.runtime.simulation import PackConfig, PackModel, VirtualBms
+from bmsgate.runtime.simulation import SIMULATED_SECRET, PackConfig, PackModel, VirtualBms
 from bmsgate.transports.simulator import SimulatorTransport
 
 NAMES = tuple(default_catalog().names(Kind.PROTOCOL))
@@ -329,7 +329,8 @@ def test_user_file_copy_behaves_like_the_builtin(name: str, tmp_path: Path) -> N
 async def test_simulated_battery_through_the_client(name: str) -> None:
     protocol = get_protocol(name)
     transport = SimulatorTransport(protocol, PackConfig(cells=15, ntc_count=2))
-    options = ClientOptions(request_timeout=0.5, retries=1)
+    # A protocol that logs in (x123smart's PIN) gets a secret; the simulated pack accepts any.
+    options = ClientOptions(request_timeout=0.5, retries=1, secret=SIMULATED_SECRET if protocol.needs_secret else None)
     async with BatteryClient(protocol, transport, battery_id=name, options=options) as client:
         first = await client.read()
         second = await client.read()

@@ -124,16 +124,8 @@ ALL = default_catalog().protocols()
             Advertisement(address="AA:BB:CC:01:00:14", name="TBA-MockBLEDevice_C0FE", service_uuids=("fff0",)),
             "dpwrcore",
         ),
-        # aiobmsble smartbms_bms.py: "123\\SmartBMS" (the bridge's default name) or "123BMS-BLE*" after a
-        # rename, each with the Nordic UART service.
-        (
-            Advertisement(
-                address="AA:BB:CC:01:00:15",
-                name="123\\SmartBMS",
-                service_uuids=("6e400001-b5a3-f393-e0a9-e50e24dcca9e",),
-            ),
-            "smartbms",
-        ),
+        # aiobmsble smartbms_bms.py: "123BMS-BLE*" after a rename, with the Nordic UART service (the default
+        # name "123\\SmartBMS" is x123smart's too: test_a_123smartbms_name_is_claimed_by_both_generations).
         (
             Advertisement(
                 address="AA:BB:CC:01:00:16",
@@ -177,6 +169,17 @@ def test_legacy_ant_names_are_claimed_by_both_ant_protocols() -> None:
     assert [match.protocol for match in match_advertisement(legacy, ALL)] == ["ant", "ant-leg"]
     current = Advertisement(address="AA:BB:CC:A2:34:57", name="ANT-BLE24BHUB", service_uuids=(normalize_uuid("ffe0"),))
     assert [match.protocol for match in match_advertisement(current, ALL)] == ["ant"]
+
+
+def test_a_123smartbms_name_is_claimed_by_both_generations() -> None:
+    # aiobmsble smartbms_bms.py and x123smart_bms.py both claim "123\\SmartBMS" with the Nordic UART service:
+    # the 58-byte bridge and the gen3 ASCII module advertise alike, so scan lists both (only the link tells).
+    both = Advertisement(
+        address="AA:BB:CC:01:00:15",
+        name="123\\SmartBMS",
+        service_uuids=(normalize_uuid("6e400001-b5a3-f393-e0a9-e50e24dcca9e"),),
+    )
+    assert [match.protocol for match in match_advertisement(both, ALL)] == ["smartbms", "x123smart"]
 
 
 def test_roypow_needs_its_service() -> None:

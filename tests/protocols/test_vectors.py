@@ -113,6 +113,7 @@ def test_session_transcript(path: Path) -> None:
         battery_id=vector["battery_id"],
         timing=SessionTiming(**vector["timing"]),
         device_name=vector.get("device_name"),
+        secret=bytes.fromhex(vector["secret"]) if "secret" in vector else None,
     )
     for number, step in enumerate(vector["steps"]):
         actions = [_json(action_to_json(action)) for action in apply_event(session, step["event"])]

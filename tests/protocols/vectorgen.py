@@ -204,15 +204,23 @@ class _Recorder:
     """Drives a session against a scripted BMS in virtual time and records every step."""
 
     def __init__(
-        self, protocol: CompiledProtocol, responder: Responder, timing: SessionTiming, device_name: str | None = None
+        self,
+        protocol: CompiledProtocol,
+        responder: Responder,
+        timing: SessionTiming,
+        device_name: str | None = None,
+        secret: bytes | None = None,
     ) -> None:
         self.protocol = protocol
-        self.session = PollSession(protocol, battery_id=BATTERY_ID, timing=timing, device_name=device_name)
+        self.session = PollSession(
+            protocol, battery_id=BATTERY_ID, timing=timing, device_name=device_name, secret=secret
+        )
         self.responder = responder
         self.size = notification_size(protocol)
-        # Writes are matched in their wire form (hex-text requests travel as text, a wire key scrambles them).
+        # Writes are matched in their wire form (hex-text requests travel as text, a wire key scrambles them,
+        # a `secret` request carries the secret).
         self.names = {
-            scrambled(protocol, device_name, protocol.wire(request.frame)): request.name
+            scrambled(protocol, device_name, protocol.wire(_with_secret(request, secret))): request.name
             for request in protocol.requests
         }
         self.written: dict[str, int] = {}
@@ -273,6 +281,13 @@ class _Recorder:
                 actions = self.event({"type": "tick", "at": self.now})
 
 
+def _with_secret(request: RequestSpec, secret: bytes | None) -> bytes:
+    """The request's frame as written: with the secret where a ``secret`` request carries it."""
+    if request.secret is None or secret is None:
+        return request.frame
+    return request.frame[: request.secret.at] + secret + request.frame[request.secret.at :]
+
+
 def _transcript(
     protocol: CompiledProtocol,
     *,
@@ -283,11 +298,14 @@ def _transcript(
     script: Callable[[_Recorder], None],
     timing: SessionTiming | None = None,
     device_name: str | None = None,
+    secret: bytes | None = None,
 ) -> tuple[str, JsonObject]:
     timing = timing or SessionTiming()
-    recorder = _Recorder(protocol, responder, timing, device_name)
+    recorder = _Recorder(protocol, responder, timing, device_name, secret)
     script(recorder)
     named = {} if device_name is None else {"device_name": device_name}
+    if secret is not None:
+        named["secret"] = _hex(secret)
     return name, {
         "format": FORMAT,
         "kind": "session",

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 from bmsgate.protocols import CompiledProtocol, get_protocol
 
 from . import vectorgen
-from .family_frames import CAPTURES, OGT_B, OGT_REFUSAL, FamilyCapture
+from .family_frames import CAPTURES, OGT_B, OGT_REFUSAL, X123SMART, FamilyCapture
 
 
 def fixtures() -> dict[str, vectorgen._Fixture]:
@@ -103,6 +104,43 @@ def _ogt_type_b_probe() -> vectorgen.JsonObject:
     return transcript
 
 
+X123_PIN: Final = b"1234"
+"""The PIN of aiobmsble's test (its mock's SECRET): a public test value, no pack's."""
+
+
+def _x123_login() -> vectorgen.JsonObject:
+    """A gen3 module: '$' every 330 ms from the first action, the PIN and E! once per connection, two polls."""
+    protocol = get_protocol("x123smart")
+    capture = X123SMART
+    stream = [frame for name in ("cells", "pack", "energy", "history") for frame in capture.replies[name]]
+
+    def respond(name: str, _count: int) -> list[bytes]:
+        # As aiobmsble's mock: OK to the right PIN and to E!; the lines follow E! (and are sent again later).
+        if name == "login":
+            return capture.replies["login"]
+        if name == "start_stream":
+            return [*capture.replies["start_stream"], *stream]
+        return []
+
+    def script(recorder: vectorgen._Recorder) -> None:
+        recorder.connect()
+        recorder.poll(0.0)
+        recorder.schedule(10.5, stream)
+        recorder.poll(10.0)
+
+    _, transcript = vectorgen._transcript(
+        protocol,
+        name="session-two-polls",
+        title="a gen3 module: the keep-alive from the first action on, the PIN (the battery's secret) and E! "
+        "once per connection, then two polls of the streamed lines",
+        source=_source(capture) + "; the PIN of its mock (1234)",
+        responder=respond,
+        script=script,
+        secret=X123_PIN,
+    )
+    return transcript
+
+
 def generate() -> dict[Path, str]:
     """The families' vector files, as path → text."""
     vectors: dict[tuple[str, str], vectorgen.JsonObject] = {}
@@ -123,6 +161,8 @@ def generate() -> dict[Path, str]:
             protocol, frames, title=title, source=_source(capture), real=capture.real, device_name=capture.device_name
         )
     for name, fixture in fixtures().items():
+        if name == "x123smart":
+            continue  # its session logs in first: _x123_login
         protocol = get_protocol(name)
         listens = any(not request.frame and not request.follows for request in protocol.requests)
         frames = [frame for request in protocol.requests for frame in fixture.replies.get(request.name, [])]
@@ -142,6 +182,7 @@ def generate() -> dict[Path, str]:
         vectors[name, key] = transcript
     vectors["dpwrcore", "session-unlock"] = _dpwrcore_unlock()
     vectors["ogt", "session-type-b-probe"] = _ogt_type_b_probe()
+    vectors["x123smart", "session-two-polls"] = _x123_login()
     return {
         vectorgen.VECTORS / protocol / f"{stem}.json": json.dumps(vector, indent=1, ensure_ascii=False) + "\n"
         for (protocol, stem), vector in vectors.items()

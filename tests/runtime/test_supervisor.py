@@ -15,7 +15,7 @@ import pytest
 from bmsgate.protocols import get_protocol
 from bmsgate.runtime.client import BatteryClient, ClientOptions
 from bmsgate.runtime.hub import SnapshotHub
-from bmsgate.runtime.simulation import PackConfig
+from bmsgate.runtime.simulation import SIMULATED_SECRET, PackConfig
 from bmsgate.runtime.slots import ConnectionSlots
 from bmsgate.runtime.supervisor import BatteryRuntime, Supervisor
 from bmsgate.transports.simulator import FaultPlan, SimulatorTransport
@@ -227,3 +227,16 @@ async def test_eight_batteries_share_three_connection_slots_fairly() -> None:
     assert all(battery.client.stats.failures == 0 for battery in batteries)
     assert min(polls) >= 3
     assert max(polls) - min(polls) <= 2  # first come, first served: nobody starves or hogs
+
+
+async def test_a_keep_alive_is_written_between_polls_while_the_link_is_kept() -> None:
+    # 123\SmartBMS gen3 modules send nothing unless '$' keeps coming: the poller writes it while it waits.
+    protocol = get_protocol("x123smart")
+    transport = SimulatorTransport(protocol, PackConfig(cells=4), battery_id="boat")
+    options = ClientOptions(request_timeout=0.5, retries=0, poll_deadline=2.0, secret=SIMULATED_SECRET)
+    client = BatteryClient(protocol, transport, battery_id="boat", options=options)
+    battery = BatteryRuntime("boat", "boat", client, poll_interval=30.0, stale_after=60.0)
+    await asyncio.wait_for(Supervisor([battery], []).run(duration=1.2), timeout=10)
+    assert client.stats.polls == 1 and client.stats.failures == 0
+    # One poll (well under a second) and then only waiting: about three keep-alives a second all along.
+    assert transport.writes.count(b"$") >= 3

@@ -31,7 +31,7 @@ from bmsgate.protocols import CompiledProtocol
 from bmsgate.protocols.gattauth import configured_key
 from bmsgate.runtime.client import BatteryClient, ClientOptions
 from bmsgate.runtime.hub import SnapshotHub
-from bmsgate.runtime.simulation import PackConfig
+from bmsgate.runtime.simulation import SIMULATED_SECRET, PackConfig
 from bmsgate.runtime.slots import ConnectionSlots
 from bmsgate.runtime.supervisor import BatteryRuntime, Sink, Supervisor
 from bmsgate.transports.base import Transport
@@ -90,6 +90,14 @@ def _check_secret(battery: BatteryConfig, protocol: CompiledProtocol, key: str) 
             configured_key(profile.authenticate, _secret_of(battery))
         except AuthenticationError as exc:
             raise ConfigError(f"protocol {protocol.name}: {exc}", key_path=f"{key}.secret") from None
+
+
+def _secret_for(battery: BatteryConfig, protocol: CompiledProtocol) -> bytes | None:
+    """The battery's secret as the session sends it; a simulated pack that needs one gets the simulator's."""
+    if battery.secret is not None:
+        return _secret_of(battery)
+    simulated = isinstance(battery.transport, SimulatorTransportConfig)
+    return SIMULATED_SECRET if simulated and protocol.needs_secret else None
 
 
 def _transport_for(battery: BatteryConfig, protocol: CompiledProtocol, key: str) -> Transport:
@@ -193,6 +201,19 @@ def build_gateway(
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
+        if (
+            protocol.needs_secret
+            and battery.secret is None
+            and not isinstance(battery.transport, SimulatorTransportConfig)
+        ):
+            problems.append(
+                ConfigProblem(
+                    f"protocol {protocol.name!r} logs in with a secret (the BMS's PIN or key): set 'secret' "
+                    "(${ENV_VAR} keeps it out of the file)",
+                    key_path=f"{key}.secret",
+                )
+            )
+            continue
         protocols[battery.id] = protocol
         group = _slot_group(battery)
         shared = slots.get(group) if group else None
@@ -204,7 +225,7 @@ def build_gateway(
             connection=connection,
             mosfet_sensor=battery.options.mosfet_sensor,
             poll_deadline=max(15.0, battery.options.request_timeout * 6),
-            secret=_secret_of(battery),
+            secret=_secret_for(battery, protocol),
         )
         client = BatteryClient(protocol, transport, battery_id=battery.id, options=options)
         runtimes.append(

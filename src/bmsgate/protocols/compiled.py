@@ -128,6 +128,11 @@ class CompiledProtocol:
         return list(self.definition.requests)
 
     @property
+    def needs_secret(self) -> bool:
+        """Whether a request carries the battery's configured secret (engine 7: a PIN, a key)."""
+        return any(request.secret is not None for request in self.definition.requests)
+
+    @property
     def possible_alarms(self) -> frozenset[Alarm]:
         """Every alarm this protocol can raise."""
         return self.definition.possible_alarms

@@ -57,7 +57,12 @@ text refusing a request), ``until_refused`` (a cell probe that ends at the first
 signed 16-bit number times a multiplier byte); level 7, for Stark Varg, ``gatt.tags`` (bytes the transport puts
 in front of a characteristic's notifications: the frame type of blocks that carry none) and
 ``gatt.authenticate`` (a challenge–response with the battery's configured secret before anything is
-subscribed)."""
+subscribed), and for the 123\\SmartBMS gen3 module (``x123smart``) ``keep_alive`` (bytes written periodically
+while connected, during and between polls), ``secret`` (a connect-time request carrying the battery's configured
+secret, its PIN; refused: an authentication error), and in text lines ``lines.signed`` (hex columns with a
+``+``/``-`` sign), ``lines.no_value`` (a character meaning "no reading", ``X``), ``lines.no_columns`` (a kind of
+line that reads no column, ``OK``) and ``lines.refusal`` (a kind of line that refuses the request just sent,
+``NA``)."""
 
 _FIELD_CONSTRUCTS: Final[Mapping[str, str]] = {
     "absent": "raw values that mean 'not present'",
@@ -110,6 +115,11 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "ignore_chunks": "received chunks dropped as a whole",
     "follows": "a further reply of the request before it: nothing written, what arrived kept (engine 5)",
     "index": "one reply spread over numbered frames",
+    "keep_alive": "bytes written every 'period' seconds while connected, during and between polls (engine 7)",
+    "lines.no_columns": "a kind of text line that reads no column, told by its first text (OK; engine 7)",
+    "lines.no_value": "a text-line column made of one character (X) reads as no value (engine 7)",
+    "lines.refusal": "a kind of text line that refuses the request just sent (NA; engine 7)",
+    "lines.signed": "hex text-line columns with a leading + or - sign (engine 7)",
     "index_items": "numbered frames whose number is that of their first item (index.numbers: items; engine 5)",
     "match.service_data_uuid": "an advertisement matcher on a service-data UUID (engine 5)",
     "listen": "a streaming request that writes nothing: the BMS sends on its own (frame: ''; engine 4)",
@@ -124,6 +134,10 @@ _DEFINITION_CONSTRUCTS: Final[Mapping[str, str]] = {
     "refusal": "a fixed text a BMS sends instead of a reply to refuse a request (hex-text framing; engine 6)",
     "request_checksum": "requests checked differently from replies",
     "requests_as_written": "requests written exactly as given, not as hex text (hex-text framing; engine 6)",
+    "secret": (
+        "a connect-time request carrying the battery's configured secret (a PIN); refused: an authentication "
+        "error (engine 7)"
+    ),
     "scramble": "decoded bytes XOR-ed with a key byte the frame carries (framing.scramble; engine 6)",
     "starts": "several start markers, one per frame type, in front of hex text (engine 4)",
     "strip_bytes": "single bytes removed from received hex text before framing (PowerBoozt NULs; engine 4)",
@@ -212,6 +226,7 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
     framing = definition.framing
     used = _checksum(framing.checksum) | _checksum(framing.request_checksum)
     profiles = definition.gatt.profiles if definition.gatt is not None else []
+    kinds = framing.lines.kinds if framing.lines is not None else []
     flags = {
         "aliases": bool(definition.aliases),
         "check_end": not framing.check_end,
@@ -229,6 +244,12 @@ def constructs_used(definition: ProtocolDefinition) -> frozenset[str]:
         "ignore_chunks": bool(framing.ignore_chunks),
         "follows": any(request.follows for request in definition.requests),
         "index": any(reply.index is not None for reply in definition.replies.values()),
+        "keep_alive": definition.keep_alive is not None,
+        "lines.no_columns": any(not kind.columns and not kind.refusal for kind in kinds),
+        "lines.no_value": framing.lines is not None and framing.lines.no_value is not None,
+        "lines.refusal": any(kind.refusal for kind in kinds),
+        "lines.signed": any(column.signed for kind in kinds for column in kind.columns),
+        "secret": any(request.secret is not None for request in definition.requests),
         "index_items": any(
             reply.index is not None and reply.index.numbers == "items" for reply in definition.replies.values()
         ),

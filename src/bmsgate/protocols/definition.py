@@ -53,7 +53,15 @@ from bmsgate.protocols.gattspec import (
     NotificationAnswer,
     SerialSpec,
 )
-from bmsgate.protocols.requestspec import PLACEHOLDER_SIZES, CommandSpec, MosfetBits, NameBytesSpec, RequestSpec
+from bmsgate.protocols.requestspec import (
+    PLACEHOLDER_SIZES,
+    CommandSpec,
+    KeepAliveSpec,
+    MosfetBits,
+    NameBytesSpec,
+    RequestSpec,
+    SecretSpec,
+)
 from bmsgate.protocols.textslots import check_absent_markers
 
 __all__ = [
@@ -79,12 +87,14 @@ __all__ = [
     "KeySpec",
     "LengthSpec",
     "MosfetBits",
+    "KeepAliveSpec",
     "NameBytesSpec",
     "PrefixSpec",
     "ProtocolAlias",
     "ProtocolDefinition",
     "ReplySpec",
     "RequestSpec",
+    "SecretSpec",
     "SerialSpec",
     "SimulatorSpec",
     "StatusSpec",
@@ -236,6 +246,8 @@ class ProtocolDefinition(_Strict, CanonicalModel):
     framing: FramingSpec
     requests: list[RequestSpec] = Field(min_length=1)
     commands: dict[str, CommandSpec] = {}
+    keep_alive: KeepAliveSpec | None = None
+    """Engine 7: bytes written every ``period`` seconds while connected (123\\SmartBMS gen3's ``$``)."""
     replies: dict[int, ReplySpec]
     variants: VariantSpec | None = None
     derive: list[Literal["voltage_from_cells"]] = []

@@ -14,6 +14,10 @@ never holds more than that plus one chunk; the tail of an over-long line is neve
 number's text is at most :data:`_MAX_CHARS` characters and must fit its 32-bit slot. A line of a kind
 whose read column is not a number of its form is refused with a :class:`~bmsgate.errors.FrameError`
 reason in the statistics; the lines after it are unaffected.
+
+Engine 7 (123\\SmartBMS gen3): signed hex columns (``+0014``), a ``no_value`` character (``X``) that reads
+as absent, kinds that read no column (``OK``), and ``refusal`` kinds (``NA``), whose line becomes a frame
+without key whose status is not ok: the poll session treats it as the refusal of the request just sent.
 """
 
 from __future__ import annotations
@@ -32,17 +36,29 @@ __all__ = ["LineFrameAssembler", "frame_of_line", "to_wire"]
 _MAX_CHARS: Final = 20
 _DECIMAL: Final = re.compile(r"([-+]?)([0-9]+)(?:\.([0-9]+))?")
 _HEX: Final = re.compile(r"[0-9A-Fa-f]{1,8}")
+_SIGNED_HEX: Final = re.compile(r"([-+]?)([0-9A-Fa-f]{1,8})")
 _SIGNED: Final = struct.Struct(">i")
 _UNSIGNED: Final = struct.Struct(">I")
 _ABSENT_SLOT: Final = _SIGNED.pack(ABSENT)
 
 
-def _slot(text: str, column: LineColumn) -> bytes:
+def _slot(text: str, column: LineColumn, no_value: str | None = None) -> bytes:
     """One column's slot (FrameError: not a number of the column's form, or too large for 32 bits)."""
     if not text:
         return _ABSENT_SLOT
     if len(text) > _MAX_CHARS:
         raise FrameError(f"column {column.index} has {len(text)} characters, more than a number has")
+    if no_value is not None and not text.lstrip("+-").strip(no_value) and text.lstrip("+-"):
+        return _ABSENT_SLOT
+    if column.signed:
+        signed = _SIGNED_HEX.fullmatch(text)
+        if signed is None:
+            raise FrameError(f"column {column.index} is {text!r}, not a signed hex number of at most 8 digits")
+        value = int(signed[2], 16)
+        value = -value if signed[1] == "-" else value
+        if not ABSENT < value < 2**31:
+            raise FrameError(f"column {column.index} is {text!r}, outside the 32-bit range")
+        return _SIGNED.pack(value)
     if column.base == 16:
         if not _HEX.fullmatch(text):
             raise FrameError(f"column {column.index} is {text!r}, not a hex number of at most 8 digits")
@@ -92,7 +108,7 @@ def frame_of_line(line: bytes, framing: FramingSpec) -> bytes | None:
     out = bytearray(framing.start)
     out.append(kind.key)
     for column in kind.columns:
-        out += _slot(columns[column.index], column) if column.index < len(columns) else _ABSENT_SLOT
+        out += _slot(columns[column.index], column, spec.no_value) if column.index < len(columns) else _ABSENT_SLOT
     out += framing.end or b""
     return bytes(out)
 
@@ -121,6 +137,9 @@ def to_wire(frame: bytes, framing: FramingSpec) -> bytes:
 def _text(raw: bytes, column: LineColumn) -> str:
     if raw == _ABSENT_SLOT:
         return ""
+    if column.signed:
+        (value,) = _SIGNED.unpack(raw)
+        return f"{'-' if value < 0 else '+'}{abs(value):04X}"
     if column.base == 16:
         return f"{_UNSIGNED.unpack(raw)[0]:X}"
     (value,) = _SIGNED.unpack(raw)
@@ -141,6 +160,8 @@ class LineFrameAssembler:
         self._ignore = frozenset(framing.ignore_chunks)
         self._terminator = framing.end
         self._max_line = framing.max_length
+        self._refusals = frozenset(kind.key for kind in framing.lines.kinds if kind.refusal)
+        self._key_at = len(framing.start)
         self._buffer = bytearray()
         self._overflowed = False
         """The buffer was dropped inside an over-long line: its rest up to the next terminator is no line."""
@@ -185,7 +206,9 @@ class LineFrameAssembler:
                 if raw is None:
                     self.stats.noise_bytes += len(line) + len(terminator)
                     continue
-                frame = self._checker.check(raw)
+                # A refusal (NA) answers whatever request was just sent: no key, and a status that is not ok.
+                refused = raw[self._key_at] in self._refusals
+                frame = Frame(raw, None, False) if refused else self._checker.check(raw)
             except FrameError as exc:
                 self._refuse(len(line) + len(terminator), str(exc))
                 continue

@@ -4,7 +4,9 @@ A request is one exchange of a poll (the frame written, the reply key awaited, w
 is a write frame template with placeholders the MOSFET switching fills in. Both are pure data, validated here;
 the poll session (`bmsgate.protocols.session`) runs the requests, `bmsgate.protocols.encode` renders commands.
 A request's bytes are literal, except the bytes a ``from_name`` fills in from the device's advertised name
-(engine 6: D-powercore's unlock password), see `bmsgate.protocols.devicename`.
+(engine 6: D-powercore's unlock password), see `bmsgate.protocols.devicename`, and the battery's configured
+secret that a ``secret`` request carries (engine 7: the 123\\SmartBMS PIN), see `bmsgate.protocols.secret`.
+A ``keep_alive`` (engine 7) is no request: bytes the session writes every ``period`` seconds while connected.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from bmsgate.canonical import Real
 from bmsgate.protocols.datatypes import STRICT, Endian, HexBytes, parse_hex
 from bmsgate.protocols.fields import FieldCondition
 
-__all__ = ["PLACEHOLDER_SIZES", "CommandSpec", "MosfetBits", "NameBytesSpec", "RequestSpec"]
+__all__ = [
+    "PLACEHOLDER_SIZES",
+    "CommandSpec",
+    "KeepAliveSpec",
+    "MosfetBits",
+    "NameBytesSpec",
+    "RequestSpec",
+    "SecretSpec",
+]
 
 
 class _Strict(BaseModel):
@@ -48,6 +58,30 @@ class NameBytesSpec(_Strict):
         if not value:
             raise ValueError("'names' needs a glob such as 'DXB-*' ('*' for every name)")
         return value
+
+
+class SecretSpec(_Strict):
+    """Where a request carries the battery's configured secret (a PIN, a key; engine 7).
+
+    The secret's bytes are inserted at byte `at` of the literal frame (which holds the bytes around it:
+    ``PW`` and ``!\\r`` for 123\\SmartBMS's ``PW<pin>!\\r``) and the request checksum, if any, is computed
+    anew. A refusal of such a request is an authentication error: the secret is wrong.
+    """
+
+    at: int = Field(ge=0, le=512)
+    max_length: int = Field(default=64, ge=1, le=256)
+    """Longest secret accepted (longer: an authentication error before anything is written)."""
+
+
+class KeepAliveSpec(_Strict):
+    """Bytes written every `period` seconds while the link is open, during and between polls (engine 7).
+
+    123\\SmartBMS gen3 modules only send what they buffered while the central keeps writing ``$`` (its app:
+    every 330 ms). Written as given (no checksum, no text form), to the protocol's write characteristic.
+    """
+
+    frame: HexBytes = Field(min_length=1, max_length=64)
+    period: Real = Field(ge=0.05, le=60)
 
 
 class RequestSpec(_Strict):
@@ -81,9 +115,18 @@ class RequestSpec(_Strict):
     variants: list[str] | None = Field(default=None, min_length=1)
     """Engine 6 (with ``variants.by_name``): sent only to devices whose name chooses one of these layouts
     (Offgridtec's type A and B register sets); None = to every device."""
+    secret: SecretSpec | None = None
+    """Engine 7: the battery's configured secret goes into `frame` (a connect-time login: the PIN)."""
 
     @model_validator(mode="after")
     def _listen_streams(self) -> Self:
+        if self.secret is not None and (
+            self.when != "connect" or self.from_name is not None or self.secret.at > len(self.frame)
+        ):
+            raise ValueError(
+                "a 'secret' request is sent once per connection (when: connect), without 'from_name', "
+                "and its secret goes inside or right after 'frame' (secret.at at most the frame's length)"
+            )
         named = self.from_name
         if named is not None and (
             self.reply is not None or self.follows or self.streaming or named.at + named.size > len(self.frame)

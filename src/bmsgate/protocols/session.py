@@ -38,7 +38,9 @@ A request with ``only_if`` (engine 6) is skipped unless the variable it names, d
 this poll so far, lies in its range (Epoch Pro asks one request per pack the system reply counts).
 A definition with a ``wire_key`` (Offgridtec) XORs every byte written and received with a key computed from that
 name (`bmsgate.protocols.wirekey`): the session applies it at its edge, so frames stay in the clear; a device
-whose name gives no key is not polled (`GiveUp` with a `ProtocolError` naming the name). A refused request
+whose name gives no key is not polled (`GiveUp` with a `ProtocolError` naming the name). Engine 7: a ``secret``
+request carries the battery's configured secret (`bmsgate.protocols.secret`; refused: `AuthenticationError`), and
+a ``keep_alive`` goes in front of any actions when due (`bmsgate.protocols.keepalive`). A refused request
 (a status that is not ok) ends the poll when it is required; an optional one is skipped, and a refused
 ``until_refused`` request ends its run (Offgridtec's cell probe) while the poll goes on.
 
@@ -55,11 +57,13 @@ import enum
 import logging
 from typing import TYPE_CHECKING, Final
 
-from bmsgate.errors import DeviceError, DeviceTimeout, FrameError, ProtocolError
+from bmsgate.errors import AuthenticationError, DeviceError, DeviceTimeout, FrameError, ProtocolError
 from bmsgate.protocols.devicename import request_frame
 from bmsgate.protocols.framing import AssemblerStats, Frame
+from bmsgate.protocols.keepalive import KeepAlive
 from bmsgate.protocols.pagedframing import PagedFrameAssembler
 from bmsgate.protocols.rotation import Rotation
+from bmsgate.protocols.secret import refusal_error, with_secret
 from bmsgate.protocols.sessionactions import (
     _DISCARD,
     Action,
@@ -142,7 +146,8 @@ class PollSession:
         self._keys_from_requests = key is not None and not key.in_replies
         self._device: DeviceInfo | None = None
         # per connection
-        self._connection_frames: dict[int, Frame] = {}
+        self._connection_frames: dict[str, Frame] = {}  # by request name: two may share a reply kind (OK)
+        self._keep_alive = KeepAlive(protocol.definition.keep_alive)
         self._connection_writes: set[str] = set()
         """Connect-time requests without a reply already written on this connection (unlock writes)."""
         self._streaming_started = False
@@ -200,6 +205,7 @@ class PollSession:
         self._streaming_started = False
         self._backlog.clear()
         self._rotation.clear()
+        self._keep_alive.reset()
         self._end_job()
 
     def start_poll(self, now: float, *, epoch: float = 0.0) -> list[Action]:
@@ -207,13 +213,13 @@ class PollSession:
         self._begin(self.protocol.requests_for(self.device_name), command=False)
         self._epoch = epoch
         self._poll_deadline = now + self.timing.poll_deadline
-        return self._keyless_refusal() or self._advance(now, [])
+        return self._keep_alive.around(now, self._keyless_refusal() or self._advance(now, []))
 
     def start_command(self, request: RequestSpec, now: float) -> list[Action]:
         """Begin one exchange of a command frame (no overall deadline; retried like a poll request)."""
         self._begin([request], command=True)
         self._poll_deadline = None
-        return self._keyless_refusal() or self._advance(now, [])
+        return self._keep_alive.around(now, self._keyless_refusal() or self._advance(now, []))
 
     def _wire_key(self) -> int:
         """The XOR key of this device's wire (0: the definition has none; -1: its name gives none)."""
@@ -242,9 +248,12 @@ class PollSession:
 
     def feed(self, chunk: bytes | bytearray | memoryview, now: float) -> list[Action]:
         """Bytes arrived at clock time `now`."""
+        return self._keep_alive.around(now, self._feed(chunk, now))
+
+    def _feed(self, chunk: bytes | bytearray | memoryview, now: float) -> list[Action]:
         state = self._state
         if state is not _State.IDLE and self._poll_deadline is not None and now >= self._poll_deadline:
-            return self.tick(now)
+            return self._tick(now)
         if state is _State.BACKOFF:
             return self._still_waiting()
         key = self._wire_key()
@@ -278,10 +287,13 @@ class PollSession:
         return [Write(self._to_wire(ack)) for ack in self._assembler.take_acks()]
 
     def tick(self, now: float) -> list[Action]:
-        """The clock reads `now` (call it when a `WaitUntil` deadline has passed; extra calls are harmless)."""
+        """The clock reads `now` (a `WaitUntil` deadline passed; extra calls are harmless; idle: the keep-alive)."""
+        if self._state is _State.IDLE:
+            return self._keep_alive.idle(now)
+        return self._keep_alive.around(now, self._tick(now))
+
+    def _tick(self, now: float) -> list[Action]:
         state = self._state
-        if state is _State.IDLE:
-            return []
         if self._poll_deadline is not None and now >= self._poll_deadline:
             return self._give_up(
                 DeviceTimeout(
@@ -327,7 +339,7 @@ class PollSession:
             return self._give_up(error, drop_link=isinstance(error, DeviceTimeout))
         _LOGGER.debug("%s: optional request %s skipped: %s", self.battery_id, request.name, error)
         if request.when == "connect" and request.reply is not None:
-            self._connection_frames[request.reply] = _SKIPPED
+            self._connection_frames[request.name] = _SKIPPED
         self._next_request()
         return self._advance(now, actions)
 
@@ -361,8 +373,8 @@ class PollSession:
         self._deadline = float("-inf")
         while self._index < len(self._requests):
             request = self._requests[self._index]
-            if not self._command and request.when == "connect" and request.reply in self._connection_frames:
-                self._frames.append(self._connection_frames[request.reply])
+            if not self._command and request.when == "connect" and request.name in self._connection_frames:
+                self._frames.append(self._connection_frames[request.name])
                 self._index += 1
                 continue
             if not self._command and request.when == "connect" and request.name in self._connection_writes:
@@ -460,7 +472,9 @@ class PollSession:
             self._kept.clear()
             self._await(request, now, _State.AWAIT)
             return None
-        written = request_frame(request, self.protocol.definition.framing, self.device_name)
+        written = with_secret(request_frame(request, self.protocol.definition.framing, self.device_name), request, self)
+        if isinstance(written, AuthenticationError):
+            return self._give_up(written, drop_link=False)
         if written is None:  # built from the device name (D-powercore's unlock), which does not fit: no write
             if request.when == "connect":
                 self._connection_writes.add(request.name)
@@ -538,7 +552,7 @@ class PollSession:
             actions.append(ReplyReady(frame))
             return actions
         if request.when == "connect" and request.reply is not None:
-            self._connection_frames[request.reply] = frame
+            self._connection_frames[request.name] = frame
         self._frames.append(frame)
         protocol = self.protocol
         if protocol.frames_expected(request.reply, {}) == 1:
@@ -596,5 +610,5 @@ class PollSession:
         timeout = request.timeout or self.timing.request_timeout
         return DeviceTimeout(f"{request.name}: no reply within {timeout:.1f} s", battery_id=self.battery_id)
 
-    def _status_error(self, request: RequestSpec) -> ProtocolError:
-        return ProtocolError(f"{request.name}: the BMS answered with an error status", battery_id=self.battery_id)
+    def _status_error(self, request: RequestSpec) -> DeviceError:
+        return refusal_error(request, battery_id=self.battery_id)

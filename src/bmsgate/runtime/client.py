@@ -17,15 +17,20 @@ One poll sends the definition's requests in order (never pipelined), waits for e
 within a per-request timeout, retries with backoff, and decodes everything into one snapshot within
 an overall deadline. Those rules live in the sans-IO `bmsgate.protocols.session.PollSession`; the
 client drives it over a transport and keeps link statistics for diagnostics and Home Assistant.
+Between polls `between_polls` keeps driving the idle session while the link is kept, so a protocol's
+keep-alive (123\\SmartBMS gen3's ``$``) goes on being written; it runs in the caller's task, nothing is
+spawned.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final, Literal, Self
 
@@ -195,6 +200,47 @@ class BatteryClient:
     async def close(self) -> None:
         """Close the transport."""
         await self.transport.close()
+
+    async def between_polls(self, wake: asyncio.Event) -> None:
+        """Wait until `wake` is set; meanwhile write the protocol's keep-alive on schedule while the link is kept.
+
+        The caller bounds the wait (the poll interval). What arrives meanwhile is fed to the idle session (it
+        keeps only the newest frames), so the link's queue does not grow. A write that fails closes the link:
+        the next poll reconnects. Without a keep-alive (or with ``per_poll`` connections) this only waits.
+        """
+        clock = asyncio.get_running_loop().time
+        while True:
+            deadline: float | None = None
+            async with self._lock:
+                if self.transport.is_open and not self.session.busy:
+                    try:
+                        deadline = await self._keep_alive(clock)
+                    except TransportError as exc:
+                        _LOGGER.debug("%s: keep-alive failed, closing the link: %s", self.battery_id, exc)
+                        await self.transport.close()
+                        deadline = None
+            if deadline is None:
+                await wake.wait()
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - clock())):
+                    await wake.wait()
+                    return
+
+    async def _keep_alive(self, clock: Callable[[], float]) -> float | None:
+        """One idle step: the keep-alive's writes, what arrived fed; the next deadline (None: no keep-alive)."""
+        actions = self.session.tick(clock())
+        if not actions:
+            return None
+        while (chunk := self.transport.receive_nowait()) is not None:
+            actions.extend(action for action in self.session.feed(chunk, clock()) if isinstance(action, Write))
+        deadline: float | None = None
+        for action in actions:
+            if isinstance(action, Write):
+                await self.transport.write(action.data)
+            elif isinstance(action, WaitUntil):
+                deadline = action.deadline
+        return deadline
 
     # -- polling ------------------------------------------------------------------------------------
 

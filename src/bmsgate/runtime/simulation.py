@@ -22,7 +22,10 @@ from bmsgate.model import Alarm
 from bmsgate.protocols.compiled import CompiledProtocol
 from bmsgate.protocols.definition import PLACEHOLDER_SIZES, CommandSpec
 
-__all__ = ["FaultKind", "PackConfig", "PackModel", "VirtualBms", "lfp_open_circuit_voltage"]
+__all__ = ["SIMULATED_SECRET", "FaultKind", "PackConfig", "PackModel", "VirtualBms", "lfp_open_circuit_voltage"]
+
+SIMULATED_SECRET: Final = b"0000"
+"""The secret the CLI and tests give a simulated pack whose protocol logs in with one (it accepts any)."""
 
 # LiFePO4 open-circuit voltage by SoC (%), a typical cell at 25 °C.
 _LFP_SOC: Final = (0.0, 2.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, 100.0)
@@ -456,7 +459,7 @@ def _decode_mosfet_params(spec: CommandSpec, values: Mapping[str, int]) -> tuple
 
 
 def _answers_by_request(protocol: CompiledProtocol) -> list[tuple[bytes, tuple[int | None, ...]]]:
-    """Each written request (its wire form) with the replies it triggers.
+    """Each written request (its wire form) with the replies it triggers (a ``secret`` request: see below).
 
     Its own reply and those of the ``follows`` requests right after it (ABC answers one request with
     several frame types).
@@ -466,6 +469,11 @@ def _answers_by_request(protocol: CompiledProtocol) -> list[tuple[bytes, tuple[i
         if request.follows and answers:
             frame, keys = answers[-1]
             answers[-1] = (frame, (*keys, request.reply))
+        elif request.secret is not None:
+            # Any secret is accepted: the simulated pack is known by the bytes in front of it ('PW'), or else
+            # those after it; the secret itself stays in the buffer as bytes nothing matches.
+            at = request.secret.at
+            answers.append((request.frame[:at] if at else request.frame[at:], (request.reply,)))
         elif request.frame:
             answers.append((protocol.wire(request.frame), (request.reply,)))
     return answers

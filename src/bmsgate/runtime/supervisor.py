@@ -368,7 +368,8 @@ class Supervisor:
                         delay = battery.poll_interval
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, started + delay - loop.time())):
-                        await poller.wake.wait()
+                        # Not a bare wait: a protocol's keep-alive goes on while the link is kept.
+                        await battery.client.between_polls(poller.wake)
         finally:
             await self._close_quietly(battery)
 

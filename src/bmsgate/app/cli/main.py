@@ -86,6 +86,7 @@ def _print_json(data: Any) -> None:
 
 def _read(args: argparse.Namespace) -> int:
     from bmsgate.runtime.client import BatteryClient, ClientOptions  # noqa: PLC0415 - keep `--help` fast
+    from bmsgate.runtime.simulation import SIMULATED_SECRET  # noqa: PLC0415
     from bmsgate.transports.base import Transport  # noqa: PLC0415
 
     transport: Transport
@@ -104,7 +105,10 @@ def _read(args: argparse.Namespace) -> int:
         protocol = default_catalog().protocol(args.protocol_file or args.simulate)
         pack = PackConfig(cells=args.cells, capacity=args.capacity, ntc_count=args.ntc, name="sim-" + protocol.name)
         transport = SimulatorTransport(protocol, pack)
-    options = ClientOptions(request_timeout=args.timeout, poll_deadline=max(args.timeout * 4, 5.0))
+    # A simulated pack accepts any secret; a replay never sees what was written.
+    options = ClientOptions(
+        request_timeout=args.timeout, poll_deadline=max(args.timeout * 4, 5.0), secret=SIMULATED_SECRET
+    )
 
     async def poll() -> Any:
         async with BatteryClient(protocol, transport, battery_id=args.id, options=options) as client:
