@@ -147,7 +147,7 @@ _ADAPTERS = {
     "paho": {"bmsgate.mqtt.client"},
     "pymodbus": {"bmsgate.inverter.modbus.server"},
     "can": {"bmsgate.inverter.can.bus"},
-    "cantools": {"bmsgate.inverter.can.dbc"},
+    "cantools": set(),
     "yoyo": {"bmsgate.fleet.server.store.migrate"},
     "psycopg": {"bmsgate.fleet.server.store.postgres", "bmsgate.fleet.server.store.postgres_lock"},
     "cryptography": {"bmsgate.fleet.server.tls"},

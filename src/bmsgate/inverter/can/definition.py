@@ -1,4 +1,4 @@
-"""The CAN profile file format as validated data, with its DBC text inside (no cantools needed).
+"""The CAN profile file format as validated data, with its DBC text inside (not yet parsed).
 
 The profile YAML names a DBC file (``dbc: pylon.dbc``, relative to the profile); loading puts that file's
 text into ``dbc_text``, so the model, and its canonical IR, is self-contained: a pushed pack or a fleet

@@ -25,7 +25,6 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.datastore import ModbusBaseSlaveContext, ModbusServerContext, ModbusSlaveContext
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
@@ -441,6 +440,10 @@ class ModbusClientWriter:
         """Set after every successful write cycle."""
 
     def _create(self) -> Any:
+        # pymodbus's client package (TCP, TLS, UDP, serial clients and their mixin: about 1 MB resident) is
+        # loaded only by a gateway that writes into another device, never by one that serves.
+        from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient  # noqa: PLC0415
+
         settings = self._settings
         if settings.client_transport == "tcp":
             return AsyncModbusTcpClient(
