@@ -37,7 +37,7 @@ class ProfileQuirks(BaseModel):
             0x374-0x377 extreme cell/sensor ids; docs/can.md).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     stop_charge_with_cvl: bool = False
     never_zero_cvl: bool = False
@@ -52,7 +52,7 @@ _FrameId = Annotated[int, Field(ge=0, le=0x1FFF_FFFF)]
 class CanProfileDefinition(BaseModel, CanonicalModel):
     """A CAN profile with its DBC text (its :meth:`ir` is the canonical form)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     format: Literal[1] = 1
     name: str = Field(min_length=1)
