@@ -197,6 +197,8 @@ _PURE = (
     "bmsgate.inverter.status",
     "bmsgate.inverter.can.profiles",
     "bmsgate.inverter.modbus.registermap",
+    "bmsgate.inverter.modbus.requests",
+    "bmsgate.inverter.modbus.store",
     "bmsgate.inverter.rs485.pylontech",
     "bmsgate.homeassistant.discovery",
     "bmsgate.homeassistant.entities",

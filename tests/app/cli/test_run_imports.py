@@ -38,8 +38,9 @@ _NEVER_IMPORTED_BY_RUN = (
     "litestar",
     "nats",
     "psycopg",
-    "pymodbus.client",
+    "pymodbus",
     "rich",
+    "serial",
     "textparser",
     "tuf",
     "uvicorn",
@@ -47,7 +48,8 @@ _NEVER_IMPORTED_BY_RUN = (
 )
 """Fleet-server, pack-signing and other commands' libraries, outputs not configured, and rich (the plain
 console writes its lines itself; only the live view loads rich); cantools and its parsers (the CAN output
-reads DBC files itself, bmsgate.inverter.can.dbc) and pymodbus's client package (a Modbus server needs none).
+reads DBC files itself, bmsgate.inverter.can.dbc) and pymodbus with pyserial (Modbus TCP is served by our
+own server, bmsgate.inverter.modbus.tcp; pymodbus loads only for RTU or client mode).
 Each name also covers its submodules."""
 
 _RUNNER = """
