@@ -19,9 +19,9 @@ import time
 from pymodbus.client import AsyncModbusTcpClient
 
 from bmsgate.inverter.controller import InverterController
-from bmsgate.inverter.modbus.server import ModbusServer
 from bmsgate.inverter.modbus.settings import ModbusSettings
 from bmsgate.inverter.modbus.sink import ModbusSink
+from bmsgate.inverter.modbus.tcp import ModbusTcpServer
 from bmsgate.inverter.settings import InverterSettings
 from bmsgate.model import BatterySnapshot
 from bmsgate.runtime.hub import SnapshotHub
@@ -61,7 +61,7 @@ async def main(seconds: float, rate: float, rounds: int) -> None:
     sink = ModbusSink(settings, controller)
     controller_task = asyncio.create_task(controller.run(hub))
     task = asyncio.create_task(sink.run(hub))
-    assert isinstance(sink.endpoint, ModbusServer)
+    assert isinstance(sink.endpoint, ModbusTcpServer)
     await sink.endpoint.listening.wait()
     hub.publish(snapshot(50.0))
     client = AsyncModbusTcpClient("127.0.0.1", port=settings.port, timeout=2, retries=0, reconnect_delay=0)

@@ -119,7 +119,7 @@ def _load_can_profile(data: Any, source: str, read: _Reader) -> Definition:
 
 
 def _compile_can_profile(definition: Any, source: str) -> object:
-    # cantools (the [can] extra) is needed only here, not for listing or showing a profile.
+    # The profile compiler (and its DBC reader) loads only here, not for listing or showing a profile.
     from bmsgate.inverter.can.profiles import compile_profile  # noqa: PLC0415
 
     return compile_profile(definition, source=source)

@@ -20,9 +20,9 @@ from bmsgate.inverter.can.sink import CanSink
 from bmsgate.inverter.controller import InverterController
 from bmsgate.inverter.limits import LimitSettings
 from bmsgate.inverter.modbus.registermap import RegisterKind, RegisterMap, load_register_map
-from bmsgate.inverter.modbus.server import ModbusServer
 from bmsgate.inverter.modbus.settings import ModbusSettings
 from bmsgate.inverter.modbus.sink import ModbusSink
+from bmsgate.inverter.modbus.tcp import ModbusTcpServer
 from bmsgate.inverter.settings import InverterSettings
 from bmsgate.model import Alarm
 from bmsgate.runtime.hub import SnapshotHub
@@ -199,7 +199,7 @@ async def test_on_the_wire_both_outputs_agree() -> None:
     try:
         hub.publish(make_snapshot("a"))
         async with running(hub, controller, can, modbus):
-            assert isinstance(modbus.endpoint, ModbusServer)
+            assert isinstance(modbus.endpoint, ModbusTcpServer)
             await asyncio.wait_for(modbus.endpoint.listening.wait(), 5)
             assert await client.connect()
             await agree(lambda view: view["charge_current"] == 100.0)
@@ -224,7 +224,7 @@ async def test_swap_a_profile_and_a_map_under_running_sinks() -> None:
     client = AsyncModbusTcpClient("127.0.0.1", port=settings.port, timeout=1, retries=0, reconnect_delay=0)
     try:
         async with running(hub, controller, can, modbus):
-            assert isinstance(modbus.endpoint, ModbusServer)
+            assert isinstance(modbus.endpoint, ModbusTcpServer)
             await asyncio.wait_for(modbus.endpoint.listening.wait(), 5)
             assert await client.connect()
             await wait_for(lambda: can.frame_sets >= 2)

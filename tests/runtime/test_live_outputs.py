@@ -20,9 +20,9 @@ from bmsgate.inverter.can.settings import CanSettings
 from bmsgate.inverter.can.sink import CanSink
 from bmsgate.inverter.controller import InverterController
 from bmsgate.inverter.modbus.registermap import RegisterMap
-from bmsgate.inverter.modbus.server import ModbusServer
 from bmsgate.inverter.modbus.settings import ModbusSettings
 from bmsgate.inverter.modbus.sink import ModbusSink
+from bmsgate.inverter.modbus.tcp import ModbusTcpServer
 from bmsgate.inverter.settings import InverterSettings
 from bmsgate.protocols import get_protocol
 from bmsgate.runtime.client import BatteryClient, ClientOptions
@@ -76,7 +76,7 @@ async def test_register_map_and_can_profile_swapped_through_the_supervisor() -> 
     client = AsyncModbusTcpClient("127.0.0.1", port=modbus_settings.port, timeout=1, retries=0, reconnect_delay=0)
     try:
         async with running(supervisor):
-            assert isinstance(modbus.endpoint, ModbusServer)
+            assert isinstance(modbus.endpoint, ModbusTcpServer)
             await asyncio.wait_for(modbus.endpoint.listening.wait(), 5)
             assert await client.connect()
             await until(lambda: controller.status.sequence > 2 and not controller.status.bank.stale)

@@ -64,7 +64,7 @@ def _controller_of(context: OutputContext, section: str) -> InverterController:
 
 
 def _modbus_sinks(settings: Any, context: OutputContext) -> list[Sink]:
-    from bmsgate.inverter.modbus.sink import ModbusSink  # noqa: PLC0415 - needs the [modbus] extra
+    from bmsgate.inverter.modbus.sink import ModbusSink  # noqa: PLC0415 - RTU / client mode need [modbus]
 
     register_map = default_catalog().register_map(settings.register_map)
     return [ModbusSink(settings, _controller_of(context, "modbus"), register_map=register_map)]

@@ -39,7 +39,7 @@ _MAX_ROOT_CHARS = 32 * 1024
 class GatewayCredentials(BaseModel):
     """Everything a gateway needs to reach the fleet broker as itself."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     v: Literal[1] = 1
     gateway: Annotated[str, Field(pattern=GATEWAY_ID_PATTERN)]

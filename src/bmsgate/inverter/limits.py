@@ -184,7 +184,7 @@ class LimitSettings(BaseModel):
         hysteresis: A a target must exceed the output by to start a rise.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
     cell_count: Annotated[int, Field(ge=1, le=64)] | None = None
     max_cell_voltage: PositiveFloat = 3.45

@@ -27,7 +27,7 @@ class InverterSettings(BaseModel):
         limits: the limit engine's settings.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
     batteries: tuple[str, ...] = ()
     refresh_interval: PositiveFloat = 1.0

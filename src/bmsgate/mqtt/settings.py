@@ -23,7 +23,7 @@ _DEFAULT_TLS_PORT: Final = 8883
 class TlsSettings(BaseModel):
     """TLS towards the broker. With no CA file (nor CA data) the system trust store is used."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
     ca_file: Path | None = None
     ca_pem: str | None = None
@@ -55,7 +55,7 @@ class TlsSettings(BaseModel):
 class BrokerSettings(BaseModel):
     """One broker connection: address, credentials, TLS, keepalive and reconnect pacing."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
     url: str | None = None
     """``mqtt://user:pass@host:port`` or ``mqtts://...``; explicit keys win over URL parts."""

@@ -59,6 +59,6 @@ Uuid = Annotated[str, BeforeValidator(normalize_uuid)]
 Endian = Literal["big", "little"]
 
 
-STRICT: Final = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+STRICT: Final = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 """Every definition model is frozen, refuses unknown keys (a typo in a file is an error, not ignored) and
 refuses inf/NaN (a scale of NaN would make every decoded value NaN)."""

@@ -18,6 +18,7 @@ from bmsgate.app.cli.main import COMMAND_MODULES, OWN_COMMANDS, command_modules
 from bmsgate.mqtt.broker import EmbeddedBroker, free_port
 
 _NEVER_IMPORTED_BY_RUN = (
+    "bitstruct",
     "bleak",
     "bmsgate.app.cli.ble",
     "bmsgate.app.cli.fleet",
@@ -32,17 +33,24 @@ _NEVER_IMPORTED_BY_RUN = (
     "bmsgate.fleet.server",
     "bmsgate.inverter.rs485.pylontech",
     "bmsgate.packs",
+    "cantools",
     "cryptography",
     "litestar",
     "nats",
     "psycopg",
+    "pymodbus",
     "rich",
+    "serial",
+    "textparser",
     "tuf",
     "uvicorn",
     "yoyo",
 )
 """Fleet-server, pack-signing and other commands' libraries, outputs not configured, and rich (the plain
-console writes its lines itself; only the live view loads rich). Each name also covers its submodules."""
+console writes its lines itself; only the live view loads rich); cantools and its parsers (the CAN output
+reads DBC files itself, bmsgate.inverter.can.dbc) and pymodbus with pyserial (Modbus TCP is served by our
+own server, bmsgate.inverter.modbus.tcp; pymodbus loads only for RTU or client mode).
+Each name also covers its submodules."""
 
 _RUNNER = """
 import json, sys

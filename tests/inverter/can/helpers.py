@@ -70,7 +70,8 @@ def make_status(
 class InverterSimulator:
     """An inverter on the virtual bus: records and decodes every frame, sends keep-alives or requests.
 
-    Decoding uses cantools through the profile's DBC (the files we ship), so a test checks the wire.
+    Decoding reads the profile's DBC (the files we ship) with bmsgate's reader, which test_dbc.py checks
+    against cantools, so a test checks the wire; test_dialects.py decodes without any DBC.
     """
 
     def __init__(self, channel: str, profile: CanProfile) -> None:

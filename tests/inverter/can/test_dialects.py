@@ -1,7 +1,7 @@
 """The "Pylon CAN with differences" profiles, each read back by a decoder written from the facts file.
 
 The decoder below uses struct offsets from rs485-and-more.md §3 and can.md, never the DBC files: a
-wrong DBC signal shows up as a mismatch here, where the cantools round trip in test_profiles.py would
+wrong DBC signal shows up as a mismatch here, where the DBC round trip in test_profiles.py would
 agree with itself.
 """
 

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from bmsgate.inverter.controller import InverterController
-from bmsgate.inverter.modbus.server import ModbusServer
 from bmsgate.inverter.modbus.settings import ModbusSettings
 from bmsgate.inverter.modbus.sink import ModbusSink
 from bmsgate.inverter.settings import InverterSettings
@@ -97,8 +96,9 @@ async def running_sink(
         tasks.append(asyncio.create_task(controller.run(hub), name="test-inverter-controller"))
     tasks.append(asyncio.create_task(sink.run(hub), name="test-modbus-sink"))
     try:
-        if isinstance(sink.endpoint, ModbusServer):
-            await asyncio.wait_for(sink.endpoint.listening.wait(), 5)
+        listening = getattr(sink.endpoint, "listening", None)
+        if isinstance(listening, asyncio.Event):
+            await asyncio.wait_for(listening.wait(), 5)
         yield sink
     finally:
         for task in tasks:

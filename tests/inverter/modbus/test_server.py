@@ -19,10 +19,12 @@ from pymodbus.framer import FramerType
 from bmsgate.app.ports import check_tcp_port_free
 from bmsgate.errors import ConfigError, SinkError
 from bmsgate.inverter.modbus import server as server_module
+from bmsgate.inverter.modbus import tcp as tcp_module
 from bmsgate.inverter.modbus.registermap import RegisterKind, load_register_map
-from bmsgate.inverter.modbus.server import ModbusServer, RegisterStore
 from bmsgate.inverter.modbus.settings import ModbusSettings
 from bmsgate.inverter.modbus.sink import ModbusSink
+from bmsgate.inverter.modbus.store import RegisterStore
+from bmsgate.inverter.modbus.tcp import ModbusTcpServer
 from bmsgate.runtime.backoff import Backoff
 from bmsgate.runtime.hub import SnapshotHub
 
@@ -257,12 +259,12 @@ async def test_heartbeat_in_reports_a_missing_inverter(clock: FakeClock) -> None
 async def test_port_in_use_is_a_sink_error_and_the_server_retries() -> None:
     settings = tcp_settings()
     store = RegisterStore(load_register_map("generic"))
-    first = ModbusServer(settings, store)
+    first = ModbusTcpServer(settings, store)
     handle = await first.start()
     try:
         with pytest.raises(SinkError, match="cannot open"):
-            await ModbusServer(settings, store).start()
-        retrying = asyncio.create_task(ModbusServer(settings, store).run())
+            await ModbusTcpServer(settings, store).start()
+        retrying = asyncio.create_task(ModbusTcpServer(settings, store).run())
         await asyncio.sleep(0)
         assert not retrying.done()
         retrying.cancel()
@@ -291,7 +293,7 @@ def test_check_tcp_port_free() -> None:
 
 async def test_check_tcp_port_free_sees_a_running_modbus_server() -> None:
     settings = tcp_settings()
-    server = ModbusServer(settings, RegisterStore(load_register_map("generic")))
+    server = ModbusTcpServer(settings, RegisterStore(load_register_map("generic")))
     handle = await server.start()
     try:
         with pytest.raises(ConfigError, match=re.escape(f"127.0.0.1:{settings.port}")):
@@ -307,21 +309,21 @@ def pymodbus_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord
 async def test_busy_port_is_logged_once_without_pymodbus_noise(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(server_module, "Backoff", lambda *_args, **_kwargs: Backoff(0.01, 0.01))
+    monkeypatch.setattr(tcp_module, "Backoff", lambda *_args, **_kwargs: Backoff(0.01, 0.01))
     settings = tcp_settings()
     store = RegisterStore(load_register_map("generic"))
-    first = ModbusServer(settings, store)
+    first = ModbusTcpServer(settings, store)
     handle = await first.start()
     caplog.set_level(logging.INFO)
     try:
-        retrying = asyncio.create_task(ModbusServer(settings, store).run())
+        retrying = asyncio.create_task(ModbusTcpServer(settings, store).run())
         await asyncio.sleep(0.2)  # many retries
         retrying.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await retrying
     finally:
         await first.stop(handle)
-    ours = [record for record in caplog.records if record.name == server_module.__name__]
+    ours = [record for record in caplog.records if record.name == tcp_module.__name__]
     assert len(ours) == 1
     assert ours[0].levelno == logging.WARNING
     assert "cannot open" in ours[0].getMessage()

@@ -36,7 +36,7 @@ _DEFAULT_BUFFER_BYTES: Final = 64 * 1024 * 1024
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
 
 class FixedLocationSettings(_Strict):

@@ -1,7 +1,7 @@
 """Inverter bridge over CAN: profiles (DBC + YAML) as data, python-can for the bus.
 
 Only the settings are imported eagerly, so a configuration file can be validated without the ``[can]``
-extra; profiles (cantools) and :class:`CanSink` (python-can) load on first use.
+extra; profiles (with their own DBC reader) and :class:`CanSink` (python-can) load on first use.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The CAN profile file format as validated data, with its DBC text inside (no cantools needed).
+"""The CAN profile file format as validated data, with its DBC text inside (not yet parsed).
 
 The profile YAML names a DBC file (``dbc: pylon.dbc``, relative to the profile); loading puts that file's
 text into ``dbc_text``, so the model, and its canonical IR, is self-contained: a pushed pack or a fleet
@@ -37,7 +37,7 @@ class ProfileQuirks(BaseModel):
             0x374-0x377 extreme cell/sensor ids; docs/can.md).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     stop_charge_with_cvl: bool = False
     never_zero_cvl: bool = False
@@ -52,7 +52,7 @@ _FrameId = Annotated[int, Field(ge=0, le=0x1FFF_FFFF)]
 class CanProfileDefinition(BaseModel, CanonicalModel):
     """A CAN profile with its DBC text (its :meth:`ir` is the canonical form)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     format: Literal[1] = 1
     name: str = Field(min_length=1)

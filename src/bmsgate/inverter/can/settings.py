@@ -48,7 +48,7 @@ class CanSettings(BaseModel):
         send_timeout: s one frame may wait for room in the transmit queue.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
     interface: Literal["socketcan", "slcan", "virtual"] = "socketcan"
     channel: str = Field(default="can0", min_length=1)

@@ -1,7 +1,8 @@
 """Inverter bridge over Modbus: register maps as data, a server (TCP/RTU) or a client writer.
 
-The pure parts (settings, status, register maps) import without pymodbus; :class:`ModbusSink` needs
-the ``[modbus]`` extra and is imported on first use.
+The pure parts (settings, status, register maps) import without pymodbus; :class:`ModbusSink` is
+imported on first use. Its TCP server is our own; its RTU server and client writer need the ``[modbus]``
+extra (pymodbus), loaded only for those modes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "ModbusSink":
-        from bmsgate.inverter.modbus.sink import ModbusSink  # noqa: PLC0415  (needs pymodbus)
+        from bmsgate.inverter.modbus.sink import ModbusSink  # noqa: PLC0415
 
         return ModbusSink
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

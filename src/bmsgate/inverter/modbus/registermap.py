@@ -149,7 +149,7 @@ _Address = Annotated[int, Field(ge=0, le=0x10000)]
 class RegisterSpec(BaseModel):
     """One register entry of a map file."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     name: str = Field(min_length=1)
     address: _Address
@@ -225,7 +225,7 @@ class RegisterSpec(BaseModel):
 class BlockSpec(BaseModel):
     """A run of addresses that read as 0 where no entry is defined."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     kind: RegisterKind | None = None
     start: _Address
@@ -235,7 +235,7 @@ class BlockSpec(BaseModel):
 class RegisterMapDefinition(BaseModel, CanonicalModel):
     """A register map file as validated data (its :meth:`ir` is the canonical form)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     format: Literal[1] = 1
     name: str = Field(min_length=1)

@@ -1,16 +1,17 @@
-"""The pymodbus adapter: serve a register image over TCP or RTU, or write it into another device.
+"""The pymodbus adapter: serve a register image as an RTU slave, or write it into another device.
 
 This is the only module that imports pymodbus (pinned to 3.8.x: its API changes in most minor
-releases). Everything pymodbus raises is translated into :class:`~bmsgate.errors.SinkError`.
+releases), and only a gateway with an RTU or client-mode Modbus output loads it: Modbus TCP is served
+by our own server (tcp.py). Everything pymodbus raises is translated into :class:`~bmsgate.errors.SinkError`.
 
-The datastore is a plain ``{address: value}`` table per register kind, refreshed by exactly one
+The datastore is the :class:`~bmsgate.inverter.modbus.store.RegisterStore`, refreshed by exactly one
 writer (the sink) between requests — all on one event loop, so a request never sees half an update.
 Reads outside the map's registers and writes to anything but its writable registers are answered
 with the Modbus exception "illegal data address". Only the register functions the datastore implements
 are decoded at all (:data:`_SERVED`); every other function code, whatever its body, is answered with
 "illegal function", and a served request whose body is cut short with "illegal data value" — never
 with one of pymodbus's built-in replies (its FC 0x11 answers "Pymodbus") or an unhandled decode error.
-Every request of a TCP segment is answered, in order (pymodbus 3.8 answers only the first).
+Every request received is answered, in order (pymodbus 3.8 answers only the first of a burst).
 
 pymodbus's own log lines (e.g. "Failed to start server ... address already in use" on every retry) are
 dropped unless its logger is enabled for DEBUG: our adapter logs each failure and recovery once.
@@ -23,9 +24,8 @@ import collections
 import logging
 import struct
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.datastore import ModbusBaseSlaveContext, ModbusServerContext, ModbusSlaveContext
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
@@ -38,15 +38,16 @@ from pymodbus.pdu.register_message import (
     WriteMultipleRegistersRequest,
     WriteSingleRegisterRequest,
 )
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server import ModbusSerialServer
 from pymodbus.server.requesthandler import ServerRequestHandler
 
 from bmsgate.errors import SinkError
-from bmsgate.inverter.modbus.registermap import RegisterImage, RegisterKind, RegisterMap, contiguous_runs
+from bmsgate.inverter.modbus.registermap import contiguous_runs
 from bmsgate.inverter.modbus.settings import ModbusSettings
+from bmsgate.inverter.modbus.store import RegisterStore
 from bmsgate.runtime.backoff import Backoff
 
-__all__ = ["ModbusClientWriter", "ModbusEndpoint", "ModbusServer", "RegisterStore"]
+__all__ = ["ModbusClientWriter", "ModbusServer", "RegisterStore"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -94,95 +95,29 @@ def release_unused_default_blocks() -> int:
 release_unused_default_blocks()
 
 
-_READ_CODES: Final = {3: RegisterKind.HOLDING, 4: RegisterKind.INPUT, 23: RegisterKind.HOLDING}
-_WRITE_CODES: Final = frozenset({6, 16, 22})
 _MAX_BACKOFF: Final = 30.0
 
-WriteCallback = Callable[[int, Sequence[int]], None]
 
+class _PymodbusStore(ModbusBaseSlaveContext):
+    """Our :class:`RegisterStore` as the datastore class pymodbus's server context expects."""
 
-class RegisterStore(ModbusBaseSlaveContext):
-    """Our datastore: exactly the map's registers, refreshed from a :class:`RegisterImage`.
-
-    Args:
-        register_map: defines which addresses exist and which a master may write.
-        on_write: called with ``(address, values)`` after a master wrote holding registers.
-        before_read: called before every read, so the single writer can encode its newest status
-            only when a master (or anyone) actually looks, instead of on every status.
-    """
-
-    def __init__(
-        self,
-        register_map: RegisterMap,
-        on_write: WriteCallback | None = None,
-        *,
-        before_read: Callable[[], None] | None = None,
-    ) -> None:
-        self._on_write = on_write
-        self._before_read = before_read
-        self.use(register_map)
-
-    def use(self, register_map: RegisterMap) -> None:
-        """Serve `register_map`'s addresses from now on (a live swap: the server keeps running)."""
-        self._tables = register_map.layout()
-        self._writable = frozenset(
-            entry.address + offset for entry in register_map.writable() for offset in range(entry.count)
-        )
-
-    def update(self, image: RegisterImage) -> None:
-        """Replace the computed registers' values (called by the single writer)."""
-        for kind, values in image.items():
-            self._tables[kind].update(values)
-
-    def snapshot(self, kind: RegisterKind) -> dict[int, int]:
-        """A copy of one register table."""
-        if self._before_read is not None:
-            self._before_read()
-        return dict(self._tables[kind])
-
-    def read(self, kind: RegisterKind, address: int, count: int = 1) -> list[int]:
-        """Register values, as a master would read them.
-
-        Raises:
-            KeyError: an address is not in the map.
-        """
-        if self._before_read is not None:
-            self._before_read()
-        table = self._tables[kind]
-        return [table[a] for a in range(address, address + count)]
-
-    # -- pymodbus datastore interface (names and signatures fixed by pymodbus) --------------------
+    def __init__(self, store: RegisterStore) -> None:
+        self._store = store
 
     def reset(self) -> None:
         """Nothing to reset: values always come from the bank."""
 
     def validate(self, fc_as_hex: int, address: int, count: int = 1) -> bool:
         """Whether a request may touch these addresses (False → "illegal data address")."""
-        addresses = range(address, address + count)
-        if fc_as_hex in _WRITE_CODES or fc_as_hex == 23:
-            # FC 23 validates its read and write ranges with the same call: only the writable
-            # registers can pass both, which is all a master needs to write here.
-            return count > 0 and all(a in self._writable for a in addresses)
-        kind = _READ_CODES.get(fc_as_hex)
-        if kind is None:
-            return False
-        table = self._tables[kind]
-        return count > 0 and all(a in table for a in addresses)
+        return self._store.validate(fc_as_hex, address, count)
 
     def getValues(self, fc_as_hex: int, address: int, count: int = 1) -> list[int]:  # noqa: N802
         """Values for a validated read."""
-        return self.read(_READ_CODES.get(fc_as_hex, RegisterKind.HOLDING), address, count)
+        return self._store.getValues(fc_as_hex, address, count)
 
     def setValues(self, fc_as_hex: int, address: int, values: Sequence[int | bool]) -> None:  # noqa: N802
-        """Store a validated write of writable holding registers."""
-        del fc_as_hex
-        words = [int(value) & 0xFFFF for value in values]
-        table = self._tables[RegisterKind.HOLDING]
-        for offset, word in enumerate(words):
-            if address + offset in self._writable:
-                table[address + offset] = word
-        if self._on_write is not None:
-            self._on_write(address, words)
+        """Store a validated write."""
+        self._store.setValues(fc_as_hex, address, values)
 
 
 _SERVED: Final[tuple[type[ModbusPDU], ...]] = (
@@ -251,15 +186,15 @@ class _ServedOnly(DecodePDU):
 
 
 class _RequestHandler(ServerRequestHandler):
-    """One connection (TCP) or the serial line: answers every request received, one after another.
+    """The serial line: answers every request received, one after another.
 
     pymodbus 3.8 takes one request per receive call and leaves the rest of the buffer until more bytes
-    arrive, so a master that pipelines requests waits for answers forever.
+    arrive, so a master that sends requests back to back waits for answers forever. (pymodbus empties
+    its receive buffer on every send: on RTU that is a resynchronisation after line noise, so it stays.)
     """
 
-    def __init__(self, owner: Any, *, keep_partial: bool) -> None:
+    def __init__(self, owner: Any) -> None:
         super().__init__(owner, owner.trace_packet, owner.trace_pdu, owner.trace_connect)  # type: ignore[no-untyped-call]
-        self._keep_partial = keep_partial
         self._pending: collections.deque[tuple[ModbusPDU, Any]] = collections.deque()
         self._worker: asyncio.Task[None] | None = None
 
@@ -295,85 +230,54 @@ class _RequestHandler(ServerRequestHandler):
             self._worker.cancel()
         super().callback_disconnected(call_exc)
 
-    def send(self, data: bytes, addr: tuple[Any, ...] | None = None) -> None:
-        """Send a response without losing the start of a request that is still arriving."""
-        # pymodbus empties its receive buffer on every send; on a TCP stream that would cut a
-        # pipelined request in two and desynchronise every later frame. On RTU the reset is a
-        # resynchronisation after line noise, so it stays.
-        pending = self.recv_buffer
-        super().send(data, addr)
-        if self._keep_partial:
-            self.recv_buffer = pending
-
-
-class _TcpServer(ModbusTcpServer):
-    def callback_new_connection(self) -> ServerRequestHandler:
-        """Our handler for each connection."""
-        if self.trace_connect is not None:
-            self.trace_connect(True)
-        return _RequestHandler(self, keep_partial=True)
-
 
 class _SerialServer(ModbusSerialServer):
     def callback_new_connection(self) -> ServerRequestHandler:
         """Our handler for the line."""
         if self.trace_connect is not None:
             self.trace_connect(True)
-        return _RequestHandler(self, keep_partial=False)
-
-
-class ModbusEndpoint(Protocol):
-    """Something that runs until cancelled, presenting or pushing the register image."""
-
-    async def run(self) -> None:
-        """Serve or write until cancelled."""
+        return _RequestHandler(self)
 
 
 class ModbusServer:
-    """A Modbus TCP server or RTU slave over a :class:`RegisterStore`; restarts itself on failure.
+    """A Modbus RTU slave over a :class:`RegisterStore`; restarts itself on failure.
+
+    Modbus TCP is served by our own :class:`~bmsgate.inverter.modbus.tcp.ModbusTcpServer`.
 
     Args:
-        settings: mode ``tcp`` or ``rtu`` and its connection parameters.
+        settings: mode ``rtu`` and its serial line.
         store: the datastore to serve.
     """
 
     def __init__(self, settings: ModbusSettings, store: RegisterStore) -> None:
-        if settings.mode not in {"tcp", "rtu"}:
-            raise ValueError(f"ModbusServer serves tcp or rtu, not {settings.mode!r}")
+        if settings.mode != "rtu":
+            raise ValueError(f"ModbusServer serves rtu, not {settings.mode!r}")
         self._settings = settings
-        # A Modbus TCP server is the end device, so it answers whatever unit id the master uses (0, 1
-        # and 255 are all common). On a shared RS485 bus only our slave id is ours.
+        # On a shared RS485 bus only our slave id is ours.
         self._context = ModbusServerContext(  # type: ignore[no-untyped-call]
-            slaves=store if settings.mode == "tcp" else {settings.slave_id: store},
-            single=settings.mode == "tcp",
+            slaves={settings.slave_id: _PymodbusStore(store)}, single=False
         )
         self.listening = asyncio.Event()
         """Set while the server is accepting requests (tests and the CLI wait on it)."""
 
     @property
     def endpoint(self) -> str:
-        """Where the server listens, for logs."""
+        """The serial line, for logs."""
         settings = self._settings
-        if settings.mode == "tcp":
-            return f"tcp://{settings.host}:{settings.port}"
         return f"rtu:{settings.serial_port}@{settings.baudrate}{settings.parity}{settings.stopbits}"
 
     def _create(self) -> Any:
         settings = self._settings
-        server: ModbusTcpServer | ModbusSerialServer
-        if settings.mode == "tcp":
-            server = _TcpServer(self._context, address=(settings.host, settings.port))
-        else:
-            server = _SerialServer(
-                self._context,
-                framer=FramerType.RTU,
-                port=settings.serial_port,
-                baudrate=settings.baudrate,
-                bytesize=settings.bytesize,
-                parity=settings.parity,
-                stopbits=settings.stopbits,
-                ignore_missing_slaves=True,
-            )
+        server = _SerialServer(
+            self._context,
+            framer=FramerType.RTU,
+            port=settings.serial_port,
+            baudrate=settings.baudrate,
+            bytesize=settings.bytesize,
+            parity=settings.parity,
+            stopbits=settings.stopbits,
+            ignore_missing_slaves=True,
+        )
         # Handlers build their framer from the server's decoder when a connection (or the line) opens.
         server.decoder = _ServedOnly()
         return server
@@ -441,6 +345,10 @@ class ModbusClientWriter:
         """Set after every successful write cycle."""
 
     def _create(self) -> Any:
+        # pymodbus's client package (TCP, TLS, UDP, serial clients and their mixin: about 1 MB resident) is
+        # loaded only by a gateway that writes into another device, never by one that serves.
+        from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient  # noqa: PLC0415
+
         settings = self._settings
         if settings.client_transport == "tcp":
             return AsyncModbusTcpClient(

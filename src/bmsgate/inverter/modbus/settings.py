@@ -31,7 +31,7 @@ class ModbusSettings(BaseModel):
         heartbeat_in_missed_periods: periods without a change before the inverter counts as missing.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
     mode: Literal["tcp", "rtu", "client"] = "tcp"
     client_transport: Literal["tcp", "rtu"] = "tcp"

@@ -6,7 +6,8 @@ same status the CAN output encodes). One task notes every new status, and at lea
 image is encoded from the newest status when it is next read (a master's request, the client writer,
 :attr:`ModbusSink.status`): a bank of eight packs brings eight statuses a second, an inverter reads about
 once, and a read never sees an image older than the newest status (its age judged at the read).
-The endpoint (server or client writer, see server.py) runs beside it and never waits for it.
+The endpoint (our TCP server, tcp.py; pymodbus's RTU server or client writer, server.py) runs beside it
+and never waits for it.
 """
 
 from __future__ import annotations
@@ -14,19 +15,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from bmsgate.errors import ConfigError
 from bmsgate.inverter.controller import InverterController, StatusSubscription
 from bmsgate.inverter.modbus.heartbeat import HeartbeatMonitor
 from bmsgate.inverter.modbus.registermap import RegisterImage, RegisterKind, RegisterMap, load_register_map
-from bmsgate.inverter.modbus.server import ModbusClientWriter, ModbusEndpoint, ModbusServer, RegisterStore
 from bmsgate.inverter.modbus.settings import ModbusSettings
+from bmsgate.inverter.modbus.store import RegisterStore
+from bmsgate.inverter.modbus.tcp import ModbusTcpServer
 from bmsgate.inverter.status import InverterStatus, expired
 from bmsgate.runtime.hub import SnapshotHub
 
-__all__ = ["ModbusSink"]
+__all__ = ["ModbusEndpoint", "ModbusSink"]
 
 _LOGGER = logging.getLogger(__name__)
+
+
+class ModbusEndpoint(Protocol):
+    """Something that runs until cancelled, presenting or pushing the register image."""
+
+    async def run(self) -> None:
+        """Serve or write until cancelled."""
 
 
 class ModbusSink:
@@ -67,10 +77,16 @@ class ModbusSink:
         self.store = RegisterStore(self.register_map, on_write=self._on_write, before_read=self._encode_if_due)
         self.store.update(self._encode())
         self.endpoint: ModbusEndpoint
-        if settings.mode == "client":
-            self.endpoint = ModbusClientWriter(settings, self._client_image)
+        if settings.mode == "tcp":
+            self.endpoint = ModbusTcpServer(settings, self.store)
         else:
-            self.endpoint = ModbusServer(settings, self.store)
+            # pymodbus (RTU framing, the client) loads only for these modes: a TCP server is our own.
+            from bmsgate.inverter.modbus import server  # noqa: PLC0415
+
+            if settings.mode == "client":
+                self.endpoint = server.ModbusClientWriter(settings, self._client_image)
+            else:
+                self.endpoint = server.ModbusServer(settings, self.store)
 
     # -- what other outputs read --------------------------------------------------------------------
 

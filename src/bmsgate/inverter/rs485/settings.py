@@ -41,7 +41,7 @@ class Rs485Settings(BaseModel):
         reopen_backoff_max: s; port reopen attempts back off up to this long.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
 
     port: str = Field(min_length=1)
     baudrate: Literal[9600, 19200, 115200] = 9600

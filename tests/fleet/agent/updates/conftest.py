@@ -24,8 +24,8 @@ from bmsgate.fleet.agent.updates.source import UpdateSource
 from bmsgate.fleet.agent.wiring import running_site
 from bmsgate.fleet.protocol import Channel, topic
 from bmsgate.fleet.updates import DesiredState, PackTarget, ReportedState, UpdatePhase, decode_reported
-from bmsgate.inverter.modbus.server import ModbusServer
 from bmsgate.inverter.modbus.sink import ModbusSink
+from bmsgate.inverter.modbus.tcp import ModbusTcpServer
 from bmsgate.packs.bundle import build_pack, pack_file_name, pack_sha256
 from tests.inverter.modbus.helpers import free_port
 
@@ -204,7 +204,7 @@ async def bench(
         async with asyncio.timeout(10):
             while not gateway.supervisor.running:
                 await asyncio.sleep(0.02)
-            assert isinstance(modbus.endpoint, ModbusServer)
+            assert isinstance(modbus.endpoint, ModbusTcpServer)
             await modbus.endpoint.listening.wait()
             assert await client.connect()
             while gateway.hub.latest("house") is None:
