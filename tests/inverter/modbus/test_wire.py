@@ -13,6 +13,7 @@ import pytest
 import serial
 
 from bmsgate.inverter.modbus.settings import ModbusSettings
+from bmsgate.inverter.modbus.tcp import MAX_CONNECTIONS
 from bmsgate.runtime.hub import SnapshotHub
 
 from .helpers import free_port, make_snapshot, modbus_crc, running_sink, wait_refresh
@@ -162,3 +163,32 @@ async def test_rtu_unserved_function_codes_get_illegal_function(
     assert other_slave == b""
     assert served[:5] == bytes([RTU_SLAVE, 3, 2, 0x53, 0x49])
     assert errors(caplog) == []
+
+
+async def test_a_foreign_protocol_id_closes_the_connection() -> None:
+    settings = tcp_settings()
+    async with running_sink(settings, SnapshotHub()):
+        foreign = struct.pack(">HHHB", 1, 7, 6, 1) + read_holding(SOC, 1)
+        answer = await asyncio.to_thread(exchange, settings.port, foreign, expect=11)
+    assert answer == b""
+
+
+async def test_connections_beyond_the_cap_are_closed_and_the_held_ones_still_served() -> None:
+    settings = tcp_settings()
+    async with running_sink(settings, SnapshotHub()):
+        held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        try:
+            for _ in range(MAX_CONNECTIONS):
+                held.append(await asyncio.open_connection("127.0.0.1", settings.port))
+            await asyncio.sleep(0.1)  # the server has accepted (and counted) every one of them
+            extra_reader, extra_writer = await asyncio.open_connection("127.0.0.1", settings.port)
+            assert await asyncio.wait_for(extra_reader.read(1), 2) == b""  # closed by the server at once
+            extra_writer.close()
+            reader, writer = held[0]
+            writer.write(mbap(3, read_holding(SOC, 1)))
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.readexactly(11), 2)
+        finally:
+            for _, writer in held:
+                writer.close()
+    assert answer[:2] == b"\x00\x03"

@@ -26,7 +26,7 @@ from bmsgate.inverter.modbus.settings import ModbusSettings
 from bmsgate.inverter.modbus.store import RegisterStore
 from bmsgate.runtime.backoff import Backoff
 
-__all__ = ["ModbusTcpServer"]
+__all__ = ["MAX_CONNECTIONS", "ModbusTcpServer"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ _HEADER: Final = struct.Struct(">HHHB")
 """MBAP: transaction id, protocol id, length (unit id + PDU), unit id."""
 _MAX_PDU: Final = 253
 _MAX_BACKOFF: Final = 30.0
+MAX_CONNECTIONS: Final = 16
+"""Masters served at once: an inverter, a logger and a few tools. Beyond that it is a leak or an attack on
+the LAN, and each held connection costs the gateway a task and buffers, so newer ones are closed at once."""
 
 
 class ModbusTcpServer:
@@ -60,14 +63,19 @@ class ModbusTcpServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        if len(self._connections) >= MAX_CONNECTIONS:
+            _LOGGER.debug("refusing a Modbus TCP connection: %d already open", len(self._connections))
+            writer.close()
+            return
         if task is not None:
             self._connections.add(task)
         try:
             while True:
                 header = await reader.readexactly(_HEADER.size)
                 transaction, protocol, length, unit = _HEADER.unpack(header)
-                if not 2 <= length <= _MAX_PDU + 1:
-                    _LOGGER.debug("closing a Modbus TCP connection: header length %d", length)
+                # Protocol id 0 is Modbus; anything else is another protocol or a stream out of step.
+                if protocol != 0 or not 2 <= length <= _MAX_PDU + 1:
+                    _LOGGER.debug("closing a Modbus TCP connection: protocol %d, header length %d", protocol, length)
                     return
                 response = answer(self._store, await reader.readexactly(length - 1))
                 writer.write(_HEADER.pack(transaction, protocol, len(response) + 1, unit) + response)
