@@ -74,13 +74,22 @@ class DbcMessage:
             )
             for signal in message.signals
         )
+        self._last_encoded: tuple[tuple[tuple[str, int], ...], bytes] | None = None
+        """The latest raw values and their bytes: most frames of a set (names, flags, counts) repeat
+        from one set to the next, and cantools' encode is most of a frame set's CPU."""
 
     def encode_raw(self, raw: Mapping[str, int]) -> bytes:
         """Pack raw (unscaled) values; `raw` must name every signal of the message."""
+        key = tuple(raw.items())
+        last = self._last_encoded
+        if last is not None and last[0] == key:
+            return last[1]
         try:
-            return bytes(self._message.encode(dict(raw), scaling=False, strict=False))
+            data = bytes(self._message.encode(dict(raw), scaling=False, strict=False))
         except (cantools.database.EncodeError, KeyError) as exc:
             raise ValueError(f"cannot encode {self.name}: {exc}") from exc
+        self._last_encoded = (key, data)
+        return data
 
     def decode(self, data: bytes) -> dict[str, float]:
         """Physical values of every signal (used by the inverter simulator and tools)."""
