@@ -33,9 +33,9 @@ __all__ = ["CanBus", "FrameBus", "NullBus", "open_bus"]
 _LOGGER = logging.getLogger(__name__)
 
 _RECV_TIMEOUT: Final = 0.5
-"""How long one blocking ``recv`` waits on a real bus: how soon the reader thread notices a close. Each expiry wakes the
-thread and takes the GIL (about 0.1 ms through python-can), so no shorter than a close needs: 20 wake-ups a
-second per bus were 2 ms of CPU a second each."""
+"""How long one blocking ``recv`` waits on a real bus: how soon the reader thread notices a close. Each
+expiry wakes the thread and takes the GIL (about 0.1 ms through python-can), so no shorter than a close
+needs: 20 wake-ups a second per bus were 2 ms of CPU a second each. (The virtual bus waits untimed.)"""
 _BATCH: Final = 64
 """Frames handed to the event loop at most in one wake-up."""
 _CAN_ERR_BUSOFF: Final = 0x40
