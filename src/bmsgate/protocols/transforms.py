@@ -54,6 +54,17 @@ STRUCT_CODES: Final = {
     "f32": "f",
 }
 _SIGNED: Final = {"s8", "s16", "s24", "s32", "s64"}
+
+
+def _raw_bounds(kind: str) -> tuple[int, int]:
+    bits = 8 * INTEGER_SIZES[kind]
+    if kind in _SIGNED:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+_RAW_BOUNDS: Final = {kind: _raw_bounds(kind) for kind in INTEGER_SIZES}
+"""Each integer type's raw range, once (the simulator clamps every value it encodes)."""
 _THREE_BYTES: Final = frozenset({"u24", "s24"})
 """Integer types without a `struct` code: read and written with int.from_bytes / to_bytes."""
 
@@ -141,11 +152,7 @@ def clamp_raw(field: FieldSpec, value: float) -> int | float:
     """`value` rounded and clamped into the range of the field's integer type (floats pass)."""
     if field.type == "f32":
         return value
-    bits = 8 * INTEGER_SIZES[field.type]
-    if field.type in _SIGNED:
-        low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    else:
-        low, high = 0, (1 << bits) - 1
+    low, high = _RAW_BOUNDS[field.type]
     return max(low, min(high, round(value)))
 
 

@@ -48,6 +48,10 @@ class FaultPlan:
 
 
 _WRITES_KEPT: Final = 256
+_MIN_ADVANCE: Final = 0.05
+"""Real seconds below which a write does not move the pack on: the requests of one poll come milliseconds
+apart and see one state (as a real BMS's one measurement cycle), and the pack's physics ran once per
+request, a tenth of the simulated BMS's CPU. The time is not lost: the next advance covers it."""
 
 
 class SimulatorTransport(Transport):
@@ -132,9 +136,7 @@ class SimulatorTransport(Transport):
     def _stream_tick(self, generation: int) -> None:
         if generation != self._generation or not self.is_open:
             return
-        now = self._clock()
-        self.pack.advance(now - self._last_advance)
-        self._last_advance = now
+        self._advance(force=True)
         if not self.faults.silent:
             for reply in self.bms.stream():
                 chunks, _delay = self._shape(reply)
@@ -145,9 +147,7 @@ class SimulatorTransport(Transport):
     async def _do_write(self, data: bytes) -> None:
         self.writes.append(bytes(data))
         self.write_count += 1
-        now = self._clock()
-        self.pack.advance(now - self._last_advance)
-        self._last_advance = now
+        self._advance()
         replies = self.bms.handle_write(xor_bytes(data, self._wire_key) if self._wire_key else data)
         if self.faults.silent:
             return
@@ -173,6 +173,13 @@ class SimulatorTransport(Transport):
                 batch.append((chunk, cut_link))
         if batch:
             self._schedule(loop, batch_delay, batch)
+
+    def _advance(self, *, force: bool = False) -> None:
+        now = self._clock()
+        elapsed = now - self._last_advance
+        if force or elapsed >= _MIN_ADVANCE:
+            self.pack.advance(elapsed)
+            self._last_advance = now
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, delay: float, batch: list[tuple[bytes, bool]]) -> None:
         if delay > 0:

@@ -12,6 +12,7 @@ import pytest
 
 from bmsgate.catalog import Kind, default_catalog
 from bmsgate.errors import DefinitionError
+from bmsgate.inverter.can.dbc import DbcMessage
 from bmsgate.inverter.can.profiles import (
     CanFrame,
     HeldMeasurements,
@@ -551,3 +552,15 @@ def test_held_measurements_expire_and_never_mix_packs() -> None:
     numbers: dict[str, float | bool | None] = {"cell_voltage_max_number": 3.0}
     hold_missing(numbers, held)
     assert "cell_voltage_max_number" not in held.values
+
+
+def test_a_frame_whose_values_repeat_reuses_its_bytes_and_one_that_changes_does_not() -> None:
+    # The message keeps its latest encoding: alternating values must never come back stale.
+    layout = load_profile("pylon").database.message(0x351)
+    names = [signal.name for signal in layout.signals]
+    first, second = dict.fromkeys(names, 1), dict.fromkeys(names, 2)
+    encoded = [layout.encode_raw(values) for values in (first, first, second, first)]
+    assert encoded[0] == encoded[1] == encoded[3] != encoded[2]
+    # A fresh message of the same layout, with nothing remembered, packs the same bytes.
+    fresh = DbcMessage(layout.frame_id, layout.name, layout.length, layout.is_extended, layout.signals)
+    assert encoded[2] == fresh.encode_raw(second) and encoded[0] == fresh.encode_raw(first)

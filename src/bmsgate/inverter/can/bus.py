@@ -6,7 +6,10 @@ the bus and reopening it with backoff, which is also how a controller that went 
 
 Receiving runs on one daemon thread per open bus (python-can's ``recv`` blocks), which hands frames
 and errors to the event loop; sending runs in a worker thread so a full transmit queue never stalls
-the loop.
+the loop. On python-can's virtual bus (an in-process queue) the thread waits without a timeout and is
+woken by a frame put into its own queue when the bus closes: an idle thread costs nothing there. A bus
+opened with ``receive=False`` (the demo's simulated inverter, which only counts what it is sent) has no
+thread at all; its owner discards the queued frames from time to time (:meth:`CanBus.discard_received`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 import can
+from can.interfaces.virtual import VirtualBus
 
 from bmsgate.errors import SinkError
 from bmsgate.inverter.can.profiles import CanFrame
@@ -29,9 +33,9 @@ __all__ = ["CanBus", "FrameBus", "NullBus", "open_bus"]
 _LOGGER = logging.getLogger(__name__)
 
 _RECV_TIMEOUT: Final = 0.5
-"""How long one blocking ``recv`` waits: how soon the reader thread notices a close. Each expiry wakes the
-thread and takes the GIL (about 0.1 ms through python-can), so no shorter than a close needs: 20 wake-ups a
-second per bus were 2 ms of CPU a second each."""
+"""How long one blocking ``recv`` waits on a real bus: how soon the reader thread notices a close. Each
+expiry wakes the thread and takes the GIL (about 0.1 ms through python-can), so no shorter than a close
+needs: 20 wake-ups a second per bus were 2 ms of CPU a second each. (The virtual bus waits untimed.)"""
 _BATCH: Final = 64
 """Frames handed to the event loop at most in one wake-up."""
 _CAN_ERR_BUSOFF: Final = 0x40
@@ -80,8 +84,8 @@ class CanBus:
             return can.Bus(interface="socketcan", channel=settings.channel)
         return can.Bus(interface="virtual", channel=settings.channel, receive_own_messages=False)
 
-    def open(self) -> None:
-        """Open the bus and start receiving.
+    def open(self, *, receive: bool = True) -> None:
+        """Open the bus and start receiving (with `receive` false: queue only, see :meth:`discard_received`).
 
         Raises:
             SinkError: python-can could not open it.
@@ -92,6 +96,8 @@ class CanBus:
             raise SinkError(
                 f"cannot open {self.settings.interface} bus {self.settings.channel}: {exc}", sink="can"
             ) from exc
+        if not receive:
+            return
         loop = asyncio.get_running_loop()
         self._stop.clear()
         self._thread = threading.Thread(
@@ -102,9 +108,10 @@ class CanBus:
     def _reader(self, bus: can.BusABC, loop: asyncio.AbstractEventLoop) -> None:
         # Runs on its own thread: every outcome is handed to the loop, nothing is raised here. A burst
         # (an inverter's frame set) is read on without waiting and handed over in one loop wake-up.
+        first_timeout = None if isinstance(bus, VirtualBus) else _RECV_TIMEOUT  # see close()
         while not self._stop.is_set():
             batch: list[CanFrame | SinkError] = []
-            timeout: float = _RECV_TIMEOUT
+            timeout: float | None = first_timeout
             while len(batch) < _BATCH:
                 try:
                     message = bus.recv(timeout)
@@ -113,6 +120,8 @@ class CanBus:
                     error.__cause__ = exc
                     self._hand_over(loop, [*batch, error])
                     return
+                if self._stop.is_set():
+                    return  # closing (or close's wake-up frame): nobody is listening any more
                 if message is None:
                     break
                 timeout = 0.0
@@ -171,9 +180,29 @@ class CanBus:
         except (can.CanError, OSError, ValueError) as exc:
             raise SinkError(f"send failed: {exc}", sink="can") from exc
 
+    def discard_received(self) -> int:
+        """Drop the frames queued on a bus opened with ``receive=False``, without waiting; returns how many.
+
+        Raises:
+            SinkError: the bus failed.
+        """
+        bus = self._bus
+        if bus is None:
+            raise SinkError("the bus is not open", sink="can")
+        count = 0
+        try:
+            while bus.recv(0.0) is not None:
+                count += 1
+        except (can.CanError, OSError, ValueError) as exc:
+            raise SinkError(f"receive failed: {exc}", sink="can") from exc
+        return count
+
     async def close(self) -> None:
         """Stop receiving and shut the bus down (idempotent)."""
         self._stop.set()
+        if isinstance(self._bus, VirtualBus) and self._thread is not None:
+            # The reader waits without a timeout on a virtual bus: a frame in its own queue wakes it.
+            self._bus.queue.put_nowait(can.Message(arbitration_id=0, data=b""))
         thread, self._thread = self._thread, None
         if thread is not None:
             await asyncio.to_thread(thread.join, 2.0)

@@ -149,6 +149,9 @@ class DbcMessage:
             )
             for signal in signals
         )
+        self._last_encoded: tuple[tuple[tuple[str, int], ...], bytes] | None = None
+        """The latest raw values and their bytes: most frames of a set (names, flags, counts) repeat
+        from one set to the next, and packing is most of a frame set's CPU."""
 
     def encode_raw(self, raw: Mapping[str, int]) -> bytes:
         """Pack raw (unscaled) values; `raw` must name every signal of the message.
@@ -156,6 +159,10 @@ class DbcMessage:
         Raises:
             ValueError: a signal is missing or its value does not fit its bits.
         """
+        key = tuple(raw.items())
+        last = self._last_encoded
+        if last is not None and last[0] == key:
+            return last[1]
         little = big = 0
         for name, shift, mask, low, high, big_endian in self._fields:
             try:
@@ -170,7 +177,9 @@ class DbcMessage:
                 little |= (value & mask) << shift
         if big:
             little |= int.from_bytes(big.to_bytes(self.length, "big"), "little")
-        return little.to_bytes(self.length, "little")
+        data = little.to_bytes(self.length, "little")
+        self._last_encoded = (key, data)
+        return data
 
     def decode_raw(self, data: bytes) -> dict[str, int]:
         """Raw values of every signal.
