@@ -205,8 +205,8 @@ class BatteryClient:
         """Wait until `wake` is set; meanwhile write the protocol's keep-alive on schedule while the link is kept.
 
         The caller bounds the wait (the poll interval). What arrives meanwhile is fed to the idle session (it
-        keeps only the newest frames), so the link's queue does not grow. A write that fails closes the link:
-        the next poll reconnects. Without a keep-alive (or with ``per_poll`` connections) this only waits.
+        keeps only the newest frames), so the link's queue does not grow. A write that fails (any `DeviceError`)
+        closes the link: the next poll reconnects and reports what is wrong. Without a keep-alive (or with ``per_poll`` connections) this only waits.
         """
         clock = asyncio.get_running_loop().time
         while True:
@@ -215,7 +215,9 @@ class BatteryClient:
                 if self.transport.is_open and not self.session.busy:
                     try:
                         deadline = await self._keep_alive(clock)
-                    except TransportError as exc:
+                    except DeviceError as exc:
+                        # Any device error (a lost link, a BLE write refused for want of authentication): the
+                        # next poll reconnects and reports what is wrong; the wait between polls goes on.
                         _LOGGER.debug("%s: keep-alive failed, closing the link: %s", self.battery_id, exc)
                         await self.transport.close()
                         deadline = None
