@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import types
 import typing
 from typing import Any
@@ -11,6 +12,7 @@ import yaml
 from pydantic import BaseModel, SecretStr
 
 from bmsgate.app.config import GatewayConfig, config_from_mapping, is_secret_key
+from bmsgate.app.gateway import build_gateway
 from bmsgate.errors import ConfigError
 
 
@@ -98,3 +100,25 @@ def test_every_credential_field_of_the_configuration_is_covered_by_the_one_rule(
     uncovered = [path for path in secret_fields + named if not is_secret_key(path)]
     assert uncovered == []
     assert not is_secret_key("batteries[0].poll_interval") and not is_secret_key("outputs.mqtt.host")
+
+
+@pytest.mark.parametrize(
+    ("secret", "said"),
+    [("", "empty"), ("1" * 17, "longer"), ("  ", "blank"), ("12\r34", "printable"), ("1234é", "printable")],
+)
+def test_a_pin_the_login_cannot_carry_is_refused_when_the_gateway_is_built(secret: str, said: str) -> None:
+    # Before, these failed only at the first connect (and 12\r34 put a line break into the login).
+    config = config_from_mapping({"batteries": [_battery(secret=secret)]})
+    with pytest.raises(ConfigError) as info:
+        build_gateway(config)
+    ((path, reason),) = [(problem.key_path, problem.reason) for problem in info.value.problems]
+    assert path == "batteries[0].secret" and said in reason
+    assert secret.strip() not in reason or not secret.strip()
+
+
+def test_a_secret_on_a_protocol_that_uses_none_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    battery = _battery(secret="4321", protocol="jbd")
+    with caplog.at_level(logging.WARNING, logger="bmsgate.app.gateway"):
+        build_gateway(config_from_mapping({"batteries": [battery]}))
+    (record,) = [record for record in caplog.records if "uses no secret" in record.message]
+    assert "batteries[0].secret" in record.message and "4321" not in record.message

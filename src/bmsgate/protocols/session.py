@@ -63,7 +63,7 @@ from bmsgate.protocols.framing import AssemblerStats, Frame
 from bmsgate.protocols.keepalive import KeepAlive
 from bmsgate.protocols.pagedframing import PagedFrameAssembler
 from bmsgate.protocols.rotation import Rotation
-from bmsgate.protocols.secret import refusal_error, with_secret
+from bmsgate.protocols.secret import SecretScreen, refusal_error, with_secret
 from bmsgate.protocols.sessionactions import (
     _DISCARD,
     Action,
@@ -135,6 +135,8 @@ class PollSession:
         self.protocol = protocol
         self._secret = secret
         """The battery's configured credential (a PIN, a key) for the definition's authentication step."""
+        self.secret_screen = SecretScreen()
+        """Drops echoes of a frame that carried the secret (`dropped` counts them)."""
         self.battery_id = battery_id
         self.timing = timing or SessionTiming()
         self.device_name = device_name
@@ -200,6 +202,7 @@ class PollSession:
         A job in progress is abandoned (the runtime reports the link failure itself).
         """
         self._assembler.reset()
+        self.secret_screen.reset()
         self._connection_frames.clear()
         self._connection_writes.clear()
         self._streaming_started = False
@@ -257,7 +260,7 @@ class PollSession:
         if state is _State.BACKOFF:
             return self._still_waiting()
         key = self._wire_key()
-        frames = self._assembler.feed(xor_bytes(chunk, key) if key > 0 else chunk)
+        frames = self.secret_screen.assemble(self._assembler, chunk, xor_bytes(chunk, key) if key > 0 else chunk)
         acks = self._acks()
         if self._rotating_key is not None and frames:
             frames, rotated = self._rotation.keep(frames)
@@ -486,7 +489,10 @@ class PollSession:
         self._kept.clear()
         self._follow_keys = self._keys_of_followers()
         if written:  # an empty frame listens: the BMS sends on its own (Topband)
-            actions.append(Write(self._to_wire(self.protocol.wire(written))))
+            wired = self._to_wire(self.protocol.wire(written))
+            if request.secret is not None:
+                self.secret_screen.watch(written, wired)
+            actions.append(Write(wired))
         if request.streaming:
             self._streaming_started = True
         if request.reply is None:
