@@ -363,7 +363,11 @@ async def test_a_definition_swapped_in_that_uses_the_secret_otherwise_fails_that
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # The login moved (the secret now goes elsewhere in the frame): a pushed pack must not get the PIN this way.
-    x123 = get_protocol("x123smart")
+    configured = get_protocol("x123smart").definition
+    assert configured.keep_alive is not None  # its warm-up is left out: this test is about the swap
+    x123 = CompiledProtocol(
+        configured.model_copy(update={"keep_alive": configured.keep_alive.model_copy(update={"warm_up": 0})})
+    )
     login, *rest = x123.definition.requests
     assert login.secret is not None
     moved = login.model_copy(update={"secret": login.secret.model_copy(update={"at": 1})})

@@ -171,8 +171,13 @@ class SecretScreen:
         self.dropped = 0
         """Chunks and frames dropped for holding the secret."""
 
-    def watch(self, *written: bytes) -> None:
-        """Screen from now on for these forms of a frame that carried the secret (shorter ones are not kept)."""
+    def watch(self, request: RequestSpec, *written: bytes) -> None:
+        """After a write of `request`: if it carried the secret, screen for these forms of it from now on.
+
+        A form shorter than `SCREEN_MIN_LENGTH` is not kept.
+        """
+        if request.secret is None:
+            return
         patterns = set(self._patterns) | {form for form in written if len(form) >= SCREEN_MIN_LENGTH}
         self._patterns = tuple(sorted(patterns))
         self._keep = max((len(pattern) for pattern in self._patterns), default=1) - 1

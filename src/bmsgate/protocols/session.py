@@ -48,6 +48,10 @@ Per connection it keeps the frames of ``when: connect`` requests and whether str
 across connections only the device identity (so a snapshot names its device even when a reconnect
 skipped the optional device-information request). Times are seconds on one monotonic clock; the
 snapshot's Unix timestamp is ``epoch + now`` at completion, so the session never reads a clock itself.
+
+Why one long module: it is one state machine whose transitions all read and write the same per-job and
+per-connection fields; the pieces that stand alone (framing, keep-alive, secret, rotation, wire key) already
+live in their own modules.
 """
 
 from __future__ import annotations
@@ -135,8 +139,7 @@ class PollSession:
         self.protocol = protocol
         self._secret = secret
         """The battery's configured credential (a PIN, a key) for the definition's authentication step."""
-        self.secret_screen = SecretScreen()
-        """Drops echoes of a frame that carried the secret (`dropped` counts them)."""
+        self.secret_screen = SecretScreen()  # drops echoes of a frame that carried the secret
         self.battery_id = battery_id
         self.timing = timing or SessionTiming()
         self.device_name = device_name
@@ -442,6 +445,9 @@ class PollSession:
 
     def _attempt_request(self, request: RequestSpec, now: float, actions: list[Action]) -> list[Action] | None:
         """Start attempt `self._attempt` of `request`; a list when the job ends or must wait."""
+        if (warm := self._keep_alive.warming_until(now)) is not None:  # the module wants the keep-alive first
+            self._deadline = warm
+            return self._wait_action(actions)
         if request.streaming and request.reply == self._rotating_key and not self._command:
             # The rotation kept arriving since the last poll: nothing is discarded, nothing reset.
             if request.frame and (self._attempt or not self._streaming_started):
@@ -490,8 +496,7 @@ class PollSession:
         self._follow_keys = self._keys_of_followers()
         if written:  # an empty frame listens: the BMS sends on its own (Topband)
             wired = self._to_wire(self.protocol.wire(written))
-            if request.secret is not None:
-                self.secret_screen.watch(written, wired)
+            self.secret_screen.watch(request, written, wired)
             actions.append(Write(wired))
         if request.streaming:
             self._streaming_started = True
