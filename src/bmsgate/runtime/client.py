@@ -81,6 +81,10 @@ class ClientOptions:
         mosfet_sensor: ``ntc1`` when the first NTC really measures the MOSFETs (some JBD boards).
         secret: the credential the protocol asks for after connecting (a PIN, a key), from the battery's
             ``secret``; the session hands it only to the definition's authentication step.
+        secret_use: the use of `secret` it is bound to (`bmsgate.protocols.secret.secret_use` of the definition
+            it was configured with); None: bound by the first client built with these options. A client whose
+            definition uses the secret otherwise (one swapped in live) does not hand it over and refuses to
+            connect when that definition uses a secret at all.
     """
 
     request_timeout: float = 2.0
@@ -92,9 +96,6 @@ class ClientOptions:
     confirm_timeout: float = 5.0
     secret: bytes | None = dataclasses.field(default=None, repr=False)
     secret_use: str | None = None
-    """The use of `secret` it is bound to (`bmsgate.protocols.secret.secret_use` of the definition it was
-    configured with); None: bound by the first client built with these options. A client whose definition uses
-    the secret otherwise (one swapped in live) does not hand it over."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -170,7 +171,6 @@ class BatteryClient:
         self.options = options
         # Withheld from a definition that would use it otherwise; refused outright if it uses one at all.
         withheld = options.secret is not None and options.secret_use != use
-        self._secret_withheld = withheld
         self._refuse_for_secret = withheld and use != _NO_SECRET_USE
         self.stats = LinkStatistics()
         self.session = PollSession(
@@ -182,7 +182,7 @@ class BatteryClient:
                 retry_backoff=options.retry_backoff,
                 poll_deadline=options.poll_deadline,
             ),
-            secret=None if self._secret_withheld else options.secret,
+            secret=None if withheld else options.secret,
         )
         self._lock = asyncio.Lock()
         self.last_snapshot: BatterySnapshot | None = None
