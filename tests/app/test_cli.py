@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bmsgate.app.cli.main import main
+from tests.protocols.family_frames import X123SMART
 from tests.protocols.test_jbd import CAPTURE_4S_BASIC, CAPTURE_4S_CELLS
 
 
@@ -219,3 +220,30 @@ def test_run_names_a_busy_modbus_port_its_holder_and_key(tmp_path: Path, capsys:
     assert "in use" in err.lower()
     if sys.platform == "linux":
         assert f"(by pid {os.getpid()} " in err
+
+
+def _x123smart_recording(tmp_path: Path, pin: str) -> Path:
+    """A 123\\SmartBMS conversation as recorded: its keep-alive, the login with the owner's PIN, the stream."""
+    stream = [frame for name in ("cells", "pack", "energy", "history") for frame in X123SMART.replies[name]]
+    records: list[tuple[str, bytes]] = [("tx", b"$"), ("tx", f"PW{pin}!\r".encode()), ("rx", b"OK\r")]
+    records += [("tx", b"E!\r"), ("rx", b"OK\r"), *(("rx", line) for line in stream)]
+    records += [item for _ in range(20) for item in (("tx", b"$"), *(("rx", line) for line in stream))]
+    lines = [{"format": "bmsgate-replay", "version": 1, "protocol": "x123smart", "source": "test"}]
+    lines += [{"t": 0.01 * index, "dir": way, "data": data.hex()} for index, (way, data) in enumerate(records)]
+    path = tmp_path / "x123smart.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return path
+
+
+def test_a_replay_answers_the_login_whatever_the_recorded_pin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before, the CLI sent the simulator's secret, which never matched the recorded login: no OK, no snapshot.
+    path = _x123smart_recording(tmp_path, pin="9876")
+    assert main(["read", "--replay", str(path), "--json", "--timeout", "0.5"]) == 0
+    assert json.loads(capsys.readouterr().out)["voltage"] is not None
+    monkeypatch.setenv("BOAT_PIN", "")
+    assert main(["read", "--replay", str(path), "--secret-env", "BOAT_PIN"]) == 2
+    assert "BOAT_PIN" in capsys.readouterr().err
+    assert main(["read", "--replay", str(path), "--secret-env", "NO_SUCH_VARIABLE_SET"]) == 2
+    assert "NO_SUCH_VARIABLE_SET" in capsys.readouterr().err

@@ -109,7 +109,7 @@ X123_PIN: Final = b"1234"
 
 
 def _x123_login() -> vectorgen.JsonObject:
-    """A gen3 module: '$' every 330 ms from the first action, the PIN and E! once per connection, two polls."""
+    """A gen3 module: '$' every 330 ms from the first action (alone for 1.5 s), the PIN and E! once per connection."""
     protocol = get_protocol("x123smart")
     capture = X123SMART
     stream = [frame for name in ("cells", "pack", "energy", "history") for frame in capture.replies[name]]
@@ -131,8 +131,8 @@ def _x123_login() -> vectorgen.JsonObject:
     _, transcript = vectorgen._transcript(
         protocol,
         name="session-two-polls",
-        title="a gen3 module: the keep-alive from the first action on, the PIN (the battery's secret) and E! "
-        "once per connection, then two polls of the streamed lines",
+        title="a gen3 module: the keep-alive from the first action on and alone for its 1.5 s warm-up, the PIN "
+        "(the battery's secret) and E! once per connection, then two polls of the streamed lines",
         source=_source(capture) + "; the PIN of its mock (1234)",
         responder=respond,
         script=script,

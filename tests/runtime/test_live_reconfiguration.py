@@ -357,3 +357,48 @@ async def test_control_of_a_removed_battery_is_refused() -> None:
         assert snapshot.discharge_enabled is False
 
     await run_with(supervisor, scenario)
+
+
+async def test_a_definition_swapped_in_that_uses_the_secret_otherwise_fails_that_battery_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The login moved (the secret now goes elsewhere in the frame): a pushed pack must not get the PIN this way.
+    configured = get_protocol("x123smart").definition
+    assert configured.keep_alive is not None  # its warm-up is left out: this test is about the swap
+    x123 = CompiledProtocol(
+        configured.model_copy(update={"keep_alive": configured.keep_alive.model_copy(update={"warm_up": 0})})
+    )
+    login, *rest = x123.definition.requests
+    assert login.secret is not None
+    moved = login.model_copy(update={"secret": login.secret.model_copy(update={"at": 1})})
+    other_use = CompiledProtocol(x123.definition.model_copy(update={"requests": [moved, *rest]}))
+    transport = SimulatorTransport(x123, PackConfig(cells=4), battery_id="boat")
+    options = dataclasses.replace(OPTIONS, secret=b"1234")
+    boat = BatteryRuntime(
+        "boat", "boat", BatteryClient(x123, transport, battery_id="boat", options=options), 0.05, stale_after=5.0
+    )
+    supervisor = Supervisor([boat, runtime("other")], [])
+
+    async def until_available() -> None:
+        async with asyncio.timeout(5):
+            while boat.available is not True:
+                await asyncio.sleep(0.01)
+
+    async def scenario() -> None:
+        await until_available()
+        logins = sum(b"1234" in data for data in transport.writes)
+        with caplog.at_level(logging.ERROR, logger="bmsgate.runtime.supervisor"):
+            await supervisor.apply(ReplaceProtocol("boat", other_use))
+            async with asyncio.timeout(5):
+                while "poll-boat" in poll_tasks():
+                    await asyncio.sleep(0.01)
+        assert boat.available is False
+        (record,) = [record for record in caplog.records if "boat" in record.message]
+        assert "restart the gateway" in record.message and "1234" not in record.message
+        assert sum(b"1234" in data for data in transport.writes) == logins  # the PIN was not sent again
+        assert supervisor.batteries["other"].available is True
+        # Putting the configured definition back is accepted at once.
+        await supervisor.apply(ReplaceProtocol("boat", x123))
+        await until_available()
+
+    await run_with(supervisor, scenario)

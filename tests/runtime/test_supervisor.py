@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from bmsgate.protocols import get_protocol
+from bmsgate.errors import AuthenticationError
+from bmsgate.protocols import CompiledProtocol, get_protocol
 from bmsgate.runtime.client import BatteryClient, ClientOptions
 from bmsgate.runtime.hub import SnapshotHub
 from bmsgate.runtime.simulation import SIMULATED_SECRET, PackConfig
@@ -21,6 +22,12 @@ from bmsgate.runtime.supervisor import BatteryRuntime, Supervisor
 from bmsgate.transports.simulator import FaultPlan, SimulatorTransport
 
 JBD = get_protocol("jbd")
+_X123 = get_protocol("x123smart")
+assert _X123.definition.keep_alive is not None
+# Without its 1.5 s warm-up: these tests are about what happens between polls, not before the login.
+X123_NOW = CompiledProtocol(
+    _X123.definition.model_copy(update={"keep_alive": _X123.definition.keep_alive.model_copy(update={"warm_up": 0})})
+)
 OPTIONS = ClientOptions(request_timeout=0.1, retries=0, poll_deadline=1.0)
 
 
@@ -231,7 +238,7 @@ async def test_eight_batteries_share_three_connection_slots_fairly() -> None:
 
 async def test_a_keep_alive_is_written_between_polls_while_the_link_is_kept() -> None:
     # 123\SmartBMS gen3 modules send nothing unless '$' keeps coming: the poller writes it while it waits.
-    protocol = get_protocol("x123smart")
+    protocol = X123_NOW
     transport = SimulatorTransport(protocol, PackConfig(cells=4), battery_id="boat")
     options = ClientOptions(request_timeout=0.5, retries=0, poll_deadline=2.0, secret=SIMULATED_SECRET)
     client = BatteryClient(protocol, transport, battery_id="boat", options=options)
@@ -240,3 +247,45 @@ async def test_a_keep_alive_is_written_between_polls_while_the_link_is_kept() ->
     assert client.stats.polls == 1 and client.stats.failures == 0
     # One poll (well under a second) and then only waiting: about three keep-alives a second all along.
     assert transport.writes.count(b"$") >= 3
+
+
+class _KeepAliveFailing(SimulatorTransport):
+    """A 123\\SmartBMS link whose keep-alive writes start failing after a few (a BLE write refused, a bug)."""
+
+    def __init__(self, error: Exception, *, ok_writes: int = 2) -> None:
+        super().__init__(X123_NOW, PackConfig(cells=4), battery_id="boat")
+        self.error = error
+        self.ok_writes = ok_writes
+
+    async def _do_write(self, data: bytes) -> None:
+        if data == b"$":
+            self.ok_writes -= 1
+            if self.ok_writes < 0:
+                raise self.error
+        await super()._do_write(data)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [AuthenticationError("ATT insufficient authentication", battery_id="boat"), RuntimeError("a bug")],
+    ids=["device-error", "bug"],
+)
+async def test_a_failing_keep_alive_between_polls_never_takes_the_other_batteries_down(
+    error: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The keep-alive runs in the poller's task, outside a poll: what escaped it ended the whole TaskGroup.
+    transport = _KeepAliveFailing(error)
+    options = ClientOptions(request_timeout=0.5, retries=0, poll_deadline=2.0, secret=SIMULATED_SECRET)
+    boat_client = BatteryClient(X123_NOW, transport, battery_id="boat", options=options)
+    boat = BatteryRuntime("boat", "boat", boat_client, poll_interval=30.0, stale_after=60.0)
+    house = _battery("house", interval=0.1)
+    with caplog.at_level(logging.DEBUG, logger="bmsgate.runtime"):
+        await asyncio.wait_for(Supervisor([boat, house], []).run(duration=1.5), timeout=10)
+    assert house.client.stats.polls >= 5 and house.client.stats.failures == 0
+    assert transport.ok_writes < 0  # the failure did happen
+    if isinstance(error, AuthenticationError):
+        # A device error closes the link; the next poll reconnects and reports it.
+        assert any("keep-alive failed, closing the link" in record.message for record in caplog.records)
+    else:
+        unexpected = [record for record in caplog.records if "unexpected error between polls" in record.message]
+        assert len(unexpected) == 1

@@ -7,8 +7,10 @@ block on its own characteristic without a type byte; the transport puts the tag 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
+from typing import Any
 
 import pytest
 
@@ -147,3 +149,87 @@ def test_a_device_without_the_authentication_characteristic_is_not_this_profile(
     for service in services:
         service.characteristics[:] = [c for c in service.characteristics if c.uuid != AUTH.characteristic]
     assert select_characteristics(gatt_tree(services), STARK.gatt_profiles) is None
+
+
+def _auth_characteristic(bike: FakePeripheral) -> Any:
+    (char,) = [c for c in bike.characteristics() if c.uuid == AUTH.characteristic]
+    return char
+
+
+async def test_a_verdict_notified_while_the_response_is_written_does_not_outrank_the_one_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A leftover "accepted" arrives while the (wrong) response is in flight; the bike's real verdict comes after.
+    # Taken as the verdict, the leftover let the transport on to a telemetry subscription the bike refused,
+    # with a message about the PIN and pairing.
+    bike = _bike(secret=KEY)
+    write = bike._write
+
+    async def slow_write(char: Any, data: bytes, mode: Any) -> None:
+        if char.uuid == AUTH.characteristic and bike.client is not None:
+            bike.client._notify(char, AUTH.accepted)
+            await asyncio.sleep(0.02)
+        await write(char, data, mode)
+
+    monkeypatch.setattr(bike, "_write", slow_write)
+    transport = _transport(FakeBluetooth([bike]), STARK, OTHER_KEY)
+    with pytest.raises(AuthenticationError, match="refused the key"):
+        await transport.open()
+
+
+async def test_a_verdict_sent_from_the_devices_write_handler_still_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Some GATT servers notify from inside their write handler: the verdict comes before the write's response.
+    bike = _bike(secret=KEY)
+    write = bike._write
+
+    async def answering_before_the_write_returns(char: Any, data: bytes, mode: Any) -> None:
+        await write(char, data, mode)  # queues the verdict
+        if char.uuid == AUTH.characteristic:
+            await asyncio.sleep(0.02)  # the write's response comes later
+
+    monkeypatch.setattr(bike, "_write", answering_before_the_write_returns)
+    transport = _transport(FakeBluetooth([bike]), STARK, KEY)
+    await transport.open()
+    try:
+        assert bike.authenticated
+    finally:
+        await transport.close()
+
+
+async def test_the_response_is_written_without_response_where_only_that_is_allowed() -> None:
+    bike = _bike(secret=KEY)
+    char = _auth_characteristic(bike)
+    char.properties[:] = ["read", "write-without-response", "notify"]
+    transport = _transport(FakeBluetooth([bike]), STARK, KEY)
+    await transport.open()  # a write with response would be refused ("not permitted")
+    try:
+        assert bike.authenticated
+    finally:
+        await transport.close()
+
+
+def test_an_authentication_characteristic_that_cannot_be_read_is_not_this_profile() -> None:
+    services = gatt_for_protocol(STARK)
+    for service in services:
+        for char in service.characteristics:
+            if char.uuid == AUTH.characteristic:
+                char.properties[:] = ["write", "notify"]
+    assert select_characteristics(gatt_tree(services), STARK.gatt_profiles) is None
+
+
+async def test_a_refusal_while_subscribing_names_the_key_for_a_protocol_that_has_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The bike accepted nothing, yet a verdict said so: its refusal of the telemetry is about the key.
+    bike = _bike(secret=KEY)
+    monkeypatch.setattr(bike, "_answer_challenge", lambda char, data: _accept_falsely(bike, char, data))
+    transport = _transport(FakeBluetooth([bike]), STARK, OTHER_KEY)
+    with pytest.raises(AuthenticationError, match="'secret'") as caught:
+        await transport.open()
+    assert "transport.pin" not in str(caught.value)
+
+
+def _accept_falsely(bike: FakePeripheral, char: Any, data: bytes) -> None:
+    bike.responses.append(data)
+    assert bike.client is not None
+    asyncio.get_running_loop().call_soon(bike.client._notify, char, AUTH.accepted)

@@ -47,6 +47,7 @@ __all__ = [
     "SerialTransportConfig",
     "SimulatorTransportConfig",
     "config_from_mapping",
+    "is_secret_key",
     "default_state_dir",
     "load_config",
     "state_dir_problem",
@@ -467,11 +468,34 @@ def _unknown_protocols(data: Mapping[str, Any], source: str) -> list[ConfigProbl
     return problems
 
 
+_SECRET_WORDS: Final = frozenset({"secret", "pin", "password", "passphrase", "key", "token"})
+"""A key whose name has one of these words (``key_pem``, ``password_env``) may hold a credential."""
+
+
+def is_secret_key(location: str) -> bool:
+    """Whether the value at `location` (``batteries[0].secret``) may be a credential, whose value is never echoed.
+
+    One rule by name for every section: each `SecretStr` field and each pin, password, secret or key is named so
+    (tests/app/test_config_secrets.py walks the models to keep it that way). A wrongly typed credential is still
+    the credential (``secret: 1234`` unquoted), so its value stays out of the message like a valid one.
+    """
+    name = location.rsplit(".", 1)[-1].split("[", 1)[0].lower()
+    return not _SECRET_WORDS.isdisjoint(name.split("_"))
+
+
 def _detail(problem: ValidationProblem) -> str:
     if problem.kind == "missing":
         return "this key is required"
     if problem.kind == "extra_forbidden":
         return "unknown key (check the spelling; see config.example.yaml)"
+    if is_secret_key(problem.location):
+        if isinstance(problem.value, int | float) and problem.kind == "string_type":
+            # YAML reads an unquoted PIN as a number (0123 even as octal 83): what it held is lost already.
+            name = problem.location.rsplit(".", 1)[-1]
+            return f'expected text, got a number: quote it ({name}: "..."); unquoted, YAML drops leading zeros'
+        return problem.reason
+    if isinstance(problem.value, str) and "://" in problem.value and "@" in problem.value:
+        return problem.reason  # a URL with a user part may carry a password (mqtt://user:pass@host)
     if isinstance(problem.value, str | int | float | bool) or problem.value is None:
         return f"{problem.reason} (got {problem.value!r})"
     return problem.reason

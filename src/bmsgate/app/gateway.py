@@ -29,6 +29,7 @@ from bmsgate.catalog import default_catalog
 from bmsgate.errors import AuthenticationError, CaptureError, ConfigError, ConfigProblem, DefinitionError
 from bmsgate.protocols import CompiledProtocol
 from bmsgate.protocols.gattauth import configured_key
+from bmsgate.protocols.secret import NO_SECRET_USE, secret_form_problem, secret_use
 from bmsgate.runtime.client import BatteryClient, ClientOptions
 from bmsgate.runtime.hub import SnapshotHub
 from bmsgate.runtime.simulation import SIMULATED_SECRET, PackConfig
@@ -82,7 +83,25 @@ def _secret_of(battery: BatteryConfig) -> bytes | None:
 
 
 def _check_secret(battery: BatteryConfig, protocol: CompiledProtocol, key: str) -> None:
-    """A protocol that authenticates with a key (``gatt.authenticate``) gets a usable one, or the config is refused."""
+    """A protocol that uses the battery's secret gets a usable one, or the config is refused.
+
+    A ``secret`` request: the form it can be written in (`secret_form_problem`), checked here rather than at the
+    first connect. ``gatt.authenticate``: a key of its length. A secret on a protocol that uses none is only
+    warned about (the battery still works; the secret is not sent anywhere).
+    """
+    secret = _secret_of(battery)
+    if secret is not None and secret_use(protocol) == NO_SECRET_USE:
+        _LOGGER.warning(
+            "%s: protocol %s uses no secret: the battery's 'secret' is ignored (%s.secret)",
+            battery.id,
+            protocol.name,
+            key,
+        )
+    if secret is not None:
+        for request in protocol.definition.requests:
+            problem = secret_form_problem(request, protocol.definition.framing, secret)
+            if problem is not None:
+                raise ConfigError(f"protocol {protocol.name}: {problem}", key_path=f"{key}.secret")
     for profile in protocol.gatt_profiles:
         if profile.authenticate is None or not isinstance(battery.transport, BleTransportConfig):
             continue
@@ -127,7 +146,7 @@ def _transport_for(battery: BatteryConfig, protocol: CompiledProtocol, key: str)
         from bmsgate.transports.replay import ReplayTransport  # noqa: PLC0415
 
         try:
-            return ReplayTransport(spec.file, battery_id=battery.id)
+            return ReplayTransport(spec.file, battery_id=battery.id, protocol=protocol)
         except CaptureError as exc:
             raise ConfigError(str(exc), key_path=f"{key}.transport.file") from None
     if isinstance(spec, SerialTransportConfig):

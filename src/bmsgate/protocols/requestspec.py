@@ -82,6 +82,9 @@ class KeepAliveSpec(_Strict):
 
     frame: HexBytes = Field(min_length=1, max_length=64)
     period: Real = Field(ge=0.05, le=60)
+    warm_up: Real = Field(default=0, ge=0, le=10)
+    """Seconds of keep-alive alone after connecting before the first request is written (aiobmsble: 1.5 s
+    for 123\\SmartBMS, whose module may not take a command at once)."""
 
 
 class RequestSpec(_Strict):

@@ -48,6 +48,10 @@ Per connection it keeps the frames of ``when: connect`` requests and whether str
 across connections only the device identity (so a snapshot names its device even when a reconnect
 skipped the optional device-information request). Times are seconds on one monotonic clock; the
 snapshot's Unix timestamp is ``epoch + now`` at completion, so the session never reads a clock itself.
+
+Why one long module: it is one state machine whose transitions all read and write the same per-job and
+per-connection fields; the pieces that stand alone (framing, keep-alive, secret, rotation, wire key) already
+live in their own modules.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ from bmsgate.protocols.framing import AssemblerStats, Frame
 from bmsgate.protocols.keepalive import KeepAlive
 from bmsgate.protocols.pagedframing import PagedFrameAssembler
 from bmsgate.protocols.rotation import Rotation
-from bmsgate.protocols.secret import refusal_error, with_secret
+from bmsgate.protocols.secret import SecretScreen, refusal_error, with_secret
 from bmsgate.protocols.sessionactions import (
     _DISCARD,
     Action,
@@ -135,6 +139,7 @@ class PollSession:
         self.protocol = protocol
         self._secret = secret
         """The battery's configured credential (a PIN, a key) for the definition's authentication step."""
+        self.secret_screen = SecretScreen()  # drops echoes of a frame that carried the secret
         self.battery_id = battery_id
         self.timing = timing or SessionTiming()
         self.device_name = device_name
@@ -200,6 +205,7 @@ class PollSession:
         A job in progress is abandoned (the runtime reports the link failure itself).
         """
         self._assembler.reset()
+        self.secret_screen.reset()
         self._connection_frames.clear()
         self._connection_writes.clear()
         self._streaming_started = False
@@ -257,7 +263,7 @@ class PollSession:
         if state is _State.BACKOFF:
             return self._still_waiting()
         key = self._wire_key()
-        frames = self._assembler.feed(xor_bytes(chunk, key) if key > 0 else chunk)
+        frames = self.secret_screen.assemble(self._assembler, chunk, xor_bytes(chunk, key) if key > 0 else chunk)
         acks = self._acks()
         if self._rotating_key is not None and frames:
             frames, rotated = self._rotation.keep(frames)
@@ -439,6 +445,9 @@ class PollSession:
 
     def _attempt_request(self, request: RequestSpec, now: float, actions: list[Action]) -> list[Action] | None:
         """Start attempt `self._attempt` of `request`; a list when the job ends or must wait."""
+        if (warm := self._keep_alive.warming_until(now)) is not None:  # the module wants the keep-alive first
+            self._deadline = warm
+            return self._wait_action(actions)
         if request.streaming and request.reply == self._rotating_key and not self._command:
             # The rotation kept arriving since the last poll: nothing is discarded, nothing reset.
             if request.frame and (self._attempt or not self._streaming_started):
@@ -486,7 +495,9 @@ class PollSession:
         self._kept.clear()
         self._follow_keys = self._keys_of_followers()
         if written:  # an empty frame listens: the BMS sends on its own (Topband)
-            actions.append(Write(self._to_wire(self.protocol.wire(written))))
+            wired = self._to_wire(self.protocol.wire(written))
+            self.secret_screen.watch(request, written, wired)
+            actions.append(Write(wired))
         if request.streaming:
             self._streaming_started = True
         if request.reply is None:

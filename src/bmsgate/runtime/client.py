@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Any, Final, Literal, Self
 
 from bmsgate.errors import (
+    AuthenticationError,
     CommandRefused,
     ConnectError,
     DeviceError,
@@ -45,6 +46,8 @@ from bmsgate.errors import (
 from bmsgate.model import BatterySnapshot
 from bmsgate.protocols import CompiledProtocol
 from bmsgate.protocols.definition import RequestSpec
+from bmsgate.protocols.secret import NO_SECRET_USE as _NO_SECRET_USE
+from bmsgate.protocols.secret import secret_use
 from bmsgate.protocols.session import (
     Action,
     DiscardPending,
@@ -78,6 +81,10 @@ class ClientOptions:
         mosfet_sensor: ``ntc1`` when the first NTC really measures the MOSFETs (some JBD boards).
         secret: the credential the protocol asks for after connecting (a PIN, a key), from the battery's
             ``secret``; the session hands it only to the definition's authentication step.
+        secret_use: the use of `secret` it is bound to (`bmsgate.protocols.secret.secret_use` of the definition
+            it was configured with); None: bound by the first client built with these options. A client whose
+            definition uses the secret otherwise (one swapped in live) does not hand it over and refuses to
+            connect when that definition uses a secret at all.
     """
 
     request_timeout: float = 2.0
@@ -88,6 +95,7 @@ class ClientOptions:
     mosfet_sensor: Literal["none", "ntc1"] = "none"
     confirm_timeout: float = 5.0
     secret: bytes | None = dataclasses.field(default=None, repr=False)
+    secret_use: str | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -156,7 +164,14 @@ class BatteryClient:
         self.transport = transport
         self.battery_id = battery_id
         transport.battery_id = transport.battery_id or battery_id
-        self.options = options = options or ClientOptions()
+        options = options or ClientOptions()
+        use = secret_use(protocol)
+        if options.secret is not None and options.secret_use is None:
+            options = dataclasses.replace(options, secret_use=use)
+        self.options = options
+        # Withheld from a definition that would use it otherwise; refused outright if it uses one at all.
+        withheld = options.secret is not None and options.secret_use != use
+        self._refuse_for_secret = withheld and use != _NO_SECRET_USE
         self.stats = LinkStatistics()
         self.session = PollSession(
             protocol,
@@ -167,7 +182,7 @@ class BatteryClient:
                 retry_backoff=options.retry_backoff,
                 poll_deadline=options.poll_deadline,
             ),
-            secret=options.secret,
+            secret=None if withheld else options.secret,
         )
         self._lock = asyncio.Lock()
         self.last_snapshot: BatterySnapshot | None = None
@@ -191,6 +206,13 @@ class BatteryClient:
         """Open the transport (resets per-connection state)."""
         if self.transport.is_open:
             return
+        if self._refuse_for_secret:
+            raise AuthenticationError(
+                f"protocol {self.protocol.name} uses the battery's secret otherwise than the definition it was "
+                "configured with (a definition swapped in live), so it does not get it: restart the gateway or "
+                "change the battery's configuration to accept the new use",
+                battery_id=self.battery_id,
+            )
         self.session.connection_reset()
         await self.transport.open()
         self.session.device_name = self.transport.device_name
@@ -205,8 +227,9 @@ class BatteryClient:
         """Wait until `wake` is set; meanwhile write the protocol's keep-alive on schedule while the link is kept.
 
         The caller bounds the wait (the poll interval). What arrives meanwhile is fed to the idle session (it
-        keeps only the newest frames), so the link's queue does not grow. A write that fails closes the link:
-        the next poll reconnects. Without a keep-alive (or with ``per_poll`` connections) this only waits.
+        keeps only the newest frames), so the link's queue does not grow. A write that fails (any `DeviceError`)
+        closes the link: the next poll reconnects and reports what is wrong.
+        Without a keep-alive (or with ``per_poll`` connections) this only waits.
         """
         clock = asyncio.get_running_loop().time
         while True:
@@ -215,7 +238,9 @@ class BatteryClient:
                 if self.transport.is_open and not self.session.busy:
                     try:
                         deadline = await self._keep_alive(clock)
-                    except TransportError as exc:
+                    except DeviceError as exc:
+                        # Any device error (a lost link, a BLE write refused for want of authentication): the
+                        # next poll reconnects and reports what is wrong; the wait between polls goes on.
                         _LOGGER.debug("%s: keep-alive failed, closing the link: %s", self.battery_id, exc)
                         await self.transport.close()
                         deadline = None

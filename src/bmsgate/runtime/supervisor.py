@@ -134,6 +134,8 @@ class _Poller:
     started: asyncio.Future[None] | None = None
     """Resolved by the poll loop's first step (a task cancelled before that never runs its body)."""
     task: asyncio.Task[None] | None = None
+    keep_alive_failed: bool = False
+    """An unexpected error between polls was logged (once per poller: it would repeat every interval)."""
 
 
 class _Shutdown(Exception):
@@ -369,9 +371,24 @@ class Supervisor:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, started + delay - loop.time())):
                         # Not a bare wait: a protocol's keep-alive goes on while the link is kept.
-                        await battery.client.between_polls(poller.wake)
+                        await self._between_polls(battery, poller)
         finally:
             await self._close_quietly(battery)
+
+    async def _between_polls(self, battery: BatteryRuntime, poller: _Poller) -> None:
+        """The wait between two polls with the keep-alive; guarded like a poll, since it runs in the same task.
+
+        Whatever escapes it would end the TaskGroup and with it every poller and output. The client handles
+        device errors itself (it closes the link; the next poll reports the problem); anything else is a bug:
+        logged once per poller, then the wait goes on without the keep-alive.
+        """
+        try:
+            await battery.client.between_polls(poller.wake)
+        except Exception:
+            if not poller.keep_alive_failed:
+                poller.keep_alive_failed = True
+                _LOGGER.exception("%s: unexpected error between polls (keep-alive)", battery.battery_id)
+            await poller.wake.wait()
 
     def _failed(self, battery: BatteryRuntime, error: DeviceError | None) -> float:
         battery.consecutive_failures += 1

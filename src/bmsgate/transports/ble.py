@@ -98,6 +98,10 @@ _LOGGER = logging.getLogger(__name__)
 
 _IS_LINUX: Final = sys.platform.startswith("linux")
 _DISCONNECT_TIMEOUT: Final = 5.0
+PAIRING_HINT: Final = "check the PIN (transport.pin) or pair it once with the system's Bluetooth tools"
+KEY_HINT: Final = "check the battery's 'secret' (the key the device authenticates with) or pair it once"
+_LATE_VERDICT_WAIT: Final = 0.25
+"""Seconds a verdict notified while the authentication response was being written waits for a later one."""
 _WRITE_TIMEOUT: Final = 5.0
 _ATT_HEADER: Final = 3
 _AUTH_CODES: Final = frozenset(
@@ -295,6 +299,7 @@ def map_ble_error(
     description: str,
     battery_id: str | None = None,
     fallback: type[TransportError] = ConnectError,
+    hint: str = PAIRING_HINT,
 ) -> DeviceError:
     """Translate a bleak / BlueZ / D-Bus failure into a bmsgate error (the caller chains it).
 
@@ -305,6 +310,7 @@ def map_ble_error(
         battery_id: carried by the error.
         fallback: the type for failures that are neither authentication, timeout nor a lost device
             (`TransportError` for a failed write on a link that is still up).
+        hint: what to check when the BMS refused authentication (`KEY_HINT` for a protocol with a key).
     """
     if isinstance(exc, DeviceError):
         return exc
@@ -312,9 +318,7 @@ def map_ble_error(
     where = f"{description}: {action}"
     if _is_auth_error(exc):
         return AuthenticationError(
-            f"{where} failed: the BMS refused authentication ({detail}); check the PIN or pair it "
-            "once with the system's Bluetooth tools",
-            battery_id=battery_id,
+            f"{where} failed: the BMS refused authentication ({detail}); {hint}", battery_id=battery_id
         )
     if isinstance(exc, TimeoutError):
         return DeviceTimeout(f"{where} timed out", battery_id=battery_id)
@@ -762,6 +766,9 @@ class BleTransport(Transport):
         gatt = protocol.definition.gatt
         if gatt is None:
             raise ValueError(f"protocol {protocol.name!r} defines no GATT profile; it cannot be used over BLE")
+        # A device that authenticates with a key refuses for a wrong key too, not only for a missing pairing.
+        keyed = any(profile.authenticate is not None for profile in gatt.profiles)
+        self._auth_hint = KEY_HINT if keyed else PAIRING_HINT
         self.protocol = protocol
         self.pin = pin
         pairing = gatt.pairing
@@ -897,7 +904,11 @@ class BleTransport(Transport):
         except _LIBRARY_ERRORS as exc:
             await self._release()
             raise map_ble_error(
-                exc, action="subscribing to notifications", description=self.description, battery_id=self.battery_id
+                exc,
+                action="subscribing to notifications",
+                description=self.description,
+                battery_id=self.battery_id,
+                hint=self._auth_hint,
             ) from exc
         _LOGGER.debug(
             "%s: using notify handle %d, write handle %s (%s)",
@@ -921,14 +932,17 @@ class BleTransport(Transport):
                     action=f"writing the connect-time frame to {short_uuid(characteristic.uuid)}",
                     description=self.description,
                     battery_id=self.battery_id,
+                    hint=self._auth_hint,
                 ) from exc
             self.bytes_sent += len(frame)
 
     async def _authenticate(self, selection: CharacteristicSelection) -> None:
         """The profile's challenge–response (Stark Varg), before any frame characteristic is subscribed.
 
-        Subscribe to the characteristic, read the challenge, write the response with response, and take the
-        first notification after that write as the verdict (one before it says nothing about this response).
+        Subscribe to the characteristic, read the challenge, write the response (with response where the
+        characteristic allows it), and take the first notification after that write completed as the verdict:
+        one before the write says nothing about this response; one while it is in flight (a device answering
+        from its write handler) counts unless another follows within `_LATE_VERDICT_WAIT`.
         A refused key or an unusable secret is an `AuthenticationError` (not retried: the same key would be
         refused again); silence is a `ConnectError` (the next connection tries again).
         """
@@ -942,11 +956,18 @@ class BleTransport(Transport):
             raise
         client = self.connection.client
         verdict: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        awaiting = False
+        # Before the write: nothing (a leftover says nothing about this response). While it is in flight: kept
+        # aside, since a device answering from its write handler notifies before the write's response arrives.
+        phase = "before"
+        during_write: list[bytes] = []
 
         def on_verdict(_sender: Any, data: bytearray) -> None:
-            if awaiting and data and not verdict.done():
+            if not data or verdict.done():
+                return
+            if phase == "after":
                 verdict.set_result(bytes(data))
+            elif phase == "writing":
+                during_write.append(bytes(data))
 
         where = short_uuid(target.uuid)
         step = f"reading the authentication challenge from {where}"
@@ -956,11 +977,18 @@ class BleTransport(Transport):
                 challenge = bytes(await client.read_gatt_char(target.handle))
                 response = challenge_response(spec, key, challenge, battery_id=self.battery_id)
                 step = f"writing the authentication response to {where}"
-                awaiting = True
-                await client.write_gatt_char(target.handle, response, response=True)
+                phase = "writing"
+                await client.write_gatt_char(target.handle, response, response="write" in target.properties)
+                phase = "after"
                 self.bytes_sent += len(response)
                 step = f"waiting for the authentication verdict on {where}"
-                accepted = is_accepted(spec, await verdict)
+                if during_write:
+                    # One came during the write: it is the verdict unless another follows at once.
+                    await asyncio.wait([verdict], timeout=_LATE_VERDICT_WAIT)
+                    answer = verdict.result() if verdict.done() else during_write[-1]
+                else:
+                    answer = await verdict
+                accepted = is_accepted(spec, answer)
         except TimeoutError:
             await self._release()
             raise ConnectError(
@@ -972,7 +1000,9 @@ class BleTransport(Transport):
             raise
         except _LIBRARY_ERRORS as exc:
             await self._release()
-            raise map_ble_error(exc, action=step, description=self.description, battery_id=self.battery_id) from exc
+            raise map_ble_error(
+                exc, action=step, description=self.description, battery_id=self.battery_id, hint=KEY_HINT
+            ) from exc
         with contextlib.suppress(*_LIBRARY_ERRORS, DeviceError):
             async with asyncio.timeout(_DISCONNECT_TIMEOUT):
                 await client.stop_notify(target.handle)
@@ -1016,6 +1046,7 @@ class BleTransport(Transport):
                     action=f"subscribing to the keep-alive characteristic {short_uuid(source.uuid)}",
                     description=self.description,
                     battery_id=self.battery_id,
+                    hint=self._auth_hint,
                 ) from exc
             if answer.first_within is None:
                 continue
@@ -1157,4 +1188,5 @@ class BleTransport(Transport):
             description=self.description,
             battery_id=self.battery_id,
             fallback=TransportError if self.connection.is_connected else ConnectError,
+            hint=self._auth_hint,
         )

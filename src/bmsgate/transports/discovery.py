@@ -176,6 +176,11 @@ class GattCharacteristic:
         return not _NOTIFY_PROPERTIES.isdisjoint(self.properties)
 
     @property
+    def can_read(self) -> bool:
+        """Whether it can be read (an authentication challenge)."""
+        return "read" in self.properties
+
+    @property
     def can_write(self) -> bool:
         """Either write mode is listed."""
         return "write" in self.properties or "write-without-response" in self.properties
@@ -242,7 +247,8 @@ class CharacteristicSelection:
     answers: tuple[tuple[GattCharacteristic, GattCharacteristic, NotificationAnswer], ...] = ()
     """The characteristics whose notifications are answered, where to, and how (``answer_notify``, in order)."""
     authenticate: GattCharacteristic | None = None
-    """Where the profile's challenge–response runs (``authenticate``: read, written and notifying)."""
+    """Where the profile's challenge–response runs (``authenticate``: it must be readable, writable and notify;
+    the response is written with response where it allows that)."""
 
 
 def _extras(
@@ -278,7 +284,9 @@ def _extras(
     authenticate: GattCharacteristic | None = None
     if profile.authenticate is not None:
         wanted = profile.authenticate.characteristic
-        found = [c for c in everything if _safe_normalize(c.uuid) == wanted and c.can_write and c.can_notify]
+        found = [
+            c for c in everything if _safe_normalize(c.uuid) == wanted and c.can_write and c.can_notify and c.can_read
+        ]
         if not found:
             return None
         authenticate = min(found, key=lambda c: c.handle)

@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -84,6 +85,13 @@ def _print_json(data: Any) -> None:
 # -- read / decode ------------------------------------------------------------------------------------
 
 
+def _secret_from_environment(name: str) -> bytes:
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigError(f"environment variable {name} is not set (or empty)", key_path="--secret-env")
+    return value.encode()
+
+
 def _read(args: argparse.Namespace) -> int:
     from bmsgate.runtime.client import BatteryClient, ClientOptions  # noqa: PLC0415 - keep `--help` fast
     from bmsgate.runtime.simulation import SIMULATED_SECRET  # noqa: PLC0415
@@ -91,13 +99,16 @@ def _read(args: argparse.Namespace) -> int:
 
     transport: Transport
     if args.replay:
+        from bmsgate.capture.replayfile import read_replay  # noqa: PLC0415
         from bmsgate.transports.replay import ReplayTransport  # noqa: PLC0415
 
-        transport = ReplayTransport(args.replay)
-        name = args.protocol_file or args.protocol or transport.capture.protocol
+        capture = read_replay(args.replay)
+        name = args.protocol_file or args.protocol or capture.protocol
         if not name:
             raise ConfigError("the replay file does not name its protocol; pass --protocol NAME", key_path="--protocol")
         protocol = default_catalog().protocol(name)
+        # The replay answers a login by the bytes around the secret, whatever the secret is.
+        transport = ReplayTransport(capture, protocol=protocol)
     else:
         from bmsgate.runtime.simulation import PackConfig  # noqa: PLC0415
         from bmsgate.transports.simulator import SimulatorTransport  # noqa: PLC0415
@@ -105,10 +116,12 @@ def _read(args: argparse.Namespace) -> int:
         protocol = default_catalog().protocol(args.protocol_file or args.simulate)
         pack = PackConfig(cells=args.cells, capacity=args.capacity, ntc_count=args.ntc, name="sim-" + protocol.name)
         transport = SimulatorTransport(protocol, pack)
-    # A simulated pack accepts any secret; a replay never sees what was written.
-    options = ClientOptions(
-        request_timeout=args.timeout, poll_deadline=max(args.timeout * 4, 5.0), secret=SIMULATED_SECRET
-    )
+    # A simulated pack and a replay accept any secret (both know a login by the bytes around it): the stand-in
+    # does, unless --secret-env names a variable holding the real one (never a literal on the command line).
+    secret = _secret_from_environment(args.secret_env) if args.secret_env else None
+    if secret is None and protocol.needs_secret:
+        secret = SIMULATED_SECRET
+    options = ClientOptions(request_timeout=args.timeout, poll_deadline=max(args.timeout * 4, 5.0), secret=secret)
 
     async def poll() -> Any:
         async with BatteryClient(protocol, transport, battery_id=args.id, options=options) as client:
@@ -283,6 +296,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     read.add_argument("--capacity", type=positive_float(10_000), default=100.0, help="simulated capacity in Ah")
     read.add_argument("--ntc", type=int_range(0, 8), default=2, help="simulated temperature sensors, 0-8")
     read.add_argument("--timeout", type=positive_float(600), default=2.0, help="seconds to wait for each reply")
+    read.add_argument(
+        "--secret-env",
+        metavar="NAME",
+        help="environment variable holding the secret a login sends (default: a stand-in both sources accept)",
+    )
     read.set_defaults(handler=_read)
 
     dec = commands.add_parser(
