@@ -533,6 +533,20 @@ class HeldMeasurements:
         self.misses: dict[str, int] = {}
 
 
+_HELD_BY_NAME: dict[str, bool] = {}
+
+
+def _is_held(source: str) -> bool:
+    """Whether `source` is a measurement `hold_missing` holds; answered once per name (a hundred a frame set)."""
+    held = _HELD_BY_NAME.get(source)
+    if held is None:
+        held = source in _HELD_SOURCES or (source.startswith("cell_voltage_") and source[13:].isdigit())
+        # Source names come from the profiles' signals, a bounded set; the bound guards against anything else.
+        if len(_HELD_BY_NAME) < 4096:
+            _HELD_BY_NAME[source] = held
+    return held
+
+
 def hold_missing(values: dict[str, float | bool | None], held: HeldMeasurements) -> None:
     """Fill measurements the bank does not report now with their last known value; remember the new ones.
 
@@ -547,8 +561,7 @@ def hold_missing(values: dict[str, float | bool | None], held: HeldMeasurements)
             del held.values[source]
         held.values["cell_count"] = float(count)
     for source, value in values.items():
-        held_source = source in _HELD_SOURCES or (source.startswith("cell_voltage_") and source[13:].isdigit())
-        if not held_source:
+        if not _is_held(source):
             continue
         if value is None:
             misses = held.misses.get(source, 0) + 1
