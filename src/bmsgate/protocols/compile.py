@@ -75,11 +75,9 @@ class CompiledReply:
     limits: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
     """Per list of an indexed reply: the variable holding its full length (None: as many as arrive)."""
     count_vars: tuple[tuple[str, str], ...] = ()
-    """Each list counted by a variable: (the variable without ``var.``, the list's target), in field order.
-    The encoder takes the variable from the list's length; kept here so an encode does not scan the fields."""
+    """(variable without ``var.``, list target) of each list a variable counts: an encode sets it, unscanned."""
     sizing_fields: tuple[FieldSpec, ...] = ()
-    """The fields that can make an encoded payload longer than `min_payload` (text to the end, lists,
-    shifted or conditional fields); an encode sizes its payload over these alone."""
+    """The fields that can make an encoded payload longer than `min_payload` (an encode sizes over these)."""
 
     @property
     def encoders(self) -> tuple[EncodeStep, ...]:
@@ -127,20 +125,9 @@ def compile_reply(
     common = [item for item in compiled if item[0].variants is None]
     layout = _compile_layout(common, spec.min_payload, endian, where, indexed=spec.index is not None)
     default = _with_memo(layout, common, payload_slice)
-    count_vars = tuple(
-        (field.count[4:], field.target)
-        for field in spec.fields
-        if isinstance(field.count, str) and field.count.startswith("var.")
-    )
-    sizing_fields = tuple(
-        field
-        for field in spec.fields
-        if (field.type == "str" and field.size == "rest")
-        or field.count is not None
-        or field.shift
-        or field.when is not None
-    )
-    return CompiledReply(key, spec, default, layouts, per_frame, frames_var, limits, count_vars, sizing_fields)
+    count_vars = tuple((str(f.count)[4:], f.target) for f in spec.fields if str(f.count).startswith("var."))
+    sizing = tuple(f for f in spec.fields if f.count is not None or f.shift or f.when is not None or f.size == "rest")
+    return CompiledReply(key, spec, default, layouts, per_frame, frames_var, limits, count_vars, sizing)
 
 
 def shift_terms(field: FieldSpec) -> tuple[tuple[str, int], ...]:
