@@ -74,6 +74,10 @@ class CompiledReply:
     """The variable whose value ÷ per_frame says how many frames answer one request."""
     limits: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
     """Per list of an indexed reply: the variable holding its full length (None: as many as arrive)."""
+    count_vars: tuple[tuple[str, str], ...] = ()
+    """(variable without ``var.``, list target) of each list a variable counts: an encode sets it, unscanned."""
+    sizing_fields: tuple[FieldSpec, ...] = ()
+    """The fields that can make an encoded payload longer than `min_payload` (an encode sizes over these)."""
 
     @property
     def encoders(self) -> tuple[EncodeStep, ...]:
@@ -121,7 +125,9 @@ def compile_reply(
     common = [item for item in compiled if item[0].variants is None]
     layout = _compile_layout(common, spec.min_payload, endian, where, indexed=spec.index is not None)
     default = _with_memo(layout, common, payload_slice)
-    return CompiledReply(key, spec, default, layouts, per_frame, frames_var, limits)
+    count_vars = tuple((str(f.count)[4:], f.target) for f in spec.fields if str(f.count).startswith("var."))
+    sizing = tuple(f for f in spec.fields if f.count is not None or f.shift or f.when is not None or f.size == "rest")
+    return CompiledReply(key, spec, default, layouts, per_frame, frames_var, limits, count_vars, sizing)
 
 
 def shift_terms(field: FieldSpec) -> tuple[tuple[str, int], ...]:

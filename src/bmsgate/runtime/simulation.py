@@ -128,6 +128,7 @@ class PackModel:
         self.production_date = dt.date(2024, 3, 15)
         self._voltages_key: tuple[float, ...] = ()
         self._voltages: list[float] = []
+        self._rounded_cells: tuple[float, ...] = ()
 
     # -- physics ---------------------------------------------------------------------------------
 
@@ -228,7 +229,15 @@ class PackModel:
             ir = self.current * _CELL_RESISTANCE
             self._voltages = [lfp_open_circuit_voltage(self.soc + offset) + ir for offset in self.cell_offsets]
             self._voltages_key = key
+            self._rounded_cells = ()
         return list(self._voltages)
+
+    def _reported_cells(self) -> list[float]:
+        """The cell voltages as the BMS reports them (mV resolution), rounded once per change of the cells."""
+        self.cell_voltages()
+        if not self._rounded_cells:
+            self._rounded_cells = tuple(round(voltage, 3) for voltage in self._voltages)
+        return list(self._rounded_cells)
 
     def set_mosfets(self, *, charge: bool | None, discharge: bool | None) -> None:
         """Apply a MOSFET control command (as the app's switches do)."""
@@ -241,7 +250,7 @@ class PackModel:
     def state(self) -> dict[str, Any]:
         """The pack as snapshot targets (the input of `CompiledProtocol.encode_reply`)."""
         config = self.config
-        cells = [round(voltage, 3) for voltage in self.cell_voltages()]
+        cells = self._reported_cells()
         remaining = config.capacity * self.soc / 100.0
         return {
             "voltage": round(sum(cells), 2),

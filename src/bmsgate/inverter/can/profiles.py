@@ -119,6 +119,8 @@ _ID_SOURCE: Final = re.compile(r"(min_voltage|max_voltage|min_temperature|max_te
 """Characters 0-7 of the id of the pack/cell (``P1C07``) or pack/sensor (``P1T2``) holding an extreme
 (Victron 0x374-0x377); NUL past the end, all NUL when unknown or in the safe phase."""
 _ID_TEXTS: Final = ("min_voltage", "max_voltage", "min_temperature", "max_temperature")
+_ID_CHAR_SOURCES: Final = {name: tuple(f"{name}_id_{i}" for i in range(8)) for name in _ID_TEXTS}
+"""Each id text's eight character sources, named once (not 32 f-strings per frame set)."""
 
 _CELL_VOLTAGE_SOURCE: Final = re.compile(r"cell_voltage_([1-9]|[1-5][0-9]|6[0-4])")
 _MIN_BITS: Final = {"flow_state": 2, "soh": 7}
@@ -295,8 +297,8 @@ def _extreme_ids(bank: BankState, safe: bool) -> dict[str, float | None]:
             texts["max_temperature"] = max(sensors, key=lambda c: c[0])[1]
     values: dict[str, float | None] = {}
     for name, text in texts.items():
-        for i in range(8):
-            values[f"{name}_id_{i}"] = float(ord(text[i])) if i < len(text) else None
+        for i, source in enumerate(_ID_CHAR_SOURCES[name]):
+            values[source] = float(ord(text[i])) if i < len(text) else None
     return values
 
 
@@ -381,10 +383,24 @@ def wire_values(
     values.update(_cell_values(shown))
     values.update(_module_counts(bank, safe))
     values.update(_extreme_ids(bank, safe))
-    values.update({f"manufacturer_{i}": float(ord(char)) for i, char in enumerate(profile.manufacturer.ljust(8))})
+    values.update(_manufacturer_chars(profile.manufacturer))
     values.update({f"protect_{name}": flag for name, flag in protections.items()})
     values.update({f"warn_{name}": flag for name, flag in warnings.items()})
     return values
+
+
+_MANUFACTURER_CHARS: dict[str, dict[str, float]] = {}
+
+
+def _manufacturer_chars(manufacturer: str) -> dict[str, float]:
+    """The manufacturer text's character sources; it is a profile's constant, so built once per text."""
+    chars = _MANUFACTURER_CHARS.get(manufacturer)
+    if chars is None:
+        chars = {f"manufacturer_{i}": float(ord(char)) for i, char in enumerate(manufacturer.ljust(8))}
+        # Profiles are few; the bound only guards a process that swaps profiles for weeks.
+        if len(_MANUFACTURER_CHARS) < 64:
+            _MANUFACTURER_CHARS[manufacturer] = chars
+    return chars
 
 
 def _last(status: InverterStatus, attribute: Literal["soc", "soh"]) -> float | None:
@@ -517,6 +533,20 @@ class HeldMeasurements:
         self.misses: dict[str, int] = {}
 
 
+_HELD_BY_NAME: dict[str, bool] = {}
+
+
+def _is_held(source: str) -> bool:
+    """Whether `source` is a measurement `hold_missing` holds; answered once per name (a hundred a frame set)."""
+    held = _HELD_BY_NAME.get(source)
+    if held is None:
+        held = source in _HELD_SOURCES or (source.startswith("cell_voltage_") and source[13:].isdigit())
+        # Source names come from the profiles' signals, a bounded set; the bound guards against anything else.
+        if len(_HELD_BY_NAME) < 4096:
+            _HELD_BY_NAME[source] = held
+    return held
+
+
 def hold_missing(values: dict[str, float | bool | None], held: HeldMeasurements) -> None:
     """Fill measurements the bank does not report now with their last known value; remember the new ones.
 
@@ -531,8 +561,7 @@ def hold_missing(values: dict[str, float | bool | None], held: HeldMeasurements)
             del held.values[source]
         held.values["cell_count"] = float(count)
     for source, value in values.items():
-        held_source = source in _HELD_SOURCES or (source.startswith("cell_voltage_") and source[13:].isdigit())
-        if not held_source:
+        if not _is_held(source):
             continue
         if value is None:
             misses = held.misses.get(source, 0) + 1
