@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import importlib.resources
 import random
+import re
 
 import cantools
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bmsgate.errors import DefinitionError
 from bmsgate.inverter.can.dbc import load_dbc_text
+from bmsgate.inverter.can.definition import profile_definition
+from bmsgate.inverter.can.profiles import compile_profile
 
 DATA = importlib.resources.files("bmsgate").joinpath("data/can")
 SHIPPED_DBC = sorted(entry.name for entry in DATA.iterdir() if entry.name.endswith(".dbc"))
@@ -98,6 +104,13 @@ def test_sections_without_bits_are_skipped_even_with_multi_line_strings_and_exte
         ("BO_ 849 L: 2 BMS\n SG_ a : 0|8@1+ (1,0) [0|0] ~ BMS\n", r"line 12: unexpected '~ BMS"),
         ('BO_ 849 L: 2 BMS\nCM_ "never closed"\n', "line 12: CM_ without its closing ';'"),
         ("BO_ 849 L: 2 BMS\nWHATEVER\n", "line 12: unexpected 'WHATEVER'"),
+        ('BO_ 849 L: 2 BMS\n SG_ a : -5|8@1+ (1,0) [0|0] "" BMS\n', "start bit -5"),
+        ('BO_ 849 L: 2 BMS\n SG_ a : 0|8@1+ (1,0) [1e999|100] "" BMS\n', "expected a finite number"),
+        ('BO_ 849 L: 2 BMS\n SG_ a : 0|8@1+ (1e999,0) [0|0] "" BMS\n', "expected a finite number"),
+        ("BO_ " + "9" * 5000 + " L: 2 BMS\n", "is too long"),
+        ("BO_ 4096 L: 2 BMS\n", "frame id 4096 is not a CAN id"),
+        ("BO_ -1 L: 2 BMS\n", "frame id -1 is not a CAN id"),
+        (f"BO_ {0x80000000 | 0x20000000} L: 2 BMS\n", "is not a CAN id"),
     ],
 )
 def test_what_cantools_strict_mode_refuses_or_this_reader_does_not_know_is_a_definition_error(
@@ -119,3 +132,37 @@ def test_encoding_a_missing_or_out_of_range_value_is_a_programming_error() -> No
         message.encode_raw({"a": 128, "b": 0})
     with pytest.raises(ValueError, match="1 bytes, the message has 2"):
         message.decode_raw(b"\x00")
+
+
+_PYLON_SPEC = yaml.safe_load(DATA.joinpath("pylon.yaml").read_text(encoding="utf-8"))
+_PYLON_DBC = DATA.joinpath(str(_PYLON_SPEC["dbc"])).read_text(encoding="utf-8")
+_NUMBERS = [match.span() for match in re.finditer(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?", _PYLON_DBC)]
+_ODD_NUMBERS = st.sampled_from(
+    ["-5", "-1", "1e999", "-1e999", "9" * 5000, "4096", "4294967296", "0", "65", "513", "1.5"]
+)
+_ODD_TEXT = st.sampled_from(["|", "@", "(", ")", "[", "]", '"', ";", ":", " ", "\n", "SG_ ", "BO_ ", "M ", "CM_ "])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.integers(0, len(_NUMBERS) - 1), _ODD_NUMBERS), max_size=4),
+    st.lists(st.tuples(st.integers(0, len(_PYLON_DBC)), st.integers(0, 4), _ODD_TEXT), max_size=3),
+)
+def test_a_mangled_dbc_in_a_profile_is_a_definition_error_or_a_profile(
+    numbers: list[tuple[int, str]], edits: list[tuple[int, int, str]]
+) -> None:
+    # A pushed pack's profile carries its DBC text: whatever it holds, compiling refuses it cleanly or works.
+    chosen = dict(numbers)
+    pieces, last = [], 0
+    for index, (start, end) in enumerate(_NUMBERS):
+        if index in chosen:
+            pieces += [_PYLON_DBC[last:start], chosen[index]]
+            last = end
+    text = "".join([*pieces, _PYLON_DBC[last:]])
+    for position, cut, piece in edits:
+        at = min(position, len(text))
+        text = text[:at] + piece + text[at + cut :]
+    try:
+        compile_profile(profile_definition({**_PYLON_SPEC, "dbc_text": text}, source="fuzz.yaml"), source="fuzz.yaml")
+    except DefinitionError:
+        pass

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import serial
 
+from bmsgate.inverter.modbus import tcp
 from bmsgate.inverter.modbus.settings import ModbusSettings
 from bmsgate.inverter.modbus.tcp import MAX_CONNECTIONS
 from bmsgate.runtime.hub import SnapshotHub
@@ -108,7 +109,7 @@ async def test_pipelined_requests_are_all_answered_in_order() -> None:
 async def test_tcp_unserved_function_codes_get_illegal_function(pdu: bytes, caplog: pytest.LogCaptureFixture) -> None:
     settings = tcp_settings()
     async with running_sink(settings, SnapshotHub()):
-        answer = await asyncio.to_thread(exchange, settings.port, mbap(0x1234, pdu, unit=5), expect=9 + 11)
+        answer = await asyncio.to_thread(exchange, settings.port, mbap(0x1234, pdu, unit=5), expect=9)
         # the connection still serves afterwards
         after = await asyncio.to_thread(exchange, settings.port, mbap(9, read_holding(SOC, 1)), expect=11)
     assert answer == mbap(0x1234, bytes([pdu[0] | 0x80, 0x01]), unit=5)
@@ -173,22 +174,58 @@ async def test_a_foreign_protocol_id_closes_the_connection() -> None:
     assert answer == b""
 
 
-async def test_connections_beyond_the_cap_are_closed_and_the_held_ones_still_served() -> None:
+async def test_at_the_cap_the_connection_idle_longest_makes_room_for_a_new_master() -> None:
     settings = tcp_settings()
     async with running_sink(settings, SnapshotHub()):
         held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         try:
-            for _ in range(MAX_CONNECTIONS):
+            for _ in range(MAX_CONNECTIONS):  # masters that vanished without closing
                 held.append(await asyncio.open_connection("127.0.0.1", settings.port))
-            await asyncio.sleep(0.1)  # the server has accepted (and counted) every one of them
-            extra_reader, extra_writer = await asyncio.open_connection("127.0.0.1", settings.port)
-            assert await asyncio.wait_for(extra_reader.read(1), 2) == b""  # closed by the server at once
-            extra_writer.close()
-            reader, writer = held[0]
+                await asyncio.sleep(0.01)  # each accepted in turn: the first is the one idle longest
+            reader, writer = await asyncio.open_connection("127.0.0.1", settings.port)
             writer.write(mbap(3, read_holding(SOC, 1)))
-            await writer.drain()
             answer = await asyncio.wait_for(reader.readexactly(11), 2)
+            writer.close()
+            assert await asyncio.wait_for(held[0][0].read(1), 2) == b""  # the oldest was dropped
+            second_reader, second_writer = held[1]
+            second_writer.write(mbap(4, read_holding(SOC, 1)))
+            second = await asyncio.wait_for(second_reader.readexactly(11), 2)  # the others still served
         finally:
-            for _, writer in held:
-                writer.close()
-    assert answer[:2] == b"\x00\x03"
+            for _, each in held:
+                each.close()
+    assert answer[:2] == b"\x00\x03" and second[:2] == b"\x00\x04"
+
+
+async def test_a_silent_or_stalled_master_is_closed_after_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tcp, "IDLE_TIMEOUT", 0.2)
+    monkeypatch.setattr(tcp, "_IO_TIMEOUT", 0.2)
+    settings = tcp_settings()
+    async with running_sink(settings, SnapshotHub()):
+        silent_reader, silent = await asyncio.open_connection("127.0.0.1", settings.port)
+        stalled_reader, stalled = await asyncio.open_connection("127.0.0.1", settings.port)
+        stalled.write(mbap(5, read_holding(SOC, 1))[:9])  # a frame that is never finished
+        assert await asyncio.wait_for(silent_reader.read(1), 2) == b""
+        assert await asyncio.wait_for(stalled_reader.read(1), 2) == b""
+        silent.close()
+        stalled.close()
+
+
+async def test_stopping_with_a_master_that_never_reads_neither_hangs_nor_logs_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = tcp_settings()
+    async with running_sink(settings, SnapshotHub()):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", settings.port))
+        # Pipelined requests whose answers are never read: the server's writes back up.
+        flood = mbap(1, read_holding(SOC, 125)) * 2000
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.send(flood)
+        await asyncio.sleep(0.3)
+        _, idle = await asyncio.open_connection("127.0.0.1", settings.port)  # an ordinary idle master too
+    # The block's exit stopped the server: it returned although nobody read, and nothing was logged as an error.
+    sock.close()
+    idle.close()
+    assert errors(caplog) == []

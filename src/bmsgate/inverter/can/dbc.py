@@ -17,6 +17,7 @@ Every problem is a :class:`~bmsgate.errors.DefinitionError` naming the line; enc
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Iterator, Mapping
 from typing import Final
@@ -67,6 +68,7 @@ _UNSUPPORTED: Final = {
 _EXTENDED_FLAG: Final = 0x80000000
 """A ``BO_`` id with this bit set is a 29-bit (extended) identifier."""
 _MAX_LENGTH: Final = 64
+_MAX_INTEGER_DIGITS: Final = 10
 """Bytes of the longest frame (CAN FD)."""
 
 
@@ -270,12 +272,20 @@ class _Reader:
         return token
 
     def number(self) -> float:
-        return float(self.take("number").text)
+        token = self.take("number")
+        value = float(token.text)
+        # A scale, offset or range that is infinite would only fail later, deep in a profile's encoders.
+        if not math.isfinite(value):
+            raise self.error(f"expected a finite number, found {token.text[:20]!r}", token)
+        return value
 
     def integer(self) -> int:
         token = self.take("number")
         if not token.text.lstrip("+-").isdigit():
-            raise self.error(f"expected an integer, found {token.text!r}", token)
+            raise self.error(f"expected an integer, found {token.text[:20]!r}", token)
+        # Frame ids take 10 digits at most; a longer integer is no DBC value (and int() refuses > 4300 digits).
+        if len(token.text.lstrip("+-")) > _MAX_INTEGER_DIGITS:
+            raise self.error(f"integer {token.text[:20]!r}... is too long", token)
         return int(token.text)
 
     def rest_of_line(self, line: int) -> Iterator[_Token]:
@@ -313,24 +323,26 @@ def _signal(reader: _Reader) -> DbcSignal:
     offset = reader.number()
     reader.take(text=")")
     reader.take(text="[")
-    low = reader.take("number").text
+    low = reader.number()
     reader.take(text="|")
-    high = reader.take("number").text
+    high = reader.number()
     reader.take(text="]")
     unit = reader.take("string").text[1:-1]
     list(reader.rest_of_line(keyword.line))  # the receiving nodes
     if length < 1 or length > _MAX_LENGTH * 8:
         raise reader.error(f"signal {name}: length {length} bits", keyword)
+    if start < 0:
+        raise reader.error(f"signal {name}: start bit {start}", keyword)
     # [0|0] leaves the range open (cantools reads it so too).
-    is_open = float(low) == 0 and float(high) == 0
+    is_open = low == 0 and high == 0
     return DbcSignal(
         name=name,
         length=length,
         signed=sign.text == "-",
         scale=scale,
         offset=offset,
-        minimum=None if is_open else float(low),
-        maximum=None if is_open else float(high),
+        minimum=None if is_open else low,
+        maximum=None if is_open else high,
         unit=unit,
         start=start,
         big_endian=order.text == "0",
@@ -365,7 +377,11 @@ def _message(reader: _Reader) -> DbcMessage:
     if len(set(names)) != len(names):
         raise reader.error(f"message {name}: a signal name appears twice", keyword)
     extended = bool(raw_id & _EXTENDED_FLAG)
-    return DbcMessage(raw_id & ~_EXTENDED_FLAG, name, length, extended, tuple(signals))
+    frame_id = raw_id & ~_EXTENDED_FLAG
+    # Checked here, not when the first frame is sent: 29 bits for an extended id, 11 for a standard one.
+    if not 0 <= raw_id <= 0xFFFFFFFF or frame_id > (0x1FFFFFFF if extended else 0x7FF):
+        raise reader.error(f"message {name}: frame id {raw_id} is not a CAN id", keyword)
+    return DbcMessage(frame_id, name, length, extended, tuple(signals))
 
 
 def _skip_header(reader: _Reader, token: _Token) -> None:

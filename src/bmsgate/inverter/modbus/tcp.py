@@ -15,9 +15,11 @@ Modbus PDU means the stream is out of step: the connection is closed, as the mas
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import logging
+import socket
 import struct
+import time
 from typing import Final
 
 from bmsgate.errors import SinkError
@@ -35,8 +37,23 @@ _HEADER: Final = struct.Struct(">HHHB")
 _MAX_PDU: Final = 253
 _MAX_BACKOFF: Final = 30.0
 MAX_CONNECTIONS: Final = 16
-"""Masters served at once: an inverter, a logger and a few tools. Beyond that it is a leak or an attack on
-the LAN, and each held connection costs the gateway a task and buffers, so newer ones are closed at once."""
+"""Masters served at once: an inverter, a logger and a few tools. At the cap the connection idle longest is
+dropped for the new one, so masters that vanished without closing (a rebooted inverter, a lost Wi-Fi link)
+can never lock a live one out."""
+IDLE_TIMEOUT: Final = 120.0
+"""Seconds without a request before a connection is closed: masters poll every few seconds, and a
+half-open socket never reports itself otherwise (TCP keepalive helps only after minutes)."""
+_IO_TIMEOUT: Final = 10.0
+"""Seconds for the rest of a started frame to arrive, or for a master to take its answer."""
+_READ_LIMIT: Final = 4096
+_WRITE_HIGH_WATER: Final = 16384
+"""A master that sends without reading holds at most these buffers (a Modbus frame is ≤ 260 bytes)."""
+
+
+@dataclasses.dataclass(slots=True)
+class _Connection:
+    writer: asyncio.StreamWriter
+    last_active: float
 
 
 class ModbusTcpServer:
@@ -52,7 +69,7 @@ class ModbusTcpServer:
             raise ValueError(f"ModbusTcpServer serves tcp, not {settings.mode!r}")
         self._settings = settings
         self._store = store
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], _Connection] = {}
         self.listening = asyncio.Event()
         """Set while the server is accepting requests (tests and the CLI wait on it)."""
 
@@ -63,29 +80,52 @@ class ModbusTcpServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if len(self._connections) >= MAX_CONNECTIONS:
-            _LOGGER.debug("refusing a Modbus TCP connection: %d already open", len(self._connections))
-            writer.close()
+        if task is None or not self.listening.is_set():  # accepted just as the server stopped
+            writer.transport.abort()
             return
-        if task is not None:
-            self._connections.add(task)
+        self._make_room()
+        connection = _Connection(writer, time.monotonic())
+        self._connections[task] = connection
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        writer.transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
         try:
             while True:
-                header = await reader.readexactly(_HEADER.size)
+                async with asyncio.timeout(IDLE_TIMEOUT):
+                    header = await reader.readexactly(_HEADER.size)
                 transaction, protocol, length, unit = _HEADER.unpack(header)
                 # Protocol id 0 is Modbus; anything else is another protocol or a stream out of step.
                 if protocol != 0 or not 2 <= length <= _MAX_PDU + 1:
                     _LOGGER.debug("closing a Modbus TCP connection: protocol %d, header length %d", protocol, length)
                     return
-                response = answer(self._store, await reader.readexactly(length - 1))
+                async with asyncio.timeout(_IO_TIMEOUT):
+                    request = await reader.readexactly(length - 1)
+                response = answer(self._store, request)
                 writer.write(_HEADER.pack(transaction, protocol, len(response) + 1, unit) + response)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            return  # the master went away, possibly mid-frame
+                async with asyncio.timeout(_IO_TIMEOUT):
+                    await writer.drain()
+                connection.last_active = time.monotonic()
+        except TimeoutError:
+            _LOGGER.debug("closing an idle or stalled Modbus TCP connection")
+        except (asyncio.IncompleteReadError, OSError):
+            pass  # the master went away, possibly mid-frame
+        except asyncio.CancelledError:
+            # Only `stop` cancels a connection; ending normally keeps asyncio (3.11) from logging the
+            # cancellation as an error in its stream callback.
+            pass
         finally:
-            if task is not None:
-                self._connections.discard(task)
-            writer.close()
+            self._connections.pop(task, None)
+            # abort, not close: close would wait to flush what a master that stopped reading never takes.
+            writer.transport.abort()
+
+    def _make_room(self) -> None:
+        if len(self._connections) < MAX_CONNECTIONS:
+            return
+        task, idle = min(self._connections.items(), key=lambda item: item[1].last_active)
+        _LOGGER.debug("%d Modbus TCP connections: dropping the one idle longest", len(self._connections))
+        self._connections.pop(task)
+        idle.writer.transport.abort()
 
     async def start(self) -> asyncio.Server:
         """Open the listener once.
@@ -98,7 +138,7 @@ class ModbusTcpServer:
         """
         settings = self._settings
         try:
-            server = await asyncio.start_server(self._serve, settings.host, settings.port)
+            server = await asyncio.start_server(self._serve, settings.host, settings.port, limit=_READ_LIMIT)
         except OSError as exc:
             raise SinkError(f"cannot open {self.endpoint}: {exc}", sink="modbus") from exc
         self.listening.set()
@@ -108,11 +148,15 @@ class ModbusTcpServer:
         """Close a listener opened by :meth:`start`, and the connections it accepted."""
         self.listening.clear()
         server.close()
-        for connection in list(self._connections):
-            connection.cancel()
-        for connection in list(self._connections):
-            with contextlib.suppress(asyncio.CancelledError):
-                await connection
+        tasks = list(self._connections)
+        for connection in self._connections.values():
+            connection.writer.transport.abort()  # their reads end at once, their tasks return
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=1.0)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
         await server.wait_closed()
 
     async def run(self) -> None:
