@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bmsgate.inverter.modbus.registermap import RegisterKind, load_register_map
 from bmsgate.inverter.modbus.requests import answer
@@ -88,3 +90,28 @@ def test_unserved_and_malformed_requests_are_refused_never_raised(
     register_store, writes = store
     assert answer(register_store, pdu) == refusal
     assert writes == []
+
+
+_FUNCTION_CODES = st.sampled_from([3, 4, 6, 16, 22, 23, 0x2B, 0x81, 0, 255])
+_PDUS = st.one_of(
+    st.binary(min_size=0, max_size=253),
+    st.builds(lambda code, body: bytes([code]) + body, _FUNCTION_CODES, st.binary(max_size=252)),
+    st.builds(
+        lambda code, address, count, tail: struct.pack(">BHH", code, address, count) + tail,
+        _FUNCTION_CODES,
+        st.integers(0, 0xFFFF),
+        st.integers(0, 0xFFFF),
+        st.binary(max_size=40),
+    ),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_PDUS)
+def test_any_request_pdu_gets_a_well_formed_answer(pdu: bytes) -> None:
+    # The server answers whatever arrives on the LAN: a PDU of any bytes gets a reply that fits a frame.
+    register_store = RegisterStore(load_register_map("generic"), on_write=lambda address, values: None)
+    response = answer(register_store, pdu)
+    assert 2 <= len(response) <= 253
+    if len(response) == 2 and pdu and response[0] & 0x80:
+        assert response[1] in (1, 2, 3, 4)
