@@ -19,6 +19,7 @@ from pymodbus.framer import FramerType
 from bmsgate.app.ports import check_tcp_port_free
 from bmsgate.errors import ConfigError, SinkError
 from bmsgate.inverter.modbus import server as server_module
+from bmsgate.inverter.modbus import serving
 from bmsgate.inverter.modbus import tcp as tcp_module
 from bmsgate.inverter.modbus.registermap import RegisterKind, load_register_map
 from bmsgate.inverter.modbus.settings import ModbusSettings
@@ -309,7 +310,7 @@ def pymodbus_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord
 async def test_busy_port_is_logged_once_without_pymodbus_noise(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tcp_module, "Backoff", lambda *_args, **_kwargs: Backoff(0.01, 0.01))
+    monkeypatch.setattr(serving, "Backoff", lambda *_args, **_kwargs: Backoff(0.01, 0.01))
     settings = tcp_settings()
     store = RegisterStore(load_register_map("generic"))
     first = ModbusTcpServer(settings, store)

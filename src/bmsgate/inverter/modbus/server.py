@@ -43,6 +43,7 @@ from pymodbus.server.requesthandler import ServerRequestHandler
 
 from bmsgate.errors import SinkError
 from bmsgate.inverter.modbus.registermap import contiguous_runs
+from bmsgate.inverter.modbus.serving import serve_until_cancelled
 from bmsgate.inverter.modbus.settings import ModbusSettings
 from bmsgate.inverter.modbus.store import RegisterStore
 from bmsgate.runtime.backoff import Backoff
@@ -308,24 +309,7 @@ class ModbusServer:
 
     async def run(self) -> None:
         """Serve until cancelled, reopening the port with backoff when it cannot be opened."""
-        backoff = Backoff(1.0, _MAX_BACKOFF, jitter=0.1)
-        failing = False
-        while True:
-            try:
-                server = await self.start()
-            except SinkError as exc:
-                if not failing:
-                    _LOGGER.warning("Modbus server: %s; retrying", exc)
-                    failing = True
-                await asyncio.sleep(backoff.next_delay())
-                continue
-            _LOGGER.info("Modbus server listening on %s (slave id %s)", self.endpoint, self._settings.slave_id)
-            failing = False
-            backoff.reset()
-            try:
-                await asyncio.Future()  # pymodbus relistens by itself after a dropped serial port
-            finally:
-                await self.stop(server)
+        await serve_until_cancelled(self, self._settings.slave_id, _LOGGER)
 
 
 class ModbusClientWriter:

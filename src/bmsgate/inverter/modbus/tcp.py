@@ -24,9 +24,9 @@ from typing import Final
 
 from bmsgate.errors import SinkError
 from bmsgate.inverter.modbus.requests import answer
+from bmsgate.inverter.modbus.serving import serve_until_cancelled
 from bmsgate.inverter.modbus.settings import ModbusSettings
 from bmsgate.inverter.modbus.store import RegisterStore
-from bmsgate.runtime.backoff import Backoff
 
 __all__ = ["MAX_CONNECTIONS", "ModbusTcpServer"]
 
@@ -35,7 +35,6 @@ _LOGGER = logging.getLogger(__name__)
 _HEADER: Final = struct.Struct(">HHHB")
 """MBAP: transaction id, protocol id, length (unit id + PDU), unit id."""
 _MAX_PDU: Final = 253
-_MAX_BACKOFF: Final = 30.0
 MAX_CONNECTIONS: Final = 16
 """Masters served at once: an inverter, a logger and a few tools. At the cap the connection idle longest is
 dropped for the new one, so masters that vanished without closing (a rebooted inverter, a lost Wi-Fi link)
@@ -161,21 +160,4 @@ class ModbusTcpServer:
 
     async def run(self) -> None:
         """Serve until cancelled, reopening the port with backoff when it cannot be opened."""
-        backoff = Backoff(1.0, _MAX_BACKOFF, jitter=0.1)
-        failing = False
-        while True:
-            try:
-                server = await self.start()
-            except SinkError as exc:
-                if not failing:
-                    _LOGGER.warning("Modbus server: %s; retrying", exc)
-                    failing = True
-                await asyncio.sleep(backoff.next_delay())
-                continue
-            _LOGGER.info("Modbus server listening on %s (slave id %s)", self.endpoint, self._settings.slave_id)
-            failing = False
-            backoff.reset()
-            try:
-                await asyncio.Future()
-            finally:
-                await self.stop(server)
+        await serve_until_cancelled(self, self._settings.slave_id, _LOGGER)
