@@ -166,3 +166,14 @@ def test_a_mangled_dbc_in_a_profile_is_a_definition_error_or_a_profile(
         compile_profile(profile_definition({**_PYLON_SPEC, "dbc_text": text}, source="fuzz.yaml"), source="fuzz.yaml")
     except DefinitionError:
         pass
+
+
+def test_candb_plus_plus_pseudo_message_of_unattached_signals_is_skipped_as_cantools_skips_it() -> None:
+    text = HEADER + (
+        'BO_ 849 L: 2 BMS\n SG_ a : 0|8@1+ (1,0) [0|0] "" BMS\n'
+        'BO_ 3221225472 VECTOR__INDEPENDENT_SIG_MSG: 0 Vector__XXX\n SG_ loose : 0|8@1+ (1,0) [0|0] "" Vector__XXX\n'
+    )
+    ours = load_dbc_text(text, source="candb.dbc")
+    reference = cantools.database.load_string(text, database_format="dbc", strict=True)
+    assert isinstance(reference, cantools.database.can.Database)
+    assert sorted(ours.messages) == sorted(message.frame_id for message in reference.messages) == [849]

@@ -197,35 +197,52 @@ async def test_at_the_cap_the_connection_idle_longest_makes_room_for_a_new_maste
 
 
 async def test_a_silent_or_stalled_master_is_closed_after_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(tcp, "IDLE_TIMEOUT", 0.2)
-    monkeypatch.setattr(tcp, "_IO_TIMEOUT", 0.2)
+    monkeypatch.setattr(tcp, "IDLE_TIMEOUT", 30.0)
+    monkeypatch.setattr(tcp, "_IO_TIMEOUT", 0.3)
     settings = tcp_settings()
     async with running_sink(settings, SnapshotHub()):
-        silent_reader, silent = await asyncio.open_connection("127.0.0.1", settings.port)
+        # A started frame never finished: the short I/O timeout ends it, not the idle one.
         stalled_reader, stalled = await asyncio.open_connection("127.0.0.1", settings.port)
-        stalled.write(mbap(5, read_holding(SOC, 1))[:9])  # a frame that is never finished
-        assert await asyncio.wait_for(silent_reader.read(1), 2) == b""
+        stalled.write(mbap(5, read_holding(SOC, 1))[:9])
         assert await asyncio.wait_for(stalled_reader.read(1), 2) == b""
-        silent.close()
         stalled.close()
+        # A master that never sends: the idle timeout ends it.
+        monkeypatch.setattr(tcp, "IDLE_TIMEOUT", 0.3)
+        silent_reader, silent = await asyncio.open_connection("127.0.0.1", settings.port)
+        assert await asyncio.wait_for(silent_reader.read(1), 2) == b""
+        silent.close()
 
 
 async def test_stopping_with_a_master_that_never_reads_neither_hangs_nor_logs_errors(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = tcp_settings()
-    async with running_sink(settings, SnapshotHub()):
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    hub = SnapshotHub()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    runner = running_sink(settings, hub)
+    sink = await runner.__aenter__()
+    try:
+        hub.publish(make_snapshot())
+        await wait_refresh(sink)
         sock.connect(("127.0.0.1", settings.port))
-        # Pipelined requests whose answers are never read: the server's writes back up.
-        flood = mbap(1, read_holding(SOC, 125)) * 2000
         sock.setblocking(False)
+        # Pipelined block reads (73-byte answers) that are never read, until the kernel takes no more.
+        request = mbap(1, read_holding(SOC, 32))
         with contextlib.suppress(BlockingIOError):
-            sock.send(flood)
+            for _ in range(20_000):
+                sock.send(request * 50)
         await asyncio.sleep(0.3)
+        server = sink.endpoint
+        assert isinstance(server, tcp.ModbusTcpServer)
+        writers = [connection.writer for connection in server._connections.values()]
+        assert writers and max(w.transport.get_write_buffer_size() for w in writers) > 0  # answers backed up
         _, idle = await asyncio.open_connection("127.0.0.1", settings.port)  # an ordinary idle master too
-    # The block's exit stopped the server: it returned although nobody read, and nothing was logged as an error.
+    finally:
+        # Stopping returns although nobody reads (closing would wait for the backlog to flush).
+        await asyncio.wait_for(runner.__aexit__(None, None, None), 5)
+    # Nothing is held for the master that stopped reading: its backlog was dropped with the connection.
+    assert all(w.transport.is_closing() and w.transport.get_write_buffer_size() == 0 for w in writers)
     sock.close()
     idle.close()
     assert errors(caplog) == []

@@ -68,8 +68,11 @@ _UNSUPPORTED: Final = {
 _EXTENDED_FLAG: Final = 0x80000000
 """A ``BO_`` id with this bit set is a 29-bit (extended) identifier."""
 _MAX_LENGTH: Final = 64
-_MAX_INTEGER_DIGITS: Final = 10
 """Bytes of the longest frame (CAN FD)."""
+_MAX_INTEGER_DIGITS: Final = 10
+"""Digits of the longest integer a DBC holds (a frame id with its extended flag)."""
+_PSEUDO_MESSAGE: Final = "VECTOR__INDEPENDENT_SIG_MSG"
+"""CANdb++'s holder of signals that belong to no frame: not a frame, skipped as cantools skips it."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -349,7 +352,7 @@ def _signal(reader: _Reader) -> DbcSignal:
     )
 
 
-def _message(reader: _Reader) -> DbcMessage:
+def _message(reader: _Reader) -> DbcMessage | None:
     keyword = reader.take("word", "BO_")
     raw_id = reader.integer()
     name = reader.take("word").text
@@ -359,6 +362,8 @@ def _message(reader: _Reader) -> DbcMessage:
     signals: list[DbcSignal] = []
     while (token := reader.peek()) is not None and token.text == "SG_":
         signals.append(_signal(reader))
+    if name == _PSEUDO_MESSAGE:
+        return None
     if not 0 <= length <= _MAX_LENGTH:
         raise reader.error(f"message {name}: length {length} bytes", keyword)
     taken = 0
@@ -412,7 +417,8 @@ def load_dbc_text(text: str, *, source: str) -> DbcDatabase:
     messages: list[DbcMessage] = []
     while (token := reader.peek()) is not None:
         if token.text == "BO_":
-            messages.append(_message(reader))
+            if (message := _message(reader)) is not None:
+                messages.append(message)
         elif token.text in ("VERSION", "NS_", "BS_", "BU_"):
             _skip_header(reader, token)
         elif token.text in _SKIPPED_SECTIONS:

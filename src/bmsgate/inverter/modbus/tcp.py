@@ -41,7 +41,7 @@ dropped for the new one, so masters that vanished without closing (a rebooted in
 can never lock a live one out."""
 IDLE_TIMEOUT: Final = 120.0
 """Seconds without a request before a connection is closed: masters poll every few seconds, and a
-half-open socket never reports itself otherwise (TCP keepalive helps only after minutes)."""
+half-open socket never reports itself otherwise (TCP keepalive, also on, takes about two hours by default)."""
 _IO_TIMEOUT: Final = 10.0
 """Seconds for the rest of a started frame to arrive, or for a master to take its answer."""
 _READ_LIMIT: Final = 4096
@@ -85,11 +85,11 @@ class ModbusTcpServer:
         self._make_room()
         connection = _Connection(writer, time.monotonic())
         self._connections[task] = connection
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        writer.transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
         try:
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            writer.transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
             while True:
                 async with asyncio.timeout(IDLE_TIMEOUT):
                     header = await reader.readexactly(_HEADER.size)
