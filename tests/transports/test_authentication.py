@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from typing import Any
 
 import pytest
@@ -20,9 +19,11 @@ from bmsgate.protocols.definition import definition_from_mapping
 from bmsgate.protocols.gattspec import ChallengeResponse
 from bmsgate.runtime.client import BatteryClient, ClientOptions
 from bmsgate.runtime.simulation import PackConfig
-from bmsgate.testing import FakeBleakClient, FakeBluetooth, FakePeripheral, gatt_for_protocol
+from bmsgate.testing import FakeBluetooth, FakePeripheral, gatt_for_protocol
 from bmsgate.transports.ble import BleTransport, ReconnectPolicy, gatt_tree
 from bmsgate.transports.discovery import select_characteristics
+
+from .helpers import make_transport
 
 STARK = get_protocol("stark-varg")
 ADDRESS = "AA:BB:CC:DD:EE:07"
@@ -47,15 +48,11 @@ def _bike(*, secret: bytes | None) -> FakePeripheral:
 
 
 def _transport(radio: FakeBluetooth, protocol: CompiledProtocol, secret: bytes | None) -> BleTransport:
-    return BleTransport(
+    return make_transport(
+        radio,
         protocol,
-        ADDRESS,
-        client_factory=FakeBleakClient,
-        scanner_factory=radio.scanner,
-        scan_timeout=1.0,
-        connect_timeout=2.0,
+        address=ADDRESS,
         reconnect=ReconnectPolicy(attempts=2, initial_delay=0.01, max_delay=0.01),
-        rng=random.Random(1),
         secret=secret,
     )
 

@@ -28,6 +28,8 @@ from bmsgate.runtime.simulation import PackConfig
 from bmsgate.testing import FakeBleakClient, FakeBluetooth, FakePeripheral, FaultPlan
 from bmsgate.transports.ble import BleScanner, BleTransport, ReconnectPolicy, map_ble_error
 
+from . import helpers
+
 JBD = get_protocol("jbd")
 ADDRESS = "A4:C1:37:00:00:01"
 FAST = ClientOptions(request_timeout=0.15, retries=1, retry_backoff=0.01, poll_deadline=3.0)
@@ -42,18 +44,9 @@ def jbd_variant(**gatt: Any) -> CompiledProtocol:
 
 
 def make_transport(radio: FakeBluetooth, protocol: CompiledProtocol = JBD, **kwargs: Any) -> BleTransport:
-    options: dict[str, Any] = {
-        "client_factory": FakeBleakClient,
-        "scanner_factory": radio.scanner,
-        "scan_timeout": 1.0,
-        "connect_timeout": 2.0,
-        "reconnect": ReconnectPolicy(attempts=1),
-        "rng": random.Random(1),
-    }
-    options.update(kwargs)
-    if "name" not in options and "address" not in options:
-        options["address"] = ADDRESS
-    return BleTransport(protocol, **options)
+    if "name" not in kwargs and "address" not in kwargs:
+        kwargs["address"] = ADDRESS
+    return helpers.make_transport(radio, protocol, **kwargs)
 
 
 def peripheral(protocol: CompiledProtocol = JBD, **kwargs: Any) -> FakePeripheral:

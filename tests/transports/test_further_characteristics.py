@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import contextlib
-import random
 from typing import Any
 
 import pytest
@@ -17,8 +16,10 @@ from bmsgate.protocols import CompiledProtocol, compile_definition, get_protocol
 from bmsgate.protocols.definition import definition_from_mapping, normalize_uuid
 from bmsgate.runtime.client import BatteryClient, ClientOptions
 from bmsgate.runtime.simulation import PackConfig
-from bmsgate.testing import FakeBleakClient, FakeBluetooth, FakePeripheral, gatt_for_protocol
-from bmsgate.transports.ble import BleTransport, ReconnectPolicy
+from bmsgate.testing import FakeBluetooth, FakePeripheral, gatt_for_protocol
+from bmsgate.transports.ble import BleTransport
+
+from .helpers import make_transport
 
 JBD = get_protocol("jbd")
 DYNESS = get_protocol("dyness-jun")
@@ -33,16 +34,7 @@ STREAMED = ClientOptions(request_timeout=1.5, retries=0, poll_deadline=3.0)
 
 
 def _transport(radio: FakeBluetooth, protocol: CompiledProtocol) -> BleTransport:
-    return BleTransport(
-        protocol,
-        ADDRESS,
-        client_factory=FakeBleakClient,
-        scanner_factory=radio.scanner,
-        scan_timeout=1.0,
-        connect_timeout=2.0,
-        reconnect=ReconnectPolicy(attempts=1),
-        rng=random.Random(1),
-    )
+    return make_transport(radio, protocol, address=ADDRESS)
 
 
 def _without(protocol: CompiledProtocol, key: str) -> CompiledProtocol:

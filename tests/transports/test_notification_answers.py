@@ -10,7 +10,6 @@ end to end through `BatteryClient`, plus a hostile board flooding a keep-alive c
 from __future__ import annotations
 
 import asyncio
-import random
 from typing import Any
 
 import pytest
@@ -23,9 +22,11 @@ from bmsgate.protocols.constructs import constructs_used
 from bmsgate.protocols.definition import NotificationAnswer, definition_from_mapping
 from bmsgate.runtime.client import BatteryClient, ClientOptions
 from bmsgate.runtime.simulation import PackConfig
-from bmsgate.testing import FakeBleakClient, FakeBluetooth, FakePeripheral
+from bmsgate.testing import FakeBluetooth, FakePeripheral
 from bmsgate.transports.answers import MAX_ECHO, NotificationAnswerer
-from bmsgate.transports.ble import BleTransport, ReconnectPolicy
+from bmsgate.transports.ble import BleTransport
+
+from .helpers import make_transport
 
 
 def _dometic_uuid(short: str) -> str:
@@ -62,16 +63,7 @@ def _board(protocol: CompiledProtocol = KEPT_ALIVE, **kwargs: Any) -> FakePeriph
 
 
 def _transport(radio: FakeBluetooth, protocol: CompiledProtocol = KEPT_ALIVE) -> BleTransport:
-    return BleTransport(
-        protocol,
-        ADDRESS,
-        client_factory=FakeBleakClient,
-        scanner_factory=radio.scanner,
-        scan_timeout=1.0,
-        connect_timeout=2.0,
-        reconnect=ReconnectPolicy(attempts=1),
-        rng=random.Random(1),
-    )
+    return make_transport(radio, protocol, address=ADDRESS)
 
 
 # -- the definition ----------------------------------------------------------------------------------------
