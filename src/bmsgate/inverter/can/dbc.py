@@ -154,7 +154,7 @@ class DbcMessage:
             )
             for signal in signals
         )
-        self._last_encoded: tuple[tuple[tuple[str, int], ...], bytes] | None = None
+        self._last_packed: tuple[tuple[int, ...], bytes] | None = None
         """The latest raw values and their bytes: most frames of a set (names, flags, counts) repeat
         from one set to the next, and packing is most of a frame set's CPU."""
 
@@ -164,16 +164,25 @@ class DbcMessage:
         Raises:
             ValueError: a signal is missing or its value does not fit its bits.
         """
-        key = tuple(raw.items())
-        last = self._last_encoded
-        if last is not None and last[0] == key:
+        try:
+            ordered = tuple(int(raw[name]) for name, *_layout in self._fields)
+        except KeyError as exc:
+            raise ValueError(f"cannot encode {self.name}: no value for {exc.args[0]}") from None
+        return self.pack(ordered)
+
+    def pack(self, raw: tuple[int, ...]) -> bytes:
+        """Pack raw (unscaled) values given in the order of :attr:`signals` (no names looked up).
+
+        Raises:
+            ValueError: the count is wrong or a value does not fit its bits.
+        """
+        last = self._last_packed
+        if last is not None and last[0] == raw:
             return last[1]
+        if len(raw) != len(self._fields):
+            raise ValueError(f"cannot encode {self.name}: {len(raw)} values for {len(self._fields)} signals")
         little = big = 0
-        for name, shift, mask, low, high, big_endian in self._fields:
-            try:
-                value = int(raw[name])
-            except KeyError:
-                raise ValueError(f"cannot encode {self.name}: no value for {name}") from None
+        for (name, shift, mask, low, high, big_endian), value in zip(self._fields, raw, strict=True):
             if not low <= value <= high:
                 raise ValueError(f"cannot encode {self.name}: {name} = {value} does not fit {low}..{high}")
             if big_endian:
@@ -183,7 +192,7 @@ class DbcMessage:
         if big:
             little |= int.from_bytes(big.to_bytes(self.length, "big"), "little")
         data = little.to_bytes(self.length, "little")
-        self._last_encoded = (key, data)
+        self._last_packed = (raw, data)
         return data
 
     def decode_raw(self, data: bytes) -> dict[str, int]:

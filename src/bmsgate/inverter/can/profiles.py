@@ -123,6 +123,9 @@ _ID_CHAR_SOURCES: Final = {name: tuple(f"{name}_id_{i}" for i in range(8)) for n
 """Each id text's eight character sources, named once (not 32 f-strings per frame set)."""
 
 _CELL_VOLTAGE_SOURCE: Final = re.compile(r"cell_voltage_([1-9]|[1-5][0-9]|6[0-4])")
+_CELL_VOLTAGE_SOURCES: Final = tuple(f"cell_voltage_{n}" for n in range(1, 65))
+"""The per-cell sources by 0-based cell index, named once (not 16 f-strings per frame set)."""
+_CELL_NUMBER_SOURCES: Final = frozenset({"cell_voltage_max_number", "cell_voltage_min_number"})
 _MIN_BITS: Final = {"flow_state": 2, "soh": 7}
 """Number sources that fit fewer than the usual 8 bits (a 2-bit state code; Growatt's 7-bit SoH)."""
 _FLOW_STATE: Final = {FlowDirection.IDLE: 1.0, FlowDirection.CHARGING: 2.0, FlowDirection.DISCHARGING: 3.0}
@@ -143,6 +146,8 @@ _CONDITIONS: Final = (
     "cell_imbalance",
     "general",
 )
+_PROTECT_SOURCES: Final = {condition: f"protect_{condition}" for condition in _CONDITIONS}
+_WARN_SOURCES: Final = {condition: f"warn_{condition}" for condition in _CONDITIONS}
 FLAG_SOURCES: Final = frozenset(
     {f"{level}_{condition}" for level in ("protect", "warn") for condition in _CONDITIONS}
     | {"charge_enable", "discharge_enable", "force_charge_1", "force_charge_2", "full_charge_request"}
@@ -232,15 +237,17 @@ def _shown_bank(status: InverterStatus, phase: OutputPhase, invalid_markers: boo
     return aggregate([PackInput(s.battery_id, s, stale=False) for s in offline]) if offline else None
 
 
-def _cell_values(bank: BankState | None) -> dict[str, float | None]:
+def _cell_values(bank: BankState | None, *, numbers: bool = True) -> dict[str, float | None]:
     # Per-cell frames carry one pack's cells: the first online pack's (the whole bank for one pack).
     if bank is None:
         return {}
     pack = next((s for s in bank.online if s.cell_voltages), None)
     values: dict[str, float | None] = {}
     if pack is not None:
-        values.update({f"cell_voltage_{n}": v for n, v in enumerate(pack.cell_voltages[:64], start=1)})
+        values.update(zip(_CELL_VOLTAGE_SOURCES, pack.cell_voltages[:64], strict=False))
         values["cell_count"] = float(pack.cell_count)
+    if not numbers:
+        return values
     highest = _extreme_cell(bank.online, highest=True)
     lowest = _extreme_cell(bank.online, highest=False)
     values["cell_voltage_max_number"] = None if highest is None else float(highest)
@@ -322,6 +329,17 @@ def wire_values(
     Returns:
         Values by source name; None where the bank does not know the value.
     """
+    return _wire_values(profile, status, phase, requests, every_source=True)
+
+
+def _wire_values(
+    profile: CanProfile, status: InverterStatus, phase: OutputPhase, requests: Requests, *, every_source: bool
+) -> dict[str, float | bool | None]:
+    """:func:`wire_values`; without `every_source`, the costly sources no frame of the profile reads are left out.
+
+    Only sources that are neither read nor held (see :func:`hold_missing`) may be left out: a held
+    source must be remembered even under a profile that does not send it, for the profile swapped in next.
+    """
     bank, limits, quirks = status.bank, status.limits, profile.quirks
     safe = phase is not OutputPhase.NORMAL
     # Belt and braces: in the safe phase nothing may allow current, whatever the engine said.
@@ -380,12 +398,13 @@ def wire_values(
         "force_charge_2": requests.force_charge_2 and charge_allowed,
         "full_charge_request": requests.full_charge and charge_allowed,
     }
-    values.update(_cell_values(shown))
+    values.update(_cell_values(shown, numbers=every_source or profile.reads_cell_numbers))
     values.update(_module_counts(bank, safe))
-    values.update(_extreme_ids(bank, safe))
+    if every_source or profile.reads_extreme_ids:
+        values.update(_extreme_ids(bank, safe))
     values.update(_manufacturer_chars(profile.manufacturer))
-    values.update({f"protect_{name}": flag for name, flag in protections.items()})
-    values.update({f"warn_{name}": flag for name, flag in warnings.items()})
+    values.update({_PROTECT_SOURCES[name]: flag for name, flag in protections.items()})
+    values.update({_WARN_SOURCES[name]: flag for name, flag in warnings.items()})
     return values
 
 
@@ -423,16 +442,37 @@ def _last_capacity(status: InverterStatus) -> float | None:
 _Encoder = Callable[[_Wire], int]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class _CompiledFrame:
-    message: DbcMessage
-    length: int
-    encoders: tuple[tuple[str, _Encoder], ...]
+    """One frame of a profile: its layout, and per signal the encoder of its raw value.
+
+    `feeds` names every source the encoders read (each reads one source, or none for a constant), so
+    the same feed values always give the same bytes: the last frame is reused while they repeat, which
+    they mostly do (names, flags, limits and counts change rarely; a frame set goes out every second).
+    The reuse relies on each source keeping its type from one set to the next (a flag source is always
+    a bool, a number source a float or None): 1.0 and True compare equal but encode differently.
+    """
+
+    __slots__ = ("_last", "encoders", "feeds", "length", "message")
+
+    def __init__(
+        self, message: DbcMessage, length: int, encoders: tuple[tuple[str, _Encoder], ...], feeds: tuple[str, ...]
+    ) -> None:
+        self.message = message
+        self.length = length
+        self.encoders = encoders
+        self.feeds = feeds
+        self._last: tuple[tuple[float | bool | None, ...], CanFrame] | None = None
 
     def encode(self, values: _Wire) -> CanFrame:
-        raw = {name: encoder(values) for name, encoder in self.encoders}
-        data = self.message.encode_raw(raw).ljust(self.length, b"\0")
-        return CanFrame(self.message.frame_id, data, self.message.is_extended)
+        """The frame for these wire values (the previous frame object when its feed values repeat)."""
+        key = tuple(map(values.get, self.feeds))
+        last = self._last
+        if last is not None and last[0] == key:
+            return last[1]
+        data = self.message.pack(tuple(encoder(values) for _name, encoder in self.encoders))
+        frame = CanFrame(self.message.frame_id, data.ljust(self.length, b"\0"), self.message.is_extended)
+        self._last = (key, frame)
+        return frame
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -477,6 +517,10 @@ class CanProfile:
     _frames: tuple[_CompiledFrame, ...] = dataclasses.field(repr=False, compare=False)
     extra_frame_ids: tuple[int, ...] = ()
     _extra_frames: tuple[_CompiledFrame, ...] = dataclasses.field(default=(), repr=False, compare=False)
+    reads_extreme_ids: bool = dataclasses.field(default=True, compare=False)
+    """Whether a frame (extra frames included) reads an extreme's id characters (else they are not computed)."""
+    reads_cell_numbers: bool = dataclasses.field(default=True, compare=False)
+    """Whether a frame reads the highest / lowest cell's number (else they are not computed)."""
 
     @property
     def liveness_id(self) -> int | None:
@@ -533,18 +577,8 @@ class HeldMeasurements:
         self.misses: dict[str, int] = {}
 
 
-_HELD_BY_NAME: dict[str, bool] = {}
-
-
-def _is_held(source: str) -> bool:
-    """Whether `source` is a measurement `hold_missing` holds; answered once per name (a hundred a frame set)."""
-    held = _HELD_BY_NAME.get(source)
-    if held is None:
-        held = source in _HELD_SOURCES or (source.startswith("cell_voltage_") and source[13:].isdigit())
-        # Source names come from the profiles' signals, a bounded set; the bound guards against anything else.
-        if len(_HELD_BY_NAME) < 4096:
-            _HELD_BY_NAME[source] = held
-    return held
+_HELD_NAMES: Final = _HELD_SOURCES | frozenset(_CELL_VOLTAGE_SOURCES)
+"""Every source :func:`hold_missing` holds: the measurements above and the cell voltages (cells 1-64)."""
 
 
 def hold_missing(values: dict[str, float | bool | None], held: HeldMeasurements) -> None:
@@ -560,9 +594,10 @@ def hold_missing(values: dict[str, float | bool | None], held: HeldMeasurements)
         for source in [s for s in held.values if s.startswith("cell_voltage_") and s[13:].isdigit()]:
             del held.values[source]
         held.values["cell_count"] = float(count)
-    for source, value in values.items():
-        if not _is_held(source):
-            continue
+    # Only the held names are visited (a set intersection in C): each is independent of the others, so
+    # their order does not matter, and the other hundred sources of a frame set are not looked at.
+    for source in values.keys() & _HELD_NAMES:
+        value = values[source]
         if value is None:
             misses = held.misses.get(source, 0) + 1
             held.misses[source] = misses
@@ -593,7 +628,7 @@ def build_frames(
     """
     if not phase.transmits:
         return []
-    values = wire_values(profile, status, phase, requests)
+    values = _wire_values(profile, status, phase, requests, every_source=False)
     if held is not None and not profile.quirks.invalid_markers:
         hold_missing(values, held)
     _fit_capacity(values, profile.capacity_limit)
@@ -749,6 +784,14 @@ def _compile(spec: CanProfileDefinition, database: DbcDatabase, source: str) -> 
             (signal.name, _compile_signal(signal, spec, f"{field}.{message.name}.{signal.name}", source))
             for signal in message.signals
         )
+        # What the encoders read: constants and "invalid" markers read nothing.
+        feeds = tuple(
+            dict.fromkeys(
+                spec.signals.get(signal.name, signal.name)
+                for signal in message.signals
+                if signal.name not in spec.invalid and signal.name not in spec.constants
+            )
+        )
         for signal in message.signals:
             feed = spec.signals.get(signal.name, signal.name)
             if feed == "charge_voltage_limit":
@@ -758,7 +801,8 @@ def _compile(spec: CanProfileDefinition, database: DbcDatabase, source: str) -> 
                 if signal.maximum is not None:
                     largest = min(largest, signal.maximum)
                 capacity_limit = largest if capacity_limit is None else min(capacity_limit, largest)
-        frames.append(_CompiledFrame(message, length, encoders))
+        frames.append(_CompiledFrame(message, length, encoders, feeds))
+    read = frozenset(feed for frame in frames for feed in frame.feeds)
     return CanProfile(
         name=spec.name,
         description=spec.description,
@@ -779,6 +823,8 @@ def _compile(spec: CanProfileDefinition, database: DbcDatabase, source: str) -> 
         _frames=tuple(frames[: len(spec.frames)]),
         _extra_frames=tuple(frames[len(spec.frames) :]),
         capacity_limit=capacity_limit,
+        reads_extreme_ids=any(_ID_SOURCE.fullmatch(feed) for feed in read),
+        reads_cell_numbers=not read.isdisjoint(_CELL_NUMBER_SOURCES),
     )
 
 
