@@ -58,3 +58,68 @@ async def test_a_bus_opened_without_receiving_queues_and_discards() -> None:
         await bus.close()
     with pytest.raises(SinkError, match="not open"):
         bus.discard_received()
+
+
+_FRAMES = [CanFrame(0x351, bytes([0x28, 0x02, 0xE8, 0x03, 0xE8, 0x03])), CanFrame(0x1806E5F4, bytes(8), True)]
+_FIELDS = ("arbitration_id", "data", "is_extended_id", "dlc", "channel", "is_rx", "is_fd", "is_remote_frame")
+
+
+def _drain(peer: can.BusABC) -> list[can.Message]:
+    received = []
+    while (message := peer.recv(0.0)) is not None:
+        received.append(message)
+    return received
+
+
+@pytest.mark.parametrize("own", [False, True])
+async def test_a_virtual_send_delivers_what_python_cans_own_send_delivers(own: bool) -> None:
+    channel = channel_name()
+    settings = CanSettings(interface="virtual", channel=channel)
+    bus = CanBus(settings, lambda: can.Bus(interface="virtual", channel=channel, receive_own_messages=own))
+    bus.open(receive=False)
+    peers = [can.Bus(interface="virtual", channel=channel) for _ in range(2)]
+    try:
+        before = time.time()
+        await bus.send(_FRAMES)
+        fast = [_drain(peer) for peer in peers]
+        assert bus._bus is not None
+        own_fast = _drain(bus._bus)
+        # python-can's own path: a message per frame, deep-copied for every receiver.
+        messages = [
+            can.Message(arbitration_id=f.arbitration_id, data=f.data, is_extended_id=f.is_extended_id) for f in _FRAMES
+        ]
+        bus._send_all(bus._bus, messages)
+        plain = [_drain(peer) for peer in peers]
+        own_plain = _drain(bus._bus)
+        for got, expected in zip([*fast, own_fast], [*plain, own_plain], strict=True):
+            assert len(got) == len(expected)
+            for message, reference in zip(got, expected, strict=True):
+                assert {f: getattr(message, f) for f in _FIELDS} == {f: getattr(reference, f) for f in _FIELDS}
+                assert before <= message.timestamp <= reference.timestamp
+        assert [len(received) for received in fast] == [len(_FRAMES)] * 2
+        assert [m.is_rx for m in own_fast] == ([False] * len(_FRAMES) if own else [])
+        # Each receiver has its own message: changing one changes neither the other nor what was sent.
+        fast[0][0].data[0] = 0xFF
+        assert fast[1][0].data[0] == 0x28 and _FRAMES[0].data[0] == 0x28
+    finally:
+        for peer in peers:
+            peer.shutdown()
+        await bus.close()
+
+
+async def test_a_virtual_send_fails_as_python_can_does() -> None:
+    channel = channel_name()
+    bus = CanBus(CanSettings(interface="virtual", channel=channel, send_timeout=0.01))
+    bus.open(receive=False)
+    full = can.Bus(interface="virtual", channel=channel, rx_queue_size=1)
+    try:
+        with pytest.raises(SinkError, match="one or more recipients"):
+            await bus.send(_FRAMES)
+        assert len(_drain(full)) == 1
+        assert bus._bus is not None
+        bus._bus.shutdown()
+        with pytest.raises(SinkError, match="closed bus"):
+            await bus.send(_FRAMES)
+    finally:
+        full.shutdown()
+        await bus.close()
