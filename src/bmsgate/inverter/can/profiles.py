@@ -596,16 +596,18 @@ def hold_missing(values: dict[str, float | bool | None], held: HeldMeasurements)
         held.values["cell_count"] = float(count)
     # Only the held names are visited (a set intersection in C): each is independent of the others, so
     # their order does not matter, and the other hundred sources of a frame set are not looked at.
+    known, missed = held.values, held.misses
     for source in values.keys() & _HELD_NAMES:
         value = values[source]
         if value is None:
-            misses = held.misses.get(source, 0) + 1
-            held.misses[source] = misses
-            if source in held.values and misses <= held.limit:
-                values[source] = held.values[source]
+            misses = missed.get(source, 0) + 1
+            missed[source] = misses
+            if source in known and misses <= held.limit:
+                values[source] = known[source]
         elif not isinstance(value, bool):
-            held.values[source] = value
-            held.misses.pop(source, None)
+            known[source] = value
+            if missed:  # mostly empty: nothing to forget
+                missed.pop(source, None)
 
 
 def build_frames(
