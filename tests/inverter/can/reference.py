@@ -8,6 +8,7 @@ fast path remembers can leak into it.
 
 from __future__ import annotations
 
+from bmsgate.inverter.bank import BankState
 from bmsgate.inverter.can.dbc import DbcMessage
 from bmsgate.inverter.can.profiles import (
     CanFrame,
@@ -19,6 +20,53 @@ from bmsgate.inverter.can.profiles import (
     wire_values,
 )
 from bmsgate.inverter.status import InverterStatus
+
+
+def reference_extreme_ids(bank: BankState, safe: bool) -> dict[str, float | None]:
+    """The extremes' id characters as they were computed: every candidate's id spelled out."""
+    texts = dict.fromkeys(("min_voltage", "max_voltage", "min_temperature", "max_temperature"), "")
+    if not safe:
+        position = {name: i for i, name in enumerate(bank.battery_ids, start=1)}
+        cells = [
+            (stat.voltage, f"P{position.get(s.battery_id, 0)}C{stat.cell:02d}")
+            for s in bank.online
+            for stat in (s.cell_min, s.cell_max)
+            if stat is not None
+        ]
+        sensors = [
+            (value, f"P{position.get(s.battery_id, 0)}T{n}")
+            for s in bank.online
+            for n, value in enumerate(s.temperatures, start=1)
+        ]
+        if cells:
+            texts["min_voltage"] = min(cells, key=lambda c: c[0])[1]
+            texts["max_voltage"] = max(cells, key=lambda c: c[0])[1]
+        if sensors:
+            texts["min_temperature"] = min(sensors, key=lambda c: c[0])[1]
+            texts["max_temperature"] = max(sensors, key=lambda c: c[0])[1]
+    values: dict[str, float | None] = {}
+    for name, text in texts.items():
+        for i in range(8):
+            values[f"{name}_id_{i}"] = float(ord(text[i])) if i < len(text) else None
+    return values
+
+
+def reference_cell_values(bank: BankState | None) -> dict[str, float | None]:
+    """The per-cell sources as they were computed: names formatted per set."""
+    if bank is None:
+        return {}
+    pack = next((s for s in bank.online if s.cell_voltages), None)
+    values: dict[str, float | None] = {}
+    if pack is not None:
+        values.update({f"cell_voltage_{n}": v for n, v in enumerate(pack.cell_voltages[:64], start=1)})
+        values["cell_count"] = float(pack.cell_count)
+    numbers = {}
+    for key, highest in (("cell_voltage_max_number", True), ("cell_voltage_min_number", False)):
+        stats = [stat for s in bank.online if (stat := s.cell_max if highest else s.cell_min) is not None]
+        chosen = (max if highest else min)(stats, key=lambda stat: stat.voltage) if stats else None
+        numbers[key] = None if chosen is None else float(chosen.cell)
+    values.update(numbers)
+    return values
 
 
 def _is_held(source: str) -> bool:

@@ -20,6 +20,8 @@ from bmsgate.inverter.can.profiles import (
     HeldMeasurements,
     OutputPhase,
     Requests,
+    _cell_values,
+    _extreme_ids,
     build_frames,
     hold_missing,
     load_profile,
@@ -29,7 +31,7 @@ from bmsgate.inverter.status import InverterStatus
 from bmsgate.model import Alarm
 
 from .helpers import make_snapshot, make_status
-from .reference import ReferenceEncoder, reference_hold_missing
+from .reference import ReferenceEncoder, reference_cell_values, reference_extreme_ids, reference_hold_missing
 
 PROFILES = default_catalog().names(Kind.CAN_PROFILE)
 
@@ -172,3 +174,16 @@ def test_unread_costly_sources_are_computed_only_for_profiles_that_send_them() -
     # The public values still carry every source, whatever the profile reads.
     values = wire_values(pylon, make_status(), OutputPhase.NORMAL, Requests())
     assert "min_voltage_id_0" in values and "cell_voltage_max_number" in values
+
+
+def test_the_extremes_ids_and_cells_are_the_plain_ones() -> None:
+    # wire_values itself (the plain path's source) was sped up: its id and cell sources against the old code.
+    ties = make_status(make_snapshot("a", temperatures=(25.0, 25.0)), make_snapshot("b", temperatures=(25.0,)))
+    for status in [ties, *(step[0] for step in STEPS)]:
+        for bank in (status.bank, status.last_fresh):
+            if bank is None:
+                continue
+            for safe in (False, True):
+                assert _extreme_ids(bank, safe) == reference_extreme_ids(bank, safe)
+            assert _cell_values(bank) == reference_cell_values(bank)
+            assert list(_cell_values(bank)) == list(reference_cell_values(bank))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -285,28 +286,45 @@ def _extreme_ids(bank: BankState, safe: bool) -> dict[str, float | None]:
     texts = dict.fromkeys(_ID_TEXTS, "")
     if not safe:
         position = {name: i for i, name in enumerate(bank.battery_ids, start=1)}
+        # (value, pack, number): only the four winners' ids are spelled out.
         cells = [
-            (stat.voltage, f"P{position.get(s.battery_id, 0)}C{stat.cell:02d}")
+            (stat.voltage, s.battery_id, stat.cell)
             for s in bank.online
             for stat in (s.cell_min, s.cell_max)
             if stat is not None
         ]
-        sensors = [
-            (value, f"P{position.get(s.battery_id, 0)}T{n}")
-            for s in bank.online
-            for n, value in enumerate(s.temperatures, start=1)
-        ]
+        sensors = [(value, s.battery_id, n) for s in bank.online for n, value in enumerate(s.temperatures, start=1)]
         if cells:
-            texts["min_voltage"] = min(cells, key=lambda c: c[0])[1]
-            texts["max_voltage"] = max(cells, key=lambda c: c[0])[1]
+            _, pack, cell = min(cells, key=_VALUE)
+            texts["min_voltage"] = f"P{position.get(pack, 0)}C{cell:02d}"
+            _, pack, cell = max(cells, key=_VALUE)
+            texts["max_voltage"] = f"P{position.get(pack, 0)}C{cell:02d}"
         if sensors:
-            texts["min_temperature"] = min(sensors, key=lambda c: c[0])[1]
-            texts["max_temperature"] = max(sensors, key=lambda c: c[0])[1]
+            _, pack, sensor = min(sensors, key=_VALUE)
+            texts["min_temperature"] = f"P{position.get(pack, 0)}T{sensor}"
+            _, pack, sensor = max(sensors, key=_VALUE)
+            texts["max_temperature"] = f"P{position.get(pack, 0)}T{sensor}"
     values: dict[str, float | None] = {}
     for name, text in texts.items():
-        for i, source in enumerate(_ID_CHAR_SOURCES[name]):
-            values[source] = float(ord(text[i])) if i < len(text) else None
+        values.update(_id_chars(name, text))
     return values
+
+
+_VALUE: Final = operator.itemgetter(0)
+_ID_CHARS: dict[tuple[str, str], dict[str, float | None]] = {}
+
+
+def _id_chars(name: str, text: str) -> dict[str, float | None]:
+    """One id text's eight character sources; ids repeat from set to set, so each is built once."""
+    chars = _ID_CHARS.get((name, text))
+    if chars is None:
+        chars = {
+            source: float(ord(text[i])) if i < len(text) else None for i, source in enumerate(_ID_CHAR_SOURCES[name])
+        }
+        # Ids are bounded (pack × cell or sensor); the bound only guards against anything unforeseen.
+        if len(_ID_CHARS) < 4096:
+            _ID_CHARS[name, text] = chars
+    return chars
 
 
 def _protecting_pack(bank: BankState) -> float:
