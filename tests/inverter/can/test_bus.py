@@ -53,6 +53,25 @@ async def test_a_bus_opened_without_receiving_queues_and_discards() -> None:
             peer.send(can.Message(arbitration_id=frame_id, data=bytes(8), is_extended_id=False))
         assert bus.discard_received() == 3
         assert bus.discard_received() == 0
+        # A filtering bus drops what does not match, uncounted: python-can's own receive path.
+        channel_filtered = channel_name()
+        filtered = CanBus(
+            CanSettings(interface="virtual", channel=channel_filtered),
+            lambda: can.Bus(
+                interface="virtual", channel=channel_filtered, can_filters=[{"can_id": 0x351, "can_mask": 0x7FF}]
+            ),
+        )
+        filtered.open(receive=False)
+        sender = can.Bus(interface="virtual", channel=channel_filtered)
+        for frame_id in (0x351, 0x355):
+            sender.send(can.Message(arbitration_id=frame_id, data=bytes(8), is_extended_id=False))
+        assert filtered.discard_received() == 1
+        sender.shutdown()
+        await filtered.close()
+        assert bus._bus is not None
+        bus._bus.shutdown()
+        with pytest.raises(SinkError, match="closed bus"):
+            bus.discard_received()
     finally:
         peer.shutdown()
         await bus.close()
