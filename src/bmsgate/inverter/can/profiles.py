@@ -240,6 +240,8 @@ def _shown_bank(status: InverterStatus, phase: OutputPhase, invalid_markers: boo
 
 def _cell_values(bank: BankState | None, *, numbers: bool = True) -> dict[str, float | None]:
     # Per-cell frames carry one pack's cells: the first online pack's (the whole bank for one pack).
+    # The cells are held measurements, always given; the extreme cells' numbers are not, so without
+    # `numbers` (no frame reads them) they are not looked for.
     if bank is None:
         return {}
     pack = next((s for s in bank.online if s.cell_voltages), None)
