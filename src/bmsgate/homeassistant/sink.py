@@ -43,11 +43,11 @@ from bmsgate.homeassistant.entities import (
     EntityDescription,
     Outcome,
     StateInputs,
-    build_state,
     encode_inverter_state,
     present_entities,
 )
 from bmsgate.homeassistant.settings import BatteryInfo, LinkStats, MqttSettings
+from bmsgate.homeassistant.state import StatePlan
 from bmsgate.model import Alarm, BatterySnapshot, DeviceInfo
 from bmsgate.runtime.backoff import Backoff
 from bmsgate.runtime.cancellation import run_isolated
@@ -116,6 +116,7 @@ class _Battery:
     stale: bool = True
     identity: str | None = None
     rows: dict[str, EntityDescription] = dataclasses.field(default_factory=dict)
+    plan: StatePlan | None = None  # `rows` compiled for the state message; None once rows were added
     config_topics: frozenset[str] = frozenset()
     """Config topics announced during this process (sticky: entities are never removed at runtime)."""
     last_command: CommandResult | None = None
@@ -258,6 +259,7 @@ class HomeAssistantSink:
         alarms = battery.info.alarms if battery.info.alarms is not None else tuple(Alarm)
         for row in present_entities(self._inputs(battery), alarms=alarms, known=battery.rows):
             battery.rows[row.key] = row
+            battery.plan = None
             battery.discovery_dirty = True
         battery.state_dirty = True
 
@@ -503,7 +505,9 @@ class HomeAssistantSink:
             self._published_availability[battery_id] = availability
         if battery.state_dirty:
             battery.state_dirty = False
-            state = build_state(battery.rows.values(), self._inputs(battery))
+            if battery.plan is None:
+                battery.plan = StatePlan(battery.rows.values())
+            state = battery.plan.build(self._inputs(battery))
             await self._publish(
                 session,
                 self._topics.battery_state(battery_id),
