@@ -78,9 +78,13 @@ def device_identity(info: BatteryInfo, device: DeviceInfo) -> str:
     return f"id_{slug(info.battery_id)}"
 
 
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False, default=str)
+"""One encoder for every message: ``json.dumps`` with these options would build a new one per call."""
+
+
 def encode_payload(payload: Mapping[str, Any]) -> str:
     """The compact, key-sorted JSON used for every message (stable for comparisons)."""
-    return json.dumps(payload, separators=(",", ":"), sort_keys=True, ensure_ascii=False, default=str)
+    return _ENCODER.encode(payload)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Final, Literal
 
@@ -21,10 +22,13 @@ __all__ = [
     "INVERTER_ENTITIES",
     "CommandResult",
     "EntityDescription",
+    "ListItem",
     "Outcome",
+    "SnapshotField",
     "StateInputs",
     "battery_entities",
     "build_state",
+    "encode_value",
     "encode_inverter_state",
     "present_entities",
 ]
@@ -98,14 +102,7 @@ class EntityDescription:
 
     def encode(self, inputs: StateInputs) -> StateValue:
         """The value as it appears in the state JSON (booleans as ``ON``/``OFF``)."""
-        raw = self.value(inputs)
-        if raw is None:
-            return None
-        if isinstance(raw, bool):
-            return ON if raw else OFF
-        if isinstance(raw, float) and self.digits is not None:
-            return round(raw, self.digits)
-        return raw
+        return encode_value(self.value(inputs), self.digits)
 
     def is_present(self, inputs: StateInputs) -> bool:
         """Whether this battery reports the entity (so it should be announced)."""
@@ -114,21 +111,55 @@ class EntityDescription:
         return self.value(inputs) is not None
 
 
+def encode_value(raw: StateValue | bool, digits: int | None) -> StateValue:
+    """A value read by a row as it appears in the state JSON: booleans as ``ON``/``OFF``, floats rounded."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool):
+        return ON if raw else OFF
+    if isinstance(raw, float) and digits is not None:
+        return round(raw, digits)
+    return raw
+
+
 # -- value readers ----------------------------------------------------------------------------------
 
 
-def _snap(read: Callable[[BatterySnapshot], StateValue | bool]) -> Callable[[StateInputs], StateValue | bool]:
-    return lambda inputs: read(inputs.snapshot)
+class SnapshotField:
+    """Reads one (dotted) attribute of the snapshot.
+
+    A class rather than a closure so that :class:`~bmsgate.homeassistant.state.StatePlan` can see which
+    attribute it reads and fetch all of a battery's plain fields with one ``attrgetter`` call.
+    """
+
+    __slots__ = ("_read", "path")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._read = operator.attrgetter(path)
+
+    def __call__(self, inputs: StateInputs) -> StateValue | bool:
+        """The attribute's value in this snapshot."""
+        value: StateValue | bool = self._read(inputs.snapshot)
+        return value
 
 
-def _list_item(attribute: str, index: int) -> Callable[[StateInputs], StateValue]:
-    """The `index`-th value of a snapshot list (cell voltages, temperatures), None when absent."""
+class ListItem:
+    """The `index`-th value of a snapshot list (cell voltages, temperatures), None when absent.
 
-    def read(inputs: StateInputs) -> StateValue:
-        values: tuple[float, ...] = getattr(inputs.snapshot, attribute)
-        return values[index] if index < len(values) else None
+    A class for the same reason as :class:`SnapshotField`: the plan reads each list once per state.
+    """
 
-    return read
+    __slots__ = ("attribute", "index")
+
+    def __init__(self, attribute: str, index: int) -> None:
+        self.attribute = attribute
+        self.index = index
+
+    def __call__(self, inputs: StateInputs) -> StateValue:
+        """The list's `index`-th value in this snapshot, None when the list is shorter."""
+        values: tuple[float, ...] = getattr(inputs.snapshot, self.attribute)
+        return values[self.index] if self.index < len(values) else None
 
 
 def _alarm(alarm: Alarm) -> Callable[[StateInputs], bool]:
@@ -214,7 +245,7 @@ _HEAD_ROWS: Final[tuple[EntityDescription, ...]] = (
         "voltage",
         "Voltage",
         "sensor",
-        _snap(lambda s: s.voltage),
+        SnapshotField("voltage"),
         device_class="voltage",
         state_class=_MEASUREMENT,
         unit=_V,
@@ -225,7 +256,7 @@ _HEAD_ROWS: Final[tuple[EntityDescription, ...]] = (
         "current",
         "Current",
         "sensor",
-        _snap(lambda s: s.current),
+        SnapshotField("current"),
         device_class="current",
         state_class=_MEASUREMENT,
         unit=_A,
@@ -236,7 +267,7 @@ _HEAD_ROWS: Final[tuple[EntityDescription, ...]] = (
         "power",
         "Power",
         "sensor",
-        _snap(lambda s: s.power),
+        SnapshotField("power"),
         device_class="power",
         state_class=_MEASUREMENT,
         unit="W",
@@ -247,7 +278,7 @@ _HEAD_ROWS: Final[tuple[EntityDescription, ...]] = (
         "soc",
         "State of charge",
         "sensor",
-        _snap(lambda s: s.soc),
+        SnapshotField("soc"),
         device_class="battery",
         state_class=_MEASUREMENT,
         unit="%",
@@ -258,7 +289,7 @@ _HEAD_ROWS: Final[tuple[EntityDescription, ...]] = (
         "soh",
         "State of health",
         "sensor",
-        _snap(lambda s: s.soh),
+        SnapshotField("soh"),
         state_class=_MEASUREMENT,
         unit="%",
         precision=0,
@@ -270,7 +301,7 @@ _HEAD_ROWS: Final[tuple[EntityDescription, ...]] = (
         "remaining_capacity",
         "Remaining capacity",
         "sensor",
-        _snap(lambda s: s.remaining_capacity),
+        SnapshotField("remaining_capacity"),
         state_class=_MEASUREMENT,
         unit="Ah",
         precision=1,
@@ -281,7 +312,7 @@ _HEAD_ROWS: Final[tuple[EntityDescription, ...]] = (
         "full_capacity",
         "Full capacity",
         "sensor",
-        _snap(lambda s: s.full_capacity),
+        SnapshotField("full_capacity"),
         state_class=_MEASUREMENT,
         unit="Ah",
         precision=1,
@@ -293,7 +324,7 @@ _HEAD_ROWS: Final[tuple[EntityDescription, ...]] = (
         "cycles",
         "Cycles",
         "sensor",
-        _snap(lambda s: s.cycles),
+        SnapshotField("cycles"),
         state_class="total_increasing",
         precision=0,
         icon="mdi:battery-sync",
@@ -303,7 +334,7 @@ _HEAD_ROWS: Final[tuple[EntityDescription, ...]] = (
         "mosfet_temperature",
         "MOSFET temperature",
         "sensor",
-        _snap(lambda s: s.mosfet_temperature),
+        SnapshotField("mosfet_temperature"),
         device_class="temperature",
         state_class=_MEASUREMENT,
         unit=_CELSIUS,
@@ -353,7 +384,7 @@ _HEAD_ROWS: Final[tuple[EntityDescription, ...]] = (
         "cell_mean",
         "Cell voltage average",
         "sensor",
-        _snap(lambda s: s.cell_mean),
+        SnapshotField("cell_mean"),
         device_class="voltage",
         state_class=_MEASUREMENT,
         unit=_V,
@@ -364,7 +395,7 @@ _HEAD_ROWS: Final[tuple[EntityDescription, ...]] = (
         "cell_delta",
         "Cell voltage delta",
         "sensor",
-        _snap(lambda s: s.cell_delta),
+        SnapshotField("cell_delta"),
         device_class="voltage",
         state_class=_MEASUREMENT,
         unit=_V,
@@ -397,7 +428,7 @@ _HEAD_ROWS: Final[tuple[EntityDescription, ...]] = (
         "balancing",
         "Balancing",
         "binary_sensor",
-        _snap(lambda s: s.balancing_active),
+        SnapshotField("balancing_active"),
         device_class="running",
         icon="mdi:scale-balance",
         attributes=_balancing_attributes,
@@ -406,7 +437,7 @@ _HEAD_ROWS: Final[tuple[EntityDescription, ...]] = (
         "heating",
         "Heating",
         "binary_sensor",
-        _snap(lambda s: s.heating),
+        SnapshotField("heating"),
         device_class="heat",
         category="diagnostic",
     ),
@@ -432,11 +463,11 @@ _TAIL_ROWS: Final[tuple[EntityDescription, ...]] = (
         category="diagnostic",
     ),
     EntityDescription(
-        "firmware", "Firmware", "sensor", _snap(lambda s: s.device.software_version),
+        "firmware", "Firmware", "sensor", SnapshotField("device.software_version"),
         icon="mdi:chip", category="diagnostic",
     ),
     EntityDescription(
-        "model", "Model", "sensor", _snap(lambda s: s.device.model),
+        "model", "Model", "sensor", SnapshotField("device.model"),
         icon="mdi:information-outline", category="diagnostic",
     ),
     EntityDescription(
@@ -448,7 +479,7 @@ _TAIL_ROWS: Final[tuple[EntityDescription, ...]] = (
 
 
 def _fet_row(key: str, name: str, control: bool) -> EntityDescription:
-    read = _snap(lambda s: getattr(s, key))
+    read = SnapshotField(key)
     if control:
         return EntityDescription(key, name, "switch", read, device_class="switch", icon="mdi:electric-switch")
     return EntityDescription(key, name, "binary_sensor", read, device_class="power", category="diagnostic")
@@ -483,14 +514,14 @@ def _candidates(
     rows = list(_HEAD_ROWS)
     rows += [
         EntityDescription(
-            f"cell_{n + 1:02d}", f"Cell {n + 1:02d}", "sensor", _list_item("cell_voltages", n),
+            f"cell_{n + 1:02d}", f"Cell {n + 1:02d}", "sensor", ListItem("cell_voltages", n),
             device_class="voltage", state_class=_MEASUREMENT, unit=_V, precision=3, digits=4,
         )
         for n in range(cells)
     ]  # fmt: skip
     rows += [
         EntityDescription(
-            f"temperature_{n + 1}", f"Temperature {n + 1}", "sensor", _list_item("temperatures", n),
+            f"temperature_{n + 1}", f"Temperature {n + 1}", "sensor", ListItem("temperatures", n),
             device_class="temperature", state_class=_MEASUREMENT, unit=_CELSIUS, precision=1, digits=2,
         )
         for n in range(temperatures)

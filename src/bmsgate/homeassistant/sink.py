@@ -10,6 +10,9 @@ Three long-lived tasks share the sink's in-memory view of every battery:
   sent again in full;
 * the *command worker* executes switch commands through :class:`BatteryControl` and publishes only
   the state read back from the BMS.
+
+Why one long module: the three tasks share the per-battery view and the per-connection caches, and
+what one task changes decides what another sends; split up, that state would be passed around in full.
 """
 
 from __future__ import annotations
@@ -43,11 +46,11 @@ from bmsgate.homeassistant.entities import (
     EntityDescription,
     Outcome,
     StateInputs,
-    build_state,
     encode_inverter_state,
     present_entities,
 )
 from bmsgate.homeassistant.settings import BatteryInfo, LinkStats, MqttSettings
+from bmsgate.homeassistant.state import StatePlan
 from bmsgate.model import Alarm, BatterySnapshot, DeviceInfo
 from bmsgate.runtime.backoff import Backoff
 from bmsgate.runtime.cancellation import run_isolated
@@ -81,6 +84,9 @@ _SESSION_STOP_LIMIT: Final = 0.5
 _MIN_INVERTER_PERIOD: Final = 1.0
 _COMMAND_QUEUE: Final = 16
 _SWITCH_KEYS: Final = {"charge_enabled": "charge", "discharge_enabled": "discharge"}
+_ACKED_STATE_PERIOD: Final = 10.0
+"""State messages go at QoS 0 but one at least this often (s) at the configured QoS, whose PUBACK wait
+still finds a broker that stopped answering within seconds (see docs/home-assistant.md, "QoS")."""
 
 
 class BatteryControl(Protocol):
@@ -116,6 +122,7 @@ class _Battery:
     stale: bool = True
     identity: str | None = None
     rows: dict[str, EntityDescription] = dataclasses.field(default_factory=dict)
+    plan: StatePlan | None = None  # `rows` compiled for the state message; None once rows were added
     config_topics: frozenset[str] = frozenset()
     """Config topics announced during this process (sticky: entities are never removed at runtime)."""
     last_command: CommandResult | None = None
@@ -181,6 +188,7 @@ class HomeAssistantSink:
         self._republish = True
         self._registry_dirty = True
         self._inverter_last: tuple[float, str] | None = None
+        self._acked_state_at = -math.inf
         # Clean-up state from the retained registry, read once per process.
         self._registry_loaded = False
         self._previous: dict[str, frozenset[str]] = {}
@@ -258,6 +266,7 @@ class HomeAssistantSink:
         alarms = battery.info.alarms if battery.info.alarms is not None else tuple(Alarm)
         for row in present_entities(self._inputs(battery), alarms=alarms, known=battery.rows):
             battery.rows[row.key] = row
+            battery.plan = None
             battery.discovery_dirty = True
         battery.state_dirty = True
 
@@ -363,6 +372,7 @@ class HomeAssistantSink:
 
     async def _serve(self, session: MqttSession) -> None:
         self._republish = True
+        self._acked_state_at = -math.inf  # the session's first state is acknowledged
         self._registry_seen = None
         self._sync_event = asyncio.Event()
         sync_topic = self._topics.sync(self.settings.effective_client_id)
@@ -503,13 +513,10 @@ class HomeAssistantSink:
             self._published_availability[battery_id] = availability
         if battery.state_dirty:
             battery.state_dirty = False
-            state = build_state(battery.rows.values(), self._inputs(battery))
-            await self._publish(
-                session,
-                self._topics.battery_state(battery_id),
-                encode_payload(state),
-                retain=self.settings.retain_states,
-            )
+            if battery.plan is None:
+                battery.plan = StatePlan(battery.rows.values())
+            state = battery.plan.build(self._inputs(battery))
+            await self._publish_state(session, self._topics.battery_state(battery_id), encode_payload(state))
 
     async def _publish_configs(self, session: MqttSession, configs: Mapping[str, Mapping[str, object]]) -> None:
         for topic, payload in configs.items():
@@ -532,7 +539,7 @@ class HomeAssistantSink:
             last_time, last_text = self._inverter_last
             if text == last_text and now - last_time < self.settings.inverter_interval:
                 return
-        await self._publish(session, self._topics.inverter_state, text, retain=self.settings.retain_states)
+        await self._publish_state(session, self._topics.inverter_state, text)
         self._inverter_last = (now, text)
 
     def _registry(self) -> Registry:
@@ -542,8 +549,20 @@ class HomeAssistantSink:
                 batteries[battery_id] = battery.config_topics
         return Registry(batteries=batteries, gateway=self._gateway_topics | self._previous_gateway)
 
-    async def _publish(self, session: MqttSession, topic: str, payload: str, *, retain: bool) -> None:
-        await session.publish(topic, payload, retain=retain)
+    async def _publish_state(self, session: MqttSession, topic: str, payload: str) -> None:
+        # Superseded on the next poll and re-sent in full after any reconnect, a state loses nothing at
+        # QoS 0, and Home Assistant subscribes to it at QoS 0 anyway; a PUBACK cost a wake-up per message.
+        now = time.monotonic()
+        acknowledged = now - self._acked_state_at >= _ACKED_STATE_PERIOD
+        if acknowledged:
+            self._acked_state_at = now
+        qos = None if acknowledged else 0
+        await self._publish(session, topic, payload, retain=self.settings.retain_states, qos=qos)
+
+    async def _publish(
+        self, session: MqttSession, topic: str, payload: str, *, retain: bool, qos: int | None = None
+    ) -> None:
+        await session.publish(topic, payload, retain=retain, qos=qos)
         self.stats.messages += 1
         self.stats.bytes += len(topic) + len(payload.encode())
 
