@@ -24,6 +24,7 @@ from bmsgate.protocols.multiplied import multiplied_raw, multiplied_value
 from bmsgate.protocols.signchar import sign_char_raw, sign_char_value
 
 __all__ = [
+    "RAW_BOUNDS",
     "STRUCT_CODES",
     "EncodeStep",
     "Linear",
@@ -37,6 +38,7 @@ __all__ = [
     "raw_reader",
     "raw_writer",
     "scalar_encoder",
+    "scalar_inverse",
     "scalar_sink",
     "storer",
     "value_transform",
@@ -63,7 +65,7 @@ def _raw_bounds(kind: str) -> tuple[int, int]:
     return 0, (1 << bits) - 1
 
 
-_RAW_BOUNDS: Final = {kind: _raw_bounds(kind) for kind in INTEGER_SIZES}
+RAW_BOUNDS: Final = {kind: _raw_bounds(kind) for kind in INTEGER_SIZES}
 """Each integer type's raw range, once (the simulator clamps every value it encodes)."""
 _THREE_BYTES: Final = frozenset({"u24", "s24"})
 """Integer types without a `struct` code: read and written with int.from_bytes / to_bytes."""
@@ -152,7 +154,7 @@ def clamp_raw(field: FieldSpec, value: float) -> int | float:
     """`value` rounded and clamped into the range of the field's integer type (floats pass)."""
     if field.type == "f32":
         return value
-    low, high = _RAW_BOUNDS[field.type]
+    low, high = RAW_BOUNDS[field.type]
     return max(low, min(high, round(value)))
 
 
@@ -525,6 +527,14 @@ def scalar_encoder(field: FieldSpec, read: Reader, write: Writer) -> EncodeStep:
         write(buffer, at, to_raw(value, read(buffer, at)))
 
     return encode_value
+
+
+def scalar_inverse(field: FieldSpec) -> Callable[[Any, Any], Any]:
+    """A scalar field's value, the raw already in the buffer → the raw to write (`scalar_encoder`'s core).
+
+    The generated encoders (`bmsgate.protocols.codegen`) call it for the transforms they do not inline.
+    """
+    return _inverse(field)
 
 
 def _inverse(field: FieldSpec) -> Callable[[Any, Any], Any]:
