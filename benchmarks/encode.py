@@ -39,27 +39,33 @@ def _best(function: Callable[[], object]) -> float:
     return best * 1e6
 
 
+def _measure(label: str, name: str, cells: int, variant: str | None, keys: tuple[int, ...]) -> None:
+    protocol = get_protocol(name)
+    pack = PackModel(PackConfig(cells=cells, ntc_count=2, seed=5))
+    pack.advance(900.0)
+    bms = VirtualBms(protocol, pack)
+    state = bms.state()
+    for key in keys:
+        new = protocol.encode_reply(key, state, variant=variant)
+        old = protocol._encode_reply_stepwise(key, state, variant=variant)
+        assert new == old, f"{label} {key:#04x}: the generated encoder differs from the reference"
+
+        def fast_path(key: int = key) -> bytes:
+            return protocol.encode_reply(key, state, variant=variant)
+
+        def reference(key: int = key) -> bytes:
+            return protocol._encode_reply_stepwise(key, state, variant=variant)
+
+        fast, slow = _best(fast_path), _best(reference)
+        print(f"{label} reply {key:#04x}: {fast:6.1f} µs per reply (field by field {slow:6.1f} µs, {slow / fast:.1f}x)")
+    advance = _best(lambda: pack.advance(2.0))
+    replies = _best(lambda: bms.replies_for(keys[-1]))
+    print(f"{label} pack: advance {advance:.1f} µs, state {_best(bms.state):.1f} µs, replies_for {replies:.1f} µs")
+
+
 def main() -> None:
-    for label, name, cells, variant, keys in _CASES:
-        protocol = get_protocol(name)
-        pack = PackModel(PackConfig(cells=cells, ntc_count=2, seed=5))
-        pack.advance(900.0)
-        bms = VirtualBms(protocol, pack)
-        state = bms.state()
-        for key in keys:
-            new = protocol.encode_reply(key, state, variant=variant)
-            old = protocol._encode_reply_stepwise(key, state, variant=variant)
-            assert new == old, f"{label} {key:#04x}: the generated encoder differs from the reference"
-            fast = _best(lambda key=key: protocol.encode_reply(key, state, variant=variant))
-            slow = _best(lambda key=key: protocol._encode_reply_stepwise(key, state, variant=variant))
-            print(
-                f"{label} reply {key:#04x}: {fast:6.1f} µs per reply (field by field {slow:6.1f} µs, "
-                f"{slow / fast:.1f}x)"
-            )
-        print(
-            f"{label} pack: advance {_best(lambda: pack.advance(2.0)):.1f} µs, state {_best(bms.state):.1f} µs, "
-            f"replies_for {_best(lambda: bms.replies_for(keys[-1])):.1f} µs"
-        )
+    for case in _CASES:
+        _measure(*case)
 
 
 if __name__ == "__main__":

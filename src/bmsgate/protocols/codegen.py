@@ -675,7 +675,10 @@ def _slot_lines(source: _EncoderSource, raw: str, field: FieldSpec, order: str, 
             return []  # writes back what the slot holds
         lines = [f"value = state.get({source.constant(target)})", "if value:"]
         for bit, alarm in flags:
-            lines += [f"    if {source.constant(alarm)} in value:", f"        {raw} = {raw} | {source.constant(1 << bit)}"]
+            lines += [
+                f"    if {source.constant(alarm)} in value:",
+                f"        {raw} = {raw} | {source.constant(1 << bit)}",
+            ]
         if max(1 << bit for bit, _alarm in flags) > high:
             lines += ["    " + line for line in _guarded(source, raw, field, order)]
         return lines

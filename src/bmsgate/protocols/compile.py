@@ -121,20 +121,20 @@ def compile_reply(
                 per_frame, frames_var = field.count, field.limit[4:] if field.limit else None
     where = f"{source}: replies[{key:#04x}]"
     order = ">" if endian == "big" else "<"
-    index = None
+    numbering = None
     if spec.index is not None:
-        index = (spec.index.at, spec.index.base, per_frame if spec.index.numbers == "items" else 1)
+        numbering = (spec.index.at, spec.index.base, per_frame if spec.index.numbers == "items" else 1)
     layouts: dict[str, Layout] = {}
     payload_encoders: dict[str | None, EncodeStep] = {}
     for name in variant_names:
         chosen = [item for item in compiled if item[0].variants is None or name in item[0].variants]
         layout = _compile_layout(chosen, spec.min_payload, endian, where, indexed=spec.index is not None)
         layouts[name] = _with_memo(layout, chosen, payload_slice)
-        payload_encoders[name] = generate_encoder([(item[0], item[2]) for item in chosen], order, index)
+        payload_encoders[name] = generate_encoder([(item[0], item[2]) for item in chosen], order, numbering)
     common = [item for item in compiled if item[0].variants is None]
     layout = _compile_layout(common, spec.min_payload, endian, where, indexed=spec.index is not None)
     default = _with_memo(layout, common, payload_slice)
-    payload_encoders[None] = generate_encoder([(item[0], item[2]) for item in common], order, index)
+    payload_encoders[None] = generate_encoder([(item[0], item[2]) for item in common], order, numbering)
     count_vars = tuple((str(f.count)[4:], f.target) for f in spec.fields if str(f.count).startswith("var."))
     sizing = tuple(f for f in spec.fields if f.count is not None or f.shift or f.when is not None or f.size == "rest")
     return CompiledReply(

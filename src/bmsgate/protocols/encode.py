@@ -149,7 +149,8 @@ class ReplyEncoder:
     def __init__(self, framing: FramingSpec, reply: CompiledReply, starts: Mapping[str, int]) -> None:
         self._framing = framing
         self._reply = reply
-        self._count_vars = tuple({name: target for name, target in reversed(reply.count_vars)}.items())
+        # setdefault in `encoder_variables`: a variable counting two lists is the first one's length.
+        self._count_vars = tuple(dict(reversed(reply.count_vars)).items())
         self._starts = tuple(("@" + target, start) for target, start in starts.items())
         self._size, self._dynamic = _fold_sizing(reply)
         self._fixed = framing.fixed_length
@@ -182,8 +183,7 @@ class ReplyEncoder:
             if "var." <= target < "var/" and value is not None:
                 variables[target[4:]] = int(value)
         variables[FRAME] = frame_index
-        for cursor, start in self._starts:
-            variables[cursor] = start
+        variables.update(self._starts)
         return variables
 
     def encode(
