@@ -529,6 +529,8 @@ _ENCODER_VOCABULARY: Final = frozenset(
 _UNBOUNDED: Final = 1 << 62
 """An extent's end that no payload reaches (a list as long as its values, text of any length)."""
 _PACKERS_MEMO_SIZE: Final = 64
+_MISSING: Final = object()
+"""What a state without a target's key gives the generated lookups (its value may be None itself)."""
 _ENCODER_FRAME: Final = "#frame"
 """`compile.FRAME` (not imported: compile imports this module): the frame number of an indexed reply."""
 
@@ -617,10 +619,27 @@ def _value_lines(source: _EncoderSource, field: FieldSpec) -> list[str]:
     target = field.target
     if target.startswith("var."):
         return [f"value = variables.get({source.constant(target[4:])})"]
+    return _looked_up(source, target)
+
+
+def _looked_up(source: _EncoderSource, target: str) -> list[str]:
+    """``value = lookup(state, target)`` (`transforms.lookup`) inline: a call of it was a quarter of an encode.
+
+    The state's own value if it has the key; else, for ``prefix.name``, the name in a mapping under the
+    prefix (a nested ``device`` dict), found by `lookup` itself only when there is something under it.
+    """
     if "." not in target:
-        # `lookup` of a plain target: the state's value, or None (a plain name has no nested mapping).
+        # A plain name: the state's value, or None (there is no prefix to look under).
         return [f"value = state.get({source.constant(target)})"]
-    return [f"value = {source.constant(lookup)}(state, {source.constant(target)})"]
+    prefix = target.partition(".")[0]
+    missing = source.constant(_MISSING)
+    return [
+        f"value = state.get({source.constant(target)}, {missing})",
+        f"if value is {missing}:",
+        f"    value = state.get({source.constant(prefix)})",
+        "    if value is not None:",
+        f"        value = {source.constant(lookup)}(state, {source.constant(target)})",
+    ]
 
 
 def _guarded(source: _EncoderSource, raw: str, field: FieldSpec, order: str) -> list[str]:
@@ -743,14 +762,8 @@ def _list_lines(source: _EncoderSource, field: FieldSpec, order: str, step: Enco
     count = field.count
     fixed = count if isinstance(count, int) else None
     cursor = source.constant("@" + field.target)
-    # Lists are looked up in the state whatever their target (`encode_list`), a plain name with a plain get.
-    target = field.target
-    value = (
-        f"state.get({source.constant(target)})"
-        if "." not in target
-        else f"{source.constant(lookup)}(state, {source.constant(target)})"
-    )
-    lines = [f"value = {value}", f"values = {source.constant(list)}(value or ())"]
+    # Lists are looked up in the state whatever their target (`encode_list`), a ``var.`` one too.
+    lines = [*_looked_up(source, field.target), f"values = {source.constant(list)}(value or ())"]
     if indexed:
         lines.append(f"start = variables.get({source.constant(_ENCODER_FRAME)}, 0) * {source.constant(fixed or 0)}")
     else:

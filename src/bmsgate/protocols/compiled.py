@@ -369,7 +369,7 @@ class CompiledProtocol:
         layout = None
         if self._variants is not None:
             layout = variant or self._variants.choose(variables.get(self._select))
-        return encoder.encode(layout, state, variables, status_ok=status_ok)
+        return encoder.encode(layout, state, variables, status_ok=status_ok, frame_index=frame_index)
 
     def _encode_reply_stepwise(
         self,

@@ -187,14 +187,30 @@ class ReplyEncoder:
         return variables
 
     def encode(
-        self, layout: str | None, state: Mapping[str, Any], variables: dict[str, int], *, status_ok: bool
+        self,
+        layout: str | None,
+        state: Mapping[str, Any],
+        variables: dict[str, int],
+        *,
+        status_ok: bool,
+        frame_index: int,
     ) -> bytes:
         """The frame `encode_frame` builds for `layout` (None: the default) from `state` and `variables`."""
         size = self._size
         if self._dynamic:
             size = _sized(size, self._dynamic, state, variables)
         payload = bytearray(size)
-        self._reply.payload_encoders[layout](payload, state, variables)
+        try:
+            self._reply.payload_encoders[layout](payload, state, variables)
+        except Exception:  # noqa: BLE001 - re-raised (or answered) by the reference path below
+            # The generated encoder computes its record's fields before the other steps, so of two fields
+            # a state breaks it may meet the later one first: the field steps, in order, say which error.
+            reply = self._reply
+            encoders = reply.default.encoders if layout is None else reply.layouts[layout].encoders
+            fresh = self.variables(state, frame_index)
+            return encode_frame(
+                self._framing, reply, encoders, state, fresh, status_ok=status_ok, frame_index=frame_index
+            )
         if not self._wrap:
             return wrap_payload(self._framing, self._reply, payload, variables, status_ok=status_ok)
         # `wrap_payload` without a prefix or alternative start markers, statement by statement.
