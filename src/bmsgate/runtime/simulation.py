@@ -55,7 +55,12 @@ def _open_circuit_voltages(soc: float, offsets: list[float] | tuple[float, ...],
     voltages = []
     top = len(_LFP_SOC)
     for offset in offsets:
-        cell = min(max(soc + offset, 0.0), 100.0)
+        # min(max(x, 0.0), 100.0) without two calls: the same value for every x (-0.0 and NaN pass alike).
+        cell = soc + offset
+        if cell < 0.0:
+            cell = 0.0
+        elif cell > 100.0:
+            cell = 100.0
         index = bisect.bisect_right(_LFP_SOC, cell)
         if index >= top:
             voltages.append(_LFP_VOLTS[-1] + ir)
@@ -125,6 +130,8 @@ _CELL_UVP: Final = 2.60
 _CELL_UVP_RELEASE: Final = 2.90
 _CHARGE_OTP: Final = 55.0
 _OTP_RELEASE: Final = 50.0
+_CHARGE_BLOCKERS: Final = frozenset({Alarm.CELL_OVERVOLTAGE, Alarm.CHARGE_OVERTEMPERATURE, Alarm.SHORT_CIRCUIT})
+_DISCHARGE_BLOCKERS: Final = frozenset({Alarm.CELL_UNDERVOLTAGE, Alarm.DISCHARGE_OVERTEMPERATURE, Alarm.SHORT_CIRCUIT})
 
 
 class PackModel:
@@ -208,7 +215,7 @@ class PackModel:
         self.mosfet_temperature += (mosfet_target - self.mosfet_temperature) * blend
 
     def _balance(self, step: float) -> None:
-        voltages = self.cell_voltages()
+        voltages = self._current_voltages()
         high, low = max(voltages), min(voltages)
         self.balancing_cells = set()
         if high - low > _BALANCE_START_DELTA and high > _BALANCE_MIN_VOLTAGE:
@@ -219,15 +226,16 @@ class PackModel:
                     self.cell_offsets[index] -= _BALANCE_RATE * step / 3600.0
 
     def _protect(self, fault_active: bool) -> None:
-        voltages = self.cell_voltages()
+        voltages = self._current_voltages()
+        highest, lowest = max(voltages), min(voltages)
         alarms = self.alarms
-        if max(voltages) > _CELL_OVP:
+        if highest > _CELL_OVP:
             alarms.add(Alarm.CELL_OVERVOLTAGE)
-        elif max(voltages) < _CELL_OVP_RELEASE:
+        elif highest < _CELL_OVP_RELEASE:
             alarms.discard(Alarm.CELL_OVERVOLTAGE)
-        if min(voltages) < _CELL_UVP:
+        if lowest < _CELL_UVP:
             alarms.add(Alarm.CELL_UNDERVOLTAGE)
-        elif min(voltages) > _CELL_UVP_RELEASE:
+        elif lowest > _CELL_UVP_RELEASE:
             alarms.discard(Alarm.CELL_UNDERVOLTAGE)
         hottest = max(self.temperatures, default=self.config.ambient)
         if hottest > _CHARGE_OTP:
@@ -236,15 +244,17 @@ class PackModel:
             alarms.difference_update({Alarm.CHARGE_OVERTEMPERATURE, Alarm.DISCHARGE_OVERTEMPERATURE})
         if fault_active and self.config.fault == "short_circuit":
             alarms.add(Alarm.SHORT_CIRCUIT)
-        charge_blockers = {Alarm.CELL_OVERVOLTAGE, Alarm.CHARGE_OVERTEMPERATURE, Alarm.SHORT_CIRCUIT}
-        discharge_blockers = {Alarm.CELL_UNDERVOLTAGE, Alarm.DISCHARGE_OVERTEMPERATURE, Alarm.SHORT_CIRCUIT}
-        self.charge_enabled = not (alarms & charge_blockers) and not self.manual_charge_off
-        self.discharge_enabled = not (alarms & discharge_blockers) and not self.manual_discharge_off
+        self.charge_enabled = not (alarms & _CHARGE_BLOCKERS) and not self.manual_charge_off
+        self.discharge_enabled = not (alarms & _DISCHARGE_BLOCKERS) and not self.manual_discharge_off
 
     # -- observation ---------------------------------------------------------------------------
 
     def cell_voltages(self) -> list[float]:
         """Per-cell terminal voltage (V): OCV at the cell's own SoC plus I·R."""
+        return list(self._current_voltages())
+
+    def _current_voltages(self) -> list[float]:
+        """`cell_voltages` without the copy (the model's own readers do not change it)."""
         # One poll reads these three times (balancing, protection, the reply) mostly unchanged:
         # interpolating every cell each time was a fifth of the simulated BMS's CPU.
         key = (self.soc, self.current, *self.cell_offsets)
@@ -252,13 +262,13 @@ class PackModel:
             self._voltages = _open_circuit_voltages(self.soc, self.cell_offsets, self.current * _CELL_RESISTANCE)
             self._voltages_key = key
             self._rounded_cells = ()
-        return list(self._voltages)
+        return self._voltages
 
     def _reported_cells(self) -> list[float]:
         """The cell voltages as the BMS reports them (mV resolution), rounded once per change of the cells."""
-        self.cell_voltages()
+        voltages = self._current_voltages()
         if not self._rounded_cells:
-            self._rounded_cells = tuple(round(voltage, 3) for voltage in self._voltages)
+            self._rounded_cells = tuple([round(voltage, 3) for voltage in voltages])
         return list(self._rounded_cells)
 
     def set_mosfets(self, *, charge: bool | None, discharge: bool | None) -> None:
