@@ -1,6 +1,6 @@
 """The generated reply encoders write exactly what the field-by-field steps write, and run no definition text.
 
-`CompiledProtocol.encode_reply` runs one generated payload encoder per layout (`codegen.generate_encoder`)
+`CompiledProtocol.encode_reply` runs one generated payload encoder per layout (`encodegen.generate_encoder`)
 and precomputed framing (`encode.ReplyEncoder`); `_encode_reply_stepwise` is the reference path (every
 field's own encode step, then `encode.wrap_payload`). Both must give the same bytes, or fail alike.
 """
@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from bmsgate.catalog import Kind, default_catalog
 from bmsgate.errors import DefinitionError
 from bmsgate.model import Alarm
-from bmsgate.protocols import codegen, get_protocol
-from bmsgate.protocols.codegen import check_encoder_source
+from bmsgate.protocols import encodegen, get_protocol
 from bmsgate.protocols.compiled import CompiledProtocol, compile_definition
 from bmsgate.protocols.definition import definition_from_mapping
+from bmsgate.protocols.encodegen import check_encoder_source
 from bmsgate.runtime.simulation import PackConfig, PackModel, VirtualBms
 
 from .test_codegen import _BUILTINS_THAT_RUN_CODE, _CANARY, _every_kind, _hostile, _hostile_field, _payloads
@@ -117,14 +117,14 @@ def test_arbitrary_states_encode_as_the_field_steps_do(name: str, data: st.DataO
 
 
 def _recorded_encoders() -> tuple[list[str], Any]:
-    """A stand-in for `codegen.check_encoder_source` that keeps every generated text (and still checks it)."""
+    """A stand-in for `encodegen.check_encoder_source` that keeps every generated text (and still checks it)."""
     texts: list[str] = []
 
     def record(source: str) -> None:
         texts.append(source)
         check_encoder_source(source)
 
-    return texts, mock.patch.object(codegen, "check_encoder_source", record)
+    return texts, mock.patch.object(encodegen, "check_encoder_source", record)
 
 
 def _assert_template_only(protocol: CompiledProtocol, texts: list[str], hostile: list[str]) -> None:

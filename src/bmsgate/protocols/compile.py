@@ -4,6 +4,9 @@ Every fixed-offset scalar of a layout is read by one precompiled ``struct`` reco
 a decode step (or a record slot with its transform) and an encode step, and each finished layout gets
 its generated decode function (`bmsgate.protocols.codegen`). The transforms themselves live in
 `bmsgate.protocols.transforms`.
+
+Why one long module: each field's decode step, encode step and record slot are compiled side by side from
+one field (their offsets, counts and limits must agree), and each layout is gathered from them.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from typing import Any, Final, Literal
 
 from bmsgate.errors import DecodeError
 from bmsgate.model import SET_FIELDS
-from bmsgate.protocols.codegen import generate_encoder, generate_layout
+from bmsgate.protocols.codegen import generate_layout
 from bmsgate.protocols.decode import EXTRA_LISTS, POSITIONED, Layout, MemoResult, Shifted, apply_shifted, decode_fresh
 from bmsgate.protocols.definition import INTEGER_SIZES, FieldSpec, FrameIndexSpec, ReplySpec
+from bmsgate.protocols.encodegen import generate_encoder
 from bmsgate.protocols.memo import BoundedMemo
 from bmsgate.protocols.transforms import (
     STRUCT_CODES,

@@ -24,7 +24,6 @@ from bmsgate.protocols.multiplied import multiplied_raw, multiplied_value
 from bmsgate.protocols.signchar import sign_char_raw, sign_char_value
 
 __all__ = [
-    "RAW_BOUNDS",
     "STRUCT_CODES",
     "EncodeStep",
     "Linear",
@@ -65,7 +64,7 @@ def _raw_bounds(kind: str) -> tuple[int, int]:
     return 0, (1 << bits) - 1
 
 
-RAW_BOUNDS: Final = {kind: _raw_bounds(kind) for kind in INTEGER_SIZES}
+_RAW_BOUNDS: Final = {kind: _raw_bounds(kind) for kind in INTEGER_SIZES}
 """Each integer type's raw range, once (the simulator clamps every value it encodes)."""
 _THREE_BYTES: Final = frozenset({"u24", "s24"})
 """Integer types without a `struct` code: read and written with int.from_bytes / to_bytes."""
@@ -154,7 +153,7 @@ def clamp_raw(field: FieldSpec, value: float) -> int | float:
     """`value` rounded and clamped into the range of the field's integer type (floats pass)."""
     if field.type == "f32":
         return value
-    low, high = RAW_BOUNDS[field.type]
+    low, high = _RAW_BOUNDS[field.type]
     return max(low, min(high, round(value)))
 
 
@@ -515,7 +514,7 @@ def scalar_encoder(field: FieldSpec, read: Reader, write: Writer) -> EncodeStep:
 
         return encode_cells
     absent = min(field.absent) if field.absent else None
-    to_raw = _inverse(field)
+    to_raw = scalar_inverse(field)
     is_var = target.startswith("var.")
 
     def encode_value(buffer: bytearray, state: Mapping[str, Any], variables: dict[str, int]) -> None:
@@ -530,15 +529,7 @@ def scalar_encoder(field: FieldSpec, read: Reader, write: Writer) -> EncodeStep:
 
 
 def scalar_inverse(field: FieldSpec) -> Callable[[Any, Any], Any]:
-    """A scalar field's value, the raw already in the buffer → the raw to write (`scalar_encoder`'s core).
-
-    The generated encoders (`bmsgate.protocols.codegen`) call it for the transforms they do not inline.
-    """
-    return _inverse(field)
-
-
-def _inverse(field: FieldSpec) -> Callable[[Any, Any], Any]:
-    """value, raw already in the buffer → raw to write."""
+    """value, raw already in the buffer → raw to write (also called by the generated encoders)."""
     invert = field.invert
     if field.bit is not None:
         mask = 1 << field.bit
