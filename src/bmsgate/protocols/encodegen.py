@@ -81,6 +81,8 @@ def check_encoder_source(source: str) -> None:
 
 
 class _EncoderSource(_Source):
+    """The decoders' source builder (lines, bound constants, raw names) under an encoder's header."""
+
     def __init__(self) -> None:
         super().__init__()
         self.lines = ["def encode_layout(payload, state, variables):"]
