@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from bmsgate.protocols.decode import Layout
     from bmsgate.protocols.definition import FieldSpec
 
-__all__ = ["check_source", "generate_layout"]
+__all__ = ["check_source", "check_tokens", "generate_layout"]
 
 # Distinct raw values of one device field (a firmware version, a production date): a few per installation.
 _DEVICE_MEMO_SIZE: Final = 32
@@ -125,25 +125,7 @@ def check_source(source: str) -> None:
     Raises:
         ValueError: naming the offending token (a bug in the templates, never a definition's doing).
     """
-    for token in tokenize.generate_tokens(io.StringIO(source).readline):
-        text = token.string
-        if token.type == tokenize.NAME:
-            if not (_GENERATED_NAME.match(text) or text in _VOCABULARY):
-                raise ValueError(f"generated decoder holds an unexpected name {text!r}")
-            if keyword.iskeyword(text) and text not in _VOCABULARY:
-                raise ValueError(f"generated decoder holds an unexpected keyword {text!r}")
-        elif token.type == tokenize.NUMBER:
-            if text not in _LITERALS:
-                raise ValueError(f"generated decoder holds an unexpected number {text!r}")
-        elif token.type not in {
-            tokenize.OP,
-            tokenize.NEWLINE,
-            tokenize.NL,
-            tokenize.INDENT,
-            tokenize.DEDENT,
-            tokenize.ENDMARKER,
-        }:
-            raise ValueError(f"generated decoder holds an unexpected token {text!r}")
+    check_tokens(source, _VOCABULARY, "decoder")
 
 
 def _is_snapshot_bit(field: FieldSpec) -> bool:
@@ -476,3 +458,26 @@ def generate_layout(
     exec(compile(text, "<bmsgate generated layout>", "exec"), source.namespace)  # noqa: S102  # checked above
     function: Step = source.namespace["decode_layout"]
     return function
+
+
+def check_tokens(source: str, vocabulary: frozenset[str], kind: str) -> None:
+    """Refuse `source` unless it holds only `vocabulary` words, generated names, 0 and 1."""
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        text = token.string
+        if token.type == tokenize.NAME:
+            if not (_GENERATED_NAME.match(text) or text in vocabulary):
+                raise ValueError(f"generated {kind} holds an unexpected name {text!r}")
+            if keyword.iskeyword(text) and text not in vocabulary:
+                raise ValueError(f"generated {kind} holds an unexpected keyword {text!r}")
+        elif token.type == tokenize.NUMBER:
+            if text not in _LITERALS:
+                raise ValueError(f"generated {kind} holds an unexpected number {text!r}")
+        elif token.type not in {
+            tokenize.OP,
+            tokenize.NEWLINE,
+            tokenize.NL,
+            tokenize.INDENT,
+            tokenize.DEDENT,
+            tokenize.ENDMARKER,
+        }:
+            raise ValueError(f"generated {kind} holds an unexpected token {text!r}")

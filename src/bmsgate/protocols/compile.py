@@ -4,6 +4,9 @@ Every fixed-offset scalar of a layout is read by one precompiled ``struct`` reco
 a decode step (or a record slot with its transform) and an encode step, and each finished layout gets
 its generated decode function (`bmsgate.protocols.codegen`). The transforms themselves live in
 `bmsgate.protocols.transforms`.
+
+Why one long module: each field's decode step, encode step and record slot are compiled side by side from
+one field (their offsets, counts and limits must agree), and each layout is gathered from them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from bmsgate.model import SET_FIELDS
 from bmsgate.protocols.codegen import generate_layout
 from bmsgate.protocols.decode import EXTRA_LISTS, POSITIONED, Layout, MemoResult, Shifted, apply_shifted, decode_fresh
 from bmsgate.protocols.definition import INTEGER_SIZES, FieldSpec, FrameIndexSpec, ReplySpec
+from bmsgate.protocols.encodegen import generate_encoder
 from bmsgate.protocols.memo import BoundedMemo
 from bmsgate.protocols.transforms import (
     STRUCT_CODES,
@@ -78,6 +82,9 @@ class CompiledReply:
     """(variable without ``var.``, list target) of each list a variable counts: an encode sets it, unscanned."""
     sizing_fields: tuple[FieldSpec, ...] = ()
     """The fields that can make an encoded payload longer than `min_payload` (an encode sizes over these)."""
+    payload_encoders: Mapping[str | None, EncodeStep] = dataclasses.field(default_factory=dict)
+    """Per layout name (None: the default layout): its generated encoder, which writes into a zeroed payload
+    what the layout's `encoders` write one by one, the index byte of an indexed reply included."""
 
     @property
     def encoders(self) -> tuple[EncodeStep, ...]:
@@ -117,17 +124,26 @@ def compile_reply(
             if not per_frame and isinstance(field.count, int):
                 per_frame, frames_var = field.count, field.limit[4:] if field.limit else None
     where = f"{source}: replies[{key:#04x}]"
+    order = ">" if endian == "big" else "<"
+    numbering = None
+    if spec.index is not None:
+        numbering = (spec.index.at, spec.index.base, per_frame if spec.index.numbers == "items" else 1)
     layouts: dict[str, Layout] = {}
+    payload_encoders: dict[str | None, EncodeStep] = {}
     for name in variant_names:
         chosen = [item for item in compiled if item[0].variants is None or name in item[0].variants]
         layout = _compile_layout(chosen, spec.min_payload, endian, where, indexed=spec.index is not None)
         layouts[name] = _with_memo(layout, chosen, payload_slice)
+        payload_encoders[name] = generate_encoder([(item[0], item[2]) for item in chosen], order, numbering)
     common = [item for item in compiled if item[0].variants is None]
     layout = _compile_layout(common, spec.min_payload, endian, where, indexed=spec.index is not None)
     default = _with_memo(layout, common, payload_slice)
+    payload_encoders[None] = generate_encoder([(item[0], item[2]) for item in common], order, numbering)
     count_vars = tuple((str(f.count)[4:], f.target) for f in spec.fields if str(f.count).startswith("var."))
     sizing = tuple(f for f in spec.fields if f.count is not None or f.shift or f.when is not None or f.size == "rest")
-    return CompiledReply(key, spec, default, layouts, per_frame, frames_var, limits, count_vars, sizing)
+    return CompiledReply(
+        key, spec, default, layouts, per_frame, frames_var, limits, count_vars, sizing, payload_encoders
+    )
 
 
 def shift_terms(field: FieldSpec) -> tuple[tuple[str, int], ...]:

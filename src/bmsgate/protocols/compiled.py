@@ -28,6 +28,7 @@ from bmsgate.protocols.decode import (
 )
 from bmsgate.protocols.definition import CommandSpec, GattProfile, ProtocolDefinition, RequestSpec, parse_hex
 from bmsgate.protocols.encode import (
+    ReplyEncoder,
     checksum_ok,
     encode_frame,
     encoder_variables,
@@ -82,6 +83,9 @@ class CompiledProtocol:
             self._limits.update(reply.limits)
         order = [request.reply for request in definition.requests if request.reply is not None]
         self._list_starts = list_starts(definition, order)
+        self._encoders = {
+            key: ReplyEncoder(framing, reply, self._list_starts.get(key, {})) for key, reply in self._replies.items()
+        }
         self._runner = FrameRunner(
             name=self.name,
             checker=self.checker,
@@ -360,6 +364,23 @@ class CompiledProtocol:
         values; missing values encode as zero / absent. The layout is `variant`, else the one the
         state's selector variable chooses. `frame_index` picks the slice of an indexed reply.
         """
+        encoder = self._encoders[key]
+        variables = encoder.variables(state, frame_index)
+        layout = None
+        if self._variants is not None:
+            layout = variant or self._variants.choose(variables.get(self._select))
+        return encoder.encode(layout, state, variables, status_ok=status_ok, frame_index=frame_index)
+
+    def _encode_reply_stepwise(
+        self,
+        key: int,
+        state: Mapping[str, Any],
+        *,
+        status_ok: bool = True,
+        variant: str | None = None,
+        frame_index: int = 0,
+    ) -> bytes:
+        """`encode_reply` field step by field step: the reference the generated encoders are tested against."""
         reply = self._replies[key]
         variables = encoder_variables(reply, state, frame_index, self._list_starts.get(key, {}))
         encoders = reply.default.encoders

@@ -37,6 +37,7 @@ __all__ = [
     "raw_reader",
     "raw_writer",
     "scalar_encoder",
+    "scalar_inverse",
     "scalar_sink",
     "storer",
     "value_transform",
@@ -513,7 +514,7 @@ def scalar_encoder(field: FieldSpec, read: Reader, write: Writer) -> EncodeStep:
 
         return encode_cells
     absent = min(field.absent) if field.absent else None
-    to_raw = _inverse(field)
+    to_raw = scalar_inverse(field)
     is_var = target.startswith("var.")
 
     def encode_value(buffer: bytearray, state: Mapping[str, Any], variables: dict[str, int]) -> None:
@@ -527,8 +528,8 @@ def scalar_encoder(field: FieldSpec, read: Reader, write: Writer) -> EncodeStep:
     return encode_value
 
 
-def _inverse(field: FieldSpec) -> Callable[[Any, Any], Any]:
-    """value, raw already in the buffer → raw to write."""
+def scalar_inverse(field: FieldSpec) -> Callable[[Any, Any], Any]:
+    """value, raw already in the buffer → raw to write (also called by the generated encoders)."""
     invert = field.invert
     if field.bit is not None:
         mask = 1 << field.bit

@@ -32,15 +32,42 @@ _LFP_SOC: Final = (0.0, 2.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0
 _LFP_VOLTS: Final = (2.50, 2.90, 3.05, 3.20, 3.25, 3.27, 3.29, 3.30, 3.31, 3.32, 3.33, 3.34, 3.36, 3.45, 3.60)
 
 
+# Per `bisect_right` index: (SoC and voltage at the segment's start, its voltage and SoC spans). The spans
+# are the same float subtractions the interpolation made on every call, made once.
+_LFP_SEGMENTS: Final = tuple(
+    (
+        _LFP_SOC[index - 1],
+        _LFP_VOLTS[index - 1],
+        _LFP_VOLTS[index] - _LFP_VOLTS[index - 1],
+        _LFP_SOC[index] - _LFP_SOC[index - 1],
+    )
+    for index in range(len(_LFP_SOC))
+)
+
+
 def lfp_open_circuit_voltage(soc: float) -> float:
     """Cell open-circuit voltage (V) for a state of charge (%), clamped to 0..100 %."""
-    soc = min(max(soc, 0.0), 100.0)
-    index = bisect.bisect_right(_LFP_SOC, soc)
-    if index >= len(_LFP_SOC):
-        return _LFP_VOLTS[-1]
-    low_soc, high_soc = _LFP_SOC[index - 1], _LFP_SOC[index]
-    low_v, high_v = _LFP_VOLTS[index - 1], _LFP_VOLTS[index]
-    return low_v + (high_v - low_v) * (soc - low_soc) / (high_soc - low_soc)
+    return _open_circuit_voltages(soc, (0.0,), 0.0)[0]
+
+
+def _open_circuit_voltages(soc: float, offsets: list[float] | tuple[float, ...], ir: float) -> list[float]:
+    """Terminal voltage of each cell at `soc` + its offset plus `ir` (V), without a call per cell."""
+    voltages = []
+    top = len(_LFP_SOC)
+    for offset in offsets:
+        # min(max(x, 0.0), 100.0) without two calls: the same value for every x (-0.0 and NaN pass alike).
+        cell = soc + offset
+        if cell < 0.0:
+            cell = 0.0
+        elif cell > 100.0:
+            cell = 100.0
+        index = bisect.bisect_right(_LFP_SOC, cell)
+        if index >= top:
+            voltages.append(_LFP_VOLTS[-1] + ir)
+        else:
+            low_soc, low_v, volts, span = _LFP_SEGMENTS[index]
+            voltages.append(low_v + volts * (cell - low_soc) / span + ir)
+    return voltages
 
 
 FaultKind = Literal["none", "overtemperature", "cell_overvoltage", "cell_undervoltage", "short_circuit"]
@@ -103,6 +130,8 @@ _CELL_UVP: Final = 2.60
 _CELL_UVP_RELEASE: Final = 2.90
 _CHARGE_OTP: Final = 55.0
 _OTP_RELEASE: Final = 50.0
+_CHARGE_BLOCKERS: Final = frozenset({Alarm.CELL_OVERVOLTAGE, Alarm.CHARGE_OVERTEMPERATURE, Alarm.SHORT_CIRCUIT})
+_DISCHARGE_BLOCKERS: Final = frozenset({Alarm.CELL_UNDERVOLTAGE, Alarm.DISCHARGE_OVERTEMPERATURE, Alarm.SHORT_CIRCUIT})
 
 
 class PackModel:
@@ -129,6 +158,7 @@ class PackModel:
         self._voltages_key: tuple[float, ...] = ()
         self._voltages: list[float] = []
         self._rounded_cells: tuple[float, ...] = ()
+        self._constant_state: tuple[PackConfig, dict[str, Any]] | None = None
 
     # -- physics ---------------------------------------------------------------------------------
 
@@ -185,7 +215,7 @@ class PackModel:
         self.mosfet_temperature += (mosfet_target - self.mosfet_temperature) * blend
 
     def _balance(self, step: float) -> None:
-        voltages = self.cell_voltages()
+        voltages = self._current_voltages()
         high, low = max(voltages), min(voltages)
         self.balancing_cells = set()
         if high - low > _BALANCE_START_DELTA and high > _BALANCE_MIN_VOLTAGE:
@@ -196,15 +226,16 @@ class PackModel:
                     self.cell_offsets[index] -= _BALANCE_RATE * step / 3600.0
 
     def _protect(self, fault_active: bool) -> None:
-        voltages = self.cell_voltages()
+        voltages = self._current_voltages()
+        highest, lowest = max(voltages), min(voltages)
         alarms = self.alarms
-        if max(voltages) > _CELL_OVP:
+        if highest > _CELL_OVP:
             alarms.add(Alarm.CELL_OVERVOLTAGE)
-        elif max(voltages) < _CELL_OVP_RELEASE:
+        elif highest < _CELL_OVP_RELEASE:
             alarms.discard(Alarm.CELL_OVERVOLTAGE)
-        if min(voltages) < _CELL_UVP:
+        if lowest < _CELL_UVP:
             alarms.add(Alarm.CELL_UNDERVOLTAGE)
-        elif min(voltages) > _CELL_UVP_RELEASE:
+        elif lowest > _CELL_UVP_RELEASE:
             alarms.discard(Alarm.CELL_UNDERVOLTAGE)
         hottest = max(self.temperatures, default=self.config.ambient)
         if hottest > _CHARGE_OTP:
@@ -213,30 +244,31 @@ class PackModel:
             alarms.difference_update({Alarm.CHARGE_OVERTEMPERATURE, Alarm.DISCHARGE_OVERTEMPERATURE})
         if fault_active and self.config.fault == "short_circuit":
             alarms.add(Alarm.SHORT_CIRCUIT)
-        charge_blockers = {Alarm.CELL_OVERVOLTAGE, Alarm.CHARGE_OVERTEMPERATURE, Alarm.SHORT_CIRCUIT}
-        discharge_blockers = {Alarm.CELL_UNDERVOLTAGE, Alarm.DISCHARGE_OVERTEMPERATURE, Alarm.SHORT_CIRCUIT}
-        self.charge_enabled = not (alarms & charge_blockers) and not self.manual_charge_off
-        self.discharge_enabled = not (alarms & discharge_blockers) and not self.manual_discharge_off
+        self.charge_enabled = not (alarms & _CHARGE_BLOCKERS) and not self.manual_charge_off
+        self.discharge_enabled = not (alarms & _DISCHARGE_BLOCKERS) and not self.manual_discharge_off
 
     # -- observation ---------------------------------------------------------------------------
 
     def cell_voltages(self) -> list[float]:
         """Per-cell terminal voltage (V): OCV at the cell's own SoC plus I·R."""
+        return list(self._current_voltages())
+
+    def _current_voltages(self) -> list[float]:
+        """`cell_voltages` without the copy (the model's own readers do not change it)."""
         # One poll reads these three times (balancing, protection, the reply) mostly unchanged:
         # interpolating every cell each time was a fifth of the simulated BMS's CPU.
         key = (self.soc, self.current, *self.cell_offsets)
         if key != self._voltages_key:
-            ir = self.current * _CELL_RESISTANCE
-            self._voltages = [lfp_open_circuit_voltage(self.soc + offset) + ir for offset in self.cell_offsets]
+            self._voltages = _open_circuit_voltages(self.soc, self.cell_offsets, self.current * _CELL_RESISTANCE)
             self._voltages_key = key
             self._rounded_cells = ()
-        return list(self._voltages)
+        return self._voltages
 
     def _reported_cells(self) -> list[float]:
         """The cell voltages as the BMS reports them (mV resolution), rounded once per change of the cells."""
-        self.cell_voltages()
+        voltages = self._current_voltages()
         if not self._rounded_cells:
-            self._rounded_cells = tuple(round(voltage, 3) for voltage in self._voltages)
+            self._rounded_cells = tuple([round(voltage, 3) for voltage in voltages])
         return list(self._rounded_cells)
 
     def set_mosfets(self, *, charge: bool | None, discharge: bool | None) -> None:
@@ -252,14 +284,11 @@ class PackModel:
         config = self.config
         cells = self._reported_cells()
         remaining = config.capacity * self.soc / 100.0
-        return {
+        state = {
             "voltage": round(sum(cells), 2),
             "current": round(self.current, 2),
             "soc": round(self.soc),
-            "soh": 98.0,
             "remaining_capacity": round(remaining, 2),
-            "full_capacity": config.capacity,
-            "design_capacity": config.capacity,
             "cycles": self.cycles,
             "cell_voltages": cells,
             "temperatures": [round(t, 1) for t in self.temperatures],
@@ -270,18 +299,33 @@ class PackModel:
             "balancing": bool(self.balancing_cells),
             "balancing_cells": sorted(self.balancing_cells),
             "balance_current": 0.06 if self.balancing_cells else 0.0,
-            "heating": False,
-            "var.cell_count": config.cells,
-            "var.ntc_count": config.ntc_count,
-            "var.temperature_count": config.ntc_count,
-            "device.model": f"SIM-{config.cells}S{round(config.capacity)}",
-            "device.name": config.name,
-            "device.hardware_version": "1.1",
-            "device.software_version": "2.1",
-            "device.serial_number": config.serial_number,
             "device.production_date": self.production_date,
-            "device.manufacturer": "bmsgate simulator",
         }
+        # What the configuration fixes, made once (a frozen config: the model's f-string was a tenth of this).
+        constant = self._constant_state
+        if constant is None or constant[0] is not config:
+            constant = self._constant_state = (config, _constant_state(config))
+        state.update(constant[1])
+        return state
+
+
+def _constant_state(config: PackConfig) -> dict[str, Any]:
+    """The part of `PackModel.state` that only the configuration decides."""
+    return {
+        "soh": 98.0,
+        "full_capacity": config.capacity,
+        "design_capacity": config.capacity,
+        "heating": False,
+        "var.cell_count": config.cells,
+        "var.ntc_count": config.ntc_count,
+        "var.temperature_count": config.ntc_count,
+        "device.model": f"SIM-{config.cells}S{round(config.capacity)}",
+        "device.name": config.name,
+        "device.hardware_version": "1.1",
+        "device.software_version": "2.1",
+        "device.serial_number": config.serial_number,
+        "device.manufacturer": "bmsgate simulator",
+    }
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

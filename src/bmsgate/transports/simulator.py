@@ -199,13 +199,16 @@ class SimulatorTransport(Transport):
             return [], 0.0
         if self._chance(faults.drop_reply):
             return [], 0.0
-        frame = bytearray(xor_bytes(reply, self._wire_key) if self._wire_key else reply)
+        frame = xor_bytes(reply, self._wire_key) if self._wire_key else bytes(reply)
         if self._chance(faults.corrupt_checksum):
-            frame[-2 if len(frame) > 2 else -1] ^= 0x5A
+            # Only a corrupted reply is copied to be changed (a stream tick sent a copy of every frame).
+            corrupted = bytearray(frame)
+            corrupted[-2 if len(corrupted) > 2 else -1] ^= 0x5A
+            frame = bytes(corrupted)
         if self._chance(faults.truncate):
             frame = frame[: max(1, len(frame) // 2)]
         size = self._chunk_size
-        chunks = [bytes(frame[i : i + size]) for i in range(0, len(frame), size)]
+        chunks = [frame[i : i + size] for i in range(0, len(frame), size)]
         shaped: list[tuple[bytes, bool]] = []
         for index, chunk in enumerate(chunks):
             if self._chance(faults.noise):
