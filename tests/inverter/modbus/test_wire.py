@@ -227,16 +227,23 @@ async def test_stopping_with_a_master_that_never_reads_neither_hangs_nor_logs_er
         await wait_refresh(sink)
         sock.connect(("127.0.0.1", settings.port))
         sock.setblocking(False)
-        # Pipelined block reads (73-byte answers) that are never read, until the kernel takes no more.
+        # Pipelined block reads (73-byte answers) that are never read, until the server's answers back up in
+        # its own buffer. How much the kernel absorbs first (loopback send buffers are autotuned, up to
+        # megabytes) depends on the machine, so requests keep coming until then.
         request = mbap(1, read_holding(SOC, 32))
-        with contextlib.suppress(BlockingIOError):
-            for _ in range(20_000):
-                sock.send(request * 50)
-        await asyncio.sleep(0.3)
         server = sink.endpoint
         assert isinstance(server, tcp.ModbusTcpServer)
-        writers = [connection.writer for connection in server._connections.values()]
-        assert writers and max(w.transport.get_write_buffer_size() for w in writers) > 0  # answers backed up
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while True:
+            with contextlib.suppress(BlockingIOError):
+                for _ in range(2_000):
+                    sock.send(request * 50)
+            await asyncio.sleep(0.05)
+            writers = [connection.writer for connection in server._connections.values()]
+            if writers and max(w.transport.get_write_buffer_size() for w in writers) > 0:
+                break  # answers backed up
+            assert loop.time() < deadline, "the server's answers never backed up"
         _, idle = await asyncio.open_connection("127.0.0.1", settings.port)  # an ordinary idle master too
     finally:
         # Stopping returns although nobody reads (closing would wait for the backlog to flush).
