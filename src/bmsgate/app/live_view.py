@@ -26,6 +26,7 @@ from rich.text import Text
 from bmsgate.app.console import LinkStatsProvider
 from bmsgate.app.render import cell_bars
 from bmsgate.model import BatterySnapshot
+from bmsgate.runtime.cadence import sleep_until, tick_after
 from bmsgate.runtime.hub import SnapshotHub
 
 __all__ = ["LiveView"]
@@ -106,9 +107,11 @@ class LiveView:
     async def run(self, hub: SnapshotHub, console: Console, refresh_per_second: float) -> None:
         """Show the view on `console` until cancelled, refreshed `refresh_per_second` times a second."""
         period = 1.0 / refresh_per_second
+        loop = asyncio.get_running_loop()
         with Live(self.render(hub), console=console, auto_refresh=False, transient=False) as live:
             while True:
-                await asyncio.sleep(period)
+                # On the shared grid (runtime/cadence.py): redrawn in the wake-up that brought the data.
+                await sleep_until(tick_after(loop.time(), period))
                 live.update(self.render(hub), refresh=True)
 
     def render(self, hub: SnapshotHub) -> RenderableType:

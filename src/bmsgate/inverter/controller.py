@@ -28,6 +28,7 @@ from bmsgate.inverter.status import (
     combined_presence,
     initial_status,
 )
+from bmsgate.runtime.cadence import TICK_TOLERANCE, tick_after
 from bmsgate.runtime.hub import HubUpdate, SnapshotHub, Subscription
 
 __all__ = ["InverterController", "StatusChannel", "StatusSubscription"]
@@ -218,21 +219,24 @@ class InverterController:
         interval = self.settings.refresh_interval
         with hub.subscribe(self.name) as subscription:
             self.refresh(hub)
-            due = loop.time() + interval
+            # Ticks on the shared grid (runtime/cadence.py), so they share a wake-up with the pollers and
+            # the transmitters. A refresh for fresh data does not move the grid: the next tick comes at most
+            # `interval` after any refresh, as before, only sometimes sooner.
+            due = tick_after(loop.time(), interval)
             while True:
-                updates = await self._next_updates(subscription, max(0.0, due - loop.time()))
+                updates = await self._next_updates(subscription, due)
                 bank_ids = set(self.battery_ids(hub))
                 bank_updates = [update for update in updates if update.battery_id in bank_ids]
-                if not bank_updates and loop.time() < due:
+                if not bank_updates and loop.time() < due - TICK_TOLERANCE:
                     continue
                 fresh = any(not update.stale and update.snapshot is not None for update in bank_updates)
                 self.refresh(hub, fresh_data=fresh)
-                due = loop.time() + interval
+                due = tick_after(loop.time(), interval)
 
-    async def _next_updates(self, subscription: Subscription, timeout: float) -> list[HubUpdate]:
+    async def _next_updates(self, subscription: Subscription, deadline: float) -> list[HubUpdate]:
         updates: list[HubUpdate] = []
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
                 updates.append(await subscription.get())
         except TimeoutError:
             pass

@@ -30,6 +30,7 @@ import paho.mqtt.client as paho_mqtt
 from bmsgate.errors import SinkError
 from bmsgate.mqtt.rotation import rotation_for
 from bmsgate.mqtt.settings import BrokerSettings, TlsSettings
+from bmsgate.runtime.cadence import sleep_until, tick_after
 from bmsgate.runtime.cancellation import uninterruptible
 
 __all__ = ["IncomingMessage", "MqttSession", "connect"]
@@ -301,6 +302,7 @@ async def connect(
         if buffered_reads and tls_context is None:
             _buffer_reads(client)
         _write_at_once(client)
+        _housekeeping_on_grid(client)
         try:
             await _enter(client, settings, host, port)
         except SinkError:
@@ -519,6 +521,26 @@ def _write_at_once(client: aiomqtt.Client) -> None:
         register_later(paho_client, userdata, sock)
 
     paho.on_socket_register_write = on_socket_register_write
+
+
+def _housekeeping_on_grid(client: aiomqtt.Client) -> None:
+    """Paho's once-a-second housekeeping (keep-alive pings, retries) on the shared tick grid.
+
+    aiomqtt runs ``loop_misc`` and then sleeps a second, so its wake-ups drift against every other timer
+    of the gateway and cost one wake-up of their own each second. Sleeping until the grid's next whole
+    second (runtime/cadence.py) keeps the same rate and shares the wake-up with the polls and the inverter
+    ticks. aiomqtt looks the method up on the instance when the socket opens, so this one runs instead.
+    """
+    if not callable(getattr(client, "_misc_loop", None)):  # pragma: no cover - an aiomqtt other than 2.x
+        return
+    paho = client._client
+
+    async def misc_loop() -> None:
+        loop = asyncio.get_running_loop()
+        while paho.loop_misc() == paho_mqtt.MQTT_ERR_SUCCESS:
+            await sleep_until(tick_after(loop.time(), 1.0))
+
+    client._misc_loop = misc_loop  # type: ignore[method-assign]
 
 
 async def _enter(client: aiomqtt.Client, settings: BrokerSettings, host: str, port: int) -> None:

@@ -10,6 +10,7 @@ another when data recovers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from typing import Final
 
 from bmsgate.model import BatterySnapshot
+from bmsgate.runtime.cadence import tick_after
 
 __all__ = ["DEFAULT_STALE_AFTER", "HubUpdate", "SnapshotHub", "Subscription"]
 
@@ -120,6 +122,8 @@ class SnapshotHub:
         self._default_stale_after = default_stale_after
         self._batteries: dict[str, _BatteryState] = {}
         self._subscriptions: list[Subscription] = []
+        self._deadline_moved = asyncio.Event()
+        """Set when a battery's staleness deadline may have come earlier: :meth:`run` sleeps until the earliest."""
 
     # -- registration ---------------------------------------------------------------------------
 
@@ -133,6 +137,7 @@ class SnapshotHub:
             self._batteries[battery_id] = _BatteryState(stale_after=budget)
         else:
             state.stale_after = budget
+        self._deadline_moved.set()
 
     def unregister(self, battery_id: str) -> None:
         """Forget a battery removed at run time; subscribers get one last update with ``removed=True``.
@@ -158,8 +163,11 @@ class SnapshotHub:
         state.snapshot = snapshot
         state.received_at = self._clock()
         was_stale, state.stale = state.stale, False
-        if was_stale and state.ever_seen:
-            _LOGGER.info("%s: fresh data again", snapshot.battery_id)
+        if was_stale:
+            # A fresh battery's deadline only moves later with each snapshot; a stale one gets one again.
+            self._deadline_moved.set()
+            if state.ever_seen:
+                _LOGGER.info("%s: fresh data again", snapshot.battery_id)
         state.ever_seen = True
         self._fan_out(HubUpdate(snapshot.battery_id, snapshot, False, state.received_at))
 
@@ -180,10 +188,36 @@ class SnapshotHub:
         return newly_stale
 
     async def run(self, interval: float = 0.5) -> None:
-        """Check staleness forever (run it as a supervised task)."""
+        """Check staleness forever (run it as a supervised task).
+
+        A battery is marked stale at the first tick of `interval` on the shared grid (runtime/cadence.py)
+        after its budget ran out, so at most `interval` late. With the default monotonic clock the task
+        sleeps until that tick instead of waking every `interval` for nothing (each wake-up of an idle
+        gateway costs CPU); a snapshot that makes a stale battery fresh, or a new budget, wakes it to plan
+        again. An injected clock can jump, so with one it checks every `interval`.
+        """
+        loop = asyncio.get_running_loop()
         while True:
             self.check_staleness()
-            await asyncio.sleep(interval)
+            self._deadline_moved.clear()
+            wake: float | None = tick_after(loop.time(), interval)
+            if self._clock is time.monotonic:
+                earliest = self._earliest_deadline()
+                if earliest is None:
+                    wake = None
+                else:
+                    # Converted through both clocks' readings: the loop's clock (uvloop's, say) need not
+                    # share time.monotonic's origin.
+                    stale_at = loop.time() + (earliest - self._clock())
+                    wake = max(tick_after(loop.time(), interval), tick_after(stale_at, interval))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(wake):
+                    await self._deadline_moved.wait()
+
+    def _earliest_deadline(self) -> float | None:
+        """The clock time after which the first fresh battery goes stale; None when none is fresh."""
+        deadlines = [state.received_at + state.stale_after for state in self._batteries.values() if not state.stale]
+        return min(deadlines) if deadlines else None
 
     # -- readers --------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from bmsgate.errors import AuthenticationError, ConfigError, DeviceError
 from bmsgate.model import BatterySnapshot
 from bmsgate.protocols.compiled import CompiledProtocol
 from bmsgate.runtime.backoff import Backoff, exponential_delay
+from bmsgate.runtime.cadence import tick_after
 from bmsgate.runtime.cancellation import stop
 from bmsgate.runtime.client import BatteryClient, LinkStatistics
 from bmsgate.runtime.hub import SnapshotHub
@@ -358,18 +359,22 @@ class Supervisor:
                         battery.available = False
                         return
                     except DeviceError as exc:
-                        delay = self._failed(battery, exc)
+                        next_poll = started + self._failed(battery, exc)
                     except Exception:
                         # A bug must not take the gateway down: log it once per streak and back off.
                         if battery.consecutive_failures == 0:
                             _LOGGER.exception("%s: unexpected error while polling", battery.battery_id)
-                        delay = self._failed(battery, None)
+                        next_poll = started + self._failed(battery, None)
                     else:
                         self._succeeded(battery)
                         self.hub.publish(snapshot)
-                        delay = battery.poll_interval
+                        # The first tick of the shared grid (runtime/cadence.py) after this poll began: never
+                        # later than a full interval, and batteries with the same interval then poll in one
+                        # wake-up with the outputs' ticks. A failing battery's backoff stays jittered, so
+                        # retries against a struggling adapter spread out.
+                        next_poll = tick_after(started, battery.poll_interval)
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, started + delay - loop.time())):
+                    async with asyncio.timeout_at(max(loop.time(), next_poll)):
                         # Not a bare wait: a protocol's keep-alive goes on while the link is kept.
                         await self._between_polls(battery, poller)
         finally:

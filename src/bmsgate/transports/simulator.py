@@ -19,6 +19,7 @@ from typing import Final
 from bmsgate.errors import ConnectError
 from bmsgate.protocols.compiled import CompiledProtocol
 from bmsgate.protocols.wirekey import wire_key, xor_bytes
+from bmsgate.runtime.cadence import tick_after
 from bmsgate.runtime.simulation import PackConfig, PackModel, VirtualBms
 from bmsgate.transports.base import Transport
 
@@ -125,7 +126,7 @@ class SimulatorTransport(Transport):
         if self.bms.listening and not self.faults.silent:
             # A BMS that is never asked streams from the moment the link is up.
             self._streaming = True
-            asyncio.get_running_loop().call_later(self.bms.stream_interval, self._stream_tick, self._generation)
+            self._schedule_stream_tick(asyncio.get_running_loop(), self._generation)
 
     async def _do_close(self) -> None:
         self._generation += 1
@@ -142,7 +143,12 @@ class SimulatorTransport(Transport):
                 chunks, _delay = self._shape(reply)
                 for chunk, cut_link in chunks:
                     self._emit(chunk, cut_link, generation)
-        asyncio.get_running_loop().call_later(self.bms.stream_interval, self._stream_tick, generation)
+        self._schedule_stream_tick(asyncio.get_running_loop(), generation)
+
+    def _schedule_stream_tick(self, loop: asyncio.AbstractEventLoop, generation: int) -> None:
+        # On the shared grid (runtime/cadence.py): a streaming pack's notifications arrive in the wake-up
+        # of the gateway's own ticks, as a real pack's would in a wake-up of the radio.
+        loop.call_at(tick_after(loop.time(), self.bms.stream_interval), self._stream_tick, generation)
 
     async def _do_write(self, data: bytes) -> None:
         self.writes.append(bytes(data))
@@ -155,7 +161,7 @@ class SimulatorTransport(Transport):
         if self.bms.streaming_key is not None and not self._streaming:
             # A streaming BMS keeps sending on its own until the link closes.
             self._streaming = True
-            loop.call_later(self.bms.stream_interval, self._stream_tick, self._generation)
+            self._schedule_stream_tick(loop, self._generation)
         # Notifications due at the same moment go out in one callback (without a chunk interval or an
         # injected delay: a whole poll's replies), not one timer each.
         delay = 0.0

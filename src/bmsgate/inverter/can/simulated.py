@@ -19,6 +19,7 @@ from typing import Final
 from bmsgate.inverter.can.bus import CanBus
 from bmsgate.inverter.can.profiles import CanFrame, CanProfile, load_profile
 from bmsgate.inverter.can.settings import CanSettings
+from bmsgate.runtime.cadence import sleep_until, tick_after
 from bmsgate.runtime.hub import SnapshotHub
 
 __all__ = ["SimulatedInverter"]
@@ -83,13 +84,12 @@ class SimulatedInverter:
         frame = [CanFrame(frame_id, _LIVENESS_DATA)]
         try:
             loop = asyncio.get_running_loop()
-            next_due = loop.time()
             while True:
                 await bus.send(frame)
                 self.frames_sent += 1
                 # The bus queues every frame the battery side sends: dropped here so nothing piles up.
                 self.frames_received += bus.discard_received()
-                next_due = max(next_due + self.period, loop.time())
-                await asyncio.sleep(next_due - loop.time())
+                # On the shared grid (runtime/cadence.py): the same wake-up as the battery side's ticks.
+                await sleep_until(tick_after(loop.time(), self.period))
         finally:
             await bus.close()

@@ -44,6 +44,7 @@ from bmsgate.inverter.controller import InverterController, StatusSubscription
 from bmsgate.inverter.status import InverterLiveness, InverterStatus, expired
 from bmsgate.model import Alarm
 from bmsgate.runtime.backoff import Backoff
+from bmsgate.runtime.cadence import tick_after
 from bmsgate.runtime.hub import SnapshotHub
 
 __all__ = ["SAFE_HOLD_PERIODS", "CanSink"]
@@ -357,7 +358,7 @@ class CanSink:
         while self.profile.mode == "push":
             min_interval = self.profile.min_interval
             period = max(self.profile.period, min_interval)
-            urgent = await _wait(self._urgent, next_due - loop.time())
+            urgent = await _wait_until(self._urgent, next_due)
             self._urgent.clear()
             # The regular grid already keeps `period` >= `min_interval`; only an urgent set may come early.
             wait_more = last_sent + min_interval - loop.time()
@@ -366,17 +367,17 @@ class CanSink:
             last_sent = loop.time()
             self.refresh()
             await self._send(bus)
-            # A fixed grid keeps the period free of drift; an urgent set restarts the grid after itself.
-            next_due = last_sent + period if urgent else next_due + period
-            if next_due < loop.time():
-                next_due = loop.time() + period
+            # The shared grid (runtime/cadence.py) keeps the period free of drift and shares the wake-up
+            # with the controller's tick. After an urgent set the next regular one is the next tick, or
+            # `min_interval` after it when the tick comes too soon: never more than `period` apart.
+            next_due = max(tick_after(last_sent, period), last_sent + min_interval)
 
     async def _answer_requests(self, bus: FrameBus) -> None:
         while self.profile.mode == "request":
             if not self._pending_requests:
                 # Cleared only with nothing pending and no await before the wait: no request slips by.
                 self._requested.clear()
-                await _wait(self._requested, self.profile.period)
+                await _wait_until(self._requested, tick_after(asyncio.get_running_loop().time(), self.profile.period))
             requested = self._pending_requests > 0
             if requested:
                 self._pending_requests -= 1
@@ -418,14 +419,14 @@ def _check_log_file(path: Path) -> None:
         raise ConfigError(f"cannot append to {path}: {reason}", key_path="outputs.can.log_file") from exc
 
 
-async def _wait(event: asyncio.Event, timeout: float) -> bool:
-    """Wait up to `timeout` s for `event`; True when it was set."""
+async def _wait_until(event: asyncio.Event, deadline: float) -> bool:
+    """Wait for `event` until `deadline` on the loop's clock; True when it was set."""
     if event.is_set():
         return True
-    if timeout <= 0:
+    if deadline <= asyncio.get_running_loop().time():
         return False
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout_at(deadline):
             await event.wait()
             return True
     return False

@@ -20,6 +20,7 @@ from typing import Final
 from bmsgate.errors import DeviceTimeout, TransportError
 from bmsgate.inverter.rs485.frame import FrameAssembler, PylonFrame, build_frame
 from bmsgate.inverter.rs485.pylontech import BATTERY, RTN, Rs485Dialect
+from bmsgate.runtime.cadence import sleep_until, tick_after
 from bmsgate.runtime.hub import SnapshotHub
 from bmsgate.transports.base import Transport
 
@@ -95,11 +96,11 @@ class SimulatedRs485Inverter:
             await transport.open()
             _LOGGER.info("demo: simulated %s inverter polls %s", self.dialect.name, transport.description)
             loop = asyncio.get_running_loop()
-            next_due = loop.time()
             while True:
+                started = loop.time()
                 await self.poll_cycle(transport)
-                next_due = max(next_due + self.period, loop.time())
-                await asyncio.sleep(next_due - loop.time())
+                # On the shared grid (runtime/cadence.py): the same wake-up as the battery side's ticks.
+                await sleep_until(max(loop.time(), tick_after(started, self.period)))
         finally:
             await transport.close()
             if self._on_stop is not None:
