@@ -12,7 +12,11 @@
 
 With ``--py-spy SECONDS`` a py-spy profile (if py-spy is installed) of the demo process is printed.
 
-Run: PYTHONPATH=src .venv/bin/python benchmarks/demo_cpu.py [--window 60] [--fleet] [--py-spy 20]
+With ``--against OTHER/src`` the plain demo runs twice at the same time, once from these sources and once from
+OTHER's (a worktree of the commit to compare with: ``git worktree add --detach /tmp/base <commit>``), and the
+ratio is printed: the figures drift with the machine's load between runs, a ratio from one paired run does not.
+
+Run: PYTHONPATH=src .venv/bin/python benchmarks/demo_cpu.py [--window 60] [--fleet] [--py-spy 20] [--against DIR]
 """
 
 from __future__ import annotations
@@ -71,16 +75,24 @@ def _drain(fd: int) -> None:
 
 
 def _measure(
-    command: list[str], window: float, snapshots_per_second: float, spy: float, *, terminal: bool = False
+    command: list[str],
+    window: float,
+    snapshots_per_second: float,
+    spy: float,
+    *,
+    terminal: bool = False,
+    sources: str | None = None,
 ) -> tuple[float, float]:
     """Run `command`; returns (CPU ms per snapshot over the window, peak RSS in MB).
 
     With `terminal` its output is a pseudo-terminal (drained here), so the console shows its live view.
+    With `sources` the process imports bmsgate from that directory instead of this run's PYTHONPATH.
     """
     with tempfile.TemporaryDirectory() as home:
         environment = {**os.environ, "HOME": home, "TERM": "xterm-256color" if terminal else "dumb"}
         # The process runs in a scratch directory: a relative PYTHONPATH (``src``) must still mean these sources.
-        search = [str(Path(entry).resolve()) for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+        path = os.environ.get("PYTHONPATH", "") if sources is None else sources
+        search = [str(Path(entry).resolve()) for entry in path.split(os.pathsep) if entry]
         environment["PYTHONPATH"] = os.pathsep.join(search)
         master, slave = pty.openpty() if terminal else (-1, subprocess.DEVNULL)
         if terminal:
@@ -147,8 +159,10 @@ def _bmsgate() -> list[str]:
     return [sys.executable, "-m", "bmsgate.app.cli.main"]
 
 
-def _demo(window: float, fleet: bool, spy: float, *, live: bool = False) -> None:
-    batteries, poll_interval = 4, 2.0
+_DEMO_BATTERIES, _DEMO_POLL_INTERVAL = 4, 2.0
+
+
+def _demo_command(window: float, *, fleet: bool = False, live: bool = False) -> list[str]:
     command = [
         *_bmsgate(),
         "demo",
@@ -164,6 +178,12 @@ def _demo(window: float, fleet: bool, spy: float, *, live: bool = False) -> None
         command += ["--fleet-http", f"127.0.0.1:{_free_tcp_port()}"]
     else:
         command.append("--no-fleet")
+    return command
+
+
+def _demo(window: float, fleet: bool, spy: float, *, live: bool = False) -> None:
+    batteries, poll_interval = _DEMO_BATTERIES, _DEMO_POLL_INTERVAL
+    command = _demo_command(window, fleet=fleet, live=live)
     per_snapshot, peak = _measure(command, window, batteries / poll_interval, spy, terminal=live)
     what = "with the fleet server and 30 simulated sites in-process" if fleet else "without the fleet"
     view = "live view on a 140×50 terminal" if live else "plain console"
@@ -171,6 +191,32 @@ def _demo(window: float, fleet: bool, spy: float, *, live: bool = False) -> None
         f"bmsgate demo ({batteries} batteries every {poll_interval:g} s, every output, {what}, {view}): "
         f"{per_snapshot:.3f} ms CPU per battery snapshot over {window:.0f} s (target ≤ {TARGET_DEMO_MS} ms); "
         f"peak RSS {peak:.1f} MB"
+    )
+
+
+def _demo_against(window: float, baseline: str) -> None:
+    """The plain demo from these sources and from `baseline` at the same time: both see the same load."""
+    rate = _DEMO_BATTERIES / _DEMO_POLL_INTERVAL
+    results: dict[str, tuple[float, float]] = {}
+
+    def measure(name: str, sources: str | None) -> None:
+        results[name] = _measure(_demo_command(window), window, rate, 0.0, sources=sources)
+
+    threads = [
+        threading.Thread(target=measure, args=("this", None)),
+        threading.Thread(target=measure, args=("baseline", str(Path(baseline).resolve()))),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if len(results) != len(threads):
+        raise SystemExit("a demo ended early: no paired figure")
+    this, base = results["this"][0], results["baseline"][0]
+    print(
+        f"bmsgate demo, paired over {window:.0f} s (plain console, without the fleet): "
+        f"{this:.3f} ms CPU per battery snapshot here, {base:.3f} ms from {baseline}: "
+        f"ratio {this / base:.2f} (target ≤ {TARGET_DEMO_MS} ms)"
     )
 
 
@@ -213,7 +259,12 @@ def main() -> None:
     parser.add_argument("--fleet", action="store_true", help="also measure the demo with its fleet")
     parser.add_argument("--py-spy", type=float, default=0.0, metavar="SECONDS", help="profile the demo with py-spy")
     parser.add_argument("--only", choices=("demo", "run"), help="measure one of them")
+    parser.add_argument(
+        "--against", metavar="SRC", help="also run the demo paired with another tree's sources (its src/)"
+    )
     args = parser.parse_args()
+    if args.against:
+        _demo_against(args.window, args.against)
     if args.only != "run":
         _demo(args.window, fleet=False, spy=args.py_spy)
         _demo(args.window, fleet=False, spy=0.0, live=True)

@@ -53,6 +53,7 @@ from bmsgate.homeassistant.settings import BatteryInfo, LinkStats, MqttSettings
 from bmsgate.homeassistant.state import StatePlan
 from bmsgate.model import Alarm, BatterySnapshot, DeviceInfo
 from bmsgate.runtime.backoff import Backoff
+from bmsgate.runtime.cadence import sleep_until, tick_after
 from bmsgate.runtime.cancellation import run_isolated
 from bmsgate.runtime.hub import HubUpdate, SnapshotHub, Subscription
 
@@ -284,8 +285,9 @@ class HomeAssistantSink:
     # -- persistence -------------------------------------------------------------------------------
 
     async def _persist_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.settings.energy_save_interval)
+            await sleep_until(tick_after(loop.time(), self.settings.energy_save_interval))
             if self._state_dirty:
                 self._state_dirty = False
                 # Snapshot the counters on the loop thread; only the file I/O runs in a worker thread.
@@ -457,8 +459,11 @@ class HomeAssistantSink:
             if first:
                 first = False
                 self.connected.set()
+            # On the shared grid (runtime/cadence.py) when nothing else wakes it: the inverter's periodic
+            # state goes out in a wake-up the gateway has anyway.
+            deadline = None if period is None else tick_after(asyncio.get_running_loop().time(), period)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(period):
+                async with asyncio.timeout_at(deadline):
                     await self._wake.wait()
 
     async def _flush(self, session: MqttSession) -> None:
