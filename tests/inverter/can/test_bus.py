@@ -1,4 +1,4 @@
-"""The python-can adapter's receiving: the virtual bus's untimed reader, and a bus opened without one."""
+"""The python-can adapter's receiving: the virtual bus without a reader thread, and a bus opened without receiving."""
 
 from __future__ import annotations
 
@@ -31,11 +31,65 @@ async def test_a_virtual_bus_delivers_frames_and_closes_at_once() -> None:
         async with asyncio.timeout(2.0):
             frame = await bus.receive()
         assert frame == CanFrame(0x305, bytes(8), False)
-        # The reader waits without a timeout: the close must wake it, not a timeout running out.
+        # No reader thread at all: the frames are handed to the loop as they are sent, so a close is at once.
+        assert not _reader_threads(channel)
         started = time.monotonic()
         await bus.close()
         assert time.monotonic() - started < 0.3
         assert not _reader_threads(channel)
+    finally:
+        peer.shutdown()
+        await bus.close()
+
+
+async def test_a_virtual_bus_takes_frames_from_other_threads_in_order_and_stops_at_bus_off() -> None:
+    channel = channel_name()
+    peer = can.Bus(interface="virtual", channel=channel)
+    bus = CanBus(CanSettings(interface="virtual", channel=channel))
+    try:
+        bus.open()
+
+        def send_from_a_thread() -> None:
+            for index in range(50):
+                peer.send(can.Message(arbitration_id=0x300 + index, data=bytes([index]), is_extended_id=False))
+            peer.send(can.Message(arbitration_id=0x20, is_error_frame=True, data=bytes(8)))  # lost arbitration
+            peer.send(can.Message(arbitration_id=0x40, is_error_frame=True, data=bytes(8)))  # bus-off
+            peer.send(can.Message(arbitration_id=0x7FF, data=b"late", is_extended_id=False))
+
+        sender = threading.Thread(target=send_from_a_thread)
+        sender.start()
+        await asyncio.to_thread(sender.join)
+        received = []
+        async with asyncio.timeout(2.0):
+            for _ in range(50):
+                received.append(await bus.receive())
+            with pytest.raises(SinkError, match="bus-off"):
+                await bus.receive()
+        assert received == [CanFrame(0x300 + index, bytes([index]), False) for index in range(50)]
+        assert bus.error_frames == 1
+        # Nothing after the failure: the sink reopens the bus, as after the reader thread's end.
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await bus.receive()
+        assert not _reader_threads(channel)
+    finally:
+        peer.shutdown()
+        await bus.close()
+
+
+async def test_a_frame_waiting_on_the_virtual_bus_before_open_is_not_lost() -> None:
+    channel = channel_name()
+    peer = can.Bus(interface="virtual", channel=channel)
+    factory_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
+    peer.send(can.Message(arbitration_id=0x305, data=bytes(8), is_extended_id=False))  # queued in factory_bus
+    bus = CanBus(CanSettings(interface="virtual", channel=channel), lambda: factory_bus)
+    try:
+        bus.open()
+        async with asyncio.timeout(2.0):
+            assert await bus.receive() == CanFrame(0x305, bytes(8), False)
+        peer.send(can.Message(arbitration_id=0x306, data=bytes(8), is_extended_id=False))
+        async with asyncio.timeout(2.0):
+            assert await bus.receive() == CanFrame(0x306, bytes(8), False)
     finally:
         peer.shutdown()
         await bus.close()

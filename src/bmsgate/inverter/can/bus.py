@@ -6,10 +6,12 @@ the bus and reopening it with backoff, which is also how a controller that went 
 
 Receiving runs on one daemon thread per open bus (python-can's ``recv`` blocks), which hands frames
 and errors to the event loop; sending runs in a worker thread so a full transmit queue never stalls
-the loop. On python-can's virtual bus (an in-process queue) the thread waits without a timeout and is
-woken by a frame put into its own queue when the bus closes: an idle thread costs nothing there. A bus
-opened with ``receive=False`` (the demo's simulated inverter, which only counts what it is sent) has no
-thread at all; its owner discards the queued frames from time to time (:meth:`CanBus.discard_received`).
+the loop. python-can's virtual bus (an in-process queue) needs no thread: its receive queue is replaced by
+one that hands each frame to the event loop as it is put, directly when the sender runs on the loop's
+thread (the demo's simulated inverter), through ``call_soon_threadsafe`` otherwise. A thread there cost a
+thread switch and a second wake-up of the loop for every frame the inverter sent. A bus opened with
+``receive=False`` (the demo's simulated inverter, which only counts what it is sent) has no thread either;
+its owner discards the queued frames from time to time (:meth:`CanBus.discard_received`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Final, Protocol
 
 import can
 from can.interfaces.virtual import VirtualBus
+from can.interfaces.virtual import channels_lock as virtual_channels_lock
 
 from bmsgate.errors import SinkError
 from bmsgate.inverter.can.profiles import CanFrame
@@ -59,6 +62,24 @@ class FrameBus(Protocol):
         """Release the bus (idempotent)."""
 
 
+class _HandedOverQueue(queue.Queue[can.Message]):
+    """A virtual bus's receive queue that gives each message to the event loop instead of keeping it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, take: Callable[[can.Message], None]) -> None:
+        super().__init__()
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._take = take
+
+    def put(self, item: can.Message, block: bool = True, timeout: float | None = None) -> None:
+        del block, timeout  # never full: the loop's queue takes every frame
+        if threading.get_ident() == self._loop_thread:
+            self._take(item)
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closing: nobody is listening any more
+            self._loop.call_soon_threadsafe(self._take, item)
+
+
 class CanBus:
     """A python-can bus for the sink.
 
@@ -76,6 +97,7 @@ class CanBus:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error_frames = 0
+        self._failed_virtual = False
 
     def _default_factory(self) -> can.BusABC:
         settings = self.settings
@@ -101,16 +123,52 @@ class CanBus:
         if not receive:
             return
         loop = asyncio.get_running_loop()
+        if type(self._bus) is VirtualBus:
+            # Only an exact VirtualBus: a subclass may receive differently (the tests' faulty buses do).
+            self._receive_virtual(self._bus, loop)
+            return
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._reader, args=(self._bus, loop), name=f"can-rx-{self.settings.channel}", daemon=True
         )
         self._thread.start()
 
+    def _receive_virtual(self, bus: VirtualBus, loop: asyncio.AbstractEventLoop) -> None:
+        """Take `bus`'s frames as senders put them (see the module's docstring), keeping what was queued."""
+        handed_over = _HandedOverQueue(loop, self._take_virtual)
+        with virtual_channels_lock:
+            own = bus.queue
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    handed_over.put(own.get_nowait())
+            bus.channel[bus.channel.index(own)] = handed_over
+            bus.queue = handed_over
+
+    def _take_virtual(self, message: can.Message) -> None:
+        # Runs on the loop's thread. What the reader thread makes of a message, without its batching
+        # (each frame is handed over as it is sent). Like the reader, it stops at a failure or a close.
+        if self._failed_virtual or self._stop.is_set():
+            return
+        item = self._item(message)
+        if item is None:
+            return
+        self._failed_virtual = isinstance(item, SinkError)
+        self._queue.put_nowait(item)
+
+    def _item(self, message: can.Message) -> CanFrame | SinkError | None:
+        """A received message as the sink sees it: a frame, a bus-off failure, or nothing (line noise, counted)."""
+        if message.is_error_frame:
+            if message.arbitration_id & _CAN_ERR_BUSOFF:
+                return SinkError("controller is bus-off", sink="can")
+            # Other error frames (lost arbitration, no ACK, ...) are line noise: counted only.
+            self.error_frames += 1
+            return None
+        return CanFrame(message.arbitration_id, bytes(message.data), bool(message.is_extended_id))
+
     def _reader(self, bus: can.BusABC, loop: asyncio.AbstractEventLoop) -> None:
         # Runs on its own thread: every outcome is handed to the loop, nothing is raised here. A burst
         # (an inverter's frame set) is read on without waiting and handed over in one loop wake-up.
-        first_timeout = None if isinstance(bus, VirtualBus) else _RECV_TIMEOUT  # see close()
+        first_timeout = _RECV_TIMEOUT  # see close()
         while not self._stop.is_set():
             batch: list[CanFrame | SinkError] = []
             timeout: float | None = first_timeout
@@ -127,14 +185,12 @@ class CanBus:
                 if message is None:
                     break
                 timeout = 0.0
-                if message.is_error_frame:
-                    if message.arbitration_id & _CAN_ERR_BUSOFF:
-                        self._hand_over(loop, [*batch, SinkError("controller is bus-off", sink="can")])
-                        return
-                    # Other error frames (lost arbitration, no ACK, ...) are line noise: counted only.
-                    self.error_frames += 1
-                    continue
-                batch.append(CanFrame(message.arbitration_id, bytes(message.data), bool(message.is_extended_id)))
+                item = self._item(message)
+                if isinstance(item, SinkError):
+                    self._hand_over(loop, [*batch, item])
+                    return
+                if item is not None:
+                    batch.append(item)
             if batch:
                 self._hand_over(loop, batch)
 
@@ -254,9 +310,6 @@ class CanBus:
     async def close(self) -> None:
         """Stop receiving and shut the bus down (idempotent)."""
         self._stop.set()
-        if isinstance(self._bus, VirtualBus) and self._thread is not None:
-            # The reader waits without a timeout on a virtual bus: a frame in its own queue wakes it.
-            self._bus.queue.put_nowait(can.Message(arbitration_id=0, data=b""))
         thread, self._thread = self._thread, None
         if thread is not None:
             await asyncio.to_thread(thread.join, 2.0)
