@@ -14,7 +14,8 @@ With ``--py-spy SECONDS`` a py-spy profile (if py-spy is installed) of the demo 
 
 With ``--against OTHER/src`` the plain demo runs twice at the same time, once from these sources and once from
 OTHER's (a worktree of the commit to compare with: ``git worktree add --detach /tmp/base <commit>``), and the
-ratio is printed: the figures drift with the machine's load between runs, a ratio from one paired run does not.
+ratio is printed (first, then the usual figures; ``--only`` limits those): the figures drift with the machine's
+load between runs, a ratio from one paired run does not.
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/demo_cpu.py [--window 60] [--fleet] [--py-spy 20] [--against DIR]
 """

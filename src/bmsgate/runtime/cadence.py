@@ -1,7 +1,7 @@
 """One tick grid for every periodic task: the gateway wakes once for all of them, not once each.
 
 Each wake-up of an idle process costs a fixed amount of CPU before any work is done: on the test machine
-about 0.25 ms (docs/performance.md, "Wake-ups"), as much as a whole poll's decoding and publishing.
+about 0.3 ms (docs/performance.md, "Wake-ups"), as much as a whole poll's decoding and publishing.
 Pollers, the inverter controller, the CAN transmitter and the simulators each used to sleep for their own
 period from their own start, so their timers drifted apart and the demo woke about eight times a second.
 
@@ -20,10 +20,11 @@ from typing import Final
 
 __all__ = ["TICK_TOLERANCE", "sleep_until", "tick_after", "tick_at_or_after"]
 
-TICK_TOLERANCE: Final = 1e-6
-"""Seconds within which an instant counts as the tick itself. asyncio runs a timer up to its clock's
-resolution before its deadline, so a task woken for tick T may read a time just below T; without the
-tolerance it would compute T again and run twice."""
+TICK_TOLERANCE: Final = 1e-3
+"""Seconds within which an instant before a tick counts as the tick itself. An event loop runs a timer up to
+its clock's resolution early (asyncio's: nanoseconds; uvloop rounds to whole milliseconds, so up to half of
+one), so a task woken for tick T may read a time just below T; without the tolerance it would compute T
+again, run twice and spin until the clock passes T. The price: a period may come out up to this much long."""
 
 
 def _check(period: float) -> None:

@@ -77,6 +77,32 @@ async def test_a_virtual_bus_takes_frames_from_other_threads_in_order_and_stops_
         await bus.close()
 
 
+async def test_a_virtual_bus_closed_and_opened_again_receives_again() -> None:
+    channel = channel_name()
+    peer = can.Bus(interface="virtual", channel=channel)
+    bus = CanBus(CanSettings(interface="virtual", channel=channel))
+    try:
+        for frame_id in (0x305, 0x306):
+            bus.open()
+            peer.send(can.Message(arbitration_id=frame_id, data=bytes(8), is_extended_id=False))
+            async with asyncio.timeout(2.0):
+                assert await bus.receive() == CanFrame(frame_id, bytes(8), False)
+            await bus.close()
+    finally:
+        peer.shutdown()
+        await bus.close()
+
+
+async def test_receiving_on_a_virtual_bus_shut_down_meanwhile_is_a_sink_error() -> None:
+    channel = channel_name()
+    closed = can.Bus(interface="virtual", channel=channel)
+    closed.shutdown()
+    bus = CanBus(CanSettings(interface="virtual", channel=channel), lambda: closed)
+    with pytest.raises(SinkError, match="cannot receive"):
+        bus.open()
+    await bus.close()
+
+
 async def test_a_frame_waiting_on_the_virtual_bus_before_open_is_not_lost() -> None:
     channel = channel_name()
     peer = can.Bus(interface="virtual", channel=channel)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import re
 import statistics
 from pathlib import Path
@@ -34,6 +35,32 @@ def make_hub(stale_after: float = 60.0) -> SnapshotHub:
     hub = SnapshotHub()
     hub.register("a", stale_after=stale_after)
     return hub
+
+
+@pytest.mark.parametrize("period", [0.1, 0.2])  # pylon's min_interval is 0.1: equal to it, and above it
+async def test_frame_sets_go_out_on_the_shared_grid_without_drift(period: float) -> None:
+    channel = channel_name()
+    hub = make_hub()
+    hub.publish(make_snapshot())
+    simulator = InverterSimulator(channel, load_profile("pylon"))
+    loop = asyncio.get_running_loop()
+    sent_at: list[float] = []
+    try:
+        async with running(can_sink(settings(channel, period=period)), hub) as sink:
+            deadline = loop.time() + 33 * period
+            while loop.time() < deadline:
+                sink.sent.clear()
+                await sink.sent.wait()
+                sent_at.append(loop.time())
+    finally:
+        simulator.close()
+    # Past the first set (sent at once): each one a little after a multiple of the period. A set timed from
+    # the previous one's send instead drifts by the loop's latency every period (a millisecond or more).
+    phases = sorted(t - math.floor(t / period) * period for t in sent_at[1:])
+    assert len(phases) >= 30
+    assert phases[len(phases) // 2] < 0.02, f"median phase {phases[len(phases) // 2]:.3f} s: not on the grid"
+    gaps = sorted(b - a for a, b in itertools.pairwise(sent_at[1:]))
+    assert gaps[len(gaps) // 2] == pytest.approx(period, abs=0.01)
 
 
 @pytest.mark.parametrize("name", ["pylon", "solark", "sma"])

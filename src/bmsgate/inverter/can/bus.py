@@ -40,7 +40,8 @@ _LOGGER = logging.getLogger(__name__)
 _RECV_TIMEOUT: Final = 0.5
 """How long one blocking ``recv`` waits on a real bus: how soon the reader thread notices a close. Each
 expiry wakes the thread and takes the GIL (about 0.1 ms through python-can), so no shorter than a close
-needs: 20 wake-ups a second per bus were 2 ms of CPU a second each. (The virtual bus waits untimed.)"""
+needs: 20 wake-ups a second per bus were 2 ms of CPU a second each. (A reader on a virtual bus, only a
+subclass's or a filtering one's, waits untimed.)"""
 _BATCH: Final = 64
 """Frames handed to the event loop at most in one wake-up."""
 _CAN_ERR_BUSOFF: Final = 0x40
@@ -78,6 +79,12 @@ class _HandedOverQueue(queue.Queue[can.Message]):
             return
         with contextlib.suppress(RuntimeError):  # the loop is closing: nobody is listening any more
             self._loop.call_soon_threadsafe(self._take, item)
+
+
+def _move(source: queue.Queue[can.Message], target: queue.Queue[can.Message]) -> None:
+    with contextlib.suppress(queue.Empty):
+        while True:
+            target.put(source.get_nowait())
 
 
 class CanBus:
@@ -120,14 +127,16 @@ class CanBus:
             raise SinkError(
                 f"cannot open {self.settings.interface} bus {self.settings.channel}: {exc}", sink="can"
             ) from exc
+        self._stop.clear()
+        self._failed_virtual = False
         if not receive:
             return
         loop = asyncio.get_running_loop()
-        if type(self._bus) is VirtualBus:
-            # Only an exact VirtualBus: a subclass may receive differently (the tests' faulty buses do).
+        if type(self._bus) is VirtualBus and not self._bus.filters:
+            # Only an exact VirtualBus without software filters (python-can's recv applies those): a
+            # subclass may receive differently (the tests' faulty buses do).
             self._receive_virtual(self._bus, loop)
             return
-        self._stop.clear()
         self._thread = threading.Thread(
             target=self._reader, args=(self._bus, loop), name=f"can-rx-{self.settings.channel}", daemon=True
         )
@@ -136,13 +145,18 @@ class CanBus:
     def _receive_virtual(self, bus: VirtualBus, loop: asyncio.AbstractEventLoop) -> None:
         """Take `bus`'s frames as senders put them (see the module's docstring), keeping what was queued."""
         handed_over = _HandedOverQueue(loop, self._take_virtual)
-        with virtual_channels_lock:
-            own = bus.queue
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    handed_over.put(own.get_nowait())
-            bus.channel[bus.channel.index(own)] = handed_over
-            bus.queue = handed_over
+        try:
+            bus._check_if_open()
+            with virtual_channels_lock:
+                own = bus.queue
+                _move(own, handed_over)
+                bus.channel[bus.channel.index(own)] = handed_over
+                bus.queue = handed_over
+        except (can.CanError, ValueError) as exc:  # shut down meanwhile: its queue left the channel
+            raise SinkError(f"cannot receive on virtual bus {self.settings.channel}: {exc}", sink="can") from exc
+        # A sender on another thread does not take the lock: one that picked the old queue just before the
+        # swap may have put a frame into it after the first move.
+        _move(own, handed_over)
 
     def _take_virtual(self, message: can.Message) -> None:
         # Runs on the loop's thread. What the reader thread makes of a message, without its batching
@@ -168,7 +182,7 @@ class CanBus:
     def _reader(self, bus: can.BusABC, loop: asyncio.AbstractEventLoop) -> None:
         # Runs on its own thread: every outcome is handed to the loop, nothing is raised here. A burst
         # (an inverter's frame set) is read on without waiting and handed over in one loop wake-up.
-        first_timeout = _RECV_TIMEOUT  # see close()
+        first_timeout = None if isinstance(bus, VirtualBus) else _RECV_TIMEOUT  # see close()
         while not self._stop.is_set():
             batch: list[CanFrame | SinkError] = []
             timeout: float | None = first_timeout
@@ -310,6 +324,10 @@ class CanBus:
     async def close(self) -> None:
         """Stop receiving and shut the bus down (idempotent)."""
         self._stop.set()
+        if isinstance(self._bus, VirtualBus) and self._thread is not None:
+            # A reader waits without a timeout on a virtual bus (a subclass's: an exact one has no reader):
+            # a frame in its own queue wakes it.
+            self._bus.queue.put_nowait(can.Message(arbitration_id=0, data=b""))
         thread, self._thread = self._thread, None
         if thread is not None:
             await asyncio.to_thread(thread.join, 2.0)

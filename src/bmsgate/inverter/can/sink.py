@@ -370,7 +370,9 @@ class CanSink:
             # The shared grid (runtime/cadence.py) keeps the period free of drift and shares the wake-up
             # with the controller's tick. After an urgent set the next regular one is the next tick, or
             # `min_interval` after it when the tick comes too soon: never more than `period` apart.
-            next_due = max(tick_after(last_sent, period), last_sent + min_interval)
+            next_due = tick_after(last_sent, period)
+            if urgent:
+                next_due = max(next_due, last_sent + min_interval)
 
     async def _answer_requests(self, bus: FrameBus) -> None:
         while self.profile.mode == "request":
