@@ -83,6 +83,9 @@ _STOP_LIMIT: Final = 2.0
 _SESSION_STOP_GRACE: Final = 0.25
 _SESSION_STOP_LIMIT: Final = 0.5
 _MIN_INVERTER_PERIOD: Final = 1.0
+_REPUBLISH_SLACK: Final = 0.25
+"""Seconds an unchanged inverter state may be republished early: without it every other periodic
+republish was skipped when the timer's tick came a few milliseconds short of a whole interval."""
 _COMMAND_QUEUE: Final = 16
 _SWITCH_KEYS: Final = {"charge_enabled": "charge", "discharge_enabled": "discharge"}
 _ACKED_STATE_PERIOD: Final = 10.0
@@ -542,7 +545,9 @@ class HomeAssistantSink:
         text = encode_payload(encode_inverter_state(status))
         if self._inverter_last is not None:
             last_time, last_text = self._inverter_last
-            if text == last_text and now - last_time < self.settings.inverter_interval:
+            # Less the slack: the grid's wake-up for this republish can come a little less than a whole
+            # interval after the last one went out (that one left later in its own wake-up).
+            if text == last_text and now - last_time < self.settings.inverter_interval - _REPUBLISH_SLACK:
                 return
         await self._publish_state(session, self._topics.inverter_state, text)
         self._inverter_last = (now, text)

@@ -362,9 +362,13 @@ class VirtualBms:
         """The advertised name the simulated device has (definitions whose layouts or wire key depend on it)."""
         self._layout = protocol.variant_for_name(self.device_name)
         self.listen_keys: tuple[int, ...] = tuple(
-            request.reply for request in protocol.definition.requests if not request.frame and request.reply is not None
+            request.reply
+            for request in protocol.definition.requests
+            if not request.frame and not request.follows and request.reply is not None
         )
-        """The replies a BMS that is never asked for them (empty request frames: listen) sends on its own."""
+        """The replies a BMS that is never asked for them (empty request frames: listen) sends on its own. An
+        empty frame that `follows` is no listen (docs/protocol-definitions.md, 'listen'): its reply comes after the
+        previous request's, and a simulator that also streamed it could land it in the middle of another poll."""
         self.listening = bool(self.listen_keys)
         """Whether it sends them now (from the link's start; the simulator transport switches it)."""
         self.streaming_key: int | None = None

@@ -23,7 +23,7 @@ from bmsgate.errors import AuthenticationError, ConfigError, DeviceError
 from bmsgate.model import BatterySnapshot
 from bmsgate.protocols.compiled import CompiledProtocol
 from bmsgate.runtime.backoff import Backoff, exponential_delay
-from bmsgate.runtime.cadence import tick_at_or_after
+from bmsgate.runtime.cadence import tick_after
 from bmsgate.runtime.cancellation import stop
 from bmsgate.runtime.client import BatteryClient, LinkStatistics
 from bmsgate.runtime.hub import SnapshotHub
@@ -368,14 +368,14 @@ class Supervisor:
                     else:
                         self._succeeded(battery)
                         self.hub.publish(snapshot)
-                        # A tick of the shared grid (runtime/cadence.py), so batteries with the same interval
-                        # poll in one wake-up with the outputs' ticks: a whole interval after a poll that began
-                        # on the grid. One that began off it (the first, one after a backoff or a change) gets
-                        # the first tick at least half an interval on, so the pack is never polled at more than
-                        # twice its rate, and one late poll is at most half an interval later than before.
-                        # A failing battery's backoff stays jittered, so retries against a struggling adapter
-                        # spread out.
-                        next_poll = tick_at_or_after(started + battery.poll_interval / 2, battery.poll_interval)
+                        # The first tick of the shared grid (runtime/cadence.py) after this poll began, so
+                        # batteries with the same interval poll in one wake-up with the outputs' ticks. Never
+                        # later than a whole interval after the start, as before: a `stale_after` just above
+                        # the interval must still hold. A poll that began off the grid (the first, one after a
+                        # backoff or a change) and ran past that tick is followed at once, once, as one that
+                        # took longer than the interval always was. A failing battery's backoff stays
+                        # jittered, so retries against a struggling adapter spread out.
+                        next_poll = tick_after(started, battery.poll_interval)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout_at(max(loop.time(), next_poll)):
                         # Not a bare wait: a protocol's keep-alive goes on while the link is kept.

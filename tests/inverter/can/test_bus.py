@@ -103,6 +103,29 @@ async def test_receiving_on_a_virtual_bus_shut_down_meanwhile_is_a_sink_error() 
     await bus.close()
 
 
+async def test_a_filtering_virtual_bus_receives_only_what_matches_and_closes_at_once() -> None:
+    channel = channel_name()
+    peer = can.Bus(interface="virtual", channel=channel)
+    filtering = can.Bus(interface="virtual", channel=channel, can_filters=[{"can_id": 0x305, "can_mask": 0x7FF}])
+    bus = CanBus(CanSettings(interface="virtual", channel=channel), lambda: filtering)
+    try:
+        bus.open()
+        for frame_id in (0x351, 0x305, 0x356):
+            peer.send(can.Message(arbitration_id=frame_id, data=bytes(8), is_extended_id=False))
+        async with asyncio.timeout(2.0):
+            assert await bus.receive() == CanFrame(0x305, bytes(8), False)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await bus.receive()
+        started = time.monotonic()
+        await bus.close()
+        assert time.monotonic() - started < 0.3
+        assert not _reader_threads(channel)
+    finally:
+        peer.shutdown()
+        await bus.close()
+
+
 async def test_a_frame_waiting_on_the_virtual_bus_before_open_is_not_lost() -> None:
     channel = channel_name()
     peer = can.Bus(interface="virtual", channel=channel)

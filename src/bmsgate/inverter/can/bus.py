@@ -81,12 +81,6 @@ class _HandedOverQueue(queue.Queue[can.Message]):
             self._loop.call_soon_threadsafe(self._take, item)
 
 
-def _move(source: queue.Queue[can.Message], target: queue.Queue[can.Message]) -> None:
-    with contextlib.suppress(queue.Empty):
-        while True:
-            target.put(source.get_nowait())
-
-
 class CanBus:
     """A python-can bus for the sink.
 
@@ -132,9 +126,8 @@ class CanBus:
         if not receive:
             return
         loop = asyncio.get_running_loop()
-        if type(self._bus) is VirtualBus and not self._bus.filters:
-            # Only an exact VirtualBus without software filters (python-can's recv applies those): a
-            # subclass may receive differently (the tests' faulty buses do).
+        if type(self._bus) is VirtualBus:
+            # Only an exact VirtualBus: a subclass may receive differently.
             self._receive_virtual(self._bus, loop)
             return
         self._thread = threading.Thread(
@@ -144,24 +137,28 @@ class CanBus:
 
     def _receive_virtual(self, bus: VirtualBus, loop: asyncio.AbstractEventLoop) -> None:
         """Take `bus`'s frames as senders put them (see the module's docstring), keeping what was queued."""
-        handed_over = _HandedOverQueue(loop, self._take_virtual)
+        handed_over = _HandedOverQueue(loop, lambda message: self._take_virtual(bus, message))
         try:
             bus._check_if_open()
-            with virtual_channels_lock:
-                own = bus.queue
-                _move(own, handed_over)
+            own = bus.queue
+            with virtual_channels_lock, own.mutex:
+                for message in own.queue:  # frames already waiting: first, in order
+                    handed_over.put(message)
+                own.queue.clear()
+                # A sender on another thread takes neither lock before its put: one that picked the old
+                # queue just before the swap still puts into it, and each put ends in `_put` under the
+                # queue's mutex, so this hands such a frame over too, in order.
+                own._put = handed_over.put  # type: ignore[method-assign]
                 bus.channel[bus.channel.index(own)] = handed_over
                 bus.queue = handed_over
         except (can.CanError, ValueError) as exc:  # shut down meanwhile: its queue left the channel
             raise SinkError(f"cannot receive on virtual bus {self.settings.channel}: {exc}", sink="can") from exc
-        # A sender on another thread does not take the lock: one that picked the old queue just before the
-        # swap may have put a frame into it after the first move.
-        _move(own, handed_over)
 
-    def _take_virtual(self, message: can.Message) -> None:
+    def _take_virtual(self, bus: VirtualBus, message: can.Message) -> None:
         # Runs on the loop's thread. What the reader thread makes of a message, without its batching
-        # (each frame is handed over as it is sent). Like the reader, it stops at a failure or a close.
-        if self._failed_virtual or self._stop.is_set():
+        # (each frame is handed over as it is sent). Like the reader, it stops at a failure or a close,
+        # and it applies the bus's software filters as python-can's recv does.
+        if self._failed_virtual or self._stop.is_set() or not bus._matches_filters(message):
             return
         item = self._item(message)
         if item is None:

@@ -365,14 +365,16 @@ class CanSink:
             if urgent and wait_more > 0:
                 await asyncio.sleep(wait_more)
             last_sent = loop.time()
+            # Where this set belongs: its regular instant, or its own for an urgent one.
+            due_at = last_sent if urgent else next_due
             self.refresh()
             await self._send(bus)
             # The shared grid (runtime/cadence.py) keeps the period free of drift and shares the wake-up
-            # with the controller's tick. After an urgent set the next regular one is the next tick, or
-            # `min_interval` after it when the tick comes too soon: never more than `period` apart.
-            next_due = tick_after(last_sent, period)
-            if urgent:
-                next_due = max(next_due, last_sent + min_interval)
+            # with the controller's tick. The next regular set is the next tick, but at least `min_interval`
+            # after where this one belonged: after an urgent set that tick may come too soon, and so may the
+            # one after a set that was itself pushed off the grid by that floor. Never more than `period`
+            # after an urgent set, and `period` apart on the grid.
+            next_due = max(tick_after(last_sent, period), due_at + min_interval)
 
     async def _answer_requests(self, bus: FrameBus) -> None:
         while self.profile.mode == "request":

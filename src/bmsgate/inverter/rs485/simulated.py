@@ -20,7 +20,7 @@ from typing import Final
 from bmsgate.errors import DeviceTimeout, TransportError
 from bmsgate.inverter.rs485.frame import FrameAssembler, PylonFrame, build_frame
 from bmsgate.inverter.rs485.pylontech import BATTERY, RTN, Rs485Dialect
-from bmsgate.runtime.cadence import sleep_until, tick_at_or_after
+from bmsgate.runtime.cadence import sleep_until, tick_after
 from bmsgate.runtime.hub import SnapshotHub
 from bmsgate.transports.base import Transport
 
@@ -99,9 +99,8 @@ class SimulatedRs485Inverter:
             while True:
                 started = loop.time()
                 await self.poll_cycle(transport)
-                # On the shared grid (runtime/cadence.py): the same wake-up as the battery side's ticks (as the
-                # supervisor's pollers: at least half a period after a cycle that began off the grid).
-                await sleep_until(max(loop.time(), tick_at_or_after(started + self.period / 2, self.period)))
+                # On the shared grid (runtime/cadence.py): the same wake-up as the battery side's ticks.
+                await sleep_until(max(loop.time(), tick_after(started, self.period)))
         finally:
             await transport.close()
             if self._on_stop is not None:
