@@ -21,22 +21,34 @@ def _reader_threads(channel: str) -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name == f"can-rx-{channel}"]
 
 
+def _send(peer: can.BusABC, frame_id: int) -> None:
+    peer.send(can.Message(arbitration_id=frame_id, data=bytes(8), is_extended_id=False))
+
+
+async def _next_frame(bus: CanBus) -> CanFrame:
+    async with asyncio.timeout(2.0):
+        return await bus.receive()
+
+
+async def _assert_closes_at_once_without_a_reader(bus: CanBus, channel: str) -> None:
+    started = time.monotonic()
+    await bus.close()
+    assert time.monotonic() - started < 0.3
+    assert not _reader_threads(channel)
+
+
 async def test_a_virtual_bus_delivers_frames_and_closes_at_once() -> None:
     channel = channel_name()
     bus = CanBus(CanSettings(interface="virtual", channel=channel))
     bus.open()
     peer = can.Bus(interface="virtual", channel=channel)
     try:
-        peer.send(can.Message(arbitration_id=0x305, data=bytes(8), is_extended_id=False))
-        async with asyncio.timeout(2.0):
-            frame = await bus.receive()
+        _send(peer, 0x305)
+        frame = await _next_frame(bus)
         assert frame == CanFrame(0x305, bytes(8), False)
         # No reader thread at all: the frames are handed to the loop as they are sent, so a close is at once.
         assert not _reader_threads(channel)
-        started = time.monotonic()
-        await bus.close()
-        assert time.monotonic() - started < 0.3
-        assert not _reader_threads(channel)
+        await _assert_closes_at_once_without_a_reader(bus, channel)
     finally:
         peer.shutdown()
         await bus.close()
@@ -84,9 +96,8 @@ async def test_a_virtual_bus_closed_and_opened_again_receives_again() -> None:
     try:
         for frame_id in (0x305, 0x306):
             bus.open()
-            peer.send(can.Message(arbitration_id=frame_id, data=bytes(8), is_extended_id=False))
-            async with asyncio.timeout(2.0):
-                assert await bus.receive() == CanFrame(frame_id, bytes(8), False)
+            _send(peer, frame_id)
+            assert await _next_frame(bus) == CanFrame(frame_id, bytes(8), False)
             await bus.close()
     finally:
         peer.shutdown()
@@ -111,16 +122,12 @@ async def test_a_filtering_virtual_bus_receives_only_what_matches_and_closes_at_
     try:
         bus.open()
         for frame_id in (0x351, 0x305, 0x356):
-            peer.send(can.Message(arbitration_id=frame_id, data=bytes(8), is_extended_id=False))
-        async with asyncio.timeout(2.0):
-            assert await bus.receive() == CanFrame(0x305, bytes(8), False)
+            _send(peer, frame_id)
+        assert await _next_frame(bus) == CanFrame(0x305, bytes(8), False)
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.1):
                 await bus.receive()
-        started = time.monotonic()
-        await bus.close()
-        assert time.monotonic() - started < 0.3
-        assert not _reader_threads(channel)
+        await _assert_closes_at_once_without_a_reader(bus, channel)
     finally:
         peer.shutdown()
         await bus.close()
@@ -130,15 +137,13 @@ async def test_a_frame_waiting_on_the_virtual_bus_before_open_is_not_lost() -> N
     channel = channel_name()
     peer = can.Bus(interface="virtual", channel=channel)
     factory_bus = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
-    peer.send(can.Message(arbitration_id=0x305, data=bytes(8), is_extended_id=False))  # queued in factory_bus
+    _send(peer, 0x305)  # queued in factory_bus
     bus = CanBus(CanSettings(interface="virtual", channel=channel), lambda: factory_bus)
     try:
         bus.open()
-        async with asyncio.timeout(2.0):
-            assert await bus.receive() == CanFrame(0x305, bytes(8), False)
-        peer.send(can.Message(arbitration_id=0x306, data=bytes(8), is_extended_id=False))
-        async with asyncio.timeout(2.0):
-            assert await bus.receive() == CanFrame(0x306, bytes(8), False)
+        assert await _next_frame(bus) == CanFrame(0x305, bytes(8), False)
+        _send(peer, 0x306)
+        assert await _next_frame(bus) == CanFrame(0x306, bytes(8), False)
     finally:
         peer.shutdown()
         await bus.close()
@@ -153,7 +158,7 @@ async def test_a_bus_opened_without_receiving_queues_and_discards() -> None:
         assert not _reader_threads(channel)
         assert bus.discard_received() == 0
         for frame_id in (0x351, 0x355, 0x356):
-            peer.send(can.Message(arbitration_id=frame_id, data=bytes(8), is_extended_id=False))
+            _send(peer, frame_id)
         assert bus.discard_received() == 3
         assert bus.discard_received() == 0
         # A filtering bus drops what does not match, uncounted: python-can's own receive path.
@@ -167,7 +172,7 @@ async def test_a_bus_opened_without_receiving_queues_and_discards() -> None:
         filtered.open(receive=False)
         sender = can.Bus(interface="virtual", channel=channel_filtered)
         for frame_id in (0x351, 0x355):
-            sender.send(can.Message(arbitration_id=frame_id, data=bytes(8), is_extended_id=False))
+            _send(sender, frame_id)
         assert filtered.discard_received() == 1
         sender.shutdown()
         await filtered.close()
