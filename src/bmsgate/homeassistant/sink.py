@@ -468,6 +468,9 @@ class HomeAssistantSink:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(deadline):
                     await self._wake.wait()
+            if self._hub is not None:
+                # One flush for the round's snapshots (runtime/rounds.py), not one per battery.
+                await self._hub.rounds.settled()
 
     async def _flush(self, session: MqttSession) -> None:
         if self._republish:

@@ -35,6 +35,9 @@ __all__ = ["InverterController", "StatusChannel", "StatusSubscription"]
 
 _LOGGER = logging.getLogger(__name__)
 
+_REFRESH_MARGIN: Final = 0.05
+"""Seconds past a poll round's deadline that :meth:`InverterController.round_refreshed` waits for the refresh."""
+
 _START_UP_GRACE: Final = 60.0
 """Seconds after start during which packs that have not reported yet are not warned about."""
 
@@ -132,6 +135,11 @@ class StatusChannel:
             self._subscriptions.remove(subscription)
 
 
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class InverterController:
     """The one bank and limit engine behind every inverter output (a supervised task right of the hub).
 
@@ -153,6 +161,7 @@ class InverterController:
         self._last_fresh: BankState | None = None
         self._last_state: BankStatus | None = None
         self._watches: list[InverterLiveness] = []
+        self._refresh_waiters: list[asyncio.Future[None]] = []
         self.refreshed = asyncio.Event()
         """Set after every published status (cleared by whoever waits on it)."""
 
@@ -206,7 +215,33 @@ class InverterController:
         self._log_state(status, now)
         self.channel.publish(status)
         self.refreshed.set()
+        waiters, self._refresh_waiters = self._refresh_waiters, []
+        for waiter in waiters:
+            _wake(waiter)
         return status
+
+    async def round_refreshed(self, hub: SnapshotHub) -> None:
+        """Return once the status carries the bank's current poll round (at once when none is under way).
+
+        An output about to send the status at a tick that is also the bank's poll tick waits for this, so that
+        it sends the round's values instead of the previous ones followed by the new ones. Bounded by the
+        round's deadline (runtime/rounds.py) and the refresh after it.
+        """
+        await asyncio.sleep(0)  # the pollers due at this tick begin in the pass the caller woke in
+        pending, deadline = hub.rounds.under_way(self.battery_ids(hub))
+        if not pending:
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._refresh_waiters.append(waiter)
+        # At the deadline the controller refreshes with what it has: a little later, this returns regardless.
+        handle = loop.call_at(deadline + _REFRESH_MARGIN, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            if waiter in self._refresh_waiters:
+                self._refresh_waiters.remove(waiter)
 
     async def run(self, hub: SnapshotHub) -> None:
         """Recompute on bank updates and every ``refresh_interval`` until cancelled.
@@ -229,6 +264,11 @@ class InverterController:
                 bank_updates = [update for update in updates if update.battery_id in bank_ids]
                 if not bank_updates and loop.time() < due - TICK_TOLERANCE:
                     continue
+                # One refresh for the round (runtime/rounds.py): the tick's and every bank pack's of it.
+                if await hub.rounds.settled(bank_ids):
+                    while (update := subscription.get_nowait()) is not None:
+                        if update.battery_id in bank_ids:
+                            bank_updates.append(update)
                 fresh = any(not update.stale and update.snapshot is not None for update in bank_updates)
                 self.refresh(hub, fresh_data=fresh)
                 due = tick_after(loop.time(), interval)

@@ -19,6 +19,7 @@ from typing import Final
 
 from bmsgate.model import BatterySnapshot
 from bmsgate.runtime.cadence import tick_after
+from bmsgate.runtime.rounds import PollRounds
 
 __all__ = ["DEFAULT_STALE_AFTER", "HubUpdate", "SnapshotHub", "Subscription"]
 
@@ -124,6 +125,8 @@ class SnapshotHub:
         self._subscriptions: list[Subscription] = []
         self._deadline_moved = asyncio.Event()
         """Set when a battery's staleness deadline may have come earlier: :meth:`run` sleeps until the earliest."""
+        self.rounds = PollRounds()
+        """The polls under way (the pollers report them), for outputs that take a round's snapshots together."""
 
     # -- registration ---------------------------------------------------------------------------
 

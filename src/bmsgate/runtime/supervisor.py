@@ -350,6 +350,7 @@ class Supervisor:
                 # Published under the lock too: a snapshot published after a protocol swap returned is
                 # always decoded by the new definition.
                 async with poller.lock:
+                    self.hub.rounds.began(battery.battery_id)
                     try:
                         snapshot = await self.poll_once(battery)
                     except AuthenticationError as exc:
@@ -376,6 +377,9 @@ class Supervisor:
                         # took longer than the interval always was. A failing battery's backoff stays
                         # jittered, so retries against a struggling adapter spread out.
                         next_poll = tick_after(started, battery.poll_interval)
+                    finally:
+                        # After the snapshot is in the hub: an output waiting for the round then finds it.
+                        self.hub.rounds.ended(battery.battery_id)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout_at(max(loop.time(), next_poll)):
                         # Not a bare wait: a protocol's keep-alive goes on while the link is kept.

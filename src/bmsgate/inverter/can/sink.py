@@ -125,6 +125,7 @@ class CanSink:
         """Last known measurements, for profiles without "invalid" markers (see `hold_missing`)."""
         self._sent_signature: tuple[OutputPhase, frozenset[Alarm], float, float] | None = None
         self._urgent = asyncio.Event()
+        self._hub: SnapshotHub | None = None
         self._requested = asyncio.Event()
         self._pending_requests = 0
         self.requests_dropped = 0
@@ -264,8 +265,8 @@ class CanSink:
     # -- running ------------------------------------------------------------------------------------
 
     async def run(self, hub: SnapshotHub) -> None:
-        """Encode the controller's status and transmit until cancelled (`hub` is the controller's business)."""
-        del hub
+        """Encode the controller's status and transmit until cancelled (`hub`: only to see its poll rounds)."""
+        self._hub = hub
         log = None
         if self.settings.log_file is not None:
             log = CandumpWriter(self.settings.log_file, self.settings.interface_name)
@@ -364,6 +365,12 @@ class CanSink:
             wait_more = last_sent + min_interval - loop.time()
             if urgent and wait_more > 0:
                 await asyncio.sleep(wait_more)
+            elif not urgent and self._hub is not None:
+                # At the bank's poll tick: the set carries that round's values (runtime/rounds.py), not the
+                # previous round's followed by an urgent set for the new ones.
+                await self.controller.round_refreshed(self._hub)
+            # This set takes the latest status: whatever made it urgent meanwhile goes out in it.
+            self._urgent.clear()
             last_sent = loop.time()
             # Where this set belongs: its regular instant, or its own for an urgent one.
             due_at = last_sent if urgent else next_due
