@@ -13,7 +13,9 @@ from bmsgate.inverter.limits import LimitReason, LimitSettings
 from bmsgate.inverter.settings import InverterSettings
 from bmsgate.inverter.status import BankStatus, InverterLiveness, combined_presence, expired, initial_status
 from bmsgate.model import Alarm
+from bmsgate.runtime.cadence import sleep_until, tick_after
 from bmsgate.runtime.hub import SnapshotHub
+from bmsgate.runtime.rounds import ROUND_WAIT
 
 from .can.helpers import make_snapshot
 
@@ -211,3 +213,67 @@ def test_status_says_which_end_of_the_temperature_curves_derates() -> None:
     derating = controller.refresh(hub).temperature_derating
     assert derating.cold and not derating.hot
     assert not expired(controller.status).temperature_derating.cold
+
+
+async def test_one_refresh_for_a_round_of_bank_polls_and_its_tick() -> None:
+    # Two bank packs polled at the controller's own tick, their snapshots a few loop passes apart: one refresh
+    # with both (and the tick), not one for the tick with the old data and one per pack after it.
+    hub = SnapshotHub()
+    for battery_id in ("a", "b"):
+        hub.register(battery_id, stale_after=10.0)
+    controller = InverterController(InverterSettings(batteries=("a", "b"), refresh_interval=0.2))
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(controller.run(hub))
+    try:
+        await asyncio.sleep(0)
+        for _round in range(3):
+            await sleep_until(tick_after(loop.time(), 0.2))
+            before = controller.status.sequence
+            for battery_id in ("a", "b"):
+                hub.rounds.began(battery_id)
+            for battery_id in ("a", "b"):
+                for _ in range(2):
+                    await asyncio.sleep(0)
+                hub.publish(make_snapshot(battery_id))
+                hub.rounds.ended(battery_id)
+            await asyncio.sleep(0.05)
+            assert controller.status.sequence == before + 1, "more than one refresh for the round"
+            assert controller.status.bank.packs_online == 2
+        # A pack's snapshot outside any round still recomputes at once.
+        before = controller.status.sequence
+        hub.publish(make_snapshot("a"))
+        async with asyncio.timeout(0.1):
+            while controller.status.sequence == before:
+                await asyncio.sleep(0.005)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_round_refreshed_waits_for_the_controllers_refresh_of_the_round() -> None:
+    hub = SnapshotHub()
+    hub.register("a", stale_after=10.0)
+    controller = InverterController(InverterSettings(batteries=("a",), refresh_interval=3.0))
+    task = asyncio.create_task(controller.run(hub))
+    try:
+        await asyncio.sleep(0)
+        await controller.round_refreshed(hub)  # no round: at once
+        hub.rounds.began("a")
+        waiter = asyncio.create_task(controller.round_refreshed(hub))
+        await asyncio.sleep(0.01)
+        assert not waiter.done()
+        hub.publish(make_snapshot("a"))
+        hub.rounds.ended("a")
+        async with asyncio.timeout(0.1):
+            await waiter
+        assert controller.status.bank.packs_online == 1
+        # A round that never ends: no longer than its bound and the margin after it.
+        hub.rounds.began("a")
+        started = asyncio.get_running_loop().time()
+        await controller.round_refreshed(hub)
+        assert asyncio.get_running_loop().time() - started < ROUND_WAIT + 0.2
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

@@ -20,6 +20,7 @@ from bmsgate.inverter.can.profiles import OutputPhase, load_profile
 from bmsgate.inverter.can.settings import CanSettings
 from bmsgate.inverter.can.sink import SAFE_HOLD_PERIODS, CanSink
 from bmsgate.model import Alarm
+from bmsgate.runtime.cadence import sleep_until, tick_after
 from bmsgate.runtime.hub import SnapshotHub
 
 from .helpers import InverterSimulator, can_sink, channel_name, make_snapshot, running, wait_for
@@ -423,3 +424,46 @@ async def test_growatt_answers_every_one_of_many_requests(gap: float, requests: 
             assert {simulator.count(i) for i in profile.frame_ids} == {requests}
     finally:
         simulator.close()
+
+
+async def test_the_set_at_the_banks_poll_tick_carries_that_rounds_values() -> None:
+    # The bank's poll at the CAN tick brings an alarm a few loop passes after the tick. The tick's set waits for
+    # the round and carries it: one set per tick, not the previous values followed by an urgent set.
+    channel = channel_name()
+    hub = make_hub()
+    hub.publish(make_snapshot())
+    simulator = InverterSimulator(channel, load_profile("pylon"))
+    loop = asyncio.get_running_loop()
+    period = 0.3
+    sent: list[tuple[float, frozenset[Alarm]]] = []
+
+    async def record(sink: CanSink) -> None:
+        while True:
+            sink.sent.clear()
+            await sink.sent.wait()
+            assert sink._sent_signature is not None
+            sent.append((loop.time(), sink._sent_signature[1]))
+
+    try:
+        async with running(can_sink(settings(channel, period=period)), hub) as sink:
+            recorder = asyncio.create_task(record(sink))
+            await wait_for(lambda: len(sent) >= 2)
+            ticks = []
+            for index in range(4):
+                tick = tick_after(loop.time(), period)
+                ticks.append(tick)
+                await sleep_until(tick)
+                hub.rounds.began("a")
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                alarms = frozenset({Alarm.CELL_OVERVOLTAGE}) if index % 2 == 0 else frozenset()
+                hub.publish(make_snapshot(alarms=alarms, charge_enabled=not alarms))
+                hub.rounds.ended("a")
+                await asyncio.sleep(period * 0.8)
+            recorder.cancel()
+    finally:
+        simulator.close()
+    for index, tick in enumerate(ticks):
+        in_period = [alarms for at, alarms in sent if tick - 0.01 <= at < tick + period * 0.8]
+        expected = frozenset({Alarm.CELL_OVERVOLTAGE}) if index % 2 == 0 else frozenset()
+        assert in_period == [expected], f"tick {index}: sets {in_period}"
