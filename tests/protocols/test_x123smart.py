@@ -16,6 +16,7 @@ from bmsgate.protocols.requestspec import KeepAliveSpec
 from bmsgate.protocols.session import Action, DiscardPending, GiveUp, PollSession, SnapshotReady, WaitUntil, Write
 from bmsgate.runtime.client import BatteryClient, ClientOptions
 from bmsgate.runtime.simulation import SIMULATED_SECRET, PackConfig
+from bmsgate.runtime.wakeup import Wakeup
 from bmsgate.transports.simulator import SimulatorTransport
 
 from .family_frames import X123SMART
@@ -272,7 +273,7 @@ async def test_the_client_keeps_writing_the_keep_alive_between_polls() -> None:
     async with BatteryClient(PROTOCOL, transport, battery_id="boat", options=options) as client:
         await client.read()
         before = transport.writes.count(b"$")
-        wake = asyncio.Event()
+        wake = Wakeup()
         asyncio.get_running_loop().call_later(0.75, wake.set)
         async with asyncio.timeout(2.0):
             await client.between_polls(wake)
@@ -288,7 +289,7 @@ async def test_without_a_keep_alive_between_polls_only_waits() -> None:
     async with BatteryClient(protocol, transport, options=ClientOptions(request_timeout=0.5)) as client:
         await client.read()
         count = len(transport.writes)
-        wake = asyncio.Event()
+        wake = Wakeup()
         asyncio.get_running_loop().call_later(0.05, wake.set)
         await client.between_polls(wake)
         assert len(transport.writes) == count

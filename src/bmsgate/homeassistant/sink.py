@@ -56,6 +56,7 @@ from bmsgate.runtime.backoff import Backoff
 from bmsgate.runtime.cadence import sleep_until, tick_after
 from bmsgate.runtime.cancellation import run_isolated
 from bmsgate.runtime.hub import HubUpdate, SnapshotHub, Subscription
+from bmsgate.runtime.wakeup import Wakeup
 
 if TYPE_CHECKING:
     from bmsgate.mqtt.client import MqttSession
@@ -180,7 +181,7 @@ class HomeAssistantSink:
         self._state_dirty = False
         self._batteries: dict[str, _Battery] = {}
         self._hub: SnapshotHub | None = None
-        self._wake = asyncio.Event()
+        self._wake = Wakeup()
         self._commands: asyncio.Queue[_Command] = asyncio.Queue(_COMMAND_QUEUE)
         self.stats = SinkStats()
         self.connected = asyncio.Event()
@@ -465,9 +466,7 @@ class HomeAssistantSink:
             # On the shared grid (runtime/cadence.py) when nothing else wakes it: the inverter's periodic
             # state goes out in a wake-up the gateway has anyway.
             deadline = None if period is None else tick_after(asyncio.get_running_loop().time(), period)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(deadline):
-                    await self._wake.wait()
+            await self._wake.wait_until(deadline)
             if self._hub is not None:
                 # One flush for the round's snapshots (runtime/rounds.py), not one per battery.
                 await self._hub.rounds.settled()

@@ -30,6 +30,7 @@ from bmsgate.inverter.status import (
 )
 from bmsgate.runtime.cadence import TICK_TOLERANCE, tick_after
 from bmsgate.runtime.hub import HubUpdate, SnapshotHub, Subscription
+from bmsgate.runtime.wakeup import Wakeup
 
 __all__ = ["InverterController", "StatusChannel", "StatusSubscription"]
 
@@ -51,7 +52,7 @@ class StatusSubscription:
     def __init__(self, channel: StatusChannel) -> None:
         self._channel = channel
         self._seen = -1
-        self._changed = asyncio.Event()
+        self._changed = Wakeup()
         self._changed.set()
 
     def _notify(self) -> None:
@@ -73,6 +74,16 @@ class StatusSubscription:
                 return status
             self._changed.clear()
             await self._changed.wait()
+
+    async def get_until(self, deadline: float) -> InverterStatus | None:
+        """As :meth:`get`, or None when no newer status came before `deadline` (the event loop's clock)."""
+        while True:
+            status = self.get_nowait()
+            if status is not None:
+                return status
+            self._changed.clear()
+            if not await self._changed.wait_until(deadline):
+                return None
 
     def close(self) -> None:
         """Stop being notified."""
@@ -275,11 +286,9 @@ class InverterController:
 
     async def _next_updates(self, subscription: Subscription, deadline: float) -> list[HubUpdate]:
         updates: list[HubUpdate] = []
-        try:
-            async with asyncio.timeout_at(deadline):
-                updates.append(await subscription.get())
-        except TimeoutError:
-            pass
+        first = await subscription.get_until(deadline)
+        if first is not None:
+            updates.append(first)
         while (update := subscription.get_nowait()) is not None:
             updates.append(update)
         return updates

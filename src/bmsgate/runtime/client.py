@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import logging
 import time
@@ -59,6 +58,7 @@ from bmsgate.protocols.session import (
     WaitUntil,
     Write,
 )
+from bmsgate.runtime.wakeup import Wakeup
 from bmsgate.transports.base import Transport
 
 __all__ = ["BatteryClient", "ClientOptions", "LinkStatistics"]
@@ -223,12 +223,14 @@ class BatteryClient:
         """Close the transport."""
         await self.transport.close()
 
-    async def between_polls(self, wake: asyncio.Event) -> None:
-        """Wait until `wake` is set; meanwhile write the protocol's keep-alive on schedule while the link is kept.
+    async def between_polls(self, wake: Wakeup, *, until: float | None = None) -> None:
+        """Wait until `wake` is set or the loop's clock reaches `until`, writing the keep-alive meanwhile.
 
-        The caller bounds the wait (the poll interval). What arrives meanwhile is fed to the idle session (it
-        keeps only the newest frames), so the link's queue does not grow. A write that fails (any `DeviceError`)
-        closes the link: the next poll reconnects and reports what is wrong.
+        The protocol's keep-alive goes out on schedule while the link is kept. `until` is the next poll's time
+        (None: only `wake` ends the wait); reaching it is no cancellation (runtime/wakeup.py). What arrives
+        meanwhile is fed to the idle session (it keeps only the newest frames), so the link's queue does not
+        grow. A write that fails (any `DeviceError`) closes the link: the next poll reconnects and reports what
+        is wrong.
         Without a keep-alive (or with ``per_poll`` connections) this only waits.
         """
         clock = asyncio.get_running_loop().time
@@ -244,13 +246,11 @@ class BatteryClient:
                         _LOGGER.debug("%s: keep-alive failed, closing the link: %s", self.battery_id, exc)
                         await self.transport.close()
                         deadline = None
-            if deadline is None:
-                await wake.wait()
+            if until is not None and (deadline is None or until <= deadline):
+                await wake.wait_until(until)
                 return
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, deadline - clock())):
-                    await wake.wait()
-                    return
+            if await wake.wait_until(deadline):
+                return
 
     async def _keep_alive(self, clock: Callable[[], float]) -> float | None:
         """One idle step: the keep-alive's writes, what arrived fed; the next deadline (None: no keep-alive)."""

@@ -10,7 +10,6 @@ another when data recovers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -20,6 +19,7 @@ from typing import Final
 from bmsgate.model import BatterySnapshot
 from bmsgate.runtime.cadence import tick_after
 from bmsgate.runtime.rounds import PollRounds
+from bmsgate.runtime.wakeup import Wakeup
 
 __all__ = ["DEFAULT_STALE_AFTER", "HubUpdate", "SnapshotHub", "Subscription"]
 
@@ -49,7 +49,7 @@ class Subscription:
         self._hub = hub
         self.name = name
         self._pending: dict[str, HubUpdate] = {}
-        self._wakeup = asyncio.Event()
+        self._wakeup = Wakeup()
         self.skipped = 0
         """Updates overwritten before the subscriber read them (a measure of how far it lags)."""
 
@@ -65,6 +65,15 @@ class Subscription:
         while not self._pending:
             self._wakeup.clear()
             await self._wakeup.wait()
+        battery_id = next(iter(self._pending))
+        return self._pending.pop(battery_id)
+
+    async def get_until(self, deadline: float) -> HubUpdate | None:
+        """The next update, or None when none came before `deadline` (the event loop's clock)."""
+        while not self._pending:
+            self._wakeup.clear()
+            if not await self._wakeup.wait_until(deadline):
+                return None
         battery_id = next(iter(self._pending))
         return self._pending.pop(battery_id)
 
@@ -123,7 +132,7 @@ class SnapshotHub:
         self._default_stale_after = default_stale_after
         self._batteries: dict[str, _BatteryState] = {}
         self._subscriptions: list[Subscription] = []
-        self._deadline_moved = asyncio.Event()
+        self._deadline_moved = Wakeup()
         """Set when a battery's staleness deadline may have come earlier: :meth:`run` sleeps until the earliest."""
         self.rounds = PollRounds()
         """The polls under way (the pollers report them), for outputs that take a round's snapshots together."""
@@ -213,9 +222,7 @@ class SnapshotHub:
                     # share time.monotonic's origin.
                     stale_at = loop.time() + (earliest - self._clock())
                     wake = max(tick_after(loop.time(), interval), tick_after(stale_at, interval))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(wake):
-                    await self._deadline_moved.wait()
+            await self._deadline_moved.wait_until(wake)
 
     def _earliest_deadline(self) -> float | None:
         """The clock time after which the first fresh battery goes stale; None when none is fresh."""

@@ -28,6 +28,7 @@ from bmsgate.runtime.cancellation import stop
 from bmsgate.runtime.client import BatteryClient, LinkStatistics
 from bmsgate.runtime.hub import SnapshotHub
 from bmsgate.runtime.slots import ConnectionSlots
+from bmsgate.runtime.wakeup import Wakeup
 
 __all__ = [
     "AddBattery",
@@ -43,6 +44,8 @@ __all__ = [
 
 _LOGGER = logging.getLogger(__name__)
 _MAX_BACKOFF: Final = 300.0
+_HUNG_KEEP_ALIVE_GRACE: Final = 1.0
+"""Seconds past the next poll's time after which a keep-alive write that hangs between polls is abandoned."""
 _SINK_BACKOFF_START: Final = 1.0
 _SINK_BACKOFF_MAX: Final = 60.0
 _CLOSE_TIMEOUT: Final = 1.0
@@ -130,7 +133,7 @@ class _Poller:
 
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     """Held for a whole poll or MOSFET command: whoever holds it between them stands at a poll boundary."""
-    wake: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    wake: Wakeup = dataclasses.field(default_factory=Wakeup)
     """Cuts the pause between polls short (after a protocol swap the new definition is read at once)."""
     started: asyncio.Future[None] | None = None
     """Resolved by the poll loop's first step (a task cancelled before that never runs its body)."""
@@ -380,14 +383,16 @@ class Supervisor:
                     finally:
                         # After the snapshot is in the hub: an output waiting for the round then finds it.
                         self.hub.rounds.ended(battery.battery_id)
+                # Not a bare wait: a protocol's keep-alive goes on while the link is kept. The wait returns at
+                # `next_poll` by itself (runtime/wakeup.py: no cancellation); the timeout only bounds a hung
+                # keep-alive write.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout_at(max(loop.time(), next_poll)):
-                        # Not a bare wait: a protocol's keep-alive goes on while the link is kept.
-                        await self._between_polls(battery, poller)
+                    async with asyncio.timeout_at(max(loop.time(), next_poll) + _HUNG_KEEP_ALIVE_GRACE):
+                        await self._between_polls(battery, poller, next_poll)
         finally:
             await self._close_quietly(battery)
 
-    async def _between_polls(self, battery: BatteryRuntime, poller: _Poller) -> None:
+    async def _between_polls(self, battery: BatteryRuntime, poller: _Poller, next_poll: float) -> None:
         """The wait between two polls with the keep-alive; guarded like a poll, since it runs in the same task.
 
         Whatever escapes it would end the TaskGroup and with it every poller and output. The client handles
@@ -395,12 +400,12 @@ class Supervisor:
         logged once per poller, then the wait goes on without the keep-alive.
         """
         try:
-            await battery.client.between_polls(poller.wake)
+            await battery.client.between_polls(poller.wake, until=next_poll)
         except Exception:
             if not poller.keep_alive_failed:
                 poller.keep_alive_failed = True
                 _LOGGER.exception("%s: unexpected error between polls (keep-alive)", battery.battery_id)
-            await poller.wake.wait()
+            await poller.wake.wait_until(next_poll)
 
     def _failed(self, battery: BatteryRuntime, error: DeviceError | None) -> float:
         battery.consecutive_failures += 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
+import collections
 from types import TracebackType
 from typing import Final, Self
 
@@ -22,6 +22,11 @@ _MAX_PENDING_CHUNKS: Final = 4096
 """Chunks buffered while nobody reads; beyond that the oldest are dropped (a silent reader is a bug)."""
 
 
+def _wake(reader: asyncio.Future[bool], arrived: bool) -> None:
+    if not reader.done():
+        reader.set_result(arrived)
+
+
 class Transport(abc.ABC):
     """Base class for byte movers (BLE, serial, simulator, replay, TCP)."""
 
@@ -30,7 +35,11 @@ class Transport(abc.ABC):
 
     def __init__(self, *, battery_id: str | None = None) -> None:
         self.battery_id = battery_id
-        self._chunks: asyncio.Queue[bytes | TransportError] = asyncio.Queue()
+        # A deque and a future per waiting reader, not an asyncio.Queue under asyncio.timeout: every poll request
+        # waits for its reply here, and a timer that resolves the future costs no cancellation (as in
+        # runtime/wakeup.py) and no Queue getter bookkeeping.
+        self._chunks: collections.deque[bytes | TransportError] = collections.deque()
+        self._readers: list[asyncio.Future[bool]] = []
         self._open = False
         self.bytes_received = 0
         self.bytes_sent = 0
@@ -99,19 +108,24 @@ class Transport(abc.ABC):
             DeviceTimeout: nothing arrived within `timeout` seconds.
             ConnectError: the link dropped (or is not open and nothing is buffered).
         """
-        if not self._chunks.empty():
-            # A reply's later notifications are usually queued already: no timer to arm and cancel for them.
-            item = self._chunks.get_nowait()
-        elif not self._open:
-            raise ConnectError(f"{self.description}: not connected", battery_id=self.battery_id)
-        else:
+        chunks = self._chunks
+        # A reply's later notifications are usually queued already: no timer to arm and cancel for them.
+        while not chunks:
+            if not self._open:
+                raise ConnectError(f"{self.description}: not connected", battery_id=self.battery_id)
+            loop = asyncio.get_running_loop()
+            reader: asyncio.Future[bool] = loop.create_future()
+            self._readers.append(reader)
+            timer = None if timeout is None else loop.call_later(timeout, _wake, reader, False)
             try:
-                async with asyncio.timeout(timeout):
-                    item = await self._chunks.get()
-            except TimeoutError:
-                raise DeviceTimeout(
-                    f"{self.description}: no data within {timeout:.1f} s", battery_id=self.battery_id
-                ) from None
+                arrived = await reader
+            finally:
+                self._readers.remove(reader)
+                if timer is not None:
+                    timer.cancel()
+            if not arrived and not chunks:
+                raise DeviceTimeout(f"{self.description}: no data within {timeout:.1f} s", battery_id=self.battery_id)
+        item = chunks.popleft()
         if isinstance(item, TransportError):
             raise item
         return item
@@ -122,9 +136,9 @@ class Transport(abc.ABC):
         Raises:
             ConnectError: the link dropped.
         """
-        if self._chunks.empty():
+        if not self._chunks:
             return None
-        item = self._chunks.get_nowait()
+        item = self._chunks.popleft()
         if isinstance(item, TransportError):
             raise item
         return item
@@ -150,21 +164,24 @@ class Transport(abc.ABC):
     def _deliver(self, chunk: bytes) -> None:
         if not chunk:
             return
-        if self._chunks.qsize() >= _MAX_PENDING_CHUNKS:
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self._chunks.get_nowait()
+        if len(self._chunks) >= _MAX_PENDING_CHUNKS:
+            self._chunks.popleft()
         self.bytes_received += len(chunk)
-        self._chunks.put_nowait(bytes(chunk))
+        self._chunks.append(bytes(chunk))
+        self._wake_readers()
+
+    def _wake_readers(self) -> None:
+        for reader in self._readers:
+            _wake(reader, True)
 
     def _connection_lost(self, error: TransportError | None = None) -> None:
         if not self._open:
             return
         self._open = False
-        self._chunks.put_nowait(error or ConnectError(f"{self.description}: link dropped", battery_id=self.battery_id))
+        self._chunks.append(error or ConnectError(f"{self.description}: link dropped", battery_id=self.battery_id))
+        self._wake_readers()
 
     def _drain(self) -> int:
-        dropped = 0
-        while not self._chunks.empty():
-            self._chunks.get_nowait()
-            dropped += 1
+        dropped = len(self._chunks)
+        self._chunks.clear()
         return dropped

@@ -19,7 +19,6 @@ be the controller's (and so the hub's) clock.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -46,6 +45,7 @@ from bmsgate.model import Alarm
 from bmsgate.runtime.backoff import Backoff
 from bmsgate.runtime.cadence import tick_after
 from bmsgate.runtime.hub import SnapshotHub
+from bmsgate.runtime.wakeup import Wakeup
 
 __all__ = ["SAFE_HOLD_PERIODS", "CanSink"]
 
@@ -124,9 +124,9 @@ class CanSink:
         self._held = HeldMeasurements()
         """Last known measurements, for profiles without "invalid" markers (see `hold_missing`)."""
         self._sent_signature: tuple[OutputPhase, frozenset[Alarm], float, float] | None = None
-        self._urgent = asyncio.Event()
+        self._urgent = Wakeup()
         self._hub: SnapshotHub | None = None
-        self._requested = asyncio.Event()
+        self._requested = Wakeup()
         self._pending_requests = 0
         self.requests_dropped = 0
         self._listeners: list[Callable[[InverterStatus], None]] = []
@@ -430,14 +430,10 @@ def _check_log_file(path: Path) -> None:
         raise ConfigError(f"cannot append to {path}: {reason}", key_path="outputs.can.log_file") from exc
 
 
-async def _wait_until(event: asyncio.Event, deadline: float) -> bool:
+async def _wait_until(event: Wakeup, deadline: float) -> bool:
     """Wait for `event` until `deadline` on the loop's clock; True when it was set."""
     if event.is_set():
         return True
     if deadline <= asyncio.get_running_loop().time():
         return False
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout_at(deadline):
-            await event.wait()
-            return True
-    return False
+    return await event.wait_until(deadline)

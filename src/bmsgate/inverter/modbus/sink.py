@@ -140,12 +140,9 @@ class ModbusSink:
                 group.create_task(self._refresh_loop(subscription), name=f"{self.name}-refresh")
 
     async def _refresh_loop(self, subscription: StatusSubscription) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            try:
-                async with asyncio.timeout(self.controller.settings.refresh_interval):
-                    await subscription.get()
-            except TimeoutError:
-                pass
+            await subscription.get_until(loop.time() + self.controller.settings.refresh_interval)
             self._take_status()
 
     def _take_status(self) -> None:
