@@ -50,3 +50,46 @@ async def test_a_publish_is_written_at_once_and_a_large_one_arrives_whole() -> N
 
 def _paho(session: MqttSession) -> Any:
     return session._client._client
+
+
+async def test_on_publish_runs_only_for_a_publish_that_is_waited_for() -> None:
+    async with EmbeddedBroker(port=free_port(), prefer="mosquitto") as broker:
+        settings = BrokerSettings(url=broker.url)
+        async with (
+            connect(settings, will_topic="test/sub/will", will_payload="gone", client_id="sub") as subscriber,
+            connect(settings, will_topic="test/pub/will", will_payload="gone", client_id="pub") as publisher,
+        ):
+            await subscriber.subscribe("test/data/#")
+            messages = subscriber.messages()
+            paho = _paho(publisher)
+            confirmed: list[int] = []
+            aiomqtt_callback = paho.on_publish
+
+            def counting(*arguments: Any) -> None:
+                confirmed.append(arguments[2])
+                aiomqtt_callback(*arguments)
+
+            paho.on_publish = counting
+            # Written at once, awaited by nobody: paho builds no PUBACK reason code and properties for it.
+            await publisher.publish("test/data/small", "x", retain=False, qos=0)
+            assert confirmed == []
+            assert paho.on_publish is counting
+            # While aiomqtt waits for any publish, every write runs the callback: the packet written may be that one.
+            pending = publisher._client._pending_publishes
+            pending[65_000] = asyncio.Event()
+            try:
+                info = paho.publish("test/data/while-waiting", b"y", qos=0)
+                assert info.is_published() and confirmed == [info.mid]
+            finally:
+                del pending[65_000]
+            confirmed.clear()
+            # Not taken at once: aiomqtt waits for it, and the callback that ends the wait still comes.
+            paho.socket().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            large = bytes(range(256)) * 32_768  # 8 MiB
+            async with asyncio.timeout(30):
+                await publisher.publish("test/data/large", large, retain=False, qos=0)
+            assert len(confirmed) == 1
+            assert (await _next(messages)).topic == "test/data/small"
+            assert (await _next(messages)).topic == "test/data/while-waiting"
+            received = await _next(messages)
+            assert (received.topic, received.payload == large) == ("test/data/large", True)

@@ -499,20 +499,38 @@ def _write_at_once(client: aiomqtt.Client) -> None:
     battery snapshot paid that on every message. Now paho writes right away (its public ``loop_write``);
     only what the socket does not take, a publish from another thread (paho's connect runs in one) or a
     failing write goes through aiomqtt's watcher, which also reports a broken connection as before.
+
+    For each QoS 0 packet it writes, paho calls ``on_publish`` with a PUBACK reason code and properties it
+    builds for the call: a fifth of a state message's publish. aiomqtt needs that call only for a publish it
+    waits for (one the socket did not take at once, listed in its pending publishes); with none pending, the
+    immediate write runs without the callback. paho marks the packets published either way, which is what
+    aiomqtt checks right after the write.
     """
     paho = client._client
     register_later = paho.on_socket_register_write
     in_callback = getattr(paho, "_in_callback_mutex", None)
     if register_later is None or in_callback is None:  # pragma: no cover - a paho other than 2.x
         return
+    awaited = getattr(client, "_pending_publishes", None)
     loop_thread = threading.get_ident()
+
+    def write_now(paho_client: Any) -> None:
+        callback = paho_client._on_publish
+        quiet = awaited is not None and not awaited and callback is not None
+        if quiet:
+            paho_client._on_publish = None
+        try:
+            paho_client.loop_write()
+        finally:
+            if quiet:
+                paho_client._on_publish = callback
 
     def on_socket_register_write(paho_client: Any, userdata: Any, sock: Any) -> None:
         # Inside one of paho's callbacks (it holds this lock) a write would take it again: paho's own rule.
         if threading.get_ident() == loop_thread and in_callback.acquire(blocking=False):
             in_callback.release()
             try:
-                paho_client.loop_write()
+                write_now(paho_client)
             except Exception:  # noqa: BLE001 - aiomqtt's watcher writes again and reports the failure
                 register_later(paho_client, userdata, sock)
                 return
