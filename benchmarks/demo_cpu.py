@@ -12,12 +12,17 @@
 
 With ``--py-spy SECONDS`` a py-spy profile (if py-spy is installed) of the demo process is printed.
 
+With ``--split`` the plain demo runs twice at the same time, once with the simulated batteries' own CPU
+accounted apart (benchmarks/simulator_share.py) and subtracted: the gateway's share, what it would cost beside
+real batteries.
+
 With ``--against OTHER/src`` the plain demo runs twice at the same time, once from these sources and once from
 OTHER's (a worktree of the commit to compare with: ``git worktree add --detach /tmp/base <commit>``), and the
 ratio is printed (first, then the usual figures; ``--only`` limits those): the figures drift with the machine's
 load between runs, a ratio from one paired run does not.
 
 Run: PYTHONPATH=src .venv/bin/python benchmarks/demo_cpu.py [--window 60] [--fleet] [--py-spy 20] [--against DIR]
+     [--split]
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import fcntl
 import os
 import pty
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -51,8 +57,41 @@ _WARM_UP = 15.0
 
 
 def _cpu_seconds(pid: int) -> float:
+    """The process's CPU time: every thread's scheduler run time in ns where the kernel has it.
+
+    utime + stime count in clock ticks (10 ms): over a minute of the demo's 120 snapshots that is 0.08 ms
+    per snapshot, a tenth of the target.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        tasks = Path(f"/proc/{pid}/task")
+        return sum(int((task / "schedstat").read_text().split()[0]) for task in tasks.iterdir()) / 1e9
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _simulated_seconds(pid: int, report: Path | None) -> float:
+    """The simulated devices' CPU so far (benchmarks/simulator_share.py's running total; 0 without one).
+
+    The process writes its total when asked (SIGUSR1), with a count that tells a fresh report from the last.
+    """
+    if report is None:
+        return 0.0
+
+    def read() -> tuple[int, float]:
+        with contextlib.suppress(OSError, ValueError):
+            count, seconds = report.read_text().split()
+            return int(count), float(seconds)
+        return 0, 0.0
+
+    before = read()[0]
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        count, seconds = read()
+        if count > before:
+            return seconds
+        time.sleep(0.01)
+    raise SystemExit("the demo did not report its simulated batteries' CPU")
 
 
 def _rss_mb(pid: int) -> float:
@@ -83,11 +122,14 @@ def _measure(
     *,
     terminal: bool = False,
     sources: str | None = None,
+    share: Path | None = None,
 ) -> tuple[float, float]:
     """Run `command`; returns (CPU ms per snapshot over the window, peak RSS in MB).
 
     With `terminal` its output is a pseudo-terminal (drained here), so the console shows its live view.
     With `sources` the process imports bmsgate from that directory instead of this run's PYTHONPATH.
+    With `share` (the report file of benchmarks/simulator_share.py) the simulated devices' CPU over the
+    window is subtracted: the figure is the gateway's own.
     """
     with tempfile.TemporaryDirectory() as home:
         environment = {**os.environ, "HOME": home, "TERM": "xterm-256color" if terminal else "dumb"}
@@ -108,13 +150,14 @@ def _measure(
             while time.monotonic() - started < _WARM_UP:
                 peak = max(peak, _rss_mb(process.pid))
                 time.sleep(0.25)
-            cpu_before, opened = _cpu_seconds(process.pid), time.monotonic()
+            cpu_before, opened = _cpu_seconds(process.pid) - _simulated_seconds(process.pid, share), time.monotonic()
             if spy:
                 _py_spy(process.pid, spy)
             while time.monotonic() - opened < window:
                 peak = max(peak, _rss_mb(process.pid))
                 time.sleep(0.25)
-            cpu, elapsed = _cpu_seconds(process.pid) - cpu_before, time.monotonic() - opened
+            cpu = _cpu_seconds(process.pid) - _simulated_seconds(process.pid, share) - cpu_before
+            elapsed = time.monotonic() - opened
             if process.poll() is not None:
                 raise SystemExit(f"{command[3]} ended early (exit {process.returncode}): no figure")
         finally:
@@ -221,6 +264,36 @@ def _demo_against(window: float, baseline: str) -> None:
     )
 
 
+def _demo_split(window: float) -> None:
+    """The plain demo twice at once: as it is, and with the simulated devices' CPU accounted apart."""
+    rate = _DEMO_BATTERIES / _DEMO_POLL_INTERVAL
+    results: dict[str, tuple[float, float]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "simulated-seconds"
+        split = [sys.executable, str(Path(__file__).resolve().with_name("simulator_share.py")), str(report)]
+        commands = {"whole": (_demo_command(window), None), "gateway": (_demo_command(window), report)}
+        commands["gateway"][0][:3] = split
+
+        def measure(name: str) -> None:
+            command, share = commands[name]
+            results[name] = _measure(command, window, rate, 0.0, share=share)
+
+        threads = [threading.Thread(target=measure, args=(name,)) for name in commands]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    if len(results) != len(threads):
+        raise SystemExit("a demo ended early: no split figure")
+    whole, gateway = results["whole"][0], results["gateway"][0]
+    print(
+        f"bmsgate demo, split over {window:.0f} s (plain console, without the fleet): {whole:.3f} ms CPU per "
+        f"battery snapshot in all; without the simulated batteries' own work (matching requests, the pack model, "
+        f"encoding their replies and streams, measured apart in a second demo run at the same time) "
+        f"{gateway:.3f} ms: the gateway's share, what it costs beside real batteries"
+    )
+
+
 async def _run(window: float, spy: float) -> None:
     batteries, poll_interval = 8, 1.0
     async with EmbeddedBroker(port=free_port()) as broker:
@@ -263,9 +336,14 @@ def main() -> None:
     parser.add_argument(
         "--against", metavar="SRC", help="also run the demo paired with another tree's sources (its src/)"
     )
+    parser.add_argument(
+        "--split", action="store_true", help="also measure the gateway's share without the simulated batteries"
+    )
     args = parser.parse_args()
     if args.against:
         _demo_against(args.window, args.against)
+    if args.split:
+        _demo_split(args.window)
     if args.only != "run":
         _demo(args.window, fleet=False, spy=args.py_spy)
         _demo(args.window, fleet=False, spy=0.0, live=True)
