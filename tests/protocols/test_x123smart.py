@@ -293,3 +293,25 @@ async def test_without_a_keep_alive_between_polls_only_waits() -> None:
         asyncio.get_running_loop().call_later(0.05, wake.set)
         await client.between_polls(wake)
         assert len(transport.writes) == count
+
+
+@pytest.mark.parametrize("protocol_name", ["x123smart", "jbd"])
+async def test_between_polls_ends_at_the_next_polls_time_by_itself(protocol_name: str) -> None:
+    # `until` (the next poll's time) ends the wait without a cancellation, keep-alive or not, and a keep-alive
+    # due before it still goes out.
+    protocol = PROTOCOL if protocol_name == "x123smart" else get_protocol(protocol_name)
+    transport = SimulatorTransport(protocol, PackConfig(cells=4, ntc_count=1))
+    options = ClientOptions(request_timeout=0.5, retries=0, secret=SIMULATED_SECRET)
+    async with BatteryClient(protocol, transport, battery_id="boat", options=options) as client:
+        await client.read()
+        before = transport.writes.count(b"$")
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        started = loop.time()
+        await client.between_polls(Wakeup(), until=started + 0.75)
+        assert 0.74 <= loop.time() - started < 1.0
+        assert task.cancelling() == 0
+        if protocol_name == "x123smart":
+            assert transport.writes.count(b"$") - before >= 2
+        assert (await client.read()).cell_count == 4
