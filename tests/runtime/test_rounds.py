@@ -48,7 +48,7 @@ async def test_only_the_given_batteries_are_waited_for() -> None:
     rounds.ended("a")
     waited, took = await waiter
     assert waited and took < ROUND_WAIT
-    assert rounds.under_way()[0] == {"outside"}
+    assert set(rounds.under_way()[0]) == {"outside"}
 
 
 async def test_a_poll_slower_than_the_bound_is_not_waited_for_past_it() -> None:
@@ -102,3 +102,20 @@ async def test_a_cancelled_wait_leaves_nothing_behind(cancelled: str) -> None:
         rounds.ended("a")
         assert await waiter is True
         assert rounds._waiters == []
+
+
+async def test_a_slow_poll_holds_the_round_only_within_its_own_window() -> None:
+    # A began well before B: once B is in, A's window (ROUND_WAIT from its own start) is what is left to wait.
+    rounds = PollRounds()
+    loop = asyncio.get_running_loop()
+    rounds.began("a")
+    await asyncio.sleep(ROUND_WAIT * 0.8)
+    rounds.began("b")
+    waiter = asyncio.create_task(_settled_after(rounds))
+    await asyncio.sleep(0.01)
+    rounds.ended("b")
+    started = loop.time()
+    waited, _took = await waiter
+    assert waited
+    assert loop.time() - started < ROUND_WAIT * 0.5, "held until b's window ended, not a's"
+    rounds.ended("a")

@@ -75,3 +75,38 @@ async def test_an_unread_buffer_is_bounded_and_drops_the_oldest(monkeypatch: pyt
         transport._deliver(b"x")
         assert transport.discard_pending() == 1
         assert transport.receive_nowait() is None
+
+
+async def test_a_chunk_that_arrived_for_a_reader_cancelled_before_it_resumed_stays_buffered() -> None:
+    async with _Loopback() as transport:
+        reader = asyncio.create_task(transport.receive(timeout=5.0))
+        await asyncio.sleep(0)
+        transport._deliver(b"kept")  # wakes the reader...
+        reader.cancel()  # ...which is cancelled before it runs again
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        assert transport.receive_nowait() == b"kept"
+
+
+async def test_closing_wakes_a_reader_that_waits_without_a_timeout() -> None:
+    transport = _Loopback()
+    await transport.open()
+    reader = asyncio.create_task(transport.receive())
+    await asyncio.sleep(0)
+    await transport.close()
+    with pytest.raises(ConnectError, match="not connected"):
+        async with asyncio.timeout(1.0):
+            await reader
+
+
+async def test_a_reader_woken_for_a_chunk_another_took_keeps_its_deadline() -> None:
+    loop = asyncio.get_running_loop()
+    async with _Loopback() as transport:
+        started = loop.time()
+        first = asyncio.create_task(transport.receive(timeout=0.3))
+        second = asyncio.create_task(transport.receive(timeout=0.3))
+        await asyncio.sleep(0.2)
+        transport._deliver(b"one")
+        results = await asyncio.gather(first, second, return_exceptions=True)
+        assert sorted(type(result).__name__ for result in results) == ["DeviceTimeout", "bytes"]
+        assert loop.time() - started < 0.45, "the losing reader's timeout started again"

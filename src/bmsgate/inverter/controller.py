@@ -30,7 +30,7 @@ from bmsgate.inverter.status import (
 )
 from bmsgate.runtime.cadence import TICK_TOLERANCE, tick_after
 from bmsgate.runtime.hub import HubUpdate, SnapshotHub, Subscription
-from bmsgate.runtime.wakeup import Wakeup
+from bmsgate.runtime.wakeup import Wakeup, wake
 
 __all__ = ["InverterController", "StatusChannel", "StatusSubscription"]
 
@@ -146,11 +146,6 @@ class StatusChannel:
             self._subscriptions.remove(subscription)
 
 
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 class InverterController:
     """The one bank and limit engine behind every inverter output (a supervised task right of the hub).
 
@@ -228,31 +223,35 @@ class InverterController:
         self.refreshed.set()
         waiters, self._refresh_waiters = self._refresh_waiters, []
         for waiter in waiters:
-            _wake(waiter)
+            wake(waiter)
         return status
 
-    async def round_refreshed(self, hub: SnapshotHub) -> None:
+    async def round_refreshed(self, hub: SnapshotHub) -> bool:
         """Return once the status carries the bank's current poll round (at once when none is under way).
 
         An output about to send the status at a tick that is also the bank's poll tick waits for this, so that
         it sends the round's values instead of the previous ones followed by the new ones. Bounded by the
         round's deadline (runtime/rounds.py) and the refresh after it.
+
+        Returns:
+            True when a round was under way (and waited for).
         """
         await asyncio.sleep(0)  # the pollers due at this tick begin in the pass the caller woke in
         pending, deadline = hub.rounds.under_way(self.battery_ids(hub))
         if not pending:
-            return
+            return False
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._refresh_waiters.append(waiter)
         # At the deadline the controller refreshes with what it has: a little later, this returns regardless.
-        handle = loop.call_at(deadline + _REFRESH_MARGIN, _wake, waiter)
+        handle = loop.call_at(deadline + _REFRESH_MARGIN, wake, waiter)
         try:
             await waiter
         finally:
             handle.cancel()
             if waiter in self._refresh_waiters:
                 self._refresh_waiters.remove(waiter)
+        return True
 
     async def run(self, hub: SnapshotHub) -> None:
         """Recompute on bank updates and every ``refresh_interval`` until cancelled.
@@ -275,11 +274,12 @@ class InverterController:
                 bank_updates = [update for update in updates if update.battery_id in bank_ids]
                 if not bank_updates and loop.time() < due - TICK_TOLERANCE:
                     continue
-                # One refresh for the round (runtime/rounds.py): the tick's and every bank pack's of it.
-                if await hub.rounds.settled(bank_ids):
-                    while (update := subscription.get_nowait()) is not None:
-                        if update.battery_id in bank_ids:
-                            bank_updates.append(update)
+                # One refresh for the round (runtime/rounds.py): the tick's and every bank pack's of it. What
+                # arrived meanwhile (even in the one pass `settled` yields without a round) is in it too.
+                await hub.rounds.settled(bank_ids)
+                while (update := subscription.get_nowait()) is not None:
+                    if update.battery_id in bank_ids:
+                        bank_updates.append(update)
                 fresh = any(not update.stale and update.snapshot is not None for update in bank_updates)
                 self.refresh(hub, fresh_data=fresh)
                 due = tick_after(loop.time(), interval)

@@ -18,6 +18,8 @@ import asyncio
 import math
 from typing import Final
 
+from bmsgate.runtime.wakeup import wake
+
 __all__ = ["TICK_TOLERANCE", "sleep_until", "tick_after", "tick_at_or_after"]
 
 TICK_TOLERANCE: Final = 1e-3
@@ -52,11 +54,6 @@ def tick_at_or_after(instant: float, period: float) -> float:
     return math.ceil((instant - TICK_TOLERANCE) / period) * period
 
 
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 async def sleep_until(deadline: float) -> None:
     """Sleep until `deadline` on the running loop's clock.
 
@@ -66,7 +63,7 @@ async def sleep_until(deadline: float) -> None:
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[None] = loop.create_future()
-    handle = loop.call_at(deadline, _wake, future)
+    handle = loop.call_at(deadline, wake, future)
     try:
         await future
     finally:

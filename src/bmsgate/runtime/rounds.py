@@ -19,6 +19,8 @@ import asyncio
 from collections.abc import Collection
 from typing import Final
 
+from bmsgate.runtime.wakeup import wake
+
 __all__ = ["ROUND_WAIT", "PollRounds"]
 
 ROUND_WAIT: Final = 0.25
@@ -28,9 +30,26 @@ several passes anyway, and an inverter that hears a lowered limit this much late
 already up to a poll interval old."""
 
 
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+class _Waiter:
+    """One output waiting for a round: the polls it waits for (with their starts) and its timer."""
+
+    __slots__ = ("future", "pending", "timer")
+
+    def __init__(self, future: asyncio.Future[None], pending: dict[str, float]) -> None:
+        self.future = future
+        self.pending = pending
+        self.timer: asyncio.TimerHandle | None = None
+
+    def arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """(Re)arm the timer at the round's deadline: `ROUND_WAIT` after the latest start still pending.
+
+        Recomputed as polls end, so a slow poll whose own window has passed holds nobody once the newer
+        polls of the round are in.
+        """
+        if self.timer is not None:
+            self.timer.cancel()
+        deadline = max(self.pending.values()) + ROUND_WAIT
+        self.timer = loop.call_at(deadline, wake, self.future)
 
 
 class PollRounds:
@@ -42,7 +61,7 @@ class PollRounds:
 
     def __init__(self) -> None:
         self._began: dict[str, float] = {}
-        self._waiters: list[tuple[set[str], asyncio.Future[None]]] = []
+        self._waiters: list[_Waiter] = []
 
     def began(self, battery_id: str) -> None:
         """A poll of `battery_id` starts now."""
@@ -52,26 +71,28 @@ class PollRounds:
         """The poll of `battery_id` is over (its snapshot, if any, is in the hub)."""
         if self._began.pop(battery_id, None) is None:
             return
-        for pending, future in self._waiters:
-            pending.discard(battery_id)
-            if not pending:
-                _wake(future)
+        for waiter in self._waiters:
+            if waiter.pending.pop(battery_id, None) is None:
+                continue
+            if not waiter.pending:
+                wake(waiter.future)
+            else:
+                waiter.arm(asyncio.get_running_loop())
 
-    def under_way(self, battery_ids: Collection[str] | None = None) -> tuple[set[str], float]:
-        """The batteries of `battery_ids` (None: every one) in the current round, and until when it may run.
+    def under_way(self, battery_ids: Collection[str] | None = None) -> tuple[dict[str, float], float]:
+        """The current round's polls of `battery_ids` (None: every battery) by start, and its deadline.
 
-        Only polls that began within `ROUND_WAIT` count; an empty set: no round is under way.
+        Only polls that began within `ROUND_WAIT` count; an empty mapping: no round is under way.
         """
         if not self._began:
-            return set(), 0.0
+            return {}, 0.0
         now = asyncio.get_running_loop().time()
-        pending: set[str] = set()
-        latest = 0.0
-        for battery_id, began in self._began.items():
-            if began > now - ROUND_WAIT and (battery_ids is None or battery_id in battery_ids):
-                pending.add(battery_id)
-                latest = max(latest, began)
-        return pending, latest + ROUND_WAIT
+        pending = {
+            battery_id: began
+            for battery_id, began in self._began.items()
+            if began > now - ROUND_WAIT and (battery_ids is None or battery_id in battery_ids)
+        }
+        return pending, (max(pending.values()) + ROUND_WAIT if pending else 0.0)
 
     async def settled(self, battery_ids: Collection[str] | None = None) -> bool:
         """Wait until the current round of `battery_ids` (None: every battery) is over, or its deadline passed.
@@ -82,17 +103,17 @@ class PollRounds:
         # Polls due at the caller's own tick begin in the same pass of the loop as the caller woke in; one
         # pass later they have all begun.
         await asyncio.sleep(0)
-        pending, deadline = self.under_way(battery_ids)
+        pending, _deadline = self.under_way(battery_ids)
         if not pending:
             return False
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        entry = (pending, future)
-        self._waiters.append(entry)
-        handle = loop.call_at(deadline, _wake, future)
+        waiter = _Waiter(loop.create_future(), pending)
+        waiter.arm(loop)
+        self._waiters.append(waiter)
         try:
-            await future
+            await waiter.future
         finally:
-            handle.cancel()
-            self._waiters.remove(entry)
+            if waiter.timer is not None:
+                waiter.timer.cancel()
+            self._waiters.remove(waiter)
         return True

@@ -44,8 +44,10 @@ __all__ = [
 
 _LOGGER = logging.getLogger(__name__)
 _MAX_BACKOFF: Final = 300.0
-_HUNG_KEEP_ALIVE_GRACE: Final = 1.0
-"""Seconds past the next poll's time after which a keep-alive write that hangs between polls is abandoned."""
+_HUNG_KEEP_ALIVE_GRACE: Final = 0.1
+"""Seconds past the next poll's time after which a keep-alive write that hangs between polls is abandoned: a
+poll comes at most this much later than an interval after the previous one began. Not zero: a bound at the
+very instant the wait ends by itself would, in some passes, fire first and cancel the task after all."""
 _SINK_BACKOFF_START: Final = 1.0
 _SINK_BACKOFF_MAX: Final = 60.0
 _CLOSE_TIMEOUT: Final = 1.0

@@ -13,7 +13,13 @@ from __future__ import annotations
 
 import asyncio
 
-__all__ = ["Wakeup"]
+__all__ = ["Wakeup", "wake"]
+
+
+def wake(future: asyncio.Future[None]) -> None:
+    """Resolve `future` unless it is done already (a timer's or a producer's callback)."""
+    if not future.done():
+        future.set_result(None)
 
 
 def _expire(waiter: asyncio.Future[bool]) -> None:

@@ -92,6 +92,8 @@ class Transport(abc.ABC):
         """Disconnect (no-op when closed)."""
         was_open, self._open = self._open, False
         if was_open:
+            # A reader waiting without a timeout would otherwise wait for a link that is gone.
+            self._wake_readers()
             await self._do_close()
 
     async def write(self, data: bytes) -> None:
@@ -109,14 +111,18 @@ class Transport(abc.ABC):
             ConnectError: the link dropped (or is not open and nothing is buffered).
         """
         chunks = self._chunks
+        deadline: float | None = None
         # A reply's later notifications are usually queued already: no timer to arm and cancel for them.
         while not chunks:
             if not self._open:
                 raise ConnectError(f"{self.description}: not connected", battery_id=self.battery_id)
             loop = asyncio.get_running_loop()
+            if deadline is None and timeout is not None:
+                # Once: a reader woken for a chunk another reader took waits only for what is left.
+                deadline = loop.time() + timeout
             reader: asyncio.Future[bool] = loop.create_future()
             self._readers.append(reader)
-            timer = None if timeout is None else loop.call_later(timeout, _wake, reader, False)
+            timer = None if deadline is None else loop.call_at(deadline, _wake, reader, False)
             try:
                 arrived = await reader
             finally:

@@ -467,3 +467,38 @@ async def test_the_set_at_the_banks_poll_tick_carries_that_rounds_values() -> No
         in_period = [alarms for at, alarms in sent if tick - 0.01 <= at < tick + period * 0.8]
         expected = frozenset({Alarm.CELL_OVERVOLTAGE}) if index % 2 == 0 else frozenset()
         assert in_period == [expected], f"tick {index}: sets {in_period}"
+
+
+async def test_a_set_late_for_a_slow_round_keeps_min_interval_to_the_next() -> None:
+    # A bank poll that outlasts its round holds the tick's set back by up to the round's bound; the next tick
+    # may then come sooner than min_interval after it went out, so the floor counts from the send as well.
+    channel = channel_name()
+    hub = make_hub()
+    hub.publish(make_snapshot())
+    simulator = InverterSimulator(channel, load_profile("pylon"))
+    loop = asyncio.get_running_loop()
+    period = 0.3
+    sent_at: list[float] = []
+
+    async def record(sink: CanSink) -> None:
+        while True:
+            sink.sent.clear()
+            await sink.sent.wait()
+            sent_at.append(loop.time())
+
+    try:
+        async with running(can_sink(settings(channel, period=period)), hub) as sink:
+            recorder = asyncio.create_task(record(sink))
+            await wait_for(lambda: len(sent_at) >= 2)
+            for index in range(6):
+                await sleep_until(tick_after(loop.time(), period))
+                if index % 2 == 0:
+                    hub.rounds.began("a")  # never ends within the round's bound
+                    await asyncio.sleep(0.33)
+                    hub.rounds.ended("a")
+            recorder.cancel()
+    finally:
+        simulator.close()
+    gaps = [b - a for a, b in itertools.pairwise(sent_at)]
+    assert len(gaps) >= 6
+    assert min(gaps) > 0.1 - 0.01, sorted(gaps)[:4]

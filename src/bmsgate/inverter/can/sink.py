@@ -363,12 +363,13 @@ class CanSink:
             self._urgent.clear()
             # The regular grid already keeps `period` >= `min_interval`; only an urgent set may come early.
             wait_more = last_sent + min_interval - loop.time()
+            held_for_round = False
             if urgent and wait_more > 0:
                 await asyncio.sleep(wait_more)
             elif not urgent and self._hub is not None:
                 # At the bank's poll tick: the set carries that round's values (runtime/rounds.py), not the
                 # previous round's followed by an urgent set for the new ones.
-                await self.controller.round_refreshed(self._hub)
+                held_for_round = await self.controller.round_refreshed(self._hub)
             # This set takes the latest status: whatever made it urgent meanwhile goes out in it.
             self._urgent.clear()
             last_sent = loop.time()
@@ -380,8 +381,11 @@ class CanSink:
             # with the controller's tick. The next regular set is the next tick, but at least `min_interval`
             # after where this one belonged: after an urgent set that tick may come too soon, and so may the
             # one after a set that was itself pushed off the grid by that floor. Never more than `period`
-            # after an urgent set, and `period` apart on the grid.
-            next_due = max(tick_after(last_sent, period), due_at + min_interval)
+            # after an urgent set, and `period` apart on the grid. A regular set held back for its poll round
+            # went out up to the round's bound after its tick: then the floor counts from when it went out
+            # (only then: counted from every send, a period equal to it would drift by the loop's latency).
+            floor = last_sent if held_for_round else due_at
+            next_due = max(tick_after(last_sent, period), floor + min_interval)
 
     async def _answer_requests(self, bus: FrameBus) -> None:
         while self.profile.mode == "request":
