@@ -8,6 +8,10 @@ A consumer of thousands of messages a second (the fleet ingest) reads them in ba
 (:meth:`MqttSession.message_batches`: no task per message; on a plain connection the PUBLISH packets
 in the read buffer are parsed in one pass, see :meth:`_BufferedSocket.take_publishes`) and acknowledges a
 whole batch in one socket write (:meth:`MqttSession.ack_many`).
+
+Why one long module: it is the only place that may import aiomqtt and paho (principle: one adapter per
+library), and the ways it works around them (writes at once, buffered reads, housekeeping on the tick grid,
+no ``on_publish`` call for what nobody awaits) touch the same private corners of both, so they stay together.
 """
 
 from __future__ import annotations
