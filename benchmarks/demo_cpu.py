@@ -43,6 +43,7 @@ import tempfile
 import termios
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -234,24 +235,34 @@ def _demo(window: float, fleet: bool, spy: float, *, live: bool = False) -> None
     )
 
 
-def _demo_against(window: float, baseline: str) -> None:
-    """The plain demo from these sources and from `baseline` at the same time: both see the same load."""
-    rate = _DEMO_BATTERIES / _DEMO_POLL_INTERVAL
+def _at_once(jobs: dict[str, Callable[[], tuple[float, float]]], what: str) -> dict[str, tuple[float, float]]:
+    """Run each measurement in a thread of its own at the same time (both see the same load); their results."""
     results: dict[str, tuple[float, float]] = {}
 
-    def measure(name: str, sources: str | None) -> None:
-        results[name] = _measure(_demo_command(window), window, rate, 0.0, sources=sources)
+    def measure(name: str) -> None:
+        results[name] = jobs[name]()
 
-    threads = [
-        threading.Thread(target=measure, args=("this", None)),
-        threading.Thread(target=measure, args=("baseline", str(Path(baseline).resolve()))),
-    ]
+    threads = [threading.Thread(target=measure, args=(name,)) for name in jobs]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    if len(results) != len(threads):
-        raise SystemExit("a demo ended early: no paired figure")
+    if len(results) != len(jobs):
+        raise SystemExit(f"a demo ended early: no {what} figure")
+    return results
+
+
+def _demo_against(window: float, baseline: str) -> None:
+    """The plain demo from these sources and from `baseline` at the same time: both see the same load."""
+    rate = _DEMO_BATTERIES / _DEMO_POLL_INTERVAL
+    sources = str(Path(baseline).resolve())
+    results = _at_once(
+        {
+            "this": lambda: _measure(_demo_command(window), window, rate, 0.0),
+            "baseline": lambda: _measure(_demo_command(window), window, rate, 0.0, sources=sources),
+        },
+        "paired",
+    )
     this, base = results["this"][0], results["baseline"][0]
     print(
         f"bmsgate demo, paired over {window:.0f} s (plain console, without the fleet): "
@@ -263,24 +274,17 @@ def _demo_against(window: float, baseline: str) -> None:
 def _demo_split(window: float) -> None:
     """The plain demo twice at once: as it is, and with the simulated devices' CPU accounted apart."""
     rate = _DEMO_BATTERIES / _DEMO_POLL_INTERVAL
-    results: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "simulated-seconds"
-        split = [sys.executable, str(Path(__file__).resolve().with_name("simulator_share.py")), str(report)]
-        commands = {"whole": (_demo_command(window), None), "gateway": (_demo_command(window), report)}
-        commands["gateway"][0][:3] = split
-
-        def measure(name: str) -> None:
-            command, share = commands[name]
-            results[name] = _measure(command, window, rate, 0.0, share=share)
-
-        threads = [threading.Thread(target=measure, args=(name,)) for name in commands]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    if len(results) != len(threads):
-        raise SystemExit("a demo ended early: no split figure")
+        accounted = [sys.executable, str(Path(__file__).resolve().with_name("simulator_share.py")), str(report)]
+        split = [*accounted, *_demo_command(window)[len(_bmsgate()) :]]
+        results = _at_once(
+            {
+                "whole": lambda: _measure(_demo_command(window), window, rate, 0.0),
+                "gateway": lambda: _measure(split, window, rate, 0.0, share=report),
+            },
+            "split",
+        )
     whole, gateway = results["whole"][0], results["gateway"][0]
     print(
         f"bmsgate demo, split over {window:.0f} s (plain console, without the fleet): {whole:.3f} ms CPU per "

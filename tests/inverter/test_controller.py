@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -37,6 +39,18 @@ def setup(**settings: object) -> tuple[Clock, SnapshotHub, InverterController]:
         "limits": LimitSettings(max_charge_current=100, recovery_hold=30.0, ramp_rate=5.0),
     }
     return clock, hub, InverterController(InverterSettings.model_validate(values | settings), clock=clock)
+
+
+@contextlib.asynccontextmanager
+async def _running(controller: InverterController, hub: SnapshotHub) -> AsyncIterator[None]:
+    """The controller's task for the block; cancelled after it (and it ends by that cancellation only)."""
+    task = asyncio.create_task(controller.run(hub))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
 def test_each_refresh_publishes_one_numbered_status() -> None:
@@ -155,8 +169,7 @@ async def test_run_refreshes_on_bank_updates_and_on_the_tick() -> None:
     hub = SnapshotHub()
     hub.register("a", stale_after=10.0)
     controller = InverterController(InverterSettings(batteries=("a",), refresh_interval=0.05))
-    task = asyncio.create_task(controller.run(hub))
-    try:
+    async with _running(controller, hub):
         await asyncio.sleep(0)
         assert controller.status.sequence == 1
         hub.publish(make_snapshot())
@@ -169,10 +182,6 @@ async def test_run_refreshes_on_bank_updates_and_on_the_tick() -> None:
         await asyncio.sleep(0.2)
         assert controller.status.sequence >= ticked + 2  # time advances without new data
         assert controller.status.heartbeat == 1
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 async def test_a_pack_outside_the_bank_recomputes_nothing_and_the_tick_still_comes() -> None:
@@ -180,8 +189,7 @@ async def test_a_pack_outside_the_bank_recomputes_nothing_and_the_tick_still_com
     hub.register("a", stale_after=10.0)
     hub.register("other", stale_after=10.0)
     controller = InverterController(InverterSettings(batteries=("a",), refresh_interval=0.2))
-    task = asyncio.create_task(controller.run(hub))
-    try:
+    async with _running(controller, hub):
         await asyncio.sleep(0)
         assert controller.status.sequence == 1
         loop = asyncio.get_running_loop()
@@ -201,10 +209,6 @@ async def test_a_pack_outside_the_bank_recomputes_nothing_and_the_tick_still_com
             while controller.status.sequence == 2:
                 await asyncio.sleep(0.005)
         assert controller.status.heartbeat == 1
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 def test_status_says_which_end_of_the_temperature_curves_derates() -> None:
@@ -223,8 +227,7 @@ async def test_one_refresh_for_a_round_of_bank_polls_and_its_tick() -> None:
         hub.register(battery_id, stale_after=10.0)
     controller = InverterController(InverterSettings(batteries=("a", "b"), refresh_interval=0.2))
     loop = asyncio.get_running_loop()
-    task = asyncio.create_task(controller.run(hub))
-    try:
+    async with _running(controller, hub):
         await asyncio.sleep(0)
         for _round in range(3):
             await sleep_until(tick_after(loop.time(), 0.2))
@@ -245,18 +248,13 @@ async def test_one_refresh_for_a_round_of_bank_polls_and_its_tick() -> None:
         async with asyncio.timeout(0.1):
             while controller.status.sequence == before:
                 await asyncio.sleep(0.005)
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 async def test_round_refreshed_waits_for_the_controllers_refresh_of_the_round() -> None:
     hub = SnapshotHub()
     hub.register("a", stale_after=10.0)
     controller = InverterController(InverterSettings(batteries=("a",), refresh_interval=3.0))
-    task = asyncio.create_task(controller.run(hub))
-    try:
+    async with _running(controller, hub):
         await asyncio.sleep(0)
         await controller.round_refreshed(hub)  # no round: at once
         hub.rounds.began("a")
@@ -273,7 +271,3 @@ async def test_round_refreshed_waits_for_the_controllers_refresh_of_the_round() 
         started = asyncio.get_running_loop().time()
         await controller.round_refreshed(hub)
         assert asyncio.get_running_loop().time() - started < ROUND_WAIT + 0.2
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task

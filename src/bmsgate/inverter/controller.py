@@ -68,15 +68,12 @@ class StatusSubscription:
 
     async def get(self) -> InverterStatus:
         """Wait for a status newer than the last one read (the first call returns the current one)."""
-        while True:
-            status = self.get_nowait()
-            if status is not None:
-                return status
-            self._changed.clear()
-            await self._changed.wait()
+        status = await self.get_until(None)
+        assert status is not None  # without a deadline only a status ends the wait
+        return status
 
-    async def get_until(self, deadline: float) -> InverterStatus | None:
-        """As :meth:`get`, or None when no newer status came before `deadline` (the event loop's clock)."""
+    async def get_until(self, deadline: float | None) -> InverterStatus | None:
+        """As :meth:`get`, or None when no newer status came before `deadline` (the loop's clock; None: never)."""
         while True:
             status = self.get_nowait()
             if status is not None:

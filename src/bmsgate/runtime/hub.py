@@ -62,14 +62,12 @@ class Subscription:
 
     async def get(self) -> HubUpdate:
         """Wait for the next update (oldest battery first)."""
-        while not self._pending:
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        battery_id = next(iter(self._pending))
-        return self._pending.pop(battery_id)
+        update = await self.get_until(None)
+        assert update is not None  # without a deadline only an update ends the wait
+        return update
 
-    async def get_until(self, deadline: float) -> HubUpdate | None:
-        """The next update, or None when none came before `deadline` (the event loop's clock)."""
+    async def get_until(self, deadline: float | None) -> HubUpdate | None:
+        """The next update, or None when none came before `deadline` (the event loop's clock; None: never)."""
         while not self._pending:
             self._wakeup.clear()
             if not await self._wakeup.wait_until(deadline):

@@ -38,6 +38,16 @@ def make_hub(stale_after: float = 60.0) -> SnapshotHub:
     return hub
 
 
+async def _record_sends(sink: CanSink, sends: list[tuple[float, frozenset[Alarm]]], until: float = math.inf) -> None:
+    """Append (loop time, alarms sent) for every frame set the sink sends, until `until` (or cancelled)."""
+    loop = asyncio.get_running_loop()
+    while loop.time() < until:
+        sink.sent.clear()
+        await sink.sent.wait()
+        assert sink._sent_signature is not None
+        sends.append((loop.time(), sink._sent_signature[1]))
+
+
 @pytest.mark.parametrize("period", [0.1, 0.2])  # pylon's min_interval is 0.1: equal to it, and above it
 async def test_frame_sets_go_out_on_the_shared_grid_without_drift(period: float) -> None:
     channel = channel_name()
@@ -232,28 +242,22 @@ async def test_no_two_frame_sets_closer_than_min_interval_around_an_urgent_one()
     simulator = InverterSimulator(channel, load_profile("pylon"))
     loop = asyncio.get_running_loop()
     period = 0.15
-    sent_at: list[float] = []
-
-    async def record(sink: CanSink, until: float) -> None:
-        while loop.time() < until:
-            sink.sent.clear()
-            await sink.sent.wait()
-            sent_at.append(loop.time())
+    sends: list[tuple[float, frozenset[Alarm]]] = []
 
     try:
         async with running(can_sink(settings(channel, period=period)), hub) as sink:
-            recorder = asyncio.create_task(record(sink, loop.time() + 3.0))
+            recorder = asyncio.create_task(_record_sends(sink, sends, loop.time() + 3.0))
             for _ in range(4):
                 await asyncio.sleep(0.3)
                 # An alarm a little before a tick: the urgent set, then the regular one min_interval later.
                 tick = math.floor(loop.time() / period + 1) * period
                 await asyncio.sleep(max(0.0, tick - 0.02 - loop.time()))
-                alarms = frozenset({Alarm.CELL_OVERVOLTAGE}) if len(sent_at) % 2 else frozenset()
+                alarms = frozenset({Alarm.CELL_OVERVOLTAGE}) if len(sends) % 2 else frozenset()
                 hub.publish(make_snapshot(alarms=alarms, charge_enabled=not alarms))
             await recorder
     finally:
         simulator.close()
-    gaps = [b - a for a, b in itertools.pairwise(sent_at)]
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(sends)]
     assert len(gaps) >= 10
     # The loop's own lateness may shave a set's gap by a few milliseconds, never by a whole tick's worth.
     assert min(gaps) > 0.1 - 0.01, sorted(gaps)[:5]
@@ -437,16 +441,9 @@ async def test_the_set_at_the_banks_poll_tick_carries_that_rounds_values() -> No
     period = 0.3
     sent: list[tuple[float, frozenset[Alarm]]] = []
 
-    async def record(sink: CanSink) -> None:
-        while True:
-            sink.sent.clear()
-            await sink.sent.wait()
-            assert sink._sent_signature is not None
-            sent.append((loop.time(), sink._sent_signature[1]))
-
     try:
         async with running(can_sink(settings(channel, period=period)), hub) as sink:
-            recorder = asyncio.create_task(record(sink))
+            recorder = asyncio.create_task(_record_sends(sink, sent))
             await wait_for(lambda: len(sent) >= 2)
             ticks = []
             for index in range(4):
@@ -478,18 +475,12 @@ async def test_a_set_late_for_a_slow_round_keeps_min_interval_to_the_next() -> N
     simulator = InverterSimulator(channel, load_profile("pylon"))
     loop = asyncio.get_running_loop()
     period = 0.3
-    sent_at: list[float] = []
-
-    async def record(sink: CanSink) -> None:
-        while True:
-            sink.sent.clear()
-            await sink.sent.wait()
-            sent_at.append(loop.time())
+    sends: list[tuple[float, frozenset[Alarm]]] = []
 
     try:
         async with running(can_sink(settings(channel, period=period)), hub) as sink:
-            recorder = asyncio.create_task(record(sink))
-            await wait_for(lambda: len(sent_at) >= 2)
+            recorder = asyncio.create_task(_record_sends(sink, sends))
+            await wait_for(lambda: len(sends) >= 2)
             for index in range(6):
                 await sleep_until(tick_after(loop.time(), period))
                 if index % 2 == 0:
@@ -499,6 +490,6 @@ async def test_a_set_late_for_a_slow_round_keeps_min_interval_to_the_next() -> N
             recorder.cancel()
     finally:
         simulator.close()
-    gaps = [b - a for a, b in itertools.pairwise(sent_at)]
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(sends)]
     assert len(gaps) >= 6
     assert min(gaps) > 0.1 - 0.01, sorted(gaps)[:4]
